@@ -1,0 +1,495 @@
+"""The Python API: ``compile``, ``load``, :class:`Loss`, :class:`Library`, :class:`CompiledLoss`.
+
+A :class:`CompiledLoss` binds inputs at call time. The ranks of the inputs (scalar, vector,
+matrix), whether sample weights are given, the dtype and the outputs asked for (value,
+gradients, Hessians) select a kernel; kernels are built on first use by the pipeline
+``shapes → diff → stabilize → schedule → codegen → cache`` and kept for later calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import cache, diff, shapes
+from .codegen import cpu
+from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
+from .ir import Node, node, toposort, walk
+from .resolve import LossDefinition, Scope, load_scope, resolve_text
+from .schedule import Output, plan
+from .simplify import simplify
+from .stabilize import stabilize
+
+TARGETS = ("cpu", "parallel", "cuda")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class Loss:
+    """A loss definition, not yet compiled: ``lib.fraud``, or a loss written as a string."""
+
+    def __init__(self, definition: LossDefinition, scope: Scope):
+        self.definition = definition
+        self.scope = scope
+
+    @property
+    def name(self) -> str | None:
+        """The loss's name (None for a bare expression)."""
+        return self.definition.name
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Names of the inputs, in order of first appearance in the source."""
+        return self.definition.inputs
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The ``param`` values this loss uses, with their defaults."""
+        return dict(self.definition.params)
+
+    @property
+    def doc(self) -> str:
+        """The comment written above the loss."""
+        return self.definition.doc
+
+    def compile(self, target: str = "cpu", reduction: str = "mean",
+                params: Mapping[str, float] | None = None) -> CompiledLoss:
+        """Compile this loss (see :func:`lossdsl.compile`)."""
+        return CompiledLoss(self, target, reduction, params)
+
+    def __repr__(self) -> str:
+        return f"<Loss {self.name or 'expression'}({', '.join(self.inputs)})>"
+
+
+class Library:
+    """A loaded ``.loss`` file: its named losses as attributes (``lib.fraud``)."""
+
+    def __init__(self, scope: Scope, path: str | None):
+        self.scope = scope
+        self.path = path
+        self.losses: dict[str, Loss] = {
+            name: Loss(definition, scope) for name, definition in scope.losses.items()
+        }
+
+    def __getattr__(self, name: str) -> Loss:
+        losses = self.__dict__.get("losses", {})
+        if name in losses:
+            return losses[name]
+        hint = did_you_mean(name, losses)
+        raise AttributeError(f"no loss named {name!r} in {self.path or 'this library'}"
+                             + (f"; {hint}" if hint else ""))
+
+    def __getitem__(self, name: str) -> Loss:
+        return self.losses[name]
+
+    def __iter__(self):
+        return iter(self.losses)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self.losses))
+
+    def __repr__(self) -> str:
+        return f"<Library {self.path or '<string>'}: {', '.join(self.losses)}>"
+
+
+def load(path: str | Path) -> Library:
+    """Load a ``.loss`` file; its named losses become attributes of the returned library."""
+    return Library(load_scope(str(path)), str(path))
+
+
+def _loss_from_text(text: str) -> Loss:
+    scope = resolve_text(text)
+    if scope.expression is not None:
+        return Loss(scope.expression, scope)
+    if len(scope.losses) == 1:
+        (definition,) = scope.losses.values()
+        return Loss(definition, scope)
+    names = ", ".join(scope.losses) or "none"
+    raise LossError(f"the text defines no single loss to compile (named losses: {names}); "
+                    "write an expression, or load it with lossdsl.load and pick one")
+
+
+def compile(loss: str | Loss, target: str = "cpu", reduction: str = "mean",  # noqa: A001
+            params: Mapping[str, float] | None = None) -> CompiledLoss:
+    """Compile a loss expression, a whole loss file's text, or a :class:`Loss`.
+
+    ``target``: "cpu" (serial), "parallel" (multi-threaded) or "cuda". ``reduction``:
+    "mean" (default), "sum" or "none" (per-sample values). ``params``: overrides of ``param``
+    values (also accepted per call as keyword arguments).
+    """
+    if isinstance(loss, str):
+        loss = _loss_from_text(loss)
+    elif not isinstance(loss, Loss):
+        raise TypeError(f"lossdsl.compile takes loss text or a Loss, not {type(loss).__name__}")
+    return CompiledLoss(loss, target, reduction, params)
+
+
+@dataclass
+class _Kernel:
+    run: Any
+    names: Any
+    source: str
+    element_outputs: list[Output]
+    scalar_outputs: list[Output]
+    label_inputs: list[str]
+
+
+@dataclass
+class _Bound:
+    """Inputs prepared for a kernel: arrays, scalars, dtype and ranks."""
+
+    arrays: dict[str, np.ndarray]
+    scalars: dict[str, float]
+    ranks: dict[str, int]
+    dtype: np.dtype
+    weight: np.ndarray | None
+    params: dict[str, float]
+
+
+class CompiledLoss:
+    """A compiled loss: call it for the value; ``grad``, ``hessian`` and friends for derivatives.
+
+    Every method takes the inputs as keyword arguments (NumPy arrays or scalars), optional
+    ``sample_weight=`` and overrides of params.
+    """
+
+    def __init__(self, loss: Loss, target: str = "cpu", reduction: str = "mean",
+                 params: Mapping[str, float] | None = None):
+        if target not in TARGETS:
+            raise LossError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+        if reduction not in REDUCTIONS:
+            raise LossError(
+                f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}")
+        self.loss = loss
+        self.target = target
+        self.reduction = reduction
+        self.params = dict(loss.params)
+        for name, value in (params or {}).items():
+            if name not in self.params:
+                raise LossNameError(f"the loss has no param '{name}'", None,
+                                    did_you_mean(name, self.params))
+            self.params[name] = float(value)
+        self._kernels: dict[tuple, _Kernel] = {}
+        self._specialized: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+        self._last_source: str | None = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Names of the array inputs, e.g. ``("y", "p", "w")``."""
+        return self.loss.inputs
+
+    @property
+    def name(self) -> str | None:
+        """The loss's name (None for an expression)."""
+        return self.loss.name
+
+    def __call__(self, sample_weight: Any = None, **inputs: Any) -> float | np.ndarray:
+        """The loss value: a float, or an array for ``reduction="none"``."""
+        (value,) = self._compute(True, (), (), inputs, sample_weight)
+        return value
+
+    def grad(self, wrt: str | Iterable[str], sample_weight: Any = None,
+             **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Gradient with respect to ``wrt`` (an array shaped like it), or a dict for a tuple."""
+        names = self._wrt(wrt)
+        _, *grads = self._compute(True, names, (), inputs, sample_weight)
+        return grads[0] if isinstance(wrt, str) else dict(zip(names, grads))
+
+    def value_and_grad(self, wrt: str | Iterable[str], sample_weight: Any = None,
+                       **inputs: Any) -> tuple[Any, Any]:
+        """``(value, gradient)`` from one fused pass (gradient a dict when ``wrt`` is a tuple)."""
+        names = self._wrt(wrt)
+        value, *grads = self._compute(True, names, (), inputs, sample_weight)
+        return value, (grads[0] if isinstance(wrt, str) else dict(zip(names, grads)))
+
+    def hessian(self, wrt: str | Iterable[str], sample_weight: Any = None,
+                **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """The diagonal of the Hessian with respect to ``wrt`` (shaped like it)."""
+        names = self._wrt(wrt)
+        hessians = self._compute(False, (), names, inputs, sample_weight)
+        return hessians[0] if isinstance(wrt, str) else dict(zip(names, hessians))
+
+    def grad_and_hessian(self, wrt: str, sample_weight: Any = None,
+                         **inputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(gradient, Hessian diagonal)`` in one pass: what gradient boosting asks for."""
+        (name,) = self._wrt(wrt)
+        gradient, hessian = self._compute(False, (name,), (name,), inputs, sample_weight)
+        return gradient, hessian
+
+    def derivative(self, wrt: str, order: int = 1) -> Node:
+        """The simplified symbolic gradient (``order=1``) or Hessian diagonal (``order=2``);
+        ``str()`` of the result is readable loss-language source."""
+        (name,) = self._wrt(wrt)
+        if order not in (1, 2):
+            raise LossError("derivative order must be 1 (gradient) or 2 (Hessian diagonal)")
+        objective, x = self._default_objective(name)
+        gradient = diff.grad(objective.total, x)
+        result = gradient if order == 1 else diff.hessian_diag(objective.total, x, gradient)
+        (result,) = simplify(stabilize([result]))
+        return result
+
+    @property
+    def expression(self) -> Node:
+        """The loss expression, as the compiler sees it after inlining and stable rewrites."""
+        return stabilize([self.loss.definition.graph])[0]
+
+    @property
+    def source(self) -> str:
+        """The generated kernel source (of the last kernel used, else of value and gradients)."""
+        if self._last_source is not None:
+            return self._last_source
+        ranks = self._default_ranks()
+        differentiable = tuple(n for n in self.inputs if n not in self._label_inputs())
+        kernel = self._kernel(ranks, False, np.dtype(np.float64), True, differentiable, ())
+        return kernel.source
+
+    def __repr__(self) -> str:
+        return (f"<CompiledLoss {self.name or 'expression'}({', '.join(self.inputs)}) "
+                f"target={self.target} reduction={self.reduction}>")
+
+    # ------------------------------------------------------------------ internals
+    def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
+        names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+        for name in names:
+            if name not in self.inputs:
+                raise LossNameError(f"'{name}' is not an input of this loss (inputs: "
+                                    f"{', '.join(self.inputs)})", None,
+                                    did_you_mean(name, self.inputs))
+        return names
+
+    def _label_inputs(self) -> set[str]:
+        return {n.args[0].value for n in walk(self.loss.definition.graph)
+                if n.op == "class_index" and n.args[0].op == "input"}
+
+    def _default_ranks(self) -> dict[str, int]:
+        """Ranks for symbolic work: inputs reduced over classes are matrices, labels vectors."""
+        labels = self._label_inputs()
+        ranks = {name: 1 for name in self.inputs}
+        for n in walk(self.loss.definition.graph):
+            if n.op in ("rowsum", "rowmax", "rowmean"):
+                for m in toposort([n.args[0]]):
+                    if m.op == "input" and m.value not in labels:
+                        ranks[m.value] = 2
+        return ranks
+
+    def _default_objective(self, name: str):
+        objective, typed = self._specialize(self._default_ranks(), False)
+        return objective, typed[name]
+
+    def _specialize(self, ranks: dict[str, int], weighted: bool):
+        key = (tuple(sorted(ranks.items())), weighted)
+        if key not in self._specialized:
+            definition = self.loss.definition
+            specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
+                                            definition.input_spans)
+            (graph,) = stabilize([specialized.graph])
+            objective = shapes.objective(graph, self.reduction, weighted)
+            typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
+            for name in definition.inputs:  # inputs that do not affect the total
+                typed.setdefault(name, node("input", (), name,
+                                                   specialized.input_axes.get(name, ())))
+            self._specialized[key] = (objective, typed, specialized)
+        objective, typed, _ = self._specialized[key]
+        return objective, typed
+
+    def _kernel(self, ranks, weighted, dtype, want_value, grads, hessians) -> _Kernel:
+        key = (tuple(sorted(ranks.items())), weighted, dtype.str, want_value, grads, hessians)
+        kernel = self._kernels.get(key)
+        if kernel is not None:
+            return kernel
+        with self._lock:
+            objective, typed = self._specialize(ranks, weighted)
+            outputs: list[Output] = []
+            if want_value:
+                outputs.append(Output("value", objective.value, objective.value.axes))
+            gradients = {}
+            for name in grads:
+                gradients[name] = diff.grad(objective.total, typed[name])
+                outputs.append(Output(f"grad:{name}", gradients[name], typed[name].axes))
+            for name in hessians:
+                gradient = gradients.get(name) or diff.grad(objective.total, typed[name])
+                hessian = diff.hessian_diag(objective.total, typed[name], gradient)
+                outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
+            nodes = simplify(stabilize([o.node for o in outputs]))
+            outputs = [Output(o.name, n, o.axes) for o, n in zip(outputs, nodes)]
+            schedule = plan(outputs)
+            if self.target == "cuda":
+                from .codegen import cuda
+
+                generated = cuda.generate(schedule, dtype.name, _header(self))
+            else:
+                generated = cpu.generate(schedule, dtype.name, self.target == "parallel",
+                                         _header(self))
+            try:
+                module = cache.load_module(generated.source)
+            except LossError:
+                raise
+            except Exception as error:  # never leak a raw compiler traceback
+                raise LossError(f"internal error while compiling the kernel: "
+                                f"{type(error).__name__}: {error}") from error
+            labels = sorted({n.args[0].value for n in walk(objective.total)
+                             if n.op == "class_index" and n.args[0].op == "input"})
+            kernel = _Kernel(module.run, generated.names, generated.source,
+                             [o for o in schedule_outputs(schedule)],
+                             list(schedule.scalar_outputs), labels)
+            self._kernels[key] = kernel
+            return kernel
+
+    def _bind(self, inputs: dict[str, Any], sample_weight: Any) -> _Bound:
+        params = dict(self.params)
+        arrays: dict[str, np.ndarray] = {}
+        scalars: dict[str, float] = {}
+        ranks: dict[str, int] = {}
+        for name, value in inputs.items():
+            if name not in self.inputs:
+                if name in params:
+                    params[name] = float(value)
+                    continue
+                raise LossNameError(
+                    f"'{name}' is not an input of this loss (inputs: {', '.join(self.inputs)})",
+                    None, did_you_mean(name, list(self.inputs) + list(params)))
+        missing = [name for name in self.inputs if name not in inputs]
+        if missing:
+            span = self.loss.definition.input_spans.get(missing[0])
+            raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
+                                f"{', '.join(self.inputs)})", span)
+        float_dtypes = []
+        for name in self.inputs:
+            value = inputs[name]
+            array = np.asarray(value) if not _is_device_array(value) else value
+            if array.ndim == 0:
+                scalars[name] = float(array)
+                ranks[name] = 0
+                continue
+            if array.dtype.kind not in "fiub":
+                raise LossShapeError(f"input '{name}' must be numeric, got dtype {array.dtype}")
+            if array.dtype.kind == "f":
+                float_dtypes.append(array.dtype)
+            arrays[name] = array
+            ranks[name] = array.ndim
+        dtype = np.result_type(*float_dtypes) if float_dtypes else np.dtype(np.float64)
+        if dtype not in (np.float32, np.float64):
+            dtype = np.dtype(np.float64)
+        labels = self._label_inputs()
+        for name, array in arrays.items():
+            if array.dtype.kind == "b" or (array.dtype.kind == "f" and array.dtype != dtype):
+                arrays[name] = array.astype(dtype)
+            elif array.dtype.kind in "iu" and name not in labels:
+                arrays[name] = array.astype(dtype)
+        weight = None
+        if sample_weight is not None:
+            weight = np.asarray(sample_weight)
+            if weight.ndim != 1:
+                raise LossShapeError(f"sample_weight must be a vector (N,), got shape "
+                                     f"{weight.shape}")
+            weight = weight.astype(dtype, copy=False)
+        return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params)
+
+    def _compute(self, want_value, grads, hessians, inputs, sample_weight) -> list:
+        bound = self._bind(inputs, sample_weight)
+        kernel = self._kernel(bound.ranks, bound.weight is not None, bound.dtype,
+                              want_value, tuple(grads), tuple(hessians))
+        self._last_source = kernel.source
+        objective, typed, specialized = self._specialized[
+            (tuple(sorted(bound.ranks.items())), bound.weight is not None)]
+        lengths = self._lengths(bound, specialized)
+        self._check_labels(bound, kernel, lengths)
+        arguments: dict[str, Any] = {}
+        names = kernel.names
+        all_arrays = dict(bound.arrays)
+        if bound.weight is not None:
+            all_arrays[shapes.WEIGHT] = bound.weight
+        for name, generated in names.arrays.items():
+            arguments[generated] = all_arrays[name]
+        for generated, n in names.scalar_nodes.items():
+            if n.op == "param":
+                arguments[generated] = bound.params[n.value]
+            elif n.op == "input":
+                arguments[generated] = bound.scalars[n.value]
+            elif n.op == "count":
+                arguments[generated] = lengths[n.value]
+        for axis, generated in names.lengths.items():
+            arguments[generated] = lengths[axis]
+        for axis, generated in names.widths.items():
+            arguments[generated] = lengths[axis]
+        results: dict[str, Any] = {}
+        for output in kernel.element_outputs:
+            shape = tuple(lengths[axis] for axis in output.axes)
+            results[output.name] = np.empty(shape, dtype=bound.dtype)
+            arguments[names.outputs[output.name]] = results[output.name]
+        scalar_values = kernel.run(**arguments)
+        for output, value in zip(kernel.scalar_outputs, scalar_values):
+            results[output.name] = float(value)
+        order = (["value"] if want_value else []) + [f"grad:{g}" for g in grads]
+        order += [f"hess:{h}" for h in hessians]
+        return [self._shaped(results[name], bound, name) for name in order]
+
+    def _shaped(self, result, bound: _Bound, name: str):
+        if name == "value":
+            return result
+        input_name = name.split(":", 1)[1]
+        if bound.ranks[input_name] == 0:
+            return float(result)
+        return result
+
+    def _lengths(self, bound: _Bound, specialized) -> dict[str, int]:
+        lengths: dict[str, int] = {}
+        for axis, sources in specialized.axis_sources.items():
+            seen = {}
+            for name, dimension in sources:
+                seen[name] = bound.arrays[name].shape[dimension]
+            if len(set(seen.values())) > 1:
+                detail = ", ".join(f"'{n}' has shape {bound.arrays[n].shape}" for n in seen)
+                kind = "number of classes" if axis.endswith("k") else "number of samples"
+                raise LossShapeError(f"inputs disagree on the {kind}: {detail}")
+            lengths[axis] = next(iter(seen.values()))
+        for axis, width in specialized.fixed_widths.items():
+            if axis in lengths and lengths[axis] != width:
+                raise LossShapeError(f"onehot(..., {width}) needs {width} classes, but the "
+                                     f"inputs have {lengths[axis]}")
+            lengths[axis] = width
+        if bound.weight is not None:
+            objective, _ = self._specialize(bound.ranks, True)
+            axis = objective.weight_axes[0] if objective.weight_axes else None
+            if axis is not None and bound.weight.shape[0] != lengths.get(axis):
+                raise LossShapeError(f"sample_weight has {bound.weight.shape[0]} entries but "
+                                     f"the loss has {lengths.get(axis)} samples")
+        return lengths
+
+    def _check_labels(self, bound: _Bound, kernel: _Kernel, lengths: dict[str, int]) -> None:
+        for name in kernel.label_inputs:
+            labels = bound.arrays.get(name)
+            if labels is None:
+                continue
+            width = next((lengths[a] for a in lengths if a.endswith("k")), None)
+            if width is None or labels.size == 0:
+                continue
+            bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
+            if np.any(bad):
+                index = int(np.argmax(bad))
+                raise LossDomainError(
+                    f"label input '{name}' must hold integers in [0, {width}); "
+                    f"found {labels.flat[index]!r} at index {index}",
+                    self.loss.definition.input_spans.get(name))
+
+
+def schedule_outputs(schedule) -> list[Output]:
+    """Every per-element output of a schedule, in loop order."""
+    return [o for loop in schedule.loops for o in loop.outputs]
+
+
+def _is_device_array(value: Any) -> bool:
+    return hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray)
+
+
+def _header(compiled: CompiledLoss) -> str:
+    from . import __version__
+
+    return (f"# Generated by lossdsl {__version__} (target={compiled.target}, "
+            f"reduction={compiled.reduction}). Do not edit: this file is a cache entry.")

@@ -1,0 +1,119 @@
+"""CPU code generation: a Numba module with one fused loop per pass of the schedule.
+
+Each loop is a thin driver (``range`` for ``target="cpu"``, ``prange`` for ``"parallel"``)
+that calls a serial ``@njit`` body per sample and accumulates the reductions in float64.
+Keeping the math out of the ``prange`` loop keeps ``parallel=True`` compile times small.
+``run`` is plain Python: it calls the loops in order and does the scalar glue between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..schedule import Schedule
+from .emit import FASTMATH, HELPERS, BodyEmitter, ExpressionPrinter, GluePrinter, Names
+
+_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{extra})'
+
+
+@dataclass
+class GeneratedModule:
+    """Generated kernel source and the names its ``run`` function takes."""
+
+    source: str
+    names: Names
+
+
+def _indent(lines: list[str], by: str = "    ") -> list[str]:
+    return [by + line for line in lines]
+
+
+def generate(schedule: Schedule, dtype: str, parallel: bool, header: str) -> GeneratedModule:
+    """The source of a module computing ``schedule`` on ``dtype`` ("float32"/"float64")."""
+    names = Names()
+    printer = ExpressionPrinter()
+    functions: list[str] = []
+    reduction_names: dict[int, str] = {}
+    run_lines: list[str] = []
+    glue = GluePrinter(names, reduction_names)
+    converted: set[str] = set()
+
+    for number, loop in enumerate(schedule.loops):
+        body = BodyEmitter(loop, names, printer).emit()
+        body_name, loop_name = f"body{number}", f"loop{number}"
+        returns = body.returns
+        body_lines = list(body.lines)
+        body_lines.append(f"    return ({', '.join(returns)},)" if returns else "    return")
+        functions.append(
+            f"@{_DECORATOR.format(extra='')}\n"
+            f"def {body_name}({', '.join(body.arguments)}):\n" + "\n".join(body_lines)
+        )
+        length = names.length(loop.axis)
+        passed = body.arguments[1:]
+        accumulators = [f"acc{k}" for k in range(len(returns))]
+        driver = [f"@{_DECORATOR.format(extra=', parallel=True' if parallel else '')}",
+                  f"def {loop_name}({', '.join([length] + passed)}):"]
+        driver += [f"    {acc} = 0.0" for acc in accumulators]
+        driver.append(f"    for i in {'prange' if parallel else 'range'}({length}):")
+        if returns:
+            driver.append(f"        item = {body_name}({', '.join(body.arguments)})")
+            driver += [f"        {acc} += item[{k}]" for k, acc in enumerate(accumulators)]
+            driver.append(f"    return ({', '.join(accumulators)},)")
+        else:
+            driver.append(f"        {body_name}({', '.join(body.arguments)})")
+        functions.append("\n".join(driver))
+
+        # in run(): scalars this loop reads, then the call
+        call_arguments = []
+        for argument in passed:
+            if argument.startswith("s"):
+                node = names.scalar_nodes[argument]
+                if argument not in converted:
+                    source = (f"numpy.float64({argument})" if node.op in ("param", "input", "count")
+                              else glue.value(node))
+                    run_lines += glue.lines
+                    glue.lines.clear()
+                    run_lines.append(f"t{argument} = T({source})")
+                    converted.add(argument)
+                call_arguments.append(f"t{argument}")
+            else:
+                call_arguments.append(argument)
+        results = [f"r{number}_{k}" for k in range(len(returns))]
+        call = f"{loop_name}({', '.join([length] + call_arguments)})"
+        if results:
+            run_lines.append(f"{', '.join(results)}, = {call}")
+            for reduction, result in zip(loop.reductions, results):
+                reduction_names[id(reduction)] = f"numpy.float64({result})"
+        else:
+            run_lines.append(call)
+
+    outputs = [glue.value(o.node) for o in schedule.scalar_outputs]
+    run_lines += glue.lines
+    run_lines.append(f"return ({', '.join(outputs)},)" if outputs else "return ()")
+
+    leaf_scalars = [s for s, n in names.scalar_nodes.items() if n.op in ("param", "input", "count")]
+    run_arguments = (list(names.arrays.values()) + list(names.outputs.values()) + leaf_scalars
+                     + list(names.lengths.values()) + list(names.widths.values()))
+    helpers = [f"@{_DECORATOR.format(extra='')}" + HELPERS[h] for h in sorted(printer.helpers)]
+    glue_ops = [f'op_{op} = OPS["{op}"]' for op in sorted(glue.ops)]
+    source = "\n".join([
+        header,
+        "import math",
+        "",
+        "import numpy",
+        "from numba import njit, prange",
+        "",
+        "from lossdsl.evaluate import ELEMENTWISE_NUMPY as OPS",
+        "",
+        f"T = numpy.{dtype}",
+        f"FASTMATH = set({sorted(FASTMATH)!r})",
+        *glue_ops,
+        "",
+        *[h.rstrip() + "\n" for h in helpers],
+        *[f + "\n\n" for f in functions],
+        f"def run({', '.join(run_arguments)}):",
+        '    with numpy.errstate(all="ignore"):',
+        *_indent(run_lines, "        "),
+        "",
+    ])
+    return GeneratedModule(source, names)

@@ -1,0 +1,420 @@
+"""Target-independent code emission: SSA statements for loop bodies and the scalar glue.
+
+A loop body computes, for one sample ``i``, every per-sample node a loop of the schedule
+needs, in topological order (one line per node, named ``v<k>``). Nodes on the class axis
+are computed inside ``for k in range(K)`` loops: one per row reduction, and one that writes
+all per-class outputs. ``rowsum(x * onehot(y))`` (what ``pick`` becomes) reads the single
+column ``k = y_i`` instead of looping.
+
+Emitted text never contains user text: inputs, params and outputs get generated names
+(``a0``, ``s1``, ``o2``), numbers are re-emitted as ``T(repr(float(x)))``.
+The body is plain Numba-compatible Python; the CPU target wraps it in ``@njit`` and the CUDA
+target in ``@cuda.jit(device=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..ir import Node
+from ..schedule import Loop
+
+FASTMATH = {"reassoc", "contract", "arcp", "afn", "nsz"}  # no nnan/ninf: isnan keeps working
+
+
+def number(value: float) -> str:
+    """A typed literal: ``T(...)`` so float32 kernels stay float32."""
+    if math.isnan(value):
+        return "T(math.nan)"
+    if math.isinf(value):
+        return "T(math.inf)" if value > 0 else "T(-math.inf)"
+    return f"T({float(value)!r})"
+
+
+# Scalar helper functions emitted into the generated module when used (stable forms).
+HELPERS: dict[str, str] = {
+    "softplus": """
+def h_softplus(x):
+    return (x if x > T(0.0) else T(0.0)) + math.log1p(math.exp(-abs(x)))
+""",
+    "log_sigmoid": """
+def h_log_sigmoid(x):
+    return (x if x < T(0.0) else T(0.0)) - math.log1p(math.exp(-abs(x)))
+""",
+    "sigmoid": """
+def h_sigmoid(x):
+    if x >= T(0.0):
+        return T(1.0) / (T(1.0) + math.exp(-x))
+    z = math.exp(x)
+    return z / (T(1.0) + z)
+""",
+    "sign": """
+def h_sign(x):
+    if x > T(0.0):
+        return T(1.0)
+    if x < T(0.0):
+        return T(-1.0)
+    return x * T(0.0)
+""",
+    "max": """
+def h_max(a, b):
+    return a if (a >= b or a != a) else b
+""",
+    "min": """
+def h_min(a, b):
+    return a if (a <= b or a != a) else b
+""",
+    "lgamma": """
+def h_lgamma(x):
+    if x <= T(0.0) and x == math.floor(x):
+        return T(math.inf)
+    return math.lgamma(x)
+""",
+    "digamma": """
+def h_digamma(x):
+    if x != x or (x <= T(0.0) and x == math.floor(x)):
+        return T(math.nan)
+    if x == T(math.inf):
+        return x
+    result = T(0.0)
+    if x < T(0.5):
+        result -= T(math.pi) / math.tan(T(math.pi) * x)
+        x = T(1.0) - x
+    while x < T(6.0):
+        result -= T(1.0) / x
+        x += T(1.0)
+    q = T(1.0) / (x * x)
+    series = q * (T(1 / 12) - q * (T(1 / 120) - q * (T(1 / 252) - q * (T(1 / 240) - q * T(1 / 132)))))
+    return result + math.log(x) - T(0.5) / x - series
+""",
+    "trigamma": """
+def h_trigamma(x):
+    if x != x or (x <= T(0.0) and x == math.floor(x)):
+        return T(math.nan)
+    if x == T(math.inf):
+        return T(0.0)
+    result = T(0.0)
+    sign = T(1.0)
+    if x < T(0.5):
+        s = math.sin(T(math.pi) * x)
+        result = T(math.pi) * T(math.pi) / (s * s)
+        sign = T(-1.0)
+        x = T(1.0) - x
+    inner = T(0.0)
+    while x < T(6.0):
+        inner += T(1.0) / (x * x)
+        x += T(1.0)
+    r = T(1.0) / x
+    q = r * r
+    inner += r + T(0.5) * q + r * q * (T(1 / 6) - q * (T(1 / 30) - q * (T(1 / 42) - q * T(1 / 30))))
+    return result + sign * inner
+""",
+}
+
+
+class ExpressionPrinter:
+    """Numba-Python expression for one node, given its arguments' names; one method per op."""
+
+    def __init__(self):
+        self.helpers: set[str] = set()
+
+    def expression(self, n: Node, args: list[str]) -> str:
+        return getattr(self, "print_" + n.op)(n, *args)
+
+    def _helper(self, name: str, *args: str) -> str:
+        self.helpers.add(name)
+        return f"h_{name}({', '.join(args)})"
+
+    def print_const(self, n):
+        return number(n.value)
+
+    def print_neg(self, n, a):
+        return f"-{a}"
+
+    def print_add(self, n, a, b):
+        return f"{a} + {b}"
+
+    def print_sub(self, n, a, b):
+        return f"{a} - {b}"
+
+    def print_mul(self, n, a, b):
+        return f"{a} * {b}"
+
+    def print_div(self, n, a, b):
+        return f"{a} / {b}"
+
+    def print_pow(self, n, a, b):
+        exponent = n.args[1]
+        if exponent.op == "const":
+            value = exponent.value
+            if value == 2.0:
+                return f"{a} * {a}"
+            if value == 3.0:
+                return f"{a} * {a} * {a}"
+            if value == 0.5:
+                return f"math.sqrt({a})"
+            if value == -1.0:
+                return f"T(1.0) / {a}"
+            if value == -2.0:
+                return f"T(1.0) / ({a} * {a})"
+        return f"{a} ** {b}"
+
+    def _math(name):  # noqa: N805 - builds methods at class creation
+        def method(self, n, a):
+            return f"math.{name}({a})"
+
+        return method
+
+    print_exp, print_log, print_log1p, print_expm1 = (
+        _math("exp"), _math("log"), _math("log1p"), _math("expm1"))
+    print_sqrt, print_tanh, print_sin, print_cos, print_erf = (
+        _math("sqrt"), _math("tanh"), _math("sin"), _math("cos"), _math("erf"))
+
+    def print_abs(self, n, a):
+        return f"abs({a})"
+
+    def _helper_call(name):  # noqa: N805
+        def method(self, n, *args):
+            return self._helper(name, *args)
+
+        return method
+
+    print_sign, print_sigmoid, print_log_sigmoid, print_softplus = (
+        _helper_call("sign"), _helper_call("sigmoid"), _helper_call("log_sigmoid"),
+        _helper_call("softplus"))
+    print_lgamma, print_digamma, print_trigamma = (
+        _helper_call("lgamma"), _helper_call("digamma"), _helper_call("trigamma"))
+    print_min, print_max = _helper_call("min"), _helper_call("max")
+
+    def _compare(symbol):  # noqa: N805
+        def method(self, n, a, b):
+            return f"T(1.0) if {a} {symbol} {b} else T(0.0)"
+
+        return method
+
+    print_lt, print_le, print_gt, print_ge = _compare("<"), _compare("<="), _compare(">"), _compare(">=")
+    print_eq, print_ne = _compare("=="), _compare("!=")
+
+    def print_and(self, n, a, b):
+        return f"T(1.0) if ({a} != T(0.0) and {b} != T(0.0)) else T(0.0)"
+
+    def print_or(self, n, a, b):
+        return f"T(1.0) if ({a} != T(0.0) or {b} != T(0.0)) else T(0.0)"
+
+    def print_not(self, n, a):
+        return f"T(1.0) if {a} == T(0.0) else T(0.0)"
+
+    def print_where(self, n, c, a, b):
+        return f"{a} if {c} != T(0.0) else {b}"
+
+    def print_stop_gradient(self, n, a):
+        return a
+
+
+@dataclass
+class Names:
+    """Generated names of a kernel's arguments, shared by every loop of one kernel."""
+
+    arrays: dict[str, str] = field(default_factory=dict)  # input name -> a<k>
+    outputs: dict[str, str] = field(default_factory=dict)  # output name -> o<k>
+    scalars: dict[int, str] = field(default_factory=dict)  # scalar node id -> s<k>
+    scalar_nodes: dict[str, Node] = field(default_factory=dict)
+    widths: dict[str, str] = field(default_factory=dict)  # class axis -> w<k>
+    lengths: dict[str, str] = field(default_factory=dict)  # sample axis -> n<k>
+
+    def array(self, name: str) -> str:
+        return self.arrays.setdefault(name, f"a{len(self.arrays)}")
+
+    def output(self, name: str) -> str:
+        return self.outputs.setdefault(name, f"o{len(self.outputs)}")
+
+    def scalar(self, n: Node) -> str:
+        if id(n) not in self.scalars:
+            self.scalars[id(n)] = f"s{len(self.scalars)}"
+            self.scalar_nodes[self.scalars[id(n)]] = n
+        return self.scalars[id(n)]
+
+    def width(self, axis: str) -> str:
+        return self.widths.setdefault(axis, f"w{len(self.widths)}")
+
+    def length(self, axis: str) -> str:
+        return self.lengths.setdefault(axis, f"n{len(self.lengths)}")
+
+
+def _pick_parts(n: Node) -> tuple[Node, Node] | None:
+    """(x, label input) when ``n`` is ``rowsum(x * (class_index(y) == y))`` for an input y."""
+    if n.op != "rowsum" or n.args[0].op != "mul":
+        return None
+    a, b = n.args[0].args
+    for x, onehot in ((a, b), (b, a)):
+        if onehot.op == "eq":
+            left, right = onehot.args
+            for index, label in ((left, right), (right, left)):
+                if (index.op == "class_index" and index.args[0] is label
+                        and label.op == "input" and len(label.axes) == 1):
+                    return x, label
+    return None
+
+
+@dataclass
+class Body:
+    """A loop body: its argument names, statement lines, and what it returns."""
+
+    arguments: list[str]
+    lines: list[str]
+    returns: list[str]
+
+
+class BodyEmitter:
+    """Emits the statements of one loop body (one sample ``i``)."""
+
+    def __init__(self, loop: Loop, names: Names, printer: ExpressionPrinter):
+        self.loop = loop
+        self.names = names
+        self.printer = printer
+        self.lines: list[str] = []
+        self.values: dict[int, str] = {}
+        self.counter = 0
+        self.arrays: list[str] = []
+        self.scalars: list[str] = []
+        self.widths: list[str] = []
+
+    def _fresh(self) -> str:
+        self.counter += 1
+        return f"v{self.counter}"
+
+    def _use(self, name: str, bucket: list[str]) -> str:
+        if name not in bucket:
+            bucket.append(name)
+        return name
+
+    def operand(self, n: Node) -> str:
+        """The name or literal of an already available value."""
+        if id(n) in self.values:
+            return self.values[id(n)]
+        if n.op == "const":
+            return number(n.value)
+        if not n.axes:
+            return self._use(self.names.scalar(n), self.scalars)
+        raise AssertionError(f"{n.op} used before it was computed")  # scheduling bug
+
+    def _class_width(self) -> str:
+        axis = self.loop.axis + "k"
+        return self._use(self.names.width(axis), self.widths)
+
+    def _ordered(self, roots: list[Node], row: bool) -> list[Node]:
+        """Loop nodes under ``roots`` (per-sample, or per-class when ``row``), args first."""
+        order, seen = [], set()
+        for root in roots:
+            stack = [(root, False)]
+            while stack:
+                n, expanded = stack.pop()
+                if expanded:
+                    order.append(n)
+                    continue
+                if id(n) in seen or id(n) in self.values or not n.axes:
+                    continue
+                if (len(n.axes) == 2) != row:
+                    continue
+                seen.add(id(n))
+                stack.append((n, True))
+                if n.op != "class_index":
+                    stack.extend((a, False) for a in reversed(n.args))
+        return order
+
+    def _emit_node(self, n: Node, indent: str, index: str) -> None:
+        name = self._fresh()
+        if n.op == "input":
+            array = self._use(self.names.array(n.value), self.arrays)
+            subscript = "i" if len(n.axes) == 1 else f"i, {index}"
+            text = f"T({array}[{subscript}])"
+        elif n.op == "class_index":
+            text = f"T({index})"
+        elif n.op in ("rowsum", "rowmax"):
+            self._emit_row_reduction(n, name, indent)
+            self.values[id(n)] = name
+            return
+        else:
+            text = self.printer.expression(n, [self.operand(a) for a in n.args])
+        self.lines.append(f"{indent}{name} = {text}")
+        self.values[id(n)] = name
+
+    def _emit_rows(self, roots: list[Node], indent: str, index: str) -> None:
+        for n in self._ordered(roots, row=True):
+            self._emit_node(n, indent, index)
+
+    def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
+        saved = dict(self.values)
+        pick = _pick_parts(n)
+        if pick is not None:
+            x, label = pick
+            array = self._use(self.names.array(label.value), self.arrays)
+            self.lines.append(f"{indent}k = int({array}[i])")
+            self._emit_rows([x], indent, "k")
+            self.lines.append(f"{indent}{name} = {self.operand(x)}")
+        else:
+            width = self._class_width()
+            start = "T(0.0)" if n.op == "rowsum" else "T(-math.inf)"
+            self.lines.append(f"{indent}{name} = {start}")
+            self.lines.append(f"{indent}for k in range({width}):")
+            self._emit_rows([n.args[0]], indent + "    ", "k")
+            item = self.operand(n.args[0])
+            if n.op == "rowsum":
+                self.lines.append(f"{indent}    {name} += {item}")
+            else:
+                self.lines.append(f"{indent}    if {item} > {name} or {item} != {item}:")
+                self.lines.append(f"{indent}        {name} = {item}")
+        self.values = saved  # per-class values do not outlive their loop
+
+    def emit(self) -> Body:
+        indent = "    "
+        sample_roots = [r.args[0] for r in self.loop.reductions]
+        sample_roots += [o.node for o in self.loop.outputs]
+        for n in self._ordered(sample_roots, row=False):
+            self._emit_node(n, indent, "k")
+        row_outputs = [o for o in self.loop.outputs if len(o.axes) == 2]
+        for o in self.loop.outputs:
+            if len(o.axes) == 1:
+                out = self.names.output(o.name)
+                self.lines.append(f"{indent}{out}[i] = {self.operand(o.node)}")
+        if row_outputs:
+            saved = dict(self.values)
+            self.lines.append(f"{indent}for k in range({self._class_width()}):")
+            self._emit_rows([o.node for o in row_outputs], indent + "    ", "k")
+            for o in row_outputs:
+                out = self.names.output(o.name)
+                self.lines.append(f"{indent}    {out}[i, k] = {self.operand(o.node)}")
+            self.values = saved
+        returns = [self.operand(r.args[0]) for r in self.loop.reductions]
+        outputs = [self.names.output(o.name) for o in self.loop.outputs]
+        arguments = ["i"] + self.arrays + outputs + self.scalars + self.widths
+        return Body(arguments, self.lines, returns)
+
+
+class GluePrinter:
+    """Python (NumPy float64) expressions for the scalar work between passes."""
+
+    def __init__(self, names: Names, reduction_names: dict[int, str]):
+        self.names = names
+        self.reduction_names = reduction_names
+        self.ops: set[str] = set()
+        self.lines: list[str] = []
+        self.values: dict[int, str] = {}
+
+    def value(self, n: Node) -> str:
+        """Emit (once) the statements computing scalar ``n``; return its name or literal."""
+        if id(n) in self.values:
+            return self.values[id(n)]
+        if n.op == "const":
+            return f"numpy.float64({float(n.value)!r})"
+        if id(n) in self.reduction_names:
+            return self.reduction_names[id(n)]
+        if n.op in ("param", "input", "count"):
+            return f"numpy.float64({self.names.scalar(n)})"
+        args = [self.value(a) for a in n.args]
+        self.ops.add(n.op)
+        name = f"g{len(self.values)}"
+        self.lines.append(f"{name} = op_{n.op}({', '.join(args)})")
+        self.values[id(n)] = name
+        return name

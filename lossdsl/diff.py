@@ -1,0 +1,269 @@
+"""Symbolic differentiation: gradients (reverse mode) and diagonal Hessians.
+
+``grad(total, x)`` propagates adjoints from the scalar ``total`` down the DAG. Where an
+operation broadcast an argument (a scalar against samples, a vector against a class
+matrix), the adjoint is summed back (``sum`` / ``rowsum``), so gradients of losses with
+nested reductions (Dice: a ratio of sums) are graphs with reductions of their own, which the
+scheduler computes in extra passes.
+
+``hessian_diag(total, x)`` differentiates the gradient once more along the diagonal:
+``D(e)`` is ``d e_q / d x_q`` for the element ``q`` of ``x``. Elementwise nodes use the chain
+rule. For a reduction ``S = sum_a f`` it is exact: the direct term ``D(f)`` (only element
+``q`` of the sum depends directly on ``x_q``) plus, for every inner reduction ``T`` that ``f``
+uses, ``sum_a(df/dT) * D(T)``.
+
+Subgradient conventions: ``abs'(0) = 0``, ``sign' = 0``, ``max``/``min`` give the whole
+derivative to the first argument on ties, ``where`` differentiates each branch (and masks the
+other, so an infinite derivative in the branch not taken does not leak NaN),
+``stop_gradient`` has derivative 0.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from .errors import LossError
+from .ir import Node, constant, depends_on, toposort
+from .simplify import make
+
+_ZERO, _ONE = constant(0.0), constant(1.0)
+
+
+def _m(op: str, *args: Node) -> Node:
+    return make(op, args)
+
+
+def _indicator(condition: Node) -> Node:
+    return _m("where", condition, _ONE, _ZERO)
+
+
+class Partials:
+    """Partial derivatives of elementwise operations; one method per operation.
+
+    ``partial_<op>(n, wanted)`` returns one derivative per argument of ``n`` (or None for an
+    argument that does not depend on the variable, listed in ``wanted``).
+    """
+
+    def of(self, n: Node, wanted: list[bool]) -> list[Node | None]:
+        method = getattr(self, "partial_" + n.op, None)
+        if method is None:
+            raise LossError(f"'{n.op}' has no derivative in lossdsl")
+        return method(n, *n.args, wanted=wanted)
+
+    def _zero(self, n, *args, wanted):
+        return [_ZERO] * len(args)
+
+    partial_sign = partial_lt = partial_le = partial_gt = partial_ge = _zero
+    partial_eq = partial_ne = partial_and = partial_or = partial_not = _zero
+    partial_stop_gradient = _zero
+
+    def partial_neg(self, n, a, wanted):
+        return [constant(-1.0)]
+
+    def partial_add(self, n, a, b, wanted):
+        return [_ONE, _ONE]
+
+    def partial_sub(self, n, a, b, wanted):
+        return [_ONE, constant(-1.0)]
+
+    def partial_mul(self, n, a, b, wanted):
+        return [b, a]
+
+    def partial_div(self, n, a, b, wanted):
+        return [_m("div", _ONE, b), _m("neg", _m("div", n, b)) if wanted[1] else None]
+
+    def partial_pow(self, n, a, b, wanted):
+        da = None
+        if wanted[0]:
+            if b.op == "const":
+                da = _m("mul", b, _m("pow", a, constant(b.value - 1.0)))
+            else:
+                da = _m("mul", b, _m("pow", a, _m("sub", b, _ONE)))
+        db = _m("mul", n, _m("log", a)) if wanted[1] else None
+        return [da, db]
+
+    def partial_exp(self, n, a, wanted):
+        return [n]
+
+    def partial_log(self, n, a, wanted):
+        return [_m("div", _ONE, a)]
+
+    def partial_log1p(self, n, a, wanted):
+        return [_m("div", _ONE, _m("add", _ONE, a))]
+
+    def partial_expm1(self, n, a, wanted):
+        return [_m("exp", a)]
+
+    def partial_sqrt(self, n, a, wanted):
+        return [_m("div", constant(0.5), n)]
+
+    def partial_abs(self, n, a, wanted):
+        return [_m("sign", a)]
+
+    def partial_sigmoid(self, n, a, wanted):
+        return [_m("mul", n, _m("sigmoid", _m("neg", a)))]
+
+    def partial_log_sigmoid(self, n, a, wanted):
+        return [_m("sigmoid", _m("neg", a))]
+
+    def partial_softplus(self, n, a, wanted):
+        return [_m("sigmoid", a)]
+
+    def partial_tanh(self, n, a, wanted):
+        return [_m("sub", _ONE, _m("mul", n, n))]
+
+    def partial_lgamma(self, n, a, wanted):
+        return [_m("digamma", a)]
+
+    def partial_digamma(self, n, a, wanted):
+        return [_m("trigamma", a)]
+
+    def partial_sin(self, n, a, wanted):
+        return [_m("cos", a)]
+
+    def partial_cos(self, n, a, wanted):
+        return [_m("neg", _m("sin", a))]
+
+    def partial_erf(self, n, a, wanted):
+        scale = constant(2.0 / math.sqrt(math.pi))
+        return [_m("mul", scale, _m("exp", _m("neg", _m("mul", a, a))))]
+
+    def partial_min(self, n, a, b, wanted):
+        return [_indicator(_m("le", a, b)), _indicator(_m("gt", a, b))]
+
+    def partial_max(self, n, a, b, wanted):
+        return [_indicator(_m("ge", a, b)), _indicator(_m("lt", a, b))]
+
+    def partial_where(self, n, c, a, b, wanted):
+        return [_ZERO, _indicator(c), _m("where", c, _ZERO, _ONE)]
+
+
+PARTIALS = Partials()
+
+
+def unbroadcast(value: Node, axes: tuple[str, ...]) -> Node:
+    """Sum ``value`` over the axes it has beyond ``axes`` (the adjoint of broadcasting)."""
+    if value.axes is None or len(value.axes) <= len(axes):
+        return value
+    if len(value.axes) == 2:
+        value = _m("rowsum", value)
+    if len(axes) == 0 and len(value.axes) == 1:
+        value = _m("sum", value)
+    return value
+
+
+def _reduced_axis(n: Node) -> str:
+    """The axis a reduction node removes."""
+    return n.args[0].axes[-1]
+
+
+def grad(total: Node, x: Node) -> Node:
+    """d total / d x: a node with (at most) the axes of input ``x``."""
+    dependent = depends_on(total, {id(x)})
+    if not dependent[id(total)]:
+        return _ZERO
+    adjoints: dict[int, Node] = {id(total): _ONE}
+    for n in reversed(toposort([total])):
+        if n is x:
+            break  # everything x depends on comes after it in reverse order
+        adjoint = adjoints.pop(id(n), None)
+        if adjoint is None or not n.args:
+            continue
+        wanted = [dependent[id(a)] for a in n.args]
+        if not any(wanted):
+            continue
+        if n.op in ("sum", "rowsum"):
+            contributions = [adjoint]
+        elif n.op == "rowmax":
+            contributions = [_m("mul", adjoint, _indicator(_m("eq", n.args[0], n)))]
+        elif n.op == "class_index":
+            continue
+        else:
+            partials = PARTIALS.of(n, wanted)
+            contributions = [
+                _m("mul", adjoint, p) if w else None for p, w in zip(partials, wanted)
+            ]
+        for a, contribution, w in zip(n.args, contributions, wanted):
+            if not w:
+                continue
+            contribution = unbroadcast(contribution, a.axes)
+            previous = adjoints.get(id(a))
+            adjoints[id(a)] = contribution if previous is None else _m("add", previous, contribution)
+    return adjoints.get(id(x), _ZERO)
+
+
+class _Diagonal:
+    """The diagonal derivative D(e) = d e_q / d seed_q, with some nodes held constant."""
+
+    def __init__(self):
+        self.memo: dict[tuple[int, int, frozenset], Node] = {}
+        self.dependence: dict[int, dict[int, bool]] = {}
+
+    def depends(self, e: Node, seed: Node) -> bool:
+        table = self.dependence.setdefault(id(seed), {})
+        if id(e) not in table:
+            table.update(depends_on(e, {id(seed)}))
+        return table[id(e)]
+
+    def __call__(self, e: Node, seed: Node, frozen: frozenset = frozenset()) -> Node:
+        if e is seed:
+            return _ONE
+        if id(e) in frozen or not self.depends(e, seed):
+            return _ZERO
+        key = (id(e), id(seed), frozen)
+        if key not in self.memo:
+            self.memo[key] = self._compute(e, seed, frozen)
+        return self.memo[key]
+
+    def _compute(self, e: Node, seed: Node, frozen: frozenset) -> Node:
+        if e.op in ("sum", "rowsum", "rowmax"):
+            return self._reduction(e, seed, frozen)
+        if e.op == "class_index" or not e.args:
+            return _ZERO
+        wanted = [self.depends(a, seed) and id(a) not in frozen for a in e.args]
+        total = _ZERO
+        for a, partial, w in zip(e.args, PARTIALS.of(e, wanted), wanted):
+            if w:
+                total = _m("add", total, _m("mul", partial, self(a, seed, frozen)))
+        return total
+
+    def _leaves(self, f: Node, axis: str, seed: Node, frozen: frozenset) -> list[Node]:
+        """Maximal nodes under ``f`` that are constant along ``axis`` and depend on ``seed``."""
+        leaves, seen, stack = [], set(), [f]
+        while stack:
+            n = stack.pop()
+            if id(n) in seen or id(n) in frozen or not self.depends(n, seed):
+                continue
+            seen.add(id(n))
+            if axis not in n.axes:
+                leaves.append(n)
+                continue
+            stack.extend(n.args)
+        return sorted(leaves, key=lambda n: n.key)
+
+    def _reduction(self, e: Node, seed: Node, frozen: frozenset) -> Node:
+        f = e.args[0]
+        axis = _reduced_axis(e)
+        # the weight each element gets in the reduction's derivative
+        weight = _ONE if e.op != "rowmax" else _indicator(_m("eq", f, e))
+        leaves = self._leaves(f, axis, seed, frozen)
+        inner = frozen | {id(t) for t in leaves}
+        total = _m("mul", weight, self(f, seed, inner)) if axis in seed.axes else _ZERO
+        reduce_op = "sum" if e.op == "sum" else "rowsum"
+        for leaf in leaves:
+            through = _m("mul", weight, self(f, leaf, inner - {id(leaf)}))
+            total = _m("add", total, _m("mul", _m(reduce_op, through), self(leaf, seed, frozen)))
+        return total
+
+
+def hessian_diag(total: Node, x: Node, gradient: Node | None = None) -> Node:
+    """The diagonal of the Hessian of ``total`` with respect to input ``x``."""
+    if gradient is None:
+        gradient = grad(total, x)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20000))
+    try:
+        return _Diagonal()(gradient, x)
+    finally:
+        sys.setrecursionlimit(limit)

@@ -1,0 +1,98 @@
+"""Errors raised for bad loss text or bad inputs, with source positions and a caret.
+
+Every error a user can provoke is a :class:`LossError`. It carries ``file`` (``None`` for a
+string), 1-based ``line`` and ``column``, and its ``str()`` shows the offending source line
+with a caret under the column, like a compiler diagnostic.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Span:
+    """A position in loss source text (1-based line and column)."""
+
+    file: str | None
+    line: int
+    column: int
+    end_line: int | None = None
+    end_column: int | None = None
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    def source_line(self) -> str | None:
+        """The text of the line this span starts on, or None when unknown."""
+        if self.source is None:
+            return None
+        lines = self.source.splitlines()
+        if 1 <= self.line <= len(lines):
+            return lines[self.line - 1]
+        return None
+
+
+class LossError(Exception):
+    """Base class of every error lossdsl raises for bad loss text or bad inputs."""
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
+        self.message = message
+        self.span = span
+        self.hint = hint
+        self.file = span.file if span else None
+        self.line = span.line if span else None
+        self.column = span.column if span else None
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if self.span is None:
+            text = self.message
+        else:
+            where = f"{self.file or '<string>'}:{self.line}:{self.column}"
+            text = f"{where}: {self.message}"
+            line = self.span.source_line()
+            if line is not None:
+                width = 1
+                if self.span.end_line == self.span.line and self.span.end_column:
+                    width = max(1, self.span.end_column - self.span.column)
+                caret = " " * (self.span.column - 1) + "^" * min(width, max(1, len(line)))
+                text += f"\n    {line}\n    {caret}"
+        if self.hint:
+            text += f"\n{self.hint}"
+        return text
+
+    def __reduce__(self):  # keep errors picklable across processes (Dask, multiprocessing)
+        return (type(self), (self.message, self.span, self.hint))
+
+
+class LossSyntaxError(LossError):
+    """The text does not follow the grammar."""
+
+
+class LossNameError(LossError):
+    """A name is unknown (the message suggests the closest known one) or an input is missing."""
+
+
+class LossArityError(LossError):
+    """A function was called with the wrong number or names of arguments."""
+
+
+class LossShapeError(LossError):
+    """Input arrays have incompatible shapes, dtypes or roles at call time."""
+
+
+class LossDomainError(LossError):
+    """A value is outside the domain the loss is defined on (e.g. a label out of range)."""
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The known name closest to ``name``, for "did you mean" hints."""
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A "did you mean ...?" hint line, or None when nothing is close."""
+    match = closest(name, candidates)
+    return f"did you mean '{match}'?" if match else None

@@ -1,0 +1,212 @@
+"""A NumPy interpreter of the expression graph: the reference semantics of every operation.
+
+Used to fold constants and, in tests, as the oracle the compiled kernels are compared with.
+Values are float64 arrays shaped by each node's axes: ``()``, ``(N,)`` or ``(N, K)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from .ir import Axes, Node, toposort
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _stable_sigmoid(x):
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _digamma(x):
+    """psi(x) by recurrence to x >= 6 and the asymptotic series (the codegen uses the same)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    flat_x, flat_out = x.ravel(), out.ravel()
+    for index, value in enumerate(flat_x):
+        flat_out[index] = digamma_scalar(float(value))
+    return out
+
+
+def digamma_scalar(x: float) -> float:
+    """psi(x) for one float (reflection for x < 0.5)."""
+    if math.isnan(x) or (x <= 0 and x == math.floor(x)):
+        return math.nan
+    if x == math.inf:
+        return math.inf
+    result = 0.0
+    if x < 0.5:  # reflection: psi(1 - x) - psi(x) = pi / tan(pi x)
+        result -= math.pi / math.tan(math.pi * x)
+        x = 1.0 - x
+    while x < 6.0:
+        result -= 1.0 / x
+        x += 1.0
+    inverse_square = 1.0 / (x * x)
+    series = inverse_square * (1 / 12 - inverse_square * (1 / 120 - inverse_square * (
+        1 / 252 - inverse_square * (1 / 240 - inverse_square / 132))))
+    return result + math.log(x) - 0.5 / x - series
+
+
+def trigamma_scalar(x: float) -> float:
+    """psi'(x) for one float (reflection for x < 0.5)."""
+    if math.isnan(x) or (x <= 0 and x == math.floor(x)):
+        return math.nan
+    if x == math.inf:
+        return 0.0
+    result = 0.0
+    if x < 0.5:  # psi'(1 - x) + psi'(x) = pi^2 / sin^2(pi x)
+        s = math.sin(math.pi * x)
+        return -trigamma_scalar(1.0 - x) + math.pi * math.pi / (s * s)
+    while x < 6.0:
+        result += 1.0 / (x * x)
+        x += 1.0
+    inverse = 1.0 / x
+    inverse_square = inverse * inverse
+    series = inverse + 0.5 * inverse_square + inverse * inverse_square * (
+        1 / 6 - inverse_square * (1 / 30 - inverse_square * (1 / 42 - inverse_square / 30)))
+    return result + series
+
+
+def _scalar_map(function):
+    vectorized = np.vectorize(function, otypes=[np.float64])
+
+    def apply(x):
+        return vectorized(np.asarray(x, dtype=np.float64))
+
+    return apply
+
+
+def _maximum(a, b):  # NaN propagates; ties pick the first argument (like the kernels)
+    return np.where((a >= b) | np.isnan(a), a, b)
+
+
+def _minimum(a, b):
+    return np.where((a <= b) | np.isnan(a), a, b)
+
+
+def _sign(x):
+    return np.where(np.isnan(x), x, np.sign(x))
+
+
+_BOOL = lambda condition: np.asarray(condition, dtype=np.float64)  # noqa: E731
+
+ELEMENTWISE_NUMPY = {
+    "neg": np.negative,
+    "exp": np.exp,
+    "log": np.log,
+    "log1p": np.log1p,
+    "expm1": np.expm1,
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "sign": _sign,
+    "sigmoid": _stable_sigmoid,
+    "log_sigmoid": lambda x: -np.logaddexp(0.0, -x),
+    "softplus": lambda x: np.logaddexp(0.0, x),
+    "tanh": np.tanh,
+    "lgamma": _scalar_map(lambda v: math.lgamma(v) if v > 0 or v != math.floor(v) else math.inf),
+    "digamma": _digamma,
+    "trigamma": _scalar_map(trigamma_scalar),
+    "sin": np.sin,
+    "cos": np.cos,
+    "erf": _scalar_map(lambda v: math.erf(v) if not math.isnan(v) else math.nan),
+    "not": lambda x: _BOOL(x == 0),
+    "stop_gradient": lambda x: x,
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "pow": np.power,
+    "min": _minimum,
+    "max": _maximum,
+    "lt": lambda a, b: _BOOL(a < b),
+    "le": lambda a, b: _BOOL(a <= b),
+    "gt": lambda a, b: _BOOL(a > b),
+    "ge": lambda a, b: _BOOL(a >= b),
+    "eq": lambda a, b: _BOOL(a == b),
+    "ne": lambda a, b: _BOOL(a != b),
+    "and": lambda a, b: _BOOL((a != 0) & (b != 0)),
+    "or": lambda a, b: _BOOL((a != 0) | (b != 0)),
+    "where": lambda c, a, b: np.where(c != 0, a, b),
+}
+
+
+def fold(op: str, values: list[float]) -> float:
+    """The value of an elementwise operation on constant arguments (for constant folding)."""
+    with np.errstate(all="ignore"):
+        return float(ELEMENTWISE_NUMPY[op](*[np.float64(v) for v in values]))
+
+
+def _align(value: np.ndarray, axes: Axes, out_axes: Axes) -> np.ndarray:
+    """Broadcast a value with ``axes`` against ``out_axes`` (a vector meets a matrix row-wise)."""
+    if len(axes) == 1 and len(out_axes) == 2:
+        return value[:, None]
+    return value
+
+
+class Evaluator:
+    """Evaluates a typed graph on NumPy arrays; one method per kind of leaf or reduction."""
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        params: Mapping[str, float] | None = None,
+        counts: Mapping[str, int] | None = None,
+    ):
+        self.inputs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+        self.params = dict(params or {})
+        self.counts = dict(counts or {})
+
+    def evaluate(self, roots: list[Node]) -> list[np.ndarray]:
+        values: dict[int, np.ndarray] = {}
+        with np.errstate(all="ignore"):
+            for current in toposort(roots):
+                args = [values[id(a)] for a in current.args]
+                values[id(current)] = self.visit(current, args)
+        return [values[id(r)] for r in roots]
+
+    def visit(self, n: Node, args: list[np.ndarray]) -> np.ndarray:
+        method = getattr(self, f"eval_{n.op}", None)
+        if method is not None:
+            return method(n, args)
+        aligned = [_align(v, a.axes, n.axes) for v, a in zip(args, n.args)]
+        return ELEMENTWISE_NUMPY[n.op](*aligned)
+
+    def eval_const(self, n, args):
+        return np.float64(n.value)
+
+    def eval_input(self, n, args):
+        return self.inputs[n.value]
+
+    def eval_param(self, n, args):
+        return np.float64(self.params[n.value])
+
+    def eval_count(self, n, args):
+        return np.float64(self.counts[n.value])
+
+    def eval_class_index(self, n, args):
+        width = self.counts[n.axes[1]]
+        rows = args[0].shape[0] if np.ndim(args[0]) else 1
+        return np.broadcast_to(np.arange(width, dtype=np.float64), (rows, width))
+
+    def eval_rowsum(self, n, args):
+        return args[0].sum(axis=1)
+
+    def eval_rowmax(self, n, args):
+        return args[0].max(axis=1)
+
+    def eval_sum(self, n, args):
+        return np.float64(args[0].sum())
+
+
+def evaluate(
+    roots: list[Node],
+    inputs: Mapping[str, np.ndarray],
+    params: Mapping[str, float] | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> list[np.ndarray]:
+    """Evaluate typed graph ``roots`` with NumPy (float64)."""
+    return Evaluator(inputs, params, counts).evaluate(roots)

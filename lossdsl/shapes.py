@@ -1,0 +1,244 @@
+"""Shape specialisation: give every node its axes once the inputs' ranks are known.
+
+An input bound to a scalar has axes ``()``, a vector ``("n<d>",)``, a matrix
+``("n<d>", "n<d>k")``. Elementwise operations put their arguments in one sample domain
+(NumPy broadcasting, except that a vector meets a matrix row-wise); ``sum``/``mean`` leave
+it, so a regulariser's parameter vector ``w`` lives in a domain of its own length. Domains
+are found by union-find and numbered in input order, so equal signatures give equal graphs.
+
+``objective`` then applies the loss reduction (mean, sum or none, with sample weights) to the
+per-sample expression, adding scalar terms such as ``0.1*l1(w)`` once rather than per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import LossShapeError, Span
+from .ir import Node, constant, node, rebuild, toposort
+from .simplify import make
+
+WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
+
+
+class _Domains:
+    """Union-find over sample-domain variables."""
+
+    def __init__(self):
+        self.parent: list[int] = []
+
+    def new(self) -> int:
+        self.parent.append(len(self.parent))
+        return len(self.parent) - 1
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> int:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+        return min(a, b)
+
+
+@dataclass
+class Specialized:
+    """A graph specialised to input ranks, and where each axis length comes from."""
+
+    graph: Node
+    input_axes: dict[str, tuple[str, ...]]
+    # axis name -> the inputs (name, dimension) whose length it is; class widths may also
+    # come from onehot(y, K) constants
+    axis_sources: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    fixed_widths: dict[str, int] = field(default_factory=dict)
+
+
+def _role(rank: int) -> str:
+    return {0: "a scalar", 1: "a vector", 2: "a matrix"}.get(rank, f"a {rank}-d array")
+
+
+def specialize(graph: Node, ranks: dict[str, int], order: tuple[str, ...],
+               spans: dict[str, Span] | None = None) -> Specialized:
+    """Type ``graph`` for inputs of the given ranks (0, 1 or 2), inputs numbered by ``order``."""
+    spans = spans or {}
+    domains = _Domains()
+    input_domain: dict[str, int] = {}
+    shape: dict[int, tuple[int | None, bool]] = {}  # node id -> (domain var, has class axis)
+    nodes = toposort([graph])
+    for name in order:
+        rank = ranks.get(name, 1)
+        if rank > 2:
+            raise LossShapeError(
+                f"input '{name}' must be a scalar, a vector (N,) or a matrix (N, K), "
+                f"got {_role(rank)}", spans.get(name))
+        if rank > 0:
+            input_domain[name] = domains.new()
+
+    def join(a: int | None, b: int | None) -> int | None:
+        if a is None:
+            return b
+        if b is None:
+            return a
+        return domains.union(a, b)
+
+    for n in nodes:
+        if n.op == "input":
+            rank = ranks.get(n.value, 1)
+            shape[id(n)] = (input_domain.get(n.value), rank == 2)
+        elif not n.args:
+            shape[id(n)] = (None, False)
+        elif n.op == "class_index":
+            domain, _ = shape[id(n.args[0])]
+            shape[id(n)] = (domain if domain is not None else domains.new(), True)
+        elif n.op in ("sum", "mean"):
+            shape[id(n)] = (None, False)
+        elif n.op in ("rowsum", "rowmax", "rowmean"):
+            domain, rows = shape[id(n.args[0])]
+            if not rows:
+                culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
+                detail = ", ".join(f"'{c}' is {_role(ranks.get(c, 1))}" for c in culprits)
+                raise LossShapeError(
+                    f"{n.op} (used by logsumexp/softmax/pick/rowsum) needs a per-class matrix "
+                    f"(N, K) argument" + (f"; {detail}" if detail else ""),
+                    spans.get(culprits[0]) if culprits else None)
+            shape[id(n)] = (domain, False)
+        else:
+            domain, rows = None, False
+            for a in n.args:
+                a_domain, a_rows = shape[id(a)]
+                domain = join(domain, a_domain)
+                rows = rows or a_rows
+            shape[id(n)] = (domain, rows)
+
+    # canonical axis names: domains numbered in input order
+    names: dict[int, str] = {}
+    for name in order:
+        if name in input_domain:
+            root = domains.find(input_domain[name])
+            names.setdefault(root, f"n{len(names)}")
+
+    def axes_of(domain: int | None, rows: bool) -> tuple[str, ...]:
+        if domain is None:
+            return ()
+        root = domains.find(domain)
+        if root not in names:
+            names[root] = f"n{len(names)}"
+        sample = names[root]
+        return (sample, sample + "k") if rows else (sample,)
+
+    result = Specialized(graph, {})
+    for name in order:
+        if name in input_domain:
+            rank = ranks.get(name, 1)
+            axes = axes_of(input_domain[name], rank == 2)
+            result.input_axes[name] = axes
+            for dimension, axis in enumerate(axes):
+                result.axis_sources.setdefault(axis, []).append((name, dimension))
+        else:
+            result.input_axes[name] = ()
+
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        if old.op == "input":
+            return node("input", (), old.value, result.input_axes.get(old.value, ()))
+        if not args:
+            return old
+        if old.op == "class_index":
+            typed = make("class_index", args, old.value)
+            if typed.axes == ():  # class index of a scalar label: use the inferred domain
+                typed = node("class_index", args, old.value, axes_of(*shape[id(old)]))
+            if old.value is not None:
+                result.fixed_widths[typed.axes[1]] = int(old.value)
+            return typed
+        if old.op == "mean":
+            (x,) = args
+            if x.axes == ():
+                return x
+            total = make("sum", (make("rowsum", (x,)),)) if len(x.axes) == 2 else make("sum", (x,))
+            return make("div", (total, element_count(x.axes)))
+        if old.op == "sum":
+            (x,) = args
+            if x.axes == ():
+                return x
+            return make("sum", (make("rowsum", (x,)),)) if len(x.axes) == 2 else make("sum", (x,))
+        if old.op == "rowmean":
+            (x,) = args
+            return make("div", (make("rowsum", (x,)), node("count", (), x.axes[1], ())))
+        return make(old.op, args, old.value)
+
+    (result.graph,) = rebuild([graph], rule)
+    return result
+
+
+def element_count(axes: tuple[str, ...]) -> Node:
+    """The number of elements of a value with these axes (a runtime scalar)."""
+    count = constant(1.0)
+    for axis in axes:
+        count = make("mul", (count, node("count", (), axis, ())))
+    return count
+
+
+def sum_all(x: Node) -> Node:
+    """The sum of every element of ``x`` (a scalar)."""
+    if x.axes == ():
+        return x
+    return make("sum", (make("rowsum", (x,)),)) if len(x.axes) == 2 else make("sum", (x,))
+
+
+def split_additive(x: Node) -> tuple[Node, Node]:
+    """(per-sample part, scalar part) of a sum of terms: ``l_i + c`` → ``(l_i, c)``."""
+    varying, scalar = constant(0.0), constant(0.0)
+    stack = [(x, 1.0)]
+    while stack:
+        term, sign = stack.pop()
+        if term.op == "add":
+            stack.extend([(term.args[0], sign), (term.args[1], sign)])
+        elif term.op == "sub":
+            stack.extend([(term.args[0], sign), (term.args[1], -sign)])
+        elif term.op == "neg":
+            stack.append((term.args[0], -sign))
+        else:
+            signed = term if sign > 0 else make("neg", (term,))
+            if term.axes == ():
+                scalar = make("add", (scalar, signed))
+            else:
+                varying = make("add", (varying, signed))
+    return varying, scalar
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The reduced loss: ``value`` (a scalar, or per-element for "none") and ``total``, the
+    scalar whose derivatives ``grad`` and ``hessian`` return."""
+
+    value: Node
+    total: Node
+    weight_axes: tuple[str, ...] | None
+
+
+def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
+    """Apply ``reduction`` ("mean", "sum", "none") and optional sample weights."""
+    varying, scalar = split_additive(expression)
+    if varying.axes == () or expression.axes == ():
+        if weighted:
+            raise LossShapeError("sample_weight needs a loss with one value per sample; this "
+                                 "loss is a single number (it reduces over samples itself)")
+        return Objective(expression, expression, None)
+    sample_axis = varying.axes[0]
+    weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
+    weighted_terms = make("mul", (weight, varying)) if weighted else varying
+    summed = make("add", (sum_all(weighted_terms), scalar))
+    if reduction == "sum" or reduction == "none":
+        total = summed
+    else:
+        if weighted:
+            count = sum_all(make("mul", (weight, constant(1.0))) if len(varying.axes) == 1
+                            else make("mul", (weight, element_count(varying.axes[1:]))))
+        else:
+            count = element_count(varying.axes)
+        total = make("add", (make("div", (sum_all(weighted_terms), count)), scalar))
+    if reduction == "none":
+        return Objective(make("add", (weighted_terms, scalar)), total, weight.axes if weight else None)
+    return Objective(total, total, weight.axes if weight else None)
