@@ -58,20 +58,28 @@ def grammar_path() -> Path:
     raise FileNotFoundError("lossdsl.lark not found next to the package")  # broken install
 
 
-class _ParenthesisNewlines:
-    """Post-lexer: drop newline tokens inside parentheses so calls may span lines."""
+# Tokens after which a statement cannot end, so a newline there continues the line.
+_CONTINUES = {"EQUAL", "PLUS", "MINUS", "STAR", "SLASH", "POWER", "COMPARE", "COMMA", "LPAR",
+              "AND", "OR", "NOT", "IF", "THEN", "ELSE"}
+
+
+class _ContinuationNewlines:
+    """Post-lexer: drop newlines inside parentheses and after an operator, ``=`` or ``,``,
+    so long expressions may span lines without a backslash."""
 
     always_accept = ("_NL",)
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth = 0
+        previous = None
         for token in stream:
             if token.type == "LPAR":
                 depth += 1
             elif token.type == "RPAR":
                 depth = max(0, depth - 1)
-            elif token.type == "_NL" and depth > 0:
+            elif token.type == "_NL" and (depth > 0 or previous in _CONTINUES):
                 continue
+            previous = token.type
             yield token
 
 
@@ -82,7 +90,7 @@ def parser(strict: bool = False) -> Lark:
         grammar_path().read_text(),
         parser="lalr",
         propagate_positions=True,
-        postlex=_ParenthesisNewlines(),
+        postlex=_ContinuationNewlines(),
         maybe_placeholders=True,
         strict=strict,
     )

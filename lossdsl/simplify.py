@@ -59,6 +59,11 @@ def _simplify_add(a: Node, b: Node) -> Node | None:
         return make("sub", (b, a.args[0]))
     if a is b:
         return make("mul", (_c(2.0), a))
+    # like terms: c1*x + c2*x -> (c1 + c2)*x (also x + c*x)
+    a_factor, a_rest = (a.args[0].value, a.args[1]) if a.op == "mul" and a.args[0].op == "const" else (1.0, a)
+    b_factor, b_rest = (b.args[0].value, b.args[1]) if b.op == "mul" and b.args[0].op == "const" else (1.0, b)
+    if a_rest is b_rest and a_rest.op != "const":
+        return make("mul", (_c(a_factor + b_factor), a_rest))
     # where(c, x, 0) + where(c, 0, y) -> where(c, x, y): one select instead of two
     if a.op == "where" and b.op == "where" and a.args[0] is b.args[0]:
         if is_constant(a.args[2], 0.0) and is_constant(b.args[1], 0.0):
@@ -116,6 +121,11 @@ def _simplify_mul(a: Node, b: Node) -> Node | None:
         return _neg(make("mul", (a, b.args[0])))
     if a.op == "const" and b.op == "mul" and b.args[0].op == "const":
         return make("mul", (_c(a.value * b.args[0].value), b.args[1]))
+    # float constant factors outwards, (2*x)*(0.5*y) -> 1*(x*y), so they fold together
+    if a.op != "const":
+        for first, second in ((a, b), (b, a)):
+            if first.op == "mul" and first.args[0].op == "const":
+                return make("mul", (first.args[0], make("mul", (first.args[1], second))))
     # where(c, x, 0) * y -> where(c, x*y, 0): the product is then never 0 * inf = NaN in the
     # branch not taken (the classic NaN-through-where gradient problem).
     for first, second in ((a, b), (b, a)):
