@@ -137,7 +137,9 @@ class _ToAst(Transformer):
                 )
             else:
                 args.append(argument)
-        return ast.Call(self._s(function), str(function), tuple(args), tuple(keywords))
+        start = self._s(function)  # from the name to the closing parenthesis
+        span = Span(self.file, start.line, start.column, meta.end_line, meta.end_column, self.source)
+        return ast.Call(span, str(function), tuple(args), tuple(keywords))
 
     def arguments(self, meta, *items):
         return list(items)

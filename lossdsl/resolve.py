@@ -297,7 +297,12 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
     scope = Scope(module.file, parent=parent)
     spans: dict[str, Span] = {}
     base = Path(module.file).resolve().parent if module.file else Path.cwd()
-    for statement in module.statements:
+    # Declarations (imports, params, defs) come first, wherever they are written, so that a
+    # param declared below a loss is still a param there; lets and losses follow in order.
+    declarations = (ast.Import, ast.Param, ast.Def)
+    ordered = [s for s in module.statements if isinstance(s, declarations)]
+    ordered += [s for s in module.statements if not isinstance(s, declarations)]
+    for statement in ordered:
         lowerer = Lowerer(scope, inputs_allowed=True, record=spans)
         if isinstance(statement, ast.Import):
             path = (base / statement.path).resolve()
@@ -308,13 +313,11 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
                                     statement.span)
             scope.imports.append(load_scope(str(path), parent, loading))
         elif isinstance(statement, ast.Param):
-            info = scope.find_param(statement.name)
             try:
                 graph = lowerer.lower(statement.value, {})
             except LossNameError:
                 raise LossError("a param's value must be a constant expression",
                                 statement.value.span) from None
-            del info
             scope.params[statement.name] = ParamInfo(
                 statement.name, _constant_value(graph, scope, statement.span), statement.doc,
                 statement.span,

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from ..schedule import Schedule
 from .emit import FASTMATH, HELPERS, BodyEmitter, ExpressionPrinter, GluePrinter, Names
 
-_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{extra})'
+# The per-sample math is compiled without fastmath, so losses stay exact where the math is
+# finite; the loop drivers get FASTMATH (see emit.py), which lets their accumulations vectorise.
+_DECORATOR = 'njit(error_model="numpy", cache=True{extra})'
+_DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{extra})'
 
 
 @dataclass
@@ -51,7 +54,7 @@ def generate(schedule: Schedule, dtype: str, parallel: bool, header: str) -> Gen
         length = names.length(loop.axis)
         passed = body.arguments[1:]
         accumulators = [f"acc{k}" for k in range(len(returns))]
-        driver = [f"@{_DECORATOR.format(extra=', parallel=True' if parallel else '')}",
+        driver = [f"@{_DRIVER_DECORATOR.format(extra=', parallel=True' if parallel else '')}",
                   f"def {loop_name}({', '.join([length] + passed)}):"]
         driver += [f"    {acc} = 0.0" for acc in accumulators]
         driver.append(f"    for i in {'prange' if parallel else 'range'}({length}):")

@@ -1,0 +1,276 @@
+"""Compiled kernels against independent references: PyTorch, NumPy and finite differences.
+
+Compiled losses are shared per module (each distinct kernel is a Numba compile); the on-disk
+cache makes later runs load them instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lossdsl
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+RNG = np.random.default_rng(1234)
+N = 64
+
+
+def finite_difference(function, x: np.ndarray, step: float = 1e-6):
+    """Central differences of scalar ``function`` at ``x``: (gradient, Hessian diagonal)."""
+    gradient, hessian = np.zeros_like(x), np.zeros_like(x)
+    center = function(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        f_up, f_down = function(up), function(down)
+        gradient[index] = (f_up - f_down) / (2 * step)
+        hessian[index] = (f_up - 2 * center + f_down) / step**2
+    return gradient, hessian
+
+
+@pytest.fixture(scope="module")
+def mission():
+    return {target: lossdsl.compile("huber(y, p, 1.0) + 0.1*l1(w)", target=target)
+            for target in ("cpu", "parallel")}
+
+
+@pytest.fixture(scope="module")
+def regression_data():
+    return RNG.normal(size=N), RNG.normal(size=N) * 2, RNG.normal(size=7)
+
+
+@pytest.mark.parametrize("target", ["cpu", "parallel"])
+def test_mission_matches_pytorch_autograd(mission, regression_data, target):
+    y, p, w = regression_data
+    value, grads = mission[target].value_and_grad(("p", "w"), y=y, p=p, w=w)
+    yt, pt, wt = (torch.tensor(a, requires_grad=True) for a in (y, p, w))
+    reference = torch.nn.functional.huber_loss(pt, yt, delta=1.0) + 0.1 * wt.abs().sum()
+    reference.backward()
+    assert value == pytest.approx(reference.item(), rel=1e-12)
+    np.testing.assert_allclose(grads["p"], pt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(grads["w"], wt.grad.numpy(), rtol=1e-12)
+    assert isinstance(value, float)
+
+
+def test_mission_hessian_and_single_grad(mission, regression_data):
+    y, p, w = regression_data
+    loss = mission["cpu"]
+    hessian = loss.hessian("p", y=y, p=p, w=w)
+    np.testing.assert_array_equal(hessian, np.where(np.abs(p - y) <= 1.0, 1.0 / N, 0.0))
+    gradient = loss.grad("p", y=y, p=p, w=w)
+    assert gradient.shape == p.shape
+    assert set(loss.grad(("p", "w"), y=y, p=p, w=w)) == {"p", "w"}
+    assert loss.inputs == ("y", "p", "w")
+
+
+def test_mission_float32_stays_float32(mission, regression_data):
+    y, p, w = (a.astype(np.float32) for a in regression_data)
+    value, grads = mission["parallel"].value_and_grad(("p", "w"), y=y, p=p, w=w)
+    assert grads["p"].dtype == np.float32 and grads["w"].dtype == np.float32
+    reference, reference_grads = mission["cpu"].value_and_grad(
+        ("p", "w"), y=y.astype(np.float64), p=p.astype(np.float64), w=w.astype(np.float64))
+    assert value == pytest.approx(reference, rel=1e-6)
+    np.testing.assert_allclose(grads["p"], reference_grads["p"], rtol=1e-6, atol=1e-9)
+    assert "T = numpy.float32" in mission["parallel"].source
+
+
+def test_strided_and_scalar_inputs(mission, regression_data):
+    y, p, w = regression_data
+    wide = np.zeros((N, 3))
+    wide[:, 1] = p
+    strided = wide[:, 1]
+    assert not strided.flags["C_CONTIGUOUS"]
+    loss = mission["cpu"]
+    value, grads = loss.value_and_grad(("p", "w"), y=y, p=strided, w=w)
+    expected, expected_grads = loss.value_and_grad(("p", "w"), y=y, p=p, w=w)
+    assert value == pytest.approx(expected, rel=1e-14)
+    np.testing.assert_array_equal(grads["p"], expected_grads["p"])
+    # a scalar target is broadcast; the gradient w.r.t. a scalar input is a float
+    scalar_value, scalar_grad = loss.value_and_grad("y", y=0.5, p=p, w=w)
+    assert scalar_value == pytest.approx(loss(y=np.full(N, 0.5), p=p, w=w), rel=1e-14)
+    assert isinstance(scalar_grad, float)
+    assert scalar_grad == pytest.approx(-loss.grad("p", y=np.full(N, 0.5), p=p, w=w).sum())
+
+
+@pytest.fixture(scope="module")
+def bce_losses():
+    return {reduction: lossdsl.compile("bce_logits(y, z)", reduction=reduction)
+            for reduction in ("mean", "sum", "none")}
+
+
+def test_reductions_and_sample_weights_match_pytorch(bce_losses):
+    y = (RNG.random(N) > 0.5).astype(float)
+    z = RNG.normal(size=N) * 3
+    weight = RNG.random(N) + 0.1
+    zt = torch.tensor(z, requires_grad=True)
+    per_sample = torch.nn.functional.binary_cross_entropy_with_logits(
+        zt, torch.tensor(y), reduction="none")
+    # both sides round differently (PyTorch arranges the formula otherwise): a few ulps apart
+    np.testing.assert_allclose(bce_losses["none"](y=y, z=z), per_sample.detach().numpy(),
+                               rtol=1e-12)
+    assert bce_losses["sum"](y=y, z=z) == pytest.approx(per_sample.sum().item(), rel=1e-12)
+    assert bce_losses["mean"](y=y, z=z) == pytest.approx(per_sample.mean().item(), rel=1e-12)
+    # weighted mean = sum(w*l)/sum(w) (Keras); weighted sum = sum(w*l); none = w*l
+    weighted = (torch.tensor(weight) * per_sample)
+    assert bce_losses["mean"](y=y, z=z, sample_weight=weight) == pytest.approx(
+        weighted.sum().item() / weight.sum(), rel=1e-12)
+    assert bce_losses["sum"](y=y, z=z, sample_weight=weight) == pytest.approx(
+        weighted.sum().item(), rel=1e-12)
+    np.testing.assert_allclose(bce_losses["none"](y=y, z=z, sample_weight=weight),
+                               weighted.detach().numpy(), rtol=1e-12)
+    (weighted.sum() / weight.sum()).backward()
+    np.testing.assert_allclose(bce_losses["mean"].grad("z", y=y, z=z, sample_weight=weight),
+                               zt.grad.numpy(), rtol=1e-12)
+    # with "none", derivatives are per sample: those of the summed loss
+    gradient, hessian = bce_losses["none"].grad_and_hessian("z", y=y, z=z, sample_weight=weight)
+    sigmoid = 1 / (1 + np.exp(-z))
+    np.testing.assert_allclose(gradient, weight * (sigmoid - y), rtol=1e-12)
+    np.testing.assert_allclose(hessian, weight * sigmoid * (1 - sigmoid), rtol=1e-12)
+
+
+def test_bce_logits_is_exact_at_extreme_logits(bce_losses):
+    z = np.array([1e4, -1e4, 1e4, -1e4, 40.0, -40.0, 0.0])
+    y = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    values = bce_losses["none"](y=y, z=z)
+    expected = [0.0, 0.0, 1e4, 1e4, np.log1p(np.exp(-40.0)), np.log1p(np.exp(-40.0)),
+                np.log(2.0)]
+    np.testing.assert_allclose(values, expected, rtol=1e-15, atol=0)
+    gradient, hessian = bce_losses["none"].grad_and_hessian("z", y=y, z=z)
+    assert np.all(np.isfinite(gradient)) and np.all(np.isfinite(hessian))
+    np.testing.assert_allclose(gradient[:4], [0.0, 0.0, 1.0, -1.0], atol=0)
+    z32 = np.array([80.0, -80.0, 80.0], dtype=np.float32)
+    y32 = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    values32 = bce_losses["none"](y=y32, z=z32)
+    assert values32.dtype == np.float32
+    np.testing.assert_allclose(values32, [0.0, 0.0, 80.0], rtol=1e-7, atol=1e-30)
+
+
+def test_stable_rewrites_make_naive_formulas_exact():
+    naive = lossdsl.compile("-(y*log(sigmoid(z)) + (1 - y)*log(1 - sigmoid(z)))",
+                            reduction="none")
+    text = str(naive.expression)
+    assert "log_sigmoid" in text and "log(" not in text
+    z = np.array([1e4, -1e4, 30.0])
+    y = np.array([0.0, 1.0, 1.0])
+    np.testing.assert_allclose(naive(y=y, z=z), [1e4, 1e4, np.log1p(np.exp(-30.0))], rtol=1e-15)
+    softplus = lossdsl.compile("log(1 + exp(x))", reduction="none")
+    assert "softplus" in str(softplus.expression)
+    assert softplus(x=np.array([1000.0]))[0] == 1000.0
+    assert "expm1" in str(lossdsl.compile("exp(x) - 1").expression)
+    assert "log1p" in str(lossdsl.compile("log(1 + x)").expression)
+
+
+@pytest.fixture(scope="module")
+def classification():
+    k = 5
+    z = RNG.normal(size=(N, k)) * 4
+    labels = RNG.integers(0, k, size=N)
+    return z, labels, np.eye(k)[labels]
+
+
+def test_class_axis_losses_match_pytorch_cross_entropy(classification):
+    z, labels, onehot = classification
+    zt = torch.tensor(z, requires_grad=True)
+    reference = torch.nn.functional.cross_entropy(zt, torch.tensor(labels))
+    reference.backward()
+    sparse = lossdsl.compile("sparse_cce_logits(y, z)")
+    value, gradient = sparse.value_and_grad("z", y=labels, z=z)
+    assert value == pytest.approx(reference.item(), rel=1e-13)
+    np.testing.assert_allclose(gradient, zt.grad.numpy(), rtol=1e-12, atol=1e-16)
+    dense = lossdsl.compile("cce_logits(y, z)", target="parallel")
+    value, gradient = dense.value_and_grad("z", y=onehot, z=z)
+    assert value == pytest.approx(reference.item(), rel=1e-13)
+    np.testing.assert_allclose(gradient, zt.grad.numpy(), rtol=1e-12, atol=1e-16)
+    probabilities = torch.softmax(zt, dim=1).detach().numpy()
+    np.testing.assert_allclose(dense.hessian("z", y=onehot, z=z),
+                               probabilities * (1 - probabilities) / N, rtol=1e-11, atol=1e-18)
+    extreme = z * 1e4  # stable at huge logits: finite and exact
+    per_row = lossdsl.compile("sparse_cce_logits(y, z)", reduction="none")(y=labels, z=extreme)
+    expected = torch.nn.functional.cross_entropy(torch.tensor(extreme), torch.tensor(labels),
+                                                 reduction="none").numpy()
+    np.testing.assert_allclose(per_row, expected, rtol=1e-15)
+
+
+def test_nested_reductions_dice_against_finite_differences():
+    dice = lossdsl.compile("1 - (2*sum(y*p) + 1)/(sum(y) + sum(p) + 1)", target="parallel")
+    y = (RNG.random(N) > 0.5).astype(float)
+    p = RNG.random(N)
+    value = dice(y=y, p=p)
+    assert value == pytest.approx(1 - (2 * (y * p).sum() + 1) / (y.sum() + p.sum() + 1), rel=1e-13)
+    gradient = dice.grad("p", y=y, p=p)
+    hessian = dice.hessian("p", y=y, p=p)
+    fd_gradient, fd_hessian = finite_difference(lambda x: dice(y=y, p=x), p, step=1e-4)
+    np.testing.assert_allclose(gradient, fd_gradient, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-3, atol=1e-6)
+    with pytest.raises(lossdsl.LossShapeError, match="sample_weight needs"):
+        dice(y=y, p=p, sample_weight=np.ones(N))
+
+
+def test_weighted_mean_gradient_and_hessian_against_finite_differences():
+    loss = lossdsl.compile("log_cosh(y, p) + 0.01*p^4 + mean(p)^2")
+    y, p, weight = RNG.normal(size=12), RNG.normal(size=12), RNG.random(12) + 0.5
+    gradient = loss.grad("p", y=y, p=p, sample_weight=weight)
+    hessian = loss.hessian("p", y=y, p=p, sample_weight=weight)
+    fd_gradient, fd_hessian = finite_difference(
+        lambda x: loss(y=y, p=x, sample_weight=weight), p, step=1e-4)
+    np.testing.assert_allclose(gradient, fd_gradient, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-4, atol=1e-6)
+
+
+def test_subgradient_conventions():
+    loss = lossdsl.compile("abs(p) + max(p, q) + where(p > 0, sqrt(p), 0)", reduction="sum")
+    p = np.array([0.0, 0.0, 1.0, -1.0])
+    q = np.array([0.0, 1.0, 0.0, -1.0])
+    gradient = loss.grad(("p", "q"), p=p, q=q)
+    # |p|'(0) = 0; max ties give the derivative to the first argument; the sqrt branch not
+    # taken at p = 0 contributes 0, not 0 * inf = nan
+    np.testing.assert_array_equal(gradient["p"], [1.0, 0.0, 2.5, 0.0])
+    np.testing.assert_array_equal(gradient["q"], [0.0, 1.0, 0.0, 0.0])
+
+
+def test_nan_and_inf_propagate_without_fastmath_breakage():
+    loss = lossdsl.compile("where(p != p, 0, p) + max(p, 0)", reduction="none")
+    values = loss(p=np.array([np.nan, np.inf, -1.0]))
+    assert np.isnan(values[0])  # max(nan, 0) is nan, and isnan-style tests still work
+    assert values[1] == np.inf and values[2] == -1.0
+    log = lossdsl.compile("log(p)", reduction="none")(p=np.array([0.0, -1.0, 1e-300]))
+    assert log[0] == -np.inf and np.isnan(log[1]) and log[2] == pytest.approx(np.log(1e-300))
+
+
+def test_user_file_with_params_defs_and_imports():
+    library = lossdsl.load(EXAMPLES / "stock.loss")
+    assert set(library.losses) == {"stock", "stock_smooth"}
+    assert library.stock.params == {"under": 3.0, "over": 1.0}
+    y = np.array([5.0, 5.0, 5.0])
+    p = np.array([3.0, 5.0, 8.0])
+    default = library.stock.compile(reduction="sum")
+    assert default(y=y, p=p) == pytest.approx(3.0 * 2 + 1.0 * 3)
+    custom = library.stock.compile(reduction="sum", params={"under": 5.0})
+    assert custom(y=y, p=p) == pytest.approx(5.0 * 2 + 1.0 * 3)
+    assert custom(y=y, p=p, over=2.0) == pytest.approx(5.0 * 2 + 2.0 * 3)  # call-time override
+    np.testing.assert_array_equal(custom.grad("p", y=y, p=p), [-5.0, 1.0, 1.0])
+    compiled_from_module = lossdsl.compile(library.stock_smooth, reduction="none")
+    values = compiled_from_module(y=y, p=p)
+    np.testing.assert_allclose(values, [3.0 * 0.5 * (2 - 0.25), 0.0, 1.0 * 0.5 * (3 - 0.25)])
+
+
+def test_whole_file_as_string_and_lets():
+    text = ("param scale = 2.0\nlet r = p - y\n"
+            "def sq(x) = x^2\nloss spread = scale*sq(r) + mean(r)")
+    loss = lossdsl.compile(text, reduction="sum")
+    y, p = np.array([1.0, 2.0]), np.array([2.0, 4.0])
+    assert loss.name == "spread"
+    # the scalar term mean(r) is added once, not once per sample, even with reduction="sum"
+    assert loss(y=y, p=p) == pytest.approx(2 * (1 + 4) + 1.5)
+    np.testing.assert_allclose(loss.grad("p", y=y, p=p), 2 * 2.0 * (p - y) + 1 / 2)
+
+
+def test_derivative_is_readable_source():
+    loss = lossdsl.compile("huber(y, p, 1.0)", reduction="sum")
+    assert str(loss.derivative("p")) == "where(abs(p - y) <= 1, p - y, sign(p - y))"
+    assert str(loss.derivative("p", 2)) == "where(abs(p - y) <= 1, 1, 0)"

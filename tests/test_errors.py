@@ -1,0 +1,151 @@
+"""Every error a user can provoke: its type, file:line:column, caret, and helpful hint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lossdsl
+from lossdsl import (
+    LossArityError,
+    LossDomainError,
+    LossError,
+    LossNameError,
+    LossShapeError,
+    LossSyntaxError,
+)
+
+
+def caret_column(error: LossError) -> int:
+    """The 1-based column the caret points at in the error's rendering."""
+    caret_line = str(error).splitlines()[2]
+    return caret_line.index("^") - 4 + 1  # the source line is indented by four spaces
+
+
+def test_syntax_error_has_position_and_caret():
+    with pytest.raises(LossSyntaxError) as raised:
+        lossdsl.compile("huber(y, p,, 1.0)")
+    error = raised.value
+    assert (error.file, error.line, error.column) == (None, 1, 12)
+    assert str(error).startswith("<string>:1:12: unexpected ','")
+    assert str(error).splitlines()[1] == "    huber(y, p,, 1.0)"
+    assert caret_column(error) == 12
+
+
+def test_syntax_error_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.loss"
+    path.write_text("param delta = 1.0\nloss a = (y - p\n")
+    with pytest.raises(LossSyntaxError) as raised:
+        lossdsl.load(path)
+    assert raised.value.file == str(path)
+    assert str(raised.value).startswith(f"{path}:")
+    assert "unexpected end of input" in str(raised.value)
+
+
+def test_unknown_function_suggests_the_closest_name():
+    with pytest.raises(LossNameError) as raised:
+        lossdsl.compile("mse(y, p) + hubr(y, p)")
+    error = raised.value
+    assert (error.line, error.column) == (1, 13)
+    assert "unknown function 'hubr'" in str(error)
+    assert "did you mean 'huber'?" in str(error)
+    assert caret_column(error) == 13
+
+
+def test_unknown_name_inside_a_def_suggests_the_parameter(tmp_path):
+    path = tmp_path / "f.loss"
+    path.write_text("def scaled(y, pred) = (prd - y)^2\nloss a = scaled(y, p)\n")
+    with pytest.raises(LossNameError) as raised:
+        lossdsl.load(path)
+    error = raised.value
+    assert (error.file, error.line, error.column) == (str(path), 1, 24)
+    assert "did you mean 'pred'?" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ("huber(y, p, 1.0, 2.0)", "at most 3 positional arguments, got 4", 1),
+        ("huber(y, p, delt=2.0)", "no parameter 'delt'", 13),
+        ("huber(y)", "missing argument 'p'", 1),
+        ("huber(y, p, 1.0, delta=2.0)", "two values for 'delta'", 18),
+        ("exp(p, 2)", "'exp' takes 1 argument, got 2", 1),
+        ("exp(x=p)", "takes no keyword arguments", 5),
+    ],
+)
+def test_arity_errors(text, message, column):
+    with pytest.raises(LossArityError) as raised:
+        lossdsl.compile(text)
+    assert message in str(raised.value)
+    assert (raised.value.line, raised.value.column) == (1, column)
+
+
+def test_shape_error_names_the_inputs_and_their_shapes():
+    loss = lossdsl.compile("mse(y, p)")
+    with pytest.raises(LossShapeError) as raised:
+        loss(y=np.zeros(3), p=np.zeros(4))
+    assert "'y' has shape (3,)" in str(raised.value)
+    assert "'p' has shape (4,)" in str(raised.value)
+
+
+def test_class_operation_on_a_vector_is_a_shape_error():
+    loss = lossdsl.compile("logsumexp(z)")
+    with pytest.raises(LossShapeError) as raised:
+        loss(z=np.zeros(3))
+    assert "per-class matrix" in str(raised.value) and "'z' is a vector" in str(raised.value)
+    assert (raised.value.line, raised.value.column) == (1, 11)
+
+
+def test_label_out_of_range_is_a_domain_error():
+    loss = lossdsl.compile("sparse_cce_logits(y, z)")
+    with pytest.raises(LossDomainError) as raised:
+        loss(y=np.array([0, 3]), z=np.zeros((2, 3)))
+    assert "integers in [0, 3)" in str(raised.value)
+
+
+def test_missing_and_unknown_inputs_and_params():
+    loss = lossdsl.compile("huber(y, p, delta)\nparam delta = 1.0")
+    with pytest.raises(LossNameError, match="missing input 'p'"):
+        loss(y=np.zeros(2))
+    with pytest.raises(LossNameError, match="did you mean 'p'"):
+        loss(y=np.zeros(2), p=np.zeros(2), pp=np.zeros(2))
+    with pytest.raises(LossNameError, match="did you mean 'delta'"):
+        lossdsl.compile("huber(y, p, delta)\nparam delta = 1.0", params={"delt": 2.0})
+    with pytest.raises(LossNameError, match="not an input"):
+        loss.grad("q", y=np.zeros(2), p=np.zeros(2))
+
+
+def test_recursive_definition_and_bad_import(tmp_path):
+    with pytest.raises(LossError, match="defined in terms of itself"):
+        lossdsl.compile("def f(x) = f(x) + 1\nf(p)")
+    path = tmp_path / "a.loss"
+    path.write_text('import "missing.loss"\n')
+    with pytest.raises(LossNameError, match="no such file") as raised:
+        lossdsl.load(path)
+    assert (raised.value.line, raised.value.column) == (1, 1)
+    (tmp_path / "b.loss").write_text('import "c.loss"\n')
+    (tmp_path / "c.loss").write_text('import "b.loss"\n')
+    with pytest.raises(LossError, match="circular import"):
+        lossdsl.load(tmp_path / "b.loss")
+
+
+def test_bad_options_are_loss_errors():
+    with pytest.raises(LossError, match="unknown target"):
+        lossdsl.compile("mse(y, p)", target="tpu")
+    with pytest.raises(LossError, match="unknown reduction"):
+        lossdsl.compile("mse(y, p)", reduction="batchmean")
+    with pytest.raises(LossError, match="no single loss"):
+        lossdsl.compile("loss a = mse(y, p)\nloss b = mae(y, p)")
+
+
+def test_generated_source_never_contains_user_text():
+    text = '__import__ * os + system("x") if 0 else 0'
+    with pytest.raises(LossSyntaxError):  # strings are not expressions
+        lossdsl.compile(text)
+    loss = lossdsl.compile("__import__*os_system + 0.1234567891*exec_me")
+    source = loss.source
+    for user_text in ("__import__", "os_system", "exec_me"):
+        assert user_text not in source
+    assert "0.1234567891" in source  # numbers are re-emitted with repr(float(...))
+    value = loss(__import__=np.array([2.0]), os_system=np.array([3.0]), exec_me=np.array([1.0]))
+    assert value == pytest.approx(6.1234567891)
