@@ -8,6 +8,7 @@ gradients, Hessians) select a kernel; kernels are built on first use by the pipe
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ class _Kernel:
     element_outputs: list[Output]
     scalar_outputs: list[Output]
     label_inputs: list[str]
+    checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
 
 
 @dataclass
@@ -148,6 +150,7 @@ class _Bound:
     dtype: np.dtype
     weight: np.ndarray | None
     params: dict[str, float]
+    device: Any = None  # the first device-array input (target="cuda"): outputs are made like it
 
 
 class CompiledLoss:
@@ -360,9 +363,22 @@ class CompiledLoss:
             raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
                                 f"{', '.join(self.inputs)})", span)
         float_dtypes = []
+        device = next((v for v in [*(inputs[n] for n in self.inputs), sample_weight]
+                       if _is_device_array(v)), None)
+        if device is not None:
+            if self.target != "cuda":
+                raise LossError(f"device arrays (__cuda_array_interface__) need target='cuda'; "
+                                f"this loss was compiled for target={self.target!r}")
+            from .codegen import cuda_runtime
         for name in self.inputs:
             value = inputs[name]
-            array = np.asarray(value) if not _is_device_array(value) else value
+            if device is not None and _is_device_array(value):
+                # a zero-copy Numba view: NumPy dtype and shape, and what kernels take
+                array = cuda_runtime.as_device_array(value)
+                if array.ndim == 0:
+                    array = array.copy_to_host()
+            else:
+                array = np.asarray(value)
             if array.ndim == 0:
                 scalars[name] = float(array)
                 ranks[name] = 0
@@ -378,18 +394,23 @@ class CompiledLoss:
             dtype = np.dtype(np.float64)
         labels = self._label_inputs()
         for name, array in arrays.items():
+            if not isinstance(array, np.ndarray):
+                continue  # device data: the kernels convert each element they read (T(x))
             if array.dtype.kind == "b" or (array.dtype.kind == "f" and array.dtype != dtype):
                 arrays[name] = array.astype(dtype)
             elif array.dtype.kind in "iu" and name not in labels:
                 arrays[name] = array.astype(dtype)
         weight = None
         if sample_weight is not None:
-            weight = np.asarray(sample_weight)
+            on_device = device is not None and _is_device_array(sample_weight)
+            weight = (cuda_runtime.as_device_array(sample_weight) if on_device
+                      else np.asarray(sample_weight))
             if weight.ndim != 1:
                 raise LossShapeError(f"sample_weight must be a vector (N,), got shape "
                                      f"{weight.shape}")
-            weight = weight.astype(dtype, copy=False)
-        return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params)
+            if not on_device:
+                weight = weight.astype(dtype, copy=False)
+        return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params, device)
 
     def _compute(self, want_value, grads, hessians, inputs, sample_weight) -> list:
         bound = self._bind(inputs, sample_weight)
@@ -421,14 +442,38 @@ class CompiledLoss:
         results: dict[str, Any] = {}
         for output in kernel.element_outputs:
             shape = tuple(lengths[axis] for axis in output.axes)
-            results[output.name] = np.empty(shape, dtype=bound.dtype)
+            if bound.device is None:
+                results[output.name] = np.empty(shape, dtype=bound.dtype)
+            else:  # results stay on the device, as the caller's kind of array
+                from .codegen import cuda_runtime
+
+                results[output.name] = cuda_runtime.empty_like_device(bound.device, shape,
+                                                                      bound.dtype)
             arguments[names.outputs[output.name]] = results[output.name]
-        scalar_values = kernel.run(**arguments)
+        scalar_values = self._run(kernel, arguments)
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = float(value)
         order = (["value"] if want_value else []) + [f"grad:{g}" for g in grads]
         order += [f"hess:{h}" for h in hessians]
         return [self._shaped(results[name], bound, name) for name in order]
+
+    def _run(self, kernel: _Kernel, arguments: dict[str, Any]):
+        if kernel.checked:
+            return kernel.run(**arguments)
+        try:
+            result = kernel.run(**arguments)
+        except Exception:
+            # Numba compiles or loads machine code on the first call; a damaged cache entry
+            # fails here. Drop it, import the module afresh and try once more.
+            cache.discard(kernel.source)
+            try:
+                kernel.run = cache.load_module(kernel.source).run
+                result = kernel.run(**arguments)
+            except Exception as error:
+                raise LossError(f"internal error while compiling the kernel: "
+                                f"{type(error).__name__}: {error}") from error
+        kernel.checked = True
+        return result
 
     def _shaped(self, result, bound: _Bound, name: str):
         if name == "value":
@@ -470,12 +515,19 @@ class CompiledLoss:
             width = next((lengths[a] for a in lengths if a.endswith("k")), None)
             if width is None or labels.size == 0:
                 continue
-            bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
-            if np.any(bad):
+            if isinstance(labels, np.ndarray):
+                bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
                 index = int(np.argmax(bad))
+                found = (index, labels.flat[index]) if bad.flat[index] else None
+            else:  # on the device: checked there (a GPU does not bounds-check the pick)
+                from .codegen import cuda_runtime
+
+                found = cuda_runtime.first_bad_label(labels, width)
+            if found is not None:
+                index, label = found
                 raise LossDomainError(
                     f"label input '{name}' must hold integers in [0, {width}); "
-                    f"found {labels.flat[index]!r} at index {index}",
+                    f"found {label!r} at index {index}",
                     self.loss.definition.input_spans.get(name))
 
 
@@ -485,7 +537,13 @@ def schedule_outputs(schedule) -> list[Output]:
 
 
 def _is_device_array(value: Any) -> bool:
-    return hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray)
+    if isinstance(value, np.ndarray):
+        return False
+    if hasattr(value, "__cuda_array_interface__"):  # CuPy, PyTorch CUDA, Numba device arrays
+        return True
+    # the arrays of Numba's CUDA simulator have no interface; they exist once it is imported
+    simulated = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+    return simulated is not None and isinstance(value, simulated.FakeCUDAArray)
 
 
 def _header(compiled: CompiledLoss) -> str:

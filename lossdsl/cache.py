@@ -7,7 +7,8 @@ name; its ``@njit(cache=True)`` functions then keep their machine code in the di
 lossdsl's and Numba's versions, so a change of any of them is a new entry.
 
 The directory is ``$LOSSDSL_CACHE_DIR`` or the user's cache directory. A corrupt entry (a
-file whose contents do not match its hash, one that fails to import) is rewritten; two
+file whose contents do not match its hash, one that fails to import, machine code Numba
+cannot load: see :func:`discard`) is rewritten; two
 processes writing the same entry at once both succeed because each writes a private temporary
 file and renames it into place.
 """
@@ -61,6 +62,19 @@ def _write_atomically(path: Path, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def discard(source: str) -> None:
+    """Forget a loaded module and delete its machine code (after it failed to load)."""
+    key = source_key(source)
+    with _LOCK:
+        _LOADED.pop(key, None)
+        sys.modules.pop(f"lossdsl_{key}", None)
+        for path in (cache_dir() / "__pycache__").glob(f"lossdsl_{key}.*"):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def load_module(source: str) -> ModuleType:

@@ -40,8 +40,9 @@ class Entry:
     @property
     def signature(self) -> str:
         """``name(y, p, delta=1.0)``."""
-        parts = [name if default is None else f"{name}={default}"
-                 for name, default in self.parameters]
+        parts = [
+            name if default is None else f"{name}={default}" for name, default in self.parameters
+        ]
         return f"{self.name}({', '.join(parts)})"
 
     def call_expression(self) -> str:
@@ -58,10 +59,10 @@ def _text(source: str, span) -> str:
     lines = source.splitlines()
     if span.end_line is None or span.end_line == span.line:
         end = span.end_column - 1 if span.end_column else None
-        return lines[span.line - 1][span.column - 1:end]
-    first = lines[span.line - 1][span.column - 1:]
-    middle = lines[span.line:span.end_line - 1]
-    last = lines[span.end_line - 1][:span.end_column - 1]
+        return lines[span.line - 1][span.column - 1 : end]
+    first = lines[span.line - 1][span.column - 1 :]
+    middle = lines[span.line : span.end_line - 1]
+    last = lines[span.end_line - 1][: span.end_column - 1]
     return " ".join(part.strip() for part in [first, *middle, last])
 
 
@@ -72,8 +73,9 @@ def _entry(info: DefInfo) -> Entry:
         (p.name, None if p.default is None else _text(source, p.default.span))
         for p in syntax.parameters
     )
-    return Entry(info.name, parameters, info.doc, _text(source, syntax.body.span),
-                 syntax.span.file or "")
+    return Entry(
+        info.name, parameters, info.doc, _text(source, syntax.body.span), syntax.span.file or ""
+    )
 
 
 def entries() -> list[Entry]:

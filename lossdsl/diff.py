@@ -181,15 +181,15 @@ def grad(total: Node, x: Node) -> Node:
             continue
         else:
             partials = PARTIALS.of(n, wanted)
-            contributions = [
-                _m("mul", adjoint, p) if w else None for p, w in zip(partials, wanted)
-            ]
+            contributions = [_m("mul", adjoint, p) if w else None for p, w in zip(partials, wanted)]
         for a, contribution, w in zip(n.args, contributions, wanted):
             if not w:
                 continue
             contribution = unbroadcast(contribution, a.axes)
             previous = adjoints.get(id(a))
-            adjoints[id(a)] = contribution if previous is None else _m("add", previous, contribution)
+            adjoints[id(a)] = (
+                contribution if previous is None else _m("add", previous, contribution)
+            )
     return adjoints.get(id(x), _ZERO)
 
 

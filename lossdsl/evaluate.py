@@ -46,8 +46,11 @@ def digamma_scalar(x: float) -> float:
         result -= 1.0 / x
         x += 1.0
     inverse_square = 1.0 / (x * x)
-    series = inverse_square * (1 / 12 - inverse_square * (1 / 120 - inverse_square * (
-        1 / 252 - inverse_square * (1 / 240 - inverse_square / 132))))
+    series = inverse_square * (
+        1 / 12
+        - inverse_square
+        * (1 / 120 - inverse_square * (1 / 252 - inverse_square * (1 / 240 - inverse_square / 132)))
+    )
     return result + math.log(x) - 0.5 / x - series
 
 
@@ -66,8 +69,13 @@ def trigamma_scalar(x: float) -> float:
         x += 1.0
     inverse = 1.0 / x
     inverse_square = inverse * inverse
-    series = inverse + 0.5 * inverse_square + inverse * inverse_square * (
-        1 / 6 - inverse_square * (1 / 30 - inverse_square * (1 / 42 - inverse_square / 30)))
+    series = (
+        inverse
+        + 0.5 * inverse_square
+        + inverse
+        * inverse_square
+        * (1 / 6 - inverse_square * (1 / 30 - inverse_square * (1 / 42 - inverse_square / 30)))
+    )
     return result + series
 
 

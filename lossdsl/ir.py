@@ -56,7 +56,9 @@ class Node:
         return (node, (self.op, self.args, self.value, self.axes))
 
 
-def node(op: str, args: Iterable[Node] = (), value: object = None, axes: Axes | None = None) -> Node:
+def node(
+    op: str, args: Iterable[Node] = (), value: object = None, axes: Axes | None = None
+) -> Node:
     """The unique node for ``(op, args, value, axes)`` (hash-consing constructor)."""
     args = tuple(args)
     key = (op, args, _value_key(value), axes)

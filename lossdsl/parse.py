@@ -59,8 +59,23 @@ def grammar_path() -> Path:
 
 
 # Tokens after which a statement cannot end, so a newline there continues the line.
-_CONTINUES = {"EQUAL", "PLUS", "MINUS", "STAR", "SLASH", "POWER", "COMPARE", "COMMA", "LPAR",
-              "AND", "OR", "NOT", "IF", "THEN", "ELSE"}
+_CONTINUES = {
+    "EQUAL",
+    "PLUS",
+    "MINUS",
+    "STAR",
+    "SLASH",
+    "POWER",
+    "COMPARE",
+    "COMMA",
+    "LPAR",
+    "AND",
+    "OR",
+    "NOT",
+    "IF",
+    "THEN",
+    "ELSE",
+}
 
 
 class _ContinuationNewlines:
@@ -83,7 +98,7 @@ class _ContinuationNewlines:
             yield token
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parser(strict: bool = False) -> Lark:
     """The LALR parser (built once per process). ``strict=True`` turns conflicts into errors."""
     return Lark(
@@ -132,13 +147,13 @@ class _ToAst(Transformer):
             if isinstance(argument, ast.Keyword):
                 keywords.append(argument)
             elif keywords:
-                raise LossSyntaxError(
-                    "positional argument after a keyword argument", argument.span
-                )
+                raise LossSyntaxError("positional argument after a keyword argument", argument.span)
             else:
                 args.append(argument)
         start = self._s(function)  # from the name to the closing parenthesis
-        span = Span(self.file, start.line, start.column, meta.end_line, meta.end_column, self.source)
+        span = Span(
+            self.file, start.line, start.column, meta.end_line, meta.end_column, self.source
+        )
         return ast.Call(span, str(function), tuple(args), tuple(keywords))
 
     def arguments(self, meta, *items):
@@ -256,17 +271,25 @@ def parse(source: str, file: str | None = None) -> ast.Module:
     except UnexpectedInput as error:
         raise _syntax_error(error, file, source) from None
     except LarkError as error:  # any other parser failure is still a syntax error
-        raise LossSyntaxError(f"invalid syntax ({error})", Span(file, 1, 1, source=source)) from None
+        raise LossSyntaxError(
+            f"invalid syntax ({error})", Span(file, 1, 1, source=source)
+        ) from None
     except RecursionError:
-        raise LossSyntaxError("expression nested too deeply", Span(file, 1, 1, source=source)) from None
+        raise LossSyntaxError(
+            "expression nested too deeply", Span(file, 1, 1, source=source)
+        ) from None
     try:
         statements = _ToAst(file, source).transform(tree)
     except VisitError as error:
         if isinstance(error.orig_exc, LossError):
             raise error.orig_exc from None
-        raise LossSyntaxError(f"invalid syntax ({error.orig_exc})", Span(file, 1, 1, source=source)) from None
+        raise LossSyntaxError(
+            f"invalid syntax ({error.orig_exc})", Span(file, 1, 1, source=source)
+        ) from None
     except RecursionError:
-        raise LossSyntaxError("expression nested too deeply", Span(file, 1, 1, source=source)) from None
+        raise LossSyntaxError(
+            "expression nested too deeply", Span(file, 1, 1, source=source)
+        ) from None
     lines = source.splitlines()
     documented = []
     for statement in statements:

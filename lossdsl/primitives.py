@@ -34,8 +34,12 @@ def _table(kind: str, arity: int, names: str) -> dict[str, Primitive]:
 
 
 ELEMENTWISE: dict[str, Primitive] = {
-    **_table("elementwise", 1, "neg exp log log1p expm1 sqrt abs sign sigmoid log_sigmoid "
-                              "softplus tanh lgamma digamma trigamma sin cos erf not stop_gradient"),
+    **_table(
+        "elementwise",
+        1,
+        "neg exp log log1p expm1 sqrt abs sign sigmoid log_sigmoid "
+        "softplus tanh lgamma digamma trigamma sin cos erf not stop_gradient",
+    ),
     **_table("elementwise", 2, "add sub mul div pow min max lt le gt ge eq ne and or"),
     **_table("elementwise", 3, "where"),
 }
@@ -50,17 +54,25 @@ CLASS_INDEX = {"class_index": Primitive("class_index", 1, "leaf")}
 SHAPE_MACROS = _table("macro", 1, "mean rowmean")
 
 OPERATIONS: dict[str, Primitive] = {
-    **ELEMENTWISE, **ROW, **REDUCE, **LEAF, **CLASS_INDEX, **SHAPE_MACROS,
+    **ELEMENTWISE,
+    **ROW,
+    **REDUCE,
+    **LEAF,
+    **CLASS_INDEX,
+    **SHAPE_MACROS,
 }
 
 # Functions a loss text may call, with (minimum, maximum) argument counts. Operators such as
 # + and < have no name in the language; they are listed in ELEMENTWISE only.
 FUNCTIONS: dict[str, tuple[int, int]] = {
-    **{name: (1, 1) for name in (
-        "exp log log1p expm1 sqrt abs sign sigmoid log_sigmoid softplus tanh lgamma digamma "
-        "trigamma sin cos erf stop_gradient rowsum rowmax rowmean logsumexp softmax "
-        "log_softmax sum mean square cosh"
-    ).split()},
+    **{
+        name: (1, 1)
+        for name in (
+            "exp log log1p expm1 sqrt abs sign sigmoid log_sigmoid softplus tanh lgamma digamma "
+            "trigamma sin cos erf stop_gradient rowsum rowmax rowmean logsumexp softmax "
+            "log_softmax sum mean square cosh"
+        ).split()
+    },
     "min": (2, 2),
     "max": (2, 2),
     "where": (3, 3),

@@ -146,7 +146,8 @@ class Lowerer:
             candidates = set(local) | self.scope.all_names()
             raise LossNameError(
                 f"unknown name '{e.id}' (a def may use only its parameters, params and lets)",
-                e.span, did_you_mean(e.id, candidates),
+                e.span,
+                did_you_mean(e.id, candidates),
             )
         self.input_spans.setdefault(e.id, e.span)
         return node("input", (), e.id, None)
@@ -175,12 +176,14 @@ class Lowerer:
                 wanted = str(low) if low == high else f"{low} to {high}"
                 raise LossArityError(
                     f"'{e.function}' takes {wanted} argument{'s' if high != 1 else ''}, "
-                    f"got {len(e.args)}", e.span,
+                    f"got {len(e.args)}",
+                    e.span,
                 )
             args = [self.lower(a, local) for a in e.args]
             return self._builtin(e, args)
         raise LossNameError(
-            f"unknown function '{e.function}'", e.span,
+            f"unknown function '{e.function}'",
+            e.span,
             did_you_mean(e.function, self.scope.function_names()),
         )
 
@@ -200,9 +203,14 @@ class Lowerer:
         if name == "onehot":
             width = None
             if len(args) == 2:
-                if args[1].op != "const" or args[1].value < 1 or args[1].value != int(args[1].value):
-                    raise LossArityError("onehot's class count must be a positive integer",
-                                         e.args[1].span)
+                if (
+                    args[1].op != "const"
+                    or args[1].value < 1
+                    or args[1].value != int(args[1].value)
+                ):
+                    raise LossArityError(
+                        "onehot's class count must be a positive integer", e.args[1].span
+                    )
                 width = int(args[1].value)
             return make("eq", (node("class_index", (args[0],), width, None), args[0]))
         if name == "pick":
@@ -213,12 +221,23 @@ class Lowerer:
             return make("pow", (args[0], constant(2.0)))
         if name == "cosh":
             x = args[0]
-            return make("mul", (constant(0.5), make("add", (make("exp", (x,)),
-                                                              make("exp", (make("neg", (x,)),))))))
+            return make(
+                "mul",
+                (
+                    constant(0.5),
+                    make("add", (make("exp", (x,)), make("exp", (make("neg", (x,)),)))),
+                ),
+            )
         if name == "xlogy":
             x, y = args
-            return make("where", (make("eq", (x, constant(0.0))), constant(0.0),
-                                  make("mul", (x, make("log", (y,))))))
+            return make(
+                "where",
+                (
+                    make("eq", (x, constant(0.0))),
+                    constant(0.0),
+                    make("mul", (x, make("log", (y,)))),
+                ),
+            )
         return make(name, args)
 
     def _inline(self, definition: DefInfo, call: ast.Call, local) -> Node:
@@ -229,7 +248,8 @@ class Lowerer:
         if len(call.args) > len(names):
             raise LossArityError(
                 f"'{syntax.name}' takes at most {len(names)} positional argument"
-                f"{'s' if len(names) != 1 else ''}, got {len(call.args)}", call.span,
+                f"{'s' if len(names) != 1 else ''}, got {len(call.args)}",
+                call.span,
             )
         bound: dict[str, Node] = {}
         for parameter, argument in zip(syntax.parameters, call.args):
@@ -237,7 +257,8 @@ class Lowerer:
         for keyword in call.keywords:
             if keyword.name not in names:
                 raise LossArityError(
-                    f"'{syntax.name}' has no parameter '{keyword.name}'", keyword.span,
+                    f"'{syntax.name}' has no parameter '{keyword.name}'",
+                    keyword.span,
                     did_you_mean(keyword.name, names),
                 )
             if keyword.name in bound:
@@ -309,17 +330,21 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
             if str(path) in loading:
                 raise LossError(f"circular import of '{statement.path}'", statement.span)
             if not path.is_file():
-                raise LossNameError(f"cannot import '{statement.path}': no such file",
-                                    statement.span)
+                raise LossNameError(
+                    f"cannot import '{statement.path}': no such file", statement.span
+                )
             scope.imports.append(load_scope(str(path), parent, loading))
         elif isinstance(statement, ast.Param):
             try:
                 graph = lowerer.lower(statement.value, {})
             except LossNameError:
-                raise LossError("a param's value must be a constant expression",
-                                statement.value.span) from None
+                raise LossError(
+                    "a param's value must be a constant expression", statement.value.span
+                ) from None
             scope.params[statement.name] = ParamInfo(
-                statement.name, _constant_value(graph, scope, statement.span), statement.doc,
+                statement.name,
+                _constant_value(graph, scope, statement.span),
+                statement.doc,
                 statement.span,
             )
         elif isinstance(statement, ast.Def):
@@ -335,20 +360,28 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
             graph = lowerer.lower(statement.value, {})
             name = statement.name if isinstance(statement, ast.LossDecl) else None
             definition = LossDefinition(
-                name, graph, _inputs_used(graph, spans), _params_used(graph, scope),
-                statement.doc, statement.span, dict(spans),
+                name,
+                graph,
+                _inputs_used(graph, spans),
+                _params_used(graph, scope),
+                statement.doc,
+                statement.span,
+                dict(spans),
             )
             if name is None:
                 if scope.expression is not None:
-                    raise LossError("only one bare expression is allowed; name the others "
-                                    "with 'loss NAME = ...'", statement.span)
+                    raise LossError(
+                        "only one bare expression is allowed; name the others "
+                        "with 'loss NAME = ...'",
+                        statement.span,
+                    )
                 scope.expression = definition
             else:
                 scope.losses[name] = definition
     return scope
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prelude() -> Scope:
     """The built-in library (every ``*.loss`` file shipped in ``lossdsl/prelude``)."""
     root = Scope(None)

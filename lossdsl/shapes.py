@@ -60,8 +60,9 @@ def _role(rank: int) -> str:
     return {0: "a scalar", 1: "a vector", 2: "a matrix"}.get(rank, f"a {rank}-d array")
 
 
-def specialize(graph: Node, ranks: dict[str, int], order: tuple[str, ...],
-               spans: dict[str, Span] | None = None) -> Specialized:
+def specialize(
+    graph: Node, ranks: dict[str, int], order: tuple[str, ...], spans: dict[str, Span] | None = None
+) -> Specialized:
     """Type ``graph`` for inputs of the given ranks (0, 1 or 2), inputs numbered by ``order``."""
     spans = spans or {}
     domains = _Domains()
@@ -73,7 +74,9 @@ def specialize(graph: Node, ranks: dict[str, int], order: tuple[str, ...],
         if rank > 2:
             raise LossShapeError(
                 f"input '{name}' must be a scalar, a vector (N,) or a matrix (N, K), "
-                f"got {_role(rank)}", spans.get(name))
+                f"got {_role(rank)}",
+                spans.get(name),
+            )
         if rank > 0:
             input_domain[name] = domains.new()
 
@@ -103,7 +106,8 @@ def specialize(graph: Node, ranks: dict[str, int], order: tuple[str, ...],
                 raise LossShapeError(
                     f"{n.op} (used by logsumexp/softmax/pick/rowsum) needs a per-class matrix "
                     f"(N, K) argument" + (f"; {detail}" if detail else ""),
-                    spans.get(culprits[0]) if culprits else None)
+                    spans.get(culprits[0]) if culprits else None,
+                )
             shape[id(n)] = (domain, False)
         else:
             domain, rows = None, False
@@ -223,8 +227,10 @@ def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
     varying, scalar = split_additive(expression)
     if varying.axes == () or expression.axes == ():
         if weighted:
-            raise LossShapeError("sample_weight needs a loss with one value per sample; this "
-                                 "loss is a single number (it reduces over samples itself)")
+            raise LossShapeError(
+                "sample_weight needs a loss with one value per sample; this "
+                "loss is a single number (it reduces over samples itself)"
+            )
         return Objective(expression, expression, None)
     sample_axis = varying.axes[0]
     weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
@@ -234,11 +240,16 @@ def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
         total = summed
     else:
         if weighted:
-            count = sum_all(make("mul", (weight, constant(1.0))) if len(varying.axes) == 1
-                            else make("mul", (weight, element_count(varying.axes[1:]))))
+            count = sum_all(
+                make("mul", (weight, constant(1.0)))
+                if len(varying.axes) == 1
+                else make("mul", (weight, element_count(varying.axes[1:])))
+            )
         else:
             count = element_count(varying.axes)
         total = make("add", (make("div", (sum_all(weighted_terms), count)), scalar))
     if reduction == "none":
-        return Objective(make("add", (weighted_terms, scalar)), total, weight.axes if weight else None)
+        return Objective(
+            make("add", (weighted_terms, scalar)), total, weight.axes if weight else None
+        )
     return Objective(total, total, weight.axes if weight else None)

@@ -60,8 +60,12 @@ def _simplify_add(a: Node, b: Node) -> Node | None:
     if a is b:
         return make("mul", (_c(2.0), a))
     # like terms: c1*x + c2*x -> (c1 + c2)*x (also x + c*x)
-    a_factor, a_rest = (a.args[0].value, a.args[1]) if a.op == "mul" and a.args[0].op == "const" else (1.0, a)
-    b_factor, b_rest = (b.args[0].value, b.args[1]) if b.op == "mul" and b.args[0].op == "const" else (1.0, b)
+    a_factor, a_rest = (
+        (a.args[0].value, a.args[1]) if a.op == "mul" and a.args[0].op == "const" else (1.0, a)
+    )
+    b_factor, b_rest = (
+        (b.args[0].value, b.args[1]) if b.op == "mul" and b.args[0].op == "const" else (1.0, b)
+    )
     if a_rest is b_rest and a_rest.op != "const":
         return make("mul", (_c(a_factor + b_factor), a_rest))
     # where(c, x, 0) + where(c, 0, y) -> where(c, x, y): one select instead of two
@@ -189,8 +193,12 @@ def _simplify_one(op: str, args: tuple[Node, ...]) -> Node | None:
     return None
 
 
-def make(op: str, args: tuple[Node, ...] | list[Node] = (), value: object = None,
-         axes: Axes | None = None) -> Node:
+def make(
+    op: str,
+    args: tuple[Node, ...] | list[Node] = (),
+    value: object = None,
+    axes: Axes | None = None,
+) -> Node:
     """Build ``op(args)`` in canonical, simplified form (the constructor every pass uses)."""
     args = tuple(args)
     if op not in OPERATIONS:

@@ -35,8 +35,10 @@ def finite_difference(function, x: np.ndarray, step: float = 1e-6):
 
 @pytest.fixture(scope="module")
 def mission():
-    return {target: lossdsl.compile("huber(y, p, 1.0) + 0.1*l1(w)", target=target)
-            for target in ("cpu", "parallel")}
+    return {
+        target: lossdsl.compile("huber(y, p, 1.0) + 0.1*l1(w)", target=target)
+        for target in ("cpu", "parallel")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,8 @@ def test_mission_float32_stays_float32(mission, regression_data):
     value, grads = mission["parallel"].value_and_grad(("p", "w"), y=y, p=p, w=w)
     assert grads["p"].dtype == np.float32 and grads["w"].dtype == np.float32
     reference, reference_grads = mission["cpu"].value_and_grad(
-        ("p", "w"), y=y.astype(np.float64), p=p.astype(np.float64), w=w.astype(np.float64))
+        ("p", "w"), y=y.astype(np.float64), p=p.astype(np.float64), w=w.astype(np.float64)
+    )
     assert value == pytest.approx(reference, rel=1e-6)
     np.testing.assert_allclose(grads["p"], reference_grads["p"], rtol=1e-6, atol=1e-9)
     assert "T = numpy.float32" in mission["parallel"].source
@@ -99,8 +102,10 @@ def test_strided_and_scalar_inputs(mission, regression_data):
 
 @pytest.fixture(scope="module")
 def bce_losses():
-    return {reduction: lossdsl.compile("bce_logits(y, z)", reduction=reduction)
-            for reduction in ("mean", "sum", "none")}
+    return {
+        reduction: lossdsl.compile("bce_logits(y, z)", reduction=reduction)
+        for reduction in ("mean", "sum", "none")
+    }
 
 
 def test_reductions_and_sample_weights_match_pytorch(bce_losses):
@@ -109,23 +114,29 @@ def test_reductions_and_sample_weights_match_pytorch(bce_losses):
     weight = RNG.random(N) + 0.1
     zt = torch.tensor(z, requires_grad=True)
     per_sample = torch.nn.functional.binary_cross_entropy_with_logits(
-        zt, torch.tensor(y), reduction="none")
+        zt, torch.tensor(y), reduction="none"
+    )
     # both sides round differently (PyTorch arranges the formula otherwise): a few ulps apart
-    np.testing.assert_allclose(bce_losses["none"](y=y, z=z), per_sample.detach().numpy(),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        bce_losses["none"](y=y, z=z), per_sample.detach().numpy(), rtol=1e-12
+    )
     assert bce_losses["sum"](y=y, z=z) == pytest.approx(per_sample.sum().item(), rel=1e-12)
     assert bce_losses["mean"](y=y, z=z) == pytest.approx(per_sample.mean().item(), rel=1e-12)
     # weighted mean = sum(w*l)/sum(w) (Keras); weighted sum = sum(w*l); none = w*l
-    weighted = (torch.tensor(weight) * per_sample)
+    weighted = torch.tensor(weight) * per_sample
     assert bce_losses["mean"](y=y, z=z, sample_weight=weight) == pytest.approx(
-        weighted.sum().item() / weight.sum(), rel=1e-12)
+        weighted.sum().item() / weight.sum(), rel=1e-12
+    )
     assert bce_losses["sum"](y=y, z=z, sample_weight=weight) == pytest.approx(
-        weighted.sum().item(), rel=1e-12)
-    np.testing.assert_allclose(bce_losses["none"](y=y, z=z, sample_weight=weight),
-                               weighted.detach().numpy(), rtol=1e-12)
+        weighted.sum().item(), rel=1e-12
+    )
+    np.testing.assert_allclose(
+        bce_losses["none"](y=y, z=z, sample_weight=weight), weighted.detach().numpy(), rtol=1e-12
+    )
     (weighted.sum() / weight.sum()).backward()
-    np.testing.assert_allclose(bce_losses["mean"].grad("z", y=y, z=z, sample_weight=weight),
-                               zt.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        bce_losses["mean"].grad("z", y=y, z=z, sample_weight=weight), zt.grad.numpy(), rtol=1e-12
+    )
     # with "none", derivatives are per sample: those of the summed loss
     gradient, hessian = bce_losses["none"].grad_and_hessian("z", y=y, z=z, sample_weight=weight)
     sigmoid = 1 / (1 + np.exp(-z))
@@ -137,8 +148,7 @@ def test_bce_logits_is_exact_at_extreme_logits(bce_losses):
     z = np.array([1e4, -1e4, 1e4, -1e4, 40.0, -40.0, 0.0])
     y = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
     values = bce_losses["none"](y=y, z=z)
-    expected = [0.0, 0.0, 1e4, 1e4, np.log1p(np.exp(-40.0)), np.log1p(np.exp(-40.0)),
-                np.log(2.0)]
+    expected = [0.0, 0.0, 1e4, 1e4, np.log1p(np.exp(-40.0)), np.log1p(np.exp(-40.0)), np.log(2.0)]
     np.testing.assert_allclose(values, expected, rtol=1e-15, atol=0)
     gradient, hessian = bce_losses["none"].grad_and_hessian("z", y=y, z=z)
     assert np.all(np.isfinite(gradient)) and np.all(np.isfinite(hessian))
@@ -151,8 +161,7 @@ def test_bce_logits_is_exact_at_extreme_logits(bce_losses):
 
 
 def test_stable_rewrites_make_naive_formulas_exact():
-    naive = lossdsl.compile("-(y*log(sigmoid(z)) + (1 - y)*log(1 - sigmoid(z)))",
-                            reduction="none")
+    naive = lossdsl.compile("-(y*log(sigmoid(z)) + (1 - y)*log(1 - sigmoid(z)))", reduction="none")
     text = str(naive.expression)
     assert "log_sigmoid" in text and "log(" not in text
     z = np.array([1e4, -1e4, 30.0])
@@ -187,12 +196,17 @@ def test_class_axis_losses_match_pytorch_cross_entropy(classification):
     assert value == pytest.approx(reference.item(), rel=1e-13)
     np.testing.assert_allclose(gradient, zt.grad.numpy(), rtol=1e-12, atol=1e-16)
     probabilities = torch.softmax(zt, dim=1).detach().numpy()
-    np.testing.assert_allclose(dense.hessian("z", y=onehot, z=z),
-                               probabilities * (1 - probabilities) / N, rtol=1e-11, atol=1e-18)
+    np.testing.assert_allclose(
+        dense.hessian("z", y=onehot, z=z),
+        probabilities * (1 - probabilities) / N,
+        rtol=1e-11,
+        atol=1e-18,
+    )
     extreme = z * 1e4  # stable at huge logits: finite and exact
     per_row = lossdsl.compile("sparse_cce_logits(y, z)", reduction="none")(y=labels, z=extreme)
-    expected = torch.nn.functional.cross_entropy(torch.tensor(extreme), torch.tensor(labels),
-                                                 reduction="none").numpy()
+    expected = torch.nn.functional.cross_entropy(
+        torch.tensor(extreme), torch.tensor(labels), reduction="none"
+    ).numpy()
     np.testing.assert_allclose(per_row, expected, rtol=1e-15)
 
 
@@ -217,7 +231,8 @@ def test_weighted_mean_gradient_and_hessian_against_finite_differences():
     gradient = loss.grad("p", y=y, p=p, sample_weight=weight)
     hessian = loss.hessian("p", y=y, p=p, sample_weight=weight)
     fd_gradient, fd_hessian = finite_difference(
-        lambda x: loss(y=y, p=x, sample_weight=weight), p, step=1e-4)
+        lambda x: loss(y=y, p=x, sample_weight=weight), p, step=1e-4
+    )
     np.testing.assert_allclose(gradient, fd_gradient, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-4, atol=1e-6)
 
@@ -260,8 +275,7 @@ def test_user_file_with_params_defs_and_imports():
 
 
 def test_whole_file_as_string_and_lets():
-    text = ("param scale = 2.0\nlet r = p - y\n"
-            "def sq(x) = x^2\nloss spread = scale*sq(r) + mean(r)")
+    text = "param scale = 2.0\nlet r = p - y\ndef sq(x) = x^2\nloss spread = scale*sq(r) + mean(r)"
     loss = lossdsl.compile(text, reduction="sum")
     y, p = np.array([1.0, 2.0]), np.array([2.0, 4.0])
     assert loss.name == "spread"

@@ -64,8 +64,15 @@ def test_statements_comments_and_positions():
     )
     module = parse(source, "f.loss")
     kinds = [type(s).__name__ for s in module.statements]
-    assert kinds == ["Param", "Def", "Let", "LossDecl", "Import", "ExpressionStatement",
-                     "ExpressionStatement"]
+    assert kinds == [
+        "Param",
+        "Def",
+        "Let",
+        "LossDecl",
+        "Import",
+        "ExpressionStatement",
+        "ExpressionStatement",
+    ]
     param, define, let, loss, imported, first, second = module.statements
     assert param.doc == "the margin"
     assert (param.span.file, param.span.line, param.span.column) == ("f.loss", 2, 1)
@@ -76,7 +83,10 @@ def test_statements_comments_and_positions():
     assert isinstance(second.value, ast.UnaryOp)  # "-r" on its own is a new statement
     name = loss.value.right.right.args[0]
     line = source.splitlines()[5]
-    assert (name.span.line, name.span.column) == (6, line.rindex("softplus(p)") + len("softplus(") + 1)
+    assert (name.span.line, name.span.column) == (
+        6,
+        line.rindex("softplus(p)") + len("softplus(") + 1,
+    )
 
 
 def test_newline_after_operator_continues_the_expression():
@@ -94,8 +104,9 @@ def test_random_text_raises_only_loss_errors(text):
         assert str(error)
 
 
-_ALPHABET = st.sampled_from(list(" +-*/^()<>=!,.;\n#abcdefxyzpq01259e") + ["if ", " then ", " else ",
-                                                                         "and", "or", "not"])
+_ALPHABET = st.sampled_from(
+    list(" +-*/^()<>=!,.;\n#abcdefxyzpq01259e") + ["if ", " then ", " else ", "and", "or", "not"]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

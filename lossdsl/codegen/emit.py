@@ -88,7 +88,8 @@ def h_digamma(x):
         result -= T(1.0) / x
         x += T(1.0)
     q = T(1.0) / (x * x)
-    series = q * (T(1 / 12) - q * (T(1 / 120) - q * (T(1 / 252) - q * (T(1 / 240) - q * T(1 / 132)))))
+    series = q * (T(1 / 12) - q * (T(1 / 120) - q * (T(1 / 252)
+                                                     - q * (T(1 / 240) - q * T(1 / 132)))))
     return result + math.log(x) - T(0.5) / x - series
 """,
     "trigamma": """
@@ -196,7 +197,8 @@ class ExpressionPrinter:
 
         return method
 
-    print_lt, print_le, print_gt, print_ge = _compare("<"), _compare("<="), _compare(">"), _compare(">=")
+    print_lt, print_le = _compare("<"), _compare("<=")
+    print_gt, print_ge = _compare(">"), _compare(">=")
     print_eq, print_ne = _compare("=="), _compare("!=")
 
     def print_and(self, n, a, b):
