@@ -38,7 +38,10 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_contains_grammar_and_prelude(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "lossdsl/grammar/lossdsl.lark" in names
-    assert "lossdsl/prelude/core.loss" in names
+    prelude = sorted(path.name for path in (ROOT / "lossdsl" / "prelude").glob("*.loss"))
+    assert prelude
+    for name in prelude:
+        assert f"lossdsl/prelude/{name}" in names
 
 
 def test_installed_wheel_parses_and_compiles_outside_the_checkout(wheel, tmp_path):
