@@ -187,8 +187,8 @@ _FRESH_PROCESS = textwrap.dedent("""
     import lossdsl
     imported = time.perf_counter()
     L = lossdsl.compile({expression!r}, target="parallel")
-    y = np.ones(1000); p = np.zeros(1000); w = np.ones(10)
-    L.value_and_grad(("p", "w"), y=y, p=p, w=w)
+    data = dict(y=np.ones(1000), p=np.zeros(1000), w=np.ones(10))
+    L.value_and_grad("p", **{{name: data[name] for name in L.inputs}})
     done = time.perf_counter()
     print(imported - start, done - imported)
 """)
@@ -206,9 +206,10 @@ _TRIVIAL_NUMBA = textwrap.dedent("""
 """)
 
 
-def _python(code: str, cache: str, cwd: str) -> list[float]:
+def _python(script: str, cache: str, cwd: str) -> list[float]:
+    """Run a script file in a new process (numba caches functions of real files only)."""
     env = dict(os.environ, LOSSDSL_CACHE_DIR=cache)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, script], capture_output=True, text=True,
                             env=env, cwd=cwd, check=True)
     return [float(x) for x in result.stdout.split()]
 
@@ -221,16 +222,17 @@ def forty_term_expression() -> str:
 def run_compile_times() -> None:
     print("\nCompile and cache-load times (fresh processes, import lossdsl included):")
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as scratch:
-        trivial_file = os.path.join(scratch, "trivial.py")
-        with open(trivial_file, "w") as stream:
+        trivial = os.path.join(scratch, "trivial.py")
+        with open(trivial, "w") as stream:
             stream.write(_TRIVIAL_NUMBA)
-        _python(f"exec(open({trivial_file!r}).read())", cache, scratch)  # fill numba's cache
-        baseline = min(_python(f"exec(open({trivial_file!r}).read())", cache, scratch)[0]
-                       for _ in range(3))
+        _python(trivial, cache, scratch)  # fill numba's cache
+        baseline = min(_python(trivial, cache, scratch)[0] for _ in range(3))
         for label, expression in (("huber+l1", EXPRESSION), ("40-term", forty_term_expression())):
-            code = _FRESH_PROCESS.format(expression=expression)
-            imported, first = _python(code, cache, scratch)
-            warm = [_python(code, cache, scratch) for _ in range(3)]
+            script = os.path.join(scratch, f"{label}.py")
+            with open(script, "w") as stream:
+                stream.write(_FRESH_PROCESS.format(expression=expression))
+            imported, first = _python(script, cache, scratch)
+            warm = [_python(script, cache, scratch) for _ in range(3)]
             warm_total = min(a + b for a, b in warm)
             target = 1.5 if label == "huber+l1" else 3.0
             print(f"  {label:>9}: first compile {first:.2f} s (target <= {target}; import "

@@ -327,7 +327,7 @@ class CompiledLoss:
 
                 generated = cuda.generate(schedule, dtype.name, _header(self))
             else:
-                generated = cpu.generate(schedule, dtype.name, self.target == "parallel",
+                generated = cpu.generate(schedule, dtype.name, self._parallel_axes(objective),
                                          _header(self))
             try:
                 module = cache.load_module(generated.source)
@@ -343,6 +343,16 @@ class CompiledLoss:
                              list(schedule.scalar_outputs), labels)
             self._kernels[key] = kernel
             return kernel
+
+    def _parallel_axes(self, objective: shapes.Objective) -> frozenset[str]:
+        """Axes looped over by threads for target="parallel": the loss's samples, or every
+        reduced axis for a loss that reduces over samples itself (Dice)."""
+        if self.target != "parallel":
+            return frozenset()
+        if objective.sample_axis is not None:
+            return frozenset({objective.sample_axis})
+        return frozenset(n.args[0].axes[0] for n in walk(objective.total)
+                         if n.op == "sum" and n.args[0].axes)
 
     def _bind(self, inputs: dict[str, Any], sample_weight: Any) -> _Bound:
         params = dict(self.params)

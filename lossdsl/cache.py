@@ -21,25 +21,14 @@ import os
 import sys
 import tempfile
 import threading
-from pathlib import Path
 from types import ModuleType
 
 import numba
 
+from .cachedir import cache_dir
+
 _LOADED: dict[str, ModuleType] = {}
 _LOCK = threading.Lock()
-
-
-def cache_dir() -> Path:
-    """Where generated kernels live (created on first use)."""
-    configured = os.environ.get("LOSSDSL_CACHE_DIR")
-    if configured:
-        path = Path(configured)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        path = Path(base) / "lossdsl"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def source_key(source: str) -> str:

@@ -220,6 +220,7 @@ class Objective:
     value: Node
     total: Node
     weight_axes: tuple[str, ...] | None
+    sample_axis: str | None  # the samples' axis; None for a loss that is a single number
 
 
 def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
@@ -231,7 +232,7 @@ def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
                 "sample_weight needs a loss with one value per sample; this "
                 "loss is a single number (it reduces over samples itself)"
             )
-        return Objective(expression, expression, None)
+        return Objective(expression, expression, None, None)
     sample_axis = varying.axes[0]
     weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
     weighted_terms = make("mul", (weight, varying)) if weighted else varying
@@ -248,8 +249,8 @@ def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
         else:
             count = element_count(varying.axes)
         total = make("add", (make("div", (sum_all(weighted_terms), count)), scalar))
+    weight_axes = weight.axes if weight else None
     if reduction == "none":
-        return Objective(
-            make("add", (weighted_terms, scalar)), total, weight.axes if weight else None
-        )
-    return Objective(total, total, weight.axes if weight else None)
+        value = make("add", (weighted_terms, scalar))
+        return Objective(value, total, weight_axes, sample_axis)
+    return Objective(total, total, weight_axes, sample_axis)
