@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import threading
+from pathlib import Path
 from types import ModuleType
 
 import numba
