@@ -180,6 +180,19 @@ class CompiledLoss:
         self._specialized: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
         self._last_source: str | None = None
+        self._labels: frozenset[str] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Kernels live in modules imported from the cache directory; a copy in another process
+        # (Dask, multiprocessing) rebuilds them there, from its own cache, on first use.
+        state = dict(self.__dict__)
+        for transient in ("_kernels", "_specialized", "_lock"):
+            state.pop(transient)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._kernels, self._specialized, self._lock = {}, {}, threading.Lock()
 
     # ------------------------------------------------------------------ public API
     @property
@@ -266,9 +279,12 @@ class CompiledLoss:
                                     did_you_mean(name, self.inputs))
         return names
 
-    def _label_inputs(self) -> set[str]:
-        return {n.args[0].value for n in walk(self.loss.definition.graph)
-                if n.op == "class_index" and n.args[0].op == "input"}
+    def _label_inputs(self) -> frozenset[str]:
+        """Inputs used as integer class labels (by pick/onehot): kept as integers."""
+        if self._labels is None:
+            self._labels = frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
+                                     if n.op == "class_index" and n.args[0].op == "input")
+        return self._labels
 
     def _default_ranks(self) -> dict[str, int]:
         """Ranks for symbolic work: inputs reduced over classes are matrices, labels vectors."""

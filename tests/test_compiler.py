@@ -288,3 +288,14 @@ def test_derivative_is_readable_source():
     loss = lossdsl.compile("huber(y, p, 1.0)", reduction="sum")
     assert str(loss.derivative("p")) == "where(abs(p - y) <= 1, p - y, sign(p - y))"
     assert str(loss.derivative("p", 2)) == "where(abs(p - y) <= 1, 1, 0)"
+
+
+def test_compiled_losses_pickle_for_other_processes(mission, regression_data):
+    import pickle
+
+    y, p, w = regression_data
+    copy = pickle.loads(pickle.dumps(mission["parallel"]))
+    assert copy(y=y, p=p, w=w) == mission["parallel"](y=y, p=p, w=w)
+    library_loss = lossdsl.load(EXAMPLES / "stock.loss").stock.compile(reduction="sum")
+    restored = pickle.loads(pickle.dumps(library_loss))
+    assert restored(y=np.array([2.0]), p=np.array([1.0])) == pytest.approx(3.0)
