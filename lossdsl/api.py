@@ -347,8 +347,6 @@ class CompiledLoss:
                                          _header(self))
             try:
                 module = cache.load_module(generated.source)
-            except LossError:
-                raise
             except Exception as error:  # never leak a raw compiler traceback
                 raise LossError(f"internal error while compiling the kernel: "
                                 f"{type(error).__name__}: {error}") from error

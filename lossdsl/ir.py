@@ -197,10 +197,11 @@ class SourcePrinter:
     print_param = print_input
 
     def print_count(self, n: Node):
-        return (f"count({n.value})", 9)
-
-    def print_class_index(self, n: Node):
-        return ("class_index()", 9)
+        # n0 -> N (number of samples), n0k -> K (number of classes); other domains numbered
+        axis = str(n.value)
+        letter = "K" if axis.endswith("k") else "N"
+        index = axis.strip("nk")
+        return (letter if index in ("", "0") else f"{letter}{index}", 9)
 
     def print_neg(self, n: Node):
         return ("-" + self._arg(n.args[0], 3), 3)
@@ -233,6 +234,11 @@ class SourcePrinter:
         return self._infix(n, "^", 4)
 
     def _compare(self, n: Node):
+        left, right = n.args
+        if n.op == "eq":  # onehot(y) is built as class_index(y) == y
+            for index, label in ((left, right), (right, left)):
+                if index.op == "class_index" and index.args[0] is label:
+                    return (f"onehot({self.visit(label)[0]})", 9)
         left = self._arg(n.args[0], 1.5)
         right = self._arg(n.args[1], 1.5, right=True)
         return (f"{left} {_COMPARE[n.op]} {right}", 0.9)

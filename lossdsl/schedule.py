@@ -49,7 +49,7 @@ def _loop_axis(n: Node) -> str:
     return n.args[0].axes[0]
 
 
-def _reductions_feeding(root: Node, through_reductions: bool = False) -> list[Node]:
+def _reductions_feeding(root: Node) -> list[Node]:
     """The ``sum`` nodes a loop computing ``root`` reads (it does not look inside them)."""
     found, seen, stack = [], set(), [root]
     while stack:
@@ -57,7 +57,7 @@ def _reductions_feeding(root: Node, through_reductions: bool = False) -> list[No
         if id(n) in seen:
             continue
         seen.add(id(n))
-        if n.op == "sum" and (n is not root or not through_reductions):
+        if n.op == "sum":
             found.append(n)
             continue
         stack.extend(n.args)
