@@ -15,7 +15,8 @@ from .evaluate import ELEMENTWISE_NUMPY, fold
 from .ir import Axes, Node, constant, is_constant, node, rebuild
 from .primitives import COMPARISONS, OPERATIONS
 
-_COMMUTATIVE = {"add", "mul", "min", "max", "eq", "ne", "and", "or"}
+# min and max are not reordered: on ties the derivative goes to the argument written first.
+_COMMUTATIVE = {"add", "mul", "eq", "ne", "and", "or"}
 
 
 def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> Axes | None:
@@ -79,6 +80,8 @@ def _simplify_add(a: Node, b: Node) -> Node | None:
 
 def _simplify_reduction(op: str, x: Node) -> Node | None:
     """Move factors that do not vary along the reduced axis out: sum(c*f) -> c*sum(f)."""
+    if is_constant(x, 0.0):  # a Hessian term that vanished: rowsum(0) would reach the glue
+        return x
     if x.axes is None or not x.axes:
         return None
     axis = x.axes[-1]

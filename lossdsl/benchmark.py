@@ -1,0 +1,232 @@
+"""``lossdsl bench``: time a compiled loss against NumPy and PyTorch on synthetic data.
+
+Three tasks are timed: the value, value + gradient, and gradient + Hessian diagonal with
+respect to one input. Baselines compute the same mathematics:
+
+* NumPy: the loss's expression graph (and its symbolic gradient and Hessian graphs) evaluated
+  one NumPy operation at a time, as hand-written NumPy code would do it;
+* PyTorch (when installed): the value graph built from ``torch`` operations in eager mode,
+  derivatives by autograd (the Hessian diagonal by a second backward pass of the summed
+  gradient, which is the diagonal for losses whose samples are independent).
+
+Timings are the best of several repeats after a warm-up call (compilation excluded; the
+first-call time is reported separately).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import diff
+from .api import CompiledLoss
+from .evaluate import Evaluator
+from .ir import Node, toposort
+from .simplify import simplify
+from .stabilize import stabilize
+
+TASKS = ("value", "value+grad", "grad+hess")
+
+
+def synthetic_inputs(compiled: CompiledLoss, n: int, classes: int, dtype: np.dtype,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Data for every input: values in (0.05, 0.95) (valid for probabilities, targets,
+    residuals and logits alike), integer labels for class-index inputs, ``(n, classes)``
+    matrices for inputs used per class."""
+    rng = np.random.default_rng(seed)
+    ranks = compiled._default_ranks()
+    labels = compiled._label_inputs()
+    inputs = {}
+    for name in compiled.inputs:
+        if name in labels:
+            inputs[name] = rng.integers(0, classes, size=n).astype(dtype)
+        elif ranks.get(name) == 2:
+            inputs[name] = rng.uniform(0.05, 0.95, size=(n, classes)).astype(dtype)
+        else:
+            inputs[name] = rng.uniform(0.05, 0.95, size=n).astype(dtype)
+    return inputs
+
+
+def best_time(function: Callable[[], object], repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls, in seconds (after one untimed warm-up call)."""
+    function()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@dataclass
+class Graphs:
+    """The loss's typed value graph and its symbolic derivatives for one input."""
+
+    total: Node
+    gradient: Node
+    hessian: Node
+    counts: dict[str, int]
+
+
+def graphs(compiled: CompiledLoss, wrt: str, inputs: dict[str, np.ndarray]) -> Graphs:
+    """Typed graphs for the inputs' shapes (the same graphs the kernels are built from)."""
+    objective, x = compiled._default_objective(wrt)
+    gradient = diff.grad(objective.total, x)
+    hessian = diff.hessian_diag(objective.total, x, gradient)
+    gradient, hessian = simplify(stabilize([gradient, hessian]))
+    counts: dict[str, int] = {}
+    for node in toposort([objective.total, gradient, hessian]):
+        if node.op == "input" and node.axes:
+            array = inputs[node.value]
+            for dimension, axis in enumerate(node.axes):
+                counts[axis] = array.shape[dimension]
+    return Graphs(objective.total, gradient, hessian, counts)
+
+
+def numpy_tasks(compiled: CompiledLoss, wrt: str,
+                inputs: dict[str, np.ndarray]) -> dict[str, Callable[[], object]]:
+    """NumPy versions of the three tasks."""
+    g = graphs(compiled, wrt, inputs)
+    params = dict(compiled.params)
+
+    def run(*roots: Node):
+        return Evaluator(inputs, params, g.counts).evaluate(list(roots))
+
+    return {"value": lambda: run(g.total), "value+grad": lambda: run(g.total, g.gradient),
+            "grad+hess": lambda: run(g.gradient, g.hessian)}
+
+
+def lossdsl_tasks(compiled: CompiledLoss, wrt: str,
+                  inputs: dict[str, np.ndarray]) -> dict[str, Callable[[], object]]:
+    """The compiled kernels for the three tasks."""
+    return {"value": lambda: compiled(**inputs),
+            "value+grad": lambda: compiled.value_and_grad(wrt, **inputs),
+            "grad+hess": lambda: compiled.grad_and_hessian(wrt, **inputs)}
+
+
+class TorchEvaluator:
+    """Evaluates a typed graph with PyTorch tensors (eager mode, autograd-aware)."""
+
+    def __init__(self, torch, inputs, params, counts, dtype):
+        self.torch = torch
+        self.dtype = dtype
+        self.inputs = inputs
+        self.params = params
+        self.counts = counts
+        f = torch.nn.functional
+        self.elementwise = {
+            "neg": torch.neg, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
+            "expm1": torch.expm1, "sqrt": torch.sqrt, "abs": torch.abs, "sign": torch.sign,
+            "sigmoid": torch.sigmoid, "log_sigmoid": f.logsigmoid, "softplus": f.softplus,
+            "tanh": torch.tanh, "lgamma": torch.lgamma, "digamma": torch.digamma,
+            "trigamma": lambda x: torch.polygamma(1, x), "sin": torch.sin, "cos": torch.cos,
+            "erf": torch.erf, "stop_gradient": lambda x: x.detach(),
+            "not": lambda x: (x == 0).to(x.dtype),
+            "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+            "pow": torch.pow, "min": torch.minimum, "max": torch.maximum,
+            "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq,
+            "ne": torch.ne, "and": torch.logical_and, "or": torch.logical_or,
+            "where": lambda c, a, b: torch.where(c != 0, a, b),
+        }
+
+    def evaluate(self, root: Node):
+        torch = self.torch
+        values = {}
+        for node in toposort([root]):
+            args = [values[id(a)] for a in node.args]
+            if node.op == "const":
+                value = torch.tensor(node.value, dtype=torch.float64)
+            elif node.op == "input":
+                value = self.inputs[node.value]
+            elif node.op == "param":
+                value = torch.tensor(self.params[node.value], dtype=torch.float64)
+            elif node.op == "count":
+                value = torch.tensor(float(self.counts[node.value]), dtype=torch.float64)
+            elif node.op == "class_index":
+                value = torch.arange(self.counts[node.axes[1]], dtype=torch.float64)
+            elif node.op == "sum":
+                value = args[0].sum()
+            elif node.op == "rowsum":
+                value = args[0].sum(dim=1)
+            elif node.op == "rowmax":
+                value = args[0].amax(dim=1)
+            else:
+                aligned = [self._align(v, a.axes, node.axes)
+                           for v, a in zip(args, node.args, strict=True)]
+                value = self.elementwise[node.op](*aligned)
+                if value.dtype == torch.bool:
+                    value = value.to(self.dtype)
+            values[id(node)] = value
+        return values[id(root)]
+
+    @staticmethod
+    def _align(value, axes, out_axes):
+        if axes is not None and len(axes) == 1 and len(out_axes) == 2:
+            return value[:, None]
+        return value
+
+
+def torch_tasks(compiled: CompiledLoss, wrt: str,
+                inputs: dict[str, np.ndarray]) -> dict[str, Callable[[], object]] | None:
+    """PyTorch eager + autograd versions of the three tasks, or None without PyTorch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    g = graphs(compiled, wrt, inputs)
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(array))
+               for name, array in inputs.items()}
+
+    def forward(requires_grad: bool):
+        bound = dict(tensors)
+        if requires_grad:
+            bound[wrt] = tensors[wrt].clone().requires_grad_(True)
+        evaluator = TorchEvaluator(torch, bound, dict(compiled.params), g.counts,
+                                   tensors[wrt].dtype)
+        return evaluator.evaluate(g.total), bound[wrt]
+
+    def value():
+        with torch.no_grad():
+            return forward(False)[0]
+
+    def value_and_grad():
+        total, x = forward(True)
+        (gradient,) = torch.autograd.grad(total, x)
+        return total.item(), gradient
+
+    def grad_and_hess():
+        total, x = forward(True)
+        (gradient,) = torch.autograd.grad(total, x, create_graph=True)
+        (hessian,) = torch.autograd.grad(gradient.sum(), x)
+        return gradient.detach(), hessian
+
+    return {"value": value, "value+grad": value_and_grad, "grad+hess": grad_and_hess}
+
+
+@dataclass
+class Result:
+    """Seconds per call for each task and each implementation; first-call time of lossdsl."""
+
+    seconds: dict[str, dict[str, float]]  # implementation -> task -> seconds
+    first_call: float
+
+
+def run(compiled: CompiledLoss, wrt: str, inputs: dict[str, np.ndarray], repeat: int,
+        include_torch: bool = True) -> Result:
+    """Time every task for lossdsl, NumPy and (when installed) PyTorch."""
+    implementations = {"lossdsl": lossdsl_tasks(compiled, wrt, inputs)}
+    start = time.perf_counter()
+    for task in implementations["lossdsl"].values():
+        task()  # compiles (or loads from the cache) each kernel
+    first_call = time.perf_counter() - start
+    implementations["numpy"] = numpy_tasks(compiled, wrt, inputs)
+    if include_torch:
+        torch_versions = torch_tasks(compiled, wrt, inputs)
+        if torch_versions is not None:
+            implementations["torch"] = torch_versions
+    seconds = {name: {task: best_time(function, repeat) for task, function in tasks.items()}
+               for name, tasks in implementations.items()}
+    return Result(seconds, first_call)

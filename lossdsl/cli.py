@@ -1,0 +1,856 @@
+"""The ``lossdsl`` command line: check, derive, codegen, eval, plot, list, show, bench.
+
+Run ``lossdsl --help`` (or ``python -m lossdsl --help``) for the overview and
+``lossdsl COMMAND --help`` for each command. Errors in loss text print as
+``file:line:col: message`` with the source line and a caret, on stderr, with exit status 1;
+misuse of the command line itself exits with status 2 (argparse's convention).
+
+A loss argument (``LOSS`` below) is one of:
+
+* a path to a ``.loss`` file: its bare expression, or its only named loss;
+* ``FILE.loss:NAME``: the loss ``NAME`` of that file;
+* the name of a built-in loss (``huber``), called on inputs named like its parameters;
+* an expression: ``"huber(y, p, delta=0.5) + 0.1*l1(w)"`` (quote it for the shell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import textwrap
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, catalog
+from .api import CompiledLoss, Loss, load
+from .api import compile as compile_loss
+from .datafiles import DataError, Progress, open_table, open_writer
+from .errors import LossError, did_you_mean
+
+EPILOG = """\
+loss arguments (LOSS):
+  FILE.loss            the file's expression, or its only named loss
+  FILE.loss:NAME       the loss NAME of that file
+  NAME                 a built-in loss, e.g. huber (see 'lossdsl list')
+  EXPRESSION           loss text, e.g. "huber(y, p, 1.0) + 0.1*l1(w)"
+
+examples:
+  lossdsl list                                   the built-in losses
+  lossdsl show huber                             formula, parameters, derivatives
+  lossdsl check losses/*.loss                    parse, resolve and type-check (for CI)
+  lossdsl derive "bce_logits(y, z)" --wrt z --hessian
+  lossdsl codegen fraud.loss:fraud --target parallel
+  lossdsl eval huber --data scores.csv --map y=label,p=score --grad p -o out.csv
+  lossdsl plot mse huber log_cosh --range -3:3 -o losses.png
+  lossdsl bench "huber(y, p, 1.0)" -n 1000000
+
+Errors in loss text are printed as file:line:col with the source line and a caret; the exit
+status is 1 for errors in losses or data, 2 for a wrong command line.
+
+Documentation: docs/language.md, docs/tutorial.md, docs/business-costs.md, docs/losses.md.
+"""
+
+
+class CliError(Exception):
+    """A mistake in how the command line was used that argparse cannot see (exit status 1)."""
+
+
+# ------------------------------------------------------------------------- loss arguments
+
+
+def _pick_loss(path: Path, name: str | None) -> Loss:
+    library = load(path)
+    if name:
+        if name in library.losses:
+            return library.losses[name]
+        hint = did_you_mean(name, library.losses)
+        raise CliError(f"{path} has no loss named {name!r} (losses: "
+                       f"{', '.join(library.losses) or 'none'})" + (f"; {hint}" if hint else ""))
+    if library.scope.expression is not None:
+        return Loss(library.scope.expression, library.scope)
+    if len(library.losses) == 1:
+        return next(iter(library.losses.values()))
+    if not library.losses:
+        raise CliError(f"{path} defines no loss (write 'loss NAME = ...' or an expression)")
+    names = ", ".join(library.losses)
+    raise CliError(f"{path} defines several losses ({names}); pick one with {path}:NAME")
+
+
+def resolve_loss(spec: str) -> tuple[str, Loss]:
+    """``(label, Loss)`` for a loss argument: a file, ``FILE:NAME``, a built-in name or text."""
+    if Path(spec).is_file():
+        return Path(spec).stem, _pick_loss(Path(spec), None)
+    head, colon, tail = spec.rpartition(":")
+    if colon and Path(head).is_file():
+        return tail, _pick_loss(Path(head), tail)
+    file_part = head if colon else spec
+    if file_part.endswith(".loss"):
+        raise CliError(f"{file_part}: no such file")
+    if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", spec):
+        entry = catalog.entry(spec)
+        if entry is not None:
+            return spec, compile_loss(entry.call_expression()).loss
+    return spec, compile_loss(spec).loss
+
+
+def _names(values: Iterable[str] | None) -> list[str]:
+    """Names from repeated and/or comma-separated options (``--wrt p --wrt w``, ``p,w``)."""
+    return [n.strip() for value in values or () for n in value.split(",") if n.strip()]
+
+
+def _assignments(values: Iterable[str] | None, option: str) -> dict[str, str]:
+    """``NAME=VALUE`` pairs from repeated and/or comma-separated options."""
+    result = {}
+    for item in _names(values):
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip() or not value.strip():
+            raise CliError(f"{option} expects NAME=VALUE, got {item!r}")
+        result[name.strip()] = value.strip()
+    return result
+
+
+def _numbers(values: Iterable[str] | None, option: str) -> dict[str, float]:
+    result = {}
+    for name, text in _assignments(values, option).items():
+        try:
+            result[name] = float(text)
+        except ValueError:
+            raise CliError(f"{option} {name}={text}: not a number") from None
+    return result
+
+
+PREDICTION_NAMES = ("p", "z", "pred", "prediction", "y_pred", "yhat", "y_hat", "logit",
+                    "logits", "score", "margin", "f")
+TARGET_NAMES = ("y", "t", "target", "label", "labels", "y_true")
+
+
+def _prediction(loss: Loss) -> str:
+    """The input differentiated by default: one named like a prediction (``p``, ``z``, ...),
+    else the first input that is not named like a target (``y``), else the second input."""
+    inputs = loss.inputs
+    if not inputs:
+        raise CliError("this loss has no inputs to differentiate")
+    for name in PREDICTION_NAMES:
+        if name in inputs:
+            return name
+    others = [name for name in inputs if name not in TARGET_NAMES]
+    if others and len(others) < len(inputs):
+        return others[0]
+    return inputs[1] if len(inputs) >= 2 else inputs[0]
+
+
+def _wrt(loss: Loss, requested: list[str]) -> list[str]:
+    names = requested or [_prediction(loss)]
+    for name in names:
+        if name not in loss.inputs:
+            hint = did_you_mean(name, loss.inputs)
+            raise CliError(f"'{name}' is not an input of this loss (inputs: "
+                           f"{', '.join(loss.inputs)})" + (f"; {hint}" if hint else ""))
+    return names
+
+
+def _compiled(loss: Loss, args, reduction: str) -> CompiledLoss:
+    params = _numbers(getattr(args, "param", None), "--param")
+    return CompiledLoss(loss, getattr(args, "target", "cpu"), reduction, params)
+
+
+# ------------------------------------------------------------------------------- check
+
+
+def _check_definition(compiled: CompiledLoss) -> None:
+    """Type the loss for its default input ranks and differentiate it by every input."""
+    from . import diff
+
+    labels = compiled._label_inputs()
+    objective, typed = compiled._specialize(compiled._default_ranks(), False)
+    for name in compiled.inputs:
+        if name not in labels:
+            diff.grad(objective.total, typed[name])
+
+
+def _check_def(info, scope) -> None:
+    """Inline a ``def`` on inputs named like its parameters, then check the result."""
+    from . import ast
+    from .resolve import LossDefinition, Lowerer, _inputs_used, _params_used
+
+    syntax = info.syntax
+    arguments = tuple(ast.Name(p.span, p.name) for p in syntax.parameters if p.default is None)
+    call = ast.Call(syntax.span, syntax.name, arguments, ())
+    spans: dict = {}
+    graph = Lowerer(scope, inputs_allowed=True, record=spans).lower(call, {})
+    definition = LossDefinition(syntax.name, graph, _inputs_used(graph, spans),
+                                _params_used(graph, scope), info.doc, syntax.span, spans)
+    _check_definition(CompiledLoss(Loss(definition, scope)))
+
+
+def command_check(args: argparse.Namespace) -> int:
+    """``lossdsl check FILE...``: load, resolve and type-check each file; 1 on errors."""
+    failed = 0
+    for path in args.files:
+        try:
+            library = load(path)
+            scope = library.scope
+            losses = list(library.losses.values())
+            if scope.expression is not None:
+                losses.append(Loss(scope.expression, scope))
+            for loss in losses:
+                _check_definition(CompiledLoss(loss))
+            for info in scope.defs.values():
+                _check_def(info, scope)
+        except LossError as error:
+            failed += 1
+            _report(error, f"{path}: ")
+            continue
+        if not args.quiet:
+            parts = [f"{len(library.losses)} loss{'es' if len(library.losses) != 1 else ''}",
+                     f"{len(scope.defs)} def{'s' if len(scope.defs) != 1 else ''}",
+                     f"{len(scope.params)} param{'s' if len(scope.params) != 1 else ''}"]
+            if scope.expression is not None:
+                parts.insert(0, "1 expression")
+            print(f"{path}: ok ({', '.join(parts)})")
+    if failed and not args.quiet:
+        print(f"{failed} of {len(args.files)} file{'s' if len(args.files) != 1 else ''} "
+              "failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------------ derive
+
+
+def _formulas(compiled: CompiledLoss, wrt: list[str], hessian: bool, latex: bool,
+              with_loss: bool = True) -> list[tuple[str, str]]:
+    """(label, formula) lines: the loss, then each gradient (and Hessian diagonal)."""
+    from .latex import latex_name, to_latex
+
+    def show(node) -> str:
+        return to_latex(node) if latex else str(node)
+
+    lines = []
+    if with_loss:
+        lines.append(("\\ell" if latex else "loss", show(compiled.expression)))
+    for name in wrt:
+        symbol = latex_name(name) if latex else name
+        label = (rf"\frac{{\partial \ell}}{{\partial {symbol}}}" if latex else f"d/d{name}")
+        lines.append((label, show(compiled.derivative(name))))
+        if hessian:
+            label = (rf"\frac{{\partial^2 \ell}}{{\partial {symbol}^2}}" if latex
+                     else f"d2/d{name}2")
+            lines.append((label, show(compiled.derivative(name, 2))))
+    return lines
+
+
+def _print_formulas(lines: list[tuple[str, str]], latex: bool, indent: str = "") -> None:
+    width = max(len(label) for label, _ in lines)
+    for label, formula in lines:
+        if latex:
+            print(f"{indent}{label} = {formula}")
+        else:
+            print(f"{indent}{label.ljust(width)} = {formula}")
+
+
+def command_derive(args: argparse.Namespace) -> int:
+    """``lossdsl derive LOSS``: print the loss, its gradient(s) and Hessian diagonal(s)."""
+    _, loss = resolve_loss(args.loss)
+    wrt = _wrt(loss, _names(args.wrt))
+    compiled = CompiledLoss(loss, "cpu", args.reduction)
+    lines = _formulas(compiled, wrt, args.hessian, args.latex, with_loss=not args.no_loss)
+    _print_formulas(lines, args.latex)
+    return 0
+
+
+# ----------------------------------------------------------------------------- codegen
+
+
+def command_codegen(args: argparse.Namespace) -> int:
+    """``lossdsl codegen LOSS``: print the generated kernel source."""
+    _, loss = resolve_loss(args.loss)
+    compiled = _compiled(loss, args, args.reduction)
+    labels = compiled._label_inputs()
+    requested = _names(args.wrt)
+    if requested:
+        grads = tuple(_wrt(loss, requested))
+    else:
+        grads = tuple(n for n in loss.inputs if n not in labels)
+    hessians = grads if args.hessian else ()
+    if args.no_grad:
+        grads = ()
+    try:
+        kernel = compiled._kernel(compiled._default_ranks(), args.weighted, np.dtype(args.dtype),
+                                  not args.no_value, grads, hessians)
+    except ImportError as error:  # e.g. the CUDA backend without numba-cuda
+        raise CliError(f"target {args.target!r} is not available here: {error}") from None
+    print(kernel.source.rstrip())
+    return 0
+
+
+# -------------------------------------------------------------------------------- eval
+
+
+def _sample_reductions(loss: Loss) -> bool:
+    """Whether the loss itself sums or averages over samples (then it cannot be chunked)."""
+    from .ir import walk
+
+    return any(n.op in ("sum", "mean") for n in walk(loss.definition.graph))
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    """``lossdsl eval LOSS --data FILE``: evaluate on a data file, chunk by chunk."""
+    if args.chunk_size < 1:
+        raise CliError("--chunk-size must be at least 1")
+    label, loss = resolve_loss(args.loss)
+    table = open_table(args.data, args.delimiter)
+    mapping = _assignments(args.map, "--map")
+    unknown = [name for name in mapping if name not in loss.inputs]
+    if unknown:
+        hint = did_you_mean(unknown[0], loss.inputs)
+        raise CliError(f"--map names '{unknown[0]}', which is not an input of the loss "
+                       f"(inputs: {', '.join(loss.inputs)})" + (f"; {hint}" if hint else ""))
+    for name in loss.inputs:
+        if name not in mapping:
+            if name not in table.columns:
+                raise CliError(f"input '{name}' has no column: map it with --map {name}=COLUMN "
+                               f"(columns of {args.data}: {', '.join(table.columns[:12])})")
+            mapping[name] = name
+    selected = {name: table.select(selector) for name, selector in mapping.items()}
+    weight_column = table.select(args.weight) if args.weight else None
+    if weight_column and len(weight_column) != 1:
+        raise CliError("--weight must name a single column")
+    grads = _wrt(loss, _names(args.grad)) if args.grad else []
+    hessians = _wrt(loss, _names(args.hessian)) if args.hessian else []
+    columns = sorted({c for cs in selected.values() for c in cs} | set(weight_column or []))
+    dtype = np.dtype(args.dtype)
+    per_sample = _compiled(loss, args, "none")
+    whole = _sample_reductions(loss)
+    reduced = _compiled(loss, args, args.reduction) if whole else None
+    chunk_rows = None if whole else args.chunk_size
+    if whole and not args.quiet:
+        print("note: this loss reduces over samples itself (sum/mean inside), so the data is "
+              "evaluated in one piece", file=sys.stderr)
+    show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = Progress(table.progress_total, table.progress_unit, show_progress)
+    writer = open_writer(args.output) if args.output else None
+    weighted_sum, count, rows, weight_total = 0.0, 0.0, 0, 0.0
+    total = None
+    try:
+        for chunk, amount in table.chunks(columns, chunk_rows, dtype):
+            inputs = {}
+            for name, names in selected.items():
+                inputs[name] = (chunk[names[0]] if len(names) == 1
+                                else np.column_stack([chunk[c] for c in names]))
+            weight = chunk[weight_column[0]] if weight_column else None
+            values = np.asarray(per_sample(**inputs))
+            n = len(next(iter(chunk.values()))) if chunk else 0
+            # a loss that is one number for all samples (Dice) has no per-sample value
+            outputs = {"loss": values} if values.ndim else {}
+            if grads:
+                found = per_sample.grad(tuple(grads), **inputs)
+                outputs.update({f"grad_{g}": found[g] for g in grads})
+            if hessians:
+                found = per_sample.hessian(tuple(hessians), **inputs)
+                outputs.update({f"hess_{h}": found[h] for h in hessians})
+            if whole:
+                total = reduced(sample_weight=weight, **inputs)
+            elif values.ndim == 0:
+                raise CliError("the loss does not depend on any per-sample column")
+            else:
+                per_row = values.size // max(values.shape[0], 1)
+                if weight is not None:
+                    rows_weighted = weight.reshape((-1,) + (1,) * (values.ndim - 1)) * values
+                    weighted_sum += float(np.sum(rows_weighted, dtype=np.float64))
+                    count += float(np.sum(weight, dtype=np.float64)) * per_row
+                else:
+                    weighted_sum += float(np.sum(values, dtype=np.float64))
+                    count += values.size
+            if weight is not None:
+                weight_total += float(np.sum(weight, dtype=np.float64))
+            rows += n
+            if writer is not None and outputs:
+                writer.write({k: np.asarray(v) for k, v in outputs.items()})
+            progress.update(amount, n)
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    if total is None:
+        total = weighted_sum if args.reduction == "sum" else (
+            weighted_sum / count if count else math.nan)
+    return _report_eval(args, label, float(total), rows, weight_total)
+
+
+def _report_eval(args, label: str, total: float, rows: int, weight_total: float) -> int:
+    if args.json:
+        result = {"loss": label, "reduction": args.reduction, "value": total, "rows": rows}
+        if args.weight:
+            result["total_weight"] = weight_total
+        if args.output:
+            result["output"] = str(args.output)
+        print(json.dumps(result))
+        return 0
+    weighting = ""
+    if args.weight:
+        weighting = f", weighted by {args.weight} (total weight {weight_total:.6g})"
+    print(f"{args.reduction} loss = {total!r}  ({rows:,} rows{weighting})")
+    if args.output:
+        print(f"per-sample outputs written to {args.output}")
+    return 0
+
+
+# -------------------------------------------------------------------------------- plot
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    low, colon, high = text.partition(":")
+    try:
+        bounds = float(low), float(high)
+    except ValueError:
+        bounds = None
+    if not colon or bounds is None or not bounds[0] < bounds[1]:
+        raise CliError(f"--range expects LOW:HIGH with LOW < HIGH, e.g. -3:3; got {text!r}")
+    return bounds
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    """``lossdsl plot LOSS... -o IMAGE``: draw losses, gradients and Hessians."""
+    from . import plotting
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CliError("plot needs matplotlib: pip install 'lossdsl[cli]' "
+                       "(or pip install matplotlib)") from None
+    output = Path(args.output)
+    if output.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise CliError(f"{output}: the image format comes from the extension: .png, .svg or .pdf")
+    low, high = _parse_range(args.range)
+    if args.points < 2 or args.dpi < 1:
+        raise CliError("--points must be at least 2 and --dpi at least 1")
+    grid = np.linspace(low, high, args.points)
+    at = _numbers(args.at, "--at")
+    requested = _names(args.wrt)
+    if len(requested) > 1:
+        raise CliError("plot draws against one input: give a single --wrt")
+    losses = []
+    for spec in args.losses:
+        label, loss = resolve_loss(spec)
+        wrt = _wrt(loss, requested)[0]
+        losses.append((label, loss, wrt))
+    params = _numbers(args.param, "--param")
+    for option, kind, names, known in (
+            ("--at", "input", at, {n for _, loss, _ in losses for n in loss.inputs}),
+            ("--param", "param", params, {n for _, loss, _ in losses for n in loss.params})):
+        for name in names:
+            if name not in known:
+                hint = did_you_mean(name, known)
+                raise CliError(f"{option} {name}: no loss here has an {kind} named '{name}'"
+                               + (f"; {hint}" if hint else ""))
+    found = plotting.curves(losses, grid, at, params)
+    wrt_names = sorted({c.wrt for c in found})
+    settings = sorted({name for _, loss, wrt in losses for name in loss.inputs if name != wrt})
+    fixed = ", ".join(f"{name} = {at.get(name, 0.0):g}" for name in settings)
+    xlabel = args.xlabel or (" / ".join(wrt_names) + (f"   ({fixed})" if fixed else ""))
+    if not args.xlabel and len(wrt_names) == 1 and len(settings) == 1 and not at.get(settings[0]):
+        xlabel = f"residual {wrt_names[0]} \u2212 {settings[0]}   ({settings[0]} = 0)"
+    panels = ("loss", "gradient") if args.no_hessian else plotting.PANELS
+    layout = plotting.draw(grid, found, output, xlabel, panels, args.title, args.dpi)
+    if args.data_out:
+        data = {"x": grid.tolist(), "wrt": wrt_names, "at": at, "layout": layout,
+                "curves": [{"label": c.label, "wrt": c.wrt,
+                            **{k: _json_floats(v) for k, v in c.values.items()}}
+                           for c in found]}
+        Path(args.data_out).write_text(json.dumps(data))
+    print(f"wrote {output} ({len(found)} loss{'es' if len(found) != 1 else ''}, "
+          f"{' / '.join(wrt_names)} from {low:g} to {high:g})")
+    return 0
+
+
+def _json_floats(values: np.ndarray) -> list:
+    return [None if not math.isfinite(v) else v for v in values.tolist()]
+
+
+# -------------------------------------------------------------------------- list, show
+
+
+def command_list(args: argparse.Namespace) -> int:
+    """``lossdsl list``: the built-in library with one-line descriptions."""
+    entries = catalog.entries()
+    if args.names:
+        for entry in entries:
+            print(entry.name)
+        return 0
+    width = max(len(entry.signature) for entry in entries)
+    for entry in entries:
+        print(f"{entry.signature.ljust(width)}  {entry.summary}")
+    print(f"\n{len(entries)} built-in definitions; 'lossdsl show NAME' for formula and "
+          "derivatives, docs/losses.md for the reference.")
+    return 0
+
+
+def _symbolic_call(entry: catalog.Entry) -> Loss | None:
+    """``huber(y, p, delta=delta)``: parameters stay symbolic in the derivatives."""
+    keywords = [f"{name}={name}" for name, default in entry.parameters if default is not None]
+    text = f"{entry.name}({', '.join(list(entry.required) + keywords)})"
+    try:
+        return compile_loss(text).loss
+    except LossError:  # e.g. a class count that must be a number
+        return None
+
+
+def command_show(args: argparse.Namespace) -> int:
+    """``lossdsl show NAME``: a loss's description, formula, parameters, derivatives."""
+    entry = catalog.entry(args.name) if re.fullmatch(r"\w+", args.name) else None
+    if entry is None:
+        if re.fullmatch(r"\w+", args.name) and not Path(args.name).exists():
+            names = [e.name for e in catalog.entries()]
+            hint = did_you_mean(args.name, names)
+            raise CliError(f"no built-in loss named {args.name!r}"
+                           + (f"; {hint}" if hint else "; see 'lossdsl list'"))
+        label, loss = resolve_loss(args.name)
+        print(label)
+        if loss.doc:
+            print("  " + loss.doc.replace("\n", "\n  "))
+        print()
+        formula, parameters, symbolic = str(loss.definition.graph), loss.params, loss
+    else:
+        print(entry.signature)
+        description = entry.doc.split("Ref:")[0].strip()
+        if description:
+            print("  " + description.replace("\n", "\n  "))
+        if entry.reference:
+            print(f"  Reference: {entry.reference}")
+        print(f"  Defined in: {Path(entry.file).name}")
+        print()
+        formula = entry.formula
+        parameters = {name: default for name, default in entry.parameters if default is not None}
+        symbolic = _symbolic_call(entry) or compile_loss(entry.call_expression()).loss
+        loss = symbolic
+    print(f"  formula     {formula}")
+    print(f"  inputs      {', '.join(n for n in symbolic.inputs if n not in parameters)}")
+    if parameters:
+        print("  parameters  " + ", ".join(f"{k} = {v}" for k, v in parameters.items()))
+    wrt = [args.wrt] if args.wrt else [_prediction(loss)]
+    _wrt(loss, wrt)
+    compiled = CompiledLoss(symbolic, "cpu", "sum")
+    print(f"\n  derivatives of one sample's loss with respect to {wrt[0]}:")
+    lines = _formulas(compiled, wrt, True, False, with_loss=False)
+    _print_formulas(lines, False, indent="  ")
+    if args.latex:
+        print()
+        _print_formulas(_formulas(compiled, wrt, True, True), True, indent="  ")
+    return 0
+
+
+# ------------------------------------------------------------------------------- bench
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.3f} s"
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    """``lossdsl bench LOSS``: time value/grad/Hessian against NumPy and PyTorch."""
+    from . import benchmark
+
+    label, loss = resolve_loss(args.loss)
+    wrt = _wrt(loss, _names(args.wrt))[0]
+    if args.n < 1 or args.repeat < 1:
+        raise CliError("-n and --repeat must be positive")
+    compiled = _compiled(loss, args, "mean")
+    inputs = benchmark.synthetic_inputs(compiled, args.n, args.classes, np.dtype(args.dtype))
+    result = benchmark.run(compiled, wrt, inputs, args.repeat, include_torch=not args.no_torch)
+    print(f"lossdsl bench: {label}   wrt {wrt}   N = {args.n:,} {args.dtype}   "
+          f"target = {args.target}   best of {args.repeat}")
+    print(f"first call (compile or load from the cache): {_duration(result.first_call)}\n")
+    others = [name for name in result.seconds if name != "lossdsl"]
+    header = f"{'task':<12}{'lossdsl':>12}"
+    for name in others:
+        header += f"{name:>12}{name + '/lossdsl':>16}"
+    print(header)
+    for task in benchmark.TASKS:
+        ours = result.seconds["lossdsl"][task]
+        row = f"{task:<12}{_duration(ours):>12}"
+        for name in others:
+            theirs = result.seconds[name][task]
+            row += f"{_duration(theirs):>12}{theirs / ours:>15.1f}x"
+        print(row)
+    if "torch" not in result.seconds and not args.no_torch:
+        print("\n(PyTorch is not installed: no torch column)")
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps prose paragraphs to the terminal; keeps indented blocks (examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith(" ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(lines), width, initial_indent=indent,
+                                                subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+
+def _add_params(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE",
+                        help="override a 'param' of the loss (repeatable or comma-separated)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lossdsl`` command."""
+    formatter = _HelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="lossdsl", formatter_class=formatter, epilog=EPILOG,
+        description="Write machine-learning losses as formulas; check them, see their exact "
+                    "derivatives, plot them, compile them to fused kernels and run them on "
+                    "data.")
+    parser.add_argument("--version", action="version", version=f"lossdsl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str, epilog: str):
+        sub = commands.add_parser(name, help=summary, description=description, epilog=epilog,
+                                  formatter_class=formatter)
+        return sub
+
+    check = command(
+        "check", "parse, resolve and type-check .loss files (exit 1 on errors)",
+        "Parse each file, resolve every name (imports, params, defs), give every loss and "
+        "def its shapes and differentiate it. Errors print as file:line:col with the source "
+        "line and a caret; the exit status is 1 if any file has an error, so the command fits "
+        "pre-commit hooks and CI.",
+        "examples:\n  lossdsl check fraud.loss\n  lossdsl check -q losses/*.loss || exit 1")
+    check.add_argument("files", nargs="+", metavar="FILE", help=".loss files to check")
+    check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    check.set_defaults(handler=command_check)
+
+    derive = command(
+        "derive", "print the simplified gradient / Hessian of a loss",
+        "Print the loss as the compiler sees it (after inlining and stable rewrites), its "
+        "exact symbolic gradient with respect to an input and, with --hessian, the diagonal "
+        "of its Hessian, simplified, as loss-language formulas or LaTeX. By default these "
+        "are the derivatives of one sample's loss (reduction 'sum'); --reduction mean shows "
+        "the derivative of the average, with its 1/N (N = count(n0)).",
+        "examples:\n  lossdsl derive \"huber(y, p, delta)\" --wrt p --hessian\n"
+        "  lossdsl derive bce_logits --hessian --latex\n"
+        "  lossdsl derive model.loss:fraud --wrt p,w")
+    derive.add_argument("loss", metavar="LOSS", help="file, FILE:NAME, built-in or expression")
+    derive.add_argument("--wrt", action="append", metavar="INPUT",
+                        help="input(s) to differentiate by (default: the prediction: an input "
+                             "named p, z, pred, ..., else the first one not named y); "
+                             "repeatable or comma-separated")
+    derive.add_argument("--hessian", action="store_true",
+                        help="also print the Hessian diagonal")
+    derive.add_argument("--latex", action="store_true", help="print LaTeX instead")
+    derive.add_argument("--reduction", choices=("sum", "mean"), default="sum",
+                        help="reduction over samples (default: sum, i.e. per sample)")
+    derive.add_argument("--no-loss", action="store_true", help="do not print the loss line")
+    derive.set_defaults(handler=command_derive)
+
+    codegen = command(
+        "codegen", "print the generated kernel source",
+        "Print the Numba source the compiler generates for a loss: one fused pass computing "
+        "the value and the gradients (and Hessian diagonals with --hessian), for vector "
+        "inputs (per-class matrices where the loss reduces over classes).",
+        "examples:\n  lossdsl codegen \"huber(y, p, 1.0)\"\n"
+        "  lossdsl codegen bce_logits --target parallel --dtype float32 --hessian")
+    codegen.add_argument("loss", metavar="LOSS", help="file, FILE:NAME, built-in or expression")
+    codegen.add_argument("--target", choices=("cpu", "parallel", "cuda"), default="cpu",
+                         help="kernel target (default: cpu)")
+    codegen.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                         help="element type of the kernel (default: float64)")
+    codegen.add_argument("--reduction", choices=("mean", "sum", "none"), default="mean",
+                         help="reduction over samples (default: mean)")
+    codegen.add_argument("--wrt", action="append", metavar="INPUT",
+                         help="gradients to compute (default: every differentiable input)")
+    codegen.add_argument("--hessian", action="store_true", help="also the Hessian diagonals")
+    codegen.add_argument("--no-grad", action="store_true", help="no gradients")
+    codegen.add_argument("--no-value", action="store_true", help="no loss value")
+    codegen.add_argument("--weighted", action="store_true", help="with sample weights")
+    _add_params(codegen)
+    codegen.set_defaults(handler=command_codegen)
+
+    evaluate = command(
+        "eval", "evaluate a loss on a data file (CSV, .npy, .npz, Parquet)",
+        "Evaluate a loss on the columns of a data file and print the reduced loss (mean or "
+        "sum, with optional per-sample weights). Big files are streamed in chunks with a "
+        "progress bar on stderr. With -o, the per-sample loss and the requested derivatives "
+        "(each sample's own, unweighted) are written to a file, one row per input row.\n\n"
+        "Inputs map to columns with --map NAME=COLUMN (an input named like a column needs no "
+        "mapping). A glob pattern (--map z='logit_*') stacks several columns into a per-class "
+        "matrix; in .npz files a 2-D array is a matrix input. A 2-D .npy file has columns "
+        "named 0, 1, ...; a structured .npy has its field names. Parquet needs pyarrow.",
+        "examples:\n  lossdsl eval huber --data scores.csv --map y=label,p=score\n"
+        "  lossdsl eval fraud.loss:fraud --data tx.parquet --map y=is_fraud,p=logit "
+        "--weight amount\n"
+        "  lossdsl eval bce_logits --data d.npz --map y=t,z=s --grad z --hessian z -o gh.npy\n"
+        "  lossdsl eval sparse_cce_logits --data d.csv --map y=label,z='logit_*' --json")
+    evaluate.add_argument("loss", metavar="LOSS", help="file, FILE:NAME, built-in or expression")
+    evaluate.add_argument("--data", required=True, metavar="FILE",
+                          help="CSV/TSV (header line), .npy, .npz or .parquet")
+    evaluate.add_argument("--map", action="append", metavar="NAME=COLUMN",
+                          help="which column feeds which input (repeatable or comma-separated)")
+    evaluate.add_argument("--weight", metavar="COLUMN", help="per-sample weights column")
+    evaluate.add_argument("--grad", action="append", metavar="INPUT",
+                          help="write the per-sample gradient with respect to INPUT (to -o)")
+    evaluate.add_argument("--hessian", action="append", metavar="INPUT",
+                          help="write the per-sample Hessian diagonal for INPUT (to -o)")
+    evaluate.add_argument("--reduction", choices=("mean", "sum"), default="mean",
+                          help="how the printed total reduces the samples (default: mean; "
+                               "weighted mean = sum(w*l)/sum(w))")
+    evaluate.add_argument("-o", "--output", metavar="FILE",
+                          help="per-sample outputs: .csv, .npy (structured), .npz or .parquet")
+    evaluate.add_argument("--chunk-size", type=int, default=500_000, metavar="ROWS",
+                          help="rows per chunk (default: 500000)")
+    evaluate.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                          help="precision of the computation (default: float64)")
+    evaluate.add_argument("--target", choices=("cpu", "parallel"), default="cpu",
+                          help="kernel target (default: cpu)")
+    evaluate.add_argument("--delimiter", help="CSV field separator (default: ',' or tab for .tsv)")
+    progress = evaluate.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="always show the progress bar (default: when stderr is a tty)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false",
+                          help="never show the progress bar")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
+    _add_params(evaluate)
+    evaluate.set_defaults(handler=command_eval)
+
+    plot = command(
+        "plot", "plot losses, gradients and Hessians (PNG, SVG, PDF)",
+        "Draw the loss, its gradient and its Hessian diagonal against one input (the "
+        "prediction by default) for one or more losses, in one figure of three panels. The "
+        "other inputs are held fixed (--at, default 0), so with the target y = 0 the x axis "
+        "is the residual p - y; for a loss on logits it is the logit.",
+        "examples:\n  lossdsl plot mse huber log_cosh --range -3:3 -o regression.png\n"
+        "  lossdsl plot bce_logits \"focal(y, z)\" --at y=1 --range -6:6 -o logits.svg\n"
+        "  lossdsl plot \"quantile(y, p, alpha=0.9)\" --no-hessian -o pinball.png")
+    plot.add_argument("losses", nargs="+", metavar="LOSS",
+                      help="losses to draw: files, FILE:NAME, built-ins or expressions")
+    plot.add_argument("-o", "--output", required=True, metavar="IMAGE",
+                      help="output image: .png, .svg or .pdf")
+    plot.add_argument("--wrt", action="append", metavar="INPUT",
+                      help="the input on the x axis (default: each loss's prediction)")
+    plot.add_argument("--range", default="-3:3", metavar="LOW:HIGH",
+                      help="x axis range (default: -3:3)")
+    plot.add_argument("--at", action="append", metavar="NAME=VALUE",
+                      help="values of the other inputs (default 0), e.g. --at y=1")
+    plot.add_argument("--points", type=int, default=401, help="grid points (default: 401)")
+    plot.add_argument("--no-hessian", action="store_true", help="draw loss and gradient only")
+    plot.add_argument("--title", help="figure title")
+    plot.add_argument("--xlabel", help="x axis label")
+    plot.add_argument("--dpi", type=int, default=100, help="resolution (default: 100)")
+    plot.add_argument("--data-out", metavar="FILE.json",
+                      help="also write the plotted numbers and the panels' pixel boxes")
+    _add_params(plot)
+    plot.set_defaults(handler=command_plot)
+
+    listing = command("list", "list the built-in losses",
+                      "List every definition of the built-in library with its signature and "
+                      "a one-line description.",
+                      "examples:\n  lossdsl list\n  lossdsl list --names")
+    listing.add_argument("--names", action="store_true", help="names only, one per line")
+    listing.set_defaults(handler=command_list)
+
+    show = command("show", "show a loss: formula, parameters, derivatives",
+                   "Show a built-in loss (or FILE.loss:NAME): its description and reference, "
+                   "formula, inputs, parameters with defaults, and the gradient and Hessian "
+                   "diagonal of one sample's loss with respect to its prediction, with the "
+                   "parameters kept symbolic.",
+                   "examples:\n  lossdsl show huber\n  lossdsl show focal --latex\n"
+                   "  lossdsl show fraud.loss:fraud")
+    show.add_argument("name", metavar="NAME", help="built-in name or FILE.loss:NAME")
+    show.add_argument("--wrt", metavar="INPUT", help="input to differentiate by")
+    show.add_argument("--latex", action="store_true", help="also print LaTeX")
+    show.set_defaults(handler=command_show)
+
+    bench = command(
+        "bench", "time a loss against NumPy and PyTorch",
+        "Time the value, value + gradient and gradient + Hessian of a loss on synthetic data "
+        "(values in (0.05, 0.95), integer labels for class indices, N x K matrices for "
+        "per-class inputs) against NumPy evaluating the same formulas and PyTorch eager "
+        "autograd (when installed), and print the ratios (larger = lossdsl faster).",
+        "examples:\n  lossdsl bench \"huber(y, p, 1.0)\"\n"
+        "  lossdsl bench sparse_cce_logits -n 200000 --classes 10 --target parallel")
+    bench.add_argument("loss", metavar="LOSS", help="file, FILE:NAME, built-in or expression")
+    bench.add_argument("-n", type=int, default=1_000_000, help="samples (default: 1000000)")
+    bench.add_argument("--classes", type=int, default=10,
+                       help="K for per-class inputs (default: 10)")
+    bench.add_argument("--wrt", action="append", metavar="INPUT",
+                       help="input to differentiate by (default: the prediction)")
+    bench.add_argument("--target", choices=("cpu", "parallel"), default="parallel",
+                       help="kernel target (default: parallel)")
+    bench.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                       help="element type of the data (default: float64)")
+    bench.add_argument("--repeat", type=int, default=5, help="timed repeats (default: 5)")
+    bench.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    _add_params(bench)
+    bench.set_defaults(handler=command_bench)
+    return parser
+
+
+def _join_option_values(argv: list[str]) -> list[str]:
+    """``--range -3:3`` → ``--range=-3:3``: argparse would read ``-3:3`` as an option."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        item = argv[index]
+        if item in ("--range", "--at", "--param") and index + 1 < len(argv):
+            joined.append(f"{item}={argv[index + 1]}")
+            index += 2
+            continue
+        joined.append(item)
+        index += 1
+    return joined
+
+
+def _report(error: LossError, prefix: str = "") -> None:
+    """Print a loss error: ``file:line:col: message``, source line and caret (or a plain
+    message when the error has no position)."""
+    text = str(error)
+    if error.line is None:
+        text = f"{prefix}error: {text}" if prefix else f"lossdsl: error: {text}"
+    print(text, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``lossdsl`` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(_join_option_values(list(sys.argv[1:] if argv is None else argv)))
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except LossError as error:
+        _report(error)
+        return 1
+    except (CliError, DataError) as error:
+        print(f"lossdsl {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. 'lossdsl codegen ... | head'
+        sys.stderr.close()
+        return 0
+    except OSError as error:  # unreadable input, unwritable output, full disk
+        print(f"lossdsl {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""LaTeX for expression graphs: ``to_latex(node)`` for reports, ``lossdsl derive --latex``.
+
+Like SymPy's printers, :class:`LatexPrinter` has one method per kind of node
+(``print_<op>``); each returns the LaTeX text and its precedence, and parents add parentheses
+where the precedence of an argument is lower than their own. Conventions:
+
+* ``count(n0)`` (the number of samples) prints as ``N``, a class axis' width as ``K``;
+  ``class_index()`` is the class ``k`` of a per-class matrix,
+* ``sum`` is :math:`\\sum_i` over samples, ``rowsum``/``rowmax`` are :math:`\\sum_k`/:math:`\\max_k`
+  over the classes of a row,
+* ``where(c, 1, 0)`` and comparisons used as numbers print as Iverson brackets ``[c]``,
+* ``stop_gradient(x)`` prints as ``x``: it changes derivatives, not values,
+* Greek parameter names (``alpha``, ``delta``, ...) print as Greek letters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .ir import Node
+
+# Precedence levels (higher binds tighter), shared by every printing method.
+_LOGIC, _COMPARE, _SUM, _PRODUCT, _UNARY, _POWER, _ATOM = 1, 2, 3, 4, 5, 6, 9
+
+_GREEK = {
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+    "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi",
+    "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Phi", "Psi", "Omega",
+}
+_ALIASES = {"eps": r"\epsilon", "lam": r"\lambda", "lambda_": r"\lambda"}
+
+_FUNCTIONS = {
+    "log": r"\log", "tanh": r"\tanh", "sin": r"\sin", "cos": r"\cos",
+    "sigmoid": r"\sigma", "log_sigmoid": r"\log \sigma", "softplus": r"\operatorname{softplus}",
+    "sign": r"\operatorname{sign}", "erf": r"\operatorname{erf}", "lgamma": r"\ln \Gamma",
+    "digamma": r"\psi", "trigamma": r"\psi_1",
+}
+_RELATIONS = {"lt": "<", "le": r"\le", "gt": ">", "ge": r"\ge", "eq": "=", "ne": r"\ne"}
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return r"\infty" if value > 0 else r"-\infty"
+    if math.isnan(value):
+        return r"\mathrm{NaN}"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    text = repr(value)
+    if "e" in text:  # 1e-07 -> 1 \cdot 10^{-7}
+        mantissa, exponent = text.split("e")
+        return f"{mantissa} \\cdot 10^{{{int(exponent)}}}"
+    return text
+
+
+def latex_name(name: str) -> str:
+    """A loss-language name as LaTeX: Greek letters, ``y1 -> y_{1}``, words upright."""
+    if name in _ALIASES:
+        return _ALIASES[name]
+    if name in _GREEK:
+        return "\\" + name
+    match = re.fullmatch(r"([A-Za-z])_?(\d+)", name)
+    if match:
+        return f"{match.group(1)}_{{{match.group(2)}}}"
+    match = re.fullmatch(r"([A-Za-z]+)_([A-Za-z0-9]+)", name)
+    if match and (match.group(1) in _GREEK or len(match.group(1)) == 1):
+        return f"{latex_name(match.group(1))}_{{\\mathrm{{{match.group(2)}}}}}"
+    if len(name) == 1:
+        return name
+    return r"\mathrm{" + name.replace("_", r"\_") + "}"
+
+
+def _axis_symbol(axis: str) -> str:
+    """``n0 -> N``, ``n1 -> N_{1}``, ``n0k -> K``: the length of an axis."""
+    match = re.fullmatch(r"n(\d+)(k?)", axis)
+    if not match:
+        return latex_name(axis)
+    number, classes = match.groups()
+    letter = "K" if classes else "N"
+    return letter if number == "0" else f"{letter}_{{{number}}}"
+
+
+def _sample_index(axis: str) -> str:
+    match = re.fullmatch(r"n(\d+)", axis)
+    number = int(match.group(1)) if match else 0
+    return "ijlmr"[number] if number < 5 else f"i_{{{number}}}"
+
+
+class LatexPrinter:
+    """Prints a graph as LaTeX math; one method per kind of node.
+
+    Shared subexpressions are printed in full each time; ``max_length`` stops the output from
+    exploding on very shared graphs (the rest is elided as ``\\dots``).
+    """
+
+    def __init__(self, max_length: int = 20000):
+        self.max_length = max_length
+        self.memo: dict[int, tuple[str, int]] = {}
+
+    def print(self, n: Node) -> str:
+        """The LaTeX text of ``n``."""
+        return self.visit(n)[0]
+
+    def visit(self, n: Node) -> tuple[str, int]:
+        """(LaTeX, precedence) of ``n``."""
+        cached = self.memo.get(id(n))
+        if cached is not None:
+            return cached
+        method = getattr(self, f"print_{n.op}", None)
+        result = method(n) if method else self.print_function(n)
+        if len(result[0]) > self.max_length:
+            result = (r"\dots", _ATOM)
+        self.memo[id(n)] = result
+        return result
+
+    def _arg(self, n: Node, minimum: int, strict: bool = False) -> str:
+        """``n`` parenthesised when it binds looser than ``minimum`` (or equally, if strict)."""
+        text, precedence = self.visit(n)
+        if precedence <= _COMPARE and minimum > _COMPARE:
+            return rf"\left[{text}\right]"  # a truth value used as a number: Iverson bracket
+        if precedence < minimum or (strict and precedence == minimum):
+            return rf"\left({text}\right)"
+        return text
+
+    def _group(self, n: Node) -> str:
+        """``n`` as a function argument, in parentheses."""
+        return rf"\left({self.visit(n)[0]}\right)"
+
+    # leaves
+    def print_const(self, n: Node):
+        text = _number(n.value)
+        return (text, _UNARY if text.startswith("-") else _ATOM)
+
+    def print_input(self, n: Node):
+        return (latex_name(str(n.value)), _ATOM)
+
+    print_param = print_input
+
+    def print_count(self, n: Node):
+        return (_axis_symbol(str(n.value)), _ATOM)
+
+    def print_class_index(self, n: Node):
+        return ("k", _ATOM)
+
+    # arithmetic
+    def print_neg(self, n: Node):
+        operand = self._arg(n.args[0], _PRODUCT)
+        if operand.startswith("-"):
+            operand = rf"\left({operand}\right)"
+        return ("-" + operand, _UNARY)
+
+    def _plus(self, left: str, right: Node) -> str:
+        right_text, right_precedence = self.visit(right)
+        if right_text.startswith("-") and right_precedence >= _PRODUCT:
+            return f"{left} - {right_text[1:]}"  # x + -2y reads as x - 2y
+        return f"{left} + {self._arg(right, _SUM)}"
+
+    def print_add(self, n: Node):
+        return (self._plus(self._arg(n.args[0], _SUM), n.args[1]), _SUM)
+
+    def print_sub(self, n: Node):
+        return (f"{self._arg(n.args[0], _SUM)} - {self._arg(n.args[1], _SUM, strict=True)}",
+                _SUM)
+
+    def print_mul(self, n: Node):
+        left = self._arg(n.args[0], _PRODUCT)
+        # a*(b*c) = a*b*c, and a reduction extends to the right: no parentheses needed
+        right = self._arg(n.args[1], _PRODUCT)
+        if right.startswith("-"):
+            right = rf"\left({right}\right)"
+        return (f"{left} \\cdot {right}", _PRODUCT)
+
+    def print_div(self, n: Node):
+        numerator, denominator = (self.visit(a)[0] for a in n.args)
+        return (rf"\frac{{{numerator}}}{{{denominator}}}", _ATOM)
+
+    def print_pow(self, n: Node):
+        base, exponent = n.args
+        if exponent.op == "const" and exponent.value == 0.5:
+            return (rf"\sqrt{{{self.visit(base)[0]}}}", _ATOM)
+        return (f"{{{self._arg(base, _ATOM)}}}^{{{self.visit(exponent)[0]}}}", _POWER)
+
+    # functions with a conventional notation
+    def print_exp(self, n: Node):
+        text, _ = self.visit(n.args[0])
+        if len(text) <= 24:
+            return (f"e^{{{text}}}", _POWER)
+        return (rf"\exp{self._group(n.args[0])}", _ATOM)
+
+    def print_log1p(self, n: Node):
+        return (rf"\log\left({self._plus('1', n.args[0])}\right)", _ATOM)
+
+    def print_expm1(self, n: Node):
+        return (f"e^{{{self.visit(n.args[0])[0]}}} - 1", _SUM)
+
+    def print_sqrt(self, n: Node):
+        return (rf"\sqrt{{{self.visit(n.args[0])[0]}}}", _ATOM)
+
+    def print_abs(self, n: Node):
+        return (rf"\left|{self.visit(n.args[0])[0]}\right|", _ATOM)
+
+    def print_stop_gradient(self, n: Node):
+        return self.visit(n.args[0])
+
+    def _extremum(self, n: Node, name: str):
+        a, b = (self.visit(x)[0] for x in n.args)
+        return (rf"\{name}\left({a}, {b}\right)", _ATOM)
+
+    def print_min(self, n: Node):
+        return self._extremum(n, "min")
+
+    def print_max(self, n: Node):
+        return self._extremum(n, "max")
+
+    def print_function(self, n: Node):
+        """Any other elementwise function: ``\\operatorname{name}(args)``."""
+        escaped = n.op.replace("_", r"\_")
+        name = _FUNCTIONS.get(n.op, r"\operatorname{" + escaped + "}")
+        args = ", ".join(self.visit(a)[0] for a in n.args)
+        return (rf"{name}\left({args}\right)", _ATOM)
+
+    # reductions
+    def print_sum(self, n: Node):
+        (x,) = n.args
+        index = _sample_index(x.axes[0]) if x.axes else "i"
+        return (rf"\sum_{{{index}}} {self._arg(x, _PRODUCT)}", _PRODUCT)
+
+    def print_rowsum(self, n: Node):
+        return (rf"\sum_{{k}} {self._arg(n.args[0], _PRODUCT)}", _PRODUCT)
+
+    def print_rowmax(self, n: Node):
+        return (rf"\max_{{k}} {self._arg(n.args[0], _PRODUCT)}", _PRODUCT)
+
+    # logic
+    def _relation(self, n: Node):
+        left = self._arg(n.args[0], _SUM)
+        right = self._arg(n.args[1], _SUM)
+        return (f"{left} {_RELATIONS[n.op]} {right}", _COMPARE)
+
+    print_lt = print_le = print_gt = print_ge = print_eq = print_ne = _relation
+
+    def print_and(self, n: Node):
+        a, b = (self.visit(x)[0] for x in n.args)
+        return (rf"{a} \land {b}", _LOGIC)
+
+    def print_or(self, n: Node):
+        a, b = (self.visit(x)[0] for x in n.args)
+        return (rf"{a} \lor {b}", _LOGIC)
+
+    def print_not(self, n: Node):
+        return (rf"\lnot {self._arg(n.args[0], _COMPARE, strict=True)}", _COMPARE)
+
+    def print_where(self, n: Node):
+        condition, then, otherwise = n.args
+        condition_text = self.visit(condition)[0]
+        indicator = then.op == otherwise.op == "const" and (then.value, otherwise.value) == (1, 0)
+        if indicator:
+            return (rf"\left[{condition_text}\right]", _ATOM)  # an indicator
+        return (r"\begin{cases} " + self.visit(then)[0] + r" & \text{if } " + condition_text
+                + r" \\ " + self.visit(otherwise)[0] + r" & \text{otherwise} \end{cases}", _ATOM)
+
+
+def to_latex(n: Node) -> str:
+    """LaTeX math (without ``$`` delimiters) for a graph, e.g. a derivative from ``derive``."""
+    return LatexPrinter().print(n)

@@ -1,0 +1,405 @@
+"""The ``lossdsl`` command line, driven as a user drives it.
+
+Most tests run ``python -m lossdsl ...`` in a subprocess and check its stdout, stderr and exit
+status; the subprocesses share the on-disk kernel cache of ``conftest.py`` (inherited through
+the environment) so kernels compile once. A few cheap variations call ``cli.main`` in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lossdsl
+from lossdsl import cli
+
+GOOD = """\
+# business losses
+param under = 3.0
+def asym(y, p, under=3.0, over=1.0) = where(p < y, under*(y - p), over*(p - y))
+# a missed fraud costs 40x a false alarm
+loss fraud = 40*y*softplus(-p) + (1 - y)*softplus(p)
+loss stock = asym(y, p, under=under)
+"""
+
+BAD = """\
+param delta = 1.0
+loss fine = huber(y, p, delta)
+loss oops = huberr(y, p, delta)
+"""
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m lossdsl ARGS`` with the tests' environment (and kernel cache)."""
+    return subprocess.run([sys.executable, "-m", "lossdsl", *args], capture_output=True,
+                          text=True, cwd=cwd, env=dict(os.environ), timeout=300)
+
+
+def call(capsys, *args: str) -> tuple[int, str, str]:
+    """``cli.main(ARGS)`` in this process: (exit status, stdout, stderr)."""
+    status = cli.main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "good.loss").write_text(GOOD)
+    (tmp_path / "bad.loss").write_text(BAD)
+    (tmp_path / "syntax.loss").write_text("loss a = (y - p\nloss b = y\n")
+    return tmp_path
+
+
+def assert_caret(stderr: str, location: str, source_line: str, column: int) -> None:
+    """stderr has ``location``, then the source line, then a caret under ``column``."""
+    lines = stderr.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith(location))
+    assert lines[index + 1].strip() == source_line.strip()
+    caret_line = lines[index + 2]
+    indent = len(lines[index + 1]) - len(lines[index + 1].lstrip())
+    assert caret_line.index("^") - indent == column - 1, stderr
+
+
+# ----------------------------------------------------------------------------------- help
+
+
+def test_help_lists_every_command_and_explains_loss_arguments():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("check", "derive", "codegen", "eval", "plot", "list", "show", "bench"):
+        assert re.search(rf"^\s+{command}\s+\S", result.stdout, re.MULTILINE), command
+    assert "FILE.loss:NAME" in result.stdout and "file:line:col" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "derive", "codegen", "eval", "plot", "list",
+                                     "show", "bench"])
+def test_each_command_has_help_with_examples(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lossdsl {command}")
+    assert f"lossdsl {command}" in out.split("examples:")[1]
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    status, out, _ = call(capsys)
+    assert status == 2 and "COMMAND" in out
+
+
+def test_installed_script_runs():
+    script = shutil.which("lossdsl")
+    if script is None:
+        pytest.skip("the lossdsl script is not on PATH (package not installed with pip)")
+    result = subprocess.run([script, "--version"], capture_output=True, text=True,
+                            env=dict(os.environ), timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"lossdsl {lossdsl.__version__}"
+
+
+# ---------------------------------------------------------------------------------- check
+
+
+def test_check_reports_each_error_with_caret_and_exit_status_1(files):
+    result = run_cli("check", "good.loss", "bad.loss", "syntax.loss", "missing.loss", cwd=files)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "good.loss: ok (2 losses, 1 def, 1 param)" in result.stdout
+    assert_caret(result.stderr, "bad.loss:3:13: unknown function 'huberr'",
+                 "loss oops = huberr(y, p, delta)", 13)
+    assert "did you mean 'huber'?" in result.stderr
+    assert re.search(r"^syntax\.loss:2:1: ", result.stderr, re.MULTILINE)
+    assert "missing.loss" in result.stderr and "No such file" in result.stderr
+    assert "3 of 4 files failed" in result.stderr
+
+
+def test_check_passes_clean_files_and_finds_shape_errors(files, capsys):
+    assert call(capsys, "check", "-q", str(files / "good.loss")) == (0, "", "")
+    (files / "shape.loss").write_text("# labels are a vector\nloss a = pick(z, y) + rowsum(y)\n")
+    status, _, err = call(capsys, "check", str(files / "shape.loss"))
+    assert status == 1
+    assert "shape.loss:2:" in err and "needs a per-class matrix" in err and "^" in err
+    (files / "def.loss").write_text("def f(x) = x + zz\n")
+    status, _, err = call(capsys, "check", str(files / "def.loss"))
+    assert status == 1 and "def.loss:1:16: unknown name 'zz'" in err
+
+
+# --------------------------------------------------------------------------------- derive
+
+
+def test_derive_prints_formulas_that_are_the_derivatives():
+    result = run_cli("derive", "huber(y, p, delta)", "--wrt", "p", "--hessian")
+    assert result.returncode == 0, result.stderr
+    formulas = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    formulas = {label.strip(): text for label, text in formulas.items()}
+    assert set(formulas) == {"loss", "d/dp", "d2/dp2"}
+    # the printed formulas are loss-language source: compile them and compare with the math
+    rng = np.random.default_rng(1)
+    y, p = rng.normal(size=200), rng.normal(size=200) * 2
+    delta = np.full(200, 0.7)
+    gradient = lossdsl.compile(formulas["d/dp"], reduction="none")
+    hessian = lossdsl.compile(formulas["d2/dp2"], reduction="none")
+    inputs = {name: {"y": y, "p": p, "delta": delta}[name] for name in gradient.inputs}
+    np.testing.assert_allclose(gradient(**inputs), np.clip(p - y, -0.7, 0.7), rtol=1e-12)
+    inputs = {name: {"y": y, "p": p, "delta": delta}[name] for name in hessian.inputs}
+    np.testing.assert_allclose(hessian(**inputs), (np.abs(p - y) <= 0.7).astype(float))
+
+
+def test_derive_latex_and_default_input(capsys):
+    status, out, _ = call(capsys, "derive", "bce_logits", "--hessian", "--latex")
+    assert status == 0
+    assert r"\frac{\partial \ell}{\partial z} = " in out
+    assert r"\frac{\partial^2 \ell}{\partial z^2} = " in out
+    assert r"\sigma\left(z\right)" in out and "sigmoid" not in out
+
+
+def test_derive_syntax_error_has_caret_and_no_traceback():
+    result = run_cli("derive", "huber(y, p")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert_caret(result.stderr, "<string>:1:11: unexpected end of input", "huber(y, p", 11)
+
+
+def test_derive_picks_losses_from_files(files, capsys):
+    status, out, _ = call(capsys, "derive", f"{files}/good.loss:fraud", "--no-loss")
+    assert status == 0 and out.startswith("d/dp") and "sigmoid" in out
+    status, _, err = call(capsys, "derive", f"{files}/good.loss")
+    assert status == 1 and "several losses (fraud, stock)" in err
+    status, _, err = call(capsys, "derive", f"{files}/good.loss:frod")
+    assert status == 1 and "did you mean 'fraud'?" in err
+    status, _, err = call(capsys, "derive", "mse(y, p)", "--wrt", "q")
+    assert status == 1 and "'q' is not an input" in err
+
+
+# -------------------------------------------------------------------------------- codegen
+
+
+def test_codegen_prints_kernel_source(capsys):
+    result = run_cli("codegen", "huber(y, p, 1.0)", "--target", "parallel", "--hessian")
+    assert result.returncode == 0, result.stderr
+    assert "@njit" in result.stdout and "prange" in result.stdout
+    assert "def run(" in result.stdout
+    status, out, _ = call(capsys, "codegen", "mse", "--dtype", "float32", "--no-grad")
+    assert status == 0 and "T = numpy.float32" in out
+
+
+# ----------------------------------------------------------------------------------- eval
+
+
+@pytest.fixture
+def table(tmp_path: Path):
+    rng = np.random.default_rng(7)
+    n = 1000
+    y, p, w = rng.normal(size=n), rng.normal(size=n) * 2, rng.uniform(0.1, 3.0, size=n)
+    lines = ["label,score,amount"] + [f"{a!r},{b!r},{c!r}" for a, b, c in
+                                      zip(y.tolist(), p.tolist(), w.tolist(), strict=True)]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path, y, p, w
+
+
+def test_eval_streams_csv_in_chunks_and_matches_in_memory(table):
+    folder, y, p, w = table
+    result = run_cli("eval", "huber(y, p, 1.0)", "--data", "data.csv", "--map", "y=label",
+                     "--map", "p=score", "--weight", "amount", "--grad", "p", "--hessian", "p",
+                     "--chunk-size", "137", "--progress", "--json", "-o", "out.csv", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    expected = lossdsl.compile("huber(y, p, 1.0)")(y=y, p=p, sample_weight=w)
+    assert report["value"] == pytest.approx(expected, rel=1e-12)
+    assert report["rows"] == 1000 and report["total_weight"] == pytest.approx(w.sum())
+    assert "100.0%" in result.stderr and "1,000 rows" in result.stderr  # the progress bar
+    written = np.genfromtxt(folder / "out.csv", delimiter=",", names=True)
+    per_sample = lossdsl.compile("huber(y, p, 1.0)", reduction="none")
+    np.testing.assert_array_equal(written["loss"], per_sample(y=y, p=p))
+    np.testing.assert_array_equal(written["grad_p"], np.clip(p - y, -1, 1))
+    np.testing.assert_array_equal(written["hess_p"], (np.abs(p - y) <= 1).astype(float))
+
+
+def test_eval_npz_matrix_input_sum_and_npy_output(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(500, 4))
+    labels = rng.integers(0, 4, size=500).astype(float)
+    np.savez(tmp_path / "d.npz", logits=z, label=labels)
+    status, out, err = call(capsys, "eval", "sparse_cce_logits", "--data", str(tmp_path / "d.npz"),
+                            "--map", "y=label,z=logits", "--reduction", "sum", "--grad", "z",
+                            "--chunk-size", "64", "--json", "-o", str(tmp_path / "o.npy"))
+    assert status == 0, err
+    expected = lossdsl.compile("sparse_cce_logits(y, z)", reduction="sum")(y=labels, z=z)
+    assert json.loads(out)["value"] == pytest.approx(expected, rel=1e-12)
+    written = np.load(tmp_path / "o.npy")
+    softmax = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(written["grad_z"], softmax - np.eye(4)[labels.astype(int)],
+                               atol=1e-12)
+    assert written.shape == (500,)
+
+
+def test_eval_npy_columns_and_loss_that_reduces_itself(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    data = rng.uniform(0.1, 0.9, size=(300, 2))
+    np.save(tmp_path / "d.npy", data)
+    expression = "mse(y, p) + 0.5*mean(p)^2"  # the mean over samples needs every row at once
+    status, out, err = call(capsys, "eval", expression, "--data", str(tmp_path / "d.npy"),
+                            "--map", "y=0,p=1", "--chunk-size", "50", "--json")
+    assert status == 0 and "one piece" in err
+    expected = lossdsl.compile(expression)(y=data[:, 0], p=data[:, 1])
+    assert json.loads(out)["value"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_eval_parquet_round_trip(table, capsys):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as parquet
+
+    folder, y, p, w = table
+    parquet.write_table(pyarrow.table({"label": y, "score": p}), folder / "d.parquet",
+                        row_group_size=300)
+    status, out, err = call(capsys, "eval", "mse", "--data", str(folder / "d.parquet"),
+                            "--map", "y=label,p=score", "--chunk-size", "128", "--json",
+                            "--grad", "p", "-o", str(folder / "o.parquet"))
+    assert status == 0, err
+    assert json.loads(out)["value"] == pytest.approx(np.mean((p - y) ** 2), rel=1e-12)
+    written = parquet.read_table(folder / "o.parquet")
+    np.testing.assert_allclose(written.column("grad_p").to_numpy(), 2 * (p - y), rtol=1e-12)
+
+
+def test_eval_without_pyarrow_says_how_to_install_it(table):
+    folder, *_ = table
+    (folder / "d.parquet").write_bytes(b"PAR1")
+    program = ("import sys; sys.modules['pyarrow'] = None; from lossdsl.cli import main; "
+               "sys.exit(main(['eval', 'mse', '--data', 'd.parquet']))")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            cwd=folder, env=dict(os.environ), timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "pip install 'lossdsl[cli]'" in result.stderr
+
+
+def test_eval_reports_data_errors(table, capsys):
+    folder, *_ = table
+    status, _, err = call(capsys, "eval", "mse", "--data", str(folder / "data.csv"),
+                          "--map", "y=lable,p=score")
+    assert status == 1 and "no column 'lable'" in err and "did you mean 'label'?" in err
+    status, _, err = call(capsys, "eval", "mse", "--data", str(folder / "data.csv"))
+    assert status == 1 and "--map y=COLUMN" in err
+    (folder / "broken.csv").write_text("y,p\n1,2\n3,oops\n")
+    status, _, err = call(capsys, "eval", "mse", "--data", str(folder / "broken.csv"))
+    assert status == 1 and "line 3, column 2 ('p')" in err and "'oops'" in err
+
+
+# ----------------------------------------------------------------------------------- plot
+
+
+def _pixel_of(panel: dict, x: float, value: float) -> tuple[int, int]:
+    """Image (row, column) of data point (x, value) inside a panel's box."""
+    left, top, right, bottom = panel["box"]
+    (x_low, x_high), (y_low, y_high) = panel["xlim"], panel["ylim"]
+    column = left + (x - x_low) / (x_high - x_low) * (right - left)
+    row = top + (y_high - value) / (y_high - y_low) * (bottom - top)
+    return int(round(row)), int(round(column))
+
+
+def _has_color_near(image: np.ndarray, row: int, column: int, color: str, radius: int = 3):
+    target = np.array([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    window = image[row - radius:row + radius + 1, column - radius:column + radius + 1, :3]
+    return bool((np.abs(window - target).max(axis=2) < 0.12).any())
+
+
+def test_plot_writes_a_png_whose_curves_are_where_the_formulas_say(tmp_path):
+    from matplotlib import image as matplotlib_image
+
+    result = run_cli("plot", "mse", "huber", "--range", "-2:2", "--points", "201",
+                     "-o", "curves.png", "--data-out", "curves.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    data = json.loads((tmp_path / "curves.json").read_text())
+    x = np.array(data["x"])
+    assert x[0] == -2 and x[-1] == 2 and len(x) == 201
+    mse, huber = data["curves"]
+    assert (mse["label"], huber["label"]) == ("mse", "huber")
+    np.testing.assert_allclose(mse["loss"], x ** 2, rtol=1e-12)
+    np.testing.assert_allclose(mse["gradient"], 2 * x, rtol=1e-12)
+    np.testing.assert_allclose(mse["hessian"], 2.0)
+    np.testing.assert_allclose(huber["loss"], np.where(abs(x) <= 1, x ** 2 / 2, abs(x) - 0.5))
+    np.testing.assert_allclose(huber["gradient"], np.clip(x, -1, 1))
+
+    image = matplotlib_image.imread(tmp_path / "curves.png")
+    layout = data["layout"]
+    assert image.shape[:2] == (layout["height"], layout["width"])
+    assert (image[..., :3].min(axis=2) < 0.5).mean() > 0.01  # something was drawn
+    panels = layout["panels"]
+    blue, orange = panels["loss"]["colors"]
+    for value in (-1.8, -1.2, 0.6, 1.5):
+        assert _has_color_near(image, *_pixel_of(panels["loss"], value, value ** 2), blue)
+        assert _has_color_near(image, *_pixel_of(panels["gradient"], value, 2 * value), blue)
+        assert _has_color_near(image, *_pixel_of(panels["hessian"], value, 2.0), blue)
+        huber_gradient = float(np.clip(value, -1, 1))
+        assert _has_color_near(image, *_pixel_of(panels["gradient"], value, huber_gradient),
+                               orange)
+    # and not where the formulas do not put it
+    assert not _has_color_near(image, *_pixel_of(panels["loss"], 1.5, 0.5), blue)
+    assert not _has_color_near(image, *_pixel_of(panels["gradient"], -1.5, 1.0), blue)
+
+
+def test_plot_svg_logits_and_errors(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "logits.svg"
+    status, out, err = call(capsys, "plot", "bce_logits", "bce_logits(y, z, pos_weight=3)",
+                            "--at", "y=1", "--range", "-6:6", "--no-hessian", "-o", str(target),
+                            "--data-out", str(tmp_path / "d.json"))
+    assert status == 0, err
+    text = target.read_text()
+    assert "<svg" in text and "</svg>" in text
+    data = json.loads((tmp_path / "d.json").read_text())
+    z = np.array(data["x"])
+    np.testing.assert_allclose(data["curves"][1]["loss"], 3 * np.log1p(np.exp(-z)), rtol=1e-12)
+    status, _, err = call(capsys, "plot", "mse", "-o", str(tmp_path / "x.jpg"))
+    assert status == 1 and ".png, .svg or .pdf" in err
+    status, _, err = call(capsys, "plot", "mse", "--range", "3:-3", "-o", str(target))
+    assert status == 1 and "LOW:HIGH" in err
+    status, _, err = call(capsys, "plot", "sparse_cce_logits", "-o", str(target))
+    assert status == 1 and "per-class matrix" in err
+
+
+# ----------------------------------------------------------------------------- list, show
+
+
+def test_list_shows_the_library():
+    result = run_cli("list")
+    assert result.returncode == 0
+    assert re.search(r"^huber\(y, p, delta=1\.0\)\s+Huber loss", result.stdout, re.MULTILINE)
+    names = [entry.name for entry in lossdsl.catalog.entries()]
+    assert all(re.search(rf"^{name}\(", result.stdout, re.MULTILINE) for name in names)
+
+
+def test_show_prints_formula_parameters_and_symbolic_derivatives(capsys, files):
+    status, out, _ = call(capsys, "show", "huber")
+    assert status == 0
+    assert out.startswith("huber(y, p, delta=1.0)")
+    assert "parameters  delta = 1.0" in out
+    assert re.search(r"d/dp\s+= where\(abs\(p - y\) <= delta, p - y, delta \* sign\(p - y\)\)",
+                     out)
+    assert re.search(r"d2/dp2\s+= ", out)
+    status, _, err = call(capsys, "show", "hubber")
+    assert status == 1 and "did you mean 'huber'?" in err
+    status, out, _ = call(capsys, "show", f"{files}/good.loss:fraud", "--latex")
+    assert status == 0 and "a missed fraud costs 40x" in out and r"\frac{\partial" in out
+
+
+# ---------------------------------------------------------------------------------- bench
+
+
+def test_bench_prints_times_and_ratios(capsys):
+    status, out, err = call(capsys, "bench", "huber(y, p, 1.0)", "-n", "20000", "--repeat",
+                            "2", "--target", "cpu")
+    assert status == 0, err
+    for task in ("value", "value+grad", "grad+hess"):
+        row = re.search(rf"^{re.escape(task)}\s+(.*)$", out, re.MULTILINE)
+        assert row, out
+        assert re.search(r"\d+(\.\d+)? (us|ms|s)\s+\d+(\.\d+)? (us|ms|s)\s+\d+\.\d+x", row[1])
+    assert "numpy/lossdsl" in out
