@@ -191,6 +191,11 @@ def _simplify_one(op: str, args: tuple[Node, ...]) -> Node | None:
             return then
         if condition.op == "const":
             return then if condition.value != 0 else otherwise
+        # a branch that tests the same condition again knows its outcome
+        if then.op == "where" and then.args[0] is condition:
+            return make("where", (condition, then.args[1], otherwise))
+        if otherwise.op == "where" and otherwise.args[0] is condition:
+            return make("where", (condition, then, otherwise.args[2]))
     elif op in ("min", "max") and args[0] is args[1]:
         return args[0]
     return None
