@@ -166,8 +166,8 @@ def _check_definition(compiled: CompiledLoss) -> None:
     """Type the loss for its default input ranks and differentiate it by every input."""
     from . import diff
 
-    labels = compiled._label_inputs()
-    objective, typed = compiled._specialize(compiled._default_ranks(), False)
+    labels = compiled.label_inputs()
+    objective, typed = compiled._specialize(compiled.default_ranks(), False)
     for name in compiled.inputs:
         if name not in labels:
             diff.grad(objective.total, typed[name])
@@ -270,7 +270,7 @@ def command_codegen(args: argparse.Namespace) -> int:
     """``lossdsl codegen LOSS``: print the generated kernel source."""
     _, loss = resolve_loss(args.loss)
     compiled = _compiled(loss, args, args.reduction)
-    labels = compiled._label_inputs()
+    labels = compiled.label_inputs()
     requested = _names(args.wrt)
     if requested:
         grads = tuple(_wrt(loss, requested))
@@ -280,7 +280,7 @@ def command_codegen(args: argparse.Namespace) -> int:
     if args.no_grad:
         grads = ()
     try:
-        kernel = compiled._kernel(compiled._default_ranks(), args.weighted, np.dtype(args.dtype),
+        kernel = compiled._kernel(compiled.default_ranks(), args.weighted, np.dtype(args.dtype),
                                   not args.no_value, grads, hessians)
     except ImportError as error:  # e.g. the CUDA backend without numba-cuda
         raise CliError(f"target {args.target!r} is not available here: {error}") from None

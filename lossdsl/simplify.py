@@ -182,6 +182,9 @@ def _simplify_one(op: str, args: tuple[Node, ...]) -> Node | None:
     elif op == "log":
         if x.op == "exp":
             return x.args[0]
+    elif op == "abs":
+        if x.op in ("neg", "abs"):  # |-x| = ||x|| = |x|
+            return make("abs", x.args)
     elif op == "stop_gradient":
         if x.op in ("const", "param", "count", "stop_gradient"):
             return x

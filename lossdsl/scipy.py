@@ -1,0 +1,273 @@
+"""Compiled losses as ``scipy.optimize.minimize`` objectives: ``fun``, ``jac``, ``hessp``.
+
+    from scipy.optimize import minimize
+    import lossdsl.scipy
+
+    # fit a linear model p = X @ coef + intercept under a business-cost loss
+    model = lossdsl.scipy.linear_model("where(p < y, 3*(y - p), p - y)", X, y)
+    result = minimize(model.fun, model.x0, jac=model.jac, method="L-BFGS-B")
+    coef, intercept = model.unpack(result.x)
+
+    # or optimise an input of the loss directly
+    problem = lossdsl.scipy.objective("huber(y, p) + 0.1*l2(p)", "p", y=y)
+    result = minimize(problem.fun, problem.x0, jac=problem.jac, hessp=problem.hessp,
+                      method="trust-ncg")
+
+Value and gradient come from one fused kernel call per point (``fun`` and ``jac`` at the
+same ``x`` share it; ``fun_and_jac`` is the ``jac=True`` form). The Hessian is the loss's
+diagonal Hessian: ``hessp`` is exact for losses whose Hessian in the optimised input is
+diagonal (elementwise losses and regularisers), and for linear models it is the exact
+``X^T diag(h) X v``; for losses that couple entries (a softmax over classes) it is the
+diagonal approximation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._boost import as_loss, default_roles
+from .api import CompiledLoss, Loss
+from .errors import LossError, LossShapeError
+
+__all__ = ["LinearModelObjective", "LossObjective", "linear_model", "objective"]
+
+
+class _PointCache:
+    """Remembers the last point's value, gradient and Hessian: scipy asks for them apart."""
+
+    def __init__(self):
+        self.x: np.ndarray | None = None
+        self.value_and_grad: tuple[float, np.ndarray] | None = None
+        self.hessian: np.ndarray | None = None
+
+    def at(self, x: np.ndarray) -> None:
+        if self.x is None or self.x.shape != x.shape or not np.array_equal(self.x, x):
+            self.x = np.array(x, dtype=np.float64, copy=True)
+            self.value_and_grad = None
+            self.hessian = None
+
+
+class LossObjective:
+    """``fun``/``jac``/``hessp`` of a loss over one of its inputs, flattened to a vector.
+
+    The other inputs are fixed at construction. ``shape`` is the input's shape (``x`` is
+    its flattening); ``x0`` a starting point of zeros.
+    """
+
+    def __init__(self, compiled: CompiledLoss, wrt: str, shape: tuple[int, ...],
+                 fixed: Mapping[str, Any], sample_weight: Any = None):
+        self.compiled = compiled
+        self.wrt = wrt
+        self.shape = tuple(shape)
+        self.fixed = dict(fixed)
+        self.sample_weight = sample_weight
+        self._cache = _PointCache()
+
+    @property
+    def x0(self) -> np.ndarray:
+        """A starting point: zeros."""
+        return np.zeros(int(np.prod(self.shape)))
+
+    def _inputs(self, x: np.ndarray) -> dict[str, Any]:
+        return {**self.fixed, self.wrt: np.asarray(x, dtype=np.float64).reshape(self.shape)}
+
+    def fun_and_jac(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(value, gradient)`` from one kernel call (``minimize(..., jac=True)``)."""
+        self._cache.at(x)
+        if self._cache.value_and_grad is None:
+            value, gradient = self.compiled.value_and_grad(
+                self.wrt, sample_weight=self.sample_weight, **self._inputs(x))
+            self._cache.value_and_grad = (float(value), np.asarray(gradient).reshape(-1))
+        return self._cache.value_and_grad
+
+    def fun(self, x: np.ndarray) -> float:
+        """The loss value at ``x``."""
+        return self.fun_and_jac(x)[0]
+
+    def jac(self, x: np.ndarray) -> np.ndarray:
+        """The gradient at ``x`` (flattened)."""
+        return self.fun_and_jac(x)[1]
+
+    def hess_diag(self, x: np.ndarray) -> np.ndarray:
+        """The diagonal of the Hessian at ``x`` (flattened)."""
+        self._cache.at(x)
+        if self._cache.hessian is None:
+            hessian = self.compiled.hessian(self.wrt, sample_weight=self.sample_weight,
+                                            **self._inputs(x))
+            self._cache.hessian = np.asarray(hessian).reshape(-1)
+        return self._cache.hessian
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Hessian-vector product with the diagonal Hessian at ``x``."""
+        return self.hess_diag(x) * v
+
+    def hess(self, x: np.ndarray) -> np.ndarray:
+        """The (diagonal) Hessian at ``x`` as a dense matrix, for small problems."""
+        return np.diag(self.hess_diag(x))
+
+
+class LinearModelObjective:
+    """A linear model ``p = X @ coef (+ intercept)`` fitted under a loss; parameters flattened.
+
+    For K outputs (a loss over classes, or multi-target labels) ``coef`` is (d, K) and the
+    intercept (K,). ``l2`` adds ``0.5 * l2 * ||coef||^2`` (not on the intercept). The chain
+    rule through ``X`` is applied here: ``jac = X^T dL/dp``, ``hessp(v) = X^T (h * (X v))``.
+    """
+
+    def __init__(self, compiled: CompiledLoss, X: np.ndarray, wrt: str, label: str,
+                 y: Any, outputs: int | None, fixed: Mapping[str, Any], sample_weight: Any,
+                 fit_intercept: bool, l2: float):
+        self.compiled = compiled
+        self.X = np.asarray(X, dtype=np.float64)
+        if self.X.ndim != 2:
+            raise LossShapeError(f"X must be a matrix (n_samples, n_features), got shape "
+                                 f"{self.X.shape}")
+        self.wrt, self.label = wrt, label
+        self.y = np.asarray(y)
+        if self.y.shape[0] != self.X.shape[0]:
+            raise LossShapeError(f"X has {self.X.shape[0]} rows but y has {self.y.shape[0]}")
+        self.outputs = outputs
+        self.fixed = dict(fixed)
+        self.sample_weight = sample_weight
+        self.fit_intercept = fit_intercept
+        self.l2 = float(l2)
+        self._cache = _PointCache()
+
+    @property
+    def n_params(self) -> int:
+        """Length of the parameter vector."""
+        rows = self.X.shape[1] + (1 if self.fit_intercept else 0)
+        return rows * (self.outputs or 1)
+
+    @property
+    def x0(self) -> np.ndarray:
+        """A starting point: zeros."""
+        return np.zeros(self.n_params)
+
+    def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | float]:
+        """``(coef, intercept)`` from a parameter vector (intercept 0 without one)."""
+        d = self.X.shape[1]
+        matrix = np.asarray(x, dtype=np.float64).reshape(-1, self.outputs or 1)
+        coef, intercept = matrix[:d], matrix[d] if self.fit_intercept else np.zeros(matrix.shape[1])
+        if self.outputs is None:
+            return coef[:, 0], float(intercept[0])
+        return coef, intercept
+
+    def predict(self, x: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """The linear predictor ``p`` for parameters ``x`` (on the training ``X`` by default)."""
+        coef, intercept = self.unpack(x)
+        return np.asarray(self.X if X is None else X, dtype=np.float64) @ coef + intercept
+
+    def _inputs(self, p: np.ndarray) -> dict[str, Any]:
+        return {**self.fixed, self.label: self.y, self.wrt: p}
+
+    def _chain(self, dp: np.ndarray) -> np.ndarray:
+        """Parameters' gradient from the gradient in ``p``: ``X^T dp`` (and ``sum dp``)."""
+        dp2 = dp.reshape(self.X.shape[0], -1)
+        rows = [self.X.T @ dp2]
+        if self.fit_intercept:
+            rows.append(dp2.sum(axis=0, keepdims=True))
+        return np.vstack(rows).reshape(-1)
+
+    def _penalty_mask(self) -> np.ndarray:
+        mask = np.ones((self.X.shape[1] + (1 if self.fit_intercept else 0), self.outputs or 1))
+        if self.fit_intercept:
+            mask[-1] = 0
+        return mask.reshape(-1)
+
+    def fun_and_jac(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(value, gradient)`` from one kernel call (``minimize(..., jac=True)``)."""
+        self._cache.at(x)
+        if self._cache.value_and_grad is None:
+            value, gradient = self.compiled.value_and_grad(
+                self.wrt, sample_weight=self.sample_weight, **self._inputs(self.predict(x)))
+            jacobian = self._chain(np.asarray(gradient))
+            if self.l2:
+                penalized = self._penalty_mask() * x
+                value += 0.5 * self.l2 * float(penalized @ penalized)
+                jacobian = jacobian + self.l2 * penalized
+            self._cache.value_and_grad = (float(value), jacobian)
+        return self._cache.value_and_grad
+
+    def fun(self, x: np.ndarray) -> float:
+        """The loss of the linear model with parameters ``x``."""
+        return self.fun_and_jac(x)[0]
+
+    def jac(self, x: np.ndarray) -> np.ndarray:
+        """The gradient with respect to the parameters."""
+        return self.fun_and_jac(x)[1]
+
+    def _hessian_p(self, x: np.ndarray) -> np.ndarray:
+        self._cache.at(x)
+        if self._cache.hessian is None:
+            self._cache.hessian = np.asarray(self.compiled.hessian(
+                self.wrt, sample_weight=self.sample_weight, **self._inputs(self.predict(x))))
+        return self._cache.hessian
+
+    def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """``H v = X^T (h * (X v)) + l2 v`` with ``h`` the loss's diagonal Hessian in ``p``."""
+        h = self._hessian_p(x).reshape(self.X.shape[0], -1)
+        direction = self.predict(v) if self.fit_intercept else \
+            self.X @ np.asarray(v).reshape(self.X.shape[1], -1)
+        product = self._chain(h * direction.reshape(h.shape))
+        return product + self.l2 * self._penalty_mask() * v
+
+    def hess(self, x: np.ndarray) -> np.ndarray:
+        """The dense Hessian ``X1^T diag(h) X1`` (one output; ``X1`` = X with a ones column)."""
+        if self.outputs is not None:
+            raise LossError("hess() is for single-output models; use hessp for K outputs")
+        h = self._hessian_p(x)
+        design = np.hstack([self.X, np.ones((self.X.shape[0], 1))]) if self.fit_intercept \
+            else self.X
+        return design.T @ (h[:, None] * design) + np.diag(self.l2 * self._penalty_mask())
+
+
+def objective(loss: str | Loss | CompiledLoss, wrt: str, *, shape: tuple[int, ...] | None = None,
+              reduction: str = "mean", sample_weight: Any = None,
+              params: Mapping[str, float] | None = None, target: str | None = None,
+              **inputs: Any) -> LossObjective:
+    """Minimise a loss over its input ``wrt``; the other inputs are given as keywords.
+
+    ``shape`` is ``wrt``'s shape (default: the shape of the label-like input given, i.e. of
+    the first array among ``inputs``; a vector of that many rows).
+    """
+    definition, compiled_params, compiled_target = as_loss(loss)
+    compiled = definition.compile(target or compiled_target or "cpu", reduction,
+                                  {**compiled_params, **dict(params or {})})
+    if shape is None:
+        arrays = [np.shape(v) for v in inputs.values() if np.ndim(v) > 0]
+        if not arrays:
+            raise LossError("pass shape=... (the shape of the input being optimised)")
+        shape = arrays[0]
+    return LossObjective(compiled, wrt, shape, inputs, sample_weight)
+
+
+def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | None = None,
+                 label: str | None = None, fit_intercept: bool = True, l2: float = 0.0,
+                 outputs: int | None = None, reduction: str = "mean",
+                 sample_weight: Any = None, inputs: Mapping[str, Any] | None = None,
+                 params: Mapping[str, float] | None = None,
+                 target: str | None = None) -> LinearModelObjective:
+    """Fit ``p = X @ coef + intercept`` under a loss with ``scipy.optimize.minimize``.
+
+    ``wrt``/``label`` are the prediction and label inputs (guessed as for GBDTs: label ``y`` or
+    the first of two). ``outputs`` is K for K scores per row (a loss over classes: default
+    1 + max label for integer labels, or the label matrix's width). ``inputs`` sets the
+    loss's other inputs (scalars or per-row arrays).
+    """
+    definition, compiled_params, compiled_target = as_loss(loss)
+    label, wrt = default_roles(definition, wrt, label, dict(inputs or {}))
+    compiled = definition.compile(target or compiled_target or "cpu", reduction,
+                                  {**compiled_params, **dict(params or {})})
+    y_array = np.asarray(y)
+    if outputs is None:
+        ranks = compiled.default_ranks()
+        if ranks[wrt] == 2:  # a loss over classes
+            outputs = y_array.shape[1] if y_array.ndim == 2 else int(np.max(y_array)) + 1
+        elif y_array.ndim == 2:
+            outputs = y_array.shape[1]
+    return LinearModelObjective(compiled, np.asarray(X), wrt, label, y_array, outputs,
+                                inputs or {}, sample_weight, fit_intercept, l2)

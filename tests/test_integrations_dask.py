@@ -1,0 +1,154 @@
+"""lossdsl.dask: chunked evaluation equals one call over all the data; xgboost.dask training."""
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+import lossdsl  # noqa: E402
+import lossdsl.dask as ld  # noqa: E402
+
+N = 1000
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(6)
+    y = (rng.random(N) > 0.6).astype(float)
+    p = rng.normal(size=N)
+    weight = rng.uniform(0.1, 2.0, size=N)
+    return {
+        "y": y, "p": p, "weight": weight,
+        # deliberately different chunkings: inputs are aligned on the first one's
+        "Y": da.from_array(y, chunks=170), "P": da.from_array(p, chunks=230),
+        "W": da.from_array(weight, chunks=100),
+    }
+
+
+def _check(text, reduction, data, weighted=True, wrt="p"):
+    single = lossdsl.compile(text, reduction=reduction)
+    chunked = ld.compile(text, reduction=reduction)
+    kwargs = {"sample_weight": data["weight"]} if weighted else {}
+    dask_kwargs = {"sample_weight": data["W"]} if weighted else {}
+    value, gradient = chunked.value_and_grad(wrt, y=data["Y"], p=data["P"], **dask_kwargs)
+    assert gradient.chunks == data["P"].chunks or gradient.chunks == data["Y"].chunks
+    np.testing.assert_allclose(value.compute(), single(y=data["y"], p=data["p"], **kwargs),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gradient.compute(),
+                               single.grad(wrt, y=data["y"], p=data["p"], **kwargs),
+                               rtol=1e-10, atol=1e-15)
+    return single, chunked, kwargs, dask_kwargs
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_per_sample_loss_matches_single_call(data, reduction, weighted):
+    single, chunked, kwargs, dask_kwargs = _check("bce_logits(y, p)", reduction, data, weighted)
+    gradient, hessian = chunked.grad_and_hessian("p", y=data["Y"], p=data["P"], **dask_kwargs)
+    np.testing.assert_allclose(hessian.compute(),
+                               single.hessian("p", y=data["y"], p=data["p"], **kwargs),
+                               rtol=1e-12, atol=1e-18)
+    np.testing.assert_allclose(chunked.hessian("p", y=data["Y"], p=data["P"],
+                                               **dask_kwargs).compute(), hessian.compute())
+
+
+@pytest.mark.parametrize("text", [
+    "dice(y, sigmoid(p))",                               # the whole loss is a ratio of sums
+    "1 - (2*sum(y*p) + 1)/(sum(y) + sum(p) + 1)",
+])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nested_reductions_two_phases(data, text, reduction):
+    _check(text, reduction, data, weighted=False)
+
+
+@pytest.mark.parametrize("text", [
+    "mse(y, p) + 0.1*mean(p)^2",               # a per-sample loss plus a scalar penalty
+    "(p - mean(p))^2*y + sum(y*p)^2/100",      # inner sums inside the per-sample terms
+])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mixed_per_sample_and_nested_terms(data, text, reduction):
+    _check(text, reduction, data, weighted=True)
+
+
+def test_class_matrix_inputs(data):
+    rng = np.random.default_rng(7)
+    onehot = np.eye(4)[rng.integers(0, 4, N)]
+    logits = rng.normal(size=(N, 4))
+    single = lossdsl.compile("cce_logits(y, z)")
+    chunked = ld.compile("cce_logits(y, z)")
+    Z = da.from_array(logits, chunks=(300, 4))
+    value, gradient = chunked.value_and_grad("z", y=onehot, z=Z, sample_weight=data["weight"])
+    assert gradient.shape == (N, 4)
+    np.testing.assert_allclose(value.compute(), single(y=onehot, z=logits,
+                                                       sample_weight=data["weight"]))
+    np.testing.assert_allclose(gradient.compute(), single.grad("z", y=onehot, z=logits,
+                                                               sample_weight=data["weight"]))
+    elementwise = ld.compile("mse(y, z)")  # mean over N*K elements
+    np.testing.assert_allclose(elementwise(y=onehot, z=Z).compute(),
+                               lossdsl.compile("mse(y, z)")(y=onehot, z=logits))
+
+
+def test_regulariser_vector_goes_whole(data):
+    w = np.array([0.5, -1.0, 2.0])
+    text = "huber(y, p) + 0.1*l1(w)"
+    chunked = ld.compile(text)
+    value, gradient = chunked.value_and_grad("p", y=data["Y"], p=data["P"], w=w)
+    single = lossdsl.compile(text)
+    np.testing.assert_allclose(value.compute(), single(y=data["y"], p=data["p"], w=w))
+    np.testing.assert_allclose(gradient.compute(), single.grad("p", y=data["y"], p=data["p"], w=w))
+    with pytest.raises(lossdsl.LossError, match="one row per sample"):
+        chunked.grad("w", y=data["Y"], p=data["P"], w=w)
+
+
+def test_unsupported_cases_raise(data):
+    with pytest.raises(lossdsl.LossError, match="Hessian"):
+        ld.compile("dice(y, p)").hessian("p", y=data["Y"], p=data["P"])
+    with pytest.raises(lossdsl.LossError, match="nests"):
+        ld.compile("sum((p - mean(p))^2)")(p=data["P"])
+    with pytest.raises(lossdsl.LossShapeError, match="sample_weight"):
+        ld.compile("dice(y, p)")(y=data["Y"], p=data["P"], sample_weight=data["W"])
+    with pytest.raises(lossdsl.LossNameError, match="missing input"):
+        ld.compile("mse(y, p)")(y=data["Y"])
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        yield client
+
+
+def test_runs_on_local_cluster(client, data):
+    chunked = ld.compile("pseudo_huber(y, p)")
+    value, gradient = chunked.value_and_grad("p", y=data["Y"], p=data["P"],
+                                             sample_weight=data["W"])
+    value, gradient = client.compute([value, gradient], sync=True)
+    single = lossdsl.compile("pseudo_huber(y, p)")
+    kwargs = {"y": data["y"], "p": data["p"], "sample_weight": data["weight"]}
+    np.testing.assert_allclose(value, single(**kwargs))
+    np.testing.assert_allclose(gradient, single.grad("p", **kwargs))
+
+
+def test_xgboost_dask_same_model_as_builtin(client):
+    xgb_dask = pytest.importorskip("xgboost.dask")
+    import lossdsl.xgboost as lx
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    X = rng.normal(size=(n, 4))
+    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=n) > 0).astype(float)
+    weight = rng.uniform(0.5, 2.0, size=n)
+    dtrain = xgb_dask.DaskDMatrix(client, da.from_array(X, chunks=(500, 4)),
+                                  da.from_array(y, chunks=500),
+                                  weight=da.from_array(weight, chunks=500),
+                                  base_margin=da.zeros(n, chunks=500))
+    params = {"nthread": 1, "max_depth": 3, "eta": 0.3, "tree_method": "hist"}
+    objective = lx.objective("bce_logits(y, p)", target="cpu")
+    ours = xgb_dask.train(client, params, dtrain, 8, obj=objective)["booster"]
+    theirs = xgb_dask.train(client, {**params, "objective": "binary:logistic"}, dtrain,
+                            8)["booster"]
+    ours_margin = xgb_dask.predict(client, ours, dtrain, output_margin=True).compute()
+    theirs_margin = xgb_dask.predict(client, theirs, dtrain, output_margin=True).compute()
+    assert np.abs(theirs_margin).max() > 1
+    np.testing.assert_allclose(ours_margin, theirs_margin, rtol=1e-5, atol=1e-5)

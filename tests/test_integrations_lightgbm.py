@@ -1,0 +1,161 @@
+"""lossdsl.lightgbm: same models as LightGBM's built-in objectives, weights, shapes, init score."""
+
+import math
+
+import numpy as np
+import pytest
+
+lgb = pytest.importorskip("lightgbm")
+import lossdsl  # noqa: E402
+import lossdsl.lightgbm as ll  # noqa: E402
+
+ROUNDS = 8
+PARAMS = {"verbose": -1, "num_threads": 1, "num_leaves": 7, "learning_rate": 0.3,
+          "deterministic": True}
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(1)
+    n = 300
+    X = rng.normal(size=(n, 4))
+    y = X[:, 0] - 0.5 * X[:, 1] + 0.5 * rng.normal(size=n)
+    return {
+        "X": X,
+        "y": y,
+        "binary": (y > 0).astype(float),
+        "counts": rng.poisson(np.exp(0.5 * X[:, 0])).astype(float),
+        "classes": np.digitize(X[:, 0] + 0.3 * rng.normal(size=n), [-0.5, 0.5]),
+        "weight": rng.uniform(0.2, 3.0, size=n),
+    }
+
+
+def _train(data, label, objective, extra=None, num_class=None, weighted=False, rounds=ROUNDS):
+    n = len(label)
+    start = np.zeros((n, num_class)) if num_class else np.zeros(n)
+    dataset = lgb.Dataset(data["X"], label, weight=data["weight"] if weighted else None,
+                          init_score=start)
+    params = {**PARAMS, **(extra or {}), "objective": objective}
+    if num_class:
+        params["num_class"] = num_class
+    return lgb.train(params, dataset, rounds)
+
+
+@pytest.mark.parametrize("text,builtin,label,scale", [
+    ("half_mse(y, p)", "regression", "y", 1.0),
+    ("bce_logits(y, p)", "binary", "binary", 1.0),
+    # LightGBM's poisson Hessian is exp(p + poisson_max_delta_step), the step 0.7
+    ("exp(p) - y*p", "poisson", "counts", math.exp(0.7)),
+])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_same_model_as_builtin(data, text, builtin, label, scale, weighted):
+    objective = ll.objective(text, hessian_scale=scale, target="cpu")
+    ours = _train(data, data[label], objective, weighted=weighted)
+    theirs = _train(data, data[label], builtin, weighted=weighted)
+    X = data["X"]
+    assert np.abs(theirs.predict(X, raw_score=True)).max() > 0.5
+    np.testing.assert_allclose(ours.predict(X, raw_score=True),
+                               theirs.predict(X, raw_score=True), rtol=1e-6, atol=1e-6)
+
+
+def test_same_model_as_multiclass(data):
+    # LightGBM's multiclass Hessian is K/(K-1) p (1 - p)
+    objective = ll.objective("sparse_cce_logits(y, z)", hessian_scale=3 / 2, target="cpu")
+    ours = _train(data, data["classes"], objective, num_class=3, weighted=True)
+    theirs = _train(data, data["classes"], "multiclass", num_class=3, weighted=True)
+    raw = ours.predict(data["X"], raw_score=True)
+    assert raw.shape == (300, 3)
+    np.testing.assert_allclose(raw, theirs.predict(data["X"], raw_score=True), atol=1e-6)
+
+
+def test_multiclass_shapes_both_layouts(data):
+    objective = ll.objective("sparse_cce_logits(y, z)", target="cpu")
+    dataset = lgb.Dataset(data["X"], data["classes"]).construct()
+    scores = np.zeros((300, 3))
+    gradient, hessian = objective(scores, dataset)
+    assert gradient.shape == hessian.shape == (300, 3)
+    np.testing.assert_allclose(gradient, 1 / 3 - np.eye(3)[data["classes"]])
+    # LightGBM < 4: flat class-major scores in, flat class-major gradients out
+    flat_gradient, _ = objective(scores.T.reshape(-1), dataset)
+    np.testing.assert_array_equal(flat_gradient, gradient.T.reshape(-1))
+
+
+def test_weights_applied_weight_two_equals_duplicated_row(data):
+    X, y = data["X"], data["y"]
+    weight = np.ones(len(y))
+    weight[:60] = 2.0
+    objective = ll.objective("pseudo_huber(y, p)", target="cpu")
+    scores = np.linspace(-1, 1, 300)
+    g_weighted, h_weighted = objective(y, scores, weight)
+    g_dup, h_dup = objective(np.concatenate([y, y[:60]]), np.concatenate([scores, scores[:60]]))
+    np.testing.assert_allclose(g_weighted[:60], g_dup[:60] + g_dup[300:])
+    np.testing.assert_allclose(h_weighted[:60], h_dup[:60] + h_dup[300:])
+    # With a bin per distinct value and depth-1 trees, LightGBM itself treats a weight of 2
+    # and a duplicated row alike (otherwise its bin boundaries and row-count heuristics
+    # differ, for built-in objectives too).
+    settings = {"n_estimators": ROUNDS, "max_depth": 1, "n_jobs": 1, "verbose": -1,
+                "min_child_samples": 1, "min_data_in_bin": 1, "max_bin": 1023,
+                "deterministic": True}
+    weighted = lgb.LGBMRegressor(objective=objective, **settings).fit(X, y, sample_weight=weight)
+    duplicated = lgb.LGBMRegressor(objective=objective, **settings).fit(
+        np.vstack([X, X[:60]]), np.concatenate([y, y[:60]]))
+    unweighted = lgb.LGBMRegressor(objective=objective, **settings).fit(X, y)
+    np.testing.assert_allclose(weighted.predict(X), duplicated.predict(X), atol=1e-9)
+    assert np.abs(weighted.predict(X) - unweighted.predict(X)).max() > 1e-2
+
+
+def test_sklearn_weighted_matches_builtin(data):
+    X, y, w = data["X"], data["binary"], data["weight"]
+    settings = {"n_estimators": ROUNDS, "num_leaves": 7, "learning_rate": 0.3, "n_jobs": 1,
+                "verbose": -1, "deterministic": True}
+    ours = lgb.LGBMClassifier(objective=ll.objective("bce_logits(y, p)", target="cpu"),
+                              **settings).fit(X, y, sample_weight=w, init_score=np.zeros(300))
+    theirs = lgb.LGBMClassifier(objective="binary", boost_from_average=False,
+                                **settings).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(ours.predict(X, raw_score=True),
+                               theirs.predict(X, raw_score=True), atol=1e-6)
+
+
+def test_sklearn_multiclass(data):
+    objective = ll.objective("cce_logits(y, z)", target="cpu")
+    model = lgb.LGBMClassifier(objective=objective, n_estimators=ROUNDS, num_leaves=7,
+                               n_jobs=1, verbose=-1).fit(data["X"], data["classes"])
+    raw = model.predict(data["X"], raw_score=True)
+    assert raw.shape == (300, 3)
+    assert np.mean(np.argmax(raw, axis=1) == data["classes"]) > 0.7
+
+
+def test_init_score_and_metric(data):
+    objective = ll.objective("exp(p) - y*p", target="cpu")
+    counts, w = data["counts"], data["weight"]
+    start = ll.init_score(objective, counts, w)
+    assert start == pytest.approx(math.log(np.sum(w * counts) / np.sum(w)), abs=1e-8)
+    dataset = lgb.Dataset(data["X"], counts, weight=w, init_score=objective.base_margin(counts, w))
+    history = {}
+    booster = lgb.train({**PARAMS, "objective": objective, "metric": "None"}, dataset, ROUNDS,
+                        valid_sets=[dataset], valid_names=["train"],
+                        feval=ll.metric(objective, name="poisson_deviance"),
+                        callbacks=[lgb.record_evaluation(history)])
+    curve = history["train"]["poisson_deviance"]
+    assert curve[-1] < curve[0]
+    # LightGBM does not store the init score: add it back to raw predictions
+    raw = booster.predict(data["X"], raw_score=True) + start
+    expected = lossdsl.compile("exp(p) - y*p")(y=counts, p=raw, sample_weight=w)
+    assert curve[-1] == pytest.approx(expected, rel=1e-7)  # LightGBM sums scores in float32 trees
+    name, value, higher_is_better = ll.metric("exp(p) - y*p")(counts, raw, w)
+    assert (name, higher_is_better) == ("lossdsl", False)
+    assert value == pytest.approx(expected)
+
+
+def test_quantile_trains_with_constant_hessian(data):
+    X, y = data["X"], data["y"]
+    objective = ll.objective("quantile(y, p, 0.8)", target="cpu")
+    assert objective.policy == "constant"
+    start = objective.init_score(y)
+    assert np.mean(y <= start) == pytest.approx(0.8, abs=0.01)
+    booster = lgb.train({**PARAMS, "objective": objective},
+                        lgb.Dataset(X, y, init_score=np.full(300, start)), 40)
+    fitted = booster.predict(X, raw_score=True) + start
+    assert np.mean(y <= fitted) == pytest.approx(0.8, abs=0.08)
+    pinball = lossdsl.compile("quantile(y, p, 0.8)")
+    assert pinball(y=y, p=fitted) < 0.8 * pinball(y=y, p=np.full(300, start))

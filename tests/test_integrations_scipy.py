@@ -1,0 +1,102 @@
+"""lossdsl.scipy: fitted models against known solutions (least squares, quantile LP, logistic)."""
+
+import numpy as np
+import pytest
+
+optimize = pytest.importorskip("scipy.optimize")
+import lossdsl  # noqa: E402
+import lossdsl.scipy as ls  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def regression():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 3.0 + rng.normal(size=200)
+    return X, y
+
+
+def test_least_squares_matches_lstsq(regression):
+    X, y = regression
+    model = ls.linear_model("half_mse(y, p)", X, y)
+    design = np.hstack([X, np.ones((200, 1))])
+    expected = np.linalg.lstsq(design, y, rcond=None)[0]
+    for options in ({"hessp": model.hessp, "method": "trust-ncg"},
+                    {"hess": model.hess, "method": "trust-exact"},
+                    {"method": "L-BFGS-B"}):
+        result = optimize.minimize(model.fun, model.x0, jac=model.jac, tol=1e-12, **options)
+        np.testing.assert_allclose(result.x, expected, rtol=1e-5, atol=1e-6)
+    coef, intercept = model.unpack(expected)
+    np.testing.assert_allclose(model.predict(expected), X @ coef + intercept)
+
+
+def test_ridge_matches_closed_form(regression):
+    X, y = regression
+    model = ls.linear_model("half_mse(y, p)", X, y, fit_intercept=False, l2=0.5,
+                            reduction="sum")
+    result = optimize.minimize(model.fun, model.x0, jac=model.jac,
+                               hessp=model.hessp, method="trust-ncg", tol=1e-12)
+    expected = np.linalg.solve(X.T @ X + 0.5 * np.eye(3), X.T @ y)
+    np.testing.assert_allclose(result.x, expected, rtol=1e-6)
+
+
+def test_quantile_regression_matches_linear_program(regression):
+    X, y = regression
+    alpha = 0.8
+    model = ls.linear_model(f"quantile(y, p, {alpha})", X, y)
+    result = optimize.minimize(model.fun, model.x0, jac=model.jac, method="L-BFGS-B")
+    n, d = X.shape[0], X.shape[1] + 1
+    # min sum alpha u + (1 - alpha) v  s.t.  X1 beta + u - v = y,  u, v >= 0
+    cost = np.concatenate([np.zeros(d), np.full(n, alpha), np.full(n, 1 - alpha)]) / n
+    equality = np.hstack([np.hstack([X, np.ones((n, 1))]), np.eye(n), -np.eye(n)])
+    bounds = [(None, None)] * d + [(0, None)] * (2 * n)
+    program = optimize.linprog(cost, A_eq=equality, b_eq=y, bounds=bounds)
+    assert result.fun == pytest.approx(program.fun, rel=1e-4)
+    np.testing.assert_allclose(result.x, program.x[:d], atol=0.02)
+    assert np.mean(y <= model.predict(result.x)) == pytest.approx(alpha, abs=0.02)
+
+
+def test_weighted_logistic_regression_score_equations():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 2))
+    y = (X @ np.array([2.0, -1.0]) + 0.5 + rng.logistic(size=300) > 0).astype(float)
+    weight = rng.uniform(0.5, 2.0, size=300)
+    model = ls.linear_model("bce_logits(y, p)", X, y, sample_weight=weight)
+    result = optimize.minimize(model.fun, model.x0, jac=model.jac, hessp=model.hessp,
+                               method="trust-ncg", options={"gtol": 1e-10})
+    probability = 1 / (1 + np.exp(-model.predict(result.x)))
+    design = np.hstack([X, np.ones((300, 1))])
+    # at the weighted MLE the score X1^T w (p - y) is zero
+    np.testing.assert_allclose(design.T @ (weight * (probability - y)), 0, atol=1e-6)
+
+
+def test_multiclass_linear_model():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(150, 2))
+    classes = np.argmax(X @ np.array([[2.0, 0.0, -2.0], [0.0, 2.0, -1.0]]), axis=1)
+    model = ls.linear_model("sparse_cce_logits(y, z)", X, classes, l2=1e-2)
+    assert model.outputs == 3 and model.n_params == 9
+    result = optimize.minimize(model.fun, model.x0, jac=model.jac, method="L-BFGS-B")
+    coef, intercept = model.unpack(result.x)
+    assert coef.shape == (2, 3) and intercept.shape == (3,)
+    accuracy = np.mean(np.argmax(model.predict(result.x), axis=1) == classes)
+    assert accuracy > 0.9
+    # the gradient is the chain rule through X: compare with finite differences
+    x = rng.normal(size=9)
+    step = 1e-6
+    numeric = [(model.fun(x + step * e) - model.fun(x - step * e)) / (2 * step)
+               for e in np.eye(9)]
+    np.testing.assert_allclose(model.jac(x), numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_objective_over_an_input():
+    y = np.array([0.0, 1.0, 5.0])
+    problem = ls.objective("huber(y, p) + 0.5*l2(p)", "p", y=y, reduction="sum")
+    result = optimize.minimize(problem.fun, problem.x0, jac=problem.jac, hessp=problem.hessp,
+                               method="trust-ncg", tol=1e-12)
+    # stationarity: huber'(p - y) + p = 0  →  p = y/2 inside delta, p = 1 for y = 5
+    np.testing.assert_allclose(result.x, [0.0, 0.5, 1.0], atol=1e-8)
+    compiled = lossdsl.compile("huber(y, p) + 0.5*l2(p)", reduction="sum")
+    np.testing.assert_allclose(problem.hess_diag(result.x), compiled.hessian("p", y=y, p=result.x))
+    value, gradient = problem.fun_and_jac(result.x)
+    assert value == pytest.approx(compiled(y=y, p=result.x))
