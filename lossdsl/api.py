@@ -21,6 +21,7 @@ from . import cache, diff, shapes
 from .codegen import cpu
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir import Node, node, toposort, walk
+from .lower import lower
 from .resolve import LossDefinition, Scope, load_scope, resolve_text
 from .schedule import Output, plan
 from .simplify import simplify
@@ -214,7 +215,7 @@ class CompiledLoss:
              **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
         """Gradient with respect to ``wrt`` (an array shaped like it), or a dict for a tuple."""
         names = self._wrt(wrt)
-        _, *grads = self._compute(True, names, (), inputs, sample_weight)
+        grads = self._compute(False, names, (), inputs, sample_weight)
         return grads[0] if isinstance(wrt, str) else dict(zip(names, grads))
 
     def value_and_grad(self, wrt: str | Iterable[str], sample_weight: Any = None,
@@ -260,8 +261,8 @@ class CompiledLoss:
         """The generated kernel source (of the last kernel used, else of value and gradients)."""
         if self._last_source is not None:
             return self._last_source
-        ranks = self._default_ranks()
-        differentiable = tuple(n for n in self.inputs if n not in self._label_inputs())
+        ranks = self.default_ranks()
+        differentiable = tuple(n for n in self.inputs if n not in self.label_inputs())
         kernel = self._kernel(ranks, False, np.dtype(np.float64), True, differentiable, ())
         return kernel.source
 
@@ -279,16 +280,17 @@ class CompiledLoss:
                                     did_you_mean(name, self.inputs))
         return names
 
-    def _label_inputs(self) -> frozenset[str]:
-        """Inputs used as integer class labels (by pick/onehot): kept as integers."""
+    def label_inputs(self) -> frozenset[str]:
+        """Inputs used as integer class labels (by ``pick``/``onehot``): kept as integers."""
         if self._labels is None:
             self._labels = frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
                                      if n.op == "class_index" and n.args[0].op == "input")
         return self._labels
 
-    def _default_ranks(self) -> dict[str, int]:
-        """Ranks for symbolic work: inputs reduced over classes are matrices, labels vectors."""
-        labels = self._label_inputs()
+    def default_ranks(self) -> dict[str, int]:
+        """The rank each input usually has: 2 (an (N, K) matrix) for inputs reduced over
+        classes, 1 (a vector) otherwise, labels included. Used for symbolic work."""
+        labels = self.label_inputs()
         ranks = {name: 1 for name in self.inputs}
         for n in walk(self.loss.definition.graph):
             if n.op in ("rowsum", "rowmax", "rowmean"):
@@ -298,7 +300,7 @@ class CompiledLoss:
         return ranks
 
     def _default_objective(self, name: str):
-        objective, typed = self._specialize(self._default_ranks(), False)
+        objective, typed = self._specialize(self.default_ranks(), False)
         return objective, typed[name]
 
     def _specialize(self, ranks: dict[str, int], weighted: bool):
@@ -335,7 +337,7 @@ class CompiledLoss:
                 gradient = gradients.get(name) or diff.grad(objective.total, typed[name])
                 hessian = diff.hessian_diag(objective.total, typed[name], gradient)
                 outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
-            nodes = simplify(stabilize([o.node for o in outputs]))
+            nodes = lower(simplify(stabilize([o.node for o in outputs])))
             outputs = [Output(o.name, n, o.axes) for o, n in zip(outputs, nodes)]
             schedule = plan(outputs)
             if self.target == "cuda":
@@ -416,7 +418,7 @@ class CompiledLoss:
         dtype = np.result_type(*float_dtypes) if float_dtypes else np.dtype(np.float64)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        labels = self._label_inputs()
+        labels = self.label_inputs()
         for name, array in arrays.items():
             if not isinstance(array, np.ndarray):
                 continue  # device data: the kernels convert each element they read (T(x))
@@ -542,7 +544,7 @@ class CompiledLoss:
             if isinstance(labels, np.ndarray):
                 bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
                 index = int(np.argmax(bad))
-                found = (index, labels.flat[index]) if bad.flat[index] else None
+                found = (index, labels.flat[index].item()) if bad.flat[index] else None
             else:  # on the device: checked there (a GPU does not bounds-check the pick)
                 from .codegen import cuda_runtime
 
@@ -563,7 +565,10 @@ def schedule_outputs(schedule) -> list[Output]:
 def _is_device_array(value: Any) -> bool:
     if isinstance(value, np.ndarray):
         return False
-    if hasattr(value, "__cuda_array_interface__"):  # CuPy, PyTorch CUDA, Numba device arrays
+    try:
+        if hasattr(value, "__cuda_array_interface__"):  # CuPy, PyTorch CUDA, Numba arrays
+            return True
+    except RuntimeError:  # a PyTorch CUDA tensor that requires grad refuses to export itself
         return True
     # the arrays of Numba's CUDA simulator have no interface; they exist once it is imported
     simulated = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
