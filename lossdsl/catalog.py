@@ -66,6 +66,20 @@ def _text(source: str, span) -> str:
     return " ".join(part.strip() for part in [first, *middle, last])
 
 
+def _body(definition: str) -> str:
+    """The formula of a ``def`` statement's text: what follows the ``=`` after its parameters.
+
+    (Read from the statement rather than from the body's span: a binary operator's span is the
+    operator token, so a body such as ``(p - y)^2`` would come out as ``^``.)
+    """
+    start, depth = definition.index("("), 0
+    for position, character in enumerate(definition[start:], start):
+        depth += {"(": 1, ")": -1}.get(character, 0)
+        if depth == 0:  # the parameter list's closing parenthesis
+            return definition[definition.index("=", position) + 1 :].strip()
+    raise ValueError(f"not a def statement: {definition!r}")
+
+
 def _entry(info: DefInfo) -> Entry:
     syntax = info.syntax
     source = syntax.span.source or ""
@@ -73,9 +87,8 @@ def _entry(info: DefInfo) -> Entry:
         (p.name, None if p.default is None else _text(source, p.default.span))
         for p in syntax.parameters
     )
-    return Entry(
-        info.name, parameters, info.doc, _text(source, syntax.body.span), syntax.span.file or ""
-    )
+    formula = _body(_text(source, syntax.span))
+    return Entry(info.name, parameters, info.doc, formula, syntax.span.file or "")
 
 
 def entries() -> list[Entry]:

@@ -1,0 +1,1132 @@
+"""The built-in loss library (``lossdsl/prelude/*.loss``) against independent references.
+
+One table, ``CASES``: every loss of the catalog with inputs (ordinary, and extreme where the
+math is finite: logits +-1e4 in float64 and +-80 in float32, probabilities 0 and 1, residuals
+1e8, zeros) and a reference written independently of the prelude (PyTorch, SciPy, or the
+reference library's formula in NumPy). For each case:
+
+* the value (``reduction="none"``) matches the reference,
+* the gradient and diagonal Hessian match central finite differences of the float64 value;
+  where the finite-difference stencil shows a kink (``mae`` at 0, the clamp of ``bce``), the
+  gradient must lie between the one-sided slopes and the Hessian is only required finite
+  where it exists (not at a kink of the value, where it is a Dirac mass),
+* float32 inputs run float32 kernels whose results match the float64 ones.
+
+Reductions ("mean", "sum", "none") and sample weights are checked on one loss of each kind.
+Kernels are cached per loss (one value kernel and one fused gradient+Hessian kernel per
+dtype), so the whole file compiles about four kernels per loss.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.spatial.distance
+import scipy.special
+import scipy.stats
+import torch
+import torch.nn.functional as F
+
+import lossdsl
+from lossdsl import ast, catalog
+from lossdsl.parse import parse
+from lossdsl.resolve import PRELUDE_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+N, K = 8, 4  # samples, classes
+BIG64, BIG32 = 1e4, 80.0  # extreme logits in float64 / float32
+EPS64 = np.finfo(np.float64).eps
+
+Inputs = dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- input makers
+
+
+def _sigmoid(x):
+    return scipy.special.expit(x)
+
+
+def regression(rng, positive_y: bool = False, spread: float = 2.0) -> Inputs:
+    y = rng.uniform(0.5, 3.0, N) if positive_y else rng.normal(0.0, 2.0, N)
+    return {"y": y, "p": y + rng.normal(0.0, spread, N)}
+
+
+def regression_extreme(big: float, residuals=(1e8, -1e8, 0.0), positive_y: bool = False) -> Inputs:
+    """Residuals 1e8 (either side) and exact zeros, including y = p = 0."""
+    y = np.array([0.5, 1.5, 1.0, 2.0, 3.0, 0.25]) if positive_y else np.array(
+        [0.0, 1.5, 0.0, -2.0, 3.0, -0.25])
+    return {"y": y, "p": y + np.resize(np.asarray(residuals, dtype=float), y.size)}
+
+
+def binary_logits(rng, labels=(0.0, 1.0)) -> Inputs:
+    return {"y": rng.choice(labels, N), "z": rng.normal(0.0, 2.0, N)}
+
+
+def binary_logits_extreme(big: float) -> Inputs:
+    return {"y": np.array([0.0, 1.0, 0.0, 1.0, 0.3]), "z": np.array([big, big, -big, -big, big])}
+
+
+def margin_extreme(big: float) -> Inputs:
+    return {"y": np.array([1.0, -1.0, 1.0, -1.0]), "z": np.array([big, big, -big, -big])}
+
+
+def binary_probabilities(rng) -> Inputs:
+    return {"y": rng.choice([0.0, 1.0], N), "p": rng.uniform(0.05, 0.95, N)}
+
+
+def binary_probabilities_extreme(big: float) -> Inputs:
+    return {"y": np.array([0.0, 1.0, 0.0, 1.0, 0.5, 1.0]),
+            "p": np.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.5])}
+
+
+def class_logits(rng, sparse: bool = False) -> Inputs:
+    z = rng.normal(0.0, 2.0, (N, K))
+    if sparse:
+        return {"y": rng.integers(0, K, N), "z": z}
+    return {"y": rng.dirichlet(np.ones(K), N), "z": z}
+
+
+def class_logits_extreme(big: float, sparse: bool = False) -> Inputs:
+    z = np.array([[big, -big, 0.0, 1.0], [-big, big, -big, 2.0],
+                  [big, -1.0, -big, 0.0], [0.5, -big, 0.0, -0.5], [2.0, 2.0, -big, 0.0]])
+    labels = np.array([0, 0, 2, 1, 1])  # right and wrong confident classes, a tie
+    return {"y": labels if sparse else np.eye(K)[labels], "z": z}
+
+
+def margin_scores(rng, margin: float = 1.0) -> Inputs:
+    """Integer labels and scores with every margin - z_y + z_k clear of the hinge's kink."""
+    labels, z = rng.integers(0, K, N), rng.normal(0.0, 2.0, (N, K))
+    for i in range(N):
+        while np.any(np.abs(margin - z[i, labels[i]] + z[i]) < 0.05):
+            z[i] = rng.normal(0.0, 2.0, K)
+    return {"y": labels, "z": z}
+
+
+def class_probabilities(rng, sparse: bool = False) -> Inputs:
+    p = rng.dirichlet(2 * np.ones(K), N)
+    if sparse:
+        return {"y": rng.integers(0, K, N), "p": p}
+    return {"y": rng.dirichlet(np.ones(K), N), "p": p}
+
+
+def class_probabilities_extreme(big: float, sparse: bool = False,
+                                label_mass: bool = False) -> Inputs:
+    """Probability rows with exact 0s and 1s; with ``label_mass`` the labels never sit on a 0."""
+    p = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0],
+                  [0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    labels = np.array([0, 1, 0, 3]) if label_mass else np.array([0, 0, 2, 3])
+    return {"y": labels if sparse else np.eye(K)[labels], "p": p}
+
+
+def multilabel_logits(rng) -> Inputs:
+    return {"y": rng.choice([0.0, 1.0], (N, K)), "z": rng.normal(0.0, 2.0, (N, K))}
+
+
+def multilabel_logits_extreme(big: float) -> Inputs:
+    return {"y": np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]]),
+            "z": np.array([[big, big, -big, -big], [-big, big, big, 0.5]])}
+
+
+def multilabel_probabilities(rng) -> Inputs:
+    return {"y": rng.choice([0.0, 1.0], (N, K)), "p": rng.uniform(0.05, 0.95, (N, K))}
+
+
+def multilabel_probabilities_extreme(big: float) -> Inputs:
+    return {"y": np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]]),
+            "p": np.array([[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.5, 0.5]])}
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Case:
+    """One loss call, its reference and its inputs."""
+
+    call: str
+    reference: Callable[[Inputs], np.ndarray]  # float64 values: per sample, or a scalar
+    ordinary: Callable[[np.random.Generator], Inputs]
+    extreme: Callable[[float], Inputs] | None  # takes the extreme logit size (1e4 or 80)
+    wrt: tuple[str, ...] = ()  # inputs to differentiate (default: the loss's prediction)
+    reduction_check: bool = False  # also check mean/sum reductions and sample weights
+
+    @property
+    def loss(self) -> str:
+        return self.call.split("(", 1)[0]
+
+    @property
+    def derivatives(self) -> tuple[str, ...]:
+        return self.wrt or (catalog.entry(self.loss).prediction(),)
+
+    def inputs(self) -> Inputs:
+        return _typed(self.ordinary(np.random.default_rng(zlib.crc32(self.call.encode()))))
+
+
+def _typed(inputs: Inputs) -> Inputs:
+    return {name: (value if np.asarray(value).dtype.kind in "iu" else np.asarray(value, float))
+            for name, value in inputs.items()}
+
+
+def _t(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _onehot(labels) -> np.ndarray:
+    return np.eye(K)[np.asarray(labels)]
+
+
+def _softmax(z) -> np.ndarray:
+    return _np(torch.softmax(_t(z), dim=1))
+
+
+def _keras_probabilities(p, eps=1e-7) -> np.ndarray:
+    """Keras' treatment of probability rows: renormalise, then clip to [eps, 1 - eps]."""
+    p = np.asarray(p, float)
+    return np.clip(p / p.sum(axis=1, keepdims=True), eps, 1 - eps)
+
+
+# references, one small function per loss (named after it)
+
+def ref_pseudo_huber(d, delta=1.0):
+    r = d["p"] - d["y"]
+    return delta**2 * (np.sqrt(1 + (r / delta) ** 2) - 1)
+
+
+def ref_fair(d, c=1.0):
+    a = np.abs(d["p"] - d["y"]) / c
+    return c**2 * (a - np.log1p(a))
+
+
+def ref_tukey(d, c=4.685):
+    r = d["p"] - d["y"]
+    return np.where(np.abs(r) <= c, c**2 / 6 * (1 - (1 - (r / c) ** 2) ** 3), c**2 / 6)
+
+
+def ref_pinball(d, alpha=0.5):
+    diff = d["y"] - d["p"]
+    return np.maximum(alpha * diff, (alpha - 1) * diff)
+
+
+def ref_expectile(d, alpha=0.5):
+    return np.abs(alpha - (d["y"] < d["p"])) * (d["y"] - d["p"]) ** 2
+
+
+def ref_smape(d):
+    numerator, denominator = 200 * np.abs(d["p"] - d["y"]), np.abs(d["y"]) + np.abs(d["p"])
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
+
+
+def ref_msle(d, eps=1e-7):  # Keras' code: log(max(x, eps) + 1)
+    return (np.log(np.maximum(d["p"], eps) + 1) - np.log(np.maximum(d["y"], eps) + 1)) ** 2
+
+
+def ref_gamma(d):  # the exponential (shape 1 gamma) log-likelihood: log mu + y/mu
+    with np.errstate(over="ignore"):
+        value = -scipy.stats.expon.logpdf(d["y"], scale=np.exp(d["z"]))
+    return np.where(np.isfinite(value), value, d["z"] + d["y"] * np.exp(-d["z"]))
+
+
+def ref_tweedie(d, rho=1.5):
+    """Half the unit Tweedie deviance minus its y-only term (sklearn drops it)."""
+    y, z = d["y"], d["z"]  # mu = exp(z), mu^a written exp(a z) so that z = 1000 stays finite
+    deviance = 2 * (np.power(y, 2 - rho) / ((1 - rho) * (2 - rho))
+                    - y * np.exp((1 - rho) * z) / (1 - rho) + np.exp((2 - rho) * z) / (2 - rho))
+    return deviance / 2 - np.power(y, 2 - rho) / ((1 - rho) * (2 - rho))
+
+
+def ref_negative_binomial(d, alpha=1.0):
+    y, z = d["y"], d["z"]
+    r = 1 / alpha
+    with np.errstate(all="ignore"):
+        mu = np.exp(z)
+        value = -scipy.stats.nbinom.logpmf(y, r, 1 / (1 + alpha * mu))
+    # where mu over/underflows, the likelihood in its log-space form
+    m = z + math.log(alpha)
+    stable = ((y + r) * np.logaddexp(0, m) - y * m + scipy.special.gammaln(r)
+              + scipy.special.gammaln(y + 1) - scipy.special.gammaln(y + r))
+    return np.where(np.isfinite(value) & (np.abs(z) < 700), value, stable)
+
+
+def ref_bce(d, smoothing=0.0):
+    y = d["y"] * (1 - smoothing) + 0.5 * smoothing
+    return _np(F.binary_cross_entropy(_t(d["p"]), _t(y), reduction="none"))
+
+
+def ref_bce_logits(d, pos_weight=1.0, smoothing=0.0):
+    y = d["y"] * (1 - smoothing) + 0.5 * smoothing
+    return _np(F.binary_cross_entropy_with_logits(
+        _t(d["z"]), _t(y), pos_weight=_t(pos_weight), reduction="none"))
+
+
+def ref_focal(d, alpha=0.25, gamma=2.0):
+    """Keras' binary_focal_crossentropy (clipped BCE, unclipped p_t), alpha_t as torchvision."""
+    y, p = d["y"], d["p"]
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    bce = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+    p_t = y * p + (1 - y) * (1 - p)
+    loss = (1 - p_t) ** gamma * bce
+    return loss * (alpha * y + (1 - alpha) * (1 - y)) if alpha >= 0 else loss
+
+
+def ref_focal_logits(d, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss, restated with torch operations."""
+    z, y = _t(d["z"]), _t(d["y"])
+    p = torch.sigmoid(z)
+    ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return _np(loss)
+
+
+def ref_modified_huber(d):
+    margin = d["y"] * d["z"]
+    return np.where(margin >= 1, 0.0, np.where(margin >= -1, (1 - margin) ** 2, -4 * margin))
+
+
+def ref_exponential(d):  # sklearn's y exp(-z) + (1 - y) exp(z), each term only where it counts
+    y, z = d["y"], d["z"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(y == 1, np.exp(-z), np.where(y == 0, np.exp(z),
+                                                     y * np.exp(-z) + (1 - y) * np.exp(z)))
+
+
+def ref_cce(d, smoothing=0.0):
+    q = _keras_probabilities(d["p"])
+    y = d["y"] * (1 - smoothing) + smoothing / K
+    return -(y * np.log(q)).sum(axis=1)
+
+
+def ref_cce_logits(d, smoothing=0.0):
+    return _np(F.cross_entropy(_t(d["z"]), _t(d["y"]), reduction="none", label_smoothing=smoothing))
+
+
+def ref_sparse_cce(d):
+    q = _keras_probabilities(d["p"])
+    return -np.log(q[np.arange(len(d["y"])), d["y"]])
+
+
+def ref_sparse_cce_logits(d, smoothing=0.0):
+    return _np(F.cross_entropy(_t(d["z"]), torch.as_tensor(d["y"]), reduction="none",
+                               label_smoothing=smoothing))
+
+
+def ref_categorical_focal(d, alpha=0.25, gamma=2.0):
+    q = _keras_probabilities(d["p"])
+    return (alpha * (1 - q) ** gamma * -d["y"] * np.log(q)).sum(axis=1)
+
+
+def ref_categorical_focal_logits(d, alpha=0.25, gamma=2.0):
+    z = _t(d["z"])
+    q, log_q = torch.softmax(z, 1), torch.log_softmax(z, 1)
+    return _np(-(alpha * (1 - q) ** gamma * _t(d["y"]) * log_q).sum(1))
+
+
+def ref_poly1(d, epsilon=2.0):
+    p = d["p"] / d["p"].sum(axis=1, keepdims=True)
+    return ref_cce(d) + epsilon * (d["y"] * (1 - p)).sum(axis=1)
+
+
+def ref_poly1_logits(d, epsilon=2.0):  # optax.poly_loss_cross_entropy
+    return ref_cce_logits(d) + epsilon * (d["y"] * (1 - _softmax(d["z"]))).sum(axis=1)
+
+
+def ref_gce(d, q=0.5):  # keras: p_t = sum(one_hot(y) * p); (1 - p_t^q)/q
+    p_t = (_onehot(d["y"]) * d["p"]).sum(axis=1)
+    return (1 - p_t**q) / q
+
+
+def ref_gce_logits(d, q=0.5):
+    return ref_gce({"y": d["y"], "p": _softmax(d["z"])}, q)
+
+
+def ref_multiclass_hinge(d):  # optax.multiclass_hinge_loss
+    onehot = _onehot(d["y"])
+    return np.max(d["z"] + 1 - onehot, axis=1) - (d["z"] * onehot).sum(axis=1)
+
+
+def ref_kl_div(d, eps=1e-7):  # keras.losses.KLDivergence via torch's kl_div
+    y, p = np.clip(d["y"], eps, 1), np.clip(d["p"], eps, 1)
+    return _np(F.kl_div(torch.log(_t(p)), _t(y), reduction="none").sum(1))
+
+
+def ref_dice(d, smooth=1.0):
+    y, p = d["y"], d["p"]
+    return 1 - (2 * (y * p).sum() + smooth) / (y.sum() + p.sum() + smooth)
+
+
+def ref_tversky(d, alpha=0.5, beta=0.5, smooth=1.0):  # Salehi et al.: alpha on FP, beta on FN
+    y, p = d["y"], d["p"]
+    tp, fp, fn = (y * p).sum(), ((1 - y) * p).sum(), (y * (1 - p)).sum()
+    return 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+
+
+def ref_asymmetric(d, under=1.0, over=1.0, power=1):
+    shortfall, excess = np.maximum(d["y"] - d["p"], 0), np.maximum(d["p"] - d["y"], 0)
+    return under * shortfall**power + over * excess**power
+
+
+def ref_linex(d, a=1.0, b=1.0):
+    r = d["p"] - d["y"]
+    return b * (np.exp(a * r) - a * r - 1)
+
+
+def ref_cost_sensitive_bce(d, fn_cost=1.0, fp_cost=1.0):
+    z, y = _t(d["z"]), _t(d["y"])
+    return _np(-(fn_cost * y * F.logsigmoid(z) + fp_cost * (1 - y) * F.logsigmoid(-z)))
+
+
+COSTS = np.array([[0.0, 1.0, 2.0, 5.0], [4.0, 0.0, 1.0, 2.0],
+                  [9.0, 3.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]])  # C[true class, predicted]
+
+
+def expected_cost_inputs(rng) -> Inputs:
+    return {"cost": COSTS[rng.integers(0, K, N)], "z": rng.normal(0.0, 2.0, (N, K))}
+
+
+def expected_cost_extreme(big: float) -> Inputs:
+    extreme = class_logits_extreme(big, sparse=True)
+    return {"cost": COSTS[extreme["y"]], "z": extreme["z"]}
+
+
+def ref_expected_cost(d):  # sum_k C[y_i, k] P(k | z_i)
+    return np.einsum("ik,ik->i", d["cost"], _softmax(d["z"]))
+
+
+def _regression(**options):
+    return functools.partial(regression, **options)
+
+
+def _regression_extreme(**options):
+    return functools.partial(regression_extreme, **options)
+
+
+def _logit_extreme(values: Callable[[float], tuple[float, ...]], labels=(0.0, 3.0)):
+    """Extreme raw scores for a log-link count loss: ``values(big)`` with the given targets."""
+
+    def make(big: float) -> Inputs:
+        z = np.asarray(values(big), dtype=float)
+        return {"y": np.resize(np.asarray(labels, dtype=float), z.size), "z": z}
+
+    return make
+
+
+def count_log_link(rng) -> Inputs:
+    return {"y": rng.poisson(3.0, N).astype(float), "z": rng.normal(1.0, 1.0, N)}
+
+
+def positive_log_link(rng) -> Inputs:
+    return {"y": rng.uniform(0.5, 3.0, N), "z": rng.normal(0.5, 1.0, N)}
+
+
+def rate(rng) -> Inputs:
+    return {"y": rng.poisson(3.0, N).astype(float), "p": rng.uniform(0.5, 5.0, N)}
+
+
+def rate_extreme(big: float) -> Inputs:
+    return {"y": np.array([0.0, 4.0, 0.0, 2.0]), "p": np.array([0.0, 0.0, 1e8, 1e8])}
+
+
+def gaussian(rng) -> Inputs:
+    y = rng.normal(0.0, 2.0, N)
+    return {"y": y, "p": y + rng.normal(0.0, 1.0, N), "var": rng.uniform(0.3, 3.0, N)}
+
+
+def gaussian_extreme(big: float) -> Inputs:
+    extreme = regression_extreme(big)
+    return {**extreme, "var": np.array([1.0, 2.0, 0.5, 1e8, 1e-3, 1.0])}
+
+
+def vectors(rng) -> Inputs:
+    return {"y": rng.normal(0.0, 1.0, (N, K)), "p": rng.normal(0.0, 1.0, (N, K))}
+
+
+def vectors_extreme(big: float) -> Inputs:
+    """Huge entries next to zeros (a zero vector has no direction: not a point to test)."""
+    return {"y": np.array([[1e8, 0.0, -1e8, 1.0], [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 1.0]]),
+            "p": np.array([[1e8, 1e8, 0.0, 0.0], [0.0, 0.0, 0.0, 1e8], [0.0, 0.0, 2.0, 0.0]])}
+
+
+def overlap(rng) -> Inputs:
+    return {"y": rng.choice([0.0, 1.0], N), "p": rng.uniform(0.05, 0.95, N)}
+
+
+def overlap_extreme(big: float) -> Inputs:
+    return {"y": np.array([0.0, 1.0, 0.0, 1.0, 1.0]), "p": np.array([0.0, 0.0, 1.0, 1.0, 0.5])}
+
+
+def distributions(rng) -> Inputs:
+    return {"y": rng.dirichlet(np.ones(K), N), "p": rng.dirichlet(2 * np.ones(K), N)}
+
+
+def distributions_extreme(big: float) -> Inputs:
+    """Zeros in the target rows (p stays positive: the log-form gradients are finite there)."""
+    return {"y": np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0], [0.25] * 4]),
+            "p": np.array([[0.7, 0.1, 0.1, 0.1], [1e-12, 0.5, 0.5 - 1e-12, 1e-300], [0.25] * 4])}
+
+
+def log_distributions(rng) -> Inputs:
+    d = distributions(rng)
+    return {"y": d["y"], "log_p": np.log(d["p"])}
+
+
+def log_distributions_extreme(big: float) -> Inputs:
+    return {"y": np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0]]),
+            "log_p": np.array([[0.0, -big, -big, -big], [-big, -big, 0.0, -big]])}
+
+
+def weights(rng) -> Inputs:
+    return {"w": rng.normal(0.0, 2.0, N)}
+
+
+def weights_extreme(big: float) -> Inputs:
+    return {"w": np.array([0.0, 1e8, -1e8, 0.5, 0.0])}
+
+
+def groups(rng) -> Inputs:
+    return {"w": rng.normal(0.0, 2.0, (3, K))}
+
+
+def groups_extreme(big: float) -> Inputs:
+    return {"w": np.array([[0.0, 0.0, 0.0, 0.0], [1e8, -1e8, 0.0, 1.0], [1e-8, 0.0, 0.0, 0.0]])}
+
+
+def _losses(reference: Callable[..., torch.Tensor], names: str, **fixed):
+    """A reference from a torch.nn.functional loss called as ``f(prediction, target)``."""
+    prediction, target = names.split(",")
+
+    def compute(d: Inputs) -> np.ndarray:
+        return _np(reference(_t(d[prediction]), _t(d[target]), reduction="none", **fixed))
+
+    return compute
+
+
+CASES: list[Case] = [
+    # ------------------------------------------------------------------ regression
+    Case("mse(y, p)", _losses(F.mse_loss, "p,y"), regression, regression_extreme,
+         reduction_check=True),
+    Case("half_mse(y, p)", lambda d: 0.5 * _losses(F.mse_loss, "p,y")(d), regression,
+         regression_extreme),
+    Case("mae(y, p)", _losses(F.l1_loss, "p,y"), regression, regression_extreme),
+    Case("huber(y, p)", _losses(F.huber_loss, "p,y"), regression, regression_extreme),
+    Case("huber(y, p, 0.5)", _losses(F.huber_loss, "p,y", delta=0.5), regression,
+         regression_extreme),
+    Case("smooth_l1(y, p)", _losses(F.smooth_l1_loss, "p,y"), regression, regression_extreme),
+    Case("smooth_l1(y, p, beta=0.3)", _losses(F.smooth_l1_loss, "p,y", beta=0.3), regression,
+         regression_extreme),
+    Case("pseudo_huber(y, p)", ref_pseudo_huber, regression, regression_extreme),
+    Case("pseudo_huber(y, p, 2.0)", functools.partial(ref_pseudo_huber, delta=2.0), regression,
+         regression_extreme),
+    Case("log_cosh(y, p)", lambda d: np.logaddexp(d["p"] - d["y"], d["y"] - d["p"]) - np.log(2),
+         regression, regression_extreme),
+    Case("fair(y, p)", ref_fair, regression, regression_extreme),
+    Case("fair(y, p, c=2.0)", functools.partial(ref_fair, c=2.0), regression, regression_extreme),
+    Case("cauchy(y, p, c=1.5)",
+         lambda d: 0.5 * 1.5**2 * np.log1p(((d["p"] - d["y"]) / 1.5) ** 2), regression,
+         regression_extreme),
+    Case("tukey_biweight(y, p)", ref_tukey, _regression(spread=5.0), regression_extreme),
+    Case("quantile(y, p, 0.9)", functools.partial(ref_pinball, alpha=0.9), regression,
+         regression_extreme),
+    Case("pinball(y, p)", ref_pinball, regression, regression_extreme),
+    Case("expectile(y, p, 0.2)", functools.partial(ref_expectile, alpha=0.2), regression,
+         regression_extreme),
+    Case("epsilon_insensitive(y, p, 0.5)",
+         lambda d: np.maximum(0, np.abs(d["p"] - d["y"]) - 0.5), regression, regression_extreme),
+    Case("squared_epsilon_insensitive(y, p)",
+         lambda d: np.maximum(0, np.abs(d["p"] - d["y"]) - 0.1) ** 2, regression,
+         regression_extreme),
+    Case("lq(y, p)", lambda d: np.abs(d["p"] - d["y"]) ** 1.5, regression, regression_extreme),
+    Case("mape(y, p)", lambda d: 100 * np.abs(d["y"] - d["p"]) / np.maximum(np.abs(d["y"]), 1e-7),
+         regression, regression_extreme),
+    Case("smape(y, p)", ref_smape, regression, regression_extreme),
+    Case("msle(y, p)", ref_msle, _regression(positive_y=True, spread=0.3),
+         _regression_extreme(positive_y=True)),
+    Case("poisson(y, p)",
+         lambda d: _np(F.poisson_nll_loss(_t(d["p"]), _t(d["y"]), log_input=False,
+                                          reduction="none")), rate, rate_extreme),
+    Case("poisson(y, p, full=1)",
+         lambda d: _np(F.poisson_nll_loss(_t(d["p"]), _t(d["y"]), log_input=False, full=True,
+                                          reduction="none")), rate, rate_extreme),
+    Case("poisson_log(y, z)",
+         lambda d: _np(F.poisson_nll_loss(_t(d["z"]), _t(d["y"]), reduction="none")),
+         count_log_link, _logit_extreme(lambda big: (-big, -big, 0.0))),
+    Case("poisson_log(y, z, full=1)",
+         lambda d: _np(F.poisson_nll_loss(_t(d["z"]), _t(d["y"]), full=True, reduction="none")),
+         count_log_link, _logit_extreme(lambda big: (-big, -big, 0.0))),
+    Case("gamma(y, z)", ref_gamma, positive_log_link,
+         _logit_extreme(lambda big: (big, big, -20.0), labels=(0.5, 3.0))),
+    Case("tweedie(y, z)", ref_tweedie, count_log_link,
+         _logit_extreme(lambda big: (min(big, 500.0), -min(big, 500.0), 0.0))),
+    Case("tweedie(y, z, 1.2)", functools.partial(ref_tweedie, rho=1.2), count_log_link,
+         _logit_extreme(lambda big: (min(big, 500.0), -min(big, 500.0), 0.0))),
+    Case("gaussian_nll(y, p, var)",
+         lambda d: _np(F.gaussian_nll_loss(_t(d["p"]), _t(d["y"]), _t(d["var"]),
+                                           reduction="none")),
+         gaussian, gaussian_extreme, wrt=("p", "var")),
+    Case("gaussian_nll(y, p, var, full=1)",
+         lambda d: _np(F.gaussian_nll_loss(_t(d["p"]), _t(d["y"]), _t(d["var"]), full=True,
+                                           reduction="none")),
+         gaussian, gaussian_extreme),
+    Case("negative_binomial(y, z)", ref_negative_binomial, count_log_link,
+         _logit_extreme(lambda big: (big, -big, big, -big))),
+    Case("negative_binomial(y, z, alpha=0.3)",
+         functools.partial(ref_negative_binomial, alpha=0.3), count_log_link,
+         _logit_extreme(lambda big: (big, -big, big, -big))),
+    # ------------------------------------------------------------------ binary classification
+    Case("bce(y, p)", ref_bce, binary_probabilities, binary_probabilities_extreme),
+    Case("bce(y, p, label_smoothing=0.2)", functools.partial(ref_bce, smoothing=0.2),
+         binary_probabilities, binary_probabilities_extreme),
+    Case("bce_logits(y, z)", ref_bce_logits, binary_logits, binary_logits_extreme,
+         reduction_check=True),
+    Case("bce_logits(y, z, pos_weight=3.0, label_smoothing=0.1)",
+         functools.partial(ref_bce_logits, pos_weight=3.0, smoothing=0.1), binary_logits,
+         binary_logits_extreme),
+    Case("multilabel_bce(y, p)",
+         lambda d: _np(F.binary_cross_entropy(_t(d["p"]), _t(d["y"]), reduction="none").mean(1)),
+         multilabel_probabilities, multilabel_probabilities_extreme),
+    Case("multilabel_bce_logits(y, z)",
+         lambda d: _np(F.multilabel_soft_margin_loss(_t(d["z"]), _t(d["y"]), reduction="none")),
+         multilabel_logits, multilabel_logits_extreme),
+    Case("focal(y, p)", ref_focal, binary_probabilities, binary_probabilities_extreme),
+    Case("focal(y, p, alpha=-1, gamma=3.0)", functools.partial(ref_focal, alpha=-1, gamma=3.0),
+         binary_probabilities, binary_probabilities_extreme),
+    Case("focal_logits(y, z)", ref_focal_logits, binary_logits, binary_logits_extreme),
+    Case("focal_logits(y, z, alpha=0.6, gamma=1.5)",
+         functools.partial(ref_focal_logits, alpha=0.6, gamma=1.5), binary_logits,
+         binary_logits_extreme),
+    Case("hinge(y, z)", lambda d: np.maximum(0, 1 - d["y"] * d["z"]),
+         functools.partial(binary_logits, labels=(-1.0, 1.0)), margin_extreme),
+    Case("squared_hinge(y, z)", lambda d: np.maximum(0, 1 - d["y"] * d["z"]) ** 2,
+         functools.partial(binary_logits, labels=(-1.0, 1.0)), margin_extreme),
+    Case("modified_huber(y, z)", ref_modified_huber,
+         functools.partial(binary_logits, labels=(-1.0, 1.0)), margin_extreme),
+    Case("perceptron(y, z)", lambda d: np.maximum(0, -d["y"] * d["z"]),
+         functools.partial(binary_logits, labels=(-1.0, 1.0)), margin_extreme),
+    # torch.nn.SoftMarginLoss's formula; torch itself overflows to inf for y z < -710
+    Case("soft_margin(y, z)", lambda d: np.logaddexp(0, -d["y"] * d["z"]),
+         functools.partial(binary_logits, labels=(-1.0, 1.0)), margin_extreme),
+    Case("exponential(y, z)", ref_exponential, binary_logits,
+         lambda big: {"y": np.array([1.0, 0.0, 1.0, 0.0]), "z": np.array([big, -big, 0.0, 0.0])}),
+    # ------------------------------------------------------------------ multiclass
+    Case("cce(y, p)", ref_cce, class_probabilities, class_probabilities_extreme),
+    Case("cce(y, p, label_smoothing=0.1)", functools.partial(ref_cce, smoothing=0.1),
+         class_probabilities, class_probabilities_extreme),
+    Case("cce_logits(y, z)", ref_cce_logits, class_logits, class_logits_extreme),
+    Case("cce_logits(y, z, label_smoothing=0.2)", functools.partial(ref_cce_logits, smoothing=0.2),
+         class_logits, class_logits_extreme),
+    Case("sparse_cce(y, p)", ref_sparse_cce, functools.partial(class_probabilities, sparse=True),
+         functools.partial(class_probabilities_extreme, sparse=True)),
+    Case("sparse_cce_logits(y, z)", ref_sparse_cce_logits,
+         functools.partial(class_logits, sparse=True),
+         functools.partial(class_logits_extreme, sparse=True), reduction_check=True),
+    Case("sparse_cce_logits(y, z, label_smoothing=0.1)",
+         functools.partial(ref_sparse_cce_logits, smoothing=0.1),
+         functools.partial(class_logits, sparse=True),
+         functools.partial(class_logits_extreme, sparse=True)),
+    Case("label_smoothing(y, z)", functools.partial(ref_cce_logits, smoothing=0.1), class_logits,
+         class_logits_extreme),
+    Case("categorical_focal(y, p)", ref_categorical_focal, class_probabilities,
+         class_probabilities_extreme),
+    Case("categorical_focal_logits(y, z)", ref_categorical_focal_logits, class_logits,
+         class_logits_extreme),
+    Case("categorical_focal_logits(y, z, alpha=1.0, gamma=0.5)",
+         functools.partial(ref_categorical_focal_logits, alpha=1.0, gamma=0.5), class_logits,
+         class_logits_extreme),
+    Case("poly1(y, p)", ref_poly1, class_probabilities, class_probabilities_extreme),
+    Case("poly1_logits(y, z)", ref_poly1_logits, class_logits, class_logits_extreme),
+    Case("poly1_logits(y, z, epsilon=-1.0)", functools.partial(ref_poly1_logits, epsilon=-1.0),
+         class_logits, class_logits_extreme),
+    Case("gce(y, p)", ref_gce, functools.partial(class_probabilities, sparse=True),
+         functools.partial(class_probabilities_extreme, sparse=True, label_mass=True)),
+    Case("gce_logits(y, z, q=0.7)", functools.partial(ref_gce_logits, q=0.7),
+         functools.partial(class_logits, sparse=True),
+         functools.partial(class_logits_extreme, sparse=True)),
+    Case("multiclass_hinge(y, z)", ref_multiclass_hinge,
+         functools.partial(class_logits, sparse=True),
+         functools.partial(class_logits_extreme, sparse=True)),
+    Case("multi_margin(y, z)",
+         lambda d: _np(F.multi_margin_loss(_t(d["z"]), torch.as_tensor(d["y"]), reduction="none")),
+         margin_scores,
+         functools.partial(class_logits_extreme, sparse=True)),
+    Case("multi_margin(y, z, margin=2.0)",
+         lambda d: _np(F.multi_margin_loss(_t(d["z"]), torch.as_tensor(d["y"]), margin=2.0,
+                                           reduction="none")),
+         functools.partial(margin_scores, margin=2.0),
+         functools.partial(class_logits_extreme, sparse=True)),
+    Case("kl_div(y, p)", ref_kl_div, distributions, distributions_extreme, reduction_check=True),
+    Case("kl_div_log(y, log_p)",
+         lambda d: _np(F.kl_div(_t(d["log_p"]), _t(d["y"]), reduction="none").sum(1)),
+         log_distributions, log_distributions_extreme),
+    Case("js_div(y, p)",
+         lambda d: scipy.spatial.distance.jensenshannon(d["y"], d["p"], axis=1) ** 2,
+         distributions, distributions_extreme),
+    # ------------------------------------------------------------------ nested reductions
+    Case("dice(y, p)", ref_dice, overlap, overlap_extreme),
+    Case("dice(y, p, smooth=0.0)", functools.partial(ref_dice, smooth=0.0), overlap,
+         overlap_extreme),
+    Case("tversky(y, p)", ref_tversky, overlap, overlap_extreme),
+    Case("tversky(y, p, alpha=0.3, beta=0.7, smooth=0.5)",
+         functools.partial(ref_tversky, alpha=0.3, beta=0.7, smooth=0.5), overlap,
+         overlap_extreme),
+    Case("rmsle(y, p)",
+         lambda d: np.sqrt(np.mean((np.log1p(d["p"]) - np.log1p(d["y"])) ** 2)),
+         _regression(positive_y=True, spread=0.3),
+         lambda big: {"y": np.array([0.0, 1e8, 0.0, 3.0]), "p": np.array([1e8, 0.0, 0.0, 3.0])}),
+    Case("cosine_similarity(y, p)",
+         lambda d: _np(-F.cosine_similarity(_t(d["y"]), _t(d["p"]), dim=1, eps=1e-6)),
+         vectors, vectors_extreme),
+    Case("cosine_distance(y, p)",
+         lambda d: _np(1 - F.cosine_similarity(_t(d["y"]), _t(d["p"]), dim=1, eps=1e-6)),
+         vectors, vectors_extreme),
+    # ------------------------------------------------------------------ regularizers
+    Case("l1(w)", lambda d: np.abs(d["w"]).sum(), weights, weights_extreme),
+    Case("l2(w)", lambda d: (d["w"] ** 2).sum(), weights, weights_extreme),
+    Case("elastic_net(w, alpha=0.1, l1_ratio=0.7)",  # sklearn ElasticNet's penalty
+         lambda d: 0.1 * (0.7 * np.abs(d["w"]).sum() + 0.5 * 0.3 * (d["w"] ** 2).sum()),
+         weights, weights_extreme),
+    Case("group_lasso(w)", lambda d: np.linalg.norm(d["w"], axis=1).sum(), groups,
+         groups_extreme),
+    # ------------------------------------------------------------------ business costs
+    Case("asymmetric_l1(y, p, under=3.0, over=0.5)",
+         functools.partial(ref_asymmetric, under=3.0, over=0.5), regression, regression_extreme,
+         reduction_check=True),
+    Case("asymmetric_l1(y, p)", ref_asymmetric, regression, regression_extreme),
+    Case("asymmetric_l2(y, p, under=3.0, over=0.5)",
+         functools.partial(ref_asymmetric, under=3.0, over=0.5, power=2), regression,
+         regression_extreme),
+    Case("linex(y, p)", ref_linex, regression,
+         _regression_extreme(residuals=(-1e8, 0.0, 30.0))),
+    Case("linex(y, p, a=-0.5, b=2.0)", functools.partial(ref_linex, a=-0.5, b=2.0), regression,
+         _regression_extreme(residuals=(1e8, 0.0, -60.0))),
+    Case("cost_sensitive_bce(y, z, fn_cost=40.0, fp_cost=2.0)",
+         functools.partial(ref_cost_sensitive_bce, fn_cost=40.0, fp_cost=2.0), binary_logits,
+         binary_logits_extreme, reduction_check=True),
+    Case("cost_sensitive_bce(y, z)", ref_cost_sensitive_bce, binary_logits,
+         binary_logits_extreme),
+    Case("expected_cost(cost, z)", ref_expected_cost, expected_cost_inputs,
+         expected_cost_extreme),
+]
+
+
+def _case_id(case: Case) -> str:
+    return case.call
+
+
+# ----------------------------------------------------------------------------- compiled losses
+
+
+@functools.cache
+def compiled(call: str, reduction: str = "none") -> lossdsl.CompiledLoss:
+    """One CompiledLoss per loss and reduction: its kernels are kept for every test."""
+    return lossdsl.compile(call, reduction=reduction)
+
+
+def _cast(inputs: Inputs, dtype) -> Inputs:
+    return {n: (v if np.asarray(v).dtype.kind in "iu" else np.asarray(v, dtype=dtype))
+            for n, v in inputs.items()}
+
+
+def values(case: Case, inputs: Inputs, dtype=np.float64):
+    return compiled(case.call)(**_cast(inputs, dtype))
+
+
+def derivatives(case: Case, inputs: Inputs, wrt: str, dtype=np.float64):
+    return compiled(case.call).grad_and_hessian(wrt, **_cast(inputs, dtype))
+
+
+def _extreme(case: Case, big: float) -> Inputs:
+    return _typed(case.extreme(big))
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+@dataclass
+class Stencil:
+    """Five-point central stencil of the float64 value around every element of one input."""
+
+    values: np.ndarray  # (5,) + shape: f(x - 2h), f(x - h), f(x), f(x + h), f(x + 2h)
+    step: np.ndarray
+
+    @property
+    def gradient(self) -> np.ndarray:
+        m2, m1, _, p1, p2 = self.values
+        return (m2 - 8 * m1 + 8 * p1 - p2) / (12 * self.step)
+
+    @property
+    def hessian(self) -> np.ndarray:
+        m2, m1, c, p1, p2 = self.values
+        return (-m2 + 16 * m1 - 30 * c + 16 * p1 - p2) / (12 * self.step**2)
+
+    @property
+    def slopes(self) -> tuple[np.ndarray, np.ndarray]:
+        _, m1, c, p1, _ = self.values
+        return (c - m1) / self.step, (p1 - c) / self.step
+
+    @property
+    def curvatures(self) -> tuple[np.ndarray, np.ndarray]:
+        m2, m1, c, p1, p2 = self.values
+        return (c - 2 * m1 + m2) / self.step**2, (p2 - 2 * p1 + c) / self.step**2
+
+    @property
+    def in_domain(self) -> np.ndarray:
+        return np.all(np.isfinite(self.values), axis=0)
+
+    @property
+    def scale(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return np.max(np.abs(np.nan_to_num(self.values, posinf=0, neginf=0)), axis=0) + 1e-300
+
+    def rounding(self, order: int) -> np.ndarray:
+        """The floating-point error bound of a difference quotient of this order."""
+        return (50 if order == 1 else 200) * EPS64 * self.scale / self.step**order
+
+    @property
+    def value_kink(self) -> np.ndarray:
+        """A kink of the value inside the stencil: the one-sided slopes jump by more than the
+        curvature explains (for a smooth f, right - left = h f'' up to O(h^3))."""
+        (left, right), (c_left, c_right) = self.slopes, self.curvatures
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(right - left - self.step * (c_left + c_right) / 2)
+            # (a C2 but not C3 point, fair or tukey at r = 0, leaves an O(h^2 f''') gap)
+            allowed = (1e-4 * (np.abs(left) + np.abs(right))
+                       + 1e-2 * self.step * (np.abs(c_left) + np.abs(c_right)) + self.rounding(1))
+            return ~(gap <= allowed)
+
+    @property
+    def curvature_jump(self) -> np.ndarray:
+        """The one-sided curvatures differ: a kink of the gradient (or a large third derivative)."""
+        c_left, c_right = self.curvatures
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(c_left - c_right)
+            return ~(gap <= 0.25 * (np.abs(c_left) + np.abs(c_right)) + self.rounding(2))
+
+
+def stencil(case: Case, inputs: Inputs, wrt: str, relative: float = 1e-3) -> Stencil:
+    """Evaluate the float64 value kernel around each element of ``inputs[wrt]``.
+
+    A per-sample loss of a vector is perturbed everywhere at once, a per-row loss of a
+    matrix one column at a time, and a batch-level (scalar) loss one element at a time.
+    """
+    x = inputs[wrt]
+    wanted = relative * np.maximum(0.1, np.abs(x))  # relative: 0.02 and 1e8 are both resolved
+    step = (x + wanted) - x  # a step that is exact in floating point
+    loss = compiled(case.call)
+
+    def f(shifted: np.ndarray):
+        return loss(**{**inputs, wrt: shifted})
+
+    out = np.empty((5,) + x.shape)
+    offsets = (-2, -1, 0, 1, 2)
+    if np.ndim(f(x)) == 0:  # the loss reduces over the batch itself
+        for index in np.ndindex(x.shape):
+            for j, offset in enumerate(offsets):
+                shifted = x.copy()
+                shifted[index] += offset * step[index]
+                out[(j,) + index] = f(shifted)
+    elif x.ndim == 1:
+        for j, offset in enumerate(offsets):
+            out[j] = f(x + offset * step)
+    else:
+        for k in range(x.shape[1]):
+            for j, offset in enumerate(offsets):
+                shifted = x.copy()
+                shifted[:, k] += offset * step[:, k]
+                out[j, :, k] = f(shifted)
+    return Stencil(out, step)
+
+
+def finite_differences(case: Case, inputs: Inputs, wrt: str) -> Stencil:
+    """A stencil per element: the coarse one (step 1e-3 |x|), or a 100 times finer one where
+    the coarse one sees a kink that the fine one does not (a steep exponential at z = 500, a
+    1/var term at small var): a true kink stays a kink at every step."""
+    coarse = stencil(case, inputs, wrt)
+    smooth = ~(coarse.value_kink | coarse.curvature_jump)
+    if smooth.all():
+        return coarse
+    fine = stencil(case, inputs, wrt, relative=1e-5)
+    use_fine = ~smooth & ~(fine.value_kink | fine.curvature_jump)
+    return Stencil(np.where(use_fine, fine.values, coarse.values),
+                   np.where(use_fine, fine.step, coarse.step))
+
+
+def _between(x, a, b, tolerance):
+    return (x >= np.minimum(a, b) - tolerance) & (x <= np.maximum(a, b) + tolerance)
+
+
+def check_derivatives(gradient: np.ndarray, hessian: np.ndarray, fd: Stencil, strict: bool):
+    """Compare the gradient and Hessian with finite differences of the value.
+
+    ``strict`` (ordinary inputs): every element must match the central differences. Else
+    (extreme inputs) an element where the stencil straddles a kink passes with a subgradient
+    between the one-sided slopes (and, for a kink of the gradient, a Hessian between the
+    one-sided curvatures; at a kink of the value the Hessian is a Dirac mass and is not
+    compared). Where the stencil leaves the domain (p < 0 next to p = 0) the derivatives
+    must be finite.
+    """
+    left, right = fd.slopes
+    c_left, c_right = fd.curvatures
+    with np.errstate(invalid="ignore"):
+        # truncation: O(h^4) terms, bounded by the slopes' / curvatures' scale, plus the O(h)
+        # error a central difference makes across a jump of the curvature
+        tolerance_g = (1e-6 * np.maximum.reduce([np.abs(fd.gradient), np.abs(left), np.abs(right)])
+                       + fd.step * np.abs(c_right - c_left) / 4 + fd.rounding(1))
+        tolerance_h = (1e-5 * np.maximum.reduce([np.abs(fd.hessian), np.abs(c_left),
+                                                 np.abs(c_right)])
+                       + 1e-2 * fd.step * np.abs(c_right - c_left) + fd.rounding(2))
+        gradient_ok = np.abs(gradient - fd.gradient) <= tolerance_g
+        hessian_ok = np.abs(hessian - fd.hessian) <= tolerance_h
+        if not strict:
+            # extreme points include C2 but not C3 ones (fair at r = 0), where the five-point
+            # second difference is only O(h) accurate; the one-sided curvatures show by how much
+            # (for a smooth f they agree with it to O(h^2))
+            third_order = np.abs((c_left + c_right) / 2 - fd.hessian)
+            hessian_ok |= np.abs(hessian - fd.hessian) <= 2 * third_order + tolerance_h
+            kink, jump = fd.value_kink, fd.curvature_jump
+            # a one-sided slope is off the one-sided derivative by h f''/2
+            slack = fd.step * np.maximum(np.abs(c_left), np.abs(c_right))
+            gradient_ok |= kink & _between(gradient, left, right, tolerance_g + slack)
+            hessian_ok |= kink | (jump & _between(hessian, c_left, c_right, tolerance_h))
+            gradient_ok = np.where(fd.in_domain, gradient_ok, True)
+            hessian_ok = np.where(fd.in_domain, hessian_ok, np.isfinite(hessian))
+        gradient_ok &= np.isfinite(gradient)
+    bad = ~gradient_ok
+    assert not bad.any(), (f"gradient {gradient[bad]} vs finite differences {fd.gradient[bad]} "
+                           f"(one-sided slopes {left[bad]}, {right[bad]})")
+    bad = ~hessian_ok
+    assert not bad.any(), (f"Hessian {hessian[bad]} vs finite differences {fd.hessian[bad]} "
+                           f"(one-sided curvatures {c_left[bad]}, {c_right[bad]})")
+
+
+def _close(actual, expected, rtol: float, what: str):
+    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.isfinite(actual).all(), f"{what}: not finite: {actual}"
+    scale = np.max(np.abs(expected)) if expected.size else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * 1e-3 * scale + 1e-300,
+                               err_msg=what)
+
+
+# ----------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_value_matches_reference(case: Case):
+    inputs = case.inputs()
+    _close(values(case, inputs), case.reference(inputs), 1e-9, "ordinary inputs")
+    if case.extreme is not None:
+        extreme = _extreme(case, BIG64)
+        _close(values(case, extreme), case.reference(extreme), 1e-9, "extreme inputs")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_derivatives_match_finite_differences(case: Case):
+    inputs = case.inputs()
+    for wrt in case.derivatives:
+        gradient, hessian = derivatives(case, inputs, wrt)
+        assert gradient.shape == hessian.shape == np.shape(inputs[wrt])
+        check_derivatives(gradient, hessian, finite_differences(case, inputs, wrt), strict=True)
+        if case.extreme is not None:
+            extreme = _extreme(case, BIG64)
+            gradient, hessian = derivatives(case, extreme, wrt)
+            fd = finite_differences(case, extreme, wrt)
+            check_derivatives(gradient, hessian, fd, strict=False)
+
+
+def _close32(actual, expected, what: str):
+    """float32 results against float64 ones on the same (float32) inputs; where the float64
+    result is not finite (lq's Hessian at r = 0 is infinite) the float32 one is not either."""
+    actual, expected = np.asarray(actual), np.asarray(expected, float)
+    finite = np.isfinite(expected)
+    assert np.array_equal(np.isfinite(actual), finite), f"{what}: {actual} vs {expected}"
+    actual, expected = actual[finite], expected[finite]
+    scale = np.max(np.abs(expected)) if expected.size else 0.0
+    np.testing.assert_allclose(actual.astype(float), expected, rtol=2e-3,
+                               atol=2e-4 * scale + 1e-30, err_msg=what)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_float32_kernels(case: Case):
+    sets = [case.inputs()] + ([_extreme(case, BIG32)] if case.extreme is not None else [])
+    for inputs in sets:
+        single = _cast(inputs, np.float32)
+        widened = _cast(single, np.float64)  # the same numbers, in float64
+        value = values(case, single, np.float32)
+        if np.ndim(value):
+            assert value.dtype == np.float32
+        _close32(value, values(case, widened), "value")
+        wrt = case.derivatives[0]
+        gradient, hessian = derivatives(case, single, wrt, np.float32)
+        assert gradient.dtype == hessian.dtype == np.float32
+        expected_gradient, expected_hessian = derivatives(case, widened, wrt)
+        _close32(gradient, expected_gradient, "gradient")
+        _close32(hessian, expected_hessian, "Hessian")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.reduction_check], ids=_case_id)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_reductions_and_sample_weights(case: Case, reduction: str, weighted: bool):
+    inputs = case.inputs()
+    wrt = case.derivatives[0]
+    per_sample = values(case, inputs)
+    gradient, hessian = derivatives(case, inputs, wrt)
+    samples = per_sample.shape[0]
+    weight = np.random.default_rng(3).uniform(0.2, 3.0, samples) if weighted else None
+    w = weight if weighted else np.ones(samples)
+    loss = compiled(case.call, reduction)
+    value = loss(**inputs, sample_weight=weight)
+    g, h = loss.grad_and_hessian(wrt, **inputs, sample_weight=weight)
+    scale = w / w.sum() if reduction == "mean" else w
+    if reduction == "none":
+        _close(value, w * per_sample, 1e-12, "weighted per-sample values")
+    else:
+        assert isinstance(value, float)
+        _close(value, np.sum(scale * per_sample), 1e-12, f"{reduction} value")
+    shaped = scale if gradient.ndim == 1 else scale[:, None]
+    _close(g, shaped * gradient, 1e-12, f"{reduction} gradient")
+    _close(h, shaped * hessian, 1e-12, f"{reduction} Hessian")
+
+
+def test_batch_level_losses_are_one_number_under_every_reduction():
+    case = next(c for c in CASES if c.call == "dice(y, p)")
+    inputs = case.inputs()
+    expected = case.reference(inputs)
+    for reduction in ("mean", "sum"):
+        assert compiled(case.call, reduction)(**inputs) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(lossdsl.LossShapeError, match="sample_weight"):
+        compiled(case.call, "mean")(**inputs, sample_weight=np.ones(N))
+
+
+def test_gaussian_nll_variance_clamp_passes_the_gradient_through_like_pytorch():
+    y, p = np.array([0.3, -1.0, 2.0]), np.array([0.5, 0.0, 2.0])
+    var = np.array([1e-9, 1e-7, 4.0])  # the first two are clamped at eps = 1e-6
+    gradient = compiled("gaussian_nll(y, p, var)").grad("var", y=y, p=p, var=var)
+    var_t = _t(var).requires_grad_()
+    F.gaussian_nll_loss(_t(p), _t(y), var_t, reduction="sum").backward()
+    np.testing.assert_allclose(gradient, _np(var_t.grad), rtol=1e-12)
+
+
+def test_every_prelude_loss_is_in_the_table():
+    tested = {case.loss for case in CASES}
+    defined = {entry.name for entry in catalog.entries()}
+    assert defined - tested == set(), "losses without a test case"
+    assert tested - defined == set(), "test cases of losses the prelude does not define"
+
+
+def test_prelude_defines_each_name_once_with_a_one_line_description_and_reference():
+    seen: dict[str, str] = {}
+    for path in sorted(PRELUDE_DIR.glob("*.loss")):
+        module = parse(path.read_text(), str(path))
+        for statement in module.statements:
+            if not isinstance(statement, ast.Def):
+                continue
+            name = statement.name
+            assert name not in seen, f"{name} is defined in {seen[name]} and {path.name}"
+            seen[name] = path.name
+            doc = statement.doc
+            assert doc and "\n" not in doc, f"{name}: needs a one-line comment above its def"
+            assert "Ref:" in doc and doc.split("Ref:", 1)[1].strip(), f"{name}: no reference"
+
+
+def test_argument_order_is_target_then_prediction():
+    for entry in catalog.entries():
+        required = entry.required
+        if required == ("w",):  # a regularizer
+            continue
+        assert required[0] in ("y", "cost"), entry.signature
+        assert required[1] in ("p", "z", "log_p"), entry.signature
+
+
+# ----------------------------------------------------------------------------- the examples
+
+
+def _example(name: str) -> lossdsl.Library:
+    return lossdsl.load(ROOT / "examples" / f"{name}.loss")
+
+
+def test_fraud_example():
+    lib = _example("fraud")
+    rng = np.random.default_rng(11)
+    y, z = rng.choice([0.0, 1.0], N), rng.normal(0.0, 3.0, N)
+    amount = rng.uniform(10.0, 500.0, N)
+    log_sigmoid = lambda x: -np.logaddexp(0, -x)  # noqa: E731
+    expected = -(40 * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
+    assert lib.fraud.compile()(y=y, z=z) == pytest.approx(expected.mean(), rel=1e-12)
+    # params are overridable at compile time
+    expected = -(10 * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
+    assert lib.fraud.compile(params={"missed_fraud": 10.0})(y=y, z=z) == pytest.approx(
+        expected.mean(), rel=1e-12)
+    expected = -(amount * y * log_sigmoid(z) + 5.0 * (1 - y) * log_sigmoid(-z))
+    assert lib.fraud_amount.compile(reduction="sum")(y=y, z=z, amount=amount) == pytest.approx(
+        expected.sum(), rel=1e-12)
+    matrix = np.array([[0.0, 1.0, 10.0], [1.0, 0.2, 0.05]])
+    labels = rng.integers(0, 2, N)
+    cost, scores = matrix[labels] * amount[:, None], rng.normal(0.0, 1.0, (N, 3))
+    expected = (cost * _np(torch.softmax(_t(scores), 1))).sum(axis=1)
+    actual = lib.fraud_actions.compile(reduction="none")(cost=cost, z=scores)
+    np.testing.assert_allclose(actual, expected, rtol=1e-12)
+
+
+def test_demand_example():
+    lib = _example("demand")
+    rng = np.random.default_rng(12)
+    y = rng.gamma(4.0, 2.0, N)
+    p = y + rng.normal(0.0, 2.0, N)
+    shortfall, excess = np.maximum(y - p, 0), np.maximum(p - y, 0)
+    assert lib.demand.compile()(y=y, p=p) == pytest.approx(
+        np.mean(4 * shortfall + excess), rel=1e-12)
+    assert lib.demand_smooth.compile()(y=y, p=p) == pytest.approx(
+        np.mean(4 * shortfall**2 + excess**2), rel=1e-12)
+    r = p - y
+    assert lib.demand_linex.compile()(y=y, p=p) == pytest.approx(
+        np.mean(np.exp(-0.5 * r) + 0.5 * r - 1), rel=1e-12)
+
+
+def test_churn_example_with_profit_weights():
+    lib = _example("churn")
+    rng = np.random.default_rng(13)
+    y, z = rng.choice([0.0, 1.0], N), rng.normal(0.0, 2.0, N)
+    clv = rng.uniform(50.0, 2000.0, N)
+    log_sigmoid = lambda x: -np.logaddexp(0, -x)  # noqa: E731
+    per_customer = -(5 * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
+    churn = lib.churn.compile()
+    # profit weighting: the value at stake per customer is the sample weight
+    assert churn(y=y, z=z, sample_weight=clv) == pytest.approx(
+        np.sum(clv * per_customer) / np.sum(clv), rel=1e-12)
+    gradient = churn.grad("z", y=y, z=z, sample_weight=clv)
+    np.testing.assert_allclose(
+        gradient, clv * (5 * y * -_sigmoid(-z) + (1 - y) * _sigmoid(z)) / clv.sum(), rtol=1e-10)
+    expected = -(clv * y * log_sigmoid(z) + 20.0 * (1 - y) * log_sigmoid(-z))
+    assert lib.churn_value.compile()(y=y, z=z, clv=clv) == pytest.approx(expected.mean(),
+                                                                         rel=1e-12)
+    cost = rng.uniform(0.0, 100.0, (N, 3))
+    scores = rng.normal(0.0, 1.0, (N, 3))
+    expected = (cost * _np(torch.softmax(_t(scores), 1))).sum(axis=1).mean()
+    assert lib.churn_actions.compile()(cost=cost, z=scores) == pytest.approx(expected, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- the docs page
+
+
+def test_losses_reference_page_is_up_to_date():
+    from lossdsl.docs import render_losses_markdown
+
+    page = ROOT / "docs" / "losses.md"
+    command = "python -m lossdsl.docs losses > docs/losses.md"
+    assert page.is_file(), f"docs/losses.md is missing: {command}"
+    assert page.read_text() == render_losses_markdown(), f"docs/losses.md is stale: {command}"
+
