@@ -37,8 +37,8 @@ def synthetic_inputs(compiled: CompiledLoss, n: int, classes: int, dtype: np.dty
     residuals and logits alike), integer labels for class-index inputs, ``(n, classes)``
     matrices for inputs used per class."""
     rng = np.random.default_rng(seed)
-    ranks = compiled._default_ranks()
-    labels = compiled._label_inputs()
+    ranks = compiled.default_ranks()
+    labels = compiled.label_inputs()
     inputs = {}
     for name in compiled.inputs:
         if name in labels:

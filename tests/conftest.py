@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import shutil
+import subprocess
 
 # Compiled kernels are cached on disk; keep the tests' cache beside the tests so a second run
 # (and every test module) reuses machine code instead of compiling again.
@@ -9,3 +11,23 @@ os.environ.setdefault(
     "LOSSDSL_CACHE_DIR",
     str(pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "kernels"),
 )
+
+
+def _nvidia_gpu_present() -> bool:
+    """Whether ``nvidia-smi -L`` lists a GPU (a driver without a device does not count)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listing.returncode == 0 and "GPU" in listing.stdout
+
+
+# Without a GPU, target="cuda" runs in Numba's CUDA simulator (tests/test_cuda.py). Numba reads
+# the switch once, when it is first imported, so it is set here, before any test module imports
+# numba; it changes nothing for CPU (@njit) kernels. Set NUMBA_ENABLE_CUDASIM yourself to
+# override the choice either way.
+if not _nvidia_gpu_present():
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")

@@ -1,0 +1,271 @@
+"""CUDA code generation: Numba CUDA kernels for the passes of a schedule.
+
+The per-sample math is the target-independent body of :mod:`lossdsl.codegen.emit`, compiled
+as a ``@cuda.jit(device=True)`` function (helpers too); this module only adds the kernels
+around it and the host-side ``run``. Per loop of the schedule:
+
+* ``loop<k>``: a grid-stride kernel, one sample per thread per step (its class rows, if any,
+  walked by the body's ``for k`` loops: one row per thread). Reductions are accumulated in
+  float64 per thread (as the CPU target does), combined by a tree in shared memory, and
+  added to the result with one ``cuda.atomic.add`` per block and reduction.
+* ``rows<k>`` (loops over class rows only): the block-per-row variant for wide rows. The
+  body is emitted again with its class loops split over the block's threads and each row
+  reduction (``rowsum``, ``rowmax``: logsumexp, softmax) finished by a block reduction in
+  shared memory; ``run`` picks it when the rows are at least ``rt.ROW_BLOCK_MIN_WIDTH`` wide.
+
+``run`` copies NumPy inputs to the device (device arrays are used in place), launches the
+passes in order (a Dice-style loss's inner sums are fetched after their pass, combined on the
+host by the same scalar glue as the CPU target, and passed to the next pass), and copies
+per-element results back into NumPy outputs.
+
+Each ``cuda.shared.array`` call sits on its own line: the simulator identifies shared
+arrays by source line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..ir import Node
+from ..schedule import Loop, Schedule
+from .cpu import GeneratedModule
+from .emit import HELPERS, Body, BodyEmitter, ExpressionPrinter, GluePrinter, Names, _pick_parts
+
+_DEVICE = "@cuda.jit(device=True)"
+_KERNEL = "@cuda.jit(cache=True)"
+# Sums reduced at once in shared memory: 8 x 256 threads x 8 bytes = 16 KiB of the 48 KiB
+# a block may have; a pass with more sums reduces them in groups.
+_SHARED_SUMS = 8
+
+# Block reductions used by the block-per-row bodies. The leading syncthreads makes every
+# thread finish reading the previous reduction's result before the scratch is reused.
+_BLOCK_REDUCTIONS = f"""
+{_DEVICE}
+def block_sum(scratch, x):
+    thread = cuda.threadIdx.x
+    cuda.syncthreads()
+    scratch[thread] = x
+    cuda.syncthreads()
+    step = ROW_THREADS // 2
+    while step > 0:
+        if thread < step:
+            scratch[thread] += scratch[thread + step]
+        cuda.syncthreads()
+        step //= 2
+    return scratch[0]
+
+
+{_DEVICE}
+def block_max(scratch, x):
+    thread = cuda.threadIdx.x
+    cuda.syncthreads()
+    scratch[thread] = x
+    cuda.syncthreads()
+    step = ROW_THREADS // 2
+    while step > 0:
+        if thread < step:
+            other = scratch[thread + step]
+            if other > scratch[thread] or other != other:
+                scratch[thread] = other
+        cuda.syncthreads()
+        step //= 2
+    return scratch[0]
+"""
+
+
+class BlockRowEmitter(BodyEmitter):
+    """A loop body for the block-per-row kernels: the block's threads share row ``i``.
+
+    Each thread takes every ``ROW_THREADS``-th class; a row reduction's per-thread partial is
+    combined by ``block_sum``/``block_max``, so every thread then holds the row's value and
+    the per-sample math after it runs identically on all of them.
+    """
+
+    def class_loop(self, width: str) -> str:
+        return f"for k in range(cuda.threadIdx.x, {width}, ROW_THREADS):"
+
+    def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
+        super()._emit_row_reduction(n, name, indent)
+        if _pick_parts(n) is None:  # a pick reads one column: no loop, nothing to combine
+            combine = "block_sum" if n.op == "rowsum" else "block_max"
+            self.lines.append(f"{indent}{name} = {combine}(scratch, {name})")
+
+
+def _indent(lines: list[str], by: str = "    ") -> list[str]:
+    return [by + line for line in lines]
+
+
+def _device_function(name: str, body: Body, prologue: Sequence[str] = ()) -> str:
+    lines = [*prologue, *body.lines]
+    returns = body.returns
+    lines.append(f"    return ({', '.join(returns)},)" if returns else "    return")
+    return f"{_DEVICE}\ndef {name}({', '.join(body.arguments)}):\n" + "\n".join(lines)
+
+
+def _grid_stride_kernel(name: str, body_name: str, length: str, body: Body) -> str:
+    """One sample per thread per step; reductions: thread partials, block tree, atomics."""
+    count = len(body.returns)
+    passed = body.arguments[1:]
+    lines = [_KERNEL, f"def {name}({', '.join([length] + passed + (['red'] if count else []))}):"]
+    lines += [f"    acc{j} = F64(0.0)" for j in range(count)]
+    lines.append(f"    for i in range(cuda.grid(1), {length}, cuda.gridsize(1)):")
+    call = f"{body_name}({', '.join(body.arguments)})"
+    if not count:
+        lines.append(f"        {call}")
+        return "\n".join(lines)
+    lines.append(f"        item = {call}")
+    lines += [f"        acc{j} += item[{j}]" for j in range(count)]
+    rows = min(count, _SHARED_SUMS)
+    lines += [f"    partial = cuda.shared.array(({rows}, THREADS), types.float64)",
+              "    thread = cuda.threadIdx.x"]
+    for first in range(0, count, rows):  # sums in groups that fit in shared memory
+        group = range(first, min(count, first + rows))
+        if first:  # thread 0 has read the previous group's totals before they are replaced
+            lines.append("    cuda.syncthreads()")
+        lines += [
+            *[f"    partial[{j - first}, thread] = acc{j}" for j in group],
+            "    cuda.syncthreads()",
+            "    step = THREADS // 2",
+            "    while step > 0:",
+            "        if thread < step:",
+            *[f"            partial[{j - first}, thread] += partial[{j - first}, thread + step]"
+              for j in group],
+            "        cuda.syncthreads()",
+            "        step //= 2",
+            "    if thread == 0:",
+            *[f"        cuda.atomic.add(red, {j}, partial[{j - first}, 0])" for j in group],
+        ]
+    return "\n".join(lines)
+
+
+def _block_row_kernel(name: str, body_name: str, length: str, body: Body) -> str:
+    """One row per block per step; every thread holds the row's results, thread 0 adds them."""
+    count = len(body.returns)
+    passed = body.arguments[1:]
+    lines = [_KERNEL, f"def {name}({', '.join([length] + passed + (['red'] if count else []))}):"]
+    lines += [f"    acc{j} = F64(0.0)" for j in range(count)]
+    lines.append(f"    for i in range(cuda.blockIdx.x, {length}, cuda.gridDim.x):")
+    call = f"{body_name}({', '.join(body.arguments)})"
+    if not count:
+        lines.append(f"        {call}")
+        return "\n".join(lines)
+    lines.append(f"        item = {call}")
+    lines += [f"        acc{j} += item[{j}]" for j in range(count)]
+    lines.append("    if cuda.threadIdx.x == 0:")
+    lines += [f"        cuda.atomic.add(red, {j}, acc{j})" for j in range(count)]
+    return "\n".join(lines)
+
+
+def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
+    """The source of a CUDA module computing ``schedule`` on ``dtype`` ("float32"/"float64")."""
+    names = Names()
+    printer = ExpressionPrinter()
+    functions: list[str] = []
+    reduction_names: dict[int, str] = {}
+    run_lines: list[str] = []
+    glue = GluePrinter(names, reduction_names)
+    converted: set[str] = set()
+    block_rows_used = False
+
+    for number, loop in enumerate(schedule.loops):
+        emitter = BodyEmitter(loop, names, printer)
+        body = emitter.emit()
+        length = names.length(loop.axis)
+        functions.append(_device_function(f"body{number}", body))
+        functions.append(_grid_stride_kernel(f"loop{number}", f"body{number}", length, body))
+        row_width = emitter.widths[0] if emitter.widths else None
+        if row_width is not None:
+            block_rows_used = True
+            row_body = BlockRowEmitter(loop, names, printer).emit()
+            if row_body.arguments != body.arguments or len(row_body.returns) != len(body.returns):
+                raise AssertionError("block-per-row body differs in its arguments")
+            scratch = f"    scratch = cuda.shared.array(ROW_THREADS, types.{dtype})"
+            functions.append(_device_function(f"rowbody{number}", row_body, [scratch]))
+            functions.append(_block_row_kernel(f"rows{number}", f"rowbody{number}", length,
+                                               row_body))
+        run_lines += _launch(number, loop, body, length, row_width, names, glue, converted,
+                             reduction_names)
+
+    outputs = [glue.value(o.node) for o in schedule.scalar_outputs]
+    run_lines += glue.lines
+    results = f"({', '.join(outputs)},)" if outputs else "()"
+
+    leaf_scalars = [s for s, n in names.scalar_nodes.items() if n.op in ("param", "input", "count")]
+    arrays, element_outputs = list(names.arrays.values()), list(names.outputs.values())
+    run_arguments = (arrays + element_outputs + leaf_scalars + list(names.lengths.values())
+                     + list(names.widths.values()))
+    transfers = [f"dev_{a} = rt.to_device({a})" for a in arrays]
+    transfers += [f"dev_{o}, host_{o} = rt.output({o})" for o in element_outputs]
+    copies = ", ".join(f"(dev_{o}, host_{o})" for o in element_outputs)
+    helpers = [f"{_DEVICE}" + HELPERS[h] for h in sorted(printer.helpers)]
+    glue_ops = [f'op_{op} = OPS["{op}"]' for op in sorted(glue.ops)]
+    source = "\n".join([
+        header,
+        "import numpy",
+        "from numba import cuda, types",
+        "",
+        "from lossdsl.codegen import cuda_runtime as rt",
+        "from lossdsl.evaluate import ELEMENTWISE_NUMPY as OPS",
+        "",
+        "math = rt.MATH  # the math module (an IEEE stand-in under the simulator)",
+        f"T = numpy.{dtype}",
+        "F64 = numpy.float64",
+        "THREADS = rt.THREADS",
+        "ROW_THREADS = rt.ROW_THREADS",
+        *glue_ops,
+        "",
+        *[h.rstrip() + "\n" for h in helpers],
+        *([_BLOCK_REDUCTIONS] if block_rows_used else []),
+        *[f + "\n\n" for f in functions],
+        f"def run({', '.join(run_arguments)}):",
+        *_indent(transfers),
+        '    with numpy.errstate(all="ignore"):',
+        *_indent(run_lines, "        "),
+        f"    rt.copy_back(({copies},))" if copies else "",
+        f"    return {results}",
+        "",
+    ])
+    return GeneratedModule(source, names)
+
+
+def _launch(number: int, loop: Loop, body: Body, length: str, row_width: str | None,
+            names: Names, glue: GluePrinter, converted: set[str],
+            reduction_names: dict[int, str]) -> list[str]:
+    """Lines of ``run`` for one loop: the scalars it reads, the launch, its reductions."""
+    lines: list[str] = []
+    call_arguments = [length]
+    for argument in body.arguments[1:]:
+        if argument.startswith("s"):  # a scalar: a param, or glue over earlier reductions
+            node = names.scalar_nodes[argument]
+            if argument not in converted:
+                source = (f"numpy.float64({argument})" if node.op in ("param", "input", "count")
+                          else glue.value(node))
+                lines += glue.lines
+                glue.lines.clear()
+                lines.append(f"t{argument} = T({source})")
+                converted.add(argument)
+            call_arguments.append(f"t{argument}")
+        elif argument.startswith(("a", "o")):
+            call_arguments.append(f"dev_{argument}")
+        else:
+            call_arguments.append(argument)
+    count = len(body.returns)
+    if count:
+        lines.append(f"red{number} = rt.zeros({count})")
+        call_arguments.append(f"red{number}")
+    grid_launch = f"loop{number}[rt.grid({length}, THREADS), THREADS]({', '.join(call_arguments)})"
+    if row_width is None:
+        lines.append(grid_launch)
+    else:
+        lines += [
+            f"if rt.use_block_rows({row_width}):",
+            f"    rows{number}[rt.row_grid({length}), ROW_THREADS]({', '.join(call_arguments)})",
+            "else:",
+            f"    {grid_launch}",
+        ]
+    if count:
+        results = [f"r{number}_{j}" for j in range(count)]
+        lines.append(f"{', '.join(results)}, = rt.fetch(red{number})")
+        for reduction, result in zip(loop.reductions, results):
+            reduction_names[id(reduction)] = f"numpy.float64({result})"
+    return lines

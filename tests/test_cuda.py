@@ -1,0 +1,494 @@
+"""The CUDA target against the CPU target, on the same inputs.
+
+Without an NVIDIA GPU, tests/conftest.py switches Numba to its CUDA simulator before numba
+is imported, so these tests run on CI; on a machine with a GPU they run there unchanged.
+The simulator runs every CUDA thread as a Python thread, so sizes stay small (N of about a
+hundred; the launch helpers in ``cuda_runtime`` use 2 blocks of 32 threads there, so the
+grid-stride loops and the cross-block atomics are exercised).
+
+``test_kernels_compile_for_real_gpus`` checks what the simulator cannot: that every
+generated kernel type-checks and compiles to PTX for the real CUDA target, and that float32
+kernels compute in float32. It needs numba-cuda with NVVM/NVRTC (the CUDA toolkit wheels),
+not a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+from numba import cuda
+
+import lossdsl
+from lossdsl import catalog
+from lossdsl.codegen import cuda_runtime as rt
+from lossdsl.errors import LossDomainError, LossError
+
+if not rt.SIMULATOR and not cuda.is_available():
+    pytest.fail("target='cuda' tests: no usable CUDA GPU and NUMBA_ENABLE_CUDASIM is not 1 "
+                "(tests/conftest.py sets it when nvidia-smi lists no GPU)", pytrace=False)
+
+# Simulated kernels compute with NumPy scalars, which warn where a GPU silently gives IEEE
+# inf/nan (e.g. in the branch a where() does not take); the results are compared anyway.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:(invalid value|divide by zero|overflow) encountered:RuntimeWarning")
+
+N = 96  # samples: more than the simulator's 2 x 32 threads, so each thread strides
+K = 5  # classes: narrow rows, one row per thread
+ENTRIES = {entry.name: entry for entry in catalog.entries()}
+TOLERANCE = {np.float64: 1e-7, np.float32: 2e-3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quick_simulator_threads():
+    """Simulated threads meet at every syncthreads; switching between Python threads every
+    0.5 ms instead of 5 ms makes the simulated block reductions about 5x faster."""
+    interval = sys.getswitchinterval()
+    if rt.SIMULATOR:
+        sys.setswitchinterval(5e-4)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def fused(compiled: lossdsl.CompiledLoss, inputs: dict[str, Any], wrt: tuple[str, ...],
+          hessians: tuple[str, ...] = (), sample_weight: Any = None) -> list:
+    """[value, *gradients, *Hessian diagonals] from ONE fused kernel.
+
+    ``_compute`` is what every public method (``__call__``, ``value_and_grad``, ``hessian``,
+    ``grad_and_hessian``) calls with a subset of these outputs; asking for all of them at
+    once compiles one kernel per case instead of two, which halves the CPU compile time of
+    this file, and tests the fully fused kernel.
+    """
+    return compiled._compute(True, wrt, hessians, inputs, sample_weight)
+
+
+def host(value: Any) -> Any:
+    """A result as NumPy (device arrays are copied back) or a float."""
+    if rt.is_device_array(value):
+        return rt.as_device_array(value).copy_to_host()
+    return value
+
+
+def assert_close(actual: Any, expected: Any, dtype: type, what: str) -> None:
+    actual, expected = np.asarray(host(actual), dtype=np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, what
+    tolerance = TOLERANCE[dtype]
+    finite = expected[np.isfinite(expected)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 1.0
+    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * max(scale, 1e-30),
+                               equal_nan=True, err_msg=what)
+
+
+def synthesize(compiled: lossdsl.CompiledLoss, kind: str, n: int = N, k: int = K,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """Float64 inputs for ``compiled``, shaped by its input ranks, labels as integers.
+
+    ``kind="wide"`` draws from N(0, 1.5) (both signs, both branches of kinks); ``"unit"``
+    draws from (0.05, 0.95), inside the domain of every loss on probabilities or rates.
+    """
+    rng = np.random.default_rng(seed)
+    ranks = compiled.default_ranks()
+    labels = compiled.label_inputs()
+    inputs = {}
+    for name in compiled.inputs:
+        if name in labels:
+            inputs[name] = rng.integers(0, k, n)
+            continue
+        shape = (n,) if ranks[name] == 1 else (n, k)
+        inputs[name] = (rng.normal(0.0, 1.5, shape) if kind == "wide"
+                        else rng.uniform(0.05, 0.95, shape))
+    return inputs
+
+
+def cast(inputs: dict[str, np.ndarray], dtype: type) -> dict[str, np.ndarray]:
+    return {name: (a.astype(dtype) if a.dtype.kind == "f" else a) for name, a in inputs.items()}
+
+
+_PRELUDE_CASES: dict[str, tuple] = {}
+
+
+def prelude_case(name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...], tuple[str, ...]]:
+    """(float64 inputs, inputs to differentiate, inputs to take the Hessian of) for a prelude
+    loss: "wide" inputs where the loss is finite on them, else "unit" ones."""
+    if name in _PRELUDE_CASES:
+        return _PRELUDE_CASES[name]
+    entry = ENTRIES[name]
+    cpu = lossdsl.compile(entry.call_expression())
+    wrt = tuple(n for n in cpu.inputs if n not in cpu.label_inputs())
+    prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
+    for kind in ("wide", "unit"):
+        inputs = synthesize(cpu, kind)
+        for hessians in ((prediction,), ()):
+            try:
+                results = fused(cpu, inputs, wrt, hessians)
+            except LossError as error:  # digamma's derivative has no derivative in lossdsl
+                if "has no derivative" not in str(error):
+                    raise
+                continue
+            if all(np.all(np.isfinite(r)) for r in results):
+                _PRELUDE_CASES[name] = (inputs, wrt, hessians)
+                return _PRELUDE_CASES[name]
+            break
+    raise AssertionError(f"{name}: found no inputs on which the CPU target is finite")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_prelude_loss_matches_cpu(name, dtype):
+    """Every loss of the library: value, gradients and Hessian diagonal in one fused kernel."""
+    inputs, wrt, hessians = prelude_case(name)
+    inputs = cast(inputs, dtype)
+    expression = ENTRIES[name].call_expression()
+    expected = fused(lossdsl.compile(expression), inputs, wrt, hessians)
+    actual = fused(lossdsl.compile(expression, target="cuda"), inputs, wrt, hessians)
+    labels = ["value", *(f"grad {w}" for w in wrt), *(f"hessian {h}" for h in hessians)]
+    for label, a, e in zip(labels, actual, expected):
+        assert isinstance(a, float) or host(a).dtype == dtype, f"{name}: {label} lost its dtype"
+        assert_close(a, e, dtype, f"{name}: {label}")
+
+
+def _regression_and_classes(seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return dict(y=rng.normal(size=N), p=rng.normal(size=N), z=rng.normal(size=(N, K)),
+                label=rng.integers(0, K, N), weight=rng.uniform(0.1, 2.0, N))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("expression", ["huber(y, p, 0.5)", "sparse_cce_logits(y, z)"])
+def test_reductions_and_sample_weights(expression, reduction, weighted):
+    data = _regression_and_classes()
+    inputs = ({"y": data["y"], "p": data["p"]} if "huber" in expression
+              else {"y": data["label"], "z": data["z"]})
+    wrt = ("p",) if "huber" in expression else ("z",)
+    weight = data["weight"] if weighted else None
+    expected = fused(lossdsl.compile(expression, reduction=reduction), inputs, wrt, wrt, weight)
+    actual = fused(lossdsl.compile(expression, target="cuda", reduction=reduction), inputs, wrt,
+                   wrt, weight)
+    for label, a, e in zip(("value", "gradient", "hessian"), actual, expected):
+        assert_close(a, e, np.float64, f"{expression} {reduction}: {label}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_two_loops_in_two_passes(dtype):
+    """A regulariser over its own vector (a second loop) and a weighted mean (whose 1/sum(w)
+    needs a pass of its own) in one loss."""
+    rng = np.random.default_rng(2)
+    inputs = cast({"y": rng.normal(size=N), "p": rng.normal(size=N),
+                   "w": rng.normal(size=7)}, dtype)
+    weight = rng.uniform(0.1, 2.0, N).astype(dtype)
+    expression = "huber(y, p, 1.0) + 0.1*l1(w) + 0.01*l2(w)"
+    expected = fused(lossdsl.compile(expression), inputs, ("p", "w"), ("p", "w"), weight)
+    compiled = lossdsl.compile(expression, target="cuda")
+    actual = fused(compiled, inputs, ("p", "w"), ("p", "w"), weight)
+    assert "loop2" in compiled.source  # sum(w) pass, then the samples and the regulariser
+    for label, a, e in zip(("value", "grad p", "grad w", "hess p", "hess w"), actual, expected):
+        assert_close(a, e, dtype, label)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_nested_sums_dice(dtype):
+    """A Dice loss is a ratio of sums: its gradient needs them, so it runs in two passes."""
+    rng = np.random.default_rng(3)
+    inputs = cast({"y": rng.uniform(size=N).round(), "p": rng.uniform(size=N)}, dtype)
+    expression = "1 - (2*sum(y*p) + 1)/(sum(y) + sum(p) + 1)"
+    expected = fused(lossdsl.compile(expression, reduction="sum"), inputs, ("p",), ("p",))
+    compiled = lossdsl.compile(expression, target="cuda", reduction="sum")
+    actual = fused(compiled, inputs, ("p",), ("p",))
+    assert "loop1" in compiled.source and "rt.fetch(red0)" in compiled.source
+    for label, a, e in zip(("value", "gradient", "hessian"), actual, expected):
+        assert_close(a, e, dtype, label)
+
+
+# Every primitive and operator the printer knows, and so every helper (h_lgamma, h_trigamma in
+# the Hessian, ...), in one loss: the prelude need not use them all.
+PRIMITIVES = ("lgamma(p*p + 1) + log_sigmoid(p) + softplus(p) + tanh(p) + sin(p) + cos(p) + erf(p)"
+              " + min(p, 1) + max(y, p) + log1p(p*p) + expm1(-p*p) + sqrt(p*p + 1) + (p*p)^y"
+              " + sign(p)*y + abs(p - y) + where(p < 0 and y > 0 or not p > 1, p, y)")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_every_primitive(dtype):
+    rng = np.random.default_rng(12)
+    inputs = cast({"y": rng.uniform(0.1, 1.0, N), "p": rng.uniform(-2.0, 2.0, N)}, dtype)
+    expected = fused(lossdsl.compile(PRIMITIVES), inputs, ("y", "p"), ("p",))
+    actual = fused(lossdsl.compile(PRIMITIVES, target="cuda"), inputs, ("y", "p"), ("p",))
+    for label, a, e in zip(("value", "grad y", "grad p", "hessian p"), actual, expected):
+        assert_close(a, e, dtype, label)
+
+
+def test_many_sums_in_one_pass():
+    """More sums than one shared-memory reduction takes (8): reduced in groups."""
+    rng = np.random.default_rng(13)
+    inputs = {"y": rng.uniform(size=N), "p": rng.uniform(0.5, 1.5, N)}
+    expression = " + ".join(f"sum(y*p^{k})/sum(p^{k} + y)" for k in range(1, 7))
+    compiled = lossdsl.compile(expression, target="cuda", reduction="sum")
+    value = compiled(**inputs)
+    assert compiled.source.count("cuda.atomic.add(red, ") == 12
+    assert_close(value, lossdsl.compile(expression, reduction="sum")(**inputs), np.float64,
+                 "value")
+
+
+def _class_losses() -> list[str]:
+    """Prelude losses over class rows, with a row reduction (logsumexp, softmax, rowsum)."""
+    wanted = ["sparse_cce_logits", "cce_logits", "categorical_focal_logits", "cce",
+              "multi_margin", "expected_cost"]
+    return [name for name in wanted if name in ENTRIES]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", _class_losses())
+def test_block_per_row_kernels(name, dtype, monkeypatch):
+    """Wide rows get a block each: classes split over its threads, block reductions."""
+    width = 2 * rt.ROW_THREADS + 3  # several classes per thread, and idle threads
+    launches = []
+    monkeypatch.setattr(rt, "ROW_BLOCK_MIN_WIDTH", width)
+    monkeypatch.setattr(rt, "row_grid", lambda rows: launches.append(rows) or min(rows, 2))
+    expression = ENTRIES[name].call_expression()
+    cpu = lossdsl.compile(expression)
+    _, wrt, hessians = prelude_case(name)
+    inputs = cast(synthesize(cpu, "unit", n=12, k=width, seed=4), dtype)
+    expected = fused(cpu, inputs, wrt, hessians)
+    actual = fused(lossdsl.compile(expression, target="cuda"), inputs, wrt, hessians)
+    assert launches, "the block-per-row kernel did not run"
+    for label, a, e in zip(("value", *wrt, *hessians), actual, expected):
+        assert_close(a, e, dtype, f"{name}: {label}")
+
+
+@pytest.mark.parametrize("block_rows", [False, True], ids=["thread-per-row", "block-per-row"])
+def test_nan_in_a_row_propagates(block_rows, monkeypatch):
+    """A NaN logit makes its row's logsumexp NaN on every target (rowmax keeps NaN)."""
+    width = 2 * rt.ROW_THREADS + 3
+    monkeypatch.setattr(rt, "ROW_BLOCK_MIN_WIDTH", 0 if block_rows else 10**9)
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(6, width))
+    z[2, rt.ROW_THREADS + 1] = np.nan  # a class handled by thread 1 of the block
+    inputs = {"y": rng.integers(0, width, 6), "z": z}
+    expression = "sparse_cce_logits(y, z)"
+    expected = fused(lossdsl.compile(expression, reduction="none"), inputs, ("z",))
+    actual = fused(lossdsl.compile(expression, target="cuda", reduction="none"), inputs, ("z",))
+    assert np.isnan(expected[0][2]) and np.isnan(host(actual[0])[2])
+    for label, a, e in zip(("values", "gradient"), actual, expected):
+        assert_close(a, e, np.float64, label)
+
+
+def test_grid_stride_loop_with_one_block(monkeypatch):
+    """One block for many more samples than threads: each thread walks the grid stride."""
+    monkeypatch.setattr(rt, "max_blocks", lambda: 1)
+    rng = np.random.default_rng(6)
+    n = 3 * rt.THREADS + 5
+    inputs = {"y": rng.normal(size=n), "p": rng.normal(size=n)}
+    expected = fused(lossdsl.compile("log_cosh(y, p)"), inputs, ("p",), ("p",))
+    actual = fused(lossdsl.compile("log_cosh(y, p)", target="cuda"), inputs, ("p",), ("p",))
+    for label, a, e in zip(("value", "gradient", "hessian"), actual, expected):
+        assert_close(a, e, np.float64, label)
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_tiny_inputs(n):
+    rng = np.random.default_rng(7)
+    inputs = {"y": rng.normal(size=n), "p": rng.normal(size=n)}
+    with np.errstate(all="ignore"):
+        expected = fused(lossdsl.compile("mse(y, p)"), inputs, ("p",))
+        actual = fused(lossdsl.compile("mse(y, p)", target="cuda"), inputs, ("p",))
+    for label, a, e in zip(("value", "gradient"), actual, expected):
+        assert_close(a, e, np.float64, label)
+
+
+def test_numpy_in_numpy_out_any_layout():
+    """NumPy inputs (strided, Fortran-ordered) are copied over; results come back as NumPy."""
+    rng = np.random.default_rng(8)
+    z = np.asfortranarray(rng.normal(size=(N, K)))
+    soft = rng.uniform(size=(2 * N, K))[::2]
+    compiled = lossdsl.compile("cce_logits(y, z)", target="cuda")
+    value, gradient = compiled.value_and_grad("z", y=soft, z=z)
+    expected_value, expected_gradient = lossdsl.compile("cce_logits(y, z)").value_and_grad(
+        "z", y=soft, z=z)
+    assert isinstance(value, float) and type(gradient) is np.ndarray
+    assert_close(value, expected_value, np.float64, "value")
+    assert_close(gradient, expected_gradient, np.float64, "gradient")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_device_arrays_stay_on_the_device(dtype):
+    rng = np.random.default_rng(9)
+    y, p = rng.normal(size=N).astype(dtype), rng.normal(size=N).astype(dtype)
+    weight = rng.uniform(0.1, 2.0, N).astype(dtype)
+    d_y, d_p, d_weight = cuda.to_device(y), cuda.to_device(p), cuda.to_device(weight)
+    compiled = lossdsl.compile("huber(y, p, 0.7)", target="cuda")
+    value, gradient = compiled.value_and_grad("p", y=d_y, p=d_p, sample_weight=d_weight)
+    hessian = compiled.hessian("p", y=d_y, p=d_p, sample_weight=d_weight)
+    assert isinstance(value, float)
+    assert rt.is_device_array(gradient) and rt.is_device_array(hessian)
+    assert gradient.dtype == dtype and gradient.shape == (N,)
+    cpu = lossdsl.compile("huber(y, p, 0.7)")
+    expected_value, expected_gradient = cpu.value_and_grad("p", y=y, p=p, sample_weight=weight)
+    assert_close(value, expected_value, dtype, "value")
+    assert_close(gradient, expected_gradient, dtype, "gradient")
+    assert_close(hessian, cpu.hessian("p", y=y, p=p, sample_weight=weight), dtype, "hessian")
+    values = lossdsl.compile("huber(y, p, 0.7)", target="cuda", reduction="none")(y=d_y, p=d_p)
+    assert rt.is_device_array(values) and values.dtype == dtype
+
+
+def test_device_and_host_inputs_mixed():
+    """Labels on the device, logits on the host: outputs on the device; int labels kept."""
+    data = _regression_and_classes(10)
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", target="cuda")
+    value, gradient = compiled.value_and_grad("z", y=cuda.to_device(data["label"]), z=data["z"])
+    expected_value, expected_gradient = lossdsl.compile("sparse_cce_logits(y, z)").value_and_grad(
+        "z", y=data["label"], z=data["z"])
+    assert rt.is_device_array(gradient)
+    assert_close(value, expected_value, np.float64, "value")
+    assert_close(gradient, expected_gradient, np.float64, "gradient")
+
+
+@pytest.mark.parametrize("bad", [-1, K, 1.5, np.nan])
+def test_bad_labels_on_the_device_are_reported(bad):
+    data = _regression_and_classes(11)
+    labels = data["label"].astype(np.float64)
+    labels[17] = bad
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", target="cuda")
+    with pytest.raises(LossDomainError, match="at index 17"):
+        compiled(y=cuda.to_device(labels), z=cuda.to_device(data["z"]))
+
+
+def test_cpu_targets_refuse_device_arrays():
+    d_y = cuda.to_device(np.zeros(4))
+    with pytest.raises(LossError, match="target='cuda'"):
+        lossdsl.compile("mse(y, p)")(y=d_y, p=np.zeros(4))
+
+
+_PTX_CHECK = textwrap.dedent('''
+    """Compile lossdsl's CUDA kernels for a real GPU (compute capability 8.0) without one."""
+    import json, re, sys, types
+    import numpy as np
+    import numba
+    import numba.cuda.dispatcher
+    from numba import cuda
+    CC = (8, 0)
+    try:
+        cuda.compile_ptx(lambda x: x + 1, (numba.float32,), device=True, cc=CC)
+    except Exception as error:  # no NVVM/NVRTC (the CUDA toolkit wheels)
+        print(f"SKIP {type(error).__name__}: {error}".splitlines()[0])
+        sys.exit(3)
+    # Device functions ask the current GPU for its compute capability; there is none here.
+    numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
+    import lossdsl
+    import lossdsl.cache
+    from lossdsl.codegen import cuda_runtime as rt
+    # no device memory either: host arrays stand in (the kernels' argument types are the same)
+    rt.to_device, rt.output = np.ascontiguousarray, (lambda a: (a, None))
+    rt.zeros, rt.fetch, rt.max_blocks = (lambda k: np.zeros(k)), (lambda a: a), (lambda: 1)
+    kernels = {}
+
+    class Compile:
+        """Stands in for a kernel: a launch compiles it (and its block-per-row twin) to PTX."""
+        def __init__(self, module, name):
+            self.module, self.name = module, name
+        def __getitem__(self, configuration):
+            def launch(*args):
+                signature = tuple(numba.typeof(a) for a in args)
+                twin = ("rows" if self.name.startswith("loop") else "loop") + self.name[4:]
+                for name in (self.name, twin):
+                    kernel = self.module.__dict__.get("_kernel_" + name)
+                    if kernel is not None:
+                        kernels[name] = cuda.compile_ptx(kernel.py_func, signature, cc=CC)[0]
+            return launch
+
+    load_module = lossdsl.cache.load_module
+    def load_for_ptx(source):
+        module = load_module(source)
+        for name in list(vars(module)):
+            if re.fullmatch(r"(loop|rows)[0-9]+", name):
+                setattr(module, "_kernel_" + name, getattr(module, name))
+                setattr(module, name, Compile(module, name))
+        return module
+    lossdsl.cache.load_module = load_for_ptx
+
+    failures = []
+    for case in json.loads(sys.argv[1]):
+        expression, dtype = case["expression"], np.dtype(case["dtype"])
+        inputs = {n: (np.asarray(v, dtype) if n not in case["labels"] else np.asarray(v))
+                  for n, v in case["inputs"].items()}
+        try:
+            compiled = lossdsl.compile(expression, target="cuda")
+            compiled._compute(True, tuple(case["wrt"]), tuple(case["hessians"]), inputs, None)
+        except Exception as error:
+            failures.append(f"{expression} {dtype}: {type(error).__name__}: {error}")
+            continue
+        if dtype != np.float32:
+            continue
+        namespace = next(iter(compiled._kernels.values())).run.__globals__
+        for name, function in namespace.items():  # float32 kernels compute in float32
+            if not name.startswith(("body", "rowbody", "h_", "block_")):
+                continue
+            for compiled_function in getattr(function, "overloads", {}).values():
+                typemap = compiled_function.type_annotation.typemap
+                # literals are float64 until T(...) converts them at compile time
+                wide = sorted(v for v, t in typemap.items() if str(t) == "float64"
+                              and not re.match(r"[$](const|[0-9]+load_attr|[0-9]+unary_neg)", v))
+                if wide:
+                    failures.append(f"{expression} float32: float64 values in {name}: {wide}")
+    print(json.dumps({"failures": failures}))
+''')
+
+
+# What a kernel's typing depends on: the math functions, helpers and operators its bodies
+# use, matrix and label reads, block-per-row loops, multi-pass fetches.
+_FEATURES = re.compile(r"math\.\w+|\bh_\w+|\*\*|\bint\(|\babs\(|\bif\b|\band\b|\bor\b"
+                       r"|\[i, k\]|\[i\]|rt\.fetch|rows\d")
+
+
+def _covering_losses() -> list[str]:
+    """A few prelude losses whose CUDA modules together use every feature the whole
+    prelude's do (greedy set cover): typing all 66 losses' kernels would take minutes."""
+    features = {}
+    for name in sorted(ENTRIES):
+        inputs, wrt, hessians = prelude_case(name)
+        compiled = lossdsl.compile(ENTRIES[name].call_expression(), target="cuda")
+        ranks = {n: np.ndim(v) for n, v in inputs.items()}
+        kernel = compiled._kernel(ranks, False, np.dtype(np.float32), True, wrt, hessians)
+        features[name] = set(_FEATURES.findall(kernel.source))
+    chosen, missing = [], set().union(*features.values())
+    while missing:
+        best = max(sorted(features), key=lambda n: len(features[n] & missing))
+        chosen.append(best)
+        missing -= features[best]
+    return chosen
+
+
+def test_kernels_compile_for_real_gpus(tmp_path):
+    """Kernels of prelude losses covering every construct the prelude uses, float32 and
+    float64 (value, gradients, Hessian; both row variants), compiled to PTX for a real GPU.
+
+    Runs in a subprocess because this process may have the simulator switched on."""
+    cases = []
+    losses = [(PRIMITIVES, {"y": [0.5, 0.25], "p": [-1.0, 2.0]}, ("y", "p"), ("p",))]
+    for name in _covering_losses() + ["huber", "sparse_cce_logits"]:
+        inputs, wrt, hessians = prelude_case(name)
+        losses.append((ENTRIES[name].call_expression(),
+                       {n: v[:4].tolist() for n, v in inputs.items()}, wrt, hessians))
+    for expression, small_inputs, wrt, hessians in losses:
+        for dtype in ("float32", "float64"):
+            cases.append(dict(expression=expression, dtype=dtype, inputs=small_inputs,
+                              labels=[n for n in small_inputs if n not in wrt], wrt=wrt,
+                              hessians=hessians))
+    script = tmp_path / "ptx_check.py"
+    script.write_text(_PTX_CHECK)
+    environment = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    done = subprocess.run([sys.executable, str(script), json.dumps(cases)], env=environment,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode == 3:
+        pytest.skip("PTX check needs numba-cuda with NVVM and NVRTC "
+                    "(pip install numba-cuda 'cuda-toolkit[nvvm,nvrtc,cudart]==13.*'): "
+                    + done.stdout.strip())
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not report["failures"], "\n".join(report["failures"])
