@@ -325,40 +325,46 @@ class CompiledLoss:
         if kernel is not None:
             return kernel
         with self._lock:
-            objective, typed = self._specialize(ranks, weighted)
-            outputs: list[Output] = []
-            if want_value:
-                outputs.append(Output("value", objective.value, objective.value.axes))
-            gradients = {}
-            for name in grads:
-                gradients[name] = diff.grad(objective.total, typed[name])
-                outputs.append(Output(f"grad:{name}", gradients[name], typed[name].axes))
-            for name in hessians:
-                gradient = gradients.get(name) or diff.grad(objective.total, typed[name])
-                hessian = diff.hessian_diag(objective.total, typed[name], gradient)
-                outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
-            nodes = lower(simplify(stabilize([o.node for o in outputs])))
-            outputs = [Output(o.name, n, o.axes) for o, n in zip(outputs, nodes)]
-            schedule = plan(outputs)
-            if self.target == "cuda":
-                from .codegen import cuda
+            if key not in self._kernels:
+                objective, typed = self._specialize(ranks, weighted)
+                try:
+                    self._kernels[key] = self._build_kernel(objective, typed, dtype, want_value,
+                                                            grads, hessians)
+                except LossError:
+                    raise
+                except Exception as error:  # never leak a raw traceback from the compiler
+                    raise LossError(f"internal error while compiling the kernel: "
+                                    f"{type(error).__name__}: {error}") from error
+            return self._kernels[key]
 
-                generated = cuda.generate(schedule, dtype.name, _header(self))
-            else:
-                generated = cpu.generate(schedule, dtype.name, self._parallel_axes(objective),
-                                         _header(self))
-            try:
-                module = cache.load_module(generated.source)
-            except Exception as error:  # never leak a raw compiler traceback
-                raise LossError(f"internal error while compiling the kernel: "
-                                f"{type(error).__name__}: {error}") from error
-            labels = sorted({n.args[0].value for n in walk(objective.total)
-                             if n.op == "class_index" and n.args[0].op == "input"})
-            kernel = _Kernel(module.run, generated.names, generated.source,
-                             [o for o in schedule_outputs(schedule)],
-                             list(schedule.scalar_outputs), labels)
-            self._kernels[key] = kernel
-            return kernel
+    def _build_kernel(self, objective, typed, dtype, want_value, grads, hessians) -> _Kernel:
+        """Differentiate, simplify, lower, schedule, generate and import one kernel."""
+        outputs: list[Output] = []
+        if want_value:
+            outputs.append(Output("value", objective.value, objective.value.axes))
+        gradients = {}
+        for name in grads:
+            gradients[name] = diff.grad(objective.total, typed[name])
+            outputs.append(Output(f"grad:{name}", gradients[name], typed[name].axes))
+        for name in hessians:
+            gradient = gradients.get(name) or diff.grad(objective.total, typed[name])
+            hessian = diff.hessian_diag(objective.total, typed[name], gradient)
+            outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
+        nodes = lower(simplify(stabilize([o.node for o in outputs])))
+        outputs = [Output(o.name, n, o.axes) for o, n in zip(outputs, nodes)]
+        schedule = plan(outputs)
+        if self.target == "cuda":
+            from .codegen import cuda
+
+            generated = cuda.generate(schedule, dtype.name, _header(self))
+        else:
+            generated = cpu.generate(schedule, dtype.name, self._parallel_axes(objective),
+                                     _header(self))
+        module = cache.load_module(generated.source)
+        labels = sorted({n.args[0].value for n in walk(objective.total)
+                         if n.op == "class_index" and n.args[0].op == "input"})
+        return _Kernel(module.run, generated.names, generated.source,
+                       schedule_outputs(schedule), list(schedule.scalar_outputs), labels)
 
     def _parallel_axes(self, objective: shapes.Objective) -> frozenset[str]:
         """Axes looped over by threads for target="parallel": the loss's samples, or every

@@ -142,6 +142,17 @@ class Partials:
 PARTIALS = Partials()
 
 
+def _first_maximum(row_maximum: Node) -> Node:
+    """1 at the first class k where ``rowmax(x)`` is attained, else 0: the derivative of
+    ``rowmax(x)`` with respect to ``x``, ties going to the first, as for ``max``."""
+    x = row_maximum.args[0]
+    k = make("class_index", (row_maximum,))
+    # the first index of a maximum is -max over the maxima of -k
+    candidates = _m("where", _m("eq", x, row_maximum), _m("neg", k), constant(-math.inf))
+    first = _m("neg", _m("rowmax", candidates))
+    return _indicator(_m("eq", k, first))
+
+
 def unbroadcast(value: Node, axes: tuple[str, ...]) -> Node:
     """Sum ``value`` over the axes it has beyond ``axes`` (the adjoint of broadcasting)."""
     if value.axes is None or len(value.axes) <= len(axes):
@@ -176,7 +187,7 @@ def grad(total: Node, x: Node) -> Node:
         if n.op in ("sum", "rowsum"):
             contributions = [adjoint]
         elif n.op == "rowmax":
-            contributions = [_m("mul", adjoint, _indicator(_m("eq", n.args[0], n)))]
+            contributions = [_m("mul", adjoint, _first_maximum(n))]
         elif n.op == "class_index":
             continue
         else:
@@ -246,7 +257,7 @@ class _Diagonal:
         f = e.args[0]
         axis = _reduced_axis(e)
         # the weight each element gets in the reduction's derivative
-        weight = _ONE if e.op != "rowmax" else _indicator(_m("eq", f, e))
+        weight = _ONE if e.op != "rowmax" else _first_maximum(e)
         leaves = self._leaves(f, axis, seed, frozen)
         inner = frozen | {id(t) for t in leaves}
         total = _m("mul", weight, self(f, seed, inner)) if axis in seed.axes else _ZERO

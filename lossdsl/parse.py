@@ -173,10 +173,10 @@ class _ToAst(Transformer):
 
     def compare(self, meta, left, op, right):
         ops = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
-        return ast.BinOp(self._s(op), ops[str(op)], left, right)
+        return ast.BinOp(self._s(meta), ops[str(op)], left, right)
 
     def pow(self, meta, left, op, right):
-        return ast.BinOp(self._s(op), "pow", left, right)
+        return ast.BinOp(self._s(meta), "pow", left, right)
 
     def neg(self, meta, operand):
         return ast.UnaryOp(self._s(meta), "neg", operand)

@@ -72,12 +72,18 @@ class Scope:
     parent: Scope | None = None  # the prelude, for user modules
     expression: LossDefinition | None = None
 
-    def _chain(self):
+    def _chain(self, seen: set[int] | None = None):
+        """This scope, then its imports (later first), then its parent; each scope once, so
+        modules that see each other (the prelude's files) do not loop."""
+        seen = set() if seen is None else seen
+        if id(self) in seen:
+            return
+        seen.add(id(self))
         yield self
         for imported in reversed(self.imports):
-            yield from imported._chain()
+            yield from imported._chain(seen)
         if self.parent is not None:
-            yield from self.parent._chain()
+            yield from self.parent._chain(seen)
 
     def find_def(self, name: str) -> DefInfo | None:
         for scope in self._chain():
@@ -140,9 +146,9 @@ class Lowerer:
             return found
         if e.id in CONSTANTS:
             return constant(CONSTANTS[e.id])
-        if self.scope.find_def(e.id) is not None or e.id in FUNCTIONS:
-            raise LossNameError(f"'{e.id}' is a function; call it with arguments", e.span)
         if not self.inputs_allowed:
+            if self.scope.find_def(e.id) is not None or e.id in FUNCTIONS:
+                raise LossNameError(f"'{e.id}' is a function; call it with arguments", e.span)
             candidates = set(local) | self.scope.all_names()
             raise LossNameError(
                 f"unknown name '{e.id}' (a def may use only its parameters, params and lets)",
@@ -387,7 +393,8 @@ def prelude() -> Scope:
     root = Scope(None)
     for path in sorted(PRELUDE_DIR.glob("*.loss")):
         module = parse(path.read_text(), str(path))
-        root.imports.append(build_scope(module, None))
+        # each file sees the whole prelude: defs are looked up when a loss calls them
+        root.imports.append(build_scope(module, root))
     return root
 
 

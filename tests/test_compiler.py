@@ -299,3 +299,36 @@ def test_compiled_losses_pickle_for_other_processes(mission, regression_data):
     library_loss = lossdsl.load(EXAMPLES / "stock.loss").stock.compile(reduction="sum")
     restored = pickle.loads(pickle.dumps(library_loss))
     assert restored(y=np.array([2.0]), p=np.array([1.0])) == pytest.approx(3.0)
+
+
+def test_rowmax_derivative_goes_to_the_first_maximum():
+    loss = lossdsl.compile("rowmax(z)", reduction="none")
+    z = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0], [3.0, 3.0, 3.0], [0.0, 5.0, 1.0]])
+    np.testing.assert_array_equal(
+        loss.grad("z", z=z), [[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]])
+
+
+def test_library_names_can_name_inputs():
+    loss = lossdsl.compile("gamma*mse(y, p) + quantile", reduction="sum")
+    assert loss.inputs == ("gamma", "y", "p", "quantile")
+    value = loss(gamma=np.array([2.0, 3.0]), y=np.zeros(2), p=np.ones(2), quantile=1.0)
+    assert value == pytest.approx(2.0 + 3.0 + 1.0)
+
+
+def test_prelude_files_see_each_other():
+    from lossdsl.resolve import prelude
+
+    for scope in prelude().imports:  # every file resolves every library name
+        assert scope.find_def("huber") is not None
+        assert scope.find_def("cce_logits") is not None
+
+
+def test_internal_compiler_failures_are_loss_errors(monkeypatch):
+    from lossdsl.codegen import cpu
+
+    def broken(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cpu, "generate", broken)
+    with pytest.raises(lossdsl.LossError, match="internal error .*KeyError"):
+        lossdsl.compile("mse(y, p) + 0.123456789*p", reduction="sum")(y=np.ones(2), p=np.ones(2))
