@@ -33,6 +33,7 @@ from numba import njit, prange
 import lossdsl
 
 EXPRESSION = "huber(y, p, 1.0) + 0.1*l1(w)"
+PAUSE_SECONDS = 0.3  # idle time before each timed call (see timed_round_robin)
 
 
 @njit(parallel=True, fastmath={"reassoc", "contract", "arcp", "afn", "nsz"}, cache=True)
@@ -130,6 +131,9 @@ def timed_round_robin(peers: dict, repeat: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(repeat):
         for name, function in peers.items():
+            # JAX's and PyTorch's worker threads keep spinning for a while after a call; on a
+            # 2-core machine they would steal the cores from whichever peer runs next
+            time.sleep(PAUSE_SECONDS)
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)

@@ -210,6 +210,7 @@ def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
         "math = rt.MATH  # the math module (an IEEE stand-in under the simulator)",
         f"T = numpy.{dtype}",
         "F64 = numpy.float64",
+        *printer.declarations(),
         "THREADS = rt.THREADS",
         "ROW_THREADS = rt.ROW_THREADS",
         *glue_ops,

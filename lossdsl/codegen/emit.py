@@ -68,6 +68,46 @@ def h_max(a, b):
 def h_min(a, b):
     return a if (a <= b or a != a) else b
 """,
+    "select": """
+def h_select(c, a, b):
+    return a if c != T(0.0) else b
+""",
+    "lt": """
+def h_lt(a, b):
+    return T(1.0) if a < b else T(0.0)
+""",
+    "le": """
+def h_le(a, b):
+    return T(1.0) if a <= b else T(0.0)
+""",
+    "gt": """
+def h_gt(a, b):
+    return T(1.0) if a > b else T(0.0)
+""",
+    "ge": """
+def h_ge(a, b):
+    return T(1.0) if a >= b else T(0.0)
+""",
+    "eq": """
+def h_eq(a, b):
+    return T(1.0) if a == b else T(0.0)
+""",
+    "ne": """
+def h_ne(a, b):
+    return T(1.0) if a != b else T(0.0)
+""",
+    "and": """
+def h_and(a, b):
+    return T(1.0) if (a != T(0.0) and b != T(0.0)) else T(0.0)
+""",
+    "or": """
+def h_or(a, b):
+    return T(1.0) if (a != T(0.0) or b != T(0.0)) else T(0.0)
+""",
+    "not": """
+def h_not(a):
+    return T(1.0) if a == T(0.0) else T(0.0)
+""",
     "lgamma": """
 def h_lgamma(x):
     if x <= T(0.0) and x == math.floor(x):
@@ -122,16 +162,29 @@ class ExpressionPrinter:
 
     def __init__(self):
         self.helpers: set[str] = set()
+        self.constants: dict[str, str] = {}  # typed literal -> global name
 
     def expression(self, n: Node, args: list[str]) -> str:
         return getattr(self, "print_" + n.op)(n, *args)
+
+    def constant(self, value: float) -> str:
+        """The name of a module-level typed constant: Numba freezes globals into constants,
+        which costs less to compile than a ``T(...)`` call at each use."""
+        literal = number(value)
+        if literal not in self.constants:
+            self.constants[literal] = f"K{len(self.constants)}"
+        return self.constants[literal]
+
+    def declarations(self) -> list[str]:
+        """The module-level lines defining the constants used (after ``T`` is defined)."""
+        return [f"{name} = {literal}" for literal, name in self.constants.items()]
 
     def _helper(self, name: str, *args: str) -> str:
         self.helpers.add(name)
         return f"h_{name}({', '.join(args)})"
 
     def print_const(self, n):
-        return number(n.value)
+        return self.constant(n.value)
 
     def print_neg(self, n, a):
         return f"-{a}"
@@ -191,27 +244,15 @@ class ExpressionPrinter:
         _helper_call("lgamma"), _helper_call("digamma"), _helper_call("trigamma"))
     print_min, print_max = _helper_call("min"), _helper_call("max")
 
-    def _compare(symbol):  # noqa: N805
-        def method(self, n, a, b):
-            return f"T(1.0) if {a} {symbol} {b} else T(0.0)"
-
-        return method
-
-    print_lt, print_le = _compare("<"), _compare("<=")
-    print_gt, print_ge = _compare(">"), _compare(">=")
-    print_eq, print_ne = _compare("=="), _compare("!=")
-
-    def print_and(self, n, a, b):
-        return f"T(1.0) if ({a} != T(0.0) and {b} != T(0.0)) else T(0.0)"
-
-    def print_or(self, n, a, b):
-        return f"T(1.0) if ({a} != T(0.0) or {b} != T(0.0)) else T(0.0)"
-
-    def print_not(self, n, a):
-        return f"T(1.0) if {a} == T(0.0) else T(0.0)"
-
-    def print_where(self, n, c, a, b):
-        return f"{a} if {c} != T(0.0) else {b}"
+    # Selections and comparisons are helper calls rather than inline "a if c else b": inline
+    # conditionals split the body into many basic blocks, and Numba's SSA passes grow with
+    # blocks x variables (a 40-term loss compiled 25% faster this way); LLVM inlines the
+    # helpers back into selects.
+    print_lt, print_le = _helper_call("lt"), _helper_call("le")
+    print_gt, print_ge = _helper_call("gt"), _helper_call("ge")
+    print_eq, print_ne = _helper_call("eq"), _helper_call("ne")
+    print_and, print_or, print_not = _helper_call("and"), _helper_call("or"), _helper_call("not")
+    print_where = _helper_call("select")
 
     def print_stop_gradient(self, n, a):
         return a
@@ -299,7 +340,7 @@ class BodyEmitter:
         if id(n) in self.values:
             return self.values[id(n)]
         if n.op == "const":
-            return number(n.value)
+            return self.printer.constant(n.value)
         if not n.axes:
             return self._use(self.names.scalar(n), self.scalars)
         raise AssertionError(f"{n.op} used before it was computed")  # scheduling bug
