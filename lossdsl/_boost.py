@@ -112,7 +112,10 @@ class BoostingObjective:
     Hessians that bound the true one (XGBoost ``multi:softprob``: 2; LightGBM multiclass:
     ``K/(K-1)``; Poisson in both: ``exp(max_delta_step) = exp(0.7)``), so pass the same factor
     to reproduce them exactly.
-    ``target``: the kernel target, ``"parallel"`` (default, multi-threaded) or ``"cpu"``.
+    ``target``: the kernel target, ``"cpu"`` (default) or ``"parallel"``. Serial is the
+    default because the booster runs its own threads: a multi-threaded objective competes
+    with them for the cores (measured: XGBoost at 10^6 rows on 2 cores trained 1.24x slower
+    with a parallel objective, 1.06x with a serial one, relative to the built-in).
     """
 
     def __init__(self, loss: str | Loss | CompiledLoss, wrt: str | None = None,
@@ -134,7 +137,7 @@ class BoostingObjective:
         self.hessian_floor = float(hessian_floor)
         self.hessian_constant = float(hessian_constant)
         self.hessian_scale = float(hessian_scale)
-        self.target = target or compiled_target or "parallel"
+        self.target = target or compiled_target or "cpu"
         if self.target == "cuda":
             raise LossError("GBDT objectives receive NumPy arrays; use target 'cpu' or "
                             "'parallel'")
@@ -154,8 +157,11 @@ class BoostingObjective:
         if self.hessian == "auto":
             # A piecewise-linear loss (MAE, quantile, asymmetric L1, hinge) has a Hessian that
             # is 0 almost everywhere: Newton leaves would be -G/0. Boost first-order instead.
-            flat = is_constant(self._summed.derivative(self.wrt, order=2), 0.0)
+            curvature = self._summed.derivative(self.wrt, order=2)
+            flat = is_constant(curvature, 0.0)
             self.policy = "constant" if flat else "floor"
+            if is_constant(curvature) and curvature.value >= self.hessian_floor:
+                self.policy = "exact"  # a constant curvature above the floor: nothing to do
 
     def __getstate__(self) -> dict[str, Any]:
         # Compiled kernels hold locks and machine code: ship the definition, compile on arrival

@@ -424,13 +424,11 @@ class CompiledLoss:
         dtype = np.result_type(*float_dtypes) if float_dtypes else np.dtype(np.float64)
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float64)
-        labels = self.label_inputs()
         for name, array in arrays.items():
-            if not isinstance(array, np.ndarray):
-                continue  # device data: the kernels convert each element they read (T(x))
-            if array.dtype.kind == "b" or (array.dtype.kind == "f" and array.dtype != dtype):
-                arrays[name] = array.astype(dtype)
-            elif array.dtype.kind in "iu" and name not in labels:
+            # Other numeric dtypes are passed as they are: the kernels convert each element
+            # they read (T(x)), which costs nothing where a copy would cost a pass over the
+            # array on every call (float32 labels of a GBDT with float64 scores, say).
+            if isinstance(array, np.ndarray) and array.dtype.kind == "b":
                 arrays[name] = array.astype(dtype)
         weight = None
         if sample_weight is not None:

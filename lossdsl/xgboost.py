@@ -82,7 +82,7 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     ``"constant"`` (``hessian_constant``). ``hessian_scale`` multiplies the Hessian (use 2 to
     reproduce ``multi:softprob``, ``exp(0.7)`` for ``count:poisson``). ``inputs`` gives the
     loss's other inputs (scalars or one value per row), ``params`` overrides its params,
-    ``target`` is "parallel" (default) or "cpu".
+    ``target`` is "cpu" (default; XGBoost's own threads keep the cores busy) or "parallel".
     """
     return XGBoostObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                             hessian_floor=hessian_floor, hessian_constant=hessian_constant,
