@@ -94,6 +94,18 @@ def default_roles(loss: Loss, wrt: str | None, label: str | None,
     return label, wrt
 
 
+def as_objective(loss: Any, wrt: str | None = None, label: str | None = None, *,
+                 inputs: Mapping[str, Any] | None = None,
+                 params: Mapping[str, float] | None = None,
+                 target: str | None = None) -> BoostingObjective:
+    """``loss`` itself when it is an objective already (its roles, inputs and params are
+    reused), else an exact-Hessian objective for it: what metrics and init scores need."""
+    if isinstance(loss, BoostingObjective):
+        return loss
+    return BoostingObjective(loss, wrt, label, inputs=inputs, params=params, hessian="exact",
+                             target=target)
+
+
 class BoostingObjective:
     """A compiled loss seen as a GBDT objective: per-sample gradient and Hessian of the raw score.
 
@@ -308,6 +320,15 @@ class BoostingObjective:
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
         return float(self.mean_loss(sample_weight=w, **self._arguments(y, prediction)))
+
+    def base_margin(self, label: Any, sample_weight: Any = None,
+                    num_class: int | None = None) -> np.ndarray:
+        """The optimal constant raw score repeated for every row: (n,), or (n, K) for a loss
+        over classes (XGBoost ``base_margin``, LightGBM ``init_score``, CatBoost
+        ``baseline``)."""
+        score = self.init_score(label, sample_weight, num_class)
+        n = np.asarray(label).shape[0]
+        return np.tile(score, (n, 1)) if np.ndim(score) else np.full(n, score)
 
     # ------------------------------------------------------------------ init score
     def init_score(self, label: Any, weight: Any = None, num_class: int | None = None, *,

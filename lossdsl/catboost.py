@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective
+from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .api import CompiledLoss, Loss
 
 __all__ = ["CatBoostMetric", "CatBoostObjective", "init_score", "metric", "objective"]
@@ -50,13 +50,6 @@ class CatBoostObjective(BoostingObjective):
         gradient, hessian = self.gradients(np.asarray([target], dtype=np.float64), scores,
                                            None if weight is None else np.array([weight]))
         return (-gradient[0]).tolist(), np.diag(-hessian[0]).tolist()
-
-    def base_margin(self, label: Any, sample_weight: Any = None,
-                    num_class: int | None = None) -> np.ndarray:
-        """The optimal constant raw score for every row: ``fit(baseline=...)`` or ``Pool``."""
-        score = self.init_score(label, sample_weight, num_class)
-        n = np.asarray(label).shape[0]
-        return np.tile(score, (n, 1)) if np.ndim(score) else np.full(n, score)
 
 
 def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
@@ -118,7 +111,5 @@ def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
                num_class: int | None = None, inputs: Mapping[str, Any] | None = None,
                params: Mapping[str, float] | None = None) -> float | np.ndarray:
     """The optimal constant raw score for labels ``y``, for CatBoost's ``baseline``."""
-    if not isinstance(loss, BoostingObjective):
-        loss = BoostingObjective(loss, wrt, label, inputs=inputs, params=params,
-                                 hessian="exact", target="cpu")
-    return loss.init_score(y, sample_weight, num_class)
+    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu")
+    return objective.init_score(y, sample_weight, num_class)

@@ -34,7 +34,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective
+from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .api import CompiledLoss, Loss
 
 __all__ = ["LightGBMMetric", "LightGBMObjective", "init_score", "metric", "objective"]
@@ -69,16 +69,6 @@ class LightGBMObjective(BoostingObjective):
             # ravel is a view rather than a copy.
             return np.asfortranarray(gradient), np.asfortranarray(hessian)
         return gradient, hessian
-
-    def base_margin(self, label: Any, sample_weight: Any = None,
-                    num_class: int | None = None) -> np.ndarray:
-        """The optimal constant raw score for every row: ``Dataset(init_score=...)``.
-
-        (n,) for one score per row, (n, K) for multiclass (LightGBM 4.x accepts the matrix).
-        """
-        score = self.init_score(label, sample_weight, num_class)
-        n = np.asarray(label).shape[0]
-        return np.tile(score, (n, 1)) if np.ndim(score) else np.full(n, score)
 
 
 def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
@@ -126,11 +116,7 @@ def metric(loss: str | Loss | CompiledLoss | BoostingObjective, wrt: str | None 
            params: Mapping[str, float] | None = None,
            target: str | None = None) -> LightGBMMetric:
     """A LightGBM evaluation metric computing the mean loss (reuses an objective's settings)."""
-    if isinstance(loss, BoostingObjective):
-        source = loss
-    else:
-        source = BoostingObjective(loss, wrt, label, inputs=inputs, params=params,
-                                   hessian="exact", target=target)
+    source = as_objective(loss, wrt, label, inputs=inputs, params=params, target=target)
     return LightGBMMetric(source, name or source.loss.name or "lossdsl")
 
 
@@ -139,7 +125,5 @@ def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
                num_class: int | None = None, inputs: Mapping[str, Any] | None = None,
                params: Mapping[str, float] | None = None) -> float | np.ndarray:
     """The optimal constant raw score for labels ``y`` (see :func:`lossdsl.xgboost.init_score`)."""
-    if not isinstance(loss, BoostingObjective):
-        loss = BoostingObjective(loss, wrt, label, inputs=inputs, params=params,
-                                 hessian="exact", target="cpu")
-    return loss.init_score(y, sample_weight, num_class)
+    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu")
+    return objective.init_score(y, sample_weight, num_class)

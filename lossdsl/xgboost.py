@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective
+from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .api import CompiledLoss, Loss
 
 __all__ = ["XGBoostMetric", "XGBoostObjective", "init_score", "metric", "objective"]
@@ -58,13 +58,6 @@ class XGBoostObjective(BoostingObjective):
         if flat:
             return gradient.reshape(-1), hessian.reshape(-1)
         return gradient, hessian
-
-    def base_margin(self, label: Any, sample_weight: Any = None,
-                    num_class: int | None = None) -> np.ndarray:
-        """The optimal constant margin repeated for every row: ``DMatrix(base_margin=...)``."""
-        score = self.init_score(label, sample_weight, num_class)
-        n = np.asarray(label).shape[0]
-        return np.tile(score, (n, 1)) if np.ndim(score) else np.full(n, score)
 
 
 def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
@@ -125,11 +118,7 @@ def metric(loss: str | Loss | CompiledLoss | BoostingObjective, wrt: str | None 
     ``loss`` may be an objective made by :func:`objective`, whose roles, inputs and params it
     reuses. ``name`` defaults to the loss's name (or "lossdsl").
     """
-    if isinstance(loss, BoostingObjective):
-        source = loss
-    else:
-        source = BoostingObjective(loss, wrt, label, inputs=inputs, params=params,
-                                   hessian="exact", target=target)
+    source = as_objective(loss, wrt, label, inputs=inputs, params=params, target=target)
     return XGBoostMetric(source, name or source.loss.name or "lossdsl")
 
 
@@ -142,7 +131,5 @@ def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
     1-D Newton on the summed, weighted loss (bisection-safeguarded, so MAE and quantile reach
     the weighted median/quantile); a vector of ``num_class`` margins for losses over classes.
     """
-    if not isinstance(loss, BoostingObjective):
-        loss = BoostingObjective(loss, wrt, label, inputs=inputs, params=params,
-                                 hessian="exact", target="cpu")
-    return loss.init_score(y, sample_weight, num_class)
+    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu")
+    return objective.init_score(y, sample_weight, num_class)

@@ -44,7 +44,6 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
     reduction_names: dict[int, str] = {}
     run_lines: list[str] = []
     glue = GluePrinter(names, reduction_names)
-    converted: set[str] = set()
 
     for number, loop in enumerate(schedule.loops):
         body = BodyEmitter(loop, names, printer).emit()
@@ -73,20 +72,8 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
         functions.append("\n".join(driver))
 
         # in run(): scalars this loop reads, then the call
-        call_arguments = []
-        for argument in passed:
-            if argument.startswith("s"):
-                node = names.scalar_nodes[argument]
-                if argument not in converted:
-                    source = (f"numpy.float64({argument})" if node.op in ("param", "input", "count")
-                              else glue.value(node))
-                    run_lines += glue.lines
-                    glue.lines.clear()
-                    run_lines.append(f"t{argument} = T({source})")
-                    converted.add(argument)
-                call_arguments.append(f"t{argument}")
-            else:
-                call_arguments.append(argument)
+        call_arguments = [glue.scalar_argument(a) if a.startswith("s") else a for a in passed]
+        run_lines += glue.take_lines()
         results = [f"r{number}_{k}" for k in range(len(returns))]
         call = f"{loop_name}({', '.join([length] + call_arguments)})"
         if results:
@@ -97,7 +84,7 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
             run_lines.append(call)
 
     outputs = [glue.value(o.node) for o in schedule.scalar_outputs]
-    run_lines += glue.lines
+    run_lines += glue.take_lines()
     run_lines.append(f"return ({', '.join(outputs)},)" if outputs else "return ()")
 
     leaf_scalars = [s for s, n in names.scalar_nodes.items() if n.op in ("param", "input", "count")]

@@ -164,7 +164,6 @@ def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
     reduction_names: dict[int, str] = {}
     run_lines: list[str] = []
     glue = GluePrinter(names, reduction_names)
-    converted: set[str] = set()
     block_rows_used = False
 
     for number, loop in enumerate(schedule.loops):
@@ -183,11 +182,11 @@ def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
             functions.append(_device_function(f"rowbody{number}", row_body, [scratch]))
             functions.append(_block_row_kernel(f"rows{number}", f"rowbody{number}", length,
                                                row_body))
-        run_lines += _launch(number, loop, body, length, row_width, names, glue, converted,
+        run_lines += _launch(number, loop, body, length, row_width, names, glue,
                              reduction_names)
 
     outputs = [glue.value(o.node) for o in schedule.scalar_outputs]
-    run_lines += glue.lines
+    run_lines += glue.take_lines()
     results = f"({', '.join(outputs)},)" if outputs else "()"
 
     leaf_scalars = [s for s, n in names.scalar_nodes.items() if n.op in ("param", "input", "count")]
@@ -230,26 +229,18 @@ def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
 
 
 def _launch(number: int, loop: Loop, body: Body, length: str, row_width: str | None,
-            names: Names, glue: GluePrinter, converted: set[str],
+            names: Names, glue: GluePrinter,
             reduction_names: dict[int, str]) -> list[str]:
     """Lines of ``run`` for one loop: the scalars it reads, the launch, its reductions."""
-    lines: list[str] = []
     call_arguments = [length]
     for argument in body.arguments[1:]:
         if argument.startswith("s"):  # a scalar: a param, or glue over earlier reductions
-            node = names.scalar_nodes[argument]
-            if argument not in converted:
-                source = (f"numpy.float64({argument})" if node.op in ("param", "input", "count")
-                          else glue.value(node))
-                lines += glue.lines
-                glue.lines.clear()
-                lines.append(f"t{argument} = T({source})")
-                converted.add(argument)
-            call_arguments.append(f"t{argument}")
+            call_arguments.append(glue.scalar_argument(argument))
         elif argument.startswith(("a", "o")):
             call_arguments.append(f"dev_{argument}")
         else:
             call_arguments.append(argument)
+    lines: list[str] = glue.take_lines()
     count = len(body.returns)
     if count:
         lines.append(f"red{number} = rt.zeros({count})")

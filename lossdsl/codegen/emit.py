@@ -457,6 +457,24 @@ class GluePrinter:
         self.ops: set[str] = set()
         self.lines: list[str] = []
         self.values: dict[int, str] = {}
+        self.converted: set[str] = set()
+
+    def scalar_argument(self, argument: str) -> str:
+        """The name ``run`` passes for the loop body's scalar argument ``argument``: a param,
+        a scalar input or a count as given, or glue over earlier reductions, converted to the
+        kernel's dtype once (its statements are added to ``lines``)."""
+        if argument not in self.converted:
+            n = self.names.scalar_nodes[argument]
+            source = (f"numpy.float64({argument})" if n.op in ("param", "input", "count")
+                      else self.value(n))
+            self.lines.append(f"t{argument} = T({source})")
+            self.converted.add(argument)
+        return f"t{argument}"
+
+    def take_lines(self) -> list[str]:
+        """The statements emitted since the last call (and forget them)."""
+        lines, self.lines = self.lines, []
+        return lines
 
     def value(self, n: Node) -> str:
         """Emit (once) the statements computing scalar ``n``; return its name or literal."""
