@@ -87,11 +87,8 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
     run_lines += glue.take_lines()
     run_lines.append(f"return ({', '.join(outputs)},)" if outputs else "return ()")
 
-    leaf_scalars = [s for s, n in names.scalar_nodes.items() if n.op in ("param", "input", "count")]
-    run_arguments = (list(names.arrays.values()) + list(names.outputs.values()) + leaf_scalars
-                     + list(names.lengths.values()) + list(names.widths.values()))
+    run_arguments = names.run_arguments()
     helpers = [f"@{_DECORATOR.format(extra='')}" + HELPERS[h] for h in sorted(printer.helpers)]
-    glue_ops = [f'op_{op} = OPS["{op}"]' for op in sorted(glue.ops)]
     source = "\n".join([
         header,
         "import math",
@@ -104,7 +101,7 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
         f"T = numpy.{dtype}",
         f"FASTMATH = set({sorted(FASTMATH)!r})",
         *printer.declarations(),
-        *glue_ops,
+        *glue.declarations(),
         "",
         *[h.rstrip() + "\n" for h in helpers],
         *[f + "\n\n" for f in functions],

@@ -189,15 +189,12 @@ def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
     run_lines += glue.take_lines()
     results = f"({', '.join(outputs)},)" if outputs else "()"
 
-    leaf_scalars = [s for s, n in names.scalar_nodes.items() if n.op in ("param", "input", "count")]
     arrays, element_outputs = list(names.arrays.values()), list(names.outputs.values())
-    run_arguments = (arrays + element_outputs + leaf_scalars + list(names.lengths.values())
-                     + list(names.widths.values()))
+    run_arguments = names.run_arguments()
     transfers = [f"dev_{a} = rt.to_device({a})" for a in arrays]
     transfers += [f"dev_{o}, host_{o} = rt.output({o})" for o in element_outputs]
     copies = ", ".join(f"(dev_{o}, host_{o})" for o in element_outputs)
     helpers = [f"{_DEVICE}" + HELPERS[h] for h in sorted(printer.helpers)]
-    glue_ops = [f'op_{op} = OPS["{op}"]' for op in sorted(glue.ops)]
     source = "\n".join([
         header,
         "import numpy",
@@ -212,7 +209,7 @@ def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
         *printer.declarations(),
         "THREADS = rt.THREADS",
         "ROW_THREADS = rt.ROW_THREADS",
-        *glue_ops,
+        *glue.declarations(),
         "",
         *[h.rstrip() + "\n" for h in helpers],
         *([_BLOCK_REDUCTIONS] if block_rows_used else []),

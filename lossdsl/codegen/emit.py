@@ -287,6 +287,14 @@ class Names:
     def length(self, axis: str) -> str:
         return self.lengths.setdefault(axis, f"n{len(self.lengths)}")
 
+    def run_arguments(self) -> list[str]:
+        """The arguments of the generated ``run`` function, in order: input arrays, output
+        arrays, scalar params/inputs/counts, sample-axis lengths, class-axis widths."""
+        leaf_scalars = [name for name, n in self.scalar_nodes.items()
+                        if n.op in ("param", "input", "count")]
+        return (list(self.arrays.values()) + list(self.outputs.values()) + leaf_scalars
+                + list(self.lengths.values()) + list(self.widths.values()))
+
 
 def _pick_parts(n: Node) -> tuple[Node, Node] | None:
     """(x, label input) when ``n`` is ``rowsum(x * (class_index(y) == y))`` for an input y."""
@@ -470,6 +478,10 @@ class GluePrinter:
             self.lines.append(f"t{argument} = T({source})")
             self.converted.add(argument)
         return f"t{argument}"
+
+    def declarations(self) -> list[str]:
+        """Module-level lines binding the NumPy operations the glue uses."""
+        return [f'op_{op} = OPS["{op}"]' for op in sorted(self.ops)]
 
     def take_lines(self) -> list[str]:
         """The statements emitted since the last call (and forget them)."""
