@@ -176,15 +176,15 @@ def _check_definition(compiled: CompiledLoss) -> None:
 def _check_def(info, scope) -> None:
     """Inline a ``def`` on inputs named like its parameters, then check the result."""
     from . import ast
-    from .resolve import LossDefinition, Lowerer, _inputs_used, _params_used
+    from .resolve import LossDefinition, Lowerer, inputs_used, params_used
 
     syntax = info.syntax
     arguments = tuple(ast.Name(p.span, p.name) for p in syntax.parameters if p.default is None)
     call = ast.Call(syntax.span, syntax.name, arguments, ())
     spans: dict = {}
     graph = Lowerer(scope, inputs_allowed=True, record=spans).lower(call, {})
-    definition = LossDefinition(syntax.name, graph, _inputs_used(graph, spans),
-                                _params_used(graph, scope), info.doc, syntax.span, spans)
+    definition = LossDefinition(syntax.name, graph, inputs_used(graph, spans),
+                                params_used(graph, scope), info.doc, syntax.span, spans)
     _check_definition(CompiledLoss(Loss(definition, scope)))
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from . import ast
 from .errors import LossArityError, LossError, LossNameError, Span, did_you_mean
-from .ir import Node, constant, node
+from .evaluate import evaluate
+from .ir import Node, constant, node, walk
 from .parse import parse
 from .primitives import CONSTANTS, FUNCTIONS
 from .simplify import make
@@ -288,9 +289,8 @@ class Lowerer:
 # Modules
 
 
-def _params_used(graph: Node, scope: Scope) -> dict[str, float]:
-    from .ir import walk
-
+def params_used(graph: Node, scope: Scope) -> dict[str, float]:
+    """The params a graph uses, with their default values."""
     used: dict[str, float] = {}
     for n in walk(graph):
         if n.op == "param":
@@ -299,9 +299,8 @@ def _params_used(graph: Node, scope: Scope) -> dict[str, float]:
     return used
 
 
-def _inputs_used(graph: Node, spans: dict[str, Span]) -> tuple[str, ...]:
-    from .ir import walk
-
+def inputs_used(graph: Node, spans: dict[str, Span]) -> tuple[str, ...]:
+    """The inputs a graph uses, in order of first appearance in the source."""
     names = {n.value for n in walk(graph) if n.op == "input"}
     order = list(spans)
     return tuple(sorted(names, key=lambda name: order.index(name) if name in order else 1 << 30))
@@ -309,8 +308,6 @@ def _inputs_used(graph: Node, spans: dict[str, Span]) -> tuple[str, ...]:
 
 def _constant_value(value: Node, scope: Scope, span: Span) -> float:
     """A param's value: a constant expression, possibly of earlier params."""
-    from .evaluate import evaluate
-
     params = {name: info.default for s in scope._chain() for name, info in s.params.items()}
     try:
         (result,) = evaluate([value], {}, params)
@@ -368,8 +365,8 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
             definition = LossDefinition(
                 name,
                 graph,
-                _inputs_used(graph, spans),
-                _params_used(graph, scope),
+                inputs_used(graph, spans),
+                params_used(graph, scope),
                 statement.doc,
                 statement.span,
                 dict(spans),
