@@ -149,6 +149,8 @@ def _format_number(value: float) -> str:
         return "inf" if value > 0 else "-inf"
     if math.isnan(value):
         return "nan"
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0"  # keep the sign: 1/-0 is -inf
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(value)
