@@ -31,3 +31,12 @@ def _nvidia_gpu_present() -> bool:
 # override the choice either way.
 if not _nvidia_gpu_present():
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+# Property tests explore new random examples on every developer run; CI (CI=true) replays a
+# fixed, derandomised set so that a landing never depends on the luck of the draw.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
