@@ -137,7 +137,7 @@ class _Kernel:
     source: str
     element_outputs: list[Output]
     scalar_outputs: list[Output]
-    label_inputs: list[str]
+    label_inputs: list[tuple[str, str | None]]  # (labels, the table they index, or None)
     checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
 
 
@@ -262,7 +262,8 @@ class CompiledLoss:
         if self._last_source is not None:
             return self._last_source
         ranks = self.default_ranks()
-        differentiable = tuple(n for n in self.inputs if n not in self.label_inputs())
+        constants = self.label_inputs() | self.table_inputs()
+        differentiable = tuple(n for n in self.inputs if n not in constants)
         kernel = self._kernel(ranks, False, np.dtype(np.float64), True, differentiable, ())
         return kernel.source
 
@@ -274,6 +275,9 @@ class CompiledLoss:
     def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
         names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
         for name in names:
+            if name in self.table_inputs():
+                raise LossError(f"'{name}' is a lookup table (rowof): lossdsl does not "
+                                "differentiate with respect to tables")
             if name not in self.inputs:
                 raise LossNameError(f"'{name}' is not an input of this loss (inputs: "
                                     f"{', '.join(self.inputs)})", None,
@@ -281,17 +285,27 @@ class CompiledLoss:
         return names
 
     def label_inputs(self) -> frozenset[str]:
-        """Inputs used as integer class labels (by ``pick``/``onehot``): kept as integers."""
+        """Inputs used as integer labels (by ``pick``, ``onehot`` or ``rowof``)."""
         if self._labels is None:
-            self._labels = frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
-                                     if n.op == "class_index" and n.args[0].op == "input")
+            graph = self.loss.definition.graph
+            self._labels = frozenset(
+                [n.args[0].value for n in walk(graph)
+                 if n.op == "class_index" and n.args[0].op == "input"]
+                + [n.args[1].value for n in walk(graph)
+                   if n.op == "table_row" and n.args[1].op == "input"])
         return self._labels
+
+    def table_inputs(self) -> frozenset[str]:
+        """Inputs used as lookup tables by ``rowof(C, y)``: (R, K) matrices, such as a cost
+        matrix, indexed by labels rather than one row per sample."""
+        return frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
+                         if n.op == "table_row")
 
     def default_ranks(self) -> dict[str, int]:
         """The rank each input usually has: 2 (an (N, K) matrix) for inputs reduced over
         classes, 1 (a vector) otherwise, labels included. Used for symbolic work."""
         labels = self.label_inputs()
-        ranks = {name: 1 for name in self.inputs}
+        ranks = {name: 2 if name in self.table_inputs() else 1 for name in self.inputs}
         for n in walk(self.loss.definition.graph):
             if n.op in ("rowsum", "rowmax", "rowmean"):
                 for m in toposort([n.args[0]]):
@@ -326,8 +340,8 @@ class CompiledLoss:
             return kernel
         with self._lock:
             if key not in self._kernels:
-                objective, typed = self._specialize(ranks, weighted)
                 try:
+                    objective, typed = self._specialize(ranks, weighted)
                     self._kernels[key] = self._build_kernel(objective, typed, dtype, want_value,
                                                             grads, hessians)
                 except LossError:
@@ -361,8 +375,11 @@ class CompiledLoss:
             generated = cpu.generate(schedule, dtype.name, self._parallel_axes(objective),
                                      _header(self))
         module = cache.load_module(generated.source)
-        labels = sorted({n.args[0].value for n in walk(objective.total)
-                         if n.op == "class_index" and n.args[0].op == "input"})
+        labels = sorted({(n.args[0].value, None) for n in walk(objective.total)
+                         if n.op == "class_index" and n.args[0].op == "input"}
+                        | {(n.args[1].value, n.args[0].value) for n in walk(objective.total)
+                           if n.op == "table_row" and n.args[1].op == "input"},
+                        key=lambda pair: (pair[0], pair[1] or ""))
         return _Kernel(module.run, generated.names, generated.source,
                        schedule_outputs(schedule), list(schedule.scalar_outputs), labels)
 
@@ -538,11 +555,14 @@ class CompiledLoss:
         return lengths
 
     def _check_labels(self, bound: _Bound, kernel: _Kernel, lengths: dict[str, int]) -> None:
-        for name in kernel.label_inputs:
+        for name, table in kernel.label_inputs:
             labels = bound.arrays.get(name)
             if labels is None:
                 continue
-            width = next((lengths[a] for a in lengths if a.endswith("k")), None)
+            if table is not None:  # rows of a lookup table
+                width = bound.arrays[table].shape[0]
+            else:
+                width = next((lengths[a] for a in lengths if a.endswith("k")), None)
             if width is None or labels.size == 0:
                 continue
             if isinstance(labels, np.ndarray):

@@ -188,8 +188,8 @@ def grad(total: Node, x: Node) -> Node:
             contributions = [adjoint]
         elif n.op == "rowmax":
             contributions = [_m("mul", adjoint, _first_maximum(n))]
-        elif n.op == "class_index":
-            continue
+        elif n.op in ("class_index", "table_row"):
+            continue  # indices and lookup tables: constants of the loss
         else:
             partials = PARTIALS.of(n, wanted)
             contributions = [_m("mul", adjoint, p) if w else None for p, w in zip(partials, wanted)]
@@ -230,7 +230,7 @@ class _Diagonal:
     def _compute(self, e: Node, seed: Node, frozen: frozenset) -> Node:
         if e.op in ("sum", "rowsum", "rowmax"):
             return self._reduction(e, seed, frozen)
-        if e.op == "class_index" or not e.args:
+        if e.op in ("class_index", "table_row") or not e.args:
             return _ZERO
         wanted = [self.depends(a, seed) and id(a) not in frozen for a in e.args]
         total = _ZERO

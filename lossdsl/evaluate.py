@@ -200,6 +200,13 @@ class Evaluator:
         rows = args[0].shape[0] if np.ndim(args[0]) else 1
         return np.broadcast_to(np.arange(width, dtype=np.float64), (rows, width))
 
+    def eval_table_row(self, n, args):
+        table, labels = args
+        rows = table[np.asarray(labels).astype(np.int64)]
+        if rows.ndim == 1:  # one label for every sample
+            rows = np.broadcast_to(rows, (self.counts[n.axes[0]], rows.shape[0]))
+        return rows
+
     def eval_rowsum(self, n, args):
         return args[0].sum(axis=1)
 

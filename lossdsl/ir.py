@@ -141,7 +141,7 @@ def depends_on(root: Node, targets: set[int]) -> dict[int, bool]:
 
 _INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2), "pow": ("^", 4)}
 _COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-_SPELLED = {"stop_gradient": "stop_gradient", "class_index": "class_index"}
+_SPELLED = {"stop_gradient": "stop_gradient", "class_index": "class_index", "table_row": "rowof"}
 
 
 def _format_number(value: float) -> str:

@@ -142,6 +142,10 @@ class LatexPrinter:
     def print_class_index(self, n: Node):
         return ("k", _ATOM)
 
+    def print_table_row(self, n: Node):  # rowof(C, y): the entry C[y_i, k]
+        table, labels = (self.visit(a)[0] for a in n.args)
+        return (f"{table}_{{{labels}, k}}", _ATOM)
+
     # arithmetic
     def print_neg(self, n: Node):
         operand = self._arg(n.args[0], _PRODUCT)

@@ -10,6 +10,7 @@ Kinds:
 * ``row``          reduces the class axis of each row (``rowsum``, ``rowmax``),
 * ``reduce``       sums over the sample axis to a scalar (``sum``),
 * ``leaf``         no arguments (constants, inputs, params, counts, the class index),
+* ``gather``       reads a lookup table by labels (``rowof(C, y)``: row ``y_i`` of ``C``),
 * ``macro``        user-facing functions that ``resolve.py`` or ``shapes.py`` rewrite into the
   others (``logsumexp``, ``softmax``, ``pick``, ``mean``, ...).
 """
@@ -49,6 +50,9 @@ REDUCE = _table("reduce", 1, "sum")
 LEAF = _table("leaf", 0, "const input param count")
 # class_index(y): the index k of each class of y's row (its only argument fixes the domain).
 CLASS_INDEX = {"class_index": Primitive("class_index", 1, "leaf")}
+# table_row(C, y): row y_i of a class-by-class table C (an input bound to a (R, K) array),
+# one value per sample and class: what rowof(C, y) builds (a cost matrix's row per label).
+TABLE_ROW = {"table_row": Primitive("table_row", 2, "gather")}
 
 # mean(e) and rowmean(e) need the element count, known once shapes are: shapes.py expands them.
 SHAPE_MACROS = _table("macro", 1, "mean rowmean")
@@ -59,6 +63,7 @@ OPERATIONS: dict[str, Primitive] = {
     **REDUCE,
     **LEAF,
     **CLASS_INDEX,
+    **TABLE_ROW,
     **SHAPE_MACROS,
 }
 
@@ -78,6 +83,7 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "where": (3, 3),
     "clip": (3, 3),
     "pick": (2, 2),
+    "rowof": (2, 2),
     "onehot": (1, 2),
     "xlogy": (2, 2),
 }
@@ -86,6 +92,7 @@ CONSTANTS: dict[str, float] = {
     "pi": 3.141592653589793,
     "e": 2.718281828459045,
     "inf": float("inf"),
+    "nan": float("nan"),
 }
 
 COMPARISONS = ("lt", "le", "gt", "ge", "eq", "ne")

@@ -220,6 +220,13 @@ class Lowerer:
                     )
                 width = int(args[1].value)
             return make("eq", (node("class_index", (args[0],), width, None), args[0]))
+        if name == "rowof":
+            table, labels = args
+            if table.op != "input":
+                raise LossArityError(
+                    "rowof's first argument must be an input: a (K, K) table bound at call "
+                    "time, such as a cost matrix", e.args[0].span)
+            return node("table_row", (table, labels), None, None)
         if name == "pick":
             z, labels = args
             onehot = make("eq", (node("class_index", (labels,), None, None), labels))

@@ -60,6 +60,24 @@ def _role(rank: int) -> str:
     return {0: "a scalar", 1: "a vector", 2: "a matrix"}.get(rank, f"a {rank}-d array")
 
 
+def _table_inputs(nodes: list[Node], ranks: dict[str, int],
+                  spans: dict[str, Span]) -> list[str]:
+    """Inputs used as lookup tables (``rowof(C, y)``): each must be a matrix, used only so."""
+    tables = [n.args[0].value for n in nodes if n.op == "table_row"]
+    tables = list(dict.fromkeys(tables))
+    for table in tables:
+        if ranks.get(table, 1) != 2:
+            raise LossShapeError(f"'{table}' is a lookup table (rowof) and must be a (R, K) "
+                                 f"matrix, got {_role(ranks.get(table, 1))}", spans.get(table))
+    for n in nodes:
+        for position, a in enumerate(n.args):
+            if a.op == "input" and a.value in tables and not (n.op == "table_row"
+                                                               and position == 0):
+                raise LossShapeError(f"'{a.value}' is a lookup table (rowof): it can only be "
+                                     "read through rowof", spans.get(a.value))
+    return tables
+
+
 def specialize(
     graph: Node, ranks: dict[str, int], order: tuple[str, ...], spans: dict[str, Span] | None = None
 ) -> Specialized:
@@ -69,6 +87,7 @@ def specialize(
     input_domain: dict[str, int] = {}
     shape: dict[int, tuple[int | None, bool]] = {}  # node id -> (domain var, has class axis)
     nodes = toposort([graph])
+    tables = _table_inputs(nodes, ranks, spans)
     for name in order:
         rank = ranks.get(name, 1)
         if rank > 2:
@@ -77,7 +96,7 @@ def specialize(
                 f"got {_role(rank)}",
                 spans.get(name),
             )
-        if rank > 0:
+        if rank > 0 and name not in tables:
             input_domain[name] = domains.new()
 
     def join(a: int | None, b: int | None) -> int | None:
@@ -95,6 +114,9 @@ def specialize(
             shape[id(n)] = (None, False)
         elif n.op == "class_index":
             domain, _ = shape[id(n.args[0])]
+            shape[id(n)] = (domain if domain is not None else domains.new(), True)
+        elif n.op == "table_row":  # one row of the table per sample of the labels
+            domain, _ = shape[id(n.args[1])]
             shape[id(n)] = (domain if domain is not None else domains.new(), True)
         elif n.op in ("sum", "mean"):
             shape[id(n)] = (None, False)
@@ -143,6 +165,13 @@ def specialize(
                 result.axis_sources.setdefault(axis, []).append((name, dimension))
         else:
             result.input_axes[name] = ()
+    # a table's rows are indexed by labels; its columns are the lookup's class axis
+    for index, table in enumerate(tables):
+        lookup = next(n for n in nodes if n.op == "table_row" and n.args[0].value == table)
+        row_axis, class_axis = f"t{index}", axes_of(*shape[id(lookup)])[1]
+        result.input_axes[table] = (row_axis, class_axis)
+        result.axis_sources.setdefault(row_axis, []).append((table, 0))
+        result.axis_sources.setdefault(class_axis, []).append((table, 1))
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
         if old.op == "input":
@@ -156,6 +185,8 @@ def specialize(
             if old.value is not None:
                 result.fixed_widths[typed.axes[1]] = int(old.value)
             return typed
+        if old.op == "table_row":
+            return node("table_row", args, None, axes_of(*shape[id(old)]))
         if old.op == "mean":
             (x,) = args
             if x.axes == ():

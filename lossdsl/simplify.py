@@ -34,6 +34,11 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
     if op == "class_index":
         sample = args[0].axes[0]
         return (sample, sample + "k")
+    if op == "table_row":
+        if given is not None or not args[1].axes:
+            return given
+        sample = args[1].axes[0]
+        return (sample, sample + "k")
     longest: Axes = ()
     for a in args:
         if len(a.axes) > len(longest):

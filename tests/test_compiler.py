@@ -332,3 +332,24 @@ def test_internal_compiler_failures_are_loss_errors(monkeypatch):
     monkeypatch.setattr(cpu, "generate", broken)
     with pytest.raises(lossdsl.LossError, match="internal error .*KeyError"):
         lossdsl.compile("mse(y, p) + 0.123456789*p", reduction="sum")(y=np.ones(2), p=np.ones(2))
+
+
+def test_rowof_looks_up_a_cost_table_by_label():
+    costs = np.array([[0.0, 1.0, 5.0], [2.0, 0.0, 1.0], [20.0, 4.0, 0.0], [1.0, 1.0, 1.0]])
+    labels = np.array([0, 3, 2, 2, 1])
+    z = RNG.normal(size=(5, 3))
+    loss = lossdsl.compile("rowsum(rowof(C, y) * softmax(z))", reduction="none")
+    probabilities = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(loss(C=costs, y=labels, z=z),
+                               (costs[labels] * probabilities).sum(axis=1), rtol=1e-14)
+    gradient, hessian = loss.grad_and_hessian("z", C=costs, y=labels, z=z)
+    total = lossdsl.compile("rowsum(rowof(C, y) * softmax(z))", reduction="sum")
+    fd_gradient, fd_hessian = finite_difference(lambda x: total(C=costs, y=labels, z=x), z,
+                                                step=1e-4)
+    np.testing.assert_allclose(gradient, fd_gradient, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-3, atol=1e-6)
+    assert loss.table_inputs() == {"C"} and "y" in loss.label_inputs()
+    with pytest.raises(lossdsl.LossDomainError, match=r"integers in \[0, 4\)"):
+        loss(C=costs, y=np.array([0, 4, 0, 0, 0]), z=z)
+    with pytest.raises(lossdsl.LossError, match="lookup table"):
+        loss.grad("C", C=costs, y=labels, z=z)

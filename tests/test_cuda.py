@@ -96,10 +96,14 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, n: int = N, k: int = K
     rng = np.random.default_rng(seed)
     ranks = compiled.default_ranks()
     labels = compiled.label_inputs()
+    tables = compiled.table_inputs()
     inputs = {}
     for name in compiled.inputs:
         if name in labels:
             inputs[name] = rng.integers(0, k, n)
+            continue
+        if name in tables:  # a K x K lookup table (a cost matrix)
+            inputs[name] = rng.uniform(0.0, 5.0, (k, k))
             continue
         shape = (n,) if ranks[name] == 1 else (n, k)
         inputs[name] = (rng.normal(0.0, 1.5, shape) if kind == "wide"
@@ -121,7 +125,8 @@ def prelude_case(name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...], tup
         return _PRELUDE_CASES[name]
     entry = ENTRIES[name]
     cpu = lossdsl.compile(entry.call_expression())
-    wrt = tuple(n for n in cpu.inputs if n not in cpu.label_inputs())
+    constants = cpu.label_inputs() | cpu.table_inputs()
+    wrt = tuple(n for n in cpu.inputs if n not in constants)
     prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
     for kind in ("wide", "unit"):
         inputs = synthesize(cpu, kind)
@@ -239,7 +244,7 @@ def test_many_sums_in_one_pass():
 def _class_losses() -> list[str]:
     """Prelude losses over class rows, with a row reduction (logsumexp, softmax, rowsum)."""
     wanted = ["sparse_cce_logits", "cce_logits", "categorical_focal_logits", "cce",
-              "multi_margin", "expected_cost"]
+              "multi_margin", "expected_cost", "expected_cost_rows"]
     return [name for name in wanted if name in ENTRIES]
 
 

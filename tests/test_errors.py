@@ -149,3 +149,15 @@ def test_generated_source_never_contains_user_text():
     assert "0.1234567891" in source  # numbers are re-emitted with repr(float(...))
     value = loss(__import__=np.array([2.0]), os_system=np.array([3.0]), exec_me=np.array([1.0]))
     assert value == pytest.approx(6.1234567891)
+
+
+def test_rowof_table_errors():
+    with pytest.raises(LossArityError, match="must be an input") as raised:
+        lossdsl.compile("rowsum(rowof(2*C, y) * z)")
+    assert (raised.value.line, raised.value.column) == (1, 14)
+    misuse = lossdsl.compile("rowsum(rowof(C, y) * z) + rowsum(C)")
+    with pytest.raises(LossShapeError, match="only be read through rowof"):
+        misuse(C=np.ones((3, 3)), y=np.zeros(2, dtype=int), z=np.ones((2, 3)))
+    vector = lossdsl.compile("rowsum(rowof(C, y) * z)")
+    with pytest.raises(LossShapeError, match="must be a \\(R, K\\) matrix"):
+        vector(C=np.ones(3), y=np.zeros(2, dtype=int), z=np.ones((2, 3)))

@@ -394,15 +394,29 @@ COSTS = np.array([[0.0, 1.0, 2.0, 5.0], [4.0, 0.0, 1.0, 2.0],
 
 
 def expected_cost_inputs(rng) -> Inputs:
-    return {"cost": COSTS[rng.integers(0, K, N)], "z": rng.normal(0.0, 2.0, (N, K))}
+    return {"y": rng.integers(0, K, N), "z": rng.normal(0.0, 2.0, (N, K)), "C": COSTS}
 
 
 def expected_cost_extreme(big: float) -> Inputs:
     extreme = class_logits_extreme(big, sparse=True)
-    return {"cost": COSTS[extreme["y"]], "z": extreme["z"]}
+    return {"y": extreme["y"], "z": extreme["z"], "C": COSTS}
 
 
 def ref_expected_cost(d):  # sum_k C[y_i, k] P(k | z_i)
+    return np.einsum("ik,ik->i", d["C"][d["y"]], _softmax(d["z"]))
+
+
+def expected_cost_rows_inputs(rng) -> Inputs:
+    return {"cost": COSTS[rng.integers(0, K, N)] * rng.uniform(0.5, 2.0, (N, 1)),
+            "z": rng.normal(0.0, 2.0, (N, K))}
+
+
+def expected_cost_rows_extreme(big: float) -> Inputs:
+    extreme = class_logits_extreme(big, sparse=True)
+    return {"cost": COSTS[extreme["y"]], "z": extreme["z"]}
+
+
+def ref_expected_cost_rows(d):  # sum_k cost_ik P(k | z_i)
     return np.einsum("ik,ik->i", d["cost"], _softmax(d["z"]))
 
 
@@ -716,8 +730,10 @@ CASES: list[Case] = [
          binary_logits_extreme, reduction_check=True),
     Case("cost_sensitive_bce(y, z)", ref_cost_sensitive_bce, binary_logits,
          binary_logits_extreme),
-    Case("expected_cost(cost, z)", ref_expected_cost, expected_cost_inputs,
+    Case("expected_cost(y, z, C)", ref_expected_cost, expected_cost_inputs,
          expected_cost_extreme),
+    Case("expected_cost_rows(cost, z)", ref_expected_cost_rows, expected_cost_rows_inputs,
+         expected_cost_rows_extreme),
 ]
 
 

@@ -311,6 +311,16 @@ def _pick_parts(n: Node) -> tuple[Node, Node] | None:
     return None
 
 
+def _loop_args(n: Node) -> tuple[Node, ...]:
+    """The arguments a loop computes before ``n``: none for the class index (its argument
+    only names the domain), the labels alone for a table lookup (the table is an array)."""
+    if n.op == "class_index":
+        return ()
+    if n.op == "table_row":
+        return n.args[1:]
+    return n.args
+
+
 @dataclass
 class Body:
     """A loop body: its argument names, statement lines, and what it returns."""
@@ -370,16 +380,15 @@ class BodyEmitter:
                 if id(n) in seen or id(n) in self.values or not n.axes:
                     continue
                 if (len(n.axes) == 2) != row:
-                    if not row and n.op != "class_index":
+                    if not row:
                         # a per-class node reads per-sample values (a softmax's row max and
                         # normaliser): compute those in the sample phase, before any k loop
                         seen.add(id(n))
-                        stack.extend((a, False) for a in reversed(n.args))
+                        stack.extend((a, False) for a in reversed(_loop_args(n)))
                     continue
                 seen.add(id(n))
                 stack.append((n, True))
-                if n.op != "class_index":
-                    stack.extend((a, False) for a in reversed(n.args))
+                stack.extend((a, False) for a in reversed(_loop_args(n)))
         return order
 
     def _emit_node(self, n: Node, indent: str, index: str) -> None:
@@ -390,6 +399,9 @@ class BodyEmitter:
             text = f"T({array}[{subscript}])"
         elif n.op == "class_index":
             text = f"T({index})"
+        elif n.op == "table_row":
+            table = self._use(self.names.array(n.args[0].value), self.arrays)
+            text = f"T({table}[int({self.operand(n.args[1])}), {index}])"
         elif n.op in ("rowsum", "rowmax"):
             self._emit_row_reduction(n, name, indent)
             self.values[id(n)] = name
