@@ -182,6 +182,7 @@ class CompiledLoss:
         self._lock = threading.Lock()
         self._last_source: str | None = None
         self._labels: frozenset[str] | None = None
+        self._tables: frozenset[str] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Kernels live in modules imported from the cache directory; a copy in another process
@@ -298,8 +299,10 @@ class CompiledLoss:
     def table_inputs(self) -> frozenset[str]:
         """Inputs used as lookup tables by ``rowof(C, y)``: (R, K) matrices, such as a cost
         matrix, indexed by labels rather than one row per sample."""
-        return frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
-                         if n.op == "table_row")
+        if self._tables is None:
+            self._tables = frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
+                                     if n.op == "table_row")
+        return self._tables
 
     def default_ranks(self) -> dict[str, int]:
         """The rank each input usually has: 2 (an (N, K) matrix) for inputs reduced over
