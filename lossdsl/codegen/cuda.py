@@ -102,19 +102,30 @@ def _device_function(name: str, body: Body, prologue: Sequence[str] = ()) -> str
     return f"{_DEVICE}\ndef {name}({', '.join(body.arguments)}):\n" + "\n".join(lines)
 
 
-def _grid_stride_kernel(name: str, body_name: str, length: str, body: Body) -> str:
-    """One sample per thread per step; reductions: thread partials, block tree, atomics."""
+def _kernel_loop(name: str, body_name: str, length: str, body: Body, loop: str) -> list[str]:
+    """A kernel's signature and its ``loop`` over samples calling the body, each thread
+    accumulating the body's sums in float64 (``acc<j>``)."""
     count = len(body.returns)
     passed = body.arguments[1:]
     lines = [_KERNEL, f"def {name}({', '.join([length] + passed + (['red'] if count else []))}):"]
     lines += [f"    acc{j} = F64(0.0)" for j in range(count)]
-    lines.append(f"    for i in range(cuda.grid(1), {length}, cuda.gridsize(1)):")
+    lines.append(f"    {loop}")
     call = f"{body_name}({', '.join(body.arguments)})"
     if not count:
         lines.append(f"        {call}")
+    else:
+        lines.append(f"        item = {call}")
+        lines += [f"        acc{j} += item[{j}]" for j in range(count)]
+    return lines
+
+
+def _grid_stride_kernel(name: str, body_name: str, length: str, body: Body) -> str:
+    """One sample per thread per step; reductions: thread partials, block tree, atomics."""
+    count = len(body.returns)
+    lines = _kernel_loop(name, body_name, length, body,
+                         f"for i in range(cuda.grid(1), {length}, cuda.gridsize(1)):")
+    if not count:
         return "\n".join(lines)
-    lines.append(f"        item = {call}")
-    lines += [f"        acc{j} += item[{j}]" for j in range(count)]
     rows = min(count, _SHARED_SUMS)
     lines += [f"    partial = cuda.shared.array(({rows}, THREADS), types.float64)",
               "    thread = cuda.threadIdx.x"]
@@ -141,16 +152,10 @@ def _grid_stride_kernel(name: str, body_name: str, length: str, body: Body) -> s
 def _block_row_kernel(name: str, body_name: str, length: str, body: Body) -> str:
     """One row per block per step; every thread holds the row's results, thread 0 adds them."""
     count = len(body.returns)
-    passed = body.arguments[1:]
-    lines = [_KERNEL, f"def {name}({', '.join([length] + passed + (['red'] if count else []))}):"]
-    lines += [f"    acc{j} = F64(0.0)" for j in range(count)]
-    lines.append(f"    for i in range(cuda.blockIdx.x, {length}, cuda.gridDim.x):")
-    call = f"{body_name}({', '.join(body.arguments)})"
+    lines = _kernel_loop(name, body_name, length, body,
+                         f"for i in range(cuda.blockIdx.x, {length}, cuda.gridDim.x):")
     if not count:
-        lines.append(f"        {call}")
         return "\n".join(lines)
-    lines.append(f"        item = {call}")
-    lines += [f"        acc{j} += item[{j}]" for j in range(count)]
     lines.append("    if cuda.threadIdx.x == 0:")
     lines += [f"        cuda.atomic.add(red, {j}, acc{j})" for j in range(count)]
     return "\n".join(lines)
