@@ -100,10 +100,8 @@ def metric(loss: str | Loss | CompiledLoss | BoostingObjective, wrt: str | None 
            params: Mapping[str, float] | None = None,
            target: str | None = None) -> CatBoostMetric:
     """A CatBoost ``eval_metric`` object computing the mean loss."""
-    if isinstance(loss, BoostingObjective):
-        return CatBoostMetric(loss)
-    return CatBoostMetric(BoostingObjective(loss, wrt, label, inputs=inputs, params=params,
-                                            hessian="exact", target=target))
+    return CatBoostMetric(as_objective(loss, wrt, label, inputs=inputs, params=params,
+                                       target=target))
 
 
 def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
