@@ -321,7 +321,7 @@ class CompiledLoss:
         return objective, typed[name]
 
     def _specialize(self, ranks: dict[str, int], weighted: bool):
-        key = (tuple(sorted(ranks.items())), weighted)
+        key = _signature(ranks, weighted)
         if key not in self._specialized:
             definition = self.loss.definition
             specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
@@ -337,7 +337,7 @@ class CompiledLoss:
         return objective, typed
 
     def _kernel(self, ranks, weighted, dtype, want_value, grads, hessians) -> _Kernel:
-        key = (tuple(sorted(ranks.items())), weighted, dtype.str, want_value, grads, hessians)
+        key = (*_signature(ranks, weighted), dtype.str, want_value, grads, hessians)
         kernel = self._kernels.get(key)
         if kernel is not None:
             return kernel
@@ -467,9 +467,9 @@ class CompiledLoss:
         kernel = self._kernel(bound.ranks, bound.weight is not None, bound.dtype,
                               want_value, tuple(grads), tuple(hessians))
         self._last_source = kernel.source
-        objective, typed, specialized = self._specialized[
-            (tuple(sorted(bound.ranks.items())), bound.weight is not None)]
-        lengths = self._lengths(bound, specialized)
+        objective, _, specialized = self._specialized[
+            _signature(bound.ranks, bound.weight is not None)]
+        lengths = self._lengths(bound, objective, specialized)
         self._check_labels(bound, kernel, lengths)
         arguments: dict[str, Any] = {}
         names = kernel.names
@@ -533,7 +533,8 @@ class CompiledLoss:
             return float(result)
         return result
 
-    def _lengths(self, bound: _Bound, specialized) -> dict[str, int]:
+    def _lengths(self, bound: _Bound, objective: shapes.Objective,
+                 specialized: shapes.Specialized) -> dict[str, int]:
         lengths: dict[str, int] = {}
         for axis, sources in specialized.axis_sources.items():
             seen = {}
@@ -550,7 +551,6 @@ class CompiledLoss:
                                      f"inputs have {lengths[axis]}")
             lengths[axis] = width
         if bound.weight is not None:
-            objective, _ = self._specialize(bound.ranks, True)
             axis = objective.weight_axes[0] if objective.weight_axes else None
             if axis is not None and bound.weight.shape[0] != lengths.get(axis):
                 raise LossShapeError(f"sample_weight has {bound.weight.shape[0]} entries but "
@@ -582,6 +582,11 @@ class CompiledLoss:
                     f"label input '{name}' must hold integers in [0, {width}); "
                     f"found {label!r} at index {index}",
                     self.loss.definition.input_spans.get(name))
+
+
+def _signature(ranks: dict[str, int], weighted: bool) -> tuple:
+    """What a specialisation depends on: the input ranks and whether weights are given."""
+    return (tuple(sorted(ranks.items())), weighted)
 
 
 def schedule_outputs(schedule) -> list[Output]:

@@ -267,19 +267,12 @@ def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
     sample_axis = varying.axes[0]
     weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
     weighted_terms = make("mul", (weight, varying)) if weighted else varying
-    summed = make("add", (sum_all(weighted_terms), scalar))
-    if reduction == "sum" or reduction == "none":
-        total = summed
-    else:
-        if weighted:
-            count = sum_all(
-                make("mul", (weight, constant(1.0)))
-                if len(varying.axes) == 1
-                else make("mul", (weight, element_count(varying.axes[1:])))
-            )
-        else:
-            count = element_count(varying.axes)
-        total = make("add", (make("div", (sum_all(weighted_terms), count)), scalar))
+    terms = sum_all(weighted_terms)
+    if reduction == "mean":
+        # sum(w*l)/sum(w); over classes each sample counts K times (Keras: mean over classes)
+        weights = sum_all(weight) if weighted else element_count(varying.axes[:1])
+        terms = make("div", (terms, make("mul", (weights, element_count(varying.axes[1:])))))
+    total = make("add", (terms, scalar))
     weight_axes = weight.axes if weight else None
     if reduction == "none":
         value = make("add", (weighted_terms, scalar))
