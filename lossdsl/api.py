@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -464,13 +464,41 @@ class CompiledLoss:
 
     def _compute(self, want_value, grads, hessians, inputs, sample_weight) -> list:
         bound = self._bind(inputs, sample_weight)
-        kernel = self._kernel(bound.ranks, bound.weight is not None, bound.dtype,
-                              want_value, tuple(grads), tuple(hessians))
-        self._last_source = kernel.source
-        objective, _, specialized = self._specialized[
-            _signature(bound.ranks, bound.weight is not None)]
-        lengths = self._lengths(bound, objective, specialized)
+        kernel, lengths = self._prepare(bound, want_value, grads, hessians)
         self._check_labels(bound, kernel, lengths)
+        arguments, results = self._arguments(kernel, bound, lengths, self._output_array(bound))
+        scalar_values = self._run(kernel, arguments)
+        for output, value in zip(kernel.scalar_outputs, scalar_values):
+            results[output.name] = float(value)
+        order = (["value"] if want_value else []) + [f"grad:{g}" for g in grads]
+        order += [f"hess:{h}" for h in hessians]
+        return [self._shaped(results[name], bound, name) for name in order]
+
+    def _prepare(self, bound: _Bound, want_value: bool, grads: tuple[str, ...],
+                 hessians: tuple[str, ...]) -> tuple[_Kernel, dict[str, int]]:
+        """The kernel for ``bound``'s ranks and dtype, and the length of every axis."""
+        weighted = bound.weight is not None
+        kernel = self._kernel(bound.ranks, weighted, bound.dtype, want_value, tuple(grads),
+                              tuple(hessians))
+        self._last_source = kernel.source
+        objective, _, specialized = self._specialized[_signature(bound.ranks, weighted)]
+        return kernel, self._lengths(bound, objective, specialized)
+
+    @staticmethod
+    def _output_array(bound: _Bound) -> Callable[[tuple[int, ...]], Any]:
+        """Makes the arrays results are written to: NumPy, or the caller's kind of device
+        array when the inputs live on the device (results stay there)."""
+        if bound.device is None:
+            return lambda shape: np.empty(shape, dtype=bound.dtype)
+        from .codegen import cuda_runtime
+
+        return lambda shape: cuda_runtime.empty_like_device(bound.device, shape, bound.dtype)
+
+    @staticmethod
+    def _arguments(kernel: _Kernel, bound: _Bound, lengths: dict[str, int],
+                   output_array: Callable[[tuple[int, ...]], Any]) -> tuple[dict, dict]:
+        """The keyword arguments of ``kernel.run`` for ``bound``, and the output arrays by
+        result name (made by ``output_array(shape)``)."""
         arguments: dict[str, Any] = {}
         names = kernel.names
         all_arrays = dict(bound.arrays)
@@ -491,21 +519,9 @@ class CompiledLoss:
             arguments[generated] = lengths[axis]
         results: dict[str, Any] = {}
         for output in kernel.element_outputs:
-            shape = tuple(lengths[axis] for axis in output.axes)
-            if bound.device is None:
-                results[output.name] = np.empty(shape, dtype=bound.dtype)
-            else:  # results stay on the device, as the caller's kind of array
-                from .codegen import cuda_runtime
-
-                results[output.name] = cuda_runtime.empty_like_device(bound.device, shape,
-                                                                      bound.dtype)
+            results[output.name] = output_array(tuple(lengths[axis] for axis in output.axes))
             arguments[names.outputs[output.name]] = results[output.name]
-        scalar_values = self._run(kernel, arguments)
-        for output, value in zip(kernel.scalar_outputs, scalar_values):
-            results[output.name] = float(value)
-        order = (["value"] if want_value else []) + [f"grad:{g}" for g in grads]
-        order += [f"hess:{h}" for h in hessians]
-        return [self._shaped(results[name], bound, name) for name in order]
+        return arguments, results
 
     def _run(self, kernel: _Kernel, arguments: dict[str, Any]):
         if kernel.checked:
@@ -558,6 +574,22 @@ class CompiledLoss:
         return lengths
 
     def _check_labels(self, bound: _Bound, kernel: _Kernel, lengths: dict[str, int]) -> None:
+        for name, labels, width in self._label_widths(bound, kernel, lengths):
+            if isinstance(labels, np.ndarray):
+                found = first_bad_label(labels, width)
+            else:  # on the device: checked there (a GPU does not bounds-check the pick)
+                from .codegen import cuda_runtime
+
+                found = cuda_runtime.first_bad_label(labels, width)
+            if found is not None:
+                raise self.label_error(name, width, *found)
+
+    @staticmethod
+    def _label_widths(bound: _Bound, kernel: _Kernel,
+                      lengths: dict[str, int]) -> list[tuple[str, Any, int]]:
+        """``(name, labels, width)`` of every label input to check: its values must be
+        integers in ``[0, width)`` (classes, or the rows of the table they index)."""
+        found = []
         for name, table in kernel.label_inputs:
             labels = bound.arrays.get(name)
             if labels is None:
@@ -566,22 +598,22 @@ class CompiledLoss:
                 width = bound.arrays[table].shape[0]
             else:
                 width = next((lengths[a] for a in lengths if a.endswith("k")), None)
-            if width is None or labels.size == 0:
-                continue
-            if isinstance(labels, np.ndarray):
-                bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
-                index = int(np.argmax(bad))
-                found = (index, labels.flat[index].item()) if bad.flat[index] else None
-            else:  # on the device: checked there (a GPU does not bounds-check the pick)
-                from .codegen import cuda_runtime
+            if width is not None and labels.size:
+                found.append((name, labels, width))
+        return found
 
-                found = cuda_runtime.first_bad_label(labels, width)
-            if found is not None:
-                index, label = found
-                raise LossDomainError(
-                    f"label input '{name}' must hold integers in [0, {width}); "
-                    f"found {label!r} at index {index}",
-                    self.loss.definition.input_spans.get(name))
+    def label_error(self, name: str, width: int, index: int, label: Any) -> LossDomainError:
+        """The error for a label input ``name`` holding ``label`` at ``index``."""
+        return LossDomainError(f"label input '{name}' must hold integers in [0, {width}); "
+                               f"found {label!r} at index {index}",
+                               self.loss.definition.input_spans.get(name))
+
+
+def first_bad_label(labels: np.ndarray, width: int) -> tuple[int, Any] | None:
+    """``(flat index, value)`` of the first label not an integer in ``[0, width)``, or None."""
+    bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
+    index = int(np.argmax(bad)) if bad.size else 0
+    return (index, labels.flat[index].item()) if bad.size and bad.flat[index] else None
 
 
 def _signature(ranks: dict[str, int], weighted: bool) -> tuple:

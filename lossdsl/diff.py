@@ -24,7 +24,7 @@ import math
 import sys
 
 from .errors import LossError
-from .ir import Node, constant, depends_on, toposort
+from .ir import Node, constant, depends_on, node, toposort
 from .simplify import make
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
@@ -264,7 +264,11 @@ class _Diagonal:
         reduce_op = "sum" if e.op == "sum" else "rowsum"
         for leaf in leaves:
             through = _m("mul", weight, self(f, leaf, inner - {id(leaf)}))
-            total = _m("add", total, _m("mul", _m(reduce_op, through), self(leaf, seed, frozen)))
+            if axis in through.axes:
+                reduced = _m(reduce_op, through)
+            else:  # the same for every element: a sum of it would no longer know its axis
+                reduced = _m("mul", through, node("count", (), axis, ()))
+            total = _m("add", total, _m("mul", reduced, self(leaf, seed, frozen)))
         return total
 
 

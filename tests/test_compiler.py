@@ -237,6 +237,21 @@ def test_weighted_mean_gradient_and_hessian_against_finite_differences():
     np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-4, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("text, shape", [
+    # the derivative through the inner mean is the same for every sample: no axis left to sum
+    ("sum((p - mean(p))^2)", (12,)),
+    ("sum((p - rowmean(p))^2)", (5, 4)),
+    ("((p - mean(p))/sqrt(mean((p - mean(p))^2)) - y)^2", (12,)),
+])
+def test_centred_losses_hessians_against_finite_differences(text, shape):
+    loss = lossdsl.compile(text)
+    inputs = {name: RNG.normal(size=shape) for name in loss.inputs}
+    p = inputs.pop("p")
+    hessian = loss.hessian("p", p=p, **inputs)
+    _, fd_hessian = finite_difference(lambda x: loss(p=x, **inputs), p, step=1e-4)
+    np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-4, atol=1e-6)
+
 def test_subgradient_conventions():
     loss = lossdsl.compile("abs(p) + max(p, q) + where(p > 0, sqrt(p), 0)", reduction="sum")
     p = np.array([0.0, 0.0, 1.0, -1.0])

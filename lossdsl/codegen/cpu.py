@@ -6,7 +6,9 @@ Keeping the math out of the ``prange`` loop keeps ``parallel=True`` compile time
 Only loops over the ``parallel_axes`` (the loss's samples) get ``prange``: every ``prange``
 loop costs ~0.3 s of compile time, and a regulariser's parameter vector is short next to the
 data, so its loops stay serial.
-``run`` is plain Python: it calls the loops in order and does the scalar glue between them.
+``run`` is plain Python: it calls the loops in order and does the scalar glue between them,
+both through a kit (:mod:`lossdsl.codegen.cpu_runtime`), so that :mod:`lossdsl.dask` can run
+the same passes chunk by chunk.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
     functions: list[str] = []
     reduction_names: dict[int, str] = {}
     run_lines: list[str] = []
-    glue = GluePrinter(names, reduction_names)
+    glue = GluePrinter(names, reduction_names, cast="kit.cast(T, {})")
 
     for number, loop in enumerate(schedule.loops):
         body = BodyEmitter(loop, names, printer).emit()
@@ -75,11 +77,11 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
         call_arguments = [glue.scalar_argument(a) if a.startswith("s") else a for a in passed]
         run_lines += glue.take_lines()
         results = [f"r{number}_{k}" for k in range(len(returns))]
-        call = f"{loop_name}({', '.join([length] + call_arguments)})"
+        call = f"kit.loop({', '.join([loop_name, str(len(results)), length] + call_arguments)})"
         if results:
             run_lines.append(f"{', '.join(results)}, = {call}")
             for reduction, result in zip(loop.reductions, results):
-                reduction_names[id(reduction)] = f"numpy.float64({result})"
+                reduction_names[id(reduction)] = result
         else:
             run_lines.append(call)
 
@@ -96,6 +98,7 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
         "import numpy",
         "from numba import njit, prange",
         "",
+        "from lossdsl.codegen.cpu_runtime import DIRECT",
         "from lossdsl.evaluate import ELEMENTWISE_NUMPY as OPS",
         "",
         f"T = numpy.{dtype}",
@@ -105,7 +108,7 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
         "",
         *[h.rstrip() + "\n" for h in helpers],
         *[f + "\n\n" for f in functions],
-        f"def run({', '.join(run_arguments)}):",
+        f"def run({', '.join(run_arguments + ['kit=DIRECT'])}):",
         '    with numpy.errstate(all="ignore"):',
         *_indent(run_lines, "        "),
         "",

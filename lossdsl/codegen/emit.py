@@ -471,9 +471,10 @@ class BodyEmitter:
 class GluePrinter:
     """Python (NumPy float64) expressions for the scalar work between passes."""
 
-    def __init__(self, names: Names, reduction_names: dict[int, str]):
+    def __init__(self, names: Names, reduction_names: dict[int, str], cast: str = "T({})"):
         self.names = names
         self.reduction_names = reduction_names
+        self.cast = cast  # how a glue value becomes a kernel scalar: "{}" is the value
         self.ops: set[str] = set()
         self.lines: list[str] = []
         self.values: dict[int, str] = {}
@@ -487,7 +488,7 @@ class GluePrinter:
             n = self.names.scalar_nodes[argument]
             source = (f"numpy.float64({argument})" if n.op in ("param", "input", "count")
                       else self.value(n))
-            self.lines.append(f"t{argument} = T({source})")
+            self.lines.append(f"t{argument} = {self.cast.format(source)}")
             self.converted.add(argument)
         return f"t{argument}"
 
