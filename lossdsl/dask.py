@@ -300,12 +300,17 @@ class _ChunkKit:
         chunked = [isinstance(a, da.Array) and a.ndim > 0 for a in arguments]
         first = next((a for a, c in zip(arguments, chunked) if c), None)
         sizes = first.chunks[0] if first is not None else (length,)
-        blocks = [a.to_delayed().ravel() if c else None for a, c in zip(arguments, chunked)]
+        # Unoptimised, the tasks keep the keys of the chunks and scalars they read, so every
+        # pass's tasks run once; an optimised (fused) copy per reader would recompute the
+        # earlier passes for every chunk of every later pass.
+        blocks = [a.to_delayed(optimize_graph=False).ravel() if isinstance(a, da.Array)
+                  else None for a in arguments]
         slots = [a for a in arguments if isinstance(a, _Slot)]
         partials: list[da.Array] = []
         pieces: list[list[da.Array]] = [[] for _ in slots]
         for index, size in enumerate(sizes):
-            values = [b[index] if b is not None else a for a, b in zip(arguments, blocks)]
+            values = [a if b is None else b[index] if c else b[0]
+                      for a, b, c in zip(arguments, blocks, chunked)]
             task = dask.delayed(_run_chunk)(self.kernel, function.__name__, count, size,
                                             *values)
             partials.append(da.from_delayed(task[0], (count,), np.float64))

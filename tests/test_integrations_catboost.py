@@ -97,3 +97,23 @@ def test_multiclass_ders(data):
     raw = model.predict(data["X"][:60], prediction_type="RawFormulaVal")
     assert raw.shape == (60, 3)
     assert np.mean(np.argmax(raw, axis=1) == classes[:60]) > 0.6
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_same_model_as_multiclass_with_gradient_leaves(data, weighted):
+    # Gradient leaf values: lossdsl's multiclass derivatives drive the same trees as CatBoost's
+    # MultiClass. (Newton leaves differ: CatBoost's own uses the full K x K softmax Hessian,
+    # custom objectives give the diagonal, as XGBoost's and LightGBM's softmax do.)
+    weight = data["weight"] if weighted else None
+    classes = np.digitize(data["y"], [-0.5, 0.5])
+    settings = {**SETTINGS, "leaf_estimation_method": "Gradient", "classes_count": 3}
+    objective = lc.objective("sparse_cce_logits(y, z)", target="cpu")
+    ours = catboost.CatBoostClassifier(loss_function=objective, eval_metric="MultiClass",
+                                       **settings)
+    ours.fit(data["X"], classes, sample_weight=weight)
+    theirs = catboost.CatBoostClassifier(loss_function="MultiClass", **settings)
+    theirs.fit(data["X"], classes, sample_weight=weight)
+    raw = {"prediction_type": "RawFormulaVal"}
+    expected = theirs.predict(data["X"], **raw)
+    assert expected.shape == (len(classes), 3) and np.abs(expected).max() > 0.5
+    np.testing.assert_allclose(ours.predict(data["X"], **raw), expected, atol=1e-9)

@@ -13,6 +13,7 @@ the same passes chunk by chunk.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..schedule import Schedule
@@ -22,6 +23,13 @@ from .emit import FASTMATH, HELPERS, BodyEmitter, ExpressionPrinter, GluePrinter
 # finite; the loop drivers get FASTMATH (see emit.py), which lets their accumulations vectorise.
 _DECORATOR = 'njit(error_model="numpy", cache=True{extra})'
 _DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{extra})'
+# A body is inlined into its loop (LLVM's own inliner gives up on long bodies) and calls the
+# vectorisable exp and log of cpu_math, so that the loop vectorises: bce_logits' value and
+# gradient went from 12.6 to 2.7 ns per element. Math that only libm does, one element at a
+# time, stops vectorisation; a module that calls it keeps plain calls and libm, whose code is
+# cheaper to compile (a 40-term loss with tanh: 1.2 s; vectorisable exp and log, 1.7 s; both
+# inlined, 3.6 s).
+_SCALAR_ONLY = re.compile(r"math\.(?:tanh|sin|cos|tan|erf)\(|\*\*|h_(?:lgamma|digamma|trigamma)\(")
 
 
 @dataclass
@@ -47,14 +55,15 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
     run_lines: list[str] = []
     glue = GluePrinter(names, reduction_names, cast="kit.cast(T, {})")
 
-    for number, loop in enumerate(schedule.loops):
-        body = BodyEmitter(loop, names, printer).emit()
+    bodies = [BodyEmitter(loop, names, printer).emit() for loop in schedule.loops]
+    vectorisable = not any(_SCALAR_ONLY.search("\n".join(body.lines)) for body in bodies)
+    for number, (loop, body) in enumerate(zip(schedule.loops, bodies)):
         body_name, loop_name = f"body{number}", f"loop{number}"
         returns = body.returns
         body_lines = list(body.lines)
         body_lines.append(f"    return ({', '.join(returns)},)" if returns else "    return")
         functions.append(
-            f"@{_DECORATOR.format(extra='')}\n"
+            f"@{_DECORATOR.format(extra=', forceinline=True' if vectorisable else '')}\n"
             f"def {body_name}({', '.join(body.arguments)}):\n" + "\n".join(body_lines)
         )
         length = names.length(loop.axis)
@@ -93,11 +102,12 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
     helpers = [f"@{_DECORATOR.format(extra='')}" + HELPERS[h] for h in sorted(printer.helpers)]
     source = "\n".join([
         header,
-        "import math",
-        "",
+        *([] if vectorisable else ["import math", ""]),
         "import numpy",
         "from numba import njit, prange",
         "",
+        *(["from lossdsl.codegen import cpu_math as math  # libm, vectorisable exp and log"]
+          if vectorisable else []),
         "from lossdsl.codegen.cpu_runtime import DIRECT",
         "from lossdsl.evaluate import ELEMENTWISE_NUMPY as OPS",
         "",

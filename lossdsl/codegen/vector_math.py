@@ -1,0 +1,538 @@
+"""Branch-free, SIMD-vectorisable ``exp``/``expm1``/``log``/``log1p`` for Numba.
+
+Why this exists
+---------------
+Without Intel SVML, Numba lowers ``math.exp``/``math.log``/``math.log1p`` to scalar libm calls,
+and a call inside a loop stops LLVM's loop vectoriser.  The kernels below use only ``+ - * /``,
+integer bit manipulation and ``a if c else b`` conditionals that LLVM turns into ``select``
+instructions, so after inlining ``for i in range(n): out[i] = vexp(a[i])`` vectorises.
+
+Public API (callable from Python and from ``@njit`` code)::
+
+    vexp(x)   vexpm1(x)   vlog(x)   vlog1p(x)
+
+Each accepts a float64 or float32 scalar and returns the same dtype (integers and booleans
+are promoted to float64).  float32 uses float32 arithmetic throughout (shorter polynomials,
+twice the SIMD width), not float64-and-cast.
+
+Algorithms
+----------
+* exp / expm1: Cody-Waite reduction ``x = k*ln2 + r``, ``|r| <= ln2/2``, with ``k`` rounded by
+  the ``1.5*2**p`` shifter trick (no float->int conversion) and the rounding error of ``r``
+  recovered exactly (Fast2Sum).  ``expm1(r) = r + r*r*Q(r)`` where ``Q`` is a minimax
+  polynomial for ``(e**r - 1 - r)/r**2`` (relative error), evaluated with Estrin's scheme:
+  degree 10 for float64 (2**-57.2 after rounding the coefficients), degree 5 for float32
+  (2**-26.5); the coefficients come from ``tools/vector_math_coefficients.py``.  ``2**k`` is
+  built from exponent bits and applied as two factors ``2**(k>>1) * 2**(k - (k>>1))`` so
+  that overflow gives ``inf`` and results in the subnormal range are rounded once (no flush
+  to zero).
+* log / log1p: fdlibm/musl ``log`` scheme.  The mantissa is normalised to
+  ``[sqrt(2)/2, sqrt(2))`` by integer arithmetic on the bits, ``f = m - 1``,
+  ``s = f/(2+f)``, ``log(1+f) = f - f*f/2 + s*(f*f/2 + R(s*s))`` with the fdlibm ``Lg1..Lg7``
+  polynomial (degree 14 in s, float64) or musl's ``logf`` ``Lg1..Lg4`` (degree 8, float32).
+  log1p forms ``u = 1 + x`` and adds the exact rounding error of that sum, ``c/u``, as in
+  musl's ``log1p``; for ``u`` already in range (k == 0) it uses ``f = x`` exactly.
+  Subnormal log arguments are pre-scaled by ``2**54`` (``2**25`` for float32).  Two divisions
+  per log1p (one per log) remain; they vectorise (``vdivpd``) and are not the bottleneck.
+
+All special cases (nan, +-inf, zero, negative, -1 for log1p, overflow/underflow for exp) are
+resolved by ``select``s computed alongside the main path, never by branches.
+
+Accuracy (``python3 tests/test_vector_math.py``, ~10**7 samples per function and dtype, full ranges,
+tiny/huge/subnormal arguments and results): at most 1 ulp from glibc libm in float64, and at
+most 1 ulp from the float64 libm result rounded to float32 for float32 inputs, with or without
+FMA.  Subnormal exp results are within 1 ulp as well (single rounding, no flush to zero).
+
+Notes
+-----
+* The kernels are compiled without fast-math: Cody-Waite, the shifter trick and the Fast2Sum
+  corrections depend on strict IEEE evaluation order.  Callers may use
+  ``fastmath={"reassoc"}`` in their own loops; LLVM keeps per-instruction flags after
+  inlining, so the kernels stay strict.  Never use full ``fastmath=True`` on the callers if
+  nan/inf semantics matter (``nnan``/``ninf`` let LLVM delete the special-case selects).
+* FMA: Numba never sets the ``contract`` flag (not even with ``fastmath={"reassoc"}``), so
+  plain ``a*b + c`` is never fused.  The polynomial steps here use ``llvm.fmuladd`` instead
+  (see ``_mla``), which LLVM fuses only where the target has FMA and otherwise emits as
+  multiply + add (never a libm ``fma`` call).  The error analysis assumes neither, and the
+  accuracy tests pass in both modes; the last bit may differ between FMA and non-FMA CPUs.
+  ``LOSSDSL_VECTOR_MATH_FMA=0`` (read at import) forces the unfused form for bitwise
+  reproducibility across CPUs.
+* Called from Python, float32 results are boxed as Python floats; inside ``@njit`` code the
+  result has the argument's dtype.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core.dispatcher import Dispatcher
+from numba.extending import intrinsic, overload
+
+__all__ = ["vexp", "vexpm1", "vlog", "vlog1p"]
+
+_JIT_OPTS = {"error_model": "numpy", "cache": True}
+
+# --------------------------------------------------------------------------------------------
+# Bit casts.  Numba has no scalar ``float.view(int)``; an LLVM ``bitcast`` is free and, unlike
+# a round trip through memory, keeps the loop vectorisable.
+# --------------------------------------------------------------------------------------------
+
+
+@intrinsic
+def _float_bits(typingctx, x):
+    """Reinterpret float64 -> int64 or float32 -> int32 (raw IEEE bits)."""
+    if not isinstance(x, types.Float):
+        return None
+    ret = types.int64 if x.bitwidth == 64 else types.int32
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+
+    return ret(x), codegen
+
+
+def _bits_to_float_intrinsic(ftype: types.Float):
+    """Build an intrinsic reinterpreting an integer's low bits as ``ftype``.
+
+    Numba's integer typing widens ``int32 op int32`` to int64, so the float32 variant accepts
+    any integer and truncates (see ``_log_f32`` for keeping such arithmetic in i32 lanes).
+    """
+    width = ftype.bitwidth
+
+    @intrinsic
+    def _bits_to_float(typingctx, i):
+        if not isinstance(i, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ity = context.get_value_type(types.int64 if width == 64 else types.int32)
+            val = args[0]
+            if i.bitwidth > width:
+                val = builder.trunc(val, ity)
+            elif i.bitwidth < width:
+                val = builder.sext(val, ity) if i.signed else builder.zext(val, ity)
+            return builder.bitcast(val, context.get_value_type(ftype))
+
+        return ftype(i), codegen
+
+    return _bits_to_float
+
+
+_f64_from_bits = _bits_to_float_intrinsic(types.float64)
+_f32_from_bits = _bits_to_float_intrinsic(types.float32)
+
+# a*b + c as ``llvm.fmuladd``: LLVM may fuse it into one FMA where the target has one (and
+# never calls libm ``fma``), or emit a separate multiply and add.  Only used where the error
+# analysis holds for both, so results may differ in the last bit between targets but the
+# accuracy bounds do not.  LOSSDSL_VECTOR_MATH_FMA=0 forces the unfused form (read at import).
+_USE_FMULADD = os.environ.get("LOSSDSL_VECTOR_MATH_FMA", "1") != "0"
+
+
+@intrinsic
+def _mla(typingctx, a, b, c):
+    """a*b + c, optionally fused (see _USE_FMULADD)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        if not _USE_FMULADD:
+            return builder.fadd(builder.fmul(args[0], args[1]), args[2])
+        fty = args[0].type
+        fn = builder.module.declare_intrinsic(
+            "llvm.fmuladd", [fty], fnty=ir.FunctionType(fty, [fty, fty, fty])
+        )
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+# --------------------------------------------------------------------------------------------
+# float64 constants (plain Python floats/ints are typed float64/int64 by Numba).
+# --------------------------------------------------------------------------------------------
+
+_INV_LN2 = 1.4426950408889634
+# ln2 split: _LN2_HI has 32 significant bits, so k * _LN2_HI is exact for |k| < 2**21.
+_LN2_HI = float.fromhex("0x1.62e42fee00000p-1")
+_LN2_LO = float.fromhex("0x1.a39ef35793c76p-33")
+# Adding 1.5 * 2**52 rounds to an integer (ties to even) and leaves it in the low mantissa
+# bits: bits(x + SHIFT) - bits(SHIFT) == round(x) for |x| < 2**51.
+_SHIFT = 6755399441055744.0
+_SHIFT_BITS = 0x4338000000000000
+# Clamp range for the exp argument: beyond it the result is 0/inf anyway, and it keeps both
+# scale factors 2**(k>>1), 2**(k - (k>>1)) normal (|k| <= 1097).
+_EXP_LO = -760.0
+_EXP_HI = 720.0
+# expm1: below -45, expm1 == -1.0 in float64; 710 is past the overflow threshold (709.78).
+_EXPM1_LO = -45.0
+_EXPM1_HI = 710.0
+
+# Minimax for Q(r) = (exp(r) - 1 - r) / r**2 on [-0.3467, 0.3467], rel. error 2**-57.2.
+_E0 = 0.5
+_E1 = 0.1666666666666667
+_E2 = 0.041666666666666616
+_E3 = 0.008333333333326146
+_E4 = 0.0013888888888918044
+_E5 = 0.00019841269874794
+_E6 = 2.480158724561918e-05
+_E7 = 2.7557255421302667e-06
+_E8 = 2.755734966524766e-07
+_E9 = 2.5105212329672105e-08
+_E10 = 2.088938254107312e-09
+
+# fdlibm e_log.c: |log(1+s) - log(1-s) - (2s + s*Lg(s*s))| < 2**-58.45 on s in [0, 0.1716].
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+
+_TWO54 = 18014398509481984.0
+_DBL_MIN = 2.2250738585072014e-308
+_MANT_MASK = 0x000FFFFFFFFFFFFF
+# Adding (0x3ff00000 - 0x3fe6a09e) << 32 to the bits carries into the exponent exactly when the
+# mantissa is >= sqrt(2) (0x3ff6a09e...), so the normalised mantissa lands in [sqrt2/2, sqrt2).
+_SQRT2_OFFSET = (0x3FF00000 - 0x3FE6A09E) << 32
+_SQRT2_HALF_BITS = 0x3FE6A09E << 32
+_TINY_LOG1P = 5.551115123125783e-17  # 2**-54: log1p(x) rounds to x below this
+
+_INF = np.inf
+_NAN = np.nan
+
+# --------------------------------------------------------------------------------------------
+# float32 constants.  Every literal in the float32 kernels must be an np.float32/np.int32
+# global: a bare Python float would promote the whole expression to float64.
+# --------------------------------------------------------------------------------------------
+
+_f = np.float32
+_F_ZERO = _f(0.0)
+_F_HALF = _f(0.5)
+_F_ONE = _f(1.0)
+_F_TWO = _f(2.0)
+_F_INV_LN2 = _f(1.4426950408889634)
+# ln2 split with 15 significant bits in the high part: k * hi exact for |k| < 2**9.
+_F_LN2_HI = _f(0.693145751953125)  # 0x3f317200
+_F_LN2_LO = _f(1.428606765330187e-06)  # 0x35bfbe8e
+_F_SHIFT = _f(12582912.0)  # 1.5 * 2**23
+_F_SHIFT_BITS = 0x4B400000
+_F_EXP_LO = _f(-110.0)
+_F_EXP_HI = _f(90.0)
+_F_EXPM1_LO = _f(-20.0)  # expm1f == -1 below ~-17.3
+_F_EXPM1_HI = _f(89.0)  # past the overflow threshold 88.72
+
+# Minimax for Q(r) on [-0.3467, 0.3467] in float32 coefficients, rel. error 2**-26.5.
+_FE0 = _f(0.5)
+_FE1 = _f(0.1666666716337204)
+_FE2 = _f(0.04166646674275398)
+_FE3 = _f(0.008333360776305199)
+_FE4 = _f(0.0013933629961684346)
+_FE5 = _f(0.00019857811275869608)
+
+# musl logf.c: |(log(1+s) - log(1-s))/s - Lg(s)| < 2**-34.24.
+_F_LN2_HI_LOG = _f(6.9313812256e-01)  # 0x3f317180
+_F_LN2_LO_LOG = _f(9.0580006145e-06)  # 0x3717f7d1
+_FLG1 = _f(0.66666662693)  # 0xaaaaaa.0p-24
+_FLG2 = _f(0.40000972152)  # 0xccce13.0p-25
+_FLG3 = _f(0.28498786688)  # 0x91e9ee.0p-25
+_FLG4 = _f(0.24279078841)  # 0xf89e26.0p-26
+
+_F_TWO25 = _f(33554432.0)
+_F_FLT_MIN = _f(1.1754943508222875e-38)
+_F_MANT_MASK = 0x007FFFFF
+_F_SQRT2_OFFSET = 0x3F800000 - 0x3F3504F3
+_F_SQRT2_HALF_BITS = 0x3F3504F3
+_F_TINY_LOG1P = _f(5.960464477539063e-08)  # 2**-24
+_F_INF = _f(np.inf)
+_F_NINF = _f(-np.inf)
+_F_NAN = _f(np.nan)
+_i32 = np.int32
+
+del _f
+
+# --------------------------------------------------------------------------------------------
+# float64 kernels
+# --------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT_OPTS)
+def _clamp(x, lo, hi):
+    """Clamp to [lo, hi], passing nan through.
+
+    Written as comparisons that are false for nan (not min/max, whose nan behaviour is not
+    guaranteed); LLVM turns them into nan-preserving selects / masked vmaxpd.
+    """
+    x = hi if x > hi else x  # noqa: FURB136
+    return lo if x < lo else x  # noqa: FURB136
+
+
+@njit(**_JIT_OPTS)
+def _exp_reduce_f64(x):
+    """Split x = k*ln2 + r + c and return (k, r, e) with expm1(x - k*ln2) ~= r + e.
+
+    x must be pre-clamped (nan passes through).  e = r*r*Q(r) + c is small next to r, so
+    callers add the large, exactly known terms first and e last.
+    """
+    t = x * _INV_LN2 + _SHIFT
+    k = _float_bits(t) - _SHIFT_BITS
+    kd = t - _SHIFT  # == float(k), exactly
+    # Cody-Waite: kd*_LN2_HI is exact and so is x - kd*_LN2_HI (Sterbenz).  The rounding error
+    # c of the second subtraction is recovered exactly (Fast2Sum) and fed back below; expm1
+    # needs it when 2**k * r and 2**k - 1 partially cancel (k >= 1, r < 0).
+    rhi = x - kd * _LN2_HI
+    rlo = kd * _LN2_LO
+    r = rhi - rlo
+    c = (rhi - r) - rlo
+    # Estrin's scheme: a dependency chain of ~5 multiply-adds instead of 10 (Horner), which
+    # matters because the vectorised loop is latency-bound, not throughput-bound.
+    r2 = r * r
+    r4 = r2 * r2
+    q01 = _mla(r, _E1, _E0)
+    q23 = _mla(r, _E3, _E2)
+    q45 = _mla(r, _E5, _E4)
+    q67 = _mla(r, _E7, _E6)
+    q89 = _mla(r, _E9, _E8)
+    q03 = _mla(r2, q23, q01)
+    q47 = _mla(r2, q67, q45)
+    q8a = _mla(r2, _E10, q89)
+    q = _mla(r4 * r4, q8a, _mla(r4, q47, q03))
+    return k, r, _mla(r2, q, c)
+
+
+@njit(**_JIT_OPTS)
+def _exp_f64(x):
+    # Beyond the clamp range the result is 0 or inf anyway; nan propagates through arithmetic.
+    x = _clamp(x, _EXP_LO, _EXP_HI)
+    k, r, e = _exp_reduce_f64(x)
+    p = 1.0 + (r + e)
+    # 2**k as two normal factors: p*s1 is exact, the final multiply rounds once, giving inf on
+    # overflow and a correctly rounded product in the subnormal range.
+    k1 = k >> 1
+    s1 = _f64_from_bits((k1 + 1023) << 52)
+    s2 = _f64_from_bits((k - k1 + 1023) << 52)
+    return (p * s1) * s2
+
+
+@njit(**_JIT_OPTS)
+def _expm1_f64(x):
+    xc = _clamp(x, _EXPM1_LO, _EXPM1_HI)
+    k, r, e = _exp_reduce_f64(xc)
+    # expm1(x) = 2**k - 1 + 2**k*(r + e), evaluated in halves with h = 2**(k-1) so that
+    # k = 1024 (x in [709.44, 709.78]) stays finite; the products by h are exact and the final
+    # doubling is exact (or overflows to inf as it should).
+    # k < 3: h - 0.5 is exact and h*r can cancel it (r < 0), so add the exact terms first and
+    # the small e last.  k >= 3: no cancellation, and h - 0.5 would round for k >= 54, so fold
+    # the -0.5 into the smaller term instead.
+    h = _f64_from_bits((k - 1 + 1023) << 52)
+    small_k = 2.0 * (((h - 0.5) + h * r) + h * e)
+    large_k = 2.0 * (h + (h * (r + e) - 0.5))
+    res = small_k if k < 3 else large_k
+    # |x| < 2**-54: expm1(x) == x (also keeps -0.0 and subnormals exact).
+    return x if abs(x) < _TINY_LOG1P else res
+
+
+@njit(**_JIT_OPTS)
+def _log_kernel_f64(f, dk, c):
+    """log(1+f) + dk*ln2 + c for f in [sqrt2/2 - 1, sqrt2 - 1) (fdlibm evaluation order)."""
+    hfsq = 0.5 * f * f
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    # Odd/even split of the polynomial in z (fdlibm): two short independent Horner chains.
+    t1 = w * _mla(w, _mla(w, _LG6, _LG4), _LG2)
+    t2 = _mla(w, _mla(w, _mla(w, _LG7, _LG5), _LG3), _LG1)
+    r = _mla(z, t2, t1)
+    # dk*_LN2_HI is exact; the large terms f and dk*ln2_hi are added last.
+    return _mla(s, hfsq + r, _mla(dk, _LN2_LO, c)) - hfsq + f + dk * _LN2_HI
+
+
+@njit(**_JIT_OPTS)
+def _int_to_f64(k):
+    """Exact int64 -> float64 for |k| < 2**51 via the shifter (no cvtqq2pd needed on AVX2)."""
+    return _f64_from_bits(k + _SHIFT_BITS) - _SHIFT
+
+
+@njit(**_JIT_OPTS)
+def _log_f64(x):
+    # Subnormals: scale into the normal range so the exponent field is meaningful.
+    sub = x < _DBL_MIN
+    xs = x * _TWO54 if sub else x
+    ix = _float_bits(xs) + _SQRT2_OFFSET
+    k = (ix >> 52) - (1023 + 54 if sub else 1023)
+    m = _f64_from_bits((ix & _MANT_MASK) + _SQRT2_HALF_BITS)
+    res = _log_kernel_f64(m - 1.0, _int_to_f64(k), 0.0)
+    # Special cases as selects (the main path computed garbage for these inputs).
+    res = x if not (x < _INF) else res  # +inf, nan
+    res = -_INF if x == 0.0 else res
+    return _NAN if x < 0.0 else res
+
+
+@njit(**_JIT_OPTS)
+def _log1p_f64(x):
+    u = 1.0 + x
+    iu = _float_bits(u) + _SQRT2_OFFSET
+    k = (iu >> 52) - 1023
+    # Exact rounding error of u = fl(1 + x) (Fast2Sum with the larger operand first); the
+    # first-order correction log(1+x) - log(u) = c/u.
+    c = (1.0 - (u - x)) if k >= 2 else (x - (u - 1.0))
+    c = c / u
+    f = _f64_from_bits((iu & _MANT_MASK) + _SQRT2_HALF_BITS) - 1.0
+    # 1 + x already in [sqrt2/2, sqrt2): use x itself, which is exact.
+    k0 = k == 0
+    f = x if k0 else f
+    c = 0.0 if k0 else c
+    res = _log_kernel_f64(f, _int_to_f64(k), c)
+    res = x if abs(x) < _TINY_LOG1P else res  # tiny, +-0, subnormal: log1p(x) == x
+    res = x if not (x < _INF) else res  # +inf, nan
+    res = -_INF if x == -1.0 else res
+    return _NAN if x < -1.0 else res
+
+
+# --------------------------------------------------------------------------------------------
+# float32 kernels (same algorithms, float32 arithmetic, int32 bit fields)
+# --------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT_OPTS)
+def _exp_reduce_f32(x):
+    t = x * _F_INV_LN2 + _F_SHIFT
+    k = _float_bits(t) - _F_SHIFT_BITS
+    kd = t - _F_SHIFT
+    rhi = x - kd * _F_LN2_HI
+    rlo = kd * _F_LN2_LO
+    r = rhi - rlo
+    c = (rhi - r) - rlo
+    r2 = r * r
+    q01 = _mla(r, _FE1, _FE0)
+    q23 = _mla(r, _FE3, _FE2)
+    q45 = _mla(r, _FE5, _FE4)
+    q = _mla(r2 * r2, q45, _mla(r2, q23, q01))
+    return k, r, _mla(r2, q, c)
+
+
+@njit(**_JIT_OPTS)
+def _exp_f32(x):
+    x = _clamp(x, _F_EXP_LO, _F_EXP_HI)
+    k, r, e = _exp_reduce_f32(x)
+    p = _F_ONE + (r + e)
+    k1 = k >> 1
+    s1 = _f32_from_bits((k1 + 127) << 23)
+    s2 = _f32_from_bits((k - k1 + 127) << 23)
+    return (p * s1) * s2
+
+
+@njit(**_JIT_OPTS)
+def _expm1_f32(x):
+    xc = _clamp(x, _F_EXPM1_LO, _F_EXPM1_HI)
+    k, r, e = _exp_reduce_f32(xc)
+    h = _f32_from_bits((k - 1 + 127) << 23)
+    small_k = _F_TWO * (((h - _F_HALF) + h * r) + h * e)
+    large_k = _F_TWO * (h + (h * (r + e) - _F_HALF))
+    res = small_k if k < 3 else large_k
+    return x if abs(x) < _F_TINY_LOG1P else res
+
+
+@njit(**_JIT_OPTS)
+def _log_kernel_f32(f, dk, c):
+    hfsq = _F_HALF * f * f
+    s = f / (_F_TWO + f)
+    z = s * s
+    w = z * z
+    t1 = w * _mla(w, _FLG4, _FLG2)
+    r = _mla(z, _mla(w, _FLG3, _FLG1), t1)
+    return _mla(s, hfsq + r, _mla(dk, _F_LN2_LO_LOG, c)) - hfsq + f + dk * _F_LN2_HI_LOG
+
+
+@njit(**_JIT_OPTS)
+def _int_to_f32(k):
+    return _f32_from_bits(k + _F_SHIFT_BITS) - _F_SHIFT
+
+
+@njit(**_JIT_OPTS)
+def _log_f32(x):
+    sub = x < _F_FLT_MIN
+    xs = x * _F_TWO25 if sub else x
+    # np.int32(...) after each step: Numba widens int32 arithmetic to int64, and only explicit
+    # truncation lets LLVM keep 16 x i32 lanes instead of splitting into 2 x (8 x i64).
+    ix = _i32(_float_bits(xs) + _F_SQRT2_OFFSET)
+    k = _i32(_i32(ix >> 23) - (127 + 25 if sub else 127))
+    m = _f32_from_bits(_i32(ix & _F_MANT_MASK) + _F_SQRT2_HALF_BITS)
+    res = _log_kernel_f32(m - _F_ONE, _int_to_f32(k), _F_ZERO)
+    res = x if not (x < _F_INF) else res
+    res = _F_NINF if x == _F_ZERO else res
+    return _F_NAN if x < _F_ZERO else res
+
+
+@njit(**_JIT_OPTS)
+def _log1p_f32(x):
+    u = _F_ONE + x
+    iu = _i32(_float_bits(u) + _F_SQRT2_OFFSET)
+    k = _i32(_i32(iu >> 23) - 127)
+    c = (_F_ONE - (u - x)) if k >= 2 else (x - (u - _F_ONE))
+    c = c / u
+    f = _f32_from_bits(_i32(iu & _F_MANT_MASK) + _F_SQRT2_HALF_BITS) - _F_ONE
+    k0 = k == 0
+    f = x if k0 else f
+    c = _F_ZERO if k0 else c
+    res = _log_kernel_f32(f, _int_to_f32(k), c)
+    res = x if abs(x) < _F_TINY_LOG1P else res
+    res = x if not (x < _F_INF) else res
+    res = _F_NINF if x == -_F_ONE else res
+    return _F_NAN if x < -_F_ONE else res
+
+
+# --------------------------------------------------------------------------------------------
+# Type-generic public entry points.  An @overload'ed stub picks the kernel from the argument
+# type at compile time; the thin @njit wrapper makes it callable from Python as well.
+# --------------------------------------------------------------------------------------------
+
+
+def _make_generic(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) -> Dispatcher:
+    def stub(x):  # pragma: no cover - only ever compiled
+        raise NotImplementedError(f"{name} is only callable via Numba")
+
+    stub.__name__ = f"_{name}_dispatch"
+
+    @overload(stub, jit_options=_JIT_OPTS)
+    def _ol(x):
+        if isinstance(x, types.Float) and x.bitwidth == 32:
+            return lambda x: impl32(x)
+        if isinstance(x, (types.Float, types.Integer, types.Boolean)):
+            return lambda x: impl64(np.float64(x))
+        return None
+
+    def generic(x):
+        return stub(x)
+
+    generic.__name__ = generic.__qualname__ = name
+    generic.__doc__ = doc
+    return njit(**_JIT_OPTS)(generic)
+
+
+vexp = _make_generic(
+    "vexp",
+    _exp_f64,
+    _exp_f32,
+    "exp(x); overflow -> inf, subnormal results rounded once, exp(-inf) = 0, nan -> nan.",
+)
+vexpm1 = _make_generic(
+    "vexpm1",
+    _expm1_f64,
+    _expm1_f32,
+    "expm1(x) = exp(x) - 1 without cancellation; -0.0 and tiny x returned exactly.",
+)
+vlog = _make_generic(
+    "vlog",
+    _log_f64,
+    _log_f32,
+    "log(x); log(0) = -inf, log(x<0) = nan, log(inf) = inf, subnormal x handled.",
+)
+vlog1p = _make_generic(
+    "vlog1p",
+    _log1p_f64,
+    _log1p_f32,
+    "log1p(x) = log(1 + x); log1p(-1) = -inf, x < -1 -> nan, log1p(-0.0) = -0.0.",
+)
