@@ -130,6 +130,9 @@ class BoostingObjective:
     with a parallel objective, 1.06x with a serial one, relative to the built-in).
     """
 
+    #: The dtype gradients and Hessians are stored in (None: the kernel's own dtype).
+    gradient_dtype: np.dtype | None = None
+
     def __init__(self, loss: str | Loss | CompiledLoss, wrt: str | None = None,
                  label: str | None = None, *, inputs: Mapping[str, Any] | None = None,
                  params: Mapping[str, float] | None = None, hessian: str = "auto",
@@ -267,13 +270,15 @@ class BoostingObjective:
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
         arguments = self._arguments(y, prediction)
+        wrt = (self.wrt,)
         if self.policy == "constant":
             # the exact Hessian is not needed: ask the kernel for the gradient alone
-            gradient = self._summed.grad(self.wrt, sample_weight=w, **arguments)
+            (gradient,) = self._summed._compute(False, wrt, (), arguments, w,
+                                                self.gradient_dtype)
             hessian = self._constant_hessian(gradient, w)
         else:
-            gradient, hessian = self._summed.grad_and_hessian(self.wrt, sample_weight=w,
-                                                              **arguments)
+            gradient, hessian = self._summed._compute(False, wrt, wrt, arguments, w,
+                                                      self.gradient_dtype)
             self.apply_hessian_policy(hessian, w)
         if self.hessian_scale != 1.0:
             hessian *= hessian.dtype.type(self.hessian_scale)

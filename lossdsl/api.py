@@ -462,11 +462,15 @@ class CompiledLoss:
                 weight = weight.astype(dtype, copy=False)
         return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params, device)
 
-    def _compute(self, want_value, grads, hessians, inputs, sample_weight) -> list:
+    def _compute(self, want_value, grads, hessians, inputs, sample_weight,
+                 output_dtype: np.dtype | None = None) -> list:
+        """Run the kernel; per-element results in ``output_dtype`` when given (the kernel
+        still computes in the inputs' dtype and rounds as it stores)."""
         bound = self._bind(inputs, sample_weight)
         kernel, lengths = self._prepare(bound, want_value, grads, hessians)
         self._check_labels(bound, kernel, lengths)
-        arguments, results = self._arguments(kernel, bound, lengths, self._output_array(bound))
+        arguments, results = self._arguments(kernel, bound, lengths,
+                                             self._output_array(bound, output_dtype))
         scalar_values = self._run(kernel, arguments)
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = float(value)
@@ -485,14 +489,17 @@ class CompiledLoss:
         return kernel, self._lengths(bound, objective, specialized)
 
     @staticmethod
-    def _output_array(bound: _Bound) -> Callable[[tuple[int, ...]], Any]:
-        """Makes the arrays results are written to: NumPy, or the caller's kind of device
-        array when the inputs live on the device (results stay there)."""
+    def _output_array(bound: _Bound,
+                      dtype: np.dtype | None = None) -> Callable[[tuple[int, ...]], Any]:
+        """Makes the arrays results are written to (of ``dtype``, by default the kernel's):
+        NumPy, or the caller's kind of device array when the inputs live on the device
+        (results stay there)."""
+        dtype = bound.dtype if dtype is None else dtype
         if bound.device is None:
-            return lambda shape: np.empty(shape, dtype=bound.dtype)
+            return lambda shape: np.empty(shape, dtype=dtype)
         from .codegen import cuda_runtime
 
-        return lambda shape: cuda_runtime.empty_like_device(bound.device, shape, bound.dtype)
+        return lambda shape: cuda_runtime.empty_like_device(bound.device, shape, dtype)
 
     @staticmethod
     def _arguments(kernel: _Kernel, bound: _Bound, lengths: dict[str, int],

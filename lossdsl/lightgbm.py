@@ -51,6 +51,10 @@ def _scores(preds: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
 class LightGBMObjective(BoostingObjective):
     """A LightGBM objective; see :func:`objective` and :class:`lossdsl._boost.BoostingObjective`."""
 
+    # LightGBM keeps gradients in float32 and copies float64 ones over each round: the kernel
+    # computes in float64 from the float64 scores and rounds as it stores.
+    gradient_dtype = np.dtype(np.float32)
+
     def __call__(self, first: Any, second: Any,
                  weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(grad, hess)``: native ``obj(preds, train_set)`` or sklearn ``obj(y_true, y_pred,
