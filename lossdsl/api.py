@@ -441,9 +441,7 @@ class CompiledLoss:
                 float_dtypes.append(array.dtype)
             arrays[name] = array
             ranks[name] = array.ndim
-        dtype = np.result_type(*float_dtypes) if float_dtypes else np.dtype(np.float64)
-        if dtype not in (np.float32, np.float64):
-            dtype = np.dtype(np.float64)
+        dtype = kernel_dtype(float_dtypes)
         for name, array in arrays.items():
             # Other numeric dtypes are passed as they are: the kernels convert each element
             # they read (T(x)), which costs nothing where a copy would cost a pass over the
@@ -614,6 +612,13 @@ class CompiledLoss:
         return LossDomainError(f"label input '{name}' must hold integers in [0, {width}); "
                                f"found {label!r} at index {index}",
                                self.loss.definition.input_spans.get(name))
+
+
+def kernel_dtype(float_dtypes: list[np.dtype]) -> np.dtype:
+    """The dtype a kernel computes in for inputs of ``float_dtypes``: float32 when they all
+    are, else float64 (also for no float input at all, and for float16 or longdouble)."""
+    dtype = np.result_type(*float_dtypes) if float_dtypes else np.dtype(np.float64)
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 def first_bad_label(labels: np.ndarray, width: int) -> tuple[int, Any] | None:

@@ -36,7 +36,7 @@ import dask.array as da
 import numpy as np
 
 from ._boost import as_loss
-from .api import CompiledLoss, Loss, _Bound, first_bad_label
+from .api import CompiledLoss, Loss, _Bound, first_bad_label, kernel_dtype
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["DaskLoss", "compile"]
@@ -194,10 +194,7 @@ def _bind(compiled: CompiledLoss, inputs: dict[str, Any], sample_weight: Any) ->
             raise LossShapeError(f"input '{name}' must be numeric, got dtype {array.dtype}")
         else:
             arrays[name] = array
-    floats = [a.dtype for a in arrays.values() if a.dtype.kind == "f"]
-    dtype = np.result_type(*floats) if floats else np.dtype(np.float64)
-    if dtype not in (np.float32, np.float64):
-        dtype = np.dtype(np.float64)
+    dtype = kernel_dtype([a.dtype for a in arrays.values() if a.dtype.kind == "f"])
     for name, array in arrays.items():
         if array.dtype.kind == "b":
             arrays[name] = array.astype(dtype)
