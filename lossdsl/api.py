@@ -472,9 +472,8 @@ class CompiledLoss:
         scalar_values = self._run(kernel, arguments)
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = float(value)
-        order = (["value"] if want_value else []) + [f"grad:{g}" for g in grads]
-        order += [f"hess:{h}" for h in hessians]
-        return [self._shaped(results[name], bound, name) for name in order]
+        return [self._shaped(results[name], bound, name)
+                for name in result_order(want_value, grads, hessians)]
 
     def _prepare(self, bound: _Bound, want_value: bool, grads: tuple[str, ...],
                  hessians: tuple[str, ...]) -> tuple[_Kernel, dict[str, int]]:
@@ -612,6 +611,12 @@ class CompiledLoss:
         return LossDomainError(f"label input '{name}' must hold integers in [0, {width}); "
                                f"found {label!r} at index {index}",
                                self.loss.definition.input_spans.get(name))
+
+
+def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:
+    """The names of a kernel's results in the order the API returns them."""
+    return ((["value"] if want_value else []) + [f"grad:{g}" for g in grads]
+            + [f"hess:{h}" for h in hessians])
 
 
 def kernel_dtype(float_dtypes: list[np.dtype]) -> np.dtype:

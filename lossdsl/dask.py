@@ -36,7 +36,7 @@ import dask.array as da
 import numpy as np
 
 from ._boost import as_loss
-from .api import CompiledLoss, Loss, _Bound, first_bad_label, kernel_dtype
+from .api import CompiledLoss, Loss, _Bound, first_bad_label, kernel_dtype, result_order
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["DaskLoss", "compile"]
@@ -135,10 +135,8 @@ class DaskLoss:
         scalar_values = kernel.run(**arguments, kit=kit)
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = da.asarray(value, dtype=np.float64)
-        order = (["value"] if want_value else []) + [f"grad:{g}" for g in grads]
-        order += [f"hess:{h}" for h in hessians]
         found = []
-        for name in order:
+        for name in result_order(want_value, grads, hessians):
             result = results[name]
             if isinstance(result, _Slot):
                 result = result.array
@@ -297,9 +295,8 @@ class _ChunkKit:
         chunked = [isinstance(a, da.Array) and a.ndim > 0 for a in arguments]
         first = next((a for a, c in zip(arguments, chunked) if c), None)
         sizes = first.chunks[0] if first is not None else (length,)
-        # Unoptimised, the tasks keep the keys of the chunks and scalars they read, so every
-        # pass's tasks run once; an optimised (fused) copy per reader would recompute the
-        # earlier passes for every chunk of every later pass.
+        # Unoptimised, the tasks read the chunks and the earlier passes' sums under their own
+        # keys, so every task of the graph is shared by its readers (and runs once).
         blocks = [a.to_delayed(optimize_graph=False).ravel() if isinstance(a, da.Array)
                   else None for a in arguments]
         slots = [a for a in arguments if isinstance(a, _Slot)]
