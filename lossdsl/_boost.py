@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .api import CompiledLoss, Loss, _loss_from_text
+from .api import CompiledLoss, Loss, loss_from_text
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 from .ir import is_constant
 
@@ -27,7 +27,8 @@ HESSIAN_POLICIES = ("auto", "exact", "clip", "floor", "constant")
 
 # Names a label input usually has; anything else falls back to "the first of two inputs",
 # the argument order every prelude loss follows (y, p).
-_LABEL_NAMES = ("y", "y_true", "label", "labels", "target", "t")
+# Input names taken to be the label (the target) when the caller does not say which it is.
+LABEL_NAMES = ("y", "y_true", "label", "labels", "target", "t")
 
 # XGBoost floors the Hessian of its logistic and softmax objectives at this value.
 DEFAULT_HESSIAN_FLOOR = 1e-16
@@ -44,7 +45,7 @@ def as_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], st
     if isinstance(loss, Loss):
         return loss, {}, None
     if isinstance(loss, str):
-        return _loss_from_text(loss), {}, None
+        return loss_from_text(loss), {}, None
     raise TypeError(f"expected loss text, a Loss or a CompiledLoss, not {type(loss).__name__}")
 
 
@@ -67,7 +68,7 @@ def default_roles(loss: Loss, wrt: str | None, label: str | None,
                                 did_you_mean(name, inputs))
     free = [n for n in inputs if n not in fixed and n != wrt and n != label]
     if label is None:
-        named = [n for n in free if n in _LABEL_NAMES]
+        named = [n for n in free if n in LABEL_NAMES]
         if named:
             label = named[0]
         elif wrt is not None and len(free) == 1:
@@ -197,9 +198,10 @@ class BoostingObjective:
 
     @property
     def mean_loss(self) -> CompiledLoss:
-        """The loss compiled with ``reduction="mean"`` (weighted mean), for metrics."""
+        """The loss compiled with ``reduction="weighted_mean"`` (``sum(w*l)/sum(w)``, the
+        boosters' weighted metrics), for metrics."""
         if self._mean is None:
-            self._mean = self.loss.compile(self.target, "mean", self.params)
+            self._mean = self.loss.compile(self.target, "weighted_mean", self.params)
         return self._mean
 
     # ------------------------------------------------------------------ data

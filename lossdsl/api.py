@@ -15,11 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
-from . import cache, diff, shapes
+from . import cache, catalog, diff, shapes
 from .codegen import cpu
-from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
+from .errors import (
+    LossDomainError,
+    LossError,
+    LossNameError,
+    LossShapeError,
+    Span,
+    did_you_mean,
+)
 from .ir import Node, node, toposort, walk
 from .lower import lower
 from .resolve import LossDefinition, Scope, load_scope, resolve_text
@@ -28,7 +36,7 @@ from .simplify import simplify
 from .stabilize import stabilize
 
 TARGETS = ("cpu", "parallel", "cuda")
-REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "weighted_mean", "sum", "none")
 
 
 class Loss:
@@ -103,7 +111,21 @@ def load(path: str | Path) -> Library:
     return Library(load_scope(str(path)), str(path))
 
 
-def _loss_from_text(text: str) -> Loss:
+def loss_from_text(text: str) -> Loss:
+    """The loss a string stands for: an expression, a whole file's text with one named loss,
+    or the bare name of a library loss (``"huber"`` means ``huber(y, p)``, on inputs named
+    like its parameters). A string naming a ``.loss`` file is an error that points to
+    :func:`load`: file names and loss text must not be confused."""
+    stripped = text.strip()
+    if stripped.isidentifier():
+        entry = catalog.entry(stripped)
+        if entry is not None:
+            text = entry.call_expression()
+    elif stripped.endswith(".loss") and not any(c.isspace() for c in stripped):
+        exists = "" if Path(stripped).is_file() else " (no such file here)"
+        raise LossError(f"{stripped!r} is a file name{exists}, not loss text: load the file "
+                        f"with lossdsl.load({stripped!r}) and compile one of its losses, "
+                        "lib.NAME.compile()", Span(None, 1, 1, source=text))
     scope = resolve_text(text)
     if scope.expression is not None:
         return Loss(scope.expression, scope)
@@ -120,11 +142,13 @@ def compile(loss: str | Loss, target: str = "cpu", reduction: str = "mean",  # n
     """Compile a loss expression, a whole loss file's text, or a :class:`Loss`.
 
     ``target``: "cpu" (serial), "parallel" (multi-threaded) or "cuda". ``reduction``:
-    "mean" (default), "sum" or "none" (per-sample values). ``params``: overrides of ``param``
+    "mean" (default; with ``sample_weight`` it is ``sum(w*l)/N``, as PyTorch's ``weight=``
+    and Keras' default), "weighted_mean" (``sum(w*l)/sum(w)``, as scikit-learn), "sum" or
+    "none" (per-sample values). ``params``: overrides of ``param``
     values (also accepted per call as keyword arguments).
     """
     if isinstance(loss, str):
-        loss = _loss_from_text(loss)
+        loss = loss_from_text(loss)
     elif not isinstance(loss, Loss):
         raise TypeError(f"lossdsl.compile takes loss text or a Loss, not {type(loss).__name__}")
     return CompiledLoss(loss, target, reduction, params)
@@ -137,7 +161,7 @@ class _Kernel:
     source: str
     element_outputs: list[Output]
     scalar_outputs: list[Output]
-    label_inputs: list[tuple[str, str | None]]  # (labels, the table they index, or None)
+    labels: list[tuple[Node, str]]  # every label read, and the axis it indexes
     checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
 
 
@@ -152,6 +176,9 @@ class _Bound:
     weight: np.ndarray | None
     params: dict[str, float]
     device: Any = None  # the first device-array input (target="cuda"): outputs are made like it
+    # the dtype per-element results are returned in when it is not the kernel's: float16
+    # inputs are computed in float32 and their results rounded back to float16
+    result_dtype: np.dtype | None = None
 
 
 class CompiledLoss:
@@ -168,6 +195,11 @@ class CompiledLoss:
         if reduction not in REDUCTIONS:
             raise LossError(
                 f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}")
+        if shapes.WEIGHT_KEYWORD in loss.inputs:
+            raise LossNameError(
+                f"an input cannot be called '{shapes.WEIGHT_KEYWORD}': every call takes the "
+                f"sample weights under that name; rename the input",
+                loss.definition.input_spans.get(shapes.WEIGHT_KEYWORD))
         self.loss = loss
         self.target = target
         self.reduction = reduction
@@ -176,7 +208,7 @@ class CompiledLoss:
             if name not in self.params:
                 raise LossNameError(f"the loss has no param '{name}'", None,
                                     did_you_mean(name, self.params))
-            self.params[name] = float(value)
+            self.params[name] = param_value(name, value)
         self._kernels: dict[tuple, _Kernel] = {}
         self._specialized: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
@@ -207,33 +239,33 @@ class CompiledLoss:
         """The loss's name (None for an expression)."""
         return self.loss.name
 
-    def __call__(self, sample_weight: Any = None, **inputs: Any) -> float | np.ndarray:
+    def __call__(self, /, sample_weight: Any = None, **inputs: Any) -> float | np.ndarray:
         """The loss value: a float, or an array for ``reduction="none"``."""
         (value,) = self._compute(True, (), (), inputs, sample_weight)
         return value
 
-    def grad(self, wrt: str | Iterable[str], sample_weight: Any = None,
+    def grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
              **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
         """Gradient with respect to ``wrt`` (an array shaped like it), or a dict for a tuple."""
         names = self._wrt(wrt)
         grads = self._compute(False, names, (), inputs, sample_weight)
         return grads[0] if isinstance(wrt, str) else dict(zip(names, grads))
 
-    def value_and_grad(self, wrt: str | Iterable[str], sample_weight: Any = None,
+    def value_and_grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
                        **inputs: Any) -> tuple[Any, Any]:
         """``(value, gradient)`` from one fused pass (gradient a dict when ``wrt`` is a tuple)."""
         names = self._wrt(wrt)
         value, *grads = self._compute(True, names, (), inputs, sample_weight)
         return value, (grads[0] if isinstance(wrt, str) else dict(zip(names, grads)))
 
-    def hessian(self, wrt: str | Iterable[str], sample_weight: Any = None,
+    def hessian(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
                 **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
         """The diagonal of the Hessian with respect to ``wrt`` (shaped like it)."""
         names = self._wrt(wrt)
         hessians = self._compute(False, (), names, inputs, sample_weight)
         return hessians[0] if isinstance(wrt, str) else dict(zip(names, hessians))
 
-    def grad_and_hessian(self, wrt: str, sample_weight: Any = None,
+    def grad_and_hessian(self, wrt: str, /, sample_weight: Any = None,
                          **inputs: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(gradient, Hessian diagonal)`` in one pass: what gradient boosting asks for."""
         (name,) = self._wrt(wrt)
@@ -345,8 +377,9 @@ class CompiledLoss:
             if key not in self._kernels:
                 try:
                     objective, typed = self._specialize(ranks, weighted)
-                    self._kernels[key] = self._build_kernel(objective, typed, dtype, want_value,
-                                                            grads, hessians)
+                    labels = self._specialized[_signature(ranks, weighted)][2].labels
+                    self._kernels[key] = self._build_kernel(objective, typed, labels, dtype,
+                                                            want_value, grads, hessians)
                 except LossError:
                     raise
                 except Exception as error:  # never leak a raw traceback from the compiler
@@ -354,7 +387,8 @@ class CompiledLoss:
                                     f"{type(error).__name__}: {error}") from error
             return self._kernels[key]
 
-    def _build_kernel(self, objective, typed, dtype, want_value, grads, hessians) -> _Kernel:
+    def _build_kernel(self, objective, typed, labels, dtype, want_value, grads,
+                      hessians) -> _Kernel:
         """Differentiate, simplify, lower, schedule, generate and import one kernel."""
         outputs: list[Output] = []
         if want_value:
@@ -378,11 +412,6 @@ class CompiledLoss:
             generated = cpu.generate(schedule, dtype.name, self._parallel_axes(objective),
                                      _header(self))
         module = cache.load_module(generated.source)
-        labels = sorted({(n.args[0].value, None) for n in walk(objective.total)
-                         if n.op == "class_index" and n.args[0].op == "input"}
-                        | {(n.args[1].value, n.args[0].value) for n in walk(objective.total)
-                           if n.op == "table_row" and n.args[1].op == "input"},
-                        key=lambda pair: (pair[0], pair[1] or ""))
         return _Kernel(module.run, generated.names, generated.source,
                        schedule_outputs(schedule), list(schedule.scalar_outputs), labels)
 
@@ -401,20 +430,20 @@ class CompiledLoss:
         arrays: dict[str, np.ndarray] = {}
         scalars: dict[str, float] = {}
         ranks: dict[str, int] = {}
+        spans = self.loss.definition.input_spans
         for name, value in inputs.items():
             if name not in self.inputs:
                 if name in params:
-                    params[name] = float(value)
+                    params[name] = param_value(name, value)
                     continue
                 raise LossNameError(
                     f"'{name}' is not an input of this loss (inputs: {', '.join(self.inputs)})",
                     None, did_you_mean(name, list(self.inputs) + list(params)))
         missing = [name for name in self.inputs if name not in inputs]
         if missing:
-            span = self.loss.definition.input_spans.get(missing[0])
             raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
-                                f"{', '.join(self.inputs)})", span)
-        float_dtypes = []
+                                f"{', '.join(self.inputs)})", spans.get(missing[0]))
+        float_dtypes, given_dtypes = [], []  # as the kernel reads them, and as given
         device = next((v for v in [*(inputs[n] for n in self.inputs), sample_weight]
                        if _is_device_array(v)), None)
         if device is not None:
@@ -430,15 +459,14 @@ class CompiledLoss:
                 if array.ndim == 0:
                     array = array.copy_to_host()
             else:
-                array = np.asarray(value)
+                array = numeric_array(f"input '{name}'", value, spans.get(name))
+            if array.dtype.kind == "f":
+                float_dtypes.append(array.dtype)
+                given_dtypes.append(value.dtype if isinstance(value, np.ndarray) else array.dtype)
             if array.ndim == 0:
                 scalars[name] = float(array)
                 ranks[name] = 0
                 continue
-            if array.dtype.kind not in "fiub":
-                raise LossShapeError(f"input '{name}' must be numeric, got dtype {array.dtype}")
-            if array.dtype.kind == "f":
-                float_dtypes.append(array.dtype)
             arrays[name] = array
             ranks[name] = array.ndim
         dtype = kernel_dtype(float_dtypes)
@@ -452,13 +480,14 @@ class CompiledLoss:
         if sample_weight is not None:
             on_device = device is not None and _is_device_array(sample_weight)
             weight = (cuda_runtime.as_device_array(sample_weight) if on_device
-                      else np.asarray(sample_weight))
+                      else numeric_array("sample_weight", sample_weight))
             if weight.ndim != 1:
                 raise LossShapeError(f"sample_weight must be a vector (N,), got shape "
                                      f"{weight.shape}")
             if not on_device:
                 weight = weight.astype(dtype, copy=False)
-        return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params, device)
+        return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params, device,
+                      result_dtype(given_dtypes))
 
     def _compute(self, want_value, grads, hessians, inputs, sample_weight,
                  output_dtype: np.dtype | None = None) -> list:
@@ -532,6 +561,11 @@ class CompiledLoss:
             return kernel.run(**arguments)
         try:
             result = kernel.run(**arguments)
+        except numba.core.errors.TypingError as error:
+            # arguments of a type the kernel cannot take: the cached machine code of the
+            # types it can take is sound, and stays
+            raise LossError(f"internal error: the kernel cannot take these arguments: "
+                            f"{str(error).splitlines()[0]}") from error
         except Exception:
             # Numba compiles or loads machine code on the first call; a damaged cache entry
             # fails here. Drop it, import the module afresh and try once more.
@@ -546,11 +580,10 @@ class CompiledLoss:
         return result
 
     def _shaped(self, result, bound: _Bound, name: str):
-        if name == "value":
-            return result
-        input_name = name.split(":", 1)[1]
-        if bound.ranks[input_name] == 0:
+        if name != "value" and bound.ranks[name.split(":", 1)[1]] == 0:
             return float(result)
+        if isinstance(result, np.ndarray) and bound.result_dtype is not None:
+            return result.astype(bound.result_dtype)
         return result
 
     def _lengths(self, bound: _Bound, objective: shapes.Objective,
@@ -579,36 +612,39 @@ class CompiledLoss:
 
     def _check_labels(self, bound: _Bound, kernel: _Kernel, lengths: dict[str, int]) -> None:
         for name, labels, width in self._label_widths(bound, kernel, lengths):
-            if isinstance(labels, np.ndarray):
-                found = first_bad_label(labels, width)
-            else:  # on the device: checked there (a GPU does not bounds-check the pick)
+            if _is_device_array(labels):  # checked there: a GPU does not bounds-check a read
                 from .codegen import cuda_runtime
 
                 found = cuda_runtime.first_bad_label(labels, width)
+            else:
+                found = first_bad_label(labels, width)
             if found is not None:
                 raise self.label_error(name, width, *found)
 
     @staticmethod
     def _label_widths(bound: _Bound, kernel: _Kernel,
                       lengths: dict[str, int]) -> list[tuple[str, Any, int]]:
-        """``(name, labels, width)`` of every label input to check: its values must be
-        integers in ``[0, width)`` (classes, or the rows of the table they index)."""
+        """``(name, labels, width)`` of every label to check before the kernel reads through
+        it: its values must be integers in ``[0, width)``, the length of the axis it indexes
+        (the classes, or the rows of a lookup table). Scalar labels come as 0-d arrays."""
         found = []
-        for name, table in kernel.label_inputs:
-            labels = bound.arrays.get(name)
-            if labels is None:
-                continue
-            if table is not None:  # rows of a lookup table
-                width = bound.arrays[table].shape[0]
+        for label, axis in kernel.labels:
+            if label.op == "const":
+                name, labels = repr(label.value), np.asarray(label.value)
+            elif label.op == "param":
+                name, labels = label.value, np.asarray(bound.params[label.value])
+            elif label.value in bound.arrays:
+                name, labels = label.value, bound.arrays[label.value]
             else:
-                width = next((lengths[a] for a in lengths if a.endswith("k")), None)
-            if width is not None and labels.size:
-                found.append((name, labels, width))
+                name, labels = label.value, np.asarray(bound.scalars[label.value])
+            found.append((name, labels, lengths[axis]))
         return found
 
     def label_error(self, name: str, width: int, index: int, label: Any) -> LossDomainError:
-        """The error for a label input ``name`` holding ``label`` at ``index``."""
-        return LossDomainError(f"label input '{name}' must hold integers in [0, {width}); "
+        """The error for a label ``name`` (an input, a param or a constant) holding
+        ``label`` at ``index``."""
+        kind = "label input" if name in self.inputs else "label"
+        return LossDomainError(f"{kind} '{name}' must hold integers in [0, {width}); "
                                f"found {label!r} at index {index}",
                                self.loss.definition.input_spans.get(name))
 
@@ -624,6 +660,54 @@ def kernel_dtype(float_dtypes: list[np.dtype]) -> np.dtype:
     are, else float64 (also for no float input at all, and for float16 or longdouble)."""
     dtype = np.result_type(*float_dtypes) if float_dtypes else np.dtype(np.float64)
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def result_dtype(float_dtypes: list[np.dtype]) -> np.dtype | None:
+    """The dtype results are returned in when it differs from the kernel's: float16 for
+    half-precision inputs (computed in float32, as PyTorch does on the CPU), else None."""
+    if float_dtypes and np.result_type(*float_dtypes) == np.float16:
+        return np.dtype(np.float16)
+    return None
+
+
+# The dtypes kernels read as they are; other numeric dtypes are converted once on binding.
+_KERNEL_READABLE = frozenset(np.dtype(t) for t in (
+    np.float32, np.float64, np.bool_, np.int8, np.int16, np.int32, np.int64,
+    np.uint8, np.uint16, np.uint32, np.uint64))
+
+
+def numeric_array(what: str, value: Any, span: Span | None = None) -> np.ndarray:
+    """``value`` as a NumPy array a kernel can read, or a :class:`LossShapeError` that says
+    what is wrong with it (``what`` names it: "input 'y'", "sample_weight").
+
+    float16 becomes float32, longdouble float64, and other byte orders the machine's own;
+    strings, None, objects and ragged lists are refused.
+    """
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:  # ragged nested lists
+        raise LossShapeError(f"{what} is not a rectangular numeric array: {error}",
+                             span) from None
+    if array.dtype.kind not in "fiub":
+        raise LossShapeError(f"{what} must be numbers (a float, integer or bool array or "
+                             f"scalar), got {type(value).__name__} of dtype {array.dtype}",
+                             span)
+    if array.dtype not in _KERNEL_READABLE:
+        if array.dtype.kind == "f":
+            target = np.float32 if array.dtype.itemsize <= 4 else np.float64
+        else:
+            target = array.dtype.newbyteorder("=")
+        array = array.astype(target)
+    return array
+
+
+def param_value(name: str, value: Any) -> float:
+    """A param's value given at compile or call time, as a float (a :class:`LossShapeError`
+    for anything that is not a real number)."""
+    array = numeric_array(f"param '{name}'", value)
+    if array.ndim != 0:
+        raise LossShapeError(f"param '{name}' must be a single number, got shape {array.shape}")
+    return float(array)
 
 
 def first_bad_label(labels: np.ndarray, width: int) -> tuple[int, Any] | None:

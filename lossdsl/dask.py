@@ -37,6 +37,7 @@ import numpy as np
 
 from ._boost import as_loss
 from .api import CompiledLoss, Loss, _Bound, first_bad_label, kernel_dtype, result_order
+from .codegen.cpu_runtime import launch
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["DaskLoss", "compile"]
@@ -127,7 +128,9 @@ class DaskLoss:
         bound = _bind(compiled, inputs, sample_weight)
         kernel, lengths = compiled._prepare(bound, want_value, grads, hessians)
         for name, labels, width in compiled._label_widths(bound, kernel, lengths):
-            bound.arrays[name] = _checked_labels(compiled, name, labels, width)
+            checked = _checked_labels(compiled, name, labels, width)
+            if name in bound.arrays:  # dask labels are checked as their chunks are read
+                bound.arrays[name] = checked
         arguments, results = compiled._arguments(
             kernel, bound, lengths, lambda shape: _Slot(shape, bound.dtype))
         kit = _ChunkKit(_KernelRef(compiled, bound.ranks, bound.weight is not None,
@@ -269,7 +272,7 @@ def _run_chunk(kernel: _KernelRef, name: str, count: int, length: int,
             argument = argument[()] if argument.ndim == 0 else np.ascontiguousarray(argument)
         values.append(argument)
     with np.errstate(all="ignore"):
-        reductions = kernel.loop(name)(length, *values)
+        reductions = launch(kernel.loop(name), length, *values)
     return (np.array(reductions if count else (), dtype=np.float64), *outputs)
 
 

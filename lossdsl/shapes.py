@@ -19,6 +19,7 @@ from .ir import Node, constant, node, rebuild, toposort
 from .simplify import make
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
+WEIGHT_KEYWORD = "sample_weight"  # how callers pass the weights: no input may be named so
 
 
 class _Domains:
@@ -54,6 +55,9 @@ class Specialized:
     # come from onehot(y, K) constants
     axis_sources: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     fixed_widths: dict[str, int] = field(default_factory=dict)
+    # every label read (pick, onehot, rowof): the label (an input, param or constant node)
+    # and the axis it indexes, whose length it must stay below
+    labels: list[tuple[Node, str]] = field(default_factory=list)
 
 
 def _role(rank: int) -> str:
@@ -76,6 +80,27 @@ def _table_inputs(nodes: list[Node], ranks: dict[str, int],
                 raise LossShapeError(f"'{a.value}' is a lookup table (rowof): it can only be "
                                      "read through rowof", spans.get(a.value))
     return tables
+
+
+LABEL_LEAVES = ("input", "param", "const")
+
+
+def _check_label(label: Node, ranks: dict[str, int], spans: dict[str, Span]) -> None:
+    """Labels must be something the binder can range-check before a kernel reads through
+    them: an input (a vector or a scalar), a param or a constant."""
+    if label.op not in LABEL_LEAVES:
+        culprits = [a.value for a in toposort([label]) if a.op == "input"]
+        raise LossShapeError(
+            "labels (of pick, onehot or rowof) must be an input, a param or an integer "
+            "constant, so that they can be checked against the number of classes; compute "
+            "labels in Python and pass them as an input", spans.get(culprits[0]) if culprits
+            else None)
+    if label.op == "input" and ranks.get(label.value, 1) == 2:
+        raise LossShapeError(
+            f"input '{label.value}' holds integer labels (for pick, onehot or rowof) and must "
+            "be a vector (N,) of class indices or a scalar, got a matrix; for one-hot rows "
+            f"pass {label.value}.argmax(axis=1), or use a loss on one-hot targets (cce_logits)",
+            spans.get(label.value))
 
 
 def specialize(
@@ -113,9 +138,11 @@ def specialize(
         elif not n.args:
             shape[id(n)] = (None, False)
         elif n.op == "class_index":
+            _check_label(n.args[0], ranks, spans)
             domain, _ = shape[id(n.args[0])]
             shape[id(n)] = (domain if domain is not None else domains.new(), True)
         elif n.op == "table_row":  # one row of the table per sample of the labels
+            _check_label(n.args[1], ranks, spans)
             domain, _ = shape[id(n.args[1])]
             shape[id(n)] = (domain if domain is not None else domains.new(), True)
         elif n.op in ("sum", "mean"):
@@ -172,6 +199,12 @@ def specialize(
         result.input_axes[table] = (row_axis, class_axis)
         result.axis_sources.setdefault(row_axis, []).append((table, 0))
         result.axis_sources.setdefault(class_axis, []).append((table, 1))
+    for n in nodes:
+        if n.op == "class_index":
+            result.labels.append((n.args[0], axes_of(*shape[id(n)])[1]))
+        elif n.op == "table_row":
+            result.labels.append((n.args[1], result.input_axes[n.args[0].value][0]))
+    result.labels = list(dict.fromkeys(result.labels))
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
         if old.op == "input":
@@ -179,9 +212,8 @@ def specialize(
         if not args:
             return old
         if old.op == "class_index":
-            typed = make("class_index", args, old.value)
-            if typed.axes == ():  # class index of a scalar label: use the inferred domain
-                typed = node("class_index", args, old.value, axes_of(*shape[id(old)]))
+            # a scalar label has no domain of its own: its class axis is the inferred one
+            typed = make("class_index", args, old.value, axes_of(*shape[id(old)]))
             if old.value is not None:
                 result.fixed_widths[typed.axes[1]] = int(old.value)
             return typed
@@ -204,7 +236,24 @@ def specialize(
         return make(old.op, args, old.value)
 
     (result.graph,) = rebuild([graph], rule)
+    _check_class_widths(result, spans)
     return result
+
+
+def _check_class_widths(result: Specialized, spans: dict[str, Span]) -> None:
+    """Every class axis needs a width that call-time inputs or onehot(y, K) give: with none,
+    ``rowsum(onehot(y))`` could not size its class loop."""
+    for n in toposort([result.graph]):
+        if n.axes is None or len(n.axes) != 2:
+            continue
+        axis = n.axes[1]
+        if axis in result.axis_sources or axis in result.fixed_widths:
+            continue
+        labels = [m.value for m in toposort([n]) if m.op == "input"]
+        raise LossShapeError(
+            "the number of classes is unknown: no (N, K) input meets onehot/pick here; write "
+            "onehot(y, K) with the number of classes K",
+            spans.get(labels[0]) if labels else None)
 
 
 def element_count(axes: tuple[str, ...]) -> Node:
@@ -223,8 +272,12 @@ def sum_all(x: Node) -> Node:
 
 
 def split_additive(x: Node) -> tuple[Node, Node]:
-    """(per-sample part, scalar part) of a sum of terms: ``l_i + c`` → ``(l_i, c)``."""
-    varying, scalar = constant(0.0), constant(0.0)
+    """(per-sample part, batch part) of a sum of terms: ``l_i + 0.1*l1(w)`` →
+    ``(l_i, 0.1*l1(w))``. A batch term reduces over an axis (``sum``, ``mean``, a regulariser)
+    and is added to the loss once; any other scalar term (``log(2)`` in ``log_cosh``, a
+    param) is a constant of every sample's loss, so it stays in the per-sample part and
+    counts once per sample under ``reduction="sum"`` and ``"none"``."""
+    varying, batch = constant(0.0), constant(0.0)
     stack = [(x, 1.0)]
     while stack:
         term, sign = stack.pop()
@@ -236,11 +289,11 @@ def split_additive(x: Node) -> tuple[Node, Node]:
             stack.append((term.args[0], -sign))
         else:
             signed = term if sign > 0 else make("neg", (term,))
-            if term.axes == ():
-                scalar = make("add", (scalar, signed))
+            if term.axes == () and any(n.op == "sum" for n in toposort([term])):
+                batch = make("add", (batch, signed))
             else:
                 varying = make("add", (varying, signed))
-    return varying, scalar
+    return varying, batch
 
 
 @dataclass(frozen=True)
@@ -255,7 +308,8 @@ class Objective:
 
 
 def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
-    """Apply ``reduction`` ("mean", "sum", "none") and optional sample weights."""
+    """Apply ``reduction`` ("mean", "weighted_mean", "sum", "none") and optional sample
+    weights."""
     varying, scalar = split_additive(expression)
     if varying.axes == () or expression.axes == ():
         if weighted:
@@ -268,9 +322,12 @@ def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
     weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
     weighted_terms = make("mul", (weight, varying)) if weighted else varying
     terms = sum_all(weighted_terms)
-    if reduction == "mean":
-        # sum(w*l)/sum(w); over classes each sample counts K times (Keras: mean over classes)
-        weights = sum_all(weight) if weighted else element_count(varying.axes[:1])
+    if reduction in ("mean", "weighted_mean"):
+        # "mean" divides by the count, weighted or not: sum(w*l)/N, as PyTorch's weight= and
+        # Keras' default sum_over_batch_size; "weighted_mean" by the weights' total,
+        # sum(w*l)/sum(w), as scikit-learn. Over classes each sample counts K times (Keras).
+        by_weight = weighted and reduction == "weighted_mean"
+        weights = sum_all(weight) if by_weight else element_count(varying.axes[:1])
         terms = make("div", (terms, make("mul", (weights, element_count(varying.axes[1:])))))
     total = make("add", (terms, scalar))
     weight_axes = weight.axes if weight else None

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import shapes
+from ._boost import LABEL_NAMES
 from .api import CompiledLoss, Loss
 from .errors import LossError, LossNameError, did_you_mean
 from .ir import is_constant
@@ -36,19 +37,27 @@ from .ir import is_constant
 __all__ = ["TorchLoss", "loss"]
 
 
+# Computed in float32, as PyTorch computes them on the CPU; results are rounded back.
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def _as_array(value: Any) -> Any:
-    """A kernel argument: a NumPy view of a CPU tensor, the tensor itself on CUDA."""
+    """A kernel argument: a NumPy view of a CPU tensor (a float32 copy of a half-precision
+    one: NumPy has no bfloat16), the tensor itself on CUDA."""
     if isinstance(value, torch.Tensor):
         value = value.detach()
         if value.is_cuda:
             return value
+        if value.dtype in _HALF_DTYPES:
+            value = value.float()
         return value.numpy() if value.dim() else value.item()
     return value
 
 
 def _as_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
+        tensor = torch.from_numpy(value)
+        return tensor.to(like.dtype) if like.dtype in _HALF_DTYPES else tensor
     if isinstance(value, float):
         return torch.tensor(value, dtype=like.dtype, device=like.device)
     return torch.as_tensor(value, device=like.device)  # CUDA arrays: __cuda_array_interface__
@@ -95,9 +104,12 @@ class _FusedLoss(torch.autograd.Function):
 class TorchLoss(torch.nn.Module):
     """A compiled lossdsl loss as a ``torch.nn.Module``: call it with tensors, get a tensor.
 
-    Inputs are passed by keyword (``criterion(y=targets, p=logits)``) or positionally in the
-    order of :attr:`inputs`; ``sample_weight=`` and param overrides are keywords too.
-    Gradients flow to every floating-point input that requires grad.
+    Inputs are passed by keyword (``criterion(y=targets, p=logits)``) or, as ``torch.nn``
+    losses take them, positionally as ``(input, target)``: the prediction first, then the
+    target (the input named like a label: ``y``, ``target``, ``label``, ...). Other inputs,
+    ``sample_weight=`` and param overrides are keywords. Positional arguments whose roles
+    cannot be told from the names are refused, never guessed. Gradients flow to every
+    floating-point input that requires grad.
     """
 
     def __init__(self, loss: str | Loss | CompiledLoss, reduction: str = "mean",
@@ -107,9 +119,9 @@ class TorchLoss(torch.nn.Module):
             params = {**loss.params, **dict(params or {})}
             loss = loss.loss
         if isinstance(loss, str):
-            from .api import _loss_from_text
+            from .api import loss_from_text
 
-            loss = _loss_from_text(loss)
+            loss = loss_from_text(loss)
         if target == "cuda":
             raise LossError("target is the CPU kernel's ('cpu' or 'parallel'); CUDA tensors "
                             "use the CUDA target automatically")
@@ -126,6 +138,29 @@ class TorchLoss(torch.nn.Module):
         """Names of the loss's inputs, in the order positional arguments take them."""
         return self._cpu.inputs
 
+    def positional_inputs(self, args: tuple[Any, ...], keywords: Mapping[str, Any]
+                          ) -> tuple[str, ...]:
+        """The inputs that positional ``args`` stand for, PyTorch's way: ``(input, target)``,
+        the prediction first. The target is the one input left without a keyword that is
+        named like a label; the prediction the only other one left."""
+        if not args:
+            return ()
+        left = [name for name in self.inputs if name not in keywords]
+        targets = [name for name in left if name in LABEL_NAMES]
+        predictions = [name for name in left if name not in LABEL_NAMES]
+        example = ", ".join(f"{name}=..." for name in self.inputs)
+        if len(args) > 2:
+            raise LossError(f"positional arguments are (input, target), as torch.nn losses "
+                            f"take them; got {len(args)}: pass the others by keyword "
+                            f"(criterion({example}))")
+        if len(args) == 1 and len(left) == 1:
+            return tuple(left)
+        if len(targets) == 1 and len(predictions) == 1:
+            return (predictions[0], targets[0])[: len(args)]
+        raise LossError(f"cannot tell which of the inputs ({', '.join(left)}) is the "
+                        f"prediction and which the target from their names: pass them by "
+                        f"keyword (criterion({example}))")
+
     def _compiled(self, cuda: bool) -> CompiledLoss:
         if not cuda:
             return self._cpu
@@ -135,10 +170,7 @@ class TorchLoss(torch.nn.Module):
 
     def forward(self, *args: Any, sample_weight: Any = None, **inputs: Any) -> torch.Tensor:
         """The loss of the given tensors (a 0-d tensor, or per-sample for ``"none"``)."""
-        if len(args) > len(self.inputs):
-            raise LossError(f"the loss takes {len(self.inputs)} inputs "
-                            f"({', '.join(self.inputs)}), got {len(args)} positional arguments")
-        for name, value in zip(self.inputs, args):
+        for name, value in zip(self.positional_inputs(args, inputs), args):
             if name in inputs:
                 raise LossError(f"input '{name}' given both positionally and by keyword")
             inputs[name] = value
@@ -178,7 +210,7 @@ class TorchLoss(torch.nn.Module):
         if v.dim() == 2:  # per-element values of an elementwise (N, K) loss
             raise LossError("reduction='none' backward needs one value per sample; this loss "
                             "returns one per sample and class: reduce it with rowsum first")
-        weight = v if cuda else v.numpy()
+        weight = v if cuda else _as_array(v)
         if ctx.weight is not None:
             weight = weight * ctx.weight
         gradients = summed.grad(ctx.wrt, sample_weight=weight, **ctx.arrays)

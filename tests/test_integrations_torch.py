@@ -37,12 +37,12 @@ def test_float32_weights_and_positional(huber_l1):
     y, weight = torch.randn(32), torch.rand(32)
     p = torch.randn(32, requires_grad=True)
     w = torch.zeros(3)  # no grad wanted for w
-    value = huber_l1(y, p, w, sample_weight=weight)
+    value = huber_l1(p, y, w=w, sample_weight=weight)  # (input, target), as torch.nn
     assert value.dtype == torch.float32
     value.backward(torch.tensor(2.0))
     p_ref = _leaf(p)
     per_sample = torch.nn.functional.huber_loss(p_ref, y, delta=1.0, reduction="none")
-    (2 * (weight * per_sample).sum() / weight.sum()).backward()
+    (2 * (weight * per_sample).sum() / len(y)).backward()  # "mean": sum(w*l)/N
     torch.testing.assert_close(p.grad, p_ref.grad)
     assert w.grad is None
 
@@ -119,3 +119,67 @@ def test_cuda_tensors_use_cuda_target():
     torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(value.item(), torch.nn.functional.binary_cross_entropy_with_logits(
         z.detach(), y).item(), rtol=1e-5)
+
+
+def test_positional_arguments_follow_torch_input_then_target():
+    """criterion(logits, target) as torch.nn losses take them, whatever the inputs' order in
+    the formula; roles that the names do not tell are refused, never guessed."""
+    torch.manual_seed(5)
+    z, y = torch.randn(30, dtype=torch.float64), (torch.rand(30) > 0.5).double()
+    clv = torch.rand(30, dtype=torch.float64) * 100
+    reference = torch.nn.functional.binary_cross_entropy_with_logits(z, y, weight=clv)
+    own = lt.loss("clv*bce_logits(y, z)", target="cpu")  # inputs ('clv', 'y', 'z')
+    assert own.inputs == ("clv", "y", "z")
+    assert own(z, y, clv=clv).item() == pytest.approx(reference.item(), rel=1e-12)
+    builtin = lt.loss("bce_logits(y, z)", target="cpu")
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(z, y)
+    assert builtin(z, y).item() == pytest.approx(plain.item(), rel=1e-12)
+    assert builtin(z, y=y).item() == pytest.approx(plain.item(), rel=1e-12)
+    with pytest.raises(lossdsl.LossError, match="cannot tell which"):
+        lt.loss("(a - b)^2", target="cpu")(z, y)
+    with pytest.raises(lossdsl.LossError, match=r"\(input, target\)"):
+        own(z, y, clv)
+
+
+def test_weighted_mean_reductions_match_torch_and_sklearn():
+    """"mean" with sample weights is sum(w*l)/N (PyTorch's weight=, Keras' default
+    sum_over_batch_size); "weighted_mean" is sum(w*l)/sum(w) (scikit-learn)."""
+    torch.manual_seed(6)
+    z, y = torch.randn(25, dtype=torch.float64), (torch.rand(25) > 0.5).double()
+    w = torch.rand(25, dtype=torch.float64) * 3
+    per_sample = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+    mean = lossdsl.compile("bce_logits(y, z)")
+    weighted_mean = lossdsl.compile("bce_logits(y, z)", reduction="weighted_mean")
+    torch_mean = torch.nn.functional.binary_cross_entropy_with_logits(z, y, weight=w)
+    keras_sum_over_batch_size = float((w * per_sample).sum() / len(y))
+    assert mean(y=y.numpy(), z=z.numpy(), sample_weight=w.numpy()) == pytest.approx(
+        torch_mean.item(), rel=1e-12)
+    assert torch_mean.item() == pytest.approx(keras_sum_over_batch_size, rel=1e-12)
+    assert weighted_mean(y=y.numpy(), z=z.numpy(), sample_weight=w.numpy()) == pytest.approx(
+        float(np.average(per_sample.numpy(), weights=w.numpy())), rel=1e-12)
+    gradient = mean.grad("z", y=y.numpy(), z=z.numpy(), sample_weight=w.numpy())
+    z_ref = _leaf(z)
+    torch.nn.functional.binary_cross_entropy_with_logits(z_ref, y, weight=w).backward()
+    np.testing.assert_allclose(gradient, z_ref.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_tensors(dtype):
+    """float16 and bfloat16 are computed in float32 (as PyTorch's CPU kernels) and come back
+    in the tensor's own dtype, values and gradients."""
+    torch.manual_seed(7)
+    z = torch.randn(16).to(dtype).requires_grad_(True)
+    y = (torch.rand(16) > 0.5).to(dtype)
+    for reduction in ("mean", "none"):
+        criterion = lt.loss("bce_logits(y, z)", reduction=reduction, target="cpu")
+        value = criterion(z, y)
+        assert value.dtype == dtype
+        z_ref = _leaf(z.detach().float())
+        reference = torch.nn.functional.binary_cross_entropy_with_logits(
+            z_ref, y.float(), reduction=reduction)
+        torch.testing.assert_close(value.float(), reference.detach().to(dtype).float())
+        value.sum().backward()
+        reference.sum().backward()
+        assert z.grad.dtype == dtype
+        torch.testing.assert_close(z.grad.float(), z_ref.grad.to(dtype).float())
+        z.grad = None

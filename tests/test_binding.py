@@ -1,0 +1,217 @@
+"""Call-time binding: every label read range-checked against the axis it indexes, shapes and
+dtypes that are converted or refused (never guessed), reductions that count a per-sample
+constant once per sample, and strings that name a library loss or a file."""
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import lossdsl
+
+
+@pytest.fixture(scope="module")
+def table_lookup():
+    return lossdsl.compile("rowsum(rowof(C, y) * z)", reduction="none")
+
+
+@pytest.mark.parametrize("label", [1e9, 1000, 3, -2, -1e-300, 0.5, math.nan, math.inf])
+def test_scalar_label_of_a_table_is_range_checked(table_lookup, label):
+    # used to segfault (1e9), return heap garbage (1000) or wrap to another row (-2)
+    with pytest.raises(lossdsl.LossDomainError, match=r"'y' must hold integers in \[0, 3\)") \
+            as error:
+        table_lookup(C=np.eye(3), y=label, z=np.ones((4, 3)))
+    assert (error.value.line, error.value.column) == (1, 17)
+
+
+def test_scalar_label_in_range_reads_its_row(table_lookup):
+    table = np.arange(9.0).reshape(3, 3)
+    np.testing.assert_array_equal(table_lookup(C=table, y=2, z=np.ones((4, 3))), [21.0] * 4)
+
+
+@pytest.fixture(scope="module")
+def two_class_axes():
+    return lossdsl.compile("logsumexp(z) - pick(z, y) + mean(pick(u, v))")
+
+
+def test_labels_are_checked_against_their_own_class_axis(two_class_axes):
+    z, u = np.zeros((4, 3)), np.arange(10.0).reshape(2, 5)
+    y = np.array([0, 1, 2, 0])
+    # v indexes u's 5 columns: 4 is valid although z has 3 classes
+    value = two_class_axes(z=z, y=y, u=u, v=np.array([4, 3]))
+    assert value == pytest.approx(math.log(3) + (4 + 8) / 2)
+    with pytest.raises(lossdsl.LossDomainError, match=r"'v' must hold integers in \[0, 5\)"):
+        two_class_axes(z=z, y=y, u=u, v=np.array([0, 99999]))
+    with pytest.raises(lossdsl.LossDomainError, match=r"'y' must hold integers in \[0, 3\)"):
+        two_class_axes(z=z, y=np.array([0, 1, 4, 0]), u=u, v=np.array([4, 3]))
+
+
+def test_reversed_class_axes_accept_valid_labels():
+    loss = lossdsl.compile("mean(pick(u, v)) + logsumexp(z) - pick(z, y)")
+    z, u = np.zeros((4, 3)), np.arange(10.0).reshape(2, 5)
+    value = loss(z=z, y=np.array([0, 1, 2, 0]), u=u, v=np.array([4, 3]))
+    assert value == pytest.approx(math.log(3) + (4 + 8) / 2)
+
+
+def test_constant_and_param_labels_are_checked():
+    z = np.zeros((2, 3))
+    with pytest.raises(lossdsl.LossDomainError, match=r"'7.0' must hold integers in \[0, 3\)"):
+        lossdsl.compile("logsumexp(z) - pick(z, 7)")(z=z)
+    loss = lossdsl.compile("param k = 1\nloss picked = logsumexp(z) - pick(z, k)")
+    assert loss(z=z) == pytest.approx(math.log(3))
+    with pytest.raises(lossdsl.LossDomainError, match=r"'k' must hold integers in \[0, 3\)"):
+        loss(z=z, k=3)
+
+
+def test_computed_labels_are_refused():
+    with pytest.raises(lossdsl.LossShapeError, match="labels .* must be an input") as error:
+        lossdsl.compile("rowsum(rowof(C, y - 1) * z)")(C=np.eye(3), y=np.ones(2),
+                                                         z=np.ones((2, 3)))
+    assert error.value.line == 1
+
+
+def test_one_hot_matrix_for_integer_labels_is_a_shape_error():
+    loss = lossdsl.compile("sparse_cce_logits(y, z)")
+    z = np.array([[1.0, 2, 3], [0, 1, 0]])
+    with pytest.raises(lossdsl.LossShapeError, match=r"'y' holds integer labels.*argmax"):
+        loss(y=np.array([[0, 0, 1.0], [1, 0, 0]]), z=z)
+    assert loss(y=np.array([2, 0]), z=z) == pytest.approx(
+        np.mean([math.log(np.exp(z[0]).sum()) - 3, math.log(np.exp(z[1]).sum())]))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none", "mean"])
+def test_constant_term_of_a_builtin_counts_once_per_sample(reduction):
+    y, p = np.array([0.3, -1, 2, 0.5]), np.array([1, 0.5, -1, 0.5])
+    weight = np.array([1.0, 2.0, 0.0, 1.5])
+    per_sample = np.log(np.cosh(p - y))
+    loss = lossdsl.compile("log_cosh(y, p)", reduction=reduction)
+    expected = {"sum": per_sample.sum(), "none": per_sample, "mean": per_sample.mean()}
+    weighted = {"sum": (weight * per_sample).sum(), "none": weight * per_sample,
+                "mean": (weight * per_sample).mean()}
+    np.testing.assert_allclose(loss(y=y, p=p), expected[reduction], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(loss(y=y, p=p, sample_weight=weight), weighted[reduction],
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_batch_terms_are_still_added_once():
+    y, p, w = np.array([0.0, 1, 2]), np.array([1.0, 1, 0]), np.array([1.0, -2])
+    loss = lossdsl.compile("(p - y)^2 + 0.1*l1(w) + 2", reduction="sum")
+    assert loss(y=y, p=p, w=w) == pytest.approx(1 + 0 + 4 + 0.3 + 3 * 2)
+    per_sample = lossdsl.compile("(p - y)^2 + 0.1*l1(w)", reduction="none")
+    np.testing.assert_allclose(per_sample(y=y, p=p, w=w), [1.3, 0.3, 4.3])
+
+
+def test_weighted_mean_divides_by_the_weights():
+    y, p, weight = np.array([0.0, 1, 2]), np.array([1.0, 1, 0]), np.array([1.0, 3, 4])
+    loss = lossdsl.compile("(p - y)^2", reduction="weighted_mean")
+    assert loss(y=y, p=p, sample_weight=weight) == pytest.approx((1 + 0 + 16) / 8)
+    assert lossdsl.compile("(p - y)^2")(y=y, p=p, sample_weight=weight) == pytest.approx(
+        (1 + 0 + 16) / 3)
+    np.testing.assert_allclose(loss.grad("p", y=y, p=p, sample_weight=weight),
+                               2 * weight * (p - y) / 8)
+
+
+def test_bare_library_name_means_the_library_loss():
+    huber = lossdsl.compile("huber")
+    assert huber.inputs == ("y", "p")
+    assert huber(y=np.array([0.0]), p=np.array([3.0])) == pytest.approx(2.5)
+
+
+def test_a_file_name_points_to_load(tmp_path):
+    path = tmp_path / "stock.loss"
+    path.write_text("loss stock = (p - y)^2\n")
+    with pytest.raises(lossdsl.LossError, match=r"lossdsl\.load") as error:
+        lossdsl.compile(str(path))
+    assert error.value.line == 1
+    with pytest.raises(lossdsl.LossError, match="no such file"):
+        lossdsl.compile("missing.loss")
+
+
+@pytest.fixture(scope="module")
+def logistic():
+    return lossdsl.compile("bce_logits(y, z)", reduction="none")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ">f8", ">f4", np.longdouble])
+def test_other_float_dtypes_are_converted(logistic, dtype):
+    y, z = np.array([1.0, 0.0, 1.0]), np.array([0.3, 0.2, -4.0])
+    reference = logistic.grad("z", y=y, z=z)
+    gradient = logistic.grad("z", y=y.astype(dtype), z=z.astype(dtype))
+    given = np.dtype(dtype)
+    expected_dtype = np.float16 if given == np.float16 else (
+        np.float32 if given.itemsize == 4 else np.float64)
+    assert gradient.dtype == expected_dtype
+    np.testing.assert_allclose(gradient, reference, rtol=1e-3 if given.itemsize <= 4 else 1e-15)
+
+
+def test_half_precision_is_computed_in_float32(logistic):
+    y, z = np.array([1, 0], np.float16), np.array([0.3, 0.2], np.float16)
+    values = logistic(y=y, z=z)
+    assert values.dtype == np.float16
+    exact = logistic(y=y.astype(np.float32), z=z.astype(np.float32))
+    np.testing.assert_array_equal(values, exact.astype(np.float16))
+
+
+@pytest.mark.parametrize("bad", ["abc", None, [[1.0, 2.0], [3.0]], {"a": 1}, [1 + 2j]])
+def test_non_numeric_inputs_are_shape_errors(logistic, bad):
+    with pytest.raises(lossdsl.LossShapeError, match="input 'y'") as error:
+        logistic(y=bad, z=np.zeros(1))
+    assert error.value.line == 1
+
+
+def test_non_numeric_params_and_weights_are_shape_errors():
+    loss = lossdsl.compile("param delta = 1\nloss h = huber(y, p, delta)")
+    with pytest.raises(lossdsl.LossShapeError, match="param 'delta'"):
+        loss(y=[1.0], p=[2.0], delta="x")
+    with pytest.raises(lossdsl.LossShapeError, match="param 'delta'"):
+        lossdsl.compile("param delta = 1\nloss h = huber(y, p, delta)", params={"delta": None})
+    with pytest.raises(lossdsl.LossShapeError, match="sample_weight"):
+        loss(y=[1.0], p=[2.0], sample_weight=["a"])
+
+
+def test_inputs_named_like_method_arguments():
+    loss = lossdsl.compile("(self - wrt)^2")
+    assert loss(self=[1.0, 2.0], wrt=[0.0, 0.0]) == pytest.approx(2.5)
+    np.testing.assert_allclose(loss.grad("wrt", self=[1.0, 2.0], wrt=[0.0, 0.0]), [-1, -2])
+    with pytest.raises(lossdsl.LossNameError, match="cannot be called 'sample_weight'") as error:
+        lossdsl.compile("(sample_weight - p)^2")
+    assert (error.value.line, error.value.column) == (1, 2)
+
+
+def test_fork_after_a_parallel_kernel_does_not_hang():
+    script = textwrap.dedent("""
+        import multiprocessing, numpy as np, lossdsl
+        loss = lossdsl.compile("bce_logits(y, z)", target="parallel")
+        y, z = np.ones(50_000), np.linspace(-3, 3, 50_000)
+        value = loss(y=y, z=z)
+        def work(i):
+            return loss(y=y[:100], z=z[:100])
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print(len(pool.map(work, range(4))), value > 0)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["4", "True"]
+
+
+def test_parallel_kernels_from_many_threads():
+    import threading
+
+    loss = lossdsl.compile("bce_logits(y, z)", target="parallel")
+    y, z = np.ones(200_000), np.linspace(-3, 3, 200_000)
+    expected = loss(y=y, z=z)
+    found = []
+
+    def work():
+        found.extend(loss(y=y, z=z) for _ in range(10))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found == [expected] * 40
