@@ -362,7 +362,8 @@ def command_eval(args: argparse.Namespace) -> int:
                 if weight is not None:
                     rows_weighted = weight.reshape((-1,) + (1,) * (values.ndim - 1)) * values
                     weighted_sum += float(np.sum(rows_weighted, dtype=np.float64))
-                    count += float(np.sum(weight, dtype=np.float64)) * per_row
+                    count += (float(np.sum(weight, dtype=np.float64)) * per_row
+                              if args.reduction == "weighted_mean" else values.size)
                 else:
                     weighted_sum += float(np.sum(values, dtype=np.float64))
                     count += values.size
@@ -671,7 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="kernel target (default: cpu)")
     codegen.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                          help="element type of the kernel (default: float64)")
-    codegen.add_argument("--reduction", choices=("mean", "sum", "none"), default="mean",
+    codegen.add_argument("--reduction", choices=("mean", "weighted_mean", "sum", "none"),
+                         default="mean",
                          help="reduction over samples (default: mean)")
     codegen.add_argument("--wrt", action="append", metavar="INPUT",
                          help="gradients to compute (default: every differentiable input)")
@@ -707,9 +709,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write the per-sample gradient with respect to INPUT (to -o)")
     evaluate.add_argument("--hessian", action="append", metavar="INPUT",
                           help="write the per-sample Hessian diagonal for INPUT (to -o)")
-    evaluate.add_argument("--reduction", choices=("mean", "sum"), default="mean",
+    evaluate.add_argument("--reduction", choices=("mean", "weighted_mean", "sum"),
+                          default="mean",
                           help="how the printed total reduces the samples (default: mean; "
-                               "weighted mean = sum(w*l)/sum(w))")
+                               "with --weight, mean = sum(w*l)/N as PyTorch and Keras, "
+                               "weighted_mean = sum(w*l)/sum(w) as scikit-learn)")
     evaluate.add_argument("-o", "--output", metavar="FILE",
                           help="per-sample outputs: .csv, .npy (structured), .npz or .parquet")
     evaluate.add_argument("--chunk-size", type=int, default=500_000, metavar="ROWS",
