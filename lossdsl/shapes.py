@@ -249,7 +249,11 @@ def _check_class_widths(result: Specialized, spans: dict[str, Span]) -> None:
         axis = n.axes[1]
         if axis in result.axis_sources or axis in result.fixed_widths:
             continue
-        labels = [m.value for m in toposort([n]) if m.op == "input"]
+        # point at the labels (onehot(y)), else at any input on that axis (onehot(1) * p)
+        on_axis = [m for m in toposort([result.graph]) if m.axes and m.axes[1:] == (axis,)]
+        labels = [m.args[0].value for m in on_axis
+                  if m.op == "class_index" and m.args[0].op == "input"]
+        labels += [m.value for m in toposort(on_axis) if m.op == "input"]
         raise LossShapeError(
             "the number of classes is unknown: no (N, K) input meets onehot/pick here; write "
             "onehot(y, K) with the number of classes K",

@@ -161,3 +161,37 @@ def test_rowof_table_errors():
     vector = lossdsl.compile("rowsum(rowof(C, y) * z)")
     with pytest.raises(LossShapeError, match="must be a \\(R, K\\) matrix"):
         vector(C=np.ones(3), y=np.zeros(2, dtype=int), z=np.ones((2, 3)))
+
+
+# --- Issue 10, section 3: raw tracebacks from inside the compiler ------------------------------
+
+
+@pytest.mark.parametrize("text", ["pick(z, 1)", "softmax(z) * onehot(1)", "rowsum(onehot(2) * z)"])
+def test_a_scalar_label_takes_the_class_axis_it_meets(text):
+    loss = lossdsl.compile(text)
+    assert "onehot" in str(loss.expression)
+    for order in (1, 2):
+        str(loss.derivative("z", order))
+
+
+def test_a_scalar_label_that_meets_no_class_axis_is_a_shape_error():
+    loss = lossdsl.compile("onehot(1) * p")
+    assert str(loss.expression) == "onehot(1) * p"
+    with pytest.raises(LossShapeError, match="number of classes is unknown") as raised:
+        loss.derivative("p")
+    assert (raised.value.line, raised.value.column) == (1, 13)
+
+
+def test_pick_of_a_constant_label_reads_that_column():
+    loss = lossdsl.compile("pick(z, 1)")
+    z = np.arange(6.0).reshape(2, 3)
+    assert loss(z=z) == pytest.approx(2.5)
+    np.testing.assert_array_equal(loss.grad("z", z=z), [[0, 0.5, 0], [0, 0.5, 0]])
+
+
+def test_onehot_without_a_class_count_is_a_shape_error_at_the_label():
+    loss = lossdsl.compile("rowsum(onehot(y))")
+    with pytest.raises(LossShapeError, match="number of classes is unknown") as raised:
+        loss(y=np.array([0, 2]))
+    assert (raised.value.line, raised.value.column) == (1, 15)
+    assert lossdsl.compile("rowsum(onehot(y, 3))")(y=np.array([0, 2])) == 1.0
