@@ -32,9 +32,22 @@ def _digamma(x):
     return out
 
 
+def lgamma_scalar(x: float) -> float:
+    """log|Gamma(x)| for one float, as the kernels' ``h_lgamma``: +inf at the poles (the
+    non-positive integers and -inf) and where it overflows, NaN for NaN."""
+    if math.isnan(x):
+        return math.nan
+    if math.isinf(x) or (x <= 0 and x == math.floor(x)):
+        return math.inf
+    try:
+        return math.lgamma(x)
+    except OverflowError:  # past x ~ 2.5e305 the value exceeds the largest float
+        return math.inf
+
+
 def digamma_scalar(x: float) -> float:
     """psi(x) for one float (reflection for x < 0.5)."""
-    if math.isnan(x) or (x <= 0 and x == math.floor(x)):
+    if math.isnan(x) or x == -math.inf or (x <= 0 and x == math.floor(x)):
         return math.nan
     if x == math.inf:
         return math.inf
@@ -56,14 +69,16 @@ def digamma_scalar(x: float) -> float:
 
 def trigamma_scalar(x: float) -> float:
     """psi'(x) for one float (reflection for x < 0.5)."""
-    if math.isnan(x) or (x <= 0 and x == math.floor(x)):
+    if math.isnan(x) or x == -math.inf or (x <= 0 and x == math.floor(x)):
         return math.nan
     if x == math.inf:
         return 0.0
     result = 0.0
     if x < 0.5:  # psi'(1 - x) + psi'(x) = pi^2 / sin^2(pi x)
-        s = math.sin(math.pi * x)
-        return -trigamma_scalar(1.0 - x) + math.pi * math.pi / (s * s)
+        # (pi / s)^2, not pi^2 / s^2: s^2 underflows to 0 for |x| < 1e-162 where the value is
+        # merely huge (about 1/x^2), and a float product overflows to inf instead of raising
+        ratio = math.pi / math.sin(math.pi * x)
+        return -trigamma_scalar(1.0 - x) + ratio * ratio
     while x < 6.0:
         result += 1.0 / (x * x)
         x += 1.0
@@ -115,7 +130,7 @@ ELEMENTWISE_NUMPY = {
     "log_sigmoid": lambda x: -np.logaddexp(0.0, -x),
     "softplus": lambda x: np.logaddexp(0.0, x),
     "tanh": np.tanh,
-    "lgamma": _scalar_map(lambda v: math.lgamma(v) if v > 0 or v != math.floor(v) else math.inf),
+    "lgamma": _scalar_map(lgamma_scalar),
     "digamma": _digamma,
     "trigamma": _scalar_map(trigamma_scalar),
     "sin": np.sin,
@@ -146,6 +161,12 @@ def fold(op: str, values: list[float]) -> float:
     """The value of an elementwise operation on constant arguments (for constant folding)."""
     with np.errstate(all="ignore"):
         return float(ELEMENTWISE_NUMPY[op](*[np.float64(v) for v in values]))
+
+
+class Unbound(KeyError):
+    """The graph needs something the evaluation was not given: an input, a param, a count,
+    or a class axis (a constant expression such as a param's value has none, so
+    ``param a = rowsum(3)`` is not constant). A KeyError, as a missing binding is."""
 
 
 def _align(value: np.ndarray, axes: Axes, out_axes: Axes) -> np.ndarray:
@@ -183,20 +204,33 @@ class Evaluator:
         aligned = [_align(v, a.axes, n.axes) for v, a in zip(args, n.args)]
         return ELEMENTWISE_NUMPY[n.op](*aligned)
 
+    def _bound(self, table: Mapping, key, what: str):
+        if key not in table:
+            raise Unbound(f"{what} {key!r}")
+        return table[key]
+
+    def _rows(self, value: np.ndarray) -> np.ndarray:
+        """``value`` as the (N, K) matrix a row reduction reduces."""
+        if np.ndim(value) != 2:
+            raise Unbound("class axis")
+        return value
+
     def eval_const(self, n, args):
         return np.float64(n.value)
 
     def eval_input(self, n, args):
-        return self.inputs[n.value]
+        return self._bound(self.inputs, n.value, "input")
 
     def eval_param(self, n, args):
-        return np.float64(self.params[n.value])
+        return np.float64(self._bound(self.params, n.value, "param"))
 
     def eval_count(self, n, args):
-        return np.float64(self.counts[n.value])
+        return np.float64(self._bound(self.counts, n.value, "count"))
 
     def eval_class_index(self, n, args):
-        width = self.counts[n.axes[1]]
+        if n.axes is None or len(n.axes) != 2:  # untyped: no class axis to index
+            raise Unbound("class axis")
+        width = self._bound(self.counts, n.axes[1], "count")
         rows = args[0].shape[0] if np.ndim(args[0]) else 1
         return np.broadcast_to(np.arange(width, dtype=np.float64), (rows, width))
 
@@ -208,10 +242,10 @@ class Evaluator:
         return rows
 
     def eval_rowsum(self, n, args):
-        return args[0].sum(axis=1)
+        return self._rows(args[0]).sum(axis=1)
 
     def eval_rowmax(self, n, args):
-        return args[0].max(axis=1)
+        return self._rows(args[0]).max(axis=1)
 
     def eval_sum(self, n, args):
         return np.float64(args[0].sum())

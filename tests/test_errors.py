@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -195,3 +197,39 @@ def test_onehot_without_a_class_count_is_a_shape_error_at_the_label():
         loss(y=np.array([0, 2]))
     assert (raised.value.line, raised.value.column) == (1, 15)
     assert lossdsl.compile("rowsum(onehot(y, 3))")(y=np.array([0, 2])) == 1.0
+
+
+@pytest.mark.parametrize("value", ["onehot(1)", "rowsum(3)", "log_softmax(5)", "pick(2, 0)"])
+def test_a_param_with_a_class_axis_is_not_a_constant(value):
+    with pytest.raises(LossError, match="must be a constant expression") as raised:
+        lossdsl.compile(f"param a = {value}\nloss l = a * p")
+    assert raised.value.line == 1 and raised.value.column is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lgamma(nan)", math.nan),
+        ("lgamma(-inf)", math.inf),
+        ("lgamma(1e308)", math.inf),
+        ("digamma(-inf)", math.nan),
+        ("trigamma(-inf)", math.nan),
+        ("trigamma(5e-324)", math.inf),
+        ("trigamma(-5e-324)", math.inf),
+    ],
+)
+def test_special_functions_fold_at_the_edges_of_their_domain(text, expected):
+    folded = lossdsl.compile(f"{text} * p").expression.args[0]
+    assert folded.op == "const"
+    assert folded.value == expected or (math.isnan(expected) and math.isnan(folded.value))
+
+
+def test_folded_special_functions_agree_with_the_kernels():
+    from lossdsl.evaluate import fold
+
+    x = np.array([math.nan, -math.inf, math.inf, 1e308, -3.0, 0.0, 5e-324, -5e-324, 1e-200])
+    for function in ("lgamma", "digamma", "trigamma"):
+        kernel = lossdsl.compile(f"{function}(x)", reduction="none")(x=x)
+        for value, from_kernel in zip(x.tolist(), kernel):
+            folded = fold(function, [value])
+            assert from_kernel == pytest.approx(folded, rel=1e-12, nan_ok=True), (function, value)
