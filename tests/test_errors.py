@@ -233,3 +233,15 @@ def test_folded_special_functions_agree_with_the_kernels():
         for value, from_kernel in zip(x.tolist(), kernel):
             folded = fold(function, [value])
             assert from_kernel == pytest.approx(folded, rel=1e-12, nan_ok=True), (function, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("sum(p) + inf", math.inf), ("sum(p) - inf", -math.inf), ("sum(p) + nan", math.nan),
+     ("dice(y, p, smooth=inf)", math.nan)],
+)
+def test_an_infinite_or_nan_constant_in_the_scalar_part_runs(text, expected):
+    loss = lossdsl.compile(text)
+    inputs = {"y": np.array([1.0, 0.0]), "p": np.array([0.5, 0.25])}
+    value = loss(**{name: inputs[name] for name in loss.inputs})
+    assert value == expected or (math.isnan(expected) and math.isnan(value))

@@ -506,7 +506,7 @@ class GluePrinter:
         if id(n) in self.values:
             return self.values[id(n)]
         if n.op == "const":
-            return f"numpy.float64({float(n.value)!r})"
+            return glue_number(n.value)
         if id(n) in self.reduction_names:
             return self.reduction_names[id(n)]
         if n.op in ("param", "input", "count"):
@@ -517,3 +517,10 @@ class GluePrinter:
         self.lines.append(f"{name} = op_{n.op}({', '.join(args)})")
         self.values[id(n)] = name
         return name
+
+
+def glue_number(value: float) -> str:
+    """A float64 literal for the glue. ``repr`` of inf or nan is not Python source."""
+    if math.isnan(value) or math.isinf(value):
+        return f'numpy.float64("{float(value)!r}")'
+    return f"numpy.float64({float(value)!r})"
