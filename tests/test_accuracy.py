@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import lossdsl
+from lossdsl import catalog
 
 mpmath.mp.dps = 60
 EPS = {np.float64: np.finfo(np.float64).eps, np.float32: float(np.finfo(np.float32).eps)}
@@ -387,3 +388,27 @@ def test_log_softmax_as_the_whole_loss_at_large_logits_is_exact():
     log_q = compiled("log_softmax(z)")(z=z)
     assert_close(log_q, to_float(v for row in exact_log_q for v in row).reshape(z.shape), 0.0,
                  2 * EPS[np.float64], "log_softmax")
+
+
+# ----------------------------------------------------------------------------- Dice
+
+
+def optax_dice_loss(probabilities, targets, smooth, alpha=0.5, beta=0.5):
+    """optax.dice_loss on probabilities, transcribed from optax/losses/_segmentation.py:
+    1 - (I + smooth)/(I + alpha (P - I) + beta (T - I) + smooth), I = sum(p t), P = sum(p),
+    T = sum(t)."""
+    intersection = np.sum(probabilities * targets)
+    fp, fn = np.sum(probabilities) - intersection, np.sum(targets) - intersection
+    return 1 - (intersection + smooth) / (intersection + alpha * fp + beta * fn + smooth)
+
+
+@pytest.mark.parametrize("smooth", [1.0, 0.3, 5.0])
+def test_dice_smooth_is_optax_smooth_halved_as_documented(smooth):
+    rng = np.random.default_rng(5)
+    y, p = rng.choice([0.0, 1.0], 12), rng.uniform(0.0, 1.0, 12)
+    dice = lossdsl.compile(f"dice(y, p, smooth={smooth})")(y=y, p=p)
+    assert dice == pytest.approx(optax_dice_loss(p, y, smooth / 2), rel=1e-14)
+    assert dice != pytest.approx(optax_dice_loss(p, y, smooth), rel=1e-6)
+    tversky = lossdsl.compile(f"tversky(y, p, 0.3, 0.7, smooth={smooth})")(y=y, p=p)
+    assert tversky == pytest.approx(optax_dice_loss(p, y, smooth, 0.3, 0.7), rel=1e-14)
+    assert "optax.dice_loss(smooth=smooth/2)" in catalog.entry("dice").reference
