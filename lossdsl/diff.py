@@ -21,7 +21,6 @@ other, so an infinite derivative in the branch not taken does not leak NaN),
 from __future__ import annotations
 
 import math
-import sys
 
 from .errors import LossError
 from .ir import Node, constant, depends_on, node, toposort
@@ -205,7 +204,12 @@ def grad(total: Node, x: Node) -> Node:
 
 
 class _Diagonal:
-    """The diagonal derivative D(e) = d e_q / d seed_q, with some nodes held constant."""
+    """The diagonal derivative D(e) = d e_q / d seed_q, with some nodes held constant.
+
+    Each rule is a generator that yields the ``(e, seed, frozen)`` derivatives it needs and
+    is sent their values; ``__call__`` runs them on an explicit stack, so the depth of the
+    graph (a chain of thousands of operations) never becomes depth of the Python stack.
+    """
 
     def __init__(self):
         self.memo: dict[tuple[int, int, frozenset], Node] = {}
@@ -217,26 +221,46 @@ class _Diagonal:
             table.update(depends_on(e, {id(seed)}))
         return table[id(e)]
 
-    def __call__(self, e: Node, seed: Node, frozen: frozenset = frozenset()) -> Node:
+    def _known(self, e: Node, seed: Node, frozen: frozenset) -> Node | None:
+        """D(e) when it needs no work (or was computed before), else None."""
         if e is seed:
             return _ONE
         if id(e) in frozen or not self.depends(e, seed):
             return _ZERO
-        key = (id(e), id(seed), frozen)
-        if key not in self.memo:
-            self.memo[key] = self._compute(e, seed, frozen)
-        return self.memo[key]
+        return self.memo.get((id(e), id(seed), frozen))
 
-    def _compute(self, e: Node, seed: Node, frozen: frozenset) -> Node:
+    def __call__(self, e: Node, seed: Node, frozen: frozenset = frozenset()) -> Node:
+        known = self._known(e, seed, frozen)
+        if known is not None:
+            return known
+        stack = [((e, seed, frozen), self._compute(e, seed, frozen))]
+        sent: Node | None = None
+        while True:
+            (current, current_seed, current_frozen), rule = stack[-1]
+            try:
+                request = rule.send(sent)
+            except StopIteration as finished:
+                stack.pop()
+                sent = finished.value
+                self.memo[(id(current), id(current_seed), current_frozen)] = sent
+                if not stack:
+                    return sent
+                continue
+            sent = self._known(*request)
+            if sent is None:
+                stack.append((request, self._compute(*request)))
+
+    def _compute(self, e: Node, seed: Node, frozen: frozenset):
         if e.op in ("sum", "rowsum", "rowmax"):
-            return self._reduction(e, seed, frozen)
+            return (yield from self._reduction(e, seed, frozen))
         if e.op in ("class_index", "table_row") or not e.args:
             return _ZERO
         wanted = [self.depends(a, seed) and id(a) not in frozen for a in e.args]
         total = _ZERO
         for a, partial, w in zip(e.args, PARTIALS.of(e, wanted), wanted):
             if w:
-                total = _m("add", total, _m("mul", partial, self(a, seed, frozen)))
+                inner = yield (a, seed, frozen)
+                total = _m("add", total, _m("mul", partial, inner))
         return total
 
     def _leaves(self, f: Node, axis: str, seed: Node, frozen: frozenset) -> list[Node]:
@@ -253,22 +277,24 @@ class _Diagonal:
             stack.extend(n.args)
         return sorted(leaves, key=lambda n: n.key)
 
-    def _reduction(self, e: Node, seed: Node, frozen: frozenset) -> Node:
+    def _reduction(self, e: Node, seed: Node, frozen: frozenset):
         f = e.args[0]
         axis = _reduced_axis(e)
         # the weight each element gets in the reduction's derivative
         weight = _ONE if e.op != "rowmax" else _first_maximum(e)
         leaves = self._leaves(f, axis, seed, frozen)
         inner = frozen | {id(t) for t in leaves}
-        total = _m("mul", weight, self(f, seed, inner)) if axis in seed.axes else _ZERO
+        total = _ZERO
+        if axis in seed.axes:
+            total = _m("mul", weight, (yield (f, seed, inner)))
         reduce_op = "sum" if e.op == "sum" else "rowsum"
         for leaf in leaves:
-            through = _m("mul", weight, self(f, leaf, inner - {id(leaf)}))
+            through = _m("mul", weight, (yield (f, leaf, inner - {id(leaf)})))
             if axis in through.axes:
                 reduced = _m(reduce_op, through)
             else:  # the same for every element: a sum of it would no longer know its axis
                 reduced = _m("mul", through, node("count", (), axis, ()))
-            total = _m("add", total, _m("mul", reduced, self(leaf, seed, frozen)))
+            total = _m("add", total, _m("mul", reduced, (yield (leaf, seed, frozen))))
         return total
 
 
@@ -276,9 +302,4 @@ def hessian_diag(total: Node, x: Node, gradient: Node | None = None) -> Node:
     """The diagonal of the Hessian of ``total`` with respect to input ``x``."""
     if gradient is None:
         gradient = grad(total, x)
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 20000))
-    try:
-        return _Diagonal()(gradient, x)
-    finally:
-        sys.setrecursionlimit(limit)
+    return _Diagonal()(gradient, x)

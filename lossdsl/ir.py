@@ -53,7 +53,12 @@ class Node:
         return to_source(self)
 
     def __reduce__(self):
-        return (node, (self.op, self.args, self.value, self.axes))
+        # The whole graph as one flat list: pickling node by node would recurse once per level
+        # of the graph, and a deep one (a sum of thousands of terms) exceeds Python's limit.
+        order = toposort([self])
+        index = {id(n): position for position, n in enumerate(order)}
+        records = [(n.op, tuple(index[id(a)] for a in n.args), n.value, n.axes) for n in order]
+        return (_unflatten, (records,))
 
 
 def node(
@@ -75,6 +80,14 @@ def node(
     object.__setattr__(new, "key", hashlib.blake2b(text.encode(), digest_size=10).hexdigest())
     _INTERN[key] = new
     return new
+
+
+def _unflatten(records: list[tuple]) -> Node:
+    """The last node of a list written by ``Node.__reduce__`` (arguments before their users)."""
+    built: list[Node] = []
+    for op, arguments, value, axes in records:
+        built.append(node(op, [built[i] for i in arguments], value, axes))
+    return built[-1]
 
 
 def constant(value: float) -> Node:
@@ -168,6 +181,10 @@ class SourcePrinter:
         self.memo: dict[int, tuple[str, int]] = {}
 
     def print(self, n: Node) -> str:
+        # Arguments first, so that every print_* method finds its arguments in the memo and no
+        # call nests deeper than one level, however deep the graph (a 10,000-term sum).
+        for current in toposort([n]):
+            self.visit(current)
         text, _ = self.visit(n)
         return text
 

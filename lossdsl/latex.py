@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 
-from .ir import Node
+from .ir import Node, toposort
 
 # Precedence levels (higher binds tighter), shared by every printing method.
 _LOGIC, _COMPARE, _SUM, _PRODUCT, _UNARY, _POWER, _ATOM = 1, 2, 3, 4, 5, 6, 9
@@ -99,6 +99,9 @@ class LatexPrinter:
 
     def print(self, n: Node) -> str:
         """The LaTeX text of ``n``."""
+        # arguments first: each print_* method then finds them memoised and nothing recurses
+        for current in toposort([n]):
+            self.visit(current)
         return self.visit(n)[0]
 
     def visit(self, n: Node) -> tuple[str, int]:

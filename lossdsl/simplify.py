@@ -94,16 +94,45 @@ def _simplify_reduction(op: str, x: Node) -> Node | None:
     if x.axes is None or not x.axes:
         return None
     axis = x.axes[-1]
-    if x.op == "mul":
-        a, b = x.args
-        for outer, inner in ((a, b), (b, a)):
-            if outer.axes is not None and axis not in outer.axes:
-                return make("mul", (outer, make(op, (inner,))))
-    if x.op == "neg":
-        return make("neg", (make(op, x.args),))
-    if x.op == "div" and x.args[1].axes is not None and axis not in x.args[1].axes:
-        return make("div", (make(op, (x.args[0],)), x.args[1]))
-    return None
+
+    def constant_along(n: Node) -> bool:
+        return n.axes is not None and axis not in n.axes
+
+    # Peel every such factor, divisor and negation in a loop, then rebuild them around one
+    # reduction: a product of thousands of per-sample-constant factors must not recurse.
+    outside: list[tuple[str, Node | None]] = []
+    inner = x
+    while True:
+        if inner.op == "mul":
+            a, b = inner.args
+            if constant_along(a):
+                outside.append(("mul", a))
+                inner = b
+                continue
+            if constant_along(b):
+                outside.append(("mul", b))
+                inner = a
+                continue
+        elif inner.op == "neg":
+            outside.append(("neg", None))
+            inner = inner.args[0]
+            continue
+        elif inner.op == "div" and constant_along(inner.args[1]):
+            outside.append(("div", inner.args[1]))
+            inner = inner.args[0]
+            continue
+        break
+    if not outside:
+        return None
+    result = make(op, (inner,))
+    for kind, factor in reversed(outside):
+        if kind == "mul":
+            result = make("mul", (factor, result))
+        elif kind == "neg":
+            result = make("neg", (result,))
+        else:
+            result = make("div", (result, factor))
+    return result
 
 
 def _simplify_sub(a: Node, b: Node) -> Node | None:

@@ -368,3 +368,76 @@ def test_rowof_looks_up_a_cost_table_by_label():
         loss(C=costs, y=np.array([0, 4, 0, 0, 0]), z=z)
     with pytest.raises(lossdsl.LossError, match="lookup table"):
         loss.grad("C", C=costs, y=labels, z=z)
+
+
+# --- Deep graphs: every pass walks them without recursion (issue 10) ----------------------------
+
+
+def _nested(depth: int):
+    from lossdsl.ir import constant, node
+    from lossdsl.simplify import make
+
+    p = node("input", (), "p", ("n0",))
+    graph = p
+    for index in range(depth):
+        graph = make("sin", (make("add", (graph, constant(float(index + 1)))),))
+    return p, graph
+
+
+def test_deep_graphs_print_differentiate_and_pickle_without_recursion():
+    import pickle
+    import sys
+
+    from lossdsl import diff
+    from lossdsl.latex import to_latex
+    from lossdsl.simplify import make
+
+    depth = 3 * sys.getrecursionlimit()
+    p, graph = _nested(depth)
+    total = make("sum", (graph,))
+    gradient = diff.grad(total, p)
+    hessian = diff.hessian_diag(total, p, gradient)
+    for result in (graph, gradient, hessian):
+        assert str(result) and to_latex(result)
+    assert pickle.loads(pickle.dumps(graph)) is graph
+
+
+def test_a_reduction_of_a_long_product_pulls_its_factors_out_without_recursion():
+    import sys
+
+    from lossdsl.ir import node, toposort
+    from lossdsl.simplify import make
+
+    p = node("input", (), "p", ("n0",))
+    product = p
+    factors = [node("param", (), f"a{index}", ()) for index in range(3 * sys.getrecursionlimit())]
+    for factor in factors:
+        product = make("neg", (make("mul", (factor, product)),))
+    total = make("sum", (product,))
+    # sum(-(a*-(b*...p))) -> a*(b*(...sum(p))): one reduction, of p alone
+    assert [n.args[0] for n in toposort([total]) if n.op == "sum"] == [p]
+
+
+def test_deep_scalar_glue_is_emitted_without_recursion():
+    import sys
+
+    from lossdsl.codegen.emit import GluePrinter, Names
+    from lossdsl.ir import constant, node
+    from lossdsl.simplify import make
+
+    scalar = node("param", (), "a", ())
+    for index in range(3 * sys.getrecursionlimit()):
+        scalar = make("log", (make("add", (scalar, constant(float(index + 1)))),))
+    printer = GluePrinter(Names(), {})
+    name = printer.value(scalar)
+    assert printer.lines[-1].startswith(f"{name} = op_log(")
+
+
+def test_derivative_of_a_300_factor_product():
+    import re
+
+    names = [f"p{index}" for index in range(300)]
+    loss = lossdsl.compile("*".join(names), reduction="sum")
+    gradient = str(loss.derivative("p0"))
+    assert "p299" in gradient and re.search(r"\bp0\b", gradient) is None
+    assert str(loss.derivative("p0", 2)) == "0"

@@ -501,8 +501,8 @@ class GluePrinter:
         lines, self.lines = self.lines, []
         return lines
 
-    def value(self, n: Node) -> str:
-        """Emit (once) the statements computing scalar ``n``; return its name or literal."""
+    def _leaf(self, n: Node) -> str | None:
+        """The name or literal of a value the glue does not compute, or None."""
         if id(n) in self.values:
             return self.values[id(n)]
         if n.op == "const":
@@ -511,12 +511,27 @@ class GluePrinter:
             return self.reduction_names[id(n)]
         if n.op in ("param", "input", "count"):
             return f"numpy.float64({self.names.scalar(n)})"
-        args = [self.value(a) for a in n.args]
-        self.ops.add(n.op)
-        name = f"g{len(self.values)}"
-        self.lines.append(f"{name} = op_{n.op}({', '.join(args)})")
-        self.values[id(n)] = name
-        return name
+        return None
+
+    def value(self, n: Node) -> str:
+        """Emit (once) the statements computing scalar ``n``; return its name or literal."""
+        # An explicit stack rather than recursion: the scalar part of a loss may be a chain
+        # thousands of operations deep (a sum of many regularisers).
+        stack: list[tuple[Node, bool]] = [(n, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if self._leaf(current) is not None:
+                continue
+            if not expanded:
+                stack.append((current, True))
+                stack.extend((a, False) for a in reversed(current.args))
+                continue
+            args = [self._leaf(a) for a in current.args]
+            self.ops.add(current.op)
+            name = f"g{len(self.values)}"
+            self.lines.append(f"{name} = op_{current.op}({', '.join(args)})")
+            self.values[id(current)] = name
+        return self._leaf(n)
 
 
 def glue_number(value: float) -> str:
