@@ -104,7 +104,7 @@ def test_strided_and_scalar_inputs(mission, regression_data):
 def bce_losses():
     return {
         reduction: lossdsl.compile("bce_logits(y, z)", reduction=reduction)
-        for reduction in ("mean", "sum", "none")
+        for reduction in ("mean", "weighted_mean", "sum", "none")
     }
 
 
@@ -122,9 +122,15 @@ def test_reductions_and_sample_weights_match_pytorch(bce_losses):
     )
     assert bce_losses["sum"](y=y, z=z) == pytest.approx(per_sample.sum().item(), rel=1e-12)
     assert bce_losses["mean"](y=y, z=z) == pytest.approx(per_sample.mean().item(), rel=1e-12)
-    # weighted mean = sum(w*l)/sum(w) (Keras); weighted sum = sum(w*l); none = w*l
+    # mean = sum(w*l)/N (PyTorch's weight=, Keras' sum_over_batch_size); weighted_mean =
+    # sum(w*l)/sum(w) (scikit-learn); weighted sum = sum(w*l); none = w*l
     weighted = torch.tensor(weight) * per_sample
+    torch_weighted = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor(z), torch.tensor(y), weight=torch.tensor(weight))
     assert bce_losses["mean"](y=y, z=z, sample_weight=weight) == pytest.approx(
+        torch_weighted.item(), rel=1e-12
+    )
+    assert bce_losses["weighted_mean"](y=y, z=z, sample_weight=weight) == pytest.approx(
         weighted.sum().item() / weight.sum(), rel=1e-12
     )
     assert bce_losses["sum"](y=y, z=z, sample_weight=weight) == pytest.approx(
@@ -135,7 +141,12 @@ def test_reductions_and_sample_weights_match_pytorch(bce_losses):
     )
     (weighted.sum() / weight.sum()).backward()
     np.testing.assert_allclose(
-        bce_losses["mean"].grad("z", y=y, z=z, sample_weight=weight), zt.grad.numpy(), rtol=1e-12
+        bce_losses["weighted_mean"].grad("z", y=y, z=z, sample_weight=weight), zt.grad.numpy(),
+        rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        bce_losses["mean"].grad("z", y=y, z=z, sample_weight=weight),
+        zt.grad.numpy() * weight.sum() / N, rtol=1e-12
     )
     # with "none", derivatives are per sample: those of the summed loss
     gradient, hessian = bce_losses["none"].grad_and_hessian("z", y=y, z=z, sample_weight=weight)
@@ -327,7 +338,8 @@ def test_library_names_can_name_inputs():
     loss = lossdsl.compile("gamma*mse(y, p) + quantile", reduction="sum")
     assert loss.inputs == ("gamma", "y", "p", "quantile")
     value = loss(gamma=np.array([2.0, 3.0]), y=np.zeros(2), p=np.ones(2), quantile=1.0)
-    assert value == pytest.approx(2.0 + 3.0 + 1.0)
+    # a scalar input broadcasts like any input: part of each of the two samples' loss
+    assert value == pytest.approx(2.0 + 3.0 + 2 * 1.0)
 
 
 def test_prelude_files_see_each_other():

@@ -190,8 +190,9 @@ def test_two_loops_in_two_passes(dtype):
                    "w": rng.normal(size=7)}, dtype)
     weight = rng.uniform(0.1, 2.0, N).astype(dtype)
     expression = "huber(y, p, 1.0) + 0.1*l1(w) + 0.01*l2(w)"
-    expected = fused(lossdsl.compile(expression), inputs, ("p", "w"), ("p", "w"), weight)
-    compiled = lossdsl.compile(expression, target="cuda")
+    expected = fused(lossdsl.compile(expression, reduction="weighted_mean"), inputs, ("p", "w"),
+                     ("p", "w"), weight)
+    compiled = lossdsl.compile(expression, target="cuda", reduction="weighted_mean")
     actual = fused(compiled, inputs, ("p", "w"), ("p", "w"), weight)
     assert "loop2" in compiled.source  # sum(w) pass, then the samples and the regulariser
     for label, a, e in zip(("value", "grad p", "grad w", "hess p", "hess w"), actual, expected):

@@ -993,7 +993,7 @@ def test_float32_kernels(case: Case):
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.reduction_check], ids=_case_id)
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("reduction", ["mean", "weighted_mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_reductions_and_sample_weights(case: Case, reduction: str, weighted: bool):
     inputs = case.inputs()
@@ -1006,7 +1006,8 @@ def test_reductions_and_sample_weights(case: Case, reduction: str, weighted: boo
     loss = compiled(case.call, reduction)
     value = loss(**inputs, sample_weight=weight)
     g, h = loss.grad_and_hessian(wrt, **inputs, sample_weight=weight)
-    scale = w / w.sum() if reduction == "mean" else w
+    # "mean": sum(w*l)/N as PyTorch's weight=; "weighted_mean": sum(w*l)/sum(w)
+    scale = {"mean": w / samples, "weighted_mean": w / w.sum()}.get(reduction, w)
     if reduction == "none":
         _close(value, w * per_sample, 1e-12, "weighted per-sample values")
     else:
@@ -1119,7 +1120,7 @@ def test_churn_example_with_profit_weights():
     clv = rng.uniform(50.0, 2000.0, N)
     log_sigmoid = lambda x: -np.logaddexp(0, -x)  # noqa: E731
     per_customer = -(5 * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
-    churn = lib.churn.compile()
+    churn = lib.churn.compile(reduction="weighted_mean")
     # profit weighting: the value at stake per customer is the sample weight
     assert churn(y=y, z=z, sample_weight=clv) == pytest.approx(
         np.sum(clv * per_customer) / np.sum(clv), rel=1e-12)
