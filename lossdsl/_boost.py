@@ -13,7 +13,9 @@ constant score to start boosting from.
 
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from .api import CompiledLoss, Loss, loss_from_text
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
-from .ir import is_constant
+from .ir import Node, is_constant, walk
 
 HESSIAN_POLICIES = ("auto", "exact", "clip", "floor", "constant")
 
@@ -98,13 +100,63 @@ def default_roles(loss: Loss, wrt: str | None, label: str | None,
 def as_objective(loss: Any, wrt: str | None = None, label: str | None = None, *,
                  inputs: Mapping[str, Any] | None = None,
                  params: Mapping[str, float] | None = None,
-                 target: str | None = None) -> BoostingObjective:
-    """``loss`` itself when it is an objective already (its roles, inputs and params are
+                 target: str | None = None, rows: Any = None) -> BoostingObjective:
+    """``loss`` itself when it is an objective already (its roles, inputs, params and rows are
     reused), else an exact-Hessian objective for it: what metrics and init scores need."""
     if isinstance(loss, BoostingObjective):
         return loss
     return BoostingObjective(loss, wrt, label, inputs=inputs, params=params, hessian="exact",
-                             target=target)
+                             target=target, rows=rows)
+
+
+def may_be_flat_somewhere(curvature: Node) -> bool:
+    """Whether a second derivative has a ``where`` with a constant-0 branch: the form the
+    derivatives of ``where``, ``max``, ``clip`` and Huber-type smoothing take, and a
+    necessary condition for a Hessian that is 0 on a region but not everywhere. Not a
+    sufficient one (stable rewrites of smooth losses have such branches too), hence
+    :meth:`BoostingObjective._flat_on_a_region`."""
+    return any(n.op == "where" and (is_constant(n.args[1], 0.0) or is_constant(n.args[2], 0.0))
+               for n in walk(curvature))
+
+
+def _container_labels(rows: Any) -> tuple[np.ndarray, Any]:
+    """(labels, the data container or None) for a ``rows=`` value: the training container
+    (XGBoost DMatrix, LightGBM Dataset, anything with ``get_label()``) or the labels."""
+    if hasattr(rows, "get_label") and not isinstance(rows, np.ndarray):
+        try:
+            labels = rows.get_label()
+        except Exception as error:  # e.g. a LightGBM Dataset whose data was freed
+            raise LossError(f"rows={type(rows).__name__}: cannot read its labels ({error}); "
+                            "pass rows=y, the training labels, instead") from error
+        if labels is None:
+            raise LossError(f"rows={type(rows).__name__} has no labels; pass rows=y, the "
+                            "training labels, instead")
+        return np.asarray(labels), rows
+    return np.asarray(rows), None
+
+
+def _same_labels(expected: np.ndarray, given: np.ndarray) -> bool:
+    """Whether ``given`` are ``expected`` in the same order: at the precision the booster
+    stores them (XGBoost keeps float32 labels, so the float64 ones are rounded alike), or
+    encoded as class indices 0..K-1 in sorted order (what scikit-learn classifiers such as
+    ``LGBMClassifier`` pass their objective for labels such as {-1, 1} or strings)."""
+    if expected.shape[0] != given.shape[0]:
+        return False
+    expected = expected.reshape(expected.shape[0], -1)
+    given = given.reshape(given.shape[0], -1)
+    if expected.shape != given.shape:
+        return False
+    numeric = expected.dtype.kind in "fiub" and given.dtype.kind in "fiub"
+    if numeric:
+        kind = np.result_type(given.dtype, np.float32) if given.dtype.kind == "f" \
+            else np.dtype(np.float64)
+        if np.array_equal(expected.astype(kind), given.astype(kind), equal_nan=True):
+            return True
+    if given.dtype.kind in "fiub" and expected.shape[1] == 1:
+        classes, encoded = np.unique(expected[:, 0], return_inverse=True)
+        if given.max(initial=0) < classes.size:
+            return bool(np.array_equal(encoded, given[:, 0]))
+    return False
 
 
 class BoostingObjective:
@@ -129,6 +181,15 @@ class BoostingObjective:
     default because the booster runs its own threads: a multi-threaded objective competes
     with them for the cores (measured: XGBoost at 10^6 rows on 2 cores trained 1.24x slower
     with a parallel objective, 1.06x with a serial one, relative to the built-in).
+    ``rows``: required when ``inputs`` holds per-row arrays (one value per training row, such
+    as a customer's value): the rows those values belong to, either the training labels
+    ``y`` (in the same order as the arrays) or the training container itself (XGBoost
+    ``DMatrix``, LightGBM ``Dataset``); ignored when no input is per-row. The objective then
+    refuses to run on any other rows:
+    labels that differ in length (a cross-validation fold, a subsample) raise
+    :class:`~lossdsl.LossShapeError` naming the input; labels in another order (a shuffled
+    copy) or, in the native APIs, another container raise :class:`~lossdsl.LossError`.
+    Without ``rows`` a shuffle of ``X, y`` would silently pair each value with another row.
     """
 
     #: The dtype gradients and Hessians are stored in (None: the kernel's own dtype).
@@ -138,7 +199,7 @@ class BoostingObjective:
                  label: str | None = None, *, inputs: Mapping[str, Any] | None = None,
                  params: Mapping[str, float] | None = None, hessian: str = "auto",
                  hessian_floor: float = DEFAULT_HESSIAN_FLOOR, hessian_constant: float = 1.0,
-                 hessian_scale: float = 1.0, target: str | None = None):
+                 hessian_scale: float = 1.0, target: str | None = None, rows: Any = None):
         definition, compiled_params, compiled_target = as_loss(loss)
         if hessian not in HESSIAN_POLICIES:
             raise LossError(f"unknown hessian policy {hessian!r}; expected one of "
@@ -158,6 +219,8 @@ class BoostingObjective:
             raise LossError("GBDT objectives receive NumPy arrays; use target 'cpu' or "
                             "'parallel'")
         self._setup()
+        self.policy = self._choose_policy()
+        self._bind_rows(rows)
 
     # ------------------------------------------------------------------ compiled state
     def _setup(self) -> None:
@@ -169,27 +232,190 @@ class BoostingObjective:
         self.class_axis = ranks[self.wrt] == 2  # a loss over classes (softmax and friends)
         self.label_kind = ("index" if self.label in labels
                            else "matrix" if ranks[self.label] == 2 else "value")
-        self.policy = self.hessian
-        if self.hessian == "auto":
-            # A piecewise-linear loss (MAE, quantile, asymmetric L1, hinge) has a Hessian that
-            # is 0 almost everywhere: Newton leaves would be -G/0. Boost first-order instead.
-            curvature = self._summed.derivative(self.wrt, order=2)
-            flat = is_constant(curvature, 0.0)
-            self.policy = "constant" if flat else "floor"
-            if is_constant(curvature) and curvature.value >= self.hessian_floor:
-                self.policy = "exact"  # a constant curvature above the floor: nothing to do
+
+    def _choose_policy(self) -> str:
+        """The Hessian policy ``hessian="auto"`` stands for (see :meth:`apply_hessian_policy`).
+
+        Chosen once, at construction (and carried by pickles): the numeric part of the test
+        runs a kernel.
+        """
+        if self.hessian != "auto":
+            return self.hessian
+        curvature = self._summed.derivative(self.wrt, order=2)
+        if is_constant(curvature):
+            if curvature.value >= self.hessian_floor:
+                return "exact"  # a constant curvature above the floor: nothing to do
+            # 0 everywhere (MAE, quantile, asymmetric L1, hinge): Newton leaves would be
+            # -G/0, so boost first-order instead
+            return "constant"
+        # Likewise where the Hessian is 0 on a whole region and the gradient is not (Huber
+        # and Huber-smoothed costs outside their quadratic zone): a leaf holding mostly such
+        # rows and a few curved ones takes the step -G / (a few curvatures + tiny floors)
+        # and explodes. Measured: a smoothed newsvendor cost with per-row price and cost,
+        # LightGBM, "floor" ordered negative quantities and cost more than plain L2;
+        # "constant" stayed within the demand's range and cost less than L2.
+        if may_be_flat_somewhere(curvature) and self._flat_on_a_region():
+            return "constant"
+        return "floor"
+
+    def _flat_on_a_region(self) -> bool:
+        """Whether the Hessian is exactly 0 on a stretch of predictions where the gradient is
+        not, tried on a grid of labels and residuals (from 1e-3 to 500 either way; further
+        out a sigmoid's curvature underflows to 0 although it is not flat).
+
+        A numeric test because the symbolic form does not tell: numerically stable rewrites
+        split smooth losses into branches with zero parts (pseudo-Huber's ``where(|r| <= 1,
+        a, 0) + where(|r| > 1, b, 0)`` is curved everywhere). Other inputs take their given
+        values (per-row arrays cycled). If the kernel cannot run on the grid (labels outside
+        the loss's domain everywhere), the constant policy is kept: it is safe either way.
+        """
+        if self.class_axis or self.label_kind != "value":
+            return False  # losses over classes: not Huber-like; their labels are indices
+        magnitudes = np.geomspace(1e-3, 500.0, 121)
+        residuals = np.concatenate([-magnitudes[::-1], [0.0], magnitudes])
+        labels = np.array([0.0, 1.0, 0.5, 3.0, 10.0, 100.0, -2.0])
+        n = labels.size * residuals.size
+        arguments: dict[str, Any] = {}
+        for name, value in self.inputs.items():
+            array = np.asarray(value, dtype=np.float64)
+            if array.size == 1:
+                arguments[name] = array.reshape(())
+            elif array.ndim == 1:
+                arguments[name] = np.resize(array, n)
+            else:
+                return True
+        arguments[self.label] = np.repeat(labels, residuals.size)
+        arguments[self.wrt] = arguments[self.label] + np.tile(residuals, labels.size)
+        try:
+            with np.errstate(all="ignore"):
+                gradient, hessian = self._summed._compute(False, (self.wrt,), (self.wrt,),
+                                                          arguments, None)
+        except LossError:
+            return True
+        flat = (np.isfinite(gradient) & np.isfinite(hessian) & (gradient != 0)
+                & (hessian == 0)).reshape(labels.size, residuals.size)
+        # a region, not an isolated zero crossing: three neighbouring residuals in a row
+        return bool(np.any(flat[:, :-2] & flat[:, 1:-1] & flat[:, 2:]))
 
     def __getstate__(self) -> dict[str, Any]:
         # Compiled kernels hold locks and machine code: ship the definition, compile on arrival
-        # (Dask and multiprocessing pickle objectives to send them to workers).
+        # (Dask and multiprocessing pickle objectives to send them to workers). The training
+        # container is held by weak reference and does not travel; the labels do.
         state = dict(self.__dict__)
-        for key in ("_summed", "_mean"):
+        for key in ("_summed", "_mean", "_rows_container"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._rows_container = None
         self._setup()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BoostingObjective:
+        # lgb.train deep-copies its params, the objective included, on every call. In one
+        # process the copy can share the compiled kernels (no recompiling) and must keep
+        # pointing at the same training container, or the rows= check would lose it.
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            shared = key in ("_summed", "_mean", "_rows_container")
+            clone.__dict__[key] = value if shared else copy.deepcopy(value, memo)
+        return clone
+
+    # ------------------------------------------------------------------ per-row inputs
+    #: Whether the library calls objectives on whole training sets in their order (XGBoost,
+    #: LightGBM) so that per-row inputs can be matched to rows at all.
+    rows_supported = True
+    #: The library's name, for messages.
+    library = "the booster"
+
+    def _row_inputs(self) -> dict[str, int]:
+        """{input name: number of rows} for the inputs given one value per row."""
+        tables = self._summed.table_inputs()
+        found = {}
+        for name, value in self.inputs.items():
+            shape = np.shape(value)
+            if name not in tables and len(shape) >= 1 and int(np.prod(shape)) > 1:
+                found[name] = shape[0]
+        return found
+
+    def _bind_rows(self, rows: Any) -> None:
+        """Tie the per-row inputs to the training rows they were given for (see ``rows``).
+
+        The binding has to be made here, at construction, next to the arrays: bound at the
+        first call instead, it would accept whatever rows the booster saw first, and a
+        shuffled ``X, y`` is exactly such rows.
+        """
+        self._rows_labels: np.ndarray | None = None
+        self._rows_container: weakref.ref | None = None
+        per_row = self._row_inputs()
+        if not per_row:  # nothing to match: rows= is not needed (and harmless)
+            return
+        names = ", ".join(f"'{n}'" for n in per_row)
+        if not self.rows_supported:
+            raise LossError(
+                f"input {names} has one value per row, but {self.library} calls objectives on "
+                "batches and permutations of the training rows without saying which rows, "
+                "so those values cannot be matched to their rows. Pass a per-row value that "
+                "scales a row's whole loss as sample_weight, or make the input a scalar or a "
+                "param")
+        counts = set(per_row.values())
+        if len(counts) > 1:
+            raise LossShapeError("per-row inputs disagree on the number of rows: "
+                                 + ", ".join(f"'{n}' has {k}" for n, k in per_row.items()))
+        if rows is None:
+            raise LossError(
+                f"input {names} has one value per row: say which rows with rows=y_train (the "
+                "training labels, in the same order as the values) or rows=<the training "
+                "DMatrix/Dataset>, so that the objective can refuse to run on other rows (a "
+                "cross-validation fold, a shuffled copy) instead of pairing each value with "
+                "another row. A value that scales a row's whole loss is simpler as "
+                "sample_weight, which travels with the rows")
+        labels, container = _container_labels(rows)
+        (count,) = counts
+        if labels.shape[0] != count:
+            name = next(iter(per_row))
+            raise LossShapeError(f"input '{name}' has {count} rows but rows= has "
+                                 f"{labels.shape[0]} labels: they must describe the same "
+                                 "rows, in the same order")
+        self._rows_labels = labels
+        if container is not None:
+            try:
+                self._rows_container = weakref.ref(container)
+            except TypeError:  # not weak-referenceable: the labels alone are checked
+                self._rows_container = None
+
+    def check_rows(self, label: Any, container: Any = None) -> None:
+        """Refuse to run per-row inputs on rows other than those given as ``rows``.
+
+        ``label``: the labels of this call; ``container``: the DMatrix/Dataset the library
+        passed (native APIs), which must be the one given as ``rows`` when one was.
+        """
+        expected = self._rows_labels
+        if expected is None:
+            return
+        given = np.asarray(label)
+        per_row = self._row_inputs()
+        if given.shape[0] != expected.shape[0]:
+            name = next(iter(per_row))
+            raise LossShapeError(
+                f"input '{name}' holds values for the {expected.shape[0]} rows given as "
+                f"rows=, but the objective was called on {given.shape[0]} rows (a "
+                "cross-validation fold, a subsample or another data set?). Build one "
+                "objective (or metric) per data set, with that set's values and rows=")
+        bound = self._rows_container() if self._rows_container is not None else None
+        if container is not None and bound is not None and container is not bound:
+            raise LossError(
+                f"this objective's per-row inputs ({', '.join(per_row)}) belong to the "
+                f"{type(bound).__name__} given as rows=, but it was called with another "
+                f"{type(container).__name__}; build one objective (or metric) per data set")
+        if not _same_labels(expected, given):
+            raise LossError(
+                f"the objective was called on labels that are not those given as rows=, in "
+                f"that order, so its per-row inputs ({', '.join(per_row)}) would be paired "
+                "with other rows (were X and y shuffled or reordered after the objective was "
+                "built?). Reorder the per-row values with the rows, and build the objective "
+                "with the rows it will be trained on")
 
     @property
     def compiled(self) -> CompiledLoss:
@@ -265,9 +491,12 @@ class BoostingObjective:
         return w
 
     # ------------------------------------------------------------------ derivatives
-    def gradients(self, label: Any, prediction: np.ndarray,
-                  weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """(gradient, Hessian) of the weighted loss w.r.t. each raw score, shaped like it."""
+    def gradients(self, label: Any, prediction: np.ndarray, weight: Any = None, *,
+                  container: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(gradient, Hessian) of the weighted loss w.r.t. each raw score, shaped like it.
+
+        ``container``: the DMatrix/Dataset the labels came from, checked against ``rows``."""
+        self.check_rows(label, container)
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
@@ -305,10 +534,13 @@ class BoostingObjective:
         * ``"constant"``: ``hessian_constant`` per unit of weight: first-order boosting, each
           leaf moves by the mean negative gradient (what LightGBM does for L1 and quantile).
         * ``"auto"`` (default): ``"constant"`` when the loss's Hessian in the prediction is 0
-          everywhere (piecewise-linear losses: MAE, quantile, asymmetric L1, hinge),
-          otherwise ``"floor"`` at 1e-16: the exact Hessian of convex losses, which gives the
-          same model as the libraries' built-in objectives. Losses that are flat only in
-          part of their domain (Huber outside delta) train better with ``"constant"``.
+          everywhere (piecewise-linear losses: MAE, quantile, asymmetric L1, hinge) or on a
+          whole region where the gradient is not 0 (Huber and Huber-smoothed costs outside
+          their quadratic zone), where floored Newton leaves would explode; ``"exact"`` for
+          a constant positive curvature; otherwise ``"floor"`` at 1e-16: the exact Hessian
+          of convex losses, which gives the same model as the libraries' built-in
+          objectives. (A squared hinge past its margin is flat with a zero gradient: those
+          rows add nothing to a leaf's step, so it keeps ``"floor"``.)
         """
         if self.policy == "clip":
             np.maximum(hessian, 0, out=hessian)
@@ -321,8 +553,10 @@ class BoostingObjective:
         elif self.policy == "constant":
             hessian[...] = self._constant_hessian(hessian, w)
 
-    def value(self, label: Any, prediction: np.ndarray, weight: Any = None) -> float:
+    def value(self, label: Any, prediction: np.ndarray, weight: Any = None, *,
+              container: Any = None) -> float:
         """The (weighted) mean loss at raw scores ``prediction``: a metric."""
+        self.check_rows(label, container)
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
@@ -347,7 +581,17 @@ class BoostingObjective:
         steps on the summed loss, safeguarded by bisection (so piecewise-linear losses such as
         MAE and quantile, whose Hessian is 0, converge to the weighted median/quantile); for
         losses over classes by diagonal Newton steps with a backtracking line search.
+
+        Raises :class:`~lossdsl.LossError` when there is no finite optimal constant: the
+        summed loss keeps decreasing, or stays at its lowest value, as a score goes to
+        infinity. That happens with costs that are not convex in the score (an expected
+        cost under sigmoid or softmax probabilities: its cheapest constant decision is "always
+        the same class", reached only at an infinite score) and with degenerate labels (all
+        in one class, a class that never occurs, all-zero counts for a log-link loss). A
+        huge start score would saturate the link and leave every gradient near 0, so the
+        booster would learn nothing; there is no meaningful finite score to cap it at.
         """
+        self.check_rows(label)
         y = np.asarray(label)
         n = y.shape[0]
         w = self.weight_array(weight, n)
@@ -358,48 +602,81 @@ class BoostingObjective:
                 num_class = int(np.max(y)) + 1 if y.size else 1
         if num_class is None:
             labels = self.label_array(y, (n,))
-            return _newton_1d(self._summed_gradient(labels, w, (n,)), 0.0, max_iter, xtol)
+            return self._solve_1d(labels, w, (n,), max_iter, xtol, None)
         shape = (n, num_class)
         labels = self.label_array(y, shape)
         if not self.class_axis:  # elementwise over columns: each column is its own 1-D problem
             scores = np.empty(num_class)
             for k in range(num_class):
                 column = np.ascontiguousarray(labels[:, k])
-                scores[k] = _newton_1d(self._summed_gradient(column, w, (n,)), 0.0, max_iter,
-                                       xtol)
+                scores[k] = self._solve_1d(column, w, (n,), max_iter, xtol, k)
             return scores
         return self._newton_classes(labels, w, shape, max_iter, xtol)
 
-    def _summed_gradient(self, labels: np.ndarray, w: np.ndarray | None,
-                         shape: tuple[int, ...]) -> Callable[[float], tuple[float, float]]:
-        def totals(score: float) -> tuple[float, float]:
+    def _solve_1d(self, labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
+                  max_iter: int, xtol: float, column: int | None) -> float:
+        def totals(score: float) -> tuple[float, float, float]:
             prediction = np.full(shape, score, dtype=np.float64)
-            gradient, hessian = self._summed.grad_and_hessian(
-                self.wrt, sample_weight=w, **self._arguments(labels, prediction))
-            return float(np.sum(gradient)), float(np.sum(hessian))
-        return totals
+            value, gradient, hessian = self._summed._compute(
+                True, (self.wrt,), (self.wrt,), self._arguments(labels, prediction), w)
+            return float(value), float(np.sum(gradient)), float(np.sum(hessian))
+
+        finite = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
+        scale = float(np.max(np.abs(finite))) if finite.size else 1.0
+        try:
+            return _newton_1d(totals, 0.0, max_iter, xtol, scale)
+        except _NoFiniteMinimum as unbounded:
+            where = "" if column is None else f" for column {column}"
+            raise self._unbounded_error(
+                f"as the constant score{where} goes to {unbounded.towards}") from None
+
+    def _unbounded_error(self, what: str) -> LossError:
+        name = self.loss.name or "the loss"
+        return LossError(
+            f"{name} has no finite optimal constant score: summed over the labels it keeps "
+            f"decreasing, or stays at its lowest value, {what}. Either the cost is not convex "
+            "in the score (an expected cost under sigmoid/softmax probabilities: its cheapest "
+            "constant decision is always the same class, reached only at an infinite score) "
+            "or the labels are degenerate (all in one class, a class that never occurs, "
+            "all-zero counts). A start score there would saturate the link and leave the "
+            "booster no gradient to learn from. Check the labels; for an expected cost, "
+            "train its convex, cost-weighted surrogate instead (cost_sensitive_bce(y, z, "
+            "fn_cost, fp_cost) for two classes, cce_logits with the misclassification costs "
+            "as sample weights for more), or start from 0 without an init score")
 
     def _newton_classes(self, labels: np.ndarray, w: np.ndarray | None,
                         shape: tuple[int, int], max_iter: int, xtol: float) -> np.ndarray:
-        scores = np.zeros(shape[1])
+        start = np.zeros(shape[1])
+        scores = start.copy()
 
         def evaluate(c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             prediction = np.ascontiguousarray(np.broadcast_to(c, shape))
-            arguments = self._arguments(labels, prediction)
-            gradient, hessian = self._summed.grad_and_hessian(self.wrt, sample_weight=w,
-                                                              **arguments)
-            value = float(self._summed(sample_weight=w, **arguments))
-            return value, gradient.sum(axis=0), hessian.sum(axis=0)
+            value, gradient, hessian = self._summed._compute(
+                True, (self.wrt,), (self.wrt,), self._arguments(labels, prediction), w)
+            return float(value), gradient.sum(axis=0), hessian.sum(axis=0)
 
         value, gradient, hessian = evaluate(scores)
+        if not (math.isfinite(value) and np.all(np.isfinite(gradient))):
+            raise LossError("the loss or its gradient is not finite at the constant scores 0; "
+                            "the labels may be outside the loss's domain")
         scale = float(np.sum(w)) if w is not None else float(shape[0])
+        damping, previous_direction = 1.0, None
         for _ in range(max_iter):
             curvature = np.where(hessian > 0, hessian, max(scale, 1e-300))
             direction = -gradient / curvature
             slope = float(gradient @ direction)
             if slope >= 0 or not np.all(np.isfinite(direction)):
                 break
-            step = 1.0
+            # The diagonal ignores the classes' coupling (a softmax's off-diagonal -p_j p_k):
+            # when one class dominates, full steps overshoot and flip sign every iteration,
+            # shrinking the error by well under 1% a time. Halve the first trial step while
+            # the direction keeps reversing; let it grow back while it does not.
+            if previous_direction is not None and float(direction @ previous_direction) < 0:
+                damping *= 2.0
+            else:
+                damping = max(1.0, damping / 2.0)
+            previous_direction = direction
+            step = 1.0 / damping
             for _ in range(50):  # backtracking (Armijo) line search on the summed loss
                 candidate = scores + step * direction
                 new_value, new_gradient, new_hessian = evaluate(candidate)
@@ -408,40 +685,152 @@ class BoostingObjective:
                 step *= 0.5
             else:
                 break
+            if step == 1.0 and value - new_value > 0.6 * -slope:
+                # The full Newton step gained more than the quadratic model promised (a
+                # quadratic gains exactly half the slope): the curvature overstates how soon
+                # the loss levels off, as in the saturating tail of a softmax. Keep doubling
+                # the step while it still pays, so that a minimum far away (or at infinity)
+                # is reached in a few evaluations rather than one unit per iteration.
+                while step < 2.0 ** 40:
+                    trial = scores + 2 * step * direction
+                    trial_value, trial_gradient, trial_hessian = evaluate(trial)
+                    if not (math.isfinite(trial_value)
+                            and trial_value <= new_value + 1e-4 * step * slope):
+                        break
+                    step *= 2
+                    candidate, new_value = trial, trial_value
+                    new_gradient, new_hessian = trial_gradient, trial_hessian
             moved = np.max(np.abs(candidate - scores))
             scores, value, gradient, hessian = candidate, new_value, new_gradient, new_hessian
             if moved <= xtol * (1 + np.max(np.abs(scores))):
                 break
+        self._check_classes_finite(scores, start, value, evaluate)
         return scores
 
+    def _check_classes_finite(self, scores: np.ndarray, start: np.ndarray, value: float,
+                              evaluate: Callable[[np.ndarray], tuple]) -> None:
+        """Raise when some class's score has run off to infinity (see :meth:`init_score`).
 
-def _newton_1d(totals: Callable[[float], tuple[float, float]], start: float, max_iter: int,
-               xtol: float) -> float:
-    """Minimise a convex 1-D function given its derivative and curvature at a point.
+        A class whose score moved far from the start is probed further out along the way
+        it moved, the others held: if the summed loss is nowhere higher there, nothing
+        finite beats infinity for that class.
+        """
+        moved = scores - start
+        for k in np.flatnonzero(np.abs(moved) > 10.0):
+            direction = math.copysign(1.0, moved[k])
+            def value_at(offset: float, k: int = int(k)) -> float:
+                return evaluate(_shifted(scores, k, offset))[0]
 
-    Newton steps while they stay inside the bracket of sign changes of the derivative;
-    otherwise bisection, or (before a bracket is known) steps that double in length downhill.
+            if _keeps_falling(value_at, 0.0, direction, max(1.0, abs(moved[k])), value):
+                towards = "+inf" if direction > 0 else "-inf"
+                raise self._unbounded_error(
+                    f"as the score of class {k} goes to {towards} (the others held)")
+
+
+def _shifted(scores: np.ndarray, k: int, offset: float) -> np.ndarray:
+    shifted = scores.copy()
+    shifted[k] += offset
+    return shifted
+
+
+class _NoFiniteMinimum(Exception):
+    """The 1-D search found the loss falling (or flat at its lowest) towards an infinity."""
+
+    def __init__(self, towards: str):
+        super().__init__(towards)
+        self.towards = towards
+
+
+def _keeps_falling(value_at: Callable[[float], float], point: float, direction: float,
+                   distance: float, value: float) -> bool:
+    """Whether the function is no higher than ``value`` (its value at ``point``) anywhere on
+    probes ``distance * 10**j`` (j = 0..3) further along ``direction``.
+
+    A finite minimiser at ``point`` makes the function rise somewhere beyond it (past the
+    labels, for a plateau such as MAE's between its two middle labels); a loss that only
+    falls or saturates towards infinity (a sigmoid's tail) never does. Non-finite values
+    (an exponential overflowing) count as higher.
     """
-    score, low, high, reach = start, -math.inf, math.inf, 1.0
-    for _ in range(max_iter):
-        gradient, curvature = totals(score)
+    tolerance = 1e-12 * abs(value)
+    for j in range(4):
+        probe = value_at(point + direction * distance * 10.0 ** j)
+        if not (probe <= value + tolerance):  # higher, or not finite
+            return False
+    return True
+
+
+def _newton_1d(totals: Callable[[float], tuple[float, float, float]], start: float,
+               max_iter: int, xtol: float, scale: float = 1.0) -> float:
+    """Minimise a 1-D function given its value, derivative and curvature at a point.
+
+    Newton steps while they stay inside the bracket of sign changes of the derivative and
+    shrink it fast enough; otherwise bisection. Before a bracket is known, Newton steps are
+    taken while they shrink (the search is converging), else steps at least twice as long
+    as the last one downhill, so that a minimiser at any finite distance is bracketed in a
+    few steps and one at infinity is recognised in a few more (a sigmoid's tail gives Newton
+    steps of length 1 for ever). When the search ends without having seen the derivative
+    change sign beyond its answer, probes further out (``scale``: the labels' magnitude,
+    so that a plateau between labels is left) tell a finite minimiser from one at
+    infinity, for which :class:`_NoFiniteMinimum` is raised.
+    """
+    score, low, high = start, -math.inf, math.inf
+    last_step, older_step = 0.0, math.inf
+    previous = start
+    descent = 0.0  # the direction the search set off in: where the minimiser lies
+    value = math.nan
+    for iteration in range(max_iter):
+        value, gradient, curvature = totals(score)
         if not math.isfinite(gradient):
-            raise LossError(f"the loss's gradient is not finite at the constant score {score!r};"
-                            " the labels may be outside the loss's domain")
+            if iteration == 0 or math.isnan(score):
+                raise LossError(f"the loss's gradient is not finite at the constant score "
+                                f"{score!r}; the labels may be outside the loss's domain")
+            # Overshot into overflow (exp of a huge score): the minimiser is nearer.
+            if score > previous:
+                high = score
+            else:
+                low = score
+            candidate = 0.5 * (previous + score)
+            last_step = abs(candidate - previous)
+            score, value = candidate, math.nan
+            continue
+        if iteration == 0:
+            if gradient == 0:
+                return score
+            descent = -math.copysign(1.0, gradient)
         if gradient == 0:
-            return score
+            break
         if gradient > 0:
             high = min(high, score)
         else:
             low = max(low, score)
-        candidate = score - gradient / curvature if curvature > 0 else math.nan
-        if not (low < candidate < high):
-            if math.isfinite(low) and math.isfinite(high):
-                candidate = 0.5 * (low + high)
+        newton = score - gradient / curvature if curvature > 0 else math.nan
+        if math.isfinite(low) and math.isfinite(high):
+            # Newton while it halves the step before last (so the search converges at least
+            # as fast as bisection: an exponential's Newton steps from above are all ~1)
+            if low < newton < high and abs(newton - score) <= 0.5 * older_step:
+                candidate = newton
             else:
-                reach = max(2 * reach, abs(score))
-                candidate = score - math.copysign(reach, gradient)
-        if abs(candidate - score) <= xtol * (1 + abs(score)):
-            return candidate
+                candidate = 0.5 * (low + high)
+        else:
+            step = newton - score
+            if math.isfinite(step) and (last_step == 0 or abs(step) <= 0.5 * last_step):
+                candidate = newton  # converging: shrinking Newton steps
+            else:
+                length = max(abs(step) if math.isfinite(step) else 0.0, 2 * last_step, 1.0)
+                candidate = score - math.copysign(length, gradient)
+            if abs(candidate) > 1e300:
+                break
+        older_step, last_step = (last_step or math.inf), abs(candidate - score)
+        previous = score
         score = candidate
+        value = math.nan  # not evaluated at the new score yet
+        if last_step <= xtol * (1 + abs(previous)):
+            break
+    bracketed = math.isfinite(high) if descent > 0 else math.isfinite(low)
+    if not bracketed:
+        if math.isnan(value):
+            value = totals(score)[0]
+        distance = max(1.0, abs(score - start), scale)
+        if _keeps_falling(lambda t: totals(t)[0], score, descent, distance, value):
+            raise _NoFiniteMinimum("+inf" if descent > 0 else "-inf")
     return score

@@ -35,6 +35,12 @@ __all__ = ["CatBoostMetric", "CatBoostObjective", "init_score", "metric", "objec
 class CatBoostObjective(BoostingObjective):
     """A CatBoost objective; see :func:`objective` and :class:`lossdsl._boost.BoostingObjective`."""
 
+    # CatBoost calls calc_ders_range on batches of rows (1000, then 500 at a time) and, with
+    # ordered boosting, on permutations of them, without saying which rows: per-row inputs
+    # cannot be matched to their rows, so they are refused at construction.
+    rows_supported = False
+    library = "CatBoost"
+
     def calc_ders_range(self, approxes: Sequence[float], targets: Sequence[float],
                         weights: Sequence[float] | None) -> list[tuple[float, float]]:
         """``[(-dl/da, -d2l/da2), ...]`` for one batch of rows, weights applied."""
@@ -60,9 +66,10 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               target: str | None = None) -> CatBoostObjective:
     """A CatBoost custom objective (``CatBoostRegressor(loss_function=...)``).
 
-    Options as :func:`lossdsl.xgboost.objective`. Per-row ``inputs`` arrays are only
-    meaningful for ``calc_ders_range`` over the whole training set (CatBoost may call it on
-    sub-ranges); prefer scalars or params.
+    Options as :func:`lossdsl.xgboost.objective`, except that ``inputs`` must be scalars:
+    CatBoost calls objectives on batches and permutations of the rows without saying which,
+    so per-row arrays are refused (a :class:`~lossdsl.LossError`); pass a per-row value that
+    scales a row's whole loss as ``sample_weight``.
     """
     return CatBoostObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                              hessian_floor=hessian_floor, hessian_constant=hessian_constant,
@@ -99,15 +106,25 @@ def metric(loss: str | Loss | CompiledLoss | BoostingObjective, wrt: str | None 
            label: str | None = None, *, inputs: Mapping[str, Any] | None = None,
            params: Mapping[str, float] | None = None,
            target: str | None = None) -> CatBoostMetric:
-    """A CatBoost ``eval_metric`` object computing the mean loss."""
-    return CatBoostMetric(as_objective(loss, wrt, label, inputs=inputs, params=params,
-                                       target=target))
+    """A CatBoost ``eval_metric`` object computing the mean loss (scalar ``inputs`` only, as
+    for :func:`objective`: CatBoost evaluates metrics on batches of rows too)."""
+    if isinstance(loss, BoostingObjective):
+        source = loss
+        if source._row_inputs():  # an XGBoost/LightGBM objective's per-row inputs: refused
+            CatBoostObjective(source.loss, source.wrt, source.label, inputs=source.inputs,
+                              params=source.params, hessian="exact", target=source.target)
+    else:
+        source = CatBoostObjective(loss, wrt, label, inputs=inputs, params=params,
+                                   hessian="exact", target=target)
+    return CatBoostMetric(source)
 
 
 def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
                sample_weight: Any = None, *, wrt: str | None = None, label: str | None = None,
                num_class: int | None = None, inputs: Mapping[str, Any] | None = None,
                params: Mapping[str, float] | None = None) -> float | np.ndarray:
-    """The optimal constant raw score for labels ``y``, for CatBoost's ``baseline``."""
-    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu")
+    """The optimal constant raw score for labels ``y``, for CatBoost's ``baseline`` (per-row
+    ``inputs`` belong to the rows of ``y``; see :func:`lossdsl.xgboost.init_score`)."""
+    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu",
+                             rows=y)
     return objective.init_score(y, sample_weight, num_class)

@@ -23,7 +23,11 @@ older versions' flat class-major arrays are reshaped and answered class-major.
 Starting score: with a custom objective LightGBM starts every row at 0 and ignores
 ``boost_from_average``; ``init_score`` gives the optimal constant raw score, to pass as the
 Dataset's ``init_score`` (``base_margin`` builds the per-row array). LightGBM does not store
-it in the model: add it to ``predict(..., raw_score=True)``.
+it in the model: add it to ``predict(..., raw_score=True)``. It raises a ``LossError`` when
+no finite score is optimal (a non-convex expected cost, labels all in one class).
+
+Per-row inputs (a value per training row that is not the label) need ``rows=y`` (or the
+training Dataset): the objective then refuses a cross-validation fold or a shuffled copy.
 """
 
 from __future__ import annotations
@@ -59,13 +63,15 @@ class LightGBMObjective(BoostingObjective):
                  weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(grad, hess)``: native ``obj(preds, train_set)`` or sklearn ``obj(y_true, y_pred,
         weight)``."""
+        container = None
         if isinstance(second, lgb.Dataset):
             label, weight = second.get_label(), second.get_weight()
             scores, class_major = _scores(first, second.num_data())
+            container = second
         else:
             label = first
             scores, class_major = _scores(second, np.asarray(first).shape[0])
-        gradient, hessian = self.gradients(label, scores, weight)
+        gradient, hessian = self.gradients(label, scores, weight, container=container)
         if class_major:
             return gradient.T.reshape(-1), hessian.T.reshape(-1)
         if gradient.ndim == 2:
@@ -80,15 +86,16 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               hessian_floor: float = DEFAULT_HESSIAN_FLOOR, hessian_constant: float = 1.0,
               hessian_scale: float = 1.0, inputs: Mapping[str, Any] | None = None,
               params: Mapping[str, float] | None = None,
-              target: str | None = None) -> LightGBMObjective:
+              target: str | None = None, rows: Any = None) -> LightGBMObjective:
     """A LightGBM custom objective: ``params["objective"]=obj`` or ``LGBMRegressor(objective=obj)``.
 
-    Options as :func:`lossdsl.xgboost.objective`. To reproduce LightGBM's built-in
-    ``multiclass`` pass ``hessian_scale=K/(K-1)``; for ``poisson``, ``exp(0.7)``.
+    Options as :func:`lossdsl.xgboost.objective` (per-row ``inputs`` need ``rows``: the
+    training labels in order, or the training ``lgb.Dataset``). To reproduce LightGBM's
+    built-in ``multiclass`` pass ``hessian_scale=K/(K-1)``; for ``poisson``, ``exp(0.7)``.
     """
     return LightGBMObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                              hessian_floor=hessian_floor, hessian_constant=hessian_constant,
-                             hessian_scale=hessian_scale, target=target)
+                             hessian_scale=hessian_scale, target=target, rows=rows)
 
 
 class LightGBMMetric:
@@ -107,7 +114,8 @@ class LightGBMMetric:
         """``(name, mean loss, is_higher_better=False)``."""
         if isinstance(second, lgb.Dataset):
             scores, _ = _scores(first, second.num_data())
-            value = self.objective.value(second.get_label(), scores, second.get_weight())
+            value = self.objective.value(second.get_label(), scores, second.get_weight(),
+                                         container=second)
         else:
             scores, _ = _scores(second, np.asarray(first).shape[0])
             value = self.objective.value(first, scores, weight)
@@ -118,9 +126,11 @@ def metric(loss: str | Loss | CompiledLoss | BoostingObjective, wrt: str | None 
            label: str | None = None, *, name: str | None = None,
            inputs: Mapping[str, Any] | None = None,
            params: Mapping[str, float] | None = None,
-           target: str | None = None) -> LightGBMMetric:
-    """A LightGBM evaluation metric computing the mean loss (reuses an objective's settings)."""
-    source = as_objective(loss, wrt, label, inputs=inputs, params=params, target=target)
+           target: str | None = None, rows: Any = None) -> LightGBMMetric:
+    """A LightGBM evaluation metric computing the mean loss (reuses an objective's settings,
+    ``rows`` included: per-row inputs are evaluated only on the rows they belong to)."""
+    source = as_objective(loss, wrt, label, inputs=inputs, params=params, target=target,
+                          rows=rows)
     return LightGBMMetric(source, name or source.loss.name or "lossdsl")
 
 
@@ -129,5 +139,6 @@ def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
                num_class: int | None = None, inputs: Mapping[str, Any] | None = None,
                params: Mapping[str, float] | None = None) -> float | np.ndarray:
     """The optimal constant raw score for labels ``y`` (see :func:`lossdsl.xgboost.init_score`)."""
-    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu")
+    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu",
+                             rows=y)
     return objective.init_score(y, sample_weight, num_class)

@@ -22,7 +22,13 @@ are accepted too). Gradient and Hessian come from one fused, multi-threaded kern
 Starting score: XGBoost does not estimate an intercept for a custom objective (it uses
 ``base_score=0.5`` as a margin). ``init_score`` gives the optimal constant margin; pass it as
 ``params["base_score"]`` with ``xgb.train`` (stored in the model) or as ``base_margin`` for
-vectors (multiclass) and the scikit-learn classes (and again at prediction time).
+vectors (multiclass) and the scikit-learn classes (and again at prediction time). It raises
+a ``LossError`` when no finite margin is optimal (a non-convex expected cost, labels all in
+one class) rather than returning a huge one.
+
+Per-row inputs (a value per training row that is not the label): build the objective with
+``inputs={"clv": clv}, rows=y`` (or ``rows=dtrain``); it checks on every call that it runs on
+those rows, in that order, and refuses a cross-validation fold or a shuffled copy.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ class XGBoostObjective(BoostingObjective):
         n = dtrain.num_row()
         flat = predt.ndim == 1 and predt.shape[0] != n  # XGBoost < 2.1: flat (n*K,) margins
         prediction = predt.reshape(n, -1) if flat else predt
-        gradient, hessian = self.gradients(dtrain.get_label(), prediction, dtrain.get_weight())
+        gradient, hessian = self.gradients(dtrain.get_label(), prediction, dtrain.get_weight(),
+                                           container=dtrain)
         if flat:
             return gradient.reshape(-1), hessian.reshape(-1)
         return gradient, hessian
@@ -65,21 +72,28 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               hessian_floor: float = DEFAULT_HESSIAN_FLOOR, hessian_constant: float = 1.0,
               hessian_scale: float = 1.0, inputs: Mapping[str, Any] | None = None,
               params: Mapping[str, float] | None = None,
-              target: str | None = None) -> XGBoostObjective:
+              target: str | None = None, rows: Any = None) -> XGBoostObjective:
     """An XGBoost custom objective (``xgb.train(obj=...)`` or ``XGBRegressor(objective=...)``).
 
     ``wrt``/``label`` name the margin and label inputs (guessed: label ``y`` or the first of
     two inputs). ``hessian`` is the Hessian policy: ``"auto"`` (default: exact, floored at
-    1e-16; constant 1 per unit weight for piecewise-linear losses such as MAE or quantile),
+    1e-16; constant 1 per unit weight for losses whose Hessian is 0 everywhere, such as MAE
+    or quantile, or on a whole region, such as Huber outside its quadratic zone),
     ``"exact"``, ``"clip"`` (negatives to 0), ``"floor"`` (at ``hessian_floor``) or
     ``"constant"`` (``hessian_constant``). ``hessian_scale`` multiplies the Hessian (use 2 to
     reproduce ``multi:softprob``, ``exp(0.7)`` for ``count:poisson``). ``inputs`` gives the
     loss's other inputs (scalars or one value per row), ``params`` overrides its params,
     ``target`` is "cpu" (default; XGBoost's own threads keep the cores busy) or "parallel".
+
+    Per-row ``inputs`` (one value per training row, e.g. a customer's value) need ``rows``:
+    the training labels in the same order, or the training ``DMatrix``. The objective then
+    refuses other rows: a fold of ``xgb.cv`` or ``cross_val_score`` (a
+    :class:`~lossdsl.LossShapeError` naming the input), or a shuffled ``X, y`` (a
+    :class:`~lossdsl.LossError`), instead of pairing the values with the wrong rows.
     """
     return XGBoostObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                             hessian_floor=hessian_floor, hessian_constant=hessian_constant,
-                            hessian_scale=hessian_scale, target=target)
+                            hessian_scale=hessian_scale, target=target, rows=rows)
 
 
 class XGBoostMetric:
@@ -103,7 +117,8 @@ class XGBoostMetric:
             n = second.num_row()
             prediction = first.reshape(n, -1) if first.ndim == 1 and first.shape[0] != n \
                 else first
-            value = self.objective.value(second.get_label(), prediction, second.get_weight())
+            value = self.objective.value(second.get_label(), prediction, second.get_weight(),
+                                         container=second)
             return self.__name__, value
         return self.objective.value(first, np.asarray(second), sample_weight)
 
@@ -112,13 +127,15 @@ def metric(loss: str | Loss | CompiledLoss | BoostingObjective, wrt: str | None 
            label: str | None = None, *, name: str | None = None,
            inputs: Mapping[str, Any] | None = None,
            params: Mapping[str, float] | None = None,
-           target: str | None = None) -> XGBoostMetric:
+           target: str | None = None, rows: Any = None) -> XGBoostMetric:
     """An XGBoost evaluation metric computing the mean loss (lower is better).
 
-    ``loss`` may be an objective made by :func:`objective`, whose roles, inputs and params it
-    reuses. ``name`` defaults to the loss's name (or "lossdsl").
+    ``loss`` may be an objective made by :func:`objective`, whose roles, inputs, params and
+    ``rows`` it reuses (a metric with per-row inputs evaluates only the rows they belong
+    to). ``name`` defaults to the loss's name (or "lossdsl").
     """
-    source = as_objective(loss, wrt, label, inputs=inputs, params=params, target=target)
+    source = as_objective(loss, wrt, label, inputs=inputs, params=params, target=target,
+                          rows=rows)
     return XGBoostMetric(source, name or source.loss.name or "lossdsl")
 
 
@@ -130,6 +147,10 @@ def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
 
     1-D Newton on the summed, weighted loss (bisection-safeguarded, so MAE and quantile reach
     the weighted median/quantile); a vector of ``num_class`` margins for losses over classes.
+    Per-row ``inputs`` belong to the rows of ``y``. Raises :class:`~lossdsl.LossError` when
+    no finite margin is optimal (a non-convex expected cost, labels all in one class): see
+    :meth:`lossdsl._boost.BoostingObjective.init_score`.
     """
-    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu")
+    objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu",
+                             rows=y)
     return objective.init_score(y, sample_weight, num_class)

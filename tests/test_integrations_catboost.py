@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 catboost = pytest.importorskip("catboost")
+import lossdsl  # noqa: E402
 import lossdsl.catboost as lc  # noqa: E402
 
 # CatBoost warns that it cannot Numba-compile a method that uses self: lossdsl's objectives
@@ -117,3 +118,19 @@ def test_same_model_as_multiclass_with_gradient_leaves(data, weighted):
     expected = theirs.predict(data["X"], **raw)
     assert expected.shape == (len(classes), 3) and np.abs(expected).max() > 0.5
     np.testing.assert_allclose(ours.predict(data["X"], **raw), expected, atol=1e-9)
+
+
+def test_per_row_inputs_refused(data):
+    """CatBoost calls objectives on batches (1000 rows, then 500) and, with ordered boosting,
+    on permutations of them, without saying which rows: a per-row input used to be paired
+    with whichever rows came."""
+    value = np.linspace(1.0, 2.0, len(data["y"]))
+    text = "value*half_mse(y, p)"
+    with pytest.raises(lossdsl.LossError, match="CatBoost calls objectives on batches"):
+        lc.objective(text, inputs={"value": value})
+    with pytest.raises(lossdsl.LossError, match="sample_weight"):
+        lc.metric(text, inputs={"value": value})
+    lc.objective(text, inputs={"value": 2.0})  # a scalar is fine
+    # the init score takes the labels with the values: those rows, by construction
+    start = lc.init_score(text, data["y"], inputs={"value": value})
+    assert start == pytest.approx(np.sum(value * data["y"]) / np.sum(value))

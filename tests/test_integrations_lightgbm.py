@@ -140,7 +140,8 @@ def test_init_score_and_metric(data):
     assert curve[-1] < curve[0]
     # LightGBM does not store the init score: add it back to raw predictions
     raw = booster.predict(data["X"], raw_score=True) + start
-    expected = lossdsl.compile("exp(p) - y*p")(y=counts, p=raw, sample_weight=w)
+    expected = lossdsl.compile("exp(p) - y*p", reduction="weighted_mean")(y=counts, p=raw,
+                                                                     sample_weight=w)
     assert curve[-1] == pytest.approx(expected, rel=1e-7)  # LightGBM sums scores in float32 trees
     name, value, higher_is_better = ll.metric("exp(p) - y*p")(counts, raw, w)
     assert (name, higher_is_better) == ("lossdsl", False)
@@ -159,3 +160,72 @@ def test_quantile_trains_with_constant_hessian(data):
     assert np.mean(y <= fitted) == pytest.approx(0.8, abs=0.08)
     pinball = lossdsl.compile("quantile(y, p, 0.8)")
     assert pinball(y=y, p=fitted) < 0.8 * pinball(y=y, p=np.full(300, start))
+
+
+def _newsvendor(seed=0, n=3000):
+    """Daily demand with a per-row price and unit cost: a stock-out loses price - cost, an
+    unsold unit costs cost (critical ratios 0.7 to 0.95: L2's mean forecast is too low)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    mean = np.exp(2.5 + 0.5 * X[:, 0] - 0.3 * X[:, 1])
+    demand = rng.negative_binomial(3, 3 / (3 + mean)).astype(float)
+    price = rng.uniform(5, 50, n)
+    cost = price * rng.uniform(0.05, 0.3, n)
+    return X, demand, price, cost
+
+
+def _stock_cost(demand, order, price, cost):
+    return float(np.sum(np.where(order < demand, (price - cost) * (demand - order),
+                                 cost * (order - demand))))
+
+
+def test_smoothed_newsvendor_trains_with_default_hessian():
+    """The Huber-smoothed cost docs/business-costs.md recommends has a Hessian that is 0
+    outside its quadratic zone. "auto" used to floor it at 1e-16 there: Newton leaves
+    exploded, orders went negative and the cost ended above plain L2's."""
+    X, demand, price, cost = _newsvendor()
+    train, test = slice(0, 2000), slice(2000, None)
+    text = "where(p < y, price - cost, cost)*huber(y, p, 0.5)"
+    objective = ll.objective(text, inputs={"price": price[train], "cost": cost[train]},
+                             rows=demand[train], target="cpu")
+    assert objective.policy == "constant"
+    start = objective.init_score(demand[train])
+    params = {**PARAMS, "num_leaves": 15, "learning_rate": 0.1}
+    model = lgb.train({**params, "objective": objective},
+                      lgb.Dataset(X[train], demand[train], init_score=np.full(2000, start)), 50)
+    order = model.predict(X[test], raw_score=True) + start
+    assert demand.min() <= order.min() and order.max() <= demand.max()
+    l2 = lgb.train({**params, "objective": "regression"}, lgb.Dataset(X[train], demand[train]),
+                   50)
+    ours = _stock_cost(demand[test], order, price[test], cost[test])
+    plain = _stock_cost(demand[test], l2.predict(X[test]), price[test], cost[test])
+    constant = _stock_cost(demand[test], np.full(1000, start), price[test], cost[test])
+    assert ours < 0.95 * plain and ours < 0.9 * constant
+
+
+def test_per_row_inputs_bound_to_a_dataset():
+    X, demand, price, cost = _newsvendor(n=600)
+    text = "where(p < y, price - cost, cost)*huber(y, p, 0.5)"
+    dataset = lgb.Dataset(X, demand, init_score=np.full(600, 10.0))
+    objective = ll.objective(text, inputs={"price": price, "cost": cost}, rows=dataset,
+                             target="cpu")
+    booster = lgb.train({**PARAMS, "objective": objective}, dataset, 3)
+    assert booster.current_iteration() == 3
+    with pytest.raises(lossdsl.LossError, match="another Dataset"):
+        lgb.train({**PARAMS, "objective": objective}, lgb.Dataset(X, demand), 1)
+    with pytest.raises(lossdsl.LossShapeError, match="input 'price'"):
+        lgb.cv({**PARAMS, "objective": objective}, dataset, 1, nfold=3, stratified=False)
+
+
+def test_per_row_inputs_refuse_shuffled_rows_sklearn():
+    X, demand, price, cost = _newsvendor(n=600)
+    text = "where(p < y, price - cost, cost)*huber(y, p, 0.5)"
+    objective = ll.objective(text, inputs={"price": price, "cost": cost}, rows=demand,
+                             target="cpu")
+    model = lgb.LGBMRegressor(objective=objective, n_estimators=3, n_jobs=1, verbose=-1)
+    order = np.random.default_rng(0).permutation(600)
+    with pytest.raises(lossdsl.LossError, match="shuffled"):
+        model.fit(X[order], demand[order])
+    with pytest.raises(lossdsl.LossShapeError, match="input 'price' holds values for the 600"):
+        model.fit(X[:400], demand[:400])
+    model.fit(X, demand)  # its own rows, in order

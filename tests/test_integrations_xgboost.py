@@ -135,7 +135,8 @@ def test_metric_native_and_sklearn(data):
                         evals=[(dtrain, "train")], evals_result=history, verbose_eval=False)
     curve = history["train"]["bce"]
     assert curve[-1] < curve[0]
-    expected = lossdsl.compile("bce_logits(y, p)")(
+    # XGBoost's weighted metrics are sum(w*l)/sum(w): lossdsl's "weighted_mean"
+    expected = lossdsl.compile("bce_logits(y, p)", reduction="weighted_mean")(
         y=data["binary"], p=_margins(booster, dtrain).astype(np.float64),
         sample_weight=data["weight"])
     assert curve[-1] == pytest.approx(expected, rel=1e-5)
@@ -219,7 +220,7 @@ def test_extra_inputs_and_roles(data):
     """A per-row cost input, and roles named explicitly."""
     cost = np.where(data["binary"] > 0, 5.0, 1.0)
     objective = lx.objective("cost*bce_logits(t, m)", wrt="m", label="t",
-                             inputs={"cost": cost}, target="cpu")
+                             inputs={"cost": cost}, rows=data["binary"], target="cpu")
     reference = lx.objective("bce_logits(y, p)", target="cpu")
     margins = np.linspace(-1, 1, 300)
     gradient, hessian = objective(data["binary"], margins)
@@ -250,3 +251,163 @@ def test_parallel_target_float32(data):
     assert gradient.dtype == hessian.dtype == np.float32
     np.testing.assert_allclose(gradient, 0.5 - data["binary"])
     np.testing.assert_allclose(hessian, 0.25)
+
+
+# ------------------------------------------------------------------ no finite init score
+def _credit(seed=3, n=2000):
+    rng = np.random.default_rng(seed)
+    default = (rng.uniform(size=n) < 0.2).astype(float)
+    amount = rng.uniform(100, 1000, size=n)
+    return default, amount
+
+
+def test_init_score_refuses_expected_cost_with_no_finite_minimiser():
+    """A cost matrix under softmax: the cheapest constant decision ("approve all") sits at
+    an infinite score; init_score used to return [327.99, -327.99], a saturated softmax."""
+    default, _ = _credit()
+    C = np.array([[0.0, 1.0], [5.0, 0.0]])  # declining a good loan costs 1, a default 5
+    with pytest.raises(lossdsl.LossError, match="no finite optimal constant") as caught:
+        lx.init_score("expected_cost(y, z, C)", default.astype(int), num_class=2,
+                      inputs={"C": C})
+    message = str(caught.value)
+    assert "class 0" in message and "cost_sensitive_bce" in message
+    objective = lx.objective("expected_cost(y, z, C)", inputs={"C": C}, target="cpu")
+    with pytest.raises(lossdsl.LossError, match="no finite optimal constant"):
+        objective.base_margin(default.astype(int), num_class=2)
+
+
+def test_init_score_refuses_binary_expected_cost():
+    """The binary form of such a cost, with per-row amounts (it returned scores near 200):
+    declining a defaulter saves its amount, declining a good loan loses 0.2 of it, and with
+    20% defaults "decline all" is the cheapest constant decision, at z = +inf."""
+    default, amount = _credit()
+    text = "y*amount*(1 - sigmoid(z)) + 0.2*(1 - y)*amount*sigmoid(z)"
+    with pytest.raises(lossdsl.LossError, match=r"no finite optimal constant.*goes to \+inf"):
+        lx.init_score(text, default, wrt="z", inputs={"amount": amount})
+    # its convex surrogate has a finite optimum: the cost-weighted log-odds
+    start = lx.init_score("cost_sensitive_bce(y, z, 5, 1)", default)
+    rate = default.mean()
+    assert start == pytest.approx(math.log(5 * rate / (1 - rate)), abs=1e-8)
+
+
+@pytest.mark.parametrize("text,labels,towards", [
+    ("bce_logits(y, p)", np.ones(6), r"\+inf"),          # all one class
+    ("exp(p) - y*p", np.zeros(6), "-inf"),                # all-zero counts, log link
+    ("p - y", np.array([1.0, 2.0]), "-inf"),              # unbounded below
+])
+def test_init_score_refuses_degenerate_labels(text, labels, towards):
+    with pytest.raises(lossdsl.LossError, match=f"goes to {towards}"):
+        lx.init_score(text, labels)
+
+
+def test_init_score_refuses_absent_class():
+    with pytest.raises(lossdsl.LossError, match=r"class 1 goes to -inf"):
+        lx.init_score("sparse_cce_logits(y, z)", np.array([0, 0, 2, 2, 2]), num_class=3)
+
+
+@pytest.mark.parametrize("text,labels,low,high", [
+    ("mae(y, p)", np.array([0.0, 0.0, 1e9, 1e9]), 0.0, 1e9),      # a wide plateau
+    ("exp(p) - y*p", np.full(4, 1e8), math.log(1e8), math.log(1e8)),  # far, one-sided Newton
+    ("exp(p) - y*p", np.full(4, 1e-8), math.log(1e-8), math.log(1e-8)),
+    ("half_mse(y, p)", np.array([1e8, 3e8]), 2e8, 2e8),
+    ("1 - exp(-(p - y)^2)", np.array([4.0, 5.0, 6.0]), 5.0, 5.0),  # bounded, non-convex
+])
+def test_init_score_far_or_flat_but_finite(text, labels, low, high):
+    start = lx.init_score(text, labels)
+    assert low - 1e-6 * (1 + abs(low)) <= start <= high + 1e-6 * (1 + abs(high))
+
+
+def test_init_score_rare_class_is_finite():
+    labels = np.array([0] * 1000 + [1] * 10 + [2])
+    scores = lx.init_score("sparse_cce_logits(y, z)", labels)
+    probabilities = np.exp(scores - scores.max())
+    probabilities /= probabilities.sum()
+    np.testing.assert_allclose(probabilities, [1000 / 1011, 10 / 1011, 1 / 1011], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ per-row inputs and rows
+CHURN = "cost_sensitive_bce(y, z, fn_cost=clv, fp_cost=20)"
+
+
+@pytest.fixture(scope="module")
+def churn():
+    rng = np.random.default_rng(5)
+    n = 600
+    X = rng.normal(size=(n, 3))
+    churned = (X[:, 0] + rng.normal(size=n) > 1).astype(float)
+    clv = rng.gamma(2.0, 60.0, size=n)
+    return X, churned, clv
+
+
+def test_per_row_inputs_need_rows(churn):
+    X, churned, clv = churn
+    with pytest.raises(lossdsl.LossError, match="rows=y_train") as caught:
+        lx.objective(CHURN, inputs={"clv": clv})
+    assert "'clv'" in str(caught.value) and "sample_weight" in str(caught.value)
+    with pytest.raises(lossdsl.LossShapeError, match="'clv' has 600 rows but rows= has 599"):
+        lx.objective(CHURN, inputs={"clv": clv}, rows=churned[:-1])
+    # scalars and lookup tables are not per-row: no rows= needed
+    lx.objective("cost_sensitive_bce(y, z, fn_cost=clv, fp_cost=20)", inputs={"clv": 5.0})
+    lx.objective("expected_cost(y, z, C)", inputs={"C": np.ones((2, 2))})
+
+
+def test_per_row_inputs_refuse_cross_validation_folds(churn):
+    sklearn = pytest.importorskip("sklearn.model_selection")
+    X, churned, clv = churn
+    objective = lx.objective(CHURN, inputs={"clv": clv}, rows=churned, target="cpu")
+    model = xgb.XGBClassifier(objective=objective, n_estimators=3, max_depth=2, n_jobs=1)
+    with pytest.raises(lossdsl.LossShapeError, match=r"input 'clv' holds values for the 600"):
+        sklearn.cross_val_score(model, X, churned, cv=3, error_score="raise")
+
+
+def test_per_row_inputs_refuse_shuffled_rows(churn):
+    X, churned, clv = churn
+    objective = lx.objective(CHURN, inputs={"clv": clv}, rows=churned, target="cpu")
+    order = np.random.default_rng(0).permutation(len(churned))
+    model = xgb.XGBClassifier(objective=objective, n_estimators=3, max_depth=2, n_jobs=1)
+    with pytest.raises(lossdsl.LossError, match="shuffled"):
+        model.fit(X[order], churned[order])
+    # on its own rows, in order, it trains; and equals the per-row cost as a sample weight on
+    # the missed churners' term, checked on the gradient
+    model.fit(X, churned)
+    margins = np.linspace(-2, 2, len(churned))
+    gradient, _ = objective(churned, margins)
+    reference = lx.objective("cost_sensitive_bce(y, z, 1, 20)", target="cpu")
+    g_positive, _ = reference(churned, margins, sample_weight=np.where(churned > 0, clv, 1.0))
+    np.testing.assert_allclose(gradient[churned > 0], g_positive[churned > 0])
+
+
+def test_per_row_inputs_bound_to_a_dmatrix(churn):
+    X, churned, clv = churn
+    dtrain = xgb.DMatrix(X, churned)
+    objective = lx.objective(CHURN, inputs={"clv": clv}, rows=dtrain, target="cpu")
+    booster = xgb.train(PARAMS, dtrain, 3, obj=objective,
+                        custom_metric=lx.metric(objective, name="churn"),
+                        evals=[(dtrain, "train")], verbose_eval=False)
+    assert booster.num_boosted_rounds() == 3
+    with pytest.raises(lossdsl.LossError, match="another DMatrix"):
+        xgb.train(PARAMS, xgb.DMatrix(X, churned), 1, obj=objective)
+    with pytest.raises(lossdsl.LossShapeError, match="'clv'"):
+        xgb.cv(PARAMS, dtrain, 1, nfold=3, obj=objective)
+    # pickled (Dask, multiprocessing): the DMatrix stays behind, the labels still check
+    clone = pickle.loads(pickle.dumps(objective))
+    order = np.random.default_rng(1).permutation(len(churned))
+    with pytest.raises(lossdsl.LossError, match="shuffled"):
+        clone(churned[order], np.zeros(len(churned)))
+
+
+# ------------------------------------------------------------------ partly flat Hessians
+@pytest.mark.parametrize("text,policy", [
+    ("where(p < y, 4, 1)*huber(y, p, 0.5)", "constant"),   # flat outside the quadratic zone
+    ("huber(y, p, 1.0)", "constant"),
+    ("huber(y, p, 50.0)", "constant"),                     # flat only past |r| = 50
+    ("huber(y, p, 1.0) + 0.01*mse(y, p)", "floor"),         # curved everywhere
+    ("max(0, 1 - y*p)^2", "floor"),     # flat past the margin, but with a zero gradient there
+    ("pseudo_huber(y, p)", "floor"),    # its stable form has zero branches, yet is curved
+    ("log_cosh(y, p)", "floor"),
+    ("bce_logits(y, p)", "floor"),
+    ("half_mse(y, p)", "exact"),
+    ("mae(y, p)", "constant"),
+])
+def test_auto_policy_detects_partly_flat_hessians(text, policy):
+    assert lx.objective(text, target="cpu").policy == policy
