@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import LossShapeError, Span
-from .ir import Node, constant, node, rebuild, toposort
+from .ir import Node, constant, is_constant, node, rebuild, toposort
 from .simplify import make
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
@@ -280,24 +280,37 @@ def split_additive(x: Node) -> tuple[Node, Node]:
     ``(l_i, 0.1*l1(w))``. A batch term reduces over an axis (``sum``, ``mean``, a regulariser)
     and is added to the loss once; any other scalar term (``log(2)`` in ``log_cosh``, a
     param) is a constant of every sample's loss, so it stays in the per-sample part and
-    counts once per sample under ``reduction="sum"`` and ``"none"``."""
-    varying, batch = constant(0.0), constant(0.0)
+    counts once per sample under ``reduction="sum"`` and ``"none"``.
+
+    The per-sample part keeps the expression's own grouping, batch terms replaced by 0:
+    regrouping its terms would round differently (``(z - m) - log s`` is exact near the
+    maximum, ``z + (-m - log s)`` is not).
+    """
+    batch = constant(0.0)
+    spine: list[tuple[Node, float]] = []  # the add/sub/neg tree and its leaves, parents first
     stack = [(x, 1.0)]
     while stack:
         term, sign = stack.pop()
+        spine.append((term, sign))
         if term.op == "add":
             stack.extend([(term.args[0], sign), (term.args[1], sign)])
         elif term.op == "sub":
             stack.extend([(term.args[0], sign), (term.args[1], -sign)])
         elif term.op == "neg":
             stack.append((term.args[0], -sign))
+        elif term.axes == () and any(n.op == "sum" for n in toposort([term])):
+            batch = make("add", (batch, term if sign > 0 else make("neg", (term,))))
+    if is_constant(batch, 0.0):
+        return x, batch
+    kept: dict[int, Node] = {}
+    for term, _ in reversed(spine):  # arguments before the sums they are terms of
+        if term.op in ("add", "sub", "neg"):
+            kept[id(term)] = make(term.op, tuple(kept[id(a)] for a in term.args))
+        elif term.axes == () and any(n.op == "sum" for n in toposort([term])):
+            kept[id(term)] = constant(0.0)
         else:
-            signed = term if sign > 0 else make("neg", (term,))
-            if term.axes == () and any(n.op == "sum" for n in toposort([term])):
-                batch = make("add", (batch, signed))
-            else:
-                varying = make("add", (varying, signed))
-    return varying, batch
+            kept[id(term)] = term
+    return kept[id(x)], batch
 
 
 @dataclass(frozen=True)

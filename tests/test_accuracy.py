@@ -135,8 +135,6 @@ def test_log_cosh_at_infinite_and_huge_residuals(dtype):
     assert_close(hessian, [0.0, 0.0, *h], 1e-30, 8 * EPS[dtype], "Hessian")
 
 
-@pytest.mark.xfail(strict=True, reason="shapes.split_additive splits the residual p - y of a "
-                   "loss written as a sum into ((softplus - y) + p); see the note on issue 10")
 def test_a_residual_written_by_the_user_stays_one_node():
     # Keras' own form of log-cosh, written in a loss file: the built-in no longer has a bare
     # residual term, but a user's sum of terms still has its residual split.
@@ -380,9 +378,6 @@ def test_log_softmax_and_softmax_at_large_logits_are_exact(dtype):
                      f"softmax, class {k}")
 
 
-@pytest.mark.xfail(strict=True, reason="shapes.split_additive flattens the per-sample "
-                   "expression (z - max) - log sum into z + (-max - log sum) when it is the "
-                   "whole loss; see the note on issue 10")
 def test_log_softmax_as_the_whole_loss_at_large_logits_is_exact():
     z, exact_log_q = _rows_at_large_logits(np.float64)
     log_q = compiled("log_softmax(z)")(z=z)
