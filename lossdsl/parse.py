@@ -10,19 +10,18 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Tree
 from lark.exceptions import (
     LarkError,
     UnexpectedCharacters,
     UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
-    VisitError,
 )
 
 from . import ast
 from .cachedir import cache_dir
-from .errors import LossError, LossSyntaxError, Span
+from .errors import LossSyntaxError, Span
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed wheels carry the grammar inside the package; a source checkout has it at the top.
@@ -128,12 +127,11 @@ def _span(item, file: str | None, source: str) -> Span:
     )
 
 
-@v_args(meta=True, inline=True)
-class _ToAst(Transformer):
-    """Lark tree → ``ast`` dataclasses (applied after parsing, so every node has its meta)."""
+class _ToAst:
+    """Lark tree → ``ast`` dataclasses; one method per grammar rule, called with the rule's
+    meta and its children already converted (see :func:`_transform`)."""
 
     def __init__(self, file: str | None, source: str):
-        super().__init__()
         self.file = file
         self.source = source
 
@@ -225,6 +223,26 @@ class _ToAst(Transformer):
         return list(statements)
 
 
+def _transform(tree: Tree, builder: _ToAst):
+    """Convert a parse tree bottom-up without recursion: a sum of thousands of terms is a
+    left-deep tree thousands of levels deep, deeper than Python's recursion limit."""
+    results: list = []
+    stack: list[tuple[object, bool]] = [(tree, False)]
+    while stack:
+        item, ready = stack.pop()
+        if not isinstance(item, Tree):
+            results.append(item)  # a token, or None for an absent optional part
+        elif ready:
+            count = len(item.children)
+            children = results[len(results) - count:]
+            del results[len(results) - count:]
+            results.append(getattr(builder, str(item.data))(item.meta, *children))
+        else:
+            stack.append((item, True))
+            stack.extend((child, False) for child in reversed(item.children))
+    return results[0]
+
+
 def _doc_above(lines: list[str], line: int) -> str:
     """The block of ``#`` comment lines directly above ``line`` (1-based), without the ``#``."""
     doc: list[str] = []
@@ -284,18 +302,7 @@ def parse(source: str, file: str | None = None) -> ast.Module:
         raise LossSyntaxError(
             "expression nested too deeply", Span(file, 1, 1, source=source)
         ) from None
-    try:
-        statements = _ToAst(file, source).transform(tree)
-    except VisitError as error:
-        if isinstance(error.orig_exc, LossError):
-            raise error.orig_exc from None
-        raise LossSyntaxError(
-            f"invalid syntax ({error.orig_exc})", Span(file, 1, 1, source=source)
-        ) from None
-    except RecursionError:
-        raise LossSyntaxError(
-            "expression nested too deeply", Span(file, 1, 1, source=source)
-        ) from None
+    statements = _transform(tree, _ToAst(file, source))
     lines = source.splitlines()
     documented = []
     for statement in statements:

@@ -8,6 +8,11 @@ gives them once the inputs are bound.
 
 Scopes, innermost first: a def's parameters, the module's own lets, params and defs, those of
 the modules it imports (a later import wins), the prelude, then the built-ins.
+
+Graphs are built without recursion (an explicit work stack), so the depth of a def chain or
+of a nested expression is not bounded by Python's stack; and each def is applied once per
+distinct argument nodes (the graph is hash-consed), so a def that calls another twice on the
+same arguments costs one application, not two.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 from . import ast
 from .errors import LossArityError, LossError, LossNameError, Span, did_you_mean
 from .evaluate import evaluate
-from .ir import Node, constant, node, walk
+from .ir import Node, constant, node, toposort
 from .parse import parse
 from .primitives import CONSTANTS, FUNCTIONS
 from .simplify import make
@@ -73,18 +78,21 @@ class Scope:
     parent: Scope | None = None  # the prelude, for user modules
     expression: LossDefinition | None = None
 
-    def _chain(self, seen: set[int] | None = None):
+    def _chain(self):
         """This scope, then its imports (later first), then its parent; each scope once, so
-        modules that see each other (the prelude's files) do not loop."""
-        seen = set() if seen is None else seen
-        if id(self) in seen:
-            return
-        seen.add(id(self))
-        yield self
-        for imported in reversed(self.imports):
-            yield from imported._chain(seen)
-        if self.parent is not None:
-            yield from self.parent._chain(seen)
+        modules that see each other (the prelude's files) do not loop. Iterative, so a long
+        chain of imports does not exhaust the stack."""
+        seen: set[int] = set()
+        stack: list[Scope] = [self]
+        while stack:
+            scope = stack.pop()
+            if id(scope) in seen:
+                continue
+            seen.add(id(scope))
+            yield scope
+            if scope.parent is not None:
+                stack.append(scope.parent)
+            stack.extend(scope.imports)  # popped last first: a later import wins
 
     def find_def(self, name: str) -> DefInfo | None:
         for scope in self._chain():
@@ -123,34 +131,105 @@ class Scope:
 # Expression lowering
 
 
+class _Context:
+    """Where an expression is lowered: the scope, whether free names become inputs, the
+    def parameters bound, and the defs being expanded (to report recursion)."""
+
+    __slots__ = ("scope", "inputs_allowed", "local", "expanding")
+
+    def __init__(self, scope, inputs_allowed, local, expanding):
+        self.scope = scope
+        self.inputs_allowed = inputs_allowed
+        self.local = local
+        self.expanding = expanding
+
+
+# Work-stack instructions of ``Lowerer.lower``.
+_EVAL, _BUILD, _APPLY, _BIND, _STORE = range(5)
+
+
 class Lowerer:
-    """Lowers syntax to graph nodes in one scope; one method per syntax node type."""
+    """Lowers syntax to graph nodes in one scope.
+
+    ``lower`` runs an explicit work stack rather than recursing: a chain of 200 defs or a
+    sum of 10,000 terms is as deep as it is long. Applications of a def are memoised on the
+    def and its argument nodes; nodes are hash-consed, so equal arguments are the same node
+    and a def called twice on the same arguments is expanded once (without this, each def
+    that calls the previous one twice doubles the work).
+    """
 
     def __init__(self, scope: Scope, inputs_allowed: bool, record: dict[str, Span]):
         self.scope = scope
         self.inputs_allowed = inputs_allowed
         self.input_spans = record  # first use of each input, in source order
-        self.expanding: tuple[str, ...] = ()
+        self.expanding: tuple[int, ...] = ()
+        self._applied: dict[tuple, Node] = {}
 
     def lower(self, expression: ast.Expression, local: dict[str, Node]) -> Node:
-        method = getattr(self, "lower_" + type(expression).__name__)
-        return method(expression, local)
+        """The graph of ``expression`` with the def parameters ``local`` bound."""
+        values: list[Node] = []
+        tasks: list[tuple] = [
+            (_EVAL, expression, _Context(self.scope, self.inputs_allowed, local, self.expanding))
+        ]
+        while tasks:
+            task = tasks.pop()
+            kind = task[0]
+            if kind == _EVAL:
+                self._evaluate(task[1], task[2], tasks, values)
+            elif kind == _BUILD:
+                self._build(task[1], values)
+            elif kind == _APPLY:
+                self._apply(task[1], task[2], task[3], tasks, values)
+            elif kind == _BIND:
+                task[2][task[1]] = values.pop()
+            else:  # _STORE
+                self._applied[task[1]] = values[-1]
+        (result,) = values
+        return result
 
-    def lower_Number(self, e: ast.Number, local):  # noqa: N802 - dispatch on class name
-        return constant(e.value)
+    def _evaluate(self, e: ast.Expression, context: _Context, tasks: list, values: list) -> None:
+        kind = type(e)
+        if kind is ast.Number:
+            values.append(constant(e.value))
+        elif kind is ast.Name:
+            values.append(self._name(e, context))
+        elif kind is ast.BinOp:
+            tasks += ((_BUILD, e), (_EVAL, e.right, context), (_EVAL, e.left, context))
+        elif kind is ast.UnaryOp:
+            tasks += ((_BUILD, e), (_EVAL, e.operand, context))
+        elif kind is ast.IfElse:
+            tasks += ((_BUILD, e), (_EVAL, e.otherwise, context), (_EVAL, e.then, context),
+                      (_EVAL, e.condition, context))
+        elif kind is ast.Call:
+            self._call(e, context, tasks)
+        else:
+            raise LossError(f"cannot lower {kind.__name__}", getattr(e, "span", None))
 
-    def lower_Name(self, e: ast.Name, local):  # noqa: N802
-        if e.id in local:
-            return local[e.id]
-        found = self.scope.find_value(e.id)
+    def _build(self, e: ast.Expression, values: list) -> None:
+        """Combine the argument nodes on top of ``values`` into ``e``'s node."""
+        kind = type(e)
+        count = 2 if kind is ast.BinOp else 1 if kind is ast.UnaryOp else (
+            3 if kind is ast.IfElse else len(e.args))
+        args = values[len(values) - count:]
+        del values[len(values) - count:]
+        if kind is ast.Call:
+            values.append(self._builtin(e, args))
+        else:
+            values.append(make("where" if kind is ast.IfElse else e.op, args))
+
+    def _name(self, e: ast.Name, context: _Context) -> Node:
+        if e.id in context.local:
+            return context.local[e.id]
+        scope = context.scope
+        found = scope.find_value(e.id)
         if found is not None:
             return found
         if e.id in CONSTANTS:
             return constant(CONSTANTS[e.id])
-        if not self.inputs_allowed:
-            if self.scope.find_def(e.id) is not None or e.id in FUNCTIONS:
+        if not context.inputs_allowed:
+            if scope.find_def(e.id) is not None or e.id in FUNCTIONS:
                 raise LossNameError(f"'{e.id}' is a function; call it with arguments", e.span)
-            candidates = set(local) | self.scope.all_names()
+            candidates = set(context.local) | scope.all_names()
             raise LossNameError(
                 f"unknown name '{e.id}' (a def may use only its parameters, params and lets)",
                 e.span,
@@ -159,20 +238,37 @@ class Lowerer:
         self.input_spans.setdefault(e.id, e.span)
         return node("input", (), e.id, None)
 
-    def lower_UnaryOp(self, e: ast.UnaryOp, local):  # noqa: N802
-        return make(e.op, (self.lower(e.operand, local),))
-
-    def lower_BinOp(self, e: ast.BinOp, local):  # noqa: N802
-        return make(e.op, (self.lower(e.left, local), self.lower(e.right, local)))
-
-    def lower_IfElse(self, e: ast.IfElse, local):  # noqa: N802
-        args = [self.lower(x, local) for x in (e.condition, e.then, e.otherwise)]
-        return make("where", args)
-
-    def lower_Call(self, e: ast.Call, local):  # noqa: N802
-        definition = self.scope.find_def(e.function)
+    def _call(self, e: ast.Call, context: _Context, tasks: list) -> None:
+        scope = context.scope
+        definition = scope.find_def(e.function)
         if definition is not None:
-            return self._inline(definition, e, local)
+            syntax = definition.syntax
+            if id(definition) in context.expanding:
+                raise LossError(f"'{definition.name}' is defined in terms of itself", e.span)
+            names = [p.name for p in syntax.parameters]
+            if len(e.args) > len(names):
+                raise LossArityError(
+                    f"'{syntax.name}' takes at most {len(names)} positional argument"
+                    f"{'s' if len(names) != 1 else ''}, got {len(e.args)}",
+                    e.span,
+                )
+            given = set(names[: len(e.args)])
+            for keyword in e.keywords:
+                if keyword.name not in names:
+                    raise LossArityError(
+                        f"'{syntax.name}' has no parameter '{keyword.name}'",
+                        keyword.span,
+                        did_you_mean(keyword.name, names),
+                    )
+                if keyword.name in given:
+                    raise LossArityError(
+                        f"'{syntax.name}' got two values for '{keyword.name}'", keyword.span
+                    )
+                given.add(keyword.name)
+            tasks.append((_APPLY, e, context, definition))
+            arguments = list(e.args) + [keyword.value for keyword in e.keywords]
+            tasks += ((_EVAL, argument, context) for argument in reversed(arguments))
+            return
         if e.function in FUNCTIONS:
             if e.keywords:
                 raise LossArityError(
@@ -186,13 +282,46 @@ class Lowerer:
                     f"got {len(e.args)}",
                     e.span,
                 )
-            args = [self.lower(a, local) for a in e.args]
-            return self._builtin(e, args)
+            tasks.append((_BUILD, e))
+            tasks += ((_EVAL, argument, context) for argument in reversed(e.args))
+            return
         raise LossNameError(
             f"unknown function '{e.function}'",
             e.span,
-            did_you_mean(e.function, self.scope.function_names()),
+            did_you_mean(e.function, scope.function_names()),
         )
+
+    def _apply(self, call: ast.Call, context: _Context, definition: DefInfo, tasks: list,
+               values: list) -> None:
+        """Bind a def's arguments (on top of ``values``) and schedule its defaults and body,
+        unless it was already applied to the same argument nodes."""
+        syntax = definition.syntax
+        count = len(call.args) + len(call.keywords)
+        arguments = values[len(values) - count:]
+        del values[len(values) - count:]
+        bound: dict[str, Node] = {}
+        for parameter, value in zip(syntax.parameters, arguments[: len(call.args)]):
+            bound[parameter.name] = value
+        for keyword, value in zip(call.keywords, arguments[len(call.args):]):
+            bound[keyword.name] = value
+        key = (id(definition), tuple(bound.get(p.name) for p in syntax.parameters))
+        done = self._applied.get(key)
+        if done is not None:
+            values.append(done)
+            return
+        missing = [p for p in syntax.parameters if p.name not in bound]
+        for parameter in missing:
+            if parameter.default is None:
+                raise LossArityError(
+                    f"'{syntax.name}' is missing argument '{parameter.name}'", call.span
+                )
+        # The defaults and the body see the def's own scope, never the caller's inputs; a
+        # default may use the parameters before it, which are bound by then (the stack runs
+        # each default, then binds it, in order).
+        inner = _Context(definition.scope, False, bound, context.expanding + (id(definition),))
+        tasks += ((_STORE, key), (_EVAL, syntax.body, inner))
+        for parameter in reversed(missing):
+            tasks += ((_BIND, parameter.name, bound), (_EVAL, parameter.default, inner))
 
     def _builtin(self, e: ast.Call, args: list[Node]) -> Node:
         name = e.function
@@ -254,43 +383,6 @@ class Lowerer:
             )
         return make(name, args)
 
-    def _inline(self, definition: DefInfo, call: ast.Call, local) -> Node:
-        syntax = definition.syntax
-        if definition.name in self.expanding:
-            raise LossError(f"'{definition.name}' is defined in terms of itself", call.span)
-        names = [p.name for p in syntax.parameters]
-        if len(call.args) > len(names):
-            raise LossArityError(
-                f"'{syntax.name}' takes at most {len(names)} positional argument"
-                f"{'s' if len(names) != 1 else ''}, got {len(call.args)}",
-                call.span,
-            )
-        bound: dict[str, Node] = {}
-        for parameter, argument in zip(syntax.parameters, call.args):
-            bound[parameter.name] = self.lower(argument, local)
-        for keyword in call.keywords:
-            if keyword.name not in names:
-                raise LossArityError(
-                    f"'{syntax.name}' has no parameter '{keyword.name}'",
-                    keyword.span,
-                    did_you_mean(keyword.name, names),
-                )
-            if keyword.name in bound:
-                raise LossArityError(
-                    f"'{syntax.name}' got two values for '{keyword.name}'", keyword.span
-                )
-            bound[keyword.name] = self.lower(keyword.value, local)
-        inner = Lowerer(definition.scope, inputs_allowed=False, record=self.input_spans)
-        inner.expanding = self.expanding + (definition.name,)
-        for parameter in syntax.parameters:
-            if parameter.name not in bound:
-                if parameter.default is None:
-                    raise LossArityError(
-                        f"'{syntax.name}' is missing argument '{parameter.name}'", call.span
-                    )
-                bound[parameter.name] = inner.lower(parameter.default, dict(bound))
-        return inner.lower(syntax.body, bound)
-
 
 # ---------------------------------------------------------------------------------------------
 # Modules
@@ -299,8 +391,8 @@ class Lowerer:
 def params_used(graph: Node, scope: Scope) -> dict[str, float]:
     """The params a graph uses, with their default values."""
     used: dict[str, float] = {}
-    for n in walk(graph):
-        if n.op == "param":
+    for n in toposort([graph]):
+        if n.op == "param" and n.value not in used:
             info = scope.find_param(n.value)
             used[n.value] = info.default if info else float("nan")
     return used
@@ -308,14 +400,16 @@ def params_used(graph: Node, scope: Scope) -> dict[str, float]:
 
 def inputs_used(graph: Node, spans: dict[str, Span]) -> tuple[str, ...]:
     """The inputs a graph uses, in order of first appearance in the source."""
-    names = {n.value for n in walk(graph) if n.op == "input"}
-    order = list(spans)
-    return tuple(sorted(names, key=lambda name: order.index(name) if name in order else 1 << 30))
+    names = {n.value for n in toposort([graph]) if n.op == "input"}
+    order = {name: index for index, name in enumerate(spans)}
+    return tuple(sorted(names, key=lambda name: order.get(name, 1 << 30)))
 
 
 def _constant_value(value: Node, scope: Scope, span: Span) -> float:
     """A param's value: a constant expression, possibly of earlier params."""
-    params = {name: info.default for s in scope._chain() for name, info in s.params.items()}
+    # Only the params this value uses: copying every visible param for each of thousands of
+    # params made a long file quadratic.
+    params = params_used(value, scope)
     try:
         (result,) = evaluate([value], {}, params)
     except KeyError:
@@ -369,14 +463,17 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
         elif isinstance(statement, (ast.LossDecl, ast.ExpressionStatement)):
             graph = lowerer.lower(statement.value, {})
             name = statement.name if isinstance(statement, ast.LossDecl) else None
+            inputs = inputs_used(graph, spans)
             definition = LossDefinition(
                 name,
                 graph,
-                inputs_used(graph, spans),
+                inputs,
                 params_used(graph, scope),
                 statement.doc,
                 statement.span,
-                dict(spans),
+                # the spans of this loss's inputs only: a copy of every span in the file per
+                # loss made a long file quadratic
+                {input_name: spans[input_name] for input_name in inputs if input_name in spans},
             )
             if name is None:
                 if scope.expression is not None:
