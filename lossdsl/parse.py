@@ -290,6 +290,8 @@ def parse(source: str, file: str | None = None) -> ast.Module:
     """Parse loss text (a file's contents or an expression) into an :class:`ast.Module`."""
     if not isinstance(source, str):
         raise LossSyntaxError(f"loss text must be a string, not {type(source).__name__}")
+    # A byte-order mark is how some editors start a UTF-8 file; it is not part of the text.
+    source = source.removeprefix("\ufeff")
     try:
         tree = parser().parse(source)
     except UnexpectedInput as error:

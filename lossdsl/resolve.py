@@ -17,12 +17,22 @@ same arguments costs one application, not two.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast
-from .errors import LossArityError, LossError, LossNameError, Span, did_you_mean
+from .errors import (
+    LossArityError,
+    LossError,
+    LossNameError,
+    LossSyntaxError,
+    Span,
+    did_you_mean,
+)
 from .evaluate import evaluate
 from .ir import Node, constant, node, toposort
 from .parse import parse
@@ -430,14 +440,7 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
     for statement in ordered:
         lowerer = Lowerer(scope, inputs_allowed=True, record=spans)
         if isinstance(statement, ast.Import):
-            path = (base / statement.path).resolve()
-            if str(path) in loading:
-                raise LossError(f"circular import of '{statement.path}'", statement.span)
-            if not path.is_file():
-                raise LossNameError(
-                    f"cannot import '{statement.path}': no such file", statement.span
-                )
-            scope.imports.append(load_scope(str(path), parent, loading))
+            scope.imports.append(_import(statement, base, parent, loading))
         elif isinstance(statement, ast.Param):
             try:
                 graph = lowerer.lower(statement.value, {})
@@ -488,33 +491,184 @@ def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ..
     return scope
 
 
+
+
+def _import(statement: ast.Import, base: Path, parent: Scope | None,
+            loading: tuple[str, ...]) -> Scope:
+    path = _resolved_path(base / statement.path, statement.path, statement.span, "import")
+    if str(path) in loading:
+        raise LossError(f"circular import of '{statement.path}'", statement.span)
+    return load_scope(str(path), parent, loading, statement.span, statement.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
+
+
+def _shown(path: str) -> str:
+    """A path as error messages show it: quoted, control characters escaped, shortened."""
+    text = repr(str(path))[1:-1]
+    return f"'{text[:60]}...{text[-60:]}'" if len(text) > 130 else f"'{text}'"
+
+
+def _file_error(message: str, path: str, span: Span | None, cls=LossNameError) -> LossError:
+    """An error about a whole file: at the import that named it, else at the file's start."""
+    where = span if span is not None else Span(repr(str(path))[1:-1], 1, 1)
+    return cls(message, where)
+
+
+def _resolved_path(path, shown: str, span: Span | None, verb: str = "read") -> Path:
+    """``path`` made absolute with symlinks followed, or a LossError (NUL bytes, loops,
+    names too long)."""
+    try:
+        return Path(path).resolve()
+    except ValueError:  # an embedded NUL byte
+        raise _file_error(f"cannot {verb} {_shown(shown)}: the path contains a NUL byte",
+                          str(path), span) from None
+    except RuntimeError:  # a symlink loop (Python < 3.13)
+        raise _file_error(f"cannot {verb} {_shown(shown)}: too many levels of symbolic links",
+                          str(path), span) from None
+    except OSError as error:
+        raise _file_error(f"cannot {verb} {_shown(shown)}: {error.strerror}", str(path),
+                          span) from None
+
+
+def is_loss_file(path: str) -> bool:
+    """Whether a path names a loss file (``*.loss``, and so does the file a symlink points
+    to): only such files have their lines quoted in errors before they are known to be loss
+    text."""
+    try:
+        return str(path).endswith(".loss") and os.path.realpath(path).endswith(".loss")
+    except (OSError, ValueError):
+        return False
+
+
+def read_source(path: str, span: Span | None = None, name: str | None = None) -> str:
+    """The text of a loss file, or a LossError that says why it cannot be one.
+
+    Only regular files are read (a FIFO would block, a device never end), at most
+    ``MAX_SOURCE_BYTES``; the text must be UTF-8 (a byte-order mark is allowed) without NUL
+    bytes. Errors point at the import that named the file (``span``), else at the file; an
+    undecodable byte's line is quoted only for a ``*.loss`` file, so that naming, say,
+    ``/etc/passwd`` never prints what is in it. ``name`` is the path as the user wrote it.
+    """
+    shown = _shown(name if name is not None else path)
+    verb = "import" if span is not None else "read"
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except ValueError:
+        raise _file_error(f"cannot {verb} {shown}: the path contains a NUL byte", path,
+                          span) from None
+    except OSError as error:
+        reason = "no such file" if error.errno == errno.ENOENT and span is not None else (
+            error.strerror or str(error))
+        raise _file_error(f"cannot {verb} {shown}: {reason}", path, span) from None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else
+                    "a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                    "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                    "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file")
+            raise _file_error(f"cannot {verb} {shown}: it is {kind}, not a loss file", path,
+                              span)
+        chunks = []
+        size = 0
+        while size <= MAX_SOURCE_BYTES:
+            chunk = os.read(descriptor, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as error:
+        raise _file_error(f"cannot {verb} {shown}: {error.strerror}", path, span) from None
+    finally:
+        os.close(descriptor)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise _file_error(f"cannot {verb} {shown}: larger than {MAX_SOURCE_BYTES >> 20} MiB, "
+                          "too large for a loss file", path, span)
+    if b"\0" in data:
+        raise _file_error(f"{shown} is a binary file, not loss text", path, span,
+                          LossSyntaxError)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        line_start = before.rfind(b"\n") + 1
+        column = len(before[line_start:].decode("utf-8", "replace")) + 1
+        source = data.decode("utf-8", "replace") if is_loss_file(path) else None
+        raise LossSyntaxError(
+            f"byte 0x{data[error.start]:02x} is not UTF-8 text",
+            Span(path, line, column, source=source),
+            "save the file as UTF-8",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _parse_file(text: str, path: str) -> ast.Module:
+    """Parse a file's text; a syntax error in a file not named ``*.loss`` says where, but not
+    what is there: the file may be anything (``import "/etc/passwd"``)."""
+    try:
+        return parse(text, path)
+    except LossSyntaxError as error:
+        raise _not_loss_text(error, path) from None
+
+
+def _not_loss_text(error: LossSyntaxError, path: str) -> LossSyntaxError:
+    if is_loss_file(path):
+        return error
+    return LossSyntaxError(
+        f"{_shown(path)} does not parse as loss text here",
+        Span(error.file, error.line or 1, error.column or 1),
+        "loss files are named *.loss",
+    )
+
+
+_FILE_CACHE: dict[tuple[str, int, int, int], Scope] = {}
+
+
+def load_scope(
+    path: str,
+    parent: Scope | None = None,
+    loading: tuple[str, ...] = (),
+    span: Span | None = None,
+    name: str | None = None,
+) -> Scope:
+    """Parse and resolve a ``.loss`` file (cached by path, size and modification time).
+
+    ``span`` is the import that names the file, where errors about the file itself point, and
+    ``name`` the path as the import wrote it.
+    """
+    shown = name if name is not None else path
+    verb = "import" if span is not None else "read"
+    resolved = str(_resolved_path(path, shown, span, verb))
+    try:
+        info = os.stat(resolved)
+    except OSError as error:
+        reason = "no such file" if error.errno == errno.ENOENT and span is not None else (
+            error.strerror)
+        raise _file_error(f"cannot {verb} {_shown(shown)}: {reason}", path, span) from None
+    key = (resolved, info.st_mtime_ns, info.st_size, info.st_ino)
+    if key not in _FILE_CACHE:
+        text = read_source(path, span, shown)
+        module = _parse_file(text, path)
+        _FILE_CACHE[key] = build_scope(module, parent or prelude(), loading + (resolved,))
+    return _FILE_CACHE[key]
+
+
 @functools.cache
 def prelude() -> Scope:
     """The built-in library (every ``*.loss`` file shipped in ``lossdsl/prelude``)."""
     root = Scope(None)
     for path in sorted(PRELUDE_DIR.glob("*.loss")):
-        module = parse(path.read_text(), str(path))
+        module = parse(path.read_text(encoding="utf-8"), str(path))
         # each file sees the whole prelude: defs are looked up when a loss calls them
         root.imports.append(build_scope(module, root))
     return root
-
-
-_FILE_CACHE: dict[tuple[str, float], Scope] = {}
-
-
-def load_scope(path: str, parent: Scope | None = None, loading: tuple[str, ...] = ()) -> Scope:
-    """Parse and resolve a ``.loss`` file (cached by path and modification time)."""
-    resolved = str(Path(path).resolve())
-    try:
-        stamp = Path(resolved).stat().st_mtime
-        text = Path(resolved).read_text()
-    except OSError as error:
-        raise LossNameError(f"cannot read '{path}': {error.strerror}") from None
-    key = (resolved, stamp)
-    if key not in _FILE_CACHE:
-        module = parse(text, path)
-        _FILE_CACHE[key] = build_scope(module, parent or prelude(), loading + (resolved,))
-    return _FILE_CACHE[key]
 
 
 def resolve_text(text: str) -> Scope:

@@ -245,3 +245,97 @@ def test_an_infinite_or_nan_constant_in_the_scalar_part_runs(text, expected):
     inputs = {"y": np.array([1.0, 0.0]), "p": np.array([0.5, 0.25])}
     value = loss(**{name: inputs[name] for name in loss.inputs})
     assert value == expected or (math.isnan(expected) and math.isnan(value))
+
+
+# ------------------------------------------------------------------------------------ files
+
+
+def test_a_non_utf8_file_is_an_error_at_the_bad_byte(tmp_path):
+    path = tmp_path / "latin1.loss"
+    path.write_bytes("loss a = y - p\n# co\xfbt en euros\nloss b = y\n".encode("latin-1"))
+    with pytest.raises(LossSyntaxError, match="byte 0xfb is not UTF-8") as raised:
+        lossdsl.load(path)
+    assert (raised.value.file, raised.value.line, raised.value.column) == (str(path), 2, 5)
+    assert caret_column(raised.value) == 5
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.loss"
+    path.write_bytes(b"\xef\xbb\xbfloss a = y - p\n")
+    assert lossdsl.load(path).a.inputs == ("y", "p")
+
+
+def _unblock_fifo_after(path, seconds: float) -> None:
+    """Open the FIFO for writing (and close it) once a reader waits, so that a reader that
+    blocks on it is released after ``seconds`` instead of hanging the test run."""
+    import os
+    import threading
+    import time
+
+    def writer():
+        deadline = time.monotonic() + seconds + 20
+        time.sleep(seconds)
+        while time.monotonic() < deadline:
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    threading.Thread(target=writer, daemon=True).start()
+
+
+@pytest.mark.parametrize("kind", ["binary", "nul in path", "long name", "symlink loop", "fifo",
+                                  "directory"])
+def test_files_that_cannot_be_loss_text_are_loss_errors_with_a_position(tmp_path, kind):
+    import os
+
+    main = tmp_path / "main.loss"
+    target = {"binary": "prog.loss", "nul in path": "a\\0b.loss", "long name": "x" * 5000,
+              "symlink loop": "loop.loss", "fifo": "pipe.loss", "directory": "dir.loss"}[kind]
+    if kind == "binary":
+        (tmp_path / target).write_bytes(b"\x7fELF\x02\x01\x01\x00\x00loss a = y\n")
+    elif kind == "symlink loop":
+        os.symlink(tmp_path / target, tmp_path / target)
+    elif kind == "fifo":
+        os.mkfifo(tmp_path / target)
+        _unblock_fifo_after(tmp_path / target, 5)
+    elif kind == "directory":
+        (tmp_path / target).mkdir()
+    main.write_text(f'param k = 1\nimport "{target}"\nloss a = k*y\n')
+    with pytest.raises(LossError) as raised:
+        lossdsl.load(main)
+    error = raised.value
+    assert (error.file, error.line, error.column) == (str(main), 2, 1)
+    assert "Traceback" not in str(error) and "ELF" not in str(error)
+    if kind != "binary":  # the file itself, named directly
+        with pytest.raises(LossError) as raised:
+            lossdsl.load(str(tmp_path / target).replace("\\0", "\0"))
+        assert raised.value.line == 1 and raised.value.column == 1
+
+
+def test_errors_never_quote_a_file_that_is_not_loss_text(tmp_path):
+    """``import "/etc/passwd"`` printed the file's first line; environment files too."""
+    import os
+
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key: hunter2hunter2\n")
+    environ = tmp_path / "environ"
+    environ.write_bytes(b"TOKEN=hunter2hunter2\0HOME=/root\0")
+    os.symlink(secret, tmp_path / "innocent.loss")
+    for target in (secret, environ, tmp_path / "innocent.loss"):
+        for how in ("import", "load"):
+            with pytest.raises(LossSyntaxError) as raised:
+                if how == "import":
+                    lossdsl.compile(f'import "{target}"\ny')
+                else:
+                    lossdsl.load(target)
+            text = str(raised.value)
+            assert "hunter2" not in text and "aws_secret" not in text and "TOKEN" not in text
+            assert raised.value.line == 1 and raised.value.column is not None
+    # a loss file's own mistakes are still shown with their line
+    bad = tmp_path / "bad.loss"
+    bad.write_text("loss a = y $ p\n")
+    with pytest.raises(LossSyntaxError) as raised:
+        lossdsl.load(bad)
+    assert "loss a = y $ p" in str(raised.value) and caret_column(raised.value) == 12

@@ -213,3 +213,6 @@ def test_many_params_resolve_in_linear_time():
     small, large = seconds(1000), seconds(8000)
     assert large < 16 * small  # 8x linear, 64x quadratic
 
+
+def test_byte_order_mark_is_not_part_of_the_text():
+    assert expression("\ufeffy - p") is expression("y - p")
