@@ -73,6 +73,7 @@ class Statement:
 class Param(Statement):
     name: str
     value: Expression
+    name_span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -87,18 +88,21 @@ class Def(Statement):
     name: str
     parameters: tuple[Parameter, ...]
     body: Expression
+    name_span: Span | None = None
 
 
 @dataclass(frozen=True)
 class Let(Statement):
     name: str
     value: Expression
+    name_span: Span | None = None
 
 
 @dataclass(frozen=True)
 class LossDecl(Statement):
     name: str
     value: Expression
+    name_span: Span | None = None
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,15 @@ class ExpressionStatement(Statement):
 
 @dataclass(frozen=True)
 class Module:
-    """A parsed file or string: its statements in order."""
+    """A parsed file or string: its statements in order.
+
+    ``broken`` names what statements dropped for a syntax error tried to define (only when
+    parsed with :func:`lossdsl.parse.parse_all`), so that their uses are not reported again;
+    ``incomplete`` says an ``import`` was dropped, so any unknown name may have come from it.
+    """
 
     statements: tuple[Statement, ...]
     file: str | None
     source: str
+    broken: frozenset[str] = frozenset()
+    incomplete: bool = False

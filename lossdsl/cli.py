@@ -173,45 +173,113 @@ def _check_definition(compiled: CompiledLoss) -> None:
             diff.grad(objective.total, typed[name])
 
 
+# Codes of ``lossdsl check``, ruff-style: the letter says error or warning, the hundreds what
+# kind. Errors that resolve does not tag get the code of their class.
+CHECK_CODES = {
+    "E101": "a file that cannot be read (missing, a directory or FIFO, too large)",
+    "E102": "a file that is not UTF-8 loss text (binary, another encoding)",
+    "E110": "a syntax error",
+    "E201": "a name defined twice in one file",
+    "E202": "an unknown name or function",
+    "E203": "a let that uses itself",
+    "E204": "a name used before its let",
+    "E301": "wrong arguments to a function",
+    "E401": "shapes that do not fit",
+    "E501": "a value outside the loss's domain",
+    "E900": "any other error",
+    "W201": "an input one edit away from a param, let or def (a likely misspelling)",
+}
+_CLASS_CODES = (("LossSyntaxError", "E110"), ("LossNameError", "E202"),
+                ("LossArityError", "E301"), ("LossShapeError", "E401"),
+                ("LossDomainError", "E501"))
+
+
+def _code(error: LossError) -> str:
+    code = getattr(error, "code", None)
+    if code:
+        return code
+    for cls in type(error).__mro__:
+        for name, fallback in _CLASS_CODES:
+            if cls.__name__ == name:
+                return fallback
+    return "E900"
+
+
 def _check_def(info, scope) -> None:
     """Inline a ``def`` on inputs named like its parameters, then check the result."""
-    from . import ast
-    from .resolve import LossDefinition, Lowerer, inputs_used, params_used
+    from .resolve import def_as_loss
 
-    syntax = info.syntax
-    arguments = tuple(ast.Name(p.span, p.name) for p in syntax.parameters if p.default is None)
-    call = ast.Call(syntax.span, syntax.name, arguments, ())
-    spans: dict = {}
-    graph = Lowerer(scope, inputs_allowed=True, record=spans).lower(call, {})
-    definition = LossDefinition(syntax.name, graph, inputs_used(graph, spans),
-                                params_used(graph, scope), info.doc, syntax.span, spans)
-    _check_definition(CompiledLoss(Loss(definition, scope)))
+    definition = def_as_loss(info, scope)
+    if definition is not None:
+        _check_definition(CompiledLoss(Loss(definition, scope)))
+
+
+def _diagnose(path: str) -> tuple[object, list[LossError], list[LossError]]:
+    """(scope or None, errors, warnings) of one file: every syntax and name error, then the
+    shapes and derivatives of each loss and def that resolved."""
+    from .resolve import diagnose_file
+
+    scope, found = diagnose_file(path)
+    errors = list(found.errors)
+    if scope is not None:
+        checks = [(definition.span, lambda d=definition: _check_definition(
+            CompiledLoss(Loss(d, scope)))) for definition in scope.losses.values()]
+        if scope.expression is not None:
+            checks.append((scope.expression.span, lambda: _check_definition(
+                CompiledLoss(Loss(scope.expression, scope)))))
+        checks += [(info.syntax.span, lambda i=info: _check_def(i, scope))
+                   for info in scope.defs.values()]
+        for span, check in checks:
+            try:
+                check()
+            except LossError as error:
+                if error.line is None:  # every diagnostic has a place: here, the statement
+                    error = type(error)(error.message, span, error.hint)
+                errors.append(error)
+    unique: dict[tuple, LossError] = {}
+    for error in errors:  # a def's mistake is found again in each loss that uses it
+        unique.setdefault((error.file, error.line, error.column, error.message), error)
+    return scope, list(unique.values()), found.warnings
+
+
+def _in_order(errors: list[LossError], path: str) -> list[LossError]:
+    """The file's own diagnostics by position, then those in the files it imports."""
+    return sorted(errors, key=lambda error: (error.file != path, str(error.file),
+                                             error.line or 0, error.column or 0))
+
+
+def _print_diagnostic(error: LossError, path: str) -> None:
+    """``file:line:col: CODE message``, then the source line, caret and hint (ruff-style)."""
+    code = _code(error)
+    text = str(error)
+    where = f"{error.file or '<string>'}:{error.line}:{error.column}: "
+    if error.line is not None and text.startswith(where):
+        text = f"{where}{code} {text[len(where):]}"
+    else:
+        text = f"{path}:1:1: {code} {text}"
+    print(text, file=sys.stderr)
 
 
 def command_check(args: argparse.Namespace) -> int:
-    """``lossdsl check FILE...``: load, resolve and type-check each file; 1 on errors."""
+    """``lossdsl check FILE...``: every error (and warning) of each file, ruff-style; exit
+    status 1 if any file has an error (or, with ``--strict``, a warning)."""
     failed = 0
     for path in args.files:
-        try:
-            library = load(path)
-            scope = library.scope
-            losses = list(library.losses.values())
-            if scope.expression is not None:
-                losses.append(Loss(scope.expression, scope))
-            for loss in losses:
-                _check_definition(CompiledLoss(loss))
-            for info in scope.defs.values():
-                _check_def(info, scope)
-        except LossError as error:
+        scope, errors, warnings = _diagnose(path)
+        shown = errors + (warnings if not args.quiet or args.strict else [])
+        for error in _in_order(shown, path):
+            _print_diagnostic(error, path)
+        if errors or (args.strict and warnings):
             failed += 1
-            _report(error, f"{path}: ")
             continue
         if not args.quiet:
-            parts = [f"{len(library.losses)} loss{'es' if len(library.losses) != 1 else ''}",
+            parts = [f"{len(scope.losses)} loss{'es' if len(scope.losses) != 1 else ''}",
                      f"{len(scope.defs)} def{'s' if len(scope.defs) != 1 else ''}",
                      f"{len(scope.params)} param{'s' if len(scope.params) != 1 else ''}"]
             if scope.expression is not None:
                 parts.insert(0, "1 expression")
+            if warnings:
+                parts.append(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}")
             print(f"{path}: ok ({', '.join(parts)})")
     if failed and not args.quiet:
         print(f"{failed} of {len(args.files)} file{'s' if len(args.files) != 1 else ''} "
@@ -629,12 +697,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = command(
         "check", "parse, resolve and type-check .loss files (exit 1 on errors)",
         "Parse each file, resolve every name (imports, params, defs), give every loss and "
-        "def its shapes and differentiate it. Errors print as file:line:col with the source "
-        "line and a caret; the exit status is 1 if any file has an error, so the command fits "
-        "pre-commit hooks and CI.",
-        "examples:\n  lossdsl check fraud.loss\n  lossdsl check -q losses/*.loss || exit 1")
+        "def its shapes and differentiate it. Every error of a file is reported, as "
+        "file:line:col: CODE message with the source line and a caret; a name defined twice, "
+        "a let that uses itself or is used above its definition are errors, and an input "
+        "one edit away from a param, let or def (undr for under) is a warning. The exit "
+        "status is 1 if any file has an error, so the command fits pre-commit hooks and CI.",
+        "codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in CHECK_CODES.items())
+        + "\n\nexamples:\n  lossdsl check fraud.loss\n"
+        "  lossdsl check -q --strict losses/*.loss || exit 1")
     check.add_argument("files", nargs="+", metavar="FILE", help=".loss files to check")
-    check.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    check.add_argument("-q", "--quiet", action="store_true",
+                       help="print errors only (and warnings with --strict)")
+    check.add_argument("--strict", action="store_true",
+                       help="warnings fail the check too (exit status 1)")
     check.set_defaults(handler=command_check)
 
     derive = command(

@@ -1,12 +1,17 @@
 """Parse loss text into the syntax tree (``ast.py``) with the Lark grammar ``lossdsl.lark``.
 
 The grammar is LALR(1); newlines end statements except inside parentheses, which a small
-post-lexer handles. Every failure becomes a :class:`LossSyntaxError` with a caret.
+post-lexer handles. Every failure becomes a :class:`LossSyntaxError` with a caret; a missing
+')' is reported where it is missing, not at the next statement where the parser notices it.
+:func:`parse` stops at the first error, :func:`parse_all` (for ``lossdsl check``) drops each
+statement with an error and goes on, so that one run reports them all.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -196,7 +201,7 @@ class _ToAst:
 
     # statements (doc comments are attached by ``parse`` afterwards)
     def param(self, meta, name, value):
-        return ast.Param(self._s(meta), "", str(name), value)
+        return ast.Param(self._s(meta), "", str(name), value, self._s(name))
 
     def parameter(self, meta, name, default):
         return ast.Parameter(str(name), default, self._s(name))
@@ -205,13 +210,13 @@ class _ToAst:
         return tuple(items)
 
     def define(self, meta, name, parameters, body):
-        return ast.Def(self._s(meta), "", str(name), parameters or (), body)
+        return ast.Def(self._s(meta), "", str(name), parameters or (), body, self._s(name))
 
     def let(self, meta, name, value):
-        return ast.Let(self._s(meta), "", str(name), value)
+        return ast.Let(self._s(meta), "", str(name), value, self._s(name))
 
     def loss(self, meta, name, value):
-        return ast.LossDecl(self._s(meta), "", str(name), value)
+        return ast.LossDecl(self._s(meta), "", str(name), value, self._s(name))
 
     def import_(self, meta, path):
         return ast.Import(self._s(meta), "", str(path)[1:-1])
@@ -262,23 +267,170 @@ def _describe_expected(expected) -> str:
     return "expected " + ", ".join(names)
 
 
-def _syntax_error(error: UnexpectedInput, file: str | None, source: str) -> LossSyntaxError:
-    line = max(1, getattr(error, "line", 1) or 1)
-    column = max(1, getattr(error, "column", 1) or 1)
-    if isinstance(error, UnexpectedEOF) or (
-        isinstance(error, UnexpectedToken) and error.token.type == "$END"
+# A tolerant scanner for what error reporting and recovery need to know about text that may
+# not parse: parentheses, statement boundaries and where the last real token ended. It mirrors
+# the grammar's terminals closely enough for that and never fails.
+_SCAN = re.compile(
+    r"""
+    (?P<comment>\#[^\n]*)
+  | (?P<string>"[^"\n]*"?)
+  | (?P<continued>\\\r?\n)
+  | (?P<newline>\r?\n)
+  | (?P<space>[ \t\f\r]+)
+  | (?P<semicolon>;)
+  | (?P<open>\()
+  | (?P<close>\))
+  | (?P<word>[A-Za-z_][A-Za-z_0-9]*)
+  | (?P<number>(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?)
+  | (?P<operator>\*\*|<=|>=|==|!=|[-+*/^<>=,])
+  | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_STATEMENT_KEYWORDS = frozenset({"param", "def", "let", "loss", "import"})
+_CONTINUING_WORDS = frozenset({"and", "or", "not", "if", "then", "else"})
+_INSIGNIFICANT = frozenset({"comment", "continued", "newline", "space"})
+_DECLARED = re.compile(r"\s*(param|def|let|loss)\s+([A-Za-z_][A-Za-z_0-9]*)")
+
+
+def _tokens(text: str) -> Iterator[tuple[str, int, int]]:
+    """(kind, start, end) of every piece of ``text``."""
+    for match in _SCAN.finditer(text):
+        yield match.lastgroup, match.start(), match.end()
+
+
+def _statement_starts(text: str) -> list[int]:
+    """Offsets where statements begin, as the parser's newline rules see it; a statement
+    keyword always begins one, so an unclosed parenthesis does not swallow the rest."""
+    starts = [0]
+    depth = 0
+    continues = False
+    for kind, start, end in _tokens(text):
+        if kind == "word" and text[start:end] in _STATEMENT_KEYWORDS:
+            if start != starts[-1]:
+                starts.append(start)
+            depth = 0
+        elif kind == "open":
+            depth += 1
+        elif kind == "close":
+            depth = max(0, depth - 1)
+        elif kind == "semicolon" or (kind == "newline" and depth == 0 and not continues):
+            starts.append(end)
+            depth = 0
+        if kind not in _INSIGNIFICANT:
+            continues = kind in ("operator", "open") or (
+                kind == "word" and text[start:end] in _CONTINUING_WORDS
+            )
+    return starts
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based (line, column) of a character offset."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _offset(text: str, line: int, column: int) -> int:
+    """The character offset of a 1-based (line, column)."""
+    offset = 0
+    for _ in range(line - 1):
+        found = text.find("\n", offset)
+        if found < 0:
+            return len(text)
+        offset = found + 1
+    return min(len(text), offset + column - 1)
+
+
+def _unclosed(text: str, offset: int) -> tuple[int | None, int]:
+    """Before ``offset``: the innermost '(' left open (or None) and where the last token ended."""
+    opened: list[int] = []
+    last_end = 0
+    for kind, start, end in _tokens(text[:offset]):
+        if kind == "open":
+            opened.append(start)
+        elif kind == "close" and opened:
+            opened.pop()
+        elif kind == "word" and text[start:end] in _STATEMENT_KEYWORDS:
+            opened.clear()
+        if kind not in _INSIGNIFICANT:
+            last_end = end
+    return (opened[-1] if opened else None), last_end
+
+
+def _closed_later(text: str, offset: int) -> bool:
+    """Whether a ')' from ``offset`` on (before the next statement keyword) closes a '('
+    opened before it."""
+    depth = 0
+    for kind, start, end in _tokens(text[offset:]):
+        if kind == "open":
+            depth += 1
+        elif kind == "close":
+            if depth == 0:
+                return True
+            depth -= 1
+        elif kind == "word" and text[offset + start:offset + end] in _STATEMENT_KEYWORDS:
+            return False
+    return False
+
+
+def _error_offset(error: UnexpectedInput, text: str) -> tuple[int, str | None]:
+    """Where the parser stopped, and the type of the token it stopped at (None: a character
+    no token starts with; "$END": the end of the input)."""
+    if isinstance(error, UnexpectedEOF):
+        return len(text), "$END"
+    if isinstance(error, UnexpectedToken):
+        token = error.token
+        if token.type == "$END":
+            return len(text), "$END"
+        start = token.start_pos
+        if start is None:
+            start = _offset(text, token.line, token.column)
+        return start, token.type
+    position = getattr(error, "pos_in_stream", None)
+    if position is None:
+        position = _offset(text, max(1, error.line or 1), max(1, error.column or 1))
+    return position, None
+
+
+def _syntax_error(
+    error: UnexpectedInput, file: str | None, source: str, text: str | None = None
+) -> LossSyntaxError:
+    """The error to report for a Lark parse failure. ``text`` is what was parsed (``source``
+    with statements already reported blanked out); ``source`` is shown."""
+    text = source if text is None else text
+    offset, token_type = _error_offset(error, text)
+    expected = getattr(error, "expected", None) or ()
+    opened, last_end = _unclosed(text, offset)
+    if opened is not None and (
+        token_type in ("$END",) + tuple(k.upper() for k in _STATEMENT_KEYWORDS)
+        or (
+            token_type is not None
+            and "RPAR" in expected
+            and text.count("\n", last_end, offset) > 0
+            and not _closed_later(text, offset)
+        )
     ):
+        # The parser only notices a missing ')' at the next statement (newlines inside
+        # parentheses are ignored); point where it is missing: after the last token.
+        line, column = _position(text, last_end)
+        open_line, open_column = _position(text, opened)
+        return LossSyntaxError(
+            "missing ')'",
+            Span(file, line, column, source=source),
+            f"the '(' at line {open_line}, column {open_column} is not closed",
+        )
+    line, column = _position(text, offset)
+    if token_type == "$END":
         lines = source.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
         message = "unexpected end of input"
-        expected = getattr(error, "expected", ())
     elif isinstance(error, UnexpectedToken):
         token = error.token
         shown = "end of line" if token.type == "_NL" else repr(str(token))
         message = f"unexpected {shown}"
-        expected = error.expected
     elif isinstance(error, UnexpectedCharacters):
-        message = f"unexpected character {source[error.pos_in_stream]!r}"
+        message = f"unexpected character {text[offset]!r}" if offset < len(text) else (
+            "unexpected character")
         expected = ()
     else:
         message, expected = "invalid syntax", ()
@@ -286,25 +438,76 @@ def _syntax_error(error: UnexpectedInput, file: str | None, source: str) -> Loss
     return LossSyntaxError(message, Span(file, line, column, source=source), hint)
 
 
-def parse(source: str, file: str | None = None) -> ast.Module:
-    """Parse loss text (a file's contents or an expression) into an :class:`ast.Module`."""
+def _blank(text: str, start: int, end: int) -> str:
+    """``text`` with ``[start, end)`` replaced by spaces, keeping line breaks (and so every
+    later position)."""
+    return text[:start] + re.sub(r"[^\r\n]", " ", text[start:end]) + text[end:]
+
+
+def _drop_statement(text: str, offset: int, at_keyword: bool) -> tuple[int, int] | None:
+    """The range of the statement to drop after an error at ``offset``: the statement the
+    error is in, or the one before when the error is the keyword that starts the next one
+    (that statement was left unfinished). None when nothing is left to drop."""
+    starts = _statement_starts(text)
+    index = bisect.bisect_right(starts, offset) - 1
+    ends = starts[1:] + [len(text)]
+    candidates = [(starts[index], ends[index])]
+    if index > 0:
+        previous = (starts[index - 1], starts[index])
+        candidates.insert(0 if at_keyword and starts[index] == offset else 1, previous)
+    for start, end in candidates:
+        if text[start:end].strip():
+            return start, end
+    return None
+
+
+_MAX_ERRORS = 100
+
+
+def _parse(source: str, file: str | None, recover: bool):
     if not isinstance(source, str):
         raise LossSyntaxError(f"loss text must be a string, not {type(source).__name__}")
     # A byte-order mark is how some editors start a UTF-8 file; it is not part of the text.
     source = source.removeprefix("\ufeff")
-    try:
-        tree = parser().parse(source)
-    except UnexpectedInput as error:
-        raise _syntax_error(error, file, source) from None
-    except LarkError as error:  # any other parser failure is still a syntax error
-        raise LossSyntaxError(
-            f"invalid syntax ({error})", Span(file, 1, 1, source=source)
-        ) from None
-    except RecursionError:
-        raise LossSyntaxError(
-            "expression nested too deeply", Span(file, 1, 1, source=source)
-        ) from None
-    statements = _transform(tree, _ToAst(file, source))
+    text = source
+    errors: list[LossSyntaxError] = []
+    broken: set[str] = set()
+    incomplete = False
+    statements: list = []
+    while True:
+        dropped = None
+        try:
+            tree = parser().parse(text)
+            statements = _transform(tree, _ToAst(file, source))
+            break
+        except UnexpectedInput as error:
+            failure = _syntax_error(error, file, source, text)
+            offset, token_type = _error_offset(error, text)
+            dropped = _drop_statement(
+                text, offset, token_type in {k.upper() for k in _STATEMENT_KEYWORDS}
+            )
+        except LossSyntaxError as error:  # a check made while building the syntax tree
+            failure = error
+            offset = _offset(text, error.line or 1, error.column or 1)
+            dropped = _drop_statement(text, offset, False)
+        except LarkError as error:  # any other parser failure is still a syntax error
+            failure = LossSyntaxError(f"invalid syntax ({error})", Span(file, 1, 1, source=source))
+        except RecursionError:
+            failure = LossSyntaxError(
+                "expression nested too deeply", Span(file, 1, 1, source=source)
+            )
+        if not recover:
+            raise failure from None
+        errors.append(failure)
+        if dropped is None or len(errors) >= _MAX_ERRORS:
+            break
+        start, end = dropped
+        declared = _DECLARED.match(text, start)
+        if declared and declared.start(1) < end:
+            broken.add(declared.group(2))
+        incomplete = incomplete or text[start:end].lstrip().startswith("import")
+        text = _blank(text, start, end)
+    errors.sort(key=lambda e: (e.line or 0, e.column or 0))
     lines = source.splitlines()
     documented = []
     for statement in statements:
@@ -312,4 +515,23 @@ def parse(source: str, file: str | None = None) -> ast.Module:
         if doc:
             statement = type(statement)(**{**statement.__dict__, "doc": doc})
         documented.append(statement)
-    return ast.Module(tuple(documented), file, source)
+    module = ast.Module(tuple(documented), file, source, frozenset(broken), incomplete)
+    return module, errors
+
+
+def parse(source: str, file: str | None = None) -> ast.Module:
+    """Parse loss text (a file's contents or an expression) into an :class:`ast.Module`.
+
+    Raises the first :class:`LossSyntaxError`; :func:`parse_all` reports every one.
+    """
+    module, _ = _parse(source, file, recover=False)
+    return module
+
+
+def parse_all(source: str, file: str | None = None) -> tuple[ast.Module, list[LossSyntaxError]]:
+    """Parse loss text, recovering from syntax errors: each statement with an error is
+    reported and dropped, and parsing goes on with the next one (as a linter does).
+
+    Returns the module of the statements that parsed and the errors, in the order found.
+    """
+    return _parse(source, file, recover=True)

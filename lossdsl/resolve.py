@@ -7,7 +7,9 @@ expression into an input. The graph it returns has unknown axes (``None``); ``sh
 gives them once the inputs are bound.
 
 Scopes, innermost first: a def's parameters, the module's own lets, params and defs, those of
-the modules it imports (a later import wins), the prelude, then the built-ins.
+the modules it imports (a later import wins), the prelude, then the built-ins. A name is
+defined once per file (a second ``param k`` or ``loss a`` is an error, not an override), a
+let must come before its uses, and a let cannot use itself.
 
 Graphs are built without recursion (an explicit work stack), so the depth of a def chain or
 of a nested expression is not bounded by Python's stack; and each def is applied once per
@@ -35,7 +37,7 @@ from .errors import (
 )
 from .evaluate import evaluate
 from .ir import Node, constant, node, toposort
-from .parse import parse
+from .parse import parse, parse_all
 from .primitives import CONSTANTS, FUNCTIONS
 from .simplify import make
 
@@ -87,6 +89,14 @@ class Scope:
     imports: list[Scope] = field(default_factory=list)
     parent: Scope | None = None  # the prelude, for user modules
     expression: LossDefinition | None = None
+    # While the module is being resolved: its lets not resolved yet (a use of one is an error,
+    # not a new input) and the one being resolved now.
+    pending_lets: dict[str, Span] = field(default_factory=dict)
+    defining_let: str | None = None
+    # Only when resolving for diagnostics (see ``Diagnostics``): names whose definition had an
+    # error, and whether an import failed, so that the uses are not reported a second time.
+    broken: set[str] = field(default_factory=set)
+    incomplete: bool = False
 
     def _chain(self):
         """This scope, then its imports (later first), then its parent; each scope once, so
@@ -105,12 +115,14 @@ class Scope:
             stack.extend(scope.imports)  # popped last first: a later import wins
 
     def find_def(self, name: str) -> DefInfo | None:
+        """The def ``name`` visible here, or None."""
         for scope in self._chain():
             if name in scope.defs:
                 return scope.defs[name]
         return None
 
     def find_value(self, name: str) -> Node | None:
+        """The graph of the let or param ``name`` visible here, or None."""
         for scope in self._chain():
             if name in scope.lets:
                 return scope.lets[name]
@@ -119,22 +131,54 @@ class Scope:
         return None
 
     def find_param(self, name: str) -> ParamInfo | None:
+        """The param ``name`` visible here, or None."""
         for scope in self._chain():
             if name in scope.params:
                 return scope.params[name]
         return None
 
     def all_names(self) -> set[str]:
+        """Every name visible here (for "did you mean" hints)."""
         names: set[str] = set(FUNCTIONS) | set(CONSTANTS)
         for scope in self._chain():
             names |= set(scope.params) | set(scope.defs) | set(scope.lets) | set(scope.losses)
         return names
 
     def function_names(self) -> set[str]:
+        """Every function visible here: the built-ins and the defs."""
         names = set(FUNCTIONS)
         for scope in self._chain():
             names |= set(scope.defs)
         return names
+
+    def _unresolved(self, name: str) -> bool:
+        """Whether ``name`` may be one whose definition failed (diagnostics only)."""
+        return any(scope.incomplete or name in scope.broken for scope in self._chain())
+
+
+class _Unresolved(Exception):
+    """A name whose definition already had a reported error: the statement using it is
+    skipped instead of reporting the same mistake again (diagnostics only)."""
+
+
+def _with_span(error: LossError, span: Span) -> LossError:
+    """``error`` at ``span``: errors from the graph constructors do not know where in the
+    source their operation was written."""
+    if error.span is not None:
+        return error
+    try:
+        located = type(error)(error.message, span, error.hint)
+    except TypeError:  # a subclass with another constructor: keep its type, lose nothing
+        located = LossError(error.message, span, error.hint)
+    located.__dict__.update({k: v for k, v in error.__dict__.items()
+                             if k not in ("message", "span", "hint", "file", "line", "column")})
+    return located
+
+
+def _coded(error: LossError, code: str) -> LossError:
+    """Tag an error with its ``lossdsl check`` code."""
+    error.code = code
+    return error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,10 +266,14 @@ class Lowerer:
             3 if kind is ast.IfElse else len(e.args))
         args = values[len(values) - count:]
         del values[len(values) - count:]
-        if kind is ast.Call:
-            values.append(self._builtin(e, args))
-        else:
-            values.append(make("where" if kind is ast.IfElse else e.op, args))
+        try:
+            if kind is ast.Call:
+                result = self._builtin(e, args)
+            else:
+                result = make("where" if kind is ast.IfElse else e.op, args)
+        except LossError as error:
+            raise _with_span(error, e.span) from None
+        values.append(result)
 
     def _name(self, e: ast.Name, context: _Context) -> Node:
         if e.id in context.local:
@@ -236,6 +284,18 @@ class Lowerer:
             return found
         if e.id in CONSTANTS:
             return constant(CONSTANTS[e.id])
+        pending = scope.pending_lets.get(e.id)
+        if pending is not None:
+            if e.id == scope.defining_let:
+                raise _coded(LossNameError(
+                    f"let '{e.id}' refers to itself; a let cannot use its own value",
+                    e.span, "give the new value another name"), "E203")
+            raise _coded(LossNameError(
+                f"'{e.id}' is used before its let (line {pending.line})", e.span,
+                f"move 'let {e.id} = ...' above its first use"), "E204")
+        if scope.broken or scope.incomplete:
+            if scope._unresolved(e.id):
+                raise _Unresolved(e.id)
         if not context.inputs_allowed:
             if scope.find_def(e.id) is not None or e.id in FUNCTIONS:
                 raise LossNameError(f"'{e.id}' is a function; call it with arguments", e.span)
@@ -295,6 +355,8 @@ class Lowerer:
             tasks.append((_BUILD, e))
             tasks += ((_EVAL, argument, context) for argument in reversed(e.args))
             return
+        if (scope.broken or scope.incomplete) and scope._unresolved(e.function):
+            raise _Unresolved(e.function)
         raise LossNameError(
             f"unknown function '{e.function}'",
             e.span,
@@ -349,15 +411,13 @@ class Lowerer:
         if name == "onehot":
             width = None
             if len(args) == 2:
-                if (
-                    args[1].op != "const"
-                    or args[1].value < 1
-                    or args[1].value != int(args[1].value)
-                ):
+                count = args[1].value if args[1].op == "const" else None
+                # written so that nan and inf fail the test rather than int()
+                if count is None or not 1 <= count < 2**31 or count != int(count):
                     raise LossArityError(
                         "onehot's class count must be a positive integer", e.args[1].span
                     )
-                width = int(args[1].value)
+                width = int(count)
             return make("eq", (node("class_index", (args[0],), width, None), args[0]))
         if name == "rowof":
             table, labels = args
@@ -422,79 +482,168 @@ def _constant_value(value: Node, scope: Scope, span: Span) -> float:
     params = params_used(value, scope)
     try:
         (result,) = evaluate([value], {}, params)
+        return float(result)
     except KeyError:
         raise LossError("a param's value must be a constant expression", span) from None
-    return float(result)
+    except (ArithmeticError, ValueError, TypeError, IndexError) as error:
+        raise LossError(f"a param's value cannot be computed ({error})", span) from None
 
 
-def build_scope(module: ast.Module, parent: Scope | None, loading: tuple[str, ...] = ()) -> Scope:
-    """Resolve every statement of a parsed module into a :class:`Scope`."""
+@dataclass
+class Diagnostics:
+    """Every error and warning found while resolving, instead of stopping at the first.
+
+    ``errors`` are :class:`LossError` s (with ``code`` where resolve gives one); ``warnings``
+    are LossErrors too (for their position and rendering) that do not make the file invalid.
+    """
+
+    errors: list[LossError] = field(default_factory=list)
+    warnings: list[LossError] = field(default_factory=list)
+
+
+_NAMESPACE = {ast.Param: "param", ast.Def: "def", ast.Let: "let"}
+
+
+def _duplicates(module: ast.Module) -> dict[int, LossError]:
+    """The statements that define a name already defined in the file, each with its error.
+
+    Params, defs and lets share one namespace (a name is one thing in a file), loss names
+    another (a loss may be named like the def it calls)."""
+    found: dict[int, LossError] = {}
+    first: dict[tuple[bool, str], ast.Statement] = {}
+    for statement in module.statements:
+        if isinstance(statement, ast.LossDecl):
+            namespace = True
+        elif isinstance(statement, (ast.Param, ast.Def, ast.Let)):
+            namespace = False
+        else:
+            continue
+        key = (namespace, statement.name)
+        earlier = first.setdefault(key, statement)
+        if earlier is statement:
+            continue
+        what = "loss" if namespace else _NAMESPACE[type(earlier)]
+        span = statement.name_span or statement.span
+        found[id(statement)] = _coded(LossNameError(
+            f"'{statement.name}' is already defined (as a {what} on line {earlier.span.line})",
+            span, "a name is defined once per file; rename one of them"), "E201")
+    return found
+
+
+def _statement_name(statement: ast.Statement) -> str | None:
+    return getattr(statement, "name", None)
+
+
+def build_scope(
+    module: ast.Module,
+    parent: Scope | None,
+    loading: tuple[str, ...] = (),
+    diagnostics: Diagnostics | None = None,
+) -> Scope:
+    """Resolve every statement of a parsed module into a :class:`Scope`.
+
+    Raises the first :class:`LossError`, or, with ``diagnostics``, records every error (a
+    statement with an error is left out, and the uses of what it defined are not reported
+    again) and returns what resolved.
+    """
     scope = Scope(module.file, parent=parent)
+    if diagnostics is not None:
+        scope.broken |= module.broken
+        scope.incomplete = module.incomplete
     spans: dict[str, Span] = {}
     base = Path(module.file).resolve().parent if module.file else Path.cwd()
+    duplicates = _duplicates(module)
+    scope.pending_lets = {
+        s.name: s.name_span or s.span
+        for s in module.statements
+        if isinstance(s, ast.Let) and id(s) not in duplicates
+    }
     # Declarations (imports, params, defs) come first, wherever they are written, so that a
     # param declared below a loss is still a param there; lets and losses follow in order.
     declarations = (ast.Import, ast.Param, ast.Def)
     ordered = [s for s in module.statements if isinstance(s, declarations)]
     ordered += [s for s in module.statements if not isinstance(s, declarations)]
     for statement in ordered:
-        lowerer = Lowerer(scope, inputs_allowed=True, record=spans)
-        if isinstance(statement, ast.Import):
-            scope.imports.append(_import(statement, base, parent, loading))
-        elif isinstance(statement, ast.Param):
-            try:
-                graph = lowerer.lower(statement.value, {})
-            except LossNameError:
-                raise LossError(
-                    "a param's value must be a constant expression", statement.value.span
-                ) from None
-            scope.params[statement.name] = ParamInfo(
-                statement.name,
-                _constant_value(graph, scope, statement.span),
-                statement.doc,
-                statement.span,
-            )
-        elif isinstance(statement, ast.Def):
-            seen: set[str] = set()
-            for parameter in statement.parameters:
-                if parameter.name in seen:
-                    raise LossArityError(f"duplicate parameter '{parameter.name}'", parameter.span)
-                seen.add(parameter.name)
-            scope.defs[statement.name] = DefInfo(statement.name, statement, scope, statement.doc)
-        elif isinstance(statement, ast.Let):
-            scope.lets[statement.name] = lowerer.lower(statement.value, {})
-        elif isinstance(statement, (ast.LossDecl, ast.ExpressionStatement)):
-            graph = lowerer.lower(statement.value, {})
-            name = statement.name if isinstance(statement, ast.LossDecl) else None
-            inputs = inputs_used(graph, spans)
-            definition = LossDefinition(
-                name,
-                graph,
-                inputs,
-                params_used(graph, scope),
-                statement.doc,
-                statement.span,
-                # the spans of this loss's inputs only: a copy of every span in the file per
-                # loss made a long file quadratic
-                {input_name: spans[input_name] for input_name in inputs if input_name in spans},
-            )
-            if name is None:
-                if scope.expression is not None:
-                    raise LossError(
-                        "only one bare expression is allowed; name the others "
-                        "with 'loss NAME = ...'",
-                        statement.span,
-                    )
-                scope.expression = definition
-            else:
-                scope.losses[name] = definition
+        try:
+            if id(statement) in duplicates:
+                raise duplicates[id(statement)]
+            _resolve_statement(statement, scope, spans, base, parent, loading, diagnostics)
+        except _Unresolved:
+            if _statement_name(statement):
+                scope.broken.add(statement.name)
+        except LossError as error:
+            if error.span is None:
+                error = _with_span(error, statement.span)
+            if diagnostics is None:
+                raise error from None
+            diagnostics.errors.append(error)
+            if isinstance(statement, ast.Import):
+                scope.incomplete = True
+            elif _statement_name(statement) and id(statement) not in duplicates:
+                scope.broken.add(statement.name)
+        finally:
+            if isinstance(statement, ast.Let) and scope.defining_let == statement.name:
+                scope.defining_let = None
+                scope.pending_lets.pop(statement.name, None)
+    scope.pending_lets = {}
     return scope
 
 
+def _resolve_statement(statement, scope, spans, base, parent, loading, diagnostics) -> None:
+    lowerer = Lowerer(scope, inputs_allowed=True, record=spans)
+    if isinstance(statement, ast.Import):
+        scope.imports.append(_import(statement, base, parent, loading, diagnostics))
+    elif isinstance(statement, ast.Param):
+        free: dict[str, Span] = {}
+        graph = Lowerer(scope, inputs_allowed=True, record=free).lower(statement.value, {})
+        if free:
+            name, span = next(iter(free.items()))
+            raise LossError(
+                f"a param's value must be a constant expression: '{name}' is not a param "
+                "defined above it nor a constant", span)
+        scope.params[statement.name] = ParamInfo(
+            statement.name,
+            _constant_value(graph, scope, statement.value.span),
+            statement.doc,
+            statement.span,
+        )
+    elif isinstance(statement, ast.Def):
+        seen: set[str] = set()
+        for parameter in statement.parameters:
+            if parameter.name in seen:
+                raise LossArityError(f"duplicate parameter '{parameter.name}'", parameter.span)
+            seen.add(parameter.name)
+        scope.defs[statement.name] = DefInfo(statement.name, statement, scope, statement.doc)
+    elif isinstance(statement, ast.Let):
+        scope.defining_let = statement.name
+        scope.lets[statement.name] = lowerer.lower(statement.value, {})
+    elif isinstance(statement, (ast.LossDecl, ast.ExpressionStatement)):
+        name = statement.name if isinstance(statement, ast.LossDecl) else None
+        if name is None and scope.expression is not None:
+            raise LossError(
+                "only one bare expression is allowed; name the others "
+                "with 'loss NAME = ...'",
+                statement.span,
+            )
+        graph = lowerer.lower(statement.value, {})
+        inputs = inputs_used(graph, spans)
+        definition = LossDefinition(
+            name,
+            graph,
+            inputs,
+            params_used(graph, scope),
+            statement.doc,
+            statement.span,
+            {input_name: spans[input_name] for input_name in inputs if input_name in spans},
+        )
+        if name is None:
+            scope.expression = definition
+        else:
+            scope.losses[name] = definition
 
 
-def _import(statement: ast.Import, base: Path, parent: Scope | None,
-            loading: tuple[str, ...]) -> Scope:
+def _import(statement: ast.Import, base: Path, parent: Scope | None, loading: tuple[str, ...],
+            diagnostics: Diagnostics | None) -> Scope:
     path = _resolved_path(base / statement.path, statement.path, statement.span, "import")
     if str(path) in loading:
         raise LossError(f"circular import of '{statement.path}'", statement.span)
@@ -516,7 +665,7 @@ def _shown(path: str) -> str:
 def _file_error(message: str, path: str, span: Span | None, cls=LossNameError) -> LossError:
     """An error about a whole file: at the import that named it, else at the file's start."""
     where = span if span is not None else Span(repr(str(path))[1:-1], 1, 1)
-    return cls(message, where)
+    return _coded(cls(message, where), "E101" if cls is LossNameError else "E102")
 
 
 def _resolved_path(path, shown: str, span: Span | None, verb: str = "read") -> Path:
@@ -601,31 +750,35 @@ def read_source(path: str, span: Span | None = None, name: str | None = None) ->
         line_start = before.rfind(b"\n") + 1
         column = len(before[line_start:].decode("utf-8", "replace")) + 1
         source = data.decode("utf-8", "replace") if is_loss_file(path) else None
-        raise LossSyntaxError(
+        raise _coded(LossSyntaxError(
             f"byte 0x{data[error.start]:02x} is not UTF-8 text",
             Span(path, line, column, source=source),
             "save the file as UTF-8",
-        ) from None
+        ), "E102") from None
     return text.removeprefix("\ufeff")
 
 
-def _parse_file(text: str, path: str) -> ast.Module:
+def _parse_file(text: str, path: str, diagnostics: Diagnostics | None) -> ast.Module:
     """Parse a file's text; a syntax error in a file not named ``*.loss`` says where, but not
     what is there: the file may be anything (``import "/etc/passwd"``)."""
-    try:
-        return parse(text, path)
-    except LossSyntaxError as error:
-        raise _not_loss_text(error, path) from None
+    if diagnostics is None:
+        try:
+            return parse(text, path)
+        except LossSyntaxError as error:
+            raise _not_loss_text(error, path) from None
+    module, errors = parse_all(text, path)
+    diagnostics.errors.extend(_not_loss_text(error, path) for error in errors)
+    return module
 
 
 def _not_loss_text(error: LossSyntaxError, path: str) -> LossSyntaxError:
     if is_loss_file(path):
         return error
-    return LossSyntaxError(
+    return _coded(LossSyntaxError(
         f"{_shown(path)} does not parse as loss text here",
         Span(error.file, error.line or 1, error.column or 1),
         "loss files are named *.loss",
-    )
+    ), "E102")
 
 
 _FILE_CACHE: dict[tuple[str, int, int, int], Scope] = {}
@@ -655,7 +808,7 @@ def load_scope(
     key = (resolved, info.st_mtime_ns, info.st_size, info.st_ino)
     if key not in _FILE_CACHE:
         text = read_source(path, span, shown)
-        module = _parse_file(text, path)
+        module = _parse_file(text, path, None)
         _FILE_CACHE[key] = build_scope(module, parent or prelude(), loading + (resolved,))
     return _FILE_CACHE[key]
 
@@ -674,3 +827,103 @@ def prelude() -> Scope:
 def resolve_text(text: str) -> Scope:
     """Parse and resolve loss text given as a string."""
     return build_scope(parse(text, None), prelude())
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnostics (``lossdsl check``)
+
+
+def def_as_loss(info: DefInfo, scope: Scope) -> LossDefinition | None:
+    """A def applied to inputs named like its parameters without defaults, as a loss (for
+    checking a def on its own); None if it uses a name whose definition had an error."""
+    syntax = info.syntax
+    arguments = tuple(ast.Name(p.span, p.name) for p in syntax.parameters if p.default is None)
+    call = ast.Call(syntax.span, syntax.name, arguments, ())
+    spans: dict[str, Span] = {}
+    try:
+        graph = Lowerer(scope, inputs_allowed=True, record=spans).lower(call, {})
+    except _Unresolved:
+        return None
+    inputs = inputs_used(graph, spans)
+    return LossDefinition(syntax.name, graph, inputs, params_used(graph, scope), info.doc,
+                          syntax.span, {name: spans[name] for name in inputs if name in spans})
+
+
+def one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with one character inserted, deleted, replaced, or two
+    neighbours swapped (Damerau-Levenshtein distance 1)."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        differ = [i for i in range(len(a)) if a[i] != b[i]]
+        if len(differ) == 1:
+            return True
+        return (len(differ) == 2 and differ[1] == differ[0] + 1
+                and a[differ[0]] == b[differ[1]] and a[differ[1]] == b[differ[0]])
+    shorter, longer = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(shorter) and shorter[i] == longer[i]:
+        i += 1
+    return shorter[i:] == longer[i + 1:]
+
+
+# Shorter names are too often one edit from another on purpose (p, z, y1, lr).
+_NEAR_MISS_MIN_LENGTH = 3
+
+
+def near_miss_inputs(scope: Scope) -> list[LossError]:
+    """Warnings for inputs of the module's losses that are one edit away from a param, let or
+    def it can see (the library's losses included): most likely a misspelt name that silently
+    became a new input (``undr*(y - p)`` where ``under`` is a param, ``hubr`` for ``huber``).
+
+    Built-in functions such as ``cos`` are not candidates: they cannot be used without
+    arguments, so an input named ``cost`` is not a misspelling of one."""
+    definitions = list(scope.losses.values())
+    if scope.expression is not None:
+        definitions.append(scope.expression)
+    kinds: dict[str, str] = {}
+    for visible in reversed(list(scope._chain())):  # nearer scopes overwrite farther ones
+        library = _in_prelude(visible)
+        kinds.update({name: "library def" if library else "def" for name in visible.defs})
+        kinds.update({name: "param" for name in visible.params})
+        kinds.update({name: "let" for name in visible.lets})
+    candidates = [name for name in kinds if len(name) >= _NEAR_MISS_MIN_LENGTH]
+    warnings: list[LossError] = []
+    reported: set[str] = set()
+    for definition in definitions:
+        for name in definition.inputs:
+            if name in reported or len(name) < _NEAR_MISS_MIN_LENGTH or name in kinds:
+                continue
+            close = sorted(c for c in candidates if one_edit_apart(name, c))
+            if not close:
+                continue
+            reported.add(name)
+            suggestion = close[0]
+            warnings.append(_coded(LossNameError(
+                f"input '{name}' is one edit away from the {kinds[suggestion]} "
+                f"'{suggestion}'",
+                definition.input_spans.get(name, definition.span),
+                f"did you mean '{suggestion}'? (otherwise '{name}' is a new input, bound at "
+                "call time)"), "W201"))
+    return warnings
+
+
+def _in_prelude(scope: Scope) -> bool:
+    return scope.file is not None and Path(scope.file).parent == PRELUDE_DIR
+
+
+def diagnose_file(path: str) -> tuple[Scope | None, Diagnostics]:
+    """Every error and warning in a loss file (``lossdsl check``): unreadable files, each
+    syntax error, each statement that does not resolve, misspelt-looking inputs. Returns the
+    scope of what resolved (None if the file could not be read) and the diagnostics."""
+    diagnostics = Diagnostics()
+    try:
+        resolved = str(_resolved_path(path, path, None))
+        text = read_source(path)
+    except LossError as error:
+        diagnostics.errors.append(error)
+        return None, diagnostics
+    module = _parse_file(text, path, diagnostics)
+    scope = build_scope(module, prelude(), (resolved,), diagnostics)
+    diagnostics.warnings.extend(near_miss_inputs(scope))
+    return scope, diagnostics

@@ -112,10 +112,11 @@ def test_check_reports_each_error_with_caret_and_exit_status_1(files):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "good.loss: ok (2 losses, 1 def, 1 param)" in result.stdout
-    assert_caret(result.stderr, "bad.loss:3:13: unknown function 'huberr'",
+    assert_caret(result.stderr, "bad.loss:3:13: E202 unknown function 'huberr'",
                  "loss oops = huberr(y, p, delta)", 13)
     assert "did you mean 'huber'?" in result.stderr
-    assert re.search(r"^syntax\.loss:2:1: ", result.stderr, re.MULTILINE)
+    # the missing ')' is reported where it is missing, not at the next line's 'loss'
+    assert_caret(result.stderr, "syntax.loss:1:16: E110 missing ')'", "loss a = (y - p", 16)
     assert "missing.loss" in result.stderr and "No such file" in result.stderr
     assert "3 of 4 files failed" in result.stderr
 
@@ -128,7 +129,76 @@ def test_check_passes_clean_files_and_finds_shape_errors(files, capsys):
     assert "shape.loss:2:" in err and "needs a per-class matrix" in err and "^" in err
     (files / "def.loss").write_text("def f(x) = x + zz\n")
     status, _, err = call(capsys, "check", str(files / "def.loss"))
-    assert status == 1 and "def.loss:1:16: unknown name 'zz'" in err
+    assert status == 1 and "def.loss:1:16: E202 unknown name 'zz'" in err
+
+
+MISTAKES = """\
+param under = 3.0
+loss stock = where(p < y, undr*(y - p), p - y)
+loss a = y - p
+loss a = p - y
+param k = 1
+param k = 2
+let r = r + p
+loss b = (y - p
+loss c = hubr(y, p)
+loss d = pick(z, u) + rowsum(u)
+"""
+
+
+def test_check_reports_every_error_of_a_file_ruff_style(tmp_path, capsys):
+    """Only the first error per file was reported; duplicates (last wins), a let using itself
+    and a misspelt param (a new input) passed with 'ok'."""
+    path = tmp_path / "mistakes.loss"
+    path.write_text(MISTAKES)
+    status, out, err = call(capsys, "check", str(path))
+    assert status == 1 and out == ""
+    found = re.findall(rf"^{re.escape(str(path))}:(\d+):(\d+): ([EW]\d+) (.*)$", err, re.MULTILINE)
+    assert [(int(line), int(column), code) for line, column, code, _ in found] == [
+        (2, 27, "W201"),  # undr: one edit from the param under
+        (4, 6, "E201"),  # loss a again
+        (6, 7, "E201"),  # param k again
+        (7, 9, "E203"),  # let r = r + p
+        (8, 16, "E110"),  # the missing ')', at the end of line 8, not on line 9
+        (9, 10, "E202"),  # hubr
+        (10, 18, "E401"),  # rowsum of labels, found by type-checking the loss
+    ]
+    assert "did you mean 'under'?" in err and "did you mean 'huber'?" in err
+    assert_caret(err, f"{path}:2:27: W201", "loss stock = where(p < y, undr*(y - p), p - y)", 27)
+    assert err.rstrip().endswith("1 of 1 file failed")
+
+
+def test_check_warnings_pass_unless_strict(tmp_path, capsys):
+    path = tmp_path / "stock.loss"
+    path.write_text("param under = 3.0\nloss stock = where(p < y, undr*(y - p), p - y)\n")
+    status, out, err = call(capsys, "check", str(path))
+    assert status == 0 and "ok (1 loss, 0 defs, 1 param, 1 warning)" in out
+    assert "W201 input 'undr' is one edit away from the param 'under'" in err
+    assert call(capsys, "check", "-q", str(path)) == (0, "", "")
+    status, out, err = call(capsys, "check", "-q", "--strict", str(path))
+    assert status == 1 and "W201" in err
+    # near misses of the library's losses count; names that merely resemble a built-in
+    # function (cost, cos) do not: a function cannot be used without arguments
+    path.write_text("hubr + cost*y")
+    status, out, err = call(capsys, "check", str(path))
+    assert "'hubr' is one edit away from the library def 'huber'" in err
+    assert "input 'cost'" not in err
+
+
+def test_check_names_unreadable_files_with_a_position(tmp_path, capsys):
+    (tmp_path / "latin1.loss").write_bytes("# co\xfbt\nloss a = y\n".encode("latin-1"))
+    (tmp_path / "bom.loss").write_bytes(b"\xef\xbb\xbfloss a = y - p\n")
+    (tmp_path / "binary.loss").write_bytes(b"\x00\x01\x02")
+    (tmp_path / "passwd.loss").write_text('import "../secret"\n')
+    (tmp_path.parent / "secret").write_text("admin:x:0:0:hunter2\n")
+    names = ["latin1.loss", "bom.loss", "binary.loss", "passwd.loss", "nothere.loss"]
+    status, out, err = call(capsys, "check", *[str(tmp_path / name) for name in names])
+    assert status == 1 and "bom.loss: ok (1 loss" in out
+    assert f"{tmp_path / 'latin1.loss'}:1:5: E102 byte 0xfb is not UTF-8 text" in err
+    assert f"{tmp_path / 'binary.loss'}:1:1: E102 " in err
+    assert f"{tmp_path / 'nothere.loss'}:1:1: E101 " in err
+    assert "does not parse as loss text" in err and "hunter2" not in err and "admin" not in err
+    assert "4 of 5 files failed" in err
 
 
 # --------------------------------------------------------------------------------- derive
@@ -164,7 +234,7 @@ def test_derive_syntax_error_has_caret_and_no_traceback():
     result = run_cli("derive", "huber(y, p")
     assert result.returncode == 1 and result.stdout == ""
     assert "Traceback" not in result.stderr
-    assert_caret(result.stderr, "<string>:1:11: unexpected end of input", "huber(y, p", 11)
+    assert_caret(result.stderr, "<string>:1:11: missing ')'", "huber(y, p", 11)
 
 
 def test_derive_picks_losses_from_files(files, capsys):

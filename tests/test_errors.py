@@ -40,8 +40,8 @@ def test_syntax_error_in_a_file_names_the_file(tmp_path):
     with pytest.raises(LossSyntaxError) as raised:
         lossdsl.load(path)
     assert raised.value.file == str(path)
-    assert str(raised.value).startswith(f"{path}:")
-    assert "unexpected end of input" in str(raised.value)
+    assert str(raised.value).startswith(f"{path}:2:16: missing ')'")
+    assert "the '(' at line 2, column 10 is not closed" in str(raised.value)
 
 
 def test_unknown_function_suggests_the_closest_name():
@@ -245,6 +245,56 @@ def test_an_infinite_or_nan_constant_in_the_scalar_part_runs(text, expected):
     inputs = {"y": np.array([1.0, 0.0]), "p": np.array([0.5, 0.25])}
     value = loss(**{name: inputs[name] for name in loss.inputs})
     assert value == expected or (math.isnan(expected) and math.isnan(value))
+
+
+# --------------------------------------------------------------- definitions and their order
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "first"),
+    [
+        ("loss a = y - p\nloss a = p - y\n", (2, 6), "as a loss on line 1"),
+        ("param k = 1\nparam k = 2\nk*p\n", (2, 7), "as a param on line 1"),
+        ("def f(x) = x\ndef f(x) = 2*x\nf(p)\n", (2, 5), "as a def on line 1"),
+        ("let r = p\nlet r = 2*p\nr\n", (2, 5), "as a let on line 1"),
+        ("param r = 1\nlet r = 2*p\nr\n", (2, 5), "as a param on line 1"),
+    ],
+)
+def test_a_name_defined_twice_in_a_file_is_an_error(text, position, first):
+    """The last definition used to win silently."""
+    with pytest.raises(LossNameError) as raised:
+        lossdsl.compile(text)
+    assert "is already defined" in raised.value.message and first in raised.value.message
+    assert (raised.value.line, raised.value.column) == position
+
+
+def test_a_loss_may_share_its_name_with_a_def_or_the_library():
+    from lossdsl.resolve import resolve_text
+
+    scope = resolve_text("def f(x) = x^2\nloss f = f(p)\nloss mse = mse(y, p)\nloss b = y")
+    assert set(scope.losses) == {"f", "mse", "b"}
+    lossdsl.compile("def huber(y, p) = abs(y - p)\nhuber(y, p)")  # shadows the library
+
+
+def test_a_let_that_uses_itself_or_is_used_above_it_is_an_error():
+    """Both used to turn the name into a new input silently."""
+    with pytest.raises(LossNameError, match="let 'r' refers to itself") as raised:
+        lossdsl.compile("let r = r + p\nr")
+    assert (raised.value.line, raised.value.column) == (1, 9)
+    with pytest.raises(LossNameError, match=r"'r' is used before its let \(line 2\)") as raised:
+        lossdsl.compile("loss a = r^2\nlet r = p - y\nloss b = r")
+    assert (raised.value.line, raised.value.column) == (1, 10)
+    with pytest.raises(LossNameError, match="used before its let"):
+        lossdsl.compile("def f(x) = x + r\nloss a = f(p)\nlet r = 2\nloss b = f(p)")
+
+
+def test_every_front_end_error_has_a_position():
+    texts = ["param a = p", "param a = b\nparam b = 1\na", "onehot(y, inf)", "onehot(y, nan)",
+             "onehot(y, 0.5)", "huber(y, p", "y $ p", "f(x=1, 2)", "exp(1, 2)", "p + q(1)"]
+    for text in texts:
+        with pytest.raises(LossError) as raised:
+            lossdsl.compile(text)
+        assert raised.value.line is not None and raised.value.column is not None, text
 
 
 # ------------------------------------------------------------------------------------ files

@@ -214,5 +214,56 @@ def test_many_params_resolve_in_linear_time():
     assert large < 16 * small  # 8x linear, 64x quadratic
 
 
+# ------------------------------------------------------------------------ error recovery
+
+
+def test_parse_all_reports_every_syntax_error_and_keeps_the_rest():
+    from lossdsl.parse import parse_all
+
+    source = (
+        "param k = 2\n"
+        "loss a = (y - p\n"  # missing ')'
+        "loss b = k*y\n"
+        "loss c = y $ p\n"  # a character no token starts with
+        "let r = huber(delta=1, y)\n"  # positional after keyword
+        "loss d = r +\n"  # the end comes too early
+    )
+    module, errors = parse_all(source, "f.loss")
+    assert [(e.line, e.column, e.message) for e in errors] == [
+        (2, 16, "missing ')'"),
+        (4, 12, "unexpected character '$'"),
+        (5, 24, "positional argument after a keyword argument"),
+        (6, 13, "unexpected end of input"),
+    ]
+    assert [s.name for s in module.statements] == ["k", "b"]
+    assert module.broken == {"a", "c", "r", "d"}
+    with pytest.raises(lossdsl.LossSyntaxError) as raised:
+        parse(source)
+    assert (raised.value.line, raised.value.column) == (2, 16)  # the first one
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "hint"),
+    [
+        ("loss a = (y - p\nloss b = y", (1, 16), "line 1, column 10"),
+        ("loss a = huber(y, p\n\nparam k = 1", (1, 20), "line 1, column 15"),
+        ("exp((y - p)", (1, 12), "line 1, column 4"),
+        ("loss a = f((y - p)\n  * 2\nb = y", (2, 6), "line 1, column 11"),
+    ],
+)
+def test_missing_parenthesis_is_reported_where_it_is_missing(text, position, hint):
+    with pytest.raises(lossdsl.LossSyntaxError) as raised:
+        parse(text)
+    assert (raised.value.line, raised.value.column) == position
+    assert raised.value.message == "missing ')'" and hint in raised.value.hint
+
+
+def test_a_parenthesis_closed_later_is_not_reported_missing():
+    with pytest.raises(lossdsl.LossSyntaxError) as raised:
+        parse("f(a\n b)")
+    assert (raised.value.line, raised.value.column, raised.value.message) == (
+        2, 2, "unexpected 'b'")
+
+
 def test_byte_order_mark_is_not_part_of_the_text():
     assert expression("\ufeffy - p") is expression("y - p")
