@@ -229,3 +229,18 @@ def test_per_row_inputs_refuse_shuffled_rows_sklearn():
     with pytest.raises(lossdsl.LossShapeError, match="input 'price' holds values for the 600"):
         model.fit(X[:400], demand[:400])
     model.fit(X, demand)  # its own rows, in order
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_huber_default_policy_is_lightgbm_huber(data, weighted):
+    """LightGBM's built-in huber uses the clipped residual and a Hessian of 1 per unit of
+    weight, the policy "auto" now picks for a Hessian that is 0 outside a quadratic zone (the
+    floored exact Hessian trained another model)."""
+    objective = ll.objective("huber(y, p, 0.5)", target="cpu")
+    assert objective.policy == "constant"
+    ours = _train(data, data["y"], objective, weighted=weighted)
+    theirs = _train(data, data["y"], "huber", extra={"alpha": 0.5}, weighted=weighted)
+    X = data["X"]
+    assert np.abs(theirs.predict(X, raw_score=True)).max() > 0.5
+    np.testing.assert_allclose(ours.predict(X, raw_score=True),
+                               theirs.predict(X, raw_score=True), rtol=1e-6, atol=1e-6)
