@@ -132,7 +132,11 @@ def _container_labels(rows: Any) -> tuple[np.ndarray, Any]:
             raise LossError(f"rows={type(rows).__name__} has no labels; pass rows=y, the "
                             "training labels, instead")
         return np.asarray(labels), rows
-    return np.asarray(rows), None
+    labels = np.asarray(rows)
+    if labels.ndim == 0:
+        raise LossError(f"rows= must be the training labels (one per row) or the training "
+                        f"DMatrix/Dataset, not {type(rows).__name__}")
+    return labels, None
 
 
 def _same_labels(expected: np.ndarray, given: np.ndarray) -> bool:
@@ -751,6 +755,8 @@ def _keeps_falling(value_at: Callable[[float], float], point: float, direction: 
     falls or saturates towards infinity (a sigmoid's tail) never does. Non-finite values
     (an exponential overflowing) count as higher.
     """
+    if not math.isfinite(value):
+        return False  # nothing to compare with: keep the answer
     tolerance = 1e-12 * abs(value)
     for j in range(4):
         probe = value_at(point + direction * distance * 10.0 ** j)

@@ -346,6 +346,8 @@ def test_per_row_inputs_need_rows(churn):
     assert "'clv'" in str(caught.value) and "sample_weight" in str(caught.value)
     with pytest.raises(lossdsl.LossShapeError, match="'clv' has 600 rows but rows= has 599"):
         lx.objective(CHURN, inputs={"clv": clv}, rows=churned[:-1])
+    with pytest.raises(lossdsl.LossError, match="rows= must be the training labels"):
+        lx.objective(CHURN, inputs={"clv": clv}, rows=object())
     # scalars and lookup tables are not per-row: no rows= needed
     lx.objective("cost_sensitive_bce(y, z, fn_cost=clv, fp_cost=20)", inputs={"clv": 5.0})
     lx.objective("expected_cost(y, z, C)", inputs={"C": np.ones((2, 2))})
