@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, catalog
-from .api import CompiledLoss, Loss, load
+from .api import CompiledLoss, Loss, load, loss_from_text
 from .api import compile as compile_loss
 from .datafiles import DataError, Progress, open_table, open_writer
 from .errors import LossError, did_you_mean
@@ -91,11 +91,7 @@ def resolve_loss(spec: str) -> tuple[str, Loss]:
     file_part = head if colon else spec
     if file_part.endswith(".loss"):
         raise CliError(f"{file_part}: no such file")
-    if re.fullmatch(r"[A-Za-z_][A-Za-z_0-9]*", spec):
-        entry = catalog.entry(spec)
-        if entry is not None:
-            return spec, compile_loss(entry.call_expression()).loss
-    return spec, compile_loss(spec).loss
+    return spec, loss_from_text(spec)  # a built-in's bare name means the library loss
 
 
 def _names(values: Iterable[str] | None) -> list[str]:
