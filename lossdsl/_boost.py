@@ -139,6 +139,14 @@ def _container_labels(rows: Any) -> tuple[np.ndarray, Any]:
     return labels, None
 
 
+def _float_forms(labels: np.ndarray | None) -> dict[np.dtype, np.ndarray]:
+    """Numeric labels as the boosters hand them back (XGBoost: float32; LightGBM: float32 or
+    float64), made once so that the check each round is one comparison, not a conversion."""
+    if labels is None or labels.dtype.kind not in "fiub":
+        return {}
+    return {np.dtype(t): labels.astype(t) for t in (np.float32, np.float64)}
+
+
 def _same_labels(expected: np.ndarray, given: np.ndarray) -> bool:
     """Whether ``given`` are ``expected`` in the same order: at the precision the booster
     stores them (XGBoost keeps float32 labels, so the float64 ones are rounded alike), or
@@ -306,13 +314,14 @@ class BoostingObjective:
         # (Dask and multiprocessing pickle objectives to send them to workers). The training
         # container is held by weak reference and does not travel; the labels do.
         state = dict(self.__dict__)
-        for key in ("_summed", "_mean", "_rows_container"):
+        for key in ("_summed", "_mean", "_rows_container", "_rows_floats"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._rows_container = None
+        self._rows_floats = _float_forms(self._rows_labels)
         self._setup()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BoostingObjective:
@@ -322,7 +331,7 @@ class BoostingObjective:
         clone = object.__new__(type(self))
         memo[id(self)] = clone
         for key, value in self.__dict__.items():
-            shared = key in ("_summed", "_mean", "_rows_container")
+            shared = key in ("_summed", "_mean", "_rows_container", "_rows_floats")
             clone.__dict__[key] = value if shared else copy.deepcopy(value, memo)
         return clone
 
@@ -351,6 +360,7 @@ class BoostingObjective:
         shuffled ``X, y`` is exactly such rows.
         """
         self._rows_labels: np.ndarray | None = None
+        self._rows_floats: dict[np.dtype, np.ndarray] = {}
         self._rows_container: weakref.ref | None = None
         per_row = self._row_inputs()
         if not per_row:  # nothing to match: rows= is not needed (and harmless)
@@ -383,6 +393,7 @@ class BoostingObjective:
                                  f"{labels.shape[0]} labels: they must describe the same "
                                  "rows, in the same order")
         self._rows_labels = labels
+        self._rows_floats = _float_forms(labels)
         if container is not None:
             try:
                 self._rows_container = weakref.ref(container)
@@ -413,7 +424,10 @@ class BoostingObjective:
                 f"this objective's per-row inputs ({', '.join(per_row)}) belong to the "
                 f"{type(bound).__name__} given as rows=, but it was called with another "
                 f"{type(container).__name__}; build one objective (or metric) per data set")
-        if not _same_labels(expected, given):
+        ready = self._rows_floats.get(given.dtype)
+        same = (ready is not None and ready.shape == given.shape
+                and np.array_equal(ready, given))  # NaN labels: _same_labels below
+        if not same and not _same_labels(expected, given):
             raise LossError(
                 f"the objective was called on labels that are not those given as rows=, in "
                 f"that order, so its per-row inputs ({', '.join(per_row)}) would be paired "
