@@ -379,12 +379,12 @@ class BoostingObjective:
                                  + ", ".join(f"'{n}' has {k}" for n, k in per_row.items()))
         if rows is None:
             raise LossError(
-                f"input {names} has one value per row: say which rows with rows=y_train (the "
-                "training labels, in the same order as the values) or rows=<the training "
-                "DMatrix/Dataset>, so that the objective can refuse to run on other rows (a "
-                "cross-validation fold, a shuffled copy) instead of pairing each value with "
-                "another row. A value that scales a row's whole loss is simpler as "
-                "sample_weight, which travels with the rows")
+                f"input {names} has one value per row: say which rows with rows=y (the "
+                "labels of those rows, usually the training labels, in the same order as the "
+                "values) or rows=<their DMatrix/Dataset>, so that the objective (or metric) "
+                "can refuse to run on other rows (a cross-validation fold, a shuffled copy) "
+                "instead of pairing each value with another row. A value that scales a row's "
+                "whole loss is simpler as sample_weight, which travels with the rows")
         labels, container = _container_labels(rows)
         (count,) = counts
         if labels.shape[0] != count:
