@@ -7,8 +7,9 @@ compiled with ``reduction="sum"`` gives exactly that from one fused kernel call:
 conventions into that call (``lossdsl.xgboost``, ``lossdsl.lightgbm`` and ``lossdsl.catboost``
 are thin adapters around :class:`BoostingObjective`), and owns the parts users get wrong by
 hand: which input is the label and which the prediction, integer versus one-hot labels for
-multiclass losses, weights, the Hessian of flat or non-convex losses, and the optimal
-constant score to start boosting from.
+multiclass losses, weights, the Hessian of flat or non-convex losses, the optimal constant
+score to start boosting from (or the news that there is none), and keeping per-row inputs on
+the rows they belong to.
 """
 
 from __future__ import annotations
