@@ -286,6 +286,9 @@ def split_additive(x: Node) -> tuple[Node, Node]:
     regrouping its terms would round differently (``(z - m) - log s`` is exact near the
     maximum, ``z + (-m - log s)`` is not).
     """
+    reduces: dict[int, bool] = {}  # whether a node holds a reduction (one walk, not one a term)
+    for n in toposort([x]):
+        reduces[id(n)] = n.op == "sum" or any(reduces[id(a)] for a in n.args)
     batch = constant(0.0)
     spine: list[tuple[Node, float]] = []  # the add/sub/neg tree and its leaves, parents first
     stack = [(x, 1.0)]
@@ -298,7 +301,7 @@ def split_additive(x: Node) -> tuple[Node, Node]:
             stack.extend([(term.args[0], sign), (term.args[1], -sign)])
         elif term.op == "neg":
             stack.append((term.args[0], -sign))
-        elif term.axes == () and any(n.op == "sum" for n in toposort([term])):
+        elif term.axes == () and reduces[id(term)]:
             batch = make("add", (batch, term if sign > 0 else make("neg", (term,))))
     if is_constant(batch, 0.0):
         return x, batch
@@ -306,7 +309,7 @@ def split_additive(x: Node) -> tuple[Node, Node]:
     for term, _ in reversed(spine):  # arguments before the sums they are terms of
         if term.op in ("add", "sub", "neg"):
             kept[id(term)] = make(term.op, tuple(kept[id(a)] for a in term.args))
-        elif term.axes == () and any(n.op == "sum" for n in toposort([term])):
+        elif term.axes == () and reduces[id(term)]:
             kept[id(term)] = constant(0.0)
         else:
             kept[id(term)] = term
