@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -401,7 +402,11 @@ class Lowerer:
             return make("min", (make("max", (args[0], args[1])), args[2]))
         if name in ("logsumexp", "softmax", "log_softmax"):
             z = args[0]
-            shift = make("stop_gradient", (make("rowmax", (z,)),))
+            # the row's maximum, or 0 when it is infinite (as SciPy's logsumexp): a row of
+            # -inf logits has logsumexp -inf, one with a +inf logit +inf, where z - max is nan
+            maximum = make("rowmax", (z,))
+            finite = make("lt", (make("abs", (maximum,)), constant(math.inf)))
+            shift = make("stop_gradient", (make("where", (finite, maximum, constant(0.0))),))
             total = make("rowsum", (make("exp", (make("sub", (z, shift)),)),))
             lse = make("add", (shift, make("log", (total,))))
             if name == "logsumexp":

@@ -282,6 +282,27 @@ def test_cross_entropy_with_soft_targets_on_a_minus_infinity_logit_is_infinite()
         assert compiled(call)(y=np.array([[0.5, 0.3, 0.2]]), z=z)[0] == np.inf
 
 
+def test_categorical_focal_logits_with_a_minus_infinity_logit_of_an_absent_class():
+    # 0 * exp(...) * -inf was NaN; a class with y_k = 0 contributes 0, as at any finite logit
+    z, y = LOGITS_WITH_MINUS_INFINITY, np.eye(3)[LABELS]
+    finite = np.where(np.isinf(z), -1e30, z)  # softmax 0 there, like -inf
+    with_infinity = evaluate("categorical_focal_logits(y, z)", "z", y=y, z=z)
+    with_finite = evaluate("categorical_focal_logits(y, z)", "z", y=y, z=finite)
+    np.testing.assert_array_equal(with_infinity[0], with_finite[0])
+    # derivatives where another logit than the largest is finite: row 1 ([2, -inf, -inf])
+    # differentiates a logsumexp of a row of -inf only, whose softmax is 0/0
+    rows = np.isfinite(z).sum(axis=1) > 1
+    for found, expected in zip(with_infinity[1:], with_finite[1:]):
+        np.testing.assert_array_equal(found[rows], expected[rows])
+
+
+def test_logsumexp_of_infinite_rows_is_infinite():
+    # the max shift of an infinite maximum made z - max NaN; SciPy's logsumexp gives +-inf
+    z = np.array([[-np.inf, -np.inf], [np.inf, 1.0], [1e4, 1e4], [np.inf, -np.inf]])
+    values = compiled("logsumexp(z)")(z=z)
+    np.testing.assert_array_equal(values, [-np.inf, np.inf, 1e4 + np.log(2), np.inf])
+
+
 def test_cross_entropy_derivatives_match_finite_differences():
     rng = np.random.default_rng(3)
     y = rng.dirichlet(np.ones(4), 6)
