@@ -8,6 +8,7 @@ gradients, Hessians) select a kernel; kernels are built on first use by the pipe
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -134,7 +135,8 @@ def loss_from_text(text: str) -> Loss:
         return Loss(definition, scope)
     names = ", ".join(scope.losses) or "none"
     raise LossError(f"the text defines no single loss to compile (named losses: {names}); "
-                    "write an expression, or load it with lossdsl.load and pick one")
+                    "write an expression, or load it with lossdsl.load and pick one",
+                    Span(None, 1, 1, source=text))
 
 
 def compile(loss: str | Loss, target: str = "cpu", reduction: str = "mean",  # noqa: A001
@@ -278,10 +280,11 @@ class CompiledLoss:
         (name,) = self._wrt(wrt)
         if order not in (1, 2):
             raise LossError("derivative order must be 1 (gradient) or 2 (Hessian diagonal)")
-        objective, x = self._default_objective(name)
-        gradient = diff.grad(objective.total, x)
-        result = gradient if order == 1 else diff.hessian_diag(objective.total, x, gradient)
-        (result,) = simplify(stabilize([result]))
+        with self._at_definition():
+            objective, x = self._default_objective(name)
+            gradient = diff.grad(objective.total, x)
+            result = gradient if order == 1 else diff.hessian_diag(objective.total, x, gradient)
+            (result,) = simplify(stabilize([result]))
         return result
 
     @property
@@ -305,12 +308,25 @@ class CompiledLoss:
                 f"target={self.target} reduction={self.reduction}>")
 
     # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _at_definition(self):
+        """Errors of the symbolic pipeline (shapes that never fit, a derivative lossdsl does
+        not have) concern the loss text but arise on graph nodes, which are shared between
+        texts and carry no position: point them at the loss's definition."""
+        try:
+            yield
+        except LossError as error:
+            if error.span is not None:
+                raise
+            raise type(error)(error.message, self.loss.definition.span, error.hint) from None
+
     def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
         names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
         for name in names:
             if name in self.table_inputs():
                 raise LossError(f"'{name}' is a lookup table (rowof): lossdsl does not "
-                                "differentiate with respect to tables")
+                                "differentiate with respect to tables",
+                                self.loss.definition.input_spans.get(name))
             if name not in self.inputs:
                 raise LossNameError(f"'{name}' is not an input of this loss (inputs: "
                                     f"{', '.join(self.inputs)})", None,
@@ -355,18 +371,22 @@ class CompiledLoss:
     def _specialize(self, ranks: dict[str, int], weighted: bool):
         key = _signature(ranks, weighted)
         if key not in self._specialized:
-            definition = self.loss.definition
-            specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
-                                            definition.input_spans)
-            (graph,) = stabilize([specialized.graph])
-            objective = shapes.objective(graph, self.reduction, weighted)
-            typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
-            for name in definition.inputs:  # inputs that do not affect the total
-                typed.setdefault(name, node("input", (), name,
-                                                   specialized.input_axes.get(name, ())))
-            self._specialized[key] = (objective, typed, specialized)
+            with self._at_definition():
+                self._specialized[key] = self._typed_objective(ranks, weighted)
         objective, typed, _ = self._specialized[key]
         return objective, typed
+
+    def _typed_objective(self, ranks: dict[str, int], weighted: bool):
+        """(objective, typed inputs, specialisation) of the loss for inputs of ``ranks``."""
+        definition = self.loss.definition
+        specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
+                                        definition.input_spans)
+        (graph,) = stabilize([specialized.graph])
+        objective = shapes.objective(graph, self.reduction, weighted)
+        typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
+        for name in definition.inputs:  # inputs that do not affect the total
+            typed.setdefault(name, node("input", (), name, specialized.input_axes.get(name, ())))
+        return objective, typed, specialized
 
     def _kernel(self, ranks, weighted, dtype, want_value, grads, hessians) -> _Kernel:
         key = (*_signature(ranks, weighted), dtype.str, want_value, grads, hessians)
@@ -378,8 +398,9 @@ class CompiledLoss:
                 try:
                     objective, typed = self._specialize(ranks, weighted)
                     labels = self._specialized[_signature(ranks, weighted)][2].labels
-                    self._kernels[key] = self._build_kernel(objective, typed, labels, dtype,
-                                                            want_value, grads, hessians)
+                    with self._at_definition():
+                        self._kernels[key] = self._build_kernel(objective, typed, labels, dtype,
+                                                                want_value, grads, hessians)
                 except LossError:
                     raise
                 except Exception as error:  # never leak a raw traceback from the compiler
