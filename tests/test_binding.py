@@ -3,6 +3,7 @@ dtypes that are converted or refused (never guessed), reductions that count a pe
 constant once per sample, and strings that name a library loss or a file."""
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -198,20 +199,27 @@ def test_fork_after_a_parallel_kernel_does_not_hang():
     assert done.stdout.split() == ["4", "True"]
 
 
-def test_parallel_kernels_from_many_threads():
-    import threading
-
-    loss = lossdsl.compile("bce_logits(y, z)", target="parallel")
-    y, z = np.ones(200_000), np.linspace(-3, 3, 200_000)
-    expected = loss(y=y, z=z)
-    found = []
-
-    def work():
-        found.extend(loss(y=y, z=z) for _ in range(10))
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert found == [expected] * 40
+@pytest.mark.parametrize("layer", ["default", "workqueue"])
+def test_parallel_kernels_from_many_threads(layer):
+    """Numba's work queue aborts the process on concurrent launches: lossdsl serialises them
+    there; OpenMP (the default) runs them concurrently."""
+    script = textwrap.dedent("""
+        import threading, numpy as np, lossdsl
+        loss = lossdsl.compile("bce_logits(y, z)", target="parallel")
+        y, z = np.ones(200_000), np.linspace(-3, 3, 200_000)
+        expected = loss(y=y, z=z)
+        found = []
+        def work():
+            found.extend(loss(y=y, z=z) for _ in range(10))
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(found == [expected] * 40)
+    """)
+    environment = {**os.environ, "NUMBA_THREADING_LAYER": layer}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=environment)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]

@@ -7,13 +7,13 @@ glue between passes to the kernel's dtype. :data:`DIRECT` runs loops in place on
 arrays; :mod:`lossdsl.dask` passes a kit that runs each loop chunk by chunk, so one
 generated module serves both, nested reductions and Hessians included.
 
-Every loop runs through :func:`launch`, which keeps ``parallel=True`` loops safe: Numba's
-default threading layer on a pip install is GNU OpenMP, after which a ``fork()`` (a
-``multiprocessing.Pool`` on Linux) hangs forever in the child. Unless the user chose a layer
-(``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER``), lossdsl asks Numba for a
-fork-safe one (TBB where installed, else the built-in work queue). The work queue aborts the
-process when two threads launch parallel loops at once, so launches are serialised while it
-is the layer in use.
+Every loop runs through :func:`launch`, which keeps ``parallel=True`` loops safe. Numba's
+default threading layer on a pip install is GNU OpenMP: fast and thread-safe, but a process
+``fork()``-ed after it ran (a ``multiprocessing.Pool`` on Linux) hangs or aborts as soon as it
+launches a parallel loop itself. Such a child gets :func:`parallel_usable` False, and the API
+then runs the serial kernels of the same losses there. Numba's work queue (chosen by the
+user, or where nothing else loads) aborts the process when two threads launch parallel
+loops at once, so launches are serialised while it is the layer in use.
 """
 
 from __future__ import annotations
@@ -27,32 +27,52 @@ from typing import Any
 import numba
 import numpy as np
 
+from ..errors import LossError
+
 _LAUNCH_LOCK = threading.Lock()
 _serialise: bool | None = None  # known after the first parallel launch
+_launched = False  # a parallel loop ran in this process (its threading layer is started)
+_forked_after_openmp = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_openmp
+    if _launched and numba.threading_layer() == "omp":
+        _forked_after_openmp = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def parallel_usable() -> bool:
+    """Whether this process can launch ``parallel=True`` loops: not in a child forked after
+    a parallel loop ran on OpenMP (GNU OpenMP's thread pool does not survive a fork)."""
+    return not _forked_after_openmp
 
 
 def _parallel_guard() -> contextlib.AbstractContextManager:
-    global _serialise
     if _serialise is None:
-        if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-            numba.config.THREADING_LAYER = "forksafe"
         return _first_launch()
     return _LAUNCH_LOCK if _serialise else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
 def _first_launch():
-    global _serialise
+    global _serialise, _launched
     with _LAUNCH_LOCK:  # the layer starts on this launch: only then can Numba name it
+        _launched = True
         yield
         _serialise = numba.threading_layer() == "workqueue"
 
 
 def launch(function: Callable[..., Any], *arguments: Any) -> Any:
-    """``function(*arguments)``, for a compiled loop; a ``parallel=True`` loop runs on a
-    fork-safe threading layer, one launch at a time where that layer is not thread-safe."""
+    """``function(*arguments)``, for a compiled loop; ``parallel=True`` loops one launch at a
+    time where the threading layer is not thread-safe (the work queue)."""
     if not getattr(function, "targetoptions", {}).get("parallel"):
         return function(*arguments)
+    if _forked_after_openmp:  # the API runs serial kernels here; never hang the process
+        raise LossError("internal error: a parallel kernel was launched in a process forked "
+                        "after OpenMP ran, where lossdsl runs serial kernels")
     with _parallel_guard():
         return function(*arguments)
 
