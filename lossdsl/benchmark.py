@@ -15,6 +15,7 @@ first-call time is reported separately).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,6 +125,13 @@ class TorchEvaluator:
             "tanh": torch.tanh, "lgamma": torch.lgamma, "digamma": torch.digamma,
             "trigamma": lambda x: torch.polygamma(1, x), "sin": torch.sin, "cos": torch.cos,
             "erf": torch.erf, "stop_gradient": lambda x: x.detach(),
+            "erfc": torch.special.erfc, "log_ndtr": torch.special.log_ndtr,
+            "ndtr_ratio": lambda x: torch.exp(
+                -0.5 * x * x - torch.special.log_ndtr(x)) / math.sqrt(2 * math.pi),
+            "tetragamma": lambda x: torch.polygamma(2, x),
+            "log1mexp": lambda x: torch.where(
+                x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x))),
+            "logaddexp": torch.logaddexp, "xlog1py": torch.special.xlog1py,
             "not": lambda x: (x == 0).to(x.dtype),
             "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
             "pow": torch.pow, "min": torch.minimum, "max": torch.maximum,

@@ -94,6 +94,83 @@ def trigamma_scalar(x: float) -> float:
     return result + series
 
 
+# log_ndtr and ndtr_ratio: Phi(x) = erfc(-x/sqrt(2))/2 is exact down to x = -10 (erfc is
+# accurate in its tail, and Phi(-10) = 7.6e-24 is a normal float32); further left erfc
+# underflows (float32 near -14, float64 near -38), so both use the asymptotic series
+# Phi(x) = phi(x)/(-x) * S(x), S(x) = 1 - 1/x^2 + 3/x^4 - 15/x^6 + ..., whose 20 terms are
+# within 1e-17 of S at x = -10 and better further out. The kernels' helpers are the same.
+_NDTR_SERIES_FROM = -10.0
+_NDTR_SERIES_TERMS = 20
+_INVERSE_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INVERSE_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _ndtr_series(x: float) -> float:
+    """S(x) = Phi(x) (-x) / phi(x) for x <= -10, by its asymptotic series."""
+    q = 1.0 / (x * x)
+    term = total = odd = 1.0
+    for _ in range(_NDTR_SERIES_TERMS):
+        term *= -odd * q
+        total += term
+        odd += 2.0
+    return total
+
+
+def log_ndtr_scalar(x: float) -> float:
+    """log Phi(x), the log of the standard normal CDF, finite wherever it is in float64."""
+    if x > 0.0:  # Phi = 1 - erfc(x/sqrt2)/2: log1p keeps the tiny erfc
+        return math.log1p(-0.5 * math.erfc(x * _INVERSE_SQRT_2))
+    if x > _NDTR_SERIES_FROM:
+        return math.log(0.5 * math.erfc(-x * _INVERSE_SQRT_2))
+    if math.isnan(x):
+        return math.nan
+    with np.errstate(all="ignore"):  # x*x overflows to inf past 1.3e154: the value is -inf
+        square = float(np.float64(x) * np.float64(x))
+    return -0.5 * square - math.log(-x) - _HALF_LOG_2PI + math.log(_ndtr_series(x))
+
+
+def ndtr_ratio_scalar(x: float) -> float:
+    """phi(x)/Phi(x), the derivative of log_ndtr: about -x in the left tail, 0 in the right."""
+    if x > _NDTR_SERIES_FROM:
+        density = math.exp(-0.5 * x * x) * _INVERSE_SQRT_2PI if abs(x) < 1e154 else 0.0
+        return density / (0.5 * math.erfc(-x * _INVERSE_SQRT_2))
+    if math.isnan(x):
+        return math.nan
+    return -x / _ndtr_series(x)
+
+
+def tetragamma_scalar(x: float) -> float:
+    """psi''(x) = polygamma(2, x) for one float (reflection for x < 0.5; NaN at the poles)."""
+    if math.isnan(x) or x == -math.inf or (x <= 0 and x == math.floor(x)):
+        return math.nan
+    if x == math.inf:
+        return -0.0
+    if x < 0.5:  # psi''(1 - x) - psi''(x) = 2 pi^3 cos(pi x) / sin(pi x)^3
+        ratio = math.pi / math.sin(math.pi * x)
+        return tetragamma_scalar(1.0 - x) - 2.0 * ratio * ratio * ratio * math.cos(math.pi * x)
+    result = 0.0
+    while x < 16.0:  # psi''(x) = psi''(x + 1) - 2/x^3
+        result -= 2.0 / (x * x * x)
+        x += 1.0
+    inverse = 1.0 / x
+    q = inverse * inverse
+    # -1/x^2 - 1/x^3 - sum_k (2k+1) B_2k / x^(2k+2): the next term is 3e-16 of it at x = 16
+    series = -q * (1.0 + inverse + q * (0.5 - q * (1 / 6 - q * (1 / 6 - q * (
+        0.3 - q * (5 / 6 - q * 691 / 210))))))
+    return result + series
+
+
+def _log1mexp(x):
+    x = np.asarray(x, dtype=np.float64)
+    # log(-expm1(x)) keeps the digits of 1 - e^x near 0, log1p(-exp(x)) far from it
+    return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
+
+
+def _xlog1py(x, y):
+    # 0 where x = 0 even at y = -1 (as scipy.special.xlog1py), but NaN for y = NaN
+    return np.where((x == 0) & ~np.isnan(y), 0.0, np.multiply(x, np.log1p(y)))
+
+
 def _scalar_map(function):
     vectorized = np.vectorize(function, otypes=[np.float64])
 
@@ -136,6 +213,13 @@ ELEMENTWISE_NUMPY = {
     "sin": np.sin,
     "cos": np.cos,
     "erf": _scalar_map(lambda v: math.erf(v) if not math.isnan(v) else math.nan),
+    "erfc": _scalar_map(math.erfc),
+    "log_ndtr": _scalar_map(log_ndtr_scalar),
+    "ndtr_ratio": _scalar_map(ndtr_ratio_scalar),
+    "log1mexp": _log1mexp,
+    "tetragamma": _scalar_map(tetragamma_scalar),
+    "logaddexp": np.logaddexp,
+    "xlog1py": _xlog1py,
     "not": lambda x: _BOOL(x == 0),
     "stop_gradient": lambda x: x,
     "add": np.add,

@@ -34,7 +34,8 @@ _FUNCTIONS = {
     "log": r"\log", "tanh": r"\tanh", "sin": r"\sin", "cos": r"\cos",
     "sigmoid": r"\sigma", "log_sigmoid": r"\log \sigma", "softplus": r"\operatorname{softplus}",
     "sign": r"\operatorname{sign}", "erf": r"\operatorname{erf}", "lgamma": r"\ln \Gamma",
-    "digamma": r"\psi", "trigamma": r"\psi_1",
+    "digamma": r"\psi", "trigamma": r"\psi_1", "tetragamma": r"\psi_2",
+    "erfc": r"\operatorname{erfc}", "log_ndtr": r"\log \Phi",
 }
 _RELATIONS = {"lt": "<", "le": r"\le", "gt": ">", "ge": r"\ge", "eq": "=", "ne": r"\ne"}
 
@@ -199,6 +200,21 @@ class LatexPrinter:
 
     def print_expm1(self, n: Node):
         return (f"e^{{{self.visit(n.args[0])[0]}}} - 1", _SUM)
+
+    def print_log1mexp(self, n: Node):
+        return (rf"\log\left(1 - e^{{{self.visit(n.args[0])[0]}}}\right)", _ATOM)
+
+    def print_logaddexp(self, n: Node):
+        a, b = (self.visit(x)[0] for x in n.args)
+        return (rf"\log\left(e^{{{a}}} + e^{{{b}}}\right)", _ATOM)
+
+    def print_xlog1py(self, n: Node):  # 0 where x = 0, as x log y conventionally is
+        log = rf"\log\left({self._plus('1', n.args[1])}\right)"
+        return (f"{self._arg(n.args[0], _PRODUCT)} \\cdot {log}", _PRODUCT)
+
+    def print_ndtr_ratio(self, n: Node):  # the derivative of log Phi
+        x = self._group(n.args[0])
+        return (rf"\frac{{\varphi{x}}}{{\Phi{x}}}", _ATOM)
 
     def print_sqrt(self, n: Node):
         return (rf"\sqrt{{{self.visit(n.args[0])[0]}}}", _ATOM)

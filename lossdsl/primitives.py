@@ -39,9 +39,12 @@ ELEMENTWISE: dict[str, Primitive] = {
         "elementwise",
         1,
         "neg exp log log1p expm1 sqrt abs sign sigmoid log_sigmoid "
-        "softplus tanh lgamma digamma trigamma sin cos erf not stop_gradient",
+        "softplus tanh lgamma digamma trigamma sin cos erf not stop_gradient "
+        "erfc log_ndtr log1mexp ndtr_ratio tetragamma",
     ),
-    **_table("elementwise", 2, "add sub mul div pow min max lt le gt ge eq ne and or"),
+    **_table(
+        "elementwise", 2, "add sub mul div pow min max lt le gt ge eq ne and or logaddexp xlog1py"
+    ),
     **_table("elementwise", 3, "where"),
 }
 
@@ -75,9 +78,14 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
         for name in (
             "exp log log1p expm1 sqrt abs sign sigmoid log_sigmoid softplus tanh lgamma digamma "
             "trigamma sin cos erf stop_gradient rowsum rowmax rowmean logsumexp softmax "
-            "log_softmax sum mean square cosh"
+            "log_softmax sum mean square cosh erfc log_ndtr log1mexp "
+            # what the derivatives of log_ndtr and trigamma are written with, callable so that
+            # a printed derivative is loss source: phi(x)/Phi(x), and polygamma(2, x)
+            "ndtr_ratio tetragamma"
         ).split()
     },
+    "logaddexp": (2, 2),
+    "xlog1py": (2, 2),
     "min": (2, 2),
     "max": (2, 2),
     "where": (3, 3),

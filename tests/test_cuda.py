@@ -217,7 +217,11 @@ def test_nested_sums_dice(dtype):
 # the Hessian, ...), in one loss: the prelude need not use them all.
 PRIMITIVES = ("lgamma(p*p + 1) + log_sigmoid(p) + softplus(p) + tanh(p) + sin(p) + cos(p) + erf(p)"
               " + min(p, 1) + max(y, p) + log1p(p*p) + expm1(-p*p) + sqrt(p*p + 1) + (p*p)^y"
-              " + sign(p)*y + abs(p - y) + where(p < 0 and y > 0 or not p > 1, p, y)")
+              " + sign(p)*y + abs(p - y) + where(p < 0 and y > 0 or not p > 1, p, y)"
+              # the stable tails; 8p - 8 reaches log_ndtr's series (x <= -10), digamma's
+              # Hessian is tetragamma
+              " + erfc(p) + log_ndtr(8*p - 8) + logaddexp(p, y) + log1mexp(-p*p - y)"
+              " + xlog1py(y, p*p) + digamma(p*p + 1)")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])

@@ -608,6 +608,10 @@ CASES: list[Case] = [
     Case("bce_logits(y, z, pos_weight=3.0, label_smoothing=0.1)",
          functools.partial(ref_bce_logits, pos_weight=3.0, smoothing=0.1), binary_logits,
          binary_logits_extreme),
+    Case("probit_bce(y, z)",
+         lambda d: -(d["y"] * scipy.special.log_ndtr(d["z"])
+                     + (1 - d["y"]) * scipy.special.log_ndtr(-d["z"])),
+         binary_logits, binary_logits_extreme),
     Case("multilabel_bce(y, p)",
          lambda d: _np(F.binary_cross_entropy(_t(d["p"]), _t(d["y"]), reduction="none").mean(1)),
          multilabel_probabilities, multilabel_probabilities_extreme),

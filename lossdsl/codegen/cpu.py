@@ -29,7 +29,8 @@ _DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{ext
 # time, stops vectorisation; a module that calls it keeps plain calls and libm, whose code is
 # cheaper to compile (a 40-term loss with tanh: 1.2 s; vectorisable exp and log, 1.7 s; both
 # inlined, 3.6 s).
-_SCALAR_ONLY = re.compile(r"math\.(?:tanh|sin|cos|tan|erf)\(|\*\*|h_(?:lgamma|digamma|trigamma)\(")
+_SCALAR_ONLY = re.compile(r"math\.(?:tanh|sin|cos|tan|erfc?)\(|\*\*"
+                          r"|h_(?:lgamma|digamma|trigamma|tetragamma|log_ndtr|ndtr_ratio)\(")
 
 
 @dataclass

@@ -8,12 +8,12 @@ compute-bound (``bce_logits`` gradient and Hessian: 3.3 ns per element). Generat
 import this module *as* ``math``, so the printed code reads like ordinary Python.
 """
 
-from math import cos, erf, floor, inf, isinf, isnan, lgamma, nan, pi, sin, sqrt, tan, tanh
+from math import cos, erf, erfc, floor, inf, isinf, isnan, lgamma, nan, pi, sin, sqrt, tan, tanh
 
 from .vector_math import vexp as exp
 from .vector_math import vexpm1 as expm1
 from .vector_math import vlog as log
 from .vector_math import vlog1p as log1p
 
-__all__ = ["cos", "erf", "exp", "expm1", "floor", "inf", "isinf", "isnan", "lgamma", "log",
+__all__ = ["cos", "erf", "erfc", "exp", "expm1", "floor", "inf", "isinf", "isnan", "lgamma", "log",
            "log1p", "nan", "pi", "sin", "sqrt", "tan", "tanh"]

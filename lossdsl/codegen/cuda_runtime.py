@@ -207,6 +207,9 @@ class _IEEEMath:
     def erf(self, x):
         return self._like(x, math.erf(x))
 
+    def erfc(self, x):
+        return self._like(x, math.erfc(x))
+
 
 #: The ``math`` module generated kernels call: the real one on a GPU (Numba compiles its
 #: functions), the IEEE stand-in above in the simulator.

@@ -154,6 +154,83 @@ def h_trigamma(x):
     inner += r + T(0.5) * q + r * q * (T(1 / 6) - q * (T(1 / 30) - q * (T(1 / 42) - q * T(1 / 30))))
     return result + sign * inner
 """,
+    # log_ndtr and ndtr_ratio: as lossdsl.evaluate (erfc down to x = -10, the asymptotic
+    # series of Phi(x) (-x) / phi(x) with 20 terms below), in the kernel's dtype
+    "log_ndtr": """
+def h_log_ndtr(x):
+    if x > T(0.0):
+        return math.log1p(T(-0.5) * math.erfc(x * T(0.7071067811865476)))
+    if x > T(-10.0):
+        return math.log(T(0.5) * math.erfc(x * T(-0.7071067811865476)))
+    q = T(1.0) / (x * x)
+    term = T(1.0)
+    total = T(1.0)
+    odd = T(1.0)
+    for _ in range(20):
+        term *= -odd * q
+        total += term
+        odd += T(2.0)
+    return T(-0.5) * x * x - math.log(-x) - T(0.9189385332046728) + math.log(total)
+""",
+    "ndtr_ratio": """
+def h_ndtr_ratio(x):
+    if x > T(-10.0):
+        density = math.exp(T(-0.5) * x * x) * T(0.3989422804014327)
+        return density / (T(0.5) * math.erfc(x * T(-0.7071067811865476)))
+    q = T(1.0) / (x * x)
+    term = T(1.0)
+    total = T(1.0)
+    odd = T(1.0)
+    for _ in range(20):
+        term *= -odd * q
+        total += term
+        odd += T(2.0)
+    return -x / total
+""",
+    "tetragamma": """
+def h_tetragamma(x):
+    if x != x or (x <= T(0.0) and x == math.floor(x)):
+        return T(math.nan)
+    if x == T(math.inf):
+        return T(-0.0)
+    result = T(0.0)
+    if x < T(0.5):
+        r = T(math.pi) / math.sin(T(math.pi) * x)
+        result = T(-2.0) * r * r * r * math.cos(T(math.pi) * x)
+        x = T(1.0) - x
+    while x < T(16.0):
+        result -= T(2.0) / (x * x * x)
+        x += T(1.0)
+    r = T(1.0) / x
+    q = r * r
+    return result - q * (T(1.0) + r + q * (T(0.5) - q * (T(1 / 6) - q * (T(1 / 6) - q * (
+        T(0.3) - q * (T(5 / 6) - q * T(691 / 210)))))))
+""",
+    # log(1 - e^x): -expm1 keeps the digits of 1 - e^x near 0, log1p those of -e^x far out
+    "log1mexp": """
+def h_log1mexp(x):
+    if x > T(-0.6931471805599453):
+        return math.log(-math.expm1(x))
+    return math.log1p(-math.exp(x))
+""",
+    # log(e^a + e^b) = max + log1p(exp(-|a - b|)); equal arguments first, so that two equal
+    # infinities give that infinity instead of inf - inf = NaN (as numpy.logaddexp)
+    "logaddexp": """
+def h_logaddexp(a, b):
+    if a == b:
+        return a + T(0.6931471805599453)
+    d = a - b
+    if d > T(0.0):
+        return a + math.log1p(math.exp(-d))
+    return b + math.log1p(math.exp(d))
+""",
+    # x log1p(y), 0 where x = 0 unless y is NaN (as scipy.special.xlog1py)
+    "xlog1py": """
+def h_xlog1py(x, y):
+    if x == T(0.0) and y == y:
+        return T(0.0)
+    return x * math.log1p(y)
+""",
 }
 
 
@@ -225,8 +302,8 @@ class ExpressionPrinter:
 
     print_exp, print_log, print_log1p, print_expm1 = (
         _math("exp"), _math("log"), _math("log1p"), _math("expm1"))
-    print_sqrt, print_tanh, print_sin, print_cos, print_erf = (
-        _math("sqrt"), _math("tanh"), _math("sin"), _math("cos"), _math("erf"))
+    print_sqrt, print_tanh, print_sin, print_cos, print_erf, print_erfc = (
+        _math("sqrt"), _math("tanh"), _math("sin"), _math("cos"), _math("erf"), _math("erfc"))
 
     def print_abs(self, n, a):
         return f"abs({a})"
@@ -242,6 +319,10 @@ class ExpressionPrinter:
         _helper_call("softplus"))
     print_lgamma, print_digamma, print_trigamma = (
         _helper_call("lgamma"), _helper_call("digamma"), _helper_call("trigamma"))
+    print_tetragamma = _helper_call("tetragamma")
+    print_log_ndtr, print_ndtr_ratio = _helper_call("log_ndtr"), _helper_call("ndtr_ratio")
+    print_log1mexp, print_logaddexp, print_xlog1py = (
+        _helper_call("log1mexp"), _helper_call("logaddexp"), _helper_call("xlog1py"))
     print_min, print_max = _helper_call("min"), _helper_call("max")
 
     # Selections and comparisons are helper calls rather than inline "a if c else b": inline
