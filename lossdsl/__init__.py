@@ -12,6 +12,7 @@ stable forms) → ``schedule`` (fused passes) → ``codegen`` (Numba CPU / CUDA 
 """
 
 from .api import CompiledLoss, Library, Loss, compile, load
+from .decisions import decide
 from .errors import (
     LossArityError,
     LossDomainError,
@@ -34,6 +35,7 @@ __all__ = [
     "LossShapeError",
     "LossSyntaxError",
     "compile",
+    "decide",
     "load",
     "__version__",
 ]

@@ -1,0 +1,647 @@
+"""The cost-minimising decision for each row, from any lossdsl cost and a model's predictions.
+
+Training on a cost is one way to use it; the other is to fit any model for its predictive
+information (class probabilities, or a point forecast with held-out residuals, or predictive
+quantiles) and then take, row by row, the decision whose *expected* cost is lowest:
+
+    d_i = argmin_d  E[cost(y, d; inputs_i) | row i]
+
+For a cost matrix this is the Bayes rule ``argmin_m sum_k P[i, k] C[k, m]``; for the
+newsvendor cost ``asymmetric_l1(y, d, under, over)`` with residuals it is the forecast plus
+the residuals' ``under / (under + over)`` quantile, per row when the prices are per row; for a
+tiered or any other cost the language can write, it is found numerically, with the cost's
+compiled kernel (``reduction="none"``) evaluated on whole blocks of rows at once.
+
+:func:`decide` is the entry point; see the "Decisions from a cost" section of
+docs/business-costs.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._boost import LABEL_NAMES, as_loss
+from .api import CompiledLoss, Loss
+from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
+
+__all__ = ["decide"]
+
+# Kernel elements evaluated per call: bounds the memory of the flattened (rows x outcomes x
+# candidate decisions) arrays, about 8 bytes per element and input (16 MB at the default).
+DEFAULT_MAX_ELEMENTS = 1 << 21
+
+# The continuous search: a first grid over the outcomes' range (widened while the best point
+# is at its edge), zoom grids around the best point, then bisection / Newton on the expected
+# cost's derivative where it brackets a zero.
+_FIRST_GRID = 65
+_ZOOM_GRID = 17
+_ZOOMS = 3
+_BEAM = 4
+_NEIGHBOURS = 8
+_EXPANSIONS = 60
+_XTOL = 1e-10
+_MAX_BISECTIONS = 100
+_MAX_VALUE_ZOOMS = 12
+
+
+def decide(cost: str | Loss | CompiledLoss, *,
+           probabilities: Any = None, classes: Any = None,
+           predictions: Any = None, residuals: Any = None,
+           quantiles: Any = None, levels: Any = None,
+           decisions: Any = None, label: str | None = None, decision: str | None = None,
+           return_expected_cost: bool = False,
+           max_elements: int = DEFAULT_MAX_ELEMENTS,
+           **inputs: Any) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Each row's decision of lowest expected cost under ``cost``, given a model's predictions.
+
+    ``cost`` is a loss (text, :class:`~lossdsl.Loss` or :class:`~lossdsl.CompiledLoss`) of a
+    *label* input (the outcome, ``y``) and a *decision* input (what is chosen for the row),
+    e.g. ``"where(d == 1, where(y == 1, 0, fee), where(y == 1, amount, 0))"`` or a cost
+    matrix ``"pick(rowof(C, y), d)"``. The label is the input named like one (``y``,
+    ``target``, ``label``, ...) and the decision the one input left; say ``label=`` /
+    ``decision=`` when that does not single them out. Every other input is given by name as a
+    keyword argument: a scalar, a table (``C`` of ``rowof``), or one value per row (an
+    ``amount``, a price); params of the loss may be overridden the same way.
+
+    The predictive information, one of:
+
+    * ``probabilities``: an (N, K) array, ``P[i, k]`` the probability that row i's label is
+      ``classes[k]`` (default ``0 .. K-1``); a vector (N,) is ``P(y = 1)`` of a binary label.
+      The decision minimises ``sum_k P[i, k] * cost(y=classes[k], d)`` over the candidate
+      ``decisions`` (default: the classes).
+    * ``predictions`` (N,) and ``residuals`` (R,): held-out ``y - prediction`` of the model;
+      row i's outcomes are ``predictions[i] + residuals[j]``, equally likely.
+    * ``quantiles``: an (N, Q) array of each row's predictive quantiles at ``levels``
+      (increasing, in (0, 1); default evenly spaced), each weighted by the probability mass
+      it stands for; any (N, S) array of equally likely outcomes per row (ensemble members,
+      posterior draws) may be passed the same way.
+
+    For regression, ``decisions`` (a vector of candidate values, such as whole units of stock)
+    makes the choice discrete; without it the decision is continuous and found by a
+    safeguarded search of the expected cost over the outcomes' range: grids (which find the
+    best basin of non-convex and stepped costs), then bisection / Newton on its derivative.
+    For a cost piecewise-linear in ``y - d`` the result is the weighted quantile of the
+    outcomes at the cost's critical ratio, to ``1e-10`` relative precision.
+
+    Returns the decisions (N,), and with ``return_expected_cost=True`` also each row's
+    expected cost at its decision. Outcomes where the cost is NaN count as never chosen;
+    a row where every candidate's cost is NaN, or where the expected cost keeps falling
+    towards an infinite decision, is a :class:`~lossdsl.LossError`. ``max_elements`` bounds
+    the kernel elements evaluated per call (rows are processed in blocks).
+    """
+    compiled = _per_row_kernel(cost)
+    classification = probabilities is not None
+    if classification:
+        extra = [name for name, value in (("predictions", predictions),
+                                          ("residuals", residuals), ("quantiles", quantiles),
+                                          ("levels", levels)) if value is not None]
+        if extra:
+            raise LossError(f"pass either probabilities= (classification) or predictions= with "
+                            f"residuals=, or quantiles= (regression), not both: got "
+                            f"probabilities= and {', '.join(e + '=' for e in extra)}")
+        probabilities, classes = _probabilities(probabilities, classes)
+        n = probabilities.shape[0]
+    else:
+        if classes is not None:
+            raise LossError("classes= goes with probabilities=; for regression pass "
+                            "predictions= and residuals=, or quantiles=")
+        outcomes, weights, predictions = _outcomes(predictions, residuals, quantiles, levels)
+        n = outcomes.shape[0] if predictions is None else predictions.shape[0]
+    label, decision = _roles(compiled, label, decision, inputs)
+    per_row, shared = _split_inputs(compiled, inputs, n, label, decision)
+    if max_elements < 1:
+        raise LossError(f"max_elements must be positive, got {max_elements}")
+
+    if classification:
+        candidates = classes if decisions is None else _candidates(decisions)
+        values = _classification(compiled, label, decision, probabilities, classes, candidates,
+                                 per_row, shared, max_elements)
+        chosen, expected = _choose(values, candidates)
+    elif decisions is not None:
+        candidates = _candidates(decisions)
+        expected_cost = _ExpectedCost(compiled, label, decision, outcomes, weights,
+                                      predictions, per_row, shared)
+        values = np.empty((n, candidates.size))
+        block = max(1, max_elements // (candidates.size * expected_cost.width))
+        for start in range(0, n, block):
+            rows = np.arange(start, min(n, start + block))
+            values[rows] = expected_cost.values(rows, np.broadcast_to(
+                candidates, (rows.size, candidates.size)))
+        chosen, expected = _choose(values, candidates)
+    else:
+        expected_cost = _ExpectedCost(compiled, label, decision, outcomes, weights,
+                                      predictions, per_row, shared)
+        chosen, expected = np.empty(n), np.empty(n)
+        block = max(1, max_elements // (max(_FIRST_GRID, _BEAM * _ZOOM_GRID)
+                                         * expected_cost.width))
+        for start in range(0, n, block):
+            rows = np.arange(start, min(n, start + block))
+            chosen[rows], expected[rows] = _minimise(expected_cost, rows)
+    return (chosen, expected) if return_expected_cost else chosen
+
+
+# ---------------------------------------------------------------------------- arguments
+_KERNELS: dict[str, CompiledLoss] = {}
+
+
+def _per_row_kernel(cost: str | Loss | CompiledLoss) -> CompiledLoss:
+    """The cost compiled with ``reduction="none"``: the given one when it is, and one kept
+    per loss text, so that repeated calls do not reload kernels."""
+    if isinstance(cost, CompiledLoss) and cost.reduction == "none":
+        return cost
+    if isinstance(cost, str) and cost in _KERNELS:
+        return _KERNELS[cost]
+    loss, params, target = as_loss(cost)
+    compiled = CompiledLoss(loss, target or "cpu", "none", params)
+    if isinstance(cost, str):
+        if len(_KERNELS) >= 32:
+            _KERNELS.pop(next(iter(_KERNELS)))
+        _KERNELS[cost] = compiled
+    return compiled
+
+
+def _probabilities(probabilities: Any, classes: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 1:  # P(y = 1) of a binary label
+        p = np.column_stack([1.0 - p, p])
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise LossShapeError(f"probabilities must be an (N, K) array (or a vector of "
+                             f"P(y = 1)), got shape {np.shape(probabilities)}")
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        bad = int(np.argmax(~np.isfinite(p).all(axis=1) | (p < 0).any(axis=1)))
+        raise LossDomainError(f"probabilities must be finite and non-negative; row {bad} is "
+                              f"{p[bad].tolist()}")
+    if classes is None:
+        classes = np.arange(p.shape[1])
+    else:
+        classes = _candidates(classes, "classes")
+        if classes.size != p.shape[1]:
+            raise LossShapeError(f"classes= has {classes.size} values but probabilities have "
+                                 f"{p.shape[1]} columns: give one class value per column")
+    return p, classes
+
+
+def _candidates(values: Any, what: str = "decisions") -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "biuf":
+        raise LossShapeError(f"{what}= must be a non-empty vector of numbers, got "
+                             f"{array.dtype} of shape {array.shape}")
+    return array
+
+
+def _outcomes(predictions: Any, residuals: Any, quantiles: Any,
+              levels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(outcomes, their probabilities, predictions): residuals (R,) shared by every row
+    (added to the predictions (N,) by :class:`_ExpectedCost`), or quantiles (N, Q) per row
+    (and no predictions)."""
+    if quantiles is not None:
+        if residuals is not None or predictions is not None:
+            raise LossError("quantiles= are each row's predicted outcomes themselves: pass "
+                            "them alone, or predictions= with residuals=, not both")
+        q = np.asarray(quantiles, dtype=np.float64)
+        if q.ndim != 2 or q.shape[1] == 0:
+            raise LossShapeError(f"quantiles must be an (N, Q) array, one row of predictive "
+                                 f"quantiles per row, got shape {q.shape}")
+        if levels is None:
+            weights = np.full(q.shape[1], 1.0 / q.shape[1])
+        else:
+            weights = _level_weights(levels, q.shape[1])
+        _finite("quantiles", q)
+        return q, weights, None
+    if levels is not None:
+        raise LossError("levels= goes with quantiles=")
+    if predictions is None or residuals is None:
+        raise LossError("give the model's predictive information: probabilities= (N, K) for "
+                        "classification; predictions= (N,) with held-out residuals= (R,), or "
+                        "quantiles= (N, Q), for regression")
+    r = np.asarray(residuals, dtype=np.float64)
+    if r.ndim != 1 or r.size == 0:
+        raise LossShapeError(f"residuals must be a non-empty vector of held-out y - prediction "
+                             f"(R,), got shape {r.shape}; for outcomes per row pass "
+                             f"quantiles= (N, Q)")
+    _finite("residuals", r)
+    mu = np.asarray(predictions, dtype=np.float64)
+    if mu.ndim != 1:
+        raise LossShapeError(f"predictions must be a vector (N,), got shape {mu.shape}")
+    _finite("predictions", mu)
+    return r, np.full(r.size, 1.0 / r.size), mu
+
+
+def _level_weights(levels: Any, q: int) -> np.ndarray:
+    """The probability mass each quantile stands for: from the midpoint with its lower
+    neighbour to the midpoint with its upper one (0 and 1 at the ends)."""
+    a = np.asarray(levels, dtype=np.float64)
+    if a.shape != (q,):
+        raise LossShapeError(f"levels= must give one level per quantile column ({q}), got "
+                             f"shape {a.shape}")
+    if not (np.all(a > 0) and np.all(a < 1) and np.all(np.diff(a) > 0)):
+        raise LossDomainError(f"levels= must increase strictly within (0, 1), got {a.tolist()}")
+    edges = np.concatenate([[0.0], 0.5 * (a[1:] + a[:-1]), [1.0]])
+    return np.diff(edges)
+
+
+def _finite(what: str, array: np.ndarray) -> None:
+    if not np.all(np.isfinite(array)):
+        raise LossDomainError(f"{what} must be finite; found "
+                              f"{array[~np.isfinite(array)][:3].tolist()}")
+
+
+def _roles(compiled: CompiledLoss, label: str | None, decision: str | None,
+           given: Mapping[str, Any]) -> tuple[str, str]:
+    """(label input, decision input): as given, else the label is the input named like a
+    label and the decision the one input left. Never a guess between look-alikes."""
+    names = compiled.inputs
+    for name, role in ((label, "label"), (decision, "decision")):
+        if name is not None and name not in names:
+            raise LossNameError(f"{role}={name!r} is not an input of this cost (inputs: "
+                                f"{', '.join(names)})", None, did_you_mean(name, names))
+    for name in (label, decision):
+        if name is not None and name in given:
+            raise LossError(f"'{name}' is the {'label' if name == label else 'decision'}: "
+                            f"decide() sets it, do not pass {name}=...")
+    free = [n for n in names if n not in given and n not in (label, decision)]
+    if label is None:
+        named = [n for n in free if n in LABEL_NAMES]
+        if len(named) == 1:
+            label = named[0]
+        elif decision is not None and len(free) == 1:
+            label = free[0]
+        else:
+            raise LossError(f"cannot tell which input of ({', '.join(names)}) is the label "
+                            f"(the outcome); pass label='...' and decision='...', and the "
+                            f"other inputs by name")
+        free.remove(label)
+    if decision is None:
+        if len(free) != 1:
+            raise LossError(f"cannot tell which input of ({', '.join(names)}) is the "
+                            f"decision: {'none' if not free else ', '.join(free)} left after "
+                            f"the label '{label}'; pass decision='...', and the other inputs "
+                            f"by name (amount=..., a scalar or one value per row)")
+        decision = free[0]
+    else:
+        leftover = [n for n in free if n != decision]
+        if leftover:
+            raise LossNameError(f"input '{leftover[0]}' has no value: pass "
+                                f"{leftover[0]}=... (a scalar or one value per row)")
+    if label == decision:
+        raise LossError(f"the label and the decision cannot both be '{label}'")
+    return label, decision
+
+
+def _split_inputs(compiled: CompiledLoss, inputs: Mapping[str, Any], n: int, label: str,
+                  decision: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(per-row inputs, inputs and params shared by every row)."""
+    per_row: dict[str, np.ndarray] = {}
+    shared: dict[str, Any] = {}
+    tables = compiled.table_inputs()
+    for name, value in inputs.items():
+        if name not in compiled.inputs:
+            if name in compiled.params:
+                shared[name] = value
+                continue
+            raise LossNameError(f"{name}=... is not an input or param of this cost (inputs: "
+                                f"{', '.join(compiled.inputs)})", None,
+                                did_you_mean(name, list(compiled.inputs)
+                                             + list(compiled.params)))
+        array = np.asarray(value)
+        if array.ndim == 0 or name in tables:
+            shared[name] = value
+        elif array.shape[0] != n:
+            raise LossShapeError(f"input '{name}' has {array.shape[0]} rows (shape "
+                                 f"{array.shape}) but the predictions have {n}: pass one "
+                                 f"value per row, in the same order, or a scalar")
+        else:
+            per_row[name] = array
+    return per_row, shared
+
+
+# ---------------------------------------------------------------------------- classification
+def _classification(compiled: CompiledLoss, label: str, decision: str, p: np.ndarray,
+                    classes: np.ndarray, candidates: np.ndarray,
+                    per_row: dict[str, np.ndarray], shared: dict[str, Any],
+                    max_elements: int) -> np.ndarray:
+    """(N, M) expected costs: ``sum_k P[i, k] cost(y=classes[k], d=candidates[m])``."""
+    n, k = p.shape
+    m = candidates.size
+    if not per_row:
+        # The same cost for every row: one kernel call for the (K, M) table, then P @ table.
+        table = compiled(**{label: np.repeat(classes, m), decision: np.tile(candidates, k)},
+                         **shared).reshape(k, m)
+        return _expectation(p[:, :, None], table[None, :, :])
+    out = np.empty((n, m))
+    block = max(1, max_elements // (k * m))
+    cells = np.repeat(classes, m), np.tile(candidates, k)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        rows = np.repeat(np.arange(start, stop), k * m)
+        arguments = {name: value[rows] for name, value in per_row.items()}
+        arguments[label] = np.tile(cells[0], stop - start)
+        arguments[decision] = np.tile(cells[1], stop - start)
+        values = compiled(**arguments, **shared).reshape(stop - start, k, m)
+        out[start:stop] = _expectation(p[start:stop, :, None], values)
+    return out
+
+
+def _expectation(p: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``sum_k p * values`` over axis 1, an impossible outcome (p = 0) adding nothing even
+    where its cost is infinite (NumPy's 0 * inf is NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.all(np.isfinite(values)):
+        if values.shape[0] == 1:
+            return p[:, :, 0] @ values[0]
+        return np.einsum("nk,nkm->nm", p[:, :, 0], values)
+    return np.where(p > 0, p * values, 0.0).sum(axis=1)
+
+
+def _choose(values: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate of lowest expected cost per row (the first on ties), and that cost;
+    NaN costs never chosen, a row of only NaN an error."""
+    clean = np.where(np.isnan(values), np.inf, values)
+    best = np.argmin(clean, axis=1)
+    nan_rows = np.isnan(values).all(axis=1)
+    if nan_rows.any():
+        row = int(np.argmax(nan_rows))
+        raise LossDomainError(f"the expected cost is NaN for every candidate decision of row "
+                              f"{row}: the cost is undefined there (check the per-row inputs "
+                              f"and the candidate decisions {candidates[:5].tolist()}...)")
+    return candidates[best], clean[np.arange(values.shape[0]), best]
+
+
+# ---------------------------------------------------------------------------- regression
+class _ExpectedCost:
+    """Row i's expected cost ``sum_j w_j cost(y=outcome_ij, d)`` (and its derivative in d)
+    at several decisions per row, from one kernel call over a block of rows.
+
+    A cost without class axes takes the outcomes as an (M, S) matrix against the decisions
+    and per-row inputs as (M,) vectors (the language's row-wise broadcasting), so only the
+    outcomes are laid out in full; the derivatives then come summed over the outcomes from a
+    ``reduction="sum"`` kernel. A cost with class axes (or inputs per row and class) gets
+    every input flattened to one element per (row, decision, outcome).
+    """
+
+    def __init__(self, compiled: CompiledLoss, label: str, decision: str,
+                 outcomes: np.ndarray, weights: np.ndarray, predictions: Any,
+                 per_row: dict[str, np.ndarray], shared: dict[str, Any]):
+        self.compiled, self.label, self.decision = compiled, label, decision
+        self.outcomes, self.weights = outcomes, weights
+        self.per_row, self.shared = per_row, shared
+        self.width = weights.size
+        self.predictions = predictions  # with residuals, outcomes are prediction + residual
+        self.matrix = (not compiled.label_inputs() and not compiled.table_inputs()
+                       and all(rank == 1 for rank in compiled.default_ranks().values())
+                       and all(value.ndim == 1 for value in per_row.values()))
+        # summed derivatives need equal weights (a common factor); levels= may weigh unequally
+        self.summed = None
+        if self.matrix and np.all(weights == weights[0]):
+            self.summed = _summed_kernel(compiled)
+
+    def row_outcomes(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), S) outcomes of the given rows."""
+        if self.predictions is None:
+            return self.outcomes[rows]
+        return self.predictions[rows, None] + self.outcomes[None, :]
+
+    def _arguments(self, rows: np.ndarray, d: np.ndarray, matrix: bool) -> dict[str, Any]:
+        """Kernel inputs for decisions ``d`` (len(rows), G): (row, g) by outcome matrices
+        with (row, g) vectors, or all flattened to (row, g, outcome)."""
+        g = d.shape[1]
+        y = self.row_outcomes(rows)
+        shape = (rows.size, g, self.width)
+        if matrix:
+            arguments: dict[str, Any] = {
+                self.label: np.broadcast_to(y[:, None, :], shape).reshape(-1, self.width),
+                self.decision: np.ascontiguousarray(d).ravel(),
+            }
+            repeat = g
+        else:
+            arguments = {self.label: np.broadcast_to(y[:, None, :], shape).ravel(),
+                         self.decision: np.broadcast_to(d[:, :, None], shape).ravel()}
+            repeat = g * self.width
+        for name, value in self.per_row.items():
+            arguments[name] = np.repeat(value[rows], repeat, axis=0)
+        return {**arguments, **self.shared}
+
+    def values(self, rows: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """(len(rows), G) expected costs at decisions ``d`` (len(rows), G)."""
+        raw = self.compiled(**self._arguments(rows, d, self.matrix))
+        return _outcome_mean(raw.reshape(rows.size, d.shape[1], self.width), self.weights)
+
+    def slope(self, rows: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(derivative, second derivative) of the expected cost in the decision at ``d``:
+        (len(rows),) or (len(rows), G), results shaped alike."""
+        grid = d[:, None] if d.ndim == 1 else d
+        if self.summed is not None:
+            g, h = self.summed.grad_and_hessian(self.decision,
+                                                **self._arguments(rows, grid, True))
+            return (g * self.weights[0]).reshape(d.shape), (h * self.weights[0]).reshape(d.shape)
+        g, h = self.compiled.grad_and_hessian(self.decision,
+                                              **self._arguments(rows, grid, False))
+        shape = (*grid.shape, self.width)
+        return (_outcome_mean(g.reshape(shape), self.weights).reshape(d.shape),
+                _outcome_mean(h.reshape(shape), self.weights).reshape(d.shape))
+
+
+_SUMMED: dict[int, tuple[CompiledLoss, CompiledLoss]] = {}
+
+
+def _summed_kernel(compiled: CompiledLoss) -> CompiledLoss:
+    """The ``reduction="sum"`` twin of a per-row kernel, kept while that kernel is."""
+    kept = _SUMMED.get(id(compiled))
+    if kept is not None and kept[0] is compiled:
+        return kept[1]
+    summed = CompiledLoss(compiled.loss, compiled.target, "sum", compiled.params)
+    if len(_SUMMED) >= 32:
+        _SUMMED.pop(next(iter(_SUMMED)))
+    _SUMMED[id(compiled)] = (compiled, summed)
+    return summed
+
+
+def _outcome_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean over the last axis (outcomes), infinite costs of impossible outcomes
+    (weight 0) left out."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.all(weights > 0):
+        return values @ weights
+    return np.where(weights > 0, values * weights, 0.0).sum(axis=-1)
+
+
+def _minimise(cost: _ExpectedCost, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The continuous minimiser of each row's expected cost, and its value there."""
+    y = cost.row_outcomes(rows)
+    low, high = y.min(axis=1), y.max(axis=1)
+    # Pad past the outcomes: the minimiser of a cost of y - d lies within their range, but a
+    # cost with a price on d itself may sit outside it; the grid then widens towards it.
+    pad = np.maximum(0.25 * (high - low), 1e-3 * np.maximum(1.0, np.abs(high)))
+    a, b = low - pad, high + pad
+    t = np.linspace(0.0, 1.0, _FIRST_GRID)
+
+    # 1. The first grid, widened on the side where its edge is strictly the lowest point.
+    grid = a[:, None] + (b - a)[:, None] * t
+    values = cost.values(rows, grid)
+    for _ in range(_EXPANSIONS):
+        clean = np.where(np.isnan(values), np.inf, values)
+        best = np.argmin(clean, axis=1)
+        at_low = (best == 0) & (clean[:, 0] < clean[:, 1])
+        at_high = (best == t.size - 1) & (clean[:, -1] < clean[:, -2])
+        edge = np.flatnonzero(at_low | at_high)
+        if edge.size == 0:
+            break
+        width = (b - a)[edge]
+        a[edge] = np.where(at_low[edge], a[edge] - 2 * width, a[edge])
+        b[edge] = np.where(at_high[edge], b[edge] + 2 * width, b[edge])
+        grid[edge] = a[edge, None] + (b - a)[edge, None] * t
+        values[edge] = cost.values(rows[edge], grid[edge])
+    else:
+        row = int(rows[edge[0]])
+        side = "-inf" if at_low[edge[0]] else "+inf"
+        raise LossError(f"the expected cost of row {row} keeps falling as the decision goes "
+                        f"to {side} (still at {grid[edge[0], 0 if side == '-inf' else -1]:.6g}):"
+                        f" it has no finite minimiser; bound the decision in the cost, or pass "
+                        f"candidate decisions=")
+    if np.isnan(values).all(axis=1).any():
+        row = int(rows[np.argmax(np.isnan(values).all(axis=1))])
+        raise LossDomainError(f"the expected cost of row {row} is NaN at every decision tried "
+                              f"(from {a[row - rows[0]]:.6g} to {b[row - rows[0]]:.6g}): the "
+                              f"cost is undefined there; check its per-row inputs")
+    # 2. Rows whose expected cost is verifiably convex on the grid (every secant slope lies
+    # between the derivatives at its ends, which a step or a second basin breaks) go straight
+    # to the derivative search from the best grid point's neighbours. The others zoom grids
+    # into the few best points (a beam: the best basin of a non-convex or stepped cost is
+    # not always around the first grid's best point).
+    best_d, best_v, a, b = _bracket(grid, values)
+    other = np.flatnonzero(~_convex_on_grid(cost, rows, grid, values))
+    if other.size:
+        found = _beam(cost, rows[other], grid[other], values[other])
+        for array, part in zip((best_d, best_v, a, b), found):
+            array[other] = part
+
+    # 3. Where the derivative changes sign across the bracket: bisection (Newton when it
+    # lands inside), which reaches a piecewise-linear cost's kink, a weighted quantile of the
+    # outcomes, to full precision in ~35 steps. Elsewhere (steps, plateaus), more zooms.
+    slope_a, _ = cost.slope(rows, a)
+    slope_b, _ = cost.slope(rows, b)
+    signed = (slope_a < 0) & (slope_b > 0)
+    solved = np.flatnonzero(signed)
+    if solved.size:
+        x = _bisect(cost, rows[solved], a[solved], b[solved])
+        v = cost.values(rows[solved], x[:, None])[:, 0]
+        better = v <= best_v[solved]
+        best_d[solved[better]], best_v[solved[better]] = x[better], v[better]
+        # A stationary point no lower than the grid's best: a step of the cost (which the
+        # derivative does not see) lies in the bracket; search it by value like the others.
+        signed[solved[~better]] = False
+    rest = np.flatnonzero(~signed)
+    for _ in range(_MAX_VALUE_ZOOMS):
+        rest = rest[(b - a)[rest] > _XTOL * (1.0 + np.abs(best_d[rest]))]
+        if rest.size == 0:
+            break
+        best_d, best_v, a, b = _zoom(cost, rows, rest, best_d, best_v, a, b)
+
+    # 4. The outcomes next to the point found: costs of y - d have their kinks there, and a
+    # sum of many steps (a tiered cost over hundreds of outcomes) its lowest tooth may be a
+    # neighbour of the one the grids settled on.
+    outcomes = np.sort(y, axis=1)
+    position = (outcomes < best_d[:, None]).sum(axis=1)
+    window = np.clip(position[:, None] + np.arange(-_NEIGHBOURS, _NEIGHBOURS), 0,
+                     outcomes.shape[1] - 1)
+    near = outcomes[np.arange(rows.size)[:, None], window]
+    d, v, _, _ = _bracket(near, cost.values(rows, near))
+    better = v < best_v
+    best_d[better], best_v[better] = d[better], v[better]
+    return best_d, best_v
+
+
+def _convex_on_grid(cost: _ExpectedCost, rows: np.ndarray, grid: np.ndarray,
+                    values: np.ndarray) -> np.ndarray:
+    """Per row: whether the values on the evenly spaced ``grid`` are those of a convex
+    function with the derivatives the kernel gives there (secant slopes between the end
+    points' derivatives, which holds for subgradients at kinks too), to rounding."""
+    slopes, _ = cost.slope(rows, grid)
+    step = (grid[:, 1] - grid[:, 0])[:, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        secant = np.diff(values, axis=1) / step
+        tolerance = 1e-9 * (np.abs(values).max(axis=1, keepdims=True) / step
+                            + np.abs(slopes).max(axis=1, keepdims=True))
+        fits = ((secant >= slopes[:, :-1] - tolerance) & (secant <= slopes[:, 1:] + tolerance))
+    return fits.all(axis=1) & np.isfinite(values).all(axis=1) & np.isfinite(slopes).all(axis=1)
+
+
+def _beam(cost: _ExpectedCost, rows: np.ndarray, grid: np.ndarray,
+          values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(best point, its value, the bracket around it) after zooming, level by level, into
+    the neighbourhoods of the ``_BEAM`` lowest points of the previous level (``grid``: the
+    first level, evenly spaced)."""
+    t = np.linspace(-1.0, 1.0, _ZOOM_GRID)
+    index = np.arange(rows.size)[:, None]
+    # every point carries the step of the grid it belongs to: its zoom spans one step either
+    # side (neighbours in the merged grids of several beams may be duplicates)
+    spacing = np.repeat((grid[:, 1] - grid[:, 0])[:, None], grid.shape[1], axis=1)
+    for _ in range(_ZOOMS):
+        clean = np.where(np.isnan(values), np.inf, values)
+        top = np.argsort(clean, axis=1, kind="stable")[:, :min(_BEAM, grid.shape[1])]
+        centres, half = grid[index, top], spacing[index, top]
+        grid = (centres[:, :, None] + half[:, :, None] * t).reshape(rows.size, -1)
+        spacing = np.repeat(half * (t[1] - t[0]), t.size, axis=1)
+        values = cost.values(rows, grid)
+    clean = np.where(np.isnan(values), np.inf, values)
+    best = np.argmin(clean, axis=1)
+    flat = np.arange(rows.size)
+    d, h = grid[flat, best], spacing[flat, best]
+    return d, clean[flat, best], d - h, d + h
+
+
+def _bracket(grid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(best point, its value, the grid points either side) of each row's grid."""
+    clean = np.where(np.isnan(values), np.inf, values)
+    best = np.argmin(clean, axis=1)
+    index = np.arange(grid.shape[0])
+    last = grid.shape[1] - 1
+    return (grid[index, best].copy(), clean[index, best].copy(),
+            grid[index, np.maximum(best - 1, 0)].copy(),
+            grid[index, np.minimum(best + 1, last)].copy())
+
+
+def _zoom(cost: _ExpectedCost, rows: np.ndarray, which: np.ndarray, best_d: np.ndarray,
+          best_v: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A finer grid on [a, b] for the rows ``which``; the best point kept if no grid point
+    beats it."""
+    t = np.linspace(0.0, 1.0, _ZOOM_GRID)
+    grid = a[which, None] + (b - a)[which, None] * t
+    d, v, lo, hi = _bracket(grid, cost.values(rows[which], grid))
+    better = v < best_v[which]
+    best_d, best_v, a, b = best_d.copy(), best_v.copy(), a.copy(), b.copy()
+    best_d[which[better]], best_v[which[better]] = d[better], v[better]
+    a[which], b[which] = lo, hi
+    return best_d, best_v, a, b
+
+
+def _bisect(cost: _ExpectedCost, rows: np.ndarray, a: np.ndarray,
+            b: np.ndarray) -> np.ndarray:
+    """A zero of each row's expected-cost derivative in [a, b] (negative at a, positive at
+    b): Newton steps when they stay inside the bracket, bisection otherwise."""
+    a, b = a.copy(), b.copy()
+    x = 0.5 * (a + b)
+    active = np.arange(rows.size)
+    for _ in range(_MAX_BISECTIONS):
+        g, h = cost.slope(rows[active], x[active])
+        xa = x[active]
+        a[active] = np.where(g < 0, xa, a[active])
+        b[active] = np.where(g > 0, xa, b[active])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(h > 0, g / h, np.nan)
+        newton = xa - step
+        tolerance = _XTOL * (1.0 + np.abs(xa))
+        # A Newton step this short has converged: stop at x rather than bisect, since the
+        # point just moved onto the bracket's edge and a rounded step may fall outside it.
+        converged = (g == 0) | (np.abs(step) <= tolerance)
+        inside = (newton > a[active]) & (newton < b[active])
+        nxt = np.where(inside, newton, 0.5 * (a[active] + b[active]))
+        done = converged | ((b[active] - a[active]) <= tolerance)
+        x[active] = np.where(converged, xa, nxt)
+        active = active[~done]
+        if active.size == 0:
+            break
+    return x

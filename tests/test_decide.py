@@ -1,0 +1,126 @@
+"""lossdsl.decide: each row's cost-minimising decision from a cost formula and a model's
+predictions, checked against the hand-written rule for each cost (Bayes rule of a cost
+matrix, quantile at the critical ratio, the mean) and against brute force for the rest."""
+
+import numpy as np
+import pytest
+
+import lossdsl
+
+MATRIX = "pick(rowof(C, y), d)"
+CREDIT = "where(d == 1, where(y == 1, 0, fee), where(y == 1, amount, 0))"
+NEWSVENDOR = "asymmetric_l1(y, p, under, over)"
+# A shortfall of more than 5 units also costs a fixed 20 (a penalty tier): not convex, with a
+# step the derivative does not see.
+TIERED = "where(p < y, under*(y - p), over*(p - y)) + where(y - p > 5, 20, 0)"
+
+
+def tiered(y, p, under, over):
+    return np.where(p < y, under * (y - p), over * (p - y)) + np.where(y - p > 5, 20, 0)
+
+
+def test_cost_matrix_is_the_bayes_rule():
+    rng = np.random.default_rng(0)
+    C = np.array([[0.0, 1.0, 5.0], [2.0, 0.0, 1.0], [20.0, 4.0, 0.0]])
+    P = rng.dirichlet(np.ones(3), size=500)
+    d, expected = lossdsl.decide(MATRIX, probabilities=P, C=C, return_expected_cost=True)
+    # C[j, k]: the cost of deciding k when the truth is j; E[cost of k] = (P @ C)[:, k]
+    assert np.array_equal(d, np.argmin(P @ C, axis=1))
+    assert np.allclose(expected, (P @ C).min(axis=1))
+    assert len(set(d.tolist())) == 3
+
+    # decisions need not be the classes: a fourth column, "refer to a human", costs 0.7
+    C4 = np.column_stack([C, np.full(3, 0.7)])
+    d4 = lossdsl.decide(MATRIX, probabilities=P, C=C4, decisions=np.arange(4))
+    assert np.array_equal(d4, np.argmin(P @ C4, axis=1))
+    assert (d4 == 3).any()
+
+
+def test_per_row_amounts_change_the_decisions():
+    rng = np.random.default_rng(1)
+    n = 400
+    p_default = rng.uniform(size=n)
+    amount = rng.uniform(1, 100, size=n)
+    # d = 1 declines: a declined good loan costs the fee; an approved default, its amount
+    d = lossdsl.decide(CREDIT, probabilities=p_default, fee=5.0, amount=amount)
+    assert np.array_equal(d, (p_default * amount > (1 - p_default) * 5.0).astype(int))
+    # the same probabilities with ten times the amounts: more declines, a superset
+    d10 = lossdsl.decide(CREDIT, probabilities=np.column_stack([1 - p_default, p_default]),
+                         fee=5.0, amount=10 * amount, max_elements=64)  # in blocks of rows
+    assert d10.sum() > d.sum() and np.all(d10 >= d)
+
+
+def test_newsvendor_with_residuals_is_the_critical_quantile_per_row():
+    rng = np.random.default_rng(2)
+    mu = rng.normal(50, 10, size=200)
+    residuals = rng.gamma(2.0, 3.0, size=401) - 6.0     # skewed, held out
+    under = rng.uniform(1, 9, size=200)                 # per-row prices
+    d = lossdsl.decide(NEWSVENDOR, predictions=mu, residuals=residuals, under=under, over=1.0)
+    ratio = under / (under + 1.0)
+    expected = mu + np.array([np.quantile(residuals, r, method="inverted_cdf") for r in ratio])
+    assert np.allclose(d, expected, rtol=0, atol=1e-8)
+
+
+def test_quantiles_with_levels_and_squared_error_is_the_mean():
+    rng = np.random.default_rng(3)
+    q = np.sort(rng.normal(size=(50, 9)), axis=1) * 3 + 10
+    levels = np.linspace(0.1, 0.9, 9)
+    d = lossdsl.decide(NEWSVENDOR, quantiles=q, levels=levels, under=4.0, over=1.0)
+    assert np.allclose(d, q[:, 7], atol=1e-8)     # the 0.8 level: under / (under + over)
+    mean = lossdsl.decide("(y - p)^2", quantiles=q)  # equally likely outcomes
+    assert np.allclose(mean, q.mean(axis=1), atol=1e-9)
+
+
+def test_tiered_cost_matches_brute_force():
+    rng = np.random.default_rng(4)
+    mu = rng.normal(20, 5, size=12)
+    residuals = rng.normal(0, 4, size=301)
+    under = rng.uniform(0.5, 4, size=12)
+    d, expected = lossdsl.decide(TIERED, predictions=mu, residuals=residuals, under=under,
+                                 over=1.0, return_expected_cost=True)
+    grid = np.linspace(-10, 60, 14001)
+    for i in range(mu.size):
+        y = mu[i] + residuals
+        costs = tiered(y[None, :], grid[:, None], under[i], 1.0).mean(axis=1)
+        brute = costs.min()
+        assert np.isclose(expected[i], tiered(y, d[i], under[i], 1.0).mean())
+        assert expected[i] <= brute + 1e-9          # never worse than the fine grid
+        assert expected[i] >= brute - 0.02          # and the grid is nearly as good
+
+    # discrete decisions (whole units) are exactly the brute-force choice over them
+    units = np.arange(0, 60)
+    whole = lossdsl.decide(TIERED, predictions=mu, residuals=residuals, under=under,
+                           over=1.0, decisions=units)
+    for i in range(mu.size):
+        y = mu[i] + residuals
+        assert whole[i] == units[np.argmin(tiered(y[None, :], units[:, None], under[i],
+                                                  1.0).mean(axis=1))]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (dict(cost=MATRIX, probabilities=np.full((4, 3), 1 / 3), C=np.eye(3), classes=[0, 1]),
+     lossdsl.LossShapeError, "one class value per column"),
+    (dict(cost=CREDIT, probabilities=np.full(4, 0.5), fee=5.0, amount=np.ones(3)),
+     lossdsl.LossShapeError, "input 'amount' has 3 rows .* but the predictions have 4"),
+    (dict(cost="where(a < b, 1, 2)", probabilities=np.full(4, 0.5)),
+     lossdsl.LossError, "pass label="),
+    (dict(cost=CREDIT, probabilities=np.full(4, 0.5), fee=5.0, amount=1.0, label="why"),
+     lossdsl.LossNameError, "label='why' is not an input"),
+    (dict(cost=CREDIT, probabilities=np.full(4, 0.5), fee=5.0),
+     lossdsl.LossError, "pass decision="),
+    (dict(cost=NEWSVENDOR, predictions=np.zeros(3), residuals=np.ones(5), under=1.0,
+          over=1.0, probabilities=np.full(3, 0.5)),
+     lossdsl.LossError, "not both"),
+    (dict(cost=NEWSVENDOR, predictions=np.zeros(3), under=1.0, over=1.0),
+     lossdsl.LossError, "residuals="),
+    (dict(cost=NEWSVENDOR, predictions=np.zeros(3), residuals=np.ones((3, 5)), under=1.0,
+          over=1.0),
+     lossdsl.LossShapeError, "pass quantiles="),
+    (dict(cost="y - p", predictions=np.zeros(3), residuals=np.ones(5)),
+     lossdsl.LossError, "no finite minimiser"),
+    (dict(cost=MATRIX, probabilities=np.array([[0.5, np.nan]]), C=np.eye(2)),
+     lossdsl.LossDomainError, "finite and non-negative"),
+])
+def test_errors_say_what_to_do(call, error, message):
+    with pytest.raises(error, match=message):
+        lossdsl.decide(call.pop("cost"), **call)
