@@ -2,7 +2,9 @@
 
 ``log(1 + exp(x)) -> softplus(x)``, ``log(sigmoid(x)) -> log_sigmoid(x)``,
 ``log(1 - sigmoid(x)) -> log_sigmoid(-x)``, ``1 - sigmoid(x) -> sigmoid(-x)``,
-``exp(x) - 1 -> expm1(x)``, ``log(1 + x) -> log1p(x)``, ``1/(1 + exp(-x)) -> sigmoid(x)``;
+``exp(x) - 1 -> expm1(x)``, ``log(1 + x) -> log1p(x)``, ``1/(1 + exp(-x)) -> sigmoid(x)``,
+``log(1 - exp(x))``, ``log1p(-exp(x))``, ``log(-expm1(x)) -> log1mexp(x)``,
+``log(exp(a) + exp(b)) -> logaddexp(a, b)``;
 ``log(softmax(z))`` needs no rule: softmax is built as ``exp(z - logsumexp(z))`` and
 ``log(exp(a)) -> a`` is an identity of ``simplify.make``.
 
@@ -66,12 +68,30 @@ def _softmax_ratio(x: Node) -> Node | None:
     return make("mul", (terms, make("div", (constant(1.0), total))))
 
 
+def _one_minus_exp(n: Node) -> Node | None:
+    """``x`` when ``n`` is ``1 - exp(x)`` or ``-expm1(x)``: the argument of a log1mexp."""
+    if n.op == "sub" and is_constant(n.args[0], 1.0) and n.args[1].op == "exp":
+        return n.args[1].args[0]
+    if n.op == "neg" and n.args[0].op == "expm1":
+        return n.args[0].args[0]
+    return None
+
+
 def _rewrite(n: Node) -> Node | None:
     op, args = n.op, n.args
     if op == "exp":
         return _softmax_ratio(args[0])
+    if op == "log1p" and args[0].op == "neg" and args[0].args[0].op == "exp":
+        return make("log1mexp", args[0].args[0].args)  # log1p(-exp(x)) loses x near 0
     if op == "log":
         (x,) = args
+        # 1 - e^x cancels for x near 0 (log(1 - exp(-1e-20)) would be -inf, not -46)
+        exponent = _one_minus_exp(x)
+        if exponent is not None:
+            return make("log1mexp", (exponent,))
+        if x.op == "add" and x.args[0].op == "exp" and x.args[1].op == "exp":
+            # e^a + e^b overflows from a = 710 on
+            return make("logaddexp", (x.args[0].args[0], x.args[1].args[0]))
         inner = _one_plus(x)
         if inner is not None:
             if inner.op == "exp":

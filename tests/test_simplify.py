@@ -37,10 +37,15 @@ UNARY = [
     "tanh",
     "sin",
     "cos",
+    "erfc",
+    "log_ndtr",
+    "log1mexp",
 ]
-BINARY = ["add", "sub", "mul", "div", "min", "max", "lt", "le", "gt", "ge", "eq", "ne"]
-SMOOTH_UNARY = ["neg", "exp", "sigmoid", "log_sigmoid", "softplus", "tanh", "sin", "cos"]
-SMOOTH_BINARY = ["add", "sub", "mul"]
+BINARY = ["add", "sub", "mul", "div", "min", "max", "lt", "le", "gt", "ge", "eq", "ne",
+          "logaddexp", "xlog1py"]
+SMOOTH_UNARY = ["neg", "exp", "sigmoid", "log_sigmoid", "softplus", "tanh", "sin", "cos",
+                "erfc", "log_ndtr"]
+SMOOTH_BINARY = ["add", "sub", "mul", "logaddexp"]
 
 
 def raw(op: str, *args: Node) -> Node:

@@ -342,3 +342,17 @@ def test_cuda_matches_cpu_in_the_tails():
             expected = np.asarray(expected, dtype=np.float64)
             np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol,
                                        err_msg=f"{dtype.__name__} output {index}")
+
+
+def test_naive_formulas_become_the_stable_primitives():
+    """log(1 - exp(x)) and its spellings become log1mexp, log(exp(a) + exp(b)) logaddexp."""
+    x = np.array([-1e-20, -800.0, -1.0])
+    expected = np.array([_log1mexp_exact(v) for v in x])
+    for text in ("log(1 - exp(x))", "log1p(-exp(x))", "log(-expm1(x))"):
+        loss = lossdsl.compile(text, reduction="none")
+        assert str(loss.expression) == "log1mexp(x)", text
+        np.testing.assert_allclose(loss(x=x), expected, rtol=4e-16)
+    loss = lossdsl.compile("log(exp(x) + exp(y))", reduction="none")
+    assert "logaddexp" in str(loss.expression)
+    np.testing.assert_allclose(loss(x=np.array([1000.0, -1e4]), y=np.array([999.0, -1e4])),
+                               np.logaddexp([1000.0, -1e4], [999.0, -1e4]), rtol=4e-16)
