@@ -149,8 +149,10 @@ class Partials:
         return [_m("ndtr_ratio", a)]
 
     def partial_ndtr_ratio(self, n, a, wanted):
-        # r = phi/Phi: r' = -r (x + r)
-        return [_m("neg", _m("mul", n, _m("add", a, n)))]
+        # r = phi/Phi: r' = -r (x + r), and 0 where r underflows to 0 (x > 38.5; x = +inf,
+        # an uncensored upper bound, would give 0 * inf = NaN)
+        slope = _m("neg", _m("mul", n, _m("add", a, n)))
+        return [_m("where", _m("eq", n, _ZERO), _ZERO, slope)]
 
     def partial_log1mexp(self, n, a, wanted):
         # -e^x / (1 - e^x) = -exp(x - log1mexp(x)): 0 at x = -inf, where -1/expm1(-x)'s own

@@ -454,6 +454,42 @@ def rate_extreme(big: float) -> Inputs:
     return {"y": np.array([0.0, 4.0, 0.0, 2.0]), "p": np.array([0.0, 0.0, 1e8, 1e8])}
 
 
+def survival_times(rng) -> Inputs:
+    """Times with log-scale predictions: observed exactly, right-, left- and interval-censored."""
+    y = rng.uniform(0.5, 3.0, N)
+    upper = y * np.resize([1.0, np.inf, 1.0, 2.5], N)
+    y[2::4] = 0.0  # left-censored: (0, upper]
+    upper[2::4] = rng.uniform(0.5, 3.0, N)[2::4]
+    return {"y": y, "u": upper, "z": rng.normal(0.5, 1.0, N)}
+
+
+def survival_extreme(big: float) -> Inputs:
+    return {"y": np.array([1.0, 2.0, 0.0, 0.5, 1.0, 2.0]),
+            "u": np.array([1.0, np.inf, 4.0, 3.0, np.inf, 5.0]),
+            "z": np.array([big, -big, big, -big, big, big])}
+
+
+def ref_aft_normal(d, sigma=1.0):
+    """The AFT normal likelihood at 60 digits (scipy's ndtr(b) - ndtr(a) cancels in the tails)."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        out = []
+        for y, u, z in zip(d["y"], d.get("u", d["y"]), d["z"]):
+            y, u, z, s = (mpmath.mpf(float(v)) for v in (y, u, z, sigma))
+            if y == u:
+                out.append(mpmath.log(s * y) + ((mpmath.log(y) - z) / s) ** 2 / 2
+                           + mpmath.log(2 * mpmath.pi) / 2)
+                continue
+            a = -mpmath.inf if y == 0 else (mpmath.log(y) - z) / s
+            b = mpmath.inf if u == mpmath.inf else (mpmath.log(u) - z) / s
+            # Phi(b) - Phi(a) = Phi(-a) - Phi(-b): in the right tail 1 - Phi would cancel
+            mass = (mpmath.ncdf(-a) - mpmath.ncdf(-b) if a > 0
+                    else mpmath.ncdf(b) - mpmath.ncdf(a))
+            out.append(-mpmath.log(mass))
+        return np.array([float(v) for v in out])
+
+
 def gaussian(rng) -> Inputs:
     y = rng.normal(0.0, 2.0, N)
     return {"y": y, "p": y + rng.normal(0.0, 1.0, N), "var": rng.uniform(0.3, 3.0, N)}
@@ -586,6 +622,10 @@ CASES: list[Case] = [
          _logit_extreme(lambda big: (min(big, 500.0), -min(big, 500.0), 0.0))),
     Case("tweedie(y, z, 1.2)", functools.partial(ref_tweedie, rho=1.2), count_log_link,
          _logit_extreme(lambda big: (min(big, 500.0), -min(big, 500.0), 0.0))),
+    Case("aft_normal(y, z)", ref_aft_normal, positive_log_link,
+         _logit_extreme(lambda big: (big, -big, 0.0), labels=(0.5, 3.0))),
+    Case("aft_normal(y, z, y_upper=u, sigma=0.7)", functools.partial(ref_aft_normal, sigma=0.7),
+         survival_times, survival_extreme),
     Case("gaussian_nll(y, p, var)",
          lambda d: _np(F.gaussian_nll_loss(_t(d["p"]), _t(d["y"]), _t(d["var"]),
                                            reduction="none")),

@@ -356,3 +356,10 @@ def test_naive_formulas_become_the_stable_primitives():
     assert "logaddexp" in str(loss.expression)
     np.testing.assert_allclose(loss(x=np.array([1000.0, -1e4]), y=np.array([999.0, -1e4])),
                                np.logaddexp([1000.0, -1e4], [999.0, -1e4]), rtol=4e-16)
+
+
+def test_log_ndtr_derivatives_vanish_at_plus_infinity():
+    """phi/Phi underflows to 0 past x = 38.5; its derivative -r (x + r) is then 0, not
+    0 * inf = NaN at x = inf (an AFT loss's right-censored upper bound)."""
+    value, gradient, hessian = fused(_compiled("log_ndtr"), {"x": np.array([50.0, np.inf])})
+    assert (value == 0).all() and (gradient == 0).all() and (hessian == 0).all()
