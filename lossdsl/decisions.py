@@ -117,8 +117,16 @@ def decide(cost: str | Loss | CompiledLoss, *,
 
     if classification:
         candidates = classes if decisions is None else _candidates(decisions)
-        values = _classification(compiled, label, decision, probabilities, classes, candidates,
-                                 per_row, shared, max_elements)
+        try:
+            values = _classification(compiled, label, decision, probabilities, classes,
+                                     candidates, per_row, shared, max_elements)
+        except LossDomainError as error:
+            # the kernel's index is into decide's flattened arrays: say what was passed
+            raise LossDomainError(error.message, error.span, (
+                f"decide() evaluated the cost at every class ({label}: "
+                f"{_preview(classes)}) and candidate decision ({decision}: "
+                f"{_preview(candidates)}); give classes= and decisions= the cost accepts"
+            )) from error
         chosen, expected = _choose(values, candidates)
     elif decisions is not None:
         candidates = _candidates(decisions)
@@ -182,6 +190,11 @@ def _probabilities(probabilities: Any, classes: Any) -> tuple[np.ndarray, np.nda
             raise LossShapeError(f"classes= has {classes.size} values but probabilities have "
                                  f"{p.shape[1]} columns: give one class value per column")
     return p, classes
+
+
+def _preview(values: np.ndarray) -> str:
+    shown = ", ".join(str(v) for v in values[:6].tolist())
+    return f"[{shown}{', ...' if values.size > 6 else ''}]"
 
 
 def _candidates(values: Any, what: str = "decisions") -> np.ndarray:

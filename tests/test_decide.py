@@ -50,6 +50,16 @@ def test_per_row_amounts_change_the_decisions():
     assert d10.sum() > d.sum() and np.all(d10 >= d)
 
 
+def test_per_row_cost_rows_for_each_outcome():
+    # each row's own cost of each decision, one row of costs per outcome
+    rng = np.random.default_rng(5)
+    bad, good = rng.uniform(0, 10, (60, 3)), rng.uniform(0, 10, (60, 3))
+    p = rng.uniform(size=60)
+    d = lossdsl.decide("where(y == 1, pick(bad, d), pick(good, d))", probabilities=p,
+                       bad=bad, good=good, decisions=np.arange(3))
+    assert np.array_equal(d, np.argmin(p[:, None] * bad + (1 - p[:, None]) * good, axis=1))
+
+
 def test_newsvendor_with_residuals_is_the_critical_quantile_per_row():
     rng = np.random.default_rng(2)
     mu = rng.normal(50, 10, size=200)
@@ -120,6 +130,8 @@ def test_tiered_cost_matches_brute_force():
      lossdsl.LossError, "no finite minimiser"),
     (dict(cost=MATRIX, probabilities=np.array([[0.5, np.nan]]), C=np.eye(2)),
      lossdsl.LossDomainError, "finite and non-negative"),
+    (dict(cost=MATRIX, probabilities=np.full((3, 2), 0.5), C=np.eye(2), decisions=[0, 1, 2]),
+     lossdsl.LossDomainError, r"(?s)'d' must hold integers.*give classes= and decisions="),
 ])
 def test_errors_say_what_to_do(call, error, message):
     with pytest.raises(error, match=message):
