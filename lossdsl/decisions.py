@@ -10,7 +10,8 @@ For a cost matrix this is the Bayes rule ``argmin_m sum_k P[i, k] C[k, m]``; for
 newsvendor cost ``asymmetric_l1(y, d, under, over)`` with residuals it is the forecast plus
 the residuals' ``under / (under + over)`` quantile, per row when the prices are per row; for a
 tiered or any other cost the language can write, it is found numerically, with the cost's
-compiled kernel (``reduction="none"``) evaluated on whole blocks of rows at once.
+compiled kernels (``reduction="none"`` for values; ``"sum"`` for derivatives summed over a
+row's outcomes) evaluated on whole blocks of rows at once, never a Python loop per row.
 
 :func:`decide` is the entry point; see the "Decisions from a cost" section of
 docs/business-costs.md.
@@ -81,10 +82,15 @@ def decide(cost: str | Loss | CompiledLoss, *,
 
     For regression, ``decisions`` (a vector of candidate values, such as whole units of stock)
     makes the choice discrete; without it the decision is continuous and found by a
-    safeguarded search of the expected cost over the outcomes' range: grids (which find the
-    best basin of non-convex and stepped costs), then bisection / Newton on its derivative.
-    For a cost piecewise-linear in ``y - d`` the result is the weighted quantile of the
-    outcomes at the cost's critical ratio, to ``1e-10`` relative precision.
+    safeguarded search of the expected cost over the outcomes' range: a grid (widened while
+    its lowest point is at an edge); where the grid shows a convex function, bisection /
+    Newton on its derivative; elsewhere (steps, several basins) zoom grids into the few best
+    points; then the outcomes next to the point found. For a cost piecewise-linear in
+    ``y - d`` the result is the weighted quantile of the outcomes at the cost's critical
+    ratio, to ``1e-10`` relative precision; a cost with many small steps may end a fraction
+    of a percent above a fine brute-force grid's best (``decisions=`` is exact).
+
+    Ties between candidate decisions go to the first one in ``decisions``.
 
     Returns the decisions (N,), and with ``return_expected_cost=True`` also each row's
     expected cost at its decision. Outcomes where the cost is NaN count as never chosen;
