@@ -139,7 +139,8 @@ def decide(cost: str | Loss | CompiledLoss, *,
         expected_cost = _ExpectedCost(compiled, label, decision, outcomes, weights,
                                       predictions, per_row, shared)
         values = np.empty((n, candidates.size))
-        block = max(1, max_elements // (candidates.size * expected_cost.width))
+        block = max(1, max_elements // (candidates.size * expected_cost.width
+                                         * _row_width(per_row)))
         for start in range(0, n, block):
             rows = np.arange(start, min(n, start + block))
             values[rows] = expected_cost.values(rows, np.broadcast_to(
@@ -150,7 +151,7 @@ def decide(cost: str | Loss | CompiledLoss, *,
                                       predictions, per_row, shared)
         chosen, expected = np.empty(n), np.empty(n)
         block = max(1, max_elements // (max(_FIRST_GRID, _BEAM * _ZOOM_GRID)
-                                         * expected_cost.width))
+                                         * expected_cost.width * _row_width(per_row)))
         for start in range(0, n, block):
             rows = np.arange(start, min(n, start + block))
             chosen[rows], expected[rows] = _minimise(expected_cost, rows)
@@ -196,6 +197,11 @@ def _probabilities(probabilities: Any, classes: Any) -> tuple[np.ndarray, np.nda
             raise LossShapeError(f"classes= has {classes.size} values but probabilities have "
                                  f"{p.shape[1]} columns: give one class value per column")
     return p, classes
+
+
+def _row_width(per_row: Mapping[str, np.ndarray]) -> int:
+    """Elements per row of the widest per-row input ((N, K) cost rows repeat K values)."""
+    return max([int(np.prod(value.shape[1:])) for value in per_row.values()] + [1])
 
 
 def _preview(values: np.ndarray) -> str:
@@ -351,7 +357,7 @@ def _classification(compiled: CompiledLoss, label: str, decision: str, p: np.nda
                          **shared).reshape(k, m)
         return _expectation(p[:, :, None], table[None, :, :])
     out = np.empty((n, m))
-    block = max(1, max_elements // (k * m))
+    block = max(1, max_elements // (k * m * _row_width(per_row)))
     cells = np.repeat(classes, m), np.tile(candidates, k)
     for start in range(0, n, block):
         stop = min(n, start + block)
