@@ -35,6 +35,11 @@ def number(value: float) -> str:
     return f"T({float(value)!r})"
 
 
+# The helpers a helper calls, emitted with it.
+HELPER_CALLS: dict[str, tuple[str, ...]] = {
+    "log_ndtr": ("ndtr_tail",), "ndtr_ratio": ("ndtr_tail",),
+}
+
 # Scalar helper functions emitted into the generated module when used (stable forms).
 HELPERS: dict[str, str] = {
     "softplus": """
@@ -162,6 +167,11 @@ def h_log_ndtr(x):
         return math.log1p(T(-0.5) * math.erfc(x * T(0.7071067811865476)))
     if x > T(-10.0):
         return math.log(T(0.5) * math.erfc(x * T(-0.7071067811865476)))
+    return T(-0.5) * x * x - math.log(-x) - T(0.9189385332046728) + math.log(h_ndtr_tail(x))
+""",
+    # Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series, 20 terms
+    "ndtr_tail": """
+def h_ndtr_tail(x):
     q = T(1.0) / (x * x)
     term = T(1.0)
     total = T(1.0)
@@ -170,22 +180,14 @@ def h_log_ndtr(x):
         term *= -odd * q
         total += term
         odd += T(2.0)
-    return T(-0.5) * x * x - math.log(-x) - T(0.9189385332046728) + math.log(total)
+    return total
 """,
     "ndtr_ratio": """
 def h_ndtr_ratio(x):
     if x > T(-10.0):
         density = math.exp(T(-0.5) * x * x) * T(0.3989422804014327)
         return density / (T(0.5) * math.erfc(x * T(-0.7071067811865476)))
-    q = T(1.0) / (x * x)
-    term = T(1.0)
-    total = T(1.0)
-    odd = T(1.0)
-    for _ in range(20):
-        term *= -odd * q
-        total += term
-        odd += T(2.0)
-    return -x / total
+    return -x / h_ndtr_tail(x)
 """,
     "tetragamma": """
 def h_tetragamma(x):
@@ -258,6 +260,7 @@ class ExpressionPrinter:
 
     def _helper(self, name: str, *args: str) -> str:
         self.helpers.add(name)
+        self.helpers.update(HELPER_CALLS.get(name, ()))
         return f"h_{name}({', '.join(args)})"
 
     def print_const(self, n):
