@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import LossShapeError, Span
-from .ir import Node, constant, is_constant, node, rebuild, toposort
+from .ir import Node, constant, node, rebuild, toposort
 from .simplify import make
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
@@ -290,11 +290,12 @@ def split_additive(x: Node) -> tuple[Node, Node]:
     for n in toposort([x]):
         reduces[id(n)] = n.op == "sum" or any(reduces[id(a)] for a in n.args)
     batch = constant(0.0)
-    spine: list[tuple[Node, float]] = []  # the add/sub/neg tree and its leaves, parents first
+    spine: list[Node] = []  # the add/sub/neg tree and its leaves, parents first
+    batch_terms: set[int] = set()
     stack = [(x, 1.0)]
     while stack:
         term, sign = stack.pop()
-        spine.append((term, sign))
+        spine.append(term)
         if term.op == "add":
             stack.extend([(term.args[0], sign), (term.args[1], sign)])
         elif term.op == "sub":
@@ -302,17 +303,16 @@ def split_additive(x: Node) -> tuple[Node, Node]:
         elif term.op == "neg":
             stack.append((term.args[0], -sign))
         elif term.axes == () and reduces[id(term)]:
+            batch_terms.add(id(term))
             batch = make("add", (batch, term if sign > 0 else make("neg", (term,))))
-    if is_constant(batch, 0.0):
+    if not batch_terms:
         return x, batch
     kept: dict[int, Node] = {}
-    for term, _ in reversed(spine):  # arguments before the sums they are terms of
+    for term in reversed(spine):  # arguments before the sums they are terms of
         if term.op in ("add", "sub", "neg"):
             kept[id(term)] = make(term.op, tuple(kept[id(a)] for a in term.args))
-        elif term.axes == () and reduces[id(term)]:
-            kept[id(term)] = constant(0.0)
         else:
-            kept[id(term)] = term
+            kept[id(term)] = constant(0.0) if id(term) in batch_terms else term
     return kept[id(x)], batch
 
 
