@@ -29,20 +29,35 @@ one class) rather than returning a huge one.
 Per-row inputs (a value per training row that is not the label): build the objective with
 ``inputs={"clv": clv}, rows=y`` (or ``rows=dtrain``); it checks on every call that it runs on
 those rows, in that order, and refuses a cross-validation fold or a shuffled copy.
+
+Training with exact leaves: :func:`train` runs the boosting loop itself and refits every
+leaf of each new tree to the minimiser of the loss over its rows (``refit="auto"``: for
+losses whose Hessian is 0 everywhere or on a region, such as MAE, quantile,
+``asymmetric_l1`` or a Huber-smoothed cost, which otherwise get first-order leaves). It
+starts from the optimal constant and stores it in the model, so that
+``booster.predict(xgb.DMatrix(X), output_margin=True)`` is the model's whole raw score:
+
+    obj = lossdsl.xgboost.objective("asymmetric_l1(y, p, 4, 1)")
+    booster = lossdsl.xgboost.train(obj, {"eta": 0.1, "max_depth": 6}, dtrain, 200,
+                                    evals=[("valid", dvalid, obj_valid)],
+                                    early_stopping_rounds=20)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
 
 from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
+from ._leaves import EvalTracker, learning_rate, refit_round, use_refit
 from .api import CompiledLoss, Loss
+from .errors import LossError
 
-__all__ = ["XGBoostMetric", "XGBoostObjective", "init_score", "metric", "objective"]
+__all__ = ["XGBoostMetric", "XGBoostObjective", "init_score", "metric", "objective", "train"]
 
 
 class XGBoostObjective(BoostingObjective):
@@ -154,3 +169,227 @@ def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
     objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu",
                              rows=y)
     return objective.init_score(y, sample_weight, num_class)
+
+
+# ---------------------------------------------------------------------- training
+def _trees(model: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return model["learner"]["gradient_booster"]["model"]["trees"]
+
+
+def _leaf_values(tree: Mapping[str, Any], count: int) -> np.ndarray:
+    """(count,) a JSON tree's leaf values by node id (NaN for split nodes)."""
+    values = np.full(count, np.nan)
+    for nid, (left, value) in enumerate(zip(tree["left_children"], tree["split_conditions"])):
+        if left == -1 and nid < count:
+            values[nid] = value
+    return values
+
+
+def _edit_leaves(booster: xgb.Booster, edits: Mapping[int, np.ndarray],
+                 offsets: Mapping[int, float]) -> xgb.Booster:
+    """A copy of ``booster`` whose tree t has leaf values ``edits[t]`` (by node id) plus
+    ``offsets[t]``: XGBoost has no leaf setter, so the model goes through its JSON form."""
+    model = json.loads(bytes(booster.save_raw("json")))
+    trees = _trees(model)
+    for t in set(edits) | set(offsets):
+        tree = trees[t]
+        values = edits.get(t)
+        offset = float(offsets.get(t, 0.0))
+        for nid, left in enumerate(tree["left_children"]):
+            if left != -1:
+                continue
+            value = tree["split_conditions"][nid]
+            if values is not None and nid < values.shape[0] and np.isfinite(values[nid]):
+                value = float(values[nid])
+            value = float(np.float32(value + offset))
+            tree["split_conditions"][nid] = value
+            tree["base_weights"][nid] = value
+    edited = xgb.Booster()
+    edited.load_model(bytearray(json.dumps(model).encode()))
+    edited.load_config(booster.save_config())
+    return edited
+
+
+def _start_scores(dmatrix: xgb.DMatrix, base: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A DMatrix's starting raw scores as XGBoost's predict gives them: base score plus its
+    base_margin, if any."""
+    scores = np.zeros(shape) + base
+    margin = dmatrix.get_base_margin()
+    if margin is not None and np.size(margin):
+        scores += np.asarray(margin, dtype=np.float32).astype(np.float64).reshape(shape)
+    return scores
+
+
+def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
+          num_boost_round: int = 100, *, refit: bool | str = "auto",
+          evals: Sequence[tuple] = (), early_stopping_rounds: int | None = None,
+          init_score: bool = True,
+          evals_result: MutableMapping[str, Any] | None = None) -> xgb.Booster:
+    """Train an XGBoost model on a lossdsl objective, with exact leaf values.
+
+    ``objective``: an :class:`XGBoostObjective` (or anything :func:`objective` accepts)
+    built for the rows of ``train_set`` (per-row inputs with ``rows=train_set`` or the
+    training labels). ``params``: XGBoost's params (tree booster; ``eta``/``learning_rate``
+    default 0.3); a ``params["objective"]`` other than ``"reg:squarederror"`` is refused
+    (the gradients come from the lossdsl objective), and so are ``booster`` other than
+    ``gbtree`` and ``multi_strategy="multi_output_tree"``. ``train_set``: the training
+    ``xgb.DMatrix``; rows' leaves come from ``predict(pred_leaf=True)`` on the round's
+    slice of the model (XGBoost predicts leaves only from the first tree on).
+
+    ``refit``: after each tree, set every leaf to ``eta * c_j`` with ``c_j`` the minimiser
+    of the weighted loss over the leaf's rows (see :func:`lossdsl._leaves.solve_leaves`;
+    what XGBoost's own quantile and L1 objectives do with ``UpdateTreeLeaf``, ignoring
+    ``lambda``/``alpha`` as they do). ``"auto"`` (default) refits when the objective's
+    Hessian policy is ``"constant"`` (Hessian 0 everywhere or on a region: MAE, quantile,
+    asymmetric L1, Huber-smoothed costs); ``True``/``False`` force it. A leaf with no
+    finite minimiser (or zero weight) keeps XGBoost's value. XGBoost has no leaf setter:
+    the training loop keeps the refitted model's scores itself (the gradients of each
+    round are taken there, handed to ``Booster.boost``) and the new leaf values are
+    written into the model once, at the end, through its JSON form (``save_raw("json")``,
+    edit, ``load_model``: one pass over the model, milliseconds for hundreds of trees).
+    Leaf values are float32 in XGBoost, and the scores kept here use them so rounded.
+    For losses over classes (``num_class``) or several targets, each round's trees are
+    refitted one after another, the other columns held. Refit uses all training rows.
+
+    ``init_score``: start from the objective's optimal constant score, added to the first
+    round's leaves (base_score is 0), so that ``predict(..., output_margin=True)`` is the
+    whole raw score; its :class:`~lossdsl.LossError` (no finite optimal constant) is raised
+    as is. With ``init_score=False`` the model starts at ``params["base_score"]`` (default
+    0: XGBoost's own estimate would be that of squared error) plus the DMatrix's
+    ``base_margin`` if it has one (which, as in XGBoost, predict adds only when the
+    prediction's DMatrix has one too).
+
+    ``evals``: ``(name, xgb.DMatrix, objective for those rows)`` tuples (or ``(name,
+    DMatrix)`` when the objective has no per-row inputs), each scored every round as the
+    weighted mean loss of the refitted model, from scores kept here tree by tree. The
+    history is ``booster.lossdsl_evals`` and goes into ``evals_result`` when given.
+    ``early_stopping_rounds``: stop when the last set's loss has not improved for that many
+    rounds; the returned model is cut at the best round (``booster.best_iteration``,
+    0-based as XGBoost's, and ``best_score`` are set).
+
+    Cost per round, on top of XGBoost's tree: one gradient call, one ``pred_leaf`` pass
+    over the training rows on a one-round slice of the model (and over each evaluation
+    set), and the leaf search; see docs/boosting.md for measurements.
+    """
+    if not isinstance(objective, BoostingObjective):
+        objective = globals()["objective"](objective)
+    if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
+        raise LossError(f"num_boost_round must be a non-negative integer, not "
+                        f"{num_boost_round!r}")
+    if not isinstance(train_set, xgb.DMatrix):
+        raise LossError(f"train_set must be an xgb.DMatrix, not {type(train_set).__name__}")
+    do_refit = use_refit(refit, objective)
+    params = dict(params or {})
+    given_objective = params.pop("objective", None)
+    if given_objective not in (None, "reg:squarederror") and given_objective is not objective:
+        raise LossError(f"params['objective']={given_objective!r} conflicts with the lossdsl "
+                        "objective being trained; leave it out")
+    if params.get("booster", "gbtree") != "gbtree":
+        raise LossError(f"lossdsl.xgboost.train needs booster='gbtree', not "
+                        f"{params['booster']!r} (dart rescales earlier trees, gblinear has no "
+                        "leaves)")
+    if params.get("multi_strategy", "one_output_per_tree") != "one_output_per_tree":
+        raise LossError("multi_strategy='multi_output_tree' has vector leaves; train with "
+                        "one_output_per_tree")
+    rate = learning_rate(params, ("eta", "learning_rate"), 0.3)
+    label = train_set.get_label()
+    weight = train_set.get_weight()
+    weight = None if weight is None or np.size(weight) == 0 else np.asarray(weight)
+    n = train_set.num_row()
+    num_class = int(params.get("num_class", 0) or 0)
+    if num_class < 2:
+        num_class = 1
+        if label.ndim == 2 and label.shape[1] > 1:
+            num_class = label.shape[1]
+    if objective.class_axis and num_class < 2:
+        raise LossError("this loss is over classes: set params['num_class'] to the number of "
+                        "classes")
+    shape: tuple[int, ...] = (n,) if num_class == 1 else (n, num_class)
+    if init_score:
+        if params.get("base_score") is not None:
+            raise LossError("params['base_score'] is set, and train() starts from the "
+                            "objective's optimal constant (init_score=True): leave "
+                            "base_score out, or pass init_score=False to start from it")
+        margin = train_set.get_base_margin()
+        if margin is not None and np.size(margin):
+            raise LossError("the training DMatrix has a base_margin, and train() starts from "
+                            "the objective's optimal constant (init_score=True): drop the "
+                            "base_margin, or pass init_score=False to start from it")
+        start = np.asarray(objective.init_score(label, weight,
+                                                None if num_class == 1 else num_class),
+                           dtype=np.float64)
+        base = 0.0
+    else:
+        start = np.zeros(num_class) if num_class > 1 else np.zeros(())
+        base = float(np.float32(params.get("base_score", 0.0) or 0.0))
+    params["base_score"] = base
+    scores = _start_scores(train_set, base, shape) + start
+
+    booster = xgb.Booster(params, [train_set])
+    entries = []
+    for entry in evals:
+        if len(entry) not in (2, 3) or not isinstance(entry[1], xgb.DMatrix):
+            raise LossError("evals must hold (name, xgb.DMatrix, objective for those rows) "
+                            "tuples")
+        name, data = entry[0], entry[1]
+        if len(entry) == 2:
+            if objective._rows_labels is not None:
+                raise LossError(f"evaluation set {name!r}: the objective has per-row inputs "
+                                "for the training rows; pass (name, data, objective built "
+                                "for that set's rows) instead")
+            eval_objective = objective
+        else:
+            eval_objective = entry[2] if isinstance(entry[2], BoostingObjective) \
+                else as_objective(entry[2])
+        rows = data.num_row()
+        eval_shape = (rows,) if num_class == 1 else (rows, num_class)
+        eval_weight = data.get_weight()
+        entries.append((name, data.get_label(),
+                        None if np.size(eval_weight) == 0 else eval_weight,
+                        _start_scores(data, base, eval_shape) + start, eval_objective, data))
+    tracker = EvalTracker(entries, early_stopping_rounds)
+
+    edits: dict[int, np.ndarray] = {}
+    rounds = 0
+    for iteration in range(int(num_boost_round)):
+        gradient, hessian = objective.gradients(label, scores, weight, container=train_set)
+        booster.boost(train_set, iteration, grad=gradient, hess=hessian)
+        rounds = iteration + 1
+        tree = booster[iteration:iteration + 1]
+        leaves = tree.predict(train_set, pred_leaf=True).astype(np.intp).reshape(n, -1)
+        cache: list[list[dict[str, Any]]] = []
+
+        def library_values(t: int, count: int, tree: xgb.Booster = tree,
+                           cache: list = cache) -> np.ndarray:
+            if not cache:
+                cache.append(_trees(json.loads(bytes(tree.save_raw("json")))))
+            return _leaf_values(cache[0][t], count)
+
+        values, _ = refit_round(objective, label, weight, scores, leaves, library_values,
+                                rate, do_refit, store_dtype=np.float32)
+        if do_refit:
+            for t, tree_values in enumerate(values):
+                edits[iteration * leaves.shape[1] + t] = tree_values
+        for index, (_, _, _, _, _, data) in enumerate(entries):
+            eval_leaves = tree.predict(data, pred_leaf=True).astype(np.intp)
+            eval_leaves = eval_leaves.reshape(data.num_row(), -1)
+            for t, tree_values in enumerate(values):
+                tracker.add_tree(index, eval_leaves[:, t], tree_values,
+                                 None if num_class == 1 else t)
+        if tracker.record(iteration):
+            break
+    offsets = {}
+    if init_score and rounds:
+        offsets = {t: float(value) for t, value in enumerate(np.reshape(start, -1))}
+    if edits or offsets:
+        booster = _edit_leaves(booster, edits, offsets)
+    if tracker.sets and tracker.best_round + 1 < rounds:
+        booster = booster[: tracker.best_round + 1]
+    if tracker.sets:
+        booster.set_attr(best_iteration=str(tracker.best_round),
+                         best_score=str(tracker.best_value))
+    booster.lossdsl_evals = tracker.history
+    if evals_result is not None:
+        evals_result.clear()
+        evals_result.update(tracker.history)
+    return booster

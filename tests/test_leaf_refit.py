@@ -1,0 +1,310 @@
+"""Exact leaf values (lossdsl._leaves) and the training loops lossdsl.lightgbm.train and
+lossdsl.xgboost.train: leaves against brute force, refitted models, gradients, evals."""
+
+import math
+
+import numpy as np
+import pytest
+
+lgb = pytest.importorskip("lightgbm")
+xgb = pytest.importorskip("xgboost")
+import lossdsl  # noqa: E402
+import lossdsl.lightgbm as ll  # noqa: E402
+import lossdsl.xgboost as lx  # noqa: E402
+from lossdsl._leaves import solve_leaves, use_refit  # noqa: E402
+
+ASYM = "asymmetric_l1(y, p, 4, 1)"
+LGB_PARAMS = {"verbose": -1, "num_threads": 1, "num_leaves": 7, "learning_rate": 0.3,
+              "deterministic": True, "min_data_in_leaf": 10, "seed": 0}
+XGB_PARAMS = {"eta": 0.3, "max_depth": 3, "nthread": 1, "seed": 0}
+
+
+def weighted_quantile(values, weights, alpha):
+    """The smallest value whose cumulative weight reaches alpha of the total: the minimiser
+    of sum w * (alpha * (v - c)^+ + (1 - alpha) * (c - v)^+) (unique for generic data)."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return values[order][np.searchsorted(cumulative, alpha * cumulative[-1])]
+
+
+def only(history):
+    """The one metric's values in {metric: values}."""
+    (values,) = history.values()
+    return values
+
+
+def asym_cost(residual_minus_c, under):
+    """asymmetric_l1 at prediction c for residual r = y - F: under*(r - c)^+ + (c - r)^+."""
+    d = residual_minus_c
+    return np.where(d > 0, under * d, -d)
+
+
+@pytest.fixture(scope="module")
+def asym():
+    return ll.objective(ASYM)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    n = 600
+    X = rng.normal(size=(n, 4))
+    y = 10 * X[:, 0] - 5 * X[:, 1] + 3 * rng.standard_t(3, size=n) + 50
+    # labels and weights the boosters store as float32 without rounding
+    as32 = lambda a: a.astype(np.float32).astype(np.float64)  # noqa: E731
+    return {"X": X, "y": as32(y), "weight": as32(rng.uniform(0.2, 3.0, size=n))}
+
+
+# ---------------------------------------------------------------------- the solver
+def test_solver_asymmetric_l1_is_the_weighted_quantile(asym):
+    rng = np.random.default_rng(0)
+    n, leaves_count = 3000, 9
+    y = rng.normal(size=n) * 1e3
+    F = rng.normal(size=n) * 100
+    leaves = rng.integers(0, leaves_count, n)
+    w = rng.uniform(0.1, 3.0, n)
+    for weight in (None, w):
+        solution = solve_leaves(asym, y, F, leaves, leaves_count, weight)
+        assert solution.solved.all()
+        for j in range(leaves_count):
+            rows = leaves == j
+            ww = np.ones(rows.sum()) if weight is None else w[rows]
+            expected = weighted_quantile(y[rows] - F[rows], ww, 0.8)
+            assert solution.values[j] == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
+def test_solver_per_row_input_against_brute_force():
+    rng = np.random.default_rng(1)
+    n, leaves_count = 800, 5
+    y = rng.gamma(2.0, 50.0, n)
+    F = np.full(n, 80.0)
+    under = np.where(rng.random(n) < 0.3, 1.5, 4.0)
+    w = rng.uniform(0.5, 2.0, n)
+    objective = ll.objective("asymmetric_l1(y, p, under, 1)", inputs={"under": under}, rows=y)
+    leaves = rng.integers(0, leaves_count, n)
+    solution = solve_leaves(objective, y, F, leaves, leaves_count, w)
+    for j in range(leaves_count):
+        rows = leaves == j
+        r = y[rows] - F[rows]
+        # the minimiser of a piecewise-linear cost is at one of the residuals
+        totals = [np.sum(w[rows] * asym_cost(r - c, under[rows])) for c in r]
+        best = r[int(np.argmin(totals))]
+        assert solution.values[j] == pytest.approx(best, rel=1e-12)
+        found = np.sum(w[rows] * asym_cost(r - solution.values[j], under[rows]))
+        assert found <= min(totals) * (1 + 1e-12)
+
+
+def test_solver_smooth_loss_against_a_fine_grid():
+    objective = ll.objective("pseudo_huber(y, p)")
+    rng = np.random.default_rng(2)
+    n, leaves_count = 1000, 4
+    y = rng.standard_t(2, size=n) * 3
+    F = rng.normal(size=n)
+    w = rng.uniform(0.2, 2.0, n)
+    leaves = rng.integers(0, leaves_count, n)
+    solution = solve_leaves(objective, y, F, leaves, leaves_count, w)
+    assert solution.solved.all()
+    for j in range(leaves_count):
+        rows = leaves == j
+        r = y[rows] - F[rows]
+
+        def total(c, r=r, ww=w[rows]):
+            return np.sum(ww * (np.sqrt(1 + (c - r) ** 2) - 1))
+
+        grid = np.linspace(-5, 5, 20001)
+        best = grid[np.argmin([total(c) for c in grid])]
+        assert abs(solution.values[j] - best) <= 1e-3  # the grid's spacing is 5e-4
+        assert total(solution.values[j]) <= total(best) + 1e-9
+        # stationary: the weighted gradient sums to ~0
+        gradient = np.sum(w[rows] * (solution.values[j] - r)
+                          / np.sqrt(1 + (solution.values[j] - r) ** 2))
+        assert abs(gradient) <= 1e-6 * np.sum(w[rows])
+
+
+def test_solver_keeps_the_fallback_without_a_finite_minimiser():
+    objective = ll.objective("bce_logits(y, p)")
+    # leaf 0: all positive (the loss falls towards +inf); leaf 1: mixed; leaf 2: no rows;
+    # leaf 3: zero weight
+    y = np.array([1.0] * 20 + [1.0] * 6 + [0.0] * 14 + [1.0, 0.0])
+    leaves = np.array([0] * 20 + [1] * 20 + [3, 3])
+    w = np.ones(y.size)
+    w[-2:] = 0
+    F = np.zeros(y.size)
+    fallback = np.array([0.5, -7.0, 0.25, -0.125])
+    solution = solve_leaves(objective, y, F, leaves, 4, w, fallback=fallback)
+    assert solution.solved.tolist() == [False, True, False, False]
+    assert solution.values[0] == 0.5 and solution.values[2] == 0.25
+    assert solution.values[3] == -0.125
+    assert solution.values[1] == pytest.approx(math.log(6 / 14), abs=1e-6)
+
+
+def test_refit_auto_follows_the_hessian_policy(asym):
+    assert use_refit("auto", asym) is True
+    assert use_refit("auto", ll.objective("pseudo_huber(y, p)")) is False
+    assert use_refit(False, asym) is False
+    with pytest.raises(lossdsl.LossError):
+        use_refit("yes", asym)
+
+
+# ---------------------------------------------------------------------- LightGBM
+class Recording(ll.LightGBMObjective):
+    """Remembers the scores each gradient call was made at."""
+
+    def gradients(self, label, prediction, weight=None, *, container=None):
+        self.__dict__.setdefault("seen", []).append(np.array(prediction, dtype=np.float64))
+        return super().gradients(label, prediction, weight, container=container)
+
+
+@pytest.fixture(scope="module")
+def lgb_model(data):
+    X, y, w = data["X"], data["y"], data["weight"]
+    train_rows, valid_rows = slice(0, 450), slice(450, None)
+    objective = Recording(ASYM)
+    valid_objective = ll.objective(ASYM)
+    train_set = lgb.Dataset(X[train_rows], y[train_rows], weight=w[train_rows])
+    valid_set = lgb.Dataset(X[valid_rows], y[valid_rows], weight=w[valid_rows])
+    history = {}
+    booster = ll.train(objective, LGB_PARAMS, train_set, 6, evals=[("valid", valid_set,
+                                                                      valid_objective)],
+                       evals_result=history)
+    return {"booster": booster, "objective": objective, "history": history,
+            "X": X[train_rows], "y": y[train_rows], "w": w[train_rows],
+            "Xv": X[valid_rows], "yv": y[valid_rows], "wv": w[valid_rows]}
+
+
+def test_lightgbm_first_tree_leaves_are_weighted_quantiles(lgb_model):
+    booster, X, y, w = lgb_model["booster"], lgb_model["X"], lgb_model["y"], lgb_model["w"]
+    init = weighted_quantile(y, w, 0.8)
+    assert lgb_model["objective"].init_score(y, w) == pytest.approx(init, rel=1e-9)
+    leaves = booster.predict(X, pred_leaf=True, num_iteration=1).reshape(-1)
+    assert len(np.unique(leaves)) > 2
+    for j in np.unique(leaves):
+        rows = leaves == j
+        expected = init + 0.3 * weighted_quantile(y[rows] - init, w[rows], 0.8)
+        assert booster.get_leaf_output(0, int(j)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_lightgbm_gradients_and_predictions_are_the_refitted_model(lgb_model):
+    booster, X = lgb_model["booster"], lgb_model["X"]
+    seen = lgb_model["objective"].seen
+    assert len(seen) == 6
+    np.testing.assert_allclose(seen[0], lgb_model["objective"].init_score(lgb_model["y"],
+                                                                          lgb_model["w"]))
+    for k in range(1, 6):  # round k's gradients are taken at the model of k trees
+        np.testing.assert_allclose(seen[k], booster.predict(X, raw_score=True, num_iteration=k),
+                                   rtol=1e-12, atol=1e-9)
+    history = only(lgb_model["history"]["valid"])
+    assert only(booster.lossdsl_evals["valid"]) == history
+    assert len(history) == 6
+    for k in range(1, 7):
+        raw = booster.predict(lgb_model["Xv"], raw_score=True, num_iteration=k)
+        cost = asym_cost(lgb_model["yv"] - raw, 4.0)
+        assert history[k - 1] == pytest.approx(np.average(cost, weights=lgb_model["wv"]),
+                                               rel=1e-9)
+    assert history[-1] < history[0]
+
+
+def test_lightgbm_early_stopping_and_errors(data, asym):
+    X, y = data["X"], data["y"]
+    # validation labels all at the start score: every tree moves away from them, so the
+    # first round is the best and training stops 3 rounds later
+    target = np.full(200, asym.init_score(y))
+    valid = lgb.Dataset(X[:200], target)
+    booster = ll.train(asym, LGB_PARAMS, lgb.Dataset(X, y), 50, evals=[("v", valid)],
+                       early_stopping_rounds=3)
+    history = only(booster.lossdsl_evals["v"])
+    assert booster.best_iteration == 1 and len(history) == 4
+    assert history[0] == min(history)
+    raw = booster.predict(X[:200], raw_score=True)  # predict uses best_iteration
+    assert np.mean(asym_cost(target - raw, 4.0)) == pytest.approx(history[0], rel=1e-6)
+
+    constructed = lgb.Dataset(X, y)
+    constructed.construct()
+    with pytest.raises(lossdsl.LossError, match="free_raw_data=False"):
+        ll.train(asym, LGB_PARAMS, constructed, 2)
+    with pytest.raises(lossdsl.LossError, match="conflicts"):
+        ll.train(asym, {**LGB_PARAMS, "objective": "quantile"}, lgb.Dataset(X, y), 2)
+    with pytest.raises(lossdsl.LossError, match="init_score"):
+        ll.train(asym, LGB_PARAMS, lgb.Dataset(X, y, init_score=np.zeros(len(y))), 2)
+
+
+def test_lightgbm_leaf_without_finite_minimiser_stays_finite(data):
+    X = data["X"]
+    # positives wherever x0 > 0.5: leaves there hold one class only, whose exact value is
+    # +inf; they keep LightGBM's (finite) value
+    label = ((X[:, 0] > 0.5) | (X[:, 1] > 1.0)).astype(float)
+    objective = ll.objective("bce_logits(y, p)")
+    booster = ll.train(objective, LGB_PARAMS, lgb.Dataset(X, label), 4, refit=True)
+    raw = booster.predict(X, raw_score=True)
+    assert np.all(np.isfinite(raw))
+    assert np.mean((raw > 0) == (label > 0)) > 0.9
+    with pytest.raises(lossdsl.LossError, match="no finite optimal constant"):
+        ll.train(objective, LGB_PARAMS, lgb.Dataset(X, np.ones(len(X))), 2)
+
+
+def test_lightgbm_per_row_inputs(data):
+    X, y, w = data["X"], data["y"], data["weight"]
+    under = np.where(X[:, 2] > 0, 1.5, 4.0)
+    train_set = lgb.Dataset(X, y, weight=w)
+    objective = ll.objective("asymmetric_l1(y, p, under, 1)", inputs={"under": under},
+                             rows=train_set)
+    booster = ll.train(objective, LGB_PARAMS, train_set, 2)
+    init = objective.init_score(y, w)
+    leaves = booster.predict(X, pred_leaf=True, num_iteration=1).reshape(-1)
+    for j in np.unique(leaves):
+        rows = leaves == j
+        r = y[rows] - init
+        totals = [np.sum(w[rows] * asym_cost(r - c, under[rows])) for c in r]
+        expected = init + 0.3 * r[int(np.argmin(totals))]
+        assert booster.get_leaf_output(0, int(j)) == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------------- XGBoost
+def test_xgboost_refitted_model(data):
+    X, y, w = data["X"], data["y"], data["weight"]
+    class RecordingX(lx.XGBoostObjective):
+        def gradients(self, label, prediction, weight=None, *, container=None):
+            self.__dict__.setdefault("seen", []).append(np.array(prediction))
+            return super().gradients(label, prediction, weight, container=container)
+
+    objective = RecordingX(ASYM)
+    train, valid = xgb.DMatrix(X[:450], y[:450], weight=w[:450]), xgb.DMatrix(X[450:], y[450:])
+    booster = lx.train(objective, XGB_PARAMS, train, 5, evals=[("valid", valid)])
+    init = weighted_quantile(y[:450], w[:450], 0.8)
+    # first tree: every leaf at init + eta * the weighted 0.8 quantile of its residuals
+    first = booster[0:1].predict(train, output_margin=True)
+    leaves = booster[0:1].predict(train, pred_leaf=True)
+    for j in np.unique(leaves):
+        rows = leaves == j
+        expected = init + 0.3 * weighted_quantile(y[:450][rows] - init, w[:450][rows], 0.8)
+        np.testing.assert_allclose(first[rows], expected, rtol=2e-7)
+    seen = objective.seen
+    assert len(seen) == 5
+    for k in range(1, 5):
+        np.testing.assert_allclose(seen[k], booster.predict(train, output_margin=True,
+                                                            iteration_range=(0, k)),
+                                   rtol=1e-6, atol=1e-4)
+    history = only(booster.lossdsl_evals["valid"])
+    for k in range(1, 6):
+        raw = booster.predict(valid, output_margin=True, iteration_range=(0, k))
+        assert history[k - 1] == pytest.approx(np.mean(asym_cost(y[450:] - raw, 4.0)),
+                                               rel=1e-6)
+
+
+def test_xgboost_early_stopping_cuts_the_model(data, asym):
+    X, y = data["X"], data["y"]
+    objective = lx.objective(ASYM)
+    target = np.full(200, objective.init_score(y))
+    valid = xgb.DMatrix(X[:200], target)
+    booster = lx.train(objective, XGB_PARAMS, xgb.DMatrix(X, y), 50,
+                       evals=[("v", valid)], early_stopping_rounds=3)
+    history = only(booster.lossdsl_evals["v"])
+    assert booster.best_iteration == 0 and len(history) == 4
+    assert booster.num_boosted_rounds() == 1
+    raw = booster.predict(valid, output_margin=True)
+    assert np.mean(asym_cost(target - raw, 4.0)) == pytest.approx(history[0], rel=1e-6)
+    with pytest.raises(lossdsl.LossError, match="base_score"):
+        lx.train(objective, {**XGB_PARAMS, "base_score": 1.0}, xgb.DMatrix(X, y), 2)
+    with pytest.raises(lossdsl.LossError, match="conflicts"):
+        lx.train(objective, {**XGB_PARAMS, "objective": "reg:quantileerror"},
+                 xgb.DMatrix(X, y), 2)
