@@ -18,6 +18,7 @@ import copy
 import math
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from .api import CompiledLoss, Loss, loss_from_text
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 from .ir import Node, is_constant, walk
 
-HESSIAN_POLICIES = ("auto", "exact", "clip", "floor", "constant")
+HESSIAN_POLICIES = ("auto", "exact", "clip", "floor", "constant", "fisher")
 
 # Names a label input usually has; anything else falls back to "the first of two inputs",
 # the argument order every prelude loss follows (y, p).
@@ -35,6 +36,64 @@ LABEL_NAMES = ("y", "y_true", "label", "labels", "target", "t")
 
 # XGBoost floors the Hessian of its logistic and softmax objectives at this value.
 DEFAULT_HESSIAN_FLOOR = 1e-16
+
+
+@dataclass(frozen=True)
+class HessianPreset:
+    """The Hessian convention of a library's built-in objective, reproduced by ``like=``.
+
+    ``scale``: the factor the built-in applies to the exact (floored) Hessian;
+    ``per_class``: the factor is ``K/(K-1)`` for K classes instead (LightGBM multiclass);
+    ``classes``: the built-in is a softmax over classes (the loss must be over classes too);
+    ``start``: how the built-in's multiclass start score is normalised (``"centered"``: the
+    scores sum to 0, XGBoost; ``"log_shares"``: they are log-probabilities, LightGBM);
+    ``booster_params``: what the booster needs besides the objective to build the same trees.
+    """
+
+    library: str
+    scale: float = 1.0
+    per_class: bool = False
+    classes: bool = False
+    start: str = "plain"
+    booster_params: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+_POISSON_STEP = 0.7  # max_delta_step of XGBoost's count:poisson, LightGBM's poisson_max_delta_step
+
+#: Built-in objectives whose Hessian convention ``like=`` reproduces. Each was checked to
+#: give the built-in's model (raw scores equal to 1e-6 after several rounds, from the same
+#: start score) in tests/test_boost_policies.py or tests/test_integrations_*.py.
+PRESETS: dict[str, HessianPreset] = {
+    # XGBoost
+    "reg:squarederror": HessianPreset("xgboost"),
+    "reg:pseudohubererror": HessianPreset("xgboost"),
+    "binary:logistic": HessianPreset("xgboost"),
+    "binary:logitraw": HessianPreset("xgboost"),
+    "reg:gamma": HessianPreset("xgboost"),
+    "reg:tweedie": HessianPreset("xgboost"),
+    "count:poisson": HessianPreset(
+        "xgboost", math.exp(_POISSON_STEP), booster_params={"max_delta_step": _POISSON_STEP},
+        note="Hessian exp(p + 0.7); XGBoost also caps each leaf at 0.7 (the booster's "
+             "max_delta_step, which a custom objective cannot set: pass "
+             "objective.booster_params)"),
+    "multi:softprob": HessianPreset("xgboost", 2.0, classes=True, start="centered",
+                                    note="Hessian 2 p (1 - p), a bound of the softmax's"),
+    "multi:softmax": HessianPreset("xgboost", 2.0, classes=True, start="centered",
+                                   note="Hessian 2 p (1 - p), a bound of the softmax's"),
+    # LightGBM
+    "regression": HessianPreset("lightgbm"),
+    "binary": HessianPreset("lightgbm"),
+    "cross_entropy": HessianPreset("lightgbm"),
+    "gamma": HessianPreset("lightgbm"),
+    "tweedie": HessianPreset("lightgbm"),
+    "poisson": HessianPreset("lightgbm", math.exp(_POISSON_STEP),
+                             note="Hessian exp(p + poisson_max_delta_step), the step 0.7"),
+    "multiclass": HessianPreset("lightgbm", per_class=True, classes=True, start="log_shares",
+                                note="Hessian K/(K-1) p (1 - p)"),
+    "softmax": HessianPreset("lightgbm", per_class=True, classes=True, start="log_shares",
+                             note="Hessian K/(K-1) p (1 - p)"),
+}
 
 
 def as_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], str | None]:
@@ -186,10 +245,14 @@ class BoostingObjective:
     ``hessian``: the Hessian policy, see :meth:`apply_hessian_policy`.
     ``hessian_floor``: the floor used by ``"floor"`` (and ``"auto"``), per unit of weight.
     ``hessian_constant``: the Hessian per unit of weight used by ``"constant"``.
-    ``hessian_scale``: a factor applied to the Hessian last; built-in objectives use scaled
-    Hessians that bound the true one (XGBoost ``multi:softprob``: 2; LightGBM multiclass:
-    ``K/(K-1)``; Poisson in both: ``exp(max_delta_step) = exp(0.7)``), so pass the same factor
-    to reproduce them exactly.
+    ``hessian_scale``: a factor applied to the Hessian last.
+    ``like``: the name of a built-in objective whose Hessian convention to reproduce (see
+    :data:`PRESETS`): built-ins scale the Hessian (XGBoost ``multi:softprob``: 2; LightGBM
+    ``multiclass``: ``K/(K-1)``; ``count:poisson`` and ``poisson``: ``exp(0.7)``) and floor it
+    at 1e-16. With the matching loss (``sparse_cce_logits``, ``poisson_log``, ...) the model
+    is the built-in's, and :meth:`init_score` is the built-in's start score.
+    ``booster_params`` holds what else the booster needs (``count:poisson``'s
+    ``max_delta_step``). Cannot be combined with ``hessian`` or ``hessian_scale``.
     ``target``: the kernel target, ``"cpu"`` (default) or ``"parallel"``. Serial is the
     default because the booster runs its own threads: a multi-threaded objective competes
     with them for the cores (measured: XGBoost at 10^6 rows on 2 cores trained 1.24x slower
@@ -212,11 +275,13 @@ class BoostingObjective:
                  label: str | None = None, *, inputs: Mapping[str, Any] | None = None,
                  params: Mapping[str, float] | None = None, hessian: str = "auto",
                  hessian_floor: float = DEFAULT_HESSIAN_FLOOR, hessian_constant: float = 1.0,
-                 hessian_scale: float = 1.0, target: str | None = None, rows: Any = None):
+                 hessian_scale: float = 1.0, target: str | None = None, rows: Any = None,
+                 like: str | None = None):
         definition, compiled_params, compiled_target = as_loss(loss)
         if hessian not in HESSIAN_POLICIES:
             raise LossError(f"unknown hessian policy {hessian!r}; expected one of "
                             f"{', '.join(HESSIAN_POLICIES)}")
+        preset = self._preset(like, hessian, hessian_scale)
         if hessian_floor < 0 or hessian_constant <= 0 or hessian_scale <= 0:
             raise LossError("hessian_floor must be >= 0, hessian_constant and hessian_scale > 0")
         self.loss = definition
@@ -227,13 +292,61 @@ class BoostingObjective:
         self.hessian_floor = float(hessian_floor)
         self.hessian_constant = float(hessian_constant)
         self.hessian_scale = float(hessian_scale)
+        self.like = like
+        self._per_class_scale = False
+        self._start_convention = "plain"
+        #: Parameters the booster needs besides this objective to build the built-in's trees
+        #: (``like="count:poisson"``: ``{"max_delta_step": 0.7}``); empty otherwise.
+        self.booster_params: dict[str, Any] = {}
         self.target = target or compiled_target or "cpu"
         if self.target == "cuda":
             raise LossError("GBDT objectives receive NumPy arrays; use target 'cpu' or "
                             "'parallel'")
         self._setup()
+        if preset is not None:
+            self._apply_preset(preset)
+        #: Whether the loss is an expected cost: linear in the probability (sigmoid or
+        #: softmax of the score) of each decision, so that it has no finite optimal constant
+        #: and its exact Hessian is negative in places. Found numerically at construction.
+        self.expected_cost = self._probe_expected_cost()
         self.policy = self._choose_policy()
         self._bind_rows(rows)
+
+    # ------------------------------------------------------------------ presets
+    @staticmethod
+    def _preset(like: str | None, hessian: str, hessian_scale: float) -> HessianPreset | None:
+        """The preset ``like`` names (None when not given), checked against the options it
+        replaces."""
+        if like is None:
+            return None
+        if like not in PRESETS:
+            raise LossNameError(f"like={like!r} is not a built-in objective with a known "
+                                f"Hessian convention (known: {', '.join(PRESETS)})", None,
+                                did_you_mean(like, tuple(PRESETS)))
+        if hessian != "auto" or hessian_scale != 1.0:
+            raise LossError(f"like={like!r} sets the Hessian policy and scale of the built-in "
+                            "objective: pass either like= or hessian=/hessian_scale=, not both")
+        return PRESETS[like]
+
+    def _apply_preset(self, preset: HessianPreset) -> None:
+        """Take the built-in's Hessian convention: exact, floored at 1e-16, scaled."""
+        if preset.classes != self.class_axis:
+            kind = "a softmax over classes" if preset.classes else "one score per row"
+            have = "is over classes" if self.class_axis else "has one score per row"
+            raise LossError(f"like={self.like!r} is {kind}, but this loss {have} (its "
+                            f"prediction '{self.wrt}'); name a built-in of the same kind")
+        self.hessian = "floor"
+        self.hessian_scale = float(preset.scale)
+        self._per_class_scale = preset.per_class
+        self._start_convention = preset.start
+        self.booster_params = dict(preset.booster_params)
+
+    def hessian_factor(self, num_class: int | None = None) -> float:
+        """The factor the Hessian is multiplied by last: ``hessian_scale``, times ``K/(K-1)``
+        for ``like="multiclass"`` with ``num_class = K``."""
+        if self._per_class_scale and num_class is not None and num_class > 1:
+            return self.hessian_scale * num_class / (num_class - 1)
+        return self.hessian_scale
 
     # ------------------------------------------------------------------ compiled state
     def _setup(self) -> None:
@@ -254,6 +367,11 @@ class BoostingObjective:
         """
         if self.hessian != "auto":
             return self.hessian
+        if self.expected_cost:
+            # linear in a probability: the exact Hessian changes sign with the probability
+            # (0 where the decision is a toss-up, at a zero score) and floored Newton leaves
+            # there saturate the model at "always the same decision" in the first round.
+            return "fisher"
         curvature = self._summed.derivative(self.wrt, order=2)
         if is_constant(curvature):
             if curvature.value >= self.hessian_floor:
@@ -309,6 +427,116 @@ class BoostingObjective:
                 & (hessian == 0)).reshape(labels.size, residuals.size)
         # a region, not an isolated zero crossing: three neighbouring residuals in a row
         return bool(np.any(flat[:, :-2] & flat[:, 1:-1] & flat[:, 2:]))
+
+    def _probe_inputs(self, n: int) -> dict[str, Any]:
+        """The loss's other inputs for ``n`` probe rows: scalars and tables as given, per-row
+        values cycled over the rows."""
+        per_row = self._row_inputs()
+        arguments: dict[str, Any] = {}
+        for name, value in self.inputs.items():
+            if name in per_row:
+                array = np.asarray(value)
+                arguments[name] = array[np.arange(n) % array.shape[0]]
+            else:
+                arguments[name] = value
+        return arguments
+
+    def _probe_gradient(self, arguments: dict[str, Any]) -> np.ndarray | None:
+        """The per-row gradient on probe rows (None when the kernel refuses them). Runs the
+        unweighted gradient-and-Hessian kernel that training and the flatness test use, so
+        probing compiles nothing new."""
+        try:
+            with np.errstate(all="ignore"):
+                gradient, _ = self._summed._compute(False, (self.wrt,), (self.wrt,),
+                                                    arguments, None)
+        except LossError:
+            return None
+        return np.asarray(gradient, dtype=np.float64)
+
+    def _probe_expected_cost(self) -> bool:
+        """Whether the loss is an expected cost: ``sum_k c_k(y) P(decision k)`` with the
+        probabilities ``sigmoid(score)`` (one score per row) or ``softmax(scores)`` (a loss
+        over classes), whatever the costs ``c`` (a cost matrix, per-row amounts, ...).
+
+        Tested through the gradient, which for such a loss is ``c~ sigmoid'(z)``, or
+        ``p_k (c~_k - sum_j c~_j p_j)`` for a softmax, where the centred costs ``c~`` follow
+        from the gradient at score 0: on probe rows (labels 0/1 or each class, the other
+        inputs as given) at several scores, it must match to 1e-8. Losses without an
+        exponential-type function of the score are not probed.
+        """
+        nonlinear = {"sigmoid", "exp", "expm1", "softmax", "log_softmax", "logsumexp", "tanh"}
+        if not any(node.op in nonlinear for node in walk(self._summed.expression)):
+            return False
+        if self.class_axis:
+            if self.label_kind not in ("index", "matrix"):
+                return False
+            return self._probe_softmax_cost()
+        if self.label_kind != "value":
+            return False
+        rows = 16
+        arguments = self._probe_inputs(rows)
+        arguments[self.label] = (np.arange(rows) % 2).astype(np.float64)
+        arguments[self.wrt] = np.zeros(rows)
+        at_zero = self._probe_gradient(arguments)
+        if at_zero is None or not np.all(np.isfinite(at_zero)) or not np.any(at_zero):
+            return False
+        tolerance = 1e-8 * float(np.max(np.abs(at_zero)))
+        for score in (-6.0, -1.5, -0.3, 0.4, 2.0, 7.0):
+            arguments[self.wrt] = np.full(rows, score)
+            gradient = self._probe_gradient(arguments)
+            slope = 1.0 / (2.0 + 2.0 * math.cosh(score))  # sigmoid'(score)
+            if gradient is None or not np.all(np.abs(gradient - 4.0 * slope * at_zero)
+                                              <= tolerance):
+                return False
+        return True
+
+    def _probe_softmax_cost(self) -> bool:
+        """:meth:`_probe_expected_cost` for a loss over classes."""
+        per_row = self._row_inputs()
+        tables = self._summed.table_inputs()
+        widths = [np.shape(value)[1] for name, value in self.inputs.items()
+                  if (name in tables or name in per_row) and len(np.shape(value)) == 2]
+        # the class count of a table or per-row cost row, else the first that the kernel
+        # accepts (a loss may fix it, as onehot(y, 2) does)
+        for num_class in dict.fromkeys(widths[:1] + [2, 3]):
+            verdict = self._probe_softmax_cost_with(num_class)
+            if verdict is not None:
+                return verdict
+        return False
+
+    def _probe_softmax_cost_with(self, num_class: int) -> bool | None:
+        """The softmax probe with ``num_class`` classes; None when the kernel refuses that
+        many classes."""
+        rows = 4 * num_class
+        arguments = self._probe_inputs(rows)
+        # labels that every table looked up by label has a row for (a 2 x 3 cost matrix:
+        # two outcomes, three decisions)
+        tables = self._summed.table_inputs()
+        outcomes = min([num_class] + [np.shape(self.inputs[name])[0] for name in tables
+                                      if name in self.inputs and np.ndim(self.inputs[name])])
+        classes = np.arange(rows) % outcomes
+        if self.label_kind == "index":
+            arguments[self.label] = classes
+        else:
+            arguments[self.label] = np.eye(num_class)[classes]
+        arguments[self.wrt] = np.zeros((rows, num_class))
+        at_zero = self._probe_gradient(arguments)
+        if at_zero is None:
+            return None
+        if not np.all(np.isfinite(at_zero)) or not np.any(at_zero):
+            return False
+        centred = num_class * at_zero
+        tolerance = 1e-8 * float(np.max(np.abs(centred)))
+        draws = np.random.default_rng(0).standard_normal((3, rows, num_class))
+        for spread, draw in zip((0.5, 2.0, 6.0), draws):
+            scores = spread * draw
+            arguments[self.wrt] = scores
+            gradient = self._probe_gradient(arguments)
+            p = _softmax(scores)
+            expected = p * (centred - np.sum(centred * p, axis=1, keepdims=True))
+            if gradient is None or not np.all(np.abs(gradient - expected) <= tolerance):
+                return False
+        return True
 
     def __getstate__(self) -> dict[str, Any]:
         # Compiled kernels hold locks and machine code: ship the definition, compile on arrival
@@ -526,13 +754,60 @@ class BoostingObjective:
             (gradient,) = self._summed._compute(False, wrt, (), arguments, w,
                                                 self.gradient_dtype)
             hessian = self._constant_hessian(gradient, w)
+        elif self.policy == "fisher":
+            # the kernel that also gives the (unused) exact Hessian: the one the construction's
+            # probe compiled, so no other kernel is built
+            gradient, _ = self._summed._compute(False, wrt, wrt, arguments, w,
+                                                self.gradient_dtype)
+            hessian = self._fisher_hessian(y, prediction, gradient, w)
         else:
             gradient, hessian = self._summed._compute(False, wrt, wrt, arguments, w,
                                                       self.gradient_dtype)
             self.apply_hessian_policy(hessian, w)
-        if self.hessian_scale != 1.0:
-            hessian *= hessian.dtype.type(self.hessian_scale)
+        factor = self.hessian_factor(prediction.shape[1] if prediction.ndim == 2 else None)
+        if factor != 1.0:
+            hessian *= hessian.dtype.type(factor)
         return gradient, hessian
+
+    def _fisher_hessian(self, y: np.ndarray, prediction: np.ndarray, gradient: np.ndarray,
+                        w: np.ndarray | None) -> np.ndarray:
+        """The ``"fisher"`` curvature of an expected cost (see :meth:`apply_hessian_policy`):
+        each row's cost spread times the link's variance, floored like ``"floor"``."""
+        if prediction.ndim == 1:
+            # the gradient is (c_1 - c_0) w sigmoid'(z): its size is exactly spread * variance
+            hessian = np.abs(gradient)
+        else:
+            num_class = prediction.shape[1]
+            spread = self._cost_spread(y, prediction.shape, w)
+            p = _softmax(np.asarray(prediction, dtype=np.float64))
+            # K/(K-1) makes two classes the same model as one score with sigmoid: both
+            # scores move, by half the step each
+            factor = num_class / (num_class - 1) if num_class > 1 else 1.0
+            hessian = (factor * spread[:, None] * p * (1.0 - p)).astype(gradient.dtype)
+        floor = self.hessian_floor if w is None else \
+            (w if hessian.ndim == 1 else w[:, None]) * self.hessian_floor
+        np.maximum(hessian, np.asarray(floor, dtype=hessian.dtype), out=hessian)
+        return hessian
+
+    def _cost_table(self, y: np.ndarray, shape: tuple[int, ...],
+                    w: np.ndarray | None) -> np.ndarray:
+        """Each row's weighted costs of the decisions, centred on their mean: (n,) cost of
+        deciding 1 minus cost of deciding 0 for one score per row, (n, K) for classes.
+
+        From the gradient at score 0, which for an expected cost is ``(c_1 - c_0)/4`` (one
+        score) or ``(c_k - mean_j c_j)/K`` (softmax over K classes), per unit of weight.
+        """
+        arguments = self._arguments(y, np.zeros(shape))
+        gradient, _ = self._summed._compute(False, (self.wrt,), (self.wrt,), arguments, w)
+        return np.asarray(gradient, dtype=np.float64) * (4.0 if len(shape) == 1 else shape[1])
+
+    def _cost_spread(self, y: np.ndarray, shape: tuple[int, ...],
+                     w: np.ndarray | None) -> np.ndarray:
+        """Each row's (weighted) cost of its worst decision minus that of its best one."""
+        table = self._cost_table(y, shape, w)
+        if table.ndim == 1:
+            return np.abs(table)
+        return np.max(table, axis=1) - np.min(table, axis=1)
 
     def _constant_hessian(self, gradient: np.ndarray, w: np.ndarray | None) -> np.ndarray:
         hessian = np.full(gradient.shape, self.hessian_constant, dtype=gradient.dtype)
@@ -552,14 +827,27 @@ class BoostingObjective:
           logistic and softmax objectives).
         * ``"constant"``: ``hessian_constant`` per unit of weight: first-order boosting, each
           leaf moves by the mean negative gradient (what LightGBM does for L1 and quantile).
-        * ``"auto"`` (default): ``"constant"`` when the loss's Hessian in the prediction is 0
-          everywhere (piecewise-linear losses: MAE, quantile, asymmetric L1, hinge) or on a
-          whole region where the gradient is not 0 (Huber and Huber-smoothed costs outside
-          their quadratic zone), where floored Newton leaves would explode; ``"exact"`` for
-          a constant positive curvature; otherwise ``"floor"`` at 1e-16: the exact Hessian
-          of convex losses, which gives the same model as the libraries' built-in
-          objectives. (A squared hinge past its margin is flat with a zero gradient: those
-          rows add nothing to a leaf's step, so it keeps ``"floor"``.)
+        * ``"fisher"``: for expected costs (losses linear in ``sigmoid(z)`` or in each class's
+          ``softmax(z)_k``, such as ``expected_cost``), whose exact Hessian changes sign: the
+          curvature the cost-weighted cross-entropy with the same decision rule would have,
+          ``|c_1 - c_0| p (1 - p)`` per unit of weight (one score per row, ``p =
+          sigmoid(z)``; equal to the gradient's size), or ``K/(K-1) (max_k c_k - min_k c_k)
+          p_k (1 - p_k)`` (softmax; ``K/(K-1)`` makes two classes the same model as one
+          score), floored like ``"floor"``. A Fisher-information (Gauss-Newton-type)
+          curvature: positive wherever the cost depends on the decision, largest where the
+          decision is a toss-up (where the exact Hessian is 0), so leaves move by a bounded
+          step (at most 1 per round for one score) in the direction of the true cost's
+          gradient.
+        * ``"auto"`` (default): ``"fisher"`` for an expected cost (found numerically at
+          construction, see :attr:`expected_cost`); ``"constant"`` when the loss's Hessian
+          in the prediction is 0 everywhere (piecewise-linear losses: MAE, quantile,
+          asymmetric L1, hinge) or on a whole region where the gradient is not 0 (Huber and
+          Huber-smoothed costs outside their quadratic zone), where floored Newton leaves
+          would explode; ``"exact"`` for a constant positive curvature; otherwise
+          ``"floor"`` at 1e-16: the exact Hessian of convex losses, which gives the same
+          model as the libraries' built-in objectives. (A squared hinge past its margin is
+          flat with a zero gradient: those rows add nothing to a leaf's step, so it keeps
+          ``"floor"``.)
         """
         if self.policy == "clip":
             np.maximum(hessian, 0, out=hessian)
@@ -582,17 +870,18 @@ class BoostingObjective:
         return float(self.mean_loss(sample_weight=w, **self._arguments(y, prediction)))
 
     def base_margin(self, label: Any, sample_weight: Any = None,
-                    num_class: int | None = None) -> np.ndarray:
+                    num_class: int | None = None, *, unbounded: str = "raise") -> np.ndarray:
         """The optimal constant raw score repeated for every row: (n,), or (n, K) for a loss
         over classes (XGBoost ``base_margin``, LightGBM ``init_score``, CatBoost
-        ``baseline``)."""
-        score = self.init_score(label, sample_weight, num_class)
+        ``baseline``). ``unbounded``: as in :meth:`init_score`."""
+        score = self.init_score(label, sample_weight, num_class, unbounded=unbounded)
         n = np.asarray(label).shape[0]
         return np.tile(score, (n, 1)) if np.ndim(score) else np.full(n, score)
 
     # ------------------------------------------------------------------ init score
     def init_score(self, label: Any, weight: Any = None, num_class: int | None = None, *,
-                   max_iter: int = 200, xtol: float = 1e-10) -> float | np.ndarray:
+                   unbounded: str = "raise", max_iter: int = 200,
+                   xtol: float = 1e-10) -> float | np.ndarray:
         """The optimal constant raw score: ``argmin_c sum_i w_i l(y_i, c)``.
 
         A float, or a vector of ``num_class`` scores for losses over classes (and for
@@ -609,7 +898,22 @@ class BoostingObjective:
         in one class, a class that never occurs, all-zero counts for a log-link loss). A
         huge start score would saturate the link and leave every gradient near 0, so the
         booster would learn nothing; there is no meaningful finite score to cap it at.
+
+        ``unbounded="surrogate"`` answers instead, for an expected cost (see
+        :attr:`expected_cost`; such a cost never has a finite optimal constant), with the
+        optimal constant of its convex, cost-weighted surrogate: the cross-entropy of each
+        row's cheapest decision weighted by its cost spread (``cost_sensitive_bce`` with the
+        same costs for one score per row: the log of the cost-weighted odds; the log of the
+        cost-weighted shares of the cheapest decisions for classes). It still raises when
+        every row has the same cheapest decision (or, for classes, a decision is nobody's
+        cheapest): the surrogate has no finite optimum then either.
+
+        With ``like=`` a built-in over classes, the scores are shifted (the loss does not
+        change) to the built-in's own start: summing to 0 (XGBoost) or log-probabilities
+        (LightGBM).
         """
+        if unbounded not in ("raise", "surrogate"):
+            raise LossError(f"unbounded={unbounded!r}: expected 'raise' or 'surrogate'")
         self.check_rows(label)
         y = np.asarray(label)
         n = y.shape[0]
@@ -619,18 +923,72 @@ class BoostingObjective:
                 num_class = y.shape[1]
             elif self.class_axis:
                 num_class = int(np.max(y)) + 1 if y.size else 1
-        if num_class is None:
-            labels = self.label_array(y, (n,))
-            return self._solve_1d(labels, w, (n,), max_iter, xtol, None)
-        shape = (n, num_class)
-        labels = self.label_array(y, shape)
-        if not self.class_axis:  # elementwise over columns: each column is its own 1-D problem
-            scores = np.empty(num_class)
-            for k in range(num_class):
-                column = np.ascontiguousarray(labels[:, k])
-                scores[k] = self._solve_1d(column, w, (n,), max_iter, xtol, k)
+        try:
+            if num_class is None:
+                labels = self.label_array(y, (n,))
+                return self._solve_1d(labels, w, (n,), max_iter, xtol, None)
+            shape = (n, num_class)
+            labels = self.label_array(y, shape)
+            if not self.class_axis:  # elementwise over columns: each its own 1-D problem
+                scores = np.empty(num_class)
+                for k in range(num_class):
+                    column = np.ascontiguousarray(labels[:, k])
+                    scores[k] = self._solve_1d(column, w, (n,), max_iter, xtol, k)
+                return scores
+            scores = self._newton_classes(labels, w, shape, max_iter, xtol)
+            return self._start_convention_of(scores, labels, w)
+        except _Unbounded as error:
+            if unbounded == "surrogate" and self.expected_cost:
+                shape = (n,) if num_class is None else (n, num_class)
+                return self._surrogate_start(self.label_array(y, shape), shape, w, error)
+            raise
+
+    def _surrogate_start(self, labels: np.ndarray, shape: tuple[int, ...],
+                         w: np.ndarray | None, error: LossError) -> float | np.ndarray:
+        """The optimal constant of an expected cost's cost-weighted cross-entropy surrogate
+        (see :meth:`init_score`); ``error``, the expected cost's own, is raised when the
+        surrogate has no finite optimum either."""
+        table = self._cost_table(labels, shape, w)
+        if table.ndim == 1:
+            # decide 1 where it is cheaper (c_1 < c_0), weighted by what is at stake
+            for_one = float(np.sum(np.where(table < 0, -table, 0.0)))
+            for_zero = float(np.sum(np.where(table > 0, table, 0.0)))
+            if not (for_one > 0 and for_zero > 0 and math.isfinite(for_one + for_zero)):
+                raise LossError(f"{error} (its cost-weighted surrogate has none either: every "
+                                "row has the same cheapest decision)") from None
+            return math.log(for_one / for_zero)
+        spread = np.max(table, axis=1) - np.min(table, axis=1)
+        cheapest = np.argmin(table, axis=1)
+        shares = np.bincount(cheapest, weights=spread, minlength=shape[1])
+        if not (np.all(shares > 0) and np.all(np.isfinite(shares))):
+            never = ", ".join(str(k) for k in np.flatnonzero(~(shares > 0)))
+            raise LossError(f"{error} (its cost-weighted surrogate has none either: decision "
+                            f"{never} is no row's cheapest; start from 0 instead)") from None
+        return np.log(shares / np.sum(shares))
+
+    def _start_convention_of(self, scores: np.ndarray, labels: np.ndarray,
+                             w: np.ndarray | None) -> np.ndarray:
+        """Class scores shifted to the ``like=`` built-in's start, when the loss does not
+        change under a shift of all scores (a softmax's)."""
+        if self._start_convention == "plain":
             return scores
-        return self._newton_classes(labels, w, shape, max_iter, xtol)
+        if self._start_convention == "centered":
+            shifted = scores - np.mean(scores)
+        else:  # log_shares
+            top = np.max(scores)
+            shifted = scores - (top + np.log(np.sum(np.exp(scores - top))))
+        shape = (labels.shape[0], scores.size)
+
+        def value(c: np.ndarray) -> float:
+            prediction = np.ascontiguousarray(np.broadcast_to(c, shape))
+            (total,) = self._summed._compute(True, (), (), self._arguments(labels, prediction),
+                                             w)
+            return float(total)
+
+        before, after = value(scores), value(shifted)
+        if not abs(after - before) <= 1e-9 * max(1.0, abs(before)):
+            return scores  # not shift-invariant: keep the loss's own optimum
+        return shifted
 
     def _solve_1d(self, labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
                   max_iter: int, xtol: float, column: int | None) -> float:
@@ -651,17 +1009,19 @@ class BoostingObjective:
 
     def _unbounded_error(self, what: str) -> LossError:
         name = self.loss.name or "the loss"
-        return LossError(
+        return _Unbounded(
             f"{name} has no finite optimal constant score: summed over the labels it keeps "
             f"decreasing, or stays at its lowest value, {what}. Either the cost is not convex "
             "in the score (an expected cost under sigmoid/softmax probabilities: its cheapest "
             "constant decision is always the same class, reached only at an infinite score) "
             "or the labels are degenerate (all in one class, a class that never occurs, "
             "all-zero counts). A start score there would saturate the link and leave the "
-            "booster no gradient to learn from. Check the labels; for an expected cost, "
-            "train its convex, cost-weighted surrogate instead (cost_sensitive_bce(y, z, "
-            "fn_cost, fp_cost) for two classes, cce_logits with the misclassification costs "
-            "as sample weights for more), or start from 0 without an init score")
+            "booster no gradient to learn from. Check the labels. An expected cost trains "
+            "as it is with the default hessian='auto' (its Fisher curvature) from 0 or from "
+            "init_score(..., unbounded='surrogate'), the optimal constant of its convex, "
+            "cost-weighted surrogate; or train that surrogate itself (cost_sensitive_bce(y, "
+            "z, fn_cost, fp_cost) for two classes, cce_logits with the misclassification "
+            "costs as sample weights for more)")
 
     def _newton_classes(self, labels: np.ndarray, w: np.ndarray | None,
                         shape: tuple[int, int], max_iter: int, xtol: float) -> np.ndarray:
@@ -746,10 +1106,21 @@ class BoostingObjective:
                     f"as the score of class {k} goes to {towards} (the others held)")
 
 
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, K) scores (max-shifted)."""
+    shifted = np.exp(scores - np.max(scores, axis=1, keepdims=True))
+    return shifted / np.sum(shifted, axis=1, keepdims=True)
+
+
 def _shifted(scores: np.ndarray, k: int, offset: float) -> np.ndarray:
     shifted = scores.copy()
     shifted[k] += offset
     return shifted
+
+
+class _Unbounded(LossError):
+    """The error :meth:`BoostingObjective.init_score` raises when no finite constant score is
+    optimal (a :class:`~lossdsl.LossError`)."""
 
 
 class _NoFiniteMinimum(Exception):
