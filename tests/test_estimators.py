@@ -1,0 +1,274 @@
+"""scikit-learn estimators on lossdsl losses (lossdsl.estimators): per-row inputs that travel
+with their rows, the predictions and probabilities a loss implies, the decide step, and
+scikit-learn's own estimator checks. Small data and few rounds: each test fits in well under a
+second once the losses are compiled (a handful of distinct losses, shared by the module)."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score, cross_validate
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
+
+import lossdsl
+from lossdsl.estimators import (
+    CatBoostLossClassifier,
+    CatBoostLossRegressor,
+    LGBMLossClassifier,
+    LGBMLossRegressor,
+    XGBLossClassifier,
+    XGBLossRegressor,
+)
+
+# the per-row cost: a missed churner costs its customer value, a wasted offer costs 2
+CHURN = "cost_sensitive_bce(y, z, clv, 2)"
+POISSON_LOG = "exp(z) - y*z"
+XGB = {"nthread": 1, "max_depth": 3}
+LGB = {"num_threads": 1, "num_leaves": 7, "min_data_in_leaf": 5}
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@pytest.fixture(scope="module")
+def data():
+    """240 rows: three features, a per-row customer value 'clv', binary and count labels."""
+    rng = np.random.default_rng(0)
+    n = 240
+    X = pd.DataFrame({"x0": rng.normal(size=n), "x1": rng.normal(size=n),
+                      "x2": rng.normal(size=n), "clv": rng.uniform(1.0, 20.0, size=n)})
+    churn = (X.x0 + 0.7 * rng.normal(size=n) > 0.3).astype(int).to_numpy()
+    counts = rng.poisson(np.exp(0.5 + 0.6 * X.x0.to_numpy())).astype(float)
+    return X, churn, counts
+
+
+# ---------------------------------------------------------------------------- implied outputs
+def test_bce_probabilities_are_the_sigmoid_and_predict_the_likelier_class(data):
+    X, y, _ = data
+    model = XGBLossClassifier(n_estimators=8, **XGB).fit(X[["x0", "x1"]], y)
+    raw = model.predict_raw(X[["x0", "x1"]])
+    proba = model.predict_proba(X[["x0", "x1"]])
+    np.testing.assert_allclose(proba[:, 1], sigmoid(raw), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.array_equal(model.predict(X[["x0", "x1"]]), (raw > 0).astype(int))
+    # the init score is the log-odds of the labels, stored and inside the raw scores
+    assert model.init_score_ == pytest.approx(np.log(y.mean() / (1 - y.mean())), abs=1e-9)
+    assert model.score(X[["x0", "x1"]], y) > 0.75
+
+
+def test_cost_weighted_loss_gives_the_true_probability_per_row(data):
+    X, y, _ = data
+    model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=8, **XGB).fit(X, y)
+    s = sigmoid(model.predict_raw(X))
+    clv = X.clv.to_numpy()
+    # q = g0 / (g0 - g1) with g1 = -clv (1 - s), g0 = 2 s: the un-weighted probability
+    expected = 2 * s / (2 * s + clv * (1 - s))
+    np.testing.assert_allclose(model.predict_proba(X)[:, 1], expected, rtol=1e-12)
+    # the probabilities depend on each row's clv: another clv gives other probabilities
+    other = model.predict_proba(X.drop(columns="clv"), clv=np.full(len(X), 5.0))[:, 1]
+    assert np.max(np.abs(other - expected)) > 0.05
+
+
+def test_multiclass_softmax_and_string_labels(data):
+    X, _, _ = data
+    names = np.array(["bronze", "gold", "silver"])
+    codes = np.digitize(X.x0.to_numpy(), [-0.4, 0.4])
+    y = names[codes]
+    model = LGBMLossClassifier(n_estimators=8, **LGB).fit(X[["x0", "x1"]], y)
+    assert list(model.classes_) == ["bronze", "gold", "silver"]
+    raw = model.predict_raw(X[["x0", "x1"]])
+    assert raw.shape == (len(X), 3)
+    softmax = np.exp(raw - raw.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict_proba(X[["x0", "x1"]]), softmax, atol=1e-10)
+    predicted = model.predict(X[["x0", "x1"]])
+    assert np.array_equal(predicted, model.classes_[np.argmax(softmax, axis=1)])
+    assert np.mean(predicted == y) > 0.7
+
+
+def test_hinge_implies_no_probabilities(data):
+    X, y, _ = data
+    with pytest.raises(lossdsl.LossError, match="class_values=\\(-1, 1\\)"):
+        XGBLossClassifier("hinge(y, z)", n_estimators=3, **XGB).fit(X[["x0"]], y)
+    model = XGBLossClassifier("hinge(y, z)", class_values=(-1, 1), n_estimators=8,
+                              **XGB).fit(X[["x0", "x1"]], y)
+    with pytest.raises(lossdsl.LossError, match="does not imply class probabilities"):
+        model.predict_proba(X[["x0", "x1"]])
+    # predict: the class whose hinge loss is lower at the score, i.e. the score's sign
+    raw = model.predict_raw(X[["x0", "x1"]])
+    assert np.array_equal(model.predict(X[["x0", "x1"]]), (raw > 0).astype(int))
+
+
+def test_regressor_predictions_on_the_label_scale(data):
+    X, _, counts = data
+    features = X[["x0", "x1"]]
+    plain = XGBLossRegressor(n_estimators=8, **XGB).fit(features, counts)
+    assert plain.identity_link_
+    np.testing.assert_array_equal(plain.predict(features), plain.predict_raw(features))
+    poisson = LGBMLossRegressor(POISSON_LOG, n_estimators=8, **LGB).fit(features, counts)
+    assert not poisson.identity_link_
+    raw = poisson.predict_raw(features)
+    np.testing.assert_allclose(poisson.predict(features), np.exp(raw), rtol=1e-12)
+    assert poisson.init_score_ == pytest.approx(np.log(counts.mean()), abs=1e-9)
+
+
+# ---------------------------------------------------------------------------- rows
+def test_per_row_column_is_not_a_feature_and_must_come_back(data):
+    X, y, _ = data
+    model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=5, **XGB).fit(X, y)
+    assert model.booster_.feature_names == ["x0", "x1", "x2"] or \
+        getattr(model.booster_, "booster", model.booster_).feature_names == ["x0", "x1", "x2"]
+    assert list(model.feature_names_in_) == ["x0", "x1", "x2", "clv"]
+    with pytest.raises(lossdsl.LossError, match="no per-row values for 'clv'"):
+        model.predict_proba(X[["x0", "x1", "x2"]].to_numpy())
+    with pytest.raises(lossdsl.LossError, match="frozen to one set of rows"):
+        XGBLossClassifier(CHURN, inputs={"clv": X.clv.to_numpy()}).fit(X, y)
+
+
+def test_cross_validation_and_shuffles_keep_values_on_their_rows(data):
+    X, y, _ = data
+    model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=5, **XGB)
+    scores = cross_val_score(model, X, y, cv=KFold(3, shuffle=True, random_state=0))
+    assert np.all(scores > 0.6)
+    fitted = clone(model).fit(X, y)
+    order = np.random.default_rng(1).permutation(len(X))
+    shuffled = clone(model).fit(X.iloc[order], y[order])
+    # the same model up to row-order effects in the histogram sums
+    np.testing.assert_allclose(shuffled.predict_proba(X), fitted.predict_proba(X), atol=1e-5)
+    # pairing the values with other rows (what a bare objective did after a shuffle) differs
+    mispaired = X.assign(clv=X.clv.to_numpy()[order])
+    wrong = clone(model).fit(mispaired, y).predict_proba(X)
+    assert np.max(np.abs(wrong - fitted.predict_proba(X))) > 1e-3
+
+
+def test_pipeline_grid_search_and_metadata_routing(data):
+    X, y, _ = data
+    # a ColumnTransformer passes the per-row column through under its own name
+    prepare = ColumnTransformer([("scale", StandardScaler(), ["x0", "x1", "x2"])],
+                                remainder="passthrough", verbose_feature_names_out=False)
+    prepare.set_output(transform="pandas")
+    pipe = Pipeline([("prepare", prepare),
+                     ("model", LGBMLossClassifier(CHURN, inputs={"clv": "clv"},
+                                                  n_estimators=5, **LGB))])
+    pipe.fit(X, y)
+    assert list(pipe[-1].feature_names_in_) == ["x0", "x1", "x2", "clv"]
+    search = GridSearchCV(pipe, {"model__learning_rate": [0.1, 0.3],
+                                 "model__num_leaves": [3, 7]}, cv=2).fit(X, y)
+    assert search.best_params_["model__num_leaves"] in (3, 7)
+    assert search.best_estimator_[-1].get_params()["num_leaves"] in (3, 7)
+
+    # the same values as metadata of a plain array X: routed and split by fold
+    features = X[["x0", "x1", "x2"]].to_numpy()
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=5, **XGB)
+        model.set_fit_request(clv=True).set_predict_request(clv=True)
+        model.set_score_request(clv=True)
+        result = cross_validate(Pipeline([("model", model)]), features, y, cv=3,
+                                params={"clv": X.clv.to_numpy()}, return_estimator=True)
+        assert len(result["estimator"]) == 3
+        assert np.all(result["test_score"] > 0.6)
+    by_keyword = clone(model).fit(features, y, clv=X.clv.to_numpy())
+    by_column = clone(model).fit(X, y)
+    np.testing.assert_array_equal(by_keyword.predict_raw(features), by_column.predict_raw(X))
+
+
+def test_pickle_clone_and_params(data):
+    X, y, _ = data
+    model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=5, max_depth=2,
+                              nthread=1)
+    assert model.get_params()["max_depth"] == 2
+    assert clone(model).set_params(max_depth=3, learning_rate=0.2).get_params()["max_depth"] == 3
+    model.fit(X, y)
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
+
+
+# ---------------------------------------------------------------------------- decisions
+def test_classifier_decides_with_a_per_row_cost(data):
+    X, y, _ = data
+    # decline (d = 1) a customer: lose the fee 3 if they would not have churned; approve:
+    # lose their clv if they churn
+    cost = "where(d == 1, where(y == 1, 0, 3), where(y == 1, value, 0))"
+    model = XGBLossClassifier(n_estimators=8, decision_cost=cost,
+                              decision_inputs={"value": "clv"}, **XGB).fit(X, y)
+    assert list(model.feature_names_in_) == ["x0", "x1", "x2", "clv"]
+    p = model.predict_proba(X)[:, 1]
+    expected = (p * X.clv.to_numpy() > (1 - p) * 3).astype(int)
+    np.testing.assert_array_equal(model.predict(X), expected)
+    np.testing.assert_array_equal(model.decide(X), expected)
+    # another cost, its inputs given to decide
+    flat = model.decide(X, cost, value=np.full(len(X), 3.0))
+    np.testing.assert_array_equal(flat, (p > 0.5).astype(int))
+
+
+def test_regressor_decides_from_out_of_fold_residuals(data):
+    X, _, counts = data
+    features = X[["x0", "x1"]]
+    model = XGBLossRegressor(n_estimators=8, decision_cost="asymmetric_l1(y, d, 4, 1)",
+                             decision_cv=3, **XGB).fit(features, counts)
+    assert model.residuals_.shape == (len(X),)
+    in_sample = counts - model.predict_raw(features)
+    assert not np.allclose(model.residuals_, in_sample)  # held out, not training residuals
+    stock = model.predict(features)
+    shift = np.quantile(model.residuals_, 0.8, method="inverted_cdf")
+    np.testing.assert_allclose(stock, model.predict_raw(features) + shift, atol=1e-8)
+    with pytest.raises(lossdsl.LossError, match="held-out residuals"):
+        XGBLossRegressor(n_estimators=3, **XGB).fit(features, counts).decide(
+            features, "asymmetric_l1(y, d, 4, 1)")
+
+
+# ---------------------------------------------------------------------------- CatBoost
+def test_catboost_estimators(data):
+    X, y, counts = data
+    features = X[["x0", "x1"]]
+    classifier = CatBoostLossClassifier(n_estimators=5, depth=2, thread_count=1)
+    classifier.fit(features, y)
+    np.testing.assert_allclose(classifier.predict_proba(features)[:, 1],
+                               sigmoid(classifier.predict_raw(features)), rtol=1e-12)
+    assert set(classifier.predict(features)) <= {0, 1}
+    regressor = CatBoostLossRegressor(n_estimators=5, depth=2, thread_count=1)
+    regressor.fit(features, counts)
+    assert regressor.predict(features).shape == (len(X),)
+    assert abs(regressor.booster_.init_score - counts.mean()) < 1e-9
+    with pytest.raises(lossdsl.LossError, match="per row"):
+        CatBoostLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=2).fit(X, y)
+
+
+# ---------------------------------------------------------------------------- sklearn checks
+@pytest.mark.parametrize("estimator", [
+    XGBLossRegressor(n_estimators=5, learning_rate=0.5, nthread=1),
+    XGBLossClassifier(n_estimators=5, learning_rate=0.5, nthread=1),
+], ids=["regressor", "classifier"])
+def test_scikit_learn_estimator_checks(estimator):
+    # every check applies and passes (sample-weight equivalence too: DMatrix and booster
+    # run on one thread, so XGBoost's sketch does not depend on the thread split)
+    results = check_estimator(estimator, on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])[:300]) for r in results
+              if r["status"] == "failed"]
+    assert not failed
+
+
+def test_import_without_the_libraries():
+    code = ("import sys\n"
+            "for name in ('xgboost', 'lightgbm', 'catboost'):\n"
+            "    sys.modules[name] = None\n"
+            "import lossdsl.estimators as e\n"
+            "m = e.XGBLossRegressor(n_estimators=3)\n"
+            "try:\n"
+            "    m.fit([[0.0], [1.0]], [0.0, 1.0])\n"
+            "except ImportError:\n"
+            "    print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
