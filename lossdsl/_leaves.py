@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
 
 from ._boost import BoostingObjective
 from .errors import LossError
@@ -42,8 +43,280 @@ from .ir import is_constant
 #: The default tolerance of the leaf search, relative to the spread of a leaf's residuals.
 LEAF_XTOL = 1e-6
 
-__all__ = ["LEAF_XTOL", "EvalTracker", "LeafSolution", "learning_rate", "refit_round",
-           "solve_leaves", "use_refit"]
+__all__ = ["LEAF_XTOL", "EvalTracker", "LeafSolution", "learning_rate", "leaves_from_changes",
+           "refit_round", "solve_leaves", "use_refit"]
+
+
+_JIT = {"cache": True, "error_model": "numpy"}
+_NO_ROWS = np.zeros(0)
+
+
+# Row-level work of the search, one compiled pass each (a dozen NumPy passes otherwise).
+@njit(**_JIT)
+def _shift_scores(scores, leaf, c):  # pragma: no cover - compiled
+    out = np.empty(leaf.shape[0])
+    for i in range(leaf.shape[0]):
+        out[i] = scores[i] + c[leaf[i]]
+    return out
+
+
+@njit(**_JIT)
+def _sum_alive(leaf, g, h, alive, G, H):  # pragma: no cover - compiled
+    """G[leaf] += g (and H[leaf] += h when h has rows) over the rows alive."""
+    use_h = h.shape[0] > 0
+    for i in range(leaf.shape[0]):
+        if alive[i]:
+            j = leaf[i]
+            G[j] += g[i]
+            if use_h:
+                H[j] += h[i]
+
+
+@njit(**_JIT)
+def _settle(leaf, g, alive, side_of_leaf, active, row_low, row_high, set_aside,
+            aside_sum, left, lone):  # pragma: no cover - compiled
+    """After an evaluation: remember each alive row's gradient at the end of its leaf's
+    bracket the evaluation sat at (side +1: high, -1: low); set aside (alive = False, its
+    gradient into aside_sum) a row whose gradient is the same at both ends; drop rows of
+    leaves no longer active; count the rows left per leaf (and one of them). Returns the
+    number of rows left."""
+    kept = 0
+    for i in range(leaf.shape[0]):
+        if not alive[i]:
+            continue
+        j = leaf[i]
+        if set_aside:
+            side = side_of_leaf[j]
+            if side > 0:
+                row_high[i] = g[i]
+            elif side < 0:
+                row_low[i] = g[i]
+            a = row_low[i]
+            if a == row_high[i] and np.isfinite(a):
+                aside_sum[j] += g[i]
+                alive[i] = False
+                continue
+        if not active[j]:
+            alive[i] = False
+            continue
+        left[j] += 1
+        lone[j] = i
+        kept += 1
+    return kept
+
+
+@njit(**_JIT)
+def _leaf_stats(leaf, residual, w, count, total, sum_r, sum_r2):  # pragma: no cover
+    """Per leaf: rows, total weight (w empty: 1 each), sum and sum of squares of the
+    residuals (residual empty: skipped)."""
+    weighted = w.shape[0] > 0
+    has_r = residual.shape[0] > 0
+    for i in range(leaf.shape[0]):
+        j = leaf[i]
+        count[j] += 1
+        total[j] += w[i] if weighted else 1.0
+        if has_r:
+            r = residual[i]
+            sum_r[j] += r
+            sum_r2[j] += r * r
+
+
+@njit(**_JIT)
+def _nearest_kink(leaf, residual, eligible, low, high, c):  # pragma: no cover - compiled
+    """Per eligible leaf, the residual inside [low, high] nearest c (NaN: none)."""
+    L = c.shape[0]
+    best = np.full(L, np.nan)
+    distance = np.full(L, np.inf)
+    for i in range(leaf.shape[0]):
+        j = leaf[i]
+        if eligible[j]:
+            r = residual[i]
+            if low[j] <= r <= high[j]:
+                d = abs(r - c[j])
+                if d < distance[j]:
+                    distance[j] = d
+                    best[j] = r
+    return best
+
+
+@njit(**_JIT)
+def _step_leaves(G, H, active, first, converged, c, low, high, g_low, g_high, last_step,
+                 older_step, width_before, width_last, last_side, previous, descent, scale,
+                 xtol, side_of_leaf):  # pragma: no cover - compiled
+    """One step of every active leaf's search, given the derivative G (and curvature H)
+    of its loss at its current value c: the state machine of ``_newton_1d`` in
+    ``lossdsl._boost``, per leaf, with false position (Illinois) added inside brackets.
+    ``side_of_leaf`` gets where the evaluation sat: +1 the bracket's high end, -1 low."""
+    tiny = 4 * 2.220446049250313e-16
+    for j in range(c.shape[0]):
+        side_of_leaf[j] = 0.0
+        if not active[j]:
+            continue
+        g = G[j]
+        cj = c[j]
+        if not np.isfinite(g):
+            # at the start: no answer (the fallback stays); later: the search overshot
+            # into overflow, so the minimiser is nearer: halfway back
+            if first[j]:
+                active[j] = False
+                continue
+            if cj > previous[j]:
+                high[j] = cj
+                g_high[j] = np.nan
+            else:
+                low[j] = cj
+                g_low[j] = np.nan
+            candidate = 0.5 * (previous[j] + cj)
+            last_step[j] = abs(candidate - previous[j])
+            c[j] = candidate
+            continue
+        if first[j]:
+            descent[j] = -1.0 if g > 0 else (1.0 if g < 0 else 0.0)
+            first[j] = False
+        if g == 0:  # a stationary point (or a plateau of a piecewise-linear loss)
+            converged[j] = True
+            active[j] = False
+            continue
+        up = g > 0
+        side = 1.0 if up else -1.0
+        side_of_leaf[j] = side
+        # Illinois: when the same end of the bracket moves twice running, halve the
+        # derivative kept at the other end, so false position does not stall on one side
+        if side == last_side[j]:
+            if up:
+                g_low[j] *= 0.5
+            else:
+                g_high[j] *= 0.5
+        if up:
+            high[j] = cj
+            g_high[j] = g
+        else:
+            low[j] = cj
+            g_low[j] = g
+        last_side[j] = side
+        lo = low[j]
+        hi = high[j]
+        newton = cj - g / H[j] if H[j] > 0 else np.nan
+        step_newton = newton - cj
+        width = hi - lo
+        bracketed = np.isfinite(lo) and np.isfinite(hi)
+        if bracketed:
+            # Newton while it at least halves the step before last; else false position
+            # while the bracket at least halves every two steps; else bisection
+            if lo < newton < hi and abs(step_newton) <= 0.5 * older_step[j]:
+                candidate = newton
+            else:
+                secant = lo - g_low[j] * (hi - lo) / (g_high[j] - g_low[j])
+                if np.isfinite(secant) and lo < secant < hi and width <= 0.5 * width_before[j]:
+                    candidate = secant
+                else:
+                    candidate = 0.5 * (lo + hi)
+        else:
+            # no bracket yet: shrinking Newton steps, else expand downhill (at least the
+            # leaf's scale, and twice the last step)
+            last = last_step[j]
+            if np.isfinite(step_newton) and (last == 0 or abs(step_newton) <= 0.5 * last):
+                candidate = newton
+            else:
+                length = max(abs(step_newton) if np.isfinite(step_newton) else 0.0,
+                             2 * last, scale[j])
+                candidate = cj - length if up else cj + length
+            if not abs(candidate) <= 1e300:  # heading for infinity: no finite minimiser
+                active[j] = False
+                continue
+        step = abs(candidate - cj)
+        older_step[j] = last_step[j] if last_step[j] > 0 else np.inf
+        last_step[j] = step
+        width_before[j] = width_last[j]
+        width_last[j] = width
+        previous[j] = cj
+        c[j] = candidate
+        tolerance = xtol * scale[j] + tiny * abs(candidate)
+        if step <= tolerance or (bracketed and width <= tolerance):
+            converged[j] = True
+            active[j] = False
+
+
+@njit(**_JIT)
+def _lone_kinks(active, low, high, left, lone, residual, c, converged):  # pragma: no cover
+    """A bracket holding one row not set aside has its minimiser at that row's kink (its
+    residual, when inside the bracket): settle those leaves."""
+    for j in range(c.shape[0]):
+        if active[j] and left[j] == 1 and np.isfinite(low[j]) and np.isfinite(high[j]):
+            kink = residual[lone[j]]
+            if low[j] <= kink <= high[j]:
+                c[j] = kink
+                converged[j] = True
+                active[j] = False
+
+
+@njit(**_JIT)
+def _match_values(delta, ordered, crowded, tolerance, nearest, unresolved):  # pragma: no cover
+    """Per row, the index of the sorted value nearest ``delta`` (binary search), and
+    whether it is farther than ``tolerance`` or shared with another value (crowded)."""
+    top = ordered.shape[0] - 1
+    for i in range(delta.shape[0]):
+        d = delta[i]
+        lo, hi = 0, top
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ordered[mid] < d:
+                lo = mid + 1
+            else:
+                hi = mid
+        best = lo
+        if lo > 0 and abs(d - ordered[lo - 1]) <= abs(d - ordered[lo]):
+            best = lo - 1
+        nearest[i] = best
+        unresolved[i] = not (abs(d - ordered[best]) <= tolerance) or crowded[best]
+
+
+def leaves_from_changes(delta: np.ndarray, values: np.ndarray, scale: float,
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(leaf of each row, rows not resolved) from the change a new tree made to a
+    library's cached training scores: each row moved by its leaf's value. A row is
+    resolved when its change matches one leaf's value to rounding (``scale``: the largest
+    magnitude of the scores and values involved) and no other leaf has that value."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ordered = np.ascontiguousarray(values[order])
+    tolerance = 8 * np.finfo(np.float64).eps * scale
+    crowded = np.zeros(ordered.size, dtype=bool)  # leaves sharing (nearly) one value
+    close = np.diff(ordered) <= 4 * tolerance
+    crowded[:-1] |= close
+    crowded[1:] |= close
+    delta = np.ascontiguousarray(delta, dtype=np.float64)
+    nearest = np.empty(delta.shape[0], dtype=np.intp)
+    unresolved = np.empty(delta.shape[0], dtype=bool)
+    _match_values(delta, ordered, crowded, tolerance, nearest, unresolved)
+    return order[nearest], unresolved
+
+
+@njit(**_JIT)
+def _kink_scan(leaf, residual, row_low, row_high, base, low, high, c, converged,
+               active):  # pragma: no cover - compiled
+    """The exact minimiser of each bracketed leaf whose rows (not set aside) each have one
+    kink, at their residual, with gradient ``row_low`` left of it and ``row_high`` right of
+    it. Rows come sorted by (leaf, residual); ``base``: per leaf, the gradient of the rows
+    set aside plus ``row_low`` of the others (the derivative just above the bracket's low
+    end). The minimiser is the first residual where the derivative turns >= 0."""
+    n = leaf.shape[0]
+    i = 0
+    while i < n:
+        j = leaf[i]
+        G = base[j]
+        found = False
+        while i < n and leaf[i] == j:
+            if not found:
+                G += row_high[i] - row_low[i]
+                if G >= 0:
+                    r = residual[i]
+                    if low[j] <= r <= high[j]:
+                        c[j] = r
+                        converged[j] = True
+                        active[j] = False
+                    found = True
+            i += 1
 
 
 class LeafSolution(NamedTuple):
@@ -82,6 +355,62 @@ def _per_row(objective: BoostingObjective, n: int) -> dict[str, np.ndarray]:
     return found
 
 
+class _Rows:
+    """Some rows of one tree's leaf problem (gathered once), evaluated at scores moved per
+    leaf; :meth:`keep` drops rows for good, so later evaluations touch fewer."""
+
+    def __init__(self, objective: BoostingObjective, labels: np.ndarray, scores: np.ndarray,
+                 weight: np.ndarray | None, leaves: np.ndarray, column: int | None,
+                 residual: np.ndarray | None, per_row: dict[str, np.ndarray],
+                 counter: list[int]):
+        self.objective = objective
+        self.labels = labels
+        self.scores = scores
+        self.weight = weight
+        self.leaf = leaves
+        self.column = column
+        self.residual = residual
+        self.per_row = per_row
+        self.counter = counter  # kernel calls, shared by all subsets of the problem
+
+    @property
+    def size(self) -> int:
+        return self.leaf.shape[0]
+
+    def take(self, rows: np.ndarray) -> _Rows:
+        """The subset ``rows`` (indices) as a new, compact set of rows (itself: all rows)."""
+        if rows.shape[0] == self.size:
+            return self
+        return _Rows(self.objective, self.labels[rows], self.scores[rows],
+                     None if self.weight is None else self.weight[rows], self.leaf[rows],
+                     self.column, None if self.residual is None else self.residual[rows],
+                     {name: array[rows] for name, array in self.per_row.items()},
+                     self.counter)
+
+    def gradient(self, shift: np.ndarray, hessian: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-row weighted gradient (and Hessian) in the tree's column at scores moved by
+        ``shift[leaf]``: one call of the compiled sum kernel."""
+        self.counter[0] += 1
+        if self.column is None:
+            prediction = _shift_scores(self.scores, self.leaf, shift)
+        else:
+            prediction = self.scores.copy()
+            prediction[:, self.column] += shift[self.leaf]
+        objective = self.objective
+        arguments = dict(objective.inputs)
+        arguments.update(self.per_row)
+        arguments[objective.label] = self.labels
+        arguments[objective.wrt] = prediction
+        wrt = (objective.wrt,)
+        with np.errstate(all="ignore"):
+            results = objective.compiled._compute(False, wrt, wrt if hessian else (),
+                                                  arguments, self.weight)
+        g = results[0] if self.column is None else results[0][:, self.column]
+        if not hessian:
+            return g, None
+        return g, (results[1] if self.column is None else results[1][:, self.column])
+
+
 def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
                  leaves: np.ndarray, num_leaves: int, weight: Any = None, *,
                  column: int | None = None, fallback: np.ndarray | None = None,
@@ -102,8 +431,15 @@ def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
     zero total weight, when the loss or its gradient is not finite at the leaf's current
     scores, or when the loss keeps falling (or stays flat at its lowest) as the leaf's value
     goes to an infinity: there is no finite minimiser, and an infinite leaf would ruin the
-    model. Raw scores (and labels, per-row inputs) of all rows are read once; each iteration
-    evaluates only the rows of leaves still searching.
+    model.
+
+    Each iteration evaluates only the rows of leaves still searching. For a loss without
+    curvature (piecewise linear in the score), a row whose gradient is the same at both
+    ends of its leaf's bracket is set aside with that gradient (a convex loss's gradient
+    is monotone, so it is constant in between), and a bracket left with one such row has
+    its minimiser at that row's kink; since a non-convex row would break that reasoning,
+    every leaf solved this way is checked at the end on all its rows (the derivative must
+    change sign across the answer), and searched again without setting rows aside if not.
     """
     scores = np.asarray(scores, dtype=np.float64)
     n = scores.shape[0]
@@ -119,215 +455,173 @@ def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
     labels = objective.label_array(label, scores.shape)
     w = objective.weight_array(weight, n)
     w = None if w is None else np.asarray(w, dtype=np.float64)
-    per_row = _per_row(objective, n)
     curved = _has_curvature(objective)
     values = np.zeros(num_leaves) if fallback is None else \
         np.array(fallback, dtype=np.float64).reshape(num_leaves)
-    evaluations = 0
 
-    def gradient_sums(rows: np.ndarray | None, shift: np.ndarray,
-                      hessian: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per-leaf sums of the weighted gradient (and Hessian) of the rows ``rows`` (None:
-        all) at scores moved by ``shift`` (per leaf) in the tree's column."""
-        nonlocal evaluations
-        evaluations += 1
-        leaf = leaves if rows is None else leaves[rows]
-        if rows is None:
-            prediction = scores.copy()
-        else:
-            prediction = scores[rows]
-        if column is None:
-            prediction += shift[leaf]
-        else:
-            prediction[:, column] += shift[leaf]
-        arguments = dict(objective.inputs)
-        for name, array in per_row.items():
-            arguments[name] = array if rows is None else array[rows]
-        arguments[objective.label] = labels if rows is None else labels[rows]
-        arguments[objective.wrt] = prediction
-        weights = w if (w is None or rows is None) else w[rows]
-        wrt = (objective.wrt,)
-        with np.errstate(all="ignore"):
-            results = objective.compiled._compute(False, wrt, wrt if hessian else (),
-                                                  arguments, weights)
-        g = results[0] if column is None else results[0][:, column]
-        g_sum = np.bincount(leaf, weights=g, minlength=num_leaves)
-        if not hessian:
-            return g_sum, None
-        h = results[1] if column is None else results[1][:, column]
-        return g_sum, np.bincount(leaf, weights=h, minlength=num_leaves)
-
-    # ----- what each leaf holds: rows, weight, a scale for steps and tolerance
-    count = np.bincount(leaves, minlength=num_leaves)
-    total = count.astype(np.float64) if w is None else \
-        np.bincount(leaves, weights=w, minlength=num_leaves)
     residual = None
     if labels.shape == scores.shape and labels.dtype.kind in "fiub":
         residual = (labels if column is None else labels[:, column]).astype(np.float64) \
             - (scores if column is None else scores[:, column])
+    count = np.zeros(num_leaves, dtype=np.intp)
+    total, sum_r, sum_r2 = np.zeros(num_leaves), np.zeros(num_leaves), np.zeros(num_leaves)
+    _leaf_stats(leaves, _NO_ROWS if residual is None else residual,
+                _NO_ROWS if w is None else w, count, total, sum_r, sum_r2)
+    if residual is not None:
         safe = np.maximum(count, 1)
-        mean = np.bincount(leaves, weights=residual, minlength=num_leaves) / safe
-        square = np.bincount(leaves, weights=residual * residual, minlength=num_leaves) / safe
-        with np.errstate(invalid="ignore"):
-            spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+        mean, square = sum_r / safe, sum_r2 / safe
+        spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
         scale = np.where(spread > 0, spread, np.where(np.abs(mean) > 0, np.abs(mean), 1.0))
         scale = np.where(np.isfinite(scale), scale, 1.0)
     else:
         scale = np.ones(num_leaves)
-    solved = np.zeros(num_leaves, dtype=bool)
-    active = (count > 0) & (total > 0)
-
-    # ----- per-leaf search state
-    c = np.zeros(num_leaves)
-    low = np.full(num_leaves, -math.inf)
-    high = np.full(num_leaves, math.inf)
-    g_low = np.full(num_leaves, math.nan)
-    g_high = np.full(num_leaves, math.nan)
-    last_step = np.zeros(num_leaves)
-    older_step = np.full(num_leaves, math.inf)
-    width_before = np.full(num_leaves, math.inf)  # the bracket's width two iterations ago
-    width_last = np.full(num_leaves, math.inf)
-    last_side = np.zeros(num_leaves)  # +1: the last update moved high; -1: low
-    previous = np.zeros(num_leaves)
-    descent = np.zeros(num_leaves)
-    converged = np.zeros(num_leaves, dtype=bool)
-    first = np.ones(num_leaves, dtype=bool)
-
-    for _ in range(max_iter):
-        if not active.any():
-            break
-        everything = bool(active.all())
-        rows = None if everything else np.flatnonzero(active[leaves])
-        g_sum, h_sum = gradient_sums(rows, c, curved)
-        idx = np.flatnonzero(active)
-        G = g_sum[idx]
-        H = h_sum[idx] if h_sum is not None else np.zeros(idx.size)
-        cj = c[idx]
-
-        # Not finite: at the start, the leaf keeps its fallback; later, the search overshot
-        # into overflow, so the minimiser is nearer: step halfway back.
-        bad = ~np.isfinite(G)
-        if bad.any():
-            at_start = bad & first[idx]
-            active[idx[at_start]] = False
-            back = bad & ~first[idx]
-            b = idx[back]
-            moved_up = c[b] > previous[b]
-            high[b] = np.where(moved_up, c[b], high[b])
-            g_high[b] = np.where(moved_up, math.nan, g_high[b])
-            low[b] = np.where(moved_up, low[b], c[b])
-            g_low[b] = np.where(moved_up, g_low[b], math.nan)
-            candidate = 0.5 * (previous[b] + c[b])
-            last_step[b] = np.abs(candidate - previous[b])
-            c[b] = candidate
-            keep = ~bad
-            idx, G, H, cj = idx[keep], G[keep], H[keep], cj[keep]
-
-        start = first[idx]
-        descent[idx[start]] = -np.sign(G[start])
-        first[idx] = False
-        zero = G == 0
-        if zero.any():  # a stationary point (or a plateau of a piecewise-linear loss)
-            converged[idx[zero]] = True
-            active[idx[zero]] = False
-            keep = ~zero
-            idx, G, H, cj = idx[keep], G[keep], H[keep], cj[keep]
-        if idx.size == 0:
-            continue
-
-        up = G > 0
-        side = np.where(up, 1.0, -1.0)
-        # Illinois: when the same end of the bracket moves twice running, halve the
-        # derivative kept at the other end, so false position does not stall on one side.
-        same = side == last_side[idx]
-        stale_low = same & up
-        stale_high = same & ~up
-        g_low[idx[stale_low]] *= 0.5
-        g_high[idx[stale_high]] *= 0.5
-        high[idx[up]] = cj[up]
-        g_high[idx[up]] = G[up]
-        low[idx[~up]] = cj[~up]
-        g_low[idx[~up]] = G[~up]
-        last_side[idx] = side
-
-        lo, hi = low[idx], high[idx]
-        with np.errstate(all="ignore"):
-            newton = np.where(H > 0, cj - G / H, math.nan)
-        bracketed = np.isfinite(lo) & np.isfinite(hi)
-        step_newton = newton - cj
-        width = hi - lo
-        with np.errstate(all="ignore"):
-            # inside the bracket: Newton while it at least halves the step before last;
-            # else false position, while the bracket at least halves every two steps;
-            # else bisection
-            good_newton = (lo < newton) & (newton < hi) & \
-                (np.abs(step_newton) <= 0.5 * older_step[idx])
-            secant = lo - g_low[idx] * (hi - lo) / (g_high[idx] - g_low[idx])
-            good_secant = np.isfinite(secant) & (lo < secant) & (secant < hi) & \
-                (width <= 0.5 * width_before[idx])
-        inside = np.where(good_newton, newton,
-                          np.where(good_secant, secant, 0.5 * (lo + hi)))
-        # no bracket yet: shrinking Newton steps, else expand (at least the leaf's scale,
-        # and twice the last step), downhill
-        finite_newton = np.isfinite(step_newton)
-        last = last_step[idx]
-        shrinking = finite_newton & ((last == 0) | (np.abs(step_newton) <= 0.5 * last))
-        length = np.maximum(np.maximum(np.where(finite_newton, np.abs(step_newton), 0.0),
-                                       2 * last), scale[idx])
-        outside = np.where(shrinking, newton, cj - np.sign(G) * length)
-        candidate = np.where(bracketed, inside, outside)
-        runaway = ~bracketed & ~(np.abs(candidate) <= 1e300)
-        if runaway.any():  # heading for infinity: no finite minimiser
-            active[idx[runaway]] = False
-            keep = ~runaway
-            idx, cj, candidate, bracketed, width = (idx[keep], cj[keep], candidate[keep],
-                                                    bracketed[keep], width[keep])
-        step = np.abs(candidate - cj)
-        older_step[idx] = np.where(last_step[idx] > 0, last_step[idx], math.inf)
-        last_step[idx] = step
-        width_before[idx] = width_last[idx]
-        width_last[idx] = width
-        previous[idx] = cj
-        c[idx] = candidate
-        tolerance = xtol * scale[idx] + 4 * np.finfo(np.float64).eps * np.abs(candidate)
-        done = (step <= tolerance) | (bracketed & (width <= tolerance))
-        converged[idx[done]] = True
-        active[idx[done]] = False
-    else:
-        # out of iterations: a leaf with a bracket stops at its best point, one without
-        # is taken to be unbounded (its steps kept doubling)
-        stuck = np.flatnonzero(active)
-        inside = np.isfinite(low[stuck]) & np.isfinite(high[stuck])
-        converged[stuck[inside]] = True
-        active[stuck] = False
-
-    # A leaf that stopped without ever seeing the derivative turn beyond its answer (Newton
-    # converging from one side, or a tail flattening out) may have no finite minimiser:
-    # probe further along the way it went; a rise anywhere there means a finite one.
-    unsure = np.flatnonzero(converged & np.where(descent > 0, ~np.isfinite(high),
-                                                 np.where(descent < 0, ~np.isfinite(low),
-                                                          False)))
-    if unsure.size:
-        rises = np.zeros(num_leaves, dtype=bool)
-        probe_leaves = np.zeros(num_leaves, dtype=bool)
-        probe_leaves[unsure] = True
-        rows = np.flatnonzero(probe_leaves[leaves])
-        distance = np.maximum(scale, np.abs(c))
-        for j in range(4):
-            shift = c + descent * distance * 10.0 ** j
-            g_sum, _ = gradient_sums(rows, shift, False)
-            rises |= probe_leaves & (descent * g_sum > 0)
-        converged[unsure[~rises[unsure]]] = False
-
-    if not curved and residual is not None:
-        _snap_to_kinks(c, converged, low, high, residual, leaves, num_leaves)
-    solved = converged & np.isfinite(c)
+    candidates = (count > 0) & (total > 0)
+    counter = [0]
+    data = _Rows(objective, labels, scores, w, leaves, column, residual,
+                 _per_row(objective, n), counter)
+    search = _Search(data, num_leaves, scale, xtol, max_iter, curved)
+    c, solved = search.run(candidates, set_aside=not curved)
+    if not curved and solved.any():
+        wrong = search.check(c, solved)
+        if wrong.any():  # a row not convex in the score: search those leaves in full
+            c2, solved2 = search.run(wrong, set_aside=False)
+            c = np.where(wrong, c2, c)
+            solved = np.where(wrong, solved2, solved)
+    solved &= np.isfinite(c)
     values[solved] = c[solved]
-    return LeafSolution(values, solved, evaluations)
+    return LeafSolution(values, solved, counter[0])
+
+
+class _Search:
+    """The vectorised safeguarded 1-D search of :func:`solve_leaves` (one state per leaf)."""
+
+    def __init__(self, data: _Rows, num_leaves: int, scale: np.ndarray, xtol: float,
+                 max_iter: int, curved: bool):
+        self.data = data
+        self.num_leaves = num_leaves
+        self.scale = scale
+        self.xtol = xtol
+        self.max_iter = max_iter
+        self.curved = curved
+
+    def tolerance(self, c: np.ndarray, leaves: Any = slice(None)) -> np.ndarray:
+        return self.xtol * self.scale[leaves] + 4 * np.finfo(np.float64).eps * np.abs(c)
+
+    def sums(self, rows: _Rows, values: np.ndarray) -> np.ndarray:
+        return np.bincount(rows.leaf, weights=values, minlength=self.num_leaves)
+
+    def check(self, c: np.ndarray, solved: np.ndarray) -> np.ndarray:
+        """Leaves among ``solved`` whose derivative, over all their rows, does not change
+        sign (from <= 0 to >= 0) across their answer ``c``, +- the tolerance."""
+        rows = self.data.take(np.flatnonzero(solved[self.data.leaf]))
+        delta = self.tolerance(c)
+        below, _ = rows.gradient(c - delta, False)
+        above, _ = rows.gradient(c + delta, False)
+        ok = (self.sums(rows, below) <= 0) & (self.sums(rows, above) >= 0)
+        return solved & ~ok
+
+    #: Rows (not set aside) few enough to sort and scan for the leaves' kinks at once.
+    scan_rows = 8192
+
+    def scan(self, rows: _Rows, alive: np.ndarray, row_low: np.ndarray, row_high: np.ndarray,
+             set_aside_sum: np.ndarray, low: np.ndarray, high: np.ndarray, c: np.ndarray,
+             converged: np.ndarray, active: np.ndarray) -> None:
+        """Settle the bracketed leaves by :func:`_kink_scan` over their remaining rows."""
+        keep = np.flatnonzero(alive)
+        leaf, residual = rows.leaf[keep], rows.residual[keep]
+        order = np.lexsort((residual, leaf))
+        a, b = row_low[keep][order], row_high[keep][order]
+        base = set_aside_sum + np.bincount(leaf, weights=row_low[keep],
+                                           minlength=self.num_leaves)
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            return
+        _kink_scan(leaf[order], residual[order], a, b, base, low, high, c, converged,
+                   active)
+        alive &= active[rows.leaf]
+
+    def run(self, candidates: np.ndarray, set_aside: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(c, converged) for the leaves ``candidates``: see :func:`solve_leaves`."""
+        L = self.num_leaves
+        scale = self.scale
+        active = candidates.copy()
+        c = np.zeros(L)
+        low = np.full(L, -math.inf)
+        high = np.full(L, math.inf)
+        g_low = np.full(L, math.nan)
+        g_high = np.full(L, math.nan)
+        last_step = np.zeros(L)
+        older_step = np.full(L, math.inf)
+        width_before = np.full(L, math.inf)  # the bracket's width two iterations ago
+        width_last = np.full(L, math.inf)
+        last_side = np.zeros(L)  # +1: the last update moved high; -1: low
+        previous = np.zeros(L)
+        descent = np.zeros(L)
+        converged = np.zeros(L, dtype=bool)
+        first = np.ones(L, dtype=bool)
+        side_of_leaf = np.zeros(L)  # where the last evaluation sat: +1 high, -1 low
+        rows = self.data.take(np.flatnonzero(active[self.data.leaf]))
+        alive = np.ones(rows.size, dtype=bool)  # rows still counted (not set aside)
+        set_aside_sum = np.zeros(L)  # the gradient of the rows set aside, per leaf
+        row_low = np.full(rows.size, math.nan)  # each row's gradient at its leaf's low end
+        row_high = np.full(rows.size, math.nan)
+
+        for _ in range(self.max_iter):
+            if not active.any():
+                break
+            g_rows, h_rows = rows.gradient(c, self.curved)
+            G, H = set_aside_sum.copy(), np.zeros(L)
+            _sum_alive(rows.leaf, g_rows, _NO_ROWS if h_rows is None else h_rows, alive, G, H)
+            _step_leaves(G, H, active, first, converged, c, low, high, g_low, g_high,
+                         last_step, older_step, width_before, width_last, last_side, previous,
+                         descent, scale, self.xtol, side_of_leaf)
+
+            # rows: remember each one's gradient at the end of the bracket it was evaluated
+            # at, set aside those with the same gradient at both ends, drop finished leaves
+            left = np.zeros(L, dtype=np.intp)
+            lone = np.zeros(L, dtype=np.intp)
+            kept = _settle(rows.leaf, g_rows, alive, side_of_leaf, active, row_low, row_high,
+                           set_aside, set_aside_sum, left, lone)
+            if set_aside and rows.residual is not None:
+                _lone_kinks(active, low, high, left, lone, rows.residual, c, converged)
+                if kept <= self.scan_rows and not (active & ~(np.isfinite(low)
+                                                              & np.isfinite(high))).any():
+                    # every leaf bracketed and few rows left: take each leaf's minimiser
+                    # from its rows' kinks at once (checked on all rows afterwards)
+                    self.scan(rows, alive, row_low, row_high, set_aside_sum, low, high, c,
+                              converged, active)
+            if kept < 0.35 * rows.size:  # drop the dead rows for good
+                keep = np.flatnonzero(alive)
+                rows = rows.take(keep)
+                row_low, row_high = row_low[keep], row_high[keep]
+                alive = np.ones(rows.size, dtype=bool)
+        else:
+            # out of iterations: a leaf with a bracket stops at its best point, one
+            # without is taken to be unbounded (its steps kept doubling)
+            stuck = np.flatnonzero(active)
+            inside_bracket = np.isfinite(low[stuck]) & np.isfinite(high[stuck])
+            converged[stuck[inside_bracket]] = True
+            active[stuck] = False
+
+        # A leaf that stopped without ever seeing the derivative turn beyond its answer
+        # (Newton converging from one side, or a tail flattening out) may have no finite
+        # minimiser: probe further along the way it went; a rise there means a finite one.
+        unsure = converged & np.where(descent > 0, ~np.isfinite(high),
+                                      np.where(descent < 0, ~np.isfinite(low), False))
+        if unsure.any():
+            rises = np.zeros(L, dtype=bool)
+            probe = self.data.take(np.flatnonzero(unsure[self.data.leaf]))
+            distance = np.maximum(scale, np.abs(c))
+            for j in range(4):
+                g_rows, _ = probe.gradient(c + descent * distance * 10.0 ** j, False)
+                rises |= unsure & (descent * self.sums(probe, g_rows) > 0)
+            converged &= ~(unsure & ~rises)
+        if not self.curved and self.data.residual is not None:
+            _snap_to_kinks(c, converged, low, high, self.data.residual, self.data.leaf)
+        return c, converged & candidates
 
 
 def _snap_to_kinks(c: np.ndarray, converged: np.ndarray, low: np.ndarray, high: np.ndarray,
-                   residual: np.ndarray, leaves: np.ndarray, num_leaves: int) -> None:
+                   residual: np.ndarray, leaves: np.ndarray) -> None:
     """Move each converged leaf of a loss without curvature onto the residual inside its
     final bracket nearest its value (in place).
 
@@ -336,21 +630,12 @@ def _snap_to_kinks(c: np.ndarray, converged: np.ndarray, low: np.ndarray, high: 
     residual inside it is that kink, and a move within the bracket is within the search's
     tolerance whatever the loss.
     """
-    bracketed = converged & np.isfinite(low) & np.isfinite(high)
-    if not bracketed.any():
+    eligible = converged & np.isfinite(low) & np.isfinite(high)
+    if not eligible.any():
         return
-    leaf_low, leaf_high = low[leaves], high[leaves]
-    inside = np.flatnonzero(bracketed[leaves] & (residual >= leaf_low)
-                            & (residual <= leaf_high))
-    if inside.size == 0:
-        return
-    leaf = leaves[inside]
-    distance = np.abs(residual[inside] - c[leaf])
-    order = np.lexsort((distance, leaf))
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = leaf[order][1:] != leaf[order][:-1]
-    chosen = inside[order[first]]
-    c[leaves[chosen]] = residual[chosen]
+    best = _nearest_kink(leaves, residual, eligible, low, high, c)
+    found = np.isfinite(best)
+    c[found] = best[found]
 
 
 # ---------------------------------------------------------------------- training helpers

@@ -53,7 +53,7 @@ import lightgbm as lgb
 import numpy as np
 
 from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
-from ._leaves import EvalTracker, learning_rate, refit_round, use_refit
+from ._leaves import EvalTracker, learning_rate, leaves_from_changes, refit_round, use_refit
 from .api import CompiledLoss, Loss
 from .errors import LossError
 
@@ -198,6 +198,18 @@ def _field(dataset: lgb.Dataset, name: str) -> Any:
     return None if value.size == 0 else value
 
 
+def _round_leaf_values(booster: lgb.Booster, iteration: int) -> list[np.ndarray]:
+    """The (shrunk) leaf values of each tree of round ``iteration``, by leaf index, from
+    the model's text form (written with 17 digits: exact doubles)."""
+    text = booster.model_to_string(start_iteration=iteration, num_iteration=1)
+    return [np.array(line[len("leaf_value="):].split(), dtype=np.float64)
+            for line in text.splitlines() if line.startswith("leaf_value=")]
+
+
+def _take_rows(data: Any, rows: np.ndarray) -> Any:
+    return data.iloc[rows] if hasattr(data, "iloc") else data[rows]
+
+
 def _eval_objective(entry: Any, objective: BoostingObjective, data: lgb.Dataset) -> Any:
     if len(entry) == 2:
         if objective._rows_labels is not None:
@@ -210,6 +222,61 @@ def _eval_objective(entry: Any, objective: BoostingObjective, data: lgb.Dataset)
                         "tuples")
     given = entry[2]
     return given if isinstance(given, BoostingObjective) else as_objective(given, rows=None)
+
+
+class _Cached:
+    """LightGBM's cached training scores (its internal ones, with the library's leaf
+    values), read before and after each tree: their change is the tree's output per row."""
+
+    def __init__(self, booster: lgb.Booster, shape: tuple[int, ...]):
+        self.read = getattr(booster, "_Booster__inner_predict", None)
+        self.shape = shape
+        self.last: np.ndarray | None = None
+
+    def scores(self) -> np.ndarray | None:
+        if self.read is None:
+            return None
+        try:
+            scores = np.array(self.read(data_idx=0), dtype=np.float64)
+        except Exception:  # another LightGBM version: leaf indices from pred_leaf only
+            self.read = None
+            return None
+        return scores.reshape(self.shape) if scores.size == np.prod(self.shape) else None
+
+    def before(self) -> None:
+        self.last = self.scores()
+
+
+def _round_leaves(booster: lgb.Booster, features: Any, iteration: int,
+                  tree_values: list[np.ndarray], cached: _Cached,
+                  predict_options: Mapping[str, Any]) -> np.ndarray:
+    """(n, trees of the round) each training row's leaf in the round's trees.
+
+    From the change of LightGBM's cached training scores where each leaf's value is its
+    own (a copy of n doubles instead of a pass over the raw features: measured 0.05 ms vs
+    11 ms at 40,000 rows, one thread); ``Booster.predict(pred_leaf=True)`` for the rows
+    whose leaf that leaves ambiguous (leaves with equal values)."""
+    before, after = cached.last, cached.scores()
+    if before is None or after is None:
+        return np.asarray(booster.predict(features, pred_leaf=True, start_iteration=iteration,
+                                          num_iteration=1, **predict_options)
+                          ).reshape(len(after if after is not None else features), -1)
+    delta = (after - before).reshape(after.shape[0], -1)
+    scale = float(np.max(np.abs(after), initial=0.0)) + float(
+        max(np.max(np.abs(v), initial=0.0) for v in tree_values))
+    leaves = np.empty(delta.shape, dtype=np.intp)
+    unresolved = np.zeros(delta.shape[0], dtype=bool)
+    for t, values in enumerate(tree_values):
+        leaves[:, t], missing = leaves_from_changes(delta[:, t], values, scale)
+        unresolved |= missing
+    if unresolved.any():
+        rows = np.flatnonzero(unresolved)
+        subset = features if rows.size > 0.5 * delta.shape[0] else _take_rows(features, rows)
+        found = np.asarray(booster.predict(subset, pred_leaf=True, start_iteration=iteration,
+                                           num_iteration=1, **predict_options))
+        found = found.reshape(-1, delta.shape[1])
+        leaves[rows] = found[rows] if rows.size > 0.5 * delta.shape[0] else found
+    return leaves
 
 
 def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
@@ -348,7 +415,9 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
             return np.asfortranarray(gradient), np.asfortranarray(hessian)
         return gradient, hessian
 
+    cached = _Cached(booster, shape)
     for iteration in range(int(num_boost_round)):
+        cached.before()
         finished = booster.update(fobj=gradients)
         if booster.current_iteration() <= iteration:  # no tree could be grown: stop
             if iteration == 0 and init_score:
@@ -356,12 +425,13 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
                                 "requirements), so the model cannot hold the init score; "
                                 "check min_data_in_leaf and the features")
             break
-        leaves = booster.predict(features, pred_leaf=True, start_iteration=iteration,
-                                 num_iteration=1, **predict_options)
+        tree_values = _round_leaf_values(booster, iteration)
+        leaves = _round_leaves(booster, features, iteration, tree_values, cached,
+                               predict_options)
         first_tree = iteration * num_class
 
-        def library_values(t: int, count: int, first_tree: int = first_tree) -> np.ndarray:
-            return np.array([booster.get_leaf_output(first_tree + t, j) for j in range(count)])
+        def library_values(t: int, count: int, tree_values: list = tree_values) -> np.ndarray:
+            return tree_values[t][:count]
 
         values, _ = refit_round(objective, label, weight, scores, leaves, library_values,
                                 rate, do_refit)
