@@ -1166,8 +1166,9 @@ class _LightGBM:
 
 
 class _CatBoost:
-    """Training and raw scores with ``catboost.CatBoost`` on ``lossdsl.catboost``'s
-    objective, the init score given as the baseline (and added back to raw scores)."""
+    """Training and raw scores with ``catboost.CatBoost`` on the parameters of
+    ``lossdsl.catboost.model_params``, the init score given as the baseline (and added back
+    to raw scores: CatBoost does not store it)."""
 
     def _module(self) -> Any:
         import lossdsl.catboost
@@ -1188,18 +1189,22 @@ class _CatBoost:
                             "leaves itself (leaf_estimation_method=, leaf_estimation_"
                             "iterations=); use refit='auto' or False")
         num_class = self.classes_.size if objective.class_axis else None
+        # lossdsl.catboost.model_params: the objective with the eval metric CatBoost needs,
+        # leaf estimation suited to the Hessian policy and, for a loss on one score, a
+        # constant Hessian scaled to the labels; booster_params override its choices
+        overrides = {"iterations": self.n_estimators, "learning_rate": self.learning_rate,
+                     "random_seed": self._seed(), "verbose": False,
+                     "allow_writing_files": False, **self._booster_params}
+        params = self._module().model_params(
+            self._definition, self.wrt, self.label, hessian=self.hessian,
+            inputs=objective.inputs, params=self._params,
+            labels=None if num_class else labels, sample_weight=weight, **overrides)
+        objective = params["loss_function"]
 
         def pool(data: Any, y: np.ndarray, w: np.ndarray | None) -> Any:
             baseline = objective.base_margin(y, w, num_class) if self.init_score else None
             return Pool(data, y, weight=w, baseline=baseline)
 
-        params = {"loss_function": objective, "iterations": self.n_estimators,
-                  "learning_rate": self.learning_rate, "random_seed": self._seed(),
-                  "verbose": False, "allow_writing_files": False, **self._booster_params}
-        if "eval_metric" not in params:
-            params["eval_metric"] = self._module().metric(objective)
-        if num_class is not None:
-            params.setdefault("classes_count", num_class)
         model = CatBoost(params)
         watched = [pool(f, y, None) for _, f, y, _ in evals]
         model.fit(pool(features, labels, weight), eval_set=watched or None,
