@@ -44,15 +44,21 @@ def data():
 # ------------------------------------------------------------------ presets
 # (like=, the matching prelude loss, the label, num_class)
 XGBOOST_PRESETS = [
+    ("reg:squarederror", "half_mse(y, z)", "positive", None),
     ("binary:logistic", "bce_logits(y, z)", "binary", None),
     ("multi:softprob", "sparse_cce_logits(y, z)", "classes", 3),
+    ("multi:softmax", "sparse_cce_logits(y, z)", "classes", 3),
     ("count:poisson", "poisson_log(y, z)", "counts", None),
     ("reg:gamma", "gamma(y, z)", "positive", None),
     ("reg:tweedie", "tweedie(y, z)", "positive", None),
 ]
 LIGHTGBM_PRESETS = [
+    ("regression", "half_mse(y, z)", "positive", None),
+    ("huber", "huber(y, z, 0.9)", "positive", None),
     ("binary", "bce_logits(y, z)", "binary", None),
+    ("cross_entropy", "bce_logits(y, z)", "binary", None),
     ("multiclass", "sparse_cce_logits(y, z)", "classes", 3),
+    ("softmax", "sparse_cce_logits(y, z)", "classes", 3),
     ("poisson", "poisson_log(y, z)", "counts", None),
     ("gamma", "gamma(y, z)", "positive", None),
     ("tweedie", "tweedie(y, z)", "positive", None),
@@ -65,9 +71,9 @@ def _xgboost_start(booster, num_class):
     text = config["learner"]["learner_model_param"]["base_score"]
     values = np.array(json.loads(text) if text.startswith("[") else [float(text)])
     objective = config["learner"]["objective"]["name"]
-    if objective == "binary:logistic":
+    if objective == "binary:logistic":  # stored as a probability
         return np.log(values / (1 - values))
-    if num_class:
+    if num_class or objective == "reg:squarederror":
         return values
     return np.log(values)  # log link: count:poisson, reg:gamma, reg:tweedie
 
@@ -323,3 +329,31 @@ def test_expected_cost_over_classes_learns(loans):
         best_constant = costs.sum(axis=0).min()
         assert len(np.unique(decision)) == k
         assert ours < 0.9 * best_constant
+
+
+# ------------------------------------------------------------------ step sizes in money
+def test_auto_step_constant_puts_leaves_in_the_labels_units():
+    """hessian_constant='auto' for a piecewise-linear cost: the constant is twice the slope
+    of the mean gradient between the labels' quartiles ((under + over)/IQR here, the labels
+    being spread evenly), applied by dividing the gradient (the Hessian stays 1 per unit of
+    weight); a leaf's step -G/H is then the same in any units of the labels."""
+    rng = np.random.default_rng(3)
+    y = rng.permutation(np.linspace(0.0, 100.0, 401))
+    p = y + rng.normal(scale=10, size=y.size)
+    w = rng.uniform(0.5, 2, size=y.size)
+    text = "asymmetric_l1(y, p, 4, 1)"
+    auto = BoostingObjective(text, hessian_constant="auto")
+    assert auto.policy == "constant"
+    constant = auto.step_constant(y)
+    assert constant == pytest.approx(5 / 50, rel=0.02)
+    plain = BoostingObjective(text)
+    gradient, hessian = auto.gradients(y, p, w)
+    expected, ones = plain.gradients(y, p, w)
+    np.testing.assert_allclose(gradient, expected / auto.step_constant(y, w), rtol=1e-12)
+    np.testing.assert_array_equal(hessian, ones)
+    # in thousandths: the same steps, a thousand times longer
+    scaled, _ = BoostingObjective(text, hessian_constant="auto").gradients(1000 * y, 1000 * p, w)
+    np.testing.assert_allclose(scaled, 1000 * gradient, rtol=1e-9)
+    assert BoostingObjective(text, hessian_constant="auto").step_constant(np.full(5, 2.0)) == 1.0
+    with pytest.raises(lossdsl.LossError, match="'auto'"):
+        BoostingObjective(text, hessian_constant="scale")
