@@ -92,7 +92,7 @@ def _settle(leaf, g, alive, side_of_leaf, active, row_low, row_high, set_aside,
             elif side < 0:
                 row_low[i] = g[i]
             a = row_low[i]
-            if a == row_high[i] and np.isfinite(a):
+            if a == row_high[i] and math.isfinite(a):
                 aside_sum[j] += g[i]
                 alive[i] = False
                 continue
@@ -254,19 +254,19 @@ def _lone_kinks(active, low, high, left, lone, residual, c, converged):  # pragm
 def _match_values(delta, ordered, crowded, tolerance, nearest, unresolved):  # pragma: no cover
     """Per row, the index of the sorted value nearest ``delta`` (binary search), and
     whether it is farther than ``tolerance`` or shared with another value (crowded)."""
-    top = ordered.shape[0] - 1
+    count = ordered.shape[0]
     for i in range(delta.shape[0]):
         d = delta[i]
-        lo, hi = 0, top
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ordered[mid] < d:
-                lo = mid + 1
-            else:
-                hi = mid
-        best = lo
-        if lo > 0 and abs(d - ordered[lo - 1]) <= abs(d - ordered[lo]):
-            best = lo - 1
+        # branch-free binary search (a data-dependent branch mispredicts on every level)
+        base = 0
+        size = count
+        while size > 1:
+            half = size // 2
+            base = base + half * (ordered[base + half] <= d)
+            size -= half
+        best = base  # the last value <= d (or the first value)
+        if base + 1 < count and abs(ordered[base + 1] - d) < abs(d - ordered[base]):
+            best = base + 1
         nearest[i] = best
         unresolved[i] = not (abs(d - ordered[best]) <= tolerance) or crowded[best]
 

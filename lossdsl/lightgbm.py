@@ -426,15 +426,22 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
                                 "check min_data_in_leaf and the features")
             break
         tree_values = _round_leaf_values(booster, iteration)
-        leaves = _round_leaves(booster, features, iteration, tree_values, cached,
-                               predict_options)
         first_tree = iteration * num_class
+        internal = None if do_refit else cached.scores()
+        if internal is not None:
+            # LightGBM's own leaves: its cached scores are the model's (but the init score)
+            values = tree_values
+            scores[...] = internal + (np.asarray(start) if init_score else 0.0)
+        else:
+            leaves = _round_leaves(booster, features, iteration, tree_values, cached,
+                                   predict_options)
 
-        def library_values(t: int, count: int, tree_values: list = tree_values) -> np.ndarray:
-            return tree_values[t][:count]
+            def library_values(t: int, count: int, tree_values: list = tree_values
+                               ) -> np.ndarray:
+                return tree_values[t][:count]
 
-        values, _ = refit_round(objective, label, weight, scores, leaves, library_values,
-                                rate, do_refit)
+            values, _ = refit_round(objective, label, weight, scores, leaves,
+                                    library_values, rate, do_refit)
         for t, tree_values in enumerate(values):
             written = tree_values
             if iteration == 0 and init_score:

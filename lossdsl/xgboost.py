@@ -356,20 +356,27 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         booster.boost(train_set, iteration, grad=gradient, hess=hessian)
         rounds = iteration + 1
         tree = booster[iteration:iteration + 1]
-        leaves = tree.predict(train_set, pred_leaf=True).astype(np.intp).reshape(n, -1)
         cache: list[list[dict[str, Any]]] = []
 
-        def library_values(t: int, count: int, tree: xgb.Booster = tree,
+        def library_values(t: int, count: int | None = None, tree: xgb.Booster = tree,
                            cache: list = cache) -> np.ndarray:
             if not cache:
                 cache.append(_trees(json.loads(bytes(tree.save_raw("json")))))
-            return _leaf_values(cache[0][t], count)
+            nodes = cache[0][t]
+            return _leaf_values(nodes, len(nodes["left_children"]) if count is None else count)
 
-        values, _ = refit_round(objective, label, weight, scores, leaves, library_values,
-                                rate, do_refit, store_dtype=np.float32)
         if do_refit:
+            leaves = tree.predict(train_set, pred_leaf=True).astype(np.intp).reshape(n, -1)
+            values, _ = refit_round(objective, label, weight, scores, leaves, library_values,
+                                    rate, do_refit, store_dtype=np.float32)
             for t, tree_values in enumerate(values):
                 edits[iteration * leaves.shape[1] + t] = tree_values
+        else:
+            # XGBoost's own leaves: its cached training margins are the model's (but the
+            # init score, added to the first trees at the end)
+            margin = booster.predict(train_set, output_margin=True, training=True)
+            scores[...] = np.asarray(margin, dtype=np.float64).reshape(shape) + start
+            values = [library_values(t) for t in range(num_class)] if entries else []
         for index, (_, _, _, _, _, data) in enumerate(entries):
             eval_leaves = tree.predict(data, pred_leaf=True).astype(np.intp)
             eval_leaves = eval_leaves.reshape(data.num_row(), -1)

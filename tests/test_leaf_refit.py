@@ -308,3 +308,31 @@ def test_xgboost_early_stopping_cuts_the_model(data, asym):
     with pytest.raises(lossdsl.LossError, match="conflicts"):
         lx.train(objective, {**XGB_PARAMS, "objective": "reg:quantileerror"},
                  xgb.DMatrix(X, y), 2)
+
+
+def test_without_refit_the_model_is_the_library_leaves_plus_init(data, asym):
+    X, y = data["X"], data["y"]
+    objective = Recording(ASYM)
+    booster = ll.train(objective, LGB_PARAMS, lgb.Dataset(X, y), 3, refit=False,
+                       evals=[("train", lgb.Dataset(X, y))])
+    init = objective.init_score(y)
+    for k in range(1, 3):  # the gradients are taken at the model's scores, init included
+        np.testing.assert_allclose(objective.seen[k],
+                                   booster.predict(X, raw_score=True, num_iteration=k),
+                                   rtol=1e-12, atol=1e-9)
+    # LightGBM's own first-order leaves: the first tree moves every row from the init score
+    # by learning_rate * (mean gradient with a constant Hessian), here 0.3 * (4 or -1)
+    first = booster.predict(X, raw_score=True, num_iteration=1) - init
+    assert np.all(np.abs(first) <= 0.3 * 4 + 1e-9) and np.ptp(first) > 0
+    history = only(booster.lossdsl_evals["train"])
+    assert history[-1] == pytest.approx(np.mean(asym_cost(y - booster.predict(
+        X, raw_score=True), 4.0)), rel=1e-9)
+
+    xobjective = lx.objective(ASYM)
+    dtrain = xgb.DMatrix(X, y)
+    xbooster = lx.train(xobjective, XGB_PARAMS, dtrain, 3, refit=False,
+                        evals=[("train", dtrain)])
+    xhistory = only(xbooster.lossdsl_evals["train"])
+    for k in range(1, 4):
+        raw = xbooster.predict(dtrain, output_margin=True, iteration_range=(0, k))
+        assert xhistory[k - 1] == pytest.approx(np.mean(asym_cost(y - raw, 4.0)), rel=1e-6)
