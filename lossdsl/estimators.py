@@ -180,10 +180,13 @@ class _LossEstimator(BaseEstimator):
                 self._booster_params[key] = value
         return self
 
+    #: Sparse matrices the library takes (validate_data's accept_sparse).
+    _accept_sparse: Any = ("csr", "csc")
+
     def __sklearn_tags__(self):  # noqa: D105
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
-        tags.input_tags.sparse = True
+        tags.input_tags.sparse = bool(self._accept_sparse)
         return tags
 
     # ------------------------------------------------------------------ metadata routing
@@ -258,6 +261,7 @@ class _LossEstimator(BaseEstimator):
             raise LossError(f"loss must be loss text, a lossdsl.Loss (e.g. an entry of "
                             f"lossdsl.load(path)) or a CompiledLoss, not {type(loss).__name__}")
         definition, compiled_params, _ = _as_loss(loss)
+        self._loss_text = loss if isinstance(loss, str) else None
         if self.params is not None and not isinstance(self.params, Mapping):
             raise LossError(f"params= must be a dict of param name -> value, not "
                             f"{type(self.params).__name__}")
@@ -347,7 +351,7 @@ class _LossEstimator(BaseEstimator):
             if not reset and fitted_sources:
                 # fitted on a DataFrame holding per-row input columns; an array holds the
                 # features alone (the per-row values come by keyword)
-                features = check_array(X, accept_sparse=["csr", "csc"],
+                features = check_array(X, accept_sparse=self._accept_sparse,
                                        dtype=[np.float64, np.float32],
                                        ensure_all_finite="allow-nan")
                 if features.shape[1] != len(self._feature_columns):
@@ -357,11 +361,12 @@ class _LossEstimator(BaseEstimator):
                         "fitted DataFrame's columns less the per-row input columns "
                         f"{fitted_sources})")
             else:
-                features = validate_data(self, X, reset=reset, accept_sparse=["csr", "csc"],
+                features = validate_data(self, X, reset=reset, accept_sparse=self._accept_sparse,
                                          dtype=[np.float64, np.float32],
                                          ensure_all_finite="allow-nan")
                 if reset:
                     self._source_columns, self._feature_columns = [], None
+            features = _sparse_matrix(features)
             n = features.shape[0]
             for source in needed:
                 if source in metadata:
@@ -475,7 +480,11 @@ class _LossEstimator(BaseEstimator):
         raise NotImplementedError
 
     def _loss_name(self) -> str:
-        return self._definition.name or "the loss"
+        """The loss's name, or its text, for messages."""
+        if self._definition.name:
+            return self._definition.name
+        text = getattr(self, "_loss_text", None)
+        return f"the loss {text!r}" if text else "the loss"
 
     def _before_training(self, values: Mapping[str, np.ndarray]) -> None:
         """Checks of the loss that need its compiled form but no model."""
@@ -1151,8 +1160,10 @@ class _LightGBM:
                   "verbosity": -1, **self._booster_params}
         if objective.class_axis:
             params["num_class"] = self.classes_.size
+        # the Dataset gets the params too: its feature pre-filter uses min_data_in_leaf
+        # (with a custom objective LightGBM cannot train on a Dataset left with no feature)
         train_set = lgb.Dataset(features, labels, weight=weight, free_raw_data=False,
-                                params={"verbosity": -1})
+                                params={k: v for k, v in params.items() if k != "num_class"})
         watched = [(name, lgb.Dataset(f, y, reference=train_set, free_raw_data=False), o)
                    for name, f, y, o in evals]
         return self._module().train(objective, params, train_set, self.n_estimators,
@@ -1169,6 +1180,8 @@ class _CatBoost:
     """Training and raw scores with ``catboost.CatBoost`` on the parameters of
     ``lossdsl.catboost.model_params``, the init score given as the baseline (and added back
     to raw scores: CatBoost does not store it)."""
+
+    _accept_sparse = False  # CatBoost 1.2 refuses scipy's sparse arrays
 
     def _module(self) -> Any:
         import lossdsl.catboost
@@ -1260,6 +1273,17 @@ class CatBoostLossClassifier(_CatBoost, _LossClassifier):
 
 
 # ---------------------------------------------------------------------------- helpers
+def _sparse_matrix(features: Any) -> Any:
+    """SciPy's sparse *arrays* as sparse matrices of the same format (LightGBM 4.7 and
+    CatBoost 1.2 take only the matrices); anything else as it is."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(features) and not scipy.sparse.isspmatrix(features):
+        return scipy.sparse.csr_matrix(features) if features.format == "csr" \
+            else scipy.sparse.csc_matrix(features)
+    return features
+
+
 def _per_row(value: Any, source: str, n: int) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":

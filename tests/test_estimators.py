@@ -103,7 +103,8 @@ def test_hinge_implies_no_probabilities(data):
         XGBLossClassifier("hinge(y, z)", n_estimators=3, **XGB).fit(X[["x0"]], y)
     model = XGBLossClassifier("hinge(y, z)", class_values=(-1, 1), n_estimators=8,
                               **XGB).fit(X[["x0", "x1"]], y)
-    with pytest.raises(lossdsl.LossError, match="does not imply class probabilities"):
+    with pytest.raises(lossdsl.LossError,
+                       match=r"the loss 'hinge\(y, z\)' does not imply class probabilities"):
         model.predict_proba(X[["x0", "x1"]])
     # predict: the class whose hinge loss is lower at the score, i.e. the score's sign
     raw = model.predict_raw(X[["x0", "x1"]])
