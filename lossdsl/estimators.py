@@ -560,7 +560,7 @@ class _LossEstimator(BaseEstimator):
         if not self._input_sources:
             return False
         base = compute(raw, self._loss_inputs(values))
-        for change in (lambda v: np.roll(v, 1), lambda v: 2.0 * v + 1.0):
+        for change in (lambda v: np.roll(v, 1, axis=0), lambda v: 2.0 * v + 1.0):
             changed = {source: change(v) for source, v in values.items()}
             try:
                 other = compute(raw, self._loss_inputs(changed))
@@ -722,7 +722,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         times (one grid of scores per row)."""
         inputs = dict(self._fixed)
         for name, source in self._input_sources.items():
-            inputs[name] = np.repeat(values[source][rows], repeat)
+            inputs[name] = np.repeat(values[source][rows], repeat, axis=0)
         return inputs
 
     def _after_training(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
@@ -732,11 +732,41 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
             self._probabilities(raw, self._loss_inputs(values))
             if not self._multiclass:
                 self._check_monotone(raw, values)
+            else:
+                self._check_moving(raw, values)
         except LossError as error:
             self._proba_error = str(error)
             return
         if not self._inputs_matter(self._probabilities, raw, values):
             self._link_sources = []
+
+    def _check_moving(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+        """Over classes, the rule's q must move with the score: an expected cost under a
+        cost matrix can give the same q (the cost matrix's indifference point) at every
+        score."""
+        rows = np.arange(min(_GRID_ROWS, raw.shape[0]))
+        z = raw[rows]
+        k = z.shape[1]
+        inputs = self._loss_inputs(values, rows)
+        base = self._probabilities(z, inputs)
+        step = 1e-2 * (1.0 + np.max(np.abs(z)))
+        moved = np.zeros(rows.size, dtype=bool)
+        for j in range(k):
+            direction = -np.full(k, 1.0 / k)
+            direction[j] += 1.0
+            try:
+                other = self._probabilities(z + step * direction, inputs)
+            except LossError:
+                continue
+            moved |= np.max(np.abs(other - base), axis=1) > 1e-9
+        if not np.all(moved):
+            i = int(np.argmin(moved))
+            raise LossError(
+                f"{self._loss_name()} does not imply class probabilities: at the scores "
+                f"{z[i].tolist()} (row {i}) the probabilities for which a score is optimal "
+                f"({base[i].tolist()}) do not change with the score, so they say nothing "
+                "about the row. Train cce_logits (weighted by the costs) for probabilities, "
+                "and choose decisions with decision_cost=")
 
     def _check_monotone(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         """A binary loss implies probabilities only if the rule's q moves with the score: a
@@ -959,7 +989,7 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         scores = [(raw, inputs)]
         grid_inputs = dict(self._fixed)
         for name, source in self._input_sources.items():
-            grid_inputs[name] = np.repeat(values[source][rows], grid.size)
+            grid_inputs[name] = np.repeat(values[source][rows], grid.size, axis=0)
         scores.append((np.tile(grid, rows.size), grid_inputs))
         for z, given in scores:
             delta = 1e-7 * np.maximum(1.0, np.abs(z))
@@ -1289,9 +1319,10 @@ def _per_row(value: Any, source: str, n: int) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise LossError(f"per-row values {source!r} must be numeric, got dtype {array.dtype}")
     array = array.astype(np.float64)
-    if array.ndim != 1 or array.shape[0] != n:
+    if array.ndim not in (1, 2) or array.shape[0] != n:
         raise LossShapeError(f"per-row values {source!r} have shape {array.shape}; expected "
-                             f"one value per row of X ({n},)")
+                             f"one value (or one row of values) per row of X: ({n},) or "
+                             f"({n}, K)")
     return array
 
 
@@ -1307,7 +1338,7 @@ def _column(X: Any, name: str, what: str) -> np.ndarray:
 def _subset(inputs: Mapping[str, Any], rows: np.ndarray, n: int) -> dict[str, Any]:
     """The inputs of some rows (a mask or indices) of ``n``: per-row arrays indexed,
     scalars and tables kept."""
-    return {name: value[rows] if np.ndim(value) == 1 and np.shape(value)[0] == n else value
+    return {name: value[rows] if np.ndim(value) >= 1 and np.shape(value)[0] == n else value
             for name, value in inputs.items()}
 
 

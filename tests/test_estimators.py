@@ -111,6 +111,19 @@ def test_hinge_implies_no_probabilities(data):
     assert np.array_equal(model.predict(X[["x0", "x1"]]), (raw > 0).astype(int))
 
 
+def test_expected_cost_over_classes_implies_no_probabilities(data):
+    X, _, _ = data
+    y = np.digitize(X.x0.to_numpy(), [-0.4, 0.4])
+    # under a 0-1 cost matrix the expected cost is optimal for q = (1/3, 1/3, 1/3) whatever
+    # the score: the rule's answer does not move, so it is no probability
+    model = XGBLossClassifier("expected_cost(y, z, C)", inputs={"C": 1.0 - np.eye(3)},
+                              init_score=False, n_estimators=3, **XGB).fit(X[["x0"]], y)
+    with pytest.raises(lossdsl.LossError, match="do not change with the score"):
+        model.predict_proba(X[["x0"]])
+    raw = model.predict_raw(X[["x0"]])
+    np.testing.assert_array_equal(model.predict(X[["x0"]]), np.argmax(raw, axis=1))
+
+
 def test_regressor_predictions_on_the_label_scale(data):
     X, _, counts = data
     features = X[["x0", "x1"]]
