@@ -231,10 +231,11 @@ class CatBoostObjective(BoostingObjective):
         if self.class_axis:
             raise LossError(
                 f"{self.loss.name or 'this loss'} is a loss over classes (a row of K scores), "
-                "but CatBoost is training one score per row: the labels have two classes (or "
-                "the model is a regressor). For two classes use a loss on one logit "
-                "(bce_logits(y, p), cost_sensitive_bce(...)); CatBoost trains K scores "
-                "(calc_ders_multi) only for labels with three classes or more")
+                "but CatBoost is training one score per row. With a Python objective "
+                "CatBoost trains K scores only when told that there are K classes: use "
+                "lossdsl.catboost.model_params(loss) (it adds the MultiClass custom_metric), "
+                "or pass class_names=[...] or a multiclass eval_metric. For labels with two "
+                "classes use a loss on one logit (bce_logits(y, p), cost_sensitive_bce(...))")
         scores = np.asarray(approxes, dtype=np.float64)
         gradient, hessian = self.gradients(np.asarray(targets, dtype=np.float64), scores,
                                            None if weights is None else np.asarray(weights))

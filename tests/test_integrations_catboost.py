@@ -237,12 +237,20 @@ def test_multiclass_classifier_predicts_labels(data, with_classes):
     assert np.mean(model.predict(data["X"]).ravel() == y) > 0.8
 
 
-def test_loss_over_classes_with_one_score_is_a_loss_error(data):
+@pytest.mark.parametrize("num_class", [2, 3])
+def test_loss_over_classes_with_one_score_is_a_loss_error(data, num_class):
+    """Two classes with a binary metric, or three with no hint that there are three (a
+    Python objective and metric): CatBoost trains one score per row."""
     objective = lc.objective("sparse_cce_logits(y, z)", target="cpu")
-    model = catboost.CatBoostClassifier(loss_function=objective, eval_metric="Logloss",
+    if num_class == 2:
+        labels, metric = data["binary"], "Logloss"
+    else:
+        labels, metric = np.digitize(data["y"], [-0.5, 0.5]), lc.metric(objective)
+    model = catboost.CatBoostClassifier(loss_function=objective, eval_metric=metric,
                                         **SETTINGS)
-    with pytest.raises(catboost.CatBoostError, match="LossError: .* loss over classes"):
-        model.fit(data["X"], data["binary"])
+    with pytest.raises(catboost.CatBoostError, match="LossError: .* loss over classes.*"
+                                                     "model_params"):
+        model.fit(data["X"], labels)
 
 
 # ---------------------------------------------------------------------------- one-row kernel
