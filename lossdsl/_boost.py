@@ -295,6 +295,12 @@ class BoostingObjective:
             if hessian_constant != "auto":
                 raise LossError(f"hessian_constant={hessian_constant!r}: expected a number > 0 "
                                 "or 'auto'")
+            if not self.rows_supported:
+                raise LossError(
+                    f"hessian_constant='auto' is computed from the whole training set, but "
+                    f"{self.library} calls objectives on batches of rows; pass the number "
+                    "BoostingObjective(loss, hessian_constant='auto').step_constant(y_train) "
+                    "gives instead")
         elif hessian_constant <= 0:
             raise LossError("hessian_constant must be > 0 (or 'auto')")
         if hessian_floor < 0 or hessian_scale <= 0:
@@ -322,12 +328,31 @@ class BoostingObjective:
         self._setup()
         if preset is not None:
             self._apply_preset(preset)
-        #: Whether the loss is an expected cost: linear in the probability (sigmoid or
-        #: softmax of the score) of each decision, so that it has no finite optimal constant
-        #: and its exact Hessian is negative in places. Found numerically at construction.
-        self.expected_cost = self._probe_expected_cost()
-        self.policy = self._choose_policy()
+        # Chosen on first use (see policy): the numeric tests then run the kernel training
+        # runs, in the dtypes the booster passes, rather than compiling one of their own.
+        self._policy: str | None = None
+        self._expected_cost: bool | None = None
+        self._probe_dtypes: tuple[Any, Any, Any] = (np.float64, np.float64, None)
         self._bind_rows(rows)
+
+    @property
+    def policy(self) -> str:
+        """The Hessian policy in use: ``hessian``, or what ``"auto"`` stands for (see
+        :meth:`apply_hessian_policy`). Chosen on first use and then fixed (carried by
+        pickles); the choice runs the kernel on a few probe rows."""
+        if self._policy is None:
+            self._policy = self._choose_policy()
+        return self._policy
+
+    @property
+    def expected_cost(self) -> bool:
+        """Whether the loss is an expected cost: linear in the probability (``sigmoid`` or
+        ``softmax`` of the score) of each decision, so that it has no finite optimal
+        constant and its exact Hessian changes sign. Found numerically on first use (see
+        :meth:`_probe_expected_cost`)."""
+        if self._expected_cost is None:
+            self._expected_cost = self._probe_expected_cost()
+        return self._expected_cost
 
     # ------------------------------------------------------------------ presets
     @staticmethod
@@ -463,15 +488,30 @@ class BoostingObjective:
 
     def _probe_gradient(self, arguments: dict[str, Any]) -> np.ndarray | None:
         """The per-row gradient on probe rows (None when the kernel refuses them). Runs the
-        unweighted gradient-and-Hessian kernel that training and the flatness test use, so
-        probing compiles nothing new."""
+        gradient-and-Hessian kernel that training with the floored Hessian runs, in the
+        dtypes of the first training call when the policy is chosen there (unit weights if
+        that call had weights), so that probing compiles nothing training does not."""
+        label_dtype, score_dtype, weight_dtype = self._probe_dtypes
+        arguments = dict(arguments)
+        label = np.asarray(arguments[self.label])
+        if label.dtype.kind == "f":
+            arguments[self.label] = label.astype(label_dtype)
+        arguments[self.wrt] = np.asarray(arguments[self.wrt]).astype(score_dtype)
+        n = arguments[self.wrt].shape[0]
+        weight = None if weight_dtype is None else np.ones(n, dtype=weight_dtype)
         try:
             with np.errstate(all="ignore"):
                 gradient, _ = self._summed._compute(False, (self.wrt,), (self.wrt,),
-                                                    arguments, None)
+                                                    arguments, weight, self.gradient_dtype)
         except LossError:
             return None
         return np.asarray(gradient, dtype=np.float64)
+
+    def _probe_tolerance(self) -> float:
+        """The relative tolerance of the probes: looser when the kernel runs in float32."""
+        dtypes = [np.dtype(t) for t in (*self._probe_dtypes, self.gradient_dtype)
+                  if t is not None]
+        return 1e-4 if any(t == np.float32 for t in dtypes) else 1e-8
 
     def _probe_expected_cost(self) -> bool:
         """Whether the loss is an expected cost: ``sum_k c_k(y) P(decision k)`` with the
@@ -500,7 +540,7 @@ class BoostingObjective:
         at_zero = self._probe_gradient(arguments)
         if at_zero is None or not np.all(np.isfinite(at_zero)) or not np.any(at_zero):
             return False
-        tolerance = 1e-8 * float(np.max(np.abs(at_zero)))
+        tolerance = self._probe_tolerance() * float(np.max(np.abs(at_zero)))
         for score in (-6.0, -1.5, -0.3, 0.4, 2.0, 7.0):
             arguments[self.wrt] = np.full(rows, score)
             gradient = self._probe_gradient(arguments)
@@ -546,7 +586,7 @@ class BoostingObjective:
         if not np.all(np.isfinite(at_zero)) or not np.any(at_zero):
             return False
         centred = num_class * at_zero
-        tolerance = 1e-8 * float(np.max(np.abs(centred)))
+        tolerance = self._probe_tolerance() * float(np.max(np.abs(centred)))
         draws = np.random.default_rng(0).standard_normal((3, rows, num_class))
         for spread, draw in zip((0.5, 2.0, 6.0), draws):
             scores = spread * draw
@@ -767,6 +807,9 @@ class BoostingObjective:
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
+        if self._policy is None:  # chosen with the kernel this call runs anyway
+            self._probe_dtypes = (y.dtype if y.dtype.kind == "f" else np.float64,
+                                  prediction.dtype, None if w is None else w.dtype)
         arguments = self._arguments(y, prediction)
         wrt = (self.wrt,)
         if self.policy == "constant":
@@ -896,6 +939,10 @@ class BoostingObjective:
           logistic and softmax objectives).
         * ``"constant"``: ``hessian_constant`` per unit of weight: first-order boosting, each
           leaf moves by the mean negative gradient (what LightGBM does for L1 and quantile).
+          With ``hessian_constant="auto"`` this sets 1 per unit of weight, and
+          :meth:`gradients` divides the gradient by :meth:`step_constant`.
+        * ``"fisher"`` (here, on the Hessian alone): left as it is; :meth:`gradients`
+          computes the curvature, which needs the scores.
         * ``"fisher"``: for expected costs (losses linear in ``sigmoid(z)`` or in each class's
           ``softmax(z)_k``, such as ``expected_cost``), whose exact Hessian changes sign: the
           curvature the cost-weighted cross-entropy with the same decision rule would have,
