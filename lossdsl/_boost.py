@@ -1099,8 +1099,9 @@ class BoostingObjective:
 
         def value(c: np.ndarray) -> float:
             prediction = np.ascontiguousarray(np.broadcast_to(c, shape))
-            (total,) = self._summed._compute(True, (), (), self._arguments(labels, prediction),
-                                             w)
+            # the kernel the Newton search ran (a value-only one would be compiled anew)
+            total, _, _ = self._summed._compute(True, (self.wrt,), (self.wrt,),
+                                                self._arguments(labels, prediction), w)
             return float(total)
 
         before, after = value(scores), value(shifted)
