@@ -10,6 +10,13 @@ hand: which input is the label and which the prediction, integer versus one-hot 
 multiclass losses, weights, the Hessian of flat or non-convex losses, the optimal constant
 score to start boosting from (or the news that there is none), and keeping per-row inputs on
 the rows they belong to.
+
+Hessian policies (see :meth:`BoostingObjective.apply_hessian_policy`): ``hessian="auto"``
+picks one from the loss's structure: the exact Hessian (floored) for convex losses, a
+constant for losses whose Hessian is 0 everywhere or on a region, and a Fisher-type
+curvature for expected costs (losses linear in sigmoid/softmax probabilities), which
+otherwise saturate at one decision. ``like=`` names a built-in objective (``PRESETS``)
+whose Hessian convention and start score to reproduce.
 """
 
 from __future__ import annotations
@@ -840,7 +847,7 @@ class BoostingObjective:
                         w: np.ndarray | None) -> np.ndarray:
         """The ``"fisher"`` curvature of an expected cost (see :meth:`apply_hessian_policy`):
         each row's cost spread times the link's variance, floored like ``"floor"``."""
-        if prediction.ndim == 1:
+        if not self.class_axis:  # one score per row (or per row and target, elementwise)
             # the gradient is (c_1 - c_0) w sigmoid'(z): its size is exactly spread * variance
             hessian = np.abs(gradient)
         else:
@@ -866,7 +873,7 @@ class BoostingObjective:
         """
         arguments = self._arguments(y, np.zeros(shape))
         gradient, _ = self._summed._compute(False, (self.wrt,), (self.wrt,), arguments, w)
-        return np.asarray(gradient, dtype=np.float64) * (4.0 if len(shape) == 1 else shape[1])
+        return np.asarray(gradient, dtype=np.float64) * (shape[1] if self.class_axis else 4.0)
 
     def _cost_spread(self, y: np.ndarray, shape: tuple[int, ...],
                      w: np.ndarray | None) -> np.ndarray:
@@ -1067,14 +1074,17 @@ class BoostingObjective:
         (see :meth:`init_score`); ``error``, the expected cost's own, is raised when the
         surrogate has no finite optimum either."""
         table = self._cost_table(labels, shape, w)
-        if table.ndim == 1:
-            # decide 1 where it is cheaper (c_1 < c_0), weighted by what is at stake
-            for_one = float(np.sum(np.where(table < 0, -table, 0.0)))
-            for_zero = float(np.sum(np.where(table > 0, table, 0.0)))
-            if not (for_one > 0 and for_zero > 0 and math.isfinite(for_one + for_zero)):
-                raise LossError(f"{error} (its cost-weighted surrogate has none either: every "
-                                "row has the same cheapest decision)") from None
-            return math.log(for_one / for_zero)
+        if not self.class_axis:  # one score per row (and target): c_1 - c_0 per row
+            starts = []
+            for column in table.reshape(table.shape[0], -1).T:
+                # decide 1 where it is cheaper (c_1 < c_0), weighted by what is at stake
+                for_one = float(np.sum(np.where(column < 0, -column, 0.0)))
+                for_zero = float(np.sum(np.where(column > 0, column, 0.0)))
+                if not (for_one > 0 and for_zero > 0 and math.isfinite(for_one + for_zero)):
+                    raise LossError(f"{error} (its cost-weighted surrogate has none either: "
+                                    "every row has the same cheapest decision)") from None
+                starts.append(math.log(for_one / for_zero))
+            return starts[0] if table.ndim == 1 else np.array(starts)
         spread = np.max(table, axis=1) - np.min(table, axis=1)
         cheapest = np.argmin(table, axis=1)
         shares = np.bincount(cheapest, weights=spread, minlength=shape[1])
