@@ -200,23 +200,29 @@ def _step_leaves(G, H, active, first, converged, c, low, high, g_low, g_high, la
         step_newton = newton - cj
         width = hi - lo
         bracketed = np.isfinite(lo) and np.isfinite(hi)
+        # a small step ends the search only when it is a Newton step (converging) or half
+        # the bracket; a small false-position step can sit next to one end of a wide one
+        step_ends = False
         if bracketed:
             # Newton while it at least halves the step before last; else false position
             # while the bracket at least halves every two steps; else bisection
             if lo < newton < hi and abs(step_newton) <= 0.5 * older_step[j]:
                 candidate = newton
+                step_ends = True
             else:
                 secant = lo - g_low[j] * (hi - lo) / (g_high[j] - g_low[j])
                 if np.isfinite(secant) and lo < secant < hi and width <= 0.5 * width_before[j]:
                     candidate = secant
                 else:
                     candidate = 0.5 * (lo + hi)
+                    step_ends = True
         else:
             # no bracket yet: shrinking Newton steps, else expand downhill (at least the
             # leaf's scale, and twice the last step)
             last = last_step[j]
             if np.isfinite(step_newton) and (last == 0 or abs(step_newton) <= 0.5 * last):
                 candidate = newton
+                step_ends = True
             else:
                 length = max(abs(step_newton) if np.isfinite(step_newton) else 0.0,
                              2 * last, scale[j])
@@ -232,7 +238,7 @@ def _step_leaves(G, H, active, first, converged, c, low, high, g_low, g_high, la
         previous[j] = cj
         c[j] = candidate
         tolerance = xtol * scale[j] + tiny * abs(candidate)
-        if step <= tolerance or (bracketed and width <= tolerance):
+        if (step_ends and step <= tolerance) or (bracketed and width <= tolerance):
             converged[j] = True
             active[j] = False
 
@@ -626,7 +632,8 @@ class _Search:
             converged &= ~(unsure & ~rises)
         if not self.curved and self.data.residual is not None:
             # leaves that stopped on a tolerance, not on a kink: move onto the kink
-            _snap_to_kinks(c, converged & ~exact, low, high, self.data.residual,
+            narrow = (high - low) <= 2 * self.tolerance(c)
+            _snap_to_kinks(c, converged & ~exact & narrow, low, high, self.data.residual,
                            self.data.leaf)
         return c, converged & candidates
 

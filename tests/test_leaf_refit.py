@@ -121,6 +121,29 @@ def test_solver_smooth_loss_against_a_fine_grid():
         assert abs(gradient) <= 1e-6 * np.sum(w[rows])
 
 
+def test_solver_kinks_away_from_the_residuals():
+    # two kinks per row, at r and r - 2: the one-kink-at-the-residual shortcut fails its
+    # check on all rows, and those leaves are searched in full
+    objective = ll.objective("abs(y - p - 2) + 0.5*abs(y - p)")
+    rng = np.random.default_rng(4)
+    n, leaves_count = 600, 3
+    y = rng.normal(size=n) * 3
+    F = np.zeros(n)
+    leaves = rng.integers(0, leaves_count, n)
+    solution = solve_leaves(objective, y, F, leaves, leaves_count)
+    assert solution.solved.all()
+    for j in range(leaves_count):
+        r = y[leaves == j]
+
+        def total(c, r=r):
+            return np.sum(np.abs(r - c - 2) + 0.5 * np.abs(r - c))
+
+        kinks = np.concatenate([r, r - 2])
+        costs = np.array([total(k) for k in kinks])
+        # a minimiser (there may be a flat stretch of them), to the search's tolerance
+        assert total(solution.values[j]) <= costs.min() * (1 + 1e-7)
+
+
 def test_solver_keeps_the_fallback_without_a_finite_minimiser():
     objective = ll.objective("bce_logits(y, p)")
     # leaf 0: all positive (the loss falls towards +inf); leaf 1: mixed; leaf 2: no rows;
@@ -336,3 +359,25 @@ def test_without_refit_the_model_is_the_library_leaves_plus_init(data, asym):
     for k in range(1, 4):
         raw = xbooster.predict(dtrain, output_margin=True, iteration_range=(0, k))
         assert xhistory[k - 1] == pytest.approx(np.mean(asym_cost(y - raw, 4.0)), rel=1e-6)
+
+
+def test_lightgbm_classes_refitted_one_after_another(data):
+    X = data["X"]
+    classes = np.digitize(X[:, 0] + 0.5 * np.random.default_rng(5).normal(size=len(X)),
+                          [-0.5, 0.5]).astype(float)
+    objective = ll.objective("cce_logits(y, z)")
+    params = {**LGB_PARAMS, "num_class": 3}
+    history = {}
+    for refit in (False, True):
+        booster = ll.train(objective, params, lgb.Dataset(X, classes), 4, refit=refit,
+                           evals=[("train", lgb.Dataset(X, classes))])
+        raw = booster.predict(X, raw_score=True)
+        assert raw.shape == (len(X), 3)
+        shifted = raw - raw.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        values = only(booster.lossdsl_evals["train"])
+        assert values[-1] == pytest.approx(-np.mean(log_p[np.arange(len(X)),
+                                                           classes.astype(int)]), rel=1e-9)
+        assert all(b < a for a, b in zip(values, values[1:]))  # each round lowers the loss
+        history[refit] = values
+    assert history[True][-1] < history[False][-1]  # exact leaves fit faster
