@@ -610,7 +610,7 @@ class BoostingObjective:
         # (Dask and multiprocessing pickle objectives to send them to workers). The training
         # container is held by weak reference and does not travel; the labels do.
         state = dict(self.__dict__)
-        for key in ("_summed", "_mean", "_rows_container", "_rows_floats"):
+        for key in ("_summed", "_mean", "_rows_container", "_rows_floats", "_spread_cache"):
             state.pop(key, None)
         return state
 
@@ -877,11 +877,23 @@ class BoostingObjective:
 
     def _cost_spread(self, y: np.ndarray, shape: tuple[int, ...],
                      w: np.ndarray | None) -> np.ndarray:
-        """Each row's (weighted) cost of its worst decision minus that of its best one."""
+        """Each row's (weighted) cost of its worst decision minus that of its best one.
+
+        The same every round for the same rows: kept with the labels and weights it was
+        computed for, and reused while a call brings equal ones (a comparison, rather than
+        a kernel call)."""
+        cached = self.__dict__.get("_spread_cache")
+        if cached is not None:
+            labels, weights, spread = cached
+            if (labels.shape == y.shape and spread.shape[0] == shape[0]
+                    and np.array_equal(labels, y)
+                    and (weights is None if w is None
+                         else weights is not None and np.array_equal(weights, w))):
+                return spread
         table = self._cost_table(y, shape, w)
-        if table.ndim == 1:
-            return np.abs(table)
-        return np.max(table, axis=1) - np.min(table, axis=1)
+        spread = np.max(table, axis=1) - np.min(table, axis=1)
+        self._spread_cache = (np.array(y), None if w is None else np.array(w), spread)
+        return spread
 
     def step_constant(self, label: Any, weight: Any = None) -> float:
         """The constant Hessian per unit of weight ``hessian_constant="auto"`` stands for:
