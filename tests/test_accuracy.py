@@ -32,10 +32,19 @@ def compiled(call: str) -> lossdsl.CompiledLoss:
 
 
 def evaluate(call: str, wrt: str, **inputs):
-    """(value, gradient, Hessian diagonal) of ``call`` per element, from the kernels."""
-    loss = compiled(call)
-    gradient, hessian = loss.grad_and_hessian(wrt, **inputs)
-    return loss(**inputs), gradient, hessian
+    """(value, gradient, Hessian diagonal) of ``call`` per element, from ONE fused kernel.
+
+    ``_compute`` is what ``__call__`` and ``grad_and_hessian`` call with a part of these
+    outputs; asking for all three compiles one kernel per loss and dtype instead of two (each
+    costs 0.5-1 s cold), as tests/test_cuda.py and tests/test_tails.py do. The value-only and
+    gradient+Hessian kernels of the library's losses are tested in tests/test_library.py."""
+    value, gradient, hessian = compiled(call)._compute(True, (wrt,), (wrt,), inputs, None)
+    return value, gradient, hessian
+
+
+def value_of(call: str, wrt: str, **inputs):
+    """The value of ``call`` per element, from the fused kernel :func:`evaluate` compiles."""
+    return evaluate(call, wrt, **inputs)[0]
 
 
 def exact(x) -> mpmath.mpf:
@@ -64,17 +73,16 @@ def check_finite_differences(call: str, wrt: str, inputs: dict, step: float = 1e
 
     Elementwise losses perturb every element at once (each sample's loss depends on its own
     element only); losses over a class row perturb one column at a time."""
-    loss = compiled(call)
     inputs = {k: np.asarray(v) for k, v in inputs.items()}
     x = inputs[wrt].astype(np.float64)
-    gradient, hessian = loss.grad_and_hessian(wrt, **inputs)
+    _, gradient, hessian = evaluate(call, wrt, **inputs)
     columns = [None] if x.ndim == 1 else range(x.shape[1])
     fd_gradient, fd_hessian = np.zeros_like(x), np.zeros_like(x)
     for column in columns:
         h = step * np.maximum(1.0, np.abs(x))
         if column is not None:
             h = np.where(np.arange(x.shape[1]) == column, h, 0.0)
-        values = [loss(**{**inputs, wrt: x + s * h}) for s in (-1.0, 0.0, 1.0)]
+        values = [value_of(call, wrt, **{**inputs, wrt: x + s * h}) for s in (-1.0, 0.0, 1.0)]
         width = h if column is None else h[:, column]
         first = (values[2] - values[0]) / (2 * width)
         second = (values[2] - 2 * values[1] + values[0]) / width**2
@@ -279,7 +287,7 @@ def test_cross_entropy_with_minus_infinity_logits_matches_pytorch(call, smoothin
 def test_cross_entropy_with_soft_targets_on_a_minus_infinity_logit_is_infinite():
     z = np.array([[0.0, 1.0, -np.inf]])
     for call in ("cce_logits(y, z)", "label_smoothing(y, z)"):
-        assert compiled(call)(y=np.array([[0.5, 0.3, 0.2]]), z=z)[0] == np.inf
+        assert value_of(call, "z", y=np.array([[0.5, 0.3, 0.2]]), z=z)[0] == np.inf
 
 
 def test_categorical_focal_logits_with_a_minus_infinity_logit_of_an_absent_class():
