@@ -16,15 +16,20 @@ vectorised over leaves: an expanding search until the derivative changes sign (a
 then Newton steps where the curvature is positive and the step stays inside the bracket and
 shrinks fast enough, else false-position steps on the derivative (Illinois-modified) or
 bisection. Each iteration is one call of the loss's compiled ``sum`` kernel on the rows of
-the leaves still searching (gradient only, where the loss has no curvature) and one
-``np.bincount`` per sum. The search stops when the step or the bracket is below ``xtol``
-times the spread of the leaf's residuals; for a loss with no curvature the answer is then
-moved onto the residual inside the final bracket (where a piecewise-linear cost has its
-kink), so that such leaves are the weighted quantiles the built-ins give, to rounding.
+the leaves still searching (gradient only, where the loss has no curvature) and compiled
+passes over those rows for the per-leaf sums. A leaf stops when its bracket (or a Newton
+or bisection step) is below ``xtol`` times the spread of its residuals.
+
+For a loss without curvature (piecewise linear in the score) rows whose gradient is the same
+at both ends of their leaf's bracket are set aside, and once few rows are left each leaf's
+minimiser is read off their kinks (at their residuals) in one sorted scan, so that such
+leaves are the weighted quantiles the built-ins give, to rounding, in about three kernel
+calls; every leaf found that way is then checked on all its rows (two more calls) and
+searched again in full if the loss's kinks are elsewhere or it is not convex.
 
 :func:`lossdsl.lightgbm.train` and :func:`lossdsl.xgboost.train` use it after every tree;
-the helpers below (:func:`use_refit`, :class:`EvalTracker`, :func:`learning_rate`) are what
-the two training loops share.
+the helpers below (:func:`use_refit`, :func:`refit_round`, :class:`EvalTracker`,
+:func:`learning_rate`, :func:`leaves_from_changes`) are what the two training loops share.
 """
 
 from __future__ import annotations
