@@ -232,9 +232,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     training labels). ``params``: XGBoost's params (tree booster; ``eta``/``learning_rate``
     default 0.3); a ``params["objective"]`` other than ``"reg:squarederror"`` is refused
     (the gradients come from the lossdsl objective), and so are ``booster`` other than
-    ``gbtree`` and ``multi_strategy="multi_output_tree"``. ``train_set``: the training
-    ``xgb.DMatrix``; rows' leaves come from ``predict(pred_leaf=True)`` on the round's
-    slice of the model (XGBoost predicts leaves only from the first tree on).
+    ``gbtree``, ``multi_strategy="multi_output_tree"`` and ``num_parallel_tree`` > 1.
+    ``train_set``: the training ``xgb.DMatrix``; rows' leaves come from
+    ``predict(pred_leaf=True)`` on the round's slice of the model (XGBoost predicts leaves
+    only from the first tree on).
 
     ``refit``: after each tree, set every leaf to ``eta * c_j`` with ``c_j`` the minimiser
     of the weighted loss over the leaf's rows (see :func:`lossdsl._leaves.solve_leaves`;
@@ -295,6 +296,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     if params.get("multi_strategy", "one_output_per_tree") != "one_output_per_tree":
         raise LossError("multi_strategy='multi_output_tree' has vector leaves; train with "
                         "one_output_per_tree")
+    if int(params.get("num_parallel_tree", 1) or 1) != 1:
+        raise LossError("num_parallel_tree > 1 grows a forest each round, whose trees share "
+                        "rows and add up; lossdsl.xgboost.train refits one tree per class or "
+                        "target each round: leave num_parallel_tree at 1")
     rate = learning_rate(params, ("eta", "learning_rate"), 0.3)
     label = train_set.get_label()
     weight = train_set.get_weight()

@@ -331,6 +331,28 @@ def test_xgboost_early_stopping_cuts_the_model(data, asym):
     with pytest.raises(lossdsl.LossError, match="conflicts"):
         lx.train(objective, {**XGB_PARAMS, "objective": "reg:quantileerror"},
                  xgb.DMatrix(X, y), 2)
+    with pytest.raises(lossdsl.LossError, match="num_parallel_tree"):
+        lx.train(objective, {**XGB_PARAMS, "num_parallel_tree": 3}, xgb.DMatrix(X, y), 2)
+
+
+def test_xgboost_per_row_inputs(data):
+    X, y, w = data["X"], data["y"], data["weight"]
+    under = np.where(X[:, 2] > 0, 1.5, 4.0)
+    dtrain = xgb.DMatrix(X, y, weight=w)
+    objective = lx.objective("asymmetric_l1(y, p, under, 1)", inputs={"under": under},
+                             rows=dtrain)
+    booster = lx.train(objective, XGB_PARAMS, dtrain, 2)
+    init = objective.init_score(y, w)
+    first = booster[0:1].predict(dtrain, output_margin=True)
+    leaves = booster[0:1].predict(dtrain, pred_leaf=True)
+    for j in np.unique(leaves):
+        rows = leaves == j
+        r = y[rows] - init
+        totals = [np.sum(w[rows] * asym_cost(r - c, under[rows])) for c in r]
+        expected = init + 0.3 * r[int(np.argmin(totals))]
+        np.testing.assert_allclose(first[rows], expected, rtol=2e-7)
+    with pytest.raises(lossdsl.LossError):  # the objective belongs to dtrain's rows
+        lx.train(objective, XGB_PARAMS, xgb.DMatrix(X[::-1], y[::-1], weight=w[::-1]), 1)
 
 
 def test_without_refit_the_model_is_the_library_leaves_plus_init(data, asym):
