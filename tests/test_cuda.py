@@ -14,6 +14,7 @@ not a GPU.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -115,16 +116,36 @@ def cast(inputs: dict[str, np.ndarray], dtype: type) -> dict[str, np.ndarray]:
     return {name: (a.astype(dtype) if a.dtype.kind == "f" else a) for name, a in inputs.items()}
 
 
-_PRELUDE_CASES: dict[str, tuple] = {}
+@functools.cache
+def library_loss(name: str, target: str = "cpu") -> lossdsl.CompiledLoss:
+    """The prelude loss ``name`` compiled for ``target`` (reduction "mean"), one object per
+    loss and target for the whole module: the sweep, its input search and the PTX check's
+    choice of losses share its kernels instead of differentiating and generating them again."""
+    return lossdsl.compile(ENTRIES[name].call_expression(), target=target)
 
 
-def prelude_case(name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...], tuple[str, ...]]:
+_PRELUDE_CASES: dict[tuple[str, type], tuple] = {}
+
+
+def prelude_case(name: str, dtype: type | None = None
+                 ) -> tuple[dict[str, np.ndarray], tuple[str, ...], tuple[str, ...]]:
     """(float64 inputs, inputs to differentiate, inputs to take the Hessian of) for a prelude
-    loss: "wide" inputs where the loss is finite on them, else "unit" ones."""
-    if name in _PRELUDE_CASES:
-        return _PRELUDE_CASES[name]
+    loss: "wide" inputs where the CPU target's results in ``dtype`` are finite on them, else
+    "unit" ones (else those finite in float64).
+
+    The search runs the CPU kernel the sweep then compares with (float32 for a float32 case),
+    so a float32 case compiles no float64 kernel. Without ``dtype`` (callers that need the
+    inputs' shapes and the derivatives asked for, not a comparison) any case found already
+    is returned, else the float64 one."""
+    if dtype is None:
+        found = [case for (case_name, _), case in _PRELUDE_CASES.items() if case_name == name]
+        if found:
+            return found[0]
+        dtype = np.float64
+    if (name, dtype) in _PRELUDE_CASES:
+        return _PRELUDE_CASES[name, dtype]
     entry = ENTRIES[name]
-    cpu = lossdsl.compile(entry.call_expression())
+    cpu = library_loss(name)
     constants = cpu.label_inputs() | cpu.table_inputs()
     wrt = tuple(n for n in cpu.inputs if n not in constants)
     prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
@@ -132,15 +153,18 @@ def prelude_case(name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...], tup
         inputs = synthesize(cpu, kind)
         for hessians in ((prediction,), ()):
             try:
-                results = fused(cpu, inputs, wrt, hessians)
+                results = fused(cpu, cast(inputs, dtype), wrt, hessians)
             except LossError as error:  # digamma's derivative has no derivative in lossdsl
                 if "has no derivative" not in str(error):
                     raise
                 continue
             if all(np.all(np.isfinite(r)) for r in results):
-                _PRELUDE_CASES[name] = (inputs, wrt, hessians)
-                return _PRELUDE_CASES[name]
+                _PRELUDE_CASES[name, dtype] = (inputs, wrt, hessians)
+                return _PRELUDE_CASES[name, dtype]
             break
+    if dtype != np.float64:
+        _PRELUDE_CASES[name, dtype] = prelude_case(name, np.float64)
+        return _PRELUDE_CASES[name, dtype]
     raise AssertionError(f"{name}: found no inputs on which the CPU target is finite")
 
 
@@ -161,11 +185,10 @@ def _prelude_sweep() -> list:
 @pytest.mark.parametrize("name, dtype", _prelude_sweep())
 def test_prelude_loss_matches_cpu(name, dtype):
     """Every loss of the library: value, gradients and Hessian diagonal in one fused kernel."""
-    inputs, wrt, hessians = prelude_case(name)
+    inputs, wrt, hessians = prelude_case(name, dtype)
     inputs = cast(inputs, dtype)
-    expression = ENTRIES[name].call_expression()
-    expected = fused(lossdsl.compile(expression), inputs, wrt, hessians)
-    actual = fused(lossdsl.compile(expression, target="cuda"), inputs, wrt, hessians)
+    expected = fused(library_loss(name), inputs, wrt, hessians)
+    actual = fused(library_loss(name, "cuda"), inputs, wrt, hessians)
     labels = ["value", *(f"grad {w}" for w in wrt), *(f"hessian {h}" for h in hessians)]
     for label, a, e in zip(labels, actual, expected):
         assert isinstance(a, float) or host(a).dtype == dtype, f"{name}: {label} lost its dtype"
@@ -475,7 +498,7 @@ def _covering_losses() -> list[str]:
     features = {}
     for name in sorted(ENTRIES):
         inputs, wrt, hessians = prelude_case(name)
-        compiled = lossdsl.compile(ENTRIES[name].call_expression(), target="cuda")
+        compiled = library_loss(name, "cuda")
         ranks = {n: np.ndim(v) for n, v in inputs.items()}
         kernel = compiled._kernel(ranks, False, np.dtype(np.float32), True, wrt, hessians)
         features[name] = set(_FEATURES.findall(kernel.source))
@@ -487,9 +510,20 @@ def _covering_losses() -> list[str]:
     return chosen
 
 
+def _ptx_dtypes(index: int) -> tuple[str, ...]:
+    """The dtypes the PTX check compiles the ``index``-th loss in: both, except on CI (CI=true
+    without LOSSDSL_FULL_SWEEPS=1), where the every-primitive loss (index 0: every helper and
+    operator) keeps both and the covering losses alternate, float32 first (its check also
+    looks for float64 values): each NVVM compile costs seconds."""
+    if index == 0 or not os.environ.get("CI") or os.environ.get("LOSSDSL_FULL_SWEEPS"):
+        return ("float32", "float64")
+    return (("float32",), ("float64",))[(index - 1) % 2]
+
+
 def test_kernels_compile_for_real_gpus(tmp_path):
     """Kernels of prelude losses covering every construct the prelude uses, float32 and
-    float64 (value, gradients, Hessian; both row variants), compiled to PTX for a real GPU.
+    float64 (on CI see ``_ptx_dtypes``; value, gradients, Hessian; both row variants),
+    compiled to PTX for a real GPU.
 
     Runs in a subprocess because this process may have the simulator switched on."""
     cases = []
@@ -498,8 +532,8 @@ def test_kernels_compile_for_real_gpus(tmp_path):
         inputs, wrt, hessians = prelude_case(name)
         losses.append((ENTRIES[name].call_expression(),
                        {n: v[:4].tolist() for n, v in inputs.items()}, wrt, hessians))
-    for expression, small_inputs, wrt, hessians in losses:
-        for dtype in ("float32", "float64"):
+    for index, (expression, small_inputs, wrt, hessians) in enumerate(losses):
+        for dtype in _ptx_dtypes(index):
             cases.append(dict(expression=expression, dtype=dtype, inputs=small_inputs,
                               labels=[n for n in small_inputs if n not in wrt], wrt=wrt,
                               hessians=hessians))
