@@ -64,6 +64,9 @@ __all__ = [
     "XGBLossRegressor",
 ]
 
+# Class labels as XGBoost and LightGBM hand them to objectives: float32 (exact for class
+# values and indices), so that the link reuses the kernels training compiled.
+_LABEL = np.float32
 # Bisection steps for a label-scale prediction (each halves the bracket).
 _BISECTIONS = 200
 # Doublings of the bracket's width tried before a row's prediction is declared unbounded.
@@ -412,6 +415,7 @@ class _LossEstimator(BaseEstimator):
         self.loss_ = objective.compiled
         self.wrt_, self.label_ = objective.wrt, objective.label
         self._label_kind = objective.label_kind
+        self._policy = objective.policy
         self._before_training(values)
         evals = self._eval_sets(eval_set)
         self.booster_ = self._train(objective, features, labels, weight, evals)
@@ -551,7 +555,11 @@ class _LossEstimator(BaseEstimator):
             absent = [name for name in self.loss_.inputs if name not in arguments]
             raise LossError(f"no values for the loss's input(s) {', '.join(absent)}")
         with np.errstate(all="ignore"):
-            return np.asarray(self.loss_.grad(self.wrt_, **arguments), dtype=np.float64)
+            if self._policy == "constant":  # training asked for the gradient alone too
+                gradient = self.loss_.grad(self.wrt_, **arguments)
+            else:  # the kernel training compiled: gradient and Hessian
+                gradient, _ = self.loss_.grad_and_hessian(self.wrt_, **arguments)
+        return np.asarray(gradient, dtype=np.float64)
 
     def _inputs_matter(self, compute: Any, raw: np.ndarray,
                        values: Mapping[str, np.ndarray]) -> bool:
@@ -705,7 +713,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         inputs = self._grid_inputs(values, rows, z.size)
         raw = np.tile(z, rows.size)
         for index, value in enumerate(self.class_values):
-            gradient = self._gradient(np.full(raw.size, float(value)), raw, inputs)
+            gradient = self._gradient(np.full(raw.size, value, dtype=_LABEL), raw, inputs)
             if np.all(gradient == 0):
                 raise LossError(
                     f"{self._loss_name()} does not depend on the score for label {value} "
@@ -800,8 +808,8 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         n = raw.shape[0]
         if not self._multiclass:
             v0, v1 = (float(v) for v in self.class_values)
-            g0 = self._gradient(np.full(n, v0), raw, inputs)
-            g1 = self._gradient(np.full(n, v1), raw, inputs)
+            g0 = self._gradient(np.full(n, v0, dtype=_LABEL), raw, inputs)
+            g1 = self._gradient(np.full(n, v1, dtype=_LABEL), raw, inputs)
             with np.errstate(all="ignore"):
                 q = g0 / (g0 - g1)
             bad = ~np.isfinite(q) | (q < -_PROBABILITY_SLACK) | (q > 1 + _PROBABILITY_SLACK)
@@ -838,7 +846,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
     def _class_label(self, label: int, n: int, k: int) -> np.ndarray:
         if self._label_kind == "index":
             return np.full(n, label, dtype=np.int64)
-        onehot = np.zeros((n, k))
+        onehot = np.zeros((n, k), dtype=_LABEL)
         onehot[:, label] = 1.0
         return onehot
 
