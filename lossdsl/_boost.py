@@ -1078,7 +1078,7 @@ class BoostingObjective:
                 return scores
             scores = self._newton_classes(labels, w, shape, max_iter, xtol)
             return self._start_convention_of(scores, labels, w)
-        except _Unbounded as error:
+        except NoFiniteOptimumError as error:
             if unbounded == "surrogate" and self.expected_cost:
                 shape = (n,) if num_class is None else (n, num_class)
                 return self._surrogate_start(self.label_array(y, shape), shape, w, error)
@@ -1154,7 +1154,7 @@ class BoostingObjective:
 
     def _unbounded_error(self, what: str) -> LossError:
         name = self.loss.name or "the loss"
-        return _Unbounded(
+        return NoFiniteOptimumError(
             f"{name} has no finite optimal constant score: summed over the labels it keeps "
             f"decreasing, or stays at its lowest value, {what}. Either the cost is not convex "
             "in the score (an expected cost under sigmoid/softmax probabilities: its cheapest "
@@ -1263,7 +1263,7 @@ def _shifted(scores: np.ndarray, k: int, offset: float) -> np.ndarray:
     return shifted
 
 
-class _Unbounded(LossError):
+class NoFiniteOptimumError(LossError):
     """The error :meth:`BoostingObjective.init_score` raises when no finite constant score is
     optimal (a :class:`~lossdsl.LossError`)."""
 
