@@ -338,7 +338,11 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
         raise LossError(f"num_boost_round must be a non-negative integer, not "
                         f"{num_boost_round!r}")
-    do_refit = use_refit(refit, objective)
+    if not (refit == "auto" or isinstance(refit, (bool, np.bool_))):
+        raise LossError(f"refit must be True, False or 'auto', not {refit!r}")
+    # decided after the first gradients: "auto" reads the objective's Hessian policy, which
+    # is chosen on its first training call (with that call's dtypes and weights)
+    do_refit = False
     params = dict(params or {})
     for name in _OBJECTIVE_ALIASES:
         value = params.pop(name, None)
@@ -429,6 +433,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
                                 "requirements), so the model cannot hold the init score; "
                                 "check min_data_in_leaf and the features")
             break
+        if iteration == 0:
+            do_refit = use_refit(refit, objective)
         tree_values = _round_leaf_values(booster, iteration)
         first_tree = iteration * num_class
         internal = None if do_refit else cached.scores()

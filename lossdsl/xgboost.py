@@ -283,7 +283,11 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
                         f"{num_boost_round!r}")
     if not isinstance(train_set, xgb.DMatrix):
         raise LossError(f"train_set must be an xgb.DMatrix, not {type(train_set).__name__}")
-    do_refit = use_refit(refit, objective)
+    if not (refit == "auto" or isinstance(refit, (bool, np.bool_))):
+        raise LossError(f"refit must be True, False or 'auto', not {refit!r}")
+    # decided after the first gradients: "auto" reads the objective's Hessian policy, which
+    # is chosen on its first training call (with that call's dtypes and weights)
+    do_refit = False
     params = dict(params or {})
     given_objective = params.pop("objective", None)
     if given_objective not in (None, "reg:squarederror") and given_objective is not objective:
@@ -364,6 +368,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         gradient, hessian = objective.gradients(label, scores, weight, container=train_set)
         booster.boost(train_set, iteration, grad=gradient, hess=hessian)
         rounds = iteration + 1
+        if iteration == 0:
+            do_refit = use_refit(refit, objective)
         tree = booster[iteration:iteration + 1]
         cache: list[list[dict[str, Any]]] = []
 
