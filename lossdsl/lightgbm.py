@@ -425,7 +425,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
 
     cached = _Cached(booster, shape)
     for iteration in range(int(num_boost_round)):
-        cached.before()
+        if iteration == 0 or do_refit:
+            cached.before()
         finished = booster.update(fobj=gradients)
         if booster.current_iteration() <= iteration:  # no tree could be grown: stop
             if iteration == 0 and init_score:
@@ -435,14 +436,16 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
             break
         if iteration == 0:
             do_refit = use_refit(refit, objective)
-        tree_values = _round_leaf_values(booster, iteration)
         first_tree = iteration * num_class
         internal = None if do_refit else cached.scores()
         if internal is not None:
-            # LightGBM's own leaves: its cached scores are the model's (but the init score)
-            values = tree_values
+            # LightGBM's own leaves: its cached scores are the model's (but the init score);
+            # the leaf values are read only where needed (init score, evaluation sets)
+            need = (iteration == 0 and init_score) or eval_entries
+            values = _round_leaf_values(booster, iteration) if need else []
             scores[...] = internal + (np.asarray(start) if init_score else 0.0)
         else:
+            tree_values = _round_leaf_values(booster, iteration)
             leaves = _round_leaves(booster, features, iteration, tree_values, cached,
                                    predict_options)
 
