@@ -419,7 +419,8 @@ class _LossEstimator(BaseEstimator):
         self._before_training(values)
         evals = self._eval_sets(eval_set)
         self.booster_ = self._train(objective, features, labels, weight, evals)
-        self.init_score_ = (_plain(objective.init_score(labels, weight, self._num_class()))
+        self.init_score_ = (_plain(objective.init_score(labels, weight, self._num_class(),
+                                                           unbounded="surrogate"))
                             if self.init_score else 0.0)
         self._label_range = _label_range(y)
         self._after_training(self._raw(features), values)
@@ -1253,7 +1254,8 @@ class _CatBoost:
         objective = params["loss_function"]
 
         def pool(data: Any, y: np.ndarray, w: np.ndarray | None) -> Any:
-            baseline = objective.base_margin(y, w, num_class) if self.init_score else None
+            baseline = (objective.base_margin(y, w, num_class, unbounded="surrogate")
+                        if self.init_score else None)
             return Pool(data, y, weight=w, baseline=baseline)
 
         model = CatBoost(params)
@@ -1261,7 +1263,8 @@ class _CatBoost:
         model.fit(pool(features, labels, weight), eval_set=watched or None,
                   early_stopping_rounds=self.early_stopping_rounds,
                   use_best_model=bool(watched) and self.early_stopping_rounds is not None)
-        init = objective.init_score(labels, weight, num_class) if self.init_score else 0.0
+        init = (objective.init_score(labels, weight, num_class, unbounded="surrogate")
+                if self.init_score else 0.0)
         return _CatBoostModel(model, _plain(init))
 
     def _raw(self, features: Any, booster: Any = None) -> np.ndarray:

@@ -99,19 +99,23 @@ class LightGBMObjective(BoostingObjective):
 
 def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               label: str | None = None, *, hessian: str = "auto",
-              hessian_floor: float = DEFAULT_HESSIAN_FLOOR, hessian_constant: float = 1.0,
-              hessian_scale: float = 1.0, inputs: Mapping[str, Any] | None = None,
+              hessian_floor: float = DEFAULT_HESSIAN_FLOOR,
+              hessian_constant: float | str = 1.0, hessian_scale: float = 1.0,
+              inputs: Mapping[str, Any] | None = None,
               params: Mapping[str, float] | None = None,
-              target: str | None = None, rows: Any = None) -> LightGBMObjective:
+              target: str | None = None, rows: Any = None,
+              like: str | None = None) -> LightGBMObjective:
     """A LightGBM custom objective: ``params["objective"]=obj`` or ``LGBMRegressor(objective=obj)``.
 
     Options as :func:`lossdsl.xgboost.objective` (per-row ``inputs`` need ``rows``: the
-    training labels in order, or the training ``lgb.Dataset``). To reproduce LightGBM's
-    built-in ``multiclass`` pass ``hessian_scale=K/(K-1)``; for ``poisson``, ``exp(0.7)``.
+    training labels in order, or the training ``lgb.Dataset``). ``like`` names the built-in
+    whose Hessian convention and start score to reproduce (``"multiclass"``: the Hessian
+    times ``K/(K-1)``; ``"poisson"``: times ``exp(0.7)``; see ``lossdsl._boost.PRESETS``).
     """
     return LightGBMObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                              hessian_floor=hessian_floor, hessian_constant=hessian_constant,
-                             hessian_scale=hessian_scale, target=target, rows=rows)
+                             hessian_scale=hessian_scale, target=target, rows=rows,
+                             like=like)
 
 
 class LightGBMMetric:
@@ -310,8 +314,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
 
     ``init_score``: start from the objective's optimal constant score
     (:meth:`~lossdsl._boost.BoostingObjective.init_score`), added to the first tree's leaves
-    so that ``booster.predict(X, raw_score=True)`` is the whole raw score; its
-    :class:`~lossdsl.LossError` (no finite optimal constant) is raised as is. With
+    so that ``booster.predict(X, raw_score=True)`` is the whole raw score. An expected
+    cost (no finite optimal constant) starts from its cost-weighted surrogate's optimum
+    (``init_score(unbounded="surrogate")``); any other loss without a finite optimal
+    constant (labels all in one class) raises that :class:`~lossdsl.LossError`. With
     ``init_score=False`` the model starts at 0, or at the Dataset's ``init_score`` when it
     has one (which, as in LightGBM, ``predict`` does not include).
 
@@ -392,7 +398,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
             raise LossError("the training Dataset has an init_score, and train() starts from "
                             "the objective's optimal constant (init_score=True): drop the "
                             "Dataset's init_score, or pass init_score=False to start from it")
-        start = objective.init_score(label, weight, None if num_class == 1 else num_class)
+        start = objective.init_score(label, weight, None if num_class == 1 else num_class,
+                                       unbounded="surrogate")
         scores = np.zeros(shape) + np.asarray(start, dtype=np.float64)
     else:
         start = np.zeros(num_class) if num_class > 1 else 0.0

@@ -84,10 +84,12 @@ class XGBoostObjective(BoostingObjective):
 
 def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               label: str | None = None, *, hessian: str = "auto",
-              hessian_floor: float = DEFAULT_HESSIAN_FLOOR, hessian_constant: float = 1.0,
-              hessian_scale: float = 1.0, inputs: Mapping[str, Any] | None = None,
+              hessian_floor: float = DEFAULT_HESSIAN_FLOOR,
+              hessian_constant: float | str = 1.0, hessian_scale: float = 1.0,
+              inputs: Mapping[str, Any] | None = None,
               params: Mapping[str, float] | None = None,
-              target: str | None = None, rows: Any = None) -> XGBoostObjective:
+              target: str | None = None, rows: Any = None,
+              like: str | None = None) -> XGBoostObjective:
     """An XGBoost custom objective (``xgb.train(obj=...)`` or ``XGBRegressor(objective=...)``).
 
     ``wrt``/``label`` name the margin and label inputs (guessed: label ``y`` or the first of
@@ -95,8 +97,11 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     1e-16; constant 1 per unit weight for losses whose Hessian is 0 everywhere, such as MAE
     or quantile, or on a whole region, such as Huber outside its quadratic zone),
     ``"exact"``, ``"clip"`` (negatives to 0), ``"floor"`` (at ``hessian_floor``) or
-    ``"constant"`` (``hessian_constant``). ``hessian_scale`` multiplies the Hessian (use 2 to
-    reproduce ``multi:softprob``, ``exp(0.7)`` for ``count:poisson``). ``inputs`` gives the
+    ``"constant"`` (``hessian_constant``; ``"auto"``: a step size from the labels' scale,
+    see ``BoostingObjective.step_constant``). ``hessian_scale`` multiplies the Hessian;
+    ``like`` instead names the built-in whose Hessian convention and start score to
+    reproduce (``"multi:softprob"``, ``"count:poisson"`` with ``objective.booster_params``,
+    ...: ``lossdsl._boost.PRESETS``). ``inputs`` gives the
     loss's other inputs (scalars or one value per row), ``params`` overrides its params,
     ``target`` is "cpu" (default; XGBoost's own threads keep the cores busy) or "parallel".
 
@@ -108,7 +113,8 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     """
     return XGBoostObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                             hessian_floor=hessian_floor, hessian_constant=hessian_constant,
-                            hessian_scale=hessian_scale, target=target, rows=rows)
+                            hessian_scale=hessian_scale, target=target, rows=rows,
+                            like=like)
 
 
 class XGBoostMetric:
@@ -254,8 +260,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
 
     ``init_score``: start from the objective's optimal constant score, added to the first
     round's leaves (base_score is 0), so that ``predict(..., output_margin=True)`` is the
-    whole raw score; its :class:`~lossdsl.LossError` (no finite optimal constant) is raised
-    as is. With ``init_score=False`` the model starts at ``params["base_score"]`` (default
+    whole raw score. An expected cost (no finite optimal constant) starts from its
+    cost-weighted surrogate's optimum (``init_score(unbounded="surrogate")``); any other
+    loss without a finite optimal constant (labels all in one class) raises that
+    :class:`~lossdsl.LossError`. With ``init_score=False`` the model starts at ``params["base_score"]`` (default
     0: XGBoost's own estimate would be that of squared error) plus the DMatrix's
     ``base_margin`` if it has one (which, as in XGBoost, predict adds only when the
     prediction's DMatrix has one too).
@@ -329,7 +337,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
                             "the objective's optimal constant (init_score=True): drop the "
                             "base_margin, or pass init_score=False to start from it")
         start = np.asarray(objective.init_score(label, weight,
-                                                None if num_class == 1 else num_class),
+                                                None if num_class == 1 else num_class,
+                                                unbounded="surrogate"),
                            dtype=np.float64)
         base = 0.0
     else:

@@ -25,7 +25,7 @@ from lossdsl import cli
 from lossdsl.resolve import resolve_text
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-GUIDES = ["tutorial.md", "language.md", "business-costs.md"]
+GUIDES = ["tutorial.md", "language.md", "business-costs.md", "estimators.md", "boosting.md"]
 FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
