@@ -274,10 +274,8 @@ class CatBoostObjective(BoostingObjective):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CatBoostObjective:
         # CatBoost deep-copies its parameters, the objective included, on every fit. The
-        # copy shares the compiled kernels (see BoostingObjective), the loss definition (not
-        # modified after parsing; copying it took 66 ms, more than a short fit) and the
-        # one-row kernels (per thread, made for the shared compiled kernels).
-        memo.setdefault(id(self.loss), self.loss)
+        # copy shares the compiled kernels and the loss definition (see BoostingObjective)
+        # and the one-row kernels (per thread, made for the shared compiled kernels).
         kernels = self.__dict__.pop("_row_kernel_cache", None)
         try:
             clone = super().__deepcopy__(memo)
