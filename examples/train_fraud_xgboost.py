@@ -112,7 +112,7 @@ def main() -> None:
     print(f"cost, stock binary:logistic at p > 0.5:   {business_cost(fraud, stock_flagged):10.0f}"
           f"   ({int(stock_flagged.sum())} flagged)")
     print(f"cost, stock at tuned threshold p > {threshold:.3f}: "
-          f"{business_cost(fraud, tuned_flagged):8.0f}   ({int(tuned_flagged.sum())} flagged)")
+          f"{business_cost(fraud, tuned_flagged):9.0f}   ({int(tuned_flagged.sum())} flagged)")
     print(f"cost, stock + lossdsl.decide (Bayes rule): {business_cost(fraud, decided):9.0f}"
           f"   ({int(decided.sum())} flagged)")
     print(f"cost, lossdsl cost_sensitive_bce:         {business_cost(fraud, flagged):10.0f}"
