@@ -225,7 +225,29 @@ class _ToAst:
         return ast.ExpressionStatement(value.span, "", value)
 
     def start(self, meta, *statements):
+        for previous, statement in zip(statements, statements[1:]):
+            self._check_not_a_continuation(previous, statement)
         return list(statements)
+
+    def _check_not_a_continuation(self, previous, statement) -> None:
+        """Refuse an expression statement that starts a line with ``+`` or ``-`` after
+        another statement: a line break ends a statement, so ``loss a = x*2`` followed by
+        ``  + y*3`` would silently define ``a = x*2`` and leave a stray ``+y*3``."""
+        if not isinstance(statement, ast.ExpressionStatement):
+            return
+        if statement.span.line <= (previous.span.end_line or previous.span.line):
+            return  # separated by ';' on the same line: no doubt about what was meant
+        line = self.source.splitlines()[statement.span.line - 1]
+        before, sign = line[:statement.span.column - 1], line[statement.span.column - 1:][:1]
+        if sign not in ("+", "-") or before.strip():  # '(-y)' starts with '(': deliberate
+            return
+        raise LossSyntaxError(
+            f"this line starts with '{sign}' after a complete statement, so it would be a new "
+            "expression, not a continuation of the line above",
+            statement.span,
+            f"to continue the expression, end the line above with '{sign}' (a line ending in "
+            "an operator continues on the next) or wrap the whole expression in parentheses; "
+            f"to start a new expression, wrap it in parentheses: ({sign}...)")
 
 
 def _transform(tree: Tree, builder: _ToAst):

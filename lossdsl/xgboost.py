@@ -263,10 +263,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     whole raw score. An expected cost (no finite optimal constant) starts from its
     cost-weighted surrogate's optimum (``init_score(unbounded="surrogate")``); any other
     loss without a finite optimal constant (labels all in one class) raises that
-    :class:`~lossdsl.LossError`. With ``init_score=False`` the model starts at ``params["base_score"]`` (default
-    0: XGBoost's own estimate would be that of squared error) plus the DMatrix's
-    ``base_margin`` if it has one (which, as in XGBoost, predict adds only when the
-    prediction's DMatrix has one too).
+    :class:`~lossdsl.LossError`. With ``init_score=False`` the model starts at
+    ``params["base_score"]`` (default 0: XGBoost's own estimate would be that of squared
+    error) plus the DMatrix's ``base_margin`` if it has one (which, as in XGBoost, predict
+    adds only when the prediction's DMatrix has one too).
 
     ``evals``: ``(name, xgb.DMatrix, objective for those rows)`` tuples (or ``(name,
     DMatrix)`` when the objective has no per-row inputs), each scored every round as the
