@@ -434,7 +434,17 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     for iteration in range(int(num_boost_round)):
         if iteration == 0 or do_refit:
             cached.before()
-        finished = booster.update(fobj=gradients)
+        try:
+            finished = booster.update(fobj=gradients)
+        except lgb.basic.LightGBMError as error:
+            if "num_features()" not in str(error):
+                raise
+            raise LossError(
+                "LightGBM found no usable feature in the training Dataset: its feature "
+                "pre-filter drops features that cannot make a split with min_data_in_leaf "
+                f"rows on each side (here {n} rows). Lower min_data_in_leaf / "
+                "min_data_in_bin in params (and in the Dataset's params), or train on more "
+                "rows") from None
         if booster.current_iteration() <= iteration:  # no tree could be grown: stop
             if iteration == 0 and init_score:
                 raise LossError("LightGBM could not grow a first tree (no split meets its "

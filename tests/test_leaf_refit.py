@@ -249,6 +249,9 @@ def test_lightgbm_early_stopping_and_errors(data, asym):
         ll.train(asym, {**LGB_PARAMS, "objective": "quantile"}, lgb.Dataset(X, y), 2)
     with pytest.raises(lossdsl.LossError, match="init_score"):
         ll.train(asym, LGB_PARAMS, lgb.Dataset(X, y, init_score=np.zeros(len(y))), 2)
+    # too few rows for any split under min_data_in_leaf: LightGBM's fatal check, explained
+    with pytest.raises(lossdsl.LossError, match="min_data_in_leaf"):
+        ll.train(asym, {**LGB_PARAMS, "min_data_in_leaf": 20}, lgb.Dataset(X[:10], y[:10]), 2)
 
 
 def test_lightgbm_leaf_without_finite_minimiser_stays_finite(data):
