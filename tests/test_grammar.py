@@ -93,6 +93,25 @@ def test_newline_after_operator_continues_the_expression():
     assert expression("(a\n - b)") is expression("a - b")
 
 
+@pytest.mark.parametrize("text, line, column", [
+    ("loss a = x*2\n  + y*3\n", 2, 3),     # meant as a continuation: a = x*2 silently
+    ("x*2\n- y", 2, 1),
+    ("param k = 2\n\n# a comment\n-log(p)*k", 4, 1),
+])
+def test_a_line_starting_with_a_sign_after_a_statement_is_an_error(text, line, column):
+    with pytest.raises(lossdsl.LossSyntaxError, match="starts with") as raised:
+        lossdsl.api.loss_from_text(text)
+    assert (raised.value.line, raised.value.column) == (line, column)
+    assert "parentheses" in str(raised.value)
+
+
+def test_a_leading_sign_is_fine_first_in_parentheses_or_after_a_semicolon():
+    assert lossdsl.api.loss_from_text("-log(p)").inputs == ("p",)
+    assert lossdsl.api.loss_from_text("loss a = x\n(-y)").inputs == ("y",)
+    assert lossdsl.api.loss_from_text("loss a = (x*2\n  + y*3)").inputs == ("x", "y")
+    assert lossdsl.api.loss_from_text("loss a = x; -y").inputs == ("y",)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=string.printable + "αβ∑→", max_size=60))
 def test_random_text_raises_only_loss_errors(text):
