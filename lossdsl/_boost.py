@@ -413,6 +413,15 @@ class BoostingObjective:
         self.class_axis = ranks[self.wrt] == 2  # a loss over classes (softmax and friends)
         self.label_kind = ("index" if self.label in labels
                            else "matrix" if ranks[self.label] == 2 else "value")
+        self._curvature: Node | None = None
+
+    @property
+    def curvature(self) -> Node:
+        """The loss's second derivative in the score, symbolic (derived once: differentiating
+        and simplifying costs milliseconds, and the policy and the leaf search both ask)."""
+        if self._curvature is None:
+            self._curvature = self._summed.derivative(self.wrt, order=2)
+        return self._curvature
 
     def _choose_policy(self) -> str:
         """The Hessian policy ``hessian="auto"`` stands for (see :meth:`apply_hessian_policy`).
@@ -427,7 +436,7 @@ class BoostingObjective:
             # (0 where the decision is a toss-up, at a zero score) and floored Newton leaves
             # there saturate the model at "always the same decision" in the first round.
             return "fisher"
-        curvature = self._summed.derivative(self.wrt, order=2)
+        curvature = self.curvature
         if is_constant(curvature):
             if curvature.value >= self.hessian_floor:
                 return "exact"  # a constant curvature above the floor: nothing to do
@@ -486,7 +495,7 @@ class BoostingObjective:
     def _probe_inputs(self, n: int) -> dict[str, Any]:
         """The loss's other inputs for ``n`` probe rows: scalars and tables as given, per-row
         values cycled over the rows."""
-        per_row = self._row_inputs()
+        per_row = self.row_inputs()
         arguments: dict[str, Any] = {}
         for name, value in self.inputs.items():
             if name in per_row:
@@ -563,7 +572,7 @@ class BoostingObjective:
 
     def _probe_softmax_cost(self) -> bool:
         """:meth:`_probe_expected_cost` for a loss over classes."""
-        per_row = self._row_inputs()
+        per_row = self.row_inputs()
         tables = self._summed.table_inputs()
         widths = [np.shape(value)[1] for name, value in self.inputs.items()
                   if (name in tables or name in per_row) and len(np.shape(value)) == 2]
@@ -614,7 +623,8 @@ class BoostingObjective:
         # (Dask and multiprocessing pickle objectives to send them to workers). The training
         # container is held by weak reference and does not travel; the labels do.
         state = dict(self.__dict__)
-        for key in ("_summed", "_mean", "_rows_container", "_rows_floats", "_spread_cache"):
+        for key in ("_summed", "_mean", "_curvature", "_rows_container", "_rows_floats",
+                    "_spread_cache"):
             state.pop(key, None)
         return state
 
@@ -632,7 +642,8 @@ class BoostingObjective:
         clone = object.__new__(type(self))
         memo[id(self)] = clone
         for key, value in self.__dict__.items():
-            shared = key in ("loss", "_summed", "_mean", "_rows_container", "_rows_floats")
+            shared = key in ("loss", "_summed", "_mean", "_curvature", "_rows_container",
+                             "_rows_floats")
             clone.__dict__[key] = value if shared else copy.deepcopy(value, memo)
         return clone
 
@@ -643,7 +654,7 @@ class BoostingObjective:
     #: The library's name, for messages.
     library = "the booster"
 
-    def _row_inputs(self) -> dict[str, int]:
+    def row_inputs(self) -> dict[str, int]:
         """{input name: number of rows} for the inputs given one value per row."""
         tables = self._summed.table_inputs()
         found = {}
@@ -663,7 +674,7 @@ class BoostingObjective:
         self._rows_labels: np.ndarray | None = None
         self._rows_floats: dict[np.dtype, np.ndarray] = {}
         self._rows_container: weakref.ref | None = None
-        per_row = self._row_inputs()
+        per_row = self.row_inputs()
         if not per_row:  # nothing to match: rows= is not needed (and harmless)
             return
         names = ", ".join(f"'{n}'" for n in per_row)
@@ -711,7 +722,7 @@ class BoostingObjective:
         if expected is None:
             return
         given = np.asarray(label)
-        per_row = self._row_inputs()
+        per_row = self.row_inputs()
         if given.shape[0] != expected.shape[0]:
             name = next(iter(per_row))
             raise LossShapeError(

@@ -28,8 +28,9 @@ calls; every leaf found that way is then checked on all its rows (two more calls
 searched again in full if the loss's kinks are elsewhere or it is not convex.
 
 :func:`lossdsl.lightgbm.train` and :func:`lossdsl.xgboost.train` use it after every tree;
-the helpers below (:func:`use_refit`, :func:`refit_round`, :class:`EvalTracker`,
-:func:`learning_rate`, :func:`leaves_from_changes`) are what the two training loops share.
+the helpers below (:func:`check_train_options`, :func:`use_refit`, :func:`eval_objective`,
+:func:`refit_round`, :class:`EvalTracker`, :func:`learning_rate`,
+:func:`leaves_from_changes`) are what the two training loops share.
 """
 
 from __future__ import annotations
@@ -41,15 +42,15 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from ._boost import BoostingObjective
+from ._boost import BoostingObjective, as_objective
 from .errors import LossError
 from .ir import is_constant
 
 #: The default tolerance of the leaf search, relative to the spread of a leaf's residuals.
 LEAF_XTOL = 1e-6
 
-__all__ = ["LEAF_XTOL", "EvalTracker", "LeafSolution", "learning_rate", "leaves_from_changes",
-           "refit_round", "solve_leaves", "use_refit"]
+__all__ = ["LEAF_XTOL", "EvalTracker", "LeafSolution", "check_train_options", "eval_objective",
+           "learning_rate", "leaves_from_changes", "refit_round", "solve_leaves", "use_refit"]
 
 
 _JIT = {"cache": True, "error_model": "numpy"}
@@ -369,23 +370,13 @@ class LeafSolution(NamedTuple):
 def _has_curvature(objective: BoostingObjective) -> bool:
     """Whether the loss's second derivative in the score can be non-zero (a loss whose
     curvature is the constant 0, such as MAE or quantile, needs gradient-only calls)."""
-    cache = objective.__dict__.get("_lossdsl_leaf_curved")
-    if cache is None:
-        curvature = objective.compiled.derivative(objective.wrt, order=2)
-        cache = not (is_constant(curvature) and curvature.value == 0)
-        objective.__dict__["_lossdsl_leaf_curved"] = cache
-    return bool(cache)
+    curvature = objective.curvature
+    return not (is_constant(curvature) and curvature.value == 0)
 
 
-def _per_row(objective: BoostingObjective, n: int) -> dict[str, np.ndarray]:
+def _per_row(objective: BoostingObjective) -> dict[str, np.ndarray]:
     """The objective's inputs that hold one value per row (subset along with the rows)."""
-    found = {}
-    tables = objective.compiled.table_inputs()
-    for name, value in objective.inputs.items():
-        array = np.asarray(value)
-        if name not in tables and array.ndim >= 1 and array.shape[0] == n and array.size > 1:
-            found[name] = array
-    return found
+    return {name: np.asarray(objective.inputs[name]) for name in objective.row_inputs()}
 
 
 class _Rows:
@@ -512,7 +503,7 @@ def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
     candidates = (count > 0) & (total > 0)
     counter = [0]
     data = _Rows(objective, labels, scores, w, leaves, column, residual,
-                 _per_row(objective, n), counter)
+                 _per_row(objective), counter)
     search = _Search(data, num_leaves, scale, xtol, max_iter, curved)
     c, solved = search.run(candidates, set_aside=not curved)
     if not curved and solved.any():
@@ -684,14 +675,47 @@ def _snap_to_kinks(c: np.ndarray, converged: np.ndarray, low: np.ndarray, high: 
 
 
 # ---------------------------------------------------------------------- training helpers
+def check_train_options(num_boost_round: Any, refit: Any) -> int:
+    """The number of rounds, once ``num_boost_round`` and ``refit`` are known to be valid
+    (``refit`` itself is decided after the first round: see :func:`use_refit`)."""
+    if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
+        raise LossError(f"num_boost_round must be a non-negative integer, not "
+                        f"{num_boost_round!r}")
+    _check_refit(refit)
+    return int(num_boost_round)
+
+
+def _check_refit(refit: Any) -> None:
+    if not (refit == "auto" or isinstance(refit, (bool, np.bool_))):
+        raise LossError(f"refit must be True, False or 'auto', not {refit!r}")
+
+
 def use_refit(refit: bool | str, objective: BoostingObjective) -> bool:
     """Whether to refit leaves: ``"auto"`` turns it on for the objectives whose Hessian
     policy is ``"constant"`` (Hessian 0 everywhere or on a region: first-order leaves)."""
+    _check_refit(refit)
     if refit == "auto":
         return objective.policy == "constant"
-    if isinstance(refit, (bool, np.bool_)):
-        return bool(refit)
-    raise LossError(f"refit must be True, False or 'auto', not {refit!r}")
+    return bool(refit)
+
+
+def eval_objective(entry: Sequence[Any], objective: BoostingObjective,
+                   container: str) -> BoostingObjective:
+    """The objective scoring an ``evals`` entry: ``(name, data)`` reuses the training
+    objective (refused when its per-row inputs belong to the training rows), ``(name,
+    data, objective for those rows)`` names its own. ``container``: the data's type, for
+    messages."""
+    if len(entry) == 2:
+        if objective.row_inputs():
+            raise LossError(f"evaluation set {entry[0]!r}: the objective has per-row inputs "
+                            "for the training rows; pass (name, data, objective built for "
+                            "that set's rows) instead")
+        return objective
+    if len(entry) != 3:
+        raise LossError(f"evals must hold (name, {container}, objective for those rows) "
+                        "tuples")
+    given = entry[2]
+    return given if isinstance(given, BoostingObjective) else as_objective(given)
 
 
 def learning_rate(params: Mapping[str, Any], aliases: Sequence[str], default: float) -> float:

@@ -442,7 +442,7 @@ def metric(loss: str | Loss | CompiledLoss | BoostingObjective, wrt: str | None 
     for :func:`objective`: CatBoost evaluates metrics on batches of rows too)."""
     if isinstance(loss, BoostingObjective):
         source = loss
-        if source._row_inputs():  # an XGBoost/LightGBM objective's per-row inputs: refused
+        if source.row_inputs():  # an XGBoost/LightGBM objective's per-row inputs: refused
             CatBoostObjective(source.loss, source.wrt, source.label, inputs=source.inputs,
                               params=source.params, hessian="exact", target=source.target)
     else:

@@ -53,7 +53,15 @@ import lightgbm as lgb
 import numpy as np
 
 from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
-from ._leaves import EvalTracker, learning_rate, leaves_from_changes, refit_round, use_refit
+from ._leaves import (
+    EvalTracker,
+    check_train_options,
+    eval_objective,
+    learning_rate,
+    leaves_from_changes,
+    refit_round,
+    use_refit,
+)
 from .api import CompiledLoss, Loss
 from .errors import LossError
 
@@ -214,20 +222,6 @@ def _take_rows(data: Any, rows: np.ndarray) -> Any:
     return data.iloc[rows] if hasattr(data, "iloc") else data[rows]
 
 
-def _eval_objective(entry: Any, objective: BoostingObjective, data: lgb.Dataset) -> Any:
-    if len(entry) == 2:
-        if objective._rows_labels is not None:
-            raise LossError(f"evaluation set {entry[0]!r}: the objective has per-row inputs "
-                            "for the training rows; pass (name, data, objective built for "
-                            "that set's rows) instead")
-        return objective
-    if len(entry) != 3:
-        raise LossError("evals must hold (name, lgb.Dataset, objective for those rows) "
-                        "tuples")
-    given = entry[2]
-    return given if isinstance(given, BoostingObjective) else as_objective(given, rows=None)
-
-
 class _Cached:
     """LightGBM's cached training scores (its internal ones, with the library's leaf
     values), read before and after each tree: their change is the tree's output per row."""
@@ -341,11 +335,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     """
     if not isinstance(objective, BoostingObjective):
         objective = globals()["objective"](objective)
-    if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
-        raise LossError(f"num_boost_round must be a non-negative integer, not "
-                        f"{num_boost_round!r}")
-    if not (refit == "auto" or isinstance(refit, (bool, np.bool_))):
-        raise LossError(f"refit must be True, False or 'auto', not {refit!r}")
+    rounds = check_train_options(num_boost_round, refit)
     # decided after the first gradients: "auto" reads the objective's Hessian policy, which
     # is chosen on its first training call (with that call's dtypes and weights)
     do_refit = False
@@ -381,7 +371,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     eval_entries = []
     for entry in evals:
         eval_entries.append((entry[0], entry[1], _raw_data(entry[1], f"evaluation {entry[0]!r}"),
-                             _eval_objective(entry, objective, entry[1])))
+                             eval_objective(entry, objective, "lgb.Dataset")))
 
     booster = lgb.Booster(params=params, train_set=train_set)
     label = np.asarray(train_set.get_label())
@@ -408,7 +398,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
             scores += (given_start.reshape(num_class, n).T if num_class > 1
                        else given_start.reshape(n))
     trackers = []
-    for name, data, _raw, eval_objective in eval_entries:
+    for name, data, _raw, scorer in eval_entries:
         if _field(data, "init_score") is not None:
             raise LossError(f"evaluation set {name!r} has an init_score, which "
                             "booster.predict would not include; drop it")
@@ -418,8 +408,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
         rows = eval_label.shape[0]
         eval_scores = np.zeros((rows,) if num_class == 1 else (rows, num_class)) \
             + np.asarray(start, dtype=np.float64)
-        trackers.append((name, eval_label, _field(data, "weight"), eval_scores,
-                         eval_objective, data))
+        trackers.append((name, eval_label, _field(data, "weight"), eval_scores, scorer,
+                         data))
     tracker = EvalTracker(trackers, early_stopping_rounds)
 
     def gradients(_internal: np.ndarray, dataset: lgb.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -431,7 +421,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
         return gradient, hessian
 
     cached = _Cached(booster, shape)
-    for iteration in range(int(num_boost_round)):
+    for iteration in range(rounds):
         if iteration == 0 or do_refit:
             cached.before()
         try:

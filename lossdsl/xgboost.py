@@ -53,7 +53,14 @@ import numpy as np
 import xgboost as xgb
 
 from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
-from ._leaves import EvalTracker, learning_rate, refit_round, use_refit
+from ._leaves import (
+    EvalTracker,
+    check_train_options,
+    eval_objective,
+    learning_rate,
+    refit_round,
+    use_refit,
+)
 from .api import CompiledLoss, Loss
 from .errors import LossError
 
@@ -286,13 +293,9 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     """
     if not isinstance(objective, BoostingObjective):
         objective = globals()["objective"](objective)
-    if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
-        raise LossError(f"num_boost_round must be a non-negative integer, not "
-                        f"{num_boost_round!r}")
+    num_rounds = check_train_options(num_boost_round, refit)
     if not isinstance(train_set, xgb.DMatrix):
         raise LossError(f"train_set must be an xgb.DMatrix, not {type(train_set).__name__}")
-    if not (refit == "auto" or isinstance(refit, (bool, np.bool_))):
-        raise LossError(f"refit must be True, False or 'auto', not {refit!r}")
     # decided after the first gradients: "auto" reads the objective's Hessian policy, which
     # is chosen on its first training call (with that call's dtypes and weights)
     do_refit = False
@@ -354,26 +357,18 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
             raise LossError("evals must hold (name, xgb.DMatrix, objective for those rows) "
                             "tuples")
         name, data = entry[0], entry[1]
-        if len(entry) == 2:
-            if objective._rows_labels is not None:
-                raise LossError(f"evaluation set {name!r}: the objective has per-row inputs "
-                                "for the training rows; pass (name, data, objective built "
-                                "for that set's rows) instead")
-            eval_objective = objective
-        else:
-            eval_objective = entry[2] if isinstance(entry[2], BoostingObjective) \
-                else as_objective(entry[2])
+        scorer = eval_objective(entry, objective, "xgb.DMatrix")
         rows = data.num_row()
         eval_shape = (rows,) if num_class == 1 else (rows, num_class)
         eval_weight = data.get_weight()
         entries.append((name, data.get_label(),
                         None if np.size(eval_weight) == 0 else eval_weight,
-                        _start_scores(data, base, eval_shape) + start, eval_objective, data))
+                        _start_scores(data, base, eval_shape) + start, scorer, data))
     tracker = EvalTracker(entries, early_stopping_rounds)
 
     edits: dict[int, np.ndarray] = {}
     rounds = 0
-    for iteration in range(int(num_boost_round)):
+    for iteration in range(num_rounds):
         gradient, hessian = objective.gradients(label, scores, weight, container=train_set)
         booster.boost(train_set, iteration, grad=gradient, hess=hessian)
         rounds = iteration + 1
