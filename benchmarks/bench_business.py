@@ -113,6 +113,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,17 +121,7 @@ import numpy as np
 import lossdsl
 
 # ------------------------------------------------------------------------------ costs
-CREDIT_COST = """
-# An approved loan that defaults loses this share of its amount (loss given default).
-param lgd = 0.5
-# A declined good loan forgoes this share of its amount per month of its term.
-param monthly_margin = 0.01
-
-# d = 1 declines the loan; y = 1 marks a loan that went bad.
-loss credit = where(d == 1,
-                    where(y == 1, 0, monthly_margin*term*amount),
-                    where(y == 1, lgd*amount, 0))
-"""
+CREDIT_COST = (Path(__file__).resolve().parent / "credit.loss").read_text()
 
 CREDIT_TRAIN = """
 param lgd = 0.5
@@ -674,15 +665,18 @@ def tuned_threshold(run: Run, p_valid: np.ndarray) -> float:
 def classification_arms() -> list[Arm]:
     """The workflows of a binary decision (d = 1 acts: declines, sends the offer)."""
 
-    def predict(run: Run) -> Plan:
-        return Plan(lambda k: run.prediction("builtin", "test", k) > 0.5,
-                    run.model("builtin").seconds)
+    def at_half(key: str) -> Callable[[Run], Plan]:
+        def plan(run: Run) -> Plan:
+            return Plan(lambda k: run.prediction(key, "test", k) > 0.5, run.model(key).seconds)
+        return plan
 
-    def threshold(run: Run) -> Plan:
-        def decisions(k: int) -> np.ndarray:
-            t = tuned_threshold(run, run.prediction("builtin", "valid", k))
-            return run.prediction("builtin", "test", k) > t
-        return Plan(decisions, run.model("builtin").seconds)
+    def tuned(key: str) -> Callable[[Run], Plan]:
+        def plan(run: Run) -> Plan:
+            def decisions(k: int) -> np.ndarray:
+                t = tuned_threshold(run, run.prediction(key, "valid", k))
+                return run.prediction(key, "test", k) > t
+            return Plan(decisions, run.model(key).seconds)
+        return plan
 
     def bayes(run: Run) -> Plan:  # hand-coded: act when P * (cost saved) > (1 - P) * (cost)
         y1 = np.ones(run.parts["test"].size)
@@ -694,16 +688,6 @@ def classification_arms() -> list[Arm]:
             p = run.prediction("builtin", "test", k)
             return p * saved > (1 - p) * wasted
         return Plan(decisions, run.model("builtin").seconds)
-
-    def weighted(run: Run) -> Plan:
-        return Plan(lambda k: run.prediction("weighted", "test", k) > 0.5,
-                    run.model("weighted").seconds)
-
-    def weighted_threshold(run: Run) -> Plan:
-        def decisions(k: int) -> np.ndarray:
-            t = tuned_threshold(run, run.prediction("weighted", "valid", k))
-            return run.prediction("weighted", "test", k) > t
-        return Plan(decisions, run.model("weighted").seconds)
 
     def train_on_cost(key: str) -> Callable[[Run], Plan]:
         def plan(run: Run) -> Plan:
@@ -724,19 +708,17 @@ def classification_arms() -> list[Arm]:
         return plan
 
     return [
-        Arm("built-in, predict (0.5)", "baseline", predict),
-        Arm("built-in + tuned threshold", "baseline", threshold),
+        Arm("built-in, predict (0.5)", "baseline", at_half("builtin")),
+        Arm("built-in + tuned threshold", "baseline", tuned("builtin")),
         Arm("built-in + Bayes rule (by hand)", "baseline", bayes),
-        Arm(WEIGHTED, "baseline", weighted),
-        Arm("weighted built-in + tuned threshold", "baseline", weighted_threshold),
+        Arm(WEIGHTED, "baseline", at_half("weighted")),
+        Arm("weighted built-in + tuned threshold", "baseline", tuned("weighted")),
         Arm("train on cost", "lossdsl", train_on_cost("cost")),
-        *([Arm("train on expected cost", "lossdsl", train_on_cost("expected"))]
-          if HAS_EXPECTED else []),
+        Arm("train on expected cost", "lossdsl", train_on_cost("expected")),
         Arm("built-in + decide", "lossdsl", decide),
         Arm("built-in + calibrated decide", "lossdsl", calibrated("builtin")),
         Arm("train on cost + calibrated decide", "lossdsl", calibrated("cost")),
-        *([Arm(ESTIMATOR_ARM, "lossdsl", estimator_arm, staged=False)]
-          if HAS_ESTIMATORS else []),
+        Arm(ESTIMATOR_ARM, "lossdsl", estimator_arm, staged=False),
     ]
 
 
@@ -783,41 +765,6 @@ def _decide_residuals(run: Run, key: str, k: int, by_group: bool = False) -> np.
                           **run.inputs("test"))
 
 
-def _accepts_unbounded() -> bool:
-    """Whether objectives' ``init_score`` takes ``unbounded="surrogate"`` (expected costs)."""
-    import inspect
-
-    from lossdsl._boost import BoostingObjective
-
-    return "unbounded" in inspect.signature(BoostingObjective.init_score).parameters
-
-
-def _has_train() -> bool:
-    """Whether ``lossdsl.xgboost.train`` and ``lossdsl.lightgbm.train`` (exact leaf values)
-    exist in this version of lossdsl."""
-    try:
-        import lossdsl.lightgbm
-        import lossdsl.xgboost
-    except ImportError:
-        return False
-    return hasattr(lossdsl.xgboost, "train") and hasattr(lossdsl.lightgbm, "train")
-
-
-HAS_TRAIN = _has_train()
-# expected costs train with a Fisher-type curvature and start from their surrogate's optimum
-HAS_EXPECTED = _accepts_unbounded()
-
-
-def _has_estimators() -> bool:
-    """Whether ``lossdsl.estimators`` (scikit-learn wrappers with ``decision_cost``) exists."""
-    try:
-        from lossdsl import estimators
-    except ImportError:
-        return False
-    return hasattr(estimators, "XGBLossRegressor")
-
-
-HAS_ESTIMATORS = _has_estimators()
 TRAIN_ARM = "lossdsl.<lib>.train (leaf refit)"
 
 
@@ -874,12 +821,11 @@ def regression_arms(groups: str | None = None, factor: bool = False) -> list[Arm
         *extra,
         Arm(QUANTILE, "baseline", quantiles),
         Arm("train on cost", "lossdsl", train_on_cost("cost")),
-        *([Arm(TRAIN_ARM, "lossdsl", train_on_cost("cost-train"))] if HAS_TRAIN else []),
+        Arm(TRAIN_ARM, "lossdsl", train_on_cost("cost-train")),
         Arm("built-in + decide", "lossdsl", decide("builtin"), costly=True),
         Arm("train on cost + decide", "lossdsl", decide("cost"), costly=True),
         *grouped,
-        *([Arm(ESTIMATOR_ARM, "lossdsl", estimator_arm, staged=False)]
-          if HAS_ESTIMATORS else []),
+        Arm(ESTIMATOR_ARM, "lossdsl", estimator_arm, staged=False),
     ]
 
 

@@ -44,22 +44,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 import lossdsl
 
-CREDIT = """
-# An approved loan that defaults loses this share of its amount.
-param lgd = 0.5
-# A declined good loan forgoes this share of its amount per month of its term.
-param monthly_margin = 0.01
-
-# d = 1 declines the loan, y = 1 marks a loan that went bad.
-loss credit = where(d == 1,
-                    where(y == 1, 0, monthly_margin*term*amount),
-                    where(y == 1, lgd*amount, 0))
-"""
+CREDIT = (Path(__file__).resolve().parent / "credit.loss").read_text()
 
 
 def credit_data():
