@@ -183,6 +183,12 @@ def as_objective(loss: Any, wrt: str | None = None, label: str | None = None, *,
                              target=target, rows=rows)
 
 
+def repeat_score(score: float | np.ndarray, n: int) -> np.ndarray:
+    """A constant raw score (a float, or one per class) repeated for ``n`` rows: (n,) or
+    (n, K), as boosters take a start score (``base_margin``, ``init_score``, ``baseline``)."""
+    return np.tile(score, (n, 1)) if np.ndim(score) else np.full(n, float(score))
+
+
 def may_be_flat_somewhere(curvature: Node) -> bool:
     """Whether a second derivative has a ``where`` with a constant-0 branch: the form the
     derivatives of ``where``, ``max``, ``clip`` and Huber-type smoothing take, and a
@@ -1026,8 +1032,7 @@ class BoostingObjective:
         over classes (XGBoost ``base_margin``, LightGBM ``init_score``, CatBoost
         ``baseline``). ``unbounded``: as in :meth:`init_score`."""
         score = self.init_score(label, sample_weight, num_class, unbounded=unbounded)
-        n = np.asarray(label).shape[0]
-        return np.tile(score, (n, 1)) if np.ndim(score) else np.full(n, score)
+        return repeat_score(score, np.asarray(label).shape[0])
 
     # ------------------------------------------------------------------ init score
     def init_score(self, label: Any, weight: Any = None, num_class: int | None = None, *,

@@ -50,7 +50,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._boost import as_loss, default_roles
+from ._boost import as_loss, default_roles, repeat_score
 from .api import CompiledLoss, Loss
 from .decisions import decide as _decide
 from .errors import LossError, LossShapeError
@@ -419,8 +419,7 @@ class _LossEstimator(BaseEstimator):
         self._before_training(values)
         evals = self._eval_sets(eval_set)
         self.booster_ = self._train(objective, features, labels, weight, evals)
-        self.init_score_ = (_plain(objective.init_score(labels, weight, self._num_class(),
-                                                           unbounded="surrogate"))
+        self.init_score_ = (_plain(self._trained_init_score(self.booster_))
                             if self.init_score else 0.0)
         self._label_range = _label_range(y)
         self._after_training(self._raw(features), values)
@@ -512,6 +511,12 @@ class _LossEstimator(BaseEstimator):
 
     def _raw(self, features: Any, booster: Any = None) -> np.ndarray:
         raise NotImplementedError
+
+    @staticmethod
+    def _trained_init_score(booster: Any) -> float | np.ndarray:
+        """The constant score training started from: ``train()`` records it on the booster
+        (``lossdsl_init_score``); a library without our ``train`` overrides this."""
+        return booster.lossdsl_init_score
 
     def _seed(self) -> int:
         if self.random_state is None:
@@ -1253,9 +1258,13 @@ class _CatBoost:
             labels=None if num_class else labels, sample_weight=weight, **overrides)
         objective = params["loss_function"]
 
+        # the training rows' optimal constant, the start of every pool: evaluation rows
+        # start where the model does (their own optimum would use their labels)
+        init = (_plain(objective.init_score(labels, weight, num_class, unbounded="surrogate"))
+                if self.init_score else 0.0)
+
         def pool(data: Any, y: np.ndarray, w: np.ndarray | None) -> Any:
-            baseline = (objective.base_margin(y, w, num_class, unbounded="surrogate")
-                        if self.init_score else None)
+            baseline = repeat_score(init, y.shape[0]) if self.init_score else None
             return Pool(data, y, weight=w, baseline=baseline)
 
         model = CatBoost(params)
@@ -1263,9 +1272,11 @@ class _CatBoost:
         model.fit(pool(features, labels, weight), eval_set=watched or None,
                   early_stopping_rounds=self.early_stopping_rounds,
                   use_best_model=bool(watched) and self.early_stopping_rounds is not None)
-        init = (objective.init_score(labels, weight, num_class, unbounded="surrogate")
-                if self.init_score else 0.0)
-        return _CatBoostModel(model, _plain(init))
+        return _CatBoostModel(model, init)
+
+    @staticmethod
+    def _trained_init_score(booster: Any) -> float | np.ndarray:
+        return booster.init_score
 
     def _raw(self, features: Any, booster: Any = None) -> np.ndarray:
         from catboost import Pool

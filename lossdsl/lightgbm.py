@@ -313,7 +313,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     (``init_score(unbounded="surrogate")``); any other loss without a finite optimal
     constant (labels all in one class) raises that :class:`~lossdsl.LossError`. With
     ``init_score=False`` the model starts at 0, or at the Dataset's ``init_score`` when it
-    has one (which, as in LightGBM, ``predict`` does not include).
+    has one (which, as in LightGBM, ``predict`` does not include). The constant folded in
+    is ``booster.lossdsl_init_score`` (0 with ``init_score=False``).
 
     ``evals``: ``(name, lgb.Dataset, objective for those rows)`` tuples (the Dataset with
     its raw features; the objective built for that set's rows, or ``(name, Dataset)`` when
@@ -485,6 +486,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
         metric_name = tracker.metric_name(tracker.sets[-1][4])
         booster.best_score = {name: {metric_name: tracker.best_value}}
     booster.lossdsl_evals = tracker.history
+    booster.lossdsl_init_score = start
     if evals_result is not None:
         evals_result.clear()
         evals_result.update(tracker.history)

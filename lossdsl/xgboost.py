@@ -273,7 +273,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     :class:`~lossdsl.LossError`. With ``init_score=False`` the model starts at
     ``params["base_score"]`` (default 0: XGBoost's own estimate would be that of squared
     error) plus the DMatrix's ``base_margin`` if it has one (which, as in XGBoost, predict
-    adds only when the prediction's DMatrix has one too).
+    adds only when the prediction's DMatrix has one too). The constant folded in is
+    ``booster.lossdsl_init_score`` (0 with ``init_score=False``).
 
     ``evals``: ``(name, xgb.DMatrix, objective for those rows)`` tuples (or ``(name,
     DMatrix)`` when the objective has no per-row inputs), each scored every round as the
@@ -415,6 +416,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         booster.set_attr(best_iteration=str(tracker.best_round),
                          best_score=str(tracker.best_value))
     booster.lossdsl_evals = tracker.history
+    booster.lossdsl_init_score = start
     if evals_result is not None:
         evals_result.clear()
         evals_result.update(tracker.history)

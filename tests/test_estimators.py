@@ -262,6 +262,20 @@ def test_catboost_estimators(data):
         CatBoostLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=2).fit(X, y)
 
 
+def test_catboost_evaluation_rows_start_where_the_model_starts(data):
+    # CatBoost's validation loss is that of the model's own raw scores: the evaluation
+    # pool starts from the training rows' init score, not from its own labels' optimum
+    X, _, counts = data
+    features = X[["x0", "x1"]]
+    shifted = counts[160:] + 5.0  # an optimal constant far from the training rows'
+    regressor = CatBoostLossRegressor("half_mse(y, p)", n_estimators=4, depth=2,
+                                      thread_count=1)
+    regressor.fit(features.iloc[:160], counts[:160], eval_set=[(features.iloc[160:], shifted)])
+    (history,) = regressor.booster_.model.get_evals_result()["validation"].values()
+    raw = regressor.predict_raw(features.iloc[160:])
+    assert history[-1] == pytest.approx(np.mean(0.5 * (raw - shifted) ** 2), rel=1e-6)
+
+
 # ---------------------------------------------------------------------------- sklearn checks
 @pytest.mark.parametrize("estimator", [
     XGBLossRegressor(n_estimators=5, learning_rate=0.5, nthread=1),
