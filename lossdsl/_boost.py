@@ -22,7 +22,9 @@ whose Hessian convention and start score to reproduce.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import sys
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -293,6 +295,9 @@ class BoostingObjective:
 
     #: The dtype gradients and Hessians are stored in (None: the kernel's own dtype).
     gradient_dtype: np.dtype | None = None
+    #: Whether the library takes gradients as device arrays, so that ``target="cuda"`` can
+    #: leave them on the GPU (XGBoost with ``device="cuda"`` takes CuPy arrays).
+    device_gradients: bool = True
 
     def __init__(self, loss: str | Loss | CompiledLoss, wrt: str | None = None,
                  label: str | None = None, *, inputs: Mapping[str, Any] | None = None,
@@ -337,9 +342,12 @@ class BoostingObjective:
         #: (``like="count:poisson"``: ``{"max_delta_step": 0.7}``); empty otherwise.
         self.booster_params: dict[str, Any] = {}
         self.target = target or compiled_target or "cpu"
-        if self.target == "cuda":
-            raise LossError("GBDT objectives receive NumPy arrays; use target 'cpu' or "
-                            "'parallel'")
+        if self.target == "cuda" and not self.device_gradients:
+            raise LossError(f"{self.library} takes gradients as NumPy arrays on the host, so "
+                            "target='cuda' would only add two copies a round; use target "
+                            "'cpu' or 'parallel' (target='cuda' is for XGBoost with "
+                            "device='cuda', which takes device arrays)")
+        self._device_cache: dict[str, tuple[np.ndarray, Any]] = {}
         self._setup()
         if preset is not None:
             self._apply_preset(preset)
@@ -630,12 +638,13 @@ class BoostingObjective:
         # container is held by weak reference and does not travel; the labels do.
         state = dict(self.__dict__)
         for key in ("_summed", "_mean", "_curvature", "_rows_container", "_rows_floats",
-                    "_spread_cache"):
+                    "_spread_cache", "_device_cache"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._device_cache = {}
         self._rows_container = None
         self._rows_floats = _float_forms(self._rows_labels)
         self._setup()
@@ -649,7 +658,7 @@ class BoostingObjective:
         memo[id(self)] = clone
         for key, value in self.__dict__.items():
             shared = key in ("loss", "_summed", "_mean", "_curvature", "_rows_container",
-                             "_rows_floats")
+                             "_rows_floats", "_device_cache")
             clone.__dict__[key] = value if shared else copy.deepcopy(value, memo)
         return clone
 
@@ -808,11 +817,31 @@ class BoostingObjective:
             raise LossShapeError(f"multiclass labels must be integers in [0, {num_class})")
         return classes
 
-    def _arguments(self, label: np.ndarray, prediction: np.ndarray) -> dict[str, Any]:
+    def _arguments(self, label: Any, prediction: Any, device: Any = None) -> dict[str, Any]:
+        """The kernel's inputs; with ``device`` (CuPy) the per-row inputs are its arrays,
+        copied over once."""
         arguments = dict(self.inputs)
+        if device is not None:
+            for name in self.row_inputs():
+                arguments[name] = self._on_device(device, "input " + name, self.inputs[name])
         arguments[self.label] = label
         arguments[self.wrt] = prediction
         return arguments
+
+    def _on_device(self, device: Any, key: str, array: np.ndarray | None) -> Any:
+        """``array`` as a ``device`` (CuPy) array, copied once and reused while later calls
+        bring an equal array (labels, weights and per-row inputs are the same every round;
+        XGBoost hands a fresh host copy of them each time)."""
+        if array is None:
+            return None
+        cached = self._device_cache.get(key)
+        if (cached is not None and cached[0].shape == array.shape
+                and cached[0].dtype == array.dtype
+                and np.array_equal(cached[0], array, equal_nan=array.dtype.kind == "f")):
+            return cached[1]
+        on_device = device.asarray(np.ascontiguousarray(array))
+        self._device_cache[key] = (np.array(array), on_device)
+        return on_device
 
     @staticmethod
     def weight_array(weight: Any, n: int) -> np.ndarray | None:
@@ -833,19 +862,26 @@ class BoostingObjective:
 
         ``container``: the DMatrix/Dataset the labels came from, checked against ``rows``."""
         self.check_rows(label, container)
-        prediction = np.asarray(prediction)
+        device = device_arrays() if self.target == "cuda" else None
+        if device is None or _array_module(prediction) is np:
+            prediction = _host(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
         if self._policy is None:  # chosen with the kernel this call runs anyway
             self._probe_dtypes = (y.dtype if y.dtype.kind == "f" else np.float64,
                                   prediction.dtype, None if w is None else w.dtype)
-        arguments = self._arguments(y, prediction)
+        if device is None:
+            arguments, w_in, p_in = self._arguments(y, prediction), w, prediction
+        else:  # the kernels read and write device arrays: results stay on the GPU
+            p_in = device.asarray(prediction)
+            w_in = self._on_device(device, "weight", w)
+            arguments = self._arguments(self._on_device(device, "label", y), p_in, device)
         wrt = (self.wrt,)
         if self.policy == "constant":
             # the exact Hessian is not needed: ask the kernel for the gradient alone
-            (gradient,) = self._summed._compute(False, wrt, (), arguments, w,
+            (gradient,) = self._summed._compute(False, wrt, (), arguments, w_in,
                                                 self.gradient_dtype)
-            hessian = self._constant_hessian(gradient, w)
+            hessian = self._constant_hessian(gradient, w_in)
             if self.hessian_constant == "auto":
                 # leaves -G/(c H) as with a Hessian of c, but the booster's Hessian-based
                 # settings (XGBoost's min_child_weight and lambda) keep counting rows
@@ -853,36 +889,40 @@ class BoostingObjective:
         elif self.policy == "fisher":
             # the kernel that also gives the (unused) exact Hessian: the one the construction's
             # probe compiled, so no other kernel is built
-            gradient, _ = self._summed._compute(False, wrt, wrt, arguments, w,
+            gradient, _ = self._summed._compute(False, wrt, wrt, arguments, w_in,
                                                 self.gradient_dtype)
-            hessian = self._fisher_hessian(y, prediction, gradient, w)
+            hessian = self._fisher_hessian(y, p_in, gradient, w, w_in)
         else:
-            gradient, hessian = self._summed._compute(False, wrt, wrt, arguments, w,
+            gradient, hessian = self._summed._compute(False, wrt, wrt, arguments, w_in,
                                                       self.gradient_dtype)
-            self.apply_hessian_policy(hessian, w)
+            self.apply_hessian_policy(hessian, w_in)
         factor = self.hessian_factor(prediction.shape[1] if prediction.ndim == 2 else None)
         if factor != 1.0:
             hessian *= hessian.dtype.type(factor)
         return gradient, hessian
 
-    def _fisher_hessian(self, y: np.ndarray, prediction: np.ndarray, gradient: np.ndarray,
-                        w: np.ndarray | None) -> np.ndarray:
+    def _fisher_hessian(self, y: np.ndarray, prediction: Any, gradient: Any,
+                        w: np.ndarray | None, w_in: Any = None) -> Any:
         """The ``"fisher"`` curvature of an expected cost (see :meth:`apply_hessian_policy`):
-        each row's cost spread times the link's variance, floored like ``"floor"``."""
+        each row's cost spread times the link's variance, floored like ``"floor"``.
+        ``y``, ``w``: on the host; ``prediction``, ``gradient``, ``w_in``: where the kernel
+        ran (NumPy, or CuPy on a GPU; ``w_in`` defaults to ``w``)."""
+        xp = _array_module(gradient)
+        w_in = w if w_in is None else w_in
         if not self.class_axis:  # one score per row (or per row and target, elementwise)
             # the gradient is (c_1 - c_0) w sigmoid'(z): its size is exactly spread * variance
-            hessian = np.abs(gradient)
+            hessian = xp.abs(gradient)
         else:
             num_class = prediction.shape[1]
-            spread = self._cost_spread(y, prediction.shape, w)
-            p = _softmax(np.asarray(prediction, dtype=np.float64))
+            spread = xp.asarray(self._cost_spread(y, prediction.shape, w))
+            p = _softmax(xp.asarray(prediction, dtype=np.float64), xp)
             # K/(K-1) makes two classes the same model as one score with sigmoid: both
             # scores move, by half the step each
             factor = num_class / (num_class - 1) if num_class > 1 else 1.0
             hessian = (factor * spread[:, None] * p * (1.0 - p)).astype(gradient.dtype)
-        floor = self.hessian_floor if w is None else \
-            (w if hessian.ndim == 1 else w[:, None]) * self.hessian_floor
-        np.maximum(hessian, np.asarray(floor, dtype=hessian.dtype), out=hessian)
+        floor = self.hessian_floor if w_in is None else \
+            (w_in if hessian.ndim == 1 else w_in[:, None]) * self.hessian_floor
+        xp.maximum(hessian, xp.asarray(floor, dtype=hessian.dtype), out=hessian)
         return hessian
 
     def _cost_table(self, y: np.ndarray, shape: tuple[int, ...],
@@ -961,9 +1001,9 @@ class BoostingObjective:
         self._step_cache = (key, constant)
         return constant
 
-    def _constant_hessian(self, gradient: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    def _constant_hessian(self, gradient: Any, w: Any) -> Any:
         per_weight = 1.0 if self.hessian_constant == "auto" else self.hessian_constant
-        hessian = np.full(gradient.shape, per_weight, dtype=gradient.dtype)
+        hessian = _array_module(gradient).full(gradient.shape, per_weight, dtype=gradient.dtype)
         if w is not None:
             hessian *= (w if gradient.ndim == 1 else w[:, None]).astype(gradient.dtype,
                                                                           copy=False)
@@ -1006,14 +1046,15 @@ class BoostingObjective:
           flat with a zero gradient: those rows add nothing to a leaf's step, so it keeps
           ``"floor"``.)
         """
+        xp = _array_module(hessian)  # NumPy, or CuPy for a GPU's results
         if self.policy == "clip":
-            np.maximum(hessian, 0, out=hessian)
+            xp.maximum(hessian, 0, out=hessian)
         elif self.policy == "floor":
             if w is None:
-                np.maximum(hessian, hessian.dtype.type(self.hessian_floor), out=hessian)
+                xp.maximum(hessian, hessian.dtype.type(self.hessian_floor), out=hessian)
             else:
                 floor = w.astype(hessian.dtype) * hessian.dtype.type(self.hessian_floor)
-                np.maximum(hessian, floor if hessian.ndim == 1 else floor[:, None], out=hessian)
+                xp.maximum(hessian, floor if hessian.ndim == 1 else floor[:, None], out=hessian)
         elif self.policy == "constant":
             hessian[...] = self._constant_hessian(hessian, w)
 
@@ -1268,10 +1309,45 @@ class BoostingObjective:
                     f"as the score of class {k} goes to {towards} (the others held)")
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (n, K) scores (max-shifted)."""
-    shifted = np.exp(scores - np.max(scores, axis=1, keepdims=True))
-    return shifted / np.sum(shifted, axis=1, keepdims=True)
+def _softmax(scores: Any, xp: Any = np) -> Any:
+    """Row-wise softmax of (n, K) scores (max-shifted), with array module ``xp``."""
+    shifted = xp.exp(scores - xp.max(scores, axis=1, keepdims=True))
+    return shifted / xp.sum(shifted, axis=1, keepdims=True)
+
+
+@functools.cache
+def device_arrays() -> Any:
+    """CuPy, when ``target="cuda"`` kernels run on a GPU and CuPy is installed: objectives
+    then keep labels, weights and results on the device (XGBoost with ``device="cuda"``
+    takes CuPy gradients). None otherwise (Numba's simulator, or no CuPy): the CUDA kernels
+    then read and write NumPy arrays, copying them over on each call."""
+    from .codegen import cuda_runtime
+
+    if cuda_runtime.SIMULATOR:
+        return None
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def _array_module(array: Any) -> Any:
+    """CuPy for a CuPy array, else NumPy."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        return sys.modules["cupy"]
+    return np
+
+
+def _host(array: Any) -> np.ndarray:
+    """``array`` as NumPy: device arrays (CuPy, Numba, PyTorch CUDA) are copied back."""
+    if isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "get") and _array_module(array) is not np:
+        return array.get()
+    if hasattr(array, "copy_to_host"):
+        return array.copy_to_host()
+    return np.asarray(array)
 
 
 def _shifted(scores: np.ndarray, k: int, offset: float) -> np.ndarray:

@@ -217,6 +217,7 @@ class CatBoostObjective(BoostingObjective):
     # cannot be matched to their rows, so they are refused at construction.
     rows_supported = False
     library = "CatBoost"
+    device_gradients = False
     #: CatBoost's Python package skips its Numba JIT attempt (and the warning that it cannot
     #: compile a method that uses ``self``) for objects with this attribute.
     no_jit = True

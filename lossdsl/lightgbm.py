@@ -82,6 +82,8 @@ class LightGBMObjective(BoostingObjective):
     # LightGBM keeps gradients in float32 and copies float64 ones over each round: the kernel
     # computes in float64 from the float64 scores and rounds as it stores.
     gradient_dtype = np.dtype(np.float32)
+    device_gradients = False
+    library = "LightGBM"
 
     def __call__(self, first: Any, second: Any,
                  weight: Any = None) -> tuple[np.ndarray, np.ndarray]:

@@ -75,8 +75,7 @@ class XGBoostObjective(BoostingObjective):
         """``(grad, hess)``: native ``obj(predt, dtrain)`` or sklearn ``obj(y_true, y_pred)``."""
         if isinstance(second, xgb.DMatrix):
             return self._native(first, second)
-        prediction = np.asarray(second)
-        return self.gradients(first, prediction, sample_weight)
+        return self.gradients(first, second, sample_weight)
 
     def _native(self, predt: np.ndarray, dtrain: xgb.DMatrix) -> tuple[np.ndarray, np.ndarray]:
         n = dtrain.num_row()
@@ -110,7 +109,12 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     reproduce (``"multi:softprob"``, ``"count:poisson"`` with ``objective.booster_params``,
     ...: ``lossdsl._boost.PRESETS``). ``inputs`` gives the
     loss's other inputs (scalars or one value per row), ``params`` overrides its params,
-    ``target`` is "cpu" (default; XGBoost's own threads keep the cores busy) or "parallel".
+    ``target`` is "cpu" (default; XGBoost's own threads keep the cores busy), "parallel", or
+    "cuda" for boosters trained with ``device="cuda"``: the kernels then run on the GPU and,
+    with CuPy installed, return CuPy gradients and Hessians that XGBoost takes where they
+    are (labels, weights and per-row inputs are copied to the GPU once; only the margins
+    XGBoost hands over on the host travel each round). Without a GPU (Numba's simulator) or
+    without CuPy the CUDA kernels read and write NumPy arrays.
 
     Per-row ``inputs`` (one value per training row, e.g. a customer's value) need ``rows``:
     the training labels in the same order, or the training ``DMatrix``. The objective then
