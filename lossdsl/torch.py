@@ -16,23 +16,39 @@ target (through ``__cuda_array_interface__``) when that target is available.
 With ``reduction="none"`` the forward pass returns per-sample values and the backward pass
 runs one gradient kernel with the incoming per-sample gradients as sample weights (the
 vector-Jacobian product of a per-sample loss), so it needs no second-order autograd either.
-Higher-order derivatives (``create_graph=True``) are not supported: use
-``lossdsl.CompiledLoss.hessian`` for the diagonal Hessian.
+
+Second derivatives (``torch.autograd.grad(..., create_graph=True)`` followed by a backward
+pass through the gradient: gradient penalties, Hessian-vector products, ``gradgradcheck``)
+go through the symbolic diagonal Hessian. That is the whole Hessian where the loss is
+elementwise in the input (each entry of the gradient depends on the same entry of the input
+only: ``huber``, ``bce_logits``, ``quantile``, regularisers such as ``l1(w)``); where entries
+are coupled (a softmax over classes, a batch-level sum such as Dice) or a mixed derivative
+of two inputs would be needed, the second backward pass raises :class:`lossdsl.LossError`
+instead of returning a partial Hessian. Third derivatives are not available.
+
+Params are overridden per call (``criterion(y=y, p=p, delta=2.0)``) without rebuilding
+anything: the kernels take params as arguments. Results follow PyTorch's type promotion
+(a float32 prediction with a float64 target gives a float64 loss); each gradient has its
+input's dtype.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import shapes
+from . import diff, shapes
 from ._boost import LABEL_NAMES
-from .api import CompiledLoss, Loss
+from .api import CompiledLoss, Loss, param_value
 from .errors import LossError, LossNameError, did_you_mean
-from .ir import is_constant
+from .ir import is_constant, toposort
+from .simplify import simplify
+from .stabilize import stabilize
 
 __all__ = ["TorchLoss", "loss"]
 
@@ -54,51 +70,199 @@ def _as_array(value: Any) -> Any:
     return value
 
 
-def _as_tensor(value: Any, like: torch.Tensor) -> torch.Tensor:
+def _to_tensor(value: Any, device: torch.device) -> torch.Tensor:
+    """A kernel result as a tensor: NumPy arrays without a copy, floats as float64 0-d
+    tensors, CUDA arrays through ``__cuda_array_interface__``."""
     if isinstance(value, np.ndarray):
-        tensor = torch.from_numpy(value)
-        return tensor.to(like.dtype) if like.dtype in _HALF_DTYPES else tensor
+        return torch.from_numpy(value)
     if isinstance(value, float):
-        return torch.tensor(value, dtype=like.dtype, device=like.device)
-    return torch.as_tensor(value, device=like.device)  # CUDA arrays: __cuda_array_interface__
+        return torch.tensor(value, dtype=torch.float64, device=device)
+    return torch.as_tensor(value, device=device)
+
+
+def result_dtype(tensors: list[Any]) -> torch.dtype:
+    """The dtype PyTorch gives an operation on ``tensors`` (:func:`torch.result_type`):
+    the floating dtypes of the tensors with dimensions promoted
+    (:func:`torch.promote_types`: float32 with float64 is float64, float16 with bfloat16 is
+    float32); 0-d tensors count only when no tensor with dimensions is floating-point."""
+    floating = [t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floating:
+        raise LossError("lossdsl.torch losses need at least one floating-point tensor input")
+    dimensioned = [t.dtype for t in floating if t.dim() > 0]
+    return functools.reduce(torch.promote_types, dimensioned or [t.dtype for t in floating])
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one call binds besides its tensors: input names, per-call param values, the
+    result dtype and whether the tensors are on a CUDA device."""
+
+    names: tuple[str, ...]
+    params: dict[str, float]
+    dtype: torch.dtype
+    device: torch.device
+
+
+def _saved_inputs(ctx: Any, tensors: tuple[Any, ...]) -> None:
+    """Keep the inputs for a later differentiable backward (tensors through autograd's
+    ``save_for_backward``, which also catches in-place changes made after the forward)."""
+    ctx.kinds = tuple(isinstance(t, torch.Tensor) for t in tensors)
+    ctx.others = [t for t in tensors if not isinstance(t, torch.Tensor)]
+    ctx.save_for_backward(*(t for t in tensors if isinstance(t, torch.Tensor)))
+
+
+def _restored_inputs(ctx: Any) -> list[Any]:
+    saved, others = iter(ctx.saved_tensors), iter(ctx.others)
+    return [next(saved) if kind else next(others) for kind in ctx.kinds]
 
 
 class _FusedLoss(torch.autograd.Function):
-    """forward: value (and gradients, for mean/sum) in one kernel call; backward: scaling."""
+    """forward: value (and gradients, for mean/sum) in one kernel call; backward: scaling,
+    or (create_graph=True) gradients autograd can differentiate once more."""
 
     @staticmethod
-    def forward(ctx: Any, module: TorchLoss, names: tuple[str, ...], sample_weight: Any,
-                *tensors: torch.Tensor) -> torch.Tensor:
-        device = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
-        compiled = module._compiled(device is not None and device.is_cuda)
-        arrays = {name: _as_array(t) for name, t in zip(names, tensors)}
+    def forward(ctx: Any, module: TorchLoss, call: _Call, sample_weight: Any,
+                *tensors: Any) -> torch.Tensor:
+        compiled = module._compiled(call.device.type == "cuda")
+        arrays = {name: _as_array(t) for name, t in zip(call.names, tensors)}
         weight = _as_array(sample_weight)
-        wrt = tuple(name for name, needs in zip(names, ctx.needs_input_grad[3:]) if needs)
-        like = next(t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point())
-        ctx.names, ctx.wrt, ctx.module = names, wrt, module
-        ctx.dtypes = {name: t.dtype for name, t in zip(names, tensors)
+        wrt = tuple(name for name, needs in zip(call.names, ctx.needs_input_grad[3:]) if needs)
+        ctx.module, ctx.call, ctx.wrt, ctx.arrays, ctx.weight = module, call, wrt, arrays, weight
+        ctx.dtypes = {name: t.dtype for name, t in zip(call.names, tensors)
                       if isinstance(t, torch.Tensor)}
-        if compiled.reduction == "none":
-            ctx.arrays, ctx.weight, ctx.like = arrays, weight, like
-            return _as_tensor(compiled(sample_weight=weight, **arrays), like)
-        if not wrt:
-            return _as_tensor(compiled(sample_weight=weight, **arrays), like)
-        value, gradients = compiled.value_and_grad(wrt, sample_weight=weight, **arrays)
-        ctx.gradients = {name: _as_tensor(g, like) for name, g in gradients.items()}
-        return _as_tensor(value, like)
+        _saved_inputs(ctx, tensors)
+        if compiled.reduction == "none" or not wrt:
+            value = compiled(sample_weight=weight, **arrays, **call.params)
+            return _to_tensor(value, call.device).to(call.dtype)
+        value, gradients = compiled.value_and_grad(wrt, sample_weight=weight, **arrays,
+                                                   **call.params)
+        ctx.gradients = {name: _to_tensor(g, call.device) for name, g in gradients.items()}
+        return _to_tensor(value, call.device).to(call.dtype)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
-        if ctx.module.reduction == "none":
-            gradients = ctx.module._vector_jacobian(ctx, grad_output)
+        module = ctx.module
+        if torch.is_grad_enabled():  # create_graph=True: differentiable gradients
+            gradients = module._differentiable_gradients(ctx, grad_output)
+        elif module.reduction == "none":
+            ctx.saved_tensors  # noqa: B018 -- raises if an input was changed in place since
+            gradients = module._vector_jacobian(ctx, grad_output)
         else:
             gradients = {name: grad_output * g for name, g in ctx.gradients.items()}
         # Gradients take their input's dtype (a float32 input met by float64 ones is
         # differentiated in float64, as the kernel computes).
         return (None, None, None, *(None if name not in gradients
                                     else gradients[name].to(ctx.dtypes[name])
-                                    for name in ctx.names))
+                                    for name in ctx.call.names))
+
+
+@dataclass(frozen=True)
+class _GradientSpec:
+    """One gradient ``dL/d name`` of ``compiled``, as :class:`_Gradient` computes it."""
+
+    compiled: CompiledLoss
+    name: str
+    call: _Call
+    weight: Any  # the sample weights (constants: never differentiated)
+    computed: torch.Tensor | None = None  # the gradient when the forward pass already has it
+
+
+class _Gradient(torch.autograd.Function):
+    """The gradient ``G = dL/dx`` as a function of the inputs; its backward is
+    ``u * diag(Hessian)``, checked to be the whole second derivative first."""
+
+    @staticmethod
+    def forward(ctx: Any, module: TorchLoss, spec: _GradientSpec, *tensors: Any
+                ) -> torch.Tensor:
+        ctx.module, ctx.spec = module, spec
+        ctx.save_for_backward(*(t for t in tensors if isinstance(t, torch.Tensor)))
+        arrays = {name: _as_array(t) for name, t in zip(spec.call.names, tensors)}
+        ctx.arrays = arrays
+        ctx.dtypes = {name: t.dtype for name, t in zip(spec.call.names, tensors)
+                      if isinstance(t, torch.Tensor)}
+        if spec.computed is not None:
+            return spec.computed.clone()
+        gradient = spec.compiled.grad(spec.name, sample_weight=spec.weight, **arrays,
+                                      **spec.call.params)
+        return _to_tensor(gradient, spec.call.device)
+
+    @staticmethod
+    def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
+        spec = ctx.spec
+        wanted = tuple(name for name, needs in zip(spec.call.names, ctx.needs_input_grad[2:])
+                       if needs)
+        ranks = {name: int(np.ndim(a)) if not isinstance(a, torch.Tensor) else a.dim()
+                 for name, a in ctx.arrays.items()}
+        ctx.module._check_second_order(spec.compiled, spec.name, ranks,
+                                       spec.weight is not None, wanted)
+        gradients = {}
+        if spec.name in wanted:
+            hessian = spec.compiled.hessian(spec.name, sample_weight=spec.weight, **ctx.arrays,
+                                            **spec.call.params)
+            hessian = _to_tensor(hessian, spec.call.device)
+            if torch.is_grad_enabled():  # create_graph=True once more: no third derivative
+                hessian = _NoThirdDerivative.apply(hessian, *ctx.saved_tensors)
+            gradients[spec.name] = upstream * hessian
+        return (None, None, *(gradients[name].to(ctx.dtypes[name]) if name in gradients
+                              else None for name in spec.call.names))
+
+
+class _NoThirdDerivative(torch.autograd.Function):
+    """The diagonal Hessian as a function of the inputs that cannot be differentiated: its
+    backward pass (a third derivative) raises."""
+
+    @staticmethod
+    def forward(ctx: Any, hessian: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+        return hessian.clone()
+
+    @staticmethod
+    def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
+        raise LossError("lossdsl.torch differentiates a loss twice at most (its second "
+                        "derivative is the symbolic Hessian): a third derivative was asked for")
+
+
+@dataclass(frozen=True)
+class _SecondOrder:
+    """What the symbolic gradient of a loss with respect to one input tells about its second
+    derivatives: whether entries of the input are coupled (the diagonal Hessian is not the
+    whole Hessian), which other inputs the gradient depends on (mixed derivatives), the
+    input's axes and the samples' axis."""
+
+    coupled: bool
+    depends_on: frozenset[str]
+    axes: tuple[str, ...]
+    sample_axis: str | None
+
+
+def _second_order(compiled: CompiledLoss, name: str, ranks: dict[str, int],
+                  weighted: bool) -> _SecondOrder:
+    definition = compiled.loss.definition
+    specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
+                                    definition.input_spans)
+    (graph,) = stabilize([specialized.graph])
+    objective = shapes.objective(graph, compiled.reduction, weighted)
+    axes = specialized.input_axes.get(name, ())
+    x = next((n for n in toposort([objective.total]) if n.op == "input" and n.value == name),
+             None)
+    if x is None:  # the loss does not depend on it: every derivative is zero
+        return _SecondOrder(False, frozenset(), axes, objective.sample_axis)
+    (gradient,) = simplify(stabilize([diff.grad(objective.total, x)]))
+    varies: dict[int, bool] = {}  # node -> does it depend on x (stop_gradient cuts)
+    coupled = False
+    inputs = set()
+    for n in toposort([gradient]):
+        if n.op == "input":
+            varies[id(n)] = n is x
+            inputs.add(n.value)
+            continue
+        varies[id(n)] = n.op != "stop_gradient" and any(varies[id(a)] for a in n.args)
+        for a in n.args:
+            # an argument with axes its result lacks is reduced over them; reduced over an
+            # axis of x, an x-dependent argument mixes different entries of x
+            reduced = set(a.axes or ()) - set(n.axes or ())
+            if varies[id(a)] and reduced & set(x.axes or ()):
+                coupled = True
+    return _SecondOrder(coupled, frozenset(inputs - {name}), axes, objective.sample_axis)
 
 
 class TorchLoss(torch.nn.Module):
@@ -109,12 +273,14 @@ class TorchLoss(torch.nn.Module):
     target (the input named like a label: ``y``, ``target``, ``label``, ...). Other inputs,
     ``sample_weight=`` and param overrides are keywords. Positional arguments whose roles
     cannot be told from the names are refused, never guessed. Gradients flow to every
-    floating-point input that requires grad.
+    floating-point input that requires grad, and once more (``create_graph=True``) where the
+    loss is elementwise in that input (see the module's documentation).
     """
 
     def __init__(self, loss: str | Loss | CompiledLoss, reduction: str = "mean",
                  params: Mapping[str, float] | None = None, target: str = "parallel"):
         super().__init__()
+        text = loss if isinstance(loss, str) else None
         if isinstance(loss, CompiledLoss):
             params = {**loss.params, **dict(params or {})}
             loss = loss.loss
@@ -132,11 +298,20 @@ class TorchLoss(torch.nn.Module):
         self._cpu = loss.compile(target, reduction, self.params)
         self._cuda: CompiledLoss | None = None
         self._summed: dict[bool, CompiledLoss] = {}
+        self._second: dict[tuple, _SecondOrder] = {}
+        self.formula = _formula(loss, text)
 
     @property
     def inputs(self) -> tuple[str, ...]:
         """Names of the loss's inputs, in the order positional arguments take them."""
         return self._cpu.inputs
+
+    def extra_repr(self) -> str:
+        """The formula, reduction, target and params, shown by ``repr(criterion)``."""
+        parts = [self.formula, f"reduction={self.reduction!r}", f"target={self.target!r}"]
+        if self.params:
+            parts.append(f"params={self.params!r}")
+        return ", ".join(parts)
 
     def positional_inputs(self, args: tuple[Any, ...], keywords: Mapping[str, Any]
                           ) -> tuple[str, ...]:
@@ -168,32 +343,49 @@ class TorchLoss(torch.nn.Module):
             self._cuda = self.definition.compile("cuda", self.reduction, self.params)
         return self._cuda
 
+    def _summed_loss(self, cuda: bool) -> CompiledLoss:
+        """The loss with reduction "sum": the backward pass of reduction "none"."""
+        summed = self._summed.get(cuda)
+        if summed is None:
+            summed = self.definition.compile("cuda" if cuda else self.target, "sum", self.params)
+            self._summed[cuda] = summed
+        return summed
+
+    def _param(self, name: str, value: Any) -> float:
+        """A param given per call, as the float the kernels take."""
+        if name not in self._cpu.params:
+            raise LossNameError(f"'{name}' is not an input or param of this loss (inputs: "
+                                f"{', '.join(self.inputs)})", None,
+                                did_you_mean(name, list(self.inputs) + list(self._cpu.params)))
+        if isinstance(value, torch.Tensor):
+            if value.requires_grad:
+                raise LossError(f"param '{name}' is a constant of the loss: lossdsl does not "
+                                f"differentiate with respect to params; to learn it, make it "
+                                f"an input of the loss (or pass {name}.detach())")
+            if value.numel() != 1:
+                raise LossError(f"param '{name}' must be a single number, got a tensor of "
+                                f"shape {tuple(value.shape)}")
+            value = value.item()
+        return param_value(name, value)
+
     def forward(self, *args: Any, sample_weight: Any = None, **inputs: Any) -> torch.Tensor:
         """The loss of the given tensors (a 0-d tensor, or per-sample for ``"none"``)."""
         for name, value in zip(self.positional_inputs(args, inputs), args):
             if name in inputs:
                 raise LossError(f"input '{name}' given both positionally and by keyword")
             inputs[name] = value
-        overrides = {k: float(v) for k, v in inputs.items() if k not in self.inputs}
-        for name in overrides:
-            if name not in self._cpu.params:
-                raise LossNameError(f"'{name}' is not an input or param of this loss (inputs: "
-                                    f"{', '.join(self.inputs)})", None,
-                                    did_you_mean(name, list(self.inputs) + list(self._cpu.params)))
+        overrides = {k: self._param(k, v) for k, v in inputs.items() if k not in self.inputs}
         missing = [name for name in self.inputs if name not in inputs]
         if missing:
             raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
                                 f"{', '.join(self.inputs)})")
-        if overrides:  # params given per call: a loss compiled with them (kernels are shared)
-            module = TorchLoss(self.definition, self.reduction, {**self.params, **overrides},
-                               self.target)
-            return module(sample_weight=sample_weight,
-                          **{n: inputs[n] for n in self.inputs})
         names = self.inputs
         tensors = [inputs[name] for name in names]
-        if not any(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors):
-            raise LossError("lossdsl.torch losses need at least one floating-point tensor input")
-        return _FusedLoss.apply(self, names, sample_weight, *tensors)
+        dtype = result_dtype(tensors)
+        device = next((t.device for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda),
+                      torch.device("cpu"))
+        return _FusedLoss.apply(self, _Call(names, overrides, dtype, device), sample_weight,
+                                *tensors)
 
     # ------------------------------------------------------------------ reduction="none"
     def _vector_jacobian(self, ctx: Any, grad_output: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -201,20 +393,21 @@ class TorchLoss(torch.nn.Module):
         if not ctx.wrt:
             return {}
         cuda = grad_output.is_cuda
-        summed = self._summed.get(cuda)
-        if summed is None:
-            summed = self.definition.compile("cuda" if cuda else self.target, "sum", self.params)
-            self._summed[cuda] = summed
+        summed = self._summed_loss(cuda)
         self._check_per_sample(summed, ctx.arrays)
         v = grad_output.detach()
-        if v.dim() == 2:  # per-element values of an elementwise (N, K) loss
-            raise LossError("reduction='none' backward needs one value per sample; this loss "
-                            "returns one per sample and class: reduce it with rowsum first")
+        self._check_vector(v)
         weight = v if cuda else _as_array(v)
         if ctx.weight is not None:
             weight = weight * ctx.weight
-        gradients = summed.grad(ctx.wrt, sample_weight=weight, **ctx.arrays)
-        return {name: _as_tensor(g, ctx.like) for name, g in gradients.items()}
+        gradients = summed.grad(ctx.wrt, sample_weight=weight, **ctx.arrays, **ctx.call.params)
+        return {name: _to_tensor(g, ctx.call.device) for name, g in gradients.items()}
+
+    @staticmethod
+    def _check_vector(v: torch.Tensor) -> None:
+        if v.dim() == 2:  # per-element values of an elementwise (N, K) loss
+            raise LossError("reduction='none' backward needs one value per sample; this loss "
+                            "returns one per sample and class: reduce it with rowsum first")
 
     @staticmethod
     def _check_per_sample(summed: CompiledLoss, arrays: dict[str, Any]) -> None:
@@ -228,6 +421,85 @@ class TorchLoss(torch.nn.Module):
         if not is_constant(scalar, 0.0) and not is_constant(scalar):
             raise LossError("reduction='none' cannot be differentiated for a loss with a "
                             "scalar term (such as a regulariser): use 'mean' or 'sum'")
+
+    # ------------------------------------------------------------------ create_graph=True
+    def _differentiable_gradients(self, ctx: Any, grad_output: torch.Tensor
+                                  ) -> dict[str, torch.Tensor]:
+        """The backward pass under ``create_graph=True``: each gradient is ``grad_output``
+        times a :class:`_Gradient` of the inputs, which autograd differentiates again."""
+        tensors = _restored_inputs(ctx)
+        call = ctx.call
+        cuda = call.device.type == "cuda"
+        gradients = {}
+        if self.reduction != "none":
+            compiled = self._compiled(cuda)
+            for name in ctx.wrt:
+                spec = _GradientSpec(compiled, name, call, ctx.weight, ctx.gradients[name])
+                gradients[name] = grad_output * _Gradient.apply(self, spec, *tensors)
+            return gradients
+        # d(sum_i v_i w_i l_i)/dx_i = v_i * G_i, G the gradient of sum_i w_i l_i: a function
+        # of x alone when x has one row per sample, so v enters autograd as a factor
+        summed = self._summed_loss(cuda)
+        self._check_per_sample(summed, ctx.arrays)
+        self._check_vector(grad_output)
+        for name in ctx.wrt:
+            x = tensors[call.names.index(name)]
+            facts = self._second_order(summed, name, self._ranks(ctx.arrays),
+                                       ctx.weight is not None)
+            if facts.sample_axis is None or facts.axes[:1] != (facts.sample_axis,):
+                raise LossError(f"create_graph=True with reduction='none' needs inputs with "
+                                f"one row per sample; '{name}' has none (shape "
+                                f"{tuple(x.shape)}): use reduction 'mean' or 'sum'")
+            gradient = _Gradient.apply(self, _GradientSpec(summed, name, call, ctx.weight),
+                                       *tensors)
+            v = grad_output.reshape(grad_output.shape + (1,) * (x.dim() - 1))
+            gradients[name] = v * gradient
+        return gradients
+
+    @staticmethod
+    def _ranks(arrays: dict[str, Any]) -> dict[str, int]:
+        return {name: a.dim() if isinstance(a, torch.Tensor) else int(np.ndim(a))
+                for name, a in arrays.items()}
+
+    def _second_order(self, compiled: CompiledLoss, name: str, ranks: dict[str, int],
+                      weighted: bool) -> _SecondOrder:
+        key = (id(compiled), name, tuple(sorted(ranks.items())), weighted)
+        facts = self._second.get(key)
+        if facts is None:
+            facts = self._second[key] = _second_order(compiled, name, ranks, weighted)
+        return facts
+
+    def _check_second_order(self, compiled: CompiledLoss, name: str, ranks: dict[str, int],
+                            weighted: bool, wanted: tuple[str, ...]) -> None:
+        """Refuse a second derivative the diagonal Hessian would get wrong."""
+        facts = self._second_order(compiled, name, ranks, weighted)
+        if name in wanted and facts.coupled:
+            raise LossError(
+                f"double backward (create_graph=True) through this loss needs its full "
+                f"Hessian with respect to '{name}', but the entries of '{name}' are coupled "
+                f"(through a reduction over its axis: a softmax over classes, a batch-level "
+                f"sum, ...) and lossdsl derives only the diagonal Hessian: use "
+                f"CompiledLoss.hessian for the diagonal, or write this loss in torch for "
+                f"full second-order autograd")
+        mixed = sorted(set(wanted) & facts.depends_on)
+        if mixed:
+            raise LossError(
+                f"double backward (create_graph=True) through this loss needs the mixed "
+                f"second derivative with respect to '{name}' and '{mixed[0]}', which lossdsl "
+                f"does not derive (only the diagonal Hessian of each input): detach "
+                f"'{mixed[0]}' (or stop it requiring grad) before calling the loss")
+
+
+def _formula(loss: Loss, text: str | None, limit: int = 300) -> str:
+    """The loss as one line of loss-language text: the expression as written, or
+    ``name = formula`` of a named loss (shortened past ``limit`` characters)."""
+    stripped = (text or "").strip()
+    if loss.name is None and stripped and "\n" not in stripped:
+        formula = stripped if not stripped.isidentifier() else (
+            f"{stripped}({', '.join(loss.inputs)})")
+    else:
+        formula = (f"{loss.name} = " if loss.name else "") + str(loss.definition.graph)
+    return formula if len(formula) <= limit else formula[: limit - 3] + "..."
 
 
 def loss(loss: str | Loss | CompiledLoss, reduction: str = "mean",

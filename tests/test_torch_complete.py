@@ -1,0 +1,223 @@
+"""lossdsl.torch completed: double backward through the symbolic Hessian (checked against
+torch.autograd of the same formula written in torch), repr, per-call params and torch's dtype
+promotion."""
+
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+import lossdsl  # noqa: E402
+import lossdsl.api  # noqa: E402
+import lossdsl.torch as lt  # noqa: E402
+
+# Each elementwise loss, with the same formula written in torch (per sample).
+ELEMENTWISE = {
+    "huber(y, p, 1.0)": lambda y, p: torch.where((p - y).abs() <= 1.0, 0.5 * (p - y) ** 2,
+                                                 (p - y).abs() - 0.5),
+    "bce_logits(y, p)": lambda y, p: F.binary_cross_entropy_with_logits(p, y, reduction="none"),
+    "log_cosh(y, p)": lambda y, p: torch.log(torch.cosh(p - y)),
+    "quantile(y, p, 0.8)": lambda y, p: torch.where(y >= p, 0.8 * (y - p), 0.2 * (p - y)),
+}
+REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda x: x}
+
+
+def _data(text, n=7, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    p = torch.randn(n, dtype=torch.float64, generator=generator)
+    if text.startswith("bce"):
+        y = (torch.rand(n, generator=generator) > 0.5).double()
+    else:  # away from the kinks of huber (|p - y| = 1) and quantile (p = y)
+        y = p + torch.linspace(-2.6, 2.4, n, dtype=torch.float64)
+    return y, p.requires_grad_(True)
+
+
+@pytest.mark.parametrize("text", sorted(ELEMENTWISE))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_second_derivatives_equal_torch_autograd(text, reduction):
+    """grad(create_graph=True) then backward of a function of the gradient: the second
+    derivative, equal to autograd of the torch formula; gradcheck and gradgradcheck pass."""
+    criterion = lt.loss(text, reduction=reduction, target="cpu")
+    y, p = _data(text)
+    upstream = torch.linspace(0.5, 2.0, len(p), dtype=torch.float64)
+
+    def second(loss_fn):
+        q = p.detach().clone().requires_grad_(True)
+        value = loss_fn(q)
+        outer = upstream if reduction == "none" else None
+        (gradient,) = torch.autograd.grad(value, q, grad_outputs=outer, create_graph=True)
+        # (+ 0*q: torch's gradient of quantile is a constant, outside the graph)
+        ((gradient ** 2 * upstream).sum() + (0 * q).sum()).backward()
+        return value.detach(), gradient.detach(), q.grad
+
+    ours = second(lambda q: criterion(y=y, p=q))
+    reference = second(lambda q: REDUCE[reduction](ELEMENTWISE[text](y, q)))
+    for mine, theirs in zip(ours, reference):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    assert ours[2].abs().sum() > 0 or text.startswith("quantile")  # a real second derivative
+    assert torch.autograd.gradcheck(lambda q: criterion(y=y, p=q), (p,))
+    assert torch.autograd.gradgradcheck(lambda q: criterion(y=y, p=q), (p,))
+
+
+def test_double_backward_with_weights_matrices_and_regularisers():
+    generator = torch.Generator().manual_seed(1)
+    z = torch.randn(6, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    y = (torch.rand(6, 3, generator=generator) > 0.5).double()
+    weight = torch.rand(6, dtype=torch.float64, generator=generator) + 0.5
+    # multi-label logits (N, K): elementwise, so the diagonal Hessian is the whole Hessian
+    multilabel = lt.loss("rowsum(bce_logits(y, z))", reduction="none", target="cpu")
+    assert torch.autograd.gradgradcheck(
+        lambda q: multilabel(y=y, z=q, sample_weight=weight), (z,))
+    torch_form = F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(1) * weight
+    (g_ref,) = torch.autograd.grad(torch_form.sum(), z, create_graph=True)
+    (h_ref,) = torch.autograd.grad(g_ref.sum(), z)
+    (g,) = torch.autograd.grad(multilabel(y=y, z=z, sample_weight=weight).sum(), z,
+                               create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), z)
+    torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-14)
+    # a regulariser on a second input: the gradient of each input is free of the other
+    regularised = lt.loss("huber(y, p, 1.0) + 0.1*l2(w)", target="cpu")
+    p = torch.randn(6, dtype=torch.float64, generator=generator, requires_grad=True)
+    w = torch.randn(4, dtype=torch.float64, generator=generator, requires_grad=True)
+    targets = p.detach() + 0.3
+    assert torch.autograd.gradgradcheck(lambda a, b: regularised(y=targets, p=a, w=b), (p, w))
+
+
+def test_coupled_inputs_refuse_double_backward_clearly():
+    """Class-axis and batch-level losses have only their diagonal Hessian: the second backward
+    pass raises a LossError instead of a partial answer; the first derivative still works."""
+    generator = torch.Generator().manual_seed(2)
+    z = torch.randn(5, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 4, (5,), generator=generator)
+    for text, inputs in (("sparse_cce_logits(y, z)", {"y": labels}),
+                         ("cce_logits(y, z)", {"y": F.one_hot(labels, 4).double()})):
+        criterion = lt.loss(text, target="cpu")
+        (gradient,) = torch.autograd.grad(criterion(z=z, **inputs), z, create_graph=True)
+        torch.testing.assert_close(gradient.detach(),
+                                   (z.detach().softmax(1) - F.one_hot(labels, 4)) / 5)
+        with pytest.raises(lossdsl.LossError, match="coupled.*only the diagonal Hessian"):
+            (gradient ** 2).sum().backward()
+    dice = lt.loss("dice(y, p)", target="cpu")
+    p = torch.rand(8, dtype=torch.float64, generator=generator, requires_grad=True)
+    (gradient,) = torch.autograd.grad(dice(y=(p.detach() > 0.5).double(), p=p), p,
+                                      create_graph=True)
+    with pytest.raises(lossdsl.LossError, match="coupled"):
+        gradient.sum().backward()
+
+
+def test_mixed_and_third_derivatives_are_refused():
+    criterion = lt.loss("log_cosh(y, p)", target="cpu")
+    y = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(criterion(y=y, p=p), p, create_graph=True)
+    with pytest.raises(lossdsl.LossError, match="mixed second derivative.*'p' and 'y'"):
+        gradient.sum().backward()
+    (gradient,) = torch.autograd.grad(criterion(y=y.detach(), p=p), p, create_graph=True)
+    (second,) = torch.autograd.grad(gradient.sum(), p, create_graph=True)
+    reference = 1 / torch.cosh(p.detach() - y.detach()) ** 2 / 5  # d2/dp2 of mean log cosh
+    torch.testing.assert_close(second.detach(), reference)
+    with pytest.raises(lossdsl.LossError, match="third derivative"):
+        second.sum().backward()
+    per_sample = lt.loss("mse(y, p) * c", reduction="none", target="cpu")
+    c = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    values = per_sample(y=y.detach(), p=p.detach(), c=c)
+    with pytest.raises(lossdsl.LossError, match="one row per sample"):
+        torch.autograd.grad(values.sum(), c, create_graph=True)
+
+
+def test_repr_shows_the_formula():
+    criterion = lt.loss("huber(y, p, 1.0) + 0.1*l1(w)", target="cpu")
+    assert repr(criterion) == ("TorchLoss(huber(y, p, 1.0) + 0.1*l1(w), reduction='mean', "
+                               "target='cpu')")
+    named = lt.loss("param delta = 2.0\nloss h = huber(y, p, delta)", reduction="sum",
+                    params={"delta": 3.0}, target="cpu")
+    assert repr(named).startswith("TorchLoss(h = where(abs(p - y) <= delta")
+    assert repr(named).endswith("reduction='sum', target='cpu', params={'delta': 3.0})")
+    assert "TorchLoss(huber(y, p)" in repr(lt.loss("huber", target="cpu"))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    model.criterion = lt.loss("mse(y, p)", target="cpu")
+    assert "(criterion): TorchLoss(mse(y, p), reduction='mean'" in repr(model)
+
+
+def test_per_call_params_reuse_the_module(monkeypatch):
+    criterion = lt.loss("param delta = 1.0\nloss h = huber(y, p, delta)", target="cpu")
+    y = torch.zeros(6, dtype=torch.float64)
+    p = torch.linspace(-3, 3, 6, dtype=torch.float64).requires_grad_(True)
+    criterion(y=y, p=p).backward()  # kernels built before counting
+    built = []
+    original = lossdsl.api.CompiledLoss.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(args)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(lossdsl.api.CompiledLoss, "__init__", counting)
+    p.grad = None
+    value = criterion(y=y, p=p, delta=torch.tensor(2.0))
+    value.backward()
+    assert built == []  # no module, no compiled loss made for the override
+    q = p.detach().clone().requires_grad_(True)
+    reference = torch.where(q.abs() <= 2.0, 0.5 * q ** 2, 2.0 * (q.abs() - 1.0)).mean()
+    reference.backward()
+    assert value.item() == pytest.approx(reference.item(), rel=1e-14)
+    torch.testing.assert_close(p.grad, q.grad)
+    assert criterion(y=y, p=p).item() == pytest.approx(
+        torch.where(q.abs() <= 1, 0.5 * q ** 2, q.abs() - 0.5).mean().item())  # not kept
+    none = lt.loss("param delta = 1.0\nloss h = huber(y, p, delta)", reduction="none",
+                   target="cpu")
+    p.grad = None
+    (none(y=y, p=p, delta=2.0) * torch.arange(6.0, dtype=torch.float64)).sum().backward()
+    q.grad = None
+    (torch.where(q.abs() <= 2.0, 0.5 * q ** 2, 2.0 * (q.abs() - 1.0))
+     * torch.arange(6.0, dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(p.grad, q.grad)
+    with pytest.raises(lossdsl.LossError, match="does not differentiate with respect to params"):
+        criterion(y=y, p=p, delta=torch.tensor(2.0, requires_grad=True))
+    with pytest.raises(lossdsl.LossError, match="single number"):
+        criterion(y=y, p=p, delta=torch.ones(2))
+    with pytest.raises(lossdsl.LossNameError, match="not an input or param"):
+        criterion(y=y, p=p, delt=2.0)
+    monkeypatch.undo()
+    # and it is about as fast as a call without overrides (it rebuilt the module before)
+    calls = {"plain": {}, "override": {"delta": 2.0}}
+    seconds = {}
+    for label, extra in calls.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(20):
+                criterion(y=y, p=p, **extra)
+            best = min(best, time.perf_counter() - start)
+        seconds[label] = best
+    assert seconds["override"] < 3 * seconds["plain"] + 2e-3
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_mixed_dtypes_follow_torch_promotion(reduction):
+    generator = torch.Generator().manual_seed(3)
+    criterion = lt.loss("mse(y, p)", reduction=reduction, target="cpu")
+    reduce = REDUCE[reduction]
+    cases = [(torch.float32, torch.float64, 1), (torch.float64, torch.float32, 1),
+             (torch.float16, torch.float32, 1), (torch.float32, torch.float64, 0),
+             (torch.bfloat16, torch.float16, 1)]
+    for p_dtype, y_dtype, y_rank in cases:
+        p = torch.randn(6, generator=generator).to(p_dtype).requires_grad_(True)
+        y = torch.randn(6 if y_rank else (), generator=generator).to(y_dtype)
+        q = p.detach().clone().requires_grad_(True)
+        reference = reduce((q - y) ** 2)
+        value = criterion(y=y, p=p)
+        expected = torch.result_type(q, y)  # promote_types; a 0-d tensor does not promote
+        assert value.dtype == reference.dtype == expected, (p_dtype, y_dtype, y_rank)
+        precise = reduce((q.detach().double() - y.double()) ** 2).to(expected)
+        tolerance = {torch.float16: 2e-3, torch.bfloat16: 2e-2}.get(expected, 1e-6)
+        torch.testing.assert_close(value.detach(), precise, rtol=tolerance, atol=tolerance)
+        value.sum().backward()
+        reference.sum().backward()
+        assert p.grad.dtype == p_dtype
+        torch.testing.assert_close(p.grad.float(), q.grad.float(), rtol=2e-2, atol=2e-2)
+    labels = torch.randint(0, 3, (4,), generator=generator)
+    logits = torch.randn(4, 3, generator=generator)
+    sparse = lt.loss("sparse_cce_logits(y, z)", target="cpu")
+    assert sparse(y=labels, z=logits).dtype == torch.float32  # integer labels do not promote
