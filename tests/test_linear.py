@@ -1,0 +1,276 @@
+"""lossdsl.linear: linear models under any loss, against scikit-learn's own estimators."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn import linear_model as sk  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.metrics import log_loss, mean_pinball_loss  # noqa: E402
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import lossdsl  # noqa: E402
+from lossdsl.linear import LossClassifier, LossRegressor, make_scorer, metric  # noqa: E402
+
+N = 240
+
+
+@pytest.fixture(scope="module")
+def regression():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, 4)) * [1.0, 2.0, 0.5, 1.0]
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0]) + 3.0 + rng.standard_t(3, size=N)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def binary():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(N, 3))
+    y = np.where(X @ np.array([1.5, -1.0, 0.3]) + 0.4 + rng.logistic(size=N) > 0, "yes", "no")
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def multiclass():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(N, 3))
+    y = np.argmax(X @ np.array([[2.0, 0.0, -1.0], [0.0, 1.5, 1.0], [0.5, 0.5, 0.0]])
+                  + rng.gumbel(size=(N, 3)), axis=1)
+    return X, y
+
+
+def relative(a, b):
+    a, b = np.ravel(a), np.ravel(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+# ---------------------------------------------------------------------------- the API
+@parametrize_with_checks([LossRegressor(tol=1e-10), LossClassifier(tol=1e-10)])
+def test_scikit_learn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+# ---------------------------------------------------------------------------- vs scikit-learn
+@pytest.mark.parametrize("alpha", [0.0, 0.02])
+def test_quantile_matches_quantile_regressor(regression, alpha):
+    X, y = regression
+    ours = LossRegressor("quantile(y, p, 0.8)", alpha=alpha, l1_ratio=1.0).fit(X, y)
+    theirs = sk.QuantileRegressor(quantile=0.8, alpha=alpha, solver="highs").fit(X, y)
+    assert ours.solver_ == "highs"
+    assert relative(ours.coef_, theirs.coef_) < 1e-4
+    assert ours.intercept_ == pytest.approx(theirs.intercept_, rel=1e-4)
+    # the fitted objective is the LP's optimum, to rounding
+    pinball = mean_pinball_loss(y, theirs.predict(X), alpha=0.8) + alpha * np.abs(
+        theirs.coef_).sum()
+    assert ours.objective_ == pytest.approx(pinball, rel=1e-7)
+    assert ours.score(X, y) == pytest.approx(-mean_pinball_loss(y, ours.predict(X), alpha=0.8))
+    # L-BFGS on the non-smooth loss only gets close: the LP is what reaches the vertex
+    approximate = LossRegressor("quantile(y, p, 0.8)", alpha=alpha, l1_ratio=1.0,
+                                solver="lbfgs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        approximate.fit(X, y)
+    assert approximate.objective_ >= ours.objective_ - 1e-12
+
+
+def test_quantile_lp_weights_are_repetitions(regression):
+    X, y = regression
+    weight = np.random.default_rng(5).integers(0, 4, size=N)
+    weighted = LossRegressor("quantile(y, p, 0.3)", alpha=0).fit(X, y, sample_weight=weight)
+    repeated = LossRegressor("quantile(y, p, 0.3)", alpha=0).fit(
+        np.repeat(X, weight, axis=0), np.repeat(y, weight))
+    theirs = sk.QuantileRegressor(quantile=0.3, alpha=0, solver="highs").fit(
+        X, y, sample_weight=weight)
+    assert relative(weighted.coef_, repeated.coef_) < 1e-6
+    assert relative(weighted.coef_, theirs.coef_) < 1e-4
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "trust-ncg"])
+def test_ridge(regression, solver):
+    X, y = regression
+    # Ridge: ||y - Xw||^2 + a ||w||^2  =  2n * (mean half_mse + (a/n)/2 ||w||^2)
+    ours = LossRegressor("half_mse", alpha=3.0 / N, solver=solver, tol=1e-10).fit(X, y)
+    theirs = sk.Ridge(alpha=3.0).fit(X, y)
+    assert relative(ours.coef_, theirs.coef_) < 1e-6
+    assert ours.intercept_ == pytest.approx(theirs.intercept_, rel=1e-6)
+    assert ours.n_iter_ >= 1 and ours.solver_ == solver
+
+
+@pytest.mark.parametrize("l1_ratio", [1.0, 0.5])
+def test_lasso_and_elastic_net(regression, l1_ratio):
+    X, y = regression
+    ours = LossRegressor("half_mse", alpha=0.3, l1_ratio=l1_ratio, tol=1e-10).fit(X, y)
+    theirs = sk.ElasticNet(alpha=0.3, l1_ratio=l1_ratio, tol=1e-12, max_iter=10000).fit(X, y)
+    assert ours.solver_ == "lbfgs"
+    assert relative(ours.coef_, theirs.coef_) < 1e-5
+    assert ours.intercept_ == pytest.approx(theirs.intercept_, rel=1e-5)
+    # the split L-BFGS-B makes exact zeros where the lasso has them
+    assert np.array_equal(ours.coef_ == 0, theirs.coef_ == 0)
+    assert np.any(ours.coef_ == 0)
+
+
+def test_logistic_regression(binary):
+    X, y = binary
+    C = 0.5
+    # C * sum log-loss + ||w||^2 / 2  =  C n * (mean bce + 1/(C n) ||w||^2 / 2)
+    ours = LossClassifier("bce_logits", alpha=1 / (C * N), tol=1e-10).fit(X, y)
+    theirs = sk.LogisticRegression(C=C, tol=1e-10).fit(X, y)
+    assert list(ours.classes_) == ["no", "yes"]
+    assert ours.coef_.shape == (1, 3) and ours.intercept_.shape == (1,)
+    assert relative(ours.coef_, theirs.coef_) < 1e-6
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, rtol=1e-6)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-8)
+    np.testing.assert_allclose(ours.decision_function(X), theirs.decision_function(X),
+                               rtol=1e-6, atol=1e-8)
+    assert np.array_equal(ours.predict(X), theirs.predict(X))
+    assert ours.score(X, y) == pytest.approx(-log_loss(y, theirs.predict_proba(X)), rel=1e-7)
+
+
+def test_multinomial_logistic_regression(multiclass):
+    X, y = multiclass
+    ours = LossClassifier("sparse_cce_logits", alpha=1 / N, tol=1e-10).fit(X, y)
+    theirs = sk.LogisticRegression(C=1.0, tol=1e-10).fit(X, y)
+    assert ours.coef_.shape == (3, 3)
+    assert relative(ours.coef_, theirs.coef_) < 1e-6
+    np.testing.assert_allclose(ours.intercept_, theirs.intercept_, atol=1e-7)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-8)
+    # one-hot labels (cce_logits) give the same model
+    onehot = LossClassifier("cce_logits", alpha=1 / N, tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(onehot.coef_, ours.coef_, atol=1e-7)
+
+
+def test_poisson_glm_predicts_on_the_label_scale():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(N, 2)) * 0.5
+    y = rng.poisson(np.exp(X @ np.array([0.8, -0.5]) + 0.5))
+    ours = LossRegressor("poisson_log", alpha=0.01, tol=1e-10).fit(X, y)
+    theirs = sk.PoissonRegressor(alpha=0.01, tol=1e-10, max_iter=1000).fit(X, y)
+    assert relative(ours.coef_, theirs.coef_) < 1e-6
+    assert not ours.identity_link_
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-6)
+    np.testing.assert_allclose(ours.predict(X), np.exp(ours.predict_raw(X)), rtol=1e-12)
+
+
+def test_hinge_has_no_probabilities(binary):
+    X, y = binary
+    with pytest.raises(lossdsl.LossError, match="class_values=\\(-1, 1\\)"):
+        LossClassifier("hinge", alpha=0.01).fit(X, y)
+    model = LossClassifier("hinge", alpha=0.01, class_values=(-1, 1)).fit(X, y)
+    assert model.solver_ == "lbfgs"  # piecewise linear, but with an l2 part
+    with pytest.raises(lossdsl.LossError, match="does not imply class probabilities"):
+        model.predict_proba(X)
+    score = model.decision_function(X)
+    assert np.array_equal(model.predict(X), model.classes_[(score > 0).astype(int)])
+    logistic = sk.LogisticRegression().fit(X, y)
+    assert np.mean(model.predict(X) == y) >= np.mean(logistic.predict(X) == y) - 0.03
+    # with an l1 penalty the hinge is a linear program (an l1-SVM)
+    lp = LossClassifier("hinge", alpha=0.01, l1_ratio=1, class_values=(-1, 1)).fit(X, y)
+    assert lp.solver_ == "highs"
+    smooth = LossClassifier("hinge", alpha=0.01, l1_ratio=1, class_values=(-1, 1),
+                            solver="lbfgs", max_iter=5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        smooth.fit(X, y)
+    assert lp.objective_ <= smooth.objective_ + 1e-12
+    assert lp.objective_ == pytest.approx(smooth.objective_, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------- model selection
+def test_pipeline_grid_search_and_cross_validation(regression):
+    X, y = regression
+    scorer = make_scorer("quantile(y, p, 0.8)")
+    pipeline = make_pipeline(StandardScaler(), LossRegressor("quantile(y, p, 0.8)",
+                                                                l1_ratio=1.0))
+    folds = KFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(pipeline, X, y, cv=folds, scoring=scorer)
+    expected = []
+    for train, test in folds.split(X):
+        fitted = make_pipeline(StandardScaler(),
+                               sk.QuantileRegressor(quantile=0.8, alpha=1e-4)).fit(
+            X[train], y[train])
+        expected.append(-mean_pinball_loss(y[test], fitted.predict(X[test]), alpha=0.8))
+    np.testing.assert_allclose(scores, expected, rtol=1e-4)
+    # the default score is the same negative loss
+    np.testing.assert_allclose(cross_val_score(pipeline, X, y, cv=folds), scores, rtol=1e-12)
+    search = GridSearchCV(pipeline, {"lossregressor__alpha": [1e-4, 3.0]}, cv=folds,
+                          scoring=scorer).fit(X, y)
+    assert search.best_params_ == {"lossregressor__alpha": 1e-4}
+    assert search.best_score_ == pytest.approx(np.mean(scores), rel=1e-4)
+
+
+def test_grid_search_over_the_loss(binary):
+    X, y = binary
+    search = GridSearchCV(LossClassifier(alpha=1e-3),
+                          {"loss": ["bce_logits", "bce_logits(y, z, 1.0, 0.2)"]},
+                          scoring=make_scorer("bce_logits"), cv=3).fit(X, y)
+    assert search.best_params_ == {"loss": "bce_logits"}
+    accuracy = cross_val_score(LossClassifier(alpha=1e-3), X, y, cv=3, scoring="accuracy")
+    assert np.all(accuracy > 0.7)
+
+
+def test_scorer_and_metric_on_other_models(binary, multiclass):
+    X, y = binary
+    model = sk.LogisticRegression().fit(X, y)
+    scorer = make_scorer("bce_logits")
+    assert scorer(model, X, y) == pytest.approx(-log_loss(y, model.predict_proba(X)),
+                                                rel=1e-10)
+    # a loss over classes scores a binary model's logit as the scores [0, z]
+    assert make_scorer("sparse_cce_logits")(model, X, y) == pytest.approx(scorer(model, X, y),
+                                                                         rel=1e-10)
+    Xk, yk = multiclass
+    model = sk.LogisticRegression().fit(Xk, yk)
+    assert make_scorer("sparse_cce_logits")(model, Xk, yk) == pytest.approx(
+        -log_loss(yk, model.predict_proba(Xk)), rel=1e-10)
+    assert make_scorer("sparse_cce(y, p, 1e-15)", response_method="predict_proba")(
+        model, Xk, yk) == pytest.approx(-log_loss(yk, model.predict_proba(Xk)), rel=1e-10)
+    pinball = metric("quantile(y, p, 0.25)")
+    truth, guess = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 0.0])
+    weight = np.array([1.0, 2.0, 3.0])
+    assert pinball(truth, guess, sample_weight=weight) == pytest.approx(
+        mean_pinball_loss(truth, guess, alpha=0.25, sample_weight=weight))
+    with pytest.raises(lossdsl.LossError, match="one score per class"):
+        metric("sparse_cce_logits")(np.array([0, 1]), np.array([0.5, 0.2]))
+
+
+# ---------------------------------------------------------------------------- errors
+def test_bad_settings_raise_loss_errors(regression, multiclass):
+    X, y = regression
+    cases = [
+        (LossRegressor(alpha=-1.0), "alpha must be"),
+        (LossRegressor(l1_ratio=2.0), "l1_ratio must be"),
+        (LossRegressor(solver="sag"), "unknown solver"),
+        (LossRegressor(solver="highs"), "not piecewise linear|is not \\(its Hessian"),
+        (LossRegressor("quantile(y, p, 0.5)", solver="highs", alpha=1.0),
+         "not an l2 part"),
+        (LossRegressor(solver="newton-cg", l1_ratio=1.0), "does not handle an l1"),
+        (LossRegressor("huber(y, p, d)", inputs={"d": np.ones(N)}), "take numbers"),
+        (LossRegressor("sparse_cce_logits"), "use LossClassifier"),
+        (LossRegressor(42), "loss must be loss text"),
+    ]
+    for model, message in cases:
+        with pytest.raises(lossdsl.LossError, match=message):
+            model.fit(X, y)
+    Xk, yk = multiclass
+    with pytest.raises(lossdsl.LossError, match="couples the classes"):
+        LossClassifier(solver="trust-ncg").fit(Xk, yk)
+    with pytest.raises(lossdsl.LossError, match="binary loss"):
+        LossClassifier("bce_logits").fit(Xk, yk)
+
+
+def test_loss_inputs_params_and_compiled_losses(regression):
+    X, y = regression
+    by_param = LossRegressor("param delta = 1.0\nloss main = huber(y, p, delta)",
+                             params={"delta": 0.5}, tol=1e-10).fit(X, y)
+    by_input = LossRegressor("huber(y, p, d)", inputs={"d": 0.5}, tol=1e-10).fit(X, y)
+    compiled = LossRegressor(lossdsl.compile("huber(y, p, 0.5)"), tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(by_input.coef_, by_param.coef_, rtol=1e-8)
+    np.testing.assert_allclose(compiled.coef_, by_param.coef_, rtol=1e-8)
+    assert by_param.identity_link_
