@@ -37,7 +37,7 @@ from .simplify import simplify
 from .stabilize import stabilize
 
 TARGETS = ("cpu", "parallel", "cuda")
-REDUCTIONS = ("mean", "weighted_mean", "sum", "none")
+REDUCTIONS = shapes.REDUCTIONS
 
 
 class Loss:
@@ -68,9 +68,10 @@ class Loss:
         return self.definition.doc
 
     def compile(self, target: str = "cpu", reduction: str = "mean",
-                params: Mapping[str, float] | None = None) -> CompiledLoss:
+                params: Mapping[str, float] | None = None,
+                ignore_index: int | None = None) -> CompiledLoss:
         """Compile this loss (see :func:`lossdsl.compile`)."""
-        return CompiledLoss(self, target, reduction, params)
+        return CompiledLoss(self, target, reduction, params, ignore_index)
 
     def __repr__(self) -> str:
         return f"<Loss {self.name or 'expression'}({', '.join(self.inputs)})>"
@@ -140,20 +141,25 @@ def loss_from_text(text: str) -> Loss:
 
 
 def compile(loss: str | Loss, target: str = "cpu", reduction: str = "mean",  # noqa: A001
-            params: Mapping[str, float] | None = None) -> CompiledLoss:
+            params: Mapping[str, float] | None = None,
+            ignore_index: int | None = None) -> CompiledLoss:
     """Compile a loss expression, a whole loss file's text, or a :class:`Loss`.
 
     ``target``: "cpu" (serial), "parallel" (multi-threaded) or "cuda". ``reduction``:
     "mean" (default; with ``sample_weight`` it is ``sum(w*l)/N``, as PyTorch's ``weight=``
-    and Keras' default), "weighted_mean" (``sum(w*l)/sum(w)``, as scikit-learn), "sum" or
-    "none" (per-sample values). ``params``: overrides of ``param``
-    values (also accepted per call as keyword arguments).
+    and Keras' default; "sum_over_batch_size" is Keras' name for it), "weighted_mean"
+    (``sum(w*l)/sum(w)``, as scikit-learn), "batchmean" (``sum(w*l)/N`` with N the number of
+    samples, also for a loss with a value per class: PyTorch's KLDivLoss), "sum" or "none"
+    (per-sample values). ``params``: overrides of ``param`` values (also accepted per call as
+    keyword arguments). ``ignore_index``: an integer label value (PyTorch's
+    ``ignore_index=-100``, Keras' ``ignore_class``) whose samples count for nothing: their
+    value, gradient and Hessian are 0 and they leave the mean's denominator.
     """
     if isinstance(loss, str):
         loss = loss_from_text(loss)
     elif not isinstance(loss, Loss):
         raise TypeError(f"lossdsl.compile takes loss text or a Loss, not {type(loss).__name__}")
-    return CompiledLoss(loss, target, reduction, params)
+    return CompiledLoss(loss, target, reduction, params, ignore_index)
 
 
 @dataclass
@@ -191,7 +197,7 @@ class CompiledLoss:
     """
 
     def __init__(self, loss: Loss, target: str = "cpu", reduction: str = "mean",
-                 params: Mapping[str, float] | None = None):
+                 params: Mapping[str, float] | None = None, ignore_index: int | None = None):
         if target not in TARGETS:
             raise LossError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
         if reduction not in REDUCTIONS:
@@ -217,6 +223,7 @@ class CompiledLoss:
         self._last_source: str | None = None
         self._labels: frozenset[str] | None = None
         self._tables: frozenset[str] | None = None
+        self.ignore_index = self._ignore_index(ignore_index)
 
     def __getstate__(self) -> dict[str, Any]:
         # Kernels live in modules imported from the cache directory; a copy in another process
@@ -308,6 +315,21 @@ class CompiledLoss:
                 f"target={self.target} reduction={self.reduction}>")
 
     # ------------------------------------------------------------------ internals
+    def _ignore_index(self, value: Any) -> int | None:
+        """``ignore_index`` checked: None, or an integer for a loss that reads labels."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)) \
+                or not float(value).is_integer():
+            raise LossError(f"ignore_index must be an integer label value (PyTorch's -100), "
+                            f"got {value!r}", self.loss.definition.span)
+        if not self.label_inputs():
+            raise LossError("ignore_index needs a loss that reads integer labels (through "
+                            "pick, onehot or rowof); this loss has none",
+                            self.loss.definition.span)
+        return int(value)
+
     @contextlib.contextmanager
     def _at_definition(self):
         """Errors of the symbolic pipeline (shapes that never fit, a derivative lossdsl does
@@ -382,7 +404,8 @@ class CompiledLoss:
         specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
                                         definition.input_spans)
         (graph,) = stabilize([specialized.graph])
-        objective = shapes.objective(graph, self.reduction, weighted)
+        objective = shapes.objective(graph, self.reduction, weighted, self.ignore_index,
+                                     specialized.labels)
         typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
         for name in definition.inputs:  # inputs that do not affect the total
             typed.setdefault(name, node("input", (), name, specialized.input_axes.get(name, ())))
@@ -643,15 +666,40 @@ class CompiledLoss:
         return lengths
 
     def _check_labels(self, bound: _Bound, kernel: _Kernel, lengths: dict[str, int]) -> None:
+        """Check every label the kernel reads through; with ``ignore_index``, count the
+        samples kept into ``lengths`` (the kernel's ``count`` of them)."""
+        objective = self._specialized[_signature(bound.ranks, bound.weight is not None)][0]
         for name, labels, width in self._label_widths(bound, kernel, lengths):
+            ignored = name == objective.ignored and name in bound.arrays
             if _is_device_array(labels):  # checked there: a GPU does not bounds-check a read
-                from .codegen import cuda_runtime
+                if ignored:
+                    from .codegen import cuda_labels
 
-                found = cuda_runtime.first_bad_label(labels, width)
+                    found, kept = cuda_labels.check_ignoring(labels, width, self.ignore_index)
+                else:
+                    from .codegen import cuda_runtime
+
+                    found = cuda_runtime.first_bad_label(labels, width)
             else:
-                found = first_bad_label(labels, width)
+                found = first_bad_label(labels, width, self.ignore_index if ignored else None)
+                if ignored and found is None:
+                    kept = int(np.count_nonzero(labels != self.ignore_index))
             if found is not None:
                 raise self.label_error(name, width, *found)
+            if ignored:
+                self._count_kept(name, kept, objective, lengths)
+
+    def _count_kept(self, name: str, kept: int, objective: shapes.Objective,
+                    lengths: dict[str, int]) -> None:
+        """Bind the number of samples kept; a mean over none of them is an error rather
+        than PyTorch's NaN."""
+        if kept == 0 and self.reduction not in ("sum", "none"):
+            raise LossDomainError(
+                f"every label of '{name}' equals ignore_index={self.ignore_index}: the "
+                f"{self.reduction} over no samples is undefined (PyTorch returns nan); use "
+                "reduction='sum' (0 for such a batch) or skip the batch",
+                self.loss.definition.input_spans.get(name))
+        lengths[objective.kept_count] = kept
 
     @staticmethod
     def _label_widths(bound: _Bound, kernel: _Kernel,
@@ -742,9 +790,13 @@ def param_value(name: str, value: Any) -> float:
     return float(array)
 
 
-def first_bad_label(labels: np.ndarray, width: int) -> tuple[int, Any] | None:
-    """``(flat index, value)`` of the first label not an integer in ``[0, width)``, or None."""
+def first_bad_label(labels: np.ndarray, width: int,
+                    ignore: int | None = None) -> tuple[int, Any] | None:
+    """``(flat index, value)`` of the first label not an integer in ``[0, width)`` (nor equal
+    to ``ignore``, when given), or None."""
     bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
+    if ignore is not None:
+        bad &= labels != ignore
     index = int(np.argmax(bad)) if bad.size else 0
     return (index, labels.flat[index].item()) if bad.size and bad.flat[index] else None
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, catalog
-from .api import CompiledLoss, Loss, load, loss_from_text
+from .api import REDUCTIONS, CompiledLoss, Loss, load, loss_from_text
 from .api import compile as compile_loss
 from .datafiles import DataError, Progress, open_table, open_writer
 from .errors import LossError, did_you_mean
@@ -743,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="kernel target (default: cpu)")
     codegen.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                          help="element type of the kernel (default: float64)")
-    codegen.add_argument("--reduction", choices=("mean", "weighted_mean", "sum", "none"),
+    codegen.add_argument("--reduction", choices=REDUCTIONS,
                          default="mean",
                          help="reduction over samples (default: mean)")
     codegen.add_argument("--wrt", action="append", metavar="INPUT",

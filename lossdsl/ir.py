@@ -216,8 +216,12 @@ class SourcePrinter:
     print_param = print_input
 
     def print_count(self, n: Node):
-        # n0 -> N (number of samples), n0k -> K (number of classes); other domains numbered
+        # n0 -> N (number of samples), n0k -> K (number of classes); other domains numbered;
+        # n0#kept -> N_kept (the samples not dropped by ignore_index)
         axis = str(n.value)
+        if axis.endswith("#kept"):
+            index = axis.removesuffix("#kept").strip("n")
+            return (f"N{index if index != '0' else ''}_kept", 9)
         letter = "K" if axis.endswith("k") else "N"
         index = axis.strip("nk")
         return (letter if index in ("", "0") else f"{letter}{index}", 9)

@@ -72,7 +72,12 @@ def latex_name(name: str) -> str:
 
 
 def _axis_symbol(axis: str) -> str:
-    """``n0 -> N``, ``n1 -> N_{1}``, ``n0k -> K``: the length of an axis."""
+    """``n0 -> N``, ``n1 -> N_{1}``, ``n0k -> K``: the length of an axis; ``n0#kept`` (the
+    samples not dropped by ignore_index) is ``N_{\\text{kept}}``."""
+    kept = re.fullmatch(r"n(\d+)#kept", axis)
+    if kept:
+        number = kept.group(1)
+        return r"N_{\text{kept}}" if number == "0" else rf"N_{{{number},\text{{kept}}}}"
     match = re.fullmatch(r"n(\d+)(k?)", axis)
     if not match:
         return latex_name(axis)

@@ -316,20 +316,93 @@ def split_additive(x: Node) -> tuple[Node, Node]:
     return kept[id(x)], batch
 
 
+# The reductions of the whole loss (``reduction=`` of lossdsl.compile). "sum_over_batch_size"
+# is Keras' name of "mean"; "batchmean" is PyTorch's (KLDivLoss): the sum over every element
+# divided by the number of samples alone, not by samples times classes.
+REDUCTIONS = ("mean", "weighted_mean", "sum", "none", "batchmean", "sum_over_batch_size")
+
+
 @dataclass(frozen=True)
 class Objective:
     """The reduced loss: ``value`` (a scalar, or per-element for "none") and ``total``, the
-    scalar whose derivatives ``grad`` and ``hessian`` return."""
+    scalar whose derivatives ``grad`` and ``hessian`` return.
+
+    With ``ignore_index``, ``ignored`` names the label input whose value ``ignore_index``
+    drops a sample, and ``kept_count`` is the ``count`` leaf (the number of samples kept)
+    that the caller binds from the labels before the kernel runs.
+    """
 
     value: Node
     total: Node
     weight_axes: tuple[str, ...] | None
     sample_axis: str | None  # the samples' axis; None for a loss that is a single number
+    ignored: str | None = None
+    kept_count: str | None = None
 
 
-def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
-    """Apply ``reduction`` ("mean", "weighted_mean", "sum", "none") and optional sample
-    weights."""
+def kept_count_name(sample_axis: str) -> str:
+    """The name of the ``count`` leaf holding the number of samples not ignored (a name no
+    axis has: axes are ``n<d>``, ``n<d>k`` and ``t<d>``)."""
+    return f"{sample_axis}#kept"
+
+
+def _ignored_label(varying: Node, scalar: Node, sample_axis: str,
+                   labels: list[tuple[Node, str]]) -> Node:
+    """The one label input whose ``ignore_index`` drops a sample: a vector (N,) on the
+    samples' axis, read by no batch term (its typed node in ``varying``)."""
+    names = list(dict.fromkeys(label.value for label, _ in labels if label.op == "input"))
+    typed = {n.value: n for n in toposort([varying, scalar]) if n.op == "input"}
+    per_sample = [name for name in names
+                  if name in typed and typed[name].axes == (sample_axis,)]
+    if not per_sample:
+        found = (f" (labels read: {', '.join(repr(name) for name in names)}, none a vector "
+                 "with one label per sample)") if names else ""
+        raise LossShapeError("ignore_index needs a loss that reads integer labels, one per "
+                             "sample, through pick, onehot or rowof" + found)
+    if len(per_sample) > 1:
+        raise LossShapeError(
+            "ignore_index needs exactly one label input per sample; this loss reads labels "
+            f"from {', '.join(repr(name) for name in per_sample)}: compile it without "
+            "ignore_index and pass sample_weight=0 for the rows to drop")
+    label = typed[per_sample[0]]
+    if any(n is label for n in toposort([scalar])):
+        raise LossShapeError(
+            f"ignore_index: the labels '{label.value}' are also read by a batch term (a sum "
+            "or mean over samples), which ignored samples would still enter; compile without "
+            "ignore_index and pass sample_weight=0 for the rows to drop")
+    return label
+
+
+def _without_ignored(varying: Node, label: Node, ignore_index: float) -> tuple[Node, Node]:
+    """``(kept, varying')``: whether each sample is kept (its label is not ``ignore_index``),
+    and the per-sample loss 0 at ignored samples. Every read of the label goes through
+    ``where(label == ignore_index, 0, label)``, so that no kernel indexes a row or a table
+    with the ignored value (the loss of class 0 computed there is then discarded by a
+    ``where``, whose derivative is 0 in the branch not taken: values, gradients and Hessians
+    of ignored samples are exactly 0, even where their scores are not finite)."""
+    ignored = constant(float(ignore_index))
+    kept = make("ne", (label, ignored))
+    safe = make("where", (make("eq", (label, ignored)), constant(0.0), label))
+
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        if old is label:
+            return safe
+        return make(old.op, args, old.value, old.axes) if args else old
+
+    (varying,) = rebuild([varying], rule)
+    return kept, make("where", (kept, varying, constant(0.0)))
+
+
+def objective(expression: Node, reduction: str, weighted: bool,
+              ignore_index: float | None = None,
+              labels: list[tuple[Node, str]] | None = None) -> Objective:
+    """Apply ``reduction`` (one of :data:`REDUCTIONS`) and optional sample weights.
+
+    With ``ignore_index`` (an integer), samples whose label (the one per-sample label input
+    among ``labels``, the specialisation's label reads) equals it count for nothing: their
+    value, gradient and Hessian are 0 and they leave every denominator (the count of
+    "mean" and "batchmean", the weights' total of "weighted_mean").
+    """
     varying, scalar = split_additive(expression)
     if varying.axes == () or expression.axes == ():
         if weighted:
@@ -337,21 +410,41 @@ def objective(expression: Node, reduction: str, weighted: bool) -> Objective:
                 "sample_weight needs a loss with one value per sample; this "
                 "loss is a single number (it reduces over samples itself)"
             )
+        if ignore_index is not None:
+            raise LossShapeError(
+                "ignore_index needs a loss with one value per sample; this loss is a single "
+                "number (it reduces over samples itself)")
         return Objective(expression, expression, None, None)
     sample_axis = varying.axes[0]
+    kept = label = None
+    if ignore_index is not None:
+        label = _ignored_label(varying, scalar, sample_axis, labels or [])
+        kept, varying = _without_ignored(varying, label, ignore_index)
     weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
     weighted_terms = make("mul", (weight, varying)) if weighted else varying
     terms = sum_all(weighted_terms)
-    if reduction in ("mean", "weighted_mean"):
+    # the number of samples, or of samples kept
+    samples = (node("count", (), kept_count_name(sample_axis), ()) if kept is not None
+               else element_count(varying.axes[:1]))
+    if reduction in ("mean", "weighted_mean", "sum_over_batch_size"):
         # "mean" divides by the count, weighted or not: sum(w*l)/N, as PyTorch's weight= and
         # Keras' default sum_over_batch_size; "weighted_mean" by the weights' total,
         # sum(w*l)/sum(w), as scikit-learn. Over classes each sample counts K times (Keras).
-        by_weight = weighted and reduction == "weighted_mean"
-        weights = sum_all(weight) if by_weight else element_count(varying.axes[:1])
+        if weighted and reduction == "weighted_mean":
+            weights = sum_all(weight if kept is None
+                              else make("where", (kept, weight, constant(0.0))))
+        else:
+            weights = samples
         terms = make("div", (terms, make("mul", (weights, element_count(varying.axes[1:])))))
+    elif reduction == "batchmean":
+        # PyTorch's KLDivLoss(reduction="batchmean"): every element summed, divided by the
+        # number of samples (not by samples times classes), weighted or not
+        terms = make("div", (terms, samples))
     total = make("add", (terms, scalar))
     weight_axes = weight.axes if weight else None
+    ignored = label.value if label is not None else None
+    counted = kept_count_name(sample_axis) if kept is not None else None
     if reduction == "none":
         value = make("add", (weighted_terms, scalar))
-        return Objective(value, total, weight_axes, sample_axis)
-    return Objective(total, total, weight_axes, sample_axis)
+        return Objective(value, total, weight_axes, sample_axis, ignored, counted)
+    return Objective(total, total, weight_axes, sample_axis, ignored, counted)

@@ -381,7 +381,11 @@ class Names:
 
 
 def _pick_parts(n: Node) -> tuple[Node, Node] | None:
-    """(x, label input) when ``n`` is ``rowsum(x * (class_index(y) == y))`` for an input y."""
+    """(x, labels) when ``n`` is ``rowsum(x * (class_index(y) == y))`` for labels y with one
+    value per sample: an input vector, or the labels of ``ignore_index`` read through
+    ``where(y == ignore_index, 0, y)`` (shapes.objective). Both hold checked class indices,
+    so the pick reads the one column ``x[i, y_i]`` (no loop, and no ``x_k * 0`` elsewhere
+    in the row, which is NaN where ``x_k`` is infinite)."""
     if n.op != "rowsum" or n.args[0].op != "mul":
         return None
     a, b = n.args[0].args
@@ -390,7 +394,7 @@ def _pick_parts(n: Node) -> tuple[Node, Node] | None:
             left, right = onehot.args
             for index, label in ((left, right), (right, left)):
                 if (index.op == "class_index" and index.args[0] is label
-                        and label.op == "input" and len(label.axes) == 1):
+                        and label.op in ("input", "where") and len(label.axes) == 1):
                     return x, label
     return None
 
@@ -509,8 +513,11 @@ class BodyEmitter:
         pick = _pick_parts(n)
         if pick is not None:
             x, label = pick
-            array = self._use(self.names.array(label.value), self.arrays)
-            self.lines.append(f"{indent}k = int({array}[i])")
+            if label.op == "input":
+                column = f"{self._use(self.names.array(label.value), self.arrays)}[i]"
+            else:  # computed in the sample phase, before the row reductions that read it
+                column = self.operand(label)
+            self.lines.append(f"{indent}k = int({column})")
             self._emit_rows([x], indent, "k")
             self.lines.append(f"{indent}{name} = {self.operand(x)}")
         else:
