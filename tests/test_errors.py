@@ -135,7 +135,7 @@ def test_bad_options_are_loss_errors():
     with pytest.raises(LossError, match="unknown target"):
         lossdsl.compile("mse(y, p)", target="tpu")
     with pytest.raises(LossError, match="unknown reduction"):
-        lossdsl.compile("mse(y, p)", reduction="batchmean")
+        lossdsl.compile("mse(y, p)", reduction="average")
     with pytest.raises(LossError, match="no single loss"):
         lossdsl.compile("loss a = mse(y, p)\nloss b = mae(y, p)")
 
