@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from numba import cuda
+
+if not hasattr(np, "row_stack"):
+    # NumPy 2.5 removed the alias np.row_stack of np.vstack; numba-cuda <= 0.30 registers a
+    # CUDA overload for it when its first kernel compiles, and that registration then fails
+    # with an AttributeError for every kernel. Restoring the alias is all it needs.
+    np.row_stack = np.vstack
+
+from numba import cuda  # noqa: E402 - after the alias above
 from numba.core import config as _numba_config
 from numba.cuda.cudadrv import devicearray as _devicearray
 
