@@ -280,15 +280,17 @@ class _LinearObjective:
 
 def _stationary(objective: _LinearObjective, x: np.ndarray, tol: float) -> bool:
     """Whether ``x`` is a stationary point to the tolerance, or to the precision floor
-    (``sqrt(eps)`` relative to the value) where a solver's own test gave up on rounding
-    ("a bad approximation caused failure to predict improvement")."""
+    (``sqrt(eps)`` relative to the gradient at the start, zero coefficients) where a
+    solver's own test gave up on rounding ("a bad approximation caused failure to predict
+    improvement")."""
+    start = np.max(np.abs(objective.fun_and_jac(np.zeros(objective.size))[1]), initial=0.0)
     value, gradient = objective.fun_and_jac(x)
     if objective.split:  # at a bound, a gradient pointing out of the box is stationary
         size = 2 * objective.d * objective.k
         gradient = gradient.copy()
         at_bound = (x[:size] <= 0) & (gradient[:size] > 0)
         gradient[:size][at_bound] = 0.0
-    floor = np.sqrt(np.finfo(np.float64).eps) * max(1.0, abs(value))
+    floor = np.sqrt(np.finfo(np.float64).eps) * max(1.0, start)
     return bool(np.isfinite(value) and np.max(np.abs(gradient), initial=0.0) <= max(tol, floor))
 
 
@@ -322,6 +324,12 @@ def _tangent_lines(loss: _BoundLoss, labels: np.ndarray,
         slope_scale = np.maximum.reduce([np.ones_like(ga), np.abs(ga), np.abs(gb)])
         if np.any(ga > gb + 1e-12 * slope_scale):
             return None  # slopes fall: not convex
+        # a convex loss lies between its tangents at the ends: f(b) - f(a) is between
+        # ga (b - a) and gb (b - a) (a ramp, flat at both ends, is not)
+        rise, chord_tolerance = fb - fa, 1e-10 * scale
+        if np.any((rise < ga * (b - a) - chord_tolerance)
+                  | (rise > gb * (b - a) + chord_tolerance)):
+            return None
         open_ = gb - ga > 1e-12 * slope_scale
         rows, a, b, fa, fb, ga, gb, scale = (v[open_] for v in (rows, a, b, fa, fb, ga, gb,
                                                                 scale))
@@ -549,9 +557,18 @@ class _LinearLossModel(BaseEstimator):
                                              options={"maxiter": self.max_iter,
                                                       "gtol": self.tol})
         self.n_iter_ = int(result.nit)
+        unbounded = (f"{self._loss.name} has no finite minimum over linear models on these "
+                     "data: the loss keeps falling as the scores grow; add a penalty "
+                     "(alpha > 0), or check that the loss is bounded below")
         if not np.all(np.isfinite(result.x)):
-            raise LossError(f"{solver} produced non-finite coefficients: {self._loss.name} "
-                            "has no finite minimum on these data (add a penalty, alpha > 0)")
+            raise LossError(f"{solver} produced non-finite coefficients. {unbounded}")
+        scores = objective.scores(*objective.unpack(result.x))
+        labels = np.asarray(objective.labels, dtype=np.float64)
+        spread = 1.0 + float(np.max(np.abs(labels), initial=0.0))
+        if (np.max(np.abs(scores), initial=0.0) > _BRACKET * spread
+                and not _stationary(objective, result.x, self.tol)):
+            raise LossError(f"{solver} ended at scores up to "
+                            f"{np.max(np.abs(scores)):.3g}, far from stationary. {unbounded}")
         if not result.success and not _stationary(objective, result.x, self.tol):
             warnings.warn(f"{type(self).__name__}: solver {solver!r} stopped before "
                           f"converging after {result.nit} iterations ({result.message}); "
@@ -591,6 +608,12 @@ class _LinearLossModel(BaseEstimator):
             raise LossError(f"the linear program's scores leave [-{half_width:g}, "
                             f"{half_width:g}], where {loss.name}'s pieces were found: rescale "
                             "the labels, or use solver='lbfgs'")
+        # certificate: at the LP's solution the loss is its tangent-line model
+        true_value = objective.fun_and_jac(objective.pack(W, b))[0]
+        if not abs(true_value - result.fun) <= 1e-6 * max(1.0, abs(result.fun)):
+            raise LossError(f"{loss.name} is not the maximum of the tangent lines found for "
+                            f"it (the linear program's optimum {result.fun!r} is not the "
+                            f"loss there, {true_value!r}): use solver='lbfgs'")
         return W, b
 
     # ------------------------------------------------------------------ scores

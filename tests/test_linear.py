@@ -81,6 +81,35 @@ def test_quantile_matches_quantile_regressor(regression, alpha):
     assert approximate.objective_ >= ours.objective_ - 1e-12
 
 
+def test_piecewise_linear_losses_are_linear_programs(regression):
+    X, y = regression
+    theirs = sk.QuantileRegressor(quantile=0.5, alpha=0, solver="highs").fit(X, y)
+    for text in ("mae", "asymmetric_l1(y, p, 3, 3)"):
+        ours = LossRegressor(text, alpha=0).fit(X, y)
+        assert ours.solver_ == "highs"
+        assert relative(ours.coef_, theirs.coef_) < 1e-4
+    # three pieces per row (epsilon-insensitive): the LP is at least as good as L-BFGS-B
+    text = "max(0, abs(p - y) - 0.5)"
+    lp = LossRegressor(text, alpha=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        smooth = LossRegressor(text, alpha=0, solver="lbfgs").fit(X, y)
+    assert lp.solver_ == "highs" and lp.objective_ <= smooth.objective_ + 1e-12
+    # a ramp is piecewise linear but not convex: no LP (auto falls back to L-BFGS-B)
+    labels = np.where(y > np.median(y), 1, -1)
+    ramp = "min(1, max(0, 1 - y*z))"
+    model = LossClassifier(ramp, alpha=0.01, l1_ratio=1, class_values=(-1, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert model.fit(X, labels).solver_ == "lbfgs"
+    with pytest.raises(lossdsl.LossError, match="not convex and piecewise linear"):
+        model.set_params(solver="highs").fit(X, labels)
+    # a loss with no minimum is reported, not fitted to huge numbers
+    for solver in ("auto", "lbfgs"):
+        with pytest.raises(lossdsl.LossError, match="no (finite )?minimum"):
+            LossRegressor("p - y", alpha=0, solver=solver).fit(X, y)
+
+
 def test_quantile_lp_weights_are_repetitions(regression):
     X, y = regression
     weight = np.random.default_rng(5).integers(0, 4, size=N)
