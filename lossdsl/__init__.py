@@ -21,6 +21,7 @@ from .errors import (
     LossShapeError,
     LossSyntaxError,
 )
+from .plotting import plot
 
 __version__ = "0.1.0"
 
@@ -37,5 +38,6 @@ __all__ = [
     "compile",
     "decide",
     "load",
+    "plot",
     "__version__",
 ]

@@ -76,6 +76,18 @@ class Loss:
     def __repr__(self) -> str:
         return f"<Loss {self.name or 'expression'}({', '.join(self.inputs)})>"
 
+    def _repr_latex_(self) -> str:
+        """The formula, derivative, inputs and params as LaTeX, for notebooks."""
+        from .notebook import latex
+
+        return latex(self)
+
+    def _repr_html_(self) -> str:
+        """The formula, inputs, params and derivative as an HTML table, for notebooks."""
+        from .notebook import html_text
+
+        return html_text(self)
+
 
 class Library:
     """A loaded ``.loss`` file: its named losses as attributes (``lib.fraud``)."""
@@ -313,6 +325,18 @@ class CompiledLoss:
     def __repr__(self) -> str:
         return (f"<CompiledLoss {self.name or 'expression'}({', '.join(self.inputs)}) "
                 f"target={self.target} reduction={self.reduction}>")
+
+    def _repr_latex_(self) -> str:
+        """The formula, derivative, inputs, params, target and reduction as LaTeX."""
+        from .notebook import latex
+
+        return latex(self)
+
+    def _repr_html_(self) -> str:
+        """The formula, inputs, params, derivative, target and reduction as HTML."""
+        from .notebook import html_text
+
+        return html_text(self)
 
     # ------------------------------------------------------------------ internals
     def _ignore_index(self, value: Any) -> int | None:

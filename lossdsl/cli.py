@@ -126,18 +126,13 @@ TARGET_NAMES = ("y", "t", "target", "label", "labels", "y_true")
 
 
 def _prediction(loss: Loss) -> str:
-    """The input differentiated by default: one named like a prediction (``p``, ``z``, ...),
-    else the first input that is not named like a target (``y``), else the second input."""
-    inputs = loss.inputs
-    if not inputs:
+    """The input differentiated by default (see :func:`lossdsl.notebook.prediction_input`)."""
+    from .notebook import prediction_input
+
+    name = prediction_input(loss)
+    if name is None:
         raise CliError("this loss has no inputs to differentiate")
-    for name in PREDICTION_NAMES:
-        if name in inputs:
-            return name
-    others = [name for name in inputs if name not in TARGET_NAMES]
-    if others and len(others) < len(inputs):
-        return others[0]
-    return inputs[1] if len(inputs) >= 2 else inputs[0]
+    return name
 
 
 def _wrt(loss: Loss, requested: list[str]) -> list[str]:
@@ -515,11 +510,7 @@ def command_plot(args: argparse.Namespace) -> int:
                                + (f"; {hint}" if hint else ""))
     found = plotting.curves(losses, grid, at, params)
     wrt_names = sorted({c.wrt for c in found})
-    settings = sorted({name for _, loss, wrt in losses for name in loss.inputs if name != wrt})
-    fixed = ", ".join(f"{name} = {at.get(name, 0.0):g}" for name in settings)
-    xlabel = args.xlabel or (" / ".join(wrt_names) + (f"   ({fixed})" if fixed else ""))
-    if not args.xlabel and len(wrt_names) == 1 and len(settings) == 1 and not at.get(settings[0]):
-        xlabel = f"residual {wrt_names[0]} \u2212 {settings[0]}   ({settings[0]} = 0)"
+    xlabel = args.xlabel or plotting.axis_label(losses, at)
     panels = ("loss", "gradient") if args.no_hessian else plotting.PANELS
     layout = plotting.draw(grid, found, output, xlabel, panels, args.title, args.dpi)
     if args.data_out:
