@@ -407,3 +407,25 @@ def test_batchmean_with_ignore_index_divides_by_rows_kept():
 def test_unknown_reduction_lists_the_choices():
     with pytest.raises(LossError, match="batchmean, sum_over_batch_size"):
         lossdsl.compile("mse(y, p)", reduction="batch_mean")
+
+
+def test_integer_labels_float32_pickling_and_printing():
+    """int64 labels (what PyTorch takes) and float32 scores; a pickled compiled loss keeps
+    its ignore_index; the symbolic derivative names the count of samples kept."""
+    import pickle
+
+    from lossdsl.latex import to_latex
+
+    z, y = labelled(12)
+    labels = y.astype(np.int64)
+    compiled = pickle.loads(pickle.dumps(
+        lossdsl.compile("sparse_cce_logits(y, z)", ignore_index=IGNORE)))
+    assert compiled.ignore_index == IGNORE
+    value, gradient = compiled.value_and_grad("z", y=labels, z=z.astype(np.float32))
+    expected = torch_ce(z, y, "mean")
+    assert gradient.dtype == np.float32
+    close(value, expected[0], 1e-6)
+    close(gradient, expected[1], 1e-6)
+    derivative = compiled.derivative("z")
+    assert "N_kept" in str(derivative) and "-100 != y" in str(derivative)
+    assert r"N_{\text{kept}}" in to_latex(derivative)
