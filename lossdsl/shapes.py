@@ -6,8 +6,9 @@ An input bound to a scalar has axes ``()``, a vector ``("n<d>",)``, a matrix
 it, so a regulariser's parameter vector ``w`` lives in a domain of its own length. Domains
 are found by union-find and numbered in input order, so equal signatures give equal graphs.
 
-``objective`` then applies the loss reduction (mean, sum or none, with sample weights) to the
-per-sample expression, adding scalar terms such as ``0.1*l1(w)`` once rather than per sample.
+``objective`` then applies the loss reduction (mean, weighted mean, sum, none or batchmean, with
+sample weights) to the per-sample expression, adding scalar terms such as ``0.1*l1(w)`` once
+rather than per sample, and drops the samples whose label is ``ignore_index``.
 """
 
 from __future__ import annotations
