@@ -379,31 +379,73 @@ def _looks_piecewise_linear(loss: _BoundLoss, labels: np.ndarray) -> bool:
     return True
 
 
-def _solve_lp(objective: _LinearObjective,
-              lines: tuple[np.ndarray, np.ndarray, np.ndarray]) -> scipy.optimize.OptimizeResult:
-    """The piecewise-linear problem as a linear program: minimise
-    ``sum_i (w_i / sum w) t_i + l1 * sum(c+ + c-)`` subject to ``t_i >= s (x_i c + b) + c0``
-    for each tangent line ``(s, c0)`` of row ``i``."""
-    X, n, d = objective.X, objective.X.shape[0], objective.d
+def _facets(lines: tuple[np.ndarray, np.ndarray, np.ndarray],
+            n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's loss ``max_j (s_j p + c_j)`` in kink form: ``s1 p + c1 + sum_k
+    jump_k * max(0, p - at_k)``, the lines sorted by slope and those that are nowhere the
+    maximum dropped. Returns ``(s1 (n,), c1 (n,), kink rows, kink positions, jumps > 0)``."""
     rows, slopes, intercepts = lines
-    design = scipy.sparse.csr_matrix(X)[rows]
-    scaled = scipy.sparse.diags(slopes) @ design
-    blocks = [scaled, -scaled] if objective.split else [scaled]
-    if objective.fit_intercept:
-        blocks.append(scipy.sparse.csr_matrix(slopes[:, None]))
-    blocks.append(-scipy.sparse.csr_matrix((np.ones(rows.size), (np.arange(rows.size), rows)),
-                                           shape=(rows.size, n)))
-    A = scipy.sparse.hstack(blocks, format="csc")
-    total = float(np.sum(objective.weight))
-    cost = [np.full(2 * d, objective.l1)] if objective.split else [np.zeros(d)]
+    order = np.lexsort((intercepts, slopes, rows))
+    rows, slopes, intercepts = rows[order], slopes[order], intercepts[order]
+    # of lines with the same slope in a row, the highest (the last) is the one that counts
+    last = np.ones(rows.size, dtype=bool)
+    last[:-1] = (rows[1:] != rows[:-1]) | (slopes[1:] != slopes[:-1])
+    rows, slopes, intercepts = rows[last], slopes[last], intercepts[last]
+    starts = np.searchsorted(rows, np.arange(n))
+    counts = np.diff(np.append(starts, rows.size))
+    first_slope, first_intercept = slopes[starts], intercepts[starts]
+    # two lines of different slopes are both facets: one kink where they meet
+    two = np.flatnonzero(counts == 2)
+    s1, c1 = slopes[starts[two]], intercepts[starts[two]]
+    s2, c2 = slopes[starts[two] + 1], intercepts[starts[two] + 1]
+    kink_rows, kink_at, jumps = [two], [(c1 - c2) / (s2 - s1)], [s2 - s1]
+    for row in np.flatnonzero(counts > 2):  # more pieces: the upper envelope
+        hull: list[tuple[float, float]] = []
+        for slope, intercept in zip(slopes[starts[row]:starts[row] + counts[row]],
+                                    intercepts[starts[row]:starts[row] + counts[row]]):
+            while len(hull) >= 2:
+                (sa, ca), (sb, cb) = hull[-2], hull[-1]
+                # b is nowhere the maximum if the new line overtakes a before b does
+                if (ca - intercept) / (slope - sa) <= (ca - cb) / (sb - sa):
+                    hull.pop()
+                else:
+                    break
+            hull.append((float(slope), float(intercept)))
+        first_slope[row], first_intercept[row] = hull[0]
+        for (sa, ca), (sb, cb) in zip(hull, hull[1:]):
+            kink_rows.append(np.array([row]))
+            kink_at.append(np.array([(ca - cb) / (sb - sa)]))
+            jumps.append(np.array([sb - sa]))
+    return (first_slope, first_intercept, np.concatenate(kink_rows),
+            np.concatenate(kink_at), np.concatenate(jumps))
+
+
+def _solve_lp(objective: _LinearObjective,
+              lines: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Any, float]:
+    """The piecewise-linear problem as a linear program, each row's loss in kink form
+    (:func:`_facets`): minimise ``sum_i v_i (s1_i p_i + sum_k jump_k u_k) + l1 sum(c+ + c-)``
+    over ``u_k >= p_i - at_k``, ``u_k >= 0`` (``v = w / sum w``; the quantile loss gives
+    QuantileRegressor's program with one slack per row). Returns (HiGHS's result, the
+    constant ``sum_i v_i c1_i`` left out of its objective)."""
+    X, n, d = objective.X, objective.X.shape[0], objective.d
+    v = objective.weight / float(np.sum(objective.weight))
+    s1, c1, kink_rows, kink_at, jumps = _facets(lines, n)
+    linear = np.asarray(X.T @ (v * s1)).ravel()
+    design = scipy.sparse.csr_matrix(X)[kink_rows]
+    blocks = [design, -design] if objective.split else [design]
+    cost = [linear + objective.l1, -linear + objective.l1] if objective.split else [linear]
     bounds = [(0, None)] * (2 * d) if objective.split else [(None, None)] * d
     if objective.fit_intercept:
-        cost.append(np.zeros(1))
+        blocks.append(scipy.sparse.csr_matrix(np.ones((kink_rows.size, 1))))
+        cost.append(np.array([float(np.sum(v * s1))]))
         bounds.append((None, None))
-    cost.append(objective.weight / total)
-    bounds += [(None, None)] * n
-    return scipy.optimize.linprog(np.concatenate(cost), A_ub=A, b_ub=-intercepts,
-                                  bounds=bounds, method="highs")
+    blocks.append(-scipy.sparse.identity(kink_rows.size, format="csr"))
+    cost.append(v[kink_rows] * jumps)
+    bounds += [(0, None)] * kink_rows.size
+    A = scipy.sparse.hstack(blocks, format="csc")
+    result = scipy.optimize.linprog(np.concatenate(cost), A_ub=A, b_ub=kink_at,
+                                    bounds=bounds, method="highs-ipm")
+    return result, float(np.sum(v * c1))
 
 
 # ---------------------------------------------------------------------------- estimators
@@ -590,7 +632,7 @@ class _LinearLossModel(BaseEstimator):
                                 "solver='lbfgs'")
             self.solver_ = "lbfgs"
             return self._fit_smooth(objective, "lbfgs")
-        result = _solve_lp(objective, lines)
+        result, constant = _solve_lp(objective, lines)
         if result.status == 3:
             raise LossError(f"{loss.name} has no minimum over linear models on these data "
                             "(the linear program is unbounded): add an l1 penalty (alpha > 0)")
@@ -610,10 +652,11 @@ class _LinearLossModel(BaseEstimator):
                             "the labels, or use solver='lbfgs'")
         # certificate: at the LP's solution the loss is its tangent-line model
         true_value = objective.fun_and_jac(objective.pack(W, b))[0]
-        if not abs(true_value - result.fun) <= 1e-6 * max(1.0, abs(result.fun)):
+        optimum = result.fun + constant
+        if not abs(true_value - optimum) <= 1e-6 * max(1.0, abs(optimum)):
             raise LossError(f"{loss.name} is not the maximum of the tangent lines found for "
-                            f"it (the linear program's optimum {result.fun!r} is not the "
-                            f"loss there, {true_value!r}): use solver='lbfgs'")
+                            f"it (the linear program's optimum {optimum!r} is not the loss "
+                            f"there, {true_value!r}): use solver='lbfgs'")
         return W, b
 
     # ------------------------------------------------------------------ scores
