@@ -30,8 +30,10 @@ Solvers (``solver=``):
 * ``"highs"``: for losses that are convex and piecewise linear in the score (``quantile``,
   ``mae``, ``asymmetric_l1``, ``hinge``, ...) with an l1 penalty or none: each row's loss is
   recovered exactly as the maximum of its tangent lines (found from the compiled loss's
-  values and slopes) and the problem is solved as a linear program by HiGHS, which reaches
-  the LP's optimal vertex, as ``QuantileRegressor(solver="highs")`` does.
+  values and slopes), written as its first line plus a hinge at each kink, and the problem
+  is solved as a linear program by HiGHS (interior point, then crossover to an optimal
+  vertex), the program ``QuantileRegressor(solver="highs")`` solves for the quantile loss.
+  The result is accepted only if the true loss at the solution equals the LP's optimum.
 * ``"auto"`` (default): ``"highs"`` when the loss is piecewise linear and there is no l2 part,
   else ``"lbfgs"``. A piecewise-linear loss with an l2 part is fitted by L-BFGS-B, which
   approaches the optimum of a non-smooth problem without a certificate (a
@@ -460,7 +462,7 @@ class _LinearLossModel(BaseEstimator):
         :class:`~lossdsl.CompiledLoss`. ``None``: ``half_mse`` for the regressor,
         ``bce_logits`` (two classes) or ``sparse_cce_logits`` (more) for the classifier.
     alpha:
-        Strength of the penalty (0: none).
+        Strength of the penalty (0: none; default 1e-4, as scikit-learn's ``SGDRegressor``).
     l1_ratio:
         The penalty's l1 share: 0 (default) ridge, 1 lasso, in between elastic net.
     fit_intercept:

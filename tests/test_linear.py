@@ -110,6 +110,35 @@ def test_piecewise_linear_losses_are_linear_programs(regression):
             LossRegressor("p - y", alpha=0, solver=solver).fit(X, y)
 
 
+def test_epsilon_insensitive_lp_against_a_hand_written_program(regression):
+    import scipy.optimize
+    import scipy.sparse
+
+    X, y = regression
+    X, y = X[:80], y[:80]
+    n, d = X.shape
+    ours = LossRegressor("max(0, abs(p - y) - 0.5)", alpha=0.05, l1_ratio=1.0,
+                         fit_intercept=False).fit(scipy.sparse.csr_matrix(X), y)
+    assert ours.solver_ == "highs" and ours.intercept_ == 0.0
+    # min mean(t) + 0.05 ||c||_1,  t >= +-(X c - y) - 0.5,  t >= 0,  c = c+ - c-
+    cost = np.concatenate([np.full(2 * d, 0.05), np.full(n, 1.0 / n)])
+    upper = np.block([[X, -X, -np.eye(n)], [-X, X, -np.eye(n)]])
+    bound = np.concatenate([y + 0.5, 0.5 - y])
+    program = scipy.optimize.linprog(cost, A_ub=upper, b_ub=bound, method="highs")
+    assert ours.objective_ == pytest.approx(program.fun, rel=1e-9)
+    np.testing.assert_allclose(ours.coef_, program.x[:d] - program.x[d:2 * d], atol=1e-7)
+
+
+def test_without_intercept(regression):
+    X, y = regression
+    ridge = LossRegressor("half_mse", alpha=2.0 / N, fit_intercept=False, tol=1e-10).fit(X, y)
+    assert ridge.intercept_ == 0.0
+    assert relative(ridge.coef_, sk.Ridge(alpha=2.0, fit_intercept=False).fit(X, y).coef_) < 1e-6
+    quantile = LossRegressor("quantile(y, p, 0.3)", alpha=0, fit_intercept=False).fit(X, y)
+    theirs = sk.QuantileRegressor(quantile=0.3, alpha=0, fit_intercept=False).fit(X, y)
+    assert relative(quantile.coef_, theirs.coef_) < 1e-4
+
+
 def test_quantile_lp_weights_are_repetitions(regression):
     X, y = regression
     weight = np.random.default_rng(5).integers(0, 4, size=N)
