@@ -530,9 +530,9 @@ class _LinearLossModel(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, X: Any, labels: Any, sample_weight: Any, width: int | None) -> None:
-        """Minimise the penalised loss; sets ``coef_``-like state via ``_set_coef``."""
+        """Minimise the penalised loss: sets ``_W`` (d, K), ``_b`` (K,), ``solver_``,
+        ``n_iter_`` and ``objective_``."""
         loss = self._loss
-        n = X.shape[0]
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
                                       ensure_non_negative=True)
         if not np.sum(weight) > 0:
@@ -544,7 +544,7 @@ class _LinearLossModel(BaseEstimator):
         solver = self._choose_solver(loss, labels, l2)
         self.solver_ = solver
         if solver == "highs":
-            W, b = self._fit_lp(objective, labels, n)
+            W, b = self._fit_lp(objective, labels)
         else:
             W, b = self._fit_smooth(objective, solver)
         self._W, self._b = W, b
@@ -620,8 +620,8 @@ class _LinearLossModel(BaseEstimator):
                           ConvergenceWarning, stacklevel=3)
         return objective.unpack(result.x)
 
-    def _fit_lp(self, objective: _LinearObjective, labels: np.ndarray,
-                n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_lp(self, objective: _LinearObjective,
+                labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         loss = self._loss
         spread = 1.0 + float(np.max(np.abs(labels)))
         half_width = _BRACKET * spread
@@ -637,7 +637,8 @@ class _LinearLossModel(BaseEstimator):
         result, constant = _solve_lp(objective, lines)
         if result.status == 3:
             raise LossError(f"{loss.name} has no minimum over linear models on these data "
-                            "(the linear program is unbounded): add an l1 penalty (alpha > 0)")
+                            "(the linear program is unbounded): add an l1 penalty (alpha > 0), "
+                            "or check that the loss is bounded below")
         if result.status != 0:
             raise LossError(f"HiGHS did not solve the linear program: {result.message}")
         self.n_iter_ = int(result.nit)
