@@ -171,8 +171,24 @@ def _check(name: str, actual, expected, dtype: str) -> None:
     assert difference <= tolerance * max(scale, 1e-30), (name, difference, scale)
 
 
+def profile_call(function: Callable[[], object], synchronize: Callable[[], None],
+                 calls: int = 200) -> None:
+    """Where a call's host time goes (the binding, launches and copies around the kernels):
+    cProfile over ``calls`` calls, the 25 functions with the most time of their own."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        function()
+    synchronize()
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
 def bench(name: str, mode: str, n: int, dtype: str, repeat: int, smoke: bool,
-          results: list) -> None:
+          results: list, profile: bool = False) -> None:
     import lossdsl
     from lossdsl.codegen import cuda_runtime as rt
 
@@ -203,6 +219,8 @@ def bench(name: str, mode: str, n: int, dtype: str, repeat: int, smoke: bool,
     ours()
     times = {"lossdsl": timed(ours, synchronize, repeat),
              "lossdsl run": timed(lambda: run(**arguments), synchronize, repeat)}
+    if profile:
+        profile_call(ours, synchronize)
 
     if torch is not None:
         functional = torch.nn.functional
@@ -288,6 +306,8 @@ def main() -> None:
     parser.add_argument("--loss", choices=[*CASES, "all"], default="all")
     parser.add_argument("--mode", choices=["vg", "gh", "both"], default="both")
     parser.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the host side of lossdsl's calls (cProfile)")
     parser.add_argument("--smoke", action="store_true",
                         help="allow Numba's CUDA simulator, to check this script itself "
                              "(use a tiny --n; the numbers mean nothing)")
@@ -304,7 +324,8 @@ def main() -> None:
     for loss in losses:
         for dtype in dtypes:
             for mode in modes:
-                bench(loss, mode, args.n, dtype, args.repeat, args.smoke, results)
+                bench(loss, mode, args.n, dtype, args.repeat, args.smoke, results,
+                      args.profile)
     summary(results)
 
 

@@ -38,9 +38,11 @@ check)
         --format=csv | tee "$OUT/card.txt"
     python3 -c "from importlib.metadata import version as v; print(*(f'{p} {v(p)}' for p in \
 ('numba', 'numba-cuda', 'cupy-cuda13x', 'torch')))" | tee -a "$OUT/card.txt"
-    TAIL=40 step bench_cuda 240 python3 benchmarks/bench_cuda.py --repeat 20
-    TAIL=25 step test_cuda 300 python3 -m pytest "${pytest_args[@]}" -n 12 --dist load \
-        tests/test_cuda.py tests/test_integrations_torch.py
+    TAIL=40 step bench_cuda 180 python3 benchmarks/bench_cuda.py --repeat 15
+    TAIL=0 step profile_cuda 60 python3 benchmarks/bench_cuda.py --profile --n 1000000 \
+        --loss huber --dtype float32 --mode vg --repeat 5
+    TAIL=25 step test_cuda 240 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
+        tests/test_cuda.py tests/test_integrations_torch.py tests/test_ignore_and_reductions.py
     ;;
 xgboost)
     if ! python3 -c "import xgboost" 2>/dev/null; then

@@ -899,6 +899,10 @@ class BoostingObjective:
         factor = self.hessian_factor(prediction.shape[1] if prediction.ndim == 2 else None)
         if factor != 1.0:
             hessian *= hessian.dtype.type(factor)
+        if device is not None:
+            # the kernels and CuPy's updates run asynchronously on the default stream; the
+            # booster reads the arrays on streams of its own, which need not wait for them
+            device.cuda.runtime.deviceSynchronize()
         return gradient, hessian
 
     def _fisher_hessian(self, y: np.ndarray, prediction: Any, gradient: Any,

@@ -84,14 +84,29 @@ def host(value: Any) -> Any:
     return value
 
 
-def assert_close(actual: Any, expected: Any, dtype: type, what: str) -> None:
+def assert_close(actual: Any, expected: Any, dtype: type, what: str,
+                 slack: float = 0.0) -> None:
+    """``actual`` within TOLERANCE of ``expected``, relative to the largest finite expected
+    value, or within ``slack`` (absolute)."""
     actual, expected = np.asarray(host(actual), dtype=np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, what
     tolerance = TOLERANCE[dtype]
     finite = expected[np.isfinite(expected)]
     scale = float(np.max(np.abs(finite))) if finite.size else 1.0
-    np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * max(scale, 1e-30),
+    np.testing.assert_allclose(actual, expected, rtol=tolerance,
+                               atol=max(tolerance * max(scale, 1e-30), slack),
                                equal_nan=True, err_msg=what)
+
+
+def float32_conditioning(expected32: list, expected64: list) -> list[float]:
+    """Per result, twice the largest distance of the CPU's float32 result from its float64
+    one: where a loss is ill-conditioned in float32 on an input (e.g. poly1 on inputs
+    outside [0, 1], where the CPU's own float32 gradient is 3e-5 off the float64 one), a
+    GPU's float32 result (which contracts multiply-adds into FMAs) may differ from the CPU's
+    by as much, and is then no less accurate."""
+    return [2.0 * float(np.nanmax(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)),
+                                  initial=0.0))
+            for a, b in zip(expected32, expected64)]
 
 
 def synthesize(compiled: lossdsl.CompiledLoss, kind: str, n: int = N, k: int = K,
@@ -192,14 +207,18 @@ def _prelude_sweep() -> list:
 @pytest.mark.parametrize("name, dtype", _prelude_sweep())
 def test_prelude_loss_matches_cpu(name, dtype):
     """Every loss of the library: value, gradients and Hessian diagonal in one fused kernel."""
-    inputs, wrt, hessians = prelude_case(name, dtype)
-    inputs = cast(inputs, dtype)
+    inputs64, wrt, hessians = prelude_case(name, dtype)
+    inputs = cast(inputs64, dtype)
     expected = fused(library_loss(name), inputs, wrt, hessians)
     actual = fused(library_loss(name, "cuda"), inputs, wrt, hessians)
     labels = ["value", *(f"grad {w}" for w in wrt), *(f"hessian {h}" for h in hessians)]
-    for label, a, e in zip(labels, actual, expected):
+    slack = [0.0] * len(labels)
+    if dtype == np.float32 and not rt.SIMULATOR:
+        slack = float32_conditioning(expected, fused(library_loss(name), inputs64, wrt,
+                                                     hessians))
+    for label, a, e, s in zip(labels, actual, expected, slack):
         assert isinstance(a, float) or host(a).dtype == dtype, f"{name}: {label} lost its dtype"
-        assert_close(a, e, dtype, f"{name}: {label}")
+        assert_close(a, e, dtype, f"{name}: {label}", s)
 
 
 def _regression_and_classes(seed: int = 1):
@@ -341,6 +360,27 @@ def test_grid_stride_loop_with_one_block(monkeypatch):
     expected = fused(lossdsl.compile("log_cosh(y, p)"), inputs, ("p",), ("p",))
     actual = fused(lossdsl.compile("log_cosh(y, p)", target="cuda"), inputs, ("p",), ("p",))
     for label, a, e in zip(("value", "gradient", "hessian"), actual, expected):
+        assert_close(a, e, np.float64, label)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("extra", [0, 1, 3], ids=lambda e: f"plus{e}")
+def test_unrolled_samples_per_thread(monkeypatch, extra, weighted):
+    """Elementwise kernels read UNROLL samples' inputs per step: whole steps, then the
+    remainder one sample at a time (``extra`` samples past the last whole step)."""
+    from lossdsl.codegen.cuda import UNROLL
+
+    monkeypatch.setattr(rt, "max_blocks", lambda: 1)
+    rng = np.random.default_rng(9)
+    n = 2 * UNROLL * rt.THREADS + extra
+    inputs = {"y": rng.normal(size=n), "p": rng.normal(size=n)}
+    weight = rng.uniform(0.5, 2.0, n) if weighted else None
+    expected = lossdsl.compile("huber(y, p, 0.5)")._compute(True, ("y", "p"), ("p",), inputs,
+                                                           weight)
+    compiled = lossdsl.compile("huber(y, p, 0.5)", target="cuda")
+    actual = compiled._compute(True, ("y", "p"), ("p",), inputs, weight)
+    assert "UNROLL * stride" in compiled.source
+    for label, a, e in zip(("value", "grad y", "grad p", "hessian"), actual, expected):
         assert_close(a, e, np.float64, label)
 
 
