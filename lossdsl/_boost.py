@@ -117,8 +117,15 @@ def as_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], st
 
     A :class:`CompiledLoss` is accepted for convenience; only its definition, params and
     target are kept, because integrations compile it again with the reduction they need.
+    One compiled with ``ignore_index`` is refused: the integrations would drop it and count
+    the ignored rows.
     """
     if isinstance(loss, CompiledLoss):
+        if loss.ignore_index is not None:
+            raise LossError(
+                f"this loss was compiled with ignore_index={loss.ignore_index}, which the "
+                "integrations (boosters, estimators, SciPy, Dask) do not carry over: they "
+                "would count the ignored rows. Drop those rows, or give them sample_weight=0")
         return loss.loss, dict(loss.params), loss.target
     if isinstance(loss, Loss):
         return loss, {}, None

@@ -282,6 +282,11 @@ class TorchLoss(torch.nn.Module):
         super().__init__()
         text = loss if isinstance(loss, str) else None
         if isinstance(loss, CompiledLoss):
+            if loss.ignore_index is not None:
+                raise LossError(f"this loss was compiled with ignore_index="
+                                f"{loss.ignore_index}, which lossdsl.torch does not carry "
+                                "over (it would count the ignored rows): give those rows "
+                                "sample_weight=0, or leave them out")
             params = {**loss.params, **dict(params or {})}
             loss = loss.loss
         if isinstance(loss, str):
