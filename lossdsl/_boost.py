@@ -112,6 +112,9 @@ PRESETS: dict[str, HessianPreset] = {
 }
 
 
+_PARSED: dict[str, Loss] = {}
+
+
 def as_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], str | None]:
     """(the loss definition, its param overrides, its compile target) from any loss form.
 
@@ -130,7 +133,13 @@ def as_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], st
     if isinstance(loss, Loss):
         return loss, {}, None
     if isinstance(loss, str):
-        return loss_from_text(loss), {}, None
+        # parsed once per process: scikit-learn clones and refits estimators many times,
+        # and a Loss is immutable
+        if loss not in _PARSED:
+            if len(_PARSED) >= 64:
+                _PARSED.pop(next(iter(_PARSED)))
+            _PARSED[loss] = loss_from_text(loss)
+        return _PARSED[loss], {}, None
     raise TypeError(f"expected loss text, a Loss or a CompiledLoss, not {type(loss).__name__}")
 
 

@@ -54,6 +54,7 @@ from ._boost import as_loss, default_roles, repeat_score
 from .api import CompiledLoss, Loss
 from .decisions import decide as _decide
 from .errors import LossError, LossShapeError
+from .implied import class_probabilities, label_scale
 
 __all__ = [
     "CatBoostLossClassifier",
@@ -67,14 +68,6 @@ __all__ = [
 # Class labels as XGBoost and LightGBM hand them to objectives: float32 (exact for class
 # values and indices), so that the link reuses the kernels training compiled.
 _LABEL = np.float32
-# Bisection steps for a label-scale prediction (each halves the bracket).
-_BISECTIONS = 200
-# Doublings of the bracket's width tried before a row's prediction is declared unbounded.
-_EXPANSIONS = 64
-# How far implied probabilities may stray outside [0, 1] by rounding.
-_PROBABILITY_SLACK = 1e-9
-# Multiclass: the largest relative residual of sum_k q_k grad l(k, z) = 0 accepted.
-_RESIDUAL_TOLERANCE = 1e-6
 # Points of the raw-score grid on which the probability rule is checked at fit time.
 _GRID = 101
 # Training rows whose per-row inputs are used for the grid checks.
@@ -263,7 +256,7 @@ class _LossEstimator(BaseEstimator):
         if not isinstance(loss, (str, Loss, CompiledLoss)):
             raise LossError(f"loss must be loss text, a lossdsl.Loss (e.g. an entry of "
                             f"lossdsl.load(path)) or a CompiledLoss, not {type(loss).__name__}")
-        definition, compiled_params, _ = _as_loss(loss)
+        definition, compiled_params, _ = as_loss(loss)
         self._loss_text = loss if isinstance(loss, str) else None
         if self.params is not None and not isinstance(self.params, Mapping):
             raise LossError(f"params= must be a dict of param name -> value, not "
@@ -616,7 +609,7 @@ class _LossEstimator(BaseEstimator):
     def _tables_of(cost: Any) -> frozenset[str]:
         if cost is None:
             return frozenset()
-        definition, params, _ = _as_loss(cost)
+        definition, params, _ = as_loss(cost)
         return definition.compile("cpu", "none", params).table_inputs()
 
 
@@ -813,41 +806,19 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         """Class probabilities (n, K) implied by the raw scores under the loss."""
         n = raw.shape[0]
         if not self._multiclass:
-            v0, v1 = (float(v) for v in self.class_values)
-            g0 = self._gradient(np.full(n, v0, dtype=_LABEL), raw, inputs)
-            g1 = self._gradient(np.full(n, v1, dtype=_LABEL), raw, inputs)
-            with np.errstate(all="ignore"):
-                q = g0 / (g0 - g1)
-            bad = ~np.isfinite(q) | (q < -_PROBABILITY_SLACK) | (q > 1 + _PROBABILITY_SLACK)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise LossError(
-                    f"{self._loss_name()} does not imply a probability at the score "
-                    f"{raw[i]!r} (row {i}): the gradients at labels {v0:g} and {v1:g} are "
-                    f"{g0[i]!r} and {g1[i]!r}, so q = g0 / (g0 - g1) = {q[i]!r} is not in "
-                    "[0, 1]; the loss is not a proper scoring rule there")
-            q = np.clip(q, 0.0, 1.0)
-            return np.column_stack([1.0 - q, q])
+            values = [float(v) for v in self.class_values]
+
+            def gradient_at(j: int) -> np.ndarray:
+                return self._gradient(np.full(n, values[j], dtype=_LABEL), raw, inputs)
+
+            return class_probabilities(gradient_at, n, None, self._loss_name())
         k = raw.shape[1]
-        G = np.empty((n, k, k))
-        for label in range(k):
-            G[:, label, :] = self._gradient(self._class_label(label, n, k), raw, inputs)
-        q = _simplex_solution(G)
-        scale = np.maximum(np.abs(G).max(axis=(1, 2)), 1e-300)
-        residual = np.linalg.norm(np.einsum("nk,nkj->nj", q, G), axis=1) / scale
-        bad = (~np.all(np.isfinite(q), axis=1) | (residual > _RESIDUAL_TOLERANCE)
-               | np.any(q < -_PROBABILITY_SLACK, axis=1))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise LossError(
-                f"{self._loss_name()} does not imply class probabilities at the scores "
-                f"{raw[i].tolist()} (row {i}): no probabilities q with sum_k q_k * "
-                f"grad l(k, z) = 0 (best found: {q[i].tolist()}, residual {residual[i]:.3g}); "
-                "the loss is not a proper scoring rule there (an expected cost under softmax "
-                "probabilities is not). Train cce_logits (weighted by the costs) for "
-                "probabilities, and choose decisions with decision_cost=")
-        q = np.clip(q, 0.0, None)
-        return q / q.sum(axis=1, keepdims=True)
+        return class_probabilities(
+            lambda j: self._gradient(self._class_label(j, n, k), raw, inputs), n, k,
+            self._loss_name(),
+            " (an expected cost under softmax probabilities is not). Train cce_logits "
+            "(weighted by the costs) for probabilities, and choose decisions with "
+            "decision_cost=")
 
     def _class_label(self, label: int, n: int, k: int) -> np.ndarray:
         if self._label_kind == "index":
@@ -1014,53 +985,17 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         return True
 
     def _predictions(self, raw: np.ndarray, inputs: Mapping[str, Any]) -> np.ndarray:
-        """The labels y* with dl(y*, z)/dz = 0 (vectorised bisection in y)."""
+        """The labels y* with dl(y*, z)/dz = 0 (:func:`lossdsl.implied.label_scale`)."""
         if self.identity_link_:
             return raw.astype(np.float64, copy=True)
-        low, high = self._label_range
-        width = max(high - low, 1.0)
         n = raw.shape[0]
-        lo, hi = np.full(n, low), np.full(n, high)
-        g_lo = self._gradient(lo, raw, inputs)
-        g_hi = self._gradient(hi, raw, inputs)
-        # dl/dz falls as the label rises (a larger label pulls the score up): widen the
-        # bracket until dl/dz >= 0 at its low end and <= 0 at its high end
-        for step in range(_EXPANSIONS):
-            up = g_hi > 0  # the root lies above the bracket
-            down = (g_lo < 0) & ~up  # below it
-            if not (up.any() or down.any()):
-                break
-            move = width * 2.0 ** step
-            if up.any():
-                lo[up], g_lo[up] = hi[up], g_hi[up]
-                hi[up] += move
-                g_hi[up] = self._gradient(hi[up], raw[up], _subset(inputs, up, n))
-            if down.any():
-                hi[down], g_hi[down] = lo[down], g_lo[down]
-                lo[down] -= move
-                g_lo[down] = self._gradient(lo[down], raw[down], _subset(inputs, down, n))
-        bad = ~(np.isfinite(g_lo) & np.isfinite(g_hi) & (g_lo >= 0) & (g_hi <= 0))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise LossError(
-                f"{self._loss_name()} implies no label-scale prediction at "
-                f"the score {raw[i]!r} (row {i}): dl/dz does not change sign from + to - for "
-                f"any label in [{lo[i]:.6g}, {hi[i]:.6g}] (gradients {g_lo[i]!r}, "
-                f"{g_hi[i]!r}). Use predict_raw() for the raw scores")
-        for _ in range(_BISECTIONS):
-            mid = 0.5 * (lo + hi)
-            g = self._gradient(mid, raw, inputs)
-            if not np.all(np.isfinite(g)):
-                i = int(np.argmax(~np.isfinite(g)))
-                raise LossError(f"the loss's gradient is not finite at label {mid[i]!r} and "
-                                f"score {raw[i]!r} (row {i}); use predict_raw()")
-            above = g > 0
-            lo = np.where(above, mid, lo)
-            hi = np.where(above, hi, mid)
-            if np.all(hi - lo <= 4 * np.finfo(np.float64).eps * np.maximum(np.abs(lo),
-                                                                          np.abs(hi))):
-                break
-        return 0.5 * (lo + hi)
+
+        def gradient(labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+            if rows is None:
+                return self._gradient(labels, raw, inputs)
+            return self._gradient(labels, raw[rows], _subset(inputs, rows, n))
+
+        return label_scale(gradient, n, self._label_range, self._loss_name())
 
     def predict(self, X: Any, **inputs: Any) -> np.ndarray:
         """The label-scale prediction for which each raw score is optimal (the score itself
@@ -1364,22 +1299,6 @@ def _subset(inputs: Mapping[str, Any], rows: np.ndarray, n: int) -> dict[str, An
             for name, value in inputs.items()}
 
 
-_PARSED: dict[str, tuple[Loss, dict[str, float], str | None]] = {}
-
-
-def _as_loss(loss: LossLike) -> tuple[Loss, dict[str, float], str | None]:
-    """:func:`lossdsl._boost.as_loss`, with loss text parsed once per process (scikit-learn
-    clones and refits an estimator many times; a :class:`~lossdsl.Loss` is immutable)."""
-    if not isinstance(loss, str):
-        return as_loss(loss)
-    if loss not in _PARSED:
-        if len(_PARSED) >= 64:
-            _PARSED.pop(next(iter(_PARSED)))
-        _PARSED[loss] = as_loss(loss)
-    definition, params, target = _PARSED[loss]
-    return definition, dict(params), target
-
-
 def _plain(score: Any) -> float | np.ndarray:
     array = np.asarray(score, dtype=np.float64)
     return float(array) if array.ndim == 0 else array
@@ -1390,20 +1309,3 @@ def _label_range(y: np.ndarray) -> tuple[float, float]:
     if finite.size == 0:
         return (0.0, 1.0)
     return float(np.min(finite)), float(np.max(finite))
-
-
-def _simplex_solution(G: np.ndarray) -> np.ndarray:
-    """Per row, the q with sum(q) = 1 that minimises ||G^T q|| (G: (n, K labels, K scores)):
-    the KKT system [[2 G G^T, 1], [1^T, 0]] [q; mu] = [0; 1]."""
-    n, k, _ = G.shape
-    system = np.zeros((n, k + 1, k + 1))
-    system[:, :k, :k] = 2.0 * G @ np.swapaxes(G, 1, 2)
-    system[:, :k, k] = 1.0
-    system[:, k, :k] = 1.0
-    right = np.zeros((n, k + 1))
-    right[:, k] = 1.0
-    try:
-        solution = np.linalg.solve(system, right[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        solution = (np.linalg.pinv(system) @ right[..., None])[..., 0]
-    return solution[:, :k]

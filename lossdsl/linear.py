@@ -67,10 +67,10 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._boost import default_roles
+from ._boost import as_loss, default_roles
 from .api import CompiledLoss, Loss
 from .errors import LossError, LossShapeError
-from .estimators import _as_loss, _simplex_solution
+from .implied import class_probabilities, label_scale
 
 __all__ = ["LossClassifier", "LossMetric", "LossRegressor", "LossScorer", "make_scorer",
            "metric"]
@@ -85,13 +85,6 @@ _MAX_LINES = 16
 _MAX_ROUNDS = 40
 # Half-width of the score interval the tangent lines describe, relative to 1 + max |label|.
 _BRACKET = 1e4
-# How far implied probabilities may stray outside [0, 1] by rounding.
-_PROBABILITY_SLACK = 1e-9
-# Multiclass: the largest relative residual of sum_k q_k grad l(k, z) = 0 accepted.
-_RESIDUAL_TOLERANCE = 1e-6
-# Bisection steps for a label-scale prediction, and doublings of the bracket tried.
-_BISECTIONS = 200
-_EXPANSIONS = 64
 
 
 # ---------------------------------------------------------------------------- the loss
@@ -104,7 +97,7 @@ class _BoundLoss:
         if not isinstance(loss, (str, Loss, CompiledLoss)):
             raise LossError(f"loss must be loss text, a lossdsl.Loss (e.g. an entry of "
                             f"lossdsl.load(path)) or a CompiledLoss, not {type(loss).__name__}")
-        definition, compiled_params, target = _as_loss(loss)
+        definition, compiled_params, target = as_loss(loss)
         if params is not None and not isinstance(params, Mapping):
             raise LossError(f"params= must be a dict of param name -> value, not "
                             f"{type(params).__name__}")
@@ -766,39 +759,13 @@ class LossRegressor(RegressorMixin, _LinearLossModel):
         return self._label_scale(raw)
 
     def _label_scale(self, raw: np.ndarray) -> np.ndarray:
-        """The labels y* with dl(y*, p)/dp = 0 (vectorised bisection in y)."""
+        """The labels y* with dl(y*, p)/dp = 0 (:func:`lossdsl.implied.label_scale`)."""
         gradient = self._loss.row_gradient
-        low, high = self._label_range
-        width = max(high - low, 1.0)
-        n = raw.shape[0]
-        lo, hi = np.full(n, low), np.full(n, high)
-        g_lo, g_hi = gradient(lo, raw), gradient(hi, raw)
-        for step in range(_EXPANSIONS):
-            up = g_hi > 0  # dl/dp falls as the label rises: the root lies above
-            down = (g_lo < 0) & ~up
-            if not (up.any() or down.any()):
-                break
-            move = width * 2.0 ** step
-            lo[up], g_lo[up] = hi[up], g_hi[up]
-            hi[up] += move
-            hi[down], g_hi[down] = lo[down], g_lo[down]
-            lo[down] -= move
-            g_lo, g_hi = gradient(lo, raw), gradient(hi, raw)
-        bad = ~(np.isfinite(g_lo) & np.isfinite(g_hi) & (g_lo >= 0) & (g_hi <= 0))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise LossError(f"{self._loss.name} implies no label-scale prediction at the "
-                            f"score {raw[i]!r} (row {i}): dl/dp does not change sign for any "
-                            f"label in [{lo[i]:.6g}, {hi[i]:.6g}]; use predict_raw() for "
-                            "the scores")
-        for _ in range(_BISECTIONS):
-            mid = 0.5 * (lo + hi)
-            above = gradient(mid, raw) > 0
-            lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
-            if np.all(hi - lo <= 4 * np.finfo(np.float64).eps
-                      * np.maximum(np.abs(lo), np.abs(hi))):
-                break
-        return 0.5 * (lo + hi)
+
+        def at(labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+            return gradient(labels, raw if rows is None else raw[rows])
+
+        return label_scale(at, raw.shape[0], self._label_range, self._loss.name)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """The negative weighted mean loss of the scores on ``X, y`` (greater is better)."""
@@ -917,36 +884,11 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
         n = raw.shape[0]
         gradient = self._loss.row_gradient
         if not self._loss.class_axis:
-            v0, v1 = (float(v) for v in self.class_values)
-            g0, g1 = gradient(np.full(n, v0), raw), gradient(np.full(n, v1), raw)
-            with np.errstate(all="ignore"):
-                q = g0 / (g0 - g1)
-            bad = ~np.isfinite(q) | (q < -_PROBABILITY_SLACK) | (q > 1 + _PROBABILITY_SLACK)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise LossError(
-                    f"{self._loss.name} does not imply a probability at the score {raw[i]!r}: "
-                    f"the gradients at labels {v0:g} and {v1:g} are {g0[i]!r} and {g1[i]!r}, "
-                    "so q = g0 / (g0 - g1) is not in [0, 1]")
-            q = np.clip(q, 0.0, 1.0)
-            return np.column_stack([1.0 - q, q])
-        k = raw.shape[1]
-        G = np.empty((n, k, k))
-        for index in range(k):
-            G[:, index, :] = gradient(self._class_rows(index, n), raw)
-        q = _simplex_solution(G)
-        scale = np.maximum(np.abs(G).max(axis=(1, 2)), 1e-300)
-        residual = np.linalg.norm(np.einsum("nk,nkj->nj", q, G), axis=1) / scale
-        bad = (~np.all(np.isfinite(q), axis=1) | (residual > _RESIDUAL_TOLERANCE)
-               | np.any(q < -_PROBABILITY_SLACK, axis=1))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise LossError(
-                f"{self._loss.name} does not imply class probabilities at the scores "
-                f"{raw[i].tolist()}: no q with sum_k q_k grad l(k, z) = 0 (residual "
-                f"{residual[i]:.3g}); the loss is not a proper scoring rule there")
-        q = np.clip(q, 0.0, None)
-        return q / q.sum(axis=1, keepdims=True)
+            values = [float(v) for v in self.class_values]
+            return class_probabilities(lambda j: gradient(np.full(n, values[j]), raw), n,
+                                       None, self._loss.name)
+        return class_probabilities(lambda j: gradient(self._class_rows(j, n), raw), n,
+                                   raw.shape[1], self._loss.name)
 
     def _check_probabilities(self, raw: np.ndarray) -> None:
         """Probabilities must exist at the fitted scores and move with the score: a hinge

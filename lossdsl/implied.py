@@ -1,0 +1,146 @@
+"""What a fitted score implies under a loss: label-scale predictions and class probabilities.
+
+A model trained under a loss gives raw scores; what they stand for on the label's scale is
+read off the loss's gradient, whatever the link:
+
+* :func:`label_scale`: the label ``y*`` with ``dl(y*, z)/dz = 0`` (the mean for squared
+  error, the median for MAE, ``exp(z)`` for ``poisson_log``, the quantile for ``quantile``);
+* :func:`class_probabilities`: the class probabilities ``q`` for which ``z`` is optimal,
+  ``sum_k q_k grad l(k, z) = 0`` (``sigmoid``/``softmax`` for the cross-entropies, the
+  cost-weighted rule for a weighted one), or a :class:`~lossdsl.LossError` where the loss is
+  not a proper scoring rule.
+
+Used by the scikit-learn estimators (:mod:`lossdsl.estimators`, :mod:`lossdsl.linear`), which
+supply the gradient through a callable so that per-row inputs follow the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .errors import LossError
+
+__all__ = ["PROBABILITY_SLACK", "class_probabilities", "label_scale", "simplex_solution"]
+
+#: How far implied probabilities may stray outside [0, 1] by rounding.
+PROBABILITY_SLACK = 1e-9
+#: Multiclass: the largest relative residual of ``sum_k q_k grad l(k, z) = 0`` accepted.
+RESIDUAL_TOLERANCE = 1e-6
+# Doublings of the bracket's width tried before a row's prediction is declared unbounded.
+_EXPANSIONS = 64
+# Bisection steps for a label-scale prediction (each halves the bracket).
+_BISECTIONS = 200
+
+#: ``gradient(labels, rows)``: the loss's gradient in the score at ``labels`` for the rows
+#: selected by the boolean mask ``rows`` (None: every row), one value per selected row.
+RowGradient = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
+                name: str) -> np.ndarray:
+    """(n,) the labels ``y*`` with ``dl(y*, z)/dz = 0`` for each row's score, by a bracket
+    widened from ``label_range`` (doubling) and vectorised bisection to a few ulps.
+
+    ``dl/dz`` falls as the label rises (a larger label pulls the score up). A row whose
+    gradient does not change sign from + to - (a loss with no label-scale reading there) or
+    turns non-finite raises a :class:`~lossdsl.LossError` naming it; ``name`` names the loss.
+    """
+    low, high = label_range
+    width = max(high - low, 1.0)
+    lo, hi = np.full(n, float(low)), np.full(n, float(high))
+    g_lo, g_hi = gradient(lo, None), gradient(hi, None)
+    for step in range(_EXPANSIONS):
+        up = g_hi > 0  # the root lies above the bracket
+        down = (g_lo < 0) & ~up  # below it
+        if not (up.any() or down.any()):
+            break
+        move = width * 2.0 ** step
+        if up.any():
+            lo[up], g_lo[up] = hi[up], g_hi[up]
+            hi[up] += move
+            g_hi[up] = gradient(hi[up], up)
+        if down.any():
+            hi[down], g_hi[down] = lo[down], g_lo[down]
+            lo[down] -= move
+            g_lo[down] = gradient(lo[down], down)
+    bad = ~(np.isfinite(g_lo) & np.isfinite(g_hi) & (g_lo >= 0) & (g_hi <= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LossError(
+            f"{name} implies no label-scale prediction for row {i}: dl/dz does not change "
+            f"sign from + to - for any label in [{lo[i]:.6g}, {hi[i]:.6g}] (gradients "
+            f"{g_lo[i]!r}, {g_hi[i]!r}). Use predict_raw() for the raw scores")
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        g = gradient(mid, None)
+        if not np.all(np.isfinite(g)):
+            i = int(np.argmax(~np.isfinite(g)))
+            raise LossError(f"the loss's gradient is not finite at label {mid[i]!r} for row "
+                            f"{i}; use predict_raw()")
+        above = g > 0
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+        if np.all(hi - lo <= 4 * np.finfo(np.float64).eps * np.maximum(np.abs(lo),
+                                                                      np.abs(hi))):
+            break
+    return 0.5 * (lo + hi)
+
+
+def class_probabilities(gradient_at: Callable[[int], np.ndarray], n: int, k: int | None,
+                        name: str, hint: str = "") -> np.ndarray:
+    """(n, K) the class probabilities for which each row's scores are optimal under a loss.
+
+    ``gradient_at(j)``: the gradient in the scores at the label of class ``j`` for every
+    row, ``(n,)`` for a loss with one score per row (``k`` None: two classes, ``q = g0 / (g0
+    - g1)``) or ``(n, K)`` for a loss over ``k`` classes (``q`` on the simplex minimising
+    ``||sum_j q_j grad l(j, z)||``, which must be ~0). Raises a :class:`~lossdsl.LossError`
+    naming the row where no probabilities exist (``hint``: what to do instead)."""
+    if k is None:
+        g0, g1 = gradient_at(0), gradient_at(1)
+        with np.errstate(all="ignore"):
+            q = g0 / (g0 - g1)
+        bad = ~np.isfinite(q) | (q < -PROBABILITY_SLACK) | (q > 1 + PROBABILITY_SLACK)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise LossError(
+                f"{name} does not imply a probability for row {i}: the gradients at the two "
+                f"classes' labels are {g0[i]!r} and {g1[i]!r}, so q = g0 / (g0 - g1) = "
+                f"{q[i]!r} is not in [0, 1]; the loss is not a proper scoring rule there"
+                + hint)
+        q = np.clip(q, 0.0, 1.0)
+        return np.column_stack([1.0 - q, q])
+    G = np.empty((n, k, k))
+    for label in range(k):
+        G[:, label, :] = gradient_at(label)
+    q = simplex_solution(G)
+    scale = np.maximum(np.abs(G).max(axis=(1, 2)), 1e-300)
+    residual = np.linalg.norm(np.einsum("nk,nkj->nj", q, G), axis=1) / scale
+    bad = (~np.all(np.isfinite(q), axis=1) | (residual > RESIDUAL_TOLERANCE)
+           | np.any(q < -PROBABILITY_SLACK, axis=1))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LossError(
+            f"{name} does not imply class probabilities for row {i}: no probabilities q with "
+            f"sum_k q_k * grad l(k, z) = 0 (best found: {q[i].tolist()}, residual "
+            f"{residual[i]:.3g}); the loss is not a proper scoring rule there" + hint)
+    q = np.clip(q, 0.0, None)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def simplex_solution(G: np.ndarray) -> np.ndarray:
+    """Per row, the q with sum(q) = 1 that minimises ||G^T q|| (G: (n, K labels, K scores)):
+    the KKT system [[2 G G^T, 1], [1^T, 0]] [q; mu] = [0; 1]."""
+    n, k, _ = G.shape
+    system = np.zeros((n, k + 1, k + 1))
+    system[:, :k, :k] = 2.0 * G @ np.swapaxes(G, 1, 2)
+    system[:, :k, k] = 1.0
+    system[:, k, :k] = 1.0
+    right = np.zeros((n, k + 1))
+    right[:, k] = 1.0
+    try:
+        solution = np.linalg.solve(system, right[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        solution = (np.linalg.pinv(system) @ right[..., None])[..., 0]
+    return solution[:, :k]
