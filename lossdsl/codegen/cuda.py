@@ -165,20 +165,16 @@ def _unrolled_kernel_loop(name: str, body_name: str, length: str, body: Body,
     offsets = ["i", *(f"i + {u} * stride" for u in range(1, UNROLL))]
     for u, at in enumerate(offsets):
         lines += [f"        x{u}_{a} = {a}[{at}]" for a in reads]
+    def accumulate(arguments: list[str]) -> list[str]:
+        call = f"{body_name}({', '.join([*arguments, *kept])})"
+        if not count:
+            return [f"        {call}"]
+        return [f"        item = {call}", *(f"        acc{j} += item[{j}]" for j in range(count))]
+
     for u, at in enumerate(offsets):
-        call = f"{body_name}({', '.join([at, *(f'x{u}_{a}' for a in reads), *kept])})"
-        if count:
-            lines.append(f"        item = {call}")
-            lines += [f"        acc{j} += item[{j}]" for j in range(count)]
-        else:
-            lines.append(f"        {call}")
+        lines += accumulate([at, *(f"x{u}_{a}" for a in reads)])
     lines += ["        i += UNROLL * stride", f"    while i < {length}:"]
-    call = f"{body_name}({', '.join(['i', *(f'{a}[i]' for a in reads), *kept])})"
-    if count:
-        lines.append(f"        item = {call}")
-        lines += [f"        acc{j} += item[{j}]" for j in range(count)]
-    else:
-        lines.append(f"        {call}")
+    lines += accumulate(["i", *(f"{a}[i]" for a in reads)])
     lines.append("        i += stride")
     return lines
 
