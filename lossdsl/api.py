@@ -31,6 +31,7 @@ from .errors import (
 )
 from .ir import Node, node, toposort, walk
 from .lower import lower
+from .primitives import CLASS_VECTOR
 from .resolve import LossDefinition, Scope, load_scope, resolve_text
 from .schedule import Output, plan
 from .simplify import simplify
@@ -235,6 +236,7 @@ class CompiledLoss:
         self._last_source: str | None = None
         self._labels: frozenset[str] | None = None
         self._tables: frozenset[str] | None = None
+        self._vectors: frozenset[str] | None = None
         self.ignore_index = self._ignore_index(ignore_index)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -369,6 +371,10 @@ class CompiledLoss:
     def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
         names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
         for name in names:
+            if name in self.class_vector_inputs():
+                raise LossError(f"'{name}' is a per-class vector (classvec): lossdsl does not "
+                                "differentiate with respect to per-class vectors",
+                                self.loss.definition.input_spans.get(name))
             if name in self.table_inputs():
                 raise LossError(f"'{name}' is a lookup table (rowof): lossdsl does not "
                                 "differentiate with respect to tables",
@@ -392,11 +398,20 @@ class CompiledLoss:
 
     def table_inputs(self) -> frozenset[str]:
         """Inputs used as lookup tables by ``rowof(C, y)``: (R, K) matrices, such as a cost
-        matrix, indexed by labels rather than one row per sample."""
+        matrix, indexed by labels rather than one row per sample. Per-class vectors
+        (:meth:`class_vector_inputs`) are among them: one-row tables, bound whole."""
         if self._tables is None:
             self._tables = frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
                                      if n.op == "table_row")
         return self._tables
+
+    def class_vector_inputs(self) -> frozenset[str]:
+        """Inputs used as per-class vectors by ``classvec(w)``: a vector (K,) with one entry
+        per class (class weights, per-class ``pos_weight``), or one number for every class."""
+        if self._vectors is None:
+            self._vectors = frozenset(n.args[0].value for n in walk(self.loss.definition.graph)
+                                      if n.op == "table_row" and n.value == CLASS_VECTOR)
+        return self._vectors
 
     def default_ranks(self) -> dict[str, int]:
         """The rank each input usually has: 2 (an (N, K) matrix) for inputs reduced over
@@ -544,6 +559,8 @@ class CompiledLoss:
                 scalars[name] = float(array)
                 ranks[name] = 0
                 continue
+            if name in self.class_vector_inputs():
+                array = self._class_vector(name, array)
             arrays[name] = array
             ranks[name] = array.ndim
         dtype = kernel_dtype(float_dtypes)
@@ -565,6 +582,20 @@ class CompiledLoss:
                 weight = weight.astype(dtype, copy=False)
         return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params, device,
                       result_dtype(given_dtypes))
+
+    def _class_vector(self, name: str, array: Any) -> Any:
+        """A per-class vector (K,) as the kernel reads it: a one-row table (1, K)."""
+        if array.ndim != 1:
+            raise LossShapeError(
+                f"'{name}' is a per-class vector (classvec) and must be a vector (K,) with one "
+                f"entry per class, or a number; got shape {tuple(array.shape)}",
+                self.loss.definition.input_spans.get(name))
+        try:
+            return array.reshape(1, array.shape[0])
+        except NotImplementedError:  # a strided device array: copy it into one row
+            from numba import cuda
+
+            return cuda.to_device(array.copy_to_host().reshape(1, array.shape[0]))
 
     def _compute(self, want_value, grads, hessians, inputs, sample_weight,
                  output_dtype: np.dtype | None = None) -> list:
@@ -673,6 +704,7 @@ class CompiledLoss:
             for name, dimension in sources:
                 seen[name] = bound.arrays[name].shape[dimension]
             if len(set(seen.values())) > 1:
+                self._class_vector_mismatch(seen, bound)
                 detail = ", ".join(f"'{n}' has shape {bound.arrays[n].shape}" for n in seen)
                 kind = "number of classes" if axis.endswith("k") else "number of samples"
                 raise LossShapeError(f"inputs disagree on the {kind}: {detail}")
@@ -688,6 +720,23 @@ class CompiledLoss:
                 raise LossShapeError(f"sample_weight has {bound.weight.shape[0]} entries but "
                                      f"the loss has {lengths.get(axis)} samples")
         return lengths
+
+    def _class_vector_mismatch(self, seen: dict[str, int], bound: _Bound) -> None:
+        """Raise the error for a per-class vector whose length is not the number of classes
+        of the inputs it meets (``seen``: the class-axis length each input gives)."""
+        vectors = [n for n in seen if n in self.class_vector_inputs()]
+        others = {n: k for n, k in seen.items() if n not in vectors}
+        for name in vectors:
+            wrong = [n for n, k in others.items() if k != seen[name]]
+            if not others or wrong:
+                detail = (", ".join(f"'{n}' has shape {bound.arrays[n].shape}" for n in others)
+                          or ", ".join(f"'{n}' has {seen[n]}" for n in vectors if n != name))
+                classes = others[wrong[0]] if wrong else next(iter(seen[n] for n in vectors
+                                                                   if n != name))
+                raise LossShapeError(
+                    f"per-class vector '{name}' has {seen[name]} entries but the loss has "
+                    f"{classes} classes ({detail}); pass one entry per class",
+                    self.loss.definition.input_spans.get(name))
 
     def _check_labels(self, bound: _Bound, kernel: _Kernel, lengths: dict[str, int]) -> None:
         """Check every label the kernel reads through; with ``ignore_index``, count the

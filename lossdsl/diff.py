@@ -195,14 +195,22 @@ def _first_maximum(row_maximum: Node) -> Node:
     return _indicator(_m("eq", k, first))
 
 
-def unbroadcast(value: Node, axes: tuple[str, ...]) -> Node:
-    """Sum ``value`` over the axes it has beyond ``axes`` (the adjoint of broadcasting)."""
-    if value.axes is None or len(value.axes) <= len(axes):
+def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None = None) -> Node:
+    """Sum ``value`` over the axes it has beyond ``axes`` (the adjoint of broadcasting).
+
+    ``full`` are the axes ``value`` stands for, when they are more than its own: the adjoint
+    of an operation on (N, K) values may be constant along the classes (``rowsum(a - z)``
+    with ``a`` (N,): the adjoint of ``a - z`` is the rowsum's, one value per row), and its
+    sum over an axis it does not vary along is that value times the axis' length."""
+    full = value.axes if full is None or value.axes is None else full
+    if full is None or len(full) <= len(axes):
         return value
-    if len(value.axes) == 2:
-        value = _m("rowsum", value)
-    if len(axes) == 0 and len(value.axes) == 1:
-        value = _m("sum", value)
+    if len(full) == 2 and len(axes) < 2:
+        value = (_m("rowsum", value) if len(value.axes) == 2
+                 else _m("mul", value, node("count", (), full[1], ())))
+    if len(axes) == 0:
+        value = (_m("sum", value) if len(value.axes) == 1
+                 else _m("mul", value, node("count", (), full[0], ())))
     return value
 
 
@@ -238,7 +246,10 @@ def grad(total: Node, x: Node) -> Node:
         for a, contribution, w in zip(n.args, contributions, wanted):
             if not w:
                 continue
-            contribution = unbroadcast(contribution, a.axes)
+            # the contribution stands for one value per element of n (of a for reductions,
+            # whose adjoint is the same for every element they reduce)
+            full = a.axes if n.op in ("sum", "rowsum", "rowmax") else n.axes
+            contribution = unbroadcast(contribution, a.axes, full)
             previous = adjoints.get(id(a))
             adjoints[id(a)] = (
                 contribution if previous is None else _m("add", previous, contribution)

@@ -274,6 +274,11 @@ class SourcePrinter:
     def print_or(self, n):
         return (f"{self._arg(n.args[0], 0.6)} or {self._arg(n.args[1], 0.6, True)}", 0.6)
 
+    def print_table_row(self, n: Node):
+        if n.value == "classvec":  # a per-class vector: a one-row table read at row 0
+            return (f"classvec({self.visit(n.args[0])[0]})", 9)
+        return self.print_call(n)
+
     def print_call(self, n: Node):
         args = [self.visit(a)[0] for a in n.args]
         if n.op in ("onehot",) and n.value is not None:

@@ -19,6 +19,7 @@ import math
 import re
 
 from .ir import Node, toposort
+from .primitives import CLASS_VECTOR
 
 # Precedence levels (higher binds tighter), shared by every printing method.
 _LOGIC, _COMPARE, _SUM, _PRODUCT, _UNARY, _POWER, _ATOM = 1, 2, 3, 4, 5, 6, 9
@@ -153,7 +154,12 @@ class LatexPrinter:
 
     def print_table_row(self, n: Node):  # rowof(C, y): the entry C[y_i, k]
         table, labels = (self.visit(a)[0] for a in n.args)
+        if n.value == CLASS_VECTOR:  # classvec(w): the entry w_k
+            return (f"{table}_{{k}}", _ATOM)
         return (f"{table}_{{{labels}, k}}", _ATOM)
+
+    def print_count_as(self, n: Node):  # count_as(l, s): the value l
+        return self.visit(n.args[0])
 
     # arithmetic
     def print_neg(self, n: Node):

@@ -10,7 +10,10 @@ Kinds:
 * ``row``          reduces the class axis of each row (``rowsum``, ``rowmax``),
 * ``reduce``       sums over the sample axis to a scalar (``sum``),
 * ``leaf``         no arguments (constants, inputs, params, counts, the class index),
-* ``gather``       reads a lookup table by labels (``rowof(C, y)``: row ``y_i`` of ``C``),
+* ``gather``       reads a lookup table by labels (``rowof(C, y)``: row ``y_i`` of ``C``;
+  ``classvec(w)``, a per-class vector, is a one-row table read at row 0),
+* ``count``        ``count_as(l, s)``: the value ``l``, whose sample ``i`` counts ``s_i`` times in
+  the denominator of a mean (``shapes.objective`` removes it),
 * ``macro``        user-facing functions that ``resolve.py`` or ``shapes.py`` rewrite into the
   others (``logsumexp``, ``softmax``, ``pick``, ``mean``, ...).
 """
@@ -55,7 +58,13 @@ LEAF = _table("leaf", 0, "const input param count")
 CLASS_INDEX = {"class_index": Primitive("class_index", 1, "leaf")}
 # table_row(C, y): row y_i of a class-by-class table C (an input bound to a (R, K) array),
 # one value per sample and class: what rowof(C, y) builds (a cost matrix's row per label).
+# A per-class vector w (K,) (classvec(w)) is the table_row of a one-row table at the constant
+# label 0, with value CLASS_VECTOR: the binder passes w as a (1, K) array.
 TABLE_ROW = {"table_row": Primitive("table_row", 2, "gather")}
+CLASS_VECTOR = "classvec"
+# count_as(l, s): l, each sample counting s_i times in a mean's denominator (class weights:
+# PyTorch's weighted mean divides by sum(weight[y])); shapes.objective removes it.
+COUNT_AS = {"count_as": Primitive("count_as", 2, "count")}
 
 # mean(e) and rowmean(e) need the element count, known once shapes are: shapes.py expands them.
 SHAPE_MACROS = _table("macro", 1, "mean rowmean")
@@ -67,6 +76,7 @@ OPERATIONS: dict[str, Primitive] = {
     **LEAF,
     **CLASS_INDEX,
     **TABLE_ROW,
+    **COUNT_AS,
     **SHAPE_MACROS,
 }
 
@@ -92,6 +102,8 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "clip": (3, 3),
     "pick": (2, 2),
     "rowof": (2, 2),
+    "classvec": (1, 1),
+    "count_as": (2, 2),
     "onehot": (1, 2),
     "xlogy": (2, 2),
 }

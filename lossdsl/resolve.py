@@ -39,7 +39,7 @@ from .errors import (
 from .evaluate import evaluate
 from .ir import Node, constant, node, toposort
 from .parse import parse, parse_all
-from .primitives import CONSTANTS, FUNCTIONS
+from .primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS
 from .simplify import make
 
 PRELUDE_DIR = Path(__file__).resolve().parent / "prelude"
@@ -431,8 +431,24 @@ class Lowerer:
                     "rowof's first argument must be an input: a (K, K) table bound at call "
                     "time, such as a cost matrix", e.args[0].span)
             return node("table_row", (table, labels), None, None)
+        if name == "classvec":
+            (vector,) = args
+            if vector.op in ("const", "param"):
+                return vector  # one number for every class
+            if vector.op != "input":
+                raise LossArityError(
+                    "classvec's argument must be an input (a per-class vector (K,) bound at "
+                    "call time, such as class weights) or a number", e.args[0].span)
+            return node("table_row", (vector, constant(0.0)), CLASS_VECTOR, None)
+        if name == "count_as":
+            value, count = args
+            if count.op == "const" and count.value == 1.0:
+                return value
+            return node("count_as", (value, count), None, None)
         if name == "pick":
             z, labels = args
+            if z.op in ("const", "param") and labels.op not in ("const", "param"):
+                return z  # a number is the same in every column (classvec(1.0) read at y)
             onehot = make("eq", (node("class_index", (labels,), None, None), labels))
             return make("rowsum", (make("mul", (z, onehot)),))
         if name == "square":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .errors import LossShapeError, Span
 from .ir import Node, constant, node, rebuild, toposort
+from .primitives import CLASS_VECTOR
 from .simplify import make
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
@@ -65,21 +66,49 @@ def _role(rank: int) -> str:
     return {0: "a scalar", 1: "a vector", 2: "a matrix"}.get(rank, f"a {rank}-d array")
 
 
+def is_class_vector(n: Node) -> bool:
+    """Whether ``n`` is ``classvec(w)``: a per-class vector read as a one-row table."""
+    return n.op == "table_row" and n.value == CLASS_VECTOR
+
+
 def _table_inputs(nodes: list[Node], ranks: dict[str, int],
                   spans: dict[str, Span]) -> list[str]:
-    """Inputs used as lookup tables (``rowof(C, y)``): each must be a matrix, used only so."""
-    tables = [n.args[0].value for n in nodes if n.op == "table_row"]
-    tables = list(dict.fromkeys(tables))
-    for table in tables:
-        if ranks.get(table, 1) != 2:
+    """Inputs used as lookup tables (``rowof(C, y)``): each must be a matrix, used only so.
+
+    A per-class vector (``classvec(w)``) is a one-row table: the binder passes a ``(K,)``
+    vector as ``(1, K)`` (rank 2). Bound to a number (rank 0) it is that number for every
+    class, and no table."""
+    kinds: dict[str, set[bool]] = {}
+    for n in nodes:
+        if n.op == "table_row":
+            kinds.setdefault(n.args[0].value, set()).add(is_class_vector(n))
+    for table, kind in kinds.items():
+        if len(kind) > 1:
+            raise LossShapeError(f"'{table}' is read both as a lookup table (rowof) and as a "
+                                 "per-class vector (classvec); use two inputs",
+                                 spans.get(table))
+    tables = []
+    for table, kind in kinds.items():
+        rank = ranks.get(table, 1)
+        if True in kind:
+            if rank == 0:
+                continue
+            if rank != 2:  # the binder passes (K,) as (1, K)
+                raise LossShapeError(f"'{table}' is a per-class vector (classvec) and must be "
+                                     f"a vector (K,) or a number, got {_role(rank)}",
+                                     spans.get(table))
+        elif rank != 2:
             raise LossShapeError(f"'{table}' is a lookup table (rowof) and must be a (R, K) "
-                                 f"matrix, got {_role(ranks.get(table, 1))}", spans.get(table))
+                                 f"matrix, got {_role(rank)}", spans.get(table))
+        tables.append(table)
     for n in nodes:
         for position, a in enumerate(n.args):
-            if a.op == "input" and a.value in tables and not (n.op == "table_row"
-                                                               and position == 0):
-                raise LossShapeError(f"'{a.value}' is a lookup table (rowof): it can only be "
-                                     "read through rowof", spans.get(a.value))
+            if a.op == "input" and a.value in kinds and not (n.op == "table_row"
+                                                              and position == 0):
+                how = "classvec" if True in kinds[a.value] else "rowof"
+                what = "a per-class vector" if how == "classvec" else "a lookup table"
+                raise LossShapeError(f"'{a.value}' is {what} ({how}): it can only be read "
+                                     f"through {how}", spans.get(a.value))
     return tables
 
 
@@ -142,6 +171,8 @@ def specialize(
             _check_label(n.args[0], ranks, spans)
             domain, _ = shape[id(n.args[0])]
             shape[id(n)] = (domain if domain is not None else domains.new(), True)
+        elif is_class_vector(n) and n.args[0].value not in tables:
+            shape[id(n)] = (None, False)  # bound to a number: that number for every class
         elif n.op == "table_row":  # one row of the table per sample of the labels
             _check_label(n.args[1], ranks, spans)
             domain, _ = shape[id(n.args[1])]
@@ -203,7 +234,7 @@ def specialize(
     for n in nodes:
         if n.op == "class_index":
             result.labels.append((n.args[0], axes_of(*shape[id(n)])[1]))
-        elif n.op == "table_row":
+        elif n.op == "table_row" and not is_class_vector(n):  # classvec reads row 0 of 1
             result.labels.append((n.args[1], result.input_axes[n.args[0].value][0]))
     result.labels = list(dict.fromkeys(result.labels))
 
@@ -219,7 +250,9 @@ def specialize(
                 result.fixed_widths[typed.axes[1]] = int(old.value)
             return typed
         if old.op == "table_row":
-            return node("table_row", args, None, axes_of(*shape[id(old)]))
+            if is_class_vector(old) and old.args[0].value not in tables:
+                return args[0]  # a number for every class
+            return node("table_row", args, old.value, axes_of(*shape[id(old)]))
         if old.op == "mean":
             (x,) = args
             if x.axes == ():
@@ -238,7 +271,29 @@ def specialize(
 
     (result.graph,) = rebuild([graph], rule)
     _check_class_widths(result, spans)
+    _check_class_vectors(result, nodes, tables, spans)
     return result
+
+
+def _check_class_vectors(result: Specialized, nodes: list[Node], tables: list[str],
+                         spans: dict[str, Span]) -> None:
+    """A per-class vector (K,) must meet classes that something else defines: an (N, K)
+    input, a table's columns, onehot(y, K) or labels read on its class axis (whose values its
+    length then bounds). Alone, it would make (N,) inputs into (N, K) ones silently."""
+    vectors = dict.fromkeys(n.args[0].value for n in nodes
+                            if is_class_vector(n) and n.args[0].value in tables)
+    indexed = {axis for _, axis in result.labels}
+    for name in vectors:
+        axis = result.input_axes[name][1]
+        others = [source for source, _ in result.axis_sources.get(axis, [])
+                  if source not in vectors]
+        if others or axis in result.fixed_widths or axis in indexed:
+            continue
+        raise LossShapeError(
+            f"'{name}' is a per-class vector (K,) (classvec), but nothing else in this loss "
+            "has classes: the inputs it meets are vectors (N,) or numbers. Bind them as (N, K) "
+            f"matrices (one column per class, as multi-label targets), or pass '{name}' as a "
+            "number", spans.get(name))
 
 
 def _check_class_widths(result: Specialized, spans: dict[str, Span]) -> None:
@@ -374,9 +429,11 @@ def _ignored_label(varying: Node, scalar: Node, sample_axis: str,
     return label
 
 
-def _without_ignored(varying: Node, label: Node, ignore_index: float) -> tuple[Node, Node]:
-    """``(kept, varying')``: whether each sample is kept (its label is not ``ignore_index``),
-    and the per-sample loss 0 at ignored samples. Every read of the label goes through
+def _without_ignored(varying: Node, label: Node, ignore_index: float,
+                     count: Node | None = None) -> tuple[Node, Node, Node | None]:
+    """``(kept, varying', count')``: whether each sample is kept (its label is not
+    ``ignore_index``), the per-sample loss 0 at ignored samples, and the samples' count of
+    ``count_as`` (when given) reading the labels as safely. Every read of the label goes through
     ``where(label == ignore_index, 0, label)``, so that no kernel indexes a row or a table
     with the ignored value (the loss of class 0 computed there is then discarded by a
     ``where``, whose derivative is 0 in the branch not taken: values, gradients and Hessians
@@ -390,8 +447,85 @@ def _without_ignored(varying: Node, label: Node, ignore_index: float) -> tuple[N
             return safe
         return make(old.op, args, old.value, old.axes) if args else old
 
-    (varying,) = rebuild([varying], rule)
-    return kept, make("where", (kept, varying, constant(0.0)))
+    if count is None:
+        (varying,) = rebuild([varying], rule)
+    else:
+        varying, count = rebuild([varying, count], rule)
+    return kept, make("where", (kept, varying, constant(0.0))), count
+
+
+_MEANS = ("mean", "weighted_mean", "sum_over_batch_size", "batchmean")
+
+
+def _holds_count(x: Node) -> bool:
+    """Whether ``x`` has a ``count_as`` anywhere."""
+    return any(n.op == "count_as" for n in toposort([x]))
+
+
+def _strip_counts(varying: Node, reduction: str) -> tuple[Node, Node | None]:
+    """``(values, count)``: the per-sample loss without its ``count_as`` wrappers, and the
+    one per-sample count they give (None when there is none).
+
+    ``count_as(l, s)`` may be scaled by numbers, negated, and added to other terms; under a
+    mean every per-sample term must be counted by the same ``s`` (the mean divides all of
+    them by ``sum(s)``). Anywhere else (inside a function, a row reduction or a sum over
+    samples) it would have no single meaning, and is an error.
+    """
+    holds: dict[int, bool] = {}
+    for n in toposort([varying]):
+        holds[id(n)] = n.op == "count_as" or any(holds[id(a)] for a in n.args)
+    if not holds[id(varying)]:
+        return varying, None
+    counts: dict[int, Node] = {}
+    uncounted = False
+    done: dict[int, Node] = {}
+    stack: list[tuple[Node, bool]] = [(varying, False)]
+    while stack:  # an explicit stack: a loss may add thousands of terms
+        x, expanded = stack.pop()
+        if id(x) in done:
+            continue
+        spine = [a for a in x.args if holds[id(a)]]
+        if x.op == "count_as":
+            value, count = x.args
+            if spine:
+                raise LossShapeError("count_as cannot be nested in another count_as")
+            if len(count.axes) > 1:
+                raise LossShapeError("count_as(l, s): s counts each sample, so it must be one "
+                                     "number per sample (N,) or a number, not a matrix")
+            counts[id(count)] = count
+            done[id(x)] = value
+        elif not holds[id(x)]:
+            uncounted = True
+            done[id(x)] = x
+        elif x.op in ("add", "sub", "neg"):
+            if expanded:
+                done[id(x)] = make(x.op, tuple(done[id(a)] for a in x.args))
+            else:
+                stack.append((x, True))
+                stack.extend((a, False) for a in x.args)
+        elif ((x.op == "mul" and len(spine) == 1 and all(a.axes == () for a in x.args
+                                                          if a is not spine[0]))
+              or (x.op == "div" and spine == [x.args[0]] and x.args[1].axes == ())):
+            if expanded:  # scaled by a number
+                done[id(x)] = make(x.op, tuple(done.get(id(a), a) for a in x.args))
+            else:
+                stack.append((x, True))
+                stack.append((spine[0], False))
+        else:
+            raise LossShapeError(
+                "count_as(l, s) must be applied to the whole per-sample loss (it may then be "
+                f"scaled by numbers or added to other terms), not inside {x.op}(...)")
+    if len(counts) > 1 and reduction in _MEANS:
+        raise LossShapeError(
+            "this loss counts its samples in two ways (two count_as with different counts, "
+            "such as two class-weighted losses with different weights), so its mean has no "
+            "single denominator; use reduction='sum' or 'none' and divide yourself")
+    if uncounted and reduction in _MEANS:
+        raise LossShapeError(
+            "a term of this loss is not inside its count_as (class weights): the weighted mean "
+            "divides the whole loss by the sum of the counts, which would also divide that "
+            "term; put it inside count_as, or use reduction='sum' or 'none'")
+    return done[id(varying)], next(iter(counts.values()))
 
 
 def objective(expression: Node, reduction: str, weighted: bool,
@@ -405,6 +539,10 @@ def objective(expression: Node, reduction: str, weighted: bool,
     "mean" and "batchmean", the weights' total of "weighted_mean").
     """
     varying, scalar = split_additive(expression)
+    if _holds_count(scalar) or (varying.axes == () and _holds_count(varying)):
+        raise LossShapeError(
+            "count_as(l, s) counts the samples of a per-sample loss; inside a sum or mean over "
+            "samples write sum(l)/sum(s) instead")
     if varying.axes == () or expression.axes == ():
         if weighted:
             raise LossShapeError(
@@ -417,23 +555,34 @@ def objective(expression: Node, reduction: str, weighted: bool,
                 "number (it reduces over samples itself)")
         return Objective(expression, expression, None, None)
     sample_axis = varying.axes[0]
+    varying, count = _strip_counts(varying, reduction)
     kept = label = None
     if ignore_index is not None:
         label = _ignored_label(varying, scalar, sample_axis, labels or [])
-        kept, varying = _without_ignored(varying, label, ignore_index)
+        kept, varying, count = _without_ignored(varying, label, ignore_index, count)
     weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
     weighted_terms = make("mul", (weight, varying)) if weighted else varying
     terms = sum_all(weighted_terms)
     # the number of samples, or of samples kept
     samples = (node("count", (), kept_count_name(sample_axis), ()) if kept is not None
                else element_count(varying.axes[:1]))
+    if count is not None:
+        # count_as(l, s): sample i counts s_i times (PyTorch's class weights: the mean
+        # divides by sum(weight[y]) over the samples kept); symbolic, so exact in derivatives
+        if kept is not None:
+            samples = sum_all(make("where", (kept, count, constant(0.0))))
+        elif count.axes == ():
+            samples = make("mul", (count, samples))
+        else:
+            samples = sum_all(count)
     if reduction in ("mean", "weighted_mean", "sum_over_batch_size"):
         # "mean" divides by the count, weighted or not: sum(w*l)/N, as PyTorch's weight= and
         # Keras' default sum_over_batch_size; "weighted_mean" by the weights' total,
         # sum(w*l)/sum(w), as scikit-learn. Over classes each sample counts K times (Keras).
         if weighted and reduction == "weighted_mean":
-            weights = sum_all(weight if kept is None
-                              else make("where", (kept, weight, constant(0.0))))
+            counted = weight if count is None else make("mul", (weight, count))
+            weights = sum_all(counted if kept is None
+                              else make("where", (kept, counted, constant(0.0))))
         else:
             weights = samples
         terms = make("div", (terms, make("mul", (weights, element_count(varying.axes[1:])))))

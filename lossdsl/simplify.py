@@ -270,6 +270,8 @@ def make(
         replacement = _simplify_reduction(op, args[0])
         if replacement is not None:
             return replacement
+    if op == "count_as" and is_constant(args[1], 1.0):
+        return args[0]  # every sample counts once: the plain mean
     if op in COMPARISONS and args[0] is args[1] and args[0].op == "const":
         return _c(fold(op, [args[0].value, args[1].value]))
     return node(op, args, value, result_axes(op, args, axes))
