@@ -114,6 +114,10 @@ PRESETS: dict[str, HessianPreset] = {
 
 _PARSED: dict[str, Loss] = {}
 
+#: What ``columns=`` may say: how one label per row maps to the score columns of a loss
+#: that is elementwise in the score (None: not said, refused when it matters).
+COLUMN_LABELS = (None, "onehot", "same")
+
 
 def as_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], str | None]:
     """(the loss definition, its param overrides, its compile target) from any loss form.
@@ -294,6 +298,12 @@ class BoostingObjective:
     :meth:`init_score` is the built-in's start score. ``booster_params`` holds what else the
     booster needs (``count:poisson``'s ``max_delta_step``). Cannot be combined with
     ``hessian``, ``hessian_scale`` or ``hessian_constant``.
+    ``columns``: for a loss that is elementwise in the score (not over classes) trained with
+    several score columns (``num_class`` K) on one label per row, what each column's label
+    is: ``"onehot"`` (the label is a class index; column k learns "is it class k", one
+    against the rest) or ``"same"`` (every column gets the row's label, as in several
+    quantiles of one target with a per-column input). Without it such labels are refused
+    rather than guessed; an (n, K) label matrix needs neither.
     ``target``: the kernel target, ``"cpu"`` (default) or ``"parallel"``. Serial is the
     default because the booster runs its own threads: a multi-threaded objective competes
     with them for the cores (measured: XGBoost at 10^6 rows on 2 cores trained 1.24x slower
@@ -321,8 +331,12 @@ class BoostingObjective:
                  hessian_floor: float = DEFAULT_HESSIAN_FLOOR,
                  hessian_constant: float | str = 1.0,
                  hessian_scale: float = 1.0, target: str | None = None, rows: Any = None,
-                 like: str | None = None):
+                 like: str | None = None, columns: str | None = None):
         definition, compiled_params, compiled_target = as_loss(loss)
+        if columns not in COLUMN_LABELS:
+            raise LossError(f"columns={columns!r}: expected one of "
+                            f"{', '.join(repr(c) for c in COLUMN_LABELS)}")
+        self.columns = columns
         if hessian not in HESSIAN_POLICIES:
             raise LossError(f"unknown hessian policy {hessian!r}; expected one of "
                             f"{', '.join(HESSIAN_POLICIES)}")
@@ -797,7 +811,8 @@ class BoostingObjective:
 
         GBDTs hold one label per row (a class index for multiclass) or one per row and
         target. Losses over classes take either integer labels (``pick``) or a one-hot
-        matrix; an elementwise loss on a (n, K) score gets a one-hot matrix (one-vs-rest).
+        matrix; an elementwise loss on a (n, K) score gets what ``columns`` says: a one-hot
+        matrix (one-vs-rest) or the label in every column.
         """
         y = np.asarray(label)
         if y.dtype.kind not in "fiub":
@@ -820,6 +835,15 @@ class BoostingObjective:
         if y.size != n:
             raise LossShapeError(f"{y.size} labels for predictions of shape {prediction_shape}; "
                                  "expected one label per row or one per row and column")
+        if self.columns is None and not self.class_axis:
+            raise LossShapeError(
+                f"one label per row for {num_class} score columns, and this loss is "
+                f"elementwise in its prediction '{self.wrt}' (not over classes): say what each "
+                "column learns with columns='onehot' (the label is a class index, column k "
+                "learns 'is it class k': one against the rest) or columns='same' (every "
+                "column gets the row's label), or pass an (n, K) label matrix")
+        if self.columns == "same" and not self.class_axis:
+            return np.repeat(y.reshape(n, 1), num_class, axis=1)
         classes = self._class_labels(y, num_class)
         onehot = np.zeros(prediction_shape, dtype=y.dtype if y.dtype.kind == "f" else np.float64)
         onehot[np.arange(n), classes] = 1

@@ -293,7 +293,8 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               hessian_floor: float = DEFAULT_HESSIAN_FLOOR, hessian_constant: float = 1.0,
               hessian_scale: float = 1.0, inputs: Mapping[str, Any] | None = None,
               params: Mapping[str, float] | None = None,
-              target: str | None = None) -> CatBoostObjective:
+              target: str | None = None,
+              columns: str | None = None) -> CatBoostObjective:
     """A CatBoost custom objective (``CatBoostRegressor(loss_function=...)``).
 
     Options as :func:`lossdsl.xgboost.objective`, except that ``inputs`` must be scalars:
@@ -304,7 +305,7 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     """
     return CatBoostObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                              hessian_floor=hessian_floor, hessian_constant=hessian_constant,
-                             hessian_scale=hessian_scale, target=target)
+                             hessian_scale=hessian_scale, target=target, columns=columns)
 
 
 def model_params(loss: str | Loss | CompiledLoss | CatBoostObjective, wrt: str | None = None,

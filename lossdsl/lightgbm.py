@@ -114,7 +114,8 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               inputs: Mapping[str, Any] | None = None,
               params: Mapping[str, float] | None = None,
               target: str | None = None, rows: Any = None,
-              like: str | None = None) -> LightGBMObjective:
+              like: str | None = None,
+              columns: str | None = None) -> LightGBMObjective:
     """A LightGBM custom objective: ``params["objective"]=obj`` or ``LGBMRegressor(objective=obj)``.
 
     Options as :func:`lossdsl.xgboost.objective` (per-row ``inputs`` need ``rows``: the
@@ -125,7 +126,7 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     return LightGBMObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                              hessian_floor=hessian_floor, hessian_constant=hessian_constant,
                              hessian_scale=hessian_scale, target=target, rows=rows,
-                             like=like)
+                             like=like, columns=columns)
 
 
 class LightGBMMetric:

@@ -95,7 +95,8 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
               inputs: Mapping[str, Any] | None = None,
               params: Mapping[str, float] | None = None,
               target: str | None = None, rows: Any = None,
-              like: str | None = None) -> XGBoostObjective:
+              like: str | None = None,
+              columns: str | None = None) -> XGBoostObjective:
     """An XGBoost custom objective (``xgb.train(obj=...)`` or ``XGBRegressor(objective=...)``).
 
     ``wrt``/``label`` name the margin and label inputs (guessed: label ``y`` or the first of
@@ -116,6 +117,10 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     XGBoost hands over on the host travel each round). Without a GPU (Numba's simulator) or
     without CuPy the CUDA kernels read and write NumPy arrays.
 
+    ``columns``: with ``num_class`` K score columns and a loss that is elementwise in the
+    score (``bce_logits``, ``quantile``), what each column's label is: ``"onehot"`` (one
+    against the rest) or ``"same"`` (the row's label in every column); refused when not said.
+
     Per-row ``inputs`` (one value per training row, e.g. a customer's value) need ``rows``:
     the training labels in the same order, or the training ``DMatrix``. The objective then
     refuses other rows: a fold of ``xgb.cv`` or ``cross_val_score`` (a
@@ -125,7 +130,7 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     return XGBoostObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                             hessian_floor=hessian_floor, hessian_constant=hessian_constant,
                             hessian_scale=hessian_scale, target=target, rows=rows,
-                            like=like)
+                            like=like, columns=columns)
 
 
 class XGBoostMetric:

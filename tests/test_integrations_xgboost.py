@@ -86,9 +86,25 @@ def test_multiclass_gradient_shapes(data):
 
 
 def test_elementwise_loss_on_class_scores_is_one_vs_rest(data):
-    objective = lx.objective("bce_logits(y, p)", target="cpu")
+    objective = lx.objective("bce_logits(y, p)", target="cpu", columns="onehot")
     gradient, _ = objective(data["classes"], np.zeros((300, 3)))
     np.testing.assert_allclose(gradient, 0.5 - np.eye(3)[data["classes"]])
+
+
+def test_elementwise_loss_on_several_columns_is_not_guessed(data):
+    """Count labels 0..2 with three score columns could be class indices (one-vs-rest) or
+    one target for every column: the objective refuses to guess, and does what it is told."""
+    counts = data["classes"].astype(float)
+    scores = np.zeros((300, 3))
+    with pytest.raises(lossdsl.LossShapeError, match="columns='onehot'.*columns='same'"):
+        lx.objective("poisson_log(y, p)", target="cpu")(counts, scores)
+    same, _ = lx.objective("poisson_log(y, p)", target="cpu", columns="same")(counts, scores)
+    np.testing.assert_allclose(same, np.repeat(1.0 - counts[:, None], 3, axis=1))
+    starts = lx.objective("poisson_log(y, p)", target="cpu", columns="same").init_score(
+        counts, num_class=3)
+    np.testing.assert_allclose(starts, np.log(np.mean(counts)), rtol=1e-8)
+    with pytest.raises(lossdsl.LossError, match="columns="):
+        lx.objective("poisson_log(y, p)", columns="every")
 
 
 def test_sklearn_weight_two_equals_duplicated_row(data):
