@@ -188,7 +188,12 @@ def _bind(compiled: CompiledLoss, inputs: dict[str, Any], sample_weight: Any) ->
     arrays: dict[str, Any] = {}
     scalars: dict[str, float] = {}
     for name in compiled.inputs:
-        array = aligned(name, inputs[name])
+        if name in compiled.table_inputs():  # a table or per-class vector: whole to every task
+            array = np.asarray(inputs[name])
+            if name in compiled.class_vector_inputs() and array.ndim:
+                array = compiled._class_vector(name, array)
+        else:
+            array = aligned(name, inputs[name])
         if array.ndim == 0:
             scalars[name] = float(array)
         elif array.dtype.kind not in "fiub":
