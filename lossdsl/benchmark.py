@@ -1,16 +1,23 @@
-"""``lossdsl bench``: time a compiled loss against NumPy and PyTorch on synthetic data.
+"""``lossdsl bench``: time a compiled loss against the code a user would write instead.
 
 Three tasks are timed: the value, value + gradient, and gradient + Hessian diagonal with
-respect to one input. Baselines compute the same mathematics:
+respect to the prediction. lossdsl is compared with
 
-* NumPy: the loss's expression graph (and its symbolic gradient and Hessian graphs) evaluated
-  one NumPy operation at a time, as hand-written NumPy code would do it;
-* PyTorch (when installed): the value graph built from ``torch`` operations in eager mode,
-  derivatives by autograd (the Hessian diagonal by a second backward pass of the summed
-  gradient, which is the diagonal for losses whose samples are independent).
+* the memory floor: a streaming Numba kernel that reads the same inputs and writes the same
+  outputs into freshly allocated arrays (:func:`lossdsl.peers.floor_peer`), always;
+* idiomatic peers (:mod:`lossdsl.peers`: ``torch.nn.functional`` with autograd and closed
+  forms in torch, hand-written NumPy, ``jax.jit`` of it, scikit-learn's ``_loss`` Cython
+  kernels), when the loss is a single call of a library loss that has them. Each peer's
+  numbers are checked against lossdsl's on the same data before it is timed.
 
-Timings are the best of several repeats after a warm-up call (compilation excluded; the
-first-call time is reported separately).
+For any other loss no peer is known: only the floor is shown. ``graph_baselines`` adds
+lossdsl's own expression graph evaluated one operation at a time in NumPy and in PyTorch
+(:func:`numpy_tasks`, :func:`torch_tasks`): a check on the compiler, not a peer, since no user
+writes those graphs.
+
+Timings are the best of several rounds after a warm-up call (compilation excluded; the
+first-call time is reported separately); in each round every implementation runs once per
+task, interleaved, so that a burst of load from elsewhere hits them all alike.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import diff
+from . import peers as peers_module
 from .api import CompiledLoss
 from .evaluate import Evaluator
 from .ir import Node, toposort
@@ -89,7 +97,8 @@ def graphs(compiled: CompiledLoss, wrt: str, inputs: dict[str, np.ndarray]) -> G
 
 def numpy_tasks(compiled: CompiledLoss, wrt: str,
                 inputs: dict[str, np.ndarray]) -> dict[str, Callable[[], object]]:
-    """NumPy versions of the three tasks."""
+    """lossdsl's own graphs for the three tasks run one NumPy operation at a time (a check
+    on the compiler, not a peer: no user writes these graphs)."""
     g = graphs(compiled, wrt, inputs)
     params = dict(compiled.params)
 
@@ -179,7 +188,8 @@ class TorchEvaluator:
 
 def torch_tasks(compiled: CompiledLoss, wrt: str,
                 inputs: dict[str, np.ndarray]) -> dict[str, Callable[[], object]] | None:
-    """PyTorch eager + autograd versions of the three tasks, or None without PyTorch."""
+    """lossdsl's own value graph run one PyTorch operation at a time, derivatives by
+    autograd (a check on the compiler, not a peer), or None without PyTorch."""
     try:
         import torch
     except ImportError:
@@ -216,25 +226,80 @@ def torch_tasks(compiled: CompiledLoss, wrt: str,
 
 @dataclass
 class Result:
-    """Seconds per call for each task and each implementation; first-call time of lossdsl."""
+    """Seconds per call for each task and each implementation; first-call time of lossdsl;
+    the peers timed (with their code), the ones skipped and why, and why there are no peers
+    when there are none."""
 
     seconds: dict[str, dict[str, float]]  # implementation -> task -> seconds
     first_call: float
+    peers: list[peers_module.Peer] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    no_peers: str = ""
+
+
+def interleaved_best(implementations: dict[str, dict[str, Callable[[], object]]], repeat: int,
+                     pause: float = 0.0) -> dict[str, dict[str, float]]:
+    """Best time of each implementation and task over ``repeat`` rounds, every
+    implementation running once per task in each round (after one warm-up call each).
+    ``pause`` seconds of idle before each timed call let PyTorch's and JAX's worker threads,
+    which spin for a while after a call, stop competing with the next implementation."""
+    for tasks in implementations.values():
+        for function in tasks.values():
+            function()
+    times: dict[str, dict[str, list[float]]] = {
+        name: {task: [] for task in tasks} for name, tasks in implementations.items()}
+    for _ in range(repeat):
+        for task in TASKS:
+            for name, tasks in implementations.items():
+                if task not in tasks:
+                    continue
+                if pause:
+                    time.sleep(pause)
+                start = time.perf_counter()
+                tasks[task]()
+                times[name][task].append(time.perf_counter() - start)
+    return {name: {task: min(values) for task, values in by_task.items()}
+            for name, by_task in times.items()}
 
 
 def run(compiled: CompiledLoss, wrt: str, inputs: dict[str, np.ndarray], repeat: int,
-        include_torch: bool = True) -> Result:
-    """Time every task for lossdsl, NumPy and (when installed) PyTorch."""
-    implementations = {"lossdsl": lossdsl_tasks(compiled, wrt, inputs)}
+        match: peers_module.Match | None = None, no_peers: str = "",
+        include: tuple[str, ...] = ("numpy", "torch", "jax", "sklearn"),
+        graph_baselines: bool = False, pause: float = 0.0,
+        on_mismatch: Callable[[str], None] | None = None) -> Result:
+    """Time every task for lossdsl, the floor and the peers of ``match`` (checked against
+    lossdsl's numbers first: a peer that disagrees raises
+    :class:`lossdsl.peers.PeerMismatch`, or is reported to ``on_mismatch`` and dropped).
+    ``graph_baselines`` adds lossdsl's own graph run op by op (not peers)."""
+    ours = lossdsl_tasks(compiled, wrt, inputs)
     start = time.perf_counter()
-    for task in implementations["lossdsl"].values():
-        task()  # compiles (or loads from the cache) each kernel
+    reference = {task: function() for task, function in ours.items()}  # compiles or loads
     first_call = time.perf_counter() - start
-    implementations["numpy"] = numpy_tasks(compiled, wrt, inputs)
-    if include_torch:
+    implementations = {"lossdsl": ours}
+    floor = peers_module.floor_peer(inputs, wrt, compiled.target)
+    implementations["floor"] = floor.tasks
+    timed, skipped = [floor], []
+    if match is not None and wrt != match.input_name(match.family.prediction):
+        no_peers = (f"the peers of {match.family.name} differentiate by its prediction "
+                    f"'{match.input_name(match.family.prediction)}', not by '{wrt}'")
+        match = None
+    if match is not None:
+        candidates, skipped = peers_module.build_peers(match, inputs, compiled.target, include)
+        dtype = inputs[wrt].dtype
+        for peer in candidates:
+            try:
+                peers_module.check_peer(peer, reference, dtype)
+            except peers_module.PeerMismatch as error:
+                if on_mismatch is None:
+                    raise
+                on_mismatch(str(error))
+                continue
+            implementations[peer.name] = peer.tasks
+            timed.append(peer)
+    if graph_baselines:
+        implementations["numpy graph"] = numpy_tasks(compiled, wrt, inputs)
         torch_versions = torch_tasks(compiled, wrt, inputs)
         if torch_versions is not None:
-            implementations["torch"] = torch_versions
-    seconds = {name: {task: best_time(function, repeat) for task, function in tasks.items()}
-               for name, tasks in implementations.items()}
-    return Result(seconds, first_call)
+            implementations["torch graph"] = torch_versions
+    seconds = interleaved_best(implementations, repeat, pause)
+    return Result(seconds, first_call, timed, skipped, "" if match is not None else no_peers)

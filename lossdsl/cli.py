@@ -612,33 +612,73 @@ def _duration(seconds: float) -> str:
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    """``lossdsl bench LOSS``: time value/grad/Hessian against NumPy and PyTorch."""
-    from . import benchmark
+    """``lossdsl bench LOSS``: time value/grad/Hessian against the memory floor and the code
+    a user would write instead (idiomatic peers)."""
+    from . import benchmark, peers
 
     label, loss = resolve_loss(args.loss)
     wrt = _wrt(loss, _names(args.wrt))[0]
     if args.n < 1 or args.repeat < 1:
         raise CliError("-n and --repeat must be positive")
     compiled = _compiled(loss, args, "mean")
-    inputs = benchmark.synthetic_inputs(compiled, args.n, args.classes, np.dtype(args.dtype))
-    result = benchmark.run(compiled, wrt, inputs, args.repeat, include_torch=not args.no_torch)
+    dtype = np.dtype(args.dtype)
+    is_file = Path(args.loss).is_file() or (":" in args.loss and Path(
+        args.loss.rpartition(":")[0]).is_file())
+    match, why = (None, "the loss comes from a file") if is_file else peers.match(args.loss)
+    if match is not None and set(match.inputs.values()) != set(compiled.inputs):
+        match, why = None, "the loss's inputs are not the library loss's"
+    if match is not None:
+        inputs = peers.family_data(match, args.n, args.classes, dtype)
+    else:
+        inputs = benchmark.synthetic_inputs(compiled, args.n, args.classes, dtype)
+    include = ["numpy", "sklearn"]
+    if not args.no_torch:
+        include.insert(1, "torch")
+        if args.torch_compile:
+            include.insert(2, "torch.compile")
+    if not args.no_jax:
+        include.append("jax")
+    mismatches: list[str] = []
+    result = benchmark.run(compiled, wrt, inputs, args.repeat, match, why, tuple(include),
+                           graph_baselines=args.graph_baselines, pause=args.pause,
+                           on_mismatch=mismatches.append)
     print(f"lossdsl bench: {label}   wrt {wrt}   N = {args.n:,} {args.dtype}   "
-          f"target = {args.target}   best of {args.repeat}")
-    print(f"first call (compile or load from the cache): {_duration(result.first_call)}\n")
+          f"target = {args.target}   best of {args.repeat} interleaved rounds")
+    print(f"first call (compile or load from the cache): {_duration(result.first_call)}")
+    if result.no_peers:
+        print(f"no idiomatic peer is known for this loss ({result.no_peers}): only the memory "
+              "floor is shown")
+    print()
     others = [name for name in result.seconds if name != "lossdsl"]
     header = f"{'task':<12}{'lossdsl':>12}"
     for name in others:
-        header += f"{name:>12}{name + '/lossdsl':>16}"
+        header += f"{name:>14}{name + '/lossdsl':>{max(16, len(name) + 10)}}"
     print(header)
     for task in benchmark.TASKS:
         ours = result.seconds["lossdsl"][task]
         row = f"{task:<12}{_duration(ours):>12}"
         for name in others:
-            theirs = result.seconds[name][task]
-            row += f"{_duration(theirs):>12}{theirs / ours:>15.1f}x"
+            width = max(16, len(name) + 10)
+            theirs = result.seconds[name].get(task)
+            if theirs is None:
+                row += f"{'-':>14}{'-':>{width}}"
+            else:
+                row += f"{_duration(theirs):>14}{theirs / ours:>{width - 1}.2f}x"
         print(row)
-    if "torch" not in result.seconds and not args.no_torch:
-        print("\n(PyTorch is not installed: no torch column)")
+    print("\n(larger = lossdsl faster; 'floor' is a streaming kernel moving the same bytes, "
+          "the least any kernel needs: floor/lossdsl near 1 means lossdsl is at the memory "
+          "bound)")
+    if args.graph_baselines:
+        print("'numpy graph' and 'torch graph' are lossdsl's own graph run op by op, not "
+              "peers: no user writes that code")
+    for peer in result.peers:
+        if peer.note:
+            print(f"  {peer.name}: {peer.note}")
+    for line in result.skipped + mismatches:
+        print(f"  skipped {line}")
+    if args.show_peers:
+        for peer in result.peers:
+            print(f"\n# ---- {peer.name}\n{peer.source()}")
     return 0
 
 
@@ -844,13 +884,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=command_show)
 
     bench = command(
-        "bench", "time a loss against NumPy and PyTorch",
-        "Time the value, value + gradient and gradient + Hessian of a loss on synthetic data "
-        "(values in (0.05, 0.95), integer labels for class indices, N x K matrices for "
-        "per-class inputs) against NumPy evaluating the same formulas and PyTorch eager "
-        "autograd (when installed), and print the ratios (larger = lossdsl faster).",
+        "bench", "time a loss against the code a user would write instead",
+        "Time the value, value + gradient and gradient + Hessian (by the prediction) of a loss "
+        "against the memory floor (a streaming Numba kernel reading the same inputs and "
+        "writing the same outputs) and, when the loss is a single call of a library loss "
+        "(\"bce_logits(y, z)\", \"huber(y, p, 2.0)\", sparse_cce_logits), against the code "
+        "a user would write instead: torch.nn.functional with autograd and closed forms in "
+        "torch, hand-written NumPy, jax.jit of it, scikit-learn's _loss Cython kernels "
+        "(each checked to compute lossdsl's numbers first; a missing library is skipped). "
+        "Data: the loss family's own (binary labels, counts, class labels, probability "
+        "rows), or for other losses values in (0.05, 0.95), integer labels for class indices "
+        "and N x K matrices for per-class inputs. Prints the ratios (larger = lossdsl "
+        "faster).",
         "examples:\n  lossdsl bench \"huber(y, p, 1.0)\"\n"
-        "  lossdsl bench sparse_cce_logits -n 200000 --classes 10 --target parallel")
+        "  lossdsl bench sparse_cce_logits -n 200000 --classes 10 --target parallel\n"
+        "  lossdsl bench \"bce_logits(y, z)\" --show-peers")
     bench.add_argument("loss", metavar="LOSS", help="file, FILE:NAME, built-in or expression")
     bench.add_argument("-n", type=int, default=1_000_000, help="samples (default: 1000000)")
     bench.add_argument("--classes", type=int, default=10,
@@ -863,6 +911,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="element type of the data (default: float64)")
     bench.add_argument("--repeat", type=int, default=5, help="timed repeats (default: 5)")
     bench.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    bench.add_argument("--no-jax", action="store_true", help="skip JAX")
+    bench.add_argument("--torch-compile", action="store_true",
+                       help="also time torch.compile of the PyTorch peer (compiles for a "
+                            "while)")
+    bench.add_argument("--show-peers", action="store_true", help="print each peer's code")
+    bench.add_argument("--pause", type=float, default=0.05,
+                       help="idle seconds before each timed call, so that torch's and JAX's "
+                            "spinning threads do not steal the cores (default: 0.05)")
+    bench.add_argument("--graph-baselines", action="store_true",
+                       help="also time lossdsl's own graph run op by op in NumPy and PyTorch "
+                            "(a check on the compiler, not a peer)")
     _add_params(bench)
     bench.set_defaults(handler=command_bench)
     return parser
