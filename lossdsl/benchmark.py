@@ -264,7 +264,7 @@ def interleaved_best(implementations: dict[str, dict[str, Callable[[], object]]]
 
 def run(compiled: CompiledLoss, wrt: str, inputs: dict[str, np.ndarray], repeat: int,
         match: peers_module.Match | None = None, no_peers: str = "",
-        include: tuple[str, ...] = ("numpy", "torch", "jax", "sklearn"),
+        include: tuple[str, ...] = ("numpy", "numba", "torch", "jax", "sklearn"),
         graph_baselines: bool = False, pause: float = 0.0,
         on_mismatch: Callable[[str], None] | None = None) -> Result:
     """Time every task for lossdsl, the floor and the peers of ``match`` (checked against

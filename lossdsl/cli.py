@@ -631,13 +631,12 @@ def command_bench(args: argparse.Namespace) -> int:
         inputs = peers.family_data(match, args.n, args.classes, dtype)
     else:
         inputs = benchmark.synthetic_inputs(compiled, args.n, args.classes, dtype)
-    include = ["numpy", "sklearn"]
+    include = ["numpy", "numba"]
     if not args.no_torch:
-        include.insert(1, "torch")
-        if args.torch_compile:
-            include.insert(2, "torch.compile")
+        include += ["torch", "torch.compile"] if args.torch_compile else ["torch"]
     if not args.no_jax:
         include.append("jax")
+    include.append("sklearn")
     mismatches: list[str] = []
     result = benchmark.run(compiled, wrt, inputs, args.repeat, match, why, tuple(include),
                            graph_baselines=args.graph_baselines, pause=args.pause,

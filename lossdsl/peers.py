@@ -15,6 +15,8 @@ reduction):
   gradient and Hessian written with ``torch`` operations (where a closed form is more than a
   user would write, as for the focal loss, autograd's second backward pass of the summed
   gradient, which is the Hessian diagonal of a loss whose samples are independent);
+* a hand-fused Numba kernel (``numba_*``: one pass, as a user writing their own loop would)
+  for mse, huber, bce_logits and sparse_cce_logits;
 * scikit-learn's ``sklearn._loss`` Cython kernels for the losses it has (``gradient_hessian``,
   and ``__call__`` for the value), with ``n_threads``. Its gradients and Hessians are per
   sample (not divided by the sample count) and some are "half" losses: each such peer states
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import prange
 
 from . import ast
 from .parse import parse
@@ -583,6 +586,111 @@ def torch_kl_div_grad_hess(y, p):
     return -q / p.shape[0], q / p / p.shape[0]
 
 
+# ----------------------------------------------------------------- hand-fused Numba kernels
+# What a user who writes their own fused loop writes: one pass, outputs allocated by the
+# caller (numba_peer), compiled with njit(parallel=..., fastmath=FASTMATH); prange runs as
+# range in a serial build.
+
+
+def numba_mse_value_and_grad(y, p, grad):
+    n = p.shape[0]
+    total = 0.0
+    for i in prange(n):
+        r = p[i] - y[i]
+        total += r * r
+        grad[i] = 2.0 * r / n
+    return total / n
+
+
+def numba_mse_grad_hess(y, p, grad, hess):
+    n = p.shape[0]
+    for i in prange(n):
+        grad[i] = 2.0 * (p[i] - y[i]) / n
+        hess[i] = 2.0 / n
+
+
+def numba_huber_value_and_grad(y, p, delta, grad):
+    n = p.shape[0]
+    total = 0.0
+    for i in prange(n):
+        r = p[i] - y[i]
+        if abs(r) <= delta:
+            total += 0.5 * r * r
+            grad[i] = r / n
+        else:
+            total += delta * (abs(r) - 0.5 * delta)
+            grad[i] = (delta if r > 0 else -delta) / n
+    return total / n
+
+
+def numba_huber_grad_hess(y, p, delta, grad, hess):
+    n = p.shape[0]
+    for i in prange(n):
+        r = p[i] - y[i]
+        if abs(r) <= delta:
+            grad[i] = r / n
+            hess[i] = 1.0 / n
+        else:
+            grad[i] = (delta if r > 0 else -delta) / n
+            hess[i] = 0.0
+
+
+def numba_bce_logits_value_and_grad(y, z, grad):
+    n = z.shape[0]
+    total = 0.0
+    for i in prange(n):
+        e = math.exp(-abs(z[i]))
+        total += max(z[i], 0.0) + math.log1p(e) - y[i] * z[i]
+        s = 1.0 / (1.0 + e) if z[i] >= 0 else e / (1.0 + e)
+        grad[i] = (s - y[i]) / n
+    return total / n
+
+
+def numba_bce_logits_grad_hess(y, z, grad, hess):
+    n = z.shape[0]
+    for i in prange(n):
+        e = math.exp(-abs(z[i]))
+        s = 1.0 / (1.0 + e) if z[i] >= 0 else e / (1.0 + e)
+        grad[i] = (s - y[i]) / n
+        hess[i] = s * (1.0 - s) / n
+
+
+def numba_sparse_cce_logits_value_and_grad(y, z, grad):
+    n, k = z.shape
+    total = 0.0
+    for i in prange(n):
+        m = z[i, 0]
+        for j in range(1, k):
+            m = max(m, z[i, j])
+        s = 0.0
+        for j in range(k):
+            s += math.exp(z[i, j] - m)
+        total += m + math.log(s) - z[i, y[i]]
+        for j in range(k):
+            grad[i, j] = math.exp(z[i, j] - m) / s / n
+        grad[i, y[i]] -= 1.0 / n
+    return total / n
+
+
+def numba_sparse_cce_logits_grad_hess(y, z, grad, hess):
+    n, k = z.shape
+    for i in prange(n):
+        m = z[i, 0]
+        for j in range(1, k):
+            m = max(m, z[i, j])
+        s = 0.0
+        for j in range(k):
+            s += math.exp(z[i, j] - m)
+        for j in range(k):
+            q = math.exp(z[i, j] - m) / s
+            grad[i, j] = q / n
+            hess[i, j] = q * (1.0 - q) / n
+        grad[i, y[i]] -= 1.0 / n
+
+
+FASTMATH = {"reassoc", "contract", "arcp", "afn", "nsz"}
+
+
 # ------------------------------------------------------------------------- scikit-learn
 
 
@@ -630,6 +738,7 @@ class Family:
     labels: tuple[str, ...] = ()
     requires: dict[str, float] = field(default_factory=dict)
     class_axis: bool = False
+    numba: tuple[Callable, Callable] | None = None
 
     @property
     def prediction(self) -> str:
@@ -639,6 +748,8 @@ class Family:
 
 def _family(name, roles, data, *, torch_grad_hess=True, numpy_grad_hess=True, **extra):
     module = globals()
+    if f"numba_{name}_value_and_grad" in module:
+        extra["numba"] = (module[f"numba_{name}_value_and_grad"], module[f"numba_{name}_grad_hess"])
     numpy = (module[f"numpy_{name}_value"], module[f"numpy_{name}_value_and_grad"],
              module[f"numpy_{name}_grad_hess"] if numpy_grad_hess else None)
     return Family(name, roles, data, numpy, module[f"torch_{name}_value"],
@@ -871,6 +982,38 @@ def torch_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int,
     return Peer("torch.compile" if compiled else "torch", tasks, code, note, convert)
 
 
+def numba_peer(match_: Match, inputs: dict[str, np.ndarray], target: str) -> Peer | None:
+    """A hand-fused Numba kernel (value + gradient, gradient + Hessian), or None when none is
+    written for the family."""
+    family = match_.family
+    if family.numba is None:
+        return None
+    import numba
+
+    data = _roles(match_, inputs)
+    for role in family.labels:
+        data[role] = data[role].astype(np.int64)
+    arrays = [data[role] for role in family.roles]
+    x = data[family.prediction]
+    value_and_grad, grad_hess = (
+        numba.njit(parallel=target != "cpu", fastmath=FASTMATH)(f) for f in family.numba)
+    params = [match_.params[name] for name in inspect.signature(family.numba[0]).parameters
+              if name in match_.params]
+
+    def run_value_and_grad():
+        grad = np.empty_like(x)
+        return value_and_grad(*arrays, *params, grad), grad
+
+    def run_grad_hess():
+        grad, hess = np.empty_like(x), np.empty_like(x)
+        grad_hess(*arrays, *params, grad, hess)
+        return grad, hess
+
+    return Peer("numba", {"value+grad": run_value_and_grad, "grad+hess": run_grad_hess},
+                list(family.numba), f"hand-fused kernels, njit(parallel={target != 'cpu'}, "
+                f"fastmath={sorted(FASTMATH)})")
+
+
 def _x64_scope(jax, on: bool) -> Callable[[], Any]:
     """A context in which JAX computes in float64 (when ``on``), without changing JAX's global
     configuration for the rest of the process."""
@@ -1050,7 +1193,7 @@ def floor_peer(inputs: dict[str, np.ndarray], wrt: str, target: str) -> Peer:
 
 
 def build_peers(match_: Match, inputs: dict[str, np.ndarray], target: str,
-                include: tuple[str, ...] = ("numpy", "torch", "jax", "sklearn"),
+                include: tuple[str, ...] = ("numpy", "numba", "torch", "jax", "sklearn"),
                 ) -> tuple[list[Peer], list[str]]:
     """The available peers for a match (``include``: which; "torch.compile" is opt-in, it
     compiles for seconds per loss), and a line for each one skipped and why."""
@@ -1062,6 +1205,7 @@ def build_peers(match_: Match, inputs: dict[str, np.ndarray], target: str,
         "torch.compile": lambda: torch_peer(match_, inputs, threads, compiled=True),
         "jax": lambda: jax_peer(match_, inputs),
         "sklearn": lambda: sklearn_peer(match_, inputs, threads),
+        "numba": lambda: numba_peer(match_, inputs, target),
     }
     libraries = {"torch": "torch", "torch.compile": "torch", "jax": "jax",
                  "sklearn": "sklearn"}

@@ -56,6 +56,7 @@ def test_every_peer_computes_lossdsls_numbers(name):
     found, skipped = peers.build_peers(match, inputs, "cpu")
     names = {peer.name for peer in found}
     assert "numpy" in names
+    assert ("numba" in names) == (match.family.numba is not None)
     for library, present in AVAILABLE.items():
         if library == "sklearn" and match.family.sklearn is None:
             assert any(line.startswith("sklearn: has no") for line in skipped)
@@ -65,7 +66,8 @@ def test_every_peer_computes_lossdsls_numbers(name):
             assert any(line.startswith(f"{library}:") for line in skipped)
     for peer in found:
         assert set(peer.tasks) <= set(peers.TASKS)
-        assert {"value", "value+grad"} <= set(peer.tasks) or peer.name == "sklearn"
+        assert "grad+hess" in peer.tasks or name == "focal_logits"
+        assert "value+grad" in peer.tasks or peer.name == "sklearn"
         peers.check_peer(peer, reference, np.float64)
         assert peer.source().startswith("def ")
 
@@ -218,4 +220,4 @@ def test_bench_library_runs_one_family(monkeypatch, capsys):
     module.main()
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| bce_logits"))
-    assert len(row.strip("|").split("|")) == 8
+    assert len(row.strip("|").split("|")) == 9
