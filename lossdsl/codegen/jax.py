@@ -1,0 +1,507 @@
+"""The JAX backend's printer: a typed, optimised graph as ``jax.numpy`` source.
+
+:class:`JaxPrinter` has one method per IR operation (``print_<op>``, as the kernel printer of
+``emit.py``), each returning a ``jax.numpy`` expression of its arguments' names. The
+generated module defines ``build(T, jnp, lax, h)``, which returns ``run(a0, a1, ..., s0, ...)``
+computing the graph's roots for inputs ``a<k>`` and params ``s<k>`` in dtype ``T``; ``h`` is
+this module (the stable helpers below, written with ``jax.numpy`` so that JAX can trace,
+batch and differentiate them).
+
+The arithmetic is the Numba kernels', operation for operation: the same lowered graph, the
+same special-case powers (``x^2`` is ``x * x``), the helpers' branches as ``where`` selects
+(``digamma``'s recurrence unrolled to its fixed bound), NaN-propagating ``min``/``max`` whose
+ties go to the first argument, and ``rowsum(x * onehot(y))`` read as the single column
+``x[i, y_i]`` (``emit._pick_parts``). Generated source never contains user text: inputs and
+params get generated names and numbers are re-emitted with ``repr(float)``.
+
+This module does not import JAX: the generated code receives ``jax.numpy`` and ``jax.lax``
+from :mod:`lossdsl.jax`, and the helpers find them through :func:`_jnp` when first called.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ..errors import LossError
+from ..ir import Node, toposort
+from ..primitives import OPERATIONS
+from .emit import _pick_parts
+
+__all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]
+
+
+def _jnp():
+    import jax.numpy as jnp
+
+    return jnp
+
+
+def _number(value: float) -> str:
+    """A Python float literal for ``value`` (``repr`` of inf and NaN is not source)."""
+    if math.isnan(value):
+        return "math.nan"
+    if math.isinf(value):
+        return "math.inf" if value > 0 else "-math.inf"
+    return repr(float(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stable helpers, as the kernels' (emit.HELPERS), written as where-selects. Each branch not
+# taken is computed on a safe argument, so that no NaN from it reaches JAX's derivative of a
+# select (0 * NaN) when JAX differentiates these helpers itself (third derivatives, inputs
+# lossdsl has no symbolic derivative for).
+
+
+def _where(condition, a, b):
+    return _jnp().where(condition, a, b)
+
+
+def _poles(x):
+    """NaN, -inf and the non-positive integers: where the polygamma helpers return NaN."""
+    jnp = _jnp()
+    return jnp.isnan(x) | (x == -math.inf) | ((x <= 0) & (x == jnp.floor(x)))
+
+
+def lgamma(x):
+    """log|Gamma(x)|, +inf at the poles (as the kernels' ``h_lgamma``)."""
+    jnp = _jnp()
+    from jax import lax
+
+    pole = (x <= 0) & (x == jnp.floor(x))
+    return _where(pole, jnp.asarray(math.inf, x.dtype), lax.lgamma(_where(pole, 1.0, x)))
+
+
+def digamma(x):
+    """psi(x): reflection below 0.5, recurrence up to 6, the asymptotic series."""
+    jnp = _jnp()
+    pole = _poles(x)
+    x0 = _where(pole, 1.0, x)
+    reflect = x0 < 0.5
+    pi = jnp.asarray(math.pi, x.dtype)
+    result = _where(reflect, -(pi / jnp.tan(pi * _where(reflect, x0, 0.25))), 0.0)
+    x1 = _where(reflect, 1.0 - x0, x0)
+    for _ in range(6):  # x1 >= 0.5: at most six steps reach 6
+        small = x1 < 6.0
+        result = result - _where(small, 1.0 / x1, 0.0)
+        x1 = _where(small, x1 + 1.0, x1)
+    q = 1.0 / (x1 * x1)
+    series = q * (1 / 12 - q * (1 / 120 - q * (1 / 252 - q * (1 / 240 - q * (1 / 132)))))
+    value = result + jnp.log(x1) - 0.5 / x1 - series
+    value = _where(x == math.inf, x, value)
+    return _where(pole, jnp.asarray(math.nan, x.dtype), value)
+
+
+def trigamma(x):
+    """psi'(x), as the kernels' ``h_trigamma``."""
+    jnp = _jnp()
+    pole = _poles(x)
+    x0 = _where(pole | (x == math.inf), 1.0, x)
+    reflect = x0 < 0.5
+    pi = jnp.asarray(math.pi, x.dtype)
+    s = jnp.sin(pi * _where(reflect, x0, 0.25))
+    result = _where(reflect, pi * pi / (s * s), 0.0)
+    sign = _where(reflect, -1.0, 1.0)
+    x1 = _where(reflect, 1.0 - x0, x0)
+    inner = jnp.zeros_like(x1)
+    for _ in range(6):
+        small = x1 < 6.0
+        inner = inner + _where(small, 1.0 / (x1 * x1), 0.0)
+        x1 = _where(small, x1 + 1.0, x1)
+    r = 1.0 / x1
+    q = r * r
+    inner = inner + (r + 0.5 * q + r * q * (1 / 6 - q * (1 / 30 - q * (1 / 42 - q * (1 / 30)))))
+    value = result + sign * inner
+    value = _where(x == math.inf, 0.0, value)
+    return _where(pole, jnp.asarray(math.nan, x.dtype), value)
+
+
+def tetragamma(x):
+    """psi''(x), as the kernels' ``h_tetragamma`` (recurrence up to 16)."""
+    jnp = _jnp()
+    pole = _poles(x)
+    x0 = _where(pole | (x == math.inf), 1.0, x)
+    reflect = x0 < 0.5
+    pi = jnp.asarray(math.pi, x.dtype)
+    xr = _where(reflect, x0, 0.25)
+    r = pi / jnp.sin(pi * xr)
+    result = _where(reflect, -2.0 * r * r * r * jnp.cos(pi * xr), 0.0)
+    x1 = _where(reflect, 1.0 - x0, x0)
+    for _ in range(16):
+        small = x1 < 16.0
+        result = result - _where(small, 2.0 / (x1 * x1 * x1), 0.0)
+        x1 = _where(small, x1 + 1.0, x1)
+    r = 1.0 / x1
+    q = r * r
+    value = result - q * (1.0 + r + q * (0.5 - q * (1 / 6 - q * (1 / 6 - q * (
+        0.3 - q * (5 / 6 - q * (691 / 210)))))))
+    value = _where(x == math.inf, -0.0, value)
+    return _where(pole, jnp.asarray(math.nan, x.dtype), value)
+
+
+def _ndtr_tail(x):
+    """Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series, 20 terms."""
+    q = 1.0 / (x * x)
+    term = total = _jnp().ones_like(x)
+    odd = 1.0
+    for _ in range(20):
+        term = term * (-odd * q)
+        total = total + term
+        odd += 2.0
+    return total
+
+
+def log_ndtr(x):
+    """log Phi(x), as the kernels' ``h_log_ndtr``."""
+    jnp = _jnp()
+    from jax import lax
+
+    right = jnp.log1p(-0.5 * lax.erfc(_where(x > 0.0, x, 1.0) * 0.7071067811865476))
+    middle_x = _where((x > -10.0) & (x <= 0.0), x, -1.0)
+    middle = jnp.log(0.5 * lax.erfc(middle_x * -0.7071067811865476))
+    tail_x = _where(x > -10.0, -10.0, x)  # NaN stays NaN: it takes this branch
+    tail = (-0.5 * tail_x * tail_x - jnp.log(-tail_x) - 0.9189385332046728
+            + jnp.log(_ndtr_tail(tail_x)))
+    return _where(x > 0.0, right, _where(x > -10.0, middle, tail))
+
+
+def ndtr_ratio(x):
+    """phi(x)/Phi(x), as the kernels' ``h_ndtr_ratio``."""
+    jnp = _jnp()
+    from jax import lax
+
+    head_x = _where(x > -10.0, x, 0.0)
+    density = jnp.exp(-0.5 * head_x * head_x) * 0.3989422804014327
+    head = density / (0.5 * lax.erfc(head_x * -0.7071067811865476))
+    tail_x = _where(x > -10.0, -10.0, x)
+    return _where(x > -10.0, head, -tail_x / _ndtr_tail(tail_x))
+
+
+def log1mexp(x):
+    """log(1 - e^x): -expm1 near 0, log1p of -e^x far from it."""
+    jnp = _jnp()
+    near = x > -0.6931471805599453
+    return _where(near, jnp.log(-jnp.expm1(_where(near, x, -1.0))),
+                  jnp.log1p(-jnp.exp(_where(near, -1.0, x))))
+
+
+def logaddexp(a, b):
+    """log(e^a + e^b), equal arguments first (two equal infinities give that infinity)."""
+    jnp = _jnp()
+    equal = a == b
+    d = _where(equal, 0.0, a - b)
+    positive = d > 0.0
+    return _where(equal, a + 0.6931471805599453,
+                  _where(positive, a + jnp.log1p(jnp.exp(-_where(positive, d, 0.0))),
+                         b + jnp.log1p(jnp.exp(_where(positive, 0.0, d)))))
+
+
+def xlog1py(x, y):
+    """x log1p(y), 0 where x = 0 unless y is NaN."""
+    jnp = _jnp()
+    zero = (x == 0.0) & ~jnp.isnan(y)
+    return _where(zero, 0.0, x * jnp.log1p(_where(zero, 0.0, y)))
+
+
+def softplus(x):
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|)."""
+    jnp = _jnp()
+    return _where(x > 0.0, x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def log_sigmoid(x):
+    """log sigmoid(x) = min(x, 0) - log1p(e^-|x|)."""
+    jnp = _jnp()
+    return _where(x < 0.0, x, 0.0) - jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def sigmoid(x):
+    """1/(1 + e^-x) through e^-|x|."""
+    jnp = _jnp()
+    e = jnp.exp(-jnp.abs(x))
+    return _where(x >= 0.0, 1.0, e) / (1.0 + e)
+
+
+def sign(x):
+    """-1, 0 or 1; NaN for NaN (``x * 0`` at zero, as the kernels)."""
+    return _where(x > 0.0, 1.0, _where(x < 0.0, -1.0, x * 0.0))
+
+
+def maximum(a, b):
+    """max(a, b): NaN in ``a`` propagates, ties pick ``a`` (its derivative goes to ``a``)."""
+    return _where((a >= b) | _jnp().isnan(a), a, b)
+
+
+def minimum(a, b):
+    """min(a, b): NaN in ``a`` propagates, ties pick ``a``."""
+    return _where((a <= b) | _jnp().isnan(a), a, b)
+
+
+def pick(x, labels):
+    """``x[i, labels_i]``: one column of each row (``rowsum(x * onehot(labels))``)."""
+    jnp = _jnp()
+    index = labels.astype(jnp.int32)
+    return jnp.take_along_axis(x, index[..., None], axis=-1, mode="clip")[..., 0]
+
+
+def rows(table, labels, samples: int | None):
+    """Row ``labels_i`` of ``table`` for each sample (``rowof(C, y)``)."""
+    jnp = _jnp()
+    found = jnp.take(table, labels.astype(jnp.int32), axis=0, mode="clip")
+    if found.ndim == 1 and samples is not None:  # one label for every sample
+        found = jnp.broadcast_to(found, (samples, found.shape[0]))
+    return found
+
+
+def class_index(T, samples: int | None, width: int):
+    """The class index k of each element of a per-class matrix."""
+    jnp = _jnp()
+    index = jnp.arange(width, dtype=T)
+    return index if samples is None else jnp.broadcast_to(index, (samples, width))
+
+
+# ---------------------------------------------------------------------------------------------
+# The printer
+
+
+@dataclass(frozen=True)
+class Program:
+    """A generated module: its source and ``build(T, jnp, lax, h) -> run``."""
+
+    source: str
+    build: Callable
+
+
+def _call(name: str):
+    def method(self, n, *args):
+        return f"h.{name}({', '.join(args)})"
+
+    method.__doc__ = f"``{name}`` through the stable helper ``h.{name}``."
+    return method
+
+
+def _jnp_call(name: str):
+    def method(self, n, *args):
+        return f"jnp.{name}({', '.join(args)})"
+
+    method.__doc__ = f"``jnp.{name}``."
+    return method
+
+
+def _compare(symbol: str):
+    def method(self, n, a, b):
+        return f"jnp.where({a} {symbol} {b}, ONE, ZERO)"
+
+    method.__doc__ = f"``{symbol}`` as 1.0 or 0.0."
+    return method
+
+
+class JaxPrinter:
+    """``jax.numpy`` expressions for one node given its arguments' names; one method per op.
+
+    ``inputs`` and ``params`` map loss names to generated argument names; ``lengths`` maps
+    each axis (``n0``, ``n0k``, ``t0``, ``n0#kept``) to an expression of its length.
+    """
+
+    def __init__(self, inputs: Mapping[str, str], params: Mapping[str, str],
+                 lengths: Mapping[str, str]):
+        self.inputs = dict(inputs)
+        self.params = dict(params)
+        self.lengths = dict(lengths)
+        self.constants: dict[str, str] = {}  # literal -> module-level name
+        self._current: dict[int, str] = {}  # node id -> its variable, as printed so far
+
+    @staticmethod
+    def _aligned(a: Node, name: str, n: Node) -> str:
+        """``a`` broadcast against ``n``: a per-sample vector meets a per-class matrix row by
+        row (NumPy would align it with the classes)."""
+        if (n.op not in ("rowsum", "rowmax", "sum", "class_index", "table_row")
+                and a.axes is not None and n.axes is not None and len(n.axes) == 2
+                and tuple(a.axes) == tuple(n.axes[:1])):
+            return f"{name}[..., None]"
+        return name
+
+    def constant(self, value: float) -> str:
+        """The name of a module-level constant of dtype ``T``."""
+        literal = _number(value)
+        if literal not in self.constants:
+            self.constants[literal] = f"K{len(self.constants)}"
+        return self.constants[literal]
+
+    def length(self, axis: str) -> str:
+        """The expression of an axis' length (a LossError when the inputs do not give it)."""
+        if axis not in self.lengths:
+            raise LossError(f"the JAX backend does not know the length of axis {axis!r}")
+        return self.lengths[axis]
+
+    # ------------------------------------------------------------------ leaves
+    def print_const(self, n):
+        """A constant."""
+        return self.constant(n.value)
+
+    def print_input(self, n):
+        """An input, converted to ``T``."""
+        return f"jnp.asarray({self.inputs[n.value]}).astype(T)"
+
+    def print_param(self, n):
+        """A param, an argument of ``run`` converted to ``T``."""
+        return f"jnp.asarray({self.params[n.value]}).astype(T)"
+
+    def print_count(self, n):
+        """The length of an axis (from the inputs' shapes), as a ``T`` scalar."""
+        return f"jnp.asarray({self.length(n.value)}, T)"
+
+    def print_class_index(self, n, label):
+        """The class index k of each element of a (N, K) matrix."""
+        samples = self.lengths.get(n.axes[0]) if n.axes else None
+        return f"h.class_index(T, {samples}, {self.length(n.axes[1])})"
+
+    def print_table_row(self, n, table, labels):
+        """Row y_i of a lookup table for each sample."""
+        samples = self.lengths.get(n.axes[0]) if n.axes else None
+        return f"h.rows({table}, {labels}, {samples})"
+
+    def print_count_as(self, n, value, count):
+        """``count_as(l, s)`` is ``l`` (``s`` counts samples in a mean; ``shapes.objective``
+        has removed it from the graphs printed)."""
+        return value
+
+    # ------------------------------------------------------------------ reductions
+    def print_rowsum(self, n, x):
+        """The sum over a row's classes; ``rowsum(x * onehot(y))`` reads one column."""
+        parts = _pick_parts(n)
+        if parts is not None:
+            return f"h.pick({x.removesuffix('[..., None]')}, {self._name_of(parts[1])})"
+        return f"jnp.sum({x}, axis=-1)"
+
+    def print_rowmax(self, n, x):
+        """The largest element of each row (NaN propagates)."""
+        return f"jnp.max({x}, axis=-1)"
+
+    def print_sum(self, n, x):
+        """The sum over the samples."""
+        return f"jnp.sum({x})"
+
+    def _name_of(self, n: Node) -> str:
+        # the pick's labels are printed before the rowsum (they are under its argument)
+        return self._current[id(n)]
+
+    # ------------------------------------------------------------------ arithmetic
+    def print_neg(self, n, a):
+        """``-a``."""
+        return f"-{a}"
+
+    def print_add(self, n, a, b):
+        """``a + b``."""
+        return f"{a} + {b}"
+
+    def print_sub(self, n, a, b):
+        """``a - b``."""
+        return f"{a} - {b}"
+
+    def print_mul(self, n, a, b):
+        """``a * b``."""
+        return f"{a} * {b}"
+
+    def print_div(self, n, a, b):
+        """``a / b``."""
+        return f"{a} / {b}"
+
+    def print_pow(self, n, a, b):
+        """``a ** b``, with the kernels' special cases for constant exponents."""
+        exponent = n.args[1]
+        if exponent.op == "const":
+            special = {2.0: f"{a} * {a}", 3.0: f"{a} * {a} * {a}", 0.5: f"jnp.sqrt({a})",
+                       -1.0: f"ONE / {a}", -2.0: f"ONE / ({a} * {a})"}
+            if exponent.value in special:
+                return special[exponent.value]
+        return f"jnp.power({a}, {b})"
+
+    print_exp, print_log, print_log1p, print_expm1 = (
+        _jnp_call("exp"), _jnp_call("log"), _jnp_call("log1p"), _jnp_call("expm1"))
+    print_sqrt, print_tanh, print_sin, print_cos, print_abs = (
+        _jnp_call("sqrt"), _jnp_call("tanh"), _jnp_call("sin"), _jnp_call("cos"),
+        _jnp_call("abs"))
+
+    def print_erf(self, n, a):
+        """``lax.erf``."""
+        return f"lax.erf({a})"
+
+    def print_erfc(self, n, a):
+        """``lax.erfc``."""
+        return f"lax.erfc({a})"
+
+    print_sign, print_sigmoid, print_log_sigmoid, print_softplus = (
+        _call("sign"), _call("sigmoid"), _call("log_sigmoid"), _call("softplus"))
+    print_lgamma, print_digamma, print_trigamma, print_tetragamma = (
+        _call("lgamma"), _call("digamma"), _call("trigamma"), _call("tetragamma"))
+    print_log_ndtr, print_ndtr_ratio, print_log1mexp = (
+        _call("log_ndtr"), _call("ndtr_ratio"), _call("log1mexp"))
+    print_logaddexp, print_xlog1py = _call("logaddexp"), _call("xlog1py")
+    print_min, print_max = _call("minimum"), _call("maximum")
+
+    # ------------------------------------------------------------------ logic
+    print_lt, print_le, print_gt = _compare("<"), _compare("<="), _compare(">")
+    print_ge, print_eq, print_ne = _compare(">="), _compare("=="), _compare("!=")
+
+    def print_and(self, n, a, b):
+        """1.0 where both are non-zero."""
+        return f"jnp.where(({a} != ZERO) & ({b} != ZERO), ONE, ZERO)"
+
+    def print_or(self, n, a, b):
+        """1.0 where either is non-zero."""
+        return f"jnp.where(({a} != ZERO) | ({b} != ZERO), ONE, ZERO)"
+
+    def print_not(self, n, a):
+        """1.0 where ``a`` is zero."""
+        return f"jnp.where({a} == ZERO, ONE, ZERO)"
+
+    def print_where(self, n, c, a, b):
+        """``a`` where ``c`` is non-zero, else ``b``."""
+        return f"jnp.where({c} != ZERO, {a}, {b})"
+
+    def print_stop_gradient(self, n, a):
+        """``a``, with no derivative."""
+        return f"lax.stop_gradient({a})"
+
+
+def printable_operations() -> list[str]:
+    """The IR operations the printer handles (every one but the macros that ``shapes.py``
+    expands before printing)."""
+    return sorted(op for op in OPERATIONS if hasattr(JaxPrinter, f"print_{op}"))
+
+
+def _module(printer: JaxPrinter, roots: list[Node], arguments: list[str]) -> str:
+    names = printer._current  # print_rowsum's pick reads the names of earlier nodes
+    lines: list[str] = []
+    for index, n in enumerate(toposort(roots)):
+        method = getattr(printer, f"print_{n.op}", None)
+        if method is None:
+            raise LossError(f"the JAX backend cannot print the operation '{n.op}' (it prints "
+                            f"{', '.join(printable_operations())})")
+        args = [printer._aligned(a, names[id(a)], n) for a in n.args]
+        names[id(n)] = f"v{index}"
+        lines.append(f"        v{index} = {method(n, *args)}")
+    constants = [f"    {name} = T({literal})" for literal, name in printer.constants.items()]
+    result = "".join(f"{names[id(r)]}, " for r in roots)
+    return "\n".join([
+        "import math", "", "", "def build(T, jnp, lax, h):",
+        "    ZERO = T(0.0)", "    ONE = T(1.0)", *constants, "",
+        f"    def run({', '.join(arguments)}):", *lines, f"        return ({result})", "",
+        "    return run", ""])
+
+
+def generate(roots: list[Node], inputs: Mapping[str, str], params: Mapping[str, str],
+             lengths: Mapping[str, str]) -> Program:
+    """The JAX program computing ``roots`` (typed, lowered graphs).
+
+    ``inputs``/``params``: loss name -> generated argument name; ``run`` takes the inputs'
+    names then the params', in the mappings' order. ``lengths``: axis -> length expression.
+    """
+    printer = JaxPrinter(inputs, params, lengths)
+    arguments = list(inputs.values()) + list(params.values())
+    source = _module(printer, roots, arguments)
+    namespace: dict = {}
+    exec(compile(source, "<lossdsl.jax>", "exec"), namespace)  # noqa: S102 - our own source
+    return Program(source, namespace["build"])

@@ -1,0 +1,564 @@
+"""lossdsl losses as ordinary JAX functions, printed as ``jax.numpy`` code.
+
+    import lossdsl.jax
+
+    f = lossdsl.jax.loss("huber(y, p, 1.0)")          # f(y_true, y_pred, **inputs)
+    value = f(y, p)                                   # a 0-d jax.Array
+    g = jax.jit(jax.grad(f, argnums=1))(y, p)         # jit, grad, hessian, vmap all apply
+
+The loss's optimised graph (the one the Numba kernels compute: inlined, stabilised,
+simplified, lowered) is printed as ``jax.numpy`` source by :mod:`lossdsl.codegen.jax`, so the
+function is traced, compiled, batched and differentiated by JAX like any other; nothing calls
+back into Python or Numba.
+
+**Derivatives are lossdsl's.** The value is a :func:`jax.custom_jvp` whose JVP uses the
+symbolic gradient, printed from the same IR, instead of JAX's autodiff of the formula: its
+stable forms (a ``where`` differentiates only the branch it takes, ``sigmoid`` rather than
+``exp(x)/(1 + exp(x))``, ...) stay finite where autodiff of the value meets ``0 * inf``. The
+gradient is itself a ``custom_jvp`` whose JVP is the symbolic diagonal Hessian where that is
+the whole second derivative (the loss is elementwise in the input: ``jax.hessian`` of
+``huber``, ``bce_logits``, ``quantile``, ...); where entries are coupled (a softmax over
+classes, a batch-level sum such as Dice), for mixed derivatives of two inputs, derivatives
+with respect to params, third derivatives and per-sample (``reduction="none"``) losses whose
+samples are coupled, JAX differentiates the printed symbolic derivative (or value) instead,
+which is exact too, only without lossdsl's stable forms.
+
+Positional arguments are ``(y_true, y_pred)``, as optax and Keras take them: the target is
+the input named like a label (``y``, ``target``, ``label``, ...), the prediction the other
+one; other inputs, ``sample_weight=`` and param overrides are keywords. ``reduction="none"``
+gives one value per sample (optax's per-example form). Inputs may be float64 (with
+``jax_enable_x64``), float32, float16 or bfloat16 (computed in float32, returned in the input
+dtype); integer label arrays are range-checked when they are concrete and make the result NaN
+when a traced label (under ``jit``) is out of range, never a silently wrong number.
+
+JAX is an optional dependency (``pip install lossdsl[jax]``); ``import lossdsl`` does not
+import it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+from . import diff, shapes
+from ._boost import LABEL_NAMES
+from .api import CompiledLoss, Loss, first_bad_label, loss_from_text, param_value
+from .codegen import jax as printer
+from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
+from .ir import Node, depends_on, toposort
+from .lower import lower
+from .simplify import simplify
+from .stabilize import stabilize
+
+__all__ = ["DERIVATIVES", "JaxLoss", "loss", "positional_inputs"]
+
+#: How derivatives are taken: "lossdsl" (the symbolic gradient and Hessian, printed from the
+#: IR, as the JVP of the value and of the gradient) or "jax" (JAX's autodiff of the printed
+#: value, for comparison: no custom_jvp).
+DERIVATIVES = ("lossdsl", "jax")
+
+
+def positional_inputs(inputs: tuple[str, ...], keywords: Mapping[str, Any],
+                      count: int) -> tuple[str, ...]:
+    """The inputs ``count`` positional arguments stand for, as ``(y_true, y_pred)``: the
+    target is the one input left without a keyword that is named like a label (``y``,
+    ``target``, ...), the prediction the only other one left. Roles that the names do not
+    tell are refused, never guessed."""
+    if not count:
+        return ()
+    left = [name for name in inputs if name not in keywords]
+    targets = [name for name in left if name in LABEL_NAMES]
+    predictions = [name for name in left if name not in LABEL_NAMES]
+    example = ", ".join(f"{name}=..." for name in inputs)
+    if count > 2:
+        raise LossError(f"positional arguments are (y_true, y_pred), as optax and Keras take "
+                        f"them; got {count}: pass the others by keyword (f({example}))")
+    if count > len(left):
+        raise LossError(f"{count} positional arguments, but only {len(left)} input(s) left "
+                        f"without a keyword ({', '.join(left) or 'none'}): pass each input "
+                        f"once (f({example}))")
+    if count == 1 and len(left) == 1:
+        return tuple(left)
+    if count == 2 and len(targets) == 1 and len(predictions) == 1:
+        return (targets[0], predictions[0])
+    raise LossError(f"cannot tell which of the inputs ({', '.join(left)}) is the target and "
+                    f"which the prediction from their names: pass them by keyword "
+                    f"(f({example}))")
+
+
+def _is_zero(tangent: Any) -> bool:
+    return isinstance(tangent, SymbolicZero) or tangent.dtype == jax.dtypes.float0
+
+
+def _concrete(value: Any) -> np.ndarray | None:
+    """``value`` as NumPy when it is known now (not traced under jit/vmap/grad), else None."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a loss computes in: float32 or float64 as given, float32 for half
+    precision (float16 and bfloat16), as the Numba kernels."""
+    return dtype if dtype in (jnp.float32, jnp.float64) else np.dtype(jnp.float32)
+
+
+def _coupled(graph: Node, x: Node) -> bool:
+    """Whether a derivative ``graph`` (shaped like ``x``) mixes different entries of ``x``:
+    a reduction over an axis of ``x`` of something that depends on ``x`` (stop_gradient
+    cuts). Where it does not, the diagonal Hessian is the whole second derivative."""
+    varies: dict[int, bool] = {}
+    for n in toposort([graph]):
+        varies[id(n)] = n is x or (n.op != "stop_gradient"
+                                   and any(varies[id(a)] for a in n.args))
+        for a in n.args:
+            reduced = set(a.axes or ()) - set(n.axes or ())
+            if varies[id(a)] and reduced & set(x.axes or ()):
+                return True
+    return False
+
+
+@dataclass
+class _Functions:
+    """The printed functions of one specialisation (input ranks, weights, dtype): the value,
+    and, built when first asked for, each input's gradient and Hessian diagonal."""
+
+    loss: JaxLoss
+    objective: shapes.Objective
+    typed: dict[str, Node]
+    specialized: shapes.Specialized
+    weighted: bool
+    dtype: np.dtype  # computed in
+    result_dtype: np.dtype  # returned in
+    names: tuple[str, ...]  # the inputs, then the weights, then params: run's arguments
+    inputs: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    lengths: dict[str, str] = field(default_factory=dict)
+    # traced labels to check: (argument index, width or its (argument, dimension), ignored)
+    labels: list[tuple[int, Any, float | None]] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    value: Callable | None = None
+    raw_value: Callable | None = None
+    gradients: dict[str, Callable] = field(default_factory=dict)
+    raw_gradients: dict[str, Callable] = field(default_factory=dict)
+    per_sample: dict[str, bool] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ------------------------------------------------------------------ printing
+    def _print(self, what: str, roots: list[Node]) -> Callable:
+        """``run(*arguments)`` computing ``roots`` lowered as the kernels lower them, NaN
+        where a traced label is out of range."""
+        lowered = lower(simplify(stabilize(roots)))
+        program = printer.generate(lowered, self.inputs, self.params, self.lengths)
+        self.sources[what] = program.source
+        run = program.build(self.dtype.type, jnp, lax, printer)
+        checks = self.labels
+
+        def checked(*arguments):
+            results = run(*arguments)
+            bad = _bad_labels(arguments, checks)
+            if bad is None:
+                return results
+            return tuple(jnp.where(bad, jnp.asarray(np.nan, r.dtype), r) for r in results)
+
+        return checked
+
+    def build_value(self) -> None:
+        (raw,) = [self._print("value", [self.objective.value])]
+        result_dtype = self.result_dtype
+
+        def value(*arguments):
+            return raw(*arguments)[0].astype(result_dtype)
+
+        self.raw_value = value
+        if self.loss.derivatives == "jax":
+            self.value = value
+            return
+        self.value = jax.custom_jvp(value)
+        self.value.defjvp(self._value_jvp, symbolic_zeros=True)
+
+    def _total(self) -> Node:
+        """The scalar whose gradient gives the value's JVP: the reduced loss, or for
+        ``reduction="none"`` the (weighted) sum of the per-sample values."""
+        if self.loss.reduction != "none" or self.objective.sample_axis is None:
+            return self.objective.total
+        summed = self.loss._summed._specialize(self._ranks(), self.weighted)[0]
+        return summed.total
+
+    def _ranks(self) -> dict[str, int]:
+        return {name: len(self.typed[name].axes or ()) for name in self.loss.inputs}
+
+    def _input(self, name: str) -> Node:
+        if name == shapes.WEIGHT_KEYWORD:
+            return next(n for n in toposort([self._total()])
+                        if n.op == "input" and n.value == shapes.WEIGHT)
+        return self.typed[name]
+
+    def gradient(self, name: str) -> tuple[Callable, Callable]:
+        """(gradient with the symbolic Hessian as its JVP, the gradient as printed) of the
+        total with respect to input ``name``."""
+        with self.lock:
+            if name not in self.gradients:
+                total, x = self._total(), self._input(name)
+                gradient = diff.grad(total, x)
+                raw = self._print(f"grad:{name}", [gradient])
+                hessian = None
+                if not _coupled(simplify(stabilize([gradient]))[0], x):
+                    try:
+                        hessian = self._print(f"hess:{name}",
+                                              [diff.hessian_diag(total, x, gradient)])
+                    except LossError as error:  # trigamma's derivative has none
+                        if "has no derivative" not in str(error):
+                            raise
+                self.raw_gradients[name] = lambda *arguments: raw(*arguments)[0]
+                self.gradients[name] = self._with_jvp(self.raw_gradients[name], (
+                    {self.names.index(name): _diagonal(hessian)} if hessian else {}))
+            return self.gradients[name], self.raw_gradients[name]
+
+    def _with_jvp(self, raw: Callable, rules: dict[int, Callable]) -> Callable:
+        """``raw`` as a custom_jvp: argument ``i``'s tangent through ``rules[i](arguments,
+        tangent)``, any other argument's through JAX's derivative of ``raw``."""
+        function = jax.custom_jvp(raw)
+
+        def jvp(primals, tangents):
+            out = function(*primals)
+            total = jnp.zeros_like(out)
+            others = []
+            for index, tangent in enumerate(tangents):
+                if _is_zero(tangent):
+                    continue
+                if index in rules:
+                    total = total + rules[index](primals, tangent).astype(out.dtype)
+                else:
+                    others.append(index)
+            if others:
+                total = total + _autodiff(raw, primals, tangents, others).astype(out.dtype)
+            return out, total
+
+        function.defjvp(jvp, symbolic_zeros=True)
+        return function
+
+    # ------------------------------------------------------------------ the value's JVP
+    def _symbolic_per_sample(self, name: str) -> bool:
+        """For ``reduction="none"``: whether the per-sample values' JVP with respect to
+        ``name`` is the summed loss's gradient times the tangent, row by row (each value
+        depends on its own sample's entries of the input only)."""
+        if name not in self.per_sample:
+            x = self._input(name)
+            value = self.objective.value
+            varying, scalar = shapes.split_additive(value)
+            axes = tuple(value.axes or ())
+            ok = (bool(axes) and tuple(x.axes or ())[:1] == axes[:1]
+                  and (len(x.axes) == len(axes) or len(axes) == 1)
+                  and not depends_on(scalar, {id(x)})[id(scalar)])
+            if ok:
+                dependent = depends_on(varying, {id(x)})
+                reductions = ("sum",) if len(axes) == 1 else ("sum", "rowsum", "rowmax")
+                ok = not any(n.op in reductions and dependent[id(n.args[0])]
+                             for n in toposort([varying]))
+            self.per_sample[name] = ok
+        return self.per_sample[name]
+
+    def _value_jvp(self, primals, tangents):
+        out = self.value(*primals)
+        total = jnp.zeros(out.shape, self.dtype)
+        others = []
+        per_sample = self.loss.reduction == "none" and out.ndim > 0
+        for index, tangent in enumerate(tangents):
+            if _is_zero(tangent):
+                continue
+            name = self.names[index]
+            if index >= len(self.names) - len(self.params):  # a param: JAX differentiates
+                others.append(index)
+                continue
+            if per_sample and not self._symbolic_per_sample(name):
+                others.append(index)
+                continue
+            gradient, _ = self.gradient(name)
+            product = gradient(*primals) * tangent.astype(self.dtype)
+            if per_sample:
+                total = total + (jnp.sum(product, axis=-1) if product.ndim > out.ndim
+                                 else product)
+            else:
+                total = total + jnp.sum(product)
+        if others:
+            total = total + _autodiff(self.raw_value, primals, tangents, others)
+        return out, total.astype(out.dtype)
+
+
+def _diagonal(hessian: Callable) -> Callable:
+    def rule(primals, tangent):
+        (diagonal,) = hessian(*primals)
+        return diagonal * tangent.astype(diagonal.dtype)
+
+    return rule
+
+
+def _autodiff(raw: Callable, primals, tangents, indices: list[int]):
+    """JAX's own JVP of ``raw`` along the arguments ``indices`` (the others held)."""
+
+    def partial(*moving):
+        arguments = list(primals)
+        for index, value in zip(indices, moving):
+            arguments[index] = value
+        return raw(*arguments)
+
+    moving = [primals[i] for i in indices]
+    directions = [jnp.asarray(tangents[i]).astype(jnp.result_type(primals[i])) for i in indices]
+    return jax.jvp(partial, moving, directions)[1]
+
+
+def _bad_labels(arguments, checks):
+    """Whether any traced label is not an integer in range (a traced bool), or None when
+    the loss reads no label. Concrete labels were checked (and refused) before the call.
+    ``checks``: (argument index, width, ignored label value or None), the width an int or
+    the (argument index, dimension) whose length it is."""
+    if not checks:
+        return None
+    bad = jnp.asarray(False)
+    for index, width, ignored in checks:
+        if not isinstance(width, int):
+            width = jnp.shape(arguments[width[0]])[width[1]]
+        value = jnp.asarray(arguments[index])
+        wrong = (value < 0) | (value >= width) | (value != jnp.floor(value))
+        if ignored is not None:
+            wrong = wrong & (value != ignored)
+        bad = bad | jnp.any(wrong)
+    return bad
+
+
+class JaxLoss:
+    """A lossdsl loss as a JAX function ``f(y_true, y_pred, **inputs)`` (see the module's
+    documentation): a 0-d array, or one value per sample for ``reduction="none"``."""
+
+    def __init__(self, loss: str | Loss | CompiledLoss, reduction: str = "mean",
+                 params: Mapping[str, float] | None = None, ignore_index: int | None = None,
+                 derivatives: str = "lossdsl"):
+        if derivatives not in DERIVATIVES:
+            raise LossError(f"derivatives must be one of {', '.join(DERIVATIVES)}, not "
+                            f"{derivatives!r}")
+        self.derivatives = derivatives
+        if isinstance(loss, CompiledLoss):
+            params = {**loss.params, **dict(params or {})}
+            ignore_index = loss.ignore_index if ignore_index is None else ignore_index
+            loss = loss.loss
+        if isinstance(loss, str):
+            loss = loss_from_text(loss)
+        if not isinstance(loss, Loss):
+            raise TypeError(f"lossdsl.jax.loss takes loss text, a Loss or a CompiledLoss, not "
+                            f"{type(loss).__name__}")
+        # the symbolic pipeline (specialisation, objective); these objects never build a kernel
+        self._compiled = loss.compile("cpu", reduction, params, ignore_index)
+        self._summed = loss.compile("cpu", "sum", params, ignore_index)
+        self.definition = loss
+        self.reduction = reduction
+        self._functions: dict[tuple, _Functions] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The loss's inputs, in order of first appearance."""
+        return self._compiled.inputs
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The params and their values (overridable per call by keyword)."""
+        return dict(self._compiled.params)
+
+    @property
+    def ignore_index(self) -> int | None:
+        """The label value whose samples count for nothing (None: every sample counts)."""
+        return self._compiled.ignore_index
+
+    def __repr__(self) -> str:
+        return (f"<lossdsl.jax loss {self.definition.name or 'expression'}"
+                f"({', '.join(self.inputs)}) reduction={self.reduction}>")
+
+    def source(self, *args: Any, sample_weight: Any = None, **inputs: Any) -> str:
+        """The generated JAX source of the value for these inputs (as a call would get)."""
+        functions, _ = self._prepare(args, sample_weight, inputs)
+        return functions.sources["value"]
+
+    def __call__(self, *args: Any, sample_weight: Any = None, **inputs: Any) -> jax.Array:
+        """The loss of the given arrays (a 0-d array, or per sample for ``"none"``)."""
+        functions, arguments = self._prepare(args, sample_weight, inputs)
+        return functions.value(*arguments)
+
+    # ------------------------------------------------------------------ binding
+    def _class_vectors(self) -> frozenset[str]:
+        """Inputs read as per-class vectors (``classvec(w)``), if the compiler has them."""
+        vectors = getattr(self._compiled, "class_vector_inputs", None)
+        return vectors() if vectors is not None else frozenset()
+
+    def _class_vector(self, name: str, array: jax.Array) -> jax.Array:
+        """A per-class vector (K,) as a one-row table (1, K), as the kernels read it; a
+        number stays a number (the same for every class)."""
+        if array.ndim == 0:
+            return array
+        if array.ndim != 1:
+            raise LossShapeError(
+                f"'{name}' is a per-class vector (classvec) and must be a vector (K,) with one "
+                f"entry per class, or a number; got shape {tuple(array.shape)}",
+                self.definition.definition.input_spans.get(name))
+        return array.reshape(1, array.shape[0])
+
+    def _prepare(self, args, sample_weight, inputs) -> tuple[_Functions, list]:
+        inputs = dict(inputs)
+        for name, value in zip(positional_inputs(self.inputs, inputs, len(args)), args):
+            inputs[name] = value
+        params = dict(self._compiled.params)
+        for name in [n for n in inputs if n not in self.inputs]:
+            if name not in params:
+                raise LossNameError(f"'{name}' is not an input or param of this loss (inputs: "
+                                    f"{', '.join(self.inputs)})", None,
+                                    did_you_mean(name, list(self.inputs) + list(params)))
+            params[name] = _param(name, inputs.pop(name))
+        missing = [name for name in self.inputs if name not in inputs]
+        if missing:
+            raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
+                                f"{', '.join(self.inputs)})",
+                                self.definition.definition.input_spans.get(missing[0]))
+        arrays = {name: _array(f"input '{name}'", inputs[name]) for name in self.inputs}
+        for name in self._class_vectors():
+            arrays[name] = self._class_vector(name, arrays[name])
+        weighted = sample_weight is not None
+        if weighted:
+            weight = _array("sample_weight", sample_weight)
+            if weight.ndim != 1:
+                raise LossShapeError(f"sample_weight must be a vector (N,), got shape "
+                                     f"{weight.shape}")
+            arrays[shapes.WEIGHT_KEYWORD] = weight
+        floating = [a.dtype for a in arrays.values() if jnp.issubdtype(a.dtype, jnp.floating)]
+        result = np.dtype(jnp.result_type(*floating)) if floating else np.dtype(
+            jnp.result_type(float))
+        ranks = {name: arrays[name].ndim for name in self.inputs}
+        functions = self._specialization(ranks, weighted, result)
+        self._check(functions, arrays)
+        arguments = [arrays[name] for name in functions.names[:len(functions.inputs)]]
+        arguments += [params[name] for name in functions.params]
+        return functions, arguments
+
+    def _specialization(self, ranks: dict[str, int], weighted: bool,
+                        result: np.dtype) -> _Functions:
+        dtype = _compute_dtype(result)
+        key = (tuple(sorted(ranks.items())), weighted, dtype.str, result.str)
+        with self._lock:
+            if key not in self._functions:
+                self._functions[key] = self._build(ranks, weighted, dtype, result)
+            return self._functions[key]
+
+    def _build(self, ranks, weighted, dtype, result) -> _Functions:
+        compiled = self._compiled
+        objective, typed = compiled._specialize(ranks, weighted)
+        specialized = compiled._specialized[(tuple(sorted(ranks.items())), weighted)][2]
+        names = list(self.inputs) + ([shapes.WEIGHT_KEYWORD] if weighted else [])
+        functions = _Functions(self, objective, typed, specialized, weighted, dtype, result,
+                               (*names, *compiled.params))
+        for index, name in enumerate(names):
+            loss_name = shapes.WEIGHT if name == shapes.WEIGHT_KEYWORD else name
+            functions.inputs[loss_name] = f"a{index}"
+        functions.params = {name: f"s{index}" for index, name in enumerate(compiled.params)}
+        for axis, sources in specialized.axis_sources.items():
+            name, dimension = sources[0]
+            functions.lengths[axis] = f"a{names.index(name)}.shape[{dimension}]"
+        for axis, width in specialized.fixed_widths.items():
+            functions.lengths.setdefault(axis, str(int(width)))
+        if objective.kept_count is not None:
+            label = functions.inputs[objective.ignored]
+            functions.lengths[objective.kept_count] = (
+                f"jnp.sum(jnp.asarray({label}) != {float(self.ignore_index)!r})")
+        widths: dict[str, Any] = {axis: (names.index(sources[0][0]), sources[0][1])
+                                  for axis, sources in specialized.axis_sources.items()}
+        widths.update({axis: int(width) for axis, width in specialized.fixed_widths.items()})
+        for label, axis in specialized.labels:
+            if label.op == "input":
+                ignored = (float(self.ignore_index) if label.value == objective.ignored
+                           else None)
+                functions.labels.append((names.index(label.value), widths[axis], ignored))
+        functions.build_value()
+        return functions
+
+    def _check(self, functions: _Functions, arrays: dict[str, jax.Array]) -> None:
+        """Shapes agree (static, also under jit); concrete labels are in range."""
+        lengths: dict[str, int] = {}
+        for axis, sources in functions.specialized.axis_sources.items():
+            seen = {name: arrays[name].shape[dimension] for name, dimension in sources}
+            if len(set(seen.values())) > 1:
+                detail = ", ".join(f"'{n}' has shape {arrays[n].shape}" for n in seen)
+                kind = "number of classes" if axis.endswith("k") else "number of samples"
+                raise LossShapeError(f"inputs disagree on the {kind}: {detail}")
+            lengths[axis] = next(iter(seen.values()))
+        for axis, width in functions.specialized.fixed_widths.items():
+            if axis in lengths and lengths[axis] != width:
+                raise LossShapeError(f"onehot(..., {width}) needs {width} classes, but the "
+                                     f"inputs have {lengths[axis]}")
+            lengths[axis] = width
+        weight = arrays.get(shapes.WEIGHT_KEYWORD)
+        axes = functions.objective.weight_axes
+        if weight is not None and axes and weight.shape[0] != lengths.get(axes[0]):
+            raise LossShapeError(f"sample_weight has {weight.shape[0]} entries but the loss "
+                                 f"has {lengths.get(axes[0])} samples")
+        objective = functions.objective
+        for label, axis in functions.specialized.labels:
+            if label.op == "const":
+                name, values = repr(label.value), np.asarray(label.value)
+            elif label.op == "param":
+                name, values = label.value, np.asarray(self._compiled.params[label.value])
+            else:
+                name, values = label.value, _concrete(arrays[label.value])
+                if values is None:  # traced: an out-of-range label makes the result NaN
+                    continue
+            ignored = name == objective.ignored
+            found = first_bad_label(values, lengths[axis], self.ignore_index if ignored
+                                    else None)
+            if found is not None:
+                raise self._compiled.label_error(name, lengths[axis], *found)
+            if ignored and self.reduction not in ("sum", "none") and not np.any(
+                    values != self.ignore_index):
+                raise LossDomainError(
+                    f"every label of '{name}' equals ignore_index={self.ignore_index}: the "
+                    f"{self.reduction} over no samples is undefined; use reduction='sum' or "
+                    "skip the batch")
+
+
+def _array(what: str, value: Any) -> jax.Array:
+    """``value`` as a JAX array of numbers (a LossShapeError for anything else)."""
+    if not isinstance(value, jax.Array):
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as error:
+            raise LossShapeError(f"{what} is not a rectangular numeric array: {error}") from None
+    if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+            or value.dtype == jnp.bool_):
+        raise LossShapeError(f"{what} must be real numbers (a float, integer or bool array or "
+                             f"scalar), got dtype {value.dtype}")
+    return jnp.asarray(value)
+
+
+def _param(name: str, value: Any) -> Any:
+    """A param given per call: a float, or a 0-d traced array (under jit)."""
+    if isinstance(value, jax.core.Tracer):
+        if jnp.ndim(value) != 0:
+            raise LossShapeError(f"param '{name}' must be a single number, got shape "
+                                 f"{jnp.shape(value)}")
+        return value
+    return param_value(name, np.asarray(value))
+
+
+def loss(loss: str | Loss | CompiledLoss, reduction: str = "mean",
+         params: Mapping[str, float] | None = None, ignore_index: int | None = None,
+         derivatives: str = "lossdsl") -> JaxLoss:
+    """A lossdsl loss as a JAX function ``f(y_true, y_pred, **inputs)`` (see
+    :class:`JaxLoss`). ``reduction`` as :func:`lossdsl.compile` ("none" gives per-sample
+    values), ``params`` overrides of param values (also per call, by keyword),
+    ``ignore_index`` a label value whose samples count for nothing, ``derivatives`` one of
+    :data:`DERIVATIVES`."""
+    return JaxLoss(loss, reduction, params, ignore_index, derivatives)

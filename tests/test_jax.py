@@ -1,0 +1,399 @@
+"""lossdsl.jax: losses printed as jax.numpy code, against the Numba CPU kernels.
+
+* every loss of the library: value, gradient of every differentiable input (``jax.grad``)
+  and the diagonal of ``jax.hessian`` with respect to the prediction, equal to the fused
+  Numba kernel's value, gradients and diagonal Hessian to 1e-12 in float64; the kernel is
+  the one tests/test_cuda.py compiles for the same inputs (value, gradients and the
+  prediction's Hessian in one kernel), so the two files share the on-disk kernel cache;
+* lossdsl's derivatives where JAX's autodiff of a formula fails (extreme logits, a masked
+  ``sqrt`` at 0), jit/vmap/grad compositions, reductions and sample weights, ignore_index,
+  float32 and bfloat16, labels out of range (an error, or NaN under jit), the printer's
+  completeness, and an optax training loop reaching the known quantile-regression optimum.
+
+float64 needs ``jax_enable_x64``: a module fixture turns it on and restores it afterwards.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lossdsl
+import lossdsl.jax
+from lossdsl import catalog, primitives
+from lossdsl.codegen import jax as jax_printer
+from lossdsl.errors import LossDomainError, LossError, LossNameError, LossShapeError
+
+N, K = 8, 4
+ENTRIES = {entry.name: entry for entry in catalog.entries()}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _x64():
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict:
+    """Float64 inputs shaped by the loss's input ranks, labels as integers (as
+    tests/test_cuda.py): "wide" from N(0, 1.5), "unit" from (0.05, 0.95)."""
+    rng = np.random.default_rng(seed)
+    ranks = compiled.default_ranks()
+    inputs = {}
+    for name in compiled.inputs:
+        if name in compiled.label_inputs():
+            inputs[name] = rng.integers(0, K, N)
+        elif name in compiled.table_inputs():
+            inputs[name] = rng.uniform(0.0, 5.0, (K, K))
+        else:
+            shape = (N,) if ranks[name] == 1 else (N, K)
+            inputs[name] = (rng.normal(0.0, 1.5, shape) if kind == "wide"
+                            else rng.uniform(0.05, 0.95, shape))
+    return inputs
+
+
+def library_case(name: str):
+    """(compiled loss, inputs, inputs differentiated, Hessian inputs, kernel results): the
+    first inputs ("wide", else "unit") on which the fused CPU kernel is finite."""
+    entry = ENTRIES[name]
+    compiled = lossdsl.compile(entry.call_expression())
+    constants = compiled.label_inputs() | compiled.table_inputs()
+    wrt = tuple(n for n in compiled.inputs if n not in constants)
+    prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
+    for kind in ("wide", "unit"):
+        inputs = synthesize(compiled, kind)
+        for hessians in ((prediction,), ()):
+            try:
+                results = compiled._compute(True, wrt, hessians, inputs, None)
+            except LossError as error:  # trigamma's derivative has no derivative
+                if "has no derivative" not in str(error):
+                    raise
+                continue
+            if all(np.all(np.isfinite(r)) for r in results):
+                return compiled, inputs, wrt, hessians, results
+            break
+    raise AssertionError(f"{name}: no inputs on which the CPU kernel is finite")
+
+
+def assert_close(actual, expected, what: str, tolerance: float = 1e-12) -> None:
+    """Within ``tolerance`` relative to the largest expected magnitude."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=tolerance * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_library_matches_numba_kernels(name):
+    compiled, inputs, wrt, hessians, expected = library_case(name)
+    f = lossdsl.jax.loss(compiled)
+    fixed = {k: v for k, v in inputs.items() if k not in wrt}
+
+    def of(*moving):
+        return f(**dict(zip(wrt, moving)), **fixed)
+
+    @jax.jit  # one XLA program per loss: eager Hessians of coupled losses take seconds
+    def results(*moving):
+        value, gradients = jax.value_and_grad(of, argnums=tuple(range(len(wrt))))(*moving)
+        found = [value, *gradients]
+        if hessians:
+            x = moving[wrt.index(hessians[0])]
+            full = jax.hessian(of, argnums=wrt.index(hessians[0]))(*moving)
+            found.append(jnp.diagonal(full.reshape(x.size, x.size)).reshape(x.shape))
+        return found
+
+    actual = results(*[inputs[w] for w in wrt])
+    labels = ["value", *(f"grad {w}" for w in wrt), *(f"hessian {h}" for h in hessians)]
+    for label, a, e in zip(labels, actual, expected):
+        assert np.asarray(a).dtype == np.float64, f"{name}: {label}"
+        assert_close(a, e, f"{name}: {label}")
+
+
+def test_printer_covers_every_operation():
+    """Every IR operation but the macros shapes.py expands has a print_ method, and a graph
+    with an operation the printer does not know is a LossError, not a crash."""
+    expected = sorted(op for op, p in primitives.OPERATIONS.items() if p.kind != "macro")
+    assert jax_printer.printable_operations() == expected
+    from lossdsl.ir import node
+
+    unknown = node("no_such_op", (node("const", (), 1.0, ()),), None, ())
+    with pytest.raises(LossError, match="cannot print the operation 'no_such_op'"):
+        jax_printer.generate([unknown], {}, {}, {})
+
+
+def test_generated_source_has_no_user_text():
+    f = lossdsl.jax.loss("huber(target_value, my_score, 1.0) + 0.1*l1(weights_secret)")
+    rng = np.random.default_rng(0)
+    source = f.source(target_value=rng.normal(size=5), my_score=rng.normal(size=5),
+                      weights_secret=rng.normal(size=3))
+    for name in ("target_value", "my_score", "weights_secret"):
+        assert name not in source
+    assert "jnp." in source and "def run(a0, a1, a2)" in source
+
+
+# ------------------------------------------------------------------ stable derivatives
+
+
+def test_extreme_logits_exact_where_autodiff_of_the_formula_is_nan():
+    """The textbook BCE on logits at +-1e4: JAX's autodiff of it in jnp is NaN; the same
+    text in lossdsl is rewritten into log_sigmoid forms, and its gradient and Hessian are the
+    exact (sigmoid(z) - y)/N and sigmoid'(z)/N."""
+    y = np.array([0.0, 1.0, 0.0, 1.0, 0.3])
+    z = np.array([1e4, 1e4, -1e4, -1e4, 1e4])
+
+    def textbook(y, z):
+        p = jax.nn.sigmoid(z)
+        return jnp.mean(-(y * jnp.log(p) + (1 - y) * jnp.log(1 - p)))
+
+    assert np.isnan(np.asarray(jax.grad(textbook, argnums=1)(y, z))).any()
+    for text in ("-(y*log(sigmoid(z)) + (1 - y)*log(1 - sigmoid(z)))", "bce_logits(y, z)"):
+        f = lossdsl.jax.loss(text)
+        exact = (np.where(z > 0, 1.0, 0.0) - y) / len(y)
+        assert float(f(y, z)) == pytest.approx(np.mean(np.where(z > 0, (1 - y), y) * 1e4))
+        np.testing.assert_array_equal(np.asarray(jax.grad(f, argnums=1)(y, z)), exact)
+        hessian = np.asarray(jax.hessian(f, argnums=1)(y, z))
+        np.testing.assert_array_equal(hessian, np.zeros((5, 5)))
+
+
+def test_masked_branches_where_autodiff_gives_nan():
+    """group_lasso at a zero group, where(p > 0, sqrt(p), 0) at 0: JAX's autodiff of the
+    printed value (derivatives="jax") meets 0 * inf; lossdsl's where-derivative does not."""
+    w = np.array([[0.0, 0.0], [3.0, 4.0]])
+    ours = jax.grad(lossdsl.jax.loss("group_lasso(w)"))(w)
+    theirs = jax.grad(lossdsl.jax.loss("group_lasso(w)", derivatives="jax"))(w)
+    np.testing.assert_allclose(np.asarray(ours), [[0.0, 0.0], [0.6, 0.8]], rtol=1e-15)
+    assert np.isnan(np.asarray(theirs)[0]).all()
+    p = np.array([0.0, 4.0])
+    f = lossdsl.jax.loss("where(p > 0, sqrt(p), 0)")
+    np.testing.assert_array_equal(np.asarray(jax.grad(f)(p)), [0.0, 0.125])
+    np.testing.assert_array_equal(np.diag(np.asarray(jax.hessian(f)(p))), [0.0, -1 / 64])
+    assert np.isnan(np.asarray(
+        jax.grad(lossdsl.jax.loss("where(p > 0, sqrt(p), 0)", derivatives="jax"))(p))[0])
+
+
+@pytest.mark.parametrize("text, wrt", [("huber(y, p, 0.5)", "p"), ("bce_logits(y, z)", "z"),
+                                       ("quantile(y, p, 0.8)", "p"), ("log_cosh(y, p)", "p"),
+                                       ("poisson_log(y, z)", "z")])
+def test_hessian_is_lossdsl_diagonal_for_elementwise_losses(text, wrt):
+    rng = np.random.default_rng(3)
+    y = rng.uniform(0.0, 2.0, N) if "poisson" in text else rng.integers(0, 2, N).astype(float)
+    x = rng.normal(0.0, 2.0, N)
+    compiled = lossdsl.compile(text)
+    f = lossdsl.jax.loss(text)
+    hessian = np.asarray(jax.jit(jax.hessian(f, argnums=1))(y, x))
+    assert_close(np.diag(hessian), compiled.hessian(wrt, y=y, **{wrt: x}), text)
+    np.testing.assert_array_equal(hessian - np.diag(np.diag(hessian)), 0.0)
+
+
+def test_coupled_hessian_is_exact():
+    """Softmax couples a row's classes: the Hessian's off-diagonal entries come from JAX's
+    derivative of lossdsl's printed gradient, its diagonal equals lossdsl's."""
+    rng = np.random.default_rng(4)
+    labels, z = rng.integers(0, 3, 2), rng.normal(size=(2, 3))
+    f = lossdsl.jax.loss("sparse_cce_logits(y, z)", reduction="sum")
+    hessian = np.asarray(jax.hessian(f, argnums=1)(labels, z)).reshape(6, 6)
+    q = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    expected = np.zeros((6, 6))
+    for row in range(2):
+        block = np.diag(q[row]) - np.outer(q[row], q[row])
+        expected[3 * row:3 * row + 3, 3 * row:3 * row + 3] = block
+    assert_close(hessian, expected, "softmax Hessian")
+
+
+# ------------------------------------------------------------------ transformations
+
+
+def test_jit_vmap_grad_compose():
+    rng = np.random.default_rng(5)
+    y, p = rng.normal(size=N), rng.normal(size=N)
+    compiled = lossdsl.compile("huber(y, p, 1.0)", reduction="sum")
+    f = lossdsl.jax.loss("huber(y, p, 1.0)")
+    per_example = lossdsl.jax.loss("huber(y, p, 1.0)", reduction="none")
+    # per-example gradients: vmap of grad of the loss of one example
+    grads = jax.jit(jax.vmap(jax.grad(per_example, argnums=1)))(y, p)
+    assert_close(grads, compiled.grad("p", y=y, p=p), "vmap(grad)")
+    assert_close(jax.jit(f)(y, p), lossdsl.compile("huber(y, p, 1.0)")(y=y, p=p), "jit")
+    assert_close(jax.jit(jax.grad(f, argnums=1))(y, p), jax.grad(f, argnums=1)(y, p), "jit")
+    # a batch of batches: vmap over a leading axis of (B, N) arrays
+    batches = jax.vmap(f)(np.stack([y, 2 * y]), np.stack([p, p]))
+    assert_close(batches, [f(y, p), f(2 * y, p)], "vmap over batches")
+    # a param per call, also traced under jit (JAX differentiates with respect to it)
+    text = "param delta = 1.0\nloss h = huber(y, p, delta)"
+    g = lossdsl.jax.loss(text)
+    expected = lossdsl.compile(text)(y=y, p=p, delta=0.5)
+    assert_close(g(y, p, delta=0.5), expected, "param")
+    assert_close(jax.jit(lambda d: g(y, p, delta=d))(0.5), expected, "traced param")
+    step = 1e-6
+    slope = (lossdsl.compile(text)(y=y, p=p, delta=0.5 + step)
+             - lossdsl.compile(text)(y=y, p=p, delta=0.5 - step)) / (2 * step)
+    assert float(jax.grad(lambda d: g(y, p, delta=d))(0.5)) == pytest.approx(slope, rel=1e-6)
+
+
+@pytest.mark.parametrize("reduction, weighted", [
+    ("mean", True), ("weighted_mean", True), ("sum", False), ("none", True), ("none", False),
+    ("batchmean", False)])
+def test_reductions_and_sample_weights(reduction, weighted):
+    rng = np.random.default_rng(6)
+    labels, z = rng.integers(0, K, N), rng.normal(size=(N, K))
+    weight = rng.uniform(0.1, 2.0, N) if weighted else None
+    text = "sparse_cce_logits(y, z) + 0.01*l2(z)" if reduction != "none" else \
+        "sparse_cce_logits(y, z)"
+    compiled = lossdsl.compile(text, reduction=reduction)
+    f = lossdsl.jax.loss(text, reduction=reduction)
+    value = f(labels, z, sample_weight=weight)
+    assert_close(value, compiled(y=labels, z=z, sample_weight=weight), reduction)
+    if reduction == "none":  # the VJP with cotangent v: the sum of v-weighted losses
+        v = rng.normal(size=N)
+        _, pullback = jax.vjp(lambda z: f(labels, z, sample_weight=weight), z)
+        (gradient,) = pullback(v)
+        expected = lossdsl.compile(text, reduction="sum").grad(
+            "z", y=labels, z=z, sample_weight=v * (weight if weighted else 1.0))
+    else:
+        gradient = jax.grad(lambda z: f(labels, z, sample_weight=weight))(z)
+        expected = compiled.grad("z", y=labels, z=z, sample_weight=weight)
+    assert_close(gradient, expected, f"{reduction} gradient")
+    if weighted:  # gradient with respect to the weights, too
+        dw = jax.grad(lambda w: jnp.sum(f(labels, z, sample_weight=w)))(weight)
+        assert_close(dw, jax.grad(lambda w: jnp.sum(
+            lossdsl.jax.loss(text, reduction=reduction, derivatives="jax")(
+                labels, z, sample_weight=w)))(weight), "d/dweight")
+
+
+def test_per_sample_loss_with_a_coupled_batch_term_falls_back_exactly():
+    """reduction="none" of a loss whose samples are coupled (a mean over the batch inside):
+    the per-sample JVP comes from JAX's derivative of the printed value, still exact."""
+    rng = np.random.default_rng(7)
+    y, p = rng.normal(size=N), rng.normal(size=N)
+    f = lossdsl.jax.loss("(p - mean(p) - y)^2", reduction="none")
+    jacobian = np.asarray(jax.jacrev(f, argnums=1)(y, p))
+    r = p - p.mean() - y
+    expected = 2 * r[:, None] * (np.eye(N) - 1.0 / N)
+    assert_close(jacobian, expected, "per-sample Jacobian")
+
+
+def test_ignore_index():
+    rng = np.random.default_rng(8)
+    labels, z = rng.integers(0, K, N), rng.normal(size=(N, K))
+    labels[[1, 4]] = -100
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", ignore_index=-100)
+    f = lossdsl.jax.loss("sparse_cce_logits(y, z)", ignore_index=-100)
+    assert_close(f(labels, z), compiled(y=labels, z=z), "value")
+    assert_close(jax.jit(jax.grad(f, argnums=1))(labels, z), compiled.grad("z", y=labels, z=z),
+                 "gradient")
+    with pytest.raises(LossDomainError, match="ignore_index"):
+        f(np.full(N, -100), z)
+
+
+# ------------------------------------------------------------------ dtypes
+
+
+@pytest.mark.parametrize("name", ["huber", "sparse_cce_logits", "dice"])
+def test_float32(name):
+    compiled, inputs, wrt, _, _ = library_case(name)
+    inputs32 = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
+                for k, v in inputs.items()}
+    expected, gradients = compiled.value_and_grad(wrt, **inputs32)
+    f = lossdsl.jax.loss(compiled)
+    fixed = {k: v for k, v in inputs32.items() if k not in wrt}
+    value, actual = jax.value_and_grad(
+        lambda *m: f(**dict(zip(wrt, m)), **fixed), argnums=tuple(range(len(wrt))))(
+        *[inputs32[w] for w in wrt])
+    assert value.dtype == jnp.float32
+    assert_close(value, expected, f"{name} float32", 1e-5)
+    for w, g in zip(wrt, actual):
+        assert g.dtype == jnp.float32
+        assert_close(g, gradients[w], f"{name} float32 grad {w}", 1e-5)
+
+
+def test_bfloat16_runs():
+    rng = np.random.default_rng(9)
+    y, z = rng.integers(0, 2, N).astype(float), rng.normal(size=N)
+    f = lossdsl.jax.loss("bce_logits(y, z)")
+    yb, zb = jnp.asarray(y, jnp.bfloat16), jnp.asarray(z, jnp.bfloat16)
+    value, gradient = jax.value_and_grad(f, argnums=1)(yb, zb)
+    assert value.dtype == jnp.bfloat16 and gradient.dtype == jnp.bfloat16
+    exact = f(np.asarray(yb, np.float64), np.asarray(zb, np.float64))
+    assert float(value) == pytest.approx(float(exact), rel=1e-2)
+
+
+# ------------------------------------------------------------------ binding and errors
+
+
+def test_positional_roles_and_errors():
+    rng = np.random.default_rng(10)
+    y, p = rng.normal(size=N), rng.normal(size=N)
+    f = lossdsl.jax.loss("asymmetric_l1(y, p, 4, 1)")
+    assert float(f(y, p)) == float(f(y=y, p=p)) == float(f(y, p=p))
+    assert float(f(y, p)) != float(f(p, y))  # (y_true, y_pred), not symmetric
+    with pytest.raises(LossError, match="cannot tell which"):
+        lossdsl.jax.loss("mse(a, b)")(y, p)
+    with pytest.raises(LossError, match="2 positional arguments, but only 1 input"):
+        f(y, p, y=y)
+    with pytest.raises(LossNameError, match="missing input 'p'"):
+        f(y=y)
+    with pytest.raises(LossNameError, match="not an input or param"):
+        f(y, p, dleta=1.0)
+    with pytest.raises(LossShapeError, match="disagree on the number of samples"):
+        f(y, p[:3])
+    with pytest.raises(LossShapeError, match="must be real numbers"):
+        f(y, np.array(["a"] * N))
+    with pytest.raises(LossShapeError, match="sample_weight has 3 entries"):
+        f(y, p, sample_weight=np.ones(3))
+    with pytest.raises(LossError, match="derivatives must be"):
+        lossdsl.jax.loss("mse(y, p)", derivatives="numba")
+
+
+def test_labels_out_of_range():
+    """Concrete labels are checked as the kernels check them; traced ones (under jit) make
+    the result NaN rather than a silently wrong number."""
+    z = np.random.default_rng(11).normal(size=(3, K))
+    f = lossdsl.jax.loss("sparse_cce_logits(y, z)")
+    for bad in ([0, 1, K], [0, -1, 2], [0, 1.5, 2]):
+        with pytest.raises(LossDomainError, match="must hold integers in"):
+            f(np.asarray(bad), z)
+        assert np.isnan(float(jax.jit(f)(np.asarray(bad), z)))
+        assert np.isnan(np.asarray(jax.jit(jax.grad(f, argnums=1))(np.asarray(bad), z))).all()
+    assert np.isfinite(float(jax.jit(f)(np.asarray([0, 1, 3]), z)))
+
+
+def test_import_lossdsl_does_not_import_jax():
+    code = "import sys, lossdsl; lossdsl.compile('mse(y, p)'); print('jax' in sys.modules)"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip() == "False"
+
+
+# ------------------------------------------------------------------ training
+
+
+def test_optax_linear_quantile_regression_reaches_the_optimum():
+    """A linear model fit with optax under quantile(y, p, 0.8): y = 2x + 1 + u with u uniform
+    on (-1, 1), whose 0.8-quantile line is 2x + 1.6."""
+    rng = np.random.default_rng(12)
+    x = rng.uniform(-1.0, 1.0, 4000)
+    y = 2.0 * x + 1.0 + rng.uniform(-1.0, 1.0, x.size)
+    f = lossdsl.jax.loss("quantile(y, p, 0.8)")
+    optimizer = optax.adam(0.05)
+    theta = jnp.zeros(2)
+    state = optimizer.init(theta)
+
+    @jax.jit
+    def step(theta, state):
+        loss, gradient = jax.value_and_grad(lambda t: f(y, t[0] * x + t[1]))(theta)
+        updates, state = optimizer.update(gradient, state)
+        return optax.apply_updates(theta, updates), state, loss
+
+    for _ in range(600):
+        theta, state, loss = step(theta, state)
+    np.testing.assert_allclose(np.asarray(theta), [2.0, 1.6], atol=0.06)
+    # the optimum of the sample: the kernel's loss there is no lower than at the fit
+    compiled = lossdsl.compile("quantile(y, p, 0.8)")
+    assert float(loss) == pytest.approx(compiled(y=y, p=theta[0] * x + theta[1]), rel=1e-3)
