@@ -400,3 +400,33 @@ def test_optax_linear_quantile_regression_reaches_the_optimum():
     # the optimum of the sample: the kernel's loss there is no lower than at the fit
     compiled = lossdsl.compile("quantile(y, p, 0.8)")
     assert float(loss) == pytest.approx(compiled(y=y, p=theta[0] * x + theta[1]), rel=1e-3)
+
+
+@pytest.mark.parametrize("op", ["lgamma", "digamma", "trigamma", "tetragamma", "log_ndtr",
+                                "ndtr_ratio", "log1mexp", "erf", "erfc", "sign", "softplus",
+                                "log_sigmoid", "sigmoid", "logaddexp", "xlog1py", "min", "max"])
+def test_helpers_match_the_reference_semantics(op):
+    """The printed helpers against lossdsl.evaluate's (the kernels' semantics) at special
+    values: poles, signed zeros, infinities, NaN, both tails."""
+    from lossdsl.evaluate import ELEMENTWISE_NUMPY
+    from lossdsl.ir import node
+
+    special = np.array([-np.inf, -1e300, -40.0, -12.5, -10.0, -3.0, -2.5, -1e-8, -0.0, 0.0,
+                        1e-300, 1e-8, 0.3, 0.5, 1.0, 2.0, 5.9, 6.0, 15.5, 40.0, 1e10, np.inf,
+                        np.nan])
+    arity = primitives.OPERATIONS[op].arity
+    if arity == 1:
+        arguments = [special]
+    else:
+        a, b = np.meshgrid(special, special)
+        arguments = [a.ravel(), b.ravel()]
+    names = {f"x{i}": f"a{i}" for i in range(arity)}
+    leaves = [node("input", (), f"x{i}", ("n0",)) for i in range(arity)]
+    program = jax_printer.generate([node(op, leaves, None, ("n0",))], names, {}, {})
+    run = program.build(np.float64, jnp, jax.lax, jax_printer)
+    (actual,) = run(*arguments)
+    with np.errstate(all="ignore"):
+        expected = ELEMENTWISE_NUMPY[op](*arguments)
+    # atol: XLA on the CPU flushes subnormal results to zero (1e-300 * log1p(1e-8))
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=1e-13, atol=1e-300,
+                               equal_nan=True, err_msg=op)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import LossError
 from ..ir import Node, toposort
@@ -54,17 +55,17 @@ def _number(value: float) -> str:
 # lossdsl has no symbolic derivative for).
 
 
-def _where(condition, a, b):
+def _where(condition: Any, a: Any, b: Any) -> Any:
     return _jnp().where(condition, a, b)
 
 
-def _poles(x):
+def _poles(x: Any) -> Any:
     """NaN, -inf and the non-positive integers: where the polygamma helpers return NaN."""
     jnp = _jnp()
     return jnp.isnan(x) | (x == -math.inf) | ((x <= 0) & (x == jnp.floor(x)))
 
 
-def lgamma(x):
+def lgamma(x: Any) -> Any:
     """log|Gamma(x)|, +inf at the poles (as the kernels' ``h_lgamma``)."""
     jnp = _jnp()
     from jax import lax
@@ -73,7 +74,7 @@ def lgamma(x):
     return _where(pole, jnp.asarray(math.inf, x.dtype), lax.lgamma(_where(pole, 1.0, x)))
 
 
-def digamma(x):
+def digamma(x: Any) -> Any:
     """psi(x): reflection below 0.5, recurrence up to 6, the asymptotic series."""
     jnp = _jnp()
     pole = _poles(x)
@@ -93,7 +94,7 @@ def digamma(x):
     return _where(pole, jnp.asarray(math.nan, x.dtype), value)
 
 
-def trigamma(x):
+def trigamma(x: Any) -> Any:
     """psi'(x), as the kernels' ``h_trigamma``."""
     jnp = _jnp()
     pole = _poles(x)
@@ -117,7 +118,7 @@ def trigamma(x):
     return _where(pole, jnp.asarray(math.nan, x.dtype), value)
 
 
-def tetragamma(x):
+def tetragamma(x: Any) -> Any:
     """psi''(x), as the kernels' ``h_tetragamma`` (recurrence up to 16)."""
     jnp = _jnp()
     pole = _poles(x)
@@ -140,7 +141,7 @@ def tetragamma(x):
     return _where(pole, jnp.asarray(math.nan, x.dtype), value)
 
 
-def _ndtr_tail(x):
+def _ndtr_tail(x: Any) -> Any:
     """Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series, 20 terms."""
     q = 1.0 / (x * x)
     term = total = _jnp().ones_like(x)
@@ -152,7 +153,7 @@ def _ndtr_tail(x):
     return total
 
 
-def log_ndtr(x):
+def log_ndtr(x: Any) -> Any:
     """log Phi(x), as the kernels' ``h_log_ndtr``."""
     jnp = _jnp()
     from jax import lax
@@ -166,7 +167,7 @@ def log_ndtr(x):
     return _where(x > 0.0, right, _where(x > -10.0, middle, tail))
 
 
-def ndtr_ratio(x):
+def ndtr_ratio(x: Any) -> Any:
     """phi(x)/Phi(x), as the kernels' ``h_ndtr_ratio``."""
     jnp = _jnp()
     from jax import lax
@@ -178,7 +179,7 @@ def ndtr_ratio(x):
     return _where(x > -10.0, head, -tail_x / _ndtr_tail(tail_x))
 
 
-def log1mexp(x):
+def log1mexp(x: Any) -> Any:
     """log(1 - e^x): -expm1 near 0, log1p of -e^x far from it."""
     jnp = _jnp()
     near = x > -0.6931471805599453
@@ -186,7 +187,7 @@ def log1mexp(x):
                   jnp.log1p(-jnp.exp(_where(near, -1.0, x))))
 
 
-def logaddexp(a, b):
+def logaddexp(a: Any, b: Any) -> Any:
     """log(e^a + e^b), equal arguments first (two equal infinities give that infinity)."""
     jnp = _jnp()
     equal = a == b
@@ -197,55 +198,55 @@ def logaddexp(a, b):
                          b + jnp.log1p(jnp.exp(_where(positive, 0.0, d)))))
 
 
-def xlog1py(x, y):
+def xlog1py(x: Any, y: Any) -> Any:
     """x log1p(y), 0 where x = 0 unless y is NaN."""
     jnp = _jnp()
     zero = (x == 0.0) & ~jnp.isnan(y)
     return _where(zero, 0.0, x * jnp.log1p(_where(zero, 0.0, y)))
 
 
-def softplus(x):
+def softplus(x: Any) -> Any:
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|)."""
     jnp = _jnp()
     return _where(x > 0.0, x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
-def log_sigmoid(x):
+def log_sigmoid(x: Any) -> Any:
     """log sigmoid(x) = min(x, 0) - log1p(e^-|x|)."""
     jnp = _jnp()
     return _where(x < 0.0, x, 0.0) - jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
-def sigmoid(x):
+def sigmoid(x: Any) -> Any:
     """1/(1 + e^-x) through e^-|x|."""
     jnp = _jnp()
     e = jnp.exp(-jnp.abs(x))
     return _where(x >= 0.0, 1.0, e) / (1.0 + e)
 
 
-def sign(x):
+def sign(x: Any) -> Any:
     """-1, 0 or 1; NaN for NaN (``x * 0`` at zero, as the kernels)."""
     return _where(x > 0.0, 1.0, _where(x < 0.0, -1.0, x * 0.0))
 
 
-def maximum(a, b):
+def maximum(a: Any, b: Any) -> Any:
     """max(a, b): NaN in ``a`` propagates, ties pick ``a`` (its derivative goes to ``a``)."""
     return _where((a >= b) | _jnp().isnan(a), a, b)
 
 
-def minimum(a, b):
+def minimum(a: Any, b: Any) -> Any:
     """min(a, b): NaN in ``a`` propagates, ties pick ``a``."""
     return _where((a <= b) | _jnp().isnan(a), a, b)
 
 
-def pick(x, labels):
+def pick(x: Any, labels: Any) -> Any:
     """``x[i, labels_i]``: one column of each row (``rowsum(x * onehot(labels))``)."""
     jnp = _jnp()
     index = labels.astype(jnp.int32)
     return jnp.take_along_axis(x, index[..., None], axis=-1, mode="clip")[..., 0]
 
 
-def rows(table, labels, samples: int | None):
+def rows(table: Any, labels: Any, samples: int | None) -> Any:
     """Row ``labels_i`` of ``table`` for each sample (``rowof(C, y)``)."""
     jnp = _jnp()
     found = jnp.take(table, labels.astype(jnp.int32), axis=0, mode="clip")
@@ -254,7 +255,7 @@ def rows(table, labels, samples: int | None):
     return found
 
 
-def class_index(T, samples: int | None, width: int):
+def class_index(T: type, samples: int | None, width: int) -> Any:
     """The class index k of each element of a per-class matrix."""
     jnp = _jnp()
     index = jnp.arange(width, dtype=T)
