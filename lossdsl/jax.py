@@ -276,7 +276,9 @@ class _Functions:
             if _is_zero(tangent):
                 continue
             name = self.names[index]
-            if index >= len(self.names) - len(self.params):  # a param: JAX differentiates
+            if (index >= len(self.names) - len(self.params)  # a param
+                    or name in self.loss._compiled.table_inputs()):  # a table (rowof, classvec)
+                # lossdsl has no derivative with respect to these: JAX differentiates
                 others.append(index)
                 continue
             if per_sample and not self._symbolic_per_sample(name):

@@ -430,3 +430,21 @@ def test_helpers_match_the_reference_semantics(op):
     # atol: XLA on the CPU flushes subnormal results to zero (1e-300 * log1p(1e-8))
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=1e-13, atol=1e-300,
                                equal_nan=True, err_msg=op)
+
+
+def test_gradient_with_respect_to_a_lookup_table():
+    """lossdsl has no symbolic derivative with respect to a rowof table (CompiledLoss.grad
+    refuses it); under jax.grad JAX differentiates the printed gather, never a silent 0."""
+    rng = np.random.default_rng(13)
+    labels, z, table = rng.integers(0, K, N), rng.normal(size=(N, K)), rng.uniform(0, 5, (K, K))
+    f = lossdsl.jax.loss("expected_cost(y, z, C)")
+    kernel = lossdsl.compile("expected_cost(y, z, C)")
+    gradient = np.asarray(jax.grad(lambda C: f(labels, z, C=C))(table))
+    step, numeric = 1e-6, np.zeros_like(table)
+    for index in np.ndindex(table.shape):
+        bump = np.zeros_like(table)
+        bump[index] = step
+        numeric[index] = (kernel(y=labels, z=z, C=table + bump)
+                          - kernel(y=labels, z=z, C=table - bump)) / (2 * step)
+    assert np.abs(gradient).max() > 0.01
+    np.testing.assert_allclose(gradient, numeric, atol=1e-8)
