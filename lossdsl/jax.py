@@ -49,49 +49,21 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from . import diff, shapes
-from ._boost import LABEL_NAMES
 from .api import CompiledLoss, Loss, first_bad_label, loss_from_text, param_value
 from .codegen import jax as printer
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir import Node, depends_on, toposort
 from .lower import lower
+from .roles import positional_inputs
 from .simplify import simplify
 from .stabilize import stabilize
 
-__all__ = ["DERIVATIVES", "JaxLoss", "loss", "positional_inputs"]
+__all__ = ["DERIVATIVES", "JaxLoss", "loss"]
 
 #: How derivatives are taken: "lossdsl" (the symbolic gradient and Hessian, printed from the
 #: IR, as the JVP of the value and of the gradient) or "jax" (JAX's autodiff of the printed
 #: value, for comparison: no custom_jvp).
 DERIVATIVES = ("lossdsl", "jax")
-
-
-def positional_inputs(inputs: tuple[str, ...], keywords: Mapping[str, Any],
-                      count: int) -> tuple[str, ...]:
-    """The inputs ``count`` positional arguments stand for, as ``(y_true, y_pred)``: the
-    target is the one input left without a keyword that is named like a label (``y``,
-    ``target``, ...), the prediction the only other one left. Roles that the names do not
-    tell are refused, never guessed."""
-    if not count:
-        return ()
-    left = [name for name in inputs if name not in keywords]
-    targets = [name for name in left if name in LABEL_NAMES]
-    predictions = [name for name in left if name not in LABEL_NAMES]
-    example = ", ".join(f"{name}=..." for name in inputs)
-    if count > 2:
-        raise LossError(f"positional arguments are (y_true, y_pred), as optax and Keras take "
-                        f"them; got {count}: pass the others by keyword (f({example}))")
-    if count > len(left):
-        raise LossError(f"{count} positional arguments, but only {len(left)} input(s) left "
-                        f"without a keyword ({', '.join(left) or 'none'}): pass each input "
-                        f"once (f({example}))")
-    if count == 1 and len(left) == 1:
-        return tuple(left)
-    if count == 2 and len(targets) == 1 and len(predictions) == 1:
-        return (targets[0], predictions[0])
-    raise LossError(f"cannot tell which of the inputs ({', '.join(left)}) is the target and "
-                    f"which the prediction from their names: pass them by keyword "
-                    f"(f({example}))")
 
 
 def _is_zero(tangent: Any) -> bool:
@@ -414,7 +386,10 @@ class JaxLoss:
 
     def _prepare(self, args, sample_weight, inputs) -> tuple[_Functions, list]:
         inputs = dict(inputs)
-        for name, value in zip(positional_inputs(self.inputs, inputs, len(args)), args):
+        roles = positional_inputs(self.inputs, inputs, len(args), target_first=True,
+                                  convention="(y_true, y_pred), as optax and Keras take them",
+                                  call="f")
+        for name, value in zip(roles, args):
             inputs[name] = value
         params = dict(self._compiled.params)
         for name in [n for n in inputs if n not in self.inputs]:

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from . import diff, shapes
-from ._boost import LABEL_NAMES
 from .api import CompiledLoss, Loss, param_value
 from .errors import LossError, LossNameError, did_you_mean
 from .ir import is_constant, toposort
+from .roles import positional_inputs
 from .simplify import simplify
 from .stabilize import stabilize
 
@@ -323,23 +323,9 @@ class TorchLoss(torch.nn.Module):
         """The inputs that positional ``args`` stand for, PyTorch's way: ``(input, target)``,
         the prediction first. The target is the one input left without a keyword that is
         named like a label; the prediction the only other one left."""
-        if not args:
-            return ()
-        left = [name for name in self.inputs if name not in keywords]
-        targets = [name for name in left if name in LABEL_NAMES]
-        predictions = [name for name in left if name not in LABEL_NAMES]
-        example = ", ".join(f"{name}=..." for name in self.inputs)
-        if len(args) > 2:
-            raise LossError(f"positional arguments are (input, target), as torch.nn losses "
-                            f"take them; got {len(args)}: pass the others by keyword "
-                            f"(criterion({example}))")
-        if len(args) == 1 and len(left) == 1:
-            return tuple(left)
-        if len(targets) == 1 and len(predictions) == 1:
-            return (predictions[0], targets[0])[: len(args)]
-        raise LossError(f"cannot tell which of the inputs ({', '.join(left)}) is the "
-                        f"prediction and which the target from their names: pass them by "
-                        f"keyword (criterion({example}))")
+        return positional_inputs(self.inputs, keywords, len(args), target_first=False,
+                                 convention="(input, target), as torch.nn losses take them",
+                                 call="criterion")
 
     def _compiled(self, cuda: bool) -> CompiledLoss:
         if not cuda:
