@@ -42,11 +42,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jax.custom_derivatives import SymbolicZero
+
+try:
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+    from jax.custom_derivatives import SymbolicZero
+except ModuleNotFoundError as error:  # an optional dependency
+    raise ModuleNotFoundError(f"lossdsl.jax needs JAX ({error}): pip install 'lossdsl[jax]' "
+                              "(or jax[cuda12] for a GPU)", name=error.name) from error
 
 from . import diff, shapes
 from .api import CompiledLoss, Loss, first_bad_label, loss_from_text, param_value

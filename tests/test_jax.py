@@ -448,3 +448,12 @@ def test_gradient_with_respect_to_a_lookup_table():
                           - kernel(y=labels, z=z, C=table - bump)) / (2 * step)
     assert np.abs(gradient).max() > 0.01
     np.testing.assert_allclose(gradient, numeric, atol=1e-8)
+
+
+def test_without_jax_the_import_error_says_what_to_install():
+    code = ("import sys; sys.modules['jax'] = None\n"
+            "try:\n    import lossdsl.jax\nexcept ModuleNotFoundError as error:\n"
+            "    print(error)\n")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert "lossdsl.jax needs JAX" in output and "lossdsl[jax]" in output
