@@ -271,8 +271,22 @@ def specialize(
 
     (result.graph,) = rebuild([graph], rule)
     _check_class_widths(result, spans)
+    _check_sample_axes(result, spans)
     _check_class_vectors(result, nodes, tables, spans)
     return result
+
+
+def _check_sample_axes(result: Specialized, spans: dict[str, Span]) -> None:
+    """Every per-sample value needs an input that gives the number of samples."""
+    for n in toposort([result.graph]):
+        if n.axes and n.axes[0] not in result.axis_sources:
+            # constant labels (onehot(1, 3)) or a table read at one (pick(classvec(w), 0))
+            culprits = [m.args[0].value for m in toposort([n]) if m.op == "table_row"]
+            raise LossShapeError(
+                "this loss has values per sample but no per-sample input that gives their "
+                "number: a constant label (onehot(1, 3)), or a per-class vector or table read "
+                "at one, is one row, not one per sample; combine it with per-sample inputs",
+                spans.get(culprits[0]) if culprits else None)
 
 
 def _check_class_vectors(result: Specialized, nodes: list[Node], tables: list[str],

@@ -389,3 +389,14 @@ def test_gradients_through_reductions_of_broadcast_operands():
     close(lossdsl.compile("rowsum(a - z)", reduction="sum").grad("a", a=a, z=Z), np.full(N, K))
     close(lossdsl.compile("rowsum(a - z)^2", reduction="sum").hessian("a", a=a, z=Z),
           np.full(N, 2.0 * K * K))
+
+
+def test_a_constant_row_without_samples_is_a_shape_error():
+    # these reached the binder as a raw KeyError: no input gives the number of samples
+    for text, inputs in [("pick(classvec(w), 0)", {"w": W}), ("rowsum(onehot(1, 3))", {}),
+                         ("rowsum(rowof(C, 0))", {"C": np.ones((3, 3))})]:
+        with pytest.raises(LossShapeError, match="no per-sample input") as raised:
+            lossdsl.compile(text)(**inputs)
+        assert raised.value.line == 1 and raised.value.column is not None
+    p = RNG.normal(size=N)
+    close(lossdsl.compile("pick(classvec(w), 0)*p")(w=W, p=p), W[0] * np.mean(p))
