@@ -81,7 +81,10 @@ def summary(item: Loss | CompiledLoss) -> Summary:
     inputs = []
     for name in loss.inputs:
         shape = _shape(axes.get(name)) if name in axes else ""
-        if name in tables:
+        if name in compiled.class_vector_inputs():
+            role = "per-class vector"
+            shape = _shape(axes[name][1:]) if len(axes.get(name, ())) == 2 else shape
+        elif name in tables:
             role = "lookup table"
         else:
             if name in labels:

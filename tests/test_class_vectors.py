@@ -378,6 +378,7 @@ def test_printing_shows_classvec_and_the_denominator():
     assert "sum(rowsum(onehot(y) * classvec(w)))" in str(loss.derivative("z"))
     assert "w_{k}" in loss._repr_latex_()
     assert loss.class_vector_inputs() == frozenset({"w"})
+    assert "<td>per-class vector</td><td>(K,)</td>" in loss._repr_html_()
 
 
 def test_gradients_through_reductions_of_broadcast_operands():
