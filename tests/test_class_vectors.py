@@ -401,3 +401,17 @@ def test_a_constant_row_without_samples_is_a_shape_error():
         assert raised.value.line == 1 and raised.value.column is not None
     p = RNG.normal(size=N)
     close(lossdsl.compile("pick(classvec(w), 0)*p")(w=W, p=p), W[0] * np.mean(p))
+
+
+def test_per_class_margins_subtract_from_the_true_class_logit():
+    # LDAM-style margins m[y_i] on the true class: cross-entropy of z - m[y] onehot(y)
+    margins = RNG.uniform(0.0, 1.0, K)
+    loss = compiled("sparse_cce_logits(y, z - classvec(m)*onehot(y), weight=w)")
+    shifted = lambda z: z - t(margins)[LABELS][:, None] * F.one_hot(  # noqa: E731
+        torch.tensor(LABELS), K)
+    value, gradient, hessian = torch_reference(
+        lambda z: F.cross_entropy(shifted(z), torch.tensor(LABELS), weight=t(W)), Z)
+    ours, our_gradient = loss.value_and_grad("z", y=LABELS, z=Z, m=margins, w=W)
+    close(ours, value)
+    close(our_gradient, gradient)
+    close(loss.hessian("z", y=LABELS, z=Z, m=margins, w=W), hessian)
