@@ -947,12 +947,12 @@ def torch_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int,
         data[role] = data[role].long()
     params = _own_params(family.torch_value, match_.params)
     wrt = family.prediction
+    # torch.compile the loss function itself (one code object per loss, so that dynamo's
+    # per-function recompile limit is not shared between losses)
+    function = torch.compile(family.torch_value) if compiled else family.torch_value
 
     def value(**tensors):
-        return family.torch_value(**tensors, **params)
-
-    if compiled:
-        value = torch.compile(value)
+        return function(**tensors, **params)
 
     def value_only():
         with torch.no_grad():
@@ -969,10 +969,12 @@ def torch_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int,
         gh_params = _own_params(family.torch_grad_hess, match_.params)
         tasks["grad+hess"] = lambda: grad_hess(**data, **gh_params)
         code.append(family.torch_grad_hess)
-    else:
+    elif not compiled:
         tasks["grad+hess"] = lambda: torch_autograd_grad_hess(value, data, wrt)
         code.append(torch_autograd_grad_hess)
         note = "grad+hess by autograd (no closed form a user would write)"
+    else:
+        note = "no grad+hess: torch.compile does not support double backward"
 
     def convert(task, result):
         if task == "value":

@@ -221,3 +221,17 @@ def test_bench_library_runs_one_family(monkeypatch, capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| bce_logits"))
     assert len(row.strip("|").split("|")) == 9
+
+
+@pytest.mark.skipif(not AVAILABLE["torch"], reason="needs torch")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's own, importing dynamo
+def test_torch_compile_peers_are_built_lazily_and_skip_double_backward():
+    # building does not compile (torch.compile compiles at the first call, which this test
+    # does not make: it takes tens of seconds); bench_library checks the numbers before timing
+    for name, has_grad_hess in (("mse", True), ("focal_logits", False)):
+        match, _ = peers.match(name)
+        inputs = peers.family_data(match, 50, CLASSES, np.float64)
+        peer = peers.torch_peer(match, inputs, 1, compiled=True)
+        assert peer.name == "torch.compile"
+        assert ("grad+hess" in peer.tasks) == has_grad_hess
+        assert has_grad_hess or "double backward" in peer.note
