@@ -1110,10 +1110,11 @@ def sklearn_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int) -> 
         return spec.factor * grad / n, hess if spec.hessian_one else spec.factor * hess / n
 
     arguments = ", ".join(f"{k}={v!r}" for k, v in spec.arguments(match_.params, classes).items())
-    note = (f"sklearn._loss.loss.{spec.class_name}({arguments}), n_threads={threads}; its "
-            "numbers are per sample" + (f", x{spec.factor:g}" if spec.factor != 1 else "")
-            + " of lossdsl's" + ("; Hessian set to 1 (boosting convention)"
-                                 if spec.hessian_one else ""))
+    scaled = f"N / {spec.factor:g}" if spec.factor != 1 else "N"
+    note = (f"sklearn._loss.loss.{spec.class_name}({arguments}), n_threads={threads}; "
+            f"per-sample gradient and Hessian: lossdsl's (of the mean) times {scaled}"
+            + ("; Hessian set to 1 (the boosting convention; the exact one is 0)"
+               if spec.hessian_one else ""))
     return Peer("sklearn", tasks, [sklearn_value, sklearn_grad_hess], note, convert,
                 hessian_one=spec.hessian_one)
 
