@@ -655,21 +655,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         if y.shape[0] == 0:
             raise ValueError("Found array with 0 sample(s) (shape=(0,)) while a minimum of 1 "
                              "is required.")
-        check_classification_targets(y)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        present = self.classes_
-        if sample_weight is not None:
-            weight = _check_sample_weight(sample_weight, np.empty((y.shape[0], 0)))
-            present = np.unique(y[weight > 0])
-        if present.size < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes "
-                             "(with positive sample weight) in the data, but the data contain "
-                             f"only one class: {present[0] if present.size else None!r}")
-        values = self.class_values
-        if (not isinstance(values, (tuple, list)) or len(values) != 2
-                or not all(isinstance(v, numbers.Real) for v in values) or values[0] == values[1]):
-            raise LossError(f"class_values must be two different numbers (the label values "
-                            f"of classes_[0] and classes_[1]), not {values!r}")
+        self.classes_, encoded = fit_classes(self, y, sample_weight)
         self._fit(X, encoded, sample_weight, eval_set, inputs, self.classes_.size)
         return self
 
@@ -1290,6 +1276,30 @@ def _column(X: Any, name: str, what: str) -> np.ndarray:
         raise LossError(f"{what}={name!r} names a column, but X has no column {name!r}; pass "
                         "the values themselves")
     return np.asarray(X[columns[names.index(name)]], dtype=np.float64)
+
+
+def fit_classes(estimator: Any, y: np.ndarray, sample_weight: Any) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """(classes_, y encoded as class indices) for a classifier's ``fit``, checked as
+    scikit-learn's classifiers check them: classification targets, at least two classes with
+    positive sample weight, and ``estimator.class_values`` two different numbers (the label
+    values a loss with one score per row gets for ``classes_[0]`` and ``classes_[1]``)."""
+    check_classification_targets(y)
+    classes, encoded = np.unique(y, return_inverse=True)
+    present = classes
+    if sample_weight is not None:
+        weight = _check_sample_weight(sample_weight, np.empty((y.shape[0], 0)))
+        present = np.unique(y[weight > 0])
+    if present.size < 2:
+        raise ValueError(f"{type(estimator).__name__} needs samples of at least 2 classes "
+                         "(with positive sample weight) in the data, but the data contain "
+                         f"only one class: {present[0] if present.size else None!r}")
+    values = estimator.class_values
+    if (not isinstance(values, (tuple, list)) or len(values) != 2
+            or not all(isinstance(v, numbers.Real) for v in values) or values[0] == values[1]):
+        raise LossError(f"class_values must be two different numbers (the label values "
+                        f"of classes_[0] and classes_[1]), not {values!r}")
+    return classes, encoded
 
 
 def _subset(inputs: Mapping[str, Any], rows: np.ndarray, n: int) -> dict[str, Any]:

@@ -59,7 +59,6 @@ import scipy.optimize
 import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -70,6 +69,7 @@ from sklearn.utils.validation import (
 from ._boost import as_loss, default_roles
 from .api import CompiledLoss, Loss
 from .errors import LossError, LossShapeError
+from .estimators import fit_classes
 from .implied import class_probabilities, label_scale
 
 __all__ = ["LossClassifier", "LossMetric", "LossRegressor", "LossScorer", "make_scorer",
@@ -817,22 +817,7 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
         """Fit the coefficients on ``X, y`` (``sample_weight``: per-row weights)."""
         self._check_options()
         X, y = self._validate_fit_X(X, y)
-        check_classification_targets(y)
-        self.classes_, encoded = np.unique(y, return_inverse=True)
-        present = self.classes_
-        if sample_weight is not None:
-            weight = _check_sample_weight(sample_weight, X)
-            present = np.unique(y[weight > 0])
-        if present.size < 2:
-            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in "
-                             "the data (with positive sample weight), but the data contain "
-                             f"only one class: {present[0] if present.size else None!r}")
-        values = self.class_values
-        if (not isinstance(values, (tuple, list)) or len(values) != 2
-                or not all(isinstance(v, numbers.Real) for v in values)
-                or values[0] == values[1]):
-            raise LossError(f"class_values must be two different numbers (the label values "
-                            f"of classes_[0] and classes_[1]), not {values!r}")
+        self.classes_, encoded = fit_classes(self, y, sample_weight)
         k = self.classes_.size
         self._loss = loss = self._bind_loss(k)
         if not loss.class_axis and k != 2:
