@@ -1,0 +1,250 @@
+"""lossdsl.keras: a lossdsl loss as a Keras 3 loss, on the JAX backend (in this process) and the
+PyTorch backend (in a subprocess, since Keras picks its backend once, at import), checked
+against the Numba kernels and against Keras' own weighting, masking and reduction."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+if "keras" not in sys.modules:
+    os.environ["KERAS_BACKEND"] = "jax"
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "jax":
+    pytest.skip("keras was imported with another backend in this process",
+                allow_module_level=True)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from keras.src.backend import set_keras_mask  # noqa: E402
+
+import lossdsl  # noqa: E402
+import lossdsl.keras  # noqa: E402
+from lossdsl import LossError  # noqa: E402
+from lossdsl.api import loss_from_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = "asymmetric_l1(y, p, 4, 1)"
+KERNEL_REDUCTION = {"sum_over_batch_size": "mean", "sum": "sum", None: "none", "none": "none"}
+
+
+class Reference(keras.losses.Loss):
+    """asymmetric_l1(y, p, 4, 1) written with keras.ops, as a Keras user would: what Keras'
+    own __call__ makes of weights, masks and reductions."""
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.reshape(y_true, (-1,))
+        y_pred = keras.ops.reshape(y_pred, (-1,))
+        d = y_true - y_pred
+        return keras.ops.where(y_pred < y_true, 4.0 * d, -d)
+
+
+def data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n).astype(np.float32)
+    p = rng.normal(size=(n, 1)).astype(np.float32)  # a Dense(1) output
+    w = rng.uniform(0.0, 2.0, size=n).astype(np.float32)
+    return y, p, w
+
+
+def kernel(reduction, y, p, w=None):
+    compiled = lossdsl.compile(TEXT, reduction=KERNEL_REDUCTION[reduction])
+    return np.asarray(compiled(y=y.astype(np.float64), p=p.reshape(-1).astype(np.float64),
+                               sample_weight=None if w is None else w.astype(np.float64)))
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", None, "none"])
+def test_unweighted_loss_equals_the_kernels(reduction):
+    y, p, _ = data()
+    value = np.asarray(lossdsl.keras.Loss(TEXT, reduction=reduction)(y, p))
+    expected = kernel(reduction, y, p)
+    assert value.shape == expected.shape
+    np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "none"])
+def test_weighted_loss_equals_the_kernels(reduction):
+    """Keras' weighted sum_over_batch_size is sum(w * loss) / N, as lossdsl's weighted mean."""
+    y, p, w = data()
+    loss = lossdsl.keras.Loss(TEXT, reduction=reduction)
+    np.testing.assert_allclose(np.asarray(loss(y, p, sample_weight=w)),
+                               kernel(reduction, y, p, w), rtol=1e-6, atol=1e-6)
+    weighted = lossdsl.keras.Loss(TEXT, reduction="mean_with_sample_weight")
+    np.testing.assert_allclose(np.asarray(weighted(y, p, sample_weight=w)),
+                               kernel("sum", y, p, w) / w.astype(np.float64).sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "none",
+                                       "mean_with_sample_weight"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_weights_masks_and_reductions_follow_keras(reduction, weighted, masked):
+    y, p, w = data(seed=1)
+    mask = np.arange(len(y)) % 3 != 0
+    ours, reference = lossdsl.keras.Loss(TEXT, reduction=reduction), Reference(
+        reduction=reduction)
+    results = []
+    for loss in (ours, reference):
+        prediction = jnp.asarray(p)
+        if masked:
+            set_keras_mask(prediction, jnp.asarray(mask))
+        results.append(np.asarray(loss(y, prediction, sample_weight=w if weighted else None)))
+    assert results[0].shape == results[1].shape
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
+    if masked and not weighted and reduction == "sum":  # the mask drops those samples
+        np.testing.assert_allclose(results[0], kernel("sum", y[mask], p[mask]), rtol=1e-6)
+
+
+def test_gradient_equals_the_kernels():
+    y, p, w = data(seed=2)
+    loss = lossdsl.keras.Loss(TEXT)
+    gradient = jax.grad(lambda q: loss(y, q, sample_weight=w))(jnp.asarray(p))
+    compiled = lossdsl.compile(TEXT, reduction="mean")
+    expected = compiled.grad("p", y=y.astype(np.float64), p=p.reshape(-1).astype(np.float64),
+                             sample_weight=w.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(gradient).reshape(-1), expected, rtol=1e-6,
+                               atol=1e-7)
+    # and under jit, as Keras' JAX trainer runs it
+    jitted = jax.jit(jax.grad(lambda q: loss(y, q, sample_weight=w)))(jnp.asarray(p))
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(gradient), rtol=1e-6)
+
+
+def regression(n=128, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, 2.0, -1.0], np.float32)
+         + rng.normal(size=n).astype(np.float32) + 0.5)
+    return x, y
+
+
+def test_compile_and_fit_on_the_jax_backend():
+    keras.utils.set_random_seed(0)
+    x, y = regression()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=lossdsl.keras.Loss(TEXT))
+    before = kernel("sum_over_batch_size", y, np.asarray(model.predict(x, verbose=0)))
+    history = model.fit(x, y, epochs=20, batch_size=len(y), shuffle=False, verbose=0)
+    losses = history.history["loss"]
+    # one batch an epoch: the loss Keras reports is the loss before that epoch's step
+    np.testing.assert_allclose(losses[0], before, rtol=1e-6)
+    assert losses[-1] < 0.7 * losses[0]
+    after = kernel("sum_over_batch_size", y, np.asarray(model.predict(x, verbose=0)))
+    np.testing.assert_allclose(model.evaluate(x, y, batch_size=len(y), verbose=0), after,
+                               rtol=1e-6)
+
+
+def test_get_config_and_keras_saving_round_trip(tmp_path):
+    text = "param under = 4.0\nasymmetric_l1(y, p, under, 1)"
+    loss = lossdsl.keras.Loss(text, {"under": 9.0}, reduction="sum", name="stock")
+    config = loss.get_config()
+    assert config == {"name": "stock", "reduction": "sum", "loss": text,
+                      "params": {"under": 9.0}}
+    y, p, _ = data(seed=4)
+    expected = np.asarray(loss(y, p))
+    again = lossdsl.keras.Loss.from_config(config)
+    np.testing.assert_allclose(np.asarray(again(y, p)), expected)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert isinstance(restored, lossdsl.keras.Loss) and restored.reduction == "sum"
+    np.testing.assert_allclose(np.asarray(restored(y, p)), expected)
+    # the params count: under=9 is not the text's default 4
+    assert not np.allclose(np.asarray(lossdsl.keras.Loss(text, reduction="sum")(y, p)),
+                           expected)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss=loss)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.loss, lossdsl.keras.Loss)
+    assert loaded.loss.get_config() == config
+
+
+def test_bad_input_raises_loss_error(monkeypatch):
+    with pytest.raises(LossError):
+        lossdsl.keras.Loss("asymmetric_l1(y, p, 4")  # a syntax error
+    with pytest.raises(LossError, match="not an input or param|unknown|under"):
+        lossdsl.keras.Loss("param under = 4.0\nasymmetric_l1(y, p, under, 1)", {"undr": 1.0})
+    with pytest.raises(LossError, match="3 input"):
+        lossdsl.keras.Loss("w * abs(y - p)")
+    with pytest.raises(LossError, match="cannot tell"):
+        lossdsl.keras.Loss("abs(a - b)")
+    with pytest.raises(TypeError, match="loss text"):
+        lossdsl.keras.Loss(loss_from_text(TEXT))
+    with pytest.raises(LossError, match="needs 'loss'"):
+        lossdsl.keras.Loss.from_config({"name": "x", "reduction": "sum"})
+    y, p, _ = data()
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    with pytest.raises(LossError, match="jax and torch.*not 'tensorflow'"):
+        lossdsl.keras.Loss(TEXT)(y, p)
+
+
+def test_import_lossdsl_does_not_import_keras():
+    code = "import sys, lossdsl; assert 'keras' not in sys.modules, 'keras imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+TORCH_SCRIPT = textwrap.dedent('''
+    import json, os
+    os.environ["KERAS_BACKEND"] = "torch"
+    import numpy as np
+    import keras
+    import torch
+    import lossdsl
+    import lossdsl.keras
+
+    TEXT = "asymmetric_l1(y, p, 4, 1)"
+    compiled = {r: lossdsl.compile(TEXT, reduction=r) for r in ("mean", "sum", "none")}
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=40).astype(np.float32)
+    p = rng.normal(size=(40, 1)).astype(np.float32)
+    w = rng.uniform(0.0, 2.0, size=40).astype(np.float32)
+    y64, p64, w64 = y.astype(np.float64), p.reshape(-1).astype(np.float64), w.astype(np.float64)
+    out = {"backend": keras.backend.backend(), "errors": {}}
+    for keras_reduction, reduction in (("sum_over_batch_size", "mean"), ("sum", "sum"),
+                                       ("none", "none")):
+        value = lossdsl.keras.Loss(TEXT, reduction=keras_reduction)(y, p)
+        expected = compiled[reduction](y=y64, p=p64)
+        out["errors"][keras_reduction] = float(np.max(np.abs(
+            value.detach().cpu().numpy() - expected) / np.maximum(1.0, np.abs(expected))))
+    q = torch.tensor(p, requires_grad=True)
+    loss = lossdsl.keras.Loss(TEXT)
+    loss(y, q, sample_weight=w).backward()
+    expected = compiled["mean"].grad("p", y=y64, p=p64, sample_weight=w64)
+    out["errors"]["gradient"] = float(np.max(np.abs(q.grad.numpy().reshape(-1) - expected)))
+
+    keras.utils.set_random_seed(0)
+    x = rng.normal(size=(128, 3)).astype(np.float32)
+    t = (x @ np.array([1.0, 2.0, -1.0], np.float32) + rng.normal(size=128).astype(np.float32)
+         + 0.5)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=lossdsl.keras.Loss(TEXT))
+    before = compiled["mean"](y=t.astype(np.float64),
+                              p=model.predict(x, verbose=0).reshape(-1).astype(np.float64))
+    history = model.fit(x, t, epochs=20, batch_size=128, shuffle=False, verbose=0)
+    out["before"], out["losses"] = float(before), history.history["loss"]
+    print("RESULT " + json.dumps(out))
+''')
+
+
+def test_compile_and_fit_on_the_torch_backend():
+    pytest.importorskip("torch")
+    pytest.importorskip("numba")
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", TORCH_SCRIPT], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    out = json.loads(line[len("RESULT "):])
+    assert out["backend"] == "torch"
+    for what, error in out["errors"].items():
+        assert error < 1e-6, (what, error)
+    losses = out["losses"]
+    np.testing.assert_allclose(losses[0], out["before"], rtol=1e-6)
+    assert losses[-1] < 0.7 * losses[0]
