@@ -26,7 +26,7 @@ from lossdsl.resolve import resolve_text
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 GUIDES = ["tutorial.md", "language.md", "business-costs.md", "estimators.md", "boosting.md",
-          "linear.md", "jax.md"]
+          "linear.md", "jax.md", "keras.md"]
 FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
