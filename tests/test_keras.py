@@ -103,6 +103,26 @@ def test_weights_masks_and_reductions_follow_keras(reduction, weighted, masked):
         np.testing.assert_allclose(results[0], kernel("sum", y[mask], p[mask]), rtol=1e-6)
 
 
+def test_classification_losses_equal_keras_own():
+    """Keras hands lossdsl float32 labels; class indices and binary labels still work."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(16, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 16)
+    np.testing.assert_allclose(
+        np.asarray(lossdsl.keras.Loss("sparse_cce_logits(y, z)")(labels, logits)),
+        np.asarray(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+            labels, logits)), rtol=1e-6)
+    binary = rng.normal(size=(16, 1)).astype(np.float32)
+    targets = rng.integers(0, 2, 16).astype(np.float32)
+    weights = rng.uniform(size=16).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(lossdsl.keras.Loss("bce_logits(y, z)")(targets, binary, weights)),
+        np.asarray(keras.losses.BinaryCrossentropy(from_logits=True)(
+            targets, binary, weights)), rtol=1e-6)
+    with pytest.raises(LossError, match=r"integers in \[0, 4\)"):
+        lossdsl.keras.Loss("sparse_cce_logits(y, z)")(np.array([0.0, 1.0, 7.0]), logits[:3])
+
+
 def test_gradient_equals_the_kernels():
     y, p, w = data(seed=2)
     loss = lossdsl.keras.Loss(TEXT)
@@ -213,12 +233,23 @@ TORCH_SCRIPT = textwrap.dedent('''
         expected = compiled[reduction](y=y64, p=p64)
         out["errors"][keras_reduction] = float(np.max(np.abs(
             value.detach().cpu().numpy() - expected) / np.maximum(1.0, np.abs(expected))))
+    logits = rng.normal(size=(16, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 16)
+    ours = lossdsl.keras.Loss("sparse_cce_logits(y, z)")(labels, logits)
+    theirs = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    out["errors"]["sparse_cce_logits"] = abs(float(ours) - float(theirs)) / float(theirs)
     q = torch.tensor(p, requires_grad=True)
     loss = lossdsl.keras.Loss(TEXT)
     loss(y, q, sample_weight=w).backward()
     expected = compiled["mean"].grad("p", y=y64, p=p64, sample_weight=w64)
     out["errors"]["gradient"] = float(np.max(np.abs(q.grad.numpy().reshape(-1) - expected)))
 
+    wide = torch.tensor(rng.normal(size=(8, 3)).astype(np.float32), requires_grad=True)
+    try:  # one value per entry of (N, 3): lossdsl.torch cannot differentiate it, says so
+        lossdsl.keras.Loss(TEXT)(rng.normal(size=(8, 3)).astype(np.float32), wide).backward()
+        out["wide"] = "no error"
+    except lossdsl.LossError as error:
+        out["wide"] = str(error)
     keras.utils.set_random_seed(0)
     x = rng.normal(size=(128, 3)).astype(np.float32)
     t = (x @ np.array([1.0, 2.0, -1.0], np.float32) + rng.normal(size=128).astype(np.float32)
@@ -243,6 +274,7 @@ def test_compile_and_fit_on_the_torch_backend():
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
     out = json.loads(line[len("RESULT "):])
     assert out["backend"] == "torch"
+    assert "one value per sample" in out["wide"], out["wide"]
     for what, error in out["errors"].items():
         assert error < 1e-6, (what, error)
     losses = out["losses"]
