@@ -37,16 +37,23 @@ import it. Choose the backend before importing Keras (``KERAS_BACKEND=jax`` or `
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 try:
     import keras
-except ModuleNotFoundError as error:  # an optional dependency
-    raise ModuleNotFoundError(f"lossdsl.keras needs Keras 3 ({error}): pip install "
-                              "'lossdsl[keras]'", name=error.name) from error
+except ModuleNotFoundError as error:  # an optional dependency, or its backend missing
+    if error.name == "keras":
+        raise ModuleNotFoundError(f"lossdsl.keras needs Keras 3 ({error}): pip install "
+                                  "'lossdsl[keras]'", name=error.name) from error
+    chosen = os.environ.get("KERAS_BACKEND", "unset (~/.keras/keras.json's, or tensorflow)")
+    raise ModuleNotFoundError(
+        f"Keras could not import its backend ({error}; KERAS_BACKEND is {chosen}): "
+        f"lossdsl.keras runs on the jax and torch backends, so set KERAS_BACKEND=jax (or "
+        f"torch) before importing keras", name=error.name) from error
 
-from .api import loss_from_text
+from .api import loss_from_text, param_value
 from .errors import LossError
 from .roles import positional_inputs
 
@@ -83,7 +90,10 @@ class Loss(keras.losses.Loss):
             raise TypeError(f"lossdsl.keras.Loss takes loss text (it is what get_config "
                             f"saves), not {type(loss).__name__}")
         definition = loss_from_text(loss)
-        params = {key: float(value) for key, value in dict(params or {}).items()}
+        if params is not None and not isinstance(params, Mapping):
+            raise LossError(f"params must be a mapping of param names to numbers, not "
+                            f"{type(params).__name__}")
+        params = {key: param_value(key, value) for key, value in dict(params or {}).items()}
         # the param names and values are checked now, not at the first batch
         compiled = definition.compile("cpu", "none", params)
         inputs = compiled.inputs

@@ -4,6 +4,7 @@ against the Numba kernels and against Keras' own weighting, masking and reductio
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -191,6 +192,10 @@ def test_bad_input_raises_loss_error(monkeypatch):
         lossdsl.keras.Loss("asymmetric_l1(y, p, 4")  # a syntax error
     with pytest.raises(LossError, match="not an input or param|unknown|under"):
         lossdsl.keras.Loss("param under = 4.0\nasymmetric_l1(y, p, under, 1)", {"undr": 1.0})
+    with pytest.raises(LossError, match="under"):
+        lossdsl.keras.Loss("param under = 4.0\nasymmetric_l1(y, p, under, 1)", {"under": "x"})
+    with pytest.raises(LossError, match="mapping"):
+        lossdsl.keras.Loss(TEXT, 4.0)
     with pytest.raises(LossError, match="3 input"):
         lossdsl.keras.Loss("w * abs(y - p)")
     with pytest.raises(LossError, match="cannot tell"):
@@ -208,6 +213,18 @@ def test_bad_input_raises_loss_error(monkeypatch):
 def test_import_lossdsl_does_not_import_keras():
     code = "import sys, lossdsl; assert 'keras' not in sys.modules, 'keras imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_missing_tensorflow_backend_is_explained():
+    """Keras' default backend is TensorFlow: without it, importing lossdsl.keras says what to
+    set instead of only 'No module named tensorflow'."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("tensorflow is installed")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", "import lossdsl.keras"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "set KERAS_BACKEND=jax (or torch)" in done.stderr, done.stderr[-2000:]
 
 
 TORCH_SCRIPT = textwrap.dedent('''
