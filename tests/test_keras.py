@@ -124,6 +124,22 @@ def test_classification_losses_equal_keras_own():
         lossdsl.keras.Loss("sparse_cce_logits(y, z)")(np.array([0.0, 1.0, 7.0]), logits[:3])
 
 
+def test_a_masking_layer_drops_the_padded_steps():
+    """A sequence model's Masking layer: the loss Keras reports is the kernel's mean over the
+    steps that are not padding."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(32, 6, 2)).astype(np.float32)
+    x[:, 4:] = 0.0  # padding
+    y = rng.normal(size=(32, 6)).astype(np.float32)
+    model = keras.Sequential([keras.Input((6, 2)), keras.layers.Masking(0.0),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss=lossdsl.keras.Loss(TEXT))
+    reported = model.evaluate(x, y, batch_size=32, verbose=0)
+    predicted = np.asarray(model.predict(x, verbose=0))[:, :4]
+    np.testing.assert_allclose(reported, kernel("sum_over_batch_size", y[:, :4].reshape(-1),
+                                                predicted.reshape(-1, 1)), rtol=1e-6)
+
+
 def test_gradient_equals_the_kernels():
     y, p, w = data(seed=2)
     loss = lossdsl.keras.Loss(TEXT)
@@ -160,6 +176,10 @@ def test_compile_and_fit_on_the_jax_backend():
     after = kernel("sum_over_batch_size", y, np.asarray(model.predict(x, verbose=0)))
     np.testing.assert_allclose(model.evaluate(x, y, batch_size=len(y), verbose=0), after,
                                rtol=1e-6)
+    w = np.random.default_rng(6).uniform(0.0, 2.0, size=len(y)).astype(np.float32)
+    weighted = kernel("sum_over_batch_size", y, np.asarray(model.predict(x, verbose=0)), w)
+    np.testing.assert_allclose(model.evaluate(x, y, sample_weight=w, batch_size=len(y),
+                                              verbose=0), weighted, rtol=1e-6)
 
 
 def test_get_config_and_keras_saving_round_trip(tmp_path):
@@ -277,6 +297,11 @@ TORCH_SCRIPT = textwrap.dedent('''
                               p=model.predict(x, verbose=0).reshape(-1).astype(np.float64))
     history = model.fit(x, t, epochs=20, batch_size=128, shuffle=False, verbose=0)
     out["before"], out["losses"] = float(before), history.history["loss"]
+    w = rng.uniform(0.0, 2.0, size=128).astype(np.float32)
+    out["weighted"] = model.evaluate(x, t, sample_weight=w, batch_size=128, verbose=0)
+    out["weighted_kernel"] = float(compiled["mean"](
+        y=t.astype(np.float64), p=model.predict(x, verbose=0).reshape(-1).astype(np.float64),
+        sample_weight=w.astype(np.float64)))
     print("RESULT " + json.dumps(out))
 ''')
 
@@ -297,3 +322,4 @@ def test_compile_and_fit_on_the_torch_backend():
     losses = out["losses"]
     np.testing.assert_allclose(losses[0], out["before"], rtol=1e-6)
     assert losses[-1] < 0.7 * losses[0]
+    np.testing.assert_allclose(out["weighted"], out["weighted_kernel"], rtol=1e-6)
