@@ -308,6 +308,9 @@ class BoostingObjective:
     default because the booster runs its own threads: a multi-threaded objective competes
     with them for the cores (measured: XGBoost at 10^6 rows on 2 cores trained 1.24x slower
     with a parallel objective, 1.06x with a serial one, relative to the built-in).
+    ``"cuda"`` where the library takes device arrays (XGBoost with ``device="cuda"``): the
+    kernels run on the GPU and, with CuPy, the gradients stay there (see :meth:`gradients`
+    and :func:`device_arrays`); LightGBM and CatBoost refuse it.
     ``rows``: required when ``inputs`` holds per-row arrays (one value per training row, such
     as a customer's value): the rows those values belong to, either the training labels
     ``y`` (in the same order as the arrays) or the training container itself (XGBoost
@@ -673,6 +676,7 @@ class BoostingObjective:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("columns", None)  # objectives pickled before columns= existed
         self.__dict__.update(state)
         self._device_cache = {}
         self._rows_container = None
