@@ -811,14 +811,22 @@ def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]
 def kernel_dtype(float_dtypes: list[np.dtype]) -> np.dtype:
     """The dtype a kernel computes in for inputs of ``float_dtypes``: float32 when they all
     are, else float64 (also for no float input at all, and for float16 or longdouble)."""
-    dtype = np.result_type(*float_dtypes) if float_dtypes else np.dtype(np.float64)
+    if not float_dtypes:
+        return np.dtype(np.float64)
+    first = float_dtypes[0]
+    # one dtype throughout (the usual call): no promotion to work out (result_type costs
+    # about a microsecond, a tenth of a small call's binding)
+    dtype = first if all(d == first for d in float_dtypes) else np.result_type(*float_dtypes)
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
 def result_dtype(float_dtypes: list[np.dtype]) -> np.dtype | None:
     """The dtype results are returned in when it differs from the kernel's: float16 for
     half-precision inputs (computed in float32, as PyTorch does on the CPU), else None."""
-    if float_dtypes and np.result_type(*float_dtypes) == np.float16:
+    # float16 results only when every float input is float16 or narrower (result_type is
+    # then float16); any wider float promotes past it
+    if float_dtypes and all(d.itemsize <= 2 for d in float_dtypes) \
+            and np.result_type(*float_dtypes) == np.float16:
         return np.dtype(np.float16)
     return None
 
