@@ -54,7 +54,7 @@ from ._boost import as_loss, default_roles, repeat_score
 from .api import CompiledLoss, Loss
 from .decisions import decide as _decide
 from .errors import LossError, LossShapeError
-from .implied import class_probabilities, label_scale
+from .implied import class_probabilities, label_scale, probabilities_move
 
 __all__ = [
     "CatBoostLossClassifier",
@@ -739,19 +739,9 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         score."""
         rows = np.arange(min(_GRID_ROWS, raw.shape[0]))
         z = raw[rows]
-        k = z.shape[1]
         inputs = self._loss_inputs(values, rows)
         base = self._probabilities(z, inputs)
-        step = 1e-2 * (1.0 + np.max(np.abs(z)))
-        moved = np.zeros(rows.size, dtype=bool)
-        for j in range(k):
-            direction = -np.full(k, 1.0 / k)
-            direction[j] += 1.0
-            try:
-                other = self._probabilities(z + step * direction, inputs)
-            except LossError:
-                continue
-            moved |= np.max(np.abs(other - base), axis=1) > 1e-9
+        moved = probabilities_move(lambda at: self._probabilities(at, inputs), z, base)
         if not np.all(moved):
             i = int(np.argmin(moved))
             raise LossError(

@@ -22,7 +22,8 @@ import numpy as np
 
 from .errors import LossError
 
-__all__ = ["PROBABILITY_SLACK", "class_probabilities", "label_scale", "simplex_solution"]
+__all__ = ["PROBABILITY_SLACK", "class_probabilities", "label_scale", "probabilities_move",
+           "simplex_solution"]
 
 #: How far implied probabilities may stray outside [0, 1] by rounding.
 PROBABILITY_SLACK = 1e-9
@@ -127,6 +128,27 @@ def class_probabilities(gradient_at: Callable[[int], np.ndarray], n: int, k: int
             f"{residual[i]:.3g}); the loss is not a proper scoring rule there" + hint)
     q = np.clip(q, 0.0, None)
     return q / q.sum(axis=1, keepdims=True)
+
+
+def probabilities_move(probabilities: Callable[[np.ndarray], np.ndarray], z: np.ndarray,
+                       base: np.ndarray) -> np.ndarray:
+    """(n,) for each row of scores ``z`` (n, K), whether the implied probabilities move when
+    the score moves towards any one class (a step of 1% of the scores' size): an expected
+    cost under a cost matrix can imply the same q at every score, which then says nothing
+    about the row. ``probabilities(z)``: (n, K) probabilities at ``z``; ``base``: at ``z``
+    itself. A step where no probabilities exist is skipped."""
+    k = z.shape[1]
+    step = 1e-2 * (1.0 + np.max(np.abs(z)))
+    moved = np.zeros(z.shape[0], dtype=bool)
+    for j in range(k):
+        direction = -np.full(k, 1.0 / k)
+        direction[j] += 1.0
+        try:
+            other = probabilities(z + step * direction)
+        except LossError:
+            continue
+        moved |= np.max(np.abs(other - base), axis=1) > 1e-9
+    return moved
 
 
 def simplex_solution(G: np.ndarray) -> np.ndarray:

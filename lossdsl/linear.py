@@ -70,7 +70,7 @@ from ._boost import as_loss, default_roles
 from .api import CompiledLoss, Loss
 from .errors import LossError, LossShapeError
 from .estimators import fit_classes
-from .implied import class_probabilities, label_scale
+from .implied import class_probabilities, label_scale, probabilities_move
 
 __all__ = ["LossClassifier", "LossMetric", "LossRegressor", "LossScorer", "make_scorer",
            "metric"]
@@ -895,18 +895,7 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
                     "probabilities)")
             return
         rows = np.arange(min(8, raw.shape[0]))
-        z, k = raw[rows], raw.shape[1]
-        step = 1e-2 * (1.0 + np.max(np.abs(z)))
-        moved = np.zeros(rows.size, dtype=bool)
-        for j in range(k):
-            direction = -np.full(k, 1.0 / k)
-            direction[j] += 1.0
-            try:
-                other = self._probabilities(z + step * direction)
-            except LossError:
-                continue
-            moved |= np.max(np.abs(other - base[rows]), axis=1) > 1e-9
-        if not np.all(moved):
+        if not np.all(probabilities_move(self._probabilities, raw[rows], base[rows])):
             raise LossError(f"{self._loss.name} does not imply class probabilities: they do "
                             "not change with the scores")
 
