@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from ..ir import Node
 from ..schedule import Loop, Schedule
 from .cpu import GeneratedModule
-from .emit import HELPERS, Body, BodyEmitter, ExpressionPrinter, GluePrinter, Names, _pick_parts
+from .emit import HELPERS, Body, BodyEmitter, ExpressionPrinter, GluePrinter, Names, pick_parts
 
 _DEVICE = "@cuda.jit(device=True)"
 _KERNEL = "@cuda.jit(cache=True)"
@@ -89,7 +89,7 @@ class BlockRowEmitter(BodyEmitter):
 
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
         super()._emit_row_reduction(n, name, indent)
-        if _pick_parts(n) is None:  # a pick reads one column: no loop, nothing to combine
+        if pick_parts(n) is None:  # a pick reads one column: no loop, nothing to combine
             combine = "block_sum" if n.op == "rowsum" else "block_max"
             self.lines.append(f"{indent}{name} = {combine}(scratch, {name})")
 

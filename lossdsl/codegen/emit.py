@@ -236,7 +236,27 @@ def h_xlog1py(x, y):
 }
 
 
-class ExpressionPrinter:
+class PythonArithmetic:
+    """The arithmetic operators printed as Python infix, which Numba-Python and
+    ``jax.numpy`` code share (arguments arrive printed and parenthesised as needed)."""
+
+    def print_neg(self, n, a):
+        return f"-{a}"
+
+    def print_add(self, n, a, b):
+        return f"{a} + {b}"
+
+    def print_sub(self, n, a, b):
+        return f"{a} - {b}"
+
+    def print_mul(self, n, a, b):
+        return f"{a} * {b}"
+
+    def print_div(self, n, a, b):
+        return f"{a} / {b}"
+
+
+class ExpressionPrinter(PythonArithmetic):
     """Numba-Python expression for one node, given its arguments' names; one method per op."""
 
     def __init__(self):
@@ -265,21 +285,6 @@ class ExpressionPrinter:
 
     def print_const(self, n):
         return self.constant(n.value)
-
-    def print_neg(self, n, a):
-        return f"-{a}"
-
-    def print_add(self, n, a, b):
-        return f"{a} + {b}"
-
-    def print_sub(self, n, a, b):
-        return f"{a} - {b}"
-
-    def print_mul(self, n, a, b):
-        return f"{a} * {b}"
-
-    def print_div(self, n, a, b):
-        return f"{a} / {b}"
 
     def print_pow(self, n, a, b):
         exponent = n.args[1]
@@ -380,7 +385,7 @@ class Names:
                 + list(self.lengths.values()) + list(self.widths.values()))
 
 
-def _pick_parts(n: Node) -> tuple[Node, Node] | None:
+def pick_parts(n: Node) -> tuple[Node, Node] | None:
     """(x, labels) when ``n`` is ``rowsum(x * (class_index(y) == y))`` for labels y with one
     value per sample: an input vector, or the labels of ``ignore_index`` read through
     ``where(y == ignore_index, 0, y)`` (shapes.objective). Both hold checked class indices,
@@ -510,7 +515,7 @@ class BodyEmitter:
 
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
         saved = dict(self.values)
-        pick = _pick_parts(n)
+        pick = pick_parts(n)
         if pick is not None:
             x, label = pick
             if label.op == "input":

@@ -11,7 +11,7 @@ The arithmetic is the Numba kernels', operation for operation: the same lowered 
 same special-case powers (``x^2`` is ``x * x``), the helpers' branches as ``where`` selects
 (``digamma``'s recurrence unrolled to its fixed bound), NaN-propagating ``min``/``max`` whose
 ties go to the first argument, and ``rowsum(x * onehot(y))`` read as the single column
-``x[i, y_i]`` (``emit._pick_parts``). Generated source never contains user text: inputs and
+``x[i, y_i]`` (``emit.pick_parts``). Generated source never contains user text: inputs and
 params get generated names and numbers are re-emitted with ``repr(float)``.
 
 This module does not import JAX: the generated code receives ``jax.numpy`` and ``jax.lax``
@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import LossError
 from ..ir import Node, toposort
 from ..primitives import OPERATIONS
-from .emit import _pick_parts
+from .emit import PythonArithmetic, pick_parts
 
 __all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]
 
@@ -298,7 +298,7 @@ def _compare(symbol: str):
     return method
 
 
-class JaxPrinter:
+class JaxPrinter(PythonArithmetic):
     """``jax.numpy`` expressions for one node given its arguments' names; one method per op.
 
     ``inputs`` and ``params`` map loss names to generated argument names; ``lengths`` maps
@@ -371,7 +371,7 @@ class JaxPrinter:
     # ------------------------------------------------------------------ reductions
     def print_rowsum(self, n, x):
         """The sum over a row's classes; ``rowsum(x * onehot(y))`` reads one column."""
-        parts = _pick_parts(n)
+        parts = pick_parts(n)
         if parts is not None:
             return f"h.pick({x.removesuffix('[..., None]')}, {self._name_of(parts[1])})"
         return f"jnp.sum({x}, axis=-1)"
@@ -389,26 +389,7 @@ class JaxPrinter:
         return self._current[id(n)]
 
     # ------------------------------------------------------------------ arithmetic
-    def print_neg(self, n, a):
-        """``-a``."""
-        return f"-{a}"
-
-    def print_add(self, n, a, b):
-        """``a + b``."""
-        return f"{a} + {b}"
-
-    def print_sub(self, n, a, b):
-        """``a - b``."""
-        return f"{a} - {b}"
-
-    def print_mul(self, n, a, b):
-        """``a * b``."""
-        return f"{a} * {b}"
-
-    def print_div(self, n, a, b):
-        """``a / b``."""
-        return f"{a} / {b}"
-
+    # neg, add, sub, mul, div: Python infix, from PythonArithmetic
     def print_pow(self, n, a, b):
         """``a ** b``, with the kernels' special cases for constant exponents."""
         exponent = n.args[1]
