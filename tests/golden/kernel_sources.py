@@ -56,7 +56,8 @@ def digest(source: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="re-record the hashes")
-    parser.add_argument("--dump", metavar="DIR", help="write each source to DIR/<loss>.<target>.<dtype>.py")
+    parser.add_argument("--dump", metavar="DIR",
+                        help="write each source to DIR/<loss>.<target>.<dtype>.py")
     args = parser.parse_args(argv)
     recorded = {}
     for key, source in sources():
