@@ -190,7 +190,7 @@ def profile_call(function: Callable[[], object], synchronize: Callable[[], None]
 def bench(name: str, mode: str, n: int, dtype: str, repeat: int, smoke: bool,
           results: list, profile: bool = False) -> None:
     import lossdsl
-    from lossdsl.codegen import cuda_runtime as rt
+    from lossdsl.backend.cuda import runtime as rt
 
     cuda = _require_gpu(smoke)
     torch = _torch_cuda()

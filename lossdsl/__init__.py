@@ -4,11 +4,13 @@
     L = lossdsl.compile("huber(y, p, 1.0) + 0.1*l1(w)", target="parallel")
     v, g = L.value_and_grad(("p", "w"), y=y, p=p, w=w)
 
-The pipeline, one module per stage: ``parse`` (Lark grammar → syntax tree) → ``resolve``
-(names, imports, inlining → expression graph, ``ir``) → ``shapes`` (axes once inputs are
-bound) → ``diff`` (gradients, diagonal Hessians) → ``simplify`` / ``stabilize`` (algebra,
-stable forms) → ``schedule`` (fused passes) → ``codegen`` (Numba CPU / CUDA source) →
-``cache`` (on-disk modules) → ``api`` (this interface).
+The pipeline, one subpackage per layer: ``frontend`` (Lark grammar → syntax tree → names,
+imports, inlining → expression graph, ``ir``) → ``passes`` (``shapes``: axes once inputs are
+bound; ``diff``: gradients, diagonal Hessians; ``simplify`` / ``stabilize``: algebra, stable
+forms; ``lower``; ``schedule``: fused passes) → ``backend`` (Numba CPU / CUDA source, the
+``jax.numpy`` printer) → ``cache`` (on-disk modules) → ``api`` (this interface). The primitives
+are listed in ``ops``; the integrations (``xgboost``, ``torch``, ...) and the command line sit
+beside the compiler at the top level.
 """
 
 from .api import CompiledLoss, Library, Loss, compile, load

@@ -19,23 +19,18 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import cache, catalog, diff, shapes
-from .codegen import cpu, cpu_runtime
-from .errors import (
-    LossDomainError,
-    LossError,
-    LossNameError,
-    LossShapeError,
-    Span,
-    did_you_mean,
-)
-from .ir import Node, node, toposort, walk
-from .lower import lower
-from .primitives import CLASS_VECTOR
-from .resolve import LossDefinition, Scope, load_scope, resolve_text
-from .schedule import Output, plan
-from .simplify import simplify
-from .stabilize import stabilize
+from . import cache, catalog
+from .backend.cpu import codegen as cpu
+from .backend.cpu import runtime as cpu_runtime
+from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
+from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
+from .ir.node import Node, node, toposort, walk
+from .ops.primitives import CLASS_VECTOR
+from .passes import diff, shapes
+from .passes.lower import lower
+from .passes.schedule import Output, plan
+from .passes.simplify import simplify
+from .passes.stabilize import stabilize
 
 TARGETS = ("cpu", "parallel", "cuda")
 REDUCTIONS = shapes.REDUCTIONS
@@ -498,7 +493,7 @@ class CompiledLoss:
         schedule = plan(outputs)
         target = self._kernel_target()
         if target == "cuda":
-            from .codegen import cuda
+            from .backend.cuda import codegen as cuda
 
             generated = cuda.generate(schedule, dtype.name, _header(target, self.reduction))
         else:
@@ -542,7 +537,7 @@ class CompiledLoss:
             if self.target != "cuda":
                 raise LossError(f"device arrays (__cuda_array_interface__) need target='cuda'; "
                                 f"this loss was compiled for target={self.target!r}")
-            from .codegen import cuda_runtime
+            from .backend.cuda import runtime as cuda_runtime
         for name in self.inputs:
             value = inputs[name]
             if device is not None and _is_device_array(value):
@@ -631,7 +626,7 @@ class CompiledLoss:
         dtype = bound.dtype if dtype is None else dtype
         if bound.device is None:
             return lambda shape: np.empty(shape, dtype=dtype)
-        from .codegen import cuda_runtime
+        from .backend.cuda import runtime as cuda_runtime
 
         return lambda shape: cuda_runtime.empty_like_device(bound.device, shape, dtype)
 
@@ -746,11 +741,11 @@ class CompiledLoss:
             ignored = name == objective.ignored and name in bound.arrays
             if _is_device_array(labels):  # checked there: a GPU does not bounds-check a read
                 if ignored:
-                    from .codegen import cuda_labels
+                    from .backend.cuda import labels as cuda_labels
 
                     found, kept = cuda_labels.check_ignoring(labels, width, self.ignore_index)
                 else:
-                    from .codegen import cuda_runtime
+                    from .backend.cuda import runtime as cuda_runtime
 
                     found = cuda_runtime.first_bad_label(labels, width)
             else:

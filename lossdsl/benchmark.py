@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import diff
 from . import peers as peers_module
 from .api import CompiledLoss
-from .evaluate import Evaluator
-from .ir import Node, toposort
-from .simplify import simplify
-from .stabilize import stabilize
+from .ir.node import Node, toposort
+from .passes import diff
+from .passes.simplify import simplify
+from .passes.stabilize import stabilize
+from .reference import Evaluator
 
 TASKS = ("value", "value+grad", "grad+hess")
 

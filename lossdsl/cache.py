@@ -57,7 +57,9 @@ def package_fingerprint() -> str:
         subdirectories[:] = sorted(d for d in subdirectories
                                    if d != "__pycache__" and not d.startswith("."))
         files.extend(Path(directory) / n for n in sorted(names) if n.endswith(_SOURCE_SUFFIXES))
-    from .parse import grammar_path  # a source checkout keeps the grammar beside the package
+    from .frontend.parse import (
+        grammar_path,  # a source checkout keeps the grammar beside the package
+    )
 
     try:
         grammar = grammar_path().resolve()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .resolve import DefInfo, prelude
+from .frontend.resolve import DefInfo, prelude
 
 
 @dataclass(frozen=True)

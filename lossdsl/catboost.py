@@ -68,9 +68,9 @@ from typing import Any
 
 import numpy as np
 
-from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .api import CompiledLoss, Loss
-from .codegen.cpu_runtime import DIRECT
+from .backend.cpu.runtime import DIRECT
+from .boosting.objective import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .errors import LossError, LossShapeError
 
 __all__ = ["LEAF_ESTIMATION", "CatBoostMetric", "CatBoostObjective", "init_score",
@@ -95,7 +95,7 @@ _L2_LEAF_REG = 3.0
 
 
 class _RecordingKit:
-    """A kit for a generated CPU kernel's ``run`` (see :mod:`lossdsl.codegen.cpu_runtime`)
+    """A kit for a generated CPU kernel's ``run`` (see :mod:`lossdsl.backend.cpu.runtime`)
     that runs each loop as the default kit does and records it, with its arguments."""
 
     def __init__(self) -> None:
@@ -210,7 +210,8 @@ class _RowKernel:
 
 
 class CatBoostObjective(BoostingObjective):
-    """A CatBoost objective; see :func:`objective` and :class:`lossdsl._boost.BoostingObjective`."""
+    """A CatBoost objective; see :func:`objective` and
+    :class:`lossdsl.boosting.objective.BoostingObjective`."""
 
     # CatBoost calls calc_ders_range on batches of rows (1000, then 500 at a time) and, with
     # ordered boosting, on permutations of them, without saying which rows: per-row inputs

@@ -155,7 +155,7 @@ def _compiled(loss: Loss, args, reduction: str) -> CompiledLoss:
 
 def _check_definition(compiled: CompiledLoss) -> None:
     """Type the loss for its default input ranks and differentiate it by every input."""
-    from . import diff
+    from .passes import diff
 
     labels = compiled.label_inputs()
     objective, typed = compiled._specialize(compiled.default_ranks(), False)
@@ -198,7 +198,7 @@ def _code(error: LossError) -> str:
 
 def _check_def(info, scope) -> None:
     """Inline a ``def`` on inputs named like its parameters, then check the result."""
-    from .resolve import def_as_loss
+    from .frontend.resolve import def_as_loss
 
     definition = def_as_loss(info, scope)
     if definition is not None:
@@ -208,7 +208,7 @@ def _check_def(info, scope) -> None:
 def _diagnose(path: str) -> tuple[object, list[LossError], list[LossError]]:
     """(scope or None, errors, warnings) of one file: every syntax and name error, then the
     shapes and derivatives of each loss and def that resolved."""
-    from .resolve import diagnose_file
+    from .frontend.resolve import diagnose_file
 
     scope, found = diagnose_file(path)
     errors = list(found.errors)
@@ -352,7 +352,7 @@ def command_codegen(args: argparse.Namespace) -> int:
 
 def _sample_reductions(loss: Loss) -> bool:
     """Whether the loss itself sums or averages over samples (then it cannot be chunked)."""
-    from .ir import walk
+    from .ir.node import walk
 
     return any(n.op in ("sum", "mean") for n in walk(loss.definition.graph))
 

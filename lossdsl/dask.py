@@ -15,7 +15,7 @@ regulariser's parameter vector, a cost table) go whole to every task.
 
 The kernel is the one :func:`lossdsl.compile` builds for the same inputs, so results equal
 one call over all the data up to rounding. Its generated ``run`` calls each loop through a
-kit (:mod:`lossdsl.codegen.cpu_runtime`); the kit here turns a loop over the samples into
+kit (:mod:`lossdsl.backend.cpu.runtime`); the kit here turns a loop over the samples into
 one task per chunk, whose reductions dask adds up in a tree, and keeps the scalar glue
 between passes lazy on 0-d dask arrays. A loss that reduces over the samples itself (Dice,
 ``mean(p)^2``, a weighted mean's ``sum(w)``) runs its passes one after another over the
@@ -35,9 +35,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ._boost import as_loss
 from .api import CompiledLoss, Loss, _Bound, first_bad_label, kernel_dtype, result_order
-from .codegen.cpu_runtime import launch
+from .backend.cpu.runtime import launch
+from .boosting.objective import as_loss
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["DaskLoss", "compile"]
@@ -282,7 +282,7 @@ def _run_chunk(kernel: _KernelRef, name: str, count: int, length: int,
 
 
 class _ChunkKit:
-    """Runs a kernel's loops as dask tasks (see :mod:`lossdsl.codegen.cpu_runtime`).
+    """Runs a kernel's loops as dask tasks (see :mod:`lossdsl.backend.cpu.runtime`).
 
     A loop that reads arrays chunked over the samples is one task per chunk, its reductions
     a tree sum over the chunks; any other loop (over a regulariser's vector) is one task. The

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._boost import LABEL_NAMES, as_loss
 from .api import CompiledLoss, Loss
+from .boosting.objective import LABEL_NAMES, as_loss
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["decide"]

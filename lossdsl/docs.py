@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .api import compile as compile_loss
 from .catalog import Entry, entries
-from .resolve import PRELUDE_DIR
+from .frontend.resolve import PRELUDE_DIR
 
 # Section titles of the prelude files, in the order the page shows them.
 SECTIONS: dict[str, str] = {

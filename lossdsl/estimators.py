@@ -50,8 +50,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._boost import as_loss, default_roles, repeat_score
 from .api import CompiledLoss, Loss
+from .boosting.objective import as_loss, default_roles, repeat_score
 from .decisions import decide as _decide
 from .errors import LossError, LossShapeError
 from .implied import class_probabilities, label_scale, probabilities_move

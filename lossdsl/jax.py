@@ -7,7 +7,7 @@
     g = jax.jit(jax.grad(f, argnums=1))(y, p)         # jit, grad, hessian, vmap all apply
 
 The loss's optimised graph (the one the Numba kernels compute: inlined, stabilised,
-simplified, lowered) is printed as ``jax.numpy`` source by :mod:`lossdsl.codegen.jax`, so the
+simplified, lowered) is printed as ``jax.numpy`` source by :mod:`lossdsl.backend.jax`, so the
 function is traced, compiled, batched and differentiated by JAX like any other; nothing calls
 back into Python or Numba.
 
@@ -53,15 +53,15 @@ except ModuleNotFoundError as error:  # an optional dependency
     raise ModuleNotFoundError(f"lossdsl.jax needs JAX ({error}): pip install 'lossdsl[jax]' "
                               "(or jax[cuda12] for a GPU)", name=error.name) from error
 
-from . import diff, shapes
 from .api import CompiledLoss, Loss, first_bad_label, loss_from_text, param_value
-from .codegen import jax as printer
+from .backend import jax as printer
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
-from .ir import Node, depends_on, toposort
-from .lower import lower
+from .ir.node import Node, depends_on, toposort
+from .passes import diff, shapes
+from .passes.lower import lower
+from .passes.simplify import simplify
+from .passes.stabilize import stabilize
 from .roles import positional_inputs
-from .simplify import simplify
-from .stabilize import stabilize
 
 __all__ = ["DERIVATIVES", "JaxLoss", "loss"]
 

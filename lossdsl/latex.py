@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import re
 
-from .ir import Node, toposort
-from .primitives import CLASS_VECTOR
+from .ir.node import Node, toposort
+from .ops.primitives import CLASS_VECTOR
 
 # Precedence levels (higher binds tighter), shared by every printing method.
 _LOGIC, _COMPARE, _SUM, _PRODUCT, _UNARY, _POWER, _ATOM = 1, 2, 3, 4, 5, 6, 9

@@ -52,8 +52,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
-from ._leaves import (
+from .api import CompiledLoss, Loss
+from .boosting.leaves import (
     EvalTracker,
     check_train_options,
     eval_objective,
@@ -62,7 +62,7 @@ from ._leaves import (
     refit_round,
     use_refit,
 )
-from .api import CompiledLoss, Loss
+from .boosting.objective import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .errors import LossError
 
 __all__ = ["LightGBMMetric", "LightGBMObjective", "init_score", "metric", "objective", "train"]
@@ -77,7 +77,8 @@ def _scores(preds: np.ndarray, n: int) -> tuple[np.ndarray, bool]:
 
 
 class LightGBMObjective(BoostingObjective):
-    """A LightGBM objective; see :func:`objective` and :class:`lossdsl._boost.BoostingObjective`."""
+    """A LightGBM objective; see :func:`objective` and
+    :class:`lossdsl.boosting.objective.BoostingObjective`."""
 
     # LightGBM keeps gradients in float32 and copies float64 ones over each round: the kernel
     # computes in float64 from the float64 scores and rounds as it stores.
@@ -121,7 +122,8 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     Options as :func:`lossdsl.xgboost.objective` (per-row ``inputs`` need ``rows``: the
     training labels in order, or the training ``lgb.Dataset``). ``like`` names the built-in
     whose Hessian convention and start score to reproduce (``"multiclass"``: the Hessian
-    times ``K/(K-1)``; ``"poisson"``: times ``exp(0.7)``; see ``lossdsl._boost.PRESETS``).
+    times ``K/(K-1)``; ``"poisson"``: times ``exp(0.7)``; see
+    ``lossdsl.boosting.objective.PRESETS``).
     """
     return LightGBMObjective(loss, wrt, label, inputs=inputs, params=params, hessian=hessian,
                              hessian_floor=hessian_floor, hessian_constant=hessian_constant,
@@ -298,7 +300,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
 
     ``refit``: after each tree, set every leaf to ``learning_rate * c_j`` with ``c_j`` the
     minimiser of the weighted loss over the leaf's rows (see
-    :func:`lossdsl._leaves.solve_leaves`; what LightGBM's own L1 and quantile objectives
+    :func:`lossdsl.boosting.leaves.solve_leaves`; what LightGBM's own L1 and quantile objectives
     do with ``RenewTreeOutput``). ``"auto"`` (default) refits when the objective's Hessian
     policy is ``"constant"`` (Hessian 0 everywhere or on a region: MAE, quantile,
     asymmetric L1, Huber-smoothed costs), whose leaves would otherwise move by the mean
@@ -310,7 +312,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     K trees are refitted one after another, the other classes' scores held.
 
     ``init_score``: start from the objective's optimal constant score
-    (:meth:`~lossdsl._boost.BoostingObjective.init_score`), added to the first tree's leaves
+    (:meth:`~lossdsl.boosting.objective.BoostingObjective.init_score`), added to the first
+    tree's leaves
     so that ``booster.predict(X, raw_score=True)`` is the whole raw score. An expected
     cost (no finite optimal constant) starts from its cost-weighted surrogate's optimum
     (``init_score(unbounded="surrogate")``); any other loss without a finite optimal

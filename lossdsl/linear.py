@@ -66,8 +66,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._boost import as_loss, default_roles
 from .api import CompiledLoss, Loss
+from .boosting.objective import as_loss, default_roles
 from .errors import LossError, LossShapeError
 from .estimators import fit_classes
 from .implied import class_probabilities, label_scale, probabilities_move

@@ -14,10 +14,10 @@ import html
 import re
 from dataclasses import dataclass, field
 
-from . import shapes
 from .api import CompiledLoss, Loss
 from .errors import LossError
 from .latex import latex_name, to_latex
+from .passes import shapes
 
 
 def prediction_input(loss: Loss) -> str | None:

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from . import ast
-from .parse import parse
+from .frontend import ast
+from .frontend.parse import parse
 
 TASKS = ("value", "value+grad", "grad+hess")
 LOG2 = math.log(2.0)

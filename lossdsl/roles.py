@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._boost import LABEL_NAMES
+from .boosting.objective import LABEL_NAMES
 from .errors import LossError
 
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ._boost import as_loss, default_roles
 from .api import CompiledLoss, Loss
+from .boosting.objective import as_loss, default_roles
 from .errors import LossError, LossShapeError
 
 __all__ = ["LinearModelObjective", "LossObjective", "linear_model", "objective"]

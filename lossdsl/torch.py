@@ -42,13 +42,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import diff, shapes
 from .api import CompiledLoss, Loss, param_value
 from .errors import LossError, LossNameError, did_you_mean
-from .ir import is_constant, toposort
+from .ir.node import is_constant, toposort
+from .passes import diff, shapes
+from .passes.simplify import simplify
+from .passes.stabilize import stabilize
 from .roles import positional_inputs
-from .simplify import simplify
-from .stabilize import stabilize
 
 __all__ = ["TorchLoss", "loss"]
 

@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from ._boost import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
-from ._leaves import (
+from .api import CompiledLoss, Loss
+from .boosting.leaves import (
     EvalTracker,
     check_train_options,
     eval_objective,
@@ -61,14 +61,15 @@ from ._leaves import (
     refit_round,
     use_refit,
 )
-from .api import CompiledLoss, Loss
+from .boosting.objective import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .errors import LossError
 
 __all__ = ["XGBoostMetric", "XGBoostObjective", "init_score", "metric", "objective", "train"]
 
 
 class XGBoostObjective(BoostingObjective):
-    """An XGBoost objective; see :func:`objective` and :class:`lossdsl._boost.BoostingObjective`."""
+    """An XGBoost objective; see :func:`objective` and
+    :class:`lossdsl.boosting.objective.BoostingObjective`."""
 
     def __call__(self, first: Any, second: Any, *,
                  sample_weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +109,7 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str | None = None,
     see ``BoostingObjective.step_constant``). ``hessian_scale`` multiplies the Hessian;
     ``like`` instead names the built-in whose Hessian convention and start score to
     reproduce (``"multi:softprob"``, ``"count:poisson"`` with ``objective.booster_params``,
-    ...: ``lossdsl._boost.PRESETS``). ``inputs`` gives the
+    ...: ``lossdsl.boosting.objective.PRESETS``). ``inputs`` gives the
     loss's other inputs (scalars or one value per row), ``params`` overrides its params,
     ``target`` is "cpu" (default; XGBoost's own threads keep the cores busy), "parallel", or
     "cuda" for boosters trained with ``device="cuda"``: the kernels then run on the GPU and,
@@ -186,7 +187,7 @@ def init_score(loss: str | Loss | CompiledLoss | BoostingObjective, y: Any,
     the weighted median/quantile); a vector of ``num_class`` margins for losses over classes.
     Per-row ``inputs`` belong to the rows of ``y``. Raises :class:`~lossdsl.LossError` when
     no finite margin is optimal (a non-convex expected cost, labels all in one class): see
-    :meth:`lossdsl._boost.BoostingObjective.init_score`.
+    :meth:`lossdsl.boosting.objective.BoostingObjective.init_score`.
     """
     objective = as_objective(loss, wrt, label, inputs=inputs, params=params, target="cpu",
                              rows=y)
@@ -260,7 +261,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     only from the first tree on).
 
     ``refit``: after each tree, set every leaf to ``eta * c_j`` with ``c_j`` the minimiser
-    of the weighted loss over the leaf's rows (see :func:`lossdsl._leaves.solve_leaves`;
+    of the weighted loss over the leaf's rows (see :func:`lossdsl.boosting.leaves.solve_leaves`;
     what XGBoost's own quantile and L1 objectives do with ``UpdateTreeLeaf``, ignoring
     ``lambda``/``alpha`` as they do). ``"auto"`` (default) refits when the objective's
     Hessian policy is ``"constant"`` (Hessian 0 everywhere or on a region: MAE, quantile,

@@ -1,4 +1,4 @@
-"""Hessian policies of the boosting objectives (lossdsl._boost): ``like=`` presets that
+"""Hessian policies of the boosting objectives (lossdsl.boosting.objective): ``like=`` presets that
 reproduce the built-in objectives, and expected costs (non-convex, no finite optimal constant)
 that learn under the default policy.
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import lossdsl
-from lossdsl._boost import PRESETS, BoostingObjective
+from lossdsl.boosting.objective import PRESETS, BoostingObjective
 
 xgb = pytest.importorskip("xgboost")
 lgb = pytest.importorskip("lightgbm")

@@ -343,7 +343,7 @@ def test_library_names_can_name_inputs():
 
 
 def test_prelude_files_see_each_other():
-    from lossdsl.resolve import prelude
+    from lossdsl.frontend.resolve import prelude
 
     for scope in prelude().imports:  # every file resolves every library name
         assert scope.find_def("huber") is not None
@@ -351,7 +351,7 @@ def test_prelude_files_see_each_other():
 
 
 def test_internal_compiler_failures_are_loss_errors(monkeypatch):
-    from lossdsl.codegen import cpu
+    from lossdsl.backend.cpu import codegen as cpu
 
     def broken(*args, **kwargs):
         raise KeyError("boom")
@@ -386,8 +386,8 @@ def test_rowof_looks_up_a_cost_table_by_label():
 
 
 def _nested(depth: int):
-    from lossdsl.ir import constant, node
-    from lossdsl.simplify import make
+    from lossdsl.ir.node import constant, node
+    from lossdsl.passes.simplify import make
 
     p = node("input", (), "p", ("n0",))
     graph = p
@@ -400,9 +400,9 @@ def test_deep_graphs_print_differentiate_and_pickle_without_recursion():
     import pickle
     import sys
 
-    from lossdsl import diff
     from lossdsl.latex import to_latex
-    from lossdsl.simplify import make
+    from lossdsl.passes import diff
+    from lossdsl.passes.simplify import make
 
     depth = 3 * sys.getrecursionlimit()
     p, graph = _nested(depth)
@@ -417,8 +417,8 @@ def test_deep_graphs_print_differentiate_and_pickle_without_recursion():
 def test_a_reduction_of_a_long_product_pulls_its_factors_out_without_recursion():
     import sys
 
-    from lossdsl.ir import node, toposort
-    from lossdsl.simplify import make
+    from lossdsl.ir.node import node, toposort
+    from lossdsl.passes.simplify import make
 
     p = node("input", (), "p", ("n0",))
     product = p
@@ -433,9 +433,9 @@ def test_a_reduction_of_a_long_product_pulls_its_factors_out_without_recursion()
 def test_deep_scalar_glue_is_emitted_without_recursion():
     import sys
 
-    from lossdsl.codegen.emit import GluePrinter, Names
-    from lossdsl.ir import constant, node
-    from lossdsl.simplify import make
+    from lossdsl.backend.emit import GluePrinter, Names
+    from lossdsl.ir.node import constant, node
+    from lossdsl.passes.simplify import make
 
     scalar = node("param", (), "a", ())
     for index in range(3 * sys.getrecursionlimit()):

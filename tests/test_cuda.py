@@ -29,7 +29,7 @@ from numba import cuda
 
 import lossdsl
 from lossdsl import catalog
-from lossdsl.codegen import cuda_runtime as rt
+from lossdsl.backend.cuda import runtime as rt
 from lossdsl.errors import LossDomainError, LossError
 
 if not rt.SIMULATOR and not cuda.is_available():
@@ -368,7 +368,7 @@ def test_grid_stride_loop_with_one_block(monkeypatch):
 def test_unrolled_samples_per_thread(monkeypatch, extra, weighted):
     """Elementwise kernels read UNROLL samples' inputs per step: whole steps, then the
     remainder one sample at a time (``extra`` samples past the last whole step)."""
-    from lossdsl.codegen.cuda import UNROLL
+    from lossdsl.backend.cuda.codegen import UNROLL
 
     monkeypatch.setattr(rt, "max_blocks", lambda: 1)
     rng = np.random.default_rng(9)
@@ -475,7 +475,7 @@ _PTX_CHECK = textwrap.dedent('''
     numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
     import lossdsl
     import lossdsl.cache
-    from lossdsl.codegen import cuda_runtime as rt
+    from lossdsl.backend import cuda_runtime as rt
     # no device memory either: host arrays stand in (the kernels' argument types are the same)
     rt.to_device, rt.output = np.ascontiguousarray, (lambda a: (a, None))
     rt.zeros, rt.fetch, rt.max_blocks = (lambda k: np.zeros(k)), (lambda a: a), (lambda: 1)

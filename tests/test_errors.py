@@ -225,7 +225,7 @@ def test_special_functions_fold_at_the_edges_of_their_domain(text, expected):
 
 
 def test_folded_special_functions_agree_with_the_kernels():
-    from lossdsl.evaluate import fold
+    from lossdsl.reference import fold
 
     x = np.array([math.nan, -math.inf, math.inf, 1e308, -3.0, 0.0, 5e-324, -5e-324, 1e-200])
     for function in ("lgamma", "digamma", "trigamma"):
@@ -269,7 +269,7 @@ def test_a_name_defined_twice_in_a_file_is_an_error(text, position, first):
 
 
 def test_a_loss_may_share_its_name_with_a_def_or_the_library():
-    from lossdsl.resolve import resolve_text
+    from lossdsl.frontend.resolve import resolve_text
 
     scope = resolve_text("def f(x) = x^2\nloss f = f(p)\nloss mse = mse(y, p)\nloss b = y")
     assert set(scope.losses) == {"f", "mse", "b"}

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import lossdsl
 from lossdsl import catalog
-from lossdsl.primitives import CONSTANTS, FUNCTIONS
+from lossdsl.ops.primitives import CONSTANTS, FUNCTIONS
 
 # hypothesis describes a strategy once per test, and the one over the prelude's 68 losses
 # describes itself at length (a cost of milliseconds, not a problem to report)

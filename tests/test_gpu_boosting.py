@@ -17,8 +17,8 @@ import xgboost as xgb
 
 import lossdsl
 import lossdsl.xgboost as lx
-from lossdsl._boost import device_arrays
-from lossdsl.codegen import cuda_runtime as rt
+from lossdsl.backend.cuda import runtime as rt
+from lossdsl.boosting.objective import device_arrays
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:(invalid value|divide by zero|overflow) encountered:RuntimeWarning")

@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lossdsl
-from lossdsl import ast
-from lossdsl.parse import parse, parser
-from lossdsl.resolve import resolve_text
+from lossdsl.frontend import ast
+from lossdsl.frontend.parse import parse, parser
+from lossdsl.frontend.resolve import resolve_text
 
 
 def expression(text: str):
@@ -209,7 +209,7 @@ def test_long_def_and_let_chains_and_huge_sums_resolve():
 
 
 def _walk(graph):
-    from lossdsl.ir import toposort
+    from lossdsl.ir.node import toposort
 
     return toposort([graph])
 
@@ -217,7 +217,7 @@ def _walk(graph):
 def test_a_def_is_expanded_once_per_distinct_arguments(monkeypatch):
     """Each def calls the one before twice; expanded naively the work doubles per def (21 defs
     took 9.4 s, 64 never finished). Applications are memoised on the argument nodes."""
-    from lossdsl import resolve
+    from lossdsl.frontend import resolve
 
     built = []
 
@@ -250,7 +250,7 @@ def test_many_params_resolve_in_linear_time():
     declared before it. Resolution time must grow linearly with the number of params."""
     import time
 
-    from lossdsl.resolve import build_scope, prelude
+    from lossdsl.frontend.resolve import build_scope, prelude
 
     def seconds(count: int) -> float:
         text = "\n".join(f"param a{i} = {i} + 1" for i in range(count))
@@ -270,7 +270,7 @@ def test_many_params_resolve_in_linear_time():
 
 
 def test_parse_all_reports_every_syntax_error_and_keeps_the_rest():
-    from lossdsl.parse import parse_all
+    from lossdsl.frontend.parse import parse_all
 
     source = (
         "param k = 2\n"

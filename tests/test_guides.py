@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from lossdsl import cli
-from lossdsl.resolve import resolve_text
+from lossdsl.frontend.resolve import resolve_text
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 GUIDES = ["tutorial.md", "language.md", "business-costs.md", "estimators.md", "boosting.md",

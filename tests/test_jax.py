@@ -27,9 +27,10 @@ import pytest
 
 import lossdsl
 import lossdsl.jax
-from lossdsl import catalog, primitives
-from lossdsl.codegen import jax as jax_printer
+from lossdsl import catalog
+from lossdsl.backend import jax as jax_printer
 from lossdsl.errors import LossDomainError, LossError, LossNameError, LossShapeError
+from lossdsl.ops import primitives
 
 N, K = 8, 4
 ENTRIES = {entry.name: entry for entry in catalog.entries()}
@@ -124,7 +125,7 @@ def test_printer_covers_every_operation():
     with an operation the printer does not know is a LossError, not a crash."""
     expected = sorted(op for op, p in primitives.OPERATIONS.items() if p.kind != "macro")
     assert jax_printer.printable_operations() == expected
-    from lossdsl.ir import node
+    from lossdsl.ir.node import node
 
     unknown = node("no_such_op", (node("const", (), 1.0, ()),), None, ())
     with pytest.raises(LossError, match="cannot print the operation 'no_such_op'"):
@@ -406,10 +407,10 @@ def test_optax_linear_quantile_regression_reaches_the_optimum():
                                 "ndtr_ratio", "log1mexp", "erf", "erfc", "sign", "softplus",
                                 "log_sigmoid", "sigmoid", "logaddexp", "xlog1py", "min", "max"])
 def test_helpers_match_the_reference_semantics(op):
-    """The printed helpers against lossdsl.evaluate's (the kernels' semantics) at special
+    """The printed helpers against lossdsl.reference's (the kernels' semantics) at special
     values: poles, signed zeros, infinities, NaN, both tails."""
-    from lossdsl.evaluate import ELEMENTWISE_NUMPY
-    from lossdsl.ir import node
+    from lossdsl.ir.node import node
+    from lossdsl.reference import ELEMENTWISE_NUMPY
 
     special = np.array([-np.inf, -1e300, -40.0, -12.5, -10.0, -3.0, -2.5, -1e-8, -0.0, 0.0,
                         1e-300, 1e-8, 0.3, 0.5, 1.0, 2.0, 5.9, 6.0, 15.5, 40.0, 1e10, np.inf,

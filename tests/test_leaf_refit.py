@@ -1,4 +1,4 @@
-"""Exact leaf values (lossdsl._leaves) and the training loops lossdsl.lightgbm.train and
+"""Exact leaf values (lossdsl.boosting.leaves) and the training loops lossdsl.lightgbm.train and
 lossdsl.xgboost.train: leaves against brute force, refitted models, gradients, evals."""
 
 import math
@@ -11,7 +11,7 @@ xgb = pytest.importorskip("xgboost")
 import lossdsl  # noqa: E402
 import lossdsl.lightgbm as ll  # noqa: E402
 import lossdsl.xgboost as lx  # noqa: E402
-from lossdsl._leaves import solve_leaves, use_refit  # noqa: E402
+from lossdsl.boosting.leaves import solve_leaves, use_refit  # noqa: E402
 
 ASYM = "asymmetric_l1(y, p, 4, 1)"
 LGB_PARAMS = {"verbose": -1, "num_threads": 1, "num_leaves": 7, "learning_rate": 0.3,

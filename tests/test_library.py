@@ -38,9 +38,10 @@ import torch
 import torch.nn.functional as F
 
 import lossdsl
-from lossdsl import ast, catalog
-from lossdsl.parse import parse
-from lossdsl.resolve import PRELUDE_DIR
+from lossdsl import catalog
+from lossdsl.frontend import ast
+from lossdsl.frontend.parse import parse
+from lossdsl.frontend.resolve import PRELUDE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 N, K = 8, 4  # samples, classes

@@ -62,7 +62,7 @@ def test_installed_wheel_parses_and_compiles_outside_the_checkout(wheel, tmp_pat
         timeout=600,
     )
     script = (
-        "import numpy as np, lossdsl, lossdsl.parse as p\n"
+        "import numpy as np, lossdsl, lossdsl.frontend.parse as p\n"
         "assert 'site' in str(p.grammar_path()), p.grammar_path()\n"
         "L = lossdsl.compile('huber(y, p, 1.0)', reduction='sum')\n"
         "print(L(y=np.zeros(3), p=np.array([0.5, 2.0, -3.0])))\n"

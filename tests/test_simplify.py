@@ -7,11 +7,11 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from lossdsl.diff import grad, hessian_diag
-from lossdsl.evaluate import evaluate
-from lossdsl.ir import Node, constant, node
-from lossdsl.simplify import make, result_axes, simplify
-from lossdsl.stabilize import stabilize
+from lossdsl.ir.node import Node, constant, node
+from lossdsl.passes.diff import grad, hessian_diag
+from lossdsl.passes.simplify import make, result_axes, simplify
+from lossdsl.passes.stabilize import stabilize
+from lossdsl.reference import evaluate
 
 AXES = ("n0",)
 X = node("input", (), "x", AXES)

@@ -26,8 +26,8 @@ import pytest
 import scipy.special
 
 import lossdsl
-from lossdsl.evaluate import ELEMENTWISE_NUMPY, fold
 from lossdsl.latex import to_latex
+from lossdsl.reference import ELEMENTWISE_NUMPY, fold
 
 mpmath.mp.dps = 50
 F32 = np.finfo(np.float32).eps

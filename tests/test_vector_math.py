@@ -1,4 +1,4 @@
-"""Accuracy, special-value and vectorisation tests for :mod:`lossdsl.codegen.vector_math`.
+"""Accuracy, special-value and vectorisation tests for :mod:`lossdsl.backend.cpu.vector_math`.
 
 Reference values: glibc libm through Numba's ``math.*`` in float64; for float32 inputs the
 float64 libm result rounded to float32.  Errors are measured as ULP distance (distance between
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from numba import njit, types
 
-from lossdsl.codegen.vector_math import vexp, vexpm1, vlog, vlog1p
+from lossdsl.backend.cpu.vector_math import vexp, vexpm1, vlog, vlog1p
 
 N = int(os.environ.get("VECTOR_MATH_TEST_N", "200000"))
 MAX_ULP = 2  # required bound; the measured maximum is 1 ulp everywhere (see module __main__)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LossError
-from ..ir import Node, toposort
-from ..primitives import OPERATIONS
+from ..ir.node import Node, toposort
+from ..ops.primitives import OPERATIONS
 from .emit import PythonArithmetic, pick_parts
 
 __all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]

@@ -1,6 +1,6 @@
 """CUDA code generation: Numba CUDA kernels for the passes of a schedule.
 
-The per-sample math is the target-independent body of :mod:`lossdsl.codegen.emit`, compiled
+The per-sample math is the target-independent body of :mod:`lossdsl.backend.emit`, compiled
 as a ``@cuda.jit(device=True)`` function (helpers too); this module only adds the kernels
 around it and the host-side ``run``. Per loop of the schedule:
 
@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..ir import Node
-from ..schedule import Loop, Schedule
-from .cpu import GeneratedModule
-from .emit import HELPERS, Body, BodyEmitter, ExpressionPrinter, GluePrinter, Names, pick_parts
+from ...ir.node import Node
+from ...passes.schedule import Loop, Schedule
+from ..cpu.codegen import GeneratedModule
+from ..emit import HELPERS, Body, BodyEmitter, ExpressionPrinter, GluePrinter, Names, pick_parts
 
 _DEVICE = "@cuda.jit(device=True)"
 _KERNEL = "@cuda.jit(cache=True)"
@@ -277,8 +277,8 @@ def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
         "import numpy",
         "from numba import cuda, types",
         "",
-        "from lossdsl.codegen import cuda_runtime as rt",
-        "from lossdsl.evaluate import ELEMENTWISE_NUMPY as OPS",
+        "from lossdsl.backend.cuda import runtime as rt",
+        "from lossdsl.reference import ELEMENTWISE_NUMPY as OPS",
         "",
         "math = rt.MATH  # the math module (an IEEE stand-in under the simulator)",
         f"T = numpy.{dtype}",

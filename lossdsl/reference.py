@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .ir import Axes, Node, toposort
+from .ir.node import Axes, Node, toposort
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
-from . import cuda_runtime as rt
+from . import runtime as rt
 
 
 @cuda.jit

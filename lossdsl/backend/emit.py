@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..ir import Node
-from ..schedule import Loop
+from ..ir.node import Node
+from ..passes.schedule import Loop
 
 # Fast-math flags for the loop drivers only. "reassoc" lets the reductions vectorise (4.9x
 # faster at N = 1e7); the rest of SPEC's NaN-safe set is left out because, once the body is
@@ -159,7 +159,7 @@ def h_trigamma(x):
     inner += r + T(0.5) * q + r * q * (T(1 / 6) - q * (T(1 / 30) - q * (T(1 / 42) - q * T(1 / 30))))
     return result + sign * inner
 """,
-    # log_ndtr and ndtr_ratio: as lossdsl.evaluate (erfc down to x = -10, the asymptotic
+    # log_ndtr and ndtr_ratio: as lossdsl.reference (erfc down to x = -10, the asymptotic
     # series of Phi(x) (-x) / phi(x) with 20 terms below), in the kernel's dtype
     "log_ndtr": """
 def h_log_ndtr(x):

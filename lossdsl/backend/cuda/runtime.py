@@ -1,6 +1,6 @@
 """Run-time support for CUDA kernels: launch sizes, transfers, device arrays, label checks.
 
-Generated CUDA modules (see :mod:`lossdsl.codegen.cuda`) import this module as ``rt`` and
+Generated CUDA modules (see :mod:`lossdsl.backend.cuda.codegen`) import this module as ``rt`` and
 keep only the loss-specific code themselves; :mod:`lossdsl.api` uses it for inputs that
 already live on the device. It imports ``numba.cuda``, so it is imported only for
 ``target="cuda"`` or device inputs.

@@ -42,9 +42,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from numba import njit
 
-from ._boost import BoostingObjective, as_objective
-from .errors import LossError
-from .ir import is_constant
+from ..errors import LossError
+from ..ir.node import is_constant
+from .objective import BoostingObjective, as_objective
 
 #: The default tolerance of the leaf search, relative to the spread of a leaf's residuals.
 LEAF_XTOL = 1e-6
@@ -151,7 +151,7 @@ def _step_leaves(G, H, active, first, converged, c, low, high, g_low, g_high, la
                  xtol, side_of_leaf):  # pragma: no cover - compiled
     """One step of every active leaf's search, given the derivative G (and curvature H)
     of its loss at its current value c: the state machine of ``_newton_1d`` in
-    ``lossdsl._boost``, per leaf, with false position (Illinois) added inside brackets.
+    ``lossdsl.boosting.objective``, per leaf, with false position (Illinois) added inside brackets.
     ``side_of_leaf`` gets where the evaluation sat: +1 the bracket's high end, -1 low."""
     tiny = 4 * 2.220446049250313e-16
     for j in range(c.shape[0]):
@@ -442,7 +442,8 @@ def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
                  xtol: float = LEAF_XTOL, max_iter: int = 100) -> LeafSolution:
     """The loss-minimising value of every leaf of one tree, all leaves at once.
 
-    ``objective``: a :class:`~lossdsl._boost.BoostingObjective` (its loss, roles, params and
+    ``objective``: a :class:`~lossdsl.boosting.objective.BoostingObjective` (its loss, roles,
+    params and
     per-row ``inputs``, which must belong to these rows); ``label``: the labels as the
     library holds them; ``scores``: the raw scores ``F`` of the model before the tree,
     (n,) or (n, K) for losses over classes and multi-output models; ``leaves``: (n,) the

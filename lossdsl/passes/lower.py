@@ -15,7 +15,7 @@ exponential and one logarithm per element instead of six. Applied after differen
 
 from __future__ import annotations
 
-from .ir import Node, constant, rebuild
+from ..ir.node import Node, constant, rebuild
 from .simplify import make
 
 _ZERO, _ONE = constant(0.0), constant(1.0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .ir import Node, toposort
+from ..ir.node import Node, toposort
 
 
 @dataclass(frozen=True)

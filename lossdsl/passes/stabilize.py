@@ -14,7 +14,7 @@ are evaluated by the kernels in their stable forms, so the user never has to.
 
 from __future__ import annotations
 
-from .ir import Node, constant, is_constant, rebuild
+from ..ir.node import Node, constant, is_constant, rebuild
 from .simplify import make
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..errors import LossError
+from ...errors import LossError
 
 _LAUNCH_LOCK = threading.Lock()
 _serialise: bool | None = None  # known after the first parallel launch

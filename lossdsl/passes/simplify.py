@@ -11,9 +11,9 @@ Assumptions (the usual ones of symbolic algebra systems such as SymPy): ``x*0 ->
 
 from __future__ import annotations
 
-from .evaluate import ELEMENTWISE_NUMPY, fold
-from .ir import Axes, Node, constant, is_constant, node, rebuild
-from .primitives import COMPARISONS, OPERATIONS
+from ..ir.node import Axes, Node, constant, is_constant, node, rebuild
+from ..ops.primitives import COMPARISONS, OPERATIONS
+from ..reference import ELEMENTWISE_NUMPY, fold
 
 # min and max are not reordered: on ties the derivative goes to the argument written first.
 _COMMUTATIVE = {"add", "mul", "eq", "ne", "and", "or"}

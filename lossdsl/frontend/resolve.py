@@ -27,22 +27,15 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LossArityError, LossError, LossNameError, LossSyntaxError, Span, did_you_mean
+from ..ir.node import Node, constant, node, toposort
+from ..ops.primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS
+from ..passes.simplify import make
+from ..reference import evaluate
 from . import ast
-from .errors import (
-    LossArityError,
-    LossError,
-    LossNameError,
-    LossSyntaxError,
-    Span,
-    did_you_mean,
-)
-from .evaluate import evaluate
-from .ir import Node, constant, node, toposort
 from .parse import parse, parse_all
-from .primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS
-from .simplify import make
 
-PRELUDE_DIR = Path(__file__).resolve().parent / "prelude"
+PRELUDE_DIR = Path(__file__).resolve().parent.parent / "prelude"
 
 
 @dataclass(frozen=True)

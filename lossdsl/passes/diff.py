@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 
-from .errors import LossError
-from .ir import Node, constant, depends_on, node, toposort
+from ..errors import LossError
+from ..ir.node import Node, constant, depends_on, node, toposort
 from .simplify import make
 
 _ZERO, _ONE = constant(0.0), constant(1.0)

@@ -7,7 +7,7 @@ Only loops over the ``parallel_axes`` (the loss's samples) get ``prange``: every
 loop costs ~0.3 s of compile time, and a regulariser's parameter vector is short next to the
 data, so its loops stay serial.
 ``run`` is plain Python: it calls the loops in order and does the scalar glue between them,
-both through a kit (:mod:`lossdsl.codegen.cpu_runtime`), so that :mod:`lossdsl.dask` can run
+both through a kit (:mod:`lossdsl.backend.cpu.runtime`), so that :mod:`lossdsl.dask` can run
 the same passes chunk by chunk.
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..schedule import Schedule
-from .emit import FASTMATH, HELPERS, BodyEmitter, ExpressionPrinter, GluePrinter, Names
+from ...passes.schedule import Schedule
+from ..emit import FASTMATH, HELPERS, BodyEmitter, ExpressionPrinter, GluePrinter, Names
 
 # The per-sample math is compiled without fastmath, so losses stay exact where the math is
 # finite; the loop drivers get FASTMATH (see emit.py), which lets their accumulations vectorise.
@@ -107,10 +107,10 @@ def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
         "import numpy",
         "from numba import njit, prange",
         "",
-        *(["from lossdsl.codegen import cpu_math as math  # libm, vectorisable exp and log"]
+        *(["from lossdsl.backend.cpu import libm as math  # libm, vectorisable exp and log"]
           if vectorisable else []),
-        "from lossdsl.codegen.cpu_runtime import DIRECT",
-        "from lossdsl.evaluate import ELEMENTWISE_NUMPY as OPS",
+        "from lossdsl.backend.cpu.runtime import DIRECT",
+        "from lossdsl.reference import ELEMENTWISE_NUMPY as OPS",
         "",
         f"T = numpy.{dtype}",
         f"FASTMATH = set({sorted(FASTMATH)!r})",

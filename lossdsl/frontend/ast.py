@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import Span
+from ..errors import Span
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ class Module:
     """A parsed file or string: its statements in order.
 
     ``broken`` names what statements dropped for a syntax error tried to define (only when
-    parsed with :func:`lossdsl.parse.parse_all`), so that their uses are not reported again;
+    parsed with :func:`lossdsl.frontend.parse.parse_all`), so that their uses are not reported
+    again;
     ``incomplete`` says an ``import`` was dropped, so any unknown name may have come from it.
     """
 

@@ -24,11 +24,11 @@ from lark.exceptions import (
     UnexpectedToken,
 )
 
+from ..cachedir import cache_dir
+from ..errors import LossSyntaxError, Span
 from . import ast
-from .cachedir import cache_dir
-from .errors import LossSyntaxError, Span
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Installed wheels carry the grammar inside the package; a source checkout has it at the top.
 _GRAMMAR_CANDIDATES = (
     _PACKAGE_DIR / "grammar" / "lossdsl.lark",

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from .api import CompiledLoss, Loss, loss_from_text
-from .errors import LossError, LossNameError, LossShapeError, did_you_mean
-from .ir import Node, is_constant, walk
+from ..api import CompiledLoss, Loss, loss_from_text
+from ..errors import LossError, LossNameError, LossShapeError, did_you_mean
+from ..ir.node import Node, is_constant, walk
 
 HESSIAN_POLICIES = ("auto", "exact", "clip", "floor", "constant", "fisher")
 
@@ -1369,7 +1369,7 @@ def device_arrays() -> Any:
     then keep labels, weights and results on the device (XGBoost with ``device="cuda"``
     takes CuPy gradients). None otherwise (Numba's simulator, or no CuPy): the CUDA kernels
     then read and write NumPy arrays, copying them over on each call."""
-    from .codegen import cuda_runtime
+    from ..backend.cuda import runtime as cuda_runtime
 
     if cuda_runtime.SIMULATOR:
         return None

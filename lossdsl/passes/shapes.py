@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import LossShapeError, Span
-from .ir import Node, constant, node, rebuild, toposort
-from .primitives import CLASS_VECTOR
+from ..errors import LossShapeError, Span
+from ..ir.node import Node, constant, node, rebuild, toposort
+from ..ops.primitives import CLASS_VECTOR
 from .simplify import make
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment

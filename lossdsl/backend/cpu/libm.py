@@ -1,6 +1,6 @@
 """The ``math`` of generated CPU kernels: the standard library's functions, except that
 ``exp``, ``expm1``, ``log`` and ``log1p`` are the SIMD-vectorisable versions of
-:mod:`lossdsl.codegen.vector_math`.
+:mod:`lossdsl.backend.cpu.vector_math`.
 
 Numba calls libm for ``math.exp`` and friends, one element at a time, and a loop with such a
 call does not vectorise; without Intel's SVML these four made transcendental losses

@@ -1,0 +1,1 @@
+"""The intermediate representation: hash-consed expression nodes (``node``)."""

@@ -1,0 +1,1 @@
+"""The primitives the compiler implements itself (``primitives``)."""
