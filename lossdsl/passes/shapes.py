@@ -136,13 +136,53 @@ def _check_label(label: Node, ranks: dict[str, int], spans: dict[str, Span]) -> 
 def specialize(
     graph: Node, ranks: dict[str, int], order: tuple[str, ...], spans: dict[str, Span] | None = None
 ) -> Specialized:
-    """Type ``graph`` for inputs of the given ranks (0, 1 or 2), inputs numbered by ``order``."""
+    """Type ``graph`` for inputs of the given ranks (0, 1 or 2), inputs numbered by ``order``:
+    infer each node's sample domain and class axis, name the axes, then expand the macros that
+    need them (``mean``, ``sum``, ``rowmean``)."""
     spans = spans or {}
-    domains = _Domains()
-    input_domain: dict[str, int] = {}
-    shape: dict[int, tuple[int | None, bool]] = {}  # node id -> (domain var, has class axis)
     nodes = toposort([graph])
     tables = _table_inputs(nodes, ranks, spans)
+    inferred = infer_domains(nodes, ranks, order, tables, spans)
+    result = name_axes(graph, inferred, nodes, ranks, order, tables)
+    result.graph = expand_shape_macros(graph, inferred, result, tables)
+    _check_class_widths(result, spans)
+    _check_sample_axes(result, spans)
+    _check_class_vectors(result, nodes, tables, spans)
+    return result
+
+
+@dataclass
+class Domains:
+    """What :func:`infer_domains` finds: each node's sample domain (a union-find variable, or
+    None for a value shared by all samples) and whether it has a class axis."""
+
+    domains: _Domains
+    input_domain: dict[str, int]  # input name -> its domain variable
+    shape: dict[int, tuple[int | None, bool]]  # node id -> (domain variable, has class axis)
+    names: dict[int, str] = field(default_factory=dict)  # domain root -> axis name ("n0", ...)
+
+    def axes_of(self, domain: int | None, rows: bool) -> tuple[str, ...]:
+        """The axis names of a value in ``domain``, with its class axis when ``rows``."""
+        if domain is None:
+            return ()
+        root = self.domains.find(domain)
+        if root not in self.names:
+            self.names[root] = f"n{len(self.names)}"
+        sample = self.names[root]
+        return (sample, sample + "k") if rows else (sample,)
+
+    def axes(self, n: Node) -> tuple[str, ...]:
+        """The axis names of node ``n``."""
+        return self.axes_of(*self.shape[id(n)])
+
+
+def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ...],
+                  tables: list[str], spans: dict[str, Span]) -> Domains:
+    """Which values share a sample axis (union-find over the inputs' domains) and which have a
+    class axis, for the nodes of a graph in topological order."""
+    domains = _Domains()
+    input_domain: dict[str, int] = {}
+    shape: dict[int, tuple[int | None, bool]] = {}
     for name in order:
         rank = ranks.get(name, 1)
         if rank > 2:
@@ -197,28 +237,23 @@ def specialize(
                 domain = join(domain, a_domain)
                 rows = rows or a_rows
             shape[id(n)] = (domain, rows)
+    return Domains(domains, input_domain, shape)
 
-    # canonical axis names: domains numbered in input order
-    names: dict[int, str] = {}
+
+def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str, int],
+              order: tuple[str, ...], tables: list[str]) -> Specialized:
+    """Name the axes (sample domains numbered in input order: "n0", "n1", ...; a class axis
+    is its sample axis + "k"; table rows "t0", ...) and record, for each axis, the inputs whose
+    length it is, and every label read with the axis it indexes. The result holds ``graph``
+    as given, untyped: :func:`expand_shape_macros` types it."""
     for name in order:
-        if name in input_domain:
-            root = domains.find(input_domain[name])
-            names.setdefault(root, f"n{len(names)}")
-
-    def axes_of(domain: int | None, rows: bool) -> tuple[str, ...]:
-        if domain is None:
-            return ()
-        root = domains.find(domain)
-        if root not in names:
-            names[root] = f"n{len(names)}"
-        sample = names[root]
-        return (sample, sample + "k") if rows else (sample,)
-
+        if name in inferred.input_domain:
+            root = inferred.domains.find(inferred.input_domain[name])
+            inferred.names.setdefault(root, f"n{len(inferred.names)}")
     result = Specialized(graph, {})
     for name in order:
-        if name in input_domain:
-            rank = ranks.get(name, 1)
-            axes = axes_of(input_domain[name], rank == 2)
+        if name in inferred.input_domain:
+            axes = inferred.axes_of(inferred.input_domain[name], ranks.get(name, 1) == 2)
             result.input_axes[name] = axes
             for dimension, axis in enumerate(axes):
                 result.axis_sources.setdefault(axis, []).append((name, dimension))
@@ -227,16 +262,24 @@ def specialize(
     # a table's rows are indexed by labels; its columns are the lookup's class axis
     for index, table in enumerate(tables):
         lookup = next(n for n in nodes if n.op == "table_row" and n.args[0].value == table)
-        row_axis, class_axis = f"t{index}", axes_of(*shape[id(lookup)])[1]
+        row_axis, class_axis = f"t{index}", inferred.axes(lookup)[1]
         result.input_axes[table] = (row_axis, class_axis)
         result.axis_sources.setdefault(row_axis, []).append((table, 0))
         result.axis_sources.setdefault(class_axis, []).append((table, 1))
     for n in nodes:
         if n.op == "class_index":
-            result.labels.append((n.args[0], axes_of(*shape[id(n)])[1]))
+            result.labels.append((n.args[0], inferred.axes(n)[1]))
         elif n.op == "table_row" and not is_class_vector(n):  # classvec reads row 0 of 1
             result.labels.append((n.args[1], result.input_axes[n.args[0].value][0]))
     result.labels = list(dict.fromkeys(result.labels))
+    return result
+
+
+def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
+                        tables: list[str]) -> Node:
+    """The graph with typed inputs and axes, and the macros that need the element count
+    (``mean``, ``sum`` of a matrix, ``rowmean``) expanded; records ``onehot``'s fixed class
+    widths in ``result.fixed_widths``."""
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
         if old.op == "input":
@@ -245,35 +288,29 @@ def specialize(
             return old
         if old.op == "class_index":
             # a scalar label has no domain of its own: its class axis is the inferred one
-            typed = make("class_index", args, old.value, axes_of(*shape[id(old)]))
+            typed = make("class_index", args, old.value, inferred.axes(old))
             if old.value is not None:
                 result.fixed_widths[typed.axes[1]] = int(old.value)
             return typed
         if old.op == "table_row":
             if is_class_vector(old) and old.args[0].value not in tables:
                 return args[0]  # a number for every class
-            return node("table_row", args, old.value, axes_of(*shape[id(old)]))
+            return node("table_row", args, old.value, inferred.axes(old))
         if old.op == "mean":
             (x,) = args
             if x.axes == ():
                 return x
-            total = make("sum", (make("rowsum", (x,)),)) if len(x.axes) == 2 else make("sum", (x,))
-            return make("div", (total, element_count(x.axes)))
+            return make("div", (sum_all(x), element_count(x.axes)))
         if old.op == "sum":
             (x,) = args
-            if x.axes == ():
-                return x
-            return make("sum", (make("rowsum", (x,)),)) if len(x.axes) == 2 else make("sum", (x,))
+            return x if x.axes == () else sum_all(x)
         if old.op == "rowmean":
             (x,) = args
             return make("div", (make("rowsum", (x,)), node("count", (), x.axes[1], ())))
         return make(old.op, args, old.value)
 
-    (result.graph,) = rebuild([graph], rule)
-    _check_class_widths(result, spans)
-    _check_sample_axes(result, spans)
-    _check_class_vectors(result, nodes, tables, spans)
-    return result
+    (typed,) = rebuild([graph], rule)
+    return typed
 
 
 def _check_sample_axes(result: Specialized, spans: dict[str, Span]) -> None:
