@@ -148,7 +148,7 @@ def test_a_changed_lossdsl_with_the_same_version_compiles_again(first_run, tmp_p
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(root / "lossdsl", copy / "lossdsl", ignore=ignore)
     shutil.copytree(root / "grammar", copy / "grammar", ignore=ignore)
-    with open(copy / "lossdsl" / "codegen" / "cpu_math.py", "a") as stream:
+    with open(copy / "lossdsl" / "backend" / "cpu" / "libm.py", "a") as stream:
         stream.write("\n\nimport math as _math\nfrom numba import njit as _njit\n\n\n"
                      "@_njit\ndef sqrt(x):\n    return _math.sqrt(x) + 1.0\n")
     cache, first = first_run

@@ -3,7 +3,7 @@
 Without an NVIDIA GPU, tests/conftest.py switches Numba to its CUDA simulator before numba
 is imported, so these tests run on CI; on a machine with a GPU they run there unchanged.
 The simulator runs every CUDA thread as a Python thread, so sizes stay small (N of about a
-hundred; the launch helpers in ``cuda_runtime`` use 2 blocks of 32 threads there, so the
+hundred; the launch helpers in ``lossdsl.backend.cuda.runtime`` use 2 blocks of 32 threads there, so the
 grid-stride loops and the cross-block atomics are exercised).
 
 ``test_kernels_compile_for_real_gpus`` checks what the simulator cannot: that every
@@ -475,7 +475,7 @@ _PTX_CHECK = textwrap.dedent('''
     numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
     import lossdsl
     import lossdsl.cache
-    from lossdsl.backend import cuda_runtime as rt
+    from lossdsl.backend.cuda import runtime as rt
     # no device memory either: host arrays stand in (the kernels' argument types are the same)
     rt.to_device, rt.output = np.ascontiguousarray, (lambda a: (a, None))
     rt.zeros, rt.fetch, rt.max_blocks = (lambda k: np.zeros(k)), (lambda a: a), (lambda: 1)
