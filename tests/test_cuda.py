@@ -3,8 +3,8 @@
 Without an NVIDIA GPU, tests/conftest.py switches Numba to its CUDA simulator before numba
 is imported, so these tests run on CI; on a machine with a GPU they run there unchanged.
 The simulator runs every CUDA thread as a Python thread, so sizes stay small (N of about a
-hundred; the launch helpers in ``lossdsl.backend.cuda.runtime`` use 2 blocks of 32 threads there, so the
-grid-stride loops and the cross-block atomics are exercised).
+hundred; the launch helpers in ``lossdsl.backend.cuda.runtime`` use 2 blocks of 32 threads
+there, so the grid-stride loops and the cross-block atomics are exercised).
 
 ``test_kernels_compile_for_real_gpus`` checks what the simulator cannot: that every
 generated kernel type-checks and compiles to PTX for the real CUDA target, and that float32
