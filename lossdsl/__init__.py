@@ -13,6 +13,7 @@ are listed in ``ops``; the integrations (``xgboost``, ``torch``, ...) and the co
 beside the compiler at the top level.
 """
 
+from ._version import __version__
 from .api import CompiledLoss, Library, Loss, compile, load
 from .decisions import decide
 from .errors import (
@@ -24,8 +25,6 @@ from .errors import (
     LossSyntaxError,
 )
 from .plotting import plot
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CompiledLoss",

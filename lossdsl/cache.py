@@ -31,6 +31,7 @@ from types import ModuleType
 import numba
 
 from . import cachedir
+from ._version import __version__
 from .cachedir import cache_dir
 from .errors import LossError
 
@@ -81,8 +82,6 @@ def package_fingerprint() -> str:
 
 def source_key(source: str) -> str:
     """The cache key of a generated module."""
-    from . import __version__
-
     text = (f"lossdsl {__version__} {package_fingerprint()}\n"
             f"numba {numba.__version__}\n{source}")
     return hashlib.sha256(text.encode()).hexdigest()[:20]
