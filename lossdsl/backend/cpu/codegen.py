@@ -14,10 +14,10 @@ the same passes chunk by chunk.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from ...passes.schedule import Schedule
-from ..emit import FASTMATH, HELPERS, BodyEmitter, ExpressionPrinter, GluePrinter, Names
+from ...passes.schedule import Loop, Schedule
+from ..emit import FASTMATH, Body, BodyEmitter
+from ..module import GeneratedModule, ModuleBuilder
 
 # The per-sample math is compiled without fastmath, so losses stay exact where the math is
 # finite; the loop drivers get FASTMATH (see emit.py), which lets their accumulations vectorise.
@@ -32,96 +32,83 @@ _DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{ext
 _SCALAR_ONLY = re.compile(r"math\.(?:tanh|sin|cos|tan|erfc?)\(|\*\*"
                           r"|h_(?:lgamma|digamma|trigamma|tetragamma|log_ndtr|ndtr_ratio)\(")
 
-
-@dataclass
-class GeneratedModule:
-    """Generated kernel source and the names its ``run`` function takes."""
-
-    source: str
-    names: Names
+__all__ = ["CpuModuleBuilder", "GeneratedModule", "generate", "vectorisable"]
 
 
-def _indent(lines: list[str], by: str = "    ") -> list[str]:
-    return [by + line for line in lines]
+def vectorisable(bodies: list[Body]) -> bool:
+    """Whether the loops running ``bodies`` can vectorise: no body calls math that only
+    libm does (one element at a time). The one place that decides it (the op registry's
+    ``vectorisable`` flag is to replace the pattern match on the bodies' text)."""
+    return not any(_SCALAR_ONLY.search("\n".join(body.lines)) for body in bodies)
+
+
+class CpuModuleBuilder(ModuleBuilder):
+    """A Numba CPU module: an ``@njit`` body per loop, driven by a ``range`` loop, or a
+    ``prange`` loop over the axes in ``parallel_axes``; ``run`` calls the loops through a
+    kit (:mod:`lossdsl.backend.cpu.runtime`)."""
+
+    helper_decorator = f"@{_DECORATOR.format(extra='')}"
+    glue_cast = "kit.cast(T, {})"
+
+    def __init__(self, schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
+                 header: str):
+        super().__init__(schedule, dtype, header)
+        self.parallel_axes = parallel_axes
+        # every body first: whether any calls scalar-only math decides every decorator
+        self.bodies = [BodyEmitter(loop, self.names, self.printer).emit()
+                       for loop in schedule.loops]
+        self.vectorisable = vectorisable(self.bodies)
+
+    def imports(self) -> list[str]:
+        return [
+            *([] if self.vectorisable else ["import math", ""]),
+            "import numpy",
+            "from numba import njit, prange",
+            "",
+            *(["from lossdsl.backend.cpu import libm as math  # libm, vectorisable exp and log"]
+              if self.vectorisable else []),
+            "from lossdsl.backend.cpu.runtime import DIRECT",
+        ]
+
+    def target_constants(self) -> list[str]:
+        return [f"FASTMATH = set({sorted(FASTMATH)!r})"]
+
+    def run_parameters(self) -> list[str]:
+        return [*super().run_parameters(), "kit=DIRECT"]
+
+    def add_loop(self, number: int, loop: Loop) -> None:
+        body = self.bodies[number]
+        body_name, loop_name = f"body{number}", f"loop{number}"
+        body_decorator = _DECORATOR.format(extra=", forceinline=True" if self.vectorisable else "")
+        self.functions.append(self.function(f"@{body_decorator}", body_name, body))
+        length = self.names.length(loop.axis)
+        self.functions.append(self._driver(loop_name, body_name, length, body,
+                                           parallel=loop.axis in self.parallel_axes))
+
+        # in run(): scalars this loop reads, then the call
+        call_arguments = self.loop_arguments(body)
+        self.run_lines += self.glue.take_lines()
+        results = self.name_reductions(number, loop, len(body.returns))
+        call = f"kit.loop({', '.join([loop_name, str(len(results)), length] + call_arguments)})"
+        self.run_lines.append(f"{', '.join(results)}, = {call}" if results else call)
+
+    def _driver(self, name: str, body_name: str, length: str, body: Body,
+                parallel: bool) -> str:
+        """The loop over the samples that calls the body and sums its results (a ``prange``
+        loop when ``parallel``)."""
+        count = len(body.returns)
+        decorator = _DRIVER_DECORATOR.format(extra=", parallel=True" if parallel else "")
+        lines = [f"@{decorator}", f"def {name}({', '.join([length] + body.arguments[1:])}):",
+                 *self.accumulators(count),
+                 f"    for i in {'prange' if parallel else 'range'}({length}):",
+                 *self.accumulate(f"{body_name}({', '.join(body.arguments)})", count)]
+        if count:
+            lines.append(f"    return ({', '.join(f'acc{j}' for j in range(count))},)")
+        return "\n".join(lines)
 
 
 def generate(schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
              header: str) -> GeneratedModule:
     """The source of a module computing ``schedule`` on ``dtype`` ("float32"/"float64"),
     with multi-threaded loops over the axes in ``parallel_axes``."""
-    names = Names()
-    printer = ExpressionPrinter()
-    functions: list[str] = []
-    reduction_names: dict[int, str] = {}
-    run_lines: list[str] = []
-    glue = GluePrinter(names, reduction_names, cast="kit.cast(T, {})")
-
-    bodies = [BodyEmitter(loop, names, printer).emit() for loop in schedule.loops]
-    vectorisable = not any(_SCALAR_ONLY.search("\n".join(body.lines)) for body in bodies)
-    for number, (loop, body) in enumerate(zip(schedule.loops, bodies)):
-        body_name, loop_name = f"body{number}", f"loop{number}"
-        returns = body.returns
-        body_lines = list(body.lines)
-        body_lines.append(f"    return ({', '.join(returns)},)" if returns else "    return")
-        functions.append(
-            f"@{_DECORATOR.format(extra=', forceinline=True' if vectorisable else '')}\n"
-            f"def {body_name}({', '.join(body.arguments)}):\n" + "\n".join(body_lines)
-        )
-        length = names.length(loop.axis)
-        parallel = loop.axis in parallel_axes
-        passed = body.arguments[1:]
-        accumulators = [f"acc{k}" for k in range(len(returns))]
-        driver = [f"@{_DRIVER_DECORATOR.format(extra=', parallel=True' if parallel else '')}",
-                  f"def {loop_name}({', '.join([length] + passed)}):"]
-        driver += [f"    {acc} = 0.0" for acc in accumulators]
-        driver.append(f"    for i in {'prange' if parallel else 'range'}({length}):")
-        if returns:
-            driver.append(f"        item = {body_name}({', '.join(body.arguments)})")
-            driver += [f"        {acc} += item[{k}]" for k, acc in enumerate(accumulators)]
-            driver.append(f"    return ({', '.join(accumulators)},)")
-        else:
-            driver.append(f"        {body_name}({', '.join(body.arguments)})")
-        functions.append("\n".join(driver))
-
-        # in run(): scalars this loop reads, then the call
-        call_arguments = [glue.scalar_argument(a) if a.startswith("s") else a for a in passed]
-        run_lines += glue.take_lines()
-        results = [f"r{number}_{k}" for k in range(len(returns))]
-        call = f"kit.loop({', '.join([loop_name, str(len(results)), length] + call_arguments)})"
-        if results:
-            run_lines.append(f"{', '.join(results)}, = {call}")
-            for reduction, result in zip(loop.reductions, results):
-                reduction_names[id(reduction)] = result
-        else:
-            run_lines.append(call)
-
-    outputs = [glue.value(o.node) for o in schedule.scalar_outputs]
-    run_lines += glue.take_lines()
-    run_lines.append(f"return ({', '.join(outputs)},)" if outputs else "return ()")
-
-    run_arguments = names.run_arguments()
-    helpers = [f"@{_DECORATOR.format(extra='')}" + HELPERS[h] for h in sorted(printer.helpers)]
-    source = "\n".join([
-        header,
-        *([] if vectorisable else ["import math", ""]),
-        "import numpy",
-        "from numba import njit, prange",
-        "",
-        *(["from lossdsl.backend.cpu import libm as math  # libm, vectorisable exp and log"]
-          if vectorisable else []),
-        "from lossdsl.backend.cpu.runtime import DIRECT",
-        "from lossdsl.reference import ELEMENTWISE_NUMPY as OPS",
-        "",
-        f"T = numpy.{dtype}",
-        f"FASTMATH = set({sorted(FASTMATH)!r})",
-        *printer.declarations(),
-        *glue.declarations(),
-        "",
-        *[h.rstrip() + "\n" for h in helpers],
-        *[f + "\n\n" for f in functions],
-        f"def run({', '.join(run_arguments + ['kit=DIRECT'])}):",
-        '    with numpy.errstate(all="ignore"):',
-        *_indent(run_lines, "        "),
-        "",
-    ])
-    return GeneratedModule(source, names)
+    return CpuModuleBuilder(schedule, dtype, parallel_axes, header).build()

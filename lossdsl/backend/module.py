@@ -1,0 +1,206 @@
+"""The generated module's skeleton, shared by the CPU and CUDA targets.
+
+Every generated module has the same parts, in this order:
+
+* the header (a comment naming the target and reduction),
+* imports: the standard and third-party modules, then the lossdsl run-time modules and the
+  NumPy operations of the scalar glue (``OPS``),
+* module constants: ``T`` (the kernel's dtype), the target's own constants, the typed literals
+  (``K<k>``), launch constants, and the glue's NumPy operations (``op_<name>``),
+* the helper functions the bodies call (``h_<name>``), the target's support functions,
+* per loop of the schedule: the per-sample body and the loop (or kernel) that runs it,
+* ``run``: the host function that calls the loops in order, with the scalar glue between
+  them, inside ``numpy.errstate(all="ignore")``.
+
+:class:`ModuleBuilder` assembles these parts; a target subclass (``CpuModuleBuilder`` in
+:mod:`lossdsl.backend.cpu.codegen`, ``CudaModuleBuilder`` in :mod:`lossdsl.backend.cuda.codegen`)
+supplies only what differs: its imports and constants, the decorators, the loops around the
+bodies and how ``run`` launches them (as tinygrad's ``CStyleLanguage`` and ``CUDARenderer``).
+The imports are the cache-compatibility contract: a cached module keeps calling the run-time
+names it was generated with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..ir import verify
+from ..passes.schedule import Loop, Schedule
+from .emit import HELPERS, Body, ExpressionPrinter, GluePrinter, Names
+
+#: What the glue of every target imports for its NumPy operations.
+GLUE_OPERATIONS_IMPORT = "from lossdsl.reference import ELEMENTWISE_NUMPY as OPS"
+
+
+@dataclass
+class GeneratedModule:
+    """Generated kernel source and the names its ``run`` function takes."""
+
+    source: str
+    names: Names
+
+
+def indent(lines: Sequence[str], by: str = "    ") -> list[str]:
+    """``lines``, each prefixed with ``by``."""
+    return [by + line for line in lines]
+
+
+def tuple_literal(items: Sequence[str]) -> str:
+    """Python source of a tuple of ``items``: ``(a,)``, ``(a, b,)`` or ``()``."""
+    return f"({', '.join(items)},)" if items else "()"
+
+
+class ModuleBuilder:
+    """Builds the source of one generated module for a schedule; subclassed per target.
+
+    A subclass implements :meth:`add_loop` (the functions of one loop of the schedule and the
+    lines of ``run`` that launch it) and the hooks that name its imports, constants,
+    decorators and the parts of ``run`` around the launches. :meth:`build` does the rest.
+    """
+
+    #: The decorator line of the helper functions (``h_<name>``) the bodies call.
+    helper_decorator: str = ""
+    #: How a glue value becomes a kernel scalar (``{}`` is the float64 value's source).
+    glue_cast: str = "T({})"
+    #: The source of a float64 zero, where a loop starts each accumulator.
+    accumulator_zero: str = "0.0"
+
+    def __init__(self, schedule: Schedule, dtype: str, header: str):
+        verify.check_schedule(schedule)  # only under LOSSDSL_VERIFY_IR=1
+        self.schedule = schedule
+        self.dtype = dtype
+        self.header = header
+        self.names = Names()
+        self.printer = ExpressionPrinter()
+        self.functions: list[str] = []
+        self.reduction_names: dict[int, str] = {}  # id of a sum node -> its name in run
+        self.run_lines: list[str] = []  # the statements of run inside numpy.errstate
+        self.glue = GluePrinter(self.names, self.reduction_names, cast=self.glue_cast)
+
+    # ------------------------------------------------------------------- the target's parts
+
+    def add_loop(self, number: int, loop: Loop) -> None:
+        """Add the functions of pass ``number`` (``loop``) and the ``run`` lines launching it."""
+        raise NotImplementedError
+
+    def imports(self) -> list[str]:
+        """The import lines before the glue's (the standard and third-party modules, then
+        the lossdsl run-time modules)."""
+        raise NotImplementedError
+
+    def target_constants(self) -> list[str]:
+        """Module constants of the target, after ``T`` and before the typed literals."""
+        return []
+
+    def launch_constants(self) -> list[str]:
+        """Module constants of the target after the typed literals."""
+        return []
+
+    def math_namespace(self) -> list[str]:
+        """Lines binding ``math`` where the imports do not (the first module constants)."""
+        return []
+
+    def support_functions(self) -> list[str]:
+        """Functions of the target that the loops call, emitted after the helpers."""
+        return []
+
+    def run_parameters(self) -> list[str]:
+        """The parameters of ``run``: the kernel's arguments (:meth:`Names.run_arguments`)."""
+        return self.names.run_arguments()
+
+    def run_prologue(self) -> list[str]:
+        """Statements of ``run`` before the ``numpy.errstate`` block (one level deep)."""
+        return []
+
+    def run_end(self, results: str) -> tuple[list[str], list[str]]:
+        """The lines that end ``run``, given the source of its ``results`` tuple: statements
+        ending the ``numpy.errstate`` block (indented by the builder) and lines after the
+        block (indented as they stand)."""
+        return [f"return {results}"], []
+
+    def device_argument(self, argument: str) -> str:
+        """What ``run`` passes for a body's array or output argument ``argument``."""
+        return argument
+
+    def reduction_value(self, result: str) -> str:
+        """How the glue reads the reduction ``run`` named ``result``."""
+        return result
+
+    # ---------------------------------------------------------------------- shared pieces
+
+    def function(self, decorator: str, name: str, body: Body,
+                 prologue: Sequence[str] = ()) -> str:
+        """A body as a function: ``decorator``, its statements after ``prologue``, returning
+        its sums as a tuple (or nothing)."""
+        lines = [*prologue, *body.lines]
+        returns = body.returns
+        lines.append(f"    return {tuple_literal(returns)}" if returns else "    return")
+        return f"{decorator}\ndef {name}({', '.join(body.arguments)}):\n" + "\n".join(lines)
+
+    def accumulators(self, count: int) -> list[str]:
+        """The first statements of a loop summing ``count`` results: one float64 per sum."""
+        return [f"    acc{j} = {self.accumulator_zero}" for j in range(count)]
+
+    @staticmethod
+    def accumulate(call: str, count: int, by: str = "        ") -> list[str]:
+        """The statements of a loop step: ``call`` a body and add its ``count`` sums."""
+        if not count:
+            return [f"{by}{call}"]
+        return [f"{by}item = {call}", *(f"{by}acc{j} += item[{j}]" for j in range(count))]
+
+    def loop_arguments(self, body: Body) -> list[str]:
+        """What ``run`` passes for ``body``'s arguments after ``i``: each scalar as the glue
+        computes it, in the kernel's dtype (its statements go to ``run`` first), each array
+        as :meth:`device_argument` names it."""
+        passed = []
+        for argument in body.arguments[1:]:
+            if argument.startswith("s"):  # a scalar: a param, or glue over earlier reductions
+                passed.append(self.glue.scalar_argument(argument))
+            elif argument.startswith(("a", "o")):
+                passed.append(self.device_argument(argument))
+            else:
+                passed.append(argument)
+        return passed
+
+    def name_reductions(self, number: int, loop: Loop, count: int) -> list[str]:
+        """The names ``run`` gives the ``count`` sums of pass ``number``, which the glue of
+        later passes and the scalar outputs then reads."""
+        results = [f"r{number}_{j}" for j in range(count)]
+        for reduction, result in zip(loop.reductions, results):
+            self.reduction_names[id(reduction)] = self.reduction_value(result)
+        return results
+
+    # ---------------------------------------------------------------------------- assembly
+
+    def build(self) -> GeneratedModule:
+        """The module's source and the names of ``run``'s arguments."""
+        for number, loop in enumerate(self.schedule.loops):
+            self.add_loop(number, loop)
+        outputs = [self.glue.value(o.node) for o in self.schedule.scalar_outputs]
+        self.run_lines += self.glue.take_lines()
+        inside, after = self.run_end(tuple_literal(outputs))
+        helpers = [self.helper_decorator + HELPERS[h] for h in sorted(self.printer.helpers)]
+        source = "\n".join([
+            self.header,
+            *self.imports(),
+            GLUE_OPERATIONS_IMPORT,
+            "",
+            *self.math_namespace(),
+            f"T = numpy.{self.dtype}",
+            *self.target_constants(),
+            *self.printer.declarations(),
+            *self.launch_constants(),
+            *self.glue.declarations(),
+            "",
+            *[h.rstrip() + "\n" for h in helpers],
+            *self.support_functions(),
+            *[f + "\n\n" for f in self.functions],
+            f"def run({', '.join(self.run_parameters())}):",
+            *indent(self.run_prologue()),
+            '    with numpy.errstate(all="ignore"):',
+            *indent([*self.run_lines, *inside], "        "),
+            *after,
+            "",
+        ])
+        return GeneratedModule(source, self.names)
