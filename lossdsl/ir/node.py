@@ -149,143 +149,18 @@ def depends_on(root: Node, targets: set[int]) -> dict[int, bool]:
     return result
 
 
-# ---------------------------------------------------------------------------------------------
-# Printing: str(node) is readable loss-language source.
-
-_INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2), "pow": ("^", 4)}
-_COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-_SPELLED = {"stop_gradient": "stop_gradient", "class_index": "class_index", "table_row": "rowof"}
-
-
-def _format_number(value: float) -> str:
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if math.isnan(value):
-        return "nan"
-    if value == 0 and math.copysign(1.0, value) < 0:
-        return "-0"  # keep the sign: 1/-0 is -inf
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-class SourcePrinter:
-    """Prints a graph as loss-language source; one method per kind of node.
-
-    Shared subexpressions are printed in full each time (the printer is for reading, not for
-    computing); ``max_nodes`` guards against exponential output on very shared graphs.
-    """
-
-    def __init__(self, max_length: int = 20000):
-        self.max_length = max_length
-        self.memo: dict[int, tuple[str, int]] = {}
-
-    def print(self, n: Node) -> str:
-        # Arguments first, so that every print_* method finds its arguments in the memo and no
-        # call nests deeper than one level, however deep the graph (a 10,000-term sum).
-        for current in toposort([n]):
-            self.visit(current)
-        text, _ = self.visit(n)
-        return text
-
-    def visit(self, n: Node) -> tuple[str, int]:
-        """(source, precedence) of ``n``; precedence 9 = atom."""
-        cached = self.memo.get(id(n))
-        if cached is not None:
-            return cached
-        method = getattr(self, f"print_{n.op}", None)
-        result = method(n) if method else self.print_call(n)
-        if len(result[0]) > self.max_length:
-            result = ("...", 9)
-        self.memo[id(n)] = result
-        return result
-
-    def _arg(self, n: Node, minimum: int, right: bool = False) -> str:
-        text, precedence = self.visit(n)
-        if precedence < minimum or (right and precedence == minimum):
-            return f"({text})"
-        return text
-
-    def print_const(self, n: Node):
-        text = _format_number(n.value)
-        return (text, 3 if text.startswith("-") else 9)
-
-    def print_input(self, n: Node):
-        return (str(n.value), 9)
-
-    print_param = print_input
-
-    def print_count(self, n: Node):
-        # n0 -> N (number of samples), n0k -> K (number of classes); other domains numbered;
-        # n0#kept -> N_kept (the samples not dropped by ignore_index)
-        axis = str(n.value)
-        if axis.endswith("#kept"):
-            index = axis.removesuffix("#kept").strip("n")
-            return (f"N{index if index != '0' else ''}_kept", 9)
-        letter = "K" if axis.endswith("k") else "N"
-        index = axis.strip("nk")
-        return (letter if index in ("", "0") else f"{letter}{index}", 9)
-
-    def print_neg(self, n: Node):
-        return ("-" + self._arg(n.args[0], 3), 3)
-
-    def print_not(self, n: Node):
-        return ("not " + self._arg(n.args[0], 0.5), 0.5)
-
-    def _infix(self, n: Node, symbol: str, precedence: int):
-        if n.op == "pow":  # right-associative, binds tighter than unary minus
-            left = self._arg(n.args[0], 5)
-            right = self._arg(n.args[1], 3)
-            return (f"{left}^{right}", precedence)
-        left = self._arg(n.args[0], precedence)
-        right = self._arg(n.args[1], precedence, right=True)
-        return (f"{left} {symbol} {right}", precedence)
-
-    def print_add(self, n):
-        return self._infix(n, "+", 1)
-
-    def print_sub(self, n):
-        return self._infix(n, "-", 1)
-
-    def print_mul(self, n):
-        return self._infix(n, "*", 2)
-
-    def print_div(self, n):
-        return self._infix(n, "/", 2)
-
-    def print_pow(self, n):
-        return self._infix(n, "^", 4)
-
-    def _compare(self, n: Node):
-        left, right = n.args
-        if n.op == "eq":  # onehot(y) is built as class_index(y) == y
-            for index, label in ((left, right), (right, left)):
-                if index.op == "class_index" and index.args[0] is label:
-                    return (f"onehot({self.visit(label)[0]})", 9)
-        left = self._arg(n.args[0], 1.5)
-        right = self._arg(n.args[1], 1.5, right=True)
-        return (f"{left} {_COMPARE[n.op]} {right}", 0.9)
-
-    print_lt = print_le = print_gt = print_ge = print_eq = print_ne = _compare
-
-    def print_and(self, n):
-        return (f"{self._arg(n.args[0], 0.7)} and {self._arg(n.args[1], 0.7, True)}", 0.7)
-
-    def print_or(self, n):
-        return (f"{self._arg(n.args[0], 0.6)} or {self._arg(n.args[1], 0.6, True)}", 0.6)
-
-    def print_table_row(self, n: Node):
-        if n.value == "classvec":  # a per-class vector: a one-row table read at row 0
-            return (f"classvec({self.visit(n.args[0])[0]})", 9)
-        return self.print_call(n)
-
-    def print_call(self, n: Node):
-        args = [self.visit(a)[0] for a in n.args]
-        if n.op in ("onehot",) and n.value is not None:
-            args.append(_format_number(n.value))
-        return (f"{_SPELLED.get(n.op, n.op)}({', '.join(args)})", 9)
-
-
 def to_source(n: Node) -> str:
-    """Readable loss-language source for a graph."""
-    return SourcePrinter().print(n)
+    """Readable loss-language source for a graph (see :mod:`lossdsl.ir.source`)."""
+    # the printer is a visitor over nodes, a layer above this module: imported when used
+    from .source import to_source as print_source
+
+    return print_source(n)
+
+
+def __getattr__(name: str):
+    # compatibility while the redesign lands: SourcePrinter moved to lossdsl.ir.source
+    if name == "SourcePrinter":
+        from .source import SourcePrinter
+
+        return SourcePrinter
+    raise AttributeError(name)
