@@ -24,27 +24,26 @@ arrays by source line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ...ir.node import Node
 from ...passes.schedule import Loop, Schedule
-from ..cpu.codegen import GeneratedModule
-from ..emit import HELPERS, Body, BodyEmitter, ExpressionPrinter, GluePrinter, Names, pick_parts
+from ..emit import Body, BodyEmitter, pick_parts
+from ..module import GeneratedModule, ModuleBuilder, indent
 
 _DEVICE = "@cuda.jit(device=True)"
 _KERNEL = "@cuda.jit(cache=True)"
 #: Samples whose inputs a thread of an elementwise kernel reads before computing any of them
-#: (see ``_unrolled_kernel_loop``): enough bytes in flight to keep the memory busy.
+#: (see ``CudaModuleBuilder.unrolled_kernel_loop``): enough bytes in flight to keep the memory
+#: busy.
 UNROLL = 4
 # Sums reduced at once in shared memory: 8 x 256 threads x 8 bytes = 16 KiB of the 48 KiB
 # a block may have; a pass with more sums reduces them in groups.
 _SHARED_SUMS = 8
 
-# Block reductions used by the block-per-row bodies. The leading syncthreads makes every
+# A block reduction of the block-per-row bodies: a tree over the block's threads in shared
+# memory, whose combine step is the reduction's own. The leading syncthreads makes every
 # thread finish reading the previous reduction's result before the scratch is reused.
-_BLOCK_REDUCTIONS = f"""
-{_DEVICE}
-def block_sum(scratch, x):
+_BLOCK_REDUCE = """{decorator}
+def block_{name}(scratch, x):
     thread = cuda.threadIdx.x
     cuda.syncthreads()
     scratch[thread] = x
@@ -52,28 +51,27 @@ def block_sum(scratch, x):
     step = ROW_THREADS // 2
     while step > 0:
         if thread < step:
-            scratch[thread] += scratch[thread + step]
-        cuda.syncthreads()
-        step //= 2
-    return scratch[0]
-
-
-{_DEVICE}
-def block_max(scratch, x):
-    thread = cuda.threadIdx.x
-    cuda.syncthreads()
-    scratch[thread] = x
-    cuda.syncthreads()
-    step = ROW_THREADS // 2
-    while step > 0:
-        if thread < step:
-            other = scratch[thread + step]
-            if other > scratch[thread] or other != other:
-                scratch[thread] = other
+{combine}
         cuda.syncthreads()
         step //= 2
     return scratch[0]
 """
+# The combine step of each row reduction: scratch[thread] takes in scratch[thread + step]
+# (rowmax as the CPU's: NaN wins, like numpy.max).
+_BLOCK_COMBINE = {
+    "rowsum": ("sum", ["scratch[thread] += scratch[thread + step]"]),
+    "rowmax": ("max", ["other = scratch[thread + step]",
+                       "if other > scratch[thread] or other != other:",
+                       "    scratch[thread] = other"]),
+}
+
+
+def block_reductions() -> str:
+    """The source of the block reductions (``block_sum``, ``block_max``), one template."""
+    functions = [_BLOCK_REDUCE.format(decorator=_DEVICE, name=name,
+                                      combine="\n".join(indent(combine, " " * 12)))
+                 for name, combine in _BLOCK_COMBINE.values()]
+    return "\n" + "\n\n".join(functions)
 
 
 class BlockRowEmitter(BodyEmitter):
@@ -90,36 +88,8 @@ class BlockRowEmitter(BodyEmitter):
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
         super()._emit_row_reduction(n, name, indent)
         if pick_parts(n) is None:  # a pick reads one column: no loop, nothing to combine
-            combine = "block_sum" if n.op == "rowsum" else "block_max"
-            self.lines.append(f"{indent}{name} = {combine}(scratch, {name})")
-
-
-def _indent(lines: list[str], by: str = "    ") -> list[str]:
-    return [by + line for line in lines]
-
-
-def _device_function(name: str, body: Body, prologue: Sequence[str] = ()) -> str:
-    lines = [*prologue, *body.lines]
-    returns = body.returns
-    lines.append(f"    return ({', '.join(returns)},)" if returns else "    return")
-    return f"{_DEVICE}\ndef {name}({', '.join(body.arguments)}):\n" + "\n".join(lines)
-
-
-def _kernel_loop(name: str, body_name: str, length: str, body: Body, loop: str) -> list[str]:
-    """A kernel's signature and its ``loop`` over samples calling the body, each thread
-    accumulating the body's sums in float64 (``acc<j>``)."""
-    count = len(body.returns)
-    passed = body.arguments[1:]
-    lines = [_KERNEL, f"def {name}({', '.join([length] + passed + (['red'] if count else []))}):"]
-    lines += [f"    acc{j} = F64(0.0)" for j in range(count)]
-    lines.append(f"    {loop}")
-    call = f"{body_name}({', '.join(body.arguments)})"
-    if not count:
-        lines.append(f"        {call}")
-    else:
-        lines.append(f"        item = {call}")
-        lines += [f"        acc{j} += item[{j}]" for j in range(count)]
-    return lines
+            combine, _ = _BLOCK_COMBINE[n.op]
+            self.lines.append(f"{indent}{name} = block_{combine}(scratch, {name})")
 
 
 def _sample_reads(body: Body) -> list[str] | None:
@@ -143,196 +113,196 @@ def _prefetching_body(body: Body, reads: list[str]) -> Body:
     return Body(["i", *(f"x_{a}" for a in reads), *kept], lines, body.returns)
 
 
-def _unrolled_kernel_loop(name: str, body_name: str, length: str, body: Body,
-                          reads: list[str]) -> list[str]:
-    """A grid-stride kernel that reads the inputs of ``UNROLL`` samples (``i``, ``i + stride``,
-    ...) before computing any of them.
+class CudaModuleBuilder(ModuleBuilder):
+    """A Numba CUDA module: per loop a device body, a grid-stride kernel and, for loops over
+    class rows, a block-per-row kernel; ``run`` moves the data and launches them."""
 
-    A thread's loads are in flight together only when nothing orders them: Numba's arrays
-    may alias, so the compiler cannot move the next sample's loads above this sample's
-    stores, and with one sample per step a thread has only its two or three loads in flight.
-    On an H200 that kept float32 kernels at about 40% of the copy bandwidth (the memory's
-    latency times its bandwidth is more bytes than 2048 threads x 8 bytes per multiprocessor);
-    four samples a step give each thread four times the bytes in flight. Each thread still
-    visits its samples in the same order, so the float64 partial sums are the same."""
-    count = len(body.returns)
-    kept = [a for a in body.arguments[1:] if a not in reads]
-    parameters = [length, *body.arguments[1:]] + (["red"] if count else [])
-    lines = [_KERNEL, f"def {name}({', '.join(parameters)}):"]
-    lines += [f"    acc{j} = F64(0.0)" for j in range(count)]
-    lines += ["    stride = cuda.gridsize(1)", "    i = cuda.grid(1)",
-              f"    while i + (UNROLL - 1) * stride < {length}:"]
-    offsets = ["i", *(f"i + {u} * stride" for u in range(1, UNROLL))]
-    for u, at in enumerate(offsets):
-        lines += [f"        x{u}_{a} = {a}[{at}]" for a in reads]
-    def accumulate(arguments: list[str]) -> list[str]:
-        call = f"{body_name}({', '.join([*arguments, *kept])})"
-        if not count:
-            return [f"        {call}"]
-        return [f"        item = {call}", *(f"        acc{j} += item[{j}]" for j in range(count))]
+    helper_decorator = _DEVICE
+    accumulator_zero = "F64(0.0)"
 
-    for u, at in enumerate(offsets):
-        lines += accumulate([at, *(f"x{u}_{a}" for a in reads)])
-    lines += ["        i += UNROLL * stride", f"    while i < {length}:"]
-    lines += accumulate(["i", *(f"{a}[i]" for a in reads)])
-    lines.append("        i += stride")
-    return lines
+    def __init__(self, schedule: Schedule, dtype: str, header: str):
+        super().__init__(schedule, dtype, header)
+        self.block_rows_used = False
 
-
-def _grid_stride_kernel(name: str, body_name: str, length: str, body: Body,
-                        reads: list[str] | None = None) -> str:
-    """One sample per thread per step (``reads``: the body takes its per-sample values as
-    arguments, and the kernel reads ``UNROLL`` samples' at a time); reductions: thread
-    partials, block tree, atomics."""
-    count = len(body.returns)
-    if reads is None:
-        lines = _kernel_loop(name, body_name, length, body,
-                             f"for i in range(cuda.grid(1), {length}, cuda.gridsize(1)):")
-    else:
-        lines = _unrolled_kernel_loop(name, body_name, length, body, reads)
-    if not count:
-        return "\n".join(lines)
-    rows = min(count, _SHARED_SUMS)
-    lines += [f"    partial = cuda.shared.array(({rows}, THREADS), types.float64)",
-              "    thread = cuda.threadIdx.x"]
-    for first in range(0, count, rows):  # sums in groups that fit in shared memory
-        group = range(first, min(count, first + rows))
-        if first:  # thread 0 has read the previous group's totals before they are replaced
-            lines.append("    cuda.syncthreads()")
-        lines += [
-            *[f"    partial[{j - first}, thread] = acc{j}" for j in group],
-            "    cuda.syncthreads()",
-            "    step = THREADS // 2",
-            "    while step > 0:",
-            "        if thread < step:",
-            *[f"            partial[{j - first}, thread] += partial[{j - first}, thread + step]"
-              for j in group],
-            "        cuda.syncthreads()",
-            "        step //= 2",
-            "    if thread == 0:",
-            *[f"        cuda.atomic.add(red, {j}, partial[{j - first}, 0])" for j in group],
+    def imports(self) -> list[str]:
+        return [
+            "import numpy",
+            "from numba import cuda, types",
+            "",
+            "from lossdsl.backend.cuda import runtime as rt",
         ]
-    return "\n".join(lines)
 
+    def math_namespace(self) -> list[str]:
+        return ["math = rt.MATH  # the math module (an IEEE stand-in under the simulator)"]
 
-def _block_row_kernel(name: str, body_name: str, length: str, body: Body) -> str:
-    """One row per block per step; every thread holds the row's results, thread 0 adds them."""
-    count = len(body.returns)
-    lines = _kernel_loop(name, body_name, length, body,
-                         f"for i in range(cuda.blockIdx.x, {length}, cuda.gridDim.x):")
-    if not count:
+    def target_constants(self) -> list[str]:
+        return ["F64 = numpy.float64"]
+
+    def launch_constants(self) -> list[str]:
+        return ["THREADS = rt.THREADS", "ROW_THREADS = rt.ROW_THREADS", f"UNROLL = {UNROLL}"]
+
+    def support_functions(self) -> list[str]:
+        return [block_reductions()] if self.block_rows_used else []
+
+    def run_prologue(self) -> list[str]:
+        """Copy NumPy inputs to the device, make device outputs (device arrays in place)."""
+        transfers = [f"dev_{a} = rt.to_device({a})" for a in self.names.arrays.values()]
+        transfers += [f"dev_{o}, host_{o} = rt.output({o})" for o in self.names.outputs.values()]
+        return transfers
+
+    def run_end(self, results: str) -> tuple[list[str], list[str]]:
+        copies = ", ".join(f"(dev_{o}, host_{o})" for o in self.names.outputs.values())
+        return [], [f"    rt.copy_back(({copies},))" if copies else "", f"    return {results}"]
+
+    def device_argument(self, argument: str) -> str:
+        return f"dev_{argument}"
+
+    def reduction_value(self, result: str) -> str:
+        return f"numpy.float64({result})"  # rt.fetch returns the device's float64 sums
+
+    def add_loop(self, number: int, loop: Loop) -> None:
+        emitter = BodyEmitter(loop, self.names, self.printer)
+        body = emitter.emit()
+        length = self.names.length(loop.axis)
+        row_width = emitter.widths[0] if emitter.widths else None
+        reads = _sample_reads(body) if row_width is None else None
+        if reads:
+            self.functions.append(self.function(_DEVICE, f"body{number}",
+                                                _prefetching_body(body, reads)))
+        else:
+            reads = None
+            self.functions.append(self.function(_DEVICE, f"body{number}", body))
+        self.functions.append(self.grid_stride_kernel(f"loop{number}", f"body{number}", length,
+                                                      body, reads))
+        if row_width is not None:
+            self.block_rows_used = True
+            row_body = BlockRowEmitter(loop, self.names, self.printer).emit()
+            if row_body.arguments != body.arguments or len(row_body.returns) != len(body.returns):
+                raise AssertionError("block-per-row body differs in its arguments")
+            scratch = f"    scratch = cuda.shared.array(ROW_THREADS, types.{self.dtype})"
+            self.functions.append(self.function(_DEVICE, f"rowbody{number}", row_body,
+                                                [scratch]))
+            self.functions.append(self.block_row_kernel(f"rows{number}", f"rowbody{number}",
+                                                        length, row_body))
+        self.run_lines += self.launch(number, loop, body, length, row_width)
+
+    def kernel_loop(self, name: str, body_name: str, length: str, body: Body,
+                    loop: str) -> list[str]:
+        """A kernel's signature and its ``loop`` over samples calling the body, each thread
+        accumulating the body's sums in float64 (``acc<j>``)."""
+        count = len(body.returns)
+        passed = body.arguments[1:]
+        parameters = [length] + passed + (["red"] if count else [])
+        return [_KERNEL, f"def {name}({', '.join(parameters)}):", *self.accumulators(count),
+                f"    {loop}",
+                *self.accumulate(f"{body_name}({', '.join(body.arguments)})", count)]
+
+    def unrolled_kernel_loop(self, name: str, body_name: str, length: str, body: Body,
+                             reads: list[str]) -> list[str]:
+        """A grid-stride kernel that reads the inputs of ``UNROLL`` samples (``i``,
+        ``i + stride``, ...) before computing any of them.
+
+        A thread's loads are in flight together only when nothing orders them: Numba's arrays
+        may alias, so the compiler cannot move the next sample's loads above this sample's
+        stores, and with one sample per step a thread has only its two or three loads in
+        flight. On an H200 that kept float32 kernels at about 40% of the copy bandwidth (the
+        memory's latency times its bandwidth is more bytes than 2048 threads x 8 bytes per
+        multiprocessor); four samples a step give each thread four times the bytes in flight.
+        Each thread still visits its samples in the same order, so the float64 partial sums
+        are the same."""
+        count = len(body.returns)
+        kept = [a for a in body.arguments[1:] if a not in reads]
+        parameters = [length, *body.arguments[1:]] + (["red"] if count else [])
+        lines = [_KERNEL, f"def {name}({', '.join(parameters)}):", *self.accumulators(count)]
+        lines += ["    stride = cuda.gridsize(1)", "    i = cuda.grid(1)",
+                  f"    while i + (UNROLL - 1) * stride < {length}:"]
+        offsets = ["i", *(f"i + {u} * stride" for u in range(1, UNROLL))]
+        for u, at in enumerate(offsets):
+            lines += [f"        x{u}_{a} = {a}[{at}]" for a in reads]
+
+        def step(arguments: list[str]) -> list[str]:
+            return self.accumulate(f"{body_name}({', '.join([*arguments, *kept])})", count)
+
+        for u, at in enumerate(offsets):
+            lines += step([at, *(f"x{u}_{a}" for a in reads)])
+        lines += ["        i += UNROLL * stride", f"    while i < {length}:"]
+        lines += step(["i", *(f"{a}[i]" for a in reads)])
+        lines.append("        i += stride")
+        return lines
+
+    def grid_stride_kernel(self, name: str, body_name: str, length: str, body: Body,
+                           reads: list[str] | None = None) -> str:
+        """One sample per thread per step (``reads``: the body takes its per-sample values as
+        arguments, and the kernel reads ``UNROLL`` samples' at a time); reductions: thread
+        partials, block tree, atomics."""
+        count = len(body.returns)
+        if reads is None:
+            lines = self.kernel_loop(name, body_name, length, body,
+                                     f"for i in range(cuda.grid(1), {length}, cuda.gridsize(1)):")
+        else:
+            lines = self.unrolled_kernel_loop(name, body_name, length, body, reads)
+        if not count:
+            return "\n".join(lines)
+        rows = min(count, _SHARED_SUMS)
+        lines += [f"    partial = cuda.shared.array(({rows}, THREADS), types.float64)",
+                  "    thread = cuda.threadIdx.x"]
+        for first in range(0, count, rows):  # sums in groups that fit in shared memory
+            group = range(first, min(count, first + rows))
+            if first:  # thread 0 has read the previous group's totals before they are replaced
+                lines.append("    cuda.syncthreads()")
+            lines += [
+                *[f"    partial[{j - first}, thread] = acc{j}" for j in group],
+                "    cuda.syncthreads()",
+                "    step = THREADS // 2",
+                "    while step > 0:",
+                "        if thread < step:",
+                *[f"            partial[{j - first}, thread] += partial[{j - first}, thread + step]"
+                  for j in group],
+                "        cuda.syncthreads()",
+                "        step //= 2",
+                "    if thread == 0:",
+                *[f"        cuda.atomic.add(red, {j}, partial[{j - first}, 0])" for j in group],
+            ]
         return "\n".join(lines)
-    lines.append("    if cuda.threadIdx.x == 0:")
-    lines += [f"        cuda.atomic.add(red, {j}, acc{j})" for j in range(count)]
-    return "\n".join(lines)
+
+    def block_row_kernel(self, name: str, body_name: str, length: str, body: Body) -> str:
+        """One row per block per step; every thread holds the row's results, thread 0 adds
+        them."""
+        count = len(body.returns)
+        lines = self.kernel_loop(name, body_name, length, body,
+                                 f"for i in range(cuda.blockIdx.x, {length}, cuda.gridDim.x):")
+        if not count:
+            return "\n".join(lines)
+        lines.append("    if cuda.threadIdx.x == 0:")
+        lines += [f"        cuda.atomic.add(red, {j}, acc{j})" for j in range(count)]
+        return "\n".join(lines)
+
+    def launch(self, number: int, loop: Loop, body: Body, length: str,
+               row_width: str | None) -> list[str]:
+        """Lines of ``run`` for one loop: the scalars it reads, the launch, its reductions."""
+        call_arguments = [length, *self.loop_arguments(body)]
+        lines: list[str] = self.glue.take_lines()
+        count = len(body.returns)
+        if count:
+            lines.append(f"red{number} = rt.zeros({count})")
+            call_arguments.append(f"red{number}")
+        arguments = ", ".join(call_arguments)
+        grid_launch = f"loop{number}[rt.grid({length}, THREADS), THREADS]({arguments})"
+        if row_width is None:
+            lines.append(grid_launch)
+        else:
+            lines += [
+                f"if rt.use_block_rows({row_width}):",
+                f"    rows{number}[rt.row_grid({length}), ROW_THREADS]({arguments})",
+                "else:",
+                f"    {grid_launch}",
+            ]
+        if count:
+            results = self.name_reductions(number, loop, count)
+            lines.append(f"{', '.join(results)}, = rt.fetch(red{number})")
+        return lines
 
 
 def generate(schedule: Schedule, dtype: str, header: str) -> GeneratedModule:
     """The source of a CUDA module computing ``schedule`` on ``dtype`` ("float32"/"float64")."""
-    names = Names()
-    printer = ExpressionPrinter()
-    functions: list[str] = []
-    reduction_names: dict[int, str] = {}
-    run_lines: list[str] = []
-    glue = GluePrinter(names, reduction_names)
-    block_rows_used = False
-
-    for number, loop in enumerate(schedule.loops):
-        emitter = BodyEmitter(loop, names, printer)
-        body = emitter.emit()
-        length = names.length(loop.axis)
-        row_width = emitter.widths[0] if emitter.widths else None
-        reads = _sample_reads(body) if row_width is None else None
-        if reads:
-            functions.append(_device_function(f"body{number}", _prefetching_body(body, reads)))
-        else:
-            reads = None
-            functions.append(_device_function(f"body{number}", body))
-        functions.append(_grid_stride_kernel(f"loop{number}", f"body{number}", length, body,
-                                             reads))
-        if row_width is not None:
-            block_rows_used = True
-            row_body = BlockRowEmitter(loop, names, printer).emit()
-            if row_body.arguments != body.arguments or len(row_body.returns) != len(body.returns):
-                raise AssertionError("block-per-row body differs in its arguments")
-            scratch = f"    scratch = cuda.shared.array(ROW_THREADS, types.{dtype})"
-            functions.append(_device_function(f"rowbody{number}", row_body, [scratch]))
-            functions.append(_block_row_kernel(f"rows{number}", f"rowbody{number}", length,
-                                               row_body))
-        run_lines += _launch(number, loop, body, length, row_width, names, glue,
-                             reduction_names)
-
-    outputs = [glue.value(o.node) for o in schedule.scalar_outputs]
-    run_lines += glue.take_lines()
-    results = f"({', '.join(outputs)},)" if outputs else "()"
-
-    arrays, element_outputs = list(names.arrays.values()), list(names.outputs.values())
-    run_arguments = names.run_arguments()
-    transfers = [f"dev_{a} = rt.to_device({a})" for a in arrays]
-    transfers += [f"dev_{o}, host_{o} = rt.output({o})" for o in element_outputs]
-    copies = ", ".join(f"(dev_{o}, host_{o})" for o in element_outputs)
-    helpers = [f"{_DEVICE}" + HELPERS[h] for h in sorted(printer.helpers)]
-    source = "\n".join([
-        header,
-        "import numpy",
-        "from numba import cuda, types",
-        "",
-        "from lossdsl.backend.cuda import runtime as rt",
-        "from lossdsl.reference import ELEMENTWISE_NUMPY as OPS",
-        "",
-        "math = rt.MATH  # the math module (an IEEE stand-in under the simulator)",
-        f"T = numpy.{dtype}",
-        "F64 = numpy.float64",
-        *printer.declarations(),
-        "THREADS = rt.THREADS",
-        "ROW_THREADS = rt.ROW_THREADS",
-        f"UNROLL = {UNROLL}",
-        *glue.declarations(),
-        "",
-        *[h.rstrip() + "\n" for h in helpers],
-        *([_BLOCK_REDUCTIONS] if block_rows_used else []),
-        *[f + "\n\n" for f in functions],
-        f"def run({', '.join(run_arguments)}):",
-        *_indent(transfers),
-        '    with numpy.errstate(all="ignore"):',
-        *_indent(run_lines, "        "),
-        f"    rt.copy_back(({copies},))" if copies else "",
-        f"    return {results}",
-        "",
-    ])
-    return GeneratedModule(source, names)
-
-
-def _launch(number: int, loop: Loop, body: Body, length: str, row_width: str | None,
-            names: Names, glue: GluePrinter,
-            reduction_names: dict[int, str]) -> list[str]:
-    """Lines of ``run`` for one loop: the scalars it reads, the launch, its reductions."""
-    call_arguments = [length]
-    for argument in body.arguments[1:]:
-        if argument.startswith("s"):  # a scalar: a param, or glue over earlier reductions
-            call_arguments.append(glue.scalar_argument(argument))
-        elif argument.startswith(("a", "o")):
-            call_arguments.append(f"dev_{argument}")
-        else:
-            call_arguments.append(argument)
-    lines: list[str] = glue.take_lines()
-    count = len(body.returns)
-    if count:
-        lines.append(f"red{number} = rt.zeros({count})")
-        call_arguments.append(f"red{number}")
-    grid_launch = f"loop{number}[rt.grid({length}, THREADS), THREADS]({', '.join(call_arguments)})"
-    if row_width is None:
-        lines.append(grid_launch)
-    else:
-        lines += [
-            f"if rt.use_block_rows({row_width}):",
-            f"    rows{number}[rt.row_grid({length}), ROW_THREADS]({', '.join(call_arguments)})",
-            "else:",
-            f"    {grid_launch}",
-        ]
-    if count:
-        results = [f"r{number}_{j}" for j in range(count)]
-        lines.append(f"{', '.join(results)}, = rt.fetch(red{number})")
-        for reduction, result in zip(loop.reductions, results):
-            reduction_names[id(reduction)] = f"numpy.float64({result})"
-    return lines
+    return CudaModuleBuilder(schedule, dtype, header).build()
