@@ -1,0 +1,434 @@
+"""The canonicalize phase: algebraic identities, one named rule each.
+
+``ir.build.make`` applies these to every node it builds (after folding constants and ordering
+the arguments of commutative operations, so ``a`` below is the constant of a constant product),
+and :func:`passes.simplify.simplify` rebuilds a whole graph through it. Every replacement is
+itself built by ``make``, so it is canonical already.
+
+Assumptions (the usual ones of symbolic algebra systems such as SymPy): ``x*0 -> 0`` and
+``x-x -> 0`` assume ``x`` is finite. ``x/x`` is never simplified (it is NaN at 0).
+"""
+
+from __future__ import annotations
+
+from ...ir.build import ZERO, install_canonical_rules, make
+from ...ir.node import Node, constant, is_constant
+from ..rewrite import Phase, rule
+
+
+def _neg(x: Node) -> Node:
+    return make("neg", (x,))
+
+
+# --- add ---------------------------------------------------------------------------------------
+
+
+@rule("add")
+def add_zero(n: Node) -> Node | None:
+    """``0 + x -> x``, ``x + 0 -> x``."""
+    a, b = n.args
+    if is_constant(a, 0.0):
+        return b
+    if is_constant(b, 0.0):
+        return a
+    return None
+
+
+@rule("add")
+def add_negation_to_sub(n: Node) -> Node | None:
+    """``a + -b -> a - b``, ``-a + b -> b - a``."""
+    a, b = n.args
+    if b.op == "neg":
+        return make("sub", (a, b.args[0]))
+    if a.op == "neg":
+        return make("sub", (b, a.args[0]))
+    return None
+
+
+@rule("add")
+def add_same_term(n: Node) -> Node | None:
+    """``x + x -> 2*x``."""
+    a, b = n.args
+    return make("mul", (constant(2.0), a)) if a is b else None
+
+
+def _factor_and_rest(n: Node) -> tuple[float, Node]:
+    """``(c, x)`` for ``n = c*x`` with a constant ``c``, else ``(1, n)``."""
+    if n.op == "mul" and n.args[0].op == "const":
+        return n.args[0].value, n.args[1]
+    return 1.0, n
+
+
+@rule("add")
+def add_like_terms(n: Node) -> Node | None:
+    """``c1*x + c2*x -> (c1 + c2)*x`` (also ``x + c*x``)."""
+    a_factor, a_rest = _factor_and_rest(n.args[0])
+    b_factor, b_rest = _factor_and_rest(n.args[1])
+    if a_rest is b_rest and a_rest.op != "const":
+        return make("mul", (constant(a_factor + b_factor), a_rest))
+    return None
+
+
+@rule("add")
+def add_complementary_wheres(n: Node) -> Node | None:
+    """``where(c, x, 0) + where(c, 0, y) -> where(c, x, y)``: one select instead of two."""
+    a, b = n.args
+    if a.op == "where" and b.op == "where" and a.args[0] is b.args[0]:
+        if is_constant(a.args[2], 0.0) and is_constant(b.args[1], 0.0):
+            return make("where", (a.args[0], a.args[1], b.args[2]))
+        if is_constant(a.args[1], 0.0) and is_constant(b.args[2], 0.0):
+            return make("where", (a.args[0], b.args[1], a.args[2]))
+    return None
+
+
+# --- sub ---------------------------------------------------------------------------------------
+
+
+@rule("sub")
+def sub_zero(n: Node) -> Node | None:
+    """``x - 0 -> x``."""
+    a, b = n.args
+    return a if is_constant(b, 0.0) else None
+
+
+@rule("sub")
+def zero_sub(n: Node) -> Node | None:
+    """``0 - x -> -x``."""
+    a, b = n.args
+    return _neg(b) if is_constant(a, 0.0) else None
+
+
+@rule("sub")
+def sub_self(n: Node) -> Node | None:
+    """``x - x -> 0`` (for finite ``x``)."""
+    a, b = n.args
+    return ZERO if a is b else None
+
+
+@rule("sub")
+def sub_negation_to_add(n: Node) -> Node | None:
+    """``a - -b -> a + b``."""
+    a, b = n.args
+    return make("add", (a, b.args[0])) if b.op == "neg" else None
+
+
+@rule("sub")
+def sub_negative_constant(n: Node) -> Node | None:
+    """``x - (-c) -> x + c`` for a negative constant."""
+    a, b = n.args
+    if b.op == "const" and b.value < 0:
+        return make("add", (a, constant(-b.value)))
+    return None
+
+
+# --- mul ---------------------------------------------------------------------------------------
+
+
+@rule("mul")
+def mul_zero(n: Node) -> Node | None:
+    """``0*x -> 0`` (for finite ``x``)."""
+    a, b = n.args
+    return ZERO if is_constant(a, 0.0) or is_constant(b, 0.0) else None
+
+
+@rule("mul")
+def mul_one(n: Node) -> Node | None:
+    """``1*x -> x``."""
+    a, b = n.args
+    if is_constant(a, 1.0):
+        return b
+    if is_constant(b, 1.0):
+        return a
+    return None
+
+
+@rule("mul")
+def mul_minus_one(n: Node) -> Node | None:
+    """``-1*x -> -x``."""
+    a, b = n.args
+    if is_constant(a, -1.0):
+        return _neg(b)
+    if is_constant(b, -1.0):
+        return _neg(a)
+    return None
+
+
+@rule("mul")
+def mul_negation_outward(n: Node) -> Node | None:
+    """``(-a)*b -> -(a*b)``, ``a*(-b) -> -(a*b)``."""
+    a, b = n.args
+    if a.op == "neg":
+        return _neg(make("mul", (a.args[0], b)))
+    if b.op == "neg":
+        return _neg(make("mul", (a, b.args[0])))
+    return None
+
+
+@rule("mul")
+def mul_constants_together(n: Node) -> Node | None:
+    """``c1*(c2*x) -> (c1*c2)*x``."""
+    a, b = n.args
+    if a.op == "const" and b.op == "mul" and b.args[0].op == "const":
+        return make("mul", (constant(a.value * b.args[0].value), b.args[1]))
+    return None
+
+
+@rule("mul")
+def mul_constant_outward(n: Node) -> Node | None:
+    """``(c*x)*y -> c*(x*y)``: float constant factors outwards, so they fold together."""
+    a, b = n.args
+    if a.op != "const":
+        for first, second in ((a, b), (b, a)):
+            if first.op == "mul" and first.args[0].op == "const":
+                return make("mul", (first.args[0], make("mul", (first.args[1], second))))
+    return None
+
+
+@rule("mul")
+def nan_safe_where_product(n: Node) -> Node | None:
+    """``where(c, x, 0)*y -> where(c, x*y, 0)`` (and ``where(c, 0, x)*y``).
+
+    The product is then never ``0 * inf = NaN`` in the branch not taken: the classic
+    NaN-through-where gradient problem, which every masked derivative would otherwise meet.
+    """
+    a, b = n.args
+    for first, second in ((a, b), (b, a)):
+        if first.op == "where":
+            condition, then, otherwise = first.args
+            if is_constant(otherwise, 0.0):
+                return make("where", (condition, make("mul", (then, second)), ZERO))
+            if is_constant(then, 0.0):
+                return make("where", (condition, ZERO, make("mul", (otherwise, second))))
+    return None
+
+
+# --- div ---------------------------------------------------------------------------------------
+
+
+@rule("div")
+def div_one(n: Node) -> Node | None:
+    """``x/1 -> x``."""
+    a, b = n.args
+    return a if is_constant(b, 1.0) else None
+
+
+@rule("div")
+def zero_div_constant(n: Node) -> Node | None:
+    """``0/c -> 0`` for a nonzero constant ``c``."""
+    a, b = n.args
+    if is_constant(a, 0.0) and b.op == "const" and b.value != 0:
+        return ZERO
+    return None
+
+
+@rule("div")
+def div_negation_outward(n: Node) -> Node | None:
+    """``(-a)/b -> -(a/b)``, ``a/(-b) -> -(a/b)``."""
+    a, b = n.args
+    if a.op == "neg":
+        return _neg(make("div", (a.args[0], b)))
+    if b.op == "neg":
+        return _neg(make("div", (a, b.args[0])))
+    return None
+
+
+# --- unary -------------------------------------------------------------------------------------
+
+
+@rule("neg")
+def neg_neg(n: Node) -> Node | None:
+    """``--x -> x``."""
+    (x,) = n.args
+    return x.args[0] if x.op == "neg" else None
+
+
+@rule("neg")
+def neg_sub(n: Node) -> Node | None:
+    """``-(a - b) -> b - a``."""
+    (x,) = n.args
+    return make("sub", (x.args[1], x.args[0])) if x.op == "sub" else None
+
+
+@rule("pow")
+def pow_one(n: Node) -> Node | None:
+    """``x^1 -> x``."""
+    base, exponent = n.args
+    return base if is_constant(exponent, 1.0) else None
+
+
+@rule("pow")
+def pow_zero(n: Node) -> Node | None:
+    """``x^0 -> 1``."""
+    _, exponent = n.args
+    return constant(1.0) if is_constant(exponent, 0.0) else None
+
+
+@rule("log")
+def log_exp(n: Node) -> Node | None:
+    """``log(exp(x)) -> x`` (what makes ``log(softmax(z))`` a log-softmax)."""
+    (x,) = n.args
+    return x.args[0] if x.op == "exp" else None
+
+
+@rule("abs")
+def abs_of_sign_free(n: Node) -> Node | None:
+    """``|-x| -> |x|``, ``||x|| -> |x|``."""
+    (x,) = n.args
+    return make("abs", x.args) if x.op in ("neg", "abs") else None
+
+
+@rule("stop_gradient")
+def stop_gradient_of_constant(n: Node) -> Node | None:
+    """``stop_gradient(x) -> x`` where ``x`` has no gradient anyway (or is stopped already)."""
+    (x,) = n.args
+    return x if x.op in ("const", "param", "count", "stop_gradient") else None
+
+
+@rule("min", "max")
+def min_max_self(n: Node) -> Node | None:
+    """``min(x, x) -> x``, ``max(x, x) -> x``."""
+    a, b = n.args
+    return a if a is b else None
+
+
+# --- where -------------------------------------------------------------------------------------
+
+
+@rule("where")
+def where_same_branches(n: Node) -> Node | None:
+    """``where(c, x, x) -> x``."""
+    _, then, otherwise = n.args
+    return then if then is otherwise else None
+
+
+@rule("where")
+def where_constant_condition(n: Node) -> Node | None:
+    """``where(1, x, y) -> x``, ``where(0, x, y) -> y``."""
+    condition, then, otherwise = n.args
+    if condition.op == "const":
+        return then if condition.value != 0 else otherwise
+    return None
+
+
+@rule("where")
+def where_repeated_condition(n: Node) -> Node | None:
+    """``where(c, where(c, x, _), y) -> where(c, x, y)`` (and in the other branch): a branch
+    that tests the same condition again knows its outcome."""
+    condition, then, otherwise = n.args
+    if then.op == "where" and then.args[0] is condition:
+        return make("where", (condition, then.args[1], otherwise))
+    if otherwise.op == "where" and otherwise.args[0] is condition:
+        return make("where", (condition, then, otherwise.args[2]))
+    return None
+
+
+# --- reductions and counts ---------------------------------------------------------------------
+
+
+@rule("sum", "rowsum")
+def reduction_of_zero(n: Node) -> Node | None:
+    """``sum(0) -> 0``: a Hessian term that vanished, which must not reach the glue code."""
+    (x,) = n.args
+    return x if is_constant(x, 0.0) else None
+
+
+@rule("sum", "rowsum")
+def reduction_factor_out(n: Node) -> Node | None:
+    """``sum(c*f) -> c*sum(f)``, ``sum(-f) -> -sum(f)``, ``sum(f/c) -> sum(f)/c`` for factors
+    ``c`` that do not vary along the reduced axis."""
+    (x,) = n.args
+    if x.axes is None or not x.axes:
+        return None
+    axis = x.axes[-1]
+
+    def constant_along(m: Node) -> bool:
+        return m.axes is not None and axis not in m.axes
+
+    # Peel every such factor, divisor and negation in a loop, then rebuild them around one
+    # reduction: a product of thousands of per-sample-constant factors must not recurse.
+    outside: list[tuple[str, Node | None]] = []
+    inner = x
+    while True:
+        if inner.op == "mul":
+            a, b = inner.args
+            if constant_along(a):
+                outside.append(("mul", a))
+                inner = b
+                continue
+            if constant_along(b):
+                outside.append(("mul", b))
+                inner = a
+                continue
+        elif inner.op == "neg":
+            outside.append(("neg", None))
+            inner = inner.args[0]
+            continue
+        elif inner.op == "div" and constant_along(inner.args[1]):
+            outside.append(("div", inner.args[1]))
+            inner = inner.args[0]
+            continue
+        break
+    if not outside:
+        return None
+    result = make(n.op, (inner,))
+    for kind, factor in reversed(outside):
+        if kind == "mul":
+            result = make("mul", (factor, result))
+        elif kind == "neg":
+            result = make("neg", (result,))
+        else:
+            result = make("div", (result, factor))
+    return result
+
+
+@rule("count_as")
+def count_as_one(n: Node) -> Node | None:
+    """``count_as(l, 1) -> l``: every sample counts once, the plain mean."""
+    loss, count = n.args
+    return loss if is_constant(count, 1.0) else None
+
+
+CANONICALIZE = Phase(
+    "canonicalize",
+    (
+        add_zero,
+        add_negation_to_sub,
+        add_same_term,
+        add_like_terms,
+        add_complementary_wheres,
+        sub_zero,
+        zero_sub,
+        sub_self,
+        sub_negation_to_add,
+        sub_negative_constant,
+        mul_zero,
+        mul_one,
+        mul_minus_one,
+        mul_negation_outward,
+        mul_constants_together,
+        mul_constant_outward,
+        nan_safe_where_product,
+        div_one,
+        zero_div_constant,
+        div_negation_outward,
+        neg_neg,
+        neg_sub,
+        pow_one,
+        pow_zero,
+        log_exp,
+        abs_of_sign_free,
+        stop_gradient_of_constant,
+        min_max_self,
+        where_same_branches,
+        where_constant_condition,
+        where_repeated_condition,
+        reduction_of_zero,
+        reduction_factor_out,
+        count_as_one,
+    ),
+    # make applies these rules to every node it builds, and a replacement is built by make
+    # too: a node fresh from make is canonical, so the driver rewrites nothing further
+    max_rounds=0,
+)
+
+install_canonical_rules(CANONICALIZE)
