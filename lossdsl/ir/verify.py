@@ -74,7 +74,10 @@ def describe(n: object) -> str:
     arguments = ", ".join(_head(a) for a in n.args)
     text = f"{_head(n)}({arguments}) with axes {n.axes!r}"
     if _printable(n):
-        text += f": {_short(to_source(n))}"
+        try:
+            text += f": {_short(to_source(n))}"
+        except Exception:  # noqa: BLE001 - the printer may trip on the very fault reported
+            pass
     return text
 
 
@@ -91,22 +94,28 @@ def _short(text: str) -> str:
 
 def _printable(n: Node) -> bool:
     """Whether ``n``'s graph is a DAG of nodes (what the source printer walks)."""
-    try:
-        _toposort([n])
-    except InvalidGraphError:
-        return False
-    return True
+    _, problem = _walk([n])
+    return problem is None
 
 
 def _toposort(roots: Iterable[object]) -> list[Node]:
     """Every node under ``roots``, arguments first; an error for a cycle or a non-Node
     (the graph's own ``toposort`` assumes neither can happen)."""
+    order, problem = _walk(roots)
+    if problem is not None:
+        raise InvalidGraphError(*problem)
+    return order
+
+
+def _walk(roots: Iterable[object]) -> tuple[list[Node], tuple[str, object] | None]:
+    """(every node under ``roots``, arguments first; None) or (the nodes walked so far;
+    (what is wrong, where)) at the first cycle or non-Node."""
     order: list[Node] = []
     done: set[int] = set()
     on_path: set[int] = set()  # the nodes whose arguments are being walked
     for root in roots:
         if not isinstance(root, Node):
-            raise InvalidGraphError("a root of the graph is not a Node", root)
+            return order, ("a root of the graph is not a Node", root)
         stack: list[tuple[Node, bool]] = [(root, False)]
         while stack:
             current, expanded = stack.pop()
@@ -118,21 +127,21 @@ def _toposort(roots: Iterable[object]) -> list[Node]:
             if id(current) in done:
                 continue
             if id(current) in on_path:
-                raise InvalidGraphError("the graph has a cycle through this node", current)
+                return order, ("the graph has a cycle through this node", current)
             if not isinstance(current.args, tuple):
-                raise InvalidGraphError("a node's arguments are not a tuple", current)
+                return order, ("a node's arguments are not a tuple", current)
             for arg in current.args:
                 if not isinstance(arg, Node):
-                    raise InvalidGraphError(f"an argument of this node is a "
-                                            f"{type(arg).__name__}, not a Node", current)
+                    return order, (f"an argument of this node is a {type(arg).__name__}, "
+                                   "not a Node", current)
             on_path.add(id(current))
             stack.append((current, True))
             for arg in reversed(current.args):
                 if id(arg) not in done:
                     if id(arg) in on_path:
-                        raise InvalidGraphError("the graph has a cycle through this node", arg)
+                        return order, ("the graph has a cycle through this node", arg)
                     stack.append((arg, False))
-    return order
+    return order, None
 
 
 def _is_sample_axis(axis: object) -> bool:
