@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from .axes import counted_axis
 from .node import Node
 from .visit import ATOM, PrecedencePrinter
 
@@ -50,13 +51,11 @@ class SourcePrinter(PrecedencePrinter):
     def print_count(self, n: Node):
         # n0 -> N (number of samples), n0k -> K (number of classes); other domains numbered;
         # n0#kept -> N_kept (the samples not dropped by ignore_index)
-        axis = str(n.value)
-        if axis.endswith("#kept"):
-            index = axis.removesuffix("#kept").strip("n")
-            return (f"N{index if index != '0' else ''}_kept", ATOM)
-        letter = "K" if axis.endswith("k") else "N"
-        index = axis.strip("nk")
-        return (letter if index in ("", "0") else f"{letter}{index}", ATOM)
+        axis, kept = counted_axis(n.value)
+        number = "" if axis.domain == 0 else str(axis.domain)
+        if kept:
+            return (f"N{number}_kept", ATOM)
+        return (f"{'K' if axis.is_classes else 'N'}{number}", ATOM)
 
     def print_neg(self, n: Node):
         return ("-" + self._arg(n.args[0], 3), 3)

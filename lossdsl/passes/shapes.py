@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import LossShapeError, Span
+from ..ir.axes import Axis
 from ..ir.node import Node, constant, node, rebuild, toposort
 from ..ops.primitives import CLASS_VECTOR
 from .simplify import make
@@ -159,7 +160,7 @@ class Domains:
     domains: _Domains
     input_domain: dict[str, int]  # input name -> its domain variable
     shape: dict[int, tuple[int | None, bool]]  # node id -> (domain variable, has class axis)
-    names: dict[int, str] = field(default_factory=dict)  # domain root -> axis name ("n0", ...)
+    names: dict[int, Axis] = field(default_factory=dict)  # domain root -> its sample axis
 
     def axes_of(self, domain: int | None, rows: bool) -> tuple[str, ...]:
         """The axis names of a value in ``domain``, with its class axis when ``rows``."""
@@ -167,9 +168,9 @@ class Domains:
             return ()
         root = self.domains.find(domain)
         if root not in self.names:
-            self.names[root] = f"n{len(self.names)}"
+            self.names[root] = Axis.samples(len(self.names))
         sample = self.names[root]
-        return (sample, sample + "k") if rows else (sample,)
+        return (sample, sample.classes()) if rows else (sample,)
 
     def axes(self, n: Node) -> tuple[str, ...]:
         """The axis names of node ``n``."""
@@ -249,7 +250,7 @@ def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str
     for name in order:
         if name in inferred.input_domain:
             root = inferred.domains.find(inferred.input_domain[name])
-            inferred.names.setdefault(root, f"n{len(inferred.names)}")
+            inferred.names.setdefault(root, Axis.samples(len(inferred.names)))
     result = Specialized(graph, {})
     for name in order:
         if name in inferred.input_domain:
@@ -262,7 +263,7 @@ def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str
     # a table's rows are indexed by labels; its columns are the lookup's class axis
     for index, table in enumerate(tables):
         lookup = next(n for n in nodes if n.op == "table_row" and n.args[0].value == table)
-        row_axis, class_axis = f"t{index}", inferred.axes(lookup)[1]
+        row_axis, class_axis = Axis.table_rows(index), inferred.axes(lookup)[1]
         result.input_axes[table] = (row_axis, class_axis)
         result.axis_sources.setdefault(row_axis, []).append((table, 0))
         result.axis_sources.setdefault(class_axis, []).append((table, 1))
@@ -450,7 +451,7 @@ class Objective:
 def kept_count_name(sample_axis: str) -> str:
     """The name of the ``count`` leaf holding the number of samples not ignored (a name no
     axis has: axes are ``n<d>``, ``n<d>k`` and ``t<d>``)."""
-    return f"{sample_axis}#kept"
+    return Axis(sample_axis).kept_count()
 
 
 def _ignored_label(varying: Node, scalar: Node, sample_axis: str,

@@ -1,0 +1,89 @@
+"""Axes: what a node's ``axes`` tuple holds, one :class:`Axis` per dimension.
+
+An axis is a value with a kind and a number, spelled as a short string because the generated
+kernels name their length variables after it (so the spelling is part of the golden source):
+
+* ``n<d>``        the samples of sample domain ``d`` (inputs that share a length share it),
+* ``n<d>k``       the classes of the rows of domain ``d`` (an (N, K) matrix's second axis),
+* ``t<d>``        the rows of the ``d``-th lookup table (a cost matrix's label axis).
+
+A ``count`` leaf holds the length of an axis, or ``n<d>#kept``: the number of samples of
+domain ``d`` that ``ignore_index`` keeps (not an axis: no value is laid out along it).
+
+:class:`Axis` is a ``str`` (nodes hash, compare and print as before); build axes with its
+constructors and ask them what they are, instead of slicing and matching the spelling.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SPELLING = re.compile(r"(?P<kind>[nt])(?P<number>\d+)(?P<classes>k?)")
+_KEPT = "#kept"
+
+
+class Axis(str):
+    """One axis; ``Axis("n0k")`` parses and checks a spelling."""
+
+    __slots__ = ()
+
+    def __new__(cls, spelling: str) -> Axis:
+        if isinstance(spelling, Axis):
+            return spelling
+        match = _SPELLING.fullmatch(spelling)
+        if not match or (match["kind"] == "t" and match["classes"]):
+            raise ValueError(f"not an axis: {spelling!r} (axes are n<d>, n<d>k and t<d>)")
+        return super().__new__(cls, spelling)
+
+    @classmethod
+    def samples(cls, domain: int) -> Axis:
+        """The sample axis of domain ``domain``: ``n<domain>``."""
+        return cls(f"n{domain}")
+
+    @classmethod
+    def table_rows(cls, index: int) -> Axis:
+        """The row axis of the ``index``-th lookup table: ``t<index>``."""
+        return cls(f"t{index}")
+
+    @property
+    def domain(self) -> int:
+        """The number of the sample domain (or table) the axis belongs to."""
+        return int(_SPELLING.fullmatch(self)["number"])
+
+    @property
+    def is_samples(self) -> bool:
+        return self.startswith("n") and not self.endswith("k")
+
+    @property
+    def is_classes(self) -> bool:
+        return self.endswith("k")
+
+    @property
+    def is_table_rows(self) -> bool:
+        return self.startswith("t")
+
+    def classes(self) -> Axis:
+        """The class axis of the rows of this sample axis: ``n<d>`` -> ``n<d>k``."""
+        if not self.is_samples:
+            raise ValueError(f"only a sample axis has a class axis, not {self!r}")
+        return Axis(self + "k")
+
+    def samples_of(self) -> Axis:
+        """The sample axis whose rows this class axis spans: ``n<d>k`` -> ``n<d>``."""
+        if not self.is_classes:
+            raise ValueError(f"not a class axis: {self!r}")
+        return Axis(self[:-1])
+
+    def kept_count(self) -> str:
+        """The name of the ``count`` leaf of the samples of this axis that ``ignore_index``
+        keeps (a name no axis has)."""
+        if not self.is_samples:
+            raise ValueError(f"only samples are kept or ignored, not {self!r}")
+        return self + _KEPT
+
+
+def counted_axis(name: str) -> tuple[Axis, bool]:
+    """What a ``count`` leaf's name counts: (the axis, whether only its kept samples)."""
+    if name.endswith(_KEPT):
+        return Axis(name.removesuffix(_KEPT)), True
+    return Axis(name), False
