@@ -10,7 +10,8 @@ one that returns a replacement wins, as the branches of an if-chain would.
 :func:`apply_phase` rewrites a whole graph bottom-up: every node is rebuilt from its rewritten
 arguments and then rewritten until no rule of the phase applies to it (at most ``max_rounds``
 times). Setting ``LOSSDSL_DEBUG_REWRITES=1`` in the environment prints every rule that fires,
-with the node before and after, to stderr.
+with the node before and after, to stderr (``LOSSDSL_DEBUG_REWRITES=stabilize``: the rules of
+the phases named).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Phase:
         for r in candidates:
             replacement = r.rewrite(n)
             if replacement is not None:
-                if replacement is not n and debugging():
+                if replacement is not n and debugging(self.name):
                     report(self.name, r.name, n, replacement)
                 return replacement
         return None
@@ -139,9 +140,15 @@ def apply_phase(phase: Phase, roots: list[Node]) -> list[Node]:
     return rebuild(roots, rebuild_one)
 
 
-def debugging() -> bool:
-    """Whether ``LOSSDSL_DEBUG_REWRITES`` asks for every firing rule to be printed."""
-    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+def debugging(phase: str) -> bool:
+    """Whether ``LOSSDSL_DEBUG_REWRITES`` asks for the rules of ``phase`` that fire to be
+    printed: ``1``, ``true`` or ``yes`` (as ``LOSSDSL_VERIFY_IR``) for every phase, or a
+    comma-separated list of phase names (``stabilize,expand``: canonicalize fires on almost
+    every node ``make`` builds)."""
+    setting = os.environ.get(DEBUG_VARIABLE, "").strip().lower()
+    if setting in ("1", "true", "yes"):
+        return True
+    return phase in (name.strip() for name in setting.split(","))
 
 
 def report(phase: str, rule_name: str, before: Node, after: Node) -> None:

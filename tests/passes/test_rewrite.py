@@ -326,8 +326,9 @@ def test_compatibility_imports() -> None:
 # --- the debug switch ----------------------------------------------------------------------------
 
 
-def test_debug_switch_prints_each_firing_rule(monkeypatch, capsys) -> None:
-    monkeypatch.setenv(DEBUG_VARIABLE, "1")
+@pytest.mark.parametrize("setting", ["1", "yes", "TRUE"])
+def test_debug_switch_prints_each_firing_rule(monkeypatch, capsys, setting) -> None:
+    monkeypatch.setenv(DEBUG_VARIABLE, setting)
     stabilize([raw("log", raw("add", ONE, raw("exp", X)))])
     make("mul", (ONE, Y))
     lines = capsys.readouterr().err.splitlines()
@@ -335,7 +336,15 @@ def test_debug_switch_prints_each_firing_rule(monkeypatch, capsys) -> None:
     assert "lossdsl rewrite canonicalize/mul_one: 1 * y => y" in lines
 
 
-@pytest.mark.parametrize("setting", [None, "", "0"])
+def test_debug_switch_names_phases(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(DEBUG_VARIABLE, "expand, stabilize")
+    stabilize([raw("log", raw("add", ONE, raw("exp", X)))])
+    make("mul", (ONE, Y))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["lossdsl rewrite stabilize/log_one_plus_exp: log(1 + exp(x)) => softplus(x)"]
+
+
+@pytest.mark.parametrize("setting", [None, "", "0", "false"])
 def test_debug_switch_off_prints_nothing(monkeypatch, capsys, setting) -> None:
     if setting is None:
         monkeypatch.delenv(DEBUG_VARIABLE, raising=False)
