@@ -22,6 +22,7 @@ names it was generated with.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ def tuple_literal(items: Sequence[str]) -> str:
     return f"({', '.join(items)},)" if items else "()"
 
 
-class ModuleBuilder:
+class ModuleBuilder(ABC):
     """Builds the source of one generated module for a schedule; subclassed per target.
 
     A subclass implements :meth:`add_loop` (the functions of one loop of the schedule and the
@@ -60,7 +61,7 @@ class ModuleBuilder:
     """
 
     #: The decorator line of the helper functions (``h_<name>``) the bodies call.
-    helper_decorator: str = ""
+    helper_decorator: str
     #: How a glue value becomes a kernel scalar (``{}`` is the float64 value's source).
     glue_cast: str = "T({})"
     #: The source of a float64 zero, where a loop starts each accumulator.
@@ -80,14 +81,14 @@ class ModuleBuilder:
 
     # ------------------------------------------------------------------- the target's parts
 
+    @abstractmethod
     def add_loop(self, number: int, loop: Loop) -> None:
         """Add the functions of pass ``number`` (``loop``) and the ``run`` lines launching it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def imports(self) -> list[str]:
         """The import lines before the glue's (the standard and third-party modules, then
         the lossdsl run-time modules)."""
-        raise NotImplementedError
 
     def target_constants(self) -> list[str]:
         """Module constants of the target, after ``T`` and before the typed literals."""

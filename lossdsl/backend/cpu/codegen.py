@@ -24,7 +24,7 @@ from ..module import GeneratedModule, ModuleBuilder
 _DECORATOR = 'njit(error_model="numpy", cache=True{extra})'
 _DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{extra})'
 # A body is inlined into its loop (LLVM's own inliner gives up on long bodies) and calls the
-# vectorisable exp and log of cpu_math, so that the loop vectorises: bce_logits' value and
+# vectorisable exp and log of libm.py, so that the loop vectorises: bce_logits' value and
 # gradient went from 12.6 to 2.7 ns per element. Math that only libm does, one element at a
 # time, stops vectorisation; a module that calls it keeps plain calls and libm, whose code is
 # cheaper to compile (a 40-term loss with tanh: 1.2 s; vectorisable exp and log, 1.7 s; both
