@@ -1,8 +1,10 @@
 """LaTeX for expression graphs: ``to_latex(node)`` for reports, ``lossdsl derive --latex``.
 
-Like SymPy's printers, :class:`LatexPrinter` has one method per kind of node
-(``print_<op>``); each returns the LaTeX text and its precedence, and parents add parentheses
-where the precedence of an argument is lower than their own. Conventions:
+Like SymPy's printers, :class:`LatexPrinter` has a method per kind of node with notation of
+its own (``print_<op>``: infix arithmetic, relations, cases, sums); each returns the LaTeX
+text and its precedence, and parents add parentheses where the precedence of an argument is
+lower than their own. Functions print as their registry record's ``latex`` form
+(:mod:`lossdsl.ops`). Conventions:
 
 * ``count(n0)`` (the number of samples) prints as ``N``, a class axis' width as ``K``;
   ``class_index()`` is the class ``k`` of a per-class matrix,
@@ -19,6 +21,8 @@ import math
 import re
 
 from .ir.node import Node, toposort
+from .ops import NOTATION, find
+from .ops.compare import RELATION_SYMBOLS
 from .ops.primitives import CLASS_VECTOR
 
 # Precedence levels (higher binds tighter), shared by every printing method.
@@ -30,15 +34,6 @@ _GREEK = {
     "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Phi", "Psi", "Omega",
 }
 _ALIASES = {"eps": r"\epsilon", "lam": r"\lambda", "lambda_": r"\lambda"}
-
-_FUNCTIONS = {
-    "log": r"\log", "tanh": r"\tanh", "sin": r"\sin", "cos": r"\cos",
-    "sigmoid": r"\sigma", "log_sigmoid": r"\log \sigma", "softplus": r"\operatorname{softplus}",
-    "sign": r"\operatorname{sign}", "erf": r"\operatorname{erf}", "lgamma": r"\ln \Gamma",
-    "digamma": r"\psi", "trigamma": r"\psi_1", "tetragamma": r"\psi_2",
-    "erfc": r"\operatorname{erfc}", "log_ndtr": r"\log \Phi",
-}
-_RELATIONS = {"lt": "<", "le": r"\le", "gt": ">", "ge": r"\ge", "eq": "=", "ne": r"\ne"}
 
 
 def _number(value: float) -> str:
@@ -189,10 +184,6 @@ class LatexPrinter:
             right = rf"\left({right}\right)"
         return (f"{left} \\cdot {right}", _PRODUCT)
 
-    def print_div(self, n: Node):
-        numerator, denominator = (self.visit(a)[0] for a in n.args)
-        return (rf"\frac{{{numerator}}}{{{denominator}}}", _ATOM)
-
     def print_pow(self, n: Node):
         base, exponent = n.args
         if exponent.op == "const" and exponent.value == 0.5:
@@ -212,46 +203,25 @@ class LatexPrinter:
     def print_expm1(self, n: Node):
         return (f"e^{{{self.visit(n.args[0])[0]}}} - 1", _SUM)
 
-    def print_log1mexp(self, n: Node):
-        return (rf"\log\left(1 - e^{{{self.visit(n.args[0])[0]}}}\right)", _ATOM)
-
-    def print_logaddexp(self, n: Node):
-        a, b = (self.visit(x)[0] for x in n.args)
-        return (rf"\log\left(e^{{{a}}} + e^{{{b}}}\right)", _ATOM)
-
     def print_xlog1py(self, n: Node):  # 0 where x = 0, as x log y conventionally is
         log = rf"\log\left({self._plus('1', n.args[1])}\right)"
         return (f"{self._arg(n.args[0], _PRODUCT)} \\cdot {log}", _PRODUCT)
 
-    def print_ndtr_ratio(self, n: Node):  # the derivative of log Phi
-        x = self._group(n.args[0])
-        return (rf"\frac{{\varphi{x}}}{{\Phi{x}}}", _ATOM)
-
-    def print_sqrt(self, n: Node):
-        return (rf"\sqrt{{{self.visit(n.args[0])[0]}}}", _ATOM)
-
-    def print_abs(self, n: Node):
-        return (rf"\left|{self.visit(n.args[0])[0]}\right|", _ATOM)
-
     def print_stop_gradient(self, n: Node):
         return self.visit(n.args[0])
 
-    def _extremum(self, n: Node, name: str):
-        a, b = (self.visit(x)[0] for x in n.args)
-        return (rf"\{name}\left({a}, {b}\right)", _ATOM)
-
-    def print_min(self, n: Node):
-        return self._extremum(n, "min")
-
-    def print_max(self, n: Node):
-        return self._extremum(n, "max")
-
     def print_function(self, n: Node):
-        """Any other elementwise function: ``\\operatorname{name}(args)``."""
-        escaped = n.op.replace("_", r"\_")
-        name = _FUNCTIONS.get(n.op, r"\operatorname{" + escaped + "}")
-        args = ", ".join(self.visit(a)[0] for a in n.args)
-        return (rf"{name}\left({args}\right)", _ATOM)
+        """An operation without notation of its own: its registry record's LaTeX, a
+        template over the arguments' LaTeX or a function name applied to them
+        (``\\operatorname{name}(args)`` where the record has none)."""
+        op = find(n.op)
+        form = op.latex if op is not None and op.latex != NOTATION else None
+        args = [self.visit(a)[0] for a in n.args]
+        if form is not None and "{0}" in form:
+            return (form.format(*args), _ATOM)
+        if form is None:
+            form = r"\operatorname{" + n.op.replace("_", r"\_") + "}"
+        return (rf"{form}\left({', '.join(args)}\right)", _ATOM)
 
     # reductions
     def print_sum(self, n: Node):
@@ -269,7 +239,7 @@ class LatexPrinter:
     def _relation(self, n: Node):
         left = self._arg(n.args[0], _SUM)
         right = self._arg(n.args[1], _SUM)
-        return (f"{left} {_RELATIONS[n.op]} {right}", _COMPARE)
+        return (f"{left} {RELATION_SYMBOLS[n.op]} {right}", _COMPARE)
 
     print_lt = print_le = print_gt = print_ge = print_eq = print_ne = _relation
 

@@ -15,9 +15,11 @@ target in ``@cuda.jit(device=True)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..ir.node import Node
+from ..ops import Helper, find, helper_closure, helper_source, helpers
 from ..passes.schedule import Loop
 
 # Fast-math flags for the loop drivers only. "reassoc" lets the reductions vectorise (4.9x
@@ -35,236 +37,61 @@ def number(value: float) -> str:
     return f"T({float(value)!r})"
 
 
-# The helpers a helper calls, emitted with it.
-HELPER_CALLS: dict[str, tuple[str, ...]] = {
-    "log_ndtr": ("ndtr_tail",), "ndtr_ratio": ("ndtr_tail",),
-}
+class _HelperSources(Mapping[str, str]):
+    """Helper name -> the Numba-Python source of ``h_<name>``, read from the registry (so an
+    operation registered later is found too)."""
 
-# Scalar helper functions emitted into the generated module when used (stable forms).
-HELPERS: dict[str, str] = {
-    "softplus": """
-def h_softplus(x):
-    return (x if x > T(0.0) else T(0.0)) + math.log1p(math.exp(-abs(x)))
-""",
-    "log_sigmoid": """
-def h_log_sigmoid(x):
-    return (x if x < T(0.0) else T(0.0)) - math.log1p(math.exp(-abs(x)))
-""",
-    "sigmoid": """
-def h_sigmoid(x):
-    if x >= T(0.0):
-        return T(1.0) / (T(1.0) + math.exp(-x))
-    z = math.exp(x)
-    return z / (T(1.0) + z)
-""",
-    "sign": """
-def h_sign(x):
-    if x > T(0.0):
-        return T(1.0)
-    if x < T(0.0):
-        return T(-1.0)
-    return x * T(0.0)
-""",
-    "max": """
-def h_max(a, b):
-    return a if (a >= b or a != a) else b
-""",
-    "min": """
-def h_min(a, b):
-    return a if (a <= b or a != a) else b
-""",
-    "select": """
-def h_select(c, a, b):
-    return a if c != T(0.0) else b
-""",
-    "lt": """
-def h_lt(a, b):
-    return T(1.0) if a < b else T(0.0)
-""",
-    "le": """
-def h_le(a, b):
-    return T(1.0) if a <= b else T(0.0)
-""",
-    "gt": """
-def h_gt(a, b):
-    return T(1.0) if a > b else T(0.0)
-""",
-    "ge": """
-def h_ge(a, b):
-    return T(1.0) if a >= b else T(0.0)
-""",
-    "eq": """
-def h_eq(a, b):
-    return T(1.0) if a == b else T(0.0)
-""",
-    "ne": """
-def h_ne(a, b):
-    return T(1.0) if a != b else T(0.0)
-""",
-    "and": """
-def h_and(a, b):
-    return T(1.0) if (a != T(0.0) and b != T(0.0)) else T(0.0)
-""",
-    "or": """
-def h_or(a, b):
-    return T(1.0) if (a != T(0.0) or b != T(0.0)) else T(0.0)
-""",
-    "not": """
-def h_not(a):
-    return T(1.0) if a == T(0.0) else T(0.0)
-""",
-    "lgamma": """
-def h_lgamma(x):
-    if x <= T(0.0) and x == math.floor(x):
-        return T(math.inf)
-    return math.lgamma(x)
-""",
-    "digamma": """
-def h_digamma(x):
-    if x != x or (x <= T(0.0) and x == math.floor(x)):
-        return T(math.nan)
-    if x == T(math.inf):
-        return x
-    result = T(0.0)
-    if x < T(0.5):
-        result -= T(math.pi) / math.tan(T(math.pi) * x)
-        x = T(1.0) - x
-    while x < T(6.0):
-        result -= T(1.0) / x
-        x += T(1.0)
-    q = T(1.0) / (x * x)
-    series = q * (T(1 / 12) - q * (T(1 / 120) - q * (T(1 / 252)
-                                                     - q * (T(1 / 240) - q * T(1 / 132)))))
-    return result + math.log(x) - T(0.5) / x - series
-""",
-    "trigamma": """
-def h_trigamma(x):
-    if x != x or (x <= T(0.0) and x == math.floor(x)):
-        return T(math.nan)
-    if x == T(math.inf):
-        return T(0.0)
-    result = T(0.0)
-    sign = T(1.0)
-    if x < T(0.5):
-        s = math.sin(T(math.pi) * x)
-        result = T(math.pi) * T(math.pi) / (s * s)
-        sign = T(-1.0)
-        x = T(1.0) - x
-    inner = T(0.0)
-    while x < T(6.0):
-        inner += T(1.0) / (x * x)
-        x += T(1.0)
-    r = T(1.0) / x
-    q = r * r
-    inner += r + T(0.5) * q + r * q * (T(1 / 6) - q * (T(1 / 30) - q * (T(1 / 42) - q * T(1 / 30))))
-    return result + sign * inner
-""",
-    # log_ndtr and ndtr_ratio: as lossdsl.reference (erfc down to x = -10, the asymptotic
-    # series of Phi(x) (-x) / phi(x) with 20 terms below), in the kernel's dtype
-    "log_ndtr": """
-def h_log_ndtr(x):
-    if x > T(0.0):
-        return math.log1p(T(-0.5) * math.erfc(x * T(0.7071067811865476)))
-    if x > T(-10.0):
-        return math.log(T(0.5) * math.erfc(x * T(-0.7071067811865476)))
-    return T(-0.5) * x * x - math.log(-x) - T(0.9189385332046728) + math.log(h_ndtr_tail(x))
-""",
-    # Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series, 20 terms
-    "ndtr_tail": """
-def h_ndtr_tail(x):
-    q = T(1.0) / (x * x)
-    term = T(1.0)
-    total = T(1.0)
-    odd = T(1.0)
-    for _ in range(20):
-        term *= -odd * q
-        total += term
-        odd += T(2.0)
-    return total
-""",
-    "ndtr_ratio": """
-def h_ndtr_ratio(x):
-    if x > T(-10.0):
-        density = math.exp(T(-0.5) * x * x) * T(0.3989422804014327)
-        return density / (T(0.5) * math.erfc(x * T(-0.7071067811865476)))
-    return -x / h_ndtr_tail(x)
-""",
-    "tetragamma": """
-def h_tetragamma(x):
-    if x != x or (x <= T(0.0) and x == math.floor(x)):
-        return T(math.nan)
-    if x == T(math.inf):
-        return T(-0.0)
-    result = T(0.0)
-    if x < T(0.5):
-        r = T(math.pi) / math.sin(T(math.pi) * x)
-        result = T(-2.0) * r * r * r * math.cos(T(math.pi) * x)
-        x = T(1.0) - x
-    while x < T(16.0):
-        result -= T(2.0) / (x * x * x)
-        x += T(1.0)
-    r = T(1.0) / x
-    q = r * r
-    return result - q * (T(1.0) + r + q * (T(0.5) - q * (T(1 / 6) - q * (T(1 / 6) - q * (
-        T(0.3) - q * (T(5 / 6) - q * T(691 / 210)))))))
-""",
-    # log(1 - e^x): -expm1 keeps the digits of 1 - e^x near 0, log1p those of -e^x far out
-    "log1mexp": """
-def h_log1mexp(x):
-    if x > T(-0.6931471805599453):
-        return math.log(-math.expm1(x))
-    return math.log1p(-math.exp(x))
-""",
-    # log(e^a + e^b) = max + log1p(exp(-|a - b|)); equal arguments first, so that two equal
-    # infinities give that infinity instead of inf - inf = NaN (as numpy.logaddexp)
-    "logaddexp": """
-def h_logaddexp(a, b):
-    if a == b:
-        return a + T(0.6931471805599453)
-    d = a - b
-    if d > T(0.0):
-        return a + math.log1p(math.exp(-d))
-    return b + math.log1p(math.exp(d))
-""",
-    # x log1p(y), 0 where x = 0 unless y is NaN (as scipy.special.xlog1py)
-    "xlog1py": """
-def h_xlog1py(x, y):
-    if x == T(0.0) and y == y:
-        return T(0.0)
-    return x * math.log1p(y)
-""",
-}
+    def __getitem__(self, name: str) -> str:
+        return helper_source(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(helpers())
+
+    def __len__(self) -> int:
+        return len(helpers())
 
 
-class PythonArithmetic:
-    """The arithmetic operators printed as Python infix, which Numba-Python and
-    ``jax.numpy`` code share (arguments arrive printed and parenthesised as needed)."""
-
-    def print_neg(self, n, a):
-        return f"-{a}"
-
-    def print_add(self, n, a, b):
-        return f"{a} + {b}"
-
-    def print_sub(self, n, a, b):
-        return f"{a} - {b}"
-
-    def print_mul(self, n, a, b):
-        return f"{a} * {b}"
-
-    def print_div(self, n, a, b):
-        return f"{a} / {b}"
+# Scalar helper functions emitted into the generated module when used (stable forms): the
+# registry's helpers (lossdsl.ops), each written once, for every target.
+HELPERS: Mapping[str, str] = _HelperSources()
 
 
-class ExpressionPrinter(PythonArithmetic):
-    """Numba-Python expression for one node, given its arguments' names; one method per op."""
+class ExpressionPrinter:
+    """Numba-Python expression for one node, given its arguments' names: the kernel template
+    of the operation's registry record (a format string, a helper call, or the record's own
+    printing function), for ``target`` "cpu" or "cuda" (a record may override CUDA's).
 
-    def __init__(self):
+    It collects the helpers the expressions call (``helpers``, with the helpers those call)
+    and whether every expression printed can be SIMD-vectorised on the CPU (``vectorisable``).
+    """
+
+    def __init__(self, target: str = "cpu"):
+        self.target = target
         self.helpers: set[str] = set()
         self.constants: dict[str, str] = {}  # typed literal -> global name
+        self.vectorisable = True
 
     def expression(self, n: Node, args: list[str]) -> str:
-        return getattr(self, "print_" + n.op)(n, *args)
+        """The expression computing ``n`` from its arguments' names ``args``."""
+        if n.op == "const":
+            return self.constant(n.value)
+        op = find(n.op)
+        kernel = op.kernel_for(self.target) if op is not None else None
+        if kernel is None:  # a compiler bug: a pass left an operation no kernel computes
+            raise AssertionError(f"'{n.op}' has no kernel template (lowered too late?)")
+        if not op.vectorisable:
+            self.note_scalar_only()
+        if isinstance(kernel, Helper):
+            self.helpers |= helper_closure(kernel.name)
+            return f"h_{kernel.name}({', '.join(args)})"
+        if isinstance(kernel, str):
+            return kernel.format(*args)
+        return kernel(self, n, *args)
+
+    def note_scalar_only(self) -> None:
+        """Record that an expression calls math that libm computes one element at a time
+        (the CPU module then keeps its loops unvectorised, which compiles faster)."""
+        self.vectorisable = False
 
     def constant(self, value: float) -> str:
         """The name of a module-level typed constant: Numba freezes globals into constants,
@@ -277,74 +104,6 @@ class ExpressionPrinter(PythonArithmetic):
     def declarations(self) -> list[str]:
         """The module-level lines defining the constants used (after ``T`` is defined)."""
         return [f"{name} = {literal}" for literal, name in self.constants.items()]
-
-    def _helper(self, name: str, *args: str) -> str:
-        self.helpers.add(name)
-        self.helpers.update(HELPER_CALLS.get(name, ()))
-        return f"h_{name}({', '.join(args)})"
-
-    def print_const(self, n):
-        return self.constant(n.value)
-
-    def print_pow(self, n, a, b):
-        exponent = n.args[1]
-        if exponent.op == "const":
-            value = exponent.value
-            if value == 2.0:
-                return f"{a} * {a}"
-            if value == 3.0:
-                return f"{a} * {a} * {a}"
-            if value == 0.5:
-                return f"math.sqrt({a})"
-            if value == -1.0:
-                return f"T(1.0) / {a}"
-            if value == -2.0:
-                return f"T(1.0) / ({a} * {a})"
-        return f"{a} ** {b}"
-
-    def _math(name):  # noqa: N805 - builds methods at class creation
-        def method(self, n, a):
-            return f"math.{name}({a})"
-
-        return method
-
-    print_exp, print_log, print_log1p, print_expm1 = (
-        _math("exp"), _math("log"), _math("log1p"), _math("expm1"))
-    print_sqrt, print_tanh, print_sin, print_cos, print_erf, print_erfc = (
-        _math("sqrt"), _math("tanh"), _math("sin"), _math("cos"), _math("erf"), _math("erfc"))
-
-    def print_abs(self, n, a):
-        return f"abs({a})"
-
-    def _helper_call(name):  # noqa: N805
-        def method(self, n, *args):
-            return self._helper(name, *args)
-
-        return method
-
-    print_sign, print_sigmoid, print_log_sigmoid, print_softplus = (
-        _helper_call("sign"), _helper_call("sigmoid"), _helper_call("log_sigmoid"),
-        _helper_call("softplus"))
-    print_lgamma, print_digamma, print_trigamma = (
-        _helper_call("lgamma"), _helper_call("digamma"), _helper_call("trigamma"))
-    print_tetragamma = _helper_call("tetragamma")
-    print_log_ndtr, print_ndtr_ratio = _helper_call("log_ndtr"), _helper_call("ndtr_ratio")
-    print_log1mexp, print_logaddexp, print_xlog1py = (
-        _helper_call("log1mexp"), _helper_call("logaddexp"), _helper_call("xlog1py"))
-    print_min, print_max = _helper_call("min"), _helper_call("max")
-
-    # Selections and comparisons are helper calls rather than inline "a if c else b": inline
-    # conditionals split the body into many basic blocks, and Numba's SSA passes grow with
-    # blocks x variables (a 40-term loss compiled 25% faster this way); LLVM inlines the
-    # helpers back into selects.
-    print_lt, print_le = _helper_call("lt"), _helper_call("le")
-    print_gt, print_ge = _helper_call("gt"), _helper_call("ge")
-    print_eq, print_ne = _helper_call("eq"), _helper_call("ne")
-    print_and, print_or, print_not = _helper_call("and"), _helper_call("or"), _helper_call("not")
-    print_where = _helper_call("select")
-
-    def print_stop_gradient(self, n, a):
-        return a
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The JAX backend's printer: a typed, optimised graph as ``jax.numpy`` source.
 
-:class:`JaxPrinter` has one method per IR operation (``print_<op>``, as the kernel printer of
-``emit.py``), each returning a ``jax.numpy`` expression of its arguments' names. The
+:class:`JaxPrinter` prints each elementwise operation with the ``jax`` spelling of its
+registry record (:mod:`lossdsl.ops`) and has a method for each other IR operation
+(``print_<op>``: leaves, reductions, lookups), each returning a ``jax.numpy`` expression of
+its arguments' names. The
 generated module defines ``build(T, jnp, lax, h)``, which returns ``run(a0, a1, ..., s0, ...)``
 computing the graph's roots for inputs ``a<k>`` and params ``s<k>`` in dtype ``T``; ``h`` is
 this module (the stable helpers below, written with ``jax.numpy`` so that JAX can trace,
@@ -27,8 +29,8 @@ from typing import Any
 
 from ..errors import LossError
 from ..ir.node import Node, toposort
-from ..ops.primitives import OPERATIONS
-from .emit import PythonArithmetic, pick_parts
+from ..ops import find, operations
+from .emit import pick_parts
 
 __all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]
 
@@ -274,32 +276,8 @@ class Program:
     build: Callable
 
 
-def _call(name: str):
-    def method(self, n, *args):
-        return f"h.{name}({', '.join(args)})"
-
-    method.__doc__ = f"``{name}`` through the stable helper ``h.{name}``."
-    return method
-
-
-def _jnp_call(name: str):
-    def method(self, n, *args):
-        return f"jnp.{name}({', '.join(args)})"
-
-    method.__doc__ = f"``jnp.{name}``."
-    return method
-
-
-def _compare(symbol: str):
-    def method(self, n, a, b):
-        return f"jnp.where({a} {symbol} {b}, ONE, ZERO)"
-
-    method.__doc__ = f"``{symbol}`` as 1.0 or 0.0."
-    return method
-
-
-class JaxPrinter(PythonArithmetic):
-    """``jax.numpy`` expressions for one node given its arguments' names; one method per op.
+class JaxPrinter:
+    """``jax.numpy`` expressions for one node given its arguments' names.
 
     ``inputs`` and ``params`` map loss names to generated argument names; ``lengths`` maps
     each axis (``n0``, ``n0k``, ``t0``, ``n0#kept``) to an expression of its length.
@@ -388,80 +366,32 @@ class JaxPrinter(PythonArithmetic):
         # the pick's labels are printed before the rowsum (they are under its argument)
         return self._current[id(n)]
 
-    # ------------------------------------------------------------------ arithmetic
-    # neg, add, sub, mul, div: Python infix, from PythonArithmetic
-    def print_pow(self, n, a, b):
-        """``a ** b``, with the kernels' special cases for constant exponents."""
-        exponent = n.args[1]
-        if exponent.op == "const":
-            special = {2.0: f"{a} * {a}", 3.0: f"{a} * {a} * {a}", 0.5: f"jnp.sqrt({a})",
-                       -1.0: f"ONE / {a}", -2.0: f"ONE / ({a} * {a})"}
-            if exponent.value in special:
-                return special[exponent.value]
-        return f"jnp.power({a}, {b})"
-
-    print_exp, print_log, print_log1p, print_expm1 = (
-        _jnp_call("exp"), _jnp_call("log"), _jnp_call("log1p"), _jnp_call("expm1"))
-    print_sqrt, print_tanh, print_sin, print_cos, print_abs = (
-        _jnp_call("sqrt"), _jnp_call("tanh"), _jnp_call("sin"), _jnp_call("cos"),
-        _jnp_call("abs"))
-
-    def print_erf(self, n, a):
-        """``lax.erf``."""
-        return f"lax.erf({a})"
-
-    def print_erfc(self, n, a):
-        """``lax.erfc``."""
-        return f"lax.erfc({a})"
-
-    print_sign, print_sigmoid, print_log_sigmoid, print_softplus = (
-        _call("sign"), _call("sigmoid"), _call("log_sigmoid"), _call("softplus"))
-    print_lgamma, print_digamma, print_trigamma, print_tetragamma = (
-        _call("lgamma"), _call("digamma"), _call("trigamma"), _call("tetragamma"))
-    print_log_ndtr, print_ndtr_ratio, print_log1mexp = (
-        _call("log_ndtr"), _call("ndtr_ratio"), _call("log1mexp"))
-    print_logaddexp, print_xlog1py = _call("logaddexp"), _call("xlog1py")
-    print_min, print_max = _call("minimum"), _call("maximum")
-
-    # ------------------------------------------------------------------ logic
-    print_lt, print_le, print_gt = _compare("<"), _compare("<="), _compare(">")
-    print_ge, print_eq, print_ne = _compare(">="), _compare("=="), _compare("!=")
-
-    def print_and(self, n, a, b):
-        """1.0 where both are non-zero."""
-        return f"jnp.where(({a} != ZERO) & ({b} != ZERO), ONE, ZERO)"
-
-    def print_or(self, n, a, b):
-        """1.0 where either is non-zero."""
-        return f"jnp.where(({a} != ZERO) | ({b} != ZERO), ONE, ZERO)"
-
-    def print_not(self, n, a):
-        """1.0 where ``a`` is zero."""
-        return f"jnp.where({a} == ZERO, ONE, ZERO)"
-
-    def print_where(self, n, c, a, b):
-        """``a`` where ``c`` is non-zero, else ``b``."""
-        return f"jnp.where({c} != ZERO, {a}, {b})"
-
-    def print_stop_gradient(self, n, a):
-        """``a``, with no derivative."""
-        return f"lax.stop_gradient({a})"
+    # ------------------------------------------------------------------ elementwise
+    def elementwise(self, n: Node, *args: str) -> str:
+        """An elementwise operation: the ``jax`` spelling of its registry record (a format
+        string over the arguments, or a function of the node and the arguments)."""
+        op = find(n.op)
+        spelling = op.jax if op is not None else None
+        if spelling is None:
+            raise LossError(f"the JAX backend cannot print the operation '{n.op}' (it prints "
+                            f"{', '.join(printable_operations())})")
+        if isinstance(spelling, str):
+            return spelling.format(*args)
+        return spelling(n, *args)
 
 
 def printable_operations() -> list[str]:
     """The IR operations the printer handles (every one but the macros that ``shapes.py``
     expands before printing)."""
-    return sorted(op for op in OPERATIONS if hasattr(JaxPrinter, f"print_{op}"))
+    return sorted(op.name for op in operations()
+                  if hasattr(JaxPrinter, f"print_{op.name}") or op.jax is not None)
 
 
 def _module(printer: JaxPrinter, roots: list[Node], arguments: list[str]) -> str:
     names = printer._current  # print_rowsum's pick reads the names of earlier nodes
     lines: list[str] = []
     for index, n in enumerate(toposort(roots)):
-        method = getattr(printer, f"print_{n.op}", None)
-        if method is None:
-            raise LossError(f"the JAX backend cannot print the operation '{n.op}' (it prints "
-                            f"{', '.join(printable_operations())})")
+        method = getattr(printer, f"print_{n.op}", None) or printer.elementwise
         args = [printer._aligned(a, names[id(a)], n) for a in n.args]
         names[id(n)] = f"v{index}"
         lines.append(f"        v{index} = {method(n, *args)}")

@@ -12,10 +12,11 @@ rule. For a reduction ``S = sum_a f`` it is exact: the direct term ``D(f)`` (onl
 ``q`` of the sum depends directly on ``x_q``) plus, for every inner reduction ``T`` that ``f``
 uses, ``sum_a(df/dT) * D(T)``.
 
-Subgradient conventions: ``abs'(0) = 0``, ``sign' = 0``, ``max``/``min`` give the whole
-derivative to the first argument on ties, ``where`` differentiates each branch (and masks the
-other, so an infinite derivative in the branch not taken does not leak NaN),
-``stop_gradient`` has derivative 0.
+The derivative of each elementwise operation is the rule in its registry record
+(:mod:`lossdsl.ops`), with its subgradient conventions: ``abs'(0) = 0``, ``sign' = 0``,
+``max``/``min`` give the whole derivative to the first argument on ties, ``where``
+differentiates each branch (and masks the other, so an infinite derivative in the branch not
+taken does not leak NaN), ``stop_gradient`` has derivative 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 
 from ..errors import LossError
 from ..ir.node import Node, constant, depends_on, node, toposort
+from ..ops import find
 from .simplify import make
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
@@ -38,147 +40,19 @@ def _indicator(condition: Node) -> Node:
 
 
 class Partials:
-    """Partial derivatives of elementwise operations; one method per operation.
+    """Partial derivatives of elementwise operations: each operation's rule in its registry
+    record (:mod:`lossdsl.ops`), built with ``make``.
 
-    ``partial_<op>(n, wanted)`` returns one derivative per argument of ``n`` (or None for an
-    argument that does not depend on the variable, listed in ``wanted``).
+    ``of(n, wanted)`` returns one derivative per argument of ``n`` (or None for an argument
+    that does not depend on the variable, listed in ``wanted``).
     """
 
     def of(self, n: Node, wanted: list[bool]) -> list[Node | None]:
-        method = getattr(self, "partial_" + n.op, None)
-        if method is None:
-            raise LossError(f"'{n.op}' has no derivative in lossdsl")
-        return method(n, *n.args, wanted=wanted)
-
-    def _zero(self, n, *args, wanted):
-        return [_ZERO] * len(args)
-
-    partial_sign = partial_lt = partial_le = partial_gt = partial_ge = _zero
-    partial_eq = partial_ne = partial_and = partial_or = partial_not = _zero
-    partial_stop_gradient = _zero
-
-    def partial_neg(self, n, a, wanted):
-        return [constant(-1.0)]
-
-    def partial_add(self, n, a, b, wanted):
-        return [_ONE, _ONE]
-
-    def partial_sub(self, n, a, b, wanted):
-        return [_ONE, constant(-1.0)]
-
-    def partial_mul(self, n, a, b, wanted):
-        return [b, a]
-
-    def partial_div(self, n, a, b, wanted):
-        return [_m("div", _ONE, b), _m("neg", _m("div", n, b)) if wanted[1] else None]
-
-    def partial_pow(self, n, a, b, wanted):
-        da = None
-        if wanted[0]:
-            if b.op == "const":
-                da = _m("mul", b, _m("pow", a, constant(b.value - 1.0)))
-            else:
-                da = _m("mul", b, _m("pow", a, _m("sub", b, _ONE)))
-        db = _m("mul", n, _m("log", a)) if wanted[1] else None
-        return [da, db]
-
-    def partial_exp(self, n, a, wanted):
-        return [n]
-
-    def partial_log(self, n, a, wanted):
-        return [_m("div", _ONE, a)]
-
-    def partial_log1p(self, n, a, wanted):
-        return [_m("div", _ONE, _m("add", _ONE, a))]
-
-    def partial_expm1(self, n, a, wanted):
-        return [_m("exp", a)]
-
-    def partial_sqrt(self, n, a, wanted):
-        return [_m("div", constant(0.5), n)]
-
-    def partial_abs(self, n, a, wanted):
-        return [_m("sign", a)]
-
-    def partial_sigmoid(self, n, a, wanted):
-        return [_m("mul", n, _m("sigmoid", _m("neg", a)))]
-
-    def partial_log_sigmoid(self, n, a, wanted):
-        return [_m("sigmoid", _m("neg", a))]
-
-    def partial_softplus(self, n, a, wanted):
-        return [_m("sigmoid", a)]
-
-    def partial_tanh(self, n, a, wanted):
-        return [_m("sub", _ONE, _m("mul", n, n))]
-
-    def partial_lgamma(self, n, a, wanted):
-        return [_m("digamma", a)]
-
-    def partial_digamma(self, n, a, wanted):
-        return [_m("trigamma", a)]
-
-    def partial_trigamma(self, n, a, wanted):
-        return [_m("tetragamma", a)]
-
-    def partial_tetragamma(self, n, a, wanted):
-        raise LossError(
-            "tetragamma has no derivative in lossdsl (polygamma(3, x) is not implemented): a "
-            "loss that calls trigamma has a gradient but no Hessian, one that calls tetragamma "
-            "neither")
-
-    def partial_sin(self, n, a, wanted):
-        return [_m("cos", a)]
-
-    def partial_cos(self, n, a, wanted):
-        return [_m("neg", _m("sin", a))]
-
-    def partial_erf(self, n, a, wanted):
-        scale = constant(2.0 / math.sqrt(math.pi))
-        return [_m("mul", scale, _m("exp", _m("neg", _m("mul", a, a))))]
-
-    def partial_erfc(self, n, a, wanted):
-        scale = constant(-2.0 / math.sqrt(math.pi))
-        return [_m("mul", scale, _m("exp", _m("neg", _m("mul", a, a))))]
-
-    def partial_log_ndtr(self, n, a, wanted):
-        # phi(x)/Phi(x) as a primitive of its own: exp(-x^2/2 - log_ndtr(x))/sqrt(2 pi)
-        # cancels two terms of size x^2/2; in float32 at x = -80 that form gives the slope
-        # 80.005 for 80.012 and the curvature -0.39 for -0.99984 (through ndtr_ratio: 80.012
-        # and -0.99991)
-        return [_m("ndtr_ratio", a)]
-
-    def partial_ndtr_ratio(self, n, a, wanted):
-        # r = phi/Phi: r' = -r (x + r), and 0 where r underflows to 0 (x > 38.5; x = +inf,
-        # an uncensored upper bound, would give 0 * inf = NaN)
-        slope = _m("neg", _m("mul", n, _m("add", a, n)))
-        return [_m("where", _m("eq", n, _ZERO), _ZERO, slope)]
-
-    def partial_log1mexp(self, n, a, wanted):
-        # -e^x / (1 - e^x) = -exp(x - log1mexp(x)): 0 at x = -inf, where -1/expm1(-x)'s own
-        # derivative is inf/inf
-        return [_m("neg", _m("exp", _m("sub", a, n)))]
-
-    def partial_logaddexp(self, n, a, b, wanted):
-        # sigmoid(a - b), not exp(a - n): finite when a = +inf and b is not
-        return [_m("sigmoid", _m("sub", a, b)) if wanted[0] else None,
-                _m("sigmoid", _m("sub", b, a)) if wanted[1] else None]
-
-    def partial_xlog1py(self, n, a, b, wanted):
-        # d/dy is masked where x = 0, where the value is the constant 0 (also at y = -1)
-        zero_x = _m("eq", a, _ZERO)
-        return [_m("log1p", b) if wanted[0] else None,
-                _m("where", zero_x, _ZERO, _m("div", a, _m("add", _ONE, b))) if wanted[1]
-                else None]
-
-    def partial_min(self, n, a, b, wanted):
-        return [_indicator(_m("le", a, b)), _indicator(_m("gt", a, b))]
-
-    def partial_max(self, n, a, b, wanted):
-        return [_indicator(_m("ge", a, b)), _indicator(_m("lt", a, b))]
-
-    def partial_where(self, n, c, a, b, wanted):
-        return [_ZERO, _indicator(c), _m("where", c, _ZERO, _ONE)]
+        op = find(n.op)
+        if op is None or op.partials is None:
+            reason = op.no_derivative if op is not None else ""
+            raise LossError(reason or f"'{n.op}' has no derivative in lossdsl")
+        return op.partials(_m, n, *n.args, wanted=wanted)
 
 
 PARTIALS = Partials()

@@ -1,0 +1,131 @@
+"""Arithmetic: ``neg add sub mul div pow``, ``abs sign``, ``min max`` and ``stop_gradient``.
+
+Subgradient conventions: ``abs'(0) = 0``, ``sign' = 0``, ``max``/``min`` give the whole
+derivative to the first argument on ties, ``stop_gradient`` has derivative 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.node import constant
+from .registry import NOTATION, Helper, Op, register
+
+_ZERO, _ONE = constant(0.0), constant(1.0)
+
+
+def _indicator(build, condition):
+    return build("where", condition, _ONE, _ZERO)
+
+
+def _maximum(a, b):  # NaN propagates; ties pick the first argument (like the kernels)
+    return np.where((a >= b) | np.isnan(a), a, b)
+
+
+def _minimum(a, b):
+    return np.where((a <= b) | np.isnan(a), a, b)
+
+
+def _sign(x):
+    return np.where(np.isnan(x), x, np.sign(x))
+
+
+def _pow_partials(build, n, a, b, wanted):
+    da = None
+    if wanted[0]:
+        if b.op == "const":
+            da = build("mul", b, build("pow", a, constant(b.value - 1.0)))
+        else:
+            da = build("mul", b, build("pow", a, build("sub", b, _ONE)))
+    db = build("mul", n, build("log", a)) if wanted[1] else None
+    return [da, db]
+
+
+# x ** c for the constants whose product or sqrt form is exact and cheaper than pow
+_POWER_FORMS = {2.0: "{0} * {0}", 3.0: "{0} * {0} * {0}", -1.0: "T(1.0) / {0}",
+                -2.0: "T(1.0) / ({0} * {0})"}
+_JAX_POWER_FORMS = {2.0: "{0} * {0}", 3.0: "{0} * {0} * {0}", 0.5: "jnp.sqrt({0})",
+                    -1.0: "ONE / {0}", -2.0: "ONE / ({0} * {0})"}
+
+
+def _pow_kernel(printer, n, a, b):
+    exponent = n.args[1]
+    if exponent.op == "const":
+        if exponent.value == 0.5:
+            return f"math.sqrt({a})"
+        if exponent.value in _POWER_FORMS:
+            return _POWER_FORMS[exponent.value].format(a)
+    printer.note_scalar_only()  # Numba's ** calls libm pow, one element at a time
+    return f"{a} ** {b}"
+
+
+def _pow_jax(n, a, b):
+    exponent = n.args[1]
+    if exponent.op == "const" and exponent.value in _JAX_POWER_FORMS:
+        return _JAX_POWER_FORMS[exponent.value].format(a)
+    return f"jnp.power({a}, {b})"
+
+
+def _zero_partials(build, n, *args, wanted):
+    return [_ZERO] * len(args)
+
+
+register(
+    Op("neg", 1, doc="-x", reference=np.negative,
+       partials=lambda build, n, a, wanted: [constant(-1.0)],
+       kernel="-{0}", latex=NOTATION, torch=lambda t: t.neg, jax="-{0}"),
+    Op("add", 2, doc="a + b", reference=np.add,
+       partials=lambda build, n, a, b, wanted: [_ONE, _ONE],
+       kernel="{0} + {1}", latex=NOTATION, torch=lambda t: t.add, jax="{0} + {1}",
+       commutative=True),
+    Op("sub", 2, doc="a - b", reference=np.subtract,
+       partials=lambda build, n, a, b, wanted: [_ONE, constant(-1.0)],
+       kernel="{0} - {1}", latex=NOTATION, torch=lambda t: t.sub, jax="{0} - {1}"),
+    Op("mul", 2, doc="a * b", reference=np.multiply,
+       partials=lambda build, n, a, b, wanted: [b, a],
+       kernel="{0} * {1}", latex=NOTATION, torch=lambda t: t.mul, jax="{0} * {1}",
+       commutative=True),
+    Op("div", 2, doc="a / b", reference=np.divide,
+       partials=lambda build, n, a, b, wanted: [
+           build("div", _ONE, b), build("neg", build("div", n, b)) if wanted[1] else None],
+       kernel="{0} / {1}", latex=r"\frac{{{0}}}{{{1}}}", torch=lambda t: t.div,
+       jax="{0} / {1}"),
+    Op("pow", 2, doc="a ^ b (a ** b)", reference=np.power, partials=_pow_partials,
+       kernel=_pow_kernel, latex=NOTATION, torch=lambda t: t.pow, jax=_pow_jax),
+    Op("abs", 1, doc="|x|", reference=np.abs,
+       partials=lambda build, n, a, wanted: [build("sign", a)],
+       kernel="abs({0})", latex=r"\left|{0}\right|", torch=lambda t: t.abs, jax="jnp.abs({0})",
+       callable_as="abs"),
+    Op("sign", 1, doc="-1, 0 or 1 (NaN for NaN)", reference=_sign, partials=_zero_partials,
+       kernel=Helper("sign", """
+def h_sign(x):
+    if x > T(0.0):
+        return T(1.0)
+    if x < T(0.0):
+        return T(-1.0)
+    return x * T(0.0)
+"""), latex=r"\operatorname{sign}", torch=lambda t: t.sign, jax="h.sign({0})",
+       callable_as="sign"),
+    Op("min", 2, doc="the smaller of a and b; NaN in a propagates, ties pick a",
+       reference=_minimum,
+       partials=lambda build, n, a, b, wanted: [
+           _indicator(build, build("le", a, b)), _indicator(build, build("gt", a, b))],
+       kernel=Helper("min", """
+def h_min(a, b):
+    return a if (a <= b or a != a) else b
+"""), latex=r"\min\left({0}, {1}\right)", torch=lambda t: t.minimum, jax="h.minimum({0}, {1})",
+       callable_as="min"),
+    Op("max", 2, doc="the larger of a and b; NaN in a propagates, ties pick a",
+       reference=_maximum,
+       partials=lambda build, n, a, b, wanted: [
+           _indicator(build, build("ge", a, b)), _indicator(build, build("lt", a, b))],
+       kernel=Helper("max", """
+def h_max(a, b):
+    return a if (a >= b or a != a) else b
+"""), latex=r"\max\left({0}, {1}\right)", torch=lambda t: t.maximum, jax="h.maximum({0}, {1})",
+       callable_as="max"),
+    Op("stop_gradient", 1, doc="the value of x, derivative 0", reference=lambda x: x,
+       partials=_zero_partials, kernel="{0}", latex=NOTATION,
+       torch=lambda t: lambda x: x.detach(), jax="lax.stop_gradient({0})",
+       callable_as="stop_gradient"),
+)

@@ -1,0 +1,105 @@
+"""The log-space functions of logistic and likelihood losses: ``sigmoid log_sigmoid
+softplus``, ``logaddexp log1mexp xlog1py``.
+
+``sigmoid``, ``log_sigmoid`` and ``softplus`` have no kernel of their own: the lowering pass
+(:mod:`lossdsl.passes.lower`) writes them through one shared ``exp(-|z|)`` before code
+generation, so that a logistic loss's value, gradient and Hessian cost one exponential.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir.node import constant
+from .registry import NOTATION, Helper, Op, reference_from_helper, register
+
+_ZERO, _ONE = constant(0.0), constant(1.0)
+
+
+def _stable_sigmoid(x):
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _xlog1py(x, y):
+    # 0 where x = 0 even at y = -1 (as scipy.special.xlog1py), but NaN for y = NaN
+    return np.where((x == 0) & ~np.isnan(y), 0.0, np.multiply(x, np.log1p(y)))
+
+
+def _torch_log1mexp(t):
+    return lambda x: t.where(x > -math.log(2.0), t.log(-t.expm1(x)), t.log1p(-t.exp(x)))
+
+
+def _log1mexp_partials(build, n, a, wanted):
+    # -e^x / (1 - e^x) = -exp(x - log1mexp(x)): 0 at x = -inf, where -1/expm1(-x)'s own
+    # derivative is inf/inf
+    return [build("neg", build("exp", build("sub", a, n)))]
+
+
+def _logaddexp_partials(build, n, a, b, wanted):
+    # sigmoid(a - b), not exp(a - n): finite when a = +inf and b is not
+    return [build("sigmoid", build("sub", a, b)) if wanted[0] else None,
+            build("sigmoid", build("sub", b, a)) if wanted[1] else None]
+
+
+def _xlog1py_partials(build, n, a, b, wanted):
+    # d/dy is masked where x = 0, where the value is the constant 0 (also at y = -1)
+    zero_x = build("eq", a, _ZERO)
+    return [build("log1p", b) if wanted[0] else None,
+            build("where", zero_x, _ZERO, build("div", a, build("add", _ONE, b))) if wanted[1]
+            else None]
+
+
+# log(1 - e^x): -expm1 keeps the digits of 1 - e^x near 0, log1p those of -e^x far out
+_LOG1MEXP = Helper("log1mexp", """
+def h_log1mexp(x):
+    if x > T(-0.6931471805599453):
+        return math.log(-math.expm1(x))
+    return math.log1p(-math.exp(x))
+""")
+
+register(
+    Op("sigmoid", 1, doc="1/(1 + e^-x), evaluated stably for any x", reference=_stable_sigmoid,
+       partials=lambda build, n, a, wanted: [build("mul", n, build("sigmoid", build("neg", a)))],
+       lowered=True, latex=r"\sigma", torch=lambda t: t.sigmoid, jax="h.sigmoid({0})",
+       callable_as="sigmoid"),
+    Op("log_sigmoid", 1, doc="log(sigmoid(x)) = -softplus(-x), stable",
+       reference=lambda x: -np.logaddexp(0.0, -x),
+       partials=lambda build, n, a, wanted: [build("sigmoid", build("neg", a))],
+       lowered=True, latex=r"\log \sigma", torch=lambda t: t.nn.functional.logsigmoid,
+       jax="h.log_sigmoid({0})", callable_as="log_sigmoid"),
+    Op("softplus", 1, doc="log(1 + e^x), stable", reference=lambda x: np.logaddexp(0.0, x),
+       partials=lambda build, n, a, wanted: [build("sigmoid", a)],
+       lowered=True, latex=r"\operatorname{softplus}", torch=lambda t: t.nn.functional.softplus,
+       jax="h.softplus({0})", callable_as="softplus"),
+    Op("log1mexp", 1, doc="log(1 - e^x) for x <= 0, stable near 0 and for very negative x "
+       "(NaN for x > 0)", reference=reference_from_helper(_LOG1MEXP),
+       partials=_log1mexp_partials, kernel=_LOG1MEXP,
+       latex=r"\log\left(1 - e^{{{0}}}\right)", torch=_torch_log1mexp, jax="h.log1mexp({0})",
+       callable_as="log1mexp"),
+    # log(e^a + e^b) = max + log1p(exp(-|a - b|)); equal arguments first, so that two equal
+    # infinities give that infinity instead of inf - inf = NaN (as numpy.logaddexp)
+    Op("logaddexp", 2, doc="log(e^a + e^b) without overflow (logaddexp(inf, inf) = inf)",
+       reference=np.logaddexp, partials=_logaddexp_partials, kernel=Helper("logaddexp", """
+def h_logaddexp(a, b):
+    if a == b:
+        return a + T(0.6931471805599453)
+    d = a - b
+    if d > T(0.0):
+        return a + math.log1p(math.exp(-d))
+    return b + math.log1p(math.exp(d))
+"""), latex=r"\log\left(e^{{{0}}} + e^{{{1}}}\right)", torch=lambda t: t.logaddexp,
+       jax="h.logaddexp({0}, {1})", callable_as="logaddexp"),
+    # x log1p(y), 0 where x = 0 unless y is NaN (as scipy.special.xlog1py)
+    Op("xlog1py", 2, doc="x log(1 + y), and 0 where x = 0 (as scipy.special.xlog1py)",
+       reference=_xlog1py, partials=_xlog1py_partials, kernel=Helper("xlog1py", """
+def h_xlog1py(x, y):
+    if x == T(0.0) and y == y:
+        return T(0.0)
+    return x * math.log1p(y)
+"""), latex=NOTATION, torch=lambda t: t.special.xlog1py, jax="h.xlog1py({0}, {1})",
+       callable_as="xlog1py"),
+)

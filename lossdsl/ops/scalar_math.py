@@ -1,0 +1,71 @@
+"""``math`` with IEEE results, for kernel source run as Python on NumPy scalars.
+
+Python's ``math.log(0.0)`` raises where a GPU or a Numba CPU kernel returns -inf (and
+``math.exp(1000.0)`` raises where it returns inf); kernel helpers rely on IEEE results, e.g.
+in a branch whose value is then discarded. NumPy's functions give them and keep float32 in
+float32. Two things run kernel source as Python: the NumPy reference of the special
+functions (their helpers' source with ``T = numpy.float64``, :mod:`lossdsl.ops.registry`) and
+Numba's CUDA simulator (:mod:`lossdsl.backend.cuda.runtime`); both use :data:`SCALAR_MATH`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# math functions whose NumPy ufunc of the same name gives the IEEE result
+_UFUNCS = ("exp", "log", "log1p", "expm1", "sqrt", "tanh", "sin", "cos", "tan", "floor", "ceil")
+# math functions with a NumPy ufunc of another name
+_RENAMED = {"atan": "arctan", "asinh": "arcsinh", "atan2": "arctan2"}
+
+
+def _quiet(function: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*xs):
+        with np.errstate(all="ignore"):
+            return function(*xs)
+
+    call.__name__ = function.__name__
+    return call
+
+
+def _like(x: Any, value: float) -> Any:
+    """``value`` in the dtype of NumPy scalar ``x`` (a Python float for a Python float)."""
+    return x.dtype.type(value) if isinstance(x, np.generic) else value
+
+
+class IEEEMath:
+    """The ``math`` module with IEEE results; names it does not define are ``math``'s."""
+
+    def __init__(self):
+        for name in _UFUNCS:
+            setattr(self, name, _quiet(getattr(np, name)))
+        for name, ufunc in _RENAMED.items():
+            setattr(self, name, _quiet(getattr(np, ufunc)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(math, name)
+
+    @staticmethod
+    def lgamma(x: Any) -> Any:
+        """log|Gamma(x)|: +inf at the poles and past the overflow (where Python raises)."""
+        try:
+            return _like(x, math.lgamma(x))
+        except (ValueError, OverflowError):
+            return _like(x, math.inf)
+
+    @staticmethod
+    def erf(x: Any) -> Any:
+        """The error function, in ``x``'s dtype."""
+        return _like(x, math.erf(x))
+
+    @staticmethod
+    def erfc(x: Any) -> Any:
+        """The complementary error function, in ``x``'s dtype."""
+        return _like(x, math.erfc(x))
+
+
+#: The one IEEE ``math`` stand-in.
+SCALAR_MATH = IEEEMath()

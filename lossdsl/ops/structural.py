@@ -1,0 +1,48 @@
+"""The operations that are not elementwise: leaves, row and sample reductions, table
+lookups, sample counts and the shape macros.
+
+Their values, derivatives and kernel code depend on the axes of their arguments, so the
+passes handle them by kind (``reference.Evaluator.eval_<op>``, the reduction rules of
+``passes/diff.py``, the loops of ``backend/emit.py``); the records give their arity, kind and
+documentation, and LaTeX notation of their own (:data:`NOTATION`).
+
+Kinds: ``row`` reduces the class axis of each row, ``reduce`` sums over the sample axis to
+a scalar, ``leaf`` takes no arguments (the class index's one argument only fixes its domain),
+``gather`` reads a lookup table by labels, ``count`` weighs samples in a mean's denominator,
+``macro`` names user-facing functions that ``shapes.py`` expands once shapes are known.
+"""
+
+from __future__ import annotations
+
+from .registry import NOTATION, Op, register
+
+register(
+    Op("const", 0, "leaf", doc="a number", latex=NOTATION),
+    Op("input", 0, "leaf", doc="an array (or number) bound at call time", latex=NOTATION),
+    Op("param", 0, "leaf", doc="a named parameter with a value", latex=NOTATION),
+    Op("count", 0, "leaf", doc="the length of an axis (samples N, classes K)", latex=NOTATION),
+    # class_index(y): the index k of each class of y's row (its only argument fixes the domain)
+    Op("class_index", 1, "leaf", doc="the class index k of each element of a row",
+       latex=NOTATION),
+    Op("rowsum", 1, "row", doc="the sum of each row", latex=NOTATION, callable_as="rowsum"),
+    Op("rowmax", 1, "row", doc="the largest element of each row (NaN propagates)",
+       latex=NOTATION, callable_as="rowmax"),
+    Op("sum", 1, "reduce", doc="the sum over the samples", latex=NOTATION, callable_as="sum"),
+    # table_row(C, y): row y_i of a class-by-class table C (an input bound to a (R, K) array),
+    # one value per sample and class: what rowof(C, y) builds (a cost matrix's row per
+    # label). A per-class vector w (K,) (classvec(w)) is the table_row of a one-row table at
+    # the constant label 0, with value CLASS_VECTOR: the binder passes w as a (1, K) array.
+    Op("table_row", 2, "gather", doc="row y_i of a lookup table for each sample",
+       latex=NOTATION),
+    # count_as(l, s): l, each sample counting s_i times in a mean's denominator (class
+    # weights: PyTorch's weighted mean divides by sum(weight[y])); shapes.objective removes it
+    Op("count_as", 2, "count", doc="l, whose sample i counts s_i times in a mean",
+       latex=NOTATION, callable_as="count_as"),
+    # mean(e) and rowmean(e) need the element count, known once shapes are: shapes.py
+    # expands them
+    Op("mean", 1, "macro", doc="the mean over the samples", callable_as="mean"),
+    Op("rowmean", 1, "macro", doc="the mean of each row", callable_as="rowmean"),
+)
+
+#: ``table_row``'s value for a per-class vector ``classvec(w)`` (a one-row table)
+CLASS_VECTOR = "classvec"
