@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lossdsl.ir.build import ONE, ZERO, make, result_axes
 from lossdsl.ir.node import Node, constant, node
@@ -282,6 +284,37 @@ def test_driver_canonicalize_first() -> None:
     (made,) = apply_phase(Phase("raw", (neg_to_sin,), canonicalize_first=False),
                           [raw("add", X, ZERO)])
     assert made is X
+
+
+def graphs() -> st.SearchStrategy[Node]:
+    """Small graphs over samples, classes and a param, built raw (no rule applied yet)."""
+    leaves = st.one_of(
+        st.sampled_from([X, Y, Z, P]),
+        st.sampled_from([0.0, 1.0, -1.0, 2.0, 0.5]).map(constant),
+    )
+    unary = ["neg", "exp", "log", "log1p", "expm1", "abs", "sigmoid", "log_sigmoid", "softplus",
+             "stop_gradient", "rowsum", "sum"]
+    binary = ["add", "sub", "mul", "div", "max", "gt", "logaddexp", "pow"]
+
+    def extend(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
+        return st.one_of(
+            st.tuples(st.sampled_from(unary), children).map(lambda t: raw(*t)),
+            st.tuples(st.sampled_from(binary), children, children).map(lambda t: raw(*t)),
+            st.tuples(children, children, children).map(lambda t: raw("where", *t)),
+        )
+
+    return st.recursive(leaves, extend, max_leaves=14)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs())
+def test_each_phase_reaches_a_fixed_point(graph: Node) -> None:
+    """Rewriting a phase's result again changes nothing (and expanded graphs stay canonical)."""
+    (stable,) = stabilize([graph])
+    assert stabilize([stable]) == [stable]
+    (lowered,) = lower([stable])
+    assert lower([lowered]) == [lowered]
+    assert simplify([lowered]) == [lowered]
 
 
 def test_phases_compose_and_check_their_rules() -> None:
