@@ -6,14 +6,34 @@ Numba calls libm for ``math.exp`` and friends, one element at a time, and a loop
 call does not vectorise; without Intel's SVML these four made transcendental losses
 compute-bound (``bce_logits`` gradient and Hessian: 3.3 ns per element). Generated modules
 import this module *as* ``math``, so the printed code reads like ordinary Python.
+
+The other names are every ``math`` function a kernel template of the primitive registry
+(:mod:`lossdsl.ops`) calls, so that a new primitive's template needs no line here.
 """
 
-from math import cos, erf, erfc, floor, inf, isinf, isnan, lgamma, nan, pi, sin, sqrt, tan, tanh
+import math as _math
 
+from ... import ops as _ops
 from .vector_math import vexp as exp
 from .vector_math import vexpm1 as expm1
 from .vector_math import vlog as log
 from .vector_math import vlog1p as log1p
 
-__all__ = ["cos", "erf", "erfc", "exp", "expm1", "floor", "inf", "isinf", "isnan", "lgamma", "log",
-           "log1p", "nan", "pi", "sin", "sqrt", "tan", "tanh"]
+_VECTORISED = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p}
+# constants and predicates the printer and the helpers use besides the templates' calls
+_ALWAYS = ("floor", "inf", "isinf", "isnan", "nan", "pi", "sqrt", "tan")
+
+
+def _registry_math() -> set[str]:
+    names = set(_ALWAYS)
+    for op in _ops.operations():
+        names |= _ops.kernel_math_calls(op)
+    for helper in _ops.helpers().values():
+        names |= helper.math_calls
+    return names
+
+
+for _name in sorted(_registry_math() - set(_VECTORISED)):
+    globals()[_name] = getattr(_math, _name)
+
+__all__ = sorted(_registry_math() | set(_VECTORISED))

@@ -29,6 +29,8 @@ from numba import cuda  # noqa: E402 - after the alias above
 from numba.core import config as _numba_config
 from numba.cuda.cudadrv import devicearray as _devicearray
 
+from ...ops.scalar_math import SCALAR_MATH  # noqa: E402
+
 #: True when Numba runs CUDA kernels in its Python simulator instead of on a GPU.
 SIMULATOR: bool = bool(_numba_config.ENABLE_CUDASIM)
 
@@ -174,50 +176,9 @@ def first_bad_label(labels: Any, width: int) -> tuple[int, Any] | None:
     return index, labels[index:index + 1].copy_to_host()[0].item()
 
 
-class _IEEEMath:
-    """``math`` for kernels run by the simulator: IEEE results as on a GPU.
-
-    Python's ``math.log(0.0)`` raises where a GPU returns -inf (and ``math.exp(1000.0)``
-    raises where it returns inf); the generated code relies on IEEE results, e.g. in the
-    untaken branch of a ``where``. NumPy's functions give them and keep float32 in float32,
-    so the simulator also follows float32 kernels more closely. Functions not listed here
-    are ``math``'s own.
-    """
-
-    def __init__(self):
-        for name in ("exp", "log", "log1p", "expm1", "sqrt", "tanh", "sin", "cos", "tan",
-                     "floor", "ceil"):
-            setattr(self, name, self._quiet(getattr(np, name)))
-
-    @staticmethod
-    def _quiet(function):
-        def call(x):
-            with np.errstate(all="ignore"):
-                return function(x)
-
-        call.__name__ = function.__name__
-        return call
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(math, name)
-
-    @staticmethod
-    def _like(x: Any, value: float) -> Any:
-        return x.dtype.type(value) if isinstance(x, np.generic) else value
-
-    def lgamma(self, x):
-        try:
-            return self._like(x, math.lgamma(x))
-        except (ValueError, OverflowError):  # poles and huge arguments: +inf on a GPU
-            return self._like(x, math.inf)
-
-    def erf(self, x):
-        return self._like(x, math.erf(x))
-
-    def erfc(self, x):
-        return self._like(x, math.erfc(x))
-
-
 #: The ``math`` module generated kernels call: the real one on a GPU (Numba compiles its
-#: functions), the IEEE stand-in above in the simulator.
-MATH: Any = _IEEEMath() if SIMULATOR else math
+#: functions), in the simulator the IEEE stand-in of :mod:`lossdsl.ops.scalar_math` (Python's
+#: ``math.log(0.0)`` raises where a GPU returns -inf; the generated code relies on IEEE
+#: results, e.g. in the untaken branch of a ``where``), which the NumPy reference of the
+#: special functions runs their helpers with too.
+MATH: Any = SCALAR_MATH if SIMULATOR else math
