@@ -137,7 +137,7 @@ def time_copy(source, torch, cuda, synchronize: Callable[[], None], repeat: int)
 def capture_run(compiled) -> tuple[Callable, dict]:
     """The generated ``run`` of ``compiled``'s only kernel and the arguments of its next call
     (wraps ``run`` once to see them; for timing the kernels without the argument binding)."""
-    (kernel,) = compiled._kernels.values()
+    (kernel,) = compiled.kernels()
     original, captured = kernel.run, {}
 
     def spy(**arguments):

@@ -132,15 +132,13 @@ class _RowKernel:
         self.weight = np.ones(1)
         self.policy = objective.policy
         wrt = (objective.wrt,)
-        bound = summed._bind(objective._arguments(self.labels, self.scores), self.weight)
-        kernel, lengths = summed._prepare(bound, False, wrt,
-                                          () if self.policy == "constant" else wrt)
-        self.arguments, results = CompiledLoss._arguments(
-            kernel, bound, lengths, CompiledLoss._output_array(bound))
+        call = summed.bind_call(False, wrt, () if self.policy == "constant" else wrt,
+                                objective.loss_inputs(self.labels, self.scores), self.weight)
+        kernel, self.arguments, results = call.kernel, call.arguments, call.results
         given = [id(a) for a in self.arguments.values()]
         if not all(id(a) in given for a in (self.scores, self.labels, self.weight)):
             raise LossError("internal error: the kernel does not read the row buffers")
-        summed._run(kernel, self.arguments)  # loads the machine code, checks it runs
+        kernel.execute(self.arguments)  # loads the machine code, checks it runs
         self.run = kernel.run
         # A serial kernel whose passes exchange no scalars is a fixed sequence of compiled
         # loops over these very buffers: call them directly, without run()'s NumPy error

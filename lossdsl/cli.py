@@ -158,10 +158,10 @@ def _check_definition(compiled: CompiledLoss) -> None:
     from .passes import diff
 
     labels = compiled.label_inputs()
-    objective, typed = compiled._specialize(compiled.default_ranks(), False)
+    spec = compiled.specialization(compiled.default_ranks())
     for name in compiled.inputs:
         if name not in labels:
-            diff.grad(objective.total, typed[name])
+            diff.grad(spec.objective.total, spec.typed[name])
 
 
 # Codes of ``lossdsl check``, ruff-style: the letter says error or warning, the hundreds what
@@ -339,8 +339,8 @@ def command_codegen(args: argparse.Namespace) -> int:
     if args.no_grad:
         grads = ()
     try:
-        kernel = compiled._kernel(compiled.default_ranks(), args.weighted, np.dtype(args.dtype),
-                                  not args.no_value, grads, hessians)
+        kernel = compiled.kernel(compiled.default_ranks(), args.weighted, np.dtype(args.dtype),
+                                 not args.no_value, grads, hessians)
     except ImportError as error:  # e.g. the CUDA backend without numba-cuda
         raise CliError(f"target {args.target!r} is not available here: {error}") from None
     print(kernel.source.rstrip())

@@ -35,9 +35,17 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .api import CompiledLoss, Loss, _Bound, first_bad_label, kernel_dtype, result_order
+from .api import CompiledLoss, Loss
 from .backend.cpu.runtime import launch
-from .boosting.objective import as_loss
+from .binding import (
+    ArrayKind,
+    InputLayout,
+    coerce_loss,
+    first_bad_label,
+    kernel_arguments,
+    label_widths,
+    result_order,
+)
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["DaskLoss", "compile"]
@@ -52,7 +60,7 @@ class DaskLoss:
 
     def __init__(self, loss: str | Loss | CompiledLoss, reduction: str = "mean",
                  params: Mapping[str, float] | None = None, target: str | None = None):
-        definition, compiled_params, compiled_target = as_loss(loss)
+        definition, compiled_params, compiled_target = coerce_loss(loss)
         # Dask already runs one task per core: serial kernels avoid oversubscription.
         target = target or compiled_target or "cpu"
         if target not in ("cpu", "parallel"):
@@ -125,13 +133,13 @@ class DaskLoss:
             if name not in self.inputs:
                 raise LossNameError(f"'{name}' is not an input of this loss", None,
                                     did_you_mean(name, self.inputs))
-        bound = _bind(compiled, inputs, sample_weight)
-        kernel, lengths = compiled._prepare(bound, want_value, grads, hessians)
-        for name, labels, width in compiled._label_widths(bound, kernel, lengths):
+        bound = compiled.bind(inputs, sample_weight, _DaskArrays)
+        kernel, lengths = compiled.prepare(bound, want_value, grads, hessians)
+        for name, labels, width in label_widths(bound, kernel, lengths):
             checked = _checked_labels(compiled, name, labels, width)
             if name in bound.arrays:  # dask labels are checked as their chunks are read
                 bound.arrays[name] = checked
-        arguments, results = compiled._arguments(
+        arguments, results = kernel_arguments(
             kernel, bound, lengths, lambda shape: _Slot(shape, bound.dtype))
         kit = _ChunkKit(_KernelRef(compiled, bound.ranks, bound.weight is not None,
                                    bound.dtype, want_value, grads, hessians))
@@ -154,65 +162,46 @@ def _names(wrt: str | Iterable[str]) -> tuple[str, ...]:
     return (wrt,) if isinstance(wrt, str) else tuple(wrt)
 
 
-def _bind(compiled: CompiledLoss, inputs: dict[str, Any], sample_weight: Any) -> _Bound:
-    """The inputs as the kernel takes them: per-sample arrays as dask arrays on one chunking,
-    everything else whole (what :meth:`CompiledLoss._bind` does for NumPy inputs)."""
-    params = dict(compiled.params)
-    for name, value in inputs.items():
-        if name in params and name not in compiled.inputs:
-            params[name] = float(value)
-        elif name not in compiled.inputs:
-            raise LossNameError(f"'{name}' is not an input of this loss (inputs: "
-                                f"{', '.join(compiled.inputs)})", None,
-                                did_you_mean(name, compiled.inputs))
-    missing = [n for n in compiled.inputs if n not in inputs]
-    if missing:
-        raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
-                            f"{', '.join(compiled.inputs)})")
-    first = next((inputs[n] for n in compiled.inputs if isinstance(inputs[n], da.Array)), None)
-    if first is None:
-        raise LossError("lossdsl.dask needs at least one dask array input")
-    rows, row_chunks = first.shape[0], first.chunks[0]
+class _DaskArrays(ArrayKind):
+    """Binds dask inputs: every array with one row per sample as a dask array on the first
+    dask input's chunking, everything else (scalars, tables, per-class vectors, arrays of
+    another length) whole to every task."""
 
-    def aligned(name: str, value: Any) -> Any:
+    def __init__(self, layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any):
+        first = next((inputs[n] for n in layout.inputs if isinstance(inputs[n], da.Array)),
+                     None)
+        if first is None:
+            raise LossError("lossdsl.dask needs at least one dask array input")
+        self.rows, self.row_chunks = first.shape[0], first.chunks[0]
+        self.tables = layout.tables
+        self.device = None
+
+    def aligned(self, name: str, value: Any) -> Any:
+        """``value`` chunked like the first dask input when it has one row per sample."""
         if isinstance(value, da.Array):
-            if value.ndim not in (1, 2) or value.shape[0] != rows:
+            if value.ndim not in (1, 2) or value.shape[0] != self.rows:
                 raise LossShapeError(f"dask input '{name}' has shape {value.shape}; every "
-                                     f"dask input needs the same {rows} rows")
-            return value.rechunk((row_chunks,) + value.shape[1:])
+                                     f"dask input needs the same {self.rows} rows")
+            return value.rechunk((self.row_chunks,) + value.shape[1:])
         array = np.asarray(value)
-        if array.ndim in (1, 2) and array.shape[0] == rows:
-            return da.from_array(array, chunks=(row_chunks,) + array.shape[1:])
+        if array.ndim in (1, 2) and array.shape[0] == self.rows:
+            return da.from_array(array, chunks=(self.row_chunks,) + array.shape[1:])
         return array
 
-    arrays: dict[str, Any] = {}
-    scalars: dict[str, float] = {}
-    for name in compiled.inputs:
-        if name in compiled.table_inputs():  # a table or per-class vector: whole to every task
-            array = np.asarray(inputs[name])
-            if name in compiled.class_vector_inputs() and array.ndim:
-                array = compiled._class_vector(name, array)
-        else:
-            array = aligned(name, inputs[name])
-        if array.ndim == 0:
-            scalars[name] = float(array)
-        elif array.dtype.kind not in "fiub":
+    def array(self, name: str, value: Any, span: Any) -> Any:
+        """Input ``name`` whole (a table or per-class vector) or aligned with the samples."""
+        array = np.asarray(value) if name in self.tables else self.aligned(name, value)
+        if array.ndim and array.dtype.kind not in "fiub":
             raise LossShapeError(f"input '{name}' must be numeric, got dtype {array.dtype}")
-        else:
-            arrays[name] = array
-    dtype = kernel_dtype([a.dtype for a in arrays.values() if a.dtype.kind == "f"])
-    for name, array in arrays.items():
-        if array.dtype.kind == "b":
-            arrays[name] = array.astype(dtype)
-    weight = None
-    if sample_weight is not None:
-        weight = aligned("sample_weight", sample_weight)
+        return array
+
+    def weight(self, value: Any, dtype: np.dtype) -> Any:
+        """``sample_weight`` as a dask vector chunked like the samples."""
+        weight = self.aligned("sample_weight", value)
         if not isinstance(weight, da.Array) or weight.ndim != 1:
-            raise LossShapeError(f"sample_weight has shape {np.shape(sample_weight)}, "
-                                 f"expected ({rows},)")
-        weight = weight.astype(dtype)
-    ranks = {name: arrays[name].ndim if name in arrays else 0 for name in compiled.inputs}
-    return _Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params)
+            raise LossShapeError(f"sample_weight has shape {np.shape(value)}, "
+                                 f"expected ({self.rows},)")
+        return weight.astype(dtype)
 
 
 def _checked_labels(compiled: CompiledLoss, name: str, labels: Any, width: int) -> Any:
@@ -259,9 +248,9 @@ class _KernelRef:
 
     def loop(self, name: str) -> Callable[..., Any]:
         """The kernel's loop function ``name``."""
-        kernel = self.compiled._kernel(self.ranks, self.weighted, self.dtype, self.want_value,
-                                       self.grads, self.hessians)
-        return kernel.run.__globals__[name]
+        kernel = self.compiled.kernel(self.ranks, self.weighted, self.dtype, self.want_value,
+                                      self.grads, self.hessians)
+        return kernel.loops[name]
 
 
 def _run_chunk(kernel: _KernelRef, name: str, count: int, length: int,

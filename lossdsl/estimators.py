@@ -51,7 +51,8 @@ from sklearn.utils.validation import (
 )
 
 from .api import CompiledLoss, Loss
-from .boosting.objective import as_loss, default_roles, repeat_score
+from .binding import coerce_loss
+from .boosting.objective import default_roles, repeat_score
 from .decisions import decide as _decide
 from .errors import LossError, LossShapeError
 from .implied import class_probabilities, label_scale, probabilities_move
@@ -256,7 +257,7 @@ class _LossEstimator(BaseEstimator):
         if not isinstance(loss, (str, Loss, CompiledLoss)):
             raise LossError(f"loss must be loss text, a lossdsl.Loss (e.g. an entry of "
                             f"lossdsl.load(path)) or a CompiledLoss, not {type(loss).__name__}")
-        definition, compiled_params, _ = as_loss(loss)
+        definition, compiled_params, _ = coerce_loss(loss)
         self._loss_text = loss if isinstance(loss, str) else None
         if self.params is not None and not isinstance(self.params, Mapping):
             raise LossError(f"params= must be a dict of param name -> value, not "
@@ -609,7 +610,7 @@ class _LossEstimator(BaseEstimator):
     def _tables_of(cost: Any) -> frozenset[str]:
         if cost is None:
             return frozenset()
-        definition, params, _ = as_loss(cost)
+        definition, params, _ = coerce_loss(cost)
         return definition.compile("cpu", "none", params).table_inputs()
 
 

@@ -53,14 +53,13 @@ except ModuleNotFoundError as error:  # an optional dependency
     raise ModuleNotFoundError(f"lossdsl.jax needs JAX ({error}): pip install 'lossdsl[jax]' "
                               "(or jax[cuda12] for a GPU)", name=error.name) from error
 
-from .api import CompiledLoss, Loss, first_bad_label, loss_from_text, param_value
+from . import compiler
+from .api import CompiledLoss, Loss, loss_from_text
 from .backend import jax as printer
+from .binding import first_bad_label, param_value
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.node import Node, depends_on, toposort
 from .passes import diff, shapes
-from .passes.lower import lower
-from .passes.simplify import simplify
-from .passes.stabilize import stabilize
 from .roles import positional_inputs
 
 __all__ = ["DERIVATIVES", "JaxLoss", "loss"]
@@ -133,7 +132,7 @@ class _Functions:
     def _print(self, what: str, roots: list[Node]) -> Callable:
         """``run(*arguments)`` computing ``roots`` lowered as the kernels lower them, NaN
         where a traced label is out of range."""
-        lowered = lower(simplify(stabilize(roots)))
+        lowered = compiler.optimize(roots)
         program = printer.generate(lowered, self.inputs, self.params, self.lengths)
         self.sources[what] = program.source
         run = program.build(self.dtype.type, jnp, lax, printer)
@@ -167,8 +166,7 @@ class _Functions:
         ``reduction="none"`` the (weighted) sum of the per-sample values."""
         if self.loss.reduction != "none" or self.objective.sample_axis is None:
             return self.objective.total
-        summed = self.loss._summed._specialize(self._ranks(), self.weighted)[0]
-        return summed.total
+        return self.loss._summed.specialization(self._ranks(), self.weighted).objective.total
 
     def _ranks(self) -> dict[str, int]:
         return {name: len(self.typed[name].axes or ()) for name in self.loss.inputs}
@@ -188,7 +186,7 @@ class _Functions:
                 gradient = diff.grad(total, x)
                 raw = self._print(f"grad:{name}", [gradient])
                 hessian = None
-                if not _coupled(simplify(stabilize([gradient]))[0], x):
+                if not _coupled(compiler.optimize([gradient], for_codegen=False)[0], x):
                     try:
                         hessian = self._print(f"hess:{name}",
                                               [diff.hessian_diag(total, x, gradient)])
@@ -439,8 +437,8 @@ class JaxLoss:
 
     def _build(self, ranks, weighted, dtype, result) -> _Functions:
         compiled = self._compiled
-        objective, typed = compiled._specialize(ranks, weighted)
-        specialized = compiled._specialized[(tuple(sorted(ranks.items())), weighted)][2]
+        spec = compiled.specialization(ranks, weighted)
+        objective, typed, specialized = spec.objective, spec.typed, spec.shapes
         names = list(self.inputs) + ([shapes.WEIGHT_KEYWORD] if weighted else [])
         functions = _Functions(self, objective, typed, specialized, weighted, dtype, result,
                                (*names, *compiled.params))

@@ -53,7 +53,8 @@ except ModuleNotFoundError as error:  # an optional dependency, or its backend m
         f"lossdsl.keras runs on the jax and torch backends, so set KERAS_BACKEND=jax (or "
         f"torch) before importing keras", name=error.name) from error
 
-from .api import loss_from_text, param_value
+from .api import loss_from_text
+from .binding import param_value
 from .errors import LossError
 from .roles import positional_inputs
 

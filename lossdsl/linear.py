@@ -67,7 +67,8 @@ from sklearn.utils.validation import (
 )
 
 from .api import CompiledLoss, Loss
-from .boosting.objective import as_loss, default_roles
+from .binding import coerce_loss
+from .boosting.objective import default_roles
 from .errors import LossError, LossShapeError
 from .estimators import fit_classes
 from .implied import class_probabilities, label_scale, probabilities_move
@@ -97,7 +98,7 @@ class _BoundLoss:
         if not isinstance(loss, (str, Loss, CompiledLoss)):
             raise LossError(f"loss must be loss text, a lossdsl.Loss (e.g. an entry of "
                             f"lossdsl.load(path)) or a CompiledLoss, not {type(loss).__name__}")
-        definition, compiled_params, target = as_loss(loss)
+        definition, compiled_params, target = coerce_loss(loss)
         if params is not None and not isinstance(params, Mapping):
             raise LossError(f"params= must be a dict of param name -> value, not "
                             f"{type(params).__name__}")

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .boosting.objective import as_loss, default_roles
+from .binding import coerce_loss
+from .boosting.objective import default_roles
 from .errors import LossError, LossShapeError
 
 __all__ = ["LinearModelObjective", "LossObjective", "linear_model", "objective"]
@@ -234,7 +235,7 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str, *, shape: tuple[int, ..
     ``shape`` is ``wrt``'s shape (default: the shape of the label-like input given, i.e. of
     the first array among ``inputs``; a vector of that many rows).
     """
-    definition, compiled_params, compiled_target = as_loss(loss)
+    definition, compiled_params, compiled_target = coerce_loss(loss)
     compiled = definition.compile(target or compiled_target or "cpu", reduction,
                                   {**compiled_params, **dict(params or {})})
     if shape is None:
@@ -258,7 +259,7 @@ def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | 
     1 + max label for integer labels, or the label matrix's width). ``inputs`` sets the
     loss's other inputs (scalars or per-row arrays).
     """
-    definition, compiled_params, compiled_target = as_loss(loss)
+    definition, compiled_params, compiled_target = coerce_loss(loss)
     label, wrt = default_roles(definition, wrt, label, dict(inputs or {}))
     compiled = definition.compile(target or compiled_target or "cpu", reduction,
                                   {**compiled_params, **dict(params or {})})

@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .api import CompiledLoss, Loss, param_value
+from . import compiler
+from .api import CompiledLoss, Loss
+from .binding import coerce_loss, param_value
 from .errors import LossError, LossNameError, did_you_mean
 from .ir.node import is_constant, toposort
 from .passes import diff, shapes
-from .passes.simplify import simplify
-from .passes.stabilize import stabilize
 from .roles import positional_inputs
 
 __all__ = ["TorchLoss", "loss"]
@@ -236,17 +236,14 @@ class _SecondOrder:
 
 def _second_order(compiled: CompiledLoss, name: str, ranks: dict[str, int],
                   weighted: bool) -> _SecondOrder:
-    definition = compiled.loss.definition
-    specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
-                                    definition.input_spans)
-    (graph,) = stabilize([specialized.graph])
-    objective = shapes.objective(graph, compiled.reduction, weighted)
-    axes = specialized.input_axes.get(name, ())
+    spec = compiler.specialize(compiled.loss.definition, ranks, weighted, compiled.reduction)
+    objective = spec.objective
+    axes = spec.shapes.input_axes.get(name, ())
     x = next((n for n in toposort([objective.total]) if n.op == "input" and n.value == name),
              None)
     if x is None:  # the loss does not depend on it: every derivative is zero
         return _SecondOrder(False, frozenset(), axes, objective.sample_axis)
-    (gradient,) = simplify(stabilize([diff.grad(objective.total, x)]))
+    (gradient,) = compiler.optimize([diff.grad(objective.total, x)], for_codegen=False)
     varies: dict[int, bool] = {}  # node -> does it depend on x (stop_gradient cuts)
     coupled = False
     inputs = set()
@@ -290,9 +287,7 @@ class TorchLoss(torch.nn.Module):
             params = {**loss.params, **dict(params or {})}
             loss = loss.loss
         if isinstance(loss, str):
-            from .api import loss_from_text
-
-            loss = loss_from_text(loss)
+            loss, _, _ = coerce_loss(loss)
         if target == "cuda":
             raise LossError("target is the CPU kernel's ('cpu' or 'parallel'); CUDA tensors "
                             "use the CUDA target automatically")

@@ -38,7 +38,7 @@ def evaluate(call: str, wrt: str, **inputs):
     outputs; asking for all three compiles one kernel per loss and dtype instead of two (each
     costs 0.5-1 s cold), as tests/test_cuda.py and tests/test_tails.py do. The value-only and
     gradient+Hessian kernels of the library's losses are tested in tests/test_library.py."""
-    value, gradient, hessian = compiled(call)._compute(True, (wrt,), (wrt,), inputs, None)
+    value, gradient, hessian = compiled(call).compute(True, (wrt,), (wrt,), inputs, None)
     return value, gradient, hessian
 
 

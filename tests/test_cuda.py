@@ -74,7 +74,7 @@ def fused(compiled: lossdsl.CompiledLoss, inputs: dict[str, Any], wrt: tuple[str
     once compiles one kernel per case instead of two, which halves the CPU compile time of
     this file, and tests the fully fused kernel.
     """
-    return compiled._compute(True, wrt, hessians, inputs, sample_weight)
+    return compiled.compute(True, wrt, hessians, inputs, sample_weight)
 
 
 def host(value: Any) -> Any:
@@ -375,10 +375,10 @@ def test_unrolled_samples_per_thread(monkeypatch, extra, weighted):
     n = 2 * UNROLL * rt.THREADS + extra
     inputs = {"y": rng.normal(size=n), "p": rng.normal(size=n)}
     weight = rng.uniform(0.5, 2.0, n) if weighted else None
-    expected = lossdsl.compile("huber(y, p, 0.5)")._compute(True, ("y", "p"), ("p",), inputs,
+    expected = lossdsl.compile("huber(y, p, 0.5)").compute(True, ("y", "p"), ("p",), inputs,
                                                            weight)
     compiled = lossdsl.compile("huber(y, p, 0.5)", target="cuda")
-    actual = compiled._compute(True, ("y", "p"), ("p",), inputs, weight)
+    actual = compiled.compute(True, ("y", "p"), ("p",), inputs, weight)
     assert "UNROLL * stride" in compiled.source
     for label, a, e in zip(("value", "grad y", "grad p", "hessian"), actual, expected):
         assert_close(a, e, np.float64, label)
@@ -512,13 +512,13 @@ _PTX_CHECK = textwrap.dedent('''
                   for n, v in case["inputs"].items()}
         try:
             compiled = lossdsl.compile(expression, target="cuda")
-            compiled._compute(True, tuple(case["wrt"]), tuple(case["hessians"]), inputs, None)
+            compiled.compute(True, tuple(case["wrt"]), tuple(case["hessians"]), inputs, None)
         except Exception as error:
             failures.append(f"{expression} {dtype}: {type(error).__name__}: {error}")
             continue
         if dtype != np.float32:
             continue
-        namespace = next(iter(compiled._kernels.values())).run.__globals__
+        namespace = compiled.kernels()[0].run.__globals__
         for name, function in namespace.items():  # float32 kernels compute in float32
             if not name.startswith(("body", "rowbody", "h_", "block_")):
                 continue
@@ -547,7 +547,7 @@ def _covering_losses() -> list[str]:
         inputs, wrt, hessians = prelude_case(name)
         compiled = library_loss(name, "cuda")
         ranks = {n: np.ndim(v) for n, v in inputs.items()}
-        kernel = compiled._kernel(ranks, False, np.dtype(np.float32), True, wrt, hessians)
+        kernel = compiled.kernel(ranks, False, np.dtype(np.float32), True, wrt, hessians)
         features[name] = set(_FEATURES.findall(kernel.source))
     chosen, missing = [], set().union(*features.values())
     while missing:

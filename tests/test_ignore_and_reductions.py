@@ -41,7 +41,7 @@ def host(value: Any) -> Any:
 def fused(compiled: lossdsl.CompiledLoss, wrt: str, sample_weight: Any = None,
           **inputs: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """(value, gradient, Hessian diagonal) from one fused kernel."""
-    value, gradient, hessian = compiled._compute(True, (wrt,), (wrt,), inputs, sample_weight)
+    value, gradient, hessian = compiled.compute(True, (wrt,), (wrt,), inputs, sample_weight)
     return host(value), host(gradient), host(hessian)
 
 

@@ -139,7 +139,7 @@ def test_passes_run_once_per_chunk(monkeypatch):
     _, hessian = chunked.grad_and_hessian("p", y=da.from_array(y, chunks=200),
                                           p=da.from_array(p, chunks=200))
     hessian.compute()
-    loops = chunked.compiled._last_source.count("\ndef loop")
+    loops = chunked.compiled.source.count("\ndef loop")
     assert loops >= 3  # mean, then the variance around it, then the per-sample pass
     assert sorted(runs) == sorted(f"loop{k}" for k in range(loops) for _ in range(10))
 

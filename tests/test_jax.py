@@ -75,7 +75,7 @@ def library_case(name: str):
         inputs = synthesize(compiled, kind)
         for hessians in ((prediction,), ()):
             try:
-                results = compiled._compute(True, wrt, hessians, inputs, None)
+                results = compiled.compute(True, wrt, hessians, inputs, None)
             except LossError as error:  # trigamma's derivative has no derivative
                 if "has no derivative" not in str(error):
                     raise

@@ -829,7 +829,7 @@ def fused(loss: lossdsl.CompiledLoss, inputs: Inputs, wrt: str, sample_weight=No
     outputs; asking for all of them compiles one kernel where the two methods compile two
     (each about half a second cold). The float64 value and derivative tests keep the two
     methods' own kernels, the ones users call; float32 and reductions use the fused one."""
-    return loss._compute(True, (wrt,), (wrt,), inputs, sample_weight)
+    return loss.compute(True, (wrt,), (wrt,), inputs, sample_weight)
 
 
 def _extreme(case: Case, big: float) -> Inputs:

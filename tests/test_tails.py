@@ -57,7 +57,7 @@ def fused(compiled, inputs: dict) -> list[np.ndarray]:
     """[value, *gradients, *Hessians] with respect to every argument, from one kernel (as
     tests/test_cuda.py does)."""
     wrt = tuple(inputs)
-    return [np.asarray(r) for r in compiled._compute(True, wrt, wrt, inputs, None)]
+    return [np.asarray(r) for r in compiled.compute(True, wrt, wrt, inputs, None)]
 
 
 def _mp(values) -> list:

@@ -428,7 +428,7 @@ class _Rows:
         arguments[objective.wrt] = prediction
         wrt = (objective.wrt,)
         with np.errstate(all="ignore"):
-            results = objective.compiled._compute(False, wrt, wrt if hessian else (),
+            results = objective.compiled.compute(False, wrt, wrt if hessian else (),
                                                   arguments, self.weight)
         g = results[0] if self.column is None else results[0][:, self.column]
         if not hessian:

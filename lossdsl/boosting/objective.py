@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..api import CompiledLoss, Loss, loss_from_text
+from ..api import CompiledLoss, Loss
+from ..binding import coerce_loss
 from ..errors import LossError, LossNameError, LossShapeError, did_you_mean
 from ..ir.node import Node, is_constant, walk
 
@@ -112,39 +113,14 @@ PRESETS: dict[str, HessianPreset] = {
 }
 
 
-_PARSED: dict[str, Loss] = {}
-
 #: What ``columns=`` may say: how one label per row maps to the score columns of a loss
 #: that is elementwise in the score (None: not said, refused when it matters).
 COLUMN_LABELS = (None, "onehot", "same")
 
 
-def as_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], str | None]:
-    """(the loss definition, its param overrides, its compile target) from any loss form.
-
-    A :class:`CompiledLoss` is accepted for convenience; only its definition, params and
-    target are kept, because integrations compile it again with the reduction they need.
-    One compiled with ``ignore_index`` is refused: the integrations would drop it and count
-    the ignored rows.
-    """
-    if isinstance(loss, CompiledLoss):
-        if loss.ignore_index is not None:
-            raise LossError(
-                f"this loss was compiled with ignore_index={loss.ignore_index}, which the "
-                "integrations (boosters, estimators, SciPy, Dask) do not carry over: they "
-                "would count the ignored rows. Drop those rows, or give them sample_weight=0")
-        return loss.loss, dict(loss.params), loss.target
-    if isinstance(loss, Loss):
-        return loss, {}, None
-    if isinstance(loss, str):
-        # parsed once per process: scikit-learn clones and refits estimators many times,
-        # and a Loss is immutable
-        if loss not in _PARSED:
-            if len(_PARSED) >= 64:
-                _PARSED.pop(next(iter(_PARSED)))
-            _PARSED[loss] = loss_from_text(loss)
-        return _PARSED[loss], {}, None
-    raise TypeError(f"expected loss text, a Loss or a CompiledLoss, not {type(loss).__name__}")
+# compatibility: moved to lossdsl.binding.coerce_loss; decisions.py still imports it from
+# here (the integrator removes this line)
+as_loss = coerce_loss
 
 
 def default_roles(loss: Loss, wrt: str | None, label: str | None,
@@ -335,7 +311,7 @@ class BoostingObjective:
                  hessian_constant: float | str = 1.0,
                  hessian_scale: float = 1.0, target: str | None = None, rows: Any = None,
                  like: str | None = None, columns: str | None = None):
-        definition, compiled_params, compiled_target = as_loss(loss)
+        definition, compiled_params, compiled_target = coerce_loss(loss)
         if columns not in COLUMN_LABELS:
             raise LossError(f"columns={columns!r}: expected one of "
                             f"{', '.join(repr(c) for c in COLUMN_LABELS)}")
@@ -530,7 +506,7 @@ class BoostingObjective:
         arguments[self.wrt] = arguments[self.label] + np.tile(residuals, labels.size)
         try:
             with np.errstate(all="ignore"):
-                gradient, hessian = self._summed._compute(False, (self.wrt,), (self.wrt,),
+                gradient, hessian = self._summed.compute(False, (self.wrt,), (self.wrt,),
                                                           arguments, None)
         except LossError:
             return True
@@ -567,7 +543,7 @@ class BoostingObjective:
         weight = None if weight_dtype is None else np.ones(n, dtype=weight_dtype)
         try:
             with np.errstate(all="ignore"):
-                gradient, _ = self._summed._compute(False, (self.wrt,), (self.wrt,),
+                gradient, _ = self._summed.compute(False, (self.wrt,), (self.wrt,),
                                                     arguments, weight, self.gradient_dtype)
         except LossError:
             return None
@@ -861,7 +837,7 @@ class BoostingObjective:
             raise LossShapeError(f"multiclass labels must be integers in [0, {num_class})")
         return classes
 
-    def _arguments(self, label: Any, prediction: Any, device: Any = None) -> dict[str, Any]:
+    def loss_inputs(self, label: Any, prediction: Any, device: Any = None) -> dict[str, Any]:
         """The kernel's inputs; with ``device`` (CuPy) the per-row inputs are its arrays,
         copied over once."""
         arguments = dict(self.inputs)
@@ -915,15 +891,15 @@ class BoostingObjective:
             self._probe_dtypes = (y.dtype if y.dtype.kind == "f" else np.float64,
                                   prediction.dtype, None if w is None else w.dtype)
         if device is None:
-            arguments, w_in, p_in = self._arguments(y, prediction), w, prediction
+            arguments, w_in, p_in = self.loss_inputs(y, prediction), w, prediction
         else:  # the kernels read and write device arrays: results stay on the GPU
             p_in = device.asarray(prediction)
             w_in = self._on_device(device, "weight", w)
-            arguments = self._arguments(self._on_device(device, "label", y), p_in, device)
+            arguments = self.loss_inputs(self._on_device(device, "label", y), p_in, device)
         wrt = (self.wrt,)
         if self.policy == "constant":
             # the exact Hessian is not needed: ask the kernel for the gradient alone
-            (gradient,) = self._summed._compute(False, wrt, (), arguments, w_in,
+            (gradient,) = self._summed.compute(False, wrt, (), arguments, w_in,
                                                 self.gradient_dtype)
             hessian = self._constant_hessian(gradient, w_in)
             if self.hessian_constant == "auto":
@@ -933,11 +909,11 @@ class BoostingObjective:
         elif self.policy == "fisher":
             # the kernel that also gives the (unused) exact Hessian: the one the construction's
             # probe compiled, so no other kernel is built
-            gradient, _ = self._summed._compute(False, wrt, wrt, arguments, w_in,
+            gradient, _ = self._summed.compute(False, wrt, wrt, arguments, w_in,
                                                 self.gradient_dtype)
             hessian = self._fisher_hessian(y, p_in, gradient, w, w_in)
         else:
-            gradient, hessian = self._summed._compute(False, wrt, wrt, arguments, w_in,
+            gradient, hessian = self._summed.compute(False, wrt, wrt, arguments, w_in,
                                                       self.gradient_dtype)
             self.apply_hessian_policy(hessian, w_in)
         factor = self.hessian_factor(prediction.shape[1] if prediction.ndim == 2 else None)
@@ -981,8 +957,8 @@ class BoostingObjective:
         From the gradient at score 0, which for an expected cost is ``(c_1 - c_0)/4`` (one
         score) or ``(c_k - mean_j c_j)/K`` (softmax over K classes), per unit of weight.
         """
-        arguments = self._arguments(y, np.zeros(shape))
-        gradient, _ = self._summed._compute(False, (self.wrt,), (self.wrt,), arguments, w)
+        arguments = self.loss_inputs(y, np.zeros(shape))
+        gradient, _ = self._summed.compute(False, (self.wrt,), (self.wrt,), arguments, w)
         return np.asarray(gradient, dtype=np.float64) * (shape[1] if self.class_axis else 4.0)
 
     def _cost_spread(self, y: np.ndarray, shape: tuple[int, ...],
@@ -1039,8 +1015,8 @@ class BoostingObjective:
             if b > a:
                 means = []
                 for c in (a, b):
-                    (gradient,) = self._summed._compute(
-                        False, (self.wrt,), (), self._arguments(y, np.full(y.shape, c)), w)
+                    (gradient,) = self._summed.compute(
+                        False, (self.wrt,), (), self.loss_inputs(y, np.full(y.shape, c)), w)
                     means.append(float(np.sum(gradient)) / total)
                 slope = 2.0 * (means[1] - means[0]) / (b - a)
                 if math.isfinite(slope) and slope > 0:
@@ -1113,7 +1089,7 @@ class BoostingObjective:
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
-        return float(self.mean_loss(sample_weight=w, **self._arguments(y, prediction)))
+        return float(self.mean_loss(sample_weight=w, **self.loss_inputs(y, prediction)))
 
     def base_margin(self, label: Any, sample_weight: Any = None,
                     num_class: int | None = None, *, unbounded: str = "raise") -> np.ndarray:
@@ -1232,8 +1208,8 @@ class BoostingObjective:
         def value(c: np.ndarray) -> float:
             prediction = np.ascontiguousarray(np.broadcast_to(c, shape))
             # the kernel the Newton search ran (a value-only one would be compiled anew)
-            total, _, _ = self._summed._compute(True, (self.wrt,), (self.wrt,),
-                                                self._arguments(labels, prediction), w)
+            total, _, _ = self._summed.compute(True, (self.wrt,), (self.wrt,),
+                                                self.loss_inputs(labels, prediction), w)
             return float(total)
 
         before, after = value(scores), value(shifted)
@@ -1245,8 +1221,8 @@ class BoostingObjective:
                   max_iter: int, xtol: float, column: int | None) -> float:
         def totals(score: float) -> tuple[float, float, float]:
             prediction = np.full(shape, score, dtype=np.float64)
-            value, gradient, hessian = self._summed._compute(
-                True, (self.wrt,), (self.wrt,), self._arguments(labels, prediction), w)
+            value, gradient, hessian = self._summed.compute(
+                True, (self.wrt,), (self.wrt,), self.loss_inputs(labels, prediction), w)
             return float(value), float(np.sum(gradient)), float(np.sum(hessian))
 
         finite = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
@@ -1281,8 +1257,8 @@ class BoostingObjective:
 
         def evaluate(c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             prediction = np.ascontiguousarray(np.broadcast_to(c, shape))
-            value, gradient, hessian = self._summed._compute(
-                True, (self.wrt,), (self.wrt,), self._arguments(labels, prediction), w)
+            value, gradient, hessian = self._summed.compute(
+                True, (self.wrt,), (self.wrt,), self.loss_inputs(labels, prediction), w)
             return float(value), gradient.sum(axis=0), hessian.sum(axis=0)
 
         value, gradient, hessian = evaluate(scores)

@@ -1,0 +1,478 @@
+"""Call-time binding: the inputs of one call made into what a kernel reads, checked.
+
+:func:`bind_inputs` checks the names, converts each input (NumPy, device arrays for
+``target="cuda"``, or another kind through an :class:`ArrayKind` such as Dask's), picks the
+dtype the kernel computes in and the rank of every input: a :class:`Bound`. Given the kernel,
+:func:`axis_lengths` reads every axis's length and checks that the inputs agree on it,
+:func:`check_labels` range-checks every label the kernel reads through (a GPU or a Numba
+kernel does not bounds-check a class or table lookup) and :func:`kernel_arguments` lays out
+the kernel's keyword arguments and output arrays. :class:`BoundCall` is the result: a kernel
+bound to fixed buffers, which runs as often as asked.
+
+:func:`coerce_loss` turns any form a loss is given in (text, a :class:`~lossdsl.Loss`, a
+:class:`~lossdsl.CompiledLoss`) into its definition, params and target.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
+from .passes import shapes
+
+if TYPE_CHECKING:
+    from .api import CompiledLoss, Loss
+    from .compiler import Kernel, Specialization
+
+__all__ = ["ArrayKind", "Bound", "BoundCall", "InputLayout", "axis_lengths", "bind_inputs",
+           "check_labels", "class_vector", "coerce_loss", "first_bad_label", "is_device_array",
+           "kernel_arguments", "kernel_dtype", "label_error", "label_widths", "numeric_array",
+           "output_allocator", "param_value", "result_dtype", "result_order"]
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """What binding needs to know of a compiled loss: its inputs, which of them are tables
+    and per-class vectors, where each is written (for errors), the target, and how ignored
+    labels count."""
+
+    inputs: tuple[str, ...]
+    tables: frozenset[str]  # lookup tables (rowof), per-class vectors among them
+    class_vectors: frozenset[str]
+    spans: Mapping[str, Span]
+    target: str
+    reduction: str
+    ignore_index: int | None = None
+
+
+@dataclass
+class Bound:
+    """Inputs prepared for a kernel: arrays, scalars, dtype and ranks."""
+
+    arrays: dict[str, Any]
+    scalars: dict[str, float]
+    ranks: dict[str, int]
+    dtype: np.dtype
+    weight: Any
+    params: dict[str, float]
+    device: Any = None  # the first device-array input (target="cuda"): outputs are made like it
+    # the dtype per-element results are returned in when it is not the kernel's: float16
+    # inputs are computed in float32 and their results rounded back to float16
+    result_dtype: np.dtype | None = None
+
+
+class ArrayKind:
+    """How the inputs of one call become arrays a kernel reads. The default takes NumPy
+    arrays and anything NumPy converts, and device arrays (``__cuda_array_interface__``,
+    which need ``target="cuda"``); integrations with their own arrays (Dask) override."""
+
+    def __init__(self, layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any):
+        self.device = next((v for v in [*(inputs[n] for n in layout.inputs), sample_weight]
+                            if is_device_array(v)), None)
+        if self.device is not None:
+            if layout.target != "cuda":
+                raise LossError(f"device arrays (__cuda_array_interface__) need target='cuda'; "
+                                f"this loss was compiled for target={layout.target!r}")
+            from .backend.cuda import runtime as cuda_runtime
+
+            self.cuda_runtime = cuda_runtime
+
+    def array(self, name: str, value: Any, span: Span | None) -> Any:
+        """Input ``name`` as the kernel reads it (0-d for a scalar)."""
+        if self.device is not None and is_device_array(value):
+            # a zero-copy Numba view: NumPy dtype and shape, and what kernels take
+            array = self.cuda_runtime.as_device_array(value)
+            return array.copy_to_host() if array.ndim == 0 else array
+        return numeric_array(f"input '{name}'", value, span)
+
+    def weight(self, value: Any, dtype: np.dtype) -> Any:
+        """``sample_weight`` as the kernel reads it: a vector, in ``dtype`` on the host."""
+        on_device = self.device is not None and is_device_array(value)
+        weight = (self.cuda_runtime.as_device_array(value) if on_device
+                  else numeric_array("sample_weight", value))
+        if weight.ndim != 1:
+            raise LossShapeError(f"sample_weight must be a vector (N,), got shape "
+                                 f"{weight.shape}")
+        return weight if on_device else weight.astype(dtype, copy=False)
+
+
+def bind_inputs(layout: InputLayout, params: Mapping[str, float], inputs: Mapping[str, Any],
+                sample_weight: Any, kind: type[ArrayKind] = ArrayKind) -> Bound:
+    """The inputs of one call bound for a kernel: names checked (param overrides taken from
+    among them), arrays converted by ``kind(layout, inputs, sample_weight)`` once the names
+    are known good, per-class vectors made one-row tables, the kernel's dtype chosen and
+    booleans cast to it."""
+    params = dict(params)
+    names = layout.inputs
+    spans = layout.spans
+    for name, value in inputs.items():
+        if name not in names:
+            if name in params:
+                params[name] = param_value(name, value)
+                continue
+            raise LossNameError(
+                f"'{name}' is not an input of this loss (inputs: {', '.join(names)})",
+                None, did_you_mean(name, list(names) + list(params)))
+    missing = [name for name in names if name not in inputs]
+    if missing:
+        raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
+                            f"{', '.join(names)})", spans.get(missing[0]))
+    converter = kind(layout, inputs, sample_weight)
+    arrays: dict[str, Any] = {}
+    scalars: dict[str, float] = {}
+    ranks: dict[str, int] = {}
+    float_dtypes, given_dtypes = [], []  # as the kernel reads them, and as given
+    for name in names:
+        value = inputs[name]
+        array = converter.array(name, value, spans.get(name))
+        if array.dtype.kind == "f":
+            float_dtypes.append(array.dtype)
+            given_dtypes.append(value.dtype if isinstance(value, np.ndarray) else array.dtype)
+        if array.ndim == 0:
+            scalars[name] = float(array)
+            ranks[name] = 0
+            continue
+        if name in layout.class_vectors:
+            array = class_vector(name, array, spans.get(name))
+        arrays[name] = array
+        ranks[name] = array.ndim
+    dtype = kernel_dtype(float_dtypes)
+    for name, array in arrays.items():
+        # Other numeric dtypes are passed as they are: the kernels convert each element
+        # they read (T(x)), which costs nothing where a copy would cost a pass over the
+        # array on every call (float32 labels of a GBDT with float64 scores, say).
+        if array.dtype.kind == "b" and not is_device_array(array):
+            arrays[name] = array.astype(dtype)
+    weight = None if sample_weight is None else converter.weight(sample_weight, dtype)
+    return Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params, converter.device,
+                 result_dtype(given_dtypes))
+
+
+def class_vector(name: str, array: Any, span: Span | None = None) -> Any:
+    """A per-class vector (K,) as the kernel reads it: a one-row table (1, K)."""
+    if array.ndim != 1:
+        raise LossShapeError(
+            f"'{name}' is a per-class vector (classvec) and must be a vector (K,) with one "
+            f"entry per class, or a number; got shape {tuple(array.shape)}", span)
+    try:
+        return array.reshape(1, array.shape[0])
+    except NotImplementedError:  # a strided device array: copy it into one row
+        from numba import cuda
+
+        return cuda.to_device(array.copy_to_host().reshape(1, array.shape[0]))
+
+
+def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dict[str, int]:
+    """The length of every axis of ``spec`` for ``bound``'s arrays, which must agree on it."""
+    lengths: dict[str, int] = {}
+    for axis, sources in spec.axis_sources.items():
+        seen = {}
+        for name, dimension in sources:
+            seen[name] = bound.arrays[name].shape[dimension]
+        if len(set(seen.values())) > 1:
+            _refuse_class_vector_length(layout, seen, bound)
+            detail = ", ".join(f"'{n}' has shape {bound.arrays[n].shape}" for n in seen)
+            kind = "number of classes" if axis.endswith("k") else "number of samples"
+            raise LossShapeError(f"inputs disagree on the {kind}: {detail}")
+        lengths[axis] = next(iter(seen.values()))
+    for axis, width in spec.fixed_widths.items():
+        if axis in lengths and lengths[axis] != width:
+            raise LossShapeError(f"onehot(..., {width}) needs {width} classes, but the "
+                                 f"inputs have {lengths[axis]}")
+        lengths[axis] = width
+    if bound.weight is not None:
+        weight_axes = spec.objective.weight_axes
+        axis = weight_axes[0] if weight_axes else None
+        if axis is not None and bound.weight.shape[0] != lengths.get(axis):
+            raise LossShapeError(f"sample_weight has {bound.weight.shape[0]} entries but "
+                                 f"the loss has {lengths.get(axis)} samples")
+    return lengths
+
+
+def _refuse_class_vector_length(layout: InputLayout, seen: dict[str, int],
+                                bound: Bound) -> None:
+    """Raise the error for a per-class vector whose length is not the number of classes
+    of the inputs it meets (``seen``: the class-axis length each input gives)."""
+    vectors = [n for n in seen if n in layout.class_vectors]
+    others = {n: k for n, k in seen.items() if n not in vectors}
+    for name in vectors:
+        wrong = [n for n, k in others.items() if k != seen[name]]
+        if not others or wrong:
+            detail = (", ".join(f"'{n}' has shape {bound.arrays[n].shape}" for n in others)
+                      or ", ".join(f"'{n}' has {seen[n]}" for n in vectors if n != name))
+            classes = others[wrong[0]] if wrong else next(iter(seen[n] for n in vectors
+                                                               if n != name))
+            raise LossShapeError(
+                f"per-class vector '{name}' has {seen[name]} entries but the loss has "
+                f"{classes} classes ({detail}); pass one entry per class",
+                layout.spans.get(name))
+
+
+def label_widths(bound: Bound, kernel: Kernel,
+                 lengths: Mapping[str, int]) -> list[tuple[str, Any, int]]:
+    """``(name, labels, width)`` of every label to check before the kernel reads through
+    it: its values must be integers in ``[0, width)``, the length of the axis it indexes
+    (the classes, or the rows of a lookup table). Scalar labels come as 0-d arrays."""
+    found = []
+    for label, axis in kernel.labels:
+        if label.op == "const":
+            name, labels = repr(label.value), np.asarray(label.value)
+        elif label.op == "param":
+            name, labels = label.value, np.asarray(bound.params[label.value])
+        elif label.value in bound.arrays:
+            name, labels = label.value, bound.arrays[label.value]
+        else:
+            name, labels = label.value, np.asarray(bound.scalars[label.value])
+        found.append((name, labels, lengths[axis]))
+    return found
+
+
+def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specialization,
+                 lengths: dict[str, int]) -> None:
+    """Check every label the kernel reads through; with ``ignore_index``, count the
+    samples kept into ``lengths`` (the kernel's ``count`` of them)."""
+    objective = spec.objective
+    ignore_index = layout.ignore_index
+    for name, labels, width in label_widths(bound, kernel, lengths):
+        ignored = name == objective.ignored and name in bound.arrays
+        if is_device_array(labels):  # checked there: a GPU does not bounds-check a read
+            if ignored:
+                from .backend.cuda import labels as cuda_labels
+
+                found, kept = cuda_labels.check_ignoring(labels, width, ignore_index)
+            else:
+                from .backend.cuda import runtime as cuda_runtime
+
+                found = cuda_runtime.first_bad_label(labels, width)
+        else:
+            found = first_bad_label(labels, width, ignore_index if ignored else None)
+            if ignored and found is None:
+                kept = int(np.count_nonzero(labels != ignore_index))
+        if found is not None:
+            raise label_error(layout, name, width, *found)
+        if ignored:
+            # a mean over no samples is an error rather than PyTorch's NaN
+            if kept == 0 and layout.reduction not in ("sum", "none"):
+                raise LossDomainError(
+                    f"every label of '{name}' equals ignore_index={ignore_index}: the "
+                    f"{layout.reduction} over no samples is undefined (PyTorch returns nan); "
+                    "use reduction='sum' (0 for such a batch) or skip the batch",
+                    layout.spans.get(name))
+            lengths[objective.kept_count] = kept
+
+
+def label_error(layout: InputLayout, name: str, width: int, index: int,
+                label: Any) -> LossDomainError:
+    """The error for a label ``name`` (an input, a param or a constant) holding ``label``
+    at ``index``."""
+    kind = "label input" if name in layout.inputs else "label"
+    return LossDomainError(f"{kind} '{name}' must hold integers in [0, {width}); "
+                           f"found {label!r} at index {index}", layout.spans.get(name))
+
+
+def output_allocator(bound: Bound,
+                     dtype: np.dtype | None = None) -> Callable[[tuple[int, ...]], Any]:
+    """Makes the arrays results are written to (of ``dtype``, by default the kernel's):
+    NumPy, or the caller's kind of device array when the inputs live on the device
+    (results stay there)."""
+    dtype = bound.dtype if dtype is None else dtype
+    if bound.device is None:
+        return lambda shape: np.empty(shape, dtype=dtype)
+    from .backend.cuda import runtime as cuda_runtime
+
+    return lambda shape: cuda_runtime.empty_like_device(bound.device, shape, dtype)
+
+
+def kernel_arguments(kernel: Kernel, bound: Bound, lengths: Mapping[str, int],
+                     output_array: Callable[[tuple[int, ...]], Any]) -> tuple[dict, dict]:
+    """The keyword arguments of ``kernel.run`` for ``bound``, and the output arrays by
+    result name (made by ``output_array(shape)``)."""
+    arguments: dict[str, Any] = {}
+    names = kernel.names
+    all_arrays = bound.arrays
+    if bound.weight is not None:
+        all_arrays = {**all_arrays, shapes.WEIGHT: bound.weight}
+    for name, generated in names.arrays.items():
+        arguments[generated] = all_arrays[name]
+    for generated, n in names.scalar_nodes.items():
+        if n.op == "param":
+            arguments[generated] = bound.params[n.value]
+        elif n.op == "input":
+            arguments[generated] = bound.scalars[n.value]
+        elif n.op == "count":
+            arguments[generated] = lengths[n.value]
+    for axis, generated in names.lengths.items():
+        arguments[generated] = lengths[axis]
+    for axis, generated in names.widths.items():
+        arguments[generated] = lengths[axis]
+    results: dict[str, Any] = {}
+    for output in kernel.element_outputs:
+        results[output.name] = output_array(tuple(lengths[axis] for axis in output.axes))
+        arguments[names.outputs[output.name]] = results[output.name]
+    return arguments, results
+
+
+@dataclass
+class BoundCall:
+    """A kernel bound to fixed buffers: the arguments of its ``run`` (the caller's arrays
+    and the output arrays, ``results`` by result name), ready to run as often as asked.
+    A caller that refills the input arrays in place reads new results from the same output
+    arrays (CatBoost's one-row multiclass path)."""
+
+    kernel: Kernel
+    bound: Bound
+    lengths: dict[str, int]
+    arguments: dict[str, Any]
+    results: dict[str, Any]
+    order: list[str]  # result names in the order the API returns them
+
+    def run(self) -> list[Any]:
+        """Run the kernel; every result in API order (a float for a scalar input's
+        derivative and for a reduced value, arrays otherwise)."""
+        kernel, bound, results = self.kernel, self.bound, dict(self.results)
+        scalar_values = kernel.execute(self.arguments)
+        for output, value in zip(kernel.scalar_outputs, scalar_values):
+            results[output.name] = float(value)
+        ranks, rounded = bound.ranks, bound.result_dtype
+        found = []
+        for name in self.order:
+            result = results[name]
+            if name != "value" and ranks[name.split(":", 1)[1]] == 0:
+                result = float(result)
+            elif rounded is not None and isinstance(result, np.ndarray):
+                result = result.astype(rounded)
+            found.append(result)
+        return found
+
+
+def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:
+    """The names of a kernel's results in the order the API returns them."""
+    return ((["value"] if want_value else []) + [f"grad:{g}" for g in grads]
+            + [f"hess:{h}" for h in hessians])
+
+
+def kernel_dtype(float_dtypes: list[np.dtype]) -> np.dtype:
+    """The dtype a kernel computes in for inputs of ``float_dtypes``: float32 when they all
+    are, else float64 (also for no float input at all, and for float16 or longdouble)."""
+    if not float_dtypes:
+        return np.dtype(np.float64)
+    first = float_dtypes[0]
+    # one dtype throughout (the usual call): no promotion to work out (result_type costs
+    # about a microsecond, a tenth of a small call's binding)
+    dtype = first if all(d == first for d in float_dtypes) else np.result_type(*float_dtypes)
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def result_dtype(float_dtypes: list[np.dtype]) -> np.dtype | None:
+    """The dtype results are returned in when it differs from the kernel's: float16 for
+    half-precision inputs (computed in float32, as PyTorch does on the CPU), else None."""
+    # float16 results only when every float input is float16 or narrower (result_type is
+    # then float16); any wider float promotes past it
+    if float_dtypes and all(d.itemsize <= 2 for d in float_dtypes) \
+            and np.result_type(*float_dtypes) == np.float16:
+        return np.dtype(np.float16)
+    return None
+
+
+# The dtypes kernels read as they are; other numeric dtypes are converted once on binding.
+KERNEL_READABLE = frozenset(np.dtype(t) for t in (
+    np.float32, np.float64, np.bool_, np.int8, np.int16, np.int32, np.int64,
+    np.uint8, np.uint16, np.uint32, np.uint64))
+
+
+def numeric_array(what: str, value: Any, span: Span | None = None) -> np.ndarray:
+    """``value`` as a NumPy array a kernel can read, or a :class:`LossShapeError` that says
+    what is wrong with it (``what`` names it: "input 'y'", "sample_weight").
+
+    float16 becomes float32, longdouble float64, and other byte orders the machine's own;
+    strings, None, objects and ragged lists are refused.
+    """
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:  # ragged nested lists
+        raise LossShapeError(f"{what} is not a rectangular numeric array: {error}",
+                             span) from None
+    if array.dtype.kind not in "fiub":
+        raise LossShapeError(f"{what} must be numbers (a float, integer or bool array or "
+                             f"scalar), got {type(value).__name__} of dtype {array.dtype}",
+                             span)
+    if array.dtype not in KERNEL_READABLE:
+        if array.dtype.kind == "f":
+            target = np.float32 if array.dtype.itemsize <= 4 else np.float64
+        else:
+            target = array.dtype.newbyteorder("=")
+        array = array.astype(target)
+    return array
+
+
+def param_value(name: str, value: Any) -> float:
+    """A param's value given at compile or call time, as a float (a :class:`LossShapeError`
+    for anything that is not a real number)."""
+    array = numeric_array(f"param '{name}'", value)
+    if array.ndim != 0:
+        raise LossShapeError(f"param '{name}' must be a single number, got shape {array.shape}")
+    return float(array)
+
+
+def first_bad_label(labels: np.ndarray, width: int,
+                    ignore: int | None = None) -> tuple[int, Any] | None:
+    """``(flat index, value)`` of the first label not an integer in ``[0, width)`` (nor equal
+    to ``ignore``, when given), or None."""
+    bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
+    if ignore is not None:
+        bad &= labels != ignore
+    index = int(np.argmax(bad)) if bad.size else 0
+    return (index, labels.flat[index].item()) if bad.size and bad.flat[index] else None
+
+
+def is_device_array(value: Any) -> bool:
+    """Whether ``value`` lives on a CUDA device: CuPy, PyTorch CUDA and Numba device arrays
+    (``__cuda_array_interface__``), and the arrays of Numba's CUDA simulator."""
+    if isinstance(value, np.ndarray):
+        return False
+    try:
+        if hasattr(value, "__cuda_array_interface__"):
+            return True
+    except RuntimeError:  # a PyTorch CUDA tensor that requires grad refuses to export itself
+        return True
+    # the simulator's arrays have no interface; their class exists once it is imported
+    simulated = sys.modules.get("numba.cuda.simulator.cudadrv.devicearray")
+    return simulated is not None and isinstance(value, simulated.FakeCUDAArray)
+
+
+# Loss text parsed once per process: scikit-learn clones and refits estimators many times,
+# and a Loss is immutable.
+_PARSED: dict[str, Loss] = {}
+
+
+def coerce_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], str | None]:
+    """(the loss definition, its param overrides, its compile target) from any loss form.
+
+    A :class:`~lossdsl.CompiledLoss` is accepted for convenience; only its definition,
+    params and target are kept, because integrations compile it again with the reduction
+    they need. One compiled with ``ignore_index`` is refused: the integrations would drop it
+    and count the ignored rows.
+    """
+    from .api import CompiledLoss, Loss, loss_from_text
+
+    if isinstance(loss, CompiledLoss):
+        if loss.ignore_index is not None:
+            raise LossError(
+                f"this loss was compiled with ignore_index={loss.ignore_index}, which the "
+                "integrations (boosters, estimators, SciPy, Dask) do not carry over: they "
+                "would count the ignored rows. Drop those rows, or give them sample_weight=0")
+        return loss.loss, dict(loss.params), loss.target
+    if isinstance(loss, Loss):
+        return loss, {}, None
+    if isinstance(loss, str):
+        if loss not in _PARSED:
+            if len(_PARSED) >= 64:
+                _PARSED.pop(next(iter(_PARSED)))
+            _PARSED[loss] = loss_from_text(loss)
+        return _PARSED[loss], {}, None
+    raise TypeError(f"expected loss text, a Loss or a CompiledLoss, not {type(loss).__name__}")

@@ -1,0 +1,265 @@
+"""The compiler driver: the one place the passes are put in order.
+
+A loss definition becomes kernels in two steps. :func:`specialize` types it for the ranks of
+its inputs (scalar, vector, (N, K) matrix) and whether sample weights are given, and makes
+the objective the reduction asks for: a :class:`Specialization`. :func:`build_kernel` takes a
+specialisation and a :class:`KernelRequest` (dtype, target, which outputs) and returns a
+:class:`Kernel`: differentiate, optimise (:func:`optimize`: stabilize, simplify, then lower
+for code generation), schedule into fused loops, generate the module's source and import it
+through the on-disk cache. :func:`generate_source` stops before the import, and
+:func:`derivatives` before the lowering (the symbolic gradient and Hessian people read).
+
+Nothing here caches: :class:`~lossdsl.CompiledLoss` keeps the specialisations and kernels it
+has built, keyed by what they depend on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numba
+import numpy as np
+
+from . import cache
+from .backend.cpu import codegen as cpu
+from .errors import LossError
+from .ir.node import Node, node, walk
+from .passes import diff, shapes
+from .passes.lower import lower
+from .passes.schedule import Output, plan
+from .passes.simplify import simplify
+from .passes.stabilize import stabilize
+
+__all__ = ["GeneratedKernel", "Kernel", "KernelRequest", "Specialization", "build_kernel",
+           "derivatives", "generate_source", "module_header", "optimize", "parallel_axes",
+           "specialize", "stable_expression"]
+
+TARGETS = ("cpu", "parallel", "cuda")
+
+
+@dataclass(frozen=True)
+class Specialization:
+    """A loss typed for one set of input ranks, and the objective its reduction makes.
+
+    ``objective``: the per-element value and the reduced total (see
+    :class:`~lossdsl.passes.shapes.Objective`); ``typed``: every input's typed node (the
+    nodes derivatives are taken with respect to); ``shapes``: what typing found (the labels
+    read, where each axis's length comes from, fixed ``onehot`` widths).
+    """
+
+    objective: shapes.Objective
+    typed: Mapping[str, Node]
+    shapes: shapes.Specialized
+    reduction: str
+    ranks: Mapping[str, int]
+    weighted: bool
+
+    @property
+    def labels(self) -> list[tuple[Node, str]]:
+        """Every label read (an input, a param or a constant) and the axis it indexes."""
+        return self.shapes.labels
+
+    @property
+    def axis_sources(self) -> dict[str, list[tuple[str, int]]]:
+        """For each axis, the ``(input, dimension)`` pairs its length can be read from."""
+        return self.shapes.axis_sources
+
+    @property
+    def fixed_widths(self) -> dict[str, int]:
+        """Class axes of a width the loss fixes (``onehot(y, 3)``)."""
+        return self.shapes.fixed_widths
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """What one kernel computes, and for which machine.
+
+    ``target``: "cpu", "parallel" or "cuda" (the target the kernel is built for, after any
+    fallback the caller applies). ``grads`` and ``hessians`` name the inputs whose gradient
+    and diagonal Hessian it writes. ``parallel_axes``: the axes a "parallel" kernel loops over
+    with threads; None means :func:`parallel_axes` of the objective.
+    """
+
+    dtype: np.dtype
+    target: str = "cpu"
+    want_value: bool = True
+    grads: tuple[str, ...] = ()
+    hessians: tuple[str, ...] = ()
+    parallel_axes: frozenset[str] | None = None
+
+
+@dataclass
+class Kernel:
+    """A generated, imported kernel module.
+
+    ``run(**arguments)`` computes every output in one fused pass: per-element outputs are
+    written into the arrays passed for them, scalar outputs are returned in order.
+    ``names``: the generated argument names (:class:`~lossdsl.backend.emit.Names`);
+    ``loops``: the module's loop functions by name, for callers that run them through their
+    own kit (Dask: one task per chunk).
+    """
+
+    run: Callable[..., Any]
+    names: Any
+    source: str
+    element_outputs: list[Output]
+    scalar_outputs: list[Output]
+    labels: list[tuple[Node, str]]  # every label read, and the axis it indexes
+    loops: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
+
+    @property
+    def outputs(self) -> list[Output]:
+        """Every output: the per-element ones, then the scalar ones."""
+        return [*self.element_outputs, *self.scalar_outputs]
+
+    def execute(self, arguments: Mapping[str, Any]) -> Any:
+        """``run(**arguments)``; on the first call a failure to load the machine code is
+        retried once from a fresh cache entry, and any failure is a :class:`LossError`."""
+        if self.checked:
+            return self.run(**arguments)
+        try:
+            result = self.run(**arguments)
+        except LossError:
+            raise
+        except numba.core.errors.TypingError as error:
+            # arguments of a type the kernel cannot take: the cached machine code of the
+            # types it can take is sound, and stays
+            raise LossError(f"internal error: the kernel cannot take these arguments: "
+                            f"{str(error).splitlines()[0]}") from error
+        except Exception:
+            # Numba compiles or loads machine code on the first call; a damaged cache entry
+            # fails here. Drop it, import the module afresh and try once more.
+            cache.discard(self.source)
+            try:
+                self._attach(cache.load_module(self.source))
+                result = self.run(**arguments)
+            except Exception as error:
+                raise LossError(f"internal error while compiling the kernel: "
+                                f"{type(error).__name__}: {error}") from error
+        self.checked = True
+        return result
+
+    def _attach(self, module: Any) -> None:
+        """Take ``run`` and the loops from an imported kernel module."""
+        self.run = module.run
+        self.loops = {name: value for name, value in vars(module).items()
+                      if name.startswith("loop") and name[4:].isdigit()}
+
+
+@dataclass(frozen=True)
+class GeneratedKernel:
+    """A kernel's source, not yet imported, and what binding needs to call it."""
+
+    source: str
+    names: Any
+    element_outputs: list[Output]
+    scalar_outputs: list[Output]
+    labels: list[tuple[Node, str]]
+
+
+def stable_expression(graph: Node) -> Node:
+    """``graph`` after the stable rewrites: the loss as the compiler sees it."""
+    (stable,) = stabilize([graph])
+    return stable
+
+
+def optimize(nodes: list[Node], *, for_codegen: bool = True) -> list[Node]:
+    """The optimisation order, stated once: stable rewrites first (they need the shapes
+    the user wrote, such as ``log(1 + exp(x))``), then simplification to a canonical graph,
+    then, for code generation, lowering to the operations the backends emit."""
+    optimized = simplify(stabilize(nodes))
+    return lower(optimized) if for_codegen else optimized
+
+
+def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduction: str,
+               ignore_index: int | None = None) -> Specialization:
+    """Type ``definition`` (a :class:`~lossdsl.frontend.resolve.LossDefinition`) for inputs
+    of ``ranks`` and make its objective for ``reduction`` (weighted or not)."""
+    typed_shapes = shapes.specialize(definition.graph, dict(ranks), definition.inputs,
+                                     definition.input_spans)
+    graph = stable_expression(typed_shapes.graph)
+    objective = shapes.objective(graph, reduction, weighted, ignore_index, typed_shapes.labels)
+    typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
+    for name in definition.inputs:  # inputs that do not affect the total
+        typed.setdefault(name, node("input", (), name, typed_shapes.input_axes.get(name, ())))
+    return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted)
+
+
+def derivatives(spec: Specialization, wrt: str, order: int = 1) -> tuple[Node, ...]:
+    """The optimised symbolic derivatives of the total with respect to input ``wrt``, up to
+    ``order``: ``(gradient,)`` or ``(gradient, Hessian diagonal)``; ``str()`` of each is
+    readable loss-language source."""
+    if order not in (1, 2):
+        raise LossError("derivative order must be 1 (gradient) or 2 (Hessian diagonal)")
+    total, x = spec.objective.total, spec.typed[wrt]
+    gradient = diff.grad(total, x)
+    if order == 1:
+        return tuple(optimize([gradient], for_codegen=False))
+    hessian = diff.hessian_diag(total, x, gradient)
+    return tuple(optimize([gradient, hessian], for_codegen=False))
+
+
+def parallel_axes(objective: shapes.Objective) -> frozenset[str]:
+    """Axes looped over by threads for target="parallel": the loss's samples, or every
+    reduced axis for a loss that reduces over samples itself (Dice)."""
+    if objective.sample_axis is not None:
+        return frozenset({objective.sample_axis})
+    return frozenset(n.args[0].axes[0] for n in walk(objective.total)
+                     if n.op == "sum" and n.args[0].axes)
+
+
+def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKernel:
+    """Differentiate, optimise, schedule and generate one kernel's module source."""
+    if request.target not in TARGETS:
+        raise LossError(f"unknown target {request.target!r}; expected one of "
+                        f"{', '.join(TARGETS)}")
+    objective, typed = spec.objective, spec.typed
+    outputs: list[Output] = []
+    if request.want_value:
+        outputs.append(Output("value", objective.value, objective.value.axes))
+    gradients = {}
+    for name in request.grads:
+        gradients[name] = diff.grad(objective.total, typed[name])
+        outputs.append(Output(f"grad:{name}", gradients[name], typed[name].axes))
+    for name in request.hessians:
+        gradient = gradients.get(name) or diff.grad(objective.total, typed[name])
+        hessian = diff.hessian_diag(objective.total, typed[name], gradient)
+        outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
+    nodes = optimize([o.node for o in outputs])
+    schedule = plan([Output(o.name, n, o.axes) for o, n in zip(outputs, nodes)])
+    header = module_header(request.target, spec.reduction)
+    dtype = np.dtype(request.dtype).name
+    if request.target == "cuda":
+        from .backend.cuda import codegen as cuda
+
+        generated = cuda.generate(schedule, dtype, header)
+    else:
+        threaded = frozenset()
+        if request.target == "parallel":
+            threaded = (parallel_axes(objective) if request.parallel_axes is None
+                        else request.parallel_axes)
+        generated = cpu.generate(schedule, dtype, threaded, header)
+    element_outputs = [o for loop in schedule.loops for o in loop.outputs]
+    return GeneratedKernel(generated.source, generated.names, element_outputs,
+                           list(schedule.scalar_outputs), spec.labels)
+
+
+def build_kernel(spec: Specialization, request: KernelRequest) -> Kernel:
+    """Generate one kernel (:func:`generate_source`) and import it through the cache."""
+    generated = generate_source(spec, request)
+    kernel = Kernel(None, generated.names, generated.source, generated.element_outputs,
+                    generated.scalar_outputs, generated.labels)
+    kernel._attach(cache.load_module(generated.source))
+    return kernel
+
+
+def module_header(target: str, reduction: str) -> str:
+    """The first line of a generated module: what made it, for whom, and not to edit it."""
+    from . import __version__
+
+    return (f"# Generated by lossdsl {__version__} (target={target}, "
+            f"reduction={reduction}). Do not edit: this file is a cache entry.")
+
