@@ -1,4 +1,4 @@
-"""Elementary functions: ``exp log log1p expm1 sqrt``, ``tanh sin cos``, ``erf erfc``.
+"""Elementary functions: ``exp log log1p expm1 sqrt``, ``tanh sin cos atan``, ``erf erfc``.
 
 In CPU kernels ``exp``, ``expm1``, ``log`` and ``log1p`` are the SIMD-vectorisable versions
 of :mod:`lossdsl.backend.cpu.vector_math`; the others are libm calls, one element at a time,
@@ -71,4 +71,9 @@ register(
     _function("erfc", "1 - erf(x), exact in the right tail (underflows to 0 past x = 27 in "
               "float64)", _elementwise(math.erfc), _erfc_partials, r"\operatorname{erfc}",
               torch=lambda t: t.special.erfc, jax="lax.erfc({0})", vectorisable=False),
+    # the arctan robust loss, c^2 atan((r/c)^2), saturates at c^2 pi/2 for outliers
+    _function("atan", "the arctangent, in (-pi/2, pi/2)", np.arctan,
+              lambda build, n, a, wanted: [
+                  build("div", _ONE, build("add", _ONE, build("mul", a, a)))],
+              r"\arctan", jax="jnp.arctan({0})", vectorisable=False),
 )
