@@ -97,6 +97,12 @@ def test_the_resolved_graph_is_not_typed():
         verify.verify(graph)
 
 
+def test_shape_mistakes_before_specialisation_are_the_users():
+    # shapes.specialize reports these with their position; the resolved graph is valid IR
+    for text in ("-softmax(0)", "rowsum(2) + sum(3)", "logsumexp(1) * p"):
+        verify.verify(lossdsl.compile(text).loss.definition.graph, typed=False)
+
+
 # ------------------------------------------------------------------------------ bad graphs
 
 def _raw(op: str, args: tuple = (), value: object = None, axes: object = None) -> Node:
