@@ -386,8 +386,8 @@ def test_rowof_looks_up_a_cost_table_by_label():
 
 
 def _nested(depth: int):
+    from lossdsl.ir.build import make
     from lossdsl.ir.node import constant, node
-    from lossdsl.passes.simplify import make
 
     p = node("input", (), "p", ("n0",))
     graph = p
@@ -400,9 +400,9 @@ def test_deep_graphs_print_differentiate_and_pickle_without_recursion():
     import pickle
     import sys
 
+    from lossdsl.ir.build import make
     from lossdsl.latex import to_latex
     from lossdsl.passes import diff
-    from lossdsl.passes.simplify import make
 
     depth = 3 * sys.getrecursionlimit()
     p, graph = _nested(depth)
@@ -417,8 +417,8 @@ def test_deep_graphs_print_differentiate_and_pickle_without_recursion():
 def test_a_reduction_of_a_long_product_pulls_its_factors_out_without_recursion():
     import sys
 
+    from lossdsl.ir.build import make
     from lossdsl.ir.node import node, toposort
-    from lossdsl.passes.simplify import make
 
     p = node("input", (), "p", ("n0",))
     product = p
@@ -434,8 +434,8 @@ def test_deep_scalar_glue_is_emitted_without_recursion():
     import sys
 
     from lossdsl.backend.emit import GluePrinter, Names
+    from lossdsl.ir.build import make
     from lossdsl.ir.node import constant, node
-    from lossdsl.passes.simplify import make
 
     scalar = node("param", (), "a", ())
     for index in range(3 * sys.getrecursionlimit()):

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LossArityError, LossError, LossNameError, LossSyntaxError, Span, did_you_mean
+from ..ir.build import make
 from ..ir.node import Node, constant, node, toposort
 from ..ops.primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS
-from ..passes.simplify import make
 from ..reference import evaluate
 from . import ast
 from .parse import parse, parse_all

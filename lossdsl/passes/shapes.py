@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from ..errors import LossShapeError, Span
 from ..ir.axes import Axis
+from ..ir.build import make
 from ..ir.node import Node, constant, node, rebuild, toposort
 from ..ops.primitives import CLASS_VECTOR
-from .simplify import make
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
 WEIGHT_KEYWORD = "sample_weight"  # how callers pass the weights: no input may be named so
