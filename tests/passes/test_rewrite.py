@@ -136,6 +136,8 @@ CASES: list[tuple[str, str, Node, Node]] = [
     ("stabilize", "one_minus_sigmoid", raw("sub", ONE, raw("sigmoid", X)),
      m("sigmoid", m("neg", X))),
     ("stabilize", "exp_plus_minus_one", raw("add", raw("exp", X), c(-1)), m("expm1", X)),
+    # the order make gives it (constants first), in which the pipeline meets it
+    ("stabilize", "exp_plus_minus_one", raw("add", c(-1), raw("exp", X)), m("expm1", X)),
     ("stabilize", "reciprocal_one_plus_exp", raw("div", ONE, raw("add", ONE, raw("exp", X))),
      m("sigmoid", m("neg", X))),
     ("expand", "expand_softplus", raw("softplus", X),

@@ -160,9 +160,11 @@ def one_minus_sigmoid(n: Node) -> Node | None:
 
 @rule("add")
 def exp_plus_minus_one(n: Node) -> Node | None:
-    """``exp(x) + (-1) -> expm1(x)``."""
-    a, b = n.args
-    return make("expm1", a.args) if a.op == "exp" and is_constant(b, -1.0) else None
+    """``-1 + exp(x) -> expm1(x)`` (either order: ``make`` puts the constant first)."""
+    for a, b in (n.args, n.args[::-1]):
+        if a.op == "exp" and is_constant(b, -1.0):
+            return make("expm1", a.args)
+    return None
 
 
 @rule("div")
