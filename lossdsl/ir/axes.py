@@ -36,6 +36,16 @@ class Axis(str):
         return super().__new__(cls, spelling)
 
     @classmethod
+    def parse(cls, value: object) -> Axis | None:
+        """``value`` as an axis, or None when it is not the spelling of one."""
+        if not isinstance(value, str):
+            return None
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+    @classmethod
     def samples(cls, domain: int) -> Axis:
         """The sample axis of domain ``domain``: ``n<domain>``."""
         return cls(f"n{domain}")

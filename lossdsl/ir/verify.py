@@ -37,11 +37,11 @@ A graph that breaks a rule is a compiler bug, not a user's mistake: the error is
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..ops.primitives import OPERATIONS
+from .axes import Axis, counted_axis
 from .node import Node, to_source
 
 if TYPE_CHECKING:  # the scheduler is a later stage: only its type is named here
@@ -50,10 +50,6 @@ if TYPE_CHECKING:  # the scheduler is a later stage: only its type is named here
 #: The environment variable that turns :func:`check` and :func:`check_schedule` on.
 ENVIRONMENT_SWITCH = "LOSSDSL_VERIFY_IR"
 
-_SAMPLE_AXIS = re.compile(r"n\d+")
-_TABLE_ROW_AXIS = re.compile(r"t\d+")
-# what a count leaf counts: a sample axis, its class axis, or the samples kept by ignore_index
-_COUNTED = re.compile(r"n\d+(?:k|#kept)?")
 _SOURCE_EXCERPT = 160
 
 
@@ -145,11 +141,22 @@ def _walk(roots: Iterable[object]) -> tuple[list[Node], tuple[str, object] | Non
 
 
 def _is_sample_axis(axis: object) -> bool:
-    return isinstance(axis, str) and _SAMPLE_AXIS.fullmatch(axis) is not None
+    parsed = Axis.parse(axis)
+    return parsed is not None and parsed.is_samples
 
 
 def _is_class_matrix(axes: tuple) -> bool:
-    return len(axes) == 2 and _is_sample_axis(axes[0]) and axes[1] == axes[0] + "k"
+    return len(axes) == 2 and _is_sample_axis(axes[0]) and axes[1] == Axis(axes[0]).classes()
+
+
+def _counts_an_axis(name: str) -> bool:
+    """Whether a count leaf's name is what a count counts: a sample axis, its class axis, or
+    the samples kept by ignore_index."""
+    try:
+        axis, _ = counted_axis(name)
+    except ValueError:
+        return False
+    return not axis.is_table_rows
 
 
 def _valid_axes(axes: object) -> bool:
@@ -217,17 +224,17 @@ class _Verifier:
                     f"a constant's value must be a float, not a {type(n.value).__name__}", n)
         elif not isinstance(n.value, str) or not n.value:
             raise InvalidGraphError(f"a '{n.op}' leaf is named by a string", n)
-        elif n.op == "count" and _COUNTED.fullmatch(n.value) is None:
+        elif n.op == "count" and not _counts_an_axis(n.value):
             raise InvalidGraphError("a count counts an axis ('n<d>', 'n<d>k') or the samples "
                                     "kept ('n<d>#kept')", n)
         if n.op != "input":
             if n.axes != ():
                 raise InvalidGraphError(f"a '{n.op}' is a scalar: its axes are ()", n)
             return
-        table = (len(n.axes) == 2 and isinstance(n.axes[0], str)
-                 and _TABLE_ROW_AXIS.fullmatch(n.axes[0]) is not None
-                 and isinstance(n.axes[1], str) and _is_sample_axis(n.axes[1][:-1])
-                 and n.axes[1].endswith("k"))
+        rows, columns = (n.axes if len(n.axes) == 2 else (None, None))
+        rows, columns = Axis.parse(rows), Axis.parse(columns)
+        table = rows is not None and rows.is_table_rows and columns is not None \
+            and columns.is_classes
         if not (table or _valid_axes(n.axes)):
             raise InvalidGraphError("an input is a scalar (), a vector (n<d>,), a matrix "
                                     "(n<d>, n<d>k) or a table (t<d>, n<d>k)", n)
