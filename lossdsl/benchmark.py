@@ -22,7 +22,6 @@ task, interleaved, so that a burst of load from elsewhere hits them all alike.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 from . import peers as peers_module
 from .api import CompiledLoss
 from .ir.node import Node, toposort
+from .ops import operations
 from .passes import diff
 from .passes.simplify import simplify
 from .passes.stabilize import stabilize
@@ -126,28 +126,9 @@ class TorchEvaluator:
         self.inputs = inputs
         self.params = params
         self.counts = counts
-        f = torch.nn.functional
-        self.elementwise = {
-            "neg": torch.neg, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
-            "expm1": torch.expm1, "sqrt": torch.sqrt, "abs": torch.abs, "sign": torch.sign,
-            "sigmoid": torch.sigmoid, "log_sigmoid": f.logsigmoid, "softplus": f.softplus,
-            "tanh": torch.tanh, "lgamma": torch.lgamma, "digamma": torch.digamma,
-            "trigamma": lambda x: torch.polygamma(1, x), "sin": torch.sin, "cos": torch.cos,
-            "erf": torch.erf, "stop_gradient": lambda x: x.detach(),
-            "erfc": torch.special.erfc, "log_ndtr": torch.special.log_ndtr,
-            "ndtr_ratio": lambda x: torch.exp(
-                -0.5 * x * x - torch.special.log_ndtr(x)) / math.sqrt(2 * math.pi),
-            "tetragamma": lambda x: torch.polygamma(2, x),
-            "log1mexp": lambda x: torch.where(
-                x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x))),
-            "logaddexp": torch.logaddexp, "xlog1py": torch.special.xlog1py,
-            "not": lambda x: (x == 0).to(x.dtype),
-            "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
-            "pow": torch.pow, "min": torch.minimum, "max": torch.maximum,
-            "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge, "eq": torch.eq,
-            "ne": torch.ne, "and": torch.logical_and, "or": torch.logical_or,
-            "where": lambda c, a, b: torch.where(c != 0, a, b),
-        }
+        # each elementwise operation's PyTorch spelling, from its registry record
+        self.elementwise = {op.name: op.torch(torch) for op in operations("elementwise")
+                            if op.torch is not None}
 
     def evaluate(self, root: Node):
         torch = self.torch
