@@ -24,9 +24,9 @@ from __future__ import annotations
 import math
 
 from ..errors import LossError
+from ..ir.build import make
 from ..ir.node import Node, constant, depends_on, node, toposort
 from ..ops import find
-from .simplify import make
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
 
