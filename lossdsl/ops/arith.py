@@ -96,7 +96,8 @@ register(
        partials=lambda build, n, a, wanted: [build("sign", a)],
        kernel="abs({0})", latex=r"\left|{0}\right|", torch=lambda t: t.abs, jax="jnp.abs({0})",
        callable_as="abs"),
-    Op("sign", 1, doc="-1, 0 or 1 (NaN for NaN)", reference=_sign, partials=_zero_partials,
+    Op("sign", 1, doc="-1, 0 or 1 (sign(0) = 0; NaN for NaN)", reference=_sign,
+       partials=_zero_partials,
        kernel=Helper("sign", """
 def h_sign(x):
     if x > T(0.0):

@@ -75,14 +75,14 @@ register(
        partials=lambda build, n, a, wanted: [build("sigmoid", a)],
        lowered=True, latex=r"\operatorname{softplus}", torch=lambda t: t.nn.functional.softplus,
        jax="h.softplus({0})", callable_as="softplus"),
-    Op("log1mexp", 1, doc="log(1 - e^x) for x <= 0, stable near 0 and for very negative x "
+    Op("log1mexp", 1, doc="log(1 - e^x) for x ≤ 0, stable near 0 and for very negative x "
        "(NaN for x > 0)", reference=reference_from_helper(_LOG1MEXP),
        partials=_log1mexp_partials, kernel=_LOG1MEXP,
        latex=r"\log\left(1 - e^{{{0}}}\right)", torch=_torch_log1mexp, jax="h.log1mexp({0})",
        callable_as="log1mexp"),
     # log(e^a + e^b) = max + log1p(exp(-|a - b|)); equal arguments first, so that two equal
     # infinities give that infinity instead of inf - inf = NaN (as numpy.logaddexp)
-    Op("logaddexp", 2, doc="log(e^a + e^b) without overflow (logaddexp(inf, inf) = inf)",
+    Op("logaddexp", 2, doc="log(e^a + e^b) without overflow (logaddexp(inf, inf) = inf, as NumPy)",
        reference=np.logaddexp, partials=_logaddexp_partials, kernel=Helper("logaddexp", """
 def h_logaddexp(a, b):
     if a == b:
@@ -94,7 +94,7 @@ def h_logaddexp(a, b):
 """), latex=r"\log\left(e^{{{0}}} + e^{{{1}}}\right)", torch=lambda t: t.logaddexp,
        jax="h.logaddexp({0}, {1})", callable_as="logaddexp"),
     # x log1p(y), 0 where x = 0 unless y is NaN (as scipy.special.xlog1py)
-    Op("xlog1py", 2, doc="x log(1 + y), and 0 where x = 0 (as scipy.special.xlog1py)",
+    Op("xlog1py", 2, doc="a·log(1 + b), and 0 where a = 0 (as scipy.special.xlog1py)",
        reference=_xlog1py, partials=_xlog1py_partials, kernel=Helper("xlog1py", """
 def h_xlog1py(x, y):
     if x == T(0.0) and y == y:

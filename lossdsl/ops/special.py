@@ -154,25 +154,27 @@ def _special(name: str, doc: str, helper: Helper, partials, latex: str, torch, *
 
 
 register(
-    _special("lgamma", "log|Gamma(x)|, +inf at the poles", _LGAMMA,
+    _special("lgamma", "log|Γ(x)|, +inf at the poles (0, -1, -2, ...)", _LGAMMA,
              lambda build, n, a, wanted: [build("digamma", a)], r"\ln \Gamma",
              lambda t: t.lgamma),
-    _special("digamma", "psi(x), the derivative of lgamma", _DIGAMMA,
+    _special("digamma", "ψ(x), the derivative of lgamma", _DIGAMMA,
              lambda build, n, a, wanted: [build("trigamma", a)], r"\psi",
              lambda t: t.digamma),
-    _special("trigamma", "psi'(x) = polygamma(1, x)", _TRIGAMMA,
+    _special("trigamma", "ψ′(x) = polygamma(1, x); polygamma(3) is not "
+             "implemented, so a loss that calls trigamma has a gradient but no Hessian", _TRIGAMMA,
              lambda build, n, a, wanted: [build("tetragamma", a)], r"\psi_1",
              lambda t: lambda x: t.polygamma(1, x)),
-    _special("tetragamma", "psi''(x) = polygamma(2, x); it has no derivative", _TETRAGAMMA,
+    _special("tetragamma", "ψ″(x) = polygamma(2, x), the derivative of trigamma; it "
+             "has no derivative of its own", _TETRAGAMMA,
              None, r"\psi_2", lambda t: lambda x: t.polygamma(2, x), differentiable=False,
              no_derivative=(
                  "tetragamma has no derivative in lossdsl (polygamma(3, x) is not implemented): "
                  "a loss that calls trigamma has a gradient but no Hessian, one that calls "
                  "tetragamma neither")),
-    _special("log_ndtr", "log Phi(x), the log of the standard normal CDF; finite wherever the "
+    _special("log_ndtr", "log Φ(x), the log of the standard normal CDF; finite wherever the "
              "value is (log_ndtr(-40) = -804.6)", _LOG_NDTR, _log_ndtr_partials, r"\log \Phi",
              lambda t: t.special.log_ndtr),
-    _special("ndtr_ratio", "phi(x)/Phi(x), the derivative of log_ndtr (about -x in the left "
-             "tail), without overflow or cancellation", _NDTR_RATIO, _ndtr_ratio_partials,
+    _special("ndtr_ratio", "φ(x)/Φ(x), the derivative of log_ndtr (≈ -x in the left tail), "
+             "without overflow or cancellation", _NDTR_RATIO, _ndtr_ratio_partials,
              r"\frac{{\varphi\left({0}\right)}}{{\Phi\left({0}\right)}}", _torch_ndtr_ratio),
 )

@@ -48,14 +48,14 @@ def _function(name: str, doc: str, reference, partials, latex: str, *, torch=Non
 
 register(
     _function("exp", "e^x", np.exp, lambda build, n, a, wanted: [n], NOTATION),
-    _function("log", "the natural logarithm", np.log,
+    _function("log", "the natural logarithm log x", np.log,
               lambda build, n, a, wanted: [build("div", _ONE, a)], r"\log"),
     _function("log1p", "log(1 + x), exact for small x", np.log1p,
               lambda build, n, a, wanted: [build("div", _ONE, build("add", _ONE, a))],
               NOTATION),
     _function("expm1", "e^x - 1, exact for small x", np.expm1,
               lambda build, n, a, wanted: [build("exp", a)], NOTATION),
-    _function("sqrt", "the square root", np.sqrt,
+    _function("sqrt", "√x", np.sqrt,
               lambda build, n, a, wanted: [build("div", constant(0.5), n)], r"\sqrt{{{0}}}"),
     _function("tanh", "the hyperbolic tangent", np.tanh,
               lambda build, n, a, wanted: [build("sub", _ONE, build("mul", n, n))], r"\tanh",
@@ -68,11 +68,11 @@ register(
     _function("erf", "the error function",
               _elementwise(lambda v: math.erf(v) if not math.isnan(v) else math.nan),
               _erf_partials, r"\operatorname{erf}", jax="lax.erf({0})", vectorisable=False),
-    _function("erfc", "1 - erf(x), exact in the right tail (underflows to 0 past x = 27 in "
+    _function("erfc", "1 - erf(x), exact in the right tail (underflows to 0 past x ≈ 27 in "
               "float64)", _elementwise(math.erfc), _erfc_partials, r"\operatorname{erfc}",
               torch=lambda t: t.special.erfc, jax="lax.erfc({0})", vectorisable=False),
     # the arctan robust loss, c^2 atan((r/c)^2), saturates at c^2 pi/2 for outliers
-    _function("atan", "the arctangent, in (-pi/2, pi/2)", np.arctan,
+    _function("atan", "the arctangent, in (-π/2, π/2)", np.arctan,
               lambda build, n, a, wanted: [
                   build("div", _ONE, build("add", _ONE, build("mul", a, a)))],
               r"\arctan", jax="jnp.arctan({0})", vectorisable=False),
