@@ -37,11 +37,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from .scalar_math import SCALAR_MATH
+from .scalar_math import UNCHECKED_MATH
 
 KINDS = ("elementwise", "row", "reduce", "leaf", "gather", "count", "macro")
 
@@ -55,12 +55,6 @@ VECTOR_MATH = frozenset({"exp", "expm1", "log", "log1p", "sqrt", "floor"})
 
 _HELPER_CALL = re.compile(r"\bh_(\w+)\(")
 _MATH_CALL = re.compile(r"\bmath\.(\w+)\(")
-
-
-class Build(Protocol):
-    """The node constructor derivative rules build with: ``build("mul", a, b)``."""
-
-    def __call__(self, op: str, *args: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -218,7 +212,8 @@ def reference_from_helper(helper_: Helper) -> Callable[..., np.ndarray]:
     ``numpy.float64``, ``math`` IEEE: inf and NaN where Python's would raise), element by
     element, so that reference and kernel are one algorithm."""
     register_helper(helper_)
-    namespace: dict[str, Any] = {"T": np.float64, "math": SCALAR_MATH}
+    # apply() below runs it under errstate(all="ignore"): the unchecked math suffices
+    namespace: dict[str, Any] = {"T": np.float64, "math": UNCHECKED_MATH}
     for name in sorted(helper_closure(helper_.name)):
         # the helper text is lossdsl's own source, not user text
         exec(compile(helper(name).source, f"<h_{name}>", "exec"), namespace)  # noqa: S102
@@ -233,15 +228,3 @@ def reference_from_helper(helper_: Helper) -> Callable[..., np.ndarray]:
     apply.__name__ = f"reference_{helper_.name}"
     apply.__doc__ = f"NumPy reference of ``{helper_.name}``, from its kernel helper's source."
     return apply
-
-
-def scalar_function(helper_: Helper) -> Callable[[float], float]:
-    """The helper's source as a Python function of one float (what ``*_scalar`` names in
-    :mod:`lossdsl.reference` are)."""
-    reference = reference_from_helper(helper_)
-
-    def scalar(x: float) -> float:
-        return float(reference(x))
-
-    scalar.__name__ = f"{helper_.name}_scalar"
-    return scalar

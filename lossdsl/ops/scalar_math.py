@@ -37,13 +37,18 @@ def _like(x: Any, value: float) -> Any:
 
 
 class IEEEMath:
-    """The ``math`` module with IEEE results; names it does not define are ``math``'s."""
+    """The ``math`` module with IEEE results; names it does not define are ``math``'s.
 
-    def __init__(self):
+    ``quiet`` silences NumPy's floating-point warnings at each call; a caller that runs
+    many calls under one ``numpy.errstate(all="ignore")`` passes False (a third of the time).
+    """
+
+    def __init__(self, quiet: bool = True):
+        wrap = _quiet if quiet else (lambda function: function)
         for name in _UFUNCS:
-            setattr(self, name, _quiet(getattr(np, name)))
+            setattr(self, name, wrap(getattr(np, name)))
         for name, ufunc in _RENAMED.items():
-            setattr(self, name, _quiet(getattr(np, ufunc)))
+            setattr(self, name, wrap(getattr(np, ufunc)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(math, name)
@@ -69,3 +74,5 @@ class IEEEMath:
 
 #: The one IEEE ``math`` stand-in.
 SCALAR_MATH = IEEEMath()
+#: The same, for code that runs under ``numpy.errstate(all="ignore")`` already.
+UNCHECKED_MATH = IEEEMath(quiet=False)
