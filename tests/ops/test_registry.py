@@ -224,3 +224,35 @@ def test_jax_spelling_matches_the_reference(op):
     # atol: XLA on the CPU flushes subnormal results to zero
     np.testing.assert_allclose(np.asarray(actual), np.broadcast_to(expected, actual.shape),
                                rtol=1e-13, atol=1e-300, equal_nan=True, err_msg=op.name)
+
+
+def test_the_kernel_printer_reads_the_records():
+    from lossdsl.backend.emit import HELPERS, ExpressionPrinter
+
+    x = node("input", (), "x", ("n0",))
+    printer = ExpressionPrinter()
+    assert printer.expression(node("exp", (x,), None, ("n0",)), ["v1"]) == "math.exp(v1)"
+    assert printer.expression(node("max", (x, x), None, ("n0",)), ["v1", "v2"]) == "h_max(v1, v2)"
+    square = node("pow", (x, node("const", (), 2.0, ())), None, ("n0",))
+    assert printer.expression(square, ["v1", "K0"]) == "v1 * v1"
+    assert printer.vectorisable  # exp, max and a square: SIMD-friendly
+    assert printer.expression(node("log_ndtr", (x,), None, ("n0",)), ["v1"]) == "h_log_ndtr(v1)"
+    assert printer.helpers == {"max", "log_ndtr", "ndtr_tail"}  # with the helper it calls
+    assert not printer.vectorisable  # log_ndtr calls libm's erfc
+    general = ExpressionPrinter()
+    power = node("pow", (x, x), None, ("n0",))
+    assert general.expression(power, ["v1", "v1"]) == "v1 ** v1"
+    assert not general.vectorisable  # ** is libm's pow, one element at a time
+    assert set(HELPERS) == set(ops.helpers())
+    assert HELPERS["ndtr_tail"] == ops.helper_source("ndtr_tail")
+
+
+def test_a_cuda_override_is_used_for_cuda_only():
+    op = ops.Op("twice", 1, doc="2x", kernel="T(2.0) * {0}", cuda="{0} + {0}")
+    assert op.kernel_for("cpu") == "T(2.0) * {0}" and op.kernel_for("cuda") == "{0} + {0}"
+    assert ops.get("exp").kernel_for("cuda") == ops.get("exp").kernel_for("cpu")
+
+
+def test_a_helper_must_define_its_function():
+    with pytest.raises(ValueError, match="h_wrong"):
+        ops.Helper("wrong", "\ndef h_other(x):\n    return x\n")
