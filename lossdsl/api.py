@@ -38,7 +38,7 @@ from .ir.node import Node, toposort, walk
 from .ops.primitives import CLASS_VECTOR
 from .passes import shapes
 
-TARGETS = ("cpu", "parallel", "cuda")
+TARGETS = compiler.TARGETS
 REDUCTIONS = shapes.REDUCTIONS
 
 # compatibility: moved to lossdsl.binding; the integrator removes these once no module reads
