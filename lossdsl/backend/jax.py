@@ -67,6 +67,21 @@ def _poles(x: Any) -> Any:
     return jnp.isnan(x) | (x == -math.inf) | ((x <= 0) & (x == jnp.floor(x)))
 
 
+def _reflection_start(x: Any) -> tuple[Any, Any, Any, Any]:
+    """(pole, x0, reflect, pi) for the polygamma helpers: the poles, ``x`` with the poles and
+    +inf (whose values are set at the end) replaced by the safe 1.0, where the reflection
+    applies, and pi in ``x``'s dtype."""
+    pole = _poles(x)
+    x0 = _where(pole | (x == math.inf), 1.0, x)
+    return pole, x0, x0 < 0.5, _jnp().asarray(math.pi, x.dtype)
+
+
+def _polygamma_end(x: Any, pole: Any, value: Any, at_infinity: Any) -> Any:
+    """``value`` with the helpers' special values: ``at_infinity`` at +inf, NaN at poles."""
+    value = _where(x == math.inf, at_infinity, value)
+    return _where(pole, _jnp().asarray(math.nan, x.dtype), value)
+
+
 def lgamma(x: Any) -> Any:
     """log|Gamma(x)|, +inf at the poles (as the kernels' ``h_lgamma``)."""
     jnp = _jnp()
@@ -79,10 +94,7 @@ def lgamma(x: Any) -> Any:
 def digamma(x: Any) -> Any:
     """psi(x): reflection below 0.5, recurrence up to 6, the asymptotic series."""
     jnp = _jnp()
-    pole = _poles(x)
-    x0 = _where(pole, 1.0, x)
-    reflect = x0 < 0.5
-    pi = jnp.asarray(math.pi, x.dtype)
+    pole, x0, reflect, pi = _reflection_start(x)
     result = _where(reflect, -(pi / jnp.tan(pi * _where(reflect, x0, 0.25))), 0.0)
     x1 = _where(reflect, 1.0 - x0, x0)
     for _ in range(6):  # x1 >= 0.5: at most six steps reach 6
@@ -91,18 +103,13 @@ def digamma(x: Any) -> Any:
         x1 = _where(small, x1 + 1.0, x1)
     q = 1.0 / (x1 * x1)
     series = q * (1 / 12 - q * (1 / 120 - q * (1 / 252 - q * (1 / 240 - q * (1 / 132)))))
-    value = result + jnp.log(x1) - 0.5 / x1 - series
-    value = _where(x == math.inf, x, value)
-    return _where(pole, jnp.asarray(math.nan, x.dtype), value)
+    return _polygamma_end(x, pole, result + jnp.log(x1) - 0.5 / x1 - series, x)
 
 
 def trigamma(x: Any) -> Any:
     """psi'(x), as the kernels' ``h_trigamma``."""
     jnp = _jnp()
-    pole = _poles(x)
-    x0 = _where(pole | (x == math.inf), 1.0, x)
-    reflect = x0 < 0.5
-    pi = jnp.asarray(math.pi, x.dtype)
+    pole, x0, reflect, pi = _reflection_start(x)
     s = jnp.sin(pi * _where(reflect, x0, 0.25))
     result = _where(reflect, pi * pi / (s * s), 0.0)
     sign = _where(reflect, -1.0, 1.0)
@@ -115,18 +122,13 @@ def trigamma(x: Any) -> Any:
     r = 1.0 / x1
     q = r * r
     inner = inner + (r + 0.5 * q + r * q * (1 / 6 - q * (1 / 30 - q * (1 / 42 - q * (1 / 30)))))
-    value = result + sign * inner
-    value = _where(x == math.inf, 0.0, value)
-    return _where(pole, jnp.asarray(math.nan, x.dtype), value)
+    return _polygamma_end(x, pole, result + sign * inner, 0.0)
 
 
 def tetragamma(x: Any) -> Any:
     """psi''(x), as the kernels' ``h_tetragamma`` (recurrence up to 16)."""
     jnp = _jnp()
-    pole = _poles(x)
-    x0 = _where(pole | (x == math.inf), 1.0, x)
-    reflect = x0 < 0.5
-    pi = jnp.asarray(math.pi, x.dtype)
+    pole, x0, reflect, pi = _reflection_start(x)
     xr = _where(reflect, x0, 0.25)
     r = pi / jnp.sin(pi * xr)
     result = _where(reflect, -2.0 * r * r * r * jnp.cos(pi * xr), 0.0)
@@ -139,8 +141,7 @@ def tetragamma(x: Any) -> Any:
     q = r * r
     value = result - q * (1.0 + r + q * (0.5 - q * (1 / 6 - q * (1 / 6 - q * (
         0.3 - q * (5 / 6 - q * (691 / 210)))))))
-    value = _where(x == math.inf, -0.0, value)
-    return _where(pole, jnp.asarray(math.nan, x.dtype), value)
+    return _polygamma_end(x, pole, value, -0.0)
 
 
 def _ndtr_tail(x: Any) -> Any:

@@ -18,14 +18,6 @@ def _indicator(build, condition):
     return build("where", condition, _ONE, _ZERO)
 
 
-def _maximum(a, b):  # NaN propagates; ties pick the first argument (like the kernels)
-    return np.where((a >= b) | np.isnan(a), a, b)
-
-
-def _minimum(a, b):
-    return np.where((a <= b) | np.isnan(a), a, b)
-
-
 def _sign(x):
     return np.where(np.isnan(x), x, np.sign(x))
 
@@ -70,6 +62,23 @@ def _zero_partials(build, n, *args, wanted):
     return [_ZERO] * len(args)
 
 
+def _extremum(name: str, keeps_first: str, keeps_first_numpy, which: str, first_wins: str,
+              second_wins: str, torch, jax_helper: str) -> Op:
+    """``min`` or ``max``: NaN in the first argument propagates, and ties pick it, so the
+    whole derivative goes to the first argument there."""
+    return Op(
+        name, 2, doc=f"the {which} of a and b; NaN in a propagates, ties pick a",
+        reference=lambda a, b: np.where(keeps_first_numpy(a, b) | np.isnan(a), a, b),
+        partials=lambda build, n, a, b, wanted: [
+            _indicator(build, build(first_wins, a, b)),
+            _indicator(build, build(second_wins, a, b))],
+        kernel=Helper(name, f"""
+def h_{name}(a, b):
+    return a if (a {keeps_first} b or a != a) else b
+"""), latex=rf"\{name}\left({{0}}, {{1}}\right)", torch=torch,
+        jax=f"h.{jax_helper}({{0}}, {{1}})", callable_as=name)
+
+
 register(
     Op("neg", 1, doc="-x", reference=np.negative,
        partials=lambda build, n, a, wanted: [constant(-1.0)],
@@ -107,24 +116,10 @@ def h_sign(x):
     return x * T(0.0)
 """), latex=r"\operatorname{sign}", torch=lambda t: t.sign, jax="h.sign({0})",
        callable_as="sign"),
-    Op("min", 2, doc="the smaller of a and b; NaN in a propagates, ties pick a",
-       reference=_minimum,
-       partials=lambda build, n, a, b, wanted: [
-           _indicator(build, build("le", a, b)), _indicator(build, build("gt", a, b))],
-       kernel=Helper("min", """
-def h_min(a, b):
-    return a if (a <= b or a != a) else b
-"""), latex=r"\min\left({0}, {1}\right)", torch=lambda t: t.minimum, jax="h.minimum({0}, {1})",
-       callable_as="min"),
-    Op("max", 2, doc="the larger of a and b; NaN in a propagates, ties pick a",
-       reference=_maximum,
-       partials=lambda build, n, a, b, wanted: [
-           _indicator(build, build("ge", a, b)), _indicator(build, build("lt", a, b))],
-       kernel=Helper("max", """
-def h_max(a, b):
-    return a if (a >= b or a != a) else b
-"""), latex=r"\max\left({0}, {1}\right)", torch=lambda t: t.maximum, jax="h.maximum({0}, {1})",
-       callable_as="max"),
+    _extremum("min", "<=", np.less_equal, "smaller", "le", "gt", lambda t: t.minimum,
+              "minimum"),
+    _extremum("max", ">=", np.greater_equal, "larger", "ge", "lt", lambda t: t.maximum,
+              "maximum"),
     Op("stop_gradient", 1, doc="the value of x, derivative 0", reference=lambda x: x,
        partials=_zero_partials, kernel="{0}", latex=NOTATION,
        torch=lambda t: lambda x: x.detach(), jax="lax.stop_gradient({0})",
