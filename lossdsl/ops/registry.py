@@ -19,7 +19,8 @@ is one entry in one family module (``arith``, ``compare``, ``transcendental``, `
   (``r"\\sqrt{{{0}}}"``), or :data:`NOTATION`: operator notation that depends on the
   arguments' precedence, which :class:`lossdsl.latex.LatexPrinter` writes itself,
 * ``torch``/``jax`` the spellings of the benchmark's PyTorch interpreter (a function of the
-  ``torch`` module returning the callable) and of the ``jax.numpy`` printer (a format string),
+  ``torch`` module returning the callable) and of the ``jax.numpy`` printer (a format string
+  over the arguments' names, or a callable ``(n, *args) -> str`` as for ``kernel``),
 * ``lowered``    True where the lowering pass rewrites the operation into others before code
   generation (it then has no kernel of its own),
 * traits: ``commutative`` (the simplifier may order its arguments), ``vectorisable`` (a CPU
@@ -50,7 +51,7 @@ KINDS = ("elementwise", "row", "reduce", "leaf", "gather", "count", "macro")
 NOTATION = "notation"
 
 # The ``math`` functions the CPU kernels get in SIMD-vectorisable form (backend/cpu/libm.py
-# imports them from vector_math) or that LLVM vectorises itself (sqrt, floor, fabs).
+# imports them from vector_math) or that LLVM vectorises itself (sqrt, floor).
 VECTOR_MATH = frozenset({"exp", "expm1", "log", "log1p", "sqrt", "floor"})
 
 _HELPER_CALL = re.compile(r"\bh_(\w+)\(")
@@ -105,7 +106,7 @@ class Op:
     lowered: bool = False
     latex: str | None = None
     torch: Callable[[Any], Callable[..., Any]] | None = None
-    jax: str | None = None
+    jax: str | Callable[..., str] | None = None
     commutative: bool = False
     vectorisable: bool = True
     #: the name a loss text calls it by, or None for operators (``+``, ``<``) and internals

@@ -35,6 +35,8 @@ def _missing_pieces(op: ops.Op) -> list[str]:
             missing.append("reference")
         if op.partials is None and (op.differentiable or not op.no_derivative):
             missing.append("partials (or differentiable=False with no_derivative)")
+        if op.partials is not None and not op.differentiable:
+            missing.append("differentiable=True (it has partials)")
         if op.kernel is None and not op.lowered:
             missing.append("kernel template (or lowered=True)")
         if op.torch is None:
