@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .scalar_math import UNCHECKED_MATH
+from .scalar_math import PYTHON_MATH, UNCHECKED_MATH
 
 KINDS = ("elementwise", "row", "reduce", "leaf", "gather", "count", "macro")
 
@@ -208,23 +208,42 @@ def vectorisable(op_name: str) -> bool:
     return op is None or op.vectorisable
 
 
-def reference_from_helper(helper_: Helper) -> Callable[..., np.ndarray]:
-    """The NumPy reference of a helper: its own source run on float64 scalars (``T`` is
-    ``numpy.float64``, ``math`` IEEE: inf and NaN where Python's would raise), element by
-    element, so that reference and kernel are one algorithm."""
-    register_helper(helper_)
-    # apply() below runs it under errstate(all="ignore"): the unchecked math suffices
-    namespace: dict[str, Any] = {"T": np.float64, "math": UNCHECKED_MATH}
+def _compiled_helper(helper_: Helper, T: type, math_module: Any) -> Callable[..., Any]:
+    """``h_<name>`` of ``helper_`` (and the helpers it calls) as a Python function over ``T``
+    and ``math_module``."""
+    namespace: dict[str, Any] = {"T": T, "math": math_module}
     for name in sorted(helper_closure(helper_.name)):
         # the helper text is lossdsl's own source, not user text
         exec(compile(helper(name).source, f"<h_{name}>", "exec"), namespace)  # noqa: S102
-    scalar = namespace[f"h_{helper_.name}"]
-    vectorised = np.vectorize(lambda *xs: float(scalar(*map(np.float64, xs))),
-                              otypes=[np.float64])
+    return namespace[f"h_{helper_.name}"]
+
+
+def reference_from_helper(helper_: Helper) -> Callable[..., np.ndarray]:
+    """The NumPy reference of a helper: its own source run element by element, so that
+    reference and kernel are one algorithm.
+
+    Each element runs first on Python floats and Python's ``math`` (fast); where that raises
+    (``math.log(0.0)``, ``1.0 / 0.0``, ``math.floor(nan)``), it runs again on ``numpy.float64``
+    with the IEEE ``math`` of :mod:`lossdsl.ops.scalar_math`, which gives the inf or NaN a
+    kernel computes."""
+    register_helper(helper_)
+    fast = _compiled_helper(helper_, float, PYTHON_MATH)
+    ieee = _compiled_helper(helper_, np.float64, UNCHECKED_MATH)
+
+    def element(*xs: float) -> float:
+        try:
+            return fast(*xs)
+        except (ArithmeticError, ValueError):
+            return float(ieee(*map(np.float64, xs)))
 
     def apply(*xs):
+        arrays = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in xs))
+        # Python floats from tolist(): the fast path does no conversions
+        columns = [array.ravel().tolist() for array in arrays]
+        # the IEEE path runs under one errstate: UNCHECKED_MATH leaves warnings to it
         with np.errstate(all="ignore"):
-            return vectorised(*(np.asarray(x, dtype=np.float64) for x in xs))
+            values = [element(*point) for point in zip(*columns)]
+        return np.array(values, dtype=np.float64).reshape(arrays[0].shape)
 
     apply.__name__ = f"reference_{helper_.name}"
     apply.__doc__ = f"NumPy reference of ``{helper_.name}``, from its kernel helper's source."

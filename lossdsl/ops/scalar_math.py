@@ -5,13 +5,15 @@ Python's ``math.log(0.0)`` raises where a GPU or a Numba CPU kernel returns -inf
 in a branch whose value is then discarded. NumPy's functions give them and keep float32 in
 float32. Two things run kernel source as Python: the NumPy reference of the special
 functions (their helpers' source with ``T = numpy.float64``, :mod:`lossdsl.ops.registry`) and
-Numba's CUDA simulator (:mod:`lossdsl.backend.cuda.runtime`); both use :data:`SCALAR_MATH`.
+Numba's CUDA simulator (:mod:`lossdsl.backend.cuda.runtime`); both use this IEEE ``math``
+(the reference first tries :data:`PYTHON_MATH`, which is faster on Python floats).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,18 @@ class IEEEMath:
         return _like(x, math.erfc(x))
 
 
+def _python_lgamma(x: float) -> float:
+    """log|Gamma(x)|, +inf where it overflows float64 (as C's ``lgamma``)."""
+    try:
+        return math.lgamma(x)
+    except OverflowError:
+        return math.inf
+
+
+#: Python's ``math`` on Python floats (its attributes copied: no lookup indirection), except
+#: that ``lgamma`` past its overflow is +inf as in C; every other error (a pole, a log of 0)
+#: raises, for the caller to retry the element with :data:`UNCHECKED_MATH`.
+PYTHON_MATH = SimpleNamespace(**{**vars(math), "lgamma": _python_lgamma})
 #: The one IEEE ``math`` stand-in.
 SCALAR_MATH = IEEEMath()
 #: The same, for code that runs under ``numpy.errstate(all="ignore")`` already.
