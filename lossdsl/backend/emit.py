@@ -4,7 +4,9 @@ A loop body computes, for one sample ``i``, every per-sample node a loop of the 
 needs, in topological order (one line per node, named ``v<k>``). Nodes on the class axis
 are computed inside ``for k in range(K)`` loops: one per row reduction, and one that writes
 all per-class outputs. ``rowsum(x * onehot(y))`` (what ``pick`` becomes) reads the single
-column ``k = y_i`` instead of looping.
+column ``k = y_i`` instead of looping. Each elementwise node's expression is the kernel
+template of its operation's registry record (:mod:`lossdsl.ops`), and the helper functions
+a module defines are the registry's helpers its expressions call.
 
 Emitted text never contains user text: inputs, params and outputs get generated names
 (``a0``, ``s1``, ``o2``), numbers are re-emitted as ``T(repr(float(x)))``.
