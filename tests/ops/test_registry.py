@@ -258,3 +258,35 @@ def test_a_cuda_override_is_used_for_cuda_only():
 def test_a_helper_must_define_its_function():
     with pytest.raises(ValueError, match="h_wrong"):
         ops.Helper("wrong", "\ndef h_other(x):\n    return x\n")
+
+
+def test_the_simplifier_orders_the_arguments_of_the_commutative_operations():
+    from lossdsl.ir.build import COMMUTATIVE
+
+    assert COMMUTATIVE == {op.name for op in ops.operations() if op.commutative}
+
+
+def test_the_printers_vectorisable_flag_agrees_with_the_cpu_module_builder(monkeypatch):
+    """The registry's flag, collected by the expression printer, decides as the CPU builder
+    does today (by a pattern over the bodies' text) for every library loss: the builder can
+    read ``printer.vectorisable`` instead."""
+    from lossdsl import catalog, compiler
+    from lossdsl.api import compile as compile_loss
+    from lossdsl.backend.cpu import codegen
+
+    decisions = []
+    build = codegen.CpuModuleBuilder.build
+
+    def checked(builder):
+        decisions.append((builder.printer.vectorisable, builder.vectorisable))
+        return build(builder)
+
+    monkeypatch.setattr(codegen.CpuModuleBuilder, "build", checked)
+    for entry in catalog.entries():
+        compiled = compile_loss(entry.call_expression())
+        constants = compiled.label_inputs() | compiled.table_inputs()
+        wrt = tuple(name for name in compiled.inputs if name not in constants)
+        request = compiler.KernelRequest(np.dtype("float64"), "cpu", True, wrt, wrt)
+        compiler.generate_source(compiled.specialization(compiled.default_ranks()), request)
+    assert decisions and all(ours == theirs for ours, theirs in decisions)
+    assert {ours for ours, _ in decisions} == {True, False}  # both kinds of loss were seen
