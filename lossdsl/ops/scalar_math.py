@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-# math functions whose NumPy ufunc of the same name gives the IEEE result
-_UFUNCS = ("exp", "log", "log1p", "expm1", "sqrt", "tanh", "sin", "cos", "tan", "floor", "ceil")
-# math functions with a NumPy ufunc of another name
-_RENAMED = {"atan": "arctan", "asinh": "arcsinh", "atan2": "arctan2"}
+# math functions whose NumPy ufunc has another name (every other math function that NumPy
+# has a ufunc for is that ufunc: the IEEE result, in the argument's dtype)
+_RENAMED = {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "atan2": "arctan2",
+            "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh"}
 
 
 def _quiet(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,14 +46,18 @@ class IEEEMath:
     """
 
     def __init__(self, quiet: bool = True):
-        wrap = _quiet if quiet else (lambda function: function)
-        for name in _UFUNCS:
-            setattr(self, name, wrap(getattr(np, name)))
-        for name, ufunc in _RENAMED.items():
-            setattr(self, name, wrap(getattr(np, ufunc)))
+        self._wrap = _quiet if quiet else (lambda function: function)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(math, name)
+        # first use of a name: the NumPy ufunc where there is one, else math's own (constants,
+        # isnan, ...); kept as an attribute, so that later uses do not come here
+        ufunc = getattr(np, _RENAMED.get(name, name), None)
+        if isinstance(ufunc, np.ufunc) and callable(getattr(math, name, None)):
+            value = self._wrap(ufunc)
+        else:
+            value = getattr(math, name)
+        setattr(self, name, value)
+        return value
 
     @staticmethod
     def lgamma(x: Any) -> Any:
