@@ -190,7 +190,7 @@ def profile_call(function: Callable[[], object], synchronize: Callable[[], None]
 def bench(name: str, mode: str, n: int, dtype: str, repeat: int, smoke: bool,
           results: list, profile: bool = False) -> None:
     import lossdsl
-    from lossdsl.backend.cuda import runtime as rt
+    from lossdsl.binding import is_device_array
 
     cuda = _require_gpu(smoke)
     torch = _torch_cuda()
@@ -214,7 +214,7 @@ def bench(name: str, mode: str, n: int, dtype: str, repeat: int, smoke: bool,
     synchronize()
     first_call = time.perf_counter() - start
     result = first[1] if mode == "vg" else first[0]
-    assert rt.is_device_array(result) and str(result.dtype).endswith(dtype), result.dtype
+    assert is_device_array(result) and str(result.dtype).endswith(dtype), result.dtype
     run, arguments = capture_run(compiled)
     ours()
     times = {"lossdsl": timed(ours, synchronize, repeat),

@@ -28,7 +28,7 @@ import pytest
 from numba import cuda
 
 import lossdsl
-from lossdsl import catalog
+from lossdsl import binding, catalog
 from lossdsl.backend.cuda import runtime as rt
 from lossdsl.errors import LossDomainError, LossError
 
@@ -79,7 +79,7 @@ def fused(compiled: lossdsl.CompiledLoss, inputs: dict[str, Any], wrt: tuple[str
 
 def host(value: Any) -> Any:
     """A result as NumPy (device arrays are copied back) or a float."""
-    if rt.is_device_array(value):
+    if binding.is_device_array(value):
         return rt.as_device_array(value).copy_to_host()
     return value
 
@@ -419,7 +419,7 @@ def test_device_arrays_stay_on_the_device(dtype):
     value, gradient = compiled.value_and_grad("p", y=d_y, p=d_p, sample_weight=d_weight)
     hessian = compiled.hessian("p", y=d_y, p=d_p, sample_weight=d_weight)
     assert isinstance(value, float)
-    assert rt.is_device_array(gradient) and rt.is_device_array(hessian)
+    assert binding.is_device_array(gradient) and binding.is_device_array(hessian)
     assert gradient.dtype == dtype and gradient.shape == (N,)
     cpu = lossdsl.compile("huber(y, p, 0.7)")
     expected_value, expected_gradient = cpu.value_and_grad("p", y=y, p=p, sample_weight=weight)
@@ -427,7 +427,7 @@ def test_device_arrays_stay_on_the_device(dtype):
     assert_close(gradient, expected_gradient, dtype, "gradient")
     assert_close(hessian, cpu.hessian("p", y=y, p=p, sample_weight=weight), dtype, "hessian")
     values = lossdsl.compile("huber(y, p, 0.7)", target="cuda", reduction="none")(y=d_y, p=d_p)
-    assert rt.is_device_array(values) and values.dtype == dtype
+    assert binding.is_device_array(values) and values.dtype == dtype
 
 
 def test_device_and_host_inputs_mixed():
@@ -437,7 +437,7 @@ def test_device_and_host_inputs_mixed():
     value, gradient = compiled.value_and_grad("z", y=cuda.to_device(data["label"]), z=data["z"])
     expected_value, expected_gradient = lossdsl.compile("sparse_cce_logits(y, z)").value_and_grad(
         "z", y=data["label"], z=data["z"])
-    assert rt.is_device_array(gradient)
+    assert binding.is_device_array(gradient)
     assert_close(value, expected_value, np.float64, "value")
     assert_close(gradient, expected_gradient, np.float64, "gradient")
 
@@ -618,7 +618,7 @@ def _compare_with_cpu(expression: str, inputs: dict[str, np.ndarray], wrt: tuple
     actual = fused(_on_gpu(expression), on_device, wrt, wrt)
     names = ["value", *(f"grad {w}" for w in wrt), *(f"hessian {w}" for w in wrt)]
     for name, a, e in zip(names, actual, expected):
-        assert isinstance(a, float) or rt.is_device_array(a), f"{what}: {name} left the device"
+        assert isinstance(a, float) or binding.is_device_array(a), f"{what}: {name} left the device"
         assert_close(a, e, dtype, f"{what}: {name}")
 
 
