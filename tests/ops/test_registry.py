@@ -290,3 +290,18 @@ def test_the_printers_vectorisable_flag_agrees_with_the_cpu_module_builder(monke
         compiler.generate_source(compiled.specialization(compiled.default_ranks()), request)
     assert decisions and all(ours == theirs for ours, theirs in decisions)
     assert {ours for ours, _ in decisions} == {True, False}  # both kinds of loss were seen
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE, ids=lambda op: op.name)
+def test_templates_use_each_argument_once_formatted(op):
+    """Every format-string template (kernel, CUDA, jax, LaTeX) takes the operation's arity
+    of arguments and mentions each of them."""
+    names = [f"<arg{i}>" for i in range(op.arity)]
+    for field in ("kernel", "cuda", "jax", "latex"):
+        template = getattr(op, field)
+        if not isinstance(template, str) or template == ops.NOTATION:
+            continue
+        if field == "latex" and "{0}" not in template:
+            continue  # a function name, applied to the arguments by the printer
+        text = template.format(*names)
+        assert all(name in text for name in names), f"{op.name}.{field}: {text}"
