@@ -58,6 +58,16 @@ def _pow_jax(n, a, b):
     return f"jnp.power({a}, {b})"
 
 
+def _infix(name: str, symbol: str, reference, partials, latex: str = NOTATION,
+           commutative: bool = False) -> Op:
+    """An arithmetic operator, Python infix in Numba and ``jax.numpy`` code alike (the
+    printers parenthesise the arguments as needed)."""
+    infix = f"{{0}} {symbol} {{1}}"
+    return Op(name, 2, doc=f"a {symbol} b", reference=reference, partials=partials,
+              kernel=infix, latex=latex, torch=lambda t: getattr(t, name), jax=infix,
+              commutative=commutative)
+
+
 def _zero_partials(build, n, *args, wanted):
     return [_ZERO] * len(args)
 
@@ -83,22 +93,13 @@ register(
     Op("neg", 1, doc="-x", reference=np.negative,
        partials=lambda build, n, a, wanted: [constant(-1.0)],
        kernel="-{0}", latex=NOTATION, torch=lambda t: t.neg, jax="-{0}"),
-    Op("add", 2, doc="a + b", reference=np.add,
-       partials=lambda build, n, a, b, wanted: [_ONE, _ONE],
-       kernel="{0} + {1}", latex=NOTATION, torch=lambda t: t.add, jax="{0} + {1}",
-       commutative=True),
-    Op("sub", 2, doc="a - b", reference=np.subtract,
-       partials=lambda build, n, a, b, wanted: [_ONE, constant(-1.0)],
-       kernel="{0} - {1}", latex=NOTATION, torch=lambda t: t.sub, jax="{0} - {1}"),
-    Op("mul", 2, doc="a * b", reference=np.multiply,
-       partials=lambda build, n, a, b, wanted: [b, a],
-       kernel="{0} * {1}", latex=NOTATION, torch=lambda t: t.mul, jax="{0} * {1}",
-       commutative=True),
-    Op("div", 2, doc="a / b", reference=np.divide,
-       partials=lambda build, n, a, b, wanted: [
-           build("div", _ONE, b), build("neg", build("div", n, b)) if wanted[1] else None],
-       kernel="{0} / {1}", latex=r"\frac{{{0}}}{{{1}}}", torch=lambda t: t.div,
-       jax="{0} / {1}"),
+    _infix("add", "+", np.add, lambda build, n, a, b, wanted: [_ONE, _ONE],
+           commutative=True),
+    _infix("sub", "-", np.subtract, lambda build, n, a, b, wanted: [_ONE, constant(-1.0)]),
+    _infix("mul", "*", np.multiply, lambda build, n, a, b, wanted: [b, a], commutative=True),
+    _infix("div", "/", np.divide, lambda build, n, a, b, wanted: [
+        build("div", _ONE, b), build("neg", build("div", n, b)) if wanted[1] else None],
+        latex=r"\frac{{{0}}}{{{1}}}"),
     Op("pow", 2, doc="a ^ b (a ** b)", reference=np.power, partials=_pow_partials,
        kernel=_pow_kernel, latex=NOTATION, torch=lambda t: t.pow, jax=_pow_jax),
     Op("abs", 1, doc="|x|", reference=np.abs,
