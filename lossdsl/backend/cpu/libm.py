@@ -20,7 +20,8 @@ from .vector_math import vlog as log
 from .vector_math import vlog1p as log1p
 
 _VECTORISED = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p}
-# constants and predicates the printer and the helpers use besides the templates' calls
+# names no template text shows: the constants of emit.number, the sqrt that pow's printing
+# function writes, and the rest of what this module always exported
 _ALWAYS = ("floor", "inf", "isinf", "isnan", "nan", "pi", "sqrt", "tan")
 
 
