@@ -31,8 +31,8 @@ def _where_partials(build, n, c, a, b, wanted):
     return [_ZERO, build("where", c, _ONE, _ZERO), build("where", c, _ZERO, _ONE)]
 
 
-def _relation(name: str, function, torch_name: str, commutative: bool) -> Op:
-    python = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[name]
+def _relation(name: str, python: str, function, commutative: bool = False) -> Op:
+    """A comparison: 1 where ``a <python> b`` holds (the Python operator), else 0."""
     return Op(
         name, 2, doc=f"1 where a {python} b, else 0",
         reference=lambda a, b: _truth(function(a, b)), partials=_zero_partials,
@@ -40,17 +40,17 @@ def _relation(name: str, function, torch_name: str, commutative: bool) -> Op:
 def h_{name}(a, b):
     return T(1.0) if a {python} b else T(0.0)
 """),
-        latex=NOTATION, torch=lambda t: getattr(t, torch_name),
+        latex=NOTATION, torch=lambda t: getattr(t, name),
         jax=f"jnp.where({{0}} {python} {{1}}, ONE, ZERO)", commutative=commutative)
 
 
 register(
-    _relation("lt", np.less, "lt", False),
-    _relation("le", np.less_equal, "le", False),
-    _relation("gt", np.greater, "gt", False),
-    _relation("ge", np.greater_equal, "ge", False),
-    _relation("eq", np.equal, "eq", True),
-    _relation("ne", np.not_equal, "ne", True),
+    _relation("lt", "<", np.less),
+    _relation("le", "<=", np.less_equal),
+    _relation("gt", ">", np.greater),
+    _relation("ge", ">=", np.greater_equal),
+    _relation("eq", "==", np.equal, commutative=True),
+    _relation("ne", "!=", np.not_equal, commutative=True),
     Op("and", 2, doc="1 where both a and b are non-zero, else 0",
        reference=lambda a, b: _truth((a != 0) & (b != 0)), partials=_zero_partials,
        kernel=Helper("and", """
