@@ -60,6 +60,8 @@ class ModuleBuilder(ABC):
     decorators and the parts of ``run`` around the launches. :meth:`build` does the rest.
     """
 
+    #: The target whose kernel templates the expressions are printed from ("cpu", "cuda").
+    target: str
     #: The decorator line of the helper functions (``h_<name>``) the bodies call.
     helper_decorator: str
     #: How a glue value becomes a kernel scalar (``{}`` is the float64 value's source).
@@ -73,7 +75,7 @@ class ModuleBuilder(ABC):
         self.dtype = dtype
         self.header = header
         self.names = Names()
-        self.printer = ExpressionPrinter()
+        self.printer = ExpressionPrinter(self.target)
         self.functions: list[str] = []
         self.reduction_names: dict[int, str] = {}  # id of a sum node -> its name in run
         self.run_lines: list[str] = []  # the statements of run inside numpy.errstate

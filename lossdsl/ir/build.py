@@ -33,8 +33,9 @@ __all__ = [
     "result_axes",
 ]
 
-# min and max are not reordered: on ties the derivative goes to the argument written first.
-COMMUTATIVE = frozenset({"add", "mul", "eq", "ne", "and", "or"})
+# the registry's commutative operations (min and max are not among them: on ties the
+# derivative goes to the argument written first)
+COMMUTATIVE = frozenset(name for name, op in OPERATIONS.items() if op.commutative)
 
 ZERO = constant(0.0)
 ONE = constant(1.0)

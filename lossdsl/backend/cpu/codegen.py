@@ -13,8 +13,6 @@ the same passes chunk by chunk.
 
 from __future__ import annotations
 
-import re
-
 from ...passes.schedule import Loop, Schedule
 from ..emit import FASTMATH, Body, BodyEmitter
 from ..module import GeneratedModule, ModuleBuilder
@@ -26,20 +24,11 @@ _DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{ext
 # A body is inlined into its loop (LLVM's own inliner gives up on long bodies) and calls the
 # vectorisable exp and log of libm.py, so that the loop vectorises: bce_logits' value and
 # gradient went from 12.6 to 2.7 ns per element. Math that only libm does, one element at a
-# time, stops vectorisation; a module that calls it keeps plain calls and libm, whose code is
-# cheaper to compile (a 40-term loss with tanh: 1.2 s; vectorisable exp and log, 1.7 s; both
-# inlined, 3.6 s).
-_SCALAR_ONLY = re.compile(r"math\.(?:tanh|sin|cos|tan|erfc?)\(|\*\*"
-                          r"|h_(?:lgamma|digamma|trigamma|tetragamma|log_ndtr|ndtr_ratio)\(")
+# time (an op whose registry record says vectorisable=False), stops vectorisation; a module
+# that calls it keeps plain calls and libm, whose code is cheaper to compile (a 40-term loss
+# with tanh: 1.2 s; vectorisable exp and log, 1.7 s; both inlined, 3.6 s).
 
-__all__ = ["CpuModuleBuilder", "GeneratedModule", "generate", "vectorisable"]
-
-
-def vectorisable(bodies: list[Body]) -> bool:
-    """Whether the loops running ``bodies`` can vectorise: no body calls math that only
-    libm does (one element at a time). The one place that decides it (the op registry's
-    ``vectorisable`` flag is to replace the pattern match on the bodies' text)."""
-    return not any(_SCALAR_ONLY.search("\n".join(body.lines)) for body in bodies)
+__all__ = ["CpuModuleBuilder", "GeneratedModule", "generate"]
 
 
 class CpuModuleBuilder(ModuleBuilder):
@@ -47,6 +36,7 @@ class CpuModuleBuilder(ModuleBuilder):
     ``prange`` loop over the axes in ``parallel_axes``; ``run`` calls the loops through a
     kit (:mod:`lossdsl.backend.cpu.runtime`)."""
 
+    target = "cpu"
     helper_decorator = f"@{_DECORATOR.format(extra='')}"
     glue_cast = "kit.cast(T, {})"
 
@@ -57,7 +47,7 @@ class CpuModuleBuilder(ModuleBuilder):
         # every body first: whether any calls scalar-only math decides every decorator
         self.bodies = [BodyEmitter(loop, self.names, self.printer).emit()
                        for loop in schedule.loops]
-        self.vectorisable = vectorisable(self.bodies)
+        self.vectorisable = self.printer.vectorisable
 
     def imports(self) -> list[str]:
         return [

@@ -117,6 +117,7 @@ class CudaModuleBuilder(ModuleBuilder):
     """A Numba CUDA module: per loop a device body, a grid-stride kernel and, for loops over
     class rows, a block-per-row kernel; ``run`` moves the data and launches them."""
 
+    target = "cuda"
     helper_decorator = _DEVICE
     accumulator_zero = "F64(0.0)"
 
