@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 
+from .ir.axes import Axis, counted_axis
 from .ir.node import Node, toposort
 from .ops import NOTATION, find
 from .ops.compare import RELATION_SYMBOLS
@@ -70,21 +71,22 @@ def latex_name(name: str) -> str:
 def _axis_symbol(axis: str) -> str:
     """``n0 -> N``, ``n1 -> N_{1}``, ``n0k -> K``: the length of an axis; ``n0#kept`` (the
     samples not dropped by ignore_index) is ``N_{\\text{kept}}``."""
-    kept = re.fullmatch(r"n(\d+)#kept", axis)
-    if kept:
-        number = kept.group(1)
-        return r"N_{\text{kept}}" if number == "0" else rf"N_{{{number},\text{{kept}}}}"
-    match = re.fullmatch(r"n(\d+)(k?)", axis)
-    if not match:
+    try:
+        counted, kept = counted_axis(axis)
+    except ValueError:
         return latex_name(axis)
-    number, classes = match.groups()
-    letter = "K" if classes else "N"
-    return letter if number == "0" else f"{letter}_{{{number}}}"
+    if counted.is_table_rows:
+        return latex_name(axis)
+    number = counted.domain
+    if kept:
+        return r"N_{\text{kept}}" if number == 0 else rf"N_{{{number},\text{{kept}}}}"
+    letter = "K" if counted.is_classes else "N"
+    return letter if number == 0 else f"{letter}_{{{number}}}"
 
 
 def _sample_index(axis: str) -> str:
-    match = re.fullmatch(r"n(\d+)", axis)
-    number = int(match.group(1)) if match else 0
+    parsed = Axis.parse(axis)
+    number = parsed.domain if parsed is not None and parsed.is_samples else 0
     return "ijlmr"[number] if number < 5 else f"i_{{{number}}}"
 
 

@@ -20,6 +20,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from ..ir.axes import Axis
 from ..ir.node import Node
 from ..ops import Helper, find, helper_closure, helper_source, helpers
 from ..passes.schedule import Loop
@@ -218,7 +219,7 @@ class BodyEmitter:
         raise AssertionError(f"{n.op} used before it was computed")  # scheduling bug
 
     def _class_width(self) -> str:
-        axis = self.loop.axis + "k"
+        axis = Axis(self.loop.axis).classes()
         return self._use(self.names.width(axis), self.widths)
 
     def _ordered(self, roots: list[Node], row: bool) -> list[Node]:

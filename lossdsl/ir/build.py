@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..ops.primitives import OPERATIONS
 from ..reference import ELEMENTWISE_NUMPY, fold
+from .axes import Axis
 from .node import Axes, Node, constant, node
 
 if TYPE_CHECKING:
@@ -61,13 +62,13 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
             # a scalar label (pick(z, 1), onehot(1)) names no sample domain of its own: the
             # class axis is the one it meets, which shapes.specialize infers and passes in
             return given
-        sample = args[0].axes[0]
-        return (sample, sample + "k")
+        sample = Axis(args[0].axes[0])
+        return (sample, sample.classes())
     if op == "table_row":
         if given is not None or not args[1].axes:
             return given
-        sample = args[1].axes[0]
-        return (sample, sample + "k")
+        sample = Axis(args[1].axes[0])
+        return (sample, sample.classes())
     longest: Axes = ()
     for a in args:
         if len(a.axes) > len(longest):
