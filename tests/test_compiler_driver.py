@@ -186,3 +186,19 @@ def test_a_pickled_loss_binds_and_builds_again(bce):
     copy = pickle.loads(pickle.dumps(bce))
     assert copy.kernels() == [] and copy.layout == bce.layout
     assert copy(y=y, p=p) == expected
+
+
+def test_dask_binds_through_the_one_binder():
+    da = pytest.importorskip("dask.array")
+    import lossdsl.dask
+
+    loss = lossdsl.dask.compile("param c = 1\nloss q = c * mse(y, p)")
+    y, p = da.zeros(6, chunks=3), da.ones(6, chunks=3)
+    # names are checked before the arrays: a missing input is named as such
+    with pytest.raises(lossdsl.LossNameError, match="missing input 'p'"):
+        loss(y=np.zeros(6))
+    with pytest.raises(lossdsl.LossError, match="needs at least one dask array"):
+        loss(y=np.zeros(6), p=np.ones(6))
+    with pytest.raises(lossdsl.LossShapeError, match="param 'c' must be a single number"):
+        loss(y=y, p=p, c=[1.0, 2.0])
+    assert float(loss(y=y, p=p, c=2.0).compute()) == pytest.approx(2.0)
