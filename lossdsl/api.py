@@ -41,12 +41,6 @@ from .passes import shapes
 TARGETS = compiler.TARGETS
 REDUCTIONS = shapes.REDUCTIONS
 
-# compatibility: moved to lossdsl.binding; the integrator removes these once no module reads
-# them here
-first_bad_label = binding.first_bad_label
-kernel_dtype = binding.kernel_dtype
-numeric_array = binding.numeric_array
-result_dtype = binding.result_dtype
 
 
 class Loss:
@@ -476,11 +470,6 @@ class CompiledLoss:
         return self.bind_call(want_value, grads, hessians, inputs, sample_weight,
                               output_dtype).run()
 
-    def _default_objective(self, name: str):
-        # compatibility: lossdsl.benchmark.graphs reads it; the integrator switches it to
-        # specialization(default_ranks()) and removes this
-        spec = self.specialization(self.default_ranks())
-        return spec.objective, spec.typed[name]
 
     # ------------------------------------------------------------------ internals
     def _ignore_index(self, value: Any) -> int | None:

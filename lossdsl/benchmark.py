@@ -28,13 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import compiler
 from . import peers as peers_module
 from .api import CompiledLoss
 from .ir.node import Node, toposort
 from .ops import operations
-from .passes import diff
-from .passes.simplify import simplify
-from .passes.stabilize import stabilize
 from .reference import Evaluator
 
 TASKS = ("value", "value+grad", "grad+hess")
@@ -82,10 +80,9 @@ class Graphs:
 
 def graphs(compiled: CompiledLoss, wrt: str, inputs: dict[str, np.ndarray]) -> Graphs:
     """Typed graphs for the inputs' shapes (the same graphs the kernels are built from)."""
-    objective, x = compiled._default_objective(wrt)
-    gradient = diff.grad(objective.total, x)
-    hessian = diff.hessian_diag(objective.total, x, gradient)
-    gradient, hessian = simplify(stabilize([gradient, hessian]))
+    spec = compiled.specialization(compiled.default_ranks())
+    objective = spec.objective
+    gradient, hessian = compiler.derivatives(spec, wrt, 2)
     counts: dict[str, int] = {}
     for node in toposort([objective.total, gradient, hessian]):
         if node.op == "input" and node.axes:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
+from .ir.axes import Axis
 from .passes import shapes
 
 if TYPE_CHECKING:
@@ -30,9 +31,9 @@ if TYPE_CHECKING:
     from .compiler import Kernel, Specialization
 
 __all__ = ["ArrayKind", "Bound", "BoundCall", "InputLayout", "axis_lengths", "bind_inputs",
-           "check_labels", "class_vector", "coerce_loss", "first_bad_label", "is_device_array",
-           "kernel_arguments", "kernel_dtype", "label_error", "label_widths", "numeric_array",
-           "output_allocator", "param_value", "result_dtype", "result_order"]
+           "check_labels", "class_vector", "coerce_loss", "disagreement", "first_bad_label",
+           "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
+           "numeric_array", "output_allocator", "param_value", "result_dtype", "result_order"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,13 @@ def class_vector(name: str, array: Any, span: Span | None = None) -> Any:
         return cuda.to_device(array.copy_to_host().reshape(1, array.shape[0]))
 
 
+def disagreement(axis: str, shapes: Mapping[str, tuple[int, ...]]) -> LossShapeError:
+    """The error for inputs of ``shapes`` that disagree on the length of ``axis``."""
+    detail = ", ".join(f"'{name}' has shape {shape}" for name, shape in shapes.items())
+    kind = "number of classes" if Axis(axis).is_classes else "number of samples"
+    return LossShapeError(f"inputs disagree on the {kind}: {detail}")
+
+
 def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dict[str, int]:
     """The length of every axis of ``spec`` for ``bound``'s arrays, which must agree on it."""
     lengths: dict[str, int] = {}
@@ -176,9 +184,7 @@ def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dic
             seen[name] = bound.arrays[name].shape[dimension]
         if len(set(seen.values())) > 1:
             _refuse_class_vector_length(layout, seen, bound)
-            detail = ", ".join(f"'{n}' has shape {bound.arrays[n].shape}" for n in seen)
-            kind = "number of classes" if axis.endswith("k") else "number of samples"
-            raise LossShapeError(f"inputs disagree on the {kind}: {detail}")
+            raise disagreement(axis, {n: bound.arrays[n].shape for n in seen})
         lengths[axis] = next(iter(seen.values()))
     for axis, width in spec.fixed_widths.items():
         if axis in lengths and lengths[axis] != width:

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .boosting.objective import LABEL_NAMES, as_loss
+from .binding import coerce_loss
+from .boosting.objective import LABEL_NAMES
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["decide"]
@@ -169,7 +170,7 @@ def _per_row_kernel(cost: str | Loss | CompiledLoss) -> CompiledLoss:
         return cost
     if isinstance(cost, str) and cost in _KERNELS:
         return _KERNELS[cost]
-    loss, params, target = as_loss(cost)
+    loss, params, target = coerce_loss(cost)
     compiled = CompiledLoss(loss, target or "cpu", "none", params)
     if isinstance(cost, str):
         if len(_KERNELS) >= 32:

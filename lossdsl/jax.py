@@ -56,7 +56,7 @@ except ModuleNotFoundError as error:  # an optional dependency
 from . import compiler
 from .api import CompiledLoss, Loss, loss_from_text
 from .backend import jax as printer
-from .binding import first_bad_label, param_value
+from .binding import disagreement, first_bad_label, param_value
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.node import Node, depends_on, toposort
 from .passes import diff, shapes
@@ -472,9 +472,7 @@ class JaxLoss:
         for axis, sources in functions.specialized.axis_sources.items():
             seen = {name: arrays[name].shape[dimension] for name, dimension in sources}
             if len(set(seen.values())) > 1:
-                detail = ", ".join(f"'{n}' has shape {arrays[n].shape}" for n in seen)
-                kind = "number of classes" if axis.endswith("k") else "number of samples"
-                raise LossShapeError(f"inputs disagree on the {kind}: {detail}")
+                raise disagreement(axis, {n: arrays[n].shape for n in seen})
             lengths[axis] = next(iter(seen.values()))
         for axis, width in functions.specialized.fixed_widths.items():
             if axis in lengths and lengths[axis] != width:

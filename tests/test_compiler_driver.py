@@ -100,8 +100,7 @@ def test_only_the_driver_orders_the_passes():
     # the optimisation order (stabilize, simplify, lower) is stated in compiler.optimize;
     # modules outside the passes call it instead of chaining the passes themselves
     package = Path(lossdsl.__file__).parent
-    allowed = {"compiler.py",
-               "benchmark.py"}  # not yet switched: graphs() chains simplify(stabilize(...))
+    allowed = {"compiler.py"}
     chaining = []
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package).as_posix()

@@ -17,15 +17,6 @@ import lossdsl
 
 PACKAGE = Path(lossdsl.__file__).parent
 
-# (module path relative to the package, private name): uses still to be moved onto a public
-# name, each in a file the compiler-driver change did not own. Empty it, do not grow it.
-ALLOWED: set[tuple[str, str]] = {
-    # benchmark.graphs reads the default specialisation; the switch is
-    # compiled.specialization(compiled.default_ranks()) (objective, typed[wrt])
-    ("benchmark.py", "_default_objective"),
-}
-
-
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
@@ -67,7 +58,7 @@ def _own_receiver(value: ast.expr) -> bool:
 
 
 def violations() -> list[tuple[str, int, str]]:
-    """``(module, line, private name)`` of every cross-module private use not allowed."""
+    """``(module, line, private name)`` of every cross-module private use."""
     modules = _modules()
     defined = {name: _defined(tree) for name, tree in modules.items()}
     found = []
@@ -82,26 +73,13 @@ def violations() -> list[tuple[str, int, str]]:
                   and not _own_receiver(n.value)
                   and n.attr not in defined[module] and n.attr in elsewhere):
                 found.append((module, n.lineno, n.attr))
-    return [v for v in found if (v[0], v[2]) not in ALLOWED]
+    return found
 
 
 def test_no_module_uses_another_modules_private_names():
     found = violations()
     assert not found, "private names used across modules:\n" + "\n".join(
         f"  lossdsl/{module}:{line}: {name}" for module, line, name in found)
-
-
-def test_every_allowed_use_still_exists():
-    # an allow-list entry whose use is gone must go too, so that the list only shrinks
-    modules = _modules()
-    used = set()
-    for module, tree in modules.items():
-        for n in ast.walk(tree):
-            if isinstance(n, ast.Attribute):
-                used.add((module, n.attr))
-            elif isinstance(n, ast.ImportFrom):
-                used.update((module, alias.name) for alias in n.names)
-    assert ALLOWED <= used, f"stale allow-list entries: {sorted(ALLOWED - used)}"
 
 
 def test_the_check_finds_a_planted_use(tmp_path, monkeypatch):

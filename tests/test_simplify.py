@@ -8,9 +8,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lossdsl import ops
+from lossdsl.ir.build import make, result_axes
 from lossdsl.ir.node import Node, constant, node, toposort
 from lossdsl.passes.diff import grad, hessian_diag
-from lossdsl.passes.simplify import make, result_axes, simplify
+from lossdsl.passes.simplify import simplify
 from lossdsl.passes.stabilize import stabilize
 from lossdsl.reference import evaluate
 

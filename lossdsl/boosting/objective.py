@@ -118,11 +118,6 @@ PRESETS: dict[str, HessianPreset] = {
 COLUMN_LABELS = (None, "onehot", "same")
 
 
-# compatibility: moved to lossdsl.binding.coerce_loss; decisions.py still imports it from
-# here (the integrator removes this line)
-as_loss = coerce_loss
-
-
 def default_roles(loss: Loss, wrt: str | None, label: str | None,
                   fixed: Mapping[str, Any]) -> tuple[str, str]:
     """(label input, prediction input) of a loss, filling in what the caller left out.

@@ -155,12 +155,3 @@ def to_source(n: Node) -> str:
     from .source import to_source as print_source
 
     return print_source(n)
-
-
-def __getattr__(name: str):
-    # compatibility while the redesign lands: SourcePrinter moved to lossdsl.ir.source
-    if name == "SourcePrinter":
-        from .source import SourcePrinter
-
-        return SourcePrinter
-    raise AttributeError(name)

@@ -17,11 +17,8 @@ from .structural import CLASS_VECTOR
 __all__ = [
     "CLASS_INDEX", "CLASS_VECTOR", "COMPARISONS", "CONSTANTS", "COUNT_AS", "ELEMENTWISE",
     "FUNCTIONS", "LANGUAGE_FUNCTIONS", "LEAF", "LOGICAL", "OPERATIONS", "REDUCE", "ROW",
-    "SHAPE_MACROS", "TABLE_ROW", "Primitive",
+    "SHAPE_MACROS", "TABLE_ROW",
 ]
-
-#: the record type (the name this module gave it before the registry)
-Primitive = Op
 
 
 def _of_kind(kind: str) -> dict[str, Op]:

@@ -6,8 +6,6 @@ The node constructor and the identities it applies live in ``ir/build.py`` and
 
 from __future__ import annotations
 
-# compatibility line: make, node and result_axes are imported from ir.build now
-from ..ir.build import make, node, result_axes  # noqa: F401
 from ..ir.node import Node
 from .rewrite import apply_phase
 from .rules.canonicalize import CANONICALIZE

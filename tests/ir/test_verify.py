@@ -20,11 +20,12 @@ from lossdsl.backend.cpu import codegen as cpu
 from lossdsl.backend.cuda import codegen as cuda
 from lossdsl.errors import LossShapeError
 from lossdsl.ir import verify
+from lossdsl.ir.build import make
 from lossdsl.ir.node import Node, constant, node, walk
 from lossdsl.passes import diff, shapes
 from lossdsl.passes.lower import lower
 from lossdsl.passes.schedule import Loop, Output, Schedule, plan
-from lossdsl.passes.simplify import make, simplify
+from lossdsl.passes.simplify import simplify
 from lossdsl.passes.stabilize import stabilize
 
 ENTRIES = catalog.entries()

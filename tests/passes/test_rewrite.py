@@ -349,15 +349,6 @@ def test_make_applies_the_canonical_identities() -> None:
     assert make("sub", (TWO, ONE)) is ONE
 
 
-def test_compatibility_imports() -> None:
-    from lossdsl.ir import build
-    from lossdsl.passes import simplify as simplify_module
-
-    assert simplify_module.make is build.make
-    assert simplify_module.result_axes is build.result_axes
-    assert simplify_module.node is node
-
-
 # --- the debug switch ----------------------------------------------------------------------------
 
 

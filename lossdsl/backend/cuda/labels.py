@@ -2,7 +2,7 @@
 
 One small kernel checks a device vector of labels and counts the samples kept in the same
 pass: the first label that is neither an integer in ``[0, width)`` nor the ignored value
-(what :func:`lossdsl.api.first_bad_label` finds on the host), and how many labels are not
+(what :func:`lossdsl.binding.first_bad_label` finds on the host), and how many labels are not
 the ignored value (the denominator of the mean over the samples kept). Two 8-byte copies
 come back instead of the labels. Imported only for device inputs with ``ignore_index``.
 """

@@ -83,17 +83,6 @@ def use_block_rows(width: int) -> bool:
     return width >= ROW_BLOCK_MIN_WIDTH
 
 
-def is_device_array(value: Any) -> bool:
-    """Whether ``value`` lives on the device (CuPy, PyTorch CUDA, Numba device arrays)."""
-    if isinstance(value, np.ndarray):
-        return False
-    try:
-        return (isinstance(value, _NATIVE_DEVICE_ARRAYS)
-                or hasattr(value, "__cuda_array_interface__"))
-    except RuntimeError:  # a PyTorch CUDA tensor that requires grad refuses to export itself
-        return True
-
-
 def as_device_array(value: Any) -> Any:
     """A Numba view of device array ``value`` (zero-copy; NumPy-style dtype and shape)."""
     if isinstance(value, _NATIVE_DEVICE_ARRAYS):
