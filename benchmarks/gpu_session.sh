@@ -42,7 +42,7 @@ check)
     TAIL=0 step profile_cuda 60 python3 benchmarks/bench_cuda.py --profile --n 1000000 \
         --loss huber --dtype float32 --mode vg --repeat 5
     TAIL=25 step test_cuda 240 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
-        tests/test_cuda.py tests/test_integrations_torch.py tests/test_ignore_and_reductions.py
+        tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py tests/test_ignore_and_reductions.py
     ;;
 xgboost)
     if ! python3 -c "import xgboost" 2>/dev/null; then
@@ -51,7 +51,7 @@ xgboost)
     fi
     python3 -c "import xgboost; print('xgboost', xgboost.__version__)" | tee -a "$OUT/card.txt"
     TAIL=25 step test_gpu_boosting 200 python3 -m pytest "${pytest_args[@]}" -n 0 \
-        tests/test_gpu_boosting.py
+        tests/integrations/test_gpu_boosting.py
     TAIL=30 step bench_gbdt_gpu 300 python3 benchmarks/bench_gbdt_gpu.py --rows 1000000 \
         --rounds 30 --repeat 2
     ;;

@@ -25,9 +25,9 @@ def _nvidia_gpu_present() -> bool:
     return listing.returncode == 0 and "GPU" in listing.stdout
 
 
-# Without a GPU, target="cuda" runs in Numba's CUDA simulator (tests/test_cuda.py). Numba reads
-# the switch once, when it is first imported, so it is set here, before any test module imports
-# numba; it changes nothing for CPU (@njit) kernels. Set NUMBA_ENABLE_CUDASIM yourself to
+# Without a GPU, target="cuda" runs in Numba's CUDA simulator (tests/backend/test_cuda.py). Numba
+# reads the switch once, when it is first imported, so it is set here, before any test module
+# imports numba; it changes nothing for CPU (@njit) kernels. Set NUMBA_ENABLE_CUDASIM yourself to
 # override the choice either way.
 if not _nvidia_gpu_present():
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")

@@ -34,9 +34,9 @@ def compiled(call: str) -> lossdsl.CompiledLoss:
 def evaluate(call: str, wrt: str, **inputs):
     """(value, gradient, Hessian diagonal) of ``call`` per element, from ONE fused kernel.
 
-    ``_compute`` is what ``__call__`` and ``grad_and_hessian`` call with a part of these
-    outputs; asking for all three compiles one kernel per loss and dtype instead of two (each
-    costs 0.5-1 s cold), as tests/test_cuda.py and tests/test_tails.py do. The value-only and
+    ``compute`` is what ``__call__`` and ``grad_and_hessian`` call with a part of these outputs;
+    asking for all three compiles one kernel per loss and dtype instead of two (each costs 0.5-1 s
+    cold), as tests/backend/test_cuda.py and tests/ops/test_tails.py do. The value-only and
     gradient+Hessian kernels of the library's losses are tested in tests/test_library.py."""
     value, gradient, hessian = compiled(call).compute(True, (wrt,), (wrt,), inputs, None)
     return value, gradient, hessian

@@ -243,7 +243,7 @@ def test_dask_chunks_give_the_same_class_weighted_mean():
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1",
-                    reason="the simulator's check; tests/test_cuda.py runs the GPU")
+                    reason="the simulator's check; tests/backend/test_cuda.py runs the GPU")
 def test_cuda_simulator_matches_the_cpu():
     from numba import cuda
 

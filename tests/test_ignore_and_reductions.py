@@ -5,7 +5,7 @@ Values and gradients are compared with ``torch.nn.functional`` (float64, to 1e-1
 PyTorch has the loss, else with the anchors' formulas written out in NumPy; Hessian
 diagonals with ``torch.autograd.functional.hessian`` or the closed forms; every derivative
 also with central finite differences. Each case asks ONE fused kernel for the value, the
-gradient and the Hessian (``_compute``), as tests/test_cuda.py does, so that a target costs
+gradient and the Hessian (``_compute``), as tests/backend/test_cuda.py does, so that a target costs
 one compilation per case. target="cuda" runs under Numba's CUDA simulator without a GPU
 (tests/conftest.py).
 """

@@ -792,7 +792,7 @@ def _case_id(case: Case) -> str:
 def _float32_sweep() -> list[Case]:
     """The cases whose float32 kernels are checked: all of them, except on CI (CI=true without
     LOSSDSL_FULL_SWEEPS=1), where every other loss by name is: the losses that
-    tests/test_cuda.py's CI sweep runs in float64 only, so each loss's float32 kernel runs
+    tests/backend/test_cuda.py's CI sweep runs in float64 only, so each loss's float32 kernel runs
     somewhere on CI (here against float64, there against the CPU) in half the compile time."""
     if os.environ.get("CI") and not os.environ.get("LOSSDSL_FULL_SWEEPS"):
         checked = set(sorted({case.loss for case in CASES})[::2])

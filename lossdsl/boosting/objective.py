@@ -77,7 +77,7 @@ class HessianPreset:
 _POISSON_STEP = 0.7  # max_delta_step of XGBoost's count:poisson, LightGBM's poisson_max_delta_step
 
 #: Built-in objectives whose Hessian convention ``like=`` reproduces. Each is checked in
-#: tests/test_boost_policies.py to give the built-in's start score and, after several
+#: tests/integrations/test_boost_policies.py to give the built-in's start score and, after several
 #: weighted rounds, its raw scores (to 1e-5 with XGBoost's float32 margins, 1e-6 with
 #: LightGBM) with the matching prelude loss.
 PRESETS: dict[str, HessianPreset] = {

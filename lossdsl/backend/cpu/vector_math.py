@@ -38,10 +38,10 @@ Algorithms
 All special cases (nan, +-inf, zero, negative, -1 for log1p, overflow/underflow for exp) are
 resolved by ``select``s computed alongside the main path, never by branches.
 
-Accuracy (``python3 tests/test_vector_math.py``, ~10**7 samples per function and dtype, full ranges,
-tiny/huge/subnormal arguments and results): at most 1 ulp from glibc libm in float64, and at
-most 1 ulp from the float64 libm result rounded to float32 for float32 inputs, with or without
-FMA.  Subnormal exp results are within 1 ulp as well (single rounding, no flush to zero).
+Accuracy (``python3 tests/backend/test_vector_math.py``, ~10**7 samples per function and dtype, full
+ranges, tiny/huge/subnormal arguments and results): at most 1 ulp from glibc libm in float64, and at
+most 1 ulp from the float64 libm result rounded to float32 for float32 inputs, with or without FMA.
+Subnormal exp results are within 1 ulp as well (single rounding, no flush to zero).
 
 Notes
 -----

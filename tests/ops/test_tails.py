@@ -55,7 +55,7 @@ def _compiled(name: str, target: str = "cpu") -> lossdsl.CompiledLoss:
 
 def fused(compiled, inputs: dict) -> list[np.ndarray]:
     """[value, *gradients, *Hessians] with respect to every argument, from one kernel (as
-    tests/test_cuda.py does)."""
+    tests/backend/test_cuda.py does)."""
     wrt = tuple(inputs)
     return [np.asarray(r) for r in compiled.compute(True, wrt, wrt, inputs, None)]
 
@@ -329,7 +329,7 @@ def test_cuda_matches_cpu_in_the_tails():
               "s": -np.geomspace(1e-12, 800.0, count), "f": rng.choice([0.0, 2.0, -1.5], count),
               "g": rng.uniform(-0.9, 5.0, count)}
     # float32: the simulator's exp, log and erfc are NumPy's and Python's, the CPU's libm's; a
-    # last-bit difference grows x^2-fold in log_ndtr's Hessian (2e-3 as tests/test_cuda.py)
+    # last-bit difference grows x^2-fold in log_ndtr's Hessian (2e-3 as tests/backend/test_cuda.py)
     for dtype, rtol, atol in ((np.float64, 1e-12, 1e-300), (np.float32, 2e-3, 1e-37)):
         typed = {k: v.astype(dtype) for k, v in inputs.items()}
         if dtype == np.float32:

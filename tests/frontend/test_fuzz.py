@@ -9,7 +9,7 @@ from the inputs, built-ins and prelude, numbers from edge cases), and a strategy
 constructs with the built-in functions and the prelude's losses, which gets further into the
 compiler (shapes, derivatives, code generation) than random grammar text does. CI replays a
 derandomised sample (tests/conftest.py); a larger run is one environment variable away:
-``LOSSDSL_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py``.
+``LOSSDSL_FUZZ_EXAMPLES=5000 pytest tests/frontend/test_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lossdsl.ops.primitives import CONSTANTS, FUNCTIONS
 # describes itself at length (a cost of milliseconds, not a problem to report)
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
-GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "lossdsl.lark"
+GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "lossdsl.lark"
 EXAMPLES = int(os.environ.get("LOSSDSL_FUZZ_EXAMPLES", "0")) or None
 
 INPUTS = ["y", "p", "z", "w", "t"]

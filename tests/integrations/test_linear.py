@@ -339,7 +339,7 @@ def test_example_matches_scikit_learn_on_real_data(capsys):
     import runpy
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "linear_quantile.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "linear_quantile.py"
     example = runpy.run_path(str(path), run_name="example")
     example["engel"]()
     example["boston"]()

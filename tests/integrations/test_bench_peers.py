@@ -209,7 +209,7 @@ def test_bench_with_wrt_other_than_the_prediction_has_no_peers(capsys):
 
 
 def test_bench_library_runs_one_family(monkeypatch, capsys):
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_library.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_library.py"
     spec = importlib.util.spec_from_file_location("bench_library", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -4,8 +4,8 @@ Reference values: glibc libm through Numba's ``math.*`` in float64; for float32 
 float64 libm result rounded to float32.  Errors are measured as ULP distance (distance between
 the two values in the ordered integer representation, so subnormals and signs are handled).
 
-Run ``python3 tests/test_vector_math.py`` to print the max-ULP table instead of asserting; set
-``VECTOR_MATH_TEST_N`` to change the sample size per input range (default 200_000 to keep CI
+Run ``python3 tests/backend/test_vector_math.py`` to print the max-ULP table instead of asserting;
+set ``VECTOR_MATH_TEST_N`` to change the sample size per input range (default 200_000 to keep CI
 fast; 2_000_000, ~10**7 values per function and dtype, was measured: at most 1 ulp).
 """
 

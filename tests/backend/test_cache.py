@@ -143,7 +143,7 @@ def assert_private(path: Path) -> None:
 def test_a_changed_lossdsl_with_the_same_version_compiles_again(first_run, tmp_path):
     # A copy of the package whose sqrt is off by one, at the same __version__: machine code
     # cached by the unchanged package must not be reused for it.
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     copy = tmp_path / "copy"
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(root / "lossdsl", copy / "lossdsl", ignore=ignore)

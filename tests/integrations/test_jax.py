@@ -3,7 +3,7 @@
 * every loss of the library: value, gradient of every differentiable input (``jax.grad``)
   and the diagonal of ``jax.hessian`` with respect to the prediction, equal to the fused
   Numba kernel's value, gradients and diagonal Hessian to 1e-12 in float64; the kernel is
-  the one tests/test_cuda.py compiles for the same inputs (value, gradients and the
+  the one tests/backend/test_cuda.py compiles for the same inputs (value, gradients and the
   prediction's Hessian in one kernel), so the two files share the on-disk kernel cache;
 * lossdsl's derivatives where JAX's autodiff of a formula fails (extreme logits, a masked
   ``sqrt`` at 0), jit/vmap/grad compositions, reductions and sample weights, ignore_index,
@@ -46,7 +46,7 @@ def _x64():
 
 def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict:
     """Float64 inputs shaped by the loss's input ranks, labels as integers (as
-    tests/test_cuda.py): "wide" from N(0, 1.5), "unit" from (0.05, 0.95)."""
+    tests/backend/test_cuda.py): "wide" from N(0, 1.5), "unit" from (0.05, 0.95)."""
     rng = np.random.default_rng(seed)
     ranks = compiled.default_ranks()
     inputs = {}
