@@ -149,6 +149,22 @@ def depends_on(root: Node, targets: set[int]) -> dict[int, bool]:
     return result
 
 
+def sums_read(root: Node) -> list[Node]:
+    """The ``sum`` nodes a computation of ``root`` reads, not looking inside them (what a
+    loop computing ``root`` needs computed by earlier loops)."""
+    found, seen, stack = [], set(), [root]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.op == "sum":
+            found.append(n)
+            continue
+        stack.extend(n.args)
+    return found
+
+
 def to_source(n: Node) -> str:
     """Readable loss-language source for a graph (see :mod:`lossdsl.ir.source`)."""
     # the printer is a visitor over nodes, a layer above this module: imported when used

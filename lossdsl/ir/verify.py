@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from ..ops.primitives import OPERATIONS
 from .axes import Axis, counted_axis
-from .node import Node, to_source
+from .node import Node, sums_read, to_source
 
 if TYPE_CHECKING:  # the scheduler is a later stage: only its type is named here
     from ..passes.schedule import Schedule
@@ -344,7 +344,7 @@ def verify_schedule(schedule: Schedule) -> None:
                                         f"written by a loop over {loop.axis!r}", output.node)
     for loop in schedule.loops:
         for root in [*(r.args[0] for r in loop.reductions), *(o.node for o in loop.outputs)]:
-            for reduction in _sums_read(root):
+            for reduction in sums_read(root):
                 if computed_in.get(id(reduction), loop.index) >= loop.index:
                     raise InvalidGraphError(f"pass {loop.index} reads a sum that no earlier "
                                             "pass computes", reduction)
@@ -352,25 +352,10 @@ def verify_schedule(schedule: Schedule) -> None:
         if output.node.axes != ():
             raise InvalidGraphError(f"scalar output '{output.name}' is not a scalar",
                                     output.node)
-        for reduction in _sums_read(output.node):
+        for reduction in sums_read(output.node):
             if id(reduction) not in computed_in:
                 raise InvalidGraphError(f"scalar output '{output.name}' reads a sum that no "
                                         "pass computes", reduction)
-
-
-def _sums_read(root: Node) -> list[Node]:
-    """The ``sum`` nodes a computation of ``root`` reads (not looking inside them)."""
-    found, seen, stack = [], set(), [root]
-    while stack:
-        n = stack.pop()
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        if n.op == "sum":
-            found.append(n)
-        else:
-            stack.extend(n.args)
-    return found
 
 
 def enabled() -> bool:

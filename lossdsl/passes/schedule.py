@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.node import Node, toposort
+from ..ir.node import Node, sums_read, toposort
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,6 @@ def _loop_axis(n: Node) -> str:
     return n.args[0].axes[0]
 
 
-def _reductions_feeding(root: Node) -> list[Node]:
-    """The ``sum`` nodes a loop computing ``root`` reads (it does not look inside them)."""
-    found, seen, stack = [], set(), [root]
-    while stack:
-        n = stack.pop()
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        if n.op == "sum":
-            found.append(n)
-            continue
-        stack.extend(n.args)
-    return found
-
-
 def plan(outputs: list[Output]) -> Schedule:
     """Schedule ``outputs`` into the fewest passes, each reduction as late as possible."""
     level: dict[int, int] = {}
@@ -81,7 +66,7 @@ def plan(outputs: list[Output]) -> Schedule:
     deadline: dict[int, int] = {}  # reduction -> the latest pass it may run in
 
     def constrain(root: Node, pass_index: int) -> None:
-        for r in _reductions_feeding(root):
+        for r in sums_read(root):
             deadline[id(r)] = min(deadline.get(id(r), passes), pass_index - 1)
 
     for o in element_outputs:
