@@ -21,13 +21,14 @@ import math
 import re
 
 from .ir.axes import Axis, counted_axis
-from .ir.node import Node, toposort
+from .ir.node import Node
+from .ir.visit import ATOM, PrecedencePrinter
 from .ops import NOTATION, find
 from .ops.compare import RELATION_SYMBOLS
 from .ops.primitives import CLASS_VECTOR
 
 # Precedence levels (higher binds tighter), shared by every printing method.
-_LOGIC, _COMPARE, _SUM, _PRODUCT, _UNARY, _POWER, _ATOM = 1, 2, 3, 4, 5, 6, 9
+_LOGIC, _COMPARE, _SUM, _PRODUCT, _UNARY, _POWER, _ATOM = 1, 2, 3, 4, 5, 6, ATOM
 
 _GREEK = {
     "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
@@ -90,35 +91,15 @@ def _sample_index(axis: str) -> str:
     return "ijlmr"[number] if number < 5 else f"i_{{{number}}}"
 
 
-class LatexPrinter:
-    """Prints a graph as LaTeX math; one method per kind of node.
+class LatexPrinter(PrecedencePrinter):
+    """Prints a graph as LaTeX math; one method per kind of node, functions from their
+    registry records (shared subexpressions in full; over-long text elided as ``\\dots``,
+    see :class:`~lossdsl.ir.visit.PrecedencePrinter`)."""
 
-    Shared subexpressions are printed in full each time; ``max_length`` stops the output from
-    exploding on very shared graphs (the rest is elided as ``\\dots``).
-    """
+    elided = r"\dots"
 
-    def __init__(self, max_length: int = 20000):
-        self.max_length = max_length
-        self.memo: dict[int, tuple[str, int]] = {}
-
-    def print(self, n: Node) -> str:
-        """The LaTeX text of ``n``."""
-        # arguments first: each print_* method then finds them memoised and nothing recurses
-        for current in toposort([n]):
-            self.visit(current)
-        return self.visit(n)[0]
-
-    def visit(self, n: Node) -> tuple[str, int]:
-        """(LaTeX, precedence) of ``n``."""
-        cached = self.memo.get(id(n))
-        if cached is not None:
-            return cached
-        method = getattr(self, f"print_{n.op}", None)
-        result = method(n) if method else self.print_function(n)
-        if len(result[0]) > self.max_length:
-            result = (r"\dots", _ATOM)
-        self.memo[id(n)] = result
-        return result
+    def fallback(self, n: Node):
+        return self.print_function(n)
 
     def _arg(self, n: Node, minimum: int, strict: bool = False) -> str:
         """``n`` parenthesised when it binds looser than ``minimum`` (or equally, if strict)."""
