@@ -32,6 +32,7 @@ from . import compiler
 from . import peers as peers_module
 from .api import CompiledLoss
 from .ir.node import Node, toposort
+from .ir.visit import NodeVisitor
 from .ops import operations
 from .reference import Evaluator
 
@@ -114,10 +115,14 @@ def lossdsl_tasks(compiled: CompiledLoss, wrt: str,
             "grad+hess": lambda: compiled.grad_and_hessian(wrt, **inputs)}
 
 
-class TorchEvaluator:
+class TorchEvaluator(NodeVisitor):
     """Evaluates a typed graph with PyTorch tensors (eager mode, autograd-aware)."""
 
+    method_prefix = "eval_"
+    pass_arguments = True
+
     def __init__(self, torch, inputs, params, counts, dtype):
+        super().__init__()
         self.torch = torch
         self.dtype = dtype
         self.inputs = inputs
@@ -128,34 +133,40 @@ class TorchEvaluator:
                             if op.torch is not None}
 
     def evaluate(self, root: Node):
-        torch = self.torch
-        values = {}
-        for node in toposort([root]):
-            args = [values[id(a)] for a in node.args]
-            if node.op == "const":
-                value = torch.tensor(node.value, dtype=torch.float64)
-            elif node.op == "input":
-                value = self.inputs[node.value]
-            elif node.op == "param":
-                value = torch.tensor(self.params[node.value], dtype=torch.float64)
-            elif node.op == "count":
-                value = torch.tensor(float(self.counts[node.value]), dtype=torch.float64)
-            elif node.op == "class_index":
-                value = torch.arange(self.counts[node.axes[1]], dtype=torch.float64)
-            elif node.op == "sum":
-                value = args[0].sum()
-            elif node.op == "rowsum":
-                value = args[0].sum(dim=1)
-            elif node.op == "rowmax":
-                value = args[0].amax(dim=1)
-            else:
-                aligned = [self._align(v, a.axes, node.axes)
-                           for v, a in zip(args, node.args, strict=True)]
-                value = self.elementwise[node.op](*aligned)
-                if value.dtype == torch.bool:
-                    value = value.to(self.dtype)
-            values[id(node)] = value
-        return values[id(root)]
+        """The tensor of ``root``."""
+        return self.run([root])[0]
+
+    def _scalar(self, value: float):
+        return self.torch.tensor(value, dtype=self.torch.float64)
+
+    def eval_const(self, n, args):
+        return self._scalar(n.value)
+
+    def eval_input(self, n, args):
+        return self.inputs[n.value]
+
+    def eval_param(self, n, args):
+        return self._scalar(self.params[n.value])
+
+    def eval_count(self, n, args):
+        return self._scalar(float(self.counts[n.value]))
+
+    def eval_class_index(self, n, args):
+        return self.torch.arange(self.counts[n.axes[1]], dtype=self.torch.float64)
+
+    def eval_sum(self, n, args):
+        return args[0].sum()
+
+    def eval_rowsum(self, n, args):
+        return args[0].sum(dim=1)
+
+    def eval_rowmax(self, n, args):
+        return args[0].amax(dim=1)
+
+    def fallback(self, n, args):
+        aligned = [self._align(v, a.axes, n.axes) for v, a in zip(args, n.args, strict=True)]
+        value = self.elementwise[n.op](*aligned)
+        return value.to(self.dtype) if value.dtype == self.torch.bool else value
 
     @staticmethod
     def _align(value, axes, out_axes):

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from .ir.node import Axes, Node, toposort
+from .ir.node import Axes, Node
+from .ir.visit import NodeVisitor
 from .ops import operations
 
 #: The NumPy implementation of every elementwise operation, from the registry's records
@@ -41,8 +42,12 @@ def _align(value: np.ndarray, axes: Axes, out_axes: Axes) -> np.ndarray:
     return value
 
 
-class Evaluator:
-    """Evaluates a typed graph on NumPy arrays; one method per kind of leaf or reduction."""
+class Evaluator(NodeVisitor[np.ndarray]):
+    """Evaluates a typed graph on NumPy arrays; one method per kind of leaf or reduction,
+    the elementwise operations by their registry records' references."""
+
+    method_prefix = "eval_"
+    pass_arguments = True
 
     def __init__(
         self,
@@ -50,22 +55,17 @@ class Evaluator:
         params: Mapping[str, float] | None = None,
         counts: Mapping[str, int] | None = None,
     ):
+        super().__init__()
         self.inputs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
         self.params = dict(params or {})
         self.counts = dict(counts or {})
 
     def evaluate(self, roots: list[Node]) -> list[np.ndarray]:
-        values: dict[int, np.ndarray] = {}
+        """The values of ``roots`` (float64 arrays and scalars)."""
         with np.errstate(all="ignore"):
-            for current in toposort(roots):
-                args = [values[id(a)] for a in current.args]
-                values[id(current)] = self.visit(current, args)
-        return [values[id(r)] for r in roots]
+            return self.run(roots)
 
-    def visit(self, n: Node, args: list[np.ndarray]) -> np.ndarray:
-        method = getattr(self, f"eval_{n.op}", None)
-        if method is not None:
-            return method(n, args)
+    def fallback(self, n: Node, args: list[np.ndarray]) -> np.ndarray:
         aligned = [_align(v, a.axes, n.axes) for v, a in zip(args, n.args)]
         return ELEMENTWISE_NUMPY[n.op](*aligned)
 

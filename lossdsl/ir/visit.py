@@ -10,7 +10,7 @@ argument is a lookup). Shared subexpressions are visited once. The shape is SymP
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .node import Node, toposort
 
@@ -20,9 +20,12 @@ Result = TypeVar("Result")
 class NodeVisitor(Generic[Result]):
     """Computes one result per node, bottom-up; subclasses define ``<method_prefix><op>(n)``
     methods and may override :meth:`fallback` (for ops without a method of their own) and
-    :meth:`finish` (applied to every result)."""
+    :meth:`finish` (applied to every result). With ``pass_arguments``, the methods and
+    :meth:`fallback` are called as ``(n, args)``, ``args`` the results of ``n``'s arguments
+    (what an evaluator wants; a printer reads its arguments itself, with their precedence)."""
 
     method_prefix = "visit_"
+    pass_arguments = False
 
     def __init__(self) -> None:
         self.memo: dict[int, Result] = {}
@@ -37,12 +40,16 @@ class NodeVisitor(Generic[Result]):
         """The result of ``n``: from the memo, else computed (by then its arguments are)."""
         cached = self.memo.get(id(n))
         if cached is None:
-            method = getattr(self, self.method_prefix + n.op, None)
-            cached = self.finish(n, method(n) if method is not None else self.fallback(n))
+            method = getattr(self, self.method_prefix + n.op, None) or self.fallback
+            if self.pass_arguments:
+                cached = method(n, [self.visit(a) for a in n.args])
+            else:
+                cached = method(n)
+            cached = self.finish(n, cached)
             self.memo[id(n)] = cached
         return cached
 
-    def fallback(self, n: Node) -> Result:
+    def fallback(self, n: Node, *args: Any) -> Result:
         """The result of a node whose op has no method; by default an error naming it."""
         raise NotImplementedError(f"{type(self).__name__} has no rule for '{n.op}'")
 
