@@ -139,31 +139,31 @@ class TorchEvaluator(NodeVisitor):
     def _scalar(self, value: float):
         return self.torch.tensor(value, dtype=self.torch.float64)
 
-    def eval_const(self, n, args):
+    def eval_const(self, n):
         return self._scalar(n.value)
 
-    def eval_input(self, n, args):
+    def eval_input(self, n):
         return self.inputs[n.value]
 
-    def eval_param(self, n, args):
+    def eval_param(self, n):
         return self._scalar(self.params[n.value])
 
-    def eval_count(self, n, args):
+    def eval_count(self, n):
         return self._scalar(float(self.counts[n.value]))
 
-    def eval_class_index(self, n, args):
+    def eval_class_index(self, n, label):
         return self.torch.arange(self.counts[n.axes[1]], dtype=self.torch.float64)
 
-    def eval_sum(self, n, args):
-        return args[0].sum()
+    def eval_sum(self, n, x):
+        return x.sum()
 
-    def eval_rowsum(self, n, args):
-        return args[0].sum(dim=1)
+    def eval_rowsum(self, n, x):
+        return x.sum(dim=1)
 
-    def eval_rowmax(self, n, args):
-        return args[0].amax(dim=1)
+    def eval_rowmax(self, n, x):
+        return x.amax(dim=1)
 
-    def fallback(self, n, args):
+    def fallback(self, n, *args):
         aligned = [self._align(v, a.axes, n.axes) for v, a in zip(args, n.args, strict=True)]
         value = self.elementwise[n.op](*aligned)
         return value.to(self.dtype) if value.dtype == self.torch.bool else value

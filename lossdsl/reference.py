@@ -65,7 +65,7 @@ class Evaluator(NodeVisitor[np.ndarray]):
         with np.errstate(all="ignore"):
             return self.run(roots)
 
-    def fallback(self, n: Node, args: list[np.ndarray]) -> np.ndarray:
+    def fallback(self, n: Node, *args: np.ndarray) -> np.ndarray:
         aligned = [_align(v, a.axes, n.axes) for v, a in zip(args, n.args)]
         return ELEMENTWISE_NUMPY[n.op](*aligned)
 
@@ -80,43 +80,42 @@ class Evaluator(NodeVisitor[np.ndarray]):
             raise Unbound("class axis")
         return value
 
-    def eval_const(self, n, args):
+    def eval_const(self, n):
         return np.float64(n.value)
 
-    def eval_input(self, n, args):
+    def eval_input(self, n):
         return self._bound(self.inputs, n.value, "input")
 
-    def eval_param(self, n, args):
+    def eval_param(self, n):
         return np.float64(self._bound(self.params, n.value, "param"))
 
-    def eval_count(self, n, args):
+    def eval_count(self, n):
         return np.float64(self._bound(self.counts, n.value, "count"))
 
-    def eval_class_index(self, n, args):
+    def eval_class_index(self, n, label):
         if n.axes is None or len(n.axes) != 2:  # untyped: no class axis to index
             raise Unbound("class axis")
         width = self._bound(self.counts, n.axes[1], "count")
-        rows = args[0].shape[0] if np.ndim(args[0]) else 1
+        rows = label.shape[0] if np.ndim(label) else 1
         return np.broadcast_to(np.arange(width, dtype=np.float64), (rows, width))
 
-    def eval_table_row(self, n, args):
-        table, labels = args
+    def eval_table_row(self, n, table, labels):
         rows = table[np.asarray(labels).astype(np.int64)]
         if rows.ndim == 1:  # one label for every sample
             rows = np.broadcast_to(rows, (self.counts[n.axes[0]], rows.shape[0]))
         return rows
 
-    def eval_count_as(self, n, args):  # count_as(l, s) is l; s only counts samples
-        return args[0]
+    def eval_count_as(self, n, value, count):  # count_as(l, s) is l; s only counts samples
+        return value
 
-    def eval_rowsum(self, n, args):
-        return self._rows(args[0]).sum(axis=1)
+    def eval_rowsum(self, n, x):
+        return self._rows(x).sum(axis=1)
 
-    def eval_rowmax(self, n, args):
-        return self._rows(args[0]).max(axis=1)
+    def eval_rowmax(self, n, x):
+        return self._rows(x).max(axis=1)
 
-    def eval_sum(self, n, args):
-        return np.float64(args[0].sum())
+    def eval_sum(self, n, x):
+        return np.float64(x.sum())
 
 
 def evaluate(

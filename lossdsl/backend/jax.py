@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LossError
-from ..ir.node import Node, toposort
+from ..ir.node import Node
+from ..ir.visit import NodeVisitor
 from ..ops import find, operations
 from .emit import pick_parts
 
@@ -277,20 +278,34 @@ class Program:
     build: Callable
 
 
-class JaxPrinter:
-    """``jax.numpy`` expressions for one node given its arguments' names.
+class JaxPrinter(NodeVisitor[str]):
+    """``jax.numpy`` source for a graph: per node, in topological order, one line assigning
+    its expression (``print_<op>(n, *argument names)``, the elementwise operations by their
+    registry records) to a variable, the node's result.
 
     ``inputs`` and ``params`` map loss names to generated argument names; ``lengths`` maps
     each axis (``n0``, ``n0k``, ``t0``, ``n0#kept``) to an expression of its length.
     """
 
+    method_prefix = "print_"
+    pass_arguments = True
+
     def __init__(self, inputs: Mapping[str, str], params: Mapping[str, str],
                  lengths: Mapping[str, str]):
+        super().__init__()
         self.inputs = dict(inputs)
         self.params = dict(params)
         self.lengths = dict(lengths)
         self.constants: dict[str, str] = {}  # literal -> module-level name
-        self._current: dict[int, str] = {}  # node id -> its variable, as printed so far
+        self.lines: list[str] = []  # the body of run, one assignment per node
+
+    def arguments(self, n: Node) -> list[str]:
+        return [self._aligned(a, self.visit(a), n) for a in n.args]
+
+    def finish(self, n: Node, expression: str) -> str:
+        variable = f"v{len(self.lines)}"
+        self.lines.append(f"        {variable} = {expression}")
+        return variable
 
     @staticmethod
     def _aligned(a: Node, name: str, n: Node) -> str:
@@ -365,10 +380,10 @@ class JaxPrinter:
 
     def _name_of(self, n: Node) -> str:
         # the pick's labels are printed before the rowsum (they are under its argument)
-        return self._current[id(n)]
+        return self.visit(n)
 
     # ------------------------------------------------------------------ elementwise
-    def elementwise(self, n: Node, *args: str) -> str:
+    def fallback(self, n: Node, *args: str) -> str:
         """An elementwise operation: the ``jax`` spelling of its registry record (a format
         string over the arguments, or a function of the node and the arguments)."""
         op = find(n.op)
@@ -385,19 +400,15 @@ def printable_operations() -> list[str]:
     """The IR operations the printer handles (every one but the macros that ``shapes.py``
     expands before printing)."""
     return sorted(op.name for op in operations()
-                  if hasattr(JaxPrinter, f"print_{op.name}") or op.jax is not None)
+                  if hasattr(JaxPrinter, JaxPrinter.method_prefix + op.name)
+                  or op.jax is not None)
 
 
 def _module(printer: JaxPrinter, roots: list[Node], arguments: list[str]) -> str:
-    names = printer._current  # print_rowsum's pick reads the names of earlier nodes
-    lines: list[str] = []
-    for index, n in enumerate(toposort(roots)):
-        method = getattr(printer, f"print_{n.op}", None) or printer.elementwise
-        args = [printer._aligned(a, names[id(a)], n) for a in n.args]
-        names[id(n)] = f"v{index}"
-        lines.append(f"        v{index} = {method(n, *args)}")
+    results = printer.run(roots)
+    lines = printer.lines
     constants = [f"    {name} = T({literal})" for literal, name in printer.constants.items()]
-    result = "".join(f"{names[id(r)]}, " for r in roots)
+    result = "".join(f"{name}, " for name in results)
     return "\n".join([
         "import math", "", "", "def build(T, jnp, lax, h):",
         "    ZERO = T(0.0)", "    ONE = T(1.0)", *constants, "",

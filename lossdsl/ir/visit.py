@@ -21,8 +21,9 @@ class NodeVisitor(Generic[Result]):
     """Computes one result per node, bottom-up; subclasses define ``<method_prefix><op>(n)``
     methods and may override :meth:`fallback` (for ops without a method of their own) and
     :meth:`finish` (applied to every result). With ``pass_arguments``, the methods and
-    :meth:`fallback` are called as ``(n, args)``, ``args`` the results of ``n``'s arguments
-    (what an evaluator wants; a printer reads its arguments itself, with their precedence)."""
+    :meth:`fallback` are called as ``(n, *args)``, ``args`` the results of ``n``'s arguments
+    (:meth:`arguments`: what an evaluator or a code printer wants; a precedence printer reads
+    its arguments itself, with their precedence)."""
 
     method_prefix = "visit_"
     pass_arguments = False
@@ -42,12 +43,17 @@ class NodeVisitor(Generic[Result]):
         if cached is None:
             method = getattr(self, self.method_prefix + n.op, None) or self.fallback
             if self.pass_arguments:
-                cached = method(n, [self.visit(a) for a in n.args])
+                cached = method(n, *self.arguments(n))
             else:
                 cached = method(n)
             cached = self.finish(n, cached)
             self.memo[id(n)] = cached
         return cached
+
+    def arguments(self, n: Node) -> list[Result]:
+        """What a ``pass_arguments`` visitor's method gets for ``n``'s arguments: their
+        results (already computed: :meth:`run` visits arguments first)."""
+        return [self.visit(a) for a in n.args]
 
     def fallback(self, n: Node, *args: Any) -> Result:
         """The result of a node whose op has no method; by default an error naming it."""
