@@ -84,8 +84,6 @@ def make(
 ) -> Node:
     """Build ``op(args)`` in canonical, simplified form (the constructor every pass uses)."""
     args = tuple(args)
-    if op not in OPERATIONS:
-        raise ValueError(f"unknown operation {op!r}")  # a compiler bug, not a user error
     if op in ELEMENTWISE_NUMPY and args and all(a.op == "const" for a in args):
         if op != "stop_gradient":
             return constant(fold(op, [a.value for a in args]))

@@ -24,6 +24,11 @@ Axes = tuple[str, ...]
 
 _INTERN: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
+#: The operation names a node may carry: the primitive registry (:mod:`lossdsl.ops`) adds
+#: each record's name as it registers it, so an op is an id of the registry and a misspelt
+#: one fails where the node is built, not in a later pass or a printer.
+OPERATION_NAMES: set[str] = set()
+
 
 def _value_key(value):
     if isinstance(value, float):
@@ -64,7 +69,10 @@ class Node:
 def node(
     op: str, args: Iterable[Node] = (), value: object = None, axes: Axes | None = None
 ) -> Node:
-    """The unique node for ``(op, args, value, axes)`` (hash-consing constructor)."""
+    """The unique node for ``(op, args, value, axes)`` (hash-consing constructor); ``op`` is
+    the name of a registered primitive."""
+    if op not in OPERATION_NAMES:
+        raise ValueError(f"unknown operation {op!r}: not in the primitive registry")
     args = tuple(args)
     key = (op, args, _value_key(value), axes)
     existing = _INTERN.get(key)

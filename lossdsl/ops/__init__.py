@@ -6,7 +6,12 @@ the functions below (see :mod:`lossdsl.ops.registry`), and :mod:`lossdsl.ops.pri
 keeps the name tables the frontend and the simplifier use.
 """
 
-from . import arith, compare, logistic, special, structural, transcendental  # noqa: F401
+# the structural records first: they register "const", which the other families' partial
+# rules build at import time
+from . import structural  # noqa: F401
+
+# isort: split
+from . import arith, compare, logistic, special, transcendental  # noqa: F401
 from .registry import (
     NOTATION,
     VECTOR_MATH,

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ir.node import OPERATION_NAMES
 from .scalar_math import PYTHON_MATH, UNCHECKED_MATH
 
 KINDS = ("elementwise", "row", "reduce", "leaf", "gather", "count", "macro")
@@ -133,6 +134,7 @@ def register(*ops: Op) -> None:
         if op.name in _OPS:
             raise ValueError(f"operation {op.name!r} is registered twice")
         _OPS[op.name] = op
+        OPERATION_NAMES.add(op.name)
         for kernel in (op.kernel, op.cuda):
             if isinstance(kernel, Helper):
                 register_helper(kernel)
