@@ -82,6 +82,67 @@ def test_solver_asymmetric_l1_is_the_weighted_quantile(asym):
             assert solution.values[j] == pytest.approx(expected, rel=1e-12, abs=1e-9)
 
 
+def test_kink_selection_is_the_weighted_quantile_with_ties_and_heavy_tails():
+    # the one-kink reading (lossdsl.boosting.leaves._kink_select): per leaf, the first
+    # residual where sum(g_low) + the jumps (g_high - g_low) up to it turn >= 0
+    from lossdsl.boosting.leaves import _kink_select
+
+    rng = np.random.default_rng(7)
+    for trial in range(12):
+        n, count = int(rng.integers(50, 4000)), int(rng.integers(1, 40))
+        leaves = rng.integers(0, count, n).astype(np.intp)
+        # rounded: many equal residuals; Student t with 2 dof: a few far out
+        residual = np.round(rng.standard_t(2, size=n) * 3, int(rng.integers(0, 4)))
+        w = rng.uniform(0.1, 3.0, n)
+        c, settled = np.zeros(count), np.zeros(count, dtype=bool)
+        _kink_select(leaves, residual, -4 * w, w, np.ones(count, dtype=bool), c, settled)
+        for j in range(count):
+            rows = leaves == j
+            if not rows.any():
+                assert not settled[j]
+                continue
+            assert settled[j]
+            assert c[j] == weighted_quantile(residual[rows], w[rows], 0.8), (trial, j)
+
+
+def test_kink_selection_leaves_open_what_it_cannot_read():
+    from lossdsl.boosting.leaves import _kink_select
+
+    leaves = np.repeat(np.arange(5), 4).astype(np.intp)
+    residual = np.tile([1.0, 2.0, 3.0, 4.0], 5)
+    g_low, g_high = np.full(20, -1.0), np.full(20, 1.0)
+    g_high[4] = -2.0  # leaf 1: a jump down (not convex)
+    g_low[9] = np.nan  # leaf 2: not finite
+    g_low[12:16] = 0.5  # leaf 3: rising already at the far left (minimiser at -inf or flat)
+    g_high[16:20] = -0.5  # leaf 4: still falling at the far right
+    candidates = np.ones(5, dtype=bool)
+    c, settled = np.zeros(5), np.zeros(5, dtype=bool)
+    _kink_select(leaves, residual, g_low, g_high, candidates, c, settled)
+    assert settled.tolist() == [True, False, False, False, False]
+    assert c[0] == 2.0  # derivative -4 + 2 + 2 = 0 at the second kink
+    candidates[0] = False  # not a candidate: untouched
+    c, settled = np.zeros(5), np.zeros(5, dtype=bool)
+    _kink_select(leaves, residual, g_low, g_high, candidates, c, settled)
+    assert not settled.any() and not c.any()
+
+
+def test_solver_one_column_of_several_by_the_kink_reading():
+    objective = ll.objective(ASYM, columns="same")
+    rng = np.random.default_rng(8)
+    n, count = 2000, 6
+    y = rng.gamma(2.0, 10.0, n)
+    F = rng.normal(size=(n, 2)) * 5
+    w = rng.uniform(0.2, 2.0, n)
+    leaves = rng.integers(0, count, n)
+    solution = solve_leaves(objective, y, F, leaves, count, w, column=1)
+    assert solution.solved.all()
+    assert solution.evaluations == 4  # two readings at the kinks, two for the check
+    for j in range(count):
+        rows = leaves == j
+        expected = weighted_quantile(y[rows] - F[rows, 1], w[rows], 0.8)
+        assert solution.values[j] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
 def test_solver_per_row_input_against_brute_force():
     rng = np.random.default_rng(1)
     n, leaves_count = 800, 5
