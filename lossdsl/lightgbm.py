@@ -260,6 +260,9 @@ def _round_leaves(booster: lgb.Booster, features: Any, iteration: int,
     11 ms at 40,000 rows, one thread); ``Booster.predict(pred_leaf=True)`` for the rows
     whose leaf that leaves ambiguous (leaves with equal values)."""
     before, after = cached.last, cached.scores()
+    # set_leaf_output leaves the cached scores as they are, so this round's "after" is the
+    # next round's "before" (one copy of n scores a round saved)
+    cached.last = after
     if before is None or after is None:
         return np.asarray(booster.predict(features, pred_leaf=True, start_iteration=iteration,
                                           num_iteration=1, **predict_options)
@@ -429,7 +432,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
 
     cached = _Cached(booster, shape)
     for iteration in range(rounds):
-        if iteration == 0 or do_refit:
+        if iteration == 0 or (do_refit and cached.last is None):
             cached.before()
         try:
             finished = booster.update(fobj=gradients)

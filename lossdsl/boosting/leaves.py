@@ -683,7 +683,7 @@ def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
     counter = [0]
     data = _Rows(objective, labels, scores, w, leaves, column, residual,
                  _per_row(objective), counter)
-    search = _Search(data, num_leaves, scale, xtol, max_iter, curved)
+    search = _Search(data, num_leaves, scale, xtol, max_iter, curved, count > 0)
     if not curved and residual is not None:
         # first the one-kink reading (two kernel calls and one linear-time selection per
         # leaf, checked below like every shortcut); the leaves it leaves open are searched
@@ -710,13 +710,21 @@ class _Search:
     """The vectorised safeguarded 1-D search of :func:`solve_leaves` (one state per leaf)."""
 
     def __init__(self, data: _Rows, num_leaves: int, scale: np.ndarray, xtol: float,
-                 max_iter: int, curved: bool):
+                 max_iter: int, curved: bool, reached: np.ndarray):
         self.data = data
+        self.reached = reached  # the leaves with rows
         self.num_leaves = num_leaves
         self.scale = scale
         self.xtol = xtol
         self.max_iter = max_iter
         self.curved = curved
+
+    def rows_of(self, leaves: np.ndarray) -> _Rows:
+        """The rows of the leaves marked in ``leaves`` (all rows without a gather when
+        they cover every leaf with rows)."""
+        if (leaves | ~self.reached).all():
+            return self.data
+        return self.data.take(np.flatnonzero(leaves[self.data.leaf]))
 
     def tolerance(self, c: np.ndarray, leaves: Any = slice(None)) -> np.ndarray:
         return self.xtol * self.scale[leaves] + 4 * np.finfo(np.float64).eps * np.abs(c)
@@ -728,7 +736,7 @@ class _Search:
     def check(self, c: np.ndarray, solved: np.ndarray) -> np.ndarray:
         """Leaves among ``solved`` whose derivative, over all their rows, does not change
         sign (from <= 0 to >= 0) across their answer ``c``, +- the tolerance."""
-        rows = self.data.take(np.flatnonzero(solved[self.data.leaf]))
+        rows = self.rows_of(solved)
         delta = self.tolerance(c)
         below, _ = rows.gradient(c - delta, False)
         above, _ = rows.gradient(c + delta, False)
@@ -746,7 +754,7 @@ class _Search:
         L = self.num_leaves
         c = np.zeros(L)
         settled = np.zeros(L, dtype=bool)
-        rows = self.data.take(np.flatnonzero(candidates[self.data.leaf]))
+        rows = self.rows_of(candidates)
         if rows.size == 0 or rows.residual is None:
             return c, settled
         below, above = _around_kinks(np.ascontiguousarray(rows.column_scores()),
