@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .frontend.resolve import DefInfo, prelude
+from .frontend.resolve import DefInfo, is_core_prelude, prelude
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ def entries() -> list[Entry]:
     """Every definition of the prelude, sorted by name."""
     found: dict[str, Entry] = {}
     for scope in prelude().imports:
+        if is_core_prelude(scope):  # functions, not losses
+            continue
         for name, info in scope.defs.items():
             found[name] = _entry(info)
     return [found[name] for name in sorted(found)]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -36,6 +35,9 @@ from . import ast
 from .parse import parse, parse_all
 
 PRELUDE_DIR = Path(__file__).resolve().parent.parent / "prelude"
+#: The prelude file of the language's own functions written in it (clip, softmax, xlogy, ...):
+#: they behave as built-in functions, not as library losses.
+CORE_PRELUDE = PRELUDE_DIR / "core.loss"
 
 
 @dataclass(frozen=True)
@@ -391,21 +393,6 @@ class Lowerer:
 
     def _builtin(self, e: ast.Call, args: list[Node]) -> Node:
         name = e.function
-        if name == "clip":
-            return make("min", (make("max", (args[0], args[1])), args[2]))
-        if name in ("logsumexp", "softmax", "log_softmax"):
-            z = args[0]
-            # the row's maximum, or 0 when it is infinite (as SciPy's logsumexp): a row of
-            # -inf logits has logsumexp -inf, one with a +inf logit +inf, where z - max is nan
-            maximum = make("rowmax", (z,))
-            finite = make("lt", (make("abs", (maximum,)), constant(math.inf)))
-            shift = make("stop_gradient", (make("where", (finite, maximum, constant(0.0))),))
-            total = make("rowsum", (make("exp", (make("sub", (z, shift)),)),))
-            lse = make("add", (shift, make("log", (total,))))
-            if name == "logsumexp":
-                return lse
-            log_probabilities = make("sub", (z, lse))
-            return log_probabilities if name == "log_softmax" else make("exp", (log_probabilities,))
         if name == "onehot":
             width = None
             if len(args) == 2:
@@ -444,27 +431,6 @@ class Lowerer:
                 return z  # a number is the same in every column (classvec(1.0) read at y)
             onehot = make("eq", (node("class_index", (labels,), None, None), labels))
             return make("rowsum", (make("mul", (z, onehot)),))
-        if name == "square":
-            return make("pow", (args[0], constant(2.0)))
-        if name == "cosh":
-            x = args[0]
-            return make(
-                "mul",
-                (
-                    constant(0.5),
-                    make("add", (make("exp", (x,)), make("exp", (make("neg", (x,)),)))),
-                ),
-            )
-        if name == "xlogy":
-            x, y = args
-            return make(
-                "where",
-                (
-                    make("eq", (x, constant(0.0))),
-                    constant(0.0),
-                    make("mul", (x, make("log", (y,)))),
-                ),
-            )
         return make(name, args)
 
 
@@ -890,15 +856,17 @@ def near_miss_inputs(scope: Scope) -> list[LossError]:
     def it can see (the library's losses included): most likely a misspelt name that silently
     became a new input (``undr*(y - p)`` where ``under`` is a param, ``hubr`` for ``huber``).
 
-    Built-in functions such as ``cos`` are not candidates: they cannot be used without
-    arguments, so an input named ``cost`` is not a misspelling of one."""
+    Built-in functions such as ``cos`` (and those ``prelude/core.loss`` writes, such as
+    ``cosh``) are not candidates: they cannot be used without arguments, so an input named
+    ``cost`` is not a misspelling of one."""
     definitions = list(scope.losses.values())
     if scope.expression is not None:
         definitions.append(scope.expression)
     kinds: dict[str, str] = {}
     for visible in reversed(list(scope._chain())):  # nearer scopes overwrite farther ones
         library = _in_prelude(visible)
-        kinds.update({name: "library def" if library else "def" for name in visible.defs})
+        if not is_core_prelude(visible):
+            kinds.update({name: "library def" if library else "def" for name in visible.defs})
         kinds.update({name: "param" for name in visible.params})
         kinds.update({name: "let" for name in visible.lets})
     candidates = [name for name in kinds if len(name) >= _NEAR_MISS_MIN_LENGTH]
@@ -920,6 +888,11 @@ def near_miss_inputs(scope: Scope) -> list[LossError]:
                 f"did you mean '{suggestion}'? (otherwise '{name}' is a new input, bound at "
                 "call time)"), "W201"))
     return warnings
+
+
+def is_core_prelude(scope: Scope) -> bool:
+    """Whether ``scope`` is ``prelude/core.loss``, the language's own functions."""
+    return scope.file is not None and Path(scope.file) == CORE_PRELUDE
 
 
 def _in_prelude(scope: Scope) -> bool:

@@ -35,13 +35,12 @@ COUNT_AS = _of_kind("count")
 SHAPE_MACROS = _of_kind("macro")
 OPERATIONS: dict[str, Op] = {op.name: op for op in operations()}
 
-#: Functions of the loss language that are not primitives: ``resolve.py`` writes them with
-#: primitives (``clip``, ``softmax``, ``pick``, ``onehot``, ...), with (minimum, maximum)
-#: argument counts.
+#: Functions of the loss language that are not primitives and cannot be written in it (they
+#: read labels or name inputs): ``resolve.py`` builds them, with (minimum, maximum) argument
+#: counts. Those the language can write (``clip``, ``softmax``, ``xlogy``, ...) are defs in
+#: ``prelude/core.loss``.
 LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
-    "logsumexp": (1, 1), "softmax": (1, 1), "log_softmax": (1, 1), "square": (1, 1),
-    "cosh": (1, 1), "clip": (3, 3), "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1),
-    "onehot": (1, 2), "xlogy": (2, 2),
+    "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1), "onehot": (1, 2),
 }
 
 # Functions a loss text may call, with (minimum, maximum) argument counts: the primitives
