@@ -422,7 +422,8 @@ def _kink_select(leaf, residual, g_low, g_high, candidates, c, settled):  # prag
     """Each candidate leaf's minimiser when every row's gradient is ``g_low`` left of its
     kink (its residual) and ``g_high`` right of it, with ``g_high >= g_low`` (convex): the
     first residual, in increasing order, where the leaf's derivative ``sum(g_low) + sum of
-    (g_high - g_low) over the residuals up to it`` turns >= 0. Leaves with a non-finite or
+    (g_high - g_low) over the residuals up to it`` turns >= 0 (the middle of the flat
+    stretch up to the next residual where it turns to exactly 0). Leaves with a non-finite or
     decreasing row, or whose derivative is not negative at the far left or never turns, are
     left unsettled.
 
@@ -508,6 +509,22 @@ def _kink_select(leaf, residual, g_low, g_high, candidates, c, settled):  # prag
                 value = max(value, r_near[k])
         c[j] = value
         settled[j] = True
+    # a leaf whose derivative is exactly 0 right of its answer is flat up to its next
+    # residual (4:1 slopes on 5k rows, integer weights): every point in between is a
+    # minimiser; take the middle, as the built-ins interpolate, rather than the low end
+    # (a biased choice on rounded labels)
+    slope = base.copy()
+    following = np.full(L, np.inf)
+    for i in range(n):
+        j = leaf[i]
+        if crossing[j] >= 0:
+            if residual[i] <= c[j]:
+                slope[j] += g_high[i] - g_low[i]
+            elif residual[i] < following[j]:
+                following[j] = residual[i]
+    for j in range(L):
+        if crossing[j] >= 0 and slope[j] == 0 and math.isfinite(following[j]):
+            c[j] = 0.5 * (c[j] + following[j])
 
 
 @njit(**_JIT)

@@ -119,11 +119,21 @@ def test_kink_selection_leaves_open_what_it_cannot_read():
     c, settled = np.zeros(5), np.zeros(5, dtype=bool)
     _kink_select(leaves, residual, g_low, g_high, candidates, c, settled)
     assert settled.tolist() == [True, False, False, False, False]
-    assert c[0] == 2.0  # derivative -4 + 2 + 2 = 0 at the second kink
+    assert c[0] == 2.5  # derivative -4 + 2 + 2 = 0 from the second kink to the third
     candidates[0] = False  # not a candidate: untouched
     c, settled = np.zeros(5), np.zeros(5, dtype=bool)
     _kink_select(leaves, residual, g_low, g_high, candidates, c, settled)
     assert not settled.any() and not c.any()
+
+
+def test_solver_flat_stretch_gives_its_middle(asym):
+    # 5 rows of weight 1 at 0.8: the cost is flat between the 4th and the 5th residual
+    # (derivative -4*5 + 5*4 = 0 there); leaf 1 (7 rows) has a single minimiser
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    leaves = np.array([0] * 5 + [1] * 7)
+    solution = solve_leaves(asym, y, np.zeros(y.size), leaves, 2)
+    assert solution.solved.all()
+    assert solution.values.tolist() == [4.5, 6.0]
 
 
 def test_solver_one_column_of_several_by_the_kink_reading():
