@@ -22,17 +22,22 @@ from .binding import (
     ArrayKind,
     Bound,
     BoundCall,
+    CallPlan,
     InputLayout,
     axis_lengths,
     bind_inputs,
+    call_signature,
     check_labels,
+    check_out,
     kernel_arguments,
     output_allocator,
     param_value,
+    plan_call,
+    plan_kernel,
     result_order,
 )
 from .compiler import Kernel, KernelRequest, Specialization
-from .errors import LossDomainError, LossError, LossNameError, Span, did_you_mean
+from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
 from .ir.node import Node, toposort, walk
 from .ops.primitives import CLASS_VECTOR
@@ -41,6 +46,11 @@ from .passes import shapes
 TARGETS = compiler.TARGETS
 REDUCTIONS = shapes.REDUCTIONS
 
+#: The keyword the derivative methods take caller-owned output arrays under.
+OUT_KEYWORD = "out"
+# Plans of call signatures kept per loss: a few dtypes and ranks in a program; a loop that
+# makes a new signature on every call would otherwise grow the cache without end.
+_MAX_PLANS = 32
 
 
 class Loss:
@@ -191,11 +201,12 @@ class CompiledLoss:
         if reduction not in REDUCTIONS:
             raise LossError(
                 f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}")
-        if shapes.WEIGHT_KEYWORD in loss.inputs:
-            raise LossNameError(
-                f"an input cannot be called '{shapes.WEIGHT_KEYWORD}': every call takes the "
-                f"sample weights under that name; rename the input",
-                loss.definition.input_spans.get(shapes.WEIGHT_KEYWORD))
+        for keyword, use in ((shapes.WEIGHT_KEYWORD, "the sample weights"),
+                             (OUT_KEYWORD, "output arrays")):
+            if keyword in loss.inputs:
+                raise LossNameError(
+                    f"an input cannot be called '{keyword}': every call takes {use} under "
+                    "that name; rename the input", loss.definition.input_spans.get(keyword))
         self.loss = loss
         self.target = target
         self.reduction = reduction
@@ -205,7 +216,7 @@ class CompiledLoss:
                 raise LossNameError(f"the loss has no param '{name}'", None,
                                     did_you_mean(name, self.params))
             self.params[name] = param_value(name, value)
-        self._last_source: str | None = None
+        self._last_kernel: Kernel | None = None
         self._labels: frozenset[str] | None = None
         self._tables: frozenset[str] | None = None
         self._vectors: frozenset[str] | None = None
@@ -217,6 +228,7 @@ class CompiledLoss:
         by what they depend on, and what binding needs to know of the inputs."""
         self._kernels: dict[tuple, tuple[Kernel, Specialization]] = {}
         self._specialized: dict[tuple, Specialization] = {}
+        self._plans: dict[tuple, CallPlan | None] = {}
         self._lock = threading.Lock()
         self._layout = InputLayout(self.inputs, self.table_inputs(), self.class_vector_inputs(),
                                    self.loss.definition.input_spans, self.target,
@@ -226,7 +238,7 @@ class CompiledLoss:
         # Kernels live in modules imported from the cache directory; a copy in another process
         # (Dask, multiprocessing) rebuilds them there, from its own cache, on first use.
         state = dict(self.__dict__)
-        for transient in ("_kernels", "_specialized", "_lock", "_layout"):
+        for transient in ("_kernels", "_specialized", "_plans", "_lock", "_layout"):
             state.pop(transient)
         return state
 
@@ -250,32 +262,47 @@ class CompiledLoss:
         (value,) = self.compute(True, (), (), inputs, sample_weight)
         return value
 
-    def grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
-             **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
-        """Gradient with respect to ``wrt`` (an array shaped like it), or a dict for a tuple."""
+    def grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None, *,
+             out: Any = None, **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Gradient with respect to ``wrt`` (an array shaped like it), or a dict for a tuple.
+
+        ``out``: an array to write the gradient into (a tuple of arrays or None for a tuple
+        ``wrt``), as NumPy's ``out=``: C-contiguous, of the input's shape and the result's
+        dtype, sharing no memory with any input; it is what is returned."""
         names = self._wrt(wrt)
-        grads = self.compute(False, names, (), inputs, sample_weight)
+        grads = self.compute(False, names, (), inputs, sample_weight,
+                             out=self._out(out, wrt, names, ("grad",)))
         return grads[0] if isinstance(wrt, str) else dict(zip(names, grads))
 
-    def value_and_grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
-                       **inputs: Any) -> tuple[Any, Any]:
-        """``(value, gradient)`` from one fused pass (gradient a dict when ``wrt`` is a tuple)."""
+    def value_and_grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None, *,
+                       out: Any = None, **inputs: Any) -> tuple[Any, Any]:
+        """``(value, gradient)`` from one fused pass (gradient a dict when ``wrt`` is a tuple);
+        ``out`` as for :meth:`grad`."""
         names = self._wrt(wrt)
-        value, *grads = self.compute(True, names, (), inputs, sample_weight)
+        value, *grads = self.compute(True, names, (), inputs, sample_weight,
+                                     out=self._out(out, wrt, names, ("grad",)))
         return value, (grads[0] if isinstance(wrt, str) else dict(zip(names, grads)))
 
-    def hessian(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
-                **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
-        """The diagonal of the Hessian with respect to ``wrt`` (shaped like it)."""
+    def hessian(self, wrt: str | Iterable[str], /, sample_weight: Any = None, *,
+                out: Any = None, **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """The diagonal of the Hessian with respect to ``wrt`` (shaped like it); ``out`` as
+        for :meth:`grad`."""
         names = self._wrt(wrt)
-        hessians = self.compute(False, (), names, inputs, sample_weight)
+        hessians = self.compute(False, (), names, inputs, sample_weight,
+                                out=self._out(out, wrt, names, ("hess",)))
         return hessians[0] if isinstance(wrt, str) else dict(zip(names, hessians))
 
-    def grad_and_hessian(self, wrt: str, /, sample_weight: Any = None,
+    def grad_and_hessian(self, wrt: str, /, sample_weight: Any = None, *,
+                         out: tuple[Any, Any] | None = None,
                          **inputs: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``(gradient, Hessian diagonal)`` in one pass: what gradient boosting asks for."""
+        """``(gradient, Hessian diagonal)`` in one pass: what gradient boosting asks for.
+
+        ``out``: ``(gradient, hessian)`` arrays to write them into (either may be None), each
+        as for :meth:`grad`; a boosting loop that passes the same two arrays every round
+        allocates nothing and faults no pages in."""
         (name,) = self._wrt(wrt)
-        gradient, hessian = self.compute(False, (name,), (name,), inputs, sample_weight)
+        gradient, hessian = self.compute(False, (name,), (name,), inputs, sample_weight,
+                                         out=self._out(out, wrt, (name,), ("grad", "hess")))
         return gradient, hessian
 
     def derivative(self, wrt: str, order: int = 1) -> Node:
@@ -296,8 +323,8 @@ class CompiledLoss:
     @property
     def source(self) -> str:
         """The generated kernel source (of the last kernel used, else of value and gradients)."""
-        if self._last_source is not None:
-            return self._last_source
+        if self._last_kernel is not None:
+            return self._last_kernel.source
         constants = self.label_inputs() | self.table_inputs()
         differentiable = tuple(n for n in self.inputs if n not in constants)
         return self.kernel(self.default_ranks(), False, np.dtype(np.float64), True,
@@ -384,11 +411,19 @@ class CompiledLoss:
             self._specialized[key] = spec
         return spec
 
-    def kernel_target(self) -> str:
+    def kernel_target(self, lengths: Mapping[str, int] | None = None,
+                      spec: Specialization | None = None) -> str:
         """The target kernels are built for: ``self.target``, except that a process forked
         after parallel kernels ran on OpenMP runs "parallel" losses serially (OpenMP's
-        threads do not survive a fork: a parallel launch there would hang)."""
+        threads do not survive a fork: a parallel launch there would hang), and that a call
+        of ``lengths`` (typed as ``spec``) with fewer elements over the threaded axes than
+        :data:`lossdsl.binding.PARALLEL_MIN_ELEMENTS` runs serially: threads cost more than
+        such a call's work, and a small call never starts the thread pool."""
         if self.target == "parallel" and not cpu_runtime.parallel_usable():
+            return "cpu"
+        if self.target == "parallel" and lengths is not None and spec is not None \
+                and binding.work_size(lengths, compiler.parallel_axes(spec.objective)) \
+                < binding.PARALLEL_MIN_ELEMENTS:
             return "cpu"
         return self.target
 
@@ -405,8 +440,9 @@ class CompiledLoss:
         return [kernel for kernel, _ in self._kernels.values()]
 
     def _kernel_and_specialization(self, ranks, weighted, dtype, want_value, grads,
-                                   hessians) -> tuple[Kernel, Specialization]:
-        target = self.kernel_target()
+                                   hessians, target: str | None = None
+                                   ) -> tuple[Kernel, Specialization]:
+        target = self.kernel_target() if target is None else target
         key = (tuple(sorted(ranks.items())), weighted, dtype.str, want_value, grads, hessians,
                target)
         found = self._kernels.get(key)
@@ -439,37 +475,97 @@ class CompiledLoss:
         kernel, spec = self._kernel_and_specialization(
             bound.ranks, bound.weight is not None, bound.dtype, want_value, tuple(grads),
             tuple(hessians))
-        self._last_source = kernel.source
+        self._last_kernel = kernel
         return kernel, axis_lengths(self._layout, bound, spec)
 
     def bind_call(self, want_value: bool, grads: tuple[str, ...], hessians: tuple[str, ...],
                   inputs: Mapping[str, Any], sample_weight: Any = None,
-                  output_dtype: np.dtype | None = None) -> BoundCall:
+                  output_dtype: np.dtype | None = None,
+                  out: Mapping[str, Any] | None = None) -> BoundCall:
         """The kernel for these inputs bound to them and to new output arrays (of
-        ``output_dtype`` when given), every label checked: ``.run()`` computes."""
+        ``output_dtype`` when given; ``out[result name]`` where given, checked by
+        :func:`lossdsl.binding.check_out`), every label checked: ``.run()`` computes.
+
+        A ``target="parallel"`` loss binds its serial kernel for a call with fewer than
+        :data:`lossdsl.binding.PARALLEL_MIN_ELEMENTS` elements."""
         layout = self._layout
         bound = bind_inputs(layout, self.params, inputs, sample_weight)
+        spec = self.specialization(bound.ranks, bound.weight is not None)
+        lengths = axis_lengths(layout, bound, spec)
+        target = self.kernel_target(lengths, spec)
         kernel, spec = self._kernel_and_specialization(
             bound.ranks, bound.weight is not None, bound.dtype, want_value, tuple(grads),
-            tuple(hessians))
-        self._last_source = kernel.source
-        lengths = axis_lengths(layout, bound, spec)
+            tuple(hessians), target)
+        self._last_kernel = kernel
         check_labels(layout, bound, kernel, spec, lengths)
+        given, rounded = {}, {}
+        if out:
+            dtype = np.dtype(output_dtype or bound.result_dtype or bound.dtype)
+            shapes_of = {o.name: tuple(lengths[a] for a in o.axes)
+                         for o in kernel.element_outputs}
+            readers = [*bound.arrays.values(), *inputs.values(), bound.weight]
+            for name, array in out.items():
+                if array is None:
+                    continue
+                if name not in shapes_of or bound.ranks[name.split(":", 1)[1]] == 0:
+                    raise LossShapeError(f"out= was given for '{name.split(':', 1)[1]}', a "
+                                         "number: its derivative is returned as a float")
+                (rounded if bound.result_dtype is not None else given)[name] = check_out(
+                    name, array, shapes_of[name], dtype, readers)
+            if binding.overlapping([*given.values(), *rounded.values()]):
+                raise LossShapeError("out= arrays share memory with each other: pass a "
+                                     "separate array for each result")
         arguments, results = kernel_arguments(kernel, bound, lengths,
-                                              output_allocator(bound, output_dtype))
+                                              output_allocator(bound, output_dtype), given)
         return BoundCall(kernel, bound, lengths, arguments, results,
-                         result_order(want_value, grads, hessians))
+                         result_order(want_value, grads, hessians), rounded or None)
 
     def compute(self, want_value: bool, grads: tuple[str, ...], hessians: tuple[str, ...],
                 inputs: Mapping[str, Any], sample_weight: Any = None,
-                output_dtype: np.dtype | None = None) -> list:
+                output_dtype: np.dtype | None = None,
+                out: Mapping[str, Any] | None = None) -> list:
         """The value (when ``want_value``), gradients and Hessian diagonals from one fused
         kernel call, in that order. Names in ``grads`` and ``hessians`` are not checked
         here (the public methods do); per-element results are in ``output_dtype`` when
-        given (the kernel still computes in the inputs' dtype and rounds as it stores)."""
-        return self.bind_call(want_value, grads, hessians, inputs, sample_weight,
-                              output_dtype).run()
+        given (the kernel still computes in the inputs' dtype and rounds as it stores), and
+        written into ``out[result name]`` ("grad:p", "hess:p") where given.
 
+        A call of a signature seen before (:func:`lossdsl.binding.call_signature`) runs its
+        :class:`~lossdsl.binding.CallPlan`: the same kernel and checks without the work of
+        binding; the general path takes any call the plan cannot (and raises its errors)."""
+        key = call_signature(want_value, grads, hessians, inputs, sample_weight, output_dtype)
+        plan = self._plans.get(key)
+        if plan is not None:
+            found = plan.run(inputs, sample_weight, self.params, self.kernel_target(), out)
+            if found is not None:
+                self._last_kernel = plan.last_kernel
+                return found
+        call = self.bind_call(want_value, grads, hessians, inputs, sample_weight,
+                              output_dtype, out)
+        found = call.run()
+        self._remember_plan(key, plan, call, inputs, sample_weight, output_dtype)
+        return found
+
+    def _remember_plan(self, key: tuple, plan: CallPlan | None, call: BoundCall,
+                       inputs: Mapping[str, Any], sample_weight: Any,
+                       output_dtype: np.dtype | None) -> None:
+        """Keep the plan of ``call``'s signature (made once; its kernel added per target)."""
+        if key in self._plans and plan is None:
+            return  # a signature the fast path does not take
+        target = self.kernel_target()
+        if plan is None:
+            spec = self.specialization(call.bound.ranks, call.bound.weight is not None)
+            threaded = compiler.parallel_axes(spec.objective) if target == "parallel" else None
+            plan = plan_call(self._layout, inputs, sample_weight, call.bound, spec, threaded,
+                             output_dtype, call.order)
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+            if plan is None:
+                return
+        used = plan.target_for(call.lengths, target)
+        if used not in plan.kernels and call.kernel.checked:
+            plan.kernels[used] = plan_kernel(call.kernel)
 
     # ------------------------------------------------------------------ internals
     def _ignore_index(self, value: Any) -> int | None:
@@ -498,6 +594,24 @@ class CompiledLoss:
             if error.span is not None:
                 raise
             raise type(error)(error.message, self.loss.definition.span, error.hint) from None
+
+    @staticmethod
+    def _out(out: Any, wrt: str | Iterable[str], names: tuple[str, ...],
+             kinds: tuple[str, ...]) -> dict[str, Any] | None:
+        """``out=`` as arrays by result name ("grad:p"): one array for one output, else a
+        tuple with one array (or None) per output, in the order the results are returned."""
+        if out is None:
+            return None
+        wanted = [f"{kind}:{name}" for name in names for kind in kinds]
+        if len(wanted) == 1 and isinstance(wrt, str):
+            return {wanted[0]: out}
+        if not isinstance(out, (tuple, list)) or len(out) != len(wanted):
+            results = ", ".join(wanted)
+            raise LossShapeError(f"out= must be a tuple of {len(wanted)} arrays (or None), "
+                                 f"one per result ({results}); got {type(out).__name__}"
+                                 + (f" of {len(out)}" if isinstance(out, (tuple, list))
+                                    else ""))
+        return {name: array for name, array in zip(wanted, out) if array is not None}
 
     def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
         names = (wrt,) if isinstance(wrt, str) else tuple(wrt)

@@ -30,10 +30,17 @@ if TYPE_CHECKING:
     from .api import CompiledLoss, Loss
     from .compiler import Kernel, Specialization
 
-__all__ = ["ArrayKind", "Bound", "BoundCall", "InputLayout", "axis_lengths", "bind_inputs",
-           "check_labels", "class_vector", "coerce_loss", "disagreement", "first_bad_label",
+__all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
+           "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
+           "check_out", "class_vector", "coerce_loss", "disagreement", "first_bad_label",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
-           "numeric_array", "output_allocator", "param_value", "result_dtype", "result_order"]
+           "numeric_array", "output_allocator", "overlapping", "param_value", "plan_call",
+           "plan_kernel", "result_dtype", "result_order", "work_size"]
+
+#: A ``target="parallel"`` loss runs its serial kernel on calls with fewer elements than this
+#: (the product of every axis's length): launching threads costs more than such a call's work
+#: (measured in benchmarks/bench_overhead.py), and a small call never starts the thread pool.
+PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -295,9 +302,11 @@ def output_allocator(bound: Bound,
 
 
 def kernel_arguments(kernel: Kernel, bound: Bound, lengths: Mapping[str, int],
-                     output_array: Callable[[tuple[int, ...]], Any]) -> tuple[dict, dict]:
+                     output_array: Callable[[tuple[int, ...]], Any],
+                     given: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
     """The keyword arguments of ``kernel.run`` for ``bound``, and the output arrays by
-    result name (made by ``output_array(shape)``)."""
+    result name: ``given[name]`` where the caller supplies one (checked by :func:`check_out`),
+    else made by ``output_array(shape)``."""
     arguments: dict[str, Any] = {}
     names = kernel.names
     all_arrays = bound.arrays
@@ -318,7 +327,9 @@ def kernel_arguments(kernel: Kernel, bound: Bound, lengths: Mapping[str, int],
         arguments[generated] = lengths[axis]
     results: dict[str, Any] = {}
     for output in kernel.element_outputs:
-        results[output.name] = output_array(tuple(lengths[axis] for axis in output.axes))
+        supplied = given.get(output.name) if given else None
+        results[output.name] = (output_array(tuple(lengths[axis] for axis in output.axes))
+                                if supplied is None else supplied)
         arguments[names.outputs[output.name]] = results[output.name]
     return arguments, results
 
@@ -336,6 +347,9 @@ class BoundCall:
     arguments: dict[str, Any]
     results: dict[str, Any]
     order: list[str]  # result names in the order the API returns them
+    # the caller's output arrays (``out=``) that results rounded to float16 are copied into
+    # (the kernel writes float32 arrays of its own then); others are written directly
+    rounded_out: Mapping[str, np.ndarray] | None = None
 
     def run(self) -> list[Any]:
         """Run the kernel; every result in API order (a float for a scalar input's
@@ -351,9 +365,314 @@ class BoundCall:
             if name != "value" and ranks[name.split(":", 1)[1]] == 0:
                 result = float(result)
             elif rounded is not None and isinstance(result, np.ndarray):
-                result = result.astype(rounded)
+                if self.rounded_out and name in self.rounded_out:
+                    # astype's rounding, into the caller's array
+                    np.copyto(self.rounded_out[name], result, casting="unsafe")
+                    result = self.rounded_out[name]
+                else:
+                    result = result.astype(rounded)
             found.append(result)
         return found
+
+
+def check_out(result: str, given: Any, shape: tuple[int, ...], dtype: np.dtype,
+              inputs: Iterable[Any]) -> np.ndarray:
+    """``given`` (an ``out=`` array for ``result``, "grad:p" or "hess:p") checked: a
+    writeable, C-contiguous NumPy array of ``shape`` and ``dtype`` sharing no memory with any
+    of ``inputs`` (a kernel that reads an input after writing its output would read its own
+    results). A :class:`LossShapeError` that says what is expected otherwise: results are
+    never written into a buffer of another shape or dtype."""
+    kind, name = result.split(":", 1)
+    what = f"out= for the {'gradient' if kind == 'grad' else 'Hessian'} of '{name}'"
+    expected = f"a C-contiguous NumPy array of shape {shape} and dtype {dtype}"
+    if not isinstance(given, np.ndarray):
+        raise LossShapeError(f"{what} must be {expected}, got {type(given).__name__}")
+    if given.shape != shape or given.dtype != dtype:
+        raise LossShapeError(f"{what} must be {expected}, got shape {given.shape} and "
+                             f"dtype {given.dtype}")
+    if not given.flags.c_contiguous or not given.flags.writeable:
+        state = "read-only" if not given.flags.writeable else "not C-contiguous"
+        raise LossShapeError(f"{what} must be {expected}, writeable; the array given is "
+                             f"{state} (np.ascontiguousarray makes one to pass)")
+    for value in inputs:
+        if isinstance(value, np.ndarray) and np.may_share_memory(given, value):
+            raise LossShapeError(f"{what} shares memory with an input: the kernel may read "
+                                 "that input after writing its results; pass a separate array")
+    return given
+
+
+def work_size(lengths: Mapping[str, int], axes: Iterable[str]) -> int:
+    """The number of elements a call works on: the product of the lengths of ``axes``."""
+    size = 1
+    for axis in axes:
+        size *= lengths.get(axis, 1)
+    return size
+
+
+# ----------------------------------------------------------------------------- the fast path
+# A call with the same signature as an earlier one (the same input names in the same order,
+# each a NumPy array of the same dtype and rank or a Python number, weighted or not, the same
+# outputs) needs none of the decisions binding makes: the kernel, the argument order, which
+# inputs need converting, which labels to check. A CallPlan keeps them; running it reads the
+# axis lengths (and checks that the inputs agree on them), range-checks every label, checks
+# any out= arrays, and calls the kernel. Whatever it cannot do cheaply (a disagreement, a
+# bad label, an out= array to refuse) it leaves to the general path, which raises the error.
+
+#: How a plan reads one input: as given, a per-class vector as a one-row table, a number.
+_AS_GIVEN, _CLASS_VECTOR, _NUMBER = 0, 1, 2
+
+
+def call_signature(want_value: bool, grads: tuple[str, ...], hessians: tuple[str, ...],
+                   inputs: Mapping[str, Any], sample_weight: Any,
+                   output_dtype: np.dtype | None) -> tuple:
+    """The key of a call's :class:`CallPlan`: what the outputs are and, per input in the
+    order given, its name and dtype and rank (a NumPy array) or type (anything else)."""
+    key: list[Any] = [want_value, grads, hessians, output_dtype]
+    for name, value in inputs.items():
+        if type(value) is np.ndarray:
+            key.append((name, value.dtype, value.ndim))
+        else:
+            key.append((name, type(value)))
+    if type(sample_weight) is np.ndarray:
+        key.append((shapes.WEIGHT, sample_weight.dtype, sample_weight.ndim))
+    else:
+        key.append((shapes.WEIGHT, type(sample_weight)))
+    return tuple(key)
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """One kernel's positional arguments for a :class:`CallPlan`: a template with every
+    slot the call fills named by where its value comes from."""
+
+    kernel: Kernel
+    template: tuple[Any, ...]  # run's positional arguments; the call fills the slots below
+    arrays: tuple[tuple[int, str], ...]  # (slot, input name or shapes.WEIGHT)
+    numbers: tuple[tuple[int, str], ...]  # (slot, input name) of scalar inputs
+    params: tuple[tuple[int, str], ...]  # (slot, param name), read per call
+    lengths: tuple[tuple[int, str], ...]  # (slot, axis or kept-count name)
+    outputs: tuple[tuple[int, str, tuple[str, ...]], ...]  # (slot, result name, axes)
+    scalar_outputs: tuple[str, ...]
+    element_names: frozenset[str]  # results written into arrays (out= can be given for)
+
+
+@dataclass
+class CallPlan:
+    """What binding works out for one call signature (see :func:`call_signature`), kept by
+    :class:`~lossdsl.CompiledLoss` so that later calls of that signature skip it."""
+
+    layout: InputLayout
+    readers: tuple[tuple[str, int], ...]  # (input name, how it is read) in layout order
+    dtype: np.dtype  # the kernel's
+    output_dtype: np.dtype  # per-element results'
+    weight_dtype: np.dtype | None  # sample_weight converted to it (None: unweighted)
+    # (axis, the (input, dimension) its length is read from, the others that must agree)
+    axis_sources: tuple[tuple[str, tuple[str, int], tuple[tuple[str, int], ...]], ...]
+    fixed_widths: tuple[tuple[str, int], ...]
+    weight_axis: str | None
+    labels: tuple[tuple[str, str, str, Any], ...]  # (name, "array"/"number"/"param"/"const",
+    #                                                 axis, the constant's value)
+    ignored: str | None  # the label input ignore_index drops samples of
+    kept_count: str | None
+    threaded_axes: frozenset[str] | None  # None: the kernel does not depend on the size
+    order: tuple[str, ...]
+    scalar_results: frozenset[str]  # results returned as floats (derivatives of numbers)
+    kernels: dict[str, KernelPlan]  # by target ("cpu" for a small call of a parallel loss)
+    last_kernel: Kernel | None = None  # the kernel the last call ran (CompiledLoss.source)
+
+    @property
+    def as_given(self) -> bool:
+        """Whether every input is an array read as it is: the call's inputs are the arrays."""
+        return self._as_given
+
+    def __post_init__(self) -> None:
+        self._as_given = all(reader == _AS_GIVEN for _, reader in self.readers)
+
+    def target_for(self, lengths: Mapping[str, int], target: str) -> str:
+        """The kernel target a call of ``lengths`` runs on: the serial kernel for a small
+        call of a parallel loss (see :data:`PARALLEL_MIN_ELEMENTS`)."""
+        if target == "parallel" and work_size(lengths, self.threaded_axes or ()) \
+                < PARALLEL_MIN_ELEMENTS:
+            return "cpu"
+        return target
+
+    def run(self, inputs: Mapping[str, Any], sample_weight: Any, params: Mapping[str, float],
+            target: str, out: Mapping[str, Any] | None) -> list[Any] | None:
+        """The results of a call of this signature, in API order; None where the general
+        path must take the call (to raise its error, or to build a kernel not built yet)."""
+        numbers: dict[str, float] = {}
+        if self.as_given:  # every input an array the kernel reads as it is (the usual call)
+            arrays = dict(inputs)
+        else:
+            arrays = {}
+            for name, reader in self.readers:
+                value = inputs[name]
+                if reader == _AS_GIVEN:
+                    arrays[name] = value
+                elif reader == _CLASS_VECTOR:
+                    arrays[name] = value.reshape(1, value.shape[0])
+                else:
+                    numbers[name] = float(value)
+        lengths: dict[str, int] = {}
+        for axis, (name, dimension), others in self.axis_sources:
+            length = lengths[axis] = arrays[name].shape[dimension]
+            for name, dimension in others:
+                if arrays[name].shape[dimension] != length:
+                    return None
+        for axis, width in self.fixed_widths:
+            if lengths.setdefault(axis, width) != width:
+                return None
+        if self.weight_dtype is not None:
+            weight = sample_weight
+            if weight.dtype != self.weight_dtype:
+                weight = weight.astype(self.weight_dtype)
+            if self.weight_axis is not None and weight.shape[0] != lengths.get(self.weight_axis):
+                return None
+            arrays[shapes.WEIGHT] = weight
+        if self.labels and not self._labels_valid(arrays, numbers, params, lengths):
+            return None
+        kernel_plan = self.kernels.get(target if self.threaded_axes is None
+                                       else self.target_for(lengths, target))
+        if kernel_plan is None:
+            return None
+        if out and (out.keys() - kernel_plan.element_names or out.keys() & self.scalar_results):
+            return None  # out= for a result returned as a number: the general path refuses
+        self.last_kernel = kernel_plan.kernel
+        positional = list(kernel_plan.template)
+        for slot, name in kernel_plan.arrays:
+            positional[slot] = arrays[name]
+        for slot, name in kernel_plan.numbers:
+            positional[slot] = numbers[name]
+        for slot, name in kernel_plan.params:
+            positional[slot] = params[name]
+        for slot, name in kernel_plan.lengths:
+            positional[slot] = lengths[name]
+        results: dict[str, Any] = {}
+        dtype = self.output_dtype
+        for slot, name, axes in kernel_plan.outputs:
+            shape = tuple([lengths[axis] for axis in axes])
+            given = out.get(name) if out else None
+            if given is None:
+                array = np.empty(shape, dtype=dtype)
+            elif (type(given) is np.ndarray and given.shape == shape and given.dtype == dtype
+                  and given.flags.c_contiguous and given.flags.writeable
+                  and not any(np.may_share_memory(given, a) for a in arrays.values())):
+                array = given
+            else:
+                return None  # check_out on the general path says what is wrong
+            results[name] = positional[slot] = array
+        if out and len(out) > 1 and overlapping(out.values()):
+            return None
+        scalars = kernel_plan.kernel.run(*positional)
+        for name, value in zip(kernel_plan.scalar_outputs, scalars):
+            results[name] = float(value)
+        for name in self.scalar_results:
+            results[name] = float(results[name])
+        return [results[name] for name in self.order]
+
+    def _labels_valid(self, arrays: dict[str, Any], numbers: Mapping[str, float],
+                      params: Mapping[str, float], lengths: dict[str, int]) -> bool:
+        """Whether every label is an integer in range (with ignore_index, the samples kept
+        counted into ``lengths``); False leaves the call to the general path's errors."""
+        for name, kind, axis, constant in self.labels:
+            labels = (arrays[name] if kind == "array" else
+                      np.asarray(numbers[name] if kind == "number" else
+                                 params[name] if kind == "param" else constant))
+            width = lengths[axis]
+            if name == self.ignored and kind == "array":
+                if first_bad_label(labels, width, self.layout.ignore_index) is not None:
+                    return False
+                kept = int(np.count_nonzero(labels != self.layout.ignore_index))
+                if kept == 0 and self.layout.reduction not in ("sum", "none"):
+                    return False
+                lengths[self.kept_count] = kept  # type: ignore[index]
+            elif labels.dtype.kind in "iu":
+                # two reductions rather than first_bad_label's five passes
+                if labels.size and (labels.min() < 0 or labels.max() >= width):
+                    return False
+            elif first_bad_label(labels, width) is not None:
+                return False
+        return True
+
+
+def overlapping(arrays: Iterable[Any]) -> bool:
+    """Whether any two of ``arrays`` (None for an output not given) share memory (out=
+    arrays of two results in one buffer would overwrite each other)."""
+    given = [a for a in arrays if a is not None]
+    return any(np.may_share_memory(a, b) for i, a in enumerate(given) for b in given[i + 1:])
+
+
+def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any,
+              bound: Bound, spec: Specialization, threaded_axes: frozenset[str] | None,
+              output_dtype: np.dtype | None, order: list[str]) -> CallPlan | None:
+    """The plan of a call the general path has just bound (``bound``, typed as ``spec``),
+    or None for a signature the fast path does not take: inputs other than native NumPy
+    arrays of the dtypes kernels read as they are (booleans are converted) and Python
+    numbers, param overrides among the inputs, device arrays, float16 results."""
+    if bound.device is not None or bound.result_dtype is not None \
+            or any(name not in layout.inputs for name in inputs):
+        return None
+    readers = []
+    for name in layout.inputs:
+        value = inputs[name]
+        if type(value) is np.ndarray:
+            if value.ndim == 0 or value.dtype not in KERNEL_READABLE \
+                    or value.dtype.kind == "b":
+                return None
+            readers.append((name, _CLASS_VECTOR if name in layout.class_vectors
+                            else _AS_GIVEN))
+        elif type(value) in (float, int):
+            readers.append((name, _NUMBER))
+        else:
+            return None
+    weight_dtype = None
+    if sample_weight is not None:
+        if type(sample_weight) is not np.ndarray or sample_weight.ndim != 1 \
+                or sample_weight.dtype not in KERNEL_READABLE:
+            return None
+        weight_dtype = bound.dtype
+    weight_axes = spec.objective.weight_axes
+    labels = []
+    for label, axis in spec.labels:
+        if label.op == "const":
+            labels.append((repr(label.value), "const", axis, label.value))
+        elif label.op == "param":
+            labels.append((label.value, "param", axis, None))
+        elif label.value in bound.arrays:
+            labels.append((label.value, "array", axis, None))
+        else:
+            labels.append((label.value, "number", axis, None))
+    return CallPlan(
+        layout, tuple(readers), bound.dtype,
+        bound.dtype if output_dtype is None else np.dtype(output_dtype), weight_dtype,
+        tuple((axis, sources[0], tuple(sources[1:]))
+              for axis, sources in spec.axis_sources.items()),
+        tuple(spec.fixed_widths.items()), weight_axes[0] if weight_axes else None,
+        tuple(labels), spec.objective.ignored, spec.objective.kept_count, threaded_axes,
+        tuple(order),
+        frozenset(n for n in order if n != "value" and bound.ranks[n.split(":", 1)[1]] == 0),
+        {})
+
+
+def plan_kernel(kernel: Kernel) -> KernelPlan:
+    """``kernel``'s positional arguments as a :class:`KernelPlan` (its ``run`` takes them in
+    the order of :meth:`~lossdsl.backend.emit.Names.run_arguments`)."""
+    names = kernel.names
+    slots = {generated: slot for slot, generated in enumerate(names.run_arguments())}
+    arrays = tuple((slots[g], name) for name, g in names.arrays.items())
+    numbers, params, lengths = [], [], []
+    for generated, n in names.scalar_nodes.items():
+        if generated not in slots:
+            continue
+        target = {"param": params, "input": numbers, "count": lengths}[n.op]
+        target.append((slots[generated], n.value))
+    lengths += [(slots[g], axis) for axis, g in names.lengths.items()]
+    lengths += [(slots[g], axis) for axis, g in names.widths.items()]
+    outputs = tuple((slots[names.outputs[o.name]], o.name, tuple(o.axes))
+                    for o in kernel.element_outputs)
+    return KernelPlan(kernel, (None,) * len(slots), arrays, tuple(numbers), tuple(params),
+                      tuple(lengths), outputs, tuple(o.name for o in kernel.scalar_outputs),
+                      frozenset(o.name for o in kernel.element_outputs))
 
 
 def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:
