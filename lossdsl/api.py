@@ -602,6 +602,14 @@ class CompiledLoss:
         tuple with one array (or None) per output, in the order the results are returned."""
         if out is None:
             return None
+        if isinstance(wrt, str) and type(out) is tuple and len(out) == 2 == len(kinds):
+            # grad_and_hessian's pair, as a boosting loop passes it every round
+            pair = {}
+            if out[0] is not None:
+                pair["grad:" + wrt] = out[0]
+            if out[1] is not None:
+                pair["hess:" + wrt] = out[1]
+            return pair
         wanted = [f"{kind}:{name}" for name in names for kind in kinds]
         if len(wanted) == 1 and isinstance(wrt, str):
             return {wanted[0]: out}

@@ -35,7 +35,7 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan
            "check_out", "class_vector", "coerce_loss", "disagreement", "first_bad_label",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
            "numeric_array", "output_allocator", "overlapping", "param_value", "plan_call",
-           "plan_kernel", "result_dtype", "result_order", "work_size"]
+           "plan_kernel", "result_dtype", "result_order", "work_size", "SERIAL_KIT", "SerialKit"]
 
 #: A ``target="parallel"`` loss runs its serial kernel on calls with fewer elements than this
 #: (the product of every axis's length): launching threads costs more than such a call's work
@@ -454,6 +454,7 @@ class KernelPlan:
     outputs: tuple[tuple[int, str, tuple[str, ...]], ...]  # (slot, result name, axes)
     scalar_outputs: tuple[str, ...]
     element_names: frozenset[str]  # results written into arrays (out= can be given for)
+    serial: bool  # no loop is parallel: run with SERIAL_KIT
 
 
 @dataclass
@@ -502,7 +503,7 @@ class CallPlan:
         path must take the call (to raise its error, or to build a kernel not built yet)."""
         numbers: dict[str, float] = {}
         if self.as_given:  # every input an array the kernel reads as it is (the usual call)
-            arrays = dict(inputs)
+            arrays = inputs if self.weight_dtype is None else dict(inputs)
         else:
             arrays = {}
             for name, reader in self.readers:
@@ -535,7 +536,7 @@ class CallPlan:
                                        else self.target_for(lengths, target))
         if kernel_plan is None:
             return None
-        if out and (out.keys() - kernel_plan.element_names or out.keys() & self.scalar_results):
+        if out and self.scalar_results and out.keys() & self.scalar_results:
             return None  # out= for a result returned as a number: the general path refuses
         self.last_kernel = kernel_plan.kernel
         positional = list(kernel_plan.template)
@@ -549,21 +550,24 @@ class CallPlan:
             positional[slot] = lengths[name]
         results: dict[str, Any] = {}
         dtype = self.output_dtype
+        used = 0  # out= arrays taken: any other is for a result this kernel does not write
         for slot, name, axes in kernel_plan.outputs:
             shape = tuple([lengths[axis] for axis in axes])
             given = out.get(name) if out else None
             if given is None:
                 array = np.empty(shape, dtype=dtype)
-            elif (type(given) is np.ndarray and given.shape == shape and given.dtype == dtype
-                  and given.flags.c_contiguous and given.flags.writeable
-                  and not any(np.may_share_memory(given, a) for a in arrays.values())):
+            elif _fits(given, shape, dtype, arrays):
                 array = given
+                used += 1
             else:
                 return None  # check_out on the general path says what is wrong
             results[name] = positional[slot] = array
-        if out and len(out) > 1 and overlapping(out.values()):
+        if out and (used != len(out) or used > 1 and overlapping(list(out.values()))):
             return None
-        scalars = kernel_plan.kernel.run(*positional)
+        if kernel_plan.serial:
+            scalars = kernel_plan.kernel.run(*positional, kit=SERIAL_KIT)
+        else:
+            scalars = kernel_plan.kernel.run(*positional)
         for name, value in zip(kernel_plan.scalar_outputs, scalars):
             results[name] = float(value)
         for name in self.scalar_results:
@@ -599,7 +603,59 @@ def overlapping(arrays: Iterable[Any]) -> bool:
     """Whether any two of ``arrays`` (None for an output not given) share memory (out=
     arrays of two results in one buffer would overwrite each other)."""
     given = [a for a in arrays if a is not None]
-    return any(np.may_share_memory(a, b) for i, a in enumerate(given) for b in given[i + 1:])
+    for i, a in enumerate(given):
+        for b in given[i + 1:]:
+            if _may_overlap(a, b):
+                return True
+    return False
+
+
+def _fits(given: Any, shape: tuple[int, ...], dtype: np.dtype,
+          arrays: Mapping[str, Any]) -> bool:
+    """What :func:`check_out` checks, answered without the message: whether ``given`` is a
+    writeable C-contiguous array of ``shape`` and ``dtype`` sharing no memory with
+    ``arrays``."""
+    if type(given) is not np.ndarray or given.shape != shape or given.dtype != dtype:
+        return False
+    flags = given.flags
+    if not (flags.c_contiguous and flags.writeable):
+        return False
+    for array in arrays.values():
+        if _may_overlap(given, array):
+            return False
+    return True
+
+
+def _may_overlap(a: np.ndarray, b: Any) -> bool:
+    """Whether ``a`` and ``b`` may share memory: two distinct arrays that each own their
+    memory (``base`` None: NumPy allocated it for each) cannot, which skips the bounds
+    comparison in the usual call."""
+    if a is b:
+        return True
+    if a.base is None and getattr(b, "base", 0) is None:
+        return False
+    return np.may_share_memory(a, b)
+
+
+class SerialKit:
+    """The kit (see :mod:`lossdsl.backend.cpu.runtime`) a plan runs serial kernels with:
+    each loop called directly, without the launch checks only parallel loops need."""
+
+    @staticmethod
+    def loop(function: Callable[..., Any], count: int, *arguments: Any) -> tuple:
+        """Run ``function`` on ``arguments``; its ``count`` reductions as NumPy float64 (the
+        scalar glue between loops computes in NumPy's arithmetic, as with the default kit)."""
+        result = function(*arguments)
+        return tuple([np.float64(r) for r in result]) if count else ()
+
+    @staticmethod
+    def cast(dtype: type, value: Any) -> Any:
+        """``value`` as a scalar of the kernel's ``dtype``."""
+        return dtype(value)
+
+
+#: The kit serial kernels run with from a plan.
+SERIAL_KIT = SerialKit()
 
 
 def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any,
@@ -672,7 +728,9 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
                     for o in kernel.element_outputs)
     return KernelPlan(kernel, (None,) * len(slots), arrays, tuple(numbers), tuple(params),
                       tuple(lengths), outputs, tuple(o.name for o in kernel.scalar_outputs),
-                      frozenset(o.name for o in kernel.element_outputs))
+                      frozenset(o.name for o in kernel.element_outputs),
+                      not any(getattr(f, "targetoptions", {}).get("parallel")
+                              for f in kernel.loops.values()))
 
 
 def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:
