@@ -1,0 +1,188 @@
+"""Per-call overhead on small inputs: lossdsl against scikit-learn's ``sklearn._loss`` and
+hand-written NumPy, in one process (issue #16, targets 3 and 5).
+
+    PYTHONPATH=. python3 benchmarks/bench_overhead.py                 # N = 256 and 4096
+    PYTHONPATH=. python3 benchmarks/bench_overhead.py --sizes 256 --repeat 9
+
+For each loss family both have (squared error, binomial on logits, multinomial on logits),
+times the value, value+gradient and gradient+Hessian calls: lossdsl's ``__call__``,
+``value_and_grad`` and ``grad_and_hessian`` (serial target, and the parallel target, which
+runs its serial kernel on calls this small), with and without ``out=``; scikit-learn's
+``__call__``, ``loss_gradient`` and ``gradient_hessian`` (with and without ``*_out=``) with
+``n_threads=1``; and the NumPy code a user writes. lossdsl is compiled with
+``reduction="sum"``, whose derivatives are scikit-learn's per-sample ones (checked before
+timing). Each peer runs ``--inner`` calls in a block; the blocks are interleaved over
+``--repeat`` rounds (a burst of load on a shared machine hits every peer) and the fastest
+block gives the time per call, in microseconds. The last column is the ratio to
+scikit-learn's call for the same outputs (target: at most 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def numpy_peers() -> dict[str, dict[str, Callable]]:
+    """What a user writes in NumPy: value, value+gradient, gradient+Hessian per family."""
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def sigmoid(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def multinomial_value(y, z):
+        m = z.max(axis=1)
+        lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+        return float(np.mean(lse - z[np.arange(z.shape[0]), y]))
+
+    def multinomial_gradient(y, z):
+        g = softmax(z)
+        g[np.arange(z.shape[0]), y] -= 1.0
+        return g
+
+    def multinomial_gradient_hessian(y, z):
+        s = softmax(z)
+        g = s.copy()
+        g[np.arange(z.shape[0]), y] -= 1.0
+        return g, s * (1.0 - s)
+
+    return {
+        "squared_error": {
+            "value": lambda y, p: float(np.mean(0.5 * (p - y) ** 2)),
+            "value+grad": lambda y, p: (float(np.mean(0.5 * (p - y) ** 2)), p - y),
+            "grad+hess": lambda y, p: (p - y, np.ones_like(p)),
+        },
+        "binomial": {
+            "value": lambda y, z: float(np.mean(np.logaddexp(0.0, z) - y * z)),
+            "value+grad": lambda y, z: (float(np.mean(np.logaddexp(0.0, z) - y * z)),
+                                        sigmoid(z) - y),
+            "grad+hess": lambda y, z: ((s := sigmoid(z)) - y, s * (1.0 - s)),
+        },
+        "multinomial": {
+            "value": multinomial_value,
+            "value+grad": lambda y, z: (multinomial_value(y, z), multinomial_gradient(y, z)),
+            "grad+hess": multinomial_gradient_hessian,
+        },
+    }
+
+
+def families(n: int, classes: int, rng: np.random.Generator) -> dict[str, tuple]:
+    """(lossdsl text, scikit-learn loss, y, score) per family, for ``n`` rows."""
+    from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss, HalfSquaredError
+
+    labels = rng.integers(0, classes, size=n)
+    return {
+        "squared_error": ("half_mse(y, p)", HalfSquaredError(), rng.normal(size=n),
+                          rng.normal(size=n)),
+        "binomial": ("bce_logits(y, p)", HalfBinomialLoss(),
+                     (rng.random(n) > 0.5).astype(np.float64), rng.normal(size=n)),
+        "multinomial": ("sparse_cce_logits(y, p)", HalfMultinomialLoss(n_classes=classes),
+                        labels, rng.normal(size=(n, classes))),
+    }
+
+
+def peers_for(family: str, text: str, sk, y, p) -> dict[str, dict[str, Callable]]:
+    """Every peer's call per output kind ("value", "value+grad", "grad+hess")."""
+    import lossdsl
+
+    serial = lossdsl.compile(text, reduction="sum")
+    parallel = lossdsl.compile(text, target="parallel", reduction="sum")
+    mean = lossdsl.compile(text)
+    threaded = lossdsl.compile(text, target="parallel")
+    y_sk = y.astype(np.float64)
+    g, h = np.empty_like(p), np.empty_like(p)
+    sk_g, sk_h = np.empty_like(p), np.empty_like(p)
+    sk_value = np.empty(p.shape[0])
+    by_kind = numpy_peers()[family]
+    return {
+        "value": {
+            "lossdsl cpu": lambda: mean(y=y, p=p),
+            "lossdsl parallel": lambda: threaded(y=y, p=p),
+            "sklearn": lambda: sk(y_sk, p, n_threads=1),
+            "numpy": lambda: by_kind["value"](y, p),
+        },
+        "value+grad": {
+            "lossdsl cpu": lambda: serial.value_and_grad("p", y=y, p=p),
+            "lossdsl cpu out=": lambda: serial.value_and_grad("p", y=y, p=p, out=g),
+            "lossdsl parallel": lambda: parallel.value_and_grad("p", y=y, p=p),
+            "sklearn": lambda: sk.loss_gradient(y_sk, p, n_threads=1),
+            "sklearn out=": lambda: sk.loss_gradient(y_sk, p, loss_out=sk_value,
+                                                     gradient_out=sk_g, n_threads=1),
+            "numpy": lambda: by_kind["value+grad"](y, p),
+        },
+        "grad+hess": {
+            "lossdsl cpu": lambda: serial.grad_and_hessian("p", y=y, p=p),
+            "lossdsl cpu out=": lambda: serial.grad_and_hessian("p", y=y, p=p, out=(g, h)),
+            "lossdsl parallel": lambda: parallel.grad_and_hessian("p", y=y, p=p),
+            "sklearn": lambda: sk.gradient_hessian(y_sk, p, n_threads=1),
+            "sklearn out=": lambda: sk.gradient_hessian(y_sk, p, gradient_out=sk_g,
+                                                        hessian_out=sk_h, n_threads=1),
+            "numpy": lambda: by_kind["grad+hess"](y, p),
+        },
+    }
+
+
+def check_agreement(family: str, text: str, sk, y, p) -> None:
+    """lossdsl's summed derivatives are scikit-learn's per-sample ones: the same work."""
+    import lossdsl
+
+    gradient, hessian = lossdsl.compile(text, reduction="sum").grad_and_hessian("p", y=y, p=p)
+    sk_gradient, sk_hessian = sk.gradient_hessian(y.astype(np.float64), p, n_threads=1)
+    np.testing.assert_allclose(gradient, sk_gradient, rtol=1e-10, atol=1e-12)
+    if family != "multinomial":  # scikit-learn's multinomial Hessian is its own diagonal bound
+        np.testing.assert_allclose(hessian, sk_hessian, rtol=1e-10, atol=1e-12)
+
+
+def best_per_call(runs: dict[str, Callable], repeat: int, inner: int) -> dict[str, float]:
+    """Fastest block of ``inner`` calls per run, interleaved over ``repeat`` rounds (µs)."""
+    for run in runs.values():  # compile, plan and warm up
+        for _ in range(3):
+            run()
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                run()
+            best[name] = min(best[name], (time.perf_counter() - start) / inner)
+    return {name: seconds * 1e6 for name, seconds in best.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 4096])
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--inner", type=int, default=2000)
+    parser.add_argument("--families", nargs="+",
+                        default=["squared_error", "binomial", "multinomial"])
+    args = parser.parse_args()
+    import numba
+    import sklearn
+
+    print(f"sklearn {sklearn.__version__}, numba {numba.__version__}, "
+          f"NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS}, cpus={os.cpu_count()}; "
+          f"scikit-learn n_threads=1; best block of {args.inner} calls over {args.repeat} "
+          "interleaved rounds, microseconds per call")
+    rng = np.random.default_rng(0)
+    for n in args.sizes:
+        for family, (text, sk, y, p) in families(n, args.classes, rng).items():
+            if family not in args.families:
+                continue
+            check_agreement(family, text, sk, y, p)
+            for kind, runs in peers_for(family, text, sk, y, p).items():
+                times = best_per_call(runs, args.repeat, args.inner)
+                reference = times["sklearn"]
+                cells = "  ".join(f"{name} {t:7.2f} ({t / reference:4.2f}x)"
+                                  for name, t in times.items())
+                print(f"N={n:<5} {family:<13} {kind:<10} {cells}")
+
+
+if __name__ == "__main__":
+    main()
