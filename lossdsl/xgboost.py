@@ -58,6 +58,7 @@ from .boosting.leaves import (
     check_train_options,
     eval_objective,
     learning_rate,
+    leaves_from_changes,
     refit_round,
     use_refit,
 )
@@ -233,6 +234,58 @@ def _edit_leaves(booster: xgb.Booster, edits: Mapping[int, np.ndarray],
     return edited
 
 
+#: Training rows from which leaf indices come from XGBoost's cached margins (pred_leaf below).
+_MARGIN_ROWS = 10_000
+
+
+class _CachedMargins:
+    """XGBoost's cached margins of the training rows (with the library's own leaf values:
+    the model is edited only at the end), read after each tree: their change is the tree's
+    output per row. ``last``: the margins before the newest tree."""
+
+    def __init__(self, booster: xgb.Booster, dmatrix: xgb.DMatrix, shape: tuple[int, ...]):
+        self.booster = booster
+        self.dmatrix = dmatrix
+        self.shape = shape
+        self.last: np.ndarray | None = None
+
+    def read(self) -> np.ndarray:
+        """The margins now (from XGBoost's prediction cache: a copy of n floats)."""
+        margin = self.booster.predict(self.dmatrix, output_margin=True, training=True)
+        return np.asarray(margin, dtype=np.float64).reshape(self.shape)
+
+
+def _round_leaves(tree: xgb.Booster, dmatrix: xgb.DMatrix, library_values: Any,
+                  before: np.ndarray | None, after: np.ndarray) -> np.ndarray:
+    """(n, trees of the round) each training row's leaf (node id) in the round's trees.
+
+    From the change of XGBoost's cached margins, matched to the trees' float32 leaf values
+    (a copy of n floats and one small JSON read, instead of ``pred_leaf`` over the rows:
+    measured 1.8 ms a tree at 40,000 rows); ``pred_leaf`` on the one-tree slice for the
+    rows that leaves ambiguous (leaves whose values are equal to float32 rounding)."""
+    n = after.shape[0]
+    if before is None:
+        return tree.predict(dmatrix, pred_leaf=True).astype(np.intp).reshape(n, -1)
+    delta = (after - before).reshape(n, -1)
+    leaves = np.empty(delta.shape, dtype=np.intp)
+    unresolved = np.zeros(n, dtype=bool)
+    for t in range(delta.shape[1]):
+        values = library_values(t)
+        ids = np.flatnonzero(np.isfinite(values))
+        scale = float(np.max(np.abs(after), initial=0.0)) + float(
+            np.max(np.abs(values[ids]), initial=0.0))
+        found, missing = leaves_from_changes(delta[:, t], values[ids], scale, np.float32)
+        leaves[:, t] = ids[found]
+        unresolved |= missing
+    if unresolved.any():
+        rows = np.flatnonzero(unresolved)
+        whole = rows.size > 0.25 * n
+        subset = dmatrix if whole else dmatrix.slice(rows)
+        found = tree.predict(subset, pred_leaf=True).astype(np.intp).reshape(-1, delta.shape[1])
+        leaves[rows] = found[rows] if whole else found
+    return leaves
+
+
 def _start_scores(dmatrix: xgb.DMatrix, base: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A DMatrix's starting raw scores as XGBoost's predict gives them: base score plus its
     base_margin, if any."""
@@ -379,8 +432,15 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
 
     edits: dict[int, np.ndarray] = {}
     rounds = 0
+    # leaf indices from the cached margins pay off from about 10,000 rows: pred_leaf costs
+    # ~45 ns a row (1.8 ms at 40,000), the margins' copy, the tree's JSON and pred_leaf on
+    # the rows of equal-valued leaves ~0.5 ms a tree (measured: 0.91x -> 0.82x the
+    # built-in's time at 40,000 rows, 1.45x -> 1.57x at 4,558)
+    margins = _CachedMargins(booster, train_set, shape) if n >= _MARGIN_ROWS else None
     for iteration in range(num_rounds):
         gradient, hessian = objective.gradients(label, scores, weight, container=train_set)
+        if margins is not None and margins.last is None and (iteration == 0 or do_refit):
+            margins.last = margins.read()
         booster.boost(train_set, iteration, grad=gradient, hess=hessian)
         rounds = iteration + 1
         if iteration == 0:
@@ -396,7 +456,12 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
             return _leaf_values(nodes, len(nodes["left_children"]) if count is None else count)
 
         if do_refit:
-            leaves = tree.predict(train_set, pred_leaf=True).astype(np.intp).reshape(n, -1)
+            if margins is None:
+                leaves = tree.predict(train_set, pred_leaf=True).astype(np.intp).reshape(n, -1)
+            else:
+                after = margins.read()
+                leaves = _round_leaves(tree, train_set, library_values, margins.last, after)
+                margins.last = after
             values, _ = refit_round(objective, label, weight, scores, leaves, library_values,
                                     rate, do_refit, store_dtype=np.float32)
             for t, tree_values in enumerate(values):

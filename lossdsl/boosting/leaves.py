@@ -306,15 +306,16 @@ def _match_values(delta, ordered, crowded, tolerance, nearest, unresolved):  # p
 
 
 def leaves_from_changes(delta: np.ndarray, values: np.ndarray, scale: float,
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        precision: Any = np.float64) -> tuple[np.ndarray, np.ndarray]:
     """(leaf of each row, rows not resolved) from the change a new tree made to a
     library's cached training scores: each row moved by its leaf's value. A row is
     resolved when its change matches one leaf's value to rounding (``scale``: the largest
-    magnitude of the scores and values involved) and no other leaf has that value."""
+    magnitude of the scores and values involved; ``precision``: the floating type the
+    library adds them in, XGBoost float32) and no other leaf has that value."""
     values = np.asarray(values, dtype=np.float64)
     order = np.argsort(values, kind="stable")
     ordered = np.ascontiguousarray(values[order])
-    tolerance = 8 * np.finfo(np.float64).eps * scale
+    tolerance = 8 * float(np.finfo(precision).eps) * scale
     crowded = np.zeros(ordered.size, dtype=bool)  # leaves sharing (nearly) one value
     close = np.diff(ordered) <= 4 * tolerance
     crowded[:-1] |= close

@@ -481,3 +481,24 @@ def test_lightgbm_classes_refitted_one_after_another(data):
         assert all(b < a for a, b in zip(values, values[1:]))  # each round lowers the loss
         history[refit] = values
     assert history[True][-1] < history[False][-1]  # exact leaves fit faster
+
+
+@pytest.mark.parametrize("case", ["regression", "classes"])
+def test_xgboost_leaves_from_cached_margins_match_pred_leaf(data, monkeypatch, case):
+    # large training sets take each row's leaf from the change of XGBoost's cached margins
+    # (float32, leaves with equal values resolved by pred_leaf): the same model as
+    # pred_leaf on every row
+    X, y, w = data["X"], data["y"], data["weight"]
+    if case == "regression":  # unweighted: some leaves share a value (pred_leaf resolves)
+        objective, params, labels, w = lx.objective(ASYM), XGB_PARAMS, y, None
+    else:
+        objective = lx.objective("cce_logits(y, z)")
+        params = {**XGB_PARAMS, "num_class": 3}
+        labels = np.digitize(X[:, 0], [-0.5, 0.5]).astype(float)
+    models = []
+    for margin_rows in (10 ** 9, 0):
+        monkeypatch.setattr(lx, "_MARGIN_ROWS", margin_rows)
+        booster = lx.train(objective, params, xgb.DMatrix(X, labels, weight=w), 6,
+                           refit=True)
+        models.append(booster.predict(xgb.DMatrix(X), output_margin=True))
+    np.testing.assert_array_equal(models[0], models[1])
