@@ -136,6 +136,9 @@ class LinearModelObjective:
         self.fit_intercept = fit_intercept
         self.l2 = float(l2)
         self._cache = _PointCache()
+        # The gradient in p (one value per row and output) only feeds X^T dp: one array,
+        # written by every evaluation, saves allocating and faulting in n*K values each time.
+        self._row_gradient: np.ndarray | None = None
 
     @property
     def n_params(self) -> int:
@@ -183,8 +186,13 @@ class LinearModelObjective:
         """``(value, gradient)`` from one kernel call (``minimize(..., jac=True)``)."""
         self._cache.at(x)
         if self._cache.value_and_grad is None:
+            p = self.predict(x)
             value, gradient = self.compiled.value_and_grad(
-                self.wrt, sample_weight=self.sample_weight, **self._inputs(self.predict(x)))
+                self.wrt, sample_weight=self.sample_weight, out=self._row_gradient_for(p),
+                **self._inputs(p))
+            if self.compiled.target != "cuda" and isinstance(gradient, np.ndarray) \
+                    and gradient.shape == p.shape:
+                self._row_gradient = gradient
             jacobian = self._chain(np.asarray(gradient))
             if self.l2:
                 penalized = self._penalty_mask() * x
@@ -192,6 +200,15 @@ class LinearModelObjective:
                 jacobian = jacobian + self.l2 * penalized
             self._cache.value_and_grad = (float(value), jacobian)
         return self._cache.value_and_grad
+
+    def _row_gradient_for(self, p: np.ndarray) -> np.ndarray | None:
+        """The array the last evaluation wrote the gradient in ``p`` into, when it fits the
+        next one (the same shape and dtype; never for target="cuda", whose results the
+        kernel makes where it runs)."""
+        given = self._row_gradient
+        if given is None or given.shape != p.shape or given.dtype != p.dtype:
+            return None
+        return given
 
     def fun(self, x: np.ndarray) -> float:
         """The loss of the linear model with parameters ``x``."""

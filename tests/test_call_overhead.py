@@ -350,3 +350,40 @@ def test_parallel_and_serial_kernels_agree_across_the_size_threshold():
         np.testing.assert_array_equal(g, g2)  # elementwise: the same bits threaded or not
         np.testing.assert_array_equal(h, h2)
         assert compiled(y=y, z=z) == pytest.approx(serial(y=y, z=z), rel=1e-13)
+
+
+# ------------------------------------------------------------ reused boosting outputs
+@pytest.mark.parametrize("hessian", ["exact", "constant"])
+def test_boosting_gradients_reuse_their_arrays_per_thread(hessian):
+    import copy
+    import threading
+
+    from lossdsl.boosting.objective import BoostingObjective
+
+    objective = BoostingObjective("huber(y, p, 1.0)", hessian=hessian)
+    y, p = RNG.normal(size=N), RNG.normal(size=N)
+    expected = objective.gradients(y, p)
+    first = objective.gradients(y, p, reuse=True)
+    assert_same(list(first), list(expected))
+    p2 = RNG.normal(size=N)
+    expected2 = objective.gradients(y, p2)
+    second = objective.gradients(y, p2, reuse=True)
+    assert second[0] is first[0]  # the same gradient array, written anew
+    if hessian == "exact":
+        assert second[1] is first[1]
+    assert_same(list(second), list(expected2))
+    # another thread, or a copy (a clone training elsewhere), never writes into these arrays
+    found = []
+    thread = threading.Thread(target=lambda: found.append(objective.gradients(y, p,
+                                                                               reuse=True)))
+    thread.start()
+    thread.join()
+    assert found[0][0] is not first[0]
+    clone = copy.deepcopy(objective)
+    assert clone.gradients(y, p, reuse=True)[0] is not first[0]
+    assert_same(list(objective.gradients(y, p2, reuse=True)), list(expected2))
+    # another shape or dtype: arrays of its own
+    short = objective.gradients(y[:10], p[:10], reuse=True)
+    assert short[0].shape == (10,) and short[0] is not first[0]
+    single = objective.gradients(y.astype(np.float32), p.astype(np.float32), reuse=True)
+    assert single[0].dtype == np.float32

@@ -25,6 +25,7 @@ import copy
 import functools
 import math
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -642,7 +643,7 @@ class BoostingObjective:
         # container is held by weak reference and does not travel; the labels do.
         state = dict(self.__dict__)
         for key in ("_summed", "_mean", "_curvature", "_rows_container", "_rows_floats",
-                    "_spread_cache", "_device_cache"):
+                    "_spread_cache", "_device_cache", "_reused_outputs"):
             state.pop(key, None)
         return state
 
@@ -662,6 +663,8 @@ class BoostingObjective:
         clone = object.__new__(type(self))
         memo[id(self)] = clone
         for key, value in self.__dict__.items():
+            if key == "_reused_outputs":
+                continue  # the copy's calls get arrays of their own
             shared = key in ("loss", "_summed", "_mean", "_curvature", "_rows_container",
                              "_rows_floats", "_device_cache")
             clone.__dict__[key] = value if shared else copy.deepcopy(value, memo)
@@ -872,10 +875,15 @@ class BoostingObjective:
 
     # ------------------------------------------------------------------ derivatives
     def gradients(self, label: Any, prediction: np.ndarray, weight: Any = None, *,
-                  container: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                  container: Any = None, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(gradient, Hessian) of the weighted loss w.r.t. each raw score, shaped like it.
 
-        ``container``: the DMatrix/Dataset the labels came from, checked against ``rows``."""
+        ``container``: the DMatrix/Dataset the labels came from, checked against ``rows``.
+        ``reuse``: write into the arrays this thread's previous call of the same shapes and
+        dtypes returned (steady-state rounds allocate nothing and fault no pages in), for a
+        caller that hands the arrays to a library which is done with them when its call
+        returns (XGBoost copies them in ``TrainOneIter``, LightGBM reads them during
+        ``LGBM_BoosterUpdateOneIterCustom``): the previous call's arrays are overwritten."""
         self.check_rows(label, container)
         device = device_arrays() if self.target == "cuda" else None
         if device is None or _array_module(prediction) is np:
@@ -892,10 +900,18 @@ class BoostingObjective:
             w_in = self._on_device(device, "weight", w)
             arguments = self.loss_inputs(self._on_device(device, "label", y), p_in, device)
         wrt = (self.wrt,)
+        buffers_key = None
+        given: dict[str, np.ndarray] | None = None
+        if reuse and device is None:
+            buffers_key = (threading.get_ident(), prediction.shape, prediction.dtype.str,
+                           y.dtype.str, None if w is None else w.dtype.str, self.policy,
+                           None if self.gradient_dtype is None
+                           else np.dtype(self.gradient_dtype).str)
+            given = self._output_buffers().get(buffers_key)
         if self.policy == "constant":
             # the exact Hessian is not needed: ask the kernel for the gradient alone
             (gradient,) = self._summed.compute(False, wrt, (), arguments, w_in,
-                                                self.gradient_dtype)
+                                                self.gradient_dtype, out=given)
             hessian = self._constant_hessian(gradient, w_in)
             if self.hessian_constant == "auto":
                 # leaves -G/(c H) as with a Hessian of c, but the booster's Hessian-based
@@ -905,12 +921,21 @@ class BoostingObjective:
             # the kernel that also gives the (unused) exact Hessian: the one the construction's
             # probe compiled, so no other kernel is built
             gradient, _ = self._summed.compute(False, wrt, wrt, arguments, w_in,
-                                                self.gradient_dtype)
+                                                self.gradient_dtype, out=given)
             hessian = self._fisher_hessian(y, p_in, gradient, w, w_in)
         else:
             gradient, hessian = self._summed.compute(False, wrt, wrt, arguments, w_in,
-                                                      self.gradient_dtype)
+                                                      self.gradient_dtype, out=given)
             self.apply_hessian_policy(hessian, w_in)
+        if buffers_key is not None and given is None:
+            # the arrays the kernel wrote (the constant and Fisher Hessians are made anew)
+            computed = {f"grad:{self.wrt}": gradient}
+            if self.policy not in ("constant", "fisher"):
+                computed[f"hess:{self.wrt}"] = hessian
+            buffers = self._output_buffers()
+            if len(buffers) >= 8:  # a few shapes per thread; never grow without end
+                buffers.clear()
+            buffers[buffers_key] = computed
         factor = self.hessian_factor(prediction.shape[1] if prediction.ndim == 2 else None)
         if factor != 1.0:
             hessian *= hessian.dtype.type(factor)
@@ -919,6 +944,15 @@ class BoostingObjective:
             # booster reads the arrays on streams of its own, which need not wait for them
             device.cuda.runtime.deviceSynchronize()
         return gradient, hessian
+
+    def _output_buffers(self) -> dict[tuple, dict[str, np.ndarray]]:
+        """The arrays :meth:`gradients` reuses, by thread, shapes and dtypes: made here, not
+        at construction, because pickles and deep copies arrive without them (a copy training
+        in another thread must never write into this object's arrays)."""
+        try:
+            return self.__dict__["_reused_outputs"]
+        except KeyError:
+            return self.__dict__.setdefault("_reused_outputs", {})
 
     def _fisher_hessian(self, y: np.ndarray, prediction: Any, gradient: Any,
                         w: np.ndarray | None, w_in: Any = None) -> Any:

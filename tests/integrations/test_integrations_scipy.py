@@ -100,3 +100,29 @@ def test_objective_over_an_input():
     np.testing.assert_allclose(problem.hess_diag(result.x), compiled.hessian("p", y=y, p=result.x))
     value, gradient = problem.fun_and_jac(result.x)
     assert value == pytest.approx(compiled(y=y, p=result.x))
+
+
+def test_linear_model_reuses_its_row_gradient_and_returns_fresh_jacobians(regression):
+    # the per-row gradient is written into one array every evaluation; what SciPy keeps
+    # (BFGS holds the previous jacobian to difference it) is a new array each time
+    X, y = regression
+    model = ls.linear_model("huber(y, p)", X, y, l2=0.1)
+    fresh = ls.linear_model("huber(y, p)", X, y, l2=0.1)
+    rng = np.random.default_rng(5)
+    points = [rng.normal(size=model.n_params) for _ in range(4)]
+    jacobians = []
+    for x in points:
+        value, jacobian = model.fun_and_jac(x)
+        jacobians.append(jacobian)
+        # a new model's first evaluation allocates its row gradient
+        expected_value, expected = ls.linear_model("huber(y, p)", X, y,
+                                                   l2=0.1).fun_and_jac(x)
+        assert value == expected_value
+        np.testing.assert_array_equal(jacobian, expected)
+    for x, jacobian in zip(points, jacobians):  # earlier results are not overwritten
+        np.testing.assert_array_equal(jacobian, ls.linear_model("huber(y, p)", X, y,
+                                                                l2=0.1).jac(x))
+    result = optimize.minimize(model.fun, model.x0, jac=model.jac, method="BFGS", tol=1e-10)
+    reference = optimize.minimize(fresh.fun, fresh.x0, jac=fresh.jac, method="BFGS",
+                                  tol=1e-10)
+    np.testing.assert_array_equal(result.x, reference.x)
