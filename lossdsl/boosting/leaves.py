@@ -492,6 +492,7 @@ def _kink_select(leaf, residual, g_low, g_high, candidates, c, settled):  # prag
     r_near = np.empty(first[L])
     d_near = np.empty(first[L])
     fill = first[:L].copy()
+    later = np.full(L, np.inf)  # the smallest residual in the buckets after the crossing
     for i in range(n):
         j = leaf[i]
         if crossing[j] >= 0:
@@ -500,6 +501,8 @@ def _kink_select(leaf, residual, g_low, g_high, candidates, c, settled):  # prag
                 r_near[fill[j]] = residual[i]
                 d_near[fill[j]] = g_high[i] - g_low[i]
                 fill[j] += 1
+            elif k > crossing[j] and residual[i] < later[j]:
+                later[j] = residual[i]
     for j in range(L):
         if crossing[j] < 0:
             continue
@@ -508,24 +511,44 @@ def _kink_select(leaf, residual, g_low, g_high, candidates, c, settled):  # prag
             value = r_near[first[j]]
             for k in range(first[j], first[j + 1]):
                 value = max(value, r_near[k])
+        # a leaf whose derivative is exactly 0 right of its answer is flat up to its next
+        # residual (4:1 slopes, integer weights): every point in between is a minimiser;
+        # take the middle, as the built-ins interpolate, rather than the low end (a biased
+        # pick on rounded labels)
+        slope = -need[j]
+        following = later[j]
+        for k in range(first[j], first[j + 1]):
+            if r_near[k] <= value:
+                slope += d_near[k]
+            elif r_near[k] < following:
+                following = r_near[k]
+        if slope == 0 and math.isfinite(following):
+            value = 0.5 * (value + following)
         c[j] = value
         settled[j] = True
-    # a leaf whose derivative is exactly 0 right of its answer is flat up to its next
-    # residual (4:1 slopes on 5k rows, integer weights): every point in between is a
-    # minimiser; take the middle, as the built-ins interpolate, rather than the low end
-    # (a biased choice on rounded labels)
-    slope = base.copy()
-    following = np.full(L, np.inf)
+
+
+@njit(**_JIT)
+def _shift_pair(scores, leaf, low, high):  # pragma: no cover - compiled
+    """Scores moved by ``low[leaf]`` and by ``high[leaf]``, in one pass."""
+    n = leaf.shape[0]
+    below = np.empty(n)
+    above = np.empty(n)
     for i in range(n):
-        j = leaf[i]
-        if crossing[j] >= 0:
-            if residual[i] <= c[j]:
-                slope[j] += g_high[i] - g_low[i]
-            elif residual[i] < following[j]:
-                following[j] = residual[i]
-    for j in range(L):
-        if crossing[j] >= 0 and slope[j] == 0 and math.isfinite(following[j]):
-            c[j] = 0.5 * (c[j] + following[j])
+        below[i] = scores[i] + low[leaf[i]]
+        above[i] = scores[i] + high[leaf[i]]
+    return below, above
+
+
+@njit(**_JIT)
+def _sum_pair_by_leaf(leaf, first, second, num_leaves):  # pragma: no cover - compiled
+    """Per leaf, the sums of ``first`` and of ``second`` over its rows, in one pass."""
+    out_first = np.zeros(num_leaves)
+    out_second = np.zeros(num_leaves)
+    for i in range(leaf.shape[0]):
+        out_first[leaf[i]] += first[i]
+        out_second[leaf[i]] += second[i]
+    return out_first, out_second
 
 
 @njit(**_JIT)
@@ -756,9 +779,14 @@ class _Search:
         sign (from <= 0 to >= 0) across their answer ``c``, +- the tolerance."""
         rows = self.rows_of(solved)
         delta = self.tolerance(c)
-        below, _ = rows.gradient(c - delta, False)
-        above, _ = rows.gradient(c + delta, False)
-        ok = (self.sums(rows, below) <= 0) & (self.sums(rows, above) >= 0)
+        below, above = _shift_pair(np.ascontiguousarray(rows.column_scores()), rows.leaf,
+                                   c - delta, c + delta)
+        g_below, _ = rows.gradient_at(below, False)
+        g_above, _ = rows.gradient_at(above, False)
+        sum_below, sum_above = _sum_pair_by_leaf(
+            rows.leaf, np.ascontiguousarray(g_below, dtype=np.float64),
+            np.ascontiguousarray(g_above, dtype=np.float64), self.num_leaves)
+        ok = (sum_below <= 0) & (sum_above >= 0)
         return solved & ~ok
 
     def kinks(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
