@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gbdt.py                       # 10^6 rows, logistic and squared error
     python benchmarks/bench_gbdt.py --rows 200000 --rounds 10 --threads 4
+    python benchmarks/bench_gbdt.py --library catboost-multiclass --rows 10000 --rounds 50
 
 For XGBoost and LightGBM, trains the same model three ways from the same starting margin:
 the library's built-in objective (C++), a lossdsl objective (one fused Numba kernel call per
@@ -15,6 +16,7 @@ time of one objective call (what a custom objective adds to each round). The tar
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -126,6 +128,83 @@ def bench_lightgbm(data, loss: str, rounds: int, threads: int, repeat: int) -> d
     return times
 
 
+class _SoftmaxObjective:
+    """The plain-Python multiclass objective a CatBoost user writes (its documentation's
+    pattern): per row, the negated gradient and the diagonal of the negated Hessian of the
+    softmax cross-entropy."""
+
+    def calc_ders_multi(self, approx, target, weight):
+        top = max(approx)
+        exps = [math.exp(a - top) for a in approx]
+        total = sum(exps)
+        k = int(target)
+        w = 1.0 if weight is None else weight
+        grad, hess = [], []
+        for j, e in enumerate(exps):
+            p = e / total
+            grad.append(-w * (p - (1.0 if j == k else 0.0)))
+            row = [0.0] * len(exps)
+            row[j] = -w * p * (1.0 - p)
+            hess.append(row)
+        return grad, hess
+
+
+class _ConstantObjective:
+    """A multiclass objective that returns constant lists: CatBoost's per-row protocol alone,
+    the floor of any Python objective."""
+
+    def __init__(self, classes: int):
+        self.grad = [0.1] * classes
+        self.hess = [[-1.0 if i == j else 0.0 for j in range(classes)]
+                     for i in range(classes)]
+
+    def calc_ders_multi(self, approx, target, weight):
+        return self.grad, self.hess
+
+
+def bench_catboost_multiclass(rows: int, features: int, classes: int, iterations: int,
+                              repeat: int) -> dict[str, float]:
+    """CatBoost multiclass training: built-in ``MultiClass`` vs ``sparse_cce_logits`` through
+    lossdsl (one objective call per row and iteration), a plain-Python softmax objective and
+    a constant one; thread_count=1, the same trees (depth 6) for all."""
+    from catboost import CatBoostClassifier
+
+    import lossdsl.catboost
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(rows, features)).astype(np.float32)
+    centres = rng.normal(size=(classes, features))
+    labels = np.argmax(X @ centres.T + rng.gumbel(size=(rows, classes)), axis=1)
+    common = {"iterations": iterations, "depth": 6, "thread_count": 1, "verbose": False,
+              "random_seed": 0, "classes_count": classes}
+    given = lossdsl.catboost.model_params("sparse_cce_logits(y, z)", classifier=True)
+    objective = given["loss_function"]
+
+    def fit(**params):
+        return lambda: CatBoostClassifier(**common, **params).fit(X, labels)
+
+    runs = {
+        "built-in": fit(loss_function="MultiClass"),
+        "lossdsl": fit(**given),
+        "python softmax": fit(loss_function=_SoftmaxObjective(), eval_metric="MultiClass"),
+        "constant lists": fit(loss_function=_ConstantObjective(classes),
+                              eval_metric="MultiClass"),
+    }
+    times = timed(runs, repeat)
+    approx, softmax = list(rng.normal(size=classes)), _SoftmaxObjective()
+    objective.calc_ders_multi(approx, 1.0, 1.0)
+
+    def per_row(function) -> float:
+        start = time.perf_counter()
+        for _ in range(20000):
+            function(approx, 1.0, 1.0)
+        return (time.perf_counter() - start) / 20000
+
+    times["lossdsl row"] = min(per_row(objective.calc_ders_multi) for _ in range(3))
+    times["python row"] = min(per_row(softmax.calc_ders_multi) for _ in range(3))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -134,8 +213,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--loss", choices=[*LOSSES, "all"], default="all")
-    parser.add_argument("--library", choices=["xgboost", "lightgbm", "all"], default="all")
+    parser.add_argument("--library", choices=["xgboost", "lightgbm", "all",
+                                              "catboost-multiclass"], default="all",
+                        help="catboost-multiclass: sparse_cce_logits on --rows rows and "
+                             "--classes classes, --rounds iterations (not part of 'all')")
+    parser.add_argument("--classes", type=int, default=5)
     args = parser.parse_args()
+    if args.library == "catboost-multiclass":
+        times = bench_catboost_multiclass(args.rows, args.features, args.classes,
+                                          args.rounds, args.repeat)
+        builtin = times["built-in"]
+        print(f"CatBoost multiclass: rows={args.rows} classes={args.classes} "
+              f"iterations={args.rounds} thread_count=1, fastest of {args.repeat} "
+              "interleaved fits (s); one objective call per row: best of 3 x 20,000 (us)")
+        for name in ("built-in", "lossdsl", "python softmax", "constant lists"):
+            print(f"  {name:15s} {times[name]:8.3f} s  {times[name] / builtin:6.2f}x built-in")
+        print(f"  per row call: lossdsl {1e6 * times['lossdsl row']:.2f} us, plain Python "
+              f"softmax {1e6 * times['python row']:.2f} us")
+        return
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     data = make_data(args.rows, args.features)
     losses = list(LOSSES) if args.loss == "all" else [args.loss]
