@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=2000)
     parser.add_argument("--families", nargs="+",
                         default=["squared_error", "binomial", "multinomial"])
+    parser.add_argument("--no-out", action="store_true",
+                        help="leave out the out= runs (to time a lossdsl without out=)")
     args = parser.parse_args()
     import numba
     import sklearn
@@ -177,6 +179,8 @@ def main() -> None:
                 continue
             check_agreement(family, text, sk, y, p)
             for kind, runs in peers_for(family, text, sk, y, p).items():
+                if args.no_out:
+                    runs = {name: run for name, run in runs.items() if "out=" not in name}
                 times = best_per_call(runs, args.repeat, args.inner)
                 reference = times["sklearn"]
                 cells = "  ".join(f"{name} {t:7.2f} ({t / reference:4.2f}x)"
