@@ -186,24 +186,27 @@ class _RowKernel:
             for function, arguments in self.loops:
                 function(*arguments)
         policy = self.policy
-        if policy == "constant":
-            diagonal = [-objective.hessian_constant * weight] * self.num_class
-        else:
-            diagonal = self.hessian.tolist()
-            if policy == "floor":  # -max(h, floor) as np.maximum: a NaN stays NaN
-                floor = -objective.hessian_floor * weight
-                diagonal = [min(h, floor) for h in diagonal]
-            elif policy == "clip":
-                diagonal = [min(h, 0.0) for h in diagonal]
         factor = objective.hessian_scale if self.factor is None \
             else self.factor(objective, self.num_class)
         matrix = self.matrix
-        if factor == 1.0:
-            for j, h in enumerate(diagonal):
-                matrix[j][j] = h
+        if policy == "constant":
+            value = factor * (-objective.hessian_constant * weight)
+            for j in range(self.num_class):
+                matrix[j][j] = value
         else:
-            for j, h in enumerate(diagonal):
-                matrix[j][j] = factor * h
+            # the policy's bound and the factor in one pass over the row: -max(h, floor) is
+            # min(-h, -floor), written so that a NaN stays NaN (as min and np.maximum keep it)
+            bound = (-objective.hessian_floor * weight if policy == "floor"
+                     else 0.0 if policy == "clip" else None)
+            j = 0
+            if bound is None:
+                for h in self.hessian.tolist():
+                    matrix[j][j] = factor * h
+                    j += 1
+            else:
+                for h in self.hessian.tolist():
+                    matrix[j][j] = factor * (bound if bound < h else h)
+                    j += 1
         return self.gradient.tolist(), matrix
 
 
@@ -252,6 +255,12 @@ class CatBoostObjective(BoostingObjective):
         it at once)."""
         if weight is None:
             weight = 1.0
+        try:  # the steady state: this thread's one-row kernel for rows of this length
+            kernel = self.__dict__["_row_kernel_cache"][(threading.get_ident(), len(approx))]
+        except KeyError:
+            pass
+        else:
+            return kernel(self, approx, target, weight)
         if self.policy not in self._ROW_POLICIES:
             scores = np.asarray(approx, dtype=np.float64)[None, :]
             gradient, hessian = self.gradients(np.asarray([target], dtype=np.float64), scores,
