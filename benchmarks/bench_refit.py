@@ -135,9 +135,12 @@ def profile(run: Callable[[], object]) -> None:
     stats = pstats.Stats(profiler)
     parts = {
         "tree growth (library update/boost)": ("update", "boost"),
-        "leaf indices (predict pred_leaf)": ("predict",),
+        "leaf indices from cached scores (_round_leaves)": ("_round_leaves",),
+        "leaf values (LightGBM model text)": ("_round_leaf_values",),
         "leaf search (solve_leaves)": ("solve_leaves",),
-        "  of which kernel calls": ("_compute",),
+        "  of which kernel calls": ("gradient_at",),
+        "  of which the kink selection": ("_kink_select",),
+        "  of which the final check": ("check",),
         "gradients of the round": ("gradients",),
         "writing leaves (set_leaf_output / JSON edit)": ("set_leaf_output", "_edit_leaves"),
     }

@@ -112,9 +112,10 @@ def _settle(leaf, g, alive, side_of_leaf, active, row_low, row_high, set_aside,
 
 
 @njit(**_JIT)
-def _leaf_stats(leaf, residual, w, count, total, sum_r, sum_r2):  # pragma: no cover
+def _leaf_stats(leaf, residual, w, count, total, sum_r, sum_r2, smallest,
+                largest):  # pragma: no cover - compiled
     """Per leaf: rows, total weight (w empty: 1 each), sum and sum of squares of the
-    residuals (residual empty: skipped)."""
+    residuals and their range (residual empty: skipped)."""
     weighted = w.shape[0] > 0
     has_r = residual.shape[0] > 0
     for i in range(leaf.shape[0]):
@@ -125,6 +126,8 @@ def _leaf_stats(leaf, residual, w, count, total, sum_r, sum_r2):  # pragma: no c
             r = residual[i]
             sum_r[j] += r
             sum_r2[j] += r * r
+            smallest[j] = min(smallest[j], r)
+            largest[j] = max(largest[j], r)
 
 
 @njit(**_JIT)
@@ -419,67 +422,62 @@ def _weighted_select(r, d, lo, hi, need):  # pragma: no cover - compiled
 
 
 @njit(**_JIT)
-def _kink_select(leaf, residual, g_low, g_high, candidates, c, settled):  # pragma: no cover
+def _kink_select(leaf, residual, g_low, g_high, candidates, count, smallest, largest, c,
+                 settled):  # pragma: no cover - compiled
     """Each candidate leaf's minimiser when every row's gradient is ``g_low`` left of its
     kink (its residual) and ``g_high`` right of it, with ``g_high >= g_low`` (convex): the
     first residual, in increasing order, where the leaf's derivative ``sum(g_low) + sum of
     (g_high - g_low) over the residuals up to it`` turns >= 0 (the middle of the flat
     stretch up to the next residual where it turns to exactly 0). Leaves with a non-finite or
     decreasing row, or whose derivative is not negative at the far left or never turns, are
-    left unsettled.
+    left unsettled. ``count``, ``smallest``, ``largest``: per leaf, its rows and the range
+    of their residuals (all rows of a candidate leaf are among the rows given).
 
-    Three passes over the rows, none with a data-dependent branch to speak of: per leaf
-    counts, sums and the residuals' range; the jumps summed into about one bucket per row
-    over that range (one per 8 rows: the buckets stay in cache; the map from residual to
-    bucket is monotone); the rows of the bucket where the derivative turns gathered and
-    selected among (about 8 per leaf)."""
+    Two passes over the rows, none with a data-dependent branch to speak of: the leaf's
+    sums, with the jumps summed into buckets over the residuals' range (one per 8 rows: the
+    buckets stay in cache; the map from residual to bucket is monotone); then the rows of
+    the bucket where the derivative turns gathered and selected among (about 8 per leaf)."""
     L = c.shape[0]
     n = leaf.shape[0]
-    count = np.zeros(L, dtype=np.intp)
-    base = np.zeros(L)
-    total = np.zeros(L)
-    smallest = np.full(L, np.inf)
-    largest = np.full(L, -np.inf)
     usable = candidates.copy()
-    for i in range(n):
-        j = leaf[i]
-        a = g_low[i]
-        step = g_high[i] - a
-        r = residual[i]
-        count[j] += 1
-        base[j] += a
-        total[j] += step
-        smallest[j] = min(smallest[j], r)
-        largest[j] = max(largest[j], r)
-        if not (step >= 0 and math.isfinite(a) and math.isfinite(step)
-                and math.isfinite(r)):
-            usable[j] = False
-    # a leaf is settled when its derivative is negative at the far left and turns by the
-    # far right; offset[j]: the leaf's first bucket
-    offset = np.zeros(L + 1, dtype=np.intp)
+    offset = np.zeros(L + 1, dtype=np.intp)  # offset[j]: leaf j's first bucket
+    last = np.zeros(L, dtype=np.intp)  # its last bucket, relative
     scale = np.zeros(L)
     for j in range(L):
-        wanted = usable[j] and -base[j] > 0 and total[j] >= -base[j]
-        usable[j] = wanted
-        buckets = count[j] // 8 if wanted else 0
-        offset[j + 1] = offset[j] + buckets + (1 if wanted else 0)
         span = largest[j] - smallest[j]
-        scale[j] = buckets / span if span > 0 else 0.0
+        if not (math.isfinite(smallest[j]) and math.isfinite(span)):
+            usable[j] = False
+        last[j] = count[j] // 8 if usable[j] else 0
+        offset[j + 1] = offset[j] + last[j] + (1 if usable[j] else 0)
+        scale[j] = last[j] / span if span > 0 else 0.0
+    base = np.zeros(L)
+    total = np.zeros(L)
     mass = np.zeros(offset[L])
     rows_in = np.zeros(offset[L], dtype=np.int32)
     for i in range(n):
         j = leaf[i]
-        if usable[j]:
-            k = offset[j] + min(int((residual[i] - smallest[j]) * scale[j]), count[j] // 8)
-            mass[k] += g_high[i] - g_low[i]
-            rows_in[k] += 1
-    # per leaf, the bucket where the derivative turns, and the jumps before it
+        if not usable[j]:
+            continue
+        a = g_low[i]
+        step = g_high[i] - a
+        r = residual[i]
+        if not (step >= 0 and math.isfinite(a) and math.isfinite(step)
+                and math.isfinite(r)):
+            usable[j] = False
+            continue
+        base[j] += a
+        total[j] += step
+        k = offset[j] + max(0, min(int((r - smallest[j]) * scale[j]), last[j]))
+        mass[k] += step
+        rows_in[k] += 1
+    # a leaf is settled when its derivative is negative at the far left and turns by the
+    # far right: per leaf, the bucket where it turns, and the jumps before it
     crossing = np.full(L, -1, dtype=np.intp)
     need = np.zeros(L)
     first = np.zeros(L + 1, dtype=np.intp)  # where each leaf's gathered rows start
     for j in range(L):
         gathered = 0
-        if usable[j]:
+        if usable[j] and -base[j] > 0 and total[j] >= -base[j]:
             left = -base[j]
             for k in range(offset[j], offset[j + 1]):
                 if mass[k] >= left:
@@ -496,7 +494,7 @@ def _kink_select(leaf, residual, g_low, g_high, candidates, c, settled):  # prag
     for i in range(n):
         j = leaf[i]
         if crossing[j] >= 0:
-            k = offset[j] + min(int((residual[i] - smallest[j]) * scale[j]), count[j] // 8)
+            k = offset[j] + max(0, min(int((residual[i] - smallest[j]) * scale[j]), last[j]))
             if k == crossing[j]:
                 r_near[fill[j]] = residual[i]
                 d_near[fill[j]] = g_high[i] - g_low[i]
@@ -710,8 +708,9 @@ def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
             - (scores if column is None else scores[:, column])
     count = np.zeros(num_leaves, dtype=np.intp)
     total, sum_r, sum_r2 = np.zeros(num_leaves), np.zeros(num_leaves), np.zeros(num_leaves)
+    smallest, largest = np.full(num_leaves, np.inf), np.full(num_leaves, -np.inf)
     _leaf_stats(leaves, _NO_ROWS if residual is None else residual,
-                _NO_ROWS if w is None else w, count, total, sum_r, sum_r2)
+                _NO_ROWS if w is None else w, count, total, sum_r, sum_r2, smallest, largest)
     if residual is not None:
         safe = np.maximum(count, 1)
         mean, square = sum_r / safe, sum_r2 / safe
@@ -724,7 +723,8 @@ def solve_leaves(objective: BoostingObjective, label: Any, scores: np.ndarray,
     counter = [0]
     data = _Rows(objective, labels, scores, w, leaves, column, residual,
                  _per_row(objective), counter)
-    search = _Search(data, num_leaves, scale, xtol, max_iter, curved, count > 0)
+    search = _Search(data, num_leaves, scale, xtol, max_iter, curved, count, smallest,
+                     largest)
     if not curved and residual is not None:
         # first the one-kink reading (two kernel calls and one linear-time selection per
         # leaf, checked below like every shortcut); the leaves it leaves open are searched
@@ -751,9 +751,13 @@ class _Search:
     """The vectorised safeguarded 1-D search of :func:`solve_leaves` (one state per leaf)."""
 
     def __init__(self, data: _Rows, num_leaves: int, scale: np.ndarray, xtol: float,
-                 max_iter: int, curved: bool, reached: np.ndarray):
+                 max_iter: int, curved: bool, count: np.ndarray, smallest: np.ndarray,
+                 largest: np.ndarray):
         self.data = data
-        self.reached = reached  # the leaves with rows
+        self.count = count  # rows per leaf
+        self.reached = count > 0  # the leaves with rows
+        self.smallest = smallest  # the range of each leaf's residuals
+        self.largest = largest
         self.num_leaves = num_leaves
         self.scale = scale
         self.xtol = xtol
@@ -808,7 +812,8 @@ class _Search:
         g_low, _ = rows.gradient_at(below, False)
         g_high, _ = rows.gradient_at(above, False)
         _kink_select(rows.leaf, rows.residual, np.ascontiguousarray(g_low),
-                     np.ascontiguousarray(g_high), candidates, c, settled)
+                     np.ascontiguousarray(g_high), candidates, self.count, self.smallest,
+                     self.largest, c, settled)
         return c, settled
 
     #: Rows (not set aside) few enough to sort and scan for the leaves' kinks at once.

@@ -82,11 +82,26 @@ def test_solver_asymmetric_l1_is_the_weighted_quantile(asym):
             assert solution.values[j] == pytest.approx(expected, rel=1e-12, abs=1e-9)
 
 
+def kink_select(leaves, residual, g_low, g_high, candidates):
+    """(c, settled) from lossdsl.boosting.leaves._kink_select, with the per-leaf row counts
+    and residual ranges it is given by solve_leaves."""
+    from lossdsl.boosting.leaves import _kink_select
+
+    count = np.bincount(leaves, minlength=candidates.size)
+    finite = np.where(np.isfinite(residual), residual, np.nan)
+    smallest = np.array([np.nanmin(finite[leaves == j]) if count[j] else np.inf
+                         for j in range(candidates.size)])
+    largest = np.array([np.nanmax(finite[leaves == j]) if count[j] else -np.inf
+                        for j in range(candidates.size)])
+    c, settled = np.zeros(candidates.size), np.zeros(candidates.size, dtype=bool)
+    _kink_select(leaves, residual, g_low, g_high, candidates, count, smallest, largest, c,
+                 settled)
+    return c, settled
+
+
 def test_kink_selection_is_the_weighted_quantile_with_ties_and_heavy_tails():
     # the one-kink reading (lossdsl.boosting.leaves._kink_select): per leaf, the first
     # residual where sum(g_low) + the jumps (g_high - g_low) up to it turn >= 0
-    from lossdsl.boosting.leaves import _kink_select
-
     rng = np.random.default_rng(7)
     for trial in range(12):
         n, count = int(rng.integers(50, 4000)), int(rng.integers(1, 40))
@@ -94,8 +109,7 @@ def test_kink_selection_is_the_weighted_quantile_with_ties_and_heavy_tails():
         # rounded: many equal residuals; Student t with 2 dof: a few far out
         residual = np.round(rng.standard_t(2, size=n) * 3, int(rng.integers(0, 4)))
         w = rng.uniform(0.1, 3.0, n)
-        c, settled = np.zeros(count), np.zeros(count, dtype=bool)
-        _kink_select(leaves, residual, -4 * w, w, np.ones(count, dtype=bool), c, settled)
+        c, settled = kink_select(leaves, residual, -4 * w, w, np.ones(count, dtype=bool))
         for j in range(count):
             rows = leaves == j
             if not rows.any():
@@ -106,8 +120,6 @@ def test_kink_selection_is_the_weighted_quantile_with_ties_and_heavy_tails():
 
 
 def test_kink_selection_leaves_open_what_it_cannot_read():
-    from lossdsl.boosting.leaves import _kink_select
-
     leaves = np.repeat(np.arange(5), 4).astype(np.intp)
     residual = np.tile([1.0, 2.0, 3.0, 4.0], 5)
     g_low, g_high = np.full(20, -1.0), np.full(20, 1.0)
@@ -116,14 +128,16 @@ def test_kink_selection_leaves_open_what_it_cannot_read():
     g_low[12:16] = 0.5  # leaf 3: rising already at the far left (minimiser at -inf or flat)
     g_high[16:20] = -0.5  # leaf 4: still falling at the far right
     candidates = np.ones(5, dtype=bool)
-    c, settled = np.zeros(5), np.zeros(5, dtype=bool)
-    _kink_select(leaves, residual, g_low, g_high, candidates, c, settled)
+    c, settled = kink_select(leaves, residual, g_low, g_high, candidates)
     assert settled.tolist() == [True, False, False, False, False]
     assert c[0] == 2.5  # derivative -4 + 2 + 2 = 0 from the second kink to the third
     candidates[0] = False  # not a candidate: untouched
-    c, settled = np.zeros(5), np.zeros(5, dtype=bool)
-    _kink_select(leaves, residual, g_low, g_high, candidates, c, settled)
+    c, settled = kink_select(leaves, residual, g_low, g_high, candidates)
     assert not settled.any() and not c.any()
+    residual[0] = np.nan  # leaf 0 with a residual that is not a number: left open
+    candidates[0] = True
+    c, settled = kink_select(leaves, residual, g_low, g_high, candidates)
+    assert not settled.any()
 
 
 def test_solver_flat_stretch_gives_its_middle(asym):
