@@ -516,3 +516,19 @@ def test_xgboost_leaves_from_cached_margins_match_pred_leaf(data, monkeypatch, c
                            refit=True)
         models.append(booster.predict(xgb.DMatrix(X), output_margin=True))
     np.testing.assert_array_equal(models[0], models[1])
+
+
+def test_leaves_from_changes_resolves_only_clear_matches():
+    from lossdsl.boosting.leaves import leaves_from_changes
+
+    values = np.array([0.5, -0.25, 0.125, 0.125 + 1e-18, 3.0])  # leaves 2 and 3: one value
+    delta = np.array([0.5, -0.25, 3.0, 0.125, 0.3, np.nan, np.inf, -np.inf, 1e300, -1e300,
+                      3.0 + 1e-15])
+    leaves, unresolved = leaves_from_changes(delta, values, 10.0)
+    assert unresolved.tolist() == [False, False, False, True, True, True, True, True, True,
+                                   True, False]
+    assert leaves[[0, 1, 2, 10]].tolist() == [0, 1, 4, 4]
+    # float32 margins (XGBoost): a change off by float32 rounding still matches
+    leaves, unresolved = leaves_from_changes(np.array([0.5 + 1e-7, 0.5 + 1e-4]), values, 10.0,
+                                             np.float32)
+    assert unresolved.tolist() == [False, True] and leaves[0] == 0
