@@ -3,6 +3,7 @@ hand-written NumPy, in one process (issue #16, targets 3 and 5).
 
     PYTHONPATH=. python3 benchmarks/bench_overhead.py                 # N = 256 and 4096
     PYTHONPATH=. python3 benchmarks/bench_overhead.py --sizes 256 --repeat 9
+    PYTHONPATH=. python3 benchmarks/bench_overhead.py --sizes --large 10000000  # out= at 10^7
 
 For each loss family both have (squared error, binomial on logits, multinomial on logits),
 times the value, value+gradient and gradient+Hessian calls: lossdsl's ``__call__``,
@@ -154,9 +155,41 @@ def best_per_call(runs: dict[str, Callable], repeat: int, inner: int) -> dict[st
     return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
+def bench_large(n: int, calls: int, pause: float) -> None:
+    """grad+hess of ``huber`` at ``n`` rows, allocating vs ``out=`` (the same two arrays every
+    call), alternated with ``pause`` seconds between calls: the allocator hands big blocks
+    back, and fresh memory is faulted in anew on every allocating call."""
+    import lossdsl
+
+    rng = np.random.default_rng(0)
+    y, p = rng.normal(size=n), rng.normal(size=n)
+    compiled = lossdsl.compile("huber(y, p, 1.0)", reduction="sum")
+    g, h = np.empty(n), np.empty(n)
+    times: dict[str, list[float]] = {"allocating": [], "out=": []}
+    first = {}
+    for name, call in (("allocating", lambda: compiled.grad_and_hessian("p", y=y, p=p)),
+                       ("out=", lambda: compiled.grad_and_hessian("p", y=y, p=p,
+                                                                   out=(g, h)))):
+        start = time.perf_counter()
+        call()
+        first[name] = time.perf_counter() - start
+    for _ in range(calls):
+        for name, call in (("allocating", lambda: compiled.grad_and_hessian("p", y=y, p=p)),
+                           ("out=", lambda: compiled.grad_and_hessian("p", y=y, p=p,
+                                                                       out=(g, h)))):
+            time.sleep(pause)
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    for name, values in times.items():
+        print(f"N={n} huber grad+hess {name:10s} first call {1e3 * first[name]:7.1f} ms; "
+              f"steady state (pause {pause} s) median {1e3 * float(np.median(values)):7.1f} ms, "
+              f"min {1e3 * min(values):7.1f} ms, max {1e3 * max(values):7.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 4096])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[256, 4096])
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--inner", type=int, default=2000)
@@ -164,6 +197,9 @@ def main() -> None:
                         default=["squared_error", "binomial", "multinomial"])
     parser.add_argument("--no-out", action="store_true",
                         help="leave out the out= runs (to time a lossdsl without out=)")
+    parser.add_argument("--large", type=int, default=0,
+                        help="also time grad+hess at this many rows, allocating vs out=")
+    parser.add_argument("--pause", type=float, default=0.3)
     args = parser.parse_args()
     import numba
     import sklearn
@@ -186,6 +222,8 @@ def main() -> None:
                 cells = "  ".join(f"{name} {t:7.2f} ({t / reference:4.2f}x)"
                                   for name, t in times.items())
                 print(f"N={n:<5} {family:<13} {kind:<10} {cells}")
+    if args.large:
+        bench_large(args.large, args.repeat, args.pause)
 
 
 if __name__ == "__main__":
