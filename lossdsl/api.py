@@ -229,6 +229,7 @@ class CompiledLoss:
         self._kernels: dict[tuple, tuple[Kernel, Specialization]] = {}
         self._specialized: dict[tuple, Specialization] = {}
         self._plans: dict[tuple, CallPlan | None] = {}
+        self._checked_wrt: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self._layout = InputLayout(self.inputs, self.table_inputs(), self.class_vector_inputs(),
                                    self.loss.definition.input_spans, self.target,
@@ -238,7 +239,8 @@ class CompiledLoss:
         # Kernels live in modules imported from the cache directory; a copy in another process
         # (Dask, multiprocessing) rebuilds them there, from its own cache, on first use.
         state = dict(self.__dict__)
-        for transient in ("_kernels", "_specialized", "_plans", "_lock", "_layout"):
+        for transient in ("_kernels", "_specialized", "_plans", "_checked_wrt", "_lock",
+                          "_layout"):
             state.pop(transient)
         return state
 
@@ -622,6 +624,10 @@ class CompiledLoss:
         return {name: array for name, array in zip(wanted, out) if array is not None}
 
     def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
+        if isinstance(wrt, str):
+            checked = self._checked_wrt.get(wrt)
+            if checked is not None:  # a name checked before: every call of a loop repeats it
+                return checked
         names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
         for name in names:
             if name in self.class_vector_inputs():
@@ -636,4 +642,6 @@ class CompiledLoss:
                 raise LossNameError(f"'{name}' is not an input of this loss (inputs: "
                                     f"{', '.join(self.inputs)})", None,
                                     did_you_mean(name, self.inputs))
+        if isinstance(wrt, str):
+            self._checked_wrt[wrt] = names
         return names
