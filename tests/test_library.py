@@ -558,6 +558,156 @@ def groups_extreme(big: float) -> Inputs:
     return {"w": np.array([[0.0, 0.0, 0.0, 0.0], [1e8, -1e8, 0.0, 1.0], [1e-8, 0.0, 0.0, 0.0]])}
 
 
+def log_probabilities(rng, weighted: bool = False) -> Inputs:
+    """Integer labels with log-softmax rows; ``weighted`` adds class weights ``w`` (K,)."""
+    d = class_logits(rng, sparse=True)
+    out = {"y": d["y"], "log_p": _np(torch.log_softmax(_t(d["z"]), dim=1))}
+    return {**out, "w": rng.uniform(0.2, 3.0, K)} if weighted else out
+
+
+def log_probabilities_extreme(big: float, weighted: bool = False) -> Inputs:
+    d = class_logits_extreme(big, sparse=True)
+    out = {"y": d["y"], "log_p": _np(torch.log_softmax(_t(d["z"]), dim=1))}
+    return {**out, "w": np.array([0.5, 2.0, 1.0, 3.0])} if weighted else out
+
+
+def ref_nll(d):
+    weight = _t(d["w"]) if "w" in d else None
+    return _np(F.nll_loss(_t(d["log_p"]), torch.as_tensor(d["y"]), weight=weight,
+                          reduction="none"))
+
+
+def ref_multiclass_perceptron(d):  # optax.multiclass_perceptron_loss
+    return np.max(d["z"], axis=1) - (d["z"] * _onehot(d["y"])).sum(axis=1)
+
+
+def _clear_of_kink(make: Callable[[np.random.Generator], Inputs],
+                   kink: Callable[[Inputs], np.ndarray]) -> Callable[[np.random.Generator], Inputs]:
+    """Inputs from ``make`` drawn again until every ``kink(inputs)`` is 0.05 away from 0 (the
+    hinge of a margin loss), so that the ordinary inputs' finite differences see no kink."""
+
+    def draw(rng: np.random.Generator) -> Inputs:
+        while True:
+            inputs = make(rng)
+            if np.all(np.abs(kink(inputs)) > 0.05):
+                return inputs
+
+    return draw
+
+
+def distance_pairs(rng) -> Inputs:
+    return {"y": rng.choice([-1.0, 1.0], N), "x": rng.uniform(0.0, 3.0, N)}
+
+
+def distance_pairs_extreme(big: float) -> Inputs:
+    """Huge, zero and negative distances; a label of 0 adds both of PyTorch's terms."""
+    return {"y": np.array([1.0, -1.0, 1.0, -1.0, -1.0, 0.0]),
+            "x": np.array([1e8, 1e8, 0.0, 0.0, -1e8, 0.5])}
+
+
+def score_pairs(rng) -> Inputs:
+    return {"y": rng.choice([-1.0, 1.0], N), "x1": rng.normal(0.0, 2.0, N),
+            "x2": rng.normal(0.0, 2.0, N)}
+
+
+def score_pairs_extreme(big: float) -> Inputs:
+    return {"y": np.array([1.0, -1.0, 1.0, -1.0, 1.0]),
+            "x1": np.array([big, big, -big, -big, 0.0]),
+            "x2": np.array([-big, -big, big, big, 0.0])}
+
+
+def vector_pairs(rng) -> Inputs:
+    return {"y": rng.choice([-1.0, 1.0], N), "x1": rng.normal(0.0, 1.0, (N, K)),
+            "x2": rng.normal(0.0, 1.0, (N, K))}
+
+
+def vector_pairs_extreme(big: float) -> Inputs:
+    d = vectors_extreme(big)
+    return {"y": np.array([1.0, -1.0, -1.0]), "x1": d["y"], "x2": d["p"]}
+
+
+def _cosine(d) -> np.ndarray:
+    return _np(F.cosine_similarity(_t(d["x1"]), _t(d["x2"]), dim=1))
+
+
+def triplets(rng) -> Inputs:
+    a = rng.normal(0.0, 1.0, (N, K))
+    return {"a": a, "p": a + rng.normal(0.0, 0.7, (N, K)), "n": rng.normal(0.0, 1.0, (N, K))}
+
+
+def triplets_extreme(big: float) -> Inputs:
+    """Coordinates of 1e8 next to zeros: far negatives, far positives, a zero loss."""
+    return {"a": np.array([[1e8, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]]),
+            "p": np.array([[0.0, 0.0, 1e8, 1.0], [1e8, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.5]]),
+            "n": np.array([[1e8, 1e8, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [-1e8, 0.0, 0.0, 0.0]])}
+
+
+def _triplet_distances(d, eps=1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    norm = np.linalg.norm
+    return (norm(d["a"] - d["p"] + eps, axis=1), norm(d["a"] - d["n"] + eps, axis=1),
+            norm(d["p"] - d["n"] + eps, axis=1))
+
+
+def ref_triplet_margin(d, margin=1.0, swap=False):
+    return _np(F.triplet_margin_loss(_t(d["a"]), _t(d["p"]), _t(d["n"]), margin=margin, p=2,
+                                     eps=1e-6, swap=swap, reduction="none"))
+
+
+def intensities(rng, weighted: bool = False) -> Inputs:
+    """Labels in [0, 1] (0 and 1 included) and raw scores; ``weighted`` adds LightGBM's
+    positive per-sample weights ``w``."""
+    y = np.concatenate([[0.0, 1.0], rng.uniform(0.0, 1.0, N - 2)])
+    out = {"y": y, "z": rng.normal(0.0, 2.0, N)}
+    return {**out, "w": rng.uniform(0.2, 3.0, N)} if weighted else out
+
+
+def intensities_extreme(big: float, weighted: bool = False) -> Inputs:
+    """Scores +-big, and both sides of the series' switch at weight e^z = e^-6."""
+    z = np.array([big, big, -big, -big, -6.0, -6.01, -5.99, -40.0])
+    out = {"y": np.array([0.0, 1.0, 0.0, 1.0, 1.0, 0.7, 1.0, 0.3]), "z": z}
+    return {**out, "w": np.array([0.5, 2.0, 1.0, 3.0, 0.2, 1.0, 4.0, 0.7])} if weighted else out
+
+
+def ref_cross_entropy_lambda(d):
+    """LightGBM's XentLambdaLoss (src/metric/xentropy_metric.hpp) at 60 digits, without its
+    clamp of the probability at 1e-12 (the objective's gradients have none): q = 1 -
+    exp(-w log(1 + exp(z))), -(y log q + (1 - y) log(1 - q))."""
+    import mpmath
+
+    weights = d.get("w", np.ones_like(d["z"]))
+    with mpmath.workdps(60):
+        out = []
+        for y, z, w in zip(d["y"], d["z"], weights):
+            y, z, w = (mpmath.mpf(float(v)) for v in (y, z, w))
+            hhat = mpmath.log1p(mpmath.exp(z))
+            u = w * hhat  # log q = log(1 - exp(-u)), in the form that keeps its digits
+            log_q = mpmath.log(-mpmath.expm1(-u)) if u < 1 else mpmath.log1p(-mpmath.exp(-u))
+            out.append(-(y * log_q - (1 - y) * u))
+        return np.array([float(v) for v in out])
+
+
+def lightgbm_xentlambda_gradients(d) -> tuple[np.ndarray, np.ndarray]:
+    """LightGBM's CrossEntropyLambda::GetGradients (src/objective/xentropy_objective.hpp),
+    transcribed line by line in float64: the unit-weight branch without ``w``, else the
+    weighted one."""
+    score, y = d["z"], d["y"]
+    if "w" not in d:
+        z = 1.0 / (1.0 + np.exp(-score))
+        return z - y, z * (1.0 - z)
+    w = d["w"]
+    epf = np.exp(score)
+    hhat = np.log(1.0 + epf)
+    z = 1.0 - np.exp(-w * hhat)
+    enf = 1.0 / epf
+    gradients = (1.0 - y / z) * w / (1.0 + enf)
+    c = 1.0 / (1.0 - z)
+    dd = 1.0 + epf
+    a = w * epf / (dd * dd)
+    dd = c - 1.0
+    b = (c / (dd * dd)) * (1.0 + w * epf - c)
+    return gradients, a * (1.0 + y * b)
+
+
 def _losses(reference: Callable[..., torch.Tensor], names: str, **fixed):
     """A reference from a torch.nn.functional loss called as ``f(prediction, target)``."""
     prediction, target = names.split(",")
@@ -682,6 +832,28 @@ CASES: list[Case] = [
          functools.partial(binary_logits, labels=(-1.0, 1.0)), margin_extreme),
     Case("exponential(y, z)", ref_exponential, binary_logits,
          lambda big: {"y": np.array([1.0, 0.0, 1.0, 0.0]), "z": np.array([big, -big, 0.0, 0.0])}),
+    Case("cross_entropy_lambda(y, z)", ref_cross_entropy_lambda, intensities,
+         intensities_extreme),
+    Case("cross_entropy_lambda(y, z, weight=w)", ref_cross_entropy_lambda,
+         functools.partial(intensities, weighted=True),
+         functools.partial(intensities_extreme, weighted=True)),
+    Case("hinge_embedding(y, x)",
+         lambda d: _np(F.hinge_embedding_loss(_t(d["x"]), _t(d["y"]), reduction="none")),
+         _clear_of_kink(distance_pairs, lambda d: 1.0 - d["x"]), distance_pairs_extreme),
+    Case("hinge_embedding(y, x, margin=2.5)",
+         lambda d: _np(F.hinge_embedding_loss(_t(d["x"]), _t(d["y"]), margin=2.5,
+                                              reduction="none")),
+         _clear_of_kink(distance_pairs, lambda d: 2.5 - d["x"]), distance_pairs_extreme),
+    Case("margin_ranking(y, x1, x2)",
+         lambda d: _np(F.margin_ranking_loss(_t(d["x1"]), _t(d["x2"]), _t(d["y"]),
+                                             reduction="none")),
+         _clear_of_kink(score_pairs, lambda d: d["x1"] - d["x2"]), score_pairs_extreme,
+         wrt=("x1", "x2"), reduction_check=True),
+    Case("margin_ranking(y, x1, x2, margin=0.5)",
+         lambda d: _np(F.margin_ranking_loss(_t(d["x1"]), _t(d["x2"]), _t(d["y"]), margin=0.5,
+                                             reduction="none")),
+         _clear_of_kink(score_pairs, lambda d: 0.5 - d["y"] * (d["x1"] - d["x2"])),
+         score_pairs_extreme, wrt=("x1", "x2")),
     # ------------------------------------------------------------------ multiclass
     Case("cce(y, p)", ref_cce, class_probabilities, class_probabilities_extreme),
     Case("cce(y, p, label_smoothing=0.1)", functools.partial(ref_cce, smoothing=0.1),
@@ -719,6 +891,13 @@ CASES: list[Case] = [
     Case("multiclass_hinge(y, z)", ref_multiclass_hinge,
          functools.partial(class_logits, sparse=True),
          functools.partial(class_logits_extreme, sparse=True)),
+    Case("multiclass_perceptron(y, z)", ref_multiclass_perceptron,
+         functools.partial(class_logits, sparse=True),
+         functools.partial(class_logits_extreme, sparse=True)),
+    Case("nll(y, log_p)", ref_nll, log_probabilities, log_probabilities_extreme,
+         reduction_check=True),
+    Case("nll(y, log_p, weight=w)", ref_nll, functools.partial(log_probabilities, weighted=True),
+         functools.partial(log_probabilities_extreme, weighted=True)),
     Case("multi_margin(y, z)",
          lambda d: _np(F.multi_margin_loss(_t(d["z"]), torch.as_tensor(d["y"]), reduction="none")),
          margin_scores,
@@ -753,6 +932,24 @@ CASES: list[Case] = [
     Case("cosine_distance(y, p)",
          lambda d: _np(1 - F.cosine_similarity(_t(d["y"]), _t(d["p"]), dim=1, eps=1e-6)),
          vectors, vectors_extreme),
+    Case("cosine_embedding(y, x1, x2)",
+         lambda d: _np(F.cosine_embedding_loss(_t(d["x1"]), _t(d["x2"]), _t(d["y"]),
+                                               reduction="none")),
+         _clear_of_kink(vector_pairs, _cosine), vector_pairs_extreme, wrt=("x1", "x2")),
+    Case("cosine_embedding(y, x1, x2, margin=0.3)",
+         lambda d: _np(F.cosine_embedding_loss(_t(d["x1"]), _t(d["x2"]), _t(d["y"]), margin=0.3,
+                                               reduction="none")),
+         _clear_of_kink(vector_pairs, lambda d: _cosine(d) - 0.3), vector_pairs_extreme,
+         wrt=("x1", "x2")),
+    Case("triplet_margin(a, p, n)", ref_triplet_margin,
+         _clear_of_kink(triplets, lambda d: 1.0 + np.subtract(*_triplet_distances(d)[:2])),
+         triplets_extreme, wrt=("a", "p", "n")),
+    Case("triplet_margin(a, p, n, margin=0.5, swap=1)",
+         functools.partial(ref_triplet_margin, margin=0.5, swap=True),
+         _clear_of_kink(triplets, lambda d: np.concatenate([
+             0.5 + _triplet_distances(d)[0] - np.minimum(*_triplet_distances(d)[1:]),
+             np.subtract(*_triplet_distances(d)[1:])])),
+         triplets_extreme, wrt=("a", "p", "n")),
     # ------------------------------------------------------------------ regularizers
     Case("l1(w)", lambda d: np.abs(d["w"]).sum(), weights, weights_extreme),
     Case("l2(w)", lambda d: (d["w"] ** 2).sum(), weights, weights_extreme),
@@ -1130,8 +1327,26 @@ def test_argument_order_is_target_then_prediction():
         required = entry.required
         if required == ("w",):  # a regularizer
             continue
+        if required == ("a", "p", "n"):  # a triplet: anchor, positive, negative (PyTorch's order)
+            continue
         assert required[0] in ("y", "cost"), entry.signature
-        assert required[1] in ("p", "z", "log_p"), entry.signature
+        # x, x1 (, x2): a distance or the two scores or rows of a pair (PyTorch's names)
+        assert required[1] in ("p", "z", "log_p", "x", "x1"), entry.signature
+        if required[1] == "x1":
+            assert required == ("y", "x1", "x2"), entry.signature
+
+
+@pytest.mark.parametrize("call", ["cross_entropy_lambda(y, z)",
+                                  "cross_entropy_lambda(y, z, weight=w)"])
+def test_cross_entropy_lambda_matches_lightgbm_objective(call: str):
+    """The gradient and Hessian LightGBM's xentlambda objective hands its trees (transcribed
+    from its C++), on ordinary inputs where its float64 formulas lose no digits."""
+    case = next(c for c in CASES if c.call == call)
+    inputs = case.inputs()
+    gradient, hessian = derivatives(case, inputs, "z")
+    expected_gradient, expected_hessian = lightgbm_xentlambda_gradients(inputs)
+    _close(gradient, expected_gradient, 1e-12, "gradient")
+    _close(hessian, expected_hessian, 1e-12, "Hessian")
 
 
 # ----------------------------------------------------------------------------- the examples
