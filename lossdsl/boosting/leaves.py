@@ -20,12 +20,15 @@ the leaves still searching (gradient only, where the loss has no curvature) and 
 passes over those rows for the per-leaf sums. A leaf stops when its bracket (or a Newton
 or bisection step) is below ``xtol`` times the spread of its residuals.
 
-For a loss without curvature (piecewise linear in the score) rows whose gradient is the same
-at both ends of their leaf's bracket are set aside, and once few rows are left each leaf's
-minimiser is read off their kinks (at their residuals) in one sorted scan, so that such
-leaves are the weighted quantiles the built-ins give, to rounding, in about three kernel
-calls; every leaf found that way is then checked on all its rows (two more calls) and
-searched again in full if the loss's kinks are elsewhere or it is not convex.
+For a loss without curvature (piecewise linear in the score) every leaf is first read off
+its rows' kinks: each row's gradient just below and just above its residual (two kernel
+calls), then per leaf the first residual where the derivative turns >= 0, found by a
+bucketed selection without sorting (:func:`_kink_select`), so that such leaves are the
+weighted quantiles the built-ins give. Every leaf found that way is checked on all its rows
+(two more calls), and a leaf that fails or that the reading cannot settle is searched as
+above, where rows whose gradient is the same at both ends of their leaf's bracket are set
+aside and, once few are left, the leaf is read off their kinks in one sorted scan (checked
+again): a loss whose kinks are elsewhere or that is not convex gets there.
 
 :func:`lossdsl.lightgbm.train` and :func:`lossdsl.xgboost.train` use it after every tree;
 the helpers below (:func:`check_train_options`, :func:`use_refit`, :func:`eval_objective`,
