@@ -1106,8 +1106,9 @@ of the stored model.
             solution = solve_leaves(objective, label, scores, tree_leaves, count, weight,
                                     column=column)
             new = rate * solution.values
-            reached = np.bincount(tree_leaves, minlength=count) > 0
-            if (reached & ~solution.solved).any():  # (ids no row reaches are not leaves)
+            unsolved = not solution.solved.all()
+            reached = np.bincount(tree_leaves, minlength=count) > 0 if unsolved else None
+            if unsolved and (reached & ~solution.solved).any():  # (ids no row reaches: no leaf)
                 new = np.where(solution.solved, new,
                                np.asarray(library_values(t, count), dtype=np.float64))
         else:
