@@ -81,6 +81,23 @@ def add_complementary_wheres(n: Node) -> Node | None:
     return None
 
 
+@rule("add", "sub")
+def wheres_on_one_condition(n: Node) -> Node | None:
+    """``where(c, a, b) ± where(c, d, e) -> where(c, a ± d, b ± e)``.
+
+    Reverse mode sums a shared node's adjoint over its uses, so a value used in both branches
+    of a select (``exp(z)`` in ``where(z < -6, exp(z) - exp(z)^2/2, softplus(z))``) gets
+    ``where(c, 1, 0) - where(c, exp(z), 0)``; merged into one select, the chain factor
+    ``exp(z)`` then moves inside it (``nan_safe_where_product``) instead of multiplying the
+    branch not taken, which is ``inf * 0 = NaN`` where ``exp(z)`` overflows.
+    """
+    a, b = n.args
+    if a.op == "where" and b.op == "where" and a.args[0] is b.args[0]:
+        return make("where", (a.args[0], make(n.op, (a.args[1], b.args[1])),
+                              make(n.op, (a.args[2], b.args[2]))))
+    return None
+
+
 # --- sub ---------------------------------------------------------------------------------------
 
 
@@ -396,6 +413,7 @@ CANONICALIZE = Phase(
         add_same_term,
         add_like_terms,
         add_complementary_wheres,
+        wheres_on_one_condition,
         sub_zero,
         zero_sub,
         sub_self,
