@@ -138,6 +138,7 @@ CASES: list[tuple[str, str, Node, Node]] = [
      m("log_sigmoid", m("neg", X))),
     ("stabilize", "shifted_log_softmax", raw("sub", Z, raw("add", SHIFT, raw("log", TOTAL))),
      m("sub", SHIFTED, raw("log", TOTAL))),
+    ("stabilize", "log1p_exp", raw("log1p", raw("exp", X)), m("softplus", X)),
     ("stabilize", "exp_minus_one", raw("sub", raw("exp", X), ONE), m("expm1", X)),
     ("stabilize", "one_minus_sigmoid", raw("sub", ONE, raw("sigmoid", X)),
      m("sigmoid", m("neg", X))),

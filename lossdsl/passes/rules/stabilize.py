@@ -97,6 +97,14 @@ def log_one_plus_exp(n: Node) -> Node | None:
     return None
 
 
+@rule("log1p")
+def log1p_exp(n: Node) -> Node | None:
+    """``log1p(exp(x)) -> softplus(x)`` (finite where ``exp(x)`` overflows: 800 at x = 800,
+    not inf, and its derivative sigmoid(x), not ``inf * 0``)."""
+    (inner,) = n.args
+    return make("softplus", inner.args) if inner.op == "exp" else None
+
+
 @rule("log")
 def log_one_plus(n: Node) -> Node | None:
     """``log(1 + x) -> log1p(x)``."""
@@ -187,6 +195,7 @@ STABILIZE = Phase(
         log_one_minus_exp,
         log_sum_of_exps,
         log_one_plus_exp,
+        log1p_exp,
         log_one_plus,
         log_sigmoid_of,
         log_one_minus_sigmoid,
