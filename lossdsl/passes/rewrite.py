@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..ir.node import Node, node, rebuild, to_source
+from ..ir.node import Node, is_constant, node, rebuild, to_source
 
 DEBUG_VARIABLE = "LOSSDSL_DEBUG_REWRITES"
 
@@ -38,6 +38,17 @@ class Rule:
 
     def __call__(self, n: Node) -> Node | None:
         return self.rewrite(n)
+
+
+def other_than_constant(n: Node, value: float) -> Node | None:
+    """The other argument of a two-argument ``n`` when one of them is the constant ``value``
+    (the first, when both are), else None: what ``x + 0`` and ``1 + x`` patterns match."""
+    a, b = n.args
+    if is_constant(a, value):
+        return b
+    if is_constant(b, value):
+        return a
+    return None
 
 
 def rule(*ops: str, name: str | None = None) -> Callable[[RewriteFunction], Rule]:

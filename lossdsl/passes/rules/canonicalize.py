@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ...ir.build import ZERO, install_canonical_rules, make
 from ...ir.node import Node, constant, is_constant
-from ..rewrite import Phase, rule
+from ..rewrite import Phase, other_than_constant, rule
 
 
 def _neg(x: Node) -> Node:
@@ -26,12 +26,7 @@ def _neg(x: Node) -> Node:
 @rule("add")
 def add_zero(n: Node) -> Node | None:
     """``0 + x -> x``, ``x + 0 -> x``."""
-    a, b = n.args
-    if is_constant(a, 0.0):
-        return b
-    if is_constant(b, 0.0):
-        return a
-    return None
+    return other_than_constant(n, 0.0)
 
 
 @rule("add")

@@ -16,18 +16,12 @@ from __future__ import annotations
 
 from ...ir.build import ONE, make
 from ...ir.node import Node, is_constant
-from ..rewrite import Phase, rule
+from ..rewrite import Phase, other_than_constant, rule
 
 
 def _one_plus(n: Node) -> Node | None:
     """``x`` when ``n`` is ``1 + x`` (or ``x + 1``), else None."""
-    if n.op == "add":
-        a, b = n.args
-        if is_constant(a, 1.0):
-            return b
-        if is_constant(b, 1.0):
-            return a
-    return None
+    return other_than_constant(n, 1.0) if n.op == "add" else None
 
 
 def _one_minus_exp(n: Node) -> Node | None:
