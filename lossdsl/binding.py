@@ -15,6 +15,7 @@ bound to fixed buffers, which runs as often as asked.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -729,8 +730,10 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
     return KernelPlan(kernel, (None,) * len(slots), arrays, tuple(numbers), tuple(params),
                       tuple(lengths), outputs, tuple(o.name for o in kernel.scalar_outputs),
                       frozenset(o.name for o in kernel.element_outputs),
-                      not any(getattr(f, "targetoptions", {}).get("parallel")
-                              for f in kernel.loops.values()))
+                      # a CPU module's run takes the loop executor (kit); a CUDA one does not
+                      "kit" in inspect.signature(kernel.run).parameters
+                      and not any(getattr(f, "targetoptions", {}).get("parallel")
+                                  for f in kernel.loops.values()))
 
 
 def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:
