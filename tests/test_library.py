@@ -274,9 +274,10 @@ def ref_bce_logits(d, pos_weight=1.0, smoothing=0.0):
         _t(d["z"]), _t(y), pos_weight=_t(pos_weight), reduction="none"))
 
 
-def ref_focal(d, alpha=0.25, gamma=2.0):
-    """Keras' binary_focal_crossentropy (clipped BCE, unclipped p_t), alpha_t as torchvision."""
-    y, p = d["y"], d["p"]
+def ref_focal(d, alpha=0.25, gamma=2.0, smoothing=0.0):
+    """Keras' binary_focal_crossentropy (clipped BCE, unclipped p_t), alpha_t as torchvision;
+    ``smoothing`` as Keras: the smoothed label in alpha_t, p_t and the BCE alike."""
+    y, p = d["y"] * (1 - smoothing) + 0.5 * smoothing, d["p"]
     clipped = np.clip(p, 1e-7, 1 - 1e-7)
     bce = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
     p_t = y * p + (1 - y) * (1 - p)
@@ -284,9 +285,11 @@ def ref_focal(d, alpha=0.25, gamma=2.0):
     return loss * (alpha * y + (1 - alpha) * (1 - y)) if alpha >= 0 else loss
 
 
-def ref_focal_logits(d, alpha=0.25, gamma=2.0):
-    """torchvision.ops.sigmoid_focal_loss, restated with torch operations."""
-    z, y = _t(d["z"]), _t(d["y"])
+def ref_focal_logits(d, alpha=0.25, gamma=2.0, smoothing=0.0):
+    """torchvision.ops.sigmoid_focal_loss, restated with torch operations; ``smoothing`` as
+    Keras' binary_focal_crossentropy(from_logits=True, apply_class_balancing=True), which
+    uses the smoothed label everywhere torchvision uses the label."""
+    z, y = _t(d["z"]), _t(d["y"] * (1 - smoothing) + 0.5 * smoothing)
     p = torch.sigmoid(z)
     ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")
     p_t = p * y + (1 - p) * (1 - y)
@@ -323,20 +326,31 @@ def ref_sparse_cce(d):
     return -np.log(q[np.arange(len(d["y"])), d["y"]])
 
 
+def ref_sparse_cce_smoothed(d, smoothing=0.1):
+    """torch's label-smoothed cross-entropy on class indices (torch.nn.CrossEntropyLoss docs:
+    (1 - a) nll + a mean_k(-log q_k)) on Keras' clipped log-probabilities; F.cross_entropy
+    itself would renormalise the clipped rows (a 1e-7 change at exact 0s and 1s)."""
+    log_q = _t(np.log(_keras_probabilities(d["p"])))
+    nll = F.nll_loss(log_q, torch.as_tensor(d["y"]), reduction="none")
+    return _np((1 - smoothing) * nll - smoothing * log_q.mean(dim=1))
+
+
 def ref_sparse_cce_logits(d, smoothing=0.0):
     return _np(F.cross_entropy(_t(d["z"]), torch.as_tensor(d["y"]), reduction="none",
                                label_smoothing=smoothing))
 
 
-def ref_categorical_focal(d, alpha=0.25, gamma=2.0):
+def ref_categorical_focal(d, alpha=0.25, gamma=2.0, smoothing=0.0):
     q = _keras_probabilities(d["p"])
-    return (alpha * (1 - q) ** gamma * -d["y"] * np.log(q)).sum(axis=1)
+    y = d["y"] * (1 - smoothing) + smoothing / K  # Keras' smoothing
+    return (alpha * (1 - q) ** gamma * -y * np.log(q)).sum(axis=1)
 
 
-def ref_categorical_focal_logits(d, alpha=0.25, gamma=2.0):
+def ref_categorical_focal_logits(d, alpha=0.25, gamma=2.0, smoothing=0.0):
     z = _t(d["z"])
     q, log_q = torch.softmax(z, 1), torch.log_softmax(z, 1)
-    return _np(-(alpha * (1 - q) ** gamma * _t(d["y"]) * log_q).sum(1))
+    y = _t(d["y"] * (1 - smoothing) + smoothing / K)  # Keras' smoothing
+    return _np(-(alpha * (1 - q) ** gamma * y * log_q).sum(1))
 
 
 def ref_poly1(d, epsilon=2.0):
@@ -581,6 +595,51 @@ def ref_multiclass_perceptron(d):  # optax.multiclass_perceptron_loss
     return np.max(d["z"], axis=1) - (d["z"] * _onehot(d["y"])).sum(axis=1)
 
 
+def log_target_distributions(rng) -> Inputs:
+    d = distributions(rng)
+    return {"y": np.log(d["y"]), "log_p": np.log(d["p"])}
+
+
+def log_target_distributions_extreme(big: float) -> Inputs:
+    """Targets log 0 = -inf (adding 0), and log-probabilities -big under and away from them."""
+    with np.errstate(divide="ignore"):
+        y = np.log(np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0], [0.25] * 4]))
+    return {"y": y, "log_p": np.array([[0.0, -big, -big, -big], [-big, -big, 0.0, -big],
+                                       [-big, 0.0, -big, -big]])}
+
+
+def ref_kl_div_log_target(d):
+    """torch's KLDivLoss(log_target=True), its NaN at a target log 0 = -inf read as 0 (the
+    0 log 0 = 0 that torch's log_target=False applies)."""
+    per_class = _np(F.kl_div(_t(d["log_p"]), _t(d["y"]), reduction="none", log_target=True))
+    return np.where(d["y"] == -np.inf, 0.0, per_class).sum(axis=1)
+
+
+def nonnegative_pairs(rng) -> Inputs:
+    """Non-negative y (a quarter exact 0s) and positive p, not normalised."""
+    y = rng.uniform(0.0, 3.0, N) * (rng.uniform(size=N) > 0.25)
+    return {"y": y, "p": rng.uniform(0.1, 3.0, N)}
+
+
+def nonnegative_pairs_extreme(big: float) -> Inputs:
+    """0 against 0 and 1e8, 1e8 against 2e8, 1 against 1e-100 (whose Hessian y/p^2 = 1e200 is
+    still a float64; at p = 1e-300 it would overflow), and 1e-300 against 1."""
+    return {"y": np.array([0.0, 0.0, 1e8, 1.0, 1e-300, 2.0]),
+            "p": np.array([0.0, 1e8, 2e8, 1e-100, 1.0, 2.0])}
+
+
+def ref_tweedie_sklearn(d, power):
+    from sklearn._loss.loss import HalfTweedieLoss
+
+    return HalfTweedieLoss(power=power).loss(d["y"], d["z"])
+
+
+def ref_mape_lightgbm(d):
+    """LightGBM's MAPE metric (src/metric/regression_metric.hpp MAPEMetric::LossOnPoint):
+    fabs(label - score) / max(1, fabs(label)), in float64."""
+    return np.abs(d["y"] - d["p"]) / np.maximum(1.0, np.abs(d["y"]))
+
+
 def _clear_of_kink(make: Callable[[np.random.Generator], Inputs],
                    kink: Callable[[Inputs], np.ndarray]) -> Callable[[np.random.Generator], Inputs]:
     """Inputs from ``make`` drawn again until every ``kink(inputs)`` is 0.05 away from 0 (the
@@ -755,6 +814,7 @@ CASES: list[Case] = [
     Case("lq(y, p)", lambda d: np.abs(d["p"] - d["y"]) ** 1.5, regression, regression_extreme),
     Case("mape(y, p)", lambda d: 100 * np.abs(d["y"] - d["p"]) / np.maximum(np.abs(d["y"]), 1e-7),
          regression, regression_extreme),
+    Case("mape_lightgbm(y, p)", ref_mape_lightgbm, regression, regression_extreme),
     Case("smape(y, p)", ref_smape, regression, regression_extreme),
     Case("msle(y, p)", ref_msle, _regression(positive_y=True, spread=0.3),
          _regression_extreme(positive_y=True)),
@@ -776,6 +836,13 @@ CASES: list[Case] = [
          _logit_extreme(lambda big: (min(big, 500.0), -min(big, 500.0), 0.0))),
     Case("tweedie(y, z, 1.2)", functools.partial(ref_tweedie, rho=1.2), count_log_link,
          _logit_extreme(lambda big: (min(big, 500.0), -min(big, 500.0), 0.0))),
+    Case("tweedie(y, z, 0.0)", functools.partial(ref_tweedie_sklearn, power=0.0), count_log_link,
+         _logit_extreme(lambda big: (min(big / 4, 300.0), -min(big, 500.0), 0.0))),
+    Case("tweedie(y, z, 1.0)", functools.partial(ref_tweedie_sklearn, power=1.0), count_log_link,
+         _logit_extreme(lambda big: (min(big, 500.0), -big, 0.0))),
+    Case("tweedie(y, z, 2.0)", functools.partial(ref_tweedie_sklearn, power=2.0),
+         positive_log_link,
+         _logit_extreme(lambda big: (big, -min(big, 500.0), 0.0), labels=(0.5, 3.0))),
     Case("aft_normal(y, z)", ref_aft_normal, positive_log_link,
          _logit_extreme(lambda big: (big, -big, 0.0), labels=(0.5, 3.0))),
     Case("aft_normal(y, z, y_upper=u, sigma=0.7)", functools.partial(ref_aft_normal, sigma=0.7),
@@ -815,6 +882,11 @@ CASES: list[Case] = [
     Case("focal(y, p)", ref_focal, binary_probabilities, binary_probabilities_extreme),
     Case("focal(y, p, alpha=-1, gamma=3.0)", functools.partial(ref_focal, alpha=-1, gamma=3.0),
          binary_probabilities, binary_probabilities_extreme),
+    Case("focal(y, p, label_smoothing=0.2)", functools.partial(ref_focal, smoothing=0.2),
+         binary_probabilities, binary_probabilities_extreme),
+    Case("focal_logits(y, z, label_smoothing=0.1)",
+         functools.partial(ref_focal_logits, smoothing=0.1), binary_logits,
+         binary_logits_extreme),
     Case("focal_logits(y, z)", ref_focal_logits, binary_logits, binary_logits_extreme),
     Case("focal_logits(y, z, alpha=0.6, gamma=1.5)",
          functools.partial(ref_focal_logits, alpha=0.6, gamma=1.5), binary_logits,
@@ -863,6 +935,9 @@ CASES: list[Case] = [
          class_logits, class_logits_extreme),
     Case("sparse_cce(y, p)", ref_sparse_cce, functools.partial(class_probabilities, sparse=True),
          functools.partial(class_probabilities_extreme, sparse=True)),
+    Case("sparse_cce(y, p, label_smoothing=0.1)", ref_sparse_cce_smoothed,
+         functools.partial(class_probabilities, sparse=True),
+         functools.partial(class_probabilities_extreme, sparse=True)),
     Case("sparse_cce_logits(y, z)", ref_sparse_cce_logits,
          functools.partial(class_logits, sparse=True),
          functools.partial(class_logits_extreme, sparse=True), reduction_check=True),
@@ -878,6 +953,12 @@ CASES: list[Case] = [
          class_logits_extreme),
     Case("categorical_focal_logits(y, z, alpha=1.0, gamma=0.5)",
          functools.partial(ref_categorical_focal_logits, alpha=1.0, gamma=0.5), class_logits,
+         class_logits_extreme),
+    Case("categorical_focal(y, p, label_smoothing=0.1)",
+         functools.partial(ref_categorical_focal, smoothing=0.1), class_probabilities,
+         class_probabilities_extreme),
+    Case("categorical_focal_logits(y, z, label_smoothing=0.1)",
+         functools.partial(ref_categorical_focal_logits, smoothing=0.1), class_logits,
          class_logits_extreme),
     Case("poly1(y, p)", ref_poly1, class_probabilities, class_probabilities_extreme),
     Case("poly1_logits(y, z)", ref_poly1_logits, class_logits, class_logits_extreme),
@@ -911,6 +992,10 @@ CASES: list[Case] = [
     Case("kl_div_log(y, log_p)",
          lambda d: _np(F.kl_div(_t(d["log_p"]), _t(d["y"]), reduction="none").sum(1)),
          log_distributions, log_distributions_extreme),
+    Case("kl_div_log(y, log_p, log_target=1)", ref_kl_div_log_target, log_target_distributions,
+         log_target_distributions_extreme),
+    Case("generalized_kl(y, p)", lambda d: scipy.special.kl_div(d["y"], d["p"]),
+         nonnegative_pairs, nonnegative_pairs_extreme),
     Case("js_div(y, p)",
          lambda d: scipy.spatial.distance.jensenshannon(d["y"], d["p"], axis=1) ** 2,
          distributions, distributions_extreme),
