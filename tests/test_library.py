@@ -1434,6 +1434,20 @@ def test_cross_entropy_lambda_matches_lightgbm_objective(call: str):
     _close(hessian, expected_hessian, 1e-12, "Hessian")
 
 
+def test_sparse_cce_label_smoothing_with_class_weights_is_torchs_mean():
+    """The mean of sparse_cce with class weights and label smoothing divides the smoothing term
+    too by sum w[y_i], as torch.nn.CrossEntropyLoss(weight=w, label_smoothing=a) does; on rows
+    clear of Keras' clip, log q is its own log_softmax, so torch takes the same numbers."""
+    rng = np.random.default_rng(13)
+    d = class_probabilities(rng, sparse=True)
+    w = rng.uniform(0.2, 3.0, K)
+    mean = compiled("sparse_cce(y, p, weight=w, label_smoothing=0.1)", reduction="mean")
+    actual = mean(y=d["y"], p=d["p"], w=w)
+    log_q = torch.log(_t(d["p"] / d["p"].sum(axis=1, keepdims=True)))
+    expected = F.cross_entropy(log_q, torch.as_tensor(d["y"]), weight=_t(w), label_smoothing=0.1)
+    _close(actual, _np(expected), 1e-12, "weighted mean")
+
+
 # ----------------------------------------------------------------------------- the examples
 
 
