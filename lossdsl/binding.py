@@ -591,10 +591,6 @@ class CallPlan:
                 if kept == 0 and self.layout.reduction not in ("sum", "none"):
                     return False
                 lengths[self.kept_count] = kept  # type: ignore[index]
-            elif labels.dtype.kind in "iu":
-                # two reductions rather than first_bad_label's five passes
-                if labels.size and (labels.min() < 0 or labels.max() >= width):
-                    return False
             elif first_bad_label(labels, width) is not None:
                 return False
         return True
@@ -809,6 +805,9 @@ def first_bad_label(labels: np.ndarray, width: int,
                     ignore: int | None = None) -> tuple[int, Any] | None:
     """``(flat index, value)`` of the first label not an integer in ``[0, width)`` (nor equal
     to ``ignore``, when given), or None."""
+    if labels.dtype.kind in "iu" and ignore is None \
+            and (labels.size == 0 or (labels.min() >= 0 and labels.max() < width)):
+        return None  # integers in range: two reductions instead of the five passes below
     bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
     if ignore is not None:
         bad &= labels != ignore
