@@ -58,17 +58,6 @@ def synthetic_inputs(compiled: CompiledLoss, n: int, classes: int, dtype: np.dty
     return inputs
 
 
-def best_time(function: Callable[[], object], repeat: int) -> float:
-    """The fastest of ``repeat`` timed calls, in seconds (after one untimed warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 @dataclass
 class Graphs:
     """The loss's typed value graph and its symbolic derivatives for one input."""
