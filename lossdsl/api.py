@@ -29,12 +29,15 @@ from .binding import (
     call_signature,
     check_labels,
     check_out,
+    group_samples,
     kernel_arguments,
     output_allocator,
     param_value,
     plan_call,
     plan_kernel,
+    regrouped_results,
     result_order,
+    result_shape,
 )
 from .compiler import Kernel, KernelRequest, Specialization
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
@@ -79,6 +82,13 @@ class Loss:
     def doc(self) -> str:
         """The comment written above the loss."""
         return self.definition.doc
+
+    @property
+    def group_inputs(self) -> tuple[str, ...]:
+        """Inputs holding each sample's group id (``groupsum(e, g)`` and its kin: a query, a
+        customer), in the order the loss first uses them."""
+        found = [n.args[1].value for n in toposort([self.definition.graph]) if n.op == "group"]
+        return tuple(dict.fromkeys(found))
 
     def compile(self, target: str = "cpu", reduction: str = "mean",
                 params: Mapping[str, float] | None = None,
@@ -327,7 +337,7 @@ class CompiledLoss:
         """The generated kernel source (of the last kernel used, else of value and gradients)."""
         if self._last_kernel is not None:
             return self._last_kernel.source
-        constants = self.label_inputs() | self.table_inputs()
+        constants = self.constant_inputs()
         differentiable = tuple(n for n in self.inputs if n not in constants)
         return self.kernel(self.default_ranks(), False, np.dtype(np.float64), True,
                            differentiable, ()).source
@@ -377,13 +387,23 @@ class CompiledLoss:
                                       if n.op == "table_row" and n.value == CLASS_VECTOR)
         return self._vectors
 
+    def constant_inputs(self) -> frozenset[str]:
+        """Inputs that are never differentiated: integer labels, lookup tables (and per-class
+        vectors) and group ids."""
+        return self.label_inputs() | self.table_inputs() | frozenset(self.group_inputs())
+
+    def group_inputs(self) -> tuple[str, ...]:
+        """Inputs holding each sample's group id (``groupsum(e, g)`` and its kin: a query, a
+        customer), in the order the loss first uses them."""
+        return self.loss.group_inputs
+
     def default_ranks(self) -> dict[str, int]:
         """The rank each input usually has: 2 (an (N, K) matrix) for inputs reduced over
         classes, 1 (a vector) otherwise, labels included. Used for symbolic work."""
         labels = self.label_inputs()
         ranks = {name: 2 if name in self.table_inputs() else 1 for name in self.inputs}
         for n in walk(self.loss.definition.graph):
-            if n.op in ("rowsum", "rowmax", "rowmean"):
+            if n.op in ("rowsum", "rowmax", "rowmean") and n.args[0].op != "group":
                 for m in toposort([n.args[0]]):
                     if m.op == "input" and m.value not in labels:
                         ranks[m.value] = 2
@@ -494,6 +514,7 @@ class CompiledLoss:
         bound = bind_inputs(layout, self.params, inputs, sample_weight)
         spec = self.specialization(bound.ranks, bound.weight is not None)
         lengths = axis_lengths(layout, bound, spec)
+        groupings = group_samples(layout, bound, spec, lengths) if spec.groups else []
         target = self.kernel_target(lengths, spec)
         kernel, spec = self._kernel_and_specialization(
             bound.ranks, bound.weight is not None, bound.dtype, want_value, tuple(grads),
@@ -503,8 +524,7 @@ class CompiledLoss:
         given, rounded = {}, {}
         if out:
             dtype = np.dtype(output_dtype or bound.result_dtype or bound.dtype)
-            shapes_of = {o.name: tuple(lengths[a] for a in o.axes)
-                         for o in kernel.element_outputs}
+            shapes_of = {o.name: result_shape(o.axes, lengths) for o in kernel.element_outputs}
             readers = [*bound.arrays.values(), *inputs.values(), bound.weight]
             for name, array in out.items():
                 if array is None:
@@ -520,7 +540,8 @@ class CompiledLoss:
         arguments, results = kernel_arguments(kernel, bound, lengths,
                                               output_allocator(bound, output_dtype), given)
         return BoundCall(kernel, bound, lengths, arguments, results,
-                         result_order(want_value, grads, hessians), rounded or None)
+                         result_order(want_value, grads, hessians), rounded or None,
+                         regrouped_results(kernel, groupings) or None)
 
     def compute(self, want_value: bool, grads: tuple[str, ...], hessians: tuple[str, ...],
                 inputs: Mapping[str, Any], sample_weight: Any = None,

@@ -51,6 +51,8 @@ def synthetic_inputs(compiled: CompiledLoss, n: int, classes: int, dtype: np.dty
     for name in compiled.inputs:
         if name in labels:
             inputs[name] = rng.integers(0, classes, size=n).astype(dtype)
+        elif name in compiled.group_inputs():  # queries of about 20 samples
+            inputs[name] = np.repeat(np.arange(n), 20)[:n].astype(dtype)
         elif ranks.get(name) == 2:
             inputs[name] = rng.uniform(0.05, 0.95, size=(n, classes)).astype(dtype)
         else:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .backend.emit import offsets_name
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .ir.axes import Axis
 from .passes import shapes
@@ -201,7 +202,7 @@ def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dic
         lengths[axis] = width
     if bound.weight is not None:
         weight_axes = spec.objective.weight_axes
-        axis = weight_axes[0] if weight_axes else None
+        axis = weight_axes[-1] if weight_axes else None
         if axis is not None and bound.weight.shape[0] != lengths.get(axis):
             raise LossShapeError(f"sample_weight has {bound.weight.shape[0]} entries but "
                                  f"the loss has {lengths.get(axis)} samples")
@@ -225,6 +226,80 @@ def _refuse_class_vector_length(layout: InputLayout, seen: dict[str, int],
                 f"per-class vector '{name}' has {seen[name]} entries but the loss has "
                 f"{classes} classes ({detail}); pass one entry per class",
                 layout.spans.get(name))
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Grouped samples laid out for a kernel: each group's items one run of the flat item
+    arrays. ``offsets``: where each group's run starts, then the number of items (int64);
+    ``order``: the items in group order (None when each group's items are one run already),
+    by which the item inputs were taken and the item results are put back."""
+
+    items: str  # the axis of the groups' items, n<d>g
+    offsets: np.ndarray
+    order: np.ndarray | None
+
+
+def group_samples(layout: InputLayout, bound: Bound, spec: Specialization,
+                  lengths: dict[str, int]) -> list[Grouping]:
+    """Lay out the grouped samples of ``spec`` (groupsum and its kin) from the group ids:
+    every group id an integer (a query, a customer: any values, in any order), each group's
+    items made one run of the item arrays (a stable sort by group id where they are not),
+    the offsets of the runs bound for the kernel, and the number of groups in ``lengths``.
+    ``bound`` is changed in place: its item arrays (and weights) in group order."""
+    groupings = []
+    for sample_axis, name in spec.groups.items():
+        items = Axis(sample_axis).items()
+        ids = bound.arrays[name]
+        if is_device_array(ids):
+            ids = ids.copy_to_host()
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iub":
+            if not (np.all(np.isfinite(ids)) and np.all(ids == np.round(ids))):
+                bad = int(np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))[0])
+                raise LossDomainError(f"group ids '{name}' must be integers; found "
+                                      f"{ids[bad]!r} at index {bad}", layout.spans.get(name))
+        order = None
+        starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        runs = ids[np.r_[0, starts]] if len(ids) else ids
+        if len(np.unique(runs)) != len(runs):  # a group in several runs: sort the items
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        offsets = np.r_[0, starts, len(ids)].astype(np.int64) if len(ids) else \
+            np.zeros(1, np.int64)
+        if order is not None:
+            if bound.device is not None:
+                raise LossShapeError(
+                    f"the samples are grouped by '{name}', whose groups are not each one run "
+                    "of rows; with device arrays, sort the rows by group id first")
+            for input_name, axes in spec.shapes.input_axes.items():
+                if items in axes and input_name in bound.arrays:
+                    bound.arrays[input_name] = bound.arrays[input_name][order]
+            if bound.weight is not None and items in (spec.objective.weight_axes or ()):
+                bound.weight = bound.weight[order]
+        bound.arrays[offsets_name(items)] = offsets
+        lengths[sample_axis] = len(offsets) - 1
+        groupings.append(Grouping(items, offsets, order))
+    return groupings
+
+
+def regrouped_results(kernel: Kernel, groupings: Iterable[Grouping]) -> dict[str, np.ndarray]:
+    """{result name: the order its values were computed in} for the per-element results over
+    grouped samples whose rows were sorted into groups (see :func:`group_samples`): the
+    results to put back in the order the samples were given."""
+    return {output.name: grouping.order for output in kernel.element_outputs
+            for grouping in groupings
+            if grouping.order is not None and grouping.items in output.axes}
+
+
+def result_shape(axes: Iterable[str], lengths: Mapping[str, int]) -> tuple[int, ...]:
+    """The shape of a per-element result on ``axes``: the items of groups are one flat
+    array, one value per sample as given."""
+    axes = tuple(axes)
+    if len(axes) == 2 and Axis(axes[1]).is_ragged:
+        return (lengths[axes[1]],)
+    return tuple(lengths[axis] for axis in axes)
 
 
 def label_widths(bound: Bound, kernel: Kernel,
@@ -329,7 +404,7 @@ def kernel_arguments(kernel: Kernel, bound: Bound, lengths: Mapping[str, int],
     results: dict[str, Any] = {}
     for output in kernel.element_outputs:
         supplied = given.get(output.name) if given else None
-        results[output.name] = (output_array(tuple(lengths[axis] for axis in output.axes))
+        results[output.name] = (output_array(result_shape(output.axes, lengths))
                                 if supplied is None else supplied)
         arguments[names.outputs[output.name]] = results[output.name]
     return arguments, results
@@ -351,12 +426,18 @@ class BoundCall:
     # the caller's output arrays (``out=``) that results rounded to float16 are copied into
     # (the kernel writes float32 arrays of its own then); others are written directly
     rounded_out: Mapping[str, np.ndarray] | None = None
+    # results over grouped samples' items computed in group order, with that order: put back
+    # in the order the samples were given
+    regrouped: Mapping[str, np.ndarray] | None = None
 
     def run(self) -> list[Any]:
         """Run the kernel; every result in API order (a float for a scalar input's
         derivative and for a reduced value, arrays otherwise)."""
         kernel, bound, results = self.kernel, self.bound, dict(self.results)
         scalar_values = kernel.execute(self.arguments)
+        for name, order in (self.regrouped or {}).items():
+            computed = results[name]
+            computed[order] = computed.copy()
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = float(value)
         ranks, rounded = bound.ranks, bound.result_dtype
@@ -662,7 +743,7 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
     or None for a signature the fast path does not take: inputs other than native NumPy
     arrays of the dtypes kernels read as they are (booleans are converted) and Python
     numbers, param overrides among the inputs, device arrays, float16 results."""
-    if bound.device is not None or bound.result_dtype is not None \
+    if bound.device is not None or bound.result_dtype is not None or spec.groups \
             or any(name not in layout.inputs for name in inputs):
         return None
     readers = []

@@ -157,10 +157,10 @@ def _check_definition(compiled: CompiledLoss) -> None:
     """Type the loss for its default input ranks and differentiate it by every input."""
     from .passes import diff
 
-    labels = compiled.label_inputs()
+    constants = compiled.label_inputs() | frozenset(compiled.group_inputs())
     spec = compiled.specialization(compiled.default_ranks())
     for name in compiled.inputs:
-        if name not in labels:
+        if name not in constants:
             diff.grad(spec.objective.total, spec.typed[name])
 
 
@@ -329,12 +329,12 @@ def command_codegen(args: argparse.Namespace) -> int:
     """``lossdsl codegen LOSS``: print the generated kernel source."""
     _, loss = resolve_loss(args.loss)
     compiled = _compiled(loss, args, args.reduction)
-    labels = compiled.label_inputs()
+    constants = compiled.label_inputs() | frozenset(compiled.group_inputs())
     requested = _names(args.wrt)
     if requested:
         grads = tuple(_wrt(loss, requested))
     else:
-        grads = tuple(n for n in loss.inputs if n not in labels)
+        grads = tuple(n for n in loss.inputs if n not in constants)
     hessians = grads if args.hessian else ()
     if args.no_grad:
         grads = ()

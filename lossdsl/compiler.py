@@ -73,6 +73,11 @@ class Specialization:
         """Class axes of a width the loss fixes (``onehot(y, 3)``)."""
         return self.shapes.fixed_widths
 
+    @property
+    def groups(self) -> dict[str, str]:
+        """Grouped samples: sample axis (counting the groups) -> the input of group ids."""
+        return self.shapes.groups
+
 
 @dataclass(frozen=True)
 class KernelRequest:
@@ -185,7 +190,8 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
     verify.check(typed_shapes.graph)  # each stage's graph, under LOSSDSL_VERIFY_IR=1
     graph = stable_expression(typed_shapes.graph)
     verify.check(graph)
-    objective = shapes.objective(graph, reduction, weighted, ignore_index, typed_shapes.labels)
+    objective = shapes.objective(graph, reduction, weighted, ignore_index, typed_shapes.labels,
+                                 shapes.group_id_nodes(typed_shapes))
     verify.check([objective.value, objective.total])
     typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
     for name in definition.inputs:  # inputs that do not affect the total

@@ -37,13 +37,17 @@ import numpy as np
 
 from .api import CompiledLoss, Loss
 from .backend.cpu.runtime import launch
+from .backend.emit import offsets_name
 from .binding import (
     ArrayKind,
+    Grouping,
     InputLayout,
     coerce_loss,
     first_bad_label,
+    group_samples,
     kernel_arguments,
     label_widths,
+    regrouped_results,
     result_order,
 )
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
@@ -135,6 +139,10 @@ class DaskLoss:
                                     did_you_mean(name, self.inputs))
         bound = compiled.bind(inputs, sample_weight, _DaskArrays)
         kernel, lengths = compiled.prepare(bound, want_value, grads, hessians)
+        spec = compiled.specialization(bound.ranks, bound.weight is not None)
+        groupings = group_samples(compiled.layout, bound, spec, lengths) if spec.groups else []
+        for grouping in groupings:
+            _chunk_by_groups(bound, spec, grouping)
         for name, labels, width in label_widths(bound, kernel, lengths):
             checked = _checked_labels(compiled, name, labels, width)
             if name in bound.arrays:  # dask labels are checked as their chunks are read
@@ -146,16 +154,69 @@ class DaskLoss:
         scalar_values = kernel.run(**arguments, kit=kit)
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = da.asarray(value, dtype=np.float64)
+        # results over grouped samples were computed in group order: back to the rows' own
+        regrouped = regrouped_results(kernel, groupings)
         found = []
         for name in result_order(want_value, grads, hessians):
             result = results[name]
             if isinstance(result, _Slot):
                 result = result.array
-                source = bound.arrays.get(name.partition(":")[2])
+                if name in regrouped:
+                    result = result[np.argsort(regrouped[name])]
+                wrt = name.partition(":")[2]
+                # the chunks of the input as given (grouped samples were rechunked by group)
+                source = inputs.get(wrt)
+                if not isinstance(source, da.Array):
+                    source = bound.arrays.get(wrt)
                 if isinstance(source, da.Array) and result.shape == source.shape:
                     result = result.rechunk(source.chunks)  # a pass that read no chunked input
             found.append(result)
         return found
+
+
+@dataclass(frozen=True)
+class _GroupOffsets:
+    """The offsets of grouped samples (see :class:`lossdsl.binding.Grouping`) and the groups
+    each chunk holds: chunk c holds groups ``bounds[c]`` to ``bounds[c + 1]``, so that no
+    group is split between two tasks."""
+
+    offsets: np.ndarray
+    bounds: np.ndarray
+
+    def chunk(self, index: int) -> np.ndarray:
+        """The offsets of chunk ``index``'s groups in its own item arrays."""
+        local = self.offsets[self.bounds[index]:self.bounds[index + 1] + 1]
+        return local - local[0]
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """The number of groups of each chunk."""
+        return tuple(int(n) for n in np.diff(self.bounds))
+
+    @property
+    def items(self) -> tuple[int, ...]:
+        """The number of samples of each chunk."""
+        return tuple(int(n) for n in np.diff(self.offsets[self.bounds]))
+
+
+def _chunk_by_groups(bound: Any, spec: Any, grouping: Grouping) -> None:
+    """Rechunk the grouped samples' arrays of ``bound`` (in group order by now) so that every
+    chunk ends where a group ends, near where the given chunks ended, and hand the kernel
+    the offsets as :class:`_GroupOffsets`."""
+    offsets = grouping.offsets
+    names = [name for name, axes in spec.shapes.input_axes.items()
+             if grouping.items in axes and isinstance(bound.arrays.get(name), da.Array)]
+    given = bound.arrays[names[0]].chunks[0] if names else (int(offsets[-1]),)
+    ends = np.cumsum(given)
+    # each chunk ends at the first group end at or after the given chunk's end
+    bounds = np.unique(np.r_[0, np.searchsorted(offsets, ends), len(offsets) - 1])
+    chunking = _GroupOffsets(offsets, bounds)
+    for name in names:
+        bound.arrays[name] = bound.arrays[name].rechunk((chunking.items,))
+    if isinstance(bound.weight, da.Array) and grouping.items in (spec.objective.weight_axes
+                                                                 or ()):
+        bound.weight = bound.weight.rechunk((chunking.items,))
+    bound.arrays[offsets_name(grouping.items)] = chunking
 
 
 def _names(wrt: str | Iterable[str]) -> tuple[str, ...]:
@@ -253,13 +314,14 @@ class _KernelRef:
         return kernel.loops[name]
 
 
-def _run_chunk(kernel: _KernelRef, name: str, count: int, length: int,
+def _run_chunk(kernel: _KernelRef, name: str, count: int, length: int, rows: int,
                *arguments: Any) -> tuple:
-    """One loop over one chunk: ``(its reductions, then the output chunks it wrote)``."""
+    """One loop over one chunk of ``length`` samples (or groups, of ``rows`` samples in
+    all): ``(its reductions, then the output chunks it wrote)``."""
     values, outputs = [], []
     for argument in arguments:
         if isinstance(argument, _Slot):
-            argument = np.empty((length,) + argument.shape[1:], dtype=argument.dtype)
+            argument = np.empty((rows,) + argument.shape[1:], dtype=argument.dtype)
             outputs.append(argument)
         elif isinstance(argument, np.ndarray):
             # 0-d: a scalar of the glue, already in the kernel's dtype
@@ -292,6 +354,10 @@ class _ChunkKit:
         chunked = [isinstance(a, da.Array) and a.ndim > 0 for a in arguments]
         first = next((a for a, c in zip(arguments, chunked) if c), None)
         sizes = first.chunks[0] if first is not None else (length,)
+        rows = sizes
+        grouped = next((a for a in arguments if isinstance(a, _GroupOffsets)), None)
+        if grouped is not None:  # a loop over groups: each task takes whole groups
+            sizes, rows = grouped.groups, grouped.items
         # Unoptimised, the tasks read the chunks and the earlier passes' sums under their own
         # keys, so every task of the graph is shared by its readers (and runs once).
         blocks = [a.to_delayed(optimize_graph=False).ravel() if isinstance(a, da.Array)
@@ -299,14 +365,15 @@ class _ChunkKit:
         slots = [a for a in arguments if isinstance(a, _Slot)]
         partials: list[da.Array] = []
         pieces: list[list[da.Array]] = [[] for _ in slots]
-        for index, size in enumerate(sizes):
-            values = [a if b is None else b[index] if c else b[0]
+        for index, (size, items) in enumerate(zip(sizes, rows)):
+            values = [a.chunk(index) if isinstance(a, _GroupOffsets)
+                      else a if b is None else b[index] if c else b[0]
                       for a, b, c in zip(arguments, blocks, chunked)]
-            task = dask.delayed(_run_chunk)(self.kernel, function.__name__, count, size,
+            task = dask.delayed(_run_chunk)(self.kernel, function.__name__, count, size, items,
                                             *values)
             partials.append(da.from_delayed(task[0], (count,), np.float64))
             for slot, chunk_pieces, output in zip(slots, pieces, range(1, len(slots) + 1)):
-                chunk_pieces.append(da.from_delayed(task[output], (size,) + slot.shape[1:],
+                chunk_pieces.append(da.from_delayed(task[output], (items,) + slot.shape[1:],
                                                     slot.dtype))
         for slot, chunk_pieces in zip(slots, pieces):
             slot.array = da.concatenate(chunk_pieces)

@@ -37,6 +37,7 @@ SECTIONS: dict[str, str] = {
     "classification": "Binary and multi-label classification",
     "multiclass": "Multiclass (class axis)",
     "batch": "Nested reductions: batch-level and per-row vector losses",
+    "ranking": "Groups: ranking and per-query losses",
     "regularizers": "Regularizers",
     "business": "Business costs",
 }

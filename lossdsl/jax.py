@@ -58,6 +58,7 @@ from .api import CompiledLoss, Loss, loss_from_text
 from .backend import jax as printer
 from .binding import disagreement, first_bad_label, param_value
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
+from .ir.axes import Axis
 from .ir.node import Node, depends_on, toposort
 from .passes import diff, shapes
 from .roles import positional_inputs
@@ -118,6 +119,7 @@ class _Functions:
     inputs: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     lengths: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)  # items axis -> group ids argument
     # traced labels to check: (argument index, width or its (argument, dimension), ignored)
     labels: list[tuple[int, Any, float | None]] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
@@ -133,7 +135,8 @@ class _Functions:
         """``run(*arguments)`` computing ``roots`` lowered as the kernels lower them, NaN
         where a traced label is out of range."""
         lowered = compiler.optimize(roots)
-        program = printer.generate(lowered, self.inputs, self.params, self.lengths)
+        program = printer.generate(lowered, self.inputs, self.params, self.lengths,
+                                   self.groups)
         self.sources[what] = program.source
         run = program.build(self.dtype.type, jnp, lax, printer)
         checks = self.labels
@@ -451,6 +454,8 @@ class JaxLoss:
             functions.lengths[axis] = f"a{names.index(name)}.shape[{dimension}]"
         for axis, width in specialized.fixed_widths.items():
             functions.lengths.setdefault(axis, str(int(width)))
+        functions.groups = {Axis(axis).items(): functions.inputs[name]
+                            for axis, name in specialized.groups.items()}
         if objective.kept_count is not None:
             label = functions.inputs[objective.ignored]
             functions.lengths[objective.kept_count] = (
@@ -481,10 +486,17 @@ class JaxLoss:
             lengths[axis] = width
         weight = arrays.get(shapes.WEIGHT_KEYWORD)
         axes = functions.objective.weight_axes
-        if weight is not None and axes and weight.shape[0] != lengths.get(axes[0]):
+        if weight is not None and axes and weight.shape[0] != lengths.get(axes[-1]):
             raise LossShapeError(f"sample_weight has {weight.shape[0]} entries but the loss "
-                                 f"has {lengths.get(axes[0])} samples")
+                                 f"has {lengths.get(axes[-1])} samples")
         objective = functions.objective
+        for name in functions.specialized.groups.values():
+            ids = _concrete(arrays[name])  # traced ids: equal values make a group
+            if ids is not None and ids.dtype.kind == "f":
+                bad = np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))
+                if bad.size:
+                    raise LossDomainError(f"group ids '{name}' must be integers; found "
+                                          f"{ids[bad[0]]!r} at index {bad[0]}")
         for label, axis in functions.specialized.labels:
             if label.op == "const":
                 name, values = repr(label.value), np.asarray(label.value)

@@ -193,6 +193,9 @@ class LatexPrinter(PrecedencePrinter):
     def print_stop_gradient(self, n: Node):
         return self.visit(n.args[0])
 
+    def print_along(self, n: Node):  # a group's value, for each of its samples
+        return self.visit(n.args[0])
+
     def print_function(self, n: Node):
         """An operation without notation of its own: its registry record's LaTeX, a
         template over the arguments' LaTeX or a function name applied to them

@@ -62,7 +62,12 @@ from .boosting.leaves import (
     refit_round,
     use_refit,
 )
-from .boosting.objective import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
+from .boosting.objective import (
+    DEFAULT_HESSIAN_FLOOR,
+    BoostingObjective,
+    as_objective,
+    group_ids,
+)
 from .errors import LossError
 
 __all__ = ["LightGBMMetric", "LightGBMObjective", "init_score", "metric", "objective", "train"]
@@ -86,19 +91,21 @@ class LightGBMObjective(BoostingObjective):
     device_gradients = False
     library = "LightGBM"
 
-    def __call__(self, first: Any, second: Any,
-                 weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, first: Any, second: Any, weight: Any = None,
+                 group: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(grad, hess)``: native ``obj(preds, train_set)`` or sklearn ``obj(y_true, y_pred,
-        weight)``."""
+        weight, group)`` (the group sizes of ``LGBMRanker.fit(..., group=)``, for a loss that
+        groups its rows)."""
         container = None
         if isinstance(second, lgb.Dataset):
-            label, weight = second.get_label(), second.get_weight()
+            label, weight, group = second.get_label(), second.get_weight(), second.get_group()
             scores, class_major = _scores(first, second.num_data())
             container = second
         else:
             label = first
             scores, class_major = _scores(second, np.asarray(first).shape[0])
-        gradient, hessian = self.gradients(label, scores, weight, container=container)
+        gradient, hessian = self.gradients(label, scores, weight, container=container,
+                                           groups=group_ids(group))
         if class_major:
             return gradient.T.reshape(-1), hessian.T.reshape(-1)
         if gradient.ndim == 2:
@@ -143,15 +150,16 @@ class LightGBMMetric:
         self.objective = objective
         self.name = name
 
-    def __call__(self, first: Any, second: Any, weight: Any = None) -> tuple[str, float, bool]:
+    def __call__(self, first: Any, second: Any, weight: Any = None,
+                 group: Any = None) -> tuple[str, float, bool]:
         """``(name, mean loss, is_higher_better=False)``."""
         if isinstance(second, lgb.Dataset):
             scores, _ = _scores(first, second.num_data())
             value = self.objective.value(second.get_label(), scores, second.get_weight(),
-                                         container=second)
+                                         container=second, groups=group_ids(second.get_group()))
         else:
             scores, _ = _scores(second, np.asarray(first).shape[0])
-            value = self.objective.value(first, scores, weight)
+            value = self.objective.value(first, scores, weight, groups=group_ids(group))
         return self.name, value, False
 
 
@@ -345,7 +353,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     """
     if not isinstance(objective, BoostingObjective):
         objective = globals()["objective"](objective)
-    rounds = check_train_options(num_boost_round, refit)
+    rounds = check_train_options(num_boost_round, refit, objective)
     # decided after the first gradients: "auto" reads the objective's Hessian policy, which
     # is chosen on its first training call (with that call's dtypes and weights)
     do_refit = False

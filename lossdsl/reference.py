@@ -1,7 +1,9 @@
 """A NumPy interpreter of the expression graph: the reference semantics of every operation.
 
 Used to fold constants and, in tests, as the oracle the compiled kernels are compared with.
-Values are float64 arrays shaped by each node's axes: ``()``, ``(N,)`` or ``(N, K)``. The
+Values are float64 arrays shaped by each node's axes: ``()``, ``(N,)`` or ``(N, K)``, and the
+items of grouped samples (axes ``(n<d>, n<d>g)``) one flat array in group order, whose rows
+the ``offsets`` of their axis delimit. The
 elementwise operations are their registry records' ``reference`` (:mod:`lossdsl.ops`); the
 leaves, reductions and lookups, which depend on axes, are the methods of :class:`Evaluator`.
 """
@@ -35,13 +37,6 @@ class Unbound(KeyError):
     ``param a = rowsum(3)`` is not constant). A KeyError, as a missing binding is."""
 
 
-def _align(value: np.ndarray, axes: Axes, out_axes: Axes) -> np.ndarray:
-    """Broadcast a value with ``axes`` against ``out_axes`` (a vector meets a matrix row-wise)."""
-    if len(axes) == 1 and len(out_axes) == 2:
-        return value[:, None]
-    return value
-
-
 class Evaluator(NodeVisitor[np.ndarray]):
     """Evaluates a typed graph on NumPy arrays; one method per kind of leaf or reduction,
     the elementwise operations by their registry records' references."""
@@ -54,11 +49,13 @@ class Evaluator(NodeVisitor[np.ndarray]):
         inputs: Mapping[str, np.ndarray],
         params: Mapping[str, float] | None = None,
         counts: Mapping[str, int] | None = None,
+        offsets: Mapping[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.inputs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
         self.params = dict(params or {})
         self.counts = dict(counts or {})
+        self.offsets = {axis: np.asarray(o, dtype=np.int64) for axis, o in (offsets or {}).items()}
 
     def evaluate(self, roots: list[Node]) -> list[np.ndarray]:
         """The values of ``roots`` (float64 arrays and scalars)."""
@@ -66,8 +63,20 @@ class Evaluator(NodeVisitor[np.ndarray]):
             return self.run(roots)
 
     def fallback(self, n: Node, *args: np.ndarray) -> np.ndarray:
-        aligned = [_align(v, a.axes, n.axes) for v, a in zip(args, n.args)]
+        aligned = [self._align(v, a.axes, n.axes) for v, a in zip(args, n.args)]
         return ELEMENTWISE_NUMPY[n.op](*aligned)
+
+    def _align(self, value: np.ndarray, axes: Axes, out_axes: Axes) -> np.ndarray:
+        """Broadcast a value with ``axes`` against ``out_axes``: a vector meets a matrix
+        row-wise, a group's value is repeated for each of its items."""
+        if len(axes) == 1 and len(out_axes) == 2:
+            if out_axes[1].endswith("g"):
+                return np.repeat(value, np.diff(self._offsets(out_axes[1])))
+            return value[:, None]
+        return value
+
+    def _offsets(self, axis: str) -> np.ndarray:
+        return self._bound(self.offsets, axis, "offsets of")
 
     def _bound(self, table: Mapping, key, what: str):
         if key not in table:
@@ -90,6 +99,8 @@ class Evaluator(NodeVisitor[np.ndarray]):
         return np.float64(self._bound(self.params, n.value, "param"))
 
     def eval_count(self, n):
+        if n.axes:  # the number of items of each group
+            return np.diff(self._offsets(n.value)).astype(np.float64)
         return np.float64(self._bound(self.counts, n.value, "count"))
 
     def eval_class_index(self, n, label):
@@ -109,10 +120,20 @@ class Evaluator(NodeVisitor[np.ndarray]):
         return value
 
     def eval_rowsum(self, n, x):
+        if self._ragged(n):
+            return np.add.reduceat(x, self._offsets(n.args[0].axes[1])[:-1])
         return self._rows(x).sum(axis=1)
 
     def eval_rowmax(self, n, x):
+        if self._ragged(n):
+            return np.maximum.reduceat(x, self._offsets(n.args[0].axes[1])[:-1])
         return self._rows(x).max(axis=1)
+
+    @staticmethod
+    def _ragged(n: Node) -> bool:
+        """Whether row reduction ``n`` reduces the items of groups (a flat array)."""
+        axes = n.args[0].axes
+        return axes is not None and len(axes) == 2 and axes[1].endswith("g")
 
     def eval_sum(self, n, x):
         return np.float64(x.sum())
@@ -123,6 +144,8 @@ def evaluate(
     inputs: Mapping[str, np.ndarray],
     params: Mapping[str, float] | None = None,
     counts: Mapping[str, int] | None = None,
+    offsets: Mapping[str, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Evaluate typed graph ``roots`` with NumPy (float64)."""
-    return Evaluator(inputs, params, counts).evaluate(roots)
+    """Evaluate typed graph ``roots`` with NumPy (float64); ``offsets``: for each axis of
+    groups' items, where each group's items start in the flat arrays (and where they end)."""
+    return Evaluator(inputs, params, counts, offsets).evaluate(roots)

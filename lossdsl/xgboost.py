@@ -62,10 +62,21 @@ from .boosting.leaves import (
     refit_round,
     use_refit,
 )
-from .boosting.objective import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
+from .boosting.objective import (
+    DEFAULT_HESSIAN_FLOOR,
+    BoostingObjective,
+    as_objective,
+    group_ids,
+)
 from .errors import LossError
 
 __all__ = ["XGBoostMetric", "XGBoostObjective", "init_score", "metric", "objective", "train"]
+
+
+def _groups(dmatrix: xgb.DMatrix) -> np.ndarray | None:
+    """Each row's query number from a DMatrix built with ``qid=`` or ``group=`` (None
+    without)."""
+    return group_ids(offsets=dmatrix.get_uint_info("group_ptr"))
 
 
 class XGBoostObjective(BoostingObjective):
@@ -84,7 +95,7 @@ class XGBoostObjective(BoostingObjective):
         flat = predt.ndim == 1 and predt.shape[0] != n  # XGBoost < 2.1: flat (n*K,) margins
         prediction = predt.reshape(n, -1) if flat else predt
         gradient, hessian = self.gradients(dtrain.get_label(), prediction, dtrain.get_weight(),
-                                           container=dtrain)
+                                           container=dtrain, groups=_groups(dtrain))
         if flat:
             return gradient.reshape(-1), hessian.reshape(-1)
         return gradient, hessian
@@ -157,7 +168,7 @@ class XGBoostMetric:
             prediction = first.reshape(n, -1) if first.ndim == 1 and first.shape[0] != n \
                 else first
             value = self.objective.value(second.get_label(), prediction, second.get_weight(),
-                                         container=second)
+                                         container=second, groups=_groups(second))
             return self.__name__, value
         return self.objective.value(first, np.asarray(second), sample_weight)
 
@@ -358,7 +369,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     """
     if not isinstance(objective, BoostingObjective):
         objective = globals()["objective"](objective)
-    num_rounds = check_train_options(num_boost_round, refit)
+    num_rounds = check_train_options(num_boost_round, refit, objective)
     if not isinstance(train_set, xgb.DMatrix):
         raise LossError(f"train_set must be an xgb.DMatrix, not {type(train_set).__name__}")
     # decided after the first gradients: "auto" reads the objective's Hessian policy, which

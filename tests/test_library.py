@@ -675,6 +675,52 @@ def score_pairs_extreme(big: float) -> Inputs:
             "x2": np.array([-big, -big, big, big, 0.0])}
 
 
+def queries(rng, prediction: str = "z") -> Inputs:
+    """Graded relevance y (0-4) and scores of the documents of six queries of 1 to 9
+    documents, the query ids q any integers, shuffled (one query has no relevant document)."""
+    q = np.repeat([40, 7, 13, 2, 99, 5], [1, 3, 9, 5, 2, 7])
+    rng.shuffle(q)
+    y = rng.integers(0, 5, q.size).astype(float)
+    y[q == 99] = 0.0
+    return {"y": y, prediction: rng.normal(0.0, 1.5, q.size), "q": q}
+
+
+def queries_extreme(big: float, prediction: str = "z") -> Inputs:
+    return {"y": np.array([0.0, 3.0, 1.0, 2.0, 0.0, 0.0, 0.0, 1.0]),
+            prediction: np.array([big, -big, 0.0, big, big, -big, 0.5, -big]),
+            "q": np.array([1, 1, 1, 2, 2, 3, 3, 3])}
+
+
+def _per_query(d, per_query: Callable[[dict], np.ndarray]) -> np.ndarray:
+    """A per-document value computed query by query."""
+    out = np.empty(d["q"].shape[0])
+    for query in np.unique(d["q"]):
+        rows = d["q"] == query
+        out[rows] = per_query({k: v[rows] for k, v in d.items()})
+    return out
+
+
+def ref_binary_sparsemax(d):  # jax.nn.sparse_plus(where(y, -z, z)), optax's definition
+    x = np.where(d["y"] != 0, -d["z"], d["z"])
+    return np.where(x <= -1, 0.0, np.where(x >= 1, x, (x + 1) ** 2 / 4))
+
+
+def ref_softmax_ranking(d):
+    return _per_query(d, lambda g: -g["y"] * scipy.special.log_softmax(g["z"]))
+
+
+def ref_listnet(d):
+    def per_query(g):
+        if g["y"].sum() == 0:
+            return np.zeros_like(g["y"])
+        return -(g["y"] / g["y"].sum()) * scipy.special.log_softmax(g["z"])
+    return _per_query(d, per_query)
+
+
+def ref_query_mse(d):
+    return _per_query(d, lambda g: (g["y"] - g["p"] - np.mean(g["y"] - g["p"])) ** 2)
+
+
 def vector_pairs(rng) -> Inputs:
     return {"y": rng.choice([-1.0, 1.0], N), "x1": rng.normal(0.0, 1.0, (N, K)),
             "x2": rng.normal(0.0, 1.0, (N, K))}
@@ -806,6 +852,10 @@ CASES: list[Case] = [
     Case("pinball(y, p)", ref_pinball, regression, regression_extreme),
     Case("expectile(y, p, 0.2)", functools.partial(ref_expectile, alpha=0.2), regression,
          regression_extreme),
+    Case("log_linear_quantile(y, z, 0.3)",
+         lambda d: ref_pinball({"y": d["y"], "p": np.exp(d["z"])}, alpha=0.3),
+         _clear_of_kink(positive_log_link, lambda d: d["y"] - np.exp(d["z"])),
+         _logit_extreme(lambda big: (-big, -big, 0.0), labels=(0.5, 3.0))),
     Case("epsilon_insensitive(y, p, 0.5)",
          lambda d: np.maximum(0, np.abs(d["p"] - d["y"]) - 0.5), regression, regression_extreme),
     Case("squared_epsilon_insensitive(y, p)",
@@ -902,6 +952,8 @@ CASES: list[Case] = [
     # torch.nn.SoftMarginLoss's formula; torch itself overflows to inf for y z < -710
     Case("soft_margin(y, z)", lambda d: np.logaddexp(0, -d["y"] * d["z"]),
          functools.partial(binary_logits, labels=(-1.0, 1.0)), margin_extreme),
+    Case("binary_sparsemax(y, z)", ref_binary_sparsemax,
+         _clear_of_kink(binary_logits, lambda d: (np.abs(d["z"]) - 1.0)), binary_logits_extreme),
     Case("exponential(y, z)", ref_exponential, binary_logits,
          lambda big: {"y": np.array([1.0, 0.0, 1.0, 0.0]), "z": np.array([big, -big, 0.0, 0.0])}),
     Case("cross_entropy_lambda(y, z)", ref_cross_entropy_lambda, intensities,
@@ -926,6 +978,13 @@ CASES: list[Case] = [
                                              reduction="none")),
          _clear_of_kink(score_pairs, lambda d: 0.5 - d["y"] * (d["x1"] - d["x2"])),
          score_pairs_extreme, wrt=("x1", "x2")),
+    # ------------------------------------------------------------------ groups (ranking)
+    Case("softmax_ranking(y, z, q)", ref_softmax_ranking, queries, queries_extreme),
+    Case("softmax_ranking(y, z, q, beta=2.0)",
+         lambda d: ref_softmax_ranking({**d, "z": 2.0 * d["z"]}), queries, queries_extreme),
+    Case("listnet(y, z, q)", ref_listnet, queries, queries_extreme),
+    Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
+         functools.partial(queries_extreme, prediction="p")),
     # ------------------------------------------------------------------ multiclass
     Case("cce(y, p)", ref_cce, class_probabilities, class_probabilities_extreme),
     Case("cce(y, p, label_smoothing=0.1)", functools.partial(ref_cce, smoothing=0.1),
@@ -1186,19 +1245,24 @@ def stencil(case: Case, inputs: Inputs, wrt: str, relative: float = 1e-3) -> Ste
     """Evaluate the float64 value kernel around each element of ``inputs[wrt]``.
 
     A per-sample loss of a vector is perturbed everywhere at once, a per-row loss of a
-    matrix one column at a time, and a batch-level (scalar) loss one element at a time.
+    matrix one column at a time, and a batch-level (scalar) loss or a loss over groups one
+    element at a time.
     """
     x = inputs[wrt]
     wanted = relative * np.maximum(0.1, np.abs(x))  # relative: 0.02 and 1e8 are both resolved
     step = (x + wanted) - x  # a step that is exact in floating point
     loss = compiled(case.call)
 
+    grouped = bool(loss.group_inputs())
+
     def f(shifted: np.ndarray):
-        return loss(**{**inputs, wrt: shifted})
+        value = loss(**{**inputs, wrt: shifted})
+        # a sample's value over groups depends on its group's others: perturb the total
+        return np.sum(value) if grouped else value
 
     out = np.empty((5,) + x.shape)
     offsets = (-2, -1, 0, 1, 2)
-    if np.ndim(f(x)) == 0:  # the loss reduces over the batch itself
+    if np.ndim(f(x)) == 0:  # the loss reduces over the batch itself (or over groups)
         for index in np.ndindex(x.shape):
             for j, offset in enumerate(offsets):
                 shifted = x.copy()

@@ -147,6 +147,13 @@ class Names:
                 + list(self.lengths.values()) + list(self.widths.values()))
 
 
+def offsets_name(axis: str) -> str:
+    """The name under which the kernel takes the offsets of groups' items on ``axis``: where
+    each group's items start in the flat item arrays (and, last, their number). No input can
+    have it: '#' starts a comment."""
+    return f"#offsets:{axis}"
+
+
 def pick_parts(n: Node) -> tuple[Node, Node] | None:
     """(x, labels) when ``n`` is ``rowsum(x * (class_index(y) == y))`` for labels y with one
     value per sample: an input vector, or the labels of ``ignore_index`` read through
@@ -218,9 +225,14 @@ class BodyEmitter:
             return self._use(self.names.scalar(n), self.scalars)
         raise AssertionError(f"{n.op} used before it was computed")  # scheduling bug
 
-    def _class_width(self) -> str:
-        axis = Axis(self.loop.axis).classes()
-        return self._use(self.names.width(axis), self.widths)
+    def _row_bounds(self, axis: str) -> tuple[str, str]:
+        """Where a loop over row ``i``'s elements on ``axis`` starts and stops: ``0`` to the
+        class width, or, for the items of groups, ``offsets[i]`` to ``offsets[i + 1]`` of
+        the flat item arrays."""
+        if Axis(axis).is_ragged:
+            offsets = self._use(self.names.array(offsets_name(axis)), self.arrays)
+            return f"{offsets}[i]", f"{offsets}[i + 1]"
+        return "0", self._use(self.names.width(axis), self.widths)
 
     def _ordered(self, roots: list[Node], row: bool) -> list[Node]:
         """Loop nodes under ``roots`` (per-sample, or per-class when ``row``), args first."""
@@ -250,8 +262,14 @@ class BodyEmitter:
         name = self._fresh()
         if n.op == "input":
             array = self._use(self.names.array(n.value), self.arrays)
-            subscript = "i" if len(n.axes) == 1 else f"i, {index}"
+            if len(n.axes) == 1:
+                subscript = "i"
+            else:  # the items of groups are one flat array: k runs over row i's slice
+                subscript = index if Axis(n.axes[1]).is_ragged else f"i, {index}"
             text = f"T({array}[{subscript}])"
+        elif n.op == "count":  # the number of items of group i
+            start, stop = self._row_bounds(n.value)
+            text = f"T({stop} - {start})"
         elif n.op == "class_index":
             text = f"T({index})"
         elif n.op == "table_row":
@@ -270,10 +288,11 @@ class BodyEmitter:
         for n in self._ordered(roots, row=True):
             self._emit_node(n, indent, index)
 
-    def class_loop(self, width: str) -> str:
-        """The header of a loop over row ``i``'s classes (the CUDA target splits it over the
-        threads of a block for wide rows)."""
-        return f"for k in range({width}):"
+    def class_loop(self, start: str, stop: str) -> str:
+        """The header of a loop over row ``i``'s classes (or its group's items), ``k`` from
+        ``start`` to ``stop`` (the CUDA target splits it over the threads of a block for wide
+        rows)."""
+        return f"for k in range({stop}):" if start == "0" else f"for k in range({start}, {stop}):"
 
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
         saved = dict(self.values)
@@ -288,10 +307,10 @@ class BodyEmitter:
             self._emit_rows([x], indent, "k")
             self.lines.append(f"{indent}{name} = {self.operand(x)}")
         else:
-            width = self._class_width()
+            bounds = self._row_bounds(n.args[0].axes[1])
             start = "T(0.0)" if n.op == "rowsum" else "T(-math.inf)"
             self.lines.append(f"{indent}{name} = {start}")
-            self.lines.append(f"{indent}{self.class_loop(width)}")
+            self.lines.append(f"{indent}{self.class_loop(*bounds)}")
             self._emit_rows([n.args[0]], indent + "    ", "k")
             item = self.operand(n.args[0])
             if n.op == "rowsum":
@@ -312,13 +331,15 @@ class BodyEmitter:
             if len(o.axes) == 1:
                 out = self.names.output(o.name)
                 self.lines.append(f"{indent}{out}[i] = {self.operand(o.node)}")
-        if row_outputs:
+        for axis in dict.fromkeys(o.axes[1] for o in row_outputs):
             saved = dict(self.values)
-            self.lines.append(f"{indent}{self.class_loop(self._class_width())}")
-            self._emit_rows([o.node for o in row_outputs], indent + "    ", "k")
-            for o in row_outputs:
+            on_axis = [o for o in row_outputs if o.axes[1] == axis]
+            subscript = "k" if Axis(axis).is_ragged else "i, k"
+            self.lines.append(f"{indent}{self.class_loop(*self._row_bounds(axis))}")
+            self._emit_rows([o.node for o in on_axis], indent + "    ", "k")
+            for o in on_axis:
                 out = self.names.output(o.name)
-                self.lines.append(f"{indent}    {out}[i, k] = {self.operand(o.node)}")
+                self.lines.append(f"{indent}    {out}[{subscript}] = {self.operand(o.node)}")
             self.values = saved
         returns = [self.operand(r.args[0]) for r in self.loop.reductions]
         outputs = [self.names.output(o.name) for o in self.loop.outputs]

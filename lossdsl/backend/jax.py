@@ -266,6 +266,53 @@ def class_index(T: type, samples: int | None, width: int) -> Any:
     return index if samples is None else jnp.broadcast_to(index, (samples, width))
 
 
+# Groups (groupsum(e, g) and its kin): each sample's segment is the rank of its group id
+# among the distinct ids, so a group's values are one segment of a segment sum. The number of
+# groups is not static under jit, so per-group arrays have one slot per sample: the slots past
+# the last group are empty (a sum of nothing) and nothing reads them.
+
+def segment_ids(ids: Any) -> Any:
+    """Each sample's segment: the rank of its group id among the distinct ids."""
+    jnp = _jnp()
+    return jnp.unique(ids, return_inverse=True, size=ids.shape[0])[1].reshape(ids.shape)
+
+
+def segment_sum(x: Any, segments: Any) -> Any:
+    """The sum over each group (a slot per sample)."""
+    import jax
+
+    return jax.ops.segment_sum(x, segments, num_segments=segments.shape[0])
+
+
+def segment_max(x: Any, segments: Any) -> Any:
+    """The largest value of each group (NaN propagates, as the kernels' row maximum)."""
+    import jax
+
+    jnp = _jnp()
+    found = jax.ops.segment_max(x, segments, num_segments=segments.shape[0])
+    has_nan = segment_sum(jnp.isnan(x).astype(x.dtype), segments) > 0
+    return jnp.where(has_nan, jnp.asarray(math.nan, x.dtype), found)
+
+
+def group_sizes(T: type, segments: Any) -> Any:
+    """The number of samples of each group (0 in the empty slots)."""
+    jnp = _jnp()
+    return segment_sum(jnp.ones(segments.shape, T), segments)
+
+
+def group_count(segments: Any) -> Any:
+    """The number of groups."""
+    jnp = _jnp()
+    return jnp.max(segments, initial=-1) + 1
+
+
+def in_groups(values: Any, segments: Any) -> Any:
+    """Per-group ``values`` with the empty slots zeroed (what a sum over groups adds)."""
+    jnp = _jnp()
+    used = jnp.arange(segments.shape[0]) < group_count(segments)
+    return jnp.where(used, values, jnp.zeros_like(values))
+
+
 # ---------------------------------------------------------------------------------------------
 # The printer
 
@@ -291,30 +338,40 @@ class JaxPrinter(NodeVisitor[str]):
     pass_arguments = True
 
     def __init__(self, inputs: Mapping[str, str], params: Mapping[str, str],
-                 lengths: Mapping[str, str]):
+                 lengths: Mapping[str, str], groups: Mapping[str, str] | None = None):
         super().__init__()
         self.inputs = dict(inputs)
         self.params = dict(params)
         self.lengths = dict(lengths)
         self.constants: dict[str, str] = {}  # literal -> module-level name
         self.lines: list[str] = []  # the body of run, one assignment per node
+        # grouped samples: items axis (n<d>g) -> the variable holding each sample's segment
+        self.segments: dict[str, str] = {}
+        for number, (items, ids) in enumerate((groups or {}).items()):
+            self.segments[items] = f"seg{number}"
+            self.lines.append(f"        seg{number} = h.segment_ids({ids})")
+            self.lengths.setdefault(items[:-1], f"h.group_count(seg{number})")
 
     def arguments(self, n: Node) -> list[str]:
         return [self._aligned(a, self.visit(a), n) for a in n.args]
+
+    def _segments_of(self, axes: tuple[str, ...] | None) -> str | None:
+        """The segment variable of a value over grouped samples' items (or None)."""
+        return self.segments.get(axes[1]) if axes is not None and len(axes) == 2 else None
 
     def finish(self, n: Node, expression: str) -> str:
         variable = f"v{len(self.lines)}"
         self.lines.append(f"        {variable} = {expression}")
         return variable
 
-    @staticmethod
-    def _aligned(a: Node, name: str, n: Node) -> str:
+    def _aligned(self, a: Node, name: str, n: Node) -> str:
         """``a`` broadcast against ``n``: a per-sample vector meets a per-class matrix row by
-        row (NumPy would align it with the classes)."""
+        row (NumPy would align it with the classes), a group's value each of its samples."""
         if (n.op not in ("rowsum", "rowmax", "sum", "class_index", "table_row")
                 and a.axes is not None and n.axes is not None and len(n.axes) == 2
                 and tuple(a.axes) == tuple(n.axes[:1])):
-            return f"{name}[..., None]"
+            segments = self._segments_of(n.axes)
+            return f"{name}[{segments}]" if segments else f"{name}[..., None]"
         return name
 
     def constant(self, value: float) -> str:
@@ -344,11 +401,17 @@ class JaxPrinter(NodeVisitor[str]):
         return f"jnp.asarray({self.params[n.value]}).astype(T)"
 
     def print_count(self, n):
-        """The length of an axis (from the inputs' shapes), as a ``T`` scalar."""
+        """The length of an axis (from the inputs' shapes), as a ``T`` scalar; per group,
+        the number of its samples."""
+        if n.axes:
+            return f"h.group_sizes(T, {self.segments[n.value]})"
         return f"jnp.asarray({self.length(n.value)}, T)"
 
     def print_class_index(self, n, label):
-        """The class index k of each element of a (N, K) matrix."""
+        """The class index k of each element of a (N, K) matrix (of grouped samples: each
+        sample's own index, which orders a group's samples as the kernels do)."""
+        if self._segments_of(n.axes):
+            return f"jnp.arange({self.length(n.axes[1])}, dtype=T)"
         samples = self.lengths.get(n.axes[0]) if n.axes else None
         return f"h.class_index(T, {samples}, {self.length(n.axes[1])})"
 
@@ -365,6 +428,9 @@ class JaxPrinter(NodeVisitor[str]):
     # ------------------------------------------------------------------ reductions
     def print_rowsum(self, n, x):
         """The sum over a row's classes; ``rowsum(x * onehot(y))`` reads one column."""
+        segments = self._segments_of(n.args[0].axes)
+        if segments:
+            return f"h.segment_sum({x}, {segments})"
         parts = pick_parts(n)
         if parts is not None:
             return f"h.pick({x.removesuffix('[..., None]')}, {self._name_of(parts[1])})"
@@ -372,10 +438,17 @@ class JaxPrinter(NodeVisitor[str]):
 
     def print_rowmax(self, n, x):
         """The largest element of each row (NaN propagates)."""
+        segments = self._segments_of(n.args[0].axes)
+        if segments:
+            return f"h.segment_max({x}, {segments})"
         return f"jnp.max({x}, axis=-1)"
 
     def print_sum(self, n, x):
-        """The sum over the samples."""
+        """The sum over the samples (over groups: of the slots that hold one)."""
+        axes = n.args[0].axes
+        segments = self.segments.get(axes[0] + "g") if axes and len(axes) == 1 else None
+        if segments:
+            return f"jnp.sum(h.in_groups({x}, {segments}))"
         return f"jnp.sum({x})"
 
     def _name_of(self, n: Node) -> str:
@@ -417,13 +490,14 @@ def _module(printer: JaxPrinter, roots: list[Node], arguments: list[str]) -> str
 
 
 def generate(roots: list[Node], inputs: Mapping[str, str], params: Mapping[str, str],
-             lengths: Mapping[str, str]) -> Program:
+             lengths: Mapping[str, str], groups: Mapping[str, str] | None = None) -> Program:
     """The JAX program computing ``roots`` (typed, lowered graphs).
 
     ``inputs``/``params``: loss name -> generated argument name; ``run`` takes the inputs'
     names then the params', in the mappings' order. ``lengths``: axis -> length expression.
+    ``groups``: for grouped samples, their items' axis -> the argument of group ids.
     """
-    printer = JaxPrinter(inputs, params, lengths)
+    printer = JaxPrinter(inputs, params, lengths, groups)
     arguments = list(inputs.values()) + list(params.values())
     source = _module(printer, roots, arguments)
     namespace: dict = {}

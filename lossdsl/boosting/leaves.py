@@ -958,9 +958,18 @@ def _snap_to_kinks(c: np.ndarray, converged: np.ndarray, low: np.ndarray, high: 
 
 
 # ---------------------------------------------------------------------- training helpers
-def check_train_options(num_boost_round: Any, refit: Any) -> int:
-    """The number of rounds, once ``num_boost_round`` and ``refit`` are known to be valid
-    (``refit`` itself is decided after the first round: see :func:`use_refit`)."""
+def check_train_options(num_boost_round: Any, refit: Any,
+                        objective: BoostingObjective | None = None) -> int:
+    """The number of rounds, once ``num_boost_round``, ``refit`` and the ``objective`` are
+    known to be valid (``refit`` itself is decided after the first round: see
+    :func:`use_refit`)."""
+    if objective is not None and objective.group_input is not None:
+        raise LossError(
+            f"this loss groups its rows by '{objective.group_input}' (a ranking loss): a "
+            "leaf's best value then depends on rows outside the leaf, so train() cannot set "
+            "leaves to a minimiser row by row; train with the library's own loop "
+            "(lgb.train(params | {'objective': obj}, Dataset(..., group=)), xgb.train(params, "
+            "DMatrix(..., qid=), obj=obj)), whose Newton leaves use the exact Hessian")
     if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
         raise LossError(f"num_boost_round must be a non-negative integer, not "
                         f"{num_boost_round!r}")

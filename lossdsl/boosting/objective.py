@@ -177,6 +177,23 @@ def as_objective(loss: Any, wrt: str | None = None, label: str | None = None, *,
                              target=target, rows=rows)
 
 
+def group_ids(sizes: Any = None, offsets: Any = None) -> np.ndarray | None:
+    """Each row's group number from a library's groups: the group sizes (LightGBM ``group``,
+    ``Dataset.get_group()``) or the offsets where groups start (XGBoost ``group_ptr``); None
+    when there are none."""
+    if offsets is not None:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.size < 2:
+            return None
+        sizes = np.diff(offsets)
+    if sizes is None:
+        return None
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+    if sizes.size == 0:
+        return None
+    return np.repeat(np.arange(sizes.size), sizes)
+
+
 def repeat_score(score: float | np.ndarray, n: int) -> np.ndarray:
     """A constant raw score (a float, or one per class) repeated for ``n`` rows: (n,) or
     (n, K), as boosters take a start score (``base_margin``, ``init_score``, ``baseline``)."""
@@ -332,7 +349,23 @@ class BoostingObjective:
             raise LossError("hessian_floor must be >= 0, hessian_scale > 0")
         self.loss = definition
         self.inputs = dict(inputs or {})
-        self.label, self.wrt = default_roles(definition, wrt, label, self.inputs)
+        groups = definition.group_inputs
+        if len(groups) > 1:
+            raise LossError(f"this loss groups its rows by {', '.join(groups)}: a GBDT gives "
+                            "one grouping (its queries)")
+        #: The input of each row's group id (a query) that the library's groups fill in
+        #: (LightGBM ``group``, XGBoost ``qid``/``group``), unless ``inputs`` gives it.
+        self.group_input: str | None = groups[0] if groups else None
+        if self.group_input is not None and not self.rows_supported:
+            raise LossError(
+                f"this loss groups its rows by '{self.group_input}' (a ranking loss), but "
+                f"{self.library} calls Python objectives on batches of rows (1000, then 500 "
+                "at a time; permuted with ordered boosting) and passes no group ids, so no call "
+                "sees a whole group. Train it through LightGBM (group=) or XGBoost (qid=), or "
+                "use CatBoost's own group losses (QueryRMSE, QuerySoftMax, YetiRank) with "
+                "group_id")
+        self.label, self.wrt = default_roles(
+            definition, wrt, label, {**dict.fromkeys(groups), **self.inputs})
         self.params = {**compiled_params, **dict(params or {})}
         self.hessian = hessian
         self.hessian_floor = float(hessian_floor)
@@ -500,6 +533,7 @@ class BoostingObjective:
                 return True
         arguments[self.label] = np.repeat(labels, residuals.size)
         arguments[self.wrt] = arguments[self.label] + np.tile(residuals, labels.size)
+        self._probe_groups(arguments, n)
         try:
             with np.errstate(all="ignore"):
                 gradient, hessian = self._summed.compute(False, (self.wrt,), (self.wrt,),
@@ -522,7 +556,7 @@ class BoostingObjective:
                 arguments[name] = array[np.arange(n) % array.shape[0]]
             else:
                 arguments[name] = value
-        return arguments
+        return self._probe_groups(arguments, n)
 
     def _probe_gradient(self, arguments: dict[str, Any]) -> np.ndarray | None:
         """The per-row gradient on probe rows (None when the kernel refuses them). Runs the
@@ -835,15 +869,33 @@ class BoostingObjective:
             raise LossShapeError(f"multiclass labels must be integers in [0, {num_class})")
         return classes
 
-    def loss_inputs(self, label: Any, prediction: Any, device: Any = None) -> dict[str, Any]:
+    def loss_inputs(self, label: Any, prediction: Any, device: Any = None,
+                    groups: Any = None) -> dict[str, Any]:
         """The kernel's inputs; with ``device`` (CuPy) the per-row inputs are its arrays,
-        copied over once."""
+        copied over once. ``groups``: each row's group id, from the library, for a loss that
+        groups its rows (see :attr:`group_input`)."""
         arguments = dict(self.inputs)
         if device is not None:
             for name in self.row_inputs():
                 arguments[name] = self._on_device(device, "input " + name, self.inputs[name])
+        if self.group_input is not None and self.group_input not in arguments:
+            if groups is None:
+                raise LossError(
+                    f"this loss groups its rows by '{self.group_input}' (groupsum and its kin), "
+                    f"but {self.library} gave no groups: train on a Dataset built with group= "
+                    "(LightGBM, or LGBMRanker.fit(..., group=)) or a DMatrix built with qid= or "
+                    f"group= (XGBoost's xgb.train), or pass inputs={{'{self.group_input}': ids}} "
+                    "with rows=")
+            arguments[self.group_input] = groups
         arguments[self.label] = label
         arguments[self.wrt] = prediction
+        return arguments
+
+    def _probe_groups(self, arguments: dict[str, Any], n: int) -> dict[str, Any]:
+        """``arguments`` of ``n`` probe rows with, for a loss that groups its rows and was not
+        given the groups, each probe row a group of its own."""
+        if self.group_input is not None and self.group_input not in arguments:
+            arguments[self.group_input] = np.arange(n)
         return arguments
 
     def _on_device(self, device: Any, key: str, array: np.ndarray | None) -> Any:
@@ -875,10 +927,12 @@ class BoostingObjective:
 
     # ------------------------------------------------------------------ derivatives
     def gradients(self, label: Any, prediction: np.ndarray, weight: Any = None, *,
-                  container: Any = None, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                  container: Any = None, reuse: bool = False,
+                  groups: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(gradient, Hessian) of the weighted loss w.r.t. each raw score, shaped like it.
 
         ``container``: the DMatrix/Dataset the labels came from, checked against ``rows``.
+        ``groups``: each row's group id (a query), for a loss that groups its rows.
         ``reuse``: write into the arrays this thread's previous call of the same shapes and
         dtypes returned (steady-state rounds allocate nothing and fault no pages in), for a
         caller that hands the arrays to a library which is done with them when its call
@@ -894,11 +948,12 @@ class BoostingObjective:
             self._probe_dtypes = (y.dtype if y.dtype.kind == "f" else np.float64,
                                   prediction.dtype, None if w is None else w.dtype)
         if device is None:
-            arguments, w_in, p_in = self.loss_inputs(y, prediction), w, prediction
+            arguments, w_in, p_in = self.loss_inputs(y, prediction, groups=groups), w, prediction
         else:  # the kernels read and write device arrays: results stay on the GPU
             p_in = device.asarray(prediction)
             w_in = self._on_device(device, "weight", w)
-            arguments = self.loss_inputs(self._on_device(device, "label", y), p_in, device)
+            arguments = self.loss_inputs(self._on_device(device, "label", y), p_in, device,
+                                         groups)
         wrt = (self.wrt,)
         buffers_key = None
         given: dict[str, np.ndarray] | None = None
@@ -1112,26 +1167,30 @@ class BoostingObjective:
             hessian[...] = self._constant_hessian(hessian, w)
 
     def value(self, label: Any, prediction: np.ndarray, weight: Any = None, *,
-              container: Any = None) -> float:
-        """The (weighted) mean loss at raw scores ``prediction``: a metric."""
+              container: Any = None, groups: Any = None) -> float:
+        """The (weighted) mean loss at raw scores ``prediction``: a metric (``groups``: each
+        row's group id, for a loss that groups its rows)."""
         self.check_rows(label, container)
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
-        return float(self.mean_loss(sample_weight=w, **self.loss_inputs(y, prediction)))
+        return float(self.mean_loss(sample_weight=w,
+                                    **self.loss_inputs(y, prediction, groups=groups)))
 
     def base_margin(self, label: Any, sample_weight: Any = None,
-                    num_class: int | None = None, *, unbounded: str = "raise") -> np.ndarray:
+                    num_class: int | None = None, *, unbounded: str = "raise",
+                    groups: Any = None) -> np.ndarray:
         """The optimal constant raw score repeated for every row: (n,), or (n, K) for a loss
         over classes (XGBoost ``base_margin``, LightGBM ``init_score``, CatBoost
-        ``baseline``). ``unbounded``: as in :meth:`init_score`."""
-        score = self.init_score(label, sample_weight, num_class, unbounded=unbounded)
+        ``baseline``). ``unbounded`` and ``groups``: as in :meth:`init_score`."""
+        score = self.init_score(label, sample_weight, num_class, unbounded=unbounded,
+                                groups=groups)
         return repeat_score(score, np.asarray(label).shape[0])
 
     # ------------------------------------------------------------------ init score
     def init_score(self, label: Any, weight: Any = None, num_class: int | None = None, *,
                    unbounded: str = "raise", max_iter: int = 200,
-                   xtol: float = 1e-10) -> float | np.ndarray:
+                   xtol: float = 1e-10, groups: Any = None) -> float | np.ndarray:
         """The optimal constant raw score: ``argmin_c sum_i w_i l(y_i, c)``.
 
         A float, or a vector of ``num_class`` scores for losses over classes (and for
@@ -1161,6 +1220,9 @@ class BoostingObjective:
         With ``like=`` a built-in over classes, the scores are shifted (the loss does not
         change) to the built-in's own start: summing to 0 (XGBoost) or log-probabilities
         (LightGBM); with ``like="huber"`` it is LightGBM's start, the labels' weighted mean.
+
+        ``groups``: each row's group id, for a loss that groups its rows (a listwise ranking
+        loss, which no constant changes, starts at 0).
         """
         if unbounded not in ("raise", "surrogate"):
             raise LossError(f"unbounded={unbounded!r}: expected 'raise' or 'surrogate'")
@@ -1178,14 +1240,14 @@ class BoostingObjective:
                 labels = self.label_array(y, (n,))
                 if self._start_convention == "label_mean":
                     return float(np.average(labels, weights=w))
-                return self._solve_1d(labels, w, (n,), max_iter, xtol, None)
+                return self._solve_1d(labels, w, (n,), max_iter, xtol, None, groups)
             shape = (n, num_class)
             labels = self.label_array(y, shape)
             if not self.class_axis:  # elementwise over columns: each its own 1-D problem
                 scores = np.empty(num_class)
                 for k in range(num_class):
                     column = np.ascontiguousarray(labels[:, k])
-                    scores[k] = self._solve_1d(column, w, (n,), max_iter, xtol, k)
+                    scores[k] = self._solve_1d(column, w, (n,), max_iter, xtol, k, groups)
                 return scores
             scores = self._newton_classes(labels, w, shape, max_iter, xtol)
             return self._start_convention_of(scores, labels, w)
@@ -1247,12 +1309,19 @@ class BoostingObjective:
         return shifted
 
     def _solve_1d(self, labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
-                  max_iter: int, xtol: float, column: int | None) -> float:
+                  max_iter: int, xtol: float, column: int | None,
+                  groups: Any = None) -> float:
         def totals(score: float) -> tuple[float, float, float]:
             prediction = np.full(shape, score, dtype=np.float64)
             value, gradient, hessian = self._summed.compute(
-                True, (self.wrt,), (self.wrt,), self.loss_inputs(labels, prediction), w)
-            return float(value), float(np.sum(gradient)), float(np.sum(hessian))
+                True, (self.wrt,), (self.wrt,),
+                self.loss_inputs(labels, prediction, groups=groups), w)
+            total = float(np.sum(gradient))
+            if math.isfinite(total) and abs(total) <= 1e-12 * float(np.sum(np.abs(gradient))):
+                # the rows' gradients cancel to rounding: stationary (a listwise ranking
+                # loss, which no constant changes, is so everywhere)
+                total = 0.0
+            return float(value), total, float(np.sum(hessian))
 
         finite = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
         scale = float(np.max(np.abs(finite))) if finite.size else 1.0

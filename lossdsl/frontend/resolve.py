@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import LossArityError, LossError, LossNameError, LossSyntaxError, Span, did_you_mean
 from ..ir.build import make
 from ..ir.node import Node, constant, node, toposort
-from ..ops.primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS
+from ..ops.primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS, GROUP_REDUCTIONS
 from ..reference import evaluate
 from . import ast
 from .parse import parse, parse_all
@@ -425,6 +425,13 @@ class Lowerer:
             if count.op == "const" and count.value == 1.0:
                 return value
             return node("count_as", (value, count), None, None)
+        if name in GROUP_REDUCTIONS:
+            values, groups = args
+            if groups.op != "input":
+                raise LossArityError(
+                    f"{name}'s second argument must be an input: the group id of each sample "
+                    "(a query, a customer, an image), bound at call time", e.args[1].span)
+            return make(GROUP_REDUCTIONS[name], (node("group", (values, groups), None, None),))
         if name == "pick":
             z, labels = args
             if z.op in ("const", "param") and labels.op not in ("const", "param"):

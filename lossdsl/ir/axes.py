@@ -5,6 +5,10 @@ kernels name their length variables after it (so the spelling is part of the gol
 
 * ``n<d>``        the samples of sample domain ``d`` (inputs that share a length share it),
 * ``n<d>k``       the classes of the rows of domain ``d`` (an (N, K) matrix's second axis),
+* ``n<d>g``       the items of each group of domain ``d``, when ``groupsum(e, g)`` and its
+                  kin group the samples: the samples' axis ``n<d>`` then counts the groups,
+                  and each group's items are a row of varying length (a *ragged* row: the
+                  kernels loop over ``offsets[i]`` to ``offsets[i + 1]`` of the item arrays),
 * ``t<d>``        the rows of the ``d``-th lookup table (a cost matrix's label axis).
 
 A ``count`` leaf holds the length of an axis, or ``n<d>#kept``: the number of samples of
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-_SPELLING = re.compile(r"(?P<kind>[nt])(?P<number>\d+)(?P<classes>k?)")
+_SPELLING = re.compile(r"(?P<kind>[nt])(?P<number>\d+)(?P<classes>[kg]?)")
 _KEPT = "#kept"
 
 
@@ -32,7 +36,8 @@ class Axis(str):
             return spelling
         match = _SPELLING.fullmatch(spelling)
         if not match or (match["kind"] == "t" and match["classes"]):
-            raise ValueError(f"not an axis: {spelling!r} (axes are n<d>, n<d>k and t<d>)")
+            raise ValueError(f"not an axis: {spelling!r} (axes are n<d>, n<d>k, n<d>g and "
+                             "t<d>)")
         return super().__new__(cls, spelling)
 
     @classmethod
@@ -62,11 +67,17 @@ class Axis(str):
 
     @property
     def is_samples(self) -> bool:
-        return self.startswith("n") and not self.endswith("k")
+        return self.startswith("n") and not self.endswith(("k", "g"))
 
     @property
     def is_classes(self) -> bool:
-        return self.endswith("k")
+        """Whether this is the second axis of a row: a class axis, or a group's items."""
+        return self.endswith(("k", "g"))
+
+    @property
+    def is_ragged(self) -> bool:
+        """Whether this is the items of groups (rows of varying length), ``n<d>g``."""
+        return self.endswith("g")
 
     @property
     def is_table_rows(self) -> bool:
@@ -78,8 +89,15 @@ class Axis(str):
             raise ValueError(f"only a sample axis has a class axis, not {self!r}")
         return Axis(self + "k")
 
+    def items(self) -> Axis:
+        """The items of the groups of this sample axis: ``n<d>`` -> ``n<d>g``."""
+        if not self.is_samples:
+            raise ValueError(f"only a sample axis has groups, not {self!r}")
+        return Axis(self + "g")
+
     def samples_of(self) -> Axis:
-        """The sample axis whose rows this class axis spans: ``n<d>k`` -> ``n<d>``."""
+        """The sample axis whose rows this class (or items) axis spans: ``n<d>k`` ->
+        ``n<d>``."""
         if not self.is_classes:
             raise ValueError(f"not a class axis: {self!r}")
         return Axis(self[:-1])

@@ -58,9 +58,10 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
     if op == "rowsum" or op == "rowmax":
         return args[0].axes[:1]
     if op == "class_index":
-        if not args[0].axes:
+        if not args[0].axes or given is not None:
             # a scalar label (pick(z, 1), onehot(1)) names no sample domain of its own: the
             # class axis is the one it meets, which shapes.specialize infers and passes in
+            # (and a row maximum's derivative names the axis of its row: classes or items)
             return given
         sample = Axis(args[0].axes[0])
         return (sample, sample.classes())

@@ -8,6 +8,8 @@ A :class:`Node` is ``(op, args, value, axes)``. Structurally equal nodes are the
 * ``()``            a scalar (a constant, a param, a reduction),
 * ``("n0",)``       one value per sample of sample domain ``n0``,
 * ``("n0", "n0k")`` one value per sample and class (the class axis of ``n0``),
+* ``("n0", "n0g")`` one value per item of each group, when the samples are grouped (rows of
+  varying length; ``n0`` then counts the groups),
 * ``None``          not yet known (the graph straight out of ``resolve.py``).
 
 The operations themselves (their arity and kind) are listed in ``primitives.py``.
@@ -101,6 +103,14 @@ def _unflatten(records: list[tuple]) -> Node:
 def constant(value: float) -> Node:
     """A numeric constant (a scalar)."""
     return node("const", (), float(value), ())
+
+
+def axis_length(axis: str) -> Node:
+    """The length of ``axis`` along a row: a ``count`` leaf, a scalar, except for the items of
+    groups (``n<d>g``), whose number is each group's own (one value per group)."""
+    if axis.endswith("g"):
+        return node("count", (), axis, (axis[:-1],))
+    return node("count", (), axis, ())
 
 
 def is_constant(n: Node, value: float | None = None) -> bool:

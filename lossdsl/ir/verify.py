@@ -11,8 +11,8 @@ not in a kernel that computes the wrong thing:
 * leaves carry what they stand for: a constant's value is a float (any, infinities and NaN
   included), an input's or param's a name, a count's the axis it counts;
 * axes, once known, agree with the operation's kind (the conventions of ``node.py`` and
-  ``shapes.py``: sample axes ``n<d>``, their class axes ``n<d>k``, a table's row axis
-  ``t<d>``):
+  ``shapes.py``: sample axes ``n<d>``, their class axes ``n<d>k`` or a group's items
+  ``n<d>g``, a table's row axis ``t<d>``):
 
   - ``elementwise`` (and ``count_as``): the broadcast of the arguments' axes, each
     argument's axes a prefix of the result's (a sample vector meets a class matrix row-wise),
@@ -146,7 +146,9 @@ def _is_sample_axis(axis: object) -> bool:
 
 
 def _is_class_matrix(axes: tuple) -> bool:
-    return len(axes) == 2 and _is_sample_axis(axes[0]) and axes[1] == Axis(axes[0]).classes()
+    """``(n<d>, n<d>k)``, or the ragged rows ``(n<d>, n<d>g)`` of grouped samples."""
+    return (len(axes) == 2 and _is_sample_axis(axes[0])
+            and axes[1] in (Axis(axes[0]).classes(), Axis(axes[0]).items()))
 
 
 def _counts_an_axis(name: str) -> bool:
@@ -227,6 +229,11 @@ class _Verifier:
         elif n.op == "count" and not _counts_an_axis(n.value):
             raise InvalidGraphError("a count counts an axis ('n<d>', 'n<d>k') or the samples "
                                     "kept ('n<d>#kept')", n)
+        if n.op == "count" and n.axes and counted_axis(n.value)[0].is_ragged:
+            if n.axes != (counted_axis(n.value)[0].samples_of(),):
+                raise InvalidGraphError("the items of each group are counted per group: a "
+                                        "count of n<d>g has the axes () or (n<d>,)", n)
+            return
         if n.op != "input":
             if n.axes != ():
                 raise InvalidGraphError(f"a '{n.op}' is a scalar: its axes are ()", n)

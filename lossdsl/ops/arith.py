@@ -121,6 +121,13 @@ def h_sign(x):
               "minimum"),
     _extremum("max", ">=", np.greater_equal, "larger", "ge", "lt", lambda t: t.maximum,
               "maximum"),
+    # along(v, g): a value per group given to each sample of the group (g: the samples' group
+    # ids), so that sums and means over samples count every sample (shapes.py adds it)
+    Op("along", 2, doc="a, for each element of b (a group's value for each of its samples)",
+       reference=lambda a, b: a + np.zeros_like(b),
+       partials=lambda build, n, a, b, wanted: [_ONE, _ZERO],
+       kernel=lambda printer, n, a, b: a, latex=NOTATION,
+       torch=lambda t: lambda a, b: a + t.zeros_like(b), jax="{0} + jnp.zeros_like({1})"),
     Op("stop_gradient", 1, doc="the value of x, derivative 0", reference=lambda x: x,
        partials=_zero_partials, kernel="{0}", latex=NOTATION,
        torch=lambda t: lambda x: x.detach(), jax="lax.stop_gradient({0})",

@@ -16,8 +16,8 @@ from .structural import CLASS_VECTOR
 
 __all__ = [
     "CLASS_INDEX", "CLASS_VECTOR", "COMPARISONS", "CONSTANTS", "COUNT_AS", "ELEMENTWISE",
-    "FUNCTIONS", "LANGUAGE_FUNCTIONS", "LEAF", "LOGICAL", "OPERATIONS", "REDUCE", "ROW",
-    "SHAPE_MACROS", "TABLE_ROW",
+    "FUNCTIONS", "GROUP_REDUCTIONS", "LANGUAGE_FUNCTIONS", "LEAF", "LOGICAL", "OPERATIONS",
+    "REDUCE", "ROW", "SHAPE_MACROS", "TABLE_ROW",
 ]
 
 
@@ -41,6 +41,12 @@ OPERATIONS: dict[str, Op] = {op.name: op for op in operations()}
 #: ``prelude/core.loss``.
 LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
     "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1), "onehot": (1, 2),
+    "groupsum": (2, 2), "groupmax": (2, 2), "groupmean": (2, 2),
+}
+
+#: The group reductions of the language, and the row reduction each is over a group's items.
+GROUP_REDUCTIONS: dict[str, str] = {
+    "groupsum": "rowsum", "groupmax": "rowmax", "groupmean": "rowmean",
 }
 
 # Functions a loss text may call, with (minimum, maximum) argument counts: the primitives

@@ -10,6 +10,12 @@ Kinds: ``row`` reduces the class axis of each row, ``reduce`` sums over the samp
 a scalar, ``leaf`` takes no arguments (the class index's one argument only fixes its domain),
 ``gather`` reads a lookup table by labels, ``count`` weighs samples in a mean's denominator,
 ``macro`` names user-facing functions that ``shapes.py`` expands once shapes are known.
+
+Groups: ``groupsum(e, g)`` (and ``groupmax``, ``groupmean``) is ``rowsum(group(e, g))``. The
+``group`` macro says that the samples of ``e``'s domain are grouped by the ids in input ``g``;
+``shapes.py`` then lays every per-sample input of that domain out as ragged rows, one row per
+group (axes ``(n<d>, n<d>g)``), so that a group's reductions are row reductions, with their
+exact derivatives, and removes the macro.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ register(
     # expands them
     Op("mean", 1, "macro", doc="the mean over the samples", callable_as="mean"),
     Op("rowmean", 1, "macro", doc="the mean of each row", callable_as="rowmean"),
+    # group(e, g): e's values seen as the rows of the groups of g (what groupsum builds)
+    Op("group", 2, "macro", doc="the values of e as rows, one row per group id of g"),
 )
 
 #: ``table_row``'s value for a per-class vector ``classvec(w)`` (a one-row table)

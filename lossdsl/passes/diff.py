@@ -25,7 +25,7 @@ import math
 
 from ..errors import LossError
 from ..ir.build import make
-from ..ir.node import Node, constant, depends_on, node, toposort
+from ..ir.node import Node, axis_length, constant, depends_on, node, toposort
 from ..ops import find
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
@@ -62,7 +62,7 @@ def _first_maximum(row_maximum: Node) -> Node:
     """1 at the first class k where ``rowmax(x)`` is attained, else 0: the derivative of
     ``rowmax(x)`` with respect to ``x``, ties going to the first, as for ``max``."""
     x = row_maximum.args[0]
-    k = make("class_index", (row_maximum,))
+    k = make("class_index", (row_maximum,), None, x.axes)  # x's row axis: classes or items
     # the first index of a maximum is -max over the maxima of -k
     candidates = _m("where", _m("eq", x, row_maximum), _m("neg", k), constant(-math.inf))
     first = _m("neg", _m("rowmax", candidates))
@@ -81,7 +81,7 @@ def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None
         return value
     if len(full) == 2 and len(axes) < 2:
         value = (_m("rowsum", value) if len(value.axes) == 2
-                 else _m("mul", value, node("count", (), full[1], ())))
+                 else _m("mul", value, axis_length(full[1])))
     if len(axes) == 0:
         value = (_m("sum", value) if len(value.axes) == 1
                  else _m("mul", value, node("count", (), full[0], ())))
@@ -221,7 +221,7 @@ class _Diagonal:
             if axis in through.axes:
                 reduced = _m(reduce_op, through)
             else:  # the same for every element: a sum of it would no longer know its axis
-                reduced = _m("mul", through, node("count", (), axis, ()))
+                reduced = _m("mul", through, axis_length(axis))
             total = _m("add", total, _m("mul", reduced, (yield (leaf, seed, frozen))))
         return total
 

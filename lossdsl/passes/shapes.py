@@ -13,12 +13,13 @@ rather than per sample, and drops the samples whose label is ``ignore_index``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import LossShapeError, Span
 from ..ir.axes import Axis
 from ..ir.build import make
-from ..ir.node import Node, constant, node, rebuild, toposort
+from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
 from ..ops.primitives import CLASS_VECTOR
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
@@ -61,6 +62,9 @@ class Specialized:
     # every label read (pick, onehot, rowof): the label (an input, param or constant node)
     # and the axis it indexes, whose length it must stay below
     labels: list[tuple[Node, str]] = field(default_factory=list)
+    # grouped samples: sample axis (which then counts the groups) -> the input holding each
+    # sample's group id (groupsum(e, g) and its kin)
+    groups: dict[str, str] = field(default_factory=dict)
 
 
 def _role(rank: int) -> str:
@@ -144,6 +148,14 @@ def specialize(
     nodes = toposort([graph])
     tables = _table_inputs(nodes, ranks, spans)
     inferred = infer_domains(nodes, ranks, order, tables, spans)
+    groups = _groupings(nodes, inferred, ranks, spans)
+    if groups:
+        # every per-sample input of a grouped domain holds one value per item of a group
+        ragged = frozenset(name for name, domain in inferred.input_domain.items()
+                           if inferred.domains.find(domain) in groups)
+        inferred = infer_domains(nodes, ranks, order, tables, spans, ragged)
+        inferred.groups = {inferred.domains.find(inferred.input_domain[g]): g
+                           for g in groups.values()}
     result = name_axes(graph, inferred, nodes, ranks, order, tables)
     result.graph = expand_shape_macros(graph, inferred, result, tables)
     _check_class_widths(result, spans)
@@ -161,16 +173,20 @@ class Domains:
     input_domain: dict[str, int]  # input name -> its domain variable
     shape: dict[int, tuple[int | None, bool]]  # node id -> (domain variable, has class axis)
     names: dict[int, Axis] = field(default_factory=dict)  # domain root -> its sample axis
+    groups: dict[int, str] = field(default_factory=dict)  # grouped domain root -> group ids
 
     def axes_of(self, domain: int | None, rows: bool) -> tuple[str, ...]:
-        """The axis names of a value in ``domain``, with its class axis when ``rows``."""
+        """The axis names of a value in ``domain``, with its class axis (or, for grouped
+        samples, its group's items) when ``rows``."""
         if domain is None:
             return ()
         root = self.domains.find(domain)
         if root not in self.names:
             self.names[root] = Axis.samples(len(self.names))
         sample = self.names[root]
-        return (sample, sample.classes()) if rows else (sample,)
+        if not rows:
+            return (sample,)
+        return (sample, sample.items() if root in self.groups else sample.classes())
 
     def axes(self, n: Node) -> tuple[str, ...]:
         """The axis names of node ``n``."""
@@ -178,9 +194,11 @@ class Domains:
 
 
 def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ...],
-                  tables: list[str], spans: dict[str, Span]) -> Domains:
+                  tables: list[str], spans: dict[str, Span],
+                  ragged: frozenset[str] = frozenset()) -> Domains:
     """Which values share a sample axis (union-find over the inputs' domains) and which have a
-    class axis, for the nodes of a graph in topological order."""
+    class axis, for the nodes of a graph in topological order. The ``ragged`` inputs are
+    vectors of grouped samples: one value per item of a group's row."""
     domains = _Domains()
     input_domain: dict[str, int] = {}
     shape: dict[int, tuple[int | None, bool]] = {}
@@ -205,7 +223,10 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
     for n in nodes:
         if n.op == "input":
             rank = ranks.get(n.value, 1)
-            shape[id(n)] = (input_domain.get(n.value), rank == 2)
+            shape[id(n)] = (input_domain.get(n.value), rank == 2 or n.value in ragged)
+        elif n.op == "group":  # the items of each group as a row
+            values, groups = (shape[id(a)][0] for a in n.args)
+            shape[id(n)] = (join(values, groups), True)
         elif not n.args:
             shape[id(n)] = (None, False)
         elif n.op == "class_index":
@@ -241,6 +262,39 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
     return Domains(domains, input_domain, shape)
 
 
+def _groupings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
+               spans: dict[str, Span]) -> dict[int, str]:
+    """The grouped sample domains (root -> the input of group ids), checked: the group ids are
+    a vector, one grouping per domain, and nothing in a grouped domain has classes."""
+    groups: dict[int, str] = {}
+    for n in nodes:
+        if n.op != "group":
+            continue
+        ids = n.args[1].value
+        if ranks.get(ids, 1) != 1:
+            raise LossShapeError(f"'{ids}' holds group ids (groupsum and its kin), one per "
+                                 f"sample: it must be a vector (N,), got {_role(ranks[ids])}",
+                                 spans.get(ids))
+        root = inferred.domains.find(inferred.input_domain[ids])
+        if groups.setdefault(root, ids) != ids:
+            raise LossShapeError(f"the samples are grouped both by '{groups[root]}' and by "
+                                 f"'{ids}': a loss groups its samples one way",
+                                 spans.get(ids))
+    for n in nodes:
+        domain, rows = inferred.shape[id(n)]
+        if domain is None or inferred.domains.find(domain) not in groups:
+            continue
+        grouping = groups[inferred.domains.find(domain)]
+        if n.op == "input" and ranks.get(n.value, 1) == 2:
+            raise LossShapeError(f"'{n.value}' is a matrix (N, K), but its samples are grouped "
+                                 f"by '{grouping}': grouped samples have one value each",
+                                 spans.get(n.value))
+        if n.op in ("class_index", "table_row"):
+            raise LossShapeError(f"classes (pick, onehot, rowof, classvec) cannot be read for "
+                                 f"samples grouped by '{grouping}'", spans.get(grouping))
+    return groups
+
+
 def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str, int],
               order: tuple[str, ...], tables: list[str]) -> Specialized:
     """Name the axes (sample domains numbered in input order: "n0", "n1", ...; a class axis
@@ -254,12 +308,19 @@ def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str
     result = Specialized(graph, {})
     for name in order:
         if name in inferred.input_domain:
-            axes = inferred.axes_of(inferred.input_domain[name], ranks.get(name, 1) == 2)
+            domain = inferred.input_domain[name]
+            grouped = inferred.domains.find(domain) in inferred.groups
+            axes = inferred.axes_of(domain, grouped or ranks.get(name, 1) == 2)
             result.input_axes[name] = axes
+            if grouped:  # a vector of items: its length is the items'; the groups' is bound
+                result.axis_sources.setdefault(axes[1], []).append((name, 0))
+                continue
             for dimension, axis in enumerate(axes):
                 result.axis_sources.setdefault(axis, []).append((name, dimension))
         else:
             result.input_axes[name] = ()
+    for root, ids in inferred.groups.items():
+        result.groups[inferred.names[root]] = ids
     # a table's rows are indexed by labels; its columns are the lookup's class axis
     for index, table in enumerate(tables):
         lookup = next(n for n in nodes if n.op == "table_row" and n.args[0].value == table)
@@ -281,6 +342,7 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
     """The graph with typed inputs and axes, and the macros that need the element count
     (``mean``, ``sum`` of a matrix, ``rowmean``) expanded; records ``onehot``'s fixed class
     widths in ``result.fixed_widths``."""
+    group_ids = group_id_nodes(result)
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
         if old.op == "input":
@@ -298,26 +360,49 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
                 return args[0]  # a number for every class
             return node("table_row", args, old.value, inferred.axes(old))
         if old.op == "mean":
-            (x,) = args
+            x = on_every_sample(args[0], group_ids)
             if x.axes == ():
                 return x
             return make("div", (sum_all(x), element_count(x.axes)))
         if old.op == "sum":
-            (x,) = args
+            x = on_every_sample(args[0], group_ids)
             return x if x.axes == () else sum_all(x)
+        if old.op == "group":
+            return args[0]
+        if old.op in ("rowsum", "rowmax", "rowmean") and old.args[0].op == "group":
+            (x,) = args
+            if len(x.axes) < 2:  # the same for every item: groupsum(1, g) counts them
+                items = inferred.axes(old.args[0])[1]
+                return make("mul", (x, axis_length(items))) if old.op == "rowsum" else x
         if old.op == "rowmean":
             (x,) = args
-            return make("div", (make("rowsum", (x,)), node("count", (), x.axes[1], ())))
+            return make("div", (make("rowsum", (x,)), axis_length(x.axes[1])))
         return make(old.op, args, old.value)
 
     (typed,) = rebuild([graph], rule)
     return typed
 
 
+def group_id_nodes(result: Specialized) -> dict[str, Node]:
+    """The typed group ids of each grouped sample axis (which counts the groups)."""
+    return {axis: node("input", (), name, result.input_axes[name])
+            for axis, name in result.groups.items()}
+
+
+def on_every_sample(x: Node, group_ids: Mapping[str, Node]) -> Node:
+    """``x``, where it holds one value per group of grouped samples, given to each sample of
+    the group (``along``): a sum or a mean over the samples then counts every sample, as
+    ``groupsum(e, g)`` promises (one value per sample: its group's)."""
+    if x.axes is not None and len(x.axes) == 1 and x.axes[0] in group_ids:
+        return make("along", (x, group_ids[x.axes[0]]))
+    return x
+
+
 def _check_sample_axes(result: Specialized, spans: dict[str, Span]) -> None:
-    """Every per-sample value needs an input that gives the number of samples."""
+    """Every per-sample value needs an input that gives the number of samples (the group
+    ids give the number of groups)."""
     for n in toposort([result.graph]):
-        if n.axes and n.axes[0] not in result.axis_sources:
+        if n.axes and n.axes[0] not in result.axis_sources and n.axes[0] not in result.groups:
             # constant labels (onehot(1, 3)) or a table read at one (pick(classvec(w), 0))
             culprits = [m.args[0].value for m in toposort([n]) if m.op == "table_row"]
             raise LossShapeError(
@@ -369,7 +454,10 @@ def _check_class_widths(result: Specialized, spans: dict[str, Span]) -> None:
 
 
 def element_count(axes: tuple[str, ...]) -> Node:
-    """The number of elements of a value with these axes (a runtime scalar)."""
+    """The number of elements of a value with these axes (a runtime scalar): of grouped
+    samples' items, the number of items."""
+    if len(axes) == 2 and Axis(axes[1]).is_ragged:
+        return node("count", (), axes[1], ())
     count = constant(1.0)
     for axis in axes:
         count = make("mul", (count, node("count", (), axis, ())))
@@ -541,7 +629,7 @@ def _strip_counts(varying: Node, reduction: str) -> tuple[Node, Node | None]:
             value, count = x.args
             if spine:
                 raise LossShapeError("count_as cannot be nested in another count_as")
-            if len(count.axes) > 1:
+            if len(count.axes) > 1 and not Axis(count.axes[1]).is_ragged:
                 raise LossShapeError("count_as(l, s): s counts each sample, so it must be one "
                                      "number per sample (N,) or a number, not a matrix")
             counts[id(count)] = count
@@ -582,8 +670,12 @@ def _strip_counts(varying: Node, reduction: str) -> tuple[Node, Node | None]:
 
 def objective(expression: Node, reduction: str, weighted: bool,
               ignore_index: float | None = None,
-              labels: list[tuple[Node, str]] | None = None) -> Objective:
+              labels: list[tuple[Node, str]] | None = None,
+              group_ids: Mapping[str, Node] | None = None) -> Objective:
     """Apply ``reduction`` (one of :data:`REDUCTIONS`) and optional sample weights.
+
+    ``group_ids``: the typed group ids of grouped sample axes (:func:`group_id_nodes`): a
+    loss with one value per group is given to each sample of the group.
 
     With ``ignore_index`` (an integer), samples whose label (the one per-sample label input
     among ``labels``, the specialisation's label reads) equals it count for nothing: their
@@ -591,6 +683,7 @@ def objective(expression: Node, reduction: str, weighted: bool,
     "mean" and "batchmean", the weights' total of "weighted_mean").
     """
     varying, scalar = split_additive(expression)
+    varying = on_every_sample(varying, group_ids or {})
     if _holds_count(scalar) or (varying.axes == () and _holds_count(varying)):
         raise LossShapeError(
             "count_as(l, s) counts the samples of a per-sample loss; inside a sum or mean over "
@@ -607,17 +700,24 @@ def objective(expression: Node, reduction: str, weighted: bool,
                 "number (it reduces over samples itself)")
         return Objective(expression, expression, None, None)
     sample_axis = varying.axes[0]
+    # the axes one sample spans: grouped samples are the items of their groups' rows
+    grouped = len(varying.axes) == 2 and Axis(varying.axes[1]).is_ragged
+    sample_axes = varying.axes if grouped else varying.axes[:1]
     varying, count = _strip_counts(varying, reduction)
     kept = label = None
     if ignore_index is not None:
+        if grouped:
+            raise LossShapeError("ignore_index is not supported for grouped samples "
+                                 "(groupsum and its kin); pass sample_weight=0 for the samples "
+                                 "to drop")
         label = _ignored_label(varying, scalar, sample_axis, labels or [])
         kept, varying, count = _without_ignored(varying, label, ignore_index, count)
-    weight = node("input", (), WEIGHT, (sample_axis,)) if weighted else None
+    weight = node("input", (), WEIGHT, sample_axes) if weighted else None
     weighted_terms = make("mul", (weight, varying)) if weighted else varying
     terms = sum_all(weighted_terms)
     # the number of samples, or of samples kept
     samples = (node("count", (), kept_count_name(sample_axis), ()) if kept is not None
-               else element_count(varying.axes[:1]))
+               else element_count(sample_axes))
     if count is not None:
         # count_as(l, s): sample i counts s_i times (PyTorch's class weights: the mean
         # divides by sum(weight[y]) over the samples kept); symbolic, so exact in derivatives
@@ -637,7 +737,8 @@ def objective(expression: Node, reduction: str, weighted: bool,
                               else make("where", (kept, counted, constant(0.0))))
         else:
             weights = samples
-        terms = make("div", (terms, make("mul", (weights, element_count(varying.axes[1:])))))
+        per_sample = element_count(varying.axes[len(sample_axes):])
+        terms = make("div", (terms, make("mul", (weights, per_sample))))
     elif reduction == "batchmean":
         # PyTorch's KLDivLoss(reduction="batchmean"): every element summed, divided by the
         # number of samples (not by samples times classes), weighted or not

@@ -125,6 +125,9 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, n: int = N, k: int = K
         if name in labels:
             inputs[name] = rng.integers(0, k, n)
             continue
+        if name in compiled.group_inputs():  # query ids, in no order: groups of any size
+            inputs[name] = rng.integers(0, 7, n)
+            continue
         if name in tables:  # a K x K lookup table (a cost matrix)
             inputs[name] = rng.uniform(0.0, 5.0, (k, k))
             continue
@@ -168,7 +171,7 @@ def prelude_case(name: str, dtype: type | None = None
         return _PRELUDE_CASES[name, dtype]
     entry = ENTRIES[name]
     cpu = library_loss(name)
-    constants = cpu.label_inputs() | cpu.table_inputs()
+    constants = cpu.constant_inputs()
     wrt = tuple(n for n in cpu.inputs if n not in constants)
     prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
     for kind in ("wide", "unit"):

@@ -31,7 +31,7 @@ DTYPES = ("float64", "float32")
 def kernel_source(compiled: lossdsl.CompiledLoss, dtype: str) -> str:
     """The source of the value + gradient + Hessian kernel of every differentiable input,
     generated but not imported (nothing is compiled)."""
-    constants = compiled.label_inputs() | compiled.table_inputs()
+    constants = compiled.constant_inputs()
     wrt = tuple(name for name in compiled.inputs if name not in constants)
     spec = compiled.specialization(compiled.default_ranks())
     request = compiler.KernelRequest(np.dtype(dtype), compiled.target, True, wrt, wrt)

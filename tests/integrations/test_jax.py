@@ -53,6 +53,8 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict
     for name in compiled.inputs:
         if name in compiled.label_inputs():
             inputs[name] = rng.integers(0, K, N)
+        elif name in compiled.group_inputs():
+            inputs[name] = rng.integers(0, 7, N)
         elif name in compiled.table_inputs():
             inputs[name] = rng.uniform(0.0, 5.0, (K, K))
         else:
@@ -68,7 +70,7 @@ def library_case(name: str):
     first inputs ("wide", else "unit") on which the fused CPU kernel is finite."""
     entry = ENTRIES[name]
     compiled = lossdsl.compile(entry.call_expression())
-    constants = compiled.label_inputs() | compiled.table_inputs()
+    constants = compiled.constant_inputs()
     wrt = tuple(n for n in compiled.inputs if n not in constants)
     prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
     for kind in ("wide", "unit"):
@@ -459,3 +461,24 @@ def test_without_jax_the_import_error_says_what_to_install():
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout
     assert "lossdsl.jax needs JAX" in output and "lossdsl[jax]" in output
+
+
+@pytest.mark.parametrize("text", ["-y * group_log_softmax(s, q)", "groupmax(s, q)",
+                                  "groupsum((s - groupmax(s, q))^2, q) / groupsum(1, q)"])
+def test_group_reductions_print_as_segment_sums_under_jit(text):
+    """Groups in any order, their ids traced too (segments of static size)."""
+    rng = np.random.default_rng(8)
+    data = {"q": rng.choice([3, 10, 11, 40, 41, 99], 40), "y": rng.integers(0, 4, 40) * 1.0,
+            "s": rng.normal(0.0, 1.5, 40)}
+    compiled = lossdsl.compile(text, reduction="sum")
+    d = {name: data[name] for name in compiled.inputs}
+    f = lossdsl.jax.loss(text, reduction="sum")
+    expected_value, expected_gradient = compiled.value_and_grad("s", **d)
+
+    @jax.jit
+    def value_and_grad(s, q):
+        return jax.value_and_grad(lambda s: f(**{**d, "s": s, "q": q}))(s)
+
+    value, gradient = value_and_grad(d["s"], d["q"])
+    assert float(value) == pytest.approx(expected_value, rel=1e-12)
+    np.testing.assert_allclose(np.asarray(gradient), expected_gradient, rtol=1e-12, atol=1e-14)

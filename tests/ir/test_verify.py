@@ -50,7 +50,7 @@ def _stages(compiled: lossdsl.CompiledLoss, weighted: bool,
         raise
     yield "objective", [objective.value, objective.total]
     typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
-    constants = compiled.label_inputs() | compiled.table_inputs()
+    constants = compiled.constant_inputs()
     outputs = [Output("value", objective.value, objective.value.axes)]
     for name in definition.inputs:
         if name in constants or name not in typed:

@@ -3,6 +3,8 @@ derivatives agree with finite differences. Uses the NumPy interpreter (no kernel
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -116,6 +118,9 @@ def test_simplify_is_idempotent(expression):
     expressions(SMOOTH_UNARY, SMOOTH_BINARY, allow_where=False, build=lambda op, *a: make(op, a))
 )
 def test_gradient_and_hessian_match_finite_differences(expression):
+    # an infinite constant (folded from 0^-1) makes a function such as erf(inf + x) constant
+    # only in the limit: the chain rule's 0 * inf there is NaN, the finite difference 0
+    assume(all(math.isfinite(n.value) for n in toposort([expression]) if n.op == "const"))
     total = make(
         "sum",
         (

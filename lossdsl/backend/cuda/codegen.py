@@ -82,8 +82,9 @@ class BlockRowEmitter(BodyEmitter):
     the per-sample math after it runs identically on all of them.
     """
 
-    def class_loop(self, width: str) -> str:
-        return f"for k in range(cuda.threadIdx.x, {width}, ROW_THREADS):"
+    def class_loop(self, start: str, stop: str) -> str:
+        first = "cuda.threadIdx.x" if start == "0" else f"{start} + cuda.threadIdx.x"
+        return f"for k in range({first}, {stop}, ROW_THREADS):"
 
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
         super()._emit_row_reduction(n, name, indent)
