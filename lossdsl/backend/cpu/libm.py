@@ -1,5 +1,5 @@
 """The ``math`` of generated CPU kernels: the standard library's functions, except that
-``exp``, ``expm1``, ``log`` and ``log1p`` are the SIMD-vectorisable versions of
+``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` are the SIMD-vectorisable versions of
 :mod:`lossdsl.backend.cpu.vector_math`.
 
 Numba calls libm for ``math.exp`` and friends, one element at a time, and a loop with such a
@@ -18,8 +18,9 @@ from .vector_math import vexp as exp
 from .vector_math import vexpm1 as expm1
 from .vector_math import vlog as log
 from .vector_math import vlog1p as log1p
+from .vector_math import vtanh as tanh
 
-_VECTORISED = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p}
+_VECTORISED = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "tanh": tanh}
 # names no template text shows: the constants of emit.number, the sqrt that pow's printing
 # function writes, and the rest of what this module always exported
 _ALWAYS = ("floor", "inf", "isinf", "isnan", "nan", "pi", "sqrt", "tan")

@@ -1,4 +1,4 @@
-"""Branch-free, SIMD-vectorisable ``exp``/``expm1``/``log``/``log1p`` for Numba.
+"""Branch-free, SIMD-vectorisable ``exp``/``expm1``/``log``/``log1p``/``tanh`` for Numba.
 
 Why this exists
 ---------------
@@ -9,7 +9,7 @@ instructions, so after inlining ``for i in range(n): out[i] = vexp(a[i])`` vecto
 
 Public API (callable from Python and from ``@njit`` code)::
 
-    vexp(x)   vexpm1(x)   vlog(x)   vlog1p(x)
+    vexp(x)   vexpm1(x)   vlog(x)   vlog1p(x)   vtanh(x)
 
 Each accepts a float64 or float32 scalar and returns the same dtype (integers and booleans
 are promoted to float64).  float32 uses float32 arithmetic throughout (shorter polynomials,
@@ -35,12 +35,18 @@ Algorithms
   Subnormal log arguments are pre-scaled by ``2**54`` (``2**25`` for float32).  Two divisions
   per log1p (one per log) remain; they vectorise (``vdivpd``) and are not the bottleneck.
 
+* tanh: fdlibm's ``tanh`` from ``expm1``: for ``|x| < 1``, ``t = expm1(-2|x|)`` and
+  ``-t/(t + 2)`` (no cancellation); above, ``t = expm1(2|x|)`` and ``1 - 2/(t + 2)``; ``x``
+  itself below ``2**-28`` (``2**-12`` in float32), 1 from 22 on (9 in float32), the sign
+  restored last. One ``expm1`` and one division per element, both vectorised.
+
 All special cases (nan, +-inf, zero, negative, -1 for log1p, overflow/underflow for exp) are
 resolved by ``select``s computed alongside the main path, never by branches.
 
 Accuracy (``python3 tests/backend/test_vector_math.py``, ~10**7 samples per function and dtype, full
 ranges, tiny/huge/subnormal arguments and results): at most 1 ulp from glibc libm in float64, and at
-most 1 ulp from the float64 libm result rounded to float32 for float32 inputs, with or without FMA.
+most 1 ulp from the float64 libm result rounded to float32 for float32 inputs, with or without FMA;
+tanh at most 3 ulp (expm1's ulp, then the quotient's roundings; 2 * 10**6 samples per range).
 Subnormal exp results are within 1 ulp as well (single rounding, no flush to zero).
 
 Notes
@@ -71,7 +77,7 @@ from numba import njit, types
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, overload
 
-__all__ = ["vexp", "vexpm1", "vlog", "vlog1p"]
+__all__ = ["vexp", "vexpm1", "vlog", "vlog1p", "vtanh"]
 
 _JIT_OPTS = {"error_model": "numpy", "cache": True}
 
@@ -484,6 +490,38 @@ def _log1p_f32(x):
     return _F_NAN if x < -_F_ONE else res
 
 
+_TANH_TINY = 2.0**-28  # tanh(x) rounds to x below this (x^3/3 < half an ulp of x)
+_TANH_ONE = 22.0  # tanh(x) rounds to 1 from here on (fdlibm's threshold)
+_F_TANH_TINY = np.float32(2.0**-12)
+_F_TANH_ONE = np.float32(9.0)
+
+
+@njit(**_JIT_OPTS)
+def _tanh_f64(x):
+    a = abs(x)
+    small = a < 1.0
+    t = _expm1_f64(-2.0 * a if small else 2.0 * (a if a < _TANH_ONE else _TANH_ONE))
+    q = (-t if small else 2.0) / (t + 2.0)
+    z = q if small else 1.0 - q
+    z = 1.0 if a >= _TANH_ONE else z
+    res = -z if x < 0.0 else z
+    res = x if a < _TANH_TINY else res  # tiny, +-0, subnormal: tanh(x) == x
+    return x if x != x else res
+
+
+@njit(**_JIT_OPTS)
+def _tanh_f32(x):
+    a = abs(x)
+    small = a < _F_ONE
+    t = _expm1_f32(-_F_TWO * a if small else _F_TWO * (a if a < _F_TANH_ONE else _F_TANH_ONE))
+    q = (-t if small else _F_TWO) / (t + _F_TWO)
+    z = q if small else _F_ONE - q
+    z = _F_ONE if a >= _F_TANH_ONE else z
+    res = -z if x < _F_ZERO else z
+    res = x if a < _F_TANH_TINY else res
+    return x if x != x else res
+
+
 # --------------------------------------------------------------------------------------------
 # Type-generic public entry points.  An @overload'ed stub picks the kernel from the argument
 # type at compile time; the thin @njit wrapper makes it callable from Python as well.
@@ -529,6 +567,12 @@ vlog = _make_generic(
     _log_f64,
     _log_f32,
     "log(x); log(0) = -inf, log(x<0) = nan, log(inf) = inf, subnormal x handled.",
+)
+vtanh = _make_generic(
+    "vtanh",
+    _tanh_f64,
+    _tanh_f32,
+    "tanh(x); tanh(+-inf) = +-1, -0.0 and tiny x returned exactly, nan -> nan.",
 )
 vlog1p = _make_generic(
     "vlog1p",
