@@ -16,6 +16,9 @@ target (through ``__cuda_array_interface__``) when that target is available.
 With ``reduction="none"`` the forward pass returns per-sample values and the backward pass
 runs one gradient kernel with the incoming per-sample gradients as sample weights (the
 vector-Jacobian product of a per-sample loss), so it needs no second-order autograd either.
+A loss with one value per sample and class (``bce_logits`` on (N, K) multi-label rows) takes
+(N, K) incoming gradients, entry by entry, where each value depends on its own entry of the
+input alone (refused where a row reduction couples them).
 
 Second derivatives (``torch.autograd.grad(..., create_graph=True)`` followed by a backward
 pass through the gradient: gradient penalties, Hessian-vector products, ``gradgradcheck``)
@@ -382,18 +385,39 @@ class TorchLoss(torch.nn.Module):
         summed = self._summed_loss(cuda)
         self._check_per_sample(summed, ctx.arrays)
         v = grad_output.detach()
-        self._check_vector(v)
+        if v.dim() == 2:  # one value per sample and class
+            return self._per_element_vector_jacobian(ctx, summed, v)
         weight = v if cuda else _as_array(v)
         if ctx.weight is not None:
             weight = weight * ctx.weight
         gradients = summed.grad(ctx.wrt, sample_weight=weight, **ctx.arrays, **ctx.call.params)
         return {name: _to_tensor(g, ctx.call.device) for name, g in gradients.items()}
 
+    def _per_element_vector_jacobian(self, ctx: Any, summed: CompiledLoss,
+                                     v: torch.Tensor) -> dict[str, torch.Tensor]:
+        """d(sum_ik v_ik l_ik)/dx for a loss with one value per sample and class: ``v`` times
+        the gradient of the sum, entry by entry, which is exact where each ``l_ik`` depends
+        on ``x_ik`` alone (``bce_logits`` on multi-label rows); refused otherwise."""
+        ranks, weighted = self._ranks(ctx.arrays), ctx.weight is not None
+        for name in ctx.wrt:
+            facts = self._second_order(summed, name, ranks, weighted)
+            if facts.coupled or len(facts.axes) != 2:
+                why = ("its entries are coupled (a row reduction such as a softmax)"
+                       if facts.coupled else f"'{name}' has one value per sample, not per class")
+                raise LossError(
+                    f"reduction='none' backward of a loss with one value per sample and class "
+                    f"needs each value to depend on its own entry of '{name}' alone, and {why}: "
+                    "reduce the loss per sample first (rowsum(...)) or use 'mean' or 'sum'")
+        gradients = summed.grad(ctx.wrt, sample_weight=ctx.weight, **ctx.arrays,
+                                **ctx.call.params)
+        return {name: _to_tensor(g, ctx.call.device) * v for name, g in gradients.items()}
+
     @staticmethod
     def _check_vector(v: torch.Tensor) -> None:
         if v.dim() == 2:  # per-element values of an elementwise (N, K) loss
-            raise LossError("reduction='none' backward needs one value per sample; this loss "
-                            "returns one per sample and class: reduce it with rowsum first")
+            raise LossError("create_graph=True with reduction='none' needs one value per "
+                            "sample; this loss returns one per sample and class: reduce it "
+                            "with rowsum first")
 
     @staticmethod
     def _check_per_sample(summed: CompiledLoss, arrays: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ promotion."""
 
 import time
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -221,3 +222,23 @@ def test_mixed_dtypes_follow_torch_promotion(reduction):
     logits = torch.randn(4, 3, generator=generator)
     sparse = lt.loss("sparse_cce_logits(y, z)", target="cpu")
     assert sparse(y=labels, z=logits).dtype == torch.float32  # integer labels do not promote
+
+
+def test_reduction_none_backward_of_a_loss_per_sample_and_class():
+    """(N, K) multi-label values take (N, K) incoming gradients, as F's reduction='none'."""
+    rng = np.random.default_rng(4)
+    y = torch.as_tensor(rng.integers(0, 2, (6, 3)), dtype=torch.float64)
+    z = torch.as_tensor(rng.normal(0.0, 2.0, (6, 3))).requires_grad_(True)
+    z_ref = z.detach().clone().requires_grad_(True)
+    v = torch.as_tensor(rng.normal(size=(6, 3)))
+    weight = torch.as_tensor(rng.uniform(0.5, 2.0, 6))
+    criterion = lt.loss("bce_logits(y, z)", reduction="none", target="cpu")
+    values = criterion(y=y, z=z, sample_weight=weight)
+    reference = F.binary_cross_entropy_with_logits(z_ref, y, reduction="none") * weight[:, None]
+    torch.testing.assert_close(values, reference.detach(), rtol=1e-12, atol=1e-14)
+    values.backward(v)
+    reference.backward(v)
+    torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-12, atol=1e-14)
+    coupled = lt.loss("-y * log_softmax(z)", reduction="none", target="cpu")
+    with pytest.raises(lossdsl.LossError, match="coupled"):
+        coupled(y=y, z=z).backward(v)
