@@ -317,15 +317,17 @@ class CompiledLoss:
                                          out=self._out(out, wrt, (name,), ("grad", "hess")))
         return gradient, hessian
 
-    def derivative(self, wrt: str, order: int = 1) -> Node:
+    def derivative(self, wrt: str, order: int = 1, *,
+                   ranks: Mapping[str, int] | None = None) -> Node:
         """The simplified symbolic gradient (``order=1``) or Hessian diagonal (``order=2``);
-        ``str()`` of the result is readable loss-language source."""
+        ``str()`` of the result is readable loss-language source. ``ranks``: the inputs' ranks
+        to type the loss for (by default :meth:`default_ranks`)."""
         (name,) = self._wrt(wrt)
         if order not in (1, 2):
             raise LossError("derivative order must be 1 (gradient) or 2 (Hessian diagonal)")
         with self._at_definition():
-            return compiler.derivatives(self.specialization(self.default_ranks()), name,
-                                        order)[-1]
+            ranks = self.default_ranks() if ranks is None else dict(ranks)
+            return compiler.derivatives(self.specialization(ranks), name, order)[-1]
 
     @property
     def expression(self) -> Node:

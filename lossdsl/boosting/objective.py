@@ -462,9 +462,19 @@ class BoostingObjective:
         self._mean: CompiledLoss | None = None
         ranks = self._summed.default_ranks()
         labels = self._summed.label_inputs()
-        self.class_axis = ranks[self.wrt] == 2  # a loss over classes (softmax and friends)
+        # elementwise in the score, with per-class vectors (quantile(y, p, classvec(a))): one
+        # score column per entry of the vectors, each column a loss of its own, every column
+        # learning the row's label unless the labels come as a matrix
+        self.per_column = (bool(self._summed.class_vector_inputs()) and ranks[self.wrt] == 1
+                           and self.label not in labels)
+        if self.per_column:
+            ranks = {**ranks, self.wrt: 2, self.label: 2}
+            self.columns = self.columns or "same"
+        self._ranks = ranks
+        self.class_axis = ranks[self.wrt] == 2 and not self.per_column  # softmax and friends
         self.label_kind = ("index" if self.label in labels
-                           else "matrix" if ranks[self.label] == 2 else "value")
+                           else "matrix" if ranks[self.label] == 2 and not self.per_column
+                           else "value")
         self._curvature: Node | None = None
 
     @property
@@ -472,7 +482,7 @@ class BoostingObjective:
         """The loss's second derivative in the score, symbolic (derived once: differentiating
         and simplifying costs milliseconds, and the policy and the leaf search both ask)."""
         if self._curvature is None:
-            self._curvature = self._summed.derivative(self.wrt, order=2)
+            self._curvature = self._summed.derivative(self.wrt, order=2, ranks=self._ranks)
         return self._curvature
 
     def _choose_policy(self) -> str:
@@ -1246,6 +1256,9 @@ class BoostingObjective:
             if not self.class_axis:  # elementwise over columns: each its own 1-D problem
                 scores = np.empty(num_class)
                 for k in range(num_class):
+                    if self.per_column:  # the column's own entries of the per-class vectors
+                        scores[k] = self._solve_1d(labels, w, shape, max_iter, xtol, k, groups)
+                        continue
                     column = np.ascontiguousarray(labels[:, k])
                     scores[k] = self._solve_1d(column, w, (n,), max_iter, xtol, k, groups)
                 return scores
@@ -1311,11 +1324,20 @@ class BoostingObjective:
     def _solve_1d(self, labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
                   max_iter: int, xtol: float, column: int | None,
                   groups: Any = None) -> float:
+        """The optimal constant of one score column. ``shape`` (n,) scores; or, for a
+        per-column loss, (n, K) with column ``column`` at the constant and the others at 0,
+        whose losses then add a constant to the total."""
         def totals(score: float) -> tuple[float, float, float]:
-            prediction = np.full(shape, score, dtype=np.float64)
+            if len(shape) == 1:
+                prediction = np.full(shape, score, dtype=np.float64)
+            else:
+                prediction = np.zeros(shape)
+                prediction[:, column] = score
             value, gradient, hessian = self._summed.compute(
                 True, (self.wrt,), (self.wrt,),
                 self.loss_inputs(labels, prediction, groups=groups), w)
+            if len(shape) == 2:
+                gradient, hessian = gradient[:, column], hessian[:, column]
             total = float(np.sum(gradient))
             if math.isfinite(total) and abs(total) <= 1e-12 * float(np.sum(np.abs(gradient))):
                 # the rows' gradients cancel to rounding: stationary (a listwise ranking
