@@ -536,6 +536,34 @@ def overlap_extreme(big: float) -> Inputs:
     return {"y": np.array([0.0, 1.0, 0.0, 1.0, 1.0]), "p": np.array([0.0, 0.0, 1.0, 1.0, 0.5])}
 
 
+def overlap_rows(rng) -> Inputs:
+    """Masks and soft predictions with a row per image (or per class, transposed)."""
+    return {"y": rng.choice([0.0, 1.0], (N, K)), "p": rng.uniform(0.05, 0.95, (N, K))}
+
+
+def overlap_rows_extreme(big: float) -> Inputs:
+    """Exact 0/1 predictions, an empty row (nothing to find, nothing found) and a missed one."""
+    y = np.array([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    p = np.array([[0.0, 1.0, 0.5], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    return {"y": y, "p": p}
+
+
+def ref_dice_rows(d, smooth=1.0):
+    y, p = d["y"], d["p"]
+    return 1 - (2 * (y * p).sum(1) + smooth) / (y.sum(1) + p.sum(1) + smooth)
+
+
+def ref_tversky_rows(d, alpha=0.5, beta=0.5, smooth=1.0):
+    y, p = d["y"], d["p"]
+    tp, fp, fn = (y * p).sum(1), ((1 - y) * p).sum(1), (y * (1 - p)).sum(1)
+    return 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+
+
+def ref_generalized_dice_rows(d, smooth=1.0):
+    w = 1 / (d["y"].sum(1) ** 2 + 1e-7)
+    return w / w.mean() * ref_dice_rows(d, smooth)
+
+
 def distributions(rng) -> Inputs:
     return {"y": rng.dirichlet(np.ones(K), N), "p": rng.dirichlet(2 * np.ones(K), N)}
 
@@ -1066,6 +1094,14 @@ CASES: list[Case] = [
     Case("tversky(y, p, alpha=0.3, beta=0.7, smooth=0.5)",
          functools.partial(ref_tversky, alpha=0.3, beta=0.7, smooth=0.5), overlap,
          overlap_extreme),
+    Case("dice_rows(y, p)", ref_dice_rows, overlap_rows, overlap_rows_extreme),
+    Case("dice_rows(y, p, smooth=0.5)", functools.partial(ref_dice_rows, smooth=0.5),
+         overlap_rows, overlap_rows_extreme),
+    Case("tversky_rows(y, p, alpha=0.3, beta=0.7)",
+         functools.partial(ref_tversky_rows, alpha=0.3, beta=0.7), overlap_rows,
+         overlap_rows_extreme),
+    Case("generalized_dice_rows(y, p)", ref_generalized_dice_rows, overlap_rows,
+         overlap_rows_extreme),
     Case("rmsle(y, p)",
          lambda d: np.sqrt(np.mean((np.log1p(d["p"]) - np.log1p(d["y"])) ** 2)),
          _regression(positive_y=True, spread=0.3),
@@ -1591,3 +1627,25 @@ def test_losses_reference_page_is_up_to_date():
     assert page.is_file(), f"docs/losses.md is missing: {command}"
     assert page.read_text() == render_losses_markdown(), f"docs/losses.md is stale: {command}"
 
+
+
+def test_dice_rows_on_classes_match_optax():
+    """Classes as rows ((K, N), the transpose of one image's (N, K) pixels): optax's per-class
+    Dice, Tversky and generalized Dice of that image."""
+    optax = pytest.importorskip("optax")
+    rng = np.random.default_rng(9)
+    y = np.eye(K)[rng.integers(0, K, 40)]
+    p = rng.dirichlet(np.ones(K), 40)
+    one_image = (p[None], y[None])  # optax: (batch, pixels, classes)
+    np.testing.assert_allclose(
+        compiled("dice_rows(y, p)")(y=y.T, p=p.T),
+        np.asarray(optax.losses.dice_loss(*one_image, smooth=0.5, apply_softmax=False,
+                                          reduction="none"))[0], rtol=1e-6)
+    np.testing.assert_allclose(
+        compiled("tversky_rows(y, p, 0.3, 0.7, 1.0)")(y=y.T, p=p.T),
+        np.asarray(optax.losses.dice_loss(*one_image, alpha=0.3, beta=0.7, smooth=1.0,
+                                          apply_softmax=False, reduction="none"))[0],
+        rtol=1e-6)
+    generalized = compiled("generalized_dice_rows(y, p)", "mean")(y=y.T, p=p.T)
+    assert generalized == pytest.approx(float(optax.losses.multiclass_generalized_dice_loss(
+        *one_image, smooth=0.5, apply_softmax=False)), rel=1e-6)
