@@ -25,8 +25,9 @@ elementwise loss. So ``"sum"`` and ``"sum_over_batch_size"`` are lossdsl's ``"su
 ``"mean"`` of the same arrays, weighted or not, and the loss Keras reports is the Numba
 kernels' (both divide a weighted sum by the number of values; Keras'
 ``"mean_with_sample_weight"`` divides by the sum of the weights instead). On the PyTorch
-backend lossdsl.torch differentiates per-sample values only where there is one per sample:
-an elementwise loss of ``(N, K)`` outputs, K > 1, is refused there with a LossError.
+backend an elementwise loss of ``(N, K)`` outputs takes Keras' ``(N, K)`` incoming gradients
+entry by entry (lossdsl.torch); a loss whose entries a row reduction couples is refused there
+with a LossError.
 
 The loss serialises with ``get_config``/``from_config`` (the loss text, params, name and
 reduction) and through ``keras.saving`` (registered as ``lossdsl>Loss``).

@@ -53,7 +53,7 @@ NOTATION = "notation"
 
 # The ``math`` functions the CPU kernels get in SIMD-vectorisable form (backend/cpu/libm.py
 # imports them from vector_math) or that LLVM vectorises itself (sqrt, floor).
-VECTOR_MATH = frozenset({"exp", "expm1", "log", "log1p", "sqrt", "floor"})
+VECTOR_MATH = frozenset({"exp", "expm1", "log", "log1p", "tanh", "sqrt", "floor"})
 
 _HELPER_CALL = re.compile(r"\bh_(\w+)\(")
 _MATH_CALL = re.compile(r"\bmath\.(\w+)\(")

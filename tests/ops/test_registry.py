@@ -262,7 +262,8 @@ def test_a_helper_must_define_its_function():
 
 @pytest.mark.parametrize(("text", "vectorised"), [
     ("exp(p) + log1p(p^2)", True),  # the vectorisable exp/log family and constant powers
-    ("tanh(p)", False),  # libm only, one element at a time
+    ("tanh(p)", True),  # vector_math's tanh, from its expm1
+    ("sin(p)", False),  # libm only, one element at a time
     ("lgamma(p)", False),  # a helper calling libm's lgamma
     ("p^y", False),  # a power with a varying exponent is printed as **
 ])
