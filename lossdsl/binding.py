@@ -484,10 +484,12 @@ def check_out(result: str, given: Any, shape: tuple[int, ...], dtype: np.dtype,
 
 
 def work_size(lengths: Mapping[str, int], axes: Iterable[str]) -> int:
-    """The number of elements a call works on: the product of the lengths of ``axes``."""
+    """The number of elements a call works on: the product of the lengths of ``axes`` (of
+    grouped samples, the number of samples, not of groups)."""
     size = 1
     for axis in axes:
-        size *= lengths.get(axis, 1)
+        items = Axis(axis).items() if Axis(axis).is_samples else None
+        size *= lengths.get(items if items in lengths else axis, 1)
     return size
 
 
