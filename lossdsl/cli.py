@@ -594,6 +594,8 @@ def command_show(args: argparse.Namespace) -> int:
     print(f"\n  derivatives of one sample's loss with respect to {wrt[0]}:")
     lines = _formulas(compiled, wrt, True, False, with_loss=False)
     _print_formulas(lines, False, indent="  ")
+    for name in compiled.group_inputs():  # printed as the compiler lays groups out
+        print(f"  (rowsum and rowmax here are over the samples of each group of {name})")
     if args.latex:
         print()
         _print_formulas(_formulas(compiled, wrt, True, True), True, indent="  ")

@@ -130,11 +130,13 @@ def _description(entry: Entry) -> str:
     return entry.doc.split("Ref:", 1)[0].strip()
 
 
-def _derivatives(entry: Entry) -> tuple[str, str, str]:
-    """(input, gradient, Hessian diagonal) of the summed loss w.r.t. the entry's prediction."""
+def _derivatives(entry: Entry) -> tuple[str, str, str, tuple[str, ...]]:
+    """(input, gradient, Hessian diagonal) of the summed loss w.r.t. the entry's prediction,
+    and the loss's group-id inputs."""
     loss = compile_loss(entry.call_expression(), reduction="sum")
     wrt = entry.prediction()
-    return wrt, str(loss.derivative(wrt)), str(loss.derivative(wrt, 2))
+    return (wrt, str(loss.derivative(wrt)), str(loss.derivative(wrt, 2)),
+            loss.group_inputs())
 
 
 def _parameters(entry: Entry) -> str:
@@ -146,7 +148,7 @@ def _parameters(entry: Entry) -> str:
 
 def render_entry(entry: Entry) -> str:
     """The markdown section of one loss."""
-    wrt, gradient, hessian = _derivatives(entry)
+    wrt, gradient, hessian, groups = _derivatives(entry)
     parts = [
         f"### {entry.name}",
         "",
@@ -175,6 +177,9 @@ def render_entry(entry: Entry) -> str:
         "```",
         "",
     ]
+    for name in groups:  # the derivatives are printed as the compiler lays groups out
+        parts += [f"In the derivatives, `rowsum` and `rowmax` are over the samples of each group "
+                  f"of `{name}` (`groupsum(·, {name})`, `groupmax(·, {name})`).", ""]
     return "\n".join(parts)
 
 

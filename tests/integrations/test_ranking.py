@@ -24,13 +24,13 @@ EXAMPLE = runpy.run_path(str(Path(__file__).resolve().parents[2] / "examples" / 
 
 @pytest.fixture(scope="module")
 def queries():
-    return EXAMPLE["make_queries"](250, seed=1), EXAMPLE["make_queries"](150, seed=2)
+    return EXAMPLE["make_queries"](150, seed=1), EXAMPLE["make_queries"](100, seed=2)
 
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
 def test_listwise_loss_ranks_within_two_percent_of_lambdamart(queries, library):
     train, test = queries
-    models = EXAMPLE[f"{library}_models"](train, test, rounds=80)
+    models = EXAMPLE[f"{library}_models"](train, test, rounds=60)
     (built_in, _), (ours, _) = models.values()
     assert ours >= 0.98 * built_in, models
 
