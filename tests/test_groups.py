@@ -18,6 +18,8 @@ import sys
 import numpy as np
 import pytest
 import scipy.special
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lossdsl
 from lossdsl.binding import PARALLEL_MIN_ELEMENTS
@@ -312,3 +314,22 @@ def test_binary_sparsemax_and_log_linear_quantile_match_optax_and_catboost():
     loss = compiled("log_linear_quantile(y, z, 0.3)", reduction="mean")
     assert loss(y=target, z=z) == pytest.approx(expected, rel=1e-7)
 
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(st.integers(-3, 3), min_size=1, max_size=25),
+       seed=st.integers(0, 2**16), case=st.sampled_from([0, 1, 3, 5]))
+def test_any_grouping_of_any_rows_matches_numpy_group_by_group(ids, seed, case):
+    """Singletons, one group, negative ids, groups split into several runs."""
+    text, reference = CASES[case]
+    rng = np.random.default_rng(seed)
+    d = taken(compiled(text), {"q": np.array(ids), "y": rng.integers(0, 4, len(ids)) * 1.0,
+                               "s": rng.normal(0.0, 2.0, len(ids))})
+    np.testing.assert_allclose(compiled(text, reduction="none")(**d), reference(d),
+                               rtol=1e-12, atol=1e-12)
+    value, gradient, hessian = fused(compiled(text), d)
+    order = rng.permutation(len(ids))
+    again = fused(compiled(text), {k: v[order] for k, v in d.items()})
+    assert again[0] == pytest.approx(value, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(again[1], gradient[order], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(again[2], hessian[order], rtol=1e-12, atol=1e-12)
