@@ -254,20 +254,14 @@ def group_samples(layout: InputLayout, bound: Bound, spec: Specialization,
         if is_device_array(ids):
             ids = ids.copy_to_host()
         ids = np.asarray(ids)
-        if ids.dtype.kind not in "iub":
-            if not (np.all(np.isfinite(ids)) and np.all(ids == np.round(ids))):
-                bad = int(np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))[0])
-                raise LossDomainError(f"group ids '{name}' must be integers; found "
-                                      f"{ids[bad]!r} at index {bad}", layout.spans.get(name))
+        check_group_ids(name, ids, layout.spans.get(name))
         order = None
-        starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-        runs = ids[np.r_[0, starts]] if len(ids) else ids
-        if len(np.unique(runs)) != len(runs):  # a group in several runs: sort the items
+        starts = _run_starts(ids)
+        if len(np.unique(ids[starts])) != len(starts):  # a group in several runs: sort them
             order = np.argsort(ids, kind="stable")
             ids = ids[order]
-            starts = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-        offsets = np.r_[0, starts, len(ids)].astype(np.int64) if len(ids) else \
-            np.zeros(1, np.int64)
+            starts = _run_starts(ids)
+        offsets = np.r_[starts, len(ids)].astype(np.int64)
         if order is not None:
             if bound.device is not None:
                 raise LossShapeError(
@@ -282,6 +276,23 @@ def group_samples(layout: InputLayout, bound: Bound, spec: Specialization,
         lengths[sample_axis] = len(offsets) - 1
         groupings.append(Grouping(items, offsets, order))
     return groupings
+
+
+def check_group_ids(name: str, ids: np.ndarray, span: Span | None = None) -> None:
+    """Refuse group ids that are not integers (a LossDomainError naming the first)."""
+    if ids.dtype.kind in "iub":
+        return
+    bad = np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))
+    if bad.size:
+        raise LossDomainError(f"group ids '{name}' must be integers; found {ids[bad[0]]!r} at "
+                              f"index {bad[0]}", span)
+
+
+def _run_starts(ids: np.ndarray) -> np.ndarray:
+    """Where each run of equal ids starts (none for no ids)."""
+    if not len(ids):
+        return np.zeros(0, np.int64)
+    return np.r_[0, np.flatnonzero(ids[1:] != ids[:-1]) + 1]
 
 
 def regrouped_results(kernel: Kernel, groupings: Iterable[Grouping]) -> dict[str, np.ndarray]:

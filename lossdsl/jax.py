@@ -56,7 +56,7 @@ except ModuleNotFoundError as error:  # an optional dependency
 from . import compiler
 from .api import CompiledLoss, Loss, loss_from_text
 from .backend import jax as printer
-from .binding import disagreement, first_bad_label, param_value
+from .binding import check_group_ids, disagreement, first_bad_label, param_value
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.axes import Axis
 from .ir.node import Node, depends_on, toposort
@@ -492,11 +492,8 @@ class JaxLoss:
         objective = functions.objective
         for name in functions.specialized.groups.values():
             ids = _concrete(arrays[name])  # traced ids: equal values make a group
-            if ids is not None and ids.dtype.kind == "f":
-                bad = np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))
-                if bad.size:
-                    raise LossDomainError(f"group ids '{name}' must be integers; found "
-                                          f"{ids[bad[0]]!r} at index {bad[0]}")
+            if ids is not None:
+                check_group_ids(name, ids)
         for label, axis in functions.specialized.labels:
             if label.op == "const":
                 name, values = repr(label.value), np.asarray(label.value)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from .ir.axes import Axis
 from .ir.node import Axes, Node
 from .ir.visit import NodeVisitor
 from .ops import operations
@@ -70,7 +71,7 @@ class Evaluator(NodeVisitor[np.ndarray]):
         """Broadcast a value with ``axes`` against ``out_axes``: a vector meets a matrix
         row-wise, a group's value is repeated for each of its items."""
         if len(axes) == 1 and len(out_axes) == 2:
-            if out_axes[1].endswith("g"):
+            if Axis(out_axes[1]).is_ragged:
                 return np.repeat(value, np.diff(self._offsets(out_axes[1])))
             return value[:, None]
         return value
@@ -133,7 +134,7 @@ class Evaluator(NodeVisitor[np.ndarray]):
     def _ragged(n: Node) -> bool:
         """Whether row reduction ``n`` reduces the items of groups (a flat array)."""
         axes = n.args[0].axes
-        return axes is not None and len(axes) == 2 and axes[1].endswith("g")
+        return axes is not None and len(axes) == 2 and Axis(axes[1]).is_ragged
 
     def eval_sum(self, n, x):
         return np.float64(x.sum())

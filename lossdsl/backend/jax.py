@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LossError
+from ..ir.axes import Axis
 from ..ir.node import Node
 from ..ir.visit import NodeVisitor
 from ..ops import find, operations
@@ -350,7 +351,7 @@ class JaxPrinter(NodeVisitor[str]):
         for number, (items, ids) in enumerate((groups or {}).items()):
             self.segments[items] = f"seg{number}"
             self.lines.append(f"        seg{number} = h.segment_ids({ids})")
-            self.lengths.setdefault(items[:-1], f"h.group_count(seg{number})")
+            self.lengths.setdefault(Axis(items).samples_of(), f"h.group_count(seg{number})")
 
     def arguments(self, n: Node) -> list[str]:
         return [self._aligned(a, self.visit(a), n) for a in n.args]
@@ -446,7 +447,8 @@ class JaxPrinter(NodeVisitor[str]):
     def print_sum(self, n, x):
         """The sum over the samples (over groups: of the slots that hold one)."""
         axes = n.args[0].axes
-        segments = self.segments.get(axes[0] + "g") if axes and len(axes) == 1 else None
+        segments = (self.segments.get(Axis(axes[0]).items())
+                    if axes and len(axes) == 1 and Axis(axes[0]).is_samples else None)
         if segments:
             return f"jnp.sum(h.in_groups({x}, {segments}))"
         return f"jnp.sum({x})"

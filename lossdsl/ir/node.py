@@ -22,6 +22,8 @@ import math
 import weakref
 from collections.abc import Iterable, Iterator
 
+from .axes import Axis
+
 Axes = tuple[str, ...]
 
 _INTERN: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -108,8 +110,9 @@ def constant(value: float) -> Node:
 def axis_length(axis: str) -> Node:
     """The length of ``axis`` along a row: a ``count`` leaf, a scalar, except for the items of
     groups (``n<d>g``), whose number is each group's own (one value per group)."""
-    if axis.endswith("g"):
-        return node("count", (), axis, (axis[:-1],))
+    parsed = Axis(axis)
+    if parsed.is_ragged:
+        return node("count", (), axis, (parsed.samples_of(),))
     return node("count", (), axis, ())
 
 
