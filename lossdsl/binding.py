@@ -279,13 +279,21 @@ def group_samples(layout: InputLayout, bound: Bound, spec: Specialization,
 
 
 def check_group_ids(name: str, ids: np.ndarray, span: Span | None = None) -> None:
-    """Refuse group ids that are not integers (a LossDomainError naming the first)."""
+    """Refuse group ids that are not integers (a LossDomainError naming the first), and
+    floating-point ids too large for their type to tell neighbouring integers apart (float32
+    beyond 2**24), which could merge two groups without a sign."""
     if ids.dtype.kind in "iub":
         return
     bad = np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))
     if bad.size:
         raise LossDomainError(f"group ids '{name}' must be integers; found {ids[bad[0]]!r} at "
                               f"index {bad[0]}", span)
+    exact = 2.0 ** (np.finfo(ids.dtype).nmant + 1)
+    bad = np.flatnonzero(np.abs(ids) >= exact)
+    if bad.size:
+        raise LossDomainError(f"group ids '{name}' are {ids.dtype} numbers as large as "
+                              f"{ids[bad[0]]!r} (index {bad[0]}), where {ids.dtype} cannot tell "
+                              "neighbouring integers apart: pass them as an integer array", span)
 
 
 def _run_starts(ids: np.ndarray) -> np.ndarray:

@@ -195,6 +195,10 @@ def test_group_ids_may_be_integral_floats_and_must_be_integers():
         q[4] = bad
         with pytest.raises(LossDomainError, match=r"group ids 'q' must be integers.*index 4"):
             loss(**{**d, "q": q})
+    q = d["q"].astype(np.float32)
+    q[2] = 2.0**24  # float32 cannot tell 2**24 from 2**24 + 1: two queries could merge
+    with pytest.raises(LossDomainError, match=r"cannot tell neighbouring integers apart"):
+        loss(**{**d, "q": q})
 
 
 @pytest.mark.parametrize("text, inputs, error, message", [
