@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_session.sh check     # the CUDA tests on the GPU, then bench_cuda.py
 #   bash benchmarks/gpu_session.sh xgboost   # XGBoost device="cuda": tests and bench_gbdt_gpu.py
+#   bash benchmarks/gpu_session.sh study     # cuda_study.py (host overhead, launch shapes), tests
 #
 # Run from the repository root on a machine with an NVIDIA GPU, numba-cuda, CuPy and PyTorch
 # with CUDA. Missing pure-Python dependencies can be given as wheels in $WHEELS (lark); an
@@ -38,11 +39,23 @@ check)
         --format=csv | tee "$OUT/card.txt"
     python3 -c "from importlib.metadata import version as v; print(*(f'{p} {v(p)}' for p in \
 ('numba', 'numba-cuda', 'cupy-cuda13x', 'torch')))" | tee -a "$OUT/card.txt"
-    TAIL=40 step bench_cuda 180 python3 benchmarks/bench_cuda.py --repeat 15
-    TAIL=0 step profile_cuda 60 python3 benchmarks/bench_cuda.py --profile --n 1000000 \
-        --loss huber --dtype float32 --mode vg --repeat 5
     TAIL=25 step test_cuda 240 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
-        tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py tests/test_ignore_and_reductions.py
+        tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py \
+        tests/test_ignore_and_reductions.py tests/test_groups.py tests/test_class_vectors.py
+    TAIL=0 step study_host 90 python3 benchmarks/cuda_study.py --parts host
+    TAIL=0 step study_shapes 90 python3 benchmarks/cuda_study.py --parts shapes --unrolls 2,4 \
+        --blocks 8,32
+    TAIL=40 step bench_cuda 270 python3 benchmarks/bench_cuda.py --repeat 10
+    ;;
+study)
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
+        --format=csv | tee "$OUT/card.txt"
+    TAIL=45 step study_host 120 python3 benchmarks/cuda_study.py --parts host
+    TAIL=20 step study_reductions 90 python3 benchmarks/cuda_study.py --parts reductions
+    TAIL=80 step study_shapes 180 python3 benchmarks/cuda_study.py --parts shapes
+    TAIL=25 step test_cuda 240 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
+        tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py \
+        tests/test_ignore_and_reductions.py tests/test_groups.py tests/test_class_vectors.py
     ;;
 xgboost)
     if ! python3 -c "import xgboost" 2>/dev/null; then
@@ -56,7 +69,7 @@ xgboost)
         --rounds 30 --repeat 2
     ;;
 *)
-    echo "usage: $0 check|xgboost" >&2
+    echo "usage: $0 check|study|xgboost" >&2
     exit 2
     ;;
 esac

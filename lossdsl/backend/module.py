@@ -112,6 +112,10 @@ class ModuleBuilder(ABC):
         """The parameters of ``run``: the kernel's arguments (:meth:`Names.run_arguments`)."""
         return self.names.run_arguments()
 
+    def run_decorators(self) -> list[str]:
+        """Decorator lines above ``def run``."""
+        return []
+
     def run_prologue(self) -> list[str]:
         """Statements of ``run`` before the ``numpy.errstate`` block (one level deep)."""
         return []
@@ -199,6 +203,7 @@ class ModuleBuilder(ABC):
             *[h.rstrip() + "\n" for h in helpers],
             *self.support_functions(),
             *[f + "\n\n" for f in self.functions],
+            *self.run_decorators(),
             f"def run({', '.join(self.run_parameters())}):",
             *indent(self.run_prologue()),
             '    with numpy.errstate(all="ignore"):',

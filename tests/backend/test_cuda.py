@@ -4,7 +4,7 @@ Without an NVIDIA GPU, tests/conftest.py switches Numba to its CUDA simulator be
 is imported, so these tests run on CI; on a machine with a GPU they run there unchanged.
 The simulator runs every CUDA thread as a Python thread, so sizes stay small (N of about a
 hundred; the launch helpers in ``lossdsl.backend.cuda.runtime`` use 2 blocks of 32 threads
-there, so the grid-stride loops and the cross-block atomics are exercised).
+there, so the grid-stride loops and the per-block sums are exercised).
 
 ``test_kernels_compile_for_real_gpus`` checks what the simulator cannot: that every
 generated kernel type-checks and compiles to PTX for the real CUDA target, and that float32
@@ -99,12 +99,14 @@ def assert_close(actual: Any, expected: Any, dtype: type, what: str,
 
 
 def float32_conditioning(expected32: list, expected64: list) -> list[float]:
-    """Per result, twice the largest distance of the CPU's float32 result from its float64
-    one: where a loss is ill-conditioned in float32 on an input (e.g. poly1 on inputs
-    outside [0, 1], where the CPU's own float32 gradient is 3e-5 off the float64 one), a
-    GPU's float32 result (which contracts multiply-adds into FMAs) may differ from the CPU's
-    by as much, and is then no less accurate."""
-    return [2.0 * float(np.nanmax(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)),
+    """Per result, four times the largest distance of the CPU's float32 result from its
+    float64 one: where a loss is ill-conditioned in float32 on an input, a GPU's float32
+    result (which contracts multiply-adds into FMAs) rounds differently, and is held to the
+    float64 result within this distance. Seen on an H200: poly1's gradient on inputs outside
+    [0, 1] 0.0147 from float64 where the CPU's float32 is 0.0054 away; tversky_rows' Hessian
+    near a row whose denominator nearly cancels 1.2 above float64 where the CPU's float32 is
+    0.85 below (the two err on opposite sides, so neither is a reference for the other)."""
+    return [4.0 * float(np.nanmax(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)),
                                   initial=0.0))
             for a, b in zip(expected32, expected64)]
 
@@ -217,8 +219,9 @@ def test_prelude_loss_matches_cpu(name, dtype):
     labels = ["value", *(f"grad {w}" for w in wrt), *(f"hessian {h}" for h in hessians)]
     slack = [0.0] * len(labels)
     if dtype == np.float32 and not rt.SIMULATOR:
-        slack = float32_conditioning(expected, fused(library_loss(name), inputs64, wrt,
-                                                     hessians))
+        expected64 = fused(library_loss(name), inputs64, wrt, hessians)
+        slack = float32_conditioning(expected, expected64)
+        expected = [e64 if s else e for e, e64, s in zip(expected, expected64, slack)]
     for label, a, e, s in zip(labels, actual, expected, slack):
         assert isinstance(a, float) or host(a).dtype == dtype, f"{name}: {label} lost its dtype"
         assert_close(a, e, dtype, f"{name}: {label}", s)
@@ -273,7 +276,7 @@ def test_nested_sums_dice(dtype):
     expected = fused(lossdsl.compile(expression, reduction="sum"), inputs, ("p",), ("p",))
     compiled = lossdsl.compile(expression, target="cuda", reduction="sum")
     actual = fused(compiled, inputs, ("p",), ("p",))
-    assert "loop1" in compiled.source and "rt.fetch(red0)" in compiled.source
+    assert "loop1" in compiled.source and "rt.fetch(red0, blocks0)" in compiled.source
     for label, a, e in zip(("value", "gradient", "hessian"), actual, expected):
         assert_close(a, e, dtype, label)
 
@@ -306,7 +309,7 @@ def test_many_sums_in_one_pass():
     expression = " + ".join(f"sum(y*p^{k})/sum(p^{k} + y)" for k in range(1, 7))
     compiled = lossdsl.compile(expression, target="cuda", reduction="sum")
     value = compiled(**inputs)
-    assert compiled.source.count("cuda.atomic.add(red, ") == 12
+    assert compiled.source.count("red[cuda.blockIdx.x, ") == 12
     assert_close(value, lossdsl.compile(expression, reduction="sum")(**inputs), np.float64,
                  "value")
 
@@ -385,6 +388,46 @@ def test_unrolled_samples_per_thread(monkeypatch, extra, weighted):
     assert "UNROLL * stride" in compiled.source
     for label, a, e in zip(("value", "grad y", "grad p", "hessian"), actual, expected):
         assert_close(a, e, np.float64, label)
+
+
+def test_block_sums_of_a_larger_call_are_not_read():
+    """Each block leaves its sums in its row of a buffer kept between calls (never zeroed):
+    a call over fewer blocks than the one before reads only its own rows, and the same
+    inputs give the same sum bit for bit (no atomics: the order is fixed)."""
+    compiled = lossdsl.compile("mse(y, p)", target="cuda", reduction="sum")
+    rng = np.random.default_rng(21)
+    size = rt.max_blocks() * rt.THREADS
+    large = {"y": rng.normal(size=size), "p": rng.normal(size=size)}
+    small = {"y": np.array([1.0, 2.0]), "p": np.array([0.0, 0.0])}
+    first = compiled(**large)
+    assert compiled(**small) == 5.0
+    assert compiled(**large) == first
+    assert_close(first, lossdsl.compile("mse(y, p)", reduction="sum")(**large), np.float64,
+                 "value")
+
+
+@real_gpu
+def test_calls_from_two_threads_keep_their_sums():
+    """Two host threads calling at once each get their own inputs' sum: the block-sum
+    buffers are per thread. (GPU only: the simulator swaps module globals while a kernel
+    runs, so its launches from two threads at once interfere.)"""
+    import threading
+
+    compiled = lossdsl.compile("mse(y, p)", target="cuda", reduction="sum")
+    results: dict[int, list[float]] = {}
+
+    def work(offset: int) -> None:
+        size = 2 * rt.THREADS + 1
+        inputs = {"y": np.full(size, float(offset)), "p": np.zeros(size)}
+        results[offset] = [compiled(**inputs) for _ in range(20)]
+
+    threads = [threading.Thread(target=work, args=(offset,)) for offset in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    size = 2 * rt.THREADS + 1
+    assert results == {1: [size * 1.0] * 20, 2: [size * 4.0] * 20}
 
 
 @pytest.mark.parametrize("n", [0, 1])
@@ -481,7 +524,9 @@ _PTX_CHECK = textwrap.dedent('''
     from lossdsl.backend.cuda import runtime as rt
     # no device memory either: host arrays stand in (the kernels' argument types are the same)
     rt.to_device, rt.output = np.ascontiguousarray, (lambda a: (a, None))
-    rt.zeros, rt.fetch, rt.max_blocks = (lambda k: np.zeros(k)), (lambda a: a), (lambda: 1)
+    rt.partials, rt.max_blocks = (lambda k: np.zeros((1, k))), (lambda: 1)
+    rt.in_context = lambda run: run  # no context to attach
+    rt.fetch = lambda block_sums, blocks: block_sums[0]
     kernels = {}
 
     class Compile:

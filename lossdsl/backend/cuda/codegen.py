@@ -6,8 +6,10 @@ around it and the host-side ``run``. Per loop of the schedule:
 
 * ``loop<k>``: a grid-stride kernel, one sample per thread per step (its class rows, if any,
   walked by the body's ``for k`` loops: one row per thread). Reductions are accumulated in
-  float64 per thread (as the CPU target does), combined by a tree in shared memory, and
-  added to the result with one ``cuda.atomic.add`` per block and reduction.
+  float64 per thread (as the CPU target does), combined by a tree in shared memory, and each
+  block's sums stored in its row of a partials buffer, which ``run`` fetches and adds up on
+  the host: no atomics, so no buffer to zero before the launch, and the same sum from run to
+  run.
 * ``rows<k>`` (loops over class rows only): the block-per-row variant for wide rows. The
   body is emitted again with its class loops split over the block's threads and each row
   reduction (``rowsum``, ``rowmax``: logsumexp, softmax) finished by a block reduction in
@@ -146,6 +148,9 @@ class CudaModuleBuilder(ModuleBuilder):
     def support_functions(self) -> list[str]:
         return [block_reductions()] if self.block_rows_used else []
 
+    def run_decorators(self) -> list[str]:
+        return ["@rt.in_context"]
+
     def run_prologue(self) -> list[str]:
         """Copy NumPy inputs to the device, make device outputs (device arrays in place)."""
         transfers = [f"dev_{a} = rt.to_device({a})" for a in self.names.arrays.values()]
@@ -236,7 +241,7 @@ class CudaModuleBuilder(ModuleBuilder):
                            reads: list[str] | None = None) -> str:
         """One sample per thread per step (``reads``: the body takes its per-sample values as
         arguments, and the kernel reads ``UNROLL`` samples' at a time); reductions: thread
-        partials, block tree, atomics."""
+        partials, block tree, one row of block partials."""
         count = len(body.returns)
         if reads is None:
             lines = self.kernel_loop(name, body_name, length, body,
@@ -263,20 +268,20 @@ class CudaModuleBuilder(ModuleBuilder):
                 "        cuda.syncthreads()",
                 "        step //= 2",
                 "    if thread == 0:",
-                *[f"        cuda.atomic.add(red, {j}, partial[{j - first}, 0])" for j in group],
+                *[f"        red[cuda.blockIdx.x, {j}] = partial[{j - first}, 0]" for j in group],
             ]
         return "\n".join(lines)
 
     def block_row_kernel(self, name: str, body_name: str, length: str, body: Body) -> str:
-        """One row per block per step; every thread holds the row's results, thread 0 adds
-        them."""
+        """One row per block per step; every thread holds the row's results, thread 0 stores
+        the block's sums."""
         count = len(body.returns)
         lines = self.kernel_loop(name, body_name, length, body,
                                  f"for i in range(cuda.blockIdx.x, {length}, cuda.gridDim.x):")
         if not count:
             return "\n".join(lines)
         lines.append("    if cuda.threadIdx.x == 0:")
-        lines += [f"        cuda.atomic.add(red, {j}, acc{j})" for j in range(count)]
+        lines += [f"        red[cuda.blockIdx.x, {j}] = acc{j}" for j in range(count)]
         return "\n".join(lines)
 
     def launch(self, number: int, loop: Loop, body: Body, length: str,
@@ -286,22 +291,25 @@ class CudaModuleBuilder(ModuleBuilder):
         lines: list[str] = self.glue.take_lines()
         count = len(body.returns)
         if count:
-            lines.append(f"red{number} = rt.zeros({count})")
+            lines.append(f"red{number} = rt.partials({count})")
             call_arguments.append(f"red{number}")
         arguments = ", ".join(call_arguments)
-        grid_launch = f"loop{number}[rt.grid({length}, THREADS), THREADS]({arguments})"
+        blocks = f"blocks{number}"
+        grid_launch = [f"{blocks} = rt.grid({length}, THREADS)",
+                       f"rt.configured(loop{number}, {blocks}, THREADS)({arguments})"]
         if row_width is None:
-            lines.append(grid_launch)
+            lines += grid_launch
         else:
             lines += [
                 f"if rt.use_block_rows({row_width}):",
-                f"    rows{number}[rt.row_grid({length}), ROW_THREADS]({arguments})",
+                f"    {blocks} = rt.row_grid({length})",
+                f"    rt.configured(rows{number}, {blocks}, ROW_THREADS)({arguments})",
                 "else:",
-                f"    {grid_launch}",
+                *indent(grid_launch, "    "),
             ]
         if count:
             results = self.name_reductions(number, loop, count)
-            lines.append(f"{', '.join(results)}, = rt.fetch(red{number})")
+            lines.append(f"{', '.join(results)}, = rt.fetch(red{number}, {blocks})")
         return lines
 
 

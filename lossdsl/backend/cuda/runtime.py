@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +29,9 @@ if not hasattr(np, "row_stack"):
 
 from numba import cuda  # noqa: E402 - after the alias above
 from numba.core import config as _numba_config
+from numba.core.errors import NumbaPerformanceWarning
 from numba.cuda.cudadrv import devicearray as _devicearray
+from numba.cuda.cudadrv.devices import require_context
 
 from ...ops.scalar_math import SCALAR_MATH  # noqa: E402
 
@@ -42,10 +46,10 @@ ROW_THREADS: int = 8 if SIMULATOR else 128
 #: Read at every call, so it can be changed at run time (the tests force both variants).
 ROW_BLOCK_MIN_WIDTH: int = 256
 #: Blocks per multiprocessor of a grid-stride launch: enough resident blocks to hide memory
-#: latency, few enough that the per-block atomics stay negligible.
+#: latency, few enough that the per-block sums stay a small buffer.
 BLOCKS_PER_SM: int = 32
 #: The simulator runs blocks one after another: two blocks exercise the grid-stride loop
-#: and the cross-block atomics without making the tests slow.
+#: and the per-block sums without making the tests slow.
 SIMULATOR_BLOCKS: int = 2
 
 # Device arrays Numba kernels take as they are: DeviceNDArray on a GPU, FakeCUDAArray in
@@ -92,7 +96,29 @@ def as_device_array(value: Any) -> Any:
                         "(only arrays made with numba.cuda.to_device / device_array)")
     if getattr(value, "requires_grad", False):  # PyTorch exports only tensors without grad
         value = value.detach()
-    return cuda.as_cuda_array(value)
+    interface = value.__cuda_array_interface__
+    if interface.get("stream") is not None or interface.get("mask") is not None:
+        return cuda.as_cuda_array(value)  # Numba waits for the producer's stream first
+    key = (interface["data"][0], interface["shape"], interface.get("strides"),
+           interface["typestr"])
+    view = _views.get(key)
+    if view is None:
+        view = cuda.from_cuda_array_interface(interface, owner=None, sync=False)
+        with _views_lock:
+            if len(_views) >= _VIEWS:
+                _views.pop(next(iter(_views)), None)
+            _views[key] = view
+    return view
+
+
+# Numba views of device memory by (address, shape, strides, type): a training loop hands
+# PyTorch tensors from the same caching allocator, at the same addresses, every step, and
+# building a Numba array costs more than its kernel at small sizes. A view does not own its
+# memory (the caller's array does, and is alive while the call runs); one whose memory was
+# freed is only found again through a live array at the same address, shape and type.
+_views: dict[tuple, Any] = {}
+_views_lock = threading.Lock()
+_VIEWS = 256
 
 
 def to_device(array: Any) -> Any:
@@ -117,14 +143,69 @@ def copy_back(pairs: Sequence[tuple[Any, np.ndarray | None]]) -> None:
             device.copy_to_host(host)
 
 
-def zeros(count: int) -> Any:
-    """A zeroed float64 device vector: the accumulators of one loop's reductions."""
-    return cuda.to_device(np.zeros(count, dtype=np.float64))
+# Per host thread: the partials buffers on the device and their host copies, by shape. A
+# call's kernels run on the default stream and its fetch waits for them before the next
+# launch writes the buffer again; each thread has its own, so two threads' calls cannot
+# interleave their partials.
+_buffers = threading.local()
 
 
-def fetch(accumulators: Any) -> np.ndarray:
-    """The reductions, copied to the host (waits for the kernels that wrote them)."""
-    return accumulators.copy_to_host()
+def _cached(kind: str, shape: tuple[int, int], make) -> Any:
+    cache = _buffers.__dict__.setdefault(kind, {})
+    key = (shape, 0 if SIMULATOR else int(cuda.get_current_device().id))
+    buffer = cache.get(key)
+    if buffer is None:
+        buffer = cache[key] = make(shape)
+    return buffer
+
+
+def partials(count: int) -> Any:
+    """The buffer a loop's ``count`` reductions leave their per-block sums in: a
+    ``(max_blocks(), count)`` float64 array, row ``b`` written by block ``b`` (no atomics, so
+    it needs no zeroing; rows past the launch's blocks are never read). On a GPU it is
+    host memory mapped into the device: the kernel's stores reach the host, and reading
+    the sums costs a synchronisation, not a copy."""
+    if SIMULATOR:  # the simulator has no mapped memory
+        return _cached("device", (max_blocks(), count),
+                       lambda shape: cuda.device_array(shape, dtype=np.float64))
+    return _cached("mapped", (max_blocks(), count),
+                   lambda shape: cuda.mapped_array(shape, dtype=np.float64))
+
+
+def fetch(block_sums: Any, blocks: int) -> np.ndarray:
+    """The reductions: the first ``blocks`` rows of ``block_sums`` (once the kernels that
+    wrote them are done) added up, in the same order every call."""
+    if SIMULATOR:
+        host = _cached("host", block_sums.shape, np.empty)
+        block_sums.copy_to_host(host)
+    else:
+        cuda.synchronize()
+        host = np.asarray(block_sums)
+    return host[:blocks].sum(axis=0)
+
+
+def in_context(run: Any) -> Any:
+    """``run`` with Numba's CUDA context attached to the thread while it runs: Numba looks
+    the current context up anew in every API call made outside one (about 10 us each on an
+    H200, several per call: device queries, array views, launches)."""
+    return run if SIMULATOR else require_context(run)
+
+
+def configured(kernel: Any, blocks: int, threads: int) -> Any:
+    """``kernel[blocks, threads]``, made once per launch shape on a GPU. Numba builds a
+    launch configuration on every ``kernel[...]`` and warns about grids under 128 blocks,
+    which a grid-stride loop over a small input uses on purpose. (The simulator's
+    ``kernel[...]`` sets the shape on the kernel itself and returns it: nothing to keep.)"""
+    if SIMULATOR:
+        return kernel[blocks, threads]
+    return _configured(kernel, blocks, threads)
+
+
+@functools.lru_cache(maxsize=512)
+def _configured(kernel: Any, blocks: int, threads: int) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        return kernel[blocks, threads]
 
 
 def empty_like_device(reference: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
