@@ -4,6 +4,9 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
+
+import pytest
 
 # Compiled kernels are cached on disk; keep the tests' cache beside the tests so a second run
 # (and every test module) reuses machine code instead of compiling again.
@@ -31,6 +34,19 @@ def _nvidia_gpu_present() -> bool:
 # override the choice either way.
 if not _nvidia_gpu_present():
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quick_simulator_threads():
+    """The simulator runs each CUDA thread as a Python thread and waits for a block by
+    polling its threads; they meet at every syncthreads. Switching between Python threads
+    every 0.1 ms instead of 5 ms makes simulated launches several times faster (an XGBoost
+    test whose init scores take 144 launches: 24 s -> 4 s)."""
+    interval = sys.getswitchinterval()
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        sys.setswitchinterval(1e-4)
+    yield
+    sys.setswitchinterval(interval)
 
 
 # Property tests explore new random examples on every developer run; CI (CI=true) replays a

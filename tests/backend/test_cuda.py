@@ -54,17 +54,6 @@ real_gpu = pytest.mark.skipif(rt.SIMULATOR, reason="sizes for a real GPU; the si
                               "each thread in Python")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quick_simulator_threads():
-    """Simulated threads meet at every syncthreads; switching between Python threads every
-    0.5 ms instead of 5 ms makes the simulated block reductions about 5x faster."""
-    interval = sys.getswitchinterval()
-    if rt.SIMULATOR:
-        sys.setswitchinterval(5e-4)
-    yield
-    sys.setswitchinterval(interval)
-
-
 def fused(compiled: lossdsl.CompiledLoss, inputs: dict[str, Any], wrt: tuple[str, ...],
           hessians: tuple[str, ...] = (), sample_weight: Any = None) -> list:
     """[value, *gradients, *Hessian diagonals] from ONE fused kernel.
