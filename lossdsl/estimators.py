@@ -405,6 +405,15 @@ class _LossEstimator(BaseEstimator):
             sample_weight, np.empty((n, 0)), dtype=np.float64)
         labels = self._loss_labels(y)
         objective = self._objective(values, labels)
+        if objective.group_input is not None:
+            raise LossError(
+                f"{type(self).__name__} cannot fit {self._loss_name()}: it groups its rows by "
+                f"'{objective.group_input}' (a ranking loss), and these estimators set each "
+                "leaf to a minimiser row by row (lossdsl.xgboost/lightgbm.train). Fit a ranker "
+                "with the library's own loop: lightgbm.LGBMRanker(objective="
+                "lossdsl.lightgbm.objective(loss)).fit(X, y, group=sizes), or xgb.train(params, "
+                "xgb.DMatrix(X, y, qid=ids), rounds, obj=lossdsl.xgboost.objective(loss)) "
+                "(docs/boosting.md, ranking)")
         self._check_kind(objective)
         self.loss_ = objective.compiled
         self.wrt_, self.label_ = objective.wrt, objective.label

@@ -139,6 +139,17 @@ def test_regressor_predictions_on_the_label_scale(data):
 
 
 # ---------------------------------------------------------------------------- rows
+@pytest.mark.parametrize("estimator", [XGBLossRegressor, LGBMLossRegressor])
+def test_a_ranking_loss_points_to_the_libraries_rankers(estimator):
+    """A loss over query groups cannot have its leaves set row by row: the estimator says
+    which library loop fits it instead of training something else."""
+    rng = np.random.default_rng(2)
+    X, q = rng.normal(size=(40, 3)), np.repeat(np.arange(8), 5)
+    model = estimator("softmax_ranking(y, s, q)", inputs={"q": "qid"}, n_estimators=2)
+    with pytest.raises(lossdsl.LossError, match="groups its rows by 'q'.*LGBMRanker"):
+        model.fit(X, rng.integers(0, 3, 40).astype(float), qid=q)
+
+
 def test_per_row_column_is_not_a_feature_and_must_come_back(data):
     X, y, _ = data
     model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=5, **XGB).fit(X, y)
