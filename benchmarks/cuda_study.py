@@ -30,7 +30,6 @@ import pstats
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -55,23 +54,9 @@ def event_time(function, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def wall_time(function, repeat: int, synchronize) -> float:
-    """Median wall seconds of ``function`` followed by a synchronisation."""
-    for _ in range(3):
-        function()
-    synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def host_part(repeat: int) -> None:
     import torch
-    from bench_cuda import capture_run
+    from bench_cuda import capture_run, timed
     from numba import cuda
 
     import lossdsl
@@ -97,7 +82,7 @@ def host_part(repeat: int) -> None:
 
     def row(name, function, synchronize=sync):
         try:
-            seconds = wall_time(function, repeat * 20, synchronize)
+            seconds = timed(function, synchronize, repeat * 20)
         except Exception as error:  # noqa: BLE001 - one piece failing is reported, not fatal
             print(f"{name}: {type(error).__name__}: {error}"[:300])
             seconds = float("nan")
