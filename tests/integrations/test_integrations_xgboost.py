@@ -429,3 +429,29 @@ def test_per_row_inputs_bound_to_a_dmatrix(churn):
 ])
 def test_auto_policy_detects_partly_flat_hessians(text, policy):
     assert lx.objective(text, target="cpu").policy == policy
+
+
+@pytest.mark.parametrize("distribution", ["normal", "logistic", "extreme"])
+def test_aft_losses_are_xgboosts_aft_nloglik(distribution):
+    """aft_<distribution>(y, z, y_upper=u) at XGBoost's own margins is XGBoost's aft-nloglik
+    metric, over rows observed exactly and right-, left- and interval-censored. (sigma = 1:
+    XGBoost 3.2's metric keeps a scale of 1 whatever aft_loss_distribution_scale the
+    objective has; other scales are checked against mpmath in tests/test_library.py.)"""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(200, 3))
+    times = np.exp(0.5 * X[:, 0] + rng.normal(scale=0.5, size=200))
+    lower, upper = times.copy(), times.copy()
+    upper[1::4] = np.inf
+    lower[2::4] = 0.0
+    upper[3::4] *= 1.5
+    data = xgb.DMatrix(X)
+    data.set_float_info("label_lower_bound", lower)
+    data.set_float_info("label_upper_bound", upper)
+    params = {"objective": "survival:aft", "aft_loss_distribution": distribution,
+              "eval_metric": "aft-nloglik",
+              "nthread": 1, "max_depth": 2}
+    booster = xgb.train(params, data, 5)
+    margin = booster.predict(data, output_margin=True).astype(np.float64)
+    metric = float(booster.eval(data).rsplit(":", 1)[1])
+    ours = lossdsl.compile(f"aft_{distribution}(y, z, y_upper=u)")
+    assert ours(y=lower, u=upper, z=margin) == pytest.approx(metric, rel=1e-5)
