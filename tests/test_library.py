@@ -661,6 +661,26 @@ def ref_multiclass_perceptron(d):  # optax.multiclass_perceptron_loss
     return np.max(d["z"], axis=1) - (d["z"] * _onehot(d["y"])).sum(axis=1)
 
 
+def ref_categorical_hinge(d):  # keras.losses.categorical_hinge
+    positive = (d["y"] * d["z"]).sum(axis=1)
+    negative = ((1.0 - d["y"]) * d["z"]).max(axis=1)
+    return np.maximum(negative - positive + 1.0, 0.0)
+
+
+def hinge_one_hot(rng) -> Inputs:
+    """One-hot targets and scores clear of the categorical hinge's kinks: the largest of
+    (1 - y) z (the true class a 0) apart from the next, and 1 + that - z_y away from 0."""
+    labels, z = rng.integers(0, K, N), rng.normal(0.0, 2.0, (N, K))
+    y = np.eye(K)[labels]
+    for i in range(N):
+        while True:
+            top = np.sort((1.0 - y[i]) * z[i])
+            if top[-1] - top[-2] > 0.05 and abs(1.0 + top[-1] - z[i, labels[i]]) > 0.05:
+                break
+            z[i] = rng.normal(0.0, 2.0, K)
+    return {"y": y, "z": z}
+
+
 def log_target_distributions(rng) -> Inputs:
     d = distributions(rng)
     return {"y": np.log(d["y"]), "log_p": np.log(d["p"])}
@@ -1108,6 +1128,7 @@ CASES: list[Case] = [
     Case("multiclass_hinge(y, z)", ref_multiclass_hinge,
          functools.partial(class_logits, sparse=True),
          functools.partial(class_logits_extreme, sparse=True)),
+    Case("categorical_hinge(y, z)", ref_categorical_hinge, hinge_one_hot, class_logits_extreme),
     Case("multiclass_perceptron(y, z)", ref_multiclass_perceptron,
          functools.partial(class_logits, sparse=True),
          functools.partial(class_logits_extreme, sparse=True)),

@@ -120,6 +120,10 @@ def test_classification_losses_equal_keras_own():
         np.asarray(lossdsl.keras.Loss("bce_logits(y, z)")(targets, binary, weights)),
         np.asarray(keras.losses.BinaryCrossentropy(from_logits=True)(
             targets, binary, weights)), rtol=1e-6)
+    one_hot = np.eye(4, dtype=np.float32)[labels]
+    np.testing.assert_allclose(
+        np.asarray(lossdsl.keras.Loss("categorical_hinge(y, z)")(one_hot, logits)),
+        np.asarray(keras.losses.CategoricalHinge()(one_hot, logits)), rtol=1e-6)
     with pytest.raises(LossError, match=r"integers in \[0, 4\)"):
         lossdsl.keras.Loss("sparse_cce_logits(y, z)")(np.array([0.0, 1.0, 7.0]), logits[:3])
 
