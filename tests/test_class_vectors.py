@@ -111,6 +111,9 @@ CASES = {
     "multi_margin": (
         "multi_margin(y, z, weight=w)", {"y": LABELS, "z": Z, "w": W}, "z",
         lambda z: F.multi_margin_loss(z, torch.tensor(LABELS), weight=t(W))),
+    "multi_margin_squared": (
+        "multi_margin_squared(y, z, weight=w)", {"y": LABELS, "z": Z, "w": W}, "z",
+        lambda z: F.multi_margin_loss(z, torch.tensor(LABELS), p=2, weight=t(W))),
 }
 
 _REFERENCES: dict[str, tuple] = {}
@@ -119,7 +122,16 @@ _REFERENCES: dict[str, tuple] = {}
 def reference(case: str) -> tuple[float, np.ndarray, np.ndarray]:
     if case not in _REFERENCES:
         _, inputs, wrt, function = CASES[case]
-        _REFERENCES[case] = torch_reference(function, inputs[wrt], case != "multi_margin")
+        _REFERENCES[case] = torch_reference(function, inputs[wrt],
+                                            not case.startswith("multi_margin"))
+        if case == "multi_margin_squared":  # torch has no double backward here: written out
+            z, labels = inputs["z"], inputs["y"]
+            picked = z[np.arange(N), labels][:, None]
+            active = ((1.0 - picked + z > 0) & (np.arange(K) != labels[:, None])).astype(float)
+            scale = 2.0 * W[labels][:, None] / (N * K)
+            exact = scale * active
+            exact[np.arange(N), labels] = scale[:, 0] * active.sum(axis=1)
+            _REFERENCES[case] = (*_REFERENCES[case][:2], exact)
         if case == "multilabel_bce":
             # torch's double backward of binary_cross_entropy divides by max(p (1 - p), 1e-12)
             # and is 8e-8 off at p = 2.5e-5; the written-out diagonal is exact
