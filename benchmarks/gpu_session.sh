@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything issue #15 measures on a GPU, in as few calls as a short GPU lease allows.
 #
-#   bash benchmarks/gpu_session.sh check     # the CUDA tests on the GPU, then bench_cuda.py
+#   bash benchmarks/gpu_session.sh check     # the CUDA tests, cuda_study.py's host and shapes parts, bench_cuda.py
 #   bash benchmarks/gpu_session.sh xgboost   # XGBoost device="cuda": tests and bench_gbdt_gpu.py
 #   bash benchmarks/gpu_session.sh study     # cuda_study.py (host overhead, launch shapes), tests
 #
@@ -32,6 +32,8 @@ step() {  # step NAME TIMEOUT COMMAND...: run with a time limit, log under $OUT,
     tail -n "${TAIL:-15}" "$OUT/$name.log"
 }
 pytest_args=(-p no:cacheprovider -o addopts= -q -rfE --tb=short)
+cuda_tests=(tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py
+            tests/test_ignore_and_reductions.py tests/test_groups.py tests/test_class_vectors.py)
 
 case "${1:-check}" in
 check)
@@ -40,8 +42,7 @@ check)
     python3 -c "from importlib.metadata import version as v; print(*(f'{p} {v(p)}' for p in \
 ('numba', 'numba-cuda', 'cupy-cuda13x', 'torch')))" | tee -a "$OUT/card.txt"
     TAIL=25 step test_cuda 240 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
-        tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py \
-        tests/test_ignore_and_reductions.py tests/test_groups.py tests/test_class_vectors.py
+        "${cuda_tests[@]}"
     TAIL=0 step study_host 90 python3 benchmarks/cuda_study.py --parts host
     TAIL=0 step study_shapes 90 python3 benchmarks/cuda_study.py --parts shapes --unrolls 2,4 \
         --blocks 8,32
@@ -54,8 +55,7 @@ study)
     TAIL=20 step study_reductions 90 python3 benchmarks/cuda_study.py --parts reductions
     TAIL=80 step study_shapes 180 python3 benchmarks/cuda_study.py --parts shapes
     TAIL=25 step test_cuda 240 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
-        tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py \
-        tests/test_ignore_and_reductions.py tests/test_groups.py tests/test_class_vectors.py
+        "${cuda_tests[@]}"
     ;;
 xgboost)
     if ! python3 -c "import xgboost" 2>/dev/null; then
