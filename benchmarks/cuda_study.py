@@ -8,17 +8,17 @@ Three parts, each printed as a table:
 
 * ``host``: at 1,000 scores (the kernel takes microseconds), the time of each piece of a
   ``value_and_grad`` call of ``huber`` on PyTorch tensors: wrapping a tensor as a Numba device
-  array, allocating and fetching the accumulators, launching a kernel through Numba's
-  dispatcher and through the compiled kernel directly, the generated ``run``, the public call;
-  then a cProfile of the public call.
+  array (Numba's and lossdsl's cached view), the block-sums buffer and its fetch, launching a
+  kernel through Numba's dispatcher, a kept configuration and the compiled kernel directly,
+  the generated ``run``, the public call; then a cProfile of the public call.
 * ``shapes``: the generated kernels at ``--n`` scores with ``UNROLL`` samples per thread step
   and ``BLOCKS_PER_SM`` blocks per multiprocessor, timed with CUDA events around ``run``
   (value + gradient and gradient + Hessian, float32 and float64), as a fraction of the copy
   bandwidth.
 * ``reductions``: hand-written value + gradient kernels of the same loss that differ only in
-  how the value's sum leaves the block: one atomic per block (what lossdsl does), a store of
-  each block's partial (summed on the host), no sum at all (the bound), and a streaming kernel
-  that moves the same bytes (the floor).
+  how the value's sum leaves the block: one atomic per block (what lossdsl did until
+  2026-11), a store of each block's partial (summed on the host: what it does now), no sum at
+  all (the bound), and a streaming kernel that moves the same bytes (the floor).
 """
 
 from __future__ import annotations
