@@ -453,6 +453,22 @@ def test_numpy_in_numpy_out_any_layout():
     assert_close(gradient, expected_gradient, np.float64, "gradient")
 
 
+@real_gpu
+def test_small_launches_do_not_warn():
+    """A grid-stride launch over a few samples uses a few blocks on purpose: Numba's
+    low-occupancy warning is not shown for lossdsl's launches (the loss's, the label check's),
+    which would print it on every call of a small batch."""
+    import warnings
+
+    from numba.core.errors import NumbaPerformanceWarning
+
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", target="cuda")
+    labels, scores = cuda.to_device(np.array([0, 2, 1])), cuda.to_device(np.ones((3, 4)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumbaPerformanceWarning)
+        compiled.value_and_grad("z", y=labels, z=scores)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_device_arrays_stay_on_the_device(dtype):
     rng = np.random.default_rng(9)

@@ -41,7 +41,8 @@ def check_ignoring(labels: Any, width: int, ignore: int) -> tuple[tuple[int, Any
         return None, 0
     first = cuda.to_device(np.array([count], dtype=np.int64))
     kept = cuda.to_device(np.zeros(1, dtype=np.int64))
-    _check[rt.grid(count, rt.THREADS), rt.THREADS](labels, width, ignore, first, kept)
+    rt.configured(_check, rt.grid(count, rt.THREADS), rt.THREADS)(labels, width, ignore, first,
+                                                                  kept)
     index = int(first.copy_to_host()[0])
     samples = int(kept.copy_to_host()[0])
     if index >= count:

@@ -239,7 +239,7 @@ def first_bad_label(labels: Any, width: int) -> tuple[int, Any] | None:
     if count == 0:
         return None
     first = cuda.to_device(np.array([count], dtype=np.int64))
-    _first_bad_label[grid(count, THREADS), THREADS](labels, width, first)
+    configured(_first_bad_label, grid(count, THREADS), THREADS)(labels, width, first)
     index = int(first.copy_to_host()[0])
     if index >= count:
         return None
