@@ -143,16 +143,15 @@ def copy_back(pairs: Sequence[tuple[Any, np.ndarray | None]]) -> None:
             device.copy_to_host(host)
 
 
-# Per host thread: the partials buffers on the device and their host copies, by shape. A
-# call's kernels run on the default stream and its fetch waits for them before the next
-# launch writes the buffer again; each thread has its own, so two threads' calls cannot
-# interleave their partials.
+# Per host thread: the partials buffers in mapped memory, by shape. A call's kernels run on
+# the default stream and its fetch waits for them before the next launch writes the buffer
+# again; each thread has its own, so two threads' calls cannot interleave their partials.
 _buffers = threading.local()
 
 
 def _cached(kind: str, shape: tuple[int, int], make) -> Any:
     cache = _buffers.__dict__.setdefault(kind, {})
-    key = (shape, 0 if SIMULATOR else int(cuda.get_current_device().id))
+    key = (shape, int(cuda.get_current_device().id))
     buffer = cache.get(key)
     if buffer is None:
         buffer = cache[key] = make(shape)
@@ -163,11 +162,13 @@ def partials(count: int) -> Any:
     """The buffer a loop's ``count`` reductions leave their per-block sums in: a
     ``(max_blocks(), count)`` float64 array, row ``b`` written by block ``b`` (no atomics, so
     it needs no zeroing; rows past the launch's blocks are never read). On a GPU it is
-    host memory mapped into the device: the kernel's stores reach the host, and reading
-    the sums costs a synchronisation, not a copy."""
-    if SIMULATOR:  # the simulator has no mapped memory
-        return _cached("device", (max_blocks(), count),
-                       lambda shape: cuda.device_array(shape, dtype=np.float64))
+    host memory mapped into the device, kept per host thread: the kernel's stores reach the
+    host, and reading the sums costs a synchronisation, not a copy. The simulator has no
+    mapped memory, and reusing one buffer there gave wrong sums now and then under load
+    (its threads are Python threads): it gets a new one per launch, filled with NaN so that a
+    row no block wrote could not pass for a sum."""
+    if SIMULATOR:
+        return cuda.to_device(np.full((max_blocks(), count), np.nan))
     return _cached("mapped", (max_blocks(), count),
                    lambda shape: cuda.mapped_array(shape, dtype=np.float64))
 
@@ -176,8 +177,7 @@ def fetch(block_sums: Any, blocks: int) -> np.ndarray:
     """The reductions: the first ``blocks`` rows of ``block_sums`` (once the kernels that
     wrote them are done) added up, in the same order every call."""
     if SIMULATOR:
-        host = _cached("host", block_sums.shape, np.empty)
-        block_sums.copy_to_host(host)
+        host = block_sums.copy_to_host()
     else:
         cuda.synchronize()
         host = np.asarray(block_sums)
