@@ -389,9 +389,9 @@ def test_unrolled_samples_per_thread(monkeypatch, extra, weighted):
 
 
 def test_block_sums_of_a_larger_call_are_not_read():
-    """Each block leaves its sums in its row of a buffer kept between calls (never zeroed):
-    a call over fewer blocks than the one before reads only its own rows, and the same
-    inputs give the same sum bit for bit (no atomics: the order is fixed)."""
+    """Each block leaves its sums in its row of a buffer (on a GPU kept between calls and
+    never zeroed): a call over fewer blocks than the one before reads only its own rows, and
+    the same inputs give the same sum bit for bit (no atomics: the order is fixed)."""
     compiled = lossdsl.compile("mse(y, p)", target="cuda", reduction="sum")
     rng = np.random.default_rng(21)
     size = rt.max_blocks() * rt.THREADS
