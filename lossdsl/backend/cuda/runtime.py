@@ -143,19 +143,11 @@ def copy_back(pairs: Sequence[tuple[Any, np.ndarray | None]]) -> None:
             device.copy_to_host(host)
 
 
-# Per host thread: the partials buffers in mapped memory, by shape. A call's kernels run on
-# the default stream and its fetch waits for them before the next launch writes the buffer
-# again; each thread has its own, so two threads' calls cannot interleave their partials.
-_buffers = threading.local()
-
-
-def _cached(kind: str, shape: tuple[int, int], make) -> Any:
-    cache = _buffers.__dict__.setdefault(kind, {})
-    key = (shape, int(cuda.get_current_device().id))
-    buffer = cache.get(key)
-    if buffer is None:
-        buffer = cache[key] = make(shape)
-    return buffer
+# Per host thread: the partials buffers in mapped memory, by (shape, device). A call's kernels
+# run on the default stream and its fetch waits for them before the next launch writes the
+# buffer again; each thread has its own, so two threads' calls cannot interleave their
+# partials.
+_mapped = threading.local()
 
 
 def partials(count: int) -> Any:
@@ -167,10 +159,14 @@ def partials(count: int) -> Any:
     mapped memory, and reusing one buffer there gave wrong sums now and then under load
     (its threads are Python threads): it gets a new one per launch, filled with NaN so that a
     row no block wrote could not pass for a sum."""
+    shape = (max_blocks(), count)
     if SIMULATOR:
-        return cuda.to_device(np.full((max_blocks(), count), np.nan))
-    return _cached("mapped", (max_blocks(), count),
-                   lambda shape: cuda.mapped_array(shape, dtype=np.float64))
+        return cuda.to_device(np.full(shape, np.nan))
+    buffers = _mapped.__dict__
+    key = (shape, int(cuda.get_current_device().id))
+    if key not in buffers:
+        buffers[key] = cuda.mapped_array(shape, dtype=np.float64)
+    return buffers[key]
 
 
 def fetch(block_sums: Any, blocks: int) -> np.ndarray:
