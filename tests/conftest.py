@@ -56,3 +56,23 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+# The files that take the longest (worker-seconds on a cold kernel cache, CI=true), longest
+# first. pytest-xdist hands whole files to the two workers (--dist loadfile) in collection
+# order; starting with these lets the short files fill in at the end, so that both workers
+# finish together instead of one waiting for a long file handed out last.
+LONGEST_FILES = (
+    "test_library.py", "backend/test_cuda.py", "test_guides.py", "test_class_vectors.py",
+    "integrations/test_integrations_dask.py", "integrations/test_jax.py", "test_groups.py",
+    "integrations/test_bench_peers.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.path.as_posix()
+        return next((index for index, name in enumerate(LONGEST_FILES)
+                     if path.endswith("/tests/" + name)), len(LONGEST_FILES))
+
+    items.sort(key=rank)  # stable: the order within a file and among the others is kept
