@@ -44,6 +44,7 @@ from .errors import LossDomainError, LossError, LossNameError, LossShapeError, S
 from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
 from .ir.node import Node, toposort, walk
 from .ops.primitives import CLASS_VECTOR
+from .ops.primitives import SCAN as SCANS
 from .passes import shapes
 
 TARGETS = compiler.TARGETS
@@ -88,6 +89,13 @@ class Loss:
         """Inputs holding each sample's group id (``groupsum(e, g)`` and its kin: a query, a
         customer), in the order the loss first uses them."""
         found = [n.args[1].value for n in toposort([self.definition.graph]) if n.op == "group"]
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def cumulative_sums(self) -> tuple[str, ...]:
+        """The cumulative sums in the order of a key (``sum_from``, ``logsumexp_from``, ...:
+        a risk set) the loss uses: each sample's value then depends on every other's."""
+        found = [n.op for n in toposort([self.definition.graph]) if n.op in SCANS]
         return tuple(dict.fromkeys(found))
 
     def compile(self, target: str = "cpu", reduction: str = "mean",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .backend.cpu.runtime import Direct
 from .backend.emit import offsets_name
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .ir.axes import Axis
@@ -736,7 +737,7 @@ def _may_overlap(a: np.ndarray, b: Any) -> bool:
     return np.may_share_memory(a, b)
 
 
-class SerialKit:
+class SerialKit(Direct):
     """The kit (see :mod:`lossdsl.backend.cpu.runtime`) a plan runs serial kernels with:
     each loop called directly, without the launch checks only parallel loops need."""
 
@@ -746,11 +747,6 @@ class SerialKit:
         scalar glue between loops computes in NumPy's arithmetic, as with the default kit)."""
         result = function(*arguments)
         return tuple([np.float64(r) for r in result]) if count else ()
-
-    @staticmethod
-    def cast(dtype: type, value: Any) -> Any:
-        """``value`` as a scalar of the kernel's ``dtype``."""
-        return dtype(value)
 
 
 #: The kit serial kernels run with from a plan.

@@ -70,6 +70,11 @@ class DaskLoss:
         if target not in ("cpu", "parallel"):
             raise LossError(f"lossdsl.dask runs CPU kernels in its tasks; target={target!r} "
                             "is not one (use 'cpu' or 'parallel')")
+        if definition.cumulative_sums:
+            raise LossError(
+                f"this loss sums over risk sets ({', '.join(definition.cumulative_sums)}): each "
+                "sample's value depends on every sample ordered after it, which no chunk of "
+                "the samples holds; compute it on the whole arrays (lossdsl.compile)")
         self.compiled = CompiledLoss(definition, target, reduction,
                                      {**compiled_params, **dict(params or {})})
 

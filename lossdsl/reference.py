@@ -18,6 +18,7 @@ from .ir.axes import Axis
 from .ir.node import Axes, Node
 from .ir.visit import NodeVisitor
 from .ops import operations
+from .ops.scans import scan
 
 #: The NumPy implementation of every elementwise operation, from the registry's records
 #: (generated kernels' scalar glue calls these too).
@@ -138,6 +139,12 @@ class Evaluator(NodeVisitor[np.ndarray]):
 
     def eval_sum(self, n, x):
         return np.float64(x.sum())
+
+    def _scan(self, n, values, keys):
+        shape = np.broadcast_shapes(np.shape(values), np.shape(keys))
+        return scan(n.op, values, np.broadcast_to(keys, shape)).reshape(shape)
+
+    eval_sum_from = eval_sum_upto = eval_logsumexp_from = eval_logsumexp_upto = _scan
 
 
 def evaluate(

@@ -50,6 +50,7 @@ from .api import CompiledLoss, Loss
 from .binding import coerce_loss, param_value
 from .errors import LossError, LossNameError, did_you_mean
 from .ir.node import is_constant, toposort
+from .ops.scans import SCANS
 from .passes import diff, shapes
 from .roles import positional_inputs
 
@@ -262,6 +263,9 @@ def _second_order(compiled: CompiledLoss, name: str, ranks: dict[str, int],
             reduced = set(a.axes or ()) - set(n.axes or ())
             if varies[id(a)] and reduced & set(x.axes or ()):
                 coupled = True
+        # a cumulative sum keeps its axis but mixes the entries along it (a risk set)
+        if n.op in SCANS and varies[id(n.args[0])]:
+            coupled = True
     return _SecondOrder(coupled, frozenset(inputs - {name}), axes, objective.sample_axis)
 
 

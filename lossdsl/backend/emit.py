@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..ir.axes import Axis
 from ..ir.node import Node
 from ..ops import Helper, find, helper_closure, helper_source, helpers
+from ..ops.scans import SCANS
 from ..passes.schedule import Loop
 
 # Fast-math flags for the loop drivers only. "reassoc" lets the reductions vectorise (4.9x
@@ -119,6 +120,9 @@ class Names:
     scalar_nodes: dict[str, Node] = field(default_factory=dict)
     widths: dict[str, str] = field(default_factory=dict)  # class axis -> w<k>
     lengths: dict[str, str] = field(default_factory=dict)  # sample axis -> n<k>
+    # arrays ``run`` allocates itself (float64, one value per sample): the summands and keys
+    # of each cumulative sum, which a loop writes, and the sums, which later loops read
+    buffers: dict[tuple[str, str], str] = field(default_factory=dict)  # (role, key) -> b<k>
 
     def array(self, name: str) -> str:
         return self.arrays.setdefault(name, f"a{len(self.arrays)}")
@@ -137,6 +141,11 @@ class Names:
 
     def length(self, axis: str) -> str:
         return self.lengths.setdefault(axis, f"n{len(self.lengths)}")
+
+    def buffer(self, role: str, n: Node) -> str:
+        """The array ``run`` allocates for ``n``'s values: role "values" or "keys" (what a
+        loop writes for a cumulative sum) or "scan" (the cumulative sum ``n`` itself)."""
+        return self.buffers.setdefault((role, n.key), f"b{len(self.buffers)}")
 
     def run_arguments(self) -> list[str]:
         """The arguments of the generated ``run`` function, in order: input arrays, output
@@ -176,7 +185,7 @@ def pick_parts(n: Node) -> tuple[Node, Node] | None:
 def _loop_args(n: Node) -> tuple[Node, ...]:
     """The arguments a loop computes before ``n``: none for the class index (its argument
     only names the domain), the labels alone for a table lookup (the table is an array)."""
-    if n.op == "class_index":
+    if n.op == "class_index" or n.op in SCANS:  # a cumulative sum: computed between loops
         return ()
     if n.op == "table_row":
         return n.args[1:]
@@ -267,6 +276,8 @@ class BodyEmitter:
             else:  # the items of groups are one flat array: k runs over row i's slice
                 subscript = index if Axis(n.axes[1]).is_ragged else f"i, {index}"
             text = f"T({array}[{subscript}])"
+        elif n.op in SCANS:  # accumulated after an earlier loop
+            text = f"T({self._use(self.names.buffer('scan', n), self.arrays)}[i])"
         elif n.op == "count":  # the number of items of group i
             start, stop = self._row_bounds(n.value)
             text = f"T({stop} - {start})"
@@ -324,8 +335,13 @@ class BodyEmitter:
         indent = "    "
         sample_roots = [r.args[0] for r in self.loop.reductions]
         sample_roots += [o.node for o in self.loop.outputs]
+        sample_roots += [a for scan in self.loop.scans for a in scan.args]
         for n in self._ordered(sample_roots, row=False):
             self._emit_node(n, indent, "k")
+        for scan in self.loop.scans:
+            for role, argument in zip(("values", "keys"), scan.args):
+                buffer = self._use(self.names.buffer(role, argument), self.arrays)
+                self.lines.append(f"{indent}{buffer}[i] = {self.operand(argument)}")
         row_outputs = [o for o in self.loop.outputs if len(o.axes) == 2]
         for o in self.loop.outputs:
             if len(o.axes) == 1:

@@ -32,6 +32,7 @@ from ..ir.axes import Axis
 from ..ir.node import Node
 from ..ir.visit import NodeVisitor
 from ..ops import find, operations
+from ..ops.scans import SCANS
 from .emit import pick_parts
 
 __all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]
@@ -314,6 +315,28 @@ def in_groups(values: Any, segments: Any) -> Any:
     return jnp.where(used, values, jnp.zeros_like(values))
 
 
+def scan(name: str, values: Any, keys: Any) -> Any:
+    """Cumulative sum ``name`` (:data:`lossdsl.ops.scans.SCANS`) of ``values`` over the
+    samples ordered by ``keys``: a stable sort, ``cumsum`` or ``lax.cumlogsumexp``, and each
+    sample reads the partial sum at the edge of its run of tied keys (static shapes)."""
+    import jax
+
+    jnp = _jnp()
+    accumulates, direction = SCANS[name]
+    keys = jnp.asarray(keys)
+    values = jnp.broadcast_to(values, keys.shape)
+    order = jnp.argsort(keys, stable=True)
+    ordered_keys, ordered = keys[order], values[order]
+    reverse = direction == "from"
+    if accumulates == "sum":
+        partial = jnp.cumsum(ordered[::-1])[::-1] if reverse else jnp.cumsum(ordered)
+    else:
+        partial = jax.lax.cumlogsumexp(ordered, reverse=reverse)
+    if reverse:
+        return partial[jnp.searchsorted(ordered_keys, keys, side="left")]
+    return partial[jnp.searchsorted(ordered_keys, keys, side="right") - 1]
+
+
 # ---------------------------------------------------------------------------------------------
 # The printer
 
@@ -443,6 +466,12 @@ class JaxPrinter(NodeVisitor[str]):
         if segments:
             return f"h.segment_max({x}, {segments})"
         return f"jnp.max({x}, axis=-1)"
+
+    def print_scan(self, n, values, keys):
+        """A cumulative sum in the order of the keys (``h.scan``)."""
+        return f'h.scan("{n.op}", {values}, {keys})'
+
+    print_sum_from = print_sum_upto = print_logsumexp_from = print_logsumexp_upto = print_scan
 
     def print_sum(self, n, x):
         """The sum over the samples (over groups: of the slots that hold one)."""

@@ -80,6 +80,7 @@ class ModuleBuilder(ABC):
         self.reduction_names: dict[int, str] = {}  # id of a sum node -> its name in run
         self.run_lines: list[str] = []  # the statements of run inside numpy.errstate
         self.glue = GluePrinter(self.names, self.reduction_names, cast=self.glue_cast)
+        self.allocated: set[str] = set()  # the scan buffers run allocates
 
     # ------------------------------------------------------------------- the target's parts
 
@@ -169,6 +170,47 @@ class ModuleBuilder(ABC):
             else:
                 passed.append(argument)
         return passed
+
+    def scan_buffer(self, length: str) -> str:
+        """The source allocating a float64 array of ``length`` samples in ``run``."""
+        return f"numpy.empty({length})"
+
+    def order_call(self, keys: str) -> str:
+        """The source of ``run``'s call sorting the samples by the array ``keys``
+        (:func:`lossdsl.ops.scans.key_order`)."""
+        return f"kit.order({keys})"
+
+    def scan_call(self, name: str, values: str, order: str) -> str:
+        """The source of ``run``'s call computing cumulative sum ``name`` of the array
+        ``values`` in ``order`` (:meth:`lossdsl.ops.scans.KeyOrder.scan`)."""
+        return f'kit.scan("{name}", {values}, {order})'
+
+    def scan_inputs(self, loop: Loop) -> list[str]:
+        """``run``'s lines before ``loop``: the arrays it writes the summands and keys of its
+        cumulative sums into."""
+        length = self.names.length(loop.axis)
+        lines = []
+        for scan in loop.scans:
+            for role, argument in zip(("values", "keys"), scan.args):
+                name = self.names.buffer(role, argument)
+                if name not in self.allocated:
+                    self.allocated.add(name)
+                    lines.append(f"{name} = {self.scan_buffer(length)}")
+        return lines
+
+    def scan_results(self, loop: Loop) -> list[str]:
+        """``run``'s lines after ``loop``: the order of the keys it wrote (once each), then
+        its cumulative sums, for the loops after it."""
+        lines, orders = [], {}
+        for scan in loop.scans:
+            keys = self.names.buffer("keys", scan.args[1])
+            if keys not in orders:
+                orders[keys] = f"order_{keys}"
+                lines.append(f"{orders[keys]} = {self.order_call(keys)}")
+            lines.append(f"{self.names.buffer('scan', scan)} = "
+                         + self.scan_call(scan.op, self.names.buffer("values", scan.args[0]),
+                                          orders[keys]))
+        return lines
 
     def name_reductions(self, number: int, loop: Loop, count: int) -> list[str]:
         """The names ``run`` gives the ``count`` sums of pass ``number``, which the glue of

@@ -970,6 +970,14 @@ def check_train_options(num_boost_round: Any, refit: Any,
             "leaves to a minimiser row by row; train with the library's own loop "
             "(lgb.train(params | {'objective': obj}, Dataset(..., group=)), xgb.train(params, "
             "DMatrix(..., qid=), obj=obj)), whose Newton leaves use the exact Hessian")
+    if objective is not None and objective.loss.cumulative_sums:
+        raise LossError(
+            f"this loss sums over risk sets ({', '.join(objective.loss.cumulative_sums)}: "
+            "each row's value depends on every row ordered after it), so a leaf's best value "
+            "depends on rows outside the leaf and train() cannot set leaves to a minimiser "
+            "row by row; train with the library's own loop (xgb.train(params, dtrain, "
+            "obj=obj), lgb.train(params | {'objective': obj}, dataset)), whose Newton leaves "
+            "use the exact Hessian")
     if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
         raise LossError(f"num_boost_round must be a non-negative integer, not "
                         f"{num_boost_round!r}")

@@ -364,6 +364,12 @@ class BoostingObjective:
                 "sees a whole group. Train it through LightGBM (group=) or XGBoost (qid=), or "
                 "use CatBoost's own group losses (QueryRMSE, QuerySoftMax, YetiRank) with "
                 "group_id")
+        if definition.cumulative_sums and not self.rows_supported:
+            raise LossError(
+                f"this loss sums over risk sets ({', '.join(definition.cumulative_sums)}), "
+                f"but {self.library} calls Python objectives on batches of rows, so no call "
+                "sees every row of a risk set. Train it through XGBoost or LightGBM, or use "
+                "CatBoost's own Cox loss")
         self.label, self.wrt = default_roles(
             definition, wrt, label, {**dict.fromkeys(groups), **self.inputs})
         self.params = {**compiled_params, **dict(params or {})}

@@ -170,16 +170,22 @@ def depends_on(root: Node, targets: set[int]) -> dict[int, bool]:
     return result
 
 
+#: The operations a loop over the samples cannot compute while it runs, because each result
+#: needs every sample: ``sum``, and the cumulative sums that :mod:`lossdsl.ops.scans` adds
+#: as it registers them. A pass computes their arguments; later passes read them.
+PASS_BOUNDARIES: set[str] = {"sum"}
+
+
 def sums_read(root: Node) -> list[Node]:
-    """The ``sum`` nodes a computation of ``root`` reads, not looking inside them (what a
-    loop computing ``root`` needs computed by earlier loops)."""
+    """The ``sum`` (and cumulative sum) nodes a computation of ``root`` reads, not looking
+    inside them (what a loop computing ``root`` needs computed by earlier loops)."""
     found, seen, stack = [], set(), [root]
     while stack:
         n = stack.pop()
         if id(n) in seen:
             continue
         seen.add(id(n))
-        if n.op == "sum":
+        if n.op in PASS_BOUNDARIES:
             found.append(n)
             continue
         stack.extend(n.args)

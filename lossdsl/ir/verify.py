@@ -18,6 +18,8 @@ not in a kernel that computes the wrong thing:
     argument's axes a prefix of the result's (a sample vector meets a class matrix row-wise),
   - ``row`` (``rowsum``, ``rowmax``): the argument's ``(n<d>, n<d>k)`` without its class axis,
   - ``reduce`` (``sum``): a scalar, of a per-sample argument ``(n<d>,)``,
+  - ``scan`` (``sum_from`` and its kin): ``(n<d>,)``, of keys ``(n<d>,)`` and values ``()``
+    or ``(n<d>,)``,
   - ``class_index``: the class matrix ``(n<d>, n<d>k)`` of its labels' sample axis,
   - ``gather`` (``table_row``): row ``y_i`` of an input table ``(t<d>, n<d>k)``, one value per
     sample and class of the labels ``y``,
@@ -26,9 +28,10 @@ not in a kernel that computes the wrong thing:
 * a typed graph (every stage after ``shapes.specialize``) has every axis known, no shape
   macro left (``mean``, ``rowmean``), and one set of axes per input name.
 
-:func:`verify_schedule` adds the scheduler's promise: each pass reads only sums that earlier
-passes computed. :func:`check` and :func:`check_schedule` run them only when the environment
-sets ``LOSSDSL_VERIFY_IR=1`` (a debug switch: the checks walk every graph once more).
+:func:`verify_schedule` adds the scheduler's promise: each pass reads only sums (and
+cumulative sums) that earlier passes computed. :func:`check` and :func:`check_schedule` run
+them only when the environment sets ``LOSSDSL_VERIFY_IR=1`` (a debug switch: the checks walk
+every graph once more).
 
 A graph that breaks a rule is a compiler bug, not a user's mistake: the error is an
 :class:`InvalidGraphError` (an ``AssertionError``), which names the offending node briefly.
@@ -300,6 +303,16 @@ class _Verifier:
             raise InvalidGraphError("a sum reduces one value per sample (n<d>,) (a class "
                                     f"matrix's rows first), not {x.axes!r}", n)
 
+    def kind_scan(self, n: Node) -> None:
+        self._arguments_known(n)
+        values, keys = n.args
+        if len(n.axes) != 1 or not _is_sample_axis(n.axes[0]):
+            raise InvalidGraphError(f"'{n.op}' has one value per sample (n<d>,), not "
+                                    f"{n.axes!r}", n)
+        if keys.axes != n.axes or values.axes not in ((), n.axes):
+            raise InvalidGraphError(f"'{n.op}' sums values () or {n.axes!r} over keys "
+                                    f"{n.axes!r}", n)
+
     def kind_gather(self, n: Node) -> None:
         self._arguments_known(n)
         table, labels = n.args
@@ -334,7 +347,7 @@ def verify_schedule(schedule: Schedule) -> None:
     and reads only sums of earlier passes (scalar outputs: sums of any pass)."""
     roots = [o.node for o in schedule.scalar_outputs]
     for loop in schedule.loops:
-        roots += [*loop.reductions, *(o.node for o in loop.outputs)]
+        roots += [*loop.reductions, *loop.scans, *(o.node for o in loop.outputs)]
     verify(roots)
     computed_in: dict[int, int] = {}
     for loop in schedule.loops:
@@ -343,6 +356,11 @@ def verify_schedule(schedule: Schedule) -> None:
                 raise InvalidGraphError(f"a loop over {loop.axis!r} accumulates only sums "
                                         f"over {loop.axis!r}", reduction)
             computed_in[id(reduction)] = loop.index
+        for scan in loop.scans:
+            if scan.axes != (loop.axis,):
+                raise InvalidGraphError(f"a loop over {loop.axis!r} writes the summands of "
+                                        f"cumulative sums over {loop.axis!r} only", scan)
+            computed_in[id(scan)] = loop.index
         for output in loop.outputs:
             node_axes = output.node.axes
             if (not output.axes or output.axes[0] != loop.axis
@@ -350,7 +368,8 @@ def verify_schedule(schedule: Schedule) -> None:
                 raise InvalidGraphError(f"output '{output.name}' of axes {output.axes!r} is not "
                                         f"written by a loop over {loop.axis!r}", output.node)
     for loop in schedule.loops:
-        for root in [*(r.args[0] for r in loop.reductions), *(o.node for o in loop.outputs)]:
+        for root in [*(r.args[0] for r in loop.reductions), *(o.node for o in loop.outputs),
+                     *(a for scan in loop.scans for a in scan.args)]:
             for reduction in sums_read(root):
                 if computed_in.get(id(reduction), loop.index) >= loop.index:
                     raise InvalidGraphError(f"pass {loop.index} reads a sum that no earlier "

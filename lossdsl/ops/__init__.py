@@ -1,9 +1,9 @@
 """The primitive registry: one :class:`Op` record per operation the compiler implements.
 
 Importing the package registers every family (``arith``, ``compare``, ``transcendental``,
-``logistic``, ``special``, ``structural``); the passes and printers read the records through
-the functions below (see :mod:`lossdsl.ops.registry`), and :mod:`lossdsl.ops.primitives`
-keeps the name tables the frontend and the simplifier use.
+``logistic``, ``special``, ``structural``, ``scans``); the passes and printers read the
+records through the functions below (see :mod:`lossdsl.ops.registry`), and
+:mod:`lossdsl.ops.primitives` keeps the name tables the frontend and the simplifier use.
 """
 
 # the structural records first: they register "const", which the other families' partial
@@ -11,7 +11,7 @@ keeps the name tables the frontend and the simplifier use.
 from . import structural  # noqa: F401
 
 # isort: split
-from . import arith, compare, logistic, special, transcendental  # noqa: F401
+from . import arith, compare, logistic, scans, special, transcendental  # noqa: F401
 from .registry import (
     NOTATION,
     VECTOR_MATH,

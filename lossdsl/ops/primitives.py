@@ -2,7 +2,8 @@
 
 Kinds (see :mod:`lossdsl.ops.structural`): ``elementwise`` applies to each element
 (arguments broadcast: a sample vector meets a class matrix row-wise), ``row`` reduces the
-class axis of each row, ``reduce`` sums over the samples, ``leaf`` has no arguments,
+class axis of each row, ``reduce`` sums over the samples, ``scan`` sums over the samples
+up to or from each one in the order of a key (:mod:`lossdsl.ops.scans`), ``leaf`` has no arguments,
 ``gather`` reads a lookup table by labels, ``count`` weighs samples in a mean, ``macro``
 names functions that ``shapes.py`` expands.
 """
@@ -17,7 +18,7 @@ from .structural import CLASS_VECTOR
 __all__ = [
     "CLASS_INDEX", "CLASS_VECTOR", "COMPARISONS", "CONSTANTS", "COUNT_AS", "ELEMENTWISE",
     "FUNCTIONS", "GROUP_REDUCTIONS", "LANGUAGE_FUNCTIONS", "LEAF", "LOGICAL", "OPERATIONS",
-    "REDUCE", "ROW", "SHAPE_MACROS", "TABLE_ROW",
+    "REDUCE", "ROW", "SCAN", "SHAPE_MACROS", "TABLE_ROW",
 ]
 
 
@@ -28,6 +29,7 @@ def _of_kind(kind: str) -> dict[str, Op]:
 ELEMENTWISE: dict[str, Op] = _of_kind("elementwise")
 ROW = _of_kind("row")
 REDUCE = _of_kind("reduce")
+SCAN = _of_kind("scan")
 LEAF = {name: op for name, op in _of_kind("leaf").items() if name != "class_index"}
 CLASS_INDEX = {"class_index": _of_kind("leaf")["class_index"]}
 TABLE_ROW = _of_kind("gather")

@@ -45,7 +45,7 @@ import numpy as np
 from ..ir.node import OPERATION_NAMES
 from .scalar_math import PYTHON_MATH, UNCHECKED_MATH
 
-KINDS = ("elementwise", "row", "reduce", "leaf", "gather", "count", "macro")
+KINDS = ("elementwise", "row", "reduce", "scan", "leaf", "gather", "count", "macro")
 
 #: ``Op.latex`` for operators whose LaTeX depends on their arguments' precedence (infix
 #: arithmetic, relations, cases): :class:`lossdsl.latex.LatexPrinter` has a method for each.

@@ -12,6 +12,11 @@ rule. For a reduction ``S = sum_a f`` it is exact: the direct term ``D(f)`` (onl
 ``q`` of the sum depends directly on ``x_q``) plus, for every inner reduction ``T`` that ``f``
 uses, ``sum_a(df/dT) * D(T)``.
 
+Cumulative sums in the order of a key (``sum_from(e, t)`` and its kin) differentiate by
+transposition: the adjoint of a ``_from`` sum is an ``_upto`` sum of the adjoint (in the log
+domain for ``logsumexp_from``, one sum per sign of the adjoint); their diagonal Hessian adds,
+like a reduction's, the terms through the sums nested in their summands (``_Diagonal._scan``).
+
 The derivative of each elementwise operation is the rule in its registry record
 (:mod:`lossdsl.ops`), with its subgradient conventions: ``abs'(0) = 0``, ``sign' = 0``,
 ``max``/``min`` give the whole derivative to the first argument on ties, ``where``
@@ -25,8 +30,9 @@ import math
 
 from ..errors import LossError
 from ..ir.build import make
-from ..ir.node import Node, axis_length, constant, depends_on, node, toposort
+from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node, toposort
 from ..ops import find
+from ..ops.scans import SCANS, scan_name, transposed
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
 
@@ -93,6 +99,56 @@ def _reduced_axis(n: Node) -> str:
     return n.args[0].axes[-1]
 
 
+def _sign(x: Node) -> int:
+    """1 where ``x`` is known to be >= 0 everywhere, -1 where <= 0, else 0 (unknown): a few
+    rules that cover adjoints such as ``where(y > 0, 1, 0) / N``."""
+    if x.op == "const":
+        return 1 if x.value >= 0 else (-1 if x.value <= 0 else 0)  # NaN: unknown
+    if x.op in ("exp", "count"):
+        return 1
+    if x.op == "neg":
+        return -_sign(x.args[0])
+    if x.op in ("mul", "div"):
+        return _sign(x.args[0]) * _sign(x.args[1])
+    if x.op in ("add", "where"):
+        signs = {_sign(a) for a in x.args[-2:]}
+        return signs.pop() if len(signs) == 1 else 0
+    return 0
+
+
+def _signed_exp_sum(name: str, log_weights: Node, weights: Node, key: Node,
+                    shift: Node) -> Node:
+    """``exp(shift)`` times the log-domain scan ``name`` of ``weights * exp(log_weights)``:
+    a log sums positive terms only, so one scan per sign of ``weights`` (a sign known from the
+    graph needs one)."""
+    sign, total = _sign(weights), _ZERO
+    for part, side in ((weights, 1), (_m("neg", weights), -1)):
+        if sign == -side:
+            continue  # this part is 0 everywhere
+        # -inf where the part is 0; NaN stays NaN (a log of a NaN adjoint)
+        log_part = _m("where", _m("le", part, _ZERO), constant(-math.inf), _m("log", part))
+        term = _m("exp", _m("add", shift, _m(name, _m("add", log_weights, log_part), key)))
+        total = _m("add", total, term) if side == 1 else _m("sub", total, term)
+    return total
+
+
+def scan_adjoint(n: Node, adjoint: Node) -> Node:
+    """What cumulative sum ``n`` contributes to the gradient of its summands, given its
+    adjoint: each summand's share of every sum it is in, which is the transposed cumulative
+    sum of the adjoint (``j`` is in ``i``'s "from" set when ``i`` is in ``j``'s "upto" set).
+
+    For ``L = logsumexp_from(s, t)`` the share of ``s_j`` is ``sum_i a_i exp(s_j - L_i)``
+    over its transposed set, accumulated in the log domain as ``exp(s_j + logsumexp_upto(
+    log a - L))`` (one scan per sign of ``a``): every term is at most the adjoint, so
+    scores of +-1e4 stay finite where ``exp(s)`` and ``exp(-L)`` alone do not."""
+    accumulates, direction = SCANS[n.op]
+    values, key = n.args
+    other = transposed(direction)
+    if accumulates == "sum":
+        return _m(scan_name("sum", other), adjoint, key)
+    return _signed_exp_sum(scan_name("logsumexp", other), _m("neg", n), adjoint, key, values)
+
+
 def grad(total: Node, x: Node) -> Node:
     """d total / d x: a node with (at most) the axes of input ``x``."""
     dependent = depends_on(total, {id(x)})
@@ -110,6 +166,8 @@ def grad(total: Node, x: Node) -> Node:
             continue
         if n.op in ("sum", "rowsum"):
             contributions = [adjoint]
+        elif n.op in SCANS:  # the key is a constant of the loss
+            contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None]
         elif n.op == "rowmax":
             contributions = [_m("mul", adjoint, _first_maximum(n))]
         elif n.op in ("class_index", "table_row"):
@@ -118,7 +176,7 @@ def grad(total: Node, x: Node) -> Node:
             partials = PARTIALS.of(n, wanted)
             contributions = [_m("mul", adjoint, p) if w else None for p, w in zip(partials, wanted)]
         for a, contribution, w in zip(n.args, contributions, wanted):
-            if not w:
+            if not w or contribution is None:
                 continue
             # the contribution stands for one value per element of n (of a for reductions,
             # whose adjoint is the same for every element they reduce)
@@ -181,6 +239,8 @@ class _Diagonal:
     def _compute(self, e: Node, seed: Node, frozen: frozenset):
         if e.op in ("sum", "rowsum", "rowmax"):
             return (yield from self._reduction(e, seed, frozen))
+        if e.op in SCANS:
+            return (yield from self._scan(e, seed, frozen))
         if e.op in ("class_index", "table_row") or not e.args:
             return _ZERO
         wanted = [self.depends(a, seed) and id(a) not in frozen for a in e.args]
@@ -191,19 +251,29 @@ class _Diagonal:
                 total = _m("add", total, _m("mul", partial, inner))
         return total
 
-    def _leaves(self, f: Node, axis: str, seed: Node, frozen: frozenset) -> list[Node]:
-        """Maximal nodes under ``f`` that are constant along ``axis`` and depend on ``seed``."""
-        leaves, seen, stack = [], set(), [f]
+    def _maximal(self, f: Node, seed: Node, frozen: frozenset, wanted) -> list[Node]:
+        """The maximal nodes under ``f`` that depend on ``seed`` (held constant: none of
+        ``frozen``) and are ``wanted``, in a stable order."""
+        found, seen, stack = [], set(), [f]
         while stack:
             n = stack.pop()
             if id(n) in seen or id(n) in frozen or not self.depends(n, seed):
                 continue
             seen.add(id(n))
-            if axis not in n.axes:
-                leaves.append(n)
+            if wanted(n):
+                found.append(n)
                 continue
             stack.extend(n.args)
-        return sorted(leaves, key=lambda n: n.key)
+        return sorted(found, key=lambda n: n.key)
+
+    def _leaves(self, f: Node, axis: str, seed: Node, frozen: frozenset) -> list[Node]:
+        """Maximal nodes under ``f`` that are constant along ``axis`` and depend on ``seed``."""
+        return self._maximal(f, seed, frozen, lambda n: axis not in n.axes)
+
+    def _couplings(self, f: Node, seed: Node, frozen: frozenset) -> list[Node]:
+        """The maximal nodes under ``f`` through which sample ``i``'s value depends on the
+        seed's other elements: scalars (sums over the samples) and cumulative sums."""
+        return self._maximal(f, seed, frozen, lambda n: n.axes == () or n.op in SCANS)
 
     def _reduction(self, e: Node, seed: Node, frozen: frozenset):
         f = e.args[0]
@@ -211,10 +281,22 @@ class _Diagonal:
         # the weight each element gets in the reduction's derivative
         weight = _ONE if e.op != "rowmax" else _first_maximum(e)
         leaves = self._leaves(f, axis, seed, frozen)
-        inner = frozen | {id(t) for t in leaves}
+        # a sum over the samples of values holding cumulative sums: sample i's value depends
+        # on the others through them, as through the scalars
+        scans = ([n for n in self._couplings(f, seed, frozen) if n.op in SCANS]
+                 if e.op == "sum" else [])
+        inner = frozen | {id(t) for t in leaves} | {id(t) for t in scans}
         total = _ZERO
         if axis in seed.axes:
             total = _m("mul", weight, (yield (f, seed, inner)))
+        for scan in scans:  # sum_i df_i/dT_i dT_i/dx_q: the scan's adjoint, times D(u)_q
+            u = scan.args[0]
+            if self._couplings(u, seed, frozen):
+                raise LossError(f"the exact Hessian of a sum over {scan.op} of values that "
+                                "depend on other samples is not implemented")
+            through = yield (f, scan, inner - {id(scan)})
+            total = _m("add", total, _m("mul", scan_adjoint(scan, through),
+                                        (yield (u, seed, frozen))))
         reduce_op = "sum" if e.op == "sum" else "rowsum"
         for leaf in leaves:
             through = _m("mul", weight, (yield (f, leaf, inner - {id(leaf)})))
@@ -223,6 +305,68 @@ class _Diagonal:
             else:  # the same for every element: a sum of it would no longer know its axis
                 reduced = _m("mul", through, axis_length(axis))
             total = _m("add", total, _m("mul", reduced, (yield (leaf, seed, frozen))))
+        return total
+
+    def _scan(self, c: Node, seed: Node, frozen: frozenset):
+        """D of cumulative sum ``c`` (``C_q``: the sum of ``f`` over ``q``'s set ``W(q)``):
+        ``f_q``'s own term (its couplings held constant) plus, for each coupling ``T`` of
+        ``f``, ``sum over i in W(q) of dC_q/df_i * df_i/dT_i * dT_i/dx_q``. Within ``W(q)``,
+        ``dT_i/dx_q`` is known in closed form when ``T`` is a sum over all samples
+        (``D(T)``) or a cumulative sum over the transposed sets (``i`` in ``W(q)`` means
+        ``q`` is in ``T_i``'s set: ``D(u)_q``, times ``exp(s_q - T_i)`` for a logsumexp), or
+        over the same sets (then only ``q``'s ties share them); other nestings are refused."""
+        accumulates, direction = SCANS[c.op]
+        f, key = c.args
+        couplings = self._couplings(f, seed, frozen)
+        inner = frozen | {id(t) for t in couplings}
+        logsumexp = accumulates == "logsumexp"
+        own = _m("exp", _m("sub", f, c)) if logsumexp else _ONE  # dC_q/df_q
+        total = _ZERO
+        if c.axes[0] in seed.axes:
+            total = _m("mul", own, (yield (f, seed, inner)))
+        window = scan_name(accumulates, direction)
+
+        def over_window(weights: Node, log_factor: Node = _ZERO, shift: Node = _ZERO) -> Node:
+            """The sum over i in W(q) of dC_q/df_i * weights_i * exp(log_factor_i + shift_q),
+            in the log domain wherever an exponential is involved (each term is small where
+            its factors alone overflow)."""
+            if not logsumexp and is_constant(log_factor, 0.0) and is_constant(shift, 0.0):
+                return _m(window, weights, key)
+            if logsumexp:  # dC_q/df_i = exp(f_i - C_q)
+                log_factor, shift = _m("add", f, log_factor), _m("sub", shift, c)
+            return _signed_exp_sum(scan_name("logsumexp", direction), log_factor, weights, key,
+                                   shift)
+
+        for coupling in couplings:
+            through = yield (f, coupling, inner - {id(coupling)})  # df_i/dT_i
+            if coupling.axes == ():
+                term = over_window(through, _ZERO)
+                total = _m("add", total, _m("mul", term, (yield (coupling, seed, frozen))))
+                continue
+            inner_accumulates, inner_direction = SCANS[coupling.op]
+            u, inner_key = coupling.args
+            if inner_key is not key or self._couplings(u, seed, frozen):
+                raise LossError(f"the exact Hessian of {c.op} over {coupling.op} "
+                                "is known when both sum in the order of the same keys, of "
+                                "values that depend on each sample alone")
+            inner_logsumexp = inner_accumulates == "logsumexp"
+            if transposed(inner_direction) == direction:  # q is in the set of every i in W(q)
+                # dT_i/dx_q: D(u)_q, times exp(u_q - T_i) for a logsumexp
+                term = (over_window(through, _m("neg", coupling), u) if inner_logsumexp
+                        else over_window(through))
+            elif logsumexp:
+                raise LossError(f"the exact Hessian of {c.op} over {coupling.op} in the same "
+                                "direction is not implemented (only tied keys couple them)")
+            else:  # only q's ties: their sets are q's own, and T_i = T_q
+                term = _m("sub", _m("add", _m(window, through, key),
+                                    _m(scan_name("sum", transposed(direction)), through, key)),
+                          _m("sum", through) if through.axes
+                          else _m("mul", through, node("count", (), c.axes[0], ())))
+                if inner_logsumexp:
+                    term = _m("mul", term, _m("exp", _m("sub", u, coupling)))
+            total = _m("add", total, _m("mul", term, (yield (u, seed, frozen))))
+        if logsumexp:  # an empty set (every summand -inf) has no derivative: 0, not NaN
+            total = _m("where", _m("gt", c, constant(-math.inf)), total, _ZERO)
         return total
 
 

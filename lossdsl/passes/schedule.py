@@ -1,7 +1,9 @@
 """Scheduling: split a multi-output graph into fused passes over the data.
 
 Kernels compute the value, gradients and Hessians of a loss together. Per-element work runs
-in loops over a sample domain; a ``sum`` over samples is a reduction that a loop accumulates.
+in loops over a sample domain; a ``sum`` over samples is a reduction that a loop accumulates,
+and a cumulative sum (``sum_from(e, t)``, :mod:`lossdsl.ops.scans`) is computed between two
+loops from the summands and keys a loop wrote.
 A loop cannot use a reduction it is still accumulating, so a graph whose per-element part
 needs a sum (a weighted mean's ``1/sum(w)``, a Dice loss's ``sum(y*p)``) needs a pass that
 computes that sum first. This module finds the fewest passes and puts every reduction in
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.node import Node, sums_read, toposort
+from ..ir.node import PASS_BOUNDARIES, Node, sums_read, toposort
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Loop:
     axis: str
     reductions: list[Node] = field(default_factory=list)  # sum nodes accumulated here
     outputs: list[Output] = field(default_factory=list)  # per-element outputs written here
+    # cumulative sums (sum_from, ...) whose summands and keys this loop writes; the glue
+    # after it accumulates them for the later loops that read them
+    scans: list[Node] = field(default_factory=list)
 
 
 @dataclass
@@ -54,10 +59,11 @@ def plan(outputs: list[Output]) -> Schedule:
     level: dict[int, int] = {}
     for n in toposort([o.node for o in outputs]):
         inner = max((level[id(a)] for a in n.args), default=0)
-        level[id(n)] = inner + 1 if n.op == "sum" else inner
+        level[id(n)] = inner + 1 if n.op in PASS_BOUNDARIES else inner
     element_outputs = [o for o in outputs if o.axes]
     scalar_outputs = [o for o in outputs if not o.axes]
-    reductions = [n for n in toposort([o.node for o in outputs]) if n.op == "sum"]
+    # sums and cumulative sums: each is computed after the pass that computes its arguments
+    reductions = [n for n in toposort([o.node for o in outputs]) if n.op in PASS_BOUNDARIES]
 
     passes = max(
         [level[id(o.node)] + 1 for o in element_outputs] + [level[id(r)] for r in reductions] + [1]
@@ -73,7 +79,8 @@ def plan(outputs: list[Output]) -> Schedule:
         constrain(o.node, passes)
     for r in sorted(reductions, key=lambda r: -level[id(r)]):
         scheduled[id(r)] = deadline.get(id(r), passes)
-        constrain(r.args[0], scheduled[id(r)])
+        for argument in r.args:
+            constrain(argument, scheduled[id(r)])
 
     loops: dict[tuple[int, str], Loop] = {}
 
@@ -83,7 +90,10 @@ def plan(outputs: list[Output]) -> Schedule:
         return loops[(index, axis)]
 
     for r in reductions:
-        loop(scheduled[id(r)], _loop_axis(r)).reductions.append(r)
+        if r.op == "sum":
+            loop(scheduled[id(r)], _loop_axis(r)).reductions.append(r)
+        else:
+            loop(scheduled[id(r)], r.axes[0]).scans.append(r)
     for o in element_outputs:
         loop(passes, o.axes[0]).outputs.append(o)
     ordered = sorted(loops.values(), key=lambda lp: (lp.index, lp.axis))

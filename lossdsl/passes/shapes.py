@@ -20,7 +20,7 @@ from ..errors import LossShapeError, Span
 from ..ir.axes import Axis
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
-from ..ops.primitives import CLASS_VECTOR
+from ..ops.primitives import CLASS_VECTOR, SCAN
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
 WEIGHT_KEYWORD = "sample_weight"  # how callers pass the weights: no input may be named so
@@ -241,6 +241,16 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
             shape[id(n)] = (domain if domain is not None else domains.new(), True)
         elif n.op in ("sum", "mean"):
             shape[id(n)] = (None, False)
+        elif n.op in SCAN:
+            (e_domain, e_rows), (t_domain, t_rows) = (shape[id(a)] for a in n.args)
+            culprits = [a.value for a in toposort([n]) if a.op == "input"]
+            if e_rows or t_rows or t_domain is None:
+                raise LossShapeError(
+                    f"{n.op}(e, t) sums one value per sample over the samples ordered by their "
+                    "keys t, one per sample: " + ("t must be a vector (N,)" if t_domain is None
+                                                  else "neither can have classes (N, K)"),
+                    spans.get(culprits[0]) if culprits else None)
+            shape[id(n)] = (join(e_domain, t_domain), False)
         elif n.op in ("rowsum", "rowmax", "rowmean"):
             domain, rows = shape[id(n.args[0])]
             if not rows:
@@ -292,6 +302,11 @@ def _groupings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
         if n.op in ("class_index", "table_row"):
             raise LossShapeError(f"classes (pick, onehot, rowof, classvec) cannot be read for "
                                  f"samples grouped by '{grouping}'", spans.get(grouping))
+        if n.op in SCAN:
+            raise LossShapeError(f"{n.op} sums over all the samples, in the order of its keys: "
+                                 f"it cannot be used for samples grouped by '{grouping}' (a "
+                                 "stratified risk set is not in the language yet)",
+                                 spans.get(grouping))
     return groups
 
 

@@ -80,7 +80,9 @@ class CpuModuleBuilder(ModuleBuilder):
         self.run_lines += self.glue.take_lines()
         results = self.name_reductions(number, loop, len(body.returns))
         call = f"kit.loop({', '.join([loop_name, str(len(results)), length] + call_arguments)})"
+        self.run_lines += self.scan_inputs(loop)
         self.run_lines.append(f"{', '.join(results)}, = {call}" if results else call)
+        self.run_lines += self.scan_results(loop)
 
     def _driver(self, name: str, body_name: str, length: str, body: Body,
                 parallel: bool) -> str:

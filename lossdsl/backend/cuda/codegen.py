@@ -164,6 +164,15 @@ class CudaModuleBuilder(ModuleBuilder):
     def device_argument(self, argument: str) -> str:
         return f"dev_{argument}"
 
+    def scan_buffer(self, length: str) -> str:
+        return f"rt.scan_buffer({length})"
+
+    def order_call(self, keys: str) -> str:
+        return f"rt.order({keys})"
+
+    def scan_call(self, name: str, values: str, order: str) -> str:
+        return f'rt.scan("{name}", {values}, {order})'
+
     def reduction_value(self, result: str) -> str:
         return f"numpy.float64({result})"  # rt.fetch returns the device's float64 sums
 
@@ -191,7 +200,9 @@ class CudaModuleBuilder(ModuleBuilder):
                                                 [scratch]))
             self.functions.append(self.block_row_kernel(f"rows{number}", f"rowbody{number}",
                                                         length, row_body))
+        self.run_lines += self.scan_inputs(loop)
         self.run_lines += self.launch(number, loop, body, length, row_width)
+        self.run_lines += self.scan_results(loop)
 
     def kernel_loop(self, name: str, body_name: str, length: str, body: Body,
                     loop: str) -> list[str]:

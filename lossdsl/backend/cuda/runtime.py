@@ -34,6 +34,7 @@ from numba.cuda.cudadrv import devicearray as _devicearray
 from numba.cuda.cudadrv.devices import require_context
 
 from ...ops.scalar_math import SCALAR_MATH  # noqa: E402
+from ...ops.scans import KeyOrder, key_order  # noqa: E402
 
 #: True when Numba runs CUDA kernels in its Python simulator instead of on a GPU.
 SIMULATOR: bool = bool(_numba_config.ENABLE_CUDASIM)
@@ -127,6 +128,22 @@ def to_device(array: Any) -> Any:
         # to_device needs a contiguous buffer; kernels index the copy like the original
         return cuda.to_device(np.ascontiguousarray(array))
     return as_device_array(array)
+
+
+def scan_buffer(length: int) -> Any:
+    """A float64 device array of ``length`` samples: a cumulative sum's summands or keys."""
+    return cuda.device_array(length, np.float64)
+
+
+def order(keys: Any) -> KeyOrder:
+    """The samples in the order of the device array ``keys``, sorted on the host."""
+    return key_order(keys.copy_to_host())
+
+
+def scan(name: str, values: Any, order: KeyOrder) -> Any:
+    """Cumulative sum ``name`` of the device array ``values`` in ``order``, on the host (a
+    round trip per sum, :mod:`lossdsl.ops.scans`)."""
+    return cuda.to_device(order.scan(name, values.copy_to_host()))
 
 
 def output(array: Any) -> tuple[Any, np.ndarray | None]:

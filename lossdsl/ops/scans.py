@@ -1,0 +1,157 @@
+"""Cumulative sums in the order of a key: the sums over risk sets.
+
+``sum_from(e, t)`` gives each sample ``i`` the sum of ``e`` over the samples whose key is at
+least its own, ``sum_j [t_j >= t_i] e_j`` (the risk set at time ``t_i``: every sample still
+at risk, ties included, as Breslow's partial likelihood counts them); ``sum_upto(e, t)`` sums
+over ``t_j <= t_i``. ``logsumexp_from(s, t)`` and ``logsumexp_upto(s, t)`` are the logarithms
+of the sums of ``exp(s)`` over the same sets, accumulated in the log domain (every partial sum
+is a ``logaddexp``), so they stay exact where the exponentials overflow or underflow: Cox's
+``log sum_{t_j >= t_i} exp(z_j)`` at scores of +-1e4.
+
+The key is a constant of the loss (its derivative is zero: a sum over a set changes only
+where the order of the keys does). The two directions are each other's transpose, which is
+all the derivatives need: the gradient of ``sum_from`` is a ``sum_upto`` of the adjoint
+(``passes/diff.py``).
+
+Kernels compute them between two passes over the samples (``passes/schedule.py``): a pass
+writes the summands and keys of each cumulative sum to an array, :func:`key_order` sorts the
+keys once (and keeps the order while the keys stay the same: a training loop's labels), and
+:meth:`KeyOrder.scan` accumulates each sum in float64 in one compiled pass; later passes read
+the sums. It is the one implementation: the reference interpreter and the CPU and CUDA glue
+call it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+from numba import njit
+
+from ..ir.node import PASS_BOUNDARIES
+from .registry import Op, register
+
+#: name -> (what it accumulates, which samples: "from" t_j >= t_i, "upto" t_j <= t_i)
+SCANS: dict[str, tuple[str, str]] = {
+    "sum_from": ("sum", "from"),
+    "sum_upto": ("sum", "upto"),
+    "logsumexp_from": ("logsumexp", "from"),
+    "logsumexp_upto": ("logsumexp", "upto"),
+}
+
+
+def scan_name(accumulates: str, direction: str) -> str:
+    """The name of the scan that accumulates ``accumulates`` in ``direction``."""
+    return f"{accumulates}_{direction}"
+
+
+def transposed(direction: str) -> str:
+    """The other direction: ``i`` is in ``j``'s "from" set exactly when ``j`` is in ``i``'s
+    "upto" set."""
+    return "upto" if direction == "from" else "from"
+
+
+@njit(cache=True, error_model="numpy")
+def _logaddexp(a, b):  # pragma: no cover - compiled
+    """log(exp(a) + exp(b)) without overflow: NaN propagates, -inf is the empty sum."""
+    if a == b:
+        return a + math.log(2.0)  # also inf + inf (whose difference is NaN)
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    if a > b:
+        return a + math.log1p(math.exp(b - a))
+    if b > a:
+        return b + math.log1p(math.exp(a - b))
+    return a + b  # NaN
+
+
+@njit(cache=True, error_model="numpy")
+def _accumulate(values, order, runs, from_, log, out):  # pragma: no cover - compiled
+    """out[order[p]] = the partial sum at position runs[p] of values[order], accumulated from
+    the end (``from_``) or the start, as a sum or (``log``) a logaddexp."""
+    known = order.shape[0]
+    partial = np.empty(known)
+    total = -math.inf if log else 0.0
+    for step in range(known):
+        position = known - 1 - step if from_ else step
+        value = values[order[position]]
+        total = _logaddexp(total, value) if log else total + value
+        partial[position] = total
+    for position in range(known):
+        out[order[position]] = partial[runs[position]]
+
+
+class KeyOrder:
+    """The samples sorted by their keys, once for every cumulative sum over those keys: the
+    stable order, and for each sorted position the first and last position of its run of
+    tied keys (whose sums are the run's). NaN keys sort last and belong to no set."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = np.array(keys, dtype=np.float64).reshape(-1)  # a copy: compared later
+        order = np.argsort(self.keys, kind="stable")
+        self.order = order[:int(np.count_nonzero(~np.isnan(self.keys)))]
+        known = self.order.shape[0]
+        ordered = self.keys[self.order]
+        positions = np.arange(known)
+        starts = np.ones(known, dtype=bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        ends = np.ones(known, dtype=bool)
+        ends[:-1] = starts[1:]
+        self.first = np.maximum.accumulate(np.where(starts, positions, 0))
+        self.last = np.minimum.accumulate(np.where(ends, positions, known)[::-1])[::-1]
+
+    def same_keys(self, keys: np.ndarray) -> bool:
+        """Whether ``keys`` are the keys this order was made for."""
+        return keys.shape == self.keys.shape and np.array_equal(keys, self.keys,
+                                                                equal_nan=True)
+
+    def scan(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Cumulative sum ``name`` of ``values`` (one per key, or a scalar), in float64."""
+        accumulates, direction = SCANS[name]
+        values = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64),
+                                                      self.keys.shape))
+        result = np.full(self.keys.shape, np.nan)
+        if self.order.shape[0]:
+            from_ = direction == "from"  # a run's sum is at its first position from the end
+            _accumulate(values, self.order, self.first if from_ else self.last, from_,
+                        accumulates == "logsumexp", result)
+        return result
+
+
+_LAST_ORDER = threading.local()
+
+
+def key_order(keys: np.ndarray) -> KeyOrder:
+    """The order of ``keys``: the one made last in this thread when the keys are the same
+    (the cumulative sums of a call share their keys, and a training loop's calls do), else a
+    new one (a sort; comparing the keys costs one pass)."""
+    keys = np.asarray(keys, dtype=np.float64).reshape(-1)
+    last = getattr(_LAST_ORDER, "order", None)
+    if last is None or not last.same_keys(keys):
+        last = _LAST_ORDER.order = KeyOrder(keys)
+    return last
+
+
+def scan(name: str, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``name`` (a key of :data:`SCANS`) of ``values`` over the samples ordered by ``keys``,
+    in float64: one result per key. A sample whose key is NaN belongs to no set and gets NaN;
+    ``values`` may be a scalar (the same for every sample)."""
+    return key_order(keys).scan(name, values)
+
+
+register(*(
+    Op(name, 2, "scan",
+       doc=("the " + ("sum of e" if accumulates == "sum" else "log of the sum of exp(s)")
+            + " over the samples whose key t is "
+            + ("at least" if direction == "from" else "at most") + " this sample's"),
+       latex=(r"\sum_{{j:\,{1}_j " + (r"\ge" if direction == "from" else r"\le")
+              + r" {1}_i}} {0}_j" if accumulates == "sum" else
+              r"\log\sum_{{j:\,{1}_j " + (r"\ge" if direction == "from" else r"\le")
+              + r" {1}_i}} e^{{{0}_j}}"),
+       callable_as=name)
+    for name, (accumulates, direction) in SCANS.items()
+))
+PASS_BOUNDARIES.update(SCANS)
