@@ -273,3 +273,27 @@ def test_torch_backward_and_its_refusal_of_double_backward(cox_sum):
                                       create_graph=True)
     with pytest.raises(lossdsl.LossError, match="coupled"):
         torch.autograd.grad(gradient.sum(), scores)
+
+
+def test_scans_of_any_keys_and_values_are_the_pairwise_sums():
+    """Property: for any keys (ties, infinities) and values (infinities, -inf summands),
+    each cumulative sum equals the sum written out over every pair of samples."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    values = st.floats(-1e3, 1e3) | st.sampled_from([-np.inf, np.inf, 0.0, -1e300, 1e300])
+    keys = st.integers(-3, 3).map(float) | st.sampled_from([-np.inf, np.inf])
+
+    @settings(deadline=None, max_examples=300)
+    @given(st.lists(st.tuples(values, keys), min_size=1, max_size=30),
+           st.sampled_from(["sum_from", "sum_upto", "logsumexp_from", "logsumexp_upto"]))
+    def check(pairs, name):
+        v, k = (np.array(column) for column in zip(*pairs))
+        log = name.startswith("log")
+        if not log:  # a plain sum of +-inf or +-1e300 depends on its order (inf - inf)
+            v = np.where(np.abs(v) <= 1e3, v, 0.0)
+        with np.errstate(all="ignore"):
+            expected = _pairs(v, k, name.endswith("from"), log)
+        np.testing.assert_allclose(scan(name, v, k), expected, rtol=1e-12, atol=1e-9)
+
+    check()

@@ -4,8 +4,8 @@
 least its own, ``sum_j [t_j >= t_i] e_j`` (the risk set at time ``t_i``: every sample still
 at risk, ties included, as Breslow's partial likelihood counts them); ``sum_upto(e, t)`` sums
 over ``t_j <= t_i``. ``logsumexp_from(s, t)`` and ``logsumexp_upto(s, t)`` are the logarithms
-of the sums of ``exp(s)`` over the same sets, accumulated in the log domain (every partial sum
-is a ``logaddexp``), so they stay exact where the exponentials overflow or underflow: Cox's
+of the sums of ``exp(s)`` over the same sets, each partial sum taken relative to the running
+maximum, so they stay exact where the exponentials overflow or underflow: Cox's
 ``log sum_{t_j >= t_i} exp(z_j)`` at scores of +-1e4.
 
 The key is a constant of the loss (its derivative is zero: a sum over a set changes only
@@ -16,14 +16,13 @@ all the derivatives need: the gradient of ``sum_from`` is a ``sum_upto`` of the 
 Kernels compute them between two passes over the samples (``passes/schedule.py``): a pass
 writes the summands and keys of each cumulative sum to an array, :func:`key_order` sorts the
 keys once (and keeps the order while the keys stay the same: a training loop's labels), and
-:meth:`KeyOrder.scan` accumulates each sum in float64 in one compiled pass; later passes read
-the sums. It is the one implementation: the reference interpreter and the CPU and CUDA glue
-call it.
+:meth:`KeyOrder.scan` accumulates each sum in float64 (:func:`log_cumsum_exp` for the
+logarithms); later passes read the sums. It is the one implementation: the reference
+interpreter and the CPU and CUDA glue call it.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np
@@ -53,35 +52,28 @@ def transposed(direction: str) -> str:
 
 
 @njit(cache=True, error_model="numpy")
-def _logaddexp(a, b):  # pragma: no cover - compiled
-    """log(exp(a) + exp(b)) without overflow: NaN propagates, -inf is the empty sum."""
-    if a == b:
-        return a + math.log(2.0)  # also inf + inf (whose difference is NaN)
-    if a == -math.inf:
-        return b
-    if b == -math.inf:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    if b > a:
-        return b + math.log1p(math.exp(a - b))
-    return a + b  # NaN
+def _rescaled_sums(weights, factors):  # pragma: no cover - compiled
+    """sums[p] = sums[p - 1] * factors[p] + weights[p]: the running sum of the weights,
+    rescaled wherever the shift of the weights changes."""
+    sums = np.empty(weights.shape[0])
+    total = 0.0
+    for p in range(weights.shape[0]):
+        total = total * factors[p] + weights[p]
+        sums[p] = total
+    return sums
 
 
-@njit(cache=True, error_model="numpy")
-def _accumulate(values, order, runs, from_, log, out):  # pragma: no cover - compiled
-    """out[order[p]] = the partial sum at position runs[p] of values[order], accumulated from
-    the end (``from_``) or the start, as a sum or (``log``) a logaddexp."""
-    known = order.shape[0]
-    partial = np.empty(known)
-    total = -math.inf if log else 0.0
-    for step in range(known):
-        position = known - 1 - step if from_ else step
-        value = values[order[position]]
-        total = _logaddexp(total, value) if log else total + value
-        partial[position] = total
-    for position in range(known):
-        out[order[position]] = partial[runs[position]]
+def log_cumsum_exp(values: np.ndarray) -> np.ndarray:
+    """log(cumsum(exp(values))) without overflow or underflow: each partial sum is taken
+    relative to the running maximum so far (every term at most 1, the maximum's exactly 1),
+    so exp and log run vectorised over the whole array and only the running sum is a loop.
+    -inf terms add nothing; NaN propagates from where it appears."""
+    with np.errstate(all="ignore"):
+        maximum = np.maximum.accumulate(values)
+        shift = np.where(np.isfinite(maximum), maximum, 0.0)  # +-inf: unshifted
+        weights = np.exp(values - shift)
+        factors = np.concatenate(([0.0], np.exp(shift[:-1] - shift[1:])))  # nothing before
+        return shift + np.log(_rescaled_sums(weights, factors))
 
 
 class KeyOrder:
@@ -111,13 +103,16 @@ class KeyOrder:
     def scan(self, name: str, values: np.ndarray) -> np.ndarray:
         """Cumulative sum ``name`` of ``values`` (one per key, or a scalar), in float64."""
         accumulates, direction = SCANS[name]
-        values = np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64),
-                                                      self.keys.shape))
+        values = np.broadcast_to(np.asarray(values, dtype=np.float64), self.keys.shape)
         result = np.full(self.keys.shape, np.nan)
-        if self.order.shape[0]:
-            from_ = direction == "from"  # a run's sum is at its first position from the end
-            _accumulate(values, self.order, self.first if from_ else self.last, from_,
-                        accumulates == "logsumexp", result)
+        ordered = values[self.order]
+        from_ = direction == "from"
+        if from_:
+            ordered = ordered[::-1]
+        partial = np.cumsum(ordered) if accumulates == "sum" else log_cumsum_exp(ordered)
+        if from_:  # a run's sum is at its first position, counting from the end
+            partial = partial[::-1]
+        result[self.order] = partial[self.first if from_ else self.last]
         return result
 
 
