@@ -366,7 +366,7 @@ class _Diagonal:
                     term = _m("mul", term, _m("exp", _m("sub", u, coupling)))
             total = _m("add", total, _m("mul", term, (yield (u, seed, frozen))))
         if logsumexp:  # an empty set (every summand -inf) has no derivative: 0, not NaN
-            total = _m("where", _m("gt", c, constant(-math.inf)), total, _ZERO)
+            total = _m("where", _m("eq", c, constant(-math.inf)), _ZERO, total)
         return total
 
 
