@@ -140,9 +140,10 @@ class Evaluator(NodeVisitor[np.ndarray]):
     def eval_sum(self, n, x):
         return np.float64(x.sum())
 
-    def _scan(self, n, values, keys):
-        shape = np.broadcast_shapes(np.shape(values), np.shape(keys))
-        return scan(n.op, values, np.broadcast_to(keys, shape)).reshape(shape)
+    def _scan(self, n, values, keys, strata):
+        shape = np.broadcast_shapes(np.shape(values), np.shape(keys), np.shape(strata))
+        return scan(n.op, values, np.broadcast_to(keys, shape),
+                    np.broadcast_to(strata, shape)).reshape(shape)
 
     eval_sum_from = eval_sum_upto = eval_logsumexp_from = eval_logsumexp_upto = _scan
 

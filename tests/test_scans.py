@@ -210,7 +210,7 @@ def test_the_order_of_the_rows_does_not_matter(cox_sum):
 @pytest.mark.parametrize("text, match", [
     ("sum_from(z, t)", "one per sample"),  # t is bound to a number below
     ("rowsum(sum_from(z, t))", "classes"),
-    ("groupsum(sum_from(z, t), q)", "grouped"),
+    ("groupsum(sum_from(z, t), q)", "strata"),
 ])
 def test_what_cannot_be_summed_in_order_is_an_error(text, match):
     loss = lossdsl.compile(text)
@@ -297,3 +297,38 @@ def test_scans_of_any_keys_and_values_are_the_pairwise_sums():
         np.testing.assert_allclose(scan(name, v, k), expected, rtol=1e-12, atol=1e-9)
 
     check()
+
+
+def test_stratified_cox_is_lifelines_strata(cox_sum):
+    """cox_ph(y, z, strata=g): each stratum's own risk sets (a baseline hazard per stratum),
+    equal to lifelines' strata= fit, and to the strata's separate totals."""
+    lifelines = pytest.importorskip("lifelines")
+    pandas = pytest.importorskip("pandas")
+    features, y = _survival(240, 15, ties=False)
+    strata = np.random.default_rng(16).integers(0, 3, y.size)
+    frame = pandas.DataFrame(features, columns=list("abcd"))
+    frame["T"], frame["E"], frame["g"] = np.abs(y), (y > 0).astype(int), strata
+    fitted = lifelines.CoxPHFitter().fit(frame, "T", "E", strata=["g"])
+    z = features @ fitted.params_.to_numpy()
+    stratified = lossdsl.compile("cox_ph(y, z, strata=g)", reduction="sum")
+    assert -stratified(y=y, z=z, g=strata) == pytest.approx(fitted.log_likelihood_, rel=1e-12)
+    assert stratified(y=y, z=z, g=strata) == pytest.approx(
+        sum(cox_sum(y=y[strata == s], z=z[strata == s]) for s in range(3)), rel=1e-13)
+    # derivatives: each stratum's own
+    gradient, hessian = stratified.grad_and_hessian("z", y=y, z=z, g=strata)
+    for s in range(3):
+        alone = cox_sum.grad_and_hessian("z", y=y[strata == s], z=z[strata == s])
+        np.testing.assert_allclose(gradient[strata == s], alone[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(hessian[strata == s], alone[1], rtol=1e-12, atol=1e-14)
+    # the JAX printer and the CUDA simulator's host scans take the strata too
+    jax = pytest.importorskip("jax")
+    front_end = pytest.importorskip("lossdsl.jax")
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        value = front_end.loss("cox_ph(y, z, strata=g)", reduction="sum")(
+            y=y, z=z, g=strata.astype(float))
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    assert float(value) == pytest.approx(stratified(y=y, z=z, g=strata), rel=1e-12)

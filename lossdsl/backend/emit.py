@@ -143,8 +143,8 @@ class Names:
         return self.lengths.setdefault(axis, f"n{len(self.lengths)}")
 
     def buffer(self, role: str, n: Node) -> str:
-        """The array ``run`` allocates for ``n``'s values: role "values" or "keys" (what a
-        loop writes for a cumulative sum) or "scan" (the cumulative sum ``n`` itself)."""
+        """The array ``run`` allocates for ``n``'s values: role "values", "keys" or "strata"
+        (what a loop writes for a cumulative sum) or "scan" (the cumulative sum ``n``)."""
         return self.buffers.setdefault((role, n.key), f"b{len(self.buffers)}")
 
     def run_arguments(self) -> list[str]:
@@ -180,6 +180,14 @@ def pick_parts(n: Node) -> tuple[Node, Node] | None:
                         and label.op in ("input", "where") and len(label.axes) == 1):
                     return x, label
     return None
+
+
+def scan_buffers(scan: Node) -> list[tuple[str, Node]]:
+    """(role, node) of the arrays a loop writes for cumulative sum ``scan``: its summands,
+    its keys, and its strata unless they are one constant (one stratum)."""
+    values, keys, strata = scan.args
+    return [("values", values), ("keys", keys)] + (
+        [] if strata.op == "const" else [("strata", strata)])
 
 
 def _loop_args(n: Node) -> tuple[Node, ...]:
@@ -339,7 +347,7 @@ class BodyEmitter:
         for n in self._ordered(sample_roots, row=False):
             self._emit_node(n, indent, "k")
         for scan in self.loop.scans:
-            for role, argument in zip(("values", "keys"), scan.args):
+            for role, argument in scan_buffers(scan):
                 buffer = self._use(self.names.buffer(role, argument), self.arrays)
                 self.lines.append(f"{indent}{buffer}[i] = {self.operand(argument)}")
         row_outputs = [o for o in self.loop.outputs if len(o.axes) == 2]

@@ -315,26 +315,38 @@ def in_groups(values: Any, segments: Any) -> Any:
     return jnp.where(used, values, jnp.zeros_like(values))
 
 
-def scan(name: str, values: Any, keys: Any) -> Any:
+def scan(name: str, values: Any, keys: Any, strata: Any) -> Any:
     """Cumulative sum ``name`` (:data:`lossdsl.ops.scans.SCANS`) of ``values`` over the
-    samples ordered by ``keys``: a stable sort, ``cumsum`` or ``lax.cumlogsumexp``, and each
-    sample reads the partial sum at the edge of its run of tied keys (static shapes)."""
+    samples ordered by ``keys`` within ``strata``: a stable sort, a running sum or logsumexp
+    (``lax.associative_scan``, started anew at each stratum), and each sample reads the
+    partial sum at the edge of its run of tied keys (static shapes)."""
     import jax
 
     jnp = _jnp()
     accumulates, direction = SCANS[name]
     keys = jnp.asarray(keys)
     values = jnp.broadcast_to(values, keys.shape)
-    order = jnp.argsort(keys, stable=True)
-    ordered_keys, ordered = keys[order], values[order]
+    strata = jnp.broadcast_to(strata, keys.shape)
+    order = jnp.lexsort((keys, strata))  # by stratum, then key: stable
+    ordered_keys, ordered_strata, ordered = keys[order], strata[order], values[order]
+    new_stratum = jnp.concatenate([jnp.ones(1, bool), ordered_strata[1:] != ordered_strata[:-1]])
+    run_start = new_stratum | jnp.concatenate([jnp.ones(1, bool),
+                                               ordered_keys[1:] != ordered_keys[:-1]])
+    run_end = jnp.concatenate([run_start[1:], jnp.ones(1, bool)])
+    positions = jnp.arange(keys.shape[0])
     reverse = direction == "from"
-    if accumulates == "sum":
-        partial = jnp.cumsum(ordered[::-1])[::-1] if reverse else jnp.cumsum(ordered)
+    restarts = jnp.concatenate([new_stratum[1:], jnp.ones(1, bool)]) if reverse else new_stratum
+    add = jnp.add if accumulates == "sum" else jnp.logaddexp
+
+    def combine(left, right):  # a segmented sum: a restart drops what came before
+        return (left[0] | right[0], jnp.where(right[0], right[1], add(left[1], right[1])))
+
+    _, partial = jax.lax.associative_scan(combine, (restarts, ordered), reverse=reverse)
+    if reverse:  # a run's sum is at its first position
+        at = jax.lax.cummax(jnp.where(run_start, positions, 0))
     else:
-        partial = jax.lax.cumlogsumexp(ordered, reverse=reverse)
-    if reverse:
-        return partial[jnp.searchsorted(ordered_keys, keys, side="left")]
-    return partial[jnp.searchsorted(ordered_keys, keys, side="right") - 1]
+        at = jax.lax.cummin(jnp.where(run_end, positions, keys.shape[0]), reverse=True)
+    return jnp.zeros_like(partial).at[order].set(partial[at])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,9 +479,9 @@ class JaxPrinter(NodeVisitor[str]):
             return f"h.segment_max({x}, {segments})"
         return f"jnp.max({x}, axis=-1)"
 
-    def print_scan(self, n, values, keys):
-        """A cumulative sum in the order of the keys (``h.scan``)."""
-        return f'h.scan("{n.op}", {values}, {keys})'
+    def print_scan(self, n, values, keys, strata):
+        """A cumulative sum in the order of the keys, within strata (``h.scan``)."""
+        return f'h.scan("{n.op}", {values}, {keys}, {strata})'
 
     print_sum_from = print_sum_upto = print_logsumexp_from = print_logsumexp_upto = print_scan
 

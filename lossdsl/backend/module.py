@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..ir import verify
 from ..passes.schedule import Loop, Schedule
-from .emit import HELPERS, Body, ExpressionPrinter, GluePrinter, Names
+from .emit import HELPERS, Body, ExpressionPrinter, GluePrinter, Names, glue_number, scan_buffers
 
 #: What the glue of every target imports for its NumPy operations.
 GLUE_OPERATIONS_IMPORT = "from lossdsl.reference import ELEMENTWISE_NUMPY as OPS"
@@ -175,10 +175,10 @@ class ModuleBuilder(ABC):
         """The source allocating a float64 array of ``length`` samples in ``run``."""
         return f"numpy.empty({length})"
 
-    def order_call(self, keys: str) -> str:
-        """The source of ``run``'s call sorting the samples by the array ``keys``
-        (:func:`lossdsl.ops.scans.key_order`)."""
-        return f"kit.order({keys})"
+    def order_call(self, keys: str, strata: str) -> str:
+        """The source of ``run``'s call sorting the samples by the array ``keys`` within
+        ``strata`` (an array, or a number: one stratum) (:func:`lossdsl.ops.scans.key_order`)."""
+        return f"kit.order({keys}, {strata})"
 
     def scan_call(self, name: str, values: str, order: str) -> str:
         """The source of ``run``'s call computing cumulative sum ``name`` of the array
@@ -191,7 +191,7 @@ class ModuleBuilder(ABC):
         length = self.names.length(loop.axis)
         lines = []
         for scan in loop.scans:
-            for role, argument in zip(("values", "keys"), scan.args):
+            for role, argument in scan_buffers(scan):
                 name = self.names.buffer(role, argument)
                 if name not in self.allocated:
                     self.allocated.add(name)
@@ -203,13 +203,16 @@ class ModuleBuilder(ABC):
         its cumulative sums, for the loops after it."""
         lines, orders = [], {}
         for scan in loop.scans:
-            keys = self.names.buffer("keys", scan.args[1])
-            if keys not in orders:
-                orders[keys] = f"order_{keys}"
-                lines.append(f"{orders[keys]} = {self.order_call(keys)}")
+            _, keys, strata = scan.args
+            by = (self.names.buffer("keys", keys),
+                  glue_number(strata.value) if strata.op == "const"
+                  else self.names.buffer("strata", strata))
+            if by not in orders:
+                orders[by] = f"order_{'_'.join(name for name in by if name.startswith('b'))}"
+                lines.append(f"{orders[by]} = {self.order_call(*by)}")
             lines.append(f"{self.names.buffer('scan', scan)} = "
                          + self.scan_call(scan.op, self.names.buffer("values", scan.args[0]),
-                                          orders[keys]))
+                                          orders[by]))
         return lines
 
     def name_reductions(self, number: int, loop: Loop, count: int) -> list[str]:

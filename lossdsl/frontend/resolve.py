@@ -30,6 +30,7 @@ from ..errors import LossArityError, LossError, LossNameError, LossSyntaxError, 
 from ..ir.build import make
 from ..ir.node import Node, constant, node, toposort
 from ..ops.primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS, GROUP_REDUCTIONS
+from ..ops.scans import SCANS
 from ..reference import evaluate
 from . import ast
 from .parse import parse, parse_all
@@ -432,6 +433,8 @@ class Lowerer:
                     f"{name}'s second argument must be an input: the group id of each sample "
                     "(a query, a customer, an image), bound at call time", e.args[1].span)
             return make(GROUP_REDUCTIONS[name], (node("group", (values, groups), None, None),))
+        if name in SCANS:  # one stratum unless given
+            return make(name, (*args, constant(0.0))[:3])
         if name == "pick":
             z, labels = args
             if z.op in ("const", "param") and labels.op not in ("const", "param"):

@@ -18,8 +18,8 @@ not in a kernel that computes the wrong thing:
     argument's axes a prefix of the result's (a sample vector meets a class matrix row-wise),
   - ``row`` (``rowsum``, ``rowmax``): the argument's ``(n<d>, n<d>k)`` without its class axis,
   - ``reduce`` (``sum``): a scalar, of a per-sample argument ``(n<d>,)``,
-  - ``scan`` (``sum_from`` and its kin): ``(n<d>,)``, of keys ``(n<d>,)`` and values ``()``
-    or ``(n<d>,)``,
+  - ``scan`` (``sum_from`` and its kin): ``(n<d>,)``, of keys ``(n<d>,)``, values and strata
+    ``()`` or ``(n<d>,)``,
   - ``class_index``: the class matrix ``(n<d>, n<d>k)`` of its labels' sample axis,
   - ``gather`` (``table_row``): row ``y_i`` of an input table ``(t<d>, n<d>k)``, one value per
     sample and class of the labels ``y``,
@@ -305,13 +305,14 @@ class _Verifier:
 
     def kind_scan(self, n: Node) -> None:
         self._arguments_known(n)
-        values, keys = n.args
+        values, keys, strata = n.args
         if len(n.axes) != 1 or not _is_sample_axis(n.axes[0]):
             raise InvalidGraphError(f"'{n.op}' has one value per sample (n<d>,), not "
                                     f"{n.axes!r}", n)
-        if keys.axes != n.axes or values.axes not in ((), n.axes):
+        if keys.axes != n.axes or values.axes not in ((), n.axes) \
+                or strata.axes not in ((), n.axes):
             raise InvalidGraphError(f"'{n.op}' sums values () or {n.axes!r} over keys "
-                                    f"{n.axes!r}", n)
+                                    f"{n.axes!r} within strata () or {n.axes!r}", n)
 
     def kind_gather(self, n: Node) -> None:
         self._arguments_known(n)

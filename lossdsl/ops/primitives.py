@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import operations
 from .compare import COMPARISONS, LOGICAL
 from .registry import Op
+from .scans import SCANS
 from .structural import CLASS_VECTOR
 
 __all__ = [
@@ -44,6 +45,7 @@ OPERATIONS: dict[str, Op] = {op.name: op for op in operations()}
 LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
     "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1), "onehot": (1, 2),
     "groupsum": (2, 2), "groupmax": (2, 2), "groupmean": (2, 2),
+    **dict.fromkeys(SCANS, (2, 3)),  # sum_from(e, t) and sum_from(e, t, strata)
 }
 
 #: The group reductions of the language, and the row reduction each is over a group's items.

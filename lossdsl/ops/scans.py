@@ -23,6 +23,7 @@ interpreter and the CPU and CUDA glue call it.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -54,7 +55,7 @@ def transposed(direction: str) -> str:
 @njit(cache=True, error_model="numpy")
 def _rescaled_sums(weights, factors):  # pragma: no cover - compiled
     """sums[p] = sums[p - 1] * factors[p] + weights[p]: the running sum of the weights,
-    rescaled wherever the shift of the weights changes."""
+    rescaled wherever the shift of the weights changes (a factor 0 starts a new sum)."""
     sums = np.empty(weights.shape[0])
     total = 0.0
     for p in range(weights.shape[0]):
@@ -63,42 +64,89 @@ def _rescaled_sums(weights, factors):  # pragma: no cover - compiled
     return sums
 
 
-def log_cumsum_exp(values: np.ndarray) -> np.ndarray:
-    """log(cumsum(exp(values))) without overflow or underflow: each partial sum is taken
-    relative to the running maximum so far (every term at most 1, the maximum's exactly 1),
-    so exp and log run vectorised over the whole array and only the running sum is a loop.
-    -inf terms add nothing; NaN propagates from where it appears."""
+@njit(cache=True, error_model="numpy")
+def _running_maximum(values, restarts):  # pragma: no cover - compiled
+    """The maximum of values[:p + 1] since the last restart (NaN stays until one)."""
+    out = np.empty(values.shape[0])
+    maximum = -math.inf
+    for p in range(values.shape[0]):
+        value = values[p]
+        if restarts[p]:
+            maximum = value
+        elif value > maximum or value != value:
+            if maximum == maximum:
+                maximum = value
+        out[p] = maximum
+    return out
+
+
+def cumsum(values: np.ndarray, restarts: np.ndarray | None = None) -> np.ndarray:
+    """The running sum of ``values``, started anew wherever ``restarts`` is True (a new
+    stratum: no difference of running sums, so nothing cancels)."""
+    if restarts is None:
+        return np.cumsum(values)
+    return _rescaled_sums(values, np.where(restarts, 0.0, 1.0))
+
+
+def log_cumsum_exp(values: np.ndarray, restarts: np.ndarray | None = None) -> np.ndarray:
+    """log(cumsum(exp(values))) without overflow or underflow, started anew wherever
+    ``restarts`` is True: each partial sum is taken relative to the running maximum so far
+    (every term at most 1, the maximum's exactly 1), so exp and log run vectorised over the
+    whole array and only the running sums are loops. -inf terms add nothing; NaN propagates
+    from where it appears."""
     with np.errstate(all="ignore"):
-        maximum = np.maximum.accumulate(values)
+        if restarts is None:
+            maximum = np.maximum.accumulate(values)
+        else:
+            maximum = _running_maximum(values, restarts)
         shift = np.where(np.isfinite(maximum), maximum, 0.0)  # +-inf: unshifted
         weights = np.exp(values - shift)
         factors = np.concatenate(([0.0], np.exp(shift[:-1] - shift[1:])))  # nothing before
+        if restarts is not None:
+            factors[restarts] = 0.0
         return shift + np.log(_rescaled_sums(weights, factors))
 
 
 class KeyOrder:
-    """The samples sorted by their keys, once for every cumulative sum over those keys: the
-    stable order, and for each sorted position the first and last position of its run of
-    tied keys (whose sums are the run's). NaN keys sort last and belong to no set."""
+    """The samples sorted by their keys (within their strata), once for every cumulative sum
+    over those keys: the stable order, where each stratum starts, and for each sorted
+    position the first and last position of its run of tied keys (whose sums are the run's).
+    A NaN key or stratum sorts last and belongs to no set."""
 
-    def __init__(self, keys: np.ndarray):
-        self.keys = np.array(keys, dtype=np.float64).reshape(-1)  # a copy: compared later
-        order = np.argsort(self.keys, kind="stable")
-        self.order = order[:int(np.count_nonzero(~np.isnan(self.keys)))]
-        known = self.order.shape[0]
-        ordered = self.keys[self.order]
-        positions = np.arange(known)
-        starts = np.ones(known, dtype=bool)
-        starts[1:] = ordered[1:] != ordered[:-1]
-        ends = np.ones(known, dtype=bool)
+    def __init__(self, keys: np.ndarray, strata: np.ndarray):
+        # copies: compared with later calls' keys
+        self.keys = np.array(keys, dtype=np.float64).reshape(-1)
+        self.strata = np.array(np.broadcast_to(strata, self.keys.shape), dtype=np.float64)
+        known = np.flatnonzero(~(np.isnan(self.keys) | np.isnan(self.strata)))
+        stratified = known.shape[0] > 0 and np.any(self.strata[known] != self.strata[known[0]])
+        if stratified:  # by stratum, then by key (lexsort sorts by its last key first)
+            self.order = known[np.lexsort((self.keys[known], self.strata[known]))]
+        else:
+            self.order = known[np.argsort(self.keys[known], kind="stable")]
+        count = self.order.shape[0]
+        ordered, groups = self.keys[self.order], self.strata[self.order]
+        positions = np.arange(count)
+        new_stratum = np.zeros(count, dtype=bool)
+        if count:
+            new_stratum[0] = True
+        if stratified:
+            new_stratum[1:] = groups[1:] != groups[:-1]
+        self.restarts = new_stratum if stratified else None
+        starts = new_stratum.copy()
+        starts[1:] |= ordered[1:] != ordered[:-1]
+        ends = np.ones(count, dtype=bool)
         ends[:-1] = starts[1:]
+        self.last_of_stratum = np.ones(count, dtype=bool)
+        self.last_of_stratum[:-1] = new_stratum[1:]
         self.first = np.maximum.accumulate(np.where(starts, positions, 0))
-        self.last = np.minimum.accumulate(np.where(ends, positions, known)[::-1])[::-1]
+        self.last = np.minimum.accumulate(np.where(ends, positions, count)[::-1])[::-1]
 
-    def same_keys(self, keys: np.ndarray) -> bool:
-        """Whether ``keys`` are the keys this order was made for."""
-        return keys.shape == self.keys.shape and np.array_equal(keys, self.keys,
-                                                                equal_nan=True)
+    def same_keys(self, keys: np.ndarray, strata: np.ndarray) -> bool:
+        """Whether ``keys`` and ``strata`` are the ones this order was made for."""
+        return (keys.shape == self.keys.shape
+                and np.array_equal(keys, self.keys, equal_nan=True)
+                and np.array_equal(np.broadcast_to(strata, keys.shape), self.strata,
+                                   equal_nan=True))
 
     def scan(self, name: str, values: np.ndarray) -> np.ndarray:
         """Cumulative sum ``name`` of ``values`` (one per key, or a scalar), in float64."""
@@ -106,10 +154,13 @@ class KeyOrder:
         values = np.broadcast_to(np.asarray(values, dtype=np.float64), self.keys.shape)
         result = np.full(self.keys.shape, np.nan)
         ordered = values[self.order]
+        restarts = self.restarts
         from_ = direction == "from"
-        if from_:
+        if from_:  # from the end: each stratum's sums start at its last position
             ordered = ordered[::-1]
-        partial = np.cumsum(ordered) if accumulates == "sum" else log_cumsum_exp(ordered)
+            restarts = None if restarts is None else self.last_of_stratum[::-1]
+        accumulate = cumsum if accumulates == "sum" else log_cumsum_exp
+        partial = accumulate(ordered, restarts)
         if from_:  # a run's sum is at its first position, counting from the end
             partial = partial[::-1]
         result[self.order] = partial[self.first if from_ else self.last]
@@ -119,34 +170,38 @@ class KeyOrder:
 _LAST_ORDER = threading.local()
 
 
-def key_order(keys: np.ndarray) -> KeyOrder:
-    """The order of ``keys``: the one made last in this thread when the keys are the same
-    (the cumulative sums of a call share their keys, and a training loop's calls do), else a
-    new one (a sort; comparing the keys costs one pass)."""
+def key_order(keys: np.ndarray, strata: np.ndarray | float = 0.0) -> KeyOrder:
+    """The order of ``keys`` within ``strata``: the one made last in this thread when they
+    are the same (the cumulative sums of a call share their keys, and a training loop's calls
+    do), else a new one (a sort; comparing the keys costs one pass)."""
     keys = np.asarray(keys, dtype=np.float64).reshape(-1)
+    strata = np.asarray(strata, dtype=np.float64).reshape(-1) if np.ndim(strata) else strata
     last = getattr(_LAST_ORDER, "order", None)
-    if last is None or not last.same_keys(keys):
-        last = _LAST_ORDER.order = KeyOrder(keys)
+    if last is None or not last.same_keys(keys, strata):
+        last = _LAST_ORDER.order = KeyOrder(keys, strata)
     return last
 
 
-def scan(name: str, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """``name`` (a key of :data:`SCANS`) of ``values`` over the samples ordered by ``keys``,
-    in float64: one result per key. A sample whose key is NaN belongs to no set and gets NaN;
-    ``values`` may be a scalar (the same for every sample)."""
-    return key_order(keys).scan(name, values)
+def scan(name: str, values: np.ndarray, keys: np.ndarray,
+         strata: np.ndarray | float = 0.0) -> np.ndarray:
+    """``name`` (a key of :data:`SCANS`) of ``values`` over the samples ordered by ``keys``
+    within each stratum, in float64: one result per key. A sample whose key or stratum is
+    NaN belongs to no set and gets NaN; ``values`` and ``strata`` may be scalars (the same
+    for every sample)."""
+    return key_order(keys, strata).scan(name, values)
 
 
+# scan(e, t, strata): the language writes sum_from(e, t) (one stratum: the strata are the
+# constant 0) or sum_from(e, t, g); resolve.py gives every node its three arguments
 register(*(
-    Op(name, 2, "scan",
+    Op(name, 3, "scan",
        doc=("the " + ("sum of e" if accumulates == "sum" else "log of the sum of exp(s)")
-            + " over the samples whose key t is "
+            + " over the samples (of its stratum g) whose key t is "
             + ("at least" if direction == "from" else "at most") + " this sample's"),
        latex=(r"\sum_{{j:\,{1}_j " + (r"\ge" if direction == "from" else r"\le")
               + r" {1}_i}} {0}_j" if accumulates == "sum" else
               r"\log\sum_{{j:\,{1}_j " + (r"\ge" if direction == "from" else r"\le")
-              + r" {1}_i}} e^{{{0}_j}}"),
-       callable_as=name)
+              + r" {1}_i}} e^{{{0}_j}}"))
     for name, (accumulates, direction) in SCANS.items()
 ))
 PASS_BOUNDARIES.update(SCANS)

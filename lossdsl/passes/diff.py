@@ -116,7 +116,7 @@ def _sign(x: Node) -> int:
     return 0
 
 
-def _signed_exp_sum(name: str, log_weights: Node, weights: Node, key: Node,
+def _signed_exp_sum(name: str, log_weights: Node, weights: Node, order: tuple[Node, ...],
                     shift: Node) -> Node:
     """``exp(shift)`` times the log-domain scan ``name`` of ``weights * exp(log_weights)``:
     a log sums positive terms only, so one scan per sign of ``weights`` (a sign known from the
@@ -127,7 +127,7 @@ def _signed_exp_sum(name: str, log_weights: Node, weights: Node, key: Node,
             continue  # this part is 0 everywhere
         # -inf where the part is 0; NaN stays NaN (a log of a NaN adjoint)
         log_part = _m("where", _m("le", part, _ZERO), constant(-math.inf), _m("log", part))
-        term = _m("exp", _m("add", shift, _m(name, _m("add", log_weights, log_part), key)))
+        term = _m("exp", _m("add", shift, _m(name, _m("add", log_weights, log_part), *order)))
         total = _m("add", total, term) if side == 1 else _m("sub", total, term)
     return total
 
@@ -142,11 +142,11 @@ def scan_adjoint(n: Node, adjoint: Node) -> Node:
     log a - L))`` (one scan per sign of ``a``): every term is at most the adjoint, so
     scores of +-1e4 stay finite where ``exp(s)`` and ``exp(-L)`` alone do not."""
     accumulates, direction = SCANS[n.op]
-    values, key = n.args
+    values, *order = n.args  # the keys and the strata
     other = transposed(direction)
     if accumulates == "sum":
-        return _m(scan_name("sum", other), adjoint, key)
-    return _signed_exp_sum(scan_name("logsumexp", other), _m("neg", n), adjoint, key, values)
+        return _m(scan_name("sum", other), adjoint, *order)
+    return _signed_exp_sum(scan_name("logsumexp", other), _m("neg", n), adjoint, order, values)
 
 
 def grad(total: Node, x: Node) -> Node:
@@ -167,7 +167,7 @@ def grad(total: Node, x: Node) -> Node:
         if n.op in ("sum", "rowsum"):
             contributions = [adjoint]
         elif n.op in SCANS:  # the key is a constant of the loss
-            contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None]
+            contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None, None]
         elif n.op == "rowmax":
             contributions = [_m("mul", adjoint, _first_maximum(n))]
         elif n.op in ("class_index", "table_row"):
@@ -316,7 +316,7 @@ class _Diagonal:
         ``q`` is in ``T_i``'s set: ``D(u)_q``, times ``exp(s_q - T_i)`` for a logsumexp), or
         over the same sets (then only ``q``'s ties share them); other nestings are refused."""
         accumulates, direction = SCANS[c.op]
-        f, key = c.args
+        f, *order = c.args  # the keys and the strata
         couplings = self._couplings(f, seed, frozen)
         inner = frozen | {id(t) for t in couplings}
         logsumexp = accumulates == "logsumexp"
@@ -331,10 +331,10 @@ class _Diagonal:
             in the log domain wherever an exponential is involved (each term is small where
             its factors alone overflow)."""
             if not logsumexp and is_constant(log_factor, 0.0) and is_constant(shift, 0.0):
-                return _m(window, weights, key)
+                return _m(window, weights, *order)
             if logsumexp:  # dC_q/df_i = exp(f_i - C_q)
                 log_factor, shift = _m("add", f, log_factor), _m("sub", shift, c)
-            return _signed_exp_sum(scan_name("logsumexp", direction), log_factor, weights, key,
+            return _signed_exp_sum(scan_name("logsumexp", direction), log_factor, weights, order,
                                    shift)
 
         for coupling in couplings:
@@ -344,22 +344,24 @@ class _Diagonal:
                 total = _m("add", total, _m("mul", term, (yield (coupling, seed, frozen))))
                 continue
             inner_accumulates, inner_direction = SCANS[coupling.op]
-            u, inner_key = coupling.args
-            if inner_key is not key or self._couplings(u, seed, frozen):
+            u, *inner_order = coupling.args
+            if inner_order != order or self._couplings(u, seed, frozen):
                 raise LossError(f"the exact Hessian of {c.op} over {coupling.op} "
-                                "is known when both sum in the order of the same keys, of "
-                                "values that depend on each sample alone")
+                                "is known when both sum in the order of the same keys (and "
+                                "strata), of values that depend on each sample alone")
             inner_logsumexp = inner_accumulates == "logsumexp"
             if transposed(inner_direction) == direction:  # q is in the set of every i in W(q)
                 # dT_i/dx_q: D(u)_q, times exp(u_q - T_i) for a logsumexp
                 term = (over_window(through, _m("neg", coupling), u) if inner_logsumexp
                         else over_window(through))
-            elif logsumexp:
+            elif logsumexp or not is_constant(order[1]):
                 raise LossError(f"the exact Hessian of {c.op} over {coupling.op} in the same "
-                                "direction is not implemented (only tied keys couple them)")
+                                "direction is not implemented for logsumexp sums or within "
+                                "strata (only tied keys couple them)")
             else:  # only q's ties: their sets are q's own, and T_i = T_q
-                term = _m("sub", _m("add", _m(window, through, key),
-                                    _m(scan_name("sum", transposed(direction)), through, key)),
+                term = _m("sub", _m("add", _m(window, through, *order),
+                                    _m(scan_name("sum", transposed(direction)), through,
+                                       *order)),
                           _m("sum", through) if through.axes
                           else _m("mul", through, node("count", (), c.axes[0], ())))
                 if inner_logsumexp:

@@ -242,15 +242,17 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
         elif n.op in ("sum", "mean"):
             shape[id(n)] = (None, False)
         elif n.op in SCAN:
-            (e_domain, e_rows), (t_domain, t_rows) = (shape[id(a)] for a in n.args)
+            (e_domain, e_rows), (t_domain, t_rows), (g_domain, g_rows) = (
+                shape[id(a)] for a in n.args)
             culprits = [a.value for a in toposort([n]) if a.op == "input"]
-            if e_rows or t_rows or t_domain is None:
+            if e_rows or t_rows or g_rows or t_domain is None:
                 raise LossShapeError(
-                    f"{n.op}(e, t) sums one value per sample over the samples ordered by their "
-                    "keys t, one per sample: " + ("t must be a vector (N,)" if t_domain is None
-                                                  else "neither can have classes (N, K)"),
+                    f"{n.op}(e, t, strata) sums one value per sample over the samples ordered "
+                    "by their keys t, one per sample: "
+                    + ("t must be a vector (N,)" if t_domain is None
+                       else "none of them can have classes (N, K)"),
                     spans.get(culprits[0]) if culprits else None)
-            shape[id(n)] = (join(e_domain, t_domain), False)
+            shape[id(n)] = (join(join(e_domain, t_domain), g_domain), False)
         elif n.op in ("rowsum", "rowmax", "rowmean"):
             domain, rows = shape[id(n.args[0])]
             if not rows:
@@ -303,9 +305,9 @@ def _groupings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
             raise LossShapeError(f"classes (pick, onehot, rowof, classvec) cannot be read for "
                                  f"samples grouped by '{grouping}'", spans.get(grouping))
         if n.op in SCAN:
-            raise LossShapeError(f"{n.op} sums over all the samples, in the order of its keys: "
-                                 f"it cannot be used for samples grouped by '{grouping}' (a "
-                                 "stratified risk set is not in the language yet)",
+            raise LossShapeError(f"{n.op} sums over the samples in the order of its keys, "
+                                 f"not within the groups of '{grouping}': give the group ids as "
+                                 f"its strata instead ({n.op}(e, t, {grouping}))",
                                  spans.get(grouping))
     return groups
 

@@ -3,11 +3,11 @@
 A generated CPU module's ``run`` calls every loop and converts every scalar it hands to a
 loop through a *kit*: ``kit.loop(function, count, length, *arguments)`` runs one loop and
 returns its ``count`` reductions as float64, ``kit.cast(dtype, value)`` converts the scalar
-glue between passes to the kernel's dtype, ``kit.order(keys)`` and ``kit.scan(name, values,
-order)`` compute a cumulative sum between passes (:mod:`lossdsl.ops.scans`). :data:`DIRECT`
-runs loops in place on whole arrays; :mod:`lossdsl.dask` passes a kit that runs each loop
-chunk by chunk, so one generated module serves both, nested reductions and Hessians
-included.
+glue between passes to the kernel's dtype, ``kit.order(keys, strata)`` and
+``kit.scan(name, values, order)`` compute a cumulative sum between passes
+(:mod:`lossdsl.ops.scans`). :data:`DIRECT` runs loops in place on whole arrays;
+:mod:`lossdsl.dask` passes a kit that runs each loop chunk by chunk, so one generated module
+serves both, nested reductions and Hessians included.
 
 Every loop runs through :func:`launch`, which keeps ``parallel=True`` loops safe. Numba's
 default threading layer on a pip install is GNU OpenMP: fast and thread-safe, but a process
@@ -95,9 +95,10 @@ class Direct:
         return dtype(value)
 
     @staticmethod
-    def order(keys: np.ndarray) -> KeyOrder:
-        """The samples in the order of ``keys``, for the cumulative sums over them."""
-        return key_order(keys)
+    def order(keys: np.ndarray, strata: np.ndarray | float) -> KeyOrder:
+        """The samples in the order of ``keys`` within ``strata`` (an array, or a number: one
+        stratum), for the cumulative sums over them."""
+        return key_order(keys, strata)
 
     @staticmethod
     def scan(name: str, values: np.ndarray, order: KeyOrder) -> np.ndarray:

@@ -167,8 +167,8 @@ class CudaModuleBuilder(ModuleBuilder):
     def scan_buffer(self, length: str) -> str:
         return f"rt.scan_buffer({length})"
 
-    def order_call(self, keys: str) -> str:
-        return f"rt.order({keys})"
+    def order_call(self, keys: str, strata: str) -> str:
+        return f"rt.order({keys}, {strata})"
 
     def scan_call(self, name: str, values: str, order: str) -> str:
         return f'rt.scan("{name}", {values}, {order})'

@@ -135,9 +135,11 @@ def scan_buffer(length: int) -> Any:
     return cuda.device_array(length, np.float64)
 
 
-def order(keys: Any) -> KeyOrder:
-    """The samples in the order of the device array ``keys``, sorted on the host."""
-    return key_order(keys.copy_to_host())
+def order(keys: Any, strata: Any) -> KeyOrder:
+    """The samples in the order of the device array ``keys`` within ``strata`` (a device
+    array or a number), sorted on the host."""
+    return key_order(keys.copy_to_host(),
+                     strata if isinstance(strata, float) else strata.copy_to_host())
 
 
 def scan(name: str, values: Any, order: KeyOrder) -> Any:
