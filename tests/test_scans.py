@@ -159,9 +159,11 @@ def test_cox_is_xgboosts_metric_and_objective(cox_sum):
     dtrain = xgb.DMatrix(features, label=y, base_margin=np.zeros(y.size))
     params = {"max_depth": 3, "eta": 0.3, "nthread": 1}
     builtin = xgb.train({**params, "objective": "survival:cox"}, dtrain, 10)
+    adapter = pytest.importorskip("lossdsl.xgboost")
+    objective = adapter.objective("cox_ph(y, z)")  # the default Hessian policy
     custom = xgb.train({**params, "disable_default_eval_metric": 1}, dtrain, 10,
-                       obj=lambda margin, d: cox_sum.grad_and_hessian(
-                           "z", y=d.get_label(), z=margin))
+                       obj=objective)
+    assert objective.policy == "floor"  # the exact Hessian (coupled rows: no flatness probe)
     np.testing.assert_allclose(custom.predict(dtrain, output_margin=True),
                                builtin.predict(dtrain, output_margin=True), atol=1e-5)
 
@@ -276,8 +278,9 @@ def test_torch_backward_and_its_refusal_of_double_backward(cox_sum):
 
 
 def test_scans_of_any_keys_and_values_are_the_pairwise_sums():
-    """Property: for any keys (ties, infinities) and values (infinities, -inf summands),
-    each cumulative sum equals the sum written out over every pair of samples."""
+    """Property: for any keys (ties, infinities), values (infinities, -inf summands) and
+    strata, each cumulative sum equals the sum written out over every pair of samples of a
+    stratum."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -285,16 +288,21 @@ def test_scans_of_any_keys_and_values_are_the_pairwise_sums():
     keys = st.integers(-3, 3).map(float) | st.sampled_from([-np.inf, np.inf])
 
     @settings(deadline=None, max_examples=300)
-    @given(st.lists(st.tuples(values, keys), min_size=1, max_size=30),
-           st.sampled_from(["sum_from", "sum_upto", "logsumexp_from", "logsumexp_upto"]))
-    def check(pairs, name):
-        v, k = (np.array(column) for column in zip(*pairs))
+    @given(st.lists(st.tuples(values, keys, st.integers(0, 2)), min_size=1, max_size=30),
+           st.sampled_from(["sum_from", "sum_upto", "logsumexp_from", "logsumexp_upto"]),
+           st.booleans())
+    def check(triples, name, stratified):
+        v, k, g = (np.array(column, dtype=float) for column in zip(*triples))
+        g = g if stratified else np.zeros_like(g)
         log = name.startswith("log")
         if not log:  # a plain sum of +-inf or +-1e300 depends on its order (inf - inf)
             v = np.where(np.abs(v) <= 1e3, v, 0.0)
+        expected = np.empty_like(v)
         with np.errstate(all="ignore"):
-            expected = _pairs(v, k, name.endswith("from"), log)
-        np.testing.assert_allclose(scan(name, v, k), expected, rtol=1e-12, atol=1e-9)
+            for stratum in np.unique(g):
+                rows = g == stratum
+                expected[rows] = _pairs(v[rows], k[rows], name.endswith("from"), log)
+        np.testing.assert_allclose(scan(name, v, k, g), expected, rtol=1e-12, atol=1e-9)
 
     check()
 

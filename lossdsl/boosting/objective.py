@@ -504,6 +504,11 @@ class BoostingObjective:
             # (0 where the decision is a toss-up, at a zero score) and floored Newton leaves
             # there saturate the model at "always the same decision" in the first round.
             return "fisher"
+        if self.loss.cumulative_sums:
+            # rows coupled through risk sets (Cox): the numeric test's grid would be one risk
+            # set whose far-apart scores underflow curvatures to 0 (not a flat region); the
+            # exact Hessian, floored, is the Newton step XGBoost's survival:cox takes
+            return "floor"
         curvature = self.curvature
         if is_constant(curvature):
             if curvature.value >= self.hessian_floor:

@@ -59,7 +59,12 @@ def _rescaled_sums(weights, factors):  # pragma: no cover - compiled
     sums = np.empty(weights.shape[0])
     total = 0.0
     for p in range(weights.shape[0]):
-        total = total * factors[p] + weights[p]
+        # a factor 0 starts a new sum (even after an infinite one), and an empty sum is 0
+        # at any scale (its factor may be inf: a shift from -inf's 0)
+        if total == 0.0 or factors[p] == 0.0:
+            total = weights[p]
+        else:
+            total = total * factors[p] + weights[p]
         sums[p] = total
     return sums
 
