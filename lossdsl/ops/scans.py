@@ -6,17 +6,19 @@ at risk, ties included, as Breslow's partial likelihood counts them); ``sum_upto
 over ``t_j <= t_i``. ``logsumexp_from(s, t)`` and ``logsumexp_upto(s, t)`` are the logarithms
 of the sums of ``exp(s)`` over the same sets, each partial sum taken relative to the running
 maximum, so they stay exact where the exponentials overflow or underflow: Cox's
-``log sum_{t_j >= t_i} exp(z_j)`` at scores of +-1e4.
+``log sum_{t_j >= t_i} exp(z_j)`` at scores of +-1e4. A third argument, strata ``g``, keeps
+every sum within the samples of the sample's own stratum (``g_j = g_i``): a stratified Cox
+model's risk sets.
 
-The key is a constant of the loss (its derivative is zero: a sum over a set changes only
-where the order of the keys does). The two directions are each other's transpose, which is
-all the derivatives need: the gradient of ``sum_from`` is a ``sum_upto`` of the adjoint
-(``passes/diff.py``).
+The keys and strata are constants of the loss (their derivative is zero: a sum over a set
+changes only where the order of the keys does). The two directions are each other's
+transpose, which is all the derivatives need: the gradient of ``sum_from`` is a ``sum_upto``
+of the adjoint (``passes/diff.py``).
 
 Kernels compute them between two passes over the samples (``passes/schedule.py``): a pass
-writes the summands and keys of each cumulative sum to an array, :func:`key_order` sorts the
-keys once (and keeps the order while the keys stay the same: a training loop's labels), and
-:meth:`KeyOrder.scan` accumulates each sum in float64 (:func:`log_cumsum_exp` for the
+writes the summands, keys and strata of each cumulative sum to arrays, :func:`key_order`
+sorts the keys once (and keeps the order while they stay the same: a training loop's labels),
+and :meth:`KeyOrder.scan` accumulates each sum in float64 (:func:`log_cumsum_exp` for the
 logarithms); later passes read the sums. It is the one implementation: the reference
 interpreter and the CPU and CUDA glue call it.
 """
