@@ -340,3 +340,20 @@ def test_stratified_cox_is_lifelines_strata(cox_sum):
     finally:
         jax.config.update("jax_enable_x64", previous)
     assert float(value) == pytest.approx(stratified(y=y, z=z, g=strata), rel=1e-12)
+
+
+def test_log_cumsum_exp_is_scipys_logsumexp_of_every_prefix():
+    from lossdsl.ops.scans import log_cumsum_exp
+
+    rng = np.random.default_rng(17)
+    cases = [rng.normal(size=200) * 300, np.array([-np.inf, -np.inf, 1.0, -np.inf, 1e4, -1e4,
+                                                    np.inf, 3.0]),
+             np.array([1.0, np.nan, 2.0]), np.array([-1e4, 1e4, -1e300, 1e300]),
+             np.array([-np.inf, -1e300]), np.array([np.inf, np.inf]), np.zeros(0)]
+    for values in cases:
+        with np.errstate(all="ignore"):
+            expected = [scipy.special.logsumexp(values[:i + 1]) for i in range(values.size)]
+        np.testing.assert_allclose(log_cumsum_exp(values), expected, rtol=1e-13)
+    restarts = np.array([True, False, True, False])  # two sums: the second starts again
+    np.testing.assert_allclose(log_cumsum_exp(np.array([np.inf, 1.0, 0.0, 0.0]), restarts),
+                               [np.inf, np.inf, 0.0, np.log(2.0)])

@@ -55,10 +55,9 @@ def transposed(direction: str) -> str:
 
 
 @njit(cache=True, error_model="numpy")
-def _rescaled_sums(weights, factors):  # pragma: no cover - compiled
-    """sums[p] = sums[p - 1] * factors[p] + weights[p]: the running sum of the weights,
-    rescaled wherever the shift of the weights changes (a factor 0 starts a new sum)."""
-    sums = np.empty(weights.shape[0])
+def _rescaled_sums(weights, factors, out):  # pragma: no cover - compiled
+    """out[p] = out[p - 1] * factors[p] + weights[p]: the running sum of the weights,
+    rescaled wherever the shift of the weights changes (``out`` may be ``weights``)."""
     total = 0.0
     for p in range(weights.shape[0]):
         # a factor 0 starts a new sum (even after an infinite one), and an empty sum is 0
@@ -67,14 +66,12 @@ def _rescaled_sums(weights, factors):  # pragma: no cover - compiled
             total = weights[p]
         else:
             total = total * factors[p] + weights[p]
-        sums[p] = total
-    return sums
+        out[p] = total
 
 
 @njit(cache=True, error_model="numpy")
-def _running_maximum(values, restarts):  # pragma: no cover - compiled
-    """The maximum of values[:p + 1] since the last restart (NaN stays until one)."""
-    out = np.empty(values.shape[0])
+def _running_maximum(values, restarts, out):  # pragma: no cover - compiled
+    """out[p] = the maximum of values[:p + 1] since the last restart (NaN stays until one)."""
     maximum = -math.inf
     for p in range(values.shape[0]):
         value = values[p]
@@ -84,15 +81,29 @@ def _running_maximum(values, restarts):  # pragma: no cover - compiled
             if maximum == maximum:
                 maximum = value
         out[p] = maximum
-    return out
 
 
-def cumsum(values: np.ndarray, restarts: np.ndarray | None = None) -> np.ndarray:
-    """The running sum of ``values``, started anew wherever ``restarts`` is True (a new
-    stratum: no difference of running sums, so nothing cancels)."""
+def _log_cumsum_exp_into(values: np.ndarray, restarts: np.ndarray | None, shift: np.ndarray,
+                         out: np.ndarray) -> None:
+    """:func:`log_cumsum_exp` of ``values`` into ``out``, using ``shift`` as scratch and
+    overwriting ``values`` (all three arrays of the same length, views allowed): no array is
+    allocated, so a call faults in no fresh memory."""
     if restarts is None:
-        return np.cumsum(values)
-    return _rescaled_sums(values, np.where(restarts, 0.0, 1.0))
+        np.maximum.accumulate(values, out=shift)
+    else:
+        _running_maximum(values, restarts, shift)
+    shift[~np.isfinite(shift)] = 0.0  # +-inf (or NaN): unshifted
+    np.subtract(values, shift, out=out)
+    np.exp(out, out=out)  # the terms, each at most 1
+    factors = values  # the rescaling from one shift to the next, 0 before the first
+    factors[0] = 0.0
+    np.subtract(shift[:-1], shift[1:], out=factors[1:])
+    np.exp(factors[1:], out=factors[1:])
+    if restarts is not None:
+        factors[restarts] = 0.0
+    _rescaled_sums(out, factors, out)
+    np.log(out, out=out)
+    out += shift
 
 
 def log_cumsum_exp(values: np.ndarray, restarts: np.ndarray | None = None) -> np.ndarray:
@@ -101,17 +112,12 @@ def log_cumsum_exp(values: np.ndarray, restarts: np.ndarray | None = None) -> np
     (every term at most 1, the maximum's exactly 1), so exp and log run vectorised over the
     whole array and only the running sums are loops. -inf terms add nothing; NaN propagates
     from where it appears."""
-    with np.errstate(all="ignore"):
-        if restarts is None:
-            maximum = np.maximum.accumulate(values)
-        else:
-            maximum = _running_maximum(values, restarts)
-        shift = np.where(np.isfinite(maximum), maximum, 0.0)  # +-inf: unshifted
-        weights = np.exp(values - shift)
-        factors = np.concatenate(([0.0], np.exp(shift[:-1] - shift[1:])))  # nothing before
-        if restarts is not None:
-            factors[restarts] = 0.0
-        return shift + np.log(_rescaled_sums(weights, factors))
+    values = np.array(values, dtype=np.float64)
+    out = np.empty_like(values)
+    if values.shape[0]:
+        with np.errstate(all="ignore"):
+            _log_cumsum_exp_into(values, restarts, np.empty_like(values), out)
+    return out
 
 
 class KeyOrder:
@@ -147,6 +153,7 @@ class KeyOrder:
         self.last_of_stratum[:-1] = new_stratum[1:]
         self.first = np.maximum.accumulate(np.where(starts, positions, 0))
         self.last = np.minimum.accumulate(np.where(ends, positions, count)[::-1])[::-1]
+        self._work: np.ndarray | None = None  # scratch rows of the sums (see scan)
 
     def same_keys(self, keys: np.ndarray, strata: np.ndarray) -> bool:
         """Whether ``keys`` and ``strata`` are the ones this order was made for."""
@@ -160,17 +167,29 @@ class KeyOrder:
         accumulates, direction = SCANS[name]
         values = np.broadcast_to(np.asarray(values, dtype=np.float64), self.keys.shape)
         result = np.full(self.keys.shape, np.nan)
-        ordered = values[self.order]
+        count = self.order.shape[0]
+        if not count:
+            return result
+        if self._work is None:  # kept with the order: reused by every later sum
+            self._work = np.empty((3, count))
+        ordered, shift, partial = self._work
+        np.take(values, self.order, out=ordered)
         restarts = self.restarts
-        from_ = direction == "from"
-        if from_:  # from the end: each stratum's sums start at its last position
-            ordered = ordered[::-1]
+        runs = self.last
+        if direction == "from":  # from the end: the same arrays, read backwards
+            ordered, shift, partial = ordered[::-1], shift[::-1], partial[::-1]
             restarts = None if restarts is None else self.last_of_stratum[::-1]
-        accumulate = cumsum if accumulates == "sum" else log_cumsum_exp
-        partial = accumulate(ordered, restarts)
-        if from_:  # a run's sum is at its first position, counting from the end
-            partial = partial[::-1]
-        result[self.order] = partial[self.first if from_ else self.last]
+            runs = self.first  # a run's sum is at its first position, counting from the end
+        with np.errstate(all="ignore"):
+            if accumulates == "logsumexp":
+                _log_cumsum_exp_into(ordered, restarts, shift, partial)
+            elif restarts is None:
+                np.cumsum(ordered, out=partial)
+            else:
+                _rescaled_sums(ordered, np.where(restarts, 0.0, 1.0), partial)
+        gathered, _, sums = self._work  # in sorted order, whichever way they were summed
+        np.take(sums, runs, out=gathered)
+        result[self.order] = gathered
         return result
 
 
