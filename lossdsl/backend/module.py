@@ -81,6 +81,7 @@ class ModuleBuilder(ABC):
         self.run_lines: list[str] = []  # the statements of run inside numpy.errstate
         self.glue = GluePrinter(self.names, self.reduction_names, cast=self.glue_cast)
         self.allocated: set[str] = set()  # the scan buffers run allocates
+        self.orders: dict[tuple[str, str], str] = {}  # (keys, strata) -> its order in run
 
     # ------------------------------------------------------------------- the target's parts
 
@@ -199,20 +200,22 @@ class ModuleBuilder(ABC):
         return lines
 
     def scan_results(self, loop: Loop) -> list[str]:
-        """``run``'s lines after ``loop``: the order of the keys it wrote (once each), then
-        its cumulative sums, for the loops after it."""
-        lines, orders = [], {}
+        """``run``'s lines after ``loop``: the order of the keys it wrote (the first time
+        they are written: a later loop writes the same keys again), then its cumulative sums,
+        for the loops after it."""
+        lines = []
         for scan in loop.scans:
             _, keys, strata = scan.args
             by = (self.names.buffer("keys", keys),
                   glue_number(strata.value) if strata.op == "const"
                   else self.names.buffer("strata", strata))
-            if by not in orders:
-                orders[by] = f"order_{'_'.join(name for name in by if name.startswith('b'))}"
-                lines.append(f"{orders[by]} = {self.order_call(*by)}")
+            if by not in self.orders:
+                name = f"order_{'_'.join(part for part in by if part.startswith('b'))}"
+                self.orders[by] = name
+                lines.append(f"{name} = {self.order_call(*by)}")
             lines.append(f"{self.names.buffer('scan', scan)} = "
                          + self.scan_call(scan.op, self.names.buffer("values", scan.args[0]),
-                                          orders[by]))
+                                          self.orders[by]))
         return lines
 
     def name_reductions(self, number: int, loop: Loop, count: int) -> list[str]:
