@@ -44,7 +44,7 @@ from .errors import LossDomainError, LossError, LossNameError, LossShapeError, S
 from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
 from .ir.node import Node, toposort, walk
 from .ops.primitives import CLASS_VECTOR
-from .ops.primitives import SCAN as SCANS
+from .ops.scans import SCANS
 from .passes import shapes
 
 TARGETS = compiler.TARGETS
