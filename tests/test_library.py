@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import scipy.special
 import scipy.stats
 import torch
 import torch.nn.functional as F
+from sweeps import SAMPLING
 
 import lossdsl
 from lossdsl import catalog
@@ -1270,13 +1270,11 @@ def _float32_sweep() -> list[Case]:
     LOSSDSL_FULL_SWEEPS=1), where every other loss by name is: the losses that
     tests/backend/test_cuda.py's CI sweep runs in float64 only, so each loss's float32 kernel runs
     somewhere on CI (here against float64, there against the CPU) in half the compile time."""
-    if _SAMPLING:
+    if SAMPLING:
         return [case for case in CASES if case.loss in _FLOAT32_HALF]
     return CASES
 
 
-#: Whether the slow sweeps sample (CI=true without LOSSDSL_FULL_SWEEPS=1).
-_SAMPLING = bool(os.environ.get("CI") and not os.environ.get("LOSSDSL_FULL_SWEEPS"))
 #: The losses (every other one by name) whose float32 kernels CI checks.
 _FLOAT32_HALF = frozenset(sorted({case.loss for case in CASES})[::2])
 
@@ -1287,7 +1285,7 @@ def _one_kernel(case: Case) -> bool:
     (``__call__`` and ``grad_and_hessian``): on CI for the losses whose float32 kernels are
     checked (they compile a third kernel there), so that every loss is still checked through
     the users' kernels or the fused ones with one compile fewer."""
-    return _SAMPLING and case.loss in _FLOAT32_HALF
+    return SAMPLING and case.loss in _FLOAT32_HALF
 
 
 # ----------------------------------------------------------------------------- compiled losses
@@ -1407,20 +1405,20 @@ def stencil(case: Case, inputs: Inputs, wrt: str, relative: float = 1e-3) -> Ste
     """Evaluate the float64 value kernel around each element of ``inputs[wrt]``.
 
     A per-sample loss of a vector is perturbed everywhere at once, a per-row loss of a
-    matrix one column at a time, and a batch-level (scalar) loss or a loss over groups one
-    element at a time.
+    matrix one column at a time, and a batch-level (scalar) loss or a loss over groups or
+    risk sets one element at a time.
     """
     x = inputs[wrt]
     wanted = relative * np.maximum(0.1, np.abs(x))  # relative: 0.02 and 1e8 are both resolved
     step = (x + wanted) - x  # a step that is exact in floating point
     loss = compiled(case.call)
 
-    grouped = bool(loss.group_inputs() or loss.loss.cumulative_sums)
+    coupled = bool(loss.group_inputs() or loss.loss.cumulative_sums)
 
     def f(shifted: np.ndarray):
         value = values(case, {**inputs, wrt: shifted})
-        # a sample's value over groups depends on its group's others: perturb the total
-        return np.sum(value) if grouped else value
+        # a sample's value over groups (or risk sets) depends on the others': perturb the total
+        return np.sum(value) if coupled else value
 
     out = np.empty((5,) + x.shape)
     offsets = (-2, -1, 0, 1, 2)
@@ -1576,13 +1574,12 @@ def _reduction_sweep() -> list:
     compiles anew)."""
     combinations = [(reduction, weighted) for reduction in ("mean", "weighted_mean", "sum", "none")
                     for weighted in (False, True)]
-    sample = os.environ.get("CI") and not os.environ.get("LOSSDSL_FULL_SWEEPS")
     checked = [case for case in CASES if case.reduction_check]
     return [pytest.param(case, reduction, weighted,
                          id=f"{'weighted' if weighted else 'unweighted'}-{reduction}-{case.call}")
             for index, case in enumerate(checked)
             for number, (reduction, weighted) in enumerate(combinations)
-            if not sample or (index + number + number // 2) % 2 == 0]
+            if not SAMPLING or (index + number + number // 2) % 2 == 0]
 
 
 @pytest.mark.parametrize("case, reduction, weighted", _reduction_sweep())

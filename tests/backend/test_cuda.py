@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from numba import cuda
+from sweeps import SAMPLING
 
 import lossdsl
 from lossdsl import binding, catalog
@@ -190,7 +191,7 @@ def _prelude_sweep() -> list:
     the simulator runs each GPU thread in Python and the full sweep is minutes of CI time."""
     dtypes = (np.float64, np.float32)
     names = sorted(ENTRIES)
-    if os.environ.get("CI") and not os.environ.get("LOSSDSL_FULL_SWEEPS"):
+    if SAMPLING:
         pairs = [(name, dtypes[index % 2]) for index, name in enumerate(names)]
     else:
         pairs = [(name, dtype) for name in names for dtype in dtypes]
@@ -314,10 +315,9 @@ def _class_sweep() -> list:
     """(loss, dtype) of the class-row losses: both dtypes, except on CI (CI=true without
     LOSSDSL_FULL_SWEEPS=1), where the dtypes alternate from one loss to the next."""
     dtypes = (np.float64, np.float32)
-    sample = os.environ.get("CI") and not os.environ.get("LOSSDSL_FULL_SWEEPS")
     return [pytest.param(name, dtype, id=f"{name}-{np.dtype(dtype).name}")
             for index, name in enumerate(_class_losses())
-            for number, dtype in enumerate(dtypes) if not sample or (index + number) % 2 == 0]
+            for number, dtype in enumerate(dtypes) if not SAMPLING or (index + number) % 2 == 0]
 
 
 @pytest.mark.parametrize("name, dtype", _class_sweep())
@@ -624,7 +624,7 @@ def _ptx_dtypes(index: int) -> tuple[str, ...]:
     without LOSSDSL_FULL_SWEEPS=1), where the every-primitive loss (index 0: every helper and
     operator) keeps both and the covering losses alternate, float32 first (its check also
     looks for float64 values): each NVVM compile costs seconds."""
-    if index == 0 or not os.environ.get("CI") or os.environ.get("LOSSDSL_FULL_SWEEPS"):
+    if index == 0 or not SAMPLING:
         return ("float32", "float64")
     return (("float32",), ("float64",))[(index - 1) % 2]
 

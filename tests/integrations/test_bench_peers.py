@@ -9,13 +9,13 @@ not built here (they compile for tens of seconds); they run the same torch funct
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sweeps import SAMPLING
 
 import lossdsl
 from lossdsl import benchmark, cli, peers
@@ -50,7 +50,7 @@ def _family_sweep() -> list[str]:
     """Every family, except on CI (CI=true without LOSSDSL_FULL_SWEEPS=1), where every other
     one by name is (each family's peers compile their own kernels and torch graphs); the
     float32 test below and `lossdsl bench`'s tests check more of the peers there."""
-    if os.environ.get("CI") and not os.environ.get("LOSSDSL_FULL_SWEEPS"):
+    if SAMPLING:
         return FAMILY_NAMES[::2]
     return FAMILY_NAMES
 

@@ -16,7 +16,6 @@ float64 needs ``jax_enable_x64``: a module fixture turns it on and restores it a
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import sys
 
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from sweeps import SAMPLING
 
 import lossdsl
 import lossdsl.jax
@@ -102,7 +102,7 @@ def _library_sweep() -> list[str]:
     other one by name is: the losses tests/backend/test_cuda.py's CI sweep runs in float64,
     whose fused CPU kernels (the same request as here) are then compiled once for both."""
     names = sorted(ENTRIES)
-    if os.environ.get("CI") and not os.environ.get("LOSSDSL_FULL_SWEEPS"):
+    if SAMPLING:
         return names[::2]
     return names
 
