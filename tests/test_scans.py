@@ -209,17 +209,19 @@ def test_the_order_of_the_rows_does_not_matter(cox_sum):
     np.testing.assert_allclose(shuffled[2], hessian[order], rtol=1e-13, atol=1e-15)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("sum_from(z, t)", "one per sample"),  # t is bound to a number below
-    ("rowsum(sum_from(z, t))", "classes"),
-    ("groupsum(sum_from(z, t), q)", "strata"),
+@pytest.mark.parametrize("text, match, at", [
+    ("sum_from(z, t)", "one per sample", "1:13"),  # t is bound to a number below
+    ("rowsum(sum_from(z, t))", "classes", "1:17"),  # z is bound to a matrix
+    ("groupsum(sum_from(z, t), q)", "strata", "1:26"),
 ])
-def test_what_cannot_be_summed_in_order_is_an_error(text, match):
+def test_what_cannot_be_summed_in_order_is_an_error(text, match, at):
+    """Each error says what is wrong and points at the input at fault."""
     loss = lossdsl.compile(text)
     inputs = {"z": np.ones((4, 3)) if "rowsum" in text else np.ones(4), "q": np.arange(4),
               "t": 2.0 if match == "one per sample" else np.arange(4.0)}
-    with pytest.raises(lossdsl.LossError, match=match):
+    with pytest.raises(lossdsl.LossError, match=match) as raised:
         loss(**{name: inputs[name] for name in loss.inputs})
+    assert str(raised.value).startswith(f"<string>:{at}:"), str(raised.value)
 
 
 def test_adapters_that_cannot_see_whole_risk_sets_refuse():

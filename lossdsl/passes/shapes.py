@@ -244,8 +244,11 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
         elif n.op in SCAN:
             (e_domain, e_rows), (t_domain, t_rows), (g_domain, g_rows) = (
                 shape[id(a)] for a in n.args)
-            culprits = [a.value for a in toposort([n]) if a.op == "input"]
             if e_rows or t_rows or g_rows or t_domain is None:
+                # point at an input of the argument at fault: the keys, or one with classes
+                wrong = n.args[1] if t_domain is None else next(
+                    a for a in n.args if shape[id(a)][1])
+                culprits = [a.value for a in toposort([wrong]) if a.op == "input"]
                 raise LossShapeError(
                     f"{n.op}(e, t, strata) sums one value per sample over the samples ordered "
                     "by their keys t, one per sample: "
