@@ -598,7 +598,7 @@ class CompiledLoss:
                 return
         used = plan.target_for(call.lengths, target)
         if used not in plan.kernels and call.kernel.checked:
-            plan.kernels[used] = plan_kernel(call.kernel)
+            plan.kernels[used] = plan_kernel(call.kernel, plan.order)
 
     # ------------------------------------------------------------------ internals
     def _ignore_index(self, value: Any) -> int | None:

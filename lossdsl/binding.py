@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend.cpu.runtime import Direct
+from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .ir.axes import Axis
@@ -503,13 +503,22 @@ def check_out(result: str, given: Any, shape: tuple[int, ...], dtype: np.dtype,
     return given
 
 
+def _work_key(axis: str, known: Iterable[str]) -> str | None:
+    """The length :func:`work_size` reads for ``axis`` when ``known`` are the lengths a
+    call has (None: none, a factor 1)."""
+    items = Axis(axis).items() if Axis(axis).is_samples else None
+    key = items if items in known else axis
+    return key if key in known else None
+
+
 def work_size(lengths: Mapping[str, int], axes: Iterable[str]) -> int:
     """The number of elements a call works on: the product of the lengths of ``axes`` (of
     grouped samples, the number of samples, not of groups)."""
     size = 1
     for axis in axes:
-        items = Axis(axis).items() if Axis(axis).is_samples else None
-        size *= lengths.get(items if items in lengths else axis, 1)
+        key = _work_key(axis, lengths)
+        if key is not None:
+            size *= lengths[key]
     return size
 
 
@@ -529,18 +538,18 @@ _AS_GIVEN, _CLASS_VECTOR, _NUMBER = 0, 1, 2
 def call_signature(want_value: bool, grads: tuple[str, ...], hessians: tuple[str, ...],
                    inputs: Mapping[str, Any], sample_weight: Any,
                    output_dtype: np.dtype | None) -> tuple:
-    """The key of a call's :class:`CallPlan`: what the outputs are and, per input in the
-    order given, its name and dtype and rank (a NumPy array) or type (anything else)."""
-    key: list[Any] = [want_value, grads, hessians, output_dtype]
+    """The key of a call's :class:`CallPlan`: what the outputs are, the type of the sample
+    weight and, per input in the order given, its name and dtype and rank (a NumPy array) or
+    type (anything else). One flat tuple (names are the only strings in it, so it reads one
+    way): a small call builds and hashes it every time."""
+    key: list[Any] = [want_value, grads, hessians, output_dtype, type(sample_weight)]
+    if type(sample_weight) is np.ndarray:
+        key += (sample_weight.dtype, sample_weight.ndim)
     for name, value in inputs.items():
         if type(value) is np.ndarray:
-            key.append((name, value.dtype, value.ndim))
+            key += (name, value.dtype, value.ndim)
         else:
-            key.append((name, type(value)))
-    if type(sample_weight) is np.ndarray:
-        key.append((shapes.WEIGHT, sample_weight.dtype, sample_weight.ndim))
-    else:
-        key.append((shapes.WEIGHT, type(sample_weight)))
+            key += (name, type(value))
     return tuple(key)
 
 
@@ -551,14 +560,36 @@ class KernelPlan:
 
     kernel: Kernel
     template: tuple[Any, ...]  # run's positional arguments; the call fills the slots below
+    #                            (a serial CPU kernel's ends with SERIAL_KIT)
     arrays: tuple[tuple[int, str], ...]  # (slot, input name or shapes.WEIGHT)
     numbers: tuple[tuple[int, str], ...]  # (slot, input name) of scalar inputs
     params: tuple[tuple[int, str], ...]  # (slot, param name), read per call
     lengths: tuple[tuple[int, str], ...]  # (slot, axis or kept-count name)
     outputs: tuple[tuple[int, str, tuple[str, ...]], ...]  # (slot, result name, axes)
     scalar_outputs: tuple[str, ...]
-    element_names: frozenset[str]  # results written into arrays (out= can be given for)
-    serial: bool  # no loop is parallel: run with SERIAL_KIT
+    result_slots: tuple[int, ...] | None  # the API's results by slot, when all are arrays
+
+    def takes_out(self, out: Mapping[str, Any], arrays: Mapping[str, Any],
+                  lengths: Mapping[str, int], dtype: np.dtype) -> bool:
+        """Whether the ``out=`` arrays fit this kernel's results for inputs ``arrays`` of
+        ``lengths`` (:func:`check_out`'s checks, without its messages): every one for a
+        result it writes, of its shape and ``dtype``, writeable and C-contiguous, sharing
+        memory with no input and no other."""
+        given = []
+        for _, name, axes in self.outputs:
+            array = out.get(name)
+            if array is None:
+                continue
+            if type(array) is not np.ndarray or array.dtype != dtype:
+                return False
+            if array.shape != ((lengths[axes[0]],) if len(axes) == 1
+                               else tuple([lengths[axis] for axis in axes])):
+                return False
+            flags = array.flags
+            if not (flags.c_contiguous and flags.writeable):
+                return False
+            given.append(array)
+        return len(given) == len(out) and not _shared(given, list(arrays.values()))
 
 
 @dataclass
@@ -592,21 +623,34 @@ class CallPlan:
 
     def __post_init__(self) -> None:
         self._as_given = all(reader == _AS_GIVEN for _, reader in self.readers)
+        # the lengths work_size reads for the threaded axes, resolved once: a call of a
+        # parallel loss only multiplies them
+        known = {axis for axis, _, _ in self.axis_sources}
+        known |= {axis for axis, _ in self.fixed_widths}
+        self._threaded_lengths = tuple(
+            key for key in (_work_key(axis, known) for axis in self.threaded_axes or ())
+            if key is not None)
 
     def target_for(self, lengths: Mapping[str, int], target: str) -> str:
         """The kernel target a call of ``lengths`` runs on: the serial kernel for a small
         call of a parallel loss (see :data:`PARALLEL_MIN_ELEMENTS`)."""
-        if target == "parallel" and work_size(lengths, self.threaded_axes or ()) \
-                < PARALLEL_MIN_ELEMENTS:
-            return "cpu"
+        if target == "parallel":
+            size = 1
+            for key in self._threaded_lengths:
+                size *= lengths[key]
+            if size < PARALLEL_MIN_ELEMENTS:
+                return "cpu"
         return target
 
     def run(self, inputs: Mapping[str, Any], sample_weight: Any, params: Mapping[str, float],
             target: str, out: Mapping[str, Any] | None) -> list[Any] | None:
         """The results of a call of this signature, in API order; None where the general
-        path must take the call (to raise its error, or to build a kernel not built yet)."""
+        path must take the call (to raise its error, or to build a kernel not built yet).
+
+        Written for the small call (a boosting round on a few hundred rows, a minibatch),
+        where each Python step is a measurable share of the call's time."""
         numbers: dict[str, float] = {}
-        if self.as_given:  # every input an array the kernel reads as it is (the usual call)
+        if self._as_given:  # every input an array the kernel reads as it is (the usual call)
             arrays = inputs if self.weight_dtype is None else dict(inputs)
         else:
             arrays = {}
@@ -640,8 +684,9 @@ class CallPlan:
                                        else self.target_for(lengths, target))
         if kernel_plan is None:
             return None
-        if out and self.scalar_results and out.keys() & self.scalar_results:
-            return None  # out= for a result returned as a number: the general path refuses
+        if out and (self.scalar_results and out.keys() & self.scalar_results
+                    or not kernel_plan.takes_out(out, arrays, lengths, self.output_dtype)):
+            return None  # the general path refuses out= or says what is wrong with it
         self.last_kernel = kernel_plan.kernel
         positional = list(kernel_plan.template)
         for slot, name in kernel_plan.arrays:
@@ -652,26 +697,18 @@ class CallPlan:
             positional[slot] = params[name]
         for slot, name in kernel_plan.lengths:
             positional[slot] = lengths[name]
-        results: dict[str, Any] = {}
         dtype = self.output_dtype
-        used = 0  # out= arrays taken: any other is for a result this kernel does not write
         for slot, name, axes in kernel_plan.outputs:
-            shape = tuple([lengths[axis] for axis in axes])
             given = out.get(name) if out else None
             if given is None:
-                array = np.empty(shape, dtype=dtype)
-            elif _fits(given, shape, dtype, arrays):
-                array = given
-                used += 1
-            else:
-                return None  # check_out on the general path says what is wrong
-            results[name] = positional[slot] = array
-        if out and (used != len(out) or used > 1 and overlapping(list(out.values()))):
-            return None
-        if kernel_plan.serial:
-            scalars = kernel_plan.kernel.run(*positional, kit=SERIAL_KIT)
-        else:
-            scalars = kernel_plan.kernel.run(*positional)
+                given = np.empty(lengths[axes[0]] if len(axes) == 1
+                                 else tuple([lengths[axis] for axis in axes]), dtype)
+            positional[slot] = given
+        scalars = kernel_plan.kernel.run(*positional)  # the template ends with the kit
+        if kernel_plan.result_slots is not None and not self.scalar_results:
+            return [positional[slot] for slot in kernel_plan.result_slots]  # arrays only
+        results: dict[str, Any] = {name: positional[slot]
+                                   for slot, name, _ in kernel_plan.outputs}
         for name, value in zip(kernel_plan.scalar_outputs, scalars):
             results[name] = float(value)
         for name in self.scalar_results:
@@ -702,28 +739,33 @@ class CallPlan:
 def overlapping(arrays: Iterable[Any]) -> bool:
     """Whether any two of ``arrays`` (None for an output not given) share memory (out=
     arrays of two results in one buffer would overwrite each other)."""
-    given = [a for a in arrays if a is not None]
+    return _shared([a for a in arrays if a is not None], [])
+
+
+def _shared(given: list[np.ndarray], inputs: list[Any]) -> bool:
+    """Whether any of the arrays ``given`` may share memory with another or with one of
+    ``inputs`` (inputs may share memory among themselves)."""
+    # each owning its memory (the usual call), only the same array twice shares any; plain
+    # loops, as this runs on every small call with out=
+    owners = True
+    seen = set()
+    for a in given:
+        owners = owners and a.base is None
+        seen.add(id(a))
+    for b in inputs:
+        owners = owners and getattr(b, "base", 0) is None
+    if owners:
+        if len(seen) < len(given):
+            return True
+        for b in inputs:
+            if id(b) in seen:
+                return True
+        return False
     for i, a in enumerate(given):
-        for b in given[i + 1:]:
+        for b in [*given[i + 1:], *inputs]:
             if _may_overlap(a, b):
                 return True
     return False
-
-
-def _fits(given: Any, shape: tuple[int, ...], dtype: np.dtype,
-          arrays: Mapping[str, Any]) -> bool:
-    """What :func:`check_out` checks, answered without the message: whether ``given`` is a
-    writeable C-contiguous array of ``shape`` and ``dtype`` sharing no memory with
-    ``arrays``."""
-    if type(given) is not np.ndarray or given.shape != shape or given.dtype != dtype:
-        return False
-    flags = given.flags
-    if not (flags.c_contiguous and flags.writeable):
-        return False
-    for array in arrays.values():
-        if _may_overlap(given, array):
-            return False
-    return True
 
 
 def _may_overlap(a: np.ndarray, b: Any) -> bool:
@@ -805,9 +847,10 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
         {})
 
 
-def plan_kernel(kernel: Kernel) -> KernelPlan:
+def plan_kernel(kernel: Kernel, order: Sequence[str]) -> KernelPlan:
     """``kernel``'s positional arguments as a :class:`KernelPlan` (its ``run`` takes them in
-    the order of :meth:`~lossdsl.backend.emit.Names.run_arguments`)."""
+    the order of :meth:`~lossdsl.backend.emit.Names.run_arguments`), for a call whose
+    results are ``order``."""
     names = kernel.names
     slots = {generated: slot for slot, generated in enumerate(names.run_arguments())}
     arrays = tuple((slots[g], name) for name, g in names.arrays.items())
@@ -821,13 +864,16 @@ def plan_kernel(kernel: Kernel) -> KernelPlan:
     lengths += [(slots[g], axis) for axis, g in names.widths.items()]
     outputs = tuple((slots[names.outputs[o.name]], o.name, tuple(o.axes))
                     for o in kernel.element_outputs)
-    return KernelPlan(kernel, (None,) * len(slots), arrays, tuple(numbers), tuple(params),
-                      tuple(lengths), outputs, tuple(o.name for o in kernel.scalar_outputs),
-                      frozenset(o.name for o in kernel.element_outputs),
-                      # a CPU module's run takes the loop executor (kit); a CUDA one does not
-                      "kit" in inspect.signature(kernel.run).parameters
-                      and not any(getattr(f, "targetoptions", {}).get("parallel")
-                                  for f in kernel.loops.values()))
+    slot_of = {name: slot for slot, name, _ in outputs}
+    # a CPU module's run takes the loop executor (kit) last; a CUDA one takes none
+    serial = "kit" in inspect.signature(kernel.run).parameters \
+        and not any(getattr(f, "targetoptions", {}).get("parallel")
+                    for f in kernel.loops.values())
+    return KernelPlan(kernel, (None,) * len(slots) + ((SERIAL_KIT,) if serial else ()),
+                      arrays, tuple(numbers), tuple(params), tuple(lengths), outputs,
+                      tuple(o.name for o in kernel.scalar_outputs),
+                      tuple(slot_of[name] for name in order)
+                      if all(name in slot_of for name in order) else None)
 
 
 def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:
@@ -899,13 +945,18 @@ def param_value(name: str, value: Any) -> float:
     return float(array)
 
 
+_COMPILED_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # (Numba has no float16)
+
+
 def first_bad_label(labels: np.ndarray, width: int,
                     ignore: int | None = None) -> tuple[int, Any] | None:
     """``(flat index, value)`` of the first label not an integer in ``[0, width)`` (nor equal
     to ``ignore``, when given), or None."""
-    if labels.dtype.kind in "iu" and ignore is None \
-            and (labels.size == 0 or (labels.min() >= 0 and labels.max() < width)):
-        return None  # integers in range: two reductions instead of the five passes below
+    if (labels.dtype.kind in "iu" or labels.dtype in _COMPILED_FLOATS) \
+            and labels.flags.c_contiguous:
+        index = first_label_outside(labels.reshape(-1), width,
+                                    0 if ignore is None else ignore, ignore is not None)
+        return None if index < 0 else (index, labels.flat[index].item())
     bad = (labels < 0) | (labels >= width) | (labels != np.floor(labels))
     if ignore is not None:
         bad &= labels != ignore

@@ -147,6 +147,20 @@ def test_labels_out_of_range_are_caught_on_every_call(sparse, bad):
         compiled(y=wrong, z=z)
 
 
+@pytest.mark.parametrize("dtype, bad", [(np.uint8, K), (np.int32, -1), (np.float32, 2.5),
+                                        (np.float32, np.nan), (np.int16, 300)])
+def test_labels_of_every_dtype_are_range_checked(sparse, dtype, bad):
+    z = RNG.normal(size=(N, K))
+    labels = RNG.integers(0, K, size=N).astype(dtype)
+    compiled = fresh(sparse)
+    for _ in range(2):  # the general path, then the plan
+        compiled.grad_and_hessian("z", y=labels, z=z)
+    wrong = labels.copy()
+    wrong[N - 1] = bad
+    with pytest.raises(lossdsl.LossDomainError, match=rf"at index {N - 1}"):
+        compiled.grad_and_hessian("z", y=wrong, z=z)
+
+
 def test_shapes_that_disagree_are_refused_on_a_planned_signature(huber, sparse):
     compiled = fresh(huber)
     compiled.grad("p", y=np.ones(N), p=np.ones(N))
@@ -262,7 +276,8 @@ def test_out_in_float16_gets_the_rounded_results():
 
 
 @pytest.mark.parametrize("case", ["shape", "dtype", "strided", "fortran", "read_only", "list",
-                                  "alias_input", "alias_each_other", "number"])
+                                  "alias_input", "alias_view", "alias_each_other",
+                                  "alias_views", "number"])
 def test_out_refuses_what_it_cannot_write_correctly(huber, sparse, case):
     y, p = RNG.normal(size=N), RNG.normal(size=N)
     compiled = fresh(sparse if case == "fortran" else huber)
@@ -289,8 +304,11 @@ def test_out_refuses_what_it_cannot_write_correctly(huber, sparse, case):
     elif case == "alias_input":
         out = p
         message = "shares memory with an input"
-    elif case == "alias_each_other":
-        out = np.empty(N)
+    elif case == "alias_view":
+        out = p[:]
+        message = "shares memory with an input"
+    elif case in ("alias_each_other", "alias_views"):
+        out = np.empty(N) if case == "alias_each_other" else np.empty(N + 1)[:N]
         message = "share memory with each other"
     elif case == "number":
         inputs = {"y": y, "p": 0.5}
@@ -301,6 +319,8 @@ def test_out_refuses_what_it_cannot_write_correctly(huber, sparse, case):
         with pytest.raises(lossdsl.LossShapeError, match=message):
             if case == "alias_each_other":
                 compiled.grad_and_hessian(wrt, **inputs, out=(out, out))
+            elif case == "alias_views":
+                compiled.grad_and_hessian(wrt, **inputs, out=(out, out.base[1:]))
             else:
                 compiled.grad(wrt, **inputs, out=out)
         if before is not None:

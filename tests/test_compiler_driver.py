@@ -201,3 +201,71 @@ def test_dask_binds_through_the_one_binder():
     with pytest.raises(lossdsl.LossShapeError, match="param 'c' must be a single number"):
         loss(y=y, p=p, c=[1.0, 2.0])
     assert float(loss(y=y, p=p, c=2.0).compute()) == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------- what the CPU module does
+def _source(text: str, target: str, want_value: bool, dtype=np.float64, **compile_kwargs) -> str:
+    compiled = lossdsl.compile(text, target=target, **compile_kwargs)
+    spec = compiled.specialization(compiled.default_ranks())
+    wrt = tuple(n for n in compiled.inputs if n not in compiled.constant_inputs())
+    request = compiler.KernelRequest(np.dtype(dtype), target, want_value, wrt, wrt)
+    return compiler.generate_source(spec, request).source
+
+
+def test_a_class_axis_exp_is_kept_in_a_row_buffer_on_the_cpu():
+    # the softmax's exp is computed in the normaliser's loop and read back by the loop that
+    # writes the gradient and Hessian: one exp per element, not two
+    for target in ("cpu", "parallel"):
+        source = _source("sparse_cce_logits(y, z)", target, want_value=False)
+        assert source.count("math.exp(") == 1
+        assert "r0 = numpy.empty(w0, T)" in source and "r0[k] = " in source
+    # a CUDA thread has no row buffer: it computes the exp again
+    assert "numpy.empty" not in _source("sparse_cce_logits(y, z)", "cuda", want_value=False)
+
+
+@pytest.mark.parametrize("target", ["cpu", "parallel"])
+def test_row_buffers_give_the_reference_values(target):
+    # rows not a multiple of a parallel block, above the size that threads the call
+    n, k = 2 * binding.PARALLEL_MIN_ELEMENTS // 5 + 13, 5
+    rng = np.random.default_rng(3)
+    y, z = rng.integers(0, k, size=n), 20.0 * rng.normal(size=(n, k))
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", target=target)
+    value, gradient = compiled.value_and_grad("z", y=y, z=z)
+    g, h = compiled.grad_and_hessian("z", y=y, z=z)
+    m = z.max(axis=1, keepdims=True)
+    softmax = np.exp(z - m) / np.exp(z - m).sum(axis=1, keepdims=True)
+    expected = np.mean(np.log(np.exp(z - m).sum(axis=1)) + m[:, 0] - z[np.arange(n), y])
+    onehot = np.eye(k)[y]
+    assert value == pytest.approx(expected, rel=1e-12)
+    # entries are of order 1/n; atol covers the NumPy reference's own rounding of 1 - s
+    np.testing.assert_allclose(gradient, (softmax - onehot) / n, rtol=1e-12, atol=1e-18)
+    np.testing.assert_allclose(g, gradient, rtol=1e-14, atol=1e-20)
+    np.testing.assert_allclose(h, softmax * (1 - softmax) / n, rtol=1e-12, atol=1e-18)
+
+
+def test_run_leaves_out_errstate_only_where_nothing_can_warn():
+    # gradient and Hessian of a summed loss: run only calls loops that write arrays
+    assert "errstate" not in _source("mse(y, p)", "cpu", False, reduction="sum")
+    # the mean's 1/n, a value's reduction, a float32 cast of a param: inside errstate
+    assert "errstate" in _source("mse(y, p)", "cpu", False)
+    assert "errstate" in _source("mse(y, p)", "cpu", True, reduction="sum")
+    huber = "param d = 2\nloss h = huber(y, p, d)"
+    assert "errstate" not in _source(huber, "cpu", False, reduction="sum")
+    assert "errstate" in _source(huber, "cpu", False, np.float32, reduction="sum")
+    assert "errstate" in _source("mse(y, p)", "cuda", False, reduction="sum")
+
+
+def test_what_run_leaves_in_errstate_stays_silent():
+    import warnings
+
+    y = np.array([0.0, 1.0], dtype=np.float32)
+    p = np.array([np.inf, -1.0], dtype=np.float32)
+    huber = lossdsl.compile("param d = 1e300\nloss h = huber(y, p, d)", reduction="sum")
+    empty = lossdsl.compile("mse(y, p)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g, h = huber.grad_and_hessian("p", y=y, p=p)  # d overflows float32: inf
+        np.testing.assert_array_equal(g, np.array([np.inf, -2.0], np.float32))
+        np.testing.assert_array_equal(h, np.ones(2, np.float32))
+        assert np.isnan(empty(y=np.zeros(0), p=np.zeros(0)))  # the mean of nothing: 0/0
+        assert empty.grad_and_hessian("p", y=np.zeros(0), p=np.zeros(0))[0].shape == (0,)

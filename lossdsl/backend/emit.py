@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..ir.axes import Axis
 from ..ir.node import Node
-from ..ops import Helper, find, helper_closure, helper_source, helpers
+from ..ops import Helper, find, helper_closure, helper_source, helpers, kernel_math_calls
 from ..ops.scans import SCANS
 from ..passes.schedule import Loop
 
@@ -202,21 +202,55 @@ def _loop_args(n: Node) -> tuple[Node, ...]:
 
 @dataclass
 class Body:
-    """A loop body: its argument names, statement lines, and what it returns."""
+    """A loop body: its argument names, statement lines, and what it returns; ``rows``: the
+    row buffers it takes after its arguments (name, the width of the class axis they hold),
+    which the loop that calls it allocates."""
 
     arguments: list[str]
     lines: list[str]
     returns: list[str]
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> list[str]:
+        """The body function's parameters: its arguments, then its row buffers."""
+        return self.arguments + [name for name, _ in self.rows]
+
+
+def _worth_keeping(n: Node) -> bool:
+    """Whether a per-class value costs more to compute again than to store and load: an
+    operation whose kernel calls a math function (exp, log, lgamma), not arithmetic."""
+    op = find(n.op)
+    return op is not None and op.kind == "elementwise" and bool(kernel_math_calls(op))
+
+
+@dataclass
+class _Kept:
+    """A per-class value computed in a loop over a class axis, which a later loop over the
+    same axis can read back from a row buffer instead of computing again: ``store`` is the
+    line that writes it, emitted only once some later loop reads it."""
+
+    axis: str
+    store: list[str]  # [] until needed, then the one store line (a slot in ``lines``)
+    line: str  # the store statement
+    buffer: str | None = None
 
 
 class BodyEmitter:
     """Emits the statements of one loop body (one sample ``i``)."""
 
-    def __init__(self, loop: Loop, names: Names, printer: ExpressionPrinter):
+    def __init__(self, loop: Loop, names: Names, printer: ExpressionPrinter,
+                 row_buffers: bool = False):
         self.loop = loop
         self.names = names
         self.printer = printer
-        self.lines: list[str] = []
+        # row_buffers: a value a loop over a class axis computes with a math function (the
+        # exp of a softmax) is kept in a buffer of the row's width for the later loops over
+        # that axis that need it again (the CPU target; a CUDA thread has no such buffer)
+        self.row_buffers = row_buffers
+        self.kept: dict[int, _Kept] = {}
+        self.rows: list[tuple[str, str]] = []
+        self.lines: list[str | list[str]] = []
         self.values: dict[int, str] = {}
         self.counter = 0
         self.arrays: list[str] = []
@@ -251,8 +285,10 @@ class BodyEmitter:
             return f"{offsets}[i]", f"{offsets}[i + 1]"
         return "0", self._use(self.names.width(axis), self.widths)
 
-    def _ordered(self, roots: list[Node], row: bool) -> list[Node]:
-        """Loop nodes under ``roots`` (per-sample, or per-class when ``row``), args first."""
+    def _ordered(self, roots: list[Node], row: bool,
+                 kept: dict[int, _Kept] | None = None) -> list[Node]:
+        """Loop nodes under ``roots`` (per-sample, or per-class when ``row``), args first;
+        a node in ``kept`` is listed without its arguments (it is read back, not computed)."""
         order, seen = [], set()
         for root in roots:
             stack = [(root, False)]
@@ -262,6 +298,10 @@ class BodyEmitter:
                     order.append(n)
                     continue
                 if id(n) in seen or id(n) in self.values or not n.axes:
+                    continue
+                if kept and id(n) in kept:
+                    seen.add(id(n))
+                    order.append(n)
                     continue
                 if (len(n.axes) == 2) != row:
                     if not row:
@@ -303,9 +343,35 @@ class BodyEmitter:
         self.lines.append(f"{indent}{name} = {text}")
         self.values[id(n)] = name
 
-    def _emit_rows(self, roots: list[Node], indent: str, index: str) -> None:
-        for n in self._ordered(roots, row=True):
+    def _emit_rows(self, roots: list[Node], indent: str, index: str, axis: str,
+                   whole_row: bool) -> None:
+        """The per-class nodes under ``roots`` at class ``index`` of ``axis``, in a loop over
+        the whole row (``whole_row``) or at one class (a pick's label). Values an earlier
+        loop over the whole row kept are read back; a loop over the whole row keeps those
+        worth keeping (see ``row_buffers``) for the loops after it."""
+        kept = {key: value for key, value in self.kept.items() if value.axis == axis}
+        keeping = self.row_buffers and whole_row and not Axis(axis).is_ragged
+        for n in self._ordered(roots, row=True, kept=kept):
+            if id(n) in kept:
+                self._read_back(n, kept[id(n)], indent, index)
+                continue
             self._emit_node(n, indent, index)
+            if keeping and _worth_keeping(n):
+                slot: list[str] = []  # filled with the store once a later loop reads n
+                self.lines.append(slot)
+                self.kept[id(n)] = _Kept(axis, slot,
+                                         f"{indent}{{}}[{index}] = {self.values[id(n)]}")
+
+    def _read_back(self, n: Node, kept: _Kept, indent: str, index: str) -> None:
+        """``n`` read from its row buffer (written, from now on, by the loop that computes
+        it)."""
+        if kept.buffer is None:
+            kept.buffer = f"r{len(self.rows)}"
+            self.rows.append((kept.buffer, self.names.width(kept.axis)))
+            kept.store.append(kept.line.format(kept.buffer))
+        name = self._fresh()
+        self.lines.append(f"{indent}{name} = {kept.buffer}[{index}]")
+        self.values[id(n)] = name
 
     def class_loop(self, start: str, stop: str) -> str:
         """The header of a loop over row ``i``'s classes (or its group's items), ``k`` from
@@ -323,14 +389,14 @@ class BodyEmitter:
             else:  # computed in the sample phase, before the row reductions that read it
                 column = self.operand(label)
             self.lines.append(f"{indent}k = int({column})")
-            self._emit_rows([x], indent, "k")
+            self._emit_rows([x], indent, "k", x.axes[1], whole_row=False)
             self.lines.append(f"{indent}{name} = {self.operand(x)}")
         else:
-            bounds = self._row_bounds(n.args[0].axes[1])
+            axis = n.args[0].axes[1]
             start = "T(0.0)" if n.op == "rowsum" else "T(-math.inf)"
             self.lines.append(f"{indent}{name} = {start}")
-            self.lines.append(f"{indent}{self.class_loop(*bounds)}")
-            self._emit_rows([n.args[0]], indent + "    ", "k")
+            self.lines.append(f"{indent}{self.class_loop(*self._row_bounds(axis))}")
+            self._emit_rows([n.args[0]], indent + "    ", "k", axis, whole_row=True)
             item = self.operand(n.args[0])
             if n.op == "rowsum":
                 self.lines.append(f"{indent}    {name} += {item}")
@@ -360,7 +426,8 @@ class BodyEmitter:
             on_axis = [o for o in row_outputs if o.axes[1] == axis]
             subscript = "k" if Axis(axis).is_ragged else "i, k"
             self.lines.append(f"{indent}{self.class_loop(*self._row_bounds(axis))}")
-            self._emit_rows([o.node for o in on_axis], indent + "    ", "k")
+            self._emit_rows([o.node for o in on_axis], indent + "    ", "k", axis,
+                            whole_row=True)
             for o in on_axis:
                 out = self.names.output(o.name)
                 self.lines.append(f"{indent}    {out}[{subscript}] = {self.operand(o.node)}")
@@ -368,7 +435,10 @@ class BodyEmitter:
         returns = [self.operand(r.args[0]) for r in self.loop.reductions]
         outputs = [self.names.output(o.name) for o in self.loop.outputs]
         arguments = ["i"] + self.arrays + outputs + self.scalars + self.widths
-        return Body(arguments, self.lines, returns)
+        # a kept value's slot holds its store once a later loop read it back, else nothing
+        lines = [line for entry in self.lines
+                 for line in ([entry] if isinstance(entry, str) else entry)]
+        return Body(arguments, lines, returns, self.rows)
 
 
 class GluePrinter:

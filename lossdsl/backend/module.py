@@ -10,7 +10,8 @@ Every generated module has the same parts, in this order:
 * the helper functions the bodies call (``h_<name>``), the target's support functions,
 * per loop of the schedule: the per-sample body and the loop (or kernel) that runs it,
 * ``run``: the host function that calls the loops in order, with the scalar glue between
-  them, inside ``numpy.errstate(all="ignore")``.
+  them, inside ``numpy.errstate(all="ignore")`` where that glue can meet a floating-point
+  exception (:meth:`ModuleBuilder.run_may_warn`).
 
 :class:`ModuleBuilder` assembles these parts; a target subclass (``CpuModuleBuilder`` in
 :mod:`lossdsl.backend.cpu.codegen`, ``CudaModuleBuilder`` in :mod:`lossdsl.backend.cuda.codegen`)
@@ -78,7 +79,7 @@ class ModuleBuilder(ABC):
         self.printer = ExpressionPrinter(self.target)
         self.functions: list[str] = []
         self.reduction_names: dict[int, str] = {}  # id of a sum node -> its name in run
-        self.run_lines: list[str] = []  # the statements of run inside numpy.errstate
+        self.run_lines: list[str] = []  # run's statements (see quieted)
         self.glue = GluePrinter(self.names, self.reduction_names, cast=self.glue_cast)
         self.allocated: set[str] = set()  # the scan buffers run allocates
         self.orders: dict[tuple[str, str], str] = {}  # (keys, strata) -> its order in run
@@ -122,6 +123,22 @@ class ModuleBuilder(ABC):
         """Statements of ``run`` before the ``numpy.errstate`` block (one level deep)."""
         return []
 
+    def run_may_warn(self) -> bool:
+        """Whether ``run``'s own statements can meet a floating-point exception NumPy warns
+        of: scalar glue, reductions (a chunked kit adds partial sums), cumulative sums, a
+        cast to float32. A ``run`` that only calls loops writing arrays skips the
+        ``numpy.errstate`` block, a microsecond of a small call (a boosting round's
+        gradient and Hessian)."""
+        return bool(self.reduction_names or self.glue.ops or self.orders
+                    or self.glue.converted and self.dtype != "float64")
+
+    def quieted(self, statements: list[str]) -> list[str]:
+        """``statements`` as ``run``'s body: inside ``numpy.errstate(all="ignore")`` where
+        :meth:`run_may_warn`, so that the glue's NaN and inf stay silent, as the loops' do."""
+        if not self.run_may_warn():
+            return indent(statements)
+        return ['    with numpy.errstate(all="ignore"):', *indent(statements, "        ")]
+
     def run_end(self, results: str) -> tuple[list[str], list[str]]:
         """The lines that end ``run``, given the source of its ``results`` tuple: statements
         ending the ``numpy.errstate`` block (indented by the builder) and lines after the
@@ -145,18 +162,20 @@ class ModuleBuilder(ABC):
         lines = [*prologue, *body.lines]
         returns = body.returns
         lines.append(f"    return {tuple_literal(returns)}" if returns else "    return")
-        return f"{decorator}\ndef {name}({', '.join(body.arguments)}):\n" + "\n".join(lines)
+        return f"{decorator}\ndef {name}({', '.join(body.parameters)}):\n" + "\n".join(lines)
 
     def accumulators(self, count: int) -> list[str]:
         """The first statements of a loop summing ``count`` results: one float64 per sum."""
         return [f"    acc{j} = {self.accumulator_zero}" for j in range(count)]
 
     @staticmethod
-    def accumulate(call: str, count: int, by: str = "        ") -> list[str]:
-        """The statements of a loop step: ``call`` a body and add its ``count`` sums."""
+    def accumulate(call: str, count: int, by: str = "        ",
+                   into: str = "acc") -> list[str]:
+        """The statements of a loop step: ``call`` a body and add its ``count`` sums (to
+        ``into<j>``)."""
         if not count:
             return [f"{by}{call}"]
-        return [f"{by}item = {call}", *(f"{by}acc{j} += item[{j}]" for j in range(count))]
+        return [f"{by}item = {call}", *(f"{by}{into}{j} += item[{j}]" for j in range(count))]
 
     def loop_arguments(self, body: Body) -> list[str]:
         """What ``run`` passes for ``body``'s arguments after ``i``: each scalar as the glue
@@ -254,8 +273,7 @@ class ModuleBuilder(ABC):
             *self.run_decorators(),
             f"def run({', '.join(self.run_parameters())}):",
             *indent(self.run_prologue()),
-            '    with numpy.errstate(all="ignore"):',
-            *indent([*self.run_lines, *inside], "        "),
+            *self.quieted([*self.run_lines, *inside]),
             *after,
             "",
         ])
