@@ -247,7 +247,7 @@ class CompiledLoss:
         self._kernels: dict[tuple, tuple[Kernel, Specialization]] = {}
         self._specialized: dict[tuple, Specialization] = {}
         self._plans: dict[tuple, CallPlan | None] = {}
-        self._checked_wrt: dict[str, tuple[str, ...]] = {}
+        self._checked_wrt: dict[str | tuple[str, ...], tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self._layout = InputLayout(self.inputs, self.table_inputs(), self.class_vector_inputs(),
                                    self.loss.definition.input_spans, self.target,
@@ -655,12 +655,21 @@ class CompiledLoss:
         return {name: array for name, array in zip(wanted, out) if array is not None}
 
     def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
-        if isinstance(wrt, str):
-            checked = self._checked_wrt.get(wrt)
-            if checked is not None:  # a name checked before: every call of a loop repeats it
+        if isinstance(wrt, (str, tuple)):
+            try:
+                checked = self._checked_wrt.get(wrt)
+            except TypeError:  # a tuple holding something unhashable: checked below
+                checked = None
+            if checked is not None:  # checked before: every call of a loop repeats it
                 return checked
-        names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+        try:
+            names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+        except TypeError:
+            names = (wrt,)  # not a name nor names: refused below
         for name in names:
+            if not isinstance(name, str):
+                raise LossNameError(f"wrt names inputs of the loss ({', '.join(self.inputs)}): "
+                                    f"a string or a tuple of strings, got {name!r}")
             if name in self.class_vector_inputs():
                 raise LossError(f"'{name}' is a per-class vector (classvec): lossdsl does not "
                                 "differentiate with respect to per-class vectors",
@@ -673,6 +682,6 @@ class CompiledLoss:
                 raise LossNameError(f"'{name}' is not an input of this loss (inputs: "
                                     f"{', '.join(self.inputs)})", None,
                                     did_you_mean(name, self.inputs))
-        if isinstance(wrt, str):
-            self._checked_wrt[wrt] = names
+        if isinstance(wrt, (str, tuple)):
+            self._checked_wrt[wrt] = names  # (every name is a str input by now: hashable)
         return names

@@ -10,7 +10,9 @@ leaves, reductions and lookups, which depend on axes, are the methods of :class:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,17 @@ from .ops.scans import scan
 #: (generated kernels' scalar glue calls these too).
 ELEMENTWISE_NUMPY: dict[str, Callable[..., np.ndarray]] = {
     op.name: op.reference for op in operations("elementwise") if op.reference is not None
+}
+
+
+#: The scalar glue's operations (``run``'s arithmetic between a kernel's loops): NumPy's,
+#: except that the four arithmetic operators and negation are Python's operators, which on
+#: the glue's NumPy float64 scalars give the ufuncs' IEEE results (and warnings, under the
+#: same ``errstate``) in a tenth of a ufunc call's time, and on :mod:`lossdsl.dask`'s lazy
+#: scalars build the same graph.
+GLUE_OPERATIONS: dict[str, Callable[..., Any]] = {
+    **ELEMENTWISE_NUMPY, "add": operator.add, "sub": operator.sub, "mul": operator.mul,
+    "div": operator.truediv, "neg": operator.neg,
 }
 
 

@@ -407,3 +407,16 @@ def test_boosting_gradients_reuse_their_arrays_per_thread(hessian):
     assert short[0].shape == (10,) and short[0] is not first[0]
     single = objective.gradients(y.astype(np.float32), p.astype(np.float32), reuse=True)
     assert single[0].dtype == np.float32
+
+
+def test_wrt_that_names_no_input_is_a_loss_error(huber):
+    y, p = RNG.normal(size=N), RNG.normal(size=N)
+    compiled = fresh(huber)
+    for wrt in (("p", ["y"]), 3, ("q",), [["p"]]):
+        for _ in range(2):  # and again, once the tuples met before are remembered
+            with pytest.raises(lossdsl.LossNameError):
+                compiled.grad(wrt, y=y, p=p)
+    by_tuple = compiled.grad(("p",), y=y, p=p)
+    assert list(by_tuple) == ["p"]
+    assert_same(compiled.grad(("p",), y=y, p=p), by_tuple)
+    assert_same(by_tuple["p"], compiled.grad("p", y=y, p=p))

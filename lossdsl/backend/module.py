@@ -32,7 +32,7 @@ from ..passes.schedule import Loop, Schedule
 from .emit import HELPERS, Body, ExpressionPrinter, GluePrinter, Names, glue_number, scan_buffers
 
 #: What the glue of every target imports for its NumPy operations.
-GLUE_OPERATIONS_IMPORT = "from lossdsl.reference import ELEMENTWISE_NUMPY as OPS"
+GLUE_OPERATIONS_IMPORT = "from lossdsl.reference import GLUE_OPERATIONS as OPS"
 
 
 @dataclass
