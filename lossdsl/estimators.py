@@ -929,6 +929,12 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         return self
 
     def _check_kind(self, objective: Any) -> None:
+        if objective.class_axis and objective.label_kind == "value":
+            raise LossError(f"{self._loss_name()} reads several score columns per row (its "
+                            f"score '{objective.wrt}') with one real label, as a mean and a "
+                            "spread: a regressor predicts one number per row; train it with "
+                            "lossdsl.xgboost.train or lossdsl.lightgbm.train and num_class "
+                            "(docs/boosting.md, 'A mean and a spread from one model')")
         if objective.class_axis:
             raise LossError(f"{self._loss_name()} is a loss over classes "
                             f"(its score '{objective.wrt}' has one column per class): use a "

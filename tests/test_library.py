@@ -867,6 +867,67 @@ def ref_triplet_margin(d, margin=1.0, swap=False):
                                      eps=1e-6, swap=swap, reduction="none"))
 
 
+def triplets_moderate(big: float) -> Inputs:
+    """triplets_extreme's rows with 1e3 where they have 1e8: a norm other than 2 raises the
+    coordinates to its power, and at 1e8 the float32 Hessian of |x|^3 overflows."""
+    return {name: np.where(np.abs(value) == 1e8, np.sign(value) * 1e3, value)
+            for name, value in triplets_extreme(big).items()}
+
+
+def triplets_spread(big: float) -> Inputs:
+    """Coordinates of 1e3 spread over every column. (Where one coordinate dominates its row,
+    a p-norm's Hessian diagonal (p - 1) |x_k|^(p-2) s^(1/p-2) (s - |x_k|^p) cancels, and
+    float32 keeps only about 1e-4 of the row's largest entry: checked in float64 by the
+    norm=1 case's triplets_moderate.)"""
+    return {"a": np.array([[1e3, -1e3, 5e2, 2e3], [0.0, 1.0, 2.0, 3.0], [3e3, 1e3, -2e3, 1e3]]),
+            "p": np.array([[1.2e3, -8e2, 4e2, 2.1e3], [1e3, -1e3, 1e3, -1e3],
+                           [2.9e3, 1.1e3, -2.1e3, 9e2]]),
+            "n": np.array([[-1e3, 1e3, -5e2, -2e3], [0.5, 1.5, 2.5, 3.5],
+                           [3.1e3, 9e2, -1.9e3, 1.2e3]])}
+
+
+def _pnorm_distances(d, norm, eps=1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple((np.abs(u - v + eps) ** norm).sum(axis=1) ** (1 / norm)
+                 for u, v in ((d["a"], d["p"]), (d["a"], d["n"]), (d["p"], d["n"])))
+
+
+def ref_triplet_margin_pnorm(d, norm, margin=1.0, swap=False):
+    return _np(F.triplet_margin_loss(_t(d["a"]), _t(d["p"]), _t(d["n"]), margin=margin,
+                                     p=norm, eps=1e-6, swap=swap, reduction="none"))
+
+
+def _optax_distances(d, degree, eps=1e-6) -> tuple[np.ndarray, np.ndarray]:
+    # optax.losses.triplet_margin_loss's distances (checked against optax itself in
+    # test_triplet_margin_optax_is_optax)
+    return tuple((((u - v) ** degree).sum(axis=1) + eps) ** (1 / degree)
+                 for u, v in ((d["a"], d["p"]), (d["a"], d["n"])))
+
+
+def ref_triplet_margin_optax(d, degree=2, margin=1.0):
+    positive, negative = _optax_distances(d, degree)
+    return np.maximum(positive - negative + margin, 0.0)
+
+
+def mean_and_log_scale(rng) -> Inputs:
+    """A label per row and two score columns: a mean and a log standard deviation."""
+    return {"y": rng.normal(0.0, 2.0, N),
+            "z": np.column_stack([rng.normal(0.0, 2.0, N), rng.uniform(-1.5, 1.5, N)])}
+
+
+def mean_and_log_scale_extreme(big: float) -> Inputs:
+    """Residuals of 1e8 and 0 at log-scales of +-big (the negative ones capped at -40, where
+    a residual of 1 costs e^80 and float32 still holds its square)."""
+    low = -min(big, 40.0)
+    return {"y": np.array([1.0, 1.0, 2.0, 0.0, 5.0, 1e8]),
+            "z": np.array([[1.0, big], [1.0 + 1e8, 0.0], [0.0, low], [0.0, low], [-3.0, 2.0],
+                           [0.0, big]])}
+
+
+def ref_gaussian_nll_scores(d):  # CatBoost RMSEWithUncertainty, per row
+    y, mean, log_scale = d["y"], d["z"][:, 0], d["z"][:, 1]
+    return 0.5 * np.log(2 * np.pi) + log_scale + 0.5 * ((y - mean) * np.exp(-log_scale)) ** 2
+
+
 def intensities(rng, weighted: bool = False) -> Inputs:
     """Labels in [0, 1] (0 and 1 included) and raw scores; ``weighted`` adds LightGBM's
     positive per-sample weights ``w``."""
@@ -1026,6 +1087,8 @@ CASES: list[Case] = [
          lambda d: _np(F.gaussian_nll_loss(_t(d["p"]), _t(d["y"]), _t(d["var"]), full=True,
                                            reduction="none")),
          gaussian, gaussian_extreme),
+    Case("gaussian_nll_scores(y, z)", ref_gaussian_nll_scores, mean_and_log_scale,
+         mean_and_log_scale_extreme),
     Case("negative_binomial(y, z)", ref_negative_binomial, count_log_link,
          _logit_extreme(lambda big: (big, -big, big, -big))),
     Case("negative_binomial(y, z, alpha=0.3)",
@@ -1229,6 +1292,23 @@ CASES: list[Case] = [
              0.5 + _triplet_distances(d)[0] - np.minimum(*_triplet_distances(d)[1:]),
              np.subtract(*_triplet_distances(d)[1:])])),
          triplets_extreme, wrt=("a", "p", "n")),
+    Case("triplet_margin_pnorm(a, p, n, norm=1)",
+         functools.partial(ref_triplet_margin_pnorm, norm=1),
+         _clear_of_kink(triplets, lambda d: 1.0 + np.subtract(*_pnorm_distances(d, 1)[:2])),
+         triplets_moderate, wrt=("a", "p", "n")),
+    Case("triplet_margin_pnorm(a, p, n, norm=3, margin=0.5, swap=1)",
+         functools.partial(ref_triplet_margin_pnorm, norm=3, margin=0.5, swap=True),
+         _clear_of_kink(triplets, lambda d: np.concatenate([
+             0.5 + _pnorm_distances(d, 3)[0] - np.minimum(*_pnorm_distances(d, 3)[1:]),
+             np.subtract(*_pnorm_distances(d, 3)[1:])])),
+         triplets_spread, wrt=("a", "p", "n")),
+    Case("triplet_margin_optax(a, p, n)", ref_triplet_margin_optax,
+         _clear_of_kink(triplets, lambda d: 1.0 + np.subtract(*_optax_distances(d, 2))),
+         triplets_moderate, wrt=("a", "p", "n")),
+    Case("triplet_margin_optax(a, p, n, norm_degree=4, margin=0.5)",
+         functools.partial(ref_triplet_margin_optax, degree=4, margin=0.5),
+         _clear_of_kink(triplets, lambda d: 0.5 + np.subtract(*_optax_distances(d, 4))),
+         triplets_moderate, wrt=("a", "p", "n")),
     # ------------------------------------------------------------------ regularizers
     Case("l1(w)", lambda d: np.abs(d["w"]).sum(), weights, weights_extreme),
     Case("l2(w)", lambda d: (d["w"] ** 2).sum(), weights, weights_extreme),
@@ -1765,6 +1845,53 @@ def test_losses_reference_page_is_up_to_date():
     assert page.is_file(), f"docs/losses.md is missing: {command}"
     assert page.read_text() == render_losses_markdown(), f"docs/losses.md is stale: {command}"
 
+
+
+def test_gaussian_nll_scores_is_catboosts_rmse_with_uncertainty():
+    catboost = pytest.importorskip("catboost")
+    rng = np.random.default_rng(17)
+    x = rng.normal(size=(300, 2))
+    y = x[:, 0] + np.exp(0.5 * x[:, 1]) * rng.normal(size=300)
+    model = catboost.CatBoostRegressor(loss_function="RMSEWithUncertainty", iterations=20,
+                                       verbose=0, thread_count=1, random_seed=0)
+    model.fit(x, y)
+    z = model.predict(x, prediction_type="RawFormulaVal")  # (mean, log standard deviation)
+    reported = model.eval_metrics(catboost.Pool(x, y), ["RMSEWithUncertainty"])
+    assert compiled("gaussian_nll_scores(y, z)", "mean")(y=y, z=z) == pytest.approx(
+        reported["RMSEWithUncertainty"][-1], rel=1e-8)
+    variance = model.predict(x, prediction_type="RMSEWithUncertainty")[:, 1]
+    np.testing.assert_allclose(variance, np.exp(2 * z[:, 1]), rtol=1e-12)
+
+
+def test_triplet_margin_with_a_distance_written_in_the_language():
+    """torch's TripletMarginWithDistanceLoss takes the distance as a function: in lossdsl it
+    is any distance the language writes."""
+    d = triplets(np.random.default_rng(53))
+    criterion = torch.nn.TripletMarginWithDistanceLoss(
+        distance_function=lambda u, v: 1 - F.cosine_similarity(u, v), margin=0.5,
+        reduction="none")
+    expected = _np(criterion(_t(d["a"]), _t(d["p"]), _t(d["n"])))
+    loss = compiled("max(0, 0.5 + cosine_distance(a, p) - cosine_distance(a, n))")
+    np.testing.assert_allclose(loss(**d), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_triplet_margin_optax_is_optax():
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    d = triplets(np.random.default_rng(52))
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        for degree, margin in ((2, 1.0), (4, 0.5), (1, 0.3)):
+            expected = np.asarray(optax.losses.triplet_margin_loss(
+                d["a"], d["p"], d["n"], norm_degree=degree, margin=margin))
+            loss = compiled(f"triplet_margin_optax(a, p, n, norm_degree={degree}, "
+                            f"margin={margin})")
+            np.testing.assert_allclose(loss(**d), expected, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(ref_triplet_margin_optax(d, degree, margin), expected,
+                                       rtol=1e-12, atol=1e-15)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
 
 
 def test_dice_rows_on_classes_match_optax():

@@ -863,6 +863,13 @@ class BoostingObjective:
                 raise LossShapeError(f"{y.size} labels for predictions of shape "
                                      f"{prediction_shape}; expected one class index per row")
             return self._class_labels(y, num_class)
+        if self.label_kind == "value" and self.class_axis and self._ranks[self.label] == 1:
+            # a loss that reads its score columns itself (pick(z, 0), pick(z, 1): a mean and
+            # a log-scale) with one value per row as its label
+            if y.size != n:
+                raise LossShapeError(f"{y.size} labels for predictions of shape "
+                                     f"{prediction_shape}; this loss takes one label per row")
+            return y.reshape(n)
         if y.size == n * num_class:  # multi-target labels, or one-hot rows
             return y.reshape(prediction_shape)
         if y.size != n:

@@ -1,0 +1,84 @@
+"""A mean and a log standard deviation from one booster (CatBoost's ``RMSEWithUncertainty``):
+``gaussian_nll_scores(y, z)`` reads its two score columns itself (``pick(z, 0)``,
+``pick(z, 1)``) and takes one real label per row, trained with ``num_class=2``. Held out, its
+Gaussian negative log-likelihood beats what XGBoost and LightGBM users have without it: the
+squared-error model's mean with one standard deviation from the training residuals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+xgb = pytest.importorskip("xgboost")
+lgb = pytest.importorskip("lightgbm")
+
+import lossdsl  # noqa: E402
+import lossdsl.lightgbm  # noqa: E402
+import lossdsl.xgboost  # noqa: E402
+
+LOSS = "gaussian_nll_scores(y, z)"
+ROUNDS = 60
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Heteroscedastic rows: the mean follows x0, the spread exp(0.6 x1)."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4000, 3))
+    y = 2.0 * x[:, 0] + np.exp(0.6 * x[:, 1]) * rng.normal(size=4000)
+    return x[:3000], y[:3000], x[3000:], y[3000:]
+
+
+def nll(y: np.ndarray, scores: np.ndarray) -> float:
+    return float(lossdsl.compile(LOSS)(y=y, z=scores))
+
+
+def constant_spread_baseline(mean_train, y_train, mean_test) -> np.ndarray:
+    """The squared-error model's means, with the training residuals' standard deviation."""
+    log_scale = np.log(np.std(y_train - mean_train))
+    return np.column_stack([mean_test, np.full(mean_test.size, log_scale)])
+
+
+def test_one_label_per_row_with_two_score_columns_and_a_start_per_column(data):
+    _, y, _, _ = data
+    objective = lossdsl.xgboost.objective(LOSS)
+    assert objective.class_axis and objective.label_kind == "value"
+    np.testing.assert_array_equal(objective.label_array(y, (y.size, 2)), y)
+    start = objective.init_score(y, num_class=2)  # the Gaussian fit: mean, log std
+    np.testing.assert_allclose(start, [np.mean(y), np.log(np.std(y))], rtol=1e-6, atol=1e-8)
+    with pytest.raises(lossdsl.LossShapeError, match="one label per row"):
+        objective.label_array(y[:-1], (y.size, 2))
+
+
+def test_xgboost_learns_the_spread_and_beats_a_constant_one(data):
+    x, y, x_test, y_test = data
+    params = {"max_depth": 3, "eta": 0.1, "num_class": 2}
+    booster = lossdsl.xgboost.train(lossdsl.xgboost.objective(LOSS), params,
+                                    xgb.DMatrix(x, y), ROUNDS)
+    scores = booster.predict(xgb.DMatrix(x_test), output_margin=True)
+    assert np.corrcoef(scores[:, 1], 0.6 * x_test[:, 1])[0, 1] > 0.8
+    mse = xgb.train({"max_depth": 3, "eta": 0.1}, xgb.DMatrix(x, y), ROUNDS)
+    baseline = constant_spread_baseline(mse.predict(xgb.DMatrix(x)), y,
+                                        mse.predict(xgb.DMatrix(x_test)))
+    assert nll(y_test, scores) < nll(y_test, baseline) - 0.1
+
+
+def test_lightgbm_learns_the_spread_and_beats_a_constant_one(data):
+    x, y, x_test, y_test = data
+    params = {"num_class": 2, "learning_rate": 0.1, "num_leaves": 8, "verbose": -1}
+    booster = lossdsl.lightgbm.train(lossdsl.lightgbm.objective(LOSS), params,
+                                     lgb.Dataset(x, y, free_raw_data=False), ROUNDS)
+    scores = booster.predict(x_test, raw_score=True)
+    assert np.corrcoef(scores[:, 1], 0.6 * x_test[:, 1])[0, 1] > 0.8
+    mse = lgb.train({"learning_rate": 0.1, "num_leaves": 8, "verbose": -1},
+                    lgb.Dataset(x, y), ROUNDS)
+    baseline = constant_spread_baseline(mse.predict(x), y, mse.predict(x_test))
+    assert nll(y_test, scores) < nll(y_test, baseline) - 0.1
+
+
+def test_the_estimators_say_where_a_two_column_loss_trains(data):
+    from lossdsl.estimators import XGBLossRegressor
+
+    x, y, _, _ = data
+    with pytest.raises(lossdsl.LossError, match="several score columns per row"):
+        XGBLossRegressor(loss=LOSS, n_estimators=2).fit(x, y)
