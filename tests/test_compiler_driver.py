@@ -269,3 +269,24 @@ def test_what_run_leaves_in_errstate_stays_silent():
         np.testing.assert_array_equal(h, np.ones(2, np.float32))
         assert np.isnan(empty(y=np.zeros(0), p=np.zeros(0)))  # the mean of nothing: 0/0
         assert empty.grad_and_hessian("p", y=np.zeros(0), p=np.zeros(0))[0].shape == (0,)
+
+
+def test_a_loss_with_many_transcendental_calls_keeps_libm_and_compiles_fast():
+    from lossdsl.backend.cpu.codegen import MAX_INLINED_MATH_CALLS
+
+    def terms(count: int) -> str:
+        return " + ".join(f"{k + 1}*log1p(exp(-abs(p - y*{k + 1}))) + tanh(p*{k + 1})"
+                          for k in range(count))
+
+    few = _source(terms(3), "cpu", True)
+    assert "libm as math" in few and "forceinline=True" in few
+    calls = 3 * (MAX_INLINED_MATH_CALLS // 3 + 1)  # every term calls log1p, exp and tanh
+    many = _source(terms(calls // 3), "cpu", True)
+    assert "import math" in many and "libm" not in many and "forceinline" not in many
+    compiled = lossdsl.compile(terms(calls // 3))
+    y, p = np.linspace(-2, 2, 7), np.linspace(1, -1, 7)
+    value, gradient = compiled.value_and_grad("p", y=y, p=p)
+    expected = np.mean(sum((k + 1) * np.log1p(np.exp(-np.abs(p - y * (k + 1))))
+                           + np.tanh(p * (k + 1)) for k in range(calls // 3)))
+    assert value == pytest.approx(expected, rel=1e-13)
+    assert np.all(np.isfinite(gradient))

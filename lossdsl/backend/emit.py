@@ -17,6 +17,7 @@ target in ``@cuda.jit(device=True)``.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -65,8 +66,9 @@ class ExpressionPrinter:
     of the operation's registry record (a format string, a helper call, or the record's own
     printing function), for ``target`` "cpu" or "cuda" (a record may override CUDA's).
 
-    It collects the helpers the expressions call (``helpers``, with the helpers those call)
-    and whether every expression printed can be SIMD-vectorised on the CPU (``vectorisable``).
+    It collects the helpers the expressions call (``helpers``, with the helpers those call),
+    whether every expression printed can be SIMD-vectorised on the CPU (``vectorisable``), and
+    how many printed expressions reach each ``math`` function (``math_calls``).
     """
 
     def __init__(self, target: str = "cpu"):
@@ -74,6 +76,7 @@ class ExpressionPrinter:
         self.helpers: set[str] = set()
         self.constants: dict[str, str] = {}  # typed literal -> global name
         self.vectorisable = True
+        self.math_calls: Counter[str] = Counter()
 
     def expression(self, n: Node, args: list[str]) -> str:
         """The expression computing ``n`` from its arguments' names ``args``."""
@@ -85,6 +88,7 @@ class ExpressionPrinter:
             raise AssertionError(f"'{n.op}' has no kernel template (lowered too late?)")
         if not op.vectorisable:
             self.note_scalar_only()
+        self.math_calls.update(kernel_math_calls(op))
         if isinstance(kernel, Helper):
             self.helpers |= helper_closure(kernel.name)
             return f"h_{kernel.name}({', '.join(args)})"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from ...passes.schedule import Loop, Schedule
 from ..emit import FASTMATH, Body, BodyEmitter
 from ..module import GeneratedModule, ModuleBuilder, indent
+from .libm import VECTORISED
 
 # The per-sample math is compiled without fastmath, so losses stay exact where the math is
 # finite; the loop drivers get FASTMATH (see emit.py), which lets their accumulations vectorise.
@@ -27,6 +28,13 @@ _DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{ext
 # time (an op whose registry record says vectorisable=False), stops vectorisation; a module
 # that calls it keeps plain calls and libm, whose code is cheaper to compile (a 40-term loss
 # with tanh: 1.2 s; vectorisable exp and log, 1.7 s; both inlined, 3.6 s).
+
+# At most this many expressions calling libm.py's vectorisable functions get them inlined
+# and vectorised; a module with more calls libm one element at a time. First value + gradient
+# call of k terms of log1p(exp(-|p - k y|)) + tanh(k p) (3 calls a term), vectorised: 10
+# terms 1.6 s, 20 terms 2.7 s, 40 terms 9.4 s; with libm, 22 terms 1.9 s, 40 terms 2.6 s.
+# The library's losses make at most 10 such calls.
+MAX_INLINED_MATH_CALLS = 64
 
 # A parallel loop whose body has row buffers runs over blocks of this many samples, each
 # block allocating its own buffers: a thread never shares one, and an allocation is ~100 ns
@@ -52,7 +60,10 @@ class CpuModuleBuilder(ModuleBuilder):
         # every body first: whether any calls scalar-only math decides every decorator
         self.bodies = [BodyEmitter(loop, self.names, self.printer, row_buffers=True).emit()
                        for loop in schedule.loops]
-        self.vectorisable = self.printer.vectorisable
+        # Inlined, each call of the vectorisable functions is tens of LLVM instructions that
+        # the loop vectoriser works through: a loss with many of them keeps libm (scalar)
+        self.vectorisable = self.printer.vectorisable and sum(
+            self.printer.math_calls[name] for name in VECTORISED) <= MAX_INLINED_MATH_CALLS
 
     def imports(self) -> list[str]:
         return [

@@ -21,6 +21,8 @@ from .vector_math import vlog1p as log1p
 from .vector_math import vtanh as tanh
 
 _VECTORISED = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "tanh": tanh}
+#: The functions this module gives in their vectorisable form.
+VECTORISED = frozenset(_VECTORISED)
 # names no template text shows: the constants of emit.number, the sqrt that pow's printing
 # function writes, and the rest of what this module always exported
 _ALWAYS = ("floor", "inf", "isinf", "isnan", "nan", "pi", "sqrt", "tan")
@@ -35,7 +37,7 @@ def _registry_math() -> set[str]:
     return names
 
 
-for _name in sorted(_registry_math() - set(_VECTORISED)):
+for _name in sorted(_registry_math() - VECTORISED):
     globals()[_name] = getattr(_math, _name)
 
 __all__ = sorted(_registry_math() | set(_VECTORISED))
