@@ -49,7 +49,8 @@ _FIRST_CALLS = textwrap.dedent("""
     print(imported - start, first - imported, second - first)
 """)
 
-_TRIVIAL_NUMBA = textwrap.dedent("""
+#: The floor: a new process that imports NumPy and Numba and calls a cached trivial function.
+TRIVIAL_NUMBA = textwrap.dedent("""
     import time
     start = time.perf_counter()
     import numpy as np
@@ -95,7 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trivial = os.path.join(scratch, "trivial.py")
         with open(trivial, "w") as stream:
-            stream.write(_TRIVIAL_NUMBA)
+            stream.write(TRIVIAL_NUMBA)
         run_script(trivial, scratch)  # fill Numba's cache
         floor = min(run_script(trivial, scratch)[0] for _ in range(args.warm))
         for name, expression, classes in families:

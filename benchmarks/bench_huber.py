@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
 
 import numpy as np
+from bench_compile import TRIVIAL_NUMBA, run_script
 from numba import njit, prange
 
 import lossdsl
@@ -197,26 +196,6 @@ _FRESH_PROCESS = textwrap.dedent("""
     print(imported - start, done - imported)
 """)
 
-_TRIVIAL_NUMBA = textwrap.dedent("""
-    import time
-    start = time.perf_counter()
-    import numpy as np
-    from numba import njit
-    @njit(cache=True)
-    def f(x):
-        return x + 1
-    f(1.0)
-    print(time.perf_counter() - start)
-""")
-
-
-def _python(script: str, cache: str, cwd: str) -> list[float]:
-    """Run a script file in a new process (numba caches functions of real files only)."""
-    env = dict(os.environ, LOSSDSL_CACHE_DIR=cache)
-    result = subprocess.run([sys.executable, script], capture_output=True, text=True,
-                            env=env, cwd=cwd, check=True)
-    return [float(x) for x in result.stdout.split()]
-
 
 def forty_term_expression() -> str:
     terms = [f"{k + 1}*log1p(exp(-abs(p - y*{k + 1}))) + tanh(p*{k + 1})" for k in range(40)]
@@ -228,15 +207,15 @@ def run_compile_times() -> None:
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as scratch:
         trivial = os.path.join(scratch, "trivial.py")
         with open(trivial, "w") as stream:
-            stream.write(_TRIVIAL_NUMBA)
-        _python(trivial, cache, scratch)  # fill numba's cache
-        baseline = min(_python(trivial, cache, scratch)[0] for _ in range(3))
+            stream.write(TRIVIAL_NUMBA)
+        run_script(trivial, cache)  # fill numba's cache
+        baseline = min(run_script(trivial, cache)[0] for _ in range(3))
         for label, expression in (("huber+l1", EXPRESSION), ("40-term", forty_term_expression())):
             script = os.path.join(scratch, f"{label}.py")
             with open(script, "w") as stream:
                 stream.write(_FRESH_PROCESS.format(expression=expression))
-            imported, first = _python(script, cache, scratch)
-            warm = [_python(script, cache, scratch) for _ in range(3)]
+            imported, first = run_script(script, cache)
+            warm = [run_script(script, cache) for _ in range(3)]
             warm_total = min(a + b for a, b in warm)
             target = 1.5 if label == "huber+l1" else 3.0
             print(f"  {label:>9}: first compile {first:.2f} s (target <= {target}; import "
