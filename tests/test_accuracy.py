@@ -248,6 +248,42 @@ def test_negative_binomial_gradient_is_the_score_near_the_mean(dtype, alpha):
         assert np.all(np.abs(value - v) <= 16 * eps * lgamma_scale), (value, v)
 
 
+@pytest.mark.parametrize("alpha", [1e-4, 1e-8, 1e-12, 1e-30])
+def test_negative_binomial_near_the_poisson_limit_keeps_its_value(alpha):
+    # lgamma(y + 1/alpha) - lgamma(1/alpha) cancelled: 1e-7 relative at alpha = 1e-8, 4e-3 at
+    # 1e-12; log_poch's Stirling series keeps it
+    y = np.array([0.0, 3.0, 50.0, 1e4, 2.0])
+    z = np.array([1.0, 1.0, 3.0, 9.0, -30.0])
+    value, gradient, _ = evaluate(f"negative_binomial(y, z, {alpha})", "z", y=y, z=z)
+    v, g, _ = exact_negative_binomial(y, z, alpha)
+    eps = EPS[np.float64]
+    # lgamma(y + 1) carries an error of its own size, as above, and softplus(w)/alpha one of
+    # |w| = |z + log(alpha)| ulps of itself (w is rounded before exp sees it)
+    lgamma_scale = to_float(abs(mpmath.loggamma(exact(b) + 1)) + 1 for b in y)
+    rounding = np.abs(v) * (abs(np.log(alpha)) + np.abs(z) + 1)
+    assert np.all(np.abs(value - v) <= 16 * eps * (lgamma_scale + rounding)), (value, v)
+    mu = np.exp(z)  # the gradient is a difference of terms of this size, as above
+    score_scale = (np.abs(y) + mu) / (1 + alpha * mu) * (abs(np.log(alpha)) + np.abs(z) + 1)
+    assert np.all(np.abs(gradient - g) <= 8 * eps * score_scale), (gradient, g)
+
+
+@pytest.mark.parametrize("x", [0.5, 7.0, 999.0, 1000.0, 3e4, 1e12, 1e100, 1e300])
+def test_log_poch_is_the_log_rising_factorial(x):
+    y = np.array([0.0, 1.0, 3.5, 50.0, 1e6, 1e13])
+    value, gradient, _ = evaluate("log_poch(x, y)", "x", x=np.full(y.size, x), y=y)
+    with mpmath.workdps(400):  # lgamma(1e300) has 303 digits before the point
+        exact_value = to_float(mpmath.loggamma(exact(x) + exact(b)) - mpmath.loggamma(exact(x))
+                               for b in y)
+        exact_gradient = to_float(mpmath.digamma(exact(x) + exact(b))
+                                  - mpmath.digamma(exact(x)) for b in y)
+    # below x = 1000 the difference of two lgammas: an error of the size of lgamma(x)
+    scale = 1.0 if x >= 1000 else float(abs(mpmath.loggamma(exact(x)))) + 1.0
+    assert_close(value, exact_value, 8 * EPS[np.float64] * scale, 8 * EPS[np.float64], "value")
+    if x <= 1e100:  # beyond, y/x^2 underflows in the gradient (which is below 1e-100 there)
+        assert_close(gradient, exact_gradient, 1e-300, 1e-10, "gradient")
+    assert np.all(np.isfinite(gradient))
+
+
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 3.0])
 def test_negative_binomial_derivatives_match_finite_differences(alpha):
     y = np.array([0.0, 1.0, 4.0, 20.0, 300.0, 7.0])
