@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import mpmath
 import numpy as np
 import pytest
 import scipy.spatial.distance
@@ -248,6 +249,32 @@ def ref_tweedie(d, rho=1.5):
     deviance = 2 * (np.power(y, 2 - rho) / ((1 - rho) * (2 - rho))
                     - y * np.exp((1 - rho) * z) / (1 - rho) + np.exp((2 - rho) * z) / (2 - rho))
     return deviance / 2 - np.power(y, 2 - rho) / ((1 - rho) * (2 - rho))
+
+
+def counts_mean_and_dispersion(rng) -> Inputs:
+    """Counts, and two score columns per row: a log mean and a log dispersion."""
+    return {"y": rng.poisson(3.0, N).astype(float),
+            "z": np.column_stack([rng.normal(1.0, 1.0, N), rng.uniform(-3.0, 1.5, N)])}
+
+
+def counts_mean_and_dispersion_extreme(big: float) -> Inputs:
+    """Log dispersions far out on both sides (alpha = e^+-30 in float64, e^+-20 in float32:
+    near-Poisson rows and rows with almost all mass at 0), and large log means."""
+    s = 30.0 if big > BIG32 else 20.0
+    return {"y": np.array([0.0, 3.0, 50.0, 0.0, 7.0, 1e4]),
+            "z": np.array([[1.0, -s], [1.0, -s], [3.0, s], [2.0, s], [-s, 0.0],
+                           [np.log(1e4), -2.0]])}
+
+
+def ref_negative_binomial_scores(d):  # NB2 at each row's own dispersion, exactly (mpmath)
+    values = []
+    with mpmath.workdps(60):
+        for y, (m, s) in zip(d["y"], d["z"]):
+            y, mu, a = mpmath.mpf(y), mpmath.exp(mpmath.mpf(m)), mpmath.exp(mpmath.mpf(s))
+            values.append(-(mpmath.loggamma(y + 1 / a) - mpmath.loggamma(1 / a)
+                            - mpmath.loggamma(y + 1) - mpmath.log1p(a * mu) / a
+                            + y * mpmath.log(a * mu / (1 + a * mu))))
+    return np.array([float(v) for v in values])
 
 
 def ref_negative_binomial(d, alpha=1.0):
@@ -1089,6 +1116,8 @@ CASES: list[Case] = [
          gaussian, gaussian_extreme),
     Case("gaussian_nll_scores(y, z)", ref_gaussian_nll_scores, mean_and_log_scale,
          mean_and_log_scale_extreme),
+    Case("negative_binomial_scores(y, z)", ref_negative_binomial_scores,
+         counts_mean_and_dispersion, counts_mean_and_dispersion_extreme),
     Case("negative_binomial(y, z)", ref_negative_binomial, count_log_link,
          _logit_extreme(lambda big: (big, -big, big, -big))),
     Case("negative_binomial(y, z, alpha=0.3)",
