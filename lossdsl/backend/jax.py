@@ -95,13 +95,13 @@ def lgamma(x: Any) -> Any:
 
 
 def digamma(x: Any) -> Any:
-    """psi(x): reflection below 0.5, recurrence up to 6, the asymptotic series."""
+    """psi(x): reflection below 0.5, recurrence up to 16, the asymptotic series."""
     jnp = _jnp()
     pole, x0, reflect, pi = _reflection_start(x)
     result = _where(reflect, -(pi / jnp.tan(pi * _where(reflect, x0, 0.25))), 0.0)
     x1 = _where(reflect, 1.0 - x0, x0)
-    for _ in range(6):  # x1 >= 0.5: at most six steps reach 6
-        small = x1 < 6.0
+    for _ in range(16):  # x1 >= 0.5: at most sixteen steps reach 16
+        small = x1 < 16.0
         result = result - _where(small, 1.0 / x1, 0.0)
         x1 = _where(small, x1 + 1.0, x1)
     q = 1.0 / (x1 * x1)
@@ -118,13 +118,14 @@ def trigamma(x: Any) -> Any:
     sign = _where(reflect, -1.0, 1.0)
     x1 = _where(reflect, 1.0 - x0, x0)
     inner = jnp.zeros_like(x1)
-    for _ in range(6):
-        small = x1 < 6.0
+    for _ in range(16):
+        small = x1 < 16.0
         inner = inner + _where(small, 1.0 / (x1 * x1), 0.0)
         x1 = _where(small, x1 + 1.0, x1)
     r = 1.0 / x1
     q = r * r
-    inner = inner + (r + 0.5 * q + r * q * (1 / 6 - q * (1 / 30 - q * (1 / 42 - q * (1 / 30)))))
+    inner = inner + (r + 0.5 * q + r * q * (1 / 6 - q * (1 / 30 - q * (1 / 42 - q * (
+        1 / 30 - q * (5 / 66))))))
     return _polygamma_end(x, pole, result + sign * inner, 0.0)
 
 

@@ -636,16 +636,19 @@ def test_kernels_compile_for_real_gpus(tmp_path):
 
     Runs in a subprocess because this process may have the simulator switched on."""
     cases = []
-    losses = [(PRIMITIVES, {"y": [0.5, 0.25], "p": [-1.0, 2.0]}, ("y", "p"), ("p",))]
+    losses = [(PRIMITIVES, {"y": [0.5, 0.25], "p": [-1.0, 2.0]}, ("y", "p"), ("p",),
+               frozenset())]
     for name in _covering_losses() + ["huber", "sparse_cce_logits"]:
         inputs, wrt, hessians = prelude_case(name)
+        tables = library_loss(name).table_inputs()  # (R, K) lookups: every row, in dtype
         losses.append((ENTRIES[name].call_expression(),
-                       {n: v[:4].tolist() for n, v in inputs.items()}, wrt, hessians))
-    for index, (expression, small_inputs, wrt, hessians) in enumerate(losses):
+                       {n: (v if n in tables else v[:4]).tolist() for n, v in inputs.items()},
+                       wrt, hessians, tables))
+    for index, (expression, small_inputs, wrt, hessians, tables) in enumerate(losses):
         for dtype in _ptx_dtypes(index):
+            labels = [n for n in small_inputs if n not in wrt and n not in tables]
             cases.append(dict(expression=expression, dtype=dtype, inputs=small_inputs,
-                              labels=[n for n in small_inputs if n not in wrt], wrt=wrt,
-                              hessians=hessians))
+                              labels=labels, wrt=wrt, hessians=hessians))
     script = tmp_path / "ptx_check.py"
     script.write_text(_PTX_CHECK)
     environment = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
