@@ -616,12 +616,8 @@ class CallPlan:
     kernels: dict[str, KernelPlan]  # by target ("cpu" for a small call of a parallel loss)
     last_kernel: Kernel | None = None  # the kernel the last call ran (CompiledLoss.source)
 
-    @property
-    def as_given(self) -> bool:
-        """Whether every input is an array read as it is: the call's inputs are the arrays."""
-        return self._as_given
-
     def __post_init__(self) -> None:
+        # every input an array read as it is: the call's inputs are the kernel's arrays
         self._as_given = all(reader == _AS_GIVEN for _, reader in self.readers)
         # the lengths work_size reads for the threaded axes, resolved once: a call of a
         # parallel loss only multiplies them

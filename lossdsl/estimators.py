@@ -929,7 +929,7 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         return self
 
     def _check_kind(self, objective: Any) -> None:
-        if objective.class_axis and objective.label_kind == "value":
+        if objective.reads_score_columns:
             raise LossError(f"{self._loss_name()} reads several score columns per row (its "
                             f"score '{objective.wrt}') with one real label, as a mean and a "
                             "spread: a regressor predicts one number per row; train it with "

@@ -208,7 +208,8 @@ def _source(text: str, target: str, want_value: bool, dtype=np.float64, **compil
     compiled = lossdsl.compile(text, target=target, **compile_kwargs)
     spec = compiled.specialization(compiled.default_ranks())
     wrt = tuple(n for n in compiled.inputs if n not in compiled.constant_inputs())
-    request = compiler.KernelRequest(np.dtype(dtype), target, want_value, wrt, wrt)
+    request = _request(compiled, dtype=np.dtype(dtype), want_value=want_value, grads=wrt,
+                       hessians=wrt)
     return compiler.generate_source(spec, request).source
 
 

@@ -883,17 +883,6 @@ def triplets_extreme(big: float) -> Inputs:
             "n": np.array([[1e8, 1e8, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [-1e8, 0.0, 0.0, 0.0]])}
 
 
-def _triplet_distances(d, eps=1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    norm = np.linalg.norm
-    return (norm(d["a"] - d["p"] + eps, axis=1), norm(d["a"] - d["n"] + eps, axis=1),
-            norm(d["p"] - d["n"] + eps, axis=1))
-
-
-def ref_triplet_margin(d, margin=1.0, swap=False):
-    return _np(F.triplet_margin_loss(_t(d["a"]), _t(d["p"]), _t(d["n"]), margin=margin, p=2,
-                                     eps=1e-6, swap=swap, reduction="none"))
-
-
 def triplets_moderate(big: float) -> Inputs:
     """triplets_extreme's rows with 1e3 where they have 1e8: a norm other than 2 raises the
     coordinates to its power, and at 1e8 the float32 Hessian of |x|^3 overflows."""
@@ -918,7 +907,20 @@ def _pnorm_distances(d, norm, eps=1e-6) -> tuple[np.ndarray, np.ndarray, np.ndar
                  for u, v in ((d["a"], d["p"]), (d["a"], d["n"]), (d["p"], d["n"])))
 
 
-def ref_triplet_margin_pnorm(d, norm, margin=1.0, swap=False):
+def _triplet_kinks(norm: float, margin: float = 1.0, swap: bool = False
+                   ) -> Callable[[Inputs], np.ndarray]:
+    """Where a triplet margin loss of ``norm`` has kinks: at its hinge, and with ``swap``
+    where the negative's two distances tie."""
+    def kinks(d: Inputs) -> np.ndarray:
+        positive, negative, swapped = _pnorm_distances(d, norm)
+        if not swap:
+            return margin + positive - negative
+        return np.concatenate([margin + positive - np.minimum(negative, swapped),
+                               negative - swapped])
+    return kinks
+
+
+def ref_triplet_margin(d, norm=2, margin=1.0, swap=False):
     return _np(F.triplet_margin_loss(_t(d["a"]), _t(d["p"]), _t(d["n"]), margin=margin,
                                      p=norm, eps=1e-6, swap=swap, reduction="none"))
 
@@ -1313,24 +1315,17 @@ CASES: list[Case] = [
          _clear_of_kink(vector_pairs, lambda d: _cosine(d) - 0.3), vector_pairs_extreme,
          wrt=("x1", "x2")),
     Case("triplet_margin(a, p, n)", ref_triplet_margin,
-         _clear_of_kink(triplets, lambda d: 1.0 + np.subtract(*_triplet_distances(d)[:2])),
-         triplets_extreme, wrt=("a", "p", "n")),
+         _clear_of_kink(triplets, _triplet_kinks(2)), triplets_extreme, wrt=("a", "p", "n")),
     Case("triplet_margin(a, p, n, margin=0.5, swap=1)",
          functools.partial(ref_triplet_margin, margin=0.5, swap=True),
-         _clear_of_kink(triplets, lambda d: np.concatenate([
-             0.5 + _triplet_distances(d)[0] - np.minimum(*_triplet_distances(d)[1:]),
-             np.subtract(*_triplet_distances(d)[1:])])),
-         triplets_extreme, wrt=("a", "p", "n")),
-    Case("triplet_margin_pnorm(a, p, n, norm=1)",
-         functools.partial(ref_triplet_margin_pnorm, norm=1),
-         _clear_of_kink(triplets, lambda d: 1.0 + np.subtract(*_pnorm_distances(d, 1)[:2])),
-         triplets_moderate, wrt=("a", "p", "n")),
+         _clear_of_kink(triplets, _triplet_kinks(2, 0.5, swap=True)), triplets_extreme,
+         wrt=("a", "p", "n")),
+    Case("triplet_margin_pnorm(a, p, n, norm=1)", functools.partial(ref_triplet_margin, norm=1),
+         _clear_of_kink(triplets, _triplet_kinks(1)), triplets_moderate, wrt=("a", "p", "n")),
     Case("triplet_margin_pnorm(a, p, n, norm=3, margin=0.5, swap=1)",
-         functools.partial(ref_triplet_margin_pnorm, norm=3, margin=0.5, swap=True),
-         _clear_of_kink(triplets, lambda d: np.concatenate([
-             0.5 + _pnorm_distances(d, 3)[0] - np.minimum(*_pnorm_distances(d, 3)[1:]),
-             np.subtract(*_pnorm_distances(d, 3)[1:])])),
-         triplets_spread, wrt=("a", "p", "n")),
+         functools.partial(ref_triplet_margin, norm=3, margin=0.5, swap=True),
+         _clear_of_kink(triplets, _triplet_kinks(3, 0.5, swap=True)), triplets_spread,
+         wrt=("a", "p", "n")),
     Case("triplet_margin_optax(a, p, n)", ref_triplet_margin_optax,
          _clear_of_kink(triplets, lambda d: 1.0 + np.subtract(*_optax_distances(d, 2))),
          triplets_moderate, wrt=("a", "p", "n")),

@@ -484,6 +484,13 @@ class BoostingObjective:
         self._curvature: Node | None = None
 
     @property
+    def reads_score_columns(self) -> bool:
+        """Whether the loss reads its several score columns itself (``pick(z, 0)``,
+        ``pick(z, 1)``: a mean and a log-scale) with one real label per row, not a label
+        per column nor a class index."""
+        return self.class_axis and self.label_kind == "value"
+
+    @property
     def curvature(self) -> Node:
         """The loss's second derivative in the score, symbolic (derived once: differentiating
         and simplifying costs milliseconds, and the policy and the leaf search both ask)."""
@@ -863,9 +870,7 @@ class BoostingObjective:
                 raise LossShapeError(f"{y.size} labels for predictions of shape "
                                      f"{prediction_shape}; expected one class index per row")
             return self._class_labels(y, num_class)
-        if self.label_kind == "value" and self.class_axis and self._ranks[self.label] == 1:
-            # a loss that reads its score columns itself (pick(z, 0), pick(z, 1): a mean and
-            # a log-scale) with one value per row as its label
+        if self.reads_score_columns:
             if y.size != n:
                 raise LossShapeError(f"{y.size} labels for predictions of shape "
                                      f"{prediction_shape}; this loss takes one label per row")

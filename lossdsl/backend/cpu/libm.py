@@ -40,4 +40,4 @@ def _registry_math() -> set[str]:
 for _name in sorted(_registry_math() - VECTORISED):
     globals()[_name] = getattr(_math, _name)
 
-__all__ = sorted(_registry_math() | set(_VECTORISED))
+__all__ = sorted(_registry_math() | VECTORISED)
