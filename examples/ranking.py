@@ -11,7 +11,10 @@ learning rate:
   softmax cross-entropy of each query's scores against the gains ``y = 2^rel - 1``, a custom
   objective whose gradient and exact diagonal Hessian lossdsl derives. LightGBM fills the
   query ids ``q`` from the Dataset's ``group=``, XGBoost from the DMatrix's ``qid=``
-  (``xgb.train``: XGBRanker refuses custom objectives).
+  (``xgb.train``: XGBRanker refuses custom objectives);
+* ``ranknet(y, s, q)``: RankNet's pairwise logistic loss, summed for each document over the
+  other documents of its query that it should rank above (``pairsum``), the objective of
+  XGBoost's ``rank:pairwise`` and CatBoost's ``PairLogit`` written in the language.
 
 XGBoost's documentation says its ranking task "does not support customized functions"; it
 does through the native API once the objective reads the queries from the DMatrix.
@@ -31,6 +34,13 @@ import lossdsl.lightgbm
 import lossdsl.xgboost
 
 LOSS = "softmax_ranking(y, s, q)"
+PAIRWISE = "ranknet(y, s, q)"
+
+
+def labels(loss: str, relevance: np.ndarray) -> np.ndarray:
+    """The labels each lossdsl objective takes: gains 2^rel - 1 for the listwise softmax,
+    the grades themselves for the pairwise loss (only their order within a query counts)."""
+    return 2.0**relevance - 1 if loss == LOSS else relevance
 ROUNDS = 200
 
 
@@ -80,7 +90,8 @@ def lightgbm_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float,
               "num_threads": 2}
     found = {}
     for name, objective, label in [("lambdarank", "lambdarank", rel),
-                                   (LOSS, lossdsl.lightgbm.objective(LOSS), 2.0**rel - 1)]:
+                                   *((loss, lossdsl.lightgbm.objective(loss), labels(loss, rel))
+                                     for loss in (LOSS, PAIRWISE))]:
         start = time.perf_counter()
         booster = lgb.train({**params, "objective": objective},
                             lgb.Dataset(x, label, group=sizes), rounds)
@@ -95,7 +106,8 @@ def xgboost_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float, 
     params = {"eta": 0.05, "max_depth": 6, "nthread": 2, "tree_method": "hist"}
     found = {}
     for name, objective, label in [("rank:ndcg", None, rel),
-                                   (LOSS, lossdsl.xgboost.objective(LOSS), 2.0**rel - 1)]:
+                                   *((loss, lossdsl.xgboost.objective(loss), labels(loss, rel))
+                                     for loss in (LOSS, PAIRWISE))]:
         start = time.perf_counter()
         if objective is None:
             booster = xgb.train({**params, "objective": "rank:ndcg"},

@@ -88,7 +88,15 @@ class Loss:
     def group_inputs(self) -> tuple[str, ...]:
         """Inputs holding each sample's group id (``groupsum(e, g)`` and its kin: a query, a
         customer), in the order the loss first uses them."""
-        found = [n.args[1].value for n in toposort([self.definition.graph]) if n.op == "group"]
+        found = [n.args[1].value for n in toposort([self.definition.graph])
+                 if n.op in ("group", "pairs")]
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def pair_inputs(self) -> tuple[str, ...]:
+        """The group ids among :attr:`group_inputs` whose samples are paired (``pairsum(e,
+        g)``: each sample sums over the others of its group)."""
+        found = [n.args[1].value for n in toposort([self.definition.graph]) if n.op == "pairs"]
         return tuple(dict.fromkeys(found))
 
     @property
@@ -413,7 +421,7 @@ class CompiledLoss:
         labels = self.label_inputs()
         ranks = {name: 2 if name in self.table_inputs() else 1 for name in self.inputs}
         for n in walk(self.loss.definition.graph):
-            if n.op in ("rowsum", "rowmax", "rowmean") and n.args[0].op != "group":
+            if n.op in ("rowsum", "rowmax", "rowmean") and n.args[0].op not in ("group", "pairs"):
                 for m in toposort([n.args[0]]):
                     if m.op == "input" and m.value not in labels:
                         ranks[m.value] = 2
@@ -524,7 +532,8 @@ class CompiledLoss:
         bound = bind_inputs(layout, self.params, inputs, sample_weight)
         spec = self.specialization(bound.ranks, bound.weight is not None)
         lengths = axis_lengths(layout, bound, spec)
-        groupings = group_samples(layout, bound, spec, lengths) if spec.groups else []
+        groupings = (group_samples(layout, bound, spec, lengths)
+                     if spec.groups or spec.pairs else [])
         target = self.kernel_target(lengths, spec)
         kernel, spec = self._kernel_and_specialization(
             bound.ranks, bound.weight is not None, bound.dtype, want_value, tuple(grads),

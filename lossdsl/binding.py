@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
-from .backend.emit import offsets_name
+from .backend.emit import offsets_name, partners_name
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .ir.axes import Axis
 from .passes import shapes
@@ -276,7 +276,66 @@ def group_samples(layout: InputLayout, bound: Bound, spec: Specialization,
         bound.arrays[offsets_name(items)] = offsets
         lengths[sample_axis] = len(offsets) - 1
         groupings.append(Grouping(items, offsets, order))
+    for sample_axis, name in spec.pairs.items():
+        groupings.append(_pair_samples(layout, bound, lengths, sample_axis, name))
     return groupings
+
+
+#: The most partner slots (pairs (i, j) of distinct samples of a group) one call lays out.
+MAX_PAIRS = 1 << 28
+
+
+def _pair_samples(layout: InputLayout, bound: Bound, lengths: dict[str, int],
+                  sample_axis: str, name: str) -> Grouping:
+    """Lay out the partners of each sample for ``pairsum(e, g)`` over ``sample_axis``: row i
+    holds the other samples j of i's group, in the order given, as the index of j (the
+    kernels read ``partner(x)`` as ``x[partners[k]]``). The samples keep their order (no
+    result is put back); the layout is remembered for the same group ids."""
+    if bound.device is not None:
+        raise LossShapeError(f"the samples are paired within the groups of '{name}' "
+                             "(pairsum), which are laid out on the host: pass host arrays")
+    ids = np.asarray(bound.arrays[name])
+    offsets, partners = _pair_layout(name, ids, layout.spans.get(name))
+    items = Axis(sample_axis).items()
+    bound.arrays[offsets_name(items)] = offsets
+    bound.arrays[partners_name(items)] = partners
+    lengths[items] = len(partners)
+    return Grouping(items, offsets, None)
+
+
+_PAIR_LAYOUTS: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _pair_layout(name: str, ids: np.ndarray, span: Span | None) -> tuple[np.ndarray, ...]:
+    """(offsets, partners) of the pairs of distinct samples within the groups of ``ids``;
+    the last few layouts are kept, as a training loop's group ids do not change."""
+    key = (ids.dtype.str, ids.shape)
+    found = _PAIR_LAYOUTS.get(key)
+    if found is not None and np.array_equal(found[0], ids):
+        return found[1:]
+    check_group_ids(name, ids, span)
+    order = np.argsort(ids, kind="stable")  # each group's samples one run, in given order
+    starts = _run_starts(ids[order])
+    sizes = np.diff(np.r_[starts, len(ids)])
+    run = np.repeat(np.arange(len(starts)), sizes)  # the run of each sorted position
+    position = np.empty(len(ids), np.int64)
+    position[order] = np.arange(len(ids))
+    first = starts[run][position]  # where sample i's run starts among the sorted positions
+    partners_per_row = sizes[run][position] - 1
+    total = int(partners_per_row.sum())
+    if total > MAX_PAIRS:
+        raise LossShapeError(f"the groups of '{name}' hold {total:,} pairs of samples "
+                             f"(pairsum sums over every pair within a group), more than "
+                             f"{MAX_PAIRS:,}: split the largest groups", span)
+    offsets = np.r_[0, np.cumsum(partners_per_row)].astype(np.int64)
+    rows = np.repeat(np.arange(len(ids)), partners_per_row)
+    slot = np.arange(total) - offsets[rows]  # the partner's place among the others
+    own = (position - first)[rows]
+    partners = order[first[rows] + slot + (slot >= own)].astype(np.int64)
+    if len(_PAIR_LAYOUTS) >= 4:
+        _PAIR_LAYOUTS.clear()
+    _PAIR_LAYOUTS[key] = (ids.copy(), offsets, partners)
+    return offsets, partners
 
 
 def check_group_ids(name: str, ids: np.ndarray, span: Span | None = None) -> None:
@@ -798,7 +857,7 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
     or None for a signature the fast path does not take: inputs other than native NumPy
     arrays of the dtypes kernels read as they are (booleans are converted) and Python
     numbers, param overrides among the inputs, device arrays, float16 results."""
-    if bound.device is not None or bound.result_dtype is not None or spec.groups \
+    if bound.device is not None or bound.result_dtype is not None or spec.groups or spec.pairs \
             or any(name not in layout.inputs for name in inputs):
         return None
     readers = []

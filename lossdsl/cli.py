@@ -594,8 +594,11 @@ def command_show(args: argparse.Namespace) -> int:
     print(f"\n  derivatives of one sample's loss with respect to {wrt[0]}:")
     lines = _formulas(compiled, wrt, True, False, with_loss=False)
     _print_formulas(lines, False, indent="  ")
+    paired = symbolic.pair_inputs
     for name in compiled.group_inputs():  # printed as the compiler lays groups out
-        print(f"  (rowsum and rowmax here are over the samples of each group of {name})")
+        print(f"  (rowsum and rowmax here are over the other samples of each sample's group of "
+              f"{name})" if name in paired else
+              f"  (rowsum and rowmax here are over the samples of each group of {name})")
     if args.latex:
         print()
         _print_formulas(_formulas(compiled, wrt, True, True), True, indent="  ")

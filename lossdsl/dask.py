@@ -145,6 +145,12 @@ class DaskLoss:
         bound = compiled.bind(inputs, sample_weight, _DaskArrays)
         kernel, lengths = compiled.prepare(bound, want_value, grads, hessians)
         spec = compiled.specialization(bound.ranks, bound.weight is not None)
+        if spec.pairs:
+            raise LossError(
+                f"this loss sums over pairs within the groups of "
+                f"'{next(iter(spec.pairs.values()))}' (pairsum), whose partners lossdsl.dask "
+                "does not lay out across chunks: compute it on NumPy arrays (a query's "
+                "pairs fit in memory where its documents do)")
         groupings = group_samples(compiled.layout, bound, spec, lengths) if spec.groups else []
         for grouping in groupings:
             _chunk_by_groups(bound, spec, grouping)

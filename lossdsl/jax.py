@@ -60,7 +60,7 @@ from .binding import check_group_ids, disagreement, first_bad_label, param_value
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.axes import Axis
 from .ir.node import Node, depends_on, toposort
-from .passes import diff, shapes
+from .passes import diff, pairs, shapes
 from .roles import positional_inputs
 
 __all__ = ["DERIVATIVES", "JaxLoss", "loss"]
@@ -120,6 +120,7 @@ class _Functions:
     params: dict[str, str] = field(default_factory=dict)
     lengths: dict[str, str] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)  # items axis -> group ids argument
+    pairs: dict[str, str] = field(default_factory=dict)  # partners axis -> group ids argument
     # traced labels to check: (argument index, width or its (argument, dimension), ignored)
     labels: list[tuple[int, Any, float | None]] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
@@ -136,7 +137,7 @@ class _Functions:
         where a traced label is out of range."""
         lowered = compiler.optimize(roots)
         program = printer.generate(lowered, self.inputs, self.params, self.lengths,
-                                   self.groups)
+                                   self.groups, self.pairs)
         self.sources[what] = program.source
         run = program.build(self.dtype.type, jnp, lax, printer)
         checks = self.labels
@@ -186,7 +187,7 @@ class _Functions:
         with self.lock:
             if name not in self.gradients:
                 total, x = self._total(), self._input(name)
-                gradient = diff.grad(total, x)
+                gradient = pairs.grad(total, x)
                 raw = self._print(f"grad:{name}", [gradient])
                 hessian = None
                 if not _coupled(compiler.optimize([gradient], for_codegen=False)[0], x):
@@ -456,6 +457,8 @@ class JaxLoss:
             functions.lengths.setdefault(axis, str(int(width)))
         functions.groups = {Axis(axis).items(): functions.inputs[name]
                             for axis, name in specialized.groups.items()}
+        functions.pairs = {Axis(axis).items(): functions.inputs[name]
+                           for axis, name in specialized.pairs.items()}
         if objective.kept_count is not None:
             label = functions.inputs[objective.ignored]
             functions.lengths[objective.kept_count] = (
@@ -490,7 +493,8 @@ class JaxLoss:
             raise LossShapeError(f"sample_weight has {weight.shape[0]} entries but the loss "
                                  f"has {lengths.get(axes[-1])} samples")
         objective = functions.objective
-        for name in functions.specialized.groups.values():
+        for name in (*functions.specialized.groups.values(),
+                     *functions.specialized.pairs.values()):
             ids = _concrete(arrays[name])  # traced ids: equal values make a group
             if ids is not None:
                 check_group_ids(name, ids)

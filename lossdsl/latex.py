@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 
-from .ir.axes import Axis, counted_axis
+from .ir.axes import PARTNER_SUFFIX, Axis, counted_axis
 from .ir.node import Node
 from .ir.visit import ATOM, PrecedencePrinter
 from .ops import NOTATION, find
@@ -120,9 +120,21 @@ class LatexPrinter(PrecedencePrinter):
         return (text, _UNARY if text.startswith("-") else _ATOM)
 
     def print_input(self, n: Node):
+        name = str(n.value)
+        if name.endswith(PARTNER_SUFFIX):  # x at the partner of a pair sum: x'
+            return (latex_name(name.removesuffix(PARTNER_SUFFIX)) + "'", _ATOM)
+        return (latex_name(name), _ATOM)
+
+    def print_param(self, n: Node):
         return (latex_name(str(n.value)), _ATOM)
 
-    print_param = print_input
+    def print_partner(self, n: Node):  # partner(x): x at the other sample of the pair
+        (x,) = n.args
+        text, precedence = self.visit(x)
+        return ((text if precedence >= _ATOM else rf"\left({text}\right)") + "'", _ATOM)
+
+    def print_pairs(self, n: Node):  # the summand, over the partners of the sample's group
+        return self.visit(n.args[0])
 
     def print_count(self, n: Node):
         return (_axis_symbol(str(n.value)), _ATOM)

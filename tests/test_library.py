@@ -853,6 +853,16 @@ def ref_listnet(d):
     return _per_query(d, per_query)
 
 
+def ref_ranknet(d, sigma: float = 1.0):
+    """RankNet by pairs: each document's softplus(-sigma (z_i - z_j)) over the documents j of
+    its query with a lower grade."""
+    def per_query(g):
+        above = g["y"][:, None] > g["y"][None, :]
+        difference = g["z"][:, None] - g["z"][None, :]
+        return np.sum(np.where(above, np.logaddexp(0.0, -sigma * difference), 0.0), axis=1)
+    return _per_query(d, per_query)
+
+
 def ref_query_mse(d):
     return _per_query(d, lambda g: (g["y"] - g["p"] - np.mean(g["y"] - g["p"])) ** 2)
 
@@ -1198,6 +1208,9 @@ CASES: list[Case] = [
     Case("softmax_ranking(y, z, q, beta=2.0)",
          lambda d: ref_softmax_ranking({**d, "z": 2.0 * d["z"]}), queries, queries_extreme),
     Case("listnet(y, z, q)", ref_listnet, queries, queries_extreme),
+    Case("ranknet(y, z, q)", ref_ranknet, queries, queries_extreme),
+    Case("ranknet(y, z, q, sigma=0.5)", functools.partial(ref_ranknet, sigma=0.5), queries,
+         queries_extreme),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # ------------------------------------------------------------------ multiclass

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from ..ir.axes import Axis
+from ..ir.axes import Axis, partner_of
 from ..ir.node import Node
 from ..ops import Helper, find, helper_closure, helper_source, helpers, kernel_math_calls
 from ..ops.scans import SCANS
@@ -167,6 +167,12 @@ def offsets_name(axis: str) -> str:
     return f"#offsets:{axis}"
 
 
+def partners_name(axis: str) -> str:
+    """The name under which the kernel takes, for the partners' axis ``axis`` of a pair sum,
+    the sample each partner slot reads (``x[partners[k]]`` is ``partner(x)``)."""
+    return f"#partners:{axis}"
+
+
 def pick_parts(n: Node) -> tuple[Node, Node] | None:
     """(x, labels) when ``n`` is ``rowsum(x * (class_index(y) == y))`` for labels y with one
     value per sample: an input vector, or the labels of ``ignore_index`` read through
@@ -260,6 +266,7 @@ class BodyEmitter:
         self.arrays: list[str] = []
         self.scalars: list[str] = []
         self.widths: list[str] = []
+        self.pending: list[Node] = []  # the per-sample nodes of the body, in order
 
     def _fresh(self) -> str:
         self.counter += 1
@@ -321,7 +328,12 @@ class BodyEmitter:
 
     def _emit_node(self, n: Node, indent: str, index: str) -> None:
         name = self._fresh()
-        if n.op == "input":
+        base = partner_of(n.value) if n.op == "input" else None
+        if base is not None:  # x at the partner of a pair: read through the partner's index
+            array = self._use(self.names.array(base), self.arrays)
+            partners = self._use(self.names.array(partners_name(n.axes[1])), self.arrays)
+            text = f"T({array}[{partners}[{index}]])"
+        elif n.op == "input":
             array = self._use(self.names.array(n.value), self.arrays)
             if len(n.axes) == 1:
                 subscript = "i"
@@ -383,9 +395,34 @@ class BodyEmitter:
         rows)."""
         return f"for k in range({stop}):" if start == "0" else f"for k in range({start}, {stop}):"
 
-    def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
+    def _ready(self, n: Node) -> bool:
+        """Whether every per-sample value row reduction ``n``'s loop reads is computed."""
+        stack, seen = [n.args[0]], set()
+        while stack:
+            m = stack.pop()
+            if id(m) in seen or id(m) in self.values or m.op == "const" or not m.axes:
+                continue
+            if len(m.axes) != 2:
+                return False
+            seen.add(id(m))
+            stack.extend(_loop_args(m))
+        return True
+
+    def _fusable(self, n: Node) -> list[Node]:
+        """The row reductions still to come that can share ``n``'s loop over its row: over
+        the same axis, not a pick, and reading only per-sample values computed already."""
+        axis = n.args[0].axes[1]
+        return [m for m in self.pending
+                if m is not n and id(m) not in self.values and m.op in ("rowsum", "rowmax")
+                and m.args[0].axes[1] == axis and pick_parts(m) is None and self._ready(m)]
+
+    def _emit_row_reduction(self, n: Node, name: str, indent: str) -> list[tuple[Node, str]]:
+        """The statements of row reduction ``n`` (named ``name``), with those of the row
+        reductions that can share its loop (:meth:`_fusable`): one pass over the row for
+        a gradient's several sums. Returns every reduction emitted, with its name."""
         saved = dict(self.values)
         pick = pick_parts(n)
+        emitted = [(n, name)]
         if pick is not None:
             x, label = pick
             if label.op == "input":
@@ -397,25 +434,34 @@ class BodyEmitter:
             self.lines.append(f"{indent}{name} = {self.operand(x)}")
         else:
             axis = n.args[0].axes[1]
-            start = "T(0.0)" if n.op == "rowsum" else "T(-math.inf)"
-            self.lines.append(f"{indent}{name} = {start}")
+            emitted += [(m, self._fresh()) for m in self._fusable(n)]
+            for m, m_name in emitted:
+                start = "T(0.0)" if m.op == "rowsum" else "T(-math.inf)"
+                self.lines.append(f"{indent}{m_name} = {start}")
             self.lines.append(f"{indent}{self.class_loop(*self._row_bounds(axis))}")
-            self._emit_rows([n.args[0]], indent + "    ", "k", axis, whole_row=True)
-            item = self.operand(n.args[0])
-            if n.op == "rowsum":
-                self.lines.append(f"{indent}    {name} += {item}")
-            else:
-                self.lines.append(f"{indent}    if {item} > {name} or {item} != {item}:")
-                self.lines.append(f"{indent}        {name} = {item}")
+            self._emit_rows([m.args[0] for m, _ in emitted], indent + "    ", "k", axis,
+                            whole_row=True)
+            for m, m_name in emitted:
+                item = self.operand(m.args[0])
+                if m.op == "rowsum":
+                    self.lines.append(f"{indent}    {m_name} += {item}")
+                else:
+                    self.lines.append(f"{indent}    if {item} > {m_name} or {item} != {item}:")
+                    self.lines.append(f"{indent}        {m_name} = {item}")
         self.values = saved  # per-class values do not outlive their loop
+        for m, m_name in emitted[1:]:
+            self.values[id(m)] = m_name
+        return emitted
 
     def emit(self) -> Body:
         indent = "    "
         sample_roots = [r.args[0] for r in self.loop.reductions]
         sample_roots += [o.node for o in self.loop.outputs]
         sample_roots += [a for scan in self.loop.scans for a in scan.args]
-        for n in self._ordered(sample_roots, row=False):
-            self._emit_node(n, indent, "k")
+        self.pending = self._ordered(sample_roots, row=False)
+        for n in self.pending:
+            if id(n) not in self.values:  # unless a fused row loop computed it
+                self._emit_node(n, indent, "k")
         for scan in self.loop.scans:
             for role, argument in scan_buffers(scan):
                 buffer = self._use(self.names.buffer(role, argument), self.arrays)

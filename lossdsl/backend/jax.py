@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LossError
-from ..ir.axes import Axis
+from ..ir.axes import Axis, partner_of
 from ..ir.node import Node
 from ..ir.visit import NodeVisitor
 from ..ops import find, operations
@@ -316,6 +316,23 @@ def in_groups(values: Any, segments: Any) -> Any:
     return jnp.where(used, values, jnp.zeros_like(values))
 
 
+# Pairs (pairsum(e, g)): a value per pair of samples is an (N, N) matrix, sample i's row
+# holding its partners j; the pairs of distinct samples within a group are a mask of it.
+
+def pair_mask(ids: Any) -> Any:
+    """Which (i, j) are pairs: distinct samples of the same group."""
+    jnp = _jnp()
+    ids = jnp.asarray(ids)
+    return (ids[:, None] == ids[None, :]) & ~jnp.eye(ids.shape[0], dtype=bool)
+
+
+def pair_sum(x: Any, mask: Any) -> Any:
+    """The sum of each sample's row over its partners."""
+    jnp = _jnp()
+    x = jnp.broadcast_to(x, mask.shape)
+    return jnp.sum(jnp.where(mask, x, jnp.zeros_like(x)), axis=-1)
+
+
 def scan(name: str, values: Any, keys: Any, strata: Any) -> Any:
     """Cumulative sum ``name`` (:data:`lossdsl.ops.scans.SCANS`) of ``values`` over the
     samples ordered by ``keys`` within ``strata``: a stable sort, a running sum or logsumexp
@@ -375,7 +392,8 @@ class JaxPrinter(NodeVisitor[str]):
     pass_arguments = True
 
     def __init__(self, inputs: Mapping[str, str], params: Mapping[str, str],
-                 lengths: Mapping[str, str], groups: Mapping[str, str] | None = None):
+                 lengths: Mapping[str, str], groups: Mapping[str, str] | None = None,
+                 pairs: Mapping[str, str] | None = None):
         super().__init__()
         self.inputs = dict(inputs)
         self.params = dict(params)
@@ -388,6 +406,11 @@ class JaxPrinter(NodeVisitor[str]):
             self.segments[items] = f"seg{number}"
             self.lines.append(f"        seg{number} = h.segment_ids({ids})")
             self.lengths.setdefault(Axis(items).samples_of(), f"h.group_count(seg{number})")
+        # samples in pairs: partners axis (n<d>g) -> the variable holding the mask of pairs
+        self.masks: dict[str, str] = {}
+        for number, (items, ids) in enumerate((pairs or {}).items()):
+            self.masks[items] = f"pairs{number}"
+            self.lines.append(f"        pairs{number} = h.pair_mask({ids})")
 
     def arguments(self, n: Node) -> list[str]:
         return [self._aligned(a, self.visit(a), n) for a in n.args]
@@ -430,7 +453,11 @@ class JaxPrinter(NodeVisitor[str]):
         return self.constant(n.value)
 
     def print_input(self, n):
-        """An input, converted to ``T``."""
+        """An input, converted to ``T``; read at the partners of a pair sum, a row of every
+        sample's value (the pair mask picks the partners)."""
+        base = partner_of(n.value)
+        if base is not None:
+            return f"jnp.asarray({self.inputs[base]}).astype(T)[None, :]"
         return f"jnp.asarray({self.inputs[n.value]}).astype(T)"
 
     def print_param(self, n):
@@ -440,6 +467,8 @@ class JaxPrinter(NodeVisitor[str]):
     def print_count(self, n):
         """The length of an axis (from the inputs' shapes), as a ``T`` scalar; per group,
         the number of its samples."""
+        if n.axes and n.value in self.masks:  # a sample's number of partners
+            return f"jnp.sum({self.masks[n.value]}, axis=-1).astype(T)"
         if n.axes:
             return f"h.group_sizes(T, {self.segments[n.value]})"
         return f"jnp.asarray({self.length(n.value)}, T)"
@@ -468,6 +497,9 @@ class JaxPrinter(NodeVisitor[str]):
         segments = self._segments_of(n.args[0].axes)
         if segments:
             return f"h.segment_sum({x}, {segments})"
+        axes = n.args[0].axes
+        if axes is not None and len(axes) == 2 and axes[1] in self.masks:
+            return f"h.pair_sum({x}, {self.masks[axes[1]]})"
         parts = pick_parts(n)
         if parts is not None:
             return f"h.pick({x.removesuffix('[..., None]')}, {self._name_of(parts[1])})"
@@ -534,14 +566,16 @@ def _module(printer: JaxPrinter, roots: list[Node], arguments: list[str]) -> str
 
 
 def generate(roots: list[Node], inputs: Mapping[str, str], params: Mapping[str, str],
-             lengths: Mapping[str, str], groups: Mapping[str, str] | None = None) -> Program:
+             lengths: Mapping[str, str], groups: Mapping[str, str] | None = None,
+             pairs: Mapping[str, str] | None = None) -> Program:
     """The JAX program computing ``roots`` (typed, lowered graphs).
 
     ``inputs``/``params``: loss name -> generated argument name; ``run`` takes the inputs'
     names then the params', in the mappings' order. ``lengths``: axis -> length expression.
-    ``groups``: for grouped samples, their items' axis -> the argument of group ids.
+    ``groups``: for grouped samples, their items' axis -> the argument of group ids;
+    ``pairs``: for samples paired within groups, their partners' axis -> the same.
     """
-    printer = JaxPrinter(inputs, params, lengths, groups)
+    printer = JaxPrinter(inputs, params, lengths, groups, pairs)
     arguments = list(inputs.values()) + list(params.values())
     source = _module(printer, roots, arguments)
     namespace: dict = {}

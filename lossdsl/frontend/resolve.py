@@ -433,6 +433,18 @@ class Lowerer:
                     f"{name}'s second argument must be an input: the group id of each sample "
                     "(a query, a customer, an image), bound at call time", e.args[1].span)
             return make(GROUP_REDUCTIONS[name], (node("group", (values, groups), None, None),))
+        if name == "pairsum":
+            values, groups = args
+            if groups.op != "input":
+                raise LossArityError(
+                    "pairsum's second argument must be an input: the group id of each sample "
+                    "(a query), bound at call time", e.args[1].span)
+            return make("rowsum", (node("pairs", (values, groups), None, None),))
+        if name == "partner":
+            (value,) = args
+            if value.op in ("const", "param"):
+                return value  # the same number at every sample
+            return node("partner", (value,), None, None)
         if name in SCANS:  # one stratum unless given
             return make(name, (*args, constant(0.0))[:3])
         if name == "pick":

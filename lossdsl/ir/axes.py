@@ -24,6 +24,20 @@ import re
 
 _SPELLING = re.compile(r"(?P<kind>[nt])(?P<number>\d+)(?P<classes>[kg]?)")
 _KEPT = "#kept"
+#: The suffix of the name of an input's leaf read at the partners of a pair sum (``pairsum``):
+#: '@' is no character of a name.
+PARTNER_SUFFIX = "@partner"
+
+
+def partner_name(name: str) -> str:
+    """The name of the leaf of input ``name`` read at the partners of a pair sum: one value
+    per pair (i, j), ``name``'s value at j (``partner(name)``), which the binder gathers."""
+    return name + PARTNER_SUFFIX
+
+
+def partner_of(name: str) -> str | None:
+    """The input whose partner leaf ``name`` is (see :func:`partner_name`), else None."""
+    return name.removesuffix(PARTNER_SUFFIX) if name.endswith(PARTNER_SUFFIX) else None
 
 
 class Axis(str):

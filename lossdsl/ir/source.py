@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .axes import counted_axis
+from .axes import PARTNER_SUFFIX, counted_axis
 from .node import Node
 from .visit import ATOM, PrecedencePrinter
 
@@ -44,9 +44,13 @@ class SourcePrinter(PrecedencePrinter):
         return (text, 3 if text.startswith("-") else ATOM)
 
     def print_input(self, n: Node):
-        return (str(n.value), ATOM)
+        name = str(n.value)
+        if name.endswith(PARTNER_SUFFIX):  # x read at the partner of a pair sum
+            return (f"partner({name.removesuffix(PARTNER_SUFFIX)})", ATOM)
+        return (name, ATOM)
 
-    print_param = print_input
+    def print_param(self, n: Node):
+        return (str(n.value), ATOM)
 
     def print_count(self, n: Node):
         # n0 -> N (number of samples), n0k -> K (number of classes); other domains numbered;
@@ -104,6 +108,12 @@ class SourcePrinter(PrecedencePrinter):
 
     def print_or(self, n):
         return (f"{self._arg(n.args[0], 0.6)} or {self._arg(n.args[1], 0.6, True)}", 0.6)
+
+    def print_rowsum(self, n: Node):
+        (x,) = n.args
+        if x.op == "pairs":  # what pairsum(e, g) builds, before shapes are known
+            return (f"pairsum({self.visit(x.args[0])[0]}, {self.visit(x.args[1])[0]})", ATOM)
+        return self.print_call(n)
 
     def print_table_row(self, n: Node):
         if n.value == "classvec":  # a per-class vector: a one-row table read at row 0

@@ -45,6 +45,7 @@ OPERATIONS: dict[str, Op] = {op.name: op for op in operations()}
 LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
     "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1), "onehot": (1, 2),
     "groupsum": (2, 2), "groupmax": (2, 2), "groupmean": (2, 2),
+    "pairsum": (2, 2), "partner": (1, 1),
     **dict.fromkeys(SCANS, (2, 3)),  # sum_from(e, t) and sum_from(e, t, strata)
 }
 

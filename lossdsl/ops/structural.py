@@ -16,6 +16,12 @@ Groups: ``groupsum(e, g)`` (and ``groupmax``, ``groupmean``) is ``rowsum(group(e
 ``shapes.py`` then lays every per-sample input of that domain out as ragged rows, one row per
 group (axes ``(n<d>, n<d>g)``), so that a group's reductions are row reductions, with their
 exact derivatives, and removes the macro.
+
+Pairs: ``pairsum(e, g)`` is ``rowsum(pairs(e, g))``: each sample ``i`` sums ``e`` over the
+other samples ``j`` of its group, where ``partner(x)`` in ``e`` reads ``x_j``. ``shapes.py``
+keeps the samples as they are and gives each a ragged row of its partners (axes ``(n<d>,
+n<d>g)``): ``x`` reads ``x_i`` (a row's value), ``partner(x)`` becomes a leaf of the gathered
+values ``x_j``, one per partner slot, which the binder fills.
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ register(
     Op("rowmean", 1, "macro", doc="the mean of each row", callable_as="rowmean"),
     # group(e, g): e's values seen as the rows of the groups of g (what groupsum builds)
     Op("group", 2, "macro", doc="the values of e as rows, one row per group id of g"),
+    # pairs(e, g): e over the pairs (i, j) of distinct samples of each group of g, row i
+    # holding its partners j (what pairsum builds); partner(x) is x at the partner j
+    Op("pairs", 2, "macro", doc="e for each partner j of each sample i in i's group of g"),
+    Op("partner", 1, "macro", doc="x at the partner j of a pair sum's pair (i, j)"),
 )
 
 #: ``table_row``'s value for a per-class vector ``classvec(w)`` (a one-row table)

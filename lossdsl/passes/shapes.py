@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import LossShapeError, Span
-from ..ir.axes import Axis
+from ..ir.axes import Axis, partner_name
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
 from ..ops.primitives import CLASS_VECTOR, SCAN
@@ -65,6 +65,10 @@ class Specialized:
     # grouped samples: sample axis (which then counts the groups) -> the input holding each
     # sample's group id (groupsum(e, g) and its kin)
     groups: dict[str, str] = field(default_factory=dict)
+    # samples in pairs within groups: sample axis (still counting the samples) -> the input
+    # holding each sample's group id (pairsum(e, g)); its items axis holds each sample's
+    # partners
+    pairs: dict[str, str] = field(default_factory=dict)
 
 
 def _role(rank: int) -> str:
@@ -149,6 +153,7 @@ def specialize(
     tables = _table_inputs(nodes, ranks, spans)
     inferred = infer_domains(nodes, ranks, order, tables, spans)
     groups = _groupings(nodes, inferred, ranks, spans)
+    pairs = _pairings(nodes, inferred, ranks, spans, groups)
     if groups:
         # every per-sample input of a grouped domain holds one value per item of a group
         ragged = frozenset(name for name, domain in inferred.input_domain.items()
@@ -156,6 +161,7 @@ def specialize(
         inferred = infer_domains(nodes, ranks, order, tables, spans, ragged)
         inferred.groups = {inferred.domains.find(inferred.input_domain[g]): g
                            for g in groups.values()}
+    inferred.pairs = pairs
     result = name_axes(graph, inferred, nodes, ranks, order, tables)
     result.graph = expand_shape_macros(graph, inferred, result, tables)
     _check_class_widths(result, spans)
@@ -174,6 +180,7 @@ class Domains:
     shape: dict[int, tuple[int | None, bool]]  # node id -> (domain variable, has class axis)
     names: dict[int, Axis] = field(default_factory=dict)  # domain root -> its sample axis
     groups: dict[int, str] = field(default_factory=dict)  # grouped domain root -> group ids
+    pairs: dict[int, str] = field(default_factory=dict)  # paired domain root -> group ids
 
     def axes_of(self, domain: int | None, rows: bool) -> tuple[str, ...]:
         """The axis names of a value in ``domain``, with its class axis (or, for grouped
@@ -186,7 +193,8 @@ class Domains:
         sample = self.names[root]
         if not rows:
             return (sample,)
-        return (sample, sample.items() if root in self.groups else sample.classes())
+        ragged = root in self.groups or root in self.pairs
+        return (sample, sample.items() if ragged else sample.classes())
 
     def axes(self, n: Node) -> tuple[str, ...]:
         """The axis names of node ``n``."""
@@ -224,9 +232,17 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
         if n.op == "input":
             rank = ranks.get(n.value, 1)
             shape[id(n)] = (input_domain.get(n.value), rank == 2 or n.value in ragged)
-        elif n.op == "group":  # the items of each group as a row
+        elif n.op in ("group", "pairs"):  # the items (or partners) of each group as a row
             values, groups = (shape[id(a)][0] for a in n.args)
             shape[id(n)] = (join(values, groups), True)
+        elif n.op == "partner":  # one value per partner of each sample
+            domain, rows = shape[id(n.args[0])]
+            if rows:
+                culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
+                raise LossShapeError("partner(x) reads x at the other sample of a pair: x must "
+                                     "have one value per sample, not classes (N, K)",
+                                     spans.get(culprits[0]) if culprits else None)
+            shape[id(n)] = (domain, domain is not None)
         elif not n.args:
             shape[id(n)] = (None, False)
         elif n.op == "class_index":
@@ -315,6 +331,69 @@ def _groupings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
     return groups
 
 
+def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
+              spans: dict[str, Span], groups: dict[int, str]) -> dict[int, str]:
+    """The paired sample domains (root -> the input of group ids), checked: the group ids are
+    a vector, one pairing per domain and no grouping with it, ``partner(x)`` only within a
+    pair sum's summand and of a per-sample value of inputs, and nothing in a paired domain
+    has classes or sums in an order."""
+    pairs: dict[int, str] = {}
+    within: set[int] = set()  # the nodes of every pair sum's summand
+    for n in nodes:
+        if n.op != "pairs":
+            continue
+        ids = n.args[1].value
+        if ranks.get(ids, 1) != 1:
+            raise LossShapeError(f"'{ids}' holds group ids (pairsum), one per sample: it must "
+                                 f"be a vector (N,), got {_role(ranks[ids])}", spans.get(ids))
+        root = inferred.domains.find(inferred.input_domain[ids])
+        if pairs.setdefault(root, ids) != ids or root in groups:
+            other = groups.get(root, pairs[root])
+            raise LossShapeError(f"the samples are paired within the groups of '{ids}' and "
+                                 f"also grouped by '{other}': a loss groups its samples one "
+                                 "way (a group's sum is a pair sum too: groupsum(x, g) is "
+                                 "x + pairsum(partner(x), g))", spans.get(ids))
+        summand = toposort([n.args[0]])
+        if any(m.op == "pairs" for m in summand):
+            raise LossShapeError("a pair sum within a pair sum is not supported",
+                                 spans.get(ids))
+        within.update(id(m) for m in summand)
+    for n in nodes:
+        if n.op != "partner":
+            continue
+        inner = toposort([n.args[0]])
+        culprits = [a.value for a in inner if a.op == "input"]
+        span = spans.get(culprits[0]) if culprits else None
+        if id(n) not in within:
+            raise LossShapeError("partner(x) is only defined within a pair sum's summand: "
+                                 "pairsum(e, g) sums e over the partners of each sample",
+                                 span)
+        structural = [m.op for m in inner if m.op != "input" and (
+            m.op == "partner" or not m.args or m.op in _NOT_ELEMENTWISE)]
+        if any(op not in ("const", "param") for op in structural):
+            raise LossShapeError("partner(x) reads inputs at the partner: x must be computed "
+                                 "from the inputs sample by sample (no sums, group or row "
+                                 "reductions, cumulative sums or partner within it)", span)
+    for n in nodes:
+        domain, _ = inferred.shape[id(n)]
+        if domain is None or inferred.domains.find(domain) not in pairs:
+            continue
+        ids = pairs[inferred.domains.find(domain)]
+        if n.op == "input" and ranks.get(n.value, 1) == 2:
+            raise LossShapeError(f"'{n.value}' is a matrix (N, K), but its samples are paired "
+                                 f"within the groups of '{ids}': they have one value each",
+                                 spans.get(n.value))
+        if n.op in ("class_index", "table_row") or n.op in SCAN:
+            raise LossShapeError(f"{n.op} cannot be used on samples paired within the groups "
+                                 f"of '{ids}' (pairsum)", spans.get(ids))
+    return pairs
+
+
+# what partner(x) cannot read through: it gathers inputs, sample by sample
+_NOT_ELEMENTWISE = frozenset({"rowsum", "rowmax", "rowmean", "sum", "mean", "group", "pairs",
+                              "class_index", "table_row", "count_as", *SCAN})
+
+
 def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str, int],
               order: tuple[str, ...], tables: list[str]) -> Specialized:
     """Name the axes (sample domains numbered in input order: "n0", "n1", ...; a class axis
@@ -341,6 +420,8 @@ def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str
             result.input_axes[name] = ()
     for root, ids in inferred.groups.items():
         result.groups[inferred.names[root]] = ids
+    for root, ids in inferred.pairs.items():
+        result.pairs[inferred.names[root]] = ids
     # a table's rows are indexed by labels; its columns are the lookup's class axis
     for index, table in enumerate(tables):
         lookup = next(n for n in nodes if n.op == "table_row" and n.args[0].value == table)
@@ -387,9 +468,11 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
         if old.op == "sum":
             x = on_every_sample(args[0], group_ids)
             return x if x.axes == () else sum_all(x)
-        if old.op == "group":
+        if old.op == "partner":
+            return at_partners(args[0], inferred.axes(old))
+        if old.op in ("group", "pairs"):
             return args[0]
-        if old.op in ("rowsum", "rowmax", "rowmean") and old.args[0].op == "group":
+        if old.op in ("rowsum", "rowmax", "rowmean") and old.args[0].op in ("group", "pairs"):
             (x,) = args
             if len(x.axes) < 2:  # the same for every item: groupsum(1, g) counts them
                 items = inferred.axes(old.args[0])[1]
@@ -401,6 +484,18 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
 
     (typed,) = rebuild([graph], rule)
     return typed
+
+
+def at_partners(x: Node, axes: tuple[str, ...]) -> Node:
+    """``x`` (typed, computed from inputs sample by sample) at the partners of a pair sum:
+    each input replaced by its partner leaf on ``axes`` (the samples and their partners)."""
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        if old.op == "input" and old.axes and tuple(old.axes) == tuple(axes[:1]):
+            return node("input", (), partner_name(old.value), axes)
+        return make(old.op, args, old.value) if args else old
+
+    (found,) = rebuild([x], rule)
+    return found
 
 
 def group_id_nodes(result: Specialized) -> dict[str, Node]:
@@ -462,6 +557,8 @@ def _check_class_widths(result: Specialized, spans: dict[str, Span]) -> None:
         axis = n.axes[1]
         if axis in result.axis_sources or axis in result.fixed_widths:
             continue
+        if Axis(axis).is_ragged and Axis(axis).samples_of() in result.pairs:
+            continue  # a sample's partners: the binder counts them from the group ids
         # point at the labels (onehot(y)), else at any input on that axis (onehot(1) * p)
         on_axis = [m for m in toposort([result.graph]) if m.axes and m.axes[1:] == (axis,)]
         labels = [m.args[0].value for m in on_axis

@@ -88,11 +88,13 @@ class BlockRowEmitter(BodyEmitter):
         first = "cuda.threadIdx.x" if start == "0" else f"{start} + cuda.threadIdx.x"
         return f"for k in range({first}, {stop}, ROW_THREADS):"
 
-    def _emit_row_reduction(self, n: Node, name: str, indent: str) -> None:
-        super()._emit_row_reduction(n, name, indent)
+    def _emit_row_reduction(self, n: Node, name: str, indent: str) -> list[tuple[Node, str]]:
+        emitted = super()._emit_row_reduction(n, name, indent)
         if pick_parts(n) is None:  # a pick reads one column: no loop, nothing to combine
-            combine, _ = _BLOCK_COMBINE[n.op]
-            self.lines.append(f"{indent}{name} = block_{combine}(scratch, {name})")
+            for m, m_name in emitted:
+                combine, _ = _BLOCK_COMBINE[m.op]
+                self.lines.append(f"{indent}{m_name} = block_{combine}(scratch, {m_name})")
+        return emitted
 
 
 def _sample_reads(body: Body) -> list[str] | None:

@@ -7,9 +7,10 @@ once (``bce_logits`` and its gradient use all four). Each is stable when written
     softplus(z)    = max(z, 0) + log1p(e)        log_sigmoid(z) = min(z, 0) - log1p(e)
     sigmoid(z)     = (z >= 0 ? 1 : e) / (1 + e)
 
-and ``|-z| = |z|``, so after this phase hash-consing shares ONE ``exp`` and ONE ``log1p``
-between all of them: the kernel of a logistic loss's value, gradient and Hessian costs one
-exponential and one logarithm per element instead of six. Applied after differentiation
+and ``|-z| = |z|`` (and ``|b - a| = |a - b|``), so after this phase hash-consing shares ONE
+``exp`` and ONE ``log1p`` between all of them: the kernel of a logistic loss's value,
+gradient and Hessian costs one exponential and one logarithm per element instead of six.
+Applied after differentiation
 (derivative rules are stated on the primitives), just before scheduling.
 """
 
@@ -21,6 +22,10 @@ from ..rewrite import Phase, rule
 
 
 def _shared_exponential(x: Node) -> Node:
+    if x.op == "sub" and x.args[1].key < x.args[0].key:
+        # |b - a| = |a - b|: one spelling, so that sigmoid(a - b) and sigmoid(b - a) (a
+        # pair's two directions in a pair sum) share their exponential too
+        x = apply("sub", x.args[1], x.args[0])
     return apply("exp", apply("neg", apply("abs", x)))
 
 
