@@ -6,7 +6,8 @@ models are scored by NDCG@10 on held-out queries. Per library, the same trees, r
 learning rate:
 
 * the library's own ranking objective: LightGBM ``lambdarank``, XGBoost ``rank:ndcg``
-  (LambdaMART: what a competent user trains for NDCG);
+  (LambdaMART: what a competent user trains for NDCG), and XGBoost's ``rank:pairwise``
+  (RankNet on sampled pairs);
 * ``softmax_ranking(y, s, q)`` from lossdsl's prelude (optax's ``ranking_softmax_loss``): the
   softmax cross-entropy of each query's scores against the gains ``y = 2^rel - 1``, a custom
   objective whose gradient and exact diagonal Hessian lossdsl derives. LightGBM fills the
@@ -105,12 +106,12 @@ def xgboost_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float, 
     (x, rel, qid), (x_test, rel_test, qid_test) = train, test
     params = {"eta": 0.05, "max_depth": 6, "nthread": 2, "tree_method": "hist"}
     found = {}
-    for name, objective, label in [("rank:ndcg", None, rel),
+    for name, objective, label in [("rank:ndcg", None, rel), ("rank:pairwise", None, rel),
                                    *((loss, lossdsl.xgboost.objective(loss), labels(loss, rel))
                                      for loss in (LOSS, PAIRWISE))]:
         start = time.perf_counter()
         if objective is None:
-            booster = xgb.train({**params, "objective": "rank:ndcg"},
+            booster = xgb.train({**params, "objective": name},
                                 xgb.DMatrix(x, label, qid=qid), rounds)
         else:  # base_score 0: a listwise loss does not change with a constant shift
             booster = xgb.train({**params, "base_score": 0.0}, xgb.DMatrix(x, label, qid=qid),
