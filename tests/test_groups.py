@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.special
+from coupled import assert_results_follow_their_rows, central_differences
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,17 +94,7 @@ def fused(loss: lossdsl.CompiledLoss, d: dict, wrt: str = "s") -> list:
 def numeric_derivatives(loss: lossdsl.CompiledLoss, d: dict, wrt: str = "s",
                         step: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Central differences of the total (reduction "sum"), one element at a time."""
-    x = d[wrt]
-    gradient, hessian = np.empty_like(x), np.empty_like(x)
-    center = fused(loss, d, wrt)[0]
-    for i in range(x.size):
-        up, down = x.copy(), x.copy()
-        up[i] += step
-        down[i] -= step
-        f_up, f_down = fused(loss, {**d, wrt: up}, wrt)[0], fused(loss, {**d, wrt: down}, wrt)[0]
-        gradient[i] = (f_up - f_down) / (2 * step)
-        hessian[i] = (f_up - 2 * center + f_down) / step**2
-    return gradient, hessian
+    return central_differences(lambda x: fused(loss, {**d, wrt: x}, wrt)[0], d[wrt], step)
 
 
 @pytest.mark.parametrize("text, reference", CASES, ids=[c[0] for c in CASES])
@@ -248,7 +239,8 @@ import numpy as np, lossdsl
 rng = np.random.default_rng(0)
 data = {"q": rng.integers(0, 9, 120), "y": rng.integers(0, 4, 120).astype(float),
         "s": rng.normal(size=120)}
-for text in ["-y * group_log_softmax(s, q)", "(s - groupmean(s, q))^2 * groupsum(1, q)"]:
+for text in ["-y * group_log_softmax(s, q)", "(s - groupmean(s, q))^2 * groupsum(1, q)",
+             "ranknet(y, s, q)"]:  # and the pairs within groups (test_pairs.py)
     cpu = lossdsl.compile(text)
     d = {name: data[name] for name in cpu.inputs}
     cpu = cpu.compute(True, ("s",), ("s",), d, None)
@@ -331,9 +323,5 @@ def test_any_grouping_of_any_rows_matches_numpy_group_by_group(ids, seed, case):
                                "s": rng.normal(0.0, 2.0, len(ids))})
     np.testing.assert_allclose(compiled(text, reduction="none")(**d), reference(d),
                                rtol=1e-12, atol=1e-12)
-    value, gradient, hessian = fused(compiled(text), d)
-    order = rng.permutation(len(ids))
-    again = fused(compiled(text), {k: v[order] for k, v in d.items()})
-    assert again[0] == pytest.approx(value, rel=1e-12, abs=1e-12)
-    np.testing.assert_allclose(again[1], gradient[order], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(again[2], hessian[order], rtol=1e-12, atol=1e-12)
+    assert_results_follow_their_rows(functools.partial(fused, compiled(text)), d,
+                                     rng.permutation(len(ids)))

@@ -4,19 +4,17 @@
 Each is checked against NumPy's double loop over the pairs, its gradient and diagonal Hessian
 against central differences of the total (a sample is in its partners' pairs too, so each
 element is perturbed alone), with weights, in float32, on every CPU target, under the CUDA
-simulator and through ``lossdsl.jax``; CatBoost's ``PairLogit`` metric is the reference of
-``ranknet``.
+simulator (with the group reductions, in ``test_groups.py``) and through ``lossdsl.jax``;
+CatBoost's ``PairLogit`` metric is the reference of ``ranknet``.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from coupled import assert_results_follow_their_rows, central_differences
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,20 +81,9 @@ def fused(loss: lossdsl.CompiledLoss, d: dict, wrt: str = "s", weight=None) -> l
     return loss.compute(True, (wrt,), (wrt,), d, weight)
 
 
-def numeric_derivatives(loss, d, wrt="s", weight=None, step=1e-5):
+def numeric_derivatives(loss, d, wrt="s", weight=None):
     """Central differences of the total, one element at a time."""
-    x = d[wrt]
-    gradient, hessian = np.empty_like(x), np.empty_like(x)
-    center = loss(**d, sample_weight=weight)
-    for i in range(x.size):
-        up, down = x.copy(), x.copy()
-        up[i] += step
-        down[i] -= step
-        f_up = loss(**{**d, wrt: up}, sample_weight=weight)
-        f_down = loss(**{**d, wrt: down}, sample_weight=weight)
-        gradient[i] = (f_up - f_down) / (2 * step)
-        hessian[i] = (f_up - 2 * center + f_down) / step**2
-    return gradient, hessian
+    return central_differences(lambda x: loss(**{**d, wrt: x}, sample_weight=weight), d[wrt])
 
 
 @pytest.mark.parametrize("text, reference", CASES, ids=[c[0] for c in CASES])
@@ -211,25 +198,6 @@ def test_a_pair_sum_inside_a_nonlinear_function_has_no_gradient_and_says_why():
         loss.grad("s", **d)
 
 
-def test_cuda_kernels_match_the_cpu_under_the_simulator():
-    """In a subprocess: the simulator is chosen when Numba is imported."""
-    script = """
-import numpy as np, lossdsl
-rng = np.random.default_rng(0)
-d = {"q": rng.integers(0, 9, 90), "y": rng.integers(0, 4, 90).astype(float),
-     "s": rng.normal(size=90)}
-cpu = lossdsl.compile("ranknet(y, s, q)").compute(True, ("s",), ("s",), d, None)
-gpu = lossdsl.compile("ranknet(y, s, q)", target="cuda").compute(True, ("s",), ("s",), d, None)
-for a, b in zip(cpu, gpu):
-    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-print("ok")
-"""
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.stdout.strip() == "ok", result.stderr
-
-
 def test_jax_prints_the_pairs_as_a_masked_matrix_and_matches_the_kernels():
     jax = pytest.importorskip("jax")
     import lossdsl.jax
@@ -272,9 +240,5 @@ def test_any_grouping_of_any_rows_matches_the_double_loop(ids, seed, case):
                                "c": rng.uniform(0.5, 2.0, len(ids))})
     np.testing.assert_allclose(compiled(text, reduction="none")(**d), reference(d),
                                rtol=1e-12, atol=1e-12)
-    value, gradient, hessian = fused(compiled(text), d)
-    order = rng.permutation(len(ids))
-    again = fused(compiled(text), {k: v[order] for k, v in d.items()})
-    assert again[0] == pytest.approx(value, rel=1e-12, abs=1e-12)
-    np.testing.assert_allclose(again[1], gradient[order], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(again[2], hessian[order], rtol=1e-12, atol=1e-12)
+    assert_results_follow_their_rows(functools.partial(fused, compiled(text)), d,
+                                     rng.permutation(len(ids)))

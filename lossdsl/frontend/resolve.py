@@ -432,14 +432,8 @@ class Lowerer:
                 raise LossArityError(
                     f"{name}'s second argument must be an input: the group id of each sample "
                     "(a query, a customer, an image), bound at call time", e.args[1].span)
-            return make(GROUP_REDUCTIONS[name], (node("group", (values, groups), None, None),))
-        if name == "pairsum":
-            values, groups = args
-            if groups.op != "input":
-                raise LossArityError(
-                    "pairsum's second argument must be an input: the group id of each sample "
-                    "(a query), bound at call time", e.args[1].span)
-            return make("rowsum", (node("pairs", (values, groups), None, None),))
+            reduction, rows = GROUP_REDUCTIONS[name]
+            return make(reduction, (node(rows, (values, groups), None, None),))
         if name == "partner":
             (value,) = args
             if value.op in ("const", "param"):

@@ -49,9 +49,11 @@ LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
     **dict.fromkeys(SCANS, (2, 3)),  # sum_from(e, t) and sum_from(e, t, strata)
 }
 
-#: The group reductions of the language, and the row reduction each is over a group's items.
-GROUP_REDUCTIONS: dict[str, str] = {
-    "groupsum": "rowsum", "groupmax": "rowmax", "groupmean": "rowmean",
+#: The group reductions of the language: the row reduction each is, and the macro that lays
+#: out its rows (a group's samples, or each sample's partners in its group: ``pairsum``).
+GROUP_REDUCTIONS: dict[str, tuple[str, str]] = {
+    "groupsum": ("rowsum", "group"), "groupmax": ("rowmax", "group"),
+    "groupmean": ("rowmean", "group"), "pairsum": ("rowsum", "pairs"),
 }
 
 # Functions a loss text may call, with (minimum, maximum) argument counts: the primitives

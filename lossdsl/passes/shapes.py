@@ -301,34 +301,48 @@ def _groupings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
     for n in nodes:
         if n.op != "group":
             continue
-        ids = n.args[1].value
-        if ranks.get(ids, 1) != 1:
-            raise LossShapeError(f"'{ids}' holds group ids (groupsum and its kin), one per "
-                                 f"sample: it must be a vector (N,), got {_role(ranks[ids])}",
-                                 spans.get(ids))
-        root = inferred.domains.find(inferred.input_domain[ids])
+        ids, root = _group_ids(n, inferred, ranks, spans, "groupsum and its kin")
         if groups.setdefault(root, ids) != ids:
             raise LossShapeError(f"the samples are grouped both by '{groups[root]}' and by "
                                  f"'{ids}': a loss groups its samples one way",
                                  spans.get(ids))
+    _one_value_per_sample(nodes, inferred, ranks, spans, groups, "grouped by '{}'")
+    return groups
+
+
+def _group_ids(n: Node, inferred: Domains, ranks: dict[str, int], spans: dict[str, Span],
+               reader: str) -> tuple[str, int]:
+    """The input of group ids of ``group(e, g)`` or ``pairs(e, g)`` node ``n``, checked to be
+    a vector, and the root of its sample domain; ``reader`` names what reads them."""
+    ids = n.args[1].value
+    if ranks.get(ids, 1) != 1:
+        raise LossShapeError(f"'{ids}' holds group ids ({reader}), one per sample: it must be "
+                             f"a vector (N,), got {_role(ranks[ids])}", spans.get(ids))
+    return ids, inferred.domains.find(inferred.input_domain[ids])
+
+
+def _one_value_per_sample(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
+                          spans: dict[str, Span], arranged: dict[int, str],
+                          how: str) -> None:
+    """Refuse classes and cumulative sums among the samples of the ``arranged`` domains (root
+    -> group ids: grouped or paired samples have one value each, in rows of their own);
+    ``how`` says how they are arranged, ``{}`` standing for the group ids."""
     for n in nodes:
-        domain, rows = inferred.shape[id(n)]
-        if domain is None or inferred.domains.find(domain) not in groups:
+        domain, _ = inferred.shape[id(n)]
+        if domain is None or inferred.domains.find(domain) not in arranged:
             continue
-        grouping = groups[inferred.domains.find(domain)]
+        ids = arranged[inferred.domains.find(domain)]
         if n.op == "input" and ranks.get(n.value, 1) == 2:
-            raise LossShapeError(f"'{n.value}' is a matrix (N, K), but its samples are grouped "
-                                 f"by '{grouping}': grouped samples have one value each",
+            raise LossShapeError(f"'{n.value}' is a matrix (N, K), but its samples are "
+                                 f"{how.format(ids)}: they have one value each",
                                  spans.get(n.value))
         if n.op in ("class_index", "table_row"):
             raise LossShapeError(f"classes (pick, onehot, rowof, classvec) cannot be read for "
-                                 f"samples grouped by '{grouping}'", spans.get(grouping))
+                                 f"samples {how.format(ids)}", spans.get(ids))
         if n.op in SCAN:
             raise LossShapeError(f"{n.op} sums over the samples in the order of its keys, "
-                                 f"not within the groups of '{grouping}': give the group ids as "
-                                 f"its strata instead ({n.op}(e, t, {grouping}))",
-                                 spans.get(grouping))
-    return groups
+                                 f"not within the groups of '{ids}': give the group ids as "
+                                 f"its strata instead ({n.op}(e, t, {ids}))", spans.get(ids))
 
 
 def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
@@ -342,11 +356,7 @@ def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
     for n in nodes:
         if n.op != "pairs":
             continue
-        ids = n.args[1].value
-        if ranks.get(ids, 1) != 1:
-            raise LossShapeError(f"'{ids}' holds group ids (pairsum), one per sample: it must "
-                                 f"be a vector (N,), got {_role(ranks[ids])}", spans.get(ids))
-        root = inferred.domains.find(inferred.input_domain[ids])
+        ids, root = _group_ids(n, inferred, ranks, spans, "pairsum")
         if pairs.setdefault(root, ids) != ids or root in groups:
             other = groups.get(root, pairs[root])
             raise LossShapeError(f"the samples are paired within the groups of '{ids}' and "
@@ -374,18 +384,8 @@ def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
             raise LossShapeError("partner(x) reads inputs at the partner: x must be computed "
                                  "from the inputs sample by sample (no sums, group or row "
                                  "reductions, cumulative sums or partner within it)", span)
-    for n in nodes:
-        domain, _ = inferred.shape[id(n)]
-        if domain is None or inferred.domains.find(domain) not in pairs:
-            continue
-        ids = pairs[inferred.domains.find(domain)]
-        if n.op == "input" and ranks.get(n.value, 1) == 2:
-            raise LossShapeError(f"'{n.value}' is a matrix (N, K), but its samples are paired "
-                                 f"within the groups of '{ids}': they have one value each",
-                                 spans.get(n.value))
-        if n.op in ("class_index", "table_row") or n.op in SCAN:
-            raise LossShapeError(f"{n.op} cannot be used on samples paired within the groups "
-                                 f"of '{ids}' (pairsum)", spans.get(ids))
+    _one_value_per_sample(nodes, inferred, ranks, spans, pairs,
+                          "paired within the groups of '{}' (pairsum)")
     return pairs
 
 

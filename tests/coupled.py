@@ -1,0 +1,37 @@
+"""Checks shared by the tests of losses whose samples depend on the others of their group
+(group reductions, pair sums): central differences of the total, one element at a time, and
+the results of rows given in another order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+
+def central_differences(total: Callable[[np.ndarray], float], x: np.ndarray,
+                        step: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient and Hessian diagonal of ``total`` at ``x`` by central differences, each
+    element perturbed alone (a sample's value depends on its group's others)."""
+    gradient, hessian = np.empty_like(x), np.empty_like(x)
+    center = total(x)
+    for i in range(x.size):
+        up, down = x.copy(), x.copy()
+        up[i] += step
+        down[i] -= step
+        f_up, f_down = total(up), total(down)
+        gradient[i] = (f_up - f_down) / (2 * step)
+        hessian[i] = (f_up - 2 * center + f_down) / step**2
+    return gradient, hessian
+
+
+def assert_results_follow_their_rows(fused: Callable[[dict], list], d: dict[str, np.ndarray],
+                                     order: np.ndarray) -> None:
+    """``fused(inputs)`` -> [value, gradient, Hessian diagonal]: the rows of ``d`` taken in
+    ``order`` give the same value and the same per-row results, in that order."""
+    value, gradient, hessian = fused(d)
+    again = fused({k: v[order] for k, v in d.items()})
+    assert again[0] == pytest.approx(value, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(again[1], gradient[order], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(again[2], hessian[order], rtol=1e-12, atol=1e-12)
