@@ -15,7 +15,10 @@ learning rate:
   (``xgb.train``: XGBRanker refuses custom objectives);
 * ``ranknet(y, s, q)``: RankNet's pairwise logistic loss, summed for each document over the
   other documents of its query that it should rank above (``pairsum``), the objective of
-  XGBoost's ``rank:pairwise`` and CatBoost's ``PairLogit`` written in the language.
+  XGBoost's ``rank:pairwise`` and CatBoost's ``PairLogit`` written in the language;
+* ``lambdarank(y, s, q)``: LambdaMART written in the language (RankNet's pairs weighted by
+  the NDCG change of swapping them in the current ranking, with LightGBM's lambdarank_norm):
+  its gradients are LightGBM's lambdarank lambdas, now available to XGBoost as well.
 
 XGBoost's documentation says its ranking task "does not support customized functions"; it
 does through the native API once the objective reads the queries from the DMatrix.
@@ -36,11 +39,13 @@ import lossdsl.xgboost
 
 LOSS = "softmax_ranking(y, s, q)"
 PAIRWISE = "ranknet(y, s, q)"
+LAMBDAMART = "lambdarank(y, s, q)"
 
 
 def labels(loss: str, relevance: np.ndarray) -> np.ndarray:
     """The labels each lossdsl objective takes: gains 2^rel - 1 for the listwise softmax,
-    the grades themselves for the pairwise loss (only their order within a query counts)."""
+    the grades themselves for the pairwise losses (RankNet: only their order within a query
+    counts; LambdaMART computes its gains 2^rel - 1 itself)."""
     return 2.0**relevance - 1 if loss == LOSS else relevance
 ROUNDS = 200
 
@@ -92,7 +97,7 @@ def lightgbm_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float,
     found = {}
     for name, objective, label in [("lambdarank", "lambdarank", rel),
                                    *((loss, lossdsl.lightgbm.objective(loss), labels(loss, rel))
-                                     for loss in (LOSS, PAIRWISE))]:
+                                     for loss in (LOSS, PAIRWISE, LAMBDAMART))]:
         start = time.perf_counter()
         booster = lgb.train({**params, "objective": objective},
                             lgb.Dataset(x, label, group=sizes), rounds)
@@ -108,7 +113,7 @@ def xgboost_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float, 
     found = {}
     for name, objective, label in [("rank:ndcg", None, rel), ("rank:pairwise", None, rel),
                                    *((loss, lossdsl.xgboost.objective(loss), labels(loss, rel))
-                                     for loss in (LOSS, PAIRWISE))]:
+                                     for loss in (LOSS, PAIRWISE, LAMBDAMART))]:
         start = time.perf_counter()
         if objective is None:
             booster = xgb.train({**params, "objective": name},

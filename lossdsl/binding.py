@@ -37,8 +37,9 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
            "check_out", "class_vector", "coerce_loss", "disagreement", "first_bad_label",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
-           "numeric_array", "output_allocator", "overlapping", "param_value", "plan_call",
-           "plan_kernel", "result_dtype", "result_order", "work_size", "SERIAL_KIT", "SerialKit"]
+           "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
+           "plan_call", "plan_kernel", "result_dtype", "result_order", "work_size", "SERIAL_KIT",
+           "SerialKit"]
 
 #: A ``target="parallel"`` loss runs its serial kernel on calls with fewer elements than this
 #: (the product of every axis's length): launching threads costs more than such a call's work
@@ -295,7 +296,7 @@ def _pair_samples(layout: InputLayout, bound: Bound, lengths: dict[str, int],
         raise LossShapeError(f"the samples are paired within the groups of '{name}' "
                              "(pairsum), which are laid out on the host: pass host arrays")
     ids = np.asarray(bound.arrays[name])
-    offsets, partners = _pair_layout(name, ids, layout.spans.get(name))
+    offsets, partners = pair_layout(name, ids, layout.spans.get(name))
     items = Axis(sample_axis).items()
     bound.arrays[offsets_name(items)] = offsets
     bound.arrays[partners_name(items)] = partners
@@ -306,7 +307,7 @@ def _pair_samples(layout: InputLayout, bound: Bound, lengths: dict[str, int],
 _PAIR_LAYOUTS: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def _pair_layout(name: str, ids: np.ndarray, span: Span | None) -> tuple[np.ndarray, ...]:
+def pair_layout(name: str, ids: np.ndarray, span: Span | None) -> tuple[np.ndarray, ...]:
     """(offsets, partners) of the pairs of distinct samples within the groups of ``ids``;
     the last few layouts are kept, as a training loop's group ids do not change."""
     key = (ids.dtype.str, ids.shape)

@@ -28,7 +28,7 @@ from .backend.cpu import codegen as cpu
 from .errors import LossError
 from .ir import verify
 from .ir.node import Node, node, walk
-from .passes import diff, pairs, shapes
+from .passes import diff, shapes
 from .passes.lower import lower
 from .passes.schedule import Output, plan
 from .passes.simplify import simplify
@@ -211,7 +211,7 @@ def derivatives(spec: Specialization, wrt: str, order: int = 1) -> tuple[Node, .
     if order not in (1, 2):
         raise LossError("derivative order must be 1 (gradient) or 2 (Hessian diagonal)")
     total, x = spec.objective.total, spec.typed[wrt]
-    gradient = pairs.grad(total, x)
+    gradient = diff.grad(total, x)
     wanted = [gradient] if order == 1 else [gradient, diff.hessian_diag(total, x, gradient)]
     verify.check(wanted)
     optimized = optimize(wanted, for_codegen=False)
@@ -239,10 +239,10 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
         outputs.append(Output("value", objective.value, objective.value.axes))
     gradients = {}
     for name in request.grads:
-        gradients[name] = pairs.grad(objective.total, typed[name])
+        gradients[name] = diff.grad(objective.total, typed[name])
         outputs.append(Output(f"grad:{name}", gradients[name], typed[name].axes))
     for name in request.hessians:
-        gradient = gradients.get(name) or pairs.grad(objective.total, typed[name])
+        gradient = gradients.get(name) or diff.grad(objective.total, typed[name])
         hessian = diff.hessian_diag(objective.total, typed[name], gradient)
         outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
     verify.check([o.node for o in outputs])

@@ -136,6 +136,11 @@ class LatexPrinter(PrecedencePrinter):
     def print_pairs(self, n: Node):  # the summand, over the partners of the sample's group
         return self.visit(n.args[0])
 
+    print_at_partner = print_partner  # a computed value at the partner: v'
+
+    def print_partner_first(self, n: Node):  # the partner j came before i: [j < i]
+        return (r"\left[j < i\right]", _ATOM)
+
     def print_count(self, n: Node):
         return (_axis_symbol(str(n.value)), _ATOM)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .ir.axes import Axis
+from .ir.axes import Axis, partner_of
 from .ir.node import Axes, Node
 from .ir.visit import NodeVisitor
 from .ops import operations
@@ -65,12 +65,16 @@ class Evaluator(NodeVisitor[np.ndarray]):
         params: Mapping[str, float] | None = None,
         counts: Mapping[str, int] | None = None,
         offsets: Mapping[str, np.ndarray] | None = None,
+        partners: Mapping[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.inputs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
         self.params = dict(params or {})
         self.counts = dict(counts or {})
         self.offsets = {axis: np.asarray(o, dtype=np.int64) for axis, o in (offsets or {}).items()}
+        # the partners of each sample of a pair sum: axis -> the sample each slot reads
+        self.partners = {axis: np.asarray(p, dtype=np.int64)
+                         for axis, p in (partners or {}).items()}
 
     def evaluate(self, roots: list[Node]) -> list[np.ndarray]:
         """The values of ``roots`` (float64 arrays and scalars)."""
@@ -108,7 +112,22 @@ class Evaluator(NodeVisitor[np.ndarray]):
         return np.float64(n.value)
 
     def eval_input(self, n):
+        base = partner_of(n.value)
+        if base is not None:  # the input at the partner of each pair
+            return self._bound(self.inputs, base, "input")[self._partners(n.axes[1])]
         return self._bound(self.inputs, n.value, "input")
+
+    def _partners(self, axis: str) -> np.ndarray:
+        return self._bound(self.partners, axis, "partners of")
+
+    def eval_at_partner(self, n, value):
+        rows = len(self._offsets(n.axes[1])) - 1
+        return np.broadcast_to(value, (rows,))[self._partners(n.axes[1])]
+
+    def eval_partner_first(self, n, ids):
+        offsets = self._offsets(n.axes[1])
+        rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        return (self._partners(n.axes[1]) < rows).astype(np.float64)
 
     def eval_param(self, n):
         return np.float64(self._bound(self.params, n.value, "param"))
@@ -167,7 +186,9 @@ def evaluate(
     params: Mapping[str, float] | None = None,
     counts: Mapping[str, int] | None = None,
     offsets: Mapping[str, np.ndarray] | None = None,
+    partners: Mapping[str, np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Evaluate typed graph ``roots`` with NumPy (float64); ``offsets``: for each axis of
-    groups' items, where each group's items start in the flat arrays (and where they end)."""
-    return Evaluator(inputs, params, counts, offsets).evaluate(roots)
+    groups' items, where each group's items start in the flat arrays (and where they end);
+    ``partners``: for each axis of the partners of a pair sum, the sample each slot reads."""
+    return Evaluator(inputs, params, counts, offsets, partners).evaluate(roots)

@@ -12,17 +12,18 @@ import pytest
 
 def central_differences(total: Callable[[np.ndarray], float], x: np.ndarray,
                         step: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
-    """The gradient and Hessian diagonal of ``total`` at ``x`` by central differences, each
-    element perturbed alone (a sample's value depends on its group's others)."""
-    gradient, hessian = np.empty_like(x), np.empty_like(x)
+    """The gradient and Hessian diagonal of scalar ``total`` at ``x`` (any shape) by central
+    differences, each element perturbed alone (a sample's value depends on its group's
+    others)."""
+    gradient, hessian = np.zeros_like(x), np.zeros_like(x)
     center = total(x)
-    for i in range(x.size):
+    for index in np.ndindex(x.shape):
         up, down = x.copy(), x.copy()
-        up[i] += step
-        down[i] -= step
+        up[index] += step
+        down[index] -= step
         f_up, f_down = total(up), total(down)
-        gradient[i] = (f_up - f_down) / (2 * step)
-        hessian[i] = (f_up - 2 * center + f_down) / step**2
+        gradient[index] = (f_up - f_down) / (2 * step)
+        hessian[index] = (f_up - 2 * center + f_down) / step**2
     return gradient, hessian
 
 

@@ -11,26 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from coupled import central_differences
 
 import lossdsl
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RNG = np.random.default_rng(1234)
 N = 64
-
-
-def finite_difference(function, x: np.ndarray, step: float = 1e-6):
-    """Central differences of scalar ``function`` at ``x``: (gradient, Hessian diagonal)."""
-    gradient, hessian = np.zeros_like(x), np.zeros_like(x)
-    center = function(x)
-    for index in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[index] += step
-        down[index] -= step
-        f_up, f_down = function(up), function(down)
-        gradient[index] = (f_up - f_down) / (2 * step)
-        hessian[index] = (f_up - 2 * center + f_down) / step**2
-    return gradient, hessian
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +216,7 @@ def test_nested_reductions_dice_against_finite_differences():
     assert value == pytest.approx(1 - (2 * (y * p).sum() + 1) / (y.sum() + p.sum() + 1), rel=1e-13)
     gradient = dice.grad("p", y=y, p=p)
     hessian = dice.hessian("p", y=y, p=p)
-    fd_gradient, fd_hessian = finite_difference(lambda x: dice(y=y, p=x), p, step=1e-4)
+    fd_gradient, fd_hessian = central_differences(lambda x: dice(y=y, p=x), p, step=1e-4)
     np.testing.assert_allclose(gradient, fd_gradient, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-3, atol=1e-6)
     with pytest.raises(lossdsl.LossShapeError, match="sample_weight needs"):
@@ -241,7 +228,7 @@ def test_weighted_mean_gradient_and_hessian_against_finite_differences():
     y, p, weight = RNG.normal(size=12), RNG.normal(size=12), RNG.random(12) + 0.5
     gradient = loss.grad("p", y=y, p=p, sample_weight=weight)
     hessian = loss.hessian("p", y=y, p=p, sample_weight=weight)
-    fd_gradient, fd_hessian = finite_difference(
+    fd_gradient, fd_hessian = central_differences(
         lambda x: loss(y=y, p=x, sample_weight=weight), p, step=1e-4
     )
     np.testing.assert_allclose(gradient, fd_gradient, rtol=1e-7, atol=1e-10)
@@ -260,7 +247,7 @@ def test_centred_losses_hessians_against_finite_differences(text, shape):
     inputs = {name: RNG.normal(size=shape) for name in loss.inputs}
     p = inputs.pop("p")
     hessian = loss.hessian("p", p=p, **inputs)
-    _, fd_hessian = finite_difference(lambda x: loss(p=x, **inputs), p, step=1e-4)
+    _, fd_hessian = central_differences(lambda x: loss(p=x, **inputs), p, step=1e-4)
     np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-4, atol=1e-6)
 
 def test_subgradient_conventions():
@@ -371,7 +358,7 @@ def test_rowof_looks_up_a_cost_table_by_label():
                                (costs[labels] * probabilities).sum(axis=1), rtol=1e-14)
     gradient, hessian = loss.grad_and_hessian("z", C=costs, y=labels, z=z)
     total = lossdsl.compile("rowsum(rowof(C, y) * softmax(z))", reduction="sum")
-    fd_gradient, fd_hessian = finite_difference(lambda x: total(C=costs, y=labels, z=x), z,
+    fd_gradient, fd_hessian = central_differences(lambda x: total(C=costs, y=labels, z=x), z,
                                                 step=1e-4)
     np.testing.assert_allclose(gradient, fd_gradient, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(hessian, fd_hessian, rtol=1e-3, atol=1e-6)

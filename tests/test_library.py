@@ -162,6 +162,10 @@ class Case:
     extreme: Callable[[float], Inputs] | None  # takes the extreme logit size (1e4 or 80)
     wrt: tuple[str, ...] = ()  # inputs to differentiate (default: the loss's prediction)
     reduction_check: bool = False  # also check mean/sum reductions and sample weights
+    # for a loss whose gradient is not its value's derivative (LambdaMART holds its pair
+    # weights constant): the reference gradient and Hessian diagonal, which the kernels'
+    # must match instead of finite differences
+    derivative_reference: Callable[[Inputs], tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def loss(self) -> str:
@@ -863,6 +867,40 @@ def ref_ranknet(d, sigma: float = 1.0):
     return _per_query(d, per_query)
 
 
+def _lambdarank(d, sigma: float = 1.0, truncation: int = 30, norm: bool = True):
+    """(value, gradient, Hessian diagonal) of LightGBM's lambdarank, query by query as its
+    RankingObjective computes the lambdas (a stable sort by score, the ideal DCG at the
+    truncation level, lambdarank_norm's two rescalings); the value is the pairs' weighted
+    logistic loss whose gradient those lambdas are."""
+    y, z, q = d["y"], d["z"], d["q"]
+    value, gradient, hessian = np.zeros(q.size), np.zeros(q.size), np.zeros(q.size)
+    for query in np.unique(q):
+        rows = np.flatnonzero(q == query)
+        rank = np.empty(q.size, int)
+        rank[rows[np.argsort(-z[rows], kind="stable")]] = np.arange(1, rows.size + 1)
+        ideal = np.sort(y[rows])[::-1][:truncation]
+        best = np.sum((2**ideal - 1) / np.log2(np.arange(2, ideal.size + 2)))
+        lambdas, total = [], 0.0
+        for i in rows:
+            for j in rows:
+                if y[i] <= y[j] or min(rank[i], rank[j]) > truncation:
+                    continue
+                weight = abs((2**y[i] - 2**y[j]) * (1 / np.log2(1 + rank[i])
+                                                    - 1 / np.log2(1 + rank[j]))) / best
+                if norm and np.ptp(z[rows]) > 0:
+                    weight /= 0.01 + abs(z[i] - z[j])
+                p = scipy.special.expit(-sigma * (z[i] - z[j]))
+                lambdas.append((i, j, weight, p))
+                total += 2 * sigma * weight * p
+        scale = np.log2(1 + total) / total if norm and total > 0 else 1.0
+        for i, j, weight, p in lambdas:
+            value[i] += scale * weight * np.logaddexp(0.0, -sigma * (z[i] - z[j]))
+            gradient[i] -= scale * sigma * weight * p
+            gradient[j] += scale * sigma * weight * p
+            hessian[[i, j]] += scale * sigma**2 * weight * p * (1 - p)
+    return value, gradient, hessian
+
+
 def ref_query_mse(d):
     return _per_query(d, lambda g: (g["y"] - g["p"] - np.mean(g["y"] - g["p"])) ** 2)
 
@@ -1211,6 +1249,12 @@ CASES: list[Case] = [
     Case("ranknet(y, z, q)", ref_ranknet, queries, queries_extreme),
     Case("ranknet(y, z, q, sigma=0.5)", functools.partial(ref_ranknet, sigma=0.5), queries,
          queries_extreme),
+    *(Case(call, lambda d, options=options: _lambdarank(d, **options)[0], queries,
+           queries_extreme,
+           derivative_reference=lambda d, options=options: _lambdarank(d, **options)[1:])
+      for call, options in [("lambdarank(y, z, q)", {}),
+                            ("lambdarank(y, z, q, sigma=2.0, truncation=3, norm=0)",
+                             {"sigma": 2.0, "truncation": 3, "norm": False})]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # ------------------------------------------------------------------ multiclass
@@ -1646,6 +1690,12 @@ def test_derivatives_match_finite_differences(case: Case):
     for wrt in case.derivatives:
         gradient, hessian = derivatives(case, inputs, wrt)
         assert gradient.shape == hessian.shape == np.shape(inputs[wrt])
+        if case.derivative_reference is not None:  # not the value's derivative
+            for given in (inputs, _extreme(case, BIG64)):
+                expected = case.derivative_reference(given)
+                for actual, reference in zip(derivatives(case, given, wrt), expected):
+                    _close(actual, reference, 1e-9, "against the reference derivatives")
+            continue
         check_derivatives(gradient, hessian, finite_differences(case, inputs, wrt), strict=True)
         if case.extreme is not None:
             extreme = _extreme(case, BIG64)

@@ -127,6 +127,10 @@ class Names:
     # arrays ``run`` allocates itself (float64, one value per sample): the summands and keys
     # of each cumulative sum, which a loop writes, and the sums, which later loops read
     buffers: dict[tuple[str, str], str] = field(default_factory=dict)  # (role, key) -> b<k>
+    # per-sample values a loop stored for a later one to read at the partners of a pair sum
+    # (at_partner): node key -> (buffer, the pass that stores it); a later pass reads them
+    # back for its own samples too, rather than computing them again
+    stored: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def array(self, name: str) -> str:
         return self.arrays.setdefault(name, f"a{len(self.arrays)}")
@@ -194,7 +198,10 @@ def pick_parts(n: Node) -> tuple[Node, Node] | None:
 
 def scan_buffers(scan: Node) -> list[tuple[str, Node]]:
     """(role, node) of the arrays a loop writes for cumulative sum ``scan``: its summands,
-    its keys, and its strata unless they are one constant (one stratum)."""
+    its keys, and its strata unless they are one constant (one stratum); for a value read at
+    the partners (``at_partner``), the value."""
+    if scan.op == "at_partner":
+        return [("values", scan.args[0])]
     values, keys, strata = scan.args
     return [("values", values), ("keys", keys)] + (
         [] if strata.op == "const" else [("strata", strata)])
@@ -203,7 +210,8 @@ def scan_buffers(scan: Node) -> list[tuple[str, Node]]:
 def _loop_args(n: Node) -> tuple[Node, ...]:
     """The arguments a loop computes before ``n``: none for the class index (its argument
     only names the domain), the labels alone for a table lookup (the table is an array)."""
-    if n.op == "class_index" or n.op in SCANS:  # a cumulative sum: computed between loops
+    if n.op in ("class_index", "at_partner", "partner_first") or n.op in SCANS:
+        # a cumulative sum, or a value read at the partners: computed by an earlier loop
         return ()
     if n.op == "table_row":
         return n.args[1:]
@@ -296,6 +304,11 @@ class BodyEmitter:
             return f"{offsets}[i]", f"{offsets}[i + 1]"
         return "0", self._use(self.names.width(axis), self.widths)
 
+    def _stored(self, n: Node) -> str | None:
+        """The buffer an earlier pass stored per-sample value ``n`` in, if any."""
+        found = self.names.stored.get(n.key) if n.axes and len(n.axes) == 1 else None
+        return found[0] if found is not None and found[1] < self.loop.index else None
+
     def _ordered(self, roots: list[Node], row: bool,
                  kept: dict[int, _Kept] | None = None) -> list[Node]:
         """Loop nodes under ``roots`` (per-sample, or per-class when ``row``), args first;
@@ -310,7 +323,7 @@ class BodyEmitter:
                     continue
                 if id(n) in seen or id(n) in self.values or not n.axes:
                     continue
-                if kept and id(n) in kept:
+                if (kept and id(n) in kept) or (not row and self._stored(n)):
                     seen.add(id(n))
                     order.append(n)
                     continue
@@ -329,7 +342,10 @@ class BodyEmitter:
     def _emit_node(self, n: Node, indent: str, index: str) -> None:
         name = self._fresh()
         base = partner_of(n.value) if n.op == "input" else None
-        if base is not None:  # x at the partner of a pair: read through the partner's index
+        stored = self._stored(n)
+        if stored is not None:  # computed by an earlier pass
+            text = f"T({self._use(stored, self.arrays)}[i])"
+        elif base is not None:  # x at the partner of a pair: read through the partner's index
             array = self._use(self.names.array(base), self.arrays)
             partners = self._use(self.names.array(partners_name(n.axes[1])), self.arrays)
             text = f"T({array}[{partners}[{index}]])"
@@ -342,6 +358,13 @@ class BodyEmitter:
             text = f"T({array}[{subscript}])"
         elif n.op in SCANS:  # accumulated after an earlier loop
             text = f"T({self._use(self.names.buffer('scan', n), self.arrays)}[i])"
+        elif n.op == "partner_first":
+            partners = self._use(self.names.array(partners_name(n.axes[1])), self.arrays)
+            text = f"T(1.0) if {partners}[{index}] < i else T(0.0)"
+        elif n.op == "at_partner":  # stored by an earlier loop, read at the partner
+            stored = self._use(self.names.buffer("scan", n), self.arrays)
+            partners = self._use(self.names.array(partners_name(n.axes[1])), self.arrays)
+            text = f"T({stored}[{partners}[{index}]])"
         elif n.op == "count":  # the number of items of group i
             start, stop = self._row_bounds(n.value)
             text = f"T({stop} - {start})"
@@ -458,7 +481,13 @@ class BodyEmitter:
         sample_roots = [r.args[0] for r in self.loop.reductions]
         sample_roots += [o.node for o in self.loop.outputs]
         sample_roots += [a for scan in self.loop.scans for a in scan.args]
-        self.pending = self._ordered(sample_roots, row=False)
+        ordered = self._ordered(sample_roots, row=False)
+        # the sample's inputs and the values an earlier pass stored are read first (they need
+        # nothing computed), so that every row loop that needs them can share one loop over
+        # the row (see _fusable)
+        first = {id(n) for n in ordered if n.op == "input" or self._stored(n)}
+        self.pending = ([n for n in ordered if id(n) in first]
+                        + [n for n in ordered if id(n) not in first])
         for n in self.pending:
             if id(n) not in self.values:  # unless a fused row loop computed it
                 self._emit_node(n, indent, "k")
@@ -466,6 +495,8 @@ class BodyEmitter:
             for role, argument in scan_buffers(scan):
                 buffer = self._use(self.names.buffer(role, argument), self.arrays)
                 self.lines.append(f"{indent}{buffer}[i] = {self.operand(argument)}")
+                if scan.op == "at_partner":
+                    self.names.stored.setdefault(argument.key, (buffer, self.loop.index))
         row_outputs = [o for o in self.loop.outputs if len(o.axes) == 2]
         for o in self.loop.outputs:
             if len(o.axes) == 1:

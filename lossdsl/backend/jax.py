@@ -427,7 +427,7 @@ class JaxPrinter(NodeVisitor[str]):
     def _aligned(self, a: Node, name: str, n: Node) -> str:
         """``a`` broadcast against ``n``: a per-sample vector meets a per-class matrix row by
         row (NumPy would align it with the classes), a group's value each of its samples."""
-        if (n.op not in ("rowsum", "rowmax", "sum", "class_index", "table_row")
+        if (n.op not in ("rowsum", "rowmax", "sum", "class_index", "table_row", "at_partner")
                 and a.axes is not None and n.axes is not None and len(n.axes) == 2
                 and tuple(a.axes) == tuple(n.axes[:1])):
             segments = self._segments_of(n.axes)
@@ -472,6 +472,17 @@ class JaxPrinter(NodeVisitor[str]):
         if n.axes:
             return f"h.group_sizes(T, {self.segments[n.value]})"
         return f"jnp.asarray({self.length(n.value)}, T)"
+
+    def print_at_partner(self, n, value):
+        """A per-sample value at each sample's partners: a row of every sample's value (the
+        pair mask picks the partners)."""
+        return f"jnp.broadcast_to({value}, ({self.length(n.axes[0])},))[None, :]"
+
+    def print_partner_first(self, n, ids):
+        """1 where the partner (column) comes before the sample (row) in the order given."""
+        samples = self.length(n.axes[0])
+        return (f"jnp.where(jnp.arange({samples})[None, :] < jnp.arange({samples})[:, None], "
+                "ONE, ZERO)")
 
     def print_class_index(self, n, label):
         """The class index k of each element of a (N, K) matrix (of grouped samples: each

@@ -191,9 +191,10 @@ class ModuleBuilder(ABC):
                 passed.append(argument)
         return passed
 
-    def scan_buffer(self, length: str) -> str:
-        """The source allocating a float64 array of ``length`` samples in ``run``."""
-        return f"numpy.empty({length})"
+    def scan_buffer(self, length: str, dtype: str = "numpy.float64") -> str:
+        """The source allocating an array of ``length`` samples in ``run`` (float64, or the
+        kernel's dtype ``T``)."""
+        return f"numpy.empty({length}, {dtype})"
 
     def order_call(self, keys: str, strata: str) -> str:
         """The source of ``run``'s call sorting the samples by the array ``keys`` within
@@ -215,7 +216,10 @@ class ModuleBuilder(ABC):
                 name = self.names.buffer(role, argument)
                 if name not in self.allocated:
                     self.allocated.add(name)
-                    lines.append(f"{name} = {self.scan_buffer(length)}")
+                    # a cumulative sum's summands are summed in float64; a value stored for
+                    # the partners is read back as it was computed
+                    dtype = "T" if scan.op == "at_partner" else "numpy.float64"
+                    lines.append(f"{name} = {self.scan_buffer(length, dtype)}")
         return lines
 
     def scan_results(self, loop: Loop) -> list[str]:
@@ -224,6 +228,10 @@ class ModuleBuilder(ABC):
         for the loops after it."""
         lines = []
         for scan in loop.scans:
+            if scan.op == "at_partner":  # the values as stored: later loops read them
+                lines.append(f"{self.names.buffer('scan', scan)} = "
+                             f"{self.names.buffer('values', scan.args[0])}")
+                continue
             _, keys, strata = scan.args
             by = (self.names.buffer("keys", keys),
                   glue_number(strata.value) if strata.op == "const"

@@ -65,6 +65,11 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
             return given
         sample = Axis(args[0].axes[0])
         return (sample, sample.classes())
+    if op in ("at_partner", "partner_first"):  # a value per partner of each sample
+        if given is not None or not args[0].axes:
+            return given
+        sample = Axis(args[0].axes[0])
+        return (sample, sample.items())
     if op == "table_row":
         if given is not None or not args[1].axes:
             return given

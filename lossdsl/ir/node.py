@@ -173,7 +173,7 @@ def depends_on(root: Node, targets: set[int]) -> dict[int, bool]:
 #: The operations a loop over the samples cannot compute while it runs, because each result
 #: needs every sample: ``sum``, and the cumulative sums that :mod:`lossdsl.ops.scans` adds
 #: as it registers them. A pass computes their arguments; later passes read them.
-PASS_BOUNDARIES: set[str] = {"sum"}
+PASS_BOUNDARIES: set[str] = {"sum", "at_partner"}
 
 
 def sums_read(root: Node) -> list[Node]:

@@ -316,6 +316,13 @@ class _Verifier:
 
     def kind_gather(self, n: Node) -> None:
         self._arguments_known(n)
+        if n.op in ("at_partner", "partner_first"):
+            (value,) = n.args
+            if len(n.axes) != 2 or not Axis(n.axes[1]).is_ragged \
+                    or value.axes not in ((), n.axes[:1]):
+                raise InvalidGraphError("at_partner reads a value (n<d>,) at the partners "
+                                        "(n<d>, n<d>g) of each sample", n)
+            return
         table, labels = n.args
         if table.op != "input":
             raise InvalidGraphError("table_row reads a table bound to an input", n)
@@ -358,7 +365,7 @@ def verify_schedule(schedule: Schedule) -> None:
                                         f"over {loop.axis!r}", reduction)
             computed_in[id(reduction)] = loop.index
         for scan in loop.scans:
-            if scan.axes != (loop.axis,):
+            if scan.axes[:1] != (loop.axis,):
                 raise InvalidGraphError(f"a loop over {loop.axis!r} writes the summands of "
                                         f"cumulative sums over {loop.axis!r} only", scan)
             computed_in[id(scan)] = loop.index

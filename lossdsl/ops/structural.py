@@ -10,6 +10,7 @@ Kinds: ``row`` reduces the class axis of each row, ``reduce`` sums over the samp
 a scalar, ``leaf`` takes no arguments (the class index's one argument only fixes its domain),
 ``gather`` reads a lookup table by labels, ``count`` weighs samples in a mean's denominator,
 ``macro`` names user-facing functions that ``shapes.py`` expands once shapes are known.
+``gather`` also reads a computed per-sample value at each sample's partners (``at_partner``).
 
 Groups: ``groupsum(e, g)`` (and ``groupmax``, ``groupmean``) is ``rowsum(group(e, g))``. The
 ``group`` macro says that the samples of ``e``'s domain are grouped by the ids in input ``g``;
@@ -60,6 +61,16 @@ register(
     # holding its partners j (what pairsum builds); partner(x) is x at the partner j
     Op("pairs", 2, "macro", doc="e for each partner j of each sample i in i's group of g"),
     Op("partner", 1, "macro", doc="x at the partner j of a pair sum's pair (i, j)"),
+    # at_partner(v): a computed per-sample value v read at each sample's partners (what
+    # partner(x) becomes where x is not computed from the inputs sample by sample: a pair
+    # sum). A pass computes v into a buffer; a later pass reads it through the partners' index
+    Op("at_partner", 1, "gather", doc="the computed per-sample v at each partner of a sample",
+       latex=NOTATION),
+    # partner_first(g): 1 where the partner j comes before the sample i in the order the
+    # samples were given (a tie-break: LambdaMART's ranks of equal scores), else 0; its
+    # argument, the group ids of the pair sum, names the samples' domain
+    Op("partner_first", 1, "gather", doc="1 where the partner comes first in the order given",
+       callable_as="partner_first", latex=NOTATION),
 )
 
 #: ``table_row``'s value for a per-class vector ``classvec(w)`` (a one-row table)

@@ -29,10 +29,12 @@ from __future__ import annotations
 import math
 
 from ..errors import LossError
+from ..ir.axes import partner_name
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node, toposort
 from ..ops import find
 from ..ops.scans import SCANS, scan_name, transposed
+from . import pairs
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
 
@@ -170,8 +172,10 @@ def grad(total: Node, x: Node) -> Node:
             contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None, None]
         elif n.op == "rowmax":
             contributions = [_m("mul", adjoint, _first_maximum(n))]
-        elif n.op in ("class_index", "table_row"):
-            continue  # indices and lookup tables: constants of the loss
+        elif n.op == "at_partner":  # each sample's share as the partner of its pairs
+            contributions = [pairs.transposed(adjoint, n.axes[1])]
+        elif n.op in ("class_index", "table_row", "partner_first"):
+            continue  # indices, lookup tables and the order given: constants of the loss
         else:
             partials = PARTIALS.of(n, wanted)
             contributions = [_m("mul", adjoint, p) if w else None for p, w in zip(partials, wanted)]
@@ -180,13 +184,25 @@ def grad(total: Node, x: Node) -> Node:
                 continue
             # the contribution stands for one value per element of n (of a for reductions,
             # whose adjoint is the same for every element they reduce)
-            full = a.axes if n.op in ("sum", "rowsum", "rowmax") else n.axes
+            full = a.axes if n.op in ("sum", "rowsum", "rowmax", "at_partner") else n.axes
             contribution = unbroadcast(contribution, a.axes, full)
             previous = adjoints.get(id(a))
             adjoints[id(a)] = (
                 contribution if previous is None else _m("add", previous, contribution)
             )
-    return adjoints.get(id(x), _ZERO)
+    gradient = adjoints.get(id(x), _ZERO)
+    partner = _partner_leaf(total, x)
+    if partner is not None:  # x read at the partners of a pair sum: their shares too
+        gradient = _m("add", gradient, pairs.transposed(grad(total, partner), partner.axes[1]))
+    return gradient
+
+
+def _partner_leaf(total: Node, x: Node) -> Node | None:
+    """The leaf of input ``x`` read at the partners of a pair sum in ``total``, if any."""
+    if x.op != "input" or len(x.axes or ()) != 1:
+        return None
+    wanted = partner_name(x.value)
+    return next((n for n in toposort([total]) if n.op == "input" and n.value == wanted), None)
 
 
 class _Diagonal:
@@ -241,15 +257,39 @@ class _Diagonal:
             return (yield from self._reduction(e, seed, frozen))
         if e.op in SCANS:
             return (yield from self._scan(e, seed, frozen))
-        if e.op in ("class_index", "table_row") or not e.args:
+        if e.op == "at_partner":
+            # the partner's value: it depends on the seed at this sample only through what
+            # couples samples (the pairs they share), whose derivative is known where it is
+            # zero (ranks, indicators)
+            if not (self._pointwise(e.args[0], seed)
+                    or is_constant(grad(_m("sum", e.args[0]), seed), 0.0)):
+                raise LossError("the exact Hessian of a pair sum reading at the partners a "
+                                "value that depends on the other samples (a pair sum of "
+                                "the variable) is not implemented")
+            return _ZERO
+        if e.op in ("class_index", "table_row", "partner_first") or not e.args:
             return _ZERO
         wanted = [self.depends(a, seed) and id(a) not in frozen for a in e.args]
         total = _ZERO
         for a, partial, w in zip(e.args, PARTIALS.of(e, wanted), wanted):
-            if w:
+            if w and not is_constant(partial, 0.0):  # stop_gradient's argument: not needed
                 inner = yield (a, seed, frozen)
                 total = _m("add", total, _m("mul", partial, inner))
         return total
+
+    def _pointwise(self, v: Node, seed: Node) -> bool:
+        """Whether each sample's ``v`` depends on the seed at that sample alone: no sum,
+        row reduction, cumulative sum or partner read on the way."""
+        stack, seen = [v], set()
+        while stack:
+            n = stack.pop()
+            if id(n) in seen or n is seed or not self.depends(n, seed):
+                continue
+            seen.add(id(n))
+            if n.op in ("sum", "rowsum", "rowmax", "at_partner") or n.op in SCANS:
+                return False
+            stack.extend(n.args)
+        return True
 
     def _maximal(self, f: Node, seed: Node, frozen: frozenset, wanted) -> list[Node]:
         """The maximal nodes under ``f`` that depend on ``seed`` (held constant: none of

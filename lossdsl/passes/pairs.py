@@ -1,17 +1,15 @@
 """Derivatives through pair sums (``pairsum(e, g)``: each sample ``i`` sums ``e(i, j)`` over
 the other samples ``j`` of its group, ``partner(x)`` reading ``x_j``).
 
-``shapes.py`` gives each sample a ragged row of its partners and turns ``partner(x)`` into a
-leaf of its own, ``x'``: one value per pair ``(i, j)``, ``x_j``. ``diff.grad(total, x)`` then
-sees only the reads of ``x`` as ``x_i``; what sample ``k`` contributes as a partner is the
-adjoint of ``x'`` summed over the pairs ``(j, k)``, the transposes of row ``k``'s pairs
-``(k, j)``. Where that adjoint ``A(i, j)`` is computed from the inputs pair by pair, its value
-at ``(j, k)`` is ``A`` with the roles of ``x`` and ``x'`` swapped, evaluated at ``(k, j)``:
-so the gradient is ``grad(total, x) + rowsum(swap(A))``, a pair sum again.
-
-The diagonal Hessian needs nothing more: ``diff.hessian_diag`` differentiates that gradient
-along ``x``, and in ``swap(A)`` sample ``k``'s own value is read as ``x`` (the pairs are of
-distinct samples, so no ``x'`` in row ``k`` is ``x_k``).
+``shapes.py`` gives each sample a ragged row of its partners. ``partner(x)`` of an input
+becomes a leaf of its own, ``x'``: one value per pair ``(i, j)``, ``x_j``; of a computed value
+(a pair sum), ``at_partner(v)``, which a pass stores for a later one to read at the partners.
+Either way, what sample ``k`` receives as the partner of its pairs is the adjoint ``A`` of the
+partner read summed over the pairs ``(j, k)``, the transposes of row ``k``'s pairs ``(k, j)``.
+``A`` is computed pair by pair from per-sample values at ``i`` and at ``j``, so its value at
+``(j, k)`` is ``A`` with the two roles swapped (:func:`swap_partners`) evaluated at ``(k,
+j)``: the transposed sum is ``rowsum(swap(A))``, a pair sum again (:func:`transposed`).
+``diff.grad`` applies it to the adjoint of every partner read.
 """
 
 from __future__ import annotations
@@ -19,55 +17,83 @@ from __future__ import annotations
 from ..errors import LossError
 from ..ir.axes import Axis, partner_name, partner_of
 from ..ir.build import make
-from ..ir.node import Node, axis_length, node, rebuild, toposort
-from ..ops import find
-from . import diff
+from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
+from ..ops import find, kernel_math_calls
 
 
-def swap_partners(e: Node, paired: frozenset[str]) -> Node:
-    """``e`` (a value per pair of the samples on the ``paired`` sample axes) with each
-    sample's own inputs and its partners' swapped: ``x`` <-> ``partner(x)``. Raises a
-    LossError where ``e`` reads a value that is not computed pair by pair from the inputs
-    (a row or group reduction, the pair sum itself): its value at the partner is not known."""
+def of_inputs(x: Node) -> dict[int, bool]:
+    """For every node under ``x``: whether it is computed from the inputs sample by sample
+    with arithmetic alone (of inputs, numbers and values the same for every sample), so
+    that its value at the partners is computed there from the inputs' (read through the
+    partners' index) rather than stored by a pass (a power, exp or log is computed once per
+    sample and stored)."""
+    found: dict[int, bool] = {}
+    for n in toposort([x]):
+        op = find(n.op)
+        found[id(n)] = not n.axes or n.op == "input" or (
+            op is not None and op.kind == "elementwise" and all(found[id(a)] for a in n.args)
+            and n.op != "pow" and not kernel_math_calls(op))  # else cheaper stored once
+    return found
+
+
+def at_partners(x: Node, axes: tuple[str, ...]) -> Node:
+    """``x`` (typed, one value per sample) at the partners of a pair sum, on ``axes`` (the
+    samples and their partners): computed there from the inputs (each input replaced by its
+    partner leaf) where it is computed from the inputs sample by sample, else stored by a pass
+    and read at the partners (``at_partner``); the same for every sample, kept."""
+    return _at_partners(x, of_inputs(x), axes)
+
+
+def _at_partners(x: Node, pure: dict[int, bool], axes: tuple[str, ...]) -> Node:
+    """:func:`at_partners`, given :func:`of_inputs` of a graph that holds ``x``."""
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        if not old.axes or len(old.axes) != 1:
+            return old
+        if not pure[id(old)]:  # the whole value stored, read once per pair
+            return make("at_partner", (old,))
+        if old.op == "input":
+            return node("input", (), partner_name(old.value), axes)
+        return make(old.op, args, old.value)
+
+    (found,) = rebuild([x], rule)
+    return found
+
+
+def swap_partners(e: Node) -> Node:
+    """``e`` (a value per pair of samples) with each sample's own values and its partner's
+    swapped: ``x`` <-> ``partner(x)`` for inputs, ``v`` <-> ``at_partner(v)`` for computed
+    per-sample values; values the same for every pair are kept."""
+    pure = of_inputs(e)
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
-        if not old.axes:
-            return old  # the same for every pair: numbers, params, sums over the samples
-        if old.op == "input":
-            base = partner_of(old.value)
-            if base is not None:
-                return node("input", (), base, old.axes[:1])
-            if old.axes[0] in paired and len(old.axes) == 1:
-                return node("input", (), partner_name(old.value),
-                            (old.axes[0], Axis(old.axes[0]).items()))
+        if not old.axes or old.op in ("const", "count"):
+            # the same for every pair: numbers, sums over the samples; a row's number of
+            # partners is its partners' too (a pair's two samples share a group)
             return old
-        if old.op == "count":
-            return old  # a row's number of partners: a pair's two samples share a group
+        if len(old.axes) == 1:  # the sample's own value, read at the partner instead
+            sample = Axis(old.axes[0])
+            return _at_partners(old, pure, (sample, sample.items()))
+        if old.op == "input":  # a partner leaf: the sample's own input
+            return node("input", (), partner_of(old.value), old.axes[:1])
+        if old.op == "at_partner":
+            return old.args[0]
+        if old.op == "partner_first":  # j before i is i after j (a pair's two are distinct)
+            return make("sub", (constant(1.0), old))
         op = find(old.op)
-        if op is None or op.kind != "elementwise":
-            raise LossError(
-                "the gradient of this pair sum needs its summand's derivative at the partner, "
-                f"which reads a {old.op} of other samples: write the loss as a sum over "
-                "samples of (inputs of the sample) * pairsum(e, g), where e reads each "
-                "sample and its partner alone")
-        return make(old.op, args, old.value)
+        if op is not None and op.kind == "elementwise":
+            return make(old.op, args, old.value)
+        raise LossError(f"the derivative of this pair sum reads a {old.op} at the partner of "
+                        "each pair, which lossdsl cannot transpose")
 
     (swapped,) = rebuild([e], rule)
     return swapped
 
 
-def grad(total: Node, x: Node) -> Node:
-    """d total / d x, where ``x`` may also be read at the partners of a pair sum."""
-    gradient = diff.grad(total, x)
-    if x.op != "input" or len(x.axes or ()) != 1:
-        return gradient
-    wanted = partner_name(x.value)
-    partner = next((n for n in toposort([total]) if n.op == "input" and n.value == wanted),
-                   None)
-    if partner is None:
-        return gradient
-    items = partner.axes[1]
-    adjoint = swap_partners(diff.grad(total, partner), frozenset({x.axes[0]}))
-    through = (make("rowsum", (adjoint,)) if adjoint.axes and items in adjoint.axes
-               else make("mul", (adjoint, axis_length(items))))
-    return make("add", (gradient, through))
+def transposed(adjoint: Node, items: str) -> Node:
+    """What each sample receives as the partner of its pairs, given the ``adjoint`` of a
+    value read at the partners (one per pair, on the partners' axis ``items``): the sum over
+    the pairs whose partner it is."""
+    swapped = swap_partners(adjoint)
+    if swapped.axes and items in swapped.axes:
+        return make("rowsum", (swapped,))
+    return make("mul", (swapped, axis_length(items)))  # the same for every pair of the row

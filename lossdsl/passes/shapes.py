@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import LossShapeError, Span
-from ..ir.axes import Axis, partner_name
+from ..ir.axes import Axis
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
 from ..ops.primitives import CLASS_VECTOR, SCAN
+from . import pairs
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
 WEIGHT_KEYWORD = "sample_weight"  # how callers pass the weights: no input may be named so
@@ -235,12 +236,15 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
         elif n.op in ("group", "pairs"):  # the items (or partners) of each group as a row
             values, groups = (shape[id(a)][0] for a in n.args)
             shape[id(n)] = (join(values, groups), True)
+        elif n.op == "partner_first":  # one value per partner of each sample of the groups
+            shape[id(n)] = (shape[id(n.args[0])][0], True)
         elif n.op == "partner":  # one value per partner of each sample
             domain, rows = shape[id(n.args[0])]
             if rows:
                 culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
                 raise LossShapeError("partner(x) reads x at the other sample of a pair: x must "
-                                     "have one value per sample, not classes (N, K)",
+                                     "have one value per sample (not classes (N, K), nor be "
+                                     "read at a partner itself)",
                                      spans.get(culprits[0]) if culprits else None)
             shape[id(n)] = (domain, domain is not None)
         elif not n.args:
@@ -363,12 +367,12 @@ def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
                                  f"also grouped by '{other}': a loss groups its samples one "
                                  "way (a group's sum is a pair sum too: groupsum(x, g) is "
                                  "x + pairsum(partner(x), g))", spans.get(ids))
-        summand = toposort([n.args[0]])
-        if any(m.op == "pairs" for m in summand):
-            raise LossShapeError("a pair sum within a pair sum is not supported",
-                                 spans.get(ids))
-        within.update(id(m) for m in summand)
+        within.update(id(m) for m in toposort([n.args[0]]))
     for n in nodes:
+        if n.op == "partner_first" and (id(n) not in within or n.args[0].op != "input"
+                                        or n.args[0].value not in pairs.values()):
+            raise LossShapeError("partner_first(g) is only defined within a pair sum over the "
+                                 "groups of g, pairsum(e, g)", spans.get(n.args[0].value))
         if n.op != "partner":
             continue
         inner = toposort([n.args[0]])
@@ -378,20 +382,33 @@ def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
             raise LossShapeError("partner(x) is only defined within a pair sum's summand: "
                                  "pairsum(e, g) sums e over the partners of each sample",
                                  span)
-        structural = [m.op for m in inner if m.op != "input" and (
-            m.op == "partner" or not m.args or m.op in _NOT_ELEMENTWISE)]
-        if any(op not in ("const", "param") for op in structural):
-            raise LossShapeError("partner(x) reads inputs at the partner: x must be computed "
-                                 "from the inputs sample by sample (no sums, group or row "
-                                 "reductions, cumulative sums or partner within it)", span)
+        if any(m.op in _NOT_AT_PARTNER for m in _outside_pair_sums(n.args[0])):
+            raise LossShapeError("partner(x) reads x at the partner: x must be one value per "
+                                 "sample, of its inputs, pair sums and sums over the samples "
+                                 "(no group or row reductions, classes, or partner within "
+                                 "it)", span)
     _one_value_per_sample(nodes, inferred, ranks, spans, pairs,
                           "paired within the groups of '{}' (pairsum)")
     return pairs
 
 
-# what partner(x) cannot read through: it gathers inputs, sample by sample
-_NOT_ELEMENTWISE = frozenset({"rowsum", "rowmax", "rowmean", "sum", "mean", "group", "pairs",
-                              "class_index", "table_row", "count_as", *SCAN})
+def _outside_pair_sums(x: Node) -> list[Node]:
+    """The nodes of ``x`` that are not within the summand of a pair sum in it."""
+    found, seen, stack = [], set(), [x]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        found.append(n)
+        stack.extend(n.args[1:] if n.op == "pairs" else n.args)
+    return found
+
+
+# what partner(x) cannot read: x has one value per sample of the paired domain, without a
+# nested partner (whose partner would be ambiguous)
+_NOT_AT_PARTNER = frozenset({"partner", "group", "rowmean", "class_index", "table_row",
+                             "count_as", *SCAN})
 
 
 def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str, int],
@@ -469,7 +486,9 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
             x = on_every_sample(args[0], group_ids)
             return x if x.axes == () else sum_all(x)
         if old.op == "partner":
-            return at_partners(args[0], inferred.axes(old))
+            return pairs.at_partners(args[0], inferred.axes(old))
+        if old.op == "partner_first":
+            return node("partner_first", args, None, inferred.axes(old))
         if old.op in ("group", "pairs"):
             return args[0]
         if old.op in ("rowsum", "rowmax", "rowmean") and old.args[0].op in ("group", "pairs"):
@@ -484,18 +503,6 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
 
     (typed,) = rebuild([graph], rule)
     return typed
-
-
-def at_partners(x: Node, axes: tuple[str, ...]) -> Node:
-    """``x`` (typed, computed from inputs sample by sample) at the partners of a pair sum:
-    each input replaced by its partner leaf on ``axes`` (the samples and their partners)."""
-    def rule(old: Node, args: tuple[Node, ...]) -> Node:
-        if old.op == "input" and old.axes and tuple(old.axes) == tuple(axes[:1]):
-            return node("input", (), partner_name(old.value), axes)
-        return make(old.op, args, old.value) if args else old
-
-    (found,) = rebuild([x], rule)
-    return found
 
 
 def group_id_nodes(result: Specialized) -> dict[str, Node]:

@@ -538,6 +538,7 @@ _PTX_CHECK = textwrap.dedent('''
     from lossdsl.backend.cuda import runtime as rt
     # no device memory either: host arrays stand in (the kernels' argument types are the same)
     rt.to_device, rt.output = np.ascontiguousarray, (lambda a: (a, None))
+    rt.scan_buffer = lambda length, dtype=np.float64: np.empty(length, dtype)  # no device
     rt.partials, rt.max_blocks = (lambda k: np.zeros((1, k))), (lambda: 1)
     rt.in_context = lambda run: run  # no context to attach
     rt.fetch = lambda block_sums, blocks: block_sums[0]

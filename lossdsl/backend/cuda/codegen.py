@@ -171,8 +171,8 @@ class CudaModuleBuilder(ModuleBuilder):
     def device_argument(self, argument: str) -> str:
         return f"dev_{argument}"
 
-    def scan_buffer(self, length: str) -> str:
-        return f"rt.scan_buffer({length})"
+    def scan_buffer(self, length: str, dtype: str = "numpy.float64") -> str:
+        return f"rt.scan_buffer({length}, {dtype})"
 
     def order_call(self, keys: str, strata: str) -> str:
         return f"rt.order({keys}, {strata})"

@@ -130,9 +130,10 @@ def to_device(array: Any) -> Any:
     return as_device_array(array)
 
 
-def scan_buffer(length: int) -> Any:
-    """A float64 device array of ``length`` samples: a cumulative sum's summands or keys."""
-    return cuda.device_array(length, np.float64)
+def scan_buffer(length: int, dtype: Any = np.float64) -> Any:
+    """A device array of ``length`` samples: a cumulative sum's summands or keys (float64),
+    or a value stored for the partners of a pair sum (the kernel's dtype)."""
+    return cuda.device_array(length, dtype)
 
 
 def order(keys: Any, strata: Any) -> KeyOrder:
