@@ -309,3 +309,20 @@ def test_the_numpy_reference_evaluates_the_pair_graphs_as_the_kernels_do():
     (value,) = reference.evaluate([spec.objective.value], d, counts={"n0": d["s"].size},
                                   offsets={items: offsets}, partners={items: partners})
     np.testing.assert_allclose(value, loss(**{k: d[k] for k in ("y", "s", "q")}), rtol=1e-12)
+
+
+@pytest.mark.parametrize("text", ["ranknet(y, s, q)", "lambdarank(y, s, q)"])
+def test_torch_backpropagates_through_pair_sums(text):
+    torch = pytest.importorskip("torch")
+    import lossdsl.torch
+
+    d = data(13)
+    scores = torch.tensor(d["s"], requires_grad=True)
+    value = lossdsl.torch.loss(text, reduction="sum")(
+        y=torch.tensor(d["y"]), s=scores, q=torch.tensor(d["q"]))
+    value.backward()
+    kernels = compiled(text)
+    arguments = {k: d[k] for k in ("y", "s", "q")}
+    assert float(value.detach()) == pytest.approx(kernels(**arguments), rel=1e-12)
+    np.testing.assert_allclose(scores.grad.numpy(), kernels.grad("s", **arguments),
+                               rtol=1e-12, atol=1e-15)
