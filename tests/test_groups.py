@@ -240,7 +240,7 @@ rng = np.random.default_rng(0)
 data = {"q": rng.integers(0, 9, 120), "y": rng.integers(0, 4, 120).astype(float),
         "s": rng.normal(size=120)}
 for text in ["-y * group_log_softmax(s, q)", "(s - groupmean(s, q))^2 * groupsum(1, q)",
-             "ranknet(y, s, q)"]:  # and the pairs within groups (test_pairs.py)
+             "ranknet(y, s, q)", "lambdarank(y, s, q)"]:  # and pairs (test_pairs.py)
     cpu = lossdsl.compile(text)
     d = {name: data[name] for name in cpu.inputs}
     cpu = cpu.compute(True, ("s",), ("s",), d, None)

@@ -36,6 +36,34 @@ def of_inputs(x: Node) -> dict[int, bool]:
     return found
 
 
+def group_uniform(x: Node) -> dict[int, bool]:
+    """For every node under ``x``: whether it has one value for all the samples of a group,
+    so that read at a partner it is its own value: numbers, a group's total ``v +
+    pairsum(partner(v), g)`` (a query's ideal DCG), and arithmetic of those."""
+    found: dict[int, bool] = {}
+    for n in toposort([x]):
+        op = find(n.op)
+        if not n.axes:
+            found[id(n)] = True
+        elif len(n.axes) != 1 or op is None or op.kind != "elementwise":
+            found[id(n)] = False
+        elif n.op == "add" and _group_total(*n.args):
+            found[id(n)] = True
+        else:
+            found[id(n)] = all(found[id(a)] for a in n.args)
+    return found
+
+
+def _group_total(a: Node, b: Node) -> bool:
+    """Whether ``a + b`` is ``v + pairsum(partner(v), g)``: the sum of v over v's group."""
+    for own, others in ((a, b), (b, a)):
+        if (others.op == "rowsum" and own.axes and len(others.args[0].axes or ()) == 2
+                and Axis(others.args[0].axes[1]).is_ragged
+                and others.args[0] is at_partners(own, others.args[0].axes)):
+            return True
+    return False
+
+
 def at_partners(x: Node, axes: tuple[str, ...]) -> Node:
     """``x`` (typed, one value per sample) at the partners of a pair sum, on ``axes`` (the
     samples and their partners): computed there from the inputs (each input replaced by its
@@ -44,10 +72,12 @@ def at_partners(x: Node, axes: tuple[str, ...]) -> Node:
     return _at_partners(x, of_inputs(x), axes)
 
 
-def _at_partners(x: Node, pure: dict[int, bool], axes: tuple[str, ...]) -> Node:
-    """:func:`at_partners`, given :func:`of_inputs` of a graph that holds ``x``."""
+def _at_partners(x: Node, pure: dict[int, bool], axes: tuple[str, ...],
+                 uniform: dict[int, bool] | None = None) -> Node:
+    """:func:`at_partners`, given :func:`of_inputs` (and :func:`group_uniform`, which keeps
+    a group's value as it is) of a graph that holds ``x``."""
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
-        if not old.axes or len(old.axes) != 1:
+        if not old.axes or len(old.axes) != 1 or (uniform and uniform[id(old)]):
             return old
         if not pure[id(old)]:  # the whole value stored, read once per pair
             return make("at_partner", (old,))
@@ -63,7 +93,7 @@ def swap_partners(e: Node) -> Node:
     """``e`` (a value per pair of samples) with each sample's own values and its partner's
     swapped: ``x`` <-> ``partner(x)`` for inputs, ``v`` <-> ``at_partner(v)`` for computed
     per-sample values; values the same for every pair are kept."""
-    pure = of_inputs(e)
+    pure, uniform = of_inputs(e), group_uniform(e)
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
         if not old.axes or old.op in ("const", "count"):
@@ -72,7 +102,7 @@ def swap_partners(e: Node) -> Node:
             return old
         if len(old.axes) == 1:  # the sample's own value, read at the partner instead
             sample = Axis(old.axes[0])
-            return _at_partners(old, pure, (sample, sample.items()))
+            return _at_partners(old, pure, (sample, sample.items()), uniform)
         if old.op == "input":  # a partner leaf: the sample's own input
             return node("input", (), partner_of(old.value), old.axes[:1])
         if old.op == "at_partner":
