@@ -88,15 +88,19 @@ class Loss:
     def group_inputs(self) -> tuple[str, ...]:
         """Inputs holding each sample's group id (``groupsum(e, g)`` and its kin: a query, a
         customer), in the order the loss first uses them."""
-        found = [n.args[1].value for n in toposort([self.definition.graph])
-                 if n.op in ("group", "pairs")]
-        return tuple(dict.fromkeys(found))
+        return self._ids_of(("group", "pairs"))
 
     @property
     def pair_inputs(self) -> tuple[str, ...]:
         """The group ids among :attr:`group_inputs` whose samples are paired (``pairsum(e,
         g)``: each sample sums over the others of its group)."""
-        found = [n.args[1].value for n in toposort([self.definition.graph]) if n.op == "pairs"]
+        return self._ids_of(("pairs",))
+
+    def _ids_of(self, layouts: tuple[str, ...]) -> tuple[str, ...]:
+        """The inputs of group ids that the ``layouts`` macros (``group``, ``pairs``) read,
+        in the order the loss first uses them."""
+        found = [n.args[1].value for n in toposort([self.definition.graph])
+                 if n.op in layouts]
         return tuple(dict.fromkeys(found))
 
     @property

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 
-from .ir.axes import PARTNER_SUFFIX, Axis, counted_axis
+from .ir.axes import Axis, counted_axis, partner_of
 from .ir.node import Node
 from .ir.visit import ATOM, PrecedencePrinter
 from .ops import NOTATION, find
@@ -120,10 +120,10 @@ class LatexPrinter(PrecedencePrinter):
         return (text, _UNARY if text.startswith("-") else _ATOM)
 
     def print_input(self, n: Node):
-        name = str(n.value)
-        if name.endswith(PARTNER_SUFFIX):  # x at the partner of a pair sum: x'
-            return (latex_name(name.removesuffix(PARTNER_SUFFIX)) + "'", _ATOM)
-        return (latex_name(name), _ATOM)
+        base = partner_of(str(n.value))
+        if base is not None:  # x at the partner of a pair sum: x'
+            return (latex_name(base) + "'", _ATOM)
+        return (latex_name(str(n.value)), _ATOM)
 
     def print_param(self, n: Node):
         return (latex_name(str(n.value)), _ATOM)

@@ -10,6 +10,14 @@ import numpy as np
 import pytest
 
 
+def shuffled_group_ids(rng: np.random.Generator, n_groups: int, largest: int) -> np.ndarray:
+    """Group ids of ``n_groups`` groups of 1 to ``largest`` samples, arbitrary integers,
+    rows shuffled."""
+    sizes = rng.integers(1, largest + 1, n_groups)
+    q = np.repeat(rng.choice(1000, n_groups, replace=False), sizes)
+    return q[rng.permutation(q.size)]
+
+
 def central_differences(total: Callable[[np.ndarray], float], x: np.ndarray,
                         step: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """The gradient and Hessian diagonal of scalar ``total`` at ``x`` (any shape) by central

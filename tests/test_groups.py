@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.special
-from coupled import assert_results_follow_their_rows, central_differences
+from coupled import assert_results_follow_their_rows, central_differences, shuffled_group_ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,10 +49,8 @@ def per_group(q: np.ndarray, function, *arrays: np.ndarray) -> np.ndarray:
 def data(seed: int = 0, n_groups: int = 7) -> dict[str, np.ndarray]:
     """Groups of 1 to 12 samples whose ids are arbitrary integers, rows shuffled."""
     rng = np.random.default_rng(seed)
-    sizes = rng.integers(1, 13, n_groups)
-    q = np.repeat(rng.choice(1000, n_groups, replace=False), sizes)
-    order = rng.permutation(q.size)
-    return {"q": q[order], "y": rng.integers(0, 4, q.size).astype(float),
+    q = shuffled_group_ids(rng, n_groups, 12)
+    return {"q": q, "y": rng.integers(0, 4, q.size).astype(float),
             "s": rng.normal(0.0, 1.5, q.size)}
 
 

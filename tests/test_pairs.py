@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 import pytest
-from coupled import assert_results_follow_their_rows, central_differences
+from coupled import assert_results_follow_their_rows, central_differences, shuffled_group_ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +31,8 @@ def compiled(text: str, target: str = "cpu", reduction: str = "sum") -> lossdsl.
 def data(seed: int = 0, n_groups: int = 6) -> dict[str, np.ndarray]:
     """Groups of 1 to 9 samples with arbitrary integer ids, rows shuffled; graded labels."""
     rng = np.random.default_rng(seed)
-    sizes = rng.integers(1, 10, n_groups)
-    q = np.repeat(rng.choice(1000, n_groups, replace=False), sizes)
-    order = rng.permutation(q.size)
-    return {"q": q[order], "y": rng.integers(0, 4, q.size).astype(float),
+    q = shuffled_group_ids(rng, n_groups, 9)
+    return {"q": q, "y": rng.integers(0, 4, q.size).astype(float),
             "s": rng.normal(0.0, 2.0, q.size), "c": rng.uniform(0.5, 2.0, q.size)}
 
 

@@ -304,6 +304,10 @@ class BodyEmitter:
             return f"{offsets}[i]", f"{offsets}[i + 1]"
         return "0", self._use(self.names.width(axis), self.widths)
 
+    def _partner_index(self, axis: str) -> str:
+        """The kernel's array of the sample each partner slot on ``axis`` reads."""
+        return self._use(self.names.array(partners_name(axis)), self.arrays)
+
     def _stored(self, n: Node) -> str | None:
         """The buffer an earlier pass stored per-sample value ``n`` in, if any."""
         found = self.names.stored.get(n.key) if n.axes and len(n.axes) == 1 else None
@@ -347,8 +351,7 @@ class BodyEmitter:
             text = f"T({self._use(stored, self.arrays)}[i])"
         elif base is not None:  # x at the partner of a pair: read through the partner's index
             array = self._use(self.names.array(base), self.arrays)
-            partners = self._use(self.names.array(partners_name(n.axes[1])), self.arrays)
-            text = f"T({array}[{partners}[{index}]])"
+            text = f"T({array}[{self._partner_index(n.axes[1])}[{index}]])"
         elif n.op == "input":
             array = self._use(self.names.array(n.value), self.arrays)
             if len(n.axes) == 1:
@@ -359,12 +362,10 @@ class BodyEmitter:
         elif n.op in SCANS:  # accumulated after an earlier loop
             text = f"T({self._use(self.names.buffer('scan', n), self.arrays)}[i])"
         elif n.op == "partner_first":
-            partners = self._use(self.names.array(partners_name(n.axes[1])), self.arrays)
-            text = f"T(1.0) if {partners}[{index}] < i else T(0.0)"
+            text = f"T(1.0) if {self._partner_index(n.axes[1])}[{index}] < i else T(0.0)"
         elif n.op == "at_partner":  # stored by an earlier loop, read at the partner
             stored = self._use(self.names.buffer("scan", n), self.arrays)
-            partners = self._use(self.names.array(partners_name(n.axes[1])), self.arrays)
-            text = f"T({stored}[{partners}[{index}]])"
+            text = f"T({stored}[{self._partner_index(n.axes[1])}[{index}]])"
         elif n.op == "count":  # the number of items of group i
             start, stop = self._row_bounds(n.value)
             text = f"T({stop} - {start})"

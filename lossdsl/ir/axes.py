@@ -31,7 +31,8 @@ PARTNER_SUFFIX = "@partner"
 
 def partner_name(name: str) -> str:
     """The name of the leaf of input ``name`` read at the partners of a pair sum: one value
-    per pair (i, j), ``name``'s value at j (``partner(name)``), which the binder gathers."""
+    per pair (i, j), ``name``'s value at j (``partner(name)``), which the kernels read
+    through the partners' index."""
     return name + PARTNER_SUFFIX
 
 

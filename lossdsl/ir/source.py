@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .axes import PARTNER_SUFFIX, counted_axis
+from .axes import counted_axis, partner_of
 from .node import Node
 from .visit import ATOM, PrecedencePrinter
 
@@ -44,10 +44,10 @@ class SourcePrinter(PrecedencePrinter):
         return (text, 3 if text.startswith("-") else ATOM)
 
     def print_input(self, n: Node):
-        name = str(n.value)
-        if name.endswith(PARTNER_SUFFIX):  # x read at the partner of a pair sum
-            return (f"partner({name.removesuffix(PARTNER_SUFFIX)})", ATOM)
-        return (name, ATOM)
+        base = partner_of(str(n.value))
+        if base is not None:  # x read at the partner of a pair sum
+            return (f"partner({base})", ATOM)
+        return (str(n.value), ATOM)
 
     def print_param(self, n: Node):
         return (str(n.value), ATOM)

@@ -320,7 +320,7 @@ class _Verifier:
             (value,) = n.args
             if len(n.axes) != 2 or not Axis(n.axes[1]).is_ragged \
                     or value.axes not in ((), n.axes[:1]):
-                raise InvalidGraphError("at_partner reads a value (n<d>,) at the partners "
+                raise InvalidGraphError(f"{n.op} reads a value (n<d>,) at the partners "
                                         "(n<d>, n<d>g) of each sample", n)
             return
         table, labels = n.args

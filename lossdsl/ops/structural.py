@@ -21,8 +21,9 @@ exact derivatives, and removes the macro.
 Pairs: ``pairsum(e, g)`` is ``rowsum(pairs(e, g))``: each sample ``i`` sums ``e`` over the
 other samples ``j`` of its group, where ``partner(x)`` in ``e`` reads ``x_j``. ``shapes.py``
 keeps the samples as they are and gives each a ragged row of its partners (axes ``(n<d>,
-n<d>g)``): ``x`` reads ``x_i`` (a row's value), ``partner(x)`` becomes a leaf of the gathered
-values ``x_j``, one per partner slot, which the binder fills.
+n<d>g)``): ``x`` reads ``x_i`` (a row's value), ``partner(x)`` of an input becomes a leaf
+read at each partner slot through the partners' index the binder lays out, of a computed
+value ``at_partner(v)``.
 """
 
 from __future__ import annotations

@@ -352,9 +352,10 @@ def _one_value_per_sample(nodes: list[Node], inferred: Domains, ranks: dict[str,
 def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
               spans: dict[str, Span], groups: dict[int, str]) -> dict[int, str]:
     """The paired sample domains (root -> the input of group ids), checked: the group ids are
-    a vector, one pairing per domain and no grouping with it, ``partner(x)`` only within a
-    pair sum's summand and of a per-sample value of inputs, and nothing in a paired domain
-    has classes or sums in an order."""
+    a vector, one pairing per domain and no grouping with it, ``partner(x)`` and
+    ``partner_first(g)`` only within a pair sum's summand, ``partner(x)`` of one value per
+    sample (inputs, pair sums, sums over the samples), and nothing in a paired domain has
+    classes or sums in an order."""
     pairs: dict[int, str] = {}
     within: set[int] = set()  # the nodes of every pair sum's summand
     for n in nodes:
