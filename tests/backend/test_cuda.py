@@ -518,6 +518,17 @@ def test_cpu_targets_refuse_device_arrays():
         lossdsl.compile("mse(y, p)")(y=d_y, p=np.zeros(4))
 
 
+def test_pair_sums_refuse_device_arrays_and_say_to_pass_host_arrays():
+    """The partners of each sample are laid out on the host from the group ids."""
+    q = np.array([0, 0, 1, 1])
+    loss = lossdsl.compile("ranknet(y, s, q)", target="cuda")
+    with pytest.raises(LossError, match="laid out on the host: pass host arrays"):
+        loss(y=cuda.to_device(np.array([1.0, 0.0, 2.0, 1.0])), s=cuda.to_device(np.zeros(4)),
+             q=cuda.to_device(q))
+    assert loss(y=np.array([1.0, 0.0, 2.0, 1.0]), s=np.zeros(4), q=q) == pytest.approx(
+        np.log(2.0) / 2)  # two pairs of log(2), over 4 samples
+
+
 _PTX_CHECK = textwrap.dedent('''
     """Compile lossdsl's CUDA kernels for a real GPU (compute capability 8.0) without one."""
     import json, re, sys, types
