@@ -13,7 +13,14 @@ exactly as for its built-in losses.
 * **JAX backend**: :mod:`lossdsl.jax`, the loss printed as ``jax.numpy`` code with lossdsl's
   symbolic derivatives as a ``custom_jvp`` (traced and jitted with the model).
 * **PyTorch backend**: :mod:`lossdsl.torch`, an autograd Function over the Numba kernels.
-* **TensorFlow** (or any other backend): refused with a :class:`~lossdsl.LossError`.
+* **TensorFlow backend**: the Numba kernels on the host through ``tf.numpy_function``, with
+  a ``tf.custom_gradient`` whose gradient is the summed loss's gradient kernel weighted by the
+  incoming per-sample gradients (the vector-Jacobian product, exact also where samples are
+  coupled). It runs eagerly and in ``tf.function`` graphs, not under XLA: a model compiled
+  with ``jit_compile=True`` (Keras' ``"auto"`` picks it on a GPU) gets a
+  :class:`~lossdsl.LossError` saying to compile with ``jit_compile=False``. Tensors on a GPU
+  are copied to the host for the kernels and back.
+* Any other backend: refused with a :class:`~lossdsl.LossError`.
 
 ``y_true`` is the loss's input named like a label (``y``, ``target``, ...), ``y_pred`` the
 other one; a loss with more inputs than these two cannot be given them through Keras and is
@@ -27,7 +34,7 @@ kernels' (both divide a weighted sum by the number of values; Keras'
 ``"mean_with_sample_weight"`` divides by the sum of the weights instead). On the PyTorch
 backend an elementwise loss of ``(N, K)`` outputs takes Keras' ``(N, K)`` incoming gradients
 entry by entry (lossdsl.torch); a loss whose entries a row reduction couples is refused there
-with a LossError.
+with a LossError (on TensorFlow too).
 
 The loss serialises with ``get_config``/``from_config`` (the loss text, params, name and
 reduction) and through ``keras.saving`` (registered as ``lossdsl>Loss``).
@@ -51,10 +58,15 @@ except ModuleNotFoundError as error:  # an optional dependency, or its backend m
     chosen = os.environ.get("KERAS_BACKEND", "unset (~/.keras/keras.json's, or tensorflow)")
     raise ModuleNotFoundError(
         f"Keras could not import its backend ({error}; KERAS_BACKEND is {chosen}): "
-        f"lossdsl.keras runs on the jax and torch backends, so set KERAS_BACKEND=jax (or "
-        f"torch) before importing keras", name=error.name) from error
+        f"lossdsl.keras runs on the jax, tensorflow and torch backends, so install that "
+        f"backend's package, or set KERAS_BACKEND=jax (or torch) before importing keras",
+        name=error.name) from error
 
+import numpy as np
+
+from .api import Loss as LossDefinition
 from .api import loss_from_text
+from .backward import check_per_entry, check_per_sample, second_order
 from .binding import param_value
 from .errors import LossError
 from .roles import positional_inputs
@@ -62,7 +74,7 @@ from .roles import positional_inputs
 __all__ = ["BACKENDS", "Loss"]
 
 #: The Keras backends a lossdsl loss runs on.
-BACKENDS = ("jax", "torch")
+BACKENDS = ("jax", "tensorflow", "torch")
 
 
 def _same_rank(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
@@ -142,10 +154,12 @@ class Loss(keras.losses.Loss):
 
             def function(y_true, y_pred):
                 return module(**{target: y_true, prediction: y_pred})
+        elif backend == "tensorflow":
+            function = _TensorFlowValues(self.definition, self.params, self._roles)
         else:
             raise LossError(f"lossdsl.keras runs on the Keras backends "
-                            f"{' and '.join(BACKENDS)}, not {backend!r}: set KERAS_BACKEND="
-                            f"jax or KERAS_BACKEND=torch before importing keras")
+                            f"{', '.join(BACKENDS)}, not {backend!r}: set KERAS_BACKEND to "
+                            f"one of them before importing keras")
         self._functions[backend] = function
         return function
 
@@ -173,3 +187,94 @@ class Loss(keras.losses.Loss):
         if "loss" not in config:
             raise LossError("a lossdsl.keras.Loss config needs 'loss' (the loss text)")
         return cls(config.pop("loss"), config.pop("params", None), **config)
+
+
+class _TensorFlowValues:
+    """``f(y_true, y_pred)`` on Keras' TensorFlow backend: per-sample values from the Numba
+    kernels (``tf.numpy_function``), differentiated by ``tf.custom_gradient`` through the
+    summed loss's gradient kernel with the incoming gradients as sample weights (see the
+    module's documentation). What can be refused is refused when the function is traced,
+    from the ranks alone, rather than when a step runs."""
+
+    def __init__(self, definition: LossDefinition, params: Mapping[str, float],
+                 roles: tuple[str, ...]) -> None:
+        self.values = definition.compile("parallel", "none", params)
+        self.summed = definition.compile("parallel", "sum", params)
+        self.roles = roles
+
+    def __call__(self, y_true: Any, y_pred: Any) -> Any:
+        import tensorflow as tf
+
+        _refuse_xla(tf)
+        target, prediction = self.roles
+        ranks = {target: len(y_true.shape), prediction: len(y_pred.shape)}
+        axes = self.values.specialization(ranks).objective.value.axes or ()
+        # which inputs get a gradient, refused now if it could not be exact
+        wrt = [name for name, tensor in zip(self.roles, (y_true, y_pred))
+               if tensor.dtype.is_floating and name not in self.values.constant_inputs()]
+        if wrt:
+            check_per_sample(self.summed, ranks)
+        if len(axes) == 2:
+            for name in wrt:
+                check_per_entry(second_order(self.summed, name, ranks, False), name)
+        shape = tf.TensorShape([None] * len(axes)).merge_with(y_pred.shape[:len(axes)]) if (
+            len(y_pred.shape) >= len(axes)) else tf.TensorShape([None] * len(axes))
+
+        def forward(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+            values = self.values(**{target: _kernel_array(true), prediction: _kernel_array(pred)})
+            return np.asarray(values, dtype=pred.dtype)
+
+        def vector_jacobian(name: str, true: np.ndarray, pred: np.ndarray,
+                            upstream: np.ndarray) -> np.ndarray:
+            arrays = {target: _kernel_array(true), prediction: _kernel_array(pred)}
+            upstream = _kernel_array(upstream)
+            if upstream.ndim == 1:  # d(sum_i u_i l_i): the incoming gradients as weights
+                gradient = self.summed.grad(name, sample_weight=upstream, **arrays)
+            else:  # entry by entry (checked above), or one value for the whole batch
+                gradient = self.summed.grad(name, **arrays) * upstream
+            dtype = (true if name == target else pred).dtype
+            return np.asarray(gradient, dtype=dtype)
+
+        @tf.custom_gradient
+        def values(true, pred):
+            result = tf.numpy_function(forward, [true, pred], pred.dtype, stateful=False)
+            result.set_shape(shape)
+
+            def gradient(upstream):
+                gradients = []
+                for name, tensor in ((target, true), (prediction, pred)):
+                    if name not in wrt:
+                        gradients.append(None)
+                        continue
+                    computed = tf.numpy_function(
+                        lambda t, p, u, name=name: vector_jacobian(name, t, p, u),
+                        [true, pred, upstream], tensor.dtype, stateful=False)
+                    computed.set_shape(tensor.shape)
+                    gradients.append(computed)
+                return gradients
+
+            return result, gradient
+
+        return values(y_true, y_pred)
+
+
+def _kernel_array(array: np.ndarray) -> np.ndarray:
+    """A host array as the kernels take it: half precision (float16, bfloat16) in float32,
+    as Keras computes losses of mixed-precision models."""
+    if array.dtype.kind == "V" or array.dtype == np.float16 or array.dtype.name == "bfloat16":
+        return array.astype(np.float32)
+    return array
+
+
+def _refuse_xla(tf: Any) -> None:
+    """A LossError when the function is traced for XLA (``jit_compile=True``), which cannot
+    compile a call back to the host."""
+    try:
+        from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+    except ImportError:  # moved in a later TensorFlow: XLA then reports the host call itself
+        return
+    if not tf.executing_eagerly() and GraphOrParentsInXlaContext(
+            tf.compat.v1.get_default_graph()):
+        raise LossError("lossdsl.keras on TensorFlow runs lossdsl's kernels on the host, "
+                        "which XLA cannot compile: compile the model with jit_compile=False "
+                        "(Keras' jit_compile='auto' picks XLA on a GPU)")

@@ -45,13 +45,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import compiler
 from .api import CompiledLoss, Loss
+from .backward import SecondOrder, check_per_entry, check_per_sample, second_order
 from .binding import coerce_loss, param_value
 from .errors import LossError, LossNameError, did_you_mean
-from .ir.node import is_constant, toposort
-from .ops.scans import SCANS
-from .passes import diff, shapes
 from .roles import positional_inputs
 
 __all__ = ["TorchLoss", "loss"]
@@ -225,50 +222,6 @@ class _NoThirdDerivative(torch.autograd.Function):
                         "derivative is the symbolic Hessian): a third derivative was asked for")
 
 
-@dataclass(frozen=True)
-class _SecondOrder:
-    """What the symbolic gradient of a loss with respect to one input tells about its second
-    derivatives: whether entries of the input are coupled (the diagonal Hessian is not the
-    whole Hessian), which other inputs the gradient depends on (mixed derivatives), the
-    input's axes and the samples' axis."""
-
-    coupled: bool
-    depends_on: frozenset[str]
-    axes: tuple[str, ...]
-    sample_axis: str | None
-
-
-def _second_order(compiled: CompiledLoss, name: str, ranks: dict[str, int],
-                  weighted: bool) -> _SecondOrder:
-    spec = compiler.specialize(compiled.loss.definition, ranks, weighted, compiled.reduction)
-    objective = spec.objective
-    axes = spec.shapes.input_axes.get(name, ())
-    x = next((n for n in toposort([objective.total]) if n.op == "input" and n.value == name),
-             None)
-    if x is None:  # the loss does not depend on it: every derivative is zero
-        return _SecondOrder(False, frozenset(), axes, objective.sample_axis)
-    (gradient,) = compiler.optimize([diff.grad(objective.total, x)], for_codegen=False)
-    varies: dict[int, bool] = {}  # node -> does it depend on x (stop_gradient cuts)
-    coupled = False
-    inputs = set()
-    for n in toposort([gradient]):
-        if n.op == "input":
-            varies[id(n)] = n is x
-            inputs.add(n.value)
-            continue
-        varies[id(n)] = n.op != "stop_gradient" and any(varies[id(a)] for a in n.args)
-        for a in n.args:
-            # an argument with axes its result lacks is reduced over them; reduced over an
-            # axis of x, an x-dependent argument mixes different entries of x
-            reduced = set(a.axes or ()) - set(n.axes or ())
-            if varies[id(a)] and reduced & set(x.axes or ()):
-                coupled = True
-        # a cumulative sum keeps its axis but mixes the entries along it (a risk set)
-        if n.op in SCANS and varies[id(n.args[0])]:
-            coupled = True
-    return _SecondOrder(coupled, frozenset(inputs - {name}), axes, objective.sample_axis)
-
-
 class TorchLoss(torch.nn.Module):
     """A compiled lossdsl loss as a ``torch.nn.Module``: call it with tensors, get a tensor.
 
@@ -305,7 +258,7 @@ class TorchLoss(torch.nn.Module):
         self._cpu = loss.compile(target, reduction, self.params)
         self._cuda: CompiledLoss | None = None
         self._summed: dict[bool, CompiledLoss] = {}
-        self._second: dict[tuple, _SecondOrder] = {}
+        self._second: dict[tuple, SecondOrder] = {}
         self.formula = _formula(loss, text)
 
     @property
@@ -387,7 +340,7 @@ class TorchLoss(torch.nn.Module):
             return {}
         cuda = grad_output.is_cuda
         summed = self._summed_loss(cuda)
-        self._check_per_sample(summed, ctx.arrays)
+        check_per_sample(summed, self._ranks(ctx.arrays))
         v = grad_output.detach()
         if v.dim() == 2:  # one value per sample and class
             return self._per_element_vector_jacobian(ctx, summed, v)
@@ -404,14 +357,7 @@ class TorchLoss(torch.nn.Module):
         on ``x_ik`` alone (``bce_logits`` on multi-label rows); refused otherwise."""
         ranks, weighted = self._ranks(ctx.arrays), ctx.weight is not None
         for name in ctx.wrt:
-            facts = self._second_order(summed, name, ranks, weighted)
-            if facts.coupled or len(facts.axes) != 2:
-                why = ("its entries are coupled (a row reduction such as a softmax)"
-                       if facts.coupled else f"'{name}' has one value per sample, not per class")
-                raise LossError(
-                    f"reduction='none' backward of a loss with one value per sample and class "
-                    f"needs each value to depend on its own entry of '{name}' alone, and {why}: "
-                    "reduce the loss per sample first (rowsum(...)) or use 'mean' or 'sum'")
+            check_per_entry(self._second_order(summed, name, ranks, weighted), name)
         gradients = summed.grad(ctx.wrt, sample_weight=ctx.weight, **ctx.arrays,
                                 **ctx.call.params)
         return {name: _to_tensor(g, ctx.call.device) * v for name, g in gradients.items()}
@@ -422,19 +368,6 @@ class TorchLoss(torch.nn.Module):
             raise LossError("create_graph=True with reduction='none' needs one value per "
                             "sample; this loss returns one per sample and class: reduce it "
                             "with rowsum first")
-
-    @staticmethod
-    def _check_per_sample(summed: CompiledLoss, arrays: dict[str, Any]) -> None:
-        # Per-sample values l_i + c carry a scalar term c (a regulariser) in every sample; the
-        # weighted-sum trick would count it once instead of sum_i v_i times.
-        ranks = {name: int(np.ndim(value)) for name, value in arrays.items()}
-        definition = summed.loss.definition
-        specialized = shapes.specialize(definition.graph, ranks, definition.inputs,
-                                        definition.input_spans)
-        _, scalar = shapes.split_additive(specialized.graph)
-        if not is_constant(scalar, 0.0) and not is_constant(scalar):
-            raise LossError("reduction='none' cannot be differentiated for a loss with a "
-                            "scalar term (such as a regulariser): use 'mean' or 'sum'")
 
     # ------------------------------------------------------------------ create_graph=True
     def _differentiable_gradients(self, ctx: Any, grad_output: torch.Tensor
@@ -454,7 +387,7 @@ class TorchLoss(torch.nn.Module):
         # d(sum_i v_i w_i l_i)/dx_i = v_i * G_i, G the gradient of sum_i w_i l_i: a function
         # of x alone when x has one row per sample, so v enters autograd as a factor
         summed = self._summed_loss(cuda)
-        self._check_per_sample(summed, ctx.arrays)
+        check_per_sample(summed, self._ranks(ctx.arrays))
         self._check_vector(grad_output)
         for name in ctx.wrt:
             x = tensors[call.names.index(name)]
@@ -476,11 +409,11 @@ class TorchLoss(torch.nn.Module):
                 for name, a in arrays.items()}
 
     def _second_order(self, compiled: CompiledLoss, name: str, ranks: dict[str, int],
-                      weighted: bool) -> _SecondOrder:
+                      weighted: bool) -> SecondOrder:
         key = (id(compiled), name, tuple(sorted(ranks.items())), weighted)
         facts = self._second.get(key)
         if facts is None:
-            facts = self._second[key] = _second_order(compiled, name, ranks, weighted)
+            facts = self._second[key] = second_order(compiled, name, ranks, weighted)
         return facts
 
     def _check_second_order(self, compiled: CompiledLoss, name: str, ranks: dict[str, int],

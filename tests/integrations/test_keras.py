@@ -1,10 +1,10 @@
 """lossdsl.keras: a lossdsl loss as a Keras 3 loss, on the JAX backend (in this process) and the
-PyTorch backend (in a subprocess, since Keras picks its backend once, at import), checked
-against the Numba kernels and against Keras' own weighting, masking and reduction."""
+PyTorch and TensorFlow backends (in subprocesses, since Keras picks its backend once, at
+import), checked against the Numba kernels and against Keras' own weighting, masking and
+reduction."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -229,8 +229,8 @@ def test_bad_input_raises_loss_error(monkeypatch):
     with pytest.raises(LossError, match="needs 'loss'"):
         lossdsl.keras.Loss.from_config({"name": "x", "reduction": "sum"})
     y, p, _ = data()
-    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
-    with pytest.raises(LossError, match="jax and torch.*not 'tensorflow'"):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "numpy")
+    with pytest.raises(LossError, match="jax, tensorflow, torch, not 'numpy'"):
         lossdsl.keras.Loss(TEXT)(y, p)
 
 
@@ -241,24 +241,50 @@ def test_import_lossdsl_does_not_import_keras():
 
 def test_a_missing_tensorflow_backend_is_explained():
     """Keras' default backend is TensorFlow: without it, importing lossdsl.keras says what to
-    set instead of only 'No module named tensorflow'."""
-    if importlib.util.find_spec("tensorflow") is not None:
-        pytest.skip("tensorflow is installed")
+    set instead of only 'No module named tensorflow' (TensorFlow hidden from the import
+    system where it is installed)."""
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    done = subprocess.run([sys.executable, "-c", "import lossdsl.keras"], env=env, cwd=ROOT,
+    code = "import sys; sys.modules['tensorflow'] = None; import lossdsl.keras"
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "set KERAS_BACKEND=jax (or torch)" in done.stderr, done.stderr[-2000:]
 
 
-TORCH_SCRIPT = textwrap.dedent('''
+# How each backend run in a subprocess differentiates and reads back a tensor.
+BACKEND_HELPERS = {
+    "torch": textwrap.dedent('''
+        import torch
+
+        def gradient(loss, y, p, sample_weight=None):
+            q = torch.tensor(p, requires_grad=True)
+            loss(y, q, sample_weight=sample_weight).backward()
+            return q.grad.numpy()
+
+        def numpy(value):
+            return value.detach().cpu().numpy()
+    '''),
+    "tensorflow": textwrap.dedent('''
+        import tensorflow as tf
+
+        def gradient(loss, y, p, sample_weight=None):
+            q = tf.Variable(p)
+            with tf.GradientTape() as tape:
+                value = loss(y, q, sample_weight=sample_weight)
+            return tape.gradient(value, q).numpy()
+
+        def numpy(value):
+            return np.asarray(value)
+    '''),
+}
+
+BACKEND_SCRIPT = textwrap.dedent('''
     import json, os
-    os.environ["KERAS_BACKEND"] = "torch"
     import numpy as np
     import keras
-    import torch
     import lossdsl
     import lossdsl.keras
+    from lossdsl import LossError
 
     TEXT = "asymmetric_l1(y, p, 4, 1)"
     compiled = {r: lossdsl.compile(TEXT, reduction=r) for r in ("mean", "sum", "none")}
@@ -267,37 +293,50 @@ TORCH_SCRIPT = textwrap.dedent('''
     p = rng.normal(size=(40, 1)).astype(np.float32)
     w = rng.uniform(0.0, 2.0, size=40).astype(np.float32)
     y64, p64, w64 = y.astype(np.float64), p.reshape(-1).astype(np.float64), w.astype(np.float64)
-    out = {"backend": keras.backend.backend(), "errors": {}}
+    out = {"backend": keras.backend.backend(), "errors": {}, "refused": {}}
     for keras_reduction, reduction in (("sum_over_batch_size", "mean"), ("sum", "sum"),
                                        ("none", "none")):
         value = lossdsl.keras.Loss(TEXT, reduction=keras_reduction)(y, p)
         expected = compiled[reduction](y=y64, p=p64)
         out["errors"][keras_reduction] = float(np.max(np.abs(
-            value.detach().cpu().numpy() - expected) / np.maximum(1.0, np.abs(expected))))
+            numpy(value) - expected) / np.maximum(1.0, np.abs(expected))))
     logits = rng.normal(size=(16, 4)).astype(np.float32)
     labels = rng.integers(0, 4, 16)
     ours = lossdsl.keras.Loss("sparse_cce_logits(y, z)")(labels, logits)
     theirs = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
     out["errors"]["sparse_cce_logits"] = abs(float(ours) - float(theirs)) / float(theirs)
-    q = torch.tensor(p, requires_grad=True)
-    loss = lossdsl.keras.Loss(TEXT)
-    loss(y, q, sample_weight=w).backward()
+    expected = lossdsl.compile("sparse_cce_logits(y, z)").grad(
+        "z", y=labels, z=logits.astype(np.float64))
+    out["errors"]["sparse_cce_logits gradient"] = float(np.max(np.abs(
+        gradient(lossdsl.keras.Loss("sparse_cce_logits(y, z)"), labels, logits) - expected)))
+    found = gradient(lossdsl.keras.Loss(TEXT), y, p, sample_weight=w)
     expected = compiled["mean"].grad("p", y=y64, p=p64, sample_weight=w64)
-    out["errors"]["gradient"] = float(np.max(np.abs(q.grad.numpy().reshape(-1) - expected)))
+    out["errors"]["gradient"] = float(np.max(np.abs(found.reshape(-1) - expected)))
+    # per-sample values coupled through the batch's mean: the incoming gradients as weights
+    centred = "square(y - p + mean(p) - mean(y))"
+    found = gradient(lossdsl.keras.Loss(centred), y, p, sample_weight=w)
+    expected = lossdsl.compile(centred).grad("p", y=y64, p=p64, sample_weight=w64)
+    out["errors"]["coupled samples gradient"] = float(np.max(np.abs(
+        found.reshape(-1) - expected)))
 
-    # one value per entry of (N, 3): lossdsl.torch takes Keras' (N, 3) incoming gradients
-    wide = torch.tensor(rng.normal(size=(8, 3)).astype(np.float32), requires_grad=True)
+    # one value per entry of (N, 3): Keras' (N, 3) incoming gradients, entry by entry
+    wide = rng.normal(size=(8, 3)).astype(np.float32)
     y_wide = rng.normal(size=(8, 3)).astype(np.float32)
-    lossdsl.keras.Loss(TEXT)(y_wide, wide).backward()
     expected = compiled["mean"].grad("p", y=y_wide.astype(np.float64),
-                                     p=wide.detach().numpy().astype(np.float64))
-    out["errors"]["(N, 3) gradient"] = float(np.max(np.abs(wide.grad.numpy() - expected)))
+                                     p=wide.astype(np.float64))
+    out["errors"]["(N, 3) gradient"] = float(np.max(np.abs(
+        gradient(lossdsl.keras.Loss(TEXT), y_wide, wide) - expected)))
+    try:  # entries coupled by a softmax over the row: no entry-by-entry backward
+        gradient(lossdsl.keras.Loss("-y * log_softmax(z)"), np.abs(y_wide), wide)
+    except LossError as error:
+        out["refused"]["coupled entries"] = str(error)
     keras.utils.set_random_seed(0)
     x = rng.normal(size=(128, 3)).astype(np.float32)
     t = (x @ np.array([1.0, 2.0, -1.0], np.float32) + rng.normal(size=128).astype(np.float32)
          + 0.5)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=lossdsl.keras.Loss(TEXT))
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=lossdsl.keras.Loss(TEXT),
+                  jit_compile=False)
     before = compiled["mean"](y=t.astype(np.float64),
                               p=model.predict(x, verbose=0).reshape(-1).astype(np.float64))
     history = model.fit(x, t, epochs=20, batch_size=128, shuffle=False, verbose=0)
@@ -307,22 +346,34 @@ TORCH_SCRIPT = textwrap.dedent('''
     out["weighted_kernel"] = float(compiled["mean"](
         y=t.astype(np.float64), p=model.predict(x, verbose=0).reshape(-1).astype(np.float64),
         sample_weight=w.astype(np.float64)))
+    if out["backend"] == "tensorflow":  # XLA cannot compile a call back to the host
+        model.compile(optimizer="sgd", loss=lossdsl.keras.Loss(TEXT), jit_compile=True)
+        try:
+            model.fit(x, t, epochs=1, batch_size=128, verbose=0)
+        except LossError as error:
+            out["refused"]["xla"] = str(error)
     print("RESULT " + json.dumps(out))
 ''')
 
 
-def test_compile_and_fit_on_the_torch_backend():
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_compile_and_fit_on_the_other_backends(backend):
+    """Each backend in a subprocess (Keras picks its backend at import): values, gradients
+    and a fit equal to the kernels, and the refusals."""
+    pytest.importorskip(backend)
     pytest.importorskip("numba")
-    env = {**os.environ, "KERAS_BACKEND": "torch"}
-    done = subprocess.run([sys.executable, "-c", TORCH_SCRIPT], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", BACKEND_HELPERS[backend] + BACKEND_SCRIPT],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
     out = json.loads(line[len("RESULT "):])
-    assert out["backend"] == "torch"
+    assert out["backend"] == backend
     for what, error in out["errors"].items():
         assert error < 1e-6, (what, error)
+    assert "coupled (a row reduction" in out["refused"]["coupled entries"]
+    if backend == "tensorflow":
+        assert "jit_compile=False" in out["refused"]["xla"]
     losses = out["losses"]
     np.testing.assert_allclose(losses[0], out["before"], rtol=1e-6)
     assert losses[-1] < 0.7 * losses[0]
