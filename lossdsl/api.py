@@ -425,7 +425,8 @@ class CompiledLoss:
         labels = self.label_inputs()
         ranks = {name: 2 if name in self.table_inputs() else 1 for name in self.inputs}
         for n in walk(self.loss.definition.graph):
-            if n.op in ("rowsum", "rowmax", "rowmean") and n.args[0].op not in ("group", "pairs"):
+            if (n.op in ("rowsum", "rowmax", "rowmean", "sparsemax_threshold")
+                    and n.args[0].op not in ("group", "pairs")):
                 for m in toposort([n.args[0]]):
                     if m.op == "input" and m.value not in labels:
                         ranks[m.value] = 2

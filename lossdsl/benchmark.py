@@ -154,6 +154,13 @@ class TorchEvaluator(NodeVisitor):
     def eval_rowmax(self, n, x):
         return x.amax(dim=1)
 
+    def eval_sparsemax_threshold(self, n, x):
+        ordered = self.torch.sort(x, dim=1, descending=True).values
+        totals = self.torch.cumsum(ordered, dim=1)
+        sizes = self.torch.arange(1, x.shape[1] + 1, dtype=x.dtype)
+        support = (1.0 + sizes * ordered > totals).sum(dim=1, keepdim=True)
+        return ((totals.gather(1, support - 1) - 1.0) / support).squeeze(1)
+
     def fallback(self, n, *args):
         aligned = [self._align(v, a.axes, n.axes) for v, a in zip(args, n.args, strict=True)]
         value = self.elementwise[n.op](*aligned)

@@ -243,7 +243,8 @@ class _Functions:
                   and not depends_on(scalar, {id(x)})[id(scalar)])
             if ok:
                 dependent = depends_on(varying, {id(x)})
-                reductions = ("sum",) if len(axes) == 1 else ("sum", "rowsum", "rowmax")
+                reductions = ("sum",) if len(axes) == 1 else (
+                    "sum", "rowsum", "rowmax", "sparsemax_threshold")
                 ok = not any(n.op in reductions and dependent[id(n.args[0])]
                              for n in toposort([varying]))
             self.per_sample[name] = ok

@@ -163,6 +163,9 @@ class Evaluator(NodeVisitor[np.ndarray]):
             return np.maximum.reduceat(x, self._offsets(n.args[0].axes[1])[:-1])
         return self._rows(x).max(axis=1)
 
+    def eval_sparsemax_threshold(self, n, x):
+        return simplex_threshold(self._rows(x))
+
     @staticmethod
     def _ragged(n: Node) -> bool:
         """Whether row reduction ``n`` reduces the items of groups (a flat array)."""
@@ -192,3 +195,20 @@ def evaluate(
     groups' items, where each group's items start in the flat arrays (and where they end);
     ``partners``: for each axis of the partners of a pair sum, the sample each slot reads."""
     return Evaluator(inputs, params, counts, offsets, partners).evaluate(roots)
+
+
+def simplex_threshold(rows: np.ndarray) -> np.ndarray:
+    """The tau of each row of ``rows`` (N, K) with sum_k max(z_k - tau, 0) = 1, by sorting
+    (Held, Wolfe and Crowder; Martins and Astudillo's sparsemax): the support is the k largest
+    entries with 1 + k u_k > u_1 + ... + u_k for u sorted in decreasing order. NaN for a row
+    holding NaN or +inf, or only -inf (no finite support), as the kernels give."""
+    rows = np.asarray(rows, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ordered = -np.sort(-rows, axis=1)
+        totals = np.cumsum(ordered, axis=1)
+        sizes = np.arange(1, rows.shape[1] + 1)
+        support = np.count_nonzero(1.0 + sizes * ordered > totals, axis=1)
+        picked = totals[np.arange(rows.shape[0]), np.maximum(support - 1, 0)]
+        tau = (picked - 1.0) / np.maximum(support, 1)
+    defined = (support > 0) & ~np.isnan(rows).any(axis=1) & ~(rows == np.inf).any(axis=1)
+    return np.where(defined, tau, np.nan)

@@ -692,6 +692,25 @@ def ref_multiclass_perceptron(d):  # optax.multiclass_perceptron_loss
     return np.max(d["z"], axis=1) - (d["z"] * _onehot(d["y"])).sum(axis=1)
 
 
+def _simplex_projection(z) -> np.ndarray:
+    """Each row of z projected onto the probability simplex, by sorting (Duchi et al. 2008,
+    Algorithm 1): the k largest entries with u_k - (u_1 + ... + u_k - 1)/k > 0 make the
+    support, for u sorted in decreasing order."""
+    u = -np.sort(-z, axis=1)
+    totals = np.cumsum(u, axis=1)
+    k = np.arange(1, z.shape[1] + 1)
+    with np.errstate(invalid="ignore"):  # -inf - -inf past a row's finite entries
+        support = np.count_nonzero(u - (totals - 1) / k > 0, axis=1)
+    tau = (totals[np.arange(z.shape[0]), support - 1] - 1) / support
+    return np.maximum(z - tau[:, None], 0.0)
+
+
+def ref_multiclass_sparsemax(d):  # optax.losses.multiclass_sparsemax_loss
+    p, z = _simplex_projection(d["z"]), d["z"]
+    true = np.take_along_axis(z, np.asarray(d["y"])[:, None], axis=1)
+    return np.where(p > 0, p * (z - true), 0.0).sum(axis=1) + 0.5 * (1 - (p * p).sum(axis=1))
+
+
 def ref_categorical_hinge(d):  # keras.losses.categorical_hinge
     positive = (d["y"] * d["z"]).sum(axis=1)
     negative = ((1.0 - d["y"]) * d["z"]).max(axis=1)
@@ -1304,6 +1323,9 @@ CASES: list[Case] = [
          functools.partial(class_logits, sparse=True),
          functools.partial(class_logits_extreme, sparse=True)),
     Case("categorical_hinge(y, z)", ref_categorical_hinge, hinge_one_hot, class_logits_extreme),
+    Case("multiclass_sparsemax(y, z)", ref_multiclass_sparsemax,
+         functools.partial(class_logits, sparse=True),
+         functools.partial(class_logits_extreme, sparse=True)),
     Case("multiclass_perceptron(y, z)", ref_multiclass_perceptron,
          functools.partial(class_logits, sparse=True),
          functools.partial(class_logits_extreme, sparse=True)),
@@ -1979,6 +2001,67 @@ def test_triplet_margin_optax_is_optax():
                                        rtol=1e-12, atol=1e-15)
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+def test_multiclass_sparsemax_is_optax():
+    """The loss, sparsemax itself and the gradient sparsemax(z) - onehot(y) (the Fenchel-Young
+    loss's) against optax, and the exact diagonal Hessian s_k (1 - 1/|S|) on the support S."""
+    optax = pytest.importorskip("optax")
+    jax = pytest.importorskip("jax")
+    rng = np.random.default_rng(41)
+    z = rng.normal(0.0, 2.0, (64, 7))
+    z[:4, 3] = -np.inf  # outside every support
+    y = rng.integers(0, 7, 64)
+    y[:4] = 0
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        expected = np.asarray(optax.losses.multiclass_sparsemax_loss(z, y))
+        projected = np.asarray(jax.vmap(optax.projections.projection_simplex)(z))
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    loss = compiled("multiclass_sparsemax(y, z)")
+    np.testing.assert_allclose(loss(y=y, z=z), expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ref_multiclass_sparsemax({"y": y, "z": z}), expected,
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(compiled("sparsemax(z)")(z=z), projected, atol=1e-14)
+    summed = lossdsl.compile("multiclass_sparsemax(y, z)", reduction="sum")
+    gradient, hessian = summed.grad_and_hessian("z", y=y, z=z)
+    np.testing.assert_allclose(gradient, projected - np.eye(7)[y], atol=1e-14)
+    support = projected > 0
+    np.testing.assert_allclose(hessian, support * (1 - 1 / support.sum(1, keepdims=True)),
+                               atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparsemax_threshold_on_edge_rows(dtype):
+    """The kernels' passes (serial and threaded) against the sort on rows that need many
+    passes, ties, huge and tiny logits, one class, and the rows with no finite support (a
+    NaN or +inf, or only -inf), which give NaN rather than a number. The threshold of
+    [1e300, -1e300, 0] is 1e300 - 1, which rounds to 1e300 (NaN: no element above it), but
+    sparsemax, computed after shifting by the row's maximum, is exact there."""
+    big = 1e300 if dtype == np.float64 else 1e30  # sparsemax shifts by the row's maximum
+    rows = [[np.nan, 1.0, 2.0], [np.inf, 0.0, 0.0], [-np.inf] * 3, [-np.inf, 0.0, 1.0],
+            [3.0, 3.0, 3.0], [big, -big, 0.0], [1e-300, 0.0, -1e-300],
+            [0.0, 0.45, 0.9], [1e4, 1e4 - 0.5, -1e4]]
+    z = np.array(rows, dtype=dtype)
+    steps = np.arange(40, dtype=dtype)[None, :] * dtype(0.02)  # each pass drops a few
+    single = np.array([[2.5], [-1.0]], dtype=dtype)
+    expected_rows = [[np.nan] * 3, [np.nan] * 3, [np.nan] * 3, [0.0, 0.0, 1.0],
+                     [1 / 3] * 3, [1.0, 0.0, 0.0], [1 / 3] * 3, [0.0, 0.275, 0.725],
+                     [0.75, 0.25, 0.0]]
+    for target in ("cpu", "parallel"):
+        threshold = lossdsl.compile("sparsemax_threshold(z)", target=target, reduction="none")
+        sparsemax = lossdsl.compile("sparsemax(z)", target=target, reduction="none")
+        for matrix in (z, steps, single):
+            found = threshold(z=matrix)
+            assert found.dtype == dtype
+            expected = lossdsl.reference.simplex_threshold(matrix.astype(np.float64))
+            np.testing.assert_allclose(found, expected, rtol=1e-6 if dtype == np.float32
+                                       else 1e-15, atol=0)
+        np.testing.assert_allclose(sparsemax(z=z), np.array(expected_rows), atol=1e-6)
+        np.testing.assert_allclose(sparsemax(z=single), np.ones((2, 1)))
+        np.testing.assert_allclose(sparsemax(z=steps).sum(axis=1), [1.0], rtol=1e-6)
 
 
 def test_dice_rows_on_classes_match_optax():

@@ -378,6 +378,10 @@ class BodyEmitter:
             self._emit_row_reduction(n, name, indent)
             self.values[id(n)] = name
             return
+        elif n.op == "sparsemax_threshold":
+            self._emit_threshold(n, name, indent)
+            self.values[id(n)] = name
+            return
         else:
             text = self.printer.expression(n, [self.operand(a) for a in n.args])
         self.lines.append(f"{indent}{name} = {text}")
@@ -476,6 +480,53 @@ class BodyEmitter:
         for m, m_name in emitted[1:]:
             self.values[id(m)] = m_name
         return emitted
+
+    def _row_pass(self, x: Node, indent: str, accumulate) -> None:
+        """A loop over row ``i``'s elements of per-class ``x``: ``accumulate(item, indent)``
+        gives the lines that take in element ``item`` (named) inside the loop."""
+        axis = x.axes[1]
+        saved = dict(self.values)
+        self.lines.append(f"{indent}{self.class_loop(*self._row_bounds(axis))}")
+        self._emit_rows([x], indent + "    ", "k", axis, whole_row=True)
+        self.lines.extend(accumulate(self.operand(x), indent + "    "))
+        self.values = saved  # per-class values do not outlive their loop
+
+    def combine_row_sums(self, names: list[str], indent: str) -> None:
+        """Make sums a loop over a row accumulated into ``names`` the whole row's: nothing to
+        do where one thread walks the whole row (the CUDA block-per-row kernels combine the
+        threads' parts)."""
+
+    def _emit_threshold(self, n: Node, name: str, indent: str) -> None:
+        """``sparsemax_threshold(x)`` of row ``i``, by Michelot's algorithm: tau is (the sum
+        of a candidate support - 1) / its size, from the whole row; the elements above tau
+        are the next candidates, until no element leaves (tau only grows, so counting over
+        the whole row counts the candidates). At most the row's width passes, usually two
+        or three. NaN where no element stays above tau (a NaN or +inf in the row, or only
+        -inf)."""
+        x = n.args[0]
+        total, size, above = self._fresh(), self._fresh(), self._fresh()
+        one = self.printer.constant(1.0)
+        zero = self.printer.constant(0.0)
+        self.lines += [f"{indent}{total} = {zero}", f"{indent}{size} = {zero}",
+                       f"{indent}{above} = {zero}"]
+        self._row_pass(x, indent, lambda item, inner: [f"{inner}{total} += {item}",
+                                                       f"{inner}{size} += {one}"])
+        self.combine_row_sums([total, size], indent)
+        self.lines.append(f"{indent}{name} = ({total} - {one}) / {size}")
+        start, stop = self._row_bounds(x.axes[1])
+        self.lines.append(f"{indent}for sweep in range({start}, {stop}):")
+        inner = indent + "    "
+        self.lines += [f"{inner}{total} = {zero}", f"{inner}{above} = {zero}"]
+        self._row_pass(x, inner, lambda item, body: [f"{body}if {item} > {name}:",
+                                                      f"{body}    {total} += {item}",
+                                                      f"{body}    {above} += {one}"])
+        self.combine_row_sums([total, above], inner)
+        self.lines += [f"{inner}if {above} == {size} or {above} == {zero}:",
+                       f"{inner}    break",
+                       f"{inner}{size} = {above}",
+                       f"{inner}{name} = ({total} - {one}) / {above}"]
+        self.lines.append(f"{indent}if {above} == {zero}:")
+        self.lines.append(f"{indent}    {name} = {self.printer.constant(math.nan)}")
 
     def emit(self) -> Body:
         indent = "    "

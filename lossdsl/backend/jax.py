@@ -262,6 +262,23 @@ def rows(table: Any, labels: Any, samples: int | None) -> Any:
     return found
 
 
+def sparsemax_threshold(x: Any) -> Any:
+    """The tau of each row with sum_k max(x_k - tau, 0) = 1, by sorting (as optax's
+    ``projection_simplex``); NaN where the kernels give NaN (a NaN or +inf in the row, or
+    only -inf). JAX differentiates it through the sort: 1/|support| on the support."""
+    jnp = _jnp()
+    from jax import lax
+
+    ordered = -jnp.sort(-x, axis=-1)
+    totals = jnp.cumsum(ordered, axis=-1)
+    sizes = jnp.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+    support = lax.stop_gradient(jnp.sum(1.0 + sizes * ordered > totals, axis=-1))
+    picked = jnp.take_along_axis(totals, jnp.maximum(support - 1, 0)[..., None], axis=-1)
+    tau = (picked[..., 0] - 1.0) / jnp.maximum(support, 1).astype(x.dtype)
+    undefined = (support == 0) | jnp.any(jnp.isnan(x) | (x == math.inf), axis=-1)
+    return jnp.where(undefined, jnp.asarray(math.nan, x.dtype), tau)
+
+
 def class_index(T: type, samples: int | None, width: int) -> Any:
     """The class index k of each element of a per-class matrix."""
     jnp = _jnp()
@@ -427,7 +444,8 @@ class JaxPrinter(NodeVisitor[str]):
     def _aligned(self, a: Node, name: str, n: Node) -> str:
         """``a`` broadcast against ``n``: a per-sample vector meets a per-class matrix row by
         row (NumPy would align it with the classes), a group's value each of its samples."""
-        if (n.op not in ("rowsum", "rowmax", "sum", "class_index", "table_row", "at_partner")
+        if (n.op not in ("rowsum", "rowmax", "sparsemax_threshold", "sum", "class_index",
+                         "table_row", "at_partner")
                 and a.axes is not None and n.axes is not None and len(n.axes) == 2
                 and tuple(a.axes) == tuple(n.axes[:1])):
             segments = self._segments_of(n.axes)
@@ -522,6 +540,10 @@ class JaxPrinter(NodeVisitor[str]):
         if segments:
             return f"h.segment_max({x}, {segments})"
         return f"jnp.max({x}, axis=-1)"
+
+    def print_sparsemax_threshold(self, n, x):
+        """Sparsemax's threshold of each row (``h.sparsemax_threshold``, by sorting)."""
+        return f"h.sparsemax_threshold({x})"
 
     def print_scan(self, n, values, keys, strata):
         """A cumulative sum in the order of the keys, within strata (``h.scan``)."""

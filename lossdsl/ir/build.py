@@ -55,7 +55,7 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
         return None
     if op == "sum":
         return ()
-    if op == "rowsum" or op == "rowmax":
+    if op in ("rowsum", "rowmax", "sparsemax_threshold"):
         return args[0].axes[:1]
     if op == "class_index":
         if not args[0].axes or given is not None:

@@ -41,6 +41,12 @@ register(
     Op("rowsum", 1, "row", doc="the sum of each row", latex=NOTATION, callable_as="rowsum"),
     Op("rowmax", 1, "row", doc="the largest element of each row (NaN propagates)",
        latex=NOTATION, callable_as="rowmax"),
+    # sparsemax_threshold(z): the tau of each row with sum_k max(z_k - tau, 0) = 1, where the
+    # Euclidean projection of the row onto the probability simplex cuts (sparsemax(z) is
+    # max(z - tau, 0)); found by Michelot's passes over the row (backend/emit.py)
+    Op("sparsemax_threshold", 1, "row",
+       doc="the threshold tau of each row with sum_k max(z_k - tau, 0) = 1 (sparsemax's)",
+       latex=r"\tau_{\mathrm{sparsemax}}", callable_as="sparsemax_threshold"),
     Op("sum", 1, "reduce", doc="the sum over the samples", latex=NOTATION, callable_as="sum"),
     # table_row(C, y): row y_i of a class-by-class table C (an input bound to a (R, K) array),
     # one value per sample and class: what rowof(C, y) builds (a cost matrix's row per

@@ -77,6 +77,28 @@ def _first_maximum(row_maximum: Node) -> Node:
     return _indicator(_m("eq", k, first))
 
 
+def _threshold_weights(threshold: Node) -> Node:
+    """The derivative of ``sparsemax_threshold(x)`` with respect to ``x``: 1/|S| on the
+    row's support S (the x_k above the threshold), 0 elsewhere. The support does not change
+    under small moves of x, so these weights have derivative 0."""
+    support = _indicator(_m("gt", threshold.args[0], threshold))
+    return _m("div", support, _m("rowsum", support))
+
+
+def _row_weights(reduction: Node) -> Node:
+    """The weight of each element in the derivative of a reduction: 1 for sums, the first
+    maximum's indicator for ``rowmax``, the support's share for ``sparsemax_threshold``."""
+    if reduction.op == "rowmax":
+        return _first_maximum(reduction)
+    if reduction.op == "sparsemax_threshold":
+        return _threshold_weights(reduction)
+    return _ONE
+
+
+#: The reductions: one value per row (or a scalar) of values over an axis.
+_REDUCTIONS = ("sum", "rowsum", "rowmax", "sparsemax_threshold")
+
+
 def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None = None) -> Node:
     """Sum ``value`` over the axes it has beyond ``axes`` (the adjoint of broadcasting).
 
@@ -170,8 +192,8 @@ def grad(total: Node, x: Node) -> Node:
             contributions = [adjoint]
         elif n.op in SCANS:  # the key is a constant of the loss
             contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None, None]
-        elif n.op == "rowmax":
-            contributions = [_m("mul", adjoint, _first_maximum(n))]
+        elif n.op in ("rowmax", "sparsemax_threshold"):
+            contributions = [_m("mul", adjoint, _row_weights(n))]
         elif n.op == "at_partner":  # each sample's share as the partner of its pairs
             contributions = [pairs.transposed(adjoint, n.axes[1])]
         elif n.op in ("class_index", "table_row", "partner_first"):
@@ -184,7 +206,7 @@ def grad(total: Node, x: Node) -> Node:
                 continue
             # the contribution stands for one value per element of n (of a for reductions,
             # whose adjoint is the same for every element they reduce)
-            full = a.axes if n.op in ("sum", "rowsum", "rowmax", "at_partner") else n.axes
+            full = a.axes if n.op in (*_REDUCTIONS, "at_partner") else n.axes
             contribution = unbroadcast(contribution, a.axes, full)
             previous = adjoints.get(id(a))
             adjoints[id(a)] = (
@@ -253,7 +275,7 @@ class _Diagonal:
                 stack.append((request, self._compute(*request)))
 
     def _compute(self, e: Node, seed: Node, frozen: frozenset):
-        if e.op in ("sum", "rowsum", "rowmax"):
+        if e.op in _REDUCTIONS:
             return (yield from self._reduction(e, seed, frozen))
         if e.op in SCANS:
             return (yield from self._scan(e, seed, frozen))
@@ -286,7 +308,7 @@ class _Diagonal:
             if id(n) in seen or n is seed or not self.depends(n, seed):
                 continue
             seen.add(id(n))
-            if n.op in ("sum", "rowsum", "rowmax", "at_partner") or n.op in SCANS:
+            if n.op in (*_REDUCTIONS, "at_partner") or n.op in SCANS:
                 return False
             stack.extend(n.args)
         return True
@@ -319,7 +341,7 @@ class _Diagonal:
         f = e.args[0]
         axis = _reduced_axis(e)
         # the weight each element gets in the reduction's derivative
-        weight = _ONE if e.op != "rowmax" else _first_maximum(e)
+        weight = _row_weights(e)
         leaves = self._leaves(f, axis, seed, frozen)
         # a sum over the samples of values holding cumulative sums: sample i's value depends
         # on the others through them, as through the scalars

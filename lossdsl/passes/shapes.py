@@ -276,7 +276,7 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                        else "none of them can have classes (N, K)"),
                     spans.get(culprits[0]) if culprits else None)
             shape[id(n)] = (join(join(e_domain, t_domain), g_domain), False)
-        elif n.op in ("rowsum", "rowmax", "rowmean"):
+        elif n.op in ("rowsum", "rowmax", "rowmean", "sparsemax_threshold"):
             domain, rows = shape[id(n.args[0])]
             if not rows:
                 culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]

@@ -305,9 +305,10 @@ def test_many_sums_in_one_pass():
 
 
 def _class_losses() -> list[str]:
-    """Prelude losses over class rows, with a row reduction (logsumexp, softmax, rowsum)."""
+    """Prelude losses over class rows, with a row reduction (logsumexp, softmax, rowsum,
+    sparsemax's threshold)."""
     wanted = ["sparse_cce_logits", "cce_logits", "categorical_focal_logits", "cce",
-              "multi_margin", "expected_cost", "expected_cost_rows"]
+              "multi_margin", "expected_cost", "expected_cost_rows", "multiclass_sparsemax"]
     return [name for name in wanted if name in ENTRIES]
 
 
@@ -608,9 +609,10 @@ _PTX_CHECK = textwrap.dedent('''
 
 
 # What a kernel's typing depends on: the math functions, helpers and operators its bodies
-# use, matrix and label reads, block-per-row loops, multi-pass fetches.
+# use, matrix and label reads, block-per-row loops, multi-pass fetches, loops left early
+# (sparsemax's threshold).
 _FEATURES = re.compile(r"math\.\w+|\bh_\w+|\*\*|\bint\(|\babs\(|\bif\b|\band\b|\bor\b"
-                       r"|\[i, k\]|\[i\]|rt\.fetch|rows\d")
+                       r"|\[i, k\]|\[i\]|rt\.fetch|rows\d|\bbreak\b")
 
 
 def _covering_losses() -> list[str]:

@@ -225,6 +225,29 @@ def test_coupled_hessian_is_exact():
     assert_close(hessian, expected, "softmax Hessian")
 
 
+def test_sparsemax_printed_by_sorting_equals_the_kernels_passes():
+    """The printer's sort-based threshold against the kernels' passes on edge rows (ties,
+    huge logits, -inf classes, rows without a finite support), under jit, and the full
+    Hessian of the sparsemax loss: JAX's derivative of the printed gradient, whose diagonal
+    is lossdsl's s_k (1 - 1/|S|) and whose off-diagonal within the support is 1/|S|."""
+    z = np.array([[np.nan, 1.0, 2.0], [-np.inf] * 3, [-np.inf, 0.0, 1.0], [3.0, 3.0, 3.0],
+                  [1e300, -1e300, 0.0], [0.0, 0.45, 0.9], [1e4, 1e4 - 0.5, -1e4]])
+    for text in ("sparsemax(z)", "sparsemax_threshold(z)"):
+        printed = np.asarray(jax.jit(lossdsl.jax.loss(text, reduction="none"))(z))
+        np.testing.assert_allclose(printed, lossdsl.compile(text, reduction="none")(z=z),
+                                   rtol=1e-15, atol=1e-15)
+    labels, scores = np.array([0, 2]), np.array([[1.0, 0.8, -2.0], [0.1, 0.5, 0.3]])
+    f = lossdsl.jax.loss("multiclass_sparsemax(y, z)", reduction="sum")
+    hessian = np.asarray(jax.hessian(f, argnums=1)(labels, scores)).reshape(6, 6)
+    expected = np.zeros((6, 6))
+    for row in range(2):
+        support = (scores[row] - lossdsl.reference.simplex_threshold(scores[row:row + 1])
+                   > 0).astype(float)
+        block = np.diag(support) - np.outer(support, support) / support.sum()
+        expected[3 * row:3 * row + 3, 3 * row:3 * row + 3] = block
+    assert_close(hessian, expected, "sparsemax Hessian")
+
+
 # ------------------------------------------------------------------ transformations
 
 

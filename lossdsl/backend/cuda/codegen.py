@@ -88,6 +88,10 @@ class BlockRowEmitter(BodyEmitter):
         first = "cuda.threadIdx.x" if start == "0" else f"{start} + cuda.threadIdx.x"
         return f"for k in range({first}, {stop}, ROW_THREADS):"
 
+    def combine_row_sums(self, names: list[str], indent: str) -> None:
+        for sum_name in names:
+            self.lines.append(f"{indent}{sum_name} = block_sum(scratch, {sum_name})")
+
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> list[tuple[Node, str]]:
         emitted = super()._emit_row_reduction(n, name, indent)
         if pick_parts(n) is None:  # a pick reads one column: no loop, nothing to combine
