@@ -19,19 +19,24 @@ def shuffled_group_ids(rng: np.random.Generator, n_groups: int, largest: int) ->
 
 
 def central_differences(total: Callable[[np.ndarray], float], x: np.ndarray,
-                        step: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+                        step: float = 1e-5, hessian_step: float = 1e-4
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """The gradient and Hessian diagonal of scalar ``total`` at ``x`` (any shape) by central
     differences, each element perturbed alone (a sample's value depends on its group's
-    others)."""
+    others). The second difference takes a larger step: its rounding error is about
+    eps |total| / step^2, 2e-3 at a total of 1000 with the gradient's step."""
     gradient, hessian = np.zeros_like(x), np.zeros_like(x)
     center = total(x)
     for index in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[index] += step
-        down[index] -= step
-        f_up, f_down = total(up), total(down)
+        values = []
+        for h in (step, hessian_step):
+            up, down = x.copy(), x.copy()
+            up[index] += h
+            down[index] -= h
+            values.append((total(up), total(down)))
+        (f_up, f_down), (g_up, g_down) = values
         gradient[index] = (f_up - f_down) / (2 * step)
-        hessian[index] = (f_up - 2 * center + f_down) / step**2
+        hessian[index] = (g_up - 2 * center + g_down) / hessian_step**2
     return gradient, hessian
 
 

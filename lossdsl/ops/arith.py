@@ -47,8 +47,12 @@ def _pow_kernel(printer, n, a, b):
             return f"math.sqrt({a})"
         if exponent.value in _POWER_FORMS:
             return _POWER_FORMS[exponent.value].format(a)
-    printer.note_scalar_only()  # Numba's ** calls libm pow, one element at a time
-    return f"{a} ** {b}"
+    if printer.target != "cpu":
+        return f"{a} ** {b}"
+    # the CPU's libm.pow is vector_math.vpow (a loop calling it still vectorises; Numba's
+    # ** calls libm's pow, one element at a time) wherever the module vectorises
+    printer.math_calls["pow"] += 1
+    return f"math.pow({a}, {b})"
 
 
 def _pow_jax(n, a, b):

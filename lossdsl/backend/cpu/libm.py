@@ -1,6 +1,6 @@
 """The ``math`` of generated CPU kernels: the standard library's functions, except that
-``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` are the SIMD-vectorisable versions of
-:mod:`lossdsl.backend.cpu.vector_math`.
+``exp``, ``expm1``, ``log``, ``log1p``, ``pow`` and ``tanh`` are the SIMD-vectorisable versions
+of :mod:`lossdsl.backend.cpu.vector_math`.
 
 Numba calls libm for ``math.exp`` and friends, one element at a time, and a loop with such a
 call does not vectorise; without Intel's SVML these four made transcendental losses
@@ -18,9 +18,11 @@ from .vector_math import vexp as exp
 from .vector_math import vexpm1 as expm1
 from .vector_math import vlog as log
 from .vector_math import vlog1p as log1p
+from .vector_math import vpow as pow  # noqa: A004 -- math.pow's name, as a kernel reads it
 from .vector_math import vtanh as tanh
 
-_VECTORISED = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "tanh": tanh}
+_VECTORISED = {"exp": exp, "expm1": expm1, "log": log, "log1p": log1p, "pow": pow,
+               "tanh": tanh}
 #: The functions this module gives in their vectorisable form.
 VECTORISED = frozenset(_VECTORISED)
 # names no template text shows: the constants of emit.number, the sqrt that pow's printing

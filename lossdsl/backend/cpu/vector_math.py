@@ -1,4 +1,4 @@
-"""Branch-free, SIMD-vectorisable ``exp``/``expm1``/``log``/``log1p``/``tanh`` for Numba.
+"""Branch-free, SIMD-vectorisable ``exp``/``expm1``/``log``/``log1p``/``tanh``/``pow`` for Numba.
 
 Why this exists
 ---------------
@@ -9,7 +9,7 @@ instructions, so after inlining ``for i in range(n): out[i] = vexp(a[i])`` vecto
 
 Public API (callable from Python and from ``@njit`` code)::
 
-    vexp(x)   vexpm1(x)   vlog(x)   vlog1p(x)   vtanh(x)
+    vexp(x)   vexpm1(x)   vlog(x)   vlog1p(x)   vtanh(x)   vpow(x, y)
 
 Each accepts a float64 or float32 scalar and returns the same dtype (integers and booleans
 are promoted to float64).  float32 uses float32 arithmetic throughout (shorter polynomials,
@@ -40,13 +40,25 @@ Algorithms
   itself below ``2**-28`` (``2**-12`` in float32), 1 from 22 on (9 in float32), the sign
   restored last. One ``expm1`` and one division per element, both vectorised.
 
+* pow: ``exp(y log|x|)``, where an error e in ``y log|x|`` is a relative error e of the
+  result, up to 745 times log's own: ``log|x|`` is carried as ``hi + lo`` to about 2**-62 of
+  its value (fdlibm's reduction, ``log(1 + f) = 2s + 2s^3/3 + ...`` with ``s`` in two parts
+  and the large terms added exactly; the Taylor series of ``atanh`` to ``s^27``), the product
+  with ``y`` is split exactly (Dekker's product, no FMA needed), and ``exp(p + p_lo)`` is
+  ``exp(p) (1 + p_lo)``. The sign of negative bases, NaN for a negative base and a
+  non-integer exponent, and the rest of C99's special values are selects. float32 computes
+  in float64 and rounds once. Its parts are force-inlined: too long for LLVM to inline them
+  by itself, and a call in a loop stops it vectorising.
+
 All special cases (nan, +-inf, zero, negative, -1 for log1p, overflow/underflow for exp) are
 resolved by ``select``s computed alongside the main path, never by branches.
 
 Accuracy (``python3 tests/backend/test_vector_math.py``, ~10**7 samples per function and dtype, full
 ranges, tiny/huge/subnormal arguments and results): at most 1 ulp from glibc libm in float64, and at
 most 1 ulp from the float64 libm result rounded to float32 for float32 inputs, with or without FMA;
-tanh at most 3 ulp (expm1's ulp, then the quotient's roundings; 2 * 10**6 samples per range).
+tanh at most 3 ulp (expm1's ulp, then the quotient's roundings; 2 * 10**6 samples per range);
+pow at most 1 ulp from glibc's pow, and 2 where the power nears over- or underflow (|y log x|
+up to 745: exp's own ulp, and log's last bits times 745), float32 at most 1 ulp.
 Subnormal exp results are within 1 ulp as well (single rounding, no flush to zero).
 
 Notes
@@ -77,9 +89,12 @@ from numba import njit, types
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, overload
 
-__all__ = ["vexp", "vexpm1", "vlog", "vlog1p", "vtanh"]
+__all__ = ["vexp", "vexpm1", "vlog", "vlog1p", "vpow", "vtanh"]
 
 _JIT_OPTS = {"error_model": "numpy", "cache": True}
+# pow's parts are too long for LLVM's inliner to inline on its own, and a call in a loop
+# stops it vectorising: they are always inlined
+_INLINED_OPTS = {**_JIT_OPTS, "forceinline": True}
 
 # --------------------------------------------------------------------------------------------
 # Bit casts.  Numba has no scalar ``float.view(int)``; an LLVM ``bitcast`` is free and, unlike
@@ -398,6 +413,135 @@ def _log1p_f64(x):
 
 
 # --------------------------------------------------------------------------------------------
+# pow: exp(y * log|x|) with log|x| and the product carried in double-double
+# --------------------------------------------------------------------------------------------
+
+# Veltkamp's splitter 2**27 + 1: a = hi + lo with 26-bit halves, whose products are exact.
+_SPLITTER = 134217729.0
+# From 2**52 on every float64 is an integer (and from 2**53 on an even one).
+_TWO52 = 4503599627370496.0
+# |y log|x|| past which exp over- or underflows whatever the correction (exp(746) = inf,
+# exp(-746) = 0): there the double-double correction is not computed (it may be inf - inf).
+_POW_EXP_LIMIT = 746.0
+
+
+@njit(**_INLINED_OPTS)
+def _two_product(a, b):
+    """(p, e) with p = fl(a*b) and a*b = p + e exactly (Dekker; no FMA needed, so the same
+    bits on every CPU). |a|, |b| below 2**995."""
+    p = a * b
+    ca = _SPLITTER * a
+    a_hi = ca - (ca - a)
+    a_lo = a - a_hi
+    cb = _SPLITTER * b
+    b_hi = cb - (cb - b)
+    b_lo = b - b_hi
+    return p, ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+
+
+# log(1 + f) = 2 atanh(s) = 2s + 2s^3/3 + s^5 (2/5 + 2/7 s^2 + ...) for s = f/(2 + f), |s| <=
+# 0.1716: the Taylor coefficients to s^27 (the next term is below 2**-75 of the sum), the
+# 2s^3/3 term in two parts as 2/3 is.
+_TWO_THIRDS_HI = 0.6666666666666666
+_TWO_THIRDS_LO = 3.700743415417188e-17
+_ATANH2 = 0.4  # 2/5
+_ATANH3 = 0.2857142857142857  # 2/7
+_ATANH4 = 0.2222222222222222  # 2/9
+_ATANH5 = 0.18181818181818182  # 2/11
+_ATANH6 = 0.15384615384615385  # 2/13
+_ATANH7 = 0.13333333333333333  # 2/15
+_ATANH8 = 0.11764705882352941  # 2/17
+_ATANH9 = 0.10526315789473684  # 2/19
+_ATANH10 = 0.09523809523809523  # 2/21
+_ATANH11 = 0.08695652173913043  # 2/23
+_ATANH12 = 0.08  # 2/25
+_ATANH13 = 0.07407407407407407  # 2/27
+
+
+@njit(**_INLINED_OPTS)
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and a + b = s + e exactly (Knuth; any magnitudes)."""
+    total = a + b
+    b_part = total - a
+    return total, (a - (total - b_part)) + (b - b_part)
+
+
+@njit(**_INLINED_OPTS)
+def _log_double_f64(x):
+    """log(x) = hi + lo for finite x > 0, to about 2**-62 of log(x): fdlibm's reduction to
+    m = 1 + f in [sqrt2/2, sqrt2) (k ln2 + log(1 + f)), s = f/(2 + f) in two parts, and the
+    large terms k ln2_hi, 2s and 2s^3/3 added exactly (pow needs log|x| to more than float64's
+    digits: an error e in y log|x| is a relative error e of the power)."""
+    sub = x < _DBL_MIN
+    xs = x * _TWO54 if sub else x
+    ix = _float_bits(xs) + _SQRT2_OFFSET
+    k = (ix >> 52) - (1023 + 54 if sub else 1023)
+    f = _f64_from_bits((ix & _MANT_MASK) + _SQRT2_HALF_BITS) - 1.0  # exact
+    d = 2.0 + f
+    d_lo = f - (d - 2.0)  # 2 + f = d + d_lo exactly (|f| < 2)
+    s = f / d
+    product, product_lo = _two_product(s, d)
+    s_lo = (((f - product) - product_lo) - s * d_lo) / d
+    z, z_lo = _two_product(s, s)
+    cube, cube_lo = _two_product(s, z)
+    cube_lo = cube_lo + (s * z_lo + 3.0 * z * s_lo)
+    third, third_lo = _two_product(cube, _TWO_THIRDS_HI)
+    third_lo = third_lo + (cube * _TWO_THIRDS_LO + cube_lo * _TWO_THIRDS_HI)
+    z2 = z * z
+    z4 = z2 * z2
+    # Estrin's scheme over z: short dependency chains
+    rest = cube * z * _mla(z4 * z4, _mla(z2, _mla(z, _ATANH13, _ATANH12), _mla(z, _ATANH11,
+                                                                          _ATANH10)),
+                           _mla(z4, _mla(z2, _mla(z, _ATANH9, _ATANH8), _mla(z, _ATANH7, _ATANH6)),
+                                _mla(z2, _mla(z, _ATANH5, _ATANH4), _mla(z, _ATANH3, _ATANH2))))
+    dk = _int_to_f64(k)
+    hi, error = _two_sum(dk * _LN2_HI, 2.0 * s)  # dk * ln2_hi is exact
+    hi, error2 = _two_sum(hi, third)
+    lo = (error + error2) + (2.0 * s_lo + (third_lo + (rest + dk * _LN2_LO)))
+    total = hi + lo
+    return total, lo - (total - hi)
+
+
+@njit(**_INLINED_OPTS)
+def _is_integer_f64(a):
+    """Whether float64 ``a`` is an integer (False for NaN, True for +-inf): from 2**52 on every
+    float64 is one; below, adding 2**52 rounds |a| to an integer. Bitwise ``|`` and ``&`` on
+    the comparisons, not ``or``/``and``, whose short-circuit branches stop vectorisation."""
+    magnitude = abs(a)
+    return (magnitude >= _TWO52) | (((magnitude + _TWO52) - _TWO52) == magnitude)
+
+
+@njit(**_INLINED_OPTS)
+def _pow_f64(x, y):
+    magnitude = abs(x)
+    finite = (magnitude < _INF) & (magnitude > 0.0)
+    log_hi, log_lo = _log_double_f64(magnitude if finite else 1.0)
+    # y * log|x| = p + p_lo exactly, then exp(p) (1 + p_lo + y log_lo)
+    p, p_lo = _two_product(y, log_hi)
+    power = _exp_f64(p)
+    # past exp's range the result is 0 or inf (and inf * 0 would be nan)
+    corrected = (abs(p) < _POW_EXP_LIMIT) & (power < _INF)
+    res = power + power * (p_lo + y * log_lo) if corrected else power
+    # |x| = 0 or inf: y log|x| is -inf or +inf, so 0 or inf; nan stays nan; |x| = 1: 1
+    special = _INF if (y > 0.0) == (magnitude > 1.0) else 0.0
+    special = _NAN if (magnitude != magnitude) | (y != y) else special
+    res = res if finite else special
+    res = 1.0 if magnitude == 1.0 else res
+    # the sign, the domain and the special values of C99's pow, as selects
+    y_integer = _is_integer_f64(y)
+    y_odd = y_integer & (_is_integer_f64(0.5 * y) == False)  # noqa: E712
+    res = -res if (_float_bits(x) < 0) & y_odd else res
+    res = _NAN if (x < 0.0) & (x > -_INF) & (y_integer == False) else res  # noqa: E712
+    return 1.0 if (x == 1.0) | (y == 0.0) else res
+
+
+@njit(**_INLINED_OPTS)
+def _pow_f32(x, y):
+    # float64 carries 29 more bits than float32 needs: one rounding at the end
+    return np.float32(_pow_f64(np.float64(x), np.float64(y)))
+
+
+# --------------------------------------------------------------------------------------------
 # float32 kernels (same algorithms, float32 arithmetic, int32 bit fields)
 # --------------------------------------------------------------------------------------------
 
@@ -573,6 +717,40 @@ vtanh = _make_generic(
     _tanh_f64,
     _tanh_f32,
     "tanh(x); tanh(+-inf) = +-1, -0.0 and tiny x returned exactly, nan -> nan.",
+)
+def _make_generic2(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) -> Dispatcher:
+    """:func:`_make_generic` for a function of two arguments: float32 when both are float32
+    (or one is and the other an integer), float64 otherwise."""
+
+    def stub(x, y):  # pragma: no cover - only ever compiled
+        raise NotImplementedError(f"{name} is only callable via Numba")
+
+    stub.__name__ = f"_{name}_dispatch"
+    numbers = (types.Float, types.Integer, types.Boolean)
+
+    @overload(stub, jit_options=_INLINED_OPTS)
+    def _ol(x, y):
+        if not (isinstance(x, numbers) and isinstance(y, numbers)):
+            return None
+        floats = [t for t in (x, y) if isinstance(t, types.Float)]
+        if floats and all(t.bitwidth == 32 for t in floats):
+            return lambda x, y: impl32(np.float32(x), np.float32(y))
+        return lambda x, y: impl64(np.float64(x), np.float64(y))
+
+    def generic(x, y):
+        return stub(x, y)
+
+    generic.__name__ = generic.__qualname__ = name
+    generic.__doc__ = doc
+    return njit(**_INLINED_OPTS)(generic)
+
+
+vpow = _make_generic2(
+    "vpow",
+    _pow_f64,
+    _pow_f32,
+    "x ** y with C99 pow's special values (NaN for a negative x and a non-integer y, "
+    "pow(x, 0) = pow(1, y) = 1, signed zeros and infinities for odd integer y).",
 )
 vlog1p = _make_generic(
     "vlog1p",
