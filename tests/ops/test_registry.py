@@ -243,8 +243,10 @@ def test_the_kernel_printer_reads_the_records():
     assert not printer.vectorisable  # log_ndtr calls libm's erfc
     general = ExpressionPrinter()
     power = node("pow", (x, x), None, ("n0",))
-    assert general.expression(power, ["v1", "v1"]) == "v1 ** v1"
-    assert not general.vectorisable  # ** is libm's pow, one element at a time
+    assert general.expression(power, ["v1", "v1"]) == "math.pow(v1, v1)"
+    assert general.vectorisable  # the CPU's math.pow is vector_math's vpow
+    assert general.math_calls["pow"] == 1  # counted among the inlined calls
+    assert ExpressionPrinter("cuda").expression(power, ["v1", "v1"]) == "v1 ** v1"
     assert set(HELPERS) == set(ops.helpers())
     assert HELPERS["ndtr_tail"] == ops.helper_source("ndtr_tail")
 
@@ -265,7 +267,8 @@ def test_a_helper_must_define_its_function():
     ("tanh(p)", True),  # vector_math's tanh, from its expm1
     ("sin(p)", False),  # libm only, one element at a time
     ("lgamma(p)", False),  # a helper calling libm's lgamma
-    ("p^y", False),  # a power with a varying exponent is printed as **
+    ("p^y", True),  # a power with a varying exponent: vector_math's vpow
+    ("p^y + sin(p)", False),  # libm's pow then, as the module's other math
 ])
 def test_the_registry_decides_whether_cpu_loops_vectorise(text, vectorised):
     """A CPU module calls the vectorisable libm and inlines its bodies exactly when no

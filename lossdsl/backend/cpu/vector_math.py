@@ -725,30 +725,6 @@ def _make_generic(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) -
     return njit(**_JIT_OPTS)(generic)
 
 
-vexp = _make_generic(
-    "vexp",
-    _exp_f64,
-    _exp_f32,
-    "exp(x); overflow -> inf, subnormal results rounded once, exp(-inf) = 0, nan -> nan.",
-)
-vexpm1 = _make_generic(
-    "vexpm1",
-    _expm1_f64,
-    _expm1_f32,
-    "expm1(x) = exp(x) - 1 without cancellation; -0.0 and tiny x returned exactly.",
-)
-vlog = _make_generic(
-    "vlog",
-    _log_f64,
-    _log_f32,
-    "log(x); log(0) = -inf, log(x<0) = nan, log(inf) = inf, subnormal x handled.",
-)
-vtanh = _make_generic(
-    "vtanh",
-    _tanh_f64,
-    _tanh_f32,
-    "tanh(x); tanh(+-inf) = +-1, -0.0 and tiny x returned exactly, nan -> nan.",
-)
 def _make_generic2(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) -> Dispatcher:
     """:func:`_make_generic` for a function of two arguments: float32 when both are float32
     (or one is and the other an integer), float64 otherwise."""
@@ -776,6 +752,30 @@ def _make_generic2(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) 
     return njit(**_INLINED_OPTS)(generic)
 
 
+vexp = _make_generic(
+    "vexp",
+    _exp_f64,
+    _exp_f32,
+    "exp(x); overflow -> inf, subnormal results rounded once, exp(-inf) = 0, nan -> nan.",
+)
+vexpm1 = _make_generic(
+    "vexpm1",
+    _expm1_f64,
+    _expm1_f32,
+    "expm1(x) = exp(x) - 1 without cancellation; -0.0 and tiny x returned exactly.",
+)
+vlog = _make_generic(
+    "vlog",
+    _log_f64,
+    _log_f32,
+    "log(x); log(0) = -inf, log(x<0) = nan, log(inf) = inf, subnormal x handled.",
+)
+vtanh = _make_generic(
+    "vtanh",
+    _tanh_f64,
+    _tanh_f32,
+    "tanh(x); tanh(+-inf) = +-1, -0.0 and tiny x returned exactly, nan -> nan.",
+)
 vpow = _make_generic2(
     "vpow",
     _pow_f64,
