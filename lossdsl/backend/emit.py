@@ -471,21 +471,15 @@ class BodyEmitter:
                             whole_row=True)
             for m, m_name in emitted:
                 item = self.operand(m.args[0])
-                into = self.sum_into if m.op == "rowsum" else self.max_into
-                self.lines += [f"{indent}    {line}" for line in into(m_name, item)]
+                if m.op == "rowsum":
+                    self.lines.append(f"{indent}    {m_name} += {item}")
+                else:
+                    self.lines.append(f"{indent}    if {item} > {m_name} or {item} != {item}:")
+                    self.lines.append(f"{indent}        {m_name} = {item}")
         self.values = saved  # per-class values do not outlive their loop
         for m, m_name in emitted[1:]:
             self.values[id(m)] = m_name
         return emitted
-
-    def sum_into(self, total: str, item: str) -> list[str]:
-        """The lines adding ``item`` to the sum ``total`` in a loop over a row."""
-        return [f"{total} += {item}"]
-
-    def max_into(self, best: str, item: str) -> list[str]:
-        """The lines making ``best`` the larger of itself and ``item`` in a loop over a row
-        (NaN wins)."""
-        return [f"if {item} > {best} or {item} != {item}:", f"    {best} = {item}"]
 
     def _row_pass(self, x: Node, indent: str, accumulate) -> None:
         """A loop over row ``i``'s elements of per-class ``x``: ``accumulate(item, indent)``
@@ -515,18 +509,17 @@ class BodyEmitter:
         zero = self.printer.constant(0.0)
         self.lines += [f"{indent}{total} = {zero}", f"{indent}{size} = {zero}",
                        f"{indent}{above} = {zero}"]
-        self._row_pass(x, indent, lambda item, inner: [
-            f"{inner}{line}" for line in self.sum_into(total, item) + self.sum_into(size, one)])
+        self._row_pass(x, indent, lambda item, inner: [f"{inner}{total} += {item}",
+                                                       f"{inner}{size} += {one}"])
         self.combine_row_sums([total, size], indent)
         self.lines.append(f"{indent}{name} = ({total} - {one}) / {size}")
         start, stop = self._row_bounds(x.axes[1])
         self.lines.append(f"{indent}for sweep in range({start}, {stop}):")
         inner = indent + "    "
         self.lines += [f"{inner}{total} = {zero}", f"{inner}{above} = {zero}"]
-        self._row_pass(x, inner, lambda item, body: [
-            f"{body}{line}" for line in
-            self.sum_into(total, f"({item} if {item} > {name} else {zero})")
-            + self.sum_into(above, f"({one} if {item} > {name} else {zero})")])
+        self._row_pass(x, inner, lambda item, body: [f"{body}if {item} > {name}:",
+                                                      f"{body}    {total} += {item}",
+                                                      f"{body}    {above} += {one}"])
         self.combine_row_sums([total, above], inner)
         self.lines += [f"{inner}if {above} == {size} or {above} == {zero}:",
                        f"{inner}    break",

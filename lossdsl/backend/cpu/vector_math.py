@@ -89,7 +89,7 @@ from numba import njit, types
 from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, overload
 
-__all__ = ["row_add", "row_max", "vexp", "vexpm1", "vlog", "vlog1p", "vpow", "vtanh"]
+__all__ = ["vexp", "vexpm1", "vlog", "vlog1p", "vpow", "vtanh"]
 
 _JIT_OPTS = {"error_model": "numpy", "cache": True}
 # pow's parts are too long for LLVM's inliner to inline on its own, and a call in a loop
@@ -168,37 +168,6 @@ def _mla(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
-
-
-@intrinsic
-def row_add(typingctx, a, b):
-    """a + b as an ``fadd reassoc``: a sum accumulated with it in a loop may be reassociated
-    (split into SIMD lanes) although the function is compiled without fast-math, so that the
-    loop over a row's classes in a kernel body vectorises, its other arithmetic staying
-    strict. Only the order of the sum's additions changes (its last bits)."""
-    if not (isinstance(a, types.Float) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1], flags=("reassoc",))
-
-    return a(a, b), codegen
-
-
-@intrinsic
-def row_max(typingctx, a, b):
-    """The larger of a and b, NaN if either is (``llvm.maximum``, whose reductions vectorise
-    without fast-math; +0 counts as larger than -0)."""
-    if not (isinstance(a, types.Float) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        fty = args[0].type
-        fn = builder.module.declare_intrinsic("llvm.maximum", [fty],
-                                              fnty=ir.FunctionType(fty, [fty, fty]))
-        return builder.call(fn, args)
-
-    return a(a, b), codegen
 
 
 # --------------------------------------------------------------------------------------------
