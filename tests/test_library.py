@@ -859,6 +859,25 @@ def ref_cox_ph(d):
     return np.where(d["y"] > 0, log_risk - z, 0.0)
 
 
+def ref_cox_ph_efron(d):
+    """Efron's term of each event: its tie group's d events (events at its time) share
+    sum_{l<d} log(R - (l/d) D), R the risk set's sum of exp(z), D the tied events', each
+    taking 1/d of it, minus its own z; written out with logs of the sums (log R +
+    log1p(-(l/d) D/R), D <= R) so that scores of 1e4 stay finite."""
+    time, z, event = np.abs(d["y"]), d["z"], d["y"] > 0
+    at_risk = time[None, :] >= time[:, None]
+    tied = (time[None, :] == time[:, None]) & event[None, :]
+    log_risk = scipy.special.logsumexp(np.where(at_risk, z[None, :], -np.inf), axis=1)
+    log_tied = scipy.special.logsumexp(np.where(tied, z[None, :], -np.inf), axis=1)
+    out = np.zeros(z.size)
+    for i in np.flatnonzero(event):
+        count = int(tied[i].sum())
+        share = np.exp(log_tied[i] - log_risk[i])
+        out[i] = sum(log_risk[i] + np.log1p(-(level / count) * share)
+                     for level in range(count)) / count - z[i]
+    return out
+
+
 def ref_binary_sparsemax(d):  # jax.nn.sparse_plus(where(y, -z, z)), optax's definition
     x = np.where(d["y"] != 0, -d["z"], d["z"])
     return np.where(x <= -1, 0.0, np.where(x >= 1, x, (x + 1) ** 2 / 4))
@@ -1175,6 +1194,7 @@ CASES: list[Case] = [
          functools.partial(ref_aft_extreme, sigma=0.7), survival_times,
          lambda big: survival_extreme(min(big, 300.0) if big > BIG32 else big / 2)),
     Case("cox_ph(y, z)", ref_cox_ph, survival_labels, survival_labels_extreme),
+    Case("cox_ph_efron(y, z)", ref_cox_ph_efron, survival_labels, survival_labels_extreme),
     Case("gaussian_nll(y, p, var)",
          lambda d: _np(F.gaussian_nll_loss(_t(d["p"]), _t(d["y"]), _t(d["var"]),
                                            reduction="none")),

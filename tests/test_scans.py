@@ -143,6 +143,38 @@ def test_cox_is_lifelines_partial_likelihood(cox_sum):
     assert found == pytest.approx(weighted.log_likelihood_, rel=1e-12)
 
 
+def test_efron_cox_is_lifelines_partial_likelihood_with_ties():
+    """lifelines' CoxPHFitter takes Efron's ties: on tied times its log-likelihood at its own
+    fit is -cox_ph_efron's sum there, the gradient vanishes along every feature, and a linear
+    model fitted on the loss is lifelines' model. Without ties it is cox_ph."""
+    lifelines = pytest.importorskip("lifelines")
+    pandas = pytest.importorskip("pandas")
+    features, y = _survival(150, 3, ties=True)
+    assert np.unique(np.abs(y)).size < y.size  # ties among the times
+    frame = pandas.DataFrame(features, columns=list("abcd"))
+    frame["T"], frame["E"] = np.abs(y), (y > 0).astype(int)
+    fitted = lifelines.CoxPHFitter().fit(frame, "T", "E")
+    z = features @ fitted.params_.to_numpy()
+    efron = lossdsl.compile("cox_ph_efron(y, z)", reduction="sum")
+    assert -efron(y=y, z=z) == pytest.approx(fitted.log_likelihood_, rel=1e-12)
+    # lifelines stops with a gradient of about 1e-3 along the features here; Newton on the
+    # exact gradient and Hessian goes further, to a likelihood at least lifelines'
+    np.testing.assert_allclose(features.T @ efron.grad("z", y=y, z=z), 0.0, atol=3e-3)
+    from lossdsl.linear import LossRegressor
+
+    linear = LossRegressor("cox_ph_efron(y, z)", alpha=0.0, fit_intercept=False,
+                           solver="newton-cg").fit(features, y)
+    np.testing.assert_allclose(linear.coef_, fitted.params_.to_numpy(), atol=1e-4)
+    ours = features @ linear.coef_
+    assert -efron(y=y, z=ours) >= fitted.log_likelihood_
+    np.testing.assert_allclose(features.T @ efron.grad("z", y=y, z=ours), 0.0, atol=1e-4)
+    features, y = _survival(60, 4, ties=False)
+    z = np.random.default_rng(4).normal(size=y.size)
+    breslow = lossdsl.compile("cox_ph(y, z)", reduction="none")
+    np.testing.assert_allclose(lossdsl.compile("cox_ph_efron(y, z)", reduction="none")(y=y, z=z),
+                               breslow(y=y, z=z), rtol=1e-13, atol=1e-13)
+
+
 def test_cox_is_xgboosts_metric_and_objective(cox_sum):
     xgb = pytest.importorskip("xgboost")
     features, y = _survival(200, 1, ties=True)

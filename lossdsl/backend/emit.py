@@ -492,9 +492,9 @@ class BodyEmitter:
         self.values = saved  # per-class values do not outlive their loop
 
     def combine_row_sums(self, names: list[str], indent: str) -> None:
-        """Make sums a loop over a row accumulated into ``names`` the whole row's: nothing to
-        do where one thread walks the whole row (the CUDA block-per-row kernels combine the
-        threads' parts)."""
+        """Turn the sums that a loop over a row accumulated into ``names`` into the whole
+        row's: nothing to do where one thread walks the whole row (the CUDA block-per-row
+        kernels add up their threads' parts)."""
 
     def _emit_threshold(self, n: Node, name: str, indent: str) -> None:
         """``sparsemax_threshold(x)`` of row ``i``, by Michelot's algorithm: tau is (the sum

@@ -376,7 +376,9 @@ class _Diagonal:
         ``dT_i/dx_q`` is known in closed form when ``T`` is a sum over all samples
         (``D(T)``) or a cumulative sum over the transposed sets (``i`` in ``W(q)`` means
         ``q`` is in ``T_i``'s set: ``D(u)_q``, times ``exp(s_q - T_i)`` for a logsumexp), or
-        over the same sets (then only ``q``'s ties share them); other nestings are refused."""
+        over the same sets (then only ``q``'s ties share them), or when one of the two sums
+        over each sample's ties alone (its keys as strata, the other without strata: Efron's
+        ties in a partial likelihood); other nestings are refused."""
         accumulates, direction = SCANS[c.op]
         f, *order = c.args  # the keys and the strata
         couplings = self._couplings(f, seed, frozen)
@@ -388,15 +390,17 @@ class _Diagonal:
             total = _m("mul", own, (yield (f, seed, inner)))
         window = scan_name(accumulates, direction)
 
-        def over_window(weights: Node, log_factor: Node = _ZERO, shift: Node = _ZERO) -> Node:
+        def over_window(weights: Node, log_factor: Node = _ZERO, shift: Node = _ZERO,
+                        sets: tuple[Node, ...] = tuple(order)) -> Node:
             """The sum over i in W(q) of dC_q/df_i * weights_i * exp(log_factor_i + shift_q),
             in the log domain wherever an exponential is involved (each term is small where
-            its factors alone overflow)."""
+            its factors alone overflow); ``sets``: the keys and strata of another window
+            within W(q) (q's ties), over which to sum instead."""
             if not logsumexp and is_constant(log_factor, 0.0) and is_constant(shift, 0.0):
-                return _m(window, weights, *order)
+                return _m(window, weights, *sets)
             if logsumexp:  # dC_q/df_i = exp(f_i - C_q)
                 log_factor, shift = _m("add", f, log_factor), _m("sub", shift, c)
-            return _signed_exp_sum(scan_name("logsumexp", direction), log_factor, weights, order,
+            return _signed_exp_sum(scan_name("logsumexp", direction), log_factor, weights, sets,
                                    shift)
 
         for coupling in couplings:
@@ -407,12 +411,24 @@ class _Diagonal:
                 continue
             inner_accumulates, inner_direction = SCANS[coupling.op]
             u, *inner_order = coupling.args
-            if inner_order != order or self._couplings(u, seed, frozen):
+            inner_logsumexp = inner_accumulates == "logsumexp"
+            keys, strata = order
+            # the keys as strata: each set is the sample's ties (those of its key)
+            inner_ties = (inner_order[0] is keys and inner_order[1] is keys
+                          and is_constant(strata))
+            outer_ties = (inner_order[0] is keys and strata is keys
+                          and is_constant(inner_order[1]))
+            if ((inner_order != order and not (inner_ties or outer_ties))
+                    or self._couplings(u, seed, frozen)):
                 raise LossError(f"the exact Hessian of {c.op} over {coupling.op} "
                                 "is known when both sum in the order of the same keys (and "
-                                "strata), of values that depend on each sample alone")
-            inner_logsumexp = inner_accumulates == "logsumexp"
-            if transposed(inner_direction) == direction:  # q is in the set of every i in W(q)
+                                "strata, or one over each sample's ties), of values that "
+                                "depend on each sample alone")
+            if inner_ties:  # only q's ties i have dT_i/dx_q, all in W(q), and T_i = T_q
+                shift = _m("sub", u, coupling) if inner_logsumexp else _ZERO
+                term = over_window(through, _ZERO, shift, (keys, keys))
+            elif outer_ties or transposed(inner_direction) == direction:
+                # q is in the set of every i in W(q) (q's ties are in each other's sets)
                 # dT_i/dx_q: D(u)_q, times exp(u_q - T_i) for a logsumexp
                 term = (over_window(through, _m("neg", coupling), u) if inner_logsumexp
                         else over_window(through))
