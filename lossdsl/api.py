@@ -43,7 +43,7 @@ from .compiler import Kernel, KernelRequest, Specialization
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
 from .ir.node import Node, toposort, walk
-from .ops.primitives import CLASS_VECTOR
+from .ops.primitives import CLASS_VECTOR, ROW
 from .ops.scans import SCANS
 from .passes import shapes
 
@@ -425,8 +425,7 @@ class CompiledLoss:
         labels = self.label_inputs()
         ranks = {name: 2 if name in self.table_inputs() else 1 for name in self.inputs}
         for n in walk(self.loss.definition.graph):
-            if (n.op in ("rowsum", "rowmax", "rowmean", "sparsemax_threshold")
-                    and n.args[0].op not in ("group", "pairs")):
+            if (n.op in ROW or n.op == "rowmean") and n.args[0].op not in ("group", "pairs"):
                 for m in toposort([n.args[0]]):
                     if m.op == "input" and m.value not in labels:
                         ranks[m.value] = 2

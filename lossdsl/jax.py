@@ -60,6 +60,7 @@ from .binding import check_group_ids, disagreement, first_bad_label, param_value
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.axes import Axis
 from .ir.node import Node, depends_on, toposort
+from .ops.primitives import ROW
 from .passes import diff, shapes
 from .roles import positional_inputs
 
@@ -243,8 +244,7 @@ class _Functions:
                   and not depends_on(scalar, {id(x)})[id(scalar)])
             if ok:
                 dependent = depends_on(varying, {id(x)})
-                reductions = ("sum",) if len(axes) == 1 else (
-                    "sum", "rowsum", "rowmax", "sparsemax_threshold")
+                reductions = ("sum",) if len(axes) == 1 else ("sum", *ROW)
                 ok = not any(n.op in reductions and dependent[id(n.args[0])]
                              for n in toposort([varying]))
             self.per_sample[name] = ok

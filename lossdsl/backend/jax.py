@@ -32,6 +32,7 @@ from ..ir.axes import Axis, partner_of
 from ..ir.node import Node
 from ..ir.visit import NodeVisitor
 from ..ops import find, operations
+from ..ops.primitives import ROW
 from ..ops.scans import SCANS
 from .emit import pick_parts
 
@@ -444,8 +445,7 @@ class JaxPrinter(NodeVisitor[str]):
     def _aligned(self, a: Node, name: str, n: Node) -> str:
         """``a`` broadcast against ``n``: a per-sample vector meets a per-class matrix row by
         row (NumPy would align it with the classes), a group's value each of its samples."""
-        if (n.op not in ("rowsum", "rowmax", "sparsemax_threshold", "sum", "class_index",
-                         "table_row", "at_partner")
+        if (n.op not in (*ROW, "sum", "class_index", "table_row", "at_partner")
                 and a.axes is not None and n.axes is not None and len(n.axes) == 2
                 and tuple(a.axes) == tuple(n.axes[:1])):
             segments = self._segments_of(n.axes)

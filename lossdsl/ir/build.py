@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..ops.primitives import OPERATIONS
+from ..ops.primitives import OPERATIONS, ROW
 from ..reference import ELEMENTWISE_NUMPY, fold
 from .axes import Axis
 from .node import Axes, Node, constant, node
@@ -55,7 +55,7 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
         return None
     if op == "sum":
         return ()
-    if op in ("rowsum", "rowmax", "sparsemax_threshold"):
+    if op in ROW:  # one value per row
         return args[0].axes[:1]
     if op == "class_index":
         if not args[0].axes or given is not None:

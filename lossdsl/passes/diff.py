@@ -33,6 +33,7 @@ from ..ir.axes import partner_name
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node, toposort
 from ..ops import find
+from ..ops.primitives import ROW
 from ..ops.scans import SCANS, scan_name, transposed
 from . import pairs
 
@@ -95,8 +96,9 @@ def _row_weights(reduction: Node) -> Node:
     return _ONE
 
 
-#: The reductions: one value per row (or a scalar) of values over an axis.
-_REDUCTIONS = ("sum", "rowsum", "rowmax", "sparsemax_threshold")
+#: The reductions: one value per row (the registry's row reductions) or a scalar (``sum``)
+#: of values over an axis.
+_REDUCTIONS = ("sum", *ROW)
 
 
 def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None = None) -> Node:

@@ -20,7 +20,7 @@ from ..errors import LossShapeError, Span
 from ..ir.axes import Axis
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
-from ..ops.primitives import CLASS_VECTOR, SCAN
+from ..ops.primitives import CLASS_VECTOR, ROW, SCAN
 from . import pairs
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
@@ -276,7 +276,7 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                        else "none of them can have classes (N, K)"),
                     spans.get(culprits[0]) if culprits else None)
             shape[id(n)] = (join(join(e_domain, t_domain), g_domain), False)
-        elif n.op in ("rowsum", "rowmax", "rowmean", "sparsemax_threshold"):
+        elif n.op in ROW or n.op == "rowmean":  # the registry's row reductions, and the mean
             domain, rows = shape[id(n.args[0])]
             if not rows:
                 culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
