@@ -18,7 +18,12 @@ learning rate:
   XGBoost's ``rank:pairwise`` and CatBoost's ``PairLogit`` written in the language;
 * ``lambdarank(y, s, q)``: LambdaMART written in the language (RankNet's pairs weighted by
   the NDCG change of swapping them in the current ranking, with LightGBM's lambdarank_norm):
-  its gradients are LightGBM's lambdarank lambdas, now available to XGBoost as well.
+  its gradients are LightGBM's lambdarank lambdas, now available to XGBoost as well;
+* ``rank_xendcg(y, s, q, u)``: XE-NDCG, LightGBM's ``rank_xendcg`` (the softmax
+  cross-entropy against each query's gains 2^rel - u with a uniform draw u per document and
+  round), with the draws of ``QueryDraws(seed)``: LightGBM's own generators, so that with
+  its ``objective_seed`` the lossdsl objective trains LightGBM's built-in model, and XGBoost
+  gets the same objective.
 
 XGBoost's documentation says its ranking task "does not support customized functions"; it
 does through the native API once the objective reads the queries from the DMatrix.
@@ -36,10 +41,21 @@ import xgboost as xgb
 
 import lossdsl.lightgbm
 import lossdsl.xgboost
+from lossdsl.boosting import QueryDraws
 
 LOSS = "softmax_ranking(y, s, q)"
 PAIRWISE = "ranknet(y, s, q)"
 LAMBDAMART = "lambdarank(y, s, q)"
+XENDCG = "rank_xendcg(y, s, q, u)"
+LOSSES = (LOSS, PAIRWISE, LAMBDAMART, XENDCG)
+SEED = 5  # LightGBM's objective_seed (its default), the seed of rank_xendcg's draws
+
+
+def objective(library, loss: str):
+    """The lossdsl objective of ``loss`` for ``library`` (lossdsl.lightgbm or
+    lossdsl.xgboost); XE-NDCG's draws u come anew each round from LightGBM's generators."""
+    inputs = {"u": QueryDraws(SEED)} if loss == XENDCG else None
+    return library.objective(loss, inputs=inputs)
 
 
 def labels(loss: str, relevance: np.ndarray) -> np.ndarray:
@@ -93,13 +109,14 @@ def lightgbm_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float,
     (x, rel, qid), (x_test, rel_test, qid_test) = train, test
     sizes = np.bincount(qid)
     params = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20, "verbose": -1,
-              "num_threads": 2}
+              "num_threads": 2, "objective_seed": SEED}
     found = {}
-    for name, objective, label in [("lambdarank", "lambdarank", rel),
-                                   *((loss, lossdsl.lightgbm.objective(loss), labels(loss, rel))
-                                     for loss in (LOSS, PAIRWISE, LAMBDAMART))]:
+    for name, chosen, label in [("lambdarank", "lambdarank", rel),
+                                ("rank_xendcg", "rank_xendcg", rel),
+                                *((loss, objective(lossdsl.lightgbm, loss), labels(loss, rel))
+                                  for loss in LOSSES)]:
         start = time.perf_counter()
-        booster = lgb.train({**params, "objective": objective},
+        booster = lgb.train({**params, "objective": chosen},
                             lgb.Dataset(x, label, group=sizes), rounds)
         seconds = time.perf_counter() - start
         found[name] = (ndcg_at_10(rel_test, booster.predict(x_test), qid_test), seconds)
@@ -111,16 +128,16 @@ def xgboost_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float, 
     (x, rel, qid), (x_test, rel_test, qid_test) = train, test
     params = {"eta": 0.05, "max_depth": 6, "nthread": 2, "tree_method": "hist"}
     found = {}
-    for name, objective, label in [("rank:ndcg", None, rel), ("rank:pairwise", None, rel),
-                                   *((loss, lossdsl.xgboost.objective(loss), labels(loss, rel))
-                                     for loss in (LOSS, PAIRWISE, LAMBDAMART))]:
+    for name, chosen, label in [("rank:ndcg", None, rel), ("rank:pairwise", None, rel),
+                                *((loss, objective(lossdsl.xgboost, loss), labels(loss, rel))
+                                  for loss in LOSSES)]:
         start = time.perf_counter()
-        if objective is None:
+        if chosen is None:
             booster = xgb.train({**params, "objective": name},
                                 xgb.DMatrix(x, label, qid=qid), rounds)
         else:  # base_score 0: a listwise loss does not change with a constant shift
             booster = xgb.train({**params, "base_score": 0.0}, xgb.DMatrix(x, label, qid=qid),
-                                rounds, obj=objective)
+                                rounds, obj=chosen)
         seconds = time.perf_counter() - start
         scores = booster.predict(xgb.DMatrix(x_test), output_margin=True)
         found[name] = (ndcg_at_10(rel_test, scores, qid_test), seconds)

@@ -353,6 +353,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     """
     if not isinstance(objective, BoostingObjective):
         objective = globals()["objective"](objective)
+    objective.restart_draws()  # the same draws as a first training
     rounds = check_train_options(num_boost_round, refit, objective)
     # decided after the first gradients: "auto" reads the objective's Hessian policy, which
     # is chosen on its first training call (with that call's dtypes and weights)

@@ -369,6 +369,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     """
     if not isinstance(objective, BoostingObjective):
         objective = globals()["objective"](objective)
+    objective.restart_draws()  # the same draws as a first training
     num_rounds = check_train_options(num_boost_round, refit, objective)
     if not isinstance(train_set, xgb.DMatrix):
         raise LossError(f"train_set must be an xgb.DMatrix, not {type(train_set).__name__}")

@@ -939,6 +939,42 @@ def _lambdarank(d, sigma: float = 1.0, truncation: int = 30, norm: bool = True):
     return value, gradient, hessian
 
 
+def queries_with_draws(rng) -> Inputs:
+    """queries() and each document's uniform draw u in [0, 1), on LightGBM's grid of 2^-15."""
+    d = queries(rng)
+    return {**d, "u": rng.integers(0, 2**15, d["q"].size) / 2**15}
+
+
+def queries_with_draws_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "u": np.array([0.0, 0.5, 0.99, 0.25, 0.0, 0.75, 0.1, 0.9])}
+
+
+def _rank_xendcg(d):
+    """(value, gradient, Hessian diagonal) of LightGBM's rank_xendcg given the draws u,
+    query by query as RankXENDCG::GetGradientsForOneQuery computes its lambdas (in float64;
+    its terms' divisions by 1 - softmax left out where the softmax is 1, where LightGBM's are
+    nan); the value is the cross-entropy against the drawn target."""
+    y, z, q, u = d["y"], d["z"], d["q"], d["u"]
+    value, gradient, hessian = np.zeros(q.size), np.zeros(q.size), np.zeros(q.size)
+    for query in np.unique(q):
+        rows = np.flatnonzero(q == query)
+        if rows.size <= 1:
+            continue
+        rho = scipy.special.softmax(z[rows])
+        params = 2.0 ** y[rows] - u[rows]
+        target = params / max(1e-15, params.sum())
+        below = rho < 1
+        lambdas = rho - target
+        ratio = np.where(below, lambdas / np.where(below, 1 - rho, 1), 0.0)
+        term = rho * (ratio.sum() - ratio)
+        lambdas = lambdas + term
+        ratio = np.where(below, term / np.where(below, 1 - rho, 1), 0.0)
+        lambdas = lambdas + rho * (ratio.sum() - ratio)
+        value[rows] = -target * scipy.special.log_softmax(z[rows])
+        gradient[rows], hessian[rows] = lambdas, rho * (1 - rho)
+    return value, gradient, hessian
+
+
 def ref_query_mse(d):
     return _per_query(d, lambda g: (g["y"] - g["p"] - np.mean(g["y"] - g["p"])) ** 2)
 
@@ -1294,6 +1330,8 @@ CASES: list[Case] = [
       for call, options in [("lambdarank(y, z, q)", {}),
                             ("lambdarank(y, z, q, sigma=2.0, truncation=3, norm=0)",
                              {"sigma": 2.0, "truncation": 3, "norm": False})]),
+    Case("rank_xendcg(y, z, q, u)", lambda d: _rank_xendcg(d)[0], queries_with_draws,
+         queries_with_draws_extreme, derivative_reference=lambda d: _rank_xendcg(d)[1:]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # ------------------------------------------------------------------ multiclass

@@ -37,6 +37,7 @@ from ..api import CompiledLoss, Loss
 from ..binding import coerce_loss
 from ..errors import LossError, LossNameError, LossShapeError, did_you_mean
 from ..ir.node import Node, is_constant, walk
+from .draws import QueryDraws
 
 HESSIAN_POLICIES = ("auto", "exact", "clip", "floor", "constant", "fisher")
 
@@ -348,7 +349,11 @@ class BoostingObjective:
         if hessian_floor < 0 or hessian_scale <= 0:
             raise LossError("hessian_floor must be >= 0, hessian_scale > 0")
         self.loss = definition
-        self.inputs = dict(inputs or {})
+        given = dict(inputs or {})
+        #: Inputs drawn anew each round (:class:`~lossdsl.boosting.draws.QueryDraws`).
+        self.draws = {name: value for name, value in given.items()
+                      if isinstance(value, QueryDraws)}
+        self.inputs = {name: value for name, value in given.items() if name not in self.draws}
         groups = definition.group_inputs
         if len(groups) > 1:
             raise LossError(f"this loss groups its rows by {', '.join(groups)}: a GBDT gives "
@@ -371,7 +376,7 @@ class BoostingObjective:
                 "sees every row of a risk set. Train it through XGBoost or LightGBM, or use "
                 "CatBoost's own Cox loss")
         self.label, self.wrt = default_roles(
-            definition, wrt, label, {**dict.fromkeys(groups), **self.inputs})
+            definition, wrt, label, {**dict.fromkeys(groups), **self.inputs, **self.draws})
         self.params = {**compiled_params, **dict(params or {})}
         self.hessian = hessian
         self.hessian_floor = float(hessian_floor)
@@ -561,7 +566,7 @@ class BoostingObjective:
                 return True
         arguments[self.label] = np.repeat(labels, residuals.size)
         arguments[self.wrt] = arguments[self.label] + np.tile(residuals, labels.size)
-        self._probe_groups(arguments, n)
+        self._with_draws(self._probe_groups(arguments, n), n)
         try:
             with np.errstate(all="ignore"):
                 gradient, hessian = self._summed.compute(False, (self.wrt,), (self.wrt,),
@@ -584,7 +589,26 @@ class BoostingObjective:
                 arguments[name] = array[np.arange(n) % array.shape[0]]
             else:
                 arguments[name] = value
-        return self._probe_groups(arguments, n)
+        return self._with_draws(self._probe_groups(arguments, n), n)
+
+    def restart_draws(self) -> None:
+        """Start the inputs drawn each round (:class:`QueryDraws`) again from their seeds, so
+        that training again with this very objective draws what the first training drew.
+        ``lgb.train`` (``LGBMRanker.fit`` too) trains a deep copy of its objective, which
+        starts from the draws' state when it was given; ``xgb.train(obj=...)`` calls the
+        objective itself, whose generators run on unless restarted (lossdsl's own ``train``
+        restarts them)."""
+        for draws in self.draws.values():
+            draws.restart()
+
+    def _with_draws(self, arguments: dict[str, Any], n: int) -> dict[str, Any]:
+        """``arguments`` of ``n`` rows with the current values of the inputs drawn each
+        round, for those rows and their groups."""
+        if self.draws:
+            groups = arguments.get(self.group_input) if self.group_input else None
+            for name, draws in self.draws.items():
+                arguments[name] = draws.values(groups, n)
+        return arguments
 
     def _probe_gradient(self, arguments: dict[str, Any]) -> np.ndarray | None:
         """The per-row gradient on probe rows (None when the kernel refuses them). Runs the
@@ -922,6 +946,10 @@ class BoostingObjective:
             arguments[self.group_input] = groups
         arguments[self.label] = label
         arguments[self.wrt] = prediction
+        self._with_draws(arguments, np.shape(label)[0])
+        if device is not None:
+            for name in self.draws:
+                arguments[name] = device.asarray(arguments[name])
         return arguments
 
     def _probe_groups(self, arguments: dict[str, Any], n: int) -> dict[str, Any]:
@@ -972,6 +1000,9 @@ class BoostingObjective:
         returns (XGBoost copies them in ``TrainOneIter``, LightGBM reads them during
         ``LGBM_BoosterUpdateOneIterCustom``): the previous call's arrays are overwritten."""
         self.check_rows(label, container)
+        for draws in self.draws.values():  # this round's draws, read by loss_inputs
+            draws.advance(groups if groups is not None or self.group_input is None
+                          else self.inputs.get(self.group_input), np.shape(label)[0])
         device = device_arrays() if self.target == "cuda" else None
         if device is None or _array_module(prediction) is np:
             prediction = _host(prediction)

@@ -16,6 +16,7 @@ xgb = pytest.importorskip("xgboost")
 
 import lossdsl.lightgbm  # noqa: E402
 import lossdsl.xgboost  # noqa: E402
+from lossdsl.boosting import QueryDraws  # noqa: E402
 from lossdsl.errors import LossError  # noqa: E402
 
 EXAMPLE = runpy.run_path(str(Path(__file__).resolve().parents[2] / "examples" / "ranking.py"),
@@ -32,8 +33,65 @@ def test_listwise_and_pairwise_losses_rank_within_two_percent_of_lambdamart(quer
     train, test = queries
     models = EXAMPLE[f"{library}_models"](train, test, rounds=60)
     (built_in, _) = next(iter(models.values()))  # lambdarank, rank:ndcg
-    ours = [models[EXAMPLE[name]][0] for name in ("LOSS", "PAIRWISE", "LAMBDAMART")]
+    ours = [models[name][0] for name in EXAMPLE["LOSSES"]]
     assert all(ndcg >= 0.98 * built_in for ndcg in ours), models
+    if library == "lightgbm":  # the same draws: LightGBM's own rank_xendcg model
+        assert models[EXAMPLE["XENDCG"]][0] == pytest.approx(models["rank_xendcg"][0],
+                                                             abs=1e-4)
+
+
+def _lightgbm_generator(seed: int, count: int) -> list[float]:
+    """LightGBM's Random(seed).NextFloat() ``count`` times, in plain Python integers."""
+    x, draws = seed % 2**32, []
+    for _ in range(count):
+        x = (214013 * x + 2531011) % 2**32
+        draws.append(((x >> 16) & 0x7FFF) / 32768.0)
+    return draws
+
+
+def test_query_draws_are_lightgbms_per_query_generators():
+    ids = np.array([7, 7, 3, 7, 3, 9])  # queries numbered by first row: 7 -> 0, 3 -> 1, 9 -> 2
+    draws = QueryDraws(seed=-2)
+    first = draws.advance(ids, 6).copy()
+    np.testing.assert_array_equal(draws.values(ids, 6), first)
+    second = draws.advance(ids, 6)
+    for query, seed in ((7, -2), (3, -1), (9, 0)):
+        rows = np.flatnonzero(ids == query)
+        expected = _lightgbm_generator(seed, 2 * rows.size)
+        np.testing.assert_array_equal(first[rows], expected[:rows.size])
+        np.testing.assert_array_equal(second[rows], expected[rows.size:])
+    # other rows (an evaluation set) get their first round, and advance nothing
+    np.testing.assert_array_equal(draws.values(None, 2), [_lightgbm_generator(-2, 1)[0],
+                                                          _lightgbm_generator(-1, 1)[0]])
+    np.testing.assert_array_equal(draws.advance(ids, 6), [
+        *_lightgbm_generator(-2, 9)[6:8], _lightgbm_generator(-1, 6)[4],
+        _lightgbm_generator(-2, 9)[8], _lightgbm_generator(-1, 6)[5],
+        _lightgbm_generator(0, 3)[2]])
+    draws.restart()
+    np.testing.assert_array_equal(draws.advance(ids, 6), first)
+
+
+def test_rank_xendcg_with_lightgbms_draws_trains_lightgbms_model(queries):
+    """Given LightGBM's objective_seed, the lossdsl objective draws what LightGBM's built-in
+    rank_xendcg draws each round: the two train the same trees (to float32 rounding of
+    the lambdas), through the native API and through LGBMRanker."""
+    (x, rel, qid), (x_test, _, _) = queries
+    sizes = np.bincount(qid)
+    params = {"learning_rate": 0.1, "num_leaves": 15, "verbose": -1, "num_threads": 1,
+              "objective_seed": 11, "deterministic": True, "force_row_wise": True}
+    built_in = lgb.train({**params, "objective": "rank_xendcg"},
+                         lgb.Dataset(x, rel, group=sizes), 20).predict(x_test)
+    objective = lossdsl.lightgbm.objective("rank_xendcg(y, s, q, u)",
+                                           inputs={"u": QueryDraws(seed=11)})
+    ours = lgb.train({**params, "objective": objective},
+                     lgb.Dataset(x, rel, group=sizes), 20).predict(x_test)
+    np.testing.assert_allclose(ours, built_in, atol=1e-6 * np.max(np.abs(built_in)))
+    ranker = lgb.LGBMRanker(objective=lossdsl.lightgbm.objective(
+        "rank_xendcg(y, s, q, u)", inputs={"u": QueryDraws(seed=11)}), n_estimators=20,
+        learning_rate=0.1, num_leaves=15, verbose=-1, n_jobs=1, deterministic=True,
+        force_row_wise=True).fit(x, rel, group=sizes)
+    np.testing.assert_allclose(ranker.predict(x_test), built_in,
+                               atol=1e-6 * np.max(np.abs(built_in)))
 
 
 def test_lgbm_ranker_passes_the_groups_to_the_objective(queries):
@@ -69,3 +127,24 @@ def test_xgboost_reads_the_queries_of_the_dmatrix(queries):
         objective(scores, xgb.DMatrix(x, gain))
     with pytest.raises(LossError, match="depends on rows outside the leaf"):
         lossdsl.xgboost.train(objective, {}, xgb.DMatrix(x, gain, qid=qid), 2)
+
+
+def test_xgboost_draws_anew_each_round_and_restarts_on_request(queries):
+    (x, rel, qid), (x_test, _, _) = queries
+    objective = lossdsl.xgboost.objective("rank_xendcg(y, s, q, u)",
+                                          inputs={"u": QueryDraws(seed=3)})
+
+    def trained() -> np.ndarray:
+        booster = xgb.train({"base_score": 0.0, "nthread": 1},
+                            xgb.DMatrix(x, rel, qid=qid), 4, obj=objective)
+        return booster.predict(xgb.DMatrix(x_test), output_margin=True)
+
+    first = trained()
+    rounds = objective.draws["u"]
+    expected = QueryDraws(seed=3)
+    for _ in range(4):
+        expected.advance(qid, qid.size)
+    np.testing.assert_array_equal(rounds.values(qid, qid.size), expected.values(qid, qid.size))
+    assert not np.allclose(trained(), first)  # the generators ran on
+    objective.restart_draws()
+    np.testing.assert_array_equal(trained(), first)

@@ -1,0 +1,107 @@
+"""Random inputs drawn anew at every training round: LightGBM's per-query generators.
+
+A loss is deterministic: what its derivatives are depends on its inputs alone. Objectives
+that randomise each round (LightGBM's ``rank_xendcg`` draws every document's gain
+``2^label - u`` with a fresh uniform ``u``) are written with the draws as an input, and the
+boosting adapters fill that input each round from a :class:`QueryDraws` given in place of
+its values: ``objective("rank_xendcg(y, z, q, u)", inputs={"u": QueryDraws(seed=5)})``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["QueryDraws"]
+
+
+
+@njit(cache=True)
+def _next_draws(states: np.ndarray, query: np.ndarray, out: np.ndarray) -> None:
+    """Each row's next draw from its query's generator, rows in the order given (so the
+    j-th row of a query takes the generator's j-th next value); ``states`` advance."""
+    for row in range(query.shape[0]):
+        k = query[row]
+        x = (np.uint64(214013) * states[k] + np.uint64(2531011)) & np.uint64(0xFFFFFFFF)
+        states[k] = x
+        out[row] = ((x >> np.uint64(16)) & np.uint64(0x7FFF)) / 32768.0
+
+
+def _query_numbers(groups: np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
+    """(each row's query number, the number of queries): queries numbered in the order
+    their first row comes, as LightGBM numbers the contiguous queries of a Dataset; without
+    groups every row is a query of its own."""
+    if groups is None:
+        return np.arange(n), n
+    ids = np.asarray(groups).reshape(-1)
+    if ids.shape[0] != n:
+        raise ValueError(f"{ids.shape[0]} group ids for {n} rows")
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.empty(first.size, dtype=np.int64)
+    order[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return order[inverse], first.size
+
+
+class QueryDraws:
+    """Uniform draws in [0, 1) for the rows of every training round, as LightGBM draws them
+    for ``rank_xendcg``: query ``i`` has its own generator seeded ``seed + i`` (LightGBM's
+    ``Random``: the linear congruential ``x = 214013 x + 2531011`` modulo 2^32, a draw being
+    bits 16-30 of ``x`` over 2^15), and each round every query draws one value per document,
+    in the documents' order. With LightGBM's ``objective_seed`` (5 by default) as ``seed``,
+    the draws are those of LightGBM's own ``rank_xendcg``.
+
+    Give it as the value of the loss's draws input; the adapters call :meth:`advance` once
+    per round, before the gradients, and the loss reads :meth:`values`. Other rows or
+    groups (a new training set) restart the generators; training again on the same rows
+    continues them, except where the training starts from a copy (``lgb.train`` and
+    ``LGBMRanker.fit`` deep-copy their objective, lossdsl's ``train`` restarts it): see
+    :meth:`~lossdsl.boosting.objective.BoostingObjective.restart_draws`.
+    """
+
+    def __init__(self, seed: int = 5):
+        self.seed = int(seed)
+        self._key: tuple[int, bytes] | None = None
+        self._states: np.ndarray | None = None
+        self._current: np.ndarray | None = None
+        self._query: np.ndarray | None = None  # each row's query number, for _key's rows
+
+    def __repr__(self) -> str:
+        return f"QueryDraws(seed={self.seed})"
+
+    def restart(self) -> None:
+        """Start every query's generator again from its seed."""
+        self._key = self._states = self._current = self._query = None
+
+    def _draw(self, states: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """The next draws of every row; ``states`` advance."""
+        out = np.empty(query.shape[0])
+        _next_draws(states, query, out)
+        return out
+
+    def _layout_key(self, groups: np.ndarray | None, n: int) -> tuple[int, bytes]:
+        ids = b"" if groups is None else np.ascontiguousarray(groups).tobytes()
+        return n, ids
+
+    def advance(self, groups: np.ndarray | None, n: int) -> np.ndarray:
+        """Draw the next round's values for ``n`` rows with these group ids (None: each row
+        a query of its own) and keep them as the current ones."""
+        key = self._layout_key(groups, n)
+        if key != self._key or self._states is None:
+            self._query, count = _query_numbers(groups, n)
+            self._key = key
+            self._states = self._seeds(count)
+        self._current = self._draw(self._states, self._query)
+        return self._current
+
+    def values(self, groups: np.ndarray | None, n: int) -> np.ndarray:
+        """The current round's values for these rows; rows of another layout (an evaluation
+        set, a probe) get their first round's values, without advancing anything."""
+        if self._current is not None and self._key == self._layout_key(groups, n):
+            return self._current
+        query, count = _query_numbers(groups, n)
+        return self._draw(self._seeds(count), query)
+
+    def _seeds(self, count: int) -> np.ndarray:
+        """The start states of ``count`` queries' generators: ``seed + i`` as LightGBM's
+        unsigned 32-bit state."""
+        return ((self.seed + np.arange(count, dtype=np.int64)) % 2**32).astype(np.uint64)
