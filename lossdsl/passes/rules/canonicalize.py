@@ -289,6 +289,21 @@ def abs_of_sign_free(n: Node) -> Node | None:
     return make("abs", x.args) if x.op in ("neg", "abs") else None
 
 
+@rule("abs")
+def abs_of_signed_select(n: Node) -> Node | None:
+    """``|where(c, -x, x)| -> |x|`` (and ``|where(c, x, -x)|``): a label that picks the sign
+    (``log_sigmoid(where(y == 1, -z, z))``) then shares ``exp(-|z|)`` with the other terms."""
+    (x,) = n.args
+    if x.op != "where":
+        return None
+    _, then, otherwise = x.args
+    if then.op == "neg" and then.args[0] is otherwise:
+        return make("abs", (otherwise,))
+    if otherwise.op == "neg" and otherwise.args[0] is then:
+        return make("abs", (then,))
+    return None
+
+
 @rule("stop_gradient")
 def stop_gradient_of_constant(n: Node) -> Node | None:
     """``stop_gradient(x) -> x`` where ``x`` has no gradient anyway (or is stopped already)."""
@@ -430,6 +445,7 @@ CANONICALIZE = Phase(
         pow_zero,
         log_exp,
         abs_of_sign_free,
+        abs_of_signed_select,
         stop_gradient_of_constant,
         min_max_self,
         where_same_branches,
