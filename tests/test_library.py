@@ -939,6 +939,61 @@ def _lambdarank(d, sigma: float = 1.0, truncation: int = 30, norm: bool = True):
     return value, gradient, hessian
 
 
+def binary_queries(rng) -> Inputs:
+    """queries() with 0/1 labels (relevant or not), as average precision takes them."""
+    d = queries(rng)
+    return {**d, "y": (d["y"] >= 2).astype(float)}
+
+
+def binary_queries_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "y": np.array([0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])}
+
+
+def _lambdarank_map(d, truncation: int = 32, norm: bool = True):
+    """(value, gradient, Hessian diagonal) of XGBoost's rank:map with its "topk" pairs,
+    query by query as LambdaRankObj::CalcLambdaForGroup computes them (a stable sort by
+    score, MAPStat's running sums, DeltaMAP, the score and lambda normalisations) in
+    float64; the Hessian is half XGBoost's (its pairs' hessians carry a factor 2), and the
+    value is the pairs' weighted logistic loss whose gradient those lambdas are."""
+    y, z, q = d["y"], d["z"], d["q"]
+    value, gradient, hessian = np.zeros(q.size), np.zeros(q.size), np.zeros(q.size)
+    for query in np.unique(q):
+        rows = np.flatnonzero(q == query)
+        ranked = rows[np.argsort(-z[rows], kind="stable")]  # position -> document
+        label = y[ranked]
+        n_rel, acc = np.cumsum(label), np.cumsum(label / np.arange(1, label.size + 1))
+        all_equal = np.ptp(z[rows]) == 0
+        pairs, total = [], 0.0
+        for i in range(min(label.size, truncation)):
+            for j in range(i + 1, label.size):
+                if label[i] == label[j]:
+                    continue
+                high, low = (i, j) if label[i] > label[j] else (j, i)
+                upper, lower = min(high, low), max(high, low)  # DeltaMAP's positions
+                r_h, r_l = upper + 1.0, lower + 1.0
+                n, m = n_rel[upper], n_rel[lower]
+                between = acc[lower - 1] - acc[upper]
+                if label[upper] < label[lower]:
+                    delta = (m / r_l - (n + 1.0) / r_h - between) / n_rel[-1]
+                else:
+                    delta = (n / r_h - m / r_l + between) / n_rel[-1]
+                delta = abs(delta)
+                s_high, s_low = z[ranked[high]], z[ranked[low]]
+                if norm and not all_equal:
+                    delta /= abs(s_high - s_low) + 0.01
+                p = scipy.special.expit(s_high - s_low)
+                pairs.append((ranked[high], ranked[low], delta, s_high - s_low))
+                total += 2.0 * (1.0 - p) * delta
+        scale = np.log2(1.0 + total) / total if norm and total > 0 else 1.0
+        for high, low, delta, difference in pairs:
+            p = scipy.special.expit(difference)
+            value[high] += scale * delta * np.logaddexp(0.0, -difference)
+            gradient[high] += scale * (p - 1.0) * delta
+            gradient[low] -= scale * (p - 1.0) * delta
+            hessian[[high, low]] += scale * p * (1.0 - p) * delta
+    return value, gradient, hessian
+
+
 def queries_with_draws(rng) -> Inputs:
     """queries() and each document's uniform draw u in [0, 1), on LightGBM's grid of 2^-15."""
     d = queries(rng)
@@ -1330,6 +1385,12 @@ CASES: list[Case] = [
       for call, options in [("lambdarank(y, z, q)", {}),
                             ("lambdarank(y, z, q, sigma=2.0, truncation=3, norm=0)",
                              {"sigma": 2.0, "truncation": 3, "norm": False})]),
+    *(Case(call, lambda d, options=options: _lambdarank_map(d, **options)[0], binary_queries,
+           binary_queries_extreme,
+           derivative_reference=lambda d, options=options: _lambdarank_map(d, **options)[1:])
+      for call, options in [("lambdarank_map(y, z, q)", {}),
+                            ("lambdarank_map(y, z, q, truncation=2, norm=0)",
+                             {"truncation": 2, "norm": False})]),
     Case("rank_xendcg(y, z, q, u)", lambda d: _rank_xendcg(d)[0], queries_with_draws,
          queries_with_draws_extreme, derivative_reference=lambda d: _rank_xendcg(d)[1:]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),

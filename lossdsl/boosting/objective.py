@@ -97,6 +97,10 @@ PRESETS: dict[str, HessianPreset] = {
                                     note="Hessian 2 p (1 - p), a bound of the softmax's"),
     "multi:softmax": HessianPreset("xgboost", 2.0, classes=True, start="centered",
                                    note="Hessian 2 p (1 - p), a bound of the softmax's"),
+    "rank:map": HessianPreset("xgboost", 2.0,
+                              note="each pair's Hessian 2 p (1 - p) times its weight "
+                                   "(lambdarank_map; checked in tests/integrations/"
+                                   "test_ranking.py)"),
     # LightGBM
     "regression": HessianPreset("lightgbm"),
     "binary": HessianPreset("lightgbm"),

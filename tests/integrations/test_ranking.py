@@ -148,3 +148,36 @@ def test_xgboost_draws_anew_each_round_and_restarts_on_request(queries):
     assert not np.allclose(trained(), first)  # the generators ran on
     objective.restart_draws()
     np.testing.assert_array_equal(trained(), first)
+
+
+def _mean_average_precision(relevant: np.ndarray, scores: np.ndarray, qid: np.ndarray) -> float:
+    found = []
+    for query in np.unique(qid):
+        rows = qid == query
+        ranked = relevant[rows][np.argsort(-scores[rows], kind="stable")]
+        if ranked.sum() > 0:
+            precision = np.cumsum(ranked) / np.arange(1, ranked.size + 1)
+            found.append(np.sum(precision * ranked) / ranked.sum())
+    return float(np.mean(found))
+
+
+def test_lambdarank_map_trains_xgboosts_rank_map_model(queries):
+    """lambdarank_map's gradients are XGBoost's rank:map lambdas and like="rank:map" its
+    Hessians: the same trees (to XGBoost's float32 margins); LightGBM, which has no MAP
+    objective, trains on it too."""
+    (x, rel, qid), (x_test, rel_test, qid_test) = queries
+    relevant, relevant_test = (rel >= 3).astype(float), (rel_test >= 3).astype(float)
+    params = {"eta": 0.1, "max_depth": 6, "nthread": 1, "tree_method": "hist",
+              "base_score": 0.0}
+    built_in = xgb.train({**params, "objective": "rank:map"},
+                         xgb.DMatrix(x, relevant, qid=qid), 8)
+    objective = lossdsl.xgboost.objective("lambdarank_map(y, s, q)", like="rank:map")
+    ours = xgb.train(params, xgb.DMatrix(x, relevant, qid=qid), 8, obj=objective)
+    expected = built_in.predict(xgb.DMatrix(x_test), output_margin=True)
+    np.testing.assert_allclose(ours.predict(xgb.DMatrix(x_test), output_margin=True), expected,
+                               atol=1e-5 * np.max(np.abs(expected)))
+    booster = lgb.train({"objective": lossdsl.lightgbm.objective("lambdarank_map(y, s, q)"),
+                         "verbose": -1, "num_threads": 1, "learning_rate": 0.1},
+                        lgb.Dataset(x, relevant, group=np.bincount(qid)), 8)
+    start = _mean_average_precision(relevant_test, np.zeros(qid_test.size), qid_test)
+    assert _mean_average_precision(relevant_test, booster.predict(x_test), qid_test) > start + 0.1
