@@ -358,6 +358,12 @@ class BoostingObjective:
         self.draws = {name: value for name, value in given.items()
                       if isinstance(value, QueryDraws)}
         self.inputs = {name: value for name, value in given.items() if name not in self.draws}
+        if self.draws and not self.rows_supported:
+            raise LossError(
+                f"input {', '.join(repr(n) for n in self.draws)} is drawn anew each round for "
+                f"the training rows, but {self.library} calls objectives on batches and "
+                "permutations of the rows without saying which: train it through LightGBM "
+                "or XGBoost")
         groups = definition.group_inputs
         if len(groups) > 1:
             raise LossError(f"this loss groups its rows by {', '.join(groups)}: a GBDT gives "

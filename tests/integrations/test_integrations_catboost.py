@@ -14,6 +14,7 @@ import pytest
 catboost = pytest.importorskip("catboost")
 import lossdsl  # noqa: E402
 import lossdsl.catboost as lc  # noqa: E402
+from lossdsl.boosting import QueryDraws  # noqa: E402
 
 # Every warning is an error here: lossdsl's objects tell CatBoost not to try to JIT them.
 pytestmark = pytest.mark.filterwarnings("error")
@@ -139,6 +140,9 @@ def test_per_row_inputs_refused(data):
     with pytest.raises(lossdsl.LossError, match="sample_weight"):
         lc.metric(text, inputs={"value": value})
     lc.objective(text, inputs={"value": 2.0})  # a scalar is fine
+    # nor can draws made for the training rows each round follow them
+    with pytest.raises(lossdsl.LossError, match="drawn anew each round"):
+        lc.objective("(1 - u)*half_mse(y, p)", inputs={"u": QueryDraws(seed=5)})
     # the init score takes the labels with the values: those rows, by construction
     start = lc.init_score(text, data["y"], inputs={"value": value})
     assert start == pytest.approx(np.sum(value * data["y"]) / np.sum(value))

@@ -92,6 +92,15 @@ def test_rank_xendcg_with_lightgbms_draws_trains_lightgbms_model(queries):
         force_row_wise=True).fit(x, rel, group=sizes)
     np.testing.assert_allclose(ranker.predict(x_test), built_in,
                                atol=1e-6 * np.max(np.abs(built_in)))
+    # as a metric on other rows: the cross-entropy against those rows' first-round draws
+    (_, _, _), (_, rel_test, qid_test) = queries
+    scores = np.linspace(-1.0, 1.0, qid_test.size)
+    test_set = lgb.Dataset(x_test, rel_test, group=np.bincount(qid_test)).construct()
+    _, value, _ = lossdsl.lightgbm.metric(objective)(scores, test_set)
+    draws = QueryDraws(seed=11).values(qid_test, qid_test.size)
+    expected = lossdsl.compile("rank_xendcg(y, s, q, u)")(y=rel_test, s=scores, q=qid_test,
+                                                          u=draws)
+    assert value == pytest.approx(float(expected), rel=1e-12)
 
 
 def test_lgbm_ranker_passes_the_groups_to_the_objective(queries):
