@@ -101,6 +101,10 @@ PRESETS: dict[str, HessianPreset] = {
                               note="each pair's Hessian 2 p (1 - p) times its weight "
                                    "(lambdarank_map; checked in tests/integrations/"
                                    "test_ranking.py)"),
+    "rank:ndcg": HessianPreset("xgboost", 2.0,
+                               note="each pair's Hessian 2 p (1 - p) times its weight "
+                                    "(lambdarank with truncation=32; checked in "
+                                    "tests/integrations/test_ranking.py)"),
     # LightGBM
     "regression": HessianPreset("lightgbm"),
     "binary": HessianPreset("lightgbm"),
