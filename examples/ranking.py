@@ -104,12 +104,13 @@ def ndcg_at_10(relevance: np.ndarray, scores: np.ndarray, qid: np.ndarray) -> fl
     return float(np.mean(found))
 
 
-def lightgbm_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float, float]]:
+def lightgbm_models(train, test, rounds: int = ROUNDS,
+                    threads: int = 2) -> dict[str, tuple[float, float]]:
     """{model: (NDCG@10 on the test queries, training seconds)} for LightGBM."""
     (x, rel, qid), (x_test, rel_test, qid_test) = train, test
     sizes = np.bincount(qid)
     params = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20, "verbose": -1,
-              "num_threads": 2, "objective_seed": SEED}
+              "num_threads": threads, "objective_seed": SEED}
     found = {}
     for name, chosen, label in [("lambdarank", "lambdarank", rel),
                                 ("rank_xendcg", "rank_xendcg", rel),
@@ -123,10 +124,11 @@ def lightgbm_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float,
     return found
 
 
-def xgboost_models(train, test, rounds: int = ROUNDS) -> dict[str, tuple[float, float]]:
+def xgboost_models(train, test, rounds: int = ROUNDS,
+                   threads: int = 2) -> dict[str, tuple[float, float]]:
     """{model: (NDCG@10 on the test queries, training seconds)} for XGBoost."""
     (x, rel, qid), (x_test, rel_test, qid_test) = train, test
-    params = {"eta": 0.05, "max_depth": 6, "nthread": 2, "tree_method": "hist"}
+    params = {"eta": 0.05, "max_depth": 6, "nthread": threads, "tree_method": "hist"}
     found = {}
     for name, chosen, label in [("rank:ndcg", None, rel), ("rank:pairwise", None, rel),
                                 *((loss, objective(lossdsl.xgboost, loss), labels(loss, rel))

@@ -8,6 +8,13 @@ import sys
 
 import pytest
 
+# Each pytest-xdist worker runs its OpenMP libraries (LightGBM, XGBoost, scikit-learn) on one
+# thread: two workers on two cores otherwise run four spinning OpenMP threads, and a booster
+# test overlapping another took 75 s instead of 11 (measured, CI=true, 2 cores). Set before
+# any of them loads the OpenMP runtime, which reads it once; set OMP_NUM_THREADS to override.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Compiled kernels are cached on disk; keep the tests' cache beside the tests so a second run
 # (and every test module) reuses machine code instead of compiling again.
 os.environ.setdefault(
