@@ -15,7 +15,6 @@ from numba import njit
 __all__ = ["QueryDraws"]
 
 
-
 @njit(cache=True)
 def _next_draws(states: np.ndarray, query: np.ndarray, out: np.ndarray) -> None:
     """Each row's next draw from its query's generator, rows in the order given (so the
@@ -86,7 +85,7 @@ class QueryDraws:
         """Draw the next round's values for ``n`` rows with these group ids (None: each row
         a query of its own) and keep them as the current ones."""
         key = self._layout_key(groups, n)
-        if key != self._key or self._states is None:
+        if key != self._key:  # new rows or groups (or restarted): from the seeds
             self._query, count = _query_numbers(groups, n)
             self._key = key
             self._states = self._seeds(count)

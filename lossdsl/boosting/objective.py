@@ -615,13 +615,15 @@ class BoostingObjective:
         for draws in self.draws.values():
             draws.restart()
 
-    def _with_draws(self, arguments: dict[str, Any], n: int) -> dict[str, Any]:
-        """``arguments`` of ``n`` rows with the current values of the inputs drawn each
-        round, for those rows and their groups."""
+    def _with_draws(self, arguments: dict[str, Any], n: int,
+                    new_round: bool = False) -> dict[str, Any]:
+        """``arguments`` of ``n`` rows with the values of the inputs drawn each round, for
+        those rows and their groups: the next round's (``new_round``), else the current."""
         if self.draws:
             groups = arguments.get(self.group_input) if self.group_input else None
             for name, draws in self.draws.items():
-                arguments[name] = draws.values(groups, n)
+                arguments[name] = (draws.advance(groups, n) if new_round
+                                   else draws.values(groups, n))
         return arguments
 
     def _probe_gradient(self, arguments: dict[str, Any]) -> np.ndarray | None:
@@ -941,10 +943,11 @@ class BoostingObjective:
         return classes
 
     def loss_inputs(self, label: Any, prediction: Any, device: Any = None,
-                    groups: Any = None) -> dict[str, Any]:
+                    groups: Any = None, new_round: bool = False) -> dict[str, Any]:
         """The kernel's inputs; with ``device`` (CuPy) the per-row inputs are its arrays,
         copied over once. ``groups``: each row's group id, from the library, for a loss that
-        groups its rows (see :attr:`group_input`)."""
+        groups its rows (see :attr:`group_input`). ``new_round``: a training round's
+        gradients, for which the inputs drawn each round (:attr:`draws`) draw anew."""
         arguments = dict(self.inputs)
         if device is not None:
             for name in self.row_inputs():
@@ -960,7 +963,7 @@ class BoostingObjective:
             arguments[self.group_input] = groups
         arguments[self.label] = label
         arguments[self.wrt] = prediction
-        self._with_draws(arguments, np.shape(label)[0])
+        self._with_draws(arguments, np.shape(label)[0], new_round)
         if device is not None:
             for name in self.draws:
                 arguments[name] = device.asarray(arguments[name])
@@ -1014,9 +1017,6 @@ class BoostingObjective:
         returns (XGBoost copies them in ``TrainOneIter``, LightGBM reads them during
         ``LGBM_BoosterUpdateOneIterCustom``): the previous call's arrays are overwritten."""
         self.check_rows(label, container)
-        for draws in self.draws.values():  # this round's draws, read by loss_inputs
-            draws.advance(groups if groups is not None or self.group_input is None
-                          else self.inputs.get(self.group_input), np.shape(label)[0])
         device = device_arrays() if self.target == "cuda" else None
         if device is None or _array_module(prediction) is np:
             prediction = _host(prediction)
@@ -1026,12 +1026,13 @@ class BoostingObjective:
             self._probe_dtypes = (y.dtype if y.dtype.kind == "f" else np.float64,
                                   prediction.dtype, None if w is None else w.dtype)
         if device is None:
-            arguments, w_in, p_in = self.loss_inputs(y, prediction, groups=groups), w, prediction
+            arguments, w_in, p_in = (self.loss_inputs(y, prediction, groups=groups,
+                                                      new_round=True), w, prediction)
         else:  # the kernels read and write device arrays: results stay on the GPU
             p_in = device.asarray(prediction)
             w_in = self._on_device(device, "weight", w)
             arguments = self.loss_inputs(self._on_device(device, "label", y), p_in, device,
-                                         groups)
+                                         groups, new_round=True)
         wrt = (self.wrt,)
         buffers_key = None
         given: dict[str, np.ndarray] | None = None
