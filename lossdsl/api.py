@@ -27,6 +27,7 @@ from .binding import (
     axis_lengths,
     bind_inputs,
     call_signature,
+    check_domains,
     check_labels,
     check_out,
     group_samples,
@@ -40,6 +41,7 @@ from .binding import (
     result_shape,
 )
 from .compiler import Kernel, KernelRequest, Specialization
+from .domains import Domain
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
 from .ir.node import Node, toposort, walk
@@ -263,7 +265,8 @@ class CompiledLoss:
         self._lock = threading.Lock()
         self._layout = InputLayout(self.inputs, self.table_inputs(), self.class_vector_inputs(),
                                    self.loss.definition.input_spans, self.target,
-                                   self.reduction, self.ignore_index)
+                                   self.reduction, self.ignore_index,
+                                   self.loss.definition.domains)
 
     def __getstate__(self) -> dict[str, Any]:
         # Kernels live in modules imported from the cache directory; a copy in another process
@@ -391,6 +394,16 @@ class CompiledLoss:
                 + [n.args[1].value for n in walk(graph)
                    if n.op == "table_row" and n.args[1].op == "input"])
         return self._labels
+
+    def input_domains(self) -> dict[str, tuple[Domain, ...]]:
+        """The declared domains of the inputs (``def hinge(y in {-1, 1}, z)``): each input
+        bound to a def parameter that declares one, with every domain it must be in (calls
+        refuse values outside with a :class:`~lossdsl.LossDomainError`)."""
+        found: dict[str, tuple[Domain, ...]] = {}
+        for declared in self.loss.definition.domains:
+            if declared.name in self.inputs:
+                found[declared.name] = (*found.get(declared.name, ()), declared.domain)
+        return found
 
     def table_inputs(self) -> frozenset[str]:
         """Inputs used as lookup tables by ``rowof(C, y)``: (R, K) matrices, such as a cost
@@ -544,6 +557,7 @@ class CompiledLoss:
             tuple(hessians), target)
         self._last_kernel = kernel
         check_labels(layout, bound, kernel, spec, lengths)
+        check_domains(layout, bound, target == "parallel")
         given, rounded = {}, {}
         if out:
             dtype = np.dtype(output_dtype or bound.result_dtype or bound.dtype)

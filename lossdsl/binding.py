@@ -25,6 +25,7 @@ import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name, partners_name
+from .domains import InputDomain, first_outside
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .ir.axes import Axis
 from .passes import shapes
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
-           "check_out", "class_vector", "coerce_loss", "disagreement", "first_bad_label",
+           "check_domains", "check_out", "class_vector", "coerce_loss", "disagreement",
+           "domain_violation", "first_bad_label",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
            "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
            "plan_call", "plan_kernel", "result_dtype", "result_order", "work_size", "SERIAL_KIT",
@@ -60,6 +62,7 @@ class InputLayout:
     target: str
     reduction: str
     ignore_index: int | None = None
+    domains: tuple[InputDomain, ...] = ()  # the declared domains of inputs and params
 
 
 @dataclass
@@ -435,6 +438,38 @@ def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specia
             lengths[objective.kept_count] = kept
 
 
+def check_domains(layout: InputLayout, bound: Bound, threads: bool = False) -> None:
+    """Check every input and param bound to a def parameter with a declared domain
+    (``def hinge(y in {-1, 1}, z)``) against it: a LossDomainError for the first value
+    outside. ``threads``: the call runs a parallel kernel (checks count on every thread)."""
+    for declared in layout.domains:
+        name = declared.name
+        found = domain_violation(declared, bound.arrays.get(name, bound.scalars.get(name)),
+                                 bound.params, threads)
+        if found is not None:
+            kind = "input" if name in layout.inputs else "param"
+            raise declared.error(kind, found[1], found[0], layout.spans.get(name))
+
+
+def domain_violation(declared: InputDomain, values: Any, params: Mapping[str, float],
+                     threads: bool = False) -> tuple[int | None, Any] | None:
+    """``(index, value)`` of the first of ``values`` (an input's array or number; None for
+    a param, read from ``params``) outside ``declared``'s domain (index None for a number),
+    or None; ``threads`` as :func:`~lossdsl.domains.first_outside`'s."""
+    if values is None:
+        value = params[declared.name]
+        return None if value in declared.domain else (None, value)
+    if is_device_array(values):
+        from .backend.cuda import runtime as cuda_runtime
+
+        return cuda_runtime.first_outside_domain(values, declared.domain)
+    array = np.asarray(values)
+    if array.ndim == 0:
+        value = array.item()
+        return None if value in declared.domain else (None, value)
+    return first_outside(array, declared.domain, threads)
+
+
 def label_error(layout: InputLayout, name: str, width: int, index: int,
                 label: Any) -> LossDomainError:
     """The error for a label ``name`` (an input, a param or a constant) holding ``label``
@@ -736,8 +771,12 @@ class CallPlan:
             arrays[shapes.WEIGHT] = weight
         if self.labels and not self._labels_valid(arrays, numbers, params, lengths):
             return None
-        kernel_plan = self.kernels.get(target if self.threaded_axes is None
-                                       else self.target_for(lengths, target))
+        target = target if self.threaded_axes is None else self.target_for(lengths, target)
+        for declared in self.layout.domains:  # the general path raises the error
+            if domain_violation(declared, arrays.get(declared.name, numbers.get(declared.name)),
+                                params, target == "parallel"):
+                return None
+        kernel_plan = self.kernels.get(target)
         if kernel_plan is None:
             return None
         if out and (self.scalar_results and out.keys() & self.scalar_results

@@ -20,6 +20,7 @@ class Entry:
     doc: str
     formula: str
     file: str
+    domains: tuple[tuple[str, str], ...] = ()  # (parameter, its declared domain) where given
 
     @property
     def summary(self) -> str:
@@ -39,10 +40,13 @@ class Entry:
 
     @property
     def signature(self) -> str:
-        """``name(y, p, delta=1.0)``."""
-        parts = [
-            name if default is None else f"{name}={default}" for name, default in self.parameters
-        ]
+        """``name(y, p, delta=1.0)``, with declared domains: ``hinge(y in {-1, 1}, z)``."""
+        domains = dict(self.domains)
+        parts = []
+        for name, default in self.parameters:
+            part = name if name not in domains else f"{name} in {domains[name]}"
+            parts.append(part if default is None else
+                         f"{part} = {default}" if name in domains else f"{part}={default}")
         return f"{self.name}({', '.join(parts)})"
 
     def call_expression(self) -> str:
@@ -74,7 +78,8 @@ def _body(definition: str) -> str:
     """
     start, depth = definition.index("("), 0
     for position, character in enumerate(definition[start:], start):
-        depth += {"(": 1, ")": -1}.get(character, 0)
+        # any bracket: a half-open domain such as [0, inf) closes with the other kind
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(character, 0)
         if depth == 0:  # the parameter list's closing parenthesis
             return definition[definition.index("=", position) + 1 :].strip()
     raise ValueError(f"not a def statement: {definition!r}")
@@ -88,7 +93,8 @@ def _entry(info: DefInfo) -> Entry:
         for p in syntax.parameters
     )
     formula = _body(_text(source, syntax.span))
-    return Entry(info.name, parameters, info.doc, formula, syntax.span.file or "")
+    domains = tuple((name, str(domain)) for name, domain in info.domains.items())
+    return Entry(info.name, parameters, info.doc, formula, syntax.span.file or "", domains)
 
 
 def entries() -> list[Entry]:

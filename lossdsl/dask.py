@@ -40,9 +40,11 @@ from .backend.cpu.runtime import launch
 from .backend.emit import offsets_name
 from .binding import (
     ArrayKind,
+    Bound,
     Grouping,
     InputLayout,
     coerce_loss,
+    domain_violation,
     first_bad_label,
     group_samples,
     kernel_arguments,
@@ -50,6 +52,7 @@ from .binding import (
     regrouped_results,
     result_order,
 )
+from .domains import InputDomain, first_outside
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["DaskLoss", "compile"]
@@ -158,6 +161,8 @@ class DaskLoss:
             checked = _checked_labels(compiled, name, labels, width)
             if name in bound.arrays:  # dask labels are checked as their chunks are read
                 bound.arrays[name] = checked
+        for declared in compiled.layout.domains:
+            _checked_domain(compiled.layout, declared, bound)
         arguments, results = kernel_arguments(
             kernel, bound, lengths, lambda shape: _Slot(shape, bound.dtype))
         kit = _ChunkKit(_KernelRef(compiled, bound.ranks, bound.weight is not None,
@@ -279,22 +284,46 @@ class _DaskArrays(ArrayKind):
 def _checked_labels(compiled: CompiledLoss, name: str, labels: Any, width: int) -> Any:
     """``labels``, checked to be integers in ``[0, width)``: a GPU or a Numba kernel does not
     bounds-check a class or table lookup. Dask labels are checked chunk by chunk."""
-    if not isinstance(labels, da.Array):
-        found = first_bad_label(labels, width)
+    return _checked(labels, lambda block: first_bad_label(block, width),
+                    lambda index, label: compiled.label_error(name, width, index, label))
+
+
+def _checked_domain(layout: InputLayout, declared: InputDomain, bound: Bound) -> None:
+    """Check the input or param ``declared`` is about against its declared domain; a dask
+    input is replaced in ``bound`` by itself checked chunk by chunk."""
+    name = declared.name
+    values = bound.arrays.get(name, bound.scalars.get(name))
+    kind = "input" if name in layout.inputs else "param"
+    if not isinstance(values, da.Array):
+        found = domain_violation(declared, values, bound.params)
         if found is not None:
-            raise compiled.label_error(name, width, *found)
-        return labels
+            raise declared.error(kind, found[1], found[0], layout.spans.get(name))
+        return
+    bound.arrays[name] = _checked(
+        values, lambda block: first_outside(block, declared.domain),
+        lambda index, value: declared.error(kind, value, index, layout.spans.get(name)))
+
+
+def _checked(values: Any, find: Callable[[np.ndarray], tuple[int, Any] | None],
+             error: Callable[[int, Any], LossError]) -> Any:
+    """``values`` checked by ``find`` (the flat index and value of a block's first bad entry,
+    or None): at once for an array in memory, block by block as they are read for a dask
+    array, raising ``error(flat index, value)``."""
+    if not isinstance(values, da.Array):
+        found = find(values)
+        if found is not None:
+            raise error(*found)
+        return values
 
     def check(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        found = first_bad_label(block, width)
+        found = find(block)
         if found is not None:
             start = block_info[0]["array-location"][0][0] if block_info else 0
-            index, label = found
-            raise compiled.label_error(name, width, start * int(np.prod(block.shape[1:]))
-                                       + index, label)
+            index, value = found
+            raise error(start * int(np.prod(block.shape[1:])) + index, value)
         return block
 
-    return labels.map_blocks(check, dtype=labels.dtype)
+    return values.map_blocks(check, dtype=values.dtype)
 
 
 class _Slot:

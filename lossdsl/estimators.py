@@ -33,8 +33,9 @@ without them. See docs/estimators.md.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ from .api import CompiledLoss, Loss
 from .binding import coerce_loss
 from .boosting.objective import default_roles, repeat_score
 from .decisions import decide as _decide
-from .errors import LossError, LossShapeError
+from .errors import LossDomainError, LossError, LossShapeError
 from .implied import class_probabilities, label_scale, probabilities_move
 
 __all__ = [
@@ -708,7 +709,8 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         inputs = self._grid_inputs(values, rows, z.size)
         raw = np.tile(z, rows.size)
         for index, value in enumerate(self.class_values):
-            gradient = self._gradient(np.full(raw.size, value, dtype=_LABEL), raw, inputs)
+            with class_values_hint():
+                gradient = self._gradient(np.full(raw.size, value, dtype=_LABEL), raw, inputs)
             if np.all(gradient == 0):
                 raise LossError(
                     f"{self._loss_name()} does not depend on the score for label {value} "
@@ -970,8 +972,11 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         scores.append((np.tile(grid, rows.size), grid_inputs))
         for z, given in scores:
             delta = 1e-7 * np.maximum(1.0, np.abs(z))
-            above = self._gradient(z + delta, z, given)
-            below = self._gradient(z - delta, z, given)
+            try:
+                above = self._gradient(z + delta, z, given)
+                below = self._gradient(z - delta, z, given)
+            except LossDomainError:  # scores the labels cannot take (y in [0, inf))
+                return False
             if not (np.all(above < 0) and np.all(below > 0)):
                 return False
         return True
@@ -1282,6 +1287,20 @@ def _column(X: Any, name: str, what: str) -> np.ndarray:
         raise LossError(f"{what}={name!r} names a column, but X has no column {name!r}; pass "
                         "the values themselves")
     return np.asarray(X[columns[names.index(name)]], dtype=np.float64)
+
+
+@contextlib.contextmanager
+def class_values_hint() -> Iterator[None]:
+    """Inside: a label value the loss's declared domain refuses (0 for a hinge, whose
+    ``y in {-1, 1}``) comes with what a classifier's user changes: ``class_values``."""
+    try:
+        yield
+    except LossDomainError as error:
+        raise LossDomainError(
+            f"the label values of the two classes (class_values) are outside the loss's "
+            f"domain: {error.message}", error.span,
+            "pass class_values=(-1, 1) for a margin loss such as hinge, or (0, 1) for a "
+            "cross-entropy") from None
 
 
 def fit_classes(estimator: Any, y: np.ndarray, sample_weight: Any) -> tuple[np.ndarray,

@@ -56,7 +56,13 @@ except ModuleNotFoundError as error:  # an optional dependency
 from . import compiler
 from .api import CompiledLoss, Loss, loss_from_text
 from .backend import jax as printer
-from .binding import check_group_ids, disagreement, first_bad_label, param_value
+from .binding import (
+    check_group_ids,
+    disagreement,
+    domain_violation,
+    first_bad_label,
+    param_value,
+)
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.axes import Axis
 from .ir.node import Node, depends_on, toposort
@@ -429,7 +435,7 @@ class JaxLoss:
             jnp.result_type(float))
         ranks = {name: arrays[name].ndim for name in self.inputs}
         functions = self._specialization(ranks, weighted, result)
-        self._check(functions, arrays)
+        self._check(functions, arrays, params)
         arguments = [arrays[name] for name in functions.names[:len(functions.inputs)]]
         arguments += [params[name] for name in functions.params]
         return functions, arguments
@@ -478,8 +484,10 @@ class JaxLoss:
         functions.build_value()
         return functions
 
-    def _check(self, functions: _Functions, arrays: dict[str, jax.Array]) -> None:
-        """Shapes agree (static, also under jit); concrete labels are in range."""
+    def _check(self, functions: _Functions, arrays: dict[str, jax.Array],
+               params: Mapping[str, Any]) -> None:
+        """Shapes agree (static, also under jit); concrete labels are in range, and concrete
+        values of inputs and params with a declared domain are in it."""
         lengths: dict[str, int] = {}
         for axis, sources in functions.specialized.axis_sources.items():
             seen = {name: arrays[name].shape[dimension] for name, dimension in sources}
@@ -505,10 +513,9 @@ class JaxLoss:
         for label, axis in functions.specialized.labels:
             if label.op == "const":
                 name, values = repr(label.value), np.asarray(label.value)
-            elif label.op == "param":
-                name, values = label.value, np.asarray(self._compiled.params[label.value])
             else:
-                name, values = label.value, _concrete(arrays[label.value])
+                name = label.value
+                values = _concrete(params[name] if label.op == "param" else arrays[name])
                 if values is None:  # traced: an out-of-range label makes the result NaN
                     continue
             ignored = name == objective.ignored
@@ -522,6 +529,16 @@ class JaxLoss:
                     f"every label of '{name}' equals ignore_index={self.ignore_index}: the "
                     f"{self.reduction} over no samples is undefined; use reduction='sum' or "
                     "skip the batch")
+        layout = self._compiled.layout
+        for declared in layout.domains:
+            name = declared.name
+            values = _concrete(arrays[name] if name in arrays else params[name])
+            if values is None:  # traced: checked where the values are known
+                continue
+            found = domain_violation(declared, values, params)
+            if found is not None:
+                raise declared.error("input" if name in arrays else "param", found[1],
+                                     found[0], layout.spans.get(name))
 
 
 def _array(what: str, value: Any) -> jax.Array:

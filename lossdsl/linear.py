@@ -69,8 +69,8 @@ from sklearn.utils.validation import (
 from .api import CompiledLoss, Loss
 from .binding import coerce_loss
 from .boosting.objective import default_roles
-from .errors import LossError, LossShapeError
-from .estimators import fit_classes
+from .errors import LossDomainError, LossError, LossShapeError
+from .estimators import class_values_hint, fit_classes
 from .implied import class_probabilities, label_scale, probabilities_move
 
 __all__ = ["LossClassifier", "LossMetric", "LossRegressor", "LossScorer", "make_scorer",
@@ -741,8 +741,11 @@ class LossRegressor(RegressorMixin, _LinearLossModel):
         span = max(high - low, 1.0)
         for z in (raw, np.linspace(low - span, high + span, 41)):
             delta = 1e-7 * np.maximum(1.0, np.abs(z))
-            above = self._loss.row_gradient(z + delta, z)
-            below = self._loss.row_gradient(z - delta, z)
+            try:
+                above = self._loss.row_gradient(z + delta, z)
+                below = self._loss.row_gradient(z - delta, z)
+            except LossDomainError:  # scores the labels cannot take (y in [0, inf))
+                return False
             if not (np.all(above < 0) and np.all(below > 0)):
                 return False
         return True
@@ -856,7 +859,8 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
         """A loss written for labels -1/1 (hinge) ignores label 0: refuse it."""
         z = np.linspace(-3.0, 3.0, 13)
         for index, value in enumerate(self.class_values):
-            gradient = self._loss.row_gradient(np.full(z.size, float(value)), z)
+            with class_values_hint():
+                gradient = self._loss.row_gradient(np.full(z.size, float(value)), z)
             if np.all(gradient == 0):
                 raise LossError(
                     f"{self._loss.name} does not depend on the score for label {value} "

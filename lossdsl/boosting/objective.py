@@ -567,7 +567,9 @@ class BoostingObjective:
             return False  # losses over classes: not Huber-like; their labels are indices
         magnitudes = np.geomspace(1e-3, 500.0, 121)
         residuals = np.concatenate([-magnitudes[::-1], [0.0], magnitudes])
-        labels = np.array([0.0, 1.0, 0.5, 3.0, 10.0, 100.0, -2.0])
+        labels = self._accepted_labels([0.0, 1.0, 0.5, 3.0, 10.0, 100.0, -2.0])
+        if not labels.size:
+            return True
         n = labels.size * residuals.size
         arguments: dict[str, Any] = {}
         for name, value in self.inputs.items():
@@ -591,6 +593,15 @@ class BoostingObjective:
                 & (hessian == 0)).reshape(labels.size, residuals.size)
         # a region, not an isolated zero crossing: three neighbouring residuals in a row
         return bool(np.any(flat[:, :-2] & flat[:, 1:-1] & flat[:, 2:]))
+
+    def _accepted_labels(self, candidates: list[float]) -> np.ndarray:
+        """The probe labels among ``candidates`` (and the members of a declared set, such as
+        a margin loss's {-1, 1}) that the label's declared domains accept: a probe outside
+        them would be refused, not measured (lambdarank's ``y in [0, inf)`` and -2)."""
+        domains = self._summed.input_domains().get(self.label, ())
+        candidates = [*candidates, *(m for d in domains for m in d.members)]
+        accepted = [v for v in dict.fromkeys(candidates) if all(v in d for d in domains)]
+        return np.array(accepted, dtype=np.float64)
 
     def _probe_inputs(self, n: int) -> dict[str, Any]:
         """The loss's other inputs for ``n`` probe rows: scalars and tables as given, per-row

@@ -77,10 +77,23 @@ class Param(Statement):
 
 
 @dataclass(frozen=True)
+class DomainSyntax:
+    """``{a, b, ...}`` (``members``), or an interval from ``low`` to ``high``."""
+
+    span: Span
+    members: tuple[Expression, ...] = ()
+    low: Expression | None = None
+    high: Expression | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+
+@dataclass(frozen=True)
 class Parameter:
     name: str
     default: Expression | None
     span: Span
+    domain: DomainSyntax | None = None  # ``name in {-1, 1}``: the values it may take
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,10 @@ _READABLE_TERMINALS = {
     "STRING": 'a "quoted path"',
     "LPAR": "'('",
     "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
     "COMMA": "','",
     "EQUAL": "'='",
     "PLUS": "'+'",
@@ -74,6 +78,9 @@ _CONTINUES = {
     "COMPARE",
     "COMMA",
     "LPAR",
+    "LSQB",
+    "LBRACE",
+    "IN",
     "AND",
     "OR",
     "NOT",
@@ -81,6 +88,10 @@ _CONTINUES = {
     "THEN",
     "ELSE",
 }
+
+
+_OPENING = frozenset({"LPAR", "LSQB", "LBRACE"})
+_CLOSING = frozenset({"RPAR", "RSQB", "RBRACE"})
 
 
 class _ContinuationNewlines:
@@ -93,9 +104,10 @@ class _ContinuationNewlines:
         depth = 0
         previous = None
         for token in stream:
-            if token.type == "LPAR":
+            # a half-open interval such as [0, 1) closes with the other kind of bracket
+            if token.type in _OPENING:
                 depth += 1
-            elif token.type == "RPAR":
+            elif token.type in _CLOSING:
                 depth = max(0, depth - 1)
             elif token.type == "_NL" and (depth > 0 or previous in _CONTINUES):
                 continue
@@ -203,8 +215,20 @@ class _ToAst:
     def param(self, meta, name, value):
         return ast.Param(self._s(meta), "", str(name), value, self._s(name))
 
-    def parameter(self, meta, name, default):
-        return ast.Parameter(str(name), default, self._s(name))
+    def parameter(self, meta, name, domain, default):
+        return ast.Parameter(str(name), default, self._s(name), domain)
+
+    def value_set(self, meta, *members):
+        return ast.DomainSyntax(self._s(meta), members)
+
+    def _interval(low_open: bool, high_open: bool):  # noqa: N805 - builds methods
+        def method(self, meta, low, high):
+            return ast.DomainSyntax(self._s(meta), (), low, high, low_open, high_open)
+
+        return method
+
+    closed_interval, open_interval = _interval(False, False), _interval(True, True)
+    closed_open_interval, open_closed_interval = _interval(False, True), _interval(True, False)
 
     def parameters(self, meta, *items):
         return tuple(items)
@@ -300,8 +324,8 @@ _SCAN = re.compile(
   | (?P<newline>\r?\n)
   | (?P<space>[ \t\f\r]+)
   | (?P<semicolon>;)
-  | (?P<open>\()
-  | (?P<close>\))
+  | (?P<open>[(\[{])
+  | (?P<close>[)\]}])
   | (?P<word>[A-Za-z_][A-Za-z_0-9]*)
   | (?P<number>(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?)
   | (?P<operator>\*\*|<=|>=|==|!=|[-+*/^<>=,])
@@ -310,7 +334,7 @@ _SCAN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _STATEMENT_KEYWORDS = frozenset({"param", "def", "let", "loss", "import"})
-_CONTINUING_WORDS = frozenset({"and", "or", "not", "if", "then", "else"})
+_CONTINUING_WORDS = frozenset({"and", "or", "not", "if", "then", "else", "in"})
 _INSIGNIFICANT = frozenset({"comment", "continued", "newline", "space"})
 _DECLARED = re.compile(r"\s*(param|def|let|loss)\s+([A-Za-z_][A-Za-z_0-9]*)")
 

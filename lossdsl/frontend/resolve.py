@@ -26,7 +26,16 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LossArityError, LossError, LossNameError, LossSyntaxError, Span, did_you_mean
+from ..domains import Domain, InputDomain, declared_at, number_text
+from ..errors import (
+    LossArityError,
+    LossDomainError,
+    LossError,
+    LossNameError,
+    LossSyntaxError,
+    Span,
+    did_you_mean,
+)
 from ..ir.build import make
 from ..ir.node import Node, constant, node, toposort
 from ..ops.primitives import CLASS_VECTOR, CONSTANTS, FUNCTIONS, GROUP_REDUCTIONS
@@ -59,6 +68,7 @@ class DefInfo:
     syntax: ast.Def
     scope: Scope
     doc: str
+    domains: dict[str, Domain] = field(default_factory=dict)  # by parameter name
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class LossDefinition:
     doc: str
     span: Span
     input_spans: dict[str, Span]
+    # the declared domains of the inputs and params (def parameters bound to them)
+    domains: tuple[InputDomain, ...] = ()
 
 
 @dataclass(eq=False)
@@ -82,6 +94,7 @@ class Scope:
     params: dict[str, ParamInfo] = field(default_factory=dict)
     defs: dict[str, DefInfo] = field(default_factory=dict)
     lets: dict[str, Node] = field(default_factory=dict)
+    let_domains: dict[str, tuple[InputDomain, ...]] = field(default_factory=dict)
     losses: dict[str, LossDefinition] = field(default_factory=dict)
     imports: list[Scope] = field(default_factory=list)
     parent: Scope | None = None  # the prelude, for user modules
@@ -126,6 +139,13 @@ class Scope:
             if name in scope.params:
                 return node("param", (), name, ())
         return None
+
+    def find_let_domains(self, name: str) -> tuple[InputDomain, ...]:
+        """The declared domains the let ``name`` visible here puts on its inputs."""
+        for scope in self._chain():
+            if name in scope.lets:
+                return scope.let_domains.get(name, ())
+        return ()
 
     def find_param(self, name: str) -> ParamInfo | None:
         """The param ``name`` visible here, or None."""
@@ -196,7 +216,7 @@ class _Context:
 
 
 # Work-stack instructions of ``Lowerer.lower``.
-_EVAL, _BUILD, _APPLY, _BIND, _STORE = range(5)
+_EVAL, _BUILD, _APPLY, _BIND, _STORE, _DECLARE = range(6)
 
 
 class Lowerer:
@@ -215,6 +235,8 @@ class Lowerer:
         self.input_spans = record  # first use of each input, in source order
         self.expanding: tuple[int, ...] = ()
         self._applied: dict[tuple, Node] = {}
+        #: the declared domains met so far: def parameters bound to an input or a param
+        self.domains: dict[tuple[str, Domain], InputDomain] = {}
 
     def lower(self, expression: ast.Expression, local: dict[str, Node]) -> Node:
         """The graph of ``expression`` with the def parameters ``local`` bound."""
@@ -233,6 +255,9 @@ class Lowerer:
                 self._apply(task[1], task[2], task[3], tasks, values)
             elif kind == _BIND:
                 task[2][task[1]] = values.pop()
+            elif kind == _DECLARE:
+                _, definition, name, bound, span = task
+                self._declare(definition, name, bound[name], span)
             else:  # _STORE
                 self._applied[task[1]] = values[-1]
         (result,) = values
@@ -278,6 +303,8 @@ class Lowerer:
         scope = context.scope
         found = scope.find_value(e.id)
         if found is not None:
+            for declared in scope.find_let_domains(e.id):
+                self.domains.setdefault((declared.name, declared.domain), declared)
             return found
         if e.id in CONSTANTS:
             return constant(CONSTANTS[e.id])
@@ -384,13 +411,40 @@ class Lowerer:
                 raise LossArityError(
                     f"'{syntax.name}' is missing argument '{parameter.name}'", call.span
                 )
+        if definition.domains:
+            spans = {p.name: a.span for p, a in zip(syntax.parameters, call.args)}
+            spans.update((k.name, k.value.span) for k in call.keywords)
+            for name, value in bound.items():
+                self._declare(definition, name, value, spans[name])
         # The defaults and the body see the def's own scope, never the caller's inputs; a
         # default may use the parameters before it, which are bound by then (the stack runs
         # each default, then binds it, in order).
         inner = _Context(definition.scope, False, bound, context.expanding + (id(definition),))
         tasks += ((_STORE, key), (_EVAL, syntax.body, inner))
         for parameter in reversed(missing):
+            if parameter.name in definition.domains:
+                tasks.append((_DECLARE, definition, parameter.name, bound,
+                              parameter.default.span))
             tasks += ((_BIND, parameter.name, bound), (_EVAL, parameter.default, inner))
+
+    def _declare(self, definition: DefInfo, parameter: str, value: Node, span: Span) -> None:
+        """Apply ``parameter``'s declared domain to the argument ``value`` (written at
+        ``span``): a number is checked now, an input or a param at every call. Other
+        arguments (expressions of inputs) are not checked."""
+        domain = definition.domains.get(parameter)
+        if domain is None:
+            return
+        declared = next(p.domain.span for p in definition.syntax.parameters
+                        if p.name == parameter)
+        if value.op == "const":
+            if value.value not in domain:
+                raise LossDomainError(
+                    f"{definition.name}'s '{parameter}' must be {domain.described()} "
+                    f"(declared '{parameter} in {domain}'{declared_at(declared)}); got "
+                    f"{number_text(value.value)}", span)
+        elif value.op in ("input", "param"):
+            self.domains.setdefault((value.value, domain), InputDomain(
+                value.value, domain, definition.name, parameter, declared))
 
     def _builtin(self, e: ast.Call, args: list[Node]) -> Node:
         name = e.function
@@ -471,8 +525,10 @@ def inputs_used(graph: Node, spans: dict[str, Span]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda name: order.get(name, 1 << 30)))
 
 
-def _constant_value(value: Node, scope: Scope, span: Span) -> float:
-    """A param's value: a constant expression, possibly of earlier params."""
+def _constant_value(value: Node, scope: Scope, span: Span, what: str = "a param's value"
+                    ) -> float:
+    """A param's value (or ``what`` else): a constant expression, possibly of earlier
+    params."""
     # Only the params this value uses: copying every visible param for each of thousands of
     # params made a long file quadratic.
     params = params_used(value, scope)
@@ -480,9 +536,35 @@ def _constant_value(value: Node, scope: Scope, span: Span) -> float:
         (result,) = evaluate([value], {}, params)
         return float(result)
     except KeyError:
-        raise LossError("a param's value must be a constant expression", span) from None
+        raise LossError(f"{what} must be a constant expression", span) from None
     except (ArithmeticError, ValueError, TypeError, IndexError) as error:
-        raise LossError(f"a param's value cannot be computed ({error})", span) from None
+        raise LossError(f"{what} cannot be computed ({error})", span) from None
+
+
+def _domain(syntax: ast.DomainSyntax, scope: Scope) -> Domain:
+    """A parameter's declared domain, its bounds evaluated: numbers (``-1``, ``inf``,
+    ``1/3``), never params, which a call may change."""
+    bounds = []
+    for expression in (*syntax.members, syntax.low, syntax.high):
+        if expression is None:
+            continue
+        free: dict[str, Span] = {}
+        graph = Lowerer(scope, inputs_allowed=True, record=free).lower(expression, {})
+        used = next((n.value for n in toposort([graph]) if n.op == "param"), None)
+        if free or used is not None:
+            name = next(iter(free), used)
+            raise LossError(f"a domain's bounds must be numbers; '{name}' is not a constant",
+                            free.get(name, expression.span))
+        bounds.append(_constant_value(graph, scope, expression.span, "a domain's bound"))
+    if any(bound != bound for bound in bounds):
+        raise LossError("a domain's bounds cannot be nan", syntax.span)
+    if syntax.members:
+        return Domain(tuple(dict.fromkeys(bounds)))
+    low, high = bounds
+    if not low < high:
+        raise LossError(f"an interval's low end must be below its high end, got "
+                        f"{number_text(low)} and {number_text(high)}", syntax.span)
+    return Domain((), low, high, syntax.low_open, syntax.high_open)
 
 
 @dataclass
@@ -609,10 +691,14 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             if parameter.name in seen:
                 raise LossArityError(f"duplicate parameter '{parameter.name}'", parameter.span)
             seen.add(parameter.name)
-        scope.defs[statement.name] = DefInfo(statement.name, statement, scope, statement.doc)
+        domains = {p.name: _domain(p.domain, scope) for p in statement.parameters if p.domain}
+        scope.defs[statement.name] = DefInfo(statement.name, statement, scope, statement.doc,
+                                             domains)
     elif isinstance(statement, ast.Let):
         scope.defining_let = statement.name
         scope.lets[statement.name] = lowerer.lower(statement.value, {})
+        if lowerer.domains:
+            scope.let_domains[statement.name] = tuple(lowerer.domains.values())
     elif isinstance(statement, (ast.LossDecl, ast.ExpressionStatement)):
         name = statement.name if isinstance(statement, ast.LossDecl) else None
         if name is None and scope.expression is not None:
@@ -631,6 +717,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             statement.doc,
             statement.span,
             {input_name: spans[input_name] for input_name in inputs if input_name in spans},
+            tuple(lowerer.domains.values()),
         )
         if name is None:
             scope.expression = definition
@@ -836,13 +923,15 @@ def def_as_loss(info: DefInfo, scope: Scope) -> LossDefinition | None:
     arguments = tuple(ast.Name(p.span, p.name) for p in syntax.parameters if p.default is None)
     call = ast.Call(syntax.span, syntax.name, arguments, ())
     spans: dict[str, Span] = {}
+    lowerer = Lowerer(scope, inputs_allowed=True, record=spans)
     try:
-        graph = Lowerer(scope, inputs_allowed=True, record=spans).lower(call, {})
+        graph = lowerer.lower(call, {})
     except _Unresolved:
         return None
     inputs = inputs_used(graph, spans)
     return LossDefinition(syntax.name, graph, inputs, params_used(graph, scope), info.doc,
-                          syntax.span, {name: spans[name] for name in inputs if name in spans})
+                          syntax.span, {name: spans[name] for name in inputs if name in spans},
+                          tuple(lowerer.domains.values()))
 
 
 def one_edit_apart(a: str, b: str) -> bool:

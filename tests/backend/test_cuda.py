@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 from numba import cuda
-from sweeps import SAMPLING
+from sweeps import SAMPLING, within_domains
 
 import lossdsl
 from lossdsl import binding, catalog
@@ -126,7 +126,7 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, n: int = N, k: int = K
         shape = (n,) if ranks[name] == 1 else (n, k)
         inputs[name] = (rng.normal(0.0, 1.5, shape) if kind == "wide"
                         else rng.uniform(0.05, 0.95, shape))
-    return inputs
+    return within_domains(compiled, inputs, rng)
 
 
 def cast(inputs: dict[str, np.ndarray], dtype: type) -> dict[str, np.ndarray]:

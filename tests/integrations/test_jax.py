@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from sweeps import SAMPLING
+from sweeps import SAMPLING, within_domains
 
 import lossdsl
 import lossdsl.jax
@@ -62,7 +62,7 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict
             shape = (N,) if ranks[name] == 1 else (N, K)
             inputs[name] = (rng.normal(0.0, 1.5, shape) if kind == "wide"
                             else rng.uniform(0.05, 0.95, shape))
-    return inputs
+    return within_domains(compiled, inputs, rng)
 
 
 @functools.cache

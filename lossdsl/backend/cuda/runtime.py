@@ -33,6 +33,7 @@ from numba.core.errors import NumbaPerformanceWarning
 from numba.cuda.cudadrv import devicearray as _devicearray
 from numba.cuda.cudadrv.devices import require_context
 
+from ...domains import Domain  # noqa: E402
 from ...ops.scalar_math import SCALAR_MATH  # noqa: E402
 from ...ops.scans import KeyOrder, key_order  # noqa: E402
 
@@ -260,6 +261,41 @@ def first_bad_label(labels: Any, width: int) -> tuple[int, Any] | None:
     if index >= count:
         return None
     return index, labels[index:index + 1].copy_to_host()[0].item()
+
+
+@cuda.jit
+def _first_outside_domain(values, members, low, high, low_open, high_open, first):
+    # values not among the members (when there are any), else outside the interval (NaN
+    # too): keep the smallest index
+    for i in range(cuda.grid(1), values.shape[0], cuda.gridsize(1)):
+        value = values[i]
+        if members.shape[0]:
+            inside = False
+            for k in range(members.shape[0]):
+                if value == members[k]:
+                    inside = True
+        else:
+            inside = (value > low if low_open else value >= low) and (
+                value < high if high_open else value <= high)
+        if not inside:
+            cuda.atomic.min(first, 0, i)
+
+
+def first_outside_domain(values: Any, domain: Domain) -> tuple[int, Any] | None:
+    """(index, value) of the first of device array ``values`` (any shape, C order) outside
+    ``domain``, or None: one small kernel and an 8-byte copy, as :func:`first_bad_label`."""
+    flat = values.reshape(values.size) if values.ndim != 1 else values
+    count = flat.shape[0]
+    if count == 0:
+        return None
+    first = cuda.to_device(np.array([count], dtype=np.int64))
+    members = cuda.to_device(np.array(domain.members, dtype=np.float64))
+    configured(_first_outside_domain, grid(count, THREADS), THREADS)(
+        flat, members, domain.low, domain.high, domain.low_open, domain.high_open, first)
+    index = int(first.copy_to_host()[0])
+    if index >= count:
+        return None
+    return index, flat[index:index + 1].copy_to_host()[0].item()
 
 
 #: The ``math`` module generated kernels call: the real one on a GPU (Numba compiles its

@@ -1,0 +1,135 @@
+"""Declared domains: the values a def's parameter may take (``def hinge(y in {-1, 1}, z)``).
+
+A :class:`Domain` is a finite set of numbers or an interval. Resolution turns each declaration
+into an :class:`InputDomain` for the input or param the parameter is bound to (a number bound
+to it is checked there and then), and binding checks every call's values against them before
+a kernel runs: a 0/1 label given to a loss written for -1/+1 labels, or a negative count given
+to a Poisson loss, is a :class:`~lossdsl.LossDomainError` naming the first value outside,
+never a silently wrong number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backend.cpu.runtime import (
+    count_outside_interval,
+    count_outside_set,
+    first_outside_interval,
+    first_outside_set,
+    launch,
+)
+from .errors import LossDomainError, Span
+
+__all__ = ["Domain", "InputDomain", "declared_at", "first_outside", "number_text"]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A finite set of numbers (``members``), or the interval from ``low`` to ``high``
+    (each end open or closed). NaN is in no domain."""
+
+    members: tuple[float, ...] = ()
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __post_init__(self) -> None:
+        # what the compiled checks read, made once rather than at every call: the interval
+        # with closed ends (an open end moved to the next float64 inside), or the set
+        low = math.nextafter(self.low, math.inf) if self.low_open else self.low
+        high = math.nextafter(self.high, -math.inf) if self.high_open else self.high
+        object.__setattr__(self, "closed", (low, high))
+
+    def __contains__(self, value: float) -> bool:
+        if self.members:
+            return value in self.members
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        if self.members:
+            return "{" + ", ".join(number_text(m) for m in self.members) + "}"
+        return (("(" if self.low_open else "[") + f"{number_text(self.low)}, "
+                f"{number_text(self.high)}" + (")" if self.high_open else "]"))
+
+    def described(self) -> str:
+        """In words: ``-1 or 1``, ``in [0, 1]``."""
+        if self.members:
+            shown = [number_text(m) for m in self.members]
+            return " or ".join(shown) if len(shown) <= 2 else \
+                ", ".join(shown[:-1]) + " or " + shown[-1]
+        return f"in {self}"
+
+
+def number_text(value: float) -> str:
+    """A number as the language writes it: ``1``, ``0.5``, ``-inf``, ``nan``."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def declared_at(span: Span | None) -> str:
+    """`` at file:line`` of a declaration, or "" where its file is not known."""
+    return "" if span is None or span.file is None else f" at {span.file}:{span.line}"
+
+
+@dataclass(frozen=True)
+class InputDomain:
+    """A declared domain as it applies to one input (or param) of a loss: ``name`` must be
+    in ``domain`` because it is bound to parameter ``parameter`` of def ``function``,
+    declared at ``declared``."""
+
+    name: str
+    domain: Domain
+    function: str
+    parameter: str
+    declared: Span | None
+
+    def error(self, kind: str, value: Any, index: int | None, span: Span | None
+              ) -> LossDomainError:
+        """The error for ``value`` (at ``index`` of the input, when an array) outside."""
+        at = "" if index is None else f" at index {index}"
+        return LossDomainError(
+            f"{kind} '{self.name}' must be {self.domain.described()}: it is {self.function}'s "
+            f"'{self.parameter}', declared '{self.parameter} in {self.domain}'"
+            f"{declared_at(self.declared)}; found {value!r}{at}", span,
+            _HINTS.get(self.domain))
+
+
+#: What to do about the commonest mistakes, by the domain they break.
+_HINTS = {
+    Domain((-1.0, 1.0)): "map 0/1 labels to -1/+1 with 2*y - 1",
+}
+
+
+def first_outside(values: np.ndarray, domain: Domain, threads: bool = False
+                  ) -> tuple[int, Any] | None:
+    """``(flat index, value)`` of the first of ``values`` (host memory, any shape) outside
+    ``domain``, or None. ``threads``: count on every thread first (a large call of a
+    ``target="parallel"`` loss; the first outside is then looked for on one)."""
+    flat = values.reshape(-1) if values.flags.c_contiguous else values.ravel()
+    if flat.dtype.kind not in "iuf" or flat.dtype.kind == "f" and flat.dtype.itemsize < 4:
+        flat = flat.astype(np.float64)  # booleans, float16: no compiled specialisation
+    members = domain.members
+    if len(members) > 4:
+        outside = ~np.isin(flat, members)
+        index = int(np.argmax(outside)) if outside.any() else -1
+    else:
+        if members:
+            first, count, bounds = first_outside_set, count_outside_set, (
+                *members, *members[-1:] * (4 - len(members)))
+        else:
+            first, count, bounds = first_outside_interval, count_outside_interval, domain.closed
+        if threads and not launch(count, flat, *bounds):
+            return None
+        index = first(flat, *bounds)
+    return None if index < 0 else (index, flat[index].item())

@@ -1,0 +1,244 @@
+"""Declared domains (``def hinge(y in {-1, 1}, z)``): numbers checked when the loss is
+compiled, inputs and params at every call, on every path a call can take (the general one,
+the planned small call, Dask chunks, JAX, device arrays under the CUDA simulator), so that a
+0/1 label given to a -1/+1 loss is an error that says what to do, not a silently wrong
+number."""
+
+import math
+
+import numpy as np
+import pytest
+
+import lossdsl
+from lossdsl.domains import Domain, first_outside
+from lossdsl.frontend.resolve import resolve_text
+
+DEFS = """
+def margin(y in {-1, 1}, z) = max(0, 1 - y*z)
+def share(y in [0, 1], z, a in (0, 1] = 0.5) = a*(y - z)^2
+def count(y in [0, inf), z) = exp(z) - y*z
+"""
+
+
+@pytest.fixture(scope="module")
+def margin():
+    return lossdsl.compile(DEFS + "margin(y, z)")
+
+
+def test_every_form_of_domain_parses_and_reads_back():
+    scope = resolve_text(
+        "def f(a in {-1, 1, 1}, b in [0, 1], c in (0, inf), d in [-inf, 2), e in (1/4, 2^3],\n"
+        "      g in [\n 0, 1)) = a + b + c + d + e + g")
+    domains = scope.defs["f"].domains
+    assert [str(domains[name]) for name in "abcdeg"] == [
+        "{-1, 1}", "[0, 1]", "(0, inf)", "[-inf, 2)", "(0.25, 8]", "[0, 1)"]
+    assert 1.0 in domains["a"] and 0.0 not in domains["a"]
+    assert 0.0 not in domains["c"] and math.inf not in domains["c"] and 1e300 in domains["c"]
+    assert 8.0 in domains["e"] and 0.25 not in domains["e"] and 1.0 not in domains["g"]
+    assert all(math.nan not in domain for domain in domains.values())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("def f(y in [0, k]) = y\n", "bounds must be numbers; 'k' is not a constant"),
+    ("param k = 2\ndef f(y in [0, k]) = y\n", "bounds must be numbers; 'k' is not"),
+    ("def f(y in [1, 1]) = y\n", "low end must be below its high end, got 1 and 1"),
+    ("def f(y in {0, nan}) = y\n", "cannot be nan"),
+    ("def f(y in {0 1}) = y\n", "expected"),
+    ("def f(y in 0) = y\n", "unexpected"),
+])
+def test_bad_declarations_are_positioned_errors(text, message):
+    with pytest.raises(lossdsl.LossError, match=message) as error:
+        lossdsl.compile(text + "f(x)")
+    assert error.value.line is not None
+
+
+def test_numbers_are_checked_when_the_loss_is_compiled():
+    with pytest.raises(lossdsl.LossDomainError, match=r"quantile's 'alpha' must be in \[0, 1\]"
+                       r" \(declared 'alpha in \[0, 1\]' at .*regression.loss:\d+\); got 1.5") \
+            as error:
+        lossdsl.compile("quantile(y, p, 1.5)")
+    assert (error.value.line, error.value.column) == (1, 16)  # the caret under 1.5
+    with pytest.raises(lossdsl.LossDomainError, match="got 2"):
+        lossdsl.compile("pinball(y, p, alpha=2)")  # through pinball, which calls quantile
+    with pytest.raises(lossdsl.LossDomainError,
+                       match=r"'a' must be in \(0, 1\] \(declared 'a in \(0, 1\]'\); got 0"):
+        lossdsl.compile(DEFS + "share(y, z, 0)")
+    # a default outside its own domain is reported where the def is used
+    with pytest.raises(lossdsl.LossDomainError, match="got 3"):
+        lossdsl.compile("def f(y, a in [0, 1] = 3) = a*y\nf(x)")
+    assert lossdsl.compile("quantile(y, p, 1)")(y=np.ones(2), p=np.zeros(2)) == 1.0
+
+
+@pytest.mark.parametrize("labels, index, found", [
+    ([1.0, -1.0, 0.0], 2, "0.0"),
+    ([1.0, math.nan], 1, "nan"),
+    ([2.0, 1.0], 0, "2.0"),
+])
+def test_input_values_outside_are_refused_with_their_index(margin, labels, index, found):
+    z = np.zeros(len(labels))
+    with pytest.raises(lossdsl.LossDomainError,
+                       match=rf"input 'y' must be -1 or 1: it is margin's 'y', declared "
+                             rf"'y in {{-1, 1}}'; found {found} at index {index}") as error:
+        margin(y=np.array(labels), z=z)
+    assert error.value.hint == "map 0/1 labels to -1/+1 with 2*y - 1"
+    assert (error.value.line, error.value.column) == (5, 8)  # the y of margin(y, z)
+
+
+def test_every_derivative_and_both_call_paths_check(margin):
+    y, z = np.array([1.0, -1.0, 1.0]), np.array([0.5, 0.2, 2.0])
+    for _ in range(3):  # the first call plans; later calls of the signature take the plan
+        assert margin(y=y, z=z) == pytest.approx((0.5 + 1.2) / 3)
+        for call in (lambda **k: margin.grad("z", **k), lambda **k: margin.hessian("z", **k),
+                     lambda **k: margin.grad_and_hessian("z", **k), margin):
+            with pytest.raises(lossdsl.LossDomainError, match="at index 1"):
+                call(y=np.array([1.0, 0.0, 1.0]), z=z)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.int8, np.bool_, np.float16])
+def test_other_dtypes_are_checked(margin, dtype):
+    good = np.array([1, -1, 1]).astype(dtype) if dtype is not np.bool_ else None
+    if good is not None:
+        margin(y=good, z=np.zeros(3))
+    with pytest.raises(lossdsl.LossDomainError, match="at index 1"):
+        margin(y=np.array([1, 0, 1]).astype(dtype), z=np.zeros(3))
+
+
+def test_scalar_and_matrix_inputs():
+    bce = lossdsl.compile("multilabel_bce_logits(y, z)", reduction="none")
+    labels = np.array([[0.0, 1.0], [0.25, 1.0], [1.0, 1.5]])
+    with pytest.raises(lossdsl.LossDomainError, match=r"must be in \[0, 1\].*found 1.5 at index 5"):
+        bce(y=labels, z=np.zeros((3, 2)))
+    np.testing.assert_allclose(bce(y=labels[:2], z=np.zeros((2, 2))), [math.log(2)] * 2)
+    shared = lossdsl.compile("bce_logits(t, z)")  # one number for every sample
+    assert shared(t=1.0, z=np.zeros(2)) == pytest.approx(math.log(2))
+    with pytest.raises(lossdsl.LossDomainError, match="found -0.5"):
+        shared(t=-0.5, z=np.zeros(2))
+
+
+def test_params_are_checked_at_every_call():
+    loss = lossdsl.compile("param level = 0.9\nquantile(y, p, level)")
+    y, p = np.array([1.0, 2.0]), np.array([1.5, 1.5])
+    assert loss(y=y, p=p) == pytest.approx((0.1 * 0.5 + 0.9 * 0.5) / 2)
+    for _ in range(2):
+        with pytest.raises(lossdsl.LossDomainError,
+                           match=r"param 'level' must be in \[0, 1\].*found 1.2"):
+            loss(y=y, p=p, level=1.2)
+    with pytest.raises(lossdsl.LossDomainError, match="found -1"):
+        lossdsl.compile(loss.loss, params={"level": -1.0})(y=y, p=p)
+
+
+def test_lets_and_intersections_carry_their_domains():
+    text = DEFS + "let m = margin(y, z)\nloss l = m + share(y, z)\nloss plain = (y - z)^2\n"
+    scope = resolve_text(text)
+    assert sorted(str(d.domain) for d in scope.losses["l"].domains) == ["[0, 1]", "{-1, 1}"]
+    assert scope.losses["plain"].domains == ()
+    both = lossdsl.compile(DEFS + "let m = margin(y, z)\nm + share(y, z)")
+    z = np.zeros(2)
+    assert both(y=np.ones(2), z=z) == pytest.approx(1.5)  # 1 is in both domains
+    with pytest.raises(lossdsl.LossDomainError, match="margin's 'y'"):
+        both(y=np.array([1.0, 0.0]), z=z)
+    with pytest.raises(lossdsl.LossDomainError, match="share's 'y'"):
+        both(y=np.array([1.0, -1.0]), z=z)
+
+
+def test_computed_arguments_are_not_checked():
+    mapped = lossdsl.compile("hinge(2*y - 1, z)")  # the mapping the hint asks for
+    assert mapped(y=np.array([0.0, 1.0]), z=np.array([-1.0, 1.0])) == 0.0
+
+
+def test_library_declarations_refuse_what_their_references_refuse():
+    y01 = np.array([0.0, 1.0, 1.0, 0.0])
+    z = np.array([0.3, -0.2, 1.0, 0.1])
+    for text in ("hinge(y, z)", "squared_hinge(y, z)", "soft_margin(y, z)",
+                 "modified_huber(y, z)", "margin_ranking(y, z, 0*z)"):
+        with pytest.raises(lossdsl.LossDomainError, match="must be -1 or 1"):
+            lossdsl.compile(text)(y=y01, z=z)
+    for text in ("bce_logits(y, z)", "focal_logits(y, z)", "cost_sensitive_bce(y, z, 4, 1)"):
+        lossdsl.compile(text)(y=y01, z=z)
+        with pytest.raises(lossdsl.LossDomainError, match=r"must be in \[0, 1\]"):
+            lossdsl.compile(text)(y=2 * y01 - 1, z=z)  # -1/+1 labels given to a 0/1 loss
+    for text, bad in (("poisson_log(y, z)", -1.0), ("tweedie(y, z)", -1.0),
+                      ("gamma(y, z)", 0.0), ("negative_binomial(y, z)", -2.0)):
+        with pytest.raises(lossdsl.LossDomainError, match=f"found {bad}"):
+            lossdsl.compile(text)(y=np.array([1.0, bad]), z=np.zeros(2))
+    q = np.array([0, 0, 0, 1, 1])
+    with pytest.raises(lossdsl.LossDomainError, match="'y' must be 0 or 1.*found 2.0 at index 1"):
+        lossdsl.compile("lambdarank_map(y, z, q)")(
+            y=np.array([0.0, 2.0, 1.0, 1.0, 0.0]), z=np.arange(5.0), q=q)
+
+
+def test_the_catalog_shows_the_declarations():
+    assert lossdsl.catalog.entry("hinge").signature == "hinge(y in {-1, 1}, z)"
+    assert lossdsl.catalog.entry("quantile").signature == "quantile(y, p, alpha in [0, 1] = 0.5)"
+    assert lossdsl.catalog.entry("quantile").formula.startswith("where(y >= p")
+
+
+def test_first_outside_on_host_arrays():
+    interval = Domain((), 0.0, 1.0, False, True)
+    assert first_outside(np.array([0.0, 0.5, 0.99]), interval) is None
+    assert first_outside(np.array([[0.0, 0.5], [1.0, 0.2]]), interval) == (2, 1.0)
+    assert first_outside(np.arange(5)[::2], Domain((0.0, 2.0, 4.0))) is None
+    assert first_outside(np.array([1, 3], dtype=np.uint8), Domain((1.0, 2.0))) == (1, 3)
+    assert first_outside(np.zeros(0), interval) is None
+    tiny = np.nextafter(0.0, 1.0)
+    open_ends = Domain((), 0.0, 1.0, True, True)
+    assert first_outside(np.array([tiny, 1 - 2**-53]), open_ends) is None
+    assert first_outside(np.array([tiny, 0.0]), open_ends) == (1, 0.0)
+    assert first_outside(np.array([0.5, 1.0], dtype=np.float32), open_ends) == (1, 1.0)
+    six = Domain(tuple(float(k) for k in range(6)))
+    assert first_outside(np.arange(6.0), six) is None
+    assert first_outside(np.array([5.0, 2.5]), six) == (1, 2.5)
+    values = np.ones(10_000)
+    values[[7_000, 9_000]] = np.nan  # past the first block of the compiled check
+    assert first_outside(values, Domain((-1.0, 1.0)))[0] == 7_000
+    assert first_outside(values, interval)[0] == 0
+    for threads in (False, True):
+        assert first_outside(values, Domain((-1.0, 1.0)), threads)[0] == 7_000
+        assert first_outside(np.ones(10_000), Domain((-1.0, 1.0)), threads) is None
+        assert first_outside(values, Domain((), 0.5, 1.0), threads)[0] == 7_000
+
+
+def test_large_calls_of_parallel_losses_check_on_every_thread():
+    loss = lossdsl.compile("hinge(y, z)", target="parallel")
+    y, z = np.ones(100_000), np.zeros(100_000)
+    assert loss(y=y, z=z) == 1.0
+    y[60_000] = 0.0
+    for _ in range(2):
+        with pytest.raises(lossdsl.LossDomainError, match="at index 60000"):
+            loss.grad("z", y=y, z=z)
+
+
+def test_dask_checks_every_chunk():
+    da = pytest.importorskip("dask.array")
+    import lossdsl.dask as ld
+
+    loss = ld.compile("hinge(y, z)")
+    y = np.ones(40)
+    y[33] = 0.0
+    z = np.zeros(40)
+    good = loss(y=da.from_array(np.ones(40), chunks=10), z=da.from_array(z, chunks=10))
+    assert float(good) == 1.0
+    with pytest.raises(lossdsl.LossDomainError, match="found 0.0 at index 33"):
+        float(loss(y=da.from_array(y, chunks=10), z=da.from_array(z, chunks=10)))
+
+
+def test_jax_checks_concrete_values():
+    pytest.importorskip("jax")
+    import lossdsl.jax as lj
+
+    hinge = lj.loss("hinge(y, z)")
+    z = np.zeros(3)
+    assert float(hinge(np.array([1.0, -1.0, 1.0]), z)) == 1.0
+    with pytest.raises(lossdsl.LossDomainError, match="found 0.0 at index 2"):
+        hinge(np.array([1.0, -1.0, 0.0]), z)
+
+
+def test_device_arrays_are_checked_on_the_device():
+    cuda = pytest.importorskip("numba.cuda")
+    loss = lossdsl.compile("hinge(y, z)", target="cuda")
+    z = cuda.to_device(np.zeros(300))
+    y = np.ones(300)
+    assert loss(y=cuda.to_device(y), z=z) == pytest.approx(1.0)
+    y[[150, 250]] = 0.0
+    with pytest.raises(lossdsl.LossDomainError, match="found 0.0 at index 150"):
+        loss(y=cuda.to_device(y), z=z)
