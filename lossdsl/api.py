@@ -557,7 +557,7 @@ class CompiledLoss:
             tuple(hessians), target)
         self._last_kernel = kernel
         check_labels(layout, bound, kernel, spec, lengths)
-        check_domains(layout, bound, target == "parallel")
+        check_domains(layout, bound, kernel)
         given, rounded = {}, {}
         if out:
             dtype = np.dtype(output_dtype or bound.result_dtype or bound.dtype)
@@ -578,7 +578,7 @@ class CompiledLoss:
                                               output_allocator(bound, output_dtype), given)
         return BoundCall(kernel, bound, lengths, arguments, results,
                          result_order(want_value, grads, hessians), rounded or None,
-                         regrouped_results(kernel, groupings) or None)
+                         regrouped_results(kernel, groupings) or None, (layout, inputs))
 
     def compute(self, want_value: bool, grads: tuple[str, ...], hessians: tuple[str, ...],
                 inputs: Mapping[str, Any], sample_weight: Any = None,
@@ -625,7 +625,7 @@ class CompiledLoss:
                 return
         used = plan.target_for(call.lengths, target)
         if used not in plan.kernels and call.kernel.checked:
-            plan.kernels[used] = plan_kernel(call.kernel, plan.order)
+            plan.kernels[used] = plan_kernel(call.kernel, plan.order, self._layout)
 
     # ------------------------------------------------------------------ internals
     def _ignore_index(self, value: Any) -> int | None:

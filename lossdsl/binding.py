@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
            "check_domains", "check_out", "class_vector", "coerce_loss", "disagreement",
-           "domain_violation", "first_bad_label",
+           "domain_error", "domain_violation", "first_bad_label", "host_checked",
+           "refuse_outside",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
            "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
            "plan_call", "plan_kernel", "result_dtype", "result_order", "work_size", "SERIAL_KIT",
@@ -438,24 +439,56 @@ def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specia
             lengths[objective.kept_count] = kept
 
 
-def check_domains(layout: InputLayout, bound: Bound, threads: bool = False) -> None:
+def check_domains(layout: InputLayout, bound: Bound, kernel: Kernel) -> None:
     """Check every input and param bound to a def parameter with a declared domain
-    (``def hinge(y in {-1, 1}, z)``) against it: a LossDomainError for the first value
-    outside. ``threads``: the call runs a parallel kernel (checks count on every thread)."""
-    for declared in layout.domains:
+    (``def hinge(y in {-1, 1}, z)``) that ``kernel`` does not count as it runs (params and
+    numbers): a LossDomainError for the first value outside."""
+    for declared in host_checked(layout, kernel):
         name = declared.name
         found = domain_violation(declared, bound.arrays.get(name, bound.scalars.get(name)),
-                                 bound.params, threads)
+                                 bound.params)
         if found is not None:
-            kind = "input" if name in layout.inputs else "param"
-            raise declared.error(kind, found[1], found[0], layout.spans.get(name))
+            raise domain_error(layout, declared, found)
 
 
-def domain_violation(declared: InputDomain, values: Any, params: Mapping[str, float],
-                     threads: bool = False) -> tuple[int | None, Any] | None:
+def host_checked(layout: InputLayout, kernel: Kernel) -> tuple[InputDomain, ...]:
+    """The declared domains binding checks before ``kernel`` runs: those of params and
+    numbers (a kernel counts the values of its array inputs outside theirs)."""
+    counted = {(name, domain) for name, domain in kernel.checks}
+    return tuple(d for d in layout.domains if (d.name, d.domain) not in counted)
+
+
+def refuse_outside(layout: InputLayout, kernel: Kernel, counts: Mapping[str, float],
+                   inputs: Mapping[str, Any]) -> None:
+    """After ``kernel`` ran: the LossDomainError for the first value outside its domain of
+    the first array input whose count of such values (``counts["outside:<index>"]``) is not
+    0, found in the caller's ``inputs`` (as given: rows grouped for the kernel are back in
+    their own order)."""
+    for index, (name, domain) in enumerate(kernel.checks):
+        if counts[f"outside:{index}"]:
+            declared = next(d for d in layout.domains if (d.name, d.domain) == (name, domain))
+            values = inputs[name]
+            if not is_device_array(values):
+                values = numeric_array(f"input '{name}'", values)
+            found = domain_violation(declared, values, {})
+            if found is not None:  # the kernel counted in its own dtype: found, always
+                raise domain_error(layout, declared, found)
+
+
+def domain_error(layout: InputLayout, declared: InputDomain,
+                 found: tuple[int | None, Any]) -> LossDomainError:
+    """The error for ``found`` (index and value) outside ``declared``'s domain."""
+    kind = "input" if declared.name in layout.inputs else "param"
+    return declared.error(kind, found[1], found[0], layout.spans.get(declared.name))
+
+
+def domain_violation(declared: InputDomain, values: Any, params: Mapping[str, float]
+                     ) -> tuple[int | None, Any] | None:
     """``(index, value)`` of the first of ``values`` (an input's array or number; None for
     a param, read from ``params``) outside ``declared``'s domain (index None for a number),
-    or None; ``threads`` as :func:`~lossdsl.domains.first_outside`'s."""
+    or None."""
+    if type(values) is np.ndarray and values.ndim:
+        return first_outside(values, declared.domain)
     if values is None:
         value = params[declared.name]
         return None if value in declared.domain else (None, value)
@@ -467,7 +500,7 @@ def domain_violation(declared: InputDomain, values: Any, params: Mapping[str, fl
     if array.ndim == 0:
         value = array.item()
         return None if value in declared.domain else (None, value)
-    return first_outside(array, declared.domain, threads)
+    return first_outside(array, declared.domain)
 
 
 def label_error(layout: InputLayout, name: str, width: int, index: int,
@@ -544,10 +577,15 @@ class BoundCall:
     # results over grouped samples' items computed in group order, with that order: put back
     # in the order the samples were given
     regrouped: Mapping[str, np.ndarray] | None = None
+    # where the kernel counts values outside declared domains: the layout and the caller's
+    # inputs, to name the first such value
+    checked: tuple[InputLayout, Mapping[str, Any]] | None = None
 
     def run(self) -> list[Any]:
         """Run the kernel; every result in API order (a float for a scalar input's
-        derivative and for a reduced value, arrays otherwise)."""
+        derivative and for a reduced value, arrays otherwise). A value outside its declared
+        domain, counted by the kernel, is a LossDomainError (the outputs are then
+        unspecified)."""
         kernel, bound, results = self.kernel, self.bound, dict(self.results)
         scalar_values = kernel.execute(self.arguments)
         for name, order in (self.regrouped or {}).items():
@@ -555,6 +593,9 @@ class BoundCall:
             computed[order] = computed.copy()
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = float(value)
+        if kernel.checks and self.checked is not None:
+            layout, inputs = self.checked
+            refuse_outside(layout, kernel, results, inputs)
         ranks, rounded = bound.ranks, bound.result_dtype
         found = []
         for name in self.order:
@@ -663,6 +704,8 @@ class KernelPlan:
     outputs: tuple[tuple[int, str, tuple[str, ...]], ...]  # (slot, result name, axes)
     scalar_outputs: tuple[str, ...]
     result_slots: tuple[int, ...] | None  # the API's results by slot, when all are arrays
+    counts: tuple[int, ...] = ()  # positions among the scalar outputs of "outside:" counts
+    host_domains: tuple[InputDomain, ...] = ()  # checked before the run (params, numbers)
 
     def takes_out(self, out: Mapping[str, Any], arrays: Mapping[str, Any],
                   lengths: Mapping[str, int], dtype: np.dtype) -> bool:
@@ -771,14 +814,14 @@ class CallPlan:
             arrays[shapes.WEIGHT] = weight
         if self.labels and not self._labels_valid(arrays, numbers, params, lengths):
             return None
-        target = target if self.threaded_axes is None else self.target_for(lengths, target)
-        for declared in self.layout.domains:  # the general path raises the error
-            if domain_violation(declared, arrays.get(declared.name, numbers.get(declared.name)),
-                                params, target == "parallel"):
-                return None
-        kernel_plan = self.kernels.get(target)
+        kernel_plan = self.kernels.get(target if self.threaded_axes is None
+                                       else self.target_for(lengths, target))
         if kernel_plan is None:
             return None
+        for declared in kernel_plan.host_domains:  # the general path raises the error
+            if domain_violation(declared, arrays.get(declared.name, numbers.get(declared.name)),
+                                params):
+                return None
         if out and (self.scalar_results and out.keys() & self.scalar_results
                     or not kernel_plan.takes_out(out, arrays, lengths, self.output_dtype)):
             return None  # the general path refuses out= or says what is wrong with it
@@ -800,6 +843,9 @@ class CallPlan:
                                  else tuple([lengths[axis] for axis in axes]), dtype)
             positional[slot] = given
         scalars = kernel_plan.kernel.run(*positional)  # the template ends with the kit
+        for position in kernel_plan.counts:
+            if scalars[position]:  # a value outside its domain: the general path names it
+                return None
         if kernel_plan.result_slots is not None and not self.scalar_results:
             return [positional[slot] for slot in kernel_plan.result_slots]  # arrays only
         results: dict[str, Any] = {name: positional[slot]
@@ -942,10 +988,10 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
         {})
 
 
-def plan_kernel(kernel: Kernel, order: Sequence[str]) -> KernelPlan:
+def plan_kernel(kernel: Kernel, order: Sequence[str], layout: InputLayout) -> KernelPlan:
     """``kernel``'s positional arguments as a :class:`KernelPlan` (its ``run`` takes them in
     the order of :meth:`~lossdsl.backend.emit.Names.run_arguments`), for a call whose
-    results are ``order``."""
+    results are ``order`` of a loss laid out as ``layout``."""
     names = kernel.names
     slots = {generated: slot for slot, generated in enumerate(names.run_arguments())}
     arrays = tuple((slots[g], name) for name, g in names.arrays.items())
@@ -968,7 +1014,10 @@ def plan_kernel(kernel: Kernel, order: Sequence[str]) -> KernelPlan:
                       arrays, tuple(numbers), tuple(params), tuple(lengths), outputs,
                       tuple(o.name for o in kernel.scalar_outputs),
                       tuple(slot_of[name] for name in order)
-                      if all(name in slot_of for name in order) else None)
+                      if all(name in slot_of for name in order) else None,
+                      tuple(i for i, o in enumerate(kernel.scalar_outputs)
+                            if o.name.startswith("outside:")),
+                      host_checked(layout, kernel))
 
 
 def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:

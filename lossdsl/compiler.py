@@ -25,9 +25,11 @@ import numpy as np
 from . import cache
 from ._version import __version__
 from .backend.cpu import codegen as cpu
+from .domains import Domain
 from .errors import LossError
 from .ir import verify
-from .ir.node import Node, node, walk
+from .ir.build import make
+from .ir.node import Node, constant, node, walk
 from .passes import diff, shapes
 from .passes.lower import lower
 from .passes.schedule import Output, plan
@@ -35,7 +37,8 @@ from .passes.simplify import simplify
 from .passes.stabilize import stabilize
 
 __all__ = ["GeneratedKernel", "Kernel", "KernelRequest", "Specialization", "build_kernel",
-           "derivatives", "generate_source", "module_header", "optimize", "parallel_axes",
+           "derivatives", "generate_source", "module_header", "optimize", "outside_count",
+           "parallel_axes",
            "specialize", "stable_expression"]
 
 TARGETS = ("cpu", "parallel", "cuda")
@@ -57,6 +60,9 @@ class Specialization:
     reduction: str
     ranks: Mapping[str, int]
     weighted: bool
+    # the array inputs with a declared domain (``y in {-1, 1}``): every kernel counts the
+    # values outside as it reads them (scalar outputs "outside:0", "outside:1", ...)
+    checks: tuple[tuple[str, Domain], ...] = ()
 
     @property
     def labels(self) -> list[tuple[Node, str]]:
@@ -119,6 +125,8 @@ class Kernel:
     element_outputs: list[Output]
     scalar_outputs: list[Output]
     labels: list[tuple[Node, str]]  # every label read, and the axis it indexes
+    # the declared domains its scalar outputs "outside:<index>" count the values outside of
+    checks: tuple[tuple[str, Domain], ...] = ()
     loops: dict[str, Callable[..., Any]] = field(default_factory=dict)
     checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
 
@@ -170,6 +178,7 @@ class GeneratedKernel:
     element_outputs: list[Output]
     scalar_outputs: list[Output]
     labels: list[tuple[Node, str]]
+    checks: tuple[tuple[str, Domain], ...] = ()
 
 
 def stable_expression(graph: Node) -> Node:
@@ -201,7 +210,27 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
     typed = {n.value: n for n in walk(objective.total) if n.op == "input"}
     for name in definition.inputs:  # inputs that do not affect the total
         typed.setdefault(name, node("input", (), name, typed_shapes.input_axes.get(name, ())))
-    return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted)
+    checks = tuple(dict.fromkeys((d.name, d.domain) for d in definition.domains
+                                 if ranks.get(d.name, 0) >= 1))
+    return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted,
+                          checks)
+
+
+def outside_count(x: Node, domain: Domain) -> Node:
+    """How many values of the array input ``x`` are outside ``domain`` (NaN included): a
+    sum the kernel computes while it reads ``x`` anyway, instead of a pass of its own."""
+    if domain.members:
+        outside = make("ne", (x, constant(domain.members[0])))
+        for member in domain.members[1:]:
+            outside = make("and", (outside, make("ne", (x, constant(member)))))
+    else:  # strict comparisons at open ends: the bound itself is exact in any dtype
+        above = make("gt" if domain.low_open else "ge", (x, constant(domain.low)))
+        below = make("lt" if domain.high_open else "le", (x, constant(domain.high)))
+        outside = make("not", (make("and", (above, below)),))
+    count = make("where", (outside, constant(1.0), constant(0.0)))
+    while len(count.axes) > 1:
+        count = make("rowsum", (count,))
+    return make("sum", (count,))
 
 
 def derivatives(spec: Specialization, wrt: str, order: int = 1) -> tuple[Node, ...]:
@@ -245,6 +274,8 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
         gradient = gradients.get(name) or diff.grad(objective.total, typed[name])
         hessian = diff.hessian_diag(objective.total, typed[name], gradient)
         outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
+    for index, (name, domain) in enumerate(spec.checks):
+        outputs.append(Output(f"outside:{index}", outside_count(typed[name], domain), ()))
     verify.check([o.node for o in outputs])
     nodes = optimize([o.node for o in outputs])
     verify.check(nodes)
@@ -263,14 +294,14 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
         generated = cpu.generate(schedule, dtype, threaded, header)
     element_outputs = [o for loop in schedule.loops for o in loop.outputs]
     return GeneratedKernel(generated.source, generated.names, element_outputs,
-                           list(schedule.scalar_outputs), spec.labels)
+                           list(schedule.scalar_outputs), spec.labels, spec.checks)
 
 
 def build_kernel(spec: Specialization, request: KernelRequest) -> Kernel:
     """Generate one kernel (:func:`generate_source`) and import it through the cache."""
     generated = generate_source(spec, request)
     kernel = Kernel(None, generated.names, generated.source, generated.element_outputs,
-                    generated.scalar_outputs, generated.labels)
+                    generated.scalar_outputs, generated.labels, generated.checks)
     kernel._attach(cache.load_module(generated.source))
     return kernel
 

@@ -2,10 +2,13 @@
 
 A :class:`Domain` is a finite set of numbers or an interval. Resolution turns each declaration
 into an :class:`InputDomain` for the input or param the parameter is bound to (a number bound
-to it is checked there and then), and binding checks every call's values against them before
-a kernel runs: a 0/1 label given to a loss written for -1/+1 labels, or a negative count given
-to a Poisson loss, is a :class:`~lossdsl.LossDomainError` naming the first value outside,
-never a silently wrong number.
+to it is checked there and then). Every call is checked: kernels count the values of array
+inputs outside their domains as they read them (``lossdsl.compiler.outside_count``), binding
+checks params and numbers, and :func:`first_outside` finds the first value outside for the
+error (and checks Dask chunks and concrete JAX arrays). A 0/1 label given to a loss written
+for -1/+1 labels, or a negative count given to a Poisson loss, is a
+:class:`~lossdsl.LossDomainError` naming the first value outside, never a silently wrong
+number.
 """
 
 from __future__ import annotations
@@ -16,13 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend.cpu.runtime import (
-    count_outside_interval,
-    count_outside_set,
-    first_outside_interval,
-    first_outside_set,
-    launch,
-)
+from .backend.cpu.runtime import first_outside_interval, first_outside_set
 from .errors import LossDomainError, Span
 
 __all__ = ["Domain", "InputDomain", "declared_at", "first_outside", "number_text"]
@@ -40,11 +37,21 @@ class Domain:
     high_open: bool = False
 
     def __post_init__(self) -> None:
-        # what the compiled checks read, made once rather than at every call: the interval
-        # with closed ends (an open end moved to the next float64 inside), or the set
+        # What the compiled checks read, made once rather than at every call: the interval
+        # with closed ends (an open end moved to the next float64 inside), or a set of up to
+        # four members repeated to fill four (larger sets are checked by NumPy).
         low = math.nextafter(self.low, math.inf) if self.low_open else self.low
         high = math.nextafter(self.high, -math.inf) if self.high_open else self.high
         object.__setattr__(self, "closed", (low, high))
+        members = self.members
+        object.__setattr__(self, "checks", (
+            (first_outside_set, (*members, *members[-1:] * (4 - len(members))))
+            if 0 < len(members) <= 4 else
+            (first_outside_interval, (low, high)) if not members else None))
+
+    def __reduce__(self):
+        # the fields only: the checks are made again where it is unpickled (Dask workers)
+        return (Domain, (self.members, self.low, self.high, self.low_open, self.high_open))
 
     def __contains__(self, value: float) -> bool:
         if self.members:
@@ -111,25 +118,16 @@ _HINTS = {
 }
 
 
-def first_outside(values: np.ndarray, domain: Domain, threads: bool = False
-                  ) -> tuple[int, Any] | None:
+def first_outside(values: np.ndarray, domain: Domain) -> tuple[int, Any] | None:
     """``(flat index, value)`` of the first of ``values`` (host memory, any shape) outside
-    ``domain``, or None. ``threads``: count on every thread first (a large call of a
-    ``target="parallel"`` loss; the first outside is then looked for on one)."""
+    ``domain``, or None."""
     flat = values.reshape(-1) if values.flags.c_contiguous else values.ravel()
     if flat.dtype.kind not in "iuf" or flat.dtype.kind == "f" and flat.dtype.itemsize < 4:
         flat = flat.astype(np.float64)  # booleans, float16: no compiled specialisation
-    members = domain.members
-    if len(members) > 4:
-        outside = ~np.isin(flat, members)
+    if domain.checks is None:
+        outside = ~np.isin(flat, domain.members)
         index = int(np.argmax(outside)) if outside.any() else -1
     else:
-        if members:
-            first, count, bounds = first_outside_set, count_outside_set, (
-                *members, *members[-1:] * (4 - len(members)))
-        else:
-            first, count, bounds = first_outside_interval, count_outside_interval, domain.closed
-        if threads and not launch(count, flat, *bounds):
-            return None
+        first, bounds = domain.checks
         index = first(flat, *bounds)
     return None if index < 0 else (index, flat[index].item())

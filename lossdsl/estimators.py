@@ -56,7 +56,7 @@ from .binding import coerce_loss
 from .boosting.objective import default_roles, repeat_score
 from .decisions import decide as _decide
 from .errors import LossDomainError, LossError, LossShapeError
-from .implied import class_probabilities, label_scale, probabilities_move
+from .implied import class_probabilities, label_bounds, label_scale, probabilities_move
 
 __all__ = [
     "CatBoostLossClassifier",
@@ -992,7 +992,8 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
                 return self._gradient(labels, raw, inputs)
             return self._gradient(labels, raw[rows], _subset(inputs, rows, n))
 
-        return label_scale(gradient, n, self._label_range, self._loss_name())
+        bounds = label_bounds(self.loss_.input_domains().get(self.label_, ()))
+        return label_scale(gradient, n, self._label_range, self._loss_name(), bounds)
 
     def predict(self, X: Any, **inputs: Any) -> np.ndarray:
         """The label-scale prediction for which each raw score is optimal (the score itself

@@ -16,13 +16,16 @@ supply the gradient through a callable so that per-row inputs follow the rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from .domains import Domain
 from .errors import LossError
 
-__all__ = ["PROBABILITY_SLACK", "class_probabilities", "label_scale", "probabilities_move",
+__all__ = ["PROBABILITY_SLACK", "class_probabilities", "label_bounds", "label_scale",
+           "probabilities_move",
            "simplex_solution"]
 
 #: How far implied probabilities may stray outside [0, 1] by rounding.
@@ -39,10 +42,22 @@ _BISECTIONS = 200
 RowGradient = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
+def label_bounds(domains: Iterable[Domain]) -> tuple[float, float]:
+    """The closed interval of labels that the label's declared domains allow (``y in
+    (0, inf)``: from the smallest positive float64), (-inf, inf) without any."""
+    low, high = -math.inf, math.inf
+    for domain in domains:
+        below, above = ((min(domain.members), max(domain.members)) if domain.members
+                        else domain.closed)
+        low, high = max(low, below), min(high, above)
+    return low, high
+
+
 def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
-                name: str) -> np.ndarray:
+                name: str, bounds: tuple[float, float] = (-math.inf, math.inf)) -> np.ndarray:
     """(n,) the labels ``y*`` with ``dl(y*, z)/dz = 0`` for each row's score, by a bracket
-    widened from ``label_range`` (doubling) and vectorised bisection to a few ulps.
+    widened from ``label_range`` (doubling, or halving the way to an end of ``bounds``, the
+    labels the loss accepts: :func:`label_bounds`) and vectorised bisection to a few ulps.
 
     ``dl/dz`` falls as the label rises (a larger label pulls the score up). A row whose
     gradient does not change sign from + to - (a loss with no label-scale reading there) or
@@ -60,11 +75,13 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
         move = width * 2.0 ** step
         if up.any():
             lo[up], g_lo[up] = hi[up], g_hi[up]
-            hi[up] += move
+            hi[up] = np.where(hi[up] + move <= bounds[1], hi[up] + move,
+                              hi[up] + 0.5 * (bounds[1] - hi[up]))
             g_hi[up] = gradient(hi[up], up)
         if down.any():
             hi[down], g_hi[down] = lo[down], g_lo[down]
-            lo[down] -= move
+            lo[down] = np.where(lo[down] - move >= bounds[0], lo[down] - move,
+                                lo[down] - 0.5 * (lo[down] - bounds[0]))
             g_lo[down] = gradient(lo[down], down)
     bad = ~(np.isfinite(g_lo) & np.isfinite(g_hi) & (g_lo >= 0) & (g_hi <= 0))
     if bad.any():

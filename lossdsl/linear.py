@@ -71,7 +71,7 @@ from .binding import coerce_loss
 from .boosting.objective import default_roles
 from .errors import LossDomainError, LossError, LossShapeError
 from .estimators import class_values_hint, fit_classes
-from .implied import class_probabilities, label_scale, probabilities_move
+from .implied import class_probabilities, label_bounds, label_scale, probabilities_move
 
 __all__ = ["LossClassifier", "LossMetric", "LossRegressor", "LossScorer", "make_scorer",
            "metric"]
@@ -769,7 +769,8 @@ class LossRegressor(RegressorMixin, _LinearLossModel):
         def at(labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
             return gradient(labels, raw if rows is None else raw[rows])
 
-        return label_scale(at, raw.shape[0], self._label_range, self._loss.name)
+        bounds = label_bounds(self._loss.rows.input_domains().get(self._loss.label, ()))
+        return label_scale(at, raw.shape[0], self._label_range, self._loss.name, bounds)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """The negative weighted mean loss of the scores on ``X, y`` (greater is better)."""

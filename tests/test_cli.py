@@ -442,7 +442,8 @@ def test_plot_svg_logits_and_errors(tmp_path, capsys):
 def test_list_shows_the_library():
     result = run_cli("list")
     assert result.returncode == 0
-    assert re.search(r"^huber\(y, p, delta=1\.0\)\s+Huber loss", result.stdout, re.MULTILINE)
+    assert re.search(r"^huber\(y, p, delta in \(0, inf\) = 1\.0\)\s+Huber loss", result.stdout,
+                     re.MULTILINE)
     names = [entry.name for entry in lossdsl.catalog.entries()]
     assert all(re.search(rf"^{name}\(", result.stdout, re.MULTILINE) for name in names)
 
@@ -450,7 +451,7 @@ def test_list_shows_the_library():
 def test_show_prints_formula_parameters_and_symbolic_derivatives(capsys, files):
     status, out, _ = call(capsys, "show", "huber")
     assert status == 0
-    assert out.startswith("huber(y, p, delta=1.0)")
+    assert out.startswith("huber(y, p, delta in (0, inf) = 1.0)")
     assert "parameters  delta = 1.0" in out
     assert re.search(r"d/dp\s+= where\(abs\(p - y\) <= delta, p - y, delta \* sign\(p - y\)\)",
                      out)

@@ -145,25 +145,6 @@ def first_outside_set(values: np.ndarray, m0: float, m1: float, m2: float, m3: f
     return -1
 
 
-@numba.njit(parallel=True, cache=True)
-def count_outside_interval(values: np.ndarray, low: float, high: float) -> int:
-    """How many of the flat ``values`` are outside ``[low, high]``, on every thread (the
-    check of a large call of a ``target="parallel"`` loss)."""
-    outside = 0
-    for index in numba.prange(values.shape[0]):
-        outside += _outside_interval(values[index], low, high)
-    return outside
-
-
-@numba.njit(parallel=True, cache=True)
-def count_outside_set(values: np.ndarray, m0: float, m1: float, m2: float, m3: float) -> int:
-    """How many of the flat ``values`` equal none of ``m0`` to ``m3``, on every thread."""
-    outside = 0
-    for index in numba.prange(values.shape[0]):
-        outside += _outside_set(values[index], m0, m1, m2, m3)
-    return outside
-
-
 class Direct:
     """The kit ``run`` uses by default: each loop runs once over the whole arrays."""
 
