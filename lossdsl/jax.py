@@ -37,6 +37,7 @@ import it.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ from .binding import (
     first_bad_label,
     param_value,
 )
+from .domains import Domain
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.axes import Axis
 from .ir.node import Node, depends_on, toposort
@@ -436,6 +438,18 @@ class JaxLoss:
         ranks = {name: arrays[name].ndim for name in self.inputs}
         functions = self._specialization(ranks, weighted, result)
         self._check(functions, arrays, params)
+        outside = []
+        for declared in self._compiled.layout.domains:
+            values = arrays if declared.name in arrays else params
+            if isinstance(values[declared.name], jax.core.Tracer):  # cannot raise: NaN
+                values[declared.name], found = _outside_as_nan(values[declared.name],
+                                                               declared.domain)
+                outside.append(found)
+        if outside:  # and every derivative NaN too, which a NaN label alone may not make
+            scale = jnp.where(functools.reduce(jnp.logical_or, outside), jnp.nan, 1.0)
+            for name, value in arrays.items():
+                if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
+                    arrays[name] = _tangents_scaled(value, scale)
         arguments = [arrays[name] for name in functions.names[:len(functions.inputs)]]
         arguments += [params[name] for name in functions.params]
         return functions, arguments
@@ -539,6 +553,34 @@ class JaxLoss:
             if found is not None:
                 raise declared.error("input" if name in arrays else "param", found[1],
                                      found[0], layout.spans.get(name))
+
+
+@jax.custom_jvp
+def _tangents_scaled(values: jax.Array, scale: jax.Array) -> jax.Array:
+    """``values`` itself, whose tangents (and so every derivative through it) are
+    multiplied by ``scale``: NaN where a traced call had a value outside its domain."""
+    return values
+
+
+@_tangents_scaled.defjvp
+def _tangents_scaled_jvp(primals, tangents):
+    values, scale = primals
+    return values, tangents[0] * scale
+
+
+def _outside_as_nan(values: Any, domain: Domain) -> tuple[jax.Array, jax.Array]:
+    """Traced ``values`` (under ``jit``, ``grad``, ``vmap``) with those outside their
+    declared ``domain`` made NaN (a traced call cannot raise, so the results computed from
+    them are NaN, as for an out-of-range label, never a number), and whether any was."""
+    values = jnp.asarray(values)
+    if not jnp.issubdtype(values.dtype, jnp.floating):
+        values = values.astype(jnp.result_type(float))
+    if domain.members:
+        inside = functools.reduce(jnp.logical_or, [values == m for m in domain.members])
+    else:
+        inside = ((values > domain.low) if domain.low_open else (values >= domain.low)) & (
+            (values < domain.high) if domain.high_open else (values <= domain.high))
+    return jnp.where(inside, values, jnp.nan), ~jnp.all(inside)
 
 
 def _array(what: str, value: Any) -> jax.Array:

@@ -240,6 +240,23 @@ def test_jax_checks_concrete_values():
         hinge(np.array([1.0, -1.0, 0.0]), z)
 
 
+def test_jax_makes_traced_values_outside_nan():
+    jax = pytest.importorskip("jax")
+    import lossdsl.jax as lj
+
+    hinge = lj.loss("hinge(y, z)", reduction="none")
+    z = np.array([0.5, 0.5, 0.5])
+    good = np.array([1.0, -1.0, 1.0])
+    np.testing.assert_allclose(jax.jit(hinge)(good, z), [0.5, 1.5, 0.5])
+    values = np.asarray(jax.jit(hinge)(np.array([1.0, 0.0, 1.0]), z))  # traced: cannot raise
+    assert np.isnan(values[1]) and np.all(np.isfinite(values[[0, 2]]))
+    gradient = np.asarray(jax.jit(jax.grad(lambda y, z: hinge(y, z).sum(), argnums=1))(
+        np.array([1, 0, -1]), z))  # integer labels too
+    assert np.all(np.isnan(gradient))  # every derivative of such a call
+    good_gradient = jax.jit(jax.grad(lambda y, z: hinge(y, z).sum(), argnums=1))(good, z)
+    np.testing.assert_allclose(good_gradient, [-1.0, 1.0, -1.0])
+
+
 def test_device_arrays_are_checked_on_the_device():
     cuda = pytest.importorskip("numba.cuda")
     loss = lossdsl.compile("hinge(y, z)", target="cuda")
