@@ -162,6 +162,13 @@ def test_library_declarations_refuse_what_their_references_refuse():
                       ("gamma(y, z)", 0.0), ("negative_binomial(y, z)", -2.0)):
         with pytest.raises(lossdsl.LossDomainError, match=f"found {bad}"):
             lossdsl.compile(text)(y=np.array([1.0, bad]), z=np.zeros(2))
+    for text, message in (("poisson(y, p, full=2)", "'full' must be 0 or 1"),
+                           ("lambdarank(y, z, q, truncation=0)", r"'truncation' must be in \[1"),
+                           ("lambdarank_map(y, z, q, norm=0.5)", "'norm' must be 0 or 1"),
+                           ("triplet_margin(a, p, n, swap=2)", "'swap' must be 0 or 1"),
+                           ("huber(y, p, 0)", r"'delta' must be in \(0, inf\)")):
+        with pytest.raises(lossdsl.LossDomainError, match=message):
+            lossdsl.compile(text)
     q = np.array([0, 0, 0, 1, 1])
     with pytest.raises(lossdsl.LossDomainError, match="'y' must be 0 or 1.*found 2.0 at index 1"):
         lossdsl.compile("lambdarank_map(y, z, q)")(
