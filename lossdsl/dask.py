@@ -44,6 +44,7 @@ from .binding import (
     Grouping,
     InputLayout,
     coerce_loss,
+    domain_error,
     domain_violation,
     first_bad_label,
     group_samples,
@@ -291,17 +292,15 @@ def _checked_labels(compiled: CompiledLoss, name: str, labels: Any, width: int) 
 def _checked_domain(layout: InputLayout, declared: InputDomain, bound: Bound) -> None:
     """Check the input or param ``declared`` is about against its declared domain; a dask
     input is replaced in ``bound`` by itself checked chunk by chunk."""
-    name = declared.name
-    values = bound.arrays.get(name, bound.scalars.get(name))
-    kind = "input" if name in layout.inputs else "param"
+    values = bound.arrays.get(declared.name, bound.scalars.get(declared.name))
     if not isinstance(values, da.Array):
         found = domain_violation(declared, values, bound.params)
         if found is not None:
-            raise declared.error(kind, found[1], found[0], layout.spans.get(name))
+            raise domain_error(layout, declared, found)
         return
-    bound.arrays[name] = _checked(
+    bound.arrays[declared.name] = _checked(
         values, lambda block: first_outside(block, declared.domain),
-        lambda index, value: declared.error(kind, value, index, layout.spans.get(name)))
+        lambda index, value: domain_error(layout, declared, (index, value)))
 
 
 def _checked(values: Any, find: Callable[[np.ndarray], tuple[int, Any] | None],

@@ -56,9 +56,8 @@ class Domain:
     def __contains__(self, value: float) -> bool:
         if self.members:
             return value in self.members
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return bool(above and below)
+        low, high = self.closed
+        return bool(low <= value <= high)  # NaN: False
 
     def __str__(self) -> str:
         if self.members:

@@ -60,6 +60,7 @@ from .backend import jax as printer
 from .binding import (
     check_group_ids,
     disagreement,
+    domain_error,
     domain_violation,
     first_bad_label,
     param_value,
@@ -438,13 +439,18 @@ class JaxLoss:
         ranks = {name: arrays[name].ndim for name in self.inputs}
         functions = self._specialization(ranks, weighted, result)
         self._check(functions, arrays, params)
-        outside = []
-        for declared in self._compiled.layout.domains:
+        layout, outside = self._compiled.layout, []
+        for declared in layout.domains:
             values = arrays if declared.name in arrays else params
-            if isinstance(values[declared.name], jax.core.Tracer):  # cannot raise: NaN
+            concrete = _concrete(values[declared.name])
+            if concrete is None:  # traced: cannot raise, so NaN
                 values[declared.name], found = _outside_as_nan(values[declared.name],
                                                                declared.domain)
                 outside.append(found)
+                continue
+            found = domain_violation(declared, concrete, params)
+            if found is not None:
+                raise domain_error(layout, declared, found)
         if outside:  # and every derivative NaN too, which a NaN label alone may not make
             scale = jnp.where(functools.reduce(jnp.logical_or, outside), jnp.nan, 1.0)
             for name, value in arrays.items():
@@ -500,8 +506,7 @@ class JaxLoss:
 
     def _check(self, functions: _Functions, arrays: dict[str, jax.Array],
                params: Mapping[str, Any]) -> None:
-        """Shapes agree (static, also under jit); concrete labels are in range, and concrete
-        values of inputs and params with a declared domain are in it."""
+        """Shapes agree (static, also under jit); concrete labels are in range."""
         lengths: dict[str, int] = {}
         for axis, sources in functions.specialized.axis_sources.items():
             seen = {name: arrays[name].shape[dimension] for name, dimension in sources}
@@ -543,16 +548,6 @@ class JaxLoss:
                     f"every label of '{name}' equals ignore_index={self.ignore_index}: the "
                     f"{self.reduction} over no samples is undefined; use reduction='sum' or "
                     "skip the batch")
-        layout = self._compiled.layout
-        for declared in layout.domains:
-            name = declared.name
-            values = _concrete(arrays[name] if name in arrays else params[name])
-            if values is None:  # traced: checked where the values are known
-                continue
-            found = domain_violation(declared, values, params)
-            if found is not None:
-                raise declared.error("input" if name in arrays else "param", found[1],
-                                     found[0], layout.spans.get(name))
 
 
 @jax.custom_jvp
