@@ -36,7 +36,10 @@ from .cachedir import cache_dir
 from .errors import LossError
 
 _LOADED: dict[str, ModuleType] = {}
-_LOCK = threading.Lock()
+# reentrant: importing a kernel module loads the module of shared helpers it imports
+_LOCK = threading.RLock()
+#: The modules loaded that kernels import (the CPU helpers), by source: their name prefix.
+_SHARED: dict[str, str] = {}
 
 
 _SOURCE_SUFFIXES = (".py", ".lark", ".loss")
@@ -134,26 +137,39 @@ def _write_entry(name: str, text: str, force: bool = False) -> Path:
     return directory / f"{name}.py"
 
 
-def discard(source: str) -> None:
+def discard(source: str, prefix: str = "lossdsl") -> None:
     """Forget a loaded module and delete its machine code (after it failed to load)."""
     key = source_key(source)
     with _LOCK:
         _LOADED.pop(key, None)
-        sys.modules.pop(f"lossdsl_{key}", None)
-        for path in (cache_dir() / "__pycache__").glob(f"lossdsl_{key}.*"):
+        sys.modules.pop(f"{prefix}_{key}", None)
+        for path in (cache_dir() / "__pycache__").glob(f"{prefix}_{key}.*"):
             try:
                 path.unlink()
             except OSError:
                 pass
 
 
-def load_module(source: str) -> ModuleType:
-    """Import the generated ``source``, writing it to the cache directory if needed."""
+def discard_shared() -> None:
+    """:func:`discard` every shared module loaded: a kernel that fails to load may have
+    failed on their machine code, which it calls."""
+    with _LOCK:
+        for source, prefix in list(_SHARED.items()):
+            discard(source, prefix)
+        _SHARED.clear()
+
+
+def load_module(source: str, prefix: str = "lossdsl") -> ModuleType:
+    """Import the generated ``source``, writing it to the cache directory if needed, as the
+    module ``<prefix>_<key>``: a kernel (``lossdsl_``), or a module kernels import
+    (:mod:`lossdsl.backend.cpu.helpers`, ``lossdsl_helpers_``)."""
     key = source_key(source)
     with _LOCK:
         if key in _LOADED:
             return _LOADED[key]
-        name = f"lossdsl_{key}"
+        name = f"{prefix}_{key}"
+        if prefix != "lossdsl":
+            _SHARED[source] = prefix
         text = f"# lossdsl cache key {key}\n{source}"
         path = _write_entry(name, text)
         spec = importlib.util.spec_from_file_location(name, path)

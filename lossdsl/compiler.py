@@ -151,8 +151,10 @@ class Kernel:
                             f"{str(error).splitlines()[0]}") from error
         except Exception:
             # Numba compiles or loads machine code on the first call; a damaged cache entry
-            # fails here. Drop it, import the module afresh and try once more.
+            # fails here. Drop it (and the shared helpers it calls, whose machine code may be
+            # the damaged part), import the module afresh and try once more.
             cache.discard(self.source)
+            cache.discard_shared()
             try:
                 self._attach(cache.load_module(self.source))
                 result = self.run(**arguments)

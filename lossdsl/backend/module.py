@@ -255,6 +255,11 @@ class ModuleBuilder(ABC):
 
     # ---------------------------------------------------------------------------- assembly
 
+    def helper_definitions(self, names: list[str]) -> list[str]:
+        """Module-level code giving the bodies the registry helpers ``names`` (``h_<name>``):
+        here their definitions, decorated for the target."""
+        return [self.helper_decorator + HELPERS[h] for h in names]
+
     def build(self) -> GeneratedModule:
         """The module's source and the names of ``run``'s arguments."""
         for number, loop in enumerate(self.schedule.loops):
@@ -262,7 +267,7 @@ class ModuleBuilder(ABC):
         outputs = [self.glue.value(o.node) for o in self.schedule.scalar_outputs]
         self.run_lines += self.glue.take_lines()
         inside, after = self.run_end(tuple_literal(outputs))
-        helpers = [self.helper_decorator + HELPERS[h] for h in sorted(self.printer.helpers)]
+        helpers = self.helper_definitions(sorted(self.printer.helpers))
         source = "\n".join([
             self.header,
             *self.imports(),

@@ -25,6 +25,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def kernel_entries(cache: Path) -> list[Path]:
+    """The kernels' modules in a cache directory (not the shared helpers they import)."""
+    return [path for path in cache.glob("lossdsl_*.py")
+            if not path.name.startswith("lossdsl_helpers_")]
+
+
 def run(cache: Path, debug: bool = False) -> subprocess.CompletedProcess:
     env = dict(os.environ, LOSSDSL_CACHE_DIR=str(cache))
     if debug:
@@ -44,10 +50,13 @@ def first_run(tmp_path_factory):
 
 def test_generated_modules_and_machine_code_are_written(first_run):
     cache, result = first_run
-    modules = list(cache.glob("lossdsl_*.py"))
-    assert len(modules) == 1
+    assert len(kernel_entries(cache)) == 1
+    # the helpers the kernel calls (h_select, ...) are a module of their own, shared by every
+    # kernel of its dtype
+    assert len(list(cache.glob("lossdsl_helpers_*.py"))) == 1
     assert "data saved to" in result.stdout  # numba wrote machine code
     assert list((cache / "__pycache__").glob("lossdsl_*.nbi"))
+    assert list((cache / "__pycache__").glob("lossdsl_helpers_*.nbi"))
 
 
 def test_a_new_process_loads_instead_of_compiling(first_run):
@@ -158,7 +167,7 @@ def test_a_changed_lossdsl_with_the_same_version_compiles_again(first_run, tmp_p
     result = run_script(script, shared, cwd=copy, debug=True)
     assert result.returncode == 0, result.stderr
     assert "data saved to" in result.stdout  # compiled for the changed package
-    assert len(list(shared.glob("lossdsl_*.py"))) == 2
+    assert len(kernel_entries(shared)) == 2
     assert result.stdout.splitlines()[-1] != first.stdout.splitlines()[-1]
 
 
@@ -309,3 +318,22 @@ def test_a_cache_directory_that_fails_later_falls_back(fresh_cachedir, tmp_path,
     assert len(caught) == 1 and "No space left" in str(caught[0].message)
     assert Path(first.__file__).parent == Path(second.__file__).parent != full
     assert fresh_cachedir.cache_dir() == Path(first.__file__).parent
+
+
+def test_cpu_kernels_share_one_module_of_helpers():
+    # The registry's helpers (h_select, h_gt, ...) are compiled once per process, not with
+    # every kernel: CPU kernels bind them from one generated module per dtype.
+    import numpy as np
+
+    import lossdsl
+    from lossdsl import cache
+
+    y, p = np.linspace(0.0, 1.0, 20), np.linspace(-2.0, 2.0, 20)
+    modules = []
+    for text in ("huber(y, p, 0.5)", "bce_logits(y, p)"):
+        compiled = lossdsl.compile(text, target="cpu")
+        compiled.value_and_grad("p", y=y, p=p)
+        assert "def h_" not in compiled.source and "shared_helpers(" in compiled.source
+        modules.append(cache.load_module(compiled.source))  # the loaded kernel module
+    assert modules[0].h_select is modules[1].h_select
+    assert modules[0]._helpers.__name__.startswith("lossdsl_helpers_")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from ...passes.schedule import Loop, Schedule
 from ..emit import FASTMATH, Body, BodyEmitter
 from ..module import GeneratedModule, ModuleBuilder, indent
+from .helpers import HELPER_DECORATOR
 from .libm import VECTORISED
 
 # The per-sample math is compiled without fastmath, so losses stay exact where the math is
@@ -50,7 +51,7 @@ class CpuModuleBuilder(ModuleBuilder):
     kit (:mod:`lossdsl.backend.cpu.runtime`)."""
 
     target = "cpu"
-    helper_decorator = f"@{_DECORATOR.format(extra='')}"
+    helper_decorator = f"@{HELPER_DECORATOR}"
     glue_cast = "kit.cast(T, {})"
 
     def __init__(self, schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
@@ -74,7 +75,17 @@ class CpuModuleBuilder(ModuleBuilder):
             *(["from lossdsl.backend.cpu import libm as math  # libm, vectorisable exp and log"]
               if self.vectorisable else []),
             "from lossdsl.backend.cpu.runtime import DIRECT",
+            *(["from lossdsl.backend.cpu.helpers import shared_helpers"]
+              if self.printer.helpers else []),
         ]
+
+    def helper_definitions(self, names: list[str]) -> list[str]:
+        """The helpers from the module every CPU kernel of this dtype and ``math`` shares
+        (:mod:`lossdsl.backend.cpu.helpers`): compiled once per process, not with each kernel."""
+        if not names:
+            return []
+        return ["\n".join([f'_helpers = shared_helpers("{self.dtype}", {self.vectorisable})',
+                           *(f"h_{name} = _helpers.h_{name}" for name in names)])]
 
     def target_constants(self) -> list[str]:
         return [f"FASTMATH = set({sorted(FASTMATH)!r})"]
