@@ -43,6 +43,47 @@ if not _nvidia_gpu_present():
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 
+def _shared_arrays_one_per_block() -> None:
+    """Make the simulator's ``cuda.shared.array`` give every thread of a block the same array.
+
+    numba-cuda's simulator finds a block's shared array by the calling line in a dict and
+    creates it when missing, without a lock: two of its Python threads that both miss create
+    two arrays, and the block's threads then reduce into different "shared" memory (32
+    threads racing: 57 of 300 blocks got more than one array, switch interval 1 us). That
+    made a simulated reduction wrong now and then under load (a CI rehearsal: ranknet's
+    float32 value 6.9495 against the CPU's 6.5687; alone it passes). The same lookup under
+    a lock, keyed as numba-cuda keys it (the caller's file and line)."""
+    import sys
+    import threading
+
+    import numpy as np
+    from numba.core import types
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+    from numba.np import numpy_support
+
+    original = FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:  # refused, or dynamic: numba-cuda's own
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    FakeCUDAShared.array = array
+
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    _shared_arrays_one_per_block()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quick_simulator_threads():
     """The simulator runs each CUDA thread as a Python thread and waits for a block by

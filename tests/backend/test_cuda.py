@@ -734,3 +734,32 @@ def test_hundred_million_rows_on_a_gpu(expression, dtype):
     y = (rng.random(n) < 0.5).astype(dtype) if "bce" in expression \
         else rng.normal(0.0, 2.0, n).astype(dtype)
     _compare_with_cpu(expression, {"y": y, "p": p}, ("p",), dtype, f"{expression}, N=1e8")
+
+
+@pytest.mark.skipif(not rt.SIMULATOR, reason="the CUDA simulator's shared arrays")
+def test_simulated_shared_arrays_are_one_per_block():
+    """Threads of a simulated block that reach cuda.shared.array together get one array
+    (numba-cuda's lookup raced: tests/conftest.py puts it under a lock); otherwise a block's
+    reduction sums into several arrays and is wrong now and then."""
+    import threading
+
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+
+    def allocate(shared: FakeCUDAShared, start: threading.Barrier, arrays: list[int]) -> None:
+        start.wait()
+        arrays.append(id(shared.array((1, 64), np.float64)))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows
+    try:
+        for _ in range(100):
+            shared, start, arrays = FakeCUDAShared(0), threading.Barrier(32), []
+            threads = [threading.Thread(target=allocate, args=(shared, start, arrays))
+                       for _ in range(32)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(set(arrays)) == 1
+    finally:
+        sys.setswitchinterval(interval)
