@@ -37,20 +37,21 @@ class Domain:
     high_open: bool = False
 
     def __post_init__(self) -> None:
-        # What the compiled checks read, made once rather than at every call: the interval
-        # with closed ends (an open end moved to the next float64 inside), or a set of up to
-        # four members repeated to fill four (larger sets are checked by NumPy).
+        # What the compiled searches read, made once rather than at every call: the interval
+        # with closed ends (an open end moved to the next float64 inside), and ``search``,
+        # the compiled search for the first value outside with its bounds: a set of up to
+        # four members repeated to fill four (None: larger sets are searched by NumPy).
         low = math.nextafter(self.low, math.inf) if self.low_open else self.low
         high = math.nextafter(self.high, -math.inf) if self.high_open else self.high
         object.__setattr__(self, "closed", (low, high))
         members = self.members
-        object.__setattr__(self, "checks", (
+        object.__setattr__(self, "search", (
             (first_outside_set, (*members, *members[-1:] * (4 - len(members))))
             if 0 < len(members) <= 4 else
             (first_outside_interval, (low, high)) if not members else None))
 
     def __reduce__(self):
-        # the fields only: the checks are made again where it is unpickled (Dask workers)
+        # the fields only: the search is made again where it is unpickled (Dask workers)
         return (Domain, (self.members, self.low, self.high, self.low_open, self.high_open))
 
     def __contains__(self, value: float) -> bool:
@@ -123,10 +124,10 @@ def first_outside(values: np.ndarray, domain: Domain) -> tuple[int, Any] | None:
     flat = values.reshape(-1) if values.flags.c_contiguous else values.ravel()
     if flat.dtype.kind not in "iuf" or flat.dtype.kind == "f" and flat.dtype.itemsize < 4:
         flat = flat.astype(np.float64)  # booleans, float16: no compiled specialisation
-    if domain.checks is None:
+    if domain.search is None:
         outside = ~np.isin(flat, domain.members)
         index = int(np.argmax(outside)) if outside.any() else -1
     else:
-        first, bounds = domain.checks
+        first, bounds = domain.search
         index = first(flat, *bounds)
     return None if index < 0 else (index, flat[index].item())

@@ -222,7 +222,7 @@ def test_first_outside_on_host_arrays():
 def test_domains_pickle_by_their_fields():
     domain = Domain((), 0.0, 1.0, True, False)
     copy = pickle.loads(pickle.dumps(domain))
-    assert copy == domain and copy.checks[1] == domain.checks[1]
+    assert copy == domain and copy.search[1] == domain.search[1]
     loss = pickle.loads(pickle.dumps(lossdsl.compile("hinge(y, z)")))
     with pytest.raises(lossdsl.LossDomainError, match="at index 0"):
         loss(y=np.zeros(2), z=np.zeros(2))

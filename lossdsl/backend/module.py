@@ -63,7 +63,8 @@ class ModuleBuilder(ABC):
 
     #: The target whose kernel templates the expressions are printed from ("cpu", "cuda").
     target: str
-    #: The decorator line of the helper functions (``h_<name>``) the bodies call.
+    #: The decorator line of the helper functions (``h_<name>``) the bodies call, for the
+    #: default :meth:`helper_definitions` (a target that imports them has none).
     helper_decorator: str
     #: How a glue value becomes a kernel scalar (``{}`` is the float64 value's source).
     glue_cast: str = "T({})"

@@ -16,7 +16,6 @@ from __future__ import annotations
 from ...passes.schedule import Loop, Schedule
 from ..emit import FASTMATH, Body, BodyEmitter
 from ..module import GeneratedModule, ModuleBuilder, indent
-from .helpers import HELPER_DECORATOR
 from .libm import VECTORISED
 
 # The per-sample math is compiled without fastmath, so losses stay exact where the math is
@@ -56,7 +55,6 @@ class CpuModuleBuilder(ModuleBuilder):
     kit (:mod:`lossdsl.backend.cpu.runtime`)."""
 
     target = "cpu"
-    helper_decorator = f"@{HELPER_DECORATOR}"
     glue_cast = "kit.cast(T, {})"
 
     def __init__(self, schedule: Schedule, dtype: str, parallel_axes: frozenset[str],
