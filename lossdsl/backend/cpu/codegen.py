@@ -20,7 +20,11 @@ from .libm import VECTORISED
 
 # The per-sample math is compiled without fastmath, so losses stay exact where the math is
 # finite; the loop drivers get FASTMATH (see emit.py), which lets their accumulations vectorise.
-_DECORATOR = 'njit(error_model="numpy", cache=True{extra})'
+# "fastmath=False" is said, not left out: Numba compiles a function that leaves it out with
+# the flags of the caller that first calls it, so a body called from its driver had the
+# driver's "reassoc" (pseudo_huber's Hessian differed from IEEE evaluation in the last bit on
+# 5% of rows), and a helper shared by many kernels had whichever flags its first caller had.
+_DECORATOR = 'njit(fastmath=False, error_model="numpy", cache=True{extra})'
 _DRIVER_DECORATOR = 'njit(fastmath=FASTMATH, error_model="numpy", cache=True{extra})'
 # A body is called from its loop only, never from Python or C: without the CPython and C
 # wrappers Numba would build for it, a kernel compiles 10-20% faster (20 losses' value +

@@ -20,8 +20,9 @@ from types import ModuleType
 from ...cache import load_module
 from ...ops import helper_source, helpers
 
-#: How a helper is compiled: as the kernels' bodies, without fastmath (see codegen.py).
-HELPER_DECORATOR = 'njit(error_model="numpy", cache=True)'
+#: How a helper is compiled: as the kernels' bodies, without fastmath, said explicitly so that
+#: it does not take its first caller's (see codegen.py).
+HELPER_DECORATOR = 'njit(fastmath=False, error_model="numpy", cache=True)'
 
 __all__ = ["HELPER_DECORATOR", "helpers_source", "shared_helpers"]
 

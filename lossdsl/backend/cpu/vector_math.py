@@ -66,8 +66,10 @@ Notes
 * The kernels are compiled without fast-math: Cody-Waite, the shifter trick and the Fast2Sum
   corrections depend on strict IEEE evaluation order.  Callers may use
   ``fastmath={"reassoc"}`` in their own loops; LLVM keeps per-instruction flags after
-  inlining, so the kernels stay strict.  Never use full ``fastmath=True`` on the callers if
-  nan/inf semantics matter (``nnan``/``ninf`` let LLVM delete the special-case selects).
+  inlining, so the kernels stay strict.  They say ``fastmath=False``: a Numba function
+  that leaves the option out is compiled with its first caller's flags.  Never use full
+  ``fastmath=True`` on the callers if nan/inf semantics matter (``nnan``/``ninf`` let LLVM
+  delete the special-case selects).
 * FMA: Numba never sets the ``contract`` flag (not even with ``fastmath={"reassoc"}``), so
   plain ``a*b + c`` is never fused.  The polynomial steps here use ``llvm.fmuladd`` instead
   (see ``_mla``), which LLVM fuses only where the target has FMA and otherwise emits as
@@ -91,7 +93,9 @@ from numba.extending import intrinsic, overload
 
 __all__ = ["vexp", "vexpm1", "vlog", "vlog1p", "vpow", "vtanh"]
 
-_JIT_OPTS = {"error_model": "numpy", "cache": True}
+# fastmath=False is said explicitly: Numba compiles a function that does not say it with the
+# flags of its first caller, a kernel's loop driver with "reassoc" among them
+_JIT_OPTS = {"fastmath": False, "error_model": "numpy", "cache": True}
 # pow's parts are too long for LLVM's inliner to inline on its own, and a call in a loop
 # stops it vectorising: they are always inlined
 _INLINED_OPTS = {**_JIT_OPTS, "forceinline": True}
