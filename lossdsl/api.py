@@ -41,7 +41,7 @@ from .binding import (
     result_shape,
 )
 from .compiler import Kernel, KernelRequest, Specialization
-from .domains import Domain
+from .domains import Domain, Requirement, holds
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
 from .ir.node import Node, toposort, walk
@@ -266,7 +266,8 @@ class CompiledLoss:
         self._layout = InputLayout(self.inputs, self.table_inputs(), self.class_vector_inputs(),
                                    self.loss.definition.input_spans, self.target,
                                    self.reduction, self.ignore_index,
-                                   self.loss.definition.domains)
+                                   self.loss.definition.domains,
+                                   self.loss.definition.requirements)
 
     def __getstate__(self) -> dict[str, Any]:
         # Kernels live in modules imported from the cache directory; a copy in another process
@@ -404,6 +405,27 @@ class CompiledLoss:
             if declared.name in self.inputs:
                 found[declared.name] = (*found.get(declared.name, ()), declared.domain)
         return found
+
+    def requirements(self) -> tuple[Requirement, ...]:
+        """The ``requires`` conditions of the defs the loss calls, as this loss binds them
+        (``aft_normal(y, z, hi)``: ``hi >= y``); calls where one is false raise a
+        :class:`~lossdsl.LossDomainError`."""
+        return self.loss.definition.requirements
+
+    def rows_meeting_requirements(self, inputs: Mapping[str, Any]) -> np.ndarray | None:
+        """For inputs of one value per row (vectors, numbers), where every requirement
+        holds (NaN fails): a boolean vector, or None where the loss has none."""
+        if not self.requirements():
+            return None
+        arrays = {name: np.asarray(value, dtype=np.float64) for name, value in inputs.items()
+                  if name in self.inputs}
+        params = {**self.params, **{k: float(v) for k, v in inputs.items() if k in self.params}}
+        rows = max((a.shape[0] for a in arrays.values() if a.ndim), default=1)
+        spec = self.specialization({name: a.ndim for name, a in arrays.items()}, False)
+        met = np.ones(rows, dtype=bool)
+        for counted in spec.requirements:
+            met &= np.broadcast_to(holds(counted.condition, arrays, params), rows)
+        return met
 
     def table_inputs(self) -> frozenset[str]:
         """Inputs used as lookup tables by ``rowof(C, y)``: (R, K) matrices, such as a cost

@@ -25,18 +25,19 @@ import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name, partners_name
-from .domains import InputDomain, first_outside
+from .domains import InputDomain, Requirement, first_outside, first_unmet
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .ir.axes import Axis
 from .passes import shapes
 
 if TYPE_CHECKING:
     from .api import CompiledLoss, Loss
-    from .compiler import Kernel, Specialization
+    from .compiler import CountedRequirement, Kernel, Specialization
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
-           "check_domains", "check_out", "class_vector", "coerce_loss", "disagreement",
+           "check_domains", "check_host_requirements", "check_out", "class_vector", "coerce_loss",
+           "disagreement",
            "domain_error", "domain_violation", "first_bad_label", "host_checked",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
            "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
@@ -64,6 +65,7 @@ class InputLayout:
     reduction: str
     ignore_index: int | None = None
     domains: tuple[InputDomain, ...] = ()  # the declared domains of inputs and params
+    requirements: tuple[Requirement, ...] = ()  # the ``requires`` conditions of its defs
 
 
 @dataclass
@@ -441,14 +443,27 @@ def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specia
 
 def check_domains(layout: InputLayout, bound: Bound, kernel: Kernel) -> None:
     """Check every input and param bound to a def parameter with a declared domain
-    (``def hinge(y in {-1, 1}, z)``) that ``kernel`` does not count as it runs (params and
-    numbers): a LossDomainError for the first value outside."""
+    (``def hinge(y in {-1, 1}, z)``), and every def requirement (``requires y_upper >=
+    y``), that ``kernel`` does not count as it runs (params and numbers): a LossDomainError
+    for the first value outside, or the requirement that is false."""
     for declared in host_checked(layout, kernel):
         name = declared.name
         found = domain_violation(declared, bound.arrays.get(name, bound.scalars.get(name)),
                                  bound.params)
         if found is not None:
             raise domain_error(layout, declared, found)
+    check_host_requirements(bound, kernel)
+
+
+def check_host_requirements(bound: Bound, kernel: Kernel) -> None:
+    """Check the def requirements of params and numbers that ``kernel`` does not count
+    (``requires u > 0`` where ``u`` is a param or a scalar input): a LossDomainError for a
+    false one."""
+    for counted in kernel.host_requirements:
+        unmet = first_unmet(counted.requirement, counted.condition, counted.arguments,
+                            bound.scalars, bound.params)
+        if unmet is not None:
+            raise counted.requirement.error(unmet[1], None)
 
 
 def host_checked(layout: InputLayout, kernel: Kernel) -> tuple[InputDomain, ...]:
@@ -459,11 +474,12 @@ def host_checked(layout: InputLayout, kernel: Kernel) -> tuple[InputDomain, ...]
 
 
 def refuse_outside(layout: InputLayout, kernel: Kernel, counts: Mapping[str, float],
-                   inputs: Mapping[str, Any]) -> None:
+                   inputs: Mapping[str, Any], params: Mapping[str, float]) -> None:
     """After ``kernel`` ran: the LossDomainError for the first value outside its domain of
     the first array input whose count of such values (``counts["outside:<index>"]``) is not
     0, found in the caller's ``inputs`` (as given: rows grouped for the kernel are back in
-    their own order)."""
+    their own order); then for the first requirement whose count of false elements
+    (``counts["unmet:<index>"]``) is not 0, where it is first false."""
     for index, (name, domain) in enumerate(kernel.checks):
         if counts[f"outside:{index}"]:
             declared = next(d for d in layout.domains if (d.name, d.domain) == (name, domain))
@@ -475,6 +491,22 @@ def refuse_outside(layout: InputLayout, kernel: Kernel, counts: Mapping[str, flo
             # in (0, inf) rounds to 0): inside as given, so no error
             if found is not None:
                 raise domain_error(layout, declared, found)
+    for index, counted in enumerate(kernel.requirements):
+        if counts[f"unmet:{index}"]:
+            requirement = counted.requirement
+            arrays = {}
+            for name in requirement.reads:
+                if name in inputs:
+                    values = inputs[name]
+                    if is_device_array(values):  # the error's search runs on the host
+                        from .backend.cuda import runtime as cuda_runtime
+
+                        values = cuda_runtime.as_device_array(values).copy_to_host()
+                    arrays[name] = numeric_array(f"input '{name}'", values)
+            unmet = first_unmet(requirement, counted.condition, counted.arguments, arrays,
+                                params)
+            if unmet is not None:  # as for domains: None only where float32 rounding made it
+                raise requirement.error(unmet[1], unmet[0])
 
 
 def domain_error(layout: InputLayout, declared: InputDomain,
@@ -595,9 +627,9 @@ class BoundCall:
             computed[order] = computed.copy()
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = float(value)
-        if kernel.checks and self.checked is not None:
+        if (kernel.checks or kernel.requirements) and self.checked is not None:
             layout, inputs = self.checked
-            refuse_outside(layout, kernel, results, inputs)
+            refuse_outside(layout, kernel, results, inputs, bound.params)
         ranks, rounded = bound.ranks, bound.result_dtype
         found = []
         for name in self.order:
@@ -708,6 +740,7 @@ class KernelPlan:
     result_slots: tuple[int, ...] | None  # the API's results by slot, when all are arrays
     counts: tuple[int, ...] = ()  # positions among the scalar outputs of "outside:" counts
     host_domains: tuple[InputDomain, ...] = ()  # checked before the run (params, numbers)
+    host_requirements: tuple[CountedRequirement, ...] = ()  # likewise
 
     def takes_out(self, out: Mapping[str, Any], arrays: Mapping[str, Any],
                   lengths: Mapping[str, int], dtype: np.dtype) -> bool:
@@ -823,6 +856,9 @@ class CallPlan:
         for declared in kernel_plan.host_domains:  # the general path raises the error
             if domain_violation(declared, arrays.get(declared.name, numbers.get(declared.name)),
                                 params):
+                return None
+        for counted in kernel_plan.host_requirements:
+            if first_unmet(counted.requirement, counted.condition, (), numbers, params):
                 return None
         if out and (self.scalar_results and out.keys() & self.scalar_results
                     or not kernel_plan.takes_out(out, arrays, lengths, self.output_dtype)):
@@ -1018,8 +1054,8 @@ def plan_kernel(kernel: Kernel, order: Sequence[str], layout: InputLayout) -> Ke
                       tuple(slot_of[name] for name in order)
                       if all(name in slot_of for name in order) else None,
                       tuple(i for i, o in enumerate(kernel.scalar_outputs)
-                            if o.name.startswith("outside:")),
-                      host_checked(layout, kernel))
+                            if o.name.startswith(("outside:", "unmet:"))),
+                      host_checked(layout, kernel), kernel.host_requirements)
 
 
 def result_order(want_value: bool, grads: Iterable[str], hessians: Iterable[str]) -> list[str]:

@@ -21,6 +21,7 @@ class Entry:
     formula: str
     file: str
     domains: tuple[tuple[str, str], ...] = ()  # (parameter, its declared domain) where given
+    requirement: str = ""  # the condition after ``requires``, as written ("" if none)
 
     @property
     def summary(self) -> str:
@@ -40,14 +41,16 @@ class Entry:
 
     @property
     def signature(self) -> str:
-        """``name(y, p, delta=1.0)``, with declared domains: ``hinge(y in {-1, 1}, z)``."""
+        """``name(y, p, delta=1.0)``, with declared domains: ``hinge(y in {-1, 1}, z)``, and
+        a requirement: ``aft_normal(...) requires y_upper >= y``."""
         domains = dict(self.domains)
         parts = []
         for name, default in self.parameters:
             part = name if name not in domains else f"{name} in {domains[name]}"
             parts.append(part if default is None else
                          f"{part} = {default}" if name in domains else f"{part}={default}")
-        return f"{self.name}({', '.join(parts)})"
+        requirement = f" requires {self.requirement}" if self.requirement else ""
+        return f"{self.name}({', '.join(parts)}){requirement}"
 
     def call_expression(self) -> str:
         """An expression calling this loss on inputs named like its required parameters."""
@@ -59,19 +62,9 @@ class Entry:
         return required[1] if len(required) >= 2 else required[0]
 
 
-def _text(source: str, span) -> str:
-    lines = source.splitlines()
-    if span.end_line is None or span.end_line == span.line:
-        end = span.end_column - 1 if span.end_column else None
-        return lines[span.line - 1][span.column - 1 : end]
-    first = lines[span.line - 1][span.column - 1 :]
-    middle = lines[span.line : span.end_line - 1]
-    last = lines[span.end_line - 1][: span.end_column - 1]
-    return " ".join(part.strip() for part in [first, *middle, last])
-
-
-def _body(definition: str) -> str:
-    """The formula of a ``def`` statement's text: what follows the ``=`` after its parameters.
+def _body(definition: str, requirement: str) -> str:
+    """The formula of a ``def`` statement's text: what follows the ``=`` after its parameters
+    and its ``requirement`` clause (its text, "" if none).
 
     (Read from the statement rather than from the body's span: a binary operator's span is the
     operator token, so a body such as ``(p - y)^2`` would come out as ``^``.)
@@ -81,20 +74,23 @@ def _body(definition: str) -> str:
         # any bracket: a half-open domain such as [0, inf) closes with the other kind
         depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(character, 0)
         if depth == 0:  # the parameter list's closing parenthesis
+            if requirement:  # the condition may hold an "=" of its own (y_upper >= y)
+                position = definition.index(requirement, position) + len(requirement)
             return definition[definition.index("=", position) + 1 :].strip()
     raise ValueError(f"not a def statement: {definition!r}")
 
 
 def _entry(info: DefInfo) -> Entry:
     syntax = info.syntax
-    source = syntax.span.source or ""
     parameters = tuple(
-        (p.name, None if p.default is None else _text(source, p.default.span))
+        (p.name, None if p.default is None else p.default.span.text())
         for p in syntax.parameters
     )
-    formula = _body(_text(source, syntax.span))
+    requirement = syntax.requirement.span.text() if syntax.requirement else ""
+    formula = _body(syntax.span.text() or "", requirement)
     domains = tuple((name, str(domain)) for name, domain in info.domains.items())
-    return Entry(info.name, parameters, info.doc, formula, syntax.span.file or "", domains)
+    return Entry(info.name, parameters, info.doc, formula, syntax.span.file or "", domains,
+                 requirement.removeprefix("requires").strip())
 
 
 def entries() -> list[Entry]:

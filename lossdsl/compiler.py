@@ -15,7 +15,7 @@ has built, keyed by what they depend on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,21 +25,21 @@ import numpy as np
 from . import cache
 from ._version import __version__
 from .backend.cpu import codegen as cpu
-from .domains import Domain
+from .domains import Domain, Requirement
 from .errors import LossError
 from .ir import verify
 from .ir.build import make
-from .ir.node import Node, constant, node, walk
+from .ir.node import Node, constant, node, rebuild, walk
 from .passes import diff, shapes
 from .passes.lower import lower
 from .passes.schedule import Output, plan
 from .passes.simplify import simplify
 from .passes.stabilize import stabilize
 
-__all__ = ["GeneratedKernel", "Kernel", "KernelRequest", "Specialization", "build_kernel",
-           "derivatives", "generate_source", "module_header", "optimize", "outside_count",
-           "parallel_axes",
-           "specialize", "stable_expression"]
+__all__ = ["CountedRequirement", "GeneratedKernel", "Kernel", "KernelRequest", "Specialization",
+           "build_kernel", "counted_requirements", "derivatives", "generate_source",
+           "module_header", "optimize", "outside_count", "parallel_axes", "specialize",
+           "stable_expression", "typed_graph", "unmet_count"]
 
 TARGETS = ("cpu", "parallel", "cuda")
 
@@ -63,6 +63,14 @@ class Specialization:
     # the array inputs with a declared domain (``y in {-1, 1}``): every kernel counts the
     # values outside as it reads them (scalar outputs "outside:0", "outside:1", ...)
     checks: tuple[tuple[str, Domain], ...] = ()
+    # the def requirements, typed: kernels count where those that read array inputs are
+    # false (scalar outputs "unmet:0", "unmet:1", ...); binding checks the others
+    requirements: tuple[CountedRequirement, ...] = ()
+
+    def counted_requirements(self) -> tuple[CountedRequirement, ...]:
+        """The requirements that read array inputs: those kernels count."""
+        return tuple(c for c in self.requirements
+                     if any(self.ranks.get(name, 0) >= 1 for name in c.requirement.reads))
 
     @property
     def labels(self) -> list[tuple[Node, str]]:
@@ -88,6 +96,16 @@ class Specialization:
     def pairs(self) -> dict[str, str]:
         """Samples paired within groups (``pairsum``): sample axis -> the input of group ids."""
         return self.shapes.pairs
+
+
+@dataclass(frozen=True)
+class CountedRequirement:
+    """A def's requirement that reads array inputs, as kernels count it: its ``condition``
+    and the ``arguments`` its message shows, typed for the inputs' ranks."""
+
+    requirement: Requirement
+    condition: Node
+    arguments: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,10 @@ class Kernel:
     labels: list[tuple[Node, str]]  # every label read, and the axis it indexes
     # the declared domains its scalar outputs "outside:<index>" count the values outside of
     checks: tuple[tuple[str, Domain], ...] = ()
+    # the requirements whose false elements its scalar outputs "unmet:<index>" count, and
+    # those of params and scalar inputs, which binding checks before it runs
+    requirements: tuple[CountedRequirement, ...] = ()
+    host_requirements: tuple[CountedRequirement, ...] = ()
     loops: dict[str, Callable[..., Any]] = field(default_factory=dict)
     checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
 
@@ -181,6 +203,8 @@ class GeneratedKernel:
     scalar_outputs: list[Output]
     labels: list[tuple[Node, str]]
     checks: tuple[tuple[str, Domain], ...] = ()
+    requirements: tuple[CountedRequirement, ...] = ()
+    host_requirements: tuple[CountedRequirement, ...] = ()
 
 
 def stable_expression(graph: Node) -> Node:
@@ -214,8 +238,46 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
         typed.setdefault(name, node("input", (), name, typed_shapes.input_axes.get(name, ())))
     checks = tuple(dict.fromkeys((d.name, d.domain) for d in definition.domains
                                  if ranks.get(d.name, 0) >= 1))
+    requirements = counted_requirements(definition.requirements, typed)
     return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted,
-                          checks)
+                          checks, requirements)
+
+
+def counted_requirements(requirements: Iterable[Requirement], typed: Mapping[str, Node]
+                         ) -> tuple[CountedRequirement, ...]:
+    """``requirements`` with their conditions and arguments typed as the ``typed`` inputs."""
+    return tuple(CountedRequirement(r, typed_graph(r.condition, typed),
+                                    tuple(typed_graph(bound, typed) for _, bound in r.arguments))
+                 for r in requirements)
+
+
+def typed_graph(graph: Node, typed: Mapping[str, Node]) -> Node:
+    """``graph`` of elementwise operations rebuilt on the ``typed`` inputs (a requirement's
+    condition, made after the loss was typed)."""
+    def retyped(current: Node, arguments: tuple[Node, ...]) -> Node:
+        if current.op == "input":
+            return typed.get(current.value, current)
+        return make(current.op, arguments, current.value) if arguments else current
+
+    (result,) = rebuild([graph], retyped)
+    return result
+
+
+def unmet_count(condition: Node) -> Node:
+    """How many elements of the arrays ``condition`` reads make it false (NaN included);
+    for a condition of params and numbers, 1 if it is false."""
+    unmet = make("not", (condition,))
+    if not unmet.axes:
+        return make("where", (unmet, constant(1.0), constant(0.0)))
+    return _count(unmet)
+
+
+def _count(flags: Node) -> Node:
+    """The number of true elements of ``flags``, summed over every axis."""
+    count = make("where", (flags, constant(1.0), constant(0.0)))
+    while len(count.axes) > 1:
+        count = make("rowsum", (count,))
+    return make("sum", (count,))
 
 
 def outside_count(x: Node, domain: Domain) -> Node:
@@ -229,10 +291,7 @@ def outside_count(x: Node, domain: Domain) -> Node:
         above = make("gt" if domain.low_open else "ge", (x, constant(domain.low)))
         below = make("lt" if domain.high_open else "le", (x, constant(domain.high)))
         outside = make("not", (make("and", (above, below)),))
-    count = make("where", (outside, constant(1.0), constant(0.0)))
-    while len(count.axes) > 1:
-        count = make("rowsum", (count,))
-    return make("sum", (count,))
+    return _count(outside)
 
 
 def derivatives(spec: Specialization, wrt: str, order: int = 1) -> tuple[Node, ...]:
@@ -278,6 +337,9 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
         outputs.append(Output(f"hess:{name}", hessian, typed[name].axes))
     for index, (name, domain) in enumerate(spec.checks):
         outputs.append(Output(f"outside:{index}", outside_count(typed[name], domain), ()))
+    counted = spec.counted_requirements()
+    for index, requirement in enumerate(counted):
+        outputs.append(Output(f"unmet:{index}", unmet_count(requirement.condition), ()))
     verify.check([o.node for o in outputs])
     nodes = optimize([o.node for o in outputs])
     verify.check(nodes)
@@ -296,14 +358,16 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
         generated = cpu.generate(schedule, dtype, threaded, header)
     element_outputs = [o for loop in schedule.loops for o in loop.outputs]
     return GeneratedKernel(generated.source, generated.names, element_outputs,
-                           list(schedule.scalar_outputs), spec.labels, spec.checks)
+                           list(schedule.scalar_outputs), spec.labels, spec.checks,
+                           counted, tuple(c for c in spec.requirements if c not in counted))
 
 
 def build_kernel(spec: Specialization, request: KernelRequest) -> Kernel:
     """Generate one kernel (:func:`generate_source`) and import it through the cache."""
     generated = generate_source(spec, request)
     kernel = Kernel(None, generated.names, generated.source, generated.element_outputs,
-                    generated.scalar_outputs, generated.labels, generated.checks)
+                    generated.scalar_outputs, generated.labels, generated.checks,
+                    generated.requirements, generated.host_requirements)
     kernel._attach(cache.load_module(generated.source))
     return kernel
 

@@ -43,6 +43,7 @@ from .binding import (
     Bound,
     Grouping,
     InputLayout,
+    check_host_requirements,
     coerce_loss,
     domain_error,
     domain_violation,
@@ -53,7 +54,8 @@ from .binding import (
     regrouped_results,
     result_order,
 )
-from .domains import InputDomain, first_outside
+from .compiler import CountedRequirement
+from .domains import InputDomain, first_outside, first_unmet
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
 __all__ = ["DaskLoss", "compile"]
@@ -164,6 +166,9 @@ class DaskLoss:
                 bound.arrays[name] = checked
         for declared in compiled.layout.domains:
             _checked_domain(compiled.layout, declared, bound)
+        check_host_requirements(bound, kernel)
+        for counted in kernel.requirements:
+            _checked_requirement(counted, bound)
         arguments, results = kernel_arguments(
             kernel, bound, lengths, lambda shape: _Slot(shape, bound.dtype))
         kit = _ChunkKit(_KernelRef(compiled, bound.ranks, bound.weight is not None,
@@ -301,6 +306,48 @@ def _checked_domain(layout: InputLayout, declared: InputDomain, bound: Bound) ->
     bound.arrays[declared.name] = _checked(
         values, lambda block: first_outside(block, declared.domain),
         lambda index, value: domain_error(layout, declared, (index, value)))
+
+
+def _checked_requirement(counted: CountedRequirement, bound: Bound) -> None:
+    """Check a def requirement that reads arrays where it is false: dask arrays chunk by
+    chunk as they are read (the array of most dimensions that it reads is replaced in
+    ``bound`` by itself checked, with the others' chunks of the same rows beside it)."""
+    requirement = counted.requirement
+    names = [name for name in requirement.reads if name in bound.arrays]
+    numbers = {**bound.params, **{name: bound.scalars[name] for name in requirement.reads
+                                  if name in bound.scalars}}
+
+    def find(*blocks: np.ndarray) -> tuple[tuple[int, ...], dict] | None:
+        arrays = {name: (block[:, 0] if block.ndim > bound.ranks[name] else block)
+                  for name, block in zip(names, blocks)}
+        unmet = first_unmet(requirement, counted.condition, counted.arguments, arrays, numbers)
+        return None if unmet is None else unmet
+
+    arrays = [bound.arrays[name] for name in names]
+    if not any(isinstance(a, da.Array) for a in arrays):
+        unmet = find(*arrays)
+        if unmet is not None:
+            raise requirement.error(unmet[1], unmet[0])
+        return
+    widest = max(range(len(names)), key=lambda i: np.ndim(arrays[i]))
+    target = da.asarray(arrays[widest])
+    aligned = []
+    for array in arrays:
+        array = da.asarray(array)
+        if array.ndim < target.ndim:  # a column beside the target's rows
+            array = array.reshape(array.shape + (1,) * (target.ndim - array.ndim))
+        aligned.append(array.rechunk({0: target.chunks[0]}))
+
+    def check(*blocks: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        unmet = find(*blocks)
+        if unmet is not None:
+            starts = [start for start, _ in block_info[widest]["array-location"]] \
+                if block_info else [0] * target.ndim
+            raise requirement.error(unmet[1], tuple(start + i for start, i in
+                                                    zip(starts, unmet[0])))
+        return blocks[widest]
+
+    bound.arrays[names[widest]] = da.map_blocks(check, *aligned, dtype=target.dtype)
 
 
 def _checked(values: Any, find: Callable[[np.ndarray], tuple[int, Any] | None],

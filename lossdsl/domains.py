@@ -21,8 +21,11 @@ import numpy as np
 
 from .backend.cpu.runtime import first_outside_interval, first_outside_set
 from .errors import LossDomainError, Span
+from .ir.node import Node, toposort
+from .reference import evaluate
 
-__all__ = ["Domain", "InputDomain", "declared_at", "first_outside", "number_text"]
+__all__ = ["Domain", "InputDomain", "Requirement", "declared_at", "first_outside", "first_unmet",
+           "holds", "number_text"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +134,84 @@ def first_outside(values: np.ndarray, domain: Domain) -> tuple[int, Any] | None:
         first, bounds = domain.search
         index = first(flat, *bounds)
     return None if index < 0 else (index, flat[index].item())
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A def's ``requires`` condition as one call applies it (``def aft(y, z, y_upper=y)
+    requires y_upper >= y``): ``condition`` is its graph over that call's inputs, params and
+    numbers; ``arguments`` the def parameters it names, each with the graph bound to it
+    there; ``text`` the condition as written in ``function``, declared at ``declared``;
+    ``called`` where the call is written.
+
+    A condition of numbers alone is decided when the loss is compiled; one of params and
+    scalar inputs is checked before every call, and one of array inputs is counted by the
+    kernels as they read them, as declared domains are."""
+
+    condition: Node
+    function: str
+    text: str
+    declared: Span | None
+    arguments: tuple[tuple[str, Node], ...]
+    called: Span | None = None
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The inputs and params the condition reads."""
+        return tuple(dict.fromkeys(n.value for n in toposort([self.condition])
+                                   if n.op in ("input", "param")))
+
+    def error(self, values: dict[str, Any], index: tuple[int, ...] | None) -> LossDomainError:
+        """The error for a call where the condition is false (at ``index`` of the arrays it
+        reads, None for params and numbers), ``values`` the parameters' values there."""
+        at = "" if index is None else f" at index {index[0] if len(index) == 1 else index}"
+        shown = []
+        for parameter, bound in self.arguments:
+            kind = {"input": "input", "param": "param"}.get(bound.op)
+            origin = "" if kind is None or bound.value == parameter else \
+                f" (the {kind} '{bound.value}')"
+            value = values.get(parameter)
+            if value is None:  # decided without it (``0 and ...``)
+                continue
+            text = (number_text(float(value)) if np.ndim(value) == 0 else
+                    "[" + ", ".join(number_text(float(v)) for v in np.ravel(value)) + "]")
+            shown.append(f"{parameter} = {text}{origin}")
+        return LossDomainError(
+            f"{self.function} requires {self.text}{declared_at(self.declared)}, which is "
+            f"false{at}: {', '.join(shown)}", self.called)
+
+
+def holds(condition: Node, inputs: dict[str, Any], params: dict[str, float]) -> np.ndarray:
+    """Where ``condition`` is true (NaN makes it false), evaluated by NumPy on ``inputs``
+    (host arrays or numbers) and ``params``."""
+    (met,) = evaluate([condition], inputs, params)
+    return np.asarray(met) != 0
+
+
+def first_unmet(requirement: Requirement, condition: Node, arguments: tuple[Node, ...],
+                inputs: dict[str, Any], params: dict[str, float]
+                ) -> tuple[tuple[int, ...] | None, dict[str, Any]] | None:
+    """Where ``requirement`` is first false (NaN makes it false), evaluated by NumPy on
+    ``inputs`` (host arrays or numbers) and ``params``: the index (None where it reads no
+    array) and each of its parameters' values there; None where it holds everywhere.
+    ``condition`` and ``arguments`` are the requirement's graphs typed for the inputs'
+    ranks (or as they are, for numbers and params)."""
+    results = evaluate([condition, *arguments], inputs, params)
+    met = np.asarray(results[0]) != 0
+    if met.all():
+        return None
+    shape = met.shape
+    index = None
+    if shape:
+        flat = int(np.argmin(met.reshape(-1)))
+        index = tuple(int(i) for i in np.unravel_index(flat, shape))
+    values = {}
+    for (parameter, _), result in zip(requirement.arguments, results[1:]):
+        result = np.asarray(result, dtype=np.float64)
+        if index is not None and result.ndim > len(shape):  # a row where a row sum is read
+            result = result[index]
+        elif index is not None and result.shape:  # a sample's value beside its row
+            result = np.broadcast_to(result.reshape(result.shape + (1,) * (len(shape)
+                                                    - result.ndim)), shape)[index]
+        values[parameter] = result.item() if result.shape == () else result
+    return index, values

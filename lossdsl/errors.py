@@ -32,6 +32,20 @@ class Span:
             return lines[self.line - 1]
         return None
 
+    def text(self) -> str | None:
+        """The source text the span covers, its lines joined by single spaces (None when the
+        source or the end is unknown)."""
+        if self.source is None or self.end_column is None:
+            return None
+        lines = self.source.splitlines()
+        end_line = self.end_line or self.line
+        if end_line == self.line:
+            return lines[self.line - 1][self.column - 1 : self.end_column - 1]
+        first = lines[self.line - 1][self.column - 1 :]
+        middle = lines[self.line : end_line - 1]
+        last = lines[end_line - 1][: self.end_column - 1]
+        return " ".join(part.strip() for part in [first, *middle, last])
+
 
 class LossError(Exception):
     """Base class of every error lossdsl raises for bad loss text or bad inputs."""

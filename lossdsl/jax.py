@@ -65,7 +65,7 @@ from .binding import (
     first_bad_label,
     param_value,
 )
-from .domains import Domain
+from .domains import Domain, first_unmet
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from .ir.axes import Axis
 from .ir.node import Node, depends_on, toposort
@@ -133,6 +133,10 @@ class _Functions:
     pairs: dict[str, str] = field(default_factory=dict)  # partners axis -> group ids argument
     # traced labels to check: (argument index, width or its (argument, dimension), ignored)
     labels: list[tuple[int, Any, float | None]] = field(default_factory=list)
+    # the loss's def requirements, typed; ``unmet`` counts where each is false (printed
+    # when a traced call first needs it)
+    requirements: tuple[compiler.CountedRequirement, ...] = ()
+    unmet: Callable | None = None
     sources: dict[str, str] = field(default_factory=dict)
     value: Callable | None = None
     raw_value: Callable | None = None
@@ -160,6 +164,19 @@ class _Functions:
             return tuple(jnp.where(bad, jnp.asarray(np.nan, r.dtype), r) for r in results)
 
         return checked
+
+    def arguments(self, arrays: Mapping[str, Any], params: Mapping[str, Any]) -> list:
+        """``run``'s arguments: the inputs (and weights), then the params."""
+        return ([arrays[name] for name in self.names[:len(self.inputs)]]
+                + [params[name] for name in self.params])
+
+    def unmet_flags(self, arguments: list) -> tuple:
+        """Per requirement, whether it is false anywhere (traced)."""
+        with self.lock:
+            if self.unmet is None:
+                self.unmet = self._print("unmet", [compiler.unmet_count(c.condition)
+                                                   for c in self.requirements])
+        return tuple(count > 0 for count in self.unmet(*arguments))
 
     def build_value(self) -> None:
         (raw,) = [self._print("value", [self.objective.value])]
@@ -451,14 +468,44 @@ class JaxLoss:
             found = domain_violation(declared, concrete, params)
             if found is not None:
                 raise domain_error(layout, declared, found)
+        if functions.requirements:
+            outside += self._required(functions, arrays, params)
         if outside:  # and every derivative NaN too, which a NaN label alone may not make
             scale = jnp.where(functools.reduce(jnp.logical_or, outside), jnp.nan, 1.0)
             for name, value in arrays.items():
                 if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
                     arrays[name] = _tangents_scaled(value, scale)
-        arguments = [arrays[name] for name in functions.names[:len(functions.inputs)]]
-        arguments += [params[name] for name in functions.params]
-        return functions, arguments
+        return functions, functions.arguments(arrays, params)
+
+    @staticmethod
+    def _required(functions: _Functions, arrays: dict[str, Any], params: dict[str, Any]
+                  ) -> list:
+        """Check the def requirements: where what they read is concrete, a false one raises;
+        where it is traced, every floating input becomes NaN if one is false anywhere, so
+        that every result is (returned: the flags, for the derivatives)."""
+        flags, traced = [], None
+        for index, counted in enumerate(functions.requirements):
+            reads = counted.requirement.reads
+            concrete = {name: _concrete(arrays[name] if name in arrays else params[name])
+                        for name in reads}
+            if all(value is not None for value in concrete.values()):
+                unmet = first_unmet(
+                    counted.requirement, counted.condition, counted.arguments,
+                    {name: value for name, value in concrete.items() if name in arrays},
+                    {**params, **{name: float(value) for name, value in concrete.items()
+                                  if name not in arrays}})
+                if unmet is not None:
+                    raise counted.requirement.error(unmet[1], unmet[0])
+                continue
+            if traced is None:
+                traced = functions.unmet_flags(functions.arguments(arrays, params))
+            for name, value in arrays.items():
+                if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
+                    # an added NaN: a where() would cut the derivatives' path to the input
+                    arrays[name] = value + jnp.where(traced[index], jnp.nan, 0.0).astype(
+                        jnp.asarray(value).dtype)
+            flags.append(traced[index])
+        return flags
 
     def _specialization(self, ranks: dict[str, int], weighted: bool,
                         result: np.dtype) -> _Functions:
@@ -501,6 +548,8 @@ class JaxLoss:
                 ignored = (float(self.ignore_index) if label.value == objective.ignored
                            else None)
                 functions.labels.append((names.index(label.value), widths[axis], ignored))
+        functions.requirements = compiler.counted_requirements(compiled.layout.requirements,
+                                                               typed)
         functions.build_value()
         return functions
 

@@ -583,14 +583,22 @@ class BoostingObjective:
         arguments[self.label] = np.repeat(labels, residuals.size)
         arguments[self.wrt] = arguments[self.label] + np.tile(residuals, labels.size)
         self._with_draws(self._probe_groups(arguments, n), n)
+        # rows where a requirement of the loss fails (aft's y_upper >= y, against the
+        # probe's labels) are left out, not refused
+        met = self._summed.rows_meeting_requirements(arguments)
+        if met is not None:
+            arguments = {name: value[met] if np.ndim(value) == 1 and len(value) == n else value
+                         for name, value in arguments.items()}
         try:
             with np.errstate(all="ignore"):
                 gradient, hessian = self._summed.compute(False, (self.wrt,), (self.wrt,),
                                                           arguments, None)
         except LossError:
             return True
-        flat = (np.isfinite(gradient) & np.isfinite(hessian) & (gradient != 0)
-                & (hessian == 0)).reshape(labels.size, residuals.size)
+        flat = np.zeros(n, dtype=bool)
+        flat[slice(None) if met is None else met] = (
+            np.isfinite(gradient) & np.isfinite(hessian) & (gradient != 0) & (hessian == 0))
+        flat = flat.reshape(labels.size, residuals.size)
         # a region, not an isolated zero crossing: three neighbouring residuals in a row
         return bool(np.any(flat[:, :-2] & flat[:, 1:-1] & flat[:, 2:]))
 
@@ -848,15 +856,20 @@ class BoostingObjective:
             except TypeError:  # not weak-referenceable: the labels alone are checked
                 self._rows_container = None
 
-    def check_rows(self, label: Any, container: Any = None) -> None:
-        """Refuse to run per-row inputs on rows other than those given as ``rows``.
+    def check_rows(self, label: Any, container: Any = None) -> Any:
+        """Refuse to run per-row inputs on rows other than those given as ``rows``; the
+        labels to compute with.
 
         ``label``: the labels of this call; ``container``: the DMatrix/Dataset the library
-        passed (native APIs), which must be the one given as ``rows`` when one was.
+        passed (native APIs), which must be the one given as ``rows`` when one was. Where
+        the library rounded the labels given as ``rows`` to float32 (XGBoost and LightGBM
+        keep them so), the labels as given are returned: a per-row input compared with the
+        label (aft's ``y_upper``, equal to the label for an exactly observed time) must meet
+        the label it was written beside, not its float32 rounding.
         """
         expected = self._rows_labels
         if expected is None:
-            return
+            return label
         given = np.asarray(label)
         per_row = self.row_inputs()
         if given.shape[0] != expected.shape[0]:
@@ -875,6 +888,8 @@ class BoostingObjective:
         ready = self._rows_floats.get(given.dtype)
         same = (ready is not None and ready.shape == given.shape
                 and np.array_equal(ready, given))  # NaN labels: _same_labels below
+        if same and expected.dtype == np.float64 and given.dtype == np.float32:
+            return expected.reshape(given.shape)
         if not same and not _same_labels(expected, given):
             raise LossError(
                 f"the objective was called on labels that are not those given as rows=, in "
@@ -882,6 +897,7 @@ class BoostingObjective:
                 "with other rows (were X and y shuffled or reordered after the objective was "
                 "built?). Reorder the per-row values with the rows, and build the objective "
                 "with the rows it will be trained on")
+        return label
 
     @property
     def compiled(self) -> CompiledLoss:
@@ -1027,7 +1043,7 @@ class BoostingObjective:
         caller that hands the arrays to a library which is done with them when its call
         returns (XGBoost copies them in ``TrainOneIter``, LightGBM reads them during
         ``LGBM_BoosterUpdateOneIterCustom``): the previous call's arrays are overwritten."""
-        self.check_rows(label, container)
+        label = self.check_rows(label, container)
         device = device_arrays() if self.target == "cuda" else None
         if device is None or _array_module(prediction) is np:
             prediction = _host(prediction)
@@ -1260,7 +1276,7 @@ class BoostingObjective:
               container: Any = None, groups: Any = None) -> float:
         """The (weighted) mean loss at raw scores ``prediction``: a metric (``groups``: each
         row's group id, for a loss that groups its rows)."""
-        self.check_rows(label, container)
+        label = self.check_rows(label, container)
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
@@ -1316,8 +1332,7 @@ class BoostingObjective:
         """
         if unbounded not in ("raise", "surrogate"):
             raise LossError(f"unbounded={unbounded!r}: expected 'raise' or 'surrogate'")
-        self.check_rows(label)
-        y = np.asarray(label)
+        y = np.asarray(self.check_rows(label))
         n = y.shape[0]
         w = self.weight_array(weight, n)
         if num_class is None:

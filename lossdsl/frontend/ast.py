@@ -97,11 +97,20 @@ class Parameter:
 
 
 @dataclass(frozen=True)
+class Requirement:
+    """``requires condition`` after a def's parameters; ``span`` covers the whole clause."""
+
+    span: Span
+    condition: Expression
+
+
+@dataclass(frozen=True)
 class Def(Statement):
     name: str
     parameters: tuple[Parameter, ...]
     body: Expression
     name_span: Span | None = None
+    requirement: Requirement | None = None  # ``requires y_upper >= y``
 
 
 @dataclass(frozen=True)

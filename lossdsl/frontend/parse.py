@@ -233,8 +233,12 @@ class _ToAst:
     def parameters(self, meta, *items):
         return tuple(items)
 
-    def define(self, meta, name, parameters, body):
-        return ast.Def(self._s(meta), "", str(name), parameters or (), body, self._s(name))
+    def define(self, meta, name, parameters, requirement, body):
+        return ast.Def(self._s(meta), "", str(name), parameters or (), body, self._s(name),
+                       requirement)
+
+    def requirement(self, meta, condition):
+        return ast.Requirement(self._s(meta), condition)
 
     def let(self, meta, name, value):
         return ast.Let(self._s(meta), "", str(name), value, self._s(name))

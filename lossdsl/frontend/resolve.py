@@ -23,10 +23,11 @@ import errno
 import functools
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..domains import Domain, InputDomain, declared_at, number_text
+from ..domains import Domain, InputDomain, Requirement, declared_at, number_text
 from ..errors import (
     LossArityError,
     LossDomainError,
@@ -84,6 +85,8 @@ class LossDefinition:
     input_spans: dict[str, Span]
     # the declared domains of the inputs and params (def parameters bound to them)
     domains: tuple[InputDomain, ...] = ()
+    # the ``requires`` conditions of the defs it calls, over its inputs and params
+    requirements: tuple[Requirement, ...] = ()
 
 
 @dataclass(eq=False)
@@ -94,7 +97,8 @@ class Scope:
     params: dict[str, ParamInfo] = field(default_factory=dict)
     defs: dict[str, DefInfo] = field(default_factory=dict)
     lets: dict[str, Node] = field(default_factory=dict)
-    let_domains: dict[str, tuple[InputDomain, ...]] = field(default_factory=dict)
+    # what a let's value is checked against: declared domains and def requirements
+    let_checks: dict[str, tuple[InputDomain | Requirement, ...]] = field(default_factory=dict)
     losses: dict[str, LossDefinition] = field(default_factory=dict)
     imports: list[Scope] = field(default_factory=list)
     parent: Scope | None = None  # the prelude, for user modules
@@ -140,11 +144,12 @@ class Scope:
                 return node("param", (), name, ())
         return None
 
-    def find_let_domains(self, name: str) -> tuple[InputDomain, ...]:
-        """The declared domains the let ``name`` visible here puts on its inputs."""
+    def find_let_checks(self, name: str) -> tuple[InputDomain | Requirement, ...]:
+        """The declared domains and def requirements the let ``name`` visible here puts on
+        its inputs."""
         for scope in self._chain():
             if name in scope.lets:
-                return scope.let_domains.get(name, ())
+                return scope.let_checks.get(name, ())
         return ()
 
     def find_param(self, name: str) -> ParamInfo | None:
@@ -216,7 +221,7 @@ class _Context:
 
 
 # Work-stack instructions of ``Lowerer.lower``.
-_EVAL, _BUILD, _APPLY, _BIND, _STORE, _DECLARE = range(6)
+_EVAL, _BUILD, _APPLY, _BIND, _STORE, _DECLARE, _REQUIRE = range(7)
 
 
 class Lowerer:
@@ -237,6 +242,8 @@ class Lowerer:
         self._applied: dict[tuple, Node] = {}
         #: the declared domains met so far: def parameters bound to an input or a param
         self.domains: dict[tuple[str, Domain], InputDomain] = {}
+        #: the requirements met so far whose conditions read inputs or params
+        self.requirements: dict[Node, Requirement] = {}
 
     def lower(self, expression: ast.Expression, local: dict[str, Node]) -> Node:
         """The graph of ``expression`` with the def parameters ``local`` bound."""
@@ -258,6 +265,9 @@ class Lowerer:
             elif kind == _DECLARE:
                 _, definition, name, bound, span = task
                 self._declare(definition, name, bound[name], span)
+            elif kind == _REQUIRE:
+                _, definition, bound, span = task
+                self._require(definition, bound, values.pop(), span)
             else:  # _STORE
                 self._applied[task[1]] = values[-1]
         (result,) = values
@@ -303,8 +313,11 @@ class Lowerer:
         scope = context.scope
         found = scope.find_value(e.id)
         if found is not None:
-            for declared in scope.find_let_domains(e.id):
-                self.domains.setdefault((declared.name, declared.domain), declared)
+            for check in scope.find_let_checks(e.id):
+                if isinstance(check, Requirement):
+                    self.requirements.setdefault(check.condition, check)
+                else:
+                    self.domains.setdefault((check.name, check.domain), check)
             return found
         if e.id in CONSTANTS:
             return constant(CONSTANTS[e.id])
@@ -421,6 +434,9 @@ class Lowerer:
         # each default, then binds it, in order).
         inner = _Context(definition.scope, False, bound, context.expanding + (id(definition),))
         tasks += ((_STORE, key), (_EVAL, syntax.body, inner))
+        if syntax.requirement is not None:  # once every parameter is bound
+            tasks += ((_REQUIRE, definition, bound, call.span),
+                      (_EVAL, syntax.requirement.condition, inner))
         for parameter in reversed(missing):
             if parameter.name in definition.domains:
                 tasks.append((_DECLARE, definition, parameter.name, bound,
@@ -445,6 +461,24 @@ class Lowerer:
         elif value.op in ("input", "param"):
             self.domains.setdefault((value.value, domain), InputDomain(
                 value.value, domain, definition.name, parameter, declared))
+
+    def _require(self, definition: DefInfo, bound: dict[str, Node], condition: Node,
+                 span: Span) -> None:
+        """Apply ``definition``'s requirement, lowered to ``condition`` for the call at
+        ``span`` with the parameters ``bound``: decided now if it reads numbers alone,
+        recorded for every call otherwise."""
+        requirement = definition.syntax.requirement
+        named = _names(requirement.condition)
+        text = requirement.span.text()
+        text = text.removeprefix("requires").strip() if text else str(condition)
+        found = Requirement(condition, definition.name, text, requirement.span,
+                            tuple((p.name, bound[p.name]) for p in definition.syntax.parameters
+                                  if p.name in named), span)
+        if condition.op != "const":
+            self.requirements.setdefault(condition, found)
+        elif condition.value == 0 or condition.value != condition.value:  # false, or NaN
+            raise found.error({name: value.value for name, value in found.arguments
+                               if value.op == "const"}, None)
 
     def _builtin(self, e: ast.Call, args: list[Node]) -> Node:
         name = e.function
@@ -518,9 +552,30 @@ def params_used(graph: Node, scope: Scope) -> dict[str, float]:
     return used
 
 
-def inputs_used(graph: Node, spans: dict[str, Span]) -> tuple[str, ...]:
-    """The inputs a graph uses, in order of first appearance in the source."""
-    names = {n.value for n in toposort([graph]) if n.op == "input"}
+def _names(expression: ast.Expression) -> set[str]:
+    """Every name ``expression`` reads."""
+    names, stack = set(), [expression]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, ast.Name):
+            names.add(current.id)
+        elif isinstance(current, ast.BinOp):
+            stack += (current.left, current.right)
+        elif isinstance(current, ast.UnaryOp):
+            stack.append(current.operand)
+        elif isinstance(current, ast.IfElse):
+            stack += (current.condition, current.then, current.otherwise)
+        elif isinstance(current, ast.Call):
+            stack += (*current.args, *(k.value for k in current.keywords))
+    return names
+
+
+def inputs_used(graph: Node, spans: dict[str, Span],
+                requirements: Iterable[Requirement] = ()) -> tuple[str, ...]:
+    """The inputs a graph and the conditions of its ``requirements`` use, in order of first
+    appearance in the source."""
+    roots = [graph, *(r.condition for r in requirements)]
+    names = {n.value for n in toposort(roots) if n.op == "input"}
     order = {name: index for index, name in enumerate(spans)}
     return tuple(sorted(names, key=lambda name: order.get(name, 1 << 30)))
 
@@ -697,8 +752,9 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
     elif isinstance(statement, ast.Let):
         scope.defining_let = statement.name
         scope.lets[statement.name] = lowerer.lower(statement.value, {})
-        if lowerer.domains:
-            scope.let_domains[statement.name] = tuple(lowerer.domains.values())
+        if lowerer.domains or lowerer.requirements:
+            scope.let_checks[statement.name] = (*lowerer.domains.values(),
+                                                *lowerer.requirements.values())
     elif isinstance(statement, (ast.LossDecl, ast.ExpressionStatement)):
         name = statement.name if isinstance(statement, ast.LossDecl) else None
         if name is None and scope.expression is not None:
@@ -708,7 +764,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
                 statement.span,
             )
         graph = lowerer.lower(statement.value, {})
-        inputs = inputs_used(graph, spans)
+        inputs = inputs_used(graph, spans, lowerer.requirements.values())
         definition = LossDefinition(
             name,
             graph,
@@ -718,6 +774,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             statement.span,
             {input_name: spans[input_name] for input_name in inputs if input_name in spans},
             tuple(lowerer.domains.values()),
+            tuple(lowerer.requirements.values()),
         )
         if name is None:
             scope.expression = definition
@@ -928,10 +985,10 @@ def def_as_loss(info: DefInfo, scope: Scope) -> LossDefinition | None:
         graph = lowerer.lower(call, {})
     except _Unresolved:
         return None
-    inputs = inputs_used(graph, spans)
+    inputs = inputs_used(graph, spans, lowerer.requirements.values())
     return LossDefinition(syntax.name, graph, inputs, params_used(graph, scope), info.doc,
                           syntax.span, {name: spans[name] for name in inputs if name in spans},
-                          tuple(lowerer.domains.values()))
+                          tuple(lowerer.domains.values()), tuple(lowerer.requirements.values()))
 
 
 def one_edit_apart(a: str, b: str) -> bool:

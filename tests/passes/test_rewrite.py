@@ -78,6 +78,9 @@ CASES: list[tuple[str, str, Node, Node]] = [
      m("neg", m("mul", X, Y))),
     ("canonicalize", "mul_negation_outward", raw("mul", X, raw("neg", Y)),
      m("neg", m("mul", X, Y))),
+    ("canonicalize", "mul_by_reciprocal", raw("mul", X, raw("div", ONE, X)), m("div", X, X)),
+    ("canonicalize", "mul_by_reciprocal", raw("mul", raw("div", ONE, X), raw("mul", X, Y)),
+     m("div", raw("mul", X, Y), X)),
     ("canonicalize", "mul_constants_together", raw("mul", TWO, raw("mul", c(3), X)),
      m("mul", c(6), X)),
     ("canonicalize", "mul_constant_outward", raw("mul", raw("mul", TWO, X), Y),
@@ -108,6 +111,10 @@ CASES: list[tuple[str, str, Node, Node]] = [
      raw("stop_gradient", raw("stop_gradient", X)), raw("stop_gradient", X)),
     ("canonicalize", "min_max_self", raw("min", X, X), X),
     ("canonicalize", "min_max_self", raw("max", X, X), X),
+    ("canonicalize", "logic_with_a_constant", raw("and", ONE, CONDITION), CONDITION),
+    ("canonicalize", "logic_with_a_constant", raw("and", ZERO, X), ZERO),
+    ("canonicalize", "logic_with_a_constant", raw("or", ONE, X), ONE),
+    ("canonicalize", "logic_with_a_constant", raw("or", ZERO, CONDITION), CONDITION),
     ("canonicalize", "where_same_branches", raw("where", CONDITION, X, X), X),
     ("canonicalize", "where_constant_condition", raw("where", ZERO, X, Y), Y),
     ("canonicalize", "where_constant_condition", raw("where", ONE, X, Y), X),
@@ -185,7 +192,10 @@ def test_rules_leave_other_nodes_alone() -> None:
         "min": raw("min", X, Y), "max": raw("max", X, Y), "where": raw("where", CONDITION, X, Y),
         "sum": raw("sum", X), "rowsum": raw("rowsum", Z), "count_as": raw("count_as", X, Y),
         "exp": raw("exp", X), "log1p": raw("log1p", X),
+        "and": raw("and", ONE, X), "or": raw("or", ZERO, X),  # x: a number, not a condition
     }
+    # a reciprocal of anything but a factor stays a product
+    assert CANONICALIZE.rule_named("mul_by_reciprocal")(raw("mul", Y, raw("div", ONE, X))) is None
     for phase in (CANONICALIZE, STABILIZE):
         for r in phase.rules:
             for op in r.ops:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ...ir.build import ZERO, install_canonical_rules, make
 from ...ir.node import Node, constant, is_constant
+from ...ops.compare import COMPARISONS, LOGICAL
 from ..rewrite import Phase, other_than_constant, rule
 
 
@@ -177,6 +178,23 @@ def mul_negation_outward(n: Node) -> Node | None:
 
 
 @rule("mul")
+def mul_by_reciprocal(n: Node) -> Node | None:
+    """``(x*v) * (1/x) -> (x*v) / x`` (and ``x * (1/x) -> x / x``): a factor divided by
+    itself, as the derivative of ``x log x`` (``log x + x * (1/x)``) has it, in one
+    rounding, and with a derivative that stays finite where ``x`` is tiny: that of the
+    product, ``1/x - x * (1/x/x)``, was ``inf - inf`` at x = 1e-300; the quotient's is
+    ``1/x - (x/x)/x``. Other reciprocals stay products: where ``1/x`` is shared, a product
+    per use is cheaper than a division (measured: dividing every ``u * (1/x)`` made
+    pseudo_huber's gradient and Hessian 35% slower)."""
+    for u, reciprocal in (n.args, n.args[::-1]):
+        if reciprocal.op == "div" and is_constant(reciprocal.args[0], 1.0):
+            x = reciprocal.args[1]
+            if u is x or (u.op == "mul" and x in u.args):
+                return make("div", (u, x))
+    return None
+
+
+@rule("mul")
 def mul_constants_together(n: Node) -> Node | None:
     """``c1*(c2*x) -> (c1*c2)*x``."""
     a, b = n.args
@@ -318,6 +336,28 @@ def min_max_self(n: Node) -> Node | None:
     return a if a is b else None
 
 
+# --- logic -------------------------------------------------------------------------------------
+
+#: Operations whose value is 0 or 1 (a comparison's NaN operand gives 0).
+_CONDITIONS = frozenset(COMPARISONS + LOGICAL)
+
+
+@rule("and", "or")
+def logic_with_a_constant(n: Node) -> Node | None:
+    """``0 and c -> 0``, ``1 or c -> 1``; ``1 and c -> c``, ``0 or c -> c`` where ``c`` is
+    itself a condition (0 or 1): a ``requires`` clause whose numbers decide a part of it."""
+    a, b = n.args
+    for known, other in ((a, b), (b, a)):
+        if known.op != "const" or known.value != known.value:  # NaN: left as it is
+            continue
+        deciding = (known.value == 0) == (n.op == "and")
+        if deciding:
+            return constant(0.0 if n.op == "and" else 1.0)
+        if other.op in _CONDITIONS:
+            return other
+    return None
+
+
 # --- where -------------------------------------------------------------------------------------
 
 
@@ -436,6 +476,7 @@ CANONICALIZE = Phase(
         mul_constants_together,
         mul_constant_outward,
         nan_safe_where_product,
+        mul_by_reciprocal,  # after it: a masked product keeps its mask
         div_one,
         zero_div_constant,
         div_negation_outward,
@@ -448,6 +489,7 @@ CANONICALIZE = Phase(
         abs_of_signed_select,
         stop_gradient_of_constant,
         min_max_self,
+        logic_with_a_constant,
         where_same_branches,
         where_constant_condition,
         where_repeated_condition,
