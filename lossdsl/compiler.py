@@ -25,7 +25,7 @@ import numpy as np
 from . import cache
 from ._version import __version__
 from .backend.cpu import codegen as cpu
-from .domains import Domain, Requirement
+from .domains import Domain, Requirement, inside
 from .errors import LossError
 from .ir import verify
 from .ir.build import make
@@ -283,15 +283,8 @@ def _count(flags: Node) -> Node:
 def outside_count(x: Node, domain: Domain) -> Node:
     """How many values of the array input ``x`` are outside ``domain`` (NaN included): a
     sum the kernel computes while it reads ``x`` anyway, instead of a pass of its own."""
-    if domain.members:
-        outside = make("ne", (x, constant(domain.members[0])))
-        for member in domain.members[1:]:
-            outside = make("and", (outside, make("ne", (x, constant(member)))))
-    else:  # strict comparisons at open ends: the bound itself is exact in any dtype
-        above = make("gt" if domain.low_open else "ge", (x, constant(domain.low)))
-        below = make("lt" if domain.high_open else "le", (x, constant(domain.high)))
-        outside = make("not", (make("and", (above, below)),))
-    return _count(outside)
+    condition = inside(x, domain)
+    return _count(condition.args[0] if condition.op == "not" else make("not", (condition,)))
 
 
 def derivatives(spec: Specialization, wrt: str, order: int = 1) -> tuple[Node, ...]:

@@ -21,11 +21,17 @@ import numpy as np
 
 from .backend.cpu.runtime import first_outside_interval, first_outside_set
 from .errors import LossDomainError, Span
-from .ir.node import Node, toposort
+from .ir.build import make
+from .ir.node import Node, constant, toposort
+from .ops.primitives import ELEMENTWISE
 from .reference import evaluate
 
 __all__ = ["Domain", "InputDomain", "Requirement", "declared_at", "first_outside", "first_unmet",
-           "holds", "number_text"]
+           "holds", "inside", "number_text", "unchecked_operation"]
+
+#: What a requirement's condition may compute besides elementwise operations: the kernels
+#: count it, and binding evaluates it, on the inputs as given, without the shapes pass.
+_CHECKABLE = frozenset({"input", "param", "const", "rowsum"})
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,28 @@ class Domain:
             return " or ".join(shown) if len(shown) <= 2 else \
                 ", ".join(shown[:-1]) + " or " + shown[-1]
         return f"in {self}"
+
+
+def unchecked_operation(graph: Node) -> str | None:
+    """The first operation of ``graph`` that a requirement cannot check (``pick``, a sum
+    over samples), or None where every one is elementwise or a row sum."""
+    return next((n.op for n in toposort([graph])
+                 if n.op not in ELEMENTWISE and n.op not in _CHECKABLE), None)
+
+
+def inside(x: Node, domain: Domain) -> Node:
+    """The condition that ``x`` is in ``domain`` (false at NaN): ``x >= 0 and x <= 1``, or
+    ``not (x != -1 and x != 1)`` for a set (whose negation is then the plain conjunction the
+    kernels' counts read)."""
+    if domain.members:
+        outside = make("ne", (x, constant(domain.members[0])))
+        for member in domain.members[1:]:
+            outside = make("and", (outside, make("ne", (x, constant(member)))))
+        return make("not", (outside,))
+    # strict comparisons at open ends: the bound itself is exact in any dtype
+    above = make("gt" if domain.low_open else "ge", (x, constant(domain.low)))
+    below = make("lt" if domain.high_open else "le", (x, constant(domain.high)))
+    return make("and", (above, below))
 
 
 def number_text(value: float) -> str:
@@ -176,9 +204,10 @@ class Requirement:
             text = (number_text(float(value)) if np.ndim(value) == 0 else
                     "[" + ", ".join(number_text(float(v)) for v in np.ravel(value)) + "]")
             shown.append(f"{parameter} = {text}{origin}")
+        declared = declared_at(self.declared)
         return LossDomainError(
-            f"{self.function} requires {self.text}{declared_at(self.declared)}, which is "
-            f"false{at}: {', '.join(shown)}", self.called)
+            f"{self.function} requires {self.text}{f' (declared{declared})' if declared else ''}"
+            f", which is false{at}: {', '.join(shown)}", self.called)
 
 
 def holds(condition: Node, inputs: dict[str, Any], params: dict[str, float]) -> np.ndarray:

@@ -142,9 +142,21 @@ def test_lets_and_intersections_carry_their_domains():
         both(y=np.array([1.0, -1.0]), z=z)
 
 
-def test_computed_arguments_are_not_checked():
+def test_computed_arguments_are_checked_as_requirements():
     mapped = lossdsl.compile("hinge(2*y - 1, z)")  # the mapping the hint asks for
     assert mapped(y=np.array([0.0, 1.0]), z=np.array([-1.0, 1.0])) == 0.0
+    (requirement,) = mapped.requirements()
+    assert requirement.text == "y in {-1, 1}" and str(requirement.condition).count("!=") == 2
+    with pytest.raises(lossdsl.LossDomainError,
+                       match=r"hinge requires y in \{-1, 1\} \(declared at .*classification"
+                             r"\.loss:\d+\), which is false at index 1: y = -3\n"):
+        mapped(y=np.array([1.0, -1.0]), z=np.zeros(2))  # already -1/+1: mapped twice
+    scaled = lossdsl.compile("param s = 1\nquantile(y, p, 0.5*s)")  # a param's expression
+    assert scaled(y=np.ones(2), p=np.ones(2)) == 0.0
+    with pytest.raises(lossdsl.LossDomainError, match="false: alpha = 1.5"):
+        scaled(y=np.ones(2), p=np.ones(2), s=3.0)
+    # what the shapes pass must type (a column of a score matrix) stays unchecked
+    assert lossdsl.compile("negative_binomial_scores(y, z)").requirements() == ()
 
 
 #: Each library loss's label domain, as its reference states or enforces it.

@@ -6,6 +6,8 @@ call, parallel kernels, Dask chunks, JAX, device arrays under the CUDA simulator
 interval-censored label whose upper end is below its lower end, or a zero count given to a
 Tweedie loss of power 2.5, is an error naming the first row, not a silently wrong number."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,8 @@ def test_the_condition_and_its_parts_are_read_back():
     ("def f(y) requires = y\nf(y)\n", "1:19"),
     ("def f(y) requires y > 0\nf(y)\n", "1:24: unexpected end of line"),
     ("def f(y) requires z > 0 = y\nf(y)\n", "unknown name 'z'"),
+    ("def f(y, z) requires pick(z, 0) > 0 = y\nf(y, z)\n",
+     "1:13: a requirement may use elementwise operations and rowsum"),
 ])
 def test_bad_requirements_are_positioned_errors(text, message):
     with pytest.raises(lossdsl.LossError, match=message):
@@ -78,6 +82,13 @@ def test_the_error_names_the_callers_inputs_and_points_at_the_call():
         loss(lo=np.array([2.0]), z=np.zeros(1), hi=np.array([1.0]))
     assert ("y = 2 (the input 'lo'), u = 1 (the input 'hi')" in str(caught.value)
             and caught.value.span.line == 5 and caught.value.span.column == 1)
+
+
+def test_a_pickled_loss_keeps_its_requirements(band):
+    copy = pickle.loads(pickle.dumps(band))  # as Dask workers and multiprocessing get it
+    assert [r.text for r in copy.requirements()] == ["u >= y"]
+    with pytest.raises(lossdsl.LossDomainError, match="at index 0: y = 2, u = 1"):
+        copy(y=np.array([2.0]), z=np.zeros(1), u=np.array([1.0]))
 
 
 def test_params_and_scalars_are_checked_before_every_call():

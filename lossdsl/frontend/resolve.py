@@ -27,7 +27,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..domains import Domain, InputDomain, Requirement, declared_at, number_text
+from ..domains import (
+    Domain,
+    InputDomain,
+    Requirement,
+    declared_at,
+    inside,
+    number_text,
+    unchecked_operation,
+)
 from ..errors import (
     LossArityError,
     LossDomainError,
@@ -445,8 +453,9 @@ class Lowerer:
 
     def _declare(self, definition: DefInfo, parameter: str, value: Node, span: Span) -> None:
         """Apply ``parameter``'s declared domain to the argument ``value`` (written at
-        ``span``): a number is checked now, an input or a param at every call. Other
-        arguments (expressions of inputs) are not checked."""
+        ``span``): a number is checked now, an input or a param at every call, and an
+        argument computed from them elementwise (``hinge(2*y - 1, z)``) as a requirement
+        that its values are in the domain."""
         domain = definition.domains.get(parameter)
         if domain is None:
             return
@@ -461,6 +470,11 @@ class Lowerer:
         elif value.op in ("input", "param"):
             self.domains.setdefault((value.value, domain), InputDomain(
                 value.value, domain, definition.name, parameter, declared))
+        elif unchecked_operation(value) is None:  # else (pick(z, 1), a sum) left unchecked
+            condition = inside(value, domain)
+            self.requirements.setdefault(condition, Requirement(
+                condition, definition.name, f"{parameter} in {domain}", declared,
+                ((parameter, value),), span))
 
     def _require(self, definition: DefInfo, bound: dict[str, Node], condition: Node,
                  span: Span) -> None:
@@ -475,6 +489,10 @@ class Lowerer:
                             tuple((p.name, bound[p.name]) for p in definition.syntax.parameters
                                   if p.name in named), span)
         if condition.op != "const":
+            if unchecked_operation(condition) is not None:
+                raise LossError("a requirement may use elementwise operations and rowsum, "
+                                "which every call checks row by row; this one picks columns "
+                                "or sums over samples", requirement.span)
             self.requirements.setdefault(condition, found)
         elif condition.value == 0 or condition.value != condition.value:  # false, or NaN
             raise found.error({name: value.value for name, value in found.arguments
