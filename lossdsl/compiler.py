@@ -100,8 +100,9 @@ class Specialization:
 
 @dataclass(frozen=True)
 class CountedRequirement:
-    """A def's requirement that reads array inputs, as kernels count it: its ``condition``
-    and the ``arguments`` its message shows, typed for the inputs' ranks."""
+    """A def's requirement as a specialisation checks it: its ``condition`` and the
+    ``arguments`` its message shows, typed for the inputs' ranks (kernels count those that
+    read array inputs; binding checks the others before the run)."""
 
     requirement: Requirement
     condition: Node
@@ -252,8 +253,8 @@ def counted_requirements(requirements: Iterable[Requirement], typed: Mapping[str
 
 
 def typed_graph(graph: Node, typed: Mapping[str, Node]) -> Node:
-    """``graph`` of elementwise operations rebuilt on the ``typed`` inputs (a requirement's
-    condition, made after the loss was typed)."""
+    """``graph`` of elementwise operations and row sums rebuilt on the ``typed`` inputs (a
+    requirement's condition, made after the loss was typed)."""
     def retyped(current: Node, arguments: tuple[Node, ...]) -> Node:
         if current.op == "input":
             return typed.get(current.value, current)

@@ -211,8 +211,8 @@ class Requirement:
 
 
 def holds(condition: Node, inputs: dict[str, Any], params: dict[str, float]) -> np.ndarray:
-    """Where ``condition`` is true (NaN makes it false), evaluated by NumPy on ``inputs``
-    (host arrays or numbers) and ``params``."""
+    """Where ``condition`` is true (non-zero; a comparison with NaN is false), evaluated by
+    NumPy on ``inputs`` (host arrays or numbers) and ``params``."""
     (met,) = evaluate([condition], inputs, params)
     return np.asarray(met) != 0
 
@@ -220,7 +220,7 @@ def holds(condition: Node, inputs: dict[str, Any], params: dict[str, float]) -> 
 def first_unmet(requirement: Requirement, condition: Node, arguments: tuple[Node, ...],
                 inputs: dict[str, Any], params: dict[str, float]
                 ) -> tuple[tuple[int, ...] | None, dict[str, Any]] | None:
-    """Where ``requirement`` is first false (NaN makes it false), evaluated by NumPy on
+    """Where ``requirement`` is first false (a comparison with NaN is), evaluated by NumPy on
     ``inputs`` (host arrays or numbers) and ``params``: the index (None where it reads no
     array) and each of its parameters' values there; None where it holds everywhere.
     ``condition`` and ``arguments`` are the requirement's graphs typed for the inputs'
