@@ -35,7 +35,7 @@ import numpy as np
 
 from ..api import CompiledLoss, Loss
 from ..binding import coerce_loss
-from ..errors import LossError, LossNameError, LossShapeError, did_you_mean
+from ..errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from ..ir.node import Node, is_constant, walk
 from .draws import QueryDraws
 
@@ -1069,25 +1069,28 @@ class BoostingObjective:
                            None if self.gradient_dtype is None
                            else np.dtype(self.gradient_dtype).str)
             given = self._output_buffers().get(buffers_key)
-        if self.policy == "constant":
-            # the exact Hessian is not needed: ask the kernel for the gradient alone
-            (gradient,) = self._summed.compute(False, wrt, (), arguments, w_in,
-                                                self.gradient_dtype, out=given)
-            hessian = self._constant_hessian(gradient, w_in)
-            if self.hessian_constant == "auto":
-                # leaves -G/(c H) as with a Hessian of c, but the booster's Hessian-based
-                # settings (XGBoost's min_child_weight and lambda) keep counting rows
-                gradient *= gradient.dtype.type(1.0 / self.step_constant(y, w))
-        elif self.policy == "fisher":
-            # the kernel that also gives the (unused) exact Hessian: the one the construction's
-            # probe compiled, so no other kernel is built
-            gradient, _ = self._summed.compute(False, wrt, wrt, arguments, w_in,
-                                                self.gradient_dtype, out=given)
-            hessian = self._fisher_hessian(y, p_in, gradient, w, w_in)
-        else:
-            gradient, hessian = self._summed.compute(False, wrt, wrt, arguments, w_in,
-                                                      self.gradient_dtype, out=given)
-            self.apply_hessian_policy(hessian, w_in)
+        try:
+            if self.policy == "constant":
+                # the exact Hessian is not needed: ask the kernel for the gradient alone
+                (gradient,) = self._summed.compute(False, wrt, (), arguments, w_in,
+                                                    self.gradient_dtype, out=given)
+                hessian = self._constant_hessian(gradient, w_in)
+                if self.hessian_constant == "auto":
+                    # leaves -G/(c H) as with a Hessian of c, but the booster's Hessian-based
+                    # settings (XGBoost's min_child_weight and lambda) keep counting rows
+                    gradient *= gradient.dtype.type(1.0 / self.step_constant(y, w))
+            elif self.policy == "fisher":
+                # the kernel that also gives the (unused) exact Hessian: the one the
+                # construction's probe compiled, so no other kernel is built
+                gradient, _ = self._summed.compute(False, wrt, wrt, arguments, w_in,
+                                                    self.gradient_dtype, out=given)
+                hessian = self._fisher_hessian(y, p_in, gradient, w, w_in)
+            else:
+                gradient, hessian = self._summed.compute(False, wrt, wrt, arguments, w_in,
+                                                          self.gradient_dtype, out=given)
+                self.apply_hessian_policy(hessian, w_in)
+        except LossDomainError as error:
+            raise self._rounded_labels_hint(error, y) from error
         if buffers_key is not None and given is None:
             # the arrays the kernel wrote (the constant and Fisher Hessians are made anew)
             computed = {f"grad:{self.wrt}": gradient}
@@ -1105,6 +1108,19 @@ class BoostingObjective:
             # booster reads the arrays on streams of its own, which need not wait for them
             device.cuda.runtime.deviceSynchronize()
         return gradient, hessian
+
+    def _rounded_labels_hint(self, error: LossDomainError, y: np.ndarray) -> LossDomainError:
+        """``error`` with advice where it may come from the library's float32 labels beside
+        per-row inputs in float64 (aft's y_upper equal to an exactly observed time): labels
+        given as rows= are used as given, a DMatrix/Dataset's are already rounded."""
+        if y.dtype != np.float32 or not self.row_inputs() or error.hint:
+            return error
+        return LossDomainError(
+            error.message, error.span,
+            f"if the values it names are equal before rounding: {self.library} keeps labels "
+            "in float32, and a per-row input compared with the label (an upper bound equal to "
+            "an exact time) meets its rounding; build the objective with rows=<the training "
+            "labels as an array>, which it then computes with")
 
     def _output_buffers(self) -> dict[tuple, dict[str, np.ndarray]]:
         """The arrays :meth:`gradients` reuses, by thread, shapes and dtypes: made here, not

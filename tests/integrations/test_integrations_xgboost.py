@@ -477,3 +477,9 @@ def test_labels_rounded_to_float32_meet_the_per_row_inputs_given_beside_them():
     expected = objective.compiled.grad("z", y=lower, u=upper, z=margin.astype(np.float64))
     np.testing.assert_allclose(gradient, expected, rtol=1e-6)
     assert np.all(np.isfinite(hessian))
+    # built with rows=<the DMatrix>, whose labels are rounded already: refused, with advice
+    rounded = lx.objective("aft_logistic(y, z, y_upper=u, sigma=0.5)", inputs={"u": upper},
+                           rows=data)
+    with pytest.raises(lossdsl.LossDomainError, match="requires y_upper >= y") as caught:
+        rounded.gradients(data.get_label(), margin, container=data)
+    assert "rows=<the training labels as an array>" in caught.value.hint
