@@ -32,7 +32,7 @@ from .passes import shapes
 
 if TYPE_CHECKING:
     from .api import CompiledLoss, Loss
-    from .compiler import CountedRequirement, Kernel, Specialization
+    from .compiler import Kernel, Specialization, TypedRequirement
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
@@ -740,7 +740,7 @@ class KernelPlan:
     result_slots: tuple[int, ...] | None  # the API's results by slot, when all are arrays
     counts: tuple[int, ...] = ()  # positions among the scalar outputs of "outside:" counts
     host_domains: tuple[InputDomain, ...] = ()  # checked before the run (params, numbers)
-    host_requirements: tuple[CountedRequirement, ...] = ()  # likewise
+    host_requirements: tuple[TypedRequirement, ...] = ()  # likewise
 
     def takes_out(self, out: Mapping[str, Any], arrays: Mapping[str, Any],
                   lengths: Mapping[str, int], dtype: np.dtype) -> bool:

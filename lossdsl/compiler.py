@@ -15,7 +15,7 @@ has built, keyed by what they depend on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +36,10 @@ from .passes.schedule import Output, plan
 from .passes.simplify import simplify
 from .passes.stabilize import stabilize
 
-__all__ = ["CountedRequirement", "GeneratedKernel", "Kernel", "KernelRequest", "Specialization",
-           "build_kernel", "counted_requirements", "derivatives", "generate_source",
-           "module_header", "optimize", "outside_count", "parallel_axes", "specialize",
-           "stable_expression", "typed_graph", "unmet_count"]
+__all__ = ["GeneratedKernel", "Kernel", "KernelRequest", "Specialization", "TypedRequirement",
+           "build_kernel", "derivatives", "generate_source", "module_header", "optimize",
+           "outside_count", "parallel_axes", "specialize", "stable_expression", "typed_graph",
+           "unmet_count"]
 
 TARGETS = ("cpu", "parallel", "cuda")
 
@@ -65,9 +65,9 @@ class Specialization:
     checks: tuple[tuple[str, Domain], ...] = ()
     # the def requirements, typed: kernels count where those that read array inputs are
     # false (scalar outputs "unmet:0", "unmet:1", ...); binding checks the others
-    requirements: tuple[CountedRequirement, ...] = ()
+    requirements: tuple[TypedRequirement, ...] = ()
 
-    def counted_requirements(self) -> tuple[CountedRequirement, ...]:
+    def counted_requirements(self) -> tuple[TypedRequirement, ...]:
         """The requirements that read array inputs: those kernels count."""
         return tuple(c for c in self.requirements
                      if any(self.ranks.get(name, 0) >= 1 for name in c.requirement.reads))
@@ -99,7 +99,7 @@ class Specialization:
 
 
 @dataclass(frozen=True)
-class CountedRequirement:
+class TypedRequirement:
     """A def's requirement as a specialisation checks it: its ``condition`` and the
     ``arguments`` its message shows, typed for the inputs' ranks (kernels count those that
     read array inputs; binding checks the others before the run)."""
@@ -148,8 +148,8 @@ class Kernel:
     checks: tuple[tuple[str, Domain], ...] = ()
     # the requirements whose false elements its scalar outputs "unmet:<index>" count, and
     # those of params and scalar inputs, which binding checks before it runs
-    requirements: tuple[CountedRequirement, ...] = ()
-    host_requirements: tuple[CountedRequirement, ...] = ()
+    requirements: tuple[TypedRequirement, ...] = ()
+    host_requirements: tuple[TypedRequirement, ...] = ()
     loops: dict[str, Callable[..., Any]] = field(default_factory=dict)
     checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
 
@@ -204,8 +204,8 @@ class GeneratedKernel:
     scalar_outputs: list[Output]
     labels: list[tuple[Node, str]]
     checks: tuple[tuple[str, Domain], ...] = ()
-    requirements: tuple[CountedRequirement, ...] = ()
-    host_requirements: tuple[CountedRequirement, ...] = ()
+    requirements: tuple[TypedRequirement, ...] = ()
+    host_requirements: tuple[TypedRequirement, ...] = ()
 
 
 def stable_expression(graph: Node) -> Node:
@@ -239,17 +239,12 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
         typed.setdefault(name, node("input", (), name, typed_shapes.input_axes.get(name, ())))
     checks = tuple(dict.fromkeys((d.name, d.domain) for d in definition.domains
                                  if ranks.get(d.name, 0) >= 1))
-    requirements = counted_requirements(definition.requirements, typed)
+    requirements = tuple(
+        TypedRequirement(r, typed_graph(r.condition, typed),
+                         tuple(typed_graph(bound, typed) for _, bound in r.arguments))
+        for r in definition.requirements)
     return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted,
                           checks, requirements)
-
-
-def counted_requirements(requirements: Iterable[Requirement], typed: Mapping[str, Node]
-                         ) -> tuple[CountedRequirement, ...]:
-    """``requirements`` with their conditions and arguments typed as the ``typed`` inputs."""
-    return tuple(CountedRequirement(r, typed_graph(r.condition, typed),
-                                    tuple(typed_graph(bound, typed) for _, bound in r.arguments))
-                 for r in requirements)
 
 
 def typed_graph(graph: Node, typed: Mapping[str, Node]) -> Node:

@@ -54,7 +54,7 @@ from .binding import (
     regrouped_results,
     result_order,
 )
-from .compiler import CountedRequirement
+from .compiler import TypedRequirement
 from .domains import InputDomain, first_outside, first_unmet
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
@@ -308,7 +308,7 @@ def _checked_domain(layout: InputLayout, declared: InputDomain, bound: Bound) ->
         lambda index, value: domain_error(layout, declared, (index, value)))
 
 
-def _checked_requirement(counted: CountedRequirement, bound: Bound) -> None:
+def _checked_requirement(counted: TypedRequirement, bound: Bound) -> None:
     """Check a def requirement that reads arrays where it is false: dask arrays chunk by
     chunk as they are read (the array of most dimensions that it reads is replaced in
     ``bound`` by itself checked, with the others' chunks of the same rows beside it)."""
@@ -320,8 +320,7 @@ def _checked_requirement(counted: CountedRequirement, bound: Bound) -> None:
     def find(*blocks: np.ndarray) -> tuple[tuple[int, ...], dict] | None:
         arrays = {name: (block[:, 0] if block.ndim > bound.ranks[name] else block)
                   for name, block in zip(names, blocks)}
-        unmet = first_unmet(requirement, counted.condition, counted.arguments, arrays, numbers)
-        return None if unmet is None else unmet
+        return first_unmet(requirement, counted.condition, counted.arguments, arrays, numbers)
 
     arrays = [bound.arrays[name] for name in names]
     if not any(isinstance(a, da.Array) for a in arrays):

@@ -13,6 +13,7 @@ number.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -183,9 +184,9 @@ class Requirement:
     arguments: tuple[tuple[str, Node], ...]
     called: Span | None = None
 
-    @property
+    @functools.cached_property
     def reads(self) -> tuple[str, ...]:
-        """The inputs and params the condition reads."""
+        """The inputs and params the condition reads (kept: calls ask for it each time)."""
         return tuple(dict.fromkeys(n.value for n in toposort([self.condition])
                                    if n.op in ("input", "param")))
 

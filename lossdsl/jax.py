@@ -135,7 +135,7 @@ class _Functions:
     labels: list[tuple[int, Any, float | None]] = field(default_factory=list)
     # the loss's def requirements, typed; ``unmet`` counts where each is false (printed
     # when a traced call first needs it)
-    requirements: tuple[compiler.CountedRequirement, ...] = ()
+    requirements: tuple[compiler.TypedRequirement, ...] = ()
     unmet: Callable | None = None
     sources: dict[str, str] = field(default_factory=dict)
     value: Callable | None = None
@@ -499,12 +499,14 @@ class JaxLoss:
                 continue
             if traced is None:
                 traced = functions.unmet_flags(functions.arguments(arrays, params))
+            flags.append(traced[index])
+        if flags:
+            unmet = functools.reduce(jnp.logical_or, flags)
             for name, value in arrays.items():
                 if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
                     # an added NaN: a where() would cut the derivatives' path to the input
-                    arrays[name] = value + jnp.where(traced[index], jnp.nan, 0.0).astype(
+                    arrays[name] = value + jnp.where(unmet, jnp.nan, 0.0).astype(
                         jnp.asarray(value).dtype)
-            flags.append(traced[index])
         return flags
 
     def _specialization(self, ranks: dict[str, int], weighted: bool,
@@ -548,8 +550,7 @@ class JaxLoss:
                 ignored = (float(self.ignore_index) if label.value == objective.ignored
                            else None)
                 functions.labels.append((names.index(label.value), widths[axis], ignored))
-        functions.requirements = compiler.counted_requirements(compiled.layout.requirements,
-                                                               typed)
+        functions.requirements = spec.requirements
         functions.build_value()
         return functions
 
