@@ -15,6 +15,10 @@ Three parts, each printed as a table:
   and ``BLOCKS_PER_SM`` blocks per multiprocessor, timed with CUDA events around ``run``
   (value + gradient and gradient + Hessian, float32 and float64), as a fraction of the copy
   bandwidth.
+* ``calls``: at ``--n`` scores, what a public call launches on the device and when, against
+  the generated ``run`` with its arguments bound (bench_cuda's "lossdsl" and "lossdsl run"):
+  the host time to return, the wall time to the device's end, and PyTorch's profiler table
+  of the kernels and copies either runs (for huber, bce_logits and sparse CE, K = 1,000).
 * ``reductions``: hand-written value + gradient kernels of the same loss that differ only in
   how the value's sum leaves the block: one atomic per block (what lossdsl did until
   2026-11), a store of each block's partial (summed on the host: what it does now), no sum at
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import os
 import pstats
 import statistics
@@ -309,6 +314,57 @@ def reductions_part(n: int, repeat: int) -> None:
                   flush=True)
 
 
+def calls_part(n: int, repeat: int) -> None:
+    import time
+
+    import torch
+    from bench_cuda import CASES, _inputs, capture_run, timed
+    from numba import cuda
+    from torch.profiler import ProfilerActivity, profile
+
+    import lossdsl
+
+    for name, dtype, mode in (("huber", "float32", "vg"), ("huber", "float64", "gh"),
+                              ("bce_logits", "float64", "vg"),
+                              ("sparse_cce_k1000", "float32", "vg")):
+        case = CASES[name]
+        y, p = _inputs(case, n, dtype, torch, cuda)
+        compiled = lossdsl.compile(case.expression, target="cuda")
+        public = functools.partial(compiled.value_and_grad if mode == "vg"
+                                   else compiled.grad_and_hessian, "p", y=y, p=p)
+        public()
+        run, arguments = capture_run(compiled)
+        public()
+        torch.cuda.synchronize()
+        bound_run = functools.partial(run, **arguments)
+        print(f"\n### {name} {dtype} {mode}, {n:,} scores", flush=True)
+        for label, function in (("public", public), ("run", bound_run)):
+            returned = []
+            for _ in range(repeat):
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                function()
+                returned.append(time.perf_counter() - start)
+            torch.cuda.synchronize()
+            wall = timed(function, torch.cuda.synchronize, repeat)
+            print(f"{label}: host until return {statistics.median(returned) * 1e3:.3f} ms, "
+                  f"wall to the device's end {wall * 1e3:.3f} ms", flush=True)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as trace:
+                for _ in range(5):
+                    function()
+                torch.cuda.synchronize()
+            print(trace.key_averages().table(sort_by="self_device_time_total", row_limit=10,
+                                             max_name_column_width=60), flush=True)
+            if label == "public":
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for _ in range(50):
+                    function()
+                torch.cuda.synchronize()
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000_000)
@@ -322,6 +378,8 @@ def main() -> None:
     parts = args.parts.split(",")
     if "host" in parts:
         host_part(args.repeat)
+    if "calls" in parts:
+        calls_part(args.n, args.repeat)
     if "reductions" in parts:
         reductions_part(args.n, args.repeat)
     if "shapes" in parts:

@@ -4,6 +4,11 @@
 #   bash benchmarks/gpu_session.sh check     # the CUDA tests, cuda_study.py's host and shapes parts, bench_cuda.py
 #   bash benchmarks/gpu_session.sh xgboost   # XGBoost device="cuda": tests and bench_gbdt_gpu.py
 #   bash benchmarks/gpu_session.sh study     # cuda_study.py (host overhead, launch shapes), tests
+#   bash benchmarks/gpu_session.sh tests     # the CUDA tests and lossdsl.jax's tests on the GPU
+#   bash benchmarks/gpu_session.sh bench     # bench_cuda.py --repeat 5
+#   bash benchmarks/gpu_session.sh calls     # cuda_study.py --parts calls (what a public call launches)
+#
+# Several modes run in one call, in the order given: bash benchmarks/gpu_session.sh tests bench
 #
 # Run from the repository root on a machine with an NVIDIA GPU, numba-cuda, CuPy and PyTorch
 # with CUDA. Missing pure-Python dependencies can be given as wheels in $WHEELS (lark); an
@@ -35,12 +40,17 @@ pytest_args=(-p no:cacheprovider -o addopts= -q -rfE --tb=short)
 cuda_tests=(tests/backend/test_cuda.py tests/integrations/test_integrations_torch.py
             tests/test_ignore_and_reductions.py tests/test_groups.py tests/test_class_vectors.py)
 
-case "${1:-check}" in
-check)
+card() {
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
         --format=csv | tee "$OUT/card.txt"
     python3 -c "from importlib.metadata import version as v; print(*(f'{p} {v(p)}' for p in \
-('numba', 'numba-cuda', 'cupy-cuda13x', 'torch')))" | tee -a "$OUT/card.txt"
+('numba', 'numba-cuda', 'cupy-cuda13x', 'torch', 'jax')))" | tee -a "$OUT/card.txt"
+}
+
+for mode in "${@:-check}"; do
+case "$mode" in
+check)
+    card
     TAIL=25 step test_cuda 240 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
         "${cuda_tests[@]}"
     TAIL=0 step study_host 90 python3 benchmarks/cuda_study.py --parts host
@@ -48,9 +58,22 @@ check)
         --blocks 8,32
     TAIL=40 step bench_cuda 270 python3 benchmarks/bench_cuda.py --repeat 10
     ;;
+tests)
+    card
+    TAIL=25 step test_cuda 200 python3 -m pytest "${pytest_args[@]}" -n 14 --dist load \
+        "${cuda_tests[@]}"
+    # JAX takes 75% of the GPU's memory per process unless told otherwise
+    XLA_PYTHON_CLIENT_PREALLOCATE=false TAIL=15 step test_jax_gpu 100 python3 -c \
+        "import jax, sys, pytest; print(jax.devices()); sys.exit(pytest.main(['-p', 'no:cacheprovider', '-o', 'addopts=', '-q', '-rfE', '--tb=short', '-n', '8', 'tests/integrations/test_jax.py']))"
+    ;;
+bench)
+    TAIL=30 step bench_cuda 150 python3 benchmarks/bench_cuda.py --repeat 5
+    ;;
+calls)
+    TAIL=0 step study_calls 150 python3 benchmarks/cuda_study.py --parts calls --repeat 10
+    ;;
 study)
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
-        --format=csv | tee "$OUT/card.txt"
+    card
     TAIL=45 step study_host 120 python3 benchmarks/cuda_study.py --parts host
     TAIL=20 step study_reductions 90 python3 benchmarks/cuda_study.py --parts reductions
     TAIL=80 step study_shapes 180 python3 benchmarks/cuda_study.py --parts shapes
@@ -69,7 +92,8 @@ xgboost)
         --rounds 30 --repeat 2
     ;;
 *)
-    echo "usage: $0 check|study|xgboost" >&2
+    echo "usage: $0 check|study|xgboost|tests|bench|calls ..." >&2
     exit 2
     ;;
 esac
+done

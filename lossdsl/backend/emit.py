@@ -258,7 +258,7 @@ class BodyEmitter:
     """Emits the statements of one loop body (one sample ``i``)."""
 
     def __init__(self, loop: Loop, names: Names, printer: ExpressionPrinter,
-                 row_buffers: bool = False):
+                 row_buffers: bool = False, wide_row_sums: bool = False):
         self.loop = loop
         self.names = names
         self.printer = printer
@@ -266,6 +266,11 @@ class BodyEmitter:
         # exp of a softmax) is kept in a buffer of the row's width for the later loops over
         # that axis that need it again (the CPU target; a CUDA thread has no such buffer)
         self.row_buffers = row_buffers
+        # wide_row_sums: a sum over a row accumulates in float64 whatever the kernel's type,
+        # then rounds once (the CPU target: one thread adds a whole row in order, and a
+        # float32 sum of 50,000 softmax terms drifted 1.2e-4 from the exact sum; a CUDA block
+        # adds a row as a tree of short per-thread sums and stays within float32's rounding)
+        self.wide_row_sums = wide_row_sums
         self.kept: dict[int, _Kept] = {}
         self.rows: list[tuple[str, str]] = []
         self.lines: list[str | list[str]] = []
@@ -463,19 +468,26 @@ class BodyEmitter:
         else:
             axis = n.args[0].axes[1]
             emitted += [(m, self._fresh()) for m in self._fusable(n)]
+            wide = {m_name: f"{m_name}_wide" for m, m_name in emitted
+                    if m.op == "rowsum" and self.wide_row_sums}
             for m, m_name in emitted:
-                start = "T(0.0)" if m.op == "rowsum" else "T(-math.inf)"
-                self.lines.append(f"{indent}{m_name} = {start}")
+                if m_name in wide:
+                    self.lines.append(f"{indent}{wide[m_name]} = 0.0")
+                else:
+                    start = "T(0.0)" if m.op == "rowsum" else "T(-math.inf)"
+                    self.lines.append(f"{indent}{m_name} = {start}")
             self.lines.append(f"{indent}{self.class_loop(*self._row_bounds(axis))}")
             self._emit_rows([m.args[0] for m, _ in emitted], indent + "    ", "k", axis,
                             whole_row=True)
             for m, m_name in emitted:
                 item = self.operand(m.args[0])
                 if m.op == "rowsum":
-                    self.lines.append(f"{indent}    {m_name} += {item}")
+                    self.lines.append(f"{indent}    {wide.get(m_name, m_name)} += {item}")
                 else:
                     self.lines.append(f"{indent}    if {item} > {m_name} or {item} != {item}:")
                     self.lines.append(f"{indent}        {m_name} = {item}")
+            self.lines += [f"{indent}{m_name} = T({accumulator})"
+                           for m_name, accumulator in wide.items()]
         self.values = saved  # per-class values do not outlive their loop
         for m, m_name in emitted[1:]:
             self.values[id(m)] = m_name

@@ -66,7 +66,8 @@ class CpuModuleBuilder(ModuleBuilder):
         super().__init__(schedule, dtype, header)
         self.parallel_axes = parallel_axes
         # every body first: whether any calls scalar-only math decides every decorator
-        self.bodies = [BodyEmitter(loop, self.names, self.printer, row_buffers=True).emit()
+        self.bodies = [BodyEmitter(loop, self.names, self.printer, row_buffers=True,
+                                   wide_row_sums=True).emit()
                        for loop in schedule.loops]
         # Inlined, each call of the vectorisable functions is tens of LLVM instructions that
         # the loop vectoriser works through: a loss with many of them keeps libm (scalar)
