@@ -519,16 +519,19 @@ class BodyEmitter:
         total, size, above = self._fresh(), self._fresh(), self._fresh()
         one = self.printer.constant(1.0)
         zero = self.printer.constant(0.0)
-        self.lines += [f"{indent}{total} = {zero}", f"{indent}{size} = {zero}",
+        # the support's sum in float64 where row sums are (see wide_row_sums); its count is
+        # exact in any type
+        total_zero, rounded = ("0.0", "T({})") if self.wide_row_sums else (zero, "{}")
+        self.lines += [f"{indent}{total} = {total_zero}", f"{indent}{size} = {zero}",
                        f"{indent}{above} = {zero}"]
         self._row_pass(x, indent, lambda item, inner: [f"{inner}{total} += {item}",
                                                        f"{inner}{size} += {one}"])
         self.combine_row_sums([total, size], indent)
-        self.lines.append(f"{indent}{name} = ({total} - {one}) / {size}")
+        self.lines.append(f"{indent}{name} = {rounded.format(f'({total} - {one}) / {size}')}")
         start, stop = self._row_bounds(x.axes[1])
         self.lines.append(f"{indent}for sweep in range({start}, {stop}):")
         inner = indent + "    "
-        self.lines += [f"{inner}{total} = {zero}", f"{inner}{above} = {zero}"]
+        self.lines += [f"{inner}{total} = {total_zero}", f"{inner}{above} = {zero}"]
         self._row_pass(x, inner, lambda item, body: [f"{body}if {item} > {name}:",
                                                       f"{body}    {total} += {item}",
                                                       f"{body}    {above} += {one}"])
@@ -536,7 +539,7 @@ class BodyEmitter:
         self.lines += [f"{inner}if {above} == {size} or {above} == {zero}:",
                        f"{inner}    break",
                        f"{inner}{size} = {above}",
-                       f"{inner}{name} = ({total} - {one}) / {above}"]
+                       f"{inner}{name} = {rounded.format(f'({total} - {one}) / {above}')}"]
         self.lines.append(f"{indent}if {above} == {zero}:")
         self.lines.append(f"{indent}    {name} = {self.printer.constant(math.nan)}")
 
