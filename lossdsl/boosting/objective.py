@@ -1296,8 +1296,11 @@ class BoostingObjective:
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
-        return float(self.mean_loss(sample_weight=w,
-                                    **self.loss_inputs(y, prediction, groups=groups)))
+        try:
+            return float(self.mean_loss(sample_weight=w,
+                                        **self.loss_inputs(y, prediction, groups=groups)))
+        except LossDomainError as error:
+            raise self._rounded_labels_hint(error, y) from error
 
     def base_margin(self, label: Any, sample_weight: Any = None,
                     num_class: int | None = None, *, unbounded: str = "raise",

@@ -483,3 +483,8 @@ def test_labels_rounded_to_float32_meet_the_per_row_inputs_given_beside_them():
     with pytest.raises(lossdsl.LossDomainError, match="requires y_upper >= y") as caught:
         rounded.gradients(data.get_label(), margin, container=data)
     assert "rows=<the training labels as an array>" in caught.value.hint
+    with pytest.raises(lossdsl.LossDomainError, match="requires y_upper >= y") as caught:
+        rounded.value(data.get_label(), margin, container=data)  # the metric says so too
+    assert "rows=<the training labels as an array>" in caught.value.hint
+    assert objective.value(data.get_label(), margin, container=data) == pytest.approx(
+        objective.compiled(y=lower, u=upper, z=margin.astype(np.float64)) / 500, rel=1e-12)
