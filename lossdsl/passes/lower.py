@@ -42,31 +42,40 @@ def lower(roots: list[Node]) -> list[Node]:
 
 
 def share_reciprocals(roots: list[Node]) -> list[Node]:
-    """``a / d -> a * (1/d)`` for every denominator ``d`` that two or more divisions share
-    (or one division and a ``1/d`` already there) and whose values :func:`interval` bounds
-    within :data:`RECIPROCAL_RANGE` (or its negative): one division per sample instead of
-    one per use, hash-consing making the reciprocals one node."""
+    """``a / d -> a * (1/d)`` wherever two or more such divisions share a denominator ``d``
+    (``1/d`` itself counts), so that each sample divides once instead of once per use
+    (hash-consing makes the reciprocals one node). A division qualifies when
+    :func:`interval` proves ``a * (1/d)`` no worse than a second rounding of ``a / d``:
+    ``d`` of one sign and at least ``2^-100`` in magnitude (``1/d`` never overflows), and
+    either at most ``2^100`` (``1/d`` is a normal number in float32 and float64) or with
+    ``|a| <= 1``, where ``|a/d| <= |1/d|``: wherever ``1/d`` is subnormal (or 0, at an
+    infinite ``d``) so is the quotient, and both are then within a subnormal ulp of each
+    other."""
     order = toposort(roots)
-    divisions: Counter[int] = Counter()
-    for n in order:
-        if n.op == "div" and n.args[1].op != "const":
-            divisions[id(n.args[1])] += 1  # 1/d counts too: it is there already
-    if not any(count >= 2 for count in divisions.values()):
+    if sum(1 for n in order if n.op == "div") < 2:
         return roots
     bounds: dict[int, tuple[float, float]] = {}
     for n in order:
         bounds[id(n)] = interval(n, [bounds[id(a)] for a in n.args])
     low, high = RECIPROCAL_RANGE
-    shared = set()
-    for denominator, count in divisions.items():
-        lo, hi = bounds[denominator]
-        if count >= 2 and (low <= lo and hi <= high or -high <= lo and hi <= -low):
-            shared.add(denominator)
+    qualifying: set[int] = set()  # the divisions that may become products
+    uses: Counter[int] = Counter()  # by denominator, how many of them divide by it
+    for n in order:
+        if n.op != "div" or n.args[1].op == "const":
+            continue
+        d_low, d_high = bounds[id(n.args[1])]
+        smallest, largest = (d_low, d_high) if d_low > 0.0 else (-d_high, -d_low)
+        a_low, a_high = bounds[id(n.args[0])]
+        if smallest >= low and (largest <= high or max(-a_low, a_high) <= 1.0):
+            qualifying.add(id(n))
+            uses[id(n.args[1])] += 1
+    shared = {denominator for denominator, count in uses.items() if count >= 2}
     if not shared:
         return roots
 
     def rewrite(old: Node, args: tuple[Node, ...]) -> Node:
-        if old.op == "div" and id(old.args[1]) in shared and not is_constant(args[0], 1.0):
+        if (id(old) in qualifying and id(old.args[1]) in shared
+                and not is_constant(args[0], 1.0)):
             return apply("mul", args[0], apply("div", ONE, args[1]))
         if args == old.args:
             return old
