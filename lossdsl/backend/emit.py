@@ -482,16 +482,25 @@ class BodyEmitter:
             for m, m_name in emitted:
                 item = self.operand(m.args[0])
                 if m.op == "rowsum":
-                    self.lines.append(f"{indent}    {wide.get(m_name, m_name)} += {item}")
+                    lines = self.sum_into(wide.get(m_name, m_name), item)
                 else:
-                    self.lines.append(f"{indent}    if {item} > {m_name} or {item} != {item}:")
-                    self.lines.append(f"{indent}        {m_name} = {item}")
+                    lines = self.max_into(m_name, item)
+                self.lines += [f"{indent}    {line}" for line in lines]
             self.lines += [f"{indent}{m_name} = T({accumulator})"
                            for m_name, accumulator in wide.items()]
         self.values = saved  # per-class values do not outlive their loop
         for m, m_name in emitted[1:]:
             self.values[id(m)] = m_name
         return emitted
+
+    def sum_into(self, total: str, item: str) -> list[str]:
+        """The lines adding ``item`` to the sum ``total`` in a loop over a row."""
+        return [f"{total} += {item}"]
+
+    def max_into(self, best: str, item: str) -> list[str]:
+        """The lines making ``best`` the larger of itself and ``item`` in a loop over a row
+        (NaN wins)."""
+        return [f"if {item} > {best} or {item} != {item}:", f"    {best} = {item}"]
 
     def _row_pass(self, x: Node, indent: str, accumulate) -> None:
         """A loop over row ``i``'s elements of per-class ``x``: ``accumulate(item, indent)``
