@@ -267,9 +267,10 @@ class BodyEmitter:
         # that axis that need it again (the CPU target; a CUDA thread has no such buffer)
         self.row_buffers = row_buffers
         # wide_row_sums: a sum over a row accumulates in float64 whatever the kernel's type,
-        # then rounds once (the CPU target: one thread adds a whole row in order, and a
-        # float32 sum of 50,000 softmax terms drifted 1.2e-4 from the exact sum; a CUDA block
-        # adds a row as a tree of short per-thread sums and stays within float32's rounding)
+        # then rounds once (the CPU target: one thread adds a whole row, in a few SIMD lanes
+        # at most, and a float32 sum of 50,000 softmax terms drifted 1.2e-4 from the exact
+        # sum; a CUDA block adds a row as a tree of short per-thread sums and stays within
+        # float32's rounding)
         self.wide_row_sums = wide_row_sums
         self.kept: dict[int, _Kept] = {}
         self.rows: list[tuple[str, str]] = []
