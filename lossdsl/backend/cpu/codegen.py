@@ -56,7 +56,10 @@ __all__ = ["CpuModuleBuilder", "GeneratedModule", "generate"]
 class CpuBodyEmitter(BodyEmitter):
     """The CPU's loop bodies: sums and maxima over a row accumulate through
     ``vector_math.row_add`` and ``row_max``, which LLVM may split into SIMD lanes although the
-    body is compiled without fast-math (sparse_cce_logits over 1,000 classes: twice as fast)."""
+    body is compiled without fast-math (sparse_cce_logits over 1,000 classes: twice as fast).
+    Measured with ``out=`` arrays: ``row_max`` alone (against a compare and a select) makes
+    100 classes x 50,000 rows 35-40% faster and 1,000 classes 20-30%, and costs narrow rows
+    (5 classes x 256 rows, gradient + Hessian 19.5 -> 22-23 us; 10 x 4,096 about 15%)."""
 
     def sum_into(self, total: str, item: str) -> list[str]:
         return [f"{total} = row_add({total}, {item})"]
