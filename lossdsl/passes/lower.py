@@ -8,10 +8,10 @@ hash-consing then shares between them; the rules are the expand phase, in
 Derivatives divide by the same denominator again and again (``pseudo_huber``'s Hessian
 divides by ``1 + sqrt(1 + u^2)`` four times), and a division costs a CPU several times a
 multiplication, vectorised or not; the kernels' per-sample math is strict, so LLVM never
-turns them into one reciprocal itself. :func:`share_reciprocals` does, where the
-denominator is provably bounded away from zero and infinity (:func:`interval`), so that
-``1/d`` is a normal number in float32 and float64 and ``a * (1/d)`` differs from ``a / d``
-by a rounding at most (never an overflow or underflow of its own).
+turns them into one reciprocal itself. :func:`share_reciprocals` does, where bounds
+(:func:`interval`) prove that ``a * (1/d)`` differs from ``a / d`` by a rounding at most,
+never by an overflow or underflow of its own: the denominator bounded away from zero and
+either from infinity too or divided into numerators within [-1, 1].
 """
 
 from __future__ import annotations
