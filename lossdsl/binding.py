@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name, partners_name
-from .domains import InputDomain, Requirement, first_outside, first_unmet
+from .domains import InputDomain, Requirement, first_outside, first_unmet, holds
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
 from .ir.axes import Axis
 from .passes import shapes
@@ -858,7 +858,7 @@ class CallPlan:
                                 params):
                 return None
         for counted in kernel_plan.host_requirements:
-            if first_unmet(counted.requirement, counted.condition, (), numbers, params):
+            if not holds(counted.condition, numbers, params).all():
                 return None
         if out and (self.scalar_results and out.keys() & self.scalar_results
                     or not kernel_plan.takes_out(out, arrays, lengths, self.output_dtype)):

@@ -16,7 +16,7 @@ import math
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -183,11 +183,18 @@ def partials(count: int) -> Any:
     shape = (max_blocks(), count)
     if SIMULATOR:
         return cuda.to_device(np.full(shape, np.nan))
-    buffers = _mapped.__dict__
+    return _kept(_mapped, shape, lambda: cuda.mapped_array(shape, dtype=np.float64))
+
+
+def _kept(store: threading.local, shape: tuple[int, ...], make: Callable[[], Any]) -> Any:
+    """The buffer of ``shape`` that ``store`` keeps for this host thread and the current
+    device, made by ``make()`` the first time it is asked for."""
+    buffers = store.__dict__
     key = (shape, int(cuda.get_current_device().id))
-    if key not in buffers:
-        buffers[key] = cuda.mapped_array(shape, dtype=np.float64)
-    return buffers[key]
+    found = buffers.get(key)
+    if found is None:
+        found = buffers[key] = make()
+    return found
 
 
 def fetch(block_sums: Any, blocks: int) -> np.ndarray:
@@ -254,11 +261,7 @@ def check_slots(*initial: int) -> Any:
     values = np.array(initial, dtype=np.int64)
     if SIMULATOR:
         return cuda.to_device(values)
-    buffers = _slots.__dict__
-    key = (values.size, int(cuda.get_current_device().id))
-    if key not in buffers:
-        buffers[key] = cuda.device_array(values.size, dtype=np.int64)
-    slots = buffers[key]
+    slots = _kept(_slots, values.shape, lambda: cuda.device_array(values.shape, dtype=np.int64))
     slots.copy_to_device(values)
     return slots
 
