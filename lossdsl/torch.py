@@ -56,11 +56,17 @@ __all__ = ["TorchLoss", "loss"]
 
 # Computed in float32, as PyTorch computes them on the CPU; results are rounded back.
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+# CPU tensors the kernels read through a NumPy view as they are, and the NumPy dtype of each
+_VIEWED = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
+           torch.int32: np.int32}
 
 
 def _as_array(value: Any) -> Any:
     """A kernel argument: a NumPy view of a CPU tensor (a float32 copy of a half-precision
     one: NumPy has no bfloat16), the tensor itself on CUDA."""
+    if type(value) is torch.Tensor and value.dtype in _VIEWED and not value.is_cuda \
+            and value.dim():  # the usual argument, without the checks below
+        return value.detach().numpy()
     if isinstance(value, torch.Tensor):
         value = value.detach()
         if value.is_cuda:
@@ -79,6 +85,21 @@ def _to_tensor(value: Any, device: torch.device) -> torch.Tensor:
     if isinstance(value, float):
         return torch.tensor(value, dtype=torch.float64, device=device)
     return torch.as_tensor(value, device=device)
+
+
+def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` converted to ``dtype`` where it is of another."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _value_tensor(value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The loss's value as a tensor of the result's ``dtype`` (rounded once from the
+    kernel's float64 sum, as ``.to(dtype)`` rounds it)."""
+    if isinstance(value, float) and device.type == "cpu" and dtype in _VIEWED:
+        # a 0-d NumPy array wrapped: about a microsecond, where torch.tensor(...).to(...)
+        # takes several on a minibatch step
+        return torch.from_numpy(np.array(value, dtype=_VIEWED[dtype]))
+    return _to_tensor(value, device).to(dtype)
 
 
 def result_dtype(tensors: list[Any]) -> torch.dtype:
@@ -102,6 +123,9 @@ class _Call:
     params: dict[str, float]
     dtype: torch.dtype
     device: torch.device
+    #: every input a CPU tensor, the floating-point ones (with dimensions) all of ``dtype``
+    #: (see TorchLoss._usual_call): nothing to convert, every gradient already of its dtype
+    usual: bool = False
 
 
 def _saved_inputs(ctx: Any, tensors: tuple[Any, ...]) -> None:
@@ -113,6 +137,8 @@ def _saved_inputs(ctx: Any, tensors: tuple[Any, ...]) -> None:
 
 
 def _restored_inputs(ctx: Any) -> list[Any]:
+    if ctx.kinds is None:  # the usual call's: every input a tensor
+        return list(ctx.saved_tensors)
     saved, others = iter(ctx.saved_tensors), iter(ctx.others)
     return [next(saved) if kind else next(others) for kind in ctx.kinds]
 
@@ -126,19 +152,24 @@ class _FusedLoss(torch.autograd.Function):
                 *tensors: Any) -> torch.Tensor:
         compiled = module._compiled(call.device.type == "cuda")
         arrays = {name: _as_array(t) for name, t in zip(call.names, tensors)}
-        weight = _as_array(sample_weight)
-        wrt = tuple(name for name, needs in zip(call.names, ctx.needs_input_grad[3:]) if needs)
+        weight = None if sample_weight is None else _as_array(sample_weight)
+        wrt = tuple([name for name, needs in zip(call.names, ctx.needs_input_grad[3:])
+                     if needs])
         ctx.module, ctx.call, ctx.wrt, ctx.arrays, ctx.weight = module, call, wrt, arrays, weight
-        ctx.dtypes = {name: t.dtype for name, t in zip(call.names, tensors)
-                      if isinstance(t, torch.Tensor)}
-        _saved_inputs(ctx, tensors)
+        if call.usual:  # every input a tensor whose gradient comes back in its dtype
+            ctx.dtypes, ctx.kinds, ctx.others = None, None, ()
+            ctx.save_for_backward(*tensors)
+        else:
+            ctx.dtypes = {name: t.dtype for name, t in zip(call.names, tensors)
+                          if isinstance(t, torch.Tensor)}
+            _saved_inputs(ctx, tensors)
         if compiled.reduction == "none" or not wrt:
             value = compiled(sample_weight=weight, **arrays, **call.params)
-            return _to_tensor(value, call.device).to(call.dtype)
+            return _value_tensor(value, call.device, call.dtype)
         value, gradients = compiled.value_and_grad(wrt, sample_weight=weight, **arrays,
                                                    **call.params)
         ctx.gradients = {name: _to_tensor(g, call.device) for name, g in gradients.items()}
-        return _to_tensor(value, call.device).to(call.dtype)
+        return _value_tensor(value, call.device, call.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
@@ -151,9 +182,12 @@ class _FusedLoss(torch.autograd.Function):
         else:
             gradients = {name: grad_output * g for name, g in ctx.gradients.items()}
         # Gradients take their input's dtype (a float32 input met by float64 ones is
-        # differentiated in float64, as the kernel computes).
+        # differentiated in float64, as the kernel computes); the usual call's inputs are
+        # all of the call's dtype.
+        dtypes, dtype = ctx.dtypes, ctx.call.dtype
         return (None, None, None, *(None if name not in gradients
-                                    else gradients[name].to(ctx.dtypes[name])
+                                    else _in_dtype(gradients[name],
+                                                   dtype if dtypes is None else dtypes[name])
                                     for name in ctx.call.names))
 
 
@@ -259,6 +293,10 @@ class TorchLoss(torch.nn.Module):
         self._cuda: CompiledLoss | None = None
         self._summed: dict[bool, CompiledLoss] = {}
         self._second: dict[tuple, SecondOrder] = {}
+        # forward's fast path: per call form (positional count, keyword names), where each
+        # input comes from (a position or a keyword); per dtype, the usual call's _Call
+        self._slots: dict[tuple, tuple[int | str, ...]] = {}
+        self._calls: dict[torch.dtype, _Call] = {}
         self.formula = _formula(loss, text)
 
     @property
@@ -316,7 +354,15 @@ class TorchLoss(torch.nn.Module):
 
     def forward(self, *args: Any, sample_weight: Any = None, **inputs: Any) -> torch.Tensor:
         """The loss of the given tensors (a 0-d tensor, or per-sample for ``"none"``)."""
-        for name, value in zip(self.positional_inputs(args, inputs), args):
+        form = (len(args), tuple(inputs))
+        slots = self._slots.get(form)
+        if slots is not None:  # a call of a form met before (see _usual_call)
+            tensors = [args[slot] if type(slot) is int else inputs[slot] for slot in slots]
+            call = self._usual_call(tensors)
+            if call is not None:
+                return _FusedLoss.apply(self, call, sample_weight, *tensors)
+        positions = self.positional_inputs(args, inputs)
+        for name, value in zip(positions, args):
             if name in inputs:
                 raise LossError(f"input '{name}' given both positionally and by keyword")
             inputs[name] = value
@@ -330,8 +376,32 @@ class TorchLoss(torch.nn.Module):
         dtype = result_dtype(tensors)
         device = next((t.device for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda),
                       torch.device("cpu"))
+        if not overrides:
+            self._slots[form] = tuple(name if name in form[1] else positions.index(name)
+                                      for name in names)
         return _FusedLoss.apply(self, _Call(names, overrides, dtype, device), sample_weight,
                                 *tensors)
+
+    def _usual_call(self, tensors: list[Any]) -> _Call | None:
+        """The :class:`_Call` of the usual training step, kept per dtype: CPU tensors whose
+        floating-point ones (with dimensions) share one dtype, no param override. None for
+        anything else, which the general path of :meth:`forward` binds (a minibatch step
+        spends several microseconds there, against a kernel call of about ten)."""
+        dtype = None
+        for tensor in tensors:
+            if not isinstance(tensor, torch.Tensor) or tensor.is_cuda:
+                return None
+            if tensor.is_floating_point():
+                if tensor.dim() == 0 or (dtype is not None and tensor.dtype != dtype):
+                    return None
+                dtype = tensor.dtype
+        if dtype is None:
+            return None
+        call = self._calls.get(dtype)
+        if call is None:
+            call = self._calls[dtype] = _Call(self.inputs, {}, dtype, torch.device("cpu"),
+                                              usual=True)
+        return call
 
     # ------------------------------------------------------------------ reduction="none"
     def _vector_jacobian(self, ctx: Any, grad_output: torch.Tensor) -> dict[str, torch.Tensor]:

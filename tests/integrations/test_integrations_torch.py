@@ -183,3 +183,59 @@ def test_half_precision_tensors(dtype):
         assert z.grad.dtype == dtype
         torch.testing.assert_close(z.grad.float(), z_ref.grad.to(dtype).float())
         z.grad = None
+
+
+def test_repeated_calls_take_the_kept_binding_and_match_the_first(huber_l1, monkeypatch):
+    """A call of a form met before (the same positional count and keywords, CPU tensors of
+    one floating dtype) skips forward's role and dtype work; it gives the first call's value
+    and gradients, in each form, and anything else still goes through the general path."""
+    torch.manual_seed(7)
+    y = torch.randn(40, dtype=torch.float64)
+    w = torch.randn(3, dtype=torch.float64)
+    p = torch.randn(40, dtype=torch.float64, requires_grad=True)
+    calls = {"positional": lambda: huber_l1(p, y, w=w),
+             "keywords": lambda: huber_l1(y=y, w=w, p=p),
+             "weighted": lambda: huber_l1(p, y, w=w, sample_weight=torch.rand(40) + 1)}
+    first = {}
+    for name, call in calls.items():
+        p.grad = None
+        value = call()
+        value.backward()
+        first[name] = (value.detach().clone(), p.grad.clone())
+    def refuse(*args, **kwargs):
+        raise AssertionError("the kept binding was not used")
+
+    monkeypatch.setattr(lt.TorchLoss, "positional_inputs", refuse)
+    monkeypatch.setattr(lt, "result_dtype", refuse)
+    for name, call in calls.items():
+        if name == "weighted":
+            continue  # a new weight each call: compared with the reference below
+        p.grad = None
+        value = call()
+        value.backward()
+        assert value.dtype == torch.float64
+        assert torch.equal(value.detach(), first[name][0])
+        assert torch.equal(p.grad, first[name][1])
+    torch.testing.assert_close(first["keywords"][1], first["positional"][1])
+    with pytest.raises(AssertionError, match="kept binding"):
+        huber_l1(p, y=y, w=w)  # a form not met before: the general path
+    with pytest.raises(AssertionError, match="kept binding"):
+        huber_l1(p.float(), y, w=w)  # mixed dtypes: the general path
+    monkeypatch.undo()
+    # float32 after float64: its own kept call, float32 results and gradients
+    q = p.detach().float().requires_grad_(True)
+    for _ in range(2):
+        q.grad = None
+        value = huber_l1(q, y.float(), w=w.float())
+        value.backward()
+        assert value.dtype == q.grad.dtype == torch.float32
+        torch.testing.assert_close(q.grad, first["positional"][1].float())
+    # the kept call saves its inputs for a double backward, which sees in-place changes
+    value = huber_l1(p, y, w=w)
+    gradient, = torch.autograd.grad(value, p, create_graph=True)
+    torch.testing.assert_close(gradient, first["positional"][1])
+    target = y.clone()
+    value = huber_l1(p, target, w=w)
+    target.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(value, p, create_graph=True)
