@@ -124,7 +124,7 @@ class _Call:
     dtype: torch.dtype
     device: torch.device
     #: every input a CPU tensor, the floating-point ones (with dimensions) all of ``dtype``
-    #: (see TorchLoss._usual_call): nothing to convert, every gradient already of its dtype
+    #: (see TorchLoss._usual_call): each gradient is wanted in ``dtype``, the result's
     usual: bool = False
 
 
@@ -156,7 +156,7 @@ class _FusedLoss(torch.autograd.Function):
         wrt = tuple([name for name, needs in zip(call.names, ctx.needs_input_grad[3:])
                      if needs])
         ctx.module, ctx.call, ctx.wrt, ctx.arrays, ctx.weight = module, call, wrt, arrays, weight
-        if call.usual:  # every input a tensor whose gradient comes back in its dtype
+        if call.usual:  # every input a tensor, each gradient wanted in the call's dtype
             ctx.dtypes, ctx.kinds, ctx.others = None, None, ()
             ctx.save_for_backward(*tensors)
         else:
