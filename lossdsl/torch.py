@@ -56,17 +56,13 @@ __all__ = ["TorchLoss", "loss"]
 
 # Computed in float32, as PyTorch computes them on the CPU; results are rounded back.
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
-# CPU tensors the kernels read through a NumPy view as they are, and the NumPy dtype of each
-_VIEWED = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
-           torch.int32: np.int32}
+# Result dtypes NumPy has, as NumPy's (the value's 0-d tensor is made through NumPy)
+_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _as_array(value: Any) -> Any:
     """A kernel argument: a NumPy view of a CPU tensor (a float32 copy of a half-precision
     one: NumPy has no bfloat16), the tensor itself on CUDA."""
-    if type(value) is torch.Tensor and value.dtype in _VIEWED and not value.is_cuda \
-            and value.dim():  # the usual argument, without the checks below
-        return value.detach().numpy()
     if isinstance(value, torch.Tensor):
         value = value.detach()
         if value.is_cuda:
@@ -95,10 +91,10 @@ def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _value_tensor(value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The loss's value as a tensor of the result's ``dtype`` (rounded once from the
     kernel's float64 sum, as ``.to(dtype)`` rounds it)."""
-    if isinstance(value, float) and device.type == "cpu" and dtype in _VIEWED:
+    if isinstance(value, float) and device.type == "cpu" and dtype in _NUMPY_FLOATS:
         # a 0-d NumPy array wrapped: about a microsecond, where torch.tensor(...).to(...)
         # takes several on a minibatch step
-        return torch.from_numpy(np.array(value, dtype=_VIEWED[dtype]))
+        return torch.from_numpy(np.array(value, dtype=_NUMPY_FLOATS[dtype]))
     return _to_tensor(value, device).to(dtype)
 
 
@@ -152,9 +148,8 @@ class _FusedLoss(torch.autograd.Function):
                 *tensors: Any) -> torch.Tensor:
         compiled = module._compiled(call.device.type == "cuda")
         arrays = {name: _as_array(t) for name, t in zip(call.names, tensors)}
-        weight = None if sample_weight is None else _as_array(sample_weight)
-        wrt = tuple([name for name, needs in zip(call.names, ctx.needs_input_grad[3:])
-                     if needs])
+        weight = _as_array(sample_weight)
+        wrt = tuple(name for name, needs in zip(call.names, ctx.needs_input_grad[3:]) if needs)
         ctx.module, ctx.call, ctx.wrt, ctx.arrays, ctx.weight = module, call, wrt, arrays, weight
         if call.usual:  # every input a tensor, each gradient wanted in the call's dtype
             ctx.dtypes, ctx.kinds, ctx.others = None, None, ()
