@@ -871,9 +871,8 @@ class BoostingObjective:
         if expected is None:
             return label
         given = np.asarray(label)
-        per_row = self.row_inputs()
         if given.shape[0] != expected.shape[0]:
-            name = next(iter(per_row))
+            name = next(iter(self.row_inputs()))
             raise LossShapeError(
                 f"input '{name}' holds values for the {expected.shape[0]} rows given as "
                 f"rows=, but the objective was called on {given.shape[0]} rows (a "
@@ -882,8 +881,8 @@ class BoostingObjective:
         bound = self._rows_container() if self._rows_container is not None else None
         if container is not None and bound is not None and container is not bound:
             raise LossError(
-                f"this objective's per-row inputs ({', '.join(per_row)}) belong to the "
-                f"{type(bound).__name__} given as rows=, but it was called with another "
+                f"this objective's per-row inputs ({', '.join(self.row_inputs())}) belong to "
+                f"the {type(bound).__name__} given as rows=, but it was called with another "
                 f"{type(container).__name__}; build one objective (or metric) per data set")
         ready = self._rows_floats.get(given.dtype)
         same = (ready is not None and ready.shape == given.shape
@@ -893,9 +892,9 @@ class BoostingObjective:
         if not same and not _same_labels(expected, given):
             raise LossError(
                 f"the objective was called on labels that are not those given as rows=, in "
-                f"that order, so its per-row inputs ({', '.join(per_row)}) would be paired "
-                "with other rows (were X and y shuffled or reordered after the objective was "
-                "built?). Reorder the per-row values with the rows, and build the objective "
+                f"that order, so its per-row inputs ({', '.join(self.row_inputs())}) would be "
+                "paired with other rows (were X and y shuffled or reordered after the objective "
+                "was built?). Reorder the per-row values with the rows, and build the objective "
                 "with the rows it will be trained on")
         return label
 

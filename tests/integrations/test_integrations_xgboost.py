@@ -488,3 +488,36 @@ def test_labels_rounded_to_float32_meet_the_per_row_inputs_given_beside_them():
     assert "rows=<the training labels as an array>" in caught.value.hint
     assert objective.value(data.get_label(), margin, container=data) == pytest.approx(
         objective.compiled(y=lower, u=upper, z=margin.astype(np.float64)) / 500, rel=1e-12)
+
+
+def test_rounds_skip_the_getters_and_slices_they_do_not_need(data, monkeypatch):
+    """XGBoost's group getter (~50 us) and a one-round slice of the model (~0.7 ms, more
+    than a tree at a few thousand rows) are paid only by the losses and options that use
+    them: the same model comes out without them."""
+    X, y = data["X"], data["binary"]
+    dtrain = xgb.DMatrix(X, y)
+    objective = lx.objective("bce_logits(y, z)")
+    expected = lx.train(objective, PARAMS, dtrain, ROUNDS).predict(dtrain, output_margin=True)
+    native = xgb.train({**PARAMS, "disable_default_eval_metric": 1}, dtrain, ROUNDS,
+                       obj=objective, custom_metric=lx.metric("bce_logits(y, z)"))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("not needed by this loss or these options")
+
+    monkeypatch.setattr(xgb.DMatrix, "get_uint_info", refused)
+    monkeypatch.setattr(xgb.Booster, "__getitem__", refused)
+    again = lx.train(objective, PARAMS, dtrain, ROUNDS).predict(dtrain, output_margin=True)
+    np.testing.assert_array_equal(again, expected)
+    repeated = xgb.train({**PARAMS, "disable_default_eval_metric": 1}, dtrain, ROUNDS,
+                         obj=objective, custom_metric=lx.metric("bce_logits(y, z)"))
+    np.testing.assert_array_equal(repeated.predict(dtrain, output_margin=True),
+                                  native.predict(dtrain, output_margin=True))
+    # a grouping loss still reads the groups; evaluation sets still get the round's trees
+    monkeypatch.undo()
+    ranked = xgb.DMatrix(X, y, qid=np.repeat(np.arange(30), 10))
+    gradient, _ = lx.objective("softmax_ranking(y, s, q)")(np.zeros(len(y)), ranked)
+    assert np.all(np.isfinite(gradient)) and np.ptp(gradient) > 0
+    evals: dict = {}
+    lx.train(objective, PARAMS, dtrain, 2, evals=[("train", dtrain)], evals_result=evals)
+    (history,) = evals["train"].values()
+    assert len(history) == 2
