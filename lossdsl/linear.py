@@ -664,7 +664,11 @@ class _LinearLossModel(BaseEstimator):
 
     def _loss_scores(self, X: Any) -> np.ndarray:
         """The loss's score input for X: (n,) or (n, K)."""
-        X = self._validate_X(X)
+        return self._scores_of(self._validate_X(X))
+
+    def _scores_of(self, X: Any) -> np.ndarray:
+        """:meth:`_loss_scores` of an X validated already (fit's: validating it again would
+        compare the array's missing column names with the DataFrame's it was fitted on)."""
         P = np.asarray(X @ self._W, dtype=np.float64) + self._b
         return P[:, 0] if self._width is None else P
 
@@ -730,7 +734,7 @@ class LossRegressor(RegressorMixin, _LinearLossModel):
         self.intercept_ = float(self._b[0])
         self.loss_ = self._loss.mean
         self._label_range = (float(np.min(y)), float(np.max(y)))
-        raw = self._loss_scores(X)
+        raw = self._scores_of(X)
         self.identity_link_ = self._is_identity(raw)
         return self
 
@@ -839,7 +843,7 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
         self.loss_ = loss.mean
         self._proba_error = None
         try:
-            self._check_probabilities(self._loss_scores(X))
+            self._check_probabilities(self._scores_of(X))
         except LossError as error:
             self._proba_error = str(error)
         return self

@@ -264,6 +264,24 @@ def test_pipeline_grid_search_and_cross_validation(regression):
     assert search.best_score_ == pytest.approx(np.mean(scores), rel=1e-4)
 
 
+def test_dataframes_fit_and_predict_without_feature_name_warnings(regression, binary):
+    """Fitted on a DataFrame, the estimators keep its column names (scikit-learn's check
+    against fitting on names and predicting without them): fit's own scores of the training
+    rows used to go through that check with the converted array and warned on every fit."""
+    pd = pytest.importorskip("pandas")
+    for model, (X, y) in ((LossRegressor("quantile(y, p, 0.8)"), regression),
+                          (LossClassifier(), binary)):
+        frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.fit(frame, y)
+            model.predict(frame)
+            model.score(frame, y)
+        assert list(model.feature_names_in_) == list(frame.columns)
+        with pytest.warns(UserWarning, match="feature names"):
+            model.predict(X)  # an array after a DataFrame: scikit-learn's own warning
+
+
 def test_grid_search_over_the_loss(binary):
     X, y = binary
     search = GridSearchCV(LossClassifier(alpha=1e-3),
