@@ -392,6 +392,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
         eval_entries.append((entry[0], entry[1], _raw_data(entry[1], f"evaluation {entry[0]!r}"),
                              eval_objective(entry, objective, "lgb.Dataset")))
 
+    # the labels as given (LightGBM's Dataset stores a NaN label as 0, without a word)
+    objective.refuse_missing_labels(_field(train_set, "label"))
     booster = lgb.Booster(params=params, train_set=train_set)
     label = np.asarray(train_set.get_label())
     weight = train_set.get_weight()

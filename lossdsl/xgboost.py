@@ -87,6 +87,8 @@ class XGBoostObjective(BoostingObjective):
     """An XGBoost objective; see :func:`objective` and
     :class:`lossdsl.boosting.objective.BoostingObjective`."""
 
+    library = "XGBoost"
+
     def __call__(self, first: Any, second: Any, *,
                  sample_weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``(grad, hess)``: native ``obj(predt, dtrain)`` or sklearn ``obj(y_true, y_pred)``."""

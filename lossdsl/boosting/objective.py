@@ -923,8 +923,15 @@ class BoostingObjective:
         y = np.asarray(label)
         if y.dtype.kind not in "fiub":
             raise LossShapeError(f"labels must be numeric, got dtype {y.dtype}")
+        self.refuse_missing_labels(y)
         n = prediction_shape[0]
         if len(prediction_shape) == 1:
+            if self.class_axis or self.reads_score_columns:
+                raise LossShapeError(
+                    f"this loss takes one score per class or column in '{self.wrt}' (an (n, K) "
+                    f"matrix), but {self.library} gave one score per row: train with "
+                    "num_class=K in the params (the number of classes, or 2 for a loss of "
+                    "two score columns)")
             if y.size != n:
                 raise LossShapeError(f"{y.size} labels for {n} predictions")
             return y.reshape(n)
@@ -959,6 +966,21 @@ class BoostingObjective:
         onehot = np.zeros(prediction_shape, dtype=y.dtype if y.dtype.kind == "f" else np.float64)
         onehot[np.arange(n), classes] = 1
         return onehot
+
+    def refuse_missing_labels(self, label: Any) -> None:
+        """Raise a :class:`~lossdsl.LossError` where a label is NaN: some losses have a
+        finite gradient there (a ``where`` whose comparison with NaN is false), which a
+        booster would silently train on (LightGBM even stores NaN labels as 0)."""
+        y = np.asarray(label)
+        if y.dtype.kind != "f" or not np.isnan(np.sum(y)):  # the sum first: one pass, no array
+            return
+        missing = np.flatnonzero(np.isnan(y.reshape(-1)))
+        if missing.size:
+            raise LossError(
+                f"{missing.size} label(s) are NaN (the first at row {missing[0]}): there is "
+                f"nothing to learn from a missing label, and {self.library} would train on "
+                "whatever gradient the loss gives there; drop those rows (or fill their "
+                "labels) before training")
 
     @staticmethod
     def _class_labels(y: np.ndarray, num_class: int) -> np.ndarray:

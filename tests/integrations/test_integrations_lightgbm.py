@@ -244,3 +244,21 @@ def test_huber_default_policy_is_lightgbm_huber(data, weighted):
     assert np.abs(theirs.predict(X, raw_score=True)).max() > 0.5
     np.testing.assert_allclose(ours.predict(X, raw_score=True),
                                theirs.predict(X, raw_score=True), rtol=1e-6, atol=1e-6)
+
+
+def test_nan_labels_and_a_missing_num_class_are_refused_with_advice(data):
+    """LightGBM's Dataset stores a NaN label as 0 without a word, and asymmetric_l1's
+    gradient at a NaN label is finite (its where() compares false): both paths used to train
+    on such rows silently. A loss over classes met by one score per row used to fail deep in
+    the kernel binding ("rowmax needs a per-class matrix")."""
+    X, y = data["X"], data["y"].copy()
+    y[[3, 17]] = np.nan
+    objective = ll.objective("asymmetric_l1(y, p, 4, 1)")
+    with pytest.raises(lossdsl.LossError, match=r"2 label\(s\) are NaN \(the first at row 3\)"):
+        ll.train(objective, PARAMS, lgb.Dataset(X, y, free_raw_data=False), 2)
+    with pytest.raises(lossdsl.LossError, match="NaN.*LightGBM would train on"):
+        objective.gradients(y, np.zeros(len(y)))
+    classes = ll.objective("sparse_cce_logits(y, z)")
+    with pytest.raises(lossdsl.LossShapeError, match="LightGBM gave one score per row: train "
+                                                     "with num_class=K"):
+        lgb.train({**PARAMS, "objective": classes}, lgb.Dataset(X, data["classes"]), 2)

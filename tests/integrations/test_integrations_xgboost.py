@@ -521,3 +521,16 @@ def test_rounds_skip_the_getters_and_slices_they_do_not_need(data, monkeypatch):
     lx.train(objective, PARAMS, dtrain, 2, evals=[("train", dtrain)], evals_result=evals)
     (history,) = evals["train"].values()
     assert len(history) == 2
+
+
+def test_nan_labels_and_a_missing_num_class_are_refused_with_advice(data):
+    """The objective refuses NaN labels (XGBoost's DMatrix does too, but the scikit-learn
+    form obj(y_true, y_pred) takes arrays) and names num_class for a loss over classes."""
+    y = data["y"].copy()
+    y[5] = np.nan
+    with pytest.raises(lossdsl.LossError, match=r"1 label\(s\) are NaN \(the first at row 5\)"):
+        lx.objective("asymmetric_l1(y, p, 4, 1)")(y, np.zeros(len(y)))
+    classes = lx.objective("sparse_cce_logits(y, z)")
+    with pytest.raises(lossdsl.LossShapeError, match="XGBoost gave one score per row: train "
+                                                     "with num_class=K"):
+        xgb.train(PARAMS, xgb.DMatrix(data["X"], data["classes"]), 2, obj=classes)
