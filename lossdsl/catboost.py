@@ -365,10 +365,12 @@ def model_params(loss: str | Loss | CompiledLoss | CatBoostObjective, wrt: str |
     ``custom_metric``, which tells it: labels are then mapped to 0..K-1 as for its built-in
     objectives, ``predict`` returns them and ``predict_proba`` the sigmoid or softmax of the
     raw scores. ``classifier`` defaults to True for losses over classes (``sparse_cce_logits``)
-    and False otherwise, so pass ``classifier=True`` for a one-score classification loss
-    (``bce_logits``, ``cost_sensitive_bce``). ``classes`` (the labels, e.g. ``np.unique(y)``)
-    tells it as CatBoost's ``class_names`` instead. (``classes_count`` is no substitute:
-    CatBoost 1.2.10 then trains K scores but still saves no labels.)
+    and, given ``labels`` of two values, for a one-score loss whose label is declared within
+    [0, 1] (``bce_logits``, ``cost_sensitive_bce``, ``focal_logits``); otherwise to False, so
+    pass ``classifier=True`` for another one-score classification loss (or without
+    ``labels``; a regressor takes the extra metric as it is). ``classes`` (the labels, e.g.
+    ``np.unique(y)``) tells it as CatBoost's ``class_names`` instead. (``classes_count`` is
+    no substitute: CatBoost 1.2.10 then trains K scores but still saves no labels.)
     """
     if isinstance(loss, CatBoostObjective):
         obj = loss
@@ -381,7 +383,7 @@ def model_params(loss: str | Loss | CompiledLoss | CatBoostObjective, wrt: str |
             obj.hessian_constant = label_scaled_hessian(obj, labels, sample_weight)
     result: dict[str, Any] = {"loss_function": obj, "eval_metric": metric(obj)}
     if classifier is None:
-        classifier = obj.class_axis
+        classifier = obj.class_axis or (labels is not None and _two_classes(obj, labels))
     if classes is not None:
         result["class_names"] = list(classes)
     elif classifier:
@@ -391,6 +393,17 @@ def model_params(loss: str | Loss | CompiledLoss | CatBoostObjective, wrt: str |
         result["l2_leaf_reg"] = _L2_LEAF_REG * obj.hessian_constant
     result.update(overrides)
     return result
+
+
+def _two_classes(objective: BoostingObjective, labels: Any) -> bool:
+    """Whether a one-score loss classifies ``labels``: its label is declared within [0, 1]
+    (``bce_logits``, ``cost_sensitive_bce``, ``focal_logits``) and the labels take two
+    values, which a classifier maps to 0 and 1 (in sorted order) before the loss sees them."""
+    domains = objective.compiled.input_domains().get(objective.label, ())
+    if not any(d.members and set(d.members) <= {0.0, 1.0} or not d.members and d.low >= 0
+               and d.high <= 1 for d in domains):
+        return False
+    return np.unique(np.asarray(labels)).shape == (2,)
 
 
 def label_scaled_hessian(objective: BoostingObjective, labels: Any,

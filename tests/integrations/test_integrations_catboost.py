@@ -380,3 +380,22 @@ def test_leaf_estimation_reaches_the_builtin_quantile():
         costs[name] = cost(model.predict(X[test]) + objective.init_score(y[train]))
     assert costs["default"] < 0.9 * costs["one step"], (costs, builtin)
     assert costs["default"] < 1.05 * builtin, (costs, builtin)
+
+
+@pytest.mark.parametrize("labels", ["01", "strings", "pm1"])
+def test_binary_classifier_from_the_labels_alone(data, labels):
+    """Given the labels, model_params tells CatBoost it classifies for a loss whose label is
+    declared within [0, 1]: without classifier=True, predict used to fail inside CatBoost
+    (an IndexError: the model saved without its class labels)."""
+    positive = data["binary"] > 0
+    y = {"01": positive.astype(int), "strings": np.where(positive, "yes", "no"),
+         "pm1": np.where(positive, 1, -1)}[labels]
+    given = lc.model_params("cost_sensitive_bce(y, z, 2.0, 1.0)", labels=y)
+    assert given["custom_metric"] == ["Logloss"]
+    model = catboost.CatBoostClassifier(**given, **SETTINGS).fit(data["X"], y)
+    raw = model.predict(data["X"], prediction_type="RawFormulaVal")
+    low, high = sorted(set(y.tolist()))
+    np.testing.assert_array_equal(model.predict(data["X"]), np.where(raw > 0, high, low))
+    # a regression loss, or a margin loss's -1/1 labels, are left as they were
+    assert "custom_metric" not in lc.model_params("mse(y, p)", labels=positive.astype(float))
+    assert "custom_metric" not in lc.model_params("hinge(y, z)", labels=np.where(positive, 1, -1))
