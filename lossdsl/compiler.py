@@ -152,6 +152,7 @@ class Kernel:
     host_requirements: tuple[TypedRequirement, ...] = ()
     loops: dict[str, Callable[..., Any]] = field(default_factory=dict)
     checked: bool = False  # has run once: Numba loaded (or compiled) its machine code
+    target: str = "cpu"
 
     @property
     def outputs(self) -> list[Output]:
@@ -163,6 +164,8 @@ class Kernel:
         retried once from a fresh cache entry, and any failure is a :class:`LossError`."""
         if self.checked:
             return self.run(**arguments)
+        if self.target == "cuda":
+            _require_device()
         try:
             result = self.run(**arguments)
         except LossError:
@@ -351,12 +354,27 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
                            counted, tuple(c for c in spec.requirements if c not in counted))
 
 
+def _require_device() -> None:
+    """Refuse to run a CUDA kernel where no GPU can run it, saying so (building and printing
+    one needs none: ``lossdsl codegen --target cuda``). Without this the first call failed as
+    an internal error, after dropping the cache entries it suspected."""
+    from .backend.cuda import runtime as cuda_runtime
+
+    missing = cuda_runtime.missing_device()
+    if missing is not None:
+        raise LossError(f"target='cuda' needs an NVIDIA GPU that Numba can use, and there is "
+                        f"none here ({missing}); use target='cpu' or 'parallel', or "
+                        "NUMBA_ENABLE_CUDASIM=1 to try the CUDA kernels in Numba's simulator "
+                        "(slow)")
+
+
 def build_kernel(spec: Specialization, request: KernelRequest) -> Kernel:
     """Generate one kernel (:func:`generate_source`) and import it through the cache."""
     generated = generate_source(spec, request)
     kernel = Kernel(None, generated.names, generated.source, generated.element_outputs,
                     generated.scalar_outputs, generated.labels, generated.checks,
                     generated.requirements, generated.host_requirements)
+    kernel.target = request.target
     kernel._attach(cache.load_module(generated.source))
     return kernel
 

@@ -554,6 +554,7 @@ _PTX_CHECK = textwrap.dedent('''
     rt.partials, rt.max_blocks = (lambda k: np.zeros((1, k))), (lambda: 1)
     rt.in_context = lambda run: run  # no context to attach
     rt.fetch = lambda block_sums, blocks: block_sums[0]
+    rt.missing_device = lambda: None  # nothing runs on a device: launches compile to PTX
     kernels = {}
 
     class Compile:
@@ -763,3 +764,16 @@ def test_simulated_shared_arrays_are_one_per_block():
             assert len(set(arrays)) == 1
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_no_gpu_is_a_loss_error_that_says_so(monkeypatch):
+    """Without a GPU (or its driver) a target='cuda' call used to fail as an "internal error
+    while compiling the kernel", after dropping the shared helpers' cache entries and
+    retrying; now it says what is missing and what to use instead, and the source can still
+    be printed (lossdsl codegen --target cuda)."""
+    monkeypatch.setattr(rt, "missing_device", lambda: "CudaSupportError: no driver")
+    compiled = lossdsl.compile("huber(y, p, 0.75)", target="cuda")
+    with pytest.raises(LossError, match=r"target='cuda' needs an NVIDIA GPU .* \(CudaSupportError: "
+                                        r"no driver\); use target='cpu' or 'parallel'"):
+        compiled(y=np.ones(4), p=np.zeros(4))
+    assert "cuda" in compiled.source  # the kernel is built and printed all the same

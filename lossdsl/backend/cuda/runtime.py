@@ -11,7 +11,9 @@ CUDA thread is a Python thread, so blocks are small there; the kernels are the s
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
 import sys
 import threading
@@ -53,6 +55,23 @@ BLOCKS_PER_SM: int = 32
 #: The simulator runs blocks one after another: two blocks exercise the grid-stride loop
 #: and the per-block sums without making the tests slow.
 SIMULATOR_BLOCKS: int = 2
+
+@functools.cache
+def missing_device() -> str | None:
+    """Why no CUDA kernel can run here (no GPU or no driver: Numba's own words), or None
+    where one can (a GPU, or the simulator). Asked once per process."""
+    if SIMULATOR:
+        return None
+    try:
+        if cuda.is_available():
+            return None
+        with contextlib.redirect_stdout(io.StringIO()):  # it reports on stdout
+            cuda.detect()  # raises with the driver's reason where it cannot start
+    except Exception as error:
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        return f"{type(error).__name__}: {reason.rstrip(':').strip()}"
+    return "no CUDA GPU or driver was found"
+
 
 # Device arrays Numba kernels take as they are: DeviceNDArray on a GPU, FakeCUDAArray in
 # the simulator (``numba.cuda.cudadrv`` is the simulator's package there).
