@@ -167,6 +167,10 @@ class Scope:
                 return scope.params[name]
         return None
 
+    def has_loss(self, name: str) -> bool:
+        """Whether a named loss ``name`` is defined here or in a module this one sees."""
+        return any(name in scope.losses for scope in self._chain())
+
     def all_names(self) -> set[str]:
         """Every name visible here (for "did you mean" hints)."""
         names: set[str] = set(FUNCTIONS) | set(CONSTANTS)
@@ -402,6 +406,13 @@ class Lowerer:
             return
         if (scope.broken or scope.incomplete) and scope._unresolved(e.function):
             raise _Unresolved(e.function)
+        if scope.has_loss(e.function):
+            raise LossNameError(
+                f"'{e.function}' is a loss, and a loss cannot be called (a def can): write its "
+                f"formula as 'def {e.function}(...) = ...' and call that, keeping "
+                f"'loss {e.function} = {e.function}(...)' if the loss is wanted too",
+                e.span,
+            )
         raise LossNameError(
             f"unknown function '{e.function}'",
             e.span,

@@ -54,6 +54,21 @@ def test_unknown_function_suggests_the_closest_name():
     assert caret_column(error) == 13
 
 
+def test_calling_a_loss_says_to_write_a_def(tmp_path):
+    """A named loss, of the file or of one it imports, is not a function: the error says so
+    (it used to be "unknown function 'main'", did you mean 'min'?)."""
+    (tmp_path / "base.loss").write_text("loss main = mse(y, p)\n")
+    path = tmp_path / "user.loss"
+    path.write_text('import "base.loss"\nloss combo = 2*main(y, p)\n')
+    with pytest.raises(LossNameError) as raised:
+        lossdsl.load(path)
+    error = raised.value
+    assert (error.file, error.line, error.column) == (str(path), 2, 16)
+    assert str(error).startswith(f"{path}:2:16: 'main' is a loss, and a loss cannot be "
+                                 "called (a def can): write its formula as 'def main(...)")
+    assert "did you mean" not in str(error)
+
+
 def test_unknown_name_inside_a_def_suggests_the_parameter(tmp_path):
     path = tmp_path / "f.loss"
     path.write_text("def scaled(y, pred) = (prd - y)^2\nloss a = scaled(y, p)\n")
