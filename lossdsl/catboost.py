@@ -400,8 +400,8 @@ def _two_classes(objective: BoostingObjective, labels: Any) -> bool:
     (``bce_logits``, ``cost_sensitive_bce``, ``focal_logits``) and the labels take two
     values, which a classifier maps to 0 and 1 (in sorted order) before the loss sees them."""
     domains = objective.compiled.input_domains().get(objective.label, ())
-    if not any(d.members and set(d.members) <= {0.0, 1.0} or not d.members and d.low >= 0
-               and d.high <= 1 for d in domains):
+    if not any((set(d.members) <= {0.0, 1.0}) if d.members else (d.low >= 0 and d.high <= 1)
+               for d in domains):
         return False
     return np.unique(np.asarray(labels)).shape == (2,)
 

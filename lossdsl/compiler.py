@@ -373,8 +373,8 @@ def build_kernel(spec: Specialization, request: KernelRequest) -> Kernel:
     generated = generate_source(spec, request)
     kernel = Kernel(None, generated.names, generated.source, generated.element_outputs,
                     generated.scalar_outputs, generated.labels, generated.checks,
-                    generated.requirements, generated.host_requirements)
-    kernel.target = request.target
+                    generated.requirements, generated.host_requirements,
+                    target=request.target)
     kernel._attach(cache.load_module(generated.source))
     return kernel
 

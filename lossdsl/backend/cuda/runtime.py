@@ -56,6 +56,7 @@ BLOCKS_PER_SM: int = 32
 #: and the per-block sums without making the tests slow.
 SIMULATOR_BLOCKS: int = 2
 
+
 @functools.cache
 def missing_device() -> str | None:
     """Why no CUDA kernel can run here (no GPU or no driver: Numba's own words), or None
