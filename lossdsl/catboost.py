@@ -72,6 +72,7 @@ from .api import CompiledLoss, Loss
 from .backend.cpu.runtime import DIRECT
 from .boosting.objective import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
 from .errors import LossError, LossShapeError
+from .implied import label_bounds
 
 __all__ = ["LEAF_ESTIMATION", "CatBoostMetric", "CatBoostObjective", "init_score",
            "label_scaled_hessian", "metric", "model_params", "objective"]
@@ -399,11 +400,8 @@ def _two_classes(objective: BoostingObjective, labels: Any) -> bool:
     """Whether a one-score loss classifies ``labels``: its label is declared within [0, 1]
     (``bce_logits``, ``cost_sensitive_bce``, ``focal_logits``) and the labels take two
     values, which a classifier maps to 0 and 1 (in sorted order) before the loss sees them."""
-    domains = objective.compiled.input_domains().get(objective.label, ())
-    if not any((set(d.members) <= {0.0, 1.0}) if d.members else (d.low >= 0 and d.high <= 1)
-               for d in domains):
-        return False
-    return np.unique(np.asarray(labels)).shape == (2,)
+    low, high = label_bounds(objective.compiled.input_domains().get(objective.label, ()))
+    return low >= 0 and high <= 1 and np.unique(np.asarray(labels)).shape == (2,)
 
 
 def label_scaled_hessian(objective: BoostingObjective, labels: Any,

@@ -78,7 +78,7 @@ def _groups(dmatrix: xgb.DMatrix, objective: BoostingObjective) -> np.ndarray | 
     without), for a loss that takes its groups from the library; None for any other
     (XGBoost's getter costs about 50 us a call, a third of a round's objective call at
     3,000 rows)."""
-    if objective.group_input is None or objective.group_input in objective.inputs:
+    if not objective.takes_library_groups:
         return None
     return group_ids(offsets=dmatrix.get_uint_info("group_ptr"))
 

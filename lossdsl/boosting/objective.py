@@ -990,6 +990,12 @@ class BoostingObjective:
             raise LossShapeError(f"multiclass labels must be integers in [0, {num_class})")
         return classes
 
+    @property
+    def takes_library_groups(self) -> bool:
+        """Whether each row's group id comes from the library (a DMatrix's qid, a Dataset's
+        group sizes): the loss groups its rows and was not given the ids as an input."""
+        return self.group_input is not None and self.group_input not in self.inputs
+
     def loss_inputs(self, label: Any, prediction: Any, device: Any = None,
                     groups: Any = None, new_round: bool = False) -> dict[str, Any]:
         """The kernel's inputs; with ``device`` (CuPy) the per-row inputs are its arrays,
@@ -1000,7 +1006,7 @@ class BoostingObjective:
         if device is not None:
             for name in self.row_inputs():
                 arguments[name] = self._on_device(device, "input " + name, self.inputs[name])
-        if self.group_input is not None and self.group_input not in arguments:
+        if self.takes_library_groups:
             if groups is None:
                 raise LossError(
                     f"this loss groups its rows by '{self.group_input}' (groupsum and its kin), "
@@ -1020,7 +1026,7 @@ class BoostingObjective:
     def _probe_groups(self, arguments: dict[str, Any], n: int) -> dict[str, Any]:
         """``arguments`` of ``n`` probe rows with, for a loss that groups its rows and was not
         given the groups, each probe row a group of its own."""
-        if self.group_input is not None and self.group_input not in arguments:
+        if self.takes_library_groups:
             arguments[self.group_input] = np.arange(n)
         return arguments
 
