@@ -399,9 +399,16 @@ def model_params(loss: str | Loss | CompiledLoss | CatBoostObjective, wrt: str |
 def _two_classes(objective: BoostingObjective, labels: Any) -> bool:
     """Whether a one-score loss classifies ``labels``: its label is declared within [0, 1]
     (``bce_logits``, ``cost_sensitive_bce``, ``focal_logits``) and the labels take two
-    values, which a classifier maps to 0 and 1 (in sorted order) before the loss sees them."""
+    values, which a classifier maps to 0 and 1 (in sorted order) before the loss sees them.
+    Not for two soft labels inside [0, 1] other than 0 and 1 (0.2 and 0.7): the Logloss
+    metric makes even a CatBoostRegressor hand the objective 0 and 1 instead of them."""
     low, high = label_bounds(objective.compiled.input_domains().get(objective.label, ()))
-    return low >= 0 and high <= 1 and np.unique(np.asarray(labels)).shape == (2,)
+    values = np.unique(np.asarray(labels))
+    if not (low >= 0 and high <= 1 and values.shape == (2,)):
+        return False
+    if values.dtype.kind in "biuf" and values[0] >= 0 and values[1] <= 1:
+        return bool(values[0] == 0 and values[1] == 1)
+    return True
 
 
 def label_scaled_hessian(objective: BoostingObjective, labels: Any,

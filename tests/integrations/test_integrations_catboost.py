@@ -399,3 +399,22 @@ def test_binary_classifier_from_the_labels_alone(data, labels):
     # a regression loss, or a margin loss's -1/1 labels, are left as they were
     assert "custom_metric" not in lc.model_params("mse(y, p)", labels=positive.astype(float))
     assert "custom_metric" not in lc.model_params("hinge(y, z)", labels=np.where(positive, 1, -1))
+
+
+def test_two_soft_labels_are_not_taken_for_classes(data):
+    """Two soft labels inside [0, 1] (0.2 and 0.7) are regression targets: with the Logloss
+    metric CatBoost, a CatBoostRegressor too, hands the objective 0 and 1 instead of them."""
+    soft = np.where(data["binary"] > 0, 0.7, 0.2)
+    given = lc.model_params("bce_logits(y, z)", labels=soft)
+    assert "custom_metric" not in given
+    seen = []
+    objective = given["loss_function"]
+
+    class Spy:  # the targets each call of the objective gets
+        def calc_ders_range(self, approxes, targets, weights):
+            seen.append(set(np.round(np.asarray(targets, dtype=np.float64), 6)))
+            return objective.calc_ders_range(approxes, targets, weights)
+
+    catboost.CatBoostRegressor(**{**given, "loss_function": Spy()}, **SETTINGS).fit(
+        data["X"], soft)
+    assert seen and all(targets == {0.2, 0.7} for targets in seen)
