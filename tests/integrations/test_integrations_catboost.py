@@ -411,6 +411,8 @@ def test_two_soft_labels_are_not_taken_for_classes(data):
     objective = given["loss_function"]
 
     class Spy:  # the targets each call of the objective gets
+        no_jit = True  # CatBoost would try to compile the method with Numba, and warn
+
         def calc_ders_range(self, approxes, targets, weights):
             seen.append(set(np.round(np.asarray(targets, dtype=np.float64), 6)))
             return objective.calc_ders_range(approxes, targets, weights)
