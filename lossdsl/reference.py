@@ -166,6 +166,17 @@ class Evaluator(NodeVisitor[np.ndarray]):
     def eval_sparsemax_threshold(self, n, x):
         return simplex_threshold(self._rows(x))
 
+    def eval_logit_shift(self, n, z, t):
+        if self._ragged(n):
+            offsets = self._offsets(n.args[0].axes[1])
+            rows = len(offsets) - 1
+            segments = np.repeat(np.arange(rows), np.diff(offsets))
+        else:
+            rows, width = self._rows(z).shape
+            segments = np.repeat(np.arange(rows), width)
+        targets = np.broadcast_to(np.asarray(t, dtype=np.float64), (rows,))
+        return logit_shifts(np.ravel(z), targets, segments)
+
     @staticmethod
     def _ragged(n: Node) -> bool:
         """Whether row reduction ``n`` reduces the items of groups (a flat array)."""
@@ -212,3 +223,65 @@ def simplex_threshold(rows: np.ndarray) -> np.ndarray:
         tau = (picked - 1.0) / np.maximum(support, 1)
     defined = (support > 0) & ~np.isnan(rows).any(axis=1) & ~(rows == np.inf).any(axis=1)
     return np.where(defined, tau, np.nan)
+
+
+def _log_sums(terms: np.ndarray, taken: np.ndarray, segments: np.ndarray,
+              rows: int) -> np.ndarray:
+    """The log of each row's sum of ``exp(terms)`` over the ``taken`` elements (-inf for
+    none), relative to the row's largest term."""
+    largest = np.full(rows, -np.inf)
+    np.maximum.at(largest, segments[taken], terms[taken])
+    shifted = np.where(taken, terms - np.where(np.isfinite(largest), largest, 0.0)[segments],
+                       -np.inf)
+    total = np.bincount(segments, weights=np.exp(shifted), minlength=rows)
+    with np.errstate(divide="ignore"):
+        return largest + np.log(total)
+
+
+def logit_shifts(z: np.ndarray, targets: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """For each row r (the elements of ``z`` whose ``segments`` is r), the b with
+    ``sum sigmoid(z + b) = targets[r]``, by bisection to adjacent doubles (the sum falls as b
+    grows; b = logit(t/n) - max z and logit(t/n) - min z bracket it, n the row's finite
+    scores, an infinite score counting as a sure 1 or 0). The sign of ``t - sum sigmoid(u)``
+    (``u = z + b``) is taken from ``(t - #{u >= 0}) + A - B`` (A the sum of ``sigmoid(-u)``
+    over ``u >= 0``, B that of ``sigmoid(u)`` over ``u < 0``), from ``log A - log B`` where
+    the whole part is 0, so that scores far apart, whose terms underflow, still have their
+    root. -inf where the target is 0, +inf where it is n, NaN where no b exists or a score
+    or the target is NaN."""
+    z = np.asarray(z, dtype=np.float64)
+    rows = targets.shape[0]
+
+    def per_row(values: np.ndarray) -> np.ndarray:
+        return np.bincount(segments, weights=values, minlength=rows)
+
+    finite = np.isfinite(z)
+    target = targets - per_row((z == np.inf).astype(np.float64))
+    count = per_row(finite.astype(np.float64))
+    clean = per_row(np.isnan(z).astype(np.float64)) == 0
+    highest, lowest = np.full(rows, -np.inf), np.full(rows, np.inf)
+    np.maximum.at(highest, segments[finite], z[finite])
+    np.minimum.at(lowest, segments[finite], z[finite])
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        solvable = clean & (target > 0) & (target < count)
+        p = np.where(solvable, target / count, 0.5)
+        logit = np.log(p) - np.log1p(-p)
+        low = np.where(solvable, logit - highest, 0.0)
+        high = np.where(solvable, logit - lowest, 0.0)
+        scores = np.where(finite, z, 0.0)
+        active = solvable.copy()
+        while active.any():
+            middle = 0.5 * low + 0.5 * high
+            active &= (low < middle) & (middle < high)
+            u = scores + middle[segments]
+            terms = -np.abs(u) - np.log1p(np.exp(-np.abs(u)))  # log sigmoid(-|u|)
+            side_a = finite & (u >= 0)
+            log_a = _log_sums(terms, side_a, segments, rows)
+            log_b = _log_sums(terms, finite & (u < 0), segments, rows)
+            whole = target - per_row(side_a.astype(np.float64))
+            residual = np.where(whole != 0, whole + np.exp(log_a) - np.exp(log_b),
+                                log_a - log_b)
+            low = np.where(active & (residual >= 0), middle, low)
+            high = np.where(active & (residual <= 0), middle, high)
+        shift = np.where(solvable, 0.5 * low + 0.5 * high, np.nan)
+    shift = np.where(clean & (target == count), np.inf, shift)
+    return np.where(clean & (target == 0), -np.inf, shift)

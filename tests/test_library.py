@@ -1035,6 +1035,41 @@ def ref_query_mse(d):
     return _per_query(d, lambda g: (g["y"] - g["p"] - np.mean(g["y"] - g["p"])) ** 2)
 
 
+def _logit_shift_mp(y: np.ndarray, z: np.ndarray) -> float:
+    """The b with sum sigmoid(z + b) = sum y, by bisection in mpmath to float64's precision,
+    at a precision where terms of e^-(half the scores' span) still count next to 1 (scores
+    1e4 apart balance terms of e^-5000)."""
+    target = mpmath.mpf(float(y.sum()))
+    with mpmath.workdps(int(0.25 * float(z.max() - z.min())) + 40):
+        scores = [mpmath.mpf(float(v)) for v in z]
+        logit = mpmath.log(target / (len(scores) - target))
+        low, high = logit - max(scores), logit - min(scores)
+        while high - low > 1e-17 * (1 + abs(low)):
+            middle = (low + high) / 2
+            if target - sum(1 / (1 + mpmath.exp(-(v + middle))) for v in scores) > 0:
+                low = middle
+            else:
+                high = middle
+        return float((low + high) / 2)
+
+
+def ref_query_cross_entropy(d, alpha: float = 0.95):
+    """CatBoost's QueryCrossEntropy per document: the log-loss at each query's shift b
+    (:func:`_logit_shift_mp`), none for a query of one class."""
+    def per_query(g):
+        y, z = g["y"], g["z"]
+
+        def log_loss(scores):
+            return np.logaddexp(0.0, scores) - y * scores
+
+        shifted = np.zeros_like(z)
+        if 0 < y.sum() < y.size:
+            shifted = log_loss(z + _logit_shift_mp(y, z))
+        return (1 - alpha) * log_loss(z) + alpha * shifted
+
+    return _per_query(d, per_query)
+
+
 def vector_pairs(rng) -> Inputs:
     return {"y": rng.choice([-1.0, 1.0], N), "x1": rng.normal(0.0, 1.0, (N, K)),
             "x2": rng.normal(0.0, 1.0, (N, K))}
@@ -1397,6 +1432,13 @@ CASES: list[Case] = [
          queries_with_draws_extreme, derivative_reference=lambda d: _rank_xendcg(d)[1:]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
+    # scores 1400 apart saturate every sigmoid as 2e4 would (the mpmath reference's precision
+    # grows with the span; tests/test_query_cross_entropy.py checks 1e4 in closed form)
+    Case("query_cross_entropy(y, z, q)", ref_query_cross_entropy, binary_queries,
+         lambda big: binary_queries_extreme(min(big, 700.0))),
+    Case("query_cross_entropy(y, z, q, alpha=0.3)",
+         functools.partial(ref_query_cross_entropy, alpha=0.3), binary_queries,
+         lambda big: binary_queries_extreme(min(big, 700.0))),
     # ------------------------------------------------------------------ multiclass
     Case("cce(y, p)", ref_cce, class_probabilities, class_probabilities_extreme),
     Case("cce(y, p, label_smoothing=0.1)", functools.partial(ref_cce, smoothing=0.1),

@@ -388,6 +388,10 @@ class BodyEmitter:
             self._emit_threshold(n, name, indent)
             self.values[id(n)] = name
             return
+        elif n.op == "logit_shift":
+            self._emit_logit_shift(n, name, indent)
+            self.values[id(n)] = name
+            return
         else:
             text = self.printer.expression(n, [self.operand(a) for a in n.args])
         self.lines.append(f"{indent}{name} = {text}")
@@ -517,6 +521,134 @@ class BodyEmitter:
         """Turn the sums that a loop over a row accumulated into ``names`` into the whole
         row's: nothing to do where one thread walks the whole row (the CUDA block-per-row
         kernels add up their threads' parts)."""
+
+    def combine_row_maxima(self, names: list[str], indent: str) -> None:
+        """Turn the maxima that a loop over a row found in ``names`` into the whole row's (as
+        :meth:`combine_row_sums`)."""
+
+    def _emit_logit_shift(self, n: Node, name: str, indent: str) -> None:
+        """``logit_shift(z, t)`` of row ``i``: the b with ``sum_k sigmoid(z_k + b) = t``, in
+        float64. A first pass counts the row's finite scores (an infinite one is a sure 1 or
+        0) and finds their range, which brackets b (b = logit(t/n) - max z makes every term at
+        most t/n); then Newton steps on ``F(b) = t - sum sigmoid(z_k + b)``, decreasing in b,
+        each replaced by the bracket's midpoint where it would leave the bracket, which
+        shrinks with every step: quadratic convergence near the root, bisection's
+        guarantee far from it. F is evaluated as ``(t - #{u >= 0}) + A - B`` (``u = z + b``,
+        ``A`` the sum of ``sigmoid(-u)`` over ``u >= 0``, ``B`` of ``sigmoid(u)`` over ``u <
+        0``), and where the whole part is 0, as ``log A - log B`` from log-domain sums: the
+        root stays exact where every term saturates. -inf where t is 0, +inf where t is the
+        number of finite scores, NaN where no b exists or a score or t is NaN."""
+        z, t = n.args
+        bad, top, count, total, high, low_negated = (self._fresh() for _ in range(6))
+        target, b = self._fresh(), self._fresh()
+        self.lines += [f"{indent}{v} = 0.0" for v in (bad, top, count, total)]
+        self.lines += [f"{indent}{v} = -math.inf" for v in (high, low_negated)]
+
+        def scan(item: str, inner: str) -> list[str]:
+            return [f"{inner}x = float({item})",
+                    f"{inner}if x != x:", f"{inner}    {bad} += 1.0",
+                    f"{inner}elif x == math.inf:", f"{inner}    {top} += 1.0",
+                    f"{inner}elif x > -math.inf:",
+                    f"{inner}    {count} += 1.0", f"{inner}    {total} += x",
+                    f"{inner}    if x > {high}:", f"{inner}        {high} = x",
+                    f"{inner}    if -x > {low_negated}:", f"{inner}        {low_negated} = -x"]
+
+        self._row_pass(z, indent, scan)
+        self.combine_row_sums([bad, top, count, total], indent)
+        self.combine_row_maxima([high, low_negated], indent)
+        self.lines += [f"{indent}{target} = float({self.operand(t)}) - {top}",
+                       f"{indent}{b} = math.nan",
+                       f"{indent}if {bad} == 0.0 and {target} == 0.0:",
+                       f"{indent}    {b} = -math.inf",
+                       f"{indent}elif {bad} == 0.0 and {target} == {count}:",
+                       f"{indent}    {b} = math.inf",
+                       f"{indent}elif {bad} == 0.0 and 0.0 < {target} < {count}:"]
+        inner = indent + "    "
+        low, high_b, residual, slope = (self._fresh() for _ in range(4))
+        self.lines += [f"{inner}p = {target} / {count}",
+                       f"{inner}c = math.log(p) - math.log1p(-p)",
+                       f"{inner}{low} = c - {high}",
+                       f"{inner}{high_b} = c + {low_negated}",
+                       f"{inner}{b} = min(max(c - {total} / {count}, {low}), {high_b})",
+                       f"{inner}for sweep in range(1100):"]
+        body = inner + "    "
+        above = self._fresh()
+        # per side (u >= 0: A, the sum of sigmoid(-u); u < 0: B, the sum of sigmoid(u)), the
+        # largest log term, the sum of the terms scaled by it and that of the terms times
+        # sigmoid(|u|) (the slope's), kept online as the log terms arrive
+        sides = {side: (self._fresh(), self._fresh(), self._fresh()) for side in "AB"}
+        self.lines.append(f"{body}{above} = 0.0")
+        for largest, scaled, weighted in sides.values():
+            self.lines += [f"{body}{largest} = -math.inf", f"{body}{scaled} = 0.0",
+                           f"{body}{weighted} = 0.0"]
+
+        def take_in(side: str, step: str) -> list[str]:
+            largest, scaled, weighted = sides[side]
+            return [f"{step}if term > {largest}:",
+                    f"{step}    r = math.exp({largest} - term)",
+                    f"{step}    {scaled} = {scaled} * r + 1.0",
+                    f"{step}    {weighted} = {weighted} * r + co",
+                    f"{step}    {largest} = term",
+                    f"{step}else:",
+                    f"{step}    r = math.exp(term - {largest})",
+                    f"{step}    {scaled} += r",
+                    f"{step}    {weighted} += r * co"]
+
+        def newton(item: str, step: str) -> list[str]:
+            return [f"{step}x = float({item})",
+                    f"{step}if x - x == 0.0:",  # finite: infinite scores are counted above
+                    f"{step}    u = x + {b}",
+                    f"{step}    e = math.exp(-abs(u))",
+                    f"{step}    term = -abs(u) - math.log1p(e)",  # log sigmoid(-|u|)
+                    f"{step}    co = 1.0 / (1.0 + e)",  # sigmoid(|u|)
+                    f"{step}    if u >= 0.0:",
+                    f"{step}        {above} += 1.0",
+                    *take_in("A", step + "        "),
+                    f"{step}    else:",
+                    *take_in("B", step + "        ")]
+
+        self._row_pass(z, body, newton)
+        self.combine_row_sums([above], body)
+        logs = {}
+        for side, (largest, scaled, weighted) in sides.items():
+            # the threads' sums, each scaled by its own largest term, rescaled to the row's
+            row_largest = self._fresh()
+            self.lines.append(f"{body}{row_largest} = {largest}")
+            self.combine_row_maxima([row_largest], body)
+            self.lines += [f"{body}r = math.exp({largest} - {row_largest}) "
+                           f"if {largest} > -math.inf else 0.0",
+                           f"{body}{scaled} *= r", f"{body}{weighted} *= r"]
+            self.combine_row_sums([scaled, weighted], body)
+            logs[side] = self._fresh()
+            self.lines.append(f"{body}{logs[side]} = {row_largest} + math.log({scaled}) "
+                              f"if {scaled} > 0.0 else -math.inf")
+            sides[side] = (row_largest, scaled, weighted)
+        (high_a, scaled_a, weighted_a), (high_b_side, scaled_b, weighted_b) = sides.values()
+        # F(b) = t - sum sigmoid(z + b) = (t - #{u >= 0}) + A - B: where the whole part is 0
+        # the sign of F is that of log A - log B, which stays exact where A and B underflow
+        # (scores 1e4 apart: the root is where terms of e^-5000 balance)
+        self.lines += [
+            f"{body}whole = {target} - {above}",
+            f"{body}if whole != 0.0:",
+            f"{body}    {residual} = whole + math.exp({logs['A']}) - math.exp({logs['B']})",
+            f"{body}    {slope} = math.exp({high_a}) * {weighted_a} + "
+            f"math.exp({high_b_side}) * {weighted_b}",
+            f"{body}else:",
+            f"{body}    {residual} = {logs['A']} - {logs['B']}",
+            f"{body}    {slope} = ({weighted_a} / {scaled_a} if {scaled_a} > 0.0 else 0.0) + "
+            f"({weighted_b} / {scaled_b} if {scaled_b} > 0.0 else 0.0)"]
+        self.lines += [f"{body}if {residual} > 0.0:", f"{body}    {low} = {b}",
+                       f"{body}elif {residual} < 0.0:", f"{body}    {high_b} = {b}",
+                       f"{body}else:", f"{body}    break",
+                       f"{body}following = {b} + {residual} / {slope} if {slope} > 0.0 "
+                       f"else {low}",
+                       f"{body}if not {low} < following < {high_b}:",
+                       f"{body}    following = 0.5 * {low} + 0.5 * {high_b}",
+                       f"{body}if abs(following - {b}) <= 1e-15 * (1.0 + abs({b})):",
+                       f"{body}    {b} = following",
+                       f"{body}    break",
+                       f"{body}{b} = following"]
+        self.lines.append(f"{indent}{name} = T({b})")
 
     def _emit_threshold(self, n: Node, name: str, indent: str) -> None:
         """``sparsemax_threshold(x)`` of row ``i``, by Michelot's algorithm: tau is (the sum

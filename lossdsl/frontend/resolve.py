@@ -543,14 +543,19 @@ class Lowerer:
             if count.op == "const" and count.value == 1.0:
                 return value
             return node("count_as", (value, count), None, None)
-        if name in GROUP_REDUCTIONS:
-            values, groups = args
+        if name in GROUP_REDUCTIONS or name == "group_logit_shift":
+            *values, groups = args
             if groups.op != "input":
+                position = "second" if len(args) == 2 else "third"
                 raise LossArityError(
-                    f"{name}'s second argument must be an input: the group id of each sample "
-                    "(a query, a customer, an image), bound at call time", e.args[1].span)
+                    f"{name}'s {position} argument must be an input: the group id of each "
+                    "sample (a query, a customer, an image), bound at call time",
+                    e.args[-1].span)
+            if name == "group_logit_shift":  # the shift b with sum sigmoid(z + b) = sum y
+                labels, scores = (node("group", (v, groups), None, None) for v in values)
+                return make("logit_shift", (scores, make("rowsum", (labels,))))
             reduction, rows = GROUP_REDUCTIONS[name]
-            return make(reduction, (node(rows, (values, groups), None, None),))
+            return make(reduction, (node(rows, (values[0], groups), None, None),))
         if name == "partner":
             (value,) = args
             if value.op in ("const", "param"):

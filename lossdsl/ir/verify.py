@@ -284,7 +284,11 @@ class _Verifier:
 
     def kind_row(self, n: Node) -> None:
         self._arguments_known(n)
-        (x,) = n.args
+        x, *targets = n.args
+        for target in targets:  # logit_shift's target: one value per row (or one for all)
+            if target.axes and x.axes and target.axes != x.axes[:1]:
+                raise InvalidGraphError(f"'{n.op}' takes one target per row {x.axes[:1]!r}, "
+                                        f"not {target.axes!r}", n)
         # before specialisation a scalar argument is the user's mistake, which
         # shapes.specialize reports with its position (softmax(0))
         if (self.typed or x.axes) and not _is_class_matrix(x.axes):

@@ -44,7 +44,7 @@ OPERATIONS: dict[str, Op] = {op.name: op for op in operations()}
 #: ``prelude/core.loss``.
 LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
     "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1), "onehot": (1, 2),
-    "groupsum": (2, 2), "groupmax": (2, 2), "groupmean": (2, 2),
+    "groupsum": (2, 2), "groupmax": (2, 2), "groupmean": (2, 2), "group_logit_shift": (3, 3),
     "pairsum": (2, 2), "partner": (1, 1),
     **dict.fromkeys(SCANS, (2, 3)),  # sum_from(e, t) and sum_from(e, t, strata)
 }

@@ -47,6 +47,14 @@ register(
     Op("sparsemax_threshold", 1, "row",
        doc="the threshold tau of each row with sum_k max(z_k - tau, 0) = 1 (sparsemax's)",
        latex=r"\tau_{\mathrm{sparsemax}}", callable_as="sparsemax_threshold"),
+    # logit_shift(z, t): the b of each row with sum_k sigmoid(z_k + b) = t, t a per-row target
+    # (the row's labels' sum): the shift that calibrates a row's logits to its positives, the
+    # per-query maximum-likelihood shift of CatBoost's QueryCrossEntropy (group_logit_shift
+    # builds it). -inf at t = 0 and +inf at t = the row's length (no finite b), NaN outside;
+    # found by a safeguarded Newton search over the row (backend/emit.py)
+    Op("logit_shift", 2, "row",
+       doc="the shift b of each row with sum_k sigmoid(z_k + b) = t (a per-row target)",
+       latex=r"b_{\sigma}"),
     Op("sum", 1, "reduce", doc="the sum over the samples", latex=NOTATION, callable_as="sum"),
     # table_row(C, y): row y_i of a class-by-class table C (an input bound to a (R, K) array),
     # one value per sample and class: what rowof(C, y) builds (a cost matrix's row per

@@ -86,13 +86,30 @@ def _threshold_weights(threshold: Node) -> Node:
     return _m("div", support, _m("rowsum", support))
 
 
+def _shift_weights(shift: Node) -> tuple[Node, Node]:
+    """The derivatives of ``b = logit_shift(z, t)`` with respect to ``z_k`` and to ``t``:
+    ``-s_k / S`` and ``1 / S``, ``s_k = sigmoid'(z_k + b)`` and ``S`` their row's sum
+    (implicit differentiation of ``sum_k sigmoid(z_k + b) = t``); 0 where ``b`` is infinite
+    (``S = 0``: no finite shift moves)."""
+    z, _ = shift.args
+    u = _m("add", z, shift)
+    slope = _m("mul", _m("sigmoid", u), _m("sigmoid", _m("neg", u)))
+    total = _m("rowsum", slope)
+    moves = _m("gt", total, _ZERO)
+    return (_m("where", moves, _m("neg", _m("div", slope, total)), _ZERO),
+            _m("where", moves, _m("div", _ONE, total), _ZERO))
+
+
 def _row_weights(reduction: Node) -> Node:
     """The weight of each element in the derivative of a reduction: 1 for sums, the first
-    maximum's indicator for ``rowmax``, the support's share for ``sparsemax_threshold``."""
+    maximum's indicator for ``rowmax``, the support's share for ``sparsemax_threshold``,
+    ``db/dz`` for ``logit_shift`` (its target's weight: :func:`_shift_weights`)."""
     if reduction.op == "rowmax":
         return _first_maximum(reduction)
     if reduction.op == "sparsemax_threshold":
         return _threshold_weights(reduction)
+    if reduction.op == "logit_shift":
+        return _shift_weights(reduction)[0]
     return _ONE
 
 
@@ -196,6 +213,8 @@ def grad(total: Node, x: Node) -> Node:
             contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None, None]
         elif n.op in ("rowmax", "sparsemax_threshold"):
             contributions = [_m("mul", adjoint, _row_weights(n))]
+        elif n.op == "logit_shift":  # the scores' weights per element, the target's per row
+            contributions = [_m("mul", adjoint, weight) for weight in _shift_weights(n)]
         elif n.op == "at_partner":  # each sample's share as the partner of its pairs
             contributions = [pairs.transposed(adjoint, n.axes[1])]
         elif n.op in ("class_index", "table_row", "partner_first"):
@@ -361,6 +380,11 @@ class _Diagonal:
             through = yield (f, scan, inner - {id(scan)})
             total = _m("add", total, _m("mul", scan_adjoint(scan, through),
                                         (yield (u, seed, frozen))))
+        if e.op == "logit_shift":  # its per-row target: db/dt D(t)
+            target = e.args[1]
+            if self.depends(target, seed) and id(target) not in frozen:
+                total = _m("add", total, _m("mul", _shift_weights(e)[1],
+                                            (yield (target, seed, frozen))))
         reduce_op = "sum" if e.op == "sum" else "rowsum"
         for leaf in leaves:
             through = _m("mul", weight, (yield (f, leaf, inner - {id(leaf)})))

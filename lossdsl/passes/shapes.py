@@ -286,6 +286,8 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                     f"(N, K) argument" + (f"; {detail}" if detail else ""),
                     spans.get(culprits[0]) if culprits else None,
                 )
+            for target in n.args[1:]:  # logit_shift's per-row target
+                domain = join(domain, shape[id(target)][0])
             shape[id(n)] = (domain, False)
         else:
             domain, rows = None, False
@@ -497,6 +499,12 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
             if len(x.axes) < 2:  # the same for every item: groupsum(1, g) counts them
                 items = inferred.axes(old.args[0])[1]
                 return make("mul", (x, axis_length(items))) if old.op == "rowsum" else x
+        if old.op == "logit_shift" and len(args[0].axes) < 2:
+            # one score z for every item: sigmoid(z + b) = t / n, b = log t - log(n - t) - z
+            z, t = args
+            items = axis_length(inferred.axes(old.args[0])[1])
+            odds = make("sub", (make("log", (t,)), make("log", (make("sub", (items, t)),))))
+            return make("sub", (odds, z))
         if old.op == "rowmean":
             (x,) = args
             return make("div", (make("rowsum", (x,)), axis_length(x.axes[1])))

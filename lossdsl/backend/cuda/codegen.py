@@ -92,6 +92,10 @@ class BlockRowEmitter(BodyEmitter):
         for sum_name in names:
             self.lines.append(f"{indent}{sum_name} = block_sum(scratch, {sum_name})")
 
+    def combine_row_maxima(self, names: list[str], indent: str) -> None:
+        for maximum in names:
+            self.lines.append(f"{indent}{maximum} = block_max(scratch, {maximum})")
+
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> list[tuple[Node, str]]:
         emitted = super()._emit_row_reduction(n, name, indent)
         if pick_parts(n) is None:  # a pick reads one column: no loop, nothing to combine
