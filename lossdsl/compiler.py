@@ -31,7 +31,7 @@ from .ir import verify
 from .ir.build import make
 from .ir.node import Node, constant, node, rebuild, walk
 from .passes import diff, shapes
-from .passes.lower import lower
+from .passes.lower import lower, share_reciprocals
 from .passes.schedule import Output, plan
 from .passes.simplify import simplify
 from .passes.stabilize import stabilize
@@ -217,12 +217,19 @@ def stable_expression(graph: Node) -> Node:
     return stable
 
 
-def optimize(nodes: list[Node], *, for_codegen: bool = True) -> list[Node]:
+def optimize(nodes: list[Node], *, for_codegen: bool = True,
+             differentiated: bool = False) -> list[Node]:
     """The optimisation order, stated once: stable rewrites first (they need the shapes
     the user wrote, such as ``log(1 + exp(x))``), then simplification to a canonical graph,
-    then, for code generation, lowering to the operations the backends emit."""
+    then, for code generation, lowering to the operations the backends emit.
+
+    ``differentiated``: the code is differentiated by its framework (the JAX backend), so
+    the logistic primitives stay whole (their helpers' derivatives are right at 0, where the
+    expanded forms' ``|x|`` has JAX's derivative 0) and only the reciprocals are shared."""
     optimized = simplify(stabilize(nodes))
-    return lower(optimized) if for_codegen else optimized
+    if not for_codegen:
+        return optimized
+    return share_reciprocals(optimized) if differentiated else lower(optimized)
 
 
 def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduction: str,

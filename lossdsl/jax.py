@@ -147,9 +147,10 @@ class _Functions:
 
     # ------------------------------------------------------------------ printing
     def _print(self, what: str, roots: list[Node]) -> Callable:
-        """``run(*arguments)`` computing ``roots`` lowered as the kernels lower them, NaN
-        where a traced label is out of range."""
-        lowered = compiler.optimize(roots)
+        """``run(*arguments)`` computing ``roots`` optimised as for the kernels (the
+        logistic primitives kept whole for JAX to differentiate), NaN where a traced label
+        is out of range."""
+        lowered = compiler.optimize(roots, differentiated=True)
         program = printer.generate(lowered, self.inputs, self.params, self.lengths,
                                    self.groups, self.pairs)
         self.sources[what] = program.source

@@ -9,7 +9,9 @@ computing the graph's roots for inputs ``a<k>`` and params ``s<k>`` in dtype ``T
 this module (the stable helpers below, written with ``jax.numpy`` so that JAX can trace,
 batch and differentiate them).
 
-The arithmetic is the Numba kernels', operation for operation: the same lowered graph, the
+The arithmetic is the Numba kernels', operation for operation: the same optimised graph
+(with ``sigmoid``, ``softplus`` and ``log_sigmoid`` kept whole, as helpers whose JAX
+derivative is right at 0, where the kernels expand them through a shared ``exp(-|x|)``), the
 same special-case powers (``x^2`` is ``x * x``), the helpers' branches as ``where`` selects
 (``digamma``'s recurrence unrolled to its fixed bound), NaN-propagating ``min``/``max`` whose
 ties go to the first argument, and ``rowsum(x * onehot(y))`` read as the single column
@@ -213,22 +215,32 @@ def xlog1py(x: Any, y: Any) -> Any:
     return _where(zero, 0.0, x * jnp.log1p(_where(zero, 0.0, y)))
 
 
+# The logistic helpers below are smooth at 0 but written in two branches through |x|; JAX
+# differentiates |x| at 0 as sign(0) = 0, which would make sigmoid'(0) 0. Each takes |x| as
+# x on the branch x >= 0 (derivative 1 there) and its other pieces on that same side at 0,
+# so that JAX's derivative at 0 is the x >= 0 branch's, the true one.
+
+def _magnitude(x: Any) -> Any:
+    """|x|, differentiated by JAX as 1 at 0 (the branch x >= 0)."""
+    return _where(x >= 0.0, x, -x)
+
+
 def softplus(x: Any) -> Any:
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|)."""
     jnp = _jnp()
-    return _where(x > 0.0, x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+    return _where(x >= 0.0, x, 0.0) + jnp.log1p(jnp.exp(-_magnitude(x)))
 
 
 def log_sigmoid(x: Any) -> Any:
     """log sigmoid(x) = min(x, 0) - log1p(e^-|x|)."""
     jnp = _jnp()
-    return _where(x < 0.0, x, 0.0) - jnp.log1p(jnp.exp(-jnp.abs(x)))
+    return _where(x < 0.0, x, 0.0) - jnp.log1p(jnp.exp(-_magnitude(x)))
 
 
 def sigmoid(x: Any) -> Any:
     """1/(1 + e^-x) through e^-|x|."""
     jnp = _jnp()
-    e = jnp.exp(-jnp.abs(x))
+    e = jnp.exp(-_magnitude(x))
     return _where(x >= 0.0, 1.0, e) / (1.0 + e)
 
 
@@ -278,6 +290,153 @@ def sparsemax_threshold(x: Any) -> Any:
     tau = (picked[..., 0] - 1.0) / jnp.maximum(support, 1).astype(x.dtype)
     undefined = (support == 0) | jnp.any(jnp.isnan(x) | (x == math.inf), axis=-1)
     return jnp.where(undefined, jnp.asarray(math.nan, x.dtype), tau)
+
+
+class _Rows:
+    """Sums and maxima over each row of a class matrix (``segments`` None) or over each
+    group of samples (a slot per sample, as :func:`segment_sum`)."""
+
+    def __init__(self, z: Any, segments: Any):
+        self.segments = segments
+        self.shape = z.shape[:-1] if segments is None else segments.shape
+
+    def sum(self, values: Any) -> Any:
+        if self.segments is None:
+            return _jnp().sum(values, axis=-1)
+        return segment_sum(values, self.segments)
+
+    def max(self, values: Any) -> Any:
+        import jax
+
+        if self.segments is None:
+            return _jnp().max(values, axis=-1)
+        return jax.ops.segment_max(values, self.segments, num_segments=self.segments.shape[0])
+
+    def at_items(self, values: Any) -> Any:
+        return values[..., None] if self.segments is None else values[self.segments]
+
+
+def _logit_shift_root(z: Any, t: Any, rows: _Rows) -> Any:
+    """The kernels' search (``emit.BodyEmitter._emit_logit_shift``) for each row's b with
+    ``sum sigmoid(z + b) = t``: Newton steps kept inside a shrinking bracket, the sign of the
+    residual from log-domain sums where the terms saturate."""
+    import jax
+
+    jnp = _jnp()
+    finite = jnp.isfinite(z)
+    scores = jnp.where(finite, z, 0.0)
+    count = rows.sum(finite.astype(z.dtype))
+    target = t - rows.sum((z == math.inf).astype(z.dtype))
+    clean = rows.sum(jnp.isnan(z).astype(z.dtype)) == 0
+    solvable = clean & (target > 0) & (target < count)
+    safe_count = jnp.where(solvable, count, 1.0)
+    p = jnp.where(solvable, target / safe_count, 0.5)
+    logit = jnp.log(p) - jnp.log1p(-p)
+    low = jnp.where(solvable, logit - rows.max(jnp.where(finite, scores, -math.inf)), 0.0)
+    high = jnp.where(solvable, logit + rows.max(jnp.where(finite, -scores, -math.inf)), 0.0)
+    start = jnp.clip(logit - rows.sum(scores) / safe_count, low, high)
+    tolerance = jnp.finfo(z.dtype).eps
+
+    def side_sums(terms, co, taken):
+        """log of the sum of exp(terms) over the taken, the largest term, and the sums of
+        1 and of co weighted by exp(term - the largest)."""
+        largest = rows.max(jnp.where(taken, terms, -math.inf))
+        safe = jnp.where(jnp.isfinite(largest), largest, 0.0)
+        weights = jnp.where(taken, jnp.exp(terms - rows.at_items(safe)), 0.0)
+        scaled, weighted = rows.sum(weights), rows.sum(weights * co)
+        log_sum = jnp.where(scaled > 0, largest + jnp.log(jnp.where(scaled > 0, scaled, 1.0)),
+                            -math.inf)
+        return log_sum, largest, scaled, weighted
+
+    def ratio(a, b):
+        return jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
+
+    def step(state):
+        sweep, b, low, high, active = state
+        u = scores + rows.at_items(b)
+        e = jnp.exp(-jnp.abs(u))
+        terms, co = -jnp.abs(u) - jnp.log1p(e), 1.0 / (1.0 + e)
+        above = finite & (u >= 0)
+        log_a, high_a, scaled_a, weighted_a = side_sums(terms, co, above)
+        log_b, high_b, scaled_b, weighted_b = side_sums(terms, co, finite & (u < 0))
+        whole = target - rows.sum(above.astype(z.dtype))
+        residual = jnp.where(whole != 0, whole + jnp.exp(log_a) - jnp.exp(log_b),
+                             log_a - log_b)
+        slope = jnp.where(whole != 0,
+                          jnp.exp(high_a) * weighted_a + jnp.exp(high_b) * weighted_b,
+                          ratio(weighted_a, scaled_a) + ratio(weighted_b, scaled_b))
+        low = jnp.where(active & (residual > 0), b, low)
+        high = jnp.where(active & (residual < 0), b, high)
+        following = b + ratio(residual, slope)
+        following = jnp.where((slope > 0) & (low < following) & (following < high),
+                              following, 0.5 * low + 0.5 * high)
+        done = (residual == 0) | (jnp.abs(following - b) <= 4 * tolerance * (1 + jnp.abs(b)))
+        b = jnp.where(active & (residual != 0), following, b)
+        return sweep + 1, b, low, high, active & ~done
+
+    def going(state):
+        return (state[0] < 1100) & jnp.any(state[4])
+
+    _, root, _, _, _ = jax.lax.while_loop(going, step, (0, start, low, high, solvable))
+    shift = jnp.where(solvable, root, math.nan)
+    shift = jnp.where(clean & (target == count), math.inf, shift)
+    return jnp.where(clean & (target == 0), -math.inf, shift)
+
+
+def _logit_shift_tangent(z: Any, t: Any, b: Any, dz: Any, dt: Any, rows: _Rows) -> Any:
+    """``db = (dt - sum_k sigmoid'(z_k + b) dz_k) / S``, S the row's sum of sigmoid' (the
+    implicit function's derivative); 0 where S is 0 (b infinite)."""
+    jnp = _jnp()
+    finite = jnp.isfinite(z)
+    u = jnp.where(finite, z, 0.0) + rows.at_items(jnp.where(jnp.isfinite(b), b, 0.0))
+    slope = jnp.where(finite, sigmoid(u) * sigmoid(-u), 0.0)
+    total = rows.sum(slope)
+    moving = dt - rows.sum(slope * jnp.where(finite, dz, 0.0))
+    return jnp.where(total > 0, moving / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+_LOGIT_SHIFTS: dict[bool, Any] = {}
+
+
+def _logit_shift_function(segmented: bool) -> Any:
+    """The custom_jvp of the shift of a class row (``segmented`` False) or of a group: JAX
+    differentiates its tangent rule, which calls the shift again, so every order of
+    derivative is the implicit function's."""
+    if segmented not in _LOGIT_SHIFTS:
+        import jax
+
+        def rows_of(z, segments):
+            return _Rows(z, segments if segmented else None)
+
+        @jax.custom_jvp
+        def shift(z, t, segments):
+            rows = rows_of(z, segments)
+            return _logit_shift_root(z, jax.numpy.broadcast_to(t, rows.shape), rows)
+
+        @shift.defjvp
+        def shift_jvp(primals, tangents):
+            z, t, segments = primals
+            dz, dt, _ = tangents
+            b = shift(z, t, segments)
+            rows = rows_of(z, segments)
+            dt = jax.numpy.broadcast_to(dt, rows.shape)
+            return b, _logit_shift_tangent(z, t, b, dz, dt, rows)
+
+        _LOGIT_SHIFTS[segmented] = shift
+    return _LOGIT_SHIFTS[segmented]
+
+
+def logit_shift(z: Any, t: Any, segments: Any = None) -> Any:
+    """The b of each row (or group: ``segments``) with ``sum sigmoid(z + b) = t``, as the
+    kernels find it: -inf at t = 0, +inf at t = the number of finite scores, NaN where no b
+    exists or a score is NaN; its derivatives are the implicit function's,
+    ``db/dz_k = -sigmoid'(z_k + b) / S`` and ``db/dt = 1/S``."""
+    jnp = _jnp()
+    z = jnp.asarray(z)
+    t = jnp.asarray(t, z.dtype)
+    if segments is None:
+        return _logit_shift_function(False)(z, t, jnp.zeros((), jnp.int32))
+    return _logit_shift_function(True)(z, t, segments)
 
 
 def class_index(T: type, samples: int | None, width: int) -> Any:
@@ -544,6 +703,12 @@ class JaxPrinter(NodeVisitor[str]):
     def print_sparsemax_threshold(self, n, x):
         """Sparsemax's threshold of each row (``h.sparsemax_threshold``, by sorting)."""
         return f"h.sparsemax_threshold({x})"
+
+    def print_logit_shift(self, n, z, t):
+        """The shift of each row's (or group's) logits to its target (``h.logit_shift``)."""
+        segments = self._segments_of(n.args[0].axes)
+        return f"h.logit_shift({z}, {t}, {segments})" if segments else \
+            f"h.logit_shift({z}, {t})"
 
     def print_scan(self, n, values, keys, strata):
         """A cumulative sum in the order of the keys, within strata (``h.scan``)."""

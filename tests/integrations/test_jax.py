@@ -225,6 +225,25 @@ def test_coupled_hessian_is_exact():
     assert_close(hessian, expected, "softmax Hessian")
 
 
+@pytest.mark.parametrize("text", ["bce_logits(y, z) + bce_logits(y, z + groupmean(z, q))",
+                                  "-y * group_log_softmax(z, q) + log_sigmoid(z)"])
+def test_coupled_hessian_is_exact_at_scores_of_zero(text):
+    """Where JAX differentiates the printed gradient (the samples are coupled), a logistic
+    function at exactly 0 (a boosting model's first scores) has its derivative: the printed
+    code keeps sigmoid and softplus whole instead of their kernels' ``exp(-|z|)`` forms,
+    whose |z| JAX differentiates as 0 at 0 (which made this Hessian's entries at z = 0 off
+    by twice sigmoid'(0))."""
+    y, z, q = np.array([0.0, 1.0, 1.0, 1.0]), np.array([0.3, -0.5, 0.0, 0.0]), \
+        np.array([1.0, 1.0, 1.0, 2.0])
+    f = lossdsl.jax.loss(text, reduction="sum")
+    hessian = np.asarray(jax.hessian(lambda s: f(y, s, q=q))(z))
+    compiled = lossdsl.compile(text, reduction="sum")
+    assert_close(np.diag(hessian), compiled.hessian("z", y=y, z=z, q=q), text)
+    for name in ("sigmoid", "softplus", "log_sigmoid"):
+        at_zero = jax.grad(getattr(lossdsl.backend.jax, name))(0.0)
+        assert float(at_zero) == pytest.approx({"sigmoid": 0.25}.get(name, 0.5), rel=1e-15)
+
+
 def test_sparsemax_printed_by_sorting_equals_the_kernels_passes():
     """The printer's sort-based threshold against the kernels' passes on edge rows (ties,
     huge logits, -inf classes, rows without a finite support), under jit, and the full
