@@ -472,3 +472,28 @@ def test_dice_smooth_is_optax_smooth_halved_as_documented(smooth):
     tversky = lossdsl.compile(f"tversky(y, p, 0.3, 0.7, smooth={smooth})")(y=y, p=p)
     assert tversky == pytest.approx(optax_dice_loss(p, y, smooth, 0.3, 0.7), rel=1e-14)
     assert "optax.dice_loss(smooth=smooth/2)" in catalog.entry("dice").reference
+
+
+@pytest.mark.parametrize("exponent", [2.0, 1.0, 0.0, 0.5])
+def test_power_derivatives_at_zero_are_pytorchs_where_a_param_is_the_exponent(exponent):
+    """x^k at x = 0 with k given at call time: d/dx is k x^(k-1) but 0 at k = 0 (x^0 is 1
+    for every x), d/dk is x^k log x but 0 at x = 0 (0^k is 0 or 1 for every k), as PyTorch
+    gives them; they were NaN (0 * inf, 0 * log 0) where a literal exponent, folded, was
+    right. The second derivative at k = 1 is 0 (and at k = 0, where PyTorch says NaN)."""
+    power = compiled("x^k")
+    x, k = np.array([0.0]), np.array([exponent])
+    gradient, hessian = power.grad_and_hessian("x", x=x, k=k)
+    base = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    level = torch.tensor([exponent], dtype=torch.float64, requires_grad=True)
+    expected_x, expected_k = torch.autograd.grad((base ** level).sum(), (base, level))
+    np.testing.assert_array_equal(gradient, expected_x.numpy())
+    np.testing.assert_array_equal(power.grad("k", x=x, k=k), expected_k.numpy())
+    assert hessian[0] == {2.0: 2.0, 1.0: 0.0, 0.0: 0.0, 0.5: -np.inf}[exponent]
+
+
+def test_focal_with_gamma_as_a_param_is_the_literals():
+    y, p = np.array([1.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.7])
+    literal, given = compiled("focal(y, p, gamma=0.0)"), compiled("focal(y, p, gamma=g)")
+    for task in ("grad", "hessian"):
+        np.testing.assert_array_equal(getattr(given, task)("p", y=y, p=p, g=np.array(0.0)),
+                                      getattr(literal, task)("p", y=y, p=p))

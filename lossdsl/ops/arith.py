@@ -23,13 +23,20 @@ def _sign(x):
 
 
 def _pow_partials(build, n, a, b, wanted):
+    """d(a^b)/da = b a^(b-1) and d(a^b)/db = a^b log a, each 0 where its factors make 0 *
+    inf although the power does not move (as PyTorch and JAX define them): at b = 0 (a^0 is
+    1 for every a, also at a = 0, where a^(b-1) is infinite) and at a = 0 (0^b is 0 or 1
+    for every b, where log a is -inf). A constant exponent folds instead."""
     da = None
     if wanted[0]:
         if b.op == "const":
             da = build("mul", b, build("pow", a, constant(b.value - 1.0)))
         else:
-            da = build("mul", b, build("pow", a, build("sub", b, _ONE)))
-    db = build("mul", n, build("log", a)) if wanted[1] else None
+            da = build("where", build("eq", b, _ZERO), _ZERO,
+                       build("mul", b, build("pow", a, build("sub", b, _ONE))))
+    db = None
+    if wanted[1]:
+        db = build("where", build("eq", a, _ZERO), _ZERO, build("mul", n, build("log", a)))
     return [da, db]
 
 
