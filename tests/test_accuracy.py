@@ -497,3 +497,20 @@ def test_focal_with_gamma_as_a_param_is_the_literals():
     for task in ("grad", "hessian"):
         np.testing.assert_array_equal(getattr(given, task)("p", y=y, p=p, g=np.array(0.0)),
                                       getattr(literal, task)("p", y=y, p=p))
+
+
+def test_probit_hessian_keeps_its_digits_far_in_the_tail():
+    """d2/dz2 of -log Phi(-z) is r (r - z), r = phi(z)/Phi(-z): r - z cancels two terms of
+    size z (at z = 1e8 the Hessian was 1.49, at 1e9 0); the series of its tail keeps it."""
+    loss = compiled("probit_bce(y, z)")
+    z = np.array([5.0, 9.0, 11.0, 40.0, 1e5, 1e6, 1e7, 1e8, 1e9])
+    hessian = loss.hessian("z", y=np.zeros(z.size), z=z)
+
+    def exact(x: float) -> float:
+        with mpmath.workdps(40):
+            return float(mpmath.diff(lambda t: -mpmath.log(mpmath.ncdf(-t)), x, 2))
+
+    expected = [exact(x) for x in z[:4]] + list(1.0 - 1.0 / z[4:] ** 2)
+    np.testing.assert_allclose(hessian, expected, rtol=1e-11)  # x + r loses 2 digits at -9
+    single = loss.hessian("z", y=np.zeros(3, np.float32), z=z[[0, 3, 4]].astype(np.float32))
+    np.testing.assert_allclose(single, np.array(expected)[[0, 3, 4]], rtol=2e-6)

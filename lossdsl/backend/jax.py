@@ -189,6 +189,22 @@ def ndtr_ratio(x: Any) -> Any:
     return _where(x > -10.0, head, -tail_x / _ndtr_tail(tail_x))
 
 
+def ndtr_gap(x: Any) -> Any:
+    """x + phi(x)/Phi(x), as the kernels' ``h_ndtr_gap`` (the series without its leading 1
+    in the left tail)."""
+    jnp = _jnp()
+    head_x = _where(x > -10.0, x, 0.0)
+    tail_x = _where(x > -10.0, -10.0, x)
+    q = 1.0 / (tail_x * tail_x)
+    term, gap = jnp.ones_like(tail_x), jnp.zeros_like(tail_x)
+    odd = 1.0
+    for _ in range(20):
+        term = term * (-odd * q)
+        gap = gap + term
+        odd += 2.0
+    return _where(x > -10.0, head_x + ndtr_ratio(head_x), tail_x * gap / (1.0 + gap))
+
+
 def log1mexp(x: Any) -> Any:
     """log(1 - e^x): -expm1 near 0, log1p of -e^x far from it."""
     jnp = _jnp()
