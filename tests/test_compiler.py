@@ -287,6 +287,20 @@ def test_user_file_with_params_defs_and_imports():
     np.testing.assert_allclose(values, [3.0 * 0.5 * (2 - 0.25), 0.0, 1.0 * 0.5 * (3 - 0.25)])
 
 
+def test_a_param_defined_from_another_follows_its_override():
+    """``param k = 2*d`` is 2*d wherever k is used: d given at compile or call time moves k
+    too (k kept its declared 2.0 and the loss was silently 5 instead of 9)."""
+    text = "param d = 1.0\nparam k = 2*d\nd*mse(y, p) + k*mae(y, p)"
+    y, p = np.zeros(1), np.ones(1)
+    loss = lossdsl.compile(text, reduction="sum", params={"d": 3.0})
+    assert loss.params == {"d": 3.0}
+    assert loss(y=y, p=p) == pytest.approx(3.0 + 6.0)
+    assert loss(y=y, p=p, d=2.0) == pytest.approx(2.0 + 4.0)
+    assert loss.grad("p", y=y, p=p, d=2.0) == pytest.approx([2 * 2.0 + 4.0])
+    with pytest.raises(lossdsl.LossNameError, match="no param 'k'"):
+        lossdsl.compile(text, params={"k": 1.0})
+
+
 def test_whole_file_as_string_and_lets():
     text = "param scale = 2.0\nlet r = p - y\ndef sq(x) = x^2\nloss spread = scale*sq(r) + mean(r)"
     loss = lossdsl.compile(text, reduction="sum")

@@ -61,12 +61,15 @@ CORE_PRELUDE = PRELUDE_DIR / "core.loss"
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """A ``param``: its default value, doc comment and where it was declared."""
+    """A ``param``: its default value, doc comment and where it was declared; ``derived``:
+    its value's graph where that reads earlier params (``param k = 2*d``), which each use
+    of the param stands for, so that it follows them when they are overridden."""
 
     name: str
     default: float
     doc: str
     span: Span
+    derived: Node | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,8 @@ class Scope:
             if name in scope.lets:
                 return scope.lets[name]
             if name in scope.params:
-                return node("param", (), name, ())
+                derived = scope.params[name].derived
+                return derived if derived is not None else node("param", (), name, ())
         return None
 
     def find_let_checks(self, name: str) -> tuple[InputDomain | Requirement, ...]:
@@ -768,11 +772,13 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             raise LossError(
                 f"a param's value must be a constant expression: '{name}' is not a param "
                 "defined above it nor a constant", span)
+        reads_params = any(n.op == "param" for n in toposort([graph]))
         scope.params[statement.name] = ParamInfo(
             statement.name,
             _constant_value(graph, scope, statement.value.span),
             statement.doc,
             statement.span,
+            graph if reads_params else None,
         )
     elif isinstance(statement, ast.Def):
         seen: set[str] = set()
