@@ -34,6 +34,7 @@ without them. See docs/estimators.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -56,7 +57,14 @@ from .binding import coerce_loss
 from .boosting.objective import default_roles, repeat_score
 from .decisions import decide as _decide
 from .errors import LossDomainError, LossError, LossShapeError
-from .implied import class_probabilities, label_bounds, label_scale, probabilities_move
+from .implied import (
+    class_probabilities,
+    is_identity,
+    label_bounds,
+    label_scale,
+    probabilities_move,
+    score_grid,
+)
 
 __all__ = [
     "CatBoostLossClassifier",
@@ -392,7 +400,9 @@ class _LossEstimator(BaseEstimator):
         probe = definition.compile("cpu", "sum", params)
         self._fixed, self._input_sources = self._split_inputs(
             self.inputs, "inputs", probe.table_inputs())
-        self._split_inputs(self.decision_inputs, "decision_inputs", frozenset())
+        self._stand_ins: dict[str, np.ndarray] = {}
+        self._split_inputs(self.decision_inputs, "decision_inputs",
+                           self._tables_of(self.decision_cost))
         self._check_options()
         _, score = default_roles(definition, self.wrt, self.label,
                                  {**self._fixed, **self._input_sources})
@@ -403,7 +413,7 @@ class _LossEstimator(BaseEstimator):
         if features.shape[0] != n:
             raise ValueError(f"X has {features.shape[0]} rows but y has {n}")
         weight = None if sample_weight is None else _check_sample_weight(
-            sample_weight, np.empty((n, 0)), dtype=np.float64)
+            sample_weight, np.empty((n, 0)), dtype=np.float64, ensure_non_negative=True)
         labels = self._loss_labels(y)
         objective = self._objective(values, labels)
         if objective.group_input is not None:
@@ -561,6 +571,10 @@ class _LossEstimator(BaseEstimator):
         arguments = dict(inputs)
         arguments[self.label_] = label
         arguments[self.wrt_] = raw
+        for name, value in self._stand_ins.items():
+            # a per-row input the link does not depend on (predict does not ask for it)
+            if name not in arguments:
+                arguments[name] = np.broadcast_to(value, (raw.shape[0], *value.shape[1:]))
         if any(name not in arguments for name in self.loss_.inputs):
             absent = [name for name in self.loss_.inputs if name not in arguments]
             raise LossError(f"no values for the loss's input(s) {', '.join(absent)}")
@@ -574,7 +588,9 @@ class _LossEstimator(BaseEstimator):
     def _inputs_matter(self, compute: Any, raw: np.ndarray,
                        values: Mapping[str, np.ndarray]) -> bool:
         """Whether the link's result changes when the per-row inputs do (rolled by one row,
-        and doubled); when it does not, ``predict`` does not ask for them."""
+        and doubled); when it does not, ``predict`` does not ask for them, and the link is
+        computed with the first training row's values in their place (``_stand_ins``)."""
+        self._stand_ins = {}
         if not self._input_sources:
             return False
         base = compute(raw, self._loss_inputs(values))
@@ -586,6 +602,8 @@ class _LossEstimator(BaseEstimator):
                 return True
             if not np.allclose(base, other, rtol=1e-12, atol=1e-15, equal_nan=False):
                 return True
+        self._stand_ins = {name: np.asarray(values[source])[:1]
+                           for name, source in self._input_sources.items() if source in values}
         return False
 
     def _decision_inputs(self, values: Mapping[str, np.ndarray], X: Any,
@@ -593,7 +611,7 @@ class _LossEstimator(BaseEstimator):
         inputs: dict[str, Any] = {}
         if use_constructor:
             fixed, sources = self._split_inputs(self.decision_inputs, "decision_inputs",
-                                                frozenset(self._tables_of(self.decision_cost)))
+                                                self._tables_of(self.decision_cost))
             inputs.update(fixed)
             for name, source in sources.items():
                 inputs[name] = values[source]
@@ -732,6 +750,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
 
     def _after_training(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         self._link_sources: list[str] = sorted(set(self._input_sources.values()))
+        self._stand_ins = {}
         self._proba_error: str | None = None
         try:
             self._probabilities(raw, self._loss_inputs(values))
@@ -944,6 +963,7 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
 
     def _after_training(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         self._link_sources = sorted(set(self._input_sources.values()))
+        self._stand_ins = {}
         self._prediction_error: str | None = None
         self.identity_link_ = self._is_identity(raw, values)
         if self.identity_link_:
@@ -958,33 +978,29 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
             self._link_sources = []
 
     def _is_identity(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> bool:
-        """Whether the score is the label-scale prediction: dl/dz < 0 just above ``y = z``
-        and > 0 just below, at every fitted score and on a grid around their range."""
-        low, high = float(np.min(raw)), float(np.max(raw))
-        span = max(high - low, 1.0)
+        """Whether the score is the label-scale prediction, at every fitted score and on a
+        grid around their range (:func:`lossdsl.implied.is_identity`), with the per-row
+        inputs of the first rows along the grid."""
         rows = np.arange(min(_GRID_ROWS, raw.shape[0]))
-        grid = np.linspace(low - span, high + span, 41)
-        inputs = self._loss_inputs(values)
-        scores = [(raw, inputs)]
+        grid = score_grid(raw)
         grid_inputs = dict(self._fixed)
         for name, source in self._input_sources.items():
             grid_inputs[name] = np.repeat(values[source][rows], grid.size, axis=0)
-        scores.append((np.tile(grid, rows.size), grid_inputs))
-        for z, given in scores:
-            delta = 1e-7 * np.maximum(1.0, np.abs(z))
-            try:
-                above = self._gradient(z + delta, z, given)
-                below = self._gradient(z - delta, z, given)
-            except LossDomainError:  # scores the labels cannot take (y in [0, inf))
-                return False
-            if not (np.all(above < 0) and np.all(below > 0)):
-                return False
-        return True
+        checks = []
+        for z, given in ((raw, self._loss_inputs(values)), (np.tile(grid, rows.size),
+                                                            grid_inputs)):
+            checks.append((z, functools.partial(self._gradient, raw=z, inputs=given),
+                           functools.partial(self._solved_labels, z, given)))
+        return is_identity(checks)
 
     def _predictions(self, raw: np.ndarray, inputs: Mapping[str, Any]) -> np.ndarray:
         """The labels y* with dl(y*, z)/dz = 0 (:func:`lossdsl.implied.label_scale`)."""
         if self.identity_link_:
             return raw.astype(np.float64, copy=True)
+        return self._solved_labels(raw, inputs)
+
+    def _solved_labels(self, raw: np.ndarray, inputs: Mapping[str, Any]) -> np.ndarray:
+        """:func:`lossdsl.implied.label_scale` of the scores ``raw``."""
         n = raw.shape[0]
 
         def gradient(labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
@@ -1314,7 +1330,8 @@ def fit_classes(estimator: Any, y: np.ndarray, sample_weight: Any) -> tuple[np.n
     classes, encoded = np.unique(y, return_inverse=True)
     present = classes
     if sample_weight is not None:
-        weight = _check_sample_weight(sample_weight, np.empty((y.shape[0], 0)))
+        weight = _check_sample_weight(sample_weight, np.empty((y.shape[0], 0)),
+                                      ensure_non_negative=True)
         present = np.unique(y[weight > 0])
     if present.size < 2:
         raise ValueError(f"{type(estimator).__name__} needs samples of at least 2 classes "

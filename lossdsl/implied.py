@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .domains import Domain
-from .errors import LossError
+from .errors import LossDomainError, LossError
 
 __all__ = ["PROBABILITY_SLACK", "class_probabilities", "label_bounds", "label_scale",
            "probabilities_move",
@@ -33,7 +33,9 @@ PROBABILITY_SLACK = 1e-9
 #: Multiclass: the largest relative residual of ``sum_k q_k grad l(k, z) = 0`` accepted.
 RESIDUAL_TOLERANCE = 1e-6
 # Doublings of the bracket's width tried before a row's prediction is declared unbounded.
-_EXPANSIONS = 64
+_EXPANSIONS = 1100
+# Of those, the first that also move an end where the gradient is 0 (inside a flat band).
+_FLAT_EXPANSIONS = 64
 # Bisection steps for a label-scale prediction (each halves the bracket).
 _BISECTIONS = 200
 
@@ -59,7 +61,9 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
     widened from ``label_range`` (doubling, or halving the way to an end of ``bounds``, the
     labels the loss accepts: :func:`label_bounds`) and vectorised bisection to a few ulps.
 
-    ``dl/dz`` falls as the label rises (a larger label pulls the score up). A row whose
+    ``dl/dz`` falls as the label rises (a larger label pulls the score up); where it is 0
+    over a band of labels (epsilon-insensitive losses), the prediction is the band's middle.
+    A row whose
     gradient does not change sign from + to - (a loss with no label-scale reading there) or
     turns non-finite raises a :class:`~lossdsl.LossError` naming it; ``name`` names the loss.
     """
@@ -68,21 +72,30 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
     lo, hi = np.full(n, float(low)), np.full(n, float(high))
     g_lo, g_hi = gradient(lo, None), gradient(hi, None)
     for step in range(_EXPANSIONS):
-        up = g_hi > 0  # the root lies above the bracket
+        up = g_hi > 0  # the root lies above the bracket: it moves up
         down = (g_lo < 0) & ~up  # below it
-        if not (up.any() or down.any()):
+        # an end where dl/dz is 0 may lie inside a band of such labels, whose middle is the
+        # prediction: the first doublings also widen such an end (the other stays) until it
+        # is out of the band (or the loss is flat out there)
+        flat = step < _FLAT_EXPANSIONS
+        widen_up = flat & (g_hi == 0) & ~up & ~down
+        widen_down = flat & (g_lo == 0) & ~up & ~down
+        if not (up.any() or down.any() or widen_up.any() or widen_down.any()):
             break
         move = width * 2.0 ** step
         if up.any():
             lo[up], g_lo[up] = hi[up], g_hi[up]
-            hi[up] = np.where(hi[up] + move <= bounds[1], hi[up] + move,
-                              hi[up] + 0.5 * (bounds[1] - hi[up]))
-            g_hi[up] = gradient(hi[up], up)
         if down.any():
             hi[down], g_hi[down] = lo[down], g_lo[down]
-            lo[down] = np.where(lo[down] - move >= bounds[0], lo[down] - move,
-                                lo[down] - 0.5 * (lo[down] - bounds[0]))
-            g_lo[down] = gradient(lo[down], down)
+        rising, falling = up | widen_up, down | widen_down
+        if rising.any():
+            hi[rising] = np.where(hi[rising] + move <= bounds[1], hi[rising] + move,
+                                  hi[rising] + 0.5 * (bounds[1] - hi[rising]))
+            g_hi[rising] = gradient(hi[rising], rising)
+        if falling.any():
+            lo[falling] = np.where(lo[falling] - move >= bounds[0], lo[falling] - move,
+                                   lo[falling] - 0.5 * (lo[falling] - bounds[0]))
+            g_lo[falling] = gradient(lo[falling], falling)
     bad = ~(np.isfinite(g_lo) & np.isfinite(g_hi) & (g_lo >= 0) & (g_hi <= 0))
     if bad.any():
         i = int(np.argmax(bad))
@@ -90,20 +103,64 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
             f"{name} implies no label-scale prediction for row {i}: dl/dz does not change "
             f"sign from + to - for any label in [{lo[i]:.6g}, {hi[i]:.6g}] (gradients "
             f"{g_lo[i]!r}, {g_hi[i]!r}). Use predict_raw() for the raw scores")
-    for _ in range(_BISECTIONS):
-        mid = 0.5 * (lo + hi)
-        g = gradient(mid, None)
-        if not np.all(np.isfinite(g)):
-            i = int(np.argmax(~np.isfinite(g)))
-            raise LossError(f"the loss's gradient is not finite at label {mid[i]!r} for row "
-                            f"{i}; use predict_raw()")
-        above = g > 0
-        lo = np.where(above, mid, lo)
-        hi = np.where(above, hi, mid)
-        if np.all(hi - lo <= 4 * np.finfo(np.float64).eps * np.maximum(np.abs(lo),
-                                                                      np.abs(hi))):
-            break
-    return 0.5 * (lo + hi)
+    # where dl/dz is 0 over a band of labels (epsilon-insensitive: every y within eps of z),
+    # the prediction is the band's middle: one bisection finds its lower edge (the last
+    # label with g > 0), the other its upper edge (the first with g < 0)
+    edges = []
+    for rising in (False, True):
+        low, high = lo.copy(), hi.copy()
+        for _ in range(_BISECTIONS):
+            mid = 0.5 * (low + high)
+            g = gradient(mid, None)
+            if not np.all(np.isfinite(g)):
+                i = int(np.argmax(~np.isfinite(g)))
+                raise LossError(f"the loss's gradient is not finite at label {mid[i]!r} for "
+                                f"row {i}; use predict_raw()")
+            below_root = g >= 0 if rising else g > 0
+            low = np.where(below_root, mid, low)
+            high = np.where(below_root, high, mid)
+            if np.all(high - low <= 4 * np.finfo(np.float64).eps * np.maximum(np.abs(low),
+                                                                              np.abs(high))):
+                break
+        edges.append(0.5 * (low + high))
+    return 0.5 * (edges[0] + edges[1])
+
+
+def score_grid(raw: np.ndarray) -> np.ndarray:
+    """41 scores spanning the range of ``raw`` and as much again on each side."""
+    low, high = float(np.min(raw)), float(np.max(raw))
+    span = max(high - low, 1.0)
+    return np.linspace(low - span, high + span, 41)
+
+
+#: A set of scores to check the identity link at: (the scores, the loss's gradient in the
+#: score at given labels for those scores, and their label-scale predictions)
+IdentityCheck = tuple[np.ndarray, Callable[[np.ndarray], np.ndarray],
+                      Callable[[], np.ndarray]]
+
+
+def is_identity(checks: Iterable[IdentityCheck]) -> bool:
+    """Whether a loss's score is its label-scale prediction at each set of scores ``z``:
+    the gradient is < 0 just above ``y = z`` and > 0 just below, or, where it is 0 there
+    (a band of labels with gradient 0: epsilon-insensitive), the label-scale prediction
+    (the band's middle, :func:`label_scale`) is the score itself."""
+    for z, gradient, predictions in checks:
+        delta = 1e-7 * np.maximum(1.0, np.abs(z))
+        try:
+            above, below = gradient(z + delta), gradient(z - delta)
+        except LossDomainError:  # scores the labels cannot take (y in [0, inf))
+            return False
+        if np.all(above < 0) and np.all(below > 0):
+            continue
+        if not (np.all(above <= 0) and np.all(below >= 0)):
+            return False
+        try:
+            middle = predictions()
+        except LossError:
+            return False
+        if not np.allclose(middle, z, rtol=1e-9, atol=1e-9):
+            return False
+    return True
 
 
 def class_probabilities(gradient_at: Callable[[int], np.ndarray], n: int, k: int | None,

@@ -49,6 +49,7 @@ scikit-learn is needed by this module only (``lossdsl`` itself does not import i
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -69,9 +70,16 @@ from sklearn.utils.validation import (
 from .api import CompiledLoss, Loss
 from .binding import coerce_loss
 from .boosting.objective import default_roles
-from .errors import LossDomainError, LossError, LossShapeError
+from .errors import LossError, LossShapeError
 from .estimators import class_values_hint, fit_classes
-from .implied import class_probabilities, label_bounds, label_scale, probabilities_move
+from .implied import (
+    class_probabilities,
+    is_identity,
+    label_bounds,
+    label_scale,
+    probabilities_move,
+    score_grid,
+)
 
 __all__ = ["LossClassifier", "LossMetric", "LossRegressor", "LossScorer", "make_scorer",
            "metric"]
@@ -143,6 +151,30 @@ class _BoundLoss:
         with np.errstate(all="ignore"):
             return np.asarray(self.rows.grad(self.wrt, **self.arguments(labels, scores)),
                               dtype=np.float64)
+
+    def label_scale(self, scores: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
+        """The labels y* with dl(y*, z)/dz = 0 for each score (``label_range``: where the
+        search starts, :func:`lossdsl.implied.label_scale`)."""
+        def at(labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+            return self.row_gradient(labels, scores if rows is None else scores[rows])
+
+        bounds = label_bounds(self.rows.input_domains().get(self.label, ()))
+        return label_scale(at, scores.shape[0], label_range, self.name, bounds)
+
+    def scores_labels(self, labels: np.ndarray) -> bool:
+        """Whether the score is a label-scale prediction (the identity link) over the range
+        of ``labels``: mse's and pinball's are, poisson_log's (a log mean) is not."""
+        labels = np.asarray(labels, dtype=np.float64)
+        finite = labels[np.isfinite(labels)]
+        if self.class_axis or finite.size == 0:
+            return False
+        # inside the labels' range: a score there is a label the loss accepts either side
+        label_range = (float(finite.min()), float(finite.max()))
+        grid = np.linspace(*label_range, 43)[1:-1]
+        if label_range[0] == label_range[1]:
+            grid = finite[:1]
+        return is_identity([(grid, functools.partial(self.row_gradient, scores=grid),
+                             functools.partial(self.label_scale, grid, label_range))])
 
 
 def _fixed_inputs(given: Any, tables: frozenset[str]) -> dict[str, Any]:
@@ -739,20 +771,12 @@ class LossRegressor(RegressorMixin, _LinearLossModel):
         return self
 
     def _is_identity(self, raw: np.ndarray) -> bool:
-        """Whether the score is the label-scale prediction: dl/dp < 0 just above ``y = p``
-        and > 0 just below, at the fitted scores and on a grid around them."""
-        low, high = float(np.min(raw)), float(np.max(raw))
-        span = max(high - low, 1.0)
-        for z in (raw, np.linspace(low - span, high + span, 41)):
-            delta = 1e-7 * np.maximum(1.0, np.abs(z))
-            try:
-                above = self._loss.row_gradient(z + delta, z)
-                below = self._loss.row_gradient(z - delta, z)
-            except LossDomainError:  # scores the labels cannot take (y in [0, inf))
-                return False
-            if not (np.all(above < 0) and np.all(below > 0)):
-                return False
-        return True
+        """Whether the score is the label-scale prediction, at the fitted scores and on a
+        grid around them (:func:`lossdsl.implied.is_identity`)."""
+        return is_identity(
+            (z, functools.partial(self._loss.row_gradient, scores=z),
+             functools.partial(self._label_scale, z))
+            for z in (raw, score_grid(raw)))
 
     def predict_raw(self, X: Any) -> np.ndarray:
         """The linear score ``X @ coef_ + intercept_`` (the loss's score input; not called
@@ -985,6 +1009,14 @@ class LossMetric:
         if self._bound.class_axis and scores.ndim != 2:
             raise LossShapeError(f"{self._bound.name} takes one score per class: y_pred must "
                                  f"be (n_samples, n_classes), not {scores.shape}")
+        if not self._bound.class_axis:
+            if scores.ndim == 2 and scores.shape[1] == 1:  # a column, as Dense(1) gives
+                scores = scores[:, 0]
+            if scores.ndim != 1 or labels.ndim != 1:
+                raise LossShapeError(
+                    f"{self._bound.name} takes one label and one score per sample: y_true and "
+                    f"y_pred must be (n_samples,), not {labels.shape} and {scores.shape} (a "
+                    "loss is not averaged over the columns of several outputs here)")
         if labels.dtype.kind not in "biuf":
             raise LossError(f"y_true must be numeric labels as the loss takes them, not "
                             f"dtype {labels.dtype}; make_scorer encodes class labels")
@@ -995,23 +1027,29 @@ class LossMetric:
         return f"LossMetric({self.loss!r})"
 
 
+_RESPONSE_METHODS = ("auto", "predict", "predict_raw", "decision_function", "predict_proba")
+
+
 class LossScorer:
     """A loss as a scikit-learn scorer (``scoring=`` of ``cross_val_score``,
     ``GridSearchCV``): ``scorer(estimator, X, y)`` is the *negative* weighted mean loss,
     so greater is better (``greater_is_better=False`` of ``sklearn.metrics.make_scorer``).
 
-    The loss's score input comes from ``response_method``: ``"auto"`` takes
-    ``decision_function`` of a classifier (its logits) and ``predict`` of anything else;
-    ``"predict"``, ``"decision_function"`` or ``"predict_proba"`` choose. For a classifier
-    the labels are encoded by its ``classes_``: ``class_values`` for a binary loss, class
-    indices (or one-hot rows) for a loss over classes.
+    The loss's score input comes from ``response_method``: ``"auto"`` takes a classifier's
+    ``decision_function`` (its logits; ``predict_raw`` of lossdsl's booster classifiers),
+    and of a regressor ``predict`` where the loss scores label-scale predictions (mse,
+    pinball, huber), else ``predict_raw`` (lossdsl's estimators: the score of a loss such as
+    poisson_log, a log mean), and refuses an estimator without it; ``"predict"``,
+    ``"predict_raw"``, ``"decision_function"`` or ``"predict_proba"`` choose. For a
+    classifier the labels are encoded by its ``classes_``: ``class_values`` for a binary
+    loss, class indices (or one-hot rows) for a loss over classes.
     """
 
     def __init__(self, loss: LossLike, *, response_method: str = "auto",
                  class_values: tuple[float, float] = (0, 1), **options: Any):
-        if response_method not in ("auto", "predict", "decision_function", "predict_proba"):
-            raise LossError(f"response_method must be 'auto', 'predict', 'decision_function' "
-                            f"or 'predict_proba', not {response_method!r}")
+        if response_method not in _RESPONSE_METHODS:
+            raise LossError(f"response_method must be one of {', '.join(_RESPONSE_METHODS)}, "
+                            f"not {response_method!r}")
         self.metric = LossMetric(loss, **options)
         self.response_method = response_method
         self.class_values = class_values
@@ -1022,7 +1060,10 @@ class LossScorer:
         classes = getattr(estimator, "classes_", None)
         method = self.response_method
         if method == "auto":
-            method = "decision_function" if classes is not None else "predict"
+            method = self._automatic_method(estimator, classes is not None, y)
+        if not hasattr(estimator, method):
+            raise LossError(f"{type(estimator).__name__} has no {method}(): choose another "
+                            "response_method")
         scores = np.asarray(getattr(estimator, method)(X), dtype=np.float64)
         if classes is None:
             return -self.metric(y, scores, sample_weight)
@@ -1040,6 +1081,28 @@ class LossScorer:
                 scores = scores[:, 1]
             labels = np.asarray(self.class_values, dtype=np.float64)[index]
         return -self.metric(labels, scores, sample_weight)
+
+    def _automatic_method(self, estimator: Any, classifier: bool, y: Any) -> str:
+        """The method whose output is the loss's score (``response_method="auto"``)."""
+        bound = self.metric._bound
+        name = type(estimator).__name__
+        if classifier:
+            for method in ("decision_function", "predict_raw"):
+                if hasattr(estimator, method):
+                    return method
+            raise LossError(f"{name} has neither decision_function() nor predict_raw() to "
+                            f"give {bound.name} its logits: pass response_method="
+                            "'predict_proba' if the loss takes probabilities")
+        if bound.class_axis or bound.scores_labels(np.asarray(y)):
+            return "predict"
+        if hasattr(estimator, "predict_raw"):
+            return "predict_raw"
+        raise LossError(
+            f"{bound.name} scores '{bound.wrt}' on a scale of its own, not the labels' (its "
+            f"score is no label-scale prediction), and {name}.predict gives label-scale "
+            "predictions: score it with a loss of the prediction (poisson(y, p) rather than "
+            "poisson_log(y, z)), or pass response_method='predict' if predict() does give "
+            f"{bound.wrt}")
 
     def __repr__(self) -> str:
         return f"make_scorer({self.metric.loss!r}, response_method={self.response_method!r})"

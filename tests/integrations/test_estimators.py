@@ -351,3 +351,47 @@ def test_eval_set_and_early_stopping(data):
         model.booster_.attr("best_score")))
     with pytest.raises(lossdsl.LossError, match="eval_set"):
         clone(model).fit(train, y[:160])
+
+
+def test_a_per_row_input_the_link_does_not_use_is_not_asked_for_at_predict():
+    """clv scales the loss but not its link: the probabilities and the mean come from the
+    scores alone, so predict_proba and predict work on X without the column (they asked
+    for clv and failed, docs/estimators.md section 3)."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "clv": rng.uniform(50, 2000, 300)})
+    y = (X.a + rng.logistic(size=300) > 0).astype(int)
+    model = XGBLossClassifier("clv*bce_logits(y, z)", inputs={"clv": "clv"}, n_estimators=5,
+                              nthread=1).fit(X, y)
+    np.testing.assert_allclose(model.predict_proba(X)[:, 1],
+                               1 / (1 + np.exp(-model.predict_raw(X))), rtol=1e-12)
+    counts = rng.poisson(np.exp(X.a)).astype(float)
+    regressor = LGBMLossRegressor("clv*poisson_log(y, z)", inputs={"clv": "clv"},
+                                  n_estimators=5, num_threads=1).fit(X, counts)
+    np.testing.assert_allclose(regressor.predict(X), np.exp(regressor.predict_raw(X)),
+                               rtol=1e-12)
+
+
+def test_a_cost_matrix_in_decision_inputs_is_a_table():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 2)), rng.integers(0, 3, 300)
+    C = np.array([[0, 1, 5], [2, 0, 1], [20, 4, 0.0]])
+    model = XGBLossClassifier(n_estimators=5, nthread=1, decision_cost="pick(rowof(C, y), d)",
+                              decision_inputs={"C": C}).fit(X, y)
+    np.testing.assert_array_equal(
+        model.predict(X), lossdsl.decide("pick(rowof(C, y), d)",
+                                         probabilities=model.predict_proba(X), C=C))
+
+
+@pytest.mark.parametrize("make", [lambda: XGBLossRegressor(n_estimators=3, nthread=1),
+                                  lambda: LGBMLossRegressor(n_estimators=3, num_threads=1,
+                                                            init_score=False),
+                                  lambda: XGBLossClassifier(n_estimators=3, nthread=1)])
+def test_negative_sample_weights_are_refused(make):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 2)), rng.normal(size=60)
+    weight = np.ones(60)
+    weight[3] = -1.0
+    model = make()
+    labels = (y > 0).astype(int) if isinstance(model, XGBLossClassifier) else y
+    with pytest.raises(ValueError, match="Negative values"):
+        model.fit(X, labels, sample_weight=weight)

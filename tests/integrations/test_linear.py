@@ -370,3 +370,64 @@ def test_example_matches_scikit_learn_on_real_data(capsys):
     assert costs["LossRegressor"] == pytest.approx(costs["QuantileRegressor(0.8)"], rel=1e-4)
     assert costs["LossRegressor"] < costs["Ridge"]
     assert float(output.rsplit(":", 1)[1]) < 1e-4
+
+
+def test_a_flat_band_around_the_label_is_the_identity_link():
+    """epsilon_insensitive's gradient is 0 for every label within eps of the score: its
+    label-scale prediction is the band's middle, the score itself (it was the band's lower
+    edge, the score minus eps)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    y = X @ [1.0, 2.0] + rng.normal(size=200)
+    for text in ("epsilon_insensitive(y, p, 0.5)", "max(0, abs(p - y) - 0.5)"):
+        model = LossRegressor(text, alpha=0).fit(X, y)
+        assert model.identity_link_
+        np.testing.assert_array_equal(model.predict(X[:5]), model.predict_raw(X[:5]))
+
+
+def test_a_far_out_log_link_prediction_is_its_exponential():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 1))
+    y = rng.poisson(np.exp(X[:, 0] + 1)).astype(float)
+    model = LossRegressor("poisson_log", alpha=0).fit(X, y)
+    far = np.array([[60.0]])
+    np.testing.assert_allclose(model.predict(far), np.exp(model.predict_raw(far)), rtol=1e-12)
+
+
+def test_scorer_takes_the_loss_score_from_predict_raw_where_it_is_no_label_scale_prediction():
+    """poisson_log scores a log mean: the scorer reads lossdsl's predict_raw (it read
+    predict, the mean, and gave -466 where score() gives 0.59), refuses an estimator whose
+    predict is the mean with nothing else to offer, and reads predict for a label-scale
+    loss."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    y = rng.poisson(np.exp(0.5 * X[:, 0] + 1)).astype(float)
+    model = LossRegressor("poisson_log", alpha=0).fit(X, y)
+    z = model.predict_raw(X)
+    assert make_scorer("poisson_log")(model, X, y) == pytest.approx(model.score(X, y))
+    assert model.score(X, y) == pytest.approx(-np.mean(np.exp(z) - y * z))
+    assert make_scorer("mse")(model, X, y) == pytest.approx(-np.mean((model.predict(X) - y) ** 2))
+    with pytest.raises(lossdsl.LossError, match="scale of its own"):
+        make_scorer("poisson_log")(sk.PoissonRegressor().fit(X, y), X, y)
+    poisson = sk.PoissonRegressor().fit(X, y)
+    assert make_scorer("poisson(y, p, eps=0)")(poisson, X, y) == pytest.approx(
+        -np.mean(poisson.predict(X) - y * np.log(poisson.predict(X))))
+
+
+def test_scorer_reads_the_logits_of_lossdsls_booster_classifiers():
+    from lossdsl.estimators import XGBLossClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    y = (X[:, 0] > 0).astype(int)
+    model = XGBLossClassifier(n_estimators=5, nthread=1).fit(X, y)
+    z = model.predict_raw(X)
+    assert make_scorer("bce_logits")(model, X, y) == pytest.approx(
+        -np.mean(np.logaddexp(0, z) - y * z))
+
+
+def test_metric_refuses_predictions_of_another_shape():
+    y = np.arange(6.0)
+    with pytest.raises(lossdsl.LossShapeError, match="one label and one score per sample"):
+        metric("mse")(y, np.column_stack([y, y, y]))
+    assert metric("mse")(y, y[:, None] + 1.0) == pytest.approx(1.0)  # a column is a vector
