@@ -94,6 +94,14 @@ def _listing(names: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class CsvTable(Table):
     """A CSV (or TSV) file with a header line, parsed ``chunk_rows`` lines at a time."""
 
@@ -102,8 +110,13 @@ class CsvTable(Table):
     def __init__(self, path: Path, delimiter: str | None = None):
         self.path = path
         self.delimiter = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
-        with open(path, newline="", encoding="utf-8") as stream:
-            header = stream.readline()
+        with open(path, "rb") as stream:
+            line = stream.readline()
+        try:
+            header = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: the header line is not UTF-8 text ({error}); save the "
+                            "file as UTF-8") from None
         if not header.strip():
             raise DataError(f"{path}: empty file (a CSV needs a header line naming the columns)")
         self.columns = [name.strip() for name in next(csv.reader([header],
@@ -125,7 +138,13 @@ class CsvTable(Table):
                     return
                 size = sum(len(line) for line in lines)
                 consumed += size
-                text = [line.decode("utf-8") for line in lines]
+                try:
+                    text = [line.decode("utf-8") for line in lines]
+                except UnicodeDecodeError:
+                    row = next(number for number, line in enumerate(lines, first_row)
+                               if not _is_utf8(line))
+                    raise DataError(f"{self.path}: line {row} is not UTF-8 text; save the "
+                                    "file as UTF-8") from None
                 try:
                     block = np.loadtxt(text, delimiter=self.delimiter, usecols=indices,
                                        dtype=dtype, ndmin=2, quotechar='"', comments=None)

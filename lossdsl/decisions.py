@@ -49,7 +49,7 @@ _MAX_BISECTIONS = 100
 _MAX_VALUE_ZOOMS = 12
 
 
-def decide(cost: str | Loss | CompiledLoss, *,
+def decide(cost: str | Loss | CompiledLoss, /, *,
            probabilities: Any = None, classes: Any = None,
            predictions: Any = None, residuals: Any = None,
            quantiles: Any = None, levels: Any = None,

@@ -284,6 +284,12 @@ def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | 
     if outputs is None:
         ranks = compiled.default_ranks()
         if ranks[wrt] == 2:  # a loss over classes
+            if y_array.ndim != 2 and (y_array.dtype.kind not in "biuf" or y_array.size == 0):
+                raise LossError(
+                    f"the labels of a loss over classes are class indices 0..K-1 (or a label "
+                    f"matrix), not {y_array.dtype} values: encode them first (sklearn's "
+                    "LabelEncoder, or lossdsl.linear.LossClassifier, which does), or give "
+                    "outputs=K")
             outputs = y_array.shape[1] if y_array.ndim == 2 else int(np.max(y_array)) + 1
         elif y_array.ndim == 2:
             outputs = y_array.shape[1]

@@ -474,3 +474,11 @@ def test_bench_prints_times_and_ratios(capsys):
         assert row, out
         assert re.search(r"\d+(\.\d+)? (us|ms|s)\s+\d+(\.\d+)? (us|ms|s)\s+\d+\.\d+x", row[1])
     assert "numpy/lossdsl" in out
+
+
+@pytest.mark.parametrize("content, line", [(b"y,p\n1,2\n1,\xe9\n", 3), (b"y,\xe9\n1,2\n", 1)])
+def test_eval_names_the_line_of_a_csv_that_is_not_utf8(tmp_path, capsys, content, line):
+    (tmp_path / "latin.csv").write_bytes(content)
+    status, out, err = call(capsys, "eval", "huber", "--data", str(tmp_path / "latin.csv"))
+    assert status != 0 and "Traceback" not in err
+    assert ("header line" if line == 1 else f"line {line}") in err and "not UTF-8" in err
