@@ -520,7 +520,14 @@ class _LossEstimator(BaseEstimator):
         raise NotImplementedError
 
     def _train(self, objective: Any, features: Any, labels: np.ndarray,
-               weight: np.ndarray | None, evals: list) -> Any:
+               weight: np.ndarray | None, evals: list, rounds: int | None = None) -> Any:
+        """A booster trained ``rounds`` rounds (default ``n_estimators``), stopping early
+        on ``evals`` where ``early_stopping_rounds`` is set and they are given."""
+        raise NotImplementedError
+
+    def _rounds_used(self) -> int:
+        """The rounds of the fitted booster that predict uses (its best round's, after
+        early stopping)."""
         raise NotImplementedError
 
     def _raw(self, features: Any, booster: Any = None) -> np.ndarray:
@@ -1052,8 +1059,10 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
             part = {source: v[train] for source, v in values.items()}
             labels = y[train]
             objective = self._objective(part, labels)
+            # as many rounds as the model predict uses (after early stopping: its best)
             booster = self._train(objective, self._rows_of(features, train), labels,
-                                  None if weight is None else weight[train], [])
+                                  None if weight is None else weight[train], [],
+                                  self._rounds_used())
             raw = self._raw(self._rows_of(features, test), booster)
             test_values = {source: v[test] for source, v in values.items()}
             held_out[test] = self._predictions(raw, self._loss_inputs(test_values))
@@ -1099,7 +1108,7 @@ class _XGBoost:
         return lossdsl.xgboost
 
     def _train(self, objective: Any, features: Any, labels: np.ndarray,
-               weight: np.ndarray | None, evals: list) -> Any:
+               weight: np.ndarray | None, evals: list, rounds: int | None = None) -> Any:
         import xgboost as xgb
 
         params = {"eta": self.learning_rate, "seed": self._seed(), **self._booster_params}
@@ -1111,10 +1120,14 @@ class _XGBoost:
                                 nthread=threads)
         watched = [(name, xgb.DMatrix(f, y, enable_categorical=frame, nthread=threads), o)
                    for name, f, y, o in evals]
-        return self._module().train(objective, params, train_set, self.n_estimators,
+        return self._module().train(objective, params, train_set, rounds or self.n_estimators,
                                     refit=self.refit, evals=watched,
-                                    early_stopping_rounds=self.early_stopping_rounds,
+                                    early_stopping_rounds=(self.early_stopping_rounds
+                                                           if watched else None),
                                     init_score=self.init_score)
+
+    def _rounds_used(self) -> int:
+        return int(self.booster_.num_boosted_rounds())  # cut at the best round by train
 
     def _threads(self) -> int:
         """The DMatrix's threads: the booster's ``nthread`` / ``n_jobs`` when given."""
@@ -1146,7 +1159,7 @@ class _LightGBM:
         return lossdsl.lightgbm
 
     def _train(self, objective: Any, features: Any, labels: np.ndarray,
-               weight: np.ndarray | None, evals: list) -> Any:
+               weight: np.ndarray | None, evals: list, rounds: int | None = None) -> Any:
         import lightgbm as lgb
 
         params = {"learning_rate": self.learning_rate, "seed": self._seed(),
@@ -1159,10 +1172,15 @@ class _LightGBM:
                                 params={k: v for k, v in params.items() if k != "num_class"})
         watched = [(name, lgb.Dataset(f, y, reference=train_set, free_raw_data=False), o)
                    for name, f, y, o in evals]
-        return self._module().train(objective, params, train_set, self.n_estimators,
+        return self._module().train(objective, params, train_set, rounds or self.n_estimators,
                                     refit=self.refit, evals=watched,
-                                    early_stopping_rounds=self.early_stopping_rounds,
+                                    early_stopping_rounds=(self.early_stopping_rounds
+                                                           if watched else None),
                                     init_score=self.init_score)
+
+    def _rounds_used(self) -> int:
+        best = self.booster_.best_iteration  # 1-based; 0 without early stopping
+        return int(best) if best > 0 else int(self.booster_.current_iteration())
 
     def _raw(self, features: Any, booster: Any = None) -> np.ndarray:
         booster = self.booster_ if booster is None else booster
@@ -1187,7 +1205,7 @@ class _CatBoost:
                                         params=self._params, hessian=self.hessian)
 
     def _train(self, objective: Any, features: Any, labels: np.ndarray,
-               weight: np.ndarray | None, evals: list) -> Any:
+               weight: np.ndarray | None, evals: list, rounds: int | None = None) -> Any:
         from catboost import CatBoost, Pool
 
         if self.refit is True:
@@ -1198,7 +1216,8 @@ class _CatBoost:
         # lossdsl.catboost.model_params: the objective with the eval metric CatBoost needs,
         # leaf estimation suited to the Hessian policy and, for a loss on one score, a
         # constant Hessian scaled to the labels; booster_params override its choices
-        overrides = {"iterations": self.n_estimators, "learning_rate": self.learning_rate,
+        overrides = {"iterations": rounds or self.n_estimators,
+                     "learning_rate": self.learning_rate,
                      "random_seed": self._seed(), "verbose": False,
                      "allow_writing_files": False, **self._booster_params}
         params = self._module().model_params(
@@ -1222,6 +1241,9 @@ class _CatBoost:
                   early_stopping_rounds=self.early_stopping_rounds,
                   use_best_model=bool(watched) and self.early_stopping_rounds is not None)
         return _CatBoostModel(model, init)
+
+    def _rounds_used(self) -> int:
+        return int(self.booster_.model.tree_count_)  # shrunk to the best with early stopping
 
     @staticmethod
     def _trained_init_score(booster: Any) -> float | np.ndarray:

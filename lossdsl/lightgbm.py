@@ -315,7 +315,9 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     do with ``RenewTreeOutput``). ``"auto"`` (default) refits when the objective's Hessian
     policy is ``"constant"`` (Hessian 0 everywhere or on a region: MAE, quantile,
     asymmetric L1, Huber-smoothed costs), whose leaves would otherwise move by the mean
-    gradient; ``True``/``False`` force it. A leaf with no finite minimiser (or zero weight)
+    gradient, but not for a ``like=`` preset (``like="huber"``: LightGBM's built-in keeps
+    its first-order leaves, and so does the model that reproduces it); ``True``/``False``
+    force it. A leaf with no finite minimiser (or zero weight)
     keeps LightGBM's value. Leaves are written with ``Booster.set_leaf_output``;
     LightGBM's cached training scores keep the old values, so the gradients of the next
     round are computed here at the refitted model's scores. Refit uses all training rows
@@ -389,8 +391,9 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     features = _raw_data(train_set, "training")
     eval_entries = []
     for entry in evals:
+        scorer = eval_objective(entry, objective, "lgb.Dataset")
         eval_entries.append((entry[0], entry[1], _raw_data(entry[1], f"evaluation {entry[0]!r}"),
-                             eval_objective(entry, objective, "lgb.Dataset")))
+                             scorer))
 
     # the labels as given (LightGBM's Dataset stores a NaN label as 0, without a word)
     objective.refuse_missing_labels(_field(train_set, "label"))

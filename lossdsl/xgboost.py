@@ -336,7 +336,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     what XGBoost's own quantile and L1 objectives do with ``UpdateTreeLeaf``, ignoring
     ``lambda``/``alpha`` as they do). ``"auto"`` (default) refits when the objective's
     Hessian policy is ``"constant"`` (Hessian 0 everywhere or on a region: MAE, quantile,
-    asymmetric L1, Huber-smoothed costs); ``True``/``False`` force it. A leaf with no
+    asymmetric L1, Huber-smoothed costs), not for a ``like=`` preset (its built-in keeps its
+    first-order leaves); ``True``/``False`` force it. A leaf with no
     finite minimiser (or zero weight) keeps XGBoost's value. XGBoost has no leaf setter:
     the training loop keeps the refitted model's scores itself (the gradients of each
     round are taken there, handed to ``Booster.boost``) and the new leaf values are

@@ -992,10 +992,12 @@ def _check_refit(refit: Any) -> None:
 
 def use_refit(refit: bool | str, objective: BoostingObjective) -> bool:
     """Whether to refit leaves: ``"auto"`` turns it on for the objectives whose Hessian
-    policy is ``"constant"`` (Hessian 0 everywhere or on a region: first-order leaves)."""
+    policy is ``"constant"`` (Hessian 0 everywhere or on a region: first-order leaves),
+    except one that reproduces a built-in (``like=``, LightGBM's ``huber``), whose leaves
+    the built-in does not refit."""
     _check_refit(refit)
     if refit == "auto":
-        return objective.policy == "constant"
+        return objective.policy == "constant" and objective.like is None
     return bool(refit)
 
 
@@ -1005,16 +1007,19 @@ def eval_objective(entry: Sequence[Any], objective: BoostingObjective,
     objective (refused when its per-row inputs belong to the training rows), ``(name,
     data, objective for those rows)`` names its own. ``container``: the data's type, for
     messages."""
+    if not isinstance(entry, (tuple, list)) or len(entry) not in (2, 3):
+        raise LossError(f"evals must hold (name, {container}) or (name, {container}, "
+                        f"objective for those rows) tuples, not {type(entry).__name__}")
     if len(entry) == 2:
         if objective.row_inputs():
             raise LossError(f"evaluation set {entry[0]!r}: the objective has per-row inputs "
                             "for the training rows; pass (name, data, objective built for "
                             "that set's rows) instead")
         return objective
-    if len(entry) != 3:
-        raise LossError(f"evals must hold (name, {container}, objective for those rows) "
-                        "tuples")
     given = entry[2]
+    if given is None:
+        raise LossError(f"evaluation set {entry[0]!r}: its objective is None; pass (name, "
+                        f"{container}) to score it with the training objective")
     return given if isinstance(given, BoostingObjective) else as_objective(given)
 
 

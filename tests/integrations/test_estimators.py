@@ -395,3 +395,22 @@ def test_negative_sample_weights_are_refused(make):
     labels = (y > 0).astype(int) if isinstance(model, XGBLossClassifier) else y
     with pytest.raises(ValueError, match="Negative values"):
         model.fit(X, labels, sample_weight=weight)
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: XGBLossRegressor(nthread=1, **kw),
+    lambda **kw: LGBMLossRegressor(num_threads=1, **kw)])
+def test_decision_cost_with_early_stopping(make):
+    """The out-of-fold models behind decision_cost's residuals have no evaluation set: they
+    train as many rounds as the early-stopped model uses (they were given
+    early_stopping_rounds without one, and fit raised)."""
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(400, 3)), rng.normal(size=(150, 3))
+    y, yv = 3 * X[:, 0] + rng.gamma(2, 1, 400), 3 * Xv[:, 0] + rng.gamma(2, 1, 150)
+    model = make(loss="half_mse(y, p)", n_estimators=200, learning_rate=0.3,
+                 early_stopping_rounds=5, decision_cost="asymmetric_l1(y, d, 5, 1)",
+                 decision_cv=3).fit(X, y, eval_set=[(Xv, yv)])
+    assert model._rounds_used() < 200
+    assert model.residuals_.shape == (400,)
+    decided = model.predict(Xv)
+    assert np.all(decided >= model.predict_raw(Xv) - 1e-9)  # a 5:1 cost orders above the mean

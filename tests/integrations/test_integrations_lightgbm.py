@@ -262,3 +262,14 @@ def test_nan_labels_and_a_missing_num_class_are_refused_with_advice(data):
     with pytest.raises(lossdsl.LossShapeError, match="LightGBM gave one score per row: train "
                                                      "with num_class=K"):
         lgb.train({**PARAMS, "objective": classes}, lgb.Dataset(X, data["classes"]), 2)
+
+
+def test_malformed_evaluation_sets_say_what_evals_holds():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 2)), rng.normal(size=60)
+    data = lgb.Dataset(X, y, free_raw_data=False)
+    params = {"num_threads": 1, "verbose": -1}
+    with pytest.raises(lossdsl.LossError, match="evals must hold"):
+        ll.train(ll.objective("mse"), params, data, 2, evals=[data])
+    with pytest.raises(lossdsl.LossError, match="its objective is None"):
+        ll.train(ll.objective("mse"), params, data, 2, evals=[("valid", data, None)])
