@@ -122,6 +122,9 @@ class Loss(keras.losses.Loss):
         self.text = loss
         self.params = params
         self.definition = definition
+        # the target holds class indices (sparse_cce): a (N, 1) column of them is a vector,
+        # as keras.losses.SparseCategoricalCrossentropy reads it (keras.datasets' labels)
+        self._class_indices = self._roles[0] in compiled.label_inputs()
         self._functions: dict[str, Callable[[Any, Any], Any]] = {}
 
     @property
@@ -167,6 +170,9 @@ class Loss(keras.losses.Loss):
         """Per-sample losses of ``y_pred`` against ``y_true`` (lossdsl's ``reduction="none"``);
         Keras' ``__call__`` weights, masks and reduces them."""
         function = self._function()
+        if (self._class_indices and len(y_true.shape) == len(y_pred.shape) >= 2
+                and y_true.shape[-1] == 1 and y_pred.shape[-1] != 1):
+            y_true = keras.ops.squeeze(y_true, -1)
         y_true, y_pred = _same_rank(y_true, y_pred)
         if (len(y_pred.shape) >= 2 and y_pred.shape[-1] == 1 and len(y_true.shape) >= 2
                 and y_true.shape[-1] == 1):

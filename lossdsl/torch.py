@@ -349,6 +349,25 @@ class TorchLoss(torch.nn.Module):
 
     def forward(self, *args: Any, sample_weight: Any = None, **inputs: Any) -> torch.Tensor:
         """The loss of the given tensors (a 0-d tensor, or per-sample for ``"none"``)."""
+        if torch.compiler.is_compiling():
+            # under torch.compile the call runs as it is (a graph break): Dynamo cannot trace
+            # the Numba kernels (tracing into their dispatcher failed: RecursionError). The
+            # eager call skips the wrapper, which costs about 7 us
+            return self._outside_the_graph(*args, sample_weight=sample_weight, **inputs)
+        return self._forward(*args, sample_weight=sample_weight, **inputs)
+
+    @torch.compiler.disable
+    def _outside_the_graph(self, *args: Any, sample_weight: Any = None,
+                           **inputs: Any) -> torch.Tensor:
+        return self._forward(*args, sample_weight=sample_weight, **inputs)
+
+    def _forward(self, *args: Any, sample_weight: Any = None, **inputs: Any) -> torch.Tensor:
+        if getattr(sample_weight, "requires_grad", False):
+            # the kernels give no derivative in the weights: refused, not a silent None
+            raise LossError("lossdsl.torch does not differentiate a loss with respect to "
+                            "sample_weight: pass sample_weight.detach(), or write the weight "
+                            "into the loss as an input (w*bce_logits(y, z)), which it does "
+                            "differentiate")
         form = (len(args), tuple(inputs))
         slots = self._slots.get(form)
         if slots is not None:  # a call of a form met before (see _usual_call)

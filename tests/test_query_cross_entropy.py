@@ -125,7 +125,7 @@ def test_derivatives_of_the_shift_are_the_implicit_functions(shift):
     for wrt in ("z", "y"):
         gradient, hessian = total.grad_and_hessian(wrt, **data)
         step = 1e-5
-        for k in range(data[wrt].size):
+        for k in range(0, data[wrt].size, 5):  # a sample of each group's rows
             plus, minus = dict(data), dict(data)
             plus[wrt], minus[wrt] = data[wrt].copy(), data[wrt].copy()
             plus[wrt][k] += step

@@ -136,3 +136,12 @@ def test_tiered_cost_matches_brute_force():
 def test_errors_say_what_to_do(call, error, message):
     with pytest.raises(error, match=message):
         lossdsl.decide(call.pop("cost"), **call)
+
+
+def test_a_cost_input_named_cost_is_a_keyword():
+    """decide's own first argument is positional only: an input called cost (as in the
+    prelude's expected_cost_rows(cost, z)) is passed by name like any other."""
+    probability = np.array([0.1, 0.9])
+    decided = lossdsl.decide("where(d == 1, cost, y)", probabilities=probability,
+                             cost=np.array([0.5, 0.5]))
+    np.testing.assert_array_equal(decided, [0, 1])  # decline costs y, accept costs 0.5

@@ -126,3 +126,9 @@ def test_linear_model_reuses_its_row_gradient_and_returns_fresh_jacobians(regres
     reference = optimize.minimize(fresh.fun, fresh.x0, jac=fresh.jac, method="BFGS",
                                   tol=1e-10)
     np.testing.assert_array_equal(result.x, reference.x)
+
+
+def test_string_labels_of_a_loss_over_classes_are_refused_with_what_to_do():
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    with pytest.raises(lossdsl.LossError, match="class indices"):
+        ls.linear_model("sparse_cce_logits", X, np.array(["a", "b", "a", "b", "a", "b"]))

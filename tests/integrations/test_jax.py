@@ -225,9 +225,7 @@ def test_coupled_hessian_is_exact():
     assert_close(hessian, expected, "softmax Hessian")
 
 
-@pytest.mark.parametrize("text", ["bce_logits(y, z) + bce_logits(y, z + groupmean(z, q))",
-                                  "-y * group_log_softmax(z, q) + log_sigmoid(z)"])
-def test_coupled_hessian_is_exact_at_scores_of_zero(text):
+def test_coupled_hessian_is_exact_at_scores_of_zero():
     """Where JAX differentiates the printed gradient (the samples are coupled), a logistic
     function at exactly 0 (a boosting model's first scores) has its derivative: the printed
     code keeps sigmoid and softplus whole instead of their kernels' ``exp(-|z|)`` forms,
@@ -235,6 +233,7 @@ def test_coupled_hessian_is_exact_at_scores_of_zero(text):
     by twice sigmoid'(0))."""
     y, z, q = np.array([0.0, 1.0, 1.0, 1.0]), np.array([0.3, -0.5, 0.0, 0.0]), \
         np.array([1.0, 1.0, 1.0, 2.0])
+    text = "bce_logits(y, z) + bce_logits(y, z + groupmean(z, q))"
     f = lossdsl.jax.loss(text, reduction="sum")
     hessian = np.asarray(jax.hessian(lambda s: f(y, s, q=q))(z))
     compiled = lossdsl.compile(text, reduction="sum")

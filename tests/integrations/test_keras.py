@@ -378,3 +378,13 @@ def test_compile_and_fit_on_the_other_backends(backend):
     np.testing.assert_allclose(losses[0], out["before"], rtol=1e-6)
     assert losses[-1] < 0.7 * losses[0]
     np.testing.assert_allclose(out["weighted"], out["weighted_kernel"], rtol=1e-6)
+
+
+def test_sparse_labels_in_a_column_are_class_indices():
+    """keras.datasets give labels as (N, 1) columns; SparseCategoricalCrossentropy reads
+    them as (N,) class indices, and so does a lossdsl loss over classes (it refused them)."""
+    rng = np.random.default_rng(0)
+    labels, logits = rng.integers(0, 4, 6), rng.normal(size=(6, 4)).astype("float32")
+    ours = lossdsl.keras.Loss("sparse_cce_logits(y, z)")(labels[:, None], logits)
+    theirs = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels[:, None], logits)
+    np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)

@@ -242,3 +242,31 @@ def test_reduction_none_backward_of_a_loss_per_sample_and_class():
     coupled = lt.loss("-y * log_softmax(z)", reduction="none", target="cpu")
     with pytest.raises(lossdsl.LossError, match="coupled"):
         coupled(y=y, z=z).backward(v)
+
+
+def test_a_sample_weight_that_requires_grad_is_refused():
+    """The kernels give no derivative in the weights: the weight's gradient was None
+    (silently), or the backward pass crashed when only the weight required one."""
+    z = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    y = (torch.rand(6) > 0.5).double()
+    weight = torch.rand(6, dtype=torch.float64, requires_grad=True)
+    loss = lossdsl.torch.loss("bce_logits(y, z)")
+    with pytest.raises(lossdsl.LossError, match="sample_weight.detach"):
+        loss(z, y, sample_weight=weight)
+    written = lossdsl.torch.loss("w*bce_logits(y, z)")(z, y, w=weight)
+    written.backward()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+    torch.testing.assert_close(weight.grad, expected.detach() / 6)
+
+
+def test_torch_compile_runs_the_loss_outside_its_graph():
+    loss = lossdsl.torch.loss("huber(y, p, 1.0)")
+    p = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(8, dtype=torch.float64)
+    eager = loss(p, y)  # a call before compiling, as a training loop makes
+    compiled = torch.compile(lambda p, y: 2.0 * loss(p, y))(p, y)
+    compiled.backward()
+    torch.testing.assert_close(compiled, 2.0 * eager)
+    expected = torch.nn.functional.huber_loss(p.detach(), y, delta=1.0)
+    torch.testing.assert_close(compiled.detach(), 2.0 * expected)
+    torch.testing.assert_close(p.grad, 2.0 * torch.clamp(p.detach() - y, -1, 1) / 8)
