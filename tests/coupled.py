@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import mpmath
 import numpy as np
 import pytest
 
@@ -49,3 +50,21 @@ def assert_results_follow_their_rows(fused: Callable[[dict], list], d: dict[str,
     assert again[0] == pytest.approx(value, rel=1e-12, abs=1e-12)
     np.testing.assert_allclose(again[1], gradient[order], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(again[2], hessian[order], rtol=1e-12, atol=1e-12)
+
+
+def logit_shift_mp(y: np.ndarray, z: np.ndarray) -> float:
+    """The b with sum sigmoid(z + b) = sum y (a query's maximum-likelihood logit shift), by
+    bisection in mpmath to float64's precision, at a precision where terms of e^-(half the
+    scores' span) still count next to 1 (scores 1e4 apart balance terms of e^-5000)."""
+    target = float(y.sum())
+    with mpmath.workdps(int(0.25 * float(z.max() - z.min())) + 40):
+        scores = [mpmath.mpf(float(v)) for v in z]
+        logit = mpmath.log(target / (len(scores) - target))
+        low, high = logit - max(scores), logit - min(scores)  # each term below / above t/n
+        while high - low > 1e-17 * (1 + abs(low)):
+            middle = (low + high) / 2
+            if target - sum(1 / (1 + mpmath.exp(-(v + middle))) for v in scores) > 0:
+                low = middle
+            else:
+                high = middle
+        return float((low + high) / 2)

@@ -36,6 +36,7 @@ import scipy.special
 import scipy.stats
 import torch
 import torch.nn.functional as F
+from coupled import logit_shift_mp
 from sweeps import SAMPLING
 
 import lossdsl
@@ -1035,27 +1036,9 @@ def ref_query_mse(d):
     return _per_query(d, lambda g: (g["y"] - g["p"] - np.mean(g["y"] - g["p"])) ** 2)
 
 
-def _logit_shift_mp(y: np.ndarray, z: np.ndarray) -> float:
-    """The b with sum sigmoid(z + b) = sum y, by bisection in mpmath to float64's precision,
-    at a precision where terms of e^-(half the scores' span) still count next to 1 (scores
-    1e4 apart balance terms of e^-5000)."""
-    target = mpmath.mpf(float(y.sum()))
-    with mpmath.workdps(int(0.25 * float(z.max() - z.min())) + 40):
-        scores = [mpmath.mpf(float(v)) for v in z]
-        logit = mpmath.log(target / (len(scores) - target))
-        low, high = logit - max(scores), logit - min(scores)
-        while high - low > 1e-17 * (1 + abs(low)):
-            middle = (low + high) / 2
-            if target - sum(1 / (1 + mpmath.exp(-(v + middle))) for v in scores) > 0:
-                low = middle
-            else:
-                high = middle
-        return float((low + high) / 2)
-
-
 def ref_query_cross_entropy(d, alpha: float = 0.95):
     """CatBoost's QueryCrossEntropy per document: the log-loss at each query's shift b
-    (:func:`_logit_shift_mp`), none for a query of one class."""
+    (:func:`coupled.logit_shift_mp`), none for a query of one class."""
     def per_query(g):
         y, z = g["y"], g["z"]
 
@@ -1064,7 +1047,7 @@ def ref_query_cross_entropy(d, alpha: float = 0.95):
 
         shifted = np.zeros_like(z)
         if 0 < y.sum() < y.size:
-            shifted = log_loss(z + _logit_shift_mp(y, z))
+            shifted = log_loss(z + logit_shift_mp(y, z))
         return (1 - alpha) * log_loss(z) + alpha * shifted
 
     return _per_query(d, per_query)

@@ -5,9 +5,9 @@ closed forms at scores 1e4 apart, finite differences and the JAX backend. The li
 
 from __future__ import annotations
 
-import mpmath
 import numpy as np
 import pytest
+from coupled import logit_shift_mp
 
 import lossdsl
 from lossdsl.errors import LossError
@@ -39,23 +39,6 @@ def _log_loss(y: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, z) - y * z
 
 
-def _root(y: np.ndarray, z: np.ndarray) -> float:
-    """The b with sum sigmoid(z + b) = sum y, by bisection in mpmath (at a precision where
-    the saturated sigmoids of scores far apart still differ from 1) to float64's precision."""
-    target = float(y.sum())
-    with mpmath.workdps(int(0.45 * float(z.max() - z.min())) + 40):
-        scores = [mpmath.mpf(float(v)) for v in z]
-        logit = mpmath.log(target / (len(scores) - target))
-        low, high = logit - max(scores), logit - min(scores)  # each term below / above t/n
-        while high - low > 1e-17 * (1 + abs(low)):
-            middle = (low + high) / 2
-            if target - sum(1 / (1 + mpmath.exp(-(v + middle))) for v in scores) > 0:
-                low = middle
-            else:
-                high = middle
-        return float(low)
-
-
 # CatBoost reads a given alpha as a float32 (0.3 is 0.30000001192...): 0.25 is one exactly,
 # and the default 0.95 is not parsed
 @pytest.mark.parametrize("alpha", [None, 0.25])
@@ -82,7 +65,7 @@ def test_each_groups_shift_balances_its_labels(shift, scale, soft):
         if y.sum() == 0 or y.sum() == y.size:
             assert b[rows][0] == (-np.inf if y.sum() == 0 else np.inf)
             continue
-        assert b[rows][0] == pytest.approx(_root(y, z), rel=1e-14, abs=1e-14)
+        assert b[rows][0] == pytest.approx(logit_shift_mp(y, z), rel=1e-14, abs=1e-14)
     segments = np.unique(data["q"], return_inverse=True)[1]
     reference = logit_shifts(data["z"], np.bincount(segments, weights=data["y"]), segments)
     np.testing.assert_allclose(b, reference[segments], rtol=1e-12, atol=1e-12)

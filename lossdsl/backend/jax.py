@@ -151,16 +151,23 @@ def tetragamma(x: Any) -> Any:
     return _polygamma_end(x, pole, value, -0.0)
 
 
-def _ndtr_tail(x: Any) -> Any:
-    """Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series, 20 terms."""
+def _ndtr_tail_terms(x: Any) -> Any:
+    """S(x) - 1, S(x) = Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series' 20 terms
+    after the leading 1."""
+    jnp = _jnp()
     q = 1.0 / (x * x)
-    term = total = _jnp().ones_like(x)
+    term, total = jnp.ones_like(x), jnp.zeros_like(x)
     odd = 1.0
     for _ in range(20):
         term = term * (-odd * q)
         total = total + term
         odd += 2.0
     return total
+
+
+def _ndtr_tail(x: Any) -> Any:
+    """Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series, 20 terms."""
+    return 1.0 + _ndtr_tail_terms(x)
 
 
 def log_ndtr(x: Any) -> Any:
@@ -192,16 +199,9 @@ def ndtr_ratio(x: Any) -> Any:
 def ndtr_gap(x: Any) -> Any:
     """x + phi(x)/Phi(x), as the kernels' ``h_ndtr_gap`` (the series without its leading 1
     in the left tail)."""
-    jnp = _jnp()
     head_x = _where(x > -10.0, x, 0.0)
     tail_x = _where(x > -10.0, -10.0, x)
-    q = 1.0 / (tail_x * tail_x)
-    term, gap = jnp.ones_like(tail_x), jnp.zeros_like(tail_x)
-    odd = 1.0
-    for _ in range(20):
-        term = term * (-odd * q)
-        gap = gap + term
-        odd += 2.0
+    gap = _ndtr_tail_terms(tail_x)
     return _where(x > -10.0, head_x + ndtr_ratio(head_x), tail_x * gap / (1.0 + gap))
 
 

@@ -99,18 +99,23 @@ def h_tetragamma(x):
         T(0.3) - q * (T(5 / 6) - q * T(691 / 210)))))))
 """)
 
-# Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series, 20 terms
-register_helper(Helper("ndtr_tail", """
-def h_ndtr_tail(x):
+# Phi(x) (-x) / phi(x) for x <= -10: its asymptotic series S(x), 20 terms after the leading
+# 1 (h_ndtr_tail_terms: S(x) - 1, which ndtr_gap needs without the 1)
+register_helper(Helper("ndtr_tail_terms", """
+def h_ndtr_tail_terms(x):
     q = T(1.0) / (x * x)
     term = T(1.0)
-    total = T(1.0)
+    total = T(0.0)
     odd = T(1.0)
     for _ in range(20):
         term *= -odd * q
         total += term
         odd += T(2.0)
     return total
+"""))
+register_helper(Helper("ndtr_tail", """
+def h_ndtr_tail(x):
+    return T(1.0) + h_ndtr_tail_terms(x)
 """))
 
 _LOG_NDTR = Helper("log_ndtr", """
@@ -139,14 +144,7 @@ _NDTR_GAP = Helper("ndtr_gap", """
 def h_ndtr_gap(x):
     if x > T(-10.0):
         return x + h_ndtr_ratio(x)
-    q = T(1.0) / (x * x)
-    term = T(1.0)
-    gap = T(0.0)
-    odd = T(1.0)
-    for _ in range(20):
-        term *= -odd * q
-        gap += term
-        odd += T(2.0)
+    gap = h_ndtr_tail_terms(x)
     return x * gap / (T(1.0) + gap)
 """)
 
