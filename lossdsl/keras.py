@@ -31,7 +31,10 @@ as from Keras' built-in losses); otherwise the values are lossdsl's, one per ent
 elementwise loss. So ``"sum"`` and ``"sum_over_batch_size"`` are lossdsl's ``"sum"`` and
 ``"mean"`` of the same arrays, weighted or not, and the loss Keras reports is the Numba
 kernels' (both divide a weighted sum by the number of values; Keras'
-``"mean_with_sample_weight"`` divides by the sum of the weights instead). On the PyTorch
+``"mean_with_sample_weight"`` divides by the sum of the weights instead). A weight per
+sample ``(N,)`` of ``(N, K)`` outputs weighs each of its row's entries, so that
+``"sum_over_batch_size"`` and ``"mean_with_sample_weight"`` give what Keras' built-in losses
+give. On the PyTorch
 backend an elementwise loss of ``(N, K)`` outputs takes Keras' ``(N, K)`` incoming gradients
 entry by entry (lossdsl.torch); a loss whose entries a row reduction couples is refused there
 with a LossError (on TensorFlow too).
@@ -125,6 +128,9 @@ class Loss(keras.losses.Loss):
         # the target holds class indices (sparse_cce): a (N, 1) column of them is a vector,
         # as keras.losses.SparseCategoricalCrossentropy reads it (keras.datasets' labels)
         self._class_indices = self._roles[0] in compiled.label_inputs()
+        # a loss over classes gives one value per row of (N, K) outputs, any other one per
+        # entry (elementwise)
+        self._per_entry = compiled.default_ranks()[self._roles[1]] != 2
         self._functions: dict[str, Callable[[Any, Any], Any]] = {}
 
     @property
@@ -165,6 +171,20 @@ class Loss(keras.losses.Loss):
                             f"one of them before importing keras")
         self._functions[backend] = function
         return function
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """Keras' weighting, masking and reduction of :meth:`call`'s values. A weight per
+        sample (N,) of (N, K) outputs weighs each of the row's K values (an elementwise loss
+        gives one value per entry, which Keras' weighting cannot broadcast an (N,) weight
+        over): the weighted mean over the entries, or over the weights, is then the weighted
+        mean of the rows' means, as Keras' built-in losses give."""
+        if (self._per_entry and sample_weight is not None
+                and len(getattr(sample_weight, "shape", ())) == 1
+                and len(y_pred.shape) == 2 and y_pred.shape[-1] not in (None, 1)):
+            sample_weight = (keras.ops.expand_dims(keras.ops.convert_to_tensor(sample_weight),
+                                                   -1)
+                             * keras.ops.ones_like(y_pred))
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         """Per-sample losses of ``y_pred`` against ``y_true`` (lossdsl's ``reduction="none"``);

@@ -388,3 +388,21 @@ def test_sparse_labels_in_a_column_are_class_indices():
     ours = lossdsl.keras.Loss("sparse_cce_logits(y, z)")(labels[:, None], logits)
     theirs = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels[:, None], logits)
     np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "mean_with_sample_weight"])
+def test_a_weight_per_sample_of_wide_outputs_weighs_each_entry(reduction):
+    """An elementwise loss of (N, K) outputs gives a value per entry; a weight (N,) is
+    spread over the row's entries (Keras' weighting could not broadcast it: ValueError), so
+    the weighted means are Keras' built-in MSE's."""
+    rng = np.random.default_rng(1)
+    y, p = rng.random((6, 4)).astype("float32"), rng.random((6, 4)).astype("float32")
+    weight = rng.random(6).astype("float32")
+    ours = lossdsl.keras.Loss("mse(y, p)", reduction=reduction)(y, p, sample_weight=weight)
+    theirs = keras.losses.MeanSquaredError(reduction=reduction)(y, p, sample_weight=weight)
+    np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)
+    sparse = lossdsl.keras.Loss("sparse_cce_logits(y, z)", reduction=reduction)
+    labels = rng.integers(0, 4, 6)
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+    np.testing.assert_allclose(float(sparse(labels, p, sample_weight=weight)),
+                               float(expected(labels, p, sample_weight=weight)), rtol=1e-6)
