@@ -85,7 +85,10 @@ def check_per_sample(summed: CompiledLoss, ranks: dict[str, int]) -> None:
     _, scalar = shapes.split_additive(specialized.graph)
     if not is_constant(scalar):
         raise LossError("reduction='none' cannot be differentiated for a loss with a "
-                        "scalar term (such as a regulariser): use 'mean' or 'sum'")
+                        "scalar term, one number for the whole batch (a regulariser, or a "
+                        "batch-level loss such as dice's ratio of sums): use 'mean' or 'sum' "
+                        "(through Keras, whose losses are per sample: its JAX backend "
+                        "differentiates the batch)")
 
 
 def check_per_entry(facts: SecondOrder, name: str) -> None:
