@@ -596,8 +596,8 @@ class _LossEstimator(BaseEstimator):
                        values: Mapping[str, np.ndarray]) -> bool:
         """Whether the link's result changes when the per-row inputs do (rolled by one row,
         and doubled); when it does not, ``predict`` does not ask for them, and the link is
-        computed with the first training row's values in their place (``_stand_ins``)."""
-        self._stand_ins = {}
+        computed with the first training row's values in their place (``_stand_ins``, none
+        until then: fit starts without)."""
         if not self._input_sources:
             return False
         base = compute(raw, self._loss_inputs(values))
@@ -757,7 +757,6 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
 
     def _after_training(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         self._link_sources: list[str] = sorted(set(self._input_sources.values()))
-        self._stand_ins = {}
         self._proba_error: str | None = None
         try:
             self._probabilities(raw, self._loss_inputs(values))
@@ -970,7 +969,6 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
 
     def _after_training(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         self._link_sources = sorted(set(self._input_sources.values()))
-        self._stand_ins = {}
         self._prediction_error: str | None = None
         self.identity_link_ = self._is_identity(raw, values)
         if self.identity_link_:

@@ -104,26 +104,40 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
             f"sign from + to - for any label in [{lo[i]:.6g}, {hi[i]:.6g}] (gradients "
             f"{g_lo[i]!r}, {g_hi[i]!r}). Use predict_raw() for the raw scores")
     # where dl/dz is 0 over a band of labels (epsilon-insensitive: every y within eps of z),
-    # the prediction is the band's middle: one bisection finds its lower edge (the last
-    # label with g > 0), the other its upper edge (the first with g < 0)
-    edges = []
-    for rising in (False, True):
-        low, high = lo.copy(), hi.copy()
-        for _ in range(_BISECTIONS):
-            mid = 0.5 * (low + high)
-            g = gradient(mid, None)
-            if not np.all(np.isfinite(g)):
-                i = int(np.argmax(~np.isfinite(g)))
-                raise LossError(f"the loss's gradient is not finite at label {mid[i]!r} for "
-                                f"row {i}; use predict_raw()")
-            below_root = g >= 0 if rising else g > 0
-            low = np.where(below_root, mid, low)
-            high = np.where(below_root, high, mid)
-            if np.all(high - low <= 4 * np.finfo(np.float64).eps * np.maximum(np.abs(low),
-                                                                              np.abs(high))):
-                break
-        edges.append(0.5 * (low + high))
-    return 0.5 * (edges[0] + edges[1])
+    # the prediction is the band's middle: a bisection finds its lower edge (the last label
+    # with g > 0) and, for the rows whose first label past it still has g = 0, another its
+    # upper edge (the first with g < 0)
+    low, high, g_high = _bisect(gradient, lo, hi, g_hi, None, False)
+    prediction = 0.5 * (low + high)
+    band = g_high == 0
+    if band.any():
+        upper_low, upper_high, _ = _bisect(gradient, high[band], hi[band], g_hi[band], band,
+                                           True)
+        prediction[band] = 0.5 * (prediction[band] + 0.5 * (upper_low + upper_high))
+    return prediction
+
+
+def _bisect(gradient: RowGradient, low: np.ndarray, high: np.ndarray, g_high: np.ndarray,
+            rows: np.ndarray | None, rising: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bisection of the brackets ``[low, high]`` of ``rows`` (a mask; None: every row) to a
+    few ulps, down to the last label with ``dl/dz > 0`` (``rising``: ``>= 0``); returns the
+    final brackets and the gradient at their upper ends (``g_high``: at the given ones)."""
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (low + high)
+        g = gradient(mid, rows)
+        if not np.all(np.isfinite(g)):
+            i = int(np.argmax(~np.isfinite(g)))
+            row = i if rows is None else int(np.flatnonzero(rows)[i])
+            raise LossError(f"the loss's gradient is not finite at label {mid[i]!r} for row "
+                            f"{row}; use predict_raw()")
+        below_root = g >= 0 if rising else g > 0
+        low = np.where(below_root, mid, low)
+        high = np.where(below_root, high, mid)
+        g_high = np.where(below_root, g_high, g)
+        if np.all(high - low <= 4 * np.finfo(np.float64).eps * np.maximum(np.abs(low),
+                                                                          np.abs(high))):
+            break
+    return low, high, g_high
 
 
 def score_grid(raw: np.ndarray) -> np.ndarray:

@@ -792,13 +792,7 @@ class LossRegressor(RegressorMixin, _LinearLossModel):
 
     def _label_scale(self, raw: np.ndarray) -> np.ndarray:
         """The labels y* with dl(y*, p)/dp = 0 (:func:`lossdsl.implied.label_scale`)."""
-        gradient = self._loss.row_gradient
-
-        def at(labels: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
-            return gradient(labels, raw if rows is None else raw[rows])
-
-        bounds = label_bounds(self._loss.rows.input_domains().get(self._loss.label, ()))
-        return label_scale(at, raw.shape[0], self._label_range, self._loss.name, bounds)
+        return self._loss.label_scale(raw, self._label_range)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """The negative weighted mean loss of the scores on ``X, y`` (greater is better)."""
