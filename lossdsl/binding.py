@@ -541,9 +541,22 @@ def label_error(layout: InputLayout, name: str, width: int, index: int,
                 label: Any) -> LossDomainError:
     """The error for a label ``name`` (an input, a param or a constant) holding ``label``
     at ``index``."""
-    kind = "label input" if name in layout.inputs else "label"
-    return LossDomainError(f"{kind} '{name}' must hold integers in [0, {width}); "
-                           f"found {label!r} at index {index}", layout.spans.get(name))
+    if _is_number(name):  # a class index written in the loss, as in pick(z, 3)
+        text = (f"the class index {float(name):g} written in the loss must be an integer in "
+                f"[0, {width}): it reads a row of {width} classes")
+    else:
+        kind = "label input" if name in layout.inputs else "label"
+        text = (f"{kind} '{name}' must hold integers in [0, {width}); "
+                f"found {label!r} at index {index}")
+    return LossDomainError(text, layout.spans.get(name))
+
+
+def _is_number(name: str) -> bool:
+    try:
+        float(name)
+    except ValueError:
+        return False
+    return True
 
 
 def output_allocator(bound: Bound,

@@ -59,12 +59,27 @@ def test_reversed_class_axes_accept_valid_labels():
 
 def test_constant_and_param_labels_are_checked():
     z = np.zeros((2, 3))
-    with pytest.raises(lossdsl.LossDomainError, match=r"'7.0' must hold integers in \[0, 3\)"):
+    with pytest.raises(lossdsl.LossDomainError,
+                       match=r"class index 7 written in the loss must be an integer in \[0, 3\)"
+                       ) as error:
         lossdsl.compile("logsumexp(z) - pick(z, 7)")(z=z)
+    assert (error.value.line, error.value.column) == (1, 24)  # at the 7
+    for text, found in [("pick(z, -1)", "-1"), ("rowsum(onehot(1.5) * z)", "1.5")]:
+        with pytest.raises(lossdsl.LossDomainError,  # refused before any call
+                           match=f"class index must be a non-negative integer; found {found}\n"):
+            lossdsl.compile(text)
     loss = lossdsl.compile("param k = 1\nloss picked = logsumexp(z) - pick(z, k)")
     assert loss(z=z) == pytest.approx(math.log(3))
     with pytest.raises(lossdsl.LossDomainError, match=r"'k' must hold integers in \[0, 3\)"):
         loss(z=z, k=3)
+
+
+def test_a_row_reduction_of_a_reduced_row_says_so():
+    with pytest.raises(lossdsl.LossShapeError,
+                       match="one value per sample: the classes of 'z' are already reduced"):
+        lossdsl.compile("rowsum(rowsum(z))")(z=np.ones((2, 3)))
+    with pytest.raises(lossdsl.LossShapeError, match="'u' is a vector"):
+        lossdsl.compile("logsumexp(u) + rowsum(z)")(z=np.ones((2, 3)), u=np.ones(2))
 
 
 def test_computed_labels_are_refused():

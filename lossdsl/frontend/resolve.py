@@ -93,6 +93,8 @@ class LossDefinition:
     params: dict[str, float]
     doc: str
     span: Span
+    # where each input is first used, and each class index written as a number (keyed by
+    # its repr, the name a label error gives it)
     input_spans: dict[str, Span]
     # the declared domains of the inputs and params (def parameters bound to them)
     domains: tuple[InputDomain, ...] = ()
@@ -260,6 +262,9 @@ class Lowerer:
         self.domains: dict[tuple[str, Domain], InputDomain] = {}
         #: the requirements met so far whose conditions read inputs or params
         self.requirements: dict[Node, Requirement] = {}
+        #: where each class index written as a number is used (checked against the class
+        #: count only at call time), by its repr
+        self.constant_labels: dict[str, Span] = {}
 
     def lower(self, expression: ast.Expression, local: dict[str, Node]) -> Node:
         """The graph of ``expression`` with the def parameters ``local`` bound."""
@@ -513,6 +518,17 @@ class Lowerer:
             raise found.error({name: value.value for name, value in found.arguments
                                if value.op == "const"}, None)
 
+    def _constant_label(self, labels: Node, span: Span) -> None:
+        """Refuse a class index written as a number that no class count makes valid, and
+        note where it is written for the range check at call time."""
+        if labels.op != "const":
+            return
+        index = labels.value
+        if not 0 <= index < 2**31 or index != int(index):  # nan and inf fail too
+            raise LossDomainError(f"a class index must be a non-negative integer; "
+                                  f"found {index:g}", span)
+        self.constant_labels.setdefault(repr(index), span)
+
     def _builtin(self, e: ast.Call, args: list[Node]) -> Node:
         name = e.function
         if name == "onehot":
@@ -525,6 +541,7 @@ class Lowerer:
                         "onehot's class count must be a positive integer", e.args[1].span
                     )
                 width = int(count)
+            self._constant_label(args[0], e.args[0].span)
             return make("eq", (node("class_index", (args[0],), width, None), args[0]))
         if name == "rowof":
             table, labels = args
@@ -571,6 +588,7 @@ class Lowerer:
             z, labels = args
             if z.op in ("const", "param") and labels.op not in ("const", "param"):
                 return z  # a number is the same in every column (classvec(1.0) read at y)
+            self._constant_label(labels, e.args[1].span)
             onehot = make("eq", (node("class_index", (labels,), None, None), labels))
             return make("rowsum", (make("mul", (z, onehot)),))
         return make(name, args)
@@ -812,7 +830,8 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             params_used(graph, scope),
             statement.doc,
             statement.span,
-            {input_name: spans[input_name] for input_name in inputs if input_name in spans},
+            {input_name: spans[input_name] for input_name in inputs if input_name in spans}
+            | lowerer.constant_labels,
             tuple(lowerer.domains.values()),
             tuple(lowerer.requirements.values()),
         )
@@ -1027,7 +1046,9 @@ def def_as_loss(info: DefInfo, scope: Scope) -> LossDefinition | None:
         return None
     inputs = inputs_used(graph, spans, lowerer.requirements.values())
     return LossDefinition(syntax.name, graph, inputs, params_used(graph, scope), info.doc,
-                          syntax.span, {name: spans[name] for name in inputs if name in spans},
+                          syntax.span,
+                          {name: spans[name] for name in inputs if name in spans}
+                          | lowerer.constant_labels,
                           tuple(lowerer.domains.values()), tuple(lowerer.requirements.values()))
 
 

@@ -280,7 +280,12 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
             domain, rows = shape[id(n.args[0])]
             if not rows:
                 culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
-                detail = ", ".join(f"'{c}' is {_role(ranks.get(c, 1))}" for c in culprits)
+                vectors = [c for c in culprits if ranks.get(c, 1) < 2]
+                detail = ", ".join(f"'{c}' is {_role(ranks.get(c, 1))}" for c in vectors)
+                if culprits and not vectors:  # as in rowsum(rowsum(z))
+                    detail = ("its argument has one value per sample: the classes of "
+                              + ", ".join(f"'{c}'" for c in culprits)
+                              + " are already reduced inside it")
                 raise LossShapeError(
                     f"{n.op} (used by logsumexp/softmax/pick/rowsum) needs a per-class matrix "
                     f"(N, K) argument" + (f"; {detail}" if detail else ""),
