@@ -29,6 +29,11 @@ are coupled (a softmax over classes, a batch-level sum such as Dice) or a mixed 
 of two inputs would be needed, the second backward pass raises :class:`lossdsl.LossError`
 instead of returning a partial Hessian. Third derivatives are not available.
 
+``torch.func`` transforms take the loss too: ``grad``, ``vjp``, ``jacrev`` (twice, for a
+Hessian as above) and ``vmap``, which runs one kernel call per slice (each slice a loss of
+its own), so that ``vmap(grad(...))`` gives per-sample gradients. Forward mode (``jvp``,
+``jacfwd``, ``torch.func.hessian``) raises :class:`lossdsl.LossError`.
+
 Params are overridden per call (``criterion(y=y, p=p, delta=2.0)``) without rebuilding
 anything: the kernels take params as arguments. Results follow PyTorch's type promotion
 (a float32 prediction with a float64 target gives a float64 loss); each gradient has its
@@ -139,35 +144,118 @@ def _restored_inputs(ctx: Any) -> list[Any]:
     return [next(saved) if kind else next(others) for kind in ctx.kinds]
 
 
+def _kernel_arrays(ctx: Any) -> dict[str, Any]:
+    """The saved inputs as kernel arguments, by name (made when a backward pass first needs
+    them: the usual one, scaling the forward's gradients, does not)."""
+    arrays = getattr(ctx, "arrays", None)
+    if arrays is None:
+        arrays = ctx.arrays = {name: _as_array(t)
+                               for name, t in zip(ctx.call.names, _restored_inputs(ctx))}
+    return arrays
+
+
+def _wanted_gradients(names: tuple[str, ...], tensors: list[Any]) -> tuple[str, ...]:
+    """The inputs whose gradients the forward pass computes: those autograd (or a
+    ``torch.func`` transform) will ask for."""
+    if not torch.is_grad_enabled():
+        return ()
+    return tuple(name for name, t in zip(names, tensors)
+                 if isinstance(t, torch.Tensor) and t.requires_grad)
+
+
+def _no_forward_mode() -> None:
+    raise LossError("lossdsl.torch losses are differentiated in reverse mode only "
+                    "(backward, torch.func.grad, vjp, jacrev); forward mode (torch.func.jvp, "
+                    "jacfwd, and torch.func.hessian, which is jacfwd of jacrev) is not "
+                    "available: take the Hessian as jacrev(jacrev(f))")
+
+
+def _slices(info: Any, in_dims: tuple[Any, ...], args: tuple[Any, ...]) -> list[tuple]:
+    """The arguments of each call a ``torch.vmap`` over ``args`` stands for: every batched
+    tensor read at one index of its batch dimension."""
+    return [tuple(a.select(d, b) if isinstance(d, int) else a for a, d in zip(args, in_dims))
+            for b in range(info.batch_size)]
+
+
+def _stacked(results: list[Any]) -> tuple[Any, Any]:
+    """The per-slice results of a ``vmap`` rule, stacked along a new first dimension."""
+    if isinstance(results[0], tuple):
+        stacked = tuple(torch.stack(parts) for parts in zip(*results))
+        return stacked, (0,) * len(stacked)
+    return torch.stack(results), 0
+
+
+def _eager_twin(transformable: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """``transformable`` written the older way (a forward that takes ``ctx``), for calls
+    outside ``torch.func`` transforms: PyTorch binds the arguments of a forward written with
+    ``setup_context`` through ``inspect.signature`` on every call, which more than doubled
+    the cost of a minibatch step's loss (one kernel call of about ten microseconds)."""
+
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, *inputs: Any) -> Any:
+            output = transformable.forward(*inputs)
+            transformable.setup_context(ctx, inputs, output)
+            return output
+
+        backward = staticmethod(transformable.backward)
+
+    Eager.__name__ = Eager.__qualname__ = f"{transformable.__name__}Eager"
+    return Eager
+
+
+def _apply(transformable: type[torch.autograd.Function], eager: type[torch.autograd.Function],
+           *args: Any) -> Any:
+    """``transformable.apply(*args)``, through its eager twin where no ``torch.func``
+    transform is active."""
+    if torch._C._are_functorch_transforms_active():
+        return transformable.apply(*args)
+    return eager.apply(*args)
+
+
 class _FusedLoss(torch.autograd.Function):
     """forward: value (and gradients, for mean/sum) in one kernel call; backward: scaling,
-    or (create_graph=True) gradients autograd can differentiate once more."""
+    or (create_graph=True) gradients autograd can differentiate once more.
+
+    Written with ``setup_context`` and a ``vmap`` rule, so that ``torch.func`` transforms
+    (``grad``, ``vjp``, ``jacrev``, ``vmap``: per-sample gradients) take the loss too. The
+    forward returns the value and then the gradients of ``wrt`` (not differentiable:
+    outputs only so that the backward pass can scale them)."""
 
     @staticmethod
-    def forward(ctx: Any, module: TorchLoss, call: _Call, sample_weight: Any,
-                *tensors: Any) -> torch.Tensor:
+    def forward(module: TorchLoss, call: _Call, sample_weight: Any, wrt: tuple[str, ...],
+                *tensors: Any) -> tuple[torch.Tensor, ...]:
         compiled = module._compiled(call.device.type == "cuda")
         arrays = {name: _as_array(t) for name, t in zip(call.names, tensors)}
         weight = _as_array(sample_weight)
-        wrt = tuple(name for name, needs in zip(call.names, ctx.needs_input_grad[3:]) if needs)
-        ctx.module, ctx.call, ctx.wrt, ctx.arrays, ctx.weight = module, call, wrt, arrays, weight
+        if compiled.reduction == "none" or not wrt:
+            value = compiled(sample_weight=weight, **arrays, **call.params)
+            return (_value_tensor(value, call.device, call.dtype),)
+        value, gradients = compiled.value_and_grad(wrt, sample_weight=weight, **arrays,
+                                                   **call.params)
+        return (_value_tensor(value, call.device, call.dtype),
+                *(_to_tensor(gradients[name], call.device) for name in wrt))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]
+                      ) -> None:
+        module, call, sample_weight, wrt, *tensors = inputs
+        ctx.module, ctx.call, ctx.wrt, ctx.arrays = module, call, wrt, None
+        ctx.weight = _as_array(sample_weight)
         if call.usual:  # every input a tensor, each gradient wanted in the call's dtype
             ctx.dtypes, ctx.kinds, ctx.others = None, None, ()
             ctx.save_for_backward(*tensors)
         else:
             ctx.dtypes = {name: t.dtype for name, t in zip(call.names, tensors)
                           if isinstance(t, torch.Tensor)}
-            _saved_inputs(ctx, tensors)
-        if compiled.reduction == "none" or not wrt:
-            value = compiled(sample_weight=weight, **arrays, **call.params)
-            return _value_tensor(value, call.device, call.dtype)
-        value, gradients = compiled.value_and_grad(wrt, sample_weight=weight, **arrays,
-                                                   **call.params)
-        ctx.gradients = {name: _to_tensor(g, call.device) for name, g in gradients.items()}
-        return _value_tensor(value, call.device, call.dtype)
+            _saved_inputs(ctx, tuple(tensors))
+        gradients = output[1:]
+        ctx.gradients = dict(zip(wrt, gradients))
+        if gradients:
+            ctx.mark_non_differentiable(*gradients)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:
+    def backward(ctx: Any, grad_output: torch.Tensor, *_: Any) -> tuple[Any, ...]:
         module = ctx.module
         if torch.is_grad_enabled():  # create_graph=True: differentiable gradients
             gradients = module._differentiable_gradients(ctx, grad_output)
@@ -180,10 +268,23 @@ class _FusedLoss(torch.autograd.Function):
         # differentiated in float64, as the kernel computes); the usual call's inputs are
         # all of the call's dtype.
         dtypes, dtype = ctx.dtypes, ctx.call.dtype
-        return (None, None, None, *(None if name not in gradients
-                                    else _in_dtype(gradients[name],
-                                                   dtype if dtypes is None else dtypes[name])
-                                    for name in ctx.call.names))
+        return (None, None, None, None,
+                *(None if name not in gradients
+                  else _in_dtype(gradients[name], dtype if dtypes is None else dtypes[name])
+                  for name in ctx.call.names))
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        _no_forward_mode()
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
+        # one kernel call per slice: each is a loss of its own (its own mean)
+        return _stacked([_apply(_FusedLoss, _FusedLossEager, *sliced)
+                         for sliced in _slices(info, in_dims, args)])
+
+
+_FusedLossEager = _eager_twin(_FusedLoss)
 
 
 @dataclass(frozen=True)
@@ -194,61 +295,83 @@ class _GradientSpec:
     name: str
     call: _Call
     weight: Any  # the sample weights (constants: never differentiated)
-    computed: torch.Tensor | None = None  # the gradient when the forward pass already has it
 
 
 class _Gradient(torch.autograd.Function):
     """The gradient ``G = dL/dx`` as a function of the inputs; its backward is
-    ``u * diag(Hessian)``, checked to be the whole second derivative first."""
+    ``u * diag(Hessian)``, checked to be the whole second derivative first. ``computed``
+    is the gradient when the forward pass already has it (else None)."""
 
     @staticmethod
-    def forward(ctx: Any, module: TorchLoss, spec: _GradientSpec, *tensors: Any
-                ) -> torch.Tensor:
-        ctx.module, ctx.spec = module, spec
-        ctx.save_for_backward(*(t for t in tensors if isinstance(t, torch.Tensor)))
+    def forward(module: TorchLoss, spec: _GradientSpec, computed: torch.Tensor | None,
+                *tensors: Any) -> torch.Tensor:
+        if computed is not None:
+            return computed.clone()
         arrays = {name: _as_array(t) for name, t in zip(spec.call.names, tensors)}
-        ctx.arrays = arrays
-        ctx.dtypes = {name: t.dtype for name, t in zip(spec.call.names, tensors)
-                      if isinstance(t, torch.Tensor)}
-        if spec.computed is not None:
-            return spec.computed.clone()
         gradient = spec.compiled.grad(spec.name, sample_weight=spec.weight, **arrays,
                                       **spec.call.params)
         return _to_tensor(gradient, spec.call.device)
 
     @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        module, spec, _, *tensors = inputs
+        ctx.module, ctx.spec, ctx.call, ctx.arrays = module, spec, spec.call, None
+        _saved_inputs(ctx, tuple(tensors))
+        ctx.dtypes = {name: t.dtype for name, t in zip(spec.call.names, tensors)
+                      if isinstance(t, torch.Tensor)}
+
+    @staticmethod
     def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
         spec = ctx.spec
-        wanted = tuple(name for name, needs in zip(spec.call.names, ctx.needs_input_grad[2:])
+        wanted = tuple(name for name, needs in zip(spec.call.names, ctx.needs_input_grad[3:])
                        if needs)
-        ranks = {name: int(np.ndim(a)) if not isinstance(a, torch.Tensor) else a.dim()
-                 for name, a in ctx.arrays.items()}
-        ctx.module._check_second_order(spec.compiled, spec.name, ranks,
+        arrays = _kernel_arrays(ctx)
+        ctx.module._check_second_order(spec.compiled, spec.name, TorchLoss._ranks(arrays),
                                        spec.weight is not None, wanted)
         gradients = {}
         if spec.name in wanted:
-            hessian = spec.compiled.hessian(spec.name, sample_weight=spec.weight, **ctx.arrays,
+            hessian = spec.compiled.hessian(spec.name, sample_weight=spec.weight, **arrays,
                                             **spec.call.params)
             hessian = _to_tensor(hessian, spec.call.device)
             if torch.is_grad_enabled():  # create_graph=True once more: no third derivative
-                hessian = _NoThirdDerivative.apply(hessian, *ctx.saved_tensors)
+                hessian = _apply(_NoThirdDerivative, _NoThirdDerivativeEager, hessian,
+                                 *ctx.saved_tensors)
             gradients[spec.name] = upstream * hessian
-        return (None, None, *(gradients[name].to(ctx.dtypes[name]) if name in gradients
-                              else None for name in spec.call.names))
+        return (None, None, None, *(gradients[name].to(ctx.dtypes[name]) if name in gradients
+                                    else None for name in spec.call.names))
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        _no_forward_mode()
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
+        return _stacked([_apply(_Gradient, _GradientEager, *sliced)
+                         for sliced in _slices(info, in_dims, args)])
 
 
 class _NoThirdDerivative(torch.autograd.Function):
     """The diagonal Hessian as a function of the inputs that cannot be differentiated: its
     backward pass (a third derivative) raises."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: Any, hessian: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
+    def forward(hessian: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
         return hessian.clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        pass
 
     @staticmethod
     def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
         raise LossError("lossdsl.torch differentiates a loss twice at most (its second "
                         "derivative is the symbolic Hessian): a third derivative was asked for")
+
+
+_GradientEager = _eager_twin(_Gradient)
+_NoThirdDerivativeEager = _eager_twin(_NoThirdDerivative)
 
 
 class TorchLoss(torch.nn.Module):
@@ -374,7 +497,8 @@ class TorchLoss(torch.nn.Module):
             tensors = [args[slot] if type(slot) is int else inputs[slot] for slot in slots]
             call = self._usual_call(tensors)
             if call is not None:
-                return _FusedLoss.apply(self, call, sample_weight, *tensors)
+                return _apply(_FusedLoss, _FusedLossEager, self, call, sample_weight,
+                              _wanted_gradients(call.names, tensors), *tensors)[0]
         positions = self.positional_inputs(args, inputs)
         for name, value in zip(positions, args):
             if name in inputs:
@@ -393,8 +517,8 @@ class TorchLoss(torch.nn.Module):
         if not overrides:
             self._slots[form] = tuple(name if name in form[1] else positions.index(name)
                                       for name in names)
-        return _FusedLoss.apply(self, _Call(names, overrides, dtype, device), sample_weight,
-                                *tensors)
+        return _apply(_FusedLoss, _FusedLossEager, self, _Call(names, overrides, dtype, device),
+                      sample_weight, _wanted_gradients(names, tensors), *tensors)[0]
 
     def _usual_call(self, tensors: list[Any]) -> _Call | None:
         """The :class:`_Call` of the usual training step, kept per dtype: CPU tensors whose
@@ -424,14 +548,15 @@ class TorchLoss(torch.nn.Module):
             return {}
         cuda = grad_output.is_cuda
         summed = self._summed_loss(cuda)
-        check_per_sample(summed, self._ranks(ctx.arrays))
+        arrays = _kernel_arrays(ctx)
+        check_per_sample(summed, self._ranks(arrays))
         v = grad_output.detach()
         if v.dim() == 2:  # one value per sample and class
             return self._per_element_vector_jacobian(ctx, summed, v)
         weight = v if cuda else _as_array(v)
         if ctx.weight is not None:
             weight = weight * ctx.weight
-        gradients = summed.grad(ctx.wrt, sample_weight=weight, **ctx.arrays, **ctx.call.params)
+        gradients = summed.grad(ctx.wrt, sample_weight=weight, **arrays, **ctx.call.params)
         return {name: _to_tensor(g, ctx.call.device) for name, g in gradients.items()}
 
     def _per_element_vector_jacobian(self, ctx: Any, summed: CompiledLoss,
@@ -439,10 +564,11 @@ class TorchLoss(torch.nn.Module):
         """d(sum_ik v_ik l_ik)/dx for a loss with one value per sample and class: ``v`` times
         the gradient of the sum, entry by entry, which is exact where each ``l_ik`` depends
         on ``x_ik`` alone (``bce_logits`` on multi-label rows); refused otherwise."""
-        ranks, weighted = self._ranks(ctx.arrays), ctx.weight is not None
+        arrays = _kernel_arrays(ctx)
+        ranks, weighted = self._ranks(arrays), ctx.weight is not None
         for name in ctx.wrt:
             check_per_entry(self._second_order(summed, name, ranks, weighted), name)
-        gradients = summed.grad(ctx.wrt, sample_weight=ctx.weight, **ctx.arrays,
+        gradients = summed.grad(ctx.wrt, sample_weight=ctx.weight, **arrays,
                                 **ctx.call.params)
         return {name: _to_tensor(g, ctx.call.device) * v for name, g in gradients.items()}
 
@@ -465,24 +591,26 @@ class TorchLoss(torch.nn.Module):
         if self.reduction != "none":
             compiled = self._compiled(cuda)
             for name in ctx.wrt:
-                spec = _GradientSpec(compiled, name, call, ctx.weight, ctx.gradients[name])
-                gradients[name] = grad_output * _Gradient.apply(self, spec, *tensors)
+                spec = _GradientSpec(compiled, name, call, ctx.weight)
+                gradients[name] = grad_output * _apply(_Gradient, _GradientEager, self, spec,
+                                                       ctx.gradients[name], *tensors)
             return gradients
         # d(sum_i v_i w_i l_i)/dx_i = v_i * G_i, G the gradient of sum_i w_i l_i: a function
         # of x alone when x has one row per sample, so v enters autograd as a factor
         summed = self._summed_loss(cuda)
-        check_per_sample(summed, self._ranks(ctx.arrays))
+        ranks = self._ranks(dict(zip(call.names, tensors)))  # no NumPy view: under a
+        check_per_sample(summed, ranks)  # torch.func transform the tensors have no storage
         self._check_vector(grad_output)
         for name in ctx.wrt:
             x = tensors[call.names.index(name)]
-            facts = self._second_order(summed, name, self._ranks(ctx.arrays),
+            facts = self._second_order(summed, name, ranks,
                                        ctx.weight is not None)
             if facts.sample_axis is None or facts.axes[:1] != (facts.sample_axis,):
                 raise LossError(f"create_graph=True with reduction='none' needs inputs with "
                                 f"one row per sample; '{name}' has none (shape "
                                 f"{tuple(x.shape)}): use reduction 'mean' or 'sum'")
-            gradient = _Gradient.apply(self, _GradientSpec(summed, name, call, ctx.weight),
-                                       *tensors)
+            gradient = _apply(_Gradient, _GradientEager, self,
+                              _GradientSpec(summed, name, call, ctx.weight), None, *tensors)
             v = grad_output.reshape(grad_output.shape + (1,) * (x.dim() - 1))
             gradients[name] = v * gradient
         return gradients

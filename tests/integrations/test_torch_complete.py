@@ -270,3 +270,56 @@ def test_torch_compile_runs_the_loss_outside_its_graph():
     expected = torch.nn.functional.huber_loss(p.detach(), y, delta=1.0)
     torch.testing.assert_close(compiled.detach(), 2.0 * expected)
     torch.testing.assert_close(p.grad, 2.0 * torch.clamp(p.detach() - y, -1, 1) / 8)
+
+
+@pytest.mark.parametrize("text", ["huber(y, p, 1.0)", "bce_logits(y, p)"])
+def test_torch_func_transforms_equal_the_formula_written_in_torch(text):
+    """grad, jacrev (once and twice), vmap and vmap(grad) (per-sample gradients) of the loss
+    equal those of the same formula written in torch, for each reduction; forward mode and
+    a coupled Hessian are refused with a LossError."""
+    func = torch.func
+    written = ELEMENTWISE[text]
+    y, p = _data(text, n=6)
+    p = p.detach()
+    weights = torch.linspace(0.5, 2.0, 6, dtype=torch.float64)
+    for reduction, reduce in REDUCE.items():
+        criterion = lt.loss(text, reduction=reduction, target="cpu")
+
+        def ours(p, y, criterion=criterion):
+            return (criterion(y=y, p=p) * weights).sum()
+
+        def reference(p, y, reduce=reduce):
+            return (reduce(written(y, p)) * weights).sum()
+
+        torch.testing.assert_close(func.grad(ours)(p, y), func.grad(reference)(p, y))
+        torch.testing.assert_close(func.jacrev(func.jacrev(ours))(p, y),
+                                   func.jacrev(func.jacrev(reference))(p, y))
+        batch_p, batch_y = p.reshape(2, 3), y.reshape(2, 3)
+        torch.testing.assert_close(func.vmap(criterion)(batch_p, batch_y),
+                                   func.vmap(lambda y, p: reduce(written(y, p)))(batch_y, batch_p))
+        torch.testing.assert_close(
+            func.vmap(func.grad(lambda p, y: criterion(y=y, p=p).sum()))(batch_p, batch_y),
+            func.vmap(func.grad(lambda p, y: reduce(written(y, p)).sum()))(batch_p, batch_y))
+    # per-sample gradients of a model's parameters, as torch.func's tutorial computes them
+    model = torch.nn.Linear(3, 1).double()
+    params = {name: value.detach() for name, value in model.named_parameters()}
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    criterion = lt.loss(text, target="cpu")
+
+    def per_sample(params, x, y, loss):
+        prediction = func.functional_call(model, params, (x.unsqueeze(0),)).squeeze(-1)
+        return loss(prediction, y.unsqueeze(0))
+
+    found = func.vmap(func.grad(per_sample), in_dims=(None, 0, 0, None))(params, x, y, criterion)
+    expected = func.vmap(func.grad(per_sample), in_dims=(None, 0, 0, None))(
+        params, x, y, lambda p, y: written(y, p).mean())
+    for name in params:
+        torch.testing.assert_close(found[name], expected[name])
+    with pytest.raises(lossdsl.LossError, match="forward mode"):
+        func.hessian(lambda p: criterion(y=y, p=p))(p)
+    coupled = lt.loss("sparse_cce_logits(y, z)", target="cpu")
+    z, labels = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 2, 1, 2])
+    torch.testing.assert_close(func.grad(lambda z: coupled(y=labels, z=z))(z),
+                               func.grad(lambda z: F.cross_entropy(z, labels))(z))
+    with pytest.raises(lossdsl.LossError, match="coupled"):
+        func.jacrev(func.jacrev(lambda z: coupled(y=labels, z=z)))(z)
