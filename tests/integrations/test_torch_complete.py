@@ -296,10 +296,13 @@ def test_torch_func_transforms_equal_the_formula_written_in_torch(text):
                                    func.jacrev(func.jacrev(reference))(p, y))
         batch_p, batch_y = p.reshape(2, 3), y.reshape(2, 3)
         torch.testing.assert_close(func.vmap(criterion)(batch_p, batch_y),
-                                   func.vmap(lambda y, p: reduce(written(y, p)))(batch_y, batch_p))
+                                   func.vmap(lambda p, y, reduce=reduce: reduce(written(y, p)))(
+                                       batch_p, batch_y))
         torch.testing.assert_close(
-            func.vmap(func.grad(lambda p, y: criterion(y=y, p=p).sum()))(batch_p, batch_y),
-            func.vmap(func.grad(lambda p, y: reduce(written(y, p)).sum()))(batch_p, batch_y))
+            func.vmap(func.grad(lambda p, y, criterion=criterion: criterion(y=y, p=p).sum()))(
+                batch_p, batch_y),
+            func.vmap(func.grad(lambda p, y, reduce=reduce: reduce(written(y, p)).sum()))(
+                batch_p, batch_y))
     # per-sample gradients of a model's parameters, as torch.func's tutorial computes them
     model = torch.nn.Linear(3, 1).double()
     params = {name: value.detach() for name, value in model.named_parameters()}
