@@ -343,7 +343,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     ``booster.lossdsl_evals`` (``{name: {metric: [values]}}``) and is also written into
     ``evals_result`` when given. ``early_stopping_rounds``: stop when the last set's loss
     has not improved for that many rounds; ``booster.best_iteration`` (1-based, as
-    LightGBM's) is then the best round, which ``booster.predict`` uses by default.
+    LightGBM's) is then the best round, which ``booster.predict`` uses by default. Without
+    it the model keeps every round: ``evals`` only watch, as in ``lgb.train``.
 
     Cost per round, on top of LightGBM's tree: one gradient call of the objective; with
     refit, matching each training row to its leaf from the change of LightGBM's cached
@@ -503,7 +504,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
         stop = tracker.record(iteration)
         if stop or finished:
             break
-    if tracker.sets:
+    if tracker.sets and early_stopping_rounds is not None:  # evals alone only watch
         booster.best_iteration = tracker.best_round + 1
         name = tracker.sets[-1][0]
         metric_name = tracker.metric_name(tracker.sets[-1][4])

@@ -364,7 +364,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     history is ``booster.lossdsl_evals`` and goes into ``evals_result`` when given.
     ``early_stopping_rounds``: stop when the last set's loss has not improved for that many
     rounds; the returned model is cut at the best round (``booster.best_iteration``,
-    0-based as XGBoost's, and ``best_score`` are set).
+    0-based as XGBoost's, and ``best_score`` are set). Without it the model keeps every
+    round: ``evals`` only watch, as in ``xgb.train``.
 
     Cost per round, on top of XGBoost's tree: one gradient call; with refit, a one-round
     slice of the model, each training row's leaf (from the change of XGBoost's cached
@@ -513,9 +514,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         offsets = {t: float(value) for t, value in enumerate(np.reshape(start, -1))}
     if edits or offsets:
         booster = _edit_leaves(booster, edits, offsets)
-    if tracker.sets and tracker.best_round + 1 < rounds:
+    stopping = bool(tracker.sets) and early_stopping_rounds is not None
+    if stopping and tracker.best_round + 1 < rounds:  # evals alone only watch (xgb.train)
         booster = booster[: tracker.best_round + 1]
-    if tracker.sets:
+    if stopping:
         booster.set_attr(best_iteration=str(tracker.best_round),
                          best_score=str(tracker.best_value))
     booster.lossdsl_evals = tracker.history

@@ -353,6 +353,24 @@ def test_eval_set_and_early_stopping(data):
         clone(model).fit(train, y[:160])
 
 
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm"])
+def test_an_eval_set_without_early_stopping_only_watches(data, kind):
+    """Without early_stopping_rounds the model keeps every round, as xgb.train / lgb.train
+    do: an eval_set (a test set watched while training) must not choose the model (it was
+    cut at, or predicted with, the best evaluation round)."""
+    X, y, _ = data
+    train, valid = X.iloc[:160], X.iloc[160:]
+    make = (lambda: XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=30,
+                                      learning_rate=0.5, **XGB)) if kind == "xgboost" else (
+        lambda: LGBMLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=30,
+                                   learning_rate=0.5, num_threads=1))
+    plain = make().fit(train, y[:160])
+    watched = make().fit(train, y[:160], eval_set=[(valid, y[160:])])
+    history = next(iter(next(iter(watched.booster_.lossdsl_evals.values())).values()))
+    assert len(history) == 30 and int(np.argmin(history)) < 29  # a best round before the end
+    np.testing.assert_array_equal(watched.predict_raw(valid), plain.predict_raw(valid))
+
+
 def test_a_per_row_input_the_link_does_not_use_is_not_asked_for_at_predict():
     """clv scales the loss but not its link: the probabilities and the mean come from the
     scores alone, so predict_proba and predict work on X without the column (they asked
