@@ -287,6 +287,33 @@ def test_user_file_with_params_defs_and_imports():
     np.testing.assert_allclose(values, [3.0 * 0.5 * (2 - 0.25), 0.0, 1.0 * 0.5 * (3 - 0.25)])
 
 
+def test_a_def_or_let_reads_the_params_of_its_own_module(tmp_path):
+    """A param k of the importing module (or of another import) does not change the k that
+    an imported def or let reads (it did, silently: 20 for 11 below); where two params of
+    one name would meet in one loss, that is an error naming both."""
+    (tmp_path / "lib.loss").write_text("param k = 1\nparam d = 3\nparam j = 2*d\n"
+                                       "def scale(x) = k*x\nlet twice = 2*k\n"
+                                       "def by_j(x) = j*x\n")
+    (tmp_path / "other.loss").write_text("param k = 2\ndef other(x) = k*x\n")
+    (tmp_path / "main.loss").write_text(
+        'import "lib.loss"\nimport "other.loss"\nparam k = 10\nparam d = 7\n'
+        "loss scaled = scale(p)\nloss doubled = twice*p\nloss by_other = other(p)\n"
+        "loss derived = by_j(p)\n")
+    library = lossdsl.load(tmp_path / "main.loss")
+    p = np.ones(1)
+    for name, params, value in [("scaled", {"k": 1.0}, 1.0), ("doubled", {"k": 1.0}, 2.0),
+                                ("by_other", {"k": 2.0}, 2.0), ("derived", {"d": 3.0}, 6.0)]:
+        loss = getattr(library, name).compile(reduction="sum")
+        assert (loss.params, loss(p=p)) == (params, value), name
+    (tmp_path / "both.loss").write_text('import "lib.loss"\nparam k = 10\n'
+                                        "loss total = scale(p) + k*p\n")
+    with pytest.raises(lossdsl.LossNameError,
+                       match=r"two params named 'k' meet here: one declared at .*lib.loss:1:1, "
+                             r"the other at .*both.loss:2:1") as error:
+        lossdsl.load(tmp_path / "both.loss")
+    assert (error.value.line, error.value.column) == (3, 25)  # at the k
+
+
 def test_a_param_defined_from_another_follows_its_override():
     """``param k = 2*d`` is 2*d wherever k is used: d given at compile or call time moves k
     too (k kept its declared 2.0 and the loss was silently 5 instead of 9)."""

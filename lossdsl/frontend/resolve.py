@@ -23,7 +23,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,8 @@ class ParamInfo:
     doc: str
     span: Span
     derived: Node | None = None
+    # the params ``derived`` reads, each as declared where this param is (see Lowerer.params)
+    reads: tuple[tuple[str, ParamInfo], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class Scope:
     lets: dict[str, Node] = field(default_factory=dict)
     # what a let's value is checked against: declared domains and def requirements
     let_checks: dict[str, tuple[InputDomain | Requirement, ...]] = field(default_factory=dict)
+    # the params a let's value reads, each as declared where the let is
+    let_params: dict[str, dict[str, ParamInfo]] = field(default_factory=dict)
     losses: dict[str, LossDefinition] = field(default_factory=dict)
     imports: list[Scope] = field(default_factory=list)
     parent: Scope | None = None  # the prelude, for user modules
@@ -157,6 +161,17 @@ class Scope:
                 derived = scope.params[name].derived
                 return derived if derived is not None else node("param", (), name, ())
         return None
+
+    def find_value_params(self, name: str) -> Mapping[str, ParamInfo]:
+        """The params the graph :meth:`find_value` gives for ``name`` reads, by name, each
+        the one declared where that let or param is seen from."""
+        for scope in self._chain():
+            if name in scope.lets:
+                return scope.let_params.get(name, {})
+            if name in scope.params:
+                info = scope.params[name]
+                return dict(info.reads) if info.derived is not None else {name: info}
+        return {}
 
     def find_let_checks(self, name: str) -> tuple[InputDomain | Requirement, ...]:
         """The declared domains and def requirements the let ``name`` visible here puts on
@@ -262,6 +277,9 @@ class Lowerer:
         self.domains: dict[tuple[str, Domain], InputDomain] = {}
         #: the requirements met so far whose conditions read inputs or params
         self.requirements: dict[Node, Requirement] = {}
+        #: the params read so far, each as declared where it is read: two params of one name
+        #: (declared in two modules) cannot meet in one graph, whose param nodes are named
+        self.params: dict[str, ParamInfo] = {}
         #: where each class index written as a number is used (checked against the class
         #: count only at call time), by its repr
         self.constant_labels: dict[str, Span] = {}
@@ -334,6 +352,7 @@ class Lowerer:
         scope = context.scope
         found = scope.find_value(e.id)
         if found is not None:
+            self._note_params(scope.find_value_params(e.id), e.span)
             for check in scope.find_let_checks(e.id):
                 if isinstance(check, Requirement):
                     self.requirements.setdefault(check.condition, check)
@@ -518,6 +537,15 @@ class Lowerer:
             raise found.error({name: value.value for name, value in found.arguments
                                if value.op == "const"}, None)
 
+    def _note_params(self, params: Mapping[str, ParamInfo], span: Span) -> None:
+        for name, info in params.items():
+            seen = self.params.setdefault(name, info)
+            if seen is not info:
+                raise LossNameError(
+                    f"two params named '{name}' meet here: one declared at "
+                    f"{_place(seen.span)}, the other at {_place(info.span)} (a def or let "
+                    f"of one module reads its own); rename one of them", span)
+
     def _constant_label(self, labels: Node, span: Span) -> None:
         """Refuse a class index written as a number that no class count makes valid, and
         note where it is written for the range check at call time."""
@@ -598,14 +626,22 @@ class Lowerer:
 # Modules
 
 
-def params_used(graph: Node, scope: Scope) -> dict[str, float]:
-    """The params a graph uses, with their default values."""
+def params_used(graph: Node, params: Mapping[str, ParamInfo]) -> dict[str, float]:
+    """The params a graph uses, with their default values (``params``: those its lowerer
+    read, :attr:`Lowerer.params`)."""
     used: dict[str, float] = {}
     for n in toposort([graph]):
         if n.op == "param" and n.value not in used:
-            info = scope.find_param(n.value)
+            info = params.get(n.value)
             used[n.value] = info.default if info else float("nan")
     return used
+
+
+def _place(span: Span | None) -> str:
+    """Where ``span`` is, as ``file:line:column``."""
+    if span is None:
+        return "an unknown place"
+    return f"{span.file or '<string>'}:{span.line}:{span.column}"
 
 
 def _names(expression: ast.Expression) -> set[str]:
@@ -636,15 +672,14 @@ def inputs_used(graph: Node, spans: dict[str, Span],
     return tuple(sorted(names, key=lambda name: order.get(name, 1 << 30)))
 
 
-def _constant_value(value: Node, scope: Scope, span: Span, what: str = "a param's value"
-                    ) -> float:
+def _constant_value(value: Node, params: Mapping[str, ParamInfo], span: Span,
+                    what: str = "a param's value") -> float:
     """A param's value (or ``what`` else): a constant expression, possibly of earlier
     params."""
     # Only the params this value uses: copying every visible param for each of thousands of
     # params made a long file quadratic.
-    params = params_used(value, scope)
     try:
-        (result,) = evaluate([value], {}, params)
+        (result,) = evaluate([value], {}, params_used(value, params))
         return float(result)
     except KeyError:
         raise LossError(f"{what} must be a constant expression", span) from None
@@ -666,7 +701,7 @@ def _domain(syntax: ast.DomainSyntax, scope: Scope) -> Domain:
             name = next(iter(free), used)
             raise LossError(f"a domain's bounds must be numbers; '{name}' is not a constant",
                             free.get(name, expression.span))
-        bounds.append(_constant_value(graph, scope, expression.span, "a domain's bound"))
+        bounds.append(_constant_value(graph, {}, expression.span, "a domain's bound"))
     if any(bound != bound for bound in bounds):
         raise LossError("a domain's bounds cannot be nan", syntax.span)
     if syntax.members:
@@ -784,7 +819,8 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
         scope.imports.append(_import(statement, base, parent, loading, diagnostics))
     elif isinstance(statement, ast.Param):
         free: dict[str, Span] = {}
-        graph = Lowerer(scope, inputs_allowed=True, record=free).lower(statement.value, {})
+        value_lowerer = Lowerer(scope, inputs_allowed=True, record=free)
+        graph = value_lowerer.lower(statement.value, {})
         if free:
             name, span = next(iter(free.items()))
             raise LossError(
@@ -793,10 +829,11 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
         reads_params = any(n.op == "param" for n in toposort([graph]))
         scope.params[statement.name] = ParamInfo(
             statement.name,
-            _constant_value(graph, scope, statement.value.span),
+            _constant_value(graph, value_lowerer.params, statement.value.span),
             statement.doc,
             statement.span,
             graph if reads_params else None,
+            tuple(value_lowerer.params.items()),
         )
     elif isinstance(statement, ast.Def):
         seen: set[str] = set()
@@ -810,6 +847,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
     elif isinstance(statement, ast.Let):
         scope.defining_let = statement.name
         scope.lets[statement.name] = lowerer.lower(statement.value, {})
+        scope.let_params[statement.name] = dict(lowerer.params)
         if lowerer.domains or lowerer.requirements:
             scope.let_checks[statement.name] = (*lowerer.domains.values(),
                                                 *lowerer.requirements.values())
@@ -827,7 +865,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             name,
             graph,
             inputs,
-            params_used(graph, scope),
+            params_used(graph, lowerer.params),
             statement.doc,
             statement.span,
             {input_name: spans[input_name] for input_name in inputs if input_name in spans}
@@ -1045,7 +1083,7 @@ def def_as_loss(info: DefInfo, scope: Scope) -> LossDefinition | None:
     except _Unresolved:
         return None
     inputs = inputs_used(graph, spans, lowerer.requirements.values())
-    return LossDefinition(syntax.name, graph, inputs, params_used(graph, scope), info.doc,
+    return LossDefinition(syntax.name, graph, inputs, params_used(graph, lowerer.params), info.doc,
                           syntax.span,
                           {name: spans[name] for name in inputs if name in spans}
                           | lowerer.constant_labels,
