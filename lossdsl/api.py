@@ -248,7 +248,6 @@ class CompiledLoss:
                 raise LossNameError(f"the loss has no param '{name}'", None,
                                     did_you_mean(name, self.params))
             self.params[name] = param_value(name, value)
-        self._last_kernel: Kernel | None = None
         self._labels: frozenset[str] | None = None
         self._tables: frozenset[str] | None = None
         self._vectors: frozenset[str] | None = None
@@ -262,6 +261,7 @@ class CompiledLoss:
         self._specialized: dict[tuple, Specialization] = {}
         self._plans: dict[tuple, CallPlan | None] = {}
         self._checked_wrt: dict[str | tuple[str, ...], tuple[str, ...]] = {}
+        self._last_kernel: Kernel | None = None
         self._lock = threading.Lock()
         self._layout = InputLayout(self.inputs, self.table_inputs(), self.class_vector_inputs(),
                                    self.loss.definition.input_spans, self.target,
@@ -273,8 +273,8 @@ class CompiledLoss:
         # Kernels live in modules imported from the cache directory; a copy in another process
         # (Dask, multiprocessing) rebuilds them there, from its own cache, on first use.
         state = dict(self.__dict__)
-        for transient in ("_kernels", "_specialized", "_plans", "_checked_wrt", "_lock",
-                          "_layout"):
+        for transient in ("_kernels", "_specialized", "_plans", "_checked_wrt",
+                          "_last_kernel", "_lock", "_layout"):
             state.pop(transient)
         return state
 

@@ -353,6 +353,18 @@ def test_compiled_losses_pickle_for_other_processes(mission, regression_data):
     library_loss = lossdsl.load(EXAMPLES / "stock.loss").stock.compile(reduction="sum")
     restored = pickle.loads(pickle.dumps(library_loss))
     assert restored(y=np.array([2.0]), p=np.array([1.0])) == pytest.approx(3.0)
+    # a loss that has been called unpickles in a fresh process (it kept a reference to its
+    # last kernel's generated module, which a new process has not imported)
+    import subprocess
+    import sys
+
+    script = ("import pickle, sys\nimport numpy as np\n"
+              "loss = pickle.loads(sys.stdin.buffer.read())\n"
+              "print(loss(y=np.array([2.0]), p=np.array([1.0])))\n")
+    found = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(library_loss),
+                           capture_output=True, timeout=300)
+    assert found.returncode == 0, found.stderr.decode()
+    assert float(found.stdout) == pytest.approx(3.0)
 
 
 def test_rowmax_derivative_goes_to_the_first_maximum():
