@@ -361,6 +361,7 @@ def test_compiled_losses_pickle_for_other_processes(mission, regression_data):
     script = ("import pickle, sys\nimport numpy as np\n"
               "loss = pickle.loads(sys.stdin.buffer.read())\n"
               "print(loss(y=np.array([2.0]), p=np.array([1.0])))\n")
+    assert library_loss(y=np.array([2.0]), p=np.array([1.0])) == pytest.approx(3.0)
     found = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(library_loss),
                            capture_output=True, timeout=300)
     assert found.returncode == 0, found.stderr.decode()
