@@ -314,6 +314,29 @@ def test_a_def_or_let_reads_the_params_of_its_own_module(tmp_path):
     assert (error.value.line, error.value.column) == (3, 25)  # at the k
 
 
+def test_an_edited_import_is_read_again(tmp_path):
+    """Loading a file again after a file it imports (directly or not) changed reads the new
+    contents (the in-process cache, keyed by the top file's stat alone, kept the old ones:
+    a notebook user editing a shared .loss file trained on the previous formula)."""
+    (tmp_path / "common.loss").write_text("param scale = 2.0\ndef f(y, p) = scale*(p - y)^2\n")
+    (tmp_path / "middle.loss").write_text('import "common.loss"\n')
+    (tmp_path / "main.loss").write_text('import "middle.loss"\nloss L = f(y, p)\n')
+    y, p = np.array([0.0, 1.0]), np.array([1.0, 3.0])
+
+    def value():
+        loss = lossdsl.load(tmp_path / "main.loss").L.compile(reduction="sum")
+        return loss.params, loss(y=y, p=p)
+
+    assert value() == ({"scale": 2.0}, 10.0)
+    assert value() == ({"scale": 2.0}, 10.0)  # unchanged files: the cached module
+    (tmp_path / "common.loss").write_text("param scale = 3.0\ndef f(y, p) = scale*abs(p - y)\n")
+    assert value() == ({"scale": 3.0}, 9.0)
+    text = f'import "{tmp_path / "main.loss"}"\nf(y, p)'
+    assert lossdsl.compile(text, reduction="sum")(y=y, p=p) == 9.0
+    (tmp_path / "common.loss").write_text("param scale = 4.0\ndef f(y, p) = scale*abs(p - y)\n")
+    assert lossdsl.compile(text, reduction="sum")(y=y, p=p) == 12.0
+
+
 def test_a_param_defined_from_another_follows_its_override():
     """``param k = 2*d`` is 2*d wherever k is used: d given at compile or call time moves k
     too (k kept its declared 2.0 and the loss was silently 5 instead of 9)."""

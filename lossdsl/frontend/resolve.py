@@ -128,6 +128,8 @@ class Scope:
     # error, and whether an import failed, so that the uses are not reported a second time.
     broken: set[str] = field(default_factory=set)
     incomplete: bool = False
+    # (path, mtime, size, inode) of the file read, for a module loaded from one
+    source_key: tuple[str, int, int, int] | None = None
 
     def _chain(self):
         """This scope, then its imports (later first), then its parent; each scope once, so
@@ -1043,11 +1045,36 @@ def load_scope(
             error.strerror)
         raise _file_error(f"cannot {verb} {_shown(shown)}: {reason}", path, span) from None
     key = (resolved, info.st_mtime_ns, info.st_size, info.st_ino)
-    if key not in _FILE_CACHE:
+    scope = _FILE_CACHE.get(key)
+    if scope is None or not _imports_unchanged(scope):
         text = read_source(path, span, shown)
         module = _parse_file(text, path, None)
-        _FILE_CACHE[key] = build_scope(module, parent or prelude(), loading + (resolved,))
-    return _FILE_CACHE[key]
+        scope = build_scope(module, parent or prelude(), loading + (resolved,))
+        scope.source_key = key
+        _FILE_CACHE[key] = scope
+    return scope
+
+
+def _imports_unchanged(scope: Scope) -> bool:
+    """Whether every file ``scope`` imports, directly or not, is as it was when read (an
+    edited import must not leave the module that imports it on its old contents)."""
+    seen: set[int] = set()
+    stack = list(scope.imports)
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        if module.source_key is not None:
+            resolved = module.source_key[0]
+            try:
+                info = os.stat(resolved)
+            except OSError:
+                return False
+            if (resolved, info.st_mtime_ns, info.st_size, info.st_ino) != module.source_key:
+                return False
+        stack.extend(module.imports)
+    return True
 
 
 @functools.cache
