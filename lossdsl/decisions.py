@@ -51,7 +51,7 @@ _MAX_VALUE_ZOOMS = 12
 
 def decide(cost: str | Loss | CompiledLoss, /, *,
            probabilities: Any = None, classes: Any = None,
-           predictions: Any = None, residuals: Any = None,
+           predictions: Any = None, residuals: Any = None, residual_weights: Any = None,
            quantiles: Any = None, levels: Any = None,
            decisions: Any = None, label: str | None = None, decision: str | None = None,
            return_expected_cost: bool = False,
@@ -75,7 +75,9 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
       The decision minimises ``sum_k P[i, k] * cost(y=classes[k], d)`` over the candidate
       ``decisions`` (default: the classes).
     * ``predictions`` (N,) and ``residuals`` (R,): held-out ``y - prediction`` of the model;
-      row i's outcomes are ``predictions[i] + residuals[j]``, equally likely.
+      row i's outcomes are ``predictions[i] + residuals[j]``, equally likely, or as likely
+      as ``residual_weights`` (R,) say (the sample weights of the rows the residuals come
+      from: a row of weight 0 does not count).
     * ``quantiles``: an (N, Q) array of each row's predictive quantiles at ``levels``
       (increasing, in (0, 1); default evenly spaced), each weighted by the probability mass
       it stands for; any (N, S) array of equally likely outcomes per row (ensemble members,
@@ -103,7 +105,9 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
     classification = probabilities is not None
     if classification:
         extra = [name for name, value in (("predictions", predictions),
-                                          ("residuals", residuals), ("quantiles", quantiles),
+                                          ("residuals", residuals),
+                                          ("residual_weights", residual_weights),
+                                          ("quantiles", quantiles),
                                           ("levels", levels)) if value is not None]
         if extra:
             raise LossError(f"pass either probabilities= (classification) or predictions= with "
@@ -115,7 +119,8 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
         if classes is not None:
             raise LossError("classes= goes with probabilities=; for regression pass "
                             "predictions= and residuals=, or quantiles=")
-        outcomes, weights, predictions = _outcomes(predictions, residuals, quantiles, levels)
+        outcomes, weights, predictions = _outcomes(predictions, residuals, quantiles, levels,
+                                                   residual_weights)
         n = outcomes.shape[0] if predictions is None else predictions.shape[0]
     label, decision = _roles(compiled, label, decision, inputs)
     per_row, shared = _split_inputs(compiled, inputs, n, label, decision)
@@ -218,13 +223,13 @@ def _candidates(values: Any, what: str = "decisions") -> np.ndarray:
     return array
 
 
-def _outcomes(predictions: Any, residuals: Any, quantiles: Any,
-              levels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _outcomes(predictions: Any, residuals: Any, quantiles: Any, levels: Any,
+              residual_weights: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(outcomes, their probabilities, predictions): residuals (R,) shared by every row
     (added to the predictions (N,) by :class:`_ExpectedCost`), or quantiles (N, Q) per row
     (and no predictions)."""
     if quantiles is not None:
-        if residuals is not None or predictions is not None:
+        if residuals is not None or predictions is not None or residual_weights is not None:
             raise LossError("quantiles= are each row's predicted outcomes themselves: pass "
                             "them alone, or predictions= with residuals=, not both")
         q = np.asarray(quantiles, dtype=np.float64)
@@ -253,7 +258,17 @@ def _outcomes(predictions: Any, residuals: Any, quantiles: Any,
     if mu.ndim != 1:
         raise LossShapeError(f"predictions must be a vector (N,), got shape {mu.shape}")
     _finite("predictions", mu)
-    return r, np.full(r.size, 1.0 / r.size), mu
+    if residual_weights is None:
+        return r, np.full(r.size, 1.0 / r.size), mu
+    w = np.asarray(residual_weights, dtype=np.float64)
+    if w.shape != r.shape:
+        raise LossShapeError(f"residual_weights must give one weight per residual "
+                             f"({r.size}), got shape {w.shape}")
+    _finite("residual_weights", w)
+    if np.any(w < 0) or not np.any(w > 0):
+        raise LossDomainError("residual_weights must be non-negative with a positive sum")
+    kept = w > 0
+    return r[kept], w[kept] / w[kept].sum(), mu
 
 
 def _level_weights(levels: Any, q: int) -> np.ndarray:

@@ -1065,12 +1065,16 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
             test_values = {source: v[test] for source, v in values.items()}
             held_out[test] = self._predictions(raw, self._loss_inputs(test_values))
         self.residuals_ = y - held_out
+        # each residual as likely as its row's weight (a row of weight 0 does not count)
+        self.residual_weights_ = None if weight is None else np.array(weight, dtype=float)
 
     def _decide_from(self, prediction: np.ndarray, cost: Any, values: Mapping[str, np.ndarray],
                      X: Any, extra: Mapping[str, Any], use_constructor: bool,
-                     decisions: Any = None, residuals: Any = None) -> np.ndarray:
+                     decisions: Any = None, residuals: Any = None,
+                     residual_weights: Any = None) -> np.ndarray:
         if residuals is None:
             residuals = getattr(self, "residuals_", None)
+            residual_weights = getattr(self, "residual_weights_", None)
         if residuals is None:
             raise LossError("decide() on a regressor needs held-out residuals: set "
                             "decision_cost= before fit (out-of-fold residuals are then kept "
@@ -1078,13 +1082,17 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         inputs = self._decision_inputs(values, X, extra, use_constructor)
         candidates = self.decisions if use_constructor else decisions
         return _decide(self.decision_cost if cost is None else cost, predictions=prediction,
-                       residuals=residuals, decisions=candidates, **inputs)
+                       residuals=residuals, residual_weights=residual_weights,
+                       decisions=candidates, **inputs)
 
     def decide(self, X: Any, cost: LossLike | None = None, *, decisions: Any = None,
-               residuals: Any = None, **inputs: Any) -> np.ndarray:
+               residuals: Any = None, residual_weights: Any = None,
+               **inputs: Any) -> np.ndarray:
         """Each row's decision of lowest expected cost under ``cost`` (default:
         ``decision_cost`` with ``decision_inputs`` and ``decisions``), the outcomes being
-        the prediction plus the out-of-fold ``residuals_`` (or ``residuals=``).
+        the prediction plus the out-of-fold ``residuals_`` weighted by the training rows'
+        ``sample_weight`` (``residual_weights_``), or ``residuals=`` weighted by
+        ``residual_weights=``.
         ``inputs``: the cost's inputs (numbers, tables, per-row arrays, or strings naming
         columns of X)."""
         if cost is None and self.decision_cost is None:
@@ -1093,7 +1101,7 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         raw, values, extra = self._decide_rows(X, default, inputs)
         prediction = self._label_scale(raw, values)
         return self._decide_from(prediction, cost, values, X, extra, default, decisions,
-                                 residuals)
+                                 residuals, residual_weights)
 
 
 # ---------------------------------------------------------------------------- libraries

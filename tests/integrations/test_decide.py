@@ -71,6 +71,28 @@ def test_newsvendor_with_residuals_is_the_critical_quantile_per_row():
     assert np.allclose(d, expected, rtol=0, atol=1e-8)
 
 
+def test_weighted_residuals_give_the_weighted_critical_quantile():
+    """residual_weights: each residual as likely as its weight; a residual of weight 0 does
+    not count, and integer weights are repeated residuals."""
+    rng = np.random.default_rng(5)
+    mu = rng.normal(50, 10, size=30)
+    residuals = rng.normal(0, 3, size=301)
+    weights = rng.integers(0, 4, size=301).astype(float)
+    d = lossdsl.decide(NEWSVENDOR, predictions=mu, residuals=residuals,
+                       residual_weights=weights, under=3.0, over=1.0)
+    repeated = np.repeat(residuals, weights.astype(int))
+    np.testing.assert_allclose(d, mu + np.quantile(repeated, 0.75, method="inverted_cdf"),
+                               rtol=0, atol=1e-8)
+    mean = lossdsl.decide("(y - d)^2", predictions=mu, residuals=residuals,
+                          residual_weights=weights)
+    np.testing.assert_allclose(mean, mu + repeated.mean(), rtol=0, atol=1e-8)
+    for bad, match in [(weights[:-1], "one weight per residual"),
+                       (-weights, "non-negative"), (0 * weights, "positive sum")]:
+        with pytest.raises(lossdsl.LossError, match=match):
+            lossdsl.decide(NEWSVENDOR, predictions=mu, residuals=residuals,
+                           residual_weights=bad, under=3.0, over=1.0)
+
+
 def test_quantiles_with_levels_and_squared_error_is_the_mean():
     rng = np.random.default_rng(3)
     q = np.sort(rng.normal(size=(50, 9)), axis=1) * 3 + 10

@@ -251,6 +251,18 @@ def test_regressor_decides_from_out_of_fold_residuals(data):
     stock = model.predict(features)
     shift = np.quantile(model.residuals_, 5 / 7, method="inverted_cdf")
     np.testing.assert_allclose(stock, model.predict_raw(features) + shift, atol=1e-8)
+    # with sample weights each residual is as likely as its row's weight: rows of weight 0
+    # (here: labels made useless) do not move the decision
+    weight = np.where(np.arange(len(X)) % 2 == 0, 1.0, 0.0)
+    noisy = np.where(weight > 0, counts, counts + 50.0)
+    weighted = XGBLossRegressor(n_estimators=8, decision_cost="asymmetric_l1(y, d, 5, 2)",
+                                decision_cv=3, **XGB).fit(features, noisy, sample_weight=weight)
+    np.testing.assert_array_equal(weighted.residual_weights_, weight)
+    kept = weighted.residuals_[weight > 0]
+    np.testing.assert_allclose(
+        weighted.predict(features),
+        weighted.predict_raw(features) + np.quantile(kept, 5 / 7, method="inverted_cdf"),
+        atol=1e-8)
     with pytest.raises(lossdsl.LossError, match="held-out residuals"):
         XGBLossRegressor(n_estimators=3, **XGB).fit(features, counts).decide(
             features, "asymmetric_l1(y, d, 5, 2)")
