@@ -119,6 +119,23 @@ class ArrayKind:
         return weight if on_device else weight.astype(dtype, copy=False)
 
 
+def check_aligned(values: Iterable[tuple[str, Any]]) -> None:
+    """Refuse pandas objects (Series, DataFrames) among ``values`` whose indexes differ:
+    lossdsl pairs rows by position, and pandas users expect alignment by label, so a
+    reordered index would pair each row with another row's values."""
+    first: tuple[str, Any] | None = None
+    for name, value in values:
+        if not type(value).__module__.startswith("pandas") or not hasattr(value, "index"):
+            continue
+        if first is None:
+            first = (name, value.index)
+        elif not value.index.equals(first[1]):
+            raise LossShapeError(
+                f"'{first[0]}' and '{name}' are pandas objects with different indexes; "
+                f"lossdsl pairs rows by position, not by index label: align them first "
+                f"(.reindex(...) or .loc[...]), or pass .to_numpy() to pair by position")
+
+
 def bind_inputs(layout: InputLayout, params: Mapping[str, float], inputs: Mapping[str, Any],
                 sample_weight: Any, kind: type[ArrayKind] = ArrayKind) -> Bound:
     """The inputs of one call bound for a kernel: names checked (param overrides taken from
@@ -140,6 +157,7 @@ def bind_inputs(layout: InputLayout, params: Mapping[str, float], inputs: Mappin
     if missing:
         raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
                             f"{', '.join(names)})", spans.get(missing[0]))
+    check_aligned([*inputs.items(), ("sample_weight", sample_weight)])
     converter = kind(layout, inputs, sample_weight)
     arrays: dict[str, Any] = {}
     scalars: dict[str, float] = {}

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .binding import coerce_loss
+from .binding import check_aligned, coerce_loss
 from .boosting.objective import LABEL_NAMES
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 
@@ -102,6 +102,10 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
     the kernel elements evaluated per call (rows are processed in blocks).
     """
     compiled = _per_row_kernel(cost)
+    tables = compiled.table_inputs()
+    check_aligned([("probabilities", probabilities), ("predictions", predictions),
+                   ("quantiles", quantiles),
+                   *((name, value) for name, value in inputs.items() if name not in tables)])
     classification = probabilities is not None
     if classification:
         extra = [name for name, value in (("predictions", predictions),

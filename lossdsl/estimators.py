@@ -53,7 +53,7 @@ from sklearn.utils.validation import (
 )
 
 from .api import CompiledLoss, Loss
-from .binding import coerce_loss
+from .binding import check_aligned, coerce_loss
 from .boosting.objective import default_roles, repeat_score
 from .decisions import decide as _decide
 from .errors import LossDomainError, LossError, LossShapeError
@@ -327,6 +327,7 @@ class _LossEstimator(BaseEstimator):
             if reset or not absent:
                 validate_data(self, X, reset=reset, skip_check_array=True)
             n = len(X)
+            check_aligned([("X", X), *((s, metadata[s]) for s in needed if s in metadata)])
             if n == 0:
                 raise ValueError("Found array with 0 sample(s) (shape=(0, "
                                  f"{len(names)})) while a minimum of 1 is required.")

@@ -238,3 +238,20 @@ def test_parallel_kernels_from_many_threads(layer):
                           timeout=120, env=environment)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"]
+
+
+def test_pandas_inputs_with_different_indexes_are_refused():
+    """Rows are paired by position: pandas objects whose indexes differ (the same labels in
+    another order) would pair each row with another's values, so they are refused; equal
+    indexes, and NumPy arrays beside a Series, are paired by position as before."""
+    pd = pytest.importorskip("pandas")
+    loss = lossdsl.compile("mse(y, p)", reduction="none")
+    y = pd.Series([0.0, 1.0, 2.0, 3.0], index=[0, 1, 2, 3])
+    p = pd.Series([3.0, 2.0, 1.0, 0.0], index=[3, 2, 1, 0])
+    with pytest.raises(lossdsl.LossShapeError, match="'y' and 'p' are pandas objects with "
+                                                     "different indexes"):
+        loss(y=y, p=p)
+    with pytest.raises(lossdsl.LossShapeError, match="'y' and 'sample_weight'"):
+        loss(y=y, p=p.to_numpy(), sample_weight=pd.Series(np.ones(4), index=[9, 8, 7, 6]))
+    np.testing.assert_array_equal(loss(y=y, p=p.sort_index()), 0.0)
+    np.testing.assert_array_equal(loss(y=y, p=p.to_numpy()), [9.0, 1.0, 1.0, 9.0])

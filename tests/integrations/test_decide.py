@@ -167,3 +167,14 @@ def test_a_cost_input_named_cost_is_a_keyword():
     decided = lossdsl.decide("where(d == 1, cost, y)", probabilities=probability,
                              cost=np.array([0.5, 0.5]))
     np.testing.assert_array_equal(decided, [0, 1])  # decline costs y, accept costs 0.5
+
+
+def test_pandas_values_with_another_index_are_refused():
+    pd = pytest.importorskip("pandas")
+    cost = "where(d == 1, where(y == 1, 0, fee), where(y == 1, amount, 0))"
+    p = pd.Series([0.1, 0.1, 0.1], index=["a", "b", "c"])
+    amount = pd.Series([5.0, 1000.0, 5.0], index=["b", "a", "c"])
+    with pytest.raises(lossdsl.LossShapeError, match="different indexes"):
+        lossdsl.decide(cost, probabilities=p, amount=amount, fee=10.0)
+    aligned = lossdsl.decide(cost, probabilities=p, amount=amount.reindex(p.index), fee=10.0)
+    np.testing.assert_array_equal(aligned, [1, 0, 0])

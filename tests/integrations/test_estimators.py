@@ -383,6 +383,17 @@ def test_an_eval_set_without_early_stopping_only_watches(data, kind):
     np.testing.assert_array_equal(watched.predict_raw(valid), plain.predict_raw(valid))
 
 
+def test_a_keyword_series_in_another_order_than_x_is_refused(data):
+    X, y, _ = data
+    clv = X.clv
+    model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=3, **XGB)
+    with pytest.raises(lossdsl.LossShapeError, match="'X' and 'clv' are pandas objects"):
+        model.fit(X[["x0", "x1"]], y, clv=clv.sample(frac=1.0, random_state=1))
+    fitted = model.fit(X[["x0", "x1"]], y, clv=clv)
+    with pytest.raises(lossdsl.LossShapeError, match="different indexes"):
+        fitted.decide(X[["x0", "x1"]], CHURN.replace("z", "d"), clv=clv[::-1])
+
+
 def test_a_per_row_input_the_link_does_not_use_is_not_asked_for_at_predict():
     """clv scales the loss but not its link: the probabilities and the mean come from the
     scores alone, so predict_proba and predict work on X without the column (they asked
