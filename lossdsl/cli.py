@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import textwrap
@@ -83,15 +84,37 @@ def _pick_loss(path: Path, name: str | None) -> Loss:
 
 def resolve_loss(spec: str) -> tuple[str, Loss]:
     """``(label, Loss)`` for a loss argument: a file, ``FILE:NAME``, a built-in name or text."""
-    if Path(spec).is_file():
+    if _is_file(spec):
         return Path(spec).stem, _pick_loss(Path(spec), None)
     head, colon, tail = spec.rpartition(":")
-    if colon and Path(head).is_file():
+    if colon and _is_file(head):
         return tail, _pick_loss(Path(head), tail)
     file_part = head if colon else spec
     if file_part.endswith(".loss"):
         raise CliError(f"{file_part}: no such file")
-    return spec, loss_from_text(spec)  # a built-in's bare name means the library loss
+    loss = loss_from_text(spec)  # a built-in's bare name means the library loss
+    if spec.strip().isidentifier() and loss.inputs == (spec.strip(),):
+        # a bare name that is no built-in loss would be the loss "that input": a typo
+        hint = did_you_mean(spec.strip(), [e.name for e in catalog.entries()])
+        raise CliError(f"no built-in loss named {spec.strip()!r}"
+                       + (f"; {hint}" if hint else "; see 'lossdsl list'"))
+    return spec, loss
+
+
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file (False for text no path can be: a long loss
+    formula, which the OS refuses as a file name)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).exists() and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def _names(values: Iterable[str] | None) -> list[str]:
@@ -147,6 +170,16 @@ def _wrt(loss: Loss, requested: list[str]) -> list[str]:
 
 def _compiled(loss: Loss, args, reduction: str) -> CompiledLoss:
     params = _numbers(getattr(args, "param", None), "--param")
+    spec = str(getattr(args, "loss", ""))
+    entry = catalog.entry(spec) if re.fullmatch(r"\w+", spec) else None
+    if entry is not None:
+        arguments = [name for name, default in entry.parameters if default is not None]
+        given = next((name for name in params if name in arguments), None)
+        if given is not None:  # a built-in's argument, which a bare name leaves at its default
+            raise CliError(
+                f"'{given}' is an argument of {entry.name}, not a param of the loss: write "
+                f"it in the formula, e.g. \"{entry.name}({', '.join(entry.required)}, "
+                f"{given}={params[given]:g})\"")
     return CompiledLoss(loss, getattr(args, "target", "cpu"), reduction, params)
 
 
@@ -351,10 +384,13 @@ def command_codegen(args: argparse.Namespace) -> int:
 
 
 def _sample_reductions(loss: Loss) -> bool:
-    """Whether the loss itself sums or averages over samples (then it cannot be chunked)."""
+    """Whether a sample's loss depends on other samples (then the data cannot be chunked):
+    the loss sums or averages over samples itself, or over a sample's group (a query), its
+    pairs, or the samples after it in the order of a key (a risk set)."""
     from .ir.node import walk
 
-    return any(n.op in ("sum", "mean") for n in walk(loss.definition.graph))
+    return bool(any(n.op in ("sum", "mean") for n in walk(loss.definition.graph))
+                or loss.group_inputs or loss.cumulative_sums)
 
 
 def command_eval(args: argparse.Namespace) -> int:
@@ -388,8 +424,12 @@ def command_eval(args: argparse.Namespace) -> int:
     reduced = _compiled(loss, args, args.reduction) if whole else None
     chunk_rows = None if whole else args.chunk_size
     if whole and not args.quiet:
-        print("note: this loss reduces over samples itself (sum/mean inside), so the data is "
-              "evaluated in one piece", file=sys.stderr)
+        print("note: a sample's loss here depends on other samples (a sum or mean over "
+              "samples, groups, pairs or risk sets), so the data is evaluated in one piece",
+              file=sys.stderr)
+    if args.output and _same_file(args.output, args.data):
+        raise CliError(f"-o {args.output} is the --data file: writing the outputs would "
+                       f"destroy the data being read; write them to another file")
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(table.progress_total, table.progress_unit, show_progress)
     writer = open_writer(args.output) if args.output else None
@@ -436,6 +476,8 @@ def command_eval(args: argparse.Namespace) -> int:
         progress.close()
         if writer is not None:
             writer.close()
+    if rows == 0:
+        raise CliError(f"{args.data} has no data rows")
     if total is None:
         total = weighted_sum if args.reduction == "sum" else (
             weighted_sum / count if count else math.nan)
@@ -501,12 +543,18 @@ def command_plot(args: argparse.Namespace) -> int:
         losses.append((label, loss, wrt))
     params = _numbers(args.param, "--param")
     for option, kind, names, known in (
-            ("--at", "input", at, {n for _, loss, _ in losses for n in loss.inputs}),
-            ("--param", "param", params, {n for _, loss, _ in losses for n in loss.params})):
+            ("--at", "an input", at, {n for _, loss, _ in losses for n in loss.inputs}),
+            ("--param", "a param", params, {n for _, loss, _ in losses for n in loss.params})):
         for name in names:
             if name not in known:
                 hint = did_you_mean(name, known)
-                raise CliError(f"{option} {name}: no loss here has an {kind} named '{name}'"
+                arguments = [e for e in map(catalog.entry, args.losses)
+                             if e is not None and name in dict(e.parameters)]
+                if option == "--param" and arguments:
+                    hint = (f"'{name}' is an argument of {arguments[0].name}: write it in the "
+                            f"formula, e.g. \"{arguments[0].name}("
+                            f"{', '.join(arguments[0].required)}, {name}={params[name]:g})\"")
+                raise CliError(f"{option} {name}: no loss here has {kind} named '{name}'"
                                + (f"; {hint}" if hint else ""))
     found = plotting.curves(losses, grid, at, params)
     wrt_names = sorted({c.wrt for c in found})

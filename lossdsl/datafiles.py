@@ -113,7 +113,7 @@ class CsvTable(Table):
         with open(path, "rb") as stream:
             line = stream.readline()
         try:
-            header = line.decode("utf-8")
+            header = line.decode("utf-8-sig")  # the byte-order mark Excel writes is no name
         except UnicodeDecodeError as error:
             raise DataError(f"{path}: the header line is not UTF-8 text ({error}); save the "
                             "file as UTF-8") from None
@@ -136,6 +136,15 @@ class CsvTable(Table):
                 lines = list(itertools.islice(stream, chunk_rows)) if chunk_rows else list(stream)
                 if not lines:
                     return
+                # a quoted field may hold line breaks: a chunk ends where no quote is open
+                # (an odd number of quote characters so far; "" inside a field counts two)
+                open_quote = sum(line.count(b'"') for line in lines) % 2
+                while open_quote:
+                    line = stream.readline()
+                    if not line:
+                        break
+                    lines.append(line)
+                    open_quote ^= line.count(b'"') % 2
                 size = sum(len(line) for line in lines)
                 consumed += size
                 try:

@@ -482,3 +482,56 @@ def test_eval_names_the_line_of_a_csv_that_is_not_utf8(tmp_path, capsys, content
     status, out, err = call(capsys, "eval", "huber", "--data", str(tmp_path / "latin.csv"))
     assert status != 0 and "Traceback" not in err
     assert ("header line" if line == 1 else f"line {line}") in err and "not UTF-8" in err
+
+
+# ------------------------------------------------------------------- eval: user journeys
+def test_eval_of_group_and_risk_set_losses_does_not_split_them_into_chunks(capsys, tmp_path):
+    """A query, its pairs or a risk set that crosses a chunk boundary was scored as two
+    groups (a wrong value, exit 0): such losses are evaluated in one piece."""
+    rng = np.random.default_rng(0)
+    y, z, q = rng.integers(0, 3, 20), rng.normal(size=20), np.repeat(np.arange(5), 4)
+    t = rng.uniform(1, 5, 20) * np.where(rng.uniform(size=20) < 0.7, 1, -1)
+    data = tmp_path / "rank.csv"
+    data.write_text("y,z,q,t\n" + "".join(f"{a},{float(b)!r},{c},{float(d)!r}\n"
+                                          for a, b, c, d in zip(y, z, q, t)))
+    for text, inputs in [("softmax_ranking(y, z, q)", {"y": y, "z": z, "q": q}),
+                         ("ranknet(y, z, q)", {"y": y, "z": z, "q": q}),
+                         ("cox_ph(t, z)", {"t": t, "z": z})]:
+        expected = lossdsl.compile(text)(**inputs)
+        for chunk in ("3", "500000"):
+            status, out, _ = call(capsys, "eval", text, "--data", str(data), "--json",
+                                  "--chunk-size", chunk)
+            assert status == 0 and json.loads(out)["value"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_eval_refuses_to_write_over_its_data_and_a_file_without_rows(capsys, tmp_path):
+    data = tmp_path / "same.csv"
+    data.write_text("y,p\n1,2\n3,5\n")
+    status, _, err = call(capsys, "eval", "mse(y, p)", "--data", str(data), "-o", str(data))
+    assert status == 1 and "is the --data file" in err
+    assert data.read_text() == "y,p\n1,2\n3,5\n"
+    (tmp_path / "empty.csv").write_text("y,p\n")
+    status, _, err = call(capsys, "eval", "mse(y, p)", "--data", str(tmp_path / "empty.csv"))
+    assert status == 1 and "has no data rows" in err
+
+
+def test_eval_reads_quoted_line_breaks_and_a_byte_order_mark(capsys, tmp_path):
+    """A quoted field holding a line break is one field whatever the chunk size (a chunk cut
+    inside it made the rest a data row: 22.0 over 3 rows for 1.0 over 2); Excel's UTF-8
+    byte-order mark is not part of the first column's name."""
+    data = tmp_path / "notes.csv"
+    data.write_bytes('\ufeffy,p,note\n1,2,"x\n9,1,""y"""\n3,4,z\n'.encode())
+    for chunk in ("1", "2", "100"):
+        status, out, _ = call(capsys, "eval", "mse(y, p)", "--data", str(data), "--json",
+                              "--chunk-size", chunk)
+        assert status == 0 and (json.loads(out)["value"], json.loads(out)["rows"]) == (1.0, 2)
+
+
+def test_a_misspelt_built_in_and_a_built_in_argument_as_param_say_so(capsys):
+    status, _, err = call(capsys, "derive", "hubber")
+    assert status == 1 and "no built-in loss named 'hubber'; did you mean 'huber'?" in err
+    status, _, err = call(capsys, "codegen", "huber", "--param", "delta=0.5")
+    assert status == 1 and '"huber(y, p, delta=0.5)"' in err
+    long_text = " + ".join(["huber(y, p, 1.0)"] * 20)  # longer than any file name
+    status, out, _ = call(capsys, "derive", long_text, "--wrt", "p")
+    assert status == 0 and "d/dp" in out
