@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
            "check_domains", "check_host_requirements", "check_out", "class_vector", "coerce_loss",
+           "reduction_of",
            "disagreement",
            "domain_error", "domain_violation", "first_bad_label", "host_checked",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
@@ -1199,6 +1200,17 @@ def is_device_array(value: Any) -> bool:
 # Loss text parsed once per process: scikit-learn clones and refits estimators many times,
 # and a Loss is immutable.
 _PARSED: dict[str, Loss] = {}
+
+
+def reduction_of(loss: Any, reduction: str | None) -> str:
+    """The reduction a front end compiles ``loss`` with: ``reduction`` when given, else the
+    one a :class:`~lossdsl.CompiledLoss` was compiled with (``"sum"`` stays a sum), else
+    ``"mean"``."""
+    from .api import CompiledLoss
+
+    if reduction is not None:
+        return reduction
+    return loss.reduction if isinstance(loss, CompiledLoss) else "mean"
 
 
 def coerce_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float], str | None]:

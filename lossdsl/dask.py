@@ -51,6 +51,7 @@ from .binding import (
     group_samples,
     kernel_arguments,
     label_widths,
+    reduction_of,
     regrouped_results,
     result_order,
 )
@@ -68,9 +69,10 @@ class DaskLoss:
     Hessians are dask arrays chunked like their input.
     """
 
-    def __init__(self, loss: str | Loss | CompiledLoss, reduction: str = "mean",
+    def __init__(self, loss: str | Loss | CompiledLoss, reduction: str | None = None,
                  params: Mapping[str, float] | None = None, target: str | None = None):
         definition, compiled_params, compiled_target = coerce_loss(loss)
+        reduction = reduction_of(loss, reduction)
         # Dask already runs one task per core: serial kernels avoid oversubscription.
         target = target or compiled_target or "cpu"
         if target not in ("cpu", "parallel"):
@@ -468,9 +470,11 @@ class _ChunkKit:
         return tuple(totals[j] for j in range(count))
 
 
-def compile(loss: str | Loss | CompiledLoss, reduction: str = "mean",  # noqa: A001
+def compile(loss: str | Loss | CompiledLoss, reduction: str | None = None,  # noqa: A001
             params: Mapping[str, float] | None = None, target: str | None = None) -> DaskLoss:
     """A :class:`DaskLoss`: :func:`lossdsl.compile` for dask arrays.
+
+    ``reduction``: ``"mean"`` by default, or that of a :class:`~lossdsl.CompiledLoss` given.
 
     ``target`` is the kernel target inside each task: ``"cpu"`` by default, because dask
     already runs chunks in parallel.

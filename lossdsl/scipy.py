@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .binding import coerce_loss
+from .binding import coerce_loss, reduction_of
 from .boosting.objective import default_roles
 from .errors import LossError, LossShapeError
 
@@ -244,16 +244,18 @@ class LinearModelObjective:
 
 
 def objective(loss: str | Loss | CompiledLoss, wrt: str, *, shape: tuple[int, ...] | None = None,
-              reduction: str = "mean", sample_weight: Any = None,
+              reduction: str | None = None, sample_weight: Any = None,
               params: Mapping[str, float] | None = None, target: str | None = None,
               **inputs: Any) -> LossObjective:
     """Minimise a loss over its input ``wrt``; the other inputs are given as keywords.
 
     ``shape`` is ``wrt``'s shape (default: the shape of the label-like input given, i.e. of
-    the first array among ``inputs``; a vector of that many rows).
+    the first array among ``inputs``; a vector of that many rows). ``reduction``: ``"mean"``
+    by default, or that of a :class:`~lossdsl.CompiledLoss` given.
     """
     definition, compiled_params, compiled_target = coerce_loss(loss)
-    compiled = definition.compile(target or compiled_target or "cpu", reduction,
+    compiled = definition.compile(target or compiled_target or "cpu",
+                                  reduction_of(loss, reduction),
                                   {**compiled_params, **dict(params or {})})
     if shape is None:
         arrays = [np.shape(v) for v in inputs.values() if np.ndim(v) > 0]
@@ -265,7 +267,7 @@ def objective(loss: str | Loss | CompiledLoss, wrt: str, *, shape: tuple[int, ..
 
 def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | None = None,
                  label: str | None = None, fit_intercept: bool = True, l2: float = 0.0,
-                 outputs: int | None = None, reduction: str = "mean",
+                 outputs: int | None = None, reduction: str | None = None,
                  sample_weight: Any = None, inputs: Mapping[str, Any] | None = None,
                  params: Mapping[str, float] | None = None,
                  target: str | None = None) -> LinearModelObjective:
@@ -274,11 +276,13 @@ def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | 
     ``wrt``/``label`` are the prediction and label inputs (guessed as for GBDTs: label ``y`` or
     the first of two). ``outputs`` is K for K scores per row (a loss over classes: default
     1 + max label for integer labels, or the label matrix's width). ``inputs`` sets the
-    loss's other inputs (scalars or per-row arrays).
+    loss's other inputs (scalars or per-row arrays). ``reduction``: ``"mean"`` by default,
+    or that of a :class:`~lossdsl.CompiledLoss` given.
     """
     definition, compiled_params, compiled_target = coerce_loss(loss)
     label, wrt = default_roles(definition, wrt, label, dict(inputs or {}))
-    compiled = definition.compile(target or compiled_target or "cpu", reduction,
+    compiled = definition.compile(target or compiled_target or "cpu",
+                                  reduction_of(loss, reduction),
                                   {**compiled_params, **dict(params or {})})
     y_array = np.asarray(y)
     if outputs is None:

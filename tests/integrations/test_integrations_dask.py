@@ -211,3 +211,16 @@ def test_xgboost_dask_same_model_as_builtin(client):
     theirs_margin = xgb_dask.predict(client, theirs, dtrain, output_margin=True).compute()
     assert np.abs(theirs_margin).max() > 1
     np.testing.assert_allclose(ours_margin, theirs_margin, rtol=1e-5, atol=1e-5)
+
+
+def test_a_compiled_loss_keeps_its_reduction():
+    """lossdsl.dask.compile(C) of a CompiledLoss with reduction="sum" sums (it was silently
+    recompiled with the mean); an explicit reduction still wins."""
+    rng = np.random.default_rng(4)
+    y, p = rng.normal(size=40), rng.normal(size=40)
+    summed = lossdsl.compile("mse(y, p)", reduction="sum")
+    chunked = ld.compile(summed)
+    assert chunked.reduction == "sum"
+    assert chunked(y=da.from_array(y, chunks=13), p=p).compute() == pytest.approx(
+        summed(y=y, p=p), rel=1e-12)
+    assert ld.compile(summed, reduction="mean").reduction == "mean"

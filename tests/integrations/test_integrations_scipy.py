@@ -132,3 +132,16 @@ def test_string_labels_of_a_loss_over_classes_are_refused_with_what_to_do():
     X = np.random.default_rng(0).normal(size=(6, 2))
     with pytest.raises(lossdsl.LossError, match="class indices"):
         ls.linear_model("sparse_cce_logits", X, np.array(["a", "b", "a", "b", "a", "b"]))
+
+
+def test_a_compiled_loss_keeps_its_reduction(regression):
+    """A CompiledLoss with reduction="sum" is minimised as that sum (objective and
+    linear_model recompiled it with the mean, silently); an explicit reduction wins."""
+    X, y = regression
+    summed = lossdsl.compile("mse(y, p)", reduction="sum")
+    p = np.zeros_like(y)
+    assert ls.objective(summed, "p", y=y).fun(p) == pytest.approx(summed(y=y, p=p), rel=1e-12)
+    assert ls.objective(summed, "p", reduction="mean", y=y).fun(p) == pytest.approx(
+        summed(y=y, p=p) / y.size, rel=1e-12)
+    model = ls.linear_model(summed, X, y)
+    assert model.compiled.reduction == "sum"
