@@ -243,7 +243,12 @@ class CompiledLoss:
         self.target = target
         self.reduction = reduction
         self.params = dict(loss.params)
+        if params is not None and not isinstance(params, Mapping):
+            raise LossError(f"params must be a mapping of param names to numbers "
+                            f"({{'delta': 2.0}}), got {type(params).__name__}")
         for name, value in (params or {}).items():
+            if not isinstance(name, str):
+                raise LossNameError(f"params are named by strings, got {name!r}")
             if name not in self.params:
                 raise LossNameError(f"the loss has no param '{name}'", None,
                                     did_you_mean(name, self.params))
@@ -336,7 +341,7 @@ class CompiledLoss:
         ``out``: ``(gradient, hessian)`` arrays to write them into (either may be None), each
         as for :meth:`grad`; a boosting loop that passes the same two arrays every round
         allocates nothing and faults no pages in."""
-        (name,) = self._wrt(wrt)
+        name = self._one_wrt(wrt, "grad_and_hessian")
         gradient, hessian = self.compute(False, (name,), (name,), inputs, sample_weight,
                                          out=self._out(out, wrt, (name,), ("grad", "hess")))
         return gradient, hessian
@@ -346,7 +351,7 @@ class CompiledLoss:
         """The simplified symbolic gradient (``order=1``) or Hessian diagonal (``order=2``);
         ``str()`` of the result is readable loss-language source. ``ranks``: the inputs' ranks
         to type the loss for (by default :meth:`default_ranks`)."""
-        (name,) = self._wrt(wrt)
+        name = self._one_wrt(wrt, "derivative")
         if order not in (1, 2):
             raise LossError("derivative order must be 1 (gradient) or 2 (Hessian diagonal)")
         with self._at_definition():
@@ -615,6 +620,8 @@ class CompiledLoss:
         A call of a signature seen before (:func:`lossdsl.binding.call_signature`) runs its
         :class:`~lossdsl.binding.CallPlan`: the same kernel and checks without the work of
         binding; the general path takes any call the plan cannot (and raises its errors)."""
+        if not (want_value or grads or hessians):  # grad(()): nothing to compute
+            return []
         key = call_signature(want_value, grads, hessians, inputs, sample_weight, output_dtype)
         plan = self._plans.get(key)
         if plan is not None:
@@ -703,6 +710,14 @@ class CompiledLoss:
                                     else ""))
         return {name: array for name, array in zip(wanted, out) if array is not None}
 
+    def _one_wrt(self, wrt: str, method: str) -> str:
+        """The one input name ``method`` differentiates by (refused: a tuple of several)."""
+        names = self._wrt(wrt)
+        if len(names) != 1:
+            raise LossNameError(f"{method} takes one input name, got {len(names)} "
+                                f"({', '.join(names) or 'none'}): call it once per input")
+        return names[0]
+
     def _wrt(self, wrt: str | Iterable[str]) -> tuple[str, ...]:
         if isinstance(wrt, (str, tuple)):
             try:
@@ -731,6 +746,9 @@ class CompiledLoss:
                 raise LossNameError(f"'{name}' is not an input of this loss (inputs: "
                                     f"{', '.join(self.inputs)})", None,
                                     did_you_mean(name, self.inputs))
+        twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if twice is not None:
+            raise LossNameError(f"wrt names '{twice}' twice; name each input once")
         if isinstance(wrt, (str, tuple)):
             self._checked_wrt[wrt] = names  # (every name is a str input by now: hashable)
         return names

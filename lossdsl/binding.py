@@ -1137,6 +1137,13 @@ def numeric_array(what: str, value: Any, span: Span | None = None) -> np.ndarray
     except (ValueError, TypeError) as error:  # ragged nested lists
         raise LossShapeError(f"{what} is not a rectangular numeric array: {error}",
                              span) from None
+    except RuntimeError as error:  # a PyTorch tensor that requires grad
+        if not getattr(value, "requires_grad", False):
+            raise
+        raise LossShapeError(f"{what} is a PyTorch tensor that requires grad, which "
+                             f"lossdsl.compile's kernels cannot differentiate through: pass "
+                             f"it .detach(), or use lossdsl.torch.loss(...) to get "
+                             f"gradients from autograd", span) from error
     if array.dtype.kind not in "fiub":
         raise LossShapeError(f"{what} must be numbers (a float, integer or bool array or "
                              f"scalar), got {type(value).__name__} of dtype {array.dtype}",

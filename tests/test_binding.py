@@ -255,3 +255,26 @@ def test_pandas_inputs_with_different_indexes_are_refused():
         loss(y=y, p=p.to_numpy(), sample_weight=pd.Series(np.ones(4), index=[9, 8, 7, 6]))
     np.testing.assert_array_equal(loss(y=y, p=p.sort_index()), 0.0)
     np.testing.assert_array_equal(loss(y=y, p=p.to_numpy()), [9.0, 1.0, 1.0, 9.0])
+
+
+def test_misused_arguments_get_loss_errors_that_say_what_to_do():
+    """Found by using the API: each of these raised a raw Python error or an internal
+    code-generation error."""
+    loss = lossdsl.compile("huber(y, p, 1.0)")
+    y, p = np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.0, 4.0])
+    with pytest.raises(lossdsl.LossNameError, match="wrt names 'p' twice"):
+        loss.grad(("p", "p"), y=y, p=p)
+    for method in (lambda: loss.grad_and_hessian(("p", "y"), y=y, p=p),
+                   lambda: loss.derivative(("p", "y"))):
+        with pytest.raises(lossdsl.LossNameError, match="takes one input name, got 2"):
+            method()
+    assert loss.grad((), y=y, p=p) == {} and loss.hessian((), y=y, p=p) == {}
+    with pytest.raises(lossdsl.LossError, match="params must be a mapping"):
+        lossdsl.compile("param k = 1\nloss a = k*mse(y, p)", params=[("k", 2.0)])
+    with pytest.raises(lossdsl.LossNameError, match="named by strings, got 1"):
+        lossdsl.compile("param k = 1\nloss a = k*mse(y, p)", params={1: 2.0})
+    with pytest.raises(lossdsl.LossShapeError, match="every input given is a single number"):
+        loss(y=1.0, p=3.0, sample_weight=np.array([2.0]))
+    torch = pytest.importorskip("torch")
+    with pytest.raises(lossdsl.LossShapeError, match=r"requires grad.*\.detach\(\)"):
+        loss.grad("p", y=torch.tensor(y), p=torch.tensor(p, requires_grad=True))

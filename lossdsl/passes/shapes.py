@@ -827,15 +827,15 @@ def objective(expression: Node, reduction: str, weighted: bool,
             "count_as(l, s) counts the samples of a per-sample loss; inside a sum or mean over "
             "samples write sum(l)/sum(s) instead")
     if varying.axes == () or expression.axes == ():
+        reduces = any(n.op in ("sum", "mean") for n in toposort([expression]))
+        why = ("it reduces over samples itself" if reduces else
+               "every input given is a single number: pass arrays with one value per sample")
         if weighted:
-            raise LossShapeError(
-                "sample_weight needs a loss with one value per sample; this "
-                "loss is a single number (it reduces over samples itself)"
-            )
+            raise LossShapeError("sample_weight needs a loss with one value per sample; this "
+                                 f"loss is a single number ({why})")
         if ignore_index is not None:
-            raise LossShapeError(
-                "ignore_index needs a loss with one value per sample; this loss is a single "
-                "number (it reduces over samples itself)")
+            raise LossShapeError("ignore_index needs a loss with one value per sample; this "
+                                 f"loss is a single number ({why})")
         return Objective(expression, expression, None, None)
     sample_axis = varying.axes[0]
     # the axes one sample spans: grouped samples are the items of their groups' rows
