@@ -15,8 +15,10 @@ are evaluated by the kernels in their stable forms, so the user never has to.
 
 from __future__ import annotations
 
+import math
+
 from ...ir.build import ONE, make
-from ...ir.node import Node, is_constant
+from ...ir.node import Node, constant, is_constant
 from ..rewrite import Phase, other_than_constant, rule
 
 
@@ -101,10 +103,26 @@ def log_one_minus_exp(n: Node) -> Node | None:
 
 @rule("log")
 def log_sum_of_exps(n: Node) -> Node | None:
-    """``log(exp(a) + exp(b)) -> logaddexp(a, b)``: ``e^a + e^b`` overflows from a = 710 on."""
+    """``log(exp(a) + exp(b)) -> logaddexp(a, b)``: ``e^a + e^b`` overflows from a = 710 on.
+
+    A positive number c stands for ``exp(log c)``: ``exp(1)`` is folded to 2.718... before
+    this rule meets it, and ``log(exp(z) + 2)`` overflows the same way (``c = 1`` is left to
+    the softplus rule)."""
     (x,) = n.args
-    if x.op == "add" and x.args[0].op == "exp" and x.args[1].op == "exp":
-        return make("logaddexp", (x.args[0].args[0], x.args[1].args[0]))
+    if x.op != "add" or "exp" not in (x.args[0].op, x.args[1].op):
+        return None
+    exponents = [_exponent_of(term) for term in x.args]
+    if None in exponents:
+        return None
+    return make("logaddexp", tuple(exponents))
+
+
+def _exponent_of(term: Node) -> Node | None:
+    """``a`` for ``exp(a)``, ``log c`` for a positive finite number c other than 1."""
+    if term.op == "exp":
+        return term.args[0]
+    if term.op == "const" and 0 < term.value < math.inf and term.value != 1:
+        return constant(math.log(term.value))
     return None
 
 
