@@ -517,3 +517,19 @@ def test_derivative_of_a_300_factor_product():
     gradient = str(loss.derivative("p0"))
     assert "p299" in gradient and re.search(r"\bp0\b", gradient) is None
     assert str(loss.derivative("p0", 2)) == "0"
+
+
+def test_folding_constants_never_overflows_a_formula_that_does_not():
+    """c1*x + c2*x and c1*(c2*x) are folded only where the folded constant stays in the
+    range of the written ones: 0.5*(p*1e308 + p*1e308) folded to inf*p (nan at p = 0), and
+    p*1e20*1e20 to 1e40*p, inf in a float32 kernel."""
+    loss = lossdsl.compile("0.5*(p*1e308 + p*1e308)", reduction="none")
+    p = np.array([0.0, 1e-300, -1e-300])
+    np.testing.assert_allclose(loss(p=p), [0.0, 1e8, -1e8], rtol=1e-15)
+    np.testing.assert_allclose(loss.grad("p", p=p), 1e308, rtol=1e-15)
+    single = lossdsl.compile("p*1e20*1e20*y", reduction="none")
+    found = single(p=np.array([1e-20, 0], np.float32), y=np.array([1e-20, 0], np.float32))
+    assert found.dtype == np.float32
+    np.testing.assert_allclose(found, [1.0, 0.0], rtol=1e-5)
+    folded = lossdsl.compile("2*(3*p) + p*4", reduction="none")  # ordinary constants fold
+    assert str(folded.expression) == "10 * p"

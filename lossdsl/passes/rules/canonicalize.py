@@ -11,6 +11,8 @@ Assumptions (the usual ones of symbolic algebra systems such as SymPy): ``x*0 ->
 
 from __future__ import annotations
 
+import math
+
 from ...ir.build import ZERO, install_canonical_rules, make
 from ...ir.node import Node, constant, is_constant
 from ...ops.compare import COMPARISONS, LOGICAL
@@ -61,8 +63,32 @@ def add_like_terms(n: Node) -> Node | None:
     a_factor, a_rest = _factor_and_rest(n.args[0])
     b_factor, b_rest = _factor_and_rest(n.args[1])
     if a_rest is b_rest and a_rest.op != "const":
-        return make("mul", (constant(a_factor + b_factor), a_rest))
+        total = a_factor + b_factor
+        if _out_of_range(total, a_factor, b_factor):
+            return None
+        return make("mul", (constant(total), a_rest))
     return None
+
+
+# float32's largest and smallest normal magnitudes: a folded constant that leaves this range
+# while the constants written do not would overflow (or flush) in a float32 kernel, where
+# the formula as written stays finite (p*1e20*1e20 at p = 1e-20 is 1e20, not inf*1e-20)
+_FLOAT32_MAX, _FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
+
+
+def _out_of_range(folded: float, *written: float) -> bool:
+    """Whether folding the ``written`` constants into ``folded`` leaves the float32 range
+    (or the finite numbers) that each of them is in."""
+    def magnitude(value: float) -> int:  # 0: zero, 1: normal, 2: too small, 3: too large
+        size = abs(value)
+        return (0 if size == 0 else 1 if _FLOAT32_TINY <= size <= _FLOAT32_MAX
+                else 2 if size < _FLOAT32_TINY else 3)
+
+    if math.isinf(folded) and all(math.isfinite(value) for value in written):
+        return True
+    worst = max(magnitude(value) for value in written)
+    return magnitude(folded) > max(worst, 1) or (
+        magnitude(folded) == 0 and all(value != 0 for value in written))
 
 
 @rule("add")
@@ -199,7 +225,10 @@ def mul_constants_together(n: Node) -> Node | None:
     """``c1*(c2*x) -> (c1*c2)*x``."""
     a, b = n.args
     if a.op == "const" and b.op == "mul" and b.args[0].op == "const":
-        return make("mul", (constant(a.value * b.args[0].value), b.args[1]))
+        product = a.value * b.args[0].value
+        if _out_of_range(product, a.value, b.args[0].value):
+            return None
+        return make("mul", (constant(product), b.args[1]))
     return None
 
 
