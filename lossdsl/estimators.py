@@ -82,6 +82,8 @@ _LABEL = np.float32
 _GRID = 101
 # Training rows whose per-row inputs are used for the grid checks.
 _GRID_ROWS = 8
+# a score sure of its class: softmax / sigmoid within e^-100 of one-hot
+_SURE = 100.0
 
 LossLike = str | Loss | CompiledLoss
 
@@ -759,6 +761,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
     def _after_training(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         self._link_sources: list[str] = sorted(set(self._input_sources.values()))
         self._proba_error: str | None = None
+        self._decides_by_score = False
         try:
             self._probabilities(raw, self._loss_inputs(values))
             if not self._multiclass:
@@ -767,9 +770,35 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
                 self._check_moving(raw, values)
         except LossError as error:
             self._proba_error = str(error)
+            self._decides_by_score = self._expected_cost_of_decisions(raw, values)
             return
         if not self._inputs_matter(self._probabilities, raw, values):
             self._link_sources = []
+
+    def _expected_cost_of_decisions(self, raw: np.ndarray,
+                                    values: Mapping[str, np.ndarray]) -> bool:
+        """Whether the loss is the expected cost of a decision drawn with the probabilities
+        the score gives (softmax(z), or sigmoid(z) for a binary score): ``l(y, z) =
+        sum_j pi_j(z) l(y, z_j)`` with ``z_j`` a score sure of class j (``expected_cost``,
+        ``credit_expected``). Then the score says which decision is cheapest, its
+        most probable one; the class whose loss is lowest at the score is another thing
+        (the label under which the drawn decision would cost least)."""
+        rows = np.arange(min(_GRID_ROWS, raw.shape[0]))
+        z = raw[rows]
+        inputs = self._loss_inputs(values, rows)
+        found = self._class_losses(z, inputs)
+        n, k = found.shape
+        if self._multiclass:
+            shifted = np.exp(z - z.max(axis=1, keepdims=True))
+            weights = shifted / shifted.sum(axis=1, keepdims=True)
+            sure = [np.broadcast_to(_SURE * (np.arange(k) == j), z.shape) for j in range(k)]
+        else:
+            weights = np.column_stack([1 / (1 + np.exp(z)), 1 / (1 + np.exp(-z))])
+            sure = [np.full(n, -_SURE), np.full(n, _SURE)]
+        mixture = sum(weights[:, [j]] * self._class_losses(np.ascontiguousarray(at), inputs)
+                      for j, at in enumerate(sure))
+        scale = 1.0 + np.abs(found)
+        return bool(np.all(np.isfinite(found)) and np.all(np.abs(mixture - found) <= 1e-7 * scale))
 
     def _check_moving(self, raw: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         """Over classes, the rule's q must move with the score: an expected cost under a
@@ -864,6 +893,10 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
             if decision:
                 raise LossError(f"decision_cost needs class probabilities, and "
                                 f"{self._proba_error}")
+            if getattr(self, "_decides_by_score", False):  # its most probable decision
+                chosen = (np.argmax(raw, axis=1) if self._multiclass
+                          else (raw > 0).astype(np.int64))
+                return self.classes_[chosen]
             return self.classes_[self._lowest_loss(raw, self._loss_inputs(values))]
         proba = self._probabilities(raw, self._loss_inputs(values))
         if not decision:
@@ -878,6 +911,11 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         return float(accuracy_score(y, self.predict(X, **inputs), sample_weight=sample_weight))
 
     def _lowest_loss(self, raw: np.ndarray, inputs: Mapping[str, Any]) -> np.ndarray:
+        losses = self._class_losses(raw, inputs)
+        return np.argmin(np.where(np.isnan(losses), np.inf, losses), axis=1)
+
+    def _class_losses(self, raw: np.ndarray, inputs: Mapping[str, Any]) -> np.ndarray:
+        """(n, K): each row's loss at its score under each class as its label."""
         none = self._definition.compile("cpu", "none", self._params)
         n = raw.shape[0]
         k = self.classes_.size
@@ -889,7 +927,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
             arguments[self.label_], arguments[self.wrt_] = label, raw
             with np.errstate(all="ignore"):
                 losses[:, index] = none(**arguments)
-        return np.argmin(np.where(np.isnan(losses), np.inf, losses), axis=1)
+        return losses
 
     def _cost_classes(self) -> np.ndarray:
         """The label values a decision cost sees: the classes when numeric, else 0..K-1."""
