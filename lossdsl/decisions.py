@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .binding import check_aligned, coerce_loss
+from .binding import check_aligned, coerce_loss, numeric_array
 from .boosting.objective import LABEL_NAMES
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 
@@ -189,7 +189,7 @@ def _per_row_kernel(cost: str | Loss | CompiledLoss) -> CompiledLoss:
 
 
 def _probabilities(probabilities: Any, classes: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(probabilities, dtype=np.float64)
+    p = _floats("probabilities", probabilities)
     if p.ndim == 1:  # P(y = 1) of a binary label
         p = np.column_stack([1.0 - p, p])
     if p.ndim != 2 or p.shape[1] < 1:
@@ -236,7 +236,7 @@ def _outcomes(predictions: Any, residuals: Any, quantiles: Any, levels: Any,
         if residuals is not None or predictions is not None or residual_weights is not None:
             raise LossError("quantiles= are each row's predicted outcomes themselves: pass "
                             "them alone, or predictions= with residuals=, not both")
-        q = np.asarray(quantiles, dtype=np.float64)
+        q = _floats("quantiles", quantiles)
         if q.ndim != 2 or q.shape[1] == 0:
             raise LossShapeError(f"quantiles must be an (N, Q) array, one row of predictive "
                                  f"quantiles per row, got shape {q.shape}")
@@ -252,19 +252,19 @@ def _outcomes(predictions: Any, residuals: Any, quantiles: Any, levels: Any,
         raise LossError("give the model's predictive information: probabilities= (N, K) for "
                         "classification; predictions= (N,) with held-out residuals= (R,), or "
                         "quantiles= (N, Q), for regression")
-    r = np.asarray(residuals, dtype=np.float64)
+    r = _floats("residuals", residuals)
     if r.ndim != 1 or r.size == 0:
         raise LossShapeError(f"residuals must be a non-empty vector of held-out y - prediction "
                              f"(R,), got shape {r.shape}; for outcomes per row pass "
                              f"quantiles= (N, Q)")
     _finite("residuals", r)
-    mu = np.asarray(predictions, dtype=np.float64)
+    mu = _floats("predictions", predictions)
     if mu.ndim != 1:
         raise LossShapeError(f"predictions must be a vector (N,), got shape {mu.shape}")
     _finite("predictions", mu)
     if residual_weights is None:
         return r, np.full(r.size, 1.0 / r.size), mu
-    w = np.asarray(residual_weights, dtype=np.float64)
+    w = _floats("residual_weights", residual_weights)
     if w.shape != r.shape:
         raise LossShapeError(f"residual_weights must give one weight per residual "
                              f"({r.size}), got shape {w.shape}")
@@ -278,7 +278,7 @@ def _outcomes(predictions: Any, residuals: Any, quantiles: Any, levels: Any,
 def _level_weights(levels: Any, q: int) -> np.ndarray:
     """The probability mass each quantile stands for: from the midpoint with its lower
     neighbour to the midpoint with its upper one (0 and 1 at the ends)."""
-    a = np.asarray(levels, dtype=np.float64)
+    a = _floats("levels", levels)
     if a.shape != (q,):
         raise LossShapeError(f"levels= must give one level per quantile column ({q}), got "
                              f"shape {a.shape}")
@@ -385,9 +385,27 @@ def _classification(compiled: CompiledLoss, label: str, decision: str, p: np.nda
         arguments = {name: value[rows] for name, value in per_row.items()}
         arguments[label] = np.tile(cells[0], stop - start)
         arguments[decision] = np.tile(cells[1], stop - start)
-        values = compiled(**arguments, **shared).reshape(stop - start, k, m)
+        values = _one_per_case(compiled(**arguments, **shared), (stop - start) * k * m,
+                               per_row).reshape(stop - start, k, m)
         out[start:stop] = _expectation(p[start:stop, :, None], values)
     return out
+
+
+def _one_per_case(values: Any, cases: int, per_row: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The cost's values, checked to be one number per case evaluated."""
+    values = np.asarray(values)
+    if values.size != cases:
+        shapes = ", ".join(f"{name} {value.shape}" for name, value in per_row.items())
+        raise LossShapeError(
+            f"the cost gives {values.size} numbers for {cases} (row, outcome, decision) cases "
+            f"(shape {values.shape}): each per-row input must be one value per row (N,), or "
+            f"a row (N, K) that the cost reduces to one number (pick, rowsum); got {shapes}")
+    return values
+
+
+def _floats(what: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array, or a LossShapeError naming ``what``."""
+    return numeric_array(what, value).astype(np.float64, copy=False)
 
 
 def _expectation(p: np.ndarray, values: np.ndarray) -> np.ndarray:

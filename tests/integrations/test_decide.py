@@ -178,3 +178,13 @@ def test_pandas_values_with_another_index_are_refused():
         lossdsl.decide(cost, probabilities=p, amount=amount, fee=10.0)
     aligned = lossdsl.decide(cost, probabilities=p, amount=amount.reindex(p.index), fee=10.0)
     np.testing.assert_array_equal(aligned, [1, 0, 0])
+
+
+def test_malformed_values_are_loss_errors():
+    P = np.array([[0.2, 0.8], [0.6, 0.4]])
+    with pytest.raises(lossdsl.LossShapeError, match=r"one value per row \(N,\)"):
+        lossdsl.decide("where(d == 1, 1, y*amount)", probabilities=P, amount=np.ones((2, 3)))
+    with pytest.raises(lossdsl.LossShapeError, match="probabilities must be numbers"):
+        lossdsl.decide("where(d == 1, 1, y)", probabilities=[["a", "b"]])
+    with pytest.raises(lossdsl.LossShapeError, match="predictions must be numbers"):
+        lossdsl.decide(NEWSVENDOR, predictions=["a"], residuals=[1.0], under=4.0, over=1.0)
