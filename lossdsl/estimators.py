@@ -327,7 +327,11 @@ class _LossEstimator(BaseEstimator):
             names = [str(c) for c in columns]
             absent = [s for s in getattr(self, "_source_columns", []) if s not in names]
             if reset or not absent:
-                validate_data(self, X, reset=reset, skip_check_array=True)
+                # per-row input columns that fit took by keyword are not features either
+                extra = [] if reset else [c for c, name in zip(columns, names) if name in allowed
+                                          and name not in self._source_columns]
+                validate_data(self, X.drop(columns=extra) if extra else X, reset=reset,
+                              skip_check_array=True)
             n = len(X)
             check_aligned([("X", X), *((s, metadata[s]) for s in needed if s in metadata)])
             if n == 0:
@@ -1264,7 +1268,8 @@ class _CatBoost:
         overrides = {"iterations": rounds or self.n_estimators,
                      "learning_rate": self.learning_rate,
                      "random_seed": self._seed(), "verbose": False,
-                     "allow_writing_files": False, **self._booster_params}
+                     "allow_writing_files": False,
+                     **{k: v for k, v in self._booster_params.items() if k != "cat_features"}}
         params = self._module().model_params(
             self._definition, self.wrt, self.label, hessian=self.hessian,
             inputs=objective.inputs, params=self._params,
@@ -1278,7 +1283,8 @@ class _CatBoost:
 
         def pool(data: Any, y: np.ndarray, w: np.ndarray | None) -> Any:
             baseline = repeat_score(init, y.shape[0]) if self.init_score else None
-            return Pool(data, y, weight=w, baseline=baseline)
+            return Pool(data, y, weight=w, baseline=baseline,
+                        cat_features=self._categorical(data))
 
         model = CatBoost(params)
         watched = [pool(f, y, None) for _, f, y, _ in evals]
@@ -1298,9 +1304,25 @@ class _CatBoost:
         from catboost import Pool
 
         booster = self.booster_ if booster is None else booster
-        raw = np.asarray(booster.model.predict(Pool(features), prediction_type="RawFormulaVal"),
+        raw = np.asarray(booster.model.predict(Pool(features,
+                                                    cat_features=self._categorical(features)),
+                                               prediction_type="RawFormulaVal"),
                          dtype=np.float64)
         return raw + booster.init_score
+
+    def _categorical(self, features: Any) -> list | None:
+        """The categorical features, which CatBoost's Pool must be told of: the
+        ``cat_features`` given, else a DataFrame's columns of category, object or string
+        dtype (as CatBoost's own estimators need them named)."""
+        given = self._booster_params.get("cat_features")
+        if given is not None:
+            return list(given)
+        dtypes = getattr(features, "dtypes", None)
+        if dtypes is None:
+            return None
+        found = [column for column, dtype in dtypes.items()
+                 if dtype.name in ("category", "object", "string") or dtype.kind in "OSU"]
+        return found or None
 
 
 class _CatBoostModel:

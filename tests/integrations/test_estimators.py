@@ -292,6 +292,22 @@ def test_regressor_decides_from_out_of_fold_residuals(data):
 
 
 # ---------------------------------------------------------------------------- CatBoost
+@pytest.mark.parametrize("given", [{}, {"cat_features": ["shop"]}])
+def test_catboost_estimators_train_on_categorical_features(given):
+    """A DataFrame's category columns are CatBoost's cat_features (the Pool was built
+    without them: CatBoost refused the column, with or without cat_features=)."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=200),
+                      "shop": pd.Categorical(rng.choice(["a", "b", "c"], 200))})
+    y = X.x.to_numpy() + 3.0 * (X.shop == "a").to_numpy() + rng.normal(size=200)
+    model = CatBoostLossRegressor("asymmetric_l1(y, p, 4, 1)", n_estimators=30, depth=2,
+                                  thread_count=1, **given).fit(X, y)
+    probe = pd.DataFrame({"x": [0.0, 0.0], "shop": pd.Categorical(["a", "b"],
+                                                                  categories=["a", "b", "c"])})
+    first, second = model.predict(probe)
+    assert first > second + 1.0  # the shop is used
+
+
 def test_catboost_estimators(data):
     X, y, counts = data
     features = X[["x0", "x1"]]
@@ -415,6 +431,16 @@ def test_a_keyword_series_in_another_order_than_x_is_refused(data):
     fitted = model.fit(X[["x0", "x1"]], y, clv=clv)
     with pytest.raises(lossdsl.LossShapeError, match="different indexes"):
         fitted.decide(X[["x0", "x1"]], CHURN.replace("z", "d"), clv=clv[::-1])
+
+
+def test_fitted_with_a_keyword_predicts_from_the_column_of_x(data):
+    """A per-row input given to fit by keyword may be a column of X at predict (as the docs
+    say): it was taken for a feature unseen at fit time (scikit-learn's ValueError)."""
+    X, y, _ = data
+    model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=3, **XGB)
+    model.fit(X[["x0", "x1"]], y, clv=X.clv)
+    np.testing.assert_array_equal(model.predict_proba(X[["x0", "x1", "clv"]]),
+                                  model.predict_proba(X[["x0", "x1"]], clv=X.clv))
 
 
 def test_a_per_row_input_the_link_does_not_use_is_not_asked_for_at_predict():
