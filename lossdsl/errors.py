@@ -70,7 +70,10 @@ class LossError(Exception):
                 width = 1
                 if self.span.end_line == self.span.line and self.span.end_column:
                     width = max(1, self.span.end_column - self.span.column)
-                caret = " " * (self.span.column - 1) + "^" * min(width, max(1, len(line)))
+                # the line's own tabs in the padding, so that the caret lines up wherever
+                # the terminal puts its tab stops
+                padding = "".join(c if c == "\t" else " " for c in line[:self.span.column - 1])
+                caret = padding + "^" * min(width, max(1, len(line)))
                 text += f"\n    {line}\n    {caret}"
         if self.hint:
             text += f"\n{self.hint}"

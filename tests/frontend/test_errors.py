@@ -404,3 +404,12 @@ def test_errors_never_quote_a_file_that_is_not_loss_text(tmp_path):
     with pytest.raises(LossSyntaxError) as raised:
         lossdsl.load(bad)
     assert "loss a = y $ p" in str(raised.value) and caret_column(raised.value) == 12
+
+
+def test_the_caret_keeps_the_lines_tabs():
+    """The caret line copies the source line's tabs: padded with spaces, it sat under the
+    wrong text wherever a terminal's tab stops are not one column apart."""
+    with pytest.raises(lossdsl.LossError) as error:
+        lossdsl.compile("param k = 1\nloss a = \thuber(y, p, k)\t+ huberr(y, p, k)")
+    source, caret = str(error.value).splitlines()[1:3]
+    assert caret.expandtabs(8).index("^") == source.expandtabs(8).index("huberr")
