@@ -256,7 +256,8 @@ class _DaskArrays(ArrayKind):
         first = next((inputs[n] for n in layout.inputs if isinstance(inputs[n], da.Array)),
                      None)
         if first is None:
-            raise LossError("lossdsl.dask needs at least one dask array input")
+            raise LossError("lossdsl.dask needs at least one dask array input (a dask "
+                            "DataFrame's column becomes one with .to_dask_array(lengths=True))")
         self.rows, self.row_chunks = first.shape[0], first.chunks[0]
         self.tables = layout.tables
         self.device = None
@@ -264,7 +265,15 @@ class _DaskArrays(ArrayKind):
     def aligned(self, name: str, value: Any) -> Any:
         """``value`` chunked like the first dask input when it has one row per sample."""
         if isinstance(value, da.Array):
-            if value.ndim not in (1, 2) or value.shape[0] != self.rows:
+            if any(size != size for size in value.shape) or self.rows != self.rows:
+                raise LossShapeError(
+                    f"dask input '{name}' has unknown chunk sizes (shape {value.shape}): "
+                    "compute them first (.to_dask_array(lengths=True) from a dask "
+                    "DataFrame, or array.compute_chunk_sizes())")
+            if value.ndim not in (1, 2):
+                raise LossShapeError(f"dask input '{name}' has shape {value.shape}: inputs "
+                                     "are vectors (N,) or matrices (N, K)")
+            if value.shape[0] != self.rows:
                 raise LossShapeError(f"dask input '{name}' has shape {value.shape}; every "
                                      f"dask input needs the same {self.rows} rows")
             return value.rechunk((self.row_chunks,) + value.shape[1:])

@@ -224,3 +224,12 @@ def test_a_compiled_loss_keeps_its_reduction():
     assert chunked(y=da.from_array(y, chunks=13), p=p).compute() == pytest.approx(
         summed(y=y, p=p), rel=1e-12)
     assert ld.compile(summed, reduction="mean").reduction == "mean"
+
+
+def test_unknown_chunk_sizes_and_ranks_say_what_is_wrong():
+    loss = ld.compile("mse(y, p)")
+    unknown = da.ones(10, chunks=5)[da.ones(10, chunks=5) > 0]  # a boolean index: sizes nan
+    with pytest.raises(lossdsl.LossShapeError, match="unknown chunk sizes"):
+        loss(y=unknown, p=da.ones(10, chunks=5))
+    with pytest.raises(lossdsl.LossShapeError, match=r"\(10, 1, 1\): inputs are vectors"):
+        loss(y=da.ones((10, 1, 1)), p=da.ones(10))
