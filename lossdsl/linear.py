@@ -92,6 +92,8 @@ LossLike = str | Loss | CompiledLoss
 _MAX_LINES = 16
 # ... found within this many rounds of the sandwich search.
 _MAX_ROUNDS = 40
+# Interior points where a piece with equal slopes at its ends is checked to be a line
+_PROBES = 7
 # Half-width of the score interval the tangent lines describe, relative to 1 + max |label|.
 _BRACKET = 1e4
 
@@ -359,6 +361,9 @@ def _tangent_lines(loss: _BoundLoss, labels: np.ndarray,
                   | (rise > gb * (b - a) + chord_tolerance)):
             return None
         open_ = gb - ga > 1e-12 * slope_scale
+        if not _linear_between(loss, labels, rows[~open_], a[~open_], b[~open_], fa[~open_],
+                               ga[~open_], scale[~open_]):
+            return None  # equal slopes at both ends, not a line between: a ramp's dip
         rows, a, b, fa, fb, ga, gb, scale = (v[open_] for v in (rows, a, b, fa, fb, ga, gb,
                                                                 scale))
         if rows.size == 0:
@@ -390,6 +395,27 @@ def _tangent_lines(loss: _BoundLoss, labels: np.ndarray,
     if rows.size:
         return None
     return tuple(np.concatenate(parts) for parts in zip(*lines))
+
+
+def _linear_between(loss: _BoundLoss, labels: np.ndarray, rows: np.ndarray, a: np.ndarray,
+                    b: np.ndarray, fa: np.ndarray, ga: np.ndarray, scale: np.ndarray) -> bool:
+    """Whether each row's loss is the line through ``(a, fa)`` of slope ``ga`` on ``[a, b]``,
+    probed at the row's label and at evenly spaced points: a convex loss with equal slopes
+    at both ends is that line, and a ramp (``min(1, abs(p - y))``, flat at both ends and
+    equal there) dips between them."""
+    if rows.size == 0:
+        return True
+    fractions = np.linspace(0.0, 1.0, _PROBES + 2)[1:-1]
+    points = [a + t * (b - a) for t in fractions]
+    label = labels[rows]
+    if label.ndim == 1:
+        points.append(np.clip(label, a, b))
+    for at in points:
+        found, _ = loss.row_values_and_slopes(label, at)
+        expected = fa + ga * (at - a)
+        if not np.all(np.abs(found - expected) <= 1e-10 * np.maximum(scale, np.abs(found))):
+            return False
+    return True
 
 
 def _looks_piecewise_linear(loss: _BoundLoss, labels: np.ndarray) -> bool:
