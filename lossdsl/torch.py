@@ -195,8 +195,9 @@ def _eager_twin(transformable: type[torch.autograd.Function]) -> type[torch.auto
         @staticmethod
         def forward(ctx: Any, *inputs: Any) -> Any:
             output = transformable.forward(*inputs)
+            ctx.eager = True  # the gradients stay on ctx, not outputs autograd tracks
             transformable.setup_context(ctx, inputs, output)
-            return output
+            return output[0] if isinstance(output, tuple) else output
 
         backward = staticmethod(transformable.backward)
 
@@ -206,10 +207,11 @@ def _eager_twin(transformable: type[torch.autograd.Function]) -> type[torch.auto
 
 def _apply(transformable: type[torch.autograd.Function], eager: type[torch.autograd.Function],
            *args: Any) -> Any:
-    """``transformable.apply(*args)``, through its eager twin where no ``torch.func``
-    transform is active."""
+    """The first output of ``transformable.apply(*args)``, through its eager twin where no
+    ``torch.func`` transform is active."""
     if torch._C._are_functorch_transforms_active():
-        return transformable.apply(*args)
+        output = transformable.apply(*args)
+        return output[0] if isinstance(output, tuple) else output
     return eager.apply(*args)
 
 
@@ -251,7 +253,7 @@ class _FusedLoss(torch.autograd.Function):
             _saved_inputs(ctx, tuple(tensors))
         gradients = output[1:]
         ctx.gradients = dict(zip(wrt, gradients))
-        if gradients:
+        if gradients and not getattr(ctx, "eager", False):
             ctx.mark_non_differentiable(*gradients)
 
     @staticmethod
@@ -280,8 +282,7 @@ class _FusedLoss(torch.autograd.Function):
     @staticmethod
     def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
         # one kernel call per slice: each is a loss of its own (its own mean)
-        return _stacked([_apply(_FusedLoss, _FusedLossEager, *sliced)
-                         for sliced in _slices(info, in_dims, args)])
+        return _stacked([_FusedLoss.apply(*sliced) for sliced in _slices(info, in_dims, args)])
 
 
 _FusedLossEager = _eager_twin(_FusedLoss)
@@ -498,7 +499,7 @@ class TorchLoss(torch.nn.Module):
             call = self._usual_call(tensors)
             if call is not None:
                 return _apply(_FusedLoss, _FusedLossEager, self, call, sample_weight,
-                              _wanted_gradients(call.names, tensors), *tensors)[0]
+                              _wanted_gradients(call.names, tensors), *tensors)
         positions = self.positional_inputs(args, inputs)
         for name, value in zip(positions, args):
             if name in inputs:
@@ -518,7 +519,7 @@ class TorchLoss(torch.nn.Module):
             self._slots[form] = tuple(name if name in form[1] else positions.index(name)
                                       for name in names)
         return _apply(_FusedLoss, _FusedLossEager, self, _Call(names, overrides, dtype, device),
-                      sample_weight, _wanted_gradients(names, tensors), *tensors)[0]
+                      sample_weight, _wanted_gradients(names, tensors), *tensors)
 
     def _usual_call(self, tensors: list[Any]) -> _Call | None:
         """The :class:`_Call` of the usual training step, kept per dtype: CPU tensors whose

@@ -2,8 +2,6 @@
 torch.autograd of the same formula written in torch), repr, per-call params and torch's dtype
 promotion."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -181,18 +179,12 @@ def test_per_call_params_reuse_the_module(monkeypatch):
     with pytest.raises(lossdsl.LossNameError, match="not an input or param"):
         criterion(y=y, p=p, delt=2.0)
     monkeypatch.undo()
-    # and it is about as fast as a call without overrides (it rebuilt the module before)
-    calls = {"plain": {}, "override": {"delta": 2.0}}
-    seconds = {}
-    for label, extra in calls.items():
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            for _ in range(20):
-                criterion(y=y, p=p, **extra)
-            best = min(best, time.perf_counter() - start)
-        seconds[label] = best
-    assert seconds["override"] < 3 * seconds["plain"] + 2e-3
+    # and overrides reuse the kernels: new values build nothing (the module was rebuilt per
+    # call before; speed itself is measured in benchmarks/, not asserted here)
+    kernels = len(criterion._cpu._kernels)
+    for delta in (0.5, 2.0, 3.0):
+        criterion(y=y, p=p, delta=delta).backward()
+    assert len(criterion._cpu._kernels) == kernels
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
