@@ -419,9 +419,16 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     else:
         start = np.zeros(num_class) if num_class > 1 else 0.0
         scores = np.zeros(shape)
-        if given_start is not None:  # as LightGBM: the Dataset's scores, class-major
-            scores += (given_start.reshape(num_class, n).T if num_class > 1
-                       else given_start.reshape(n))
+        if given_start is not None:  # as LightGBM: the Dataset's scores, (n, K) or flat
+            # class-major (LightGBM 4 returns an (n, K) init score from a constructed Dataset)
+            if num_class > 1 and given_start.ndim == 2:
+                if given_start.shape != (n, num_class):
+                    raise LossError(f"the Dataset's init_score has shape {given_start.shape}; "
+                                    f"expected ({n}, {num_class})")
+                scores += given_start
+            else:
+                scores += (given_start.reshape(num_class, n).T if num_class > 1
+                           else given_start.reshape(n))
     trackers = []
     for name, data, _raw, scorer in eval_entries:
         if _field(data, "init_score") is not None:

@@ -83,6 +83,28 @@ def _groups(dmatrix: xgb.DMatrix, objective: BoostingObjective) -> np.ndarray | 
     return group_ids(offsets=dmatrix.get_uint_info("group_ptr"))
 
 
+def _row_weights(dmatrix: xgb.DMatrix) -> np.ndarray:
+    """A DMatrix's weights, one per row: a ranking DMatrix's weights are one per query
+    group (XGBoost's convention for ``qid=``/``group=`` data), repeated over its rows."""
+    weight = dmatrix.get_weight()
+    if weight.size and weight.size != dmatrix.num_row():
+        offsets = dmatrix.get_uint_info("group_ptr")
+        if offsets.size == weight.size + 1:
+            return np.repeat(weight, np.diff(offsets.astype(np.int64)))
+    return weight
+
+
+def _labels(dmatrix: xgb.DMatrix) -> np.ndarray:
+    """A DMatrix's labels; a survival DMatrix with bounds alone is refused with what to
+    do (a lossdsl loss reads its labels, and the upper bounds as an input)."""
+    label = dmatrix.get_label()
+    if label.size == 0 and dmatrix.get_float_info("label_lower_bound").size:
+        raise LossError("this DMatrix holds label_lower_bound / label_upper_bound but no "
+                        "label: give the lower bounds as label= and the upper bounds as the "
+                        "loss's input (inputs={'u': upper}, as in aft_normal(y, z, y_upper=u))")
+    return label
+
+
 class XGBoostObjective(BoostingObjective):
     """An XGBoost objective; see :func:`objective` and
     :class:`lossdsl.boosting.objective.BoostingObjective`."""
@@ -100,7 +122,7 @@ class XGBoostObjective(BoostingObjective):
         n = dtrain.num_row()
         flat = predt.ndim == 1 and predt.shape[0] != n  # XGBoost < 2.1: flat (n*K,) margins
         prediction = predt.reshape(n, -1) if flat else predt
-        gradient, hessian = self.gradients(dtrain.get_label(), prediction, dtrain.get_weight(),
+        gradient, hessian = self.gradients(_labels(dtrain), prediction, _row_weights(dtrain),
                                            container=dtrain, groups=_groups(dtrain, self))
         if flat:
             return gradient.reshape(-1), hessian.reshape(-1)
@@ -173,7 +195,7 @@ class XGBoostMetric:
             n = second.num_row()
             prediction = first.reshape(n, -1) if first.ndim == 1 and first.shape[0] != n \
                 else first
-            value = self.objective.value(second.get_label(), prediction, second.get_weight(),
+            value = self.objective.value(_labels(second), prediction, _row_weights(second),
                                          container=second,
                                          groups=_groups(second, self.objective))
             return self.__name__, value
@@ -305,13 +327,12 @@ def _round_leaves(tree: xgb.Booster, dmatrix: xgb.DMatrix, library_values: Any,
 
 
 def _start_scores(dmatrix: xgb.DMatrix, base: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A DMatrix's starting raw scores as XGBoost's predict gives them: base score plus its
-    base_margin, if any."""
-    scores = np.zeros(shape) + base
+    """A DMatrix's starting raw scores as XGBoost's predict gives them: its base_margin
+    where it has one (which replaces the base score), else the base score."""
     margin = dmatrix.get_base_margin()
     if margin is not None and np.size(margin):
-        scores += np.asarray(margin, dtype=np.float32).astype(np.float64).reshape(shape)
-    return scores
+        return np.asarray(margin, dtype=np.float32).astype(np.float64).reshape(shape)
+    return np.zeros(shape) + base
 
 
 def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
@@ -354,8 +375,9 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
     loss without a finite optimal constant (labels all in one class) raises that
     :class:`~lossdsl.LossError`. With ``init_score=False`` the model starts at
     ``params["base_score"]`` (default 0: XGBoost's own estimate would be that of squared
-    error) plus the DMatrix's ``base_margin`` if it has one (which, as in XGBoost, predict
-    adds only when the prediction's DMatrix has one too). The constant folded in is
+    error), or at the DMatrix's ``base_margin`` if it has one (which, as in XGBoost,
+    replaces the base score, and which predict uses only when the prediction's DMatrix has
+    one too). The constant folded in is
     ``booster.lossdsl_init_score`` (0 with ``init_score=False``).
 
     ``evals``: ``(name, xgb.DMatrix, objective for those rows)`` tuples (or ``(name,
@@ -403,7 +425,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
                         "target each round: leave num_parallel_tree at 1")
     rate = learning_rate(params, ("eta", "learning_rate"), 0.3)
     label = train_set.get_label()
-    weight = train_set.get_weight()
+    weight = _row_weights(train_set)
     weight = None if weight is None or np.size(weight) == 0 else np.asarray(weight)
     n = train_set.num_row()
     num_class = int(params.get("num_class", 0) or 0)
@@ -446,7 +468,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         scorer = eval_objective(entry, objective, "xgb.DMatrix")
         rows = data.num_row()
         eval_shape = (rows,) if num_class == 1 else (rows, num_class)
-        eval_weight = data.get_weight()
+        eval_weight = _row_weights(data)
         entries.append((name, data.get_label(),
                         None if np.size(eval_weight) == 0 else eval_weight,
                         _start_scores(data, base, eval_shape) + start, scorer, data))

@@ -978,8 +978,10 @@ def check_train_options(num_boost_round: Any, refit: Any,
             "row by row; train with the library's own loop (xgb.train(params, dtrain, "
             "obj=obj), lgb.train(params | {'objective': obj}, dataset)), whose Newton leaves "
             "use the exact Hessian")
-    if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 0:
-        raise LossError(f"num_boost_round must be a non-negative integer, not "
+    if not isinstance(num_boost_round, (int, np.integer)) or num_boost_round < 1:
+        # (the init score is folded into the first round's leaves: a model of no rounds
+        # would predict without it)
+        raise LossError(f"num_boost_round must be a positive integer, not "
                         f"{num_boost_round!r}")
     _check_refit(refit)
     return int(num_boost_round)

@@ -273,3 +273,23 @@ def test_malformed_evaluation_sets_say_what_evals_holds():
         ll.train(ll.objective("mse"), params, data, 2, evals=[data])
     with pytest.raises(lossdsl.LossError, match="its objective is None"):
         ll.train(ll.objective("mse"), params, data, 2, evals=[("valid", data, None)])
+
+
+@pytest.mark.parametrize("layout", ["(n, K)", "class-major"])
+def test_train_from_a_multiclass_init_score_is_lgb_train(layout):
+    """A multiclass Dataset's init_score, (n, K) or flat class-major, is where train starts
+    with init_score=False, as lgb.train (LightGBM 4 returns it as (n, K), which train read
+    as class-major: scrambled start scores)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(600, 4)), rng.integers(0, 3, 600).astype(float)
+    start = rng.normal(size=(600, 3)) * 0.3
+    given = start if layout == "(n, K)" else start.T.ravel()
+    params = {"learning_rate": 0.3, "num_leaves": 8, "verbose": -1, "num_threads": 1,
+              "deterministic": True, "num_class": 3}
+    reference = lgb.train({**params, "objective": ll.objective("sparse_cce_logits(y, z)")},
+                          lgb.Dataset(X, y, init_score=given), 3)
+    ours = ll.train(ll.objective("sparse_cce_logits(y, z)"), params,
+                    lgb.Dataset(X, y, init_score=given, free_raw_data=False), 3,
+                    init_score=False)
+    np.testing.assert_allclose(ours.predict(X, raw_score=True),
+                               reference.predict(X, raw_score=True), atol=1e-9)

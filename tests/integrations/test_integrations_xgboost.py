@@ -534,3 +534,42 @@ def test_nan_labels_and_a_missing_num_class_are_refused_with_advice(data):
     with pytest.raises(lossdsl.LossShapeError, match="XGBoost gave one score per row: train "
                                                      "with num_class=K"):
         xgb.train(PARAMS, xgb.DMatrix(data["X"], data["classes"]), 2, obj=classes)
+
+
+def test_train_starts_where_xgboost_does_and_reads_ranking_and_survival_dmatrices():
+    """A base_margin replaces params['base_score'] (as XGBoost's predict has it; train
+    added the two, so the refitted leaves and the recorded evaluation loss were not the
+    returned model's); no rounds is refused; a ranking DMatrix's weights are one per query;
+    a survival DMatrix of bounds alone says to give the lower bounds as labels."""
+    rng = np.random.default_rng(0)
+    X, Xv = rng.normal(size=(600, 3)), rng.normal(size=(200, 3))
+    y, yv = (np.exp(1 + 0.5 * a[:, 0]) + rng.gamma(2, 1, a.shape[0]) for a in (X, Xv))
+    loss = lossdsl.compile("asymmetric_l1(y, p, 4, 1)")
+    for refit in (True, False):
+        booster = lx.train(lx.objective("asymmetric_l1(y, p, 4, 1)"),
+                           {"eta": 0.3, "max_depth": 3, "base_score": 1.5},
+                           xgb.DMatrix(X, y, base_margin=3 + 0.5 * X[:, 0]), 5, refit=refit,
+                           init_score=False, evals=[("v", xgb.DMatrix(
+                               Xv, yv, base_margin=3 + 0.5 * Xv[:, 0]))])
+        recorded = next(iter(booster.lossdsl_evals["v"].values()))[-1]
+        margin = booster.predict(xgb.DMatrix(Xv, base_margin=3 + 0.5 * Xv[:, 0]),
+                                 output_margin=True).astype(float)
+        assert recorded == pytest.approx(loss(y=yv, p=margin), rel=1e-6)
+    with pytest.raises(lossdsl.LossError, match="num_boost_round must be a positive integer"):
+        lx.train(lx.objective("mse(y, p)"), {}, xgb.DMatrix(X, y), 0)
+    sizes = rng.integers(5, 15, 20)
+    qid = np.repeat(np.arange(20), sizes)
+    features, labels = rng.normal(size=(qid.size, 3)), rng.integers(0, 3, qid.size)
+    group_weight = rng.uniform(0.5, 2, 20).astype(np.float32).astype(float)  # as stored
+    ranking = lx.objective("ranknet(y, s, q)")
+    margin = rng.normal(size=qid.size)
+    gradient, _ = ranking(margin, xgb.DMatrix(features, labels, qid=qid, weight=group_weight))
+    expected, _ = ranking.gradients(labels.astype(float), margin, np.repeat(group_weight, sizes),
+                                    groups=qid)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-12)
+    bounds = xgb.DMatrix(X)
+    bounds.set_float_info("label_lower_bound", y)
+    bounds.set_float_info("label_upper_bound", y)
+    with pytest.raises(lossdsl.LossError, match="give the lower bounds as label="):
+        xgb.train({"base_score": 1.0}, bounds, 1,
+                  obj=lx.objective("aft_normal(y, z, y_upper=u)", inputs={"u": y}, rows=y))
