@@ -72,6 +72,10 @@ def _as_array(value: Any) -> Any:
         value = value.detach()
         if value.is_cuda:
             return value
+        if value.is_meta or value.layout != torch.strided:
+            raise LossError("lossdsl.torch computes on dense CPU or CUDA tensors, not a "
+                            + ("meta tensor, which has no values to compute on" if value.is_meta
+                               else f"{value.layout} tensor: pass it .to_dense()"))
         if value.dtype in _HALF_DTYPES:
             value = value.float()
         return value.numpy() if value.dim() else value.item()
@@ -129,24 +133,39 @@ class _Call:
     usual: bool = False
 
 
-def _saved_inputs(ctx: Any, tensors: tuple[Any, ...]) -> None:
-    """Keep the inputs for a later differentiable backward (tensors through autograd's
-    ``save_for_backward``, which also catches in-place changes made after the forward)."""
-    ctx.kinds = tuple(isinstance(t, torch.Tensor) for t in tensors)
-    ctx.others = [t for t in tensors if not isinstance(t, torch.Tensor)]
-    ctx.save_for_backward(*(t for t in tensors if isinstance(t, torch.Tensor)))
+def _saved_inputs(ctx: Any, tensors: tuple[Any, ...], weight: Any,
+                  all_tensors: bool = False) -> None:
+    """Keep the inputs and the sample weights for a later backward: tensors through
+    autograd's ``save_for_backward``, which also catches in-place changes made after the
+    forward (``all_tensors``: every input is one, the usual call)."""
+    ctx.kinds = None if all_tensors else tuple(isinstance(t, torch.Tensor) for t in tensors)
+    ctx.others = () if all_tensors else [t for t in tensors if not isinstance(t, torch.Tensor)]
+    ctx.weight_saved = isinstance(weight, torch.Tensor)
+    ctx.weight_value = None if ctx.weight_saved else weight
+    saved = tensors if all_tensors else [t for t in tensors if isinstance(t, torch.Tensor)]
+    ctx.save_for_backward(*saved, *((weight,) if ctx.weight_saved else ()))
 
 
 def _restored_inputs(ctx: Any) -> list[Any]:
+    saved = ctx.saved_tensors
+    if ctx.weight_saved:
+        saved = saved[:-1]
     if ctx.kinds is None:  # the usual call's: every input a tensor
-        return list(ctx.saved_tensors)
-    saved, others = iter(ctx.saved_tensors), iter(ctx.others)
-    return [next(saved) if kind else next(others) for kind in ctx.kinds]
+        return list(saved)
+    tensors, others = iter(saved), iter(ctx.others)
+    return [next(tensors) if kind else next(others) for kind in ctx.kinds]
+
+
+def _restored_weight(ctx: Any) -> Any:
+    """The sample weights given to the forward (a tensor read through autograd's saved
+    tensors, so that an in-place change since raises), or None."""
+    return ctx.saved_tensors[-1] if ctx.weight_saved else ctx.weight_value
 
 
 def _kernel_arrays(ctx: Any) -> dict[str, Any]:
-    """The saved inputs as kernel arguments, by name (made when a backward pass first needs
-    them: the usual one, scaling the forward's gradients, does not)."""
+    """The saved inputs as kernel arguments, by name (made when a backward pass outside
+    ``torch.func`` transforms needs them: the usual one, scaling the forward's gradients,
+    does not)."""
     arrays = getattr(ctx, "arrays", None)
     if arrays is None:
         arrays = ctx.arrays = {name: _as_array(t)
@@ -243,14 +262,13 @@ class _FusedLoss(torch.autograd.Function):
                       ) -> None:
         module, call, sample_weight, wrt, *tensors = inputs
         ctx.module, ctx.call, ctx.wrt, ctx.arrays = module, call, wrt, None
-        ctx.weight = _as_array(sample_weight)
+        ctx.weighted = sample_weight is not None
         if call.usual:  # every input a tensor, each gradient wanted in the call's dtype
-            ctx.dtypes, ctx.kinds, ctx.others = None, None, ()
-            ctx.save_for_backward(*tensors)
+            ctx.dtypes = None
         else:
             ctx.dtypes = {name: t.dtype for name, t in zip(call.names, tensors)
                           if isinstance(t, torch.Tensor)}
-            _saved_inputs(ctx, tuple(tensors))
+        _saved_inputs(ctx, tuple(tensors), sample_weight, all_tensors=call.usual)
         gradients = output[1:]
         ctx.gradients = dict(zip(wrt, gradients))
         if gradients and not getattr(ctx, "eager", False):
@@ -281,8 +299,19 @@ class _FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
-        # one kernel call per slice: each is a loss of its own (its own mean)
-        return _stacked([_FusedLoss.apply(*sliced) for sliced in _slices(info, in_dims, args)])
+        # One kernel call per slice: each is a loss of its own (its own mean). A batched
+        # tensor reports no requires_grad, so wrt was chosen blind to a backward pass
+        # outside the vmap (vmap(loss)(...).backward(), grad(vmap(loss))): each slice, a
+        # tensor of the level below, asks for the gradients it needs; the rule returns
+        # those of wrt, the outputs the forward promised.
+        wrt = args[3]
+        results = []
+        for module, call, weight, _, *tensors in _slices(info, in_dims, args):
+            wanted = tuple(dict.fromkeys(wrt + _wanted_gradients(call.names, tensors)))
+            value, *gradients = _FusedLoss.apply(module, call, weight, wanted, *tensors)
+            found = dict(zip(wanted, gradients))
+            results.append((value, *(found[name] for name in wrt if name in found)))
+        return _stacked(results)
 
 
 _FusedLossEager = _eager_twin(_FusedLoss)
@@ -295,51 +324,51 @@ class _GradientSpec:
     compiled: CompiledLoss
     name: str
     call: _Call
-    weight: Any  # the sample weights (constants: never differentiated)
 
 
 class _Gradient(torch.autograd.Function):
     """The gradient ``G = dL/dx`` as a function of the inputs; its backward is
     ``u * diag(Hessian)``, checked to be the whole second derivative first. ``computed``
-    is the gradient when the forward pass already has it (else None)."""
+    is the gradient when the forward pass already has it (else None); ``weight`` the
+    sample weights (never differentiated)."""
 
     @staticmethod
     def forward(module: TorchLoss, spec: _GradientSpec, computed: torch.Tensor | None,
-                *tensors: Any) -> torch.Tensor:
+                weight: Any, *tensors: Any) -> torch.Tensor:
         if computed is not None:
             return computed.clone()
         arrays = {name: _as_array(t) for name, t in zip(spec.call.names, tensors)}
-        gradient = spec.compiled.grad(spec.name, sample_weight=spec.weight, **arrays,
+        gradient = spec.compiled.grad(spec.name, sample_weight=_as_array(weight), **arrays,
                                       **spec.call.params)
         return _to_tensor(gradient, spec.call.device)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        module, spec, _, *tensors = inputs
+        module, spec, _, weight, *tensors = inputs
         ctx.module, ctx.spec, ctx.call, ctx.arrays = module, spec, spec.call, None
-        _saved_inputs(ctx, tuple(tensors))
+        ctx.weighted = weight is not None
+        _saved_inputs(ctx, tuple(tensors), weight)
         ctx.dtypes = {name: t.dtype for name, t in zip(spec.call.names, tensors)
                       if isinstance(t, torch.Tensor)}
 
     @staticmethod
     def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
         spec = ctx.spec
-        wanted = tuple(name for name, needs in zip(spec.call.names, ctx.needs_input_grad[3:])
+        wanted = tuple(name for name, needs in zip(spec.call.names, ctx.needs_input_grad[4:])
                        if needs)
-        arrays = _kernel_arrays(ctx)
-        ctx.module._check_second_order(spec.compiled, spec.name, TorchLoss._ranks(arrays),
-                                       spec.weight is not None, wanted)
+        tensors = _restored_inputs(ctx)
+        module = ctx.module
+        module._check_second_order(spec.compiled, spec.name,
+                                   module._ranks(dict(zip(spec.call.names, tensors))),
+                                   ctx.weighted, wanted)
         gradients = {}
         if spec.name in wanted:
-            hessian = spec.compiled.hessian(spec.name, sample_weight=spec.weight, **arrays,
-                                            **spec.call.params)
-            hessian = _to_tensor(hessian, spec.call.device)
-            if torch.is_grad_enabled():  # create_graph=True once more: no third derivative
-                hessian = _apply(_NoThirdDerivative, _NoThirdDerivativeEager, hessian,
-                                 *ctx.saved_tensors)
+            # through a Function: the kernel reads plain tensors under torch.func transforms
+            hessian = _apply(_Hessian, _HessianEager, spec, _restored_weight(ctx), *tensors)
             gradients[spec.name] = upstream * hessian
-        return (None, None, None, *(gradients[name].to(ctx.dtypes[name]) if name in gradients
-                                    else None for name in spec.call.names))
+        return (None, None, None, None,
+                *(gradients[name].to(ctx.dtypes[name]) if name in gradients else None
+                  for name in spec.call.names))
 
     @staticmethod
     def jvp(ctx: Any, *tangents: Any) -> Any:
@@ -351,15 +380,16 @@ class _Gradient(torch.autograd.Function):
                          for sliced in _slices(info, in_dims, args)])
 
 
-class _NoThirdDerivative(torch.autograd.Function):
-    """The diagonal Hessian as a function of the inputs that cannot be differentiated: its
-    backward pass (a third derivative) raises."""
-
-    generate_vmap_rule = True
+class _Hessian(torch.autograd.Function):
+    """The diagonal Hessian ``d2L/dx2`` as a function of the inputs that cannot be
+    differentiated: its backward pass (a third derivative) raises."""
 
     @staticmethod
-    def forward(hessian: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor:
-        return hessian.clone()
+    def forward(spec: _GradientSpec, weight: Any, *tensors: Any) -> torch.Tensor:
+        arrays = {name: _as_array(t) for name, t in zip(spec.call.names, tensors)}
+        hessian = spec.compiled.hessian(spec.name, sample_weight=_as_array(weight), **arrays,
+                                        **spec.call.params)
+        return _to_tensor(hessian, spec.call.device)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -370,9 +400,18 @@ class _NoThirdDerivative(torch.autograd.Function):
         raise LossError("lossdsl.torch differentiates a loss twice at most (its second "
                         "derivative is the symbolic Hessian): a third derivative was asked for")
 
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        _no_forward_mode()
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
+        return _stacked([_apply(_Hessian, _HessianEager, *sliced)
+                         for sliced in _slices(info, in_dims, args)])
+
 
 _GradientEager = _eager_twin(_Gradient)
-_NoThirdDerivativeEager = _eager_twin(_NoThirdDerivative)
+_HessianEager = _eager_twin(_Hessian)
 
 
 class TorchLoss(torch.nn.Module):
@@ -547,16 +586,25 @@ class TorchLoss(torch.nn.Module):
         """d(sum_i v_i l_i)/dx for v = grad_output: one weighted gradient kernel call."""
         if not ctx.wrt:
             return {}
+        try:
+            v = grad_output.detach()
+        except RuntimeError:  # a batched tensor of autograd's vectorised backward
+            raise LossError("the backward pass of reduction='none' takes one vector of "
+                            "incoming gradients at a time, not a batch of them "
+                            "(autograd.grad(..., is_grads_batched=True), "
+                            "jacobian(vectorize=True)): loop over them, or use torch.func "
+                            "(jacrev), which differentiates the loss's gradient instead"
+                            ) from None
         cuda = grad_output.is_cuda
         summed = self._summed_loss(cuda)
         arrays = _kernel_arrays(ctx)
         check_per_sample(summed, self._ranks(arrays))
-        v = grad_output.detach()
         if v.dim() == 2:  # one value per sample and class
             return self._per_element_vector_jacobian(ctx, summed, v)
         weight = v if cuda else _as_array(v)
-        if ctx.weight is not None:
-            weight = weight * ctx.weight
+        given = _as_array(_restored_weight(ctx))
+        if given is not None:
+            weight = weight * given
         gradients = summed.grad(ctx.wrt, sample_weight=weight, **arrays, **ctx.call.params)
         return {name: _to_tensor(g, ctx.call.device) for name, g in gradients.items()}
 
@@ -566,19 +614,12 @@ class TorchLoss(torch.nn.Module):
         the gradient of the sum, entry by entry, which is exact where each ``l_ik`` depends
         on ``x_ik`` alone (``bce_logits`` on multi-label rows); refused otherwise."""
         arrays = _kernel_arrays(ctx)
-        ranks, weighted = self._ranks(arrays), ctx.weight is not None
+        ranks = self._ranks(arrays)
         for name in ctx.wrt:
-            check_per_entry(self._second_order(summed, name, ranks, weighted), name)
-        gradients = summed.grad(ctx.wrt, sample_weight=ctx.weight, **arrays,
-                                **ctx.call.params)
+            check_per_entry(self._second_order(summed, name, ranks, ctx.weighted), name)
+        gradients = summed.grad(ctx.wrt, sample_weight=_as_array(_restored_weight(ctx)),
+                                **arrays, **ctx.call.params)
         return {name: _to_tensor(g, ctx.call.device) * v for name, g in gradients.items()}
-
-    @staticmethod
-    def _check_vector(v: torch.Tensor) -> None:
-        if v.dim() == 2:  # per-element values of an elementwise (N, K) loss
-            raise LossError("create_graph=True with reduction='none' needs one value per "
-                            "sample; this loss returns one per sample and class: reduce it "
-                            "with rowsum first")
 
     # ------------------------------------------------------------------ create_graph=True
     def _differentiable_gradients(self, ctx: Any, grad_output: torch.Tensor
@@ -586,40 +627,47 @@ class TorchLoss(torch.nn.Module):
         """The backward pass under ``create_graph=True``: each gradient is ``grad_output``
         times a :class:`_Gradient` of the inputs, which autograd differentiates again."""
         tensors = _restored_inputs(ctx)
+        weight = _restored_weight(ctx)
         call = ctx.call
         cuda = call.device.type == "cuda"
         gradients = {}
         if self.reduction != "none":
             compiled = self._compiled(cuda)
             for name in ctx.wrt:
-                spec = _GradientSpec(compiled, name, call, ctx.weight)
+                spec = _GradientSpec(compiled, name, call)
                 gradients[name] = grad_output * _apply(_Gradient, _GradientEager, self, spec,
-                                                       ctx.gradients[name], *tensors)
+                                                       ctx.gradients[name], weight, *tensors)
             return gradients
         # d(sum_i v_i w_i l_i)/dx_i = v_i * G_i, G the gradient of sum_i w_i l_i: a function
-        # of x alone when x has one row per sample, so v enters autograd as a factor
+        # of x alone when x has one row per sample, so v enters autograd as a factor (and,
+        # for a loss of one value per sample and class, entry by entry where each l_ik
+        # depends on x_ik alone)
         summed = self._summed_loss(cuda)
         ranks = self._ranks(dict(zip(call.names, tensors)))  # no NumPy view: under a
         check_per_sample(summed, ranks)  # torch.func transform the tensors have no storage
-        self._check_vector(grad_output)
         for name in ctx.wrt:
             x = tensors[call.names.index(name)]
-            facts = self._second_order(summed, name, ranks,
-                                       ctx.weight is not None)
+            facts = self._second_order(summed, name, ranks, ctx.weighted)
+            if grad_output.dim() == 2:
+                check_per_entry(facts, name)
             if facts.sample_axis is None or facts.axes[:1] != (facts.sample_axis,):
-                raise LossError(f"create_graph=True with reduction='none' needs inputs with "
-                                f"one row per sample; '{name}' has none (shape "
-                                f"{tuple(x.shape)}): use reduction 'mean' or 'sum'")
+                raise LossError(f"the backward pass of reduction='none' under create_graph="
+                                f"True or a torch.func transform needs inputs with one row "
+                                f"per sample; '{name}' has none (shape {tuple(x.shape)}): use "
+                                f"reduction 'mean' or 'sum', or a plain backward()")
             gradient = _apply(_Gradient, _GradientEager, self,
-                              _GradientSpec(summed, name, call, ctx.weight), None, *tensors)
-            v = grad_output.reshape(grad_output.shape + (1,) * (x.dim() - 1))
+                              _GradientSpec(summed, name, call), None, weight, *tensors)
+            v = grad_output.reshape(grad_output.shape + (1,) * (x.dim() - grad_output.dim()))
             gradients[name] = v * gradient
         return gradients
 
-    @staticmethod
-    def _ranks(arrays: dict[str, Any]) -> dict[str, int]:
-        return {name: a.dim() if isinstance(a, torch.Tensor) else int(np.ndim(a))
-                for name, a in arrays.items()}
+    def _ranks(self, values: Mapping[str, Any]) -> dict[str, int]:
+        """Each input's rank as the kernels bind it (a per-class vector (K,) is one row)."""
+        vectors = self._cpu.class_vector_inputs()
+        ranks = {name: a.dim() if isinstance(a, torch.Tensor) else int(np.ndim(a))
+                 for name, a in values.items()}
+        return {name: 2 if name in vectors and rank == 1 else rank
+                for name, rank in ranks.items()}
 
     def _second_order(self, compiled: CompiledLoss, name: str, ranks: dict[str, int],
                       weighted: bool) -> SecondOrder:

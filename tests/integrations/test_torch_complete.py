@@ -318,3 +318,57 @@ def test_torch_func_transforms_equal_the_formula_written_in_torch(text):
                                func.grad(lambda z: F.cross_entropy(z, labels))(z))
     with pytest.raises(lossdsl.LossError, match="coupled"):
         func.jacrev(func.jacrev(lambda z: coupled(y=labels, z=z)))(z)
+
+
+def test_torch_func_corners_found_by_a_user_journey():
+    """Each of these gave a wrong gradient silently, or a raw error from inside lossdsl."""
+    func = torch.func
+    generator = torch.Generator().manual_seed(5)
+    P = torch.randn(3, 4, dtype=torch.float64, generator=generator)
+    Y = torch.randn(3, 4, dtype=torch.float64, generator=generator)
+    w = torch.rand(4, dtype=torch.float64, generator=generator)
+    huber = lt.loss("huber(y, p, 0.5)", target="cpu")
+
+    def reference(p, y):
+        return F.huber_loss(p, y, delta=0.5)
+
+    # a backward pass outside the vmap: the slices' gradients were never computed (None, 0)
+    for outer in ("backward", "grad"):
+        if outer == "backward":
+            ours, theirs = P.clone().requires_grad_(True), P.clone().requires_grad_(True)
+            func.vmap(huber)(ours, Y).sum().backward()
+            func.vmap(reference)(theirs, Y).sum().backward()
+            torch.testing.assert_close(ours.grad, theirs.grad)
+        else:
+            torch.testing.assert_close(
+                func.grad(lambda p: func.vmap(huber)(p, Y).sum())(P),
+                func.grad(lambda p: func.vmap(reference)(p, Y).sum())(P))
+    # sample weights under grad, and per-example Hessians vmap(jacrev(jacrev))
+    torch.testing.assert_close(
+        func.grad(lambda p: huber(p, Y[0], sample_weight=w))(P[0]),
+        func.grad(lambda p: (w * F.huber_loss(p, Y[0], delta=0.5, reduction="none")).mean()
+                  )(P[0]))
+    torch.testing.assert_close(func.vmap(func.jacrev(func.jacrev(huber)))(P, Y),
+                               func.vmap(func.jacrev(func.jacrev(reference)))(P, Y))
+    # reduction="none" with a per-class weight vector: its rank as the kernels bind it
+    z = torch.randn(6, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    labels, class_weight = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([1.0, 2.0, 3.0],
+                                                                          dtype=torch.float64)
+    lt.loss("sparse_cce_logits(y, z, weight=cw)", reduction="none", target="cpu")(
+        z=z, y=labels, cw=class_weight).sum().backward()
+    torch.testing.assert_close(z.grad, func.grad(lambda z: F.cross_entropy(
+        z, labels, weight=class_weight, reduction="none").sum())(z.detach()))
+    # an in-place change of the weights before backward is caught, as torch catches it
+    p = P[0].clone().requires_grad_(True)
+    weight = w.clone()
+    value = lt.loss("huber(y, p, 0.5)", reduction="none", target="cpu")(p, Y[0],
+                                                                       sample_weight=weight)
+    weight.mul_(10)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        value.sum().backward()
+    none = lt.loss("huber(y, p, 0.5)", reduction="none", target="cpu")
+    with pytest.raises(lossdsl.LossError, match="not a batch of them"):
+        torch.autograd.grad(none(p, Y[0]), p, torch.eye(4, dtype=torch.float64),
+                            is_grads_batched=True)
+    with pytest.raises(lossdsl.LossError, match="meta tensor"):
+        huber(P.to("meta"), Y.to("meta"))
