@@ -67,9 +67,9 @@ from .binding import (
 )
 from .domains import Domain, first_unmet
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
-from .ir.axes import Axis
+from .ir.axes import Axis, partner_name
 from .ir.node import Node, depends_on, toposort
-from .ops.primitives import ROW
+from .ops.primitives import ROW, SCAN
 from .passes import diff, shapes
 from .roles import positional_inputs
 
@@ -100,12 +100,19 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def _coupled(graph: Node, x: Node) -> bool:
     """Whether a derivative ``graph`` (shaped like ``x``) mixes different entries of ``x``:
-    a reduction over an axis of ``x`` of something that depends on ``x`` (stop_gradient
+    a reduction over an axis of ``x`` of something that depends on ``x``, a cumulative sum
+    over the samples of it, or ``x`` read at the partners of a pair sum (stop_gradient
     cuts). Where it does not, the diagonal Hessian is the whole second derivative."""
+    partner = partner_name(x.value) if x.op == "input" else None
     varies: dict[int, bool] = {}
     for n in toposort([graph]):
-        varies[id(n)] = n is x or (n.op != "stop_gradient"
-                                   and any(varies[id(a)] for a in n.args))
+        leaf = n is x or (n.op == "input" and n.value == partner)
+        varies[id(n)] = leaf or (n.op != "stop_gradient"
+                                 and any(varies[id(a)] for a in n.args))
+        if leaf and n is not x:
+            return True
+        if n.op in SCAN and varies[id(n)]:
+            return True
         for a in n.args:
             reduced = set(a.axes or ()) - set(n.axes or ())
             if varies[id(a)] and reduced & set(x.axes or ()):
@@ -228,10 +235,26 @@ class _Functions:
                         if not ("has no derivative" in str(error)
                                 or "is not implemented" in str(error)):
                             raise
-                self.raw_gradients[name] = lambda *arguments: raw(*arguments)[0]
+                self.raw_gradients[name] = self._shaped_like(raw, name, x, gradient)
                 self.gradients[name] = self._with_jvp(self.raw_gradients[name], (
                     {self.names.index(name): _diagonal(hessian)} if hessian else {}))
             return self.gradients[name], self.raw_gradients[name]
+
+    def _shaped_like(self, raw: Callable, name: str, x: Node, gradient: Node) -> Callable:
+        """The printed ``gradient`` of input ``name`` as an array shaped like it: a
+        constant (no axes) broadcast to every entry, one value per group read at each of the
+        group's samples (the group's rows of a grouped input)."""
+        index = self.names.index(name)
+        axes = tuple(gradient.axes or ())
+        if x.axes and not axes:
+            return lambda *arguments: jnp.broadcast_to(raw(*arguments)[0],
+                                                       jnp.shape(arguments[index]))
+        ids = self.groups.get(x.axes[1]) if len(x.axes or ()) == 2 else None
+        if ids is not None and axes == tuple(x.axes[:1]):
+            position = list(self.inputs.values()).index(ids)
+            return lambda *arguments: raw(*arguments)[0][
+                printer.segment_ids(arguments[position])]
+        return lambda *arguments: raw(*arguments)[0]
 
     def _with_jvp(self, raw: Callable, rules: dict[int, Callable]) -> Callable:
         """``raw`` as a custom_jvp: argument ``i``'s tangent through ``rules[i](arguments,
@@ -268,7 +291,10 @@ class _Functions:
             axes = tuple(value.axes or ())
             ok = (bool(axes) and tuple(x.axes or ())[:1] == axes[:1]
                   and (len(x.axes) == len(axes) or len(axes) == 1)
-                  and not depends_on(scalar, {id(x)})[id(scalar)])
+                  and not depends_on(scalar, {id(x)})[id(scalar)]
+                  # samples coupled through their groups, pairs or risk sets
+                  and not (self.groups or self.pairs)
+                  and not any(n.op in SCAN for n in toposort([varying])))
             if ok:
                 dependent = depends_on(varying, {id(x)})
                 reductions = ("sum",) if len(axes) == 1 else ("sum", *ROW)

@@ -196,7 +196,11 @@ def grad(total: Node, x: Node) -> Node:
     """d total / d x: a node with (at most) the axes of input ``x``."""
     dependent = depends_on(total, {id(x)})
     if not dependent[id(total)]:
-        return _ZERO
+        # x may still be read at the partners of a pair sum alone (pairsum(partner(z), q))
+        partner = _partner_leaf(total, x)
+        if partner is None:
+            return _ZERO
+        return pairs.transposed(grad(total, partner), partner.axes[1])
     adjoints: dict[int, Node] = {id(total): _ONE}
     for n in reversed(toposort([total])):
         if n is x:
