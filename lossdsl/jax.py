@@ -18,7 +18,8 @@ stable forms (a ``where`` differentiates only the branch it takes, ``sigmoid`` r
 gradient is itself a ``custom_jvp`` whose JVP is the symbolic diagonal Hessian where that is
 the whole second derivative (the loss is elementwise in the input: ``jax.hessian`` of
 ``huber``, ``bce_logits``, ``quantile``, ...); where entries are coupled (a softmax over
-classes, a batch-level sum such as Dice), for mixed derivatives of two inputs, derivatives
+classes, a batch-level sum such as Dice, samples coupled through groups, pairs or risk sets),
+for mixed derivatives of two inputs, derivatives
 with respect to params, third derivatives and per-sample (``reduction="none"``) losses whose
 samples are coupled, JAX differentiates the printed symbolic derivative (or value) instead,
 which is exact too, only without lossdsl's stable forms.
