@@ -545,7 +545,6 @@ COUPLED_SAMPLES = [
     ("ranknet(y, z, q)", "sum"),        # pairs: the Hessian is not its diagonal
     ("cox_ph(y, z)", "sum"),            # risk sets (cumulative sums)
     ("cox_ph(y, z)", "none"),           # per-sample values of coupled samples
-    ("ranknet(y, z, q)", "none"),
     ("hinge_embedding(y, x)", "sum"),   # a gradient identically 0 in y
 ]
 
