@@ -55,7 +55,7 @@ Conventions:
 - Arguments are `(y, p, params...)`: the target first, then the prediction. `p` is a
   prediction on the target's scale or a probability, `z` a raw score (a logit, or the log of a
   rate on a log link), `log_p` log-probabilities, `w` a parameter vector of its own length.
-  `cost` (for `expected_cost`) holds each sample's row of a cost matrix.
+  `cost` (for `expected_cost_rows`) holds each sample's row of a cost matrix.
 - A loss is one value per sample (per row for the class-axis losses), reduced by
   `reduction="mean"` (default), `"sum"` or `"none"`, with optional `sample_weight`. Batch-level
   losses (`dice`, `tversky`, `rmsle`) and regularizers are one number already.
