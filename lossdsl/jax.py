@@ -18,11 +18,13 @@ stable forms (a ``where`` differentiates only the branch it takes, ``sigmoid`` r
 gradient is itself a ``custom_jvp`` whose JVP is the symbolic diagonal Hessian where that is
 the whole second derivative (the loss is elementwise in the input: ``jax.hessian`` of
 ``huber``, ``bce_logits``, ``quantile``, ...); where entries are coupled (a softmax over
-classes, a batch-level sum such as Dice, samples coupled through groups, pairs or risk sets),
-for mixed derivatives of two inputs, derivatives
+classes, a batch-level sum such as Dice, samples coupled through groups or pairs), for
+mixed derivatives of two inputs, derivatives
 with respect to params, third derivatives and per-sample (``reduction="none"``) losses whose
 samples are coupled, JAX differentiates the printed symbolic derivative (or value) instead,
-which is exact too, only without lossdsl's stable forms.
+which is exact too, only without lossdsl's stable forms. Risk-set losses (cumulative sums:
+``cox_ph``) keep the symbolic diagonal as their second derivative (JAX's derivative of
+their printed gradient meets masked logarithms), so their ``jax.hessian`` is diagonal.
 
 Positional arguments are ``(y_true, y_pred)``, as optax and Keras take them: the target is
 the input named like a label (``y``, ``target``, ``label``, ...), the prediction the other
@@ -101,9 +103,11 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def _coupled(graph: Node, x: Node) -> bool:
     """Whether a derivative ``graph`` (shaped like ``x``) mixes different entries of ``x``:
-    a reduction over an axis of ``x`` of something that depends on ``x``, a cumulative sum
-    over the samples of it, or ``x`` read at the partners of a pair sum (stop_gradient
-    cuts). Where it does not, the diagonal Hessian is the whole second derivative."""
+    a reduction over an axis of ``x`` of something that depends on ``x``, or ``x`` read at
+    the partners of a pair sum (stop_gradient cuts). Where it does not, the diagonal Hessian
+    is the whole second derivative. (A cumulative sum over the samples mixes them too, but
+    JAX's derivative of a printed risk-set gradient meets its masked logs: NaN for
+    cox_ph_efron; risk-set losses keep the diagonal, see docs/jax.md.)"""
     partner = partner_name(x.value) if x.op == "input" else None
     varies: dict[int, bool] = {}
     for n in toposort([graph]):
@@ -111,8 +115,6 @@ def _coupled(graph: Node, x: Node) -> bool:
         varies[id(n)] = leaf or (n.op != "stop_gradient"
                                  and any(varies[id(a)] for a in n.args))
         if leaf and n is not x:
-            return True
-        if n.op in SCAN and varies[id(n)]:
             return True
         for a in n.args:
             reduced = set(a.axes or ()) - set(n.axes or ())

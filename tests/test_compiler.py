@@ -533,3 +533,16 @@ def test_folding_constants_never_overflows_a_formula_that_does_not():
     np.testing.assert_allclose(found, [1.0, 0.0], rtol=1e-5)
     folded = lossdsl.compile("2*(3*p) + p*4", reduction="none")  # ordinary constants fold
     assert str(folded.expression) == "10 * p"
+
+
+def test_pick_gradients_are_zero_off_the_label_where_the_outer_one_is_infinite():
+    """d pick(p, y) / dp is one-hot: an infinite outer derivative (sqrt, log, gce at
+    p_y = 0) gave the other columns 0 * inf = NaN instead of 0 (torch's autograd gives 0)."""
+    y, p = np.array([0]), np.array([[0.0, 1.0, 0.0]])
+    for text, first in [("gce(y, p, 0.5)", -np.inf), ("sqrt(pick(p, y))", np.inf),
+                        ("-log(pick(p, y))", -np.inf)]:
+        loss = lossdsl.compile(text, reduction="none")
+        gradient = loss.grad("p", y=y, p=p)
+        assert gradient[0, 0] == first and np.all(gradient[0, 1:] == 0), (text, gradient)
+    hessian = lossdsl.compile("gce(y, p, 0.5)", reduction="none").hessian("p", y=y, p=p)
+    assert hessian[0, 0] == np.inf and np.all(hessian[0, 1:] == 0)

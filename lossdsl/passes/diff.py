@@ -33,6 +33,7 @@ from ..ir.axes import partner_name
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node, toposort
 from ..ops import find
+from ..ops.compare import COMPARISONS, LOGICAL
 from ..ops.primitives import ROW
 from ..ops.scans import SCANS, scan_name, transposed
 from . import pairs
@@ -192,6 +193,15 @@ def scan_adjoint(n: Node, adjoint: Node) -> Node:
     return _signed_exp_sum(scan_name("logsumexp", other), _m("neg", n), adjoint, order, values)
 
 
+def _times(adjoint: Node, partial: Node) -> Node:
+    """``adjoint * partial``; a partial that is a 0/1 mask (a comparison: pick's one-hot)
+    selects instead, so that an infinite adjoint gives the entries it masks out 0, not
+    ``0 * inf = NaN`` (the gradient of ``sqrt(pick(p, y))`` at ``p_y = 0``)."""
+    if partial.op in COMPARISONS or partial.op in LOGICAL:
+        return _m("where", partial, adjoint, _ZERO)
+    return _m("mul", adjoint, partial)
+
+
 def grad(total: Node, x: Node) -> Node:
     """d total / d x: a node with (at most) the axes of input ``x``."""
     dependent = depends_on(total, {id(x)})
@@ -225,7 +235,7 @@ def grad(total: Node, x: Node) -> Node:
             continue  # indices, lookup tables and the order given: constants of the loss
         else:
             partials = PARTIALS.of(n, wanted)
-            contributions = [_m("mul", adjoint, p) if w else None for p, w in zip(partials, wanted)]
+            contributions = [_times(adjoint, p) if w else None for p, w in zip(partials, wanted)]
         for a, contribution, w in zip(n.args, contributions, wanted):
             if not w or contribution is None:
                 continue
