@@ -166,7 +166,7 @@ def _kernel_arrays(ctx: Any) -> dict[str, Any]:
     """The saved inputs as kernel arguments, by name (made when a backward pass outside
     ``torch.func`` transforms needs them: the usual one, scaling the forward's gradients,
     does not)."""
-    arrays = getattr(ctx, "arrays", None)
+    arrays = ctx.arrays
     if arrays is None:
         arrays = ctx.arrays = {name: _as_array(t)
                                for name, t in zip(ctx.call.names, _restored_inputs(ctx))}
@@ -204,11 +204,28 @@ def _stacked(results: list[Any]) -> tuple[Any, Any]:
     return torch.stack(results), 0
 
 
-def _eager_twin(transformable: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
-    """``transformable`` written the older way (a forward that takes ``ctx``), for calls
-    outside ``torch.func`` transforms: PyTorch binds the arguments of a forward written with
-    ``setup_context`` through ``inspect.signature`` on every call, which more than doubled
-    the cost of a minibatch step's loss (one kernel call of about ten microseconds)."""
+class _Transformable(torch.autograd.Function):
+    """A Function that ``torch.func`` transforms take: written with ``setup_context``,
+    differentiated in reverse mode only (its ``jvp`` raises), and batched by ``vmap`` one
+    call per slice. :func:`_with_eager_twin` gives each subclass its ``eager`` twin."""
+
+    eager: type[torch.autograd.Function]
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        _no_forward_mode()
+
+    @classmethod
+    def vmap(cls, info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
+        return _stacked([_apply(cls, *sliced) for sliced in _slices(info, in_dims, args)])
+
+
+def _with_eager_twin(transformable: type[_Transformable]) -> type[_Transformable]:
+    """``transformable``, its ``eager`` twin set: the same Function written the older way
+    (a forward that takes ``ctx``), for calls outside ``torch.func`` transforms. PyTorch
+    binds the arguments of a forward written with ``setup_context`` through
+    ``inspect.signature`` on every call, which more than doubled the cost of a minibatch
+    step's loss (one kernel call of about ten microseconds)."""
 
     class Eager(torch.autograd.Function):
         @staticmethod
@@ -219,22 +236,24 @@ def _eager_twin(transformable: type[torch.autograd.Function]) -> type[torch.auto
             return output[0] if isinstance(output, tuple) else output
 
         backward = staticmethod(transformable.backward)
+        jvp = staticmethod(transformable.jvp)  # torch.autograd.forward_ad: the same refusal
 
     Eager.__name__ = Eager.__qualname__ = f"{transformable.__name__}Eager"
-    return Eager
+    transformable.eager = Eager
+    return transformable
 
 
-def _apply(transformable: type[torch.autograd.Function], eager: type[torch.autograd.Function],
-           *args: Any) -> Any:
+def _apply(transformable: type[_Transformable], *args: Any) -> Any:
     """The first output of ``transformable.apply(*args)``, through its eager twin where no
     ``torch.func`` transform is active."""
     if torch._C._are_functorch_transforms_active():
         output = transformable.apply(*args)
         return output[0] if isinstance(output, tuple) else output
-    return eager.apply(*args)
+    return transformable.eager.apply(*args)
 
 
-class _FusedLoss(torch.autograd.Function):
+@_with_eager_twin
+class _FusedLoss(_Transformable):
     """forward: value (and gradients, for mean/sum) in one kernel call; backward: scaling,
     or (create_graph=True) gradients autograd can differentiate once more.
 
@@ -294,10 +313,6 @@ class _FusedLoss(torch.autograd.Function):
                   for name in ctx.call.names))
 
     @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> Any:
-        _no_forward_mode()
-
-    @staticmethod
     def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
         # One kernel call per slice: each is a loss of its own (its own mean). A batched
         # tensor reports no requires_grad, so wrt was chosen blind to a backward pass
@@ -314,9 +329,6 @@ class _FusedLoss(torch.autograd.Function):
         return _stacked(results)
 
 
-_FusedLossEager = _eager_twin(_FusedLoss)
-
-
 @dataclass(frozen=True)
 class _GradientSpec:
     """One gradient ``dL/d name`` of ``compiled``, as :class:`_Gradient` computes it."""
@@ -326,7 +338,8 @@ class _GradientSpec:
     call: _Call
 
 
-class _Gradient(torch.autograd.Function):
+@_with_eager_twin
+class _Gradient(_Transformable):
     """The gradient ``G = dL/dx`` as a function of the inputs; its backward is
     ``u * diag(Hessian)``, checked to be the whole second derivative first. ``computed``
     is the gradient when the forward pass already has it (else None); ``weight`` the
@@ -345,7 +358,7 @@ class _Gradient(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         module, spec, _, weight, *tensors = inputs
-        ctx.module, ctx.spec, ctx.call, ctx.arrays = module, spec, spec.call, None
+        ctx.module, ctx.spec = module, spec
         ctx.weighted = weight is not None
         _saved_inputs(ctx, tuple(tensors), weight)
         ctx.dtypes = {name: t.dtype for name, t in zip(spec.call.names, tensors)
@@ -364,23 +377,15 @@ class _Gradient(torch.autograd.Function):
         gradients = {}
         if spec.name in wanted:
             # through a Function: the kernel reads plain tensors under torch.func transforms
-            hessian = _apply(_Hessian, _HessianEager, spec, _restored_weight(ctx), *tensors)
+            hessian = _apply(_Hessian, spec, _restored_weight(ctx), *tensors)
             gradients[spec.name] = upstream * hessian
         return (None, None, None, None,
                 *(gradients[name].to(ctx.dtypes[name]) if name in gradients else None
                   for name in spec.call.names))
 
-    @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> Any:
-        _no_forward_mode()
 
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
-        return _stacked([_apply(_Gradient, _GradientEager, *sliced)
-                         for sliced in _slices(info, in_dims, args)])
-
-
-class _Hessian(torch.autograd.Function):
+@_with_eager_twin
+class _Hessian(_Transformable):
     """The diagonal Hessian ``d2L/dx2`` as a function of the inputs that cannot be
     differentiated: its backward pass (a third derivative) raises."""
 
@@ -399,19 +404,6 @@ class _Hessian(torch.autograd.Function):
     def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
         raise LossError("lossdsl.torch differentiates a loss twice at most (its second "
                         "derivative is the symbolic Hessian): a third derivative was asked for")
-
-    @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> Any:
-        _no_forward_mode()
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
-        return _stacked([_apply(_Hessian, _HessianEager, *sliced)
-                         for sliced in _slices(info, in_dims, args)])
-
-
-_GradientEager = _eager_twin(_Gradient)
-_HessianEager = _eager_twin(_Hessian)
 
 
 class TorchLoss(torch.nn.Module):
@@ -537,7 +529,7 @@ class TorchLoss(torch.nn.Module):
             tensors = [args[slot] if type(slot) is int else inputs[slot] for slot in slots]
             call = self._usual_call(tensors)
             if call is not None:
-                return _apply(_FusedLoss, _FusedLossEager, self, call, sample_weight,
+                return _apply(_FusedLoss, self, call, sample_weight,
                               _wanted_gradients(call.names, tensors), *tensors)
         positions = self.positional_inputs(args, inputs)
         for name, value in zip(positions, args):
@@ -557,8 +549,8 @@ class TorchLoss(torch.nn.Module):
         if not overrides:
             self._slots[form] = tuple(name if name in form[1] else positions.index(name)
                                       for name in names)
-        return _apply(_FusedLoss, _FusedLossEager, self, _Call(names, overrides, dtype, device),
-                      sample_weight, _wanted_gradients(names, tensors), *tensors)
+        return _apply(_FusedLoss, self, _Call(names, overrides, dtype, device), sample_weight,
+                      _wanted_gradients(names, tensors), *tensors)
 
     def _usual_call(self, tensors: list[Any]) -> _Call | None:
         """The :class:`_Call` of the usual training step, kept per dtype: CPU tensors whose
@@ -635,7 +627,7 @@ class TorchLoss(torch.nn.Module):
             compiled = self._compiled(cuda)
             for name in ctx.wrt:
                 spec = _GradientSpec(compiled, name, call)
-                gradients[name] = grad_output * _apply(_Gradient, _GradientEager, self, spec,
+                gradients[name] = grad_output * _apply(_Gradient, self, spec,
                                                        ctx.gradients[name], weight, *tensors)
             return gradients
         # d(sum_i v_i w_i l_i)/dx_i = v_i * G_i, G the gradient of sum_i w_i l_i: a function
@@ -655,8 +647,8 @@ class TorchLoss(torch.nn.Module):
                                 f"True or a torch.func transform needs inputs with one row "
                                 f"per sample; '{name}' has none (shape {tuple(x.shape)}): use "
                                 f"reduction 'mean' or 'sum', or a plain backward()")
-            gradient = _apply(_Gradient, _GradientEager, self,
-                              _GradientSpec(summed, name, call), None, weight, *tensors)
+            gradient = _apply(_Gradient, self, _GradientSpec(summed, name, call), None, weight,
+                              *tensors)
             v = grad_output.reshape(grad_output.shape + (1,) * (x.dim() - grad_output.dim()))
             gradients[name] = v * gradient
         return gradients
