@@ -35,14 +35,14 @@ if TYPE_CHECKING:
     from .compiler import Kernel, Specialization, TypedRequirement
 
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
-           "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_labels",
-           "check_domains", "check_host_requirements", "check_out", "class_vector", "coerce_loss",
-           "reduction_of",
-           "disagreement",
+           "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_aligned",
+           "check_labels", "check_domains", "check_host_requirements", "check_out",
+           "class_vector", "coerce_loss", "disagreement",
            "domain_error", "domain_violation", "first_bad_label", "host_checked",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
            "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
-           "plan_call", "plan_kernel", "refuse_outside", "result_dtype", "result_order",
+           "plan_call", "plan_kernel", "reduction_of", "refuse_outside", "result_dtype",
+           "result_order",
            "work_size", "SERIAL_KIT",
            "SerialKit"]
 

@@ -23,6 +23,10 @@ class Span:
     end_column: int | None = None
     source: str | None = field(default=None, compare=False, repr=False)
 
+    def place(self) -> str:
+        """Where the span starts, as ``file:line:column`` (``<string>`` for loss text)."""
+        return f"{self.file or '<string>'}:{self.line}:{self.column}"
+
     def source_line(self) -> str | None:
         """The text of the line this span starts on, or None when unknown."""
         if self.source is None:
@@ -63,8 +67,7 @@ class LossError(Exception):
         if self.span is None:
             text = self.message
         else:
-            where = f"{self.file or '<string>'}:{self.line}:{self.column}"
-            text = f"{where}: {self.message}"
+            text = f"{self.span.place()}: {self.message}"
             line = self.span.source_line()
             if line is not None:
                 width = 1

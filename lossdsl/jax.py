@@ -111,11 +111,10 @@ def _coupled(graph: Node, x: Node) -> bool:
     partner = partner_name(x.value) if x.op == "input" else None
     varies: dict[int, bool] = {}
     for n in toposort([graph]):
-        leaf = n is x or (n.op == "input" and n.value == partner)
-        varies[id(n)] = leaf or (n.op != "stop_gradient"
-                                 and any(varies[id(a)] for a in n.args))
-        if leaf and n is not x:
-            return True
+        if n.op == "input" and n.value == partner:
+            return True  # x at the partners of a pair sum: each entry meets the others
+        varies[id(n)] = n is x or (n.op != "stop_gradient"
+                                   and any(varies[id(a)] for a in n.args))
         for a in n.args:
             reduced = set(a.axes or ()) - set(n.axes or ())
             if varies[id(a)] and reduced & set(x.axes or ()):

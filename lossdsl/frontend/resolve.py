@@ -183,13 +183,6 @@ class Scope:
                 return scope.let_checks.get(name, ())
         return ()
 
-    def find_param(self, name: str) -> ParamInfo | None:
-        """The param ``name`` visible here, or None."""
-        for scope in self._chain():
-            if name in scope.params:
-                return scope.params[name]
-        return None
-
     def has_loss(self, name: str) -> bool:
         """Whether a named loss ``name`` is defined here or in a module this one sees."""
         return any(name in scope.losses for scope in self._chain())
@@ -545,7 +538,7 @@ class Lowerer:
             if seen is not info:
                 raise LossNameError(
                     f"two params named '{name}' meet here: one declared at "
-                    f"{_place(seen.span)}, the other at {_place(info.span)} (a def or let "
+                    f"{seen.span.place()}, the other at {info.span.place()} (a def or let "
                     f"of one module reads its own); rename one of them", span)
 
     def _constant_label(self, labels: Node, span: Span) -> None:
@@ -637,13 +630,6 @@ def params_used(graph: Node, params: Mapping[str, ParamInfo]) -> dict[str, float
             info = params.get(n.value)
             used[n.value] = info.default if info else float("nan")
     return used
-
-
-def _place(span: Span | None) -> str:
-    """Where ``span`` is, as ``file:line:column``."""
-    if span is None:
-        return "an unknown place"
-    return f"{span.file or '<string>'}:{span.line}:{span.column}"
 
 
 def _names(expression: ast.Expression) -> set[str]:
@@ -1044,7 +1030,7 @@ def load_scope(
         reason = "no such file" if error.errno == errno.ENOENT and span is not None else (
             error.strerror)
         raise _file_error(f"cannot {verb} {_shown(shown)}: {reason}", path, span) from None
-    key = (resolved, info.st_mtime_ns, info.st_size, info.st_ino)
+    key = _file_key(resolved, info)
     scope = _FILE_CACHE.get(key)
     if scope is None or not _imports_unchanged(scope):
         text = read_source(path, span, shown)
@@ -1053,6 +1039,11 @@ def load_scope(
         scope.source_key = key
         _FILE_CACHE[key] = scope
     return scope
+
+
+def _file_key(resolved: str, info: os.stat_result) -> tuple[str, int, int, int]:
+    """What identifies a version of a file for the in-process cache of loaded modules."""
+    return (resolved, info.st_mtime_ns, info.st_size, info.st_ino)
 
 
 def _imports_unchanged(scope: Scope) -> bool:
@@ -1071,7 +1062,7 @@ def _imports_unchanged(scope: Scope) -> bool:
                 info = os.stat(resolved)
             except OSError:
                 return False
-            if (resolved, info.st_mtime_ns, info.st_size, info.st_ino) != module.source_key:
+            if _file_key(resolved, info) != module.source_key:
                 return False
         stack.extend(module.imports)
     return True

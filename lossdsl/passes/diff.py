@@ -203,14 +203,21 @@ def _times(adjoint: Node, partial: Node) -> Node:
 
 
 def grad(total: Node, x: Node) -> Node:
-    """d total / d x: a node with (at most) the axes of input ``x``."""
+    """d total / d x: a node with (at most) the axes of input ``x``; where ``x`` is also
+    read at the partners of a pair sum, the partners' shares too (``pairsum(partner(z), q)``
+    reads z there alone)."""
+    gradient = _direct_grad(total, x)
+    partner = _partner_leaf(total, x)
+    if partner is not None:
+        gradient = _m("add", gradient, pairs.transposed(grad(total, partner), partner.axes[1]))
+    return gradient
+
+
+def _direct_grad(total: Node, x: Node) -> Node:
+    """d total / d x through the reads of ``x`` itself (not at partners)."""
     dependent = depends_on(total, {id(x)})
     if not dependent[id(total)]:
-        # x may still be read at the partners of a pair sum alone (pairsum(partner(z), q))
-        partner = _partner_leaf(total, x)
-        if partner is None:
-            return _ZERO
-        return pairs.transposed(grad(total, partner), partner.axes[1])
+        return _ZERO
     adjoints: dict[int, Node] = {id(total): _ONE}
     for n in reversed(toposort([total])):
         if n is x:
@@ -247,11 +254,7 @@ def grad(total: Node, x: Node) -> Node:
             adjoints[id(a)] = (
                 contribution if previous is None else _m("add", previous, contribution)
             )
-    gradient = adjoints.get(id(x), _ZERO)
-    partner = _partner_leaf(total, x)
-    if partner is not None:  # x read at the partners of a pair sum: their shares too
-        gradient = _m("add", gradient, pairs.transposed(grad(total, partner), partner.axes[1]))
-    return gradient
+    return adjoints.get(id(x), _ZERO)
 
 
 def _partner_leaf(total: Node, x: Node) -> Node | None:
