@@ -168,6 +168,13 @@ def _wrt(loss: Loss, requested: list[str]) -> list[str]:
     return names
 
 
+def _argument_hint(entry: catalog.Entry, name: str, value: float) -> str:
+    """What to write for a built-in's argument given as ``--param``: the call itself."""
+    return (f"'{name}' is an argument of {entry.name}, not a param of the loss: write it in "
+            f"the formula, e.g. \"{entry.name}({', '.join(entry.required)}, "
+            f"{name}={value:g})\"")
+
+
 def _compiled(loss: Loss, args, reduction: str) -> CompiledLoss:
     params = _numbers(getattr(args, "param", None), "--param")
     spec = str(getattr(args, "loss", ""))
@@ -176,10 +183,7 @@ def _compiled(loss: Loss, args, reduction: str) -> CompiledLoss:
         arguments = [name for name, default in entry.parameters if default is not None]
         given = next((name for name in params if name in arguments), None)
         if given is not None:  # a built-in's argument, which a bare name leaves at its default
-            raise CliError(
-                f"'{given}' is an argument of {entry.name}, not a param of the loss: write "
-                f"it in the formula, e.g. \"{entry.name}({', '.join(entry.required)}, "
-                f"{given}={params[given]:g})\"")
+            raise CliError(_argument_hint(entry, given, params[given]))
     return CompiledLoss(loss, getattr(args, "target", "cpu"), reduction, params)
 
 
@@ -551,9 +555,7 @@ def command_plot(args: argparse.Namespace) -> int:
                 arguments = [e for e in map(catalog.entry, args.losses)
                              if e is not None and name in dict(e.parameters)]
                 if option == "--param" and arguments:
-                    hint = (f"'{name}' is an argument of {arguments[0].name}: write it in the "
-                            f"formula, e.g. \"{arguments[0].name}("
-                            f"{', '.join(arguments[0].required)}, {name}={params[name]:g})\"")
+                    hint = _argument_hint(arguments[0], name, params[name])
                 raise CliError(f"{option} {name}: no loss here has {kind} named '{name}'"
                                + (f"; {hint}" if hint else ""))
     found = plotting.curves(losses, grid, at, params)
