@@ -54,7 +54,7 @@ from sklearn.utils.validation import (
 
 from .api import CompiledLoss, Loss
 from .binding import check_aligned, coerce_loss
-from .boosting.objective import default_roles, repeat_score
+from .boosting.objective import DEFAULT_HESSIAN_FLOOR, default_roles, repeat_score
 from .decisions import decide as _decide
 from .errors import LossDomainError, LossError, LossShapeError
 from .implied import (
@@ -112,6 +112,12 @@ class _LossEstimator(BaseEstimator):
     hessian:
         The objective's Hessian policy (``"auto"``, ``"exact"``, ``"clip"``, ``"floor"``,
         ``"constant"``; see :func:`lossdsl.xgboost.objective`).
+    hessian_floor, hessian_constant, hessian_scale:
+        The policy's numbers, as :func:`lossdsl.xgboost.objective` takes them: the floor of
+        ``"floor"``; the constant Hessian of ``"constant"`` (a number, or ``"auto"``: scaled
+        to the labels, whatever the units of the cost; ``None``: the library module's
+        default, 1 for XGBoost and LightGBM, scaled to the labels for CatBoost); a factor
+        applied to the Hessian last.
     n_estimators, learning_rate:
         Boosting rounds and shrinkage.
     refit:
@@ -144,6 +150,8 @@ class _LossEstimator(BaseEstimator):
     def __init__(self, loss: LossLike | None = None, *, wrt: str | None = None,
                  label: str | None = None, inputs: Mapping[str, Any] | None = None,
                  params: Mapping[str, float] | None = None, hessian: str = "auto",
+                 hessian_floor: float = DEFAULT_HESSIAN_FLOOR,
+                 hessian_constant: float | str | None = None, hessian_scale: float = 1.0,
                  n_estimators: int = 100, learning_rate: float = 0.1,
                  refit: str | bool = "auto", random_state: Any = None,
                  init_score: bool = True, early_stopping_rounds: int | None = None,
@@ -156,6 +164,9 @@ class _LossEstimator(BaseEstimator):
         self.inputs = inputs
         self.params = params
         self.hessian = hessian
+        self.hessian_floor = hessian_floor
+        self.hessian_constant = hessian_constant
+        self.hessian_scale = hessian_scale
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.refit = refit
@@ -465,9 +476,18 @@ class _LossEstimator(BaseEstimator):
             inputs[name] = values[source]
         return self._make_objective(inputs, labels if self._input_sources else None)
 
+    def _hessian_options(self) -> dict[str, Any]:
+        """The objective's Hessian policy and its numbers, as the boosting modules take them
+        (``hessian_constant=None`` leaves the module's default)."""
+        options = {"hessian": self.hessian, "hessian_floor": self.hessian_floor,
+                   "hessian_scale": self.hessian_scale}
+        if self.hessian_constant is not None:
+            options["hessian_constant"] = self.hessian_constant
+        return options
+
     def _make_objective(self, inputs: Mapping[str, Any], rows: Any) -> Any:
         options: dict[str, Any] = {"inputs": inputs, "params": self._params,
-                                   "hessian": self.hessian}
+                                   **self._hessian_options()}
         if rows is not None:
             options["rows"] = rows
         return self._module().objective(self._definition, self.wrt, self.label, **options)
@@ -668,6 +688,8 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
     def __init__(self, loss: LossLike | None = None, *, wrt: str | None = None,
                  label: str | None = None, inputs: Mapping[str, Any] | None = None,
                  params: Mapping[str, float] | None = None, hessian: str = "auto",
+                 hessian_floor: float = DEFAULT_HESSIAN_FLOOR,
+                 hessian_constant: float | str | None = None, hessian_scale: float = 1.0,
                  n_estimators: int = 100, learning_rate: float = 0.1,
                  refit: str | bool = "auto", random_state: Any = None,
                  init_score: bool = True, early_stopping_rounds: int | None = None,
@@ -676,7 +698,9 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
                  decision_cv: int = 5, class_values: tuple[float, float] = (0, 1),
                  **booster_params: Any):
         super().__init__(loss, wrt=wrt, label=label, inputs=inputs, params=params,
-                         hessian=hessian, n_estimators=n_estimators,
+                         hessian=hessian, hessian_floor=hessian_floor,
+                         hessian_constant=hessian_constant, hessian_scale=hessian_scale,
+                         n_estimators=n_estimators,
                          learning_rate=learning_rate, refit=refit, random_state=random_state,
                          init_score=init_score, early_stopping_rounds=early_stopping_rounds,
                          decision_cost=decision_cost, decision_inputs=decision_inputs,
@@ -1251,7 +1275,7 @@ class _CatBoost:
     def _make_objective(self, inputs: Mapping[str, Any], rows: Any) -> Any:
         # CatBoost's objective takes no rows=: it refuses per-row inputs itself
         return self._module().objective(self._definition, self.wrt, self.label, inputs=inputs,
-                                        params=self._params, hessian=self.hessian)
+                                        params=self._params, **self._hessian_options())
 
     def _train(self, objective: Any, features: Any, labels: np.ndarray,
                weight: np.ndarray | None, evals: list, rounds: int | None = None) -> Any:
@@ -1271,7 +1295,7 @@ class _CatBoost:
                      "allow_writing_files": False,
                      **{k: v for k, v in self._booster_params.items() if k != "cat_features"}}
         params = self._module().model_params(
-            self._definition, self.wrt, self.label, hessian=self.hessian,
+            self._definition, self.wrt, self.label, **self._hessian_options(),
             inputs=objective.inputs, params=self._params,
             labels=None if num_class else labels, sample_weight=weight, **overrides)
         objective = params["loss_function"]

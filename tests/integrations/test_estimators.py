@@ -243,6 +243,26 @@ def test_pickle_clone_and_params(data):
     np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
 
 
+@pytest.mark.parametrize("make, given", [(XGBLossRegressor, XGB), (LGBMLossRegressor, LGB)])
+def test_the_hessian_policys_numbers_reach_the_objective(data, make, given):
+    # hessian_constant and hessian_scale went to the library as booster parameters, unused:
+    # (1000 units of label: a step of the mean gradient, 1 per unit, leaves the model short)
+    X, _, counts = data
+    y = 1000.0 * counts
+    features = X.drop(columns="clv")
+
+    def raw(**options):
+        model = make("asymmetric_l1(y, p, 4, 1)", hessian="constant", refit=False,
+                     n_estimators=5, **options, **given)
+        return model.fit(features, y).predict(features)
+
+    default = raw()
+    np.testing.assert_allclose(raw(hessian_constant=0.01), raw(hessian_scale=0.01), rtol=1e-6)
+    assert np.max(np.abs(raw(hessian_constant=0.01) - default)) > 5
+    assert np.max(np.abs(raw(hessian_constant="auto") - default)) > 5
+    assert clone(make(hessian_constant="auto")).get_params()["hessian_constant"] == "auto"
+
+
 # ---------------------------------------------------------------------------- decisions
 def test_classifier_decides_with_a_per_row_cost(data):
     X, y, _ = data
