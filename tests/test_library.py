@@ -1961,6 +1961,65 @@ def test_gaussian_nll_variance_clamp_passes_the_gradient_through_like_pytorch():
     np.testing.assert_allclose(gradient, _np(var_t.grad), rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bce_gradient_where_a_log_is_clamped_is_pytorchs(dtype):
+    # the clamped value's own gradient dropped the clamped log's term: +0.05 for y = 0.95 at
+    # p = 0 (float32 sigmoids round to 0 and 1), pushing p further from the label
+    y = np.array([0.95, 0.05, 0.3, 0.3, 1.0, 0.0, 0.5, 0.3], dtype)
+    p = np.array([0.0, 1.0, 1e-30, 1 - 1e-13, 1e-20, 1.0, 0.5, 0.2], dtype)
+    value = compiled("bce(y, p)")(y=y, p=p)
+    gradient = compiled("bce(y, p)").grad("p", y=y, p=p)
+    p_t = _t(p.astype(np.float64)).requires_grad_()
+    expected = F.binary_cross_entropy(p_t, _t(y.astype(np.float64)), reduction="none")
+    expected.sum().backward()
+    np.testing.assert_allclose(value, _np(expected), rtol=1e-6)
+    np.testing.assert_allclose(gradient, _np(p_t.grad), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparse_cross_entropy_values_keep_their_precision_at_large_logits(dtype):
+    # logsumexp(z) - z_y rounded the logsumexp to an ulp of the largest logit first: 0 for
+    # 9.4e-14 in float64, 1.6e-4 relative in float32 at 1e4
+    z = np.array([[1e4, 1e4 - 1.0], [1e4, 1e4 - 30.0], [80.0, 79.5]], dtype)
+    y = np.array([1, 0, 1])
+    expected = _np(F.cross_entropy(_t(z.astype(np.float64)), torch.tensor(y),
+                                   reduction="none"))
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    for call in ("sparse_cce_logits(y, z)", "sparse_cce_logits(y, z, label_smoothing=0.0)"):
+        actual = compiled(call)(y=y, z=z)
+        rows = [0, 1, 2] if dtype == np.float64 else [0, 2]  # float32 has no 9.4e-14 + 1e4
+        np.testing.assert_allclose(actual[rows], expected[rows], rtol=rtol)
+    gce = compiled("gce_logits(y, z)")(y=y, z=z)
+    exact = [float(-mpmath.expm1(0.5 * (mpmath.mpf(float(row[label])) - mpmath.log(
+        sum(mpmath.exp(mpmath.mpf(float(v))) for v in row)))) / 0.5)
+        for row, label in zip(z, y)]
+    np.testing.assert_allclose(gce[[0, 2]], np.array(exact)[[0, 2]], rtol=rtol)
+
+
+def test_robust_and_tweedie_losses_at_their_extremes():
+    # tweedie: y = 0 at very negative scores was 0 * inf = NaN (sklearn: its tiny value)
+    y, z = np.zeros(2, np.float32), np.array([-200.0, 3.0], np.float32)
+    expected = ref_tweedie_sklearn({"y": y.astype(np.float64), "z": z.astype(np.float64)}, 1.5)
+    np.testing.assert_allclose(compiled("tweedie(y, z, 1.5)")(y=y, z=z), expected, rtol=1e-5,
+                               atol=1e-44)  # a float32 subnormal
+    assert np.all(np.isfinite(compiled("tweedie(y, z, 1.5)").grad_and_hessian("z", y=y, z=z)))
+    # tukey: 1 - (1 - u)^3 cancelled (31% off at r = 1e-3 in float32, 0 at 1e-9 in float64);
+    # a NaN residual took the constant branch, a plausible finite value
+    tukey = compiled("tukey_biweight(y, p)")
+    np.testing.assert_allclose(tukey(y=np.zeros(2), p=np.array([1e-9, 1e-3])),
+                               [5e-19, 5e-7 * (1 - 1e-6 / 4.685**2 + 1e-12 / (3 * 4.685**4))],
+                               rtol=1e-12)
+    np.testing.assert_allclose(tukey(y=np.zeros(1, np.float32), p=np.array([1e-3], np.float32)),
+                               [5e-7], rtol=1e-5)
+    assert np.isnan(tukey(y=np.zeros(1), p=np.array([np.nan]))).all()
+    # cauchy: log1p(r^2) overflowed beyond 1.3e154; its Hessian turned positive beyond 1e77
+    cauchy = compiled("cauchy(y, p)")
+    far = np.array([1e300, 1e100])
+    np.testing.assert_allclose(cauchy(y=np.zeros(2), p=far), np.log(far), rtol=1e-15)
+    np.testing.assert_allclose(cauchy.hessian("p", y=np.zeros(2), p=far), -1.0 / far**2,
+                               rtol=1e-12)
+
+
 def test_every_prelude_loss_is_in_the_table():
     tested = {case.loss for case in CASES}
     defined = {entry.name for entry in catalog.entries()}

@@ -166,25 +166,58 @@ def log_one_minus_sigmoid(n: Node) -> Node | None:
     return None
 
 
-@rule("sub")
-def shifted_log_softmax(n: Node) -> Node | None:
-    """``x - (s + log(t)) -> (x - s) - log(t)`` when ``t = rowsum(exp(x - s))``.
-
-    ``x - (s + log t)`` rounds ``s + log t`` first, an absolute error of half an ulp of the
-    shift: 7.6e-6 at logits near 80 in float32, 1e-12 at 1e4 in float64, which becomes a
-    relative error of every softmax probability. ``x - s`` is exact near the maximum (and is
-    already computed, inside ``t``), so subtracting the small ``log t`` last keeps the result
-    within an ulp of itself, as PyTorch's and JAX's log_softmax do.
-    """
-    x, lse = n.args
+def _log_softmax_parts(lse: Node) -> tuple[Node, Node, Node] | None:
+    """``(x, s, log t)`` when ``lse`` is ``s + log(t)`` (either order) with
+    ``t = rowsum(exp(x - s))``: a logsumexp of the rows of x, shifted by s."""
     if lse.op != "add":
         return None
     for shift, log_total in (lse.args, reversed(lse.args)):
         if log_total.op != "log" or log_total.args[0].op != "rowsum":
             continue
         terms = log_total.args[0].args[0]
-        if terms.op == "exp" and terms.args[0].op == "sub" and terms.args[0].args == (x, shift):
-            return make("sub", (terms.args[0], log_total))
+        if terms.op == "exp" and terms.args[0].op == "sub" and terms.args[0].args[1] == shift:
+            return terms.args[0].args[0], shift, log_total
+    return None
+
+
+def _is_onehot(n: Node) -> bool:
+    """Whether ``n`` is ``onehot(y)``: ``y == k`` for the class index k of each column."""
+    return n.op == "eq" and any(a.op == "class_index" for a in n.args)
+
+
+def _entry_of(n: Node, x: Node) -> bool:
+    """Whether ``n`` is x itself or one entry of each of its rows, ``rowsum(x onehot(y))``
+    (how ``pick(x, y)`` is built)."""
+    if n == x:
+        return True
+    if n.op != "rowsum" or n.args[0].op != "mul":
+        return False
+    a, b = n.args[0].args
+    return (a == x and _is_onehot(b)) or (b == x and _is_onehot(a))
+
+
+@rule("sub")
+def shifted_log_softmax(n: Node) -> Node | None:
+    """``x - (s + log(t)) -> (x - s) - log(t)`` when ``t = rowsum(exp(x - s))``, and
+    ``(s + log(t)) - x -> log(t) - (x - s)``; the same for one entry of each row,
+    ``pick(x, y)``, in place of x (sparse cross-entropy's ``logsumexp(z) - pick(z, y)``).
+
+    ``x - (s + log t)`` rounds ``s + log t`` first, an absolute error of half an ulp of the
+    shift: 7.6e-6 at logits near 80 in float32, 1e-12 at 1e4 in float64, which becomes a
+    relative error of every softmax probability, and of a cross-entropy near 0 (all of it
+    at z = (1e4, 1e4 - 30)). ``x - s`` is exact near the maximum (and is already computed,
+    inside ``t``), so subtracting the small ``log t`` last keeps the result within an ulp of
+    itself, as PyTorch's and JAX's log_softmax do.
+    """
+    a, b = n.args
+    parts = _log_softmax_parts(b)
+    if parts is not None and _entry_of(a, parts[0]):
+        x, shift, log_total = parts
+        return make("sub", (make("sub", (a, shift)), log_total))
+    parts = _log_softmax_parts(a)
+    if parts is not None and _entry_of(b, parts[0]):
+        x, shift, log_total = parts
+        return make("sub", (log_total, make("sub", (b, shift))))
     return None
 
 
