@@ -53,6 +53,10 @@ and ``predict`` fails with an ``IndexError`` inside CatBoost (1.2.10; ``classes_
 alone has the same effect), where no lossdsl code runs. ``model_params(...,
 classifier=True)`` supplies that. A loss over classes given one score per row (labels with
 two classes, a regressor) raises a :class:`~lossdsl.LossError` on the first objective call.
+A loss that reads several score columns with one real label per row (``gaussian_nll_scores``,
+``negative_binomial_scores``) is refused when the objective is made: CatBoost gives a Python
+objective several scores per row only for classes or for one label per column; train it
+with :mod:`lossdsl.xgboost` or :mod:`lossdsl.lightgbm`.
 
 CatBoost tries to JIT-compile Python objectives and metrics with Numba and warns on every fit
 when it cannot; lossdsl's objects already run compiled kernels, and set CatBoost's ``no_jit``
@@ -227,6 +231,21 @@ class CatBoostObjective(BoostingObjective):
     #: Hessian policies the one-row path of :meth:`calc_ders_multi` applies itself; others
     #: go through :meth:`gradients` row by row (the same numbers, slower).
     _ROW_POLICIES = ("exact", "clip", "floor", "constant")
+
+    def _setup(self) -> None:
+        super()._setup()
+        # CatBoost 1.2 gives a Python objective several scores per row only as a multiclass
+        # (each label mapped to a class index: real labels become classes) or a multi-target
+        # model (one label per score column): never K scores on one real label per row.
+        if self.reads_score_columns:
+            raise LossError(
+                f"{self.loss.name or 'this loss'} reads several score columns of '{self.wrt}' "
+                "(pick(z, 0), pick(z, 1), ...) with one real label per row, which CatBoost "
+                "cannot train with a Python objective: it gives that several scores per row "
+                "only as classes (every distinct label a class) or with one label per "
+                "column. Train it with lossdsl.xgboost.train or lossdsl.lightgbm.train and "
+                "num_class (docs/boosting.md, 'A mean and a spread from one model'), or use "
+                "CatBoost's built-in RMSEWithUncertainty for a Gaussian mean and spread")
 
     def calc_ders_range(self, approxes: Sequence[float], targets: Sequence[float],
                         weights: Sequence[float] | None) -> np.ndarray:

@@ -1029,6 +1029,14 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
                             "spread: a regressor predicts one number per row; train it with "
                             "lossdsl.xgboost.train or lossdsl.lightgbm.train and num_class "
                             "(docs/boosting.md, 'A mean and a spread from one model')")
+        columns = objective.score_columns
+        if objective.per_column and columns is not None and columns >= 2:
+            raise LossError(f"{self._loss_name()} has one score column per entry of its "
+                            f"per-class vectors ({columns} entries, as several quantile "
+                            "levels): a regressor predicts one number per row; train it with "
+                            f"lossdsl.xgboost.train or lossdsl.lightgbm.train and num_class="
+                            f"{columns} (docs/boosting.md, 'Several quantiles from one "
+                            "model'), or pass one level as a number")
         if objective.class_axis:
             raise LossError(f"{self._loss_name()} is a loss over classes "
                             f"(its score '{objective.wrt}' has one column per class): use a "

@@ -403,9 +403,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     weight = train_set.get_weight()
     weight = None if weight is None or np.size(weight) == 0 else np.asarray(weight)
     n = label.shape[0]
-    if objective.class_axis and num_class < 2:
-        raise LossError("this loss is over classes: set params['num_class'] to the number of "
-                        "classes")
+    objective.check_score_columns(num_class)
     shape: tuple[int, ...] = (n,) if num_class == 1 else (n, num_class)
     given_start = _field(train_set, "init_score")
     if init_score:

@@ -433,9 +433,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         num_class = 1
         if label.ndim == 2 and label.shape[1] > 1:
             num_class = label.shape[1]
-    if objective.class_axis and num_class < 2:
-        raise LossError("this loss is over classes: set params['num_class'] to the number of "
-                        "classes")
+    objective.check_score_columns(num_class)
     shape: tuple[int, ...] = (n,) if num_class == 1 else (n, num_class)
     if init_score:
         if params.get("base_score") is not None:

@@ -37,6 +37,7 @@ from ..api import CompiledLoss, Loss
 from ..binding import coerce_loss
 from ..errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 from ..ir.node import Node, is_constant, walk
+from ..ops.primitives import ROW
 from .draws import QueryDraws
 
 HESSIAN_POLICIES = ("auto", "exact", "clip", "floor", "constant", "fisher")
@@ -510,6 +511,47 @@ class BoostingObjective:
         return self.class_axis and self.label_kind == "value"
 
     @property
+    def score_columns(self) -> int | None:
+        """How many score columns the loss itself fixes, or None where it does not say.
+
+        A per-column loss (``quantile(y, p, classvec(a))``) has one column per entry of its
+        per-class vectors as bound; a loss that reads its score columns with ``pick`` at
+        constant indices (``gaussian_nll_scores``: columns 0 and 1) has the highest index
+        plus one. A loss over classes, or one that reads its columns some other way (a sum
+        or maximum over them), leaves the count to the labels or to ``num_class``."""
+        if self.per_column:
+            lengths = {int(np.size(self.inputs[name]))
+                       for name in self._summed.class_vector_inputs()
+                       if name in self.inputs and np.ndim(self.inputs[name]) == 1}
+            return lengths.pop() if len(lengths) == 1 else None
+        if self.reads_score_columns:
+            return _columns_picked(self.loss.definition.graph)
+        return None
+
+    def check_score_columns(self, num_class: int) -> None:
+        """Raise a :class:`~lossdsl.LossError` saying what to set where a booster is to train
+        ``num_class`` score columns per row (1: one score) and the loss needs another count
+        (:attr:`score_columns`; any count from 2 for a loss over classes)."""
+        wanted = self.score_columns
+        if self.per_column and wanted is not None and wanted >= 2 and num_class != wanted:
+            vectors = ", ".join(f"'{name}'" for name in sorted(
+                self._summed.class_vector_inputs()))
+            raise LossError(
+                f"this loss has one score column per entry of its per-class vector {vectors} "
+                f"({wanted} entries), and {self.library} is set to train {num_class}: set "
+                f"params['num_class'] = {wanted}")
+        if self.reads_score_columns and (num_class < 2 or wanted not in (None, num_class)):
+            count = (f"params['num_class'] = {wanted}" if wanted is not None
+                     else "params['num_class'] to the number of score columns it reads")
+            raise LossError(
+                f"this loss reads {wanted or 'several'} score columns of '{self.wrt}' per row "
+                f"(pick(z, 0), pick(z, 1), ...) with one real label, and {self.library} is set "
+                f"to train {num_class}: set {count}")
+        if self.class_axis and num_class < 2:
+            raise LossError("this loss is over classes: set params['num_class'] to the number "
+                            "of classes")
+
+    @property
     def curvature(self) -> Node:
         """The loss's second derivative in the score, symbolic (derived once: differentiating
         and simplifying costs milliseconds, and the policy and the leaf search both ask)."""
@@ -926,6 +968,12 @@ class BoostingObjective:
         self.refuse_missing_labels(y)
         n = prediction_shape[0]
         if len(prediction_shape) == 1:
+            columns = self.score_columns
+            if self.per_column and columns is not None and columns >= 2:
+                raise LossShapeError(
+                    f"this loss has one score column per entry of its per-class vectors "
+                    f"({columns} entries), but {self.library} gave one score per row: train "
+                    f"with num_class={columns} in the params")
             if self.class_axis or self.reads_score_columns:
                 raise LossShapeError(
                     f"this loss takes one score per class or column in '{self.wrt}' (an (n, K) "
@@ -1384,6 +1432,17 @@ class BoostingObjective:
         if num_class is None:
             if y.ndim == 2:
                 num_class = y.shape[1]
+            elif self.per_column:  # one column per level of the per-class vectors
+                num_class = self.score_columns
+            elif self.reads_score_columns:  # real labels: their values say nothing of K
+                num_class = self.score_columns
+                if num_class is None:
+                    raise LossError(
+                        f"{self.loss.name or 'this loss'} reads several score columns of "
+                        f"'{self.wrt}' with one real label per row, and how many it reads "
+                        "cannot be told from the loss (it does not pick them at constant "
+                        "indices): pass num_class=K, the number of score columns the model "
+                        "trains")
             elif self.class_axis:
                 num_class = int(np.max(y)) + 1 if y.size else 1
         try:
@@ -1511,6 +1570,21 @@ class BoostingObjective:
             "z, fn_cost, fp_cost) for two classes, cce_logits with the misclassification "
             "costs as sample weights for more)")
 
+    def _unbounded_column_error(self, k: int, towards: str) -> LossError:
+        # a loss reading its columns as a distribution's parameters: the labels' best fit is
+        # a limit of one (no overdispersion, no spread), not a class or cost problem
+        name = self.loss.name or "the loss"
+        return NoFiniteOptimumError(
+            f"{name} has no finite optimal constant score: summed over the labels it keeps "
+            f"decreasing, or stays at its lowest value, as score column {k} goes to {towards} "
+            "(the others held). The labels are fitted best at a limit of the parameter that "
+            "column holds: negative_binomial_scores on counts whose variance is not above "
+            "their mean (no overdispersion: the best dispersion is 0, the Poisson limit, a "
+            "log dispersion of -inf), gaussian_nll_scores on labels that are all equal (a "
+            "standard deviation of 0). Start from 0 instead (init_score=False in "
+            "lossdsl.xgboost.train or lossdsl.lightgbm.train), or train a loss without that "
+            "parameter (poisson_log(y, z) for counts that are not overdispersed)")
+
     def _newton_classes(self, labels: np.ndarray, w: np.ndarray | None,
                         shape: tuple[int, int], max_iter: int, xtol: float) -> np.ndarray:
         start = np.zeros(shape[1])
@@ -1590,8 +1664,45 @@ class BoostingObjective:
 
             if _keeps_falling(value_at, 0.0, direction, max(1.0, abs(moved[k])), value):
                 towards = "+inf" if direction > 0 else "-inf"
+                if self.reads_score_columns:
+                    raise self._unbounded_column_error(int(k), towards)
                 raise self._unbounded_error(
                     f"as the score of class {k} goes to {towards} (the others held)")
+
+
+def _picked_column(mask: Node) -> int | None:
+    """``k`` where ``mask`` is ``pick``'s one-hot of the constant column ``k``
+    (``class_index(k) == k``), else None."""
+    if mask.op != "eq":
+        return None
+    index, value = mask.args if mask.args[0].op == "class_index" else mask.args[::-1]
+    if (index.op != "class_index" or value.op != "const" or index.args[0] is not value
+            or not isinstance(value.value, float) or not value.value.is_integer()
+            or value.value < 0):
+        return None
+    return int(value.value)
+
+
+def _columns_picked(graph: Node) -> int | None:
+    """How many score columns a loss reads when it reads them only with ``pick`` at constant
+    indices (``pick(z, 0)``, ``pick(z, 1)``: 2), else None: a sum, maximum or mean over the
+    columns, a table or a label index reads however many there are."""
+    columns = 0
+    for n in walk(graph):
+        if n.op == "table_row" or (n.op == "class_index" and n.args[0].op != "const"):
+            return None
+        if n.op not in ROW and n.op != "rowmean":
+            continue
+        if n.args[0].op in ("group", "pairs"):  # a reduction over groups, not columns
+            continue
+        product = n.args[0]
+        picked = ([_picked_column(a) for a in product.args]
+                  if n.op == "rowsum" and product.op == "mul" else [])
+        known = [k for k in picked if k is not None]
+        if len(known) != 1:
+            return None
+        columns = max(columns, known[0] + 1)
+    return columns or None
 
 
 def _softmax(scores: Any, xp: Any = np) -> Any:
@@ -1661,17 +1772,24 @@ def _keeps_falling(value_at: Callable[[float], float], point: float, direction: 
 
     A finite minimiser at ``point`` makes the function rise somewhere beyond it (past the
     labels, for a plateau such as MAE's between its two middle labels); a loss that only
-    falls or saturates towards infinity (a sigmoid's tail) never does. Non-finite values
-    (an exponential overflowing) count as higher.
+    falls or saturates towards infinity (a sigmoid's tail) never does. +inf (an exponential
+    overflowing) counts as higher. NaN ends the probing, and the probes before it decide
+    (falling only if there was one): the loss's arithmetic broke down there, which says
+    nothing of whether it rises (``negative_binomial_scores`` at a log dispersion of -3000,
+    where 1/alpha is inf and its terms give 0/0, while it only falls towards there).
     """
     if not math.isfinite(value):
         return False  # nothing to compare with: keep the answer
     tolerance = 1e-12 * abs(value)
+    compared = False
     for j in range(4):
         probe = value_at(point + direction * distance * 10.0 ** j)
-        if not (probe <= value + tolerance):  # higher, or not finite
+        if math.isnan(probe):
+            break
+        if not probe <= value + tolerance:
             return False
-    return True
+        compared = True
+    return compared
 
 
 def _newton_1d(totals: Callable[[float], tuple[float, float, float]], start: float,

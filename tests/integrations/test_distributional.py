@@ -110,3 +110,62 @@ def test_xgboost_learns_each_rows_overdispersion(data):
     baseline = np.column_stack([np.log(poisson.predict(xgb.DMatrix(x_test))),
                                 np.full(y_test.size, best)])
     assert nb(y=y_test, z=scores) < nb(y=y_test, z=baseline) - 0.02
+
+
+def test_the_number_of_score_columns_comes_from_the_loss_not_the_labels():
+    """Real labels say nothing of K: the columns the loss picks do (2 here), whatever the
+    labels' values (labels up to 9 once gave 10 columns, negative ones a raw ValueError)."""
+    y = np.random.default_rng(0).normal(size=500)
+    objective = lossdsl.xgboost.objective(LOSS)
+    for labels in (3 + 2 * y, y - 20):
+        expected = [np.mean(labels), np.log(np.std(labels))]
+        np.testing.assert_allclose(objective.init_score(labels), expected, rtol=1e-6)
+        np.testing.assert_allclose(lossdsl.xgboost.init_score(LOSS, labels), expected,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(lossdsl.lightgbm.init_score(LOSS, labels), expected,
+                                   rtol=1e-6)
+        assert objective.base_margin(labels).shape == (500, 2)
+    assert objective.score_columns == 2
+    # columns read some other way than pick at a constant index: K must be given
+    reading_all = lossdsl.xgboost.objective("0.5*(y - pick(z, 0))^2 + 0.5*rowsum(z^2)",
+                                            wrt="z", label="y")
+    assert reading_all.reads_score_columns and reading_all.score_columns is None
+    with pytest.raises(lossdsl.LossError, match="pass num_class=K"):
+        reading_all.init_score(y)
+    np.testing.assert_allclose(reading_all.init_score(y, num_class=3),
+                               [np.mean(y) / 2, 0, 0], atol=1e-9)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_training_without_num_class_says_how_many_columns(data, library):
+    x, y, _, _ = data
+    if library == "xgboost":
+        module, params, train_set = lossdsl.xgboost, {}, xgb.DMatrix(x[:200], y[:200])
+    else:
+        module, params = lossdsl.lightgbm, {"verbose": -1}
+        train_set = lgb.Dataset(x[:200], y[:200], free_raw_data=False)
+    with pytest.raises(lossdsl.LossError, match=r"params\['num_class'\] = 2"):
+        module.train(module.objective(LOSS), params, train_set, 2)
+
+
+def test_underdispersed_counts_have_no_finite_start():
+    """Counts whose variance is below their mean: the NB likelihood keeps rising as the
+    dispersion goes to 0 (the Poisson limit), so no finite start exists. The far probe's
+    0/0 (1/alpha overflowing) was once taken for a rise, and a start of -34.7 returned."""
+    counts = np.random.default_rng(5).binomial(6, 0.3, 500).astype(float)
+    assert np.var(counts) < np.mean(counts)
+    loss = "negative_binomial_scores(y, z)"
+    objective = lossdsl.xgboost.objective(loss)
+    with pytest.raises(lossdsl.LossError, match="score column 1 goes to -inf.*init_score=False"):
+        objective.init_score(counts, num_class=2)
+    x = np.random.default_rng(6).normal(size=(500, 2))
+    with pytest.raises(lossdsl.LossError, match="poisson_log"):
+        lossdsl.xgboost.train(objective, {"num_class": 2}, xgb.DMatrix(x, counts), 2)
+    booster = lossdsl.xgboost.train(objective, {"num_class": 2}, xgb.DMatrix(x, counts), 2,
+                                    init_score=False)  # what the message says works
+    assert np.all(np.isfinite(booster.predict(xgb.DMatrix(x), output_margin=True)))
+    # overdispersed counts still get the finite fit: the log mean and the log dispersion
+    over = np.random.default_rng(1).negative_binomial(2, 0.3, 4000).astype(float)
+    start = objective.init_score(over, num_class=2)
+    assert abs(start[0] - np.log(np.mean(over))) < 1e-6
+    assert abs(start[1] - np.log(0.5)) < 0.15  # alpha = 1/n = 0.5

@@ -420,3 +420,20 @@ def test_two_soft_labels_are_not_taken_for_classes(data):
     catboost.CatBoostRegressor(**{**given, "loss_function": Spy()}, **SETTINGS).fit(
         data["X"], soft)
     assert seen and all(targets == {0.2, 0.7} for targets in seen)
+
+
+@pytest.mark.parametrize("loss", ["gaussian_nll_scores(y, z)", "negative_binomial_scores(y, z)"])
+def test_two_score_columns_on_one_real_label_are_refused(data, loss):
+    """CatBoost gives a Python objective several scores per row only as classes (each
+    label a class: a model of 200 columns here) or with one label per column, so a loss that
+    reads its score columns with one real label (a mean and a spread) cannot train: refused
+    where it is made, with the integrations that train it, not trained on one-hot labels."""
+    from lossdsl.estimators import CatBoostLossRegressor
+
+    where = "lossdsl.xgboost.train or lossdsl.lightgbm.train"
+    for make in (lambda: lc.objective(loss), lambda: lc.model_params(loss, iterations=2),
+                 lambda: lc.metric(loss)):
+        with pytest.raises(lossdsl.LossError, match=where):
+            make()
+    with pytest.raises(lossdsl.LossError, match=where):
+        CatBoostLossRegressor(loss, n_estimators=2).fit(data["X"], np.abs(data["y"]))

@@ -10,6 +10,7 @@ import pytest
 xgb = pytest.importorskip("xgboost")
 lgb = pytest.importorskip("lightgbm")
 
+import lossdsl  # noqa: E402
 import lossdsl.lightgbm  # noqa: E402
 import lossdsl.xgboost  # noqa: E402
 
@@ -73,3 +74,38 @@ def test_lightgbm_train_refits_each_columns_leaves_to_its_quantile(data):
     scores = booster.predict(x, raw_score=True)
     covered = [np.mean(y < scores[:, k]) for k in range(3)]
     np.testing.assert_allclose(covered, LEVELS, atol=0.02)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_training_without_num_class_says_how_many_columns(data, library):
+    """Not the compiler's advice for a plain call (pass 'a' as a number): the booster's
+    num_class, from the levels' count."""
+    x, y = data
+    if library == "xgboost":
+        module, params, train_set = lossdsl.xgboost, {}, xgb.DMatrix(x[:200], y[:200])
+    else:
+        module, params = lossdsl.lightgbm, {"verbose": -1}
+        train_set = lgb.Dataset(x[:200], y[:200], free_raw_data=False)
+    objective = module.objective(LOSS, inputs={"a": LEVELS})
+    for given in ({}, {"num_class": 2}):
+        with pytest.raises(lossdsl.LossError, match=r"params\['num_class'\] = 3"):
+            module.train(objective, {**params, **given}, train_set, 2)
+    if library == "xgboost":  # the library's own loop: the objective says it
+        with pytest.raises(lossdsl.LossError, match="num_class=3"):
+            xgb.train({}, train_set, 2, obj=objective)
+    # without num_class the start has a column per level, as the levels say
+    start = objective.init_score(y)
+    np.testing.assert_allclose(start, objective.init_score(y, num_class=3))
+
+
+def test_the_estimators_say_where_several_levels_train(data):
+    from lossdsl.estimators import LGBMLossRegressor, XGBLossRegressor
+
+    x, y = data
+    for estimator in (XGBLossRegressor, LGBMLossRegressor):
+        with pytest.raises(lossdsl.LossError, match="regressor predicts one number per row.*"
+                                                    "num_class=3"):
+            estimator(LOSS, inputs={"a": LEVELS}, n_estimators=2).fit(x[:200], y[:200])
+    # the compiler's own message for a plain call is unchanged
+    with pytest.raises(lossdsl.LossShapeError, match="pass 'a' as a number"):
+        lossdsl.compile(LOSS)(y=y, p=y, a=LEVELS)
