@@ -112,6 +112,21 @@ class Loss:
         found = [n.op for n in toposort([self.definition.graph]) if n.op in SCANS]
         return tuple(dict.fromkeys(found))
 
+    @property
+    def scan_key_inputs(self) -> tuple[tuple[str, str], ...]:
+        """(input, "keys" or "strata") for each input the keys or strata of a cumulative sum
+        read (``abs(y)`` reads ``y``): their order and ties make the risk sets, so binding
+        checks that the kernel's dtype holds their values exactly
+        (:func:`lossdsl.binding.check_scan_keys`). "keys" where an input gives keys at all."""
+        roles: dict[str, str] = {}
+        for n in toposort([self.definition.graph]):
+            if n.op in SCANS:
+                for role, argument in (("keys", n.args[1]), ("strata", n.args[2])):
+                    for m in toposort([argument]):
+                        if m.op == "input" and roles.get(m.value) != "keys":
+                            roles[m.value] = role
+        return tuple(roles.items())
+
     def compile(self, target: str = "cpu", reduction: str = "mean",
                 params: Mapping[str, float] | None = None,
                 ignore_index: int | None = None) -> CompiledLoss:
@@ -272,7 +287,8 @@ class CompiledLoss:
                                    self.loss.definition.input_spans, self.target,
                                    self.reduction, self.ignore_index,
                                    self.loss.definition.domains,
-                                   self.loss.definition.requirements)
+                                   self.loss.definition.requirements,
+                                   self.loss.scan_key_inputs)
 
     def __getstate__(self) -> dict[str, Any]:
         # Kernels live in modules imported from the cache directory; a copy in another process

@@ -37,8 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_aligned",
            "check_labels", "check_domains", "check_host_requirements", "check_out",
+           "check_scan_keys",
            "class_vector", "coerce_loss", "disagreement",
            "domain_error", "domain_violation", "first_bad_label", "host_checked",
+           "inexact_integers",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
            "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
            "plan_call", "plan_kernel", "reduction_of", "refuse_outside", "result_dtype",
@@ -67,6 +69,9 @@ class InputLayout:
     ignore_index: int | None = None
     domains: tuple[InputDomain, ...] = ()  # the declared domains of inputs and params
     requirements: tuple[Requirement, ...] = ()  # the ``requires`` conditions of its defs
+    # (input, "keys" or "strata") of the inputs the cumulative sums order by (see
+    # check_scan_keys)
+    scan_keys: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -185,9 +190,61 @@ def bind_inputs(layout: InputLayout, params: Mapping[str, float], inputs: Mappin
         # array on every call (float32 labels of a GBDT with float64 scores, say).
         if array.dtype.kind == "b" and not is_device_array(array):
             arrays[name] = array.astype(dtype)
+    check_scan_keys(layout, arrays, dtype)
     weight = None if sample_weight is None else converter.weight(sample_weight, dtype)
     return Bound(arrays, scalars, ranks, np.dtype(dtype), weight, params, converter.device,
                  result_dtype(given_dtypes))
+
+
+def inexact_integers(array: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """The indices of the entries of the integer ``array`` that ``dtype`` (float32, float64)
+    cannot hold exactly, or None when it holds them all (a min and a max: every integer up
+    to 2**24 in float32, 2**53 in float64, is exact)."""
+    if array.dtype.kind not in "iu" or not array.size:
+        return None
+    limit = 2 ** (np.finfo(dtype).nmant + 1)
+    if -limit <= array.min() and array.max() <= limit:
+        return None
+    beyond = np.flatnonzero((array < -limit) | (array > limit))
+    # larger integers are exact where they convert and back unchanged; one rounded to the
+    # end of the integer type's range (2**63 for int64) has no value back, and is inexact
+    rounded = array.ravel()[beyond].astype(dtype)
+    info = np.iinfo(array.dtype)
+    inside = (rounded >= float(info.min)) & (rounded < float(info.max))
+    back = np.where(inside, rounded, 0).astype(array.dtype)
+    bad = beyond[~inside | (back != array.ravel()[beyond])]
+    return bad if bad.size else None
+
+
+def check_scan_keys(layout: InputLayout, arrays: Mapping[str, Any], dtype: np.dtype) -> None:
+    """Refuse integer inputs of the keys or strata of a cumulative sum (``layout.scan_keys``)
+    that the kernel's ``dtype`` cannot hold exactly: kernels read every input as ``T(x)``,
+    and two event times or strata rounded to one float would tie or merge, changing the risk
+    sets without a sign (float inputs need no check: the kernel computes in the widest of
+    them). A LossDomainError names the first such entry and says what to do."""
+    for name, role in layout.scan_keys:
+        array = arrays.get(name)
+        if array is None or array.dtype.kind not in "iu":
+            continue
+        if is_device_array(array):
+            array = array.copy_to_host()
+        bad = inexact_integers(array, dtype)
+        if bad is None:
+            continue
+        index = np.unravel_index(bad[0], array.shape) if array.ndim > 1 else int(bad[0])
+        remedies = []
+        if dtype == np.float32:
+            remedies.append("pass the float inputs as float64")
+        remedies.append(f"number the strata 0..G-1 (numpy.unique({name}, "
+                        "return_inverse=True)[1])" if role == "strata" else
+                        f"give '{name}' smaller integers (times from a later origin or in "
+                        "coarser units)")
+        raise LossDomainError(
+            f"'{name}' gives the {role} of this loss's cumulative sums (risk sets), whose "
+            f"order and ties need its exact values, but {int(array[index])} (index {index}) "
+            f"is an integer the loss's {dtype} cannot hold exactly: neighbouring {role} "
+            f"would round to one value and {'tie' if role == 'keys' else 'merge'}; "
+            f"{' or '.join(remedies)}", layout.spans.get(name))
 
 
 def class_vector(name: str, array: Any, span: Span | None = None) -> Any:
@@ -207,7 +264,9 @@ def class_vector(name: str, array: Any, span: Span | None = None) -> Any:
 def disagreement(axis: str, shapes: Mapping[str, tuple[int, ...]]) -> LossShapeError:
     """The error for inputs of ``shapes`` that disagree on the length of ``axis``."""
     detail = ", ".join(f"'{name}' has shape {shape}" for name, shape in shapes.items())
-    kind = "number of classes" if Axis(axis).is_classes else "number of samples"
+    # a group's items (n<d>g) are a row's second axis too, but they count samples
+    kind = ("number of classes" if Axis(axis).is_classes and not Axis(axis).is_ragged
+            else "number of samples")
     return LossShapeError(f"inputs disagree on the {kind}: {detail}")
 
 
@@ -820,6 +879,9 @@ class CallPlan:
     scalar_results: frozenset[str]  # results returned as floats (derivatives of numbers)
     kernels: dict[str, KernelPlan]  # by target ("cpu" for a small call of a parallel loss)
     last_kernel: Kernel | None = None  # the kernel the last call ran (CompiledLoss.source)
+    # integer inputs of the keys or strata of cumulative sums, checked on every call as
+    # check_scan_keys does (a later call's values may not fit the kernel's dtype)
+    scan_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # every input an array read as it is: the call's inputs are the kernel's arrays
@@ -881,6 +943,9 @@ class CallPlan:
             arrays[shapes.WEIGHT] = weight
         if self.labels and not self._labels_valid(arrays, numbers, params, lengths):
             return None
+        for name in self.scan_keys:  # the general path raises the error
+            if inexact_integers(arrays[name], self.dtype) is not None:
+                return None
         kernel_plan = self.kernels.get(target if self.threaded_axes is None
                                        else self.target_for(lengths, target))
         if kernel_plan is None:
@@ -1055,7 +1120,8 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
         tuple(labels), spec.objective.ignored, spec.objective.kept_count, threaded_axes,
         tuple(order),
         frozenset(n for n in order if n != "value" and bound.ranks[n.split(":", 1)[1]] == 0),
-        {})
+        {}, scan_keys=tuple(name for name, _ in layout.scan_keys
+                            if name in bound.arrays and bound.arrays[name].dtype.kind in "iu"))
 
 
 def plan_kernel(kernel: Kernel, order: Sequence[str], layout: InputLayout) -> KernelPlan:

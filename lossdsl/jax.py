@@ -62,6 +62,7 @@ from .api import CompiledLoss, Loss, loss_from_text
 from .backend import jax as printer
 from .binding import (
     check_group_ids,
+    check_scan_keys,
     disagreement,
     domain_error,
     domain_violation,
@@ -608,6 +609,10 @@ class JaxLoss:
             ids = _concrete(arrays[name])  # traced ids: equal values make a group
             if ids is not None:
                 check_group_ids(name, ids)
+        layout = self._compiled.layout
+        keys = {name: np.asarray(values) for name, _ in layout.scan_keys
+                if name in arrays and (values := _concrete(arrays[name])) is not None}
+        check_scan_keys(layout, keys, functions.dtype)  # traced keys: as they are rounded
         for label, axis in functions.specialized.labels:
             if label.op == "const":
                 name, values = repr(label.value), np.asarray(label.value)

@@ -278,3 +278,17 @@ def test_misused_arguments_get_loss_errors_that_say_what_to_do():
     torch = pytest.importorskip("torch")
     with pytest.raises(lossdsl.LossShapeError, match=r"requires grad.*\.detach\(\)"):
         loss.grad("p", y=torch.tensor(y), p=torch.tensor(p, requires_grad=True))
+
+
+def test_grouped_inputs_of_different_lengths_disagree_on_the_number_of_samples():
+    """A group's items (axis n<d>g) are the second axis of a row as classes are, but they
+    are samples: inputs of a grouped loss that differ in length disagree on the number of
+    samples (as ranknet's always said), not of classes."""
+    for text in ("softmax_ranking(y, z, q)", "mean(groupsum(z, q))"):
+        loss = lossdsl.compile(text)
+        inputs = {"y": np.ones(4), "z": np.zeros(4), "q": np.zeros(3, int)}
+        with pytest.raises(lossdsl.LossShapeError,
+                           match=r"disagree on the number of samples: .*'q' has shape \(3,\)"):
+            loss(**{name: inputs[name] for name in loss.inputs})
+    with pytest.raises(lossdsl.LossShapeError, match="disagree on the number of classes"):
+        lossdsl.compile("sum(y * z)")(y=np.zeros((3, 3)), z=np.zeros((3, 4)))

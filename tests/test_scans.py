@@ -391,3 +391,57 @@ def test_log_cumsum_exp_is_scipys_logsumexp_of_every_prefix():
     restarts = np.array([True, False, True, False])  # two sums: the second starts again
     np.testing.assert_allclose(log_cumsum_exp(np.array([np.inf, 1.0, 0.0, 0.0]), restarts),
                                [np.inf, np.inf, 0.0, np.log(2.0)])
+
+
+def test_integer_keys_and_strata_the_kernel_cannot_hold_exactly_are_refused():
+    """Kernels read every input in their dtype (T(x)), and the order and ties of the keys and
+    strata make the risk sets: integers that round (Unix times with float32 scores, int64
+    strata past 2**53) would tie or merge without a sign, so they are refused, naming the
+    entry and what to do; integers the dtype holds exactly (2**25 in float32: past 2**24, yet
+    exact), and the same keys with float64 scores, give the exact sums."""
+    y, z = np.ones(4), np.zeros(4)
+    stratified = lossdsl.compile("cox_ph(y, z, g)", reduction="none")
+    big = np.array([2**53, 2**53 + 1, 2**53, 2**53 + 1])
+    with pytest.raises(lossdsl.LossDomainError,
+                       match=r"'g' gives the strata .* 9007199254740993 \(index 1\) .* float64 "
+                             r".*number the strata 0\.\.G-1") as caught:
+        stratified(y=y, z=z, g=big)
+    assert caught.value.span is not None  # points at g in the source
+    with pytest.raises(lossdsl.LossDomainError, match="16777217 .* float32 .*pass the float "
+                                                       "inputs as float64 or number the strata"):
+        stratified(y=y.astype("f4"), z=z.astype("f4"), g=np.array([2**24, 2**24 + 1] * 2))
+    with pytest.raises(lossdsl.LossDomainError, match="18446744073709551615"):
+        stratified(y=y, z=z, g=np.array([2**64 - 1, 0] * 2, np.uint64))
+    np.testing.assert_allclose(stratified(y=y, z=z, g=np.unique(big, return_inverse=True)[1]),
+                               np.log(2.0), rtol=1e-15)
+    exact = np.array([2**25, 2**62, 2**25, 2**62])  # beyond the limit, yet exact
+    np.testing.assert_allclose(stratified(y=y.astype("f4"), z=z.astype("f4"), g=exact),
+                               np.log(2.0), rtol=1e-6)
+    # the same signature again takes the call plan's fast path, which checks the values too
+    # (2**63 - 1 rounds to 2**63 in float32, past int64's range: no value back)
+    with pytest.raises(lossdsl.LossDomainError, match="9223372036854775807 \\(index 0\\)"):
+        stratified(y=y.astype("f4"), z=z.astype("f4"), g=np.array([2**63 - 1, 7] * 2))
+    with pytest.raises(lossdsl.LossDomainError, match="16777217"):
+        stratified.grad("z", y=y.astype("f4"), z=z.astype("f4"),
+                        g=np.array([2**24, 2**24 + 1] * 2))
+    times = np.array([1_700_000_000, 1_700_000_001, 1_700_000_002, 1_700_000_003])
+    expected = np.log([4.0, 3.0, 2.0, 1.0])
+    for text in ("cox_ph(y, z)", "cox_ph_efron(y, z)"):
+        cox = lossdsl.compile(text, reduction="none")
+        for keys in (times, -times):  # censored rows: negative times, as XGBoost's labels
+            with pytest.raises(lossdsl.LossDomainError,
+                               match=r"'y' gives the keys .* -?1700000001 \(index 1\) .* float32 "
+                                     r".*pass the float inputs as float64 or give 'y' smaller"):
+                cox(y=keys, z=np.zeros(4, "f4"))
+            with pytest.raises(lossdsl.LossDomainError, match="1700000001"):
+                cox.grad_and_hessian("z", y=keys, z=np.zeros(4, "f4"))
+        np.testing.assert_allclose(cox(y=times, z=np.zeros(4)), expected, rtol=1e-15)
+        np.testing.assert_allclose(cox(y=times - times[0] + 1, z=np.zeros(4, "f4")), expected,
+                                   rtol=1e-6)
+    keyed = lossdsl.compile("sum_from(z, t, g)", reduction="none")
+    strata = np.array([True, False, True, False])
+    with pytest.raises(lossdsl.LossDomainError, match="'t' gives the keys"):
+        keyed(z=np.ones(4, "f4"), t=times, g=strata)
+    np.testing.assert_array_equal(keyed(z=np.ones(4), t=times, g=strata), [2.0, 2.0, 1.0, 1.0])
+    np.testing.assert_array_equal(keyed(z=np.ones(4, "f4"), t=times.astype(float), g=strata),
+                                  [2.0, 2.0, 1.0, 1.0])

@@ -605,3 +605,16 @@ def test_derivatives_of_losses_coupling_samples_are_jaxs_own(text, reduction):
 
 def arrays_for(kernel, arrays):
     return {name: arrays[name] for name in kernel.inputs}
+
+
+def test_integer_times_and_strata_that_float32_rounds_are_refused():
+    # float32 scores made the risk sets' keys float32: Unix times tied, strata merged
+    cox = lossdsl.jax.loss("cox_ph(y, z, g)", reduction="none")
+    z = np.zeros(4, np.float32)
+    with pytest.raises(LossDomainError, match="'g' gives the strata"):
+        cox(y=np.ones(4, np.float32), z=z, g=np.array([2**24, 2**24 + 1] * 2))
+    times = np.arange(1_700_000_000, 1_700_000_004)
+    with pytest.raises(LossDomainError, match="'y' gives the keys"):
+        cox(y=times, z=z, g=np.zeros(4, int))
+    exact = cox(y=times - 1_700_000_000 + 1, z=z, g=np.zeros(4, int))
+    np.testing.assert_allclose(exact, np.log([4.0, 3.0, 2.0, 1.0]), rtol=1e-6)
