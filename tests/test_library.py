@@ -2292,3 +2292,27 @@ def test_dice_rows_on_classes_match_optax():
     generalized = compiled("generalized_dice_rows(y, p)", "mean")(y=y.T, p=p.T)
     assert generalized == pytest.approx(float(optax.losses.multiclass_generalized_dice_loss(
         *one_image, smooth=0.5, apply_softmax=False)), rel=1e-6)
+
+
+@pytest.mark.parametrize("y, y_upper", [(0.0, 1.0), (1.0, 2.0)])  # left-, interval-censored
+def test_aft_extreme_hessian_in_the_censored_tail(y, y_upper):
+    """aft_extreme's censored term -log(1 - exp(-s)) (s = exp((log y_upper - z)/sigma), or
+    s = exp((log y - z)/sigma)*expm1(...) for an interval) has the Hessian g s (s (1 + g) - 1)
+    through log1mexp's derivative (g = 1/expm1(s)): as z grows, s (1 + g) - 1 ~ s/2 is the
+    difference of two terms near 1, which lost the leading digits (relative error 3.7e-3 at
+    z = 30) and then the sign (-1.1e-16 instead of 2e-18 at z = 40). Checked against mpmath's
+    second derivative of the likelihood, at enough digits for exp(-exp(-60))."""
+    z = np.array([20.0, 30.0, 40.0, 60.0, -20.0])
+    loss = lossdsl.compile("aft_extreme(y, z, y_upper=u)", reduction="none")
+    found = loss.hessian("z", y=np.full(z.size, y), z=z, u=np.full(z.size, y_upper))
+
+    def nll(at):
+        survival_upper = mpmath.exp(-mpmath.exp(mpmath.log(y_upper) - at))
+        if y == 0:
+            return -mpmath.log(1 - survival_upper)
+        return -mpmath.log(mpmath.exp(-mpmath.exp(mpmath.log(y) - at)) - survival_upper)
+
+    with mpmath.workdps(120):
+        expected = np.array([float(mpmath.diff(nll, mpmath.mpf(at), 2)) for at in z])
+    assert np.all(found >= 0)
+    np.testing.assert_allclose(found, expected, rtol=1e-10, atol=1e-300)

@@ -596,20 +596,47 @@ class BoostingObjective:
 
     def _flat_on_a_region(self) -> bool:
         """Whether the Hessian is exactly 0 on a stretch of predictions where the gradient is
-        not, tried on a grid of labels and residuals (from 1e-3 to 500 either way; further
-        out a sigmoid's curvature underflows to 0 although it is not flat).
+        not, tried along probe lines: each line one row (a label and the other inputs) with
+        the score at the label plus residuals from 1e-3 to 500 either way.
 
         A numeric test because the symbolic form does not tell: numerically stable rewrites
         split smooth losses into branches with zero parts (pseudo-Huber's ``where(|r| <= 1,
-        a, 0) + where(|r| > 1, b, 0)`` is curved everywhere). Other inputs take their given
-        values (per-row arrays cycled). If the kernel cannot run on the grid (labels outside
-        the loss's domain everywhere), the constant policy is kept: it is safe either way.
+        a, 0) + where(|r| > 1, b, 0)`` is curved everywhere).
+
+        A zero also comes from underflow: a curvature such as a sigmoid's, exp(-|r|/scale),
+        is 0 in float64 past |r| = 745 scale, and a loss in log units with a small scale (an
+        accelerated failure time loss with sigma = 0.5, where the gradient is 2 all along)
+        gets there inside the probe's residuals. The two differ at the edge of the zero
+        stretch: a flat region is entered with a jump (Huber's curvature drops from 1 to 0
+        at |r| = delta) or after a polynomial approach, whereas a curvature that fades
+        exponentially has fallen below the float's epsilon times its largest value on the
+        line before it reads 0: a stretch the exact Hessian, floored, already treats as
+        curvature-free, and which rows hardly reach (for that sigmoid, |r| > 36 scale). So a
+        zero stretch counts as flat only when its curvature at an edge is above that, or when
+        the whole line is flat (its curved zone between the probe's residuals) and its loss
+        finite.
+
+        Without per-row inputs the lines take a grid of labels and the other inputs' given
+        values. With them (bound to the training labels by ``rows=``) the lines are rows of
+        the data, each label with its own values: cycling the values onto made-up labels
+        built rows the data never had (interval-censored aft rows from exact times) and put
+        different rows next to each other along a line. If the kernel cannot run on the probe
+        (labels outside the loss's domain everywhere), the constant policy is kept: it is
+        safe either way.
         """
         if self.class_axis or self.label_kind != "value":
             return False  # losses over classes: not Huber-like; their labels are indices
         magnitudes = np.geomspace(1e-3, 500.0, 121)
         residuals = np.concatenate([-magnitudes[::-1], [0.0], magnitudes])
-        labels = self._accepted_labels([0.0, 1.0, 0.5, 3.0, 10.0, 100.0, -2.0])
+        per_row = self.row_inputs()
+        rows: np.ndarray | None = None
+        if per_row and self._rows_labels is not None and self._rows_labels.ndim == 1:
+            # 16 rows spread over the data (all of them when fewer)
+            count = self._rows_labels.shape[0]
+            rows = np.unique(np.linspace(0, count - 1, min(count, 16)).astype(np.int64))
+            labels = np.asarray(self._rows_labels[rows], dtype=np.float64)
+        else:
+            labels = self._accepted_labels([0.0, 1.0, 0.5, 3.0, 10.0, 100.0, -2.0])
         if not labels.size:
             return True
         n = labels.size * residuals.size
@@ -618,6 +645,8 @@ class BoostingObjective:
             array = np.asarray(value, dtype=np.float64)
             if array.size == 1:
                 arguments[name] = array.reshape(())
+            elif rows is not None and name in per_row and array.ndim == 1:
+                arguments[name] = np.repeat(array[rows], residuals.size)  # one row per line
             elif array.ndim == 1:
                 arguments[name] = np.resize(array, n)
             else:
@@ -628,21 +657,58 @@ class BoostingObjective:
         # rows where a requirement of the loss fails (aft's y_upper >= y, against the
         # probe's labels) are left out, not refused
         met = self._summed.rows_meeting_requirements(arguments)
-        if met is not None:
-            arguments = {name: value[met] if np.ndim(value) == 1 and len(value) == n else value
-                         for name, value in arguments.items()}
+        kept = np.ones(n, dtype=bool) if met is None else met
         try:
             with np.errstate(all="ignore"):
-                gradient, hessian = self._summed.compute(False, (self.wrt,), (self.wrt,),
-                                                          arguments, None)
+                gradient, hessian = self._summed.compute(
+                    False, (self.wrt,), (self.wrt,), self._probe_rows(arguments, kept), None)
         except LossError:
             return True
         flat = np.zeros(n, dtype=bool)
-        flat[slice(None) if met is None else met] = (
-            np.isfinite(gradient) & np.isfinite(hessian) & (gradient != 0) & (hessian == 0))
-        flat = flat.reshape(labels.size, residuals.size)
-        # a region, not an isolated zero crossing: three neighbouring residuals in a row
-        return bool(np.any(flat[:, :-2] & flat[:, 1:-1] & flat[:, 2:]))
+        flat[kept] = (np.isfinite(gradient) & np.isfinite(hessian) & (gradient != 0)
+                      & (hessian == 0))
+        curvature = np.full(n, np.nan)
+        curvature[kept] = np.abs(hessian)
+        curvature[~np.isfinite(curvature)] = np.nan
+        eps = np.finfo(np.float64).eps
+        lines = np.arange(n).reshape(labels.size, residuals.size)
+        for rows_of_line in lines:
+            line, curved = flat[rows_of_line], curvature[rows_of_line]
+            largest = np.nanmax(curved, initial=0.0)
+            # the stretches of zeros [start, stop); a region, not an isolated zero crossing:
+            # three neighbouring residuals at least
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], line.astype(np.int8), [0]])))
+            for start, stop in zip(edges[::2], edges[1::2]):
+                if stop - start < 3:
+                    continue
+                if largest == 0.0:
+                    # nothing curved on the whole line: flat, its curved zone between the
+                    # probe's residuals, if the loss is finite there. Not at a label where
+                    # the loss is -inf or NaN (aft's exact time 0, log(sigma*0)), whose
+                    # derivatives are those of the other terms, not a flat region's.
+                    on_line = np.zeros(n, dtype=bool)
+                    on_line[rows_of_line] = kept[rows_of_line]
+                    try:
+                        with np.errstate(all="ignore"):
+                            (value,) = self._summed.compute(
+                                True, (), (), self._probe_rows(arguments, on_line), None)
+                    except LossError:
+                        continue
+                    if np.isfinite(value):
+                        return True
+                    break
+                beside = curved[[i for i in (start - 1, stop) if 0 <= i < line.size]]
+                if np.any(beside > eps * largest):  # NaN (a row left out) compares False
+                    return True
+        return False
+
+    @staticmethod
+    def _probe_rows(arguments: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+        """The probe's ``arguments`` on the ``rows`` (a mask over all of them) only: per-row
+        arrays selected, scalars as they are."""
+        n = rows.shape[0]
+        return {name: value[rows] if np.ndim(value) == 1 and len(value) == n else value
+                for name, value in arguments.items()}
 
     def _accepted_labels(self, candidates: list[float]) -> np.ndarray:
         """The probe labels among ``candidates`` (and the members of a declared set, such as

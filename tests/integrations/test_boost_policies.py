@@ -369,3 +369,52 @@ def test_auto_step_constant_puts_leaves_in_the_labels_units():
     assert BoostingObjective(text, hessian_constant="auto").step_constant(np.full(5, 2.0)) == 1.0
     with pytest.raises(lossdsl.LossError, match="'auto'"):
         BoostingObjective(text, hessian_constant="scale")
+
+
+# ------------------------------------------------------------------ underflow is not flatness
+def _censored_times(n=500):
+    """Log-logistic times (scale 0.5 in log units) censored at a uniform follow-up: exact and
+    right-censored rows, as examples/survival_aft.py."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 4))
+    time = np.exp(1 + 0.5 * X[:, 0] + rng.logistic(scale=0.5, size=n))
+    follow_up = rng.uniform(1, 8, n)
+    lower = np.minimum(time, follow_up)
+    return X, lower, np.where(time <= follow_up, time, np.inf)
+
+
+@pytest.mark.parametrize("text, inputs, policy", [
+    # curvatures exp(-|a|) in log time that underflow to 0 inside the probe's residuals
+    # (|a| = 2|r| past 745 for sigma 0.5) while the gradient stays 2: not flat regions
+    ("aft_logistic(y, z, y_upper=u, sigma=0.5)", True, "floor"),
+    ("aft_extreme(y, z, y_upper=u, sigma=1.0)", True, "floor"),
+    ("aft_normal(y, z, y_upper=u, sigma=0.5)", True, "floor"),
+    # exact times only, on the probe's own labels (0 among them: log(sigma*0) = -inf there)
+    ("aft_logistic(y, z, sigma=0.5)", False, "floor"),
+    ("aft_extreme(y, z, sigma=0.2)", False, "floor"),
+    # Hessians 0 everywhere, or on a region (per-row inputs: the lines are data rows)
+    ("asymmetric_l1(y, p, 4, 1)", False, "constant"),
+    ("quantile(y, p, 0.8)", False, "constant"),
+    ("u*huber(y, p, 0.5)", True, "constant"),
+    ("where(p < y, u, 1)*huber(y, p, 0.5)", True, "constant"),
+])
+def test_auto_policy_tells_underflow_from_flatness(text, inputs, policy):
+    """hessian="auto" chose the constant Hessian 1 for the aft losses (which docs/boosting.md
+    and examples/survival_aft.py say train on the exact Hessian): its probe read a curvature
+    that underflows to 0 far in the tail as a flat region, and cycled the per-row upper ends
+    onto made-up labels; on exact times alone it read the label 0, where the loss is -inf,
+    as flat. A flat region is entered with a jump; an underflowed tail fades through
+    curvatures 1e-16 times its peak and less first."""
+    X, lower, upper = _censored_times()
+    finite = np.where(np.isinf(upper), 8.0, upper)
+    u = {"u": upper if text.startswith("aft") else finite}
+    objective = lx.objective(text, inputs=u if inputs else None,
+                             rows=lower if inputs else None, target="cpu")
+    assert objective.policy == policy
+    if policy == "floor" and inputs:  # the curvatures training gets are the exact ones
+        exact = lx.objective(text, inputs=u, rows=lower, hessian="exact", target="cpu")
+        dtrain = xgb.DMatrix(X, lower)
+        _, hessian = objective(np.ones(lower.size), dtrain)
+        _, expected = exact(np.ones(lower.size), dtrain)
+        np.testing.assert_allclose(hessian, np.maximum(expected, 1e-16), rtol=1e-12)
+        assert np.ptp(hessian) > 0.5  # the exact curvatures, not the constant 1
