@@ -514,3 +514,16 @@ def test_probit_hessian_keeps_its_digits_far_in_the_tail():
     np.testing.assert_allclose(hessian, expected, rtol=1e-11)  # x + r loses 2 digits at -9
     single = loss.hessian("z", y=np.zeros(3, np.float32), z=z[[0, 3, 4]].astype(np.float32))
     np.testing.assert_allclose(single, np.array(expected)[[0, 3, 4]], rtol=2e-6)
+
+
+def test_hessian_of_a_log_of_a_large_argument_keeps_both_terms():
+    """log(u)'' = u''/u - (u'/u)^2: printed as u' * (u' * (1/u/u)), the 1/u/u underflowed from
+    u = 1.3e154 and the Hessian kept u''/u alone (1 for 0 at p = 400 for log(cosh(p)))."""
+    p = np.array([5.0, 400.0, 700.0])
+    hessian = lossdsl.compile("log(cosh(p))", reduction="none").hessian("p", p=p)
+    np.testing.assert_allclose(hessian, 1.0 / np.cosh(p) ** 2, rtol=1e-9, atol=1e-300)
+    hessian = lossdsl.compile("log1p(2^p)", reduction="none").hessian("p", p=p)
+    s = 1.0 / (1.0 + 2.0 ** -p)
+    np.testing.assert_allclose(hessian, np.log(2.0) ** 2 * s * (1 - s), rtol=1e-9, atol=1e-12)
+    hessian = lossdsl.compile("log1p(p^2)", reduction="none").hessian("p", p=np.array([1e100]))
+    assert hessian[0] == pytest.approx(-2e-200, rel=1e-12)

@@ -221,6 +221,22 @@ def mul_by_reciprocal(n: Node) -> Node | None:
 
 
 @rule("mul")
+def mul_by_reciprocal_square(n: Node) -> Node | None:
+    """``a * (1/x/x) -> (a * (1/x)) * (1/x)``: the derivative of ``1/x`` (of ``log x``, times
+    the inner derivative) is ``-(1/x/x)``, which underflows to 0 from x = 1.3e154 (1.8e19 in
+    float32) while ``a * (1/x)`` need not: the Hessian of ``log(cosh(p))`` kept its ``u''/u``
+    term alone, 1 for 0 at p = 400, once ``u' * (u' * (1/u/u))`` lost the other. Products
+    of the shared reciprocal, as before, not divisions (see :func:`mul_by_reciprocal`)."""
+    for a, square in (n.args, n.args[::-1]):
+        if (square.op == "div" and square.args[0].op == "div"
+                and is_constant(square.args[0].args[0], 1.0)
+                and square.args[0].args[1] is square.args[1]):
+            reciprocal = square.args[0]
+            return make("mul", (make("mul", (a, reciprocal)), reciprocal))
+    return None
+
+
+@rule("mul")
 def mul_constants_together(n: Node) -> Node | None:
     """``c1*(c2*x) -> (c1*c2)*x``."""
     a, b = n.args
@@ -506,6 +522,7 @@ CANONICALIZE = Phase(
         mul_constant_outward,
         nan_safe_where_product,
         mul_by_reciprocal,  # after it: a masked product keeps its mask
+        mul_by_reciprocal_square,
         div_one,
         zero_div_constant,
         div_negation_outward,
