@@ -1597,8 +1597,9 @@ def _case_id(case: Case) -> str:
 def _float32_sweep() -> list[Case]:
     """The cases whose float32 kernels are checked: all of them, except on CI (CI=true without
     LOSSDSL_FULL_SWEEPS=1), where every other loss by name is: the losses that
-    tests/backend/test_cuda.py's CI sweep runs in float64 only, so each loss's float32 kernel runs
-    somewhere on CI (here against float64, there against the CPU) in half the compile time."""
+    tests/backend/test_cuda.py's CI sweep leaves out (it simulates the others in float32), so
+    each loss's float32 kernel runs somewhere on CI (here against float64, there against the
+    CPU) in half the compile time."""
     if SAMPLING:
         return [case for case in CASES if case.loss in _FLOAT32_HALF]
     return CASES

@@ -99,8 +99,8 @@ def assert_close(actual, expected, what: str, tolerance: float = 1e-12) -> None:
 
 def _library_sweep() -> list[str]:
     """Every library loss, except on CI (CI=true without LOSSDSL_FULL_SWEEPS=1), where every
-    other one by name is: the losses tests/backend/test_cuda.py's CI sweep runs in float64,
-    whose fused CPU kernels (the same request as here) are then compiled once for both."""
+    other one by name is (tracing and compiling each loss's Hessian costs JAX up to a
+    second; the other half runs in every full run)."""
     names = sorted(ENTRIES)
     if SAMPLING:
         return names[::2]
