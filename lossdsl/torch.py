@@ -31,8 +31,10 @@ instead of returning a partial Hessian. Third derivatives are not available.
 
 ``torch.func`` transforms take the loss too: ``grad``, ``vjp``, ``jacrev`` (twice, for a
 Hessian as above) and ``vmap``, which runs one kernel call per slice (each slice a loss of
-its own), so that ``vmap(grad(...))`` gives per-sample gradients. Forward mode (``jvp``,
-``jacfwd``, ``torch.func.hessian``) raises :class:`lossdsl.LossError`.
+its own), so that ``vmap(grad(...))`` gives per-sample gradients. Forward mode takes it
+too (``jvp``, ``jacfwd``, and ``torch.func.hessian``, which is ``jacfwd(jacrev(f))``): a
+tangent meets the gradient (and the gradient's tangent the diagonal Hessian, where that is
+the whole second derivative, as for double backward).
 
 Params are overridden per call (``criterion(y=y, p=p, delta=2.0)``) without rebuilding
 anything: the kernels take params as arguments. Results follow PyTorch's type promotion
@@ -143,7 +145,17 @@ def _saved_inputs(ctx: Any, tensors: tuple[Any, ...], weight: Any,
     ctx.weight_saved = isinstance(weight, torch.Tensor)
     ctx.weight_value = None if ctx.weight_saved else weight
     saved = tensors if all_tensors else [t for t in tensors if isinstance(t, torch.Tensor)]
-    ctx.save_for_backward(*saved, *((weight,) if ctx.weight_saved else ()))
+    saved = (*saved, *((weight,) if ctx.weight_saved else ()))
+    ctx.save_for_backward(*saved)
+    if _forward_mode_possible():  # read back the same way by a jvp
+        ctx.save_for_forward(*saved)
+
+
+def _forward_mode_possible() -> bool:
+    """Whether a jvp may follow this call: under a ``torch.func`` transform, or inside a
+    forward-mode autograd level (saving for it costs a training step's call microseconds)."""
+    return (torch._C._are_functorch_transforms_active()
+            or torch.autograd.forward_ad._current_level >= 0)
 
 
 def _restored_inputs(ctx: Any) -> list[Any]:
@@ -182,13 +194,6 @@ def _wanted_gradients(names: tuple[str, ...], tensors: list[Any]) -> tuple[str, 
                  if isinstance(t, torch.Tensor) and t.requires_grad)
 
 
-def _no_forward_mode() -> None:
-    raise LossError("lossdsl.torch losses are differentiated in reverse mode only "
-                    "(backward, torch.func.grad, vjp, jacrev); forward mode (torch.func.jvp, "
-                    "jacfwd, and torch.func.hessian, which is jacfwd of jacrev) is not "
-                    "available: take the Hessian as jacrev(jacrev(f))")
-
-
 def _slices(info: Any, in_dims: tuple[Any, ...], args: tuple[Any, ...]) -> list[tuple]:
     """The arguments of each call a ``torch.vmap`` over ``args`` stands for: every batched
     tensor read at one index of its batch dimension."""
@@ -206,14 +211,11 @@ def _stacked(results: list[Any]) -> tuple[Any, Any]:
 
 class _Transformable(torch.autograd.Function):
     """A Function that ``torch.func`` transforms take: written with ``setup_context``,
-    differentiated in reverse mode only (its ``jvp`` raises), and batched by ``vmap`` one
-    call per slice. :func:`_with_eager_twin` gives each subclass its ``eager`` twin."""
+    differentiated in reverse mode and in forward mode (``jvp``: a product of the tangents
+    with the next derivative), and batched by ``vmap`` one call per slice.
+    :func:`_with_eager_twin` gives each subclass its ``eager`` twin."""
 
     eager: type[torch.autograd.Function]
-
-    @staticmethod
-    def jvp(ctx: Any, *tangents: Any) -> Any:
-        _no_forward_mode()
 
     @classmethod
     def vmap(cls, info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
@@ -236,11 +238,20 @@ def _with_eager_twin(transformable: type[_Transformable]) -> type[_Transformable
             return output[0] if isinstance(output, tuple) else output
 
         backward = staticmethod(transformable.backward)
-        jvp = staticmethod(transformable.jvp)  # torch.autograd.forward_ad: the same refusal
+        jvp = staticmethod(transformable.jvp)  # torch.autograd.forward_ad
 
     Eager.__name__ = Eager.__qualname__ = f"{transformable.__name__}Eager"
     transformable.eager = Eager
     return transformable
+
+
+def _computed(transformable: type[_Transformable], *args: Any) -> Any:
+    """``transformable``'s output as a constant of the pass that asks for it (a jvp): through
+    the Function under ``torch.func`` transforms, whose wrapped tensors the kernels cannot
+    read; its forward alone otherwise, as forward-mode autograd cannot nest a Function."""
+    if torch._C._are_functorch_transforms_active():
+        return _apply(transformable, *args)
+    return transformable.forward(*args)
 
 
 def _apply(transformable: type[_Transformable], *args: Any) -> Any:
@@ -289,12 +300,16 @@ class _FusedLoss(_Transformable):
                           if isinstance(t, torch.Tensor)}
         _saved_inputs(ctx, tuple(tensors), sample_weight, all_tensors=call.usual)
         gradients = output[1:]
+        ctx.value_dim = output[0].dim()  # reduction="none": (N,), or (N, K) per entry
+        ctx.set_materialize_grads(False)  # a jvp sees None for the inputs with no tangent
         ctx.gradients = dict(zip(wrt, gradients))
         if gradients and not getattr(ctx, "eager", False):
             ctx.mark_non_differentiable(*gradients)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor, *_: Any) -> tuple[Any, ...]:
+    def backward(ctx: Any, grad_output: torch.Tensor | None, *_: Any) -> tuple[Any, ...]:
+        if grad_output is None:  # not materialised (see setup_context): nothing flows back
+            return (None,) * (4 + len(ctx.call.names))
         module = ctx.module
         if torch.is_grad_enabled():  # create_graph=True: differentiable gradients
             gradients = module._differentiable_gradients(ctx, grad_output)
@@ -311,6 +326,15 @@ class _FusedLoss(_Transformable):
                 *(None if name not in gradients
                   else _in_dtype(gradients[name], dtype if dtypes is None else dtypes[name])
                   for name in ctx.call.names))
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> tuple[Any, ...]:
+        # the value's directional derivative: its gradients (computed now: the forward
+        # pass computes those autograd asks for, and a tangent asks for none) times the
+        # tangents; the gradient outputs are not differentiable
+        moving = {name: t for name, t in zip(ctx.call.names, tangents[4:]) if t is not None}
+        value = ctx.module._value_tangent(ctx, moving)
+        return (value, *(None for _ in ctx.gradients))
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
@@ -359,14 +383,17 @@ class _Gradient(_Transformable):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         module, spec, _, weight, *tensors = inputs
         ctx.module, ctx.spec = module, spec
+        ctx.set_materialize_grads(False)  # a jvp sees None for the inputs with no tangent
         ctx.weighted = weight is not None
         _saved_inputs(ctx, tuple(tensors), weight)
         ctx.dtypes = {name: t.dtype for name, t in zip(spec.call.names, tensors)
                       if isinstance(t, torch.Tensor)}
 
     @staticmethod
-    def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
+    def backward(ctx: Any, upstream: torch.Tensor | None) -> tuple[Any, ...]:
         spec = ctx.spec
+        if upstream is None:  # not materialised (see setup_context): nothing flows back
+            return (None,) * (4 + len(spec.call.names))
         wanted = tuple(name for name, needs in zip(spec.call.names, ctx.needs_input_grad[4:])
                        if needs)
         tensors = _restored_inputs(ctx)
@@ -382,6 +409,23 @@ class _Gradient(_Transformable):
         return (None, None, None, None,
                 *(gradients[name].to(ctx.dtypes[name]) if name in gradients else None
                   for name in spec.call.names))
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> torch.Tensor:
+        # dG/dx times the tangent of x: the diagonal Hessian, where it is the whole second
+        # derivative (as the backward pass checks); a tangent of another input would need a
+        # mixed second derivative, which the check refuses
+        spec = ctx.spec
+        moving = tuple(name for name, t in zip(spec.call.names, tangents[4:]) if t is not None)
+        tensors = _restored_inputs(ctx)
+        module = ctx.module
+        module._check_second_order(spec.compiled, spec.name,
+                                   module._ranks(dict(zip(spec.call.names, tensors))),
+                                   ctx.weighted, moving)
+        if spec.name not in moving:
+            return torch.zeros_like(tensors[spec.call.names.index(spec.name)])
+        hessian = _computed(_Hessian, spec, _restored_weight(ctx), *tensors)
+        return hessian * tangents[4 + spec.call.names.index(spec.name)]
 
 
 @_with_eager_twin
@@ -402,8 +446,16 @@ class _Hessian(_Transformable):
 
     @staticmethod
     def backward(ctx: Any, upstream: torch.Tensor) -> tuple[Any, ...]:
-        raise LossError("lossdsl.torch differentiates a loss twice at most (its second "
-                        "derivative is the symbolic Hessian): a third derivative was asked for")
+        _third_derivative()
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        _third_derivative()
+
+
+def _third_derivative() -> None:
+    raise LossError("lossdsl.torch differentiates a loss twice at most (its second derivative "
+                    "is the symbolic Hessian): a third derivative was asked for")
 
 
 class TorchLoss(torch.nn.Module):
@@ -613,6 +665,47 @@ class TorchLoss(torch.nn.Module):
                                 **arrays, **ctx.call.params)
         return {name: _to_tensor(g, ctx.call.device) * v for name, g in gradients.items()}
 
+    # ------------------------------------------------------------------ forward mode
+    def _value_tangent(self, ctx: Any, moving: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The value's tangent for the inputs' ``moving`` tangents: sum_x <dL/dx, t_x>, and
+        for reduction="none" each sample's own sum, where its value depends on its own rows
+        alone (as the backward pass of reduction="none" requires; refused otherwise). The
+        gradients come through :class:`_Gradient`: under ``torch.func`` transforms the
+        saved inputs are wrapped tensors the kernels cannot read."""
+        tensors = _restored_inputs(ctx)
+        weight = _restored_weight(ctx)
+        call = ctx.call
+        cuda = call.device.type == "cuda"
+        if self.reduction != "none":
+            compiled = self._compiled(cuda)
+            total = torch.zeros((), dtype=call.dtype, device=call.device)
+            for name, t in moving.items():
+                gradient = _computed(_Gradient, self, _GradientSpec(compiled, name, call),
+                                     None, weight, *tensors)
+                total = total + (gradient * t).sum()
+            return total
+        summed = self._summed_loss(cuda)
+        ranks = self._ranks(dict(zip(call.names, tensors)))
+        check_per_sample(summed, ranks)
+        tangent = None
+        for name, t in moving.items():
+            facts = self._second_order(summed, name, ranks, ctx.weighted)
+            if facts.sample_axis is None or facts.axes[:1] != (facts.sample_axis,):
+                raise LossError(f"forward mode (torch.func.jvp, jacfwd) of reduction='none' "
+                                f"needs inputs with one row per sample; '{name}' has none: "
+                                "use reduction 'mean' or 'sum'")
+            gradient = _computed(_Gradient, self, _GradientSpec(summed, name, call), None,
+                                 weight, *tensors)
+            product = gradient * t
+            if ctx.value_dim == 2:  # one value per sample and class: entry by entry
+                check_per_entry(facts, name)
+            elif product.dim() > 1:  # the sample's entries of its row
+                product = product.reshape(product.shape[0], -1).sum(1)
+            tangent = product if tangent is None else tangent + product
+        if tangent is None:  # only the (never differentiated) weights moved
+            return torch.zeros_like(_computed(_FusedLoss, self, call, weight, (), *tensors))
+        return tangent
+
     # ------------------------------------------------------------------ create_graph=True
     def _differentiable_gradients(self, ctx: Any, grad_output: torch.Tensor
                                   ) -> dict[str, torch.Tensor]:
@@ -675,8 +768,9 @@ class TorchLoss(torch.nn.Module):
         facts = self._second_order(compiled, name, ranks, weighted)
         if name in wanted and facts.coupled:
             raise LossError(
-                f"double backward (create_graph=True) through this loss needs its full "
-                f"Hessian with respect to '{name}', but the entries of '{name}' are coupled "
+                f"a second derivative of this loss (double backward, jacrev or jacfwd of a "
+                f"gradient, torch.func.hessian) needs its full Hessian with respect to "
+                f"'{name}', but the entries of '{name}' are coupled "
                 f"(through a reduction over its axis: a softmax over classes, a batch-level "
                 f"sum, ...) and lossdsl derives only the diagonal Hessian: use "
                 f"CompiledLoss.hessian for the diagonal, or write this loss in torch for "
@@ -684,8 +778,9 @@ class TorchLoss(torch.nn.Module):
         mixed = sorted(set(wanted) & facts.depends_on)
         if mixed:
             raise LossError(
-                f"double backward (create_graph=True) through this loss needs the mixed "
-                f"second derivative with respect to '{name}' and '{mixed[0]}', which lossdsl "
+                f"a second derivative of this loss (double backward, jacrev or jacfwd of a "
+                f"gradient, torch.func.hessian) needs the mixed second derivative with "
+                f"respect to '{name}' and '{mixed[0]}', which lossdsl "
                 f"does not derive (only the diagonal Hessian of each input): detach "
                 f"'{mixed[0]}' (or stop it requiring grad) before calling the loss")
 

@@ -266,9 +266,10 @@ def test_torch_compile_runs_the_loss_outside_its_graph():
 
 @pytest.mark.parametrize("text", ["huber(y, p, 1.0)", "bce_logits(y, p)"])
 def test_torch_func_transforms_equal_the_formula_written_in_torch(text):
-    """grad, jacrev (once and twice), vmap and vmap(grad) (per-sample gradients) of the loss
-    equal those of the same formula written in torch, for each reduction; forward mode and
-    a coupled Hessian are refused with a LossError."""
+    """grad, jacrev (once and twice), vmap and vmap(grad) (per-sample gradients), and in
+    forward mode jvp, jacfwd and torch.func.hessian (jacfwd of jacrev), of the loss equal
+    those of the same formula written in torch, for each reduction; a coupled Hessian and a
+    mixed second derivative are refused with a LossError."""
     func = torch.func
     written = ELEMENTWISE[text]
     y, p = _data(text, n=6)
@@ -286,6 +287,13 @@ def test_torch_func_transforms_equal_the_formula_written_in_torch(text):
         torch.testing.assert_close(func.grad(ours)(p, y), func.grad(reference)(p, y))
         torch.testing.assert_close(func.jacrev(func.jacrev(ours))(p, y),
                                    func.jacrev(func.jacrev(reference))(p, y))
+        tangent = torch.linspace(-1.0, 1.0, 6, dtype=torch.float64)
+        for found, expected in zip(
+                func.jvp(lambda p, criterion=criterion: criterion(y=y, p=p), (p,), (tangent,)),
+                func.jvp(lambda p, reduce=reduce: reduce(written(y, p)), (p,), (tangent,))):
+            torch.testing.assert_close(found, expected)
+        torch.testing.assert_close(func.jacfwd(ours)(p, y), func.jacfwd(reference)(p, y))
+        torch.testing.assert_close(func.hessian(ours)(p, y), func.hessian(reference)(p, y))
         batch_p, batch_y = p.reshape(2, 3), y.reshape(2, 3)
         torch.testing.assert_close(func.vmap(criterion)(batch_p, batch_y),
                                    func.vmap(lambda p, y, reduce=reduce: reduce(written(y, p)))(
@@ -310,14 +318,24 @@ def test_torch_func_transforms_equal_the_formula_written_in_torch(text):
         params, x, y, lambda p, y: written(y, p).mean())
     for name in params:
         torch.testing.assert_close(found[name], expected[name])
-    with pytest.raises(lossdsl.LossError, match="forward mode"):
-        func.hessian(lambda p: criterion(y=y, p=p))(p)
+    with torch.autograd.forward_ad.dual_level():  # forward-mode autograd outside torch.func
+        dual = torch.autograd.forward_ad.make_dual(p, torch.ones_like(p))
+        tangent = torch.autograd.forward_ad.unpack_dual(criterion(y=y, p=dual)).tangent
+    torch.testing.assert_close(tangent, func.jvp(lambda p: written(y, p).mean(), (p,),
+                                                 (torch.ones_like(p),))[1])
+    if text.startswith("huber"):  # y is differentiable: its tangent needs d2L/dp dy
+        with pytest.raises(lossdsl.LossError, match="mixed second derivative"):
+            func.hessian(lambda p, y: criterion(y=y, p=p), argnums=(0, 1))(p, y)
     coupled = lt.loss("sparse_cce_logits(y, z)", target="cpu")
     z, labels = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 2, 1, 2])
     torch.testing.assert_close(func.grad(lambda z: coupled(y=labels, z=z))(z),
                                func.grad(lambda z: F.cross_entropy(z, labels))(z))
     with pytest.raises(lossdsl.LossError, match="coupled"):
         func.jacrev(func.jacrev(lambda z: coupled(y=labels, z=z)))(z)
+    torch.testing.assert_close(func.jacfwd(lambda z: coupled(y=labels, z=z))(z),
+                               func.jacrev(lambda z: F.cross_entropy(z, labels))(z))
+    with pytest.raises(lossdsl.LossError, match="coupled"):
+        func.hessian(lambda z: coupled(y=labels, z=z))(z)
 
 
 def test_torch_func_corners_found_by_a_user_journey():
