@@ -199,6 +199,14 @@ def _probabilities(probabilities: Any, classes: Any) -> tuple[np.ndarray, np.nda
         bad = int(np.argmax(~np.isfinite(p).all(axis=1) | (p < 0).any(axis=1)))
         raise LossDomainError(f"probabilities must be finite and non-negative; row {bad} is "
                               f"{p[bad].tolist()}")
+    # the expected cost of a decision is a probability-weighted sum: rows summing to 1.5
+    # scaled it by 1.5 (the decisions were right, the returned costs were not)
+    totals = p.sum(axis=1)
+    off = np.flatnonzero(np.abs(totals - 1.0) > 1e-3)
+    if off.size:
+        raise LossDomainError(f"each row of probabilities must sum to 1 (a distribution over "
+                              f"the classes); row {off[0]} sums to {totals[off[0]]:.6g}: pass "
+                              "the model's predict_proba, or normalise the rows")
     if classes is None:
         classes = np.arange(p.shape[1])
     else:

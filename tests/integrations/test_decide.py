@@ -152,6 +152,10 @@ def test_tiered_cost_matches_brute_force():
      lossdsl.LossError, "no finite minimiser"),
     (dict(cost=MATRIX, probabilities=np.array([[0.5, np.nan]]), C=np.eye(2)),
      lossdsl.LossDomainError, "finite and non-negative"),
+    # the decisions were right, the expected costs scaled by the rows' sums (1.5 for 0.75)
+    (dict(cost=MATRIX, probabilities=np.full((2, 4), 0.5), C=np.ones((4, 4)),
+          return_expected_cost=True),
+     lossdsl.LossDomainError, "row 0 sums to 2: pass the model's predict_proba"),
     (dict(cost=MATRIX, probabilities=np.full((3, 2), 0.5), C=np.eye(2), decisions=[0, 1, 2]),
      lossdsl.LossDomainError, r"(?s)'d' must hold integers.*give classes= and decisions="),
 ])
