@@ -2317,3 +2317,19 @@ def test_aft_extreme_hessian_in_the_censored_tail(y, y_upper):
         expected = np.array([float(mpmath.diff(nll, mpmath.mpf(at), 2)) for at in z])
     assert np.all(found >= 0)
     np.testing.assert_allclose(found, expected, rtol=1e-10, atol=1e-300)
+
+
+def test_negative_binomial_scores_derivatives_far_below_the_poisson_limit():
+    # from a log dispersion of -250 the derivatives in it cancelled (a Hessian of 5 where the
+    # loss is flat to 1e-100; infinite from -355; a gradient of +5 at -500), which a Newton
+    # step on counts that are not overdispersed reaches
+    loss = compiled("negative_binomial_scores(y, z)")
+    for y in (5.0, 0.0):
+        for z1 in (-250.0, -360.0, -500.0):
+            z = np.array([[1.0, z1]])
+            gradient, hessian = loss.grad_and_hessian("z", y=np.array([y]), z=z)
+            assert gradient[0, 1] == 0.0 and hessian[0, 1] == 0.0
+            near = loss.grad_and_hessian("z", y=np.array([y]), z=np.array([[1.0, -150.0]]))
+            np.testing.assert_allclose(gradient[0, 0], near[0][0, 0], rtol=1e-15)
+            np.testing.assert_allclose(loss(y=np.array([y]), z=z), loss(
+                y=np.array([y]), z=np.array([[1.0, -150.0]])), rtol=1e-15)
