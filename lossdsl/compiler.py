@@ -22,7 +22,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from . import cache
+from . import cache, cachedir
 from ._version import __version__
 from .backend.cpu import codegen as cpu
 from .domains import Domain, Requirement, inside
@@ -175,10 +175,14 @@ class Kernel:
             # types it can take is sound, and stays
             raise LossError(f"internal error: the kernel cannot take these arguments: "
                             f"{str(error).splitlines()[0]}") from error
-        except Exception:
+        except Exception as error:
             # Numba compiles or loads machine code on the first call; a damaged cache entry
             # fails here. Drop it (and the shared helpers it calls, whose machine code may be
-            # the damaged part), import the module afresh and try once more.
+            # the damaged part), import the module afresh and try once more. Saving the
+            # machine code can fail too (a disk full): then the next try goes to the private
+            # directory, as a failed write of the module's source does.
+            if isinstance(error, OSError):
+                cachedir.abandon(cachedir.cache_dir(), error)
             cache.discard(self.source)
             cache.discard_shared()
             try:

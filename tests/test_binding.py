@@ -214,6 +214,32 @@ def test_fork_after_a_parallel_kernel_does_not_hang():
     assert done.stdout.split() == ["4", "True"]
 
 
+def test_fork_after_other_code_ran_openmp_does_not_hang():
+    """A user's parallel Numba function (LightGBM and PyTorch load the same libgomp) started
+    GNU OpenMP's pool before the fork: the child hung in its first parallel kernel."""
+    script = textwrap.dedent("""
+        import multiprocessing, numba, numpy as np, lossdsl
+
+        @numba.njit(parallel=True)
+        def total(x):
+            s = 0.0
+            for i in numba.prange(x.shape[0]):
+                s += x[i]
+            return s
+
+        total(np.ones(100_000))
+        loss = lossdsl.compile("huber(y, p, 1.0)", target="parallel")
+        def work(i):
+            return loss(y=np.zeros(100_000), p=np.ones(100_000))
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print(pool.map_async(work, range(2)).get(timeout=60))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[0.5,", "0.5]"]
+
+
 @pytest.mark.parametrize("layer", ["default", "workqueue"])
 def test_parallel_kernels_from_many_threads(layer):
     """Numba's work queue aborts the process on concurrent launches: lossdsl serialises them

@@ -6,6 +6,7 @@ cache makes later runs load them instead.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +336,21 @@ def test_an_edited_import_is_read_again(tmp_path):
     assert lossdsl.compile(text, reduction="sum")(y=y, p=p) == 9.0
     (tmp_path / "common.loss").write_text("param scale = 4.0\ndef f(y, p) = scale*abs(p - y)\n")
     assert lossdsl.compile(text, reduction="sum")(y=y, p=p) == 12.0
+
+
+def test_an_edit_that_keeps_the_size_and_modification_time_is_read_again(tmp_path):
+    """Coarse timestamps, cp -p, rsync -t and touch -r keep a file's modification time; with
+    the same size the edited loss was taken from the in-process cache (the change time,
+    which no tool sets, now tells)."""
+    path = tmp_path / "edited.loss"
+    path.write_text("loss l = 2.0*(p - y)^2\n")
+    before = os.stat(path)
+    y, p = np.array([1.0, 2.0, 3.0]), np.zeros(3)
+    assert lossdsl.load(path).l.compile()(y=y, p=p) == pytest.approx(2.0 * 14.0 / 3.0)
+    with open(path, "r+") as stream:
+        stream.write("loss l = 3.0*(p - y)^2\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert lossdsl.load(path).l.compile()(y=y, p=p) == pytest.approx(14.0)
 
 
 def test_a_param_defined_from_another_follows_its_override():

@@ -1041,9 +1041,11 @@ def load_scope(
     return scope
 
 
-def _file_key(resolved: str, info: os.stat_result) -> tuple[str, int, int, int]:
-    """What identifies a version of a file for the in-process cache of loaded modules."""
-    return (resolved, info.st_mtime_ns, info.st_size, info.st_ino)
+def _file_key(resolved: str, info: os.stat_result) -> tuple[str, int, int, int, int]:
+    """What identifies a version of a file for the in-process cache of loaded modules. The
+    change time too: an edit that keeps the size can keep the modification time (coarse
+    timestamps, ``cp -p``, ``rsync -t``, ``touch -r``), but no tool sets the change time."""
+    return (resolved, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino)
 
 
 def _imports_unchanged(scope: Scope) -> bool:

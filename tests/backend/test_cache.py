@@ -13,6 +13,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # A loss no other test compiles, so these tests always start from an empty cache directory.
@@ -318,6 +319,32 @@ def test_a_cache_directory_that_fails_later_falls_back(fresh_cachedir, tmp_path,
     assert len(caught) == 1 and "No space left" in str(caught[0].message)
     assert Path(first.__file__).parent == Path(second.__file__).parent != full
     assert fresh_cachedir.cache_dir() == Path(first.__file__).parent
+
+
+def test_machine_code_that_cannot_be_saved_falls_back(tmp_path):
+    """Numba saving a kernel's machine code into a full disk: the first call was an
+    "internal error" (the retry went to the same directory), not the private directory's
+    fallback with one warning that a failed write of the module gives."""
+    script = textwrap.dedent("""
+        import errno, numpy as np, numba.core.caching, lossdsl
+        save = numba.core.caching.Cache.save_overload
+        failed = []
+        def full(self, *args, **kwargs):
+            if not failed:
+                failed.append(1)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return save(self, *args, **kwargs)
+        numba.core.caching.Cache.save_overload = full
+        y = np.linspace(-3, 3, 101)
+        print(lossdsl.compile("huber(y, p, 0.75) + 0.25*p^2")(y=y, p=np.zeros(101)))
+    """)
+    result = run_script(script, tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    r = np.linspace(-3, 3, 101)
+    expected = np.mean(np.where(np.abs(r) <= 0.75, 0.5 * r**2, 0.75 * (np.abs(r) - 0.375)))
+    assert float(result.stdout.split()[-1]) == pytest.approx(expected, rel=1e-12)
+    found = cache_warnings(result.stderr)
+    assert len(found) == 1 and "No space left" in found[0], result.stderr
 
 
 def test_cpu_kernels_share_one_module_of_helpers():

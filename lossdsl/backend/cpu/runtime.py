@@ -12,8 +12,10 @@ serves both, nested reductions and Hessians included.
 Every loop runs through :func:`launch`, which keeps ``parallel=True`` loops safe. Numba's
 default threading layer on a pip install is GNU OpenMP: fast and thread-safe, but a process
 ``fork()``-ed after it ran (a ``multiprocessing.Pool`` on Linux) hangs or aborts as soon as it
-launches a parallel loop itself. Such a child gets :func:`parallel_usable` False, and the API
-then runs the serial kernels of the same losses there. Numba's work queue (chosen by the
+launches a parallel loop itself, whoever started the pool (lossdsl, LightGBM, PyTorch and a
+user's own parallel Numba code load the same libgomp). Such a child gets
+:func:`parallel_usable` False, and the API then runs the serial kernels of the same losses
+there. Numba's work queue (chosen by the
 user, or where nothing else loads) aborts the process when two threads launch parallel
 loops at once, so launches are serialised while it is the layer in use.
 """
@@ -36,15 +38,38 @@ _LAUNCH_LOCK = threading.Lock()
 _serialise: bool | None = None  # known after the first parallel launch
 _launched = False  # a parallel loop ran in this process (its threading layer is started)
 _forked_after_openmp = False
+_openmp_at_fork = False  # set in the parent just before a fork
+
+
+def _openmp_pool_may_exist() -> bool:
+    """Whether GNU OpenMP may have started its thread pool in this process: lossdsl's own
+    parallel loops ran on it, or libgomp is loaded (LightGBM, PyTorch, a user's
+    ``numba.njit(parallel=True)``: one library name, one pool, which Numba then uses too) and
+    the process runs more than one thread. Linux's /proc tells; elsewhere, lossdsl's own
+    launches only."""
+    if _launched and numba.threading_layer() == "omp":
+        return True
+    try:
+        if len(os.listdir("/proc/self/task")) < 2:
+            return False
+        with open("/proc/self/maps") as maps:
+            return "libgomp" in maps.read()
+    except OSError:
+        return False
+
+
+def _before_fork() -> None:
+    global _openmp_at_fork
+    _openmp_at_fork = _openmp_pool_may_exist()
 
 
 def _after_fork_in_child() -> None:
     global _forked_after_openmp
-    if _launched and numba.threading_layer() == "omp":
+    if _openmp_at_fork:
         _forked_after_openmp = True
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 def parallel_usable() -> bool:
