@@ -64,8 +64,10 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
     ``dl/dz`` falls as the label rises (a larger label pulls the score up); where it is 0
     over a band of labels (epsilon-insensitive losses), the prediction is the band's middle.
     A row whose
-    gradient does not change sign from + to - (a loss with no label-scale reading there) or
-    turns non-finite raises a :class:`~lossdsl.LossError` naming it; ``name`` names the loss.
+    gradient does not change sign from + to - (a loss with no label-scale reading there),
+    is 0 for every label (no band the labels' bounds close: the loss does not depend on the
+    score there) or turns non-finite raises a :class:`~lossdsl.LossError` naming it;
+    ``name`` names the loss.
     """
     low, high = label_range
     width = max(high - low, 1.0)
@@ -96,6 +98,17 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
             lo[falling] = np.where(lo[falling] - move >= bounds[0], lo[falling] - move,
                                    lo[falling] - 0.5 * (lo[falling] - bounds[0]))
             g_lo[falling] = gradient(lo[falling], falling)
+    # dl/dz still 0 at both ends after the widenings: the loss does not depend on the score
+    # there whatever the label (msle's max(p, eps) at a score below eps), so no label is
+    # singled out, and the bracket's middle would only say how far it was widened (it was
+    # returned: 32768); a band is the prediction only where the labels' bounds close it
+    flat = (g_lo == 0) & (g_hi == 0) & ~(math.isfinite(bounds[0]) and math.isfinite(bounds[1]))
+    if flat.any():
+        i = int(np.argmax(flat))
+        raise LossError(
+            f"{name} implies no label-scale prediction for row {i}: dl/dz is 0 for every "
+            f"label in [{lo[i]:.6g}, {hi[i]:.6g}] (the loss does not depend on the score "
+            "there). Use predict_raw() for the raw scores")
     bad = ~(np.isfinite(g_lo) & np.isfinite(g_hi) & (g_lo >= 0) & (g_hi <= 0))
     if bad.any():
         i = int(np.argmax(bad))

@@ -39,6 +39,12 @@ Solvers (``solver=``):
   approaches the optimum of a non-smooth problem without a certificate (a
   :class:`~sklearn.exceptions.ConvergenceWarning` says so when its line search stalls).
 
+The smooth solvers run on standardised features (centred where there is an intercept and X
+is dense, divided by each column's root mean square; the penalty rescaled to stay on the
+original coefficients), and their result's gradient is always checked: a smooth loss with
+one score per row and no l1 part is finished by trust-ncg where a solver stopped short, and
+a fit still not stationary gives a ConvergenceWarning.
+
 ``score`` is the *negative* mean loss (greater is better, as scikit-learn's ``neg_*``
 scorers), not scikit-learn's default R^2 or accuracy: the loss is what the model was fitted
 to make small, so model selection (``GridSearchCV``, ``cross_val_score``) on it ranks models by
@@ -58,8 +64,10 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import scipy.sparse
+import scipy.sparse.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -203,20 +211,58 @@ def _fixed_inputs(given: Any, tables: frozenset[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- objective
 class _LinearObjective:
     """The penalised mean loss of ``P = X @ W + b`` as a function of a flat parameter
-    vector: ``[W]`` (or ``[W+, W-]`` with an l1 part) then ``[b]``."""
+    vector: ``[W]`` (or ``[W+, W-]`` with an l1 part) then ``[b]``.
+
+    ``l2`` and ``l1``: the penalties' strengths, numbers or (d, 1) arrays of one per feature
+    (:meth:`scaled`: a penalty on the original coefficients, seen from scaled columns);
+    ``centre``: (d,) subtracted from every row of X, without forming ``X - centre`` (which
+    would fill a sparse X): ``P = X @ W - centre @ W + b``."""
 
     def __init__(self, loss: _BoundLoss, X: Any, labels: Any, weight: np.ndarray,
-                 width: int | None, fit_intercept: bool, l2: float, l1: float):
+                 width: int | None, fit_intercept: bool, l2: Any, l1: Any,
+                 centre: np.ndarray | None = None):
         self.loss, self.X, self.labels, self.weight = loss, X, labels, weight
+        self.centre = np.zeros(X.shape[1]) if centre is None else centre
         self.width = width  # None: one score per row
         self.fit_intercept = fit_intercept
-        self.l2, self.l1 = float(l2), float(l1)
-        self.split = self.l1 > 0
+        self.l2 = np.asarray(l2, dtype=np.float64)
+        self.l1 = np.asarray(l1, dtype=np.float64)
+        self.split = bool(np.any(self.l1 > 0))
         self.d = X.shape[1]
         self.k = width or 1
         self._x: np.ndarray | None = None
         self._value_and_grad: tuple[float, np.ndarray] | None = None
         self._hessian: np.ndarray | None = None
+
+    def scaled(self) -> tuple[_LinearObjective, np.ndarray, np.ndarray]:
+        """The same problem on standardised columns ``(X - m) / s``, and ``(s, m)`` (d,):
+        coefficients ``U = s W`` and intercept ``b + m @ W`` give the same scores, and the
+        penalty, which is on ``W``, becomes ``l2 / s^2`` and ``l1 / s`` per feature.
+
+        A solver's stopping tests (gradient, step, objective change) and the precision
+        floor of :func:`_stationary` treat every coordinate alike, which is only right when
+        the columns are of one scale: a column of scale 1e-3 next to one of 1e4 left
+        L-BFGS-B stopped with its coefficient 250 times too small. Centring (with an
+        intercept only: it is then an exact change of variables) removes the coupling of a
+        column's offset with the intercept."""
+        X = self.X
+        # weighted moments, so that a weight of 2 is a repeated row here too
+        v = self.weight / float(np.sum(self.weight))
+        m = np.asarray(v @ X).ravel() if self.fit_intercept else np.zeros(self.d)
+        if scipy.sparse.issparse(X):
+            square = np.asarray(v @ X.multiply(X)).ravel() - m * m
+        else:
+            square = v @ np.square(X - m)
+        s = np.sqrt(np.maximum(square, 0.0))
+        s = np.where(np.isfinite(s) & (s > 0), s, 1.0)  # a constant column stays
+        if scipy.sparse.issparse(X):
+            X = (X @ scipy.sparse.diags(1.0 / s)).tocsr()
+        else:
+            X = X / s
+        column = s[:, None]
+        return _LinearObjective(self.loss, X, self.labels, self.weight, self.width,
+                                self.fit_intercept, self.l2 / column ** 2,
+                                self.l1 / column, m / s), s, m
 
     @property
     def size(self) -> int:
@@ -254,7 +300,7 @@ class _LinearObjective:
 
     def scores(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The loss's score input: (n,) or (n, K)."""
-        P = np.asarray(self.X @ W) + b
+        P = np.asarray(self.X @ W) + (b - self.centre @ W)
         return P[:, 0] if self.width is None else P
 
     def _at(self, x: np.ndarray) -> None:
@@ -265,7 +311,8 @@ class _LinearObjective:
 
     def _chain(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         G = G.reshape(self.X.shape[0], self.k)
-        return np.asarray(self.X.T @ G), G.sum(axis=0)
+        total = G.sum(axis=0)
+        return np.asarray(self.X.T @ G) - np.outer(self.centre, total), total
 
     def fun_and_jac(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Value and gradient from one kernel call."""
@@ -277,12 +324,14 @@ class _LinearObjective:
                     self.loss.wrt, sample_weight=self.weight,
                     **self.loss.arguments(self.labels, self.scores(W, b)))
             gW, gb = self._chain(np.asarray(G, dtype=np.float64))
-            value = float(value) + 0.5 * self.l2 * float(np.sum(W * W))
+            value = float(value) + 0.5 * float(np.sum(self.l2 * W * W))
             gW = gW + self.l2 * W
             parts = [gW.ravel()]
             if self.split:
-                value += self.l1 * float(np.sum(x[:2 * self.d * self.k]))
-                parts = [gW.ravel() + self.l1, -gW.ravel() + self.l1]
+                l1 = np.broadcast_to(self.l1, W.shape).ravel()
+                dk = self.d * self.k
+                value += float(np.sum(l1 * (x[:dk] + x[dk:2 * dk])))
+                parts = [gW.ravel() + l1, -gW.ravel() + l1]
             if self.fit_intercept:
                 parts.append(gb)
             self._value_and_grad = (value, np.concatenate(parts))
@@ -300,12 +349,23 @@ class _LinearObjective:
                     **self.loss.arguments(self.labels, self.scores(W, b))),
                     dtype=np.float64).reshape(-1, self.k)
         V, vb = self.unpack(np.asarray(v, dtype=np.float64))
-        direction = np.asarray(self.X @ V) + vb
+        direction = np.asarray(self.X @ V) + (vb - self.centre @ V)
         hW, hb = self._chain(self._hessian * direction)
         parts = [(hW + self.l2 * V).ravel()]
         if self.fit_intercept:
             parts.append(hb)
         return np.concatenate(parts)
+
+
+def _largest_gradient(objective: _LinearObjective, x: np.ndarray) -> float:
+    """The largest entry of the (projected, with an l1 part) gradient at ``x``."""
+    gradient = objective.fun_and_jac(x)[1]
+    if objective.split:  # at a bound, a gradient pointing out of the box is stationary
+        size = 2 * objective.d * objective.k
+        gradient = gradient.copy()
+        at_bound = (x[:size] <= 0) & (gradient[:size] > 0)
+        gradient[:size][at_bound] = 0.0
+    return float(np.max(np.abs(gradient), initial=0.0))
 
 
 def _stationary(objective: _LinearObjective, x: np.ndarray, tol: float) -> bool:
@@ -314,14 +374,41 @@ def _stationary(objective: _LinearObjective, x: np.ndarray, tol: float) -> bool:
     solver's own test gave up on rounding ("a bad approximation caused failure to predict
     improvement")."""
     start = np.max(np.abs(objective.fun_and_jac(np.zeros(objective.size))[1]), initial=0.0)
-    value, gradient = objective.fun_and_jac(x)
-    if objective.split:  # at a bound, a gradient pointing out of the box is stationary
-        size = 2 * objective.d * objective.k
-        gradient = gradient.copy()
-        at_bound = (x[:size] <= 0) & (gradient[:size] > 0)
-        gradient[:size][at_bound] = 0.0
+    value = objective.fun_and_jac(x)[0]
     floor = np.sqrt(np.finfo(np.float64).eps) * max(1.0, start)
-    return bool(np.isfinite(value) and np.max(np.abs(gradient), initial=0.0) <= max(tol, floor))
+    return bool(np.isfinite(value) and _largest_gradient(objective, x) <= max(tol, floor))
+
+
+def _start(objective: _LinearObjective) -> np.ndarray:
+    """The solvers' start: zero coefficients and intercept, unless the loss's gradient is 0
+    for every row there while a constant score does better (msle, ``max(p, eps)``: flat for
+    scores below 0), where a gradient method would stop at once; then the best of a few
+    constant scores around the labels (the intercept, or coefficients giving about that
+    score without one)."""
+    x0 = np.zeros(objective.size)
+    if objective.width is not None:
+        return x0
+    value, gradient = objective.fun_and_jac(x0)
+    if np.any(gradient != 0):
+        return x0
+    labels = np.asarray(objective.labels, dtype=np.float64)
+    n = labels.shape[0]
+    candidates = np.unique(np.append(np.quantile(labels, [0.1, 0.25, 0.5, 0.75, 0.9]),
+                                     np.average(labels, weights=objective.weight)))
+    losses = [objective.loss.mean_value(labels, np.full(n, c), objective.weight)
+              for c in candidates]
+    losses = np.where(np.isfinite(losses), losses, np.inf)
+    best = int(np.argmin(losses))
+    if not (np.isfinite(value) and losses[best] < value):
+        return x0  # no constant does better: the start may well be the optimum
+    c = float(candidates[best])
+    if objective.fit_intercept:
+        return objective.pack(np.zeros((objective.d, 1)), np.array([c]))
+    if scipy.sparse.issparse(objective.X):
+        W = scipy.sparse.linalg.lsqr(objective.X, np.full(n, c))[0]
+    else:
+        W = np.linalg.lstsq(objective.X, np.full(n, c), rcond=None)[0]
+    return objective.pack(W.reshape(-1, 1), np.zeros(1))
 
 
 # ---------------------------------------------------------------------------- LP path
@@ -526,7 +613,7 @@ class _LinearLossModel(BaseEstimator):
         The solver's iteration limit.
     tol:
         The solvers' tolerance: L-BFGS-B's and trust-ncg's on the (projected) gradient,
-        Newton-CG's on the step.
+        Newton-CG's on the step, all on the standardised features.
     wrt, label:
         The loss's score and label inputs; guessed when left out (the label is ``y`` or the
         first of two inputs).
@@ -635,24 +722,25 @@ class _LinearLossModel(BaseEstimator):
 
     def _fit_smooth(self, objective: _LinearObjective,
                     solver: str) -> tuple[np.ndarray, np.ndarray]:
-        x0 = np.zeros(objective.size)
-        if solver == "lbfgs":
-            options = {"maxiter": self.max_iter, "maxfun": 4 * self.max_iter + 100,
-                       "gtol": self.tol, "ftol": 64 * np.finfo(np.float64).eps, "maxls": 50}
-            result = scipy.optimize.minimize(objective.fun_and_jac, x0, jac=True,
-                                             method="L-BFGS-B", bounds=objective.bounds,
-                                             options=options)
-        elif solver == "newton-cg":
-            result = scipy.optimize.minimize(objective.fun_and_jac, x0, jac=True,
-                                             hessp=objective.hessp, method="Newton-CG",
-                                             options={"maxiter": self.max_iter,
-                                                      "xtol": self.tol})
-        else:
-            result = scipy.optimize.minimize(objective.fun_and_jac, x0, jac=True,
-                                             hessp=objective.hessp, method="trust-ncg",
-                                             options={"maxiter": self.max_iter,
-                                                      "gtol": self.tol})
+        # solved on columns of one scale (see _LinearObjective.scaled); the coefficients are
+        # mapped back at the end, the scores (and so every check on them) are the same
+        objective, scale, offset = objective.scaled()
+        result = self._minimise(objective, solver, _start(objective))
         self.n_iter_ = int(result.nit)
+        # L-BFGS-B's objective-change stop (ftol) comes at a gradient of about sqrt(ftol)
+        # of the scale of the problem, short of a tight tol on an ill-conditioned one;
+        # a restart (a fresh curvature memory) goes on from there while it still gains
+        for _ in range(3):
+            gradient = _largest_gradient(objective, result.x)
+            if not (solver == "lbfgs" and np.isfinite(result.x).all() and gradient > self.tol):
+                break
+            again = self._minimise(objective, solver, result.x)
+            self.n_iter_ += int(again.nit)
+            if not (np.all(np.isfinite(again.x)) and objective.fun_and_jac(again.x)[0]
+                    <= objective.fun_and_jac(result.x)[0]
+                    and _largest_gradient(objective, again.x) < gradient):
+                break
+            result = again
         unbounded = (f"{self._loss.name} has no finite minimum over linear models on these "
                      "data: the loss keeps falling as the scores grow; add a penalty "
                      "(alpha > 0), or check that the loss is bounded below")
@@ -665,12 +753,49 @@ class _LinearLossModel(BaseEstimator):
                 and not _stationary(objective, result.x, self.tol)):
             raise LossError(f"{solver} ended at scores up to "
                             f"{np.max(np.abs(scores)):.3g}, far from stationary. {unbounded}")
-        if not result.success and not _stationary(objective, result.x, self.tol):
-            warnings.warn(f"{type(self).__name__}: solver {solver!r} stopped before "
-                          f"converging after {result.nit} iterations ({result.message}); "
-                          "raise max_iter, scale the features, or loosen tol",
-                          ConvergenceWarning, stacklevel=3)
-        return objective.unpack(result.x)
+        x = result.x
+        # A solver's "success" is not a certificate: L-BFGS-B also stops when the objective
+        # stops falling (ftol) and Newton-CG when its step is small (xtol), both of which
+        # happen far from the optimum on ill-conditioned problems. So the gradient is
+        # always checked, and where the loss is smooth a trust-region Newton run (exact
+        # Hessian-vector products) finishes the job; a piecewise-linear loss has no
+        # gradient at its optimum's kinks, so there only a failed run is reported.
+        if not _stationary(objective, x, self.tol):
+            smooth = not _looks_piecewise_linear(self._loss, objective.labels)
+            if (smooth and solver != "trust-ncg" and objective.width is None
+                    and not objective.split):
+                polished = self._minimise(objective, "trust-ncg", x)
+                if (np.all(np.isfinite(polished.x)) and objective.fun_and_jac(polished.x)[0]
+                        <= objective.fun_and_jac(x)[0]):
+                    x = polished.x
+                    self.n_iter_ += int(polished.nit)
+            if (smooth or not result.success) and not _stationary(objective, x, self.tol):
+                gradient = _largest_gradient(objective, x)
+                warnings.warn(f"{type(self).__name__}: solver {solver!r} stopped before "
+                              f"converging after {result.nit} iterations ({result.message}; "
+                              f"largest gradient {gradient:.3g} on standardised features); "
+                              "raise max_iter, or loosen tol", ConvergenceWarning,
+                              stacklevel=3)
+        U, b = objective.unpack(x)
+        W = U / scale[:, None]
+        return W, b - offset @ W
+
+    def _minimise(self, objective: _LinearObjective, solver: str, x0: np.ndarray) -> Any:
+        """SciPy's run of ``solver`` from ``x0``."""
+        if solver == "lbfgs":
+            options = {"maxiter": self.max_iter, "maxfun": 4 * self.max_iter + 100,
+                       "gtol": self.tol, "ftol": 64 * np.finfo(np.float64).eps, "maxls": 50}
+            return scipy.optimize.minimize(objective.fun_and_jac, x0, jac=True,
+                                           method="L-BFGS-B", bounds=objective.bounds,
+                                           options=options)
+        if solver == "newton-cg":
+            return scipy.optimize.minimize(objective.fun_and_jac, x0, jac=True,
+                                           hessp=objective.hessp, method="Newton-CG",
+                                           options={"maxiter": self.max_iter,
+                                                    "xtol": self.tol})
+        return scipy.optimize.minimize(objective.fun_and_jac, x0, jac=True,
+                                       hessp=objective.hessp, method="trust-ncg",
+                                       options={"maxiter": self.max_iter, "gtol": self.tol})
 
     def _fit_lp(self, objective: _LinearObjective,
                 labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -843,11 +968,14 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
     for a loss over classes, as scikit-learn's ``LogisticRegression``), ``intercept_``,
     ``n_iter_``, ``n_features_in_``, ``solver_``, ``objective_``, ``loss_``.
 
-    ``decision_function`` gives the scores ((n,) for two classes: for a loss over classes,
-    the second class's score minus the first's); ``predict_proba`` the class probabilities
-    for which the scores are optimal under the loss (``sigmoid`` for ``bce_logits``,
-    ``softmax`` for ``sparse_cce_logits``; found from the loss's gradients, so a loss that
-    implies none, a hinge, raises :class:`~lossdsl.LossError`); ``predict`` the most
+    ``decision_function`` gives the scores ((n,) for two classes, greater for
+    ``classes_[1]``: for a loss over classes, the second class's score minus the first's,
+    and a binary loss's score negated where it favours ``classes_[0]``, as with
+    ``class_values=(1, 0)``; ``coef_`` stays the loss's own score's); ``predict_proba`` the
+    class probabilities for which the scores are optimal under the loss (``sigmoid`` for
+    ``bce_logits``, ``softmax`` for ``sparse_cce_logits``; found from the loss's gradients,
+    so for a loss that implies none, a hinge, the fitted model has no ``predict_proba``
+    attribute: ``hasattr`` is False, and the AttributeError's cause says why); ``predict`` the most
     probable class (the class of lowest loss for a loss without probabilities); ``score``
     the negative weighted mean loss.
     """
@@ -879,8 +1007,10 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
                             "(sparse_cce_logits, cce_logits: one score per class)")
         self._width = k if loss.class_axis else None
         labels = self._labels(encoded)
+        self._sign = 1.0
         if not loss.class_axis:
             self._check_both_labels()
+            self._sign = self._orientation()
         self._fit(X, labels, sample_weight, self._width)
         self.coef_ = self._W.T.copy()
         self.intercept_ = self._b.copy()
@@ -916,6 +1046,30 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
                     f"(class {self.classes_[index]!r}): its gradient is 0 at every score. Pass "
                     "class_values=(-1, 1) for a margin loss such as hinge, or write the loss "
                     "for labels 0/1")
+
+    def _orientation(self) -> float:
+        """+1 where a higher score favours ``classes_[1]`` (its loss falls against
+        ``classes_[0]``'s as the score rises), -1 where it favours ``classes_[0]``:
+        ``class_values=(1, 0)`` makes the score a logit of ``classes_[0]``, and
+        scikit-learn reads ``decision_function > 0`` as ``classes_[1]`` (roc_auc came out
+        as 1 - AUC)."""
+        z = np.linspace(-3.0, 3.0, 13)
+        with class_values_hint():
+            g0, g1 = (self._loss.row_gradient(np.full(z.size, float(v)), z)
+                      for v in self.class_values)
+        difference = float(np.sum(np.where(np.isfinite(g1 - g0), g1 - g0, 0.0)))
+        return -1.0 if difference > 0 else 1.0
+
+    def _has_probabilities(self) -> bool:
+        """Whether the fitted loss implies probabilities (``available_if`` of
+        ``predict_proba``: a hinge has none, and an attribute that only raises misleads
+        scikit-learn, RocCurveDisplay.from_estimator and check_estimator); True before fit,
+        where predict_proba says the model is not fitted."""
+        error = getattr(self, "_proba_error", None)
+        if error is not None:
+            # the reason, as the __cause__ of scikit-learn's AttributeError
+            raise LossError(f"predict_proba is not available: {error}")
+        return True
 
     # ------------------------------------------------------------------ probabilities
     def _probabilities(self, raw: np.ndarray) -> np.ndarray:
@@ -955,19 +1109,24 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
 
     # ------------------------------------------------------------------ prediction
     def decision_function(self, X: Any) -> np.ndarray:
-        """The scores: (n,) for two classes, (n, K) for more."""
+        """The scores: (n,) for two classes, greater for ``classes_[1]`` as scikit-learn
+        reads them (the loss's score, negated where it favours ``classes_[0]``:
+        ``class_values=(1, 0)``), (n, K) for more."""
         raw = self._loss_scores(X)
         if raw.ndim == 2 and raw.shape[1] == 2:
             return raw[:, 1] - raw[:, 0]
+        if raw.ndim == 1:
+            return self._sign * raw
         return raw
 
+    @available_if(_has_probabilities)
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (n, K), columns in the order of ``classes_``."""
+        """Class probabilities (n, K), columns in the order of ``classes_`` (only for a loss
+        that implies them: no attribute for a hinge)."""
         check_is_fitted(self, "coef_")
-        if self._proba_error is not None:
-            raise LossError(f"predict_proba is not available: {self._proba_error}")
         return self._probabilities(self._loss_scores(X))
 
+    @available_if(_has_probabilities)
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """The logarithm of ``predict_proba``."""
         with np.errstate(divide="ignore"):

@@ -229,8 +229,13 @@ def test_hinge_has_no_probabilities(binary):
         LossClassifier("hinge", alpha=0.01).fit(X, y)
     model = LossClassifier("hinge", alpha=0.01, class_values=(-1, 1)).fit(X, y)
     assert model.solver_ == "lbfgs"  # piecewise linear, but with an l2 part
-    with pytest.raises(lossdsl.LossError, match="does not imply class probabilities"):
+    # no predict_proba attribute (scikit-learn then uses decision_function); the
+    # AttributeError's cause says why
+    assert not hasattr(model, "predict_proba") and not hasattr(model, "predict_log_proba")
+    with pytest.raises(AttributeError) as caught:
         model.predict_proba(X)
+    assert isinstance(caught.value.__cause__, lossdsl.LossError)
+    assert "does not imply class probabilities" in str(caught.value.__cause__)
     score = model.decision_function(X)
     assert np.array_equal(model.predict(X), model.classes_[(score > 0).astype(int)])
     logistic = sk.LogisticRegression().fit(X, y)
@@ -437,3 +442,89 @@ def test_metric_refuses_predictions_of_another_shape():
     with pytest.raises(lossdsl.LossShapeError, match="one label and one score per sample"):
         metric("mse")(y, np.column_stack([y, y, y]))
     assert metric("mse")(y, y[:, None] + 1.0) == pytest.approx(1.0)  # a column is a vector
+
+
+# ---------------------------------------------------------------------------- fitting
+def _scaled_problem():
+    """Columns of scales 10, 1e4, 100 and 1e-3, each offset by 3 of its scales."""
+    rng = np.random.default_rng(4)
+    n, scale = 500, np.array([10, 1e4, 100, 1e-3])
+    X = rng.normal(size=(n, 4)) * scale + 3 * scale
+    return X, scale, rng
+
+
+def test_features_of_very_different_scales_reach_the_optimum():
+    """L-BFGS-B reported success on its objective-change stop with the 1e-3 column's
+    coefficient at -0.027 (the ridge's is -6.94), and Newton-CG on its step test after one
+    iteration with a 1e10 column: both now solve standardised features, and every fit's
+    gradient is checked. Against the closed-form ridge, with warnings as errors."""
+    X, scale, rng = _scaled_problem()
+    n = X.shape[0]
+    y = (X / scale) @ rng.normal(size=4) + rng.normal(size=n)
+    huge = X.copy()
+    huge[:, 1] *= 1e6
+    for features, solvers in ((X, ("lbfgs", "newton-cg")), (huge, ("newton-cg",))):
+        A = np.c_[features, np.ones(n)]
+        exact = np.linalg.solve(A.T @ A / n + np.diag([1e-4] * 4 + [0]), A.T @ y / n)
+        for solver in solvers:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                model = LossRegressor(alpha=1e-4, solver=solver).fit(features, y)
+            assert relative(np.r_[model.coef_, model.intercept_], exact) < 1e-6, solver
+
+
+def test_classifier_on_features_of_very_different_scales_matches_newtons_method():
+    """With one column of scale 1e10 next to one of 1e-3, L-BFGS-B's probabilities were off
+    by 0.49 (now: its tol, 1e-6)."""
+    X, scale, rng = _scaled_problem()
+    n = X.shape[0]
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X / scale) @ [1.0, -1.0, 0.5, 2.0]))).astype(int)
+    X[:, 1] *= 1e6
+    A = np.c_[X, np.ones(n)]
+    penalty = np.diag([1e-4] * 4 + [0])
+    w = np.zeros(5)
+    for _ in range(30):  # Newton's method on the penalised mean log-loss
+        p = 1 / (1 + np.exp(-A @ w))
+        hessian = (A * (p * (1 - p))[:, None]).T @ A / n + penalty
+        w -= np.linalg.solve(hessian, A.T @ (p - y) / n + penalty @ w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = LossClassifier(alpha=1e-4).fit(X, y)
+    np.testing.assert_allclose(model.predict_proba(X)[:, 1], 1 / (1 + np.exp(-A @ w)),
+                               atol=1e-5)
+
+
+def test_a_loss_flat_at_the_zero_start_is_fitted_from_a_constant():
+    """msle's max(p, eps) has no gradient at the start (zero scores): L-BFGS-B stopped at
+    once, with coefficients 0, and predict gave 32768, the middle of a bracket of labels
+    all with gradient 0. Now the fit starts from the best constant score (the result is
+    Nelder-Mead's), and a score where the loss is flat has no label-scale prediction."""
+    rng = np.random.default_rng(24)
+    X = rng.normal(size=(200, 2))
+    y = np.exp(0.5 * X[:, 0] + 1 + 0.3 * rng.normal(size=200))
+    model = LossRegressor("msle", alpha=1e-3, tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(model.coef_, [1.07887, 0.05832], rtol=1e-4)
+    assert model.intercept_ == pytest.approx(3.10496, rel=1e-4)
+    np.testing.assert_allclose(model.predict(X[:5]), model.predict_raw(X[:5]), rtol=1e-9)
+    with pytest.raises(lossdsl.LossError, match="implies no label-scale prediction for row 1"):
+        model.predict(np.array([[1.0, 0.0], [-20.0, 0.0]]))
+
+
+def test_decision_function_favours_classes_1_whatever_the_class_values():
+    """With class_values=(1, 0) the loss's score is a logit of classes_[0]: roc_auc read
+    decision_function as classes_[1]'s and gave 1 - AUC."""
+    from sklearn.metrics import get_scorer, roc_auc_score
+
+    rng = np.random.default_rng(22)
+    X = rng.normal(size=(300, 2))
+    y = (X[:, 0] + rng.logistic(size=300) > 0).astype(int)
+    auc = get_scorer("roc_auc")
+    expected = roc_auc_score(y, X[:, 0])
+    for loss, values in (("bce_logits", (0, 1)), ("bce_logits", (1, 0)),
+                         ("hinge", (-1, 1)), ("hinge", (1, -1))):
+        model = LossClassifier(loss, alpha=1e-3, class_values=values).fit(X, y)
+        assert auc(model, X, y) == pytest.approx(expected, abs=0.01), (loss, values)
+        score = model.decision_function(X)
+        assert np.array_equal(model.predict(X), model.classes_[(score > 0).astype(int)])
+        if loss == "bce_logits":
+            np.testing.assert_allclose(model.predict_proba(X)[:, 1], 1 / (1 + np.exp(-score)))
