@@ -2017,7 +2017,7 @@ def test_robust_and_tweedie_losses_at_their_extremes():
     cauchy = compiled("cauchy(y, p)")
     far = np.array([1e300, 1e100])
     np.testing.assert_allclose(cauchy(y=np.zeros(2), p=far), np.log(far), rtol=1e-15)
-    np.testing.assert_allclose(cauchy.hessian("p", y=np.zeros(2), p=far), -1.0 / far**2,
+    np.testing.assert_allclose(cauchy.hessian("p", y=np.zeros(2), p=far), -(1.0 / far) ** 2,
                                rtol=1e-12)
 
 
