@@ -396,11 +396,7 @@ class _Gradient(_Transformable):
             return (None,) * (4 + len(spec.call.names))
         wanted = tuple(name for name, needs in zip(spec.call.names, ctx.needs_input_grad[4:])
                        if needs)
-        tensors = _restored_inputs(ctx)
-        module = ctx.module
-        module._check_second_order(spec.compiled, spec.name,
-                                   module._ranks(dict(zip(spec.call.names, tensors))),
-                                   ctx.weighted, wanted)
+        tensors = _second_order_inputs(ctx, wanted)
         gradients = {}
         if spec.name in wanted:
             # through a Function: the kernel reads plain tensors under torch.func transforms
@@ -417,15 +413,23 @@ class _Gradient(_Transformable):
         # mixed second derivative, which the check refuses
         spec = ctx.spec
         moving = tuple(name for name, t in zip(spec.call.names, tangents[4:]) if t is not None)
-        tensors = _restored_inputs(ctx)
-        module = ctx.module
-        module._check_second_order(spec.compiled, spec.name,
-                                   module._ranks(dict(zip(spec.call.names, tensors))),
-                                   ctx.weighted, moving)
+        tensors = _second_order_inputs(ctx, moving)
         if spec.name not in moving:
             return torch.zeros_like(tensors[spec.call.names.index(spec.name)])
         hessian = _computed(_Hessian, spec, _restored_weight(ctx), *tensors)
         return hessian * tangents[4 + spec.call.names.index(spec.name)]
+
+
+def _second_order_inputs(ctx: Any, differentiated: tuple[str, ...]) -> list[Any]:
+    """The inputs a :class:`_Gradient` saved, once the derivative of its gradient with
+    respect to ``differentiated`` (a backward's wanted inputs, a jvp's moving ones) is
+    checked to be the diagonal Hessian alone."""
+    spec, module = ctx.spec, ctx.module
+    tensors = _restored_inputs(ctx)
+    module._check_second_order(spec.compiled, spec.name,
+                               module._ranks(dict(zip(spec.call.names, tensors))),
+                               ctx.weighted, differentiated)
+    return tensors
 
 
 @_with_eager_twin
@@ -689,17 +693,13 @@ class TorchLoss(torch.nn.Module):
         check_per_sample(summed, ranks)
         tangent = None
         for name, t in moving.items():
-            facts = self._second_order(summed, name, ranks, ctx.weighted)
-            if facts.sample_axis is None or facts.axes[:1] != (facts.sample_axis,):
-                raise LossError(f"forward mode (torch.func.jvp, jacfwd) of reduction='none' "
-                                f"needs inputs with one row per sample; '{name}' has none: "
-                                "use reduction 'mean' or 'sum'")
+            self._check_rows_per_sample(summed, name, ranks, ctx.weighted,
+                                        ctx.value_dim == 2, "forward mode (torch.func.jvp, "
+                                        "jacfwd)", tuple(tensors[call.names.index(name)].shape))
             gradient = _computed(_Gradient, self, _GradientSpec(summed, name, call), None,
                                  weight, *tensors)
             product = gradient * t
-            if ctx.value_dim == 2:  # one value per sample and class: entry by entry
-                check_per_entry(facts, name)
-            elif product.dim() > 1:  # the sample's entries of its row
+            if ctx.value_dim != 2 and product.dim() > 1:  # the sample's entries of its row
                 product = product.reshape(product.shape[0], -1).sum(1)
             tangent = product if tangent is None else tangent + product
         if tangent is None:  # only the (never differentiated) weights moved
@@ -732,19 +732,30 @@ class TorchLoss(torch.nn.Module):
         check_per_sample(summed, ranks)  # torch.func transform the tensors have no storage
         for name in ctx.wrt:
             x = tensors[call.names.index(name)]
-            facts = self._second_order(summed, name, ranks, ctx.weighted)
-            if grad_output.dim() == 2:
-                check_per_entry(facts, name)
-            if facts.sample_axis is None or facts.axes[:1] != (facts.sample_axis,):
-                raise LossError(f"the backward pass of reduction='none' under create_graph="
-                                f"True or a torch.func transform needs inputs with one row "
-                                f"per sample; '{name}' has none (shape {tuple(x.shape)}): use "
-                                f"reduction 'mean' or 'sum', or a plain backward()")
+            self._check_rows_per_sample(summed, name, ranks, ctx.weighted,
+                                        grad_output.dim() == 2, "the backward pass "
+                                        "(create_graph=True or a torch.func transform)",
+                                        tuple(x.shape), " or a plain backward()")
             gradient = _apply(_Gradient, self, _GradientSpec(summed, name, call), None, weight,
                               *tensors)
             v = grad_output.reshape(grad_output.shape + (1,) * (x.dim() - grad_output.dim()))
             gradients[name] = v * gradient
         return gradients
+
+    def _check_rows_per_sample(self, summed: CompiledLoss, name: str, ranks: dict[str, int],
+                               weighted: bool, per_entry: bool, pass_: str,
+                               shape: tuple[int, ...], instead: str = "") -> None:
+        """Refuse a per-sample derivative of reduction="none" (a vector-Jacobian product
+        autograd differentiates again, or a jvp) that the gradient of the summed loss does
+        not give: ``name`` without one row per sample, or (``per_entry``: one value per
+        sample and class) with entries coupled within a row. ``pass_`` names the pass."""
+        facts = self._second_order(summed, name, ranks, weighted)
+        if per_entry:
+            check_per_entry(facts, name)
+        if facts.sample_axis is None or facts.axes[:1] != (facts.sample_axis,):
+            raise LossError(f"{pass_} of reduction='none' needs inputs with one row per "
+                            f"sample; '{name}' has none (shape {shape}): use reduction "
+                            f"'mean' or 'sum'{instead}")
 
     def _ranks(self, values: Mapping[str, Any]) -> dict[str, int]:
         """Each input's rank as the kernels bind it (a per-class vector (K,) is one row)."""

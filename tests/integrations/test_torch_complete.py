@@ -124,6 +124,9 @@ def test_mixed_and_third_derivatives_are_refused():
     values = per_sample(y=y.detach(), p=p.detach(), c=c)
     with pytest.raises(lossdsl.LossError, match="one row per sample"):
         torch.autograd.grad(values.sum(), c, create_graph=True)
+    with pytest.raises(lossdsl.LossError, match=r"forward mode .* one row per sample; 'c'"):
+        torch.func.jvp(lambda c: per_sample(y=y.detach(), p=p.detach(), c=c),
+                       (c.detach(),), (torch.ones((), dtype=torch.float64),))
 
 
 def test_repr_shows_the_formula():
