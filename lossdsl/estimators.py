@@ -318,12 +318,14 @@ class _LossEstimator(BaseEstimator):
                       | set(self._sources("decision").values()))
 
     def _take_rows(self, X: Any, metadata: Mapping[str, Any], reset: bool,
-                   needed: list[str]) -> tuple[Any, dict[str, np.ndarray]]:
+                   needed: list[str], eval_index: int | None = None,
+                   ) -> tuple[Any, dict[str, np.ndarray]]:
         """(the features, {source: per-row values}) of X and keyword metadata.
 
         A source is taken from the keyword arguments when given there, else from the column
         of that name of a DataFrame X. Every column named as a source is left out of the
-        features, whether or not this call needs it.
+        features, whether or not this call needs it. ``eval_index``: X is
+        ``eval_set[eval_index]``'s (its per-row values come from its columns alone).
         """
         allowed = self._all_sources()
         unknown = sorted(k for k in metadata if k not in allowed)
@@ -396,6 +398,12 @@ class _LossEstimator(BaseEstimator):
                 if source in metadata:
                     values[source] = _per_row(metadata[source], source, n)
         missing = [s for s in needed if s not in values]
+        if missing and eval_index is not None:
+            raise LossError(
+                f"eval_set[{eval_index}] has no per-row values for "
+                f"{', '.join(map(repr, missing))}: a validation set's per-row values come from "
+                "the columns of its own DataFrame (keyword arguments of fit give the training "
+                f"rows'), e.g. eval_set=[(X_valid.assign({missing[0]}=values), y_valid)]")
         if missing:
             where = ("a column of the DataFrame X or a keyword argument" if columns is not None
                      else "a keyword argument (X is not a DataFrame)")
@@ -506,8 +514,17 @@ class _LossEstimator(BaseEstimator):
             except (TypeError, ValueError):
                 raise LossError("eval_set must be a list of (X, y) pairs") from None
             labels = self._loss_labels(self._encode_more(y_eval))
+            missing = np.flatnonzero(np.isnan(labels.reshape(len(labels), -1)).any(axis=1))
+            if missing.size:
+                raise LossError(f"eval_set[{index}]: {missing.size} label(s) are NaN (the "
+                                f"first at row {missing[0]}): the validation loss would be "
+                                "NaN; drop those rows (or fill their labels)")
             features, values = self._take_rows(X_eval, {}, False,
-                                               sorted(set(self._input_sources.values())))
+                                               sorted(set(self._input_sources.values())),
+                                               eval_index=index)
+            if features.shape[0] != len(labels):
+                raise ValueError(f"eval_set[{index}]: X has {features.shape[0]} rows but y "
+                                 f"has {len(labels)}")
             evals.append((f"validation_{index}", features, labels,
                           self._objective(values, labels)))
         return evals
@@ -1415,6 +1432,11 @@ def _per_row(value: Any, source: str, n: int) -> np.ndarray:
         raise LossShapeError(f"per-row values {source!r} have shape {array.shape}; expected "
                              f"one value (or one row of values) per row of X: ({n},) or "
                              f"({n}, K)")
+    if np.isnan(np.sum(array)):  # the sum first: one pass, no array
+        rows = np.flatnonzero(np.isnan(array.reshape(n, -1)).any(axis=1))
+        raise LossError(f"per-row values {source!r} are NaN on {rows.size} row(s) (the first "
+                        f"at row {rows[0]}): there is no loss to learn or score there; fill them "
+                        "or drop those rows")
     return array
 
 

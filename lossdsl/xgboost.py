@@ -274,6 +274,31 @@ def _edit_leaves(booster: xgb.Booster, edits: Mapping[int, np.ndarray],
     return edited
 
 
+def _categories(booster: xgb.Booster) -> Any:
+    """The model's categorical encodings (its JSON's ``cats``): the training data's
+    categories, by which XGBoost re-codes a DataFrame's categorical columns at prediction
+    time."""
+    return json.loads(bytes(booster.save_raw("json")))["learner"]["gradient_booster"][
+        "model"].get("cats")
+
+
+def _slice(booster: xgb.Booster, begin: int, end: int, categories: Any) -> xgb.Booster:
+    """``booster[begin:end]`` predicting as the whole model does. XGBoost's slice (3.2) drops
+    the categorical encodings, so a slice codes a DataFrame's categories by the order its
+    own dtype lists them in, not by the training data's: a frame whose categories are listed
+    in another order reaches other leaves, silently. ``categories``: the whole model's
+    (from :func:`_categories`), put back into the slice; None where it has none."""
+    sliced = booster[begin:end]
+    if not categories:
+        return sliced
+    model = json.loads(bytes(sliced.save_raw("json")))
+    model["learner"]["gradient_booster"]["model"]["cats"] = categories
+    restored = xgb.Booster()
+    restored.load_model(bytearray(json.dumps(model).encode()))
+    restored.load_config(sliced.save_config())
+    return restored
+
+
 #: Training rows from which leaf indices come from XGBoost's cached margins (pred_leaf below).
 _MARGIN_ROWS = 10_000
 
@@ -474,6 +499,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
 
     edits: dict[int, np.ndarray] = {}
     rounds = 0
+    categories = None  # the model's categorical encodings, read after the first tree
     # leaf indices from the cached margins pay off from about 10,000 rows: pred_leaf costs
     # ~45 ns a row (1.8 ms at 40,000), the margins' copy, the tree's JSON and pred_leaf on
     # the rows of equal-valued leaves ~0.5 ms a tree (measured: 0.91x -> 0.82x the
@@ -487,14 +513,19 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         rounds = iteration + 1
         if iteration == 0:
             do_refit = use_refit(refit, objective)
+            categorical = "c" in (train_set.feature_types or ())
+            categories = _categories(booster) if categorical else None
         # the round's trees as a model of their own, made only where needed: XGBoost's
         # slice costs ~0.7 ms (measured at 3,000 rows: more than the round's tree)
         sliced: list[xgb.Booster] = []
         cache: list[list[dict[str, Any]]] = []
 
-        def tree(sliced: list = sliced, iteration: int = iteration) -> xgb.Booster:
+        def tree(sliced: list = sliced, iteration: int = iteration,
+                 categories: Any = categories if entries else None) -> xgb.Booster:
             if not sliced:
-                sliced.append(booster[iteration:iteration + 1])
+                # the training rows' categories are coded as the model's; another set's
+                # need the model's encodings back in the slice
+                sliced.append(_slice(booster, iteration, iteration + 1, categories))
             return sliced[0]
 
         def library_values(t: int, count: int | None = None, tree: Callable = tree,
@@ -536,7 +567,7 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         booster = _edit_leaves(booster, edits, offsets)
     stopping = bool(tracker.sets) and early_stopping_rounds is not None
     if stopping and tracker.best_round + 1 < rounds:  # evals alone only watch (xgb.train)
-        booster = booster[: tracker.best_round + 1]
+        booster = _slice(booster, 0, tracker.best_round + 1, categories)
     if stopping:
         booster.set_attr(best_iteration=str(tracker.best_round),
                          best_score=str(tracker.best_value))

@@ -1083,6 +1083,11 @@ class EvalTracker:
         value = math.nan
         for name, labels, weights, scores, objective, container in self.sets:
             value = objective.value(labels, scores, weights, container=container)
+            if math.isnan(value):  # NaN compares False: round 1 would stay "best", silently
+                raise LossError(
+                    f"the loss on evaluation set {name!r} is NaN after round "
+                    f"{round_index + 1}: a NaN label or per-row input among its rows, or "
+                    "scores outside the loss's domain; fill or drop those rows")
             self.history[name][self.metric_name(objective)].append(value)
         if not self.sets:
             return False

@@ -442,6 +442,70 @@ def test_an_eval_set_without_early_stopping_only_watches(data, kind):
     np.testing.assert_array_equal(watched.predict_raw(valid), plain.predict_raw(valid))
 
 
+def _categorical_rows(n: int, listed: list[str], rng: np.random.Generator):
+    """A frame with a numeric and a categorical column whose dtype lists its categories in
+    the order ``listed``, and labels that depend on the category (a, b, c, d: 0, 3, 6, 9)."""
+    names = rng.choice(["a", "b", "c", "d"], n)
+    frame = pd.DataFrame({"x": rng.normal(size=n),
+                          "k": pd.Categorical(names, categories=listed)})
+    codes = pd.Categorical(names, categories=["a", "b", "c", "d"]).codes
+    return frame, frame.x.to_numpy() + 3.0 * codes + 0.3 * rng.normal(size=n)
+
+
+def test_xgboost_validation_categories_listed_in_another_order():
+    """A validation frame whose categorical dtype lists the categories in another order
+    than the training frame's is the same data: XGBoost re-codes it by the model's
+    categories. The per-round slices (validation leaves) and the early-stopping cut lost
+    those categories (XGBoost 3.2's slice drops them): the recorded validation MAE was 5.57
+    for a true 2.27, training stopped after 1 round, and the cut model predicted other
+    leaves for the frame (9.3 off)."""
+    rng = np.random.default_rng(0)
+    X, y = _categorical_rows(600, ["a", "b", "c", "d"], rng)
+    reordered, valid_y = _categorical_rows(200, ["d", "c", "b", "a"], rng)
+    same = reordered.assign(k=pd.Categorical(np.asarray(reordered.k),
+                                             categories=["a", "b", "c", "d"]))
+    fitted = [XGBLossRegressor("mae", n_estimators=60, learning_rate=0.3,
+                               early_stopping_rounds=4, **XGB).fit(X, y,
+                                                                   eval_set=[(valid, valid_y)])
+              for valid in (reordered, same)]
+    rounds = [m.booster_.num_boosted_rounds() for m in fitted]
+    assert rounds[0] == rounds[1] > 5
+    histories = [m.booster_.lossdsl_evals["validation_0"]["lossdsl"] for m in fitted]
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-12)
+    for model in fitted:
+        # the recorded loss of the kept model is its MAE on the validation rows
+        mae = np.mean(np.abs(model.predict(reordered) - valid_y))
+        assert min(histories[0]) == pytest.approx(mae, rel=1e-5)
+        np.testing.assert_array_equal(model.predict(reordered), model.predict(same))
+
+
+def test_eval_set_rows_are_checked_like_training_rows(data):
+    """A NaN label or per-row value in a validation set gives a NaN validation loss, which
+    never counts as an improvement: early stopping kept round 1, silently (XGBoost raised
+    its own C++ error for the label); a validation set's missing per-row column was told to
+    come by keyword, and a length mismatch blamed rows=."""
+    X, y, _ = data
+    train, valid = X.iloc[:160], X.iloc[160:].copy()
+    valid.iloc[5, valid.columns.get_loc("clv")] = np.nan
+    for make in (XGBLossClassifier, LGBMLossClassifier):
+        model = make(CHURN, inputs={"clv": "clv"}, n_estimators=10, early_stopping_rounds=3)
+        with pytest.raises(lossdsl.LossError, match=r"'clv' are NaN on 1 row\(s\) \(the first at "
+                                                    r"row 5\)"):
+            model.fit(train, y[:160], eval_set=[(valid, y[160:])])
+    counts = np.arange(80.0)
+    counts[3] = np.nan
+    regressor = XGBLossRegressor("mae", n_estimators=5, **XGB)
+    with pytest.raises(lossdsl.LossError, match=r"eval_set\[0\]: 1 label\(s\) are NaN"):
+        regressor.fit(train[["x0"]], y[:160], eval_set=[(X.iloc[160:][["x0"]], counts)])
+    model = XGBLossClassifier(CHURN, inputs={"clv": "clv"}, n_estimators=3, **XGB)
+    with pytest.raises(lossdsl.LossError, match=r"eval_set\[0\] has no per-row values for "
+                                                r"'clv'.*columns of its own DataFrame"):
+        model.fit(train[["x0", "x1"]], y[:160], clv=train.clv,
+                  eval_set=[(X.iloc[160:][["x0", "x1"]], y[160:])])
+    with pytest.raises(ValueError, match=r"eval_set\[0\]: X has 80 rows but y has 77"):
+        model.fit(train, y[:160], eval_set=[(X.iloc[160:], y[160:-3])])
+
+
 def test_a_keyword_series_in_another_order_than_x_is_refused(data):
     X, y, _ = data
     clv = X.clv

@@ -532,3 +532,20 @@ def test_leaves_from_changes_resolves_only_clear_matches():
     leaves, unresolved = leaves_from_changes(np.array([0.5 + 1e-7, 0.5 + 1e-4]), values, 10.0,
                                              np.float32)
     assert unresolved.tolist() == [False, True] and leaves[0] == 0
+
+
+def test_a_nan_validation_loss_is_an_error_not_a_best_round():
+    """NaN compares False, so a validation loss of NaN (here a NaN per-row cost among the
+    validation rows) never improved on round 1: early stopping silently kept one tree."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 2))
+    y = X[:, 0] + rng.normal(size=300)
+    cost = rng.uniform(1.0, 2.0, size=300)
+    cost[250] = np.nan
+    train, valid = xgb.DMatrix(X[:200], y[:200]), xgb.DMatrix(X[200:], y[200:])
+    text = "cost*abs(y - p)"
+    objective = lx.objective(text, inputs={"cost": cost[:200]}, rows=train)
+    scorer = lx.objective(text, inputs={"cost": cost[200:]}, rows=valid)
+    with pytest.raises(lossdsl.LossError, match="evaluation set 'valid' is NaN after round 1"):
+        lx.train(objective, XGB_PARAMS, train, 10, evals=[("valid", valid, scorer)],
+                 early_stopping_rounds=3)
