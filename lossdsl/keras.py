@@ -15,9 +15,10 @@ exactly as for its built-in losses.
 * **PyTorch backend**: :mod:`lossdsl.torch`, an autograd Function over the Numba kernels.
 * **TensorFlow backend**: the Numba kernels on the host through ``tf.numpy_function``, with
   a ``tf.custom_gradient`` whose gradient is the summed loss's gradient kernel weighted by the
-  incoming per-sample gradients (the vector-Jacobian product, exact also where samples are
-  coupled). It runs eagerly and in ``tf.function`` graphs, not under XLA: a model compiled
-  with ``jit_compile=True`` (Keras' ``"auto"`` picks it on a GPU) gets a
+  incoming per-sample gradients (the vector-Jacobian product of
+  :func:`lossdsl.backward.vector_jacobian`, as on the PyTorch backend: exact also where
+  samples are coupled). It runs eagerly and in ``tf.function`` graphs, not under XLA: a model
+  compiled with ``jit_compile=True`` (Keras' ``"auto"`` picks it on a GPU) gets a
   :class:`~lossdsl.LossError` saying to compile with ``jit_compile=False``. Tensors on a GPU
   are copied to the host for the kernels and back.
 * Any other backend: refused with a :class:`~lossdsl.LossError`.
@@ -34,10 +35,18 @@ kernels' (both divide a weighted sum by the number of values; Keras'
 ``"mean_with_sample_weight"`` divides by the sum of the weights instead). A weight per
 sample ``(N,)`` of ``(N, K)`` outputs weighs each of its row's entries, so that
 ``"sum_over_batch_size"`` and ``"mean_with_sample_weight"`` give what Keras' built-in losses
-give. On the PyTorch
-backend an elementwise loss of ``(N, K)`` outputs takes Keras' ``(N, K)`` incoming gradients
-entry by entry (lossdsl.torch); a loss whose entries a row reduction couples is refused there
-with a LossError (on TensorFlow too).
+give.
+
+On the PyTorch and TensorFlow backends the gradient is exact, as on JAX, for a loss per
+row of ``(N, K)`` outputs (``dice_rows``, Keras' ``Dice(axis=-1)``;
+``tversky_rows``; ``generalized_dice_rows``, whose rows the batch's mean also couples); a
+batch-level loss, one number for the whole batch (``dice``, Keras' ``Dice()``; ``tversky``),
+whose gradient is scaled by Keras' incoming gradient, and a batch term added to per-sample
+values (counted as many times as the incoming gradients sum to); an elementwise loss of
+``(N, K)`` outputs, which takes Keras' ``(N, K)`` incoming gradients entry by entry; and
+values per entry that a row reduction couples (``-y * log_softmax(z)``), through the
+gradient of the loss times those incoming gradients, summed (a kernel compiled when first
+needed).
 
 The loss serialises with ``get_config``/``from_config`` (the loss text, params, name and
 reduction) and through ``keras.saving`` (registered as ``lossdsl>Loss``).
@@ -67,9 +76,15 @@ except ModuleNotFoundError as error:  # an optional dependency, or its backend m
 
 import numpy as np
 
+from .api import CompiledLoss, loss_from_text
 from .api import Loss as LossDefinition
-from .api import loss_from_text
-from .backward import check_per_entry, check_per_sample, second_order
+from .backward import (
+    entries_apart,
+    has_batch_term,
+    second_order,
+    upstream_weighted,
+    vector_jacobian,
+)
 from .binding import param_value
 from .errors import LossError
 from .roles import positional_inputs
@@ -219,14 +234,25 @@ class _TensorFlowValues:
     """``f(y_true, y_pred)`` on Keras' TensorFlow backend: per-sample values from the Numba
     kernels (``tf.numpy_function``), differentiated by ``tf.custom_gradient`` through the
     summed loss's gradient kernel with the incoming gradients as sample weights (see the
-    module's documentation). What can be refused is refused when the function is traced,
-    from the ranks alone, rather than when a step runs."""
+    module's documentation). How the backward pass takes the incoming gradients (a batch
+    term, entries a row reduction couples) is found when the function is traced, from the
+    ranks alone, rather than when a step runs."""
 
     def __init__(self, definition: LossDefinition, params: Mapping[str, float],
                  roles: tuple[str, ...]) -> None:
         self.values = definition.compile("parallel", "none", params)
         self.summed = definition.compile("parallel", "sum", params)
         self.roles = roles
+        self.definition, self.params = definition, params
+        self._weighted: CompiledLoss | None = None
+
+    def upstream_weighted(self) -> CompiledLoss:
+        """The loss times the incoming gradients, reduction "sum"
+        (:func:`lossdsl.backward.upstream_weighted`), made when first needed."""
+        if self._weighted is None:
+            self._weighted = upstream_weighted(self.definition).compile(
+                "parallel", "sum", self.params)
+        return self._weighted
 
     def __call__(self, y_true: Any, y_pred: Any) -> Any:
         import tensorflow as tf
@@ -235,14 +261,14 @@ class _TensorFlowValues:
         target, prediction = self.roles
         ranks = {target: len(y_true.shape), prediction: len(y_pred.shape)}
         axes = self.values.specialization(ranks).objective.value.axes or ()
-        # which inputs get a gradient, refused now if it could not be exact
+        # which inputs get a gradient, and how (found from the ranks when traced)
         wrt = [name for name, tensor in zip(self.roles, (y_true, y_pred))
                if tensor.dtype.is_floating and name not in self.values.constant_inputs()]
-        if wrt:
-            check_per_sample(self.summed, ranks)
-        if len(axes) == 2:
-            for name in wrt:
-                check_per_entry(second_order(self.summed, name, ranks, False), name)
+        batch_term = bool(wrt) and has_batch_term(self.summed, ranks)
+        weighted = None  # values per entry coupled within a row: the incoming ones an input
+        if len(axes) == 2 and not all(entries_apart(second_order(self.summed, name, ranks,
+                                                                 False)) for name in wrt):
+            weighted = self.upstream_weighted()
         shape = tf.TensorShape([None] * len(axes)).merge_with(y_pred.shape[:len(axes)]) if (
             len(y_pred.shape) >= len(axes)) else tf.TensorShape([None] * len(axes))
 
@@ -250,14 +276,11 @@ class _TensorFlowValues:
             values = self.values(**{target: _kernel_array(true), prediction: _kernel_array(pred)})
             return np.asarray(values, dtype=pred.dtype)
 
-        def vector_jacobian(name: str, true: np.ndarray, pred: np.ndarray,
-                            upstream: np.ndarray) -> np.ndarray:
+        def backward(name: str, true: np.ndarray, pred: np.ndarray,
+                     upstream: np.ndarray) -> np.ndarray:
             arrays = {target: _kernel_array(true), prediction: _kernel_array(pred)}
-            upstream = _kernel_array(upstream)
-            if upstream.ndim == 1:  # d(sum_i u_i l_i): the incoming gradients as weights
-                gradient = self.summed.grad(name, sample_weight=upstream, **arrays)
-            else:  # entry by entry (checked above), or one value for the whole batch
-                gradient = self.summed.grad(name, **arrays) * upstream
+            (gradient,) = vector_jacobian(self.summed, (name,), _kernel_array(upstream), None,
+                                          arrays, {}, batch_term, weighted=weighted).values()
             dtype = (true if name == target else pred).dtype
             return np.asarray(gradient, dtype=dtype)
 
@@ -273,7 +296,7 @@ class _TensorFlowValues:
                         gradients.append(None)
                         continue
                     computed = tf.numpy_function(
-                        lambda t, p, u, name=name: vector_jacobian(name, t, p, u),
+                        lambda t, p, u, name=name: backward(name, t, p, u),
                         [true, pred, upstream], tensor.dtype, stateful=False)
                     computed.set_shape(tensor.shape)
                     gradients.append(computed)

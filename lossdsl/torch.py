@@ -15,10 +15,18 @@ target (through ``__cuda_array_interface__``) when that target is available.
 
 With ``reduction="none"`` the forward pass returns per-sample values and the backward pass
 runs one gradient kernel with the incoming per-sample gradients as sample weights (the
-vector-Jacobian product of a per-sample loss), so it needs no second-order autograd either.
-A loss with one value per sample and class (``bce_logits`` on (N, K) multi-label rows) takes
-(N, K) incoming gradients, entry by entry, where each value depends on its own entry of the
-input alone (refused where a row reduction couples them).
+vector-Jacobian product of a per-sample loss, exact also where the samples are coupled), so
+it needs no second-order autograd either. A batch term (a regulariser such as
+``0.1*l2(w)``), which every sample's value carries, counts as many times as the incoming
+gradients sum to; a loss that is one number for the whole batch (``dice``) returns a 0-d
+tensor whose gradient is scaled. A loss with one value per sample and class (``bce_logits``
+on (N, K) multi-label rows) takes (N, K) incoming gradients, entry by entry where each value
+depends on its own entry of the input alone, and otherwise (a row reduction couples them:
+``-y * log_softmax(z)``) through the gradient of the loss times them, summed (a second
+kernel, compiled when first needed). A batch of incoming gradients
+(``autograd.grad(..., is_grads_batched=True)``,
+``autograd.functional.jacobian(..., vectorize=True)``) runs one such backward pass per row,
+for every reduction.
 
 Second derivatives (``torch.autograd.grad(..., create_graph=True)`` followed by a backward
 pass through the gradient: gradient penalties, Hessian-vector products, ``gradgradcheck``)
@@ -27,7 +35,9 @@ elementwise in the input (each entry of the gradient depends on the same entry o
 only: ``huber``, ``bce_logits``, ``quantile``, regularisers such as ``l1(w)``); where entries
 are coupled (a softmax over classes, a batch-level sum such as Dice) or a mixed derivative
 of two inputs would be needed, the second backward pass raises :class:`lossdsl.LossError`
-instead of returning a partial Hessian. Third derivatives are not available.
+instead of returning a partial Hessian; so does a second derivative (or a jvp) of
+``reduction="none"`` with a batch term, or with entries a row reduction couples. Third
+derivatives are not available.
 
 ``torch.func`` transforms take the loss too: ``grad``, ``vjp``, ``jacrev`` (twice, for a
 Hessian as above) and ``vmap``, which runs one kernel call per slice (each slice a loss of
@@ -53,7 +63,16 @@ import numpy as np
 import torch
 
 from .api import CompiledLoss, Loss
-from .backward import SecondOrder, check_per_entry, check_per_sample, second_order
+from .backward import (
+    SecondOrder,
+    check_per_entry,
+    check_per_sample,
+    entries_apart,
+    has_batch_term,
+    second_order,
+    upstream_weighted,
+    vector_jacobian,
+)
 from .binding import coerce_loss, param_value
 from .errors import LossError, LossNameError, did_you_mean
 from .roles import positional_inputs
@@ -315,7 +334,7 @@ class _FusedLoss(_Transformable):
             gradients = module._differentiable_gradients(ctx, grad_output)
         elif module.reduction == "none":
             ctx.saved_tensors  # noqa: B018 -- raises if an input was changed in place since
-            gradients = module._vector_jacobian(ctx, grad_output)
+            gradients = _each_cotangent(module._vector_jacobian, ctx, grad_output)
         else:
             gradients = {name: grad_output * g for name, g in ctx.gradients.items()}
         # Gradients take their input's dtype (a float32 input met by float64 ones is
@@ -462,6 +481,29 @@ def _third_derivative() -> None:
                     "is the symbolic Hessian): a third derivative was asked for")
 
 
+def _each_cotangent(vector_jacobian: Any, ctx: Any, grad_output: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+    """``vector_jacobian(ctx, grad_output)``, also for a batch of incoming gradients:
+    ``autograd.grad(..., is_grads_batched=True)`` (and ``autograd.functional.jacobian(...,
+    vectorize=True)``) runs the backward pass once under autograd's own vmap, with a batched
+    tensor the kernels cannot read. Its rows are taken out of the batch, each goes through
+    the kernels as an unbatched backward pass would, and the results go back into it."""
+    if not torch._C._functorch.is_legacy_batchedtensor(grad_output):
+        return vector_jacobian(ctx, grad_output)
+    # the batch's level is the innermost one of autograd's vmap: the level a new one would
+    # get, less one (the batch size is read from the tensor where it is batched at it)
+    level = torch._C._vmapmode_increment_nesting() - 1
+    torch._C._vmapmode_decrement_nesting()
+    rows = torch._remove_batch_dim(grad_output, level, 1, 0)
+    if torch._C._functorch.is_legacy_batchedtensor(rows):
+        raise LossError("the backward pass of reduction='none' takes one batch of incoming "
+                        "gradients (autograd.grad(..., is_grads_batched=True)), not a batch "
+                        "of batches: loop over the outer one")
+    gradients = [vector_jacobian(ctx, row) for row in rows]
+    return {name: torch._add_batch_dim(torch.stack([g[name] for g in gradients]), 0, level)
+            for name in gradients[0]} if gradients else {}
+
+
 class TorchLoss(torch.nn.Module):
     """A compiled lossdsl loss as a ``torch.nn.Module``: call it with tensors, get a tensor.
 
@@ -498,7 +540,9 @@ class TorchLoss(torch.nn.Module):
         self._cpu = loss.compile(target, reduction, self.params)
         self._cuda: CompiledLoss | None = None
         self._summed: dict[bool, CompiledLoss] = {}
+        self._weighted: dict[bool, CompiledLoss] = {}
         self._second: dict[tuple, SecondOrder] = {}
+        self._batch_terms: dict[tuple, bool] = {}
         # forward's fast path: per call form (positional count, keyword names), where each
         # input comes from (a position or a keyword); per dtype, the usual call's _Call
         self._slots: dict[tuple, tuple[int | str, ...]] = {}
@@ -540,6 +584,17 @@ class TorchLoss(torch.nn.Module):
             summed = self.definition.compile("cuda" if cuda else self.target, "sum", self.params)
             self._summed[cuda] = summed
         return summed
+
+    def _upstream_weighted(self, cuda: bool) -> CompiledLoss:
+        """The loss times the incoming gradients, reduction "sum"
+        (:func:`lossdsl.backward.upstream_weighted`): the backward pass of reduction "none"
+        for values per sample and class that a row reduction couples."""
+        weighted = self._weighted.get(cuda)
+        if weighted is None:
+            weighted = upstream_weighted(self.definition).compile(
+                "cuda" if cuda else self.target, "sum", self.params)
+            self._weighted[cuda] = weighted
+        return weighted
 
     def _param(self, name: str, value: Any) -> float:
         """A param given per call, as the float the kernels take."""
@@ -631,43 +686,42 @@ class TorchLoss(torch.nn.Module):
 
     # ------------------------------------------------------------------ reduction="none"
     def _vector_jacobian(self, ctx: Any, grad_output: torch.Tensor) -> dict[str, torch.Tensor]:
-        """d(sum_i v_i l_i)/dx for v = grad_output: one weighted gradient kernel call."""
+        """d(sum_i v_i l_i)/dx for v = grad_output (:func:`lossdsl.backward.vector_jacobian`):
+        one gradient kernel call with v as sample weights (two where a batch term's share
+        needs its own; v times the gradient for a loss that is one number). For one value
+        per sample and class, v times the gradient entry by entry where each value depends
+        on its own entry alone, else the gradient of the loss times v as an input."""
         if not ctx.wrt:
             return {}
-        try:
-            v = grad_output.detach()
-        except RuntimeError:  # a batched tensor of autograd's vectorised backward
-            raise LossError("the backward pass of reduction='none' takes one vector of "
-                            "incoming gradients at a time, not a batch of them "
-                            "(autograd.grad(..., is_grads_batched=True), "
-                            "jacobian(vectorize=True)): loop over them, or use torch.func "
-                            "(jacrev), which differentiates the loss's gradient instead"
-                            ) from None
         cuda = grad_output.is_cuda
         summed = self._summed_loss(cuda)
         arrays = _kernel_arrays(ctx)
-        check_per_sample(summed, self._ranks(arrays))
-        if v.dim() == 2:  # one value per sample and class
-            return self._per_element_vector_jacobian(ctx, summed, v)
-        weight = v if cuda else _as_array(v)
-        given = _as_array(_restored_weight(ctx))
-        if given is not None:
-            weight = weight * given
-        gradients = summed.grad(ctx.wrt, sample_weight=weight, **arrays, **ctx.call.params)
-        return {name: _to_tensor(g, ctx.call.device) for name, g in gradients.items()}
-
-    def _per_element_vector_jacobian(self, ctx: Any, summed: CompiledLoss,
-                                     v: torch.Tensor) -> dict[str, torch.Tensor]:
-        """d(sum_ik v_ik l_ik)/dx for a loss with one value per sample and class: ``v`` times
-        the gradient of the sum, entry by entry, which is exact where each ``l_ik`` depends
-        on ``x_ik`` alone (``bce_logits`` on multi-label rows); refused otherwise."""
-        arrays = _kernel_arrays(ctx)
         ranks = self._ranks(arrays)
-        for name in ctx.wrt:
-            check_per_entry(self._second_order(summed, name, ranks, ctx.weighted), name)
-        gradients = summed.grad(ctx.wrt, sample_weight=_as_array(_restored_weight(ctx)),
-                                **arrays, **ctx.call.params)
-        return {name: _to_tensor(g, ctx.call.device) * v for name, g in gradients.items()}
+        weighted = None  # one value per sample and class, coupled within a row: u an input
+        if grad_output.dim() == 2 and not all(
+                entries_apart(self._second_order(summed, name, ranks, ctx.weighted))
+                for name in ctx.wrt):
+            weighted = self._upstream_weighted(cuda)
+        device = ctx.call.device
+        weight = _restored_weight(ctx)
+        if weight is not None:
+            weight = torch.as_tensor(weight, device=device).detach()
+        v = grad_output.detach()
+        if v.dtype in _HALF_DTYPES:  # times the weights in float32, which the kernels read
+            v = v.float()
+        return vector_jacobian(summed, ctx.wrt, v, weight, arrays, ctx.call.params,
+                               self._batch_term(summed, ranks),
+                               kernel_array=_as_array,
+                               result=functools.partial(_to_tensor, device=device),
+                               weighted=weighted)
+
+    def _batch_term(self, summed: CompiledLoss, ranks: dict[str, int]) -> bool:
+        """:func:`lossdsl.backward.has_batch_term`, kept per ranks."""
+        key = (id(summed), tuple(sorted(ranks.items())))
+        found = self._batch_terms.get(key)
+        if found is None:
+            found = self._batch_terms[key] = has_batch_term(summed, ranks)
+        return found
 
     # ------------------------------------------------------------------ forward mode
     def _value_tangent(self, ctx: Any, moving: Mapping[str, torch.Tensor]) -> torch.Tensor:

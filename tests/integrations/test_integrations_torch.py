@@ -60,10 +60,19 @@ def test_reduction_none_vector_jacobian():
     torch.testing.assert_close(values, reference.detach())
     (reference * upstream).sum().backward()
     torch.testing.assert_close(z.grad, z_ref.grad)
+    # a regulariser is in every sample's value: it counts sum(upstream) times (it was
+    # refused; the upstream's sum here is 20, and 0 below)
     with_regulariser = lt.loss("mse(y, p) + l2(w)", reduction="none", target="cpu")
-    out = with_regulariser(y=y, p=_leaf(z), w=torch.ones(3, requires_grad=True))
-    with pytest.raises(lossdsl.LossError, match="scalar term"):
-        out.sum().backward()
+    for v in (upstream, torch.arange(40, dtype=torch.float64) % 2 * 2 - 1):
+        p, w = _leaf(z), torch.linspace(-1, 1, 3, dtype=torch.float64, requires_grad=True)
+        with_regulariser(y=y, p=p, w=w).backward(v)
+        p_ref, w_ref = _leaf(p), _leaf(w)
+        ((p_ref - y) ** 2 + (w_ref ** 2).sum()).backward(v)
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(w.grad, w_ref.grad, rtol=1e-13, atol=1e-13)
+    with pytest.raises(lossdsl.LossError, match="batch term .* no second derivative"):
+        torch.autograd.grad(with_regulariser(y=y, p=_leaf(z), w=w).sum(), w,
+                            create_graph=True)
 
 
 def test_multiclass_logits_and_integer_labels():

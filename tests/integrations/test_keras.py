@@ -5,6 +5,7 @@ reduction."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -278,6 +279,27 @@ BACKEND_HELPERS = {
     '''),
 }
 
+def dice_inputs():
+    """Masks, probabilities and sample weights for the Dice losses (their own seed), in this
+    process and in the backends' script (which has this function's source)."""
+    dice_rng = np.random.default_rng(11)
+    masks = (dice_rng.random((8, 6)) > 0.5).astype(np.float32)
+    probs = dice_rng.uniform(0.05, 0.95, (8, 6)).astype(np.float32)
+    return masks, probs, dice_rng.uniform(0.0, 2.0, 8).astype(np.float32)
+
+
+def _generalized_dice_rows(masks, probs, weight):
+    """generalized_dice_rows(y, p) written with jax.numpy, reduced as Keras'
+    sum_over_batch_size: its value and its gradient in p (JAX's autodiff)."""
+
+    def value(p):
+        class_weight = 1 / (masks.sum(-1) ** 2 + 1e-7)
+        dice = 1 - (2 * (masks * p).sum(-1) + 1) / (masks.sum(-1) + p.sum(-1) + 1)
+        return jnp.sum(weight * class_weight / class_weight.mean() * dice) / len(masks)
+
+    return jax.value_and_grad(value)(jnp.asarray(probs))
+
+
 BACKEND_SCRIPT = textwrap.dedent('''
     import json, os
     import numpy as np
@@ -285,6 +307,7 @@ BACKEND_SCRIPT = textwrap.dedent('''
     import lossdsl
     import lossdsl.keras
     from lossdsl import LossError
+''') + inspect.getsource(dice_inputs) + textwrap.dedent('''
 
     TEXT = "asymmetric_l1(y, p, 4, 1)"
     compiled = {r: lossdsl.compile(TEXT, reduction=r) for r in ("mean", "sum", "none")}
@@ -326,10 +349,54 @@ BACKEND_SCRIPT = textwrap.dedent('''
                                      p=wide.astype(np.float64))
     out["errors"]["(N, 3) gradient"] = float(np.max(np.abs(
         gradient(lossdsl.keras.Loss(TEXT), y_wide, wide) - expected)))
-    try:  # entries coupled by a softmax over the row: no entry-by-entry backward
+    # entries coupled by a softmax over the row (refused before): the loss times Keras'
+    # incoming gradients, summed; against the same values written with keras.ops
+    class SoftmaxEntries(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return -y_true * keras.ops.log_softmax(y_pred, axis=-1)
+
+    out["errors"]["coupled entries gradient"] = float(np.max(np.abs(
         gradient(lossdsl.keras.Loss("-y * log_softmax(z)"), np.abs(y_wide), wide)
-    except LossError as error:
-        out["refused"]["coupled entries"] = str(error)
+        - gradient(SoftmaxEntries(), np.abs(y_wide), wide))))
+
+    # Dice over each row (Keras' Dice(axis=-1)) and over the whole batch (Dice(): one number,
+    # refused before), Tversky over each row, with and without sample weights: values and
+    # gradients equal Keras' own losses (lossdsl's smooth 0; Keras adds 1e-7 to the
+    # denominator, and its Tversky's alpha weighs sum(y (1 - p)), lossdsl's beta)
+    masks, probs, dice_weight = dice_inputs()
+    out["dice"] = {}
+    for text, theirs in (("dice_rows(y, p, 0)", keras.losses.Dice(axis=-1)),
+                         ("dice(y, p, 0)", keras.losses.Dice()),
+                         ("tversky_rows(y, p, 0.3, 0.7, 0)",
+                          keras.losses.Tversky(alpha=0.7, beta=0.3, axis=-1))):
+        ours = lossdsl.keras.Loss(text)
+        for weight in (None, dice_weight):
+            found = float(numpy(ours(masks, probs, sample_weight=weight)))
+            wanted = float(numpy(theirs(masks, probs, sample_weight=weight)))
+            what = f"{text}{' weighted' if weight is not None else ''}"
+            out["errors"][what] = abs(found - wanted) / abs(wanted)
+            found_gradient = gradient(ours, masks, probs, sample_weight=weight)
+            out["errors"][what + " gradient"] = float(np.max(np.abs(
+                found_gradient - gradient(theirs, masks, probs, sample_weight=weight))))
+            out["dice"][what] = [found, found_gradient.tolist()]
+    # the generalised Dice couples the rows through the batch's mean of the class weights
+    generalized = lossdsl.keras.Loss("generalized_dice_rows(y, p)")
+    out["dice"]["generalized"] = [
+        float(numpy(generalized(masks, probs, sample_weight=dice_weight))),
+        gradient(generalized, masks, probs, sample_weight=dice_weight).tolist()]
+
+    # a short fit of a segmentation-like model on dice_rows
+    keras.utils.set_random_seed(0)
+    pixel_rng = np.random.default_rng(12)  # rng's draws below stay as they were
+    pixels = pixel_rng.normal(size=(64, 4)).astype(np.float32)
+    truth = (pixels @ pixel_rng.normal(size=(4, 6)).astype(np.float32) > 0).astype(np.float32)
+    segmenter = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, "sigmoid")])
+    segmenter.compile(optimizer=keras.optimizers.SGD(0.5),
+                      loss=lossdsl.keras.Loss("dice_rows(y, p, 0)"), jit_compile=False)
+    before = float(numpy(keras.losses.Dice(axis=-1)(
+        truth, segmenter.predict(pixels, verbose=0))))
+    history = segmenter.fit(pixels, truth, epochs=10, batch_size=64, shuffle=False, verbose=0)
+    out["dice fit"] = [before, history.history["loss"]]
     keras.utils.set_random_seed(0)
     x = rng.normal(size=(128, 3)).astype(np.float32)
     t = (x @ np.array([1.0, 2.0, -1.0], np.float32) + rng.normal(size=128).astype(np.float32)
@@ -371,7 +438,25 @@ def test_compile_and_fit_on_the_other_backends(backend):
     assert out["backend"] == backend
     for what, error in out["errors"].items():
         assert error < 1e-6, (what, error)
-    assert "coupled (a row reduction" in out["refused"]["coupled entries"]
+    dice = out["dice"]
+    masks, probs, dice_weight = dice_inputs()
+    generalized_value, generalized_gradient = _generalized_dice_rows(masks, probs, dice_weight)
+    np.testing.assert_allclose(dice["generalized"][0], generalized_value, rtol=1e-5)
+    np.testing.assert_allclose(dice["generalized"][1], generalized_gradient, rtol=1e-4,
+                               atol=1e-7)
+    for what, (value, gradient) in dice.items():  # the JAX backend's (in this process)
+        if what == "generalized":
+            continue
+        loss = lossdsl.keras.Loss(what.removesuffix(" weighted"))
+        weight = dice_weight if what.endswith("weighted") else None
+        np.testing.assert_allclose(value, float(loss(masks, probs, sample_weight=weight)),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(gradient, jax.grad(
+            lambda q, loss=loss, weight=weight: loss(masks, q, sample_weight=weight))(probs),
+            rtol=1e-4, atol=1e-7)
+    before, dice_losses = out["dice fit"]
+    np.testing.assert_allclose(dice_losses[0], before, rtol=1e-5)
+    assert dice_losses[-1] < dice_losses[0]
     if backend == "tensorflow":
         assert "jit_compile=False" in out["refused"]["xla"]
     losses = out["losses"]

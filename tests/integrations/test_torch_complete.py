@@ -234,9 +234,12 @@ def test_reduction_none_backward_of_a_loss_per_sample_and_class():
     values.backward(v)
     reference.backward(v)
     torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-12, atol=1e-14)
+    # entries coupled by a softmax over the row: the loss times v, summed (it was refused)
     coupled = lt.loss("-y * log_softmax(z)", reduction="none", target="cpu")
-    with pytest.raises(lossdsl.LossError, match="coupled"):
-        coupled(y=y, z=z).backward(v)
+    z.grad, z_ref.grad = None, None
+    coupled(y=y, z=z, sample_weight=weight).backward(v)
+    (-y * torch.log_softmax(z_ref, 1) * weight[:, None]).backward(v)
+    torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-12, atol=1e-14)
 
 
 def test_a_sample_weight_that_requires_grad_is_refused():
@@ -387,9 +390,131 @@ def test_torch_func_corners_found_by_a_user_journey():
     weight.mul_(10)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         value.sum().backward()
-    none = lt.loss("huber(y, p, 0.5)", reduction="none", target="cpu")
-    with pytest.raises(lossdsl.LossError, match="not a batch of them"):
-        torch.autograd.grad(none(p, Y[0]), p, torch.eye(4, dtype=torch.float64),
-                            is_grads_batched=True)
     with pytest.raises(lossdsl.LossError, match="meta tensor"):
         huber(P.to("meta"), Y.to("meta"))
+
+
+def _dice_rows(y, p):
+    return 1 - (2 * (y * p).sum(-1) + 1) / (y.sum(-1) + p.sum(-1) + 1)
+
+
+# reduction="none" losses, each with the same values written in torch: elementwise, per entry
+# of (N, K), per row, entries coupled by a softmax, samples coupled through the batch, a
+# batch term (a regulariser on a second input), one number for the whole batch, a param
+BATCHED = {
+    "huber": ("huber(y, p, 1.0)", ("p", "y"),
+              lambda i: F.huber_loss(i["p"], i["y"], delta=1.0, reduction="none")),
+    "bce_logits (N, K)": ("bce_logits(y, z)", ("z",),
+                          lambda i: F.binary_cross_entropy_with_logits(i["z"], i["y"],
+                                                                       reduction="none")),
+    "sparse_cce_logits": ("sparse_cce_logits(y, z)", ("z",),
+                          lambda i: F.cross_entropy(i["z"], i["y"], reduction="none")),
+    "dice_rows": ("dice_rows(y, p)", ("p",), lambda i: _dice_rows(i["y"], i["p"])),
+    "log_softmax entries": ("-y * log_softmax(z)", ("z",),
+                            lambda i: -i["y"] * torch.log_softmax(i["z"], 1)),
+    "centred": ("square(y - p + mean(p) - mean(y))", ("p", "y"),
+                lambda i: (i["y"] - i["p"] + i["p"].mean() - i["y"].mean()) ** 2),
+    # the sample weights weigh each sample's own term, not the batch term every value carries
+    "regulariser": ("huber(y, p, 1.0) + 0.1*l2(w)", ("p", "w"),
+                    lambda i: i["weight"] * F.huber_loss(i["p"], i["y"], delta=1.0,
+                                                         reduction="none")
+                    + 0.1 * (i["w"] ** 2).sum()),
+    "dice": ("dice(y, p)", ("p",),
+             lambda i: 1 - (2 * (i["y"] * i["p"]).sum() + 1) / (i["y"].sum() + i["p"].sum()
+                                                              + 1)),
+    "param": ("param delta = 1.0\nloss h = huber(y, p, delta)", ("p",),
+              lambda i: F.huber_loss(i["p"], i["y"], delta=2.0, reduction="none")),
+}
+
+
+def _batched_inputs(case, dtype):
+    generator = torch.Generator().manual_seed(6)
+    n, k = 6, 4
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
+
+    def uniform(*shape):
+        return (0.05 + 0.9 * torch.rand(*shape, generator=generator,
+                                        dtype=torch.float64)).to(dtype)
+
+    if case == "sparse_cce_logits":
+        return {"y": torch.randint(0, k, (n,), generator=generator), "z": normal(n, k)}
+    if case in ("bce_logits (N, K)", "log_softmax entries"):
+        return {"y": (uniform(n, k) > 0.5).to(dtype), "z": normal(n, k)}
+    if case in ("dice_rows", "dice"):
+        return {"y": (uniform(n, k) > 0.5).to(dtype), "p": uniform(n, k)}
+    p = normal(n)  # away from huber's kinks: |p - y| = 1
+    y = p + torch.linspace(-2.6, 2.4, n, dtype=torch.float64).to(dtype)
+    return {"y": y, "p": p, "w": normal(3)} if case == "regulariser" else {"y": y, "p": p}
+
+
+@pytest.fixture(scope="module")
+def batched_losses():
+    return {case: lt.loss(text, reduction="none", target="cpu")
+            for case, (text, _, _) in BATCHED.items()}
+
+
+@pytest.mark.parametrize("case", sorted(BATCHED))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_reduction_none_takes_a_batch_of_incoming_gradients(case, dtype, batched_losses):
+    """autograd.grad(..., is_grads_batched=True) and jacobian(vectorize=True) of
+    reduction='none' (refused before: the batched incoming gradients were one tensor the
+    kernels could not read) equal those of the loss written in torch, with sample weights
+    where the loss has one value per sample, and equal the unbatched backward row by row."""
+    _, wrt, written = BATCHED[case]
+    criterion = batched_losses[case]
+    inputs = _batched_inputs(case, dtype)
+    extra = {"delta": 2.0} if case == "param" else {}
+    # a weight per sample (of each row's entries too); none for a loss that is one number
+    weight = None if case == "dice" else torch.linspace(0.5, 2.0, 6,
+                                                         dtype=torch.float64).to(dtype)
+
+    def ours(*moving):
+        return criterion(**{**inputs, **dict(zip(wrt, moving))}, sample_weight=weight, **extra)
+
+    def reference(*moving):
+        values = written({**inputs, **dict(zip(wrt, moving)), "weight": weight})
+        if weight is None or case == "regulariser":
+            return values
+        return values * weight.reshape((-1,) + (1,) * (values.dim() - 1))
+
+    leaves = [inputs[name].detach().clone().requires_grad_(True) for name in wrt]
+    values, expected = ours(*leaves), reference(*leaves)
+    tolerance = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {}
+    torch.testing.assert_close(values.detach(), expected.detach(), **tolerance)
+    upstream = torch.randn((5, *values.shape), generator=torch.Generator().manual_seed(7),
+                           dtype=torch.float64).to(dtype)
+    if values.dim() == 1:
+        upstream[0] = torch.tensor([1.0, -1.0] * 3)  # sums to 0: a batch term counts 0 times
+    found = torch.autograd.grad(values, leaves, upstream, is_grads_batched=True)
+    wanted = torch.autograd.grad(expected, leaves, upstream, is_grads_batched=True)
+    for name, mine, theirs in zip(wrt, found, wanted):
+        assert mine.shape == theirs.shape == (5, *inputs[name].shape)
+        assert mine.dtype == dtype
+        torch.testing.assert_close(mine, theirs, **tolerance)
+        for row, unbatched in zip(mine, upstream):  # the unbatched backward, row by row
+            (one,) = torch.autograd.grad(ours(*leaves), leaves[wrt.index(name)], unbatched)
+            torch.testing.assert_close(row, one, rtol=1e-6, atol=1e-7)
+    jacobians = torch.autograd.functional.jacobian(ours, tuple(leaves), vectorize=True)
+    expected_jacobians = torch.autograd.functional.jacobian(reference, tuple(leaves))
+    for mine, theirs in zip(jacobians, expected_jacobians):
+        torch.testing.assert_close(mine, theirs, **tolerance)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_batched_incoming_gradients_of_a_reduced_loss(reduction):
+    """is_grads_batched over a mean or sum: each of the batch's incoming numbers scales the
+    gradient, as for the loss written in torch, and once more with create_graph=True."""
+    inputs = _batched_inputs("huber", torch.float64)
+    criterion = lt.loss("huber(y, p, 1.0)", reduction=reduction, target="cpu")
+    p = inputs["p"].clone().requires_grad_(True)
+    upstream = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    (found,) = torch.autograd.grad(criterion(p, inputs["y"]), p, upstream,
+                                   is_grads_batched=True, create_graph=True)
+    (expected,) = torch.autograd.grad(F.huber_loss(p, inputs["y"], reduction=reduction), p,
+                                      upstream, is_grads_batched=True, create_graph=True)
+    torch.testing.assert_close(found, expected, rtol=1e-14, atol=1e-15)
+    (second,) = torch.autograd.grad((found ** 3).sum(), p)
+    (expected_second,) = torch.autograd.grad((expected ** 3).sum(), p)
+    torch.testing.assert_close(second, expected_second, rtol=1e-12, atol=1e-14)
