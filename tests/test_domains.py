@@ -165,7 +165,7 @@ LABEL_DOMAINS = {
                 "hinge_embedding", "margin_ranking"),
     "[0, 1]": ("bce", "bce_logits", "probit_bce", "focal", "focal_logits", "cost_sensitive_bce",
                "cross_entropy_lambda", "multilabel_bce", "multilabel_bce_logits"),
-    "{0, 1}": ("exponential", "binary_sparsemax", "lambdarank_map"),
+    "{0, 1}": ("exponential", "binary_sparsemax", "lambdarank_map", "lambdarank_err"),
     "[0, inf)": ("poisson", "poisson_log", "tweedie", "negative_binomial", "lambdarank",
                  "aft_normal", "aft_logistic", "aft_extreme"),
     "(0, inf)": ("gamma",),

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from coupled import logit_shift_mp
 from sweeps import SAMPLING
+from test_ranking_metrics import catboost_lambdamart
 
 import lossdsl
 from lossdsl import catalog
@@ -1411,6 +1412,13 @@ CASES: list[Case] = [
       for call, options in [("lambdarank_map(y, z, q)", {}),
                             ("lambdarank_map(y, z, q, truncation=2, norm=0)",
                              {"truncation": 2, "norm": False})]),
+    # CatBoost's LambdaMart (metric=MRR, ERR), its algorithm transcribed in NumPy
+    *(Case(call, lambda d, m=metric, o=options: catboost_lambdamart(m, d, **o)[0],
+           binary_queries, binary_queries_extreme,
+           derivative_reference=lambda d, m=metric, o=options: catboost_lambdamart(m, d, **o)[1:])
+      for call, metric, options in [
+          ("lambdarank_mrr(y, z, q)", "MRR", {}),
+          ("lambdarank_err(y, z, q, sigma=0.5, norm=0)", "ERR", {"sigma": 0.5, "norm": False})]),
     Case("rank_xendcg(y, z, q, u)", lambda d: _rank_xendcg(d)[0], queries_with_draws,
          queries_with_draws_extreme, derivative_reference=lambda d: _rank_xendcg(d)[1:]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
