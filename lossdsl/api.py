@@ -9,6 +9,7 @@ compiler driver (:mod:`lossdsl.compiler`) and kept for later calls.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -182,6 +183,9 @@ class Library:
 
 def load(path: str | Path) -> Library:
     """Load a ``.loss`` file; its named losses become attributes of the returned library."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise LossError(f"lossdsl.load needs the path of a .loss file (a str or a Path), got "
+                        f"{type(path).__name__}; for loss text use lossdsl.compile")
     return Library(load_scope(str(path)), str(path))
 
 
@@ -478,12 +482,13 @@ class CompiledLoss:
     def default_ranks(self) -> dict[str, int]:
         """The rank each input usually has: 2 (an (N, K) matrix) for inputs reduced over
         classes, 1 (a vector) otherwise, labels included. Used for symbolic work."""
-        labels = self.label_inputs()
+        # labels and group ids stay vectors (a group sum of (N, K) rows within a row sum)
+        keep = self.label_inputs() | frozenset(self.group_inputs())
         ranks = {name: 2 if name in self.table_inputs() else 1 for name in self.inputs}
         for n in walk(self.loss.definition.graph):
             if (n.op in ROW or n.op == "rowmean") and n.args[0].op not in ("group", "pairs"):
                 for m in toposort([n.args[0]]):
-                    if m.op == "input" and m.value not in labels:
+                    if m.op == "input" and m.value not in keep:
                         ranks[m.value] = 2
         return ranks
 

@@ -30,8 +30,17 @@ import numpy as np
 from . import __version__, catalog
 from .api import REDUCTIONS, CompiledLoss, Loss, load, loss_from_text
 from .api import compile as compile_loss
-from .datafiles import DataError, Progress, open_table, open_writer
-from .errors import LossError, did_you_mean
+from .datafiles import (
+    OUTPUT_SUFFIXES,
+    DataError,
+    Progress,
+    Table,
+    check_output,
+    open_table,
+    open_writer,
+)
+from .errors import LossDomainError, LossError, did_you_mean
+from .plotting import couples_samples, misplaced_hint
 
 EPILOG = """\
 loss arguments (LOSS):
@@ -387,20 +396,49 @@ def command_codegen(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------- eval
 
 
-def _sample_reductions(loss: Loss) -> bool:
-    """Whether a sample's loss depends on other samples (then the data cannot be chunked):
-    the loss sums or averages over samples itself, or over a sample's group (a query), its
-    pairs, or the samples after it in the order of a key (a risk set)."""
-    from .ir.node import walk
+# How the binder says where a bad value is: a flat index into the input (a sample's row for
+# a vector), or a requirement's (row, class) index.
+_AT_INDEX = re.compile(r" at index (?:(\d+)|\((\d+), (\d+)\))")
 
-    return bool(any(n.op in ("sum", "mean") for n in walk(loss.definition.graph))
-                or loss.group_inputs or loss.cumulative_sums)
+
+def _in_file(error: LossDomainError, table: Table, first_row: int,
+             inputs: dict[str, np.ndarray]) -> LossDomainError:
+    """``error``, raised for a chunk of rows starting at data row ``first_row`` with the
+    chunk's ``inputs``, saying where the bad value is in the file instead of in the chunk."""
+    found = _AT_INDEX.search(error.message)
+    if found is None:
+        return error
+    if found.group(1) is None:  # a requirement's (row, class)
+        row, column = int(found.group(2)), int(found.group(3))
+    else:
+        index = int(found.group(1))
+        # the input the value belongs to is named before the index: "input 'y' must be ..."
+        named = re.findall(r"\binput '([^']+)'", error.message[:found.start()])
+        if named and named[-1] in inputs:
+            shape = np.shape(inputs[named[-1]])
+        elif (not named and " requires " in error.message) or all(
+                np.ndim(v) <= 1 for v in inputs.values()):
+            shape = ()  # a requirement on per-sample values, or vectors alone: a row
+        else:  # which matrix the index is in is unknown: say where the chunk starts
+            where = f" at index {index} of the rows from {table.row_place(first_row)}"
+            return type(error)(error.message[:found.start()] + where
+                               + error.message[found.end():], error.span, error.hint)
+        width = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        row, column = divmod(index, width) if width > 1 else (index, None)
+    where = f" at {table.row_place(first_row + row)}" + (
+        f", class {column}" if column is not None else "")
+    return type(error)(error.message[:found.start()] + where + error.message[found.end():],
+                       error.span, error.hint)
 
 
 def command_eval(args: argparse.Namespace) -> int:
     """``lossdsl eval LOSS --data FILE``: evaluate on a data file, chunk by chunk."""
     if args.chunk_size < 1:
         raise CliError("--chunk-size must be at least 1")
+    if (args.grad or args.hessian) and not args.output:
+        raise CliError("--grad and --hessian write each sample's derivatives to a file: add "
+                       f"-o FILE ({', '.join(OUTPUT_SUFFIXES)})")
+    output = check_output(args.output) if args.output else None
     label, loss = resolve_loss(args.loss)
     table = open_table(args.data, args.delimiter)
     mapping = _assignments(args.map, "--map")
@@ -424,7 +462,7 @@ def command_eval(args: argparse.Namespace) -> int:
     columns = sorted({c for cs in selected.values() for c in cs} | set(weight_column or []))
     dtype = np.dtype(args.dtype)
     per_sample = _compiled(loss, args, "none")
-    whole = _sample_reductions(loss)
+    whole = couples_samples(loss)
     reduced = _compiled(loss, args, args.reduction) if whole else None
     chunk_rows = None if whole else args.chunk_size
     if whole and not args.quiet:
@@ -436,7 +474,7 @@ def command_eval(args: argparse.Namespace) -> int:
                        f"destroy the data being read; write them to another file")
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = Progress(table.progress_total, table.progress_unit, show_progress)
-    writer = open_writer(args.output) if args.output else None
+    writer = None  # opened with the first outputs: a loss with none leaves no empty file
     weighted_sum, count, rows, weight_total = 0.0, 0.0, 0, 0.0
     total = None
     try:
@@ -446,21 +484,29 @@ def command_eval(args: argparse.Namespace) -> int:
                 inputs[name] = (chunk[names[0]] if len(names) == 1
                                 else np.column_stack([chunk[c] for c in names]))
             weight = chunk[weight_column[0]] if weight_column else None
-            values = np.asarray(per_sample(**inputs))
+            try:
+                values = np.asarray(per_sample(**inputs))
+                # a loss that is one number for all samples (Dice) has no per-sample value
+                outputs = {"loss": values} if values.ndim else {}
+                if grads:
+                    found = per_sample.grad(tuple(grads), **inputs)
+                    outputs.update({f"grad_{g}": found[g] for g in grads})
+                if hessians:
+                    found = per_sample.hessian(tuple(hessians), **inputs)
+                    outputs.update({f"hess_{h}": found[h] for h in hessians})
+                if whole:
+                    total = reduced(sample_weight=weight, **inputs)
+            except LossDomainError as error:  # its index is the chunk's: say the file's row
+                raise _in_file(error, table, rows, inputs) from None
             n = len(next(iter(chunk.values()))) if chunk else 0
-            # a loss that is one number for all samples (Dice) has no per-sample value
-            outputs = {"loss": values} if values.ndim else {}
-            if grads:
-                found = per_sample.grad(tuple(grads), **inputs)
-                outputs.update({f"grad_{g}": found[g] for g in grads})
-            if hessians:
-                found = per_sample.hessian(tuple(hessians), **inputs)
-                outputs.update({f"hess_{h}": found[h] for h in hessians})
-            if whole:
-                total = reduced(sample_weight=weight, **inputs)
-            elif values.ndim == 0:
+            if output is not None and not outputs:
+                raise CliError(f"{label} is one number for the whole data set (a batch-level "
+                               "loss such as Dice): it has no per-sample values to write to "
+                               "-o; add --grad INPUT to write each sample's gradient, or "
+                               "drop -o")
+            if not whole and values.ndim == 0:
                 raise CliError("the loss does not depend on any per-sample column")
-            else:
+            if not whole:
                 per_row = values.size // max(values.shape[0], 1)
                 if weight is not None:
                     rows_weighted = weight.reshape((-1,) + (1,) * (values.ndim - 1)) * values
@@ -473,13 +519,20 @@ def command_eval(args: argparse.Namespace) -> int:
             if weight is not None:
                 weight_total += float(np.sum(weight, dtype=np.float64))
             rows += n
-            if writer is not None and outputs:
+            if output is not None:
+                writer = writer or open_writer(output)
                 writer.write({k: np.asarray(v) for k, v in outputs.items()})
             progress.update(amount, n)
-    finally:
-        progress.close()
+    except BaseException:
+        if writer is not None:  # outputs of only some rows must not pass for all of them
+            writer.close()
+            output.unlink(missing_ok=True)
+        raise
+    else:
         if writer is not None:
             writer.close()
+    finally:
+        progress.close()
     if rows == 0:
         raise CliError(f"{args.data} has no data rows")
     if total is None:
@@ -510,13 +563,16 @@ def _report_eval(args, label: str, total: float, rows: int, weight_total: float)
 
 
 def _parse_range(text: str) -> tuple[float, float]:
+    """``LOW:HIGH`` of ``--range``: two finite numbers, LOW < HIGH."""
     low, colon, high = text.partition(":")
     try:
         bounds = float(low), float(high)
     except ValueError:
         bounds = None
-    if not colon or bounds is None or not bounds[0] < bounds[1]:
-        raise CliError(f"--range expects LOW:HIGH with LOW < HIGH, e.g. -3:3; got {text!r}")
+    if not colon or bounds is None or not (math.isfinite(bounds[0]) and
+                                           math.isfinite(bounds[1]) and bounds[0] < bounds[1]):
+        raise CliError(f"--range expects LOW:HIGH, two finite numbers with LOW < HIGH, e.g. "
+                       f"-3:3; got {text!r}")
     return bounds
 
 
@@ -546,12 +602,15 @@ def command_plot(args: argparse.Namespace) -> int:
         wrt = _wrt(loss, requested)[0]
         losses.append((label, loss, wrt))
     params = _numbers(args.param, "--param")
-    for option, kind, names, known in (
-            ("--at", "an input", at, {n for _, loss, _ in losses for n in loss.inputs}),
-            ("--param", "a param", params, {n for _, loss, _ in losses for n in loss.params})):
+    inputs = {n for _, loss, _ in losses for n in loss.inputs}
+    param_names = {n for _, loss, _ in losses for n in loss.params}
+    for option, kind, names, known, other in (
+            ("--at", "an input", at, inputs, "--param"),
+            ("--param", "a param", params, param_names, "--at")):
         for name in names:
             if name not in known:
-                hint = did_you_mean(name, known)
+                hint = (misplaced_hint(name, names[name], inputs, param_names, other)
+                        or did_you_mean(name, known))
                 arguments = [e for e in map(catalog.entry, args.losses)
                              if e is not None and name in dict(e.parameters)]
                 if option == "--param" and arguments:
@@ -673,8 +732,10 @@ def command_bench(args: argparse.Namespace) -> int:
 
     label, loss = resolve_loss(args.loss)
     wrt = _wrt(loss, _names(args.wrt))[0]
-    if args.n < 1 or args.repeat < 1:
-        raise CliError("-n and --repeat must be positive")
+    if args.n < 1 or args.repeat < 1 or args.classes < 1:
+        raise CliError("-n, --repeat and --classes must be positive")
+    if not (math.isfinite(args.pause) and args.pause >= 0):
+        raise CliError(f"--pause is seconds to wait, 0 or more; got {args.pause:g}")
     compiled = _compiled(loss, args, "mean")
     dtype = np.dtype(args.dtype)
     is_file = Path(args.loss).is_file() or (":" in args.loss and Path(
@@ -848,8 +909,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(each sample's own, unweighted) are written to a file, one row per input row.\n\n"
         "Inputs map to columns with --map NAME=COLUMN (an input named like a column needs no "
         "mapping). A glob pattern (--map z='logit_*') stacks several columns into a per-class "
-        "matrix; in .npz files a 2-D array is a matrix input. A 2-D .npy file has columns "
-        "named 0, 1, ...; a structured .npy has its field names. Parquet needs pyarrow.",
+        "matrix, in the order of the numbers the names end in (logit_2 before logit_10, "
+        "whatever the file's order; the numbers must run without gaps, and class 0 is the "
+        "lowest), or in file order when no name ends in a number; in .npz files a 2-D array "
+        "is a matrix input. A 2-D .npy file has columns named 0, 1, ...; a structured .npy "
+        "has its field names. Parquet needs pyarrow. Every CSV row must have as many fields "
+        "as the header, and every column used must hold numbers.",
         "examples:\n  lossdsl eval huber --data scores.csv --map y=label,p=score\n"
         "  lossdsl eval fraud.loss:fraud --data tx.parquet --map y=is_fraud,p=logit "
         "--weight amount\n"
@@ -862,23 +927,28 @@ def build_parser() -> argparse.ArgumentParser:
                           help="which column feeds which input (repeatable or comma-separated)")
     evaluate.add_argument("--weight", metavar="COLUMN", help="per-sample weights column")
     evaluate.add_argument("--grad", action="append", metavar="INPUT",
-                          help="write the per-sample gradient with respect to INPUT (to -o)")
+                          help="write the per-sample gradient with respect to INPUT (needs "
+                               "-o)")
     evaluate.add_argument("--hessian", action="append", metavar="INPUT",
-                          help="write the per-sample Hessian diagonal for INPUT (to -o)")
+                          help="write the per-sample Hessian diagonal for INPUT (needs -o)")
     evaluate.add_argument("--reduction", choices=("mean", "weighted_mean", "sum"),
                           default="mean",
                           help="how the printed total reduces the samples (default: mean; "
                                "with --weight, mean = sum(w*l)/N as PyTorch and Keras, "
                                "weighted_mean = sum(w*l)/sum(w) as scikit-learn)")
     evaluate.add_argument("-o", "--output", metavar="FILE",
-                          help="per-sample outputs: .csv, .npy (structured), .npz or .parquet")
+                          help="per-sample outputs: .csv, .npy (structured), .npz or .parquet "
+                               "(a batch-level loss such as Dice has no per-sample value: "
+                               "only its --grad/--hessian are written)")
     evaluate.add_argument("--chunk-size", type=int, default=500_000, metavar="ROWS",
                           help="rows per chunk (default: 500000)")
     evaluate.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                           help="precision of the computation (default: float64)")
     evaluate.add_argument("--target", choices=("cpu", "parallel"), default="cpu",
                           help="kernel target (default: cpu)")
-    evaluate.add_argument("--delimiter", help="CSV field separator (default: ',' or tab for .tsv)")
+    evaluate.add_argument("--delimiter",
+                          help="CSV field separator, one character (\\t for a tab; default: "
+                               "',', or a tab for .tsv)")
     progress = evaluate.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="always show the progress bar (default: when stderr is a tty)")

@@ -6,8 +6,12 @@ pyarrow). Sinks for per-sample outputs: CSV, ``.npy`` (a structured array, writt
 comes and its header patched at the end), ``.npz`` and Parquet. Nothing here holds more than
 one chunk of rows in memory, except ``.npz`` sources (a zip member cannot be sliced).
 
-Columns are float64 (or the dtype asked for). A *column selector* names one column, or is a
-glob pattern (``logit_*``) selecting several, in file order, that form a matrix ``(N, K)``.
+Columns are float64 (or the dtype asked for); a column of text, dates or lists of varying
+length is a :class:`DataError`, and so is a CSV row whose number of fields is not the
+header's. A *column selector* names one column, or is a glob pattern (``logit_*``) selecting
+several that form a matrix ``(N, K)``: when every matched name ends in a number they are
+stacked in the order of those numbers (``logit_2`` before ``logit_10``), which must run
+without gaps or repeats; when none does, in file order; a mix is refused.
 """
 
 from __future__ import annotations
@@ -69,13 +73,14 @@ class Table:
         return self.rows
 
     def select(self, selector: str) -> list[str]:
-        """The columns a selector names: itself, or the columns its glob pattern matches."""
+        """The columns a selector names: itself, or the columns its glob pattern matches (in
+        the order of the numbers their names end in, see :func:`class_order`)."""
         if selector in self.columns:
             return [selector]
         if any(ch in selector for ch in "*?["):
             matched = [c for c in self.columns if fnmatch.fnmatchcase(c, selector)]
             if matched:
-                return matched
+                return class_order(matched, f"{self.path}: {selector!r}")
             raise DataError(f"{self.path}: no column matches {selector!r} "
                             f"(columns: {_listing(self.columns)})")
         hint = did_you_mean(selector, self.columns)
@@ -87,6 +92,58 @@ class Table:
         """Yield ``(arrays by column, progress made)`` for chunks of ``chunk_rows`` rows
         (all rows at once when None)."""
         raise NotImplementedError
+
+    def row_place(self, row: int) -> str:
+        """Where data row ``row`` (counted from 0 over the whole file) is, for messages."""
+        return f"row index {row} of {self.path}"
+
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def class_order(names: list[str], selector: str) -> list[str]:
+    """The columns a glob matched, in class order: by the number each name ends in when all
+    do (``logit_2`` before ``logit_10``, whatever the file's order), in the given order when
+    none does. A mix, a repeated number or a gap would pair a class with another class's
+    column without a sign of it, so they are a :class:`DataError`."""
+    numbers = [_TRAILING_NUMBER.search(name) for name in names]
+    if not any(numbers):
+        return names
+    if not all(numbers):
+        plain = next(name for name, number in zip(names, numbers, strict=True) if not number)
+        raise DataError(f"{selector} matches columns that end in a class number and one that "
+                        f"does not ({plain!r}): the class of each column is unclear; use a "
+                        "pattern that matches only the class columns")
+    by_number: dict[int, str] = {}
+    for name, number in zip(names, numbers, strict=True):
+        value = int(number.group(1))
+        if value in by_number:
+            raise DataError(f"{selector} matches {by_number[value]!r} and {name!r}, which "
+                            f"end in the same class number {value}; use a pattern that "
+                            "matches one column per class")
+        by_number[value] = name
+    low, high = min(by_number), max(by_number)
+    missing = sorted(set(range(low, high + 1)) - set(by_number))
+    if missing:
+        raise DataError(f"{selector} matches columns numbered {low} to {high} without "
+                        f"{', '.join(map(str, missing[:5]))}: a class column is missing, so "
+                        "the classes after it would shift")
+    return [by_number[value] for value in sorted(by_number)]
+
+
+def _numbers(values: np.ndarray, dtype: np.dtype, path: Path, column: str,
+             stored: str | None = None) -> np.ndarray:
+    """``values`` (a column as read) as ``dtype``, or a :class:`DataError` when they are not
+    numbers: text, dates, complex numbers or Python objects (a ragged list) would fail to
+    convert, or convert to something else (a date's day count, a complex number's real
+    part). ``stored`` describes the file's own type of the column, when it has one."""
+    if values.dtype.kind not in "biuf":
+        found = stored or {"U": "text", "S": "bytes", "M": "dates", "m": "durations",
+                           "c": "complex numbers", "O": "Python objects",
+                           "V": "records"}.get(values.dtype.kind, str(values.dtype))
+        raise DataError(f"{path}: column {column!r} holds {found} ({values.dtype}), not "
+                        "numbers: encode it as numbers (class indices, 0/1, ...) first")
+    return np.asarray(values, dtype=dtype)
 
 
 def _listing(names: list[str], limit: int = 12) -> str:
@@ -109,7 +166,8 @@ class CsvTable(Table):
 
     def __init__(self, path: Path, delimiter: str | None = None):
         self.path = path
-        self.delimiter = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+        self.delimiter = (csv_delimiter(delimiter) if delimiter is not None else
+                          "\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
         with open(path, "rb") as stream:
             line = stream.readline()
         try:
@@ -122,6 +180,9 @@ class CsvTable(Table):
         self.columns = [name.strip() for name in next(csv.reader([header],
                                                                  delimiter=self.delimiter))]
         self.size = path.stat().st_size
+        # the file line of each row of the chunk read last, and that chunk's first row
+        self._row_lines = np.zeros(0, dtype=np.int64)
+        self._first_row_of_chunk = 0
 
     @property
     def progress_total(self) -> int | None:
@@ -129,6 +190,7 @@ class CsvTable(Table):
 
     def chunks(self, columns, chunk_rows, dtype):
         indices = [self.columns.index(c) for c in columns]
+        rows_before = 0
         with open(self.path, "rb") as stream:
             consumed = len(stream.readline())
             first_row = 2  # 1-based line number of the first data line
@@ -154,24 +216,96 @@ class CsvTable(Table):
                                if not _is_utf8(line))
                     raise DataError(f"{self.path}: line {row} is not UTF-8 text; save the "
                                     "file as UTF-8") from None
+                # np.loadtxt reads only the columns used: a row with more or fewer fields
+                # than the header (an unquoted 1,000) would shift its values unseen
+                self._row_lines = self._check_fields(lines, text, first_row)
+                self._first_row_of_chunk = rows_before
                 try:
                     block = np.loadtxt(text, delimiter=self.delimiter, usecols=indices,
                                        dtype=dtype, ndmin=2, quotechar='"', comments=None)
                 except ValueError as error:
                     raise DataError(self._where(str(error), first_row, len(lines))) from None
                 first_row += len(lines)
+                rows_before += len(block)
                 yield {c: block[:, j] for j, c in enumerate(columns)}, size
 
+    def _check_fields(self, lines: list[bytes], text: list[str], first_row: int) -> np.ndarray:
+        """The file line of each data row of a chunk (its ``lines``, decoded as ``text``,
+        starting at line ``first_row``; blank lines hold no row, a quoted field may span
+        lines), after checking that every row has as many fields as the header."""
+        separator = self.delimiter.encode("utf-8")
+        data = b"".join(lines)
+        if b'"' not in data and len(separator) == 1:
+            # no quotes: each non-blank line is a row, its fields one more than its delimiters
+            # (counted over the whole chunk at once: a loop over lines costs more than the
+            # parse)
+            lengths = np.fromiter(map(len, lines), np.int64, len(lines))
+            ends = np.cumsum(lengths)
+            buffer = np.frombuffer(data, np.uint8)
+            newline = buffer[ends - 1] == ord("\n")
+            carriage = newline & (lengths >= 2) & (buffer[np.maximum(ends - 2, 0)] == ord("\r"))
+            blank = lengths - newline - carriage == 0
+            at = np.flatnonzero(buffer == separator[0])
+            fields = np.bincount(np.searchsorted(ends, at, side="right"),
+                                 minlength=len(lines)) + 1
+            wrong = np.flatnonzero(~blank & (fields != len(self.columns)))
+            if len(wrong):
+                self._wrong_fields(first_row + int(wrong[0]), int(fields[wrong[0]]))
+            return np.flatnonzero(~blank) + first_row
+        starts = []
+        reader = csv.reader(text, delimiter=self.delimiter, quotechar='"')
+        consumed = 0
+        try:
+            for record in reader:
+                start, consumed = first_row + consumed, reader.line_num
+                if not record:  # a blank line
+                    continue
+                if len(record) != len(self.columns):
+                    self._wrong_fields(start, len(record))
+                starts.append(start)
+        except csv.Error as error:  # a NUL byte, a quote left open at the end of the file
+            raise DataError(f"{self.path}: line {first_row + consumed}: {error}") from None
+        return np.array(starts, dtype=np.int64)
+
+    def _wrong_fields(self, line: int, fields: int) -> None:
+        """Refuse a row of ``fields`` fields at file line ``line`` (not the header's count)."""
+        expected = len(self.columns)
+        hint = (" (a number written with a thousands separator, such as 1,000? quote it or "
+                "drop the separator)" if fields > expected else "")
+        raise DataError(f"{self.path}: line {line} has {fields} field{'s' * (fields != 1)}, "
+                        f"but the header has {expected}{hint}; every row needs one value per "
+                        "column")
+
+    def row_place(self, row: int) -> str:
+        """``line L of FILE`` for a row of the chunk read last (else the row's index)."""
+        index = row - self._first_row_of_chunk
+        if 0 <= index < len(self._row_lines):
+            return f"line {int(self._row_lines[index])} of {self.path}"
+        return super().row_place(row)
 
     def _where(self, message: str, first_row: int, count: int) -> str:
         """NumPy's parse error with the file's own line number and column name."""
         found = re.search(r" at row (\d+), column (\d+)\.?$", message)
         if found:
-            line, column = first_row + int(found.group(1)), int(found.group(2))
+            row, column = int(found.group(1)), int(found.group(2))
+            # NumPy counts the rows it read (blank lines are none), from 0
+            line = (int(self._row_lines[row]) if row < len(self._row_lines)
+                    else first_row + row)
             name = self.columns[column - 1] if 0 < column <= len(self.columns) else "?"
             return (f"{self.path}: line {line}, column {column} ({name!r}): "
                     f"{message[:found.start()]}")
         return f"{self.path}: lines {first_row}-{first_row + count - 1}: {message}"
+
+
+def csv_delimiter(text: str) -> str:
+    """A CSV field separator as given on the command line: one character (``\\t`` written
+    out means a tab), not a quote or a line break; anything else is a :class:`DataError`."""
+    if text == "\\t":
+        return "\t"
+    if len(text) != 1 or text in "\"\r\n":
+        raise DataError(f"the CSV delimiter must be one character other than a quote or a line "
+                        f"break, got {text!r} (for a tab, give \\t or name the file .tsv)")
+    return text
 
 
 class NpyTable(Table):
@@ -206,7 +340,7 @@ class NpyTable(Table):
         step = chunk_rows or max(self.rows, 1)
         for start in range(0, self.rows, step):
             rows = slice(start, min(start + step, self.rows))
-            yield ({c: np.asarray(self._column(c, rows), dtype=dtype) for c in columns},
+            yield ({c: _numbers(self._column(c, rows), dtype, self.path, c) for c in columns},
                    rows.stop - rows.start)
 
 
@@ -223,8 +357,12 @@ class NpzTable(Table):
         self.rows = None
 
     def chunks(self, columns, chunk_rows, dtype):
-        arrays = {c: np.asarray(self.archive[c], dtype=dtype) for c in columns}
-        lengths = {c: a.shape[0] if a.ndim else 1 for c, a in arrays.items()}
+        arrays = {c: _numbers(self._read(c), dtype, self.path, c) for c in columns}
+        single = next((c for c, a in arrays.items() if a.ndim == 0), None)
+        if single is not None:
+            raise DataError(f"{self.path}: {single!r} is a single number (a 0-d array), not a "
+                            "column with one value per row")
+        lengths = {c: a.shape[0] for c, a in arrays.items()}
         if len(set(lengths.values())) > 1:
             detail = ", ".join(f"{c!r} has {n}" for c, n in lengths.items())
             raise DataError(f"{self.path}: the arrays used have different numbers of rows "
@@ -235,6 +373,14 @@ class NpzTable(Table):
         for start in range(0, rows, step):
             stop = min(start + step, rows)
             yield {c: a[start:stop] for c, a in arrays.items()}, stop - start
+
+
+    def _read(self, name: str) -> np.ndarray:
+        """The archive's array ``name`` (an array of Python objects cannot be read)."""
+        try:
+            return self.archive[name]
+        except (ValueError, OSError, zipfile.BadZipFile) as error:
+            raise DataError(f"{self.path}: {name!r} cannot be read ({error})") from None
 
 
 class ParquetTable(Table):
@@ -254,18 +400,30 @@ class ParquetTable(Table):
         batches = self.file.iter_batches(batch_size=chunk_rows or max(self.rows, 1),
                                          columns=columns)
         for batch in batches:
-            arrays = {}
-            for c in columns:
-                column = batch.column(c)
-                if column.null_count:
-                    raise DataError(f"{self.path}: column {c!r} has missing values")
-                if hasattr(column, "flatten") and hasattr(column.type, "list_size"):
-                    width = column.type.list_size  # fixed-size list: a matrix column
-                    values = column.flatten().to_numpy(zero_copy_only=False)
-                    arrays[c] = values.reshape(len(column), width).astype(dtype)
-                else:
-                    arrays[c] = column.to_numpy(zero_copy_only=False).astype(dtype)
-            yield arrays, batch.num_rows
+            yield {c: self._column(batch.column(c), c, dtype) for c in columns}, batch.num_rows
+
+    def _column(self, column, name: str, dtype: np.dtype) -> np.ndarray:
+        """One column of a record batch as numbers: a vector, or a matrix ``(N, K)`` from a
+        fixed-size list column."""
+        pyarrow, _ = _pyarrow()
+        kinds = pyarrow.types
+        if column.null_count:
+            raise DataError(f"{self.path}: column {name!r} has missing values")
+        if kinds.is_list(column.type) or kinds.is_large_list(column.type):
+            raise DataError(f"{self.path}: column {name!r} holds lists of varying length "
+                            f"({column.type}); a matrix input needs K values in every row: "
+                            "store it as a fixed-size list (pyarrow.list_(pyarrow.float64(), "
+                            "K))")
+        width = None
+        if kinds.is_fixed_size_list(column.type):  # a matrix column
+            width, column = column.type.list_size, column.flatten()
+            if column.null_count:
+                raise DataError(f"{self.path}: column {name!r} has missing values")
+        if kinds.is_decimal(column.type):  # NumPy would get Python Decimal objects
+            column = column.cast(pyarrow.float64())
+        values = _numbers(column.to_numpy(zero_copy_only=False), dtype, self.path, name,
+                          str(column.type))
+        return values if width is None else values.reshape(-1, width)
 
 
 def open_table(path: str | os.PathLike, delimiter: str | None = None) -> Table:
@@ -441,10 +599,9 @@ class ParquetWriter(Writer):
 
 
 def open_writer(path: str | os.PathLike) -> Writer:
-    """A :class:`Writer` for per-sample outputs, chosen by the file's extension."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise DataError(f"{path}: the folder {path.parent} does not exist")
+    """A :class:`Writer` for per-sample outputs, chosen by the file's extension (one of
+    :data:`OUTPUT_SUFFIXES`)."""
+    path = check_output(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return NpyWriter(path)
@@ -453,6 +610,22 @@ def open_writer(path: str | os.PathLike) -> Writer:
     if suffix in (".parquet", ".pq"):
         return ParquetWriter(path)
     return CsvWriter(path)
+
+
+#: The file types :func:`open_writer` writes, by extension.
+OUTPUT_SUFFIXES = (".csv", ".npy", ".npz", ".parquet", ".pq")
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if :func:`open_writer` can write it there (a
+    known extension, an existing folder), else a :class:`DataError`; nothing is created."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DataError(f"{path}: the output format comes from the extension, one of "
+                        f"{', '.join(OUTPUT_SUFFIXES)}; got {path.suffix or 'none'}")
+    if path.parent and not path.parent.exists():
+        raise DataError(f"{path}: the folder {path.parent} does not exist")
+    return path
 
 
 # --------------------------------------------------------------------------------- progress

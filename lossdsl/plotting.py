@@ -35,13 +35,36 @@ class Curve:
     values: dict[str, np.ndarray] = field(default_factory=dict)  # panel name -> array
 
 
+def couples_samples(loss: Loss) -> bool:
+    """Whether a sample's loss depends on other samples: the loss sums or averages over
+    samples itself (Dice), or over a sample's group (a query), its pairs, or the samples
+    after it in the order of a key (a risk set). Such a loss has no curve of one sample's
+    value, and ``lossdsl eval`` cannot split its data into chunks."""
+    from .ir.node import walk
+
+    return bool(any(n.op in ("sum", "mean") for n in walk(loss.definition.graph))
+                or loss.group_inputs or loss.cumulative_sums)
+
+
 def curves(losses: list[tuple[str, Loss, str]], grid: np.ndarray, at: dict[str, float],
            params: dict[str, float] | None = None) -> list[Curve]:
     """Evaluate ``(label, loss, wrt)`` triples along ``grid`` (the values of input ``wrt``).
 
     Every other input of a loss takes its value from ``at`` (0 when not given). The gradient
-    and Hessian are those of each sample's own loss (reduction "none").
+    and Hessian are those of each sample's own loss (reduction "none"). A loss whose samples
+    depend on each other (:func:`couples_samples`) is a :class:`~lossdsl.LossError`: the
+    grid would be one batch, and the curve the batch's value, not one sample's.
     """
+    from .errors import LossError
+
+    for label, loss, _ in losses:
+        if couples_samples(loss):
+            raise LossError(
+                f"{label} cannot be plotted against one input: a sample's loss depends on the "
+                "other samples (it sums or averages over samples, groups, pairs or risk "
+                "sets), so along the grid it would be the value of one batch made of the "
+                "grid's points, not a curve; evaluate it on data instead (lossdsl eval, or "
+                "compile it and call it on arrays)")
     result = []
     for label, loss, wrt in losses:
         accepted = {k: v for k, v in (params or {}).items() if k in loss.params}
@@ -174,12 +197,14 @@ def plot(*losses: str | Loss | CompiledLoss, wrt: str | None = None,
                                 did_you_mean(str(name), loss.inputs))
         entries.append((label, loss, name, own_params))
     at, params = dict(at or {}), dict(params or {})
-    for kind, given, known in (
-            ("an input", at, {n for _, loss, _, _ in entries for n in loss.inputs}),
-            ("a param", params, {n for _, loss, _, _ in entries for n in loss.params})):
+    inputs = {n for _, loss, _, _ in entries for n in loss.inputs}
+    param_names = {n for _, loss, _, _ in entries for n in loss.params}
+    for kind, given, known, other in (("an input", at, inputs, "params"),
+                                      ("a param", params, param_names, "at")):
         for name in given:
             if name not in known:
-                hint = did_you_mean(name, known)
+                hint = misplaced_hint(name, given[name], inputs, param_names, other) \
+                    or did_you_mean(name, known)
                 raise LossNameError(f"no loss here has {kind} named '{name}'"
                                     + (f"; {hint}" if hint else ""))
     grid = np.linspace(low, high, int(points))
@@ -189,6 +214,19 @@ def plot(*losses: str | Loss | CompiledLoss, wrt: str | None = None,
     drawn, _ = figure(grid, found, xlabel or axis_label(triples, at), tuple(panels), title,
                       dpi, width, height)
     return drawn
+
+
+def misplaced_hint(name: str, value: float, inputs: set[str], params: set[str],
+                   where: str) -> str | None:
+    """The hint for a value given as a param that is an input (or the reverse): where to give
+    it instead, ``where`` spelling that place (``"at"`` gives ``at={'a': 0.9}``, ``"--at"``
+    gives ``--at a=0.9``); None when ``name`` is neither."""
+    kind = "an input" if name in inputs else "a param" if name in params else None
+    if kind is None:
+        return None
+    written = f"{where} {name}={value:g}" if where.startswith("--") else \
+        f"{where}={{{name!r}: {value:g}}}"
+    return f"'{name}' is {kind} of the loss: give it with {written}"
 
 
 def layout(figure, axes_by_panel: dict[str, Any]) -> dict:

@@ -51,6 +51,18 @@ class _PointCache:
             self.hessian = None
 
 
+def _parameter_vector(x: Any, size: int, what: str) -> np.ndarray:
+    """``x`` as a float vector of ``size`` entries; any other length is a
+    :class:`~lossdsl.LossShapeError` (a longer vector's extra entries would be dropped
+    unseen, a shorter one fail deep inside NumPy)."""
+    vector = np.asarray(x, dtype=np.float64)
+    if vector.size != size:
+        raise LossShapeError(f"{what} has {vector.size} entr{'y' if vector.size == 1 else 'ies'}"
+                             f" (shape {vector.shape}), but this objective takes {size}: start "
+                             "from x0 and give every point and direction its length")
+    return vector.reshape(-1)
+
+
 class LossObjective:
     """``fun``/``jac``/``hessp`` of a loss over one of its inputs, flattened to a vector.
 
@@ -73,7 +85,9 @@ class LossObjective:
         return np.zeros(int(np.prod(self.shape)))
 
     def _inputs(self, x: np.ndarray) -> dict[str, Any]:
-        return {**self.fixed, self.wrt: np.asarray(x, dtype=np.float64).reshape(self.shape)}
+        values = _parameter_vector(x, int(np.prod(self.shape)), f"the point x (of {self.wrt!r},"
+                                   f" shape {self.shape})")
+        return {**self.fixed, self.wrt: values.reshape(self.shape)}
 
     def fun_and_jac(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """``(value, gradient)`` from one kernel call (``minimize(..., jac=True)``)."""
@@ -103,7 +117,8 @@ class LossObjective:
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Hessian-vector product with the diagonal Hessian at ``x``."""
-        return self.hess_diag(x) * v
+        diagonal = self.hess_diag(x)
+        return diagonal * _parameter_vector(v, diagonal.size, "the direction v")
 
     def hess(self, x: np.ndarray) -> np.ndarray:
         """The (diagonal) Hessian at ``x`` as a dense matrix, for small problems."""
@@ -154,7 +169,8 @@ class LinearModelObjective:
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | float]:
         """``(coef, intercept)`` from a parameter vector (intercept 0 without one)."""
         d = self.X.shape[1]
-        matrix = np.asarray(x, dtype=np.float64).reshape(-1, self.outputs or 1)
+        matrix = _parameter_vector(x, self.n_params, "the parameter vector").reshape(
+            -1, self.outputs or 1)
         coef, intercept = matrix[:d], matrix[d] if self.fit_intercept else np.zeros(matrix.shape[1])
         if self.outputs is None:
             return coef[:, 0], float(intercept[0])
@@ -228,8 +244,9 @@ class LinearModelObjective:
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """``H v = X^T (h * (X v)) + l2 v`` with ``h`` the loss's diagonal Hessian in ``p``."""
         h = self._hessian_p(x).reshape(self.X.shape[0], -1)
+        v = _parameter_vector(v, self.n_params, "the direction v")
         direction = self.predict(v) if self.fit_intercept else \
-            self.X @ np.asarray(v).reshape(self.X.shape[1], -1)
+            self.X @ v.reshape(self.X.shape[1], -1)
         product = self._chain(h * direction.reshape(h.shape))
         return product + self.l2 * self._penalty_mask() * v
 
@@ -243,26 +260,50 @@ class LinearModelObjective:
         return design.T @ (h[:, None] * design) + np.diag(self.l2 * self._penalty_mask())
 
 
+#: The keywords of :func:`objective` itself: inputs of these names go in ``inputs=``.
+OBJECTIVE_KEYWORDS = ("loss", "wrt", "shape", "reduction", "sample_weight", "params", "target",
+                      "inputs")
+
+
 def objective(loss: str | Loss | CompiledLoss, wrt: str, *, shape: tuple[int, ...] | None = None,
               reduction: str | None = None, sample_weight: Any = None,
               params: Mapping[str, float] | None = None, target: str | None = None,
-              **inputs: Any) -> LossObjective:
-    """Minimise a loss over its input ``wrt``; the other inputs are given as keywords.
+              inputs: Mapping[str, Any] | None = None, **keyword_inputs: Any) -> LossObjective:
+    """Minimise a loss over its input ``wrt``; the other inputs are given as keywords, or in
+    ``inputs`` (needed for an input named like one of this function's keywords, such as
+    ``target`` or ``shape``: :data:`OBJECTIVE_KEYWORDS`).
 
     ``shape`` is ``wrt``'s shape (default: the shape of the label-like input given, i.e. of
-    the first array among ``inputs``; a vector of that many rows). ``reduction``: ``"mean"``
-    by default, or that of a :class:`~lossdsl.CompiledLoss` given.
+    the first array among the inputs; a vector of that many rows; a per-class input needs
+    ``shape=(N, K)``). ``reduction``: ``"mean"`` by default, or that of a
+    :class:`~lossdsl.CompiledLoss` given.
     """
     definition, compiled_params, compiled_target = coerce_loss(loss)
+    given = dict(inputs or {})
+    both = sorted(set(given) & set(keyword_inputs))
+    if both:
+        raise LossError(f"input {both[0]!r} is given twice, as a keyword and in inputs=")
+    given.update(keyword_inputs)
+    clashing = [name for name in definition.inputs if name in OBJECTIVE_KEYWORDS
+                and name != wrt and name not in given]
+    if clashing:
+        name = clashing[0]
+        raise LossError(f"the loss has an input named {name!r}, which is also a keyword of "
+                        f"lossdsl.scipy.objective ({name}= is not read as the input): pass "
+                        f"its values as inputs={{{name!r}: ...}}")
     compiled = definition.compile(target or compiled_target or "cpu",
                                   reduction_of(loss, reduction),
                                   {**compiled_params, **dict(params or {})})
     if shape is None:
-        arrays = [np.shape(v) for v in inputs.values() if np.ndim(v) > 0]
+        arrays = [np.shape(v) for v in given.values() if np.ndim(v) > 0]
         if not arrays:
             raise LossError("pass shape=... (the shape of the input being optimised)")
         shape = arrays[0]
-    return LossObjective(compiled, wrt, shape, inputs, sample_weight)
+        if len(shape) == 1 and compiled.default_ranks().get(wrt) == 2:
+            raise LossError(f"{wrt!r} is a per-class matrix for this loss (one row of K "
+                            f"scores per sample): pass shape=({shape[0]}, K) with K the "
+                            "number of classes")
+    return LossObjective(compiled, wrt, shape, given, sample_weight)
 
 
 def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | None = None,

@@ -535,3 +535,143 @@ def test_a_misspelt_built_in_and_a_built_in_argument_as_param_say_so(capsys):
     long_text = " + ".join(["huber(y, p, 1.0)"] * 20)  # longer than any file name
     status, out, _ = call(capsys, "derive", long_text, "--wrt", "p")
     assert status == 0 and "d/dp" in out
+
+
+# ------------------------------------------------- eval, plot, bench: the tester's journey
+
+
+def test_eval_refuses_a_csv_row_with_an_extra_field_and_writes_nothing(capsys, tmp_path):
+    """'1,000' unquoted made the row (1, 000, 5): read as score 1, label 0, the mean 0.667
+    printed with exit status 0 (pandas: 'Expected 2 fields in line 3, saw 3')."""
+    data = tmp_path / "m.csv"
+    data.write_text("score,label\n1,2\n1,000,5\n4,4\n")
+    status, out, err = call(capsys, "eval", "mse", "--data", str(data), "--map",
+                            "y=label,p=score", "-o", str(tmp_path / "o.csv"))
+    assert status == 1 and out == "" and "Traceback" not in err
+    assert "line 3 has 3 fields, but the header has 2" in err and "1,000" in err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_eval_names_the_file_line_of_a_value_outside_the_domain(capsys, tmp_path):
+    """A chunk's own index was reported ('found 3.0 at index 0' for the 7th data row);
+    the error names the line of the file, whatever the chunk size."""
+    data = tmp_path / "dom.csv"
+    data.write_text("y,z\n0,1\n1,1\n0,1\n\n1,1\n0,1\n1,1\n3,1\n0,1\n")  # 3 is on line 9
+    for chunk in ("3", "4", "500000"):
+        status, _, err = call(capsys, "eval", "bce_logits", "--data", str(data),
+                              "--chunk-size", chunk)
+        assert status == 1 and f"found 3.0 at line 9 of {data}" in err, err
+    # a per-class matrix: the flat index is a row and a class
+    rows = ["y_0,y_1,y_2,z_0,z_1,z_2"] + ["0,1,0,0.5,0.1,-1"] * 7
+    rows[5] = "0,1,2,0.5,0.1,-1"  # line 6, class 2
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    status, _, err = call(capsys, "eval", "multilabel_bce_logits", "--data",
+                          str(tmp_path / "labels.csv"), "--map", "y=y_*,z=z_*",
+                          "--chunk-size", "2")
+    assert status == 1 and "found 2.0 at line 6 of" in err and "class 2" in err, err
+    # a requirement (aft_normal needs y_upper >= y), in a .npz: the row's index
+    y, upper = np.ones(7), np.full(7, 2.0)
+    upper[5] = 0.5
+    np.savez(tmp_path / "aft.npz", y=y, z=np.zeros(7), u=upper)
+    status, _, err = call(capsys, "eval", "aft_normal(y, z, u)", "--data",
+                          str(tmp_path / "aft.npz"), "--chunk-size", "2")
+    assert status == 1 and "false at row index 5 of" in err, err
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": np.array(["a", "b"]), "p": np.arange(2.0)}, "column 'y' holds text"),
+    ({"y": np.arange(2.0), "p": np.array([1 + 1j, 2])}, "column 'p' holds complex numbers"),
+])
+def test_eval_of_a_column_that_is_not_numbers_is_an_error_not_a_traceback(
+        capsys, tmp_path, arrays, message):
+    np.savez(tmp_path / "z.npz", **arrays)
+    status, _, err = call(capsys, "eval", "mse", "--data", str(tmp_path / "z.npz"))
+    assert status == 1 and message in err and "Traceback" not in err
+
+
+def test_eval_glob_columns_follow_their_class_numbers_not_the_files_order(capsys, tmp_path):
+    """A file sorted by name made class 2 the column logit_10: the loss of every row whose
+    label is 2 came from the wrong score (exit status 0)."""
+    rng = np.random.default_rng(11)
+    z, labels = rng.normal(size=(40, 12)), rng.integers(0, 12, size=40)
+    names = sorted(f"logit_{k}" for k in range(12))  # logit_0, logit_1, logit_10, ...
+    order = [int(name.rpartition("_")[2]) for name in names]
+    lines = ["label," + ",".join(names)] + [
+        f"{label}," + ",".join(repr(float(row[k])) for k in order)
+        for label, row in zip(labels, z, strict=True)]
+    (tmp_path / "logits.csv").write_text("\n".join(lines) + "\n")
+    status, out, err = call(capsys, "eval", "sparse_cce_logits", "--data",
+                            str(tmp_path / "logits.csv"), "--map", "y=label,z=logit_*",
+                            "--json")
+    assert status == 0, err
+    # the cross-entropy written out by hand: logsumexp of the row minus the label's logit
+    rows = np.arange(40)
+    expected = np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, labels])
+    assert json.loads(out)["value"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_eval_options_that_did_nothing_or_the_wrong_thing_are_refused(capsys, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("y,p\n1,2\n0,0.5\n")
+    status, out, err = call(capsys, "eval", "mse", "--data", str(data), "--grad", "p")
+    assert status == 1 and out == "" and "add -o FILE" in err  # computed, then shown nowhere
+    for delimiter in ("", ";;"):  # '' fell back to ',', ';;' was csv's raw TypeError
+        status, _, err = call(capsys, "eval", "mse", "--data", str(data),
+                              f"--delimiter={delimiter}")
+        assert status == 1 and "delimiter must be one character" in err
+        assert "Traceback" not in err
+    status, _, err = call(capsys, "eval", "mse", "--data", str(data), "-o",
+                          str(tmp_path / "out.xlsx"))  # was CSV text in an .xlsx file
+    assert status == 1 and ".csv, .npy, .npz, .parquet" in err
+    assert not (tmp_path / "out.xlsx").exists()
+    # a batch-level loss has no per-sample value: no 0-byte file 'written'
+    status, out, err = call(capsys, "eval", "dice(y, p)", "--data", str(data), "-o",
+                            str(tmp_path / "dice.csv"))
+    assert status == 1 and "no per-sample values" in err and "--grad" in err
+    assert not (tmp_path / "dice.csv").exists()
+    status, out, err = call(capsys, "eval", "dice(y, p, smooth=0)", "--data", str(data),
+                            "--grad", "p", "-o", str(tmp_path / "dice.csv"))
+    assert status == 0, err
+    y, p = np.array([1.0, 0.0]), np.array([2.0, 0.5])
+    # d/dp of 1 - 2 sum(y p)/(sum(y) + sum(p)), by hand
+    total = y.sum() + p.sum()
+    expected = -2 * y / total + 2 * (y * p).sum() / total ** 2
+    written = np.genfromtxt(tmp_path / "dice.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(written["grad_p"], expected, rtol=1e-12)
+
+
+def test_plot_refuses_batch_level_losses_instead_of_drawing_one_batch(capsys, tmp_path):
+    """The grid was evaluated as one batch: dice(y=1, p) drew a flat line at the batch's
+    value (-0.98 for 0.1..0.9), which no single sample has."""
+    pytest.importorskip("matplotlib")
+    image = tmp_path / "d.png"
+    for loss in ("dice(y, p)", "softmax_ranking(y, z, q)", "mse(y, p) + mean(p)^2"):
+        status, _, err = call(capsys, "plot", loss, "--at", "y=1", "--range", "0.1:0.9",
+                              "-o", str(image))
+        assert status == 1 and "cannot be plotted against one input" in err, (loss, err)
+        assert not image.exists()
+    with pytest.raises(lossdsl.LossError, match="cannot be plotted against one input"):
+        lossdsl.plot("dice(y, p)", at={"y": 1.0})
+
+
+def test_plot_and_bench_refuse_options_out_of_range(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    image = str(tmp_path / "p.png")
+    for bounds in ("-inf:inf", "0:inf", "nan:1"):  # matplotlib's raw ValueError
+        status, _, err = call(capsys, "plot", "mse", "--range", bounds, "-o", image)
+        assert status == 1 and "two finite numbers" in err and "Traceback" not in err
+    status, _, err = call(capsys, "plot", "quantile(y, p, a)", "--param", "a=0.9", "-o", image)
+    assert status == 1 and "give it with --at a=0.9" in err
+    status, _, err = call(capsys, "plot", "mse", "--at", "delta=2", "-o", image)
+    assert status == 1 and "no loss here has an input named 'delta'" in err
+    with pytest.raises(lossdsl.LossError, match=r"give it with at=\{'a': 0.9\}"):
+        lossdsl.plot("quantile(y, p, a)", params={"a": 0.9})
+    status, _, err = call(capsys, "bench", "sparse_cce_logits", "--classes", "0", "-n", "10")
+    assert status == 1 and "--classes must be positive" in err
+    status, _, err = call(capsys, "bench", "mse", "--pause", "-1", "-n", "10")
+    assert status == 1 and "--pause is seconds to wait, 0 or more" in err
+
+
+def test_load_without_a_path_says_it_needs_one():
+    with pytest.raises(lossdsl.LossError, match="needs the path of a .loss file"):
+        lossdsl.load(None)

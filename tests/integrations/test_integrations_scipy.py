@@ -145,3 +145,54 @@ def test_a_compiled_loss_keeps_its_reduction(regression):
         summed(y=y, p=p) / y.size, rel=1e-12)
     model = ls.linear_model(summed, X, y)
     assert model.compiled.reduction == "sum"
+
+
+def test_points_of_the_wrong_length_are_refused(regression):
+    """A 5-vector given to a model of 4 parameters was cut to 4 unseen (its extra entries
+    ignored); a shorter one failed with IndexError, an objective's with reshape's
+    ValueError."""
+    X, y = regression
+    model = ls.linear_model("mse(y, p)", X, y)
+    assert model.n_params == 4
+    # the value at the right length, against the formula
+    x = np.array([1.0, 2.0, 0.5, -1.0])
+    assert model.fun(x) == pytest.approx(np.mean((X @ x[:3] + x[3] - y) ** 2), rel=1e-12)
+    for wrong in (np.append(x, [99.0, 99.0]), x[:1], np.zeros(0)):
+        for method in (model.fun, model.jac, model.unpack, model.predict):
+            with pytest.raises(lossdsl.LossShapeError, match="this objective takes 4"):
+                method(wrong)
+        with pytest.raises(lossdsl.LossShapeError, match="direction v"):
+            model.hessp(x, wrong)
+    problem = ls.objective("mse(y, p)", "p", y=y)
+    for wrong in (np.zeros(201), np.zeros(199)):
+        with pytest.raises(lossdsl.LossShapeError, match="this objective takes 200"):
+            problem.fun(wrong)
+        with pytest.raises(lossdsl.LossShapeError, match="direction v"):
+            problem.hessp(problem.x0, wrong)
+
+
+def test_inputs_named_like_objective_keywords_go_in_inputs():
+    """objective("mse(target, p)", "p", target=t) read t as the kernel target (a raw
+    ValueError); such an input is refused as a keyword and given in inputs=."""
+    t = np.array([1.0, -2.0, 4.0])
+    with pytest.raises(lossdsl.LossError, match=r"inputs=\{'target': \.\.\.\}"):
+        ls.objective("mse(target, p)", "p", target=t)
+    problem = ls.objective("shape*(target - p)^2", "p", reduction="sum",
+                           inputs={"target": t, "shape": 2.0})
+    p = np.array([0.5, 0.0, 1.0])
+    assert problem.fun(p) == pytest.approx(2.0 * np.sum((t - p) ** 2), rel=1e-12)
+    result = optimize.minimize(problem.fun, problem.x0, jac=problem.jac, method="L-BFGS-B",
+                               tol=1e-12)
+    np.testing.assert_allclose(result.x, t, atol=1e-6)
+    with pytest.raises(lossdsl.LossError, match="given twice"):
+        ls.objective("mse(y, p)", "p", y=t, inputs={"y": t})
+
+
+def test_a_per_class_input_asks_for_its_shape():
+    labels = np.array([0.0, 1.0, 2.0, 1.0])
+    with pytest.raises(lossdsl.LossError, match=r"pass shape=\(4, K\)"):
+        ls.objective("sparse_cce_logits(y, z)", "z", y=labels)
+    problem = ls.objective("sparse_cce_logits(y, z)", "z", y=labels, shape=(4, 3))
+    z = np.arange(12.0).reshape(4, 3) / 7
+    expected = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(4), labels.astype(int)])
+    assert problem.fun(z.reshape(-1)) == pytest.approx(expected, rel=1e-12)
