@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_aligned",
            "check_labels", "check_domains", "check_host_requirements", "check_out",
-           "check_scan_keys",
+           "check_group_totals_ids", "check_scan_keys",
            "class_vector", "coerce_loss", "disagreement",
            "domain_error", "domain_violation", "first_bad_label", "host_checked",
            "inexact_integers",
@@ -286,6 +286,8 @@ def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dic
             raise LossShapeError(f"onehot(..., {width}) needs {width} classes, but the "
                                  f"inputs have {lengths[axis]}")
         lengths[axis] = width
+    for name in spec.shapes.class_groups.values():
+        check_group_totals_ids(layout, name, bound.arrays[name], bound.dtype)
     if bound.weight is not None:
         weight_axes = spec.objective.weight_axes
         axis = weight_axes[-1] if weight_axes else None
@@ -439,6 +441,28 @@ def check_group_ids(name: str, ids: np.ndarray, span: Span | None = None) -> Non
         raise LossDomainError(f"group ids '{name}' are {ids.dtype} numbers as large as "
                               f"{ids[bad[0]]!r} (index {bad[0]}), where {ids.dtype} cannot tell "
                               "neighbouring integers apart: pass them as an integer array", span)
+
+
+def check_group_totals_ids(layout: InputLayout, name: str, ids: Any, dtype: np.dtype) -> None:
+    """Check the group ids ``name`` of samples that have classes (``groupsum`` of (N, K)
+    rows, a group total: ``Specialized.class_groups``) as :func:`check_group_ids` checks
+    any group ids, and refuse ids the kernel's ``dtype`` cannot hold exactly: the kernels
+    read them as ``T(g)``, and two ids that round to one float would merge two groups
+    without a sign."""
+    if is_device_array(ids):
+        ids = ids.copy_to_host()
+    ids = np.asarray(ids)
+    span = layout.spans.get(name)
+    check_group_ids(name, ids, span)
+    exact = 2.0 ** (np.finfo(dtype).nmant + 1)
+    bad = np.flatnonzero(np.abs(ids.astype(np.float64)) >= exact) if ids.size else ids
+    if bad.size:
+        raise LossDomainError(
+            f"group ids '{name}' hold {ids[bad[0]].item()!r} (index {bad[0]}), which this loss's "
+            f"{np.dtype(dtype)} kernels cannot tell from its neighbours: two groups would "
+            f"merge; number the groups 0..G-1 (numpy.unique({name}, return_inverse=True)[1])"
+            + (" or pass the float inputs as float64" if np.dtype(dtype) == np.float32
+               else ""), span)
 
 
 def _run_starts(ids: np.ndarray) -> np.ndarray:
@@ -1078,8 +1102,9 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
     or None for a signature the fast path does not take: inputs other than native NumPy
     arrays of the dtypes kernels read as they are (booleans are converted) and Python
     numbers, param overrides among the inputs, device arrays, float16 results."""
+    # group ids are checked on every call by the general path (see check_group_totals_ids)
     if bound.device is not None or bound.result_dtype is not None or spec.groups or spec.pairs \
-            or any(name not in layout.inputs for name in inputs):
+            or spec.shapes.class_groups or any(name not in layout.inputs for name in inputs):
         return None
     readers = []
     for name in layout.inputs:

@@ -151,8 +151,15 @@ class DaskLoss:
                 raise LossNameError(f"'{name}' is not an input of this loss", None,
                                     did_you_mean(name, self.inputs))
         bound = compiled.bind(inputs, sample_weight, _DaskArrays)
-        kernel, lengths = compiled.prepare(bound, want_value, grads, hessians)
         spec = compiled.specialization(bound.ranks, bound.weight is not None)
+        if spec.shapes.class_groups:
+            raise LossError(
+                f"this loss sums (N, K) rows over the groups of "
+                f"'{next(iter(spec.shapes.class_groups.values()))}' (groupsum of samples with "
+                "classes: each row gets its group's column sums), which lossdsl.dask does not "
+                "lay out across chunks: compute it on NumPy arrays (lossdsl.compile), a "
+                "batch of images at a time")
+        kernel, lengths = compiled.prepare(bound, want_value, grads, hessians)
         if spec.pairs:
             raise LossError(
                 f"this loss sums over pairs within the groups of "

@@ -193,6 +193,12 @@ class Evaluator(NodeVisitor[np.ndarray]):
 
     eval_sum_from = eval_sum_upto = eval_logsumexp_from = eval_logsumexp_upto = _scan
 
+    def eval_sum_group(self, n, values, keys, strata):
+        """Each sample's group total (each column of rows (N, K) summed over the group)."""
+        samples = np.shape(keys)[0] if np.ndim(keys) else np.shape(values)[0]
+        return scan(n.op, values, np.broadcast_to(keys, (samples,)),
+                    np.broadcast_to(strata, (samples,)))
+
 
 def evaluate(
     roots: list[Node],

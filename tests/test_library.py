@@ -635,6 +635,55 @@ def ref_generalized_dice_rows(d, smooth=1.0):
     return w / w.mean() * ref_dice_rows(d, smooth)
 
 
+def overlap_images(rng, prediction: str = "p", weights: bool = False) -> Inputs:
+    """Three images of 3, 2 and 3 pixels (rows) and K classes, their ids out of order; masks,
+    soft predictions (or logits) and per-class weights."""
+    y = rng.choice([0.0, 1.0], (N, K))
+    z = 2.0 * rng.normal(size=(N, K))
+    w = rng.uniform(0.5, 2.0, K)
+    return {"y": y, prediction: _softmax(z) if prediction == "p" else z,
+            "g": np.array([7, 2, 7, 7, 5, 2, 5, 5]), **({"w": w} if weights else {})}
+
+
+def overlap_images_extreme(big: float, prediction: str = "p", weights: bool = False) -> Inputs:
+    """Exact 0/1 predictions (saturated logits +-big), a class absent from an image and
+    missed (nothing to find, nothing found), one image of one pixel (its logits ordinary:
+    the float32 check's tolerance scales with the largest gradient entry, and a softmax's
+    saturated entries keep only its rounding)."""
+    y = np.array([[0, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1],
+                  [1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0]], dtype=float)
+    hit = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1],
+                    [0, 0, 0, 1], [0, 0, 1, 0], [0, 1, 0, 0]], dtype=float)
+    z = big * (2 * hit - 1)
+    z[-1] = [0.3, -0.2, 0.1, 0.5]
+    return {"y": y, prediction: hit if prediction == "p" else z,
+            "g": np.array([0, 0, 0, 1, 1, 1, 1, 3]),
+            **({"w": np.array([1.0, 2.0, 0.5, 1.0])} if weights else {})}
+
+
+def ref_images(d, kind="dice", smooth=1.0, alpha=0.5, beta=0.5, weight=None,
+               ignore_background=0):
+    """The mean over images (rows of one id) of the mean over classes (but class 0 where
+    ignored) of the weighted per-class loss from the image's soft counts."""
+    y, g = d["y"], d["g"]
+    p = d["p"] if "p" in d else _softmax(d["z"])
+    weight = np.ones(y.shape[1]) if weight is None else d[weight]
+    kept = np.arange(y.shape[1]) >= ignore_background
+    losses = []
+    for image in np.unique(g):
+        yi, pi = y[g == image], p[g == image]
+        tp, fp, fn = (yi * pi).sum(0), ((1 - yi) * pi).sum(0), (yi * (1 - pi)).sum(0)
+        if kind == "tversky":
+            per_class = 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+        else:
+            per_class = 1 - (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
+        if kind == "generalized":
+            inverse = 1 / (yi.sum(0) ** 2 + 1e-7)
+            per_class = inverse / inverse.mean() * per_class
+        losses.append(np.mean((weight * per_class)[kept]))
+    return np.mean(losses)
+
+
 def distributions(rng) -> Inputs:
     return {"y": rng.dirichlet(np.ones(K), N), "p": rng.dirichlet(2 * np.ones(K), N)}
 
@@ -1528,6 +1577,27 @@ CASES: list[Case] = [
          overlap_rows_extreme),
     Case("generalized_dice_rows(y, p)", ref_generalized_dice_rows, overlap_rows,
          overlap_rows_extreme),
+    # a batch of images, each the rows of one id: per image and class, averaged
+    Case("dice_images(y, p, g)", ref_images, overlap_images, overlap_images_extreme),
+    Case("dice_images_logits(y, z, g, smooth=0.5, weight=w, ignore_background=1)",
+         functools.partial(ref_images, smooth=0.5, weight="w", ignore_background=1),
+         functools.partial(overlap_images, prediction="z", weights=True),
+         functools.partial(overlap_images_extreme, prediction="z", weights=True)),
+    Case("tversky_images(y, p, g, alpha=0.3, beta=0.7, weight=w)",
+         functools.partial(ref_images, kind="tversky", alpha=0.3, beta=0.7, weight="w"),
+         functools.partial(overlap_images, weights=True),
+         functools.partial(overlap_images_extreme, weights=True)),
+    Case("tversky_images_logits(y, z, g, ignore_background=1)",
+         functools.partial(ref_images, kind="tversky", ignore_background=1),
+         functools.partial(overlap_images, prediction="z"),
+         functools.partial(overlap_images_extreme, prediction="z")),
+    Case("generalized_dice_images(y, p, g, ignore_background=1)",
+         functools.partial(ref_images, kind="generalized", ignore_background=1),
+         overlap_images, overlap_images_extreme),
+    Case("generalized_dice_images_logits(y, z, g, smooth=0.5)",
+         functools.partial(ref_images, kind="generalized", smooth=0.5),
+         functools.partial(overlap_images, prediction="z"),
+         functools.partial(overlap_images_extreme, prediction="z")),
     Case("rmsle(y, p)",
          lambda d: np.sqrt(np.mean((np.log1p(d["p"]) - np.log1p(d["y"])) ** 2)),
          _regression(positive_y=True, spread=0.3),

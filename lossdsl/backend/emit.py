@@ -25,7 +25,7 @@ from ..ir.axes import Axis, partner_of
 from ..ir.node import Node
 from ..ops import Helper, find, helper_closure, helper_source, helpers, kernel_math_calls
 from ..ops.scans import SCANS
-from ..passes.schedule import Loop
+from ..passes.schedule import Loop, Output
 
 # Fast-math flags for the loop drivers only. "reassoc" lets the reductions vectorise (4.9x
 # faster at N = 1e7); the rest of SPEC's NaN-safe set is left out because, once the body is
@@ -365,8 +365,9 @@ class BodyEmitter:
             else:  # the items of groups are one flat array: k runs over row i's slice
                 subscript = index if Axis(n.axes[1]).is_ragged else f"i, {index}"
             text = f"T({array}[{subscript}])"
-        elif n.op in SCANS:  # accumulated after an earlier loop
-            text = f"T({self._use(self.names.buffer('scan', n), self.arrays)}[i])"
+        elif n.op in SCANS:  # accumulated after an earlier loop (a group's rows: by class)
+            subscript = "i" if len(n.axes) == 1 else f"i, {index}"
+            text = f"T({self._use(self.names.buffer('scan', n), self.arrays)}[{subscript}])"
         elif n.op == "partner_first":
             text = f"T(1.0) if {self._partner_index(n.axes[1])}[{index}] < i else T(0.0)"
         elif n.op == "at_partner":  # stored by an earlier loop, read at the partner
@@ -700,27 +701,36 @@ class BodyEmitter:
         for n in self.pending:
             if id(n) not in self.values:  # unless a fused row loop computed it
                 self._emit_node(n, indent, "k")
+        # (array, subscript, value, axis) written along each row's class (or items) axis:
+        # the rows (N, K) a group's total sums (sum_group), and the per-class outputs (named
+        # in order below; an output's value may be the same along its row)
+        row_writes: list[tuple[str | Output, str, Node, str]] = []
         for scan in self.loop.scans:
             for role, argument in scan_buffers(scan):
                 buffer = self._use(self.names.buffer(role, argument), self.arrays)
+                if len(argument.axes) == 2:
+                    row_writes.append((buffer, "i, k", argument, argument.axes[1]))
+                    continue
                 self.lines.append(f"{indent}{buffer}[i] = {self.operand(argument)}")
                 if scan.op == "at_partner":
                     self.names.stored.setdefault(argument.key, (buffer, self.loop.index))
-        row_outputs = [o for o in self.loop.outputs if len(o.axes) == 2]
         for o in self.loop.outputs:
             if len(o.axes) == 1:
                 out = self.names.output(o.name)
                 self.lines.append(f"{indent}{out}[i] = {self.operand(o.node)}")
-        for axis in dict.fromkeys(o.axes[1] for o in row_outputs):
+            else:
+                row_writes.append((o, "k" if Axis(o.axes[1]).is_ragged else "i, k", o.node,
+                                   o.axes[1]))
+        for axis in dict.fromkeys(write[3] for write in row_writes):
             saved = dict(self.values)
-            on_axis = [o for o in row_outputs if o.axes[1] == axis]
-            subscript = "k" if Axis(axis).is_ragged else "i, k"
+            on_axis = [write for write in row_writes if write[3] == axis]
             self.lines.append(f"{indent}{self.class_loop(*self._row_bounds(axis))}")
-            self._emit_rows([o.node for o in on_axis], indent + "    ", "k", axis,
+            self._emit_rows([value for _, _, value, _ in on_axis], indent + "    ", "k", axis,
                             whole_row=True)
-            for o in on_axis:
-                out = self.names.output(o.name)
-                self.lines.append(f"{indent}    {out}[{subscript}] = {self.operand(o.node)}")
+            for array, subscript, value, _ in on_axis:
+                if isinstance(array, Output):
+                    array = self.names.output(array.name)
+                self.lines.append(f"{indent}    {array}[{subscript}] = {self.operand(value)}")
             self.values = saved
         returns = [self.operand(r.args[0]) for r in self.loop.reductions]
         outputs = [self.names.output(o.name) for o in self.loop.outputs]

@@ -194,7 +194,7 @@ class ModuleBuilder(ABC):
 
     def scan_buffer(self, length: str, dtype: str = "numpy.float64") -> str:
         """The source allocating an array of ``length`` samples in ``run`` (float64, or the
-        kernel's dtype ``T``)."""
+        kernel's dtype ``T``); ``length`` may be the source of a shape, ``(n0, w0)``."""
         return f"numpy.empty({length}, {dtype})"
 
     def order_call(self, keys: str, strata: str) -> str:
@@ -220,7 +220,10 @@ class ModuleBuilder(ABC):
                     # a cumulative sum's summands are summed in float64; a value stored for
                     # the partners is read back as it was computed
                     dtype = "T" if scan.op == "at_partner" else "numpy.float64"
-                    lines.append(f"{name} = {self.scan_buffer(length, dtype)}")
+                    # a group's total of rows (N, K) sums each class's column
+                    shape = (length if len(argument.axes) < 2
+                             else f"({length}, {self.names.width(argument.axes[1])})")
+                    lines.append(f"{name} = {self.scan_buffer(shape, dtype)}")
         return lines
 
     def scan_results(self, loop: Loop) -> list[str]:

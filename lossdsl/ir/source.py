@@ -115,6 +115,11 @@ class SourcePrinter(PrecedencePrinter):
             return (f"pairsum({self.visit(x.args[0])[0]}, {self.visit(x.args[1])[0]})", ATOM)
         return self.print_call(n)
 
+    def print_sum_group(self, n: Node):
+        # a group's total is how groupsum(e, g) sums samples with classes (shapes.py)
+        values, ids, _ = (self.visit(a)[0] for a in n.args)
+        return (f"groupsum({values}, {ids})", ATOM)
+
     def print_table_row(self, n: Node):
         if n.value == "classvec":  # a per-class vector: a one-row table read at row 0
             return (f"classvec({self.visit(n.args[0])[0]})", ATOM)

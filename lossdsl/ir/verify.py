@@ -19,7 +19,8 @@ not in a kernel that computes the wrong thing:
   - ``row`` (``rowsum``, ``rowmax``): the argument's ``(n<d>, n<d>k)`` without its class axis,
   - ``reduce`` (``sum``): a scalar, of a per-sample argument ``(n<d>,)``,
   - ``scan`` (``sum_from`` and its kin): ``(n<d>,)``, of keys ``(n<d>,)``, values and strata
-    ``()`` or ``(n<d>,)``,
+    ``()`` or ``(n<d>,)``; a group's total (``sum_group``) may also sum values
+    ``(n<d>, n<d>k)``, each column over the group, and is then ``(n<d>, n<d>k)``,
   - ``class_index``: the class matrix ``(n<d>, n<d>k)`` of its labels' sample axis,
   - ``gather`` (``table_row``): row ``y_i`` of an input table ``(t<d>, n<d>k)``, one value per
     sample and class of the labels ``y``,
@@ -44,6 +45,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..ops.primitives import OPERATIONS
+from ..ops.scans import GROUP_SCANS
 from .axes import Axis, counted_axis
 from .node import Node, sums_read, to_source
 
@@ -310,11 +312,16 @@ class _Verifier:
     def kind_scan(self, n: Node) -> None:
         self._arguments_known(n)
         values, keys, strata = n.args
-        if len(n.axes) != 1 or not _is_sample_axis(n.axes[0]):
+        rows = n.op in GROUP_SCANS and len(n.axes) == 2
+        if rows and (not _is_sample_axis(n.axes[0]) or Axis(n.axes[1]).is_ragged
+                     or not Axis(n.axes[1]).is_classes or values.axes != n.axes):
+            raise InvalidGraphError(f"'{n.op}' of rows sums values (n<d>, n<d>k) column by "
+                                    f"column, not {values.axes!r} into {n.axes!r}", n)
+        if not rows and (len(n.axes) != 1 or not _is_sample_axis(n.axes[0])):
             raise InvalidGraphError(f"'{n.op}' has one value per sample (n<d>,), not "
                                     f"{n.axes!r}", n)
-        if keys.axes != n.axes or values.axes not in ((), n.axes) \
-                or strata.axes not in ((), n.axes):
+        if keys.axes != n.axes[:1] or values.axes not in ((), n.axes[:1], n.axes) \
+                or strata.axes not in ((), n.axes[:1]):
             raise InvalidGraphError(f"'{n.op}' sums values () or {n.axes!r} over keys "
                                     f"{n.axes!r} within strata () or {n.axes!r}", n)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from . import operations
 from .compare import COMPARISONS, LOGICAL
 from .registry import Op
-from .scans import SCANS
+from .scans import GROUP_SCANS, SCANS
 from .structural import CLASS_VECTOR
 
 __all__ = [
@@ -46,7 +46,8 @@ LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
     "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1), "onehot": (1, 2),
     "groupsum": (2, 2), "groupmax": (2, 2), "groupmean": (2, 2), "group_logit_shift": (3, 3),
     "pairsum": (2, 2), "partner": (1, 1),
-    **dict.fromkeys(SCANS, (2, 3)),  # sum_from(e, t) and sum_from(e, t, strata)
+    # sum_from(e, t) and sum_from(e, t, strata); a group's total is groupsum's (shapes.py)
+    **dict.fromkeys((name for name in SCANS if name not in GROUP_SCANS), (2, 3)),
 }
 
 #: The group reductions of the language: the row reduction each is, and the macro that lays

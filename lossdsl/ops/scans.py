@@ -10,6 +10,12 @@ maximum, so they stay exact where the exponentials overflow or underflow: Cox's
 every sum within the samples of the sample's own stratum (``g_j = g_i``): a stratified Cox
 model's risk sets.
 
+``sum_group(e, g, 0)`` is the third direction: each sample gets the sum of ``e`` over the
+samples whose key equals its own (its run of ties), which is ``groupsum(e, g)`` where the
+grouped samples have classes (``e`` an (N, K) matrix: each row gets its group's column
+sums, ``passes/shapes.py``); the language has no name for it. Its sets are symmetric (``j``
+is in ``i``'s when ``i`` is in ``j``'s), so it is its own transpose.
+
 The keys and strata are constants of the loss (their derivative is zero: a sum over a set
 changes only where the order of the keys does). The two directions are each other's
 transpose, which is all the derivatives need: the gradient of ``sum_from`` is a ``sum_upto``
@@ -34,13 +40,20 @@ from numba import njit
 from ..ir.node import PASS_BOUNDARIES
 from .registry import Op, register
 
-#: name -> (what it accumulates, which samples: "from" t_j >= t_i, "upto" t_j <= t_i)
+#: name -> (what it accumulates, which samples: "from" t_j >= t_i, "upto" t_j <= t_i,
+#: "group" t_j = t_i)
 SCANS: dict[str, tuple[str, str]] = {
     "sum_from": ("sum", "from"),
     "sum_upto": ("sum", "upto"),
     "logsumexp_from": ("logsumexp", "from"),
     "logsumexp_upto": ("logsumexp", "upto"),
+    "sum_group": ("sum", "group"),
 }
+#: The scans over each sample's ties alone: a group's total (``groupsum`` of samples with
+#: classes, whose values may be (N, K): each column summed over the group). Not a name of
+#: the language.
+GROUP_SCANS: frozenset[str] = frozenset(
+    name for name, (_, direction) in SCANS.items() if direction == "group")
 
 
 def scan_name(accumulates: str, direction: str) -> str:
@@ -50,8 +63,8 @@ def scan_name(accumulates: str, direction: str) -> str:
 
 def transposed(direction: str) -> str:
     """The other direction: ``i`` is in ``j``'s "from" set exactly when ``j`` is in ``i``'s
-    "upto" set."""
-    return "upto" if direction == "from" else "from"
+    "upto" set; a group is its own transpose."""
+    return {"from": "upto", "upto": "from"}.get(direction, direction)
 
 
 @njit(cache=True, error_model="numpy")
@@ -151,6 +164,8 @@ class KeyOrder:
         ends[:-1] = starts[1:]
         self.last_of_stratum = np.ones(count, dtype=bool)
         self.last_of_stratum[:-1] = new_stratum[1:]
+        self.run_starts = np.flatnonzero(starts)  # where each run of tied keys starts
+        self.run_of = np.cumsum(starts) - 1  # the run of each sorted position
         self.first = np.maximum.accumulate(np.where(starts, positions, 0))
         self.last = np.minimum.accumulate(np.where(ends, positions, count)[::-1])[::-1]
         self._work: np.ndarray | None = None  # scratch rows of the sums (see scan)
@@ -162,9 +177,26 @@ class KeyOrder:
                 and np.array_equal(np.broadcast_to(strata, keys.shape), self.strata,
                                    equal_nan=True))
 
+    def group_totals(self, values: np.ndarray) -> np.ndarray:
+        """Each sample's total of ``values`` over its run of tied keys (its group), in
+        float64: ``values`` one per key, one row (N, K) per key (each column summed), or a
+        scalar. NaN for a sample whose key is NaN (in no group)."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim < 2:
+            values = np.broadcast_to(values, self.keys.shape)
+        result = np.full(values.shape, np.nan)
+        if self.order.shape[0]:
+            with np.errstate(all="ignore"):
+                totals = np.add.reduceat(values[self.order], self.run_starts, axis=0)
+            result[self.order] = totals[self.run_of]
+        return result
+
     def scan(self, name: str, values: np.ndarray) -> np.ndarray:
-        """Cumulative sum ``name`` of ``values`` (one per key, or a scalar), in float64."""
+        """Cumulative sum ``name`` of ``values`` (one per key, or a scalar), in float64; a
+        group's total (:meth:`group_totals`) of values that may be rows (N, K)."""
         accumulates, direction = SCANS[name]
+        if direction == "group":
+            return self.group_totals(values)
         values = np.broadcast_to(np.asarray(values, dtype=np.float64), self.keys.shape)
         result = np.full(self.keys.shape, np.nan)
         count = self.order.shape[0]
@@ -228,6 +260,9 @@ register(*(
               + r" {1}_i}} {0}_j" if accumulates == "sum" else
               r"\log\sum_{{j:\,{1}_j " + (r"\ge" if direction == "from" else r"\le")
               + r" {1}_i}} e^{{{0}_j}}"))
-    for name, (accumulates, direction) in SCANS.items()
-))
+    for name, (accumulates, direction) in SCANS.items() if name not in GROUP_SCANS
+), Op("sum_group", 3, "scan",
+      doc="the sum of e over the samples whose key g is this sample's (its group), column by "
+          "column for rows (N, K): groupsum(e, g) of samples with classes",
+      latex=r"\sum_{{j:\,{1}_j = {1}_i}} {0}_j"))
 PASS_BOUNDARIES.update(SCANS)

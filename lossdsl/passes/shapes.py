@@ -21,6 +21,7 @@ from ..ir.axes import Axis
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
 from ..ops.primitives import CLASS_VECTOR, ROW, SCAN
+from ..ops.scans import GROUP_SCANS
 from . import pairs
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
@@ -70,6 +71,10 @@ class Specialized:
     # holding each sample's group id (pairsum(e, g)); its items axis holds each sample's
     # partners
     pairs: dict[str, str] = field(default_factory=dict)
+    # grouped samples with classes: sample axis (still counting the samples) -> the input of
+    # group ids, whose groups' totals are cumulative sums over each sample's ties
+    # (sum_group: each row of an (N, K) matrix gets its group's column sums)
+    class_groups: dict[str, str] = field(default_factory=dict)
 
 
 def _role(rank: int) -> str:
@@ -153,6 +158,10 @@ def specialize(
     nodes = toposort([graph])
     tables = _table_inputs(nodes, ranks, spans)
     inferred = infer_domains(nodes, ranks, order, tables, spans)
+    graph, class_groups = _group_totals_with_classes(graph, nodes, inferred, ranks, spans)
+    if class_groups:  # the graph now sums those groups as cumulative sums: type it again
+        nodes = toposort([graph])
+        inferred = infer_domains(nodes, ranks, order, tables, spans)
     groups = _groupings(nodes, inferred, ranks, spans)
     pairs = _pairings(nodes, inferred, ranks, spans, groups)
     if groups:
@@ -164,6 +173,8 @@ def specialize(
                            for g in groups.values()}
     inferred.pairs = pairs
     result = name_axes(graph, inferred, nodes, ranks, order, tables)
+    for ids in class_groups:
+        result.class_groups[inferred.axes_of(inferred.input_domain[ids], False)[0]] = ids
     result.graph = expand_shape_macros(graph, inferred, result, tables)
     _check_class_widths(result, spans)
     _check_sample_axes(result, spans)
@@ -264,7 +275,9 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
         elif n.op in SCAN:
             (e_domain, e_rows), (t_domain, t_rows), (g_domain, g_rows) = (
                 shape[id(a)] for a in n.args)
-            if e_rows or t_rows or g_rows or t_domain is None:
+            # a group's total sums each column of rows (N, K) over the group
+            rows_summed = e_rows and n.op in GROUP_SCANS
+            if (e_rows and not rows_summed) or t_rows or g_rows or t_domain is None:
                 # point at an input of the argument at fault: the keys, or one with classes
                 wrong = n.args[1] if t_domain is None else next(
                     a for a in n.args if shape[id(a)][1])
@@ -275,7 +288,7 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                     + ("t must be a vector (N,)" if t_domain is None
                        else "none of them can have classes (N, K)"),
                     spans.get(culprits[0]) if culprits else None)
-            shape[id(n)] = (join(join(e_domain, t_domain), g_domain), False)
+            shape[id(n)] = (join(join(e_domain, t_domain), g_domain), rows_summed)
         elif n.op in ROW or n.op == "rowmean":  # the registry's row reductions, and the mean
             domain, rows = shape[id(n.args[0])]
             if not rows:
@@ -293,7 +306,12 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                 )
             for target in n.args[1:]:  # logit_shift's per-row target
                 domain = join(domain, shape[id(target)][0])
-            shape[id(n)] = (domain, False)
+            # before the groups are laid out (no ragged inputs yet), a group's reduction of
+            # rows (N, K) keeps its classes: each column summed over the group, as
+            # _group_totals_with_classes then writes it
+            summed_rows = (n.args[0].op == "group" and not ragged
+                           and shape[id(n.args[0].args[0])][1])
+            shape[id(n)] = (domain, summed_rows)
         else:
             domain, rows = None, False
             for a in n.args:
@@ -319,6 +337,68 @@ def _groupings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
                                  spans.get(ids))
     _one_value_per_sample(nodes, inferred, ranks, spans, groups, "grouped by '{}'")
     return groups
+
+
+def _has_classes(n: Node, ranks: dict[str, int]) -> bool:
+    """Whether ``n`` gives its samples classes: an (N, K) input, a class index (pick,
+    onehot) or a table's row (rowof, classvec of a vector)."""
+    return ((n.op == "input" and ranks.get(n.value, 1) == 2)
+            or n.op == "class_index" or (n.op == "table_row" and not (
+                is_class_vector(n) and ranks.get(n.args[0].value, 1) == 0)))
+
+
+def _group_totals_with_classes(graph: Node, nodes: list[Node], inferred: Domains,
+                               ranks: dict[str, int], spans: dict[str, Span]
+                               ) -> tuple[Node, list[str]]:
+    """``graph`` with the group reductions of the grouped samples that have classes
+    written as group totals, and the inputs of their group ids.
+
+    Grouped samples are rows of a group's items (one ragged row per group); an (N, K)
+    matrix among them would need a third axis. Where its samples have classes,
+    ``groupsum(e, g)`` is instead ``sum_group(e, g, 0)``: the sum of e over the samples
+    whose id is the sample's own, each column of rows summed apart, a cumulative sum over
+    each sample's ties (:mod:`lossdsl.ops.scans`) that keeps the samples as they are;
+    ``groupmean(e, g)`` is ``groupsum(e, g)/groupsum(1, g)``. ``groupmax`` (and what is
+    built on it: ``group_logsumexp``, ``group_softmax``) and ``group_logit_shift`` have no
+    such form and are refused there."""
+    roots: dict[int, str] = {}
+    for n in nodes:
+        if n.op == "group":
+            ids, root = _group_ids(n, inferred, ranks, spans, "groupsum and its kin")
+            roots.setdefault(root, ids)
+    with_classes: dict[int, str] = {}
+    for n in nodes:
+        domain = inferred.shape[id(n)][0]
+        root = inferred.domains.find(domain) if domain is not None else None
+        if root in roots and _has_classes(n, ranks):
+            with_classes[root] = roots[root]
+    if not with_classes:
+        return graph, []
+    zero = constant(0.0)
+
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        grouped = old.args[0] if old.args else None
+        if grouped is not None and grouped.op == "group" and inferred.domains.find(
+                inferred.shape[id(grouped)][0]) in with_classes:
+            values, ids = args[0].args
+            if old.op not in ("rowsum", "rowmean"):
+                spelled = {"rowmax": "groupmax (group_logsumexp, group_softmax)",
+                           "logit_shift": "group_logit_shift"}.get(old.op, old.op)
+                raise LossShapeError(
+                    f"{spelled} is not supported for samples that have classes ((N, K) "
+                    f"inputs, pick, onehot or classvec) grouped by '{ids.value}': only "
+                    "groupsum and groupmean sum each column of a group's rows",
+                    spans.get(ids.value))
+            total = make("sum_group", (values, ids, zero))
+            if old.op == "rowsum":
+                return total
+            return make("div", (total, make("sum_group", (constant(1.0), ids, zero))))
+        if args == old.args:
+            return old
+        return make(old.op, args, old.value, old.axes)
+
+    (rewritten,) = rebuild([graph], rule)
+    return rewritten, list(dict.fromkeys(with_classes.values()))
 
 
 def _group_ids(n: Node, inferred: Domains, ranks: dict[str, int], spans: dict[str, Span],
@@ -844,7 +924,8 @@ def objective(expression: Node, reduction: str, weighted: bool,
     varying, count = _strip_counts(varying, reduction)
     kept = label = None
     if ignore_index is not None:
-        if grouped:
+        # an ignored sample would still enter its group's totals (sum_group) of the others
+        if grouped or any(n.op in GROUP_SCANS for n in toposort([varying, scalar])):
             raise LossShapeError("ignore_index is not supported for grouped samples "
                                  "(groupsum and its kin); pass sample_weight=0 for the samples "
                                  "to drop")

@@ -555,6 +555,9 @@ _PTX_CHECK = textwrap.dedent('''
     # no device memory either: host arrays stand in (the kernels' argument types are the same)
     rt.to_device, rt.output = np.ascontiguousarray, (lambda a: (a, None))
     rt.scan_buffer = lambda length, dtype=np.float64: np.empty(length, dtype)  # no device
+    # sums over risk sets and group totals: the host's, on the host arrays
+    rt.order = lambda keys, strata: rt.key_order(keys, strata)
+    rt.scan = lambda name, values, order: order.scan(name, values)
     rt.partials, rt.max_blocks = (lambda k: np.zeros((1, k))), (lambda: 1)
     rt.in_context = lambda run: run  # no context to attach
     rt.fetch = lambda block_sums, blocks: block_sums[0]
@@ -604,9 +607,12 @@ _PTX_CHECK = textwrap.dedent('''
                 continue
             for compiled_function in getattr(function, "overloads", {}).values():
                 typemap = compiled_function.type_annotation.typemap
-                # literals are float64 until T(...) converts them at compile time
+                # literals are float64 until T(...) converts them at compile time; so are
+                # reads of the float64 buffers of sums over samples (risk sets, group
+                # totals: accumulated in float64 on purpose), which T(...) converts as read
                 wide = sorted(v for v, t in typemap.items() if str(t) == "float64"
-                              and not re.match(r"[$](const|[0-9]+load_attr|[0-9]+unary_neg)", v))
+                              and not re.match(r"[$](const|[0-9]+load_attr|[0-9]+unary_neg"
+                                               r"|[0-9]+binary_subscr)", v))
                 if wide:
                     failures.append(f"{expression} float32: float64 values in {name}: {wide}")
     print(json.dumps({"failures": failures}))

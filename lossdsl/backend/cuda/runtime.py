@@ -151,9 +151,10 @@ def to_device(array: Any) -> Any:
     return as_device_array(array)
 
 
-def scan_buffer(length: int, dtype: Any = np.float64) -> Any:
+def scan_buffer(length: int | tuple[int, int], dtype: Any = np.float64) -> Any:
     """A device array of ``length`` samples: a cumulative sum's summands or keys (float64),
-    or a value stored for the partners of a pair sum (the kernel's dtype)."""
+    or a value stored for the partners of a pair sum (the kernel's dtype); of shape
+    ``length`` = (N, K) for the rows a group's total sums (``sum_group``)."""
     return cuda.device_array(length, dtype)
 
 
