@@ -18,13 +18,15 @@ stable forms (a ``where`` differentiates only the branch it takes, ``sigmoid`` r
 gradient is itself a ``custom_jvp`` whose JVP is the symbolic diagonal Hessian where that is
 the whole second derivative (the loss is elementwise in the input: ``jax.hessian`` of
 ``huber``, ``bce_logits``, ``quantile``, ...); where entries are coupled (a softmax over
-classes, a batch-level sum such as Dice, samples coupled through groups or pairs), for
-mixed derivatives of two inputs, derivatives
-with respect to params, third derivatives and per-sample (``reduction="none"``) losses whose
-samples are coupled, JAX differentiates the printed symbolic derivative (or value) instead,
-which is exact too, only without lossdsl's stable forms. Risk-set losses (cumulative sums:
-``cox_ph``) keep the symbolic diagonal as their second derivative (JAX's derivative of
-their printed gradient meets masked logarithms), so their ``jax.hessian`` is diagonal.
+classes, a batch-level sum such as Dice, samples coupled through groups, pairs or risk sets:
+``cox_ph``, ``cox_ph_efron``, any cumulative sum), for mixed derivatives of two inputs,
+derivatives with respect to params, third derivatives and per-sample (``reduction="none"``)
+losses whose samples are coupled, JAX differentiates the printed symbolic derivative (or
+value) instead, which is exact too, only without lossdsl's stable forms: ``jax.hessian``,
+Hessian-vector products and ``jax.grad`` of a function of the gradient are the full second
+derivative. (The printer keeps JAX's derivative of a printed gradient finite where the
+gradient masks a logarithm or sums in the log domain over no terms: see
+:meth:`lossdsl.backend.jax.JaxPrinter.print_where` and :func:`lossdsl.backend.jax.scan`.)
 
 Positional arguments are ``(y_true, y_pred)``, as optax and Keras take them: the target is
 the input named like a label (``y``, ``target``, ``label``, ...), the prediction the other
@@ -104,11 +106,10 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def _coupled(graph: Node, x: Node) -> bool:
     """Whether a derivative ``graph`` (shaped like ``x``) mixes different entries of ``x``:
-    a reduction over an axis of ``x`` of something that depends on ``x``, or ``x`` read at
-    the partners of a pair sum (stop_gradient cuts). Where it does not, the diagonal Hessian
-    is the whole second derivative. (A cumulative sum over the samples mixes them too, but
-    JAX's derivative of a printed risk-set gradient meets its masked logs: NaN for
-    cox_ph_efron; risk-set losses keep the diagonal, see docs/jax.md.)"""
+    a reduction over an axis of ``x`` of something that depends on ``x``, a cumulative sum
+    over the samples (a risk set: ``sum_from``, ``logsumexp_from``, ...) of such a thing, or
+    ``x`` read at the partners of a pair sum (stop_gradient cuts). Where it does not, the
+    diagonal Hessian is the whole second derivative."""
     partner = partner_name(x.value) if x.op == "input" else None
     varies: dict[int, bool] = {}
     for n in toposort([graph]):
@@ -116,6 +117,8 @@ def _coupled(graph: Node, x: Node) -> bool:
             return True  # x at the partners of a pair sum: each entry meets the others
         varies[id(n)] = n is x or (n.op != "stop_gradient"
                                    and any(varies[id(a)] for a in n.args))
+        if n.op in SCAN and varies[id(n.args[0])]:
+            return True  # each sample's sum over its risk set: the samples meet
         for a in n.args:
             reduced = set(a.axes or ()) - set(n.axes or ())
             if varies[id(a)] and reduced & set(x.axes or ()):
@@ -221,7 +224,9 @@ class _Functions:
 
     def gradient(self, name: str) -> tuple[Callable, Callable]:
         """(gradient with the symbolic Hessian as its JVP, the gradient as printed) of the
-        total with respect to input ``name``."""
+        total with respect to input ``name``. Where the gradient couples the entries of the
+        input (:func:`_coupled`: classes, groups, pairs, risk sets), its JVP is JAX's
+        derivative of the printed gradient instead: the full Hessian, not its diagonal."""
         with self.lock:
             if name not in self.gradients:
                 total, x = self._total(), self._input(name)
@@ -605,7 +610,8 @@ class JaxLoss:
                                  f"has {lengths.get(axes[-1])} samples")
         objective = functions.objective
         for name in (*functions.specialized.groups.values(),
-                     *functions.specialized.pairs.values()):
+                     *functions.specialized.pairs.values(),
+                     *functions.specialized.class_groups.values()):
             ids = _concrete(arrays[name])  # traced ids: equal values make a group
             if ids is not None:
                 check_group_ids(name, ids)

@@ -283,6 +283,9 @@ def test_group_ids_of_matrices_are_checked(batch):
         compiled(y=rows_y, z=rows_z, g=g), rel=1e-15)
     with pytest.raises(LossShapeError, match="must be a vector"):
         compiled(y=rows_y, z=rows_z, g=rows_y)
+    front_end = pytest.importorskip("lossdsl.jax")  # its ids were grouped by value, 0.5 too
+    with pytest.raises(LossDomainError, match="must be integers"):
+        front_end.loss("dice_images_logits(y, z, g)")(y=rows_y, z=rows_z, g=g + 0.5)
 
 
 def test_what_cannot_sum_columns_is_refused(batch):

@@ -214,12 +214,15 @@ def log1mexp(x: Any) -> Any:
 
 
 def logaddexp(a: Any, b: Any) -> Any:
-    """log(e^a + e^b), equal arguments first (two equal infinities give that infinity)."""
+    """log(e^a + e^b), equal arguments first (two equal infinities give that infinity).
+    JAX's derivative is sigmoid(a - b) and sigmoid(b - a), finite everywhere: 1/2 each where
+    the arguments are equal (written ``a/2 + b/2``, which is ``a`` there), also at two -inf
+    (the empty sums of a log-domain scan, where jnp.logaddexp's derivative is NaN)."""
     jnp = _jnp()
     equal = a == b
     d = _where(equal, 0.0, a - b)
     positive = d > 0.0
-    return _where(equal, a + 0.6931471805599453,
+    return _where(equal, 0.5 * a + 0.5 * b + 0.6931471805599453,
                   _where(positive, a + jnp.log1p(jnp.exp(-_where(positive, d, 0.0))),
                          b + jnp.log1p(jnp.exp(_where(positive, 0.0, d)))))
 
@@ -509,6 +512,21 @@ def in_groups(values: Any, segments: Any) -> Any:
     return jnp.where(used, values, jnp.zeros_like(values))
 
 
+def group_total(values: Any, ids: Any) -> Any:
+    """Each sample's total of ``values`` over its group of ``ids`` (``sum_group``: how
+    ``groupsum`` sums samples with classes), each column of rows (N, K) summed apart; NaN
+    for a sample whose id is NaN (in no group, as the kernels' group totals)."""
+    jnp = _jnp()
+    ids = jnp.asarray(ids)
+    segments = segment_ids(ids)
+    values = jnp.asarray(values)
+    if values.ndim == 0:
+        values = jnp.broadcast_to(values, ids.shape)
+    totals = segment_sum(values, segments)[segments]
+    missing = jnp.isnan(ids).reshape(ids.shape + (1,) * (values.ndim - 1))
+    return jnp.where(missing, jnp.asarray(math.nan, totals.dtype), totals)
+
+
 # Pairs (pairsum(e, g)): a value per pair of samples is an (N, N) matrix, sample i's row
 # holding its partners j; the pairs of distinct samples within a group are a mask of it.
 
@@ -547,7 +565,9 @@ def scan(name: str, values: Any, keys: Any, strata: Any) -> Any:
     positions = jnp.arange(keys.shape[0])
     reverse = direction == "from"
     restarts = jnp.concatenate([new_stratum[1:], jnp.ones(1, bool)]) if reverse else new_stratum
-    add = jnp.add if accumulates == "sum" else jnp.logaddexp
+    # logaddexp, not jnp.logaddexp: its derivative at two -inf (a run of masked terms) is
+    # finite, so JAX can differentiate a printed gradient's log-domain scans (full Hessians)
+    add = jnp.add if accumulates == "sum" else logaddexp
 
     def combine(left, right):  # a segmented sum: a restart drops what came before
         return (left[0] | right[0], jnp.where(right[0], right[1], add(left[1], right[1])))
@@ -716,6 +736,12 @@ class JaxPrinter(NodeVisitor[str]):
             return f"h.segment_max({x}, {segments})"
         return f"jnp.max({x}, axis=-1)"
 
+    def print_sum_group(self, n, values, ids, strata):
+        """The total of each sample's group (``groupsum`` of samples with classes: each
+        column of rows summed over the group), a segment sum (``h.group_total``). The ids,
+        one per sample, are read as given, not aligned with the rows."""
+        return f"h.group_total({values}, {ids.removesuffix('[..., None]')})"
+
     def print_sparsemax_threshold(self, n, x):
         """Sparsemax's threshold of each row (``h.sparsemax_threshold``, by sorting)."""
         return f"h.sparsemax_threshold({x})"
@@ -731,6 +757,21 @@ class JaxPrinter(NodeVisitor[str]):
         return f'h.scan("{n.op}", {values}, {keys}, {strata})'
 
     print_sum_from = print_sum_upto = print_logsumexp_from = print_logsumexp_upto = print_scan
+
+    def print_where(self, n, condition, taken, other):
+        """``where(c, a, b)``; a branch ``log(x)`` is printed as the log of x where the
+        select takes it and of 1 elsewhere (the "double where"): the same values and, where
+        taken, the same derivative, but JAX's derivative of the entries masked out is 0
+        instead of 0 * inf = NaN at a masked x = 0 (the masked logs of a log-domain scan's
+        adjoint, ``diff._signed_exp_sum``, which JAX differentiates for a risk-set loss's
+        full Hessian)."""
+        branches = [taken, other]
+        for index, branch in enumerate(n.args[1:]):
+            if branch.op == "log":
+                x = self._aligned(branch.args[0], self.visit(branch.args[0]), n)
+                kept = (x, "ONE") if index == 0 else ("ONE", x)
+                branches[index] = f"jnp.log(jnp.where({condition} != ZERO, {kept[0]}, {kept[1]}))"
+        return self.fallback(n, condition, *branches)
 
     def print_sum(self, n, x):
         """The sum over the samples (over groups: of the slots that hold one)."""
