@@ -9,6 +9,13 @@ error (and checks Dask chunks and concrete JAX arrays). A 0/1 label given to a l
 for -1/+1 labels, or a negative count given to a Poisson loss, is a
 :class:`~lossdsl.LossDomainError` naming the first value outside, never a silently wrong
 number.
+
+A parameter can also declare that it takes one row per sample (``def cce_logits(y[N, K],
+z)``): :class:`DeclaredRows` records where a call binds it, and the shapes pass refuses a
+vector or a number there (class indices given to a loss on one-hot rows would otherwise
+scale each row by the index, a silently wrong number). :class:`InputSpans` carries these
+declarations, and the conditions of the def requirements, with the inputs' spans to the
+shapes pass.
 """
 
 from __future__ import annotations
@@ -21,14 +28,15 @@ from typing import Any
 import numpy as np
 
 from .backend.cpu.runtime import first_outside_interval, first_outside_set
-from .errors import LossDomainError, Span
+from .errors import LossDomainError, LossShapeError, Span
 from .ir.build import make
 from .ir.node import Node, constant, toposort
 from .ops.primitives import ELEMENTWISE
 from .reference import evaluate
 
-__all__ = ["Domain", "InputDomain", "Requirement", "declared_at", "first_outside", "first_unmet",
-           "holds", "inside", "number_text", "unchecked_operation"]
+__all__ = ["DeclaredRows", "Domain", "InputDomain", "InputSpans", "Requirement", "declared_at",
+           "first_outside", "first_unmet", "holds", "inside", "number_text",
+           "unchecked_operation"]
 
 #: What a requirement's condition may compute besides elementwise operations: the kernels
 #: count it, and binding evaluates it, on the inputs as given, without the shapes pass.
@@ -148,6 +156,46 @@ class InputDomain:
 _HINTS = {
     Domain((-1.0, 1.0)): "map 0/1 labels to -1/+1 with 2*y - 1",
 }
+
+
+@dataclass(frozen=True)
+class DeclaredRows:
+    """A def parameter declared ``y[N, K]`` as one call binds it: ``argument`` (the graph
+    bound to it, written at ``called``) must hold one row (N, K) per sample, because it is
+    ``function``'s ``parameter``, declared at ``declared``; ``hint`` says what to do with
+    class indices instead."""
+
+    argument: Node
+    function: str
+    parameter: str
+    declared: Span | None
+    called: Span | None
+    hint: str
+
+    def error(self, found: str) -> LossShapeError:
+        """The error for an argument that is ``found`` (``the input 'y' is a vector (N,)``)
+        instead of rows."""
+        return LossShapeError(
+            f"{self.function} takes rows (N, K) for '{self.parameter}', one row per sample "
+            f"(declared '{self.parameter}[N, K]'{declared_at(self.declared)}); {found}",
+            self.called, self.hint)
+
+
+class InputSpans(dict):
+    """Where each input of a loss is first used (input name -> :class:`Span`, as a plain
+    dict), with what the shapes pass checks for the source besides the loss's graph: the
+    parameters declared rows (``rows``) and the conditions of the def requirements
+    (``conditions``), which the kernels evaluate on the same inputs."""
+
+    def __init__(self, spans: dict[str, Span], rows: tuple[DeclaredRows, ...] = (),
+                 conditions: tuple[Node, ...] = ()):
+        super().__init__(spans)
+        self.rows = rows
+        self.conditions = conditions
+
+    def with_span(self, name: str, span: Span | None) -> InputSpans:
+        """These spans and declarations, with input ``name`` first used at ``span``."""
+        return InputSpans({**self, name: span}, self.rows, self.conditions)
 
 
 def first_outside(values: np.ndarray, domain: Domain) -> tuple[int, Any] | None:

@@ -94,6 +94,7 @@ class Parameter:
     default: Expression | None
     span: Span
     domain: DomainSyntax | None = None  # ``name in {-1, 1}``: the values it may take
+    rows: Span | None = None  # ``name[N, K]``: bound to one row per sample (where written)
 
 
 @dataclass(frozen=True)

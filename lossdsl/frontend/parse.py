@@ -215,8 +215,16 @@ class _ToAst:
     def param(self, meta, name, value):
         return ast.Param(self._s(meta), "", str(name), value, self._s(name))
 
-    def parameter(self, meta, name, domain, default):
-        return ast.Parameter(str(name), default, self._s(name), domain)
+    def parameter(self, meta, name, rows, domain, default):
+        return ast.Parameter(str(name), default, self._s(name), domain, rows)
+
+    def rows(self, meta, samples, classes):
+        # the one shape a parameter can declare: (N, K), as the documentation writes it
+        if (str(samples), str(classes)) != ("N", "K"):
+            raise LossSyntaxError("a parameter's declared shape is [N, K] (one row of K "
+                                  "classes per sample), the only one there is",
+                                  self._s(meta))
+        return self._s(meta)
 
     def value_set(self, meta, *members):
         return ast.DomainSyntax(self._s(meta), members)

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..domains import (
+    DeclaredRows,
     Domain,
     InputDomain,
+    InputSpans,
     Requirement,
     declared_at,
     inside,
@@ -83,6 +85,7 @@ class DefInfo:
     scope: Scope
     doc: str
     domains: dict[str, Domain] = field(default_factory=dict)  # by parameter name
+    rows: dict[str, Span] = field(default_factory=dict)  # ``y[N, K]``: where each is declared
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,9 @@ class LossDefinition:
     doc: str
     span: Span
     # where each input is first used, and each class index written as a number (keyed by
-    # its repr, the name a label error gives it)
-    input_spans: dict[str, Span]
+    # its repr, the name a label error gives it); with the parameters declared rows and the
+    # requirements' conditions, which the shapes pass checks
+    input_spans: InputSpans
     # the declared domains of the inputs and params (def parameters bound to them)
     domains: tuple[InputDomain, ...] = ()
     # the ``requires`` conditions of the defs it calls, over its inputs and params
@@ -112,8 +116,9 @@ class Scope:
     params: dict[str, ParamInfo] = field(default_factory=dict)
     defs: dict[str, DefInfo] = field(default_factory=dict)
     lets: dict[str, Node] = field(default_factory=dict)
-    # what a let's value is checked against: declared domains and def requirements
-    let_checks: dict[str, tuple[InputDomain | Requirement, ...]] = field(default_factory=dict)
+    # what a let's value is checked against: declared domains and rows, def requirements
+    let_checks: dict[str, tuple[InputDomain | DeclaredRows | Requirement, ...]] = field(
+        default_factory=dict)
     # the params a let's value reads, each as declared where the let is
     let_params: dict[str, dict[str, ParamInfo]] = field(default_factory=dict)
     losses: dict[str, LossDefinition] = field(default_factory=dict)
@@ -175,9 +180,9 @@ class Scope:
                 return dict(info.reads) if info.derived is not None else {name: info}
         return {}
 
-    def find_let_checks(self, name: str) -> tuple[InputDomain | Requirement, ...]:
-        """The declared domains and def requirements the let ``name`` visible here puts on
-        its inputs."""
+    def find_let_checks(self, name: str) -> tuple[InputDomain | DeclaredRows | Requirement, ...]:
+        """The declared domains and rows and def requirements the let ``name`` visible here
+        puts on its inputs."""
         for scope in self._chain():
             if name in scope.lets:
                 return scope.let_checks.get(name, ())
@@ -272,6 +277,8 @@ class Lowerer:
         self.domains: dict[tuple[str, Domain], InputDomain] = {}
         #: the requirements met so far whose conditions read inputs or params
         self.requirements: dict[Node, Requirement] = {}
+        #: the arguments bound to parameters declared rows (``y[N, K]``) so far
+        self.rows: dict[tuple[Node, str, str], DeclaredRows] = {}
         #: the params read so far, each as declared where it is read: two params of one name
         #: (declared in two modules) cannot meet in one graph, whose param nodes are named
         self.params: dict[str, ParamInfo] = {}
@@ -351,6 +358,9 @@ class Lowerer:
             for check in scope.find_let_checks(e.id):
                 if isinstance(check, Requirement):
                     self.requirements.setdefault(check.condition, check)
+                elif isinstance(check, DeclaredRows):
+                    self.rows.setdefault((check.argument, check.function, check.parameter),
+                                         check)
                 else:
                     self.domains.setdefault((check.name, check.domain), check)
             return found
@@ -466,7 +476,7 @@ class Lowerer:
                 raise LossArityError(
                     f"'{syntax.name}' is missing argument '{parameter.name}'", call.span
                 )
-        if definition.domains:
+        if definition.domains or definition.rows:
             spans = {p.name: a.span for p, a in zip(syntax.parameters, call.args)}
             spans.update((k.name, k.value.span) for k in call.keywords)
             for name, value in bound.items():
@@ -480,7 +490,7 @@ class Lowerer:
             tasks += ((_REQUIRE, definition, bound, call.span),
                       (_EVAL, syntax.requirement.condition, inner))
         for parameter in reversed(missing):
-            if parameter.name in definition.domains:
+            if parameter.name in definition.domains or parameter.name in definition.rows:
                 tasks.append((_DECLARE, definition, parameter.name, bound,
                               parameter.default.span))
             tasks += ((_BIND, parameter.name, bound), (_EVAL, parameter.default, inner))
@@ -489,7 +499,16 @@ class Lowerer:
         """Apply ``parameter``'s declared domain to the argument ``value`` (written at
         ``span``): a number is checked now, an input or a param at every call, and an
         argument computed from them elementwise (``hinge(2*y - 1, z)``) as a requirement
-        that its values are in the domain."""
+        that its values are in the domain. A parameter declared rows (``y[N, K]``) is noted
+        for the shapes pass, which knows the inputs' ranks."""
+        if parameter in definition.rows:
+            sparse = f"sparse_{definition.name}"
+            hint = (f"for class indices (N,) use {sparse}"
+                    if definition.scope.find_def(sparse) is not None else
+                    "pass one row of K values per sample; class indices (N,) become one-hot "
+                    f"rows with onehot({span.text() or parameter})")
+            self.rows.setdefault((value, definition.name, parameter), DeclaredRows(
+                value, definition.name, parameter, definition.rows[parameter], span, hint))
         domain = definition.domains.get(parameter)
         if domain is None:
             return
@@ -509,6 +528,14 @@ class Lowerer:
             self.requirements.setdefault(condition, Requirement(
                 condition, definition.name, f"{parameter} in {domain}", declared,
                 ((parameter, value),), span))
+
+    def input_spans_of(self, inputs: tuple[str, ...]) -> InputSpans:
+        """Where each of ``inputs`` and each class index written as a number is first
+        used, with the arguments declared rows and the requirements' conditions met."""
+        return InputSpans({name: self.input_spans[name] for name in inputs
+                           if name in self.input_spans} | self.constant_labels,
+                          tuple(self.rows.values()),
+                          tuple(r.condition for r in self.requirements.values()))
 
     def _require(self, definition: DefInfo, bound: dict[str, Node], condition: Node,
                  span: Span) -> None:
@@ -830,14 +857,16 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
                 raise LossArityError(f"duplicate parameter '{parameter.name}'", parameter.span)
             seen.add(parameter.name)
         domains = {p.name: _domain(p.domain, scope) for p in statement.parameters if p.domain}
+        rows = {p.name: p.rows for p in statement.parameters if p.rows}
         scope.defs[statement.name] = DefInfo(statement.name, statement, scope, statement.doc,
-                                             domains)
+                                             domains, rows)
     elif isinstance(statement, ast.Let):
         scope.defining_let = statement.name
         scope.lets[statement.name] = lowerer.lower(statement.value, {})
         scope.let_params[statement.name] = dict(lowerer.params)
-        if lowerer.domains or lowerer.requirements:
+        if lowerer.domains or lowerer.rows or lowerer.requirements:
             scope.let_checks[statement.name] = (*lowerer.domains.values(),
+                                                *lowerer.rows.values(),
                                                 *lowerer.requirements.values())
     elif isinstance(statement, (ast.LossDecl, ast.ExpressionStatement)):
         name = statement.name if isinstance(statement, ast.LossDecl) else None
@@ -856,8 +885,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             params_used(graph, lowerer.params),
             statement.doc,
             statement.span,
-            {input_name: spans[input_name] for input_name in inputs if input_name in spans}
-            | lowerer.constant_labels,
+            lowerer.input_spans_of(inputs),
             tuple(lowerer.domains.values()),
             tuple(lowerer.requirements.values()),
         )
@@ -1105,8 +1133,7 @@ def def_as_loss(info: DefInfo, scope: Scope) -> LossDefinition | None:
     inputs = inputs_used(graph, spans, lowerer.requirements.values())
     return LossDefinition(syntax.name, graph, inputs, params_used(graph, lowerer.params), info.doc,
                           syntax.span,
-                          {name: spans[name] for name in inputs if name in spans}
-                          | lowerer.constant_labels,
+                          lowerer.input_spans_of(inputs),
                           tuple(lowerer.domains.values()), tuple(lowerer.requirements.values()))
 
 

@@ -157,6 +157,9 @@ def specialize(
     spans = spans or {}
     nodes = toposort([graph])
     tables = _table_inputs(nodes, ranks, spans)
+    # before the loss's own inference: a vector where rows are declared is reported as that
+    # (with what to do), not as the rowsum inside the def that it fails
+    _check_declared_shapes(spans, ranks, order, tables)
     inferred = infer_domains(nodes, ranks, order, tables, spans)
     graph, class_groups = _group_totals_with_classes(graph, nodes, inferred, ranks, spans)
     if class_groups:  # the graph now sums those groups as cumulative sums: type it again
@@ -180,6 +183,34 @@ def specialize(
     _check_sample_axes(result, spans)
     _check_class_vectors(result, nodes, tables, spans)
     return result
+
+
+def _check_declared_shapes(spans: Mapping[str, Span], ranks: dict[str, int],
+                           order: tuple[str, ...], tables: list[str]) -> None:
+    """What the source declares besides the graph, which ``spans`` (an
+    :class:`~lossdsl.domains.InputSpans`) carries: each def requirement's condition must type
+    for these ranks as the loss does (``rowsum(y)`` of a vector ``y`` is the error it is in
+    a loss, not a kernel the backends cannot emit), and each argument bound to a parameter
+    declared rows (``cce_logits(y[N, K], z)``) must have one row (N, K) per sample: a vector
+    of class indices there would scale each row of the loss by its index instead."""
+    for condition in getattr(spans, "conditions", ()):
+        infer_domains(toposort([condition]), ranks, order, tables, spans)
+    for declared in getattr(spans, "rows", ()):
+        argument = declared.argument
+        inferred = infer_domains(toposort([argument]), ranks, order, tables, spans)
+        domain, rows = inferred.shape[id(argument)]
+        if rows:
+            continue
+        if argument.op == "input":
+            rank = ranks.get(argument.value, 1)
+            found = (f"the input '{argument.value}' is a vector (N,), one value per sample"
+                     if rank == 1 else
+                     f"the input '{argument.value}' is a number, the same for every sample "
+                     "and class")
+        else:
+            found = ("it is a single number, the same for every sample and class"
+                     if domain is None else "it has one value per sample (N,)")
+        raise declared.error(found)
 
 
 @dataclass
@@ -568,11 +599,11 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
         if old.op == "mean":
             x = on_every_sample(args[0], group_ids)
             if x.axes == ():
-                return x
+                return batch_term(x)
             return make("div", (sum_all(x), element_count(x.axes)))
         if old.op == "sum":
             x = on_every_sample(args[0], group_ids)
-            return x if x.axes == () else sum_all(x)
+            return batch_term(x) if x.axes == () else sum_all(x)
         if old.op == "partner":
             return pairs.at_partners(args[0], inferred.axes(old))
         if old.op == "partner_first":
@@ -682,6 +713,20 @@ def element_count(axes: tuple[str, ...]) -> Node:
     return count
 
 
+def batch_term(x: Node) -> Node:
+    """``sum(x)`` or ``mean(x)`` written of a value ``x`` with no axes (a regulariser's
+    weight bound to a number): ``x``, marked as a reduction as ``along(x, x)`` (``x`` for
+    its one element: the kernels print ``x``, the derivatives are ``x``'s), so that
+    :func:`split_additive` adds it once, as it does for ``x`` of shape (1,), instead of
+    once per sample."""
+    return make("along", (x, x))
+
+
+def _is_batch_term(n: Node) -> bool:
+    """Whether ``n`` reduces over samples: a ``sum``, or :func:`batch_term`'s mark."""
+    return n.op == "sum" or (n.op == "along" and n.axes == ())
+
+
 def sum_all(x: Node) -> Node:
     """The sum of every element of ``x`` (a scalar)."""
     if x.axes == ():
@@ -702,7 +747,7 @@ def split_additive(x: Node) -> tuple[Node, Node]:
     """
     reduces: dict[int, bool] = {}  # whether a node holds a reduction (one walk, not one a term)
     for n in toposort([x]):
-        reduces[id(n)] = n.op == "sum" or any(reduces[id(a)] for a in n.args)
+        reduces[id(n)] = _is_batch_term(n) or any(reduces[id(a)] for a in n.args)
     batch = constant(0.0)
     spine: list[Node] = []  # the add/sub/neg tree and its leaves, parents first
     batch_terms: set[int] = set()
