@@ -4,6 +4,9 @@ the results of rows given in another order."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import mpmath
@@ -68,3 +71,27 @@ def logit_shift_mp(y: np.ndarray, z: np.ndarray) -> float:
             else:
                 high = middle
         return float((low + high) / 2)
+
+
+def assert_simulated_cuda_matches_cpu(data: str, texts: list[str], wrt: str,
+                                      atol: float) -> None:
+    """In a subprocess (the simulator is chosen when Numba is imported): each loss of
+    ``texts`` on the CUDA simulator gives the CPU kernels' value, gradient and Hessian of
+    ``wrt``. ``data``: Python that makes ``data``, a dict of every input, from ``rng``."""
+    script = f"""
+import numpy as np, lossdsl
+rng = np.random.default_rng(0)
+{data}
+for text in {texts!r}:
+    cpu = lossdsl.compile(text)
+    d = {{name: data[name] for name in cpu.inputs}}
+    cpu = cpu.compute(True, ({wrt!r},), ({wrt!r},), d, None)
+    gpu = lossdsl.compile(text, target="cuda").compute(True, ({wrt!r},), ({wrt!r},), d, None)
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol={atol!r})
+print("ok")
+"""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -11,14 +11,16 @@ back).
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import scipy.special
-from coupled import assert_results_follow_their_rows, central_differences, shuffled_group_ids
+from coupled import (
+    assert_results_follow_their_rows,
+    assert_simulated_cuda_matches_cpu,
+    central_differences,
+    shuffled_group_ids,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -234,26 +236,12 @@ def test_parallel_kernels_split_the_groups_between_threads():
 
 
 def test_cuda_kernels_match_the_cpu_under_the_simulator():
-    """In a subprocess: the simulator is chosen when Numba is imported."""
-    script = """
-import numpy as np, lossdsl
-rng = np.random.default_rng(0)
-data = {"q": rng.integers(0, 9, 120), "y": rng.integers(0, 4, 120).astype(float),
-        "s": rng.normal(size=120)}
-for text in ["-y * group_log_softmax(s, q)", "(s - groupmean(s, q))^2 * groupsum(1, q)",
-             "ranknet(y, s, q)", "lambdarank(y, s, q)"]:  # and pairs (test_pairs.py)
-    cpu = lossdsl.compile(text)
-    d = {name: data[name] for name in cpu.inputs}
-    cpu = cpu.compute(True, ("s",), ("s",), d, None)
-    gpu = lossdsl.compile(text, target="cuda").compute(True, ("s",), ("s",), d, None)
-    for a, b in zip(cpu, gpu):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-print("ok")
-"""
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.stdout.strip() == "ok", result.stderr
+    assert_simulated_cuda_matches_cpu(
+        'data = {"q": rng.integers(0, 9, 120), "y": rng.integers(0, 4, 120).astype(float), '
+        '"s": rng.normal(size=120)}',
+        ["-y * group_log_softmax(s, q)", "(s - groupmean(s, q))^2 * groupsum(1, q)",
+         "ranknet(y, s, q)", "lambdarank(y, s, q)"],  # and pairs (test_pairs.py)
+        "s", 1e-14)
 
 
 @pytest.mark.parametrize("text", [CASES[3][0], CASES[6][0]])
