@@ -221,8 +221,11 @@ class CsvTable(Table):
                 self._row_lines = self._check_fields(lines, text, first_row)
                 self._first_row_of_chunk = rows_before
                 try:
-                    block = np.loadtxt(text, delimiter=self.delimiter, usecols=indices,
-                                       dtype=dtype, ndmin=2, quotechar='"', comments=None)
+                    # blank lines alone: no rows (np.loadtxt would warn that it read none)
+                    block = (np.loadtxt(text, delimiter=self.delimiter, usecols=indices,
+                                        dtype=dtype, ndmin=2, quotechar='"', comments=None)
+                             if len(self._row_lines) else
+                             np.empty((0, len(indices)), dtype=dtype))
                 except ValueError as error:
                     raise DataError(self._where(str(error), first_row, len(lines))) from None
                 first_row += len(lines)
