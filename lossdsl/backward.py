@@ -126,7 +126,7 @@ def upstream_weighted(loss: Loss) -> Loss:
     weighted = dataclasses.replace(
         definition, graph=make("mul", (upstream, definition.graph)),
         inputs=(*definition.inputs, UPSTREAM),
-        input_spans=definition.input_spans.with_span(UPSTREAM, definition.span))
+        input_spans={**definition.input_spans, UPSTREAM: definition.span})
     return Loss(weighted, loss.scope)
 
 

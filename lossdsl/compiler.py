@@ -240,8 +240,10 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
                ignore_index: int | None = None) -> Specialization:
     """Type ``definition`` (a :class:`~lossdsl.frontend.resolve.LossDefinition`) for inputs
     of ``ranks`` and make its objective for ``reduction`` (weighted or not)."""
-    typed_shapes = shapes.specialize(definition.graph, dict(ranks), definition.inputs,
-                                     definition.input_spans)
+    typed_shapes = shapes.specialize(
+        definition.graph, dict(ranks), definition.inputs, definition.input_spans,
+        rows=definition.rows,
+        conditions=tuple(requirement.condition for requirement in definition.requirements))
     verify.check(typed_shapes.graph)  # each stage's graph, under LOSSDSL_VERIFY_IR=1
     graph = stable_expression(typed_shapes.graph)
     verify.check(graph)

@@ -13,9 +13,7 @@ number.
 A parameter can also declare that it takes one row per sample (``def cce_logits(y[N, K],
 z)``): :class:`DeclaredRows` records where a call binds it, and the shapes pass refuses a
 vector or a number there (class indices given to a loss on one-hot rows would otherwise
-scale each row by the index, a silently wrong number). :class:`InputSpans` carries these
-declarations, and the conditions of the def requirements, with the inputs' spans to the
-shapes pass.
+scale each row by the index, a silently wrong number).
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from .ir.node import Node, constant, toposort
 from .ops.primitives import ELEMENTWISE
 from .reference import evaluate
 
-__all__ = ["DeclaredRows", "Domain", "InputDomain", "InputSpans", "Requirement", "declared_at",
+__all__ = ["DeclaredRows", "Domain", "InputDomain", "Requirement", "declared_at",
            "first_outside", "first_unmet", "holds", "inside", "number_text",
            "unchecked_operation"]
 
@@ -179,23 +177,6 @@ class DeclaredRows:
             f"{self.function} takes rows (N, K) for '{self.parameter}', one row per sample "
             f"(declared '{self.parameter}[N, K]'{declared_at(self.declared)}); {found}",
             self.called, self.hint)
-
-
-class InputSpans(dict):
-    """Where each input of a loss is first used (input name -> :class:`Span`, as a plain
-    dict), with what the shapes pass checks for the source besides the loss's graph: the
-    parameters declared rows (``rows``) and the conditions of the def requirements
-    (``conditions``), which the kernels evaluate on the same inputs."""
-
-    def __init__(self, spans: dict[str, Span], rows: tuple[DeclaredRows, ...] = (),
-                 conditions: tuple[Node, ...] = ()):
-        super().__init__(spans)
-        self.rows = rows
-        self.conditions = conditions
-
-    def with_span(self, name: str, span: Span | None) -> InputSpans:
-        """These spans and declarations, with input ``name`` first used at ``span``."""
-        return InputSpans({**self, name: span}, self.rows, self.conditions)
 
 
 def first_outside(values: np.ndarray, domain: Domain) -> tuple[int, Any] | None:

@@ -31,7 +31,6 @@ from ..domains import (
     DeclaredRows,
     Domain,
     InputDomain,
-    InputSpans,
     Requirement,
     declared_at,
     inside,
@@ -99,13 +98,15 @@ class LossDefinition:
     doc: str
     span: Span
     # where each input is first used, and each class index written as a number (keyed by
-    # its repr, the name a label error gives it); with the parameters declared rows and the
-    # requirements' conditions, which the shapes pass checks
-    input_spans: InputSpans
+    # its repr, the name a label error gives it)
+    input_spans: dict[str, Span]
     # the declared domains of the inputs and params (def parameters bound to them)
     domains: tuple[InputDomain, ...] = ()
     # the ``requires`` conditions of the defs it calls, over its inputs and params
     requirements: tuple[Requirement, ...] = ()
+    # the arguments bound to def parameters declared rows (``y[N, K]``), which the shapes
+    # pass checks once it knows the inputs' ranks
+    rows: tuple[DeclaredRows, ...] = ()
 
 
 @dataclass(eq=False)
@@ -529,13 +530,11 @@ class Lowerer:
                 condition, definition.name, f"{parameter} in {domain}", declared,
                 ((parameter, value),), span))
 
-    def input_spans_of(self, inputs: tuple[str, ...]) -> InputSpans:
+    def input_spans_of(self, inputs: tuple[str, ...]) -> dict[str, Span]:
         """Where each of ``inputs`` and each class index written as a number is first
-        used, with the arguments declared rows and the requirements' conditions met."""
-        return InputSpans({name: self.input_spans[name] for name in inputs
-                           if name in self.input_spans} | self.constant_labels,
-                          tuple(self.rows.values()),
-                          tuple(r.condition for r in self.requirements.values()))
+        used."""
+        return ({name: self.input_spans[name] for name in inputs if name in self.input_spans}
+                | self.constant_labels)
 
     def _require(self, definition: DefInfo, bound: dict[str, Node], condition: Node,
                  span: Span) -> None:
@@ -888,6 +887,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             lowerer.input_spans_of(inputs),
             tuple(lowerer.domains.values()),
             tuple(lowerer.requirements.values()),
+            tuple(lowerer.rows.values()),
         )
         if name is None:
             scope.expression = definition
@@ -1134,7 +1134,8 @@ def def_as_loss(info: DefInfo, scope: Scope) -> LossDefinition | None:
     return LossDefinition(syntax.name, graph, inputs, params_used(graph, lowerer.params), info.doc,
                           syntax.span,
                           lowerer.input_spans_of(inputs),
-                          tuple(lowerer.domains.values()), tuple(lowerer.requirements.values()))
+                          tuple(lowerer.domains.values()), tuple(lowerer.requirements.values()),
+                          tuple(lowerer.rows.values()))
 
 
 def one_edit_apart(a: str, b: str) -> bool:

@@ -13,8 +13,9 @@ rather than per sample, and drops the samples whose label is ``ignore_index``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import LossShapeError, Span
 from ..ir.axes import Axis
@@ -23,6 +24,9 @@ from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
 from ..ops.primitives import CLASS_VECTOR, ROW, SCAN
 from ..ops.scans import GROUP_SCANS
 from . import pairs
+
+if TYPE_CHECKING:  # the frontend's record of a declaration: the shapes pass only reads it
+    from ..domains import DeclaredRows
 
 WEIGHT = "#sample_weight"  # cannot collide with a user name: '#' starts a comment
 WEIGHT_KEYWORD = "sample_weight"  # how callers pass the weights: no input may be named so
@@ -149,17 +153,21 @@ def _check_label(label: Node, ranks: dict[str, int], spans: dict[str, Span]) -> 
 
 
 def specialize(
-    graph: Node, ranks: dict[str, int], order: tuple[str, ...], spans: dict[str, Span] | None = None
+    graph: Node, ranks: dict[str, int], order: tuple[str, ...],
+    spans: dict[str, Span] | None = None, *, rows: Sequence[DeclaredRows] = (),
+    conditions: Sequence[Node] = ()
 ) -> Specialized:
     """Type ``graph`` for inputs of the given ranks (0, 1 or 2), inputs numbered by ``order``:
     infer each node's sample domain and class axis, name the axes, then expand the macros that
-    need them (``mean``, ``sum``, ``rowmean``)."""
+    need them (``mean``, ``sum``, ``rowmean``). ``rows``: the arguments bound to def
+    parameters declared rows; ``conditions``: those of the def requirements (both checked
+    for these ranks first)."""
     spans = spans or {}
     nodes = toposort([graph])
     tables = _table_inputs(nodes, ranks, spans)
     # before the loss's own inference: a vector where rows are declared is reported as that
     # (with what to do), not as the rowsum inside the def that it fails
-    _check_declared_shapes(spans, ranks, order, tables)
+    _check_declared_shapes(rows, conditions, spans, ranks, order, tables)
     inferred = infer_domains(nodes, ranks, order, tables, spans)
     graph, class_groups = _group_totals_with_classes(graph, nodes, inferred, ranks, spans)
     if class_groups:  # the graph now sums those groups as cumulative sums: type it again
@@ -185,17 +193,18 @@ def specialize(
     return result
 
 
-def _check_declared_shapes(spans: Mapping[str, Span], ranks: dict[str, int],
+def _check_declared_shapes(rows: Sequence[DeclaredRows], conditions: Sequence[Node],
+                           spans: Mapping[str, Span], ranks: dict[str, int],
                            order: tuple[str, ...], tables: list[str]) -> None:
-    """What the source declares besides the graph, which ``spans`` (an
-    :class:`~lossdsl.domains.InputSpans`) carries: each def requirement's condition must type
-    for these ranks as the loss does (``rowsum(y)`` of a vector ``y`` is the error it is in
-    a loss, not a kernel the backends cannot emit), and each argument bound to a parameter
-    declared rows (``cce_logits(y[N, K], z)``) must have one row (N, K) per sample: a vector
-    of class indices there would scale each row of the loss by its index instead."""
-    for condition in getattr(spans, "conditions", ()):
+    """What the source declares besides the graph: each def requirement's condition must
+    type for these ranks as the loss does (``rowsum(y)`` of a vector ``y`` is the error it
+    is in a loss, not a kernel the backends cannot emit), and each argument bound to a
+    parameter declared rows (``cce_logits(y[N, K], z)``) must have one row (N, K) per
+    sample: a vector of class indices there would scale each row of the loss by its index
+    instead."""
+    for condition in conditions:
         infer_domains(toposort([condition]), ranks, order, tables, spans)
-    for declared in getattr(spans, "rows", ()):
+    for declared in rows:
         argument = declared.argument
         inferred = infer_domains(toposort([argument]), ranks, order, tables, spans)
         domain, rows = inferred.shape[id(argument)]
