@@ -265,9 +265,14 @@ def disagreement(axis: str, shapes: Mapping[str, tuple[int, ...]]) -> LossShapeE
     """The error for inputs of ``shapes`` that disagree on the length of ``axis``."""
     detail = ", ".join(f"'{name}' has shape {shape}" for name, shape in shapes.items())
     # a group's items (n<d>g) are a row's second axis too, but they count samples
-    kind = ("number of classes" if Axis(axis).is_classes and not Axis(axis).is_ragged
-            else "number of samples")
-    return LossShapeError(f"inputs disagree on the {kind}: {detail}")
+    classes = Axis(axis).is_classes and not Axis(axis).is_ragged
+    kind = "number of classes" if classes else "number of samples"
+    columns = [name for name, shape in shapes.items() if len(shape) == 2 and shape[1] == 1]
+    hint = ""
+    if classes and columns:  # NumPy and torch broadcast a column; lossdsl takes a vector
+        hint = (f"; a vector (N,) meets each row of (N, K) inputs: pass {columns[0]}[:, 0] "
+                f"for one value per sample")
+    return LossShapeError(f"inputs disagree on the {kind}: {detail}{hint}")
 
 
 def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dict[str, int]:

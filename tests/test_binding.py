@@ -318,3 +318,18 @@ def test_grouped_inputs_of_different_lengths_disagree_on_the_number_of_samples()
             loss(**{name: inputs[name] for name in loss.inputs})
     with pytest.raises(lossdsl.LossShapeError, match="disagree on the number of classes"):
         lossdsl.compile("sum(y * z)")(y=np.zeros((3, 3)), z=np.zeros((3, 4)))
+
+
+def test_a_column_where_a_vector_meets_rows_says_to_pass_the_vector():
+    """PyTorch's gaussian_nll_loss takes a variance (N, 1) against (N, K) means (it
+    broadcasts the column); lossdsl refuses the column and says how to pass one value per
+    sample, which gives PyTorch's number."""
+    torch = pytest.importorskip("torch")
+    y, p = np.random.default_rng(4).normal(size=(2, 6, 4))
+    variance = np.linspace(0.5, 2.0, 6)[:, None]
+    loss = lossdsl.compile("gaussian_nll(y, p, v)")
+    with pytest.raises(lossdsl.LossShapeError, match=r"pass v\[:, 0\] for one value per sample"):
+        loss(y=y, p=p, v=variance)
+    expected = torch.nn.functional.gaussian_nll_loss(torch.tensor(p), torch.tensor(y),
+                                                     torch.tensor(variance))
+    assert loss(y=y, p=p, v=variance[:, 0]) == pytest.approx(expected.item(), rel=1e-12)
