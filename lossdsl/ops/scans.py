@@ -166,6 +166,11 @@ class KeyOrder:
         self.last_of_stratum[:-1] = new_stratum[1:]
         self.run_starts = np.flatnonzero(starts)  # where each run of tied keys starts
         self.run_of = np.cumsum(starts) - 1  # the run of each sorted position
+        # each sample's run (a group's total), the samples of NaN keys one past the last
+        self.run_of_sample = np.full(self.keys.shape[0], self.run_starts.shape[0], np.intp)
+        self.run_of_sample[self.order] = self.run_of
+        # the samples given in key order already (a batch of images, one after another)
+        self.in_order = count == self.keys.shape[0] and bool(np.all(self.order == positions))
         self.first = np.maximum.accumulate(np.where(starts, positions, 0))
         self.last = np.minimum.accumulate(np.where(ends, positions, count)[::-1])[::-1]
         self._work: np.ndarray | None = None  # scratch rows of the sums (see scan)
@@ -184,12 +189,14 @@ class KeyOrder:
         values = np.asarray(values, dtype=np.float64)
         if values.ndim < 2:
             values = np.broadcast_to(values, self.keys.shape)
-        result = np.full(values.shape, np.nan)
+        # the totals of the runs, then a NaN row for the samples in no run, gathered by
+        # sample (np.take: row gathers of (N, K) by fancy indexing cost several times more)
+        totals = np.full((self.run_starts.shape[0] + 1, *values.shape[1:]), np.nan)
         if self.order.shape[0]:
+            ordered = values if self.in_order else values.take(self.order, axis=0)
             with np.errstate(all="ignore"):
-                totals = np.add.reduceat(values[self.order], self.run_starts, axis=0)
-            result[self.order] = totals[self.run_of]
-        return result
+                np.add.reduceat(ordered, self.run_starts, axis=0, out=totals[:-1])
+        return totals.take(self.run_of_sample, axis=0)
 
     def scan(self, name: str, values: np.ndarray) -> np.ndarray:
         """Cumulative sum ``name`` of ``values`` (one per key, or a scalar), in float64; a
