@@ -26,7 +26,15 @@ import numpy as np
 from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name, partners_name
 from .domains import InputDomain, Requirement, first_outside, first_unmet, holds
-from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
+from .errors import (
+    LossDomainError,
+    LossError,
+    LossNameError,
+    LossShapeError,
+    Span,
+    at_index,
+    did_you_mean,
+)
 from .ir.axes import Axis
 from .passes import shapes
 
@@ -649,13 +657,14 @@ def label_error(layout: InputLayout, name: str, width: int, index: int,
     """The error for a label ``name`` (an input, a param or a constant) holding ``label``
     at ``index``."""
     if _is_number(name):  # a class index written in the loss, as in pick(z, 3)
-        text = (f"the class index {float(name):g} written in the loss must be an integer in "
-                f"[0, {width}): it reads a row of {width} classes")
-    else:
-        kind = "label input" if name in layout.inputs else "label"
-        text = (f"{kind} '{name}' must hold integers in [0, {width}); "
-                f"found {label!r} at index {index}")
-    return LossDomainError(text, layout.spans.get(name))
+        return LossDomainError(
+            f"the class index {float(name):g} written in the loss must be an integer in "
+            f"[0, {width}): it reads a row of {width} classes", layout.spans.get(name))
+    kind = "label input" if name in layout.inputs else "label"
+    return LossDomainError(
+        f"{kind} '{name}' must hold integers in [0, {width}); found {label!r}"
+        f"{at_index(index)}", layout.spans.get(name),
+        input=name if name in layout.inputs else None, index=index)
 
 
 def _is_number(name: str) -> bool:

@@ -396,39 +396,27 @@ def command_codegen(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------- eval
 
 
-# How the binder says where a bad value is: a flat index into the input (a sample's row for
-# a vector), or a requirement's (row, class) index.
-_AT_INDEX = re.compile(r" at index (?:(\d+)|\((\d+), (\d+)\))")
-
-
 def _in_file(error: LossDomainError, table: Table, first_row: int,
              inputs: dict[str, np.ndarray]) -> LossDomainError:
     """``error``, raised for a chunk of rows starting at data row ``first_row`` with the
     chunk's ``inputs``, saying where the bad value is in the file instead of in the chunk."""
-    found = _AT_INDEX.search(error.message)
-    if found is None:
+    index = error.index
+    if index is None:
         return error
-    if found.group(1) is None:  # a requirement's (row, class)
-        row, column = int(found.group(2)), int(found.group(3))
-    else:
-        index = int(found.group(1))
-        # the input the value belongs to is named before the index: "input 'y' must be ..."
-        named = re.findall(r"\binput '([^']+)'", error.message[:found.start()])
-        if named and named[-1] in inputs:
-            shape = np.shape(inputs[named[-1]])
-        elif (not named and " requires " in error.message) or all(
-                np.ndim(v) <= 1 for v in inputs.values()):
-            shape = ()  # a requirement on per-sample values, or vectors alone: a row
+    if isinstance(index, tuple):  # a requirement's (sample,) or (sample, class)
+        row, column = index[0], (index[1] if len(index) > 1 else None)
+    else:  # a flat index into the input
+        if error.input in inputs:
+            shape = np.shape(inputs[error.input])
+        elif all(np.ndim(v) <= 1 for v in inputs.values()):
+            shape = ()  # vectors alone: the index is a row
         else:  # which matrix the index is in is unknown: say where the chunk starts
-            where = f" at index {index} of the rows from {table.row_place(first_row)}"
-            return type(error)(error.message[:found.start()] + where
-                               + error.message[found.end():], error.span, error.hint)
+            return error.relocated(
+                f" at index {index} of the rows from {table.row_place(first_row)}")
         width = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
         row, column = divmod(index, width) if width > 1 else (index, None)
-    where = f" at {table.row_place(first_row + row)}" + (
-        f", class {column}" if column is not None else "")
-    return type(error)(error.message[:found.start()] + where + error.message[found.end():],
-                       error.span, error.hint)
+    return error.relocated(f" at {table.row_place(first_row + row)}"
+                           + (f", class {column}" if column is not None else ""))
 
 
 def command_eval(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .backend.cpu.runtime import first_outside_interval, first_outside_set
-from .errors import LossDomainError, LossShapeError, Span
+from .errors import LossDomainError, LossShapeError, Span, at_index
 from .ir.build import make
 from .ir.node import Node, constant, toposort
 from .ops.primitives import ELEMENTWISE
@@ -142,12 +142,12 @@ class InputDomain:
     def error(self, kind: str, value: Any, index: int | None, span: Span | None
               ) -> LossDomainError:
         """The error for ``value`` (at ``index`` of the input, when an array) outside."""
-        at = "" if index is None else f" at index {index}"
         return LossDomainError(
             f"{kind} '{self.name}' must be {self.domain.described()}: it is {self.function}'s "
             f"'{self.parameter}', declared '{self.parameter} in {self.domain}'"
-            f"{declared_at(self.declared)}; found {value!r}{at}", span,
-            _HINTS.get(self.domain))
+            f"{declared_at(self.declared)}; found {value!r}{at_index(index)}", span,
+            _HINTS.get(self.domain), input=self.name if kind == "input" else None,
+            index=index)
 
 
 #: What to do about the commonest mistakes, by the domain they break.
@@ -222,7 +222,6 @@ class Requirement:
     def error(self, values: dict[str, Any], index: tuple[int, ...] | None) -> LossDomainError:
         """The error for a call where the condition is false (at ``index`` of the arrays it
         reads, None for params and numbers), ``values`` the parameters' values there."""
-        at = "" if index is None else f" at index {index[0] if len(index) == 1 else index}"
         shown = []
         for parameter, bound in self.arguments:
             kind = {"input": "input", "param": "param"}.get(bound.op)
@@ -237,7 +236,8 @@ class Requirement:
         declared = declared_at(self.declared)
         return LossDomainError(
             f"{self.function} requires {self.text}{f' (declared{declared})' if declared else ''}"
-            f", which is false{at}: {', '.join(shown)}", self.called)
+            f", which is false{at_index(index)}: {', '.join(shown)}", self.called,
+            index=index)
 
 
 def holds(condition: Node, inputs: dict[str, Any], params: dict[str, float]) -> np.ndarray:

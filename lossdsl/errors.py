@@ -83,7 +83,7 @@ class LossError(Exception):
         return text
 
     def __reduce__(self):  # keep errors picklable across processes (Dask, multiprocessing)
-        return (type(self), (self.message, self.span, self.hint))
+        return (type(self), (self.message, self.span, self.hint), self.__dict__.copy())
 
 
 class LossSyntaxError(LossError):
@@ -103,7 +103,37 @@ class LossShapeError(LossError):
 
 
 class LossDomainError(LossError):
-    """A value is outside the domain the loss is defined on (e.g. a label out of range)."""
+    """A value is outside the domain the loss is defined on (e.g. a label out of range).
+
+    Where the value is in an array, ``index`` says where: an ``int`` is its flat index into
+    the input named ``input``; a tuple is the ``(sample,)`` or ``(sample, class)`` position
+    where a def's ``requires`` condition is false over the arrays it reads (``input`` None).
+    The message says it with :func:`at_index`, so that a caller that knows more (the
+    command line knows the file line of a chunk's row) can say it better with
+    :meth:`relocated`."""
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None, *,
+                 input: str | None = None, index: int | tuple[int, ...] | None = None):
+        super().__init__(message, span, hint)
+        self.input = input
+        self.index = index
+
+    def relocated(self, where: str) -> LossDomainError:
+        """This error with its :func:`at_index` phrase replaced by ``where`` (such as
+        ``" at line 9 of data.csv"``); ``index`` stays the one the loss was called with."""
+        phrase = at_index(self.index)
+        message = self.message.replace(phrase, where, 1) if phrase else self.message + where
+        return type(self)(message, self.span, self.hint, input=self.input, index=self.index)
+
+
+def at_index(index: int | tuple[int, ...] | None) -> str:
+    """How an error message says where a bad value is: `` at index 3``, `` at index (2,
+    1)``, or "" for a value that is not in an array."""
+    if index is None:
+        return ""
+    if isinstance(index, tuple):
+        return f" at index {index[0] if len(index) == 1 else index}"
+    return f" at index {index}"
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:

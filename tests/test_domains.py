@@ -116,6 +116,31 @@ def test_scalar_and_matrix_inputs():
         shared(t=-0.5, z=np.zeros(2))
 
 
+def test_errors_say_which_input_and_where_as_attributes_that_survive_pickling(margin):
+    """A caller that knows more (the command line knows a chunk's file lines) reads the
+    place from the error, not from its text."""
+    with pytest.raises(lossdsl.LossDomainError) as outside:
+        margin(y=np.array([1.0, 1.0, 0.0]), z=np.zeros(3))
+    bce = lossdsl.compile("multilabel_bce_logits(y, z)", reduction="none")
+    with pytest.raises(lossdsl.LossDomainError) as matrix:
+        bce(y=np.array([[0.0, 1.0], [1.0, 1.5]]), z=np.zeros((2, 2)))
+    with pytest.raises(lossdsl.LossDomainError) as label:
+        lossdsl.compile("sparse_cce_logits(y, z)")(y=np.array([0, 3]), z=np.zeros((2, 3)))
+    with pytest.raises(lossdsl.LossDomainError) as requirement:
+        lossdsl.compile("hinge(2*y - 1, z)")(y=np.array([1.0, -1.0]), z=np.zeros(2))
+    with pytest.raises(lossdsl.LossDomainError) as param:
+        lossdsl.compile("param level = 0.9\nquantile(y, p, level)")(
+            y=np.ones(2), p=np.ones(2), level=1.2)
+    expected = [(outside, "y", 2), (matrix, "y", 3), (label, "y", 1),
+                (requirement, None, (1,)), (param, None, None)]
+    for error, name, index in expected:
+        copy = pickle.loads(pickle.dumps(error.value))
+        assert (copy.input, copy.index, str(copy)) == (name, index, str(error.value))
+    moved = matrix.value.relocated(" at line 3 of m.csv, class 1")
+    assert "found 1.5 at line 3 of m.csv, class 1" in moved.message
+    assert "at index" not in moved.message and moved.index == 3
+
+
 def test_params_are_checked_at_every_call():
     loss = lossdsl.compile("param level = 0.9\nquantile(y, p, level)")
     y, p = np.array([1.0, 2.0]), np.array([1.5, 1.5])
