@@ -126,3 +126,12 @@ def pytest_collection_modifyitems(config, items):
                      if path.endswith("/tests/" + name)), len(LONGEST_FILES))
 
     items.sort(key=rank)  # stable: the order within a file and among the others is kept
+
+
+@pytest.fixture
+def jax_x64():
+    """JAX with float64 arrays (``jax_enable_x64``) for the test alone: the setting is
+    process-wide, and a test that left it on changed the dtypes of later tests' results."""
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        yield jax

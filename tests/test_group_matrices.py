@@ -25,10 +25,8 @@ B, P, K = 3, 5, 4  # images, pixels per image, classes
 
 @pytest.fixture(autouse=True, scope="module")
 def _x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+    with jax.enable_x64(True):
+        yield
 
 
 @pytest.fixture(scope="module")

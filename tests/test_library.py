@@ -2275,9 +2275,7 @@ def test_triplet_margin_optax_is_optax():
     optax = pytest.importorskip("optax")
     jax = pytest.importorskip("jax")
     d = triplets(np.random.default_rng(52))
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         for degree, margin in ((2, 1.0), (4, 0.5), (1, 0.3)):
             expected = np.asarray(optax.losses.triplet_margin_loss(
                 d["a"], d["p"], d["n"], norm_degree=degree, margin=margin))
@@ -2286,8 +2284,6 @@ def test_triplet_margin_optax_is_optax():
             np.testing.assert_allclose(loss(**d), expected, rtol=1e-12, atol=1e-15)
             np.testing.assert_allclose(ref_triplet_margin_optax(d, degree, margin), expected,
                                        rtol=1e-12, atol=1e-15)
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 def test_multiclass_sparsemax_is_optax():
@@ -2300,13 +2296,9 @@ def test_multiclass_sparsemax_is_optax():
     z[:4, 3] = -np.inf  # outside every support
     y = rng.integers(0, 7, 64)
     y[:4] = 0
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         expected = np.asarray(optax.losses.multiclass_sparsemax_loss(z, y))
         projected = np.asarray(jax.vmap(optax.projections.projection_simplex)(z))
-    finally:
-        jax.config.update("jax_enable_x64", previous)
     loss = compiled("multiclass_sparsemax(y, z)")
     np.testing.assert_allclose(loss(y=y, z=z), expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ref_multiclass_sparsemax({"y": y, "z": z}), expected,

@@ -217,11 +217,10 @@ def test_a_pair_sum_read_at_the_partners_ranks_within_groups():
                                rtol=1e-12)
 
 
-def test_jax_prints_the_pairs_as_a_masked_matrix_and_matches_the_kernels():
-    jax = pytest.importorskip("jax")
+def test_jax_prints_the_pairs_as_a_masked_matrix_and_matches_the_kernels(jax_x64):
+    jax = jax_x64
     import lossdsl.jax
 
-    jax.config.update("jax_enable_x64", True)
     d = data(5)
     w = np.random.default_rng(6).uniform(0.5, 2.0, d["s"].size)
     text = CASES[3][0]
@@ -276,11 +275,10 @@ def test_group_rank_breaks_ties_in_the_order_given_as_a_stable_sort():
         lossdsl.compile("s * partner_first(q)")(s=d["s"], q=d["q"])
 
 
-def test_jax_lambdarank_matches_the_kernels():
-    jax = pytest.importorskip("jax")
+def test_jax_lambdarank_matches_the_kernels(jax_x64):
+    jax = jax_x64
     import lossdsl.jax
 
-    jax.config.update("jax_enable_x64", True)
     d = data(11)
     loss, kernels = lossdsl.jax.loss("lambdarank(y, s, q)", reduction="sum"), compiled(
         "lambdarank(y, s, q)")

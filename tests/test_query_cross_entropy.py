@@ -130,9 +130,7 @@ def test_jax_backend_matches_the_kernels(per_document):
     data = {"y": np.concatenate([ordinary["y"], [0.0, 1.0, 1.0, 1.0, 0.0]]),
             "z": np.concatenate([ordinary["z"], [BIG, -BIG, 0.0, 3.0, -BIG]]),
             "q": np.concatenate([ordinary["q"], [10.0, 10.0, 10.0, 11.0, 11.0]])}
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         values = lossdsl.jax.loss("query_cross_entropy(y, z, q)", reduction="none")
         np.testing.assert_allclose(np.asarray(values(data["y"], data["z"], q=data["q"])),
                                    per_document(**data), rtol=1e-13)
@@ -143,8 +141,6 @@ def test_jax_backend_matches_the_kernels(per_document):
         np.testing.assert_allclose(np.asarray(gradient), expected[0], rtol=1e-10, atol=1e-15)
         np.testing.assert_allclose(np.diag(np.asarray(hessian)), expected[1], rtol=1e-9,
                                    atol=1e-15)
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 def test_the_groups_must_be_an_input():

@@ -366,13 +366,9 @@ def test_stratified_cox_is_lifelines_strata(cox_sum):
     jax = pytest.importorskip("jax")
     front_end = pytest.importorskip("lossdsl.jax")
 
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         value = front_end.loss("cox_ph(y, z, strata=g)", reduction="sum")(
             y=y, z=z, g=strata.astype(float))
-    finally:
-        jax.config.update("jax_enable_x64", previous)
     assert float(value) == pytest.approx(stratified(y=y, z=z, g=strata), rel=1e-12)
 
 

@@ -42,10 +42,8 @@ ENTRIES = {entry.name: entry for entry in catalog.entries()}
 
 @pytest.fixture(autouse=True, scope="module")
 def _x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+    with jax.enable_x64(True):
+        yield
 
 
 def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict:

@@ -77,10 +77,6 @@ def test_jax_printer():
     program = jax_printer.generate([node("atan", (x,), None, ("n0",))], {"x": "a0"}, {}, {})
     run = program.build(np.float64, jnp, jax.lax, jax_printer)
     values = np.array([-1e300, -2.0, 0.0, 0.5, np.inf, np.nan])
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         (actual,) = run(values)
-    finally:
-        jax.config.update("jax_enable_x64", previous)
     np.testing.assert_allclose(np.asarray(actual), np.arctan(values), rtol=1e-15)

@@ -215,12 +215,8 @@ def test_jax_spelling_matches_the_reference(op):
     names = {f"x{i}": f"a{i}" for i in range(op.arity)}
     program = jax_printer.generate([node(op.name, tuple(leaves), None, ("n0",))], names, {}, {})
     run = program.build(np.float64, jnp, jax.lax, jax_printer)
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         (actual,) = run(*arguments)
-    finally:
-        jax.config.update("jax_enable_x64", previous)
     with np.errstate(all="ignore"):
         expected = op.reference(*arguments)
     # atol: XLA on the CPU flushes subnormal results to zero
