@@ -961,6 +961,8 @@ class CallPlan:
                     arrays[name] = value
                 elif reader == _CLASS_VECTOR:
                     arrays[name] = value.reshape(1, value.shape[0])
+                elif type(value) is int and not -2**63 <= value < 2**64:
+                    return None  # NumPy holds it as an object: the general path refuses it
                 else:
                     numbers[name] = float(value)
         lengths: dict[str, int] = {}

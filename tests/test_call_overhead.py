@@ -201,6 +201,17 @@ def test_class_vector_and_scalar_inputs_on_a_plan():
         compiled(y=labels, z=z, w=np.ones(K - 1))
 
 
+def test_python_integers_beyond_int64_are_refused_on_a_plan_as_on_the_general_path(huber):
+    """A plan made by ``y=3`` converted a later ``y=10**400`` with float(): a raw
+    OverflowError, and 2**70 accepted where the general path refuses it."""
+    p = RNG.normal(size=8)
+    huber(y=3, p=p)
+    for value in (10**400, 2**70, -2**63 - 1):
+        with pytest.raises(lossdsl.LossShapeError, match="input 'y' must be numbers"):
+            huber(y=value, p=p)
+    assert_same(huber(y=2**63, p=p), fresh(huber)(y=2**63, p=p))
+
+
 def test_compiled_source_is_the_last_kernel_run(huber):
     compiled = fresh(huber)
     for dtype in (np.float64, np.float32, np.float64, np.float32):
