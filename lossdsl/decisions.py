@@ -106,6 +106,7 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
     check_aligned([("probabilities", probabilities), ("predictions", predictions),
                    ("quantiles", quantiles),
                    *((name, value) for name, value in inputs.items() if name not in tables)])
+    check_aligned([("residuals", residuals), ("residual_weights", residual_weights)])
     classification = probabilities is not None
     if classification:
         extra = [name for name, value in (("predictions", predictions),
@@ -367,6 +368,15 @@ def _split_inputs(compiled: CompiledLoss, inputs: Mapping[str, Any], n: int, lab
                                  f"{array.shape}) but the predictions have {n}: pass one "
                                  f"value per row, in the same order, or a scalar")
         else:
+            # a NaN among the outcomes' costs only rules that outcome out: a missing value
+            # would choose the row's decision silently
+            missing = (np.flatnonzero(np.isnan(array.reshape(n, -1)).any(axis=1))
+                       if array.dtype.kind == "f" else ())
+            if len(missing):
+                raise LossDomainError(
+                    f"input '{name}' is NaN in {len(missing)} row(s), the first row "
+                    f"{missing[0]}: a missing value would decide the row from the costs "
+                    f"of the other outcomes alone; fill it in or drop the row")
             per_row[name] = array
     return per_row, shared
 

@@ -565,6 +565,14 @@ class BoostingObjective:
         Chosen once, on first use (see :attr:`policy`), and carried by pickles: the numeric
         tests run the kernel.
         """
+        if self.hessian == "fisher" and not self.expected_cost:
+            # its curvature is |gradient|-sized: on another loss (mse) it is not the loss's
+            # Hessian and makes each leaf a sign-of-gradient step
+            raise LossError(
+                "hessian='fisher' is the curvature of an expected cost (a loss linear in "
+                "sigmoid(z) or in each class's softmax(z)), and this loss is not one: use "
+                "hessian='auto' (it chooses from the loss), 'exact', 'floor', 'clip' or "
+                "'constant'")
         if self.hessian != "auto":
             return self.hessian
         if self.expected_cost:

@@ -197,6 +197,12 @@ def test_expected_cost_is_recognised(text, inputs, expected):
     assert (objective.policy == "fisher") is expected
     chosen = BoostingObjective(text, wrt="z", inputs=inputs, hessian="floor", rows=np.zeros(2))
     assert chosen.policy == "floor"
+    fisher = BoostingObjective(text, wrt="z", inputs=inputs, hessian="fisher", rows=np.zeros(2))
+    if expected:
+        assert fisher.policy == "fisher"
+    else:  # it gave |gradient| as mse's Hessian: sign-of-gradient leaves
+        with pytest.raises(lossdsl.LossError, match="hessian='fisher' is the curvature of an"):
+            assert fisher.policy
 
 
 def test_fisher_curvature_values():

@@ -158,6 +158,13 @@ def test_tiered_cost_matches_brute_force():
      lossdsl.LossDomainError, "row 0 sums to 2: pass the model's predict_proba"),
     (dict(cost=MATRIX, probabilities=np.full((3, 2), 0.5), C=np.eye(2), decisions=[0, 1, 2]),
      lossdsl.LossDomainError, r"(?s)'d' must hold integers.*give classes= and decisions="),
+    # a missing value made the row "act" at an expected cost of 30, silently
+    (dict(cost="where(d == 1, 30, where(y == 1, value, 0))", probabilities=[0.01, 0.01],
+          value=[100.0, np.nan]),
+     lossdsl.LossDomainError, r"input 'value' is NaN in 1 row\(s\), the first row 1"),
+    (dict(cost=NEWSVENDOR, predictions=np.zeros(2), residuals=np.ones(5), over=1.0,
+          under=np.array([[1.0], [np.nan]])),
+     lossdsl.LossDomainError, "input 'under' is NaN"),
 ])
 def test_errors_say_what_to_do(call, error, message):
     with pytest.raises(error, match=message):
@@ -182,6 +189,16 @@ def test_pandas_values_with_another_index_are_refused():
         lossdsl.decide(cost, probabilities=p, amount=amount, fee=10.0)
     aligned = lossdsl.decide(cost, probabilities=p, amount=amount.reindex(p.index), fee=10.0)
     np.testing.assert_array_equal(aligned, [1, 0, 0])
+    # the residuals' weights were paired with the residuals by position: 0 for 9.0
+    residuals = pd.Series([-1.0, 0.0, 5.0, 9.0], index=[3, 2, 1, 0])
+    weights = pd.Series([1.0, 1.0, 0.0, 0.0], index=[0, 1, 2, 3])
+    with pytest.raises(lossdsl.LossShapeError, match="'residuals' and 'residual_weights'"):
+        lossdsl.decide("asymmetric_l1(y, p, 3, 1)", predictions=[0.0], residuals=residuals,
+                       residual_weights=weights)
+    decided = lossdsl.decide("asymmetric_l1(y, p, 3, 1)", predictions=[0.0],
+                             residuals=residuals, residual_weights=weights.reindex(
+                                 residuals.index))
+    np.testing.assert_allclose(decided, [9.0])  # the 0.75 quantile of {5, 9}
 
 
 def test_malformed_values_are_loss_errors():
