@@ -143,9 +143,7 @@ class Loss(keras.losses.Loss):
         # the target holds class indices (sparse_cce): a (N, 1) column of them is a vector,
         # as keras.losses.SparseCategoricalCrossentropy reads it (keras.datasets' labels)
         self._class_indices = self._roles[0] in compiled.label_inputs()
-        # a loss over classes gives one value per row of (N, K) outputs, any other one per
-        # entry (elementwise)
-        self._per_entry = compiled.default_ranks()[self._roles[1]] != 2
+        self._per_entry = _values_per_entry(compiled, self._roles, self._class_indices)
         self._functions: dict[str, Callable[[Any, Any], Any]] = {}
 
     @property
@@ -228,6 +226,19 @@ class Loss(keras.losses.Loss):
         if "loss" not in config:
             raise LossError("a lossdsl.keras.Loss config needs 'loss' (the loss text)")
         return cls(config.pop("loss"), config.pop("params", None), **config)
+
+
+def _values_per_entry(compiled: CompiledLoss, roles: tuple[str, str],
+                      class_indices: bool) -> bool:
+    """Whether the loss gives one value per entry of (N, K) outputs (an elementwise loss),
+    rather than one per row (a loss over classes) or one for the batch (Dice), which an
+    (N,) weight already weighs as Keras' own losses are weighed."""
+    target, prediction = roles
+    try:
+        spec = compiled.specialization({target: 1 if class_indices else 2, prediction: 2})
+    except LossError:  # the loss takes no (N, K) outputs: nothing to weigh per entry
+        return False
+    return len(spec.objective.value.axes or ()) == 2
 
 
 class _TensorFlowValues:

@@ -491,3 +491,17 @@ def test_a_weight_per_sample_of_wide_outputs_weighs_each_entry(reduction):
     expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
     np.testing.assert_allclose(float(sparse(labels, p, sample_weight=weight)),
                                float(expected(labels, p, sample_weight=weight)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["sum", None])
+def test_a_weight_per_sample_of_a_batch_or_row_loss_weighs_its_value_once(reduction):
+    """A batch-level loss (Dice) is one number that Keras weighs by each sample's weight: the
+    weight spread over the K entries made "sum" K times Keras' Dice(), and reduction=None
+    (N, K) values instead of (N,)."""
+    masks, probs, weight = dice_inputs()
+    for text, theirs in (("dice(y, p, 0)", keras.losses.Dice(reduction=reduction)),
+                         ("dice_rows(y, p, 0)", keras.losses.Dice(reduction=reduction, axis=-1))):
+        ours = lossdsl.keras.Loss(text, reduction=reduction)(masks, probs, sample_weight=weight)
+        expected = theirs(masks, probs, sample_weight=weight)
+        assert np.shape(ours) == np.shape(expected)
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(expected), rtol=1e-5)
