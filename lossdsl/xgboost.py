@@ -83,13 +83,17 @@ def _groups(dmatrix: xgb.DMatrix, objective: BoostingObjective) -> np.ndarray | 
     return group_ids(offsets=dmatrix.get_uint_info("group_ptr"))
 
 
-def _row_weights(dmatrix: xgb.DMatrix) -> np.ndarray:
+def _row_weights(dmatrix: xgb.DMatrix, to_mean_one: bool = False) -> np.ndarray:
     """A DMatrix's weights, one per row: a ranking DMatrix's weights are one per query
-    group (XGBoost's convention for ``qid=``/``group=`` data), repeated over its rows."""
+    group (XGBoost's convention for ``qid=``/``group=`` data), repeated over its rows, and
+    first rescaled to mean 1 over the queries when ``to_mean_one`` (as XGBoost's ranking
+    objectives do)."""
     weight = dmatrix.get_weight()
-    if weight.size and weight.size != dmatrix.num_row():
-        offsets = dmatrix.get_uint_info("group_ptr")
-        if offsets.size == weight.size + 1:
+    if weight.size and (to_mean_one or weight.size != dmatrix.num_row()):
+        offsets = dmatrix.get_uint_info("group_ptr")  # ~50 us: only where it may count
+        if offsets.size == weight.size + 1:  # one weight per query group
+            if to_mean_one:
+                weight = weight / weight.mean(dtype=np.float64)
             return np.repeat(weight, np.diff(offsets.astype(np.int64)))
     return weight
 
@@ -122,8 +126,9 @@ class XGBoostObjective(BoostingObjective):
         n = dtrain.num_row()
         flat = predt.ndim == 1 and predt.shape[0] != n  # XGBoost < 2.1: flat (n*K,) margins
         prediction = predt.reshape(n, -1) if flat else predt
-        gradient, hessian = self.gradients(_labels(dtrain), prediction, _row_weights(dtrain),
-                                           container=dtrain, groups=_groups(dtrain, self))
+        gradient, hessian = self.gradients(
+            _labels(dtrain), prediction, _row_weights(dtrain, self.query_weights_to_mean_one),
+            container=dtrain, groups=_groups(dtrain, self))
         if flat:
             return gradient.reshape(-1), hessian.reshape(-1)
         return gradient, hessian

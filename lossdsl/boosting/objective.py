@@ -64,7 +64,9 @@ class HessianPreset:
     multiclass scores normalised (``"centered"``: they sum to 0, XGBoost; ``"log_shares"``:
     log-probabilities, LightGBM), or ``"label_mean"``, the labels' weighted mean (LightGBM
     ``huber``);
-    ``booster_params``: what the booster needs besides the objective to build the same trees.
+    ``booster_params``: what the booster needs besides the objective to build the same trees;
+    ``query_weights_to_mean_one``: the built-in rescales the query groups' weights to mean 1
+    over the queries (XGBoost's ranking objectives), so that only their ratios count.
     """
 
     library: str
@@ -75,6 +77,7 @@ class HessianPreset:
     start: str = "plain"
     booster_params: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+    query_weights_to_mean_one: bool = False
 
 
 _POISSON_STEP = 0.7  # max_delta_step of XGBoost's count:poisson, LightGBM's poisson_max_delta_step
@@ -101,11 +104,14 @@ PRESETS: dict[str, HessianPreset] = {
     "rank:map": HessianPreset("xgboost", 2.0,
                               note="each pair's Hessian 2 p (1 - p) times its weight "
                                    "(lambdarank_map; checked in tests/integrations/"
-                                   "test_ranking.py)"),
+                                   "test_ranking.py); query weights rescaled to mean 1",
+                              query_weights_to_mean_one=True),
     "rank:ndcg": HessianPreset("xgboost", 2.0,
                                note="each pair's Hessian 2 p (1 - p) times its weight "
                                     "(lambdarank with truncation=32; checked in "
-                                    "tests/integrations/test_ranking.py)"),
+                                    "tests/integrations/test_ranking.py); query weights "
+                                    "rescaled to mean 1",
+                               query_weights_to_mean_one=True),
     # LightGBM
     "regression": HessianPreset("lightgbm"),
     "binary": HessianPreset("lightgbm"),
@@ -402,6 +408,8 @@ class BoostingObjective:
         self.like = like
         self._per_class_scale = False
         self._start_convention = "plain"
+        #: The query groups' weights are rescaled to mean 1 (``like="rank:ndcg"``).
+        self.query_weights_to_mean_one = False
         #: Parameters the booster needs besides this objective to build the built-in's trees
         #: (``like="count:poisson"``: ``{"max_delta_step": 0.7}``); empty otherwise.
         self.booster_params: dict[str, Any] = {}
@@ -472,6 +480,7 @@ class BoostingObjective:
         self.hessian_scale = float(preset.scale)
         self._per_class_scale = preset.per_class
         self._start_convention = preset.start
+        self.query_weights_to_mean_one = preset.query_weights_to_mean_one
         self.booster_params = dict(preset.booster_params)
 
     def hessian_factor(self, num_class: int | None = None) -> float:
@@ -1252,11 +1261,34 @@ class BoostingObjective:
         factor = self.hessian_factor(prediction.shape[1] if prediction.ndim == 2 else None)
         if factor != 1.0:
             hessian *= hessian.dtype.type(factor)
+        xp = _array_module(gradient)
+        # one pass each: a NaN or inf handed to the booster makes every later score NaN (an
+        # all-NaN XGBoost model, empty LightGBM trees), without an error
+        if not bool(xp.isfinite(gradient.sum(dtype=np.float64) + hessian.sum(dtype=np.float64))):
+            raise self._not_finite(y, prediction, _host(gradient), _host(hessian))
         if device is not None:
             # the kernels and CuPy's updates run asynchronously on the default stream; the
             # booster reads the arrays on streams of its own, which need not wait for them
             device.cuda.runtime.deviceSynchronize()
         return gradient, hessian
+
+    def _not_finite(self, y: np.ndarray, prediction: np.ndarray, gradient: np.ndarray,
+                    hessian: np.ndarray) -> LossDomainError:
+        """The error for a round whose gradient or Hessian is NaN or infinite somewhere,
+        naming the first such row, its label and its score."""
+        rows = len(gradient)
+        bad = ~(np.isfinite(gradient.reshape(rows, -1)).all(axis=1)
+                & np.isfinite(hessian.reshape(rows, -1)).all(axis=1))
+        row = int(np.argmax(bad))
+        what = "gradient" if not np.all(np.isfinite(gradient[row])) else "Hessian"
+        found = gradient[row] if what == "gradient" else hessian[row]
+        return LossDomainError(
+            f"the loss's {what} is {np.asarray(found).tolist()} at row {row} (label "
+            f"{np.asarray(_host(y)[row]).tolist()}, score "
+            f"{np.asarray(_host(prediction)[row]).tolist()}), and a booster given it makes "
+            f"every later score NaN: the loss is not defined there (a label outside what "
+            f"the loss models, such as an event at time 0 for a log-time model, or a "
+            f"per-row input that is NaN); fix or drop the row")
 
     def _rounded_labels_hint(self, error: LossDomainError, y: np.ndarray) -> LossDomainError:
         """``error`` with advice where it may come from the library's float32 labels beside

@@ -424,3 +424,18 @@ def test_auto_policy_tells_underflow_from_flatness(text, inputs, policy):
         _, expected = exact(np.ones(lower.size), dtrain)
         np.testing.assert_allclose(hessian, np.maximum(expected, 1e-16), rtol=1e-12)
         assert np.ptp(hessian) > 0.5  # the exact curvatures, not the constant 1
+
+
+def test_a_gradient_that_is_not_finite_is_an_error_naming_the_row():
+    """A NaN gradient handed to XGBoost made every later score NaN (an event at time 0 in
+    aft_normal did, before its requirement refused it), with no error."""
+    objective = lx.objective("mse(y, sqrt(z))")
+    labels, scores = np.ones(4), np.array([1.0, 4.0, -1.0, 2.0])
+    with pytest.raises(lossdsl.LossDomainError,
+                       match=r"gradient is nan at row 2 \(label 1.0, score -1.0\)"):
+        objective.gradients(labels, scores)
+    data = xgb.DMatrix(np.arange(4.0).reshape(-1, 1), labels)
+    with pytest.raises(lossdsl.LossDomainError, match="at row 2"):
+        xgb.train({"base_score": 0.0, "max_depth": 1}, data, 2,
+                  obj=lambda predt, dtrain: objective(predt + scores, dtrain))
+    assert np.all(np.isfinite(objective.gradients(labels, np.abs(scores))[0]))
