@@ -433,6 +433,7 @@ class _LossEstimator(BaseEstimator):
         _, score = default_roles(definition, self.wrt, self.label,
                                  {**self._fixed, **self._input_sources})
         self._class_axis = probe.default_ranks()[score] == 2
+        self._score_input = score
         features, values = self._take_rows(X, metadata, True,
                                            sorted(set(self._input_sources.values())))
         n = y.shape[0]
@@ -757,6 +758,8 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
     def _loss_labels(self, y: np.ndarray) -> np.ndarray:
         if self._multiclass:
             return y.astype(np.float64)
+        if self.classes_.size != 2:  # before class_values, which has two entries, is read
+            raise self._binary_loss_error(self._score_input)
         return np.asarray(self.class_values, dtype=np.float64)[y]
 
     @property
@@ -764,12 +767,14 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         return bool(self._class_axis)
 
     def _check_kind(self, objective: Any) -> None:
-        k = self.classes_.size
-        if not objective.class_axis and k != 2:
-            raise LossError(
-                f"{self._loss_name()} is a binary loss (its score '{objective.wrt}' is one "
-                f"value per row) but y has {k} classes; use a loss over classes (cce_logits "
-                "and friends: a score of one value per class)")
+        if not objective.class_axis and self.classes_.size != 2:
+            raise self._binary_loss_error(objective.wrt)
+
+    def _binary_loss_error(self, score: str) -> LossError:
+        return LossError(
+            f"{self._loss_name()} is a binary loss (its score '{score}' is one value per "
+            f"row) but y has {self.classes_.size} classes; use a loss over classes "
+            "(cce_logits and friends: a score of one value per class)")
 
     # ------------------------------------------------------------------ training hooks
     def _before_training(self, values: Mapping[str, np.ndarray]) -> None:

@@ -571,6 +571,14 @@ def test_negative_sample_weights_are_refused(make):
         model.fit(X, labels, sample_weight=weight)
 
 
+def test_a_binary_loss_given_three_classes_is_refused_before_its_labels_are_read():
+    """It indexed class_values (two entries) with class 2: a raw IndexError."""
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(lossdsl.LossError, match="is a binary loss .* but y has 3 classes"):
+        XGBLossClassifier("bce_logits(y, z)", n_estimators=2, nthread=1).fit(
+            X, np.repeat(["a", "b", "c"], 10))
+
+
 @pytest.mark.parametrize("make", [
     lambda **kw: XGBLossRegressor(nthread=1, **kw),
     lambda **kw: LGBMLossRegressor(num_threads=1, **kw)])
