@@ -246,6 +246,15 @@ class CatBoostObjective(BoostingObjective):
                 "column. Train it with lossdsl.xgboost.train or lossdsl.lightgbm.train and "
                 "num_class (docs/boosting.md, 'A mean and a spread from one model'), or use "
                 "CatBoost's built-in RMSEWithUncertainty for a Gaussian mean and spread")
+        if self.per_column:
+            raise LossError(
+                f"{self.loss.name or 'this loss'} has one score column per entry of its "
+                "per-class vectors (several quantile levels) on one real label per row, which "
+                "CatBoost cannot train with a Python objective (it gives several scores per "
+                "row only as classes or with one label per column). Train it with "
+                "lossdsl.xgboost.train or lossdsl.lightgbm.train and num_class (docs/"
+                "boosting.md, 'Several quantiles from one model'), or use CatBoost's built-in "
+                "MultiQuantile:alpha=...")
 
     def calc_ders_range(self, approxes: Sequence[float], targets: Sequence[float],
                         weights: Sequence[float] | None) -> np.ndarray:

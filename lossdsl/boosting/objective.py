@@ -1205,6 +1205,11 @@ class BoostingObjective:
         device = device_arrays() if self.target == "cuda" else None
         if device is None or _array_module(prediction) is np:
             prediction = _host(prediction)
+        if prediction.ndim == 2 and prediction.shape[1] != getattr(self, "_columns_seen", None):
+            # once per column count: xgb.train with num_class=3 and a loss of two columns
+            # trained a third that nothing read
+            self.check_score_columns(prediction.shape[1])
+            self._columns_seen = prediction.shape[1]
         y = self.label_array(label, prediction.shape)
         w = self.weight_array(weight, prediction.shape[0])
         if self._policy is None:  # chosen with the kernel this call runs anyway
@@ -1535,6 +1540,11 @@ class BoostingObjective:
         y = np.asarray(self.check_rows(label))
         n = y.shape[0]
         w = self.weight_array(weight, n)
+        if num_class is not None:  # a count the loss fixes and num_class contradicts
+            self.check_score_columns(num_class)
+        elif self.columns == "onehot" and y.ndim == 1:
+            raise LossError("columns='onehot' trains one score column per class, and how many "
+                            "cannot be told from the labels of this call: pass num_class=K")
         if num_class is None:
             if y.ndim == 2:
                 num_class = y.shape[1]

@@ -134,6 +134,18 @@ def test_the_number_of_score_columns_comes_from_the_loss_not_the_labels():
         reading_all.init_score(y)
     np.testing.assert_allclose(reading_all.init_score(y, num_class=3),
                                [np.mean(y) / 2, 0, 0], atol=1e-9)
+    # a num_class the loss contradicts: a start with a dead third column, and xgb.train
+    # trained that column too
+    with pytest.raises(lossdsl.LossError, match=r"set to train 3: set params\['num_class'\] = 2"):
+        lossdsl.xgboost.init_score(LOSS, y, num_class=3)
+    with pytest.raises(lossdsl.LossError, match=r"params\['num_class'\] = 2"):
+        xgb.train({"num_class": 3, "base_score": 0.0}, xgb.DMatrix(y[:50, None], y[:50]), 1,
+                  obj=lossdsl.xgboost.objective(LOSS))
+    onehot = lossdsl.xgboost.objective("bce_logits(y, z)", columns="onehot")
+    with pytest.raises(lossdsl.LossError, match="pass num_class=K"):
+        onehot.init_score(np.array([0.0, 1, 2, 2]))  # it said 'y' must be in [0, 1]
+    np.testing.assert_allclose(onehot.init_score(np.array([0.0, 1, 2, 2]), num_class=3),
+                               np.log([1 / 3, 1 / 3, 1.0]), atol=1e-9)
 
 
 @pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
