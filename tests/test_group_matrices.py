@@ -222,6 +222,39 @@ def test_groupsum_of_a_matrix_has_exact_derivatives_by_finite_differences(column
     np.testing.assert_allclose(hessian, expected_hessian, rtol=1e-5, atol=1e-5)
 
 
+def test_new_group_ids_of_the_same_shape_regroup_the_rows(column_sums):
+    """Calls one after another with other ids of the same shape (the kernels read each row's
+    group total through the row's group in a table of totals, both made anew when any id
+    changes and kept when none does): value, gradient and Hessian diagonal of
+    L = sum_ik w_ik T_ik^2 (T_ik: the column total of x^2 over row i's group), whose
+    derivatives in x_jk are 4 x_jk T_jk S_jk and 4 S_jk (T_jk + 2 x_jk^2), S_jk the sum of
+    w_ik over j's group."""
+    x, w, g, compiled = column_sums
+    for ids in (g, np.roll(g, 1), g[::-1].copy(), g):
+        same = ids[:, None] == ids[None, :]  # same[i, j]: rows i and j in one group
+        totals = same.astype(float) @ x**2
+        weights = same.astype(float) @ w
+        assert compiled(x=x, w=w, g=ids) == pytest.approx(float((w * totals**2).sum()),
+                                                          rel=1e-13)
+        gradient, hessian = compiled.grad_and_hessian("x", x=x, w=w, g=ids)
+        np.testing.assert_allclose(gradient, 4 * x * totals * weights, rtol=1e-13)
+        np.testing.assert_allclose(hessian, 4 * weights * (totals + 2 * x**2), rtol=1e-13)
+
+
+def test_group_totals_of_inputs_in_their_own_dtype():
+    """The summands of a group total that are an input are summed as given (integer counts
+    here, with float32 scores: a float32 kernel) in float64, as NumPy sums them."""
+    rng = np.random.default_rng(13)
+    counts = rng.integers(0, 1000, (7, 3))
+    p = rng.normal(size=(7, 3)).astype(np.float32)
+    g = np.array([2, 0, 2, 1, 0, 2, 5], np.int32)
+    per_row = lossdsl.compile("groupsum(x, g) * p", reduction="none")
+    got = per_row(x=counts, p=p, g=g)
+    assert got.dtype == np.float32
+    totals = np.stack([counts[g == g[i]].sum(axis=0) for i in range(g.size)])
+    np.testing.assert_allclose(got, totals * p.astype(np.float64), rtol=1e-6)
+
+
 def test_parallel_float32_and_the_jax_backend_agree_with_optax(batch):
     y, z, rows_y, rows_z, g = batch
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.special
 
 import lossdsl
-from lossdsl.ops.scans import scan
+from lossdsl.ops.scans import KeyOrder, key_order, scan
 
 EXPRESSIONS = [
     "sum_from(exp(z), t) * w + logsumexp_upto(z, t) * y",
@@ -441,3 +441,51 @@ def test_integer_keys_and_strata_the_kernel_cannot_hold_exactly_are_refused():
     np.testing.assert_array_equal(keyed(z=np.ones(4), t=times, g=strata), [2.0, 2.0, 1.0, 1.0])
     np.testing.assert_array_equal(keyed(z=np.ones(4, "f4"), t=times.astype(float), g=strata),
                                   [2.0, 2.0, 1.0, 1.0])
+
+
+def test_group_tables_hold_each_groups_sums_and_a_nan_row_for_samples_in_no_group():
+    """KeyOrder.group_table: one row per group in key order (column sums of (N, K) values; a
+    number counts the samples), then a NaN row, which the samples of NaN keys read through
+    run_of_sample; group_totals and scan("sum_group") gather a row per sample. Keys out of
+    order and in order (a batch of images one after another), against masked NumPy sums."""
+    rng = np.random.default_rng(12)
+    for keys in (np.array([3.0, -1.0, 3.0, np.nan, 7.0, -1.0, 3.0, np.nan, 0.5]),
+                 np.repeat([0.0, 1.0, 2.0], [2, 3, 1])):
+        values = rng.normal(size=(keys.size, 3))
+        order = KeyOrder(keys, 0.0)
+        groups = np.unique(keys[~np.isnan(keys)])  # sorted
+        table = order.group_table(values)
+        assert table.shape == (groups.size + 1, 3)
+        np.testing.assert_allclose(table[:-1], [values[keys == key].sum(axis=0)
+                                                for key in groups], rtol=1e-15)
+        assert np.isnan(table[-1]).all()
+        np.testing.assert_array_equal(order.run_of_sample,
+                                      [np.searchsorted(groups, key) if key == key
+                                       else groups.size for key in keys])
+        np.testing.assert_array_equal(order.group_table(1.0),
+                                      [*(np.count_nonzero(keys == key) for key in groups),
+                                       np.nan])
+        totals = np.array([values[keys == key].sum(axis=0) if key == key
+                           else np.full(3, np.nan) for key in keys])
+        np.testing.assert_allclose(order.group_totals(values), totals, rtol=1e-15)
+        np.testing.assert_allclose(scan("sum_group", values[:, 1], keys), totals[:, 1],
+                                   rtol=1e-15)
+
+
+def test_an_order_is_kept_for_the_same_keys_and_strata_only():
+    """key_order keeps the last order while a call's keys and strata equal its own (NaN
+    equal to NaN), and makes a new one where any key or stratum differs."""
+    keys = np.array([2.0, np.nan, 1.0, 2.0, 5.0])
+    first = key_order(keys, 0.0)
+    assert key_order(keys.copy(), 0.0) is first
+    assert key_order(keys, np.zeros(keys.size)) is first
+    for other_keys, other_strata in [(np.array([2.0, np.nan, 1.0, 2.0, 4.0]), 0.0),
+                                     (np.array([2.0, 3.0, 1.0, 2.0, 5.0]), 0.0),
+                                     (np.array([2.0, np.nan, np.nan, 2.0, 5.0]), 0.0),
+                                     (keys, np.array([0.0, 0.0, 0.0, 0.0, 1.0])),
+                                     (keys, np.nan)]:
+        assert not first.same_keys(other_keys, other_strata)
+        made = key_order(other_keys, other_strata)
+        assert made is not first
+        np.testing.assert_array_equal(made.keys, other_keys)
+        first = key_order(keys, 0.0)

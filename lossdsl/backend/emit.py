@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from ..ir.axes import Axis, partner_of
 from ..ir.node import Node
 from ..ops import Helper, find, helper_closure, helper_source, helpers, kernel_math_calls
-from ..ops.scans import SCANS
+from ..ops.scans import GROUP_SCANS, SCANS
 from ..passes.schedule import Loop, Output
 
 # Fast-math flags for the loop drivers only. "reassoc" lets the reductions vectorise (4.9x
@@ -125,8 +125,12 @@ class Names:
     widths: dict[str, str] = field(default_factory=dict)  # class axis -> w<k>
     lengths: dict[str, str] = field(default_factory=dict)  # sample axis -> n<k>
     # arrays ``run`` allocates itself (float64, one value per sample): the summands and keys
-    # of each cumulative sum, which a loop writes, and the sums, which later loops read
+    # of each cumulative sum, which a loop writes, and the sums, which later loops read; a
+    # group's totals, one row per group, and the row each sample reads (role "runs")
     buffers: dict[tuple[str, str], str] = field(default_factory=dict)  # (role, key) -> b<k>
+    # buffer -> the pass that writes it: a later pass that needs the same summands or keys
+    # (one array for the whole call) does not write them again
+    written: dict[str, int] = field(default_factory=dict)
     # per-sample values a loop stored for a later one to read at the partners of a pair sum
     # (at_partner): node key -> (buffer, the pass that stores it); a later pass reads them
     # back for its own samples too, rather than computing them again
@@ -154,6 +158,13 @@ class Names:
         """The array ``run`` allocates for ``n``'s values: role "values", "keys" or "strata"
         (what a loop writes for a cumulative sum) or "scan" (the cumulative sum ``n``)."""
         return self.buffers.setdefault((role, n.key), f"b{len(self.buffers)}")
+
+    def run_index(self, scan: Node) -> str:
+        """The array of each sample's row in the tables of group totals (``sum_group``)
+        ordered by ``scan``'s keys and strata: one per order, shared by its every total."""
+        _, keys, strata = scan.args
+        return self.buffers.setdefault(("runs", f"{keys.key}/{strata.key}"),
+                                       f"b{len(self.buffers)}")
 
     def run_arguments(self) -> list[str]:
         """The arguments of the generated ``run`` function, in order: input arrays, output
@@ -196,15 +207,26 @@ def pick_parts(n: Node) -> tuple[Node, Node] | None:
     return None
 
 
+def read_as_given(argument: Node) -> bool:
+    """Whether a cumulative sum reads its summands, keys or strata ``argument`` from the
+    input array itself: an input of one value per sample, or an (N, K) row per sample (not a
+    partner's value, nor groups' items), which the kernel would only copy into a buffer."""
+    return (argument.op == "input" and partner_of(argument.value) is None
+            and 1 <= len(argument.axes) <= 2 and Axis(argument.axes[0]).is_samples
+            and not any(Axis(axis).is_ragged for axis in argument.axes[1:]))
+
+
 def scan_buffers(scan: Node) -> list[tuple[str, Node]]:
-    """(role, node) of the arrays a loop writes for cumulative sum ``scan``: its summands,
-    its keys, and its strata unless they are one constant (one stratum); for a value read at
-    the partners (``at_partner``), the value."""
+    """(role, node) of the arrays a loop writes for cumulative sum ``scan``: its summands
+    (unless they are a number), its keys, and its strata (unless they are one number: one
+    stratum), each unless it is an input the sum reads as it is (:func:`read_as_given`); for
+    a value read at the partners (``at_partner``), the value."""
     if scan.op == "at_partner":
         return [("values", scan.args[0])]
     values, keys, strata = scan.args
-    return [("values", values), ("keys", keys)] + (
-        [] if strata.op == "const" else [("strata", strata)])
+    return [(role, argument) for role, argument in
+            (("values", values), ("keys", keys), ("strata", strata))
+            if not read_as_given(argument) and (role == "keys" or argument.op != "const")]
 
 
 def _loop_args(n: Node) -> tuple[Node, ...]:
@@ -281,6 +303,8 @@ class BodyEmitter:
         self.scalars: list[str] = []
         self.widths: list[str] = []
         self.pending: list[Node] = []  # the per-sample nodes of the body, in order
+        self.run_rows: dict[str, str] = {}  # row of sample i in tables of group totals -> read
+        self.buffers_written: set[str] = set()
 
     def _fresh(self) -> str:
         self.counter += 1
@@ -313,6 +337,24 @@ class BodyEmitter:
     def _partner_index(self, axis: str) -> str:
         """The kernel's array of the sample each partner slot on ``axis`` reads."""
         return self._use(self.names.array(partners_name(axis)), self.arrays)
+
+    def _run_of_sample(self, scan: Node) -> str:
+        """The local name of sample ``i``'s row in the tables of group totals of ``scan``'s
+        order, read once at the top of the body (:meth:`Names.run_index`)."""
+        runs = self._use(self.names.run_index(scan), self.arrays)
+        row = f"row_{runs}"
+        if row not in self.run_rows:
+            self.run_rows[row] = f"    {row} = {runs}[i]"
+        return row
+
+    def _first_write(self, buffer: str) -> bool:
+        """Whether this body is to write ``buffer`` (a cumulative sum's summands, keys or
+        strata): not when it wrote it already, nor when an earlier pass did."""
+        writer = self.names.written.setdefault(buffer, self.loop.index)
+        if writer < self.loop.index or buffer in self.buffers_written:
+            return False
+        self.buffers_written.add(buffer)
+        return True
 
     def _stored(self, n: Node) -> str | None:
         """The buffer an earlier pass stored per-sample value ``n`` in, if any."""
@@ -366,7 +408,9 @@ class BodyEmitter:
                 subscript = index if Axis(n.axes[1]).is_ragged else f"i, {index}"
             text = f"T({array}[{subscript}])"
         elif n.op in SCANS:  # accumulated after an earlier loop (a group's rows: by class)
-            subscript = "i" if len(n.axes) == 1 else f"i, {index}"
+            # a group's total is the row of its group in the table of totals
+            row = self._run_of_sample(n) if n.op in GROUP_SCANS else "i"
+            subscript = row if len(n.axes) == 1 else f"{row}, {index}"
             text = f"T({self._use(self.names.buffer('scan', n), self.arrays)}[{subscript}])"
         elif n.op == "partner_first":
             text = f"T(1.0) if {self._partner_index(n.axes[1])}[{index}] < i else T(0.0)"
@@ -690,7 +734,7 @@ class BodyEmitter:
         indent = "    "
         sample_roots = [r.args[0] for r in self.loop.reductions]
         sample_roots += [o.node for o in self.loop.outputs]
-        sample_roots += [a for scan in self.loop.scans for a in scan.args]
+        sample_roots += [a for scan in self.loop.scans for _, a in scan_buffers(scan)]
         ordered = self._ordered(sample_roots, row=False)
         # the sample's inputs and the values an earlier pass stored are read first (they need
         # nothing computed), so that every row loop that needs them can share one loop over
@@ -707,7 +751,10 @@ class BodyEmitter:
         row_writes: list[tuple[str | Output, str, Node, str]] = []
         for scan in self.loop.scans:
             for role, argument in scan_buffers(scan):
-                buffer = self._use(self.names.buffer(role, argument), self.arrays)
+                buffer = self.names.buffer(role, argument)
+                if not self._first_write(buffer):
+                    continue
+                self._use(buffer, self.arrays)
                 if len(argument.axes) == 2:
                     row_writes.append((buffer, "i, k", argument, argument.axes[1]))
                     continue
@@ -736,8 +783,9 @@ class BodyEmitter:
         outputs = [self.names.output(o.name) for o in self.loop.outputs]
         arguments = ["i"] + self.arrays + outputs + self.scalars + self.widths
         # a kept value's slot holds its store once a later loop read it back, else nothing
-        lines = [line for entry in self.lines
-                 for line in ([entry] if isinstance(entry, str) else entry)]
+        lines = [*self.run_rows.values(), *(line for entry in self.lines
+                                            for line in ([entry] if isinstance(entry, str)
+                                                         else entry))]
         return Body(arguments, lines, returns, self.rows)
 
 

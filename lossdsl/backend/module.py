@@ -28,8 +28,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..ir import verify
+from ..ir.node import Node
+from ..ops.scans import GROUP_SCANS
 from ..passes.schedule import Loop, Schedule
-from .emit import HELPERS, Body, ExpressionPrinter, GluePrinter, Names, glue_number, scan_buffers
+from .emit import (
+    HELPERS,
+    Body,
+    ExpressionPrinter,
+    GluePrinter,
+    Names,
+    glue_number,
+    read_as_given,
+    scan_buffers,
+)
 
 #: What the glue of every target imports for its NumPy operations.
 GLUE_OPERATIONS_IMPORT = "from lossdsl.reference import GLUE_OPERATIONS as OPS"
@@ -84,6 +95,7 @@ class ModuleBuilder(ABC):
         self.glue = GluePrinter(self.names, self.reduction_names, cast=self.glue_cast)
         self.allocated: set[str] = set()  # the scan buffers run allocates
         self.orders: dict[tuple[str, str], str] = {}  # (keys, strata) -> its order in run
+        self.run_indexes: set[str] = set()  # the run indexes of group totals run has read
 
     # ------------------------------------------------------------------- the target's parts
 
@@ -207,6 +219,34 @@ class ModuleBuilder(ABC):
         ``values`` in ``order`` (:meth:`lossdsl.ops.scans.KeyOrder.scan`)."""
         return f'kit.scan("{name}", {values}, {order})'
 
+    def group_table_call(self, values: str, order: str) -> str:
+        """The source of ``run``'s call computing the table of the totals of ``values`` over
+        the groups of ``order``, one row per group
+        (:meth:`lossdsl.ops.scans.KeyOrder.group_table`)."""
+        return f"kit.group_table({values}, {order})"
+
+    def run_index_call(self, order: str) -> str:
+        """The source of ``run``'s call giving each sample's row of the group tables of
+        ``order`` (:attr:`lossdsl.ops.scans.KeyOrder.run_of_sample`)."""
+        return f"kit.run_index({order})"
+
+    def scan_operand(self, role: str, argument: Node) -> str:
+        """What ``run`` passes to a cumulative sum for its summands, keys or strata
+        ``argument``: a number, the input array itself
+        (:func:`~lossdsl.backend.emit.read_as_given`), or the buffer a loop wrote it to."""
+        if argument.op == "const" and role != "keys":
+            return glue_number(argument.value)
+        if read_as_given(argument):
+            return self.names.array(argument.value)
+        return self.names.buffer(role, argument)
+
+    @staticmethod
+    def writes_nothing(loop: Loop) -> bool:
+        """Whether ``loop`` has nothing to compute: no sums or outputs, and cumulative sums
+        of inputs and numbers only, which ``run`` passes to them as they are."""
+        return not (loop.reductions or loop.outputs
+                    or any(scan_buffers(scan) for scan in loop.scans))
+
     def scan_inputs(self, loop: Loop) -> list[str]:
         """``run``'s lines before ``loop``: the arrays it writes the summands and keys of its
         cumulative sums into."""
@@ -236,17 +276,28 @@ class ModuleBuilder(ABC):
                 lines.append(f"{self.names.buffer('scan', scan)} = "
                              f"{self.names.buffer('values', scan.args[0])}")
                 continue
-            _, keys, strata = scan.args
-            by = (self.names.buffer("keys", keys),
-                  glue_number(strata.value) if strata.op == "const"
-                  else self.names.buffer("strata", strata))
+            values, keys, strata = scan.args
+            by = (self.scan_operand("keys", keys), self.scan_operand("strata", strata))
             if by not in self.orders:
-                name = f"order_{'_'.join(part for part in by if part.startswith('b'))}"
+                name = f"order_{'_'.join(part for part in by if part[0] in 'ab')}"
+                if name in self.orders.values():  # the same keys in another constant stratum
+                    name += f"_{len(self.orders)}"
                 self.orders[by] = name
                 lines.append(f"{name} = {self.order_call(*by)}")
-            lines.append(f"{self.names.buffer('scan', scan)} = "
-                         + self.scan_call(scan.op, self.names.buffer("values", scan.args[0]),
-                                          self.orders[by]))
+            order = self.orders[by]
+            result = self.names.buffer("scan", scan)
+            summands = self.scan_operand("values", values)
+            if scan.op not in GROUP_SCANS:
+                lines.append(f"{result} = {self.scan_call(scan.op, summands, order)}")
+                continue
+            # a group's totals: a table of one row per group, which later loops read at
+            # each sample's row (an (N, K) array of every sample's total would be written
+            # and read again by every pass)
+            lines.append(f"{result} = {self.group_table_call(summands, order)}")
+            runs = self.names.run_index(scan)
+            if runs not in self.run_indexes:
+                self.run_indexes.add(runs)
+                lines.append(f"{runs} = {self.run_index_call(order)}")
         return lines
 
     def name_reductions(self, number: int, loop: Loop, count: int) -> list[str]:
@@ -267,6 +318,9 @@ class ModuleBuilder(ABC):
     def build(self) -> GeneratedModule:
         """The module's source and the names of ``run``'s arguments."""
         for number, loop in enumerate(self.schedule.loops):
+            if self.writes_nothing(loop):  # its cumulative sums read inputs as they are
+                self.run_lines += self.scan_results(loop)
+                continue
             self.add_loop(number, loop)
         outputs = [self.glue.value(o.node) for o in self.schedule.scalar_outputs]
         self.run_lines += self.glue.take_lines()

@@ -25,7 +25,9 @@ Kernels compute them between two passes over the samples (``passes/schedule.py``
 writes the summands, keys and strata of each cumulative sum to arrays, :func:`key_order`
 sorts the keys once (and keeps the order while they stay the same: a training loop's labels),
 and :meth:`KeyOrder.scan` accumulates each sum in float64 (:func:`log_cumsum_exp` for the
-logarithms); later passes read the sums. It is the one implementation: the reference
+logarithms); later passes read the sums. A group's totals stay a table of one row per group
+(:meth:`KeyOrder.group_table`), which later passes read through each sample's group
+(:attr:`KeyOrder.run_of_sample`). It is the one implementation: the reference
 interpreter and the CPU and CUDA glue call it.
 """
 
@@ -80,6 +82,18 @@ def _rescaled_sums(weights, factors, out):  # pragma: no cover - compiled
         else:
             total = total * factors[p] + weights[p]
         out[p] = total
+
+
+@njit(cache=True)
+def _same_values(given, kept):  # pragma: no cover - compiled
+    """Whether ``given`` and ``kept`` (of one length) hold the same values, NaN equal to NaN:
+    one pass that stops at the first difference, where ``numpy.array_equal(equal_nan=True)``
+    makes several (a call's group ids are compared with the last call's every time)."""
+    for p in range(kept.shape[0]):
+        a, b = given[p], kept[p]
+        if a != b and (a == a or b == b):
+            return False
+    return True
 
 
 @njit(cache=True, error_model="numpy")
@@ -177,26 +191,30 @@ class KeyOrder:
 
     def same_keys(self, keys: np.ndarray, strata: np.ndarray) -> bool:
         """Whether ``keys`` and ``strata`` are the ones this order was made for."""
-        return (keys.shape == self.keys.shape
-                and np.array_equal(keys, self.keys, equal_nan=True)
-                and np.array_equal(np.broadcast_to(strata, keys.shape), self.strata,
-                                   equal_nan=True))
+        return (keys.shape == self.keys.shape and _same_values(keys, self.keys)
+                and _same_values(np.broadcast_to(strata, keys.shape), self.strata))
 
-    def group_totals(self, values: np.ndarray) -> np.ndarray:
-        """Each sample's total of ``values`` over its run of tied keys (its group), in
-        float64: ``values`` one per key, one row (N, K) per key (each column summed), or a
-        scalar. NaN for a sample whose key is NaN (in no group)."""
+    def group_table(self, values: np.ndarray) -> np.ndarray:
+        """The totals of ``values`` over each run of tied keys (each group), in float64, one
+        row per run in key order and a last row of NaN for the samples whose key is NaN (in
+        no group): ``values`` one per key, one row (N, K) per key (each column summed), or a
+        scalar. Sample ``i``'s total is row :attr:`run_of_sample` ``[i]``, which kernels read
+        in place of an (N, K) array of every sample's total (:meth:`group_totals`)."""
         values = np.asarray(values, dtype=np.float64)
         if values.ndim < 2:
             values = np.broadcast_to(values, self.keys.shape)
-        # the totals of the runs, then a NaN row for the samples in no run, gathered by
-        # sample (np.take: row gathers of (N, K) by fancy indexing cost several times more)
         totals = np.full((self.run_starts.shape[0] + 1, *values.shape[1:]), np.nan)
         if self.order.shape[0]:
+            # np.take: row gathers of (N, K) by fancy indexing cost several times more
             ordered = values if self.in_order else values.take(self.order, axis=0)
             with np.errstate(all="ignore"):
                 np.add.reduceat(ordered, self.run_starts, axis=0, out=totals[:-1])
-        return totals.take(self.run_of_sample, axis=0)
+        return totals
+
+    def group_totals(self, values: np.ndarray) -> np.ndarray:
+        """Each sample's total of ``values`` over its run of tied keys (its group), in
+        float64: :meth:`group_table` gathered by sample, NaN for a sample whose key is NaN."""
+        return self.group_table(values).take(self.run_of_sample, axis=0)
 
     def scan(self, name: str, values: np.ndarray) -> np.ndarray:
         """Cumulative sum ``name`` of ``values`` (one per key, or a scalar), in float64; a

@@ -4,10 +4,11 @@ A generated CPU module's ``run`` calls every loop and converts every scalar it h
 loop through a *kit*: ``kit.loop(function, count, length, *arguments)`` runs one loop and
 returns its ``count`` reductions as float64, ``kit.cast(dtype, value)`` converts the scalar
 glue between passes to the kernel's dtype, ``kit.order(keys, strata)`` and
-``kit.scan(name, values, order)`` compute a cumulative sum between passes
-(:mod:`lossdsl.ops.scans`). :data:`DIRECT` runs loops in place on whole arrays;
-:mod:`lossdsl.dask` passes a kit that runs each loop chunk by chunk, so one generated module
-serves both, nested reductions and Hessians included.
+``kit.scan(name, values, order)`` compute a cumulative sum between passes, and
+``kit.group_table(values, order)`` and ``kit.run_index(order)`` a group's totals and the row
+of them each sample reads (:mod:`lossdsl.ops.scans`). :data:`DIRECT` runs loops in place on
+whole arrays; :mod:`lossdsl.dask` passes a kit that runs each loop chunk by chunk, so one
+generated module serves both, nested reductions and Hessians included.
 
 Every loop runs through :func:`launch`, which keeps ``parallel=True`` loops safe. Numba's
 default threading layer on a pip install is GNU OpenMP: fast and thread-safe, but a process
@@ -194,6 +195,18 @@ class Direct:
     def scan(name: str, values: np.ndarray, order: KeyOrder) -> np.ndarray:
         """Cumulative sum ``name`` of ``values`` in ``order`` (float64)."""
         return order.scan(name, values)
+
+    @staticmethod
+    def group_table(values: np.ndarray | float, order: KeyOrder) -> np.ndarray:
+        """The totals of ``values`` over the groups of ``order`` (tied keys), one row per
+        group and a last row of NaN (:meth:`lossdsl.ops.scans.KeyOrder.group_table`)."""
+        return order.group_table(values)
+
+    @staticmethod
+    def run_index(order: KeyOrder) -> np.ndarray:
+        """Each sample's row of the group tables of ``order`` (the kernels read a sample's
+        total as ``table[run[i]]``)."""
+        return order.run_of_sample
 
 
 #: The in-process kit; generated modules import it as their default ``kit``.

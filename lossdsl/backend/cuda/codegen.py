@@ -137,6 +137,9 @@ class CudaModuleBuilder(ModuleBuilder):
     def __init__(self, schedule: Schedule, dtype: str, header: str):
         super().__init__(schedule, dtype, header)
         self.block_rows_used = False
+        # the input arrays some kernel reads: run copies only those to the device (group ids
+        # that only order the samples are sorted where they are, on the host)
+        self.kernel_inputs: set[str] = set()
 
     def imports(self) -> list[str]:
         return [
@@ -162,8 +165,10 @@ class CudaModuleBuilder(ModuleBuilder):
         return ["@rt.in_context"]
 
     def run_prologue(self) -> list[str]:
-        """Copy NumPy inputs to the device, make device outputs (device arrays in place)."""
-        transfers = [f"dev_{a} = rt.to_device({a})" for a in self.names.arrays.values()]
+        """Copy NumPy inputs that a kernel reads to the device, make device outputs (device
+        arrays in place)."""
+        transfers = [f"dev_{a} = rt.to_device({a})" for a in self.names.arrays.values()
+                     if a in self.kernel_inputs]
         transfers += [f"dev_{o}, host_{o} = rt.output({o})" for o in self.names.outputs.values()]
         return transfers
 
@@ -188,12 +193,19 @@ class CudaModuleBuilder(ModuleBuilder):
     def scan_call(self, name: str, values: str, order: str) -> str:
         return f'rt.scan("{name}", {values}, {order})'
 
+    def group_table_call(self, values: str, order: str) -> str:
+        return f"rt.group_table({values}, {order})"
+
+    def run_index_call(self, order: str) -> str:
+        return f"rt.run_index({order})"
+
     def reduction_value(self, result: str) -> str:
         return f"numpy.float64({result})"  # rt.fetch returns the device's float64 sums
 
     def add_loop(self, number: int, loop: Loop) -> None:
         emitter = BodyEmitter(loop, self.names, self.printer)
         body = emitter.emit()
+        self.kernel_inputs.update(body.arguments[1:])
         length = self.names.length(loop.axis)
         row_width = emitter.widths[0] if emitter.widths else None
         reads = _sample_reads(body) if row_width is None else None

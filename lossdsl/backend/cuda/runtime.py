@@ -158,17 +158,39 @@ def scan_buffer(length: int | tuple[int, int], dtype: Any = np.float64) -> Any:
     return cuda.device_array(length, dtype)
 
 
+def on_host(array: Any) -> Any:
+    """``array`` as host values: a NumPy array or a number as it is, a device array copied
+    to the host (a cumulative sum's summands, keys or strata: run passes its inputs as
+    given, and the buffers the kernels wrote)."""
+    if isinstance(array, (np.ndarray, np.generic, float, int)):
+        return array
+    return as_device_array(array).copy_to_host()
+
+
 def order(keys: Any, strata: Any) -> KeyOrder:
-    """The samples in the order of the device array ``keys`` within ``strata`` (a device
+    """The samples in the order of the array ``keys`` (host or device) within ``strata`` (an
     array or a number), sorted on the host."""
-    return key_order(keys.copy_to_host(),
-                     strata if isinstance(strata, float) else strata.copy_to_host())
+    return key_order(on_host(keys), on_host(strata))
 
 
 def scan(name: str, values: Any, order: KeyOrder) -> Any:
-    """Cumulative sum ``name`` of the device array ``values`` in ``order``, on the host (a
-    round trip per sum, :mod:`lossdsl.ops.scans`)."""
-    return cuda.to_device(order.scan(name, values.copy_to_host()))
+    """Cumulative sum ``name`` of the array ``values`` (host or device) in ``order``, on the
+    host (a round trip per sum, :mod:`lossdsl.ops.scans`)."""
+    return cuda.to_device(order.scan(name, on_host(values)))
+
+
+def group_table(values: Any, order: KeyOrder) -> Any:
+    """The totals of ``values`` (an array, host or device, or a number) over the groups of
+    ``order``, one row per group and a last row of NaN, summed on the host and copied to the
+    device (:meth:`lossdsl.ops.scans.KeyOrder.group_table`): a few rows, where each sample's
+    total would be an (N, K) array."""
+    return to_device(order.group_table(on_host(values)))
+
+
+def run_index(order: KeyOrder) -> Any:
+    """Each sample's row of the group tables of ``order``, on the device: the kernels read
+    a sample's total as ``table[run[i]]`` (one integer a sample, copied once a call)."""
+    return to_device(order.run_of_sample)
 
 
 def output(array: Any) -> tuple[Any, np.ndarray | None]:
