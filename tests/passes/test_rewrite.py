@@ -159,6 +159,17 @@ CASES: list[tuple[str, str, Node, Node]] = [
     ("stabilize", "log_sigmoid_of", raw("log", raw("sigmoid", X)), m("log_sigmoid", X)),
     ("stabilize", "log_one_minus_sigmoid", raw("log", raw("sub", ONE, raw("sigmoid", X))),
      m("log_sigmoid", m("neg", X))),
+    # q - q*q of a softmax probability q = e/t: q (1 - q), the largest term's 1 - q from the
+    # other terms' mass (the cross-entropies' Hessian of a confident class)
+    ("stabilize", "softmax_variance",
+     raw("sub", raw("mul", raw("div", ONE, TOTAL), raw("exp", SHIFTED)),
+         raw("mul", raw("mul", raw("div", ONE, TOTAL), raw("exp", SHIFTED)),
+             raw("mul", raw("div", ONE, TOTAL), raw("exp", SHIFTED)))),
+     m("mul", m("mul", m("div", ONE, TOTAL), raw("exp", SHIFTED)),
+       m("where", m("and", m("eq", raw("exp", SHIFTED), ONE), m("lt", TOTAL, c(2))),
+         m("mul", m("rowsum", m("where", m("eq", raw("exp", SHIFTED), ONE), ZERO,
+                                          raw("exp", SHIFTED))), m("div", ONE, TOTAL)),
+         m("sub", ONE, m("mul", m("div", ONE, TOTAL), raw("exp", SHIFTED)))))),
     ("stabilize", "shifted_log_softmax", raw("sub", Z, raw("add", SHIFT, raw("log", TOTAL))),
      m("sub", SHIFTED, raw("log", TOTAL))),
     ("stabilize", "shifted_log_softmax", raw("sub", raw("add", SHIFT, raw("log", TOTAL)), Z),
