@@ -292,7 +292,10 @@ class CompiledLoss:
                                    self.reduction, self.ignore_index,
                                    self.loss.definition.domains,
                                    self.loss.definition.requirements,
-                                   self.loss.scan_key_inputs)
+                                   self.loss.scan_key_inputs,
+                                   {declared.argument.value: declared
+                                    for declared in self.loss.definition.rows
+                                    if declared.argument.op == "input"})
 
     def __getstate__(self) -> dict[str, Any]:
         # Kernels live in modules imported from the cache directory; a copy in another process

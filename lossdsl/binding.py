@@ -18,14 +18,21 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name, partners_name
-from .domains import InputDomain, Requirement, first_outside, first_unmet, holds
+from .domains import (
+    DeclaredRows,
+    InputDomain,
+    Requirement,
+    first_outside,
+    first_unmet,
+    holds,
+)
 from .errors import (
     LossDomainError,
     LossError,
@@ -80,6 +87,9 @@ class InputLayout:
     # (input, "keys" or "strata") of the inputs the cumulative sums order by (see
     # check_scan_keys)
     scan_keys: tuple[tuple[str, str], ...] = ()
+    # the inputs bound as they are to a def parameter declared ``y[N, K]``: the declaration
+    # (what a column of them is told: class indices go to the sparse loss, not v[:, 0])
+    declared_rows: Mapping[str, DeclaredRows] = field(default_factory=dict)
 
 
 @dataclass
@@ -269,15 +279,21 @@ def class_vector(name: str, array: Any, span: Span | None = None) -> Any:
         return cuda.to_device(array.copy_to_host().reshape(1, array.shape[0]))
 
 
-def disagreement(axis: str, shapes: Mapping[str, tuple[int, ...]]) -> LossShapeError:
-    """The error for inputs of ``shapes`` that disagree on the length of ``axis``."""
+def disagreement(axis: str, shapes: Mapping[str, tuple[int, ...]],
+                 declared_rows: Mapping[str, DeclaredRows] | None = None) -> LossShapeError:
+    """The error for inputs of ``shapes`` that disagree on the length of ``axis``
+    (``declared_rows``: the inputs bound to parameters declared ``y[N, K]``)."""
     detail = ", ".join(f"'{name}' has shape {shape}" for name, shape in shapes.items())
     # a group's items (n<d>g) are a row's second axis too, but they count samples
     classes = Axis(axis).is_classes and not Axis(axis).is_ragged
     kind = "number of classes" if classes else "number of samples"
     columns = [name for name, shape in shapes.items() if len(shape) == 2 and shape[1] == 1]
     hint = ""
-    if classes and columns:  # NumPy and torch broadcast a column; lossdsl takes a vector
+    if classes and columns:
+        declared = (declared_rows or {}).get(columns[0])
+        if declared is not None:  # class indices in a column (Keras' sparse labels)
+            return declared.error(f"the input '{columns[0]}' is a column ({detail})")
+        # NumPy and torch broadcast a column; lossdsl takes a vector
         hint = (f"; a vector (N,) meets each row of (N, K) inputs: pass {columns[0]}[:, 0] "
                 f"for one value per sample")
     return LossShapeError(f"inputs disagree on the {kind}: {detail}{hint}")
@@ -292,7 +308,8 @@ def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dic
             seen[name] = bound.arrays[name].shape[dimension]
         if len(set(seen.values())) > 1:
             _refuse_class_vector_length(layout, seen, bound)
-            raise disagreement(axis, {n: bound.arrays[n].shape for n in seen})
+            raise disagreement(axis, {n: bound.arrays[n].shape for n in seen},
+                               layout.declared_rows)
         lengths[axis] = next(iter(seen.values()))
     for axis, width in spec.fixed_widths.items():
         if axis in lengths and lengths[axis] != width:

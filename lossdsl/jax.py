@@ -596,7 +596,8 @@ class JaxLoss:
         for axis, sources in functions.specialized.axis_sources.items():
             seen = {name: arrays[name].shape[dimension] for name, dimension in sources}
             if len(set(seen.values())) > 1:
-                raise disagreement(axis, {n: arrays[n].shape for n in seen})
+                raise disagreement(axis, {n: arrays[n].shape for n in seen},
+                                   self._compiled.layout.declared_rows)
             lengths[axis] = next(iter(seen.values()))
         for axis, width in functions.specialized.fixed_widths.items():
             if axis in lengths and lengths[axis] != width:

@@ -95,6 +95,18 @@ def test_the_error_says_what_to_do_with_class_indices(text, hint):
     assert hint in str(caught.value)
 
 
+def test_class_indices_in_a_column_get_the_declarations_advice_not_a_column_hint():
+    """A column (N, 1) of class indices (Keras' sparse labels) was told to pass v[:, 0],
+    which the declaration then refused with other advice."""
+    with pytest.raises(LossShapeError) as caught:
+        lossdsl.compile("cce_logits(y, z)")(y=LABELS[:, None].astype(float), z=Z)
+    message = str(caught.value)
+    assert "the input 'y' is a column" in message and "[:, 0]" not in message
+    assert "for class indices (N,) use sparse_cce_logits" in message
+    with pytest.raises(LossShapeError, match=r"pass p\[:, 0\]"):  # undeclared: the hint
+        lossdsl.compile("huber(y, p)")(y=Z, p=LABELS[:, None].astype(float))
+
+
 def test_a_number_or_a_per_sample_value_where_rows_are_declared_is_refused():
     with pytest.raises(LossShapeError, match="'y' is a number, the same for every sample"):
         lossdsl.compile("cce_logits(y, z)")(y=1.0, z=Z)
@@ -188,6 +200,8 @@ def test_lossdsl_jax_refuses_a_vector_where_rows_are_declared():
     f = lossdsl.jax.loss("cce_logits(y, z)")
     with pytest.raises(LossShapeError, match="cce_logits takes rows"):
         f(y=LABELS, z=Z)
+    with pytest.raises(LossShapeError, match="the input 'y' is a column"):
+        f(y=LABELS[:, None].astype(float), z=Z)
     np.testing.assert_allclose(float(f(y=ONEHOT, z=Z)),
                                F.cross_entropy(torch.tensor(Z), torch.tensor(LABELS)).item(),
                                rtol=1e-6)  # lossdsl.jax computes in float32 by default
