@@ -101,12 +101,13 @@ def test_cross_entropy_hessian_of_a_confident_class(dtype, call):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
-def test_gamma_where_exp_of_the_score_overflows(dtype):
+@pytest.mark.parametrize("call", ["gamma(y, z)", "tweedie(y, z, 2)"])
+def test_gamma_where_exp_of_the_score_overflows(dtype, call):
     # y exp(-z): inf at float32 y = 1e-5, z = -90 (exact 1.22e34); exp(-100) subnormal at
-    # y = 1e30, z = 100 (Hessian 3.7e-14 lost its digits)
+    # y = 1e30, z = 100 (Hessian 3.7e-14 lost its digits); tweedie's power 2 is the same
     y = np.array([1e-5, 1e-30, 1e30, 1e30, 1.0, 3.3, 1e5, 2.0], dtype)
     z = np.array([-90.0, -104.0, 100.0, 176.0, 0.5, -20.0, 90.0, 700.0], dtype)
-    value, gradient, hessian = evaluate("gamma(y, z)", "z", y=y, z=z)
+    value, gradient, hessian = evaluate(call, "z", y=y, z=z)
     with mpmath.workdps(60):
         t = [exact(b) * mpmath.exp(-exact(a)) for a, b in zip(z, y)]
         v = rounded((exact(a) + u for a, u in zip(z, t)), dtype)
