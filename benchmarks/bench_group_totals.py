@@ -73,6 +73,10 @@ def main() -> None:
     value, gradient = loss.value_and_grad("z", y=rows_y, z=rows_z, g=g)
     expected_value, expected_gradient = jax_value_and_grad(scores)
     gradient_error = np.abs(gradient - np.asarray(expected_gradient).reshape(-1, classes)).max()
+    # the same quantities, or the timings compare different work
+    np.testing.assert_allclose(value, float(expected_value), rtol=1e-10)
+    np.testing.assert_allclose(gradient, np.asarray(expected_gradient).reshape(-1, classes),
+                               rtol=1e-8, atol=1e-15)
     print(f"N = {images * pixels} rows x {classes} classes ({images} images), "
           f"target {arguments.target}: |value - jax| = {abs(value - float(expected_value)):.1e},"
           f" max |gradient - jax| = {gradient_error:.1e}")
