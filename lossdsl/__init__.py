@@ -19,6 +19,7 @@ from .api import CompiledLoss, Library, Loss, compile, load
 from .decisions import decide
 from .errors import (
     LossArityError,
+    LossAttributeError,
     LossDomainError,
     LossError,
     LossNameError,
@@ -32,6 +33,7 @@ __all__ = [
     "Library",
     "Loss",
     "LossArityError",
+    "LossAttributeError",
     "LossDomainError",
     "LossError",
     "LossNameError",

@@ -43,7 +43,16 @@ from .binding import (
 )
 from .compiler import Kernel, KernelRequest, Specialization
 from .domains import Domain, Requirement, holds
-from .errors import LossDomainError, LossError, LossNameError, LossShapeError, Span, did_you_mean
+from .errors import (
+    LossAttributeError,
+    LossDomainError,
+    LossError,
+    LossNameError,
+    LossShapeError,
+    Span,
+    did_you_mean,
+    not_a_param_hint,
+)
 from .frontend.resolve import LossDefinition, Scope, load_scope, resolve_text
 from .ir.node import Node, toposort, walk
 from .ops.primitives import CLASS_VECTOR, ROW
@@ -164,9 +173,10 @@ class Library:
         losses = self.__dict__.get("losses", {})
         if name in losses:
             return losses[name]
-        hint = did_you_mean(name, losses)
-        raise AttributeError(f"no loss named {name!r} in {self.path or 'this library'}"
-                             + (f"; {hint}" if hint else ""))
+        if name.startswith("__"):  # copy, pickle and friends probing for dunders
+            raise AttributeError(name)
+        raise LossAttributeError(f"no loss named {name!r} in {self.path or 'this library'}",
+                                 None, did_you_mean(name, losses))
 
     def __getitem__(self, name: str) -> Loss:
         return self.losses[name]
@@ -270,7 +280,7 @@ class CompiledLoss:
                 raise LossNameError(f"params are named by strings, got {name!r}")
             if name not in self.params:
                 raise LossNameError(f"the loss has no param '{name}'", None,
-                                    did_you_mean(name, self.params))
+                                    did_you_mean(name, self.params) or not_a_param_hint(name))
             self.params[name] = param_value(name, value)
         self._labels: frozenset[str] | None = None
         self._tables: frozenset[str] | None = None
@@ -321,42 +331,53 @@ class CompiledLoss:
         """The loss's name (None for an expression)."""
         return self.loss.name
 
-    def __call__(self, /, sample_weight: Any = None, **inputs: Any) -> float | np.ndarray:
-        """The loss value: a float, or an array for ``reduction="none"``."""
+    def __call__(self, /, sample_weight: Any = None, *positional: Any,
+                 **inputs: Any) -> float | np.ndarray:
+        """The loss value: a float, or an array for ``reduction="none"``. Inputs are given
+        by name (``L(y=..., p=...)``); a positional argument is the sample weight."""
+        if positional:
+            raise self._positional_error("L(", len(positional) + 1)
         (value,) = self.compute(True, (), (), inputs, sample_weight)
         return value
 
-    def grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None, *,
+    def grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None, *positional: Any,
              out: Any = None, **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
         """Gradient with respect to ``wrt`` (an array shaped like it), or a dict for a tuple.
 
         ``out``: an array to write the gradient into (a tuple of arrays or None for a tuple
         ``wrt``), as NumPy's ``out=``: C-contiguous, of the input's shape and the result's
         dtype, sharing no memory with any input; it is what is returned."""
+        if positional:
+            raise self._positional_error("L.grad(wrt, ", len(positional) + 1)
         names = self._wrt(wrt)
         grads = self.compute(False, names, (), inputs, sample_weight,
                              out=self._out(out, wrt, names, ("grad",)))
         return grads[0] if isinstance(wrt, str) else dict(zip(names, grads))
 
-    def value_and_grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None, *,
-                       out: Any = None, **inputs: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
+                       *positional: Any, out: Any = None, **inputs: Any) -> tuple[Any, Any]:
         """``(value, gradient)`` from one fused pass (gradient a dict when ``wrt`` is a tuple);
         ``out`` as for :meth:`grad`."""
+        if positional:
+            raise self._positional_error("L.value_and_grad(wrt, ", len(positional) + 1)
         names = self._wrt(wrt)
         value, *grads = self.compute(True, names, (), inputs, sample_weight,
                                      out=self._out(out, wrt, names, ("grad",)))
         return value, (grads[0] if isinstance(wrt, str) else dict(zip(names, grads)))
 
-    def hessian(self, wrt: str | Iterable[str], /, sample_weight: Any = None, *,
-                out: Any = None, **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
+    def hessian(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
+                *positional: Any, out: Any = None,
+                **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
         """The diagonal of the Hessian with respect to ``wrt`` (shaped like it); ``out`` as
         for :meth:`grad`."""
+        if positional:
+            raise self._positional_error("L.hessian(wrt, ", len(positional) + 1)
         names = self._wrt(wrt)
         hessians = self.compute(False, (), names, inputs, sample_weight,
                                 out=self._out(out, wrt, names, ("hess",)))
         return hessians[0] if isinstance(wrt, str) else dict(zip(names, hessians))
 
-    def grad_and_hessian(self, wrt: str, /, sample_weight: Any = None, *,
+    def grad_and_hessian(self, wrt: str, /, sample_weight: Any = None, *positional: Any,
                          out: tuple[Any, Any] | None = None,
                          **inputs: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(gradient, Hessian diagonal)`` in one pass: what gradient boosting asks for.
@@ -364,6 +385,8 @@ class CompiledLoss:
         ``out``: ``(gradient, hessian)`` arrays to write them into (either may be None), each
         as for :meth:`grad`; a boosting loop that passes the same two arrays every round
         allocates nothing and faults no pages in."""
+        if positional:
+            raise self._positional_error("L.grad_and_hessian(wrt, ", len(positional) + 1)
         name = self._one_wrt(wrt, "grad_and_hessian")
         gradient, hessian = self.compute(False, (name,), (name,), inputs, sample_weight,
                                          out=self._out(out, wrt, (name,), ("grad", "hess")))
@@ -707,6 +730,14 @@ class CompiledLoss:
             if error.span is not None:
                 raise
             raise type(error)(error.message, self.loss.definition.span, error.hint) from None
+
+    def _positional_error(self, call: str, count: int) -> LossError:
+        """The error for ``count`` positional arguments where one (the sample weight) is
+        taken: the inputs go by name, so that no array is taken for another input."""
+        named = ", ".join(f"{name}=..." for name in self.inputs)
+        return LossError(f"{call}{named}) takes the loss's inputs by name, not by position "
+                         f"({count} positional arguments given); the one positional argument "
+                         f"it takes (after wrt) is the sample weight")
 
     @staticmethod
     def _out(out: Any, wrt: str | Iterable[str], names: tuple[str, ...],

@@ -94,6 +94,12 @@ class LossNameError(LossError):
     """A name is unknown (the message suggests the closest known one) or an input is missing."""
 
 
+class LossAttributeError(LossNameError, AttributeError):
+    """A library (:func:`lossdsl.load`) has no loss of the name asked for as an attribute;
+    an :class:`AttributeError` too, so that ``hasattr`` and ``getattr(lib, name, default)``
+    keep working."""
+
+
 class LossArityError(LossError):
     """A function was called with the wrong number or names of arguments."""
 
@@ -134,6 +140,15 @@ def at_index(index: int | tuple[int, ...] | None) -> str:
     if isinstance(index, tuple):
         return f" at index {index[0] if len(index) == 1 else index}"
     return f" at index {index}"
+
+
+def not_a_param_hint(name: str) -> str:
+    """What to do with ``name`` given as a param the loss does not declare: most often an
+    argument of a function in the formula (``huber``'s ``delta``)."""
+    return (f"params are the names a loss declares with 'param {name} = ...'; an argument "
+            f"of a function in the formula (as huber's delta) is written there, "
+            f"huber(y, p, {name}=2.0), or made a param: 'param {name} = 2.0' and "
+            f"huber(y, p, {name})")
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:

@@ -72,7 +72,14 @@ from .binding import (
     param_value,
 )
 from .domains import Domain, first_unmet
-from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
+from .errors import (
+    LossDomainError,
+    LossError,
+    LossNameError,
+    LossShapeError,
+    did_you_mean,
+    not_a_param_hint,
+)
 from .ir.axes import Axis, partner_name
 from .ir.node import Node, depends_on, toposort
 from .ops.primitives import ROW, SCAN
@@ -468,7 +475,8 @@ class JaxLoss:
             if name not in params:
                 raise LossNameError(f"'{name}' is not an input or param of this loss (inputs: "
                                     f"{', '.join(self.inputs)})", None,
-                                    did_you_mean(name, list(self.inputs) + list(params)))
+                                    did_you_mean(name, list(self.inputs) + list(params))
+                                    or not_a_param_hint(name))
             params[name] = _param(name, inputs.pop(name))
         missing = [name for name in self.inputs if name not in inputs]
         if missing:

@@ -74,7 +74,7 @@ from .backward import (
     vector_jacobian,
 )
 from .binding import coerce_loss, param_value
-from .errors import LossError, LossNameError, did_you_mean
+from .errors import LossError, LossNameError, did_you_mean, not_a_param_hint
 from .roles import positional_inputs
 
 __all__ = ["TorchLoss", "loss"]
@@ -601,7 +601,8 @@ class TorchLoss(torch.nn.Module):
         if name not in self._cpu.params:
             raise LossNameError(f"'{name}' is not an input or param of this loss (inputs: "
                                 f"{', '.join(self.inputs)})", None,
-                                did_you_mean(name, list(self.inputs) + list(self._cpu.params)))
+                                did_you_mean(name, list(self.inputs) + list(self._cpu.params))
+                                or not_a_param_hint(name))
         if isinstance(value, torch.Tensor):
             if value.requires_grad:
                 raise LossError(f"param '{name}' is a constant of the loss: lossdsl does not "

@@ -146,6 +146,31 @@ def test_a_file_name_points_to_load(tmp_path):
         lossdsl.compile("missing.loss")
 
 
+def test_a_new_users_mistakes_are_loss_errors_that_say_what_to_do(tmp_path):
+    """Inputs by position (an sklearn-metric habit: a raw TypeError), a misspelt loss of a
+    library (a raw AttributeError), and a function's argument given as a param (no hint)."""
+    loss = lossdsl.compile("bce_logits(y, z)")
+    y, z = np.array([0.0, 1.0]), np.zeros(2)
+    for call in (lambda: loss(y, z), lambda: loss.grad("z", y, z),
+                 lambda: loss.value_and_grad("z", y, z), lambda: loss.hessian("z", y, z),
+                 lambda: loss.grad_and_hessian("z", y, z)):
+        with pytest.raises(lossdsl.LossError, match=r"y=\.\.\., z=\.\.\.\) takes the loss's "
+                                                    "inputs by name"):
+            call()
+    # the one positional argument is the sample weight (mean: sum(w l) / N)
+    assert loss(np.array([1.0, 3.0]), y=y, z=z) == pytest.approx(2 * math.log(2))
+    path = tmp_path / "stock.loss"
+    path.write_text("loss stock = (p - y)^2\n")
+    library = lossdsl.load(str(path))
+    with pytest.raises(lossdsl.LossNameError, match="no loss named 'stok'") as caught:
+        assert library.stok
+    assert isinstance(caught.value, AttributeError) and "did you mean 'stock'" in str(caught.value)
+    assert not hasattr(library, "stok") and getattr(library, "stok", 5) == 5
+    with pytest.raises(lossdsl.LossNameError, match="huber's delta") as caught:
+        lossdsl.compile("huber(y, p)", params={"delta": 0.1})
+    assert "huber(y, p, delta=2.0)" in str(caught.value)
+
+
 @pytest.fixture(scope="module")
 def logistic():
     return lossdsl.compile("bce_logits(y, z)", reduction="none")
