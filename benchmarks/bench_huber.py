@@ -14,7 +14,10 @@ shared, noisy machine even when absolute times are not. Peers:
 * ``numpy``: hand-vectorised NumPy, ``torch``: PyTorch eager autograd,
 * ``jax``: ``jax.jit(jax.value_and_grad(...))``.
 
-Compile and cache-load times are measured in fresh processes (``--skip-compile`` skips them).
+Every peer but the floor is checked to compute lossdsl's value and both gradients before it is
+timed. Compile and cache-load times are measured in fresh processes, on 2 *
+``PARALLEL_MIN_ELEMENTS`` rows so that the parallel (threaded) kernel is built too
+(``--skip-compile`` skips them).
 """
 
 from __future__ import annotations
@@ -122,6 +125,22 @@ def make_jax_peer(dtype):
     return jax_peer
 
 
+def check_peer(name: str, result, reference, dtype) -> None:
+    """Raise unless a peer's (value, grad_p, grad_w) equal lossdsl's (``reference``) to a
+    tolerance set by the dtype, relative to the largest entry of each."""
+    rtol = 2e-4 if np.dtype(dtype) == np.float32 else 1e-9
+    for label, ours, theirs in zip(("value", "grad_p", "grad_w"), reference, result,
+                                   strict=True):
+        ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+        if ours.shape != theirs.shape:
+            raise AssertionError(f"{name} {label}: shape {theirs.shape}, lossdsl's {ours.shape}")
+        error = float(np.max(np.abs(ours - theirs)))
+        scale = float(np.max(np.abs(ours)))
+        if not error <= rtol * max(scale, 1e-300):
+            raise AssertionError(f"{name} {label} differs from lossdsl's by {error:.3g} "
+                                 f"(largest |lossdsl| {scale:.3g})")
+
+
 def timed_round_robin(peers: dict, repeat: int) -> dict[str, float]:
     """Best time of each peer over ``repeat`` rounds, the peers interleaved in every round so
     that a burst of load from elsewhere on the machine hits all of them alike."""
@@ -150,12 +169,13 @@ def run_peers(n: int, dtype, repeat: int, skip: set[str]) -> None:
         return compiled.value_and_grad(("p", "w"), y=y, p=p, w=w)
 
     value, grads = ours()
-    reference_value, reference_grad_p, _ = numpy_peer(y.astype(np.float64), p.astype(np.float64),
-                                                      w.astype(np.float64))
+    reference_value, reference_grad_p, reference_grad_w = numpy_peer(
+        y.astype(np.float64), p.astype(np.float64), w.astype(np.float64))
     tolerance = 1e-5 if dtype == np.float32 else 1e-10
     assert abs(value - reference_value) <= tolerance * max(1.0, abs(reference_value)), value
     assert np.allclose(grads["p"], reference_grad_p, rtol=tolerance, atol=tolerance / n)
-    assert grads["p"].dtype == dtype
+    assert np.allclose(grads["w"], reference_grad_w, rtol=tolerance, atol=tolerance)
+    assert grads["p"].dtype == dtype and grads["w"].dtype == dtype
 
     peers = {"lossdsl": ours, "floor": lambda: floor(y, p), "hand": lambda: hand(y, p, w),
              "numpy": lambda: numpy_peer(y, p, w)}
@@ -171,6 +191,9 @@ def run_peers(n: int, dtype, repeat: int, skip: set[str]) -> None:
             peers["jax"] = lambda: jax_peer(y, p, w)
         except ImportError:
             print("  (jax not installed: skipped)")
+    for name, function in peers.items():
+        if name not in ("lossdsl", "floor"):  # the floor moves the same bytes, not numbers
+            check_peer(name, function(), (value, grads["p"], grads["w"]), dtype)
     times = timed_round_robin(peers, repeat)
     ours_time = times["lossdsl"]
     print(f"\n{np.dtype(dtype).name}, N = {n:,}: best of {repeat} interleaved rounds "
@@ -188,9 +211,12 @@ _FRESH_PROCESS = textwrap.dedent("""
     start = time.perf_counter()
     import numpy as np
     import lossdsl
+    from lossdsl.binding import PARALLEL_MIN_ELEMENTS
     imported = time.perf_counter()
     L = lossdsl.compile({expression!r}, target="parallel")
-    data = dict(y=np.ones(1000), p=np.zeros(1000), w=np.ones(10))
+    # above PARALLEL_MIN_ELEMENTS, so that the threaded kernel is built (and timed) too
+    rows = 2 * PARALLEL_MIN_ELEMENTS
+    data = dict(y=np.ones(rows), p=np.zeros(rows), w=np.ones(10))
     L.value_and_grad("p", **{{name: data[name] for name in L.inputs}})
     done = time.perf_counter()
     print(imported - start, done - imported)
@@ -227,7 +253,7 @@ def run_compile_times() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000_000)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--skip", default="", help="comma-separated peers to skip: torch,jax")
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--dtype", choices=["float64", "float32", "both"], default="both")

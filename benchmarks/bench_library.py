@@ -122,7 +122,8 @@ def main() -> None:
                         help="smoke run: N = 10^5, 2 rounds, short pauses, no torch.compile")
     parser.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="time torch.compile too (default: yes, except with --quick)")
-    parser.add_argument("--skip", default="", help="comma-separated peers to skip")
+    parser.add_argument("--skip", default="",
+                        help=f"comma-separated peers to skip, of: {', '.join(PEERS)}")
     parser.add_argument("--only", default="", help="comma-separated family labels to run")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args()
@@ -130,6 +131,9 @@ def main() -> None:
         args.n, args.repeat, args.pause = min(args.n, 100_000), 2, 0.02
     with_compile = args.torch_compile if args.torch_compile is not None else not args.quick
     skip = set(filter(None, args.skip.split(",")))
+    if skip - set(PEERS):
+        parser.error(f"--skip: unknown peer(s) {', '.join(sorted(skip - set(PEERS)))}; "
+                     f"the peers are {', '.join(PEERS)}")
     include = tuple(p for p in PEERS if p not in skip
                     and (p != "torch.compile" or with_compile))
     only = set(filter(None, args.only.split(",")))

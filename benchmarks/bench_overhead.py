@@ -13,10 +13,13 @@ runs its serial kernel on calls this small), with and without ``out=``; scikit-l
 ``__call__``, ``loss_gradient`` and ``gradient_hessian`` (with and without ``*_out=``) with
 ``n_threads=1``; and the NumPy code a user writes. lossdsl is compiled with
 ``reduction="sum"``, whose derivatives are scikit-learn's per-sample ones (checked before
-timing). Each peer runs ``--inner`` calls in a block; the blocks are interleaved over
-``--repeat`` rounds (a burst of load on a shared machine hits every peer) and the fastest
-block gives the time per call, in microseconds. The last column is the ratio to
-scikit-learn's call for the same outputs (target: at most 1.0).
+timing). scikit-learn's ``loss_gradient`` returns per-sample losses where lossdsl returns their
+sum, so its value+gradient runs are its call followed by ``.sum()`` of the loss array (what a
+user wanting the total writes); the sums are checked to agree with lossdsl's before timing.
+Each peer runs ``--inner`` calls in a block; the blocks are interleaved over ``--repeat``
+rounds (a burst of load on a shared machine hits every peer) and the fastest block gives the
+time per call, in microseconds. The last column is the ratio to scikit-learn's call for the
+same outputs (target: at most 1.0).
 """
 
 from __future__ import annotations
@@ -89,6 +92,13 @@ def families(n: int, classes: int, rng: np.random.Generator) -> dict[str, tuple]
     }
 
 
+def summed(loss_gradient: tuple) -> tuple:
+    """scikit-learn's ``loss_gradient`` result with its per-sample losses summed: lossdsl's
+    ``value_and_grad`` (``reduction="sum"``) outputs."""
+    loss, gradient = loss_gradient
+    return float(loss.sum()), gradient
+
+
 def peers_for(family: str, text: str, sk, y, p) -> dict[str, dict[str, Callable]]:
     """Every peer's call per output kind ("value", "value+grad", "grad+hess")."""
     import lossdsl
@@ -113,9 +123,9 @@ def peers_for(family: str, text: str, sk, y, p) -> dict[str, dict[str, Callable]
             "lossdsl cpu": lambda: serial.value_and_grad("p", y=y, p=p),
             "lossdsl cpu out=": lambda: serial.value_and_grad("p", y=y, p=p, out=g),
             "lossdsl parallel": lambda: parallel.value_and_grad("p", y=y, p=p),
-            "sklearn": lambda: sk.loss_gradient(y_sk, p, n_threads=1),
-            "sklearn out=": lambda: sk.loss_gradient(y_sk, p, loss_out=sk_value,
-                                                     gradient_out=sk_g, n_threads=1),
+            "sklearn": lambda: summed(sk.loss_gradient(y_sk, p, n_threads=1)),
+            "sklearn out=": lambda: summed(sk.loss_gradient(y_sk, p, loss_out=sk_value,
+                                                            gradient_out=sk_g, n_threads=1)),
             "numpy": lambda: by_kind["value+grad"](y, p),
         },
         "grad+hess": {
@@ -131,14 +141,20 @@ def peers_for(family: str, text: str, sk, y, p) -> dict[str, dict[str, Callable]
 
 
 def check_agreement(family: str, text: str, sk, y, p) -> None:
-    """lossdsl's summed derivatives are scikit-learn's per-sample ones: the same work."""
+    """lossdsl's summed derivatives are scikit-learn's per-sample ones, and its summed value
+    is the sum of scikit-learn's per-sample losses: the same work."""
     import lossdsl
 
-    gradient, hessian = lossdsl.compile(text, reduction="sum").grad_and_hessian("p", y=y, p=p)
+    compiled = lossdsl.compile(text, reduction="sum")
+    gradient, hessian = compiled.grad_and_hessian("p", y=y, p=p)
     sk_gradient, sk_hessian = sk.gradient_hessian(y.astype(np.float64), p, n_threads=1)
     np.testing.assert_allclose(gradient, sk_gradient, rtol=1e-10, atol=1e-12)
-    if family != "multinomial":  # scikit-learn's multinomial Hessian is its own diagonal bound
-        np.testing.assert_allclose(hessian, sk_hessian, rtol=1e-10, atol=1e-12)
+    # for the multinomial both are the diagonal p(1 - p) of the softmax Hessian
+    np.testing.assert_allclose(hessian, sk_hessian, rtol=1e-10, atol=1e-12)
+    value, gradient = compiled.value_and_grad("p", y=y, p=p)
+    sk_value, sk_gradient = summed(sk.loss_gradient(y.astype(np.float64), p, n_threads=1))
+    np.testing.assert_allclose(value, sk_value, rtol=1e-10)
+    np.testing.assert_allclose(gradient, sk_gradient, rtol=1e-10, atol=1e-12)
 
 
 def best_per_call(runs: dict[str, Callable], repeat: int, inner: int) -> dict[str, float]:

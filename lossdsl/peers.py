@@ -33,6 +33,7 @@ import contextlib
 import inspect
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -1029,10 +1030,33 @@ def _x64_scope(jax, on: bool) -> Callable[[], Any]:
     return lambda: scope(True)
 
 
-def jax_peer(match_: Match, inputs: dict[str, np.ndarray]) -> Peer:
+_XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def _jax_threads_note(threads: int) -> str:
+    """On one thread (``--target cpu``), ask XLA for one thread before JAX is first imported
+    (XLA reads ``XLA_FLAGS`` once, when JAX starts its CPU backend; later has no effect), and
+    say what was done."""
+    if threads != 1:
+        return "XLA's own CPU thread pool"
+    if "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if _XLA_ONE_THREAD not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {_XLA_ONE_THREAD}".strip()
+        return f"XLA_FLAGS={_XLA_ONE_THREAD!r} set before importing jax"
+    if _XLA_ONE_THREAD in os.environ.get("XLA_FLAGS", ""):
+        return f"XLA_FLAGS={_XLA_ONE_THREAD!r}"
+    return ("XLA's own CPU thread pool: jax was imported before the peers, so it could not "
+            "be held to one thread as the other peers are (set XLA_FLAGS="
+            f"{_XLA_ONE_THREAD!r} before importing jax)")
+
+
+def jax_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int = 0) -> Peer:
     """``jax.jit`` of the NumPy code on ``jax.numpy``: ``jax.value_and_grad`` for value +
     gradient (as a JAX user writes it), the closed form for gradient + Hessian. float64 data
-    is computed in float64 (``jax_enable_x64`` within each call)."""
+    is computed in float64 (``jax_enable_x64`` within each call). ``threads`` == 1
+    (``--target cpu``) asks XLA for one thread where jax is not yet imported."""
+    threads_note = _jax_threads_note(threads)
     import jax
     import jax.numpy as jnp
 
@@ -1082,7 +1106,7 @@ def jax_peer(match_: Match, inputs: dict[str, np.ndarray]) -> Peer:
         return tuple(r if isinstance(r, float) else np.asarray(r) for r in result)
 
     return Peer("jax", tasks, [value] + ([grad_hess] if grad_hess else []),
-                "jax.jit(jax.value_and_grad(value)) on jax.numpy", convert)
+                f"jax.jit(jax.value_and_grad(value)) on jax.numpy; {threads_note}", convert)
 
 
 def sklearn_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int) -> Peer | None:
@@ -1124,18 +1148,26 @@ def sklearn_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int) -> 
 
 def _floor_source(shapes: list[int], wrt: int, outputs: int) -> str:
     """A streaming kernel: reads every input once, writes ``outputs`` arrays shaped like input
-    ``wrt`` and returns a sum (the least any fused kernel for the task must move)."""
+    ``wrt`` and returns a sum (the least any fused kernel for the task must move).
+
+    When an input is a matrix but ``wrt`` is a vector (say ``w*cce_logits(y, z)`` by ``w``),
+    each row's matrix entries are summed and the outputs written once per row."""
     arguments = [f"a{i}" for i in range(len(shapes))] + [f"o{j}" for j in range(outputs)]
     lines = [f"def kernel({', '.join(arguments)}):", "    total = 0.0",
              "    for i in prange(a0.shape[0]):"]
     vectors = [f"a{i}[i]" for i, ndim in enumerate(shapes) if ndim == 1]
     lines.append(f"        c = {' + '.join(vectors) if vectors else '0.0'}")
-    if any(ndim == 2 for ndim in shapes):
-        matrix = next(i for i, ndim in enumerate(shapes) if ndim == 2)
-        lines.append(f"        for k in range(a{matrix}.shape[1]):")
-        terms = ["c"] + [f"a{i}[i, k]" for i, ndim in enumerate(shapes) if ndim == 2]
+    matrices = [i for i, ndim in enumerate(shapes) if ndim == 2]
+    if matrices and shapes[wrt] == 2:
+        lines.append(f"        for k in range(a{matrices[0]}.shape[1]):")
+        terms = ["c"] + [f"a{i}[i, k]" for i in matrices]
         lines.append(f"            v = {' + '.join(terms)}")
         index, indent = "[i, k]", "            "
+    elif matrices:  # outputs shaped like the vector wrt: one entry per row
+        lines.append("        v = c")
+        lines.append(f"        for k in range(a{matrices[0]}.shape[1]):")
+        lines.append(f"            v += {' + '.join(f'a{i}[i, k]' for i in matrices)}")
+        index, indent = "[i]", "        "
     else:
         index, indent = "[i]", "        "
         lines.append("        v = c")
@@ -1206,7 +1238,7 @@ def build_peers(match_: Match, inputs: dict[str, np.ndarray], target: str,
         "numpy": lambda: numpy_peer(match_, inputs),
         "torch": lambda: torch_peer(match_, inputs, threads),
         "torch.compile": lambda: torch_peer(match_, inputs, threads, compiled=True),
-        "jax": lambda: jax_peer(match_, inputs),
+        "jax": lambda: jax_peer(match_, inputs, threads),
         "sklearn": lambda: sklearn_peer(match_, inputs, threads),
         "numba": lambda: numba_peer(match_, inputs, target),
     }

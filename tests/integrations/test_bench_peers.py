@@ -172,6 +172,19 @@ def test_floor_reads_every_input_and_writes_fresh_outputs(name, classes):
     assert "prange" in floor.source()
 
 
+def test_floor_by_a_vector_input_next_to_a_matrix_writes_vectors():
+    # w*cce_logits(y, z) by w: the floor's outputs are shaped like w, one entry per row
+    rng = np.random.default_rng(0)
+    inputs = {"w": rng.normal(size=50), "y": rng.normal(size=(50, 3)),
+              "z": rng.normal(size=(50, 3))}
+    floor = peers.floor_peer(inputs, "w", "cpu")
+    expected = inputs["w"] + inputs["y"].sum(axis=1) + inputs["z"].sum(axis=1)
+    assert floor.tasks["value"]() == pytest.approx(expected.sum())
+    total, grad = floor.tasks["value+grad"]()
+    assert total == pytest.approx(expected.sum()) and np.allclose(grad, expected)
+    assert all(a.shape == (50,) for a in floor.tasks["grad+hess"]())
+
+
 def test_bench_shows_the_peers_code(capsys):
     status = cli.main(["bench", "bce_logits(t, s)", "-n", str(N), "--repeat", "1",
                        "--target", "cpu", "--pause", "0", "--show-peers"])
