@@ -60,7 +60,7 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan
            "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
            "plan_call", "plan_kernel", "reduction_of", "refuse_outside", "result_dtype",
            "result_order",
-           "work_size", "SERIAL_KIT",
+           "weight_total_error", "work_size", "SERIAL_KIT",
            "SerialKit"]
 
 #: A ``target="parallel"`` loss runs its serial kernel on calls with fewer elements than this
@@ -577,7 +577,13 @@ def check_domains(layout: InputLayout, bound: Bound, kernel: Kernel) -> None:
     """Check every input and param bound to a def parameter with a declared domain
     (``def hinge(y in {-1, 1}, z)``), and every def requirement (``requires y_upper >=
     y``), that ``kernel`` does not count as it runs (params and numbers): a LossDomainError
-    for the first value outside, or the requirement that is false."""
+    for the first value outside, or the requirement that is false; and the total of the
+    sample weights of a ``"weighted_mean"`` (see :func:`weight_total_error`)."""
+    if bound.weight is not None and layout.reduction == "weighted_mean" \
+            and not is_device_array(bound.weight):
+        error = weight_total_error(bound.weight)
+        if error is not None:
+            raise error
     for declared in host_checked(layout, kernel):
         name = declared.name
         found = domain_violation(declared, bound.arrays.get(name, bound.scalars.get(name)),
@@ -585,6 +591,19 @@ def check_domains(layout: InputLayout, bound: Bound, kernel: Kernel) -> None:
         if found is not None:
             raise domain_error(layout, declared, found)
     check_host_requirements(bound, kernel)
+
+
+def weight_total_error(weight: np.ndarray) -> LossDomainError | None:
+    """The error for sample weights whose total is 0 or not finite, which a
+    ``"weighted_mean"`` (sum(w*l)/sum(w)) divides by: as the mean over no samples of an
+    ignore_index call, an error rather than a NaN. None for a usable total."""
+    total = float(np.sum(weight, dtype=np.float64))
+    if total != 0 and np.isfinite(total):
+        return None
+    return LossDomainError(
+        f"sample_weight sums to {total!r}: reduction='weighted_mean' divides by the total "
+        "of the weights, so the weighted mean is undefined (it would be nan); use "
+        "reduction='sum' (0 for such a batch) or skip the batch", None)
 
 
 def check_host_requirements(bound: Bound, kernel: Kernel) -> None:
@@ -941,6 +960,9 @@ class CallPlan:
     def __post_init__(self) -> None:
         # every input an array read as it is: the call's inputs are the kernel's arrays
         self._as_given = all(reader == _AS_GIVEN for _, reader in self.readers)
+        # sample weights a "weighted_mean" divides by the total of (see weight_total_error)
+        self._weight_total = (self.weight_dtype is not None
+                              and self.layout.reduction == "weighted_mean")
         # the lengths work_size reads for the threaded axes, resolved once: a call of a
         # parallel loss only multiplies them
         known = {axis for axis, _, _ in self.axis_sources}
@@ -998,6 +1020,8 @@ class CallPlan:
             if self.weight_axis is not None and weight.shape[0] != lengths.get(self.weight_axis):
                 return None
             arrays[shapes.WEIGHT] = weight
+            if self._weight_total and weight_total_error(weight) is not None:
+                return None  # the general path raises the error
         if self.labels and not self._labels_valid(arrays, numbers, params, lengths):
             return None
         for name in self.scan_keys:  # the general path raises the error

@@ -228,6 +228,53 @@ def test_library_declarations_refuse_what_their_references_refuse():
             y=np.array([0.0, 2.0, 1.0, 1.0, 0.0]), z=np.arange(5.0), q=q)
 
 
+def test_probabilities_outside_0_1_are_refused():
+    """Logits passed as probabilities gave NaN (bce) or a wrong number silently; PyTorch's
+    BCELoss raises. Losses whose reference clips and renormalises (cce, Keras) still do."""
+    y = np.array([0.0, 1.0, 1.0, 0.0])
+    for name in ("bce", "multilabel_bce", "focal", "gce"):
+        assert "p in [0, 1]" in lossdsl.catalog.entry(name).signature, name
+    bce = lossdsl.compile("bce(y, p)")
+    for _ in range(2):  # the general path and the planned call
+        with pytest.raises(lossdsl.LossDomainError,
+                           match=r"input 'p' must be in \[0, 1\]: it is bce's 'p'.*found 2.0 "
+                                 "at index 0"):
+            bce(y=y, p=np.array([2.0, -1.0, 0.5, -3.0]))
+        with pytest.raises(lossdsl.LossDomainError, match="found 1.5 at index 2"):
+            bce.grad("p", y=y, p=np.array([0.0, 1.0, 1.5, 0.5]))
+        assert np.isfinite(bce(y=y, p=np.array([0.0, 1.0, 0.5, 0.2])))
+    for text, inputs in (("focal(y, p)", {"y": y, "p": np.array([0.1, 1.5, 0.5, 0.2])}),
+                         ("multilabel_bce(y, p)", {"y": y.reshape(2, 2),
+                                                   "p": np.array([[0.1, 0.2], [-0.5, 0.3]])}),
+                         ("gce(y, p)", {"y": np.array([0, 1]),
+                                        "p": np.array([[0.5, 0.5], [1.2, -0.2]])})):
+        with pytest.raises(lossdsl.LossDomainError, match="'p' must be in"):
+            lossdsl.compile(text)(**inputs)
+    # a computed probability is checked row by row (a requirement)
+    z = np.array([-3.0, 40.0, -40.0, 0.0])
+    assert np.isfinite(lossdsl.compile("bce(y, sigmoid(z))")(y=y, z=z))
+    with pytest.raises(lossdsl.LossDomainError, match=r"bce requires p in \[0, 1\].*index 1"):
+        lossdsl.compile("bce(y, 2*sigmoid(z))")(y=y, z=z)
+    lossdsl.compile("cce(y, p)")(y=np.eye(2), p=np.array([[2.0, 1.0], [0.5, 3.0]]))  # Keras
+
+
+def test_focal_alpha_above_1_is_refused():
+    """focal_logits(y, z, 2) meant gamma = 2 but set alpha (1 - alpha < 0: a negative loss);
+    torchvision takes alpha in [0, 1], or alpha < 0 for no balancing, which still works."""
+    y, z = np.array([0.0, 1.0]), np.array([0.5, 1.0])
+    for text in ("focal_logits(y, z, 2)", "focal(y, p, 1.5)"):
+        with pytest.raises(lossdsl.LossDomainError,
+                           match=r"'alpha' must be in \(-inf, 1\].*got (1.5|2)"):
+            lossdsl.compile(text)
+    assert lossdsl.compile("focal_logits(y, z, 1)")(y=y, z=z) > 0
+    off = lossdsl.compile("focal_logits(y, z, -1)")(y=y, z=z)
+    assert off == pytest.approx(2 * lossdsl.compile("focal_logits(y, z, 0.5)")(y=y, z=z))
+    loss = lossdsl.compile("param a = 0.25\nfocal_logits(y, z, a)")
+    assert loss(y=y, z=z) > 0
+    with pytest.raises(lossdsl.LossDomainError, match="focal_logits's 'alpha'.*found 2"):
+        loss(y=y, z=z, a=2.0)
+
+
 def test_the_catalog_shows_the_declarations():
     assert lossdsl.catalog.entry("hinge").signature == "hinge(y in {-1, 1}, z)"
     assert lossdsl.catalog.entry("quantile").signature == "quantile(y, p, alpha in [0, 1] = 0.5)"

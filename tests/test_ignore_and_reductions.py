@@ -288,6 +288,30 @@ def test_all_ignored_sum_and_none_are_zero():
         close(value, torch_ce(z, y, reduction)[0])
 
 
+@pytest.mark.parametrize("target", ["cpu", "parallel"])
+def test_weighted_mean_over_weights_summing_to_zero_is_an_error_not_nan(target):
+    """sum(w*l)/sum(w) with sum(w) = 0 (or not finite) was a silent NaN; as the mean over no
+    samples above, an error, on the general path and on the planned small call alike."""
+    z, y = labelled(ignored=())
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", target, reduction="weighted_mean")
+    ones = np.ones(N)
+    for _ in range(2):  # the second call runs the plan the first one made
+        close(compiled(y=y, z=z, sample_weight=ones), torch_ce(z, y, "mean")[0])
+    (plan,) = [p for p in compiled._plans.values() if p is not None]
+    assert plan.run({"y": y, "z": z}, ones, compiled.params, target, None) is not None
+    assert plan.run({"y": y, "z": z}, np.zeros(N), compiled.params, target, None) is None
+    for weights in (np.zeros(N), np.r_[1.0, -1.0, np.zeros(N - 2)], np.r_[np.nan, ones[1:]],
+                    np.zeros(N, np.float32)):
+        for call in (compiled, lambda **kw: compiled.grad("z", **kw)):
+            with pytest.raises(LossDomainError, match="sample_weight sums to .*weighted_mean"):
+                call(y=y, z=z, sample_weight=weights)
+    close(compiled(y=y, z=z, sample_weight=ones), torch_ce(z, y, "mean")[0])  # plan still good
+    # the other reductions do not divide by the weights: 0 for weights of 0
+    for reduction in ("mean", "sum"):
+        zero = lossdsl.compile("sparse_cce_logits(y, z)", target, reduction=reduction)
+        assert zero(y=y, z=z, sample_weight=np.zeros(N)) == 0.0
+
+
 def test_other_bad_labels_still_raise():
     z, y = labelled()
     compiled = lossdsl.compile("sparse_cce_logits(y, z)", ignore_index=IGNORE)

@@ -1822,9 +1822,21 @@ def stencil(case: Case, inputs: Inputs, wrt: str, relative: float = 1e-3) -> Ste
     loss = compiled(case.call)
 
     coupled = bool(loss.group_inputs() or loss.loss.cumulative_sums)
+    # a point of the stencil outside a declared interval (p < 0 next to p = 0 for
+    # bce's p in [0, 1]) is an error to the loss: its value is NaN here, as it was before
+    intervals = [d.closed for d in loss.input_domains().get(wrt, ()) if not d.members]
 
     def f(shifted: np.ndarray):
+        outside = np.zeros(np.shape(shifted), bool)
+        for low, high in intervals:
+            outside |= (shifted < low) | (shifted > high)
+            shifted = np.clip(shifted, low, high)
         value = values(case, {**inputs, wrt: shifted})
+        if outside.any():
+            value = np.array(value, dtype=np.float64)
+            rows = outside if value.ndim == outside.ndim else outside.reshape(
+                outside.shape[0], -1).any(axis=1) if value.ndim == 1 else outside.any()
+            value[rows] = np.nan
         # a sample's value over groups (or risk sets) depends on the others': perturb the total
         return np.sum(value) if coupled else value
 
