@@ -41,6 +41,7 @@ from .errors import (
     Span,
     at_index,
     did_you_mean,
+    not_a_param_hint,
 )
 from .ir.axes import Axis
 from .passes import shapes
@@ -176,7 +177,7 @@ def bind_inputs(layout: InputLayout, params: Mapping[str, float], inputs: Mappin
                 continue
             raise LossNameError(
                 f"'{name}' is not an input of this loss (inputs: {', '.join(names)})",
-                None, did_you_mean(name, list(names) + list(params)))
+                None, did_you_mean(name, list(names) + list(params)) or not_a_param_hint(name))
     missing = [name for name in names if name not in inputs]
     if missing:
         raise LossNameError(f"missing input '{missing[0]}' (this loss takes "

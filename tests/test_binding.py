@@ -169,6 +169,8 @@ def test_a_new_users_mistakes_are_loss_errors_that_say_what_to_do(tmp_path):
     with pytest.raises(lossdsl.LossNameError, match="huber's delta") as caught:
         lossdsl.compile("huber(y, p)", params={"delta": 0.1})
     assert "huber(y, p, delta=2.0)" in str(caught.value)
+    with pytest.raises(lossdsl.LossNameError, match="(?s)'delta' is not an input.*huber's"):
+        lossdsl.compile("huber(y, p)")(y=y, p=y, delta=2.0)  # per call: the same advice
 
 
 @pytest.fixture(scope="module")
