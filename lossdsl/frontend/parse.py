@@ -482,6 +482,14 @@ def _syntax_error(
         lines = source.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
         message = "unexpected end of input"
+    elif (isinstance(error, UnexpectedToken) and error.token.type == "COMPARE"
+          and "NAME" not in expected and "NUMBER" not in expected):
+        # the grammar takes one comparison where a second follows: say so, not the tokens
+        # that could have come instead
+        return LossSyntaxError(
+            f"comparisons do not chain: a second {str(error.token)!r} follows a comparison",
+            Span(file, line, column, source=source),
+            "write each comparison once and combine them: (a < b) and (b < c)")
     elif isinstance(error, UnexpectedToken):
         token = error.token
         shown = "end of line" if token.type == "_NL" else repr(str(token))

@@ -34,6 +34,17 @@ def test_syntax_error_has_position_and_caret():
     assert caret_column(error) == 12
 
 
+def test_chained_comparisons_say_they_do_not_chain():
+    """'a < b < c' got the grammar's "unexpected '<'" and a list of tokens; a '<' where an
+    operand is missing keeps that message."""
+    with pytest.raises(LossSyntaxError) as raised:
+        lossdsl.compile("where(a == b != c, 1, 2)")
+    assert raised.value.message == "comparisons do not chain: a second '!=' follows a comparison"
+    assert caret_column(raised.value) == 14 and "(a < b) and (b < c)" in raised.value.hint
+    with pytest.raises(LossSyntaxError, match="unexpected '<'"):
+        lossdsl.compile("a + < b")
+
+
 def test_syntax_error_in_a_file_names_the_file(tmp_path):
     path = tmp_path / "bad.loss"
     path.write_text("param delta = 1.0\nloss a = (y - p\n")
