@@ -1291,9 +1291,12 @@ class BoostingObjective:
             f"the loss's {what} is {np.asarray(found).tolist()} at row {row} (label "
             f"{np.asarray(_host(y)[row]).tolist()}, score "
             f"{np.asarray(_host(prediction)[row]).tolist()}), and a booster given it makes "
-            f"every later score NaN: the loss is not defined there (a label outside what "
-            f"the loss models, such as an event at time 0 for a log-time model, or a "
-            f"per-row input that is NaN); fix or drop the row")
+            f"every later score NaN. Either the loss is not defined for that row (a label "
+            f"outside what the loss models, such as an event at time 0 for a log-time "
+            f"model, or a per-row input that is NaN: fix or drop the row), or the scores "
+            f"have diverged (an exp of a large score overflows): lower the learning rate or "
+            f"cap each leaf's step (max_delta_step; like= a built-in such as "
+            f"'count:poisson' takes its cap, see booster_params)")
 
     def _rounded_labels_hint(self, error: LossDomainError, y: np.ndarray) -> LossDomainError:
         """``error`` with advice where it may come from the library's float32 labels beside
