@@ -177,7 +177,8 @@ def bind_inputs(layout: InputLayout, params: Mapping[str, float], inputs: Mappin
                 continue
             raise LossNameError(
                 f"'{name}' is not an input of this loss (inputs: {', '.join(names)})",
-                None, did_you_mean(name, list(names) + list(params)) or not_a_param_hint(name))
+                None, did_you_mean(name, [*names, *params, "sample_weight"])
+                or not_a_param_hint(name))
     missing = [name for name in names if name not in inputs]
     if missing:
         raise LossNameError(f"missing input '{missing[0]}' (this loss takes "
@@ -464,8 +465,10 @@ def check_group_ids(name: str, ids: np.ndarray, span: Span | None = None) -> Non
         return
     bad = np.flatnonzero(~np.isfinite(ids) | (ids != np.round(ids)))
     if bad.size:
-        raise LossDomainError(f"group ids '{name}' must be integers; found {ids[bad[0]]!r} at "
-                              f"index {bad[0]}", span)
+        index = int(bad[0])
+        raise LossDomainError(f"group ids '{name}' must be integers; found "
+                              f"{ids.flat[index].item()!r}{at_index(index)}", span,
+                              input=name, index=index)
     exact = 2.0 ** (np.finfo(ids.dtype).nmant + 1)
     bad = np.flatnonzero(np.abs(ids) >= exact)
     if bad.size:

@@ -145,10 +145,10 @@ def at_index(index: int | tuple[int, ...] | None) -> str:
 def not_a_param_hint(name: str) -> str:
     """What to do with ``name`` given as a param the loss does not declare: most often an
     argument of a function in the formula (``huber``'s ``delta``)."""
-    return (f"params are the names a loss declares with 'param {name} = ...'; an argument "
-            f"of a function in the formula (as huber's delta) is written there, "
-            f"huber(y, p, {name}=2.0), or made a param: 'param {name} = 2.0' and "
-            f"huber(y, p, {name})")
+    return (f"params are the names a loss declares with 'param NAME = ...'; if '{name}' is "
+            f"an argument of a function in the formula (as huber's delta is), write it "
+            f"there, f(..., {name}=VALUE), or make it a param: 'param {name} = VALUE' and "
+            f"f(..., {name}); the reduction is chosen when the loss is compiled")
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:

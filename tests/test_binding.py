@@ -168,9 +168,11 @@ def test_a_new_users_mistakes_are_loss_errors_that_say_what_to_do(tmp_path):
     assert not hasattr(library, "stok") and getattr(library, "stok", 5) == 5
     with pytest.raises(lossdsl.LossNameError, match="huber's delta") as caught:
         lossdsl.compile("huber(y, p)", params={"delta": 0.1})
-    assert "huber(y, p, delta=2.0)" in str(caught.value)
+    assert "f(..., delta=VALUE)" in str(caught.value)
     with pytest.raises(lossdsl.LossNameError, match="(?s)'delta' is not an input.*huber's"):
         lossdsl.compile("huber(y, p)")(y=y, p=y, delta=2.0)  # per call: the same advice
+    with pytest.raises(lossdsl.LossNameError, match="did you mean 'sample_weight'"):
+        loss(y=y, z=z, sample_wieght=np.ones(2))
 
 
 @pytest.fixture(scope="module")

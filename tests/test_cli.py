@@ -576,6 +576,11 @@ def test_eval_names_the_file_line_of_a_value_outside_the_domain(capsys, tmp_path
     status, _, err = call(capsys, "eval", "aft_normal(y, z, u)", "--data",
                           str(tmp_path / "aft.npz"), "--chunk-size", "2")
     assert status == 1 and "false at row index 5 of" in err, err
+    # group ids that are not integers (query_mse's q), a blank line before them
+    (tmp_path / "gq.csv").write_text("y,p,g\n1,0.5,0\n\n0,0.2,0\n1,0.9,1.5\n0,0.1,1\n")
+    status, _, err = call(capsys, "eval", "query_mse", "--data", str(tmp_path / "gq.csv"),
+                          "--map", "q=g", "-q")
+    assert status == 1 and "found 1.5 at line 5 of" in err, err
 
 
 @pytest.mark.parametrize("arrays, message", [

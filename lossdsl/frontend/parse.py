@@ -450,6 +450,10 @@ def _error_offset(error: UnexpectedInput, text: str) -> tuple[int, str | None]:
     return position, None
 
 
+#: A comparison operator, in the text of the expression before an unexpected one.
+_COMPARISON = re.compile(r"<=|>=|==|!=|<|>")
+
+
 def _syntax_error(
     error: UnexpectedInput, file: str | None, source: str, text: str | None = None
 ) -> LossSyntaxError:
@@ -483,7 +487,8 @@ def _syntax_error(
         line, column = len(lines), len(lines[-1]) + 1
         message = "unexpected end of input"
     elif (isinstance(error, UnexpectedToken) and error.token.type == "COMPARE"
-          and "NAME" not in expected and "NUMBER" not in expected):
+          and "NAME" not in expected and "NUMBER" not in expected
+          and _COMPARISON.search(re.split(r"[(,;\n\[{]", text[:offset])[-1])):
         # the grammar takes one comparison where a second follows: say so, not the tokens
         # that could have come instead
         return LossSyntaxError(

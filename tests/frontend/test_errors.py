@@ -41,8 +41,9 @@ def test_chained_comparisons_say_they_do_not_chain():
         lossdsl.compile("where(a == b != c, 1, 2)")
     assert raised.value.message == "comparisons do not chain: a second '!=' follows a comparison"
     assert caret_column(raised.value) == 14 and "(a < b) and (b < c)" in raised.value.hint
-    with pytest.raises(LossSyntaxError, match="unexpected '<'"):
-        lossdsl.compile("a + < b")
+    for text in ("a + < b", "param t < 2\nt*y", "def f(y < 0, z) = y\nf(a, b)"):
+        with pytest.raises(LossSyntaxError, match="unexpected '<'"):  # no comparison before
+            lossdsl.compile(text)
 
 
 def test_syntax_error_in_a_file_names_the_file(tmp_path):
