@@ -523,6 +523,12 @@ def command_eval(args: argparse.Namespace) -> int:
         progress.close()
     if rows == 0:
         raise CliError(f"{args.data} has no data rows")
+    if (total is None and weight_column and args.reduction == "weighted_mean"
+            and not (weight_total != 0 and math.isfinite(weight_total))):
+        # as the API refuses it (binding.weight_total_error): the mean would be nan
+        raise CliError(f"the weights of --weight {args.weight} sum to {weight_total!r}: "
+                       "--reduction weighted_mean divides by their total; use --reduction "
+                       "sum, or fix the weights")
     if total is None:
         total = weighted_sum if args.reduction == "sum" else (
             weighted_sum / count if count else math.nan)

@@ -680,3 +680,16 @@ def test_plot_and_bench_refuse_options_out_of_range(capsys, tmp_path):
 def test_load_without_a_path_says_it_needs_one():
     with pytest.raises(lossdsl.LossError, match="needs the path of a .loss file"):
         lossdsl.load(None)
+
+
+def test_eval_refuses_a_weighted_mean_over_weights_that_sum_to_zero(capsys, tmp_path):
+    """It printed 'weighted_mean loss = nan' with exit status 0, where the API raises."""
+    data = tmp_path / "w.csv"
+    data.write_text("y,p,w\n1,2,0\n3,1,0\n")
+    status, out, err = call(capsys, "eval", "mse", "--data", str(data), "--weight", "w",
+                            "--reduction", "weighted_mean")
+    assert status == 1 and out == "" and "sum to 0.0" in err and "Traceback" not in err
+    data.write_text("y,p,w\n1,2,0\n3,1,2\n")
+    status, out, _ = call(capsys, "eval", "mse", "--data", str(data), "--weight", "w",
+                          "--reduction", "weighted_mean")
+    assert status == 0 and "weighted_mean loss = 4.0 " in out  # (0*1 + 2*4) / 2
