@@ -61,7 +61,7 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan
            "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
            "plan_call", "plan_kernel", "reduction_of", "refuse_outside", "result_dtype",
            "result_order",
-           "weight_total_error", "work_size", "SERIAL_KIT",
+           "nan_rows", "weight_total_error", "work_size", "SERIAL_KIT",
            "SerialKit"]
 
 #: A ``target="parallel"`` loss runs its serial kernel on calls with fewer elements than this
@@ -142,6 +142,13 @@ class ArrayKind:
             raise LossShapeError(f"sample_weight must be a vector (N,), got shape "
                                  f"{weight.shape}")
         return weight if on_device else weight.astype(dtype, copy=False)
+
+
+def nan_rows(array: np.ndarray) -> np.ndarray:
+    """The rows (first axis) of the float ``array`` holding a NaN, in order."""
+    if not np.isnan(np.sum(array)):  # the sum first: one pass, no array
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(np.isnan(array.reshape(len(array), -1)).any(axis=1))
 
 
 def check_aligned(values: Iterable[tuple[str, Any]]) -> None:

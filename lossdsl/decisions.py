@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .binding import check_aligned, coerce_loss, numeric_array
+from .binding import check_aligned, coerce_loss, nan_rows, numeric_array
 from .boosting.objective import LABEL_NAMES
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 
@@ -370,8 +370,7 @@ def _split_inputs(compiled: CompiledLoss, inputs: Mapping[str, Any], n: int, lab
         else:
             # a NaN among the outcomes' costs only rules that outcome out: a missing value
             # would choose the row's decision silently
-            missing = (np.flatnonzero(np.isnan(array.reshape(n, -1)).any(axis=1))
-                       if array.dtype.kind == "f" else ())
+            missing = nan_rows(array) if array.dtype.kind == "f" else ()
             if len(missing):
                 raise LossDomainError(
                     f"input '{name}' is NaN in {len(missing)} row(s), the first row "
@@ -442,9 +441,9 @@ def _choose(values: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.
     NaN costs never chosen, a row of only NaN an error."""
     clean = np.where(np.isnan(values), np.inf, values)
     best = np.argmin(clean, axis=1)
-    nan_rows = np.isnan(values).all(axis=1)
-    if nan_rows.any():
-        row = int(np.argmax(nan_rows))
+    undefined = np.isnan(values).all(axis=1)
+    if undefined.any():
+        row = int(np.argmax(undefined))
         raise LossDomainError(f"the expected cost is NaN for every candidate decision of row "
                               f"{row}: the cost is undefined there (check the per-row inputs "
                               f"and the candidate decisions {candidates[:5].tolist()}...)")

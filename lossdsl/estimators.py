@@ -53,7 +53,7 @@ from sklearn.utils.validation import (
 )
 
 from .api import CompiledLoss, Loss
-from .binding import check_aligned, coerce_loss
+from .binding import check_aligned, coerce_loss, nan_rows
 from .boosting.objective import DEFAULT_HESSIAN_FLOOR, default_roles, repeat_score
 from .decisions import decide as _decide
 from .errors import LossDomainError, LossError, LossShapeError
@@ -515,7 +515,7 @@ class _LossEstimator(BaseEstimator):
             except (TypeError, ValueError):
                 raise LossError("eval_set must be a list of (X, y) pairs") from None
             labels = self._loss_labels(self._encode_more(y_eval))
-            missing = _nan_rows(labels)
+            missing = nan_rows(labels)
             if missing.size:
                 raise LossError(f"eval_set[{index}]: {missing.size} label(s) are NaN (the "
                                 f"first at row {missing[0]}): the validation loss would be "
@@ -1428,13 +1428,6 @@ def _sparse_matrix(features: Any) -> Any:
     return features
 
 
-def _nan_rows(array: np.ndarray) -> np.ndarray:
-    """The rows (first axis) of the float ``array`` holding a NaN, in order."""
-    if not np.isnan(np.sum(array)):  # the sum first: one pass, no array
-        return np.zeros(0, dtype=np.intp)
-    return np.flatnonzero(np.isnan(array.reshape(len(array), -1)).any(axis=1))
-
-
 def _per_row(value: Any, source: str, n: int) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
@@ -1444,7 +1437,7 @@ def _per_row(value: Any, source: str, n: int) -> np.ndarray:
         raise LossShapeError(f"per-row values {source!r} have shape {array.shape}; expected "
                              f"one value (or one row of values) per row of X: ({n},) or "
                              f"({n}, K)")
-    rows = _nan_rows(array)
+    rows = nan_rows(array)
     if rows.size:
         raise LossError(f"per-row values {source!r} are NaN on {rows.size} row(s) (the first "
                         f"at row {rows[0]}): there is no loss to learn or score there; fill them "
