@@ -1033,7 +1033,7 @@ def _x64_scope(jax, on: bool) -> Callable[[], Any]:
 _XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def _jax_threads_note(threads: int) -> str:
+def _hold_jax_threads(threads: int) -> str:
     """On one thread (``--target cpu``), ask XLA for one thread before JAX is first imported
     (XLA reads ``XLA_FLAGS`` once, when JAX starts its CPU backend; later has no effect), and
     say what was done."""
@@ -1056,7 +1056,7 @@ def jax_peer(match_: Match, inputs: dict[str, np.ndarray], threads: int = 0) -> 
     gradient (as a JAX user writes it), the closed form for gradient + Hessian. float64 data
     is computed in float64 (``jax_enable_x64`` within each call). ``threads`` == 1
     (``--target cpu``) asks XLA for one thread where jax is not yet imported."""
-    threads_note = _jax_threads_note(threads)
+    threads_note = _hold_jax_threads(threads)
     import jax
     import jax.numpy as jnp
 
