@@ -184,8 +184,20 @@ def _argument_hint(entry: catalog.Entry, name: str, value: float) -> str:
             f"{name}={value:g})\"")
 
 
+def _refuse_params_that_are_inputs(loss: Loss, params: dict[str, float]) -> None:
+    """Raise where ``--param`` names an input of the loss: it would be left unset (or read
+    from a column) while the user believes it fixed."""
+    for name in params:
+        if name in loss.inputs and name not in loss.params:
+            raise CliError(
+                f"--param {name}: '{name}' is an input of the loss, not a param (a param is "
+                f"declared in a .loss file, 'param {name} = VALUE'); give the input a column "
+                f"with --map {name}=COLUMN, or write the number into the formula")
+
+
 def _compiled(loss: Loss, args, reduction: str) -> CompiledLoss:
     params = _numbers(getattr(args, "param", None), "--param")
+    _refuse_params_that_are_inputs(loss, params)
     spec = str(getattr(args, "loss", ""))
     entry = catalog.entry(spec) if re.fullmatch(r"\w+", spec) else None
     if entry is not None:
@@ -428,6 +440,7 @@ def command_eval(args: argparse.Namespace) -> int:
                        f"-o FILE ({', '.join(OUTPUT_SUFFIXES)})")
     output = check_output(args.output) if args.output else None
     label, loss = resolve_loss(args.loss)
+    _refuse_params_that_are_inputs(loss, _numbers(args.param, "--param"))
     table = open_table(args.data, args.delimiter)
     mapping = _assignments(args.map, "--map")
     unknown = [name for name in mapping if name not in loss.inputs]

@@ -537,6 +537,19 @@ def test_a_misspelt_built_in_and_a_built_in_argument_as_param_say_so(capsys):
     assert status == 0 and "d/dp" in out
 
 
+def test_a_param_that_is_an_input_of_the_loss_is_refused(capsys, tmp_path):
+    """``--param delta=1`` on ``huber(y, p, delta)``, where delta is an input: eval said the
+    input had no column and codegen that there was no such param, neither what to do."""
+    data = tmp_path / "d.csv"
+    data.write_text("y,p,delta\n1,2,1\n")
+    for command in (("eval", "huber(y, p, delta)", "--data", str(data)),
+                    ("codegen", "huber(y, p, delta)")):
+        status, out, err = call(capsys, *command, "--param", "delta=1")
+        assert status == 1 and not out
+        assert "'delta' is an input of the loss, not a param" in err
+        assert "--map delta=COLUMN" in err
+
+
 # ------------------------------------------------- eval, plot, bench: the tester's journey
 
 
