@@ -54,6 +54,7 @@ from .binding import (
     reduction_of,
     regrouped_results,
     result_order,
+    weight_total_error,
 )
 from .compiler import TypedRequirement
 from .domains import InputDomain, first_outside, first_unmet
@@ -175,6 +176,8 @@ class DaskLoss:
                 bound.arrays[name] = checked
         for declared in compiled.layout.domains:
             _checked_domain(compiled.layout, declared, bound)
+        if bound.weight is not None and compiled.reduction == "weighted_mean":
+            bound.weight = _total_checked(bound.weight)
         check_host_requirements(bound, kernel)
         for counted in kernel.requirements:
             _checked_requirement(counted, bound)
@@ -387,6 +390,27 @@ def _checked(values: Any, find: Callable[[np.ndarray], tuple[int, Any] | None],
         return block
 
     return values.map_blocks(check, dtype=values.dtype)
+
+
+def _total_checked(weight: Any) -> Any:
+    """Sample weights whose total a ``"weighted_mean"`` divides by, checked as the NumPy path
+    checks them (:func:`~lossdsl.binding.weight_total_error`): at once in memory; for a dask
+    array, each chunk waits for the total, so a total of 0 raises instead of computing NaN."""
+    if not isinstance(weight, da.Array):
+        error = weight_total_error(weight)
+        if error is not None:
+            raise error
+        return weight
+
+    def check(total: np.ndarray) -> np.ndarray:
+        error = weight_total_error(total)
+        if error is not None:
+            raise error
+        return total
+
+    total = weight.sum(dtype=np.float64).map_blocks(check, dtype=np.float64)
+    return da.blockwise(lambda block, _: block, "i", weight, "i", total, "",
+                        dtype=weight.dtype)
 
 
 class _Slot:

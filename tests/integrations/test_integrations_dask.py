@@ -159,6 +159,22 @@ def test_float32_and_labels_checked_per_chunk():
         chunked(y=da.from_array(labels, chunks=90), z=logits).compute()
 
 
+def test_weighted_mean_over_weights_summing_to_zero_is_an_error():
+    """The NumPy path refuses weights whose total is 0 or not finite; the dask path computed
+    NaN (a RuntimeWarning and nan for the value and every gradient)."""
+    chunked = ld.compile("mse(y, p)", reduction="weighted_mean")
+    y, p = da.ones(8, chunks=4), da.zeros(8, chunks=4)
+    for weight in (da.zeros(8, chunks=4), da.from_array(np.r_[1.0, -1.0, 0, 0, 0, 0, 0, 0],
+                                                        chunks=4), np.zeros(8)):
+        with pytest.raises(lossdsl.LossDomainError, match="sample_weight sums to 0.0"):
+            chunked(weight, y=y, p=p).compute()
+        with pytest.raises(lossdsl.LossDomainError, match="sample_weight sums to 0.0"):
+            chunked.grad("p", weight, y=y, p=p).compute()
+    weight = np.arange(1.0, 9.0)  # usable weights: -2 w (y - p) / sum(w)
+    np.testing.assert_allclose(chunked.grad("p", da.from_array(weight, chunks=4), y=y,
+                                            p=p).compute(), -2 * weight / weight.sum())
+
+
 def test_bad_calls_raise(data):
     with pytest.raises(lossdsl.LossShapeError, match="sample_weight"):
         ld.compile("dice(y, p)")(y=data["Y"], p=data["P"], sample_weight=data["W"])
