@@ -209,6 +209,22 @@ def _fixed_inputs(given: Any, tables: frozenset[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- objective
+def _sparse_centred_squares(X: Any, v: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``v @ (X - m)^2`` per column of a sparse ``X`` without densifying it: the stored
+    entries' squared deviations plus ``m^2`` times the weight of the rows a column does not
+    store. (``v @ X^2 - m^2`` cancels: a constant column of 3 kept a spread of 3e-8.)"""
+    columns = scipy.sparse.csc_matrix(X)
+    stored = np.diff(columns.indptr)
+    column_of = np.repeat(np.arange(columns.shape[1]), stored)
+    row_weight = v[columns.indices]
+    deviations = np.bincount(column_of, weights=row_weight * (columns.data - m[column_of]) ** 2,
+                             minlength=columns.shape[1])
+    stored_weight = np.bincount(column_of, weights=row_weight, minlength=columns.shape[1])
+    unstored_weight = np.where(stored == columns.shape[0], 0.0,
+                               np.maximum(1.0 - stored_weight, 0.0))
+    return deviations + m * m * unstored_weight
+
+
 class _LinearObjective:
     """The penalised mean loss of ``P = X @ W + b`` as a function of a flat parameter
     vector: ``[W]`` (or ``[W+, W-]`` with an l1 part) then ``[b]``.
@@ -250,11 +266,16 @@ class _LinearObjective:
         v = self.weight / float(np.sum(self.weight))
         m = np.asarray(v @ X).ravel() if self.fit_intercept else np.zeros(self.d)
         if scipy.sparse.issparse(X):
-            square = np.asarray(v @ X.multiply(X)).ravel() - m * m
+            square = _sparse_centred_squares(X, v, m)
+            rms = np.sqrt(np.asarray(v @ X.multiply(X)).ravel())
         else:
             square = v @ np.square(X - m)
+            rms = np.sqrt(v @ np.square(X))
         s = np.sqrt(np.maximum(square, 0.0))
-        s = np.where(np.isfinite(s) & (s > 0), s, 1.0)  # a constant column stays
+        # A constant column keeps its scale: the rounding of its mean leaves it a spread of
+        # about 1e-16 of its size (not 0), and dividing by that made its penalty 1e32 times
+        # too large and the problem too ill-conditioned for any solver to finish.
+        s = np.where(np.isfinite(s) & (s > 1e-10 * rms), s, 1.0)
         if scipy.sparse.issparse(X):
             X = (X @ scipy.sparse.diags(1.0 / s)).tocsr()
         else:

@@ -23,13 +23,14 @@ diagonal approximation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .binding import coerce_loss, reduction_of
+from .binding import coerce_loss, numeric_array, reduction_of
 from .boosting.objective import default_roles
 from .errors import LossError, LossShapeError
 
@@ -137,7 +138,12 @@ class LinearModelObjective:
                  y: Any, outputs: int | None, fixed: Mapping[str, Any], sample_weight: Any,
                  fit_intercept: bool, l2: float):
         self.compiled = compiled
-        self.X = np.asarray(X, dtype=np.float64)
+        if hasattr(X, "tocsr"):  # a scipy.sparse matrix: np.asarray makes an object array
+            raise LossShapeError(
+                "X is a scipy.sparse matrix, which linear_model's dense Hessian products do "
+                "not take: pass X.toarray(), or fit with lossdsl.linear.LossRegressor / "
+                "LossClassifier, which take sparse X")
+        self.X = numeric_array("X", X).astype(np.float64)
         if self.X.ndim != 2:
             raise LossShapeError(f"X must be a matrix (n_samples, n_features), got shape "
                                  f"{self.X.shape}")
@@ -149,7 +155,13 @@ class LinearModelObjective:
         self.fixed = dict(fixed)
         self.sample_weight = sample_weight
         self.fit_intercept = fit_intercept
-        self.l2 = float(l2)
+        try:
+            self.l2 = float(l2)
+        except (TypeError, ValueError):
+            self.l2 = math.nan
+        if not self.l2 >= 0 or math.isinf(self.l2):
+            raise LossError(f"l2={l2!r}: expected a finite number >= 0 (the weight of "
+                            "0.5 * ||coef||^2)")
         self._cache = _PointCache()
         # The gradient in p (one value per row and output) only feeds X^T dp: one array,
         # written by every evaluation, saves allocating and faulting in n*K values each time.
@@ -338,5 +350,5 @@ def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | 
             outputs = y_array.shape[1] if y_array.ndim == 2 else int(np.max(y_array)) + 1
         elif y_array.ndim == 2:
             outputs = y_array.shape[1]
-    return LinearModelObjective(compiled, np.asarray(X), wrt, label, y_array, outputs,
+    return LinearModelObjective(compiled, X, wrt, label, y_array, outputs,
                                 inputs or {}, sample_weight, fit_intercept, l2)

@@ -196,3 +196,18 @@ def test_a_per_class_input_asks_for_its_shape():
     z = np.arange(12.0).reshape(4, 3) / 7
     expected = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(4), labels.astype(int)])
     assert problem.fun(z.reshape(-1)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_sparse_or_text_design_or_a_bad_l2_is_a_loss_error(regression):
+    """Each was a raw ValueError from np.asarray or float(); a negative l2 was accepted (an
+    objective unbounded below)."""
+    import scipy.sparse
+
+    X, y = regression
+    with pytest.raises(lossdsl.LossShapeError, match="scipy.sparse matrix.*LossRegressor"):
+        ls.linear_model("mse", scipy.sparse.csr_matrix(X), y)
+    with pytest.raises(lossdsl.LossShapeError, match="X must be numbers"):
+        ls.linear_model("mse", np.full((200, 3), "a"), y)
+    for l2 in ("a", -1.0, float("nan"), float("inf")):
+        with pytest.raises(lossdsl.LossError, match="expected a finite number >= 0"):
+            ls.linear_model("mse", X, y, l2=l2)

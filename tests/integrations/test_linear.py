@@ -168,6 +168,25 @@ def test_ridge(regression, solver):
     assert ours.n_iter_ >= 1 and ours.solver_ == solver
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_constant_column_next_to_an_intercept_is_ridges(regression, sparse):
+    """A column of 3s: the rounding of its mean left it a spread of 1e-16, the column was
+    divided by it, and L-BFGS stopped after one iteration with the coefficients 0.014 off
+    Ridge's (and a convergence warning that raising max_iter did not cure)."""
+    import scipy.sparse
+
+    X, y = regression
+    X = X.copy()
+    X[:, 1] = 3.0
+    given = scipy.sparse.csr_matrix(X) if sparse else X
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        ours = LossRegressor("half_mse", alpha=3.0 / N, tol=1e-10).fit(given, y)
+    theirs = sk.Ridge(alpha=3.0).fit(X, y)
+    np.testing.assert_allclose(ours.coef_, theirs.coef_, atol=1e-6)
+    assert ours.intercept_ == pytest.approx(theirs.intercept_, rel=1e-6)
+
+
 @pytest.mark.parametrize("l1_ratio", [1.0, 0.5])
 def test_lasso_and_elastic_net(regression, l1_ratio):
     X, y = regression
