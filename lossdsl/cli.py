@@ -67,7 +67,14 @@ Documentation: docs/language.md, docs/tutorial.md, docs/business-costs.md, docs/
 
 
 class CliError(Exception):
-    """A mistake in how the command line was used that argparse cannot see (exit status 1)."""
+    """A command line that argparse accepts and lossdsl cannot carry out: the loss, the data
+    or the options do not fit together (exit status 1)."""
+
+
+class UsageError(CliError):
+    """An option's value that argparse cannot check and that is malformed or out of range
+    (``--map yy``, ``--chunk-size 0``): a wrong command line, exit status 2 as argparse's
+    own usage errors."""
 
 
 # ------------------------------------------------------------------------- loss arguments
@@ -137,7 +144,8 @@ def _assignments(values: Iterable[str] | None, option: str) -> dict[str, str]:
     for item in _names(values):
         name, equals, value = item.partition("=")
         if not equals or not name.strip() or not value.strip():
-            raise CliError(f"{option} expects NAME=VALUE, got {item!r}")
+            raise UsageError(f"{option} expects NAME={'COLUMN' if option == '--map' else 'VALUE'}, "
+                           f"got {item!r}")
         result[name.strip()] = value.strip()
     return result
 
@@ -148,7 +156,7 @@ def _numbers(values: Iterable[str] | None, option: str) -> dict[str, float]:
         try:
             result[name] = float(text)
         except ValueError:
-            raise CliError(f"{option} {name}={text}: not a number") from None
+            raise UsageError(f"{option} {name}={text}: not a number") from None
     return result
 
 
@@ -434,7 +442,7 @@ def _in_file(error: LossDomainError, table: Table, first_row: int,
 def command_eval(args: argparse.Namespace) -> int:
     """``lossdsl eval LOSS --data FILE``: evaluate on a data file, chunk by chunk."""
     if args.chunk_size < 1:
-        raise CliError("--chunk-size must be at least 1")
+        raise UsageError("--chunk-size must be at least 1")
     if (args.grad or args.hessian) and not args.output:
         raise CliError("--grad and --hessian write each sample's derivatives to a file: add "
                        f"-o FILE ({', '.join(OUTPUT_SUFFIXES)})")
@@ -578,7 +586,7 @@ def _parse_range(text: str) -> tuple[float, float]:
         bounds = None
     if not colon or bounds is None or not (math.isfinite(bounds[0]) and
                                            math.isfinite(bounds[1]) and bounds[0] < bounds[1]):
-        raise CliError(f"--range expects LOW:HIGH, two finite numbers with LOW < HIGH, e.g. "
+        raise UsageError(f"--range expects LOW:HIGH, two finite numbers with LOW < HIGH, e.g. "
                        f"-3:3; got {text!r}")
     return bounds
 
@@ -597,7 +605,7 @@ def command_plot(args: argparse.Namespace) -> int:
         raise CliError(f"{output}: the image format comes from the extension: .png, .svg or .pdf")
     low, high = _parse_range(args.range)
     if args.points < 2 or args.dpi < 1:
-        raise CliError("--points must be at least 2 and --dpi at least 1")
+        raise UsageError("--points must be at least 2 and --dpi at least 1")
     grid = np.linspace(low, high, args.points)
     at = _numbers(args.at, "--at")
     requested = _names(args.wrt)
@@ -740,9 +748,9 @@ def command_bench(args: argparse.Namespace) -> int:
     label, loss = resolve_loss(args.loss)
     wrt = _wrt(loss, _names(args.wrt))[0]
     if args.n < 1 or args.repeat < 1 or args.classes < 1:
-        raise CliError("-n, --repeat and --classes must be positive")
+        raise UsageError("-n, --repeat and --classes must be positive")
     if not (math.isfinite(args.pause) and args.pause >= 0):
-        raise CliError(f"--pause is seconds to wait, 0 or more; got {args.pause:g}")
+        raise UsageError(f"--pause is seconds to wait, 0 or more; got {args.pause:g}")
     compiled = _compiled(loss, args, "mean")
     dtype = np.dtype(args.dtype)
     is_file = Path(args.loss).is_file() or (":" in args.loss and Path(
@@ -1096,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (CliError, DataError) as error:
         print(f"lossdsl {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, UsageError) else 1
     except BrokenPipeError:  # e.g. 'lossdsl codegen ... | head'
         sys.stderr.close()
         return 0

@@ -74,18 +74,29 @@ class Table:
 
     def select(self, selector: str) -> list[str]:
         """The columns a selector names: itself, or the columns its glob pattern matches (in
-        the order of the numbers their names end in, see :func:`class_order`)."""
+        the order of the numbers their names end in, see :func:`class_order`). A name the
+        header gives twice is an error: which of the two columns is meant cannot be told."""
         if selector in self.columns:
+            self._refuse_repeated([selector])
             return [selector]
         if any(ch in selector for ch in "*?["):
             matched = [c for c in self.columns if fnmatch.fnmatchcase(c, selector)]
             if matched:
+                self._refuse_repeated(matched)
                 return class_order(matched, f"{self.path}: {selector!r}")
             raise DataError(f"{self.path}: no column matches {selector!r} "
                             f"(columns: {_listing(self.columns)})")
         hint = did_you_mean(selector, self.columns)
         raise DataError(f"{self.path}: no column {selector!r} (columns: {_listing(self.columns)})"
                         + (f"; {hint}" if hint else ""))
+
+    def _refuse_repeated(self, names: list[str]) -> None:
+        for name in names:
+            places = [str(i + 1) for i, c in enumerate(self.columns) if c == name]
+            if len(places) > 1:
+                raise DataError(f"{self.path}: the header names column {name!r} "
+                                f"{len(places)} times (columns {', '.join(places)}); rename "
+                                "them so that each name says which column it is")
 
     def chunks(self, columns: list[str], chunk_rows: int | None,
                dtype: np.dtype) -> Iterator[tuple[dict[str, np.ndarray], int]]:

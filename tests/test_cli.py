@@ -431,7 +431,7 @@ def test_plot_svg_logits_and_errors(tmp_path, capsys):
     status, _, err = call(capsys, "plot", "mse", "-o", str(tmp_path / "x.jpg"))
     assert status == 1 and ".png, .svg or .pdf" in err
     status, _, err = call(capsys, "plot", "mse", "--range", "3:-3", "-o", str(target))
-    assert status == 1 and "LOW:HIGH" in err
+    assert status == 2 and "LOW:HIGH" in err
     status, _, err = call(capsys, "plot", "sparse_cce_logits", "-o", str(target))
     assert status == 1 and "per-class matrix" in err
 
@@ -548,6 +548,17 @@ def test_a_param_that_is_an_input_of_the_loss_is_refused(capsys, tmp_path):
         assert status == 1 and not out
         assert "'delta' is an input of the loss, not a param" in err
         assert "--map delta=COLUMN" in err
+
+
+def test_a_malformed_option_value_is_a_wrong_command_line_exit_status_2(capsys, tmp_path):
+    """--help says 2 for a wrong command line; these exited 1 (and --map said NAME=VALUE)."""
+    data = tmp_path / "d.csv"
+    data.write_text("y,p\n1,2\n")
+    for options, message in ((("--map", "yy"), "--map expects NAME=COLUMN"),
+                             (("--param", "d=abc"), "--param d=abc: not a number"),
+                             (("--chunk-size", "-5"), "--chunk-size must be at least 1")):
+        status, out, err = call(capsys, "eval", "mse(y, p)", "--data", str(data), *options)
+        assert status == 2 and not out and message in err
 
 
 # ------------------------------------------------- eval, plot, bench: the tester's journey
@@ -677,7 +688,7 @@ def test_plot_and_bench_refuse_options_out_of_range(capsys, tmp_path):
     image = str(tmp_path / "p.png")
     for bounds in ("-inf:inf", "0:inf", "nan:1"):  # matplotlib's raw ValueError
         status, _, err = call(capsys, "plot", "mse", "--range", bounds, "-o", image)
-        assert status == 1 and "two finite numbers" in err and "Traceback" not in err
+        assert status == 2 and "two finite numbers" in err and "Traceback" not in err
     status, _, err = call(capsys, "plot", "quantile(y, p, a)", "--param", "a=0.9", "-o", image)
     assert status == 1 and "give it with --at a=0.9" in err
     status, _, err = call(capsys, "plot", "mse", "--at", "delta=2", "-o", image)
@@ -685,9 +696,9 @@ def test_plot_and_bench_refuse_options_out_of_range(capsys, tmp_path):
     with pytest.raises(lossdsl.LossError, match=r"give it with at=\{'a': 0.9\}"):
         lossdsl.plot("quantile(y, p, a)", params={"a": 0.9})
     status, _, err = call(capsys, "bench", "sparse_cce_logits", "--classes", "0", "-n", "10")
-    assert status == 1 and "--classes must be positive" in err
+    assert status == 2 and "--classes must be positive" in err
     status, _, err = call(capsys, "bench", "mse", "--pause", "-1", "-n", "10")
-    assert status == 1 and "--pause is seconds to wait, 0 or more" in err
+    assert status == 2 and "--pause is seconds to wait, 0 or more" in err
 
 
 def test_load_without_a_path_says_it_needs_one():

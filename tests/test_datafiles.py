@@ -203,3 +203,14 @@ def test_outputs_need_a_known_extension(tmp_path):
         check_output(tmp_path / "out.xlsx")
     assert not (tmp_path / "out.xlsx").exists()
     assert check_output(tmp_path / "out.CSV") == tmp_path / "out.CSV"
+
+
+def test_a_column_named_twice_in_the_header_is_refused_where_it_is_read(tmp_path):
+    """'p,q,p': p read silently as the first of the two columns (pandas names them p, p.1)."""
+    path = tmp_path / "twice.csv"
+    path.write_text("p,q,p,z_1,z_1\n1,5,2,0,1\n")
+    table = open_table(str(path), None)
+    for selector in ("p", "z_*"):
+        with pytest.raises(DataError, match=r"names column '(p|z_1)' 2 times \(columns "):
+            table.select(selector)
+    assert table.select("q") == ["q"]  # the other columns are read as before
