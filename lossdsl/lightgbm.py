@@ -191,6 +191,41 @@ _OBJECTIVE_ALIASES = ("objective", "objective_type", "app", "application", "loss
 _CLASS_ALIASES = ("num_class", "num_classes")
 _BOOSTING_ALIASES = ("boosting", "boosting_type", "boost")
 _THREAD_ALIASES = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")
+_ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees",
+                  "num_round", "num_rounds", "nrounds", "num_boost_round", "n_estimators",
+                  "max_iter")
+_EARLY_STOPPING_ALIASES = ("early_stopping_round", "early_stopping_rounds", "early_stopping",
+                           "n_iter_no_change")
+
+
+def _rounds_in_params(params: dict[str, Any], num_boost_round: Any,
+                      early_stopping_rounds: int | None) -> tuple[Any, int | None]:
+    """``(num_boost_round, early_stopping_rounds)`` with LightGBM's names for them in
+    ``params`` taken out and obeyed as ``lgb.train`` obeys them (a round count there wins
+    over the argument; an early-stopping count there is used when the argument is not
+    given, and one that contradicts it is an error)."""
+    rounds = {params.pop(name) for name in _ROUND_ALIASES if name in params}
+    if len(rounds) > 1:
+        raise LossError(f"params give the number of rounds twice, as {sorted(rounds)}: keep "
+                        "one of them")
+    if rounds:
+        num_boost_round = rounds.pop()
+        if isinstance(num_boost_round, float) and num_boost_round.is_integer():
+            num_boost_round = int(num_boost_round)
+    patience = {params.pop(name) for name in _EARLY_STOPPING_ALIASES if name in params}
+    if len(patience) > 1 or (patience and early_stopping_rounds is not None
+                             and patience != {early_stopping_rounds}):
+        raise LossError(f"early stopping is asked for with different patience, "
+                        f"{sorted(patience | {early_stopping_rounds} - {None})} rounds: give it "
+                        "once, as early_stopping_rounds=")
+    if patience and early_stopping_rounds is None:
+        value = patience.pop()
+        if not isinstance(value, (int, np.integer)) and not (
+                isinstance(value, float) and value.is_integer()):
+            raise LossError(f"params' early stopping rounds must be an integer, not {value!r}")
+        # LightGBM: 0 or less turns early stopping off
+        early_stopping_rounds = int(value) if value > 0 else None
+    return num_boost_round, early_stopping_rounds
 
 
 def _raw_data(dataset: lgb.Dataset, role: str) -> Any:
@@ -304,8 +339,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     built for the rows of ``train_set`` (per-row inputs with ``rows=train_set`` or the
     training labels). ``params``: LightGBM's params; the objective plumbing is set here, and
     a ``params["objective"]`` other than this objective, ``"none"`` or ``"custom"`` is
-    refused. ``train_set``: an ``lgb.Dataset`` whose raw features are still held (build it
-    with ``free_raw_data=False``, or pass it unconstructed): each row's leaf in the new tree
+    refused; a round count (``num_iterations`` or an alias) and an early-stopping patience
+    (``early_stopping_round`` or an alias) in them are obeyed as ``lgb.train`` obeys them.
+    ``train_set``: an ``lgb.Dataset`` whose raw features are still held (build it with
+    ``free_raw_data=False``, or pass it unconstructed): each row's leaf in the new tree
     comes from the change of LightGBM's cached training scores, and from
     ``Booster.predict(X, pred_leaf=True)`` for rows that leaves ambiguous.
 
@@ -357,11 +394,13 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     if not isinstance(objective, BoostingObjective):
         objective = globals()["objective"](objective)
     objective.restart_draws()  # the same draws as a first training
+    params = dict(params or {})
+    num_boost_round, early_stopping_rounds = _rounds_in_params(params, num_boost_round,
+                                                               early_stopping_rounds)
     rounds = check_train_options(num_boost_round, refit, objective)
     # decided after the first gradients: "auto" reads the objective's Hessian policy, which
     # is chosen on its first training call (with that call's dtypes and weights)
     do_refit = False
-    params = dict(params or {})
     for name in _OBJECTIVE_ALIASES:
         value = params.pop(name, None)
         if value is not None and value is not objective and value not in ("none", "custom"):

@@ -348,6 +348,24 @@ def test_lightgbm_early_stopping_and_errors(data, asym):
         ll.train(asym, {**LGB_PARAMS, "min_data_in_leaf": 20}, lgb.Dataset(X[:10], y[:10]), 2)
 
 
+def test_lightgbm_round_count_and_early_stopping_in_params_are_obeyed(data, asym):
+    """lgb.train obeys num_iterations and early_stopping_round in params; train() ignored
+    both without a word (20 rounds for num_iterations=5, no early stopping)."""
+    X, y = data["X"], data["y"]
+    for name in ("num_iterations", "n_estimators"):
+        booster = ll.train(asym, {**LGB_PARAMS, name: 5}, lgb.Dataset(X, y), 20)
+        assert booster.current_iteration() == 5
+    valid = lgb.Dataset(X[:200], np.full(200, asym.init_score(y)))
+    booster = ll.train(asym, {**LGB_PARAMS, "early_stopping_round": 3}, lgb.Dataset(X, y), 50,
+                       evals=[("v", valid)])
+    assert booster.best_iteration == 1 and len(only(booster.lossdsl_evals["v"])) == 4
+    with pytest.raises(lossdsl.LossError, match="different patience"):
+        ll.train(asym, {**LGB_PARAMS, "early_stopping_round": 3}, lgb.Dataset(X, y), 50,
+                 evals=[("v", valid)], early_stopping_rounds=5)
+    with pytest.raises(lossdsl.LossError, match="number of rounds twice"):
+        ll.train(asym, {**LGB_PARAMS, "num_iterations": 5, "num_trees": 6}, lgb.Dataset(X, y))
+
+
 def test_lightgbm_leaf_without_finite_minimiser_stays_finite(data):
     X = data["X"]
     # positives wherever x0 > 0.5: leaves there hold one class only, whose exact value is
