@@ -233,7 +233,13 @@ class LatexPrinter(PrecedencePrinter):
         return (rf"\sum_{{{index}}} {self._arg(x, _PRODUCT)}", _PRODUCT)
 
     def print_rowsum(self, n: Node):
-        return (rf"\sum_{{k}} {self._arg(n.args[0], _PRODUCT)}", _PRODUCT)
+        (x,) = n.args
+        if x.op == "classpairs":  # classpairsum(e), before shapes are known
+            return (rf"\sum_{{k}} \sum_{{c \neq k}} {self._arg(x.args[0], _PRODUCT)}",
+                    _PRODUCT)
+        if x.axes is not None and len(x.axes) == 3:  # over the partner classes c of class k
+            return (rf"\sum_{{c \neq k}} {self._arg(x, _PRODUCT)}", _PRODUCT)
+        return (rf"\sum_{{k}} {self._arg(x, _PRODUCT)}", _PRODUCT)
 
     def print_rowmax(self, n: Node):
         return (rf"\max_{{k}} {self._arg(n.args[0], _PRODUCT)}", _PRODUCT)

@@ -142,6 +142,16 @@ def multilabel_logits_extreme(big: float) -> Inputs:
             "z": np.array([[big, big, -big, -big], [-big, big, big, 0.5]])}
 
 
+def multilabel_margin_targets(y: np.ndarray):
+    """PyTorch's MultiLabelMarginLoss targets for 0/1 rows y: each row's class indices,
+    padded with -1."""
+    targets = -np.ones(y.shape, np.int64)
+    for row, labels in enumerate(y):
+        classes = np.flatnonzero(labels)
+        targets[row, :classes.size] = classes
+    return torch.as_tensor(targets)
+
+
 def multilabel_probabilities(rng) -> Inputs:
     return {"y": rng.choice([0.0, 1.0], (N, K)), "p": rng.uniform(0.05, 0.95, (N, K))}
 
@@ -1390,6 +1400,10 @@ CASES: list[Case] = [
          multilabel_probabilities, multilabel_probabilities_extreme),
     Case("multilabel_bce_logits(y, z)",
          lambda d: _np(F.multilabel_soft_margin_loss(_t(d["z"]), _t(d["y"]), reduction="none")),
+         multilabel_logits, multilabel_logits_extreme),
+    Case("multilabel_margin(y, z)",
+         lambda d: _np(F.multilabel_margin_loss(_t(d["z"]), multilabel_margin_targets(d["y"]),
+                                                reduction="none")),
          multilabel_logits, multilabel_logits_extreme),
     Case("focal(y, p)", ref_focal, binary_probabilities, binary_probabilities_extreme),
     Case("focal(y, p, alpha=-1, gamma=3.0)", functools.partial(ref_focal, alpha=-1, gamma=3.0),

@@ -175,6 +175,10 @@ class Names:
                 + list(self.lengths.values()) + list(self.widths.values()))
 
 
+#: The loop variable of the partner classes ``c`` of class ``k`` in a class pair sum.
+PARTNER_CLASS = "kp"
+
+
 def offsets_name(axis: str) -> str:
     """The name under which the kernel takes the offsets of groups' items on ``axis``: where
     each group's items start in the flat item arrays (and, last, their number). No input can
@@ -362,9 +366,12 @@ class BodyEmitter:
         return found[0] if found is not None and found[1] < self.loop.index else None
 
     def _ordered(self, roots: list[Node], row: bool,
-                 kept: dict[int, _Kept] | None = None) -> list[Node]:
-        """Loop nodes under ``roots`` (per-sample, or per-class when ``row``), args first;
-        a node in ``kept`` is listed without its arguments (it is read back, not computed)."""
+                 kept: dict[int, _Kept] | None = None, pairs: bool = False) -> list[Node]:
+        """Loop nodes under ``roots`` (per-sample, per-class when ``row``, per class pair of
+        a row when ``pairs``), args first; a node in ``kept`` is listed without its
+        arguments (it is read back, not computed). The values a deeper node reads (a
+        class's own values in a class pair sum) are listed before it."""
+        depth = 3 if pairs else (2 if row else 1)
         order, seen = [], set()
         for root in roots:
             stack = [(root, False)]
@@ -379,10 +386,11 @@ class BodyEmitter:
                     seen.add(id(n))
                     order.append(n)
                     continue
-                if (len(n.axes) == 2) != row:
-                    if not row:
+                if len(n.axes) != depth:
+                    if len(n.axes) > depth:
                         # a per-class node reads per-sample values (a softmax's row max and
-                        # normaliser): compute those in the sample phase, before any k loop
+                        # normaliser): compute those in the sample phase, before any k loop;
+                        # a class pair's, its class's own values, before the pairs' loop
                         seen.add(id(n))
                         stack.extend((a, False) for a in reversed(_loop_args(n)))
                     continue
@@ -397,7 +405,10 @@ class BodyEmitter:
         stored = self._stored(n)
         if stored is not None:  # computed by an earlier pass
             text = f"T({self._use(stored, self.arrays)}[i])"
-        elif base is not None:  # x at the partner of a pair: read through the partner's index
+        elif base is not None and len(n.axes) == 3:  # x at the partner class of a row
+            array = self._use(self.names.array(base), self.arrays)
+            text = f"T({array}[i, {PARTNER_CLASS}])"
+        elif base is not None and len(n.axes) == 2:  # x at the partner of a pair of samples
             array = self._use(self.names.array(base), self.arrays)
             text = f"T({array}[{self._partner_index(n.axes[1])}[{index}]])"
         elif n.op == "input":
@@ -414,6 +425,12 @@ class BodyEmitter:
             text = f"T({self._use(self.names.buffer('scan', n), self.arrays)}[{subscript}])"
         elif n.op == "partner_first":
             text = f"T(1.0) if {self._partner_index(n.axes[1])}[{index}] < i else T(0.0)"
+        elif n.op == "class_index" and len(n.axes) == 3:  # the index of the partner class
+            text = f"T({PARTNER_CLASS})"
+        elif n.op == "rowsum" and len(n.args[0].axes) == 3:
+            self._emit_partner_sum(n, name, indent)
+            self.values[id(n)] = name
+            return
         elif n.op == "at_partner":  # stored by an earlier loop, read at the partner
             stored = self._use(self.names.buffer("scan", n), self.arrays)
             text = f"T({stored}[{self._partner_index(n.axes[1])}[{index}]])"
@@ -542,6 +559,27 @@ class BodyEmitter:
         for m, m_name in emitted[1:]:
             self.values[id(m)] = m_name
         return emitted
+
+    def _emit_partner_sum(self, n: Node, name: str, indent: str) -> None:
+        """``rowsum`` over the partner classes of class ``k`` of row ``i`` (``n``, within a
+        loop over the row's classes): a loop over the row's other classes, computing the
+        summand of each pair (k, c) from the class's own values (computed already, by the
+        loop over k) and the values at c."""
+        x = n.args[0]
+        saved = dict(self.values)
+        width = self._use(self.names.width(Axis(x.axes[2]).own_classes()), self.widths)
+        total = f"{name}_wide" if self.wide_row_sums else name
+        self.lines.append(f"{indent}{total} = {'0.0' if self.wide_row_sums else 'T(0.0)'}")
+        # each thread of a CUDA block walks its class's partners alone: a plain loop
+        self.lines.append(f"{indent}for {PARTNER_CLASS} in range({width}):")
+        inner = indent + "        "
+        self.lines.append(f"{indent}    if {PARTNER_CLASS} != k:")
+        for m in self._ordered([x], row=True, pairs=True):
+            self._emit_node(m, inner, "k")
+        self.lines += [f"{inner}{line}" for line in self.sum_into(total, self.operand(x))]
+        if self.wide_row_sums:
+            self.lines.append(f"{indent}{name} = T({total})")
+        self.values = saved  # the pairs' values do not outlive their loop
 
     def sum_into(self, total: str, item: str) -> list[str]:
         """The lines adding ``item`` to the sum ``total`` in a loop over a row."""

@@ -544,6 +544,16 @@ def pair_sum(x: Any, mask: Any) -> Any:
     return jnp.sum(jnp.where(mask, x, jnp.zeros_like(x)), axis=-1)
 
 
+# Class pairs (classpairsum(e)): a value per pair (k, c) of a row's classes is an (N, K, K)
+# array, class k's row holding its partner classes c; the pairs are the off-diagonal ones.
+
+def partner_class_sum(x: Any, samples: Any, width: Any) -> Any:
+    """The sum of each class's row over its partner classes (the other classes of its row)."""
+    jnp = _jnp()
+    x = jnp.broadcast_to(x, (samples, width, width))
+    return jnp.sum(jnp.where(jnp.eye(width, dtype=bool), jnp.zeros_like(x), x), axis=-1)
+
+
 def scan(name: str, values: Any, keys: Any, strata: Any) -> Any:
     """Cumulative sum ``name`` (:data:`lossdsl.ops.scans.SCANS`) of ``values`` over the
     samples ordered by ``keys`` within ``strata``: a stable sort, a running sum or logsumexp
@@ -645,6 +655,10 @@ class JaxPrinter(NodeVisitor[str]):
                 and tuple(a.axes) == tuple(n.axes[:1])):
             segments = self._segments_of(n.axes)
             return f"{name}[{segments}]" if segments else f"{name}[..., None]"
+        if (n.op not in ROW and a.axes and n.axes is not None and len(n.axes) == 3
+                and len(a.axes) < 3):
+            # a row's value or a class's own value within a class pair sum's (N, K, K)
+            return f"{name}[..., {', '.join(['None'] * (3 - len(a.axes)))}]"
         return name
 
     def constant(self, value: float) -> str:
@@ -669,6 +683,8 @@ class JaxPrinter(NodeVisitor[str]):
         """An input, converted to ``T``; read at the partners of a pair sum, a row of every
         sample's value (the pair mask picks the partners)."""
         base = partner_of(n.value)
+        if base is not None and len(n.axes) == 3:  # at the partner class c of (i, k, c)
+            return f"jnp.asarray({self.inputs[base]}).astype(T)[:, None, :]"
         if base is not None:
             return f"jnp.asarray({self.inputs[base]}).astype(T)[None, :]"
         return f"jnp.asarray({self.inputs[n.value]}).astype(T)"
@@ -700,7 +716,7 @@ class JaxPrinter(NodeVisitor[str]):
     def print_class_index(self, n, label):
         """The class index k of each element of a (N, K) matrix (of grouped samples: each
         sample's own index, which orders a group's samples as the kernels do)."""
-        if self._segments_of(n.axes):
+        if self._segments_of(n.axes) or len(n.axes) == 3:  # grouped, or the partner class
             return f"jnp.arange({self.length(n.axes[1])}, dtype=T)"
         samples = self.lengths.get(n.axes[0]) if n.axes else None
         return f"h.class_index(T, {samples}, {self.length(n.axes[1])})"
@@ -724,6 +740,9 @@ class JaxPrinter(NodeVisitor[str]):
         axes = n.args[0].axes
         if axes is not None and len(axes) == 2 and axes[1] in self.masks:
             return f"h.pair_sum({x}, {self.masks[axes[1]]})"
+        if axes is not None and len(axes) == 3:  # over the partner classes c != k
+            return (f"h.partner_class_sum({x}, {self.length(axes[0])}, "
+                    f"{self.length(axes[1])})")
         parts = pick_parts(n)
         if parts is not None:
             return f"h.pick({x.removesuffix('[..., None]')}, {self._name_of(parts[1])})"

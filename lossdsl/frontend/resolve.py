@@ -631,6 +631,8 @@ class Lowerer:
             if value.op in ("const", "param"):
                 return value  # the same number at every sample
             return node("partner", (value,), None, None)
+        if name == "classpairsum":  # a row's sum of its classes' sums over their partners
+            return make("rowsum", (node("classpairs", tuple(args), None, None),))
         if name in SCANS:  # one stratum unless given
             return make(name, (*args, constant(0.0))[:3])
         if name == "pick":

@@ -9,6 +9,10 @@ kernels name their length variables after it (so the spelling is part of the gol
                   kin group the samples: the samples' axis ``n<d>`` then counts the groups,
                   and each group's items are a row of varying length (a *ragged* row: the
                   kernels loop over ``offsets[i]`` to ``offsets[i + 1]`` of the item arrays),
+* ``n<d>c``       the partner classes of each class of the rows of domain ``d``: within
+                  ``classpairsum(e)`` a value per ordered pair (k, c) of distinct classes of
+                  a row has the axes ``(n<d>, n<d>k, n<d>c)``; a row of ``K - 1`` partners
+                  per class (the kernels loop ``c`` over the row's classes, skipping ``k``),
 * ``t<d>``        the rows of the ``d``-th lookup table (a cost matrix's label axis).
 
 A ``count`` leaf holds the length of an axis, or ``n<d>#kept``: the number of samples of
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-_SPELLING = re.compile(r"(?P<kind>[nt])(?P<number>\d+)(?P<classes>[kg]?)")
+_SPELLING = re.compile(r"(?P<kind>[nt])(?P<number>\d+)(?P<classes>[kgc]?)")
 _KEPT = "#kept"
 #: The suffix of the name of an input's leaf read at the partners of a pair sum (``pairsum``):
 #: '@' is no character of a name.
@@ -32,7 +36,10 @@ PARTNER_SUFFIX = "@partner"
 def partner_name(name: str) -> str:
     """The name of the leaf of input ``name`` read at the partners of a pair sum: one value
     per pair (i, j), ``name``'s value at j (``partner(name)``), which the kernels read
-    through the partners' index."""
+    through the partners' index. Within a class pair sum (``classpairsum``) the same name
+    reads an (N, K) input at the partner class c of each pair (k, c) of a row: that leaf has
+    the axes ``(n<d>, n<d>k, n<d>c)`` (a paired sample's leaf has ``(n<d>, n<d>g)``, and no
+    input is both: paired samples have no classes)."""
     return name + PARTNER_SUFFIX
 
 
@@ -51,8 +58,8 @@ class Axis(str):
             return spelling
         match = _SPELLING.fullmatch(spelling)
         if not match or (match["kind"] == "t" and match["classes"]):
-            raise ValueError(f"not an axis: {spelling!r} (axes are n<d>, n<d>k, n<d>g and "
-                             "t<d>)")
+            raise ValueError(f"not an axis: {spelling!r} (axes are n<d>, n<d>k, n<d>g, "
+                             "n<d>c and t<d>)")
         return super().__new__(cls, spelling)
 
     @classmethod
@@ -82,7 +89,7 @@ class Axis(str):
 
     @property
     def is_samples(self) -> bool:
-        return self.startswith("n") and not self.endswith(("k", "g"))
+        return self.startswith("n") and not self.endswith(("k", "g", "c"))
 
     @property
     def is_classes(self) -> bool:
@@ -93,6 +100,11 @@ class Axis(str):
     def is_ragged(self) -> bool:
         """Whether this is the items of groups (rows of varying length), ``n<d>g``."""
         return self.endswith("g")
+
+    @property
+    def is_partner_classes(self) -> bool:
+        """Whether this is the partner classes of each class of a row, ``n<d>c``."""
+        return self.startswith("n") and self.endswith("c")
 
     @property
     def is_table_rows(self) -> bool:
@@ -109,6 +121,19 @@ class Axis(str):
         if not self.is_samples:
             raise ValueError(f"only a sample axis has groups, not {self!r}")
         return Axis(self + "g")
+
+    def partner_classes(self) -> Axis:
+        """The partner classes of this class axis (``classpairsum``): ``n<d>k`` ->
+        ``n<d>c``."""
+        if not (self.is_classes and not self.is_ragged):
+            raise ValueError(f"only a class axis has partner classes, not {self!r}")
+        return Axis(self[:-1] + "c")
+
+    def own_classes(self) -> Axis:
+        """The class axis whose partner classes this axis holds: ``n<d>c`` -> ``n<d>k``."""
+        if not self.is_partner_classes:
+            raise ValueError(f"not an axis of partner classes: {self!r}")
+        return Axis(self[:-1] + "k")
 
     def samples_of(self) -> Axis:
         """The sample axis whose rows this class (or items) axis spans: ``n<d>k`` ->

@@ -55,8 +55,8 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
         return None
     if op == "sum":
         return ()
-    if op in ROW:  # one value per row
-        return args[0].axes[:1]
+    if op in ROW:  # one value per row (per class, of a class pair sum's partner classes)
+        return args[0].axes[:-1]
     if op == "class_index":
         if not args[0].axes or given is not None:
             # a scalar label (pick(z, 1), onehot(1)) names no sample domain of its own: the

@@ -109,10 +109,16 @@ def constant(value: float) -> Node:
 
 def axis_length(axis: str) -> Node:
     """The length of ``axis`` along a row: a ``count`` leaf, a scalar, except for the items of
-    groups (``n<d>g``), whose number is each group's own (one value per group)."""
+    groups (``n<d>g``), whose number is each group's own (one value per group), and for the
+    partner classes of a class (``n<d>c``), ``K - 1``."""
     parsed = Axis(axis)
     if parsed.is_ragged:
         return node("count", (), axis, (parsed.samples_of(),))
+    if parsed.is_partner_classes:
+        # each class of a row has the row's other K - 1 classes as partners; written with
+        # the class axis' count, the only width the binder knows
+        return node("sub", (node("count", (), parsed.own_classes(), ()), constant(1.0)),
+                    None, ())
     return node("count", (), axis, ())
 
 

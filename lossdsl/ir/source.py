@@ -113,6 +113,11 @@ class SourcePrinter(PrecedencePrinter):
         (x,) = n.args
         if x.op == "pairs":  # what pairsum(e, g) builds, before shapes are known
             return (f"pairsum({self.visit(x.args[0])[0]}, {self.visit(x.args[1])[0]})", ATOM)
+        if x.op == "classpairs":  # what classpairsum(e) builds, before shapes are known
+            return (f"classpairsum({self.visit(x.args[0])[0]})", ATOM)
+        if x.op == "rowsum" and x.args[0].axes and len(x.args[0].axes) == 3:
+            # after shapes: the row's sum of its classes' sums over their partner classes
+            return (f"classpairsum({self.visit(x.args[0])[0]})", ATOM)
         return self.print_call(n)
 
     def print_sum_group(self, n: Node):

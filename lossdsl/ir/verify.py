@@ -17,11 +17,13 @@ not in a kernel that computes the wrong thing:
   - ``elementwise`` (and ``count_as``): the broadcast of the arguments' axes, each
     argument's axes a prefix of the result's (a sample vector meets a class matrix row-wise),
   - ``row`` (``rowsum``, ``rowmax``): the argument's ``(n<d>, n<d>k)`` without its class axis,
+    or a class pair sum's ``(n<d>, n<d>k, n<d>c)`` without its partner classes,
   - ``reduce`` (``sum``): a scalar, of a per-sample argument ``(n<d>,)``,
   - ``scan`` (``sum_from`` and its kin): ``(n<d>,)``, of keys ``(n<d>,)``, values and strata
     ``()`` or ``(n<d>,)``; a group's total (``sum_group``) may also sum values
     ``(n<d>, n<d>k)``, each column over the group, and is then ``(n<d>, n<d>k)``,
-  - ``class_index``: the class matrix ``(n<d>, n<d>k)`` of its labels' sample axis,
+  - ``class_index``: the class matrix ``(n<d>, n<d>k)`` of its labels' sample axis (or,
+    within a class pair sum, ``(n<d>, n<d>k, n<d>c)``: the index of the partner class c),
   - ``gather`` (``table_row``): row ``y_i`` of an input table ``(t<d>, n<d>k)``, one value per
     sample and class of the labels ``y``,
   - a node whose arguments' axes are unknown has unknown axes (``None``);
@@ -156,6 +158,13 @@ def _is_class_matrix(axes: tuple) -> bool:
             and axes[1] in (Axis(axes[0]).classes(), Axis(axes[0]).items()))
 
 
+def _is_class_pairs(axes: tuple) -> bool:
+    """``(n<d>, n<d>k, n<d>c)``: a value per ordered pair of distinct classes of each row
+    (the summand of ``classpairsum``)."""
+    return (len(axes) == 3 and _is_class_matrix(axes[:2]) and not Axis(axes[1]).is_ragged
+            and axes[2] == Axis(axes[1]).partner_classes())
+
+
 def _counts_an_axis(name: str) -> bool:
     """Whether a count leaf's name is what a count counts: a sample axis, its class axis, or
     the samples kept by ignore_index."""
@@ -167,12 +176,13 @@ def _counts_an_axis(name: str) -> bool:
 
 
 def _valid_axes(axes: object) -> bool:
-    """``()``, ``(n<d>,)`` or ``(n<d>, n<d>k)``: the axes of a value (tables aside)."""
+    """``()``, ``(n<d>,)``, ``(n<d>, n<d>k)`` or ``(n<d>, n<d>k, n<d>c)``: the axes of a
+    value (tables aside)."""
     if not isinstance(axes, tuple):
         return False
     if len(axes) == 1:
         return _is_sample_axis(axes[0])
-    return len(axes) == 0 or _is_class_matrix(axes)
+    return len(axes) == 0 or _is_class_matrix(axes) or _is_class_pairs(axes)
 
 
 def _broadcast(args: tuple[Node, ...]) -> tuple | None:
@@ -259,9 +269,9 @@ class _Verifier:
         (labels,) = n.args
         if labels.axes is not None and len(labels.axes) > 1:
             raise InvalidGraphError("class_index reads labels with one value per sample", n)
-        if not _is_class_matrix(n.axes):
-            raise InvalidGraphError("class_index has the axes (n<d>, n<d>k) of a class matrix",
-                                    n)
+        if not (_is_class_matrix(n.axes) or _is_class_pairs(n.axes)):
+            raise InvalidGraphError("class_index has the axes (n<d>, n<d>k) of a class matrix "
+                                    "(or (n<d>, n<d>k, n<d>c) of its class pairs)", n)
         if labels.axes and labels.axes[0] != n.axes[0]:
             raise InvalidGraphError("class_index has the sample axis of its labels", n)
         if n.value is not None and (not isinstance(n.value, int) or n.value < 1):
@@ -279,8 +289,8 @@ class _Verifier:
             raise InvalidGraphError(
                 f"an elementwise node has its arguments' broadcast axes {expected!r}", n)
         if not _valid_axes(n.axes):
-            raise InvalidGraphError("an elementwise node's axes are (), (n<d>,) or "
-                                    "(n<d>, n<d>k)", n)
+            raise InvalidGraphError("an elementwise node's axes are (), (n<d>,), "
+                                    "(n<d>, n<d>k) or (n<d>, n<d>k, n<d>c)", n)
 
     kind_count = kind_elementwise  # count_as(l, s): the value l, broadcast with its counts
 
@@ -293,12 +303,15 @@ class _Verifier:
                                         f"not {target.axes!r}", n)
         # before specialisation a scalar argument is the user's mistake, which
         # shapes.specialize reports with its position (softmax(0))
-        if (self.typed or x.axes) and not _is_class_matrix(x.axes):
+        pairs = x.axes is not None and _is_class_pairs(x.axes)
+        if pairs and n.op != "rowsum":
+            raise InvalidGraphError(f"'{n.op}' cannot reduce class pairs {x.axes!r}", n)
+        if (self.typed or x.axes) and not (_is_class_matrix(x.axes) or pairs):
             raise InvalidGraphError(f"'{n.op}' reduces a class matrix (n<d>, n<d>k), not "
                                     f"{x.axes!r}", n)
-        if n.axes != x.axes[:1]:
+        if n.axes != x.axes[:-1]:
             raise InvalidGraphError(f"'{n.op}' drops the class axis: its axes are "
-                                    f"{x.axes[:1]!r}", n)
+                                    f"{x.axes[:-1]!r}", n)
 
     def kind_reduce(self, n: Node) -> None:
         self._arguments_known(n)

@@ -24,6 +24,10 @@ keeps the samples as they are and gives each a ragged row of its partners (axes 
 n<d>g)``): ``x`` reads ``x_i`` (a row's value), ``partner(x)`` of an input becomes a leaf
 read at each partner slot through the partners' index the binder lays out, of a computed
 value ``at_partner(v)``.
+
+Class pairs: ``classpairsum(e)`` is ``rowsum(classpairs(e))``: each class ``k`` of a row sums
+``e`` over the row's other classes ``c``, where ``partner(x)`` reads ``x`` at ``c``
+(``shapes.py``: a third axis ``n<d>c`` of the partner classes).
 """
 
 from __future__ import annotations
@@ -76,6 +80,16 @@ register(
     # holding its partners j (what pairsum builds); partner(x) is x at the partner j
     Op("pairs", 2, "macro", doc="e for each partner j of each sample i in i's group of g"),
     Op("partner", 1, "macro", doc="x at the partner j of a pair sum's pair (i, j)"),
+    # classpairs(e), what classpairsum(e) builds as rowsum(classpairs(e)): for each class k
+    # of each row, the sum of e over its partner classes c != k, partner(x) in e reading x at
+    # c (x alone reads it at k); the row sum then runs over the ordered pairs (k, c) of
+    # distinct classes (PyTorch's MultiLabelMarginLoss: a row's target / non-target pairs).
+    # shapes.py types e on the axes (n<d>, n<d>k, n<d>c) and expands the macro into a rowsum
+    # over the partner classes (passes/pairs.py: the class pairs' derivatives)
+    Op("classpairs", 1, "macro",
+       doc="for each class k of a row, the sum of e over the partner classes c != k "
+           "(classpairsum(e) is its row sum), partner(x) reading x at c",
+       callable_as="classpairsum"),
     # at_partner(v): a computed per-sample value v read at each sample's partners (what
     # partner(x) becomes where x is not computed from the inputs sample by sample: a pair
     # sum). A pass computes v into a buffer; a later pass reads it through the partners' index

@@ -129,6 +129,12 @@ def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None
     full = value.axes if full is None or value.axes is None else full
     if full is None or len(full) <= len(axes):
         return value
+    if len(full) == 3:  # a class pair sum's summand: summed over the partner classes first
+        value = (_m("rowsum", value) if len(value.axes) == 3
+                 else _m("mul", value, axis_length(full[2])))
+        full = full[:2]
+        if len(axes) == 2:
+            return value
     if len(full) == 2 and len(axes) < 2:
         value = (_m("rowsum", value) if len(value.axes) == 2
                  else _m("mul", value, axis_length(full[1])))
@@ -208,7 +214,9 @@ def grad(total: Node, x: Node) -> Node:
     reads z there alone)."""
     gradient = _direct_grad(total, x)
     partner = _partner_leaf(total, x)
-    if partner is not None:
+    if partner is not None and len(partner.axes) == 3:  # x at the partner classes
+        gradient = _m("add", gradient, pairs.class_transposed(grad(total, partner), x.axes[1]))
+    elif partner is not None:
         gradient = _m("add", gradient, pairs.transposed(grad(total, partner), partner.axes[1]))
     return gradient
 
@@ -258,8 +266,9 @@ def _direct_grad(total: Node, x: Node) -> Node:
 
 
 def _partner_leaf(total: Node, x: Node) -> Node | None:
-    """The leaf of input ``x`` read at the partners of a pair sum in ``total``, if any."""
-    if x.op != "input" or len(x.axes or ()) != 1:
+    """The leaf of input ``x`` read at the partners of a pair sum in ``total`` (of a class
+    matrix ``x``: at the partner classes of a class pair sum), if any."""
+    if x.op != "input" or len(x.axes or ()) not in (1, 2):
         return None
     wanted = partner_name(x.value)
     return next((n for n in toposort([total]) if n.op == "input" and n.value == wanted), None)
@@ -378,6 +387,8 @@ class _Diagonal:
     def _reduction(self, e: Node, seed: Node, frozen: frozenset):
         f = e.args[0]
         axis = _reduced_axis(e)
+        if axis in seed.axes and self._reads_partner_classes(f, seed):
+            return self._over_class_pairs(e, seed, frozen)
         # the weight each element gets in the reduction's derivative
         weight = _row_weights(e)
         leaves = self._leaves(f, axis, seed, frozen)
@@ -411,6 +422,28 @@ class _Diagonal:
                 reduced = _m("mul", through, axis_length(axis))
             total = _m("add", total, _m("mul", reduced, (yield (leaf, seed, frozen))))
         return total
+
+    def _reads_partner_classes(self, f: Node, seed: Node) -> bool:
+        """Whether ``f`` reads input ``seed`` (a class matrix) at the partner classes of a
+        class pair sum: then an element of ``f`` depends on the seed at other classes too."""
+        if seed.op != "input" or len(seed.axes or ()) != 2 or not self.depends(f, seed):
+            return False
+        wanted = partner_name(seed.value)
+        return any(n.op == "input" and n.value == wanted for n in toposort([f]))
+
+    def _over_class_pairs(self, e: Node, seed: Node, frozen: frozenset) -> Node:
+        """D of a reduction ``e`` over the samples or the classes of a row of values that
+        read the seed at partner classes (a class pair sum, ``classpairsum``): row ``i``'s
+        value depends on the seed at each class as its own class and as the partner of the
+        others, which is its gradient (the partner reads transposed). Exact where the
+        values of a row depend on that row's seed alone (the gradient of the total then
+        holds row ``i``'s derivative at row ``i``) and nothing on the way is held constant."""
+        f = e.args[0]
+        held = any(id(n) in frozen and self.depends(n, seed) for n in toposort([f]))
+        if held or self._couplings(f, seed, frozen):
+            raise LossError("the exact Hessian of a class pair sum nested in a sum over the "
+                            "samples or in another reduction is not implemented")
+        return grad(e if not e.axes else _m("sum", e), seed)
 
     def _scan(self, c: Node, seed: Node, frozen: frozenset):
         """D of cumulative sum ``c`` (``C_q``: the sum of ``f`` over ``q``'s set ``W(q)``):

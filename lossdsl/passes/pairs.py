@@ -127,3 +127,93 @@ def transposed(adjoint: Node, items: str) -> Node:
     if swapped.axes and items in swapped.axes:
         return make("rowsum", (swapped,))
     return make("mul", (swapped, axis_length(items)))  # the same for every pair of the row
+
+
+# ------------------------------------------------------------------------- class pairs
+#
+# classpairsum(e) sums e over the ordered pairs (k, c) of distinct classes of each row:
+# shapes.py types e on the axes (n<d>, n<d>k, n<d>c), a row's own values (n<d>, n<d>k) read
+# at k broadcast along the partner classes c, and expands the sum into rowsum(rowsum(e)).
+# partner(x) is x computed again at c (at_partner_classes): the row's values (n<d>,) are the
+# same at every class, and what the kernels compute class by class (inputs, class indices and
+# their elementwise arithmetic) they compute at c as well, so nothing is stored. What class k
+# receives as the partner of its pairs (c, k) is the adjoint of the partner reads with the
+# pair's two roles swapped (swap_partner_classes), summed over c: the transposed read again.
+
+
+def _rebuild_classes(root: Node, rule, whole: int = 0) -> Node:
+    """``rebuild([root], rule)`` of the values with classes under ``root``: a row's values
+    and numbers are kept as they are, without visiting what they are computed from (a row
+    reduction's summand, which the rules could not read at another class); so is a value
+    with ``whole`` axes, which the rule then takes as a whole (its arguments as given)."""
+    done: dict[int, Node] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        current, expanded = stack.pop()
+        if id(current) in done:
+            continue
+        if not current.axes or len(current.axes) == 1 or current.op in ("const", "count"):
+            done[id(current)] = current
+        elif expanded or len(current.axes) == whole:
+            done[id(current)] = rule(current, tuple(done.get(id(a), a) for a in current.args))
+        else:
+            stack.append((current, True))
+            stack.extend((a, False) for a in reversed(current.args) if id(a) not in done)
+    return done[id(root)]
+
+
+def class_pair_axes(axes: tuple[str, ...]) -> tuple[Axis, Axis, Axis]:
+    """The axes of a value per class pair of the rows of a class matrix ``axes``."""
+    sample, classes = Axis(axes[0]), Axis(axes[1])
+    return sample, classes, classes.partner_classes()
+
+
+def at_partner_classes(x: Node) -> Node:
+    """``x`` (typed: a class matrix, a row's values or a number) at the partner class c of
+    each class pair (k, c) of its rows: inputs read at c (their partner leaves), the class
+    index of c, the elementwise arithmetic of those; a row's own values and numbers kept.
+    ``shapes.py`` has checked that ``x`` has nothing else on its class axis."""
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        axes = class_pair_axes(old.axes)
+        if old.op == "input":
+            return node("input", (), partner_name(old.value), axes)
+        if old.op == "class_index":
+            return make("class_index", old.args, old.value, axes)
+        op = find(old.op)
+        if op is None or op.kind != "elementwise":
+            raise LossError(f"lossdsl cannot read a {old.op} at the partner class of a class "
+                            "pair sum")
+        return make(old.op, args, old.value)
+
+    return _rebuild_classes(x, rule)
+
+
+def swap_partner_classes(e: Node) -> Node:
+    """``e`` (a value per class pair (k, c) of a row) with the pair's two roles swapped: the
+    value at (c, k). Values at the class k become values at the partner class and the other
+    way round; a row's values and numbers are kept."""
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        if len(old.axes) == 2:  # the class's own value, read at the partner instead
+            return at_partner_classes(old)
+        if old.op == "input":  # a partner leaf: the class's own input
+            return node("input", (), partner_of(old.value), old.axes[:2])
+        if old.op == "class_index":
+            return make("class_index", old.args, old.value, old.axes[:2])
+        op = find(old.op)
+        if op is not None and op.kind == "elementwise":
+            return make(old.op, args, old.value)
+        raise LossError(f"the derivative of this class pair sum reads a {old.op} at the "
+                        "partner class, which lossdsl cannot transpose")
+
+    return _rebuild_classes(e, rule, whole=2)
+
+
+def class_transposed(adjoint: Node, classes: str) -> Node:
+    """What each class of a row receives as the partner class of its pairs, given the
+    ``adjoint`` of a value read at the partner classes (on the class axis ``classes``): the
+    sum over the pairs whose partner it is."""
+    swapped = swap_partner_classes(adjoint)
+    partners = Axis(classes).partner_classes()
+    if swapped.axes and partners in swapped.axes:
+        return make("rowsum", (swapped,))
+    return make("mul", (swapped, axis_length(partners)))  # the same for every pair of a class

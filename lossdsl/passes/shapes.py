@@ -21,6 +21,7 @@ from ..errors import LossShapeError, Span
 from ..ir.axes import Axis
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
+from ..ops import find
 from ..ops.primitives import CLASS_VECTOR, ROW, SCAN
 from ..ops.scans import GROUP_SCANS
 from . import pairs
@@ -183,6 +184,7 @@ def specialize(
         inferred.groups = {inferred.domains.find(inferred.input_domain[g]): g
                            for g in groups.values()}
     inferred.pairs = pairs
+    _check_class_pairs(nodes, inferred, spans)
     result = name_axes(graph, inferred, nodes, ranks, order, tables)
     for ids in class_groups:
         result.class_groups[inferred.axes_of(inferred.input_domain[ids], False)[0]] = ids
@@ -233,6 +235,9 @@ class Domains:
     names: dict[int, Axis] = field(default_factory=dict)  # domain root -> its sample axis
     groups: dict[int, str] = field(default_factory=dict)  # grouped domain root -> group ids
     pairs: dict[int, str] = field(default_factory=dict)  # paired domain root -> group ids
+    # the partner(x) nodes within a class pair sum's summand (classpairsum(e)): x at the
+    # partner class of each pair of a row's classes, not at a partner sample
+    class_partners: frozenset[int] = frozenset()
 
     def axes_of(self, domain: int | None, rows: bool) -> tuple[str, ...]:
         """The axis names of a value in ``domain``, with its class axis (or, for grouped
@@ -262,6 +267,7 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
     domains = _Domains()
     input_domain: dict[str, int] = {}
     shape: dict[int, tuple[int | None, bool]] = {}
+    class_partners = _class_pair_partners(nodes, spans)
     for name in order:
         rank = ranks.get(name, 1)
         if rank > 2:
@@ -289,14 +295,28 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
             shape[id(n)] = (join(values, groups), True)
         elif n.op == "partner_first":  # one value per partner of each sample of the groups
             shape[id(n)] = (shape[id(n.args[0])][0], True)
+        elif id(n) in class_partners:  # x at the partner class: x's rows stay rows
+            shape[id(n)] = shape[id(n.args[0])]
+        elif n.op == "classpairs":  # per class, the sum over its partner classes
+            domain, rows = shape[id(n.args[0])]
+            if not rows:
+                culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
+                raise LossShapeError(
+                    "classpairsum(e) sums e over the ordered pairs of distinct classes of each "
+                    "row: e must have classes, from an (N, K) input (a vector (N,) has one "
+                    "value per sample and no classes to pair)",
+                    spans.get(culprits[0]) if culprits else None)
+            shape[id(n)] = (domain, True)
         elif n.op == "partner":  # one value per partner of each sample
             domain, rows = shape[id(n.args[0])]
             if rows:
                 culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
-                raise LossShapeError("partner(x) reads x at the other sample of a pair: x must "
-                                     "have one value per sample (not classes (N, K), nor be "
-                                     "read at a partner itself)",
-                                     spans.get(culprits[0]) if culprits else None)
+                raise LossShapeError("partner(x) is only defined within a pair sum's summand: "
+                                     "within pairsum(e, g) it reads x at the other sample of a "
+                                     "pair, and x must have one value per sample (not classes "
+                                     "(N, K), nor be read at a partner itself); within "
+                                     "classpairsum(e) it reads a class matrix at the partner "
+                                     "class", spans.get(culprits[0]) if culprits else None)
             shape[id(n)] = (domain, domain is not None)
         elif not n.args:
             shape[id(n)] = (None, False)
@@ -359,7 +379,74 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                 domain = join(domain, a_domain)
                 rows = rows or a_rows
             shape[id(n)] = (domain, rows)
-    return Domains(domains, input_domain, shape)
+    return Domains(domains, input_domain, shape, class_partners=class_partners)
+
+
+def _class_pair_partners(nodes: list[Node], spans: Mapping[str, Span]) -> frozenset[int]:
+    """The ``partner(x)`` nodes within the summand of a class pair sum (``classpairsum``),
+    checked: no pair sum of either kind within another's summand (whose partner would be
+    ambiguous)."""
+    found: set[int] = set()
+    for n in nodes:
+        if n.op not in ("classpairs", "pairs"):
+            continue
+        summand = toposort([n.args[0]])
+        nested = [m for m in summand if m.op in ("classpairs", "pairs")]
+        if nested and "classpairs" in (n.op, nested[0].op):
+            culprits = [a.value for a in toposort([nested[0]]) if a.op == "input"]
+            raise LossShapeError(
+                "a pair sum within the summand of another (classpairsum within classpairsum "
+                "or pairsum, or pairsum within classpairsum) is not supported: partner(x) "
+                "there would not say which pair it reads; compute the inner sum in a "
+                "separate loss term", spans.get(culprits[0]) if culprits else None)
+        if n.op == "classpairs":
+            found.update(id(m) for m in summand if m.op == "partner")
+    return frozenset(found)
+
+
+def _check_class_pairs(nodes: list[Node], inferred: Domains,
+                       spans: Mapping[str, Span]) -> None:
+    """What a class pair sum may read, checked once domains are known: only elementwise
+    operations combine what it reads at the partner classes (a row reduction of them would
+    sum over the partners), and ``partner(x)`` reads an x that is computed class by class
+    from inputs, class indices (``onehot``) and per-row values, which the kernels compute
+    again at the partner class."""
+    # (grouped or paired samples have no classes: infer_domains and _pairings refuse them)
+    for n in nodes:
+        if n.op != "classpairs":
+            continue
+        inputs = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
+        span = spans.get(inputs[0]) if inputs else None
+        reads: dict[int, bool] = {}
+        for m in toposort([n.args[0]]):
+            reads[id(m)] = id(m) in inferred.class_partners or any(reads[id(a)] for a in m.args)
+            op = find(m.op)
+            if (reads[id(m)] and id(m) not in inferred.class_partners
+                    and (op is None or op.kind != "elementwise")):
+                raise LossShapeError(
+                    f"within classpairsum(e), {m.op} of values read at the partner class "
+                    "is not supported: e combines the pair's values with elementwise "
+                    "operations (a row reduction there would sum over the partners)", span)
+    for n in nodes:
+        if n.op != "partner" or id(n) not in inferred.class_partners:
+            continue
+        stack, seen = [n.args[0]], set()
+        while stack:
+            m = stack.pop()
+            if id(m) in seen or not inferred.shape[id(m)][1]:
+                continue  # a row's own value (or a number) is the same at every class
+            seen.add(id(m))
+            op = find(m.op)
+            if m.op in ("input", "class_index"):
+                continue
+            if op is None or op.kind != "elementwise":
+                culprits = [a.value for a in toposort([m]) if a.op == "input"]
+                what = {"table_row": "rowof or classvec", "partner": "partner"}.get(m.op, m.op)
+                raise LossShapeError(
+                    f"partner(x) within classpairsum reads x at the partner class: x must "
+                    f"be computed class by class from (N, K) inputs, onehot and per-row "
+                    f"values, not from {what}", spans.get(culprits[0]) if culprits else None)
+            stack.extend(m.args)
 
 
 def _groupings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
@@ -501,8 +588,8 @@ def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
                                         or n.args[0].value not in pairs.values()):
             raise LossShapeError("partner_first(g) is only defined within a pair sum over the "
                                  "groups of g, pairsum(e, g)", spans.get(n.args[0].value))
-        if n.op != "partner":
-            continue
+        if n.op != "partner" or id(n) in inferred.class_partners:
+            continue  # x at a partner class (classpairsum): _check_class_pairs
         inner = toposort([n.args[0]])
         culprits = [a.value for a in inner if a.op == "input"]
         span = spans.get(culprits[0]) if culprits else None
@@ -613,6 +700,13 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
         if old.op == "sum":
             x = on_every_sample(args[0], group_ids)
             return batch_term(x) if x.axes == () else sum_all(x)
+        if old.op == "partner" and id(old) in inferred.class_partners:
+            return pairs.at_partner_classes(args[0])
+        if old.op == "classpairs":
+            (x,) = args
+            if len(x.axes) < 3:  # the same for every partner class: K - 1 of them
+                return make("mul", (x, axis_length(Axis(x.axes[1]).partner_classes())))
+            return make("rowsum", (x,))
         if old.op == "partner":
             return pairs.at_partners(args[0], inferred.axes(old))
         if old.op == "partner_first":
