@@ -29,6 +29,7 @@ from .backend.cpu.runtime import first_outside_interval, first_outside_set
 from .errors import LossDomainError, LossShapeError, Span, at_index
 from .ir.build import make
 from .ir.node import Node, constant, toposort
+from .ops import find
 from .ops.primitives import ELEMENTWISE
 from .reference import evaluate
 
@@ -96,6 +97,21 @@ def unchecked_operation(graph: Node) -> str | None:
     over samples), or None where every one is elementwise or a row sum."""
     return next((n.op for n in toposort([graph])
                  if n.op not in ELEMENTWISE and n.op not in _CHECKABLE), None)
+
+
+#: Operations whose value at a sample depends on other samples: an argument computed with
+#: one cannot be checked row by row as a declared domain's requirement.
+_OVER_SAMPLES = frozenset({"sum", "mean", "group", "pairs", "count_as"})
+
+
+def sample_operation(graph: Node) -> str | None:
+    """The first operation of ``graph`` that reads other samples (a sum or mean over the
+    samples, a group or pair sum, a cumulative sum), or None."""
+    for n in toposort([graph]):
+        op = find(n.op)
+        if n.op in _OVER_SAMPLES or (op is not None and op.kind == "scan"):
+            return n.op
+    return None
 
 
 def inside(x: Node, domain: Domain) -> Node:

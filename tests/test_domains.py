@@ -182,6 +182,14 @@ def test_computed_arguments_are_checked_as_requirements():
         scaled(y=np.ones(2), p=np.ones(2), s=3.0)
     # what the shapes pass must type (a column of a score matrix) stays unchecked
     assert lossdsl.compile("negative_binomial_scores(y, z)").requirements() == ()
+    # a value of the whole batch was left unchecked too: quantile at alpha 1.5 returned
+    # 0.75 and 2.25 (the pinball loss outside its domain) without a word
+    for text, at in (("quantile(y, p, mean(a))", "mean(a)"), ("hinge(sum(s), z)", "sum(s)"),
+                     ("hinge(groupsum(s, g), z)", "groupsum(s, g)")):
+        with pytest.raises(lossdsl.LossDomainError,
+                           match=r"computed over the samples .* pass it as an input") as error:
+            lossdsl.compile(text)
+        assert error.value.span.text() == at
 
 
 #: Each library loss's label domain, as its reference states or enforces it.

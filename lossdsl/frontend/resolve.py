@@ -35,6 +35,7 @@ from ..domains import (
     declared_at,
     inside,
     number_text,
+    sample_operation,
     unchecked_operation,
 )
 from ..errors import (
@@ -524,7 +525,14 @@ class Lowerer:
         elif value.op in ("input", "param"):
             self.domains.setdefault((value.value, domain), InputDomain(
                 value.value, domain, definition.name, parameter, declared))
-        elif unchecked_operation(value) is None:  # else (pick(z, 1), a sum) left unchecked
+        elif (operation := sample_operation(value)) is not None:
+            # a value of the whole batch: no row's check can say whether it is inside
+            raise LossDomainError(
+                f"{definition.name}'s '{parameter}' must be {domain.described()} (declared "
+                f"'{parameter} in {domain}'{declared_at(declared)}), and this argument is "
+                f"computed over the samples ({operation}), which lossdsl does not check at "
+                "each call: compute it beforehand and pass it as an input or a param", span)
+        elif unchecked_operation(value) is None:  # else (pick(z, 1)) left unchecked
             condition = inside(value, domain)
             self.requirements.setdefault(condition, Requirement(
                 condition, definition.name, f"{parameter} in {domain}", declared,
