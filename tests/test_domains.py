@@ -398,3 +398,15 @@ def test_label_scale_predictions_stay_inside_the_labels_domain():
     predictions = model.predict(4 * X)
     assert predictions.min() < y.min() / 100
     np.testing.assert_allclose(predictions, np.exp(model.predict_raw(4 * X)), rtol=1e-9)
+
+
+def test_an_input_outside_its_domain_is_shown_where_the_failing_loss_uses_it(tmp_path):
+    """The caret was under the input's first use anywhere in the file: a let or another loss
+    that the failing loss does not read."""
+    path = tmp_path / "two.loss"
+    path.write_text("def h(y in {-1, 1}, z) = y*z\nlet t = p - y\nloss q = y + p\n"
+                    "loss l7 = h(y, p)\n")
+    with pytest.raises(lossdsl.LossDomainError) as error:
+        lossdsl.load(str(path)).l7.compile()(y=np.array([0.0]), p=np.array([1.0]))
+    assert (error.value.span.line, error.value.span.column) == (4, 13)
+    assert lossdsl.load(str(path)).q.inputs == ("p", "y")  # the file's order, as before

@@ -538,11 +538,12 @@ class Lowerer:
                 condition, definition.name, f"{parameter} in {domain}", declared,
                 ((parameter, value),), span))
 
-    def input_spans_of(self, inputs: tuple[str, ...]) -> dict[str, Span]:
+    def input_spans_of(self, inputs: tuple[str, ...],
+                       first: Mapping[str, Span] | None = None) -> dict[str, Span]:
         """Where each of ``inputs`` and each class index written as a number is first
-        used."""
-        return ({name: self.input_spans[name] for name in inputs if name in self.input_spans}
-                | self.constant_labels)
+        used: in ``first`` (a loss's own text) where it is there, else anywhere before."""
+        found = {**self.input_spans, **(first or {})}
+        return {name: found[name] for name in inputs if name in found} | self.constant_labels
 
     def _require(self, definition: DefInfo, bound: dict[str, Node], condition: Node,
                  span: Span) -> None:
@@ -885,7 +886,16 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
                 "with 'loss NAME = ...'",
                 statement.span,
             )
-        graph = lowerer.lower(statement.value, {})
+        # where this loss itself first uses each input (an error about an input points
+        # there, not at a use in another loss or in a let this loss does not read)
+        written_here: dict[str, Span] = {}
+        lowerer.input_spans = written_here
+        try:
+            graph = lowerer.lower(statement.value, {})
+        finally:
+            lowerer.input_spans = spans
+            for input_name, span in written_here.items():
+                spans.setdefault(input_name, span)
         inputs = inputs_used(graph, spans, lowerer.requirements.values())
         definition = LossDefinition(
             name,
@@ -894,7 +904,7 @@ def _resolve_statement(statement, scope, spans, base, parent, loading, diagnosti
             params_used(graph, lowerer.params),
             statement.doc,
             statement.span,
-            lowerer.input_spans_of(inputs),
+            lowerer.input_spans_of(inputs, written_here),
             tuple(lowerer.domains.values()),
             tuple(lowerer.requirements.values()),
             tuple(lowerer.rows.values()),
