@@ -154,6 +154,17 @@ class Scope:
                 stack.append(scope.parent)
             stack.extend(scope.imports)  # popped last first: a later import wins
 
+    def nearest_kind(self, name: str) -> tuple[str, Scope] | None:
+        """What the nearest definition of ``name`` is ("def", "let" or "param") and the
+        module holding it: params, defs and lets share one namespace, so a nearer one of
+        another kind hides a farther def (or value) of that name."""
+        for scope in self._chain():
+            for kind, names in (("def", scope.defs), ("let", scope.lets),
+                                ("param", scope.params)):
+                if name in names:
+                    return kind, scope
+        return None
+
     def find_def(self, name: str) -> DefInfo | None:
         """The def ``name`` visible here, or None."""
         for scope in self._chain():
@@ -354,6 +365,12 @@ class Lowerer:
         if e.id in context.local:
             return context.local[e.id]
         scope = context.scope
+        nearest = scope.nearest_kind(e.id)
+        if nearest is not None and nearest[0] == "def" and not _in_prelude(nearest[1]):
+            # a def of the user's own modules hides a value (an imported param) or an input
+            # of that name (the prelude's defs do not: an input may be called gamma)
+            raise LossNameError(f"'{e.id}' is a def here{_where(nearest[1])}, a function; "
+                                "call it with arguments, or rename the def", e.span)
         found = scope.find_value(e.id)
         if found is not None:
             self._note_params(scope.find_value_params(e.id), e.span)
@@ -394,6 +411,14 @@ class Lowerer:
 
     def _call(self, e: ast.Call, context: _Context, tasks: list) -> None:
         scope = context.scope
+        nearest = scope.nearest_kind(e.function)
+        if nearest is not None and nearest[0] != "def":
+            # (a param named mse called the built-in mse; one named like an imported def,
+            # that def)
+            raise LossNameError(
+                f"'{e.function}' is a {nearest[0]} here{_where(nearest[1])}, a value, not a "
+                f"function; it hides any function of that name: rename the {nearest[0]}",
+                e.span)
         definition = scope.find_def(e.function)
         if definition is not None:
             syntax = definition.syntax
@@ -685,6 +710,11 @@ def _names(expression: ast.Expression) -> set[str]:
         elif isinstance(current, ast.Call):
             stack += (*current.args, *(k.value for k in current.keywords))
     return names
+
+
+def _where(scope: Scope) -> str:
+    """`` (in FILE)`` for a module read from a file, else ""."""
+    return f" (in {scope.file})" if scope.file else ""
 
 
 def inputs_used(graph: Node, spans: dict[str, Span],

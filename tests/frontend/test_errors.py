@@ -158,6 +158,23 @@ def test_recursive_definition_and_bad_import(tmp_path):
         lossdsl.load(tmp_path / "b.loss")
 
 
+def test_a_name_defined_in_a_file_hides_an_imported_or_built_in_one_of_any_kind(tmp_path):
+    """Params, defs and lets share one namespace: a file's own param f called as f(p) ran
+    the imported def f, its own def k read as a value was the imported param k, and
+    `param mse = 3` then mse(y, p) ran the built-in mse."""
+    (tmp_path / "c.loss").write_text("def f(x) = 3*x\nparam k = 7\n")
+    (tmp_path / "calls.loss").write_text('import "c.loss"\nparam f = 2\nloss a = f(p)\n')
+    with pytest.raises(LossNameError, match="'f' is a param here .*not a function") as raised:
+        lossdsl.load(tmp_path / "calls.loss")
+    assert (raised.value.line, raised.value.column) == (3, 10)
+    (tmp_path / "reads.loss").write_text('import "c.loss"\ndef k(x) = 10*x\nloss d = k*p\n')
+    with pytest.raises(LossNameError, match="'k' is a def here .*call it"):
+        lossdsl.load(tmp_path / "reads.loss")
+    with pytest.raises(LossNameError, match="'mse' is a param here"):
+        lossdsl.compile("param mse = 3\nloss a = mse(y, p)")
+    assert lossdsl.compile("gamma*p").inputs == ("gamma", "p")  # the library's defs hide none
+
+
 def test_bad_options_are_loss_errors():
     with pytest.raises(LossError, match="unknown target"):
         lossdsl.compile("mse(y, p)", target="tpu")
