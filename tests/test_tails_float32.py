@@ -137,3 +137,31 @@ def test_gaussian_nll_where_the_square_overflows(dtype):
     assert_ulps(value, v, dtype, 4, "value")
     assert_ulps(gradient, g, dtype, 4, "gradient")
     assert_ulps(hessian, h, dtype, 4, "Hessian")
+
+
+# ----------------------------------------------------------------------------- aft_extreme
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_aft_extreme_left_censored_far_left(dtype):
+    # -log1mexp(-exp(w)), w = (log(y_upper) - z)/sigma: exp(w) overflowed from float32
+    # z = -100 (float64 -750) and the gradient and Hessian were NaN where both are 0
+    z = np.array([-1e4, -750.0, -100.0, -88.0, -10.0, -3.0, 0.0, 3.0, 10.0], dtype)
+    sigma = np.full_like(z, 0.5)
+    upper = np.ones_like(z)
+    value, gradient, hessian = evaluate("aft_extreme(y, z, y_upper, sigma)", "z",
+                                        y=np.zeros_like(z), y_upper=upper, z=z, sigma=sigma)
+    with mpmath.workdps(80):
+        w = [(mpmath.log(exact(u)) - exact(a)) / exact(s) for u, a, s in zip(upper, z, sigma)]
+        big = [mpmath.exp(x) for x in w]
+        v = rounded((-mpmath.log1p(-mpmath.exp(-e)) for e in big), dtype)
+        # dL/dw = -E/expm1(E), d2L/dw2 = -E (expm1(E) - E e^E)/expm1(E)^2; dw/dz = -1/sigma
+        g = rounded((e / mpmath.expm1(e) / exact(s) for e, s in zip(big, sigma)), dtype)
+        h = rounded((-e * (mpmath.expm1(e) - e * mpmath.exp(e)) / mpmath.expm1(e)**2
+                     / exact(s)**2 for e, s in zip(big, sigma)), dtype)
+        # w carries the rounding of log(y_upper) - z: E |w| eps of relative error
+        bound = 8 + 4 * max(float(e * abs(x)) for e, x in zip(big, w) if e < 1e3)
+    assert np.all(np.isfinite(gradient)) and np.all(np.isfinite(hessian))
+    assert_ulps(value, v, dtype, bound, "value")
+    assert_ulps(gradient, g, dtype, bound, "gradient")
+    assert_ulps(hessian, h, dtype, bound, "Hessian")
