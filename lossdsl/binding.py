@@ -58,7 +58,8 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan
            "domain_error", "domain_violation", "first_bad_label", "host_checked",
            "inexact_integers",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
-           "numeric_array", "output_allocator", "overlapping", "pair_layout", "param_value",
+           "numeric_array", "OTHER_SIGNATURE", "output_allocator", "overlapping", "pair_layout",
+           "param_value",
            "plan_call", "plan_kernel", "reduction_of", "refuse_outside", "result_dtype",
            "result_order",
            "nan_rows", "weight_total_error", "work_size", "SERIAL_KIT",
@@ -258,7 +259,7 @@ def check_scan_keys(layout: InputLayout, arrays: Mapping[str, Any], dtype: np.dt
         bad = inexact_integers(array, dtype)
         if bad is None:
             continue
-        index = np.unravel_index(bad[0], array.shape) if array.ndim > 1 else int(bad[0])
+        index = int(bad[0])  # flat, as LossDomainError.index is for an input
         remedies = []
         if dtype == np.float32:
             remedies.append("pass the float inputs as float64")
@@ -268,10 +269,11 @@ def check_scan_keys(layout: InputLayout, arrays: Mapping[str, Any], dtype: np.dt
                         "coarser units)")
         raise LossDomainError(
             f"'{name}' gives the {role} of this loss's cumulative sums (risk sets), whose "
-            f"order and ties need its exact values, but {int(array[index])} (index {index}) "
-            f"is an integer the loss's {dtype} cannot hold exactly: neighbouring {role} "
-            f"would round to one value and {'tie' if role == 'keys' else 'merge'}; "
-            f"{' or '.join(remedies)}", layout.spans.get(name))
+            f"order and ties need its exact values, but {array.flat[index].item()}"
+            f"{at_index(index)} is an integer the loss's {dtype} cannot hold exactly: "
+            f"neighbouring {role} would round to one value and "
+            f"{'tie' if role == 'keys' else 'merge'}; {' or '.join(remedies)}",
+            layout.spans.get(name), input=name, index=index)
 
 
 def class_vector(name: str, array: Any, span: Span | None = None) -> Any:
@@ -479,9 +481,11 @@ def check_group_ids(name: str, ids: np.ndarray, span: Span | None = None) -> Non
     exact = 2.0 ** (np.finfo(ids.dtype).nmant + 1)
     bad = np.flatnonzero(np.abs(ids) >= exact)
     if bad.size:
+        index = int(bad[0])
         raise LossDomainError(f"group ids '{name}' are {ids.dtype} numbers as large as "
-                              f"{ids[bad[0]]!r} (index {bad[0]}), where {ids.dtype} cannot tell "
-                              "neighbouring integers apart: pass them as an integer array", span)
+                              f"{ids.flat[index].item()!r}{at_index(index)}, where {ids.dtype} "
+                              "cannot tell neighbouring integers apart: pass them as an "
+                              "integer array", span, input=name, index=index)
 
 
 def check_group_totals_ids(layout: InputLayout, name: str, ids: Any, dtype: np.dtype) -> None:
@@ -498,12 +502,14 @@ def check_group_totals_ids(layout: InputLayout, name: str, ids: Any, dtype: np.d
     exact = 2.0 ** (np.finfo(dtype).nmant + 1)
     bad = np.flatnonzero(np.abs(ids.astype(np.float64)) >= exact) if ids.size else ids
     if bad.size:
+        index = int(bad[0])
         raise LossDomainError(
-            f"group ids '{name}' hold {ids[bad[0]].item()!r} (index {bad[0]}), which this loss's "
-            f"{np.dtype(dtype)} kernels cannot tell from its neighbours: two groups would "
-            f"merge; number the groups 0..G-1 (numpy.unique({name}, return_inverse=True)[1])"
+            f"group ids '{name}' hold {ids.flat[index].item()!r}{at_index(index)}, which this "
+            f"loss's {np.dtype(dtype)} kernels cannot tell from its neighbours: two groups "
+            f"would merge; number the groups 0..G-1 (numpy.unique({name}, "
+            f"return_inverse=True)[1])"
             + (" or pass the float inputs as float64" if np.dtype(dtype) == np.float32
-               else ""), span)
+               else ""), span, input=name, index=index)
 
 
 def _run_starts(ids: np.ndarray) -> np.ndarray:
@@ -876,6 +882,9 @@ def work_size(lengths: Mapping[str, int], axes: Iterable[str]) -> int:
 # axis lengths (and checks that the inputs agree on them), range-checks every label, checks
 # any out= arrays, and calls the kernel. Whatever it cannot do cheaply (a disagreement, a
 # bad label, an out= array to refuse) it leaves to the general path, which raises the error.
+# CompiledLoss keeps the plan each set of outputs ran last, which checks a call's signature
+# itself (CallPlan.matches) instead of building and hashing its key, and most plans are also
+# printed as straight-line Python (see "plans as Python functions" below).
 
 #: How a plan reads one input: as given, a per-class vector as a one-row table, a number.
 _AS_GIVEN, _CLASS_VECTOR, _NUMBER = 0, 1, 2
@@ -887,7 +896,8 @@ def call_signature(want_value: bool, grads: tuple[str, ...], hessians: tuple[str
     """The key of a call's :class:`CallPlan`: what the outputs are, the type of the sample
     weight and, per input in the order given, its name and dtype and rank (a NumPy array) or
     type (anything else). One flat tuple (names are the only strings in it, so it reads one
-    way): a small call builds and hashes it every time."""
+    way). A call that repeats the last signature of its outputs skips it
+    (:meth:`CallPlan.matches`)."""
     key: list[Any] = [want_value, grads, hessians, output_dtype, type(sample_weight)]
     if type(sample_weight) is np.ndarray:
         key += (sample_weight.dtype, sample_weight.ndim)
@@ -929,25 +939,32 @@ class KernelPlan:
             array = out.get(name)
             if array is None:
                 continue
-            if type(array) is not np.ndarray or array.dtype != dtype:
+            if type(array) is not np.ndarray or array.dtype is not dtype \
+                    and array.dtype != dtype or array.ndim != len(axes):
                 return False
-            if array.shape != ((lengths[axes[0]],) if len(axes) == 1
-                               else tuple([lengths[axis] for axis in axes])):
-                return False
+            shape = array.shape
+            for dimension, axis in enumerate(axes):
+                if shape[dimension] != lengths[axis]:
+                    return False
             flags = array.flags
             if not (flags.c_contiguous and flags.writeable):
                 return False
             given.append(array)
-        return len(given) == len(out) and not _shared(given, list(arrays.values()))
+        return len(given) == len(out) and not _shared(given, arrays.values())
 
 
 @dataclass
 class CallPlan:
     """What binding works out for one call signature (see :func:`call_signature`), kept by
-    :class:`~lossdsl.CompiledLoss` so that later calls of that signature skip it."""
+    :class:`~lossdsl.CompiledLoss` so that later calls of that signature skip it.
+
+    ``runner``: the plan printed as a Python function (:func:`_print_runner`), which
+    :meth:`run` calls where there is one; None where the plan is interpreted."""
 
     layout: InputLayout
-    readers: tuple[tuple[str, int], ...]  # (input name, how it is read) in layout order
+    # (input name, how it is read, its dtype (an array) or type (a number), its rank) in
+    # layout order: the call signature the plan was made for, less the names' order
+    readers: tuple[tuple[str, int, Any, int], ...]
     dtype: np.dtype  # the kernel's
     output_dtype: np.dtype  # per-element results'
     weight_dtype: np.dtype | None  # sample_weight converted to it (None: unweighted)
@@ -967,10 +984,11 @@ class CallPlan:
     # integer inputs of the keys or strata of cumulative sums, checked on every call as
     # check_scan_keys does (a later call's values may not fit the kernel's dtype)
     scan_keys: tuple[str, ...] = ()
+    weight_given: np.dtype | None = None  # the dtype sample_weight was given in (a vector)
 
     def __post_init__(self) -> None:
         # every input an array read as it is: the call's inputs are the kernel's arrays
-        self._as_given = all(reader == _AS_GIVEN for _, reader in self.readers)
+        self._as_given = all(reader == _AS_GIVEN for _, reader, _, _ in self.readers)
         # sample weights a "weighted_mean" divides by the total of (see weight_total_error)
         self._weight_total = (self.weight_dtype is not None
                               and self.layout.reduction == "weighted_mean")
@@ -981,6 +999,67 @@ class CallPlan:
         self._threaded_lengths = tuple(
             key for key in (_work_key(axis, known) for axis in self.threaded_axes or ())
             if key is not None)
+        # the labels first_label_outside checks as they are (a vector of a dtype it is
+        # compiled for, no ignore_index): (name, axis); None where any needs more
+        # (first_bad_label's conversions, a number, a param, ignored samples)
+        kinds = {name: (kind, rank) for name, _, kind, rank in self.readers}
+        direct = [(name, axis) for name, kind, axis, _ in self.labels
+                  if kind == "array" and name != self.ignored and kinds[name][1] == 1
+                  and (kinds[name][0].kind in "iu" or kinds[name][0] in _COMPILED_FLOATS)]
+        self._direct_labels = tuple(direct) if len(direct) == len(self.labels) else None
+        # the plan printed as functions (see _print_runner): the runner, once the first
+        # kernel is added, and a caller per kernel target; None where not printable
+        self.runner: Callable[..., Any] | None = None
+        self._plan_names: _PlanNames | None = None
+        self._callers: dict[str, Callable[..., Any]] = {}
+        self._printable = True
+
+    def add_kernel(self, target: str, kernel_plan: KernelPlan) -> None:
+        """Run calls of ``target`` on ``kernel_plan`` from now on (printing the plan's
+        functions where it can: see :func:`_print_runner`)."""
+        self.kernels[target] = kernel_plan
+        if not self._printable:
+            return
+        if self._plan_names is None:
+            printed = _print_runner(self, {name: axes for _, name, axes in kernel_plan.outputs})
+            if printed is None:
+                self._printable = False
+                return
+            source, namespace, self._plan_names = printed
+            runner = _compiled(source, namespace, "runner")
+        else:
+            runner = self.runner
+        caller = _print_caller(self, kernel_plan, self._plan_names)
+        if caller is None:  # every target interpreted, as one of them must be
+            self._printable, self.runner = False, None
+            return
+        self._callers[target] = caller
+        self.runner = runner
+
+    def matches(self, inputs: Mapping[str, Any], sample_weight: Any) -> bool:
+        """Whether a call of ``inputs`` and ``sample_weight`` has this plan's signature
+        (:func:`call_signature`, whatever the order of the names): what a call that repeats
+        the last signature of its outputs checks instead of building and hashing its key."""
+        if len(inputs) != len(self.readers):
+            return False
+        if sample_weight is None:
+            if self.weight_given is not None:
+                return False
+        # (weight_given first: a dtype equals None, which NumPy reads as float64)
+        elif self.weight_given is None or type(sample_weight) is not np.ndarray \
+                or sample_weight.ndim != 1 or sample_weight.dtype != self.weight_given:
+            return False
+        for name, reader, kind, rank in self.readers:
+            value = inputs.get(name)  # None for a name not given: no reader's kind
+            if reader == _NUMBER:
+                # the type, not only a number: a float among the inputs makes the kernel's
+                # dtype float64, where an int leaves it to the arrays
+                if type(value) is not kind:
+                    return False
+            elif type(value) is not np.ndarray or value.ndim != rank \
+                    or value.dtype is not kind and value.dtype != kind:
+                return False
+        return True
 
     def target_for(self, lengths: Mapping[str, int], target: str) -> str:
         """The kernel target a call of ``lengths`` runs on: the serial kernel for a small
@@ -994,18 +1073,28 @@ class CallPlan:
         return target
 
     def run(self, inputs: Mapping[str, Any], sample_weight: Any, params: Mapping[str, float],
-            target: str, out: Mapping[str, Any] | None) -> list[Any] | None:
+            target: str, out: Mapping[str, Any] | None, matched: bool = True) -> Any:
         """The results of a call of this signature, in API order; None where the general
         path must take the call (to raise its error, or to build a kernel not built yet).
+        ``matched``: whether the call is known to have this plan's signature; where it is
+        not and has another, :data:`OTHER_SIGNATURE`.
 
         Written for the small call (a boosting round on a few hundred rows, a minibatch),
-        where each Python step is a measurable share of the call's time."""
+        where each Python step is a measurable share of the call's time: the printed
+        runner where there is one, else the steps below, where a step the plan has nothing
+        to do for (no weights, labels, domains of params) costs one test."""
+        runner = self.runner
+        if runner is not None:
+            found = runner(inputs, sample_weight, params, target, out)
+            return None if matched and found is OTHER_SIGNATURE else found
+        if not matched and not self.matches(inputs, sample_weight):
+            return OTHER_SIGNATURE
         numbers: dict[str, float] = {}
         if self._as_given:  # every input an array the kernel reads as it is (the usual call)
             arrays = inputs if self.weight_dtype is None else dict(inputs)
         else:
             arrays = {}
-            for name, reader in self.readers:
+            for name, reader, _, _ in self.readers:
                 value = inputs[name]
                 if reader == _AS_GIVEN:
                     arrays[name] = value
@@ -1017,13 +1106,18 @@ class CallPlan:
                     numbers[name] = float(value)
         lengths: dict[str, int] = {}
         for axis, (name, dimension), others in self.axis_sources:
-            length = lengths[axis] = arrays[name].shape[dimension]
+            # len() for the first dimension (every array read here has one): a third of
+            # the time of .shape[0]
+            length = lengths[axis] = (len(arrays[name]) if dimension == 0
+                                      else arrays[name].shape[dimension])
             for name, dimension in others:
-                if arrays[name].shape[dimension] != length:
+                if (len(arrays[name]) if dimension == 0
+                        else arrays[name].shape[dimension]) != length:
                     return None
-        for axis, width in self.fixed_widths:
-            if lengths.setdefault(axis, width) != width:
-                return None
+        if self.fixed_widths:
+            for axis, width in self.fixed_widths:
+                if lengths.setdefault(axis, width) != width:
+                    return None
         if self.weight_dtype is not None:
             weight = sample_weight
             if weight.dtype != self.weight_dtype:
@@ -1033,22 +1127,29 @@ class CallPlan:
             arrays[shapes.WEIGHT] = weight
             if self._weight_total and weight_total_error(weight) is not None:
                 return None  # the general path raises the error
-        if self.labels and not self._labels_valid(arrays, numbers, params, lengths):
-            return None
-        for name in self.scan_keys:  # the general path raises the error
-            if inexact_integers(arrays[name], self.dtype) is not None:
+        if self.labels:
+            if self._direct_labels is not None:
+                for name, axis in self._direct_labels:
+                    if first_label_outside(arrays[name], lengths[axis], 0, False) >= 0:
+                        return None  # the general path names the label
+            elif not self._labels_valid(arrays, numbers, params, lengths):
                 return None
+        if self.scan_keys:
+            for name in self.scan_keys:  # the general path raises the error
+                if inexact_integers(arrays[name], self.dtype) is not None:
+                    return None
         kernel_plan = self.kernels.get(target if self.threaded_axes is None
                                        else self.target_for(lengths, target))
         if kernel_plan is None:
             return None
-        for declared in kernel_plan.host_domains:  # the general path raises the error
-            if domain_violation(declared, arrays.get(declared.name, numbers.get(declared.name)),
-                                params):
-                return None
-        for counted in kernel_plan.host_requirements:
-            if not holds(counted.condition, numbers, params).all():
-                return None
+        if kernel_plan.host_domains or kernel_plan.host_requirements:
+            for declared in kernel_plan.host_domains:  # the general path raises the error
+                if domain_violation(declared, arrays.get(declared.name,
+                                                         numbers.get(declared.name)), params):
+                    return None
+            for counted in kernel_plan.host_requirements:
+                if not holds(counted.condition, numbers, params).all():
+                    return None
         if out and (self.scalar_results and out.keys() & self.scalar_results
                     or not kernel_plan.takes_out(out, arrays, lengths, self.output_dtype)):
             return None  # the general path refuses out= or says what is wrong with it
@@ -1056,10 +1157,12 @@ class CallPlan:
         positional = list(kernel_plan.template)
         for slot, name in kernel_plan.arrays:
             positional[slot] = arrays[name]
-        for slot, name in kernel_plan.numbers:
-            positional[slot] = numbers[name]
-        for slot, name in kernel_plan.params:
-            positional[slot] = params[name]
+        if numbers:
+            for slot, name in kernel_plan.numbers:
+                positional[slot] = numbers[name]
+        if kernel_plan.params:
+            for slot, name in kernel_plan.params:
+                positional[slot] = params[name]
         for slot, name in kernel_plan.lengths:
             positional[slot] = lengths[name]
         dtype = self.output_dtype
@@ -1107,30 +1210,34 @@ class CallPlan:
 def overlapping(arrays: Iterable[Any]) -> bool:
     """Whether any two of ``arrays`` (None for an output not given) share memory (out=
     arrays of two results in one buffer would overwrite each other)."""
-    return _shared([a for a in arrays if a is not None], [])
+    return _shared([a for a in arrays if a is not None], ())
 
 
-def _shared(given: list[np.ndarray], inputs: list[Any]) -> bool:
+def _shared(given: list[np.ndarray], inputs: Iterable[Any]) -> bool:
     """Whether any of the arrays ``given`` may share memory with another or with one of
     ``inputs`` (inputs may share memory among themselves)."""
     # each owning its memory (the usual call), only the same array twice shares any; plain
     # loops, as this runs on every small call with out=
-    owners = True
-    seen = set()
     for a in given:
-        owners = owners and a.base is None
-        seen.add(id(a))
-    for b in inputs:
-        owners = owners and getattr(b, "base", 0) is None
-    if owners:
-        if len(seen) < len(given):
-            return True
+        if a.base is not None:
+            break
+    else:
+        inputs = tuple(inputs)
         for b in inputs:
-            if id(b) in seen:
-                return True
-        return False
+            if getattr(b, "base", 0) is not None:
+                break
+        else:
+            for i, a in enumerate(given):
+                for b in given[i + 1:]:
+                    if a is b:
+                        return True
+                for b in inputs:
+                    if a is b:
+                        return True
+            return False
+    inputs = tuple(inputs)
     for i, a in enumerate(given):
-        for b in [*given[i + 1:], *inputs]:
+        for b in (*given[i + 1:], *inputs):
             if _may_overlap(a, b):
                 return True
     return False
@@ -1163,6 +1270,235 @@ class SerialKit(Direct):
 SERIAL_KIT = SerialKit()
 
 
+# ------------------------------------------------------------------- plans as Python functions
+# A CallPlan's run interprets its tuples on every call: about 1.3 us of a small call, a third
+# of scikit-learn's whole gradient_hessian at N = 256. For the usual signatures (inputs that
+# are arrays read as they are or numbers, weighted or not, labels first_label_outside checks
+# as they are, no cumulative-sum keys, no host-checked domains or requirements, no result
+# returned as a number) the plan is also printed as a Python function that does the same
+# steps straight-line: the signature checked (OTHER_SIGNATURE where it differs), the lengths
+# read and compared, the weights converted, the labels range-checked, the out= arrays
+# checked (or the outputs allocated) and, per kernel target, a second function that fills
+# the kernel's arguments, runs it and assembles the results. Like a kernel module, its source
+# holds generated names and integers only: input, result and param names, dtypes and types
+# are constants of its namespace.
+
+#: What a plan returns for a call whose signature is not its own (see CallPlan.run).
+OTHER_SIGNATURE = object()
+
+
+def _compiled(source: str, namespace: dict[str, Any], name: str) -> Callable[..., Any]:
+    """The function ``name`` defined by ``source`` (generated code, see above)."""
+    exec(compile(source, f"<lossdsl call plan {name}>", "exec"), namespace)  # noqa: S102
+    return namespace[name]
+
+
+@dataclass(frozen=True)
+class _PlanNames:
+    """The variables of a plan's printed functions: each input (``v<i>``), the weights
+    (``w``), each length (``l<j>``, by axis or kept count) and each per-element result
+    (``o<k>``, by result name), in the order the runner passes them to a kernel's caller."""
+
+    inputs: dict[str, str]  # input name -> variable
+    arrays: tuple[str, ...]  # the variables of the array inputs (and w), for out= overlap
+    lengths: dict[str, str]  # axis -> variable
+    results: dict[str, str]  # per-element result name -> variable
+    weighted: bool
+
+    def arguments(self) -> list[str]:
+        """The parameters of a kernel's caller, in order."""
+        return [*self.inputs.values(), *(["w"] if self.weighted else []),
+                *self.lengths.values(), *self.results.values(), "params"]
+
+
+def _print_runner(plan: CallPlan, result_axes: Mapping[str, tuple[str, ...]]
+                  ) -> tuple[str, dict[str, Any], _PlanNames] | None:
+    """The source, namespace and variables of ``plan``'s runner, or None for a plan the
+    printed functions do not cover (its run interprets it)."""
+    if plan.scalar_results or plan.scan_keys or plan.labels and plan._direct_labels is None \
+            or any(reader not in (_AS_GIVEN, _NUMBER) for _, reader, _, _ in plan.readers):
+        return None
+    namespace: dict[str, Any] = {"ndarray": np.ndarray, "empty": np.empty,
+                                 "OTHER": OTHER_SIGNATURE, "shared": _shared,
+                                 "first_label_outside": first_label_outside,
+                                 "weight_total_error": weight_total_error,
+                                 "CALLS": plan._callers, "OD": plan.output_dtype}
+    lines = ["def runner(inputs, sample_weight, params, target, out):",
+             f"    if len(inputs) != {len(plan.readers)}:", "        return OTHER"]
+    inputs, arrays = {}, []
+    for i, (name, reader, kind, rank) in enumerate(plan.readers):
+        namespace[f"N{i}"], namespace[f"K{i}"] = name, kind
+        inputs[name] = v = f"v{i}"
+        lines.append(f"    {v} = inputs.get(N{i})")
+        if reader == _NUMBER:
+            lines += [f"    if type({v}) is not K{i}:", "        return OTHER"]
+        else:
+            lines += [f"    if type({v}) is not ndarray or {v}.ndim != {int(rank)} "
+                      f"or {v}.dtype is not K{i} and {v}.dtype != K{i}:", "        return OTHER"]
+            arrays.append(v)
+    weighted = plan.weight_given is not None
+    if weighted:
+        namespace["WG"], namespace["WD"] = plan.weight_given, plan.weight_dtype
+        lines += ["    w = sample_weight",
+                  "    if type(w) is not ndarray or w.ndim != 1 "
+                  "or w.dtype is not WG and w.dtype != WG:", "        return OTHER"]
+    else:
+        lines += ["    if sample_weight is not None:", "        return OTHER"]
+    for name, reader, kind, _ in plan.readers:
+        if reader == _NUMBER and kind is int:  # NumPy holds a larger one as an object
+            lines += [f"    if not {-2**63} <= {inputs[name]} < {2**64}:", "        return None"]
+        if reader == _NUMBER:
+            lines.append(f"    {inputs[name]} = float({inputs[name]})")
+    lengths: dict[str, str] = {}
+
+    def dimension_of(name: str, dimension: int) -> str | None:
+        if name not in inputs or inputs[name] not in arrays:
+            return None
+        return f"len({inputs[name]})" if dimension == 0 \
+            else f"{inputs[name]}.shape[{int(dimension)}]"
+    for axis, (name, dimension), others in plan.axis_sources:
+        lengths[axis] = variable = f"l{len(lengths)}"
+        read = dimension_of(name, dimension)
+        if read is None:
+            return None
+        lines.append(f"    {variable} = {read}")
+        for other, other_dimension in others:
+            read = dimension_of(other, other_dimension)
+            if read is None:
+                return None
+            lines += [f"    if {read} != {variable}:", "        return None"]
+    for axis, width in plan.fixed_widths:
+        if axis in lengths:
+            lines += [f"    if {lengths[axis]} != {int(width)}:", "        return None"]
+        else:
+            lengths[axis] = f"l{len(lengths)}"
+            lines.append(f"    {lengths[axis]} = {int(width)}")
+    if weighted:
+        lines += ["    if w.dtype is not WD:", "        w = w.astype(WD)"]
+        if plan.weight_axis is not None:
+            if plan.weight_axis not in lengths:
+                return None
+            lines += [f"    if len(w) != {lengths[plan.weight_axis]}:", "        return None"]
+        if plan._weight_total:
+            lines += ["    if weight_total_error(w) is not None:", "        return None"]
+        arrays.append("w")
+    for name, axis in plan._direct_labels or ():
+        if axis not in lengths:
+            return None
+        lines += [f"    if first_label_outside({inputs[name]}, {lengths[axis]}, 0, False) >= 0:",
+                  "        return None"]
+    if plan.threaded_axes is None:
+        lines.append("    call = CALLS.get(target)")
+    else:
+        if any(key not in lengths for key in plan._threaded_lengths):
+            return None
+        size = " * ".join(lengths[key] for key in plan._threaded_lengths) or "1"
+        namespace["SMALL"] = PARALLEL_MIN_ELEMENTS
+        lines.append(f"    call = CALLS.get('cpu' if target == 'parallel' and {size} < SMALL "
+                     "else target)")
+    lines += ["    if call is None:", "        return None"]
+    results: dict[str, str] = {}
+    allocate, check = [], []
+    # per-element results (the value too, for reduction="none"); a reduced value is a float
+    # the caller reads from the kernel's scalars
+    if any(name not in result_axes and name != "value" for name in plan.order):
+        return None
+    for k, name in enumerate(n for n in plan.order if n in result_axes):
+        axes = result_axes[name]
+        if any(axis not in lengths for axis in axes):
+            return None
+        results[name] = o = f"o{k}"
+        namespace[f"R{k}"] = name
+        shape = ", ".join(lengths[axis] for axis in axes)
+        allocate.append(f"        {o} = empty({shape if len(axes) == 1 else f'({shape})'}, OD)")
+        check += [f"        {o} = out.get(R{k})", f"        if {o} is None:",
+                  f"            {o} = empty({shape if len(axes) == 1 else f'({shape})'}, OD)",
+                  "        else:",
+                  # carray: C-contiguous, writeable and aligned (an unaligned array, which
+                  # check_out takes, goes to the general path)
+                  f"            if type({o}) is not ndarray or {o}.dtype is not OD "
+                  f"and {o}.dtype != OD or {o}.shape != ({shape},) "
+                  f"or not {o}.flags.carray:",
+                  "                return None",
+                  "            given += 1"]
+    # out= arrays sharing memory with an input or another: every output is compared (one
+    # allocated here shares none), by identity where each array owns its memory (the usual
+    # call: only the same array twice shares any), else by shared()'s bounds
+    written = list(results.values())
+    read = "".join(f"{a}, " for a in arrays)  # a tuple of the arrays the kernel reads
+    owners = " and ".join(f"{a}.base is None" for a in [*written, *arrays])
+    same = " or ".join([f"{o} is {other}" for i, o in enumerate(written)
+                        for other in [*written[i + 1:], *arrays]] or ["False"])
+    lines += ["    if out is None:", *(allocate or ["        pass"]), "    else:",
+              "        given = 0", *check,
+              "        if given != len(out):", "            return None",
+              f"        if {owners or 'True'}:",
+              f"            if {same}:", "                return None",
+              f"        elif shared([{', '.join(written)}], ({read})):",
+              "            return None"]
+    names = _PlanNames(inputs, tuple(arrays), lengths, results, weighted)
+    lines.append(f"    return call({', '.join(names.arguments())})")
+    return "\n".join(lines) + "\n", namespace, names
+
+
+def _print_caller(plan: CallPlan, kernel_plan: KernelPlan, names: _PlanNames
+                  ) -> Callable[..., Any] | None:
+    """The function that runs ``kernel_plan``'s kernel on the variables of ``names`` and
+    returns the call's results (None where a count of values outside a domain is not 0),
+    or None for a kernel the printed functions do not cover. The declared domains of params
+    and numbers (``huber``'s ``delta in (0, inf)``) are checked first, as
+    :func:`domain_violation` checks them (None: the general path raises the error)."""
+    if kernel_plan.host_requirements:
+        return None
+    namespace: dict[str, Any] = {"PLAN": plan, "KERNEL": kernel_plan.kernel,
+                                 "RUN": kernel_plan.kernel.run}
+    checks = []
+    for i, declared in enumerate(kernel_plan.host_domains):
+        variable = names.inputs.get(declared.name)
+        if variable in names.arrays:  # (arrays are counted by the kernel, not here)
+            return None
+        if variable is None:  # a param
+            namespace[f"Q{i}"] = declared.name
+            variable = f"params[Q{i}]"
+        namespace[f"DOMAIN{i}"] = declared.domain
+        checks += [f"    if {variable} not in DOMAIN{i}:", "        return None"]
+    slots: list[str | None] = [None] * len(kernel_plan.template)
+    if kernel_plan.template and kernel_plan.template[-1] is SERIAL_KIT:
+        namespace["KIT"] = SERIAL_KIT
+        slots[-1] = "KIT"
+    for slot, name in kernel_plan.arrays:
+        slots[slot] = "w" if name == shapes.WEIGHT and names.weighted \
+            else names.inputs.get(name)
+    for slot, name in kernel_plan.numbers:
+        slots[slot] = names.inputs.get(name)
+    for i, (slot, name) in enumerate(kernel_plan.params):
+        namespace[f"P{i}"] = name
+        slots[slot] = f"params[P{i}]"
+    for slot, axis in kernel_plan.lengths:
+        slots[slot] = names.lengths.get(axis)
+    for slot, name, _ in kernel_plan.outputs:
+        slots[slot] = names.results.get(name)
+    if any(slot is None for slot in slots) or set(names.results) != {
+            name for _, name, _ in kernel_plan.outputs}:
+        return None
+    returned = []
+    for name in plan.order:
+        if name in names.results:
+            returned.append(names.results[name])
+        elif name in kernel_plan.scalar_outputs:  # the reduced value
+            returned.append(f"float(s[{kernel_plan.scalar_outputs.index(name)}])")
+        else:
+            return None
+    lines = [f"def call({', '.join(names.arguments())}):", *checks,
+             "    PLAN.last_kernel = KERNEL",
+             f"    s = RUN({', '.join(slots)})"]
+    if kernel_plan.counts:
+        counted = " or ".join(f"s[{int(position)}]" for position in kernel_plan.counts)
+        lines += [f"    if {counted}:", "        return None"]
+    lines.append(f"    return [{', '.join(returned)}]")
+    return _compiled("\n".join(lines) + "\n", namespace, "call")
+
+
 def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any,
               bound: Bound, spec: Specialization, threaded_axes: frozenset[str] | None,
               output_dtype: np.dtype | None, order: list[str]) -> CallPlan | None:
@@ -1182,17 +1518,17 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
                     or value.dtype.kind == "b":
                 return None
             readers.append((name, _CLASS_VECTOR if name in layout.class_vectors
-                            else _AS_GIVEN))
+                            else _AS_GIVEN, value.dtype, value.ndim))
         elif type(value) in (float, int):
-            readers.append((name, _NUMBER))
+            readers.append((name, _NUMBER, type(value), 0))
         else:
             return None
-    weight_dtype = None
+    weight_dtype = weight_given = None
     if sample_weight is not None:
         if type(sample_weight) is not np.ndarray or sample_weight.ndim != 1 \
                 or sample_weight.dtype not in KERNEL_READABLE:
             return None
-        weight_dtype = bound.dtype
+        weight_dtype, weight_given = bound.dtype, sample_weight.dtype
     weight_axes = spec.objective.weight_axes
     labels = []
     for label, axis in spec.labels:
@@ -1214,7 +1550,8 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
         tuple(order),
         frozenset(n for n in order if n != "value" and bound.ranks[n.split(":", 1)[1]] == 0),
         {}, scan_keys=tuple(name for name, _ in layout.scan_keys
-                            if name in bound.arrays and bound.arrays[name].dtype.kind in "iu"))
+                            if name in bound.arrays and bound.arrays[name].dtype.kind in "iu"),
+        weight_given=weight_given)
 
 
 def plan_kernel(kernel: Kernel, order: Sequence[str], layout: InputLayout) -> KernelPlan:
