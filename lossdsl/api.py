@@ -20,6 +20,7 @@ import numpy as np
 from . import binding, catalog, compiler
 from .backend.cpu import runtime as cpu_runtime
 from .binding import (
+    OTHER_SIGNATURE,
     ArrayKind,
     Bound,
     BoundCall,
@@ -294,13 +295,21 @@ class CompiledLoss:
         self._kernels: dict[tuple, tuple[Kernel, Specialization]] = {}
         self._specialized: dict[tuple, Specialization] = {}
         self._plans: dict[tuple, CallPlan | None] = {}
+        # the plan the last call of each set of outputs ran, by (want_value, grads,
+        # hessians, output_dtype): a call that repeats its signature (CallPlan.matches)
+        # skips building and hashing the signature's key
+        self._recent: dict[tuple, CallPlan] = {}
         self._checked_wrt: dict[str | tuple[str, ...], tuple[str, ...]] = {}
+        self._pair_names: dict[str, tuple[str, str]] = {}  # grad_and_hessian's out= names
         self._last_kernel: Kernel | None = None
         self._lock = threading.Lock()
         self._layout = InputLayout(self.inputs, self.table_inputs(), self.class_vector_inputs(),
                                    self.loss.definition.input_spans, self.target,
                                    self.reduction, self.ignore_index,
-                                   self.loss.definition.domains,
+                                   # (an input the simplifier removed, as in
+                                   # 0*bce(y, p) + mse(a, b), has nothing to check)
+                                   tuple(d for d in self.loss.definition.domains
+                                         if d.name in self.inputs or d.name in self.params),
                                    self.loss.definition.requirements,
                                    self.loss.scan_key_inputs,
                                    {declared.argument.value: declared
@@ -311,8 +320,8 @@ class CompiledLoss:
         # Kernels live in modules imported from the cache directory; a copy in another process
         # (Dask, multiprocessing) rebuilds them there, from its own cache, on first use.
         state = dict(self.__dict__)
-        for transient in ("_kernels", "_specialized", "_plans", "_checked_wrt",
-                          "_last_kernel", "_lock", "_layout"):
+        for transient in ("_kernels", "_specialized", "_plans", "_recent", "_checked_wrt",
+                          "_pair_names", "_last_kernel", "_lock", "_layout"):
             state.pop(transient)
         return state
 
@@ -351,7 +360,7 @@ class CompiledLoss:
             raise self._positional_error("L.grad(wrt, ", len(positional) + 1)
         names = self._wrt(wrt)
         grads = self.compute(False, names, (), inputs, sample_weight,
-                             out=self._out(out, wrt, names, ("grad",)))
+                             out=None if out is None else self._out(out, wrt, names, ("grad",)))
         return grads[0] if isinstance(wrt, str) else dict(zip(names, grads))
 
     def value_and_grad(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
@@ -362,7 +371,8 @@ class CompiledLoss:
             raise self._positional_error("L.value_and_grad(wrt, ", len(positional) + 1)
         names = self._wrt(wrt)
         value, *grads = self.compute(True, names, (), inputs, sample_weight,
-                                     out=self._out(out, wrt, names, ("grad",)))
+                                     out=None if out is None
+                                     else self._out(out, wrt, names, ("grad",)))
         return value, (grads[0] if isinstance(wrt, str) else dict(zip(names, grads)))
 
     def hessian(self, wrt: str | Iterable[str], /, sample_weight: Any = None,
@@ -374,7 +384,8 @@ class CompiledLoss:
             raise self._positional_error("L.hessian(wrt, ", len(positional) + 1)
         names = self._wrt(wrt)
         hessians = self.compute(False, (), names, inputs, sample_weight,
-                                out=self._out(out, wrt, names, ("hess",)))
+                                out=None if out is None
+                                else self._out(out, wrt, names, ("hess",)))
         return hessians[0] if isinstance(wrt, str) else dict(zip(names, hessians))
 
     def grad_and_hessian(self, wrt: str, /, sample_weight: Any = None, *positional: Any,
@@ -387,9 +398,22 @@ class CompiledLoss:
         allocates nothing and faults no pages in."""
         if positional:
             raise self._positional_error("L.grad_and_hessian(wrt, ", len(positional) + 1)
-        name = self._one_wrt(wrt, "grad_and_hessian")
-        gradient, hessian = self.compute(False, (name,), (name,), inputs, sample_weight,
-                                         out=self._out(out, wrt, (name,), ("grad", "hess")))
+        # a name checked before (every round of a boosting loop) skips _one_wrt's call
+        names = self._checked_wrt.get(wrt) if type(wrt) is str else None
+        if names is None:
+            names = (self._one_wrt(wrt, "grad_and_hessian"),)
+        if out is None:
+            given = None
+        elif type(out) is tuple and len(out) == 2 and type(wrt) is str \
+                and out[0] is not None and out[1] is not None:
+            # a boosting loop's pair, passed every round: its result names made once
+            result_names = self._pair_names.get(wrt)
+            if result_names is None:
+                result_names = self._pair_names[wrt] = ("grad:" + wrt, "hess:" + wrt)
+            given = {result_names[0]: out[0], result_names[1]: out[1]}
+        else:
+            given = self._out(out, wrt, names, ("grad", "hess"))
+        gradient, hessian = self.compute(False, names, names, inputs, sample_weight, out=given)
         return gradient, hessian
 
     def derivative(self, wrt: str, order: int = 1, *,
@@ -669,13 +693,26 @@ class CompiledLoss:
         binding; the general path takes any call the plan cannot (and raises its errors)."""
         if not (want_value or grads or hessians):  # grad(()): nothing to compute
             return []
-        key = call_signature(want_value, grads, hessians, inputs, sample_weight, output_dtype)
-        plan = self._plans.get(key)
-        if plan is not None:
-            found = plan.run(inputs, sample_weight, self.params, self.kernel_target(), out)
+        outputs = (want_value, grads, hessians, output_dtype)
+        target = self.target if self.target != "parallel" else self.kernel_target()
+        plan = self._recent.get(outputs)
+        key = None
+        found = None if plan is None else plan.run(inputs, sample_weight, self.params, target,
+                                                   out, matched=False)
+        if plan is None or found is OTHER_SIGNATURE:
+            key = call_signature(want_value, grads, hessians, inputs, sample_weight,
+                                 output_dtype)
+            plan = self._plans.get(key)
+            found = None if plan is None else plan.run(inputs, sample_weight, self.params,
+                                                       target, out)
             if found is not None:
-                self._last_kernel = plan.last_kernel
-                return found
+                self._recent[outputs] = plan
+        if found is not None:
+            self._last_kernel = plan.last_kernel
+            return found
+        if key is None:
+            key = call_signature(want_value, grads, hessians, inputs, sample_weight,
+                                 output_dtype)
         call = self.bind_call(want_value, grads, hessians, inputs, sample_weight,
                               output_dtype, out)
         found = call.run()
@@ -696,12 +733,13 @@ class CompiledLoss:
                              output_dtype, call.order)
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
+                self._recent.clear()
             self._plans[key] = plan
             if plan is None:
                 return
         used = plan.target_for(call.lengths, target)
         if used not in plan.kernels and call.kernel.checked:
-            plan.kernels[used] = plan_kernel(call.kernel, plan.order, self._layout)
+            plan.add_kernel(used, plan_kernel(call.kernel, plan.order, self._layout))
 
     # ------------------------------------------------------------------ internals
     def _ignore_index(self, value: Any) -> int | None:
@@ -746,6 +784,8 @@ class CompiledLoss:
         tuple with one array (or None) per output, in the order the results are returned."""
         if out is None:
             return None
+        if type(wrt) is str and len(kinds) == 1:  # one array for one result: grad(wrt, out=g)
+            return {kinds[0] + ":" + wrt: out}
         if isinstance(wrt, str) and type(out) is tuple and len(out) == 2 == len(kinds):
             # grad_and_hessian's pair, as a boosting loop passes it every round
             pair = {}

@@ -410,3 +410,12 @@ def test_an_input_outside_its_domain_is_shown_where_the_failing_loss_uses_it(tmp
         lossdsl.load(str(path)).l7.compile()(y=np.array([0.0]), p=np.array([1.0]))
     assert (error.value.span.line, error.value.span.column) == (4, 13)
     assert lossdsl.load(str(path)).q.inputs == ("p", "y")  # the file's order, as before
+
+
+def test_an_input_with_a_domain_that_the_simplifier_removed_is_not_asked_for():
+    """Its declared domain was still checked, and reading it raised a raw KeyError."""
+    for text in ("where(1 > 0, mse(a, b), hinge(y, z))", "0*bce(y, p) + mse(a, b)",
+                 "hinge(y, z) - hinge(y, z) + mse(a, b)"):
+        loss = lossdsl.compile(text, reduction="none")
+        assert loss.inputs == ("a", "b")
+        assert loss(a=np.array([1.0]), b=np.array([2.0])).tolist() == [1.0]
