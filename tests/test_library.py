@@ -244,6 +244,27 @@ def ref_expectile(d, alpha=0.5):
     return np.abs(alpha - (d["y"] < d["p"])) * (d["y"] - d["p"]) ** 2
 
 
+LEVELS = np.array([0.1, 0.3, 0.5, 0.9])
+
+
+def levels_ordinary(rng) -> Inputs:
+    return {"y": rng.normal(0.0, 2.0, N), "z": rng.normal(0.0, 1.5, (N, 4)), "a": LEVELS}
+
+
+def levels_extreme(big: float) -> Inputs:
+    return {"y": np.array([0.0, 1.0, -1.0]), "a": LEVELS,
+            "z": np.array([[0.0, -big, big, -big], [big] * 4, [-big, 0.0, 0.0, 0.0]])}
+
+
+def ref_levels(d, expectile=False):
+    """The non-crossing levels q_k = z_0 + sum_{1 <= c <= k} softplus(z_c) (a cumulative
+    sum), each with its level's pinball or expectile loss."""
+    levels = np.cumsum(np.where(np.arange(d["z"].shape[1]) == 0, d["z"],
+                                np.logaddexp(0.0, d["z"])), axis=1)
+    loss = ref_expectile if expectile else ref_pinball
+    return loss({"y": d["y"][:, None], "p": levels}, alpha=d["a"])
+
+
 def ref_smape(d):
     numerator, denominator = 200 * np.abs(d["p"] - d["y"]), np.abs(d["y"]) + np.abs(d["p"])
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
@@ -1307,6 +1328,9 @@ CASES: list[Case] = [
     Case("pinball(y, p)", ref_pinball, regression, regression_extreme),
     Case("expectile(y, p, 0.2)", functools.partial(ref_expectile, alpha=0.2), regression,
          regression_extreme),
+    Case("quantile_noncrossing(y, z, a)", ref_levels, levels_ordinary, levels_extreme),
+    Case("expectile_noncrossing(y, z, a)", functools.partial(ref_levels, expectile=True),
+         levels_ordinary, levels_extreme),
     Case("log_linear_quantile(y, z, 0.3)",
          lambda d: ref_pinball({"y": d["y"], "p": np.exp(d["z"])}, alpha=0.3),
          _clear_of_kink(positive_log_link, lambda d: d["y"] - np.exp(d["z"])),
@@ -1870,7 +1894,10 @@ def stencil(case: Case, inputs: Inputs, wrt: str, relative: float = 1e-3) -> Ste
             for j, offset in enumerate(offsets):
                 shifted = x.copy()
                 shifted[:, k] += offset * step[:, k]
-                out[j, :, k] = f(shifted)
+                value = f(shifted)
+                # a value per row and column whose columns read each other's scores
+                # (quantile_noncrossing): column k's score moves the row's total
+                out[j, :, k] = value.sum(axis=1) if np.ndim(value) == 2 else value
     return Stencil(out, step)
 
 

@@ -431,6 +431,9 @@ class BodyEmitter:
             self._emit_partner_sum(n, name, indent)
             self.values[id(n)] = name
             return
+        elif n.op == "at_partner" and len(n.axes) == 3:  # a stored row, at the partner class
+            stored = self._use(self.names.buffer("scan", n), self.arrays)
+            text = f"T({stored}[i, {PARTNER_CLASS}])"
         elif n.op == "at_partner":  # stored by an earlier loop, read at the partner
             stored = self._use(self.names.buffer("scan", n), self.arrays)
             text = f"T({stored}[{self._partner_index(n.axes[1])}[{index}]])"

@@ -655,8 +655,8 @@ class JaxPrinter(NodeVisitor[str]):
                 and tuple(a.axes) == tuple(n.axes[:1])):
             segments = self._segments_of(n.axes)
             return f"{name}[{segments}]" if segments else f"{name}[..., None]"
-        if (n.op not in ROW and a.axes and n.axes is not None and len(n.axes) == 3
-                and len(a.axes) < 3):
+        if (n.op not in (*ROW, "at_partner") and a.axes and n.axes is not None
+                and len(n.axes) == 3 and len(a.axes) < 3):
             # a row's value or a class's own value within a class pair sum's (N, K, K)
             return f"{name}[..., {', '.join(['None'] * (3 - len(a.axes)))}]"
         return name
@@ -704,7 +704,12 @@ class JaxPrinter(NodeVisitor[str]):
 
     def print_at_partner(self, n, value):
         """A per-sample value at each sample's partners: a row of every sample's value (the
-        pair mask picks the partners)."""
+        pair mask picks the partners); a class matrix at the partner classes c of each class
+        pair (i, k, c) of a class pair sum: row i's values along c."""
+        if len(n.axes) == 3:
+            width = self.length(n.axes[1])
+            return (f"jnp.broadcast_to({value}, ({self.length(n.axes[0])}, {width}))"
+                    "[:, None, :]")
         return f"jnp.broadcast_to({value}, ({self.length(n.axes[0])},))[None, :]"
 
     def print_partner_first(self, n, ids):

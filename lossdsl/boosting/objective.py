@@ -1572,6 +1572,8 @@ class BoostingObjective:
                 return self._solve_1d(labels, w, (n,), max_iter, xtol, None, groups)
             shape = (n, num_class)
             labels = self.label_array(y, shape)
+            if self.per_column and self.couples_columns:
+                return self._coupled_columns_start(labels, w, shape, max_iter, xtol, groups)
             if not self.class_axis:  # elementwise over columns: each its own 1-D problem
                 scores = np.empty(num_class)
                 for k in range(num_class):
@@ -1640,17 +1642,47 @@ class BoostingObjective:
             return scores  # not shift-invariant: keep the loss's own optimum
         return shifted
 
+    @functools.cached_property
+    def couples_columns(self) -> bool:
+        """Whether a per-column loss reads one column's score in another column's loss (a
+        sum over a row's partner classes: quantile_noncrossing's levels), so that the
+        columns' best constants are found together, not one by one."""
+        return any(n.op == "classpairs" for n in walk(self.loss.definition.graph))
+
+    def _coupled_columns_start(self, labels: np.ndarray, w: np.ndarray | None,
+                               shape: tuple[int, ...], max_iter: int, xtol: float,
+                               groups: Any) -> np.ndarray:
+        """The optimal constant score columns of a loss that couples them: each column's
+        1-D problem solved with the others held at their current values, sweep after sweep
+        (block coordinate descent) until no column moves by more than ``xtol`` of its
+        size."""
+        scores = np.zeros(shape[1])
+        for _ in range(200):
+            moved = 0.0
+            for k in range(shape[1]):
+                solved = self._solve_1d(labels, w, shape, max_iter, xtol, k, groups, scores)
+                moved = max(moved, abs(solved - scores[k]) / (1.0 + abs(solved)))
+                scores[k] = solved
+            if moved <= xtol:
+                return scores
+        raise LossError(f"the optimal constant scores of {self.loss.name or 'this loss'}'s "
+                        "coupled columns did not settle in 200 sweeps; pass init_score=False "
+                        "(or give the start scores as base margins)")
+
     def _solve_1d(self, labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
                   max_iter: int, xtol: float, column: int | None,
-                  groups: Any = None) -> float:
+                  groups: Any = None, others: np.ndarray | None = None) -> float:
         """The optimal constant of one score column. ``shape`` (n,) scores; or, for a
-        per-column loss, (n, K) with column ``column`` at the constant and the others at 0,
-        whose losses then add a constant to the total."""
+        per-column loss, (n, K) with column ``column`` at the constant and the others at
+        ``others`` (0 where not given: a loss whose columns are each a loss of their own
+        then adds a constant to the total)."""
         def totals(score: float) -> tuple[float, float, float]:
             if len(shape) == 1:
                 prediction = np.full(shape, score, dtype=np.float64)
             else:
                 prediction = np.zeros(shape)
+                if others is not None:
+                    prediction[:] = others
                 prediction[:, column] = score
             value, gradient, hessian = self._summed.compute(
                 True, (self.wrt,), (self.wrt,),

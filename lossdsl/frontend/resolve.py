@@ -665,8 +665,12 @@ class Lowerer:
             if value.op in ("const", "param"):
                 return value  # the same number at every sample
             return node("partner", (value,), None, None)
+        if name == "partnersum":  # each class's sum over its partner classes
+            return node("classpairs", tuple(args), None, None)
         if name == "classpairsum":  # a row's sum of its classes' sums over their partners
             return make("rowsum", (node("classpairs", tuple(args), None, None),))
+        if name == "classnum":  # the class index, on the class axis it meets (onehot(0)'s)
+            return node("class_index", (constant(0.0),), None, None)
         if name in SCANS:  # one stratum unless given
             return make(name, (*args, constant(0.0))[:3])
         if name == "pick":

@@ -11,7 +11,9 @@ from .visit import ATOM, PrecedencePrinter
 
 _INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2), "pow": ("^", 4)}
 _COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-_SPELLED = {"stop_gradient": "stop_gradient", "class_index": "class_index", "table_row": "rowof"}
+# the names a loss text calls them by (classpairs(e), not in a row sum: partnersum(e))
+_SPELLED = {"stop_gradient": "stop_gradient", "class_index": "class_index", "table_row": "rowof",
+            "classpairs": "partnersum"}
 
 
 def _format_number(value: float) -> str:

@@ -25,7 +25,9 @@ not in a kernel that computes the wrong thing:
   - ``class_index``: the class matrix ``(n<d>, n<d>k)`` of its labels' sample axis (or,
     within a class pair sum, ``(n<d>, n<d>k, n<d>c)``: the index of the partner class c),
   - ``gather`` (``table_row``): row ``y_i`` of an input table ``(t<d>, n<d>k)``, one value per
-    sample and class of the labels ``y``,
+    sample and class of the labels ``y``; ``at_partner`` a per-sample value ``(n<d>,)`` at the
+    partners ``(n<d>, n<d>g)`` of a pair sum, or a class matrix ``(n<d>, n<d>k)`` at the
+    partner classes ``(n<d>, n<d>k, n<d>c)`` of a class pair sum,
   - a node whose arguments' axes are unknown has unknown axes (``None``);
 
 * a typed graph (every stage after ``shapes.specialize``) has every axis known, no shape
@@ -340,6 +342,12 @@ class _Verifier:
 
     def kind_gather(self, n: Node) -> None:
         self._arguments_known(n)
+        if n.op == "at_partner" and _is_class_pairs(n.axes):
+            # a class matrix stored by a pass, read at the partner class of each class pair
+            if n.args[0].axes != n.axes[:2]:
+                raise InvalidGraphError("at_partner reads a class matrix (n<d>, n<d>k) at "
+                                        "the partner classes (n<d>, n<d>k, n<d>c)", n)
+            return
         if n.op in ("at_partner", "partner_first"):
             (value,) = n.args
             if len(n.axes) != 2 or not Axis(n.axes[1]).is_ragged \

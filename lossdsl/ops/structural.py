@@ -25,9 +25,14 @@ n<d>g)``): ``x`` reads ``x_i`` (a row's value), ``partner(x)`` of an input becom
 read at each partner slot through the partners' index the binder lays out, of a computed
 value ``at_partner(v)``.
 
-Class pairs: ``classpairsum(e)`` is ``rowsum(classpairs(e))``: each class ``k`` of a row sums
-``e`` over the row's other classes ``c``, where ``partner(x)`` reads ``x`` at ``c``
-(``shapes.py``: a third axis ``n<d>c`` of the partner classes).
+Class pairs: ``partnersum(e)`` is ``classpairs(e)``: each class ``k`` of a row sums ``e`` over
+the row's other classes ``c``, where ``partner(x)`` reads ``x`` at ``c`` (``shapes.py``: a
+third axis ``n<d>c`` of the partner classes); ``classpairsum(e)`` is its row sum,
+``rowsum(classpairs(e))``. ``classnum()`` is the class index ``k`` as a number, so that a
+pair's summand can compare the two classes' positions (``partner(classnum()) < classnum()``:
+the classes below ``k``). A value computed from a partner sum and read at the partner class
+(what the derivatives of a nonlinear function of ``partnersum(e)`` read) is stored by a pass
+and read back at ``c`` (``at_partner`` on the axes ``(n<d>, n<d>k, n<d>c)``).
 """
 
 from __future__ import annotations
@@ -89,7 +94,18 @@ register(
     Op("classpairs", 1, "macro",
        doc="for each class k of a row, the sum of e over the partner classes c != k "
            "(classpairsum(e) is its row sum), partner(x) reading x at c",
+       callable_as="partnersum"),
+    # classpairsum(e): the row sum of partnersum(e), one value per row (resolve.py builds
+    # rowsum(classpairs(e)) at once: no graph holds this record)
+    Op("classpairsum", 1, "macro",
+       doc="the sum of e over the ordered pairs (k, c) of distinct classes of each row",
        callable_as="classpairsum"),
+    # classnum(): the index k (0, 1, ..., K - 1) of each class of a row, as a number; its
+    # domain is the class matrix it meets, as onehot(0)'s (resolve.py builds class_index of
+    # the constant label 0). Within a class pair sum partner(classnum()) is the partner
+    # class's index c, so partner(classnum()) < classnum() selects the classes below k
+    Op("classnum", 0, "macro", doc="the index k of each class of a row (0 to K - 1)",
+       callable_as="classnum"),
     # at_partner(v): a computed per-sample value v read at each sample's partners (what
     # partner(x) becomes where x is not computed from the inputs sample by sample: a pair
     # sum). A pass computes v into a buffer; a later pass reads it through the partners' index

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 
 from ..errors import LossError
-from ..ir.axes import partner_name
+from ..ir.axes import Axis, partner_name
 from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node, toposort
 from ..ops import find
@@ -244,6 +244,8 @@ def _direct_grad(total: Node, x: Node) -> Node:
             contributions = [_m("mul", adjoint, _row_weights(n))]
         elif n.op == "logit_shift":  # the scores' weights per element, the target's per row
             contributions = [_m("mul", adjoint, weight) for weight in _shift_weights(n)]
+        elif n.op == "at_partner" and len(n.axes) == 3:  # each class's share as a partner
+            contributions = [pairs.class_transposed(adjoint, n.axes[1])]
         elif n.op == "at_partner":  # each sample's share as the partner of its pairs
             contributions = [pairs.transposed(adjoint, n.axes[1])]
         elif n.op in ("class_index", "table_row", "partner_first"):
@@ -289,7 +291,12 @@ class _Diagonal:
     def depends(self, e: Node, seed: Node) -> bool:
         table = self.dependence.setdefault(id(seed), {})
         if id(e) not in table:
-            table.update(depends_on(e, {id(seed)}))
+            # a class matrix stored and read at the partner classes depends on the seed at
+            # class k where it reads the seed at its own partner classes (a partner sum)
+            stored = ({id(n) for n in toposort([e]) if n.op == "at_partner"
+                       and len(n.axes) == 3 and _partner_leaf(n.args[0], seed) is not None}
+                      if len(seed.axes or ()) == 2 else set())
+            table.update(depends_on(e, {id(seed)} | stored))
         return table[id(e)]
 
     def _known(self, e: Node, seed: Node, frozen: frozenset) -> Node | None:
@@ -326,6 +333,8 @@ class _Diagonal:
             return (yield from self._reduction(e, seed, frozen))
         if e.op in SCANS:
             return (yield from self._scan(e, seed, frozen))
+        if e.op == "at_partner" and len(e.axes) == 3:
+            return self._at_partner_class(e, seed)
         if e.op == "at_partner":
             # the partner's value: it depends on the seed at this sample only through what
             # couples samples (the pairs they share), whose derivative is known where it is
@@ -391,15 +400,26 @@ class _Diagonal:
             return self._over_class_pairs(e, seed, frozen)
         # the weight each element gets in the reduction's derivative
         weight = _row_weights(e)
-        leaves = self._leaves(f, axis, seed, frozen)
+        # over the partner classes c of class k: values stored and read at c (a partner sum
+        # there holds class k's value) are terms of their own, held constant in the others
+        stored_reads = (self._stored_at_partner_classes(f, seed, frozen)
+                        if Axis(axis).is_partner_classes else [])
+        held = frozen | {id(a) for a in stored_reads}
+        leaves = self._leaves(f, axis, seed, held)
         # a sum over the samples of values holding cumulative sums: sample i's value depends
         # on the others through them, as through the scalars
         scans = ([n for n in self._couplings(f, seed, frozen) if n.op in SCANS]
                  if e.op == "sum" else [])
-        inner = frozen | {id(t) for t in leaves} | {id(t) for t in scans}
+        inner = held | {id(t) for t in leaves} | {id(t) for t in scans}
         total = _ZERO
         if axis in seed.axes:
             total = _m("mul", weight, (yield (f, seed, inner)))
+        for stored in stored_reads:
+            # d f / d A times D(A): the pair (k, c) depends on the seed at k through A
+            through = _m("mul", (yield (f, stored, inner - {id(stored)})),
+                         (yield (stored, seed, frozen)))
+            total = _m("add", total, _m("rowsum", through) if axis in through.axes
+                       else _m("mul", through, axis_length(axis)))
         for scan in scans:  # sum_i df_i/dT_i dT_i/dx_q: the scan's adjoint, times D(u)_q
             u = scan.args[0]
             if self._couplings(u, seed, frozen):
@@ -430,6 +450,37 @@ class _Diagonal:
             return False
         wanted = partner_name(seed.value)
         return any(n.op == "input" and n.value == wanted for n in toposort([f]))
+
+    def _stored_at_partner_classes(self, f: Node, seed: Node, frozen: frozenset
+                                   ) -> list[Node]:
+        """The class matrices stored by a pass and read at the partner classes
+        (``at_partner``) under ``f`` that depend on the seed, in a stable order."""
+        return self._maximal(f, seed, frozen,
+                             lambda n: n.op == "at_partner" and len(n.axes) == 3)
+
+    def _at_partner_class(self, e: Node, seed: Node) -> Node:
+        """D of ``e = at_partner(v)`` (v at the partner class c of each pair (k, c) of a
+        row): ``d v_c / d seed_k``. ``v_c`` depends on the seed at another class k only
+        where it reads the seed at its own partner classes (a partner sum of the seed: the
+        term of its pair (c, k)), so this is the derivative of ``v`` with respect to that
+        partner read, ``d v_c / d seed'(c, k)``, with the pair's roles swapped. Where the
+        seed is not an input, ``v_c`` depends on its value at c alone (0 at k != c).
+        Values of ``v`` that depend on the seed through a row reduction over the classes or
+        a sum over the samples (every class of a row at once) are refused."""
+        v = e.args[0]
+        partner = _partner_leaf(v, seed)
+        reads = depends_on(v, {id(partner)} if partner is not None else set())
+        if any(len(n.axes) < 2 and (self.depends(n, seed) or reads[id(n)])
+               for n in toposort([v])):
+            raise LossError("the exact Hessian of a value read at the partner class of a "
+                            "class pair sum that depends on the variable through a row "
+                            "reduction or a sum over the samples is not implemented")
+        if partner is None or len(seed.axes) != 2:
+            return _ZERO
+        # each class's own value v_c reads the seed at its partners c' alone (checked
+        # above), so the gradient of the total is d v_c / d seed'(c, c') pair by pair
+        own_pairs = grad(_m("sum", _m("rowsum", v)), partner)
+        return pairs.swap_partner_classes(own_pairs)
 
     def _over_class_pairs(self, e: Node, seed: Node, frozen: frozenset) -> Node:
         """D of a reduction ``e`` over the samples or the classes of a row of values that

@@ -131,21 +131,26 @@ def transposed(adjoint: Node, items: str) -> Node:
 
 # ------------------------------------------------------------------------- class pairs
 #
-# classpairsum(e) sums e over the ordered pairs (k, c) of distinct classes of each row:
-# shapes.py types e on the axes (n<d>, n<d>k, n<d>c), a row's own values (n<d>, n<d>k) read
-# at k broadcast along the partner classes c, and expands the sum into rowsum(rowsum(e)).
+# classpairsum(e) sums e over the ordered pairs (k, c) of distinct classes of each row, and
+# partnersum(e) gives each class k its own sum over c: shapes.py types e on the axes
+# (n<d>, n<d>k, n<d>c), a row's own values (n<d>, n<d>k) read at k broadcast along the
+# partner classes c, and expands the sum into rowsum(e) over c (then over k).
 # partner(x) is x computed again at c (at_partner_classes): the row's values (n<d>,) are the
 # same at every class, and what the kernels compute class by class (inputs, class indices and
-# their elementwise arithmetic) they compute at c as well, so nothing is stored. What class k
-# receives as the partner of its pairs (c, k) is the adjoint of the partner reads with the
-# pair's two roles swapped (swap_partner_classes), summed over c: the transposed read again.
+# their elementwise arithmetic) they compute at c as well. A value that is not computed so (a
+# partner sum of its own, a per-class vector) is stored by a pass and read back at c
+# (at_partner on the class pair axes): the derivatives of a function of partnersum(e) read
+# it there. What class k receives as the partner of its pairs (c, k) is the adjoint of the
+# partner reads with the pair's two roles swapped (swap_partner_classes), summed over c: the
+# transposed read again.
 
 
-def _rebuild_classes(root: Node, rule, whole: int = 0) -> Node:
+def _rebuild_classes(root: Node, rule, whole) -> Node:
     """``rebuild([root], rule)`` of the values with classes under ``root``: a row's values
     and numbers are kept as they are, without visiting what they are computed from (a row
     reduction's summand, which the rules could not read at another class); so is a value
-    with ``whole`` axes, which the rule then takes as a whole (its arguments as given)."""
+    for which ``whole(value)`` holds, which the rule then takes as a whole (its arguments as
+    given)."""
     done: dict[int, Node] = {}
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
@@ -154,7 +159,7 @@ def _rebuild_classes(root: Node, rule, whole: int = 0) -> Node:
             continue
         if not current.axes or len(current.axes) == 1 or current.op in ("const", "count"):
             done[id(current)] = current
-        elif expanded or len(current.axes) == whole:
+        elif expanded or whole(current):
             done[id(current)] = rule(current, tuple(done.get(id(a), a) for a in current.args))
         else:
             stack.append((current, True))
@@ -168,24 +173,38 @@ def class_pair_axes(axes: tuple[str, ...]) -> tuple[Axis, Axis, Axis]:
     return sample, classes, classes.partner_classes()
 
 
+def computed_at_classes(x: Node) -> dict[int, bool]:
+    """For every node under ``x``: whether the kernels can compute it at any class of its
+    row from the inputs there (inputs, class indices, a row's values, numbers and the
+    elementwise arithmetic of those), rather than read it from a value stored per class."""
+    found: dict[int, bool] = {}
+    for n in toposort([x]):
+        op = find(n.op)
+        found[id(n)] = (not n.axes or len(n.axes) == 1 or n.op in ("input", "class_index")
+                        or (op is not None and op.kind == "elementwise"
+                            and all(found[id(a)] for a in n.args)))
+    return found
+
+
 def at_partner_classes(x: Node) -> Node:
     """``x`` (typed: a class matrix, a row's values or a number) at the partner class c of
     each class pair (k, c) of its rows: inputs read at c (their partner leaves), the class
     index of c, the elementwise arithmetic of those; a row's own values and numbers kept.
-    ``shapes.py`` has checked that ``x`` has nothing else on its class axis."""
+    A class matrix computed otherwise (a partner sum, a per-class vector) is stored whole by
+    a pass and read at c (``at_partner``)."""
+    computed = computed_at_classes(x)
+
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
         axes = class_pair_axes(old.axes)
+        if not computed[id(old)]:  # the whole value stored, read once per pair
+            return make("at_partner", (old,), None, axes)
         if old.op == "input":
             return node("input", (), partner_name(old.value), axes)
         if old.op == "class_index":
             return make("class_index", old.args, old.value, axes)
-        op = find(old.op)
-        if op is None or op.kind != "elementwise":
-            raise LossError(f"lossdsl cannot read a {old.op} at the partner class of a class "
-                            "pair sum")
         return make(old.op, args, old.value)
 
-    return _rebuild_classes(x, rule)
+    return _rebuild_classes(x, rule, lambda n: not computed[id(n)])
 
 
 def swap_partner_classes(e: Node) -> Node:
@@ -199,13 +218,15 @@ def swap_partner_classes(e: Node) -> Node:
             return node("input", (), partner_of(old.value), old.axes[:2])
         if old.op == "class_index":
             return make("class_index", old.args, old.value, old.axes[:2])
+        if old.op == "at_partner":  # a stored value read at the partner: its own
+            return old.args[0]
         op = find(old.op)
         if op is not None and op.kind == "elementwise":
             return make(old.op, args, old.value)
         raise LossError(f"the derivative of this class pair sum reads a {old.op} at the "
                         "partner class, which lossdsl cannot transpose")
 
-    return _rebuild_classes(e, rule, whole=2)
+    return _rebuild_classes(e, rule, lambda n: len(n.axes) == 2)
 
 
 def class_transposed(adjoint: Node, classes: str) -> Node:
