@@ -36,6 +36,7 @@ from ..ir.visit import NodeVisitor
 from ..ops import find, operations
 from ..ops.primitives import ROW
 from ..ops.scans import SCANS
+from ..ops.special import bd0_on_arrays, stirlerr_on_arrays
 from .emit import pick_parts
 
 __all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]
@@ -95,6 +96,18 @@ def lgamma(x: Any) -> Any:
 
     pole = (x <= 0) & (x == jnp.floor(x))
     return _where(pole, jnp.asarray(math.inf, x.dtype), lax.lgamma(_where(pole, 1.0, x)))
+
+
+def stirlerr(x: Any) -> Any:
+    """The error of Stirling's formula (as the kernels' ``h_stirlerr``)."""
+    from jax import lax
+
+    return stirlerr_on_arrays(_jnp(), lax.lgamma, x)
+
+
+def bd0(x: Any, m: Any) -> Any:
+    """Loader's deviance term x log(x/m) + m - x (as the kernels' ``h_bd0``)."""
+    return bd0_on_arrays(_jnp(), x, m)
 
 
 def digamma(x: Any) -> Any:
