@@ -52,6 +52,7 @@ _MAX_VALUE_ZOOMS = 12
 def decide(cost: str | Loss | CompiledLoss, /, *,
            probabilities: Any = None, classes: Any = None,
            predictions: Any = None, residuals: Any = None, residual_weights: Any = None,
+           groups: Any = None, residual_groups: Any = None,
            quantiles: Any = None, levels: Any = None,
            decisions: Any = None, label: str | None = None, decision: str | None = None,
            return_expected_cost: bool = False,
@@ -77,7 +78,11 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
     * ``predictions`` (N,) and ``residuals`` (R,): held-out ``y - prediction`` of the model;
       row i's outcomes are ``predictions[i] + residuals[j]``, equally likely, or as likely
       as ``residual_weights`` (R,) say (the sample weights of the rows the residuals come
-      from: a row of weight 0 does not count).
+      from: a row of weight 0 does not count). With ``groups`` (N,) and
+      ``residual_groups`` (R,), each row's outcomes come from the residuals of its own group
+      only (a cost class, a band of the prediction's level, an hour of the day): errors
+      whose spread differs between groups then move each group's decisions by its own
+      amount. Every group of ``groups`` needs residuals of its own.
     * ``quantiles``: an (N, Q) array of each row's predictive quantiles at ``levels``
       (increasing, in (0, 1); default evenly spaced), each weighted by the probability mass
       it stands for; any (N, S) array of equally likely outcomes per row (ensemble members,
@@ -102,6 +107,14 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
     the kernel elements evaluated per call (rows are processed in blocks).
     """
     compiled = _per_row_kernel(cost)
+    if groups is not None or residual_groups is not None:
+        return _decide_by_group(compiled, groups, residual_groups, probabilities=probabilities,
+                                classes=classes, predictions=predictions, residuals=residuals,
+                                residual_weights=residual_weights, quantiles=quantiles,
+                                levels=levels, decisions=decisions, label=label,
+                                decision=decision,
+                                return_expected_cost=return_expected_cost,
+                                max_elements=max_elements, **inputs)
     tables = compiled.table_inputs()
     check_aligned([("probabilities", probabilities), ("predictions", predictions),
                    ("quantiles", quantiles),
@@ -167,6 +180,74 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
             rows = np.arange(start, min(n, start + block))
             chosen[rows], expected[rows] = _minimise(expected_cost, rows)
     return (chosen, expected) if return_expected_cost else chosen
+
+
+def _decide_by_group(compiled: CompiledLoss, groups: Any, residual_groups: Any, *,
+                     predictions: Any, residuals: Any, residual_weights: Any,
+                     return_expected_cost: bool, **rest: Any
+                     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """:func:`decide` once per group of rows, each with the residuals of its own group."""
+    if groups is None or residual_groups is None:
+        raise LossError("groups= (one per row) and residual_groups= (one per residual) go "
+                        "together: give both, or neither")
+    unsupported = [name for name in ("probabilities", "quantiles", "levels")
+                   if rest[name] is not None]
+    if unsupported or predictions is None or residuals is None:
+        raise LossError("groups= and residual_groups= select each row's residuals: pass them "
+                        "with predictions= and residuals=" + (
+                            f", not {', '.join(n + '=' for n in unsupported)}"
+                            if unsupported else ""))
+    check_aligned([("predictions", predictions), ("groups", groups)])
+    check_aligned([("residuals", residuals), ("residual_groups", residual_groups),
+                   ("residual_weights", residual_weights)])
+    mu = _floats("predictions", predictions)
+    r = _floats("residuals", residuals)
+    row_group, residual_group = np.asarray(groups), np.asarray(residual_groups)
+    for what, array, size, of in (("groups", row_group, mu.shape[0], "predictions"),
+                                  ("residual_groups", residual_group, r.shape[0],
+                                   "residuals")):
+        if array.shape != (size,):
+            raise LossShapeError(f"{what} must give one group per value of {of} ({size}), "
+                                 f"got shape {array.shape}")
+    weights = None if residual_weights is None else _floats("residual_weights",
+                                                             residual_weights)
+    if weights is not None and weights.shape != r.shape:
+        raise LossShapeError(f"residual_weights must give one weight per residual "
+                             f"({r.size}), got shape {weights.shape}")
+    tables = compiled.table_inputs()
+    # per-row inputs are sliced with the rows; scalars, tables and params go to every group
+    per_row = {name for name, value in rest.items()
+               if name not in _DECIDE_OPTIONS and name not in tables
+               and np.ndim(value) >= 1 and np.shape(value)[0] == mu.shape[0]}
+    # (sliced by position below: a pandas input must be in the predictions' row order)
+    check_aligned([("predictions", predictions), ("groups", groups),
+                   *((name, rest[name]) for name in sorted(per_row))])
+    chosen: np.ndarray | None = None
+    expected = np.empty(mu.shape[0])
+    for group in np.unique(row_group):
+        rows = np.flatnonzero(row_group == group)
+        own = residual_group == group
+        if not own.any():
+            shown = group.item() if isinstance(group, np.generic) else group
+            raise LossError(f"group {shown!r} has {rows.size} row(s) but no residuals "
+                            f"(residual_groups= never takes that value): each row's outcomes "
+                            f"come from its own group's residuals")
+        arguments = {name: (np.asarray(value)[rows] if name in per_row else value)
+                     for name, value in rest.items()}
+        d, e = decide(compiled, predictions=mu[rows], residuals=r[own],
+                      residual_weights=None if weights is None else weights[own],
+                      return_expected_cost=True, **arguments)
+        if chosen is None:  # the decisions' dtype: candidate integers stay integers
+            chosen = np.empty(mu.shape[0], dtype=d.dtype)
+        chosen[rows], expected[rows] = d, e
+    if chosen is None:  # no rows
+        chosen = np.empty(0)
+    return (chosen, expected) if return_expected_cost else chosen
+
+
+# decide's own keywords (passed through _decide_by_group with the cost's inputs)
+_DECIDE_OPTIONS = frozenset({"probabilities", "classes", "quantiles", "levels", "decisions",
+                             "label", "decision", "max_elements"})
 
 
 # ---------------------------------------------------------------------------- arguments

@@ -209,3 +209,66 @@ def test_malformed_values_are_loss_errors():
         lossdsl.decide("where(d == 1, 1, y)", probabilities=[["a", "b"]])
     with pytest.raises(lossdsl.LossShapeError, match="predictions must be numbers"):
         lossdsl.decide(NEWSVENDOR, predictions=["a"], residuals=[1.0], under=4.0, over=1.0)
+
+
+def test_residuals_per_group():
+    """groups= / residual_groups=: each row's outcomes are its prediction plus the residuals
+    of its own group (here wider at peak, where a shortfall also costs more)."""
+    rng = np.random.default_rng(7)
+    n, r = 300, 800
+    peak = rng.integers(0, 2, n)
+    forecast = rng.uniform(10, 20, n)
+    under = np.where(peak == 1, 4.0, 1.5)
+    residual_peak = rng.integers(0, 2, r)
+    residuals = rng.normal(0.0, 1.0, r) * np.where(residual_peak == 1, 3.0, 1.0)
+    d, expected = lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals,
+                                 groups=peak, residual_groups=residual_peak, under=under,
+                                 over=1.0, return_expected_cost=True)
+    own = [residuals[residual_peak == g] for g in peak]
+    by_hand = forecast + [np.quantile(e, u / (u + 1), method="inverted_cdf")
+                          for e, u in zip(own, under)]
+    assert np.allclose(d, by_hand, atol=1e-8)
+    costs = [np.mean(np.where(f + e > x, u * (f + e - x), x - f - e))
+             for f, e, u, x in zip(forecast, own, under, d)]
+    assert np.allclose(expected, costs)
+    # the same as deciding each group on its own
+    for g in (0, 1):
+        alone = lossdsl.decide(NEWSVENDOR, predictions=forecast[peak == g],
+                               residuals=residuals[residual_peak == g],
+                               under=under[peak == g], over=1.0)
+        assert np.allclose(d[peak == g], alone)
+    # residual weights and whole-unit candidates travel with their groups
+    weights = rng.uniform(0.0, 2.0, r)
+    whole = lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals,
+                           residual_weights=weights, groups=peak,
+                           residual_groups=residual_peak, under=under, over=1.0,
+                           decisions=np.arange(40))
+    assert whole.dtype.kind == "i"
+    for g in (0, 1):
+        alone = lossdsl.decide(NEWSVENDOR, predictions=forecast[peak == g],
+                               residuals=residuals[residual_peak == g],
+                               residual_weights=weights[residual_peak == g],
+                               under=under[peak == g], over=1.0, decisions=np.arange(40))
+        assert np.array_equal(whole[peak == g], alone)
+
+
+def test_residuals_per_group_refusals():
+    forecast, residuals = np.array([1.0, 2.0]), np.array([-1.0, 0.0, 1.0])
+    with pytest.raises(lossdsl.LossError, match="go together"):
+        lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals,
+                       groups=[0, 1], under=3.0, over=1.0)
+    with pytest.raises(lossdsl.LossError, match="group 1 has 1 row"):
+        lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals, groups=[0, 1],
+                       residual_groups=[0, 0, 0], under=3.0, over=1.0)
+    with pytest.raises(lossdsl.LossShapeError, match="one group per value of residuals"):
+        lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals, groups=[0, 1],
+                       residual_groups=[0, 1], under=3.0, over=1.0)
+    with pytest.raises(lossdsl.LossError, match="with predictions= and residuals="):
+        lossdsl.decide(MATRIX, probabilities=np.array([[0.5, 0.5]]), groups=[0],
+                       residual_groups=[0], C=np.eye(2))
+    # a per-row input in another row order than the predictions: refused, not sliced
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(lossdsl.LossShapeError, match="different indexes"):
+        lossdsl.decide(NEWSVENDOR, predictions=pd.Series(forecast, index=[10, 11]),
+                       residuals=residuals, groups=[0, 1], residual_groups=[0, 1, 1],
+                       under=pd.Series([3.0, 5.0], index=[11, 10]), over=1.0)
