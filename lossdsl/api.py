@@ -529,12 +529,19 @@ class CompiledLoss:
         customer), in the order the loss first uses them."""
         return self.loss.group_inputs
 
-    def default_ranks(self) -> dict[str, int]:
+    def default_ranks(self, declared: bool = True) -> dict[str, int]:
         """The rank each input usually has: 2 (an (N, K) matrix) for inputs reduced over
-        classes, 1 (a vector) otherwise, labels included. Used for symbolic work."""
+        classes or declared rows (``z[N, K]``; with ``declared``), 1 (a vector) otherwise,
+        labels included. Used for symbolic work. (The boosting objectives ask without
+        ``declared``: a loss elementwise in its score columns, as the non-crossing levels,
+        trains one column per level.)"""
         # labels and group ids stay vectors (a group sum of (N, K) rows within a row sum)
         keep = self.label_inputs() | frozenset(self.group_inputs())
         ranks = {name: 2 if name in self.table_inputs() else 1 for name in self.inputs}
+        if declared:
+            for rows in self.loss.definition.rows:
+                if rows.argument.op == "input" and rows.argument.value in ranks:
+                    ranks[rows.argument.value] = 2
         for n in walk(self.loss.definition.graph):
             if (n.op in ROW or n.op == "rowmean") and n.args[0].op not in ("group", "pairs"):
                 for m in toposort([n.args[0]]):

@@ -432,7 +432,7 @@ class _LossEstimator(BaseEstimator):
         self._check_options()
         _, score = default_roles(definition, self.wrt, self.label,
                                  {**self._fixed, **self._input_sources})
-        self._class_axis = probe.default_ranks()[score] == 2
+        self._class_axis = probe.default_ranks(declared=False)[score] == 2
         self._score_input = score
         features, values = self._take_rows(X, metadata, True,
                                            sorted(set(self._input_sources.values())))

@@ -231,3 +231,15 @@ def test_start_scores_are_the_levels_quantiles_found_together():
     np.testing.assert_allclose(below, levels, atol=1.5 / y.size)
     np.testing.assert_allclose(found, np.quantile(y, levels, method="inverted_cdf"),
                                atol=2e-3 * np.std(y))
+
+
+def test_the_command_line_types_the_levels_by_their_declared_rows(tmp_path, capsys):
+    """z is read only inside partnersum (no row reduction): the ranks symbolic work uses
+    made it a vector, and `lossdsl check` and the golden sources refused the declared rows."""
+    from lossdsl import cli
+
+    assert lossdsl.compile(QUANTILE).default_ranks()["z"] == 2
+    path = tmp_path / "levels.loss"
+    path.write_text("loss levels = quantile_noncrossing(y, z, a)\n")
+    assert cli.main(["check", str(path)]) == 0
+    assert "ok (1 loss" in capsys.readouterr().out

@@ -495,7 +495,7 @@ class BoostingObjective:
         """Compile (kernels themselves are built lazily, on first use, and cached on disk)."""
         self._summed = self.loss.compile(self.target, "sum", self.params)
         self._mean: CompiledLoss | None = None
-        ranks = self._summed.default_ranks()
+        ranks = self._summed.default_ranks(declared=False)
         labels = self._summed.label_inputs()
         # elementwise in the score, with per-class vectors (quantile(y, p, classvec(a))): one
         # score column per entry of the vectors, each column a loss of its own, every column
