@@ -822,10 +822,6 @@ def classification_arms() -> list[Arm]:
             return Plan(lambda k: run.raw(key, "test", k) > 0, run.model(key).seconds)
         return plan
 
-    def decide(run: Run) -> Plan:
-        return Plan(lambda k: lossdsl.decide(run.cost, probabilities=run.prediction(
-            "builtin", "test", k), **run.inputs("test")), run.model("builtin").seconds)
-
     def calibrated(key: str) -> Callable[[Run], Plan]:
         def plan(run: Run) -> Plan:
             def decisions(k: int) -> np.ndarray:
@@ -843,11 +839,17 @@ def classification_arms() -> list[Arm]:
         Arm("weighted built-in + tuned threshold", "baseline", tuned("weighted")),
         Arm("train on cost", "lossdsl", train_on_cost("cost")),
         Arm("train on expected cost", "lossdsl", train_on_cost("expected")),
-        Arm("built-in + decide", "lossdsl", decide),
+        Arm("built-in + decide", "lossdsl", decide_from_builtin),
         Arm("built-in + calibrated decide", "lossdsl", calibrated("builtin")),
         Arm("train on cost + calibrated decide", "lossdsl", calibrated("cost")),
         Arm(ESTIMATOR_ARM, "lossdsl", estimator_arm, staged=False),
     ]
+
+
+def decide_from_builtin(run: Run) -> Plan:
+    """``lossdsl.decide`` on the built-in model's class probabilities."""
+    return Plan(lambda k: lossdsl.decide(run.cost, probabilities=run.prediction(
+        "builtin", "test", k), **run.inputs("test")), run.model("builtin").seconds)
 
 
 def multiclass_arms() -> list[Arm]:
@@ -871,10 +873,6 @@ def multiclass_arms() -> list[Arm]:
             return np.argmax(run.prediction("builtin", "test", k) * scale, axis=1)
         return Plan(decisions, run.model("builtin").seconds)
 
-    def decide(run: Run) -> Plan:
-        return Plan(lambda k: lossdsl.decide(run.cost, probabilities=run.prediction(
-            "builtin", "test", k), **run.inputs("test")), run.model("builtin").seconds)
-
     def calibrated(key: str) -> Callable[[Run], Plan]:
         def plan(run: Run) -> Plan:
             def decisions(k: int) -> np.ndarray:
@@ -890,7 +888,7 @@ def multiclass_arms() -> list[Arm]:
         Arm("built-in + class weights tuned on validation", "baseline", tuned, costly=True),
         Arm(WEIGHTED, "baseline", argmax("weighted")),
         Arm("train on expected cost", "lossdsl", argmax("cost")),
-        Arm("built-in + decide", "lossdsl", decide),
+        Arm("built-in + decide", "lossdsl", decide_from_builtin),
         Arm("built-in + calibrated decide", "lossdsl", calibrated("builtin")),
         Arm("train on expected cost + calibrated decide", "lossdsl", calibrated("cost")),
         Arm("estimator: cross-entropy + decide", "lossdsl", estimator_arm, staged=False),

@@ -216,6 +216,19 @@ def assert_within(actual, expected, dtype, allowed_ulps, what: str, absolute=0.0
         f"element {worst}: {actual[worst]!r} for {expected[worst]!r}")
 
 
+def negative_binomial_reference(y, z, alpha, dtype, digits: int = 80):
+    """(value, gradient, Hessian, shift, moved) at ``digits`` digits: ``shift`` bounds how
+    far the rounding of z + log(alpha) moves the value in units of its slope, ``moved`` the
+    value's change from the rounding of the inputs themselves (in the value's units)."""
+    with mpmath.workdps(digits):
+        rows = [exact_negative_binomial(*point) for point in zip(y, z, alpha)]
+        v, g, h, in_alpha = (np.array([float(row[k]) for row in rows]) for k in range(4))
+    eps = float(np.finfo(dtype).eps)
+    shift = np.abs(z.astype(np.float64)) + np.abs(np.log(alpha.astype(np.float64))) + 2
+    moved = (np.abs(g) * shift + 2 * np.abs(in_alpha)) * eps
+    return v, g, h, shift, moved
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
 def test_negative_binomial_at_large_counts_with_small_residuals(dtype):
     # at y = 1e8, z = log(y), alpha = 1 the value was 0 in float32 for 19.42 and 1e7 ulps off
@@ -223,12 +236,8 @@ def test_negative_binomial_at_large_counts_with_small_residuals(dtype):
     y, z, alpha = count_grid(dtype, _DISPERSIONS)
     value, gradient, hessian = evaluate("negative_binomial(y, z, alpha)", "z",
                                         y=y, z=z, alpha=alpha)
-    with mpmath.workdps(80):
-        rows = [exact_negative_binomial(*point) for point in zip(y, z, alpha)]
-        v, g, h, in_alpha = (np.array([float(row[k]) for row in rows]) for k in range(4))
+    v, g, h, shift, moved = negative_binomial_reference(y, z, alpha, dtype)
     eps = float(np.finfo(dtype).eps)
-    shift = np.abs(z.astype(np.float64)) + np.abs(np.log(alpha.astype(np.float64))) + 2
-    moved = (np.abs(g) * shift + 2 * np.abs(in_alpha)) * eps
     assert_within(value, v, dtype, 8 + 2 * moved / (eps * np.abs(v)), "value")
     # the gradient (mu - y)/(1 + alpha mu) subtracts terms of size (y + mu)/(1 + alpha mu)
     scale = (y + np.exp(z.astype(np.float64))) / (1 + alpha * np.exp(z.astype(np.float64)))
@@ -245,12 +254,8 @@ def test_negative_binomial_at_small_counts(dtype):
     alpha = (1 / rng.uniform(0.05, 30.0, 200)).astype(dtype)
     z = (np.log(np.maximum(y, 0.5)) + rng.normal(0.0, 1.0, 200)).astype(dtype)
     value = compiled("negative_binomial(y, z, alpha)")(y=y, z=z, alpha=alpha)
-    with mpmath.workdps(60):
-        rows = [exact_negative_binomial(*point) for point in zip(y, z, alpha)]
-        v, g, _, in_alpha = (np.array([float(row[k]) for row in rows]) for k in range(4))
+    v, _, _, _, moved = negative_binomial_reference(y, z, alpha, dtype, 60)
     eps = float(np.finfo(dtype).eps)
-    shift = np.abs(z.astype(np.float64)) + np.abs(np.log(alpha.astype(np.float64))) + 2
-    moved = (np.abs(g) * shift + 2 * np.abs(in_alpha)) * eps
     assert_within(value, v, dtype, 6 + 2 * moved / (eps * np.abs(v)), "value")
 
 
@@ -267,12 +272,8 @@ def test_negative_binomial_far_from_the_count(dtype):
     alpha = np.tile(np.array([1.0, 1e-3, 1e3], dtype), 8)
     value, gradient, hessian = evaluate("negative_binomial(y, z, alpha)", "z",
                                         y=y, z=z, alpha=alpha)
-    with mpmath.workdps(80):
-        rows = [exact_negative_binomial(*point) for point in zip(y, z, alpha)]
-        v, g, h, in_alpha = (np.array([float(row[k]) for row in rows]) for k in range(4))
+    v, g, h, shift, moved = negative_binomial_reference(y, z, alpha, dtype)
     eps = float(np.finfo(dtype).eps)
-    shift = np.abs(z.astype(np.float64)) + np.abs(np.log(alpha.astype(np.float64))) + 2
-    moved = (np.abs(g) * shift + 2 * np.abs(in_alpha)) * eps
     assert_within(value, v, dtype, 8 + 2 * moved / (eps * np.abs(v)), "value")
     # a Hessian of 1.8e-38 in float32 (y = 1e6 at mu = y e^-80) is next to the subnormals
     tiny = 4 * float(np.finfo(dtype).tiny)
