@@ -120,6 +120,9 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, n: int = N, k: int = K
         if name in compiled.group_inputs():  # query ids, in no order: groups of any size
             inputs[name] = rng.integers(0, 7, n)
             continue
+        if name in compiled.class_vector_inputs():  # levels, class weights: (K,), sorted
+            inputs[name] = np.sort(rng.uniform(0.05, 0.95, k))
+            continue
         if name in tables:  # a K x K lookup table (a cost matrix)
             inputs[name] = rng.uniform(0.0, 5.0, (k, k))
             continue
@@ -646,7 +649,8 @@ def _covering_losses() -> list[str]:
             continue
         inputs, wrt, hessians = prelude_case(name)
         compiled = library_loss(name, "cuda")
-        ranks = {n: np.ndim(v) for n, v in inputs.items()}
+        vectors = compiled.class_vector_inputs()  # (K,), which the binder passes as (1, K)
+        ranks = {n: 2 if n in vectors else np.ndim(v) for n, v in inputs.items()}
         kernel = compiled.kernel(ranks, False, np.dtype(np.float32), True, wrt, hessians)
         features[name] = set(_FEATURES.findall(kernel.source))
     chosen, missing = [], set().union(*features.values())

@@ -57,6 +57,8 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict
             inputs[name] = rng.integers(0, K, N)
         elif name in compiled.group_inputs():
             inputs[name] = rng.integers(0, 7, N)
+        elif name in compiled.class_vector_inputs():  # levels, class weights: (K,), sorted
+            inputs[name] = np.sort(rng.uniform(0.05, 0.95, K))
         elif name in compiled.table_inputs():
             inputs[name] = rng.uniform(0.0, 5.0, (K, K))
         else:
