@@ -346,6 +346,13 @@ class CompiledLoss:
         by name (``L(y=..., p=...)``); a positional argument is the sample weight."""
         if positional:
             raise self._positional_error("L(", len(positional) + 1)
+        if sample_weight is not None and not inputs and self.inputs:
+            # L(y): the array was taken as the sample weight, and "missing input 'y'" would
+            # not say so
+            named = ", ".join(f"{name}=..." for name in self.inputs)
+            raise LossError(f"L({named}) takes the loss's inputs by name; it was given one "
+                            "positional argument, which it takes as the sample weight, and "
+                            "no inputs")
         (value,) = self.compute(True, (), (), inputs, sample_weight)
         return value
 

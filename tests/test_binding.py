@@ -157,8 +157,12 @@ def test_a_new_users_mistakes_are_loss_errors_that_say_what_to_do(tmp_path):
         with pytest.raises(lossdsl.LossError, match=r"y=\.\.\., z=\.\.\.\) takes the loss's "
                                                     "inputs by name"):
             call()
-    # the one positional argument is the sample weight (mean: sum(w l) / N)
+    # the one positional argument is the sample weight (mean: sum(w l) / N); given alone
+    # it said "missing input 'y'", not that the array had been taken as the weight
     assert loss(np.array([1.0, 3.0]), y=y, z=z) == pytest.approx(2 * math.log(2))
+    with pytest.raises(lossdsl.LossError, match="one positional argument, which it takes as "
+                                                "the sample weight, and no inputs"):
+        loss(y)
     path = tmp_path / "stock.loss"
     path.write_text("loss stock = (p - y)^2\n")
     library = lossdsl.load(str(path))
