@@ -113,9 +113,11 @@ if os.environ.get("CI"):
 LONGEST_FILES = (
     "test_library.py", "backend/test_cuda.py", "integrations/test_jax.py", "test_guides.py",
     "integrations/test_keras.py", "test_group_matrices.py", "test_class_vectors.py",
-    "test_pairs.py", "test_scans.py",
+    "test_pairs.py", "test_scans.py", "test_class_pairs.py",
     "integrations/test_integrations_dask.py", "integrations/test_ranking.py", "test_groups.py",
     "integrations/test_bench_peers.py", "test_ignore_and_reductions.py",
+    "test_noncrossing_levels.py", "integrations/test_decide_business.py",
+    "test_small_call_paths.py",
 )
 
 
