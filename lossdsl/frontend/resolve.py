@@ -419,7 +419,8 @@ class Lowerer:
                 f"'{e.function}' is a {nearest[0]} here{_where(nearest[1])}, a value, not a "
                 f"function; it hides any function of that name: rename the {nearest[0]}",
                 e.span)
-        definition = scope.find_def(e.function)
+        # the nearest definition is a def (or there is none): the one find_def would find
+        definition = nearest[1].defs[e.function] if nearest is not None else None
         if definition is not None:
             syntax = definition.syntax
             if id(definition) in context.expanding:
