@@ -506,8 +506,18 @@ class _ChunkKit:
             slot.array = da.concatenate(chunk_pieces)
         if not count:
             return ()
-        totals = da.stack(partials).sum(axis=0)
+        totals = da.reduction(da.stack(partials), _quiet_sum, _quiet_sum, axis=0,
+                              dtype=np.float64, combine=_quiet_sum)
         return tuple(totals[j] for j in range(count))
+
+
+def _quiet_sum(values: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    """``numpy.sum`` without NumPy's floating-point warnings: the tree sum of the chunks'
+    partial sums, which dask computes after the kernel's ``run`` has returned (outside its
+    ``numpy.errstate``) and in its own threads. Partial sums of inf and -inf make NaN
+    silently, as one loop over all the samples does."""
+    with np.errstate(all="ignore"):
+        return np.sum(values, axis=axis, keepdims=keepdims)
 
 
 def compile(loss: str | Loss | CompiledLoss, reduction: str | None = None,  # noqa: A001

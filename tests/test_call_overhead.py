@@ -6,6 +6,7 @@ the same bits into the caller's arrays and refuses arrays it cannot write into c
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -431,3 +432,35 @@ def test_wrt_that_names_no_input_is_a_loss_error(huber):
     assert list(by_tuple) == ["p"]
     assert_same(compiled.grad(("p",), y=y, p=p), by_tuple)
     assert_same(by_tuple["p"], compiled.grad("p", y=y, p=p))
+
+
+# ------------------------------------------------------------------ floating-point warnings
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_inf_and_nan_sums_stay_silent(reduction, dtype):
+    """Sums that overflow to inf, or meet inf - inf (NaN), warn of nothing, on the general
+    path and on the plan, whether or not ``run`` opens a ``numpy.errstate`` block."""
+    compiled = lossdsl.compile("y*p", reduction=reduction)
+    big = np.finfo(dtype).max
+    y = np.array([10.0, 10.0, 1.0, 1.0], dtype=dtype)
+    for p in ([big, big, 1.0, 2.0], [big, -big, 1.0, 2.0], [np.nan, 1.0, 2.0, 3.0]):
+        p = np.array(p, dtype=dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in range(2):  # the general path, then the plan
+                value, gradient = compiled.value_and_grad("p", y=y, p=p)
+                assert not np.isfinite(compiled(y=y, p=p)) and not np.isfinite(value)
+                compiled.grad_and_hessian("p", y=y, p=p)
+
+
+def test_a_summed_loss_runs_its_loops_without_errstate():
+    """A summed loss's value and gradient are sums of the compiled loops alone: ``run`` calls
+    them without the ``numpy.errstate`` block (a microsecond of a small call); a mean's
+    division and a float32 kernel's casts keep it."""
+    y, p = RNG.normal(size=N), RNG.normal(size=N)
+    summed = lossdsl.compile("huber(y, p, 1.0)", reduction="sum")
+    summed.value_and_grad("p", y=y, p=p)
+    assert "errstate" not in summed.source
+    averaged = lossdsl.compile("huber(y, p, 1.0)", reduction="mean")
+    averaged.value_and_grad("p", y=y, p=p)
+    assert "errstate" in averaged.source

@@ -138,11 +138,14 @@ class ModuleBuilder(ABC):
 
     def run_may_warn(self) -> bool:
         """Whether ``run``'s own statements can meet a floating-point exception NumPy warns
-        of: scalar glue, reductions (a chunked kit adds partial sums), cumulative sums, a
-        cast to float32. A ``run`` that only calls loops writing arrays skips the
-        ``numpy.errstate`` block, a microsecond of a small call (a boosting round's
-        gradient and Hessian)."""
-        return bool(self.reduction_names or self.glue.ops or self.orders
+        of: scalar glue, cumulative sums, a cast to float32. A ``run`` that only calls loops
+        skips the ``numpy.errstate`` block, a microsecond of a small call (a boosting round's
+        gradient and Hessian; a summed loss's value and gradient). A loop's sums are not
+        such statements: the compiled loop adds them without NumPy, and ``kit.loop`` makes
+        float64 scalars of its floats; the chunked kit (:mod:`lossdsl.dask`) adds its
+        partial sums at compute time, after ``run`` has returned, so it silences them
+        itself."""
+        return bool(self.glue.ops or self.orders
                     or self.glue.converted and self.dtype != "float64")
 
     def quieted(self, statements: list[str]) -> list[str]:

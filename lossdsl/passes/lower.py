@@ -3,7 +3,10 @@ and divisions by one bounded denominator through one shared reciprocal.
 
 ``softplus``, ``log_sigmoid`` and ``sigmoid`` are expanded through one ``exp(-|z|)`` that
 hash-consing then shares between them; the rules are the expand phase, in
-``passes/rules/expand.py``.
+``passes/rules/expand.py``. The graphs lowered are the ones the kernels evaluate, derivatives
+taken: the carriers phase (same module) then drops the values that only derivatives needed,
+``x - stop_gradient(x)`` and its kind, which a loss writes to give its value one formula and
+its derivatives another's.
 
 Derivatives divide by the same denominator again and again (``pseudo_huber``'s Hessian
 divides by ``1 + sqrt(1 + u^2)`` four times), and a division costs a CPU several times a
@@ -22,7 +25,7 @@ from collections import Counter
 from ..ir.build import ONE, apply, make
 from ..ir.node import Node, is_constant, rebuild, toposort
 from .rewrite import apply_phase
-from .rules.expand import EXPAND
+from .rules.expand import CARRIERS, EXPAND
 
 #: A denominator whose magnitude stays within [2^-100, 2^100] has a reciprocal that is a
 #: normal number in float32 (and float64): dividing by it and multiplying by its reciprocal
@@ -37,8 +40,10 @@ _SYMMETRIC_UNIT_OPS = frozenset({"sign", "tanh", "erf", "sin", "cos"})
 
 def lower(roots: list[Node]) -> list[Node]:
     """Rewrite stable primitives into forms that share their exponentials and logarithms,
-    then share the reciprocals of repeated bounded denominators."""
-    return share_reciprocals(apply_phase(EXPAND, roots))
+    drop the values that only derivatives needed (the carriers phase: ``roots`` are taken
+    as graphs no derivative will be taken from), then share the reciprocals of repeated
+    bounded denominators (of the divisions left)."""
+    return share_reciprocals(apply_phase(CARRIERS, apply_phase(EXPAND, roots)))
 
 
 def share_reciprocals(roots: list[Node]) -> list[Node]:

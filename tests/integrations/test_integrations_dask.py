@@ -1,5 +1,7 @@
 """lossdsl.dask: chunked evaluation equals one call over all the data; xgboost.dask training."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -249,3 +251,23 @@ def test_unknown_chunk_sizes_and_ranks_say_what_is_wrong():
         loss(y=unknown, p=da.ones(10, chunks=5))
     with pytest.raises(lossdsl.LossShapeError, match=r"\(10, 1, 1\): inputs are vectors"):
         loss(y=da.ones((10, 1, 1)), p=da.ones(10))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_inf_and_nan_sums_stay_silent(reduction):
+    """Chunks whose partial sums are inf and -inf add up to NaN without a RuntimeWarning
+    (dask adds them after the kernel's run returned, outside its errstate), as one call
+    over all the data does."""
+    big = np.finfo(np.float64).max
+    y = np.array([10.0, 10.0, 10.0, 10.0, 1.0, 1.0])
+    chunked = ld.compile("y*p", reduction=reduction)
+    for p in ([big, big, -big, -big, 1.0, 2.0], [big, big, big, big, 1.0, 2.0]):
+        p = np.array(p)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            value, gradient = chunked.value_and_grad("p", y=da.from_array(y, chunks=2),
+                                                     p=da.from_array(p, chunks=2))
+            value, gradient = value.compute(), gradient.compute()
+            single = lossdsl.compile("y*p", reduction=reduction)(y=y, p=p)
+        np.testing.assert_array_equal(value, single)
+        assert not np.isfinite(value)

@@ -15,7 +15,7 @@ from lossdsl.ir.node import Node, constant, node
 from lossdsl.passes.lower import lower
 from lossdsl.passes.rewrite import DEBUG_VARIABLE, Phase, apply_phase, rule, short_source
 from lossdsl.passes.rules.canonicalize import CANONICALIZE
-from lossdsl.passes.rules.expand import EXPAND
+from lossdsl.passes.rules.expand import CARRIERS, EXPAND
 from lossdsl.passes.rules.stabilize import STABILIZE
 from lossdsl.passes.simplify import simplify
 from lossdsl.passes.stabilize import stabilize
@@ -26,7 +26,7 @@ Y = node("input", (), "y", ("n0",))
 Z = node("input", (), "z", ("n0", "n0k"))
 P = node("param", (), "p", ())
 TWO = constant(2.0)
-PHASES = {phase.name: phase for phase in (CANONICALIZE, STABILIZE, EXPAND)}
+PHASES = {phase.name: phase for phase in (CANONICALIZE, STABILIZE, EXPAND, CARRIERS)}
 
 
 def raw(op: str, *args: Node) -> Node:
@@ -190,6 +190,12 @@ CASES: list[tuple[str, str, Node, Node]] = [
     ("expand", "expand_sigmoid", raw("sigmoid", X),
      m("div", m("where", m("ge", X, ZERO), ONE, SHARED_EXPONENTIAL),
        m("add", ONE, SHARED_EXPONENTIAL))),
+    ("carriers", "carrier_minus_stopped", raw("sub", X, raw("stop_gradient", X)), ZERO),
+    ("carriers", "carrier_minus_stopped", raw("sub", raw("stop_gradient", X), X), ZERO),
+    ("carriers", "carrier_plus_stopped_difference",
+     raw("add", X, raw("stop_gradient", raw("sub", Y, X))), Y),
+    ("carriers", "carrier_plus_stopped_difference",
+     raw("add", raw("stop_gradient", raw("sub", Y, X)), X), Y),
 ]
 
 

@@ -12,6 +12,15 @@ and ``|-z| = |z|`` (and ``|b - a| = |a - b|``), so after this phase hash-consing
 gradient and Hessian costs one exponential and one logarithm per element instead of six.
 Applied after differentiation
 (derivative rules are stated on the primitives), just before scheduling.
+
+The carriers phase, applied after it, drops what only derivatives needed. A loss whose value
+is one formula and whose derivatives are another's writes
+``stop_gradient(exact) + (former - stop_gradient(former))`` (``poisson(full=1)``,
+``negative_binomial``; ``bce`` as ``former + stop_gradient(exact - former)``; ``rank_xendcg``
+adds ``(z - stop_gradient(z)) * stop_gradient(terms)``): every derivative graph was taken
+from the graph with the former form in it, so in the graphs the kernels evaluate the former
+form is dead weight, computed only to be subtracted (a third of ``negative_binomial``'s value
+kernel: ``lgamma`` and ``log_poch`` for nothing).
 """
 
 from __future__ import annotations
@@ -60,4 +69,54 @@ EXPAND = Phase(
     "expand",
     (expand_softplus, expand_log_sigmoid, expand_sigmoid),
     canonicalize_first=False,
+)
+
+
+# --- derivative carriers: values that only derivatives needed -----------------------------------
+
+
+def _stopped(n: Node) -> Node | None:
+    """The argument of ``stop_gradient(x)``, else None."""
+    return n.args[0] if n.op == "stop_gradient" else None
+
+
+@rule("sub")
+def carrier_minus_stopped(n: Node) -> Node | None:
+    """``x - stop_gradient(x) -> 0`` (and ``stop_gradient(x) - x``), in graphs whose
+    derivatives are taken: ``x`` is there to carry derivatives, and its value cancels.
+
+    Where ``x`` is inf or NaN the difference was NaN and is now 0. That is the value the
+    loss defines: ``stop_gradient(exact) + (former - stop_gradient(former))`` says the value
+    is ``exact``, and the former form (cheap, with the derivatives wanted) overflows where
+    the exact form does not (``lgamma(y + 1) - log_poch(1/alpha, y)`` is inf - inf at large
+    counts, ``p - y log p`` at p = inf, where Poisson's NLL is inf); inputs outside a loss's
+    domain reach the exact part too, which gives its own NaN, and declared domains are checked
+    before the run. It is the assumption ``x - x -> 0`` makes (canonicalize's ``sub_self``), taken
+    once no derivative can need ``x`` any more; a product with the 0 then folds by
+    ``mul_zero`` (``rank_xendcg``'s ``(z - stop_gradient(z)) * stop_gradient(terms)``, whose
+    terms are finite wherever its value is)."""
+    a, b = n.args
+    return ZERO if _stopped(b) is a or _stopped(a) is b else None
+
+
+@rule("add")
+def carrier_plus_stopped_difference(n: Node) -> Node | None:
+    """``x + stop_gradient(e - x) -> e`` (either order), in graphs whose derivatives are
+    taken: the value ``e`` with the derivatives of ``x`` (``bce``'s clamped logs with
+    PyTorch's derivatives) is ``e``, computed once instead of as ``x + (e - x)``, which
+    rounds twice (by ulps of ``x``, not of ``e``) and is NaN where ``x`` is not finite; the
+    reasons of :func:`carrier_minus_stopped` hold."""
+    for x, other in (n.args, n.args[::-1]):
+        difference = _stopped(other)
+        if difference is not None and difference.op == "sub" and difference.args[1] is x:
+            return difference.args[0]
+    return None
+
+
+# After differentiation only (lower): a derivative taken from the graph afterwards would
+# lose the carrier's derivatives. Each replacement is built by make, so a product with the
+# 0 and a sum with it fold there (mul_zero, add_zero).
+CARRIERS = Phase(
+    "carriers",
+    (carrier_minus_stopped, carrier_plus_stopped_difference),
 )
