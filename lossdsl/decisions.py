@@ -209,6 +209,14 @@ def _decide_by_group(compiled: CompiledLoss, groups: Any, residual_groups: Any, 
         if array.shape != (size,):
             raise LossShapeError(f"{what} must give one group per value of {of} ({size}), "
                                  f"got shape {array.shape}")
+        missing = _missing_ids(array)
+        if missing.any():
+            # NaN never equals itself: such a row would match no group, its own included
+            unit = "row" if what == "groups" else "residual"
+            raise LossDomainError(
+                f"{what} is NaN (missing) in {int(missing.sum())} {unit}(s), the first "
+                f"{unit} {int(np.flatnonzero(missing)[0])}: every {unit} needs a group id "
+                "(give missing ids a group of their own, or drop those rows)")
     weights = None if residual_weights is None else _floats("residual_weights",
                                                              residual_weights)
     if weights is not None and weights.shape != r.shape:
@@ -243,6 +251,19 @@ def _decide_by_group(compiled: CompiledLoss, groups: Any, residual_groups: Any, 
     if chosen is None:  # no rows
         chosen = np.empty(0)
     return (chosen, expected) if return_expected_cost else chosen
+
+
+def _missing_ids(ids: np.ndarray) -> np.ndarray:
+    """Which group ids are missing: NaN (NaT), or None or pandas' NA in an object array."""
+    if ids.dtype.kind in "fc":
+        return np.isnan(ids)
+    if ids.dtype.kind in "mM":
+        return np.isnat(ids)
+    if ids.dtype.kind == "O":
+        return np.array([v is None or (isinstance(v, (float, np.floating)) and v != v)
+                         or type(v).__name__ in ("NAType", "NaTType") for v in ids],
+                        dtype=bool)
+    return np.zeros(ids.shape, dtype=bool)
 
 
 # decide's own keywords (passed through _decide_by_group with the cost's inputs)

@@ -243,3 +243,100 @@ def test_the_command_line_types_the_levels_by_their_declared_rows(tmp_path, caps
     path.write_text("loss levels = quantile_noncrossing(y, z, a)\n")
     assert cli.main(["check", str(path)]) == 0
     assert "ok (1 loss" in capsys.readouterr().out
+
+
+def _levels_of(z):
+    """q = cumsum([z_0, softplus(z_1), ...]) of one row of scores."""
+    z = np.atleast_1d(z)
+    return np.cumsum(np.where(np.arange(z.size) == 0, z, np.logaddexp(0.0, z)))
+
+
+def _pinball(y, w, q, a):
+    r = y - q
+    return np.sum(w * np.where(r >= 0, a * r, (a - 1) * r)) / np.sum(w)
+
+
+def _expectile(y, w, q, a):
+    r = y - q
+    return np.sum(w * np.where(r >= 0, a, 1 - a) * r * r) / np.sum(w)
+
+
+START_CASES = [  # (labels, levels): the first two did not settle in 200 sweeps
+    ("normal", [0.1, 0.3, 0.5, 0.9]),
+    ("gamma", [0.2, 0.25, 0.7, 0.95]),
+    ("normal", [0.1, 0.5, 0.9]),  # settled one label short of the 0.5 quantile
+    ("normal", [0.5]),
+    ("gamma", [0.05, 0.3, 0.6, 0.8, 0.99]),
+]
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("labels, levels", START_CASES)
+@pytest.mark.parametrize("kind", [QUANTILE, EXPECTILE])
+def test_start_scores_minimise_the_mean_loss(kind, labels, levels, weighted):
+    """init_score is the optimum of the mean loss over constant scores: for quantiles the
+    lowest mean pinball loss (a minimiser lies at a label: every label tried, by hand), for
+    expectiles scipy's minimum of the mean loss over the scores z."""
+    from scipy import optimize
+
+    import lossdsl.xgboost as lx
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=500) if labels == "normal" else rng.gamma(2.0, size=400)
+    w = rng.uniform(0.2, 3.0, y.size) if weighted else np.ones(y.size)
+    a = np.array(levels)
+    start = lx.objective(kind, inputs={"a": a}).init_score(y, w if weighted else None,
+                                                           num_class=a.size)
+    q = _levels_of(start)
+    assert np.all(np.isfinite(q)) and np.all(np.diff(q) > 0)
+    if kind == QUANTILE:
+        got = [_pinball(y, w, q[k], a[k]) for k in range(a.size)]
+        best = [min(_pinball(y, w, t, a[k]) for t in y) for k in range(a.size)]
+        np.testing.assert_allclose(got, best, rtol=1e-9)
+        if not weighted:  # each level's share of labels below it is a_k, to a label
+            below = np.array([np.mean(y < level) for level in q])
+            assert np.all(below <= a + 1e-12) and np.all(np.array(
+                [np.mean(y <= level) for level in q]) >= a - 1e-12)
+        return
+
+    def mean_loss(z):
+        return sum(_expectile(y, w, level, a[k]) for k, level in enumerate(_levels_of(z)))
+
+    reference = optimize.minimize(mean_loss, np.r_[np.mean(y), np.zeros(a.size - 1)],
+                                  method="BFGS", options={"gtol": 1e-10})
+    assert mean_loss(start) <= reference.fun * (1 + 1e-10)
+    np.testing.assert_allclose(q, _levels_of(reference.x), atol=1e-5 * np.std(y))
+
+
+def test_start_levels_flat_between_labels_are_moved_apart():
+    """Four labels: the 0.25, 0.5 and 0.75 pinball losses are flat on [1, 2], [2, 3] and
+    [3, 4]; a minimiser of each that increases strictly exists, so the start is finite."""
+    import lossdsl.xgboost as lx
+
+    y, a = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.25, 0.5, 0.75])
+    q = _levels_of(lx.objective(QUANTILE, inputs={"a": a}).init_score(y, num_class=3))
+    assert np.all(np.diff(q) > 0)
+    np.testing.assert_allclose([_pinball(y, np.ones(4), q[k], a[k]) for k in range(3)],
+                               [min(_pinball(y, np.ones(4), t, a[k]) for t in y)
+                                for k in range(3)], rtol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("levels, labels, message", [
+    ([0.5, 0.5], "normal", "columns 0 and 1 have the same level"),  # was finite unweighted
+    ([0.9, 0.1], "normal", "are the levels sorted increasing"),
+    ([0.4, 0.5], "counts", "labels tied at both levels' quantiles"),
+])
+def test_start_levels_with_a_gap_of_zero_are_refused(levels, labels, message, weighted):
+    """A best gap of 0 between two levels is a gap column's score of -inf: refused the same
+    way with or without weights, saying why."""
+    import lossdsl.xgboost as lx
+
+    rng = np.random.default_rng(4)
+    y = (rng.normal(size=400) if labels == "normal"
+         else np.repeat([0.0, 3.0, 5.0], [150, 150, 100]))
+    w = rng.uniform(0.5, 2.0, y.size) if weighted else None
+    objective = lx.objective(QUANTILE, inputs={"a": np.array(levels)})
+    with pytest.raises(lossdsl.LossError, match=message) as caught:
+        objective.init_score(y, w, num_class=2)
+    assert type(caught.value).__name__ == "NoFiniteOptimumError"

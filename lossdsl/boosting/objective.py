@@ -1652,10 +1652,24 @@ class BoostingObjective:
     def _coupled_columns_start(self, labels: np.ndarray, w: np.ndarray | None,
                                shape: tuple[int, ...], max_iter: int, xtol: float,
                                groups: Any) -> np.ndarray:
-        """The optimal constant score columns of a loss that couples them: each column's
-        1-D problem solved with the others held at their current values, sweep after sweep
-        (block coordinate descent) until no column moves by more than ``xtol`` of its
-        size."""
+        """The optimal constant score columns of a loss that couples them.
+
+        A loss of the prelude's non-crossing levels q = (z_0, z_0 + softplus(z_1), ...)
+        (``quantile_noncrossing``, ``expectile_noncrossing``, or any loss that reads its
+        score only through those levels) is minimised over the levels, where it is a
+        per-column loss of its own (:meth:`_levels_objective`): each level is its column's
+        1-D optimum, found as for ``quantile(y, p, classvec(a))``, then mapped back
+        (z_0 = q_0, z_k = the inverse softplus of q_k - q_{k-1}); see
+        :meth:`_cumulative_levels_start` for levels that do not increase.
+
+        Any other coupled loss: each column's 1-D problem solved with the others held at
+        their current values, sweep after sweep (block coordinate descent) until no column
+        moves by more than ``xtol`` of its size.
+        """
+        levels = self._levels_objective()
+        if levels is not None:
+            return self._cumulative_levels_start(levels, labels, w, shape, max_iter, xtol,
+                                                 groups)
         scores = np.zeros(shape[1])
         for _ in range(200):
             moved = 0.0
@@ -1669,13 +1683,126 @@ class BoostingObjective:
                         "coupled columns did not settle in 200 sweeps; pass init_score=False "
                         "(or give the start scores as base margins)")
 
-    def _solve_1d(self, labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
-                  max_iter: int, xtol: float, column: int | None,
-                  groups: Any = None, others: np.ndarray | None = None) -> float:
-        """The optimal constant of one score column. ``shape`` (n,) scores; or, for a
-        per-column loss, (n, K) with column ``column`` at the constant and the others at
-        ``others`` (0 where not given: a loss whose columns are each a loss of their own
-        then adds a constant to the total)."""
+    def _levels_objective(self) -> BoostingObjective | None:
+        """The loss as a per-column loss of the levels, where it reads its score only through
+        the prelude's cumulative levels ``where(onehot(0), z, softplus(z)) +
+        partnersum(...)`` (``prelude/levels.loss``): that subexpression replaced by an
+        input of its own, the new score. None for a loss of another form."""
+        from ..api import loss_from_text
+        from ..ir.node import node, rebuild, to_source
+
+        try:
+            levels = loss_from_text(_CUMULATIVE_LEVELS.format(z=self.wrt)).definition.graph
+        except LossError:
+            return None
+        graph = self.loss.definition.graph
+        if not any(n is levels for n in walk(graph)):
+            return None
+        taken = set(self.loss.definition.inputs) | set(self.inputs) | set(self.params)
+        name = next(f"levels{i}" for i in range(len(taken) + 1) if f"levels{i}" not in taken)
+        level = node("input", (), name, levels.axes)
+        (outer,) = rebuild([graph], lambda old, args: level if old is levels
+                           else node(old.op, args, old.value, old.axes))
+        if any((n.op == "input" and n.value == self.wrt) or n.op == "classpairs"
+               for n in walk(outer)):
+            return None  # the score is also read some other way: not a loss of the levels
+        try:
+            objective = BoostingObjective(to_source(outer), wrt=name, label=self.label,
+                                          inputs=self.inputs, params=self.params,
+                                          target=self.target)
+        except LossError:
+            return None
+        return objective if objective.per_column and not objective.couples_columns else None
+
+    def _cumulative_levels_start(self, levels: BoostingObjective, labels: np.ndarray,
+                                 w: np.ndarray | None, shape: tuple[int, ...],
+                                 max_iter: int, xtol: float, groups: Any) -> np.ndarray:
+        """The optimal start of a loss of the cumulative levels (see
+        :meth:`_coupled_columns_start`), ``levels`` the loss over the levels themselves.
+
+        Each level's best constant is found on its own. Where those do not increase
+        strictly, a level whose best constants form an interval (a pinball loss flat between
+        two labels) is moved inside it, as little as keeps every level its column's minimiser
+        and the levels strictly increasing (the middle of what is left). Where no such choice
+        exists the levels' optimum has a gap of 0 between two columns, a softplus of -inf: no
+        finite score is optimal and :class:`NoFiniteOptimumError` is raised. That happens
+        with repeated levels, with levels that are not sorted, and with labels tied at two
+        levels' quantiles (counts: the 0.4 and 0.5 quantiles both 3).
+        """
+        width = shape[1]
+        best = np.array([levels._solve_1d(labels, w, shape, max_iter, xtol, k, groups)
+                         for k in range(width)])
+        # levels closer than the 1-D search's resolution are tied: not increasing
+        if width > 1 and not np.all(np.diff(best) > 4 * xtol * (1 + np.abs(best[1:]))):
+            best = self._increasing_levels(levels, best, labels, w, shape, xtol, groups)
+        gaps = np.diff(best)
+        # the inverse softplus, log(expm1(g)), without overflow for large gaps
+        return np.concatenate([best[:1], gaps + np.log(-np.expm1(-gaps))])
+
+    def _increasing_levels(self, levels: BoostingObjective, best: np.ndarray,
+                           labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
+                           xtol: float, groups: Any) -> np.ndarray:
+        """Strictly increasing levels, each a minimiser of its column's loss (``best``: one
+        minimiser each, not increasing), or :class:`NoFiniteOptimumError` (see
+        :meth:`_cumulative_levels_start`)."""
+        width = best.size
+        name = self.loss.name or "the loss"
+        vectors = [np.broadcast_to(np.asarray(levels.inputs[v], dtype=float), (width,))
+                   for v in sorted(levels._summed.class_vector_inputs()) if v in levels.inputs]
+        for k in range(1, width):
+            if vectors and all(v[k] == v[k - 1] for v in vectors):
+                raise NoFiniteOptimumError(
+                    f"{name} has no finite optimal constant score: score columns {k - 1} and "
+                    f"{k} have the same level ({', '.join(repr(float(v[k])) for v in vectors)}), "
+                    f"so the levels fit best with a gap of 0 between them, a score of -inf "
+                    f"for column {k} (q_{k} = q_{k - 1} + softplus(z_{k})). Remove the "
+                    "repeated level (or start from 0: init_score=False)")
+        finite = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
+        scale = float(np.max(np.abs(finite))) if finite.size else 1.0
+        low, high = best.copy(), best.copy()
+        for k in range(width):
+            totals = levels._column_totals(labels, w, shape, k, groups)
+            low[k] = _flat_end(totals, best[k], -1.0, scale, xtol)
+            high[k] = _flat_end(totals, best[k], 1.0, scale, xtol)
+        # the highest each level can be with every level above it still in its interval
+        ceiling = np.minimum.accumulate(high[::-1])[::-1]
+        chosen = np.empty(width)
+        below = -math.inf
+        for k in range(width):
+            start = max(low[k], below)
+            end = ceiling[k]
+            resolution = 4 * xtol * (1 + abs(start))  # the 1-D search's
+            if end - start > resolution:
+                chosen[k] = 0.5 * (start + end)
+            elif abs(end - start) <= resolution and start - below > resolution:
+                chosen[k] = start
+            else:
+                # the first column whose interval reaches no higher than a lower one's start
+                later = next((j for j in range(1, width) if high[j] <= np.max(low[:j])),
+                             max(k, 1))
+                first = int(np.argmax(low[:later]))
+                if high[later] < low[first]:
+                    why = (f"the level that fits column {later} best ({float(best[later])!r}) "
+                           f"is below column {first}'s ({float(best[first])!r}), and the "
+                           "levels can only increase with the column (are the levels sorted "
+                           "increasing?)")
+                else:
+                    why = (f"columns {first} and {later} fit best at the same level "
+                           f"({float(best[later])!r}: labels tied at both levels' quantiles)")
+                raise NoFiniteOptimumError(
+                    f"{name} has no finite optimal constant score: {why}. Their best gap is 0, "
+                    f"a score of -inf for a gap column between them (q_k = q_(k-1) + "
+                    f"softplus(z_k)). Start from 0 instead (init_score=False), or give "
+                    "start scores with a small gap as base margins")
+            below = chosen[k]
+        return chosen
+
+    def _column_totals(self, labels: np.ndarray, w: np.ndarray | None,
+                       shape: tuple[int, ...], column: int | None, groups: Any = None,
+                       others: np.ndarray | None = None
+                       ) -> Callable[[float], tuple[float, float, float]]:
+        """The summed loss, its derivative and curvature as functions of one constant score
+        (see :meth:`_solve_1d` for ``shape``, ``column`` and ``others``)."""
         def totals(score: float) -> tuple[float, float, float]:
             if len(shape) == 1:
                 prediction = np.full(shape, score, dtype=np.float64)
@@ -1696,6 +1823,16 @@ class BoostingObjective:
                 total = 0.0
             return float(value), total, float(np.sum(hessian))
 
+        return totals
+
+    def _solve_1d(self, labels: np.ndarray, w: np.ndarray | None, shape: tuple[int, ...],
+                  max_iter: int, xtol: float, column: int | None,
+                  groups: Any = None, others: np.ndarray | None = None) -> float:
+        """The optimal constant of one score column. ``shape`` (n,) scores; or, for a
+        per-column loss, (n, K) with column ``column`` at the constant and the others at
+        ``others`` (0 where not given: a loss whose columns are each a loss of their own
+        then adds a constant to the total)."""
+        totals = self._column_totals(labels, w, shape, column, groups, others)
         finite = labels[np.isfinite(labels)] if labels.dtype.kind == "f" else labels
         scale = float(np.max(np.abs(finite))) if finite.size else 1.0
         try:
@@ -1941,6 +2078,42 @@ def _keeps_falling(value_at: Callable[[float], float], point: float, direction: 
             return False
         compared = True
     return compared
+
+
+#: The prelude's non-crossing levels of score ``{z}`` (``prelude/levels.loss``):
+#: q_k = z_0 + sum_{1 <= c <= k} softplus(z_c).
+_CUMULATIVE_LEVELS = ("where(onehot(0), {z}, softplus({z})) + partnersum(where(partner("
+                      "classnum()) < classnum(), partner(where(onehot(0), {z}, softplus({z}))), "
+                      "0))")
+
+
+def _flat_end(totals: Callable[[float], tuple[float, float, float]], point: float,
+              direction: float, scale: float, xtol: float) -> float:
+    """The end, along ``direction``, of the interval around ``point`` on which the derivative
+    ``totals(t)[1]`` is 0 (a piecewise-linear loss flat between two labels), to ``xtol`` of
+    its size; ``point`` itself where the derivative there is not 0. Steps double from
+    ``xtol`` until the derivative is not 0 (at most past ``scale``'s magnitude, where a
+    finite minimiser's flat part ends), then bisection."""
+    if totals(point)[1] != 0.0:
+        return point
+    resolution = xtol * (1.0 + abs(point))
+    inner, step = point, resolution
+    limit = 4.0 * (abs(point) + max(scale, 1.0))
+    while True:
+        outer = point + direction * step
+        if totals(outer)[1] != 0.0:
+            break
+        inner = outer
+        if step > limit:
+            return inner
+        step *= 2.0
+    while abs(outer - inner) > resolution:
+        middle = 0.5 * (inner + outer)
+        if totals(middle)[1] == 0.0:
+            inner = middle
+        else:
+            outer = middle
+    return inner
 
 
 def _newton_1d(totals: Callable[[float], tuple[float, float, float]], start: float,

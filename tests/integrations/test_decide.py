@@ -272,3 +272,23 @@ def test_residuals_per_group_refusals():
         lossdsl.decide(NEWSVENDOR, predictions=pd.Series(forecast, index=[10, 11]),
                        residuals=residuals, groups=[0, 1], residual_groups=[0, 1, 1],
                        under=pd.Series([3.0, 5.0], index=[11, 10]), over=1.0)
+
+
+@pytest.mark.parametrize("missing", [np.nan, None], ids=["nan", "none"])
+def test_missing_group_ids_are_refused_naming_the_row(missing):
+    """A NaN group id matched no group (NaN never equals itself): the message said the group
+    had 0 rows but no residuals, where it has 1 row."""
+    forecast, residuals = np.array([1.0, 2.0, 3.0]), np.array([-1.0, 0.0, 1.0, 2.0])
+    groups = np.array([0.0, 1.0, 1.0], dtype=float if missing is np.nan else object)
+    groups[2] = missing
+    with pytest.raises(lossdsl.LossDomainError,
+                       match=r"groups is NaN \(missing\) in 1 row\(s\), the first row 2"):
+        lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals, groups=groups,
+                       residual_groups=[0, 1, 1, 0], under=3.0, over=1.0)
+    residual_groups = np.array([0.0, 1.0, 1.0, 0.0],
+                               dtype=float if missing is np.nan else object)
+    residual_groups[1] = missing
+    with pytest.raises(lossdsl.LossDomainError, match=r"residual_groups is NaN \(missing\) in "
+                                                      r"1 residual\(s\), the first residual 1"):
+        lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals,
+                       groups=[0, 1, 1], residual_groups=residual_groups, under=3.0, over=1.0)
