@@ -336,15 +336,7 @@ class _Diagonal:
         if e.op == "at_partner" and len(e.axes) == 3:
             return self._at_partner_class(e, seed)
         if e.op == "at_partner":
-            # the partner's value: it depends on the seed at this sample only through what
-            # couples samples (the pairs they share), whose derivative is known where it is
-            # zero (ranks, indicators)
-            if not (self._pointwise(e.args[0], seed)
-                    or is_constant(grad(_m("sum", e.args[0]), seed), 0.0)):
-                raise LossError("the exact Hessian of a pair sum reading at the partners a "
-                                "value that depends on the other samples (a pair sum of "
-                                "the variable) is not implemented")
-            return _ZERO
+            return (yield from self._at_partner_sample(e, seed))
         if e.op in ("class_index", "table_row", "partner_first") or not e.args:
             return _ZERO
         wanted = [self.depends(a, seed) and id(a) not in frozen for a in e.args]
@@ -354,6 +346,59 @@ class _Diagonal:
                 inner = yield (a, seed, frozen)
                 total = _m("add", total, _m("mul", partial, inner))
         return total
+
+    def _at_partner_sample(self, e: Node, seed: Node):
+        """D of ``e = at_partner(v)`` (v at the partner j of each pair (i, j) of samples):
+        ``d v_j / d seed_i``. The partner's value depends on the seed at this sample only
+        through what couples samples: 0 where ``v`` depends on each sample's seed alone, or
+        where that coupling has no derivative (ranks, indicators). Where ``v`` couples the
+        samples through pair sums of its own (``log(pairsum(exp(partner(s) - s), g))``
+        read at the partner: a softmax over each sample's partners), ``v_j`` reads ``seed_i``
+        as the partner of its pair (j, i) alone: through the seed's partner leaf (an input
+        seed) and through values stored and read at the partners that depend on each
+        sample's seed alone (``partner(exp(s))``: ``w_i``). So this is ``v``'s derivative
+        with respect to those reads at the pair (j, i), times ``D(w)_i`` for a stored ``w``,
+        with the pair's roles swapped. Other couplings on the way (a sum over the samples,
+        a cumulative sum, a stored value that depends on other samples itself) are refused.
+
+        Nodes held constant (``frozen``) are not consulted: they are held as the values of
+        the pair's own sample i (the leaves of the reduction over its partners), while ``v``
+        is read at the partner j."""
+        v = e.args[0]
+        if self._pointwise(v, seed):
+            return _ZERO
+        partner = _partner_leaf(v, seed)
+        # what couples v_j to other samples than j and has a derivative (ranks do not)
+        reads = [n for n in toposort([v]) if n.op == "at_partner" and self._moves(n.args[0], seed)]
+        coupled = any((n.op == "sum" or n.op in SCANS) and self._moves(n, seed)
+                      for n in toposort([v]))
+        if (coupled or len(seed.axes or ()) != 1
+                or not all(self._pointwise(n.args[0], seed) for n in reads)
+                or (partner is None and not reads)):
+            if is_constant(grad(_m("sum", v), seed), 0.0):
+                return _ZERO  # ranks and indicators: no derivative to pass on
+            raise LossError("the exact Hessian of a pair sum reading at the partners a "
+                            "value that depends on the other samples through a sum over "
+                            "the samples, a cumulative sum or a value read at the partners "
+                            "that depends on other samples itself is not implemented (pair "
+                            "sums of the variable are)")
+        # sample j's v_j reads the seed at its partners m through the pairs (j, m) alone, so
+        # the gradient of the total with respect to a read at the partners is d v_j / d
+        # read(j, m), pair by pair; swapped, read(j, i) is sample i's own value
+        total = (pairs.swap_partners(grad(_m("sum", v), partner)) if partner is not None
+                 else _ZERO)
+        for read in sorted(reads, key=lambda n: n.key):
+            own = yield (read.args[0], seed, frozenset())  # D(w)_i: w depends on i alone
+            total = _m("add", total, _m("mul", pairs.swap_partners(
+                _direct_grad(_m("sum", v), read)), own))
+        return total
+
+    def _moves(self, v: Node, seed: Node) -> bool:
+        """Whether ``v`` depends on the seed with a derivative that is not zero (ranks and
+        indicators, and what ``stop_gradient`` holds, do not move)."""
+        if not self.depends(v, seed):
+            return False
+        return not is_constant(grad(_m("sum", v) if v.axes else v, seed), 0.0)
 
     def _pointwise(self, v: Node, seed: Node) -> bool:
         """Whether each sample's ``v`` depends on the seed at that sample alone: no sum,
@@ -402,8 +447,13 @@ class _Diagonal:
         weight = _row_weights(e)
         # over the partner classes c of class k: values stored and read at c (a partner sum
         # there holds class k's value) are terms of their own, held constant in the others
+        # over a sample's partners: values stored and read at the partners (at_partner) that
+        # depend on the seed at the pair's own sample (a pair sum there holds its term) are
+        # terms of their own too
         stored_reads = (self._stored_at_partner_classes(f, seed, frozen)
-                        if Axis(axis).is_partner_classes else [])
+                        if Axis(axis).is_partner_classes
+                        else self._stored_at_partners(f, axis, seed, frozen)
+                        if Axis(axis).is_ragged else [])
         held = frozen | {id(a) for a in stored_reads}
         leaves = self._leaves(f, axis, seed, held)
         # a sum over the samples of values holding cumulative sums: sample i's value depends
@@ -415,9 +465,12 @@ class _Diagonal:
         if axis in seed.axes:
             total = _m("mul", weight, (yield (f, seed, inner)))
         for stored in stored_reads:
-            # d f / d A times D(A): the pair (k, c) depends on the seed at k through A
-            through = _m("mul", (yield (f, stored, inner - {id(stored)})),
-                         (yield (stored, seed, frozen)))
+            # d f / d A times D(A): the pair (k, c) (or (i, j)) depends on the seed at k
+            # (at i) through A
+            outer = yield (f, stored, inner - {id(stored)})
+            if is_constant(outer, 0.0):  # read under stop_gradient or a comparison (ranks)
+                continue
+            through = _m("mul", outer, (yield (stored, seed, frozen)))
             total = _m("add", total, _m("rowsum", through) if axis in through.axes
                        else _m("mul", through, axis_length(axis)))
         for scan in scans:  # sum_i df_i/dT_i dT_i/dx_q: the scan's adjoint, times D(u)_q
@@ -457,6 +510,25 @@ class _Diagonal:
         (``at_partner``) under ``f`` that depend on the seed, in a stable order."""
         return self._maximal(f, seed, frozen,
                              lambda n: n.op == "at_partner" and len(n.axes) == 3)
+
+    def _stored_at_partners(self, f: Node, axis: str, seed: Node, frozen: frozenset
+                            ) -> list[Node]:
+        """The values stored by a pass and read at the partners of a pair sum
+        (``at_partner``) that the summand ``f`` of a reduction over the partners' ``axis``
+        reads pair by pair (not within a value of the pair's own sample) and that depend on
+        the seed, in a stable order."""
+        found, seen, stack = [], set(), [f]
+        while stack:
+            n = stack.pop()
+            if (id(n) in seen or id(n) in frozen or axis not in (n.axes or ())
+                    or not self.depends(n, seed)):
+                continue
+            seen.add(id(n))
+            if n.op == "at_partner":
+                found.append(n)
+            else:
+                stack.extend(n.args)
+        return sorted(found, key=lambda n: n.key)
 
     def _at_partner_class(self, e: Node, seed: Node) -> Node:
         """D of ``e = at_partner(v)`` (v at the partner class c of each pair (k, c) of a
