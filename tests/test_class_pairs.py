@@ -245,3 +245,36 @@ def test_index_targets_given_as_rows_are_a_domain_error(margin_losses):
     y, z = ordinary()
     with pytest.raises(lossdsl.LossDomainError, match="must be 0 or 1"):
         margin_losses["mean"](y=torch_targets(y).numpy().astype(np.float64), z=z)
+
+
+def far_apart(dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Scores at the ends of the dtype's range: pairs whose hinge is +-inf, and pairs left
+    out (two targets, two non-targets) whose hinge is inf."""
+    big = float(np.finfo(dtype).max) * 0.9
+    y = np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0], [1, 1, 0]], dtype=dtype)
+    z = np.array([[big, -big, -big],        # the target clears every margin: 0
+                  [big, -big, -big],        # a target level with the non-target: 1/3
+                  [big, -big, big],         # the target far below the non-targets: inf
+                  [-big, big, -big]], dtype=dtype)  # as row 1, the targets swapped: 1/3
+    return y, z
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_margin_pairs_left_out_add_zero_at_extreme_scores(margin_losses, dtype):
+    # the pairs' mask multiplied the hinge, 0 * inf: NaN for 0 (torch) at scores of -+1e308
+    y, z = far_apart(dtype)
+    loss = margin_losses["none"]
+    value, gradient = loss.value_and_grad("z", y=y, z=z)
+    scores = torch.tensor(z, requires_grad=True)
+    expected = F.multilabel_margin_loss(scores, torch_targets(y), reduction="none")
+    expected.sum().backward()
+    assert not np.any(np.isnan(value)) and not np.any(np.isnan(gradient))
+    np.testing.assert_array_equal(value, expected.detach().numpy())
+    np.testing.assert_allclose(gradient, scores.grad.numpy(), rtol=1e-6)
+    assert value[0] == 0.0 and value[2] == np.inf
+    _, hessian = loss.grad_and_hessian("z", y=y, z=z)
+    assert np.all(hessian == 0.0)
+    # the issue's example
+    single = loss(y=np.array([[1.0, 0.0]], dtype=dtype),
+                  z=np.array([[np.finfo(dtype).max, -np.finfo(dtype).max]], dtype=dtype))
+    assert single.tolist() == [0.0]
