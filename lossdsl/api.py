@@ -506,6 +506,8 @@ class CompiledLoss:
         spec = self.specialization({name: a.ndim for name, a in arrays.items()}, False)
         met = np.ones(rows, dtype=bool)
         for counted in spec.requirements:
+            if counted.tables:  # a per-class vector or table: whole, not per row
+                continue
             met &= np.broadcast_to(holds(counted.condition, arrays, params), rows)
         return met
 

@@ -55,8 +55,8 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan
            "check_labels", "check_domains", "check_host_requirements", "check_out",
            "check_group_totals_ids", "check_scan_keys",
            "class_vector", "coerce_loss", "disagreement",
-           "domain_error", "domain_violation", "first_bad_label", "host_checked",
-           "inexact_integers",
+           "domain_error", "domain_violation", "first_bad_label", "host_array", "host_checked",
+           "host_inputs", "inexact_integers",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
            "numeric_array", "OTHER_SIGNATURE", "output_allocator", "overlapping", "pair_layout",
            "param_value",
@@ -624,14 +624,38 @@ def weight_total_error(weight: np.ndarray) -> LossDomainError | None:
 
 
 def check_host_requirements(bound: Bound, kernel: Kernel) -> None:
-    """Check the def requirements of params and numbers that ``kernel`` does not count
-    (``requires u > 0`` where ``u`` is a param or a scalar input): a LossDomainError for a
-    false one."""
+    """Check the def requirements that ``kernel`` does not count: those of params, numbers,
+    per-class vectors and tables (``requires u > 0`` where ``u`` is a param or a scalar
+    input; ``quantile(y, p, classvec(a))``'s ``alpha in [0, 1]`` on every entry of ``a``):
+    a LossDomainError for a false one."""
     for counted in kernel.host_requirements:
         unmet = first_unmet(counted.requirement, counted.condition, counted.arguments,
-                            bound.scalars, bound.params)
+                            host_inputs(counted, bound.arrays, bound.scalars), bound.params)
         if unmet is not None:
-            raise counted.requirement.error(unmet[1], None)
+            raise counted.error(*reversed(unmet))
+
+
+def host_inputs(counted: TypedRequirement, arrays: Mapping[str, Any],
+                numbers: Mapping[str, float]) -> dict[str, Any]:
+    """The inputs a host-checked requirement reads, from the bound ``arrays`` (its
+    per-class vectors and tables, copied from the device where they are there: they are
+    small) and ``numbers``."""
+    found: dict[str, Any] = {}
+    for name in counted.reads:
+        if name in numbers:
+            found[name] = numbers[name]
+        elif name in arrays:
+            found[name] = host_array(arrays[name])
+    return found
+
+
+def host_array(values: Any) -> Any:
+    """``values`` in host memory: a device array copied, anything else as it is."""
+    if is_device_array(values):
+        from .backend.cuda import runtime as cuda_runtime
+
+        return cuda_runtime.as_device_array(values).copy_to_host()
+    return values
 
 
 def host_checked(layout: InputLayout, kernel: Kernel) -> tuple[InputDomain, ...]:
@@ -664,13 +688,8 @@ def refuse_outside(layout: InputLayout, kernel: Kernel, counts: Mapping[str, flo
             requirement = counted.requirement
             arrays = {}
             for name in requirement.reads:
-                if name in inputs:
-                    values = inputs[name]
-                    if is_device_array(values):  # the error's search runs on the host
-                        from .backend.cuda import runtime as cuda_runtime
-
-                        values = cuda_runtime.as_device_array(values).copy_to_host()
-                    arrays[name] = numeric_array(f"input '{name}'", values)
+                if name in inputs:  # the error's search runs on the host
+                    arrays[name] = numeric_array(f"input '{name}'", host_array(inputs[name]))
             unmet = first_unmet(requirement, counted.condition, counted.arguments, arrays,
                                 params)
             if unmet is not None:  # as for domains: None only where float32 rounding made it
@@ -1148,7 +1167,8 @@ class CallPlan:
                                                          numbers.get(declared.name)), params):
                     return None
             for counted in kernel_plan.host_requirements:
-                if not holds(counted.condition, numbers, params).all():
+                if not holds(counted.condition, host_inputs(counted, arrays, numbers),
+                             params).all():
                     return None
         if out and (self.scalar_results and out.keys() & self.scalar_results
                     or not kernel_plan.takes_out(out, arrays, lengths, self.output_dtype)):

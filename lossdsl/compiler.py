@@ -15,6 +15,7 @@ has built, keyed by what they depend on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +26,12 @@ import numpy as np
 from . import cache, cachedir
 from ._version import __version__
 from .backend.cpu import codegen as cpu
-from .domains import Domain, Requirement, inside
-from .errors import LossError
+from .domains import Domain, Requirement, declared_at, inside
+from .errors import LossDomainError, LossError, at_index
 from .ir import verify
 from .ir.build import make
-from .ir.node import Node, constant, node, rebuild, walk
+from .ir.node import Node, constant, node, rebuild, toposort, walk
+from .ops.structural import CLASS_VECTOR
 from .passes import diff, shapes
 from .passes.lower import lower, share_reciprocals
 from .passes.schedule import Output, plan
@@ -63,14 +65,16 @@ class Specialization:
     # the array inputs with a declared domain (``y in {-1, 1}``): every kernel counts the
     # values outside as it reads them (scalar outputs "outside:0", "outside:1", ...)
     checks: tuple[tuple[str, Domain], ...] = ()
-    # the def requirements, typed: kernels count where those that read array inputs are
-    # false (scalar outputs "unmet:0", "unmet:1", ...); binding checks the others
+    # the def requirements, typed: kernels count where those that read per-sample array
+    # inputs are false (scalar outputs "unmet:0", "unmet:1", ...); binding checks the others
+    # (params, scalar inputs, per-class vectors and tables) before each run
     requirements: tuple[TypedRequirement, ...] = ()
 
     def counted_requirements(self) -> tuple[TypedRequirement, ...]:
-        """The requirements that read array inputs: those kernels count."""
+        """The requirements that read per-sample array inputs: those kernels count."""
         return tuple(c for c in self.requirements
-                     if any(self.ranks.get(name, 0) >= 1 for name in c.requirement.reads))
+                     if any(self.ranks.get(name, 0) >= 1 for name in c.reads
+                            if name not in c.tables))
 
     @property
     def labels(self) -> list[tuple[Node, str]]:
@@ -102,11 +106,37 @@ class Specialization:
 class TypedRequirement:
     """A def's requirement as a specialisation checks it: its ``condition`` and the
     ``arguments`` its message shows, typed for the inputs' ranks (kernels count those that
-    read array inputs; binding checks the others before the run)."""
+    read per-sample array inputs; binding checks the others before the run).
+
+    ``tables``: the per-class vectors and tables the requirement reads (``quantile(y, p,
+    classvec(a))``'s ``a``). Its condition then reads each of them whole, as the (1, K) or
+    (R, K) table the kernels are given, rather than the row a label selects: every entry is
+    checked before the run, whether a label selects its row or not."""
 
     requirement: Requirement
     condition: Node
     arguments: tuple[Node, ...]
+    tables: frozenset[str] = frozenset()
+    class_vectors: frozenset[str] = frozenset()  # those of the tables read by classvec
+
+    @functools.cached_property
+    def reads(self) -> tuple[str, ...]:
+        """The inputs and params the typed condition reads (a table's, not its labels)."""
+        return tuple(dict.fromkeys(n.value for n in toposort([self.condition])
+                                   if n.op in ("input", "param")))
+
+    def error(self, values: dict[str, Any], index: tuple[int, ...] | None) -> LossDomainError:
+        """The requirement's error where it is false (see :meth:`Requirement.error`), at
+        ``index`` of the condition's values. Where it reads tables, the index is in them,
+        not a sample's (so the error's ``index`` is None, which callers read as a sample's):
+        the message names the tables, and for per-class vectors alone the entry of the
+        vector (the one row of the (1, K) table the kernels read is left out)."""
+        if not self.tables or index is None:
+            return self.requirement.error(values, index)
+        if len(index) == 2 and self.tables <= self.class_vectors:
+            index = index[1:]
+        tables = " and ".join(f"'{name}'" for name in sorted(self.tables))
+        return self.requirement.error(values, None, f"{at_index(index)} of {tables}")
 
 
 @dataclass(frozen=True)
@@ -255,12 +285,49 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
         typed.setdefault(name, node("input", (), name, typed_shapes.input_axes.get(name, ())))
     checks = tuple(dict.fromkeys((d.name, d.domain) for d in definition.domains
                                  if ranks.get(d.name, 0) >= 1))
-    requirements = tuple(
-        TypedRequirement(r, typed_graph(r.condition, typed),
-                         tuple(typed_graph(bound, typed) for _, bound in r.arguments))
-        for r in definition.requirements)
+    requirements = tuple(_typed_requirement(r, typed, ranks) for r in definition.requirements)
     return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted,
                           checks, requirements)
+
+
+def _typed_requirement(requirement: Requirement, typed: Mapping[str, Node],
+                       ranks: Mapping[str, int]) -> TypedRequirement:
+    """``requirement`` typed for the inputs ``typed`` of ``ranks``. Where it reads a
+    per-class vector or a table (``classvec(a)``, ``rowof(C, y)``), it is made to read the
+    table whole: a row looked up per sample would need the kernels' typing of the lookup,
+    and a table is small, so binding checks every entry before each call."""
+    graphs = [requirement.condition, *(bound for _, bound in requirement.arguments)]
+    lookups = [n for n in toposort(graphs) if n.op == "table_row"]
+    tables = frozenset(n.args[0].value for n in lookups)
+    class_vectors = frozenset(n.args[0].value for n in lookups if n.value == CLASS_VECTOR)
+    if tables:
+        graphs = _whole_tables(graphs)
+        per_sample = [n.value for n in toposort(graphs[:1]) if n.op == "input"
+                      and n.value not in tables and ranks.get(n.value, 0) >= 1]
+        if per_sample:
+            # a table's entry combined with a sample's value: checking the table whole
+            # would test combinations no sample makes, and the kernels cannot type it
+            declared = declared_at(requirement.declared)
+            raise LossError(
+                f"{requirement.function} requires {requirement.text}"
+                f"{f' (declared{declared})' if declared else ''}, and this call computes it "
+                f"from the per-class vector or table {', '.join(repr(t) for t in sorted(tables))} "
+                f"together with the per-sample input '{per_sample[0]}', which lossdsl "
+                "cannot check at each call: compute the argument beforehand and pass it as "
+                "an input", requirement.called)
+    condition, *arguments = (typed_graph(graph, typed) for graph in graphs)
+    return TypedRequirement(requirement, condition, tuple(arguments), tables, class_vectors)
+
+
+def _whole_tables(graphs: list[Node]) -> list[Node]:
+    """``graphs`` with each lookup ``table_row(C, y)`` replaced by the table ``C`` itself
+    (an untyped input, which :func:`typed_graph` types as the kernels' (R, K) table)."""
+    def replaced(current: Node, arguments: tuple[Node, ...]) -> Node:
+        if current.op == "table_row":
+            return node("input", (), arguments[0].value, None)
+        return make(current.op, arguments, current.value) if arguments else current
+
+    return list(rebuild(graphs, replaced))
 
 
 def typed_graph(graph: Node, typed: Mapping[str, Node]) -> Node:

@@ -38,8 +38,10 @@ __all__ = ["DeclaredRows", "Domain", "InputDomain", "Requirement", "declared_at"
            "unchecked_operation"]
 
 #: What a requirement's condition may compute besides elementwise operations: the kernels
-#: count it, and binding evaluates it, on the inputs as given, without the shapes pass.
-_CHECKABLE = frozenset({"input", "param", "const", "rowsum"})
+#: count it, and binding evaluates it, on the inputs as given, without the shapes pass. A
+#: per-class vector or a table read through ``classvec(w)`` or ``rowof(C, y)``
+#: (``table_row``) is checked whole before each call instead (``compiler.specialize``).
+_CHECKABLE = frozenset({"input", "param", "const", "rowsum", "table_row"})
 
 
 @dataclass(frozen=True)
@@ -235,9 +237,12 @@ class Requirement:
         return tuple(dict.fromkeys(n.value for n in toposort([self.condition])
                                    if n.op in ("input", "param")))
 
-    def error(self, values: dict[str, Any], index: tuple[int, ...] | None) -> LossDomainError:
+    def error(self, values: dict[str, Any], index: tuple[int, ...] | None,
+              where: str | None = None) -> LossDomainError:
         """The error for a call where the condition is false (at ``index`` of the arrays it
-        reads, None for params and numbers), ``values`` the parameters' values there."""
+        reads, None for params and numbers), ``values`` the parameters' values there;
+        ``where``, when given, says the place instead of ``index`` (`` at index 1 of
+        'a'``, an entry of a per-class vector rather than a sample)."""
         shown = []
         for parameter, bound in self.arguments:
             kind = {"input": "input", "param": "param"}.get(bound.op)
@@ -252,8 +257,8 @@ class Requirement:
         declared = declared_at(self.declared)
         return LossDomainError(
             f"{self.function} requires {self.text}{f' (declared{declared})' if declared else ''}"
-            f", which is false{at_index(index)}: {', '.join(shown)}", self.called,
-            index=index)
+            f", which is false{at_index(index) if where is None else where}: "
+            f"{', '.join(shown)}", self.called, index=index)
 
 
 def holds(condition: Node, inputs: dict[str, Any], params: dict[str, float]) -> np.ndarray:

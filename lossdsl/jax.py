@@ -528,7 +528,7 @@ class JaxLoss:
         that every result is (returned: the flags, for the derivatives)."""
         flags, traced = [], None
         for index, counted in enumerate(functions.requirements):
-            reads = counted.requirement.reads
+            reads = counted.reads  # a table's whole, where it reads one, not its labels
             concrete = {name: _concrete(arrays[name] if name in arrays else params[name])
                         for name in reads}
             if all(value is not None for value in concrete.values()):
@@ -538,7 +538,7 @@ class JaxLoss:
                     {**params, **{name: float(value) for name, value in concrete.items()
                                   if name not in arrays}})
                 if unmet is not None:
-                    raise counted.requirement.error(unmet[1], unmet[0])
+                    raise counted.error(unmet[1], unmet[0])
                 continue
             if traced is None:
                 traced = functions.unmet_flags(functions.arguments(arrays, params))
