@@ -34,6 +34,8 @@ from .ir.node import Node, constant, node, rebuild, toposort, walk
 from .ops.structural import CLASS_VECTOR
 from .passes import diff, shapes
 from .passes.lower import lower, share_reciprocals
+from .passes.rewrite import apply_phase
+from .passes.rules.expand import HELD_CARRIERS
 from .passes.schedule import Output, plan
 from .passes.simplify import simplify
 from .passes.stabilize import stabilize
@@ -259,11 +261,14 @@ def optimize(nodes: list[Node], *, for_codegen: bool = True,
 
     ``differentiated``: the code is differentiated by its framework (the JAX backend), so
     the logistic primitives stay whole (their helpers' derivatives are right at 0, where the
-    expanded forms' ``|x|`` has JAX's derivative 0) and only the reciprocals are shared."""
+    expanded forms' ``|x|`` has JAX's derivative 0), the values that carry derivatives stay
+    (held exact: the held-carriers phase) and only the reciprocals are shared."""
     optimized = simplify(stabilize(nodes))
     if not for_codegen:
         return optimized
-    return share_reciprocals(optimized) if differentiated else lower(optimized)
+    if differentiated:
+        return share_reciprocals(apply_phase(HELD_CARRIERS, optimized))
+    return lower(optimized)
 
 
 def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduction: str,

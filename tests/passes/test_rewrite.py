@@ -15,7 +15,7 @@ from lossdsl.ir.node import Node, constant, node
 from lossdsl.passes.lower import lower
 from lossdsl.passes.rewrite import DEBUG_VARIABLE, Phase, apply_phase, rule, short_source
 from lossdsl.passes.rules.canonicalize import CANONICALIZE
-from lossdsl.passes.rules.expand import CARRIERS, EXPAND
+from lossdsl.passes.rules.expand import CARRIERS, EXPAND, HELD_CARRIERS
 from lossdsl.passes.rules.stabilize import STABILIZE
 from lossdsl.passes.simplify import simplify
 from lossdsl.passes.stabilize import stabilize
@@ -26,7 +26,8 @@ Y = node("input", (), "y", ("n0",))
 Z = node("input", (), "z", ("n0", "n0k"))
 P = node("param", (), "p", ())
 TWO = constant(2.0)
-PHASES = {phase.name: phase for phase in (CANONICALIZE, STABILIZE, EXPAND, CARRIERS)}
+PHASES = {phase.name: phase for phase in (CANONICALIZE, STABILIZE, EXPAND, CARRIERS,
+                                               HELD_CARRIERS)}
 
 
 def raw(op: str, *args: Node) -> Node:
@@ -196,6 +197,10 @@ CASES: list[tuple[str, str, Node, Node]] = [
      raw("add", X, raw("stop_gradient", raw("sub", Y, X))), Y),
     ("carriers", "carrier_plus_stopped_difference",
      raw("add", raw("stop_gradient", raw("sub", Y, X)), X), Y),
+    ("held carriers", "carrier_value_held", raw("add", X, raw("stop_gradient", raw("sub", Y, X))),
+     m("add", m("stop_gradient", Y), m("sub", X, m("stop_gradient", X)))),
+    ("held carriers", "carrier_value_held", raw("add", raw("stop_gradient", raw("sub", Y, X)), X),
+     m("add", m("stop_gradient", Y), m("sub", X, m("stop_gradient", X)))),
 ]
 
 
