@@ -22,8 +22,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from ..ir.axes import Axis
 from ..ir.build import ONE, apply, make
 from ..ir.node import Node, is_constant, rebuild, toposort
+from ..ops import find
 from .rewrite import apply_phase
 from .rules.expand import CARRIERS, EXPAND
 
@@ -43,7 +45,35 @@ def lower(roots: list[Node]) -> list[Node]:
     drop the values that only derivatives needed (the carriers phase: ``roots`` are taken
     as graphs no derivative will be taken from), then share the reciprocals of repeated
     bounded denominators (of the divisions left)."""
-    return share_reciprocals(apply_phase(CARRIERS, apply_phase(EXPAND, roots)))
+    expanded = apply_phase(EXPAND, roots)
+    return share_reciprocals([_without_carriers(root) for root in expanded])
+
+
+def _without_carriers(root: Node) -> Node:
+    """``root`` after the carriers phase, unless dropping a carrier changed what a reduction
+    reduces: where the carrier was the only term with a grouped or paired axis (``s -
+    stop_gradient(s)`` read in a group's layout next to ``groupsum(t, g)``, ``exp(partner(s)
+    - stop_gradient(partner(s)))`` in a pair sum), the sum built again around what is left
+    would reduce another axis, or none. Such a root keeps its carriers (the value is the
+    same; only the work of computing them is not saved)."""
+    (carried,) = apply_phase(CARRIERS, [root])
+    if carried is root or _misplaced_reductions(carried) <= _misplaced_reductions(root):
+        return carried
+    return root
+
+
+def _misplaced_reductions(root: Node) -> int:
+    """How many reductions in ``root`` reduce nothing a reduction of theirs can: a sum over
+    the samples of a number, a row reduction (``rowsum``, a group's or a pair sum's) of a
+    number or over the samples' axis."""
+    count = 0
+    for n in toposort([root]):
+        op = find(n.op)
+        if n.op == "sum" or (op is not None and op.kind == "row"):
+            axes = n.args[0].axes if n.args else ()
+            if not axes or (n.op != "sum" and Axis(axes[-1]).is_samples):
+                count += 1
+    return count
 
 
 def share_reciprocals(roots: list[Node]) -> list[Node]:

@@ -259,3 +259,36 @@ def test_negative_binomial_derivatives_are_the_former_forms() -> None:
     got_gradient, got_hessian = loss.grad_and_hessian("z", y=y, z=z)
     np.testing.assert_allclose(got_gradient, gradient, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(got_hessian, hessian, rtol=1e-5, atol=1e-7)
+
+
+GROUPS = np.array([0, 0, 0, 1, 1])
+SCORES = np.array([0.3, -1.2, 0.5, 2.0, 0.7])
+
+
+def _group_sizes(groups: np.ndarray) -> np.ndarray:
+    return np.array([np.sum(groups == g) for g in groups], dtype=float)
+
+
+# Carriers that are the only term with a group's or a pair sum's axis: dropped, the sum built
+# again around what is left would reduce another axis (or none); the root keeps them.
+# (text, value, gradient in s) for GROUPS, SCORES and t = SCORES reversed, summed
+CARRIER_IN_A_REDUCTION = [
+    ("log(pairsum(exp(partner(s) - stop_gradient(partner(s))), g))",
+     lambda s, t: np.sum(np.log(_group_sizes(GROUPS) - 1)),
+     # each sample is a partner of the n - 1 others, each pair sum n - 1 terms of e^0
+     lambda s, t: np.ones_like(s)),
+    ("groupmax(s, g)*(s - stop_gradient(s)) + groupsum(t, g)",
+     lambda s, t: np.sum([np.sum(t[GROUPS == g]) for g in GROUPS]),
+     lambda s, t: np.array([np.max(s[GROUPS == g]) for g in GROUPS])),
+]
+
+
+@pytest.mark.parametrize("text, value, gradient", CARRIER_IN_A_REDUCTION,
+                         ids=[c[0] for c in CARRIER_IN_A_REDUCTION])
+def test_a_carrier_alone_in_a_group_or_pair_sum_is_kept(text, value, gradient) -> None:
+    loss = compiled(text, "sum")
+    inputs = {"s": SCORES, "g": GROUPS, "t": SCORES[::-1].copy()}
+    inputs = {name: inputs[name] for name in loss.inputs}
+    t = inputs.get("t")
+    assert loss(**inputs) == pytest.approx(value(SCORES, t), rel=1e-12)
+    np.testing.assert_allclose(loss.grad("s", **inputs), gradient(SCORES, t), atol=1e-12)
