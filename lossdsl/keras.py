@@ -35,7 +35,7 @@ kernels' (both divide a weighted sum by the number of values; Keras'
 ``"mean_with_sample_weight"`` divides by the sum of the weights instead). A weight per
 sample ``(N,)`` of ``(N, K)`` outputs weighs each of its row's entries, so that
 ``"sum_over_batch_size"`` and ``"mean_with_sample_weight"`` give what Keras' built-in losses
-give.
+give (so does a weight shaped ``(N, 1)``).
 
 On the PyTorch and TensorFlow backends the gradient is exact, as on JAX, for a loss per
 row of ``(N, K)`` outputs (``dice_rows``, Keras' ``Dice(axis=-1)``;
@@ -187,16 +187,20 @@ class Loss(keras.losses.Loss):
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         """Keras' weighting, masking and reduction of :meth:`call`'s values. A weight per
-        sample (N,) of (N, K) outputs weighs each of the row's K values (an elementwise loss
-        gives one value per entry, which Keras' weighting cannot broadcast an (N,) weight
-        over): the weighted mean over the entries, or over the weights, is then the weighted
-        mean of the rows' means, as Keras' built-in losses give."""
+        sample (N,) or (N, 1) of (N, K) outputs weighs each of the row's K values (an
+        elementwise loss gives one value per entry, which Keras' weighting cannot broadcast
+        an (N,) weight over): the weighted mean over the entries, or over the weights, is
+        then the weighted mean of the rows' means, as Keras' built-in losses give."""
+        shape = tuple(getattr(sample_weight, "shape", ()))
         if (self._per_entry and sample_weight is not None
-                and len(getattr(sample_weight, "shape", ())) == 1
+                and (len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1))
                 and len(y_pred.shape) == 2 and y_pred.shape[-1] not in (None, 1)):
-            sample_weight = (keras.ops.expand_dims(keras.ops.convert_to_tensor(sample_weight),
-                                                   -1)
-                             * keras.ops.ones_like(y_pred))
+            # (N, 1) too: Keras would broadcast it over the entries, but divide
+            # "mean_with_sample_weight" by the N weights' total, K times too little
+            weight = keras.ops.convert_to_tensor(sample_weight)
+            if len(shape) == 1:
+                weight = keras.ops.expand_dims(weight, -1)
+            sample_weight = weight * keras.ops.ones_like(y_pred)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:

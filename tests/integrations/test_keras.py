@@ -475,14 +475,17 @@ def test_sparse_labels_in_a_column_are_class_indices():
     np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)
 
 
+@pytest.mark.parametrize("weight_shape", [(6,), (6, 1)], ids=["(N,)", "(N, 1)"])
 @pytest.mark.parametrize("reduction", ["sum_over_batch_size", "mean_with_sample_weight"])
-def test_a_weight_per_sample_of_wide_outputs_weighs_each_entry(reduction):
+def test_a_weight_per_sample_of_wide_outputs_weighs_each_entry(reduction, weight_shape):
     """An elementwise loss of (N, K) outputs gives a value per entry; a weight (N,) is
     spread over the row's entries (Keras' weighting could not broadcast it: ValueError), so
-    the weighted means are Keras' built-in MSE's."""
+    the weighted means are Keras' built-in MSE's. So is a weight (N, 1), which Keras
+    broadcasts but whose "mean_with_sample_weight" it divided by the N weights' total (K
+    times Keras' own value)."""
     rng = np.random.default_rng(1)
     y, p = rng.random((6, 4)).astype("float32"), rng.random((6, 4)).astype("float32")
-    weight = rng.random(6).astype("float32")
+    weight = rng.random(6).astype("float32").reshape(weight_shape)
     ours = lossdsl.keras.Loss("mse(y, p)", reduction=reduction)(y, p, sample_weight=weight)
     theirs = keras.losses.MeanSquaredError(reduction=reduction)(y, p, sample_weight=weight)
     np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-6)
