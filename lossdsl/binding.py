@@ -587,6 +587,9 @@ def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specia
                     f"{layout.reduction} over no samples is undefined (PyTorch returns nan); "
                     "use reduction='sum' (0 for such a batch) or skip the batch",
                     layout.spans.get(name))
+            error = kept_weight_total_error(layout, bound.weight, labels)
+            if error is not None:
+                raise error
             lengths[objective.kept_count] = kept
 
 
@@ -610,17 +613,31 @@ def check_domains(layout: InputLayout, bound: Bound, kernel: Kernel) -> None:
     check_host_requirements(bound, kernel)
 
 
-def weight_total_error(weight: np.ndarray) -> LossDomainError | None:
+def weight_total_error(weight: np.ndarray, kept: np.ndarray | None = None
+                       ) -> LossDomainError | None:
     """The error for sample weights whose total is 0 or not finite, which a
     ``"weighted_mean"`` (sum(w*l)/sum(w)) divides by: as the mean over no samples of an
-    ignore_index call, an error rather than a NaN. None for a usable total."""
-    total = float(np.sum(weight, dtype=np.float64))
+    ignore_index call, an error rather than a NaN. ``kept``: with ignore_index, the samples
+    whose label is not ignored, the only ones the total counts. None for a usable total."""
+    total = float(np.sum(weight if kept is None else weight[kept], dtype=np.float64))
     if total != 0 and np.isfinite(total):
         return None
+    which = "sample_weight" if kept is None else "sample_weight of the samples not ignored"
     return LossDomainError(
-        f"sample_weight sums to {total!r}: reduction='weighted_mean' divides by the total "
+        f"{which} sums to {total!r}: reduction='weighted_mean' divides by the total "
         "of the weights, so the weighted mean is undefined (it would be nan); use "
         "reduction='sum' (0 for such a batch) or skip the batch", None)
+
+
+def kept_weight_total_error(layout: InputLayout, weight: Any, labels: Any
+                            ) -> LossDomainError | None:
+    """:func:`weight_total_error` of a ``"weighted_mean"`` call with ignore_index over the
+    samples whose ``labels`` are kept (host arrays of one weight per label; None
+    otherwise)."""
+    if (layout.reduction != "weighted_mean" or weight is None or is_device_array(weight)
+            or is_device_array(labels) or np.shape(weight) != np.shape(labels)):
+        return None
+    return weight_total_error(weight, labels != layout.ignore_index)
 
 
 def check_host_requirements(bound: Bound, kernel: Kernel) -> None:
@@ -1221,6 +1238,9 @@ class CallPlan:
                 kept = int(np.count_nonzero(labels != self.layout.ignore_index))
                 if kept == 0 and self.layout.reduction not in ("sum", "none"):
                     return False
+                if kept_weight_total_error(self.layout, arrays.get(shapes.WEIGHT),
+                                           labels) is not None:
+                    return False  # the general path raises the error
                 lengths[self.kept_count] = kept  # type: ignore[index]
             elif first_bad_label(labels, width) is not None:
                 return False

@@ -69,7 +69,9 @@ from .binding import (
     domain_error,
     domain_violation,
     first_bad_label,
+    kept_weight_total_error,
     param_value,
+    weight_total_error,
 )
 from .domains import Domain, first_unmet
 from .errors import (
@@ -628,6 +630,8 @@ class JaxLoss:
         keys = {name: np.asarray(values) for name, _ in layout.scan_keys
                 if name in arrays and (values := _concrete(arrays[name])) is not None}
         check_scan_keys(layout, keys, functions.dtype)  # traced keys: as they are rounded
+        # concrete sample weights of a weighted mean: a total of 0 is an error, not a NaN
+        weights = None if weight is None else _concrete(weight)
         for label, axis in functions.specialized.labels:
             if label.op == "const":
                 name, values = repr(label.value), np.asarray(label.value)
@@ -647,6 +651,15 @@ class JaxLoss:
                     f"every label of '{name}' equals ignore_index={self.ignore_index}: the "
                     f"{self.reduction} over no samples is undefined; use reduction='sum' or "
                     "skip the batch")
+            if ignored and weights is not None:
+                error = kept_weight_total_error(layout, weights, values)
+                if error is not None:
+                    raise error
+                weights = None  # checked over the samples kept
+        if self.reduction == "weighted_mean" and weights is not None:
+            error = weight_total_error(weights)  # a NaN, as the kernels refuse it
+            if error is not None:
+                raise error
 
 
 @jax.custom_jvp

@@ -312,6 +312,37 @@ def test_weighted_mean_over_weights_summing_to_zero_is_an_error_not_nan(target):
         assert zero(y=y, z=z, sample_weight=np.zeros(N)) == 0.0
 
 
+@pytest.mark.parametrize("target", ["cpu", "parallel"])
+def test_weighted_mean_whose_kept_weights_sum_to_zero_is_an_error_not_nan(target):
+    """With ignore_index the weighted mean divides by the weights of the samples kept: where
+    those sum to 0 (the ignored rows holding all the weight) it was NaN, though the weights'
+    total was not 0; an error on the general path, the planned small call and lossdsl.jax."""
+    import lossdsl.jax
+
+    z, y = labelled()  # rows 1, 4 and 9 ignored
+    weights = np.zeros(N)
+    weights[[1, 4, 9]] = 1.0
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", target, reduction="weighted_mean",
+                               ignore_index=IGNORE)
+    some = weights.copy()
+    some[0] = 2.0
+    for _ in range(2):  # the second call runs the plan the first one made
+        kept = y != IGNORE
+        expected = F.cross_entropy(torch.tensor(z[kept]), torch.tensor(y[kept]).long(),
+                                   reduction="none").numpy()
+        close(compiled(y=y, z=z, sample_weight=some), expected[0])  # row 0 alone weighs
+        for call in (compiled, lambda **kw: compiled.grad("z", **kw)):
+            with pytest.raises(LossDomainError, match="samples not ignored sums to 0.0"):
+                call(y=y, z=z, sample_weight=weights)
+    jax_loss = lossdsl.jax.loss("sparse_cce_logits(y, z)", reduction="weighted_mean",
+                                ignore_index=IGNORE)
+    with pytest.raises(LossDomainError, match="samples not ignored sums to 0.0"):
+        jax_loss(y=y.astype(int), z=z, sample_weight=weights)
+    with pytest.raises(LossDomainError, match="sample_weight sums to 0.0"):
+        lossdsl.jax.loss("sparse_cce_logits(y, z)", reduction="weighted_mean")(
+            y=np.zeros(N, int), z=z, sample_weight=np.zeros(N))
+
+
 def test_other_bad_labels_still_raise():
     z, y = labelled()
     compiled = lossdsl.compile("sparse_cce_logits(y, z)", ignore_index=IGNORE)
