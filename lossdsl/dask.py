@@ -59,6 +59,8 @@ from .binding import (
 from .compiler import TypedRequirement
 from .domains import InputDomain, first_outside, first_unmet
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
+from .ir.node import toposort
+from .passes.shapes import is_column_total
 
 __all__ = ["DaskLoss", "compile"]
 
@@ -79,6 +81,11 @@ class DaskLoss:
         if target not in ("cpu", "parallel"):
             raise LossError(f"lossdsl.dask runs CPU kernels in its tasks; target={target!r} "
                             "is not one (use 'cpu' or 'parallel')")
+        if any(is_column_total(n) for n in toposort([definition.definition.graph])):
+            raise LossError(
+                "this loss gives each sample a total over all the samples (colsum), which "
+                "no chunk of the samples holds; compute it on the whole arrays "
+                "(lossdsl.compile)")
         if definition.cumulative_sums:
             raise LossError(
                 f"this loss sums over risk sets ({', '.join(definition.cumulative_sums)}): each "

@@ -228,7 +228,6 @@ def test_jax_backend_matches_torch_and_autodiff(jax_x64):
      "within the summand"),
     ("classpairsum(partner(p) - p)", {"p": 1}, "must have classes"),
     ("classpairsum(rowsum(partner(z))*z)", {"z": 2}, "rowsum of values read at the partner"),
-    ("classpairsum(partner(rowof(C, y))*z)", {"z": 2, "C": 2, "y": 1}, "rowof or classvec"),
     ("classpairsum(partner(z))*s + pairsum(partner(s), g)", {"z": 2, "s": 1, "g": 1},
      "paired within the groups"),
 ])

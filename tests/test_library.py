@@ -708,8 +708,10 @@ def ref_images(d, kind="dice", smooth=1.0, alpha=0.5, beta=0.5, weight=None,
             per_class = 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
         else:
             per_class = 1 - (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
-        if kind == "generalized":
-            inverse = 1 / (yi.sum(0) ** 2 + 1e-7)
+        if kind in ("generalized", "generalized_batch"):
+            # the class frequencies of the image, or of the whole batch (optax's batched call)
+            frequencies = (yi if kind == "generalized" else y).sum(0)
+            inverse = 1 / (frequencies ** 2 + 1e-7)
             per_class = inverse / inverse.mean() * per_class
         losses.append(np.mean((weight * per_class)[kept]))
     return np.mean(losses)
@@ -1634,6 +1636,13 @@ CASES: list[Case] = [
          overlap_images, overlap_images_extreme),
     Case("generalized_dice_images_logits(y, z, g, smooth=0.5)",
          functools.partial(ref_images, kind="generalized", smooth=0.5),
+         functools.partial(overlap_images, prediction="z"),
+         functools.partial(overlap_images_extreme, prediction="z")),
+    Case("generalized_dice_batch(y, p, g, ignore_background=1)",
+         functools.partial(ref_images, kind="generalized_batch", ignore_background=1),
+         overlap_images, overlap_images_extreme),
+    Case("generalized_dice_batch_logits(y, z, g, smooth=0.5)",
+         functools.partial(ref_images, kind="generalized_batch", smooth=0.5),
          functools.partial(overlap_images, prediction="z"),
          functools.partial(overlap_images_extreme, prediction="z")),
     Case("rmsle(y, p)",

@@ -442,9 +442,10 @@ class BodyEmitter:
             text = f"T({stop} - {start})"
         elif n.op == "class_index":
             text = f"T({index})"
-        elif n.op == "table_row":
+        elif n.op == "table_row":  # typed on the class pairs: at the partner class
             table = self._use(self.names.array(n.args[0].value), self.arrays)
-            text = f"T({table}[int({self.operand(n.args[1])}), {index}])"
+            column = PARTNER_CLASS if len(n.axes) == 3 else index
+            text = f"T({table}[int({self.operand(n.args[1])}), {column}])"
         elif n.op in ("rowsum", "rowmax"):
             self._emit_row_reduction(n, name, indent)
             self.values[id(n)] = name

@@ -540,6 +540,15 @@ def group_total(values: Any, ids: Any) -> Any:
     return jnp.where(missing, jnp.asarray(math.nan, totals.dtype), totals)
 
 
+def column_total(values: Any) -> Any:
+    """Each column's total of ``values`` over all the samples, given to every sample
+    (``colsum``: a group's total with every sample in one group); of a vector (N,), the
+    total given to every sample."""
+    jnp = _jnp()
+    values = jnp.asarray(values)
+    return jnp.broadcast_to(jnp.sum(values, axis=0), values.shape)
+
+
 # Pairs (pairsum(e, g)): a value per pair of samples is an (N, N) matrix, sample i's row
 # holding its partners j; the pairs of distinct samples within a group are a mask of it.
 
@@ -668,9 +677,10 @@ class JaxPrinter(NodeVisitor[str]):
                 and tuple(a.axes) == tuple(n.axes[:1])):
             segments = self._segments_of(n.axes)
             return f"{name}[{segments}]" if segments else f"{name}[..., None]"
-        if (n.op not in (*ROW, "at_partner") and a.axes and n.axes is not None
-                and len(n.axes) == 3 and len(a.axes) < 3):
-            # a row's value or a class's own value within a class pair sum's (N, K, K)
+        if (n.op not in (*ROW, "at_partner", "class_index", "table_row") and a.axes
+                and n.axes is not None and len(n.axes) == 3 and len(a.axes) < 3):
+            # a row's value or a class's own value within a class pair sum's (N, K, K) (the
+            # labels of a class index or a table's row read at the partner class are not)
             return f"{name}[..., {', '.join(['None'] * (3 - len(a.axes)))}]"
         return name
 
@@ -740,8 +750,11 @@ class JaxPrinter(NodeVisitor[str]):
         return f"h.class_index(T, {samples}, {self.length(n.axes[1])})"
 
     def print_table_row(self, n, table, labels):
-        """Row y_i of a lookup table for each sample."""
+        """Row y_i of a lookup table for each sample; typed on the class pairs (i, k, c) of a
+        class pair sum, read at the partner class c: the row along c."""
         samples = self.lengths.get(n.axes[0]) if n.axes else None
+        if len(n.axes) == 3:
+            return f"h.rows({table}, {labels}, {samples})[:, None, :]"
         return f"h.rows({table}, {labels}, {samples})"
 
     def print_count_as(self, n, value, count):
@@ -776,7 +789,10 @@ class JaxPrinter(NodeVisitor[str]):
     def print_sum_group(self, n, values, ids, strata):
         """The total of each sample's group (``groupsum`` of samples with classes: each
         column of rows summed over the group), a segment sum (``h.group_total``). The ids,
-        one per sample, are read as given, not aligned with the rows."""
+        one per sample, are read as given, not aligned with the rows. With a number for the
+        ids (``colsum``: every sample in one group), the column totals (``h.column_total``)."""
+        if n.args[1].op == "const":
+            return f"h.column_total({values})"
         return f"h.group_total({values}, {ids.removesuffix('[..., None]')})"
 
     def print_sparsemax_threshold(self, n, x):

@@ -672,6 +672,8 @@ class Lowerer:
             return make("rowsum", (node("classpairs", tuple(args), None, None),))
         if name == "classnum":  # the class index, on the class axis it meets (onehot(0)'s)
             return node("class_index", (constant(0.0),), None, None)
+        if name == "colsum":  # a group's total, every sample in the one group of key 0
+            return make("sum_group", (args[0], constant(0.0), constant(0.0)))
         if name in SCANS:  # one stratum unless given
             return make(name, (*args, constant(0.0))[:3])
         if name == "pick":

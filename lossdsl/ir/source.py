@@ -12,8 +12,7 @@ from .visit import ATOM, PrecedencePrinter
 _INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2), "div": ("/", 2), "pow": ("^", 4)}
 _COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 # the names a loss text calls them by (classpairs(e), not in a row sum: partnersum(e))
-_SPELLED = {"stop_gradient": "stop_gradient", "class_index": "class_index", "table_row": "rowof",
-            "classpairs": "partnersum"}
+_SPELLED = {"stop_gradient": "stop_gradient", "table_row": "rowof", "classpairs": "partnersum"}
 
 
 def _format_number(value: float) -> str:
@@ -117,26 +116,55 @@ class SourcePrinter(PrecedencePrinter):
             return (f"pairsum({self.visit(x.args[0])[0]}, {self.visit(x.args[1])[0]})", ATOM)
         if x.op == "classpairs":  # what classpairsum(e) builds, before shapes are known
             return (f"classpairsum({self.visit(x.args[0])[0]})", ATOM)
-        if x.op == "rowsum" and x.args[0].axes and len(x.args[0].axes) == 3:
+        if _over_partner_classes(x):
             # after shapes: the row's sum of its classes' sums over their partner classes
             return (f"classpairsum({self.visit(x.args[0])[0]})", ATOM)
+        if _over_partner_classes(n):  # after shapes: each class's sum over its partners
+            return (f"partnersum({self.visit(x)[0]})", ATOM)
         return self.print_call(n)
 
+    def print_class_index(self, n: Node):
+        # standing alone (not onehot's comparison with its labels, print_eq), the class
+        # index is the language's classnum(); typed on the class pair axes it is the
+        # partner class's index
+        if n.axes is not None and len(n.axes) == 3:
+            return ("partner(classnum())", ATOM)
+        return ("classnum()", ATOM)
+
+    def print_at_partner(self, n: Node):
+        # a value stored by one pass and read at the partners (of a pair sum or a class
+        # pair sum) is what the language reads as partner(x)
+        return (f"partner({self.visit(n.args[0])[0]})", ATOM)
+
     def print_sum_group(self, n: Node):
-        # a group's total is how groupsum(e, g) sums samples with classes (shapes.py)
+        # a group's total is how groupsum(e, g) sums samples with classes (shapes.py); with
+        # a number for the group ids, every sample is in one group: colsum(e)
         values, ids, _ = (self.visit(a)[0] for a in n.args)
+        if n.args[1].op == "const":
+            return (f"colsum({values})", ATOM)
         return (f"groupsum({values}, {ids})", ATOM)
 
     def print_table_row(self, n: Node):
         if n.value == "classvec":  # a per-class vector: a one-row table read at row 0
-            return (f"classvec({self.visit(n.args[0])[0]})", ATOM)
-        return self.print_call(n)
+            text = f"classvec({self.visit(n.args[0])[0]})"
+        else:
+            text = self.print_call(n)[0]
+        if n.axes is not None and len(n.axes) == 3:  # read at the partner class
+            return (f"partner({text})", ATOM)
+        return (text, ATOM)
 
     def print_call(self, n: Node):
         args = [self.visit(a)[0] for a in n.args]
         if n.op in ("onehot",) and n.value is not None:
             args.append(_format_number(n.value))
         return (f"{_SPELLED.get(n.op, n.op)}({', '.join(args)})", ATOM)
+
+
+def _over_partner_classes(n: Node) -> bool:
+    """Whether row reduction ``n`` sums over the partner classes of a class pair sum (its
+    argument typed on the axes (n<d>, n<d>k, n<d>c)): a ``partnersum``."""
+    return (n.op == "rowsum" and n.args[0].axes is not None
+            and len(n.args[0].axes) == 3)
 
 
 def to_source(n: Node) -> str:

@@ -21,11 +21,14 @@ not in a kernel that computes the wrong thing:
   - ``reduce`` (``sum``): a scalar, of a per-sample argument ``(n<d>,)``,
   - ``scan`` (``sum_from`` and its kin): ``(n<d>,)``, of keys ``(n<d>,)``, values and strata
     ``()`` or ``(n<d>,)``; a group's total (``sum_group``) may also sum values
-    ``(n<d>, n<d>k)``, each column over the group, and is then ``(n<d>, n<d>k)``,
+    ``(n<d>, n<d>k)``, each column over the group, and is then ``(n<d>, n<d>k)``; with
+    a number for its keys and strata (``colsum``: every sample in one group) it has its
+    values' axes,
   - ``class_index``: the class matrix ``(n<d>, n<d>k)`` of its labels' sample axis (or,
     within a class pair sum, ``(n<d>, n<d>k, n<d>c)``: the index of the partner class c),
   - ``gather`` (``table_row``): row ``y_i`` of an input table ``(t<d>, n<d>k)``, one value per
-    sample and class of the labels ``y``; ``at_partner`` a per-sample value ``(n<d>,)`` at the
+    sample and class of the labels ``y`` (within a class pair sum, ``(n<d>, n<d>k, n<d>c)``:
+    read at the partner class c); ``at_partner`` a per-sample value ``(n<d>,)`` at the
     partners ``(n<d>, n<d>g)`` of a pair sum, or a class matrix ``(n<d>, n<d>k)`` at the
     partner classes ``(n<d>, n<d>k, n<d>c)`` of a class pair sum,
   - a node whose arguments' axes are unknown has unknown axes (``None``);
@@ -335,6 +338,12 @@ class _Verifier:
         if not rows and (len(n.axes) != 1 or not _is_sample_axis(n.axes[0])):
             raise InvalidGraphError(f"'{n.op}' has one value per sample (n<d>,), not "
                                     f"{n.axes!r}", n)
+        # a column total (colsum): a group's total whose key, a number, puts every sample in
+        # one group; its values then give it its samples
+        column_total = (n.op in GROUP_SCANS and keys.op == "const" and strata.op == "const"
+                        and values.axes == n.axes)
+        if column_total:
+            return
         if keys.axes != n.axes[:1] or values.axes not in ((), n.axes[:1], n.axes) \
                 or strata.axes not in ((), n.axes[:1]):
             raise InvalidGraphError(f"'{n.op}' sums values () or {n.axes!r} over keys "
@@ -358,8 +367,9 @@ class _Verifier:
         table, labels = n.args
         if table.op != "input":
             raise InvalidGraphError("table_row reads a table bound to an input", n)
-        if not _is_class_matrix(n.axes):
-            raise InvalidGraphError("table_row has the axes (n<d>, n<d>k) of a class matrix", n)
+        if not (_is_class_matrix(n.axes) or _is_class_pairs(n.axes)):
+            raise InvalidGraphError("table_row has the axes (n<d>, n<d>k) of a class matrix "
+                                    "(or (n<d>, n<d>k, n<d>c): read at the partner class)", n)
         if len(table.axes) != 2 or table.axes[1] != n.axes[1]:
             raise InvalidGraphError("table_row reads a table (t<d>, n<d>k) whose columns are "
                                     "its classes", n)

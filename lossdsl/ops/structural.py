@@ -106,6 +106,14 @@ register(
     # class's index c, so partner(classnum()) < classnum() selects the classes below k
     Op("classnum", 0, "macro", doc="the index k of each class of a row (0 to K - 1)",
        callable_as="classnum"),
+    # colsum(e): each class's total of e over all the samples, one value per class given to
+    # every row (of a vector (N,): the total, given to every sample), which a per-row
+    # weight pooled over the batch reads (optax's generalized Dice). resolve.py builds
+    # sum_group(e, 0, 0), a group's total with every sample in the one group of key 0: no
+    # graph holds this record
+    Op("colsum", 1, "macro",
+       doc="each column's total of e over all the samples, given to every row",
+       callable_as="colsum"),
     # at_partner(v): a computed per-sample value v read at each sample's partners (what
     # partner(x) becomes where x is not computed from the inputs sample by sample: a pair
     # sum). A pass computes v into a buffer; a later pass reads it through the partners' index

@@ -27,6 +27,7 @@ taken does not leak NaN), ``stop_gradient`` has derivative 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from ..errors import LossError
 from ..ir.axes import Axis, partner_name
@@ -35,8 +36,9 @@ from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node
 from ..ops import find
 from ..ops.compare import COMPARISONS, LOGICAL
 from ..ops.primitives import ROW
-from ..ops.scans import SCANS, scan_name, transposed
+from ..ops.scans import GROUP_SCANS, SCANS, scan_name, transposed
 from . import pairs
+from .shapes import is_column_total
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
 
@@ -195,8 +197,19 @@ def scan_adjoint(n: Node, adjoint: Node) -> Node:
     values, *order = n.args  # the keys and the strata
     other = transposed(direction)
     if accumulates == "sum":
-        return _m(scan_name("sum", other), adjoint, *order)
+        return _summed_over_sets(scan_name("sum", other), adjoint, order, n)
     return _signed_exp_sum(scan_name("logsumexp", other), _m("neg", n), adjoint, order, values)
+
+
+def _summed_over_sets(name: str, values: Node, order: Sequence[Node], like: Node) -> Node:
+    """The cumulative sum ``name`` of ``values`` over the sets of keys and strata
+    ``order``, one value per sample of cumulative sum ``like``'s axis. A column total
+    (``colsum``: every sample in the one group of a constant key) of a value the same for
+    every sample is that value times the number of samples, which no scan could say: its
+    axes would have no sample axis to count."""
+    if name in GROUP_SCANS and not values.axes and all(not a.axes for a in order):
+        return _m("mul", values, axis_length(like.axes[0]))
+    return _m(name, values, *order)
 
 
 def _times(adjoint: Node, partial: Node) -> Node:
@@ -596,7 +609,7 @@ class _Diagonal:
             its factors alone overflow); ``sets``: the keys and strata of another window
             within W(q) (q's ties), over which to sum instead."""
             if not logsumexp and is_constant(log_factor, 0.0) and is_constant(shift, 0.0):
-                return _m(window, weights, *sets)
+                return _summed_over_sets(window, weights, sets, c)
             if logsumexp:  # dC_q/df_i = exp(f_i - C_q)
                 log_factor, shift = _m("add", f, log_factor), _m("sub", shift, c)
             return _signed_exp_sum(scan_name("logsumexp", direction), log_factor, weights, sets,
@@ -611,6 +624,16 @@ class _Diagonal:
             inner_accumulates, inner_direction = SCANS[coupling.op]
             u, *inner_order = coupling.args
             inner_logsumexp = inner_accumulates == "logsumexp"
+            if not self._couplings(u, seed, frozen) and not inner_logsumexp and (
+                    is_column_total(coupling) or (is_column_total(c) and not logsumexp)):
+                # a column total (colsum) has every sample in its one set: inside, q is in
+                # the set of every i in W(q), as for a sum over all samples; outside, the i
+                # whose sums hold q are those of q's transposed set of the inner sum
+                term = (over_window(through) if is_column_total(coupling) else
+                        _summed_over_sets(scan_name("sum", transposed(inner_direction)),
+                                          through, inner_order, c))
+                total = _m("add", total, _m("mul", term, (yield (u, seed, frozen))))
+                continue
             keys, strata = order
             # the keys as strata: each set is the sample's ties (those of its key)
             inner_ties = (inner_order[0] is keys and inner_order[1] is keys

@@ -136,9 +136,10 @@ def transposed(adjoint: Node, items: str) -> Node:
 # (n<d>, n<d>k, n<d>c), a row's own values (n<d>, n<d>k) read at k broadcast along the
 # partner classes c, and expands the sum into rowsum(e) over c (then over k).
 # partner(x) is x computed again at c (at_partner_classes): the row's values (n<d>,) are the
-# same at every class, and what the kernels compute class by class (inputs, class indices and
-# their elementwise arithmetic) they compute at c as well. A value that is not computed so (a
-# partner sum of its own, a per-class vector) is stored by a pass and read back at c
+# same at every class, and what the kernels compute class by class (inputs, class indices,
+# per-class vectors and table rows read at column c, and their elementwise arithmetic) they
+# compute at c as well. A value that is not computed so (a partner sum of its own) is stored
+# by a pass and read back at c
 # (at_partner on the class pair axes): the derivatives of a function of partnersum(e) read
 # it there. What class k receives as the partner of its pairs (c, k) is the adjoint of the
 # partner reads with the pair's two roles swapped (swap_partner_classes), summed over c: the
@@ -173,14 +174,21 @@ def class_pair_axes(axes: tuple[str, ...]) -> tuple[Axis, Axis, Axis]:
     return sample, classes, classes.partner_classes()
 
 
+# the class matrices the kernels read at any class of a row, given the class: an input's
+# column, the class index itself, a table's column at the row's label (its label is a row's
+# value or a number, the same at every class)
+_READ_AT_ANY_CLASS = ("input", "class_index", "table_row")
+
+
 def computed_at_classes(x: Node) -> dict[int, bool]:
     """For every node under ``x``: whether the kernels can compute it at any class of its
-    row from the inputs there (inputs, class indices, a row's values, numbers and the
-    elementwise arithmetic of those), rather than read it from a value stored per class."""
+    row from the inputs there (inputs, class indices, a table's row at a row's label
+    (``classvec``, ``rowof``): column c of it, a row's values, numbers and the elementwise
+    arithmetic of those), rather than read it from a value stored per class."""
     found: dict[int, bool] = {}
     for n in toposort([x]):
         op = find(n.op)
-        found[id(n)] = (not n.axes or len(n.axes) == 1 or n.op in ("input", "class_index")
+        found[id(n)] = (not n.axes or len(n.axes) == 1 or n.op in _READ_AT_ANY_CLASS
                         or (op is not None and op.kind == "elementwise"
                             and all(found[id(a)] for a in n.args)))
     return found
@@ -189,9 +197,9 @@ def computed_at_classes(x: Node) -> dict[int, bool]:
 def at_partner_classes(x: Node) -> Node:
     """``x`` (typed: a class matrix, a row's values or a number) at the partner class c of
     each class pair (k, c) of its rows: inputs read at c (their partner leaves), the class
-    index of c, the elementwise arithmetic of those; a row's own values and numbers kept.
-    A class matrix computed otherwise (a partner sum, a per-class vector) is stored whole by
-    a pass and read at c (``at_partner``)."""
+    index of c, a table's row (``classvec``, ``rowof``) read at column c, the elementwise
+    arithmetic of those; a row's own values and numbers kept. A class matrix computed
+    otherwise (a partner sum) is stored whole by a pass and read at c (``at_partner``)."""
     computed = computed_at_classes(x)
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
@@ -200,8 +208,8 @@ def at_partner_classes(x: Node) -> Node:
             return make("at_partner", (old,), None, axes)
         if old.op == "input":
             return node("input", (), partner_name(old.value), axes)
-        if old.op == "class_index":
-            return make("class_index", old.args, old.value, axes)
+        if old.op in ("class_index", "table_row"):
+            return make(old.op, old.args, old.value, axes)
         return make(old.op, args, old.value)
 
     return _rebuild_classes(x, rule, lambda n: not computed[id(n)])
@@ -216,8 +224,8 @@ def swap_partner_classes(e: Node) -> Node:
             return at_partner_classes(old)
         if old.op == "input":  # a partner leaf: the class's own input
             return node("input", (), partner_of(old.value), old.axes[:2])
-        if old.op == "class_index":
-            return make("class_index", old.args, old.value, old.axes[:2])
+        if old.op in ("class_index", "table_row"):  # at the class's own column again
+            return make(old.op, old.args, old.value, old.axes[:2])
         if old.op == "at_partner":  # a stored value read at the partner: its own
             return old.args[0]
         op = find(old.op)

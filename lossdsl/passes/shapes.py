@@ -86,6 +86,20 @@ def _role(rank: int) -> str:
     return {0: "a scalar", 1: "a vector", 2: "a matrix"}.get(rank, f"a {rank}-d array")
 
 
+def is_column_total(n: Node) -> bool:
+    """Whether ``n`` is ``colsum(e)``: the group total ``sum_group(e, 0, 0)`` whose key is
+    the same number for every sample (one group of all the samples)."""
+    return n.op in GROUP_SCANS and n.args[1].op == "const" and n.args[2].op == "const"
+
+
+def _spelled(n: Node) -> str:
+    """The name a loss text gives node ``n``'s operation, for messages: a group's total is
+    written ``groupsum``, or ``colsum`` with every sample in one group."""
+    if n.op in GROUP_SCANS:
+        return "colsum" if is_column_total(n) else "groupsum"
+    return n.op
+
+
 def is_class_vector(n: Node) -> bool:
     """Whether ``n`` is ``classvec(w)``: a per-class vector read as a one-row table."""
     return n.op == "table_row" and n.value == CLASS_VECTOR
@@ -337,6 +351,17 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                 shape[id(a)] for a in n.args)
             # a group's total sums each column of rows (N, K) over the group
             rows_summed = e_rows and n.op in GROUP_SCANS
+            if is_column_total(n):  # colsum(e): every sample in one group, the key 0
+                if e_domain is None:
+                    culprits = [a.value for a in toposort([n.args[0]]) if a.op == "input"]
+                    raise LossShapeError(
+                        "colsum(e) gives every row the total of each column of e over all "
+                        "the samples: e must have one value (or one row) per sample, from a "
+                        "vector (N,) or a matrix (N, K) input; a number has no samples (use "
+                        "sum(e) for a total of its own)",
+                        spans.get(culprits[0]) if culprits else None)
+                shape[id(n)] = (e_domain, e_rows)
+                continue
             if (e_rows and not rows_summed) or t_rows or g_rows or t_domain is None:
                 # point at an input of the argument at fault: the keys, or one with classes
                 wrong = n.args[1] if t_domain is None else next(
@@ -424,7 +449,7 @@ def _check_class_pairs(nodes: list[Node], inferred: Domains,
             if (reads[id(m)] and id(m) not in inferred.class_partners
                     and (op is None or op.kind != "elementwise")):
                 raise LossShapeError(
-                    f"within classpairsum(e), {m.op} of values read at the partner class "
+                    f"within classpairsum(e), {_spelled(m)} of values read at the partner class "
                     "is not supported: e combines the pair's values with elementwise "
                     "operations (a row reduction there would sum over the partners)", span)
     for n in nodes:
@@ -437,15 +462,16 @@ def _check_class_pairs(nodes: list[Node], inferred: Domains,
                 continue  # a row's own value (or a number) is the same at every class
             seen.add(id(m))
             op = find(m.op)
-            if m.op in ("input", "class_index"):
-                continue
+            if m.op in ("input", "class_index", "table_row"):
+                continue  # read at column c (a table's row: at the row's own label)
             if op is None or op.kind != "elementwise":
                 culprits = [a.value for a in toposort([m]) if a.op == "input"]
-                what = {"table_row": "rowof or classvec", "partner": "partner"}.get(m.op, m.op)
+                what = _spelled(m)
                 raise LossShapeError(
                     f"partner(x) within classpairsum reads x at the partner class: x must "
-                    f"be computed class by class from (N, K) inputs, onehot and per-row "
-                    f"values, not from {what}", spans.get(culprits[0]) if culprits else None)
+                    f"be computed class by class from (N, K) inputs, onehot, classvec, rowof "
+                    f"and per-row values, not from {what}",
+                    spans.get(culprits[0]) if culprits else None)
             stack.extend(m.args)
 
 
@@ -557,6 +583,11 @@ def _one_value_per_sample(nodes: list[Node], inferred: Domains, ranks: dict[str,
         if n.op in ("class_index", "table_row"):
             raise LossShapeError(f"classes (pick, onehot, rowof, classvec) cannot be read for "
                                  f"samples {how.format(ids)}", spans.get(ids))
+        if is_column_total(n):
+            raise LossShapeError(f"colsum(e) gives each sample a total over all the samples, "
+                                 f"which is not supported for samples {how.format(ids)}: "
+                                 "use sum(e), the same total as one number",
+                                 spans.get(ids))
         if n.op in SCAN:
             raise LossShapeError(f"{n.op} sums over the samples in the order of its keys, "
                                  f"not within the groups of '{ids}': give the group ids as "
@@ -1075,8 +1106,9 @@ def objective(expression: Node, reduction: str, weighted: bool,
         # an ignored sample would still enter its group's totals (sum_group) of the others
         if grouped or any(n.op in GROUP_SCANS for n in toposort([varying, scalar])):
             raise LossShapeError("ignore_index is not supported for grouped samples "
-                                 "(groupsum and its kin); pass sample_weight=0 for the samples "
-                                 "to drop")
+                                 "(groupsum and its kin) or totals over the samples (colsum): "
+                                 "an ignored sample would still enter them; pass "
+                                 "sample_weight=0 for the samples to drop")
         label = _ignored_label(varying, scalar, sample_axis, labels or [])
         kept, varying, count = _without_ignored(varying, label, ignore_index, count)
     weight = node("input", (), WEIGHT, sample_axes) if weighted else None
