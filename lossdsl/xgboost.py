@@ -60,6 +60,7 @@ from .boosting.leaves import (
     learning_rate,
     leaves_from_changes,
     refit_round,
+    score_changes,
     use_refit,
 )
 from .boosting.objective import (
@@ -336,14 +337,13 @@ def _round_leaves(tree: xgb.Booster, dmatrix: xgb.DMatrix, library_values: Any,
     n = after.shape[0]
     if before is None:
         return tree.predict(dmatrix, pred_leaf=True).astype(np.intp).reshape(n, -1)
-    delta = (after - before).reshape(n, -1)
+    delta, largest = score_changes(before, after)
     leaves = np.empty(delta.shape, dtype=np.intp)
     unresolved = np.zeros(n, dtype=bool)
     for t in range(delta.shape[1]):
         values = library_values(t)
         ids = np.flatnonzero(np.isfinite(values))
-        scale = float(np.max(np.abs(after), initial=0.0)) + float(
-            np.max(np.abs(values[ids]), initial=0.0))
+        scale = largest + float(np.max(np.abs(values[ids]), initial=0.0))
         found, missing = leaves_from_changes(delta[:, t], values[ids], scale, np.float32)
         leaves[:, t] = ids[found]
         unresolved |= missing

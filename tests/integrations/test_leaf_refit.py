@@ -567,3 +567,43 @@ def test_a_nan_validation_loss_is_an_error_not_a_best_round():
     with pytest.raises(lossdsl.LossError, match="evaluation set 'valid' is NaN after round 1"):
         lx.train(objective, XGB_PARAMS, train, 10, evals=[("valid", valid, scorer)],
                  early_stopping_rounds=3)
+
+
+def test_lightgbm_round_reads_match_the_library(data, asym):
+    """The round's leaf values (from its model text) equal get_leaf_output leaf by leaf,
+    and each training row's leaf from the change of the cached scores equals pred_leaf, in
+    every round."""
+    X, y = data["X"], data["y"]
+    for params, labels in ((LGB_PARAMS, y),
+                           ({**LGB_PARAMS, "objective": "multiclass", "num_class": 3},
+                            np.digitize(X[:, 0], [-0.5, 0.5]).astype(float))):
+        train_set = lgb.Dataset(X, labels, free_raw_data=False)
+        booster = lgb.Booster(params=params, train_set=train_set)
+        per_round = params.get("num_class", 1)
+        shape = (len(X),) if per_round == 1 else (len(X), per_round)
+        cached = ll._Cached(booster, shape)
+        cached.before()
+        for iteration in range(5):
+            booster.update()
+            values = ll._round_leaf_values(booster, iteration)
+            assert len(values) == per_round
+            for t, tree_values in enumerate(values):
+                expected = [booster.get_leaf_output(iteration * per_round + t, j)
+                            for j in range(tree_values.size)]
+                assert tree_values.tolist() == expected
+            leaves = ll._round_leaves(booster, X, iteration, values, cached, {})
+            np.testing.assert_array_equal(
+                leaves, booster.predict(X, pred_leaf=True, start_iteration=iteration,
+                                        num_iteration=1).reshape(len(X), -1))
+
+
+def test_score_changes_in_one_pass():
+    from lossdsl.boosting.leaves import score_changes
+
+    before = np.array([[1.0, 2.0], [3.0, -4.0]])
+    after = np.array([[1.5, 2.0], [2.0, -7.0]])
+    delta, largest = score_changes(before, after)
+    np.testing.assert_array_equal(delta, after - before)
+    assert largest == 7.0 and delta.shape == (2, 2)
+    delta, largest = score_changes(np.zeros(3), np.array([1.0, np.nan, -2.0]))
+    assert math.isnan(largest) and delta.shape == (3, 1)
