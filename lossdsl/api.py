@@ -119,8 +119,10 @@ class Loss:
     @property
     def cumulative_sums(self) -> tuple[str, ...]:
         """The cumulative sums in the order of a key (``sum_from``, ``logsumexp_from``, ...:
-        a risk set) the loss uses: each sample's value then depends on every other's."""
-        found = [n.op for n in toposort([self.definition.graph]) if n.op in SCANS]
+        a risk set) and the totals over groups of (N, K) rows or over all the samples
+        (``groupsum``, ``colsum``) the loss uses, by the names a loss text gives them: each
+        sample's value then depends on every other's."""
+        found = [shapes.spelled(n) for n in toposort([self.definition.graph]) if n.op in SCANS]
         return tuple(dict.fromkeys(found))
 
     @property

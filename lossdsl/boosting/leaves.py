@@ -1006,8 +1006,9 @@ def check_train_options(num_boost_round: Any, refit: Any,
             "DMatrix(..., qid=), obj=obj)), whose Newton leaves use the exact Hessian")
     if objective is not None and objective.loss.cumulative_sums:
         raise LossError(
-            f"this loss sums over risk sets ({', '.join(objective.loss.cumulative_sums)}: "
-            "each row's value depends on every row ordered after it), so a leaf's best value "
+            f"this loss sums over risk sets or columns ("
+            f"{', '.join(objective.loss.cumulative_sums)}: each row's value depends on rows "
+            "outside its own, every row ordered after it or every row), so a leaf's best value "
             "depends on rows outside the leaf and train() cannot set leaves to a minimiser "
             "row by row; train with the library's own loop (xgb.train(params, dtrain, "
             "obj=obj), lgb.train(params | {'objective': obj}, dataset)), whose Newton leaves "

@@ -392,10 +392,10 @@ class BoostingObjective:
                 "group_id")
         if definition.cumulative_sums and not self.rows_supported:
             raise LossError(
-                f"this loss sums over risk sets ({', '.join(definition.cumulative_sums)}), "
-                f"but {self.library} calls Python objectives on batches of rows, so no call "
-                "sees every row of a risk set. Train it through XGBoost or LightGBM, or use "
-                "CatBoost's own Cox loss")
+                f"this loss sums over risk sets or columns ("
+                f"{', '.join(definition.cumulative_sums)}), but {self.library} calls Python "
+                "objectives on batches of rows, so no call sees every row such a sum reads. "
+                "Train it through XGBoost or LightGBM, or use CatBoost's own Cox loss")
         self.label, self.wrt = default_roles(
             definition, wrt, label, {**dict.fromkeys(groups), **self.inputs, **self.draws})
         self.params = {**compiled_params, **dict(params or {})}

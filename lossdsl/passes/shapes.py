@@ -92,7 +92,7 @@ def is_column_total(n: Node) -> bool:
     return n.op in GROUP_SCANS and n.args[1].op == "const" and n.args[2].op == "const"
 
 
-def _spelled(n: Node) -> str:
+def spelled(n: Node) -> str:
     """The name a loss text gives node ``n``'s operation, for messages: a group's total is
     written ``groupsum``, or ``colsum`` with every sample in one group."""
     if n.op in GROUP_SCANS:
@@ -449,7 +449,7 @@ def _check_class_pairs(nodes: list[Node], inferred: Domains,
             if (reads[id(m)] and id(m) not in inferred.class_partners
                     and (op is None or op.kind != "elementwise")):
                 raise LossShapeError(
-                    f"within classpairsum(e), {_spelled(m)} of values read at the partner class "
+                    f"within classpairsum(e), {spelled(m)} of values read at the partner class "
                     "is not supported: e combines the pair's values with elementwise "
                     "operations (a row reduction there would sum over the partners)", span)
     for n in nodes:
@@ -466,7 +466,7 @@ def _check_class_pairs(nodes: list[Node], inferred: Domains,
                 continue  # read at column c (a table's row: at the row's own label)
             if op is None or op.kind != "elementwise":
                 culprits = [a.value for a in toposort([m]) if a.op == "input"]
-                what = _spelled(m)
+                what = spelled(m)
                 raise LossShapeError(
                     f"partner(x) within classpairsum reads x at the partner class: x must "
                     f"be computed class by class from (N, K) inputs, onehot, classvec, rowof "
