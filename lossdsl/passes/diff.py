@@ -151,6 +151,24 @@ def _reduced_axis(n: Node) -> str:
     return n.args[0].axes[-1]
 
 
+def _sums_partners(n: Node) -> bool:
+    """Whether ``n`` reduces each sample's row of partners (a pair sum: a row that reads
+    values at the partners, which a mask may leave without a term; a group's items are
+    never none)."""
+    return (n.op in ROW and Axis(_reduced_axis(n)).is_ragged
+            and pairs.reads_partners(n.args[0]))
+
+
+def _unless_still(factor: Node, term: Node) -> Node:
+    """``term``, a product with ``factor``, or 0 where ``factor`` is 0. For the diagonal
+    Hessian through a pair sum whose row is masked out whole (or empty: a sample alone in its
+    group): the sum is 0 and stays 0 as the variable moves, so its ``D`` and its weight in the
+    row's reduction are 0, while what they multiply is not finite there (the derivatives of
+    ``log`` and ``1/x`` at 0, which the gradient masks): a function of a value that does not
+    move does not move (0, not ``0 * inf = NaN``)."""
+    return _m("where", _m("eq", factor, _ZERO), _ZERO, term)
+
+
 def _sign(x: Node) -> int:
     """1 where ``x`` is known to be >= 0 everywhere, -1 where <= 0, else 0 (unknown): a few
     rules that cover adjoints such as ``where(y > 0, 1, 0) / N``."""
@@ -302,14 +320,17 @@ class _Diagonal:
         self.dependence: dict[int, dict[int, bool]] = {}
 
     def depends(self, e: Node, seed: Node) -> bool:
+        """Whether ``e`` depends on input ``seed`` at any of its elements: where it reads the
+        seed itself, and where it reads the seed at the partners of a pair sum or at the
+        partner classes of a class pair sum (the seed's partner leaf, directly or through a
+        value stored and read at the partners), whose derivative at the element's own sample
+        or class is 0 but which depends on the seed at the others."""
         table = self.dependence.setdefault(id(seed), {})
         if id(e) not in table:
-            # a class matrix stored and read at the partner classes depends on the seed at
-            # class k where it reads the seed at its own partner classes (a partner sum)
-            stored = ({id(n) for n in toposort([e]) if n.op == "at_partner"
-                       and len(n.axes) == 3 and _partner_leaf(n.args[0], seed) is not None}
-                      if len(seed.axes or ()) == 2 else set())
-            table.update(depends_on(e, {id(seed)} | stored))
+            wanted = partner_name(seed.value) if seed.op == "input" else None
+            reads = {id(n) for n in toposort([e])
+                     if n is seed or (n.op == "input" and n.value == wanted)}
+            table.update(depends_on(e, reads))
         return table[id(e)]
 
     def _known(self, e: Node, seed: Node, frozen: frozenset) -> Node | None:
@@ -357,7 +378,10 @@ class _Diagonal:
         for a, partial, w in zip(e.args, PARTIALS.of(e, wanted), wanted):
             if w and not is_constant(partial, 0.0):  # stop_gradient's argument: not needed
                 inner = yield (a, seed, frozen)
-                total = _m("add", total, _m("mul", partial, inner))
+                term = _m("mul", partial, inner)
+                if _sums_partners(a) and not is_constant(partial):
+                    term = _unless_still(inner, term)
+                total = _m("add", total, term)
         return total
 
     def _at_partner_sample(self, e: Node, seed: Node):
@@ -454,8 +478,8 @@ class _Diagonal:
     def _reduction(self, e: Node, seed: Node, frozen: frozenset):
         f = e.args[0]
         axis = _reduced_axis(e)
-        if axis in seed.axes and self._reads_partner_classes(f, seed):
-            return self._over_class_pairs(e, seed, frozen)
+        if axis in seed.axes and self._reads_partners(f, seed):
+            return self._over_partners(e, seed, frozen)
         # the weight each element gets in the reduction's derivative
         weight = _row_weights(e)
         # over the partner classes c of class k: values stored and read at c (a partner sum
@@ -506,16 +530,24 @@ class _Diagonal:
                 reduced = _m(reduce_op, through)
             else:  # the same for every element: a sum of it would no longer know its axis
                 reduced = _m("mul", through, axis_length(axis))
-            total = _m("add", total, _m("mul", reduced, (yield (leaf, seed, frozen))))
+            inner_diagonal = yield (leaf, seed, frozen)
+            term = _m("mul", reduced, inner_diagonal)
+            if _sums_partners(e) and not is_constant(inner_diagonal):
+                term = _unless_still(reduced, term)
+            total = _m("add", total, term)
         return total
 
-    def _reads_partner_classes(self, f: Node, seed: Node) -> bool:
-        """Whether ``f`` reads input ``seed`` (a class matrix) at the partner classes of a
-        class pair sum: then an element of ``f`` depends on the seed at other classes too."""
-        if seed.op != "input" or len(seed.axes or ()) != 2 or not self.depends(f, seed):
+    def _reads_partners(self, f: Node, seed: Node) -> bool:
+        """Whether ``f`` reads input ``seed`` at the partner classes of a class pair sum (a
+        class matrix seed) or at the partners of a pair sum (a per-sample seed: its partner
+        leaf, or a value stored and read at the partners that depends on it): then an
+        element of ``f`` depends on the seed at other classes or samples too."""
+        if seed.op != "input" or len(seed.axes or ()) not in (1, 2) or not self.depends(f, seed):
             return False
         wanted = partner_name(seed.value)
-        return any(n.op == "input" and n.value == wanted for n in toposort([f]))
+        return any((n.op == "input" and n.value == wanted) or (
+            len(seed.axes) == 1 and n.op == "at_partner" and self.depends(n, seed))
+            for n in toposort([f]))
 
     def _stored_at_partner_classes(self, f: Node, seed: Node, frozen: frozenset
                                    ) -> list[Node]:
@@ -567,18 +599,21 @@ class _Diagonal:
         own_pairs = grad(_m("sum", _m("rowsum", v)), partner)
         return pairs.swap_partner_classes(own_pairs)
 
-    def _over_class_pairs(self, e: Node, seed: Node, frozen: frozenset) -> Node:
+    def _over_partners(self, e: Node, seed: Node, frozen: frozenset) -> Node:
         """D of a reduction ``e`` over the samples or the classes of a row of values that
-        read the seed at partner classes (a class pair sum, ``classpairsum``): row ``i``'s
-        value depends on the seed at each class as its own class and as the partner of the
-        others, which is its gradient (the partner reads transposed). Exact where the
-        values of a row depend on that row's seed alone (the gradient of the total then
-        holds row ``i``'s derivative at row ``i``) and nothing on the way is held constant."""
+        read the seed at partner classes (a class pair sum, ``classpairsum``) or at the
+        partners of a pair sum (``pairsum``; then ``e`` is a sum over the samples): each
+        element depends on the seed at its own class (sample) and as the partner of the
+        others, which is ``e``'s gradient (the partner reads transposed). Exact where ``e``
+        is a sum over the samples, or where the values of a row depend on that row's seed
+        alone (the gradient of the total then holds row ``i``'s derivative at row ``i``), and
+        nothing on the way is held constant."""
         f = e.args[0]
         held = any(id(n) in frozen and self.depends(n, seed) for n in toposort([f]))
-        if held or self._couplings(f, seed, frozen):
-            raise LossError("the exact Hessian of a class pair sum nested in a sum over the "
-                            "samples or in another reduction is not implemented")
+        if held or (e.axes and self._couplings(f, seed, frozen)):
+            kind = "a class pair sum" if len(seed.axes) == 2 else "a pair sum"
+            raise LossError(f"the exact Hessian of {kind} nested in a sum over the samples or "
+                            "in another reduction is not implemented")
         return grad(e if not e.axes else _m("sum", e), seed)
 
     def _scan(self, c: Node, seed: Node, frozen: frozenset):

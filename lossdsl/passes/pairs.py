@@ -89,6 +89,13 @@ def _at_partners(x: Node, pure: dict[int, bool], axes: tuple[str, ...],
     return found
 
 
+def reads_partners(e: Node) -> bool:
+    """Whether ``e`` (a value per pair of samples) reads values at the partners: an input's
+    partner leaf or a value stored and read there (``at_partner``)."""
+    return any(n.op == "at_partner" or (n.op == "input" and partner_of(n.value) is not None)
+               for n in toposort([e]))
+
+
 def swap_partners(e: Node) -> Node:
     """``e`` (a value per pair of samples) with each sample's own values and its partner's
     swapped: ``x`` <-> ``partner(x)`` for inputs, ``v`` <-> ``at_partner(v)`` for computed
