@@ -1736,11 +1736,15 @@ _FLOAT32_HALF = frozenset(sorted({case.loss for case in CASES})[::2])
 
 def _one_kernel(case: Case) -> bool:
     """Whether the float64 value and derivative tests of ``case`` read everything from the
-    one fused kernel (value, gradients and Hessians) instead of the two kernels users call
-    (``__call__`` and ``grad_and_hessian``): on CI for the losses whose float32 kernels are
-    checked (they compile a third kernel there), so that every loss is still checked through
-    the users' kernels or the fused ones with one compile fewer."""
-    return SAMPLING and case.loss in _FLOAT32_HALF
+    one fused kernel (value, gradients and Hessians) instead of the kernels users call
+    (``__call__``, and ``grad_and_hessian`` once per input differentiated): on CI, for every
+    loss (one compile instead of two to four; a cold compile is most of these tests' time),
+    so that CI checks every loss's value and derivatives in float64 and half of them in
+    float32 through the fused kernels, and a developer's run checks the users' kernels of
+    every loss too. The kernels a method compiles differ from the fused one only in the
+    outputs they keep; the methods themselves run on library losses throughout the other
+    test files."""
+    return SAMPLING
 
 
 # ----------------------------------------------------------------------------- compiled losses
@@ -1783,8 +1787,8 @@ def fused(loss: lossdsl.CompiledLoss, inputs: Inputs, wrt: str, sample_weight=No
     ``_compute`` is what ``__call__`` and ``grad_and_hessian`` call with a part of these
     outputs; asking for all of them compiles one kernel where the two methods compile two
     (each about half a second cold). The float64 value and derivative tests keep the two
-    methods' own kernels, the ones users call (on CI for half of the losses, see
-    ``_one_kernel``); float32 and reductions use the fused one."""
+    methods' own kernels, the ones users call (except on CI, see ``_one_kernel``); float32
+    and reductions use the fused one."""
     return loss.compute(True, (wrt,), (wrt,), inputs, sample_weight)
 
 
