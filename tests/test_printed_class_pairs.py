@@ -138,7 +138,7 @@ def per_class_reference(at_partner: bool):
             return jnp.sum(jnp.log1p(jnp.sum(pairs, axis=(1, 2))))
 
         z = jnp.asarray(Z)
-        full = np.asarray(jax.hessian(of)(z)).reshape(Z.size, Z.size)
+        full = np.asarray(jax.jit(jax.hessian(of))(z)).reshape(Z.size, Z.size)
         return float(of(z)), np.asarray(jax.grad(of)(z)), full.diagonal().reshape(Z.shape)
 
 

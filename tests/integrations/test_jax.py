@@ -695,7 +695,13 @@ def risk_set_derivatives(text: str):
     return derivatives, jax.jit(jax.hessian(of))
 
 
-@pytest.mark.parametrize("text", RISK_SETS)
+# On CI (CI=true without LOSSDSL_FULL_SWEEPS=1) the full-Hessian check leaves out plain
+# Breslow, which the stratified loss contains (one stratum is cox_ph): each case compiles
+# JAX's Hessian of a double loop, seconds of XLA.
+FULL_HESSIAN_RISK_SETS = RISK_SETS[1:] if SAMPLING else RISK_SETS
+
+
+@pytest.mark.parametrize("text", FULL_HESSIAN_RISK_SETS)
 def test_risk_set_hessian_is_full_and_exact(text):
     """jax.hessian of a risk-set loss is the full matrix, with strata and tied times: equal to
     JAX's Hessian of the partial likelihood written by hand, and to central differences of
