@@ -671,7 +671,7 @@ def host_array(values: Any) -> Any:
     if is_device_array(values):
         from .backend.cuda import runtime as cuda_runtime
 
-        return cuda_runtime.as_device_array(values).copy_to_host()
+        return cuda_runtime.on_host(values)
     return values
 
 

@@ -59,8 +59,6 @@ from .binding import (
 from .compiler import TypedRequirement
 from .domains import InputDomain, first_outside, first_unmet
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
-from .ir.node import toposort
-from .passes.shapes import is_column_total
 
 __all__ = ["DaskLoss", "compile"]
 
@@ -81,7 +79,7 @@ class DaskLoss:
         if target not in ("cpu", "parallel"):
             raise LossError(f"lossdsl.dask runs CPU kernels in its tasks; target={target!r} "
                             "is not one (use 'cpu' or 'parallel')")
-        if any(is_column_total(n) for n in toposort([definition.definition.graph])):
+        if "colsum" in definition.cumulative_sums:
             raise LossError(
                 "this loss gives each sample a total over all the samples (colsum), which "
                 "no chunk of the samples holds; compute it on the whole arrays "

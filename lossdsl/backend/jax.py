@@ -35,7 +35,7 @@ from ..ir.node import Node
 from ..ir.visit import NodeVisitor
 from ..ops import find, operations
 from ..ops.primitives import ROW
-from ..ops.scans import SCANS
+from ..ops.scans import SCANS, is_column_total
 from ..ops.special import bd0_on_arrays, stirlerr_on_arrays
 from .emit import pick_parts
 
@@ -791,7 +791,7 @@ class JaxPrinter(NodeVisitor[str]):
         column of rows summed over the group), a segment sum (``h.group_total``). The ids,
         one per sample, are read as given, not aligned with the rows. With a number for the
         ids (``colsum``: every sample in one group), the column totals (``h.column_total``)."""
-        if n.args[1].op == "const":
+        if is_column_total(n):
             return f"h.column_total({values})"
         return f"h.group_total({values}, {ids.removesuffix('[..., None]')})"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from ..ops.scans import is_column_total
 from .axes import counted_axis, partner_of
 from .node import Node
 from .visit import ATOM, PrecedencePrinter
@@ -140,7 +141,7 @@ class SourcePrinter(PrecedencePrinter):
         # a group's total is how groupsum(e, g) sums samples with classes (shapes.py); with
         # a number for the group ids, every sample is in one group: colsum(e)
         values, ids, _ = (self.visit(a)[0] for a in n.args)
-        if n.args[1].op == "const":
+        if is_column_total(n):
             return (f"colsum({values})", ATOM)
         return (f"groupsum({values}, {ids})", ATOM)
 

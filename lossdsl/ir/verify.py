@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..ops.primitives import OPERATIONS
-from ..ops.scans import GROUP_SCANS
+from ..ops.scans import GROUP_SCANS, is_column_total
 from .axes import Axis, counted_axis
 from .node import Node, sums_read, to_source
 
@@ -340,9 +340,7 @@ class _Verifier:
                                     f"{n.axes!r}", n)
         # a column total (colsum): a group's total whose key, a number, puts every sample in
         # one group; its values then give it its samples
-        column_total = (n.op in GROUP_SCANS and keys.op == "const" and strata.op == "const"
-                        and values.axes == n.axes)
-        if column_total:
+        if is_column_total(n) and values.axes == n.axes:
             return
         if keys.axes != n.axes[:1] or values.axes not in ((), n.axes[:1], n.axes) \
                 or strata.axes not in ((), n.axes[:1]):

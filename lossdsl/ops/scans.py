@@ -39,7 +39,7 @@ import threading
 import numpy as np
 from numba import njit
 
-from ..ir.node import PASS_BOUNDARIES
+from ..ir.node import PASS_BOUNDARIES, Node
 from .registry import Op, register
 
 #: name -> (what it accumulates, which samples: "from" t_j >= t_i, "upto" t_j <= t_i,
@@ -56,6 +56,12 @@ SCANS: dict[str, tuple[str, str]] = {
 #: the language.
 GROUP_SCANS: frozenset[str] = frozenset(
     name for name, (_, direction) in SCANS.items() if direction == "group")
+
+
+def is_column_total(n: Node) -> bool:
+    """Whether ``n`` is ``colsum(e)``: the group total ``sum_group(e, 0, 0)`` whose key is
+    the same number for every sample (one group of all the samples)."""
+    return n.op in GROUP_SCANS and n.args[1].op == "const" and n.args[2].op == "const"
 
 
 def scan_name(accumulates: str, direction: str) -> str:

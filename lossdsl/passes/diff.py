@@ -36,9 +36,8 @@ from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node
 from ..ops import find
 from ..ops.compare import COMPARISONS, LOGICAL
 from ..ops.primitives import ROW
-from ..ops.scans import GROUP_SCANS, SCANS, scan_name, transposed
+from ..ops.scans import GROUP_SCANS, SCANS, is_column_total, scan_name, transposed
 from . import pairs
-from .shapes import is_column_total
 
 _ZERO, _ONE = constant(0.0), constant(1.0)
 
@@ -451,13 +450,16 @@ class _Diagonal:
             stack.extend(n.args)
         return True
 
-    def _maximal(self, f: Node, seed: Node, frozen: frozenset, wanted) -> list[Node]:
+    def _maximal(self, f: Node, seed: Node, frozen: frozenset, wanted,
+                 within=None) -> list[Node]:
         """The maximal nodes under ``f`` that depend on ``seed`` (held constant: none of
-        ``frozen``) and are ``wanted``, in a stable order."""
+        ``frozen``) and are ``wanted``, in a stable order; with ``within``, only among the
+        nodes for which it holds (the others neither taken nor looked into)."""
         found, seen, stack = [], set(), [f]
         while stack:
             n = stack.pop()
-            if id(n) in seen or id(n) in frozen or not self.depends(n, seed):
+            if (id(n) in seen or id(n) in frozen or not self.depends(n, seed)
+                    or (within is not None and not within(n))):
                 continue
             seen.add(id(n))
             if wanted(n):
@@ -562,18 +564,8 @@ class _Diagonal:
         (``at_partner``) that the summand ``f`` of a reduction over the partners' ``axis``
         reads pair by pair (not within a value of the pair's own sample) and that depend on
         the seed, in a stable order."""
-        found, seen, stack = [], set(), [f]
-        while stack:
-            n = stack.pop()
-            if (id(n) in seen or id(n) in frozen or axis not in (n.axes or ())
-                    or not self.depends(n, seed)):
-                continue
-            seen.add(id(n))
-            if n.op == "at_partner":
-                found.append(n)
-            else:
-                stack.extend(n.args)
-        return sorted(found, key=lambda n: n.key)
+        return self._maximal(f, seed, frozen, lambda n: n.op == "at_partner",
+                             within=lambda n: axis in (n.axes or ()))
 
     def _at_partner_class(self, e: Node, seed: Node) -> Node:
         """D of ``e = at_partner(v)`` (v at the partner class c of each pair (k, c) of a

@@ -23,7 +23,7 @@ from ..ir.build import make
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
 from ..ops import find
 from ..ops.primitives import CLASS_VECTOR, ROW, SCAN
-from ..ops.scans import GROUP_SCANS
+from ..ops.scans import GROUP_SCANS, is_column_total
 from . import pairs
 
 if TYPE_CHECKING:  # the frontend's record of a declaration: the shapes pass only reads it
@@ -84,12 +84,6 @@ class Specialized:
 
 def _role(rank: int) -> str:
     return {0: "a scalar", 1: "a vector", 2: "a matrix"}.get(rank, f"a {rank}-d array")
-
-
-def is_column_total(n: Node) -> bool:
-    """Whether ``n`` is ``colsum(e)``: the group total ``sum_group(e, 0, 0)`` whose key is
-    the same number for every sample (one group of all the samples)."""
-    return n.op in GROUP_SCANS and n.args[1].op == "const" and n.args[2].op == "const"
 
 
 def spelled(n: Node) -> str:

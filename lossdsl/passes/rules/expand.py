@@ -80,6 +80,16 @@ def _stopped(n: Node) -> Node | None:
     return n.args[0] if n.op == "stop_gradient" else None
 
 
+def _carried_value(n: Node) -> tuple[Node, Node] | None:
+    """``(x, e)`` where the sum ``n`` is ``x + stop_gradient(e - x)`` (either order): the
+    value ``e`` with the derivatives of ``x``; else None."""
+    for x, other in (n.args, n.args[::-1]):
+        difference = _stopped(other)
+        if difference is not None and difference.op == "sub" and difference.args[1] is x:
+            return x, difference.args[0]
+    return None
+
+
 @rule("sub")
 def carrier_minus_stopped(n: Node) -> Node | None:
     """``x - stop_gradient(x) -> 0`` (and ``stop_gradient(x) - x``), in graphs whose
@@ -106,11 +116,8 @@ def carrier_plus_stopped_difference(n: Node) -> Node | None:
     PyTorch's derivatives) is ``e``, computed once instead of as ``x + (e - x)``, which
     rounds twice (by ulps of ``x``, not of ``e``) and is NaN where ``x`` is not finite; the
     reasons of :func:`carrier_minus_stopped` hold."""
-    for x, other in (n.args, n.args[::-1]):
-        difference = _stopped(other)
-        if difference is not None and difference.op == "sub" and difference.args[1] is x:
-            return difference.args[0]
-    return None
+    carried = _carried_value(n)
+    return None if carried is None else carried[1]
 
 
 # After differentiation only (lower): a derivative taken from the graph afterwards would
@@ -129,12 +136,11 @@ def carrier_value_held(n: Node) -> Node | None:
     derivatives (``x``'s), and a value that is ``e`` to the last bit wherever ``x`` is
     finite (``x - x`` is exactly 0), where ``x + (e - x)`` rounds by ulps of ``x``
     (``gaussian_nll``'s clamped variance: 1.5e-11 off at var = -1)."""
-    for x, other in (n.args, n.args[::-1]):
-        difference = _stopped(other)
-        if difference is not None and difference.op == "sub" and difference.args[1] is x:
-            return apply("add", apply("stop_gradient", difference.args[0]),
-                         apply("sub", x, apply("stop_gradient", x)))
-    return None
+    carried = _carried_value(n)
+    if carried is None:
+        return None
+    x, e = carried
+    return apply("add", apply("stop_gradient", e), apply("sub", x, apply("stop_gradient", x)))
 
 
 # Before a framework differentiates the printed code: the carriers stay, their values exact.
