@@ -139,19 +139,23 @@ class Scope:
     source_key: tuple[str, int, int, int] | None = None
 
     def _chain(self):
-        """This scope, then its imports (later first), then its parent; each scope once, so
-        modules that see each other (the prelude's files) do not loop. Iterative, so a long
-        chain of imports does not exhaust the stack."""
+        """This scope, then its imports (later first, each with its own imports), then the
+        parents (the prelude); each scope once, so modules that see each other (the prelude's
+        files) do not loop. Iterative, so a long chain of imports does not exhaust the
+        stack."""
         seen: set[int] = set()
         stack: list[Scope] = [self]
-        while stack:
-            scope = stack.pop()
+        # Parents wait until every import has been searched: an imported module's parent is
+        # the prelude, which would otherwise hide the defs of the imports still on the stack.
+        parents: list[Scope] = []
+        while stack or parents:
+            scope = stack.pop() if stack else parents.pop(0)
             if id(scope) in seen:
                 continue
             seen.add(id(scope))
             yield scope
             if scope.parent is not None:
-                stack.append(scope.parent)
+                parents.append(scope.parent)
             stack.extend(scope.imports)  # popped last first: a later import wins
 
     def nearest_kind(self, name: str) -> tuple[str, Scope] | None:

@@ -175,6 +175,22 @@ def test_a_name_defined_in_a_file_hides_an_imported_or_built_in_one_of_any_kind(
     assert lossdsl.compile("gamma*p").inputs == ("gamma", "p")  # the library's defs hide none
 
 
+def test_every_import_is_searched_before_the_built_in_library(tmp_path):
+    """A later import pushed the prelude (its parent) ahead of the earlier imports, so an
+    earlier import's `mse` and `huber` silently became the built-in ones."""
+    (tmp_path / "mylib.loss").write_text("def mse(y, p) = abs(p - y)^3\n"
+                                         "def huber(y, p) = 100*(p - y)\n")
+    (tmp_path / "other.loss").write_text("def g(x) = 20*x\n")
+    (tmp_path / "main.loss").write_text('import "mylib.loss"\nimport "other.loss"\n'
+                                        "loss a = mse(y, p) + g(p)\nloss b = huber(y, p)\n")
+    library = lossdsl.load(tmp_path / "main.loss")
+    y, p = np.array([2.0, -1.0]), np.array([0.0, 0.5])
+    a = library.a.compile(reduction="none")(y=y, p=p)
+    b = library.b.compile(reduction="none")(y=y, p=p)
+    np.testing.assert_allclose(a, np.abs(p - y) ** 3 + 20 * p)
+    np.testing.assert_allclose(b, 100 * (p - y))
+
+
 def test_bad_options_are_loss_errors():
     with pytest.raises(LossError, match="unknown target"):
         lossdsl.compile("mse(y, p)", target="tpu")
