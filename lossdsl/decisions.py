@@ -197,7 +197,6 @@ def _decide_by_group(compiled: CompiledLoss, groups: Any, residual_groups: Any, 
                         "with predictions= and residuals=" + (
                             f", not {', '.join(n + '=' for n in unsupported)}"
                             if unsupported else ""))
-    check_aligned([("predictions", predictions), ("groups", groups)])
     check_aligned([("residuals", residuals), ("residual_groups", residual_groups),
                    ("residual_weights", residual_weights)])
     mu = _floats("predictions", predictions)
@@ -225,8 +224,14 @@ def _decide_by_group(compiled: CompiledLoss, groups: Any, residual_groups: Any, 
     tables = compiled.table_inputs()
     # per-row inputs are sliced with the rows; scalars, tables and params go to every group
     per_row = {name for name, value in rest.items()
-               if name not in _DECIDE_OPTIONS and name not in tables
-               and np.ndim(value) >= 1 and np.shape(value)[0] == mu.shape[0]}
+               if name not in _DECIDE_OPTIONS and name not in tables and np.ndim(value) >= 1}
+    for name in sorted(per_row):
+        # checked here, against all the rows: a group's call would count only its own
+        if np.shape(rest[name])[0] != mu.shape[0]:
+            raise LossShapeError(f"input '{name}' has {np.shape(rest[name])[0]} rows (shape "
+                                 f"{np.shape(rest[name])}) but the predictions have "
+                                 f"{mu.shape[0]}: pass one value per row, in the same "
+                                 f"order, or a scalar")
     # (sliced by position below: a pandas input must be in the predictions' row order)
     check_aligned([("predictions", predictions), ("groups", groups),
                    *((name, rest[name]) for name in sorted(per_row))])

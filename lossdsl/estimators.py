@@ -84,6 +84,10 @@ _GRID = 101
 _GRID_ROWS = 8
 # a score sure of its class: softmax / sigmoid within e^-100 of one-hot
 _SURE = 100.0
+# Keywords of lossdsl.decide whose values are not one per row of X (decide's groups= and
+# quantiles= are, and are checked against X's index).
+_NOT_PER_ROW = frozenset({"residual_groups", "levels", "classes", "decisions", "label",
+                          "decision", "max_elements"})
 
 LossLike = str | Loss | CompiledLoss
 
@@ -640,18 +644,28 @@ class _LossEstimator(BaseEstimator):
     def _inputs_matter(self, compute: Any, raw: np.ndarray,
                        values: Mapping[str, np.ndarray]) -> bool:
         """Whether the link's result changes when the per-row inputs do (rolled by one row,
-        and doubled); when it does not, ``predict`` does not ask for them, and the link is
-        computed with the first training row's values in their place (``_stand_ins``, none
-        until then: fit starts without)."""
+        doubled, and moved far beyond the training rows' range: a threshold such as
+        ``where(clv > 1000, ...)`` that no training row crosses still counts); when it does
+        not, ``predict`` does not ask for them, and the link is computed with the first
+        training row's values in their place (``_stand_ins``, none until then: fit starts
+        without)."""
         if not self._input_sources:
             return False
         base = compute(raw, self._loss_inputs(values))
-        for change in (lambda v: np.roll(v, 1, axis=0), lambda v: 2.0 * v + 1.0):
-            changed = {source: change(v) for source, v in values.items()}
+        changes = ((lambda v: np.roll(v, 1, axis=0), True), (lambda v: 2.0 * v + 1.0, True),
+                   # outside the rows seen; a value the input's domain refuses proves nothing
+                   (lambda v: 1e6 * v, False), (lambda v: 1e-6 * v, False),
+                   (np.negative, False))
+        for change, refusal_matters in changes:
+            changed = {source: change(np.asarray(v, dtype=np.float64))
+                       for source, v in values.items()}
             try:
-                other = compute(raw, self._loss_inputs(changed))
+                with np.errstate(all="ignore"):
+                    other = compute(raw, self._loss_inputs(changed))
             except LossError:
-                return True
+                if refusal_matters:
+                    return True
+                continue
             if not np.allclose(base, other, rtol=1e-12, atol=1e-15, equal_nan=False):
                 return True
         self._stand_ins = {name: np.asarray(values[source])[:1]
@@ -671,18 +685,24 @@ class _LossEstimator(BaseEstimator):
             inputs[name] = _column(X, value, name) if isinstance(value, str) else value
         return inputs
 
-    def _decide_rows(self, X: Any, default: bool,
+    def _decide_rows(self, X: Any, cost: LossLike | None,
                      inputs: Mapping[str, Any]) -> tuple[np.ndarray, dict, dict]:
-        """For ``decide``: (raw scores, per-row values of the sources, the cost's other
-        inputs). Keyword ``inputs`` named like a source (of the loss's per-row inputs, and of
-        ``decision_inputs`` for the default cost) give that source's values; the others are
-        inputs of the cost (a string names a column of X)."""
+        """For ``decide`` (``cost`` None: the default ``decision_cost``): (raw scores,
+        per-row values of the sources, the cost's other inputs). Keyword ``inputs`` named
+        like a source (of the loss's per-row inputs, and of ``decision_inputs`` for the
+        default cost) give that source's values; the others are inputs of the cost (a
+        string names a column of X)."""
         check_is_fitted(self, "booster_")
+        default = cost is None
         sources = set(self._link_sources)
         if default:
             sources |= set(self._sources("decision").values())
         metadata = {k: v for k, v in inputs.items() if k in sources and not isinstance(v, str)}
         extra = {k: v for k, v in inputs.items() if k not in metadata}
+        # the cost's per-row inputs (and groups=) meet X's rows by position in decide
+        shared = self._tables_of(self.decision_cost if default else cost) | _NOT_PER_ROW
+        check_aligned([("X", X), *((name, value) for name, value in extra.items()
+                                   if name not in shared and not isinstance(value, str))])
         features, values = self._take_rows(X, metadata, False, sorted(sources))
         return self._raw(features), values, extra
 
@@ -1007,7 +1027,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         if cost is None and self.decision_cost is None:
             raise LossError("decide() needs a cost: pass cost=... or set decision_cost=")
         default = cost is None
-        raw, values, extra = self._decide_rows(X, default, inputs)
+        raw, values, extra = self._decide_rows(X, cost, inputs)
         if self._proba_error is not None:
             raise LossError(f"decide() needs class probabilities, and {self._proba_error}")
         proba = self._probabilities(raw, self._loss_inputs(values))
@@ -1195,7 +1215,7 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         if cost is None and self.decision_cost is None:
             raise LossError("decide() needs a cost: pass cost=... or set decision_cost=")
         default = cost is None
-        raw, values, extra = self._decide_rows(X, default, inputs)
+        raw, values, extra = self._decide_rows(X, cost, inputs)
         prediction = self._label_scale(raw, values)
         return self._decide_from(prediction, cost, values, X, extra, default, decisions,
                                  residuals, residual_weights)

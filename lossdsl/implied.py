@@ -84,7 +84,7 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
         widen_down = flat & (g_lo == 0) & ~up & ~down
         if not (up.any() or down.any() or widen_up.any() or widen_down.any()):
             break
-        move = width * 2.0 ** step
+        move = width * 2.0 ** min(step, 1023)  # 2.0 ** 1024 raises: the bracket is at inf
         if up.any():
             lo[up], g_lo[up] = hi[up], g_hi[up]
         if down.any():

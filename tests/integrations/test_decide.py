@@ -272,6 +272,10 @@ def test_residuals_per_group_refusals():
         lossdsl.decide(NEWSVENDOR, predictions=pd.Series(forecast, index=[10, 11]),
                        residuals=residuals, groups=[0, 1], residual_groups=[0, 1, 1],
                        under=pd.Series([3.0, 5.0], index=[11, 10]), over=1.0)
+    # a per-row input of the wrong length: counted against all the rows, not one group's
+    with pytest.raises(lossdsl.LossShapeError, match="has 3 rows .* the predictions have 2"):
+        lossdsl.decide(NEWSVENDOR, predictions=forecast, residuals=residuals, groups=[0, 1],
+                       residual_groups=[0, 1, 1], under=np.array([3.0, 5.0, 4.0]), over=1.0)
 
 
 @pytest.mark.parametrize("missing", [np.nan, None], ids=["nan", "none"])

@@ -517,6 +517,45 @@ def test_a_keyword_series_in_another_order_than_x_is_refused(data):
         fitted.decide(X[["x0", "x1"]], CHURN.replace("z", "d"), clv=clv[::-1])
 
 
+def test_decide_refuses_cost_inputs_and_groups_in_another_order_than_x(data):
+    """Inputs of decide's cost that are not the loss's own sources, and groups=, were paired
+    with X's rows by position whatever their index (predict_proba refused the same Series)."""
+    X, y, counts = data
+    features = X[["x0", "x1"]]
+    cost = "where(d == 1, 3, where(y == 1, value, 0))"
+    model = XGBLossClassifier(n_estimators=3, **XGB).fit(features, y)
+    shuffled = X.clv.sample(frac=1.0, random_state=2)
+    with pytest.raises(lossdsl.LossShapeError, match="'X' and 'value' are pandas objects"):
+        model.decide(features, cost, value=shuffled)
+    p = model.predict_proba(features)[:, 1]
+    np.testing.assert_array_equal(model.decide(features, cost, value=X.clv),
+                                  (p * X.clv.to_numpy() > 3).astype(int))
+    regressor = XGBLossRegressor(n_estimators=3, decision_cost="asymmetric_l1(y, d, 5, 2)",
+                                 decision_cv=2, **XGB).fit(features, counts)
+    with pytest.raises(lossdsl.LossShapeError, match="'X' and 'under' are pandas objects"):
+        regressor.decide(features, "asymmetric_l1(y, d, under, 2)", under=shuffled)
+    groups = pd.Series(np.arange(len(X)) % 2, index=X.index)
+    with pytest.raises(lossdsl.LossShapeError, match="'X' and 'groups' are pandas objects"):
+        regressor.decide(features, groups=groups.sample(frac=1.0, random_state=3),
+                         residual_groups=np.arange(len(X)) % 2)
+
+
+def test_a_link_read_through_a_threshold_no_training_row_crosses_asks_for_the_input():
+    """The link's dependence on clv was probed with the training values rolled and doubled
+    only; no row crossed clv > 1000, so predict used the first row's clv for every row."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.uniform(0, 10, 300), "clv": rng.uniform(50, 400, 300)})
+    y = (rng.uniform(size=300) < 1 / (1 + np.exp(X.a - 4))).astype(int)
+    model = XGBLossClassifier(
+        "where(clv > 1000, cost_sensitive_bce(y, z, 10, 1), bce_logits(y, z))",
+        inputs={"clv": "clv"}, n_estimators=5, max_depth=2, nthread=1).fit(X, y)
+    new = pd.DataFrame({"a": [2.0, 2.0], "clv": [100.0, 5000.0]})
+    s = sigmoid(model.predict_raw(new))
+    # the cost-weighted loss's probability: s / (s + 10 (1 - s)) where clv > 1000
+    np.testing.assert_allclose(model.predict_proba(new)[:, 1],
+                               [s[0], s[1] / (s[1] + 10 * (1 - s[1]))], rtol=1e-9)
+
+
 def test_fitted_with_a_keyword_predicts_from_the_column_of_x(data):
     """A per-row input given to fit by keyword may be a column of X at predict (as the docs
     say): it was taken for a feature unseen at fit time (scikit-learn's ValueError)."""
