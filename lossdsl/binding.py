@@ -25,6 +25,7 @@ import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name, partners_name
+from .compiler import COUNT_TOTAL
 from .domains import (
     DeclaredRows,
     InputDomain,
@@ -54,7 +55,7 @@ __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_aligned",
            "check_labels", "check_domains", "check_host_requirements", "check_out",
            "check_group_totals_ids", "check_scan_keys",
-           "class_vector", "coerce_loss", "disagreement",
+           "class_vector", "coerce_loss", "count_total_error", "disagreement",
            "domain_error", "domain_violation", "first_bad_label", "host_array", "host_checked",
            "host_inputs", "inexact_integers",
            "is_device_array", "kernel_arguments", "kernel_dtype", "label_error", "label_widths",
@@ -640,6 +641,31 @@ def kept_weight_total_error(layout: InputLayout, weight: Any, labels: Any
     return weight_total_error(weight, labels != layout.ignore_index)
 
 
+def count_total_error(total: float, layout: InputLayout | None, weighted: bool = False
+                      ) -> LossDomainError | None:
+    """The error for counts of ``count_as(l, s)`` whose ``total`` (a kernel's
+    :data:`~lossdsl.compiler.COUNT_TOTAL`, the mean's denominator) is 0 or not finite: every
+    sample's class weight 0, a count input of zeros. Their mean would be 0/0 = NaN (PyTorch's
+    ``F.cross_entropy(weight=...)`` returns nan) and its gradients NaN or infinite; as for a
+    weighted mean whose weights total 0 (:func:`weight_total_error`), an error instead.
+    ``layout``: the loss's (its reduction and ignore_index; None reads as "mean");
+    ``weighted``: whether the call has sample weights. None for a usable total."""
+    if total != 0 and np.isfinite(total):
+        return None
+    reduction = layout.reduction if layout is not None else "mean"
+    counts = "the counts s of count_as(l, s)"
+    if weighted and reduction == "weighted_mean":
+        counts += " times sample_weight"  # sum(w*l)/sum(w*s)
+    kept = (" of the samples not ignored"
+            if layout is not None and layout.ignore_index is not None else "")
+    return LossDomainError(
+        f"{counts}{kept} sum to {float(total)!r}: reduction={reduction!r} divides by their "
+        "total (PyTorch's class-weighted mean divides by the sum of the class weights), so "
+        "the mean is undefined (it would be nan, its gradients nan or inf); give counts that "
+        "are not all zero (class weights that are not 0 for every class in the batch), or "
+        "use reduction='sum' (0 for such a batch) or skip the batch", None)
+
+
 def check_host_requirements(bound: Bound, kernel: Kernel) -> None:
     """Check the def requirements that ``kernel`` does not count: those of params, numbers,
     per-class vectors and tables (``requires u > 0`` where ``u`` is a param or a scalar
@@ -836,8 +862,9 @@ class BoundCall:
     def run(self) -> list[Any]:
         """Run the kernel; every result in API order (a float for a scalar input's
         derivative and for a reduced value, arrays otherwise). A value outside its declared
-        domain, counted by the kernel, is a LossDomainError (the outputs are then
-        unspecified)."""
+        domain, counted by the kernel, is a LossDomainError, and so are counts of
+        ``count_as`` whose total, the mean's denominator, is 0 (:func:`count_total_error`;
+        the outputs are then unspecified)."""
         kernel, bound, results = self.kernel, self.bound, dict(self.results)
         scalar_values = kernel.execute(self.arguments)
         for name, order in (self.regrouped or {}).items():
@@ -848,6 +875,12 @@ class BoundCall:
         if (kernel.checks or kernel.requirements) and self.checked is not None:
             layout, inputs = self.checked
             refuse_outside(layout, kernel, results, inputs, bound.params)
+        if COUNT_TOTAL in results:
+            error = count_total_error(results[COUNT_TOTAL],
+                                      self.checked[0] if self.checked is not None else None,
+                                      bound.weight is not None)
+            if error is not None:
+                raise error
         ranks, rounded = bound.ranks, bound.result_dtype
         found = []
         for name in self.order:
@@ -961,6 +994,9 @@ class KernelPlan:
     scalar_outputs: tuple[str, ...]
     result_slots: tuple[int, ...] | None  # the API's results by slot, when all are arrays
     counts: tuple[int, ...] = ()  # positions among the scalar outputs of "outside:" counts
+    # the position among the scalar outputs of the count_as total (COUNT_TOTAL), which must
+    # not be 0 (see count_total_error); None where the kernel has none
+    count_total: int | None = None
     host_domains: tuple[InputDomain, ...] = ()  # checked before the run (params, numbers)
     host_requirements: tuple[TypedRequirement, ...] = ()  # likewise
 
@@ -1213,6 +1249,9 @@ class CallPlan:
         for position in kernel_plan.counts:
             if scalars[position]:  # a value outside its domain: the general path names it
                 return None
+        if kernel_plan.count_total is not None \
+                and not 0.0 < abs(scalars[kernel_plan.count_total]) < np.inf:
+            return None  # counts of count_as totalling 0 (or NaN): the general path refuses
         if kernel_plan.result_slots is not None and not self.scalar_results:
             return [positional[slot] for slot in kernel_plan.result_slots]  # arrays only
         results: dict[str, Any] = {name: positional[slot]
@@ -1484,14 +1523,15 @@ def _print_runner(plan: CallPlan, result_axes: Mapping[str, tuple[str, ...]]
 def _print_caller(plan: CallPlan, kernel_plan: KernelPlan, names: _PlanNames
                   ) -> Callable[..., Any] | None:
     """The function that runs ``kernel_plan``'s kernel on the variables of ``names`` and
-    returns the call's results (None where a count of values outside a domain is not 0),
+    returns the call's results (None where a count of values outside a domain is not 0, or
+    the total of the counts of ``count_as`` is: see :func:`count_total_error`),
     or None for a kernel the printed functions do not cover. The declared domains of params
     and numbers (``huber``'s ``delta in (0, inf)``) are checked first, as
     :func:`domain_violation` checks them (None: the general path raises the error)."""
     if kernel_plan.host_requirements:
         return None
     namespace: dict[str, Any] = {"PLAN": plan, "KERNEL": kernel_plan.kernel,
-                                 "RUN": kernel_plan.kernel.run}
+                                 "RUN": kernel_plan.kernel.run, "INF": np.inf}
     checks = []
     for i, declared in enumerate(kernel_plan.host_domains):
         variable = names.inputs.get(declared.name)
@@ -1535,6 +1575,9 @@ def _print_caller(plan: CallPlan, kernel_plan: KernelPlan, names: _PlanNames
     if kernel_plan.counts:
         counted = " or ".join(f"s[{int(position)}]" for position in kernel_plan.counts)
         lines += [f"    if {counted}:", "        return None"]
+    if kernel_plan.count_total is not None:  # 0, infinite or NaN: the general path refuses
+        lines += [f"    if not 0.0 < abs(s[{int(kernel_plan.count_total)}]) < INF:",
+                  "        return None"]
     lines.append(f"    return [{', '.join(returned)}]")
     return _compiled("\n".join(lines) + "\n", namespace, "call")
 
@@ -1623,6 +1666,8 @@ def plan_kernel(kernel: Kernel, order: Sequence[str], layout: InputLayout) -> Ke
                       if all(name in slot_of for name in order) else None,
                       tuple(i for i, o in enumerate(kernel.scalar_outputs)
                             if o.name.startswith(("outside:", "unmet:"))),
+                      next((i for i, o in enumerate(kernel.scalar_outputs)
+                            if o.name == COUNT_TOTAL), None),
                       host_checked(layout, kernel), kernel.host_requirements)
 
 

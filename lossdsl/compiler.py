@@ -40,12 +40,16 @@ from .passes.schedule import Output, plan
 from .passes.simplify import simplify
 from .passes.stabilize import stabilize
 
-__all__ = ["GeneratedKernel", "Kernel", "KernelRequest", "Specialization", "TypedRequirement",
-           "build_kernel", "derivatives", "generate_source", "module_header", "optimize",
-           "outside_count", "parallel_axes", "specialize", "stable_expression", "typed_graph",
-           "unmet_count"]
+__all__ = ["COUNT_TOTAL", "GeneratedKernel", "Kernel", "KernelRequest", "Specialization",
+           "TypedRequirement", "build_kernel", "count_total", "derivatives", "generate_source",
+           "module_header", "optimize", "outside_count", "parallel_axes", "specialize",
+           "stable_expression", "typed_graph", "unmet_count"]
 
 TARGETS = ("cpu", "parallel", "cuda")
+
+#: The scalar output of a kernel that holds the denominator of a mean whose samples count
+#: as ``count_as`` says (see :func:`count_total`): binding refuses a call where it is 0.
+COUNT_TOTAL = "count_total"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,10 @@ class Specialization:
     # inputs are false (scalar outputs "unmet:0", "unmet:1", ...); binding checks the others
     # (params, scalar inputs, per-class vectors and tables) before each run
     requirements: tuple[TypedRequirement, ...] = ()
+    # the denominator of a mean whose samples count as count_as(l, s) says (sum(s), times
+    # the classes of a matrix loss; sum(w*s) for a weighted "weighted_mean"), which every
+    # kernel returns as its scalar output COUNT_TOTAL; None where no call can make it 0
+    count_total: Node | None = None
 
     def counted_requirements(self) -> tuple[TypedRequirement, ...]:
         """The requirements that read per-sample array inputs: those kernels count."""
@@ -292,7 +300,25 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
                                  if ranks.get(d.name, 0) >= 1))
     requirements = tuple(_typed_requirement(r, typed, ranks) for r in definition.requirements)
     return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted,
-                          checks, requirements)
+                          checks, requirements, count_total(objective))
+
+
+def count_total(objective: shapes.Objective) -> Node | None:
+    """The denominator of ``objective``'s mean where ``count_as(l, s)`` gives it (its
+    ``count_total``: ``sum(s)`` over the samples kept, times the classes of a matrix loss,
+    or ``sum(w*s)`` for a weighted ``"weighted_mean"``); None without count_as, for a
+    reduction that divides by nothing ("sum", "none"), and for counts of numbers alone
+    (``count_as(l, 2)``: the denominator is ``2*N``).
+
+    Counts that total 0 (every sample's class weight 0) make the mean 0/0 and its
+    gradients NaN or infinite, so every kernel returns this node (:data:`COUNT_TOTAL`) and
+    binding refuses the call where it is 0 or not finite, as it refuses sample weights that
+    total 0. It is the objective's own denominator, which the kernels compute once."""
+    denominator = objective.count_total
+    if denominator is None \
+            or not any(n.op in ("input", "param") for n in toposort([denominator])):
+        return None
+    return denominator
 
 
 def _typed_requirement(requirement: Requirement, typed: Mapping[str, Node],
@@ -417,6 +443,8 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
     counted = spec.counted_requirements()
     for index, requirement in enumerate(counted):
         outputs.append(Output(f"unmet:{index}", unmet_count(requirement.condition), ()))
+    if spec.count_total is not None:
+        outputs.append(Output(COUNT_TOTAL, spec.count_total, ()))
     verify.check([o.node for o in outputs])
     nodes = optimize([o.node for o in outputs])
     verify.check(nodes)

@@ -45,6 +45,7 @@ from .binding import (
     InputLayout,
     check_host_requirements,
     coerce_loss,
+    count_total_error,
     domain_error,
     domain_violation,
     first_bad_label,
@@ -56,7 +57,7 @@ from .binding import (
     result_order,
     weight_total_error,
 )
-from .compiler import TypedRequirement
+from .compiler import COUNT_TOTAL, TypedRequirement
 from .domains import InputDomain, first_outside, first_unmet
 from .errors import LossError, LossNameError, LossShapeError, did_you_mean
 
@@ -210,6 +211,9 @@ class DaskLoss:
                 if isinstance(source, da.Array) and result.shape == source.shape:
                     result = result.rechunk(source.chunks)  # a pass that read no chunked input
             found.append(result)
+        if COUNT_TOTAL in results:
+            found = _after_count_check(found, results[COUNT_TOTAL], compiled.layout,
+                                       bound.weight is not None)
         return found
 
 
@@ -416,6 +420,25 @@ def _total_checked(weight: Any) -> Any:
     total = weight.sum(dtype=np.float64).map_blocks(check, dtype=np.float64)
     return da.blockwise(lambda block, _: block, "i", weight, "i", total, "",
                         dtype=weight.dtype)
+
+
+def _after_count_check(found: list[Any], total: da.Array, layout: InputLayout,
+                       weighted: bool) -> list[Any]:
+    """``found``, each result waiting for a check of ``total``, the lazy total over every
+    chunk of the counts of ``count_as`` that the mean divides by (the kernel's
+    :data:`~lossdsl.compiler.COUNT_TOTAL`): a total of 0 raises
+    :func:`~lossdsl.binding.count_total_error` when a result is computed, instead of
+    computing NaN. One chunk's counts may all be 0; only the total over all of them counts."""
+    def check(value: np.ndarray) -> np.ndarray:
+        error = count_total_error(float(value), layout, weighted)
+        if error is not None:
+            raise error
+        return value
+
+    checked = total.map_blocks(check, dtype=np.float64)
+    return [da.blockwise(lambda block, _: block, "ij"[:result.ndim], result,
+                         "ij"[:result.ndim], checked, "", dtype=result.dtype)
+            for result in found]
 
 
 class _Slot:

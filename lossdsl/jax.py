@@ -34,7 +34,10 @@ one; other inputs, ``sample_weight=`` and param overrides are keywords. ``reduct
 gives one value per sample (optax's per-example form). Inputs may be float64 (with
 ``jax_enable_x64``), float32, float16 or bfloat16 (computed in float32, returned in the input
 dtype); integer label arrays are range-checked when they are concrete and make the result NaN
-when a traced label (under ``jit``) is out of range, never a silently wrong number.
+when a traced label (under ``jit``) is out of range, never a silently wrong number. Likewise a
+mean whose ``count_as`` counts total 0 (every sample's class weight 0) is a
+:class:`~lossdsl.LossDomainError` where the counts are concrete (also under ``jax.grad`` of
+the scores alone), and makes the value and every derivative NaN where they are traced.
 
 JAX is an optional dependency (``pip install lossdsl[jax]``); ``import lossdsl`` does not
 import it.
@@ -65,6 +68,7 @@ from .backend import jax as printer
 from .binding import (
     check_group_ids,
     check_scan_keys,
+    count_total_error,
     disagreement,
     domain_error,
     domain_violation,
@@ -159,6 +163,10 @@ class _Functions:
     # when a traced call first needs it)
     requirements: tuple[compiler.TypedRequirement, ...] = ()
     unmet: Callable | None = None
+    # the denominator of a mean whose samples count as count_as says (see
+    # lossdsl.compiler.count_total), and its printed function (when a call first needs it)
+    count_total: Node | None = None
+    counted: Callable | None = None
     sources: dict[str, str] = field(default_factory=dict)
     value: Callable | None = None
     raw_value: Callable | None = None
@@ -200,6 +208,15 @@ class _Functions:
                 self.unmet = self._print("unmet", [compiler.unmet_count(c.condition)
                                                    for c in self.requirements])
         return tuple(count > 0 for count in self.unmet(*arguments))
+
+    def counts_total(self, arguments: list) -> jax.Array:
+        """The total of the counts of ``count_as`` the mean divides by (concrete where
+        what it reads is, else traced)."""
+        with self.lock:
+            if self.counted is None:
+                self.counted = self._print("count_total", [self.count_total])
+        (total,) = self.counted(*arguments)
+        return total
 
     def build_value(self) -> None:
         (raw,) = [self._print("value", [self.objective.value])]
@@ -515,6 +532,8 @@ class JaxLoss:
                 raise domain_error(layout, declared, found)
         if functions.requirements:
             outside += self._required(functions, arrays, params)
+        if functions.count_total is not None:
+            self._counted(functions, arrays, params)
         if outside:  # and every derivative NaN too, which a NaN label alone may not make
             scale = jnp.where(functools.reduce(jnp.logical_or, outside), jnp.nan, 1.0)
             for name, value in arrays.items():
@@ -546,13 +565,27 @@ class JaxLoss:
                 traced = functions.unmet_flags(functions.arguments(arrays, params))
             flags.append(traced[index])
         if flags:
-            unmet = functools.reduce(jnp.logical_or, flags)
-            for name, value in arrays.items():
-                if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
-                    # an added NaN: a where() would cut the derivatives' path to the input
-                    arrays[name] = value + jnp.where(unmet, jnp.nan, 0.0).astype(
-                        jnp.asarray(value).dtype)
+            _nan_where(functools.reduce(jnp.logical_or, flags), arrays)
         return flags
+
+    def _counted(self, functions: _Functions, arrays: dict[str, Any],
+                 params: dict[str, Any]) -> None:
+        """Refuse counts of ``count_as`` whose total, the mean's denominator, is 0 (every
+        sample's class weight 0): where what the total reads is concrete (the counts and
+        labels, even under ``jax.grad`` of the scores), a
+        :func:`~lossdsl.binding.count_total_error`; where it is traced (under ``jit``),
+        every floating input becomes NaN when it is 0 or not finite, so that the value and
+        every derivative are NaN (0/0 alone gives an infinite value where the losses of
+        samples counted 0 are not)."""
+        total = functions.counts_total(functions.arguments(arrays, params))
+        concrete = _concrete(total)
+        if concrete is not None:
+            error = count_total_error(float(concrete), self._compiled.layout,
+                                      functions.weighted)
+            if error is not None:
+                raise error
+            return
+        _nan_where(~((total != 0) & jnp.isfinite(total)), arrays)
 
     def _specialization(self, ranks: dict[str, int], weighted: bool,
                         result: np.dtype) -> _Functions:
@@ -596,6 +629,7 @@ class JaxLoss:
                            else None)
                 functions.labels.append((names.index(label.value), widths[axis], ignored))
         functions.requirements = spec.requirements
+        functions.count_total = spec.count_total
         functions.build_value()
         return functions
 
@@ -660,6 +694,16 @@ class JaxLoss:
             error = weight_total_error(weights)  # a NaN, as the kernels refuse it
             if error is not None:
                 raise error
+
+
+def _nan_where(flag: jax.Array, arrays: dict[str, Any]) -> None:
+    """Add NaN to every floating array of ``arrays`` where the traced ``flag`` is true (0
+    elsewhere): every result computed from them is NaN then, derivatives included (a
+    where() would cut the derivatives' path to the input)."""
+    for name, value in arrays.items():
+        if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
+            arrays[name] = value + jnp.where(flag, jnp.nan, 0.0).astype(
+                jnp.asarray(value).dtype)
 
 
 @jax.custom_jvp

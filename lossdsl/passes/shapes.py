@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LossShapeError, Span
 from ..ir.axes import Axis
-from ..ir.build import make
+from ..ir.build import make, reduced_along
 from ..ir.node import Node, axis_length, constant, node, rebuild, toposort
 from ..ops import find
 from ..ops.primitives import CLASS_VECTOR, ROW, SCAN
@@ -727,28 +727,20 @@ def expand_shape_macros(graph: Node, inferred: Domains, result: Specialized,
             return batch_term(x) if x.axes == () else sum_all(x)
         if old.op == "partner" and id(old) in inferred.class_partners:
             return pairs.at_partner_classes(args[0])
-        if old.op == "classpairs":
+        if old.op == "classpairs":  # over the partner classes: K - 1 of a value the same at each
             (x,) = args
-            if len(x.axes) < 3:  # the same for every partner class: K - 1 of them
-                return make("mul", (x, axis_length(Axis(x.axes[1]).partner_classes())))
-            return make("rowsum", (x,))
+            return reduced_along("rowsum", args, pairs.class_pair_axes(x.axes))
         if old.op == "partner":
             return pairs.at_partners(args[0], inferred.axes(old))
         if old.op == "partner_first":
             return node("partner_first", args, None, inferred.axes(old))
         if old.op in ("group", "pairs"):
             return args[0]
-        if old.op in ("rowsum", "rowmax", "rowmean") and old.args[0].op in ("group", "pairs"):
-            (x,) = args
-            if len(x.axes) < 2:  # the same for every item: groupsum(1, g) counts them
-                items = inferred.axes(old.args[0])[1]
-                return make("mul", (x, axis_length(items))) if old.op == "rowsum" else x
-        if old.op == "logit_shift" and len(args[0].axes) < 2:
-            # one score z for every item: sigmoid(z + b) = t / n, b = log t - log(n - t) - z
-            z, t = args
-            items = axis_length(inferred.axes(old.args[0])[1])
-            odds = make("sub", (make("log", (t,)), make("log", (make("sub", (items, t)),))))
-            return make("sub", (odds, z))
+        if (old.op == "logit_shift" or old.op in ("rowsum", "rowmax", "rowmean")
+                and old.args[0].op in ("group", "pairs")) and len(args[0].axes) < 2:
+            # the same for every item: groupsum(1, g) counts them; one score z for every
+            # item: sigmoid(z + b) = t / n, b = log t - log(n - t) - z
+            return reduced_along(old.op, args, inferred.axes(old.args[0]))
         if old.op == "rowmean":
             (x,) = args
             return make("div", (make("rowsum", (x,)), axis_length(x.axes[1])))
@@ -917,6 +909,11 @@ class Objective:
     With ``ignore_index``, ``ignored`` names the label input whose value ``ignore_index``
     drops a sample, and ``kept_count`` is the ``count`` leaf (the number of samples kept)
     that the caller binds from the labels before the kernel runs.
+
+    ``count_total`` is the denominator of a mean whose samples count as ``count_as(l, s)``
+    says (``sum(s)`` over the samples kept, times the classes of a matrix loss; ``sum(w*s)``
+    for a weighted "weighted_mean"); None without count_as and for reductions that divide
+    by nothing.
     """
 
     value: Node
@@ -925,6 +922,7 @@ class Objective:
     sample_axis: str | None  # the samples' axis; None for a loss that is a single number
     ignored: str | None = None
     kept_count: str | None = None
+    count_total: Node | None = None
 
 
 def kept_count_name(sample_axis: str) -> str:
@@ -1120,6 +1118,7 @@ def objective(expression: Node, reduction: str, weighted: bool,
             samples = make("mul", (count, samples))
         else:
             samples = sum_all(count)
+    denominator = None
     if reduction in ("mean", "weighted_mean", "sum_over_batch_size"):
         # "mean" divides by the count, weighted or not: sum(w*l)/N, as PyTorch's weight= and
         # Keras' default sum_over_batch_size; "weighted_mean" by the weights' total,
@@ -1131,16 +1130,19 @@ def objective(expression: Node, reduction: str, weighted: bool,
         else:
             weights = samples
         per_sample = element_count(varying.axes[len(sample_axes):])
-        terms = make("div", (terms, make("mul", (weights, per_sample))))
+        denominator = make("mul", (weights, per_sample))
+        terms = make("div", (terms, denominator))
     elif reduction == "batchmean":
         # PyTorch's KLDivLoss(reduction="batchmean"): every element summed, divided by the
         # number of samples (not by samples times classes), weighted or not
+        denominator = samples
         terms = make("div", (terms, samples))
     total = make("add", (terms, scalar))
     weight_axes = weight.axes if weight else None
     ignored = label.value if label is not None else None
     counted = kept_count_name(sample_axis) if kept is not None else None
+    count_total = denominator if count is not None else None
     if reduction == "none":
         value = make("add", (weighted_terms, scalar))
         return Objective(value, total, weight_axes, sample_axis, ignored, counted)
-    return Objective(total, total, weight_axes, sample_axis, ignored, counted)
+    return Objective(total, total, weight_axes, sample_axis, ignored, counted, count_total)
