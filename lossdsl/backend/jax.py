@@ -14,9 +14,11 @@ The arithmetic is the Numba kernels', operation for operation: the same optimise
 derivative is right at 0, where the kernels expand them through a shared ``exp(-|x|)``), the
 same special-case powers (``x^2`` is ``x * x``), the helpers' branches as ``where`` selects
 (``digamma``'s recurrence unrolled to its fixed bound), NaN-propagating ``min``/``max`` whose
-ties go to the first argument, and ``rowsum(x * onehot(y))`` read as the single column
-``x[i, y_i]`` (``emit.pick_parts``). Generated source never contains user text: inputs and
-params get generated names and numbers are re-emitted with ``repr(float)``.
+ties go to the first argument, ``rowsum(x * onehot(y))`` read as the single column
+``x[i, y_i]`` (``emit.pick_parts``), and a carrier ``x - stop_gradient(x)`` 0 even where
+``x`` is not finite (``h.carrier``: the kernels drop it, the carriers phase). Generated
+source never contains user text: inputs and params get generated names and numbers are
+re-emitted with ``repr(float)``.
 
 This module does not import JAX: the generated code receives ``jax.numpy`` and ``jax.lax``
 from :mod:`lossdsl.jax`, and the helpers find them through :func:`_jnp` when first called.
@@ -37,6 +39,7 @@ from ..ops import find, operations
 from ..ops.primitives import ROW
 from ..ops.scans import SCANS, is_column_total
 from ..ops.special import bd0_on_arrays, stirlerr_on_arrays
+from ..passes.rules.expand import carrier_of
 from .emit import pick_parts
 
 __all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]
@@ -471,6 +474,30 @@ def logit_shift(z: Any, t: Any, segments: Any = None) -> Any:
     return _logit_shift_function(True)(z, t, segments)
 
 
+_CARRIERS: list[Any] = []
+
+
+def carrier(x: Any) -> Any:
+    """``x - stop_gradient(x)`` as the kernels compute it: 0, also where ``x`` is not finite
+    (``inf - inf`` is NaN; the carriers phase drops the term, so the kernels' value of ``s +
+    stop_gradient(tanh(s) - s)`` at s = inf is tanh's), with the derivatives of ``x`` at
+    every order (a custom_jvp whose tangent is ``x``'s)."""
+    if not _CARRIERS:
+        import jax
+
+        @jax.custom_jvp
+        def zero_with_derivatives_of(x):
+            return jax.numpy.zeros_like(x)
+
+        @zero_with_derivatives_of.defjvp
+        def carried_tangent(primals, tangents):
+            (x,), (dx,) = primals, tangents
+            return zero_with_derivatives_of(x), dx
+
+        _CARRIERS.append(zero_with_derivatives_of)
+    return _CARRIERS[0](x)
+
+
 def class_index(T: type, samples: int | None, width: int) -> Any:
     """The class index k of each element of a per-class matrix."""
     jnp = _jnp()
@@ -825,6 +852,17 @@ class JaxPrinter(NodeVisitor[str]):
                 kept = (x, "ONE") if index == 0 else ("ONE", x)
                 branches[index] = f"jnp.log(jnp.where({condition} != ZERO, {kept[0]}, {kept[1]}))"
         return self.fallback(n, condition, *branches)
+
+    def print_sub(self, n, a, b):
+        """``a - b``; a carrier ``x - stop_gradient(x)`` (``stop_gradient(x) - x``: its
+        negation), the value 0 with the derivatives of ``x``, is ``h.carrier(x)``: 0 where
+        ``x`` is not finite too, as in the kernels, where ``x - x`` was NaN (the held
+        carriers' ``stop_gradient(e) + (x - stop_gradient(x))`` was NaN wherever ``x`` was
+        infinite and ``e`` not)."""
+        carried = carrier_of(n)
+        if carried is None:
+            return self.fallback(n, a, b)
+        return f"h.carrier({a})" if carried[1] > 0 else f"-h.carrier({b})"
 
     def print_sum(self, n, x):
         """The sum over the samples (over groups: of the slots that hold one)."""

@@ -30,8 +30,8 @@ import math
 from collections.abc import Sequence
 
 from ..errors import LossError
-from ..ir.axes import Axis, partner_name
-from ..ir.build import make
+from ..ir.axes import Axis, partner_name, partner_of
+from ..ir.build import REDUCTIONS, make
 from ..ir.node import Node, axis_length, constant, depends_on, is_constant, node, toposort
 from ..ops import find
 from ..ops.compare import COMPARISONS, LOGICAL
@@ -115,18 +115,21 @@ def _row_weights(reduction: Node) -> Node:
     return _ONE
 
 
-#: The reductions: one value per row (the registry's row reductions) or a scalar (``sum``)
-#: of values over an axis.
-_REDUCTIONS = ("sum", *ROW)
-
-
-def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None = None) -> Node:
+def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None = None,
+                empty_rows: frozenset[str] = frozenset()) -> Node:
     """Sum ``value`` over the axes it has beyond ``axes`` (the adjoint of broadcasting).
 
     ``full`` are the axes ``value`` stands for, when they are more than its own: the adjoint
     of an operation on (N, K) values may be constant along the classes (``rowsum(a - z)``
     with ``a`` (N,): the adjoint of ``a - z`` is the rowsum's, one value per row), and its
-    sum over an axis it does not vary along is that value times the axis' length."""
+    sum over an axis it does not vary along is that value times the axis' length.
+
+    ``empty_rows``: the ragged axes whose rows may have no element (a pair sum's partners:
+    a sample alone in its group has none). A sum over such a row is 0 at an empty one, also
+    where a factor the same along the row came out of the sum (``make`` factors it out)
+    and is not finite there: the adjoint of ``log`` or ``1/x`` of the empty pair sum's 0
+    (``softplus(log(pairsum(exp(partner(s) - s), g)))``: ``sigmoid(-inf) * (1/0) *
+    rowsum(...)`` is ``0 * inf * 0``, NaN)."""
     full = value.axes if full is None or value.axes is None else full
     if full is None or len(full) <= len(axes):
         return value
@@ -139,10 +142,33 @@ def unbroadcast(value: Node, axes: tuple[str, ...], full: tuple[str, ...] | None
     if len(full) == 2 and len(axes) < 2:
         value = (_m("rowsum", value) if len(value.axes) == 2
                  else _m("mul", value, axis_length(full[1])))
+        if full[1] in empty_rows and _factored_out_of_the_sum(value):
+            value = _m("where", _m("gt", axis_length(full[1]), _ZERO), value, _ZERO)
     if len(axes) == 0:
         value = (_m("sum", value) if len(value.axes) == 1
                  else _m("mul", value, node("count", (), full[0], ())))
     return value
+
+
+def _factored_out_of_the_sum(total: Node) -> bool:
+    """Whether the sum over a row ``total`` (built by ``make``) is not the row's ``rowsum``
+    itself, negated or times a number: a factor the same along the row came out of it, or
+    the summand was the same along the row (a product with the row's length)."""
+    while total.op == "neg" or (total.op == "mul" and total.args[0].op == "const"
+                                and math.isfinite(total.args[0].value)):
+        total = total.args[-1]
+    return total.op != "rowsum"
+
+
+def _rows_that_may_be_empty(total: Node) -> frozenset[str]:
+    """The ragged axes of the pair sums under ``total``: a sample's partners, none for a
+    sample alone in its group (a group's items, the other ragged rows, are never none; the
+    samples of one domain are paired or grouped, not both)."""
+    return frozenset(
+        n.axes[1] for n in toposort([total])
+        if len(n.axes or ()) == 2 and Axis(n.axes[1]).is_ragged
+        and (n.op in ("at_partner", "partner_first")
+             or (n.op == "input" and partner_of(n.value) is not None)))
 
 
 def _reduced_axis(n: Node) -> str:
@@ -257,6 +283,7 @@ def _direct_grad(total: Node, x: Node) -> Node:
     if not dependent[id(total)]:
         return _ZERO
     adjoints: dict[int, Node] = {id(total): _ONE}
+    empty_rows = _rows_that_may_be_empty(total)
     for n in reversed(toposort([total])):
         if n is x:
             break  # everything x depends on comes after it in reverse order
@@ -288,8 +315,8 @@ def _direct_grad(total: Node, x: Node) -> Node:
                 continue
             # the contribution stands for one value per element of n (of a for reductions,
             # whose adjoint is the same for every element they reduce)
-            full = a.axes if n.op in (*_REDUCTIONS, "at_partner") else n.axes
-            contribution = unbroadcast(contribution, a.axes, full)
+            full = a.axes if n.op in (*REDUCTIONS, "at_partner") else n.axes
+            contribution = unbroadcast(contribution, a.axes, full, empty_rows)
             previous = adjoints.get(id(a))
             adjoints[id(a)] = (
                 contribution if previous is None else _m("add", previous, contribution)
@@ -362,7 +389,7 @@ class _Diagonal:
                 stack.append((request, self._compute(*request)))
 
     def _compute(self, e: Node, seed: Node, frozen: frozenset):
-        if e.op in _REDUCTIONS:
+        if e.op in REDUCTIONS:
             return (yield from self._reduction(e, seed, frozen))
         if e.op in SCANS:
             return (yield from self._scan(e, seed, frozen))
@@ -445,7 +472,7 @@ class _Diagonal:
             if id(n) in seen or n is seed or not self.depends(n, seed):
                 continue
             seen.add(id(n))
-            if n.op in (*_REDUCTIONS, "at_partner") or n.op in SCANS:
+            if n.op in (*REDUCTIONS, "at_partner") or n.op in SCANS:
                 return False
             stack.extend(n.args)
         return True

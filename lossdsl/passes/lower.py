@@ -22,10 +22,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from ..ir.axes import Axis
-from ..ir.build import ONE, apply, make
+from ..ir.build import ONE, apply, rebuilt
 from ..ir.node import Node, is_constant, rebuild, toposort
-from ..ops import find
 from .rewrite import apply_phase
 from .rules.expand import CARRIERS, EXPAND
 
@@ -43,37 +41,10 @@ _SYMMETRIC_UNIT_OPS = frozenset({"sign", "tanh", "erf", "sin", "cos"})
 def lower(roots: list[Node]) -> list[Node]:
     """Rewrite stable primitives into forms that share their exponentials and logarithms,
     drop the values that only derivatives needed (the carriers phase: ``roots`` are taken
-    as graphs no derivative will be taken from), then share the reciprocals of repeated
-    bounded denominators (of the divisions left)."""
-    expanded = apply_phase(EXPAND, roots)
-    return share_reciprocals([_without_carriers(root) for root in expanded])
-
-
-def _without_carriers(root: Node) -> Node:
-    """``root`` after the carriers phase, unless dropping a carrier changed what a reduction
-    reduces: where the carrier was the only term with a grouped or paired axis (``s -
-    stop_gradient(s)`` read in a group's layout next to ``groupsum(t, g)``, ``exp(partner(s)
-    - stop_gradient(partner(s)))`` in a pair sum), the sum built again around what is left
-    would reduce another axis, or none. Such a root keeps its carriers (the value is the
-    same; only the work of computing them is not saved)."""
-    (carried,) = apply_phase(CARRIERS, [root])
-    if carried is root or _misplaced_reductions(carried) <= _misplaced_reductions(root):
-        return carried
-    return root
-
-
-def _misplaced_reductions(root: Node) -> int:
-    """How many reductions in ``root`` reduce nothing a reduction of theirs can: a sum over
-    the samples of a number, a row reduction (``rowsum``, a group's or a pair sum's) of a
-    number or over the samples' axis."""
-    count = 0
-    for n in toposort([root]):
-        op = find(n.op)
-        if n.op == "sum" or (op is not None and op.kind == "row"):
-            axes = n.args[0].axes if n.args else ()
-            if not axes or (n.op != "sum" and Axis(axes[-1]).is_samples):
-                count += 1
-    return count
+    as graphs no derivative will be taken from; a reduction whose only term along its axis
+    was a carrier keeps reducing that axis, ``ir.build.rebuilt``), then share the
+    reciprocals of repeated bounded denominators (of the divisions left)."""
+    return share_reciprocals(apply_phase(CARRIERS, apply_phase(EXPAND, roots)))
 
 
 def share_reciprocals(roots: list[Node]) -> list[Node]:
@@ -114,7 +85,7 @@ def share_reciprocals(roots: list[Node]) -> list[Node]:
             return apply("mul", args[0], apply("div", ONE, args[1]))
         if args == old.args:
             return old
-        return make(old.op, args, old.value, old.axes)
+        return rebuilt(old, args)
 
     return rebuild(roots, rewrite)
 

@@ -131,20 +131,22 @@ class Phase:
 
 
 def apply_phase(phase: Phase, roots: list[Node]) -> list[Node]:
-    """Rewrite the graphs of ``roots`` with ``phase``, bottom-up; shared nodes once."""
+    """Rewrite the graphs of ``roots`` with ``phase``, bottom-up; shared nodes once. Each
+    node is rebuilt from its rewritten arguments by ``ir.build.rebuilt``: a reduction keeps
+    the axis it reduced where a rule left its argument without it."""
     # imported here: ir.build imports the canonicalize rules, which import this module
-    from ..ir.build import make
+    from ..ir.build import rebuilt
 
     def rebuild_one(old: Node, args: tuple[Node, ...]) -> Node:
         if not args:
             current = old
         elif phase.canonicalize_first or old.op not in phase.by_op:
-            current = make(old.op, args, old.value, old.axes)
+            current = rebuilt(old, args)
         else:
             current = node(old.op, args, old.value, old.axes)
             replacement = phase.rewrite_once(current)
             if replacement is None or replacement is current:
-                return make(old.op, args, old.value, old.axes)
+                return rebuilt(old, args)
             current = replacement
         return phase.rewrite(current)
 

@@ -7,7 +7,8 @@ kernels of negative_binomial and poisson(full=1) no longer compute the former fo
 values against scipy, mpmath and hand-written NumPy formulas, including where the former form
 overflows (it made them NaN) and where the value must stay inf or NaN; the derivatives
 against central differences of scipy; the JAX printer (which differentiates the code itself)
-keeps the carriers.
+keeps the carriers, with the kernels' values where the carried value is not finite (its
+``x - stop_gradient(x)`` is 0 there too, not NaN) and the carrier's derivatives.
 """
 
 from __future__ import annotations
@@ -269,8 +270,9 @@ def _group_sizes(groups: np.ndarray) -> np.ndarray:
     return np.array([np.sum(groups == g) for g in groups], dtype=float)
 
 
-# Carriers that are the only term with a group's or a pair sum's axis: dropped, the sum built
-# again around what is left would reduce another axis (or none); the root keeps them.
+# Carriers that are the only term with a group's or a pair sum's axis: dropped, the sum is
+# built again around what is left over the same axis (ir.build.rebuilt; more in
+# tests/test_reduction_rebuild.py).
 # (text, value, gradient in s) for GROUPS, SCORES and t = SCORES reversed, summed
 CARRIER_IN_A_REDUCTION = [
     ("log(pairsum(exp(partner(s) - stop_gradient(partner(s))), g))",
@@ -285,10 +287,64 @@ CARRIER_IN_A_REDUCTION = [
 
 @pytest.mark.parametrize("text, value, gradient", CARRIER_IN_A_REDUCTION,
                          ids=[c[0] for c in CARRIER_IN_A_REDUCTION])
-def test_a_carrier_alone_in_a_group_or_pair_sum_is_kept(text, value, gradient) -> None:
+def test_a_carrier_alone_in_a_group_or_pair_sum_is_dropped(text, value, gradient) -> None:
     loss = compiled(text, "sum")
     inputs = {"s": SCORES, "g": GROUPS, "t": SCORES[::-1].copy()}
     inputs = {name: inputs[name] for name in loss.inputs}
     t = inputs.get("t")
     assert loss(**inputs) == pytest.approx(value(SCORES, t), rel=1e-12)
     np.testing.assert_allclose(loss.grad("s", **inputs), gradient(SCORES, t), atol=1e-12)
+    assert carriers_left(lowered_value(text)) == []
+
+
+# --- the JAX printer: carriers kept, with the kernels' values -------------------------------
+
+
+def test_jax_carrier_is_zero_where_the_carried_value_is_infinite(jax_x64) -> None:
+    """``s + stop_gradient(tanh(s) - s)`` (held as ``stop_gradient(tanh(s)) + (s -
+    stop_gradient(s))``) is tanh(s) at +-inf too (it was inf - inf = NaN), and its
+    derivatives are those of s (JAX's autodiff of the hand-written formula: 1, then 0)."""
+    jax = jax_x64
+    import lossdsl.jax
+
+    text = "s + stop_gradient(tanh(s) - s)"
+    s = np.array([-np.inf, -30.0, -0.7, 0.0, 2.5, np.inf])
+    loss = lossdsl.jax.loss(text, reduction="none")
+    for got in (np.asarray(loss(s=s)), np.asarray(compiled(text)(s=s))):
+        np.testing.assert_allclose(got, np.tanh(s), rtol=2e-16)  # JAX's tanh: an ulp off
+        assert got[0] == -1.0 and got[-1] == 1.0
+
+    def formula(x):
+        return x + jax.lax.stop_gradient(jax.numpy.tanh(x) - x)
+
+    def total(x):
+        return jax.numpy.sum(loss(s=x))
+
+    gradient = jax.grad(total)(s)
+    np.testing.assert_array_equal(gradient, jax.vmap(jax.grad(formula))(s))
+    np.testing.assert_array_equal(gradient, np.ones_like(s))
+    np.testing.assert_array_equal(jax.jit(jax.grad(total))(s), np.ones_like(s))
+    second = jax.jvp(jax.grad(total), (s,), (np.ones_like(s),))[1]
+    np.testing.assert_array_equal(second, jax.vmap(jax.grad(jax.grad(formula)))(s))
+
+
+def test_jax_poisson_full_is_infinite_at_an_infinite_rate(jax_x64) -> None:
+    """poisson(full=1) through JAX: inf at p = inf as the kernels (the former form's
+    ``p - y log p`` carried, inf - inf, made it NaN), torch's values elsewhere, and the
+    former form's derivative ``1 - y/(p + eps)`` (hand-written, differentiated by JAX)."""
+    jax = jax_x64
+    import lossdsl.jax
+
+    y = np.array([5.0, 2.0, 7.0, 3e5])
+    p = np.array([np.inf, 0.5, 7.5, 2.9e5])
+    loss = lossdsl.jax.loss("poisson(y, p, full=1)", reduction="none")
+    got = np.asarray(loss(y=y, p=p))
+    assert got[0] == np.inf
+    expected = [poisson_full_nll(a, b) for a, b in zip(y[1:], p[1:])]
+    np.testing.assert_allclose(got[1:], expected, rtol=1e-11)
+
+    def former(rate, counts):
+        return rate - counts * jax.numpy.log(rate + 1e-8)
+
+    gradient = jax.grad(lambda rate: jax.numpy.sum(loss(y=y[1:], p=rate)))(p[1:])
+    np.testing.assert_allclose(gradient, jax.vmap(jax.grad(former))(p[1:], y[1:]), rtol=1e-13)

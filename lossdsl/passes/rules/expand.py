@@ -90,6 +90,19 @@ def _carried_value(n: Node) -> tuple[Node, Node] | None:
     return None
 
 
+def carrier_of(n: Node) -> tuple[Node, float] | None:
+    """``(x, 1.0)`` where ``n`` is ``x - stop_gradient(x)`` (a carrier: the value 0 with the
+    derivatives of ``x``), ``(x, -1.0)`` where it is ``stop_gradient(x) - x``; else None."""
+    if n.op != "sub":
+        return None
+    a, b = n.args
+    if _stopped(b) is a:
+        return a, 1.0
+    if _stopped(a) is b:
+        return b, -1.0
+    return None
+
+
 @rule("sub")
 def carrier_minus_stopped(n: Node) -> Node | None:
     """``x - stop_gradient(x) -> 0`` (and ``stop_gradient(x) - x``), in graphs whose
@@ -105,8 +118,7 @@ def carrier_minus_stopped(n: Node) -> Node | None:
     once no derivative can need ``x`` any more; a product with the 0 then folds by
     ``mul_zero`` (``rank_xendcg``'s ``(z - stop_gradient(z)) * stop_gradient(terms)``, whose
     terms are finite wherever its value is)."""
-    a, b = n.args
-    return ZERO if _stopped(b) is a or _stopped(a) is b else None
+    return ZERO if carrier_of(n) is not None else None
 
 
 @rule("add")
