@@ -3,6 +3,7 @@
     python benchmarks/bench_refit.py                      # friedman1, 50k rows, both libraries
     python benchmarks/bench_refit.py --data chicago       # modeldata Chicago ridership
     python benchmarks/bench_refit.py --rows 20000 --rounds 100 --repeat 3 --profile
+    python benchmarks/bench_refit.py --library lightgbm --rows 20000 --rounds 100 --floor
 
 The cost: ``asymmetric_l1(y, p, 4, 1)`` (each unit short costs 4, each unit over costs 1),
 whose minimiser is the 0.8 quantile. Trained three ways with the same trees, rounds,
@@ -12,6 +13,14 @@ learning rate, seed and threads, on the same rows:
   ``reg:quantileerror, quantile_alpha=0.8`` (leaves refitted to the exact quantile in C++);
 * ``refit``: ``lossdsl.<library>.train`` with the lossdsl objective (refit="auto": on);
 * ``first-order``: the same with ``refit=False`` (what a custom objective got before).
+
+``--floor`` (LightGBM) adds what any exact refit through LightGBM's public API costs before
+it computes anything: ``custom``, ``lgb.train`` with a custom objective whose gradient is one
+``np.where`` (LightGBM's custom-objective path: its histograms carry a Hessian the built-in
+quantile objective knows is constant); ``leaf-io``, the same loop plus, every round, the
+reads and writes a refit cannot do without (the cached training scores through
+``eval_train``, the round's tree from ``model_to_string``, every leaf written back with
+``set_leaf_output``), no leaf search.
 
 Reported: the held-out cost (mean over the test rows), the rounds needed to come within 1%
 of the model's final held-out cost, and the training time (fastest of ``--repeat``
@@ -79,6 +88,28 @@ def runs_lightgbm(data: tuple[np.ndarray, ...], rounds: int, args: argparse.Name
     params = {"learning_rate": args.learning_rate, "num_leaves": args.leaves, "verbose": -1,
               "seed": 0, "num_threads": args.threads, "deterministic": True}
     objective = ll.objective(COST)
+
+    def where_gradient(preds: np.ndarray, _data: object) -> tuple[np.ndarray, np.ndarray]:
+        gradient = np.where(preds < y, -4.0, 1.0)
+        return gradient, np.ones_like(gradient)
+
+    def leaf_io() -> object:
+        booster = lgb.Booster({**params, "objective": "none"}, lgb.Dataset(X, y))
+        kept = []
+
+        def keep(preds: np.ndarray, _data: object) -> tuple[str, float, bool]:
+            kept.append(np.array(preds))
+            return "scores", 0.0, False
+
+        for iteration in range(rounds):
+            booster.update(fobj=where_gradient)
+            booster.eval_train(feval=keep)
+            text = booster.model_to_string(start_iteration=iteration, num_iteration=1)
+            values = next(line for line in text.splitlines() if line.startswith("leaf_value="))
+            for leaf, value in enumerate(values[len("leaf_value="):].split()):
+                booster.set_leaf_output(iteration, leaf, float(value))
+        return booster
+
     runs = {
         "builtin": lambda: lgb.train({**params, "objective": "quantile", "alpha": ALPHA},
                                      lgb.Dataset(X, y), rounds),
@@ -86,6 +117,10 @@ def runs_lightgbm(data: tuple[np.ndarray, ...], rounds: int, args: argparse.Name
         "first-order": lambda: ll.train(objective, params, lgb.Dataset(X, y), rounds,
                                         refit=False),
     }
+    if args.floor:
+        runs["custom"] = lambda: lgb.train({**params, "objective": where_gradient},
+                                           lgb.Dataset(X, y), rounds)
+        runs["leaf-io"] = leaf_io
 
     def curve(booster: object) -> list[float]:
         raw = np.zeros(yt.size)
@@ -135,8 +170,8 @@ def profile(run: Callable[[], object]) -> None:
     stats = pstats.Stats(profiler)
     parts = {
         "tree growth (library update/boost)": ("update", "boost"),
-        "leaf indices from cached scores (_round_leaves)": ("_round_leaves",),
-        "leaf values (LightGBM model text)": ("_round_leaf_values",),
+        "leaf indices (_round_leaves)": ("_round_leaves",),
+        "leaf values (LightGBM model text)": ("_round_leaf_values", "_round_trees"),
         "leaf search (solve_leaves)": ("solve_leaves",),
         "  of which kernel calls": ("gradient_at",),
         "  of which the kink selection": ("_kink_select",),
@@ -168,6 +203,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--library", choices=("lightgbm", "xgboost", "both"), default="both")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--floor", action="store_true",
+                        help="LightGBM: add the custom-objective and leaf read/write floors")
     args = parser.parse_args()
     data = load(args.data, args.rows, 0)
     print(f"{args.data}: {data[1].size} training rows, {data[3].size} held out; "

@@ -51,6 +51,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from numba import njit
 
 from .api import CompiledLoss, Loss
 from .boosting.leaves import (
@@ -248,83 +249,250 @@ def _raw_data(dataset: lgb.Dataset, role: str) -> Any:
 
 
 def _field(dataset: lgb.Dataset, name: str) -> Any:
-    """A Dataset's label/weight/init_score, constructed or not (None when absent)."""
-    if dataset._handle is not None:  # constructed: LightGBM's own arrays
-        value = getattr(dataset, f"get_{name}")()
-    else:
-        value = getattr(dataset, name)
+    """A Dataset's label/weight/init_score, constructed or not (None when absent): the
+    Dataset's attribute, which holds LightGBM's own array once it is constructed."""
+    value = getattr(dataset, name)
     if value is None:
         return None
     value = np.asarray(value)
     return None if value.size == 0 else value
 
 
-def _round_leaf_values(booster: lgb.Booster, iteration: int) -> list[np.ndarray]:
-    """The (shrunk) leaf values of each tree of round ``iteration``, by leaf index, from
-    the model's text form (written with 17 digits: exact doubles)."""
+class _Tree:
+    """One tree of the model, as its text form writes it (numbers with 17 digits: exact
+    doubles): ``leaf_value`` (shrunk) by leaf index, and the structure, read when asked
+    for (:meth:`array`). Node ``k`` splits on ``split_feature[k]`` at ``threshold[k]``; a
+    child ``c < 0`` is leaf ``~c``; ``decision_type[k]``: bit 0 categorical, bit 1 missing
+    values go left, bits 2-3 the missing type (0 none, 1 zero, 2 NaN); a categorical
+    node's threshold indexes ``cat_boundaries``, which delimit its bitset in
+    ``cat_threshold``."""
+
+    FIELDS = {"leaf_value": np.float64, "split_feature": np.intp, "threshold": np.float64,
+              "decision_type": np.int64, "left_child": np.intp, "right_child": np.intp,
+              "cat_boundaries": np.intp, "cat_threshold": np.int64}
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields = fields
+        self.leaf_value = self.array("leaf_value")
+
+    def array(self, name: str) -> np.ndarray:
+        """The field ``name`` as an array (empty where the tree has none)."""
+        return np.array(self.fields.get(name, "").split(), dtype=self.FIELDS[name])
+
+
+def _round_trees(booster: lgb.Booster, iteration: int) -> list[_Tree]:
+    """The trees of round ``iteration`` (one, or one per class), from the model's text
+    form: the leaf values and the structure that sends a row to its leaf."""
     text = booster.model_to_string(start_iteration=iteration, num_iteration=1)
-    return [np.array(line[len("leaf_value="):].split(), dtype=np.float64)
-            for line in text.splitlines() if line.startswith("leaf_value=")]
+    start = text.find("Tree=")
+    end = text.find("end of trees", start)
+    trees: list[dict[str, str]] = []
+    for line in text[start:end].splitlines():
+        if line.startswith("Tree="):
+            trees.append({})
+            continue
+        key, _, value = line.partition("=")
+        if trees and key in _Tree.FIELDS:
+            trees[-1][key] = value
+    return [_Tree(fields) for fields in trees]
+
+
+# The fields of a tree that _route_rows reads, in its order.
+_ROUTING = ("split_feature", "threshold", "decision_type", "left_child", "right_child",
+            "cat_boundaries", "cat_threshold")
+# LightGBM's kZeroThreshold (the float 1e-35f): its predictor reads a feature value at most
+# this far from 0 as 0, and a "zero" missing type takes such values as missing.
+_ZERO_THRESHOLD = float(np.float32(1e-35))
+# How near a row's score change must be to its routed leaf's value: the distance within
+# which leaves_from_changes calls values crowded (4 times its 8 ulps of the scale).
+_SAME_VALUE = 32 * float(np.finfo(np.float64).eps)
+# A categorical split's value becomes a C int; NaN and values from 2**31 convert to a
+# platform-dependent int, so those rows are left to LightGBM's own predict.
+_INT_LIMIT = 2.0 ** 31
+
+
+@njit(cache=True, error_model="numpy")
+def _route_rows(features, rows, split_feature, threshold, decision_type, left_child,
+                right_child, cat_boundaries, cat_threshold, zero, leaves,
+                unresolved):  # pragma: no cover - compiled
+    """The leaf of each row ``features[rows[k]]`` in one tree, into ``leaves[k]``, by
+    LightGBM's own decision rules (``Tree::GetLeaf`` with ``NumericalDecision`` and
+    ``CategoricalDecision``, on the values as its dense predictor reads them: within
+    ``zero`` of 0 is 0). ``unresolved[k]``: set for a row that meets a categorical split
+    with NaN or a value of 2**31 or more (a platform-dependent conversion to int). Returns
+    the number of such rows."""
+    missed = 0
+    if split_feature.shape[0] == 0:  # a one-leaf tree
+        for k in range(rows.shape[0]):
+            leaves[k] = 0
+        return missed
+    for k in range(rows.shape[0]):
+        i = rows[k]
+        node = 0
+        lost = False
+        while node >= 0:
+            value = features[i, split_feature[node]]
+            kind = decision_type[node]
+            missing_type = (kind >> 2) & 3
+            if kind & 1:  # categorical: the value's bit in the node's bitset goes left
+                if value != value or value >= 2147483648.0:
+                    lost = True
+                    break
+                if value <= -1.0:  # a negative int: right
+                    node = right_child[node]
+                    continue
+                category = int(value)  # C's truncation toward 0
+                index = int(threshold[node])
+                first = cat_boundaries[index]
+                words = cat_boundaries[index + 1] - first
+                word = category // 32
+                if word < words and (cat_threshold[first + word] >> (category % 32)) & 1:
+                    node = left_child[node]
+                else:
+                    node = right_child[node]
+                continue
+            if value != value:
+                if missing_type != 2:
+                    value = 0.0
+            elif -zero <= value <= zero:
+                value = 0.0
+            if (missing_type == 1 and value == 0.0) or (missing_type == 2 and value != value):
+                node = left_child[node] if kind & 2 else right_child[node]
+            elif value <= threshold[node]:
+                node = left_child[node]
+            else:
+                node = right_child[node]
+        if lost:
+            unresolved[k] = True
+            leaves[k] = 0
+            missed += 1
+        else:
+            leaves[k] = ~node
+    return missed
+
+
+def _round_leaf_values(booster: lgb.Booster, iteration: int) -> list[np.ndarray]:
+    """The (shrunk) leaf values of each tree of round ``iteration``, by leaf index."""
+    return [tree.leaf_value for tree in _round_trees(booster, iteration)]
+
+
+def _routable(data: Any) -> np.ndarray | None:
+    """The training features as LightGBM's predictor reads them (float32 or float64; other
+    numbers as float32, as LightGBM converts them), or None where rows are matched to
+    leaves another way: a DataFrame with category or extension columns, sparse matrices,
+    anything else."""
+    if isinstance(data, np.ndarray):
+        values = data
+    elif hasattr(data, "dtypes") and hasattr(data, "to_numpy"):  # a pandas DataFrame
+        dtypes = list(data.dtypes)
+        if not all(isinstance(dtype, np.dtype) and dtype.kind in "fiub" for dtype in dtypes):
+            return None
+        # LightGBM's conversion: the columns' common type, at least float32
+        values = data.to_numpy(dtype=np.result_type(*[d.type for d in dtypes], np.float32))
+    else:
+        return None
+    if values.ndim != 2 or values.dtype.kind not in "fiub":
+        return None
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float32)
+    return values
 
 
 def _take_rows(data: Any, rows: np.ndarray) -> Any:
     return data.iloc[rows] if hasattr(data, "iloc") else data[rows]
 
 
+def _predicted_leaves(booster: lgb.Booster, data: Any, iteration: int, trees: int,
+                      predict_options: Mapping[str, Any]) -> np.ndarray:
+    """(rows, trees) the leaves LightGBM's ``predict(pred_leaf=True)`` gives ``data`` in
+    round ``iteration``'s trees."""
+    return np.asarray(booster.predict(data, pred_leaf=True, start_iteration=iteration,
+                                      num_iteration=1, **predict_options)).reshape(-1, trees)
+
+
 class _Cached:
     """LightGBM's cached training scores (its internal ones, with the library's leaf
-    values), read before and after each tree: their change is the tree's output per row."""
+    values), read with the public ``Booster.eval_train``, whose evaluation function is
+    handed them: their change over a round is the round's trees' output per row."""
 
     def __init__(self, booster: lgb.Booster, shape: tuple[int, ...]):
-        self.read = getattr(booster, "_Booster__inner_predict", None)
+        self.booster = booster
         self.shape = shape
         self.last: np.ndarray | None = None
+        self._read: list[np.ndarray] = []
 
-    def scores(self) -> np.ndarray | None:
-        if self.read is None:
-            return None
-        try:
-            scores = np.array(self.read(data_idx=0), dtype=np.float64)
-        except Exception:  # another LightGBM version: leaf indices from pred_leaf only
-            self.read = None
-            return None
-        return scores.reshape(self.shape) if scores.size == np.prod(self.shape) else None
+    def _keep(self, preds: np.ndarray, _data: Any) -> tuple[str, float, bool]:
+        # LightGBM hands out a buffer it overwrites on the next read: keep a copy
+        self._read.append(np.array(preds, dtype=np.float64))
+        return "lossdsl_scores", 0.0, False
+
+    def scores(self) -> np.ndarray:
+        """The cached training scores now, shaped as the model's scores."""
+        self._read.clear()
+        self.booster.eval_train(feval=self._keep)
+        return self._read.pop().reshape(self.shape)
 
     def before(self) -> None:
         self.last = self.scores()
 
 
+def _route(routable: np.ndarray, tree: _Tree, rows: np.ndarray) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """(leaf of each of ``rows`` in ``tree``, which of them are unresolved), by
+    :func:`_route_rows`."""
+    leaves = np.empty(rows.shape[0], dtype=np.intp)
+    unresolved = np.zeros(rows.shape[0], dtype=bool)
+    _route_rows(routable, rows, *(tree.array(name) for name in _ROUTING),
+                _ZERO_THRESHOLD, leaves, unresolved)
+    return leaves, unresolved
+
+
 def _round_leaves(booster: lgb.Booster, features: Any, iteration: int,
                   tree_values: list[np.ndarray], cached: _Cached,
-                  predict_options: Mapping[str, Any]) -> np.ndarray:
-    """(n, trees of the round) each training row's leaf in the round's trees.
+                  predict_options: Mapping[str, Any], trees: list[_Tree] | None = None,
+                  routable: np.ndarray | None = None) -> np.ndarray:
+    """(n, trees of the round) each training row's leaf in the round's trees (their leaf
+    values ``tree_values``; ``trees``: the same trees whole, to route ambiguous rows with
+    the ``routable`` features, see :func:`_routable`).
 
-    From the change of LightGBM's cached training scores where each leaf's value is its
-    own (a copy of n doubles instead of a pass over the raw features: measured 0.05 ms vs
-    11 ms at 40,000 rows, one thread); ``Booster.predict(pred_leaf=True)`` for the rows
-    whose leaf that leaves ambiguous (leaves with equal values)."""
+    From the change of LightGBM's cached training scores over the round, where each leaf's
+    value is its own (three compiled passes over n scores; sending all rows down the tree
+    costs a pass per level, and ``predict(pred_leaf=True)`` ~0.16 µs a row). A row that
+    leaves ambiguous (two leaves with equal values: with a constant Hessian, leaf values
+    are ratios of small integers and coincide often) is sent down the tree by LightGBM's
+    own decision rules (:func:`_route_rows`, on the features as numbers), and by
+    ``predict`` where that cannot settle it (a categorical split meeting NaN or a huge
+    value; features that are not arrays of numbers)."""
     before, after = cached.last, cached.scores()
     # set_leaf_output leaves the cached scores as they are, so this round's "after" is the
     # next round's "before" (one copy of n scores a round saved)
     cached.last = after
-    if before is None or after is None:
-        return np.asarray(booster.predict(features, pred_leaf=True, start_iteration=iteration,
-                                          num_iteration=1, **predict_options)
-                          ).reshape(len(after if after is not None else features), -1)
+    if before is None:
+        return _predicted_leaves(booster, features, iteration, len(tree_values), predict_options)
     delta, largest = score_changes(before, after)
     scale = largest + float(max(np.max(np.abs(v), initial=0.0) for v in tree_values))
     leaves = np.empty(delta.shape, dtype=np.intp)
     unresolved = np.zeros(delta.shape[0], dtype=bool)
     for t, values in enumerate(tree_values):
         leaves[:, t], missing = leaves_from_changes(delta[:, t], values, scale)
+        if trees is not None and routable is not None and missing.any():
+            rows = np.flatnonzero(missing)
+            routed, lost = _route(routable, trees[t], rows)
+            # the leaf the rules give must be one whose value the row's change matches (to
+            # the rounding of the leaves that crowd together): else LightGBM's predict
+            # decides
+            lost |= ~(np.abs(delta[rows, t] - values[routed]) <= _SAME_VALUE * scale)
+            leaves[rows, t] = routed
+            missing[rows] = lost
         unresolved |= missing
     if unresolved.any():
         rows = np.flatnonzero(unresolved)
-        subset = features if rows.size > 0.5 * delta.shape[0] else _take_rows(features, rows)
-        found = np.asarray(booster.predict(subset, pred_leaf=True, start_iteration=iteration,
-                                           num_iteration=1, **predict_options))
-        found = found.reshape(-1, delta.shape[1])
-        leaves[rows] = found[rows] if rows.size > 0.5 * delta.shape[0] else found
+        if rows.size > 0.5 * delta.shape[0]:
+            leaves[rows] = _predicted_leaves(booster, features, iteration, len(tree_values),
+                                             predict_options)[rows]
+        else:
+            leaves[rows] = _predicted_leaves(booster, _take_rows(features, rows), iteration,
+                                             len(tree_values), predict_options)
     return leaves
 
 
@@ -343,8 +511,10 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
     (``early_stopping_round`` or an alias) in them are obeyed as ``lgb.train`` obeys them.
     ``train_set``: an ``lgb.Dataset`` whose raw features are still held (build it with
     ``free_raw_data=False``, or pass it unconstructed): each row's leaf in the new tree
-    comes from the change of LightGBM's cached training scores, and from
-    ``Booster.predict(X, pred_leaf=True)`` for rows that leaves ambiguous.
+    comes from the change of LightGBM's cached training scores (read through the public
+    ``Booster.eval_train``); a row that leaves ambiguous is sent down the tree by
+    LightGBM's decision rules where the features are arrays of numbers, else (or where
+    those cannot settle it) by ``Booster.predict(X, pred_leaf=True)``.
 
     ``refit``: after each tree, set every leaf to ``learning_rate * c_j`` with ``c_j`` the
     minimiser of the weighted loss over the leaf's rows (see
@@ -385,7 +555,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
 
     Cost per round, on top of LightGBM's tree: one gradient call of the objective; with
     refit, matching each training row to its leaf from the change of LightGBM's cached
-    training scores (``pred_leaf`` only for rows that leaves ambiguous) and the leaf search
+    training scores (ambiguous rows sent down the tree in a compiled pass; ``pred_leaf``
+    only for features that are not numbers) and the leaf search
     (4 kernel calls over the tree's rows for piecewise-linear losses, 2 of them the final
     check; a few Newton steps for smooth ones), the round's leaf values read from its
     model text (``model_to_string``); one ``pred_leaf`` pass over each evaluation set. Measured
@@ -492,8 +663,13 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
         return gradient, hessian
 
     cached = _Cached(booster, shape)
+    # ambiguous rows' leaves from the trees' structure, where the features are numbers
+    routable = _routable(features)
+    if routable is not None and routable.shape[0] != n:
+        raise LossError(f"the training Dataset holds {routable.shape[0]} rows of features "
+                        f"and {n} labels")
     for iteration in range(rounds):
-        if iteration == 0 or (do_refit and cached.last is None):
+        if iteration == 0:
             cached.before()
         try:
             finished = booster.update(fobj=gradients)
@@ -515,21 +691,20 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
         if iteration == 0:
             do_refit = use_refit(refit, objective)
         first_tree = iteration * num_class
-        internal = None if do_refit else cached.scores()
-        if internal is not None:
+        if not do_refit:
             # LightGBM's own leaves: its cached scores are the model's (but the init score);
             # the leaf values are read only where needed (init score, evaluation sets)
             need = (iteration == 0 and init_score) or eval_entries
             values = _round_leaf_values(booster, iteration) if need else []
-            scores[...] = internal + (np.asarray(start) if init_score else 0.0)
+            scores[...] = cached.scores() + (np.asarray(start) if init_score else 0.0)
         else:
-            tree_values = _round_leaf_values(booster, iteration)
-            leaves = _round_leaves(booster, features, iteration, tree_values, cached,
-                                   predict_options)
+            trees = _round_trees(booster, iteration)
+            leaves = _round_leaves(booster, features, iteration,
+                                   [tree.leaf_value for tree in trees], cached,
+                                   predict_options, trees, routable)
 
-            def library_values(t: int, count: int, tree_values: list = tree_values
-                               ) -> np.ndarray:
-                return tree_values[t][:count]
+            def library_values(t: int, count: int, trees: list = trees) -> np.ndarray:
+                return trees[t].leaf_value[:count]
 
             values, _ = refit_round(objective, label, weight, scores, leaves,
                                     library_values, rate, do_refit)
