@@ -210,6 +210,48 @@ def test_pseudo_huber_derivatives_match_finite_differences(delta):
                              {"y": np.full_like(r, -1.0), "p": -1.0 + r}, step=1e-5)
 
 
+# ----------------------------------------------------------------------------- fair
+
+
+def exact_fair(r, c):
+    """c^2 (u - log1p(u)) with u = |r|/c, c r/(|r| + c), c^2/(|r| + c)^2 (LightGBM's fair)."""
+    c = exact(c)
+    return (to_float(c**2 * (abs(v) / c - mpmath.log1p(abs(v) / c)) for v in r),
+            to_float(c * v / (abs(v) + c) for v in r),
+            to_float(c**2 / (abs(v) + c) ** 2 for v in r))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("c", [1.0, 2.5])
+def test_fair_keeps_its_digits_at_small_and_infinite_residuals(dtype, c):
+    # differentiated as written, the gradient was c (1 - 1/(1 + u)): 0 for 1e-8 in float32,
+    # 9e-5 relative off at 1e-12 in float64; the value c |r| - c^2 log1p(u) cancelled too
+    # (float32's Hessian is subnormal beyond |r| = 1e18)
+    magnitudes = 10.0 ** np.arange(-12.0, 16.0 if dtype is np.float32 else 31.0, 3.0)
+    r = np.concatenate([magnitudes, -magnitudes, [0.3, -0.7]]).astype(dtype)
+    value, gradient, hessian = evaluate(f"fair(y, p, {c})", "p", y=np.zeros_like(r), p=r)
+    v, g, h = exact_fair([exact(x) for x in r], c)
+    eps = EPS[dtype]
+    assert_close(value, v, 1e-300, 4 * eps, "value")
+    assert_close(gradient, g, 1e-300, 4 * eps, "gradient")
+    assert_close(hessian, h, 1e-300, 8 * eps, "Hessian")
+    ends = np.array([np.inf, -np.inf, 0.0, np.nan], dtype)
+    value, gradient, hessian = evaluate(f"fair(y, p, {c})", "p", y=np.zeros_like(ends), p=ends)
+    np.testing.assert_array_equal(value, [np.inf, np.inf, 0.0, np.nan])
+    np.testing.assert_array_equal(gradient, [c, -c, 0.0, np.nan])
+    np.testing.assert_array_equal(hessian, [0.0, 0.0, 1.0, np.nan])
+
+
+def test_fair_derivatives_match_finite_differences():
+    r = np.array([-40.0, -3.0, -0.1, 0.05, 0.5, 2.0, 25.0])
+    check_finite_differences("fair(y, p, 1.5)", "p", {"y": np.full_like(r, 2.0), "p": 2.0 + r},
+                             step=1e-5)
+    # c's derivatives are the value's own
+    c = np.array([0.5, 1.0, 2.0, 3.0, 0.8, 1.2, 4.0])
+    check_finite_differences("fair(y, p, c)", "c", {"y": np.zeros_like(r), "p": r, "c": c},
+                             step=1e-5)
+
+
 # ----------------------------------------------------------------------------- negative binomial
 
 
