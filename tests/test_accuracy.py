@@ -202,6 +202,20 @@ def test_pseudo_huber_hessian_keeps_its_precision_far_out(dtype, delta):
     assert_close(hessian, h, 0.0, 16 * eps, "Hessian")
 
 
+def test_a_nan_residual_gives_nan_derivatives_through_max_and_min():
+    """max(|r|, delta) at a NaN residual: both comparisons are false, and the derivative went
+    wholly to delta's side (0), so pseudo_huber's gradient and Hessian were 0 where its value
+    is NaN (PyTorch's autograd of sqrt(1 + r^2) - 1 gives NaN)."""
+    for call in ("pseudo_huber(y, p)", "pseudo_huber(y, p, 0.3)"):
+        value, gradient, hessian = evaluate(call, "p", y=np.array([0.0, np.nan, 0.0]),
+                                            p=np.array([np.nan, 1.0, 0.5]))
+        assert np.isnan(value[:2]).all() and np.isnan(gradient[:2]).all()
+        assert np.isnan(hessian[:2]).all() and np.isfinite([gradient[2], hessian[2]]).all()
+    r = torch.tensor([float("nan")], dtype=torch.float64, requires_grad=True)
+    (torch.sqrt(1 + r**2) - 1).sum().backward()
+    assert torch.isnan(r.grad).all()
+
+
 @pytest.mark.parametrize("delta", [1.0, 0.3])
 def test_pseudo_huber_derivatives_match_finite_differences(delta):
     # both branches, either side of |r| = delta, and r = 0

@@ -86,13 +86,16 @@ def _zero_partials(build, n, *args, wanted):
 def _extremum(name: str, keeps_first: str, keeps_first_numpy, which: str, first_wins: str,
               second_wins: str, torch, jax_helper: str) -> Op:
     """``min`` or ``max``: NaN in the first argument propagates, and ties pick it, so the
-    whole derivative goes to the first argument there."""
+    whole derivative goes to the first argument there. Each partial is 1 unless the other
+    argument strictly wins, so where a comparison with NaN is false both are 1 and the
+    derivative of a NaN argument (``max(|r|, delta)`` at a NaN residual) is NaN too, not the
+    other's finite one."""
     return Op(
         name, 2, doc=f"the {which} of a and b; NaN in a propagates, ties pick a",
         reference=lambda a, b: np.where(keeps_first_numpy(a, b) | np.isnan(a), a, b),
         partials=lambda build, n, a, b, wanted: [
-            _indicator(build, build(first_wins, a, b)),
-            _indicator(build, build(second_wins, a, b))],
+            build("where", build(second_wins, a, b), _ZERO, _ONE),
+            build("where", build(first_wins, a, b), _ZERO, _ONE)],
         kernel=Helper(name, f"""
 def h_{name}(a, b):
     return a if (a {keeps_first} b or a != a) else b
