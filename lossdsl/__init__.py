@@ -25,6 +25,7 @@ from .errors import (
     LossNameError,
     LossShapeError,
     LossSyntaxError,
+    NoFiniteOptimumError,
 )
 from .plotting import plot
 
@@ -39,6 +40,7 @@ __all__ = [
     "LossNameError",
     "LossShapeError",
     "LossSyntaxError",
+    "NoFiniteOptimumError",
     "compile",
     "decide",
     "load",

@@ -108,6 +108,12 @@ class LossShapeError(LossError):
     """Input arrays have incompatible shapes, dtypes or roles at call time."""
 
 
+class NoFiniteOptimumError(LossError):
+    """No finite constant score minimises the loss over the labels (the expected cost of a
+    decision that keeps improving towards an infinite score): what a boosting objective's
+    ``init_score`` raises, naming the direction, instead of a huge start score."""
+
+
 class LossDomainError(LossError):
     """A value is outside the domain the loss is defined on (e.g. a label out of range).
 

@@ -339,4 +339,4 @@ def test_start_levels_with_a_gap_of_zero_are_refused(levels, labels, message, we
     objective = lx.objective(QUANTILE, inputs={"a": np.array(levels)})
     with pytest.raises(lossdsl.LossError, match=message) as caught:
         objective.init_score(y, w, num_class=2)
-    assert type(caught.value).__name__ == "NoFiniteOptimumError"
+    assert isinstance(caught.value, lossdsl.NoFiniteOptimumError)

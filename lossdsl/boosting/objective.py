@@ -35,7 +35,14 @@ import numpy as np
 
 from ..api import CompiledLoss, Loss
 from ..binding import coerce_loss
-from ..errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
+from ..errors import (
+    LossDomainError,
+    LossError,
+    LossNameError,
+    LossShapeError,
+    NoFiniteOptimumError,
+    did_you_mean,
+)
 from ..ir.node import Node, is_constant, walk
 from ..ops.primitives import ROW
 from .draws import QueryDraws
@@ -2038,11 +2045,6 @@ def _shifted(scores: np.ndarray, k: int, offset: float) -> np.ndarray:
     shifted = scores.copy()
     shifted[k] += offset
     return shifted
-
-
-class NoFiniteOptimumError(LossError):
-    """The error :meth:`BoostingObjective.init_score` raises when no finite constant score is
-    optimal (a :class:`~lossdsl.LossError`)."""
 
 
 class _NoFiniteMinimum(Exception):
