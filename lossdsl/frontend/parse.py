@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,7 +158,11 @@ class _ToAst:
 
     # expressions
     def number(self, meta, token):
-        return ast.Number(self._s(token), float(token))
+        value = float(token)
+        if math.isinf(value):  # the grammar's numbers are finite decimals: it overflowed
+            raise LossSyntaxError(f"the number {token} is beyond float64's range (about "
+                                  "1.8e308): write inf for infinity", self._s(token))
+        return ast.Number(self._s(token), value)
 
     def name(self, meta, token):
         return ast.Name(self._s(token), str(token))

@@ -191,6 +191,13 @@ def test_every_import_is_searched_before_the_built_in_library(tmp_path):
     np.testing.assert_allclose(b, 100 * (p - y))
 
 
+def test_a_number_beyond_float64_is_an_error_not_inf():
+    with pytest.raises(LossSyntaxError, match="1e999 is beyond float64's range") as raised:
+        lossdsl.compile("mse(y, p) + 1e999*p")
+    assert (raised.value.line, raised.value.column) == (1, 13)
+    assert lossdsl.compile("1e308*p")(p=np.array([1.0])) == 1e308
+
+
 def test_bad_options_are_loss_errors():
     with pytest.raises(LossError, match="unknown target"):
         lossdsl.compile("mse(y, p)", target="tpu")
