@@ -1816,7 +1816,9 @@ def coerce_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float]
             raise LossError(
                 f"this loss was compiled with ignore_index={loss.ignore_index}, which the "
                 "integrations (boosters, estimators, SciPy, Dask) do not carry over: they "
-                "would count the ignored rows. Drop those rows, or give them sample_weight=0")
+                "would count the ignored rows. Drop those rows, or give them any valid "
+                "label, sample_weight=0 and reduction='weighted_mean' (under 'mean' they "
+                "would still count in the denominator)")
         return loss.loss, dict(loss.params), loss.target
     if isinstance(loss, Loss):
         return loss, {}, None

@@ -144,6 +144,15 @@ class Loss(keras.losses.Loss):
         # as keras.losses.SparseCategoricalCrossentropy reads it (keras.datasets' labels)
         self._class_indices = self._roles[0] in compiled.label_inputs()
         self._per_entry = _values_per_entry(compiled, self._roles, self._class_indices)
+        if reduction not in (None, "none", "sum") and _counts_samples(
+                definition.compile("cpu", "mean", params), self._roles, self._class_indices):
+            raise LossError(
+                f"this loss's mean divides by the total of its count_as counts (sum(s) of "
+                f"count_as(l, s): PyTorch's class-weighted mean, a Cox loss per event), and "
+                f"Keras' reduction {reduction!r} divides the per-sample values by the batch "
+                f"size: it would be another number. Use reduction='sum' (and divide by the "
+                f"counts' total yourself), or lossdsl.torch / lossdsl.jax, whose "
+                f"reduction='mean' divides by it")
         self._functions: dict[str, Callable[[Any, Any], Any]] = {}
 
     @property
@@ -243,6 +252,22 @@ def _values_per_entry(compiled: CompiledLoss, roles: tuple[str, str],
     except LossError:  # the loss takes no (N, K) outputs: nothing to weigh per entry
         return False
     return len(spec.objective.value.axes or ()) == 2
+
+
+def _counts_samples(compiled: CompiledLoss, roles: tuple[str, str], class_indices: bool
+                    ) -> bool:
+    """Whether ``compiled``'s mean (compiled with ``reduction="mean"``) divides by the total
+    of ``count_as`` counts that are not all 1 (class weights other than 1, a count input), for
+    the targets Keras gives: class indices or (N, K) rows, and vectors."""
+    target, prediction = roles
+    found = False
+    for ranks in ({target: 1 if class_indices else 2, prediction: 2},
+                  {target: 1, prediction: 1}):
+        try:
+            found = found or compiled.specialization(ranks).count_total is not None
+        except LossError:  # not a loss of these ranks
+            continue
+    return found
 
 
 class _TensorFlowValues:

@@ -524,8 +524,10 @@ class TorchLoss(torch.nn.Module):
             if loss.ignore_index is not None:
                 raise LossError(f"this loss was compiled with ignore_index="
                                 f"{loss.ignore_index}, which lossdsl.torch does not carry "
-                                "over (it would count the ignored rows): give those rows "
-                                "sample_weight=0, or leave them out")
+                                "over (it would count the ignored rows): leave those rows "
+                                "out, or give them any valid label, sample_weight=0 and "
+                                "reduction='weighted_mean' (under 'mean' they would still "
+                                "count in the denominator)")
             params = {**loss.params, **dict(params or {})}
             loss = loss.loss
         if isinstance(loss, str):

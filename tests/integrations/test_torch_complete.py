@@ -11,6 +11,7 @@ import torch.nn.functional as F  # noqa: E402
 import lossdsl  # noqa: E402
 import lossdsl.api  # noqa: E402
 import lossdsl.torch as lt  # noqa: E402
+import lossdsl.xgboost  # noqa: E402
 
 # Each elementwise loss, with the same formula written in torch (per sample).
 ELEMENTWISE = {
@@ -518,3 +519,21 @@ def test_batched_incoming_gradients_of_a_reduced_loss(reduction):
     (second,) = torch.autograd.grad((found ** 3).sum(), p)
     (expected_second,) = torch.autograd.grad((expected ** 3).sum(), p)
     torch.testing.assert_close(second, expected_second, rtol=1e-12, atol=1e-14)
+
+
+def test_the_ignore_index_refusal_gives_advice_that_reproduces_pytorch():
+    """The refusal of a loss compiled with ignore_index advised sample_weight=0, which under
+    the default mean still counts those rows in the denominator (0.77 for torch's 1.155)."""
+    compiled = lossdsl.compile("sparse_cce_logits(y, z)", ignore_index=-100)
+    with pytest.raises(lossdsl.LossError, match="weighted_mean"):
+        lt.loss(compiled)
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(6, 3, dtype=torch.float64, generator=generator)
+    y = torch.tensor([0, -100, 2, 1, -100, 0])
+    expected = F.cross_entropy(z, y, ignore_index=-100)
+    kept = (y != -100).double()
+    advised = lt.loss("sparse_cce_logits(y, z)", reduction="weighted_mean")(
+        z, y.clamp(min=0), sample_weight=kept)
+    torch.testing.assert_close(advised, expected)
+    with pytest.raises(lossdsl.LossError, match="weighted_mean"):
+        lossdsl.xgboost.objective(compiled)
