@@ -83,9 +83,10 @@ def test_solver_asymmetric_l1_is_the_weighted_quantile(asym):
 
 
 def kink_select(leaves, residual, g_low, g_high, candidates):
-    """(c, settled) from lossdsl.boosting.leaves._kink_select, with the per-leaf row counts
-    and residual ranges it is given by solve_leaves."""
-    from lossdsl.boosting.leaves import _kink_select
+    """(c, settled) from lossdsl.boosting.leaves._kink_select over the buckets that
+    _around_kinks gives the rows, with the per-leaf row counts and residual ranges they are
+    given by solve_leaves."""
+    from lossdsl.boosting.leaves import _around_kinks, _kink_select
 
     count = np.bincount(leaves, minlength=candidates.size)
     finite = np.where(np.isfinite(residual), residual, np.nan)
@@ -93,9 +94,12 @@ def kink_select(leaves, residual, g_low, g_high, candidates):
                          for j in range(candidates.size)])
     largest = np.array([np.nanmax(finite[leaves == j]) if count[j] else -np.inf
                         for j in range(candidates.size)])
+    scores = np.zeros(leaves.size)
+    _, _, bucket, offset, usable = _around_kinks(scores, residual, leaves,
+                                                 np.ones(candidates.size), 1e-6, candidates,
+                                                 count, smallest, largest)
     c, settled = np.zeros(candidates.size), np.zeros(candidates.size, dtype=bool)
-    _kink_select(leaves, residual, g_low, g_high, candidates, count, smallest, largest, c,
-                 settled)
+    _kink_select(residual, g_low, g_high, bucket, offset, usable, c, settled)
     return c, settled
 
 
