@@ -3,7 +3,10 @@ target and reduction).
 
 A developer's run checks every case. CI (``CI=true``) runs a sample that still checks every
 loss and every variant somewhere, each sweep saying how it divides the cases; set
-``LOSSDSL_FULL_SWEEPS=1`` to run every case on CI too.
+``LOSSDSL_FULL_SWEEPS=1`` to run every case on CI too. Where a test reads a loss's value,
+gradient and Hessian diagonal, CI reads all three from the one fused kernel that computes
+them (one cold compile instead of two or three) and a developer's run from the kernels users
+call (``__call__``, ``grad_and_hessian``, ...): most of a cold run is compiling kernels.
 """
 
 import math

@@ -188,18 +188,22 @@ def prelude_case(name: str, dtype: type | None = None
     raise AssertionError(f"{name}: found no inputs on which the CPU target is finite")
 
 
+#: The losses the CI sweep simulates (in float32): every other loss by name.
+_SIMULATED_ON_CI = frozenset(sorted(ENTRIES)[1::2])
+
+
 def _prelude_sweep() -> list:
     """(loss, dtype) pairs: every library loss in both dtypes; on CI (CI=true, without
-    LOSSDSL_FULL_SWEEPS=1) every other loss by name, in float32: the losses whose float32
-    kernels tests/test_library.py's CI sweep does not check (it takes the others), because
-    the simulator runs each GPU thread in Python and the full sweep is minutes of CI time.
-    The constructs of the rest are simulated in float32 and float64 by the tests below
-    (every primitive, class rows, reductions) and compiled for real GPUs by
+    LOSSDSL_FULL_SWEEPS=1) every other loss by name (``_SIMULATED_ON_CI``), in float32: the
+    losses whose float32 kernels tests/test_library.py's CI sweep does not check (it takes the
+    others), because the simulator runs each GPU thread in Python and the full sweep is
+    minutes of CI time. The constructs of the rest are simulated in float32 and float64 by the
+    tests below (every primitive, class rows, reductions) and compiled for real GPUs by
     ``test_kernels_compile_for_real_gpus``."""
     dtypes = (np.float64, np.float32)
     names = sorted(ENTRIES)
     if SAMPLING:
-        pairs = [(name, np.float32) for name in names[1::2]]
+        pairs = [(name, np.float32) for name in names if name in _SIMULATED_ON_CI]
     else:
         pairs = [(name, dtype) for name in names for dtype in dtypes]
     return [pytest.param(name, dtype, id=f"{name}-{np.dtype(dtype).name}")
@@ -230,9 +234,21 @@ def _regression_and_classes(seed: int = 1):
                 label=rng.integers(0, K, N), weight=rng.uniform(0.1, 2.0, N))
 
 
-@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("expression", ["huber(y, p, 0.5)", "sparse_cce_logits(y, z)"])
+def _reduction_sweep() -> list:
+    """(expression, reduction, weighted): every reduction with and without weights for an
+    elementwise and a class-row loss; on CI (CI=true without LOSSDSL_FULL_SWEEPS=1) half of
+    them, each reduction weighted for one loss and unweighted for the other (each case
+    compiles a CPU kernel of its own)."""
+    expressions = ("huber(y, p, 0.5)", "sparse_cce_logits(y, z)")
+    reductions = ("mean", "sum", "none")
+    return [pytest.param(expression, reduction, weighted,
+                         id=f"{expression}-{reduction}-{'weighted' if weighted else 'unweighted'}")
+            for index, expression in enumerate(expressions)
+            for number, reduction in enumerate(reductions) for weighted in (False, True)
+            if not SAMPLING or (index + number + weighted) % 2 == 0]
+
+
+@pytest.mark.parametrize("expression, reduction, weighted", _reduction_sweep())
 def test_reductions_and_sample_weights(expression, reduction, weighted):
     data = _regression_and_classes()
     inputs = ({"y": data["y"], "p": data["p"]} if "huber" in expression
@@ -321,11 +337,15 @@ def _class_losses() -> list[str]:
 
 def _class_sweep() -> list:
     """(loss, dtype) of the class-row losses: both dtypes, except on CI (CI=true without
-    LOSSDSL_FULL_SWEEPS=1), where the dtypes alternate from one loss to the next."""
+    LOSSDSL_FULL_SWEEPS=1), where each loss runs in the dtype whose CPU kernel this module
+    has compiled already: float32 for the losses the prelude sweep simulates, float64 for the
+    others (``prelude_case`` finds their inputs in float64), so that no CPU kernel is compiled
+    for this test alone (a cold compile is most of its time). The class losses fall in both
+    halves, so both dtypes still run."""
     dtypes = (np.float64, np.float32)
     return [pytest.param(name, dtype, id=f"{name}-{np.dtype(dtype).name}")
-            for index, name in enumerate(_class_losses())
-            for number, dtype in enumerate(dtypes) if not SAMPLING or (index + number) % 2 == 0]
+            for name in _class_losses() for dtype in dtypes
+            if not SAMPLING or (dtype == np.float32) == (name in _SIMULATED_ON_CI)]
 
 
 @pytest.mark.parametrize("name, dtype", _class_sweep())
@@ -336,7 +356,7 @@ def test_block_per_row_kernels(name, dtype, monkeypatch):
     monkeypatch.setattr(rt, "ROW_BLOCK_MIN_WIDTH", width)
     monkeypatch.setattr(rt, "row_grid", lambda rows: launches.append(rows) or min(rows, 2))
     expression = ENTRIES[name].call_expression()
-    cpu = lossdsl.compile(expression)
+    cpu = library_loss(name)  # its kernel in this dtype: the sweep's or prelude_case's
     _, wrt, hessians = prelude_case(name)
     inputs = cast(synthesize(cpu, "unit", n=12, k=width, seed=4), dtype)
     expected = fused(cpu, inputs, wrt, hessians)
@@ -640,6 +660,39 @@ _COVERED_BY_GROUP_TOTALS = frozenset(
     for form in ("", "_logits"))
 
 
+@functools.cache
+def _ptx_case(name: str) -> tuple[dict[str, np.ndarray], tuple[str, ...], tuple[str, ...]]:
+    """(float64 inputs, inputs to differentiate, inputs to take the Hessian of) with which the
+    PTX check compiles the prelude loss ``name``: "wide" inputs inside its domains and the
+    Hessian of its prediction (unless lossdsl has none). Nothing runs there, so unlike
+    ``prelude_case`` no CPU kernel is compiled to find inputs on which the results are
+    finite: only the inputs' types reach a kernel's signature (choosing the covering losses
+    from every loss's ``prelude_case`` took most of this test's cold time)."""
+    compiled = library_loss(name, "cuda")
+    constants = compiled.constant_inputs()
+    wrt = tuple(n for n in compiled.inputs if n not in constants)
+    prediction = ENTRIES[name].prediction()
+    prediction = prediction if prediction in wrt else wrt[-1]
+    inputs = synthesize(compiled, "wide")
+    try:
+        _ptx_kernel_source(name, inputs, wrt, (prediction,))
+    except LossError as error:  # tetragamma's derivative: no Hessian of its loss
+        if "has no derivative" not in str(error):
+            raise
+        return inputs, wrt, ()
+    return inputs, wrt, (prediction,)
+
+
+def _ptx_kernel_source(name: str, inputs: dict[str, np.ndarray], wrt: tuple[str, ...],
+                       hessians: tuple[str, ...]) -> str:
+    """The float32 CUDA module source of ``name``'s fused kernel on inputs shaped as
+    ``inputs`` (generated and loaded, not compiled: the simulator or no GPU)."""
+    compiled = library_loss(name, "cuda")
+    vectors = compiled.class_vector_inputs()  # (K,), which the binder passes as (1, K)
+    ranks = {n: 2 if n in vectors else np.ndim(v) for n, v in inputs.items()}
+    return compiled.kernel(ranks, False, np.dtype(np.float32), True, wrt, hessians).source
+
+
 def _covering_losses() -> list[str]:
     """A few prelude losses whose CUDA modules together use every feature the whole
     prelude's do (greedy set cover): typing all 66 losses' kernels would take minutes."""
@@ -647,12 +700,7 @@ def _covering_losses() -> list[str]:
     for name in sorted(ENTRIES):
         if name in _COVERED_BY_GROUP_TOTALS:
             continue
-        inputs, wrt, hessians = prelude_case(name)
-        compiled = library_loss(name, "cuda")
-        vectors = compiled.class_vector_inputs()  # (K,), which the binder passes as (1, K)
-        ranks = {n: 2 if n in vectors else np.ndim(v) for n, v in inputs.items()}
-        kernel = compiled.kernel(ranks, False, np.dtype(np.float32), True, wrt, hessians)
-        features[name] = set(_FEATURES.findall(kernel.source))
+        features[name] = set(_FEATURES.findall(_ptx_kernel_source(name, *_ptx_case(name))))
     chosen, missing = [], set().union(*features.values())
     while missing:
         best = max(sorted(features), key=lambda n: len(features[n] & missing))
@@ -681,8 +729,8 @@ def test_kernels_compile_for_real_gpus(tmp_path):
     losses = [(PRIMITIVES, {"y": [0.5, 0.25], "p": [-1.0, 2.0]}, ("y", "p"), ("p",),
                frozenset()), (*GROUP_TOTALS, ("y", "p"), ("p",), frozenset())]
     for name in _covering_losses() + ["huber", "sparse_cce_logits"]:
-        inputs, wrt, hessians = prelude_case(name)
-        tables = library_loss(name).table_inputs()  # (R, K) lookups: every row, in dtype
+        inputs, wrt, hessians = _ptx_case(name)
+        tables = library_loss(name, "cuda").table_inputs()  # (R, K) lookups: every row
         losses.append((ENTRIES[name].call_expression(),
                        {n: (v if n in tables else v[:4]).tolist() for n, v in inputs.items()},
                        wrt, hessians, tables))

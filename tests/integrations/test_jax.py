@@ -603,10 +603,10 @@ def test_derivatives_of_losses_coupling_samples_are_jaxs_own(text, reduction):
         np.testing.assert_allclose(jax.jit(derivative(scalar(ours)))(inputs[wrt]),
                                    jax.jit(derivative(scalar(theirs)))(inputs[wrt]),
                                    rtol=1e-10, atol=1e-12)
-    if reduction == "none":
+    if reduction == "none":  # jitted too: op by op, the Jacobians of scans took 10 s
         np.testing.assert_allclose(
-            jax.jacobian(lambda v: ours(**{wrt: v}, **others))(inputs[wrt]),
-            jax.jacobian(lambda v: theirs(**{wrt: v}, **others))(inputs[wrt]),
+            jax.jit(jax.jacobian(lambda v: ours(**{wrt: v}, **others)))(inputs[wrt]),
+            jax.jit(jax.jacobian(lambda v: theirs(**{wrt: v}, **others)))(inputs[wrt]),
             rtol=1e-10, atol=1e-12)
     if text.startswith("hinge"):
         np.testing.assert_array_equal(jax.hessian(lambda y: ours(y=y, x=inputs["x"]))(
@@ -695,9 +695,10 @@ def risk_set_derivatives(text: str):
     return derivatives, jax.jit(jax.hessian(of))
 
 
-# On CI (CI=true without LOSSDSL_FULL_SWEEPS=1) the full-Hessian check leaves out plain
-# Breslow, which the stratified loss contains (one stratum is cox_ph): each case compiles
-# JAX's Hessian of a double loop, seconds of XLA.
+# On CI (CI=true without LOSSDSL_FULL_SWEEPS=1) the full-Hessian checks (exact, and at
+# extreme scores) leave out plain Breslow, which the stratified loss contains (each stratum
+# is a cox_ph): each loss compiles JAX's Hessians of its printed scans in float64 and float32,
+# seconds of XLA. Plain Breslow's printed Hessian still runs on CI in the Newton fit below.
 FULL_HESSIAN_RISK_SETS = RISK_SETS[1:] if SAMPLING else RISK_SETS
 
 
@@ -742,7 +743,7 @@ RISK_EXTREMES = {
 }
 
 
-@pytest.mark.parametrize("text", RISK_SETS)
+@pytest.mark.parametrize("text", FULL_HESSIAN_RISK_SETS)
 @pytest.mark.parametrize("scores", RISK_EXTREMES, ids=str)
 @pytest.mark.parametrize("censored", [False, True], ids=["events", "all censored"])
 def test_risk_set_hessian_at_extreme_scores(text, scores, censored):
