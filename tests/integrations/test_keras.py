@@ -236,6 +236,22 @@ def test_bad_input_raises_loss_error(monkeypatch):
         lossdsl.keras.Loss(TEXT)(y, p)
 
 
+def test_a_count_as_mean_is_refused_under_keras_means():
+    """Keras' mean reductions divide the per-sample values by the batch size, not by the
+    counts' total of count_as (PyTorch's class-weighted mean): 2.09 for torch's 1.52."""
+    text = "count_as(where(y == 0, 2, 1)*(logsumexp(z) - pick(z, y)), where(y == 0, 2, 1))"
+    for reduction in ("sum_over_batch_size", "mean_with_sample_weight"):
+        with pytest.raises(LossError, match="count_as counts"):
+            lossdsl.keras.Loss(text, reduction=reduction)
+    z = np.random.default_rng(0).normal(size=(8, 3))
+    y = np.array([0, 1, 2, 0, 1, 0, 2, 2])
+    summed = float(lossdsl.keras.Loss(text, reduction="sum")(y, z))
+    s = np.where(y == 0, 2.0, 1.0)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(summed, -(s * log_p[np.arange(8), y]).sum(), rtol=1e-6)
+    lossdsl.keras.Loss("sparse_cce_logits(y, z)")  # class weights of 1: the batch size
+
+
 def test_import_lossdsl_does_not_import_keras():
     code = "import sys, lossdsl; assert 'keras' not in sys.modules, 'keras imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
