@@ -261,8 +261,9 @@ class _Functions:
                 hessian = None
                 if not _coupled(compiler.optimize([gradient], for_codegen=False)[0], x):
                     try:
-                        hessian = self._print(f"hess:{name}",
-                                              [diff.hessian_diag(total, x, gradient)])
+                        diagonal = diff.hessian_diag(total, x, gradient)
+                        hessian = self._shaped_like(self._print(f"hess:{name}", [diagonal]),
+                                                    name, x, diagonal)
                     except LossError as error:
                         # trigamma's derivative has none; a pair sum of a value read at the
                         # partners has no exact Hessian: JAX differentiates the gradient
@@ -274,21 +275,32 @@ class _Functions:
                     {self.names.index(name): _diagonal(hessian)} if hessian else {}))
             return self.gradients[name], self.raw_gradients[name]
 
-    def _shaped_like(self, raw: Callable, name: str, x: Node, gradient: Node) -> Callable:
-        """The printed ``gradient`` of input ``name`` as an array shaped like it: a
-        constant (no axes) broadcast to every entry, one value per group read at each of the
-        group's samples (the group's rows of a grouped input)."""
+    def _shaped_like(self, raw: Callable, name: str, x: Node, derivative: Node) -> Callable:
+        """The printed ``derivative`` (the gradient or the Hessian's diagonal) of input
+        ``name`` as an array shaped like the input: a constant (no axes) broadcast to every
+        entry, one value per group read at each of the group's samples (the group's rows of
+        a grouped input), and a value constant along some of the input's axes (an (N,)
+        derivative of an (N, K) input) repeated along them. NumPy's broadcasting would line
+        an (N,) derivative up with the classes instead: transposed where N == K."""
         index = self.names.index(name)
-        axes = tuple(gradient.axes or ())
-        if x.axes and not axes:
+        axes, wanted = tuple(derivative.axes or ()), tuple(x.axes or ())
+        if axes == wanted:
+            return lambda *arguments: raw(*arguments)[0]
+        if not axes:
             return lambda *arguments: jnp.broadcast_to(raw(*arguments)[0],
                                                        jnp.shape(arguments[index]))
-        ids = self.groups.get(x.axes[1]) if len(x.axes or ()) == 2 else None
-        if ids is not None and axes == tuple(x.axes[:1]):
+        ids = self.groups.get(wanted[1]) if len(wanted) == 2 else None
+        if ids is not None and axes == wanted[:1]:
             position = list(self.inputs.values()).index(ids)
             return lambda *arguments: raw(*arguments)[0][
                 printer.segment_ids(arguments[position])]
-        return lambda *arguments: raw(*arguments)[0]
+        if ids is not None or tuple(axis for axis in wanted if axis in axes) != axes:
+            raise LossError(f"internal error: the derivative of '{name}' has axes {axes}, "
+                            f"not a part of the input's {wanted}")
+        # a new dimension where the derivative is constant along the input's axis
+        spread = tuple(slice(None) if axis in axes else None for axis in wanted)
+        return lambda *arguments: jnp.broadcast_to(raw(*arguments)[0][spread],
+                                                   jnp.shape(arguments[index]))
 
     def _with_jvp(self, raw: Callable, rules: dict[int, Callable]) -> Callable:
         """``raw`` as a custom_jvp: argument ``i``'s tangent through ``rules[i](arguments,
@@ -367,8 +379,10 @@ class _Functions:
 
 
 def _diagonal(hessian: Callable) -> Callable:
+    """The JVP rule of a gradient whose Jacobian is diagonal: ``hessian(*primals)`` (shaped
+    like the input) times the tangent, entry by entry."""
     def rule(primals, tangent):
-        (diagonal,) = hessian(*primals)
+        diagonal = hessian(*primals)
         return diagonal * tangent.astype(diagonal.dtype)
 
     return rule

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..ops.primitives import OPERATIONS, ROW
+from ..ops.primitives import OPERATIONS, ROW, SCAN
+from ..ops.scans import is_column_total
 from ..reference import ELEMENTWISE_NUMPY, fold
 from .axes import Axis
 from .node import Axes, Node, axis_length, constant, node
@@ -130,15 +131,23 @@ def rebuilt(old: Node, args: tuple[Node, ...]) -> Node:
     or none: a silent wrong number. The rebuilt reduction reduces the same axis as before,
     of its new argument broadcast back along it (:func:`reduced_along`); a value stored and
     read at the partners (``at_partner``) that is now the same at every partner is that
-    value. With this, any rule may simplify inside a reduction."""
+    value. A column total (``colsum``: a group total whose key, the same for every sample,
+    gives the node no axes of its own) of a value that no longer varies along the samples
+    is that value times the number of samples; the other scans keep the samples' axis from
+    their keys, so the kernels sum the value as it is. With this, any rule may simplify
+    inside a reduction."""
     if args and old.args and old.args[0].axes and args[0].axes is not None:
-        # a sum reduces every axis of its argument, a row reduction the last
-        reduced = old.args[0].axes if old.op == "sum" else old.args[0].axes[-1:]
+        # a sum reduces every axis of its argument, a row reduction the last, a scan the
+        # samples (the first)
+        reduced = (old.args[0].axes if old.op == "sum" else old.args[0].axes[:1]
+                   if old.op in SCAN else old.args[0].axes[-1:])
         lost = any(axis not in args[0].axes for axis in reduced)
         if lost and old.op in REDUCTIONS:
             return reduced_along(old.op, args, old.args[0].axes)
         if lost and old.op == "at_partner":
             return args[0]
+        if lost and is_column_total(old):
+            return make("mul", (args[0], axis_length(reduced[0])))
     return make(old.op, args, old.value, old.axes)
 
 

@@ -173,9 +173,11 @@ class CudaModuleBuilder(ModuleBuilder):
         return transfers
 
     def run_may_warn(self) -> bool:
-        """Always: the host work around the launches (transfers, host-side sums) stays
-        inside ``numpy.errstate``."""
-        return True
+        """Whenever ``run`` has statements: the host work around the launches (transfers,
+        host-side sums) stays inside ``numpy.errstate``. A kernel whose outputs are all
+        constants (a summed loss that is identically 0, as ``s - stop_gradient(s)``'s value)
+        launches nothing and only returns them: an empty ``with`` block is not Python."""
+        return bool(self.run_lines)
 
     def run_end(self, results: str) -> tuple[list[str], list[str]]:
         copies = ", ".join(f"(dev_{o}, host_{o})" for o in self.names.outputs.values())
