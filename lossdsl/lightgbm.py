@@ -61,6 +61,7 @@ from .boosting.leaves import (
     learning_rate,
     leaves_from_changes,
     refit_round,
+    refuse_constrained_refit,
     score_changes,
     use_refit,
 )
@@ -246,6 +247,40 @@ def _raw_data(dataset: lgb.Dataset, role: str) -> Any:
                         "lossdsl.lightgbm.train needs the features in memory (an array or "
                         "DataFrame) to find each row's leaf")
     return data
+
+
+# LightGBM's Dataset parameters and their aliases (docs: Parameters, "Dataset Parameters"):
+# read when the Dataset is constructed, not by the Booster.
+_DATASET_PARAMS = frozenset({
+    "linear_tree", "linear_trees", "max_bin", "max_bins", "max_bin_by_feature",
+    "min_data_in_bin", "bin_construct_sample_cnt", "subsample_for_bin", "data_random_seed",
+    "data_seed", "is_enable_sparse", "is_sparse", "enable_sparse", "sparse", "enable_bundle",
+    "is_enable_bundle", "bundle", "use_missing", "zero_as_missing", "feature_pre_filter",
+    "pre_partition", "is_pre_partition", "two_round", "two_round_loading",
+    "use_two_round_loading", "categorical_feature", "cat_feature", "categorical_column",
+    "cat_column", "categorical_features", "forcedbins_filename", "precise_float_parser"})
+
+
+def _dataset_params(params: Mapping[str, Any], train_set: lgb.Dataset) -> None:
+    """Give the training Dataset the Dataset parameters among ``params`` (``max_bin``,
+    ``zero_as_missing``, ``categorical_feature``, ...), as ``lgb.train`` does: the Booster
+    built here reads only the Dataset's own, so they were silently ignored. A Dataset
+    already constructed with other values cannot take them (its bins are made)."""
+    wanted = {name: value for name, value in params.items() if name in _DATASET_PARAMS}
+    if not wanted:
+        return
+    own = dict(train_set.params or {})
+    if all(own.get(name) == value for name, value in wanted.items()):
+        return
+    try:
+        train_set.num_data()  # only a constructed Dataset knows its rows
+    except lgb.basic.LightGBMError:
+        train_set.params = {**own, **wanted}
+        return
+    names = ", ".join(sorted(wanted))
+    raise LossError(f"params set Dataset parameters ({names}) that the training Dataset, "
+                    "already constructed, was built without: pass them in "
+                    "lgb.Dataset(..., params={...}), or pass a Dataset not yet constructed")
 
 
 def _field(dataset: lgb.Dataset, name: str) -> Any:
@@ -584,9 +619,12 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
             raise LossError(f"lossdsl.lightgbm.train supports boosting='gbdt' (or 'goss'), "
                             f"not {params[name]!r}: dart rescales earlier trees and rf "
                             "averages them, which the scores kept here do not follow")
-    if params.get("linear_tree") or params.get("linear_trees"):
+    _dataset_params(params, train_set)
+    given = {**(train_set.params or {}), **params}
+    if given.get("linear_tree") or given.get("linear_trees"):
         raise LossError("linear_tree leaves are linear models, not constants: refit and the "
-                        "scores kept here do not apply; train without linear_tree")
+                        "scores kept here do not apply; train without linear_tree (in "
+                        "params and in the Dataset's params)")
     params["objective"] = "none"
     num_class = 1
     for name in _CLASS_ALIASES:
@@ -690,6 +728,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: lgb.Dataset,
             break
         if iteration == 0:
             do_refit = use_refit(refit, objective)
+            if do_refit:
+                refuse_constrained_refit(params)
         first_tree = iteration * num_class
         if not do_refit:
             # LightGBM's own leaves: its cached scores are the model's (but the init score);

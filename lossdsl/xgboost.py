@@ -60,6 +60,7 @@ from .boosting.leaves import (
     learning_rate,
     leaves_from_changes,
     refit_round,
+    refuse_constrained_refit,
     score_changes,
     use_refit,
 )
@@ -518,6 +519,8 @@ def train(objective: Any, params: Mapping[str, Any], train_set: xgb.DMatrix,
         rounds = iteration + 1
         if iteration == 0:
             do_refit = use_refit(refit, objective)
+            if do_refit:
+                refuse_constrained_refit(params)
             categorical = "c" in (train_set.feature_types or ())
             categories = _categories(booster) if categorical else None
         # the round's trees as a model of their own, made only where needed: XGBoost's

@@ -61,8 +61,8 @@ from .objective import BoostingObjective, as_objective
 LEAF_XTOL = 1e-6
 
 __all__ = ["LEAF_XTOL", "EvalTracker", "LeafSolution", "check_train_options", "eval_objective",
-           "learning_rate", "leaves_from_changes", "refit_round", "score_changes", "solve_leaves",
-           "use_refit"]
+           "learning_rate", "leaves_from_changes", "refit_round", "refuse_constrained_refit",
+           "score_changes", "solve_leaves", "use_refit"]
 
 
 _JIT = {"cache": True, "error_model": "numpy"}
@@ -1153,6 +1153,34 @@ def use_refit(refit: bool | str, objective: BoostingObjective) -> bool:
     if refit == "auto":
         return objective.policy == "constant" and objective.like is None
     return bool(refit)
+
+
+#: The names LightGBM, XGBoost and scikit-learn give monotone constraints.
+_MONOTONE_ALIASES = ("monotone_constraints", "monotone_constraint", "monotonic_cst", "mc")
+
+
+def refuse_constrained_refit(params: Mapping[str, Any]) -> None:
+    """Refuse monotone constraints when leaves are refitted: a leaf moved to its rows'
+    minimiser need not keep the order the constraint imposed on its siblings (LightGBM's
+    own quantile objective refuses them for that reason), so the model would silently
+    break the constraint."""
+    for name in _MONOTONE_ALIASES:
+        value = params.get(name)
+        if value is None:
+            continue
+        if isinstance(value, str):  # XGBoost's "(1,0,-1)"
+            signs = [float(t) for t in value.replace("(", " ").replace(")", " ")
+                     .replace(",", " ").split()]
+        elif isinstance(value, Mapping):  # XGBoost's {feature name: sign}
+            signs = [float(v) for v in value.values()]
+        else:
+            signs = [float(v) for v in np.ravel(np.asarray(value, dtype=np.float64))]
+        if any(sign != 0 for sign in signs):
+            raise LossError(f"params[{name!r}] constrains the model to be monotone, and the "
+                            "leaves refitted to their rows' minimisers need not keep that "
+                            "order (LightGBM's quantile objective refuses the pair): pass "
+                            "refit=False to keep the library's constrained leaves, or drop "
+                            "the constraint")
 
 
 def eval_objective(entry: Sequence[Any], objective: BoostingObjective,

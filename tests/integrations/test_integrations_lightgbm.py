@@ -293,3 +293,49 @@ def test_train_from_a_multiclass_init_score_is_lgb_train(layout):
                     init_score=False)
     np.testing.assert_allclose(ours.predict(X, raw_score=True),
                                reference.predict(X, raw_score=True), atol=1e-9)
+
+
+def test_dataset_parameters_in_params_reach_the_dataset_as_in_lgb_train():
+    """max_bin, zero_as_missing and the like are read when the Dataset is constructed; the
+    Booster built by train() took them from params and ignored them (13 thresholds on a
+    feature with max_bin=3); linear_tree set on the Dataset escaped the refusal."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3))
+    X[::7, 1] = 0.0
+    y = np.round(3 * X[:, 0] + rng.normal(size=500))
+    params = {"num_leaves": 8, "verbose": -1, "max_bin": 3, "zero_as_missing": True}
+    ours = ll.train("asymmetric_l1(y, p, 3, 1)", params, lgb.Dataset(X, y, free_raw_data=False),
+                    5)
+    theirs = lgb.train({**params, "objective": "quantile", "alpha": 0.75}, lgb.Dataset(X, y), 5)
+    for model in (ours, theirs):
+        trees = model.trees_to_dataframe()
+        splits = trees[trees.split_feature.notna()]
+        assert splits.query("split_feature == 'Column_0'").threshold.nunique() <= 2
+        assert set(splits.missing_type) == {"Zero"}
+    built = lgb.Dataset(X, y, free_raw_data=False).construct()
+    with pytest.raises(lossdsl.LossError, match="already constructed"):
+        ll.train("asymmetric_l1(y, p, 3, 1)", params, built, 2)
+    with pytest.raises(lossdsl.LossError, match="linear_tree"):
+        ll.train("asymmetric_l1(y, p, 3, 1)", {"verbose": -1},
+                 lgb.Dataset(X, y, free_raw_data=False, params={"linear_tree": True}), 2)
+
+
+def test_monotone_constraints_are_refused_with_leaf_refit():
+    """A refitted leaf need not keep the order a monotone constraint imposed: the model fell
+    by 1.35 as the constrained feature rose (LightGBM's quantile objective refuses them)."""
+    xgb = pytest.importorskip("xgboost")
+    import lossdsl.xgboost as lx
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    y = np.round(2 * X[:, 0] + rng.normal(size=300))
+    text = "asymmetric_l1(y, p, 4, 1)"
+    for name, value in (("monotone_constraints", [1, 0, 0]), ("mc", "1,0,0")):
+        with pytest.raises(lossdsl.LossError, match="monotone"):
+            ll.train(text, {"verbose": -1, name: value}, lgb.Dataset(X, y, free_raw_data=False),
+                     3)
+    ll.train(text, {"verbose": -1, "monotone_constraints": [1, 0, 0]},
+             lgb.Dataset(X, y, free_raw_data=False), 3, refit=False)
+    with pytest.raises(lossdsl.LossError, match="monotone"):
+        lx.train(text, {"monotone_constraints": "(1,0,0)"}, xgb.DMatrix(X, y), 3)
+    lx.train(text, {"monotone_constraints": "(0,0,0)"}, xgb.DMatrix(X, y), 3)
