@@ -266,6 +266,28 @@ def test_fair_derivatives_match_finite_differences():
                              step=1e-5)
 
 
+# ----------------------------------------------------------------------------- msle
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_msle_keeps_its_digits_at_large_targets_with_small_residuals(dtype):
+    # log1p(p) - log1p(y) cancelled: 1.8e-4 relative off at y = 1e8, p = y + 1e-3
+    y = np.array([1e8, 1e8, 3e4, 0.0, 0.0, 1e20, 2.0, 1e-9, 7.0], dtype)
+    p = np.array([1e8 + 8.0, 1e8 - 7.0, 3e4 + 0.25, 1e20, 0.3, 1.0, 1.9, 3.0, 7.0], dtype)
+    value, gradient, hessian = evaluate("msle(y, p)", "p", y=y, p=p)
+    eps = mpmath.mpf(1e-7)
+    v, g, h = [], [], []
+    for a, b in zip(p, y):
+        a, b = max(exact(a), eps), max(exact(b), eps)
+        d = mpmath.log1p(a) - mpmath.log1p(b)
+        v.append(d**2), g.append(2 * d / (1 + a)), h.append(2 * (1 - d) / (1 + a) ** 2)
+    # (float32's Hessian at p = 1e20 is subnormal: absolute precision there)
+    tolerance, tiny = 8 * EPS[dtype], 16 * float(np.finfo(dtype).tiny)
+    assert_close(value, to_float(v), tiny, tolerance, "value")
+    assert_close(gradient, to_float(g), tiny, tolerance, "gradient")
+    assert_close(hessian, to_float(h), tiny, tolerance, "Hessian")
+
+
 # ----------------------------------------------------------------------------- negative binomial
 
 
