@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
 from .backend.emit import offsets_name, partners_name
-from .compiler import COUNT_TOTAL
+from .compiler import COUNT_TOTAL, WEIGHT_TOTAL
 from .domains import (
     DeclaredRows,
     InputDomain,
@@ -621,9 +621,16 @@ def weight_total_error(weight: np.ndarray, kept: np.ndarray | None = None
     ignore_index call, an error rather than a NaN. ``kept``: with ignore_index, the samples
     whose label is not ignored, the only ones the total counts. None for a usable total."""
     total = float(np.sum(weight if kept is None else weight[kept], dtype=np.float64))
+    return weight_total_refusal(total, kept is not None)
+
+
+def weight_total_refusal(total: float, of_kept: bool) -> LossDomainError | None:
+    """:func:`weight_total_error` of a weights' ``total`` already summed (by a CUDA kernel,
+    :data:`~lossdsl.compiler.WEIGHT_TOTAL`, for weights on the device); ``of_kept``: over
+    the samples whose label is not ignored."""
     if total != 0 and np.isfinite(total):
         return None
-    which = "sample_weight" if kept is None else "sample_weight of the samples not ignored"
+    which = "sample_weight of the samples not ignored" if of_kept else "sample_weight"
     return LossDomainError(
         f"{which} sums to {total!r}: reduction='weighted_mean' divides by the total "
         "of the weights, so the weighted mean is undefined (it would be nan); use "
@@ -879,6 +886,13 @@ class BoundCall:
             error = count_total_error(results[COUNT_TOTAL],
                                       self.checked[0] if self.checked is not None else None,
                                       bound.weight is not None)
+            if error is not None:
+                raise error
+        if WEIGHT_TOTAL in results:
+            layout = self.checked[0] if self.checked is not None else None
+            error = weight_total_refusal(
+                float(results[WEIGHT_TOTAL]),
+                layout is not None and layout.ignore_index is not None)
             if error is not None:
                 raise error
         ranks, rounded = bound.ranks, bound.result_dtype

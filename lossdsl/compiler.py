@@ -40,16 +40,20 @@ from .passes.schedule import Output, plan
 from .passes.simplify import simplify
 from .passes.stabilize import stabilize
 
-__all__ = ["COUNT_TOTAL", "GeneratedKernel", "Kernel", "KernelRequest", "Specialization",
-           "TypedRequirement", "build_kernel", "count_total", "derivatives", "generate_source",
-           "module_header", "optimize", "outside_count", "parallel_axes", "specialize",
-           "stable_expression", "typed_graph", "unmet_count"]
+__all__ = ["COUNT_TOTAL", "WEIGHT_TOTAL", "GeneratedKernel", "Kernel", "KernelRequest",
+           "Specialization", "TypedRequirement", "build_kernel", "count_total", "derivatives",
+           "generate_source", "module_header", "optimize", "outside_count", "parallel_axes",
+           "specialize", "stable_expression", "typed_graph", "unmet_count"]
 
 TARGETS = ("cpu", "parallel", "cuda")
 
 #: The scalar output of a kernel that holds the denominator of a mean whose samples count
 #: as ``count_as`` says (see :func:`count_total`): binding refuses a call where it is 0.
 COUNT_TOTAL = "count_total"
+#: The scalar output of a CUDA kernel that holds the weights' total of a weighted
+#: "weighted_mean": binding refuses a call where it is 0 (weights on the device, which the
+#: host does not read before the call; host weights are checked before it).
+WEIGHT_TOTAL = "weight_total"
 
 
 @dataclass(frozen=True)
@@ -445,6 +449,8 @@ def generate_source(spec: Specialization, request: KernelRequest) -> GeneratedKe
         outputs.append(Output(f"unmet:{index}", unmet_count(requirement.condition), ()))
     if spec.count_total is not None:
         outputs.append(Output(COUNT_TOTAL, spec.count_total, ()))
+    if request.target == "cuda" and spec.objective.weight_total is not None:
+        outputs.append(Output(WEIGHT_TOTAL, spec.objective.weight_total, ()))
     verify.check([o.node for o in outputs])
     nodes = optimize([o.node for o in outputs])
     verify.check(nodes)

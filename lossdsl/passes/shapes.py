@@ -913,7 +913,8 @@ class Objective:
     ``count_total`` is the denominator of a mean whose samples count as ``count_as(l, s)``
     says (``sum(s)`` over the samples kept, times the classes of a matrix loss; ``sum(w*s)``
     for a weighted "weighted_mean"); None without count_as and for reductions that divide
-    by nothing.
+    by nothing. ``weight_total`` is a weighted "weighted_mean"'s denominator without
+    count_as: the weights' total.
     """
 
     value: Node
@@ -923,6 +924,8 @@ class Objective:
     ignored: str | None = None
     kept_count: str | None = None
     count_total: Node | None = None
+    # the weights' total a weighted "weighted_mean" divides by (sum(w) over the samples kept)
+    weight_total: Node | None = None
 
 
 def kept_count_name(sample_axis: str) -> str:
@@ -1142,7 +1145,10 @@ def objective(expression: Node, reduction: str, weighted: bool,
     ignored = label.value if label is not None else None
     counted = kept_count_name(sample_axis) if kept is not None else None
     count_total = denominator if count is not None else None
+    weight_total = (denominator if count is None and weighted and reduction == "weighted_mean"
+                    else None)
     if reduction == "none":
         value = make("add", (weighted_terms, scalar))
         return Objective(value, total, weight_axes, sample_axis, ignored, counted)
-    return Objective(total, total, weight_axes, sample_axis, ignored, counted, count_total)
+    return Objective(total, total, weight_axes, sample_axis, ignored, counted, count_total,
+                     weight_total)

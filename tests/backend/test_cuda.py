@@ -280,6 +280,26 @@ def test_two_loops_in_two_passes(dtype):
         assert_close(a, e, dtype, label)
 
 
+def test_device_weights_that_total_zero_are_refused_under_weighted_mean():
+    """Weights on the device are not read by the host before the call, so a weighted mean
+    whose weights total 0 was NaN (host weights were already refused): the kernel returns
+    the weights' total, which binding checks."""
+    y, p = np.arange(6.0), np.zeros(6)
+    compiled = lossdsl.compile("mse(y, p)", target="cuda", reduction="weighted_mean")
+    for call in (compiled, lambda **a: compiled.grad("p", **a)):
+        with pytest.raises(LossDomainError, match="sample_weight sums to 0.0"):
+            call(y=y, p=p, sample_weight=cuda.to_device(np.zeros(6)))
+    weight = np.array([1.0, 2.0, 0.0, 1.0, 0.0, 3.0])
+    np.testing.assert_allclose(compiled(y=y, p=p, sample_weight=cuda.to_device(weight)),
+                               np.sum(weight * y**2) / weight.sum(), rtol=1e-12)
+    labels = cuda.to_device(np.array([0, -100, 2, 1]))
+    ignoring = lossdsl.compile("sparse_cce_logits(y, z)", target="cuda",
+                               reduction="weighted_mean", ignore_index=-100)
+    with pytest.raises(LossDomainError, match="samples not ignored sums to 0.0"):
+        ignoring(y=labels, z=np.ones((4, 3)),
+                 sample_weight=cuda.to_device(np.array([0.0, 1.0, 0.0, 0.0])))
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_nested_sums_dice(dtype):
     """A Dice loss is a ratio of sums: its gradient needs them, so it runs in two passes."""
