@@ -453,7 +453,9 @@ def command_eval(args: argparse.Namespace) -> int:
     mapping = _assignments(args.map, "--map")
     unknown = [name for name in mapping if name not in loss.inputs]
     if unknown:
-        hint = did_you_mean(unknown[0], loss.inputs)
+        hint = (f"'{unknown[0]}' is a param: give its value with --param "
+                f"{unknown[0]}=VALUE" if unknown[0] in loss.params
+                else did_you_mean(unknown[0], loss.inputs))
         raise CliError(f"--map names '{unknown[0]}', which is not an input of the loss "
                        f"(inputs: {', '.join(loss.inputs)})" + (f"; {hint}" if hint else ""))
     for name in loss.inputs:
@@ -488,6 +490,13 @@ def command_eval(args: argparse.Namespace) -> int:
     total = None
     try:
         for chunk, amount in table.chunks(columns, chunk_rows, dtype):
+            for column, values in chunk.items():
+                # an empty cell is refused as missing when read; a literal nan is not
+                missing = np.flatnonzero(np.isnan(values)) if values.dtype.kind == "f" else ()
+                if len(missing):
+                    raise CliError(f"column {column!r} is nan (a missing value) at "
+                                   f"{table.row_place(rows + int(missing[0]))}: drop or "
+                                   "fill such rows first")
             inputs = {}
             for name, names in selected.items():
                 inputs[name] = (chunk[names[0]] if len(names) == 1

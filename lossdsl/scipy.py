@@ -191,7 +191,11 @@ class LinearModelObjective:
     def predict(self, x: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
         """The linear predictor ``p`` for parameters ``x`` (on the training ``X`` by default)."""
         coef, intercept = self.unpack(x)
-        return np.asarray(self.X if X is None else X, dtype=np.float64) @ coef + intercept
+        features = np.asarray(self.X if X is None else X, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != self.X.shape[1]:
+            raise LossShapeError(f"X must be a (rows, {self.X.shape[1]}) matrix, one column per "
+                                 f"feature the model was built on, got shape {features.shape}")
+        return features @ coef + intercept
 
     def _inputs(self, p: np.ndarray) -> dict[str, Any]:
         return {**self.fixed, self.label: self.y, self.wrt: p}

@@ -717,3 +717,20 @@ def test_eval_refuses_a_weighted_mean_over_weights_that_sum_to_zero(capsys, tmp_
     status, out, _ = call(capsys, "eval", "mse", "--data", str(data), "--weight", "w",
                           "--reduction", "weighted_mean")
     assert status == 0 and "weighted_mean loss = 4.0 " in out  # (0*1 + 2*4) / 2
+
+
+def test_eval_refuses_a_literal_nan_as_it_refuses_an_empty_cell(capsys, tmp_path):
+    """A 'nan' cell went through: 'mean loss = nan (2 rows)' with exit status 0."""
+    data = tmp_path / "n.csv"
+    data.write_text("y,p\n1,2\n4,3\nnan,3\n")
+    status, out, err = call(capsys, "eval", "mse", "--data", str(data), "--chunk-size", "2")
+    assert status == 1 and out == "" and "Traceback" not in err
+    assert "column 'y' is nan (a missing value) at line 4" in err
+
+
+def test_eval_map_of_a_param_points_to_param(capsys, tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("y,p,w\n1,2,1\n")
+    status, _, err = call(capsys, "eval", "param delta = 1.0\nloss main = huber(y, p, delta)",
+                          "--data", str(data), "--map", "delta=w")
+    assert status != 0 and "'delta' is a param: give its value with --param delta=VALUE" in err

@@ -211,3 +211,13 @@ def test_a_sparse_or_text_design_or_a_bad_l2_is_a_loss_error(regression):
     for l2 in ("a", -1.0, float("nan"), float("inf")):
         with pytest.raises(lossdsl.LossError, match="expected a finite number >= 0"):
             ls.linear_model("mse", X, y, l2=l2)
+
+
+def test_predict_on_new_rows_checks_their_width():
+    """X of another width than the training X reached matmul: a raw ValueError."""
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    model = ls.linear_model("half_mse(y, p)", X, np.ones(20))
+    with pytest.raises(lossdsl.LossShapeError, match=r"\(rows, 2\) matrix"):
+        model.predict(model.x0, np.ones((4, 5)))
+    np.testing.assert_allclose(model.predict(np.array([1.0, 2.0, 0.5]), np.ones((3, 2))),
+                               np.full(3, 3.5))
