@@ -711,7 +711,10 @@ class _LinearLossModel(BaseEstimator):
         value = objective.fun_and_jac(objective.pack(W, b))[0]
         if not np.isfinite(value):
             raise LossError(f"{loss.name} is not finite at the fitted coefficients (value "
-                            f"{value!r}): are the labels in the loss's domain?")
+                            f"{value!r}): are the labels in the loss's domain? The linear "
+                            "score X w + b takes any real value; a loss defined only for some "
+                            "scores (poisson(y, p) needs p > 0) needs its link form "
+                            "(poisson_log(y, z): the mean exp(z))")
         self.objective_ = value
 
     def _choose_solver(self, loss: _BoundLoss, labels: Any, l2: float) -> str:

@@ -547,3 +547,15 @@ def test_decision_function_favours_classes_1_whatever_the_class_values():
         assert np.array_equal(model.predict(X), model.classes_[(score > 0).astype(int)])
         if loss == "bce_logits":
             np.testing.assert_allclose(model.predict_proba(X)[:, 1], 1 / (1 + np.exp(-score)))
+
+
+def test_a_score_the_loss_refuses_names_the_link_form():
+    """poisson(y, p) on a linear score that leaves p > 0: the message blamed the labels,
+    which are all counts here."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    y = rng.poisson(np.exp(X @ [0.5, -0.3] + 1)).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(lossdsl.LossError, match=r"poisson_log\(y, z\)"):
+            LossRegressor("poisson(y, p)", alpha=0).fit(X, y)
