@@ -879,17 +879,14 @@ class BoundCall:
             computed[order] = computed.copy()
         for output, value in zip(kernel.scalar_outputs, scalar_values):
             results[output.name] = float(value)
-        if (kernel.checks or kernel.requirements) and self.checked is not None:
-            layout, inputs = self.checked
+        layout, inputs = self.checked if self.checked is not None else (None, None)
+        if (kernel.checks or kernel.requirements) and layout is not None:
             refuse_outside(layout, kernel, results, inputs, bound.params)
         if COUNT_TOTAL in results:
-            error = count_total_error(results[COUNT_TOTAL],
-                                      self.checked[0] if self.checked is not None else None,
-                                      bound.weight is not None)
+            error = count_total_error(results[COUNT_TOTAL], layout, bound.weight is not None)
             if error is not None:
                 raise error
         if WEIGHT_TOTAL in results:
-            layout = self.checked[0] if self.checked is not None else None
             error = weight_total_refusal(
                 float(results[WEIGHT_TOTAL]),
                 layout is not None and layout.ignore_index is not None)

@@ -79,10 +79,13 @@ class Specialization:
     # inputs are false (scalar outputs "unmet:0", "unmet:1", ...); binding checks the others
     # (params, scalar inputs, per-class vectors and tables) before each run
     requirements: tuple[TypedRequirement, ...] = ()
-    # the denominator of a mean whose samples count as count_as(l, s) says (sum(s), times
-    # the classes of a matrix loss; sum(w*s) for a weighted "weighted_mean"), which every
-    # kernel returns as its scalar output COUNT_TOTAL; None where no call can make it 0
-    count_total: Node | None = None
+
+    @property
+    def count_total(self) -> Node | None:
+        """The denominator of a mean whose samples count as ``count_as(l, s)`` says, which
+        every kernel returns as its scalar output :data:`COUNT_TOTAL` (see
+        :func:`count_total`); None where no call can make it 0."""
+        return count_total(self.objective)
 
     def counted_requirements(self) -> tuple[TypedRequirement, ...]:
         """The requirements that read per-sample array inputs: those kernels count."""
@@ -304,7 +307,7 @@ def specialize(definition: Any, ranks: Mapping[str, int], weighted: bool, reduct
                                  if ranks.get(d.name, 0) >= 1))
     requirements = tuple(_typed_requirement(r, typed, ranks) for r in definition.requirements)
     return Specialization(objective, typed, typed_shapes, reduction, dict(ranks), weighted,
-                          checks, requirements, count_total(objective))
+                          checks, requirements)
 
 
 def count_total(objective: shapes.Objective) -> Node | None:

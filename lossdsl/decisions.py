@@ -29,7 +29,7 @@ from .binding import check_aligned, coerce_loss, nan_rows, numeric_array
 from .boosting.objective import LABEL_NAMES
 from .errors import LossDomainError, LossError, LossNameError, LossShapeError, did_you_mean
 
-__all__ = ["decide"]
+__all__ = ["NOT_PER_ROW", "decide"]
 
 # Kernel elements evaluated per call: bounds the memory of the flattened (rows x outcomes x
 # candidate decisions) arrays, about 8 bytes per element and input (16 MB at the default).
@@ -274,6 +274,9 @@ def _missing_ids(ids: np.ndarray) -> np.ndarray:
 # decide's own keywords (passed through _decide_by_group with the cost's inputs)
 _DECIDE_OPTIONS = frozenset({"probabilities", "classes", "quantiles", "levels", "decisions",
                              "label", "decision", "max_elements"})
+#: Keywords of :func:`decide` whose values are not one per row of the predictions (the
+#: options but the probabilities and quantiles, and the residuals' group ids).
+NOT_PER_ROW = (_DECIDE_OPTIONS - {"probabilities", "quantiles"}) | {"residual_groups"}
 
 
 # ---------------------------------------------------------------------------- arguments

@@ -55,6 +55,7 @@ from sklearn.utils.validation import (
 from .api import CompiledLoss, Loss
 from .binding import check_aligned, coerce_loss, nan_rows
 from .boosting.objective import DEFAULT_HESSIAN_FLOOR, default_roles, repeat_score
+from .decisions import NOT_PER_ROW
 from .decisions import decide as _decide
 from .errors import LossDomainError, LossError, LossShapeError
 from .implied import (
@@ -84,10 +85,6 @@ _GRID = 101
 _GRID_ROWS = 8
 # a score sure of its class: softmax / sigmoid within e^-100 of one-hot
 _SURE = 100.0
-# Keywords of lossdsl.decide whose values are not one per row of X (decide's groups= and
-# quantiles= are, and are checked against X's index).
-_NOT_PER_ROW = frozenset({"residual_groups", "levels", "classes", "decisions", "label",
-                          "decision", "max_elements"})
 
 LossLike = str | Loss | CompiledLoss
 
@@ -699,8 +696,9 @@ class _LossEstimator(BaseEstimator):
             sources |= set(self._sources("decision").values())
         metadata = {k: v for k, v in inputs.items() if k in sources and not isinstance(v, str)}
         extra = {k: v for k, v in inputs.items() if k not in metadata}
-        # the cost's per-row inputs (and groups=) meet X's rows by position in decide
-        shared = self._tables_of(self.decision_cost if default else cost) | _NOT_PER_ROW
+        # the cost's per-row inputs (and groups=, quantiles=) meet X's rows by position in
+        # decide
+        shared = self._tables_of(self.decision_cost if default else cost) | NOT_PER_ROW
         check_aligned([("X", X), *((name, value) for name, value in extra.items()
                                    if name not in shared and not isinstance(value, str))])
         features, values = self._take_rows(X, metadata, False, sorted(sources))
