@@ -580,6 +580,8 @@ def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specia
                 kept = int(np.count_nonzero(labels != ignore_index))
         if found is not None:
             raise label_error(layout, name, width, *found)
+        if width > exact_integer_limit(bound.dtype):
+            refuse_rounded_labels(layout, name, labels, width, bound.dtype)
         if ignored:
             # a mean over no samples is an error rather than PyTorch's NaN
             if kept == 0 and layout.reduction not in ("sum", "none"):
@@ -592,6 +594,35 @@ def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specia
             if error is not None:
                 raise error
             lengths[objective.kept_count] = kept
+
+
+def exact_integer_limit(dtype: np.dtype) -> int:
+    """The largest integer below which ``dtype`` (float32, float64) holds every integer
+    exactly: 2**24, 2**53."""
+    return 2 ** (np.finfo(dtype).nmant + 1)
+
+
+def refuse_rounded_labels(layout: InputLayout, name: str, labels: Any, width: int,
+                          dtype: np.dtype) -> None:
+    """Refuse integer labels into a row of ``width`` entries that the kernel's ``dtype``
+    rounds: kernels read a label as ``T(x)``, and in float32 2**24 + 1 reads as 2**24, which
+    would index the neighbouring row or class without a sign. Labels on a device are not
+    read back: any such call is refused."""
+    if is_device_array(labels):
+        bad = 0 if getattr(labels, "dtype", np.dtype(np.float64)).kind in "iu" else None
+    else:
+        labels = np.asarray(labels)
+        found = inexact_integers(labels, dtype)
+        bad = None if found is None else int(found[0])
+    if bad is None:
+        return
+    shown = "" if is_device_array(labels) else \
+        f": {labels.flat[bad].item()}{at_index(bad)} reads as another"
+    raise LossDomainError(
+        f"label input '{name}' indexes {width} entries, more than {dtype} can number "
+        f"exactly (2**{np.finfo(dtype).nmant + 1}){shown}; pass the float inputs as "
+        "float64", layout.spans.get(name), input=name if name in layout.inputs else None,
+        index=None if is_device_array(labels) else bad)
 
 
 def check_domains(layout: InputLayout, bound: Bound, kernel: Kernel) -> None:
@@ -1090,6 +1121,8 @@ class CallPlan:
                   if kind == "array" and name != self.ignored and kinds[name][1] == 1
                   and (kinds[name][0].kind in "iu" or kinds[name][0] in _COMPILED_FLOATS)]
         self._direct_labels = tuple(direct) if len(direct) == len(self.labels) else None
+        # wider rows of labels go to the general path (refuse_rounded_labels)
+        self._label_limit = exact_integer_limit(self.dtype)
         # the plan printed as functions (see _print_runner): the runner, once the first
         # kernel is added, and a caller per kernel target; None where not printable
         self.runner: Callable[..., Any] | None = None
@@ -1213,7 +1246,8 @@ class CallPlan:
         if self.labels:
             if self._direct_labels is not None:
                 for name, axis in self._direct_labels:
-                    if first_label_outside(arrays[name], lengths[axis], 0, False) >= 0:
+                    if first_label_outside(arrays[name], lengths[axis], 0, False) >= 0 \
+                            or lengths[axis] > self._label_limit:
                         return None  # the general path names the label
             elif not self._labels_valid(arrays, numbers, params, lengths):
                 return None
@@ -1282,6 +1316,8 @@ class CallPlan:
                       np.asarray(numbers[name] if kind == "number" else
                                  params[name] if kind == "param" else constant))
             width = lengths[axis]
+            if width > self._label_limit:
+                return False  # the general path checks the labels' rounding
             if name == self.ignored and kind == "array":
                 if first_bad_label(labels, width, self.layout.ignore_index) is not None:
                     return False
@@ -1475,7 +1511,8 @@ def _print_runner(plan: CallPlan, result_axes: Mapping[str, tuple[str, ...]]
     for name, axis in plan._direct_labels or ():
         if axis not in lengths:
             return None
-        lines += [f"    if first_label_outside({inputs[name]}, {lengths[axis]}, 0, False) >= 0:",
+        lines += [f"    if first_label_outside({inputs[name]}, {lengths[axis]}, 0, False) >= 0"
+                  f" or {lengths[axis]} > {plan._label_limit}:",
                   "        return None"]
     if plan.threaded_axes is None:
         lines.append("    call = CALLS.get(target)")
@@ -1797,7 +1834,7 @@ def is_device_array(value: Any) -> bool:
 
 
 # Loss text parsed once per process: scikit-learn clones and refits estimators many times,
-# and a Loss is immutable.
+# and the Loss of a text that imports no file is immutable.
 _PARSED: dict[str, Loss] = {}
 
 
@@ -1834,9 +1871,15 @@ def coerce_loss(loss: str | Loss | CompiledLoss) -> tuple[Loss, dict[str, float]
     if isinstance(loss, Loss):
         return loss, {}, None
     if isinstance(loss, str):
-        if loss not in _PARSED:
-            if len(_PARSED) >= 64:
-                _PARSED.pop(next(iter(_PARSED)))
-            _PARSED[loss] = loss_from_text(loss)
-        return _PARSED[loss], {}, None
+        parsed = _PARSED.get(loss)
+        if parsed is None:
+            parsed = loss_from_text(loss)
+            # text that imports a file stands for what the file holds now (it may be
+            # edited, or the working directory changed): parsed anew each time, the files
+            # themselves cached by their stat (frontend.resolve.load_scope)
+            if not parsed.scope.imports:
+                if len(_PARSED) >= 64:
+                    _PARSED.pop(next(iter(_PARSED)))
+                _PARSED[loss] = parsed
+        return parsed, {}, None
     raise TypeError(f"expected loss text, a Loss or a CompiledLoss, not {type(loss).__name__}")

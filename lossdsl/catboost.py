@@ -75,7 +75,7 @@ import numpy as np
 from .api import CompiledLoss, Loss
 from .backend.cpu.runtime import DIRECT
 from .boosting.objective import DEFAULT_HESSIAN_FLOOR, BoostingObjective, as_objective
-from .errors import LossError, LossShapeError
+from .errors import LossDomainError, LossError, LossShapeError
 from .implied import label_bounds
 
 __all__ = ["LEAF_ESTIMATION", "CatBoostMetric", "CatBoostObjective", "init_score",
@@ -173,8 +173,8 @@ class _RowKernel:
         matrix is this thread's, reused."""
         k = int(target)
         if k != target or not 0 <= k < self.num_class:
-            raise LossShapeError(f"multiclass labels must be integers in [0, "
-                                 f"{self.num_class}), got {target!r}")
+            raise LossDomainError(f"multiclass labels must be integers in [0, "
+                                  f"{self.num_class}), got {target!r}")
         self.scores[0] = approx
         if self.by_index:
             self.label_slot[0] = k

@@ -33,6 +33,22 @@ def test_scalar_label_in_range_reads_its_row(table_lookup):
     np.testing.assert_array_equal(table_lookup(C=table, y=2, z=np.ones((4, 3))), [21.0] * 4)
 
 
+def test_integer_labels_that_float32_rounds_are_refused():
+    # a float32 kernel read 2**24 + 1 as 2**24: the neighbouring row, without a sign
+    rows = 2**24 + 2
+    table = np.zeros((rows, 1), np.float32)
+    table[2**24 + 1] = 2.0
+    narrow = np.ones((1, 1), np.float32)
+    for _ in range(2):  # the first call, then the repeated call's path
+        with pytest.raises(lossdsl.LossDomainError, match=r"more than float32 can number"):
+            lossdsl.compile("rowsum(rowof(C, y) * z)", reduction="none")(
+                C=table, y=np.array([2**24 + 1]), z=narrow)
+    # labels below 2**24 stay exact, and a float64 kernel reads every one
+    table_lookup = lossdsl.compile("rowsum(rowof(C, y) * z)", reduction="none")
+    assert table_lookup(C=table, y=np.array([5]), z=narrow)[0] == 0.0
+    assert table_lookup(C=table, y=np.array([2**24 + 1]), z=np.ones((1, 1)))[0] == 2.0
+
+
 @pytest.fixture(scope="module")
 def two_class_axes():
     return lossdsl.compile("logsumexp(z) - pick(z, y) + mean(pick(u, v))")
@@ -366,3 +382,21 @@ def test_a_column_where_a_vector_meets_rows_says_to_pass_the_vector():
     expected = torch.nn.functional.gaussian_nll_loss(torch.tensor(p), torch.tensor(y),
                                                      torch.tensor(variance))
     assert loss(y=y, p=p, v=variance[:, 0]) == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_text_importing_a_file_follows_edits_of_the_file(tmp_path, monkeypatch):
+    # the integrations kept the first parse of a text by the text alone, so an edited
+    # import (or another working directory) went on training the old loss
+    xgboost = pytest.importorskip("lossdsl.xgboost")
+    monkeypatch.chdir(tmp_path)
+    text = 'import "k.loss"\nk(y, p)'
+    y, p = np.array([0.0, 1.0]), np.array([1.0, 3.0])
+    (tmp_path / "k.loss").write_text("def k(y, p) = 1*(y - p)^2\n")
+    np.testing.assert_allclose(xgboost.objective(text)(y, p)[0], [2.0, 4.0])
+    (tmp_path / "k.loss").write_text("def k(y, p) = 5*(y - p)^2\n")
+    np.testing.assert_allclose(xgboost.objective(text)(y, p)[0], [10.0, 20.0])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "k.loss").write_text("def k(y, p) = 7*(y - p)^2\n")
+    monkeypatch.chdir(other)
+    np.testing.assert_allclose(xgboost.objective(text)(y, p)[0], [14.0, 28.0])

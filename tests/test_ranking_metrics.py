@@ -223,3 +223,16 @@ def test_what_the_losses_refuse():
                           ("lambdarank_err(y, z, q, norm=2)", "'norm' must be 0 or 1")):
         with pytest.raises(lossdsl.LossDomainError, match=message):
             lossdsl.compile(text)
+
+
+def test_lambdarank_refuses_labels_whose_gain_overflows():
+    # 2^y of a label of 1024 was inf, every pair weight of its query NaN, and the boosting
+    # adapters' NaN check named another row; labels stop at 31, as LightGBM's default
+    # label_gain and XGBoost's exponential gain do
+    d = queries(3)
+    d["y"] = np.asarray(d["y"], dtype=np.float64).copy()
+    d["y"][4] = 1024.0
+    with pytest.raises(lossdsl.LossDomainError, match=r"'y' must be in \[0, 31\].* at index 4"):
+        compiled("lambdarank(y, z, q)").grad("z", **d)
+    d["y"][4] = 31.0
+    assert np.all(np.isfinite(compiled("lambdarank(y, z, q)").grad("z", **d)))

@@ -1123,9 +1123,12 @@ class BoostingObjective:
     @staticmethod
     def _class_labels(y: np.ndarray, num_class: int) -> np.ndarray:
         flat = y.reshape(-1)
-        classes = flat.astype(np.int64)
-        if np.any(classes != flat) or np.any((classes < 0) | (classes >= num_class)):
-            raise LossShapeError(f"multiclass labels must be integers in [0, {num_class})")
+        with np.errstate(invalid="ignore"):  # NaN and inf labels are named below
+            classes = flat.astype(np.int64)
+        bad = np.flatnonzero((classes != flat) | (classes < 0) | (classes >= num_class))
+        if bad.size:
+            raise LossDomainError(f"multiclass labels must be integers in [0, {num_class}); "
+                                  f"found {flat[bad[0]].item()!r} at row {bad[0]}")
         return classes
 
     @property

@@ -280,9 +280,9 @@ def test_one_row_path_matches_gradients(options):
                                                      np.array([weight]))
         np.testing.assert_allclose(gradient, -expected_g[0], rtol=1e-13, atol=1e-300)
         np.testing.assert_allclose(hessian, np.diag(-expected_h[0]), rtol=1e-13, atol=1e-300)
-    with pytest.raises(lossdsl.LossShapeError, match=r"integers in \[0, 4\)"):
+    with pytest.raises(lossdsl.LossDomainError, match=r"integers in \[0, 4\)"):
         objective.calc_ders_multi(np.zeros(4), 4.0, 1.0)
-    with pytest.raises(lossdsl.LossShapeError, match="integers"):
+    with pytest.raises(lossdsl.LossDomainError, match="integers"):
         objective.calc_ders_multi(np.zeros(4), 1.5, 1.0)
     # copies and pickles (CatBoost deep-copies its parameters on every fit) work on
     clone = pickle.loads(pickle.dumps(copy.deepcopy(objective)))

@@ -85,6 +85,15 @@ def test_multiclass_gradient_shapes(data):
     np.testing.assert_array_equal(flat_gradient, gradient.reshape(-1))
 
 
+@pytest.mark.parametrize("bad", [3.0, -1.0, 2.5])
+def test_multiclass_label_outside_the_classes_names_its_row(data, bad):
+    objective = lx.objective("sparse_cce_logits(y, z)", target="cpu")
+    labels = data["classes"].astype(np.float64)
+    labels[17] = bad
+    with pytest.raises(lossdsl.LossDomainError, match=rf"found {bad!r} at row 17"):
+        objective(np.zeros((300, 3), np.float32), xgb.DMatrix(data["X"], labels))
+
+
 def test_elementwise_loss_on_class_scores_is_one_vs_rest(data):
     objective = lx.objective("bce_logits(y, p)", target="cpu", columns="onehot")
     gradient, _ = objective(data["classes"], np.zeros((300, 3)))
