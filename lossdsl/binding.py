@@ -40,6 +40,7 @@ from .errors import (
     LossNameError,
     LossShapeError,
     Span,
+    all_ignored_error,
     at_index,
     did_you_mean,
     not_a_param_hint,
@@ -585,11 +586,8 @@ def check_labels(layout: InputLayout, bound: Bound, kernel: Kernel, spec: Specia
         if ignored:
             # a mean over no samples is an error rather than PyTorch's NaN
             if kept == 0 and layout.reduction not in ("sum", "none"):
-                raise LossDomainError(
-                    f"every label of '{name}' equals ignore_index={ignore_index}: the "
-                    f"{layout.reduction} over no samples is undefined (PyTorch returns nan); "
-                    "use reduction='sum' (0 for such a batch) or skip the batch",
-                    layout.spans.get(name))
+                raise all_ignored_error(name, ignore_index, layout.reduction,
+                                        layout.spans.get(name))
             error = kept_weight_total_error(layout, bound.weight, labels)
             if error is not None:
                 raise error

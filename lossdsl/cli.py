@@ -9,7 +9,8 @@ A loss argument (``LOSS`` below) is one of:
 
 * a path to a ``.loss`` file: its bare expression, or its only named loss;
 * ``FILE.loss:NAME``: the loss ``NAME`` of that file;
-* the name of a built-in loss (``huber``), called on inputs named like its parameters;
+* the name of a built-in loss (``huber``), called on inputs named like its required
+  parameters, the others at their defaults (``huber(y, p)``: delta 1.0);
 * an expression: ``"huber(y, p, delta=0.5) + 0.1*l1(w)"`` (quote it for the shell).
 """
 
@@ -439,6 +440,38 @@ def _in_file(error: LossDomainError, table: Table, first_row: int,
                            + (f", class {column}" if column is not None else ""))
 
 
+def _refuse_columns_named_like_params(loss: Loss, args: argparse.Namespace,
+                                      columns: Iterable[str], used: set[str]) -> None:
+    """Raise where a column of the data that no input reads is named like a param of the
+    loss (or like an argument that a bare built-in's name leaves at its default: huber's
+    delta) that no ``--param`` sets: the column looks meant for it, but a param is one
+    number for the whole call, so the rows' values would be silently ignored."""
+    given = _numbers(args.param, "--param")
+    unread = [c for c in columns if c not in used and c not in given]
+    for name in unread:
+        if name in loss.params:
+            raise CliError(
+                f"column '{name}' of {args.data} is named like the param '{name}' of the "
+                f"loss, which is one number for the whole data (here {loss.params[name]:g}), "
+                f"not read per row: give its value with --param {name}=VALUE (--param "
+                f"{name}={loss.params[name]:g} keeps it); to read the column row by row, "
+                f"make '{name}' an input of the loss instead of a param")
+    spec = str(args.loss).strip()
+    entry = catalog.entry(spec) if re.fullmatch(r"\w+", spec) else None
+    if entry is None:
+        return
+    defaults = {name: default for name, default in entry.parameters if default is not None}
+    for name in unread:
+        if name in defaults:
+            required = ", ".join(entry.required)
+            raise CliError(
+                f"column '{name}' of {args.data} is named like the argument '{name}' of "
+                f"{entry.name}, which the bare name '{entry.name}' leaves at its default "
+                f"{defaults[name]}, not read per row: to read the column row by row, write "
+                f"the call, \"{entry.name}({required}, {name}={name})\"; to fix another "
+                f"value, \"{entry.name}({required}, {name}=VALUE)\"")
+
+
 def command_eval(args: argparse.Namespace) -> int:
     """``lossdsl eval LOSS --data FILE``: evaluate on a data file, chunk by chunk."""
     if args.chunk_size < 1:
@@ -468,9 +501,11 @@ def command_eval(args: argparse.Namespace) -> int:
     weight_column = table.select(args.weight) if args.weight else None
     if weight_column and len(weight_column) != 1:
         raise CliError("--weight must name a single column")
+    used = {c for cs in selected.values() for c in cs} | set(weight_column or [])
+    _refuse_columns_named_like_params(loss, args, table.columns, used)
     grads = _wrt(loss, _names(args.grad)) if args.grad else []
     hessians = _wrt(loss, _names(args.hessian)) if args.hessian else []
-    columns = sorted({c for cs in selected.values() for c in cs} | set(weight_column or []))
+    columns = sorted(used)
     dtype = np.dtype(args.dtype)
     per_sample = _compiled(loss, args, "none")
     whole = couples_samples(loss)
@@ -938,7 +973,10 @@ def build_parser() -> argparse.ArgumentParser:
         "lowest), or in file order when no name ends in a number; in .npz files a 2-D array "
         "is a matrix input. A 2-D .npy file has columns named 0, 1, ...; a structured .npy "
         "has its field names. Parquet needs pyarrow. Every CSV row must have as many fields "
-        "as the header, and every column used must hold numbers.",
+        "as the header, and every column used must hold numbers. A param is one number for "
+        "the whole data, set with --param NAME=VALUE: a column named like one (or like an "
+        "argument a built-in's bare name leaves at its default, huber's delta) that no input "
+        "reads is an error, not silently ignored.",
         "examples:\n  lossdsl eval huber --data scores.csv --map y=label,p=score\n"
         "  lossdsl eval fraud.loss:fraud --data tx.parquet --map y=is_fraud,p=logit "
         "--weight amount\n"

@@ -193,7 +193,8 @@ class DaskLoss:
                                    bound.dtype, want_value, grads, hessians))
         scalar_values = kernel.run(**arguments, kit=kit)
         for output, value in zip(kernel.scalar_outputs, scalar_values):
-            results[output.name] = da.asarray(value, dtype=np.float64)
+            results[output.name] = da.asarray(value, dtype=np.float64).map_blocks(
+                _plain, dtype=np.float64)
         # results over grouped samples were computed in group order: back to the rows' own
         regrouped = regrouped_results(kernel, groupings)
         found = []
@@ -479,8 +480,9 @@ def _run_chunk(kernel: _KernelRef, name: str, count: int, length: int, rows: int
             argument = np.empty((rows,) + argument.shape[1:], dtype=argument.dtype)
             outputs.append(argument)
         elif isinstance(argument, np.ndarray):
-            # 0-d: a scalar of the glue, already in the kernel's dtype
-            argument = argument[()] if argument.ndim == 0 else np.ascontiguousarray(argument)
+            # 0-d: a scalar of the glue (a _QuietScalar), already in the kernel's dtype
+            argument = (np.asarray(argument)[()] if argument.ndim == 0
+                        else np.ascontiguousarray(argument))
         values.append(argument)
     with np.errstate(all="ignore"):
         reductions = launch(kernel.loop(name), length, *values)
@@ -536,7 +538,44 @@ class _ChunkKit:
             return ()
         totals = da.reduction(da.stack(partials), _quiet_sum, _quiet_sum, axis=0,
                               dtype=np.float64, combine=_quiet_sum)
-        return tuple(totals[j] for j in range(count))
+        return tuple(totals.map_blocks(_quiet_entry, j, drop_axis=0, dtype=np.float64,
+                                       meta=np.empty((), np.float64))
+                     for j in range(count))
+
+
+class _QuietScalar(np.ndarray):
+    """A 0-d float64 array whose arithmetic (every ufunc: the glue's operators and NumPy
+    functions) runs without NumPy's floating-point warnings, its results quiet in turn.
+
+    The scalar glue between a kernel's loops (``run``'s ``total / count``) is lazy here: dask
+    computes it after ``run`` returned, outside its ``numpy.errstate``, in its own threads,
+    so a ``count_as`` total of 0 printed a divide-by-zero RuntimeWarning (before the
+    LossDomainError of :func:`_after_count_check`), and ``sum(y*p)/sum(y)`` over zeros one
+    with its NaN, where one call over all the data, under ``run``'s errstate, prints
+    nothing. The loops' totals are such scalars, so the glue
+    computed from them is quiet; results are plain float64 again (:func:`_plain`)."""
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any,
+                        **kwargs: Any) -> Any:
+        plain = [np.asarray(x) if isinstance(x, _QuietScalar) else x for x in inputs]
+        if "out" in kwargs:  # base-class views of the same memory: no second dispatch here
+            kwargs["out"] = tuple(np.asarray(x) if isinstance(x, _QuietScalar) else x
+                                  for x in kwargs["out"])
+        with np.errstate(all="ignore"):
+            result = getattr(ufunc, method)(*plain, **kwargs)
+        if isinstance(result, (np.ndarray, np.generic)) and np.ndim(result) == 0:
+            return np.asarray(result).view(_QuietScalar)
+        return result
+
+
+def _quiet_entry(totals: np.ndarray, index: int) -> _QuietScalar:
+    """Entry ``index`` of a loop's totals, as a :class:`_QuietScalar`."""
+    return np.asarray(totals[index], dtype=np.float64).view(_QuietScalar)
+
+
+def _plain(value: Any) -> Any:
+    """A result of the glue as NumPy's own type (a float64 scalar for a 0-d array)."""
+    return np.asarray(value)[()] if isinstance(value, _QuietScalar) else value
 
 
 def _quiet_sum(values: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:

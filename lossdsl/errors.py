@@ -148,6 +148,17 @@ def at_index(index: int | tuple[int, ...] | None) -> str:
     return f" at index {index}"
 
 
+def all_ignored_error(label: str, ignore_index: float, reduction: str,
+                      span: Span | None = None) -> LossDomainError:
+    """The error for a batch whose every label of ``label`` equals ``ignore_index`` under a
+    mean (``reduction``): a mean over no samples, which PyTorch returns as nan. One text for
+    every path that checks it (the kernels' binding, :mod:`lossdsl.jax`)."""
+    return LossDomainError(
+        f"every label of '{label}' equals ignore_index={ignore_index}: the {reduction} over "
+        "no samples is undefined (PyTorch returns nan); use reduction='sum' (0 for such a "
+        "batch) or skip the batch", span)
+
+
 def not_a_param_hint(name: str) -> str:
     """What to do with ``name`` given as a param the loss does not declare: most often an
     argument of a function in the formula (``huber``'s ``delta``)."""

@@ -59,7 +59,9 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
                 name: str, bounds: tuple[float, float] = (-math.inf, math.inf)) -> np.ndarray:
     """(n,) the labels ``y*`` with ``dl(y*, z)/dz = 0`` for each row's score, by a bracket
     widened from ``label_range`` (doubling, or halving the way to an end of ``bounds``, the
-    labels the loss accepts: :func:`label_bounds`) and vectorised bisection to a few ulps.
+    labels the loss accepts: :func:`label_bounds`, or to a label found where the gradient is
+    not finite, such as y < 0 for ``mse(log(y), p)``, whose prediction below the training
+    labels lies between 0 and the smallest of them) and vectorised bisection to a few ulps.
 
     ``dl/dz`` falls as the label rises (a larger label pulls the score up); where it is 0
     over a band of labels (epsilon-insensitive losses), the prediction is the band's middle.
@@ -73,6 +75,11 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
     width = max(high - low, 1.0)
     lo, hi = np.full(n, float(low)), np.full(n, float(high))
     g_lo, g_hi = gradient(lo, None), gradient(hi, None)
+    # per row, the nearest labels beyond each end where dl/dz was found not finite (log(y)
+    # at y < 0 when the labels' domain is not declared): the bracket widens no further than
+    # halfway to them, as to a declared bound, so that it closes in on the labels the loss
+    # takes instead of stopping at the first label it does not
+    floor, ceiling = np.full(n, -math.inf), np.full(n, math.inf)
     for step in range(_EXPANSIONS):
         up = g_hi > 0  # the root lies above the bracket: it moves up
         down = (g_lo < 0) & ~up  # below it
@@ -82,22 +89,23 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
         flat = step < _FLAT_EXPANSIONS
         widen_up = flat & (g_hi == 0) & ~up & ~down
         widen_down = flat & (g_lo == 0) & ~up & ~down
-        if not (up.any() or down.any() or widen_up.any() or widen_down.any()):
-            break
         move = width * 2.0 ** min(step, 1023)  # 2.0 ** 1024 raises: the bracket is at inf
-        if up.any():
-            lo[up], g_lo[up] = hi[up], g_hi[up]
-        if down.any():
-            hi[down], g_hi[down] = lo[down], g_lo[down]
         rising, falling = up | widen_up, down | widen_down
+        next_hi = _widened(hi, move, bounds[1], ceiling)
+        next_lo = -_widened(-lo, move, -bounds[0], -floor)
+        # an end that can move no more (next to a label where dl/dz is not finite) stays
+        rising &= next_hi != hi
+        falling &= next_lo != lo
+        if not (rising.any() or falling.any()):
+            break
         if rising.any():
-            hi[rising] = np.where(hi[rising] + move <= bounds[1], hi[rising] + move,
-                                  hi[rising] + 0.5 * (bounds[1] - hi[rising]))
-            g_hi[rising] = gradient(hi[rising], rising)
+            lo[up & rising], g_lo[up & rising] = hi[up & rising], g_hi[up & rising]
+            hi[rising], g_hi[rising] = _finite_step(gradient, rising, hi, g_hi,
+                                                    next_hi, ceiling)
         if falling.any():
-            lo[falling] = np.where(lo[falling] - move >= bounds[0], lo[falling] - move,
-                                   lo[falling] - 0.5 * (lo[falling] - bounds[0]))
-            g_lo[falling] = gradient(lo[falling], falling)
+            hi[down & falling], g_hi[down & falling] = lo[down & falling], g_lo[down & falling]
+            lo[falling], g_lo[falling] = _finite_step(gradient, falling, lo, g_lo,
+                                                      next_lo, floor)
     # dl/dz still 0 at both ends after the widenings: the loss does not depend on the score
     # there whatever the label (msle's max(p, eps) at a score below eps), so no label is
     # singled out, and the bracket's middle would only say how far it was widened (it was
@@ -112,10 +120,15 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
     bad = ~(np.isfinite(g_lo) & np.isfinite(g_hi) & (g_lo >= 0) & (g_hi <= 0))
     if bad.any():
         i = int(np.argmax(bad))
+        beyond = [f"{where} {label:.6g}" for where, label in (("below", floor[i]),
+                                                              ("above", ceiling[i]))
+                  if math.isfinite(label)]
         raise LossError(
             f"{name} implies no label-scale prediction for row {i}: dl/dz does not change "
             f"sign from + to - for any label in [{lo[i]:.6g}, {hi[i]:.6g}] (gradients "
-            f"{g_lo[i]!r}, {g_hi[i]!r}). Use predict_raw() for the raw scores")
+            f"{g_lo[i]!r}, {g_hi[i]!r}"
+            + (f"; not finite at the labels {' and '.join(beyond)}" if beyond else "")
+            + "). Use predict_raw() for the raw scores")
     # where dl/dz is 0 over a band of labels (epsilon-insensitive: every y within eps of z),
     # the prediction is the band's middle: a bisection finds its lower edge (the last label
     # with g > 0) and, for the rows whose first label past it still has g = 0, another its
@@ -128,6 +141,32 @@ def label_scale(gradient: RowGradient, n: int, label_range: tuple[float, float],
                                            True)
         prediction[band] = 0.5 * (prediction[band] + 0.5 * (upper_low + upper_high))
     return prediction
+
+
+def _widened(end: np.ndarray, move: float, bound: float, barrier: np.ndarray) -> np.ndarray:
+    """The upper ends ``end`` of brackets moved up by ``move``, or halfway to ``bound`` (the
+    largest label the loss accepts) where that is nearer, and in any case to below
+    ``barrier`` (per row: the nearest label above found where dl/dz is not finite), halfway
+    to it where the step would reach it. (Lower ends: negate ends, bound and barrier.)"""
+    candidate = np.where(end + move <= bound, end + move, end + 0.5 * (bound - end))
+    return np.where(candidate < barrier, candidate, end + 0.5 * (barrier - end))
+
+
+def _finite_step(gradient: RowGradient, rows: np.ndarray, end: np.ndarray, g_end: np.ndarray,
+                 candidate: np.ndarray, barrier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ends of the brackets of ``rows`` (a mask) moved to ``candidate`` and the gradient
+    there, except that a row whose gradient there is not finite keeps its end (and its
+    gradient) and records the candidate in ``barrier`` (updated in place), which the next
+    steps do not reach (:func:`_widened`)."""
+    moved, g = candidate[rows], gradient(candidate[rows], rows)
+    infeasible = ~np.isfinite(g)
+    if infeasible.any():
+        limits = barrier[rows]
+        limits[infeasible] = moved[infeasible]
+        barrier[rows] = limits
+        moved[infeasible] = end[rows][infeasible]
+        g[infeasible] = g_end[rows][infeasible]
+    return moved, g
 
 
 def _bisect(gradient: RowGradient, low: np.ndarray, high: np.ndarray, g_high: np.ndarray,

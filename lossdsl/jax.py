@@ -79,10 +79,10 @@ from .binding import (
 )
 from .domains import Domain, first_unmet
 from .errors import (
-    LossDomainError,
     LossError,
     LossNameError,
     LossShapeError,
+    all_ignored_error,
     did_you_mean,
     not_a_param_hint,
 )
@@ -695,10 +695,8 @@ class JaxLoss:
                 raise self._compiled.label_error(name, lengths[axis], *found)
             if ignored and self.reduction not in ("sum", "none") and not np.any(
                     values != self.ignore_index):
-                raise LossDomainError(
-                    f"every label of '{name}' equals ignore_index={self.ignore_index}: the "
-                    f"{self.reduction} over no samples is undefined; use reduction='sum' or "
-                    "skip the batch")
+                raise all_ignored_error(name, self.ignore_index, self.reduction,
+                                        layout.spans.get(name))
             if ignored and weights is not None:
                 error = kept_weight_total_error(layout, weights, values)
                 if error is not None:

@@ -734,3 +734,38 @@ def test_eval_map_of_a_param_points_to_param(capsys, tmp_path):
     status, _, err = call(capsys, "eval", "param delta = 1.0\nloss main = huber(y, p, delta)",
                           "--data", str(data), "--map", "delta=w")
     assert status != 0 and "'delta' is a param: give its value with --param delta=VALUE" in err
+
+
+def test_eval_refuses_a_column_named_like_a_param_that_nothing_reads(capsys, tmp_path):
+    """A column 'delta' beside a loss whose delta is a param (or huber's argument, which the
+    bare name 'huber' leaves at 1.0) was ignored without a note: the mean used delta = 1
+    while the file said otherwise. Now an error that says how to read it per row or set it;
+    done so, the numbers are the Huber formula's with the column's or --param's delta."""
+    y, p, delta = np.array([0.0, 1.0, 2.0]), np.array([0.5, 3.0, -1.0]), np.array([0.1, 4, 2])
+    data = tmp_path / "d.csv"
+    data.write_text("y,p,delta\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(y, p, delta)))
+
+    def huber(d):
+        r = np.abs(p - y)
+        return float(np.mean(np.where(r <= d, 0.5 * r**2, d * (r - 0.5 * d))))
+
+    status, out, err = call(capsys, "eval", "huber", "--data", str(data), "--json")
+    assert status == 1 and not out
+    assert "named like the argument 'delta' of huber" in err
+    assert '"huber(y, p, delta=delta)"' in err
+    status, out, _ = call(capsys, "eval", "huber(y, p, delta=delta)", "--data", str(data),
+                          "--json")
+    assert status == 0 and json.loads(out)["value"] == pytest.approx(huber(delta), rel=1e-12)
+    text = "param delta = 1.0\nloss robust = huber(y, p, delta)"
+    status, out, err = call(capsys, "eval", text, "--data", str(data), "--json")
+    assert status == 1 and not out
+    assert "named like the param 'delta' of the loss" in err and "--param delta=VALUE" in err
+    status, out, _ = call(capsys, "eval", text, "--data", str(data), "--param", "delta=0.5",
+                          "--json")
+    assert status == 0 and json.loads(out)["value"] == pytest.approx(huber(0.5), rel=1e-12)
+    # a column some input reads is no param's: p read from the column delta
+    status, out, _ = call(capsys, "eval", text, "--data", str(data), "--map", "p=delta",
+                          "--json")
+    assert status == 0 and json.loads(out)["value"] == pytest.approx(
+        float(np.mean(np.where(np.abs(delta - y) <= 1, 0.5 * (delta - y)**2,
+                               np.abs(delta - y) - 0.5))), rel=1e-12)
