@@ -320,9 +320,9 @@ def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dic
         for name, dimension in sources:
             seen[name] = bound.arrays[name].shape[dimension]
         if len(set(seen.values())) > 1:
-            _refuse_class_vector_length(layout, seen, bound)
-            raise disagreement(axis, {n: bound.arrays[n].shape for n in seen},
-                               layout.declared_rows)
+            input_shapes = {n: bound.arrays[n].shape for n in seen}
+            refuse_class_vector_length(layout, seen, input_shapes)
+            raise disagreement(axis, input_shapes, layout.declared_rows)
         lengths[axis] = next(iter(seen.values()))
     for axis, width in spec.fixed_widths.items():
         if axis in lengths and lengths[axis] != width:
@@ -340,16 +340,19 @@ def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dic
     return lengths
 
 
-def _refuse_class_vector_length(layout: InputLayout, seen: dict[str, int],
-                                bound: Bound) -> None:
+def refuse_class_vector_length(layout: InputLayout, seen: Mapping[str, int],
+                               input_shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Raise the error for a per-class vector whose length is not the number of classes
-    of the inputs it meets (``seen``: the class-axis length each input gives)."""
+    of the inputs it meets (``seen``: the class-axis length each input gives;
+    ``input_shapes``: the inputs' shapes, for the message). Returns when there is none.
+    :func:`axis_lengths` and lossdsl.jax, which holds its own arrays, check through it."""
     vectors = [n for n in seen if n in layout.class_vectors]
     others = {n: k for n, k in seen.items() if n not in vectors}
     for name in vectors:
         wrong = [n for n, k in others.items() if k != seen[name]]
         if not others or wrong:
-            detail = (", ".join(f"'{n}' has shape {bound.arrays[n].shape}" for n in others)
+            detail = (", ".join(f"'{n}' has shape {tuple(input_shapes[n])}"
+                                for n in others)
                       or ", ".join(f"'{n}' has {seen[n]}" for n in vectors if n != name))
             classes = others[wrong[0]] if wrong else next(iter(seen[n] for n in vectors
                                                                if n != name))

@@ -294,8 +294,9 @@ class _DaskArrays(ArrayKind):
                 raise LossShapeError(f"dask input '{name}' has shape {value.shape}: inputs "
                                      "are vectors (N,) or matrices (N, K)")
             if value.shape[0] != self.rows:
-                raise LossShapeError(f"dask input '{name}' has shape {value.shape}; every "
-                                     f"dask input needs the same {self.rows} rows")
+                # another sample domain's array (a regulariser's parameter vector): one
+                # block, which every task reads whole, as it would a NumPy array
+                return value.rechunk(value.shape)
             return value.rechunk((self.row_chunks,) + value.shape[1:])
         array = np.asarray(value)
         if array.ndim in (1, 2) and array.shape[0] == self.rows:
@@ -312,7 +313,7 @@ class _DaskArrays(ArrayKind):
     def weight(self, value: Any, dtype: np.dtype) -> Any:
         """``sample_weight`` as a dask vector chunked like the samples."""
         weight = self.aligned("sample_weight", value)
-        if not isinstance(weight, da.Array) or weight.ndim != 1:
+        if not isinstance(weight, da.Array) or weight.shape != (self.rows,):
             raise LossShapeError(f"sample_weight has shape {np.shape(value)}, "
                                  f"expected ({self.rows},)")
         return weight.astype(dtype)
@@ -508,7 +509,12 @@ class _ChunkKit:
     def loop(self, function: Callable[..., Any], count: int, length: int,
              *arguments: Any) -> tuple:
         """Build the tasks of one loop; its ``count`` reductions as 0-d dask arrays."""
-        chunked = [isinstance(a, da.Array) and a.ndim > 0 for a in arguments]
+        # An array in one block goes whole to every task: a 0-d scalar of the glue, or an
+        # array of another sample domain than the first dask input's (a regulariser's
+        # parameter vector). A loop reads the arrays of one sample domain, and those of
+        # the samples are all on the same chunks, so one block among them is all of them.
+        chunked = [isinstance(a, da.Array) and a.ndim > 0 and a.numblocks[0] > 1
+                   for a in arguments]
         first = next((a for a, c in zip(arguments, chunked) if c), None)
         sizes = first.chunks[0] if first is not None else (length,)
         rows = sizes

@@ -72,9 +72,12 @@ from .binding import (
     disagreement,
     domain_error,
     domain_violation,
+    exact_integer_limit,
     first_bad_label,
     kept_weight_total_error,
     param_value,
+    refuse_class_vector_length,
+    refuse_rounded_labels,
     weight_total_error,
 )
 from .domains import Domain, first_unmet
@@ -157,8 +160,9 @@ class _Functions:
     lengths: dict[str, str] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)  # items axis -> group ids argument
     pairs: dict[str, str] = field(default_factory=dict)  # partners axis -> group ids argument
-    # traced labels to check: (argument index, width or its (argument, dimension), ignored)
-    labels: list[tuple[int, Any, float | None]] = field(default_factory=list)
+    # traced labels to check: (argument index, width or its (argument, dimension), ignored,
+    # whether the printed code reads them in the compute dtype: see _read_exactly)
+    labels: list[tuple[int, Any, float | None, bool]] = field(default_factory=list)
     # the loss's def requirements, typed; ``unmet`` counts where each is false (printed
     # when a traced call first needs it)
     requirements: tuple[compiler.TypedRequirement, ...] = ()
@@ -185,11 +189,11 @@ class _Functions:
                                    self.groups, self.pairs)
         self.sources[what] = program.source
         run = program.build(self.dtype.type, jnp, lax, printer)
-        checks = self.labels
+        checks, dtype = self.labels, self.dtype
 
         def checked(*arguments):
             results = run(*arguments)
-            bad = _bad_labels(arguments, checks)
+            bad = _bad_labels(arguments, checks, dtype)
             if bad is None:
                 return results
             return tuple(jnp.where(bad, jnp.asarray(np.nan, r.dtype), r) for r in results)
@@ -402,23 +406,40 @@ def _autodiff(raw: Callable, primals, tangents, indices: list[int]):
     return jax.jvp(partial, moving, directions)[1]
 
 
-def _bad_labels(arguments, checks):
-    """Whether any traced label is not an integer in range (a traced bool), or None when
-    the loss reads no label. Concrete labels were checked (and refused) before the call.
-    ``checks``: (argument index, width, ignored label value or None), the width an int or
-    the (argument index, dimension) whose length it is."""
+def _bad_labels(arguments, checks, dtype: np.dtype):
+    """Whether any traced label is not an integer in range, or is an integer label read in
+    the compute ``dtype``, which rounds it to another row or class (a traced bool), or None
+    when the loss reads no label. Concrete labels were checked (and refused) before the
+    call. ``checks``: (argument index, width, ignored label value or None, read in
+    ``dtype``), the width an int or the (argument index, dimension) whose length it is."""
     if not checks:
         return None
     bad = jnp.asarray(False)
-    for index, width, ignored in checks:
+    for index, width, ignored, rounded in checks:
         if not isinstance(width, int):
             width = jnp.shape(arguments[width[0]])[width[1]]
         value = jnp.asarray(arguments[index])
         wrong = (value < 0) | (value >= width) | (value != jnp.floor(value))
+        if rounded and width > exact_integer_limit(dtype) \
+                and jnp.issubdtype(value.dtype, jnp.integer) \
+                and jnp.iinfo(value.dtype).max > exact_integer_limit(dtype):
+            # labels beyond the range are wrong already; below 2**30 the round trip
+            # through dtype fits the integer types that can hold labels it rounds
+            inside = jnp.clip(value, 0, min(width - 1, 2 ** 30))
+            wrong = wrong | (inside.astype(dtype).astype(value.dtype) != inside)
         if ignored is not None:
             wrong = wrong & (value != ignored)
         bad = bad | jnp.any(wrong)
     return bad
+
+
+def _read_exactly(label: Node, axis: str, ignored: bool) -> bool:
+    """Whether the printed code reads the labels ``label`` on ``axis`` only as given, so
+    that integer labels are exact however wide the axis (a table's rows: the printer's
+    lookups read an input's labels unconverted). Labels of classes are also compared with
+    the class index in the compute dtype (the one-hot rows of a gradient), and those of
+    ``ignore_index`` are read through a ``where`` in it: in float32, 2**24 + 1 is 2**24."""
+    return label.op == "input" and Axis(axis).is_table_rows and not ignored
 
 
 class JaxLoss:
@@ -641,7 +662,8 @@ class JaxLoss:
             if label.op == "input":
                 ignored = (float(self.ignore_index) if label.value == objective.ignored
                            else None)
-                functions.labels.append((names.index(label.value), widths[axis], ignored))
+                functions.labels.append((names.index(label.value), widths[axis], ignored,
+                                         not _read_exactly(label, axis, ignored is not None)))
         functions.requirements = spec.requirements
         functions.count_total = spec.count_total
         functions.build_value()
@@ -654,7 +676,9 @@ class JaxLoss:
         for axis, sources in functions.specialized.axis_sources.items():
             seen = {name: arrays[name].shape[dimension] for name, dimension in sources}
             if len(set(seen.values())) > 1:
-                raise disagreement(axis, {n: arrays[n].shape for n in seen},
+                input_shapes = {n: arrays[n].shape for n in seen}
+                refuse_class_vector_length(self._compiled.layout, seen, input_shapes)
+                raise disagreement(axis, input_shapes,
                                    self._compiled.layout.declared_rows)
             lengths[axis] = next(iter(seen.values()))
         for axis, width in functions.specialized.fixed_widths.items():
@@ -693,6 +717,9 @@ class JaxLoss:
                                     else None)
             if found is not None:
                 raise self._compiled.label_error(name, lengths[axis], *found)
+            if lengths[axis] > exact_integer_limit(functions.dtype) \
+                    and not _read_exactly(label, axis, ignored):
+                refuse_rounded_labels(layout, name, values, lengths[axis], functions.dtype)
             if ignored and self.reduction not in ("sum", "none") and not np.any(
                     values != self.ignore_index):
                 raise all_ignored_error(name, self.ignore_index, self.reduction,

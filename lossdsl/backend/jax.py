@@ -86,6 +86,12 @@ def _reflection_start(x: Any) -> tuple[Any, Any, Any, Any]:
     return pole, x0, x0 < 0.5, _jnp().asarray(math.pi, x.dtype)
 
 
+def _reduced(x: Any) -> Any:
+    """x - round(x), exact: the reflections' tan, sin and cos of pi x at pi times it, as the
+    kernels' helpers (pi x rounds to an absolute error near |x| ulp)."""
+    return x - _jnp().floor(x + 0.5)
+
+
 def _polygamma_end(x: Any, pole: Any, value: Any, at_infinity: Any) -> Any:
     """``value`` with the helpers' special values: ``at_infinity`` at +inf, NaN at poles."""
     value = _where(x == math.inf, at_infinity, value)
@@ -117,7 +123,7 @@ def digamma(x: Any) -> Any:
     """psi(x): reflection below 0.5, recurrence up to 16, the asymptotic series."""
     jnp = _jnp()
     pole, x0, reflect, pi = _reflection_start(x)
-    result = _where(reflect, -(pi / jnp.tan(pi * _where(reflect, x0, 0.25))), 0.0)
+    result = _where(reflect, -(pi / jnp.tan(pi * _reduced(_where(reflect, x0, 0.25)))), 0.0)
     x1 = _where(reflect, 1.0 - x0, x0)
     for _ in range(16):  # x1 >= 0.5: at most sixteen steps reach 16
         small = x1 < 16.0
@@ -132,7 +138,7 @@ def trigamma(x: Any) -> Any:
     """psi'(x), as the kernels' ``h_trigamma``."""
     jnp = _jnp()
     pole, x0, reflect, pi = _reflection_start(x)
-    s = jnp.sin(pi * _where(reflect, x0, 0.25))
+    s = jnp.sin(pi * _reduced(_where(reflect, x0, 0.25)))
     result = _where(reflect, pi * pi / (s * s), 0.0)
     sign = _where(reflect, -1.0, 1.0)
     x1 = _where(reflect, 1.0 - x0, x0)
@@ -152,7 +158,7 @@ def tetragamma(x: Any) -> Any:
     """psi''(x), as the kernels' ``h_tetragamma`` (recurrence up to 16)."""
     jnp = _jnp()
     pole, x0, reflect, pi = _reflection_start(x)
-    xr = _where(reflect, x0, 0.25)
+    xr = _reduced(_where(reflect, x0, 0.25))
     r = pi / jnp.sin(pi * xr)
     result = _where(reflect, -2.0 * r * r * r * jnp.cos(pi * xr), 0.0)
     x1 = _where(reflect, 1.0 - x0, x0)
@@ -248,6 +254,13 @@ def xlog1py(x: Any, y: Any) -> Any:
     jnp = _jnp()
     zero = (x == 0.0) & ~jnp.isnan(y)
     return _where(zero, 0.0, x * jnp.log1p(_where(zero, 0.0, y)))
+
+
+def xlogy(x: Any, y: Any) -> Any:
+    """x log(y), 0 where x = 0 unless y is NaN (as the kernels' ``h_xlogy``)."""
+    jnp = _jnp()
+    zero = (x == 0.0) & ~jnp.isnan(y)
+    return _where(zero, 0.0, x * jnp.log(_where(zero, 1.0, y)))
 
 
 # The logistic helpers below are smooth at 0 but written in two branches through |x|; JAX
@@ -780,9 +793,24 @@ class JaxPrinter(NodeVisitor[str]):
         """Row y_i of a lookup table for each sample; typed on the class pairs (i, k, c) of a
         class pair sum, read at the partner class c: the row along c."""
         samples = self.lengths.get(n.axes[0]) if n.axes else None
+        labels = self._label_read(n.args[1], labels)
         if len(n.axes) == 3:
             return f"h.rows({table}, {labels}, {samples})[:, None, :]"
         return f"h.rows({table}, {labels}, {samples})"
+
+    def _label_read(self, label: Node, printed: str) -> str:
+        """The labels a lookup (a table's row, a pick) indexes with: an input as
+        :meth:`print_input` reads it but not converted to ``T``, so that integer labels stay
+        exact (in float32, 2**24 + 1 would read as 2**24: the neighbouring row); anything
+        else as ``printed``."""
+        if label.op != "input":
+            return printed
+        base = partner_of(label.value)
+        if base is not None and len(label.axes) == 3:
+            return f"jnp.asarray({self.inputs[base]})[:, None, :]"
+        if base is not None:
+            return f"jnp.asarray({self.inputs[base]})[None, :]"
+        return f"jnp.asarray({self.inputs[label.value]})"
 
     def print_count_as(self, n, value, count):
         """``count_as(l, s)`` is ``l`` (``s`` counts samples in a mean; ``shapes.objective``
@@ -803,7 +831,8 @@ class JaxPrinter(NodeVisitor[str]):
                     f"{self.length(axes[1])})")
         parts = pick_parts(n)
         if parts is not None:
-            return f"h.pick({x.removesuffix('[..., None]')}, {self._name_of(parts[1])})"
+            labels = self._label_read(parts[1], self._name_of(parts[1]))
+            return f"h.pick({x.removesuffix('[..., None]')}, {labels})"
         return f"jnp.sum({x}, axis=-1)"
 
     def print_rowmax(self, n, x):

@@ -103,6 +103,28 @@ def test_regulariser_vector_goes_whole(data):
                                single.grad("w", y=data["y"], p=data["p"], w=w))
 
 
+def test_regulariser_dask_vector_goes_whole(data):
+    """A dask parameter vector of its own length (not the samples') is read whole by every
+    task, as a NumPy one is: it used to be refused as a misaligned sample input."""
+    w = np.linspace(-1.5, 2.0, 10)
+    W = da.from_array(w, chunks=4)
+    chunked = ld.compile("huber(y, p, 1.0) + 0.1*l1(w)")
+    value, gradients = chunked.value_and_grad(["p", "w"], y=data["Y"], p=data["P"], w=W)
+    hessian = chunked.hessian("w", y=data["Y"], p=data["P"], w=W)
+    residual = data["p"] - data["y"]
+    expected = (np.where(np.abs(residual) <= 1, 0.5*residual**2, np.abs(residual) - 0.5).mean()
+                + 0.1*np.abs(w).sum())
+    np.testing.assert_allclose(value.compute(), expected, rtol=1e-12)
+    np.testing.assert_allclose(gradients["p"].compute(), np.clip(residual, -1, 1)/N,
+                               rtol=1e-12)
+    assert gradients["w"].chunks == W.chunks
+    np.testing.assert_allclose(gradients["w"].compute(), 0.1*np.sign(w), rtol=1e-12)
+    np.testing.assert_allclose(hessian.compute(), np.zeros(10))
+    # the sample weights still need the samples' rows
+    with pytest.raises(lossdsl.LossShapeError, match=r"sample_weight has shape \(10,\)"):
+        chunked(y=data["Y"], p=data["P"], w=W, sample_weight=da.ones(10, chunks=5))
+
+
 @pytest.mark.parametrize("text", [
     "dice(y, sigmoid(p))",
     "(p - mean(p))^2*y + sum(y*p)^2/100",
