@@ -32,13 +32,15 @@ import numpy as np
 from . import compiler
 from .api import CompiledLoss, Loss
 from .errors import LossError
+from .ir.axes import Axis, partner_of
 from .ir.build import make
-from .ir.node import is_constant, node, toposort
+from .ir.node import Node, is_constant, node, toposort
 from .ops.scans import SCANS
 from .passes import diff, shapes
 
 __all__ = ["UPSTREAM", "SecondOrder", "check_per_entry", "check_per_sample", "entries_apart",
-           "has_batch_term", "second_order", "upstream_weighted", "vector_jacobian"]
+           "has_batch_term", "reads_other_samples", "second_order", "upstream_weighted",
+           "vector_jacobian"]
 
 #: The input of :func:`upstream_weighted` that holds the incoming gradients: no name the
 #: language can write, so no loss has an input of its own named so.
@@ -65,18 +67,21 @@ def second_order(compiled: CompiledLoss, name: str, ranks: dict[str, int],
     spec = compiler.specialize(compiled.loss.definition, ranks, weighted, compiled.reduction)
     objective = spec.objective
     axes = spec.shapes.input_axes.get(name, ())
-    x = next((n for n in toposort([objective.total]) if n.op == "input" and n.value == name),
-             None)
-    if x is None:  # the loss does not depend on it: every derivative is zero
-        return SecondOrder(False, frozenset(), axes, objective.sample_axis)
+    if not _reads(objective.total, name):  # the loss does not depend on it: every
+        return SecondOrder(False, frozenset(), axes, objective.sample_axis)  # derivative is 0
+    x = spec.typed[name]
     (gradient,) = compiler.optimize([diff.grad(objective.total, x)], for_codegen=False)
     varies: dict[int, bool] = {}  # node -> does it depend on x (stop_gradient cuts)
     coupled = False
     inputs = set()
     for n in toposort([gradient]):
         if n.op == "input":
-            varies[id(n)] = n is x
-            inputs.add(n.value)
+            # x read at the partners of a pair sum (its leaf named z@partner): each entry's
+            # gradient depends on its partners' entries
+            at_partner = partner_of(n.value) == name
+            varies[id(n)] = n.value == name or at_partner
+            coupled = coupled or at_partner
+            inputs.add(partner_of(n.value) or n.value)
             continue
         varies[id(n)] = n.op != "stop_gradient" and any(varies[id(a)] for a in n.args)
         for a in n.args:
@@ -89,6 +94,41 @@ def second_order(compiled: CompiledLoss, name: str, ranks: dict[str, int],
         if n.op in SCANS and varies[id(n.args[0])]:
             coupled = True
     return SecondOrder(coupled, frozenset(inputs - {name}), axes, objective.sample_axis)
+
+
+def _reads(graph: Node, name: str) -> bool:
+    """Whether ``graph`` reads input ``name``, itself or at the partners of a pair sum."""
+    return any(n.op == "input" and (n.value == name or partner_of(n.value) == name)
+               for n in toposort([graph]))
+
+
+def reads_other_samples(summed: CompiledLoss, name: str, ranks: dict[str, int],
+                        weighted: bool) -> bool:
+    """Whether a sample's value (reduction "none") depends on other samples' entries of
+    input ``name``: through a reduction over the samples, a group's items or a sample's
+    partners of an argument that depends on it, a cumulative sum (risk sets), or a read of
+    it at the partners. Then the vector-Jacobian product of the per-sample values is not
+    the upstream gradients times the summed loss's gradient, entry by entry (``y*sum(z)``:
+    the j-th entry is sum_i v_i y_i, not v_j sum(y)). Reductions over a row's classes stay
+    within the sample."""
+    spec = compiler.specialize(summed.loss.definition, ranks, weighted, "none")
+    value = spec.objective.value
+    varies: dict[int, bool] = {}
+    for n in toposort([value]):
+        if n.op == "input":
+            if partner_of(n.value) == name:
+                return True
+            varies[id(n)] = n.value == name
+            continue
+        varies[id(n)] = n.op != "stop_gradient" and any(varies[id(a)] for a in n.args)
+        if n.op in SCANS and varies[id(n.args[0])]:
+            return True
+        for a in n.args:
+            reduced = {Axis(axis) for axis in set(a.axes or ()) - set(n.axes or ())}
+            if varies[id(a)] and any(not (axis.is_classes and not axis.is_ragged)
+                                     and not axis.is_partner_classes for axis in reduced):
+                return True
+    return False
 
 
 def has_batch_term(summed: CompiledLoss, ranks: dict[str, int]) -> bool:

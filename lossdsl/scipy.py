@@ -258,7 +258,11 @@ class LinearModelObjective:
         return self._cache.hessian
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """``H v = X^T (h * (X v)) + l2 v`` with ``h`` the loss's diagonal Hessian in ``p``."""
+        """``H v = X^T (h * (X v)) + l2 v`` with ``h`` the loss's diagonal Hessian in ``p``:
+        the exact product where each sample's loss reads its own prediction alone, and a
+        Gauss-Newton-like approximation where samples are coupled (groups, pairs, risk sets,
+        as in ``cox_ph``: the cross terms between samples are left out), which Newton-type
+        methods still converge with, more slowly."""
         h = self._hessian_p(x).reshape(self.X.shape[0], -1)
         v = _parameter_vector(v, self.n_params, "the direction v")
         direction = self.predict(v) if self.fit_intercept else \

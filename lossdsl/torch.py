@@ -69,6 +69,7 @@ from .backward import (
     check_per_sample,
     entries_apart,
     has_batch_term,
+    reads_other_samples,
     second_order,
     upstream_weighted,
     vector_jacobian,
@@ -544,6 +545,7 @@ class TorchLoss(torch.nn.Module):
         self._summed: dict[bool, CompiledLoss] = {}
         self._weighted: dict[bool, CompiledLoss] = {}
         self._second: dict[tuple, SecondOrder] = {}
+        self._other_samples: dict[tuple, bool] = {}  # see _check_rows_per_sample
         self._batch_terms: dict[tuple, bool] = {}
         # forward's fast path: per call form (positional count, keyword names), where each
         # input comes from (a position or a keyword); per dtype, the usual call's _Call
@@ -813,6 +815,15 @@ class TorchLoss(torch.nn.Module):
             raise LossError(f"{pass_} of reduction='none' needs inputs with one row per "
                             f"sample; '{name}' has none (shape {shape}): use reduction "
                             f"'mean' or 'sum'{instead}")
+        key = (id(summed), name, tuple(sorted(ranks.items())), weighted)
+        if key not in self._other_samples:
+            self._other_samples[key] = reads_other_samples(summed, name, ranks, weighted)
+        if self._other_samples[key]:
+            raise LossError(f"{pass_} of reduction='none' takes each sample's derivative "
+                            f"from its own rows, but here a sample's loss depends on other "
+                            f"samples' '{name}' (a sum over the samples, a group, a "
+                            f"sample's pairs or a risk set): use reduction 'mean' or "
+                            f"'sum'{instead}")
 
     def _ranks(self, values: Mapping[str, Any]) -> dict[str, int]:
         """Each input's rank as the kernels bind it (a per-class vector (K,) is one row)."""
@@ -839,10 +850,10 @@ class TorchLoss(torch.nn.Module):
                 f"a second derivative of this loss (double backward, jacrev or jacfwd of a "
                 f"gradient, torch.func.hessian) needs its full Hessian with respect to "
                 f"'{name}', but the entries of '{name}' are coupled "
-                f"(through a reduction over its axis: a softmax over classes, a batch-level "
-                f"sum, ...) and lossdsl derives only the diagonal Hessian: use "
-                f"CompiledLoss.hessian for the diagonal, or write this loss in torch for "
-                f"full second-order autograd")
+                f"(through a reduction over its axis or a pair sum's partners: a softmax "
+                f"over classes, a batch-level sum, ...) and lossdsl derives only the "
+                f"diagonal Hessian: use CompiledLoss.hessian for the diagonal, or write this "
+                f"loss in torch for full second-order autograd")
         mixed = sorted(set(wanted) & facts.depends_on)
         if mixed:
             raise LossError(

@@ -107,6 +107,56 @@ def test_coupled_inputs_refuse_double_backward_clearly():
         gradient.sum().backward()
 
 
+@pytest.mark.parametrize("text, labels", [
+    ("pairsum((partner(z) - z)^2, q)", None),
+    ("pairsum(partner(z)*z, q)", None),
+    ("classpairsum(partner(z)*z*y)", "classes"),
+])
+def test_partner_reads_refuse_double_backward(text, labels):
+    """A pair sum reads z at each sample's (or class's) partners: its Hessian is not
+    diagonal, and the second pass gave the diagonal alone ([8, 0, 0, 0, 0] for the true
+    [8, -4, -4, 0, 0] of the first)."""
+    generator = torch.Generator().manual_seed(3)
+    q = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0])
+    shape = (5, 3) if labels else (5,)
+    z = torch.randn(shape, dtype=torch.float64, generator=generator, requires_grad=True)
+    inputs = {"y": torch.rand(shape, dtype=torch.float64, generator=generator)} if labels \
+        else {"q": q}
+    criterion = lt.loss(text, reduction="sum", target="cpu")
+    (gradient,) = torch.autograd.grad(criterion(z=z, **inputs), z, create_graph=True)
+    with pytest.raises(lossdsl.LossError, match="coupled"):
+        torch.autograd.grad(gradient.reshape(-1)[0], z)
+    with pytest.raises(lossdsl.LossError, match="coupled"):
+        torch.func.hessian(lambda t: criterion(z=t, **inputs))(z.detach())
+
+
+@pytest.mark.parametrize("text", ["groupsum(z, q)^2", "y*sum(y*z)", "z*colsum(z)",
+                                  "pairsum(softplus(partner(z) - z), q)", "cox_ph(y, z)"])
+def test_per_sample_losses_reading_other_samples_refuse_differentiable_backward(text):
+    """With reduction "none" the differentiable backward pass (create_graph, torch.func)
+    multiplied each sample's upstream gradient into the summed loss's gradient, the true
+    vector-Jacobian product only when a sample's loss reads its own rows alone: for
+    groupsum(z, q)^2 and v = e_0 it gave [-2, 0, 0, 0] where J^T v is [-1, -1, 0, 0]. The
+    plain backward pass stays exact."""
+    q = torch.tensor([1.0, 1.0, 2.0, 2.0])
+    y = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    z = torch.tensor([0.5, -1.0, 2.0, 0.3], dtype=torch.float64, requires_grad=True)
+    inputs = {name: value for name, value in (("q", q), ("y", y)) if name in text}
+    criterion = lt.loss(text, reduction="none", target="cpu")
+    v = torch.tensor([1.0, 0.0, 2.0, 0.0], dtype=torch.float64)
+
+    def reference(t):
+        return torch.autograd.functional.jacobian(
+            lambda u: criterion(z=u, **inputs), t.detach())
+
+    (plain,) = torch.autograd.grad(criterion(z=z, **inputs), z, v)
+    torch.testing.assert_close(plain, reference(z).T @ v)
+    with pytest.raises(lossdsl.LossError, match="depends on other samples"):
+        torch.autograd.grad(criterion(z=z, **inputs), z, v, create_graph=True)
+    with pytest.raises(lossdsl.LossError, match="depends on other samples"):
+        torch.func.jacrev(lambda t: criterion(z=t, **inputs))(z.detach())
+
+
 def test_mixed_and_third_derivatives_are_refused():
     criterion = lt.loss("log_cosh(y, p)", target="cpu")
     y = torch.randn(5, dtype=torch.float64, requires_grad=True)
