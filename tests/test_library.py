@@ -1752,6 +1752,36 @@ def _one_kernel(case: Case) -> bool:
     return SAMPLING
 
 
+#: The losses whose fused float64 kernel tests/integrations/test_jax.py's CI sweep compares
+#: lossdsl.jax with (it samples these, every other loss by name): for each, one case's fused
+#: kernel (:func:`jax_case`) also computes the gradient of every input JAX differentiates, so
+#: that the two files ask for the same kernel and the second loads it from the disk cache
+#: instead of compiling it (a cold compile is most of a JAX case's time).
+SHARED_WITH_JAX = frozenset(sorted(entry.name for entry in catalog.entries())[::2]
+                            if SAMPLING else ())
+
+
+@functools.cache
+def jax_case(loss: str) -> Case:
+    """The case of ``loss`` whose fused kernel tests/integrations/test_jax.py reads on CI: its
+    catalog call where the table has that call, else the loss's first case."""
+    cases = [case for case in CASES if case.loss == loss]
+    call = catalog.entry(loss).call_expression()
+    return next((case for case in cases if case.call == call), cases[0])
+
+
+def fused_outputs(case: Case) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(gradients, Hessian diagonals) of ``case``'s fused float64 kernel (see ``_one_kernel``):
+    those of the inputs it differentiates; for the case whose kernel test_jax reads too (see
+    ``SHARED_WITH_JAX``), the gradients of every input that is not a constant (labels and
+    group ids are), in the loss's order, as test_jax asks."""
+    if case.loss in SHARED_WITH_JAX and case is jax_case(case.loss):
+        loss = compiled(case.call)
+        constants = loss.constant_inputs()
+        return tuple(n for n in loss.inputs if n not in constants), case.derivatives
+    return case.derivatives, case.derivatives
+
+
 # ----------------------------------------------------------------------------- compiled losses
 
 
@@ -1774,27 +1804,30 @@ def values(case: Case, inputs: Inputs, dtype=np.float64):
 
 def derivatives(case: Case, inputs: Inputs, wrt: str, dtype=np.float64):
     if _one_kernel(case):
-        results, count = _all_results(case, _cast(inputs, dtype)), len(case.derivatives)
-        index = case.derivatives.index(wrt)
-        return results[1 + index], results[1 + count + index]
+        return fused(compiled(case.call), _cast(inputs, dtype), wrt, None, fused_outputs(case))[1:]
     return compiled(case.call).grad_and_hessian(wrt, **_cast(inputs, dtype))
 
 
 def _all_results(case: Case, inputs: Inputs) -> list:
-    """[value, gradients..., Hessians...] w.r.t. every input ``case`` differentiates."""
-    wrt = tuple(case.derivatives)
-    return compiled(case.call).compute(True, wrt, wrt, inputs)
+    """[value, gradients..., Hessians...] of ``case``'s fused kernel (see ``fused_outputs``)."""
+    return compiled(case.call).compute(True, *fused_outputs(case), inputs)
 
 
-def fused(loss: lossdsl.CompiledLoss, inputs: Inputs, wrt: str, sample_weight=None) -> list:
-    """[value, gradient, Hessian diagonal] from ONE kernel that computes all three.
+def fused(loss: lossdsl.CompiledLoss, inputs: Inputs, wrt: str, sample_weight=None,
+          outputs: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> list:
+    """[value, gradient, Hessian diagonal] from ONE kernel that computes all three: of
+    ``wrt`` alone, or of the (gradients, Hessians) ``outputs`` (``fused_outputs``), so that
+    the kernel is the one the value and derivative tests compile.
 
     ``_compute`` is what ``__call__`` and ``grad_and_hessian`` call with a part of these
     outputs; asking for all of them compiles one kernel where the two methods compile two
     (each about half a second cold). The float64 value and derivative tests keep the two
     methods' own kernels, the ones users call (except on CI, see ``_one_kernel``); float32
     and reductions use the fused one."""
-    return loss.compute(True, (wrt,), (wrt,), inputs, sample_weight)
+    gradients, hessians = outputs or ((wrt,), (wrt,))
+    results = loss.compute(True, gradients, hessians, inputs, sample_weight)
+    return [results[0], results[1 + gradients.index(wrt)],
+            results[1 + len(gradients) + hessians.index(wrt)]]
 
 
 def _extreme(case: Case, big: float) -> Inputs:
@@ -2079,7 +2112,9 @@ def test_reductions_and_sample_weights(case: Case, reduction: str, weighted: boo
     samples = per_sample.shape[0]
     weight = np.random.default_rng(3).uniform(0.2, 3.0, samples) if weighted else None
     w = weight if weighted else np.ones(samples)
-    value, g, h = fused(compiled(case.call, reduction), inputs, wrt, weight)
+    # unweighted "none" asks for the value and derivative tests' outputs: on CI their kernel
+    same = fused_outputs(case) if reduction == "none" and not weighted else None
+    value, g, h = fused(compiled(case.call, reduction), inputs, wrt, weight, same)
     # "mean": sum(w*l)/N as PyTorch's weight=; "weighted_mean": sum(w*l)/sum(w)
     scale = {"mean": w / samples, "weighted_mean": w / w.sum()}.get(reduction, w)
     if reduction == "none":

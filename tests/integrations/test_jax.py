@@ -3,8 +3,9 @@
 * every loss of the library: value, gradient of every differentiable input (``jax.grad``)
   and the diagonal of ``jax.hessian`` with respect to the prediction, equal to the fused
   Numba kernel's value, gradients and diagonal Hessian to 1e-12 in float64; the kernel is
-  the one tests/backend/test_cuda.py compiles for the same inputs (value, gradients and the
-  prediction's Hessian in one kernel), so the two files share the on-disk kernel cache;
+  one another file compiles too, so the two share the on-disk kernel cache (see
+  ``kernel_request``): on CI tests/test_library.py's (per-sample values), elsewhere
+  tests/backend/test_cuda.py's (the mean);
 * lossdsl's derivatives where JAX's autodiff of a formula fails (extreme logits, a masked
   ``sqrt`` at 0), jit/vmap/grad compositions, reductions and sample weights, ignore_index,
   float32 and bfloat16, labels out of range (an error, or NaN under jit), the printer's
@@ -28,6 +29,7 @@ import numpy as np
 import optax
 import pytest
 from sweeps import SAMPLING, within_domains
+from test_library import SHARED_WITH_JAX, fused_outputs, jax_case
 
 import lossdsl
 import lossdsl.jax
@@ -68,26 +70,50 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict
     return within_domains(compiled, inputs, rng)
 
 
-@functools.cache
-def library_case(name: str):
-    """(compiled loss, inputs, inputs differentiated, Hessian inputs, kernel results): the
-    first inputs ("wide", else "unit") on which the fused CPU kernel is finite."""
+def kernel_request(name: str) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    """(call, reduction, inputs differentiated, Hessian inputs) of the fused float64 CPU kernel
+    the sweep compares ``name``'s JAX code with: the kernel another file compiles for the
+    same loss, so that the second to ask loads it from the disk cache (a cold compile is
+    most of a case's time). On CI, tests/test_library.py's (reduction "none": its case of
+    the loss, whose kernel computes the gradient of every input JAX differentiates; see its
+    ``SHARED_WITH_JAX``); elsewhere, tests/backend/test_cuda.py's float64 kernel (the loss's
+    catalog call, reduction "mean", the prediction's Hessian)."""
+    if SAMPLING:
+        case = jax_case(name)
+        return (case.call, "none", *fused_outputs(case))
     entry = ENTRIES[name]
     compiled = lossdsl.compile(entry.call_expression())
     constants = compiled.constant_inputs()
     wrt = tuple(n for n in compiled.inputs if n not in constants)
     prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
+    return entry.call_expression(), "mean", wrt, (prediction,)
+
+
+@functools.cache
+def library_case(name: str):
+    """(compiled loss, inputs, inputs differentiated, Hessian inputs compared, kernel
+    results: the value, the gradients and those Hessians) of ``kernel_request``'s kernel:
+    the first inputs ("wide", else "unit") on which what is compared is finite. The
+    Hessian compared is the prediction's (the kernel may compute others, for the file it
+    shares the kernel with)."""
+    entry = ENTRIES[name]
+    call, reduction, wrt, hessians = kernel_request(name)
+    compiled = lossdsl.compile(call, reduction=reduction)
+    prediction = entry.prediction() if entry.prediction() in wrt else wrt[-1]
     for kind in ("wide", "unit"):
         inputs = synthesize(compiled, kind)
-        for hessians in ((prediction,), ()):
+        for asked in (hessians, ()):
             try:
-                results = compiled.compute(True, wrt, hessians, inputs, None)
+                results = compiled.compute(True, wrt, asked, inputs, None)
             except LossError as error:  # trigamma's derivative has no derivative
                 if "has no derivative" not in str(error):
                     raise
                 continue
-            if all(np.all(np.isfinite(r)) for r in results):
-                return compiled, inputs, wrt, hessians, results
+            compared = (prediction,) if prediction in asked else asked[:1]
+            kept = [*results[:1 + len(wrt)],
+                    *(results[1 + len(wrt) + asked.index(h)] for h in compared)]
+            if all(np.all(np.isfinite(r)) for r in kept):
+                return compiled, inputs, wrt, compared, kept
             break
     raise AssertionError(f"{name}: no inputs on which the CPU kernel is finite")
 
@@ -103,34 +129,45 @@ def assert_close(actual, expected, what: str, tolerance: float = 1e-12) -> None:
 def _library_sweep() -> list[str]:
     """Every library loss, except on CI (CI=true without LOSSDSL_FULL_SWEEPS=1), where every
     other one by name is (tracing and compiling each loss's Hessian costs JAX up to a
-    second; the other half runs in every full run)."""
-    names = sorted(ENTRIES)
+    second; the other half runs in every full run): those whose kernels tests/test_library.py
+    computes for this sweep too (its ``SHARED_WITH_JAX``)."""
     if SAMPLING:
-        return names[::2]
-    return names
+        return sorted(SHARED_WITH_JAX)
+    return sorted(ENTRIES)
 
 
 @pytest.mark.parametrize("name", _library_sweep())
 def test_library_matches_numba_kernels(name):
     compiled, inputs, wrt, hessians, expected = library_case(name)
-    f = lossdsl.jax.loss(compiled)
+    per_sample = compiled.reduction == "none"
     fixed = {k: v for k, v in inputs.items() if k not in wrt}
 
-    def of(*moving):
-        return f(**dict(zip(wrt, moving)), **fixed)
+    def bound(reduction: str):
+        f = lossdsl.jax.loss(compiled, reduction=reduction)
+        return lambda *moving: f(**dict(zip(wrt, moving)), **fixed)
+
+    # the kernel's derivatives are its total's: under "none", the sum of the values
+    of = bound("sum" if per_sample else compiled.reduction)
+    values_of, mean_of = (bound("none"), bound("mean")) if per_sample else (None, None)
 
     @jax.jit  # one XLA program per loss: eager Hessians of coupled losses take seconds
     def results(*moving):
         value, gradients = jax.value_and_grad(of, argnums=tuple(range(len(wrt))))(*moving)
-        found = [value, *gradients]
+        found = [values_of(*moving) if per_sample else value, *gradients]
         if hessians:
             x = moving[wrt.index(hessians[0])]
             full = jax.hessian(of, argnums=wrt.index(hessians[0]))(*moving)
             found.append(jnp.diagonal(full.reshape(x.size, x.size)).reshape(x.shape))
+        if per_sample:  # and the mean users get by default, of the same values
+            found.append(mean_of(*moving))
         return found
 
     actual = results(*[inputs[w] for w in wrt])
     labels = ["value", *(f"grad {w}" for w in wrt), *(f"hessian {h}" for h in hessians)]
+    if per_sample:
+        labels.append("mean")
+        expected = [*expected, np.mean(expected[0])]
+    assert len(actual) == len(expected) == len(labels)
     for label, a, e in zip(labels, actual, expected):
         assert np.asarray(a).dtype == np.float64, f"{name}: {label}"
         assert_close(a, e, f"{name}: {label}")
@@ -359,7 +396,8 @@ def test_ignore_index():
 
 @pytest.mark.parametrize("name", ["huber", "sparse_cce_logits"])
 def test_float32(name):
-    compiled, inputs, wrt, _, _ = library_case(name)
+    _, inputs, wrt, _, _ = library_case(name)
+    compiled = lossdsl.compile(ENTRIES[name].call_expression())  # the mean, as users call it
     inputs32 = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v)
                 for k, v in inputs.items()}
     expected, gradients = compiled.value_and_grad(wrt, **inputs32)
