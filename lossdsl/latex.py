@@ -207,6 +207,10 @@ class LatexPrinter(PrecedencePrinter):
         log = rf"\log\left({self._plus('1', n.args[1])}\right)"
         return (f"{self._arg(n.args[0], _PRODUCT)} \\cdot {log}", _PRODUCT)
 
+    def print_xlogy(self, n: Node):  # 0 where x = 0, as x log y conventionally is
+        return (f"{self._arg(n.args[0], _PRODUCT)} \\cdot \\log{self._group(n.args[1])}",
+                _PRODUCT)
+
     def print_stop_gradient(self, n: Node):
         return self.visit(n.args[0])
 

@@ -160,7 +160,7 @@ def tetragamma(x: Any) -> Any:
     pole, x0, reflect, pi = _reflection_start(x)
     xr = _reduced(_where(reflect, x0, 0.25))
     r = pi / jnp.sin(pi * xr)
-    result = _where(reflect, -2.0 * r * r * r * jnp.cos(pi * xr), 0.0)
+    result = _where(reflect, -2.0 * r * r * r * jnp.sin(pi * (0.5 - jnp.abs(xr))), 0.0)
     x1 = _where(reflect, 1.0 - x0, x0)
     for _ in range(16):
         small = x1 < 16.0

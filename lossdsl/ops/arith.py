@@ -23,17 +23,32 @@ def _sign(x):
 
 
 def _pow_partials(build, n, a, b, wanted):
-    """d(a^b)/da = b a^(b-1) and d(a^b)/db = a^b log a, each 0 where its factors make 0 *
-    inf although the power does not move (as PyTorch and JAX define them): at b = 0 (a^0 is
-    1 for every a, also at a = 0, where a^(b-1) is infinite) and at a = 0 (0^b is 0 or 1
-    for every b, where log a is -inf). A constant exponent folds instead."""
+    """d(a^b)/da = b a^(b-1) and d(a^b)/db = a^b log a.
+
+    Each is masked only where its unmasked form is 0 * inf = NaN although the power does not
+    move (as PyTorch and JAX define them): d/da at a = b = 0 (a^0 is 1 for every a) and d/db
+    at a = 0 (0^b is 0 or 1 for every b, where log a is -inf). A wider mask (d/da 0 wherever
+    b = 0) would hide the partial's own derivative from the Hessian: (x + 2)^x at 0 has
+    d/da = 0 but d(d/da)/db = 1/a.
+
+    For b < 1 and a != 0, d/da is written (a^b b)/a: b a^(b-1) overflows there for a tiny
+    base whose derivative is finite (x^x at 5e-324: 1 - 744, not inf), and its own
+    derivative b (b-1) a^(b-2) more often (x^x's Hessian at 1e-300: 1e300, not -inf); for
+    b >= 1 (and at a = 0), a^b may underflow where b a^(b-1) does not, so that form stays
+    there. One power serves both, a^b or a^(b-1): the gradient and the Hessian compute as many
+    powers as the single form did. A constant exponent folds instead."""
     da = None
     if wanted[0]:
         if b.op == "const":
             da = build("mul", b, build("pow", a, constant(b.value - 1.0)))
         else:
-            da = build("where", build("eq", b, _ZERO), _ZERO,
-                       build("mul", b, build("pow", a, build("sub", b, _ONE))))
+            reduced = build("and", build("lt", b, _ONE), build("ne", a, _ZERO))
+            power = build("pow", a, build("where", reduced, b, build("sub", b, _ONE)))
+            at_zero = build("eq", a, _ZERO)
+            if b is not a:  # one condition for x^x
+                at_zero = build("and", at_zero, build("eq", b, _ZERO))
+            da = build("where", reduced, build("div", build("mul", power, b), a),
+                       build("where", at_zero, _ZERO, build("mul", b, power)))
     db = None
     if wanted[1]:
         db = build("where", build("eq", a, _ZERO), _ZERO, build("mul", n, build("log", a)))

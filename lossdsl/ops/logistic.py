@@ -1,5 +1,5 @@
 """The log-space functions of logistic and likelihood losses: ``sigmoid log_sigmoid
-softplus``, ``logaddexp log1mexp xlog1py``.
+softplus``, ``logaddexp log1mexp xlogy xlog1py``.
 
 ``sigmoid``, ``log_sigmoid`` and ``softplus`` have no kernel of their own: the lowering pass
 (:mod:`lossdsl.passes.lower`) writes them through one shared ``exp(-|z|)`` before code
@@ -29,6 +29,12 @@ def _xlog1py(x, y):
     return np.where((x == 0) & ~np.isnan(y), 0.0, np.multiply(x, np.log1p(y)))
 
 
+def _xlogy(x, y):
+    # 0 where x = 0 even at y = 0 or y < 0 (as scipy.special.xlogy), but NaN for y = NaN
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((x == 0) & ~np.isnan(y), 0.0, np.multiply(x, np.log(y)))
+
+
 def _torch_log1mexp(t):
     return lambda x: t.where(x > -math.log(2.0), t.log(-t.expm1(x)), t.log1p(-t.exp(x)))
 
@@ -45,12 +51,28 @@ def _logaddexp_partials(build, n, a, b, wanted):
             build("sigmoid", build("sub", b, a)) if wanted[1] else None]
 
 
+def _masked_log_partials(build, a, b, log_u, u, pole, wanted):
+    """d(a log(u))/da = log(u) and d/db = a u'/u for xlogy (u = b) and xlog1py (u = 1 + b).
+    The value is 0 wherever a = 0, but d/da is log(u) there too (the value moves with a).
+    Both are masked (0) only at a = 0 on the pole u = 0, the point 0 log 0 = 0 where the
+    unmasked terms are -inf and 0/0 (as PyTorch's xlogy there): the entropy terms of
+    js_div cancel, xlogy(p, p) - xlogy(y + p, y + p), and would give -inf + inf = NaN at
+    y = p = 0. A mask wherever a = 0 would hide d/db's own derivative 1/u from the Hessian
+    (xlog1py(x, x) at 0: 2, not 1)."""
+    zero_a, at_pole = build("eq", a, _ZERO), build("eq", b, pole)
+    if at_pole is not zero_a:  # one condition for xlogy(x, x)
+        at_pole = build("and", zero_a, at_pole)
+    return [build("where", at_pole, _ZERO, log_u) if wanted[0] else None,
+            build("where", at_pole, _ZERO, build("div", a, u)) if wanted[1] else None]
+
+
 def _xlog1py_partials(build, n, a, b, wanted):
-    # d/dy is masked where x = 0, where the value is the constant 0 (also at y = -1)
-    zero_x = build("eq", a, _ZERO)
-    return [build("log1p", b) if wanted[0] else None,
-            build("where", zero_x, _ZERO, build("div", a, build("add", _ONE, b))) if wanted[1]
-            else None]
+    return _masked_log_partials(build, a, b, build("log1p", b), build("add", _ONE, b),
+                                constant(-1.0), wanted)
+
+
+def _xlogy_partials(build, n, a, b, wanted):
+    return _masked_log_partials(build, a, b, build("log", b), b, _ZERO, wanted)
 
 
 # log(1 - e^x): -expm1 keeps the digits of 1 - e^x near 0, log1p those of -e^x far out
@@ -93,6 +115,16 @@ def h_logaddexp(a, b):
     return b + math.log1p(math.exp(d))
 """), latex=r"\log\left(e^{{{0}}} + e^{{{1}}}\right)", torch=lambda t: t.logaddexp,
        jax="h.logaddexp({0}, {1})", callable_as="logaddexp"),
+    # x log(y), 0 where x = 0 unless y is NaN (as scipy.special.xlogy): entropy terms, whose
+    # derivative in x at x = 0 is log(y) (a where-select in the language would give 0)
+    Op("xlogy", 2, doc="a·log(b), and 0 where a = 0 (as scipy.special.xlogy): entropy terms",
+       reference=_xlogy, partials=_xlogy_partials, kernel=Helper("xlogy", """
+def h_xlogy(x, y):
+    if x == T(0.0) and y == y:
+        return T(0.0)
+    return x * math.log(y)
+"""), latex=NOTATION, torch=lambda t: t.special.xlogy, jax="h.xlogy({0}, {1})",
+       callable_as="xlogy"),
     # x log1p(y), 0 where x = 0 unless y is NaN (as scipy.special.xlog1py)
     Op("xlog1py", 2, doc="a·log(1 + b), and 0 where a = 0 (as scipy.special.xlog1py)",
        reference=_xlog1py, partials=_xlog1py_partials, kernel=Helper("xlog1py", """

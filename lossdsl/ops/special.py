@@ -56,7 +56,10 @@ def h_digamma(x):
         return x
     result = T(0.0)
     if x < T(0.5):
-        result -= T(math.pi) / math.tan(T(math.pi) * x)
+        # tan(pi x) = tan(pi r) with r = x - round(x) (exact): pi x itself rounds to an
+        # absolute error near |x| ulp, the whole value near a pole far from 0
+        r = x - math.floor(x + T(0.5))
+        result -= T(math.pi) / math.tan(T(math.pi) * r)
         x = T(1.0) - x
     while x < T(16.0):
         result -= T(1.0) / x
@@ -76,7 +79,7 @@ def h_trigamma(x):
     result = T(0.0)
     sign = T(1.0)
     if x < T(0.5):
-        s = math.sin(T(math.pi) * x)
+        s = math.sin(T(math.pi) * (x - math.floor(x + T(0.5))))  # as digamma's reduction
         result = T(math.pi) * T(math.pi) / (s * s)
         sign = T(-1.0)
         x = T(1.0) - x
@@ -101,8 +104,11 @@ def h_tetragamma(x):
         return T(-0.0)
     result = T(0.0)
     if x < T(0.5):
-        r = T(math.pi) / math.sin(T(math.pi) * x)
-        result = T(-2.0) * r * r * r * math.cos(T(math.pi) * x)
+        # cos(pi x)/sin(pi x)^3 = cos(pi r)/sin(pi r)^3, r = x - round(x) as digamma's;
+        # cos(pi r) as sin(pi (1/2 - |r|)), exactly 0 at half-integers (cos(pi/2) is 6e-17)
+        reduced = x - math.floor(x + T(0.5))
+        r = T(math.pi) / math.sin(T(math.pi) * reduced)
+        result = T(-2.0) * r * r * r * math.sin(T(math.pi) * (T(0.5) - abs(reduced)))
         x = T(1.0) - x
     while x < T(16.0):
         result -= T(2.0) / (x * x * x)

@@ -37,6 +37,15 @@ def _erfc_partials(build, n, a, wanted):
     return [build("mul", scale, build("exp", build("neg", build("mul", a, a))))]
 
 
+def _tanh_partials(build, n, a, wanted):
+    # sech(x)^2 = 4 sigmoid(2x) sigmoid(-2x): 1 - tanh(x)^2 cancels to a relative error
+    # of ulp(1)/sech(x)^2, all of it (0) from |x| = 19 in float64 and 9 in float32; the
+    # sigmoids share one exp(-|2x|) in the kernels and their derivatives are as exact
+    two_a = build("mul", constant(2.0), a)
+    return [build("mul", constant(4.0), build("mul", build("sigmoid", two_a),
+                                              build("sigmoid", build("neg", two_a))))]
+
+
 def _function(name: str, doc: str, reference, partials, latex: str, *, torch=None,
               jax: str | None = None, vectorisable: bool = True) -> Op:
     """A function the language calls by its name, printed as ``math.<name>(x)``."""
@@ -57,8 +66,7 @@ register(
               lambda build, n, a, wanted: [build("exp", a)], NOTATION),
     _function("sqrt", "√x", np.sqrt,
               lambda build, n, a, wanted: [build("div", constant(0.5), n)], r"\sqrt{{{0}}}"),
-    _function("tanh", "the hyperbolic tangent", np.tanh,
-              lambda build, n, a, wanted: [build("sub", _ONE, build("mul", n, n))], r"\tanh"),
+    _function("tanh", "the hyperbolic tangent", np.tanh, _tanh_partials, r"\tanh"),
     _function("sin", "the sine", np.sin, lambda build, n, a, wanted: [build("cos", a)],
               r"\sin", vectorisable=False),
     _function("cos", "the cosine", np.cos,

@@ -248,13 +248,26 @@ def mul_constants_together(n: Node) -> Node | None:
     return None
 
 
+# The constants mul_constant_outward moves: the written c*x keeps a product x*y that would
+# overflow (or flush to 0) in range, and c*(x*y) does not ((1e-30*x)*y at x = y = 1e30 is
+# 1e30 in float32, 1e-30*inf after the move); within 2^-24..2^24 only a product within that
+# factor of the range's edge can (the derivatives' 2s, 1/2s and small counts all move)
+_OUTWARD_MAGNITUDES = (2.0 ** -24, 2.0 ** 24)
+
+
 @rule("mul")
 def mul_constant_outward(n: Node) -> Node | None:
-    """``(c*x)*y -> c*(x*y)``: float constant factors outwards, so they fold together."""
+    """``(c*x)*y -> c*(x*y)``: float constant factors outwards, so they fold together; only
+    constants of moderate magnitude (``_OUTWARD_MAGNITUDES``), whose move cannot overflow a
+    product that the written order keeps finite, except within that factor of the range."""
     a, b = n.args
     if a.op != "const":
         for first, second in ((a, b), (b, a)):
             if first.op == "mul" and first.args[0].op == "const":
+                magnitude = abs(first.args[0].value)
+                low, high = _OUTWARD_MAGNITUDES
+                if not low <= magnitude <= high:
+                    continue
                 return make("mul", (first.args[0], make("mul", (first.args[1], second))))
     return None
 
