@@ -40,6 +40,9 @@ DEFAULT_MAX_ELEMENTS = 1 << 21
 # cost's derivative where it brackets a zero.
 _FIRST_GRID = 65
 _ZOOM_GRID = 17
+# a first grid with this many dips (points below both neighbours) is refined 4 times
+_WAVY_DIPS = 3
+_FINE_GRID = 4 * (_FIRST_GRID - 1) + 1
 _ZOOMS = 3
 _BEAM = 4
 _NEIGHBOURS = 8
@@ -47,6 +50,13 @@ _EXPANSIONS = 60
 _XTOL = 1e-10
 _MAX_BISECTIONS = 100
 _MAX_VALUE_ZOOMS = 12
+# a grid level on its whole width is widened this often at most (5**8: 390,625 times as wide)
+_FLAT_EXPANSIONS = 8
+# The scan for basins outside the window: d = 0 and +-10^(k/2), k = -6..6, in units of the
+# outcomes' magnitude, and each point's half-window (the distance to its nearest neighbour).
+_SCAN_MAGNITUDES = 10.0 ** (np.arange(-6, 7) / 2)
+_SCAN = np.concatenate([-_SCAN_MAGNITUDES[::-1], [0.0], _SCAN_MAGNITUDES])
+_SCAN_HALF = np.minimum(np.diff(_SCAN, prepend=-np.inf), np.diff(_SCAN, append=np.inf))
 
 
 def decide(cost: str | Loss | CompiledLoss, /, *,
@@ -91,19 +101,32 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
     For regression, ``decisions`` (a vector of candidate values, such as whole units of stock)
     makes the choice discrete; without it the decision is continuous and found by a
     safeguarded search of the expected cost over the outcomes' range: a grid (widened while
-    its lowest point is at an edge); where the grid shows a convex function, bisection /
-    Newton on its derivative; elsewhere (steps, several basins) zoom grids into the few best
-    points; then the outcomes next to the point found. For a cost piecewise-linear in
+    its lowest point is at an edge, and both ways while it is infinite or level all over);
+    where the grid shows a convex function, bisection / Newton on its derivative; elsewhere
+    (steps, several basins) zoom grids into the few best points (from a grid 4 times as
+    fine, and into its other dips too, where the first grid has 3 dips or more); then the
+    outcomes next to the point found; then a coarse scan (d = 0 and ``+-10^(k/2)`` times
+    the outcomes' magnitude, ``k = -6..6``) for a basin the window never saw, such as a
+    fixed cost of ordering anything making ``d = 0`` best. For a cost piecewise-linear in
     ``y - d`` the result is the weighted quantile of the outcomes at the cost's critical
     ratio, to ``1e-10`` relative precision; a cost with many small steps may end a fraction
-    of a percent above a fine brute-force grid's best (``decisions=`` is exact).
+    of a percent above a fine brute-force grid's best. What a numerical search can still
+    miss: a basin outside the outcomes' range that falls between the scan's points and is
+    narrower than their spacing, and, for a cost whose local minima lie about one grid
+    step apart (an oscillation at the grid's spacing, which the 65-point first grid may
+    alias into a single dip), the lowest of several basins whose depths differ by less than
+    the oscillation's amplitude. ``decisions=`` (a grid of candidates as fine as the cost
+    needs) is exact.
 
     Ties between candidate decisions go to the first one in ``decisions``.
 
     Returns the decisions (N,), and with ``return_expected_cost=True`` also each row's
     expected cost at its decision. Outcomes where the cost is NaN count as never chosen;
-    a row where every candidate's cost is NaN, or where the expected cost keeps falling
-    towards an infinite decision, is a :class:`~lossdsl.LossError`. ``max_elements`` bounds
+    a row where every candidate's cost is NaN or infinite (an infinite per-row input), or
+    where the expected cost keeps falling towards an infinite decision, is a
+    :class:`~lossdsl.LossError` naming the row (its position in the caller's data, with
+    ``groups=`` too), and so is a NaN in any input (a per-row value, a scalar, a table
+    entry, a param override). ``max_elements`` bounds
     the kernel elements evaluated per call (rows are processed in blocks).
     """
     compiled = _per_row_kernel(cost)
@@ -115,6 +138,22 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
                                 decision=decision,
                                 return_expected_cost=return_expected_cost,
                                 max_elements=max_elements, **inputs)
+    return _decide_rows(compiled, None, probabilities=probabilities, classes=classes,
+                        predictions=predictions, residuals=residuals,
+                        residual_weights=residual_weights, quantiles=quantiles,
+                        levels=levels, decisions=decisions, label=label, decision=decision,
+                        return_expected_cost=return_expected_cost,
+                        max_elements=max_elements, **inputs)
+
+
+def _decide_rows(compiled: CompiledLoss, row_ids: np.ndarray | None, /, *,
+                 probabilities: Any, classes: Any, predictions: Any, residuals: Any,
+                 residual_weights: Any, quantiles: Any, levels: Any, decisions: Any,
+                 label: str | None, decision: str | None, return_expected_cost: bool,
+                 max_elements: int, **inputs: Any
+                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """:func:`decide` without groups; ``row_ids`` (one per row: their positions in the
+    caller's data, when these rows are one group of it) name the rows in errors."""
     tables = compiled.table_inputs()
     check_aligned([("probabilities", probabilities), ("predictions", predictions),
                    ("quantiles", quantiles),
@@ -141,7 +180,7 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
                                                    residual_weights)
         n = outcomes.shape[0] if predictions is None else predictions.shape[0]
     label, decision = _roles(compiled, label, decision, inputs)
-    per_row, shared = _split_inputs(compiled, inputs, n, label, decision)
+    per_row, shared = _split_inputs(compiled, inputs, n, label, decision, row_ids)
     if max_elements < 1:
         raise LossError(f"max_elements must be positive, got {max_elements}")
 
@@ -157,11 +196,11 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
                 f"{_preview(classes)}) and candidate decision ({decision}: "
                 f"{_preview(candidates)}); give classes= and decisions= the cost accepts"
             )) from error
-        chosen, expected = _choose(values, candidates)
+        chosen, expected = _choose(values, candidates, row_ids, per_row)
     elif decisions is not None:
         candidates = _candidates(decisions)
         expected_cost = _ExpectedCost(compiled, label, decision, outcomes, weights,
-                                      predictions, per_row, shared)
+                                      predictions, per_row, shared, row_ids)
         values = np.empty((n, candidates.size))
         block = max(1, max_elements // (candidates.size * expected_cost.width
                                          * _row_width(per_row)))
@@ -169,10 +208,10 @@ def decide(cost: str | Loss | CompiledLoss, /, *,
             rows = np.arange(start, min(n, start + block))
             values[rows] = expected_cost.values(rows, np.broadcast_to(
                 candidates, (rows.size, candidates.size)))
-        chosen, expected = _choose(values, candidates)
+        chosen, expected = _choose(values, candidates, row_ids, per_row)
     else:
         expected_cost = _ExpectedCost(compiled, label, decision, outcomes, weights,
-                                      predictions, per_row, shared)
+                                      predictions, per_row, shared, row_ids)
         chosen, expected = np.empty(n), np.empty(n)
         block = max(1, max_elements // (max(_FIRST_GRID, _BEAM * _ZOOM_GRID)
                                          * expected_cost.width * _row_width(per_row)))
@@ -247,9 +286,9 @@ def _decide_by_group(compiled: CompiledLoss, groups: Any, residual_groups: Any, 
                             f"come from its own group's residuals")
         arguments = {name: (np.asarray(value)[rows] if name in per_row else value)
                      for name, value in rest.items()}
-        d, e = decide(compiled, predictions=mu[rows], residuals=r[own],
-                      residual_weights=None if weights is None else weights[own],
-                      return_expected_cost=True, **arguments)
+        d, e = _decide_rows(compiled, rows, predictions=mu[rows], residuals=r[own],
+                            residual_weights=None if weights is None else weights[own],
+                            return_expected_cost=True, **arguments)
         if chosen is None:  # the decisions' dtype: candidate integers stay integers
             chosen = np.empty(mu.shape[0], dtype=d.dtype)
         chosen[rows], expected[rows] = d, e
@@ -456,7 +495,8 @@ def _roles(compiled: CompiledLoss, label: str | None, decision: str | None,
 
 
 def _split_inputs(compiled: CompiledLoss, inputs: Mapping[str, Any], n: int, label: str,
-                  decision: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                  decision: str, row_ids: np.ndarray | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(per-row inputs, inputs and params shared by every row)."""
     per_row: dict[str, np.ndarray] = {}
     shared: dict[str, Any] = {}
@@ -464,6 +504,7 @@ def _split_inputs(compiled: CompiledLoss, inputs: Mapping[str, Any], n: int, lab
     for name, value in inputs.items():
         if name not in compiled.inputs:
             if name in compiled.params:
+                _refuse_missing_shared(name, value, "param")
                 shared[name] = value
                 continue
             raise LossNameError(f"{name}=... is not an input or param of this cost (inputs: "
@@ -472,6 +513,7 @@ def _split_inputs(compiled: CompiledLoss, inputs: Mapping[str, Any], n: int, lab
                                              + list(compiled.params)))
         array = np.asarray(value)
         if array.ndim == 0 or name in tables:
+            _refuse_missing_shared(name, value, "table" if name in tables else "input")
             shared[name] = value
         elif array.shape[0] != n:
             raise LossShapeError(f"input '{name}' has {array.shape[0]} rows (shape "
@@ -484,10 +526,46 @@ def _split_inputs(compiled: CompiledLoss, inputs: Mapping[str, Any], n: int, lab
             if len(missing):
                 raise LossDomainError(
                     f"input '{name}' is NaN in {len(missing)} row(s), the first row "
-                    f"{missing[0]}: a missing value would decide the row from the costs "
-                    f"of the other outcomes alone; fill it in or drop the row")
+                    f"{_row_name(row_ids, missing[0])}: a missing value would decide the row "
+                    f"from the costs of the other outcomes alone; fill it in or drop the row")
             per_row[name] = array
     return per_row, shared
+
+
+def _refuse_missing_shared(name: str, value: Any, kind: str) -> None:
+    """A NaN in a value every row shares (a scalar input, a param, a table entry) is a
+    LossDomainError naming it: the cost would be NaN at every outcome it enters, and NaN
+    outcomes count as never chosen, so the rows were decided from the others alone."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return  # not numbers: the kernel's binding says what is wrong
+    missing = np.isnan(array)
+    if not missing.any():
+        return
+    where = ""
+    if array.ndim:
+        entry = tuple(int(i) for i in np.argwhere(missing)[0])
+        where = (f" at entry {entry[0] if len(entry) == 1 else entry}"
+                 f" ({int(missing.sum())} NaN entr{'y' if missing.sum() == 1 else 'ies'})")
+    raise LossDomainError(f"{kind} '{name}' is NaN{where}: every row's cost reads it, and a "
+                          f"missing value would decide the rows from the other outcomes' "
+                          f"costs alone; give it a number")
+
+
+def _row_name(row_ids: np.ndarray | None, row: Any) -> int:
+    """The caller's number of row ``row`` (its position in the caller's data)."""
+    return int(row) if row_ids is None else int(row_ids[int(row)])
+
+
+def _nonfinite_note(per_row: Mapping[str, np.ndarray], row: int) -> str:
+    """' (amount=inf)': the row's per-row inputs that are not finite, for an error."""
+    shown = []
+    for name, value in per_row.items():
+        entry = np.asarray(value[row])
+        if entry.dtype.kind in "fc" and not np.all(np.isfinite(entry)):
+            shown.append(f"{name}={entry.tolist()}")
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 # ---------------------------------------------------------------------------- classification
@@ -546,17 +624,28 @@ def _expectation(p: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(p > 0, p * values, 0.0).sum(axis=1)
 
 
-def _choose(values: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _choose(values: np.ndarray, candidates: np.ndarray, row_ids: np.ndarray | None = None,
+            per_row: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The candidate of lowest expected cost per row (the first on ties), and that cost;
-    NaN costs never chosen, a row of only NaN an error."""
+    NaN costs never chosen, a row of only NaN or infinite costs an error."""
     clean = np.where(np.isnan(values), np.inf, values)
     best = np.argmin(clean, axis=1)
     undefined = np.isnan(values).all(axis=1)
     if undefined.any():
         row = int(np.argmax(undefined))
         raise LossDomainError(f"the expected cost is NaN for every candidate decision of row "
-                              f"{row}: the cost is undefined there (check the per-row inputs "
+                              f"{_row_name(row_ids, row)}{_nonfinite_note(per_row or {}, row)}:"
+                              f" the cost is undefined there (check the per-row inputs "
                               f"and the candidate decisions {candidates[:5].tolist()}...)")
+    # every candidate infinite: no decision is better than another, the first is no answer
+    unbounded = np.isposinf(clean).all(axis=1)
+    if unbounded.any():
+        row = int(np.argmax(unbounded))
+        raise LossDomainError(f"the expected cost is infinite (or NaN) for every candidate "
+                              f"decision of row {_row_name(row_ids, row)}"
+                              f"{_nonfinite_note(per_row or {}, row)}: no decision is better "
+                              f"than another; check the row's inputs and the candidate "
+                              f"decisions {candidates[:5].tolist()}...")
     return candidates[best], clean[np.arange(values.shape[0]), best]
 
 
@@ -574,8 +663,10 @@ class _ExpectedCost:
 
     def __init__(self, compiled: CompiledLoss, label: str, decision: str,
                  outcomes: np.ndarray, weights: np.ndarray, predictions: Any,
-                 per_row: dict[str, np.ndarray], shared: dict[str, Any]):
+                 per_row: dict[str, np.ndarray], shared: dict[str, Any],
+                 row_ids: np.ndarray | None = None):
         self.compiled, self.label, self.decision = compiled, label, decision
+        self.row_ids = row_ids  # the rows' numbers in the caller's data, for errors
         self.outcomes, self.weights = outcomes, weights
         self.per_row, self.shared = per_row, shared
         self.width = weights.size
@@ -665,48 +756,98 @@ def _minimise(cost: _ExpectedCost, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     # Pad past the outcomes: the minimiser of a cost of y - d lies within their range, but a
     # cost with a price on d itself may sit outside it; the grid then widens towards it.
     pad = np.maximum(0.25 * (high - low), 1e-3 * np.maximum(1.0, np.abs(high)))
-    a, b = low - pad, high + pad
-    t = np.linspace(0.0, 1.0, _FIRST_GRID)
+    best_d, best_v = _search(cost, rows, y, low - pad, high + pad)
 
-    # 1. The first grid, widened on the side where its edge is strictly the lowest point.
+    # 5. A basin the window never saw (the grid widens only while its edge is lowest): a
+    # fixed cost of ordering anything makes d = 0 best, far below the outcomes. A coarse
+    # scan over d = 0 and +-scale * 10^(k/2) (both signs, 10^-3 to 10^3 of the outcomes'
+    # magnitude); a scan point below the point found is searched around, the better kept.
+    scale = np.maximum(np.maximum(np.abs(low), np.abs(high)), high - low)
+    scale = np.where(scale > 0, scale, 1.0)
+    scan = scale[:, None] * _SCAN
+    scan_values = cost.values(rows, scan)
+    scan_values = np.where(np.isnan(scan_values), np.inf, scan_values)
+    k = np.argmin(scan_values, axis=1)
+    index = np.arange(rows.size)
+    lower = np.flatnonzero(scan_values[index, k] < best_v - 1e-9 * np.abs(best_v))
+    if lower.size:
+        centre, half = scan[lower, k[lower]], scale[lower] * _SCAN_HALF[k[lower]]
+        d, v = _search(cost, rows[lower], y[lower], centre - half, centre + half)
+        d = np.where(v <= scan_values[lower, k[lower]], d, centre)
+        v = np.minimum(v, scan_values[lower, k[lower]])
+        better = v < best_v[lower]
+        best_d[lower[better]], best_v[lower[better]] = d[better], v[better]
+    return best_d, best_v
+
+
+def _search(cost: _ExpectedCost, rows: np.ndarray, y: np.ndarray, a: np.ndarray,
+            b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(best point, its value) of each row's expected cost, searched from the window
+    [a, b] (widened where its edge is lowest, or where it shows nothing finite or lower)."""
+    t = np.linspace(0.0, 1.0, _FIRST_GRID)
+    a, b = a.copy(), b.copy()
+
+    # 1. The first grid, widened on the side where its edge is strictly the lowest point, and
+    # on both sides while every point is infinite (or NaN), or all are equal (a plateau
+    # beside a cheaper region, such as a capacity the outcomes lie beyond): nothing on it
+    # says which way is down. A plateau is widened _FLAT_EXPANSIONS times at most (the cost
+    # may be the same everywhere), a grid with nothing finite until _EXPANSIONS.
     grid = a[:, None] + (b - a)[:, None] * t
     values = cost.values(rows, grid)
-    for _ in range(_EXPANSIONS):
+    flat_widenings = np.zeros(rows.size, dtype=int)
+    for attempt in range(_EXPANSIONS + 1):
         clean = np.where(np.isnan(values), np.inf, values)
         best = np.argmin(clean, axis=1)
-        at_low = (best == 0) & (clean[:, 0] < clean[:, 1])
-        at_high = (best == t.size - 1) & (clean[:, -1] < clean[:, -2])
+        nothing_finite = ~np.isfinite(clean).any(axis=1)
+        plateau = _level(clean) & (flat_widenings < _FLAT_EXPANSIONS)
+        both = nothing_finite | plateau
+        at_low = ((best == 0) & (clean[:, 0] < clean[:, 1])) | both
+        at_high = ((best == t.size - 1) & (clean[:, -1] < clean[:, -2])) | both
         edge = np.flatnonzero(at_low | at_high)
         if edge.size == 0:
             break
+        if attempt == _EXPANSIONS:
+            _refuse_unsearchable(cost, rows, edge[0], grid, values, nothing_finite, at_low)
+        flat_widenings[plateau] += 1
         width = (b - a)[edge]
         a[edge] = np.where(at_low[edge], a[edge] - 2 * width, a[edge])
         b[edge] = np.where(at_high[edge], b[edge] + 2 * width, b[edge])
         grid[edge] = a[edge, None] + (b - a)[edge, None] * t
         values[edge] = cost.values(rows[edge], grid[edge])
-    else:
-        row = int(rows[edge[0]])
-        side = "-inf" if at_low[edge[0]] else "+inf"
-        raise LossError(f"the expected cost of row {row} keeps falling as the decision goes "
-                        f"to {side} (still at {grid[edge[0], 0 if side == '-inf' else -1]:.6g}):"
-                        f" it has no finite minimiser; bound the decision in the cost, or pass "
-                        f"candidate decisions=")
-    if np.isnan(values).all(axis=1).any():
-        row = int(rows[np.argmax(np.isnan(values).all(axis=1))])
-        raise LossDomainError(f"the expected cost of row {row} is NaN at every decision tried "
-                              f"(from {a[row - rows[0]]:.6g} to {b[row - rows[0]]:.6g}): the "
-                              f"cost is undefined there; check its per-row inputs")
     # 2. Rows whose expected cost is verifiably convex on the grid (every secant slope lies
     # between the derivatives at its ends, which a step or a second basin breaks) go straight
     # to the derivative search from the best grid point's neighbours. The others zoom grids
     # into the few best points (a beam: the best basin of a non-convex or stepped cost is
     # not always around the first grid's best point).
     best_d, best_v, a, b = _bracket(grid, values)
+    # a plateau still level after widening (a cost that does not depend on the decision
+    # there): any point is as good; the middle one, nearest the outcomes, rather than the
+    # far left edge
+    level = np.flatnonzero(_level(clean))
+    if level.size:
+        middle = t.size // 2
+        best_d[level], a[level], b[level] = (grid[level, middle], grid[level, middle - 1],
+                                             grid[level, middle + 1])
     other = np.flatnonzero(~_convex_on_grid(cost, rows, grid, values))
     if other.size:
-        found = _beam(cost, rows[other], grid[other], values[other])
-        for array, part in zip((best_d, best_v, a, b), found):
-            array[other] = part
+        clean_other = np.where(np.isnan(values[other]), np.inf, values[other])
+        inner = clean_other[:, 1:-1]
+        dips = ((inner < clean_other[:, :-2]) & (inner < clean_other[:, 2:])).sum(axis=1)
+        # Several dips on the first grid: an oscillating cost, whose local minima about a
+        # grid step apart alias (the grid's lowest points need not lie in the lowest basin).
+        # Such rows get a grid 4 times as fine, and the beam also zooms into its other dips.
+        wavy = dips >= _WAVY_DIPS
+        for part_rows, fine in ((other[~wavy], False), (other[wavy], True)):
+            if part_rows.size == 0:
+                continue
+            part_grid, part_values = grid[part_rows], values[part_rows]
+            if fine:
+                spread = np.linspace(0.0, 1.0, _FINE_GRID)
+                part_grid = part_grid[:, :1] + (part_grid[:, -1:] - part_grid[:, :1]) * spread
+                part_values = _values_in_parts(cost, rows[part_rows], part_grid)
+            found = _beam(cost, rows[part_rows], part_grid, part_values, dips=fine)
+            for array, part in zip((best_d, best_v, a, b), found):
+                array[part_rows] = part
 
     # 3. Where the derivative changes sign across the bracket: bisection (Newton when it
     # lands inside), which reaches a piecewise-linear cost's kink, a weighted quantile of the
@@ -744,6 +885,38 @@ def _minimise(cost: _ExpectedCost, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     return best_d, best_v
 
 
+def _level(values: np.ndarray) -> np.ndarray:
+    """Per row: whether the finite ``values`` are all equal, to rounding (the expected
+    cost's sum over outcomes rounds alike points apart in the last bits)."""
+    with np.errstate(invalid="ignore"):
+        top, bottom = values.max(axis=1), values.min(axis=1)
+        return np.isfinite(top) & (top - bottom <= 1e-12 * np.abs(bottom))
+
+
+def _refuse_unsearchable(cost: _ExpectedCost, rows: np.ndarray, position: int,
+                         grid: np.ndarray, values: np.ndarray, nothing_finite: np.ndarray,
+                         at_low: np.ndarray) -> None:
+    """The error for a row whose search widened _EXPANSIONS times in vain: its expected
+    cost kept falling towards an infinite decision, or was never finite."""
+    row = _row_name(cost.row_ids, rows[position])
+    note = _nonfinite_note(cost.per_row, int(rows[position]))
+    span = f"from {grid[position, 0]:.6g} to {grid[position, -1]:.6g}"
+    if np.isnan(values[position]).all():
+        raise LossDomainError(f"the expected cost of row {row}{note} is NaN at every decision "
+                              f"tried ({span}): the cost is undefined there; check its "
+                              f"per-row inputs")
+    if nothing_finite[position]:
+        raise LossDomainError(f"the expected cost of row {row}{note} is infinite (or NaN) at "
+                              f"every decision tried ({span}): no decision is better than "
+                              f"another; check the row's inputs, or pass candidate "
+                              f"decisions=")
+    side = "-inf" if at_low[position] else "+inf"
+    raise LossError(f"the expected cost of row {row} keeps falling as the decision goes "
+                    f"to {side} (still at {grid[position, 0 if side == '-inf' else -1]:.6g}):"
+                    f" it has no finite minimiser; bound the decision in the cost, or pass "
+                    f"candidate decisions=")
+
+
 def _convex_on_grid(cost: _ExpectedCost, rows: np.ndarray, grid: np.ndarray,
                     values: np.ndarray) -> np.ndarray:
     """Per row: whether the values on the evenly spaced ``grid`` are those of a convex
@@ -760,27 +933,44 @@ def _convex_on_grid(cost: _ExpectedCost, rows: np.ndarray, grid: np.ndarray,
 
 
 def _beam(cost: _ExpectedCost, rows: np.ndarray, grid: np.ndarray,
-          values: np.ndarray) -> tuple[np.ndarray, ...]:
+          values: np.ndarray, dips: bool = False) -> tuple[np.ndarray, ...]:
     """(best point, its value, the bracket around it) after zooming, level by level, into
     the neighbourhoods of the ``_BEAM`` lowest points of the previous level (``grid``: the
-    first level, evenly spaced)."""
+    first level, evenly spaced; with ``dips``, also the lowest points of ``_BEAM`` other
+    dips of it)."""
     t = np.linspace(-1.0, 1.0, _ZOOM_GRID)
     index = np.arange(rows.size)[:, None]
     # every point carries the step of the grid it belongs to: its zoom spans one step either
     # side (neighbours in the merged grids of several beams may be duplicates)
     spacing = np.repeat((grid[:, 1] - grid[:, 0])[:, None], grid.shape[1], axis=1)
-    for _ in range(_ZOOMS):
+    for level in range(_ZOOMS):
         clean = np.where(np.isnan(values), np.inf, values)
         top = np.argsort(clean, axis=1, kind="stable")[:, :min(_BEAM, grid.shape[1])]
+        if level == 0 and dips:
+            # and the lowest points of as many other dips of the grid (no higher than either
+            # neighbour): other basins, not only neighbours in one, since the grid's samples
+            # rank basins only to their sampling error (an oscillating cost)
+            padded = np.pad(clean, ((0, 0), (1, 1)), constant_values=np.inf)
+            dip = (clean <= padded[:, :-2]) & (clean <= padded[:, 2:])
+            dip[index, top] = False
+            others = np.argsort(np.where(dip, clean, np.inf), axis=1, kind="stable")
+            top = np.concatenate([top, others[:, :min(_BEAM, grid.shape[1])]], axis=1)
         centres, half = grid[index, top], spacing[index, top]
         grid = (centres[:, :, None] + half[:, :, None] * t).reshape(rows.size, -1)
         spacing = np.repeat(half * (t[1] - t[0]), t.size, axis=1)
-        values = cost.values(rows, grid)
+        values = _values_in_parts(cost, rows, grid)
     clean = np.where(np.isnan(values), np.inf, values)
     best = np.argmin(clean, axis=1)
     flat = np.arange(rows.size)
     d, h = grid[flat, best], spacing[flat, best]
     return d, clean[flat, best], d - h, d + h
+
+
+def _values_in_parts(cost: _ExpectedCost, rows: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``cost.values(rows, grid)`` a first grid's width of columns at a time: the blocks
+    of rows are sized for that many decisions per row (max_elements)."""
+    return np.concatenate([cost.values(rows, grid[:, i:i + _FIRST_GRID])
+                           for i in range(0, grid.shape[1], _FIRST_GRID)], axis=1)
 
 
 def _bracket(grid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
