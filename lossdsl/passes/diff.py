@@ -531,7 +531,8 @@ class _Diagonal:
         found, seen, stack = [], set(), [q]
         while stack:
             n = stack.pop()
-            if id(n) in seen or id(n) in frozen or not self.depends(n, seed):
+            if (id(n) in seen or id(n) in frozen or n.op == "stop_gradient"
+                    or not self.depends(n, seed)):
                 continue
             seen.add(id(n))
             if n.op == "rowsum" and n.args[0].axes and Axis(_reduced_axis(n)).is_ragged:
@@ -580,7 +581,8 @@ class _Diagonal:
         stack, seen = [v], set()
         while stack:
             n = stack.pop()
-            if id(n) in seen or n is seed or id(n) in frozen or not self.depends(n, seed):
+            if (id(n) in seen or n is seed or id(n) in frozen or n.op == "stop_gradient"
+                    or not self.depends(n, seed)):
                 continue
             seen.add(id(n))
             if (n.op in ("sum", "at_partner", "pairdot", "pairmatvec") or n.op in SCANS
