@@ -142,6 +142,41 @@ def test_values_gradients_and_exact_hessians_are_jax_autodiff(jax_x64, name, one
     np.testing.assert_allclose(hessian, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
 
 
+def circle_defined_reference(jnp, jax, d: dict, gamma: float = 80.0, margin: float = 0.4):
+    """Keras' circle loss summed over the samples, a sample without positives or without
+    negatives (whose loss is softplus(-inf) = 0) written as 0 itself: Keras' and
+    jax.nn.logsumexp's derivatives at an empty logsumexp are NaN."""
+    positive, negative = masks(d)
+    scored = positive.any(axis=1) & negative.any(axis=1)
+
+    def total(s):
+        distance = jnp.maximum(1 - s @ s.T, 0.0)
+        pos = -gamma * jnp.maximum(margin + distance, 0.0) * (margin - distance)
+        neg = gamma * jnp.maximum(1 + margin - distance, 0.0) * (1 - margin - distance)
+        both = (jax.nn.logsumexp(jnp.where(positive, pos, -1e300), axis=1)
+                + jax.nn.logsumexp(jnp.where(negative, neg, -1e300), axis=1))
+        return jnp.sum(jnp.where(scored, jax.nn.softplus(jnp.where(scored, both, 0.0)), 0.0))
+    return total
+
+
+@pytest.mark.parametrize("name", ["ntxent", "circle"])
+def test_samples_alone_or_without_negatives_have_finite_exact_derivatives(jax_x64, name):
+    """A group of positives only, a sample alone in its group, samples without positives:
+    their softmaxes are empty (log 0), their losses 0, and the derivatives stay the
+    references' (no NaN from 0 * inf)."""
+    jnp = jax_x64.numpy
+    d = data(1, one_group=False, unit=name == "circle")
+    d["y"][:3], d["g"][:3], d["g"][3] = 0.0, 5.0, 11.0
+    reference = (ntxent_reference(jnp, d) if name == "ntxent"
+                 else circle_defined_reference(jnp, jax_x64, d))
+    value, gradient, hessian = fused(loss_of(name), d)
+    assert value == pytest.approx(float(reference(d["s"])), rel=1e-12)
+    np.testing.assert_allclose(gradient, jax_x64.grad(reference)(d["s"]), rtol=1e-10,
+                               atol=1e-13 * np.abs(gradient).max())
+    expected = np.einsum("idid->id", np.asarray(jax_x64.hessian(reference)(d["s"])))
+    np.testing.assert_allclose(hessian, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("name", ["ntxent", "circle"])
 def test_float32_and_threads_agree_with_float64(name):
     d = data(2, one_group=False, unit=name == "circle")
@@ -226,3 +261,14 @@ def test_a_pair_of_rows_coupled_through_a_sum_over_the_samples_has_no_exact_hess
     np.testing.assert_allclose(loss.grad("s", **d), expected, rtol=1e-13)
     with pytest.raises(LossError, match="exact Hessian of a pair sum of rows"):
         loss.grad_and_hessian("s", **d)
+
+
+def test_a_maximum_over_the_partners_has_no_derivative_and_says_so():
+    """pairmax's first maximum sits at a partner slot that no transposed pair names: its
+    derivative is refused with what to write instead (pair_logsumexp holds it constant)."""
+    loss = compiled("pairmax(rowsum(s * partner(s)), g)")
+    d = {"s": np.random.default_rng(6).normal(size=(5, 2)), "g": np.zeros(5)}
+    same = ~np.eye(5, dtype=bool)
+    np.testing.assert_allclose(loss(**d), np.where(same, d["s"] @ d["s"].T, -np.inf).max(1).sum())
+    with pytest.raises(LossError, match=r"stop_gradient\(pairmax"):
+        loss.grad("s", **d)

@@ -298,6 +298,12 @@ def _direct_grad(total: Node, x: Node) -> Node:
         elif n.op in SCANS:  # the key is a constant of the loss
             contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None, None]
         elif n.op in ("rowmax", "sparsemax_threshold"):
+            if _sums_partners(n) and not is_constant(adjoint, 0.0):
+                # its first maximum's slot has no transposed pair
+                raise LossError("pairmax(e, g) has no derivative in lossdsl where e reads "
+                                "values at the partners: hold it constant, "
+                                "stop_gradient(pairmax(e, g)), as pair_logsumexp does for "
+                                "its shift")
             contributions = [_m("mul", adjoint, _row_weights(n))]
         elif n.op == "logit_shift":  # the scores' weights per element, the target's per row
             contributions = [_m("mul", adjoint, weight) for weight in _shift_weights(n)]
@@ -559,7 +565,9 @@ class _Diagonal:
                 continue
             summed = (_m("rowsum", weight) if axis in (weight.axes or ())
                       else _m("mul", weight, axis_length(axis)))
-            total = _m("add", total, _m("mul", row, summed))
+            # a row's D where its pair sum is 0 (a sample alone, or masked out whole) may
+            # not be finite (the derivative of log of that 0): the term is 0
+            total = _m("add", total, _unless_still(summed, _m("mul", row, summed)))
         return total
 
     def _partner_rows(self, e: Node, seed: Node, frozen: frozenset):
@@ -570,8 +578,9 @@ class _Diagonal:
         for weight, row, side in (yield from self._row_terms(weights, seed, frozen, False)):
             if side == "partner":
                 total = _m("add", total, _m("pairmatvec", weight, _m("mul", row, rows)))
-            else:
-                total = _m("add", total, _m("mul", row, _m("pairmatvec", weight, rows)))
+            else:  # 0 where the sum over the partners is (see _pair_sum_of_rows)
+                summed = _m("pairmatvec", weight, rows)
+                total = _m("add", total, _unless_still(summed, _m("mul", row, summed)))
         return total
 
     def _row_pointwise(self, v: Node, seed: Node, frozen: frozenset = frozenset()) -> bool:
