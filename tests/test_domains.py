@@ -199,8 +199,9 @@ LABEL_DOMAINS = {
     "[0, 1]": ("bce", "bce_logits", "probit_bce", "focal", "focal_logits", "cost_sensitive_bce",
                "cross_entropy_lambda", "multilabel_bce", "multilabel_bce_logits"),
     "{0, 1}": ("exponential", "binary_sparsemax", "lambdarank_map", "lambdarank_err"),
-    "[0, inf)": ("poisson", "poisson_log", "tweedie", "negative_binomial", "lambdarank",
+    "[0, inf)": ("poisson", "poisson_log", "tweedie", "negative_binomial",
                  "aft_normal", "aft_logistic", "aft_extreme"),
+    "[0, 31]": ("lambdarank",),  # LightGBM's default label_gain, XGBoost's exponential gain
     "(0, inf)": ("gamma",),
 }
 

@@ -912,6 +912,51 @@ def queries_extreme(big: float, prediction: str = "z") -> Inputs:
             "q": np.array([1, 1, 1, 2, 2, 3, 3, 3])}
 
 
+def embeddings(rng, unit: bool = False) -> Inputs:
+    """Rows (N, 4) of embeddings s with labels y of 3 classes in six groups g of 1 to 9
+    samples, shuffled (``unit``: rows of norm 1, as Keras' circle loss expects them)."""
+    g = np.repeat([40, 7, 13, 2, 99, 5], [1, 3, 9, 5, 2, 7])
+    rng.shuffle(g)
+    s = rng.normal(0.0, 1.0, (g.size, 4))
+    if unit:
+        s /= np.linalg.norm(s, axis=1, keepdims=True)
+    return {"y": rng.integers(0, 3, g.size).astype(float), "s": s, "g": g}
+
+
+def _per_group(d, per_group: Callable[[dict], np.ndarray]) -> np.ndarray:
+    """A per-sample value computed group by group (the groups of ``d["g"]``)."""
+    return _per_query({**d, "q": d["g"]}, per_group)
+
+
+def ref_ntxent(d, tau: float = 0.07, eps: float = float(np.finfo(np.float64).eps)):
+    """optax.losses.ntxent's terms (its source), per sample: over its positive pairs (i, j),
+    -log(e^c_ij / (e^c_ij + the sum over i's negatives of e^c_ik)), c the cosine similarity
+    (squared norms clipped at eps) over tau; within each group."""
+    def per_group(d):
+        norms = np.sqrt(np.maximum(np.sum(d["s"] ** 2, axis=1), eps))
+        c = d["s"] @ d["s"].T / np.outer(norms, norms) / tau
+        same = d["y"][:, None] == d["y"][None, :]
+        positive = same & ~np.eye(same.shape[0], dtype=bool)
+        with np.errstate(divide="ignore"):
+            negatives = np.log(np.sum(np.where(~same, np.exp(c), 0.0), axis=1, keepdims=True))
+        return np.sum(np.where(positive, np.logaddexp(c, negatives) - c, 0.0), axis=1)
+    return _per_group(d, per_group)
+
+
+def ref_circle(d, gamma: float = 80.0, margin: float = 0.4):
+    """keras.losses.circle (its source, remove_diagonal=True) per sample, within each
+    group."""
+    def per_group(d):
+        distance = np.maximum(1 - d["s"] @ d["s"].T, 0.0)
+        same = d["y"][:, None] == d["y"][None, :]
+        positive, negative = same & ~np.eye(same.shape[0], dtype=bool), ~same
+        pos = -gamma * np.maximum(margin + distance, 0.0) * (margin - distance)
+        neg = gamma * np.maximum(1 + margin - distance, 0.0) * (1 - margin - distance)
+        return np.logaddexp(0.0, scipy.special.logsumexp(np.where(positive, pos, -np.inf), axis=1)
+                            + scipy.special.logsumexp(np.where(negative, neg, -np.inf), axis=1))
+    return _per_group(d, per_group)
+
+
 def _per_query(d, per_query: Callable[[dict], np.ndarray]) -> np.ndarray:
     """A per-document value computed query by query."""
     out = np.empty(d["q"].shape[0])
@@ -1487,6 +1532,15 @@ CASES: list[Case] = [
          lambda d: ref_softmax_ranking({**d, "z": 2.0 * d["z"]}), queries, queries_extreme),
     Case("listnet(y, z, q)", ref_listnet, queries, queries_extreme),
     Case("ranknet(y, z, q)", ref_ranknet, queries, queries_extreme),
+    Case("ntxent(y, s, g)", ref_ntxent, embeddings, None),
+    Case("circle(y, s, g)", ref_circle, functools.partial(embeddings, unit=True), None),
+    # other constants: full runs only (a pair kernel over rows compiles in 10-20 s on CI's
+    # cores; tests/test_embedding_rows.py checks the defaults against optax and Keras)
+    *(() if SAMPLING else (
+        Case("ntxent(y, s, g, tau=0.5)", functools.partial(ref_ntxent, tau=0.5), embeddings,
+             None),
+        Case("circle(y, s, g, gamma=2.0, margin=0.25)",
+             functools.partial(ref_circle, gamma=2.0, margin=0.25), embeddings, None))),
     Case("ranknet(y, z, q, sigma=0.5)", functools.partial(ref_ranknet, sigma=0.5), queries,
          queries_extreme),
     *(Case(call, lambda d, options=options: _lambdarank(d, **options)[0], queries,
@@ -2235,8 +2289,9 @@ def test_argument_order_is_target_then_prediction():
         if required == ("a", "p", "n"):  # a triplet: anchor, positive, negative (PyTorch's order)
             continue
         assert required[0] in ("y", "cost"), entry.signature
-        # x, x1 (, x2): a distance or the two scores or rows of a pair (PyTorch's names)
-        assert required[1] in ("p", "z", "log_p", "x", "x1"), entry.signature
+        # x, x1 (, x2): a distance or the two scores or rows of a pair (PyTorch's names); s:
+        # embeddings (N, D) compared in pairs within a batch (ntxent, circle)
+        assert required[1] in ("p", "z", "log_p", "x", "x1", "s"), entry.signature
         if required[1] == "x1":
             assert required == ("y", "x1", "x2"), entry.signature
 

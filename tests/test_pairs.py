@@ -171,9 +171,10 @@ def test_float32_and_threads_agree_with_float64():
      LossShapeError, "nor be read at a partner itself"),
     ("pairsum(partner(s), q) + groupsum(s, q)", {"s": np.zeros(3), "q": np.zeros(3)},
      LossShapeError, "groups its samples one way"),
-    ("pairsum(partner(s), q) + rowsum(z)", {"s": np.zeros(3), "q": np.zeros(3),
-                                            "z": np.zeros((3, 2))},
-     LossShapeError, "'z' is a matrix"),
+    # a matrix's rows meet a pair's values only as dot products (tests/test_embedding_rows.py)
+    ("pairsum(partner(s) * z, q)", {"s": np.zeros(3), "q": np.zeros(3),
+                                    "z": np.zeros((3, 2))},
+     LossShapeError, "only as the dot product rowsum"),
     ("pairsum(partner(s), q)", {"s": np.zeros(3), "q": np.zeros((3, 2))}, LossShapeError,
      "'q' holds group ids"),
     ("pairsum(partner(s), q)", {"s": np.zeros(3), "q": np.zeros(4)}, LossShapeError,

@@ -177,6 +177,11 @@ class Names:
 
 #: The loop variable of the partner classes ``c`` of class ``k`` in a class pair sum.
 PARTNER_CLASS = "kp"
+#: The loop variable of the columns ``d`` of the rows a pair's dot product reads (pairdot).
+ROW_COLUMN = "kd"
+#: The loop variable of the partner slots of row ``i`` in a sum of the partners' rows
+#: (pairmatvec), within the loop over the row's columns ``k``.
+PARTNER_SLOT = "kq"
 
 
 def offsets_name(axis: str) -> str:
@@ -236,12 +241,37 @@ def scan_buffers(scan: Node) -> list[tuple[str, Node]]:
 def _loop_args(n: Node) -> tuple[Node, ...]:
     """The arguments a loop computes before ``n``: none for the class index (its argument
     only names the domain), the labels alone for a table lookup (the table is an array)."""
-    if n.op in ("class_index", "at_partner", "partner_first") or n.op in SCANS:
-        # a cumulative sum, or a value read at the partners: computed by an earlier loop
+    if n.op in ("class_index", "at_partner", "partner_first", "pairdot") or n.op in SCANS:
+        # a cumulative sum, or a value read at the partners: computed by an earlier loop; a
+        # pair's dot product reads its rows itself
         return ()
     if n.op == "table_row":
         return n.args[1:]
+    if n.op == "pairmatvec":  # its loop over the partners reads the sample's own values
+        return _per_sample_under(n.args)
     return n.args
+
+
+def _on_columns(n: Node) -> bool:
+    """Whether ``n`` is typed on a sample axis and the columns of its rows (not partners)."""
+    return len(n.axes or ()) == 2 and not Axis(n.axes[1]).is_ragged
+
+
+def _per_sample_under(roots: tuple[Node, ...]) -> tuple[Node, ...]:
+    """The values of one per sample under ``roots`` (values per pair and rows read at the
+    partners): what a loop over a row's partners reads, computed before it."""
+    found: dict[int, Node] = {}
+    stack, seen = list(roots), set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or not n.axes:
+            continue
+        seen.add(id(n))
+        if len(n.axes) == 1:
+            found[id(n)] = n
+        else:
+            stack.extend(_loop_args(n))
+    return tuple(found.values())
 
 
 @dataclass
@@ -405,6 +435,19 @@ class BodyEmitter:
         stored = self._stored(n)
         if stored is not None:  # computed by an earlier pass
             text = f"T({self._use(stored, self.arrays)}[i])"
+        elif n.op == "pairdot":
+            self._emit_pair_dot(n, name, indent, index)
+            self.values[id(n)] = name
+            return
+        elif n.op == "pairmatvec":
+            self._emit_partner_rows(n, name, indent, index)
+            self.values[id(n)] = name
+            return
+        elif base is not None and len(n.axes) == 2 and not Axis(n.axes[1]).is_ragged:
+            # a row read at the partner of a pair (within pairmatvec's loop over them)
+            array = self._use(self.names.array(base), self.arrays)
+            slot = self._partner_index(Axis(n.axes[0]).items())
+            text = f"T({array}[{slot}[{PARTNER_SLOT}], {index}])"
         elif base is not None and len(n.axes) == 3:  # x at the partner class of a row
             array = self._use(self.names.array(base), self.arrays)
             text = f"T({array}[i, {PARTNER_CLASS}])"
@@ -581,6 +624,41 @@ class BodyEmitter:
         for m in self._ordered([x], row=True, pairs=True):
             self._emit_node(m, inner, "k")
         self.lines += [f"{inner}{line}" for line in self.sum_into(total, self.operand(x))]
+        if self.wide_row_sums:
+            self.lines.append(f"{indent}{name} = T({total})")
+        self.values = saved  # the pairs' values do not outlive their loop
+
+    def _emit_pair_dot(self, n: Node, name: str, indent: str, index: str) -> None:
+        """``pairdot(u, v)`` at partner slot ``index`` of row ``i``: a loop over the columns
+        of u's row i and v's row at the partner (each thread of a CUDA block alone)."""
+        u, v = n.args
+        width = self._use(self.names.width(u.axes[1]), self.widths)
+        own = self._use(self.names.array(u.value), self.arrays)
+        other = self._use(self.names.array(v.value), self.arrays)
+        partner = f"{self._partner_index(n.axes[1])}[{index}]"
+        total = f"{name}_wide" if self.wide_row_sums else name
+        self.lines.append(f"{indent}{total} = {'0.0' if self.wide_row_sums else 'T(0.0)'}")
+        self.lines.append(f"{indent}for {ROW_COLUMN} in range({width}):")
+        item = f"T({own}[i, {ROW_COLUMN}]) * T({other}[{partner}, {ROW_COLUMN}])"
+        self.lines += [f"{indent}    {line}" for line in self.sum_into(total, item)]
+        if self.wide_row_sums:
+            self.lines.append(f"{indent}{name} = T({total})")
+
+    def _emit_partner_rows(self, n: Node, name: str, indent: str, index: str) -> None:
+        """``pairmatvec(w, r)`` at column ``index`` of row ``i``: a loop over the row's
+        partners, computing each pair's weight w (its dot products with loops of their own)
+        and r at the partner's row."""
+        weights, rows = n.args
+        saved = dict(self.values)
+        start, stop = self._row_bounds(Axis(rows.axes[0]).items())
+        total = f"{name}_wide" if self.wide_row_sums else name
+        self.lines.append(f"{indent}{total} = {'0.0' if self.wide_row_sums else 'T(0.0)'}")
+        self.lines.append(f"{indent}for {PARTNER_SLOT} in range({start}, {stop}):")
+        inner = indent + "    "
+        for m in self._ordered([weights, rows], row=True):
+            self._emit_node(m, inner, index if _on_columns(m) else PARTNER_SLOT)
+        item = f"{self.operand(weights)} * {self.operand(rows)}"
+        self.lines += [f"{inner}{line}" for line in self.sum_into(total, item)]
         if self.wide_row_sums:
             self.lines.append(f"{indent}{name} = T({total})")
         self.values = saved  # the pairs' values do not outlive their loop

@@ -606,6 +606,13 @@ def pair_sum(x: Any, mask: Any) -> Any:
     return jnp.sum(jnp.where(mask, x, jnp.zeros_like(x)), axis=-1)
 
 
+def pair_max(x: Any, mask: Any) -> Any:
+    """The largest value of each sample's row over its partners (-inf where it has none)."""
+    jnp = _jnp()
+    x = jnp.broadcast_to(x, mask.shape)
+    return jnp.max(jnp.where(mask, x, jnp.full_like(x, -jnp.inf)), axis=-1)
+
+
 # Class pairs (classpairsum(e)): a value per pair (k, c) of a row's classes is an (N, K, K)
 # array, class k's row holding its partner classes c; the pairs are the off-diagonal ones.
 
@@ -746,6 +753,9 @@ class JaxPrinter(NodeVisitor[str]):
         """An input, converted to ``T``; read at the partners of a pair sum, a row of every
         sample's value (the pair mask picks the partners)."""
         base = partner_of(n.value)
+        if base is not None and not Axis(n.axes[1]).is_ragged and len(n.axes) == 2:
+            # a matrix's rows at the partner (pairmatvec's r): row j of the array itself
+            return f"jnp.asarray({self.inputs[base]}).astype(T)"
         if base is not None and len(n.axes) == 3:  # at the partner class c of (i, k, c)
             return f"jnp.asarray({self.inputs[base]}).astype(T)[:, None, :]"
         if base is not None:
@@ -774,6 +784,18 @@ class JaxPrinter(NodeVisitor[str]):
             return (f"jnp.broadcast_to({value}, ({self.length(n.axes[0])}, {width}))"
                     "[:, None, :]")
         return f"jnp.broadcast_to({value}, ({self.length(n.axes[0])},))[None, :]"
+
+    def print_pairdot(self, n, u, v):
+        """The dot product of u's row i and v's row j for every (i, j): an (N, N) matrix
+        (the pair mask picks the pairs)."""
+        return f'jnp.einsum("id,jd->ij", {u}, {v})'
+
+    def print_pairmatvec(self, n, weights, rows):
+        """The sum over each sample's partners j of w_ij times row j of r: the masked
+        (N, N) weights times the (N, D) rows."""
+        mask = self.masks[Axis(n.axes[0]).items()]
+        return (f'jnp.einsum("ij,jd->id", jnp.where({mask}, jnp.broadcast_to({weights}, '
+                f'{mask}.shape), ZERO), {rows})')
 
     def print_partner_first(self, n, ids):
         """1 where the partner (column) comes before the sample (row) in the order given."""
@@ -840,6 +862,9 @@ class JaxPrinter(NodeVisitor[str]):
         segments = self._segments_of(n.args[0].axes)
         if segments:
             return f"h.segment_max({x}, {segments})"
+        axes = n.args[0].axes
+        if axes is not None and len(axes) == 2 and axes[1] in self.masks:
+            return f"h.pair_max({x}, {self.masks[axes[1]]})"
         return f"jnp.max({x}, axis=-1)"
 
     def print_sum_group(self, n, values, ids, strata):

@@ -80,6 +80,11 @@ def result_axes(op: str, args: tuple[Node, ...], given: Axes | None = None) -> A
             return given
         sample = Axis(args[0].axes[0])
         return (sample, sample.items())
+    if op == "pairdot":  # the rows (n<d>, n<d>k) of two inputs: a value per pair
+        sample = Axis(args[0].axes[0])
+        return (sample, sample.items())
+    if op == "pairmatvec":  # per pair (n<d>, n<d>g) times rows (n<d>, n<d>k): rows
+        return args[1].axes
     if op == "table_row":
         if given is not None or not args[1].axes:
             return given

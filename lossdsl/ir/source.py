@@ -124,6 +124,11 @@ class SourcePrinter(PrecedencePrinter):
             return (f"partnersum({self.visit(x)[0]})", ATOM)
         return self.print_call(n)
 
+    def print_pairdot(self, n: Node):
+        # what rowsum(u * partner(v)) of matrix inputs within a pair sum becomes
+        u, v = (self.visit(a)[0] for a in n.args)
+        return (f"rowsum({u} * partner({v}))", ATOM)
+
     def print_class_index(self, n: Node):
         # standing alone (not onehot's comparison with its labels, print_eq), the class
         # index is the language's classnum(); typed on the class pair axes it is the

@@ -30,7 +30,9 @@ not in a kernel that computes the wrong thing:
     sample and class of the labels ``y`` (within a class pair sum, ``(n<d>, n<d>k, n<d>c)``:
     read at the partner class c); ``at_partner`` a per-sample value ``(n<d>,)`` at the
     partners ``(n<d>, n<d>g)`` of a pair sum, or a class matrix ``(n<d>, n<d>k)`` at the
-    partner classes ``(n<d>, n<d>k, n<d>c)`` of a class pair sum,
+    partner classes ``(n<d>, n<d>k, n<d>c)`` of a class pair sum; ``pairdot`` two input
+    matrices ``(n<d>, n<d>k)``, a value per pair ``(n<d>, n<d>g)``; ``pairmatvec`` weights
+    per pair (or per sample, or a number) times rows ``(n<d>, n<d>k)``, a row per sample,
   - a node whose arguments' axes are unknown has unknown axes (``None``);
 
 * a typed graph (every stage after ``shapes.specialize``) has every axis known, no shape
@@ -355,6 +357,9 @@ class _Verifier:
                 raise InvalidGraphError("at_partner reads a class matrix (n<d>, n<d>k) at "
                                         "the partner classes (n<d>, n<d>k, n<d>c)", n)
             return
+        if n.op in ("pairdot", "pairmatvec"):
+            self._rows_of_pairs(n)
+            return
         if n.op in ("at_partner", "partner_first"):
             (value,) = n.args
             if len(n.axes) != 2 or not Axis(n.axes[1]).is_ragged \
@@ -374,6 +379,27 @@ class _Verifier:
         if len(labels.axes) > 1 or (labels.axes and labels.axes[0] != n.axes[0]):
             raise InvalidGraphError("table_row reads one row per sample of its labels "
                                     "(n<d>,) or one row for every sample (a scalar label)", n)
+
+    def _rows_of_pairs(self, n: Node) -> None:
+        """``pairdot(u, v)``: two input matrices ``(n<d>, n<d>k)`` (their partner leaves not),
+        one value per pair ``(n<d>, n<d>g)``; ``pairmatvec(w, r)``: weights ``()``,
+        ``(n<d>,)`` or per pair ``(n<d>, n<d>g)``, rows ``(n<d>, n<d>k)`` of the pair's
+        samples, a row ``(n<d>, n<d>k)`` per sample."""
+        if n.op == "pairdot":
+            rows = n.args[0].axes
+            if (not all(a.op == "input" and a.axes == rows for a in n.args)
+                    or not _is_class_matrix(rows) or Axis(rows[1]).is_ragged
+                    or n.axes != (rows[0], Axis(rows[0]).items())):
+                raise InvalidGraphError("pairdot reads two input matrices (n<d>, n<d>k) of one "
+                                        "width, one value per pair (n<d>, n<d>g)", n)
+            return
+        weights, rows = n.args
+        if (not _is_class_matrix(rows.axes) or Axis(rows.axes[1]).is_ragged
+                or n.axes != rows.axes
+                or weights.axes not in ((), rows.axes[:1],
+                                        (rows.axes[0], Axis(rows.axes[0]).items()))):
+            raise InvalidGraphError("pairmatvec sums weights (), (n<d>,) or (n<d>, n<d>g) "
+                                    "times rows (n<d>, n<d>k) over each sample's partners", n)
 
     def kind_macro(self, n: Node) -> None:
         self._arguments_known(n)  # mean/rowmean of typed arguments: only in untyped graphs

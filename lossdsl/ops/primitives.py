@@ -45,7 +45,7 @@ OPERATIONS: dict[str, Op] = {op.name: op for op in operations()}
 LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
     "pick": (2, 2), "rowof": (2, 2), "classvec": (1, 1), "onehot": (1, 2),
     "groupsum": (2, 2), "groupmax": (2, 2), "groupmean": (2, 2), "group_logit_shift": (3, 3),
-    "pairsum": (2, 2), "partner": (1, 1),
+    "pairsum": (2, 2), "pairmax": (2, 2), "partner": (1, 1),
     # sum_from(e, t) and sum_from(e, t, strata); a group's total is groupsum's (shapes.py)
     **dict.fromkeys((name for name in SCANS if name not in GROUP_SCANS), (2, 3)),
 }
@@ -55,6 +55,7 @@ LANGUAGE_FUNCTIONS: dict[str, tuple[int, int]] = {
 GROUP_REDUCTIONS: dict[str, tuple[str, str]] = {
     "groupsum": ("rowsum", "group"), "groupmax": ("rowmax", "group"),
     "groupmean": ("rowmean", "group"), "pairsum": ("rowsum", "pairs"),
+    "pairmax": ("rowmax", "pairs"),
 }
 
 # Functions a loss text may call, with (minimum, maximum) argument counts: the primitives

@@ -124,6 +124,17 @@ register(
     # argument, the group ids of the pair sum, names the samples' domain
     Op("partner_first", 1, "gather", doc="1 where the partner comes first in the order given",
        callable_as="partner_first", latex=NOTATION),
+    # pairdot(u, v): the dot product of the rows of two (N, D) inputs, u's at the sample i and
+    # v's at its partner j, one value per pair (what rowsum(u * partner(v)) within a pair
+    # sum's summand becomes: the rows are never laid out per pair). Its derivatives are
+    # pairmatvec(w, r): the sum over each sample's partners j of w_ij times r's row j, where
+    # r is an (N, D) value computed from inputs read at the partner's row (their partner
+    # leaves on (n<d>, n<d>k)), one row of D values per sample (passes/pairs.py)
+    Op("pairdot", 2, "gather", doc="the dot product of u's row i and v's row j, per pair",
+       latex=r"\langle {0}, {1}' \rangle"),
+    Op("pairmatvec", 2, "gather",
+       doc="the sum over each sample's partners j of w_ij times the row j of r",
+       latex=r"\textstyle\sum_{{j}} {0}\, {1}'"),
 )
 
 #: ``table_row``'s value for a per-class vector ``classvec(w)`` (a one-row table)

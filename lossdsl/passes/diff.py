@@ -167,7 +167,7 @@ def _rows_that_may_be_empty(total: Node) -> frozenset[str]:
     return frozenset(
         n.axes[1] for n in toposort([total])
         if len(n.axes or ()) == 2 and Axis(n.axes[1]).is_ragged
-        and (n.op in ("at_partner", "partner_first")
+        and (n.op in ("at_partner", "partner_first", "pairdot")
              or (n.op == "input" and partner_of(n.value) is not None)))
 
 
@@ -298,6 +298,12 @@ def _direct_grad(total: Node, x: Node) -> Node:
         elif n.op in SCANS:  # the key is a constant of the loss
             contributions = [scan_adjoint(n, adjoint) if wanted[0] else None, None, None]
         elif n.op in ("rowmax", "sparsemax_threshold"):
+            if _sums_partners(n) and not is_constant(adjoint, 0.0):
+                # its first maximum's slot has no transposed pair
+                raise LossError("pairmax(e, g) has no derivative in lossdsl where e reads "
+                                "values at the partners: hold it constant, "
+                                "stop_gradient(pairmax(e, g)), as pair_logsumexp does for "
+                                "its shift")
             contributions = [_m("mul", adjoint, _row_weights(n))]
         elif n.op == "logit_shift":  # the scores' weights per element, the target's per row
             contributions = [_m("mul", adjoint, weight) for weight in _shift_weights(n)]
@@ -305,6 +311,8 @@ def _direct_grad(total: Node, x: Node) -> Node:
             contributions = [pairs.class_transposed(adjoint, n.axes[1])]
         elif n.op == "at_partner":  # each sample's share as the partner of its pairs
             contributions = [pairs.transposed(adjoint, n.axes[1])]
+        elif n.op == "pairdot":  # each row's share, as the pair's own and as its partner
+            contributions = list(pairs.dot_adjoints(n, adjoint))
         elif n.op in ("class_index", "table_row", "partner_first"):
             continue  # indices, lookup tables and the order given: constants of the loss
         else:
@@ -344,6 +352,8 @@ class _Diagonal:
     def __init__(self):
         self.memo: dict[tuple[int, int, frozenset], Node] = {}
         self.dependence: dict[int, dict[int, bool]] = {}
+        # the terms of pair values' derivatives with respect to a seed of rows (N, D)
+        self.row_terms: dict[tuple, list[tuple[Node, Node, str]]] = {}
 
     def depends(self, e: Node, seed: Node) -> bool:
         """Whether ``e`` depends on input ``seed`` at any of its elements: where it reads the
@@ -389,6 +399,11 @@ class _Diagonal:
                 stack.append((request, self._compute(*request)))
 
     def _compute(self, e: Node, seed: Node, frozen: frozenset):
+        if e.op == "pairmatvec":
+            return (yield from self._partner_rows(e, seed, frozen))
+        if (e.op in REDUCTIONS and pairs.is_rows(seed) and e.args[0].axes
+                and Axis(_reduced_axis(e)).is_ragged and e.op == "rowsum"):
+            return (yield from self._pair_sum_of_rows(e, seed, frozen))
         if e.op in REDUCTIONS:
             return (yield from self._reduction(e, seed, frozen))
         if e.op in SCANS:
@@ -409,6 +424,181 @@ class _Diagonal:
                     term = _unless_still(inner, term)
                 total = _m("add", total, term)
         return total
+
+    # --------------------------------------------------- rows (N, D) read by pairs
+    #
+    # With a seed of rows (N, D) read pair by pair (pairdot), the derivative of a pair's
+    # value f_ij with respect to the seed's element (i, d) is, column by column, a sum of
+    # terms weight_ij * row_d, the row being the pair's own sample's (OWN: any value on
+    # (n<d>, n<d>k) at i) or its partner's (PARTNER: the rows of matrix inputs read at j):
+    # d(u_i . s_j)/ds_jd = u_id, d(s_i . v_j)/ds_id = v_jd, a per-sample value's D is its
+    # own row. A sum over the partners then is OWN: row * rowsum(weight), PARTNER:
+    # pairmatvec(weight, row), and no value per pair and column exists.
+
+    def _row_terms(self, f: Node, seed: Node, frozen: frozenset, partner: bool):
+        """The terms ``[(weight, row, side)]`` of the derivative of ``f`` (per pair, per
+        sample or a number) with respect to the seed's row of the pair's own sample i
+        (``partner``: of its partner j), side "own" or "partner" saying whose row."""
+        key = (id(f), id(seed), frozen, partner)
+        if key in self.row_terms:
+            return self.row_terms[key]
+        terms: list[tuple[Node, Node, str]] = []
+        if id(f) in frozen or not self.depends(f, seed) or not f.axes:
+            if f.axes == () and id(f) not in frozen and self.depends(f, seed):
+                raise LossError("the exact Hessian of a pair sum of rows (N, D) that depends "
+                                "on the variable through a sum over the samples is not "
+                                "implemented")
+        elif len(f.axes) == 1 and not partner:  # the pair's own sample's value
+            terms = [(_ONE, (yield (f, seed, frozen)), "own")]
+        elif len(f.axes) == 1 and self._row_pointwise(f, seed, frozen):
+            terms = []  # the pair's own sample's value, of its own row alone
+        elif len(f.axes) == 1 and (find(f.op) is None or find(f.op).kind != "elementwise"):
+            raise LossError("the exact Hessian of a pair sum of rows (N, D) reading, within "
+                            "a pair, a sample's own pair sum of the variable is not "
+                            "implemented")
+        elif f.op == "pairdot":
+            u, v = f.args
+            if partner and v is seed:
+                terms = [(_ONE, u, "own")]
+            elif not partner and u is seed:
+                terms = [(_ONE, pairs.row_at_partners(v), "partner")]
+        elif f.op == "at_partner":
+            terms = yield from self._partner_value_terms(f.args[0], seed, frozen, partner)
+        elif f.op == "input" or f.op in ("class_index", "partner_first"):
+            terms = []
+        elif find(f.op) is not None and find(f.op).kind == "elementwise":
+            wanted = [self.depends(a, seed) and id(a) not in frozen for a in f.args]
+            for a, partial, w in zip(f.args, PARTIALS.of(f, wanted), wanted):
+                if not w or is_constant(partial, 0.0):
+                    continue
+                inner = yield from self._row_terms(a, seed, frozen, partner)
+                terms += [(_m("mul", partial, weight), row, side)
+                          for weight, row, side in inner]
+        else:
+            raise LossError(f"the exact Hessian of a pair sum of rows (N, D) through a "
+                            f"{f.op} is not implemented")
+        self.row_terms[key] = terms
+        return terms
+
+    def _partner_value_terms(self, q: Node, seed: Node, frozen: frozenset, partner: bool):
+        """The terms of the derivative of ``q_j`` (a per-sample value read at the partner j
+        of pair (i, j)) with respect to the seed's row of i (the pair's own sample) or of j
+        (``partner``)."""
+        if partner:  # q_j's own row: through the row reductions of j's own rows (norms)
+            if not self._row_pointwise(q, seed, frozen):
+                raise LossError("the exact Hessian of a pair sum of rows (N, D) reading at "
+                                "the partner a value that depends on the partner's row "
+                                "through pair sums of its own is not implemented")
+            terms = []
+            sums = self._maximal(q, seed, frozen, lambda n: n.op == "rowsum")
+            for reduced in sums:
+                outer = yield (q, reduced, frozen | {id(r) for r in sums if r is not reduced})
+                row = yield (reduced, seed, frozen)
+                if not is_constant(outer, 0.0):
+                    terms.append((pairs.at_partners(outer, _pair_axes(seed)),
+                                  pairs.row_at_partners(row), "partner"))
+            return terms
+        if self._row_pointwise(q, seed, frozen):
+            return []  # q_j depends on j's own row alone
+        # q_j depends on i's row through the pairs (j, i) of j's pair sums (those nested in
+        # another's summand too): the summands' derivatives with respect to the partner's
+        # row, at (j, i), with the roles swapped, times dq_j/dR_j through every path
+        sums = self._pair_sums_under(q, seed, frozen)
+        held = frozen | {id(r) for r in sums}
+        through: dict[int, Node] = {}
+        for reduced in sums:  # outermost first: q's own partials, then along the nesting
+            total = yield (q, reduced, held - {id(reduced)})
+            for outer in sums:
+                if outer is reduced or id(outer) not in through:
+                    continue
+                inner = yield (outer, reduced, held - {id(outer), id(reduced)})
+                if not is_constant(inner, 0.0):
+                    total = _m("add", total, _m("mul", through[id(outer)], inner))
+            through[id(reduced)] = total
+        terms = []
+        for reduced in sums:
+            if is_constant(through[id(reduced)], 0.0):
+                continue
+            factor = pairs.at_partners(through[id(reduced)], _pair_axes(seed))
+            inner = yield from self._row_terms(reduced.args[0], seed, held, True)
+            for weight, row, side in inner:
+                swapped = pairs.swap_partners(weight) if weight.axes else weight
+                if side == "own":  # j's row, seen from i: at the partner
+                    terms.append((_m("mul", factor, swapped), pairs.row_at_partners(row),
+                                  "partner"))
+                else:  # i's row, read at the partner of (j, i)
+                    terms.append((_m("mul", factor, swapped), pairs.row_at_own(row), "own"))
+        return terms
+
+    def _pair_sums_under(self, q: Node, seed: Node, frozen: frozenset) -> list[Node]:
+        """The pair sums under per-sample ``q`` (nested in each other's summands too, not
+        within values read at the partners) that depend on the seed, outermost first; any
+        other coupling of the samples on the way is refused."""
+        found, seen, stack = [], set(), [q]
+        while stack:
+            n = stack.pop()
+            if (id(n) in seen or id(n) in frozen or n.op == "stop_gradient"
+                    or not self.depends(n, seed)):
+                continue
+            seen.add(id(n))
+            if n.op == "rowsum" and n.args[0].axes and Axis(_reduced_axis(n)).is_ragged:
+                found.append(n)
+            elif n.op in ("sum", "pairmatvec") or n.op in SCANS or (
+                    n.op in REDUCTIONS and not pairs.is_rows(n.args[0])):
+                raise LossError("the exact Hessian of a pair sum of rows (N, D) reading at "
+                                "the partner a value coupled to the others other than by "
+                                "its pair sums is not implemented")
+            if n.op not in ("at_partner", "pairdot"):  # those read at the other sample
+                stack.extend(n.args)
+        depth = {id(n): i for i, n in enumerate(reversed(toposort([q])))}
+        return sorted(found, key=lambda n: depth[id(n)])
+
+    def _pair_sum_of_rows(self, e: Node, seed: Node, frozen: frozenset):
+        """D of a pair sum ``e`` (the sum over each sample's partners) of values that read
+        the seed's rows (N, D): the sum of its summand's terms over the partners."""
+        f = e.args[0]
+        axis = _reduced_axis(e)
+        total = _ZERO
+        for weight, row, side in (yield from self._row_terms(f, seed, frozen, False)):
+            if side == "partner":
+                total = _m("add", total, _m("pairmatvec", weight, row))
+                continue
+            summed = (_m("rowsum", weight) if axis in (weight.axes or ())
+                      else _m("mul", weight, axis_length(axis)))
+            # a row's D where its pair sum is 0 (a sample alone, or masked out whole) may
+            # not be finite (the derivative of log of that 0): the term is 0
+            total = _m("add", total, _unless_still(summed, _m("mul", row, summed)))
+        return total
+
+    def _partner_rows(self, e: Node, seed: Node, frozen: frozenset):
+        """D of ``pairmatvec(w, r)``: ``sum_j dw_ij/ds_id r_jd`` (r is read at the partner
+        j != i: its derivative at i is 0)."""
+        weights, rows = e.args
+        total = _ZERO
+        for weight, row, side in (yield from self._row_terms(weights, seed, frozen, False)):
+            if side == "partner":
+                total = _m("add", total, _m("pairmatvec", weight, _m("mul", row, rows)))
+            else:  # 0 where the sum over the partners is (see _pair_sum_of_rows)
+                summed = _m("pairmatvec", weight, rows)
+                total = _m("add", total, _unless_still(summed, _m("mul", row, summed)))
+        return total
+
+    def _row_pointwise(self, v: Node, seed: Node, frozen: frozenset = frozenset()) -> bool:
+        """Whether each sample's ``v`` depends on the seed's rows (N, D) at its own row
+        alone: reductions over its columns (a norm), but no sum over the samples or the
+        partners, cumulative sum or read at the partners on the way."""
+        stack, seen = [v], set()
+        while stack:
+            n = stack.pop()
+            if (id(n) in seen or n is seed or id(n) in frozen or n.op == "stop_gradient"
+                    or not self.depends(n, seed)):
+                continue
+            seen.add(id(n))
+            if (n.op in ("sum", "at_partner", "pairdot", "pairmatvec") or n.op in SCANS
+                    or (n.op in REDUCTIONS and not pairs.is_rows(n.args[0]))):
+                return False
+            stack.extend(n.args)
+        return True
 
     def _at_partner_sample(self, e: Node, seed: Node):
         """D of ``e = at_partner(v)`` (v at the partner j of each pair (i, j) of samples):
@@ -724,6 +914,12 @@ class _Diagonal:
         if logsumexp:  # an empty set (every summand -inf) has no derivative: 0, not NaN
             total = _m("where", _m("eq", c, constant(-math.inf)), _ZERO, total)
         return total
+
+
+def _pair_axes(rows: Node) -> tuple[Axis, Axis]:
+    """The axes of the pairs of the samples of rows ``rows`` (n<d>, n<d>k)."""
+    sample = Axis(rows.axes[0])
+    return sample, sample.items()
 
 
 def hessian_diag(total: Node, x: Node, gradient: Node | None = None) -> Node:

@@ -92,7 +92,8 @@ def _at_partners(x: Node, pure: dict[int, bool], axes: tuple[str, ...],
 def reads_partners(e: Node) -> bool:
     """Whether ``e`` (a value per pair of samples) reads values at the partners: an input's
     partner leaf or a value stored and read there (``at_partner``)."""
-    return any(n.op == "at_partner" or (n.op == "input" and partner_of(n.value) is not None)
+    return any(n.op in ("at_partner", "pairdot")
+               or (n.op == "input" and partner_of(n.value) is not None)
                for n in toposort([e]))
 
 
@@ -103,10 +104,13 @@ def swap_partners(e: Node) -> Node:
     pure, uniform = of_inputs(e), group_uniform(e)
 
     def rule(old: Node, args: tuple[Node, ...]) -> Node:
-        if not old.axes or old.op in ("const", "count"):
+        if not old.axes or old.op in ("const", "count") or is_rows(old):
             # the same for every pair: numbers, sums over the samples; a row's number of
-            # partners is its partners' too (a pair's two samples share a group)
+            # partners is its partners' too (a pair's two samples share a group); the rows
+            # of a matrix a pair's dot product reads (pairdot swaps them itself)
             return old
+        if old.op == "pairdot":  # u_i . v_j at (j, i) is v_i . u_j
+            return make("pairdot", args[::-1])
         if len(old.axes) == 1:  # the sample's own value, read at the partner instead
             sample = Axis(old.axes[0])
             return _at_partners(old, pure, (sample, sample.items()), uniform)
@@ -134,6 +138,66 @@ def transposed(adjoint: Node, items: str) -> Node:
     if swapped.axes and items in swapped.axes:
         return make("rowsum", (swapped,))
     return make("mul", (swapped, axis_length(items)))  # the same for every pair of the row
+
+
+# ------------------------------------------------------------------ rows within pairs
+#
+# pairdot(u, v) (rowsum(u * partner(v)) of matrix inputs (N, D) within a pair sum) is one
+# value per pair (i, j), sum_d u_id v_jd. Its adjoint a (per pair) reaches u as
+# pairmatvec(a, v'): row i of u receives sum_j a_ij v_jd, v' being v read at the partner's
+# row (v's partner leaf on the axes (n<d>, n<d>k)); v receives, as the partner of the pairs
+# (j, i), the transposed adjoint: pairmatvec(swap(a), u'). The kernels compute a pairmatvec
+# in the loop over row i's columns d, each partner's weight recomputed there: no value per
+# pair and column is stored.
+
+
+def is_rows(x: Node) -> bool:
+    """Whether ``x`` is typed on a sample axis and its columns (n<d>, n<d>k)."""
+    return len(x.axes or ()) == 2 and not Axis(x.axes[1]).is_ragged
+
+
+def row_at_partners(x: Node) -> Node:
+    """``x`` (the rows (n<d>, n<d>k) of matrix inputs, elementwise) with every input read
+    at the partner's row instead: its partner leaf on the same axes."""
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        if old.op == "input" and old.axes:
+            if partner_of(old.value) is not None or len(old.axes) != 2:
+                raise LossError("a pair's rows are read at the partner from matrix inputs "
+                                "alone")
+            return node("input", (), partner_name(old.value), old.axes)
+        if old.axes and find(old.op) is not None and find(old.op).kind != "elementwise":
+            raise LossError(f"a pair's rows cannot read a {old.op} at the partner")
+        return make(old.op, args, old.value)
+
+    (found,) = rebuild([x], rule)
+    return found
+
+
+def row_at_own(x: Node) -> Node:
+    """A row read at the partner (:func:`row_at_partners`) read at the pair's own sample
+    instead: each partner leaf its input."""
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        if row_partner_leaf(old):
+            return node("input", (), partner_of(old.value), old.axes)
+        return make(old.op, args, old.value)
+
+    (found,) = rebuild([x], rule)
+    return found
+
+
+def row_partner_leaf(x: Node) -> bool:
+    """Whether ``x`` is a matrix input read at the partner's row (see
+    :func:`row_at_partners`)."""
+    return x.op == "input" and partner_of(x.value) is not None and is_rows(x)
+
+
+def dot_adjoints(dot: Node, adjoint: Node) -> tuple[Node, Node]:
+    """What ``pairdot(u, v)`` passes on to ``u`` and to ``v``, given its ``adjoint`` (one
+    value per pair, or a value the same along the pairs)."""
+    u, v = dot.args
+    return (make("pairmatvec", (adjoint, row_at_partners(v))),
+            make("pairmatvec", (swap_partners(adjoint) if adjoint.axes else adjoint,
+                                row_at_partners(u))))
 
 
 # ------------------------------------------------------------------------- class pairs

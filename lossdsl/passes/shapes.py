@@ -177,6 +177,8 @@ def specialize(
     # before the loss's own inference: a vector where rows are declared is reported as that
     # (with what to do), not as the rowsum inside the def that it fails
     _check_declared_shapes(rows, conditions, spans, ranks, order, tables)
+    graph = _pair_dots(graph, ranks, spans)
+    nodes = toposort([graph])
     inferred = infer_domains(nodes, ranks, order, tables, spans)
     graph, class_groups = _group_totals_with_classes(graph, nodes, inferred, ranks, spans)
     if class_groups:  # the graph now sums those groups as cumulative sums: type it again
@@ -232,6 +234,12 @@ def _check_declared_shapes(rows: Sequence[DeclaredRows], conditions: Sequence[No
         raise declared.error(found)
 
 
+#: The class-axis flag (:attr:`Domains.shape`) of a matrix input (N, K) and of the values
+#: computed from its rows: in a paired domain (``pairsum``) they keep their columns (an
+#: embedding's D), while the values per pair (the flag True) have the partners as their row.
+COLUMNS = "columns"
+
+
 @dataclass
 class Domains:
     """What :func:`infer_domains` finds: each node's sample domain (a union-find variable, or
@@ -258,7 +266,7 @@ class Domains:
         sample = self.names[root]
         if not rows:
             return (sample,)
-        ragged = root in self.groups or root in self.pairs
+        ragged = root in self.groups or (root in self.pairs and rows != COLUMNS)
         return (sample, sample.items() if ragged else sample.classes())
 
     def axes(self, n: Node) -> tuple[str, ...]:
@@ -297,7 +305,10 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
     for n in nodes:
         if n.op == "input":
             rank = ranks.get(n.value, 1)
-            shape[id(n)] = (input_domain.get(n.value), rank == 2 or n.value in ragged)
+            shape[id(n)] = (input_domain.get(n.value),
+                            COLUMNS if rank == 2 else n.value in ragged)
+        elif n.op == "pairdot":  # rows of two matrices, one value per pair of samples
+            shape[id(n)] = (join(*(shape[id(a)][0] for a in n.args)), True)
         elif n.op in ("group", "pairs"):  # the items (or partners) of each group as a row
             values, groups = (shape[id(a)][0] for a in n.args)
             shape[id(n)] = (join(values, groups), True)
@@ -322,9 +333,11 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
                 raise LossShapeError("partner(x) is only defined within a pair sum's summand: "
                                      "within pairsum(e, g) it reads x at the other sample of a "
                                      "pair, and x must have one value per sample (not classes "
-                                     "(N, K), nor be read at a partner itself); within "
-                                     "classpairsum(e) it reads a class matrix at the partner "
-                                     "class", spans.get(culprits[0]) if culprits else None)
+                                     "(N, K), nor be read at a partner itself; the rows (N, D) "
+                                     "of matrix inputs u, v are read as the dot product "
+                                     "rowsum(u * partner(v))); within classpairsum(e) it reads "
+                                     "a class matrix at the partner class",
+                                     spans.get(culprits[0]) if culprits else None)
             shape[id(n)] = (domain, domain is not None)
         elif not n.args:
             shape[id(n)] = (None, False)
@@ -561,16 +574,18 @@ def _group_ids(n: Node, inferred: Domains, ranks: dict[str, int], spans: dict[st
 
 def _one_value_per_sample(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
                           spans: dict[str, Span], arranged: dict[int, str],
-                          how: str) -> None:
+                          how: str, rows_allowed: bool = False) -> None:
     """Refuse classes and cumulative sums among the samples of the ``arranged`` domains (root
     -> group ids: grouped or paired samples have one value each, in rows of their own);
-    ``how`` says how they are arranged, ``{}`` standing for the group ids."""
+    ``how`` says how they are arranged, ``{}`` standing for the group ids. ``rows_allowed``:
+    matrix inputs (N, D) are rows of their own (a pair sum's embeddings, which its pairs
+    read through ``pairdot``)."""
     for n in nodes:
         domain, _ = inferred.shape[id(n)]
         if domain is None or inferred.domains.find(domain) not in arranged:
             continue
         ids = arranged[inferred.domains.find(domain)]
-        if n.op == "input" and ranks.get(n.value, 1) == 2:
+        if n.op == "input" and ranks.get(n.value, 1) == 2 and not rows_allowed:
             raise LossShapeError(f"'{n.value}' is a matrix (N, K), but its samples are "
                                  f"{how.format(ids)}: they have one value each",
                                  spans.get(n.value))
@@ -628,8 +643,64 @@ def _pairings(nodes: list[Node], inferred: Domains, ranks: dict[str, int],
                                  "(no group or row reductions, classes, or partner within "
                                  "it)", span)
     _one_value_per_sample(nodes, inferred, ranks, spans, pairs,
-                          "paired within the groups of '{}' (pairsum)")
+                          "paired within the groups of '{}' (pairsum)", rows_allowed=True)
+    _rows_meet_pairs_only_as_dots(nodes, inferred, pairs, spans)
     return pairs
+
+
+def _rows_meet_pairs_only_as_dots(nodes: list[Node], inferred: Domains,
+                                  pairs: Mapping[int, str], spans: Mapping[str, Span]) -> None:
+    """In a paired domain, the rows (N, D) of matrix inputs and the values per pair are two
+    kinds of row (columns, partners) that no elementwise operation can combine: a pair reads
+    the rows through ``rowsum(u * partner(v))`` alone."""
+    for n in nodes:
+        domain, rows = inferred.shape[id(n)]
+        if (domain is None or inferred.domains.find(domain) not in pairs or not rows
+                or n.op == "pairdot"):
+            continue
+        kinds = {inferred.shape[id(a)][1] for a in n.args} - {False}
+        if len(kinds) > 1:
+            culprits = [a.value for a in toposort([n]) if a.op == "input"
+                        and inferred.shape[id(a)][1] == COLUMNS]
+            raise LossShapeError(
+                "within pairsum(e, g), the rows (N, D) of a matrix input meet a pair's "
+                "values only as the dot product rowsum(u * partner(v)) of two rows (each a "
+                "matrix input), or reduced to one value per sample first (rowsum(u^2), "
+                "then partner(rowsum(u^2)))", spans.get(culprits[0]) if culprits else None)
+
+
+def _pair_dots(graph: Node, ranks: Mapping[str, int], spans: Mapping[str, Span]) -> Node:
+    """``graph`` with each ``rowsum(u * partner(v))`` of matrix inputs u, v (N, D) within a
+    pair sum's summand as ``pairdot(u, v)``: the dot product of sample i's row of u and its
+    partner j's row of v, one value per pair, which the kernels compute pair by pair without
+    laying the rows out per pair."""
+    if not any(n.op == "pairs" for n in toposort([graph])):
+        return graph
+    outside = {id(n) for n in _outside_pair_sums(graph)}
+
+    def rows_of(x: Node) -> bool:
+        return x.op == "input" and ranks.get(x.value, 1) == 2
+
+    def dot(n: Node) -> tuple[Node, Node] | None:
+        if n.op != "rowsum" or n.args[0].op != "mul":
+            return None
+        for own, other in (n.args[0].args, reversed(n.args[0].args)):
+            if rows_of(own) and other.op == "partner" and rows_of(other.args[0]):
+                return own, other.args[0]
+        return None
+
+    def rule(old: Node, args: tuple[Node, ...]) -> Node:
+        found = dot(old)
+        if found is not None:
+            if id(old) in outside:
+                raise LossShapeError("partner(x) is only defined within a pair sum's "
+                                     "summand: pairsum(e, g) sums e over the partners of "
+                                     "each sample", spans.get(found[1].value))
+            return node("pairdot", found)
+        return old if args == old.args else make(old.op, args, old.value, old.axes)
+
+    (rewritten,) = rebuild([graph], rule)
+    return rewritten
 
 
 def _outside_pair_sums(x: Node) -> list[Node]:
@@ -666,7 +737,8 @@ def name_axes(graph: Node, inferred: Domains, nodes: list[Node], ranks: dict[str
         if name in inferred.input_domain:
             domain = inferred.input_domain[name]
             grouped = inferred.domains.find(domain) in inferred.groups
-            axes = inferred.axes_of(domain, grouped or ranks.get(name, 1) == 2)
+            axes = inferred.axes_of(domain, grouped or (COLUMNS if ranks.get(name, 1) == 2
+                                                        else False))
             result.input_axes[name] = axes
             if grouped:  # a vector of items: its length is the items'; the groups' is bound
                 result.axis_sources.setdefault(axes[1], []).append((name, 0))
