@@ -113,9 +113,31 @@ class Evaluator(NodeVisitor[np.ndarray]):
 
     def eval_input(self, n):
         base = partner_of(n.value)
+        if base is not None and not Axis(n.axes[1]).is_ragged:
+            # a matrix input's rows read at the partner (within pairmatvec's row argument):
+            # laid out by sample, pairmatvec picks each pair's partner row
+            return self._bound(self.inputs, base, "input")
         if base is not None:  # the input at the partner of each pair
             return self._bound(self.inputs, base, "input")[self._partners(n.axes[1])]
         return self._bound(self.inputs, n.value, "input")
+
+    def _pair_rows(self, axis: str) -> np.ndarray:
+        """The sample i of each pair slot (i, j) of the partners ``axis``."""
+        offsets = self._offsets(axis)
+        return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+
+    def eval_pairdot(self, n, u, v):
+        axis = n.axes[1]
+        return np.sum(self._rows(u)[self._pair_rows(axis)]
+                      * self._rows(v)[self._partners(axis)], axis=1)
+
+    def eval_pairmatvec(self, n, weights, rows):
+        axis = n.args[0].axes[1]
+        terms = np.asarray(weights)[:, None] * self._rows(rows)[self._partners(axis)]
+        offsets = self._offsets(axis)
+        out = np.zeros((len(offsets) - 1, terms.shape[1]))
+        np.add.at(out, self._pair_rows(axis), terms)
+        return out
 
     def _partners(self, axis: str) -> np.ndarray:
         return self._bound(self.partners, axis, "partners of")

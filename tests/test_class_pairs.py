@@ -228,8 +228,6 @@ def test_jax_backend_matches_torch_and_autodiff(jax_x64):
      "within the summand"),
     ("classpairsum(partner(p) - p)", {"p": 1}, "must have classes"),
     ("classpairsum(rowsum(partner(z))*z)", {"z": 2}, "rowsum of values read at the partner"),
-    ("classpairsum(partner(z))*s + pairsum(partner(s), g)", {"z": 2, "s": 1, "g": 1},
-     "paired within the groups"),
 ])
 def test_misuse_is_a_positioned_loss_error(text, ranks, message):
     loss = lossdsl.compile(text)
@@ -277,3 +275,20 @@ def test_margin_pairs_left_out_add_zero_at_extreme_scores(margin_losses, dtype):
     single = loss(y=np.array([[1.0, 0.0]], dtype=dtype),
                   z=np.array([[np.finfo(dtype).max, -np.finfo(dtype).max]], dtype=dtype))
     assert single.tolist() == [0.0]
+
+
+def test_a_class_pair_sum_of_rows_whose_samples_are_paired():
+    """A matrix (N, K) whose samples a pair sum also pairs (refused before rows could meet
+    pairs): each row's class pair sum is its own, the pair sum reads the partners' s."""
+    rng = np.random.default_rng(0)
+    z, s = rng.normal(size=(6, 3)), rng.normal(size=6)
+    g = np.array([0.0, 0, 1, 1, 1, 0])
+    loss = lossdsl.compile("classpairsum(partner(z))*s + pairsum(partner(s), g)",
+                           reduction="none")
+    same = (g[:, None] == g[None, :]) & ~np.eye(6, dtype=bool)
+    pairs = 2 * z.sum(axis=1)  # sum over k of sum over c != k of z_ic, K = 3
+    np.testing.assert_allclose(loss(z=z, s=s, g=g), pairs * s + same @ s, rtol=1e-13)
+    np.testing.assert_allclose(loss.grad("z", z=z, s=s, g=g), np.repeat(2 * s[:, None], 3, 1),
+                               rtol=1e-13)
+    np.testing.assert_allclose(loss.grad("s", z=z, s=s, g=g), pairs + same.sum(axis=1),
+                               rtol=1e-13)
