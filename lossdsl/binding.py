@@ -232,7 +232,7 @@ def inexact_integers(array: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
     to 2**24 in float32, 2**53 in float64, is exact)."""
     if array.dtype.kind not in "iu" or not array.size:
         return None
-    limit = 2 ** (np.finfo(dtype).nmant + 1)
+    limit = exact_integer_limit(dtype)
     if -limit <= array.min() and array.max() <= limit:
         return None
     beyond = np.flatnonzero((array < -limit) | (array > limit))
@@ -609,21 +609,23 @@ def refuse_rounded_labels(layout: InputLayout, name: str, labels: Any, width: in
     rounds: kernels read a label as ``T(x)``, and in float32 2**24 + 1 reads as 2**24, which
     would index the neighbouring row or class without a sign. Labels on a device are not
     read back: any such call is refused."""
-    if is_device_array(labels):
-        bad = 0 if getattr(labels, "dtype", np.dtype(np.float64)).kind in "iu" else None
+    on_device = is_device_array(labels)
+    if on_device:
+        if getattr(labels, "dtype", np.dtype(np.float64)).kind not in "iu":
+            return
+        bad, shown = None, ""
     else:
         labels = np.asarray(labels)
         found = inexact_integers(labels, dtype)
-        bad = None if found is None else int(found[0])
-    if bad is None:
-        return
-    shown = "" if is_device_array(labels) else \
-        f": {labels.flat[bad].item()}{at_index(bad)} reads as another"
+        if found is None:
+            return
+        bad = int(found[0])
+        shown = f": {labels.flat[bad].item()}{at_index(bad)} reads as another"
     raise LossDomainError(
         f"label input '{name}' indexes {width} entries, more than {dtype} can number "
         f"exactly (2**{np.finfo(dtype).nmant + 1}){shown}; pass the float inputs as "
         "float64", layout.spans.get(name), input=name if name in layout.inputs else None,
-        index=None if is_device_array(labels) else bad)
+        index=bad)
 
 
 def check_domains(layout: InputLayout, bound: Bound, kernel: Kernel) -> None:

@@ -24,15 +24,13 @@ def _stable_sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _xlog1py(x, y):
-    # 0 where x = 0 even at y = -1 (as scipy.special.xlog1py), but NaN for y = NaN
-    return np.where((x == 0) & ~np.isnan(y), 0.0, np.multiply(x, np.log1p(y)))
-
-
-def _xlogy(x, y):
-    # 0 where x = 0 even at y = 0 or y < 0 (as scipy.special.xlogy), but NaN for y = NaN
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((x == 0) & ~np.isnan(y), 0.0, np.multiply(x, np.log(y)))
+def _x_times(log):
+    """The reference of x log(y) (or x log1p(y)): 0 where x = 0 even at the log's pole or
+    outside its domain (as scipy.special.xlogy, xlog1py), but NaN for y = NaN."""
+    def reference(x, y):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((x == 0) & ~np.isnan(y), 0.0, np.multiply(x, log(y)))
+    return reference
 
 
 def _torch_log1mexp(t):
@@ -83,6 +81,19 @@ def h_log1mexp(x):
     return math.log1p(-math.exp(x))
 """)
 
+def _x_times_log(name: str, log: str, numpy_log, partials, doc: str) -> Op:
+    """The record of ``name(x, y) = x log(y)`` (``log``: ``"log"`` or ``"log1p"``, the math
+    function; ``numpy_log`` NumPy's), 0 where x = 0 unless y is NaN, as scipy.special's."""
+    return Op(name, 2, doc=doc, reference=_x_times(numpy_log), partials=partials,
+              kernel=Helper(name, f"""
+def h_{name}(x, y):
+    if x == T(0.0) and y == y:
+        return T(0.0)
+    return x * math.{log}(y)
+"""), latex=NOTATION, torch=lambda t: getattr(t.special, name),
+              jax=f"h.{name}({{0}}, {{1}})", callable_as=name)
+
+
 register(
     Op("sigmoid", 1, doc="1/(1 + e^-x), evaluated stably for any x", reference=_stable_sigmoid,
        partials=lambda build, n, a, wanted: [build("mul", n, build("sigmoid", build("neg", a)))],
@@ -117,21 +128,9 @@ def h_logaddexp(a, b):
        jax="h.logaddexp({0}, {1})", callable_as="logaddexp"),
     # x log(y), 0 where x = 0 unless y is NaN (as scipy.special.xlogy): entropy terms, whose
     # derivative in x at x = 0 is log(y) (a where-select in the language would give 0)
-    Op("xlogy", 2, doc="a·log(b), and 0 where a = 0 (as scipy.special.xlogy): entropy terms",
-       reference=_xlogy, partials=_xlogy_partials, kernel=Helper("xlogy", """
-def h_xlogy(x, y):
-    if x == T(0.0) and y == y:
-        return T(0.0)
-    return x * math.log(y)
-"""), latex=NOTATION, torch=lambda t: t.special.xlogy, jax="h.xlogy({0}, {1})",
-       callable_as="xlogy"),
+    _x_times_log("xlogy", "log", np.log, _xlogy_partials,
+                 "a·log(b), and 0 where a = 0 (as scipy.special.xlogy): entropy terms"),
     # x log1p(y), 0 where x = 0 unless y is NaN (as scipy.special.xlog1py)
-    Op("xlog1py", 2, doc="a·log(1 + b), and 0 where a = 0 (as scipy.special.xlog1py)",
-       reference=_xlog1py, partials=_xlog1py_partials, kernel=Helper("xlog1py", """
-def h_xlog1py(x, y):
-    if x == T(0.0) and y == y:
-        return T(0.0)
-    return x * math.log1p(y)
-"""), latex=NOTATION, torch=lambda t: t.special.xlog1py, jax="h.xlog1py({0}, {1})",
-       callable_as="xlog1py"),
+    _x_times_log("xlog1py", "log1p", np.log1p, _xlog1py_partials,
+                 "a·log(1 + b), and 0 where a = 0 (as scipy.special.xlog1py)"),
 )
