@@ -23,7 +23,7 @@ differentiate them exactly, or to refuse with a message instead of a wrong numbe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,29 +71,44 @@ def second_order(compiled: CompiledLoss, name: str, ranks: dict[str, int],
         return SecondOrder(False, frozenset(), axes, objective.sample_axis)  # derivative is 0
     x = spec.typed[name]
     (gradient,) = compiler.optimize([diff.grad(objective.total, x)], for_codegen=False)
-    varies: dict[int, bool] = {}  # node -> does it depend on x (stop_gradient cuts)
-    coupled = False
-    inputs = set()
-    for n in toposort([gradient]):
-        if n.op == "input":
-            # x read at the partners of a pair sum (its leaf named z@partner): each entry's
-            # gradient depends on its partners' entries
-            at_partner = partner_of(n.value) == name
-            varies[id(n)] = n.value == name or at_partner
-            coupled = coupled or at_partner
-            inputs.add(partner_of(n.value) or n.value)
-            continue
-        varies[id(n)] = n.op != "stop_gradient" and any(varies[id(a)] for a in n.args)
-        for a in n.args:
-            # an argument with axes its result lacks is reduced over them; reduced over an
-            # axis of x, an x-dependent argument mixes different entries of x
-            reduced = set(a.axes or ()) - set(n.axes or ())
-            if varies[id(a)] and reduced & set(x.axes or ()):
-                coupled = True
-        # a cumulative sum keeps its axis but mixes the entries along it (a risk set)
-        if n.op in SCANS and varies[id(n.args[0])]:
-            coupled = True
+    order, varies = _dependence(gradient, name)
+    inputs = {partner_of(n.value) or n.value for n in order if n.op == "input"}
+    # a gradient entry that reads x's partners, or mixes x's entries through a reduction
+    # over an axis of x or a cumulative sum, couples the entries
+    coupled = any(reduced is None or reduced & set(x.axes or ())
+                  for _, reduced in _mixing(order, varies))
     return SecondOrder(coupled, frozenset(inputs - {name}), axes, objective.sample_axis)
+
+
+def _dependence(graph: Node, name: str) -> tuple[list[Node], dict[int, bool]]:
+    """``graph``'s nodes in topological order, and for each (by id) whether it depends on
+    input ``name``, itself or read at the partners of a pair sum (``stop_gradient`` cuts)."""
+    order = toposort([graph])
+    varies: dict[int, bool] = {}
+    for n in order:
+        if n.op == "input":
+            varies[id(n)] = n.value == name or partner_of(n.value) == name
+        else:
+            varies[id(n)] = n.op != "stop_gradient" and any(varies[id(a)] for a in n.args)
+    return order, varies
+
+
+def _mixing(order: list[Node], varies: dict[int, bool]) -> Iterator[tuple[Node, set[str] | None]]:
+    """The nodes that may mix different entries of the input ``varies`` follows: its reads
+    at the partners (axes None), cumulative sums of a dependent argument (axes None: they
+    keep their axis but mix the entries along it, as risk sets do), and reductions of a
+    dependent argument (with the axes reduced)."""
+    for n in order:
+        if n.op == "input":
+            if varies[id(n)] and partner_of(n.value) is not None:
+                yield n, None
+            continue
+        if n.op in SCANS and varies[id(n.args[0])]:
+            yield n, None
+        for a in n.args:
+            reduced = set(a.axes or ()) - set(n.axes or ())
+            if varies[id(a)] and reduced:
+                yield n, reduced
 
 
 def _reads(graph: Node, name: str) -> bool:
@@ -112,23 +127,11 @@ def reads_other_samples(summed: CompiledLoss, name: str, ranks: dict[str, int],
     the j-th entry is sum_i v_i y_i, not v_j sum(y)). Reductions over a row's classes stay
     within the sample."""
     spec = compiler.specialize(summed.loss.definition, ranks, weighted, "none")
-    value = spec.objective.value
-    varies: dict[int, bool] = {}
-    for n in toposort([value]):
-        if n.op == "input":
-            if partner_of(n.value) == name:
-                return True
-            varies[id(n)] = n.value == name
-            continue
-        varies[id(n)] = n.op != "stop_gradient" and any(varies[id(a)] for a in n.args)
-        if n.op in SCANS and varies[id(n.args[0])]:
-            return True
-        for a in n.args:
-            reduced = {Axis(axis) for axis in set(a.axes or ()) - set(n.axes or ())}
-            if varies[id(a)] and any(not (axis.is_classes and not axis.is_ragged)
-                                     and not axis.is_partner_classes for axis in reduced):
-                return True
-    return False
+    order, varies = _dependence(spec.objective.value, name)
+    return any(reduced is None or any(not (axis.is_classes and not axis.is_ragged)
+                                      and not axis.is_partner_classes
+                                      for axis in map(Axis, reduced))
+               for _, reduced in _mixing(order, varies))
 
 
 def has_batch_term(summed: CompiledLoss, ranks: dict[str, int]) -> bool:
