@@ -25,6 +25,7 @@ import sys
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -440,6 +441,28 @@ def _in_file(error: LossDomainError, table: Table, first_row: int,
                            + (f", class {column}" if column is not None else ""))
 
 
+class _DerivedParam(NamedTuple):
+    """A param whose value reads other params (``param k = 2*d``)."""
+
+    derived: str
+    default: float
+    reads: tuple[str, ...]
+
+
+def _derived_param(loss: Loss, name: str) -> _DerivedParam | None:
+    """The param ``name`` seen from the loss's module where its value reads params the loss
+    uses (``param k = 2*d``): it stands for that expression, so ``loss.params`` lists ``d``
+    and not ``k``, but a column named ``k`` is as surely meant for it."""
+    found = loss.scope.nearest_kind(name)
+    if found is None or found[0] != "param":
+        return None
+    info = found[1].params[name]
+    reads = tuple(base for base, _ in info.reads)
+    if info.derived is None or not any(base in loss.params for base in reads):
+        return None
+    return _DerivedParam(str(info.derived), info.default, reads)
+
+
 def _refuse_columns_named_like_params(loss: Loss, args: argparse.Namespace,
                                       columns: Iterable[str], used: set[str]) -> None:
     """Raise where a column of the data that no input reads is named like a param of the
@@ -449,6 +472,16 @@ def _refuse_columns_named_like_params(loss: Loss, args: argparse.Namespace,
     given = _numbers(args.param, "--param")
     unread = [c for c in columns if c not in used and c not in given]
     for name in unread:
+        derived = _derived_param(loss, name)
+        if derived is not None and not any(base in given for base in derived.reads):
+            base = derived.reads[0]
+            raise CliError(
+                f"column '{name}' of {args.data} is named like the param '{name}' of the "
+                f"loss, '{name} = {derived.derived}' (here {derived.default:g}), one number "
+                f"for the whole data that follows {', '.join(derived.reads)}, not read per "
+                f"row: set it through {base} with --param {base}=VALUE (--param "
+                f"{base}={loss.params.get(base, 0):g} keeps it); to read the column row by "
+                f"row, make '{name}' an input of the loss instead of a param")
         if name in loss.params:
             raise CliError(
                 f"column '{name}' of {args.data} is named like the param '{name}' of the "

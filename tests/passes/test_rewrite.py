@@ -49,6 +49,7 @@ SHIFT = raw("rowmax", Z)
 SHIFTED = raw("sub", Z, SHIFT)
 TOTAL = raw("rowsum", raw("exp", SHIFTED))
 SHARED_EXPONENTIAL = m("exp", m("neg", m("abs", X)))
+RECIPROCAL = m("div", ONE, X)
 
 # (phase, rule, the node the rule is given, the node it must return)
 CASES: list[tuple[str, str, Node, Node]] = [
@@ -86,6 +87,15 @@ CASES: list[tuple[str, str, Node, Node]] = [
     ("canonicalize", "mul_by_reciprocal_square",
      raw("mul", Y, raw("div", raw("div", ONE, X), X)),
      m("mul", m("mul", Y, raw("div", ONE, X)), raw("div", ONE, X))),
+    ("canonicalize", "mul_reciprocals_paired",
+     raw("mul", raw("mul", RECIPROCAL, m("mul", RECIPROCAL, Y)), P),
+     m("mul", m("mul", RECIPROCAL, Y), m("mul", RECIPROCAL, P))),
+    ("canonicalize", "mul_quotient_square", raw("mul", raw("div", raw("div", Y, X), X), P),
+     m("mul", m("div", Y, X), m("div", P, X))),
+    ("stabilize", "log_of_power", raw("log", raw("mul", X, X)),
+     m("mul", TWO, m("log", m("abs", X)))),
+    ("stabilize", "log_of_power", raw("log", raw("pow", Y, c(3))), m("mul", c(3), m("log", Y))),
+    ("stabilize", "sqrt_of_square", raw("sqrt", raw("mul", X, X)), m("abs", X)),
     ("canonicalize", "mul_by_reciprocal", raw("mul", raw("div", ONE, X), raw("mul", X, Y)),
      m("div", raw("mul", X, Y), X)),
     ("canonicalize", "mul_constants_together", raw("mul", TWO, raw("mul", c(3), X)),
@@ -227,7 +237,7 @@ def test_rules_leave_other_nodes_alone() -> None:
         "log": raw("log", X), "abs": raw("abs", X), "stop_gradient": raw("stop_gradient", X),
         "min": raw("min", X, Y), "max": raw("max", X, Y), "where": raw("where", CONDITION, X, Y),
         "sum": raw("sum", X), "rowsum": raw("rowsum", Z), "count_as": raw("count_as", X, Y),
-        "exp": raw("exp", X), "log1p": raw("log1p", X),
+        "exp": raw("exp", X), "log1p": raw("log1p", X), "sqrt": raw("sqrt", X),
         "and": raw("and", ONE, X), "or": raw("or", ZERO, X),  # x: a number, not a condition
     }
     # a reciprocal of anything but a factor stays a product

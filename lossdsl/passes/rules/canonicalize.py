@@ -236,6 +236,47 @@ def mul_by_reciprocal_square(n: Node) -> Node | None:
     return None
 
 
+def _reciprocal(n: Node) -> bool:
+    """Whether ``n`` is ``1/u``."""
+    return n.op == "div" and is_constant(n.args[0], 1.0)
+
+
+@rule("mul")
+def mul_reciprocals_paired(n: Node) -> Node | None:
+    """``(r * (r*a)) * b -> (r*a) * (r*b)`` for a reciprocal ``r = 1/u``: each reciprocal
+    times one factor of the numerator, not the two reciprocals first. The Hessian of
+    ``log(u)`` (of ``log1p(x*x)``, ``u = 1 + x*x``) holds ``-u'^2/u^2`` as
+    ``(u' * (1/u)) * (1/u)`` times ``u'`` (what :func:`mul_by_reciprocal_square` leaves, then
+    the chain rule's factor): ``u' * r * r`` underflows to 0 from x = 1e103 in float64
+    (x / x^4), and the Hessian ``2 r - 4 x^2 r^2`` kept ``2 r``, the wrong sign, up to
+    x = 1e154; ``(x r) (x r)`` is ``1/x^2`` wherever that is representable."""
+    for p, b in (n.args, n.args[::-1]):
+        if p.op != "mul" or b.op == "const" or _reciprocal(b):
+            continue
+        for r, q in (p.args, p.args[::-1]):
+            if (_reciprocal(r) and q.op == "mul" and any(f is r for f in q.args)
+                    and not (b.op == "mul" and any(f is r for f in b.args))):
+                return make("mul", (q, make("mul", (r, b))))
+    return None
+
+
+@rule("mul")
+def mul_quotient_square(n: Node) -> Node | None:
+    """``(a/u/u) * b -> (a/u) * (b/u)``: the derivative of ``a/u`` in ``u`` is
+    ``-(a/u)/u``, which underflows where ``(a/u) (u'/u)`` does not (the gradient of
+    ``x/(1 + x*x)``, ``1/u - 2 x (x/u/u)``, kept ``1/u``, the wrong sign, from x = 1e103 in
+    float64). ``1/u/u`` is :func:`mul_by_reciprocal_square`'s."""
+    for square, b in (n.args, n.args[::-1]):
+        if (square.op == "div" and square.args[0].op == "div"
+                and square.args[0].args[1] is square.args[1]
+                and not is_constant(square.args[0].args[0], 1.0)):
+            quotient, u = square.args
+            if b.op == "div" and b.args[1] is u:
+                continue  # a product of two quotients by u already
+            return make("mul", (quotient, make("div", (b, u))))
+    return None
+
+
 @rule("mul")
 def mul_constants_together(n: Node) -> Node | None:
     """``c1*(c2*x) -> (c1*c2)*x``."""
@@ -536,6 +577,8 @@ CANONICALIZE = Phase(
         nan_safe_where_product,
         mul_by_reciprocal,  # after it: a masked product keeps its mask
         mul_by_reciprocal_square,
+        mul_reciprocals_paired,
+        mul_quotient_square,
         div_one,
         zero_div_constant,
         div_negation_outward,

@@ -150,6 +150,48 @@ def log_one_plus(n: Node) -> Node | None:
     return make("log1p", (inner,)) if inner is not None else None
 
 
+def _integer_power(n: Node) -> tuple[Node, int] | None:
+    """``(x, k)`` when ``n`` is ``x^k`` for a whole constant ``k`` or a product of ``k``
+    copies of ``x``."""
+    if n.op == "pow":
+        base, exponent = n.args
+        if exponent.op == "const" and float(exponent.value).is_integer():
+            return base, int(exponent.value)
+        return None
+    factors = _factors(n)
+    if len(factors) >= 2 and all(f is factors[0] for f in factors):
+        return factors[0], len(factors)
+    return None
+
+
+@rule("log")
+def log_of_power(n: Node) -> Node | None:
+    """``log(x*x) -> 2 log|x|``, ``log(x^k) -> k log(x)`` (``log|x|`` for even k): the
+    power overflows (float64 from |x| = 1.3e154 at k = 2) or underflows (below 1.5e-154,
+    ``log(0) = -inf``) where its log is a modest number, and the derivatives of the power's
+    reciprocal with it (a gradient of 0 for 2e-156 at x = 1e156). Where the power is in
+    range both compute the same value, ``k log x`` one rounding closer. Odd k keeps
+    ``log(x)``: NaN for a negative x as ``log`` of the negative power was."""
+    power = _integer_power(n.args[0])
+    if power is None or power[1] in (0, 1):
+        return None
+    x, k = power
+    base = make("abs", (x,)) if k % 2 == 0 else x
+    return make("mul", (constant(float(k)), make("log", (base,))))
+
+
+@rule("sqrt")
+def sqrt_of_square(n: Node) -> Node | None:
+    """``sqrt(x*x) -> |x|`` (and ``sqrt(x^2)``): exact where the square is a normal number
+    (the square root of a correctly rounded square is |x| in binary floating point), and
+    |x| where the square overflows (inf from |x| = 1.3e154 in float64, with a gradient of
+    0 for 1) or underflows; its Hessian is 0, not the cancelled ``1/|x| - x^2/|x|^3``."""
+    power = _integer_power(n.args[0])
+    if power is None or power[1] != 2:
+        return None
+    return make("abs", (power[0],))
+
+
 @rule("log")
 def log_sigmoid_of(n: Node) -> Node | None:
     """``log(sigmoid(x)) -> log_sigmoid(x)``."""
@@ -334,6 +376,8 @@ STABILIZE = Phase(
         log_one_plus_exp,
         log1p_exp,
         log_one_plus,
+        log_of_power,
+        sqrt_of_square,
         log_sigmoid_of,
         log_one_minus_sigmoid,
         shifted_log_softmax,
