@@ -34,7 +34,9 @@ one; other inputs, ``sample_weight=`` and param overrides are keywords. ``reduct
 gives one value per sample (optax's per-example form). Inputs may be float64 (with
 ``jax_enable_x64``), float32, float16 or bfloat16 (computed in float32, returned in the input
 dtype); integer label arrays are range-checked when they are concrete and make the result NaN
-when a traced label (under ``jit``) is out of range, never a silently wrong number. Likewise a
+when a traced label (under ``jit``) is out of range, never a silently wrong number (NumPy
+float64 labels and group ids are checked as given, where JAX would read them as float32:
+see :meth:`JaxLoss._check` and :func:`_bad_labels`). Likewise a
 mean whose ``count_as`` counts total 0 (every sample's class weight 0) is a
 :class:`~lossdsl.LossDomainError` where the counts are concrete (also under ``jax.grad`` of
 the scores alone), and makes the value and every derivative NaN where they are traced.
@@ -77,15 +79,16 @@ from .binding import (
     kept_weight_total_error,
     param_value,
     refuse_class_vector_length,
-    refuse_rounded_labels,
     weight_total_error,
 )
 from .domains import Domain, first_unmet
 from .errors import (
+    LossDomainError,
     LossError,
     LossNameError,
     LossShapeError,
     all_ignored_error,
+    at_index,
     did_you_mean,
     not_a_param_hint,
 )
@@ -161,8 +164,11 @@ class _Functions:
     groups: dict[str, str] = field(default_factory=dict)  # items axis -> group ids argument
     pairs: dict[str, str] = field(default_factory=dict)  # partners axis -> group ids argument
     # traced labels to check: (argument index, width or its (argument, dimension), ignored,
-    # whether the printed code reads them in the compute dtype: see _read_exactly)
+    # whether the printed code reads them in the compute dtype: see
+    # lossdsl.backend.jax.labels_read_exactly)
     labels: list[tuple[int, Any, float | None, bool]] = field(default_factory=list)
+    # traced group ids to check (argument indices): see _bad_labels
+    group_ids: list[int] = field(default_factory=list)
     # the loss's def requirements, typed; ``unmet`` counts where each is false (printed
     # when a traced call first needs it)
     requirements: tuple[compiler.TypedRequirement, ...] = ()
@@ -189,11 +195,11 @@ class _Functions:
                                    self.groups, self.pairs)
         self.sources[what] = program.source
         run = program.build(self.dtype.type, jnp, lax, printer)
-        checks, dtype = self.labels, self.dtype
+        checks, group_ids, dtype = self.labels, self.group_ids, self.dtype
 
         def checked(*arguments):
             results = run(*arguments)
-            bad = _bad_labels(arguments, checks, dtype)
+            bad = _bad_labels(arguments, checks, group_ids, dtype)
             if bad is None:
                 return results
             return tuple(jnp.where(bad, jnp.asarray(np.nan, r.dtype), r) for r in results)
@@ -406,40 +412,45 @@ def _autodiff(raw: Callable, primals, tangents, indices: list[int]):
     return jax.jvp(partial, moving, directions)[1]
 
 
-def _bad_labels(arguments, checks, dtype: np.dtype):
-    """Whether any traced label is not an integer in range, or is an integer label read in
-    the compute ``dtype``, which rounds it to another row or class (a traced bool), or None
-    when the loss reads no label. Concrete labels were checked (and refused) before the
-    call. ``checks``: (argument index, width, ignored label value or None, read in
-    ``dtype``), the width an int or the (argument index, dimension) whose length it is."""
-    if not checks:
+def _x64_off() -> bool:
+    """Whether JAX reads float64 arrays as float32 (``jax_enable_x64`` is off)."""
+    return jax.dtypes.canonicalize_dtype(np.float64) != np.float64
+
+
+def _bad_labels(arguments, checks, group_ids, dtype: np.dtype):
+    """Whether any traced label or group id would give a wrong number (a traced bool: the
+    results are made NaN), or None when the loss reads none. Concrete ones were checked, and
+    refused, before the call (:meth:`JaxLoss._check`); this is the same rule for traced ones.
+
+    ``checks``: (argument index, width, ignored label value or None, read in ``dtype``),
+    the width an int or the (argument index, dimension) whose length it is. A label is bad
+    where it is not an integer in range; where it is read in the compute ``dtype`` (compared
+    with the class index in it) and the width is past ``dtype``'s exact integers, where it
+    is at or past them (2**24 in float32: it and its neighbouring classes are one number).
+    ``group_ids``: argument indices of group ids, bad where they are floats too large for
+    their type to tell neighbouring integers apart. (Labels JAX may have rounded before the
+    loss saw them: :meth:`JaxLoss._check`.)"""
+    if not checks and not group_ids:
         return None
     bad = jnp.asarray(False)
     for index, width, ignored, rounded in checks:
         if not isinstance(width, int):
             width = jnp.shape(arguments[width[0]])[width[1]]
         value = jnp.asarray(arguments[index])
+        if jnp.issubdtype(value.dtype, jnp.integer) and jnp.iinfo(value.dtype).max < width:
+            # compared in its own type (int8, int16, uint8, ...), the width would wrap
+            value = value.astype(jnp.int32)
         wrong = (value < 0) | (value >= width) | (value != jnp.floor(value))
-        if rounded and width > exact_integer_limit(dtype) \
-                and jnp.issubdtype(value.dtype, jnp.integer) \
-                and jnp.iinfo(value.dtype).max > exact_integer_limit(dtype):
-            # labels beyond the range are wrong already; below 2**30 the round trip
-            # through dtype fits the integer types that can hold labels it rounds
-            inside = jnp.clip(value, 0, min(width - 1, 2 ** 30))
-            wrong = wrong | (inside.astype(dtype).astype(value.dtype) != inside)
+        if rounded and width > exact_integer_limit(dtype):
+            wrong = wrong | (value >= exact_integer_limit(dtype))
         if ignored is not None:
             wrong = wrong & (value != ignored)
         bad = bad | jnp.any(wrong)
+    for index in group_ids:
+        ids = jnp.asarray(arguments[index])
+        if jnp.issubdtype(ids.dtype, jnp.floating):
+            bad = bad | jnp.any(jnp.abs(ids) >= 2 ** (jnp.finfo(ids.dtype).nmant + 1))
     return bad
-
-
-def _read_exactly(label: Node, axis: str, ignored: bool) -> bool:
-    """Whether the printed code reads the labels ``label`` on ``axis`` only as given, so
-    that integer labels are exact however wide the axis (a table's rows: the printer's
-    lookups read an input's labels unconverted). Labels of classes are also compared with
-    the class index in the compute dtype (the one-hot rows of a gradient), and those of
-    ``ignore_index`` are read through a ``where`` in it: in float32, 2**24 + 1 is 2**24."""
-    return label.op == "input" and Axis(axis).is_table_rows and not ignored
 
 
 class JaxLoss:
@@ -538,6 +549,10 @@ class JaxLoss:
                                 f"{', '.join(self.inputs)})",
                                 self.definition.definition.input_spans.get(missing[0]))
         arrays = {name: _array(f"input '{name}'", inputs[name]) for name in self.inputs}
+        # host arrays (NumPy, lists) as given: their labels and group ids are checked as
+        # given (also inside jit, where JAX's copy is traced), not as JAX has rounded them
+        host = {name: np.asarray(inputs[name]) for name in self.inputs
+                if not isinstance(inputs[name], (jax.Array, jax.core.Tracer))}
         for name in self._class_vectors():
             arrays[name] = self._class_vector(name, arrays[name])
         weighted = sample_weight is not None
@@ -552,7 +567,7 @@ class JaxLoss:
             jnp.result_type(float))
         ranks = {name: arrays[name].ndim for name in self.inputs}
         functions = self._specialization(ranks, weighted, result)
-        self._check(functions, arrays, params)
+        self._check(functions, arrays, params, host)
         layout, outside = self._compiled.layout, []
         for declared in layout.domains:
             values = arrays if declared.name in arrays else params
@@ -662,16 +677,24 @@ class JaxLoss:
             if label.op == "input":
                 ignored = (float(self.ignore_index) if label.value == objective.ignored
                            else None)
+                exact = printer.labels_read_exactly(label, axis, ignored is not None)
                 functions.labels.append((names.index(label.value), widths[axis], ignored,
-                                         not _read_exactly(label, axis, ignored is not None)))
+                                         not exact))
+        functions.group_ids = sorted({names.index(name) for name in (
+            *specialized.groups.values(), *specialized.pairs.values(),
+            *specialized.class_groups.values())})
         functions.requirements = spec.requirements
         functions.count_total = spec.count_total
         functions.build_value()
         return functions
 
     def _check(self, functions: _Functions, arrays: dict[str, jax.Array],
-               params: Mapping[str, Any]) -> None:
-        """Shapes agree (static, also under jit); concrete labels are in range."""
+               params: Mapping[str, Any], host: Mapping[str, np.ndarray]) -> None:
+        """Shapes agree (static, also under jit); concrete labels are in range. Labels and
+        group ids given as host arrays (``host``) are checked as given, and refused where
+        JAX's narrower type (float64 read as float32 where x64 is off) would change the row,
+        class or group they name; traced ones it may have rounded make the result NaN
+        (:func:`_nan_where_maybe_rounded`)."""
         lengths: dict[str, int] = {}
         for axis, sources in functions.specialized.axis_sources.items():
             seen = {name: arrays[name].shape[dimension] for name, dimension in sources}
@@ -691,14 +714,16 @@ class JaxLoss:
         if weight is not None and axes and weight.shape[0] != lengths.get(axes[-1]):
             raise LossShapeError(f"sample_weight has {weight.shape[0]} entries but the loss "
                                  f"has {lengths.get(axes[-1])} samples")
-        objective = functions.objective
+        objective, layout = functions.objective, self._compiled.layout
         for name in (*functions.specialized.groups.values(),
                      *functions.specialized.pairs.values(),
                      *functions.specialized.class_groups.values()):
+            if _rounded(host.get(name), arrays[name]):
+                check_group_ids(name, host[name], layout.spans.get(name))
+                _refuse_rounded_ids(layout, name, host[name], arrays[name])
             ids = _concrete(arrays[name])  # traced ids: equal values make a group
             if ids is not None:
                 check_group_ids(name, ids)
-        layout = self._compiled.layout
         keys = {name: np.asarray(values) for name, _ in layout.scan_keys
                 if name in arrays and (values := _concrete(arrays[name])) is not None}
         check_scan_keys(layout, keys, functions.dtype)  # traced keys: as they are rounded
@@ -709,17 +734,23 @@ class JaxLoss:
                 name, values = repr(label.value), np.asarray(label.value)
             else:
                 name = label.value
-                values = _concrete(params[name] if label.op == "param" else arrays[name])
+                values = host.get(name) if label.op == "input" else None
+                if values is None:
+                    values = _concrete(params[name] if label.op == "param" else arrays[name])
                 if values is None:  # traced: an out-of-range label makes the result NaN
+                    _nan_where_maybe_rounded(arrays, name, lengths[axis])
                     continue
             ignored = name == objective.ignored
             found = first_bad_label(values, lengths[axis], self.ignore_index if ignored
                                     else None)
             if found is not None:
                 raise self._compiled.label_error(name, lengths[axis], *found)
-            if lengths[axis] > exact_integer_limit(functions.dtype) \
-                    and not _read_exactly(label, axis, ignored):
-                refuse_rounded_labels(layout, name, values, lengths[axis], functions.dtype)
+            if label.op == "input" and _rounded(host.get(name), arrays[name]):
+                _refuse_rounded_labels(layout, name, values, arrays[name], lengths[axis])
+            if not printer.labels_read_exactly(label, axis, ignored):
+                _refuse_labels_past_limit(layout, name, values, lengths[axis],
+                                          functions.dtype, self.ignore_index if ignored
+                                          else None)
             if ignored and self.reduction not in ("sum", "none") and not np.any(
                     values != self.ignore_index):
                 raise all_ignored_error(name, self.ignore_index, self.reduction,
@@ -733,6 +764,88 @@ class JaxLoss:
             error = weight_total_error(weights)  # a NaN, as the kernels refuse it
             if error is not None:
                 raise error
+
+
+def _rounded(given: np.ndarray | None, converted: Any) -> bool:
+    """Whether JAX has read the host array ``given`` (None: not one) in a narrower float
+    type: float64 as float32, where ``jax_enable_x64`` is off."""
+    return (given is not None and given.dtype.kind == "f"
+            and jnp.issubdtype(converted.dtype, jnp.floating)
+            and given.dtype.itemsize > np.dtype(converted.dtype).itemsize)
+
+
+def _nan_where_maybe_rounded(arrays: dict[str, Any], name: str, width: int) -> None:
+    """Where ``jax_enable_x64`` is off, JAX reads float64 arrays as float32 before a traced
+    label reaches the loss (at the ``jit`` boundary): a float32 label at or past 2**24 of a
+    wider axis cannot be told from one rounded to the neighbouring row or class, so every
+    floating input, and so every result, is made NaN where there is one."""
+    labels = arrays[name]
+    limit = exact_integer_limit(np.float32)
+    if labels.dtype == jnp.float32 and width > limit and _x64_off():
+        _nan_where(jnp.any(labels >= limit), arrays)
+
+
+def _x64_advice(given: np.ndarray, converted: jax.Array) -> str:
+    return (f"JAX reads {given.dtype} arrays as {converted.dtype} (jax_enable_x64 is off); "
+            "pass them as an integer array, or enable float64 first with "
+            "jax.config.update('jax_enable_x64', True)")
+
+
+def _refuse_rounded_labels(layout: Any, name: str, given: np.ndarray, converted: jax.Array,
+                           width: int) -> None:
+    """Refuse labels ``given`` (checked: integers in range) that JAX's narrower float type
+    ``converted`` reads as another row or class of ``width`` (float32 past 2**24:
+    16777217.0 reads as 16777216.0)."""
+    narrow = np.dtype(converted.dtype)
+    if width <= exact_integer_limit(narrow):
+        return
+    changed = np.flatnonzero(given.astype(narrow) != given)
+    if changed.size:
+        index = int(changed[0])
+        value = given.flat[index].item()
+        raise LossDomainError(
+            f"label input '{name}' indexes {width} entries, and its label "
+            f"{value!r}{at_index(index)} would read as {float(narrow.type(value))!r}, "
+            f"another one: {_x64_advice(given, converted)}", layout.spans.get(name),
+            input=name, index=index)
+
+
+def _refuse_labels_past_limit(layout: Any, name: str, labels: np.ndarray, width: int,
+                              dtype: np.dtype, ignored: int | None) -> None:
+    """Refuse labels at or past the compute ``dtype``'s exact integers (2**24 in float32)
+    of more than that many classes: the printed code compares them with the class index in
+    ``dtype``, where a label and its neighbouring classes' indices are one number (in
+    float32, 2**24 + 1 reads as 2**24: a gradient's one-hot row at two classes, or at the
+    neighbouring one). A LossDomainError naming the first."""
+    limit = exact_integer_limit(dtype)
+    if width <= limit:
+        return
+    past = labels >= limit
+    if ignored is not None:
+        past &= labels != ignored
+    found = np.flatnonzero(past)
+    if found.size:
+        index = int(found[0])
+        raise LossDomainError(
+            f"label input '{name}' indexes {width} entries, more than {dtype} can number "
+            f"exactly (2**{limit.bit_length() - 1}): {labels.flat[index].item()!r}"
+            f"{at_index(index)} and the neighbouring classes read as one number; compute "
+            "in float64 (enable jax_enable_x64 and pass float64 inputs)",
+            layout.spans.get(name), input=name, index=index)
+
+
+def _refuse_rounded_ids(layout: Any, name: str, given: np.ndarray, converted: Any) -> None:
+    """Refuse group ids ``given`` (checked: integers) that JAX's narrower float type reads
+    as numbers too large for it to tell neighbouring integers apart (two groups merged)."""
+    limit = exact_integer_limit(np.dtype(converted.dtype))
+    large = np.flatnonzero(np.abs(given) >= limit)
+    if large.size:
+        index = int(large[0])
+        raise LossDomainError(
+            f"group ids '{name}' hold {given.flat[index].item()!r}{at_index(index)}, past "
+            f"2**{limit.bit_length() - 1}, where {converted.dtype} cannot tell neighbouring "
+            f"integers apart: {_x64_advice(given, converted)}", layout.spans.get(name),
+            input=name, index=index)
 
 
 def _nan_where(flag: jax.Array, arrays: dict[str, Any]) -> None:

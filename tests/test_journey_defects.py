@@ -54,7 +54,8 @@ def test_jax_table_row_beyond_float32_integers_is_exact():
 
 def test_jax_class_label_beyond_float32_integers_is_refused():
     """A class label the float32 one-hot rows would round: the kernels' LossDomainError
-    where it is concrete, NaN under jit; a label float32 holds is read as it was."""
+    where it is concrete, NaN under jit (from 2**24 on, where float32 numbers two classes
+    alike); a label below is read as it was."""
     scores = _wide_float32(2.0)[None, :]
     loss = lossdsl.jax.loss("pick(z, y)", reduction="none")
     with pytest.raises(LossDomainError, match=r"label input 'y' indexes 16777218 entries, "
@@ -62,7 +63,9 @@ def test_jax_class_label_beyond_float32_integers_is_refused():
         loss(y=np.array([BEYOND]), z=scores)
     traced = jax.jit(lambda y, z: loss(y=y, z=z))
     assert np.isnan(traced(np.array([BEYOND]), scores)).all()
-    np.testing.assert_array_equal(traced(np.array([BEYOND - 1]), scores), [1.0])
+    # 2**24: the class index 2**24 + 1 reads as 2**24, the gradient's one-hot row has two
+    assert np.isnan(traced(np.array([BEYOND - 1]), scores)).all()
+    np.testing.assert_array_equal(traced(np.array([BEYOND - 2]), scores), [0.0])
 
 
 # ------------------------------------------------------------------ per-class vector's length

@@ -27,6 +27,7 @@ from :mod:`lossdsl.jax`, and the helpers find them through :func:`_jnp` when fir
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,8 @@ from ..ops.special import bd0_on_arrays, stirlerr_on_arrays
 from ..passes.rules.expand import carrier_of
 from .emit import pick_parts
 
-__all__ = ["JaxPrinter", "Program", "generate", "printable_operations"]
+__all__ = ["JaxPrinter", "Program", "generate", "labels_read_exactly",
+           "lookup_reads_as_given", "printable_operations"]
 
 
 def _jnp():
@@ -249,18 +251,63 @@ def logaddexp(a: Any, b: Any) -> Any:
                          b + jnp.log1p(jnp.exp(_where(positive, 0.0, d)))))
 
 
-def xlog1py(x: Any, y: Any) -> Any:
-    """x log1p(y), 0 where x = 0 unless y is NaN."""
+def _x_times_log_value(x: Any, y: Any, log1p: bool) -> Any:
+    """x log(u), u = y or 1 + y: 0 where x = 0 unless y is NaN (as the kernels' helpers)."""
     jnp = _jnp()
     zero = (x == 0.0) & ~jnp.isnan(y)
-    return _where(zero, 0.0, x * jnp.log1p(_where(zero, 0.0, y)))
+    if log1p:
+        return _where(zero, 0.0, x * jnp.log1p(_where(zero, 0.0, y)))
+    return _where(zero, 0.0, x * jnp.log(_where(zero, 1.0, y)))
+
+
+def _x_times_log_partials(x: Any, y: Any, log1p: bool) -> tuple[Any, Any]:
+    """(d/dx, d/dy) of x log(u): log(u) and x/u, both 0 only at x = 0 on the pole u = 0
+    (lossdsl's own partials, ``ops.logistic._masked_log_partials``). Written with the
+    "double where" (the pole's u read as 1), so that JAX's derivatives of them, the second
+    derivatives, are 1/u, -x/u^2 and 0, not 0 * inf at the pole."""
+    jnp = _jnp()
+    pole = (x == 0.0) & (y == (-1.0 if log1p else 0.0))
+    u = 1.0 + y if log1p else y
+    safe = _where(pole, 1.0, u)
+    log_u = jnp.log1p(_where(pole, 0.0, y)) if log1p else jnp.log(safe)
+    return _where(pole, 0.0, log_u), _where(pole, 0.0, x / safe)
+
+
+_X_TIMES_LOG: dict[bool, Any] = {}
+
+
+def _x_times_log(log1p: bool) -> Any:
+    """xlogy (``log1p`` False) or xlog1py as a custom_jvp: the where that makes the value 0
+    at x = 0 would make JAX's derivative in x 0 there too, where it is log(u) (the value
+    moves with x: xlogy(h, y) = h log(y)); the tangent is lossdsl's partials instead, which
+    JAX differentiates for every higher order."""
+    if log1p not in _X_TIMES_LOG:
+        import jax
+
+        @jax.custom_jvp
+        def x_times_log(x, y):
+            return _x_times_log_value(x, y, log1p)
+
+        @x_times_log.defjvp
+        def x_times_log_jvp(primals, tangents):
+            (x, y), (dx, dy) = primals, tangents
+            by_x, by_y = _x_times_log_partials(x, y, log1p)
+            return x_times_log(x, y), by_x * dx + by_y * dy
+
+        _X_TIMES_LOG[log1p] = x_times_log
+    return _X_TIMES_LOG[log1p]
+
+
+def xlog1py(x: Any, y: Any) -> Any:
+    """x log1p(y), 0 where x = 0 unless y is NaN; its derivative in x is log1p(y), also at
+    x = 0 (see :func:`_x_times_log`)."""
+    return _x_times_log(True)(x, y)
 
 
 def xlogy(x: Any, y: Any) -> Any:
-    """x log(y), 0 where x = 0 unless y is NaN (as the kernels' ``h_xlogy``)."""
-    jnp = _jnp()
-    zero = (x == 0.0) & ~jnp.isnan(y)
-    return _where(zero, 0.0, x * jnp.log(_where(zero, 1.0, y)))
+    """x log(y), 0 where x = 0 unless y is NaN (as the kernels' ``h_xlogy``); its
+    derivative in x is log(y), also at x = 0 (see :func:`_x_times_log`)."""
+    return _x_times_log(False)(x, y)
 
 
 # The logistic helpers below are smooth at 0 but written in two branches through |x|; JAX
@@ -663,6 +710,22 @@ def scan(name: str, values: Any, keys: Any, strata: Any) -> Any:
 # The printer
 
 
+def lookup_reads_as_given(label: Node) -> bool:
+    """Whether the printed lookups (:meth:`JaxPrinter._label_read`) read the labels
+    ``label`` as given, not converted to ``T``: those of an input."""
+    return label.op == "input"
+
+
+def labels_read_exactly(label: Node, axis: str, ignored: bool) -> bool:
+    """Whether the printed code reads the labels ``label`` indexing ``axis`` only as
+    given, so that integer labels are exact however wide the axis: a table's rows, which
+    only lookups read (:func:`lookup_reads_as_given`), unless they are the labels of
+    ``ignore_index``, which a ``where`` reads in ``T``. Labels of classes are also compared
+    with the class index in ``T`` (the one-hot rows of a gradient): in float32, past 2**24,
+    a label and its neighbouring classes' indices are one number."""
+    return lookup_reads_as_given(label) and Axis(axis).is_table_rows and not ignored
+
+
 @dataclass(frozen=True)
 class Program:
     """A generated module: its source and ``build(T, jnp, lax, h) -> run``."""
@@ -821,11 +884,11 @@ class JaxPrinter(NodeVisitor[str]):
         return f"h.rows({table}, {labels}, {samples})"
 
     def _label_read(self, label: Node, printed: str) -> str:
-        """The labels a lookup (a table's row, a pick) indexes with: an input as
-        :meth:`print_input` reads it but not converted to ``T``, so that integer labels stay
-        exact (in float32, 2**24 + 1 would read as 2**24: the neighbouring row); anything
-        else as ``printed``."""
-        if label.op != "input":
+        """The labels a lookup (a table's row, a pick, a group total's ids) indexes with:
+        where :func:`lookup_reads_as_given`, an input as :meth:`print_input` reads it but not
+        converted to ``T``, so that integer labels stay exact (in float32, 2**24 + 1 would
+        read as 2**24: the neighbouring row); anything else as ``printed``."""
+        if not lookup_reads_as_given(label):
             return printed
         base = partner_of(label.value)
         if base is not None and len(label.axes) == 3:
@@ -874,7 +937,8 @@ class JaxPrinter(NodeVisitor[str]):
         ids (``colsum``: every sample in one group), the column totals (``h.column_total``)."""
         if is_column_total(n):
             return f"h.column_total({values})"
-        return f"h.group_total({values}, {ids.removesuffix('[..., None]')})"
+        ids = self._label_read(n.args[1], ids.removesuffix("[..., None]"))
+        return f"h.group_total({values}, {ids})"
 
     def print_sparsemax_threshold(self, n, x):
         """Sparsemax's threshold of each row (``h.sparsemax_threshold``, by sorting)."""
@@ -953,9 +1017,28 @@ def printable_operations() -> list[str]:
                   or op.jax is not None)
 
 
+_ASSIGNED = re.compile(r"\s*(v\d+) = ")
+_VARIABLE = re.compile(r"\bv\d+\b")
+
+
+def _live(lines: list[str], results: list[str]) -> list[str]:
+    """``lines`` less the assignments nothing after them reads: the printer visits every
+    node, and a label input that only lookups read (they index with the argument itself,
+    :meth:`JaxPrinter._label_read`) would leave its conversion to ``T`` unused."""
+    read = set(results)
+    kept = []
+    for line in reversed(lines):
+        assigned = _ASSIGNED.match(line)
+        if assigned is not None and assigned.group(1) not in read:
+            continue
+        read.update(_VARIABLE.findall(line))
+        kept.append(line)
+    return kept[::-1]
+
+
 def _module(printer: JaxPrinter, roots: list[Node], arguments: list[str]) -> str:
     results = printer.run(roots)
-    lines = printer.lines
+    lines = _live(printer.lines, results)
     constants = [f"    {name} = T({literal})" for literal, name in printer.constants.items()]
     result = "".join(f"{name}, " for name in results)
     return "\n".join([
