@@ -111,9 +111,11 @@ if os.environ.get("CI"):
 # order; starting with these lets the short files fill in at the end, so that both workers
 # finish together instead of one waiting for a long file handed out last.
 LONGEST_FILES = (
-    "test_library.py", "backend/test_cuda.py", "integrations/test_jax.py", "test_guides.py",
-    "integrations/test_keras.py", "test_group_matrices.py", "test_class_vectors.py",
-    "test_pairs.py", "test_scans.py", "test_class_pairs.py",
+    "test_library.py", "backend/test_cuda.py", "integrations/test_jax.py",
+    "test_embedding_rows.py", "test_guides.py",
+    "integrations/test_keras.py", "test_group_matrices.py", "test_column_totals.py",
+    "test_class_vectors.py", "test_partner_hessians.py",
+    "test_pairs.py", "test_scans.py", "test_embedding_pairs.py", "test_class_pairs.py",
     "integrations/test_integrations_dask.py", "integrations/test_ranking.py", "test_groups.py",
     "integrations/test_bench_peers.py", "test_ignore_and_reductions.py",
     "test_noncrossing_levels.py", "integrations/test_decide_business.py",
