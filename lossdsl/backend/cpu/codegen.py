@@ -82,7 +82,7 @@ class CpuModuleBuilder(ModuleBuilder):
         self.parallel_axes = parallel_axes
         # every body first: whether any calls scalar-only math decides every decorator
         self.bodies = [CpuBodyEmitter(loop, self.names, self.printer, row_buffers=True,
-                                      wide_row_sums=True).emit()
+                                      wide_row_sums=True, pair_rows=True).emit()
                        for loop in schedule.loops]
         # Inlined, each call of the vectorisable functions is tens of LLVM instructions that
         # the loop vectoriser works through: a loss with many of them keeps libm (scalar)
@@ -146,9 +146,12 @@ class CpuModuleBuilder(ModuleBuilder):
                                              + (", parallel=True" if parallel else ""))
         call = f"{body_name}({', '.join(body.parameters)})"
         allocations = [f"{buffer} = numpy.empty({width}, T)" for buffer, width in body.rows]
+        # a row's partner sums accumulate in float64, as every row sum does on the CPU
+        allocations += [f"{buffer} = numpy.empty({width}, numpy.float64)"
+                        for buffer, width in body.pair_rows]
         lines = [f"@{decorator}", f"def {name}({', '.join([length] + body.arguments[1:])}):",
                  *self.accumulators(count)]
-        if parallel and body.rows:
+        if parallel and (body.rows or body.pair_rows):
             blocks = f"({length} + {ROWS_PER_BLOCK} - 1) // {ROWS_PER_BLOCK}"
             lines += [f"    for block in prange({blocks}):",
                       *indent(allocations, "        "),

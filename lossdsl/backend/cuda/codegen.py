@@ -88,6 +88,9 @@ class BlockRowEmitter(BodyEmitter):
         first = "cuda.threadIdx.x" if start == "0" else f"{start} + cuda.threadIdx.x"
         return f"for k in range({first}, {stop}, ROW_THREADS):"
 
+    def column_loop(self, variable: str, width: str) -> str:
+        return f"for {variable} in range(cuda.threadIdx.x, {width}, ROW_THREADS):"
+
     def combine_row_sums(self, names: list[str], indent: str) -> None:
         for sum_name in names:
             self.lines.append(f"{indent}{sum_name} = block_sum(scratch, {sum_name})")
@@ -205,7 +208,7 @@ class CudaModuleBuilder(ModuleBuilder):
         return f"numpy.float64({result})"  # rt.fetch returns the device's float64 sums
 
     def add_loop(self, number: int, loop: Loop) -> None:
-        emitter = BodyEmitter(loop, self.names, self.printer)
+        emitter = BodyEmitter(loop, self.names, self.printer, pair_rows=True)
         body = emitter.emit()
         self.kernel_inputs.update(body.arguments[1:])
         length = self.names.length(loop.axis)
@@ -221,8 +224,9 @@ class CudaModuleBuilder(ModuleBuilder):
                                                       body, reads))
         if row_width is not None:
             self.block_rows_used = True
-            row_body = BlockRowEmitter(loop, self.names, self.printer).emit()
-            if row_body.arguments != body.arguments or len(row_body.returns) != len(body.returns):
+            row_body = BlockRowEmitter(loop, self.names, self.printer, pair_rows=True).emit()
+            if (row_body.arguments != body.arguments or row_body.pair_rows != body.pair_rows
+                    or len(row_body.returns) != len(body.returns)):
                 raise AssertionError("block-per-row body differs in its arguments")
             scratch = f"    scratch = cuda.shared.array(ROW_THREADS, types.{self.dtype})"
             self.functions.append(self.function(_DEVICE, f"rowbody{number}", row_body,
@@ -239,10 +243,12 @@ class CudaModuleBuilder(ModuleBuilder):
         accumulating the body's sums in float64 (``acc<j>``)."""
         count = len(body.returns)
         passed = body.arguments[1:]
-        parameters = [length] + passed + (["red"] if count else [])
+        # a row's partner sums: each sample's row of a (samples, width) buffer
+        pair_rows = [row for row, _ in body.pair_rows]
+        parameters = [length] + passed + pair_rows + (["red"] if count else [])
+        call = ", ".join(body.arguments + [f"{row}[i]" for row in pair_rows])
         return [_KERNEL, f"def {name}({', '.join(parameters)}):", *self.accumulators(count),
-                f"    {loop}",
-                *self.accumulate(f"{body_name}({', '.join(body.arguments)})", count)]
+                f"    {loop}", *self.accumulate(f"{body_name}({call})", count)]
 
     def unrolled_kernel_loop(self, name: str, body_name: str, length: str, body: Body,
                              reads: list[str]) -> list[str]:
@@ -329,6 +335,10 @@ class CudaModuleBuilder(ModuleBuilder):
         """Lines of ``run`` for one loop: the scalars it reads, the launch, its reductions."""
         call_arguments = [length, *self.loop_arguments(body)]
         lines: list[str] = self.glue.take_lines()
+        for row, width in body.pair_rows:  # each sample's row of partner sums (pairmatvec)
+            buffer = f"pairs{number}_{row}"
+            lines.append(f"{buffer} = rt.scan_buffer(({length}, {width}), numpy.{self.dtype})")
+            call_arguments.append(buffer)
         count = len(body.returns)
         if count:
             lines.append(f"red{number} = rt.partials({count})")
