@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import inspect
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 
 from .backend.cpu.runtime import Direct, first_label_outside
@@ -45,7 +47,9 @@ from .errors import (
     did_you_mean,
     not_a_param_hint,
 )
-from .ir.axes import Axis
+from .ir.axes import Axis, partner_of
+from .ir.node import Node, toposort
+from .ops.compare import COMPARISONS
 from .passes import shapes
 
 if TYPE_CHECKING:
@@ -55,7 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["PARALLEL_MIN_ELEMENTS", "ArrayKind", "Bound", "BoundCall", "CallPlan", "InputLayout",
            "KernelPlan", "axis_lengths", "bind_inputs", "call_signature", "check_aligned",
            "check_labels", "check_domains", "check_host_requirements", "check_out",
-           "check_group_totals_ids", "check_scan_keys",
+           "check_compared_integers", "check_group_totals_ids", "check_scan_keys",
+           "compared_inputs",
            "class_vector", "coerce_loss", "count_total_error", "disagreement",
            "domain_error", "domain_violation", "first_bad_label", "host_array", "host_checked",
            "host_inputs", "inexact_integers",
@@ -278,6 +283,91 @@ def check_scan_keys(layout: InputLayout, arrays: Mapping[str, Any], dtype: np.dt
             layout.spans.get(name), input=name, index=index)
 
 
+# compared_inputs of each specialization's objective, by its total's node (nodes are interned)
+_COMPARED: weakref.WeakKeyDictionary[Node, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def compared_inputs(spec: Specialization) -> frozenset[str]:
+    """The inputs of ``spec``'s loss whose values a comparison tells apart as identities:
+    an input compared with itself at the partner (``y == partner(y)``, ``y > partner(y)``)
+    or with a number (``where(y == 3, ...)``), where a rounded value is another identity;
+    not a comparison of computed values (``abs(y - p) < delta``) or of two inputs
+    (``y > p``), which rounding moves only at ties, as it moves the arithmetic. Less its
+    labels (:func:`check_labels` holds those to ``[0, width)``, which every dtype holds
+    exactly)."""
+    objective = spec.objective
+    found = _COMPARED.get(objective.total)
+    if found is None:
+        roots = [n for n in (objective.value, objective.total, objective.count_total,
+                             objective.weight_total) if n is not None]
+        names: set[str] = set()
+        for n in toposort(roots):
+            if n.op in COMPARISONS and all(side.op in ("input", "const") for side in n.args):
+                compared = {partner_of(side.value) or side.value for side in n.args
+                            if side.op == "input"}
+                if len(compared) == 1:
+                    names |= compared
+        labels = {label.value for label, _ in spec.labels if label.op == "input"}
+        found = _COMPARED[objective.total] = frozenset(names - labels)
+    return found
+
+
+def _may_round(integers: np.dtype, dtype: np.dtype) -> bool:
+    """Whether the integer dtype ``integers`` holds values that ``dtype`` (the kernel's float)
+    cannot hold exactly: int32 does in float32 (beyond 2**24), int64 in float64 (beyond
+    2**53); int16 never does."""
+    if integers.kind not in "iu":
+        return False
+    info, limit = np.iinfo(integers), exact_integer_limit(dtype)
+    return info.max > limit or info.min < -limit
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_outside_range(values: np.ndarray, low: Any, high: Any) -> int:
+    """The flat index of the first of ``values`` outside ``[low, high]`` (of their dtype),
+    or -1: the small-call plans' test of compared integers, a fifth of the time of NumPy's
+    min and max on a few hundred samples (the general path then finds which are inexact)."""
+    for i, value in enumerate(values.flat):
+        if value < low or value > high:
+            return i
+    return -1
+
+
+def check_compared_integers(layout: InputLayout, bound: Bound, spec: Specialization) -> None:
+    """Refuse integer inputs that a comparison of the loss reads (:func:`compared_inputs`)
+    whose values the kernel's dtype cannot hold exactly: kernels read every input as
+    ``T(x)``, and two labels rounded to one float compare equal (``y == partner(y)`` makes
+    every pair of NT-Xent a positive) without a sign. Only inputs whose integer dtype can
+    hold such values are read (:func:`_may_round`)."""
+    names = compared_inputs(spec)
+    if not names:
+        return
+    for name in sorted(names):
+        array = bound.arrays.get(name)
+        if array is None or not _may_round(np.dtype(array.dtype), bound.dtype):
+            continue
+        if is_device_array(array):
+            array = array.copy_to_host()
+        elif not isinstance(array, np.ndarray):  # Dask's: read whole only when it may round
+            limit = exact_integer_limit(bound.dtype)
+            if not array.size or -limit <= array.min() and array.max() <= limit:
+                continue
+            array = np.asarray(array)
+        bad = inexact_integers(array, bound.dtype)
+        if bad is None:
+            continue
+        index = int(bad[0])  # flat, as LossDomainError.index is for an input
+        remedies = ["pass the float inputs as float64"] if bound.dtype == np.float32 else []
+        remedies.append(f"number its values 0..K-1 (numpy.unique({name}, "
+                        "return_inverse=True)[1])")
+        raise LossDomainError(
+            f"'{name}' is compared in this loss (==, <, ...: labels of pairs, classes), "
+            f"which needs its exact values, but {array.flat[index].item()}"
+            f"{at_index(index)} is an integer the loss's {bound.dtype} cannot hold exactly: "
+            f"neighbouring values would round to one and compare equal; "
+            f"{' or '.join(remedies)}", layout.spans.get(name), input=name, index=index)
+
+
 def class_vector(name: str, array: Any, span: Span | None = None) -> Any:
     """A per-class vector (K,) as the kernel reads it: a one-row table (1, K)."""
     if array.ndim != 1:
@@ -331,6 +421,7 @@ def axis_lengths(layout: InputLayout, bound: Bound, spec: Specialization) -> dic
         lengths[axis] = width
     for name in spec.shapes.class_groups.values():
         check_group_totals_ids(layout, name, bound.arrays[name], bound.dtype)
+    check_compared_integers(layout, bound, spec)
     if bound.weight is not None:
         weight_axes = spec.objective.weight_axes
         axis = weight_axes[-1] if weight_axes else None
@@ -1102,6 +1193,9 @@ class CallPlan:
     # check_scan_keys does (a later call's values may not fit the kernel's dtype)
     scan_keys: tuple[str, ...] = ()
     weight_given: np.dtype | None = None  # the dtype sample_weight was given in (a vector)
+    # integer inputs a comparison reads whose dtype holds values the kernel's rounds,
+    # checked on every call as check_compared_integers does
+    compared: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # every input an array read as it is: the call's inputs are the kernel's arrays
@@ -1126,6 +1220,10 @@ class CallPlan:
         self._direct_labels = tuple(direct) if len(direct) == len(self.labels) else None
         # wider rows of labels go to the general path (refuse_rounded_labels)
         self._label_limit = exact_integer_limit(self.dtype)
+        # (name, low, high) of each compared input, in its dtype: what the kernel's holds
+        self._compared_ranges = tuple(
+            (name, kinds[name][0].type(max(-self._label_limit, np.iinfo(kinds[name][0]).min)),
+             kinds[name][0].type(self._label_limit)) for name in self.compared)
         # the plan printed as functions (see _print_runner): the runner, once the first
         # kernel is added, and a caller per kernel target; None where not printable
         self.runner: Callable[..., Any] | None = None
@@ -1257,6 +1355,10 @@ class CallPlan:
         if self.scan_keys:
             for name in self.scan_keys:  # the general path raises the error
                 if inexact_integers(arrays[name], self.dtype) is not None:
+                    return None
+        if self._compared_ranges:
+            for name, low, high in self._compared_ranges:  # the general path raises the error
+                if _first_outside_range(arrays[name], low, high) >= 0:
                     return None
         kernel_plan = self.kernels.get(target if self.threaded_axes is None
                                        else self.target_for(lengths, target))
@@ -1451,6 +1553,7 @@ def _print_runner(plan: CallPlan, result_axes: Mapping[str, tuple[str, ...]]
                                  "OTHER": OTHER_SIGNATURE, "shared": _shared,
                                  "first_label_outside": first_label_outside,
                                  "weight_total_error": weight_total_error,
+                                 "outside_range": _first_outside_range,
                                  "CALLS": plan._callers, "OD": plan.output_dtype}
     lines = ["def runner(inputs, sample_weight, params, target, out):",
              f"    if len(inputs) != {len(plan.readers)}:", "        return OTHER"]
@@ -1516,6 +1619,12 @@ def _print_runner(plan: CallPlan, result_axes: Mapping[str, tuple[str, ...]]
             return None
         lines += [f"    if first_label_outside({inputs[name]}, {lengths[axis]}, 0, False) >= 0"
                   f" or {lengths[axis]} > {plan._label_limit}:",
+                  "        return None"]
+    for k, (name, low, high) in enumerate(plan._compared_ranges):
+        if name not in inputs or inputs[name] not in arrays:
+            return None
+        namespace[f"LO{k}"], namespace[f"HI{k}"] = low, high
+        lines += [f"    if outside_range({inputs[name]}, LO{k}, HI{k}) >= 0:",
                   "        return None"]
     if plan.threaded_axes is None:
         lines.append("    call = CALLS.get(target)")
@@ -1685,7 +1794,9 @@ def plan_call(layout: InputLayout, inputs: Mapping[str, Any], sample_weight: Any
         frozenset(n for n in order if n != "value" and bound.ranks[n.split(":", 1)[1]] == 0),
         {}, scan_keys=tuple(name for name, _ in layout.scan_keys
                             if name in bound.arrays and bound.arrays[name].dtype.kind in "iu"),
-        weight_given=weight_given)
+        weight_given=weight_given,
+        compared=tuple(sorted(name for name in compared_inputs(spec) if name in bound.arrays
+                              and _may_round(bound.arrays[name].dtype, bound.dtype))))
 
 
 def plan_kernel(kernel: Kernel, order: Sequence[str], layout: InputLayout) -> KernelPlan:

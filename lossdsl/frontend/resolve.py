@@ -259,15 +259,22 @@ def _coded(error: LossError, code: str) -> LossError:
 
 class _Context:
     """Where an expression is lowered: the scope, whether free names become inputs, the
-    def parameters bound, and the defs being expanded (to report recursion)."""
+    def parameters bound, and the defs being expanded (to report recursion); in a def's
+    body, the call being expanded, its def and the caller's context (to report an error of
+    an argument at the caller's text)."""
 
-    __slots__ = ("scope", "inputs_allowed", "local", "expanding")
+    __slots__ = ("scope", "inputs_allowed", "local", "expanding", "call", "definition",
+                 "caller")
 
-    def __init__(self, scope, inputs_allowed, local, expanding):
+    def __init__(self, scope, inputs_allowed, local, expanding, call=None, definition=None,
+                 caller=None):
         self.scope = scope
         self.inputs_allowed = inputs_allowed
         self.local = local
         self.expanding = expanding
+        self.call = call
+        self.definition = definition
+        self.caller = caller
 
 
 # Work-stack instructions of ``Lowerer.lower``.
@@ -315,7 +322,7 @@ class Lowerer:
             if kind == _EVAL:
                 self._evaluate(task[1], task[2], tasks, values)
             elif kind == _BUILD:
-                self._build(task[1], values)
+                self._build(task[1], values, task[2] if len(task) > 2 else None)
             elif kind == _APPLY:
                 self._apply(task[1], task[2], task[3], tasks, values)
             elif kind == _BIND:
@@ -349,8 +356,9 @@ class Lowerer:
         else:
             raise LossError(f"cannot lower {kind.__name__}", getattr(e, "span", None))
 
-    def _build(self, e: ast.Expression, values: list) -> None:
-        """Combine the argument nodes on top of ``values`` into ``e``'s node."""
+    def _build(self, e: ast.Expression, values: list, context: _Context | None = None) -> None:
+        """Combine the argument nodes on top of ``values`` into ``e``'s node (a built-in
+        call's ``context``: where its errors are reported)."""
         kind = type(e)
         count = 2 if kind is ast.BinOp else 1 if kind is ast.UnaryOp else (
             3 if kind is ast.IfElse else len(e.args))
@@ -358,7 +366,7 @@ class Lowerer:
         del values[len(values) - count:]
         try:
             if kind is ast.Call:
-                result = self._builtin(e, args)
+                result = self._builtin(e, args, context)
             else:
                 result = make("where" if kind is ast.IfElse else e.op, args)
         except LossError as error:
@@ -466,7 +474,7 @@ class Lowerer:
                     f"got {len(e.args)}",
                     e.span,
                 )
-            tasks.append((_BUILD, e))
+            tasks.append((_BUILD, e, context))
             tasks += ((_EVAL, argument, context) for argument in reversed(e.args))
             return
         if (scope.broken or scope.incomplete) and scope._unresolved(e.function):
@@ -516,7 +524,8 @@ class Lowerer:
         # The defaults and the body see the def's own scope, never the caller's inputs; a
         # default may use the parameters before it, which are bound by then (the stack runs
         # each default, then binds it, in order).
-        inner = _Context(definition.scope, False, bound, context.expanding + (id(definition),))
+        inner = _Context(definition.scope, False, bound, context.expanding + (id(definition),),
+                         call, definition, context)
         tasks += ((_STORE, key), (_EVAL, syntax.body, inner))
         if syntax.requirement is not None:  # once every parameter is bound
             tasks += ((_REQUIRE, definition, bound, call.span),
@@ -526,6 +535,45 @@ class Lowerer:
                 tasks.append((_DECLARE, definition, parameter.name, bound,
                               parameter.default.span))
             tasks += ((_BIND, parameter.name, bound), (_EVAL, parameter.default, inner))
+
+    def _group_ids_error(self, what: str, argument: ast.Expression,
+                         context: _Context | None) -> LossArityError:
+        """The error for group ids ``argument`` (``what``: which built-in's argument) that
+        are not an input. Written as a def's parameter, it is reported at the argument of
+        the outermost call that gave it (``ntxent(y, s, 0)``, not the prelude's ``pairmax``),
+        naming that def's parameter, with the call to write instead."""
+        needed = ("must be an input: the group id of each sample (a query, a customer, an "
+                  "image), bound at call time")
+        given, hop = argument, None
+        while context is not None and context.call is not None \
+                and isinstance(given, ast.Name) and given.id in context.local:
+            call, parameters = context.call, context.definition.syntax.parameters
+            index = next((i for i, p in enumerate(parameters) if p.name == given.id), None)
+            if index is None:
+                break
+            outer = (call.args[index] if index < len(call.args) else
+                     next((k.value for k in call.keywords if k.name == given.id), None))
+            if outer is None:  # the parameter's default: written in the def
+                break
+            hop = (context.definition, parameters[index], call)
+            given, context = outer, context.caller
+        if hop is None:
+            return LossArityError(f"{what} {needed}", argument.span)
+        definition, parameter, call = hop
+        name = parameter.name if parameter.name not in self.input_spans else "group_ids"
+        written, text = given.span.text(), call.span.text()
+        instead = f"an input such as '{name}'"
+        if written and text and call.span.line == given.span.line \
+                and (given.span.end_line or given.span.line) == given.span.line:
+            start = given.span.column - call.span.column
+            instead = f"{text[:start]}{name}{text[start + len(written):]}"
+        hint = (f"write {instead} and pass {name} = numpy.zeros(N), one group of all the "
+                "samples" if isinstance(given, ast.Number) else
+                f"compute the group ids beforehand and write {instead}")
+        return LossArityError(
+            f"{definition.name}'s '{parameter.name}' {needed} (it gives {what}, declared "
+            f"'{parameter.name}'{declared_at(parameter.span)}); got "
+            f"{written or 'a computed value'}", given.span, hint)
 
     def _declare(self, definition: DefInfo, parameter: str, value: Node, span: Span) -> None:
         """Apply ``parameter``'s declared domain to the argument ``value`` (written at
@@ -617,7 +665,7 @@ class Lowerer:
                                   f"found {index:g}", span)
         self.constant_labels.setdefault(repr(index), span)
 
-    def _builtin(self, e: ast.Call, args: list[Node]) -> Node:
+    def _builtin(self, e: ast.Call, args: list[Node], context: _Context | None = None) -> Node:
         name = e.function
         if name == "onehot":
             width = None
@@ -656,10 +704,8 @@ class Lowerer:
             *values, groups = args
             if groups.op != "input":
                 position = "second" if len(args) == 2 else "third"
-                raise LossArityError(
-                    f"{name}'s {position} argument must be an input: the group id of each "
-                    "sample (a query, a customer, an image), bound at call time",
-                    e.args[-1].span)
+                raise self._group_ids_error(f"{name}'s {position} argument", e.args[-1],
+                                            context)
             if name == "group_logit_shift":  # the shift b with sum sigmoid(z + b) = sum y
                 labels, scores = (node("group", (v, groups), None, None) for v in values)
                 return make("logit_shift", (scores, make("rowsum", (labels,))))
