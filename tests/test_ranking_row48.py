@@ -336,17 +336,18 @@ MEAN = "param norm = 1\nloss mean_pairs = lambdarank_mean(y, z, q, u, norm)"
 
 
 def xgboost_mean_pairs(d: dict[str, np.ndarray], norm: bool = True
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(gradient, half Hessian) of XGBoost's rank:ndcg with lambdarank_pair_method="mean" and
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, gradient, half Hessian) of XGBoost's rank:ndcg with lambdarank_pair_method="mean" and
     one pair per sample, given each document's draw u: MakePairs (the rank list sorted by
     label, highest first; each label bucket's documents, in rank order, draw the partner
     ridx = floor(u n) among the n documents outside the bucket, shifted past it) and
     LambdaGrad on each sampled pair (the NDCG change over the whole list with gains 2^y - 1,
     divided by 0.01 + |score gap| unless the query's scores are all equal; lambda (sigmoid -
-    1) delta, Hessian 2 sigmoid (1 - sigmoid) delta, halved here). XGBoost draws ridx with
+    1) delta, Hessian 2 sigmoid (1 - sigmoid) delta, halved here; the value is the sampled
+    pairs' weighted logistic loss, at the higher label). XGBoost draws ridx with
     std::uniform_int_distribution from its own minstd_rand; the draws are an input here."""
     y, z, q, u = d["y"], d["z"], d["q"], d["u"]
-    gradient, hessian = np.zeros(q.size), np.zeros(q.size)
+    value, gradient, hessian = np.zeros(q.size), np.zeros(q.size), np.zeros(q.size)
     for query in np.unique(q):
         rows = np.flatnonzero(q == query)
         count = rows.size
@@ -376,10 +377,11 @@ def xgboost_mean_pairs(d: dict[str, np.ndarray], norm: bool = True
             if norm and not all_equal:
                 delta /= abs(gap) + 0.01
             sigmoid = scipy.special.expit(gap)
+            value[rank[high]] += delta * np.logaddexp(0.0, -gap)
             gradient[rank[high]] += (sigmoid - 1) * delta
             gradient[rank[low]] -= (sigmoid - 1) * delta
             hessian[[rank[high], rank[low]]] += sigmoid * (1 - sigmoid) * delta
-    return gradient, hessian
+    return value, gradient, hessian
 
 
 @pytest.mark.parametrize("seed, norm", [(0, 1), (1, 1), (2, 0)])
@@ -390,7 +392,7 @@ def test_lambdarank_mean_given_the_draws_is_xgboosts_sampled_pairs(seed, norm):
     z[q == q[0]] = 0.3  # a query whose scores are all equal
     d = {"y": rng.integers(0, 4, q.size).astype(float), "z": z, "q": q,
          "u": rng.uniform(size=q.size)}
-    gradient, hessian = xgboost_mean_pairs(d, bool(norm))
+    _, gradient, hessian = xgboost_mean_pairs(d, bool(norm))
     _, ours, ours_hessian = fused(compiled(MEAN), {**d, "norm": norm})
     np.testing.assert_allclose(ours, gradient, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ours_hessian, hessian, rtol=1e-12, atol=1e-14)
