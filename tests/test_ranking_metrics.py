@@ -1,5 +1,6 @@
 """CatBoost's LambdaMart for MRR and ERR: ``lambdarank_mrr`` and ``lambdarank_err`` (built on
-``mrr_swap``, ``err_swap`` and ``lambdamart_pairs`` in the prelude's core).
+``mrr_swap``, ``err_graded_swap`` and ``lambdamart_pairs`` in the prelude's core; graded ERR
+labels in tests/test_ranking_row48.py).
 
 The reference is CatBoost's TLambdaMartError (CalcDersMRR, CalcDersERR and
 CalcDersForSingleQuery, catboost/private/libs/algo_helpers/error_functions.cpp) transcribed
