@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from coupled import logit_shift_mp
 from sweeps import SAMPLING
 from test_ranking_metrics import catboost_lambdamart
+from test_stochastic_rank import catboost_stochastic_rank
 
 import lossdsl
 from lossdsl import catalog
@@ -1134,6 +1135,16 @@ def queries_with_draws_extreme(big: float) -> Inputs:
     return {**queries_extreme(big), "u": np.array([0.0, 0.5, 0.99, 0.25, 0.0, 0.75, 0.1, 0.9])}
 
 
+def queries_with_noise(rng) -> Inputs:
+    """queries() and each document's standard normal draw u (StochasticRank's noise)."""
+    d = queries(rng)
+    return {**d, "u": rng.standard_normal(d["q"].size)}
+
+
+def queries_with_noise_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "u": np.array([0.0, 1.5, -0.3, 0.0, 2.0, -1.0, 0.7, 0.0])}
+
+
 def _rank_xendcg(d):
     """(value, gradient, Hessian diagonal) of LightGBM's rank_xendcg given the draws u,
     query by query as RankXENDCG::GetGradientsForOneQuery computes its lambdas (in float64;
@@ -1564,6 +1575,13 @@ CASES: list[Case] = [
           ("lambdarank_err(y, z, q, sigma=0.5, norm=0)", "ERR", {"sigma": 0.5, "norm": False})]),
     Case("rank_xendcg(y, z, q, u)", lambda d: _rank_xendcg(d)[0], queries_with_draws,
          queries_with_draws_extreme, derivative_reference=lambda d: _rank_xendcg(d)[1:]),
+    # CatBoost's StochasticRank (metric=NDCG) given the noise, its algorithm transcribed in NumPy
+    *(Case(call, lambda d, o=options: catboost_stochastic_rank(d, **o)[0], queries_with_noise,
+           queries_with_noise_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
+      for call, options in [("stochastic_rank(y, z, q, u)", {}),
+                            ("stochastic_rank(y, z, q, u, sigma=0.5, mu=0.2, top=3)",
+                             {"sigma": 0.5, "mu": 0.2, "top": 3})]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # scores 1400 apart saturate every sigmoid as 2e4 would (the mpmath reference's precision

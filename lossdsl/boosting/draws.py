@@ -5,6 +5,7 @@ that randomise each round (LightGBM's ``rank_xendcg`` draws every document's gai
 ``2^label - u`` with a fresh uniform ``u``) are written with the draws as an input, and the
 boosting adapters fill that input each round from a :class:`QueryDraws` given in place of
 its values: ``objective("rank_xendcg(y, z, q, u)", inputs={"u": QueryDraws(seed=5)})``.
+:class:`NormalDraws` draws standard normal noise instead (CatBoost's ``StochasticRank``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["QueryDraws"]
+__all__ = ["NormalDraws", "QueryDraws"]
 
 
 @njit(cache=True)
@@ -104,3 +105,24 @@ class QueryDraws:
         """The start states of ``count`` queries' generators: ``seed + i`` as LightGBM's
         unsigned 32-bit state."""
         return ((self.seed + np.arange(count, dtype=np.int64)) % 2**32).astype(np.uint64)
+
+
+class NormalDraws(QueryDraws):
+    """Standard normal draws for the rows of every training round: the noise of CatBoost's
+    ``StochasticRank`` (the prelude's ``stochastic_rank(y, z, q, u)``), one draw per row and
+    round from NumPy's generator seeded ``seed`` (``numpy.random.default_rng``), the rows in
+    the order given. CatBoost's own generator (``TFastRng64`` seeded per query and round) is
+    not reproduced: the draws are CatBoost's in distribution, not in value. It advances,
+    restarts and serves other rows as :class:`QueryDraws` does.
+    """
+
+    def __repr__(self) -> str:
+        return f"NormalDraws(seed={self.seed})"
+
+    def _seeds(self, count: int) -> np.random.Generator:  # type: ignore[override]
+        """A generator started from the seed (one for all the queries)."""
+        return np.random.default_rng(self.seed % 2**64)
+
+    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """The next standard normal draw of every row; the generator advances."""
+        return states.standard_normal(query.shape[0])
