@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from coupled import logit_shift_mp
 from sweeps import SAMPLING
 from test_ranking_metrics import catboost_lambdamart
-from test_stochastic_rank import catboost_stochastic_rank
+from test_stochastic_rank import catboost_stochastic_filter, catboost_stochastic_rank
 
 import lossdsl
 from lossdsl import catalog
@@ -1145,6 +1145,16 @@ def queries_with_noise_extreme(big: float) -> Inputs:
     return {**queries_extreme(big), "u": np.array([0.0, 1.5, -0.3, 0.0, 2.0, -1.0, 0.7, 0.0])}
 
 
+def queries_with_uniform_draws(rng) -> Inputs:
+    """queries() and each document's uniform draw u in [0, 1) (StochasticFilter's)."""
+    d = queries(rng)
+    return {**d, "u": rng.uniform(size=d["q"].size)}
+
+
+def queries_with_uniform_draws_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "u": np.array([0.0, 0.5, 0.99, 0.25, 1.0, 0.75, 0.1, 0.9])}
+
+
 def _rank_xendcg(d):
     """(value, gradient, Hessian diagonal) of LightGBM's rank_xendcg given the draws u,
     query by query as RankXENDCG::GetGradientsForOneQuery computes its lambdas (in float64;
@@ -1582,6 +1592,11 @@ CASES: list[Case] = [
       for call, options in [("stochastic_rank(y, z, q, u)", {}),
                             ("stochastic_rank(y, z, q, u, sigma=0.5, mu=0.2, top=3)",
                              {"sigma": 0.5, "mu": 0.2, "top": 3})]),
+    *(Case(call, lambda d, o=options: catboost_stochastic_filter(d, **o)[0],
+           queries_with_uniform_draws, queries_with_uniform_draws_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_filter(d, **o)[1:])
+      for call, options in [("stochastic_filter(y, z, q, u)", {}),
+                            ("stochastic_filter(y, z, q, u, sigma=0.3)", {"sigma": 0.3})]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # scores 1400 apart saturate every sigmoid as 2e4 would (the mpmath reference's precision

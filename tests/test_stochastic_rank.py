@@ -1,6 +1,8 @@
-"""CatBoost's StochasticRank for (N)DCG: the prelude's ``stochastic_rank(y, z, q, u)``, whose
-gradient is CatBoost's derivative estimate given the same noise ``u`` and whose Hessian is 0
-(CatBoost's ``Der2``), and ``lossdsl.boosting.NormalDraws``, which fills ``u`` each round.
+"""CatBoost's StochasticRank for (N)DCG and StochasticFilter: the prelude's
+``stochastic_rank(y, z, q, u)`` and ``stochastic_filter(y, z, q, u)``, whose gradients are
+CatBoost's derivative estimates given the same draws ``u`` and whose Hessians are 0 (CatBoost's
+``Der2``), and ``lossdsl.boosting.NormalDraws`` and ``UniformDraws``, which fill ``u`` each
+round.
 
 The reference is TStochasticRankError (CalcDersForSingleQuery,
 CalcMonteCarloEstimateForSingleQueryPermutation, CalcDCGMetricDiff, CalcDCGCumulativeStatistics
@@ -9,7 +11,8 @@ in NumPy as CatBoost writes it: its loop over the places each document may move 
 metric change of each move from the cumulative sums, times the change of the normal density
 mass of landing there. lossdsl computes the same sum as a pair sum (summed by parts, see
 ``srank_step``); CatBoost's own generator (``TFastRng64`` seeded per query and round) is not
-reproduced, so the draws are given to both.
+reproduced, so the draws are given to both. StochasticFilter's reference is
+TStochasticFilterError::CalcQueryDers and CalcBaseline (error_functions.h), transcribed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pytest
 from coupled import assert_results_follow_their_rows, shuffled_group_ids
 
 import lossdsl
-from lossdsl.boosting import NormalDraws
+from lossdsl.boosting import NormalDraws, UniformDraws
 
 INV_SQRT_2PI = 0.398942280401432677939946
 
@@ -121,6 +124,34 @@ def catboost_stochastic_rank(d: dict[str, np.ndarray], draws: tuple[str, ...] = 
         gradient[rows] = -_catboost_query(z[rows], y[rows], [d[u][rows] for u in draws],
                                           sigma, mu, nu, lam,
                                           -1 if top == np.inf else int(top), bool(normalize))
+    return np.zeros(q.size), gradient, np.zeros(q.size)
+
+
+def catboost_stochastic_filter(d: dict[str, np.ndarray], draws: tuple[str, ...] = ("u",),
+                               sigma: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(value, gradient, Hessian diagonal) of lossdsl's ``stochastic_filter`` as CatBoost's
+    StochasticFilter gives them for the uniform draws in the inputs ``draws`` (one per
+    estimation): 0, minus CatBoost's Der1, 0 (its Der2)."""
+    y, z, q = d["y"], d["z"], d["q"]
+    gradient = np.zeros(q.size)
+    for query in np.unique(q):
+        rows = np.flatnonzero(q == query)
+        baseline, pos = 0.0, 0
+        for row in rows:
+            if z[row] >= 0:
+                pos += 1
+                baseline += y[row] / pos
+        der = np.zeros(rows.size)
+        for u in draws:
+            pos, loss, probs = 0, 0.0, np.zeros(rows.size)
+            for j, row in enumerate(rows):
+                prob = 1.0 / (1.0 + np.exp(-z[row] * sigma))
+                kept = prob >= d[u][row]
+                loss += y[row] / (pos + 1) if kept else 0.0
+                pos += kept
+                probs[j] = 1 - prob if kept else -prob
+            der += probs * (loss - baseline) / len(draws)
+        gradient[rows] = -der
     return np.zeros(q.size), gradient, np.zeros(q.size)
 
 
@@ -240,7 +271,7 @@ def test_normal_draws_advance_each_round_and_restart_from_the_seed():
 
 
 def test_training_through_lightgbm_improves_held_out_ndcg():
-    """The noise drawn anew each round (NormalDraws), first-order steps (the Hessian is 0):
+    """The noise drawn anew each round (NormalDraws), first-order steps (the Hessian is 0),
     on examples/ranking.py's queries, 15 rounds lift the held-out NDCG@10 from the constant
     model's to about LightGBM's lambdarank's after as many rounds."""
     lgb = pytest.importorskip("lightgbm")
@@ -254,8 +285,8 @@ def test_training_through_lightgbm_improves_held_out_ndcg():
     params = {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20, "verbose": -1,
               "num_threads": 1}
     objective = lossdsl.lightgbm.objective("stochastic_rank(y, s, q, u)",
-                                           inputs={"u": NormalDraws(3)}, hessian="constant",
-                                           hessian_constant=0.01)
+                                           inputs={"u": NormalDraws(3)}, hessian_constant=0.01)
+    assert objective.policy == "constant"  # "auto" for a Hessian of 0: first-order steps
     ours = lgb.train({**params, "objective": objective},
                      lgb.Dataset(x, 2.0**rel - 1, group=sizes), 15)
     built_in = lgb.train({**params, "objective": "lambdarank"}, lgb.Dataset(x, rel, group=sizes),
@@ -264,3 +295,28 @@ def test_training_through_lightgbm_improves_held_out_ndcg():
     found = ndcg(rel_test, ours.predict(x_test), qid_test)
     reference = ndcg(rel_test, built_in.predict(x_test), qid_test)
     assert found > constant + 0.3 and found > 0.95 * reference, (constant, found, reference)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 0.4])
+def test_stochastic_filter_gradient_is_catboosts_der1_given_the_same_draws(sigma):
+    """Graded labels, queries of one to nine documents (one alone: CatBoost computes its
+    estimate too), draws that tie a probability exactly (kept: CatBoost's prob >= draw), and
+    two estimations as the mean of two losses."""
+    d = queries(6)
+    d["u"] = np.random.default_rng(7).uniform(size=d["q"].size)
+    d["z"][0], d["u"][0] = 0.0, 0.5  # sigmoid(0) = 0.5: kept
+    d["v"] = np.random.default_rng(8).uniform(size=d["q"].size)
+    loss = compiled("param sigma = 1.0\nloss f = stochastic_filter(y, z, q, u, sigma)")
+    value, gradient, hessian = fused(loss, d, {"sigma": sigma})
+    assert value == 0.0
+    np.testing.assert_allclose(gradient, catboost_stochastic_filter(d, sigma=sigma)[1],
+                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(hessian, 0.0)
+    assert np.abs(gradient).max() > 0.1
+    two = fused(compiled("(stochastic_filter(y, z, q, u) + stochastic_filter(y, z, q, v))/2"), d)
+    np.testing.assert_allclose(two[1], catboost_stochastic_filter(d, draws=("u", "v"))[1],
+                               rtol=1e-12, atol=1e-14)
+    draws = UniformDraws(seed=2)
+    first = draws.advance(d["q"], d["q"].size)
+    np.testing.assert_array_equal(first, np.random.default_rng(2).random(d["q"].size))
+    assert repr(draws) == "UniformDraws(seed=2)"

@@ -5,7 +5,8 @@ that randomise each round (LightGBM's ``rank_xendcg`` draws every document's gai
 ``2^label - u`` with a fresh uniform ``u``) are written with the draws as an input, and the
 boosting adapters fill that input each round from a :class:`QueryDraws` given in place of
 its values: ``objective("rank_xendcg(y, z, q, u)", inputs={"u": QueryDraws(seed=5)})``.
-:class:`NormalDraws` draws standard normal noise instead (CatBoost's ``StochasticRank``).
+:class:`NormalDraws` draws standard normal noise instead (CatBoost's ``StochasticRank``),
+:class:`UniformDraws` uniform draws in float64 (CatBoost's ``StochasticFilter``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["NormalDraws", "QueryDraws"]
+__all__ = ["NormalDraws", "QueryDraws", "UniformDraws"]
 
 
 @njit(cache=True)
@@ -126,3 +127,20 @@ class NormalDraws(QueryDraws):
     def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
         """The next standard normal draw of every row; the generator advances."""
         return states.standard_normal(query.shape[0])
+
+
+class UniformDraws(NormalDraws):
+    """Uniform draws in [0, 1) for the rows of every training round, in float64 (not on
+    LightGBM's grid of 2^-15 as :class:`QueryDraws`): the draws of CatBoost's
+    ``StochasticFilter`` (the prelude's ``stochastic_filter(y, z, q, u)``), one per row and
+    round from NumPy's generator seeded ``seed``, the rows in the order given; equal to
+    CatBoost's in distribution, not in value (its ``TRestorableFastRng64`` is not
+    reproduced).
+    """
+
+    def __repr__(self) -> str:
+        return f"UniformDraws(seed={self.seed})"
+
+    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """The next uniform draw of every row; the generator advances."""
+        return states.random(query.shape[0])
