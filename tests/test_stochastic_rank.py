@@ -320,3 +320,39 @@ def test_stochastic_filter_gradient_is_catboosts_der1_given_the_same_draws(sigma
     first = draws.advance(d["q"], d["q"].size)
     np.testing.assert_array_equal(first, np.random.default_rng(2).random(d["q"].size))
     assert repr(draws) == "UniformDraws(seed=2)"
+
+
+@pytest.mark.parametrize("loss, catboost_loss, draw", [
+    ("stochastic_rank(y, z, q, u)", "StochasticRank:metric=NDCG;", "standard_normal"),
+    ("stochastic_filter(y, z, q, u)", "StochasticFilter:", "random")])
+def test_catboosts_own_estimates_agree_in_distribution(loss, catboost_loss, draw):
+    """CatBoost itself, its generator unmatched: with num_estimations=2000 its first tree (one
+    document per leaf, Gradient leaves, learning rate 1) holds each document's mean Der1 over
+    2000 draws of its own; the mean of lossdsl's negated gradient over 2000 draws of NumPy's
+    estimates the same expectation. Their differences, in units of the Monte Carlo standard
+    error, look standard normal (a sign or a formula off would put them far out)."""
+    catboost = pytest.importorskip("catboost")
+    rng = np.random.default_rng(7)
+    q = np.repeat([0, 1, 2, 3], [9, 1, 6, 8])
+    y, z = rng.integers(0, 4, q.size).astype(float), np.round(8 * rng.normal(size=q.size)) / 8
+    bits = ((np.arange(q.size)[:, None] >> np.arange(5)) & 1).astype(float)
+    estimations = 2000
+    model = catboost.CatBoost({
+        "loss_function": f"{catboost_loss}num_estimations={estimations}", "iterations": 1,
+        "depth": 5, "learning_rate": 1.0, "l2_leaf_reg": 0, "random_strength": 0,
+        "bootstrap_type": "No", "boosting_type": "Plain", "boost_from_average": False,
+        "leaf_estimation_method": "Gradient", "leaf_estimation_iterations": 1,
+        "thread_count": 1, "verbose": 0})
+    model.fit(catboost.Pool(bits, y, group_id=q, baseline=z))
+    theirs = model.predict(bits, prediction_type="RawFormulaVal")
+    # every estimation's copy of the queries at once: query ids q + 10 e
+    copies = {"y": np.tile(y, estimations), "z": np.tile(z, estimations),
+              "q": (q + 10 * np.arange(estimations)[:, None]).ravel(),
+              "u": getattr(np.random.default_rng(1), draw)(estimations * q.size)}
+    _, gradient, _ = fused(compiled(loss), copies)
+    per_draw = -gradient.reshape(estimations, q.size)
+    error = per_draw.std(axis=0) * np.sqrt(2 / estimations)  # of the difference of two means
+    moving = error > 0  # a query of one document has no StochasticRank derivative
+    score = (theirs - per_draw.mean(axis=0))[moving] / error[moving]
+    assert np.abs(score).max() < 4.5 and np.mean(score**2) < 2.0, score
+    np.testing.assert_array_equal(theirs[~moving], 0.0)
