@@ -1589,14 +1589,12 @@ CASES: list[Case] = [
     *(Case(call, lambda d, o=options: catboost_stochastic_rank(d, **o)[0], queries_with_noise,
            queries_with_noise_extreme,
            derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
-      for call, options in [("stochastic_rank(y, z, q, u)", {}),
-                            ("stochastic_rank(y, z, q, u, sigma=0.5, mu=0.2, top=3)",
-                             {"sigma": 0.5, "mu": 0.2, "top": 3})]),
+      # its options: tests/test_stochastic_rank.py (one kernel with params)
+      for call, options in [("stochastic_rank(y, z, q, u)", {})]),
     *(Case(call, lambda d, o=options: catboost_stochastic_filter(d, **o)[0],
            queries_with_uniform_draws, queries_with_uniform_draws_extreme,
            derivative_reference=lambda d, o=options: catboost_stochastic_filter(d, **o)[1:])
-      for call, options in [("stochastic_filter(y, z, q, u)", {}),
-                            ("stochastic_filter(y, z, q, u, sigma=0.3)", {"sigma": 0.3})]),
+      for call, options in [("stochastic_filter(y, z, q, u)", {})]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # scores 1400 apart saturate every sigmoid as 2e4 would (the mpmath reference's precision

@@ -181,6 +181,10 @@ WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 
                "loss srank = stochastic_rank(y, z, q, u, sigma, mu, nu, lam, top, normalize)")
 
 
+#: stochastic_filter with its sigma a param.
+FILTER_WITH_PARAMS = "param sigma = 1.0\nloss f = stochastic_filter(y, z, q, u, sigma)"
+
+
 def _text(options: dict) -> str:
     return "stochastic_rank(y, z, q, u" + "".join(f", {k}={v}" for k, v in options.items()) + ")"
 
@@ -220,7 +224,7 @@ def test_one_document_queries_and_queries_without_gains_give_zero():
     gain to move (its ideal DCG, 0, is not divided by)."""
     d = {"y": np.array([3.0, 0.0, 0.0, 0.0, 1.0]), "z": np.array([0.2, 1.0, -1.0, 0.5, 0.0]),
          "q": np.array([4, 9, 9, 9, 6]), "u": np.array([0.3, -1.0, 0.2, 2.0, 1.5])}
-    value, gradient, hessian = fused(compiled("stochastic_rank(y, z, q, u)"), d)
+    value, gradient, hessian = fused(compiled(WITH_PARAMS), d)
     assert value == 0.0
     np.testing.assert_array_equal(gradient, 0.0)
     np.testing.assert_array_equal(hessian, 0.0)
@@ -237,22 +241,15 @@ def test_num_estimations_is_the_mean_of_losses_with_their_own_draws():
     np.testing.assert_array_equal(hessian, 0.0)
 
 
-def test_float32_and_threads_give_the_float64_derivatives():
-    from lossdsl.binding import PARALLEL_MIN_ELEMENTS
-
+def test_float32_gives_the_float64_derivatives():
+    """float32 kernels against CatBoost's algorithm in float64 on the same (float32) values."""
     rng = np.random.default_rng(5)
-    n = 2 * PARALLEL_MIN_ELEMENTS
-    d = {"q": rng.integers(0, n // 6, n), "y": rng.integers(0, 5, n).astype(float),
-         "z": rng.normal(0.0, 1.5, n), "u": rng.standard_normal(n)}
-    serial = fused(compiled("stochastic_rank(y, z, q, u)"), d)
-    threaded = fused(compiled("stochastic_rank(y, z, q, u)", "parallel"), d)
-    np.testing.assert_array_equal(threaded[1], serial[1])
-    few = {k: v[:200] for k, v in d.items()}
-    single = fused(compiled("stochastic_rank(y, z, q, u)"),
-                   {k: v.astype(np.float32) for k, v in few.items()})
+    d = {"q": rng.integers(0, 30, 200), "y": rng.integers(0, 5, 200).astype(float),
+         "z": rng.normal(0.0, 1.5, 200), "u": rng.standard_normal(200)}
+    single = fused(compiled(WITH_PARAMS), {k: v.astype(np.float32) for k, v in d.items()})
     assert single[1].dtype == np.float32
     expected = catboost_stochastic_rank({k: v.astype(np.float32).astype(float)
-                                         for k, v in few.items()})[1]
+                                         for k, v in d.items()})[1]
     np.testing.assert_allclose(single[1], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -306,8 +303,7 @@ def test_stochastic_filter_gradient_is_catboosts_der1_given_the_same_draws(sigma
     d["u"] = np.random.default_rng(7).uniform(size=d["q"].size)
     d["z"][0], d["u"][0] = 0.0, 0.5  # sigmoid(0) = 0.5: kept
     d["v"] = np.random.default_rng(8).uniform(size=d["q"].size)
-    loss = compiled("param sigma = 1.0\nloss f = stochastic_filter(y, z, q, u, sigma)")
-    value, gradient, hessian = fused(loss, d, {"sigma": sigma})
+    value, gradient, hessian = fused(compiled(FILTER_WITH_PARAMS), d, {"sigma": sigma})
     assert value == 0.0
     np.testing.assert_allclose(gradient, catboost_stochastic_filter(d, sigma=sigma)[1],
                                rtol=1e-12, atol=1e-14)
@@ -323,8 +319,9 @@ def test_stochastic_filter_gradient_is_catboosts_der1_given_the_same_draws(sigma
 
 
 @pytest.mark.parametrize("loss, catboost_loss, draw", [
-    ("stochastic_rank(y, z, q, u)", "StochasticRank:metric=NDCG;", "standard_normal"),
-    ("stochastic_filter(y, z, q, u)", "StochasticFilter:", "random")])
+    (WITH_PARAMS, "StochasticRank:metric=NDCG;", "standard_normal"),
+    (FILTER_WITH_PARAMS, "StochasticFilter:", "random")],
+    ids=["StochasticRank", "StochasticFilter"])
 def test_catboosts_own_estimates_agree_in_distribution(loss, catboost_loss, draw):
     """CatBoost itself, its generator unmatched: with num_estimations=2000 its first tree (one
     document per leaf, Gradient leaves, learning rate 1) holds each document's mean Der1 over
