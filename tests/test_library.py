@@ -1590,7 +1590,8 @@ CASES: list[Case] = [
            queries_with_noise_extreme,
            derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
       # its options: tests/test_stochastic_rank.py (one kernel with params)
-      for call, options in [("stochastic_rank(y, z, q, u)", {})]),
+      for call, options in [("stochastic_rank(y, z, q, u)", {}),
+                            ("stochastic_rank_mrr(y, z, q, u)", {"metric": "MRR"})]),
     *(Case(call, lambda d, o=options: catboost_stochastic_filter(d, **o)[0],
            queries_with_uniform_draws, queries_with_uniform_draws_extreme,
            derivative_reference=lambda d, o=options: catboost_stochastic_filter(d, **o)[1:])

@@ -1,16 +1,17 @@
-"""CatBoost's StochasticRank for (N)DCG and StochasticFilter: the prelude's
-``stochastic_rank(y, z, q, u)`` and ``stochastic_filter(y, z, q, u)``, whose gradients are
-CatBoost's derivative estimates given the same draws ``u`` and whose Hessians are 0 (CatBoost's
-``Der2``), and ``lossdsl.boosting.NormalDraws`` and ``UniformDraws``, which fill ``u`` each
-round.
+"""CatBoost's StochasticRank for (N)DCG and MRR, and StochasticFilter: the prelude's
+``stochastic_rank(y, z, q, u)``, ``stochastic_rank_mrr`` and ``stochastic_filter``, whose
+gradients are CatBoost's derivative estimates given the same draws ``u`` and whose Hessians
+are 0 (CatBoost's ``Der2``), and ``lossdsl.boosting.NormalDraws`` and ``UniformDraws``, which
+fill ``u`` each round.
 
 The reference is TStochasticRankError (CalcDersForSingleQuery,
 CalcMonteCarloEstimateForSingleQueryPermutation, CalcDCGMetricDiff, CalcDCGCumulativeStatistics
 and ComputeDCGPosWeights in catboost/private/libs/algo_helpers/error_functions.cpp) transcribed
 in NumPy as CatBoost writes it: its loop over the places each document may move to, the
 metric change of each move from the cumulative sums, times the change of the normal density
-mass of landing there. lossdsl computes the same sum as a pair sum (summed by parts, see
-``srank_step``); CatBoost's own generator (``TFastRng64`` seeded per query and round) is not
+mass of landing there (for MRR, CatBoost's branches on the first and second relevant
+documents). lossdsl computes the same sum as a pair sum (summed by parts, see ``srank_step``
+and ``srank_mrr_step``); CatBoost's own generator (``TFastRng64`` seeded per query and round) is not
 reproduced, so the draws are given to both. StochasticFilter's reference is
 TStochasticFilterError::CalcQueryDers and CalcBaseline (error_functions.h), transcribed.
 """
@@ -38,10 +39,10 @@ def compiled(text: str, target: str = "cpu") -> lossdsl.CompiledLoss:
 
 def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndarray],
                     sigma: float, mu: float, nu: float, lam: float, top: int,
-                    normalize: bool) -> np.ndarray:
-    """CatBoost's Der1 of one query's documents (in the order given) for metric NDCG
-    (``normalize``) or DCG with gains the labels (type=Base), ``top`` -1 for all, one noise
-    vector per estimation."""
+                    normalize: bool, metric: str = "DCG") -> np.ndarray:
+    """CatBoost's Der1 of one query's documents (in the order given) for metric ``"DCG"``
+    (NDCG where ``normalize``; gains the labels, type=Base) or ``"MRR"``, ``top`` -1 for
+    all, one noise vector per estimation."""
     count = approx.size
     der = np.zeros(count)
     if count <= 1:
@@ -56,7 +57,7 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
     weights = np.zeros(count)  # ComputeDCGPosWeights
     for pos in range(top_size):
         weights[pos] = 1.0 / np.log2(2.0 + pos)
-    if normalize:
+    if normalize and metric == "DCG":
         ideal = sum(np.sort(target)[::-1][:top_size] * weights[:top_size])
         if ideal > np.finfo(float).eps:
             weights[:top_size] /= ideal
@@ -64,6 +65,7 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
         scores = shifted + sigma * noise
         noise_sum = sum(noise)
         order = sorted(range(count), key=lambda doc: -scores[doc])  # stable
+        at = [scores[order[k]] for k in range(count)]
         cum, up, low = np.zeros(count + 1), np.zeros(count + 1), np.zeros(count + 1)
         for pos in range(count):
             gain = target[order[pos]]
@@ -73,22 +75,37 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
             if pos > 0:
                 up[pos + 1] = up[pos] + gain * weights[pos - 1]
         low[count] = low[count - 1]
+        relevant = [pos for pos in range(count) if target[order[pos]] > 0]  # CalcMRRStatistics
+        first = relevant[0] if relevant else -1
+        second = relevant[1] if len(relevant) > 1 else -1
 
-        def metric_diff(old: int, new: int, order=order, cum=cum, up=up, low=low) -> float:
+        def metric_diff(old: int, new: int, order=order, cum=cum, up=up, low=low,
+                        first=first, second=second) -> float:
             if new == old or min(old, new) >= top_size:
+                return 0.0
+            if metric == "MRR":  # CalcMRRMetricDiff
+                if first == -1:
+                    return 0.0
+                if old < first:
+                    return 1.0 / first - 1.0 / (first + 1) if new >= first else 0.0
+                if old == first:
+                    if second == -1 or new < second:
+                        return 1.0 / (new + 1) - 1.0 / (old + 1)
+                    return 1.0 / second - 1.0 / (old + 1)
+                if new <= first:
+                    if target[order[old]] > 0:
+                        return 1.0 / (new + 1) - 1.0 / (first + 1)
+                    return 1.0 / (first + 2) - 1.0 / (first + 1)
                 return 0.0
             doc_diff = target[order[old]] * (weights[new] - weights[old])
             if new < old:
                 return doc_diff + (low[old] - low[new]) - (cum[old] - cum[new])
             return doc_diff + (up[new + 1] - up[old + 1]) - (cum[new + 1] - cum[old + 1])
 
-        for pos in range(count):
-            doc = order[pos]
-            mean = shifted[doc] + (noise_sum - (scores[doc] - shifted[doc])) / (count - 1)
-            sd = sigma * np.sqrt(count / (count - 1.0))
-            at = [scores[order[k]] for k in range(count)]
+        def over_places(pos: int, mean: float, sd: float, max_new: int, at=at,
+                        metric_diff=metric_diff) -> float:
             total = 0.0
-            for new in range(min(count - 1, top_size) + 1):
+            for new in range(max_new + 1):
                 if new == pos:
                     continue
                 if new == 0:
@@ -101,6 +118,33 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
                 else:
                     mass = density(at[new + 1], mean, sd) - density(at[new], mean, sd)
                 total += metric_diff(pos, new) * mass
+            return total
+
+        for pos in range(count):
+            doc = order[pos]
+            mean = shifted[doc] + (noise_sum - (scores[doc] - shifted[doc])) / (count - 1)
+            sd = sigma * np.sqrt(count / (count - 1.0))
+            if metric != "MRR":
+                total = over_places(pos, mean, sd, min(count - 1, top_size))
+            elif pos == first and second == -1:
+                total = over_places(pos, mean, sd, count - 1)
+            elif pos == first:
+                total = (over_places(pos, mean, sd, second - 1)
+                         + (1.0 / second - 1.0 / (first + 1)) * -density(at[second], mean, sd))
+            elif pos == second:
+                total = over_places(pos, mean, sd, first)
+            elif pos < first:
+                total = (1.0 / first - 1.0 / (first + 1)) * -density(at[first], mean, sd)
+            elif pos < second:
+                total = (1.0 / (first + 2) - 1.0 / (first + 1)) * density(at[first], mean, sd)
+            elif first != -1:
+                if target[doc] == 0:
+                    total = ((1.0 / (first + 2) - 1.0 / (first + 1))
+                             * density(at[first], mean, sd))
+                else:
+                    total = over_places(pos, mean, sd, first)
+            else:
+                total = 0.0
             der[doc] += total / len(noises)
     der = der - sum(der) / count  # stage 3
     if count > 2:
@@ -112,18 +156,20 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
 
 def catboost_stochastic_rank(d: dict[str, np.ndarray], draws: tuple[str, ...] = ("u",),
                              sigma: float = 1.0, mu: float = 0.0, nu: float = 0.01,
-                             lam: float = 1.0, top: float = -1, normalize: int = 1
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                             lam: float = 1.0, top: float = -1, normalize: int = 1,
+                             metric: str = "DCG") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(value, gradient, Hessian diagonal) of lossdsl's ``stochastic_rank`` as CatBoost's
-    StochasticRank (metric=NDCG, or DCG with normalize=0) gives them for the noise in the
-    inputs ``draws`` (one per estimation): 0, minus CatBoost's Der1, 0 (its Der2)."""
+    StochasticRank (metric=NDCG, or DCG with normalize=0; ``metric="MRR"``: its MRR, of
+    ``stochastic_rank_mrr``) gives them for the noise in the inputs ``draws`` (one per
+    estimation): 0, minus CatBoost's Der1, 0 (its Der2)."""
     y, z, q = d["y"], d["z"], d["q"]
     gradient = np.zeros(q.size)
     for query in np.unique(q):
         rows = np.flatnonzero(q == query)
         gradient[rows] = -_catboost_query(z[rows], y[rows], [d[u][rows] for u in draws],
                                           sigma, mu, nu, lam,
-                                          -1 if top == np.inf else int(top), bool(normalize))
+                                          -1 if top == np.inf else int(top), bool(normalize),
+                                          metric)
     return np.zeros(q.size), gradient, np.zeros(q.size)
 
 
@@ -181,6 +227,10 @@ WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 
                "loss srank = stochastic_rank(y, z, q, u, sigma, mu, nu, lam, top, normalize)")
 
 
+#: stochastic_rank_mrr with its options as params.
+MRR_WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 1.0\n"
+                   "loss mrr = stochastic_rank_mrr(y, z, q, u, sigma, mu, nu, lam)")
+
 #: stochastic_filter with its sigma a param.
 FILTER_WITH_PARAMS = "param sigma = 1.0\nloss f = stochastic_filter(y, z, q, u, sigma)"
 
@@ -217,6 +267,27 @@ def test_ties_of_the_noisy_scores_rank_in_the_order_given(options):
         _, gradient, _ = fused(loss, taken, options)
         np.testing.assert_allclose(gradient, catboost_stochastic_rank(taken, **options)[1],
                                    rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mrr_gradient_is_catboosts_der1_given_the_same_noise(seed):
+    """Graded labels (relevant where > 0), 0/1 labels with queries of one or no relevant
+    document, labels -1 to 2 with tied scores (integers, no noise for half of them)."""
+    d = queries(seed)
+    rng = np.random.default_rng(seed + 10)
+    if seed % 3 == 1:
+        d["y"] = (rng.uniform(size=d["q"].size) < 0.3).astype(float)
+    if seed % 3 == 2:
+        d["y"] = rng.integers(-1, 3, d["q"].size).astype(float)
+        d["z"] = np.round(d["z"])
+        d["u"] = np.where(rng.uniform(size=d["q"].size) < 0.5, 0.0, d["u"])
+    options = [{}, {"sigma": 0.5, "mu": 0.3, "nu": 0.1, "lam": 0.5}][seed % 2]
+    value, gradient, hessian = fused(compiled(MRR_WITH_PARAMS), d, options)
+    _, expected, _ = catboost_stochastic_rank(d, metric="MRR", **options)
+    assert value == 0.0
+    np.testing.assert_allclose(gradient, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(hessian, 0.0)
+    assert np.abs(expected).max() > 1e-2
 
 
 def test_one_document_queries_and_queries_without_gains_give_zero():
@@ -320,8 +391,9 @@ def test_stochastic_filter_gradient_is_catboosts_der1_given_the_same_draws(sigma
 
 @pytest.mark.parametrize("loss, catboost_loss, draw", [
     (WITH_PARAMS, "StochasticRank:metric=NDCG;", "standard_normal"),
+    (MRR_WITH_PARAMS, "StochasticRank:metric=MRR;", "standard_normal"),
     (FILTER_WITH_PARAMS, "StochasticFilter:", "random")],
-    ids=["StochasticRank", "StochasticFilter"])
+    ids=["StochasticRank", "StochasticRank-MRR", "StochasticFilter"])
 def test_catboosts_own_estimates_agree_in_distribution(loss, catboost_loss, draw):
     """CatBoost itself, its generator unmatched: with num_estimations=2000 its first tree (one
     document per leaf, Gradient leaves, learning rate 1) holds each document's mean Der1 over
