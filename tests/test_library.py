@@ -40,6 +40,7 @@ from coupled import logit_shift_mp
 from sweeps import SAMPLING
 from test_ranking_metrics import catboost_lambdamart
 from test_ranking_row48 import catboost_yetirank, xgboost_mean_pairs
+from test_stochastic_rank import catboost_stochastic_filter, catboost_stochastic_rank
 
 import lossdsl
 from lossdsl import catalog
@@ -1146,6 +1147,26 @@ def queries_with_draws_extreme(big: float) -> Inputs:
     return {**queries_extreme(big), "u": np.array([0.0, 0.5, 0.99, 0.25, 0.0, 0.75, 0.1, 0.9])}
 
 
+def queries_with_noise(rng) -> Inputs:
+    """queries() and each document's standard normal draw u (StochasticRank's noise)."""
+    d = queries(rng)
+    return {**d, "u": rng.standard_normal(d["q"].size)}
+
+
+def queries_with_noise_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "u": np.array([0.0, 1.5, -0.3, 0.0, 2.0, -1.0, 0.7, 0.0])}
+
+
+def queries_with_uniform_draws(rng) -> Inputs:
+    """queries() and each document's uniform draw u in [0, 1) (StochasticFilter's)."""
+    d = queries(rng)
+    return {**d, "u": rng.uniform(size=d["q"].size)}
+
+
+def queries_with_uniform_draws_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "u": np.array([0.0, 0.5, 0.99, 0.25, 1.0, 0.75, 0.1, 0.9])}
+
+
 def _rank_xendcg(d):
     """(value, gradient, Hessian diagonal) of LightGBM's rank_xendcg given the draws u,
     query by query as RankXENDCG::GetGradientsForOneQuery computes its lambdas (in float64;
@@ -1585,6 +1606,17 @@ CASES: list[Case] = [
     Case("yetirank(y, z, q, u)", lambda d: catboost_yetirank(d)[0], queries_with_ten_draws,
          queries_with_ten_draws_extreme,
          derivative_reference=lambda d: catboost_yetirank(d)[1:]),
+    # CatBoost's StochasticRank (metric=NDCG) given the noise, its algorithm transcribed in NumPy
+    *(Case(call, lambda d, o=options: catboost_stochastic_rank(d, **o)[0], queries_with_noise,
+           queries_with_noise_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
+      # its options: tests/test_stochastic_rank.py (one kernel with params)
+      for call, options in [("stochastic_rank(y, z, q, u)", {}),
+                            ("stochastic_rank_mrr(y, z, q, u)", {"metric": "MRR"})]),
+    *(Case(call, lambda d, o=options: catboost_stochastic_filter(d, **o)[0],
+           queries_with_uniform_draws, queries_with_uniform_draws_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_filter(d, **o)[1:])
+      for call, options in [("stochastic_filter(y, z, q, u)", {})]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # scores 1400 apart saturate every sigmoid as 2e4 would (the mpmath reference's precision

@@ -8,6 +8,8 @@ its values: ``objective("rank_xendcg(y, z, q, u)", inputs={"u": QueryDraws(seed=
 With ``columns=P`` each row draws P values a round, a matrix (N, P): CatBoost's ``YetiRank``
 takes one column per random permutation (``yetirank(y, z, q, u)``, ``QueryDraws(seed,
 columns=10)``).
+:class:`NormalDraws` draws standard normal noise instead (CatBoost's ``StochasticRank``),
+:class:`UniformDraws` uniform draws in float64 (CatBoost's ``StochasticFilter``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["QueryDraws"]
+__all__ = ["NormalDraws", "QueryDraws", "UniformDraws"]
 
 
 @njit(cache=True)
@@ -124,3 +126,41 @@ class QueryDraws:
         if self.columns is not None:
             return np.random.default_rng(self.seed)
         return ((self.seed + np.arange(count, dtype=np.int64)) % 2**32).astype(np.uint64)
+
+
+class NormalDraws(QueryDraws):
+    """Standard normal draws for the rows of every training round: the noise of CatBoost's
+    ``StochasticRank`` (the prelude's ``stochastic_rank(y, z, q, u)``), one draw per row and
+    round from NumPy's generator seeded ``seed`` (``numpy.random.default_rng``), the rows in
+    the order given. CatBoost's own generator (``TFastRng64`` seeded per query and round) is
+    not reproduced: the draws are CatBoost's in distribution, not in value. It advances,
+    restarts and serves other rows as :class:`QueryDraws` does.
+    """
+
+    def __repr__(self) -> str:
+        return f"NormalDraws(seed={self.seed})"
+
+    def _seeds(self, count: int) -> np.random.Generator:  # type: ignore[override]
+        """A generator started from the seed (one for all the queries)."""
+        return np.random.default_rng(self.seed % 2**64)
+
+    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """The next standard normal draw of every row; the generator advances."""
+        return states.standard_normal(query.shape[0])
+
+
+class UniformDraws(NormalDraws):
+    """Uniform draws in [0, 1) for the rows of every training round, in float64 (not on
+    LightGBM's grid of 2^-15 as :class:`QueryDraws`): the draws of CatBoost's
+    ``StochasticFilter`` (the prelude's ``stochastic_filter(y, z, q, u)``), one per row and
+    round from NumPy's generator seeded ``seed``, the rows in the order given; equal to
+    CatBoost's in distribution, not in value (its ``TRestorableFastRng64`` is not
+    reproduced).
+    """
+
+    def __repr__(self) -> str:
+        return f"UniformDraws(seed={self.seed})"
+
+    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """The next uniform draw of every row; the generator advances."""
+        return states.random(query.shape[0])
