@@ -1157,6 +1157,16 @@ def queries_with_noise_extreme(big: float) -> Inputs:
     return {**queries_extreme(big), "u": np.array([0.0, 1.5, -0.3, 0.0, 2.0, -1.0, 0.7, 0.0])}
 
 
+def binary_queries_with_noise(rng) -> Inputs:
+    """binary_queries() (labels as PFound and ERR read them) and each document's noise u."""
+    d = binary_queries(rng)
+    return {**d, "u": rng.standard_normal(d["q"].size)}
+
+
+def binary_queries_with_noise_extreme(big: float) -> Inputs:
+    return {**binary_queries_extreme(big), "u": queries_with_noise_extreme(big)["u"]}
+
+
 def queries_with_uniform_draws(rng) -> Inputs:
     """queries() and each document's uniform draw u in [0, 1) (StochasticFilter's)."""
     d = queries(rng)
@@ -1613,6 +1623,11 @@ CASES: list[Case] = [
       # its options: tests/test_stochastic_rank.py (one kernel with params)
       for call, options in [("stochastic_rank(y, z, q, u)", {}),
                             ("stochastic_rank_mrr(y, z, q, u)", {"metric": "MRR"})]),
+    *(Case(call, lambda d, o=options: catboost_stochastic_rank(d, **o)[0],
+           binary_queries_with_noise, binary_queries_with_noise_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
+      for call, options in [("stochastic_rank_pfound(y, z, q, u)", {"metric": "PFound"}),
+                            ("stochastic_rank_err(y, z, q, u)", {"metric": "ERR"})]),
     *(Case(call, lambda d, o=options: catboost_stochastic_filter(d, **o)[0],
            queries_with_uniform_draws, queries_with_uniform_draws_extreme,
            derivative_reference=lambda d, o=options: catboost_stochastic_filter(d, **o)[1:])

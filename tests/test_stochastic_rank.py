@@ -39,10 +39,10 @@ def compiled(text: str, target: str = "cpu") -> lossdsl.CompiledLoss:
 
 def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndarray],
                     sigma: float, mu: float, nu: float, lam: float, top: int,
-                    normalize: bool, metric: str = "DCG") -> np.ndarray:
+                    normalize: bool, metric: str = "DCG", decay: float = 0.85) -> np.ndarray:
     """CatBoost's Der1 of one query's documents (in the order given) for metric ``"DCG"``
-    (NDCG where ``normalize``; gains the labels, type=Base) or ``"MRR"``, ``top`` -1 for
-    all, one noise vector per estimation."""
+    (NDCG where ``normalize``; gains the labels, type=Base), ``"MRR"``, ``"PFound"`` (its
+    ``decay``) or ``"ERR"``, ``top`` -1 for all, one noise vector per estimation."""
     count = approx.size
     der = np.zeros(count)
     if count <= 1:
@@ -66,21 +66,37 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
         noise_sum = sum(noise)
         order = sorted(range(count), key=lambda doc: -scores[doc])  # stable
         at = [scores[order[k]] for k in range(count)]
+        if metric in ("PFound", "ERR"):  # ComputePFoundPosWeights, ComputeERRPosWeights
+            weights, look = np.zeros(count), 1.0
+            weights[0] = 1.0
+            for pos in range(1, top_size):
+                if metric == "PFound":
+                    weights[pos] = weights[pos - 1] * decay * (1 - target[order[pos - 1]])
+                else:
+                    look *= 1 - target[order[pos - 1]]
+                    weights[pos] = look / (pos + 1)
         cum, up, low = np.zeros(count + 1), np.zeros(count + 1), np.zeros(count + 1)
         for pos in range(count):
             gain = target[order[pos]]
             cum[pos + 1] = cum[pos] + gain * weights[pos]
+            if metric == "ERR":  # CalcERRCumulativeStatistics
+                if pos + 1 < count:
+                    low[pos + 1] = low[pos] + gain * weights[pos] * (pos + 1.0) / (pos + 2.0)
+                if pos > 0:
+                    up[pos + 1] = up[pos] + gain * weights[pos] * (pos + 1.0) / pos
+                continue
             if pos + 1 < count:
                 low[pos + 1] = low[pos] + gain * weights[pos + 1]
             if pos > 0:
                 up[pos + 1] = up[pos] + gain * weights[pos - 1]
-        low[count] = low[count - 1]
+        if metric != "ERR":
+            low[count] = low[count - 1]
         relevant = [pos for pos in range(count) if target[order[pos]] > 0]  # CalcMRRStatistics
         first = relevant[0] if relevant else -1
         second = relevant[1] if len(relevant) > 1 else -1
 
         def metric_diff(old: int, new: int, order=order, cum=cum, up=up, low=low,
-                        first=first, second=second) -> float:
+                        first=first, second=second, weights=weights) -> float:
             if new == old or min(old, new) >= top_size:
                 return 0.0
             if metric == "MRR":  # CalcMRRMetricDiff
@@ -97,6 +113,9 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
                         return 1.0 / (new + 1) - 1.0 / (first + 1)
                     return 1.0 / (first + 2) - 1.0 / (first + 1)
                 return 0.0
+            if metric in ("PFound", "ERR"):
+                return _pfound_err_diff(metric, old, new, top_size, target[order], weights,
+                                        cum, up, low, decay)
             doc_diff = target[order[old]] * (weights[new] - weights[old])
             if new < old:
                 return doc_diff + (low[old] - low[new]) - (cum[old] - cum[new])
@@ -154,10 +173,57 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
     return der
 
 
+def _pfound_err_diff(metric: str, old: int, new: int, top_size: int, ranked: np.ndarray,
+                     weights: np.ndarray, cum: np.ndarray, up: np.ndarray, low: np.ndarray,
+                     decay: float) -> float:
+    """CatBoost's CalcPFoundMetricDiff or CalcERRMetricDiff: the change of the metric when
+    the document at place ``old`` of the labels ``ranked`` (in the noisy order) moves to
+    ``new``."""
+    gain, weight = ranked[old], weights[old]
+    factor = decay if metric == "PFound" else 1.0
+    if new < old:
+        inner = low if metric == "ERR" else cum
+        mid_old = cum[old] - cum[new]
+        mid_new = (inner[old] - inner[new]) * factor * (1 - gain)
+        if old >= top_size:
+            mid_new -= weights[top_size - 1] * ranked[top_size - 1] * factor * (1 - gain)
+        return gain * (weights[new] - weight) + mid_new - mid_old
+    mid_old = cum[new + 1] - cum[old + 1]
+    if metric == "PFound" and decay == 0.0:
+        new_weight, mid_new = 0.0, ranked[1] if old == 0 else mid_old
+    elif gain == 1.0 and metric == "PFound":  # multiplied afresh: a factor 1 - gain of 0
+        look, mid_new = weight, 0.0
+        for pos in range(old + 1, min(new, top_size - 1) + 1):
+            mid_new += ranked[pos] * look
+            look *= (1 - ranked[pos]) * decay
+        new_weight = look if new < top_size else 0.0
+    elif gain == 1.0:
+        look, mid_new, pos = weight * (old + 1), 0.0, old + 1
+        while pos <= new and look > 0:
+            mid_new += ranked[pos] * look / pos
+            look *= 1 - ranked[pos]
+            pos += 1
+        new_weight = look / (new + 1) if new < top_size else 0.0
+    elif metric == "PFound":
+        new_weight = weights[new] * (1 - ranked[new]) / (1 - gain)
+        mid_new = (cum[new + 1] - cum[old + 1]) / decay / (1 - gain)
+        if new >= top_size:
+            mid_new += weights[top_size - 1] * ranked[top_size] / (1 - gain) * (
+                1 - ranked[top_size - 1])
+    else:
+        new_weight = weights[new] * (1 - ranked[new]) / (1 - gain) * (new + 2.0) / (new + 1.0)
+        mid_new = (up[new + 1] - up[old + 1]) / (1 - gain)
+        if new >= top_size:
+            mid_new += weights[top_size - 1] * ranked[top_size] / (1 - gain) * (
+                1 - ranked[top_size - 1])
+    return gain * (new_weight - weight) + mid_new - mid_old
+
+
 def catboost_stochastic_rank(d: dict[str, np.ndarray], draws: tuple[str, ...] = ("u",),
                              sigma: float = 1.0, mu: float = 0.0, nu: float = 0.01,
                              lam: float = 1.0, top: float = -1, normalize: int = 1,
-                             metric: str = "DCG") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                             metric: str = "DCG", decay: float = 0.85
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(value, gradient, Hessian diagonal) of lossdsl's ``stochastic_rank`` as CatBoost's
     StochasticRank (metric=NDCG, or DCG with normalize=0; ``metric="MRR"``: its MRR, of
     ``stochastic_rank_mrr``) gives them for the noise in the inputs ``draws`` (one per
@@ -169,7 +235,7 @@ def catboost_stochastic_rank(d: dict[str, np.ndarray], draws: tuple[str, ...] = 
         gradient[rows] = -_catboost_query(z[rows], y[rows], [d[u][rows] for u in draws],
                                           sigma, mu, nu, lam,
                                           -1 if top == np.inf else int(top), bool(normalize),
-                                          metric)
+                                          metric, decay)
     return np.zeros(q.size), gradient, np.zeros(q.size)
 
 
@@ -231,6 +297,15 @@ WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 
 MRR_WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 1.0\n"
                    "loss mrr = stochastic_rank_mrr(y, z, q, u, sigma, mu, nu, lam)")
 
+#: stochastic_rank_pfound with its options as params.
+PFOUND_WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 1.0\n"
+                      "param decay = 0.85\n"
+                      "loss pfound = stochastic_rank_pfound(y, z, q, u, sigma, mu, nu, lam, decay)")
+
+#: stochastic_rank_err with its options as params.
+ERR_WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 1.0\n"
+                   "loss err = stochastic_rank_err(y, z, q, u, sigma, mu, nu, lam)")
+
 #: stochastic_filter with its sigma a param.
 FILTER_WITH_PARAMS = "param sigma = 1.0\nloss f = stochastic_filter(y, z, q, u, sigma)"
 
@@ -288,6 +363,37 @@ def test_mrr_gradient_is_catboosts_der1_given_the_same_noise(seed):
     np.testing.assert_allclose(gradient, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_array_equal(hessian, 0.0)
     assert np.abs(expected).max() > 1e-2
+
+
+def probability_labels(d: dict, seed: int) -> dict:
+    """Labels in [0, 1] as PFound and ERR read them: about a third 1 (a factor 1 - y of 0:
+    C's products multiplied afresh), the others 0, 0.2, 0.5 or 0.9."""
+    rng = np.random.default_rng(seed + 20)
+    certain = rng.uniform(size=d["q"].size) < 0.3
+    return {**d, "y": np.where(certain, 1.0, rng.choice([0.0, 0.2, 0.5, 0.9], d["q"].size))}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("metric, loss", [("PFound", PFOUND_WITH_PARAMS),
+                                          ("ERR", ERR_WITH_PARAMS)], ids=["PFound", "ERR"])
+def test_pfound_and_err_gradients_are_catboosts_der1_given_the_same_noise(metric, loss, seed):
+    """Labels in [0, 1] with many 1s, C's options and PFound's decay as params (decay 1: PFound
+    does not change when two documents swap, so no gradient); seed 3 ties the scores
+    (integers, no noise for half of the documents), ranked in the order given."""
+    d = probability_labels(queries(seed), seed)
+    options = [{}, {"sigma": 0.5, "mu": 0.3, "nu": 0.1, "lam": 0.5}][seed % 2]
+    if metric == "PFound" and seed >= 2:
+        options = {**options, "decay": [0.5, 1.0][seed % 2]}
+    if seed == 3:
+        rng = np.random.default_rng(seed)
+        d["z"] = np.round(d["z"])
+        d["u"] = np.where(rng.uniform(size=d["q"].size) < 0.5, 0.0, d["u"])
+    value, gradient, hessian = fused(compiled(loss), d, options)
+    _, expected, _ = catboost_stochastic_rank(d, metric=metric, **options)
+    assert value == 0.0
+    np.testing.assert_allclose(gradient, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(hessian, 0.0)
+    assert np.abs(expected).max() > (1e-2 if options.get("decay") != 1.0 else -1)
 
 
 def test_one_document_queries_and_queries_without_gains_give_zero():
@@ -392,8 +498,11 @@ def test_stochastic_filter_gradient_is_catboosts_der1_given_the_same_draws(sigma
 @pytest.mark.parametrize("loss, catboost_loss, draw", [
     (WITH_PARAMS, "StochasticRank:metric=NDCG;", "standard_normal"),
     (MRR_WITH_PARAMS, "StochasticRank:metric=MRR;", "standard_normal"),
-    (FILTER_WITH_PARAMS, "StochasticFilter:", "random")],
-    ids=["StochasticRank", "StochasticRank-MRR", "StochasticFilter"])
+    (FILTER_WITH_PARAMS, "StochasticFilter:", "random"),
+    (PFOUND_WITH_PARAMS, "StochasticRank:metric=PFound;", "standard_normal"),
+    (ERR_WITH_PARAMS, "StochasticRank:metric=ERR;", "standard_normal")],
+    ids=["StochasticRank", "StochasticRank-MRR", "StochasticFilter", "StochasticRank-PFound",
+         "StochasticRank-ERR"])
 def test_catboosts_own_estimates_agree_in_distribution(loss, catboost_loss, draw):
     """CatBoost itself, its generator unmatched: with num_estimations=2000 its first tree (one
     document per leaf, Gradient leaves, learning rate 1) holds each document's mean Der1 over
@@ -404,6 +513,8 @@ def test_catboosts_own_estimates_agree_in_distribution(loss, catboost_loss, draw
     rng = np.random.default_rng(7)
     q = np.repeat([0, 1, 2, 3], [9, 1, 6, 8])
     y, z = rng.integers(0, 4, q.size).astype(float), np.round(8 * rng.normal(size=q.size)) / 8
+    if "PFound" in catboost_loss or "ERR" in catboost_loss:
+        y = y / 3  # probabilities: 0, 1/3, 2/3 and 1
     bits = ((np.arange(q.size)[:, None] >> np.arange(5)) & 1).astype(float)
     estimations = 2000
     model = catboost.CatBoost({
