@@ -1622,7 +1622,9 @@ CASES: list[Case] = [
            derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
       # its options: tests/test_stochastic_rank.py (one kernel with params)
       for call, options in [("stochastic_rank(y, z, q, u)", {}),
-                            ("stochastic_rank_mrr(y, z, q, u)", {"metric": "MRR"})]),
+                            ("stochastic_rank_mrr(y, z, q, u)", {"metric": "MRR"}),
+                            ("stochastic_rank_filtered(y, z, q, u)",
+                             {"metric": "FilteredDCG", "lam": 0.0})]),
     *(Case(call, lambda d, o=options: catboost_stochastic_rank(d, **o)[0],
            binary_queries_with_noise, binary_queries_with_noise_extreme,
            derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])

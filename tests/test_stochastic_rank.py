@@ -49,15 +49,17 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
     if count <= 1:
         return der
     top_size = count if top == -1 or top > count else top
+    filtered = metric == "FilteredDCG"  # the last document is C's virtual one (0, 0, no noise)
     shifted = approx - sigma * mu * target  # stage 1
-    shifted = shifted - sum(shifted) / count
+    if not filtered:
+        shifted = shifted - sum(shifted) / count
 
     def density(x: float, mean: float, sd: float) -> float:
         return np.exp(-(((x - mean) / sd) ** 2) / 2.0) * INV_SQRT_2PI / sd
 
     weights = np.zeros(count)  # ComputeDCGPosWeights
     for pos in range(top_size):
-        weights[pos] = 1.0 / np.log2(2.0 + pos)
+        weights[pos] = 1.0 / (pos + 1.0) if filtered else 1.0 / np.log2(2.0 + pos)
     if normalize and metric == "DCG":
         ideal = sum(np.sort(target)[::-1][:top_size] * weights[:top_size])
         if ideal > np.finfo(float).eps:
@@ -78,7 +80,7 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
                     weights[pos] = look / (pos + 1)
         cum, up, low = np.zeros(count + 1), np.zeros(count + 1), np.zeros(count + 1)
         for pos in range(count):
-            gain = target[order[pos]]
+            gain = 0.0 if filtered and scores[order[pos]] < 0 else target[order[pos]]
             cum[pos + 1] = cum[pos] + gain * weights[pos]
             if metric == "ERR":  # CalcERRCumulativeStatistics
                 if pos + 1 < count:
@@ -97,7 +99,8 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
         second = relevant[1] if len(relevant) > 1 else -1
 
         def metric_diff(old: int, new: int, order=order, cum=cum, up=up, low=low,
-                        first=first, second=second, weights=weights) -> float:
+                        first=first, second=second, weights=weights,
+                        scores=scores) -> float:
             if new == old or min(old, new) >= top_size:
                 return 0.0
             if metric == "MRR":  # CalcMRRMetricDiff
@@ -117,7 +120,12 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
             if metric in ("PFound", "ERR"):
                 return _pfound_err_diff(metric, old, new, top_size, target[order], weights,
                                         cum, up, low, decay)
-            doc_diff = target[order[old]] * (weights[new] - weights[old])
+            old_weight, new_weight = weights[old], weights[new]
+            if filtered:  # CalcDCGMetricDiff: weights switched by the noisy scores' signs
+                old_weight *= scores[order[old]] >= 0
+                new_weight *= (scores[order[new]] if new < old else
+                               scores[order[new + 1]] if new + 1 < count else -1) >= 0
+            doc_diff = target[order[old]] * (new_weight - old_weight)
             if new < old:
                 return doc_diff + (low[old] - low[new]) - (cum[old] - cum[new])
             return doc_diff + (up[new + 1] - up[old + 1]) - (cum[new + 1] - cum[old + 1])
@@ -142,8 +150,9 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
 
         for pos in range(count):
             doc = order[pos]
-            mean = shifted[doc] + (noise_sum - (scores[doc] - shifted[doc])) / (count - 1)
-            sd = sigma * np.sqrt(count / (count - 1.0))
+            mean = shifted[doc] + (0 if filtered else
+                                   (noise_sum - (scores[doc] - shifted[doc])) / (count - 1))
+            sd = sigma * (1.0 if filtered else np.sqrt(count / (count - 1.0)))
             if metric != "MRR":
                 total = over_places(pos, mean, sd, min(count - 1, top_size))
             elif pos == first and second == -1:
@@ -166,7 +175,8 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
             else:
                 total = 0.0
             der[doc] += total / len(noises)
-    der = der - sum(der) / count  # stage 3
+    if not filtered:
+        der = der - sum(der) / count  # stage 3
     if count > 2:
         centred = approx - sum(approx) / count
         norm = (np.sqrt(sum(centred**2)) + nu) ** 2
@@ -233,10 +243,11 @@ def catboost_stochastic_rank(d: dict[str, np.ndarray], draws: tuple[str, ...] = 
     gradient = np.zeros(q.size)
     for query in np.unique(q):
         rows = np.flatnonzero(q == query)
-        gradient[rows] = -_catboost_query(z[rows], y[rows], [d[u][rows] for u in draws],
-                                          sigma, mu, nu, lam,
-                                          -1 if top == np.inf else int(top), bool(normalize),
-                                          metric, decay)
+        extra = [0.0] if metric == "FilteredDCG" else []  # C's virtual document
+        gradient[rows] = -_catboost_query(
+            np.r_[z[rows], extra], np.r_[y[rows], extra], [np.r_[d[u][rows], extra] for u in draws],
+            sigma, mu, nu, lam, -1 if top == np.inf else int(top), bool(normalize), metric,
+            decay)[:rows.size]
     return np.zeros(q.size), gradient, np.zeros(q.size)
 
 
@@ -307,6 +318,10 @@ PFOUND_WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam
 ERR_WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 1.0\n"
                    "loss err = stochastic_rank_err(y, z, q, u, sigma, mu, nu, lam)")
 
+#: stochastic_rank_filtered with its options as params.
+FILTERED_WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 0.0\n"
+                        "loss filtered = stochastic_rank_filtered(y, z, q, u, sigma, mu, nu, lam)")
+
 #: stochastic_filter with its sigma a param.
 FILTER_WITH_PARAMS = "param sigma = 1.0\nloss f = stochastic_filter(y, z, q, u, sigma)"
 
@@ -375,14 +390,19 @@ def probability_labels(d: dict, seed: int) -> dict:
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("metric, loss", [("PFound", PFOUND_WITH_PARAMS),
-                                          ("ERR", ERR_WITH_PARAMS)], ids=["PFound", "ERR"])
-def test_pfound_and_err_gradients_are_catboosts_der1_given_the_same_noise(metric, loss, seed):
-    """Labels in [0, 1] with many 1s, C's options and PFound's decay as params (decay 1: PFound
-    does not change when two documents swap, so no gradient); seed 3 ties the scores
-    (integers, no noise for half of the documents), ranked in the order given."""
-    d = probability_labels(queries(seed), seed)
+@pytest.mark.parametrize("metric, loss", [
+    ("PFound", PFOUND_WITH_PARAMS), ("ERR", ERR_WITH_PARAMS),
+    ("FilteredDCG", FILTERED_WITH_PARAMS)], ids=["PFound", "ERR", "FilteredDCG"])
+def test_pfound_err_and_filtered_dcg_gradients_are_catboosts_der1(metric, loss, seed):
+    """Given the same noise. PFound and ERR: labels in [0, 1] with many 1s, C's options and
+    PFound's decay as params (decay 1: PFound does not change when two documents swap, so no
+    gradient); FilteredDCG: graded labels, C's virtual document (score 0: real documents of
+    noisy score 0 rank above it). Seed 3 ties the scores (integers, no noise for half of the
+    documents), ranked in the order given."""
+    d = queries(seed) if metric == "FilteredDCG" else probability_labels(queries(seed), seed)
     options = [{}, {"sigma": 0.5, "mu": 0.3, "nu": 0.1, "lam": 0.5}][seed % 2]
+    if metric == "FilteredDCG":  # its default lam is 0 (CatBoost's default acts so)
+        options = {"lam": [0.0, 0.5, 1.0, 3.0][seed], **options}
     if metric == "PFound" and seed >= 2:
         options = {**options, "decay": [0.5, 1.0][seed % 2]}
     if seed == 3:
@@ -514,9 +534,10 @@ def test_stochastic_filter_gradient_is_catboosts_der1_given_the_same_draws(sigma
     (MRR_WITH_PARAMS, "StochasticRank:metric=MRR;", "standard_normal"),
     (FILTER_WITH_PARAMS, "StochasticFilter:", "random"),
     (PFOUND_WITH_PARAMS, "StochasticRank:metric=PFound;", "standard_normal"),
-    (ERR_WITH_PARAMS, "StochasticRank:metric=ERR;", "standard_normal")],
+    (ERR_WITH_PARAMS, "StochasticRank:metric=ERR;", "standard_normal"),
+    (FILTERED_WITH_PARAMS, "StochasticRank:metric=FilteredDCG;", "standard_normal")],
     ids=["StochasticRank", "StochasticRank-MRR", "StochasticFilter", "StochasticRank-PFound",
-         "StochasticRank-ERR"])
+         "StochasticRank-ERR", "StochasticRank-FilteredDCG"])
 def test_catboosts_own_estimates_agree_in_distribution(loss, catboost_loss, draw):
     """CatBoost itself, its generator unmatched: with num_estimations=2000 its first tree (one
     document per leaf, Gradient leaves, learning rate 1) holds each document's mean Der1 over
@@ -546,7 +567,9 @@ def test_catboosts_own_estimates_agree_in_distribution(loss, catboost_loss, draw
     _, gradient, _ = fused(compiled(loss), copies)
     per_draw = -gradient.reshape(estimations, q.size)
     error = per_draw.std(axis=0) * np.sqrt(2 / estimations)  # of the difference of two means
-    moving = error > 0  # a query of one document has no StochasticRank derivative
+    # a query of one document: no StochasticRank derivative, FilteredDCG's without noise
+    moving = error > 1e-9
     score = (theirs - per_draw.mean(axis=0))[moving] / error[moving]
     assert np.abs(score).max() < 4.5 and np.mean(score**2) < 2.0, score
-    np.testing.assert_array_equal(theirs[~moving], 0.0)
+    np.testing.assert_allclose(theirs[~moving], per_draw.mean(axis=0)[~moving], rtol=1e-9,
+                               atol=1e-14)
