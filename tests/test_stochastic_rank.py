@@ -40,7 +40,8 @@ def compiled(text: str, target: str = "cpu") -> lossdsl.CompiledLoss:
 
 def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndarray],
                     sigma: float, mu: float, nu: float, lam: float, top: int,
-                    normalize: bool, metric: str = "DCG", decay: float = 0.85) -> np.ndarray:
+                    normalize: bool, metric: str = "DCG", decay: float = 0.85,
+                    position: bool = False) -> np.ndarray:
     """CatBoost's Der1 of one query's documents (in the order given) for metric ``"DCG"``
     (NDCG where ``normalize``; gains the labels, type=Base), ``"MRR"``, ``"PFound"`` (its
     ``decay``) or ``"ERR"``, ``top`` -1 for all, one noise vector per estimation."""
@@ -59,7 +60,7 @@ def _catboost_query(approx: np.ndarray, target: np.ndarray, noises: list[np.ndar
 
     weights = np.zeros(count)  # ComputeDCGPosWeights
     for pos in range(top_size):
-        weights[pos] = 1.0 / (pos + 1.0) if filtered else 1.0 / np.log2(2.0 + pos)
+        weights[pos] = 1.0 / (pos + 1.0) if filtered or position else 1.0 / np.log2(2.0 + pos)
     if normalize and metric == "DCG":
         ideal = sum(np.sort(target)[::-1][:top_size] * weights[:top_size])
         if ideal > np.finfo(float).eps:
@@ -233,7 +234,7 @@ def _pfound_err_diff(metric: str, old: int, new: int, top_size: int, ranked: np.
 def catboost_stochastic_rank(d: dict[str, np.ndarray], draws: tuple[str, ...] = ("u",),
                              sigma: float = 1.0, mu: float = 0.0, nu: float = 0.01,
                              lam: float = 1.0, top: float = -1, normalize: int = 1,
-                             metric: str = "DCG", decay: float = 0.85
+                             metric: str = "DCG", decay: float = 0.85, position: int = 0
                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(value, gradient, Hessian diagonal) of lossdsl's ``stochastic_rank`` as CatBoost's
     StochasticRank (metric=NDCG, or DCG with normalize=0; ``metric="MRR"``: its MRR, of
@@ -247,7 +248,7 @@ def catboost_stochastic_rank(d: dict[str, np.ndarray], draws: tuple[str, ...] = 
         gradient[rows] = -_catboost_query(
             np.r_[z[rows], extra], np.r_[y[rows], extra], [np.r_[d[u][rows], extra] for u in draws],
             sigma, mu, nu, lam, -1 if top == np.inf else int(top), bool(normalize), metric,
-            decay)[:rows.size]
+            decay, bool(position))[:rows.size]
     return np.zeros(q.size), gradient, np.zeros(q.size)
 
 
@@ -296,13 +297,15 @@ def fused(loss: lossdsl.CompiledLoss, d: dict, params: dict | None = None) -> li
 
 
 OPTIONS = [{}, {"sigma": 0.5, "mu": 0.3, "nu": 0.1, "lam": 0.5, "top": 3},
-           {"normalize": 0, "top": 1}, {"sigma": 2.0, "lam": 0.0}]
+           {"normalize": 0, "top": 1}, {"sigma": 2.0, "lam": 0.0},
+           {"position": 1, "top": 4}, {"position": 1, "normalize": 0}]
 
 
 #: stochastic_rank with its options as params given at the call: one kernel for all of them.
 WITH_PARAMS = ("param sigma = 1.0\nparam mu = 0.0\nparam nu = 0.01\nparam lam = 1.0\n"
-               "param top = inf\nparam normalize = 1\n"
-               "loss srank = stochastic_rank(y, z, q, u, sigma, mu, nu, lam, top, normalize)")
+               "param top = inf\nparam normalize = 1\nparam position = 0\n"
+               "loss srank = stochastic_rank(y, z, q, u, sigma, mu, nu, lam, top, normalize, "
+               "position)")
 
 
 #: stochastic_rank_mrr with its options as params.
