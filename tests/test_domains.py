@@ -198,11 +198,13 @@ LABEL_DOMAINS = {
                 "hinge_embedding", "margin_ranking"),
     "[0, 1]": ("bce", "bce_logits", "probit_bce", "focal", "focal_logits", "cost_sensitive_bce",
                "cross_entropy_lambda", "multilabel_bce", "multilabel_bce_logits",
-               "lambdarank_err"),  # CatBoost's ERR reads a label as a probability
+               # CatBoost's ERR and PFound read a label as a probability
+               "lambdarank_err", "stochastic_rank_pfound", "stochastic_rank_err"),
     "{0, 1}": ("exponential", "binary_sparsemax", "lambdarank_map"),
     "[0, inf)": ("poisson", "poisson_log", "tweedie", "negative_binomial",
                  "aft_normal", "aft_logistic", "aft_extreme"),
-    "[0, 31]": ("lambdarank", "lambdarank_mean"),  # LightGBM's default label_gain, XGBoost's exponential gain
+    # LightGBM's default label_gain, XGBoost's exponential gain
+    "[0, 31]": ("lambdarank", "lambdarank_mean"),
     "(0, inf)": ("gamma",),
 }
 
