@@ -1,6 +1,7 @@
 """Checks shared by the tests of losses whose samples depend on the others of their group
 (group reductions, pair sums): central differences of the total, one element at a time, and
-the results of rows given in another order."""
+the results of rows given in another order; and the width of the matrices the prelude
+sweeps synthesize."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from collections.abc import Callable
 import mpmath
 import numpy as np
 import pytest
+
+import lossdsl
+from lossdsl.ir.node import toposort
 
 
 def shuffled_group_ids(rng: np.random.Generator, n_groups: int, largest: int) -> np.ndarray:
@@ -95,3 +99,12 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def columns_written(compiled: lossdsl.CompiledLoss) -> int:
+    """How many columns the class indices written in a loss read (one more than the
+    largest: ``yetirank``'s ``pick(u, 9)`` needs 10), 0 if it writes none: the synthesized
+    matrices of the prelude sweeps are at least this wide."""
+    written = [n.args[0].value for n in toposort([compiled.expression])
+               if n.op == "class_index" and n.args[0].op == "const"]
+    return int(max(written)) + 1 if written else 0

@@ -197,11 +197,14 @@ LABEL_DOMAINS = {
     "{-1, 1}": ("hinge", "squared_hinge", "soft_margin", "modified_huber", "perceptron",
                 "hinge_embedding", "margin_ranking"),
     "[0, 1]": ("bce", "bce_logits", "probit_bce", "focal", "focal_logits", "cost_sensitive_bce",
-               "cross_entropy_lambda", "multilabel_bce", "multilabel_bce_logits"),
-    "{0, 1}": ("exponential", "binary_sparsemax", "lambdarank_map", "lambdarank_err"),
+               "cross_entropy_lambda", "multilabel_bce", "multilabel_bce_logits",
+               # CatBoost's ERR and PFound read a label as a probability
+               "lambdarank_err", "stochastic_rank_pfound", "stochastic_rank_err"),
+    "{0, 1}": ("exponential", "binary_sparsemax", "lambdarank_map"),
     "[0, inf)": ("poisson", "poisson_log", "tweedie", "negative_binomial",
                  "aft_normal", "aft_logistic", "aft_extreme"),
-    "[0, 31]": ("lambdarank",),  # LightGBM's default label_gain, XGBoost's exponential gain
+    # LightGBM's default label_gain, XGBoost's exponential gain
+    "[0, 31]": ("lambdarank", "lambdarank_mean"),
     "(0, inf)": ("gamma",),
 }
 

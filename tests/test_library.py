@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from coupled import logit_shift_mp
 from sweeps import SAMPLING
 from test_ranking_metrics import catboost_lambdamart
+from test_ranking_row48 import catboost_yetirank, xgboost_mean_pairs
+from test_stochastic_rank import catboost_stochastic_filter, catboost_stochastic_rank
 
 import lossdsl
 from lossdsl import catalog
@@ -1130,8 +1132,49 @@ def queries_with_draws(rng) -> Inputs:
     return {**d, "u": rng.integers(0, 2**15, d["q"].size) / 2**15}
 
 
+def queries_with_ten_draws(rng) -> Inputs:
+    """queries() and ten uniform draws per document (YetiRank's permutations)."""
+    d = queries(rng)
+    return {**d, "u": rng.uniform(size=(d["q"].size, 10))}
+
+
+def queries_with_ten_draws_extreme(big: float) -> Inputs:
+    return {**queries_extreme(min(big, 30.0)),
+            "u": np.random.default_rng(8).uniform(size=(8, 10))}
+
+
 def queries_with_draws_extreme(big: float) -> Inputs:
     return {**queries_extreme(big), "u": np.array([0.0, 0.5, 0.99, 0.25, 0.0, 0.75, 0.1, 0.9])}
+
+
+def queries_with_noise(rng) -> Inputs:
+    """queries() and each document's standard normal draw u (StochasticRank's noise)."""
+    d = queries(rng)
+    return {**d, "u": rng.standard_normal(d["q"].size)}
+
+
+def queries_with_noise_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "u": np.array([0.0, 1.5, -0.3, 0.0, 2.0, -1.0, 0.7, 0.0])}
+
+
+def binary_queries_with_noise(rng) -> Inputs:
+    """binary_queries() (labels as PFound and ERR read them) and each document's noise u."""
+    d = binary_queries(rng)
+    return {**d, "u": rng.standard_normal(d["q"].size)}
+
+
+def binary_queries_with_noise_extreme(big: float) -> Inputs:
+    return {**binary_queries_extreme(big), "u": queries_with_noise_extreme(big)["u"]}
+
+
+def queries_with_uniform_draws(rng) -> Inputs:
+    """queries() and each document's uniform draw u in [0, 1) (StochasticFilter's)."""
+    d = queries(rng)
+    return {**d, "u": rng.uniform(size=d["q"].size)}
+
+
+def queries_with_uniform_draws_extreme(big: float) -> Inputs:
+    return {**queries_extreme(big), "u": np.array([0.0, 0.5, 0.99, 0.25, 1.0, 0.75, 0.1, 0.9])}
 
 
 def _rank_xendcg(d):
@@ -1564,6 +1607,33 @@ CASES: list[Case] = [
           ("lambdarank_err(y, z, q, sigma=0.5, norm=0)", "ERR", {"sigma": 0.5, "norm": False})]),
     Case("rank_xendcg(y, z, q, u)", lambda d: _rank_xendcg(d)[0], queries_with_draws,
          queries_with_draws_extreme, derivative_reference=lambda d: _rank_xendcg(d)[1:]),
+    # XGBoost's sampled pairs (rank:ndcg, lambdarank_pair_method="mean") given the draws
+    Case("lambdarank_mean(y, z, q, u)", lambda d: xgboost_mean_pairs(d)[0], queries_with_draws,
+         queries_with_draws_extreme, derivative_reference=lambda d: xgboost_mean_pairs(d)[1:]),
+    # CatBoost's YetiRank given its permutations' draws; scores 30 apart at most: CatBoost
+    # orders exp(z) times the noise, which overflows at the extreme scores (lossdsl adds the
+    # noise's log to z), and its PairLogit's ratios of e^z are nan there
+    Case("yetirank(y, z, q, u)", lambda d: catboost_yetirank(d)[0], queries_with_ten_draws,
+         queries_with_ten_draws_extreme,
+         derivative_reference=lambda d: catboost_yetirank(d)[1:]),
+    # CatBoost's StochasticRank (metric=NDCG) given the noise, its algorithm transcribed in NumPy
+    *(Case(call, lambda d, o=options: catboost_stochastic_rank(d, **o)[0], queries_with_noise,
+           queries_with_noise_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
+      # its options: tests/test_stochastic_rank.py (one kernel with params)
+      for call, options in [("stochastic_rank(y, z, q, u)", {}),
+                            ("stochastic_rank_mrr(y, z, q, u)", {"metric": "MRR"}),
+                            ("stochastic_rank_filtered(y, z, q, u)",
+                             {"metric": "FilteredDCG", "lam": 0.0})]),
+    *(Case(call, lambda d, o=options: catboost_stochastic_rank(d, **o)[0],
+           binary_queries_with_noise, binary_queries_with_noise_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_rank(d, **o)[1:])
+      for call, options in [("stochastic_rank_pfound(y, z, q, u)", {"metric": "PFound"}),
+                            ("stochastic_rank_err(y, z, q, u)", {"metric": "ERR"})]),
+    *(Case(call, lambda d, o=options: catboost_stochastic_filter(d, **o)[0],
+           queries_with_uniform_draws, queries_with_uniform_draws_extreme,
+           derivative_reference=lambda d, o=options: catboost_stochastic_filter(d, **o)[1:])
+      for call, options in [("stochastic_filter(y, z, q, u)", {})]),
     Case("query_mse(y, p, q)", ref_query_mse, functools.partial(queries, prediction="p"),
          functools.partial(queries_extreme, prediction="p")),
     # scores 1400 apart saturate every sigmoid as 2e4 would (the mpmath reference's precision

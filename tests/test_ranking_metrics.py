@@ -1,5 +1,6 @@
 """CatBoost's LambdaMart for MRR and ERR: ``lambdarank_mrr`` and ``lambdarank_err`` (built on
-``mrr_swap``, ``err_swap`` and ``lambdamart_pairs`` in the prelude's core).
+``mrr_swap``, ``err_graded_swap`` and ``lambdamart_pairs`` in the prelude's core; graded ERR
+labels in tests/test_ranking_row48.py).
 
 The reference is CatBoost's TLambdaMartError (CalcDersMRR, CalcDersERR and
 CalcDersForSingleQuery, catboost/private/libs/algo_helpers/error_functions.cpp) transcribed
@@ -215,8 +216,8 @@ def test_catboosts_first_tree_shows_the_same_derivatives(metric):
 
 def test_what_the_losses_refuse():
     d = queries(3)
-    graded = {**d, "y": d["y"] * 2}
-    with pytest.raises(lossdsl.LossDomainError, match="'y' must be 0 or 1"):
+    graded = {**d, "y": d["y"] * 2}  # ERR's labels are probabilities (row 48's graded ERR)
+    with pytest.raises(lossdsl.LossDomainError, match=r"'y' must be in \[0, 1\]"):
         compiled("lambdarank_err(y, z, q)")(**graded)
     compiled("lambdarank_mrr(y, z, q)")(**graded)  # relevant where y > 0
     for text, message in (("lambdarank_mrr(y, z, q, sigma=0)", r"'sigma' must be in \(0, inf\)"),

@@ -5,6 +5,11 @@ that randomise each round (LightGBM's ``rank_xendcg`` draws every document's gai
 ``2^label - u`` with a fresh uniform ``u``) are written with the draws as an input, and the
 boosting adapters fill that input each round from a :class:`QueryDraws` given in place of
 its values: ``objective("rank_xendcg(y, z, q, u)", inputs={"u": QueryDraws(seed=5)})``.
+With ``columns=P`` each row draws P values a round, a matrix (N, P): CatBoost's ``YetiRank``
+takes one column per random permutation (``yetirank(y, z, q, u)``, ``QueryDraws(seed,
+columns=10)``).
+:class:`NormalDraws` draws standard normal noise instead (CatBoost's ``StochasticRank``),
+:class:`UniformDraws` uniform draws in float64 (CatBoost's ``StochasticFilter``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["QueryDraws"]
+__all__ = ["NormalDraws", "QueryDraws", "UniformDraws"]
 
 
 @njit(cache=True)
@@ -55,24 +60,39 @@ class QueryDraws:
     continues them, except where the training starts from a copy (``lgb.train`` and
     ``LGBMRanker.fit`` deep-copy their objective, lossdsl's ``train`` restarts it): see
     :meth:`~lossdsl.boosting.objective.BoostingObjective.restart_draws`.
+
+    ``columns=P`` draws a matrix (N, P) each round instead, P values per row in [0, 1) with
+    53 random bits each (NumPy's PCG64 seeded with ``seed``, one stream for all the rows,
+    row by row), for losses that take several draws per document: ``yetirank``'s noise, one
+    column per permutation. CatBoost's own generator (``TFastRng64``, streamed per block of
+    queries) is not reproduced: a lossdsl ``yetirank`` then trains CatBoost's model in
+    distribution, not draw for draw.
     """
 
-    def __init__(self, seed: int = 5):
+    def __init__(self, seed: int = 5, columns: int | None = None):
         self.seed = int(seed)
+        if columns is not None and (int(columns) != columns or columns < 1):
+            raise ValueError(f"columns must be a positive integer (draws per row), got "
+                             f"{columns!r}")
+        self.columns = None if columns is None else int(columns)
         self._key: tuple[int, bytes] | None = None
-        self._states: np.ndarray | None = None
+        self._states: np.ndarray | np.random.Generator | None = None
         self._current: np.ndarray | None = None
         self._query: np.ndarray | None = None  # each row's query number, for _key's rows
 
     def __repr__(self) -> str:
-        return f"QueryDraws(seed={self.seed})"
+        columns = "" if self.columns is None else f", columns={self.columns}"
+        return f"QueryDraws(seed={self.seed}{columns})"
 
     def restart(self) -> None:
         """Start every query's generator again from its seed."""
         self._key = self._states = self._current = self._query = None
 
-    def _draw(self, states: np.ndarray, query: np.ndarray) -> np.ndarray:
+    def _draw(self, states: np.ndarray | np.random.Generator, query: np.ndarray
+              ) -> np.ndarray:
         """The next draws of every row; ``states`` advance."""
+        if self.columns is not None:  # ``states`` is the stream of the matrix's draws
+            return states.random((query.shape[0], self.columns))
         out = np.empty(query.shape[0])
         _next_draws(states, query, out)
         return out
@@ -100,7 +120,47 @@ class QueryDraws:
         query, count = _query_numbers(groups, n)
         return self._draw(self._seeds(count), query)
 
-    def _seeds(self, count: int) -> np.ndarray:
+    def _seeds(self, count: int) -> np.ndarray | np.random.Generator:
         """The start states of ``count`` queries' generators: ``seed + i`` as LightGBM's
-        unsigned 32-bit state."""
+        unsigned 32-bit state (with ``columns``, one stream seeded ``seed`` for every row)."""
+        if self.columns is not None:
+            return np.random.default_rng(self.seed)
         return ((self.seed + np.arange(count, dtype=np.int64)) % 2**32).astype(np.uint64)
+
+
+class NormalDraws(QueryDraws):
+    """Standard normal draws for the rows of every training round: the noise of CatBoost's
+    ``StochasticRank`` (the prelude's ``stochastic_rank(y, z, q, u)``), one draw per row and
+    round from NumPy's generator seeded ``seed`` (``numpy.random.default_rng``), the rows in
+    the order given. CatBoost's own generator (``TFastRng64`` seeded per query and round) is
+    not reproduced: the draws are CatBoost's in distribution, not in value. It advances,
+    restarts and serves other rows as :class:`QueryDraws` does.
+    """
+
+    def __repr__(self) -> str:
+        return f"NormalDraws(seed={self.seed})"
+
+    def _seeds(self, count: int) -> np.random.Generator:  # type: ignore[override]
+        """A generator started from the seed (one for all the queries)."""
+        return np.random.default_rng(self.seed % 2**64)
+
+    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """The next standard normal draw of every row; the generator advances."""
+        return states.standard_normal(query.shape[0])
+
+
+class UniformDraws(NormalDraws):
+    """Uniform draws in [0, 1) for the rows of every training round, in float64 (not on
+    LightGBM's grid of 2^-15 as :class:`QueryDraws`): the draws of CatBoost's
+    ``StochasticFilter`` (the prelude's ``stochastic_filter(y, z, q, u)``), one per row and
+    round from NumPy's generator seeded ``seed``, the rows in the order given; equal to
+    CatBoost's in distribution, not in value (its ``TRestorableFastRng64`` is not
+    reproduced).
+    """
+
+    def __repr__(self) -> str:
+        return f"UniformDraws(seed={self.seed})"
+
+    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        """The next uniform draw of every row; the generator advances."""
+        return states.random(query.shape[0])

@@ -344,7 +344,10 @@ def infer_domains(nodes: list[Node], ranks: dict[str, int], order: tuple[str, ..
         elif n.op == "class_index":
             _check_label(n.args[0], ranks, spans)
             domain, _ = shape[id(n.args[0])]
-            shape[id(n)] = (domain if domain is not None else domains.new(), True)
+            # a constant column (pick(u, 3)) reads the columns of the rows it meets, also
+            # those of a matrix input (N, D) in a paired domain (COLUMNS)
+            shape[id(n)] = (domain if domain is not None else domains.new(),
+                            COLUMNS if n.args[0].op == "const" else True)
         elif is_class_vector(n) and n.args[0].value not in tables:
             shape[id(n)] = (None, False)  # bound to a number: that number for every class
         elif n.op == "table_row":  # one row of the table per sample of the labels
@@ -589,7 +592,8 @@ def _one_value_per_sample(nodes: list[Node], inferred: Domains, ranks: dict[str,
             raise LossShapeError(f"'{n.value}' is a matrix (N, K), but its samples are "
                                  f"{how.format(ids)}: they have one value each",
                                  spans.get(n.value))
-        if n.op in ("class_index", "table_row"):
+        if n.op == "table_row" or (n.op == "class_index" and not (
+                rows_allowed and n.args[0].op == "const")):
             raise LossShapeError(f"classes (pick, onehot, rowof, classvec) cannot be read for "
                                  f"samples {how.format(ids)}", spans.get(ids))
         if is_column_total(n):
@@ -718,7 +722,7 @@ def _outside_pair_sums(x: Node) -> list[Node]:
 
 # what partner(x) cannot read: x has one value per sample of the paired domain, without a
 # nested partner (whose partner would be ambiguous)
-_NOT_AT_PARTNER = frozenset({"partner", "group", "rowmean", "class_index", "table_row",
+_NOT_AT_PARTNER = frozenset({"partner", "group", "rowmean", "table_row",
                              "count_as", *SCAN})
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from coupled import columns_written
 from numba import cuda
 from sweeps import SAMPLING, within_domains
 
@@ -114,6 +115,7 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, n: int = N, k: int = K
     ranks = compiled.default_ranks()
     labels = compiled.label_inputs()
     tables = compiled.table_inputs()
+    k = max(k, columns_written(compiled))  # yetirank reads its draws' columns 0 to 9
     inputs = {}
     for name in compiled.inputs:
         if name in labels:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from coupled import columns_written
 from sweeps import SAMPLING, within_domains
 from test_library import SHARED_WITH_JAX, fused_outputs, jax_case
 
@@ -65,7 +66,8 @@ def synthesize(compiled: lossdsl.CompiledLoss, kind: str, seed: int = 0) -> dict
         elif name in compiled.table_inputs():
             inputs[name] = rng.uniform(0.0, 5.0, (K, K))
         else:
-            shape = (N,) if ranks[name] == 1 else (N, K)
+            # yetirank reads its draws' columns 0 to 9
+            shape = (N,) if ranks[name] == 1 else (N, max(K, columns_written(compiled)))
             if kind == "classes" and ranks[name] == 1:
                 inputs[name] = rng.integers(0, 3, N).astype(np.float64)
                 continue
