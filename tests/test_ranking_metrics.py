@@ -17,6 +17,7 @@ its ``Gradient`` leaves move up the loss. lossdsl's objectives give CatBoost the
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -74,9 +75,10 @@ def _pairs_err(t: np.ndarray) -> list[tuple[int, int, float]]:
     return pairs
 
 
-def catboost_lambdamart(metric: str, d: dict[str, np.ndarray], sigma: float = 1.0,
+def catboost_lambdamart(metric: str | Callable, d: dict[str, np.ndarray], sigma: float = 1.0,
                         norm: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(value, gradient, Hessian diagonal) of CatBoost's LambdaMart for ``metric``, query by
+    """(value, gradient, Hessian diagonal) of CatBoost's LambdaMart for ``metric`` ("MRR",
+    "ERR" on 0/1 labels, or a function giving a sorted query's pairs (high, low, delta)), query by
     query as CalcDersForSingleQuery computes them: a stable sort by score, the metric's pair
     deltas, each divided by 0.01 + |score gap| unless the query's scores are all equal, then
     every derivative scaled by log2(1 + S)/S, S the sum of 2 sigma delta sigmoid over the
@@ -91,7 +93,8 @@ def catboost_lambdamart(metric: str, d: dict[str, np.ndarray], sigma: float = 1.
         t, s = y[order], z[order]
         all_equal = s[0] == s[-1]
         weighted, total = [], 0.0
-        for high, low, delta in (_pairs_mrr if metric == "MRR" else _pairs_err)(t):
+        pairs = metric if callable(metric) else _pairs_mrr if metric == "MRR" else _pairs_err
+        for high, low, delta in pairs(t):
             difference = s[high] - s[low]
             if norm and not all_equal:
                 delta /= 0.01 + abs(difference)

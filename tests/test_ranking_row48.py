@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import scipy.special
 from coupled import assert_simulated_cuda_matches_cpu, central_differences, shuffled_group_ids
+from test_ranking_metrics import catboost_lambdamart
 
 import lossdsl
 from lossdsl.boosting import QueryDraws
@@ -69,36 +70,9 @@ def catboost_err_pairs(t: np.ndarray) -> list[tuple[int, int, float]]:
 
 def catboost_lambdamart_err(d: dict[str, np.ndarray], sigma: float = 1.0, norm: bool = True
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(value, gradient, Hessian) of CatBoost's LambdaMart:metric=ERR (CalcDersForSingleQuery:
-    a stable sort by score, the pairs' deltas divided by 0.01 + |score gap| unless the query's
-    scores are all equal, every derivative scaled by log2(1 + S)/S with S the sum of 2 sigma
-    delta sigmoid). CatBoost's Der1 is the loss's gradient here (its LambdaMart returns the
-    loss's derivatives, tests/test_ranking_metrics.py); the value is the pairs' weighted
-    logistic loss."""
-    y, z, q = d["y"], d["z"], d["q"]
-    value, gradient, hessian = np.zeros(q.size), np.zeros(q.size), np.zeros(q.size)
-    for query in np.unique(q):
-        rows = np.flatnonzero(q == query)
-        if rows.size <= 1:
-            continue
-        order = rows[np.argsort(-z[rows], kind="stable")]
-        t, s = y[order], z[order]
-        all_equal = s[0] == s[-1]
-        weighted, total = [], 0.0
-        for high, low, delta in catboost_err_pairs(t):
-            difference = s[high] - s[low]
-            if norm and not all_equal:
-                delta /= 0.01 + abs(difference)
-            antigrad = scipy.special.expit(-sigma * difference)
-            weighted.append((order[high], order[low], delta, difference, antigrad))
-            total += 2 * sigma * delta * antigrad
-        scale = np.log2(1 + total) / total if norm and total > 0 else 1.0
-        for high, low, delta, difference, p in weighted:
-            value[high] += scale * delta * np.logaddexp(0.0, -sigma * difference)
-            gradient[high] -= scale * sigma * delta * p
-            gradient[low] += scale * sigma * delta * p
-            hessian[[high, low]] += scale * sigma**2 * delta * p * (1 - p)
-    return value, gradient, hessian
+    """(value, gradient, Hessian) of CatBoost's LambdaMart:metric=ERR on graded labels: the
+    LambdaMart of tests/test_ranking_metrics.py with CalcDersERR's pairs."""
+    return catboost_lambdamart(catboost_err_pairs, d, sigma, norm)
 
 
 def graded_queries(seed: int) -> dict[str, np.ndarray]:
