@@ -23,6 +23,7 @@ import functools
 
 import numpy as np
 import pytest
+from test_library import CASES, fused_outputs
 
 import lossdsl
 from lossdsl.errors import LossDomainError, LossError
@@ -31,14 +32,32 @@ EPS64 = float(np.finfo(np.float64).eps)
 
 
 @functools.cache
-def compiled(text: str, reduction: str = "sum") -> lossdsl.CompiledLoss:
+def compiled(text: str, reduction: str = "none") -> lossdsl.CompiledLoss:
     return lossdsl.compile(text, reduction=reduction)
 
 
+def kernel_results(text: str, **arrays: np.ndarray) -> list:
+    """[values, gradient, Hessian diagonal] with respect to s (the summed loss's derivatives)
+    from one kernel: each kernel of ntxent and circle is a large compile, and this one is
+    tests/test_library.py's (reduction "none", the outputs its case of ``text`` asks for), so
+    that one file loads what the other compiled."""
+    case = next(case for case in CASES if case.call == text)
+    # and test_library's dtypes (float labels, integer groups), which the compiled
+    # signature is of; labels float64 would round are left as they are (refused)
+    if np.issubdtype(arrays["y"].dtype, np.integer) and np.abs(arrays["y"]).max() < 2**24:
+        arrays = {**arrays, "y": arrays["y"].astype(np.float64)}
+    if np.all(arrays["g"] == np.round(arrays["g"])):
+        arrays = {**arrays, "g": arrays["g"].astype(np.int64)}
+    gradients, hessians = fused_outputs(case)
+    results = compiled(text).compute(True, gradients, hessians, arrays, None)
+    return [results[0], results[1 + gradients.index("s")],
+            results[1 + len(gradients) + hessians.index("s")]]
+
+
 def fused(text: str, **arrays: np.ndarray) -> list:
-    """[value, gradient, Hessian diagonal] with respect to s of the summed loss, from one
-    kernel: each kernel of ntxent and circle is a large compile, shared by the tests."""
-    return list(compiled(text).compute(True, ("s",), ("s",), arrays, None))
+    """[value, gradient, Hessian diagonal] of the summed loss (see :func:`kernel_results`)."""
+    values, gradient, hessian = kernel_results(text, **arrays)
+    return [np.sum(values), gradient, hessian]
 
 
 def embeddings(seed: int, n: int = 7, d: int = 3) -> np.ndarray:
@@ -124,7 +143,7 @@ def test_nan_and_inf_embeddings_propagate_as_the_references(jax_x64, bad):
     s = embeddings(3)
     s[3, 1] = bad
     per_sample = circle_samples(y, g)
-    found = compiled("circle(y, s, g)", "none")(y=y, s=s, g=g)
+    found = kernel_results("circle(y, s, g)", y=y, s=s, g=g)[0]
     expected = np.asarray(per_sample(s))
     assert not np.isfinite(expected).all()  # the reference is not finite either
     np.testing.assert_allclose(found, expected, rtol=1e-10)  # NaN where NaN, inf where inf
