@@ -17,7 +17,6 @@ its ``Gradient`` leaves move up the loss. lossdsl's objectives give CatBoost the
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -55,10 +54,11 @@ def _pairs_mrr(t: np.ndarray) -> list[tuple[int, int, float]]:
     return pairs
 
 
-def _pairs_err(t: np.ndarray) -> list[tuple[int, int, float]]:
+def catboost_err_pairs(t: np.ndarray) -> list[tuple[int, int, float]]:
     """CatBoost's CalcDersERR pairs (higher-label position, lower, delta) of one query whose
-    labels ``t`` (probabilities) are in ranked order; the running products skip the
-    documents whose label equals the upper document's, as CatBoost's loop does."""
+    labels ``t`` (probabilities, 0/1 or graded) are in ranked order; the running products
+    over the documents between the two skip those whose label equals the upper document's,
+    as CatBoost's ``continue`` does before it updates them."""
     pairs, look_first = [], 1.0
     for f in range(t.size):
         look_middle, middle_rr = 1.0, 0.0
@@ -75,10 +75,9 @@ def _pairs_err(t: np.ndarray) -> list[tuple[int, int, float]]:
     return pairs
 
 
-def catboost_lambdamart(metric: str | Callable, d: dict[str, np.ndarray], sigma: float = 1.0,
+def catboost_lambdamart(metric: str, d: dict[str, np.ndarray], sigma: float = 1.0,
                         norm: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(value, gradient, Hessian diagonal) of CatBoost's LambdaMart for ``metric`` ("MRR",
-    "ERR" on 0/1 labels, or a function giving a sorted query's pairs (high, low, delta)), query by
+    """(value, gradient, Hessian diagonal) of CatBoost's LambdaMart for ``metric``, query by
     query as CalcDersForSingleQuery computes them: a stable sort by score, the metric's pair
     deltas, each divided by 0.01 + |score gap| unless the query's scores are all equal, then
     every derivative scaled by log2(1 + S)/S, S the sum of 2 sigma delta sigmoid over the
@@ -93,8 +92,7 @@ def catboost_lambdamart(metric: str | Callable, d: dict[str, np.ndarray], sigma:
         t, s = y[order], z[order]
         all_equal = s[0] == s[-1]
         weighted, total = [], 0.0
-        pairs = metric if callable(metric) else _pairs_mrr if metric == "MRR" else _pairs_err
-        for high, low, delta in pairs(t):
+        for high, low, delta in (_pairs_mrr if metric == "MRR" else catboost_err_pairs)(t):
             difference = s[high] - s[low]
             if norm and not all_equal:
                 delta /= 0.01 + abs(difference)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import scipy.special
 from coupled import assert_simulated_cuda_matches_cpu, central_differences, shuffled_group_ids
-from test_ranking_metrics import catboost_lambdamart
+from test_ranking_metrics import catboost_err_pairs, catboost_lambdamart
 
 import lossdsl
 from lossdsl.boosting import QueryDraws
@@ -42,37 +42,6 @@ def fused(loss: lossdsl.CompiledLoss, d: dict) -> list:
 # ------------------------------------------------------------------------ ERR, graded labels
 
 ERR = "param sigma = 1.0\nparam norm = 1\nloss err = lambdarank_err(y, z, q, sigma, norm)"
-
-
-def catboost_err_pairs(t: np.ndarray) -> list[tuple[int, int, float]]:
-    """CatBoost's CalcDersERR: (higher-label position, lower position, delta) for the labels
-    ``t`` of one query in ranked order. pFirstLook is the product of 1 - t above the first
-    position; the middle products and sums run over the documents between the two, skipping
-    (as CatBoost's ``continue`` does, before it updates them) those whose label equals the
-    upper document's."""
-    pairs, p_first_look = [], 1.0
-    for first in range(t.size):
-        p_middle_look, middle_rr = 1.0, 0.0
-        for second in range(first + 1, t.size):
-            if t[first] == t[second]:
-                continue
-            high, low = (first, second) if t[first] > t[second] else (second, first)
-            first_delta = (t[first] - t[second]) / (first + 1)
-            middle_delta = middle_rr * (t[second] - t[first])
-            second_delta = p_middle_look * (t[second] - t[first]) / (second + 1)
-            delta = p_first_look * abs(first_delta + middle_delta + second_delta)
-            middle_rr += p_middle_look * t[second] / (second + 1)
-            p_middle_look *= 1 - t[second]
-            pairs.append((high, low, delta))
-        p_first_look *= 1 - t[first]
-    return pairs
-
-
-def catboost_lambdamart_err(d: dict[str, np.ndarray], sigma: float = 1.0, norm: bool = True
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(value, gradient, Hessian) of CatBoost's LambdaMart:metric=ERR on graded labels: the
-    LambdaMart of tests/test_ranking_metrics.py with CalcDersERR's pairs."""
-    return catboost_lambdamart(catboost_err_pairs, d, sigma, norm)
 
 
 def graded_queries(seed: int) -> dict[str, np.ndarray]:
@@ -98,7 +67,8 @@ ERR_CASES = [(0, {}), (1, {}), (2, {"sigma": 0.5, "norm": 0}), (3, {"sigma": 2.0
 @pytest.mark.parametrize("seed, params", ERR_CASES, ids=[f"{s}{p or ''}" for s, p in ERR_CASES])
 def test_graded_err_is_catboosts_calc_ders_err(seed, params):
     d = graded_queries(seed)
-    expected = catboost_lambdamart_err(d, params.get("sigma", 1.0), bool(params.get("norm", 1)))
+    expected = catboost_lambdamart("ERR", d, params.get("sigma", 1.0),
+                                   bool(params.get("norm", 1)))
     np.testing.assert_allclose(compiled(ERR, "none")(**d, **params), expected[0], rtol=1e-12,
                                atol=1e-13)
     value, gradient, hessian = fused(compiled(ERR), {**d, **params})
@@ -113,7 +83,7 @@ def test_graded_err_in_float32_follows_float64():
     d["z"] = np.round(d["z"] * 8) / 8  # and the same ranking: scores float32 holds exactly
     single = fused(compiled(ERR), {k: v.astype(np.float32) for k, v in d.items()})
     assert single[1].dtype == np.float32
-    _, gradient, hessian = catboost_lambdamart_err(d)
+    _, gradient, hessian = catboost_lambdamart("ERR", d)
     np.testing.assert_allclose(single[1], gradient, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(single[2], hessian, rtol=1e-4, atol=1e-6)
 
