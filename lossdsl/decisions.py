@@ -630,22 +630,19 @@ def _choose(values: np.ndarray, candidates: np.ndarray, row_ids: np.ndarray | No
     NaN costs never chosen, a row of only NaN or infinite costs an error."""
     clean = np.where(np.isnan(values), np.inf, values)
     best = np.argmin(clean, axis=1)
-    undefined = np.isnan(values).all(axis=1)
-    if undefined.any():
-        row = int(np.argmax(undefined))
-        raise LossDomainError(f"the expected cost is NaN for every candidate decision of row "
-                              f"{_row_name(row_ids, row)}{_nonfinite_note(per_row or {}, row)}:"
-                              f" the cost is undefined there (check the per-row inputs "
-                              f"and the candidate decisions {candidates[:5].tolist()}...)")
-    # every candidate infinite: no decision is better than another, the first is no answer
-    unbounded = np.isposinf(clean).all(axis=1)
-    if unbounded.any():
-        row = int(np.argmax(unbounded))
-        raise LossDomainError(f"the expected cost is infinite (or NaN) for every candidate "
-                              f"decision of row {_row_name(row_ids, row)}"
-                              f"{_nonfinite_note(per_row or {}, row)}: no decision is better "
-                              f"than another; check the row's inputs and the candidate "
-                              f"decisions {candidates[:5].tolist()}...")
+    shown = candidates[:5].tolist()
+    # every candidate NaN: undefined; every candidate infinite: no decision is better than
+    # another, the first is no answer
+    for every, cost, advice in (
+            (np.isnan(values).all(axis=1), "NaN", "the cost is undefined there (check the "
+             f"per-row inputs and the candidate decisions {shown}...)"),
+            (np.isposinf(clean).all(axis=1), "infinite (or NaN)", "no decision is better than "
+             f"another; check the row's inputs and the candidate decisions {shown}...")):
+        if every.any():
+            row = int(np.argmax(every))
+            raise LossDomainError(f"the expected cost is {cost} for every candidate decision "
+                                  f"of row {_row_name(row_ids, row)}"
+                                  f"{_nonfinite_note(per_row or {}, row)}: {advice}")
     return candidates[best], clean[np.arange(values.shape[0]), best]
 
 
