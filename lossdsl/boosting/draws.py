@@ -82,7 +82,17 @@ class QueryDraws:
 
     def __repr__(self) -> str:
         columns = "" if self.columns is None else f", columns={self.columns}"
-        return f"QueryDraws(seed={self.seed}{columns})"
+        return f"{type(self).__name__}(seed={self.seed}{columns})"
+
+    @property
+    def _streamed(self) -> bool:
+        """Whether the draws come from one NumPy stream for all the rows (see ``columns``),
+        not from LightGBM's generator per query."""
+        return self.columns is not None
+
+    def _sample(self, stream: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Draws of ``shape`` from ``stream``: uniform in [0, 1), 53 random bits each."""
+        return stream.random(shape)
 
     def restart(self) -> None:
         """Start every query's generator again from its seed."""
@@ -91,8 +101,9 @@ class QueryDraws:
     def _draw(self, states: np.ndarray | np.random.Generator, query: np.ndarray
               ) -> np.ndarray:
         """The next draws of every row; ``states`` advance."""
-        if self.columns is not None:  # ``states`` is the stream of the matrix's draws
-            return states.random((query.shape[0], self.columns))
+        if self._streamed:  # ``states`` is the stream of every row's draws
+            columns = () if self.columns is None else (self.columns,)
+            return self._sample(states, (query.shape[0], *columns))
         out = np.empty(query.shape[0])
         _next_draws(states, query, out)
         return out
@@ -122,9 +133,9 @@ class QueryDraws:
 
     def _seeds(self, count: int) -> np.ndarray | np.random.Generator:
         """The start states of ``count`` queries' generators: ``seed + i`` as LightGBM's
-        unsigned 32-bit state (with ``columns``, one stream seeded ``seed`` for every row)."""
-        if self.columns is not None:
-            return np.random.default_rng(self.seed)
+        unsigned 32-bit state (or one stream seeded ``seed`` for every row: ``_streamed``)."""
+        if self._streamed:
+            return np.random.default_rng(self.seed % 2**64)
         return ((self.seed + np.arange(count, dtype=np.int64)) % 2**32).astype(np.uint64)
 
 
@@ -134,22 +145,17 @@ class NormalDraws(QueryDraws):
     round from NumPy's generator seeded ``seed`` (``numpy.random.default_rng``), the rows in
     the order given. CatBoost's own generator (``TFastRng64`` seeded per query and round) is
     not reproduced: the draws are CatBoost's in distribution, not in value. It advances,
-    restarts and serves other rows as :class:`QueryDraws` does.
+    restarts, serves other rows and draws ``columns`` per row as :class:`QueryDraws` does.
     """
 
-    def __repr__(self) -> str:
-        return f"NormalDraws(seed={self.seed})"
+    _streamed = True
 
-    def _seeds(self, count: int) -> np.random.Generator:  # type: ignore[override]
-        """A generator started from the seed (one for all the queries)."""
-        return np.random.default_rng(self.seed % 2**64)
-
-    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
-        """The next standard normal draw of every row; the generator advances."""
-        return states.standard_normal(query.shape[0])
+    def _sample(self, stream: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Standard normal draws of ``shape``."""
+        return stream.standard_normal(shape)
 
 
-class UniformDraws(NormalDraws):
+class UniformDraws(QueryDraws):
     """Uniform draws in [0, 1) for the rows of every training round, in float64 (not on
     LightGBM's grid of 2^-15 as :class:`QueryDraws`): the draws of CatBoost's
     ``StochasticFilter`` (the prelude's ``stochastic_filter(y, z, q, u)``), one per row and
@@ -158,9 +164,4 @@ class UniformDraws(NormalDraws):
     reproduced).
     """
 
-    def __repr__(self) -> str:
-        return f"UniformDraws(seed={self.seed})"
-
-    def _draw(self, states: np.random.Generator, query: np.ndarray) -> np.ndarray:  # type: ignore[override]
-        """The next uniform draw of every row; the generator advances."""
-        return states.random(query.shape[0])
+    _streamed = True
