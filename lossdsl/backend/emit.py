@@ -255,6 +255,10 @@ def _loop_args(n: Node) -> tuple[Node, ...]:
     return n.args
 
 
+#: Per-sample operations that loop over a row (or a sample's partners) themselves.
+_SAMPLE_LOOPS = frozenset({"rowsum", "rowmax", "sparsemax_threshold", "logit_shift"})
+
+
 def _on_columns(n: Node) -> bool:
     """Whether ``n`` is typed on a sample axis and the columns of its rows (not partners)."""
     return len(n.axes or ()) == 2 and not Axis(n.axes[1]).is_ragged
@@ -299,7 +303,10 @@ class Body:
 
 def _worth_keeping(n: Node) -> bool:
     """Whether a per-class value costs more to compute again than to store and load: an
-    operation whose kernel calls a math function (exp, log, lgamma), not arithmetic."""
+    operation whose kernel calls a math function (exp, log, lgamma), not arithmetic, or the
+    dot product of a pair's rows (a loop over their columns)."""
+    if n.op == "pairdot":
+        return True
     op = find(n.op)
     return op is not None and op.kind == "elementwise" and bool(kernel_math_calls(op))
 
@@ -566,7 +573,7 @@ class BodyEmitter:
         loop over the whole row kept are read back; a loop over the whole row keeps those
         worth keeping (see ``row_buffers``) for the loops after it."""
         kept = {key: value for key, value in self.kept.items() if value.axis == axis}
-        keeping = self.row_buffers and whole_row and not Axis(axis).is_ragged
+        keeping = self.row_buffers and whole_row
         for n in self._ordered(roots, row=True, kept=kept):
             if id(n) in kept:
                 self._read_back(n, kept[id(n)], indent, index)
@@ -575,18 +582,33 @@ class BodyEmitter:
             if keeping and _worth_keeping(n):
                 slot: list[str] = []  # filled with the store once a later loop reads n
                 self.lines.append(slot)
-                self.kept[id(n)] = _Kept(axis, slot,
-                                         f"{indent}{{}}[{index}] = {self.values[id(n)]}")
+                at = self._buffer_slot(axis, index)
+                self.kept[id(n)] = _Kept(axis, slot, f"{indent}{{}}[{at}] = {self.values[id(n)]}")
+
+    def _buffer_slot(self, axis: str, index: str) -> str:
+        """Where element ``index`` of row ``i`` on ``axis`` sits in a row buffer: the class
+        itself, or, for a row of partners or a group's items (``index`` runs over its slice
+        of the flat item arrays), its place in that slice."""
+        if Axis(axis).is_ragged:
+            return f"{index} - {self._row_bounds(axis)[0]}"
+        return index
+
+    def _buffer_width(self, axis: str) -> str:
+        """The width of a row buffer on ``axis``: the class axis's, or the longest row of
+        partners or items (computed by the loop that allocates it)."""
+        if Axis(axis).is_ragged:
+            return f"longest_row({self._use(self.names.array(offsets_name(axis)), self.arrays)})"
+        return self.names.width(axis)
 
     def _read_back(self, n: Node, kept: _Kept, indent: str, index: str) -> None:
         """``n`` read from its row buffer (written, from now on, by the loop that computes
         it)."""
         if kept.buffer is None:
             kept.buffer = f"r{len(self.rows)}"
-            self.rows.append((kept.buffer, self.names.width(kept.axis)))
+            self.rows.append((kept.buffer, self._buffer_width(kept.axis)))
             kept.store.append(kept.line.format(kept.buffer))
         name = self._fresh()
-        self.lines.append(f"{indent}{name} = {kept.buffer}[{index}]")
+        self.lines.append(f"{indent}{name} = {kept.buffer}[{self._buffer_slot(kept.axis, index)}]")
         self.values[id(n)] = name
 
     def _open_row_loop(self, axis: str, indent: str) -> None:
@@ -611,33 +633,55 @@ class BodyEmitter:
         rows)."""
         return f"for k in range({stop}):" if start == "0" else f"for k in range({start}, {stop}):"
 
-    def _ready(self, n: Node) -> bool:
-        """Whether every per-sample value row reduction ``n``'s loop reads is computed."""
+    def _unready(self, n: Node) -> list[Node] | None:
+        """The per-sample values row reduction ``n``'s loop reads that are not computed yet,
+        or None where one of them needs a loop of its own first (another row reduction):
+        those listed can be computed now, before ``n``'s loop (arithmetic and math functions
+        of values already computed)."""
+        missing: dict[int, Node] = {}
         stack, seen = [n.args[0]], set()
         while stack:
             m = stack.pop()
             if id(m) in seen or id(m) in self.values or m.op == "const" or not m.axes:
                 continue
-            if len(m.axes) != 2:
-                return False
             seen.add(id(m))
+            if len(m.axes) == 1:
+                if m.op in _SAMPLE_LOOPS:
+                    return None
+                missing[id(m)] = m
+                if self._stored(m) is not None:  # read from an earlier pass's buffer
+                    continue
+            elif len(m.axes) != 2:
+                return None
             stack.extend(_loop_args(m))
-        return True
+        return list(missing.values())
 
-    def _fusable(self, n: Node) -> list[Node]:
+    def _fusable(self, n: Node) -> list[tuple[Node, list[Node]]]:
         """The row reductions still to come that can share ``n``'s loop over its row: over
-        the same axis, not a pick, and reading only per-sample values computed already."""
+        the same axis, not a pick, and reading only per-sample values computed already or
+        computable before the loop (listed with each reduction)."""
         axis = n.args[0].axes[1]
-        return [m for m in self.pending
-                if m is not n and id(m) not in self.values and m.op in ("rowsum", "rowmax")
-                and m.args[0].axes[1] == axis and pick_parts(m) is None and self._ready(m)]
+        found = []
+        for m in self.pending:
+            if (m is not n and id(m) not in self.values and m.op in ("rowsum", "rowmax")
+                    and m.args[0].axes[1] == axis and pick_parts(m) is None):
+                missing = self._unready(m)
+                if missing is not None:
+                    found.append((m, missing))
+        return found
 
     def _emit_row_reduction(self, n: Node, name: str, indent: str) -> list[tuple[Node, str]]:
         """The statements of row reduction ``n`` (named ``name``), with those of the row
         reductions that can share its loop (:meth:`_fusable`): one pass over the row for
         a gradient's several sums. Returns every reduction emitted, with its name."""
-        saved = dict(self.values)
         pick = pick_parts(n)
+        fusable = [] if pick is not None else self._fusable(n)
+        # what the reductions sharing the loop read is computed first (a logsumexp's shift,
+        # computed after its maximum's loop, lets the sums of two logsumexps share one loop)
+        for m in self._ordered([early for _, missing in fusable for early in missing],
+                               row=False):
+            self._emit_node(m, indent, "k")
+        saved = dict(self.values)
         emitted = [(n, name)]
         if pick is not None:
             x, label = pick
@@ -650,7 +694,7 @@ class BodyEmitter:
             self.lines.append(f"{indent}{name} = {self.operand(x)}")
         else:
             axis = n.args[0].axes[1]
-            emitted += [(m, self._fresh()) for m in self._fusable(n)]
+            emitted += [(m, self._fresh()) for m, _ in fusable]
             wide = {m_name: f"{m_name}_wide" for m, m_name in emitted
                     if m.op == "rowsum" and self.wide_row_sums}
             for m, m_name in emitted:
@@ -759,16 +803,25 @@ class BodyEmitter:
         outer = loop.indent
         zero = "0.0" if self.wide_row_sums else "T(0.0)"
         partners.zeros.append(f"{outer}    {buffer}[{PAIR_COLUMN}] = {zero}")
+        # a pair's values an earlier loop over the row's partners kept (its dot products)
+        kept = {key: value for key, value in self.kept.items()
+                if value.axis == Axis(rows.axes[0]).items()}
         saved_values, saved_lines = self.values, self.lines
         self.values, self.lines = partners.pair_values, partners.pairs
-        for m in self._ordered([weights], row=True):
-            self._emit_node(m, outer + "    ", PARTNER_SLOT)
+        for m in self._ordered([weights], row=True, kept=kept):
+            if id(m) in kept:
+                self._read_back(m, kept[id(m)], outer + "    ", PARTNER_SLOT)
+            else:
+                self._emit_node(m, outer + "    ", PARTNER_SLOT)
         weight = self.operand(weights)
         partners.column_values.update(partners.pair_values)
         self.values, self.lines = partners.column_values, partners.columns
         inner = outer + "        "
-        for m in self._ordered([rows], row=True):
-            self._emit_node(m, inner, PAIR_COLUMN if _on_columns(m) else PARTNER_SLOT)
+        for m in self._ordered([rows], row=True, kept=kept):
+            if id(m) in kept:
+                self._read_back(m, kept[id(m)], inner, PARTNER_SLOT)
+            else:
+                self._emit_node(m, inner, PAIR_COLUMN if _on_columns(m) else PARTNER_SLOT)
         item = f"{weight} * {self.operand(rows)}"
         self.lines += [f"{inner}{line}" for line in self.sum_into(f"{buffer}[{PAIR_COLUMN}]",
                                                                    item)]

@@ -97,7 +97,7 @@ class CpuModuleBuilder(ModuleBuilder):
             "",
             *(["from lossdsl.backend.cpu import libm as math  # libm, vectorisable exp and log"]
               if self.vectorisable else []),
-            "from lossdsl.backend.cpu.runtime import DIRECT",
+            "from lossdsl.backend.cpu.runtime import DIRECT, longest_row",
             "from lossdsl.backend.cpu.vector_math import row_add, row_max",
             *(["from lossdsl.backend.cpu.helpers import shared_helpers"]
               if self.printer.helpers else []),

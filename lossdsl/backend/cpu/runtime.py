@@ -107,6 +107,17 @@ def launch(function: Callable[..., Any], *arguments: Any) -> Any:
 
 
 @numba.njit(cache=True)
+def longest_row(offsets: np.ndarray) -> int:
+    """The most items any sample's row holds, from the offsets where each row starts in the
+    flat item arrays (and, last, their number): the width of a row buffer for the loops over
+    a row's partners or a group's items."""
+    longest = 0
+    for row in range(offsets.shape[0] - 1):
+        longest = max(longest, offsets[row + 1] - offsets[row])
+    return longest
+
+
+@numba.njit(cache=True)
 def first_label_outside(labels: np.ndarray, width: int, ignore: int, ignoring: bool) -> int:
     """The index of the first of the flat ``labels`` that is negative, at least ``width``,
     fractional or NaN (and, when ``ignoring``, not ``ignore``), or -1: one compiled pass,
