@@ -803,25 +803,14 @@ class BodyEmitter:
         outer = loop.indent
         zero = "0.0" if self.wide_row_sums else "T(0.0)"
         partners.zeros.append(f"{outer}    {buffer}[{PAIR_COLUMN}] = {zero}")
-        # a pair's values an earlier loop over the row's partners kept (its dot products)
-        kept = {key: value for key, value in self.kept.items()
-                if value.axis == Axis(rows.axes[0]).items()}
         saved_values, saved_lines = self.values, self.lines
         self.values, self.lines = partners.pair_values, partners.pairs
-        for m in self._ordered([weights], row=True, kept=kept):
-            if id(m) in kept:
-                self._read_back(m, kept[id(m)], outer + "    ", PARTNER_SLOT)
-            else:
-                self._emit_node(m, outer + "    ", PARTNER_SLOT)
+        self._emit_at_partners(weights, rows.axes[0], outer + "    ", columns=False)
         weight = self.operand(weights)
         partners.column_values.update(partners.pair_values)
         self.values, self.lines = partners.column_values, partners.columns
         inner = outer + "        "
-        for m in self._ordered([rows], row=True, kept=kept):
-            if id(m) in kept:
-                self._read_back(m, kept[id(m)], inner, PARTNER_SLOT)
-            else:
-                self._emit_node(m, inner, PAIR_COLUMN if _on_columns(m) else PARTNER_SLOT)
+        self._emit_at_partners(rows, rows.axes[0], inner, columns=True)
         item = f"{weight} * {self.operand(rows)}"
         self.lines += [f"{inner}{line}" for line in self.sum_into(f"{buffer}[{PAIR_COLUMN}]",
                                                                    item)]
@@ -829,6 +818,19 @@ class BodyEmitter:
         read = f"T({buffer}[k])" if self.wide_row_sums else f"{buffer}[k]"
         self.lines.append(f"{indent}{name} = {read}")
         self.values[id(n)] = name
+
+    def _emit_at_partners(self, root: Node, samples: str, indent: str, columns: bool) -> None:
+        """The nodes under ``root`` at partner slot ``kq`` of row ``i`` (and, where
+        ``columns``, those on the row's columns at column ``kc``); a pair's values that an
+        earlier loop over the partners kept (a dot product of rows) are read back."""
+        kept = {key: value for key, value in self.kept.items()
+                if value.axis == Axis(samples).items()}
+        for m in self._ordered([root], row=True, kept=kept):
+            if id(m) in kept:
+                self._read_back(m, kept[id(m)], indent, PARTNER_SLOT)
+            else:
+                self._emit_node(m, indent, PAIR_COLUMN if columns and _on_columns(m)
+                                else PARTNER_SLOT)
 
     def _open_partner_pass(self, loop: _RowLoop, items: str, width: str) -> _PartnerPass:
         """A loop over row ``i``'s partners on ``items`` (and, in it, over the row's
