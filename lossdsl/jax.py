@@ -724,6 +724,9 @@ class JaxLoss:
             ids = _concrete(arrays[name])  # traced ids: equal values make a group
             if ids is not None:
                 check_group_ids(name, ids)
+        for name, role in layout.scan_keys:
+            if name in arrays and _rounded(host.get(name), arrays[name]):
+                _refuse_rounded_keys(layout, name, role, host[name], arrays[name])
         keys = {name: np.asarray(values) for name, _ in layout.scan_keys
                 if name in arrays and (values := _concrete(arrays[name])) is not None}
         check_scan_keys(layout, keys, functions.dtype)  # traced keys: as they are rounded
@@ -846,6 +849,33 @@ def _refuse_rounded_ids(layout: Any, name: str, given: np.ndarray, converted: An
             f"2**{limit.bit_length() - 1}, where {converted.dtype} cannot tell neighbouring "
             f"integers apart: {_x64_advice(given, converted)}", layout.spans.get(name),
             input=name, index=index)
+
+
+def _refuse_rounded_keys(layout: Any, name: str, role: str, given: np.ndarray,
+                         converted: Any) -> None:
+    """Refuse the keys or strata ``given`` of a cumulative sum where JAX's narrower float
+    type reads two distinct values as one: two event times rounded to one float32 tie
+    (strata merge), which changes the risk sets without a sign. Magnitudes are compared
+    too: a key may be ``abs(y)`` of a signed input (``cox_ph``'s censored times)."""
+    flat = given.ravel()
+    for values in (flat, np.abs(flat)):
+        order = np.argsort(values, kind="stable")
+        exact = values[order]
+        narrow = exact.astype(np.dtype(converted.dtype))
+        merged = np.flatnonzero((exact[1:] != exact[:-1]) & (narrow[1:] == narrow[:-1]))
+        if merged.size:
+            break
+    else:
+        return
+    first, second = int(order[merged[0]]), int(order[merged[0] + 1])
+    raise LossDomainError(
+        f"'{name}' gives the {role} of this loss's cumulative sums (risk sets), whose ties "
+        f"need its exact values, but {flat[first].item()!r}{at_index(first)} and "
+        f"{flat[second].item()!r}{at_index(second)} read as one {converted.dtype} number "
+        f"and would {'tie' if role == 'keys' else 'merge'}: JAX reads {given.dtype} arrays "
+        f"as {converted.dtype} (jax_enable_x64 is off); enable float64 first with "
+        "jax.config.update('jax_enable_x64', True)", layout.spans.get(name), input=name,
+        index=first)
 
 
 def _nan_where(flag: jax.Array, arrays: dict[str, Any]) -> None:

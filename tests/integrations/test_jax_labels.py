@@ -10,6 +10,9 @@
   integer ids were read in float32 (2**24 and 2**24 + 1 merged): now read as given.
 * int8, uint8, int16 and uint16 labels of more classes or rows than their type holds were
   range-checked in their own type, which wrapped: a false NaN.
+* float64 event times that float32 rounds to one number (1.0 and 1.0 + 1e-9) tied in
+  ``cox_ph``'s risk sets, which changed the loss without a sign (1.2299 for 1.0869): refused
+  with the x64 advice, also where the two are a censored and an event time (``abs(y)``).
 * ``derivatives="jax"`` differentiated the ``where`` that makes ``xlogy(0, y)`` 0: its
   derivative in x was 0 at x = 0 instead of log(y) (log1p(y) for xlog1py). Against the
   analytic first and second derivatives and scipy.special's values.
@@ -240,3 +243,21 @@ def test_labels_read_only_by_lookups_are_not_converted(x64_off):
                          s=np.ones((2, 2), np.float32))
     assert "jnp.asarray(a1).astype(T)" not in source
     assert "jnp.asarray(a1), a1.shape[0])" in source  # the lookup's labels
+
+
+def test_float64_risk_set_times_float32_ties_are_refused(x64_off):
+    times = np.array([1.0, 1.0 + 1e-9, 2.0, 3.0, 1.0 + 2e-9])
+    scores = np.array([0.3, -0.2, 0.1, 0.5, 0.0])
+    cox = lossdsl.jax.loss("cox_ph(y, z)")
+    kernel = lossdsl.compile("cox_ph(y, z)")
+    # the float64 kernel's value, which the float32 ties would have changed
+    assert abs(kernel(y=times, z=scores) - 1.0869302069513496) < 1e-12
+    for signed in (times, times * np.array([1, -1, 1, -1, 1])):  # censored: abs(y) ties
+        with pytest.raises(LossDomainError, match=X64_ADVICE) as refused:
+            cox(y=signed, z=scores)
+        assert "at index 0" in str(refused.value) and "would tie" in str(refused.value)
+    # distinct in float32 too, or given as float32: computed, as the kernel does
+    distinct = np.array([1.0, -1.5, 2.0, -3.0, 2.5])
+    assert abs(float(cox(y=distinct, z=scores)) - kernel(y=distinct, z=scores)) < 1e-6
+    rounded = times.astype(np.float32)
+    assert abs(float(cox(y=rounded, z=scores)) - kernel(y=rounded, z=scores)) < 1e-6
