@@ -30,7 +30,15 @@ How the numbers are taken:
   lossdsl's and the floor's alike;
 * ratios are "peer time / lossdsl time" (larger = lossdsl faster), except lossdsl / floor
   (at most about 1 when lossdsl is at the memory bound). On a shared machine absolute times
-  drift; ratios from one process are what to compare.
+  drift; ratios from one process are what to compare;
+* the compute wall: lossdsl's own kernel (``target="cpu"``, one thread, ``out=`` arrays)
+  run over the first ``COMPUTE_BLOCK`` rows again and again until it has seen as many rows
+  as the benchmark, so that its inputs and outputs stay in the cache and no memory traffic
+  is left: the time its arithmetic takes, divided by the cores (as the parallel kernel
+  divides it). Where "compute / floor" is above 1 the kernel cannot reach the memory floor
+  on this machine without fewer or cheaper operations per element (its ``exp``, ``log1p``,
+  divisions, class loops); where lossdsl / floor is well above both, the time goes
+  elsewhere.
 
 Data per family (``lossdsl.peers``): normal targets with residuals on both sides of Huber's
 delta, binary labels with logits of scale 2, compound-Poisson targets for Tweedie, uniform
@@ -66,6 +74,9 @@ FAMILIES = [
     ("sparse_cce K=1000", "sparse_cce_logits(y, z)", 1000),
 ]
 PEERS = ("numpy", "numba", "torch", "torch.compile", "jax", "sklearn")
+# rows per in-cache block of the compute wall: an input and the outputs of 16,384 float64
+# rows (128 KiB each) stay in the L2/L3 caches; K classes take 16,384 / K rows
+COMPUTE_BLOCK = 16_384
 
 
 def rows_for(n: int, classes: int) -> int:
@@ -102,7 +113,36 @@ def measure(expression: str, classes: int, n: int, repeat: int, pause: float,
             skipped.append(f"{peer.name} failed: {type(error).__name__}: {error}")
             continue
         implementations[peer.name] = {task: f for task, f in peer.tasks.items() if task in TASKS}
-    return benchmark.interleaved_best(implementations, repeat, pause), skipped, rows
+    seconds = benchmark.interleaved_best(implementations, repeat, pause)
+    seconds["compute"] = compute_wall(expression, wrt, inputs, rows, classes, repeat)
+    return seconds, skipped, rows
+
+
+def compute_wall(expression: str, wrt: str, inputs: dict, rows: int, classes: int,
+                 repeat: int) -> dict[str, float]:
+    """Seconds per task that lossdsl's arithmetic alone takes over ``rows`` rows on all
+    cores: its one-thread kernel over an in-cache block of rows, called until it has seen
+    ``rows`` rows (best of ``repeat``), divided by the cores."""
+    block = max(1, min(rows, COMPUTE_BLOCK // max(classes, 1)))
+    part = {name: value[:block] if isinstance(value, np.ndarray) and value.ndim
+            and value.shape[0] == rows else value for name, value in inputs.items()}
+    compiled = lossdsl.compile(expression, target="cpu")
+    gradient, hessian = np.empty_like(part[wrt]), np.empty_like(part[wrt])
+    calls = max(1, rows // block)
+    tasks = {"value+grad": lambda: compiled.value_and_grad(wrt, out=gradient, **part),
+             "grad+hess": lambda: compiled.grad_and_hessian(wrt, out=(gradient, hessian),
+                                                            **part)}
+    best = {}
+    for task, function in tasks.items():
+        function()
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(calls):
+                function()
+            times.append(time.perf_counter() - start)
+        best[task] = min(times) * rows / (calls * block) / (os.cpu_count() or 1)
+    return best
 
 
 def _cell(seconds: dict[str, dict[str, float]], name: str, task: str) -> str:
@@ -156,23 +196,27 @@ def main() -> None:
               file=sys.stderr if args.markdown else sys.stdout, flush=True)
     if args.markdown:
         print("\n| loss | lossdsl v+g, g+h (ms) | lossdsl / floor (v+g, g+h) | "
-              "NumPy / lossdsl | hand Numba / lossdsl | PyTorch eager / lossdsl | "
-              "torch.compile / lossdsl | jax.jit / lossdsl | sklearn g+h / lossdsl g+h |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "compute / floor | NumPy / lossdsl | hand Numba / lossdsl | "
+              "PyTorch eager / lossdsl | torch.compile / lossdsl | jax.jit / lossdsl | "
+              "sklearn g+h / lossdsl g+h |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for label, seconds, rows in results:
             ours = seconds["lossdsl"]
             floor = seconds["floor"]
             name = label + (f" ({rows:,} rows)" if rows != args.n else "")
             cells = [f"{ours['value+grad'] * 1e3:.1f}, {ours['grad+hess'] * 1e3:.1f}",
                      f"{ours['value+grad'] / floor['value+grad']:.2f}, "
-                     f"{ours['grad+hess'] / floor['grad+hess']:.2f}"]
+                     f"{ours['grad+hess'] / floor['grad+hess']:.2f}",
+                     f"{seconds['compute']['value+grad'] / floor['value+grad']:.2f}, "
+                     f"{seconds['compute']['grad+hess'] / floor['grad+hess']:.2f}"]
             for peer in ("numpy", "numba", "torch", "torch.compile", "jax"):
                 cells.append(f"{_cell(seconds, peer, 'value+grad')}, "
                              f"{_cell(seconds, peer, 'grad+hess')}")
             cells.append(_cell(seconds, "sklearn", "grad+hess"))
             print(f"| {name} | " + " | ".join(cells) + " |")
         print("\n(v+g: value + gradient, g+h: gradient + Hessian diagonal; peer / lossdsl > 1 "
-              "means lossdsl is faster; — : the peer does not have the loss or the task)")
+              "means lossdsl is faster; — : the peer does not have the loss or the task; "
+              "compute: lossdsl's arithmetic alone on in-cache rows, divided by the cores)")
 
 
 if __name__ == "__main__":
