@@ -50,6 +50,11 @@ SHIFTED = raw("sub", Z, SHIFT)
 TOTAL = raw("rowsum", raw("exp", SHIFTED))
 SHARED_EXPONENTIAL = m("exp", m("neg", m("abs", X)))
 RECIPROCAL = m("div", ONE, X)
+# the range guards of squares: |x| <= 2^32, beyond which 1 + x*x is x*x, and max(|x|, 2^32)
+# with the derivatives of |x| (|x| there), less 1, in place of the square beyond it
+GUARD = m("le", m("abs", X), c(2.0**32))
+GUARDED = m("add", m("abs", X),
+            m("stop_gradient", m("sub", m("max", m("abs", X), c(2.0**32)), m("abs", X))))
 
 # (phase, rule, the node the rule is given, the node it must return)
 CASES: list[tuple[str, str, Node, Node]] = [
@@ -96,6 +101,21 @@ CASES: list[tuple[str, str, Node, Node]] = [
      m("mul", TWO, m("log", m("abs", X)))),
     ("stabilize", "log_of_power", raw("log", raw("pow", Y, c(3))), m("mul", c(3), m("log", Y))),
     ("stabilize", "sqrt_of_square", raw("sqrt", raw("mul", X, X)), m("abs", X)),
+    # squares that overflow in range: guarded by |x| <= 2^32, beyond which 1 + x*x is x*x
+    ("stabilize", "log1p_of_power", raw("log1p", raw("mul", X, X)),
+     m("mul", m("where", GUARD, ONE, TWO),
+       m("log1p", m("where", GUARD, m("mul", X, X), m("sub", GUARDED, ONE))))),
+    ("stabilize", "quotient_by_one_plus_square", raw("div", Y, raw("add", ONE, raw("mul", X, X))),
+     m("div", m("mul", Y, m("where", GUARD, ONE, m("div", ONE, GUARDED))),
+       m("add", ONE, m("where", GUARD, m("mul", X, X), m("sub", GUARDED, ONE))))),
+    ("stabilize", "quotient_by_one_plus_square",
+     raw("div", X, raw("add", ONE, raw("pow", X, TWO))),
+     m("div", m("where", GUARD, X, m("sign", X)),
+       m("add", ONE, m("where", GUARD, m("pow", X, TWO), m("sub", GUARDED, ONE))))),
+    ("stabilize", "quotient_by_square", raw("div", ONE, raw("mul", X, X)),
+     m("mul", RECIPROCAL, RECIPROCAL)),
+    ("stabilize", "quotient_by_square", raw("div", Y, raw("pow", X, TWO)),
+     m("mul", m("mul", Y, RECIPROCAL), RECIPROCAL)),
     ("canonicalize", "mul_by_reciprocal", raw("mul", raw("div", ONE, X), raw("mul", X, Y)),
      m("div", raw("mul", X, Y), X)),
     ("canonicalize", "mul_constants_together", raw("mul", TWO, raw("mul", c(3), X)),

@@ -192,6 +192,97 @@ def sqrt_of_square(n: Node) -> Node | None:
     return make("abs", (power[0],))
 
 
+#: Beyond this magnitude ``1 + x*x`` is ``x*x`` in float64 (``x*x`` > 2^64, ulps of 2^11 and
+#: more) and ``x*x`` is still finite in float32 (2^64 < 3.4e38): where a form of ``1 + x*x``
+#: that overflows (from |x| = 1.3e154 in float64, 1.8e19 in float32) switches to one that
+#: does not, both agree to a few ulps.
+SQUARE_GUARD = 2.0 ** 32
+
+
+def _guarded(x: Node, bound: float, near: Node) -> tuple[Node, Node, Node]:
+    """``(c, w, m)``: the guard ``c = |x| <= bound`` and ``w = where(c, near, m - 1)`` with
+    ``m = max(|x|, bound)``, which is ``|x|`` wherever ``c`` fails, carrying the derivatives
+    of ``|x|`` (``|x| + stop_gradient(max(|x|, bound) - |x|)``: the carriers phase computes
+    the maximum). ``1 + w`` is ``1 + near`` within the guard and ``|x|`` beyond it (``m - 1``
+    is exact below 2^53 and rounds away only beyond), so one log1p or one division of
+    ``1 + w`` serves both sides; at least ``bound`` in the branch not taken, ``m`` keeps it
+    finite with finite derivatives at ``x = 0``, also for JAX's autodiff of the printed
+    value (``0 * inf`` is NaN in a where's masked branch)."""
+    magnitude = make("abs", (x,))
+    at_least = make("max", (magnitude, constant(bound)))
+    large = make("add", (magnitude, make("stop_gradient", (make("sub", (at_least, magnitude)),))))
+    guard = make("le", (magnitude, constant(bound)))
+    return guard, make("where", (guard, near, make("sub", (large, ONE)))), large
+
+
+@rule("log1p")
+def log1p_of_power(n: Node) -> Node | None:
+    """``log1p(x*x) -> where(c, 1, 2) log1p(where(c, x*x, |x| - 1))`` with the guard
+    ``c = |x| <= 2^32`` (and ``log1p(x^k)`` for even k = 2..16, guarded by ``2^(64/k)``):
+    ``k log|x|`` beyond the guard, where ``1 + x^k`` rounds to ``x^k`` in float64. The power
+    overflows (float64 from |x| = 1.3e154 at k = 2, float32 from 1.8e19) where the log is a
+    modest number (``log1p(x*x)`` was inf, its gradient ``2x/(1 + x*x)`` 0 for ``2/x``).
+    One log1p as before, of a selected argument (:func:`_guarded`), and its derivatives
+    one division by ``1 + w`` as before: a comparison, a maximum and selects per element."""
+    power = _integer_power(n.args[0])
+    if power is None or power[1] % 2 or not 2 <= power[1] <= 16:
+        return None
+    x, k = power
+    if x.op == "const":
+        return None
+    guard, argument, _ = _guarded(x, 2.0 ** math.ceil(64 / k), n.args[0])
+    factor = make("where", (guard, ONE, constant(float(k))))
+    return make("mul", (factor, make("log1p", (argument,))))
+
+
+def _square_of(n: Node) -> Node | None:
+    """``x`` when ``n`` is ``x*x`` or ``x^2``."""
+    power = _integer_power(n)
+    return power[0] if power is not None and power[1] == 2 else None
+
+
+@rule("div")
+def quotient_by_one_plus_square(n: Node) -> Node | None:
+    """``a/(1 + x*x) -> a where(c, 1, 1/|x|) / (1 + where(c, x*x, |x| - 1))`` with the guard
+    ``c = |x| <= 2^32``, and ``b where(c, x, sign(x)) / (1 + ...)`` for ``a = b*x``: ``1 +
+    x*x`` overflows from |x| = 1.3e154 in float64 (1.8e19 in float32), where ``x/(1 + x*x)``
+    is ``1/x`` (1e-200 at x = 1e200, computed as 0). Beyond the guard ``1 + x*x`` rounds to
+    ``x*x`` in float64, and the quotient is ``(a/|x|)/|x|`` (``b sign(x)/|x|``): one
+    division as before where ``x`` is a factor of the numerator (the derivatives of
+    ``log1p(x*x)``), one more elsewhere (:func:`_guarded`)."""
+    a, denominator = n.args
+    x = _square_of(_one_plus(denominator) or ZERO) if denominator.op == "add" else None
+    if x is None or x.op == "const":
+        return None
+    guard, square, large = _guarded(x, SQUARE_GUARD, _one_plus(denominator))
+    rest = _without(_factors(a), (x,))
+    if rest is None:
+        numerator = make("mul", (a, make("where", (guard, ONE, make("div", (ONE, large))))))
+    else:
+        numerator = make("where", (guard, x, make("sign", (x,))))
+        for factor in rest:
+            numerator = make("mul", (factor, numerator))
+    return make("div", (numerator, make("add", (ONE, square))))
+
+
+@rule("div")
+def quotient_by_square(n: Node) -> Node | None:
+    """``a/(x*x) -> (a (1/x)) (1/x)`` (and ``a/x^2``): ``x*x`` overflows or underflows
+    where the quotient need not (``1e300/(x*x)`` is 0 for 1e-20 at x = 1e160), and the
+    Hessian of ``1/(x*x)``, ``2 r (2 (r x)^2) - r (r - 2 (r x)^2)`` with ``r = 1/(x*x)``,
+    was ``inf - inf = NaN`` for +inf below |x| = 1e-154; that of ``(1/x)^2`` is a sum of
+    positive terms. The products of the reciprocal overflow or underflow only where the
+    quotient does, and cost a product where the square did."""
+    a, denominator = n.args
+    x = _square_of(denominator)
+    if x is None or x.op == "const":
+        return None
+    reciprocal = make("div", (ONE, x))
+    if is_constant(a, 1.0):
+        return make("mul", (reciprocal, reciprocal))
+    return make("mul", (make("mul", (a, reciprocal)), reciprocal))
+
+
 @rule("log")
 def log_sigmoid_of(n: Node) -> Node | None:
     """``log(sigmoid(x)) -> log_sigmoid(x)``."""
@@ -377,6 +468,7 @@ STABILIZE = Phase(
         log1p_exp,
         log_one_plus,
         log_of_power,
+        log1p_of_power,
         sqrt_of_square,
         log_sigmoid_of,
         log_one_minus_sigmoid,
@@ -386,5 +478,7 @@ STABILIZE = Phase(
         one_minus_sigmoid,
         exp_plus_minus_one,
         reciprocal_one_plus_exp,
+        quotient_by_one_plus_square,
+        quotient_by_square,
     ),
 )
