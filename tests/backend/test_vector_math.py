@@ -113,6 +113,14 @@ def _loguniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.nd
     return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
 
 
+def _near_reduction_edges(rng: np.random.Generator, lo: int, hi: int, n: int) -> np.ndarray:
+    """Values 2**k and sqrt(2) * 2**k (k in [lo, hi)) times 1 +- 1e-3: where log's reduction
+    changes k (mantissa to [sqrt2/2, sqrt2)) and f = m - 1 is largest or crosses 0."""
+    k = rng.integers(lo, hi, n).astype(np.float64)
+    centre = np.where(rng.random(n) < 0.5, 1.0, np.sqrt(2.0))
+    return np.ldexp(centre, k.astype(int)) * (1.0 + rng.uniform(-1e-3, 1e-3, n))
+
+
 def input_ranges(name: str, dtype: type, n: int) -> dict[str, np.ndarray]:
     """Named input samples per function; float32 samples are drawn in float32 ranges."""
     rng = np.random.default_rng(12345)
@@ -142,6 +150,10 @@ def input_ranges(name: str, dtype: type, n: int) -> dict[str, np.ndarray]:
             ),
             "[0.5,2]": rng.uniform(0.5, 2, n),
             "subnormal x": rng.uniform(0, 1.17e-38, n) if f32 else rng.uniform(0, 2.2e-308, n),
+            "near 2**k, sqrt2*2**k": (
+                _near_reduction_edges(rng, -126, 128, n) if f32
+                else _near_reduction_edges(rng, -1022, 1024, n)
+            ),
         }
     elif name == "log1p":
         big = 3e38 if f32 else 1e300
@@ -152,6 +164,13 @@ def input_ranges(name: str, dtype: type, n: int) -> dict[str, np.ndarray]:
             "positive, all scales": _loguniform(rng, tiny, big, n),
             "negative, all scales": -_loguniform(rng, tiny, 1, n),
             "near -1": -1 + _loguniform(rng, 1e-7 if f32 else 1e-16, 1e-2, n),
+            # 1 + x near the reduction's edges (k from -2 to past where u - 1 is inexact),
+            # and x where fl(1 + x) rounds off most of x (the correction c/u carries it)
+            "1+x near 2**k, sqrt2*2**k": (
+                _near_reduction_edges(rng, -2, 27 if f32 else 56, n) - 1
+            ),
+            "1+x rounds": sign * _loguniform(rng, 2.0**-25 if f32 else 2.0**-54,
+                                             2.0**-12 if f32 else 2.0**-30, n),
         }
     elif name == "tanh":
         r = {
@@ -320,6 +339,56 @@ def test_log_of_subnormals_and_extremes(dtype: type) -> None:
         got = _apply(FUNCS[name][0], xs)
         want = _apply(FUNCS[name][1], xs.astype(np.float64)).astype(dtype)
         assert ulp_distance(got, want).max() <= 1, name
+
+
+def _ulp_walk(centres: list[float], dtype: type, steps: int = 32) -> np.ndarray:
+    """Each centre (rounded to dtype) and its ``steps`` neighbours on either side."""
+    out = []
+    with np.errstate(over="ignore"):
+        for c in np.array(centres, dtype):
+            up, down = [c], [c]
+            for _ in range(steps):
+                up.append(np.nextafter(up[-1], dtype(np.inf)))
+                down.append(np.nextafter(down[-1], dtype(-np.inf)))
+            out += down[::-1] + up[1:]
+    return np.array(out, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_log_reduction_edges(dtype: type) -> None:
+    """Ulp by ulp across the edges of log's reduction: the mantissa bits where m wraps from
+    sqrt2 to sqrt2/2 (k changes) and 2**k (f = m - 1 crosses 0), for log at every scale and
+    for log1p at 1 + x; and log1p where u = fl(1 + x) stops being exact (2**53 in float64,
+    2**24 in float32: c = x - (u - 1) is then inexact but c/u negligible), next to -1 and at
+    the largest x."""
+    f32 = dtype == np.float32
+    # the mantissa where the reduction's carry flips: 0x3ff6a09e << 32, 0x3fb504f3
+    edge = float(np.array(0x3FB504F3, np.int32).view(np.float32)) if f32 else \
+        float.fromhex("0x1.6a09ep+0")
+    info = np.finfo(dtype)
+    scales = [-149, -126, -60, -1, 0, 1, 60, 127] if f32 else \
+        [-1074, -1060, -1022, -500, -1, 0, 1, 500, 1023]
+    log_x = [math.ldexp(c, k) for k in scales for c in (1.0, edge) if math.ldexp(c, k) > 0]
+    top = 24 if f32 else 53
+    log1p_x = [math.ldexp(c, k) - 1.0 for k in (-2, -1, 0, 1, 2, 12, top - 1, top, top + 1)
+               for c in (1.0, edge)]
+    log1p_x += [2.0**top - 2, 2.0**top + 2, 3 * 2.0 ** (top - 1), -1.0 + 2.0 ** -top, -0.5,
+                float(info.max), 2.0**-top, -(2.0**-top)]
+    long_double = np.finfo(np.longdouble).nmant >= 63  # x87 extended: 11 more bits
+    for name, xs in (("log", log_x), ("log1p", log1p_x)):
+        x = _ulp_walk(xs, dtype)
+        x = x[np.isfinite(x) & (x > (0.0 if name == "log" else -1.0))]
+        got = _apply(FUNCS[name][0], x)
+        want = _apply(FUNCS[name][1], x.astype(np.float64)).astype(dtype)
+        d = ulp_distance(got, want)
+        # glibc's log1p itself is 1.8 ulp off at the edge near x = 1/sqrt2 - 1
+        assert d.max() <= MAX_ULP, (name, x[np.argmax(d)], got[np.argmax(d)])
+        if long_double:  # the error against the exact value: below 1 ulp
+            exact = (np.log if name == "log" else np.log1p)(x.astype(np.longdouble))
+            binade = np.maximum(np.frexp(exact)[1] - 1, info.minexp)  # of the exact value
+            ulp = np.ldexp(np.longdouble(1), binade - info.nmant)
+            err = np.abs(got.astype(np.longdouble) - exact) / ulp
+            assert err.max() < 1, (name, x[np.argmax(err)], float(err.max()))
 
 
 def test_exp_subnormal_results_not_flushed() -> None:

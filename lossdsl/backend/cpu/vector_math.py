@@ -18,27 +18,45 @@ twice the SIMD width), not float64-and-cast.
 Algorithms
 ----------
 * exp / expm1: Cody-Waite reduction ``x = k*ln2 + r``, ``|r| <= ln2/2``, with ``k`` rounded by
-  the ``1.5*2**p`` shifter trick (no float->int conversion) and the rounding error of ``r``
-  recovered exactly (Fast2Sum).  ``expm1(r) = r + r*r*Q(r)`` where ``Q`` is a minimax
-  polynomial for ``(e**r - 1 - r)/r**2`` (relative error), evaluated with Estrin's scheme:
-  degree 10 for float64 (2**-57.2 after rounding the coefficients), degree 5 for float32
-  (2**-26.5); the coefficients come from ``tools/vector_math_coefficients.py``.  ``2**k`` is
-  built from exponent bits and applied as two factors ``2**(k>>1) * 2**(k - (k>>1))`` so
-  that overflow gives ``inf`` and results in the subnormal range are rounded once (no flush
-  to zero).
-* log / log1p: fdlibm/musl ``log`` scheme.  The mantissa is normalised to
-  ``[sqrt(2)/2, sqrt(2))`` by integer arithmetic on the bits, ``f = m - 1``,
-  ``s = f/(2+f)``, ``log(1+f) = f - f*f/2 + s*(f*f/2 + R(s*s))`` with the fdlibm ``Lg1..Lg7``
-  polynomial (degree 14 in s, float64) or musl's ``logf`` ``Lg1..Lg4`` (degree 8, float32).
-  log1p forms ``u = 1 + x`` and adds the exact rounding error of that sum, ``c/u``, as in
-  musl's ``log1p``; for ``u`` already in range (k == 0) it uses ``f = x`` exactly.
-  Subnormal log arguments are pre-scaled by ``2**54`` (``2**25`` for float32).  Two divisions
-  per log1p (one per log) remain; they vectorise (``vdivpd``) and are not the bottleneck.
+  the ``1.5*2**p`` shifter trick (no float->int conversion; one multiply-add) and the rounding
+  error of ``r`` recovered exactly (Fast2Sum).  ``expm1(r) = r + r*r*Q(r)`` where ``Q`` is a
+  minimax polynomial for ``(e**r - 1 - r)/r**2`` (relative error), evaluated with Estrin's
+  scheme: degree 10 for float64 (2**-57.2 after rounding the coefficients), degree 5 for
+  float32 (2**-26.5); the coefficients come from ``tools/vector_math_coefficients.py``.
+  ``2**k`` is built from exponent bits and applied as two factors ``2**(k>>1)`` and
+  ``2**(k - (k>>1))``, the second as ``s2 + s2*(r + e)`` (one multiply-add, one rounding), so
+  that overflow gives ``inf`` and results in the subnormal range are not flushed to zero.
+* log / log1p: fdlibm's reduction.  The mantissa is normalised to ``[sqrt(2)/2, sqrt(2))`` by
+  integer arithmetic on the bits (the exponent by a logical shift, turned into a float with
+  the shifter), ``f = m - 1`` and ``s = f/(m + 1)`` (both from ``m``), and
+  ``log(m) = 2 atanh(s) = f - s*(f - R(s*s))`` with fdlibm's ``Lg1..Lg7`` polynomial (degree 14
+  in s, float64) or musl's ``logf`` ``Lg1..Lg4`` (degree 8, float32), evaluated as
+  ``f - (s*f - (s**3*P(s*s) + lo))``: the one large product ``s*f`` enters the last
+  multiply-add whole, then the exactly known ``f`` and ``k*ln2_hi`` are added.  log1p forms
+  ``u = 1 + x`` and adds the rounding error of that sum, ``c = x - (u - 1)`` (exact for ``u``
+  up to ``2**53``; beyond, ``c/u`` is off by 1/64 ulp of the result at most), as ``c/u``, for every
+  ``u`` (no select for ``u`` already in range).  Subnormal log arguments are pre-scaled by
+  ``2**54`` (``2**25`` for float32).  Two divisions per log1p (one per log); they vectorise
+  (``vdivpd``), and removing either does not make ``log1p(exp(x))`` measurably faster.
+* Why these forms (issue #16): a vectorised loop over these kernels is bound neither by
+  memory nor by the FP pipes but by Zen 3's out-of-order window (llvm-mca: scheduler full on
+  98% of cycles): when log1p follows exp, each of log1p's operations waits for exp's whole
+  dependency chain, so the cost grows with operations times chain length.  The rework cut
+  log1p from 53 to 43 instructions per 4 elements (no select for k == 0, no four-instruction
+  emulation of a 64-bit arithmetic shift, ``m + 1`` beside ``f`` instead of ``2 + f`` after
+  it, a shorter tail) and the chains of log1p and exp by about 15 and 5 cycles: single-threaded
+  (float64, 10**7 elements, AVX2, Zen 3), ``log1p(exp(-|z|))`` went from 5.9 to 4.6 ns per
+  element, log1p from 2.3 to 1.8, exp from 1.8 to 1.6, log from 2.2 to 2.0.  A table-driven log
+  (glibc 2.28's 128 entries of ``1/c, log c``, no division) is not used: LLVM emits no AVX2
+  gathers for this CPU (znver3; a loop reading two tables came out as scalar loads and inserts,
+  about 15 instructions per table per vector of 4), and without FMA it needs two more tables
+  and a separate path near 1.
 
 * tanh: fdlibm's ``tanh`` from ``expm1``: for ``|x| < 1``, ``t = expm1(-2|x|)`` and
   ``-t/(t + 2)`` (no cancellation); above, ``t = expm1(2|x|)`` and ``1 - 2/(t + 2)``; ``x``
   itself below ``2**-28`` (``2**-12`` in float32), 1 from 22 on (9 in float32), the sign
-  restored last. One ``expm1`` and one division per element, both vectorised.
+  restored last. One ``expm1`` and one division per element, both vectorised.  ``vtanh``'s
+  dispatch is force-inlined: LLVM's inliner left it a call, which stopped its loop vectorising.
 
 * pow: ``exp(y log|x|)``, where an error e in ``y log|x|`` is a relative error e of the
   result, up to 745 times log's own: ``log|x|`` is carried as ``hi + lo`` to about 2**-62 of
@@ -56,6 +74,9 @@ resolved by ``select``s computed alongside the main path, never by branches.
 Accuracy (``python3 tests/backend/test_vector_math.py``, ~10**7 samples per function and dtype, full
 ranges, tiny/huge/subnormal arguments and results): at most 1 ulp from glibc libm in float64, and at
 most 1 ulp from the float64 libm result rounded to float32 for float32 inputs, with or without FMA;
+log and log1p below 1 ulp of the exact value (against long double: 0.80 and 0.82 ulp with FMA,
+0.91 without, float32 0.80 and 0.82, 0.88 and 0.92 without; glibc's own log1p is 1.8 ulp off
+next to ``x = 1/sqrt(2) - 1``, where these are 0.2 ulp off);
 tanh at most 3 ulp (expm1's ulp, then the quotient's roundings; 2 * 10**6 samples per range);
 pow at most 1 ulp from glibc's pow, and 2 where the power nears over- or underflow (|y log x|
 up to 745: exp's own ulp, and log's last bits times 745), float32 at most 1 ulp.
@@ -148,6 +169,22 @@ def _bits_to_float_intrinsic(ftype: types.Float):
 
 _f64_from_bits = _bits_to_float_intrinsic(types.float64)
 _f32_from_bits = _bits_to_float_intrinsic(types.float32)
+
+
+@intrinsic
+def _srl(typingctx, i, n):
+    """``i >> n`` as a logical shift (zeros shifted in) by a constant ``n``, in ``i``'s type.
+
+    Numba's ``>>`` on int64 is arithmetic, which AVX2 has no 64-bit instruction for (LLVM
+    emulates it with four), and it widens int32 to int64.  Used on the bits of a float whose
+    sign is clear wherever the result is used."""
+    if not (isinstance(i, types.Integer) and isinstance(n, types.IntegerLiteral)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.lshr(args[0], ir.Constant(args[0].type, sig.args[1].literal_value))
+
+    return i(i, n), codegen
 
 # a*b + c as ``llvm.fmuladd``: LLVM may fuse it into one FMA where the target has one (and
 # never calls libm ``fma``), or emit a separate multiply and add.  Only used where the error
@@ -279,6 +316,7 @@ _F_INV_LN2 = _f(1.4426950408889634)
 _F_LN2_HI = _f(0.693145751953125)  # 0x3f317200
 _F_LN2_LO = _f(1.428606765330187e-06)  # 0x35bfbe8e
 _F_SHIFT = _f(12582912.0)  # 1.5 * 2**23
+_F_SHIFT_SUB25 = _f(12582937.0)  # _F_SHIFT + 25: the exponent of a subnormal scaled by 2**25
 _F_SHIFT_BITS = 0x4B400000
 _F_EXP_LO = _f(-110.0)
 _F_EXP_HI = _f(90.0)
@@ -337,13 +375,15 @@ def _exp_reduce_f64(x):
     x must be pre-clamped (nan passes through).  e = r*r*Q(r) + c is small next to r, so
     callers add the large, exactly known terms first and e last.
     """
-    t = x * _INV_LN2 + _SHIFT
+    # k is any integer next to x/ln2 (|r| <= ln2/2 + 2**-40 whether or not the multiply-add
+    # is fused); r below is computed from the k chosen, exactly.
+    t = _mla(x, _INV_LN2, _SHIFT)
     k = _float_bits(t) - _SHIFT_BITS
     kd = t - _SHIFT  # == float(k), exactly
-    # Cody-Waite: kd*_LN2_HI is exact and so is x - kd*_LN2_HI (Sterbenz).  The rounding error
-    # c of the second subtraction is recovered exactly (Fast2Sum) and fed back below; expm1
-    # needs it when 2**k * r and 2**k - 1 partially cancel (k >= 1, r < 0).
-    rhi = x - kd * _LN2_HI
+    # Cody-Waite: kd*_LN2_HI is exact and so is x - kd*_LN2_HI (Sterbenz), fused or not.  The
+    # rounding error c of the second subtraction is recovered exactly (Fast2Sum) and fed back
+    # below; expm1 needs it when 2**k * r and 2**k - 1 partially cancel (k >= 1, r < 0).
+    rhi = _mla(-kd, _LN2_HI, x)
     rlo = kd * _LN2_LO
     r = rhi - rlo
     c = (rhi - r) - rlo
@@ -368,13 +408,14 @@ def _exp_f64(x):
     # Beyond the clamp range the result is 0 or inf anyway; nan propagates through arithmetic.
     x = _clamp(x, _EXP_LO, _EXP_HI)
     k, r, e = _exp_reduce_f64(x)
-    p = 1.0 + (r + e)
-    # 2**k as two normal factors: p*s1 is exact, the final multiply rounds once, giving inf on
-    # overflow and a correctly rounded product in the subnormal range.
+    # 2**k as two normal factors: s2 + s2*(r + e) = s2 * fl(1 + (r + e)) (s2*(r + e) is exact,
+    # one rounding, fused or not), then the multiply by s1 is exact, or rounds once more into
+    # the subnormal range, or gives inf on overflow.  A multiply-add and a multiply on the
+    # critical path where an addition and two multiplies were (the same bits).
     k1 = k >> 1
     s1 = _f64_from_bits((k1 + 1023) << 52)
     s2 = _f64_from_bits((k - k1 + 1023) << 52)
-    return (p * s1) * s2
+    return _mla(s2, r + e, s2) * s1
 
 
 @njit(**_JIT_OPTS)
@@ -396,18 +437,28 @@ def _expm1_f64(x):
 
 
 @njit(**_JIT_OPTS)
-def _log_kernel_f64(f, dk, c):
-    """log(1+f) + dk*ln2 + c for f in [sqrt2/2 - 1, sqrt2 - 1) (fdlibm evaluation order)."""
-    hfsq = 0.5 * f * f
-    s = f / (2.0 + f)
+def _log_kernel_f64(m, dk, lo):
+    """log(m) + dk*ln2 + lo for m in [sqrt2/2, sqrt2) and a small lo (fdlibm's reduction).
+
+    With f = m - 1 (exact) and s = f/(m + 1) = f/(2 + f), log(m) = 2 atanh(s) = 2s + s*R(s*s)
+    and 2s = f - s*f, so log(m) = f - (s*f - s**3*P(s*s)) with R(z) = z*P(z) (fdlibm's
+    Lg1..Lg7, by Estrin's scheme).  s*f is the one large product: it enters the last
+    multiply-add whole (with FMA unrounded), the small s**3 term and lo its addend; then f,
+    exactly known, and dk*ln2_hi (an exact product) are added.  Four operations after the
+    polynomial (s**3 beside it) where musl's ``s*(hfsq + R) + lo - hfsq + f + dk*ln2_hi``
+    takes six (hfsq beside it), and Estrin's 12 cycles from s*s where fdlibm's odd/even
+    Horner took 22; as accurate with FMA (0.80 ulp for log, 0.82 for log1p, as
+    before), 0.91 without (was 0.80 and 0.84).  fdlibm's cheaper ``f - s*(f - R)`` rounds
+    f - R, up to 0.89 ulp with FMA.
+    """
+    f = m - 1.0
+    s = f / (m + 1.0)  # m + 1 from m, in parallel with f: one addition less on the chain
     z = s * s
     w = z * z
-    # Odd/even split of the polynomial in z (fdlibm): two short independent Horner chains.
-    t1 = w * _mla(w, _mla(w, _LG6, _LG4), _LG2)
-    t2 = _mla(w, _mla(w, _mla(w, _LG7, _LG5), _LG3), _LG1)
-    r = _mla(z, t2, t1)
-    # dk*_LN2_HI is exact; the large terms f and dk*ln2_hi are added last.
-    return _mla(s, hfsq + r, _mla(dk, _LN2_LO, c)) - hfsq + f + dk * _LN2_HI
+    p = _mla(w * w, _mla(w, _LG7, _mla(z, _LG6, _LG5)),
+             _mla(w, _mla(z, _LG4, _LG3), _mla(z, _LG2, _LG1)))
+    q = _mla(s, f, -_mla(s * z, p, lo))  # s*(f - R) - lo
+    return _mla(dk, _LN2_HI, f - q)
 
 
 @njit(**_JIT_OPTS)
@@ -422,9 +473,11 @@ def _log_f64(x):
     sub = x < _DBL_MIN
     xs = x * _TWO54 if sub else x
     ix = _float_bits(xs) + _SQRT2_OFFSET
-    k = (ix >> 52) - (1023 + 54 if sub else 1023)
+    # the exponent as a float: its bits added to the shifter's (logical shift: x > 0 wherever
+    # the result is used), the bias and the subnormal scaling subtracted in float64 (exact)
+    dk = _f64_from_bits(_srl(ix, 52) + (_SHIFT_BITS - 1023)) - (_SHIFT + 54.0 if sub else _SHIFT)
     m = _f64_from_bits((ix & _MANT_MASK) + _SQRT2_HALF_BITS)
-    res = _log_kernel_f64(m - 1.0, _int_to_f64(k), 0.0)
+    res = _log_kernel_f64(m, dk, dk * _LN2_LO)
     # Special cases as selects (the main path computed garbage for these inputs).
     res = x if not (x < _INF) else res  # +inf, nan
     res = -_INF if x == 0.0 else res
@@ -435,21 +488,18 @@ def _log_f64(x):
 def _log1p_f64(x):
     u = 1.0 + x
     iu = _float_bits(u) + _SQRT2_OFFSET
-    k = (iu >> 52) - 1023
-    # Exact rounding error of u = fl(1 + x) (Fast2Sum with the larger operand first); the
-    # first-order correction log(1+x) - log(u) = c/u.
-    c = (1.0 - (u - x)) if k >= 2 else (x - (u - 1.0))
-    c = c / u
-    f = _f64_from_bits((iu & _MANT_MASK) + _SQRT2_HALF_BITS) - 1.0
-    # 1 + x already in [sqrt2/2, sqrt2): use x itself, which is exact.
-    k0 = k == 0
-    f = x if k0 else f
-    c = 0.0 if k0 else c
-    res = _log_kernel_f64(f, _int_to_f64(k), c)
+    dk = _f64_from_bits(_srl(iu, 52) + (_SHIFT_BITS - 1023)) - _SHIFT
+    # The rounding error of u = fl(1 + x) and the first-order correction log(1+x) - log(u) =
+    # c/u.  u - 1 is exact for u up to 2**53 (Sterbenz below 2, then both are multiples of
+    # ulp(u)), so c is; beyond, c is 1 off (u - 1 rounds by 1) and c/u by at most 2**-53,
+    # 1/64 ulp of the result (log(u) > 36).  For u already in [sqrt2/2, sqrt2) the kernel
+    # gets m = u and c as for every u (no select for that case, as musl's branch has).
+    c = (x - (u - 1.0)) / u
+    m = _f64_from_bits((iu & _MANT_MASK) + _SQRT2_HALF_BITS)
+    res = _log_kernel_f64(m, dk, _mla(dk, _LN2_LO, c))
     res = x if abs(x) < _TINY_LOG1P else res  # tiny, +-0, subnormal: log1p(x) == x
-    res = x if not (x < _INF) else res  # +inf, nan
-    res = -_INF if x == -1.0 else res
-    return _NAN if x < -1.0 else res
+    res = res if x < _INF else x  # +inf, nan
+    return res if x > -1.0 else (-_INF if x == -1.0 else _NAN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,10 +638,10 @@ def _pow_f32(x, y):
 
 @njit(**_JIT_OPTS)
 def _exp_reduce_f32(x):
-    t = x * _F_INV_LN2 + _F_SHIFT
+    t = _mla(x, _F_INV_LN2, _F_SHIFT)
     k = _float_bits(t) - _F_SHIFT_BITS
     kd = t - _F_SHIFT
-    rhi = x - kd * _F_LN2_HI
+    rhi = _mla(-kd, _F_LN2_HI, x)
     rlo = kd * _F_LN2_LO
     r = rhi - rlo
     c = (rhi - r) - rlo
@@ -607,11 +657,10 @@ def _exp_reduce_f32(x):
 def _exp_f32(x):
     x = _clamp(x, _F_EXP_LO, _F_EXP_HI)
     k, r, e = _exp_reduce_f32(x)
-    p = _F_ONE + (r + e)
     k1 = k >> 1
     s1 = _f32_from_bits((k1 + 127) << 23)
     s2 = _f32_from_bits((k - k1 + 127) << 23)
-    return (p * s1) * s2
+    return _mla(s2, r + e, s2) * s1
 
 
 @njit(**_JIT_OPTS)
@@ -626,19 +675,14 @@ def _expm1_f32(x):
 
 
 @njit(**_JIT_OPTS)
-def _log_kernel_f32(f, dk, c):
-    hfsq = _F_HALF * f * f
-    s = f / (_F_TWO + f)
+def _log_kernel_f32(m, dk, lo):
+    """:func:`_log_kernel_f64` in float32 with musl's ``logf`` polynomial (Lg1..Lg4)."""
+    f = m - _F_ONE
+    s = f / (m + _F_ONE)
     z = s * s
-    w = z * z
-    t1 = w * _mla(w, _FLG4, _FLG2)
-    r = _mla(z, _mla(w, _FLG3, _FLG1), t1)
-    return _mla(s, hfsq + r, _mla(dk, _F_LN2_LO_LOG, c)) - hfsq + f + dk * _F_LN2_HI_LOG
-
-
-@njit(**_JIT_OPTS)
-def _int_to_f32(k):
-    return _f32_from_bits(k + _F_SHIFT_BITS) - _F_SHIFT
+    p = _mla(z * z, _mla(z, _FLG4, _FLG3), _mla(z, _FLG2, _FLG1))
+    q = _mla(s, f, -_mla(s * z, p, lo))
+    return _mla(dk, _F_LN2_HI_LOG, f - q)
 
 
 @njit(**_JIT_OPTS)
@@ -648,9 +692,10 @@ def _log_f32(x):
     # np.int32(...) after each step: Numba widens int32 arithmetic to int64, and only explicit
     # truncation lets LLVM keep 16 x i32 lanes instead of splitting into 2 x (8 x i64).
     ix = _i32(_float_bits(xs) + _F_SQRT2_OFFSET)
-    k = _i32(_i32(ix >> 23) - (127 + 25 if sub else 127))
+    dk = (_f32_from_bits(_i32(_srl(ix, 23) + (_F_SHIFT_BITS - 127)))
+          - (_F_SHIFT_SUB25 if sub else _F_SHIFT))
     m = _f32_from_bits(_i32(ix & _F_MANT_MASK) + _F_SQRT2_HALF_BITS)
-    res = _log_kernel_f32(m - _F_ONE, _int_to_f32(k), _F_ZERO)
+    res = _log_kernel_f32(m, dk, dk * _F_LN2_LO_LOG)
     res = x if not (x < _F_INF) else res
     res = _F_NINF if x == _F_ZERO else res
     return _F_NAN if x < _F_ZERO else res
@@ -660,18 +705,13 @@ def _log_f32(x):
 def _log1p_f32(x):
     u = _F_ONE + x
     iu = _i32(_float_bits(u) + _F_SQRT2_OFFSET)
-    k = _i32(_i32(iu >> 23) - 127)
-    c = (_F_ONE - (u - x)) if k >= 2 else (x - (u - _F_ONE))
-    c = c / u
-    f = _f32_from_bits(_i32(iu & _F_MANT_MASK) + _F_SQRT2_HALF_BITS) - _F_ONE
-    k0 = k == 0
-    f = x if k0 else f
-    c = _F_ZERO if k0 else c
-    res = _log_kernel_f32(f, _int_to_f32(k), c)
+    dk = _f32_from_bits(_i32(_srl(iu, 23) + (_F_SHIFT_BITS - 127))) - _F_SHIFT
+    c = (x - (u - _F_ONE)) / u  # exact for u up to 2**24, beyond 1/32 ulp of the result off
+    m = _f32_from_bits(_i32(iu & _F_MANT_MASK) + _F_SQRT2_HALF_BITS)
+    res = _log_kernel_f32(m, dk, _mla(dk, _F_LN2_LO_LOG, c))
     res = x if abs(x) < _F_TINY_LOG1P else res
-    res = x if not (x < _F_INF) else res
-    res = _F_NINF if x == -_F_ONE else res
-    return _F_NAN if x < -_F_ONE else res
+    res = res if x < _F_INF else x
+    return res if x > -_F_ONE else (_F_NINF if x == -_F_ONE else _F_NAN)
 
 
 _TANH_TINY = 2.0**-28  # tanh(x) rounds to x below this (x^3/3 < half an ulp of x)
@@ -712,13 +752,18 @@ def _tanh_f32(x):
 # --------------------------------------------------------------------------------------------
 
 
-def _make_generic(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) -> Dispatcher:
+def _make_generic(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str,
+                  opts: dict = _JIT_OPTS) -> Dispatcher:
+    """A type-generic ``name(x)``; ``opts`` the Numba options of its dispatch and wrapper
+    (``_INLINED_OPTS`` for a kernel that LLVM's inliner would leave a call, which stops a
+    loop vectorising)."""
+
     def stub(x):  # pragma: no cover - only ever compiled
         raise NotImplementedError(f"{name} is only callable via Numba")
 
     stub.__name__ = f"_{name}_dispatch"
 
-    @overload(stub, jit_options=_JIT_OPTS)
+    @overload(stub, jit_options=opts)
     def _ol(x):
         if isinstance(x, types.Float) and x.bitwidth == 32:
             return lambda x: impl32(x)
@@ -731,7 +776,7 @@ def _make_generic(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) -
 
     generic.__name__ = generic.__qualname__ = name
     generic.__doc__ = doc
-    return njit(**_JIT_OPTS)(generic)
+    return njit(**opts)(generic)
 
 
 def _make_generic2(name: str, impl64: Dispatcher, impl32: Dispatcher, doc: str) -> Dispatcher:
@@ -784,6 +829,8 @@ vtanh = _make_generic(
     _tanh_f64,
     _tanh_f32,
     "tanh(x); tanh(+-inf) = +-1, -0.0 and tiny x returned exactly, nan -> nan.",
+    # expm1 and a division: past LLVM's inlining threshold (its loop was left a call)
+    _INLINED_OPTS,
 )
 vpow = _make_generic2(
     "vpow",
