@@ -23,6 +23,9 @@ chunks: the second pass's tasks wait for the first pass's sums, at any depth of 
 with exact diagonal Hessians.
 
 Results are lazy dask arrays; call ``.compute()`` (or ``dask.compute`` on several).
+Inputs outside their domain and labels out of range are found as dask reads each chunk: the
+error names the first bad value of the chunk that met one first, and says so where that is
+not the first chunk (an earlier chunk may hold one too).
 """
 
 from __future__ import annotations
@@ -397,7 +400,12 @@ def _checked(values: Any, find: Callable[[np.ndarray], tuple[int, Any] | None],
         if found is not None:
             start = block_info[0]["array-location"][0][0] if block_info else 0
             index, value = found
-            raise error(start * int(np.prod(block.shape[1:])) + index, value)
+            raised = error(start * int(np.prod(block.shape[1:])) + index, value)
+            if start:  # dask reads the chunks in any order: say which one this is
+                raised.extend_message(f" (the first in rows {start}..{start + len(block) - 1}, "
+                                      "the chunk where dask met one first: an earlier chunk "
+                                      "may hold one too)")
+            raise raised
         return block
 
     return values.map_blocks(check, dtype=values.dtype)

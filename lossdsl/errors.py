@@ -82,6 +82,11 @@ class LossError(Exception):
             text += f"\n{self.hint}"
         return text
 
+    def extend_message(self, text: str) -> None:
+        """Append ``text`` to the message (for a caller that knows more about the place)."""
+        self.message += text
+        self.args = (self._render(),)
+
     def __reduce__(self):  # keep errors picklable across processes (Dask, multiprocessing)
         return (type(self), (self.message, self.span, self.hint), self.__dict__.copy())
 

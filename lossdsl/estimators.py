@@ -754,6 +754,7 @@ class _LossClassifier(ClassifierMixin, _LossEstimator):
         if y is None:
             raise ValueError(f"requires y to be passed, but the target y is None "
                              f"({type(self).__name__})")
+        check_aligned([("X", X), ("y", y), ("sample_weight", sample_weight)])
         y = column_or_1d(np.asarray(y), warn=True)
         if y.shape[0] == 0:
             raise ValueError("Found array with 0 sample(s) (shape=(0,)) while a minimum of 1 "
@@ -1049,6 +1050,7 @@ class _LossRegressor(RegressorMixin, _LossEstimator):
         if y is None:
             raise ValueError(f"requires y to be passed, but the target y is None "
                              f"({type(self).__name__})")
+        check_aligned([("X", X), ("y", y), ("sample_weight", sample_weight)])
         y = column_or_1d(np.asarray(y), warn=True)
         if y.dtype.kind not in "biuf":
             try:

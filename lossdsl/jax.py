@@ -68,6 +68,7 @@ from . import compiler
 from .api import CompiledLoss, Loss, loss_from_text
 from .backend import jax as printer
 from .binding import (
+    check_aligned,
     check_group_ids,
     check_scan_keys,
     count_total_error,
@@ -535,6 +536,7 @@ class JaxLoss:
                                   call="f")
         for name, value in zip(roles, args):
             inputs[name] = value
+        check_aligned([*inputs.items(), ("sample_weight", sample_weight)])
         params = dict(self._compiled.params)
         for name in [n for n in inputs if n not in self.inputs]:
             if name not in params:

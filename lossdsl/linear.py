@@ -76,7 +76,7 @@ from sklearn.utils.validation import (
 )
 
 from .api import CompiledLoss, Loss
-from .binding import coerce_loss
+from .binding import check_aligned, coerce_loss
 from .boosting.objective import default_roles
 from .errors import LossError, LossShapeError
 from .estimators import class_values_hint, fit_classes
@@ -921,6 +921,7 @@ class LossRegressor(RegressorMixin, _LinearLossModel):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LossRegressor:
         """Fit the coefficients on ``X, y`` (``sample_weight``: per-row weights)."""
         self._check_options()
+        check_aligned([("X", X), ("y", y), ("sample_weight", sample_weight)])
         X, y = self._validate_fit_X(X, y)
         if y.dtype.kind not in "biuf":
             raise ValueError(f"Unknown label type: {type(self).__name__} needs numeric "
@@ -1021,6 +1022,7 @@ class LossClassifier(ClassifierMixin, _LinearLossModel):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LossClassifier:
         """Fit the coefficients on ``X, y`` (``sample_weight``: per-row weights)."""
         self._check_options()
+        check_aligned([("X", X), ("y", y), ("sample_weight", sample_weight)])
         X, y = self._validate_fit_X(X, y)
         self.classes_, encoded = fit_classes(self, y, sample_weight)
         k = self.classes_.size

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .api import CompiledLoss, Loss
-from .binding import coerce_loss, numeric_array, reduction_of
+from .binding import check_aligned, coerce_loss, numeric_array, reduction_of
 from .boosting.objective import default_roles
 from .errors import LossError, LossShapeError
 
@@ -340,12 +340,17 @@ def linear_model(loss: str | Loss | CompiledLoss, X: Any, y: Any, *, wrt: str | 
     loss's other inputs (scalars or per-row arrays). ``reduction``: ``"mean"`` by default,
     or that of a :class:`~lossdsl.CompiledLoss` given.
     """
+    check_aligned([("X", X), ("y", y), ("sample_weight", sample_weight),
+                   *dict(inputs or {}).items()])
     definition, compiled_params, compiled_target = coerce_loss(loss)
     label, wrt = default_roles(definition, wrt, label, dict(inputs or {}))
     compiled = definition.compile(target or compiled_target or "cpu",
                                   reduction_of(loss, reduction),
                                   {**compiled_params, **dict(params or {})})
     y_array = np.asarray(y)
+    if y_array.ndim == 0 or y_array.shape[0] == 0:
+        raise LossShapeError(f"linear_model needs at least one row to fit; y has shape "
+                             f"{y_array.shape}")
     if outputs is None:
         ranks = compiled.default_ranks()
         if ranks[wrt] == 2:  # a loss over classes

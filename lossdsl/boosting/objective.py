@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..api import CompiledLoss, Loss
-from ..binding import coerce_loss
+from ..binding import check_aligned, coerce_loss
 from ..errors import (
     LossDomainError,
     LossError,
@@ -1211,6 +1211,8 @@ class BoostingObjective:
         caller that hands the arrays to a library which is done with them when its call
         returns (XGBoost copies them in ``TrainOneIter``, LightGBM reads them during
         ``LGBM_BoosterUpdateOneIterCustom``): the previous call's arrays are overwritten."""
+        check_aligned([("label", label), ("prediction", prediction), ("weight", weight),
+                       ("groups", groups)])
         label = self.check_rows(label, container)
         device = device_arrays() if self.target == "cuda" else None
         if device is None or _array_module(prediction) is np:
@@ -1491,6 +1493,8 @@ class BoostingObjective:
               container: Any = None, groups: Any = None) -> float:
         """The (weighted) mean loss at raw scores ``prediction``: a metric (``groups``: each
         row's group id, for a loss that groups its rows)."""
+        check_aligned([("label", label), ("prediction", prediction), ("weight", weight),
+                       ("groups", groups)])
         label = self.check_rows(label, container)
         prediction = np.asarray(prediction)
         y = self.label_array(label, prediction.shape)
@@ -1550,9 +1554,16 @@ class BoostingObjective:
         """
         if unbounded not in ("raise", "surrogate"):
             raise LossError(f"unbounded={unbounded!r}: expected 'raise' or 'surrogate'")
+        check_aligned([("label", label), ("weight", weight), ("groups", groups)])
         y = np.asarray(self.check_rows(label))
         n = y.shape[0]
         w = self.weight_array(weight, n)
+        if w is not None and not np.all(np.isfinite(w)):
+            index = int(np.flatnonzero(~np.isfinite(w))[0])
+            raise LossDomainError(f"sample weight {float(w[index])} at index {index} is not "
+                                  "finite: the start score minimises the weighted loss, which "
+                                  "a NaN or infinite weight leaves undefined; fix or drop that "
+                                  "row")
         if num_class is not None:  # a count the loss fixes and num_class contradicts
             self.check_score_columns(num_class)
         elif self.columns == "onehot" and y.ndim == 1:

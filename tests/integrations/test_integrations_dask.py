@@ -293,3 +293,24 @@ def test_inf_and_nan_sums_stay_silent(reduction):
             single = lossdsl.compile("y*p", reduction=reduction)(y=y, p=p)
         np.testing.assert_array_equal(value, single)
         assert not np.isfinite(value)
+
+
+def test_a_bad_value_met_in_a_later_chunk_says_an_earlier_one_may_hold_one_too():
+    """dask checks the chunks as it computes them, in any order: the error named index 95
+    where the first bad value is at 10, as if it were the first (the NumPy path names 10)."""
+    import dask
+
+    y = np.ones(100)
+    y[[10, 40, 70, 95]] = -1.0
+    loss = ld.compile("poisson(y, p)")
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(lossdsl.LossDomainError) as raised:
+            loss(y=da.from_array(y, chunks=30), p=da.from_array(np.ones(100), chunks=30)).compute()
+        message = str(raised.value)
+        index = int(message.split("at index ")[1].split()[0])
+        assert index in (10, 40, 70, 95)
+        if index != 10:
+            assert "an earlier chunk may hold one too" in message
+        with pytest.raises(lossdsl.LossDomainError, match=r"at index 10\n"):  # one chunk
+            loss(y=da.from_array(y, chunks=100),
+                 p=da.from_array(np.ones(100), chunks=100)).compute()
