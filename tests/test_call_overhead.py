@@ -234,7 +234,9 @@ def test_out_writes_the_allocating_calls_bits_and_returns_the_array(huber, spars
         assert huber.grad("p", y=y, p=p, out=g) is g
         assert_same(g, gradient)
         value, g2 = huber.value_and_grad("p", y=y, p=p, out=g)
-        assert g2 is g and value == huber(y=y, p=p)
+        # the allocating call of the same kernel (the value-only kernel may sum in another
+        # order: its reduction is vectorised differently, a last-bit difference on some CPUs)
+        assert g2 is g and value == huber.value_and_grad("p", y=y, p=p)[0]
         h = np.empty(N)
         assert huber.hessian("p", y=y, p=p, out=h) is h
         assert_same(h, hessian)

@@ -243,7 +243,7 @@ def test_bench_library_runs_one_family(monkeypatch, capsys):
     module.main()
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| bce_logits"))
-    assert len(row.strip("|").split("|")) == 9
+    assert len(row.strip("|").split("|")) == 10  # the loss, lossdsl, floor, compute, 6 peers
 
 
 @pytest.mark.skipif(not AVAILABLE["torch"], reason="needs torch")
