@@ -229,15 +229,22 @@ def interleaved_best(implementations: dict[str, dict[str, Callable[[], object]]]
     """Best time of each implementation and task over ``repeat`` rounds, every
     implementation running once per task in each round (after one warm-up call each).
     ``pause`` seconds of idle before each timed call let PyTorch's and JAX's worker threads,
-    which spin for a while after a call, stop competing with the next implementation."""
+    which spin for a while after a call, stop competing with the next implementation. Each
+    round starts at the next implementation: the first large allocation after another
+    task's calls can fault its pages in without huge pages (an 80 MB output's 26 ms became 110),
+    and that cost must not always fall on the same implementation."""
     for tasks in implementations.values():
         for function in tasks.values():
             function()
     times: dict[str, dict[str, list[float]]] = {
         name: {task: [] for task in tasks} for name, tasks in implementations.items()}
-    for _ in range(repeat):
+    names = list(implementations)
+    for round_number in range(repeat):
+        first = round_number % len(names)
+        rotated = names[first:] + names[:first]
         for task in TASKS:
-            for name, tasks in implementations.items():
+            for name in rotated:
+                tasks = implementations[name]
                 if task not in tasks:
                     continue
                 if pause:
