@@ -251,10 +251,11 @@ def quotient_by_one_plus_square(n: Node) -> Node | None:
     division as before where ``x`` is a factor of the numerator (the derivatives of
     ``log1p(x*x)``), one more elsewhere (:func:`_guarded`)."""
     a, denominator = n.args
-    x = _square_of(_one_plus(denominator) or ZERO) if denominator.op == "add" else None
+    squared = _one_plus(denominator)
+    x = None if squared is None else _square_of(squared)
     if x is None or x.op == "const":
         return None
-    guard, square, large = _guarded(x, SQUARE_GUARD, _one_plus(denominator))
+    guard, square, large = _guarded(x, SQUARE_GUARD, squared)
     rest = _without(_factors(a), (x,))
     if rest is None:
         numerator = make("mul", (a, make("where", (guard, ONE, make("div", (ONE, large))))))
