@@ -184,14 +184,64 @@ def _sums_partners(n: Node) -> bool:
             and pairs.reads_partners(n.args[0]))
 
 
-def _unless_still(factor: Node, term: Node) -> Node:
+def _unless_still(factor: Node | Sequence[Node], term: Node) -> Node:
     """``term``, a product with ``factor``, or 0 where ``factor`` is 0. For the diagonal
     Hessian through a pair sum whose row is masked out whole (or empty: a sample alone in its
     group): the sum is 0 and stays 0 as the variable moves, so its ``D`` and its weight in the
     row's reduction are 0, while what they multiply is not finite there (the derivatives of
     ``log`` and ``1/x`` at 0, which the gradient masks): a function of a value that does not
-    move does not move (0, not ``0 * inf = NaN``)."""
-    return _m("where", _m("eq", factor, _ZERO), _ZERO, term)
+    move does not move (0, not ``0 * inf = NaN``).
+
+    ``factor`` may be the factors of such a product (a pair sum and the sample's own factors
+    taken out of it, :meth:`_Diagonal._scaled_sum`): 0 where any of them is. Each is tested
+    alone, never their product, which underflows to 0 where the term need not (a weight
+    ``1/(|s_i| |s_j|)^2`` of rows of norm 1e80): that 0 is a number too small, not a row
+    without terms."""
+    factors = [factor] if isinstance(factor, Node) else list(factor)
+    condition = None
+    for f in factors:
+        zero = _m("eq", f, _ZERO)
+        condition = zero if condition is None else _m("or", condition, zero)
+    return term if condition is None else _m("where", condition, _ZERO, term)
+
+
+def _factored(w: Node) -> tuple[bool, list[tuple[Node, bool]], list[tuple[Node, int]]]:
+    """``w`` as ``(negated, masks, factors)``: ``w`` is the product of ``factors`` (each
+    ``(f, 1)`` or ``(f, -1)``, ``f`` or ``1/f``), negated where ``negated``, and 0 outside each
+    mask ``(c, holds)`` (``where(c, ..., 0)`` for ``holds``, ``where(c, 0, ...)`` otherwise),
+    through the products, quotients and negations of ``w``: ``1/(a b)`` is ``1/a`` times
+    ``1/b``. The masks are kept whole (a factor masked out may be infinite: 0, not NaN)."""
+    negated, masks, factors = False, [], []
+    stack = [(w, 1)]
+    while stack:
+        n, exponent = stack.pop()
+        if n.op == "neg":
+            negated = not negated
+            stack.append((n.args[0], exponent))
+        elif n.op == "mul":
+            stack.extend((a, exponent) for a in reversed(n.args))
+        elif n.op == "div":
+            stack.extend(((n.args[1], -exponent), (n.args[0], exponent)))
+        elif n.op == "where" and exponent == 1 and is_constant(n.args[2], 0.0):
+            masks.append((n.args[0], True))
+            stack.append((n.args[1], 1))
+        elif n.op == "where" and exponent == 1 and is_constant(n.args[1], 0.0):
+            masks.append((n.args[0], False))
+            stack.append((n.args[2], 1))
+        else:
+            factors.append((n, exponent))
+    return negated, masks, factors
+
+
+#: The largest power of the rows' scale c (in size) that a Hessian's value may grow or
+#: shrink as: at c = 1.3e154, where the squared norms themselves overflow, c^2 is float64's
+#: largest number and c^-2 its smallest normal one.
+_SCALE_RANGE = 2.0
+#: What a product is taken to the terms of (see _Diagonal._product).
+_DISTRIBUTES = frozenset({"add", "sub", "neg", "where"})
+#: Operations whose value scales as their (first) argument's does.
+_SCALE_AS_ARGUMENT = frozenset({"neg", "abs", "stop_gradient", "at_partner", "rowsum", "rowmax",
+                                "sum", "sparsemax_threshold"})
 
 
 def _sign(x: Node) -> int:
@@ -349,11 +399,16 @@ class _Diagonal:
     graph (a chain of thousands of operations) never becomes depth of the Python stack.
     """
 
-    def __init__(self):
+    def __init__(self, pair_rows: Node | None = None):
+        # the seed of rows (N, D) read pair by pair (pairdot), if any: the chain rule's
+        # products of its derivatives are taken as _product takes them
+        self.pair_rows = pair_rows
         self.memo: dict[tuple[int, int, frozenset], Node] = {}
         self.dependence: dict[int, dict[int, bool]] = {}
         # the terms of pair values' derivatives with respect to a seed of rows (N, D)
         self.row_terms: dict[tuple, list[tuple[Node, Node, str]]] = {}
+        # by seed: the power of the seed's scale each node grows as (_scale), with the node
+        self.scales: dict[int, dict[int, tuple[Node, float]]] = {}
 
     def depends(self, e: Node, seed: Node) -> bool:
         """Whether ``e`` depends on input ``seed`` at any of its elements: where it reads the
@@ -419,7 +474,8 @@ class _Diagonal:
         for a, partial, w in zip(e.args, PARTIALS.of(e, wanted), wanted):
             if w and not is_constant(partial, 0.0):  # stop_gradient's argument: not needed
                 inner = yield (a, seed, frozen)
-                term = _m("mul", partial, inner)
+                term = (self._product([partial, inner], seed) if seed is self.pair_rows
+                        else _m("mul", partial, inner))
                 if _sums_partners(a) and not is_constant(partial):
                     term = _unless_still(inner, term)
                 total = _m("add", total, term)
@@ -559,15 +615,20 @@ class _Diagonal:
         f = e.args[0]
         axis = _reduced_axis(e)
         total = _ZERO
+
+        def over_partners(weight: Node) -> Node:
+            return (_m("rowsum", weight) if axis in (weight.axes or ())
+                    else _m("mul", weight, axis_length(axis)))
+
         for weight, row, side in (yield from self._row_terms(f, seed, frozen, False)):
             if side == "partner":
-                total = _m("add", total, _m("pairmatvec", weight, row))
-                continue
-            summed = (_m("rowsum", weight) if axis in (weight.axes or ())
-                      else _m("mul", weight, axis_length(axis)))
-            # a row's D where its pair sum is 0 (a sample alone, or masked out whole) may
-            # not be finite (the derivative of log of that 0): the term is 0
-            total = _m("add", total, _unless_still(summed, _m("mul", row, summed)))
+                term = self._scaled_sum(weight, seed,
+                                        lambda w, r=row: _m("pairmatvec", w, r))
+            else:
+                # a row's D where its pair sum is 0 (a sample alone, or masked out whole)
+                # may not be finite (the derivative of log of that 0): the term is 0
+                term = self._scaled_sum(weight, seed, over_partners, row)
+            total = _m("add", total, term)
         return total
 
     def _partner_rows(self, e: Node, seed: Node, frozen: frozenset):
@@ -577,11 +638,143 @@ class _Diagonal:
         total = _ZERO
         for weight, row, side in (yield from self._row_terms(weights, seed, frozen, False)):
             if side == "partner":
-                total = _m("add", total, _m("pairmatvec", weight, _m("mul", row, rows)))
+                columns = _m("mul", row, rows)
+                term = self._scaled_sum(weight, seed,
+                                        lambda w, c=columns: _m("pairmatvec", w, c))
             else:  # 0 where the sum over the partners is (see _pair_sum_of_rows)
-                summed = _m("pairmatvec", weight, rows)
-                total = _m("add", total, _unless_still(summed, _m("mul", row, summed)))
+                term = self._scaled_sum(weight, seed, lambda w: _m("pairmatvec", w, rows), row)
+            total = _m("add", total, term)
         return total
+
+    # A pair's weight in these sums is a product of the pair's values and of the sample's
+    # own, each scaling as a power of the rows' norms: with D = |s_i| |s_j| (a cosine
+    # similarity), 1/D^2 times |s_j| is ~1/c^3 at rows of norm c, below float64's range from
+    # c = 1e103 (subnormal from 1e77), while the term it is a factor of, ~1/c^2, is a number
+    # up to c = 1e154. The sample's own factors are taken out of the sum (the same for every
+    # partner), and each product is taken in an order that keeps its partial products near
+    # the scale of the whole (:meth:`_balanced`).
+
+    def _scaled_sum(self, weight: Node, seed: Node, summed, row: Node | None = None) -> Node:
+        """``row * summed(weight)`` (without ``row``: ``summed(weight)``), ``summed`` a sum
+        over each sample's partners (``rowsum``, ``pairmatvec``) linear in the weights: the
+        sample's own factors of ``weight`` (one value per sample) multiplied outside the sum,
+        each product in the order :meth:`_balanced` gives. 0 where the sum is 0 (a row of
+        partners masked out whole, or none) and, with ``row``, where a factor of the sample's
+        is (the term, a product with them, is still: :func:`_unless_still`); the sample's
+        own factors may not be finite where their partners' weights are all 0 (masked out)."""
+        negated, masks, factors = _factored(weight)
+        own, pair = [], []
+        for f, exponent in factors:
+            f = f if exponent == 1 else _m("div", _ONE, f)
+            (own if len(f.axes or ()) <= 1 else pair).append(f)
+        pair_weight = self._balanced(pair, seed)
+        if negated:
+            pair_weight = _m("neg", pair_weight)
+        for condition, holds in reversed(masks):
+            pair_weight = (_m("where", condition, pair_weight, _ZERO) if holds
+                           else _m("where", condition, _ZERO, pair_weight))
+        total = summed(pair_weight)
+        term = self._product([total, *own] + ([] if row is None else [row]), seed)
+        if row is None and all(f.op == "const" for f in own):
+            return term  # a sum without terms is 0 already, times numbers
+        still = [total] + ([f for f in own if f.op != "const"] if row is not None else [])
+        return _unless_still(still, term)
+
+    def _product(self, factors: list[Node], seed: Node) -> Node:
+        """The product of ``factors``, each product taken apart into its factors: as it is
+        where each factor scales as at most the square of the seed's scale (``c^2`` is a
+        number wherever the squared norms are), else in :meth:`_balanced`'s order, and where
+        a factor beyond that is a sum (or a select, or a negation), the product of the others
+        taken to each of its terms when that brings them nearer (``s * (h D(X) + X D(h))``,
+        ``h = 1/|s|``: ``c * c^-3``, each term of the sum below float64's range from
+        ``c = 1e103`` where the product is ``c^-2``)."""
+        if len(factors) == 2 and all(abs(self._scale(f, seed)) <= _SCALE_RANGE
+                                     for f in factors):
+            return _m("mul", *factors)
+        flat = []
+        for f in factors:
+            stack = [f]
+            while stack:
+                n = stack.pop()
+                if n.op == "mul":
+                    stack.extend(reversed(n.args))
+                else:
+                    flat.append(n)
+        sums = [(abs(self._scale(f, seed)), i) for i, f in enumerate(flat)
+                if f.op in _DISTRIBUTES and abs(self._scale(f, seed)) > _SCALE_RANGE]
+        if not sums:
+            return self._balanced(flat, seed)
+        _, index = max(sums)
+        inner = flat[index]
+        rest = self._product(flat[:index] + flat[index + 1:], seed) if len(flat) > 1 else _ONE
+        if self._scale(rest, seed) * self._scale(inner, seed) >= 0:
+            return _m("mul", rest, inner)  # the rest takes the sum's terms no nearer
+        if inner.op == "neg":
+            return _m("neg", self._product([rest, inner.args[0]], seed))
+        if inner.op in ("add", "sub"):
+            return _m(inner.op, *(self._product([rest, a], seed) for a in inner.args))
+        condition, then, otherwise = inner.args  # where: zero branches stay 0
+        return _m("where", condition,
+                  *(a if is_constant(a, 0.0) else self._product([rest, a], seed)
+                    for a in (then, otherwise)))
+
+    def _balanced(self, factors: list[Node], seed: Node) -> Node:
+        """The product of ``factors`` (1 for none), taken in an order that keeps each partial
+        product's scale near 0's (:meth:`_scale`: the power of the seed's scale it grows
+        as): the numbers first, then a factor that grows with the seed's scale wherever the
+        partial product does not, else one that shrinks."""
+        scales = [self._scale(f, seed) for f in factors]
+        order = [f for f, scale in zip(factors, scales) if scale == 0]
+        growing = sorted((pair for pair in zip(factors, scales) if pair[1] > 0),
+                         key=lambda pair: -pair[1])
+        shrinking = sorted((pair for pair in zip(factors, scales) if pair[1] < 0),
+                           key=lambda pair: pair[1])
+        running = 0.0
+        while growing or shrinking:
+            f, scale = (growing if (running <= 0 and growing) or not shrinking
+                        else shrinking).pop(0)
+            order.append(f)
+            running += scale
+        product = None
+        for f in order:
+            product = f if product is None else _m("mul", product, f)
+        return _ONE if product is None else product
+
+    def _scale(self, e: Node, seed: Node) -> float:
+        """The power of the seed's scale ``c`` that ``e`` grows as where every element of the
+        seed is multiplied by ``c`` (large): 1 for the seed and its partner leaf, 2 for a
+        squared norm or a dot product of its rows, 0 for numbers, the other inputs and what
+        does not scale as a power (exp, log, comparisons); a sum or a select takes its
+        largest term's (a number added or selected does not count). An estimate for the
+        order of a product's factors, which the product's value does not depend on."""
+        table = self.scales.setdefault(id(seed), {})
+        if id(e) in table:
+            return table[id(e)][1]
+        wanted = partner_name(seed.value) if seed.op == "input" else None
+        for n in toposort([e]):
+            if id(n) in table:
+                continue
+            args = [table[id(a)][1] for a in n.args]
+            if n is seed or (n.op == "input" and n.value == wanted):
+                scale = 1.0
+            elif n.op in ("mul", "pairdot", "pairmatvec"):
+                scale = args[0] + args[1]
+            elif n.op == "div":
+                scale = args[0] - args[1]
+            elif n.op == "sqrt":
+                scale = args[0] / 2
+            elif n.op == "pow":
+                exponent = n.args[1]
+                scale = args[0] * exponent.value if exponent.op == "const" else 0.0
+            elif n.op in _SCALE_AS_ARGUMENT:
+                scale = args[0]
+            elif n.op in ("add", "sub", "max", "min", "where"):
+                terms = [s for a, s in zip(n.args[-2:], args[-2:]) if a.op != "const"]
+                scale = max(terms, key=abs, default=0.0)
+            else:
+                scale = 0.0
+            table[id(n)] = (n, scale)  # the node held: its id is not another's later
+        return table[id(e)][1]
 
     def _row_pointwise(self, v: Node, seed: Node, frozen: frozenset = frozenset()) -> bool:
         """Whether each sample's ``v`` depends on the seed's rows (N, D) at its own row
@@ -926,4 +1119,7 @@ def hessian_diag(total: Node, x: Node, gradient: Node | None = None) -> Node:
     """The diagonal of the Hessian of ``total`` with respect to input ``x``."""
     if gradient is None:
         gradient = grad(total, x)
-    return _Diagonal()(gradient, x)
+    # rows (N, D) read pair by pair: products taken in the order of their scales (_product)
+    pair_rows = pairs.is_rows(x) and any(n.op == "pairdot" and any(a is x for a in n.args)
+                                         for n in toposort([total]))
+    return _Diagonal(x if pair_rows else None)(gradient, x)
