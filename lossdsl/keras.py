@@ -48,8 +48,16 @@ values per entry that a row reduction couples (``-y * log_softmax(z)``), through
 gradient of the loss times those incoming gradients, summed (a kernel compiled when first
 needed).
 
-The loss serialises with ``get_config``/``from_config`` (the loss text, params, name and
-reduction) and through ``keras.saving`` (registered as ``lossdsl>Loss``).
+``ignore_class`` (Keras' name for PyTorch's ``ignore_index``) drops the samples whose class
+index is that value as ``keras.losses.SparseCategoricalCrossentropy(ignore_class=...)`` does:
+their values are 0 and carry Keras' mask, so that ``"sum_over_batch_size"`` divides by the
+samples kept, ``"mean_with_sample_weight"`` by their weights' total, and a batch whose every
+label is ignored gives 0 (Keras' ``divide_no_nan``; lossdsl's own ``reduction="mean"`` raises
+there instead). Labels out of range that are not ``ignore_class`` raise (Keras reads them
+unchecked).
+
+The loss serialises with ``get_config``/``from_config`` (the loss text, params, name,
+reduction and ignore_class) and through ``keras.saving`` (registered as ``lossdsl>Loss``).
 
 Keras is an optional dependency (``pip install lossdsl[keras]``); ``import lossdsl`` does not
 import it. Choose the backend before importing Keras (``KERAS_BACKEND=jax`` or ``torch``).
@@ -112,12 +120,16 @@ class Loss(keras.losses.Loss):
 
     ``loss``: loss-language text (an expression such as ``"quantile(y, p, 0.8)"`` or a
     definition); ``params``: overrides of the loss's param values; ``reduction``, ``name``
-    and ``dtype`` as :class:`keras.losses.Loss` takes them.
+    and ``dtype`` as :class:`keras.losses.Loss` takes them. ``ignore_class``: as
+    :class:`keras.losses.SparseCategoricalCrossentropy`'s, a label value of ``y_true`` (class
+    indices) whose samples count for nothing: their values are 0 and masked, so that Keras'
+    reduction leaves them out (``"sum_over_batch_size"`` divides by the samples kept, and a
+    batch whose every label is ignored gives 0, as Keras' own loss does).
     """
 
     def __init__(self, loss: str, params: Mapping[str, float] | None = None, *,
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
-                 dtype: Any = None) -> None:
+                 dtype: Any = None, ignore_class: int | None = None) -> None:
         if not isinstance(loss, str):
             raise TypeError(f"lossdsl.keras.Loss takes loss text (it is what get_config "
                             f"saves), not {type(loss).__name__}")
@@ -126,8 +138,15 @@ class Loss(keras.losses.Loss):
             raise LossError(f"params must be a mapping of param names to numbers, not "
                             f"{type(params).__name__}")
         params = {key: param_value(key, value) for key, value in dict(params or {}).items()}
-        # the param names and values are checked now, not at the first batch
-        compiled = definition.compile("cpu", "none", params)
+        # the param names and values (and ignore_class) are checked now, not at the first
+        # batch
+        try:
+            compiled = definition.compile("cpu", "none", params, ignore_class)
+        except LossError as error:
+            if ignore_class is None or "ignore_index" not in error.message:
+                raise
+            raise LossError(f"ignore_class={ignore_class!r} (lossdsl's ignore_index): "
+                            f"{error.message}", error.span, error.hint) from None
         inputs = compiled.inputs
         if len(inputs) != 2:
             raise LossError(f"a Keras loss takes (y_true, y_pred); this loss has "
@@ -143,6 +162,12 @@ class Loss(keras.losses.Loss):
         # the target holds class indices (sparse_cce): a (N, 1) column of them is a vector,
         # as keras.losses.SparseCategoricalCrossentropy reads it (keras.datasets' labels)
         self._class_indices = self._roles[0] in compiled.label_inputs()
+        if ignore_class is not None and not self._class_indices:
+            raise LossError(f"ignore_class masks the samples whose y_true is that class "
+                            f"index, but this loss reads y_true ('{self._roles[0]}') as "
+                            f"values, not class indices (through pick, onehot or rowof)")
+        #: the label value whose samples count for nothing (None: every sample counts)
+        self.ignore_class: int | None = compiled.ignore_index
         self._per_entry = _values_per_entry(compiled, self._roles, self._class_indices)
         if reduction not in (None, "none", "sum") and _counts_samples(
                 definition.compile("cpu", "mean", params), self._roles, self._class_indices):
@@ -161,8 +186,9 @@ class Loss(keras.losses.Loss):
         return self._roles[0], self._roles[1]
 
     def __repr__(self) -> str:
+        ignored = "" if self.ignore_class is None else f" ignore_class={self.ignore_class}"
         return (f"<lossdsl.keras.Loss {self.text!r} (y_true={self.inputs[0]}, "
-                f"y_pred={self.inputs[1]}) reduction={self.reduction!r}>")
+                f"y_pred={self.inputs[1]}) reduction={self.reduction!r}{ignored}>")
 
     def _function(self) -> Callable[[Any, Any], Any]:
         """``f(y_true, y_pred)``: per-sample values on the current Keras backend."""
@@ -174,19 +200,22 @@ class Loss(keras.losses.Loss):
         if backend == "jax":
             from . import jax as lossdsl_jax
 
-            per_sample = lossdsl_jax.loss(self.definition, "none", self.params)
+            per_sample = lossdsl_jax.loss(self.definition, "none", self.params,
+                                          self.ignore_class)
 
             def function(y_true, y_pred):
                 return per_sample(**{target: y_true, prediction: y_pred})
         elif backend == "torch":
             from . import torch as lossdsl_torch
 
-            module = lossdsl_torch.loss(self.definition, "none", self.params)
+            module = lossdsl_torch.loss(self.definition, "none", self.params,
+                                        ignore_index=self.ignore_class)
 
             def function(y_true, y_pred):
                 return module(**{target: y_true, prediction: y_pred})
         elif backend == "tensorflow":
-            function = _TensorFlowValues(self.definition, self.params, self._roles)
+            function = _TensorFlowValues(self.definition, self.params, self._roles,
+                                         self.ignore_class)
         else:
             raise LossError(f"lossdsl.keras runs on the Keras backends "
                             f"{', '.join(BACKENDS)}, not {backend!r}: set KERAS_BACKEND to "
@@ -214,7 +243,9 @@ class Loss(keras.losses.Loss):
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         """Per-sample losses of ``y_pred`` against ``y_true`` (lossdsl's ``reduction="none"``);
-        Keras' ``__call__`` weights, masks and reduces them."""
+        Keras' ``__call__`` weights, masks and reduces them. With ``ignore_class`` the values
+        carry a Keras mask of the samples kept, as
+        :class:`keras.losses.SparseCategoricalCrossentropy`'s do."""
         function = self._function()
         if (self._class_indices and len(y_true.shape) == len(y_pred.shape) >= 2
                 and y_true.shape[-1] == 1 and y_pred.shape[-1] != 1):
@@ -224,12 +255,19 @@ class Loss(keras.losses.Loss):
                 and y_true.shape[-1] == 1):
             # one output per sample, as Keras' built-in losses return (N,) for (N, 1)
             y_true, y_pred = keras.ops.squeeze(y_true, -1), keras.ops.squeeze(y_pred, -1)
-        return function(y_true, y_pred)
+        values = function(y_true, y_pred)
+        if self.ignore_class is not None:
+            _set_keras_mask(values, keras.ops.not_equal(
+                y_true, keras.ops.cast(self.ignore_class, y_true.dtype)))
+        return values
 
     def get_config(self) -> dict[str, Any]:
-        """The loss text, params, name and reduction: ``Loss.from_config`` rebuilds it."""
+        """The loss text, params, name, reduction and ignore_class (where set):
+        ``Loss.from_config`` rebuilds it."""
         config = super().get_config()
         config.update(loss=self.text, params=dict(self.params))
+        if self.ignore_class is not None:
+            config.update(ignore_class=self.ignore_class)
         return config
 
     @classmethod
@@ -239,6 +277,21 @@ class Loss(keras.losses.Loss):
         if "loss" not in config:
             raise LossError("a lossdsl.keras.Loss config needs 'loss' (the loss text)")
         return cls(config.pop("loss"), config.pop("params", None), **config)
+
+
+def _set_keras_mask(values: Any, mask: Any) -> None:
+    """Give ``values`` Keras' mask ``mask``, which ``keras.losses.Loss.__call__`` merges
+    into the sample weights (with the mask of ``y_pred``, if any) before its reduction: how
+    Keras' own ``sparse_categorical_crossentropy`` drops its ``ignore_class`` samples (Keras
+    3 has no public name for it)."""
+    try:
+        from keras.src.backend import set_keras_mask
+    except ImportError as error:  # moved in a later Keras
+        raise LossError(f"ignore_class needs Keras' set_keras_mask, which this Keras "
+                        f"{keras.__version__} does not have where Keras 3.x keeps it "
+                        f"({error}): drop ignore_class and pass sample_weight=0 for those "
+                        f"samples with reduction='mean_with_sample_weight'") from error
+    set_keras_mask(values, mask)
 
 
 def _values_per_entry(compiled: CompiledLoss, roles: tuple[str, str],
@@ -279,11 +332,12 @@ class _TensorFlowValues:
     ranks alone, rather than when a step runs."""
 
     def __init__(self, definition: LossDefinition, params: Mapping[str, float],
-                 roles: tuple[str, ...]) -> None:
-        self.values = definition.compile("parallel", "none", params)
-        self.summed = definition.compile("parallel", "sum", params)
+                 roles: tuple[str, ...], ignore_index: int | None = None) -> None:
+        self.values = definition.compile("parallel", "none", params, ignore_index)
+        self.summed = definition.compile("parallel", "sum", params, ignore_index)
         self.roles = roles
         self.definition, self.params = definition, params
+        self.ignore_index = ignore_index
         self._weighted: CompiledLoss | None = None
 
     def upstream_weighted(self) -> CompiledLoss:
@@ -291,7 +345,7 @@ class _TensorFlowValues:
         (:func:`lossdsl.backward.upstream_weighted`), made when first needed."""
         if self._weighted is None:
             self._weighted = upstream_weighted(self.definition).compile(
-                "parallel", "sum", self.params)
+                "parallel", "sum", self.params, self.ignore_index)
         return self._weighted
 
     def __call__(self, y_true: Any, y_pred: Any) -> Any:

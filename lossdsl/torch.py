@@ -46,6 +46,9 @@ too (``jvp``, ``jacfwd``, and ``torch.func.hessian``, which is ``jacfwd(jacrev(f
 tangent meets the gradient (and the gradient's tangent the diagonal Hessian, where that is
 the whole second derivative, as for double backward).
 
+``ignore_index=-100`` drops the samples with that label as ``F.cross_entropy`` does (out
+of the mean's denominator, zero value and gradients) in every one of these passes.
+
 Params are overridden per call (``criterion(y=y, p=p, delta=2.0)``) without rebuilding
 anything: the kernels take params as arguments. Results follow PyTorch's type promotion
 (a float32 prediction with a float64 target gives a float64 loss); each gradient has its
@@ -515,20 +518,23 @@ class TorchLoss(torch.nn.Module):
     cannot be told from the names are refused, never guessed. Gradients flow to every
     floating-point input that requires grad, and once more (``create_graph=True``) where the
     loss is elementwise in that input (see the module's documentation).
+
+    ``ignore_index`` (PyTorch's ``F.cross_entropy(..., ignore_index=-100)``): an integer
+    label value whose samples count for nothing: their value (``reduction="none"``) and
+    gradients are 0 and they leave the mean's denominator, in every pass (backward,
+    ``create_graph=True``, forward mode, ``vmap``) and on CUDA too. A mean over a batch whose
+    every label is ignored raises :class:`lossdsl.LossError` (PyTorch returns nan); other
+    labels out of range still raise. A :class:`~lossdsl.CompiledLoss` compiled with an
+    ignore_index carries it over.
     """
 
     def __init__(self, loss: str | Loss | CompiledLoss, reduction: str = "mean",
-                 params: Mapping[str, float] | None = None, target: str = "parallel"):
+                 params: Mapping[str, float] | None = None, target: str = "parallel",
+                 ignore_index: int | None = None):
         super().__init__()
         text = loss if isinstance(loss, str) else None
         if isinstance(loss, CompiledLoss):
-            if loss.ignore_index is not None:
-                raise LossError(f"this loss was compiled with ignore_index="
-                                f"{loss.ignore_index}, which lossdsl.torch does not carry "
-                                "over (it would count the ignored rows): leave those rows "
-                                "out, or give them any valid label, sample_weight=0 and "
-                                "reduction='weighted_mean' (under 'mean' they would still "
-                                "count in the denominator)")
+            ignore_index = _carried_ignore_index(loss.ignore_index, ignore_index)
             params = {**loss.params, **dict(params or {})}
             loss = loss.loss
         if isinstance(loss, str):
@@ -540,7 +546,12 @@ class TorchLoss(torch.nn.Module):
         self.reduction = reduction
         self.params = dict(params or {})
         self.target = target
-        self._cpu = loss.compile(target, reduction, self.params)
+        # checked (an integer, a loss that reads labels) by the compile, which every kernel
+        # this module compiles gets: the forward loss, the summed loss of reduction="none"'s
+        # backward pass, the upstream-weighted one and (through those) the gradients and
+        # diagonal Hessians of create_graph=True, forward mode and vmap
+        self._cpu = loss.compile(target, reduction, self.params, ignore_index)
+        self.ignore_index: int | None = self._cpu.ignore_index
         self._cuda: CompiledLoss | None = None
         self._summed: dict[bool, CompiledLoss] = {}
         self._weighted: dict[bool, CompiledLoss] = {}
@@ -559,10 +570,13 @@ class TorchLoss(torch.nn.Module):
         return self._cpu.inputs
 
     def extra_repr(self) -> str:
-        """The formula, reduction, target and params, shown by ``repr(criterion)``."""
+        """The formula, reduction, target, params and ignore_index (where set), shown by
+        ``repr(criterion)``."""
         parts = [self.formula, f"reduction={self.reduction!r}", f"target={self.target!r}"]
         if self.params:
             parts.append(f"params={self.params!r}")
+        if self.ignore_index is not None:
+            parts.append(f"ignore_index={self.ignore_index}")
         return ", ".join(parts)
 
     def positional_inputs(self, args: tuple[Any, ...], keywords: Mapping[str, Any]
@@ -578,14 +592,16 @@ class TorchLoss(torch.nn.Module):
         if not cuda:
             return self._cpu
         if self._cuda is None:
-            self._cuda = self.definition.compile("cuda", self.reduction, self.params)
+            self._cuda = self.definition.compile("cuda", self.reduction, self.params,
+                                                 self.ignore_index)
         return self._cuda
 
     def _summed_loss(self, cuda: bool) -> CompiledLoss:
         """The loss with reduction "sum": the backward pass of reduction "none"."""
         summed = self._summed.get(cuda)
         if summed is None:
-            summed = self.definition.compile("cuda" if cuda else self.target, "sum", self.params)
+            summed = self.definition.compile("cuda" if cuda else self.target, "sum", self.params,
+                                             self.ignore_index)
             self._summed[cuda] = summed
         return summed
 
@@ -596,7 +612,7 @@ class TorchLoss(torch.nn.Module):
         weighted = self._weighted.get(cuda)
         if weighted is None:
             weighted = upstream_weighted(self.definition).compile(
-                "cuda" if cuda else self.target, "sum", self.params)
+                "cuda" if cuda else self.target, "sum", self.params, self.ignore_index)
             self._weighted[cuda] = weighted
         return weighted
 
@@ -876,7 +892,23 @@ def _formula(loss: Loss, text: str | None, limit: int = 300) -> str:
     return formula if len(formula) <= limit else formula[: limit - 3] + "..."
 
 
+def _carried_ignore_index(compiled: int | None, given: int | None) -> int | None:
+    """The ignore_index of a module made from a CompiledLoss: the one it was compiled with
+    (``compiled``), or ``given``; two different values are refused, not one of them picked."""
+    if given is None or compiled is None:
+        return compiled if given is None else given
+    if isinstance(given, bool) or not isinstance(given, (int, float, np.integer, np.floating)) \
+            or float(given) != compiled:
+        raise LossError(f"this loss was compiled with ignore_index={compiled}, but "
+                        f"ignore_index={given!r} was given: pass one of them (or the same "
+                        f"value twice)")
+    return compiled
+
+
 def loss(loss: str | Loss | CompiledLoss, reduction: str = "mean",
-         params: Mapping[str, float] | None = None, target: str = "parallel") -> TorchLoss:
-    """A PyTorch loss module for a lossdsl loss (see :class:`TorchLoss`)."""
-    return TorchLoss(loss, reduction, params, target)
+         params: Mapping[str, float] | None = None, target: str = "parallel",
+         ignore_index: int | None = None) -> TorchLoss:
+    """A PyTorch loss module for a lossdsl loss (see :class:`TorchLoss`); ``ignore_index``
+    as ``torch.nn.functional.cross_entropy``'s: samples whose label is that value count for
+    nothing."""
+    return TorchLoss(loss, reduction, params, target, ignore_index)
