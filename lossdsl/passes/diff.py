@@ -399,10 +399,11 @@ class _Diagonal:
     graph (a chain of thousands of operations) never becomes depth of the Python stack.
     """
 
-    def __init__(self, pair_rows: Node | None = None):
-        # the seed of rows (N, D) read pair by pair (pairdot), if any: the chain rule's
-        # products of its derivatives are taken as _product takes them
-        self.pair_rows = pair_rows
+    def __init__(self, ordered: Node | None = None):
+        # the seed of rows (N, D) whose derivatives grow and shrink as powers of its rows'
+        # norms (_orders_products), if any: the chain rule's products of its derivatives are
+        # taken as _product takes them
+        self.ordered = ordered
         self.memo: dict[tuple[int, int, frozenset], Node] = {}
         self.dependence: dict[int, dict[int, bool]] = {}
         # the terms of pair values' derivatives with respect to a seed of rows (N, D)
@@ -474,7 +475,7 @@ class _Diagonal:
         for a, partial, w in zip(e.args, PARTIALS.of(e, wanted), wanted):
             if w and not is_constant(partial, 0.0):  # stop_gradient's argument: not needed
                 inner = yield (a, seed, frozen)
-                term = (self._product([partial, inner], seed) if seed is self.pair_rows
+                term = (self._product([partial, inner], seed) if seed is self.ordered
                         else _m("mul", partial, inner))
                 if _sums_partners(a) and not is_constant(partial):
                     term = _unless_still(inner, term)
@@ -742,11 +743,17 @@ class _Diagonal:
 
     def _scale(self, e: Node, seed: Node) -> float:
         """The power of the seed's scale ``c`` that ``e`` grows as where every element of the
-        seed is multiplied by ``c`` (large): 1 for the seed and its partner leaf, 2 for a
-        squared norm or a dot product of its rows, 0 for numbers, the other inputs and what
-        does not scale as a power (exp, log, comparisons); a sum or a select takes its
-        largest term's (a number added or selected does not count). An estimate for the
-        order of a product's factors, which the product's value does not depend on."""
+        seed is multiplied by ``c`` (large): 1 for the seed, its partner leaf and the other
+        inputs of its axes, 2 for a squared norm or a dot product of its rows, 0 for numbers,
+        the other inputs and what does not scale as a power (exp, log, comparisons); a sum or
+        a select takes its largest term's (a number added or selected does not count). An
+        estimate for the order of a product's factors, which the product's value does not
+        depend on. The rows a cosine pairs with the seed's (``rowsum(x1*x2)/(|x1| |x2|)``)
+        are taken at the seed's scale: ordered so, each partial product of the cosines'
+        Hessians stays within ``c^-2..c^2`` where both rows scale by ``c`` and where either
+        does alone; taken as numbers (scale 0), a product such as ``(|x1| |x2|)^-1 *
+        (x1 (|x1| |x2|)^-1)`` is left as it is (two factors ``~c^-1`` by that estimate),
+        ``c^-3`` where both rows scale."""
         table = self.scales.setdefault(id(seed), {})
         if id(e) in table:
             return table[id(e)][1]
@@ -755,7 +762,7 @@ class _Diagonal:
             if id(n) in table:
                 continue
             args = [table[id(a)][1] for a in n.args]
-            if n is seed or (n.op == "input" and n.value == wanted):
+            if n is seed or (n.op == "input" and (n.value == wanted or n.axes == seed.axes)):
                 scale = 1.0
             elif n.op in ("mul", "pairdot", "pairmatvec"):
                 scale = args[0] + args[1]
@@ -1119,7 +1126,30 @@ def hessian_diag(total: Node, x: Node, gradient: Node | None = None) -> Node:
     """The diagonal of the Hessian of ``total`` with respect to input ``x``."""
     if gradient is None:
         gradient = grad(total, x)
-    # rows (N, D) read pair by pair: products taken in the order of their scales (_product)
-    pair_rows = pairs.is_rows(x) and any(n.op == "pairdot" and any(a is x for a in n.args)
-                                         for n in toposort([total]))
-    return _Diagonal(x if pair_rows else None)(gradient, x)
+    return _Diagonal(x if _orders_products(total, x) else None)(gradient, x)
+
+
+def _orders_products(total: Node, x: Node) -> bool:
+    """Whether the diagonal Hessian with respect to input ``x`` takes the chain rule's
+    products in the order of their scales (:meth:`_Diagonal._product`): where ``x`` is rows
+    (N, D) read as cosines, whose derivatives are powers of the rows' norms ``c`` (the
+    Hessian ``~1/c^2``, a number up to ``c = 1.3e154``, a product of factors ``~c^3`` and
+    ``~1/c^5`` on the way, out of float64's range from ``c = 1e62..1e103``): read pair by
+    pair (``pairdot``: ntxent, pair_cosine), or each row by a dot product with it
+    (``rowsum(x * v)``) and divided by its norm (a ``sqrt`` of its squared norm
+    ``rowsum(x^2)``: cosine_similarity, cosine_distance, cosine_embedding). Other losses
+    keep the products as the chain rule forms them."""
+    if not pairs.is_rows(x):
+        return False
+    nodes = toposort([total])
+    if any(n.op == "pairdot" and any(a is x for a in n.args) for n in nodes):
+        return True
+    dot = any(n.op == "rowsum" and n.args[0].op == "mul" and any(a is x for a in n.args[0].args)
+              for n in nodes)
+    squared_norms = {id(n) for n in nodes
+                     if n.op == "rowsum" and n.args[0].op == "pow" and n.args[0].args[0] is x
+                     and is_constant(n.args[0].args[1], 2.0)}
+    if not (dot and squared_norms):
+        return False
+    reads = depends_on(total, squared_norms)
+    return any(n.op == "sqrt" and reads[id(n)] for n in nodes)
