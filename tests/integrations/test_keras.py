@@ -6,7 +6,6 @@ reduction."""
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import subprocess
 import sys
@@ -15,15 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweeps import SAMPLING
+from keras_backends import OTHER_BACKENDS, keras_on_jax, run_on_backend
 
-pytest.importorskip("jax")
-if "keras" not in sys.modules:
-    os.environ["KERAS_BACKEND"] = "jax"
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "jax":
-    pytest.skip("keras was imported with another backend in this process",
-                allow_module_level=True)
+keras = keras_on_jax()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -269,33 +262,6 @@ def test_a_missing_tensorflow_backend_is_explained():
     assert "set KERAS_BACKEND=jax (or torch)" in done.stderr, done.stderr[-2000:]
 
 
-# How each backend run in a subprocess differentiates and reads back a tensor.
-BACKEND_HELPERS = {
-    "torch": textwrap.dedent('''
-        import torch
-
-        def gradient(loss, y, p, sample_weight=None):
-            q = torch.tensor(p, requires_grad=True)
-            loss(y, q, sample_weight=sample_weight).backward()
-            return q.grad.numpy()
-
-        def numpy(value):
-            return value.detach().cpu().numpy()
-    '''),
-    "tensorflow": textwrap.dedent('''
-        import tensorflow as tf
-
-        def gradient(loss, y, p, sample_weight=None):
-            q = tf.Variable(p)
-            with tf.GradientTape() as tape:
-                value = loss(y, q, sample_weight=sample_weight)
-            return tape.gradient(value, q).numpy()
-
-        def numpy(value):
-            return np.asarray(value)
-    '''),
-}
-
 def dice_inputs():
     """Masks, probabilities and sample weights for the Dice losses (their own seed), in this
     process and in the backends' script (which has this function's source)."""
@@ -440,25 +406,12 @@ BACKEND_SCRIPT = textwrap.dedent('''
 ''')
 
 
-# On CI (CI=true without LOSSDSL_FULL_SWEEPS=1) TensorFlow's alone: each backend is a
-# subprocess importing Keras and its framework (tens of seconds), and TensorFlow's run also
-# checks the XLA refusal; PyTorch's runs in every full run.
-OTHER_BACKENDS = ["tensorflow"] if SAMPLING else ["torch", "tensorflow"]
-
-
+# TensorFlow's run also checks the XLA refusal.
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_compile_and_fit_on_the_other_backends(backend):
     """Each backend in a subprocess (Keras picks its backend at import): values, gradients
     and a fit equal to the kernels, and the refusals."""
-    pytest.importorskip(backend)
-    pytest.importorskip("numba")
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", BACKEND_HELPERS[backend] + BACKEND_SCRIPT],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
-    assert out["backend"] == backend
+    out = run_on_backend(backend, BACKEND_SCRIPT)
     for what, error in out["errors"].items():
         assert error < 1e-6, (what, error)
     dice = out["dice"]

@@ -6,24 +6,13 @@ subprocess each (Keras picks its backend at import)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
-from sweeps import SAMPLING
+from keras_backends import OTHER_BACKENDS, keras_on_jax, run_on_backend
 
-pytest.importorskip("jax")
-if "keras" not in sys.modules:
-    os.environ["KERAS_BACKEND"] = "jax"
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "jax":
-    pytest.skip("keras was imported with another backend in this process",
-                allow_module_level=True)
+keras = keras_on_jax()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -33,7 +22,6 @@ import lossdsl  # noqa: E402
 import lossdsl.keras  # noqa: E402
 from lossdsl import LossError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TEXT = "sparse_cce_logits(y, z)"
 IGNORE = -1
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean_with_sample_weight", "none")
@@ -206,23 +194,11 @@ BACKEND_SCRIPT = textwrap.dedent('''
     import lossdsl.keras
 
     backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
 
-        def value_and_gradient(loss, labels, logits, weight):
-            z = torch.tensor(logits, requires_grad=True)
-            value = loss(labels, z, sample_weight=weight)
-            value.sum().backward()
-            return value.detach().numpy(), z.grad.numpy()
-    else:
-        import tensorflow as tf
-
-        def value_and_gradient(loss, labels, logits, weight):
-            z = tf.Variable(logits)
-            with tf.GradientTape() as tape:
-                value = loss(labels, z, sample_weight=weight)
-                total = tf.reduce_sum(value)
-            return np.asarray(value), tape.gradient(total, z).numpy()
+    def value_and_gradient(loss, labels, logits, weight):
+        # numpy and gradient: keras_backends.BACKEND_HELPERS, run before this script
+        value = numpy(loss(labels, logits, sample_weight=weight))
+        return value, gradient(loss, labels, logits, sample_weight=weight)
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(8, 4)).astype(np.float32)
@@ -245,21 +221,10 @@ BACKEND_SCRIPT = textwrap.dedent('''
     print("RESULT " + json.dumps({"backend": backend, "errors": errors}))
 ''')
 
-# As test_keras.py: on CI (CI=true without LOSSDSL_FULL_SWEEPS=1) TensorFlow's alone.
-OTHER_BACKENDS = ["tensorflow"] if SAMPLING else ["torch", "tensorflow"]
-
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_the_other_backends_equal_keras_own(backend):
-    pytest.importorskip(backend)
-    pytest.importorskip("numba")
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
-    assert out["backend"] == backend
+    out = run_on_backend(backend, BACKEND_SCRIPT)
     assert len(out["errors"]) == 16
     for what, (value_error, gradient_error) in out["errors"].items():
         assert value_error < 1e-5 and gradient_error < 1e-6, (what, value_error,
