@@ -16,6 +16,7 @@ from __future__ import annotations
 from ...passes.schedule import Loop, Schedule
 from ..emit import FASTMATH, Body, BodyEmitter
 from ..module import GeneratedModule, ModuleBuilder, indent
+from .instructions import INLINE_HELPERS
 from .libm import VECTORISED
 
 # The per-sample math is compiled without fastmath, so losses stay exact where the math is
@@ -99,17 +100,28 @@ class CpuModuleBuilder(ModuleBuilder):
               if self.vectorisable else []),
             "from lossdsl.backend.cpu.runtime import DIRECT, longest_row",
             "from lossdsl.backend.cpu.vector_math import row_add, row_max",
+            *(["from lossdsl.backend.cpu.instructions import inline_helpers"]
+              if INLINE_HELPERS.intersection(self.printer.helpers) else []),
             *(["from lossdsl.backend.cpu.helpers import shared_helpers"]
-              if self.printer.helpers else []),
+              if set(self.printer.helpers) - INLINE_HELPERS else []),
         ]
 
     def helper_definitions(self, names: list[str]) -> list[str]:
-        """The helpers from the module every CPU kernel of this dtype and ``math`` shares
-        (:mod:`lossdsl.backend.cpu.helpers`): compiled once per process, not with each kernel."""
-        if not names:
-            return []
-        return ["\n".join([f'_helpers = shared_helpers("{self.dtype}", {self.vectorisable})',
-                           *(f"h_{name} = _helpers.h_{name}" for name in names)])]
+        """The comparisons, logic, select, min, max and sign as LLVM instructions
+        (:mod:`lossdsl.backend.cpu.instructions`); the other helpers from the module every
+        CPU kernel of this dtype and ``math`` shares (:mod:`lossdsl.backend.cpu.helpers`):
+        compiled once per process, not with each kernel."""
+        inline = [name for name in names if name in INLINE_HELPERS]
+        shared = [name for name in names if name not in INLINE_HELPERS]
+        lines = []
+        if inline:
+            lines.append("\n".join([f'_inline = inline_helpers("{self.dtype}")',
+                                    *(f"h_{name} = _inline.h_{name}" for name in inline)]))
+        if shared:
+            lines.append("\n".join([
+                f'_helpers = shared_helpers("{self.dtype}", {self.vectorisable})',
+                *(f"h_{name} = _helpers.h_{name}" for name in shared)]))
+        return lines
 
     def target_constants(self) -> list[str]:
         return [f"FASTMATH = set({sorted(FASTMATH)!r})"]
