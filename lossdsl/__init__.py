@@ -14,6 +14,7 @@ and ``binding`` turns call-time inputs into kernel arguments. The integrations (
 ``torch``, ...) and the command line sit beside the compiler at the top level.
 """
 
+from . import numba_environment  # noqa: F401 -- before anything imports Numba
 from ._version import __version__
 from .api import CompiledLoss, Library, Loss, compile, load
 from .decisions import decide

@@ -15,6 +15,11 @@ import pytest
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Numba highlights each of the thousands of typing errors it formats and drops while compiling
+# a kernel (lossdsl/numba_environment.py); lossdsl turns that off when it imports Numba first,
+# and the simulator set-up below imports Numba before any test imports lossdsl.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
+
 # Compiled kernels are cached on disk; keep the tests' cache beside the tests so a second run
 # (and every test module) reuses machine code instead of compiling again.
 os.environ.setdefault(

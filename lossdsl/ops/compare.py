@@ -6,7 +6,10 @@ infinite derivative in the branch not taken does not leak NaN.
 
 In kernels they are helper calls rather than inline ``a if c else b``: inline conditionals
 split the body into many basic blocks, and Numba's SSA passes grow with blocks x variables (a
-40-term loss compiled 25% faster this way); LLVM inlines the helpers back into selects.
+40-term loss compiled 25% faster this way); LLVM inlines the helpers back into selects. CUDA
+kernels compile the helpers' source here; CPU kernels call intrinsics that emit the compare
+and select directly (:mod:`lossdsl.backend.cpu.instructions`, which must compute what the
+source here does).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ import pytest
 # A loss no other test compiles, so these tests always start from an empty cache directory.
 SCRIPT = textwrap.dedent("""
     import numpy as np, lossdsl
-    L = lossdsl.compile("pseudo_huber(y, p, 1.75) + 0.25*l2(w)", target="cpu")
+    L = lossdsl.compile("pseudo_huber(y, p, 1.75) + 0.25*l2(w) + 0.5*xlogy(1 + y*y, 2 + p*p)",
+                        target="cpu")
     y = np.linspace(-1, 1, 50); p = np.cos(y); w = np.arange(3.0)
     value, grads = L.value_and_grad(("p", "w"), y=y, p=p, w=w)
     print(repr(value), repr(float(grads["p"].sum())))
@@ -348,8 +349,10 @@ def test_machine_code_that_cannot_be_saved_falls_back(tmp_path):
 
 
 def test_cpu_kernels_share_one_module_of_helpers():
-    # The registry's helpers (h_select, h_gt, ...) are compiled once per process, not with
-    # every kernel: CPU kernels bind them from one generated module per dtype.
+    # The registry's helpers (h_lgamma, ...) are compiled once per process, not with every
+    # kernel: CPU kernels bind them from one generated module per dtype; the comparisons,
+    # logic and selects (h_select, h_gt, ...) are intrinsics, one set per dtype
+    # (backend/cpu/instructions.py).
     import numpy as np
 
     import lossdsl
@@ -357,10 +360,13 @@ def test_cpu_kernels_share_one_module_of_helpers():
 
     y, p = np.linspace(0.0, 1.0, 20), np.linspace(-2.0, 2.0, 20)
     modules = []
-    for text in ("huber(y, p, 0.5)", "bce_logits(y, p)"):
+    for text in ("huber(y, p, 0.5) + lgamma(2 + p*p)", "bce_logits(y, p) + lgamma(3 + p*p)"):
         compiled = lossdsl.compile(text, target="cpu")
         compiled.value_and_grad("p", y=y, p=p)
-        assert "def h_" not in compiled.source and "shared_helpers(" in compiled.source
-        modules.append(cache.load_module(compiled.source))  # the loaded kernel module
+        source = compiled.source
+        assert "def h_" not in source and "shared_helpers(" in source
+        assert "h_select = _inline.h_select" in source
+        modules.append(cache.load_module(source))  # the loaded kernel module
+    assert modules[0].h_lgamma is modules[1].h_lgamma
     assert modules[0].h_select is modules[1].h_select
     assert modules[0]._helpers.__name__.startswith("lossdsl_helpers_")

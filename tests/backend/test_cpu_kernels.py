@@ -9,6 +9,7 @@ import pytest
 
 import lossdsl
 from lossdsl import cache, compiler
+from lossdsl.backend.cpu.helpers import shared_helpers
 
 
 def test_per_sample_math_is_evaluated_as_written():
@@ -17,7 +18,9 @@ def test_per_sample_math_is_evaluated_as_written():
     The loop driver is compiled with fastmath "reassoc" (its sums vectorise); a body that
     does not say ``fastmath=False`` is compiled by Numba with the flags of its first caller,
     that driver, and LLVM then reassociated pseudo_huber's Hessian (a different last bit on
-    5% of rows). Its body calls only + - * / sqrt and selects, all correctly rounded."""
+    5% of rows). Its body calls only + - * / sqrt and selects, all correctly rounded. Python
+    runs the registry's helpers where the kernel has their intrinsics (equal to them:
+    tests/backend/test_instructions.py)."""
     compiled = lossdsl.compile("pseudo_huber(y, p)", target="cpu")
     spec = compiled.specialization(compiled.default_ranks())
     request = compiler.KernelRequest(np.dtype("float64"), "cpu", True, ("p",), ("p",))
@@ -32,8 +35,16 @@ def test_per_sample_math_is_evaluated_as_written():
     compiled_rows = [np.empty(n) for _ in outputs]
     module.run(*arrays, *compiled_rows, 1.0, n)  # the mean's divisor 1, n rows
     python_rows = [np.empty(n) for _ in outputs]
-    for i in range(n):
-        module.body0.py_func(i, *arrays, *python_rows, 1.0)  # the derivatives' factor 1/1
+    registry = shared_helpers("float64", True)
+    intrinsics = {name: value for name, value in vars(module).items() if name.startswith("h_")}
+    try:  # the body's globals are the module's
+        for name in intrinsics:
+            setattr(module, name, getattr(registry, name).py_func)
+        for i in range(n):
+            module.body0.py_func(i, *arrays, *python_rows, 1.0)  # the derivatives' factor 1/1
+    finally:
+        for name, value in intrinsics.items():
+            setattr(module, name, value)
     for compiled_row, python_row in zip(compiled_rows, python_rows):
         mismatched = np.flatnonzero(compiled_row != python_row)
         assert mismatched.size == 0, (mismatched[:5], compiled_row[mismatched[:5]],
