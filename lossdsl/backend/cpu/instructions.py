@@ -59,6 +59,11 @@ def _compare(builder, python: str, x, y, common):
     return builder.icmp_unsigned(python, x, y)
 
 
+def _cast(context, builder, values, types_, to) -> list:
+    """``values`` (of ``types_``) converted to ``to``, as Numba converts operands."""
+    return [context.cast(builder, v, t, to) for v, t in zip(values, types_)]
+
+
 def _truth(context, builder, value, typ):
     """``value != 0`` (NaN is true): an i1."""
     zero = context.get_constant(typ, 0)
@@ -79,7 +84,7 @@ def _relation(dtype, python: str):
             return None
 
         def codegen(context, builder, sig, args):
-            x, y = (context.cast(builder, v, t, common) for v, t in zip(args, sig.args))
+            x, y = _cast(context, builder, args, sig.args, common)
             return _number(context, builder, _compare(builder, python, x, y, common), dtype)
 
         return dtype(a, b), codegen
@@ -129,7 +134,7 @@ def _helpers(dtype) -> SimpleNamespace:
 
         def codegen(context, builder, sig, args):
             truth = _truth(context, builder, args[0], sig.args[0])
-            x, y = (context.cast(builder, v, t, result) for v, t in zip(args[1:], sig.args[1:]))
+            x, y = _cast(context, builder, args[1:], sig.args[1:], result)
             return builder.select(truth, x, y)
 
         return result(c, a, b), codegen
@@ -142,7 +147,7 @@ def _helpers(dtype) -> SimpleNamespace:
                 return None
 
             def codegen(context, builder, sig, args):
-                x, y = (context.cast(builder, v, t, result) for v, t in zip(args, sig.args))
+                x, y = _cast(context, builder, args, sig.args, result)
                 keep = _compare(builder, python, x, y, result)  # a <python> b or a != a
                 if isinstance(result, types.Float):
                     keep = builder.or_(keep, builder.fcmp_unordered("uno", x, x))
